@@ -1,0 +1,25 @@
+"""medfm: multimodal medical foundation models.
+
+Public entry points: :func:`create_encoder`, :func:`list_encoders`, :func:`from_pretrained`,
+:func:`save_pretrained`, :func:`pipeline`.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from medfm.encoders import create_encoder, list_encoders  # noqa: E402
+
+
+def __getattr__(name: str):  # lazy: keep `import medfm` light
+    if name in ("from_pretrained", "save_pretrained"):
+        from medfm import hub
+
+        return getattr(hub, name)
+    if name == "pipeline":
+        from medfm.pipeline import pipeline
+
+        return pipeline
+    raise AttributeError(f"module 'medfm' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "create_encoder", "list_encoders", "from_pretrained", "save_pretrained", "pipeline"]

@@ -1,0 +1,61 @@
+"""Image encoders behind one contract (see :mod:`medfm.encoders.base`).
+
+``create_encoder(name, in_chans=..., img_size=..., pretrained=None, **overrides)`` builds any
+registered encoder; ``list_encoders()`` lists them. Family modules register on import.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+from medfm.encoders.base import Encoder, EncoderInputError
+from medfm.registry import ENCODERS
+from medfm.encoders import timm_encoders  # noqa: F401  (registers resnet/convnext/vit)
+
+
+def list_encoders(pattern: str = "*", **tags: Any) -> List[str]:
+    """Names of registered encoders matching a glob ``pattern`` and tags (e.g. ``family="vit"``)."""
+    return ENCODERS.names(pattern, **tags)
+
+
+def create_encoder(
+    name: str,
+    in_chans: int = 3,
+    img_size: int = 224,
+    pretrained: Optional[str] = None,
+    **overrides: Any,
+) -> Encoder:
+    """Build a registered encoder.
+
+    Args:
+        name: registered encoder name (``list_encoders()``).
+        in_chans: 1 (grayscale) or 3 (RGB) input channels.
+        img_size: square input side in pixels (28, 64, 128, 224, ...).
+        pretrained: None (random init), ``"timm"`` (timm's ImageNet weights; needs the hub),
+            or a medfm checkpoint: a local directory or ``"hf-hub:org/name"``; the encoder
+            weights of that checkpoint are loaded (its in_chans/img_size must match).
+        **overrides: builder keyword arguments; ``None`` values are dropped so unset CLI
+            flags pass through.
+
+    Returns:
+        An :class:`Encoder`; ``encoder.config`` holds the arguments that rebuild it.
+
+    Raises:
+        UnknownNameError: unknown ``name`` (with close matches).
+        ValueError: bad ``in_chans``/``img_size`` or a checkpoint that does not match.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    builder = ENCODERS.get(name)
+    timm_pretrained = pretrained == "timm"
+    kwargs = dict(overrides)
+    if timm_pretrained:
+        kwargs["timm_pretrained"] = True
+    encoder = builder(in_chans=in_chans, img_size=img_size, **kwargs)
+    encoder.config = {"name": name, "in_chans": int(in_chans), "img_size": int(img_size), **overrides}
+    if pretrained is not None and not timm_pretrained:
+        from medfm.hub import load_encoder_weights
+
+        load_encoder_weights(encoder, pretrained)
+    return encoder
+
+
+__all__ = ["Encoder", "EncoderInputError", "create_encoder", "list_encoders", "ENCODERS"]

@@ -1,0 +1,176 @@
+"""The encoder contract every image encoder in medfm follows, whatever its family.
+
+An encoder is an ``nn.Module`` that takes ``(B, C, H, W)`` float32 images with values
+in [0, 1] (``C == in_chans``), normalises them with its own ``pixel_mean``/``pixel_std``
+and exposes:
+
+* ``num_features``: int, size of the pooled embedding;
+* ``forward_features(x)``: ``(B, N, D)`` tokens or ``(B, D, h, w)`` feature map;
+* ``forward(x)``: ``(B, num_features)`` pooled embedding;
+* ``forward_intermediates(x)``: list of ``(B, C_i, H_i, W_i)`` maps for dense heads;
+* ``in_chans``, ``img_size``, ``family`` and ``lora_target_modules`` (a regex that peft
+  matches against full module names; it selects the family's attention/projection/conv
+  layers for LoRA).
+
+The design follows timm's feature-extraction API (``forward_features``,
+``forward_intermediates``) and open_clip's idea of a tower behind a fixed interface.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Sequence, Union
+
+import torch
+from torch import nn
+
+SUPPORTED_IN_CHANS = (1, 3)
+
+
+class EncoderInputError(ValueError):
+    """Raised when an encoder is given a tensor of the wrong shape, channels, size or with NaN/inf."""
+
+
+def _per_channel(value: Union[float, Sequence[float]], in_chans: int, what: str) -> torch.Tensor:
+    vals = [float(value)] * in_chans if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(vals) != in_chans:
+        raise ValueError(f"{what} has {len(vals)} values but the encoder has in_chans={in_chans}")
+    return torch.tensor(vals, dtype=torch.float32).view(1, in_chans, 1, 1)
+
+
+class Encoder(nn.Module):
+    """Base class of all medfm image encoders.
+
+    Args:
+        in_chans: input channels (1 for grayscale, 3 for RGB).
+        img_size: the square input side in pixels the encoder is built for.
+        mean, std: per-channel normalisation applied to inputs in [0, 1]
+            (default 0.5/0.5, as the MedMNIST benchmark code does).
+        fixed_size: when True (ViTs with learned position embeddings, Mamba encoders)
+            inputs must be exactly ``img_size``; CNNs accept any size >= 8.
+
+    Subclasses implement ``_features``, ``_pool`` and ``_intermediates`` on normalised
+    input and set ``num_features``.
+
+    Raises:
+        ValueError: ``in_chans`` or ``img_size`` out of range.
+    """
+
+    family: str = "generic"
+    #: regex matched (``re.fullmatch``) by peft against full module names.
+    lora_target_modules: str = r".*"
+
+    def __init__(
+        self,
+        in_chans: int,
+        img_size: int,
+        mean: Union[float, Sequence[float]] = 0.5,
+        std: Union[float, Sequence[float]] = 0.5,
+        fixed_size: bool = False,
+    ) -> None:
+        super().__init__()
+        if int(in_chans) != in_chans or in_chans < 1:
+            raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}")
+        if int(img_size) != img_size or img_size < 8:
+            raise ValueError(f"img_size must be an integer >= 8, got {img_size!r}")
+        self.in_chans = int(in_chans)
+        self.img_size = int(img_size)
+        self.fixed_size = fixed_size
+        self.register_buffer("pixel_mean", _per_channel(mean, self.in_chans, "mean"), persistent=False)
+        self.register_buffer("pixel_std", _per_channel(std, self.in_chans, "std"), persistent=False)
+        self.num_features: int = 0
+        #: the arguments that rebuild this encoder with ``create_encoder`` (set by the factory).
+        self.config: Dict[str, Any] = {}
+
+    # -- input handling -------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """Validate ``x``: a float ``(B, in_chans, H, W)`` tensor with finite values.
+
+        Raises:
+            EncoderInputError: wrong type, rank, channel count, size, or NaN/inf values.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise EncoderInputError(f"expected a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+        if x.ndim != 4:
+            raise EncoderInputError(
+                f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)} ({x.ndim} dims)"
+            )
+        if x.shape[1] != self.in_chans:
+            raise EncoderInputError(
+                f"encoder expects {self.in_chans} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})"
+            )
+        if not x.is_floating_point():
+            raise EncoderInputError(f"expected float images in [0, 1], got dtype {x.dtype}")
+        if self.fixed_size and (x.shape[-2] != self.img_size or x.shape[-1] != self.img_size):
+            raise EncoderInputError(
+                f"encoder was built for {self.img_size}x{self.img_size} inputs, got "
+                f"{x.shape[-2]}x{x.shape[-1]}; resize the images or create the encoder with img_size="
+                f"{x.shape[-1]}"
+            )
+        if min(x.shape[-2:]) < 8:
+            raise EncoderInputError(f"images must be at least 8x8, got {x.shape[-2]}x{x.shape[-1]}")
+        if not torch.isfinite(x).all():
+            raise EncoderInputError("input contains NaN or inf values")
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Check ``x`` ((B, C, H, W) in [0, 1]) and return ``(x - mean) / std``."""
+        self.check_input(x)
+        return (x - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
+
+    # -- the contract -----------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpooled features: ``(B, N, D)`` tokens or ``(B, D, h, w)`` map."""
+        return self._features(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled embedding ``(B, num_features)`` of images ``(B, C, H, W)`` in [0, 1]."""
+        return self._pool(self._features(self.normalize(x)))
+
+    def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Multi-scale maps ``[(B, C_i, H_i, W_i), ...]``, finest first, for dense heads."""
+        return self._intermediates(self.normalize(x))
+
+    @property
+    def feature_channels(self) -> List[int]:
+        """Channels ``C_i`` of each map returned by ``forward_intermediates``."""
+        with torch.no_grad():
+            was_training = self.training
+            self.eval()
+            side = self.img_size
+            dev = self.pixel_mean.device
+            maps = self.forward_intermediates(torch.zeros(1, self.in_chans, side, side, device=dev))
+            self.train(was_training)
+        return [int(m.shape[1]) for m in maps]
+
+    def norm_module_names(self) -> List[str]:
+        """Full names of modules with running statistics (BatchNorm); LoRA keeps them trainable
+        and saved (peft ``modules_to_save``), or a reloaded adapter would not reproduce."""
+        return [
+            n for n, m in self.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
+
+    # -- to implement -------------------------------------------------------------------
+    def _features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _pool(self, feats: torch.Tensor) -> torch.Tensor:
+        """Default pooling: mean over tokens ``(B, N, D)`` or over space ``(B, D, h, w)``."""
+        if feats.ndim == 3:
+            return feats.mean(dim=1)
+        return feats.mean(dim=(-2, -1))
+
+    def _intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
+    """Reshape square token grids ``(B, N, D)`` to maps ``(B, D, sqrt(N), sqrt(N))``.
+
+    Raises:
+        ValueError: ``N`` is not a perfect square.
+    """
+    b, n, d = tokens.shape
+    side = int(math.isqrt(n))
+    if side * side != n:
+        raise ValueError(f"cannot reshape {n} tokens to a square map")
+    return tokens.transpose(1, 2).reshape(b, d, side, side)

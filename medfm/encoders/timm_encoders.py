@@ -1,0 +1,167 @@
+"""timm-backed CNN and ViT encoders (ResNet, ConvNeXt, ViT) with small-image stems.
+
+timm's ImageNet stems downsample by 4 before the first stage, which collapses 28 px
+MedMNIST images to 1x1 at the last stage. As in the MedMNIST v2 benchmark code
+(Yang et al., Scientific Data 2023, "ResNet-18 (28)"), small inputs use a 3x3 stride-1
+stem without max-pooling (<= 32 px) or a stride-2 stem (<= 64 px); ViTs pick a patch
+size that gives a 7x7 to 14x14 token grid.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import timm
+import torch
+from torch import nn
+
+from medfm.encoders.base import Encoder
+from medfm.registry import ENCODERS
+
+
+def stem_stride(img_size: int) -> Optional[int]:
+    """Stride of the small-image stem for ``img_size`` px, or None for timm's default stem."""
+    if img_size <= 32:
+        return 1
+    if img_size <= 64:
+        return 2
+    return None
+
+
+def vit_patch_size(img_size: int) -> int:
+    """Patch size that suits ``img_size``: 4 (<= 32 px), 8 (<= 64 px), else 16.
+
+    Raises:
+        ValueError: ``img_size`` is not a multiple of the chosen patch size.
+    """
+    patch = 4 if img_size <= 32 else 8 if img_size <= 64 else 16
+    if img_size % patch:
+        raise ValueError(f"img_size={img_size} is not a multiple of the ViT patch size {patch}")
+    return patch
+
+
+def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    try:
+        return timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
+    except (OSError, RuntimeError) as err:  # hub unreachable, missing weights
+        if not pretrained:
+            raise
+        raise RuntimeError(
+            f"could not fetch timm's pretrained weights for {arch!r} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). Offline, pass pretrained=None or a local "
+            "medfm checkpoint directory instead."
+        ) from None
+
+
+class TimmResNet(Encoder):
+    """A timm ResNet (He et al. 2016) with a small-image stem for <= 64 px inputs.
+
+    Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, D, H/s, W/s)``.
+    """
+
+    family = "cnn"
+    lora_target_modules = r".*\.(conv\d|downsample\.0)"
+
+    def __init__(self, arch: str, in_chans: int = 3, img_size: int = 224, timm_pretrained: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(in_chans, img_size)
+        self.model = _timm_create(arch, timm_pretrained, in_chans=in_chans, **kwargs)
+        stride = stem_stride(img_size)
+        if stride is not None:
+            width = self.model.bn1.num_features  # also right for timm's deep (Sequential) stems
+            self.model.conv1 = nn.Conv2d(in_chans, width, 3, stride=stride, padding=1, bias=False)
+            self.model.maxpool = nn.Identity()
+        self.num_features = self.model.num_features
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+    def _intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self.model.forward_intermediates(x, intermediates_only=True)
+
+
+class TimmConvNeXt(Encoder):
+    """A timm ConvNeXt (Liu et al. 2022) with a stride-1/2 stem for <= 64 px inputs.
+
+    Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, D, h, w)``.
+    """
+
+    family = "cnn"
+    lora_target_modules = r".*\.(conv_dw|mlp\.fc1|mlp\.fc2)"
+
+    def __init__(self, arch: str, in_chans: int = 3, img_size: int = 224, timm_pretrained: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(in_chans, img_size)
+        self.model = _timm_create(arch, timm_pretrained, in_chans=in_chans, **kwargs)
+        stride = stem_stride(img_size)
+        if stride is not None:
+            width = self.model.stem[0].out_channels
+            kernel = 3 if stride == 1 else 2
+            self.model.stem[0] = nn.Conv2d(in_chans, width, kernel, stride=stride, padding=kernel // 2 if stride == 1 else 0)
+        self.num_features = self.model.num_features
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+    def _intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self.model.forward_intermediates(x, intermediates_only=True)
+
+
+class TimmViT(Encoder):
+    """A timm Vision Transformer (Dosovitskiy et al. 2021) with an input-suited patch size.
+
+    Input ``(B, in_chans, img_size, img_size)`` in [0, 1] (fixed size: learned position
+    embeddings); ``forward_features`` gives ``(B, 1 + N, D)`` tokens (class token first);
+    ``forward`` returns the class token after the final norm.
+    """
+
+    family = "vit"
+    lora_target_modules = r".*\.(qkv|proj|fc1|fc2)"
+
+    def __init__(self, arch: str, in_chans: int = 3, img_size: int = 224, patch_size: Optional[int] = None,
+                 timm_pretrained: bool = False, **kwargs: Any) -> None:
+        super().__init__(in_chans, img_size, fixed_size=True)
+        patch = patch_size or vit_patch_size(img_size)
+        self.model = _timm_create(arch, timm_pretrained, in_chans=in_chans, img_size=img_size,
+                                  patch_size=patch, **kwargs)
+        self.patch_size = patch
+        self.num_features = self.model.num_features
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+    def _pool(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(feats, pre_logits=True)
+
+    def _intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
+        # four evenly spaced blocks, all at the patch grid resolution (B, D, h, w)
+        depth = len(self.model.blocks)
+        idx = sorted({max(0, round(depth * f) - 1) for f in (0.25, 0.5, 0.75, 1.0)})
+        return self.model.forward_intermediates(x, indices=idx, intermediates_only=True)
+
+
+def _resnet(arch: str):
+    def build(in_chans: int = 3, img_size: int = 224, **kw: Any) -> Encoder:
+        return TimmResNet(arch, in_chans=in_chans, img_size=img_size, **kw)
+    return build
+
+
+def _convnext(arch: str):
+    def build(in_chans: int = 3, img_size: int = 224, **kw: Any) -> Encoder:
+        return TimmConvNeXt(arch, in_chans=in_chans, img_size=img_size, **kw)
+    return build
+
+
+def _vit(arch: str):
+    def build(in_chans: int = 3, img_size: int = 224, **kw: Any) -> Encoder:
+        return TimmViT(arch, in_chans=in_chans, img_size=img_size, **kw)
+    return build
+
+
+ENCODERS.register("resnet18", family="cnn", timm_arch="resnet18")(_resnet("resnet18"))
+ENCODERS.register("resnet50", family="cnn", timm_arch="resnet50")(_resnet("resnet50"))
+ENCODERS.register("resnet_test", family="cnn", test=True, timm_arch="test_resnet")(_resnet("test_resnet"))
+ENCODERS.register("convnext_atto", family="cnn", timm_arch="convnext_atto")(_convnext("convnext_atto"))
+ENCODERS.register("convnext_test", family="cnn", test=True, timm_arch="test_convnext")(_convnext("test_convnext"))
+ENCODERS.register("vit_tiny", family="vit", timm_arch="vit_tiny_patch16_224")(_vit("vit_tiny_patch16_224"))
+ENCODERS.register("vit_small", family="vit", timm_arch="vit_small_patch16_224")(_vit("vit_small_patch16_224"))
+ENCODERS.register("vit_test", family="vit", test=True, timm_arch="test_vit")(_vit("test_vit"))

@@ -1,0 +1,115 @@
+"""One small registry class; one instance per kind of thing (encoders, objectives, ...).
+
+Follows timm's model registry in spirit: builders register with a decorator, names
+are unique (a duplicate raises, it never silently overrides), and an unknown name is
+answered with close matches ("did you mean ...").
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UnknownNameError(KeyError):
+    """Raised when a registry is asked for a name it does not hold.
+
+    The message names the registry, the unknown name and the closest registered names.
+    """
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class Registry:
+    """A named mapping from string keys to builder callables.
+
+    Args:
+        kind: what the registry holds, used in error messages ("encoder", "objective").
+
+    Raises:
+        ValueError: on registering a name twice or an empty name.
+        UnknownNameError: on ``get`` of a name that is not registered.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: Dict[str, Callable[..., Any]] = {}
+        self._tags: Dict[str, Dict[str, Any]] = {}
+
+    def register(self, name: Optional[str] = None, **tags: Any) -> Callable[[F], F]:
+        """Decorator registering ``fn`` under ``name`` (default: the function's name).
+
+        Extra keyword ``tags`` (e.g. ``family="cnn"``) are stored and searchable with
+        :meth:`names` ``(family="cnn")``.
+        """
+
+        def deco(fn: F) -> F:
+            key = name or fn.__name__
+            if not key:
+                raise ValueError(f"{self.kind} registry: empty name")
+            if key in self._entries:
+                raise ValueError(f"{self.kind} {key!r} is already registered")
+            self._entries[key] = fn
+            self._tags[key] = dict(tags)
+            return fn
+
+        return deco
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """Return the builder registered as ``name``.
+
+        Raises:
+            UnknownNameError: ``name`` is not registered; the message lists close matches.
+        """
+        if name in self._entries:
+            return self._entries[name]
+        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise UnknownNameError(
+            f"unknown {self.kind} {name!r}{hint} (known: {len(self._entries)}; see list)"
+        )
+
+    def tags(self, name: str) -> Dict[str, Any]:
+        """The tags given at registration for ``name``."""
+        self.get(name)
+        return dict(self._tags[name])
+
+    def names(self, pattern: str = "*", **tags: Any) -> List[str]:
+        """Sorted registered names matching a glob ``pattern`` and all given ``tags``."""
+        out = []
+        for key in sorted(self._entries):
+            if not fnmatch.fnmatch(key, pattern):
+                continue
+            if any(self._tags[key].get(k) != v for k, v in tags.items()):
+                continue
+            out.append(key)
+        return out
+
+    def build(self, name: str, **kwargs: Any) -> Any:
+        """Call the builder for ``name`` with ``kwargs``, dropping ``None`` values.
+
+        Dropping ``None`` lets CLI flags that were not given pass straight through.
+        """
+        return self.get(name)(**{k: v for k, v in kwargs.items() if v is not None})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self)} entries)"
+
+
+ENCODERS = Registry("encoder")
+OBJECTIVES = Registry("objective")
+ADAPTERS = Registry("adapter")
+TEXT_ENCODERS = Registry("text encoder")
+FUSERS = Registry("fuser")
