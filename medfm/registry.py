@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+import importlib
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,16 +29,26 @@ class Registry:
 
     Args:
         kind: what the registry holds, used in error messages ("encoder", "objective").
+        modules: modules whose import registers the entries; imported on first lookup so
+            that ``ENCODERS.get(...)`` works whatever was imported before.
 
     Raises:
         ValueError: on registering a name twice or an empty name.
         UnknownNameError: on ``get`` of a name that is not registered.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, modules: Sequence[str] = ()) -> None:
         self.kind = kind
+        self._modules = tuple(modules)
+        self._populated = not self._modules
         self._entries: Dict[str, Callable[..., Any]] = {}
         self._tags: Dict[str, Dict[str, Any]] = {}
+
+    def _populate(self) -> None:
+        if not self._populated:
+            self._populated = True
+            for mod in self._modules:
+                importlib.import_module(mod)
 
     def register(self, name: Optional[str] = None, **tags: Any) -> Callable[[F], F]:
         """Decorator registering ``fn`` under ``name`` (default: the function's name).
@@ -64,6 +75,7 @@ class Registry:
         Raises:
             UnknownNameError: ``name`` is not registered; the message lists close matches.
         """
+        self._populate()
         if name in self._entries:
             return self._entries[name]
         close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.5)
@@ -79,6 +91,7 @@ class Registry:
 
     def names(self, pattern: str = "*", **tags: Any) -> List[str]:
         """Sorted registered names matching a glob ``pattern`` and all given ``tags``."""
+        self._populate()
         out = []
         for key in sorted(self._entries):
             if not fnmatch.fnmatch(key, pattern):
@@ -96,20 +109,22 @@ class Registry:
         return self.get(name)(**{k: v for k, v in kwargs.items() if v is not None})
 
     def __contains__(self, name: object) -> bool:
+        self._populate()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._populate()
         return len(self._entries)
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self)} entries)"
 
 
-ENCODERS = Registry("encoder")
-OBJECTIVES = Registry("objective")
-ADAPTERS = Registry("adapter")
-TEXT_ENCODERS = Registry("text encoder")
-FUSERS = Registry("fuser")
+ENCODERS = Registry("encoder", modules=["medfm.encoders"])
+OBJECTIVES = Registry("objective", modules=["medfm.objectives"])
+ADAPTERS = Registry("adapter", modules=["medfm.adapters"])
+TEXT_ENCODERS = Registry("text encoder", modules=["medfm.text"])
+FUSERS = Registry("fuser", modules=["medfm.adapters"])

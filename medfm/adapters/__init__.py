@@ -1,1 +1,10 @@
-"""medfm.adapters"""
+"""Task adapters (heads) over any encoder, and LoRA wiring.
+
+Registries: ``ADAPTERS`` (classification, segmentation, VQA, ...) and ``FUSERS``
+(missing-modality fusion). Each adapter module holds ``encoder`` and ``medfm_spec`` so
+that :mod:`medfm.hub` can save and rebuild it.
+"""
+from medfm.registry import ADAPTERS, FUSERS
+from medfm.adapters.classification import ImageClassifier
+
+__all__ = ["ADAPTERS", "FUSERS", "ImageClassifier"]

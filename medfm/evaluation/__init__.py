@@ -1,1 +1,45 @@
-"""medfm.evaluation"""
+"""medfm.evaluation: metrics, calibration, robustness scores and reports.
+
+* :mod:`~medfm.evaluation.metrics`: MedMNIST ACC/AUC (exact MedMNIST semantics), balanced
+  accuracy, per-class recall/AUC, confusion matrix, percentile-bootstrap CIs, and the
+  MedMNIST-C balanced error (BE) / relative balanced error (rBE).
+* :mod:`~medfm.evaluation.calibration`: top-label ECE with reliability-diagram bins.
+* :mod:`~medfm.evaluation.report`: ``results.json`` + ``report.md`` + PNG figures.
+* :mod:`~medfm.evaluation.plots`: the figures (matplotlib imported lazily).
+"""
+from medfm.evaluation.calibration import Calibration, expected_calibration_error
+from medfm.evaluation.metrics import (
+    TASKS,
+    alexnet_reference,
+    balanced_error,
+    be_rbe,
+    binary_auc,
+    bootstrap_ci,
+    check_task,
+    classification_metrics,
+    corruption_errors,
+)
+from medfm.evaluation.report import (
+    SCHEMA_VERSION,
+    checkpoint_hash,
+    markdown_table,
+    write_classification_report,
+)
+
+__all__ = [
+    "TASKS",
+    "check_task",
+    "classification_metrics",
+    "binary_auc",
+    "bootstrap_ci",
+    "balanced_error",
+    "corruption_errors",
+    "alexnet_reference",
+    "be_rbe",
+    "Calibration",
+    "expected_calibration_error",
+    "SCHEMA_VERSION",
+    "checkpoint_hash",
+    "markdown_table",
+    "write_classification_report",
+]

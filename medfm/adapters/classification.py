@@ -1,0 +1,102 @@
+"""Classification adapter: an encoder plus a linear head, with the loss chosen by task type.
+
+Task types are MedMNIST's (Yang et al., Scientific Data 2023): "binary-class" and
+"multi-class" and "ordinal-regression" use softmax cross-entropy over K classes (binary as
+two classes, ordinal as multi-class, as the benchmark does); "multi-label, binary-class"
+uses per-label sigmoid + binary cross-entropy.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfm.encoders.base import Encoder
+from medfm.registry import ADAPTERS
+
+TASKS = ("binary-class", "multi-class", "multi-label, binary-class", "ordinal-regression")
+
+
+def check_task(task: str) -> str:
+    """Return ``task`` if it is a known MedMNIST task type.
+
+    Raises:
+        ValueError: unknown task, with the closest known one.
+    """
+    if task not in TASKS:
+        close = difflib.get_close_matches(str(task), TASKS, n=1, cutoff=0.4)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(TASKS)})"
+        raise ValueError(f"unknown task type {task!r}{hint}")
+    return task
+
+
+@ADAPTERS.register("classification")
+class ImageClassifier(nn.Module):
+    """Encoder + dropout + linear head.
+
+    Args:
+        encoder: any medfm :class:`Encoder`.
+        num_classes: K outputs (2 for binary-class, L for multi-label).
+        task: MedMNIST task type (see module docstring).
+        label_names: K class (or label) names, used by pipelines, reports and cards.
+        dropout: dropout before the head.
+
+    Shape:
+        ``forward``: images ``(B, C, H, W)`` float in [0, 1] -> logits ``(B, K)``.
+
+    Raises:
+        ValueError: unknown task, ``num_classes`` < 1 (< 2 for softmax tasks), or a
+            ``label_names`` list whose length is not ``num_classes``.
+    """
+
+    def __init__(self, encoder: Encoder, num_classes: int, task: str = "multi-class",
+                 label_names: Optional[Sequence[str]] = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        check_task(task)
+        if num_classes < 1 or (task != "multi-label, binary-class" and num_classes < 2):
+            raise ValueError(f"num_classes={num_classes} is too small for task {task!r}")
+        names: List[str] = [str(n) for n in label_names] if label_names is not None else [str(i) for i in range(num_classes)]
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} label names given for {num_classes} classes")
+        self.encoder = encoder
+        self.task = task
+        self.label_names = names
+        self.num_classes = int(num_classes)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(encoder.num_features, num_classes)
+        self.medfm_spec: Dict[str, Any] = {
+            "kind": "adapter",
+            "name": "classification",
+            "args": {"num_classes": self.num_classes, "task": task, "label_names": names, "dropout": float(dropout)},
+        }
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi-label, binary-class"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.encoder(images)))
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(B, K)`` from logits: sigmoid for multi-label, softmax otherwise."""
+        logits = logits.float()
+        return torch.sigmoid(logits) if self.multi_label else logits.softmax(dim=-1)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Task loss: BCE-with-logits for multi-label ``(B, K)`` float labels, else CE on ``(B,)`` int labels.
+
+        Raises:
+            ValueError: labels of the wrong shape for the task.
+        """
+        logits = logits.float()
+        if self.multi_label:
+            if labels.shape != logits.shape:
+                raise ValueError(f"multi-label targets must be (B, {self.num_classes}), got {tuple(labels.shape)}")
+            return F.binary_cross_entropy_with_logits(logits, labels.float())
+        labels = labels.reshape(-1).long()
+        if labels.shape[0] != logits.shape[0]:
+            raise ValueError(f"{labels.shape[0]} labels for {logits.shape[0]} images")
+        return F.cross_entropy(logits, labels)

@@ -1,0 +1,161 @@
+"""LoRA wiring through peft (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022).
+
+* :func:`apply_lora` wraps a medfm adapter module (e.g. ``ImageClassifier``) with peft LoRA
+  on its encoder's default ``lora_target_modules`` (or a given regex); the task head and,
+  for CNNs, every BatchNorm layer go to peft's ``modules_to_save`` (their running statistics
+  change during fine-tuning; without saving them a reloaded adapter would not reproduce).
+* :func:`save_adapter` writes an adapter-only checkpoint (peft's ``adapter_config.json`` +
+  ``adapter_model.safetensors``) plus medfm's ``config.json`` that records the base checkpoint.
+* :func:`load_adapter` rebuilds base + adapter; :func:`merge_adapter` folds the adapter into
+  the base weights and saves a plain checkpoint.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from torch import nn
+
+from medfm.io import atomic_dir
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyper-parameters.
+
+    Attributes:
+        rank: LoRA rank r (> 0).
+        alpha: scaling numerator (the update is scaled by alpha / r).
+        dropout: dropout on the LoRA branch input.
+        target_modules: regex over module names *inside the encoder*; None uses the
+            encoder family's default (``encoder.lora_target_modules``).
+        train_norm: keep BatchNorm layers trainable and saved (``modules_to_save``).
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: Optional[str] = None
+    train_norm: bool = True
+
+    def __post_init__(self) -> None:
+        if int(self.rank) != self.rank or self.rank < 1:
+            raise ValueError(f"lora.rank must be a positive integer, got {self.rank}")
+        if self.alpha <= 0:
+            raise ValueError(f"lora.alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence[str] = ("head",)):
+    """The peft ``LoraConfig`` for a medfm module with an ``encoder`` attribute.
+
+    Raises:
+        ValueError: the regex matches no Linear/Conv2d layer of the encoder.
+    """
+    import re
+
+    from peft import LoraConfig
+
+    encoder = model.encoder
+    pattern = settings.target_modules or encoder.lora_target_modules
+    full = rf"encoder\.(?:{pattern})"
+    hits = [n for n, m in model.named_modules() if re.fullmatch(full, n) and isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not hits:
+        raise ValueError(f"LoRA target pattern {pattern!r} matches no Linear/Conv2d layer of encoder {encoder.config.get('name')!r}")
+    to_save: List[str] = list(head_modules)
+    if settings.train_norm:
+        to_save += [f"encoder.{n}" for n in encoder.norm_module_names()]
+    # explicit names: the regex may also match non-adaptable layers (e.g. an AvgPool2d in a
+    # timm avg-down shortcut), which peft would reject
+    return LoraConfig(r=int(settings.rank), lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=hits, modules_to_save=to_save, bias="none")
+
+
+def apply_lora(model: nn.Module, settings: Optional[LoraSettings] = None, head_modules: Sequence[str] = ("head",)):
+    """Wrap ``model`` with LoRA; only LoRA matrices, the head and norm layers stay trainable.
+
+    Returns:
+        A ``peft.PeftModel`` whose ``base_model.model`` is ``model``.
+    """
+    from peft import get_peft_model
+
+    settings = settings or LoraSettings()
+    return get_peft_model(model, lora_config(model, settings, head_modules))
+
+
+def save_adapter(peft_model: nn.Module, path: Union[str, Path], base_checkpoint: str,
+                 extra_config: Optional[Dict[str, Any]] = None, card: Optional[str] = None) -> Path:
+    """Save an adapter-only checkpoint recording ``base_checkpoint`` (atomic directory write)."""
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        write_adapter(peft_model, tmp, base_checkpoint, extra_config, card)
+    return path
+
+
+def write_adapter(peft_model: nn.Module, directory: Union[str, Path], base_checkpoint: str,
+                  extra_config: Optional[Dict[str, Any]] = None, card: Optional[str] = None) -> None:
+    """Write the adapter files into an existing directory (see :func:`save_adapter`)."""
+    from medfm.cards import build_card
+    from medfm.hub import CARD_NAME, CONFIG_NAME, model_config
+
+    base = peft_model.base_model.model
+    cfg = model_config(base, extra_config)
+    cfg["base_checkpoint"] = _portable(base_checkpoint)
+    cfg["adapter"] = "lora"
+    directory = Path(directory)
+    peft_model.peft_config["default"].base_model_name_or_path = cfg["base_checkpoint"]
+    peft_model.save_pretrained(str(directory))
+    (directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
+    (directory / CARD_NAME).write_text(card or build_card(cfg))
+
+
+def _portable(ident: str) -> str:
+    from medfm.hub import HUB_PREFIX
+
+    return ident if str(ident).startswith(HUB_PREFIX) else str(Path(ident).expanduser().resolve())
+
+
+def load_adapter(path: Union[str, Path], base_checkpoint: Optional[str] = None):
+    """Rebuild base model + LoRA adapter from an adapter directory.
+
+    Args:
+        path: adapter directory written by :func:`save_adapter`.
+        base_checkpoint: override the recorded base (e.g. after moving files).
+
+    Raises:
+        CheckpointError: missing base checkpoint or mismatched adapter weights.
+    """
+    from peft import PeftModel
+
+    from medfm.hub import CheckpointError, build_from_config, load_config, load_encoder_weights
+
+    path = Path(path)
+    cfg = load_config(path)
+    base = base_checkpoint or cfg.get("base_checkpoint")
+    model = build_from_config(cfg)
+    if base:
+        try:
+            load_encoder_weights(model.encoder, base)
+        except CheckpointError as err:
+            raise CheckpointError(f"adapter {str(path)!r}: its base checkpoint could not be loaded ({err}); "
+                                  "pass base_checkpoint= to point at it") from None
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(path))
+    except Exception as err:  # peft raises many types for mismatched adapters
+        raise CheckpointError(f"adapter weights in {str(path)!r} do not fit the base model: {err}") from None
+    peft_model.medfm_checkpoint = str(path)
+    return peft_model
+
+
+def merge_adapter(path: Union[str, Path], out: Union[str, Path], base_checkpoint: Optional[str] = None) -> Path:
+    """Fold a LoRA adapter into its base weights and save a plain medfm checkpoint at ``out``."""
+    from medfm.hub import load_config, save_pretrained
+
+    cfg = load_config(path)
+    merged = load_adapter(path, base_checkpoint).merge_and_unload()
+    keep = {k: v for k, v in cfg.items() if k not in ("kind", "name", "args", "encoder", "preprocessing", "medfm_version", "adapter")}
+    keep["merged_from"] = str(Path(path).resolve())
+    return save_pretrained(merged, out, extra_config=keep)

@@ -1,0 +1,137 @@
+"""The ``medfm`` command: ``pretrain | finetune | eval | merge | card | push | bench``.
+
+Every subcommand is a thin layer over the library; errors medfm anticipates (bad recipe,
+missing data, mismatched checkpoint) print one line ``medfm: error: ...`` and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medfm", description="Medical foundation models: pretrain, adapt, evaluate, share.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def data_root(sp):
+        sp.add_argument("--data-root", default=None, help="data folder (default: $MEDFM_DATA, else ~/.cache/medfm)")
+
+    sp = sub.add_parser("pretrain", help="self-supervised pretraining from a recipe")
+    sp.add_argument("recipe", type=Path)
+    sp.add_argument("--output", type=Path, required=True)
+    sp.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint")
+    sp.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    data_root(sp)
+
+    sp = sub.add_parser("finetune", help="fine-tune a classifier (linear, full or LoRA) from a recipe")
+    sp.add_argument("recipe", type=Path)
+    sp.add_argument("--init", default=None, help="medfm checkpoint whose encoder initialises the model")
+    sp.add_argument("--output", type=Path, required=True)
+    sp.add_argument("--resume", action="store_true")
+    sp.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    sp.add_argument("--dataset", default=None, help="override data.dataset (MedMNIST flag)")
+    data_root(sp)
+
+    sp = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
+    sp.add_argument("checkpoint")
+    sp.add_argument("--data", required=True, help="MedMNIST flag, e.g. pneumoniamnist")
+    sp.add_argument("--split", default="test", choices=["train", "val", "test"])
+    sp.add_argument("--size", type=int, default=None)
+    sp.add_argument("--output", type=Path, default=None)
+    sp.add_argument("--batch-size", type=int, default=256)
+    data_root(sp)
+
+    sp = sub.add_parser("merge", help="fold a LoRA adapter into its base and save a full checkpoint")
+    sp.add_argument("adapter")
+    sp.add_argument("output", type=Path)
+    sp.add_argument("--base", default=None, help="override the base checkpoint recorded in the adapter")
+
+    sp = sub.add_parser("card", help="rewrite a checkpoint's model card with evaluation results")
+    sp.add_argument("checkpoint")
+    sp.add_argument("--results", type=Path, required=True)
+
+    sp = sub.add_parser("push", help="upload a checkpoint to the Hugging Face hub")
+    sp.add_argument("checkpoint")
+    sp.add_argument("repo_id")
+    sp.add_argument("--private", action="store_true")
+
+    sp = sub.add_parser("bench", help="training throughput: medfm loop vs a bare torch loop")
+    sp.add_argument("--encoder", default="resnet18")
+    sp.add_argument("--img-size", type=int, default=28)
+    sp.add_argument("--batch-size", type=int, default=128)
+    sp.add_argument("--steps", type=int, default=20)
+    sp.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    return p
+
+
+def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] = None):
+    from medfm.config import from_dict, load_yaml
+
+    data = load_yaml(path)
+    if epochs is not None:
+        data.setdefault("train", {})["epochs"] = epochs
+    if dataset is not None:
+        data.setdefault("data", {})["dataset"] = dataset
+    return from_dict(cls, data, where=path.name)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "pretrain":
+        from medfm.training.recipes import PretrainRecipe
+        from medfm.training.runs import run_pretrain
+
+        recipe = _load_recipe(PretrainRecipe, args.recipe, args.epochs)
+        out = run_pretrain(recipe, args.output, data_root=args.data_root, resume=args.resume)
+        print(f"pretrained checkpoint: {out}")
+    elif args.command == "finetune":
+        from medfm.training.recipes import FinetuneRecipe
+        from medfm.training.runs import run_finetune
+
+        recipe = _load_recipe(FinetuneRecipe, args.recipe, args.epochs, args.dataset)
+        out = run_finetune(recipe, args.output, init=args.init, data_root=args.data_root, resume=args.resume)
+        print(f"fine-tuned checkpoint: {out}")
+    elif args.command == "eval":
+        from medfm.evaluation.evaluate import evaluate_checkpoint
+
+        res = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, size=args.size,
+                                  data_root=args.data_root, output=args.output, batch_size=args.batch_size)
+        m = res["metrics"]
+        print(f"{args.data} {args.split}: ACC {m['acc']:.4f}  AUC {m['auc']:.4f}  balanced ACC {m['balanced_acc']:.4f}")
+    elif args.command == "merge":
+        from medfm.adapters.lora import merge_adapter
+
+        print(f"merged checkpoint: {merge_adapter(args.adapter, args.output, args.base)}")
+    elif args.command == "card":
+        from medfm.cards import update_card
+
+        print(f"model card: {update_card(args.checkpoint, args.results)}")
+    elif args.command == "push":
+        from medfm.hub import push_to_hub
+
+        print(push_to_hub(args.checkpoint, args.repo_id, private=args.private))
+    elif args.command == "bench":
+        from medfm.benchmark import compare_throughput
+
+        compare_throughput(args.encoder, args.img_size, args.batch_size, args.steps, args.precision)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``medfm`` console script; returns the exit code."""
+    from medfm.config import ConfigError
+    from medfm.data.errors import MedFMDataError
+    from medfm.hub import CheckpointError
+    from medfm.registry import UnknownNameError
+
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ConfigError, MedFMDataError, CheckpointError, UnknownNameError, FileExistsError, ValueError) as err:
+        print(f"medfm: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""MedMNIST v2 (12 2D + 6 3D sets) read from the official npz files.
+
+Source: Yang et al., "MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D
+biomedical image classification", Scientific Data 10, 41 (2023). All metadata (task,
+label names, channels, license, split sizes, zenodo URLs, md5 per size) come from the
+``medmnist`` package's ``medmnist.info.INFO``; nothing is hard-coded here. Files are
+``<data_root>/medmnist/<flag>.npz`` at 28 px and ``<flag>_<size>.npz`` otherwise, with
+arrays ``{train,val,test}_{images,labels}`` (images uint8, labels integer ``(N, L)``).
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from medmnist.info import INFO
+from torch.utils.data import Dataset
+
+from medfm.data.errors import (
+    ChecksumError,
+    CorruptFileError,
+    DataFileMissingError,
+    DataShapeError,
+    DownloadError,
+    MedFMDataError,
+    UnknownDatasetError,
+    UnknownSplitError,
+    UnsupportedSizeError,
+)
+from medfm.data.root import PathLike, dataset_dir
+
+MEDMNIST_2D_FLAGS: Tuple[str, ...] = tuple(f for f, i in INFO.items() if not i["python_class"].endswith("3D"))
+MEDMNIST_3D_FLAGS: Tuple[str, ...] = tuple(f for f, i in INFO.items() if i["python_class"].endswith("3D"))
+MEDMNIST_FLAGS: Tuple[str, ...] = MEDMNIST_2D_FLAGS + MEDMNIST_3D_FLAGS
+SPLITS: Tuple[str, ...] = ("train", "val", "test")
+MULTI_LABEL_TASK = "multi-label, binary-class"
+DOWNLOAD_TIMEOUT_S = 15.0
+
+# md5 hex digest per (absolute path, mtime_ns, size): repeated opens skip re-hashing.
+_MD5_CACHE: Dict[Tuple[str, int, int], str] = {}
+
+
+def _info(flag: str) -> Dict[str, Any]:
+    if not isinstance(flag, str) or flag not in INFO:
+        raise UnknownDatasetError.for_name(flag, MEDMNIST_FLAGS, kind="MedMNIST flag")
+    return INFO[flag]
+
+
+def available_sizes(flag: str) -> Tuple[int, ...]:
+    """Image sizes (px) ``flag`` is released at, from INFO's ``MD5_<size>`` keys (28 always).
+
+    Raises:
+        UnknownDatasetError: unknown flag (message lists close matches).
+    """
+    info = _info(flag)
+    return (28,) + tuple(sorted(int(k[4:]) for k in info if k.startswith("MD5_")))
+
+
+def _size_suffix(flag: str, size: int) -> str:
+    sizes = available_sizes(flag)
+    if size not in sizes:
+        raise UnsupportedSizeError(f"MedMNIST {flag!r} is not released at size {size!r}; available: {list(sizes)}")
+    return "" if size == 28 else f"_{size}"
+
+
+def dataset_info(flag: str) -> Dict[str, Any]:
+    """Metadata of a MedMNIST flag, usable without the data file.
+
+    Returns:
+        dict with ``flag``, ``task`` (INFO string, e.g. ``"binary-class"``,
+        ``"multi-label, binary-class"``, ``"ordinal-regression"``), ``label_names``
+        (list ordered by label index), ``num_classes`` (number of model outputs =
+        ``len(label_names)``), ``n_channels`` (1 or 3), ``is_3d``, ``sizes`` (tuple of px),
+        ``n_samples`` ({split: count}), ``license``, ``description``.
+
+    Raises:
+        UnknownDatasetError: unknown flag (message lists close matches).
+    """
+    info = _info(flag)
+    label_names = [info["label"][str(i)] for i in range(len(info["label"]))]
+    return {
+        "flag": flag,
+        "task": info["task"],
+        "label_names": label_names,
+        "num_classes": len(label_names),
+        "n_channels": int(info["n_channels"]),
+        "is_3d": flag in MEDMNIST_3D_FLAGS,
+        "sizes": available_sizes(flag),
+        "n_samples": dict(info["n_samples"]),
+        "license": info["license"],
+        "description": info["description"],
+    }
+
+
+def medmnist_path(flag: str, size: int = 28, data_root: Optional[PathLike] = None) -> Path:
+    """Expected path of the npz file: ``<data_root>/medmnist/<flag>[_<size>].npz``.
+
+    Raises:
+        UnknownDatasetError, UnsupportedSizeError: bad flag or size.
+    """
+    return dataset_dir("medmnist", data_root) / f"{flag}{_size_suffix(flag, size)}.npz"
+
+
+def file_md5(path: PathLike) -> str:
+    """md5 hex digest of ``path``, cached per (path, mtime, size) for this process."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _MD5_CACHE:
+        h = hashlib.md5()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _MD5_CACHE[key] = h.hexdigest()
+    return _MD5_CACHE[key]
+
+
+def verify_md5(path: PathLike, expected: str) -> None:
+    """Check ``path`` against the published md5 ``expected``.
+
+    Raises:
+        ChecksumError: digests differ (message names the file and both digests).
+    """
+    actual = file_md5(path)
+    if actual != expected:
+        raise ChecksumError(
+            f"md5 mismatch for {path}: got {actual}, expected {expected} "
+            "(partial or altered file; delete it and download it again, or pass verify=False)"
+        )
+
+
+def download_medmnist(
+    flag: str, size: int = 28, data_root: Optional[PathLike] = None, timeout: float = DOWNLOAD_TIMEOUT_S
+) -> Path:
+    """Download the official npz from zenodo (URL and md5 from INFO) into ``<root>/medmnist/``.
+
+    Streams into a temporary file in the target folder, checks the md5, then renames it
+    into place, so a failed or interrupted download never leaves a partial ``.npz``.
+
+    Args:
+        timeout: socket timeout in seconds; offline the call fails at once or after this.
+
+    Returns:
+        Path of the verified file.
+
+    Raises:
+        DownloadError: no network, HTTP error, timeout, or the folder cannot be written;
+            the message names the file, its URL and the folder to put it in by hand.
+        ChecksumError: the downloaded bytes do not match the published md5.
+    """
+    info = _info(flag)
+    suffix = _size_suffix(flag, size)
+    url, md5 = info[f"url{suffix}"], info[f"MD5{suffix}"]
+    dest = medmnist_path(flag, size, data_root)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as e:
+        raise DownloadError(f"cannot write {dest.name} into {dest.parent} ({e.strerror or e})") from None
+    try:
+        h = hashlib.md5()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    for chunk in iter(lambda: resp.read(1 << 20), b""):
+                        out.write(chunk)
+                        h.update(chunk)
+            except (OSError, http.client.HTTPException) as e:
+                reason = getattr(e, "reason", None) or e
+                raise DownloadError(
+                    f"could not download {dest.name} from {url} ({reason}); "
+                    f"download it by hand and put it in {dest.parent}"
+                ) from None
+        if h.hexdigest() != md5:
+            raise ChecksumError(f"md5 mismatch for {dest.name} downloaded from {url}: got {h.hexdigest()}, expected {md5}")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def _load_split(path: Path, split: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Read ``<split>_images`` and ``<split>_labels`` (never unpickling)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise CorruptFileError(f"{path} is a single .npy array, not an npz archive")
+            keys = [f"{split}_images", f"{split}_labels"]
+            missing = [k for k in keys if k not in npz.files]
+            if missing:
+                raise DataShapeError(f"{path} lacks array(s) {missing} (has {sorted(npz.files)}); not an official MedMNIST npz")
+            return npz[keys[0]], npz[keys[1]]
+    except MedFMDataError:
+        raise
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, zlib.error) as e:
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise CorruptFileError(
+            f"cannot read {path}: truncated or corrupt npz ({type(e).__name__}: {detail}); delete it and download it again"
+        ) from None
+
+
+def _check_arrays(images: np.ndarray, labels: np.ndarray, path: Path, split: str, info: Dict[str, Any], size: int) -> None:
+    """Raise DataShapeError unless the arrays match the official layout for this flag/size."""
+    if info["is_3d"]:
+        per_item: Tuple[int, ...] = (size, size, size)
+    else:
+        per_item = (size, size) if info["n_channels"] == 1 else (size, size, info["n_channels"])
+    if images.dtype != np.uint8 or images.ndim != 1 + len(per_item) or images.shape[1:] != per_item:
+        expected = "(N, " + ", ".join(map(str, per_item)) + ") uint8"
+        raise DataShapeError(
+            f"{path}: {split}_images is {tuple(images.shape)} {images.dtype}, expected {expected} for {info['flag']!r} at size {size}"
+        )
+    multi = info["task"] == MULTI_LABEL_TASK
+    n_cols = info["num_classes"] if multi else 1
+    if labels.shape != (images.shape[0], n_cols):
+        raise DataShapeError(
+            f"{path}: {split}_labels is {tuple(labels.shape)}, expected ({images.shape[0]}, {n_cols}) "
+            f"(one row per image, {n_cols} column(s) for task {info['task']!r})"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataShapeError(f"{path}: {split}_labels has dtype {labels.dtype}, expected integers")
+    upper = 2 if multi else info["num_classes"]
+    if labels.size and (labels.min() < 0 or labels.max() >= upper):
+        raise DataShapeError(
+            f"{path}: {split}_labels values span [{labels.min()}, {labels.max()}], expected [0, {upper - 1}] for {info['flag']!r}"
+        )
+
+
+class MedMNISTDataset(Dataset):
+    """One split of a MedMNIST v2 set, held in memory as uint8.
+
+    Samples are dicts ``{"image": x, "label": y}``:
+
+    - ``image``: ``(C, H, W)`` float32 in [0, 1] for 2D, ``(C, D, H, W)`` for 3D
+      (C = ``n_channels``; 1 for grayscale and 3D unless ``as_rgb``).
+    - ``label``: int64 scalar tensor for binary-class, multi-class and ordinal-regression
+      tasks; float32 ``(n_labels,)`` of 0/1 for the multi-label task (chestmnist).
+
+    :meth:`get_batch` is the fast path used by the training loop: it gathers a whole
+    batch from a uint8 tensor with one indexing op (no per-sample Python loop) and is
+    bit-exact with stacking ``__getitem__``.
+
+    Args:
+        flag: MedMNIST flag (see ``MEDMNIST_FLAGS``).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        size: image side in px: 28/64/128/224 (2D), 28/64 (3D).
+        data_root: see :func:`medfm.data.root.resolve_data_root`; files in ``<root>/medmnist/``.
+        download: fetch the file from zenodo when missing (never in tests).
+        verify: check the file's md5 against INFO (cached per path/mtime/size).
+        as_rgb: repeat single-channel images to 3 channels (2D and 3D, as medmnist does).
+
+    Attributes:
+        flag, split, size, task, label_names, n_channels, num_classes, is_3d, license,
+        md5 (expected digest), path, images (uint8 ``(N, H, W[, 3])`` or ``(N, D, H, W)``),
+        labels (integer ``(N, L)`` as stored).
+
+    Raises:
+        UnknownDatasetError, UnknownSplitError, UnsupportedSizeError: bad flag/split/size.
+        DataFileMissingError: file absent and ``download=False`` (names the path).
+        DownloadError, ChecksumError, CorruptFileError, DataShapeError: see their docs.
+    """
+
+    def __init__(
+        self,
+        flag: str,
+        split: str = "train",
+        size: int = 28,
+        data_root: Optional[PathLike] = None,
+        download: bool = False,
+        verify: bool = True,
+        as_rgb: bool = False,
+    ) -> None:
+        info = dataset_info(flag)
+        if split not in SPLITS:
+            raise UnknownSplitError(f"unknown split {split!r} for MedMNIST {flag!r}; expected one of {', '.join(SPLITS)}")
+        suffix = _size_suffix(flag, size)
+        self.flag, self.split, self.size = flag, split, size
+        self.task: str = info["task"]
+        self.label_names = list(info["label_names"])
+        self.num_classes: int = info["num_classes"]
+        self.is_3d: bool = info["is_3d"]
+        self.license: str = info["license"]
+        self.md5: str = INFO[flag][f"MD5{suffix}"]
+        self.path = medmnist_path(flag, size, data_root)
+        if not self.path.is_file():
+            if not download:
+                raise DataFileMissingError(
+                    f"MedMNIST {flag!r} (size {size}) not found at {self.path}; pass download=True "
+                    f"or put {self.path.name} (from {INFO[flag]['url' + suffix]}) in {self.path.parent}"
+                )
+            download_medmnist(flag, size, data_root)
+        if verify:
+            verify_md5(self.path, self.md5)
+        images, labels = _load_split(self.path, split)
+        _check_arrays(images, labels, self.path, split, info, size)
+        self.images, self.labels = images, labels
+        self.multi_label = self.task == MULTI_LABEL_TASK
+        self._channel_last = not self.is_3d and info["n_channels"] == 3
+        self._repeat_rgb = as_rgb and info["n_channels"] == 1
+        self.n_channels = 3 if as_rgb else info["n_channels"]
+        self._images_t = torch.from_numpy(images)  # shares memory with self.images
+        if self.multi_label:
+            self._labels_t = torch.from_numpy(labels.astype(np.float32))
+        else:
+            self._labels_t = torch.from_numpy(labels[:, 0].astype(np.int64))
+
+    def __len__(self) -> int:
+        return int(self._images_t.shape[0])
+
+    def _to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W)``/``(B, H, W, 3)``/``(B, D, H, W)`` -> float32 ``(B, C, ...)`` in [0, 1]."""
+        x = x.permute(0, 3, 1, 2) if self._channel_last else x.unsqueeze(1)
+        if self._repeat_rgb:
+            x = x.expand(-1, 3, *x.shape[2:])
+        return x.contiguous().to(torch.float32).div_(255.0)
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        """Sample ``index``: ``{"image": (C, H, W) or (C, D, H, W) float32, "label": ...}``."""
+        return {"image": self._to_float(self._images_t[index].unsqueeze(0))[0], "label": self._labels_t[index]}
+
+    def get_batch(self, indices: Union[torch.Tensor, Sequence[int], np.ndarray]) -> Dict[str, torch.Tensor]:
+        """Gather a batch in one indexing op.
+
+        Args:
+            indices: ``(B,)`` integer indices (LongTensor, list or numpy array).
+
+        Returns:
+            ``{"image": (B, C, H, W) or (B, C, D, H, W) float32 in [0, 1],
+            "label": (B,) int64 or (B, L) float32 for multi-label}``.
+
+        Raises:
+            ValueError: indices are not a 1-D integer sequence.
+            IndexError: an index is out of range.
+        """
+        idx = torch.as_tensor(indices)
+        if idx.ndim != 1 or (idx.numel() and (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool)):
+            raise ValueError(f"get_batch expects 1-D integer indices (B,), got shape {tuple(idx.shape)} dtype {idx.dtype}")
+        idx = idx.to(torch.long)
+        return {"image": self._to_float(self._images_t[idx]), "label": self._labels_t[idx]}
+
+    def __repr__(self) -> str:
+        return (
+            f"MedMNISTDataset(flag={self.flag!r}, split={self.split!r}, size={self.size}, n={len(self)}, "
+            f"task={self.task!r}, n_channels={self.n_channels}, path={str(self.path)!r})"
+        )
+
+
+def label_fraction_indices(
+    n_or_labels: Union[int, np.ndarray, torch.Tensor, Sequence[int]], fraction: float, seed: int = 0
+) -> np.ndarray:
+    """Indices of a fixed random ``fraction`` of a training set (label-efficiency runs).
+
+    Given single-label ``labels`` (``(N,)`` or ``(N, 1)``) the draw is stratified: each
+    class keeps ``round(fraction * n_c)`` samples, at least one. Given ``N`` or
+    multi-label ``(N, L)`` labels it is a plain random draw of ``round(fraction * N)`` (at
+    least one). Each class's order is one permutation of ``seed``, so with the same seed a
+    smaller fraction is a subset of a larger one.
+
+    Returns:
+        Sorted int64 numpy array of indices into ``[0, N)``.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1] or an empty set.
+    """
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    labels: Optional[np.ndarray] = None
+    if isinstance(n_or_labels, (int, np.integer)) and not isinstance(n_or_labels, bool):
+        n = int(n_or_labels)
+    else:
+        arr = np.asarray(n_or_labels)
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        labels = arr if arr.ndim == 1 else None
+        n = int(arr.shape[0]) if arr.ndim else 0
+    if n <= 0:
+        raise ValueError(f"cannot draw a fraction of an empty set (n={n})")
+    rng = np.random.default_rng(seed)
+
+    def take(members: np.ndarray) -> np.ndarray:
+        k = max(1, int(np.floor(fraction * len(members) + 0.5)))
+        return rng.permutation(members)[:k]
+
+    if labels is None:
+        chosen = take(np.arange(n))
+    else:
+        chosen = np.concatenate([take(np.flatnonzero(labels == c)) for c in np.unique(labels)])
+    return np.sort(chosen).astype(np.int64)
+
+
+__all__ = [
+    "MEDMNIST_FLAGS", "MEDMNIST_2D_FLAGS", "MEDMNIST_3D_FLAGS", "SPLITS", "available_sizes", "dataset_info",
+    "medmnist_path", "file_md5", "verify_md5", "download_medmnist", "MedMNISTDataset", "label_fraction_indices",
+]

@@ -1,0 +1,3 @@
+"""Reusable building layers for medfm encoders (each family file composes these)."""
+from medfm.encoders.layers.kan import KANConv2d, KANLinear, create_basis  # noqa: F401
+from medfm.encoders.layers.neighborhood_attention import NeighborhoodAttention2D, neighborhood_attention_2d  # noqa: F401

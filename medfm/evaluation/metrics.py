@@ -1,0 +1,537 @@
+"""Classification metrics: MedMNIST ACC/AUC, balanced accuracy, bootstrap CIs, MedMNIST-C BE/rBE.
+
+ACC and AUC follow the MedMNIST definitions exactly (Yang et al. 2023, "MedMNIST v2",
+Sci. Data 10:41; reference code ``medmnist.evaluator.getACC/getAUC``):
+
+* ``binary-class``: the last score column is the positive-class probability;
+  ACC thresholds it at ``threshold`` (``>``, default 0.5), AUC is the ROC AUC of it.
+* ``multi-class`` and ``ordinal-regression``: ACC uses ``argmax``; AUC is the mean over
+  the K score columns of the one-vs-rest ROC AUC.
+* ``multi-label, binary-class``: per label ``score > threshold``; ACC and AUC are the
+  means over labels of the per-label accuracy / ROC AUC.
+
+ROC AUC is computed as the Mann-Whitney U statistic (ties count 1/2; Hanley & McNeil
+1982), which equals the trapezoidal ROC area sklearn reports; the same code serves the
+vectorised bootstrap.
+
+Degenerate AUC rule: a one-vs-rest column whose targets are all 0 or all 1 (a class
+absent from ``y_true``, or present in every sample) has no defined AUC. It is reported
+as NaN in ``per_class_auc``, left out of the mean ``auc``, and named in ``warnings``;
+``auc`` is NaN only when no column is defined. (MedMNIST's reference code raises.)
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = [
+    "TASKS",
+    "check_task",
+    "classification_metrics",
+    "binary_auc",
+    "bootstrap_ci",
+    "balanced_error",
+    "corruption_errors",
+    "alexnet_reference",
+    "be_rbe",
+]
+
+TASKS = ("binary-class", "multi-class", "multi-label, binary-class", "ordinal-regression")
+MULTI_LABEL = "multi-label, binary-class"
+_BOOT_METRICS = ("acc", "auc")
+_BOOT_CHUNK_ELEMS = 4_000_000  # resamples x samples per chunk (~32 MB of float64)
+
+
+def _did_you_mean(name: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(options), n=2, cutoff=0.4)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def check_task(task: str) -> str:
+    """Return ``task`` if it is a MedMNIST task string, else raise.
+
+    Raises:
+        ValueError: unknown task; the message lists close matches and all valid tasks.
+    """
+    if task in TASKS:
+        return task
+    raise ValueError(f"unknown task {task!r}{_did_you_mean(task, TASKS)} (valid: {', '.join(TASKS)})")
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x)
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}")
+    return a
+
+
+def _prepare(y_true: Any, y_score: Any, task: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Validate inputs and bring them to canonical shapes.
+
+    Returns ``(y, s)``: binary ``y`` (N,) in {0,1}, ``s`` (N,) positive-class probability;
+    multi-class/ordinal ``y`` (N,) in [0, K), ``s`` (N, K); multi-label ``y``, ``s`` (N, L).
+    """
+    check_task(task)
+    y = _to_numpy(y_true, "y_true")
+    s = _to_numpy(y_score, "y_score").astype(np.float64)
+    if s.ndim not in (1, 2):
+        raise ValueError(f"y_score must be (N,) or (N, K), got shape {s.shape}")
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y_true must be (N,) or (N, L), got shape {y.shape}")
+    if len(y) != len(s):
+        raise ValueError(f"y_true has {len(y)} samples but y_score has {len(s)}")
+    if len(y) == 0:
+        raise ValueError("y_true and y_score are empty")
+    n_bad = int((~np.isfinite(s)).sum())
+    if n_bad:
+        raise ValueError(f"y_score contains {n_bad} NaN/inf value(s)")
+    if s.min() < 0.0 or s.max() > 1.0:
+        raise ValueError(
+            f"y_score must be probabilities in [0, 1] (got range [{s.min():.4g}, {s.max():.4g}]); "
+            "apply softmax (binary/multi-class) or sigmoid (multi-label) to logits first"
+        )
+    yf = y.astype(np.float64)
+    if not np.all(np.isfinite(yf)) or not np.all(yf == np.round(yf)):
+        raise ValueError("y_true must hold integer class indices / 0-1 labels (found NaN or fractions)")
+    y = yf.astype(np.int64)
+
+    if task == MULTI_LABEL:
+        if y.ndim != 2 or s.ndim != 2 or y.shape != s.shape:
+            raise ValueError(
+                f"task {task!r} needs y_true and y_score both (N, L) with equal L, "
+                f"got y_true {y.shape} and y_score {s.shape}"
+            )
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError(f"y_true for task {task!r} must be 0/1 per label")
+        return y, s
+
+    if y.ndim == 2:
+        if y.shape[1] != 1:
+            raise ValueError(
+                f"y_true for task {task!r} must be (N,) or (N, 1) class indices, got shape {y.shape} "
+                "(one-hot labels? pass their argmax)"
+            )
+        y = y[:, 0]
+    if y.min() < 0:
+        raise ValueError(f"y_true holds a negative class index ({y.min()})")
+    if task == "binary-class":
+        if s.ndim == 2 and s.shape[1] not in (1, 2):
+            raise ValueError(
+                f"task 'binary-class' expects y_score of shape (N,), (N, 1) or (N, 2), got {s.shape} "
+                "(more than 2 classes? use task 'multi-class')"
+            )
+        if y.max() > 1:
+            raise ValueError(f"y_true for task 'binary-class' must be 0/1, found class {y.max()}")
+        return y, (s[:, -1] if s.ndim == 2 else s)
+    # multi-class / ordinal-regression
+    if s.ndim != 2 or s.shape[1] < 2:
+        raise ValueError(f"task {task!r} expects y_score of shape (N, K) with K >= 2, got {s.shape}")
+    if y.max() >= s.shape[1]:
+        raise ValueError(f"y_true holds class {y.max()} but y_score has only {s.shape[1]} columns")
+    return y, s
+
+
+def _one_vs_rest(y: np.ndarray, s: np.ndarray, task: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Binary targets and scores per AUC column: ``(T, S)`` both (N, C)."""
+    if task == "binary-class":
+        return y[:, None].astype(np.float64), s[:, None]
+    if task == MULTI_LABEL:
+        return y.astype(np.float64), s
+    return (y[:, None] == np.arange(s.shape[1])[None, :]).astype(np.float64), s
+
+
+def _weighted_auc(t: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Mann-Whitney ROC AUC of scores ``s`` (N,) for 0/1 targets ``t`` (N,) per weight row.
+
+    ``w`` (B, N) holds per-sample multiplicities (all ones: the plain AUC; bootstrap
+    counts: the AUC of each resample). Ties between a positive and a negative count 1/2.
+    Returns (B,) float64, NaN where a row has no positive or no negative weight.
+    """
+    order = np.argsort(s, kind="stable")
+    s_sorted, t_sorted = s[order], t[order]
+    w_sorted = w[:, order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # tie groups
+    pos = np.add.reduceat(w_sorted * t_sorted, starts, axis=1)  # (B, U)
+    neg = np.add.reduceat(w_sorted * (1.0 - t_sorted), starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    num = (pos * (neg_below + 0.5 * neg)).sum(axis=1)
+    den = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def binary_auc(y_true: Any, y_score: Any) -> float:
+    """ROC AUC of one score column for 0/1 targets (Mann-Whitney U / (n_pos n_neg)).
+
+    Args:
+        y_true: (N,) 0/1 targets.
+        y_score: (N,) float scores, higher = more positive.
+
+    Returns:
+        AUC in [0, 1]; NaN when ``y_true`` holds only one class.
+
+    Raises:
+        ValueError: shapes differ or are not 1-D.
+    """
+    t = np.asarray(y_true, dtype=np.float64)
+    s = np.asarray(y_score, dtype=np.float64)
+    if t.ndim != 1 or t.shape != s.shape:
+        raise ValueError(f"binary_auc needs two (N,) arrays, got {t.shape} and {s.shape}")
+    return float(_weighted_auc(t, s, np.ones((1, len(t))))[0])
+
+
+def _predict(y: np.ndarray, s: np.ndarray, task: str, threshold: Union[float, np.ndarray]) -> np.ndarray:
+    if task in ("binary-class", MULTI_LABEL):
+        return (s > threshold).astype(np.int64)
+    return np.argmax(s, axis=-1)
+
+
+def _confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """(k, k) int64 counts, rows = true class, columns = predicted class."""
+    return np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+
+
+def _recalls(cm: np.ndarray) -> np.ndarray:
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm) / np.where(support > 0, support, 1), np.nan)
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Mean recall over classes present in ``y`` (= sklearn ``balanced_accuracy_score``)."""
+    r = _recalls(_confusion(y, pred, k))
+    return float(np.mean(r[~np.isnan(r)]))
+
+
+def _names(label_names: Optional[Sequence[str]], n: int, what: str) -> List[str]:
+    if label_names is None:
+        return [str(i) for i in range(n)]
+    names = [str(x) for x in label_names]
+    if len(names) != n:
+        raise ValueError(f"got {len(names)} label_names for {n} {what}")
+    return names
+
+
+def classification_metrics(
+    y_true: Any,
+    y_score: Any,
+    task: str,
+    threshold: float = 0.5,
+    label_names: Optional[Sequence[str]] = None,
+) -> Dict[str, Any]:
+    """MedMNIST ACC/AUC plus balanced accuracy, per-class recall/AUC and confusion matrix.
+
+    Args:
+        y_true: (N,) or (N, 1) int class indices; (N, L) 0/1 for multi-label.
+        y_score: (N, K) probabilities (softmax for binary/multi-class/ordinal, K = 2 for
+            binary; (N,) or (N, 1) positive-class probability also accepted for binary);
+            (N, L) sigmoid probabilities for multi-label. Numpy arrays or CPU tensors.
+        task: a MedMNIST task string, see :data:`TASKS`.
+        threshold: decision threshold on the positive probability (binary, multi-label).
+        label_names: K class names (2 for binary) or L label names; default "0", "1", ...
+
+    Returns:
+        dict with ``task``, ``n_samples``, ``threshold``, ``acc``, ``auc`` (MedMNIST
+        semantics, see module doc), ``balanced_acc`` (mean recall over classes present in
+        ``y_true``; multi-label: mean over labels), ``per_class_recall``,
+        ``per_class_auc``, ``support`` (dicts keyed by label name; multi-label recall is
+        the per-label sensitivity and support its positive count), ``confusion_matrix``
+        (list of lists, rows true / columns predicted; ``None`` for multi-label) and
+        ``warnings`` (list of str: undefined AUC/recall columns).
+
+    Raises:
+        ValueError: unknown task (with close matches), length mismatch, score shape not
+            matching the task, NaN/inf or out-of-[0, 1] scores, non-integer or
+            out-of-range labels, wrong number of label names.
+        TypeError: non-numeric inputs.
+    """
+    y, s = _prepare(y_true, y_score, task)
+    pred = _predict(y, s, task, threshold)
+    warnings: List[str] = []
+    t_cols, s_cols = _one_vs_rest(y, s, task)
+    col_auc = np.array([_weighted_auc(t_cols[:, c], s_cols[:, c], np.ones((1, len(y))))[0]
+                        for c in range(t_cols.shape[1])])
+
+    if task == MULTI_LABEL:
+        names = _names(label_names, y.shape[1], "labels")
+        acc = float(np.mean((pred == y).mean(axis=0)))
+        cms = [_confusion(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]
+        bal = float(np.mean([_balanced_accuracy(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]))
+        recall = np.array([_recalls(cm)[1] for cm in cms])
+        support = y.sum(axis=0)
+        auc_names = names
+        cm_out = None
+    else:
+        k = 2 if task == "binary-class" else s.shape[1]
+        names = _names(label_names, k, "classes")
+        acc = float(np.mean(pred == y))
+        cm = _confusion(y, pred, k)
+        recall = _recalls(cm)
+        bal = float(np.mean(recall[~np.isnan(recall)]))
+        support = cm.sum(axis=1)
+        auc_names = names[-1:] if task == "binary-class" else names
+        cm_out = cm.tolist()
+
+    for name, a in zip(auc_names, col_auc):
+        if np.isnan(a):
+            warnings.append(f"AUC undefined for {name!r}: y_true has only one class in its one-vs-rest "
+                            "column; excluded from the mean AUC")
+    for name, r in zip(names, recall):
+        if np.isnan(r):
+            warnings.append(f"recall undefined for {name!r}: no positive samples in y_true")
+    defined = col_auc[~np.isnan(col_auc)]
+    return {
+        "task": task,
+        "n_samples": int(len(y)),
+        "threshold": float(threshold),
+        "acc": acc,
+        "auc": float(np.mean(defined)) if defined.size else float("nan"),
+        "balanced_acc": bal,
+        "per_class_recall": {n: float(r) for n, r in zip(names, recall)},
+        "per_class_auc": {n: float(a) for n, a in zip(auc_names, col_auc)},
+        "support": {n: int(c) for n, c in zip(names, support)},
+        "confusion_matrix": cm_out,
+        "warnings": warnings,
+    }
+
+
+def _bootstrap_weights(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
+    """(b, n) float64 multiplicities of n samples drawn with replacement, per resample."""
+    idx = rng.integers(0, n, size=(b, n))
+    flat = (idx + n * np.arange(b)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+def bootstrap_ci(
+    y_true: Any,
+    y_score: Any,
+    task: str,
+    metric: str = "acc",
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    threshold: float = 0.5,
+) -> Tuple[float, float]:
+    """Percentile bootstrap confidence interval of ACC or AUC (Efron & Tibshirani 1993).
+
+    Samples are drawn with replacement ``n_boot`` times (numpy ``default_rng(seed)``); each
+    resample's metric is computed with the semantics of :func:`classification_metrics`
+    (vectorised: resamples are represented by per-sample multiplicities). Resamples whose
+    AUC is undefined (no positive or no negative in every column) are dropped.
+
+    Args:
+        y_true, y_score, task, threshold: as in :func:`classification_metrics`.
+        metric: ``"acc"`` or ``"auc"``.
+        n_boot: number of resamples (>= 1).
+        alpha: 1 - confidence level, in (0, 1); 0.05 gives a 95% interval.
+        seed: random seed; equal seeds give equal intervals.
+
+    Returns:
+        ``(low, high)``: the ``alpha/2`` and ``1 - alpha/2`` percentiles; ``(nan, nan)`` if
+        no resample has a defined value.
+
+    Raises:
+        ValueError: unknown metric, bad ``n_boot``/``alpha``, or any input error of
+            :func:`classification_metrics`.
+    """
+    if metric not in _BOOT_METRICS:
+        raise ValueError(f"unknown bootstrap metric {metric!r}{_did_you_mean(metric, _BOOT_METRICS)} "
+                         f"(valid: {', '.join(_BOOT_METRICS)})")
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    y, s = _prepare(y_true, y_score, task)
+    n = len(y)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOT_CHUNK_ELEMS // n)
+    if metric == "acc":
+        correct = (_predict(y, s, task, threshold) == y).astype(np.float64)
+        if correct.ndim == 2:  # multi-label: mean over labels per sample
+            correct = correct.mean(axis=1)
+    else:
+        t_cols, s_cols = _one_vs_rest(y, s, task)
+    stats = []
+    for start in range(0, int(n_boot), chunk):
+        w = _bootstrap_weights(rng, min(chunk, int(n_boot) - start), n)
+        if metric == "acc":
+            stats.append(w @ correct / n)
+        else:
+            per_col = np.stack([_weighted_auc(t_cols[:, c], s_cols[:, c], w) for c in range(t_cols.shape[1])], 1)
+            defined = ~np.isnan(per_col)
+            cnt = defined.sum(axis=1)
+            total = np.where(defined, per_col, 0.0).sum(axis=1)
+            stats.append(np.where(cnt > 0, total / np.maximum(cnt, 1), np.nan))
+    values = np.concatenate(stats)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.percentile(values, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+    return float(low), float(high)
+
+
+# --------------------------------------------------------------------------------------
+# MedMNIST-C robustness metrics (Di Salvo, Doerrich & Ledig 2024, "MedMNIST-C:
+# Comprehensive benchmark and improved classifier robustness by simulating realistic
+# image corruptions", arXiv:2406.17536; reference code medmnistc/eval.py).
+#
+#   E^f_{c,s} = 1 - BalancedAccuracy of model f on corruption c at severity s (1..5)
+#   BE^f_c    = mean_s E^f_{c,s} / E^{AlexNet}_c
+#   rBE^f_c   = (mean_s E^f_{c,s} - E^f_clean) / (E^{AlexNet}_c - E^{AlexNet}_clean)
+#   BE, rBE   = means of BE^f_c, rBE^f_c over the dataset's corruptions c
+#
+# where E^{AlexNet}_c is AlexNet's error on c averaged over the 5 severities, as shipped
+# in medmnistc.utils.baselines.BASELINES (following Hendrycks & Dietterich 2019, CE/rCE).
+# --------------------------------------------------------------------------------------
+
+
+def balanced_error(y_true: Any, y_score: Any, task: str, threshold: Union[float, Sequence[float]] = 0.5) -> float:
+    """MedMNIST-C error ``1 - balanced accuracy`` (medmnistc ``Evaluator.get_eval_metric``).
+
+    Binary: last column ``> threshold``; multi-class/ordinal: argmax (threshold unused);
+    multi-label: mean over labels of the per-label balanced accuracy at ``threshold``
+    (a float, or one threshold per label).
+
+    Args:
+        y_true, y_score, task: as in :func:`classification_metrics`.
+        threshold: float, or (L,) per-label thresholds for multi-label.
+
+    Raises:
+        ValueError: input errors as in :func:`classification_metrics`; wrong number of
+            per-label thresholds.
+    """
+    y, s = _prepare(y_true, y_score, task)
+    thr = np.asarray(threshold, dtype=np.float64)
+    if task == MULTI_LABEL:
+        if thr.ndim > 1 or (thr.ndim == 1 and thr.shape[0] != y.shape[1]):
+            raise ValueError(f"need a float or {y.shape[1]} per-label thresholds, got shape {thr.shape}")
+        pred = _predict(y, s, task, thr)
+        return 1.0 - float(np.mean([_balanced_accuracy(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]))
+    if thr.ndim != 0 and task == "binary-class":
+        raise ValueError(f"task 'binary-class' takes one float threshold, got shape {thr.shape}")
+    k = 2 if task == "binary-class" else s.shape[1]
+    return 1.0 - _balanced_accuracy(y, _predict(y, s, task, float(thr) if thr.ndim == 0 else 0.5), k)
+
+
+def corruption_errors(
+    y_true: Any,
+    scores_by_corruption: Mapping[str, Any],
+    task: str,
+    threshold: Union[float, Sequence[float]] = 0.5,
+    n_severities: int = 5,
+) -> Dict[str, List[float]]:
+    """Per-severity MedMNIST-C errors ``E_{c,s}`` for each corruption ``c``.
+
+    Args:
+        y_true: (N,), (N, 1) or (N, L) labels of the clean test set.
+        scores_by_corruption: corruption name -> scores of the corrupted test set, either
+            (S, N, K) or severity-major stacked (S*N, K) as medmnistc's dataset yields them
+            (rows ``s*N .. (s+1)*N`` belong to severity ``s+1``).
+        task, threshold: as in :func:`balanced_error`.
+        n_severities: S, 5 in MedMNIST-C.
+
+    Returns:
+        corruption -> list of S errors, severity 1 first.
+
+    Raises:
+        ValueError: scores whose length is not ``n_severities * N``, plus the input errors
+            of :func:`balanced_error`.
+    """
+    n = len(_to_numpy(y_true, "y_true"))
+    out: Dict[str, List[float]] = {}
+    for name, scores in scores_by_corruption.items():
+        a = _to_numpy(scores, f"scores of {name!r}")
+        if a.ndim >= 1 and a.shape[0] == n_severities * n:
+            stacked = a.reshape((n_severities, n) + a.shape[1:])
+        elif a.ndim >= 2 and a.shape[:2] == (n_severities, n):
+            stacked = a
+        else:
+            raise ValueError(f"scores of {name!r} have shape {a.shape}; expected ({n_severities}, {n}, K) "
+                             f"or ({n_severities * n}, K) for {n_severities} severities of {n} samples")
+        out[name] = [balanced_error(y_true, stacked[i], task, threshold) for i in range(n_severities)]
+    return out
+
+
+def alexnet_reference(dataset: str) -> Dict[str, Any]:
+    """AlexNet reference errors for ``dataset`` shipped with the ``medmnistc`` package.
+
+    Returns:
+        ``{"clean_score": float, "raw_scores": {corruption: float}}`` (errors, i.e.
+        1 - balanced accuracy; raw scores already averaged over the 5 severities).
+
+    Raises:
+        ImportError: medmnistc is not installed (``pip install medfm[eval]``).
+        ValueError: no reference for ``dataset``; lists close matches.
+    """
+    try:
+        from medmnistc.utils.baselines import BASELINES
+    except ImportError as err:
+        raise ImportError(f"MedMNIST-C reference errors need the medmnistc package "
+                          f"(pip install 'medfm[eval]'): {err}") from None
+    if dataset not in BASELINES:
+        raise ValueError(f"medmnistc has no AlexNet reference for {dataset!r}"
+                         f"{_did_you_mean(dataset, sorted(BASELINES))} (known: {', '.join(sorted(BASELINES))})")
+    ref = BASELINES[dataset]
+    return {"clean_score": float(ref["clean_score"]), "raw_scores": dict(ref["raw_scores"])}
+
+
+def be_rbe(
+    errors_by_corruption: Mapping[str, Sequence[float]],
+    clean_error: float,
+    dataset: Optional[str] = None,
+    reference: Optional[Mapping[str, Any]] = None,
+) -> Dict[str, Any]:
+    """MedMNIST-C balanced error (BE) and relative balanced error (rBE) vs AlexNet.
+
+    Formulas in the comment block above (Di Salvo et al. 2024, arXiv:2406.17536); the
+    numbers equal ``medmnistc.eval.Evaluator.populate_summary``'s output.
+
+    Args:
+        errors_by_corruption: corruption -> per-severity errors (from
+            :func:`corruption_errors`).
+        clean_error: the model's error on the clean test set (:func:`balanced_error`).
+        dataset: MedMNIST flag whose medmnistc AlexNet reference to use.
+        reference: explicit reference ``{"clean_score", "raw_scores"}`` instead of
+            ``dataset`` (for datasets medmnistc does not cover).
+
+    Returns:
+        ``{"clean_error", "be", "rbe", "be_per_corruption", "rbe_per_corruption",
+        "error_per_corruption"}``; per-corruption values are dicts keyed by corruption.
+
+    Raises:
+        ValueError: neither/both of ``dataset``/``reference``; a corruption without a
+            reference error; a zero reference error or zero reference error gap; empty input.
+    """
+    if (dataset is None) == (reference is None):
+        raise ValueError("pass exactly one of dataset= (medmnistc reference) or reference=")
+    ref = alexnet_reference(dataset) if reference is None else reference
+    if not errors_by_corruption:
+        raise ValueError("errors_by_corruption is empty")
+    ref_clean = float(ref["clean_score"])
+    raw = ref["raw_scores"]
+    be_c: Dict[str, float] = {}
+    rbe_c: Dict[str, float] = {}
+    err_c: Dict[str, float] = {}
+    for name, errors in errors_by_corruption.items():
+        if name not in raw:
+            raise ValueError(f"no AlexNet reference error for corruption {name!r}"
+                             f"{_did_you_mean(name, sorted(raw))} (known: {', '.join(sorted(raw))})")
+        ref_err = float(raw[name])
+        if ref_err == 0.0 or ref_err == ref_clean:
+            raise ValueError(f"reference error for {name!r} is {ref_err} (clean {ref_clean}); BE/rBE undefined")
+        mean_err = float(np.mean(np.asarray(errors, dtype=np.float64)))
+        err_c[name] = mean_err
+        be_c[name] = mean_err / ref_err
+        rbe_c[name] = (mean_err - float(clean_error)) / (ref_err - ref_clean)
+    return {
+        "clean_error": float(clean_error),
+        "be": float(np.mean(list(be_c.values()))),
+        "rbe": float(np.mean(list(rbe_c.values()))),
+        "be_per_corruption": be_c,
+        "rbe_per_corruption": rbe_c,
+        "error_per_corruption": err_c,
+    }

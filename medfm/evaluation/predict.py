@@ -1,0 +1,36 @@
+"""Batched inference of classifier scores over a dataset."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medfm.training.loop import get_batch
+
+
+def classifier_core(model: nn.Module) -> nn.Module:
+    """The medfm classifier inside a peft wrapper (or the model itself)."""
+    return model.base_model.model if hasattr(model, "base_model") and hasattr(model.base_model, "model") else model
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, dataset: Any, batch_size: int = 256) -> np.ndarray:
+    """Class scores ``(N, K)`` float32 (softmax, or sigmoid for multi-label) for every sample.
+
+    Runs in eval mode and fp32 (no autocast), in fixed batches of ``batch_size`` in dataset
+    order, so the same checkpoint gives bit-identical scores in any process.
+    """
+    was_training = model.training
+    model.eval()
+    core = classifier_core(model)
+    device = next(model.parameters()).device
+    out = []
+    n = len(dataset)
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(n, start + batch_size))
+        images = get_batch(dataset, idx)["image"].to(device)
+        out.append(core.scores(model(images)).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy().astype(np.float32)

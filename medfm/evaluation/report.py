@@ -1,0 +1,234 @@
+"""Classification reports: ``results.json`` + ``report.md`` + PNG figures, written atomically.
+
+``results.json`` schema (``schema_version`` 1)::
+
+    {
+      "schema_version": 1, "kind": "classification",
+      "created": ISO-8601 UTC timestamp,
+      "versions": {"medfm", "torch", "numpy", "python"},
+      "meta": {...caller's provenance: checkpoint path/hash, dataset flag, split, data md5...},
+      "task": str, "label_names": [str], "n_samples": int,
+      "metrics": {acc, auc, balanced_acc, ece, per_class_recall, per_class_auc, support,
+                  confusion_matrix, threshold},
+      "ci": {"acc"|"auc": {"low", "high", "level", "method", "n_boot", "seed"}},
+      "calibration": {"ece", "mce", "n_bins", "bins": [{lower, upper, count, confidence, accuracy}]} | null,
+      "warnings": [str], "files": [str]
+    }
+
+Non-finite numbers (an undefined AUC) are written as ``null`` (strict JSON).
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from medfm.evaluation.calibration import expected_calibration_error
+from medfm.evaluation.metrics import MULTI_LABEL, bootstrap_ci, check_task, classification_metrics
+from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
+from medfm.io import PathLike, atomic_write_json, atomic_write_text, file_sha256, to_jsonable
+
+__all__ = ["SCHEMA_VERSION", "checkpoint_hash", "markdown_table", "versions", "write_classification_report"]
+
+SCHEMA_VERSION = 1
+_WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
+
+
+def checkpoint_hash(checkpoint_dir: PathLike) -> str:
+    """SHA-256 of a checkpoint's weights file, identifying exactly which weights were evaluated.
+
+    Hashes ``model.safetensors``, or ``adapter_model.safetensors`` for adapter-only
+    (LoRA) checkpoints that have no full weights file.
+
+    Raises:
+        FileNotFoundError: ``checkpoint_dir`` is not a directory or holds neither file.
+    """
+    d = Path(checkpoint_dir)
+    if not d.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {str(d)!r} does not exist")
+    for name in _WEIGHT_FILES:
+        if (d / name).is_file():
+            return file_sha256(d / name)
+    raise FileNotFoundError(f"checkpoint {str(d)!r} holds no {' or '.join(_WEIGHT_FILES)}")
+
+
+def versions() -> Dict[str, Optional[str]]:
+    """Versions of medfm, torch, numpy and Python, for provenance (torch is not imported)."""
+    from importlib import metadata
+
+    import numpy as np
+
+    import medfm
+
+    try:
+        torch_version: Optional[str] = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = None
+    return {"medfm": medfm.__version__, "torch": torch_version, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _cell(value: Any, floatfmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return format(value, floatfmt)
+    if isinstance(value, (dict, list, tuple)):
+        value = json.dumps(to_jsonable(value))
+    return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Union[Sequence[str], Mapping[str, str]],
+    floatfmt: str = ".4f",
+) -> str:
+    """Render rows as a GitHub-flavoured Markdown table.
+
+    Args:
+        rows: one mapping per table row; a key missing from a row gives an empty cell.
+        columns: keys to show, in order; a mapping ``{key: header}`` renames headers.
+        floatfmt: format spec for floats; NaN and None print as ``n/a``; ``|`` is escaped.
+
+    Returns:
+        The table, lines joined by ``\\n``, ending with a newline.
+
+    Raises:
+        ValueError: no columns given.
+    """
+    headers = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
+    if not headers:
+        raise ValueError("markdown_table needs at least one column")
+    lines = ["| " + " | ".join(_cell(h, floatfmt) for h in headers.values()) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join("" if k not in row else _cell(row[k], floatfmt) for k in headers) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _ci_text(ci: Optional[Mapping[str, Any]]) -> str:
+    if not ci or ci["low"] is None or (isinstance(ci["low"], float) and math.isnan(ci["low"])):
+        return ""
+    return f"[{ci['low']:.4f}, {ci['high']:.4f}]"
+
+
+def _render_markdown(res: Mapping[str, Any]) -> str:
+    m = res["metrics"]
+    level = int(round(100 * (1 - res["_alpha"])))
+    parts = ["# Classification report\n\n"]
+    meta_rows = [{"field": k, "value": v} for k, v in res["meta"].items()]
+    meta_rows += [{"field": "task", "value": res["task"]}, {"field": "n_samples", "value": res["n_samples"]},
+                  {"field": "created", "value": res["created"]},
+                  {"field": "medfm / torch", "value": f"{res['versions']['medfm']} / {res['versions']['torch']}"}]
+    parts.append(markdown_table(meta_rows, ["field", "value"]))
+    parts.append("\n## Metrics\n\n")
+    rows = [
+        {"metric": "ACC", "value": m["acc"], "ci": _ci_text(res["ci"].get("acc"))},
+        {"metric": "AUC", "value": m["auc"], "ci": _ci_text(res["ci"].get("auc"))},
+        {"metric": "balanced ACC", "value": m["balanced_acc"], "ci": ""},
+    ]
+    if res["calibration"] is not None:
+        rows.append({"metric": f"ECE ({res['calibration']['n_bins']} bins)", "value": m["ece"], "ci": ""})
+    parts.append(markdown_table(rows, {"metric": "metric", "value": "value", "ci": f"{level}% CI (bootstrap)"}))
+    parts.append("\n## Per class\n\n" if res["task"] != MULTI_LABEL else "\n## Per label\n\n")
+    per = [{"name": n, "support": m["support"].get(n), "recall": m["per_class_recall"].get(n),
+            "auc": m["per_class_auc"].get(n)} for n in res["label_names"]]
+    parts.append(markdown_table(per, {"name": "class", "support": "support", "recall": "recall", "auc": "AUC"}))
+    if res["warnings"]:
+        parts.append("\n## Warnings\n\n" + "".join(f"- {w}\n" for w in res["warnings"]))
+    figs = [f for f in res["files"] if f.endswith(".png")]
+    if figs:
+        parts.append("\n## Figures\n\n" + "".join(f"![{Path(f).stem}]({f})\n" for f in figs))
+    return "".join(parts)
+
+
+def write_classification_report(
+    out_dir: PathLike,
+    y_true: Any,
+    y_score: Any,
+    task: str,
+    label_names: Optional[Sequence[str]],
+    meta: Mapping[str, Any],
+    *,
+    threshold: float = 0.5,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    n_bins: int = 15,
+) -> Dict[str, Any]:
+    """Compute metrics and write ``results.json``, ``report.md`` and PNG figures into ``out_dir``.
+
+    Figures: ``confusion_matrix.png`` and ``reliability.png`` (binary, multi-class,
+    ordinal; skipped for multi-label where neither is defined) and ``roc.png`` (all tasks).
+    Every file is written atomically; ``results.json`` is written last, so its presence
+    marks a complete report.
+
+    Args:
+        out_dir: output directory (created if missing; other files in it are kept).
+        y_true, y_score, task, threshold: as in
+            :func:`medfm.evaluation.metrics.classification_metrics`.
+        label_names: class (or label) names, None for "0", "1", ...
+        meta: provenance to record (checkpoint path/hash, dataset flag, split, data md5);
+            must be JSON-serialisable.
+        n_boot, alpha, seed: percentile bootstrap for the ACC/AUC intervals.
+        n_bins: ECE bins.
+
+    Returns:
+        The results dict exactly as written to ``results.json`` (NaN written as None).
+
+    Raises:
+        ValueError: the input errors of ``classification_metrics``.
+        TypeError: ``meta`` holds a value that cannot be written as JSON.
+    """
+    check_task(task)
+    meta_json = to_jsonable(dict(meta))  # fail before writing anything
+    out = Path(out_dir)
+    metrics = classification_metrics(y_true, y_score, task, threshold=threshold, label_names=label_names)
+    names = list(metrics["per_class_recall"])
+    level = 1.0 - alpha
+    ci = {}
+    for name in ("acc", "auc"):
+        low, high = bootstrap_ci(y_true, y_score, task, metric=name, n_boot=n_boot, alpha=alpha, seed=seed,
+                                 threshold=threshold)
+        ci[name] = {"low": low, "high": high, "level": level, "method": "percentile bootstrap",
+                    "n_boot": n_boot, "seed": seed}
+    cal = None if task == MULTI_LABEL else expected_calibration_error(y_true, y_score, n_bins=n_bins, task=task)
+
+    out.mkdir(parents=True, exist_ok=True)
+    files: List[str] = []
+    if metrics["confusion_matrix"] is not None:
+        plot_confusion_matrix(metrics["confusion_matrix"], names, out / "confusion_matrix.png")
+        files.append("confusion_matrix.png")
+    plot_roc(y_true, y_score, task, names, out / "roc.png")
+    files.append("roc.png")
+    if cal is not None:
+        plot_reliability(cal, out / "reliability.png")
+        files.append("reliability.png")
+    files += ["report.md", "results.json"]
+
+    warnings = metrics.pop("warnings")
+    metrics["ece"] = cal.ece if cal is not None else None
+    res: Dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "classification",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "meta": meta_json,
+        "task": metrics.pop("task"),
+        "label_names": names,
+        "n_samples": metrics.pop("n_samples"),
+        "metrics": metrics,
+        "ci": ci,
+        "calibration": cal.to_dict() if cal is not None else None,
+        "warnings": warnings,
+        "files": files,
+    }
+    res = to_jsonable(res)
+    atomic_write_text(out / "report.md", _render_markdown({**res, "_alpha": alpha}))
+    atomic_write_json(out / "results.json", res)
+    return res

@@ -1,0 +1,300 @@
+"""Checkpoints in Hugging Face layout: ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``.
+
+A medfm checkpoint is a directory holding
+
+* ``config.json``: ``kind`` ("adapter" or "objective") and ``name`` of the registered module,
+  its ``args``, the ``encoder`` arguments for :func:`medfm.create_encoder`, ``preprocessing``
+  (in_chans, img_size, mean/std, intensity range), ``medfm_version`` and free metadata
+  (training data, license, label names);
+* ``model.safetensors``: the state dict (encoder weights under ``encoder.``);
+* ``README.md``: the model card.
+
+LoRA fine-tunes are saved adapter-only (peft's ``adapter_config.json`` +
+``adapter_model.safetensors``, plus our ``config.json`` recording the base checkpoint); see
+:mod:`medfm.adapters.lora`. Ids are local directories or ``hf-hub:org/name`` (timm/open_clip
+convention). Nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+import medfm
+from medfm.io import atomic_dir
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+HUB_PREFIX = "hf-hub:"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or does not match the architecture asked for."""
+
+
+# -- resolving ids -------------------------------------------------------------------------
+def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
+    """Local directory of a checkpoint id.
+
+    Args:
+        path_or_id: a local directory, or ``"hf-hub:org/name"`` (optionally ``@revision``),
+            downloaded with ``huggingface_hub.snapshot_download``.
+
+    Raises:
+        CheckpointError: the directory does not exist, or the hub cannot be reached (the
+            message says how to work offline).
+    """
+    ident = str(path_or_id)
+    if ident.startswith(HUB_PREFIX):
+        repo = ident[len(HUB_PREFIX):]
+        revision = None
+        if "@" in repo:
+            repo, revision = repo.split("@", 1)
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(repo_id=repo, revision=revision))
+        except Exception as err:  # offline, unknown repo, auth
+            raise CheckpointError(
+                f"could not fetch {ident!r} from the Hugging Face hub ({type(err).__name__}). Offline: "
+                f"download it elsewhere with `huggingface-cli download {repo} --local-dir DIR` and pass DIR."
+            ) from None
+    path = Path(ident).expanduser()
+    if not path.is_dir():
+        hint = " (hub ids need the prefix 'hf-hub:')" if "/" in ident and not path.exists() else ""
+        raise CheckpointError(f"no checkpoint directory at {str(path)!r}{hint}")
+    return path
+
+
+def load_config(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read and validate ``config.json`` of a checkpoint directory.
+
+    Raises:
+        CheckpointError: missing or unparsable file, or required keys absent.
+    """
+    cfg_path = Path(path) / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{str(path)!r} is not a medfm checkpoint: {CONFIG_NAME} is missing")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"corrupt {cfg_path}: {err}") from None
+    missing = [k for k in ("kind", "name", "encoder") if k not in cfg]
+    if missing:
+        raise CheckpointError(f"{cfg_path} lacks required key(s) {missing}; not a medfm checkpoint")
+    return cfg
+
+
+def load_state_dict(path: Union[str, Path], filename: str = WEIGHTS_NAME) -> Dict[str, torch.Tensor]:
+    """Tensors of ``<path>/<filename>`` (safetensors).
+
+    Raises:
+        CheckpointError: file missing or not a valid safetensors file (truncated, corrupt).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(path) / filename
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint weights missing: {file}")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"corrupt or truncated weights file {file}: {err}") from None
+
+
+# -- building modules from config ------------------------------------------------------------
+def _registry(kind: str):
+    from medfm.registry import ADAPTERS, OBJECTIVES
+
+    registries = {"adapter": ADAPTERS, "objective": OBJECTIVES}
+    if kind not in registries:
+        raise CheckpointError(f"unknown checkpoint kind {kind!r} (expected one of {sorted(registries)})")
+    return registries[kind]
+
+
+def build_from_config(cfg: Dict[str, Any]) -> nn.Module:
+    """A freshly initialised module described by a checkpoint ``config.json`` dict."""
+    enc_cfg = dict(cfg["encoder"])
+    encoder = medfm.create_encoder(enc_cfg.pop("name"), **enc_cfg)
+    return _registry(cfg["kind"]).build(cfg["name"], encoder=encoder, **cfg.get("args", {}))
+
+
+def preprocessing_of(encoder: nn.Module) -> Dict[str, Any]:
+    """The preprocessing a checkpoint's encoder expects, for ``config.json``."""
+    return {
+        "in_chans": encoder.in_chans,
+        "img_size": encoder.img_size,
+        "mean": encoder.pixel_mean.flatten().tolist(),
+        "std": encoder.pixel_std.flatten().tolist(),
+        "intensity_range": [0.0, 1.0],
+        "resize": "bilinear to img_size x img_size; uint8 inputs divided by 255",
+    }
+
+
+def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The ``config.json`` dict of a medfm module (it carries ``medfm_spec`` and ``encoder``).
+
+    Raises:
+        CheckpointError: ``model`` is not a medfm adapter/objective module.
+    """
+    spec = getattr(model, "medfm_spec", None)
+    encoder = getattr(model, "encoder", None)
+    if spec is None or encoder is None or not getattr(encoder, "config", None):
+        raise CheckpointError(
+            f"{type(model).__name__} is not a medfm module (needs .medfm_spec and an .encoder built by create_encoder)"
+        )
+    cfg = {
+        "medfm_version": medfm.__version__,
+        "kind": spec["kind"],
+        "name": spec["name"],
+        "args": spec.get("args", {}),
+        "encoder": dict(encoder.config),
+        "preprocessing": preprocessing_of(encoder),
+    }
+    cfg.update(extra or {})
+    return cfg
+
+
+def _write_weights(model: nn.Module, file: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(file), metadata={"format": "pt", "medfm_version": medfm.__version__})
+
+
+def save_pretrained(model: nn.Module, path: Union[str, Path], card: Optional[str] = None,
+                    extra_config: Optional[Dict[str, Any]] = None) -> Path:
+    """Save ``model`` as a checkpoint directory (written to a temp dir, then renamed).
+
+    Args:
+        model: a medfm adapter or objective module (e.g. ``ImageClassifier``, ``SimCLR``).
+        path: target directory (replaced atomically if it exists).
+        card: model card Markdown; default: a card generated from the config.
+        extra_config: metadata merged into ``config.json`` (training data, license, ...).
+
+    Returns:
+        The checkpoint directory.
+
+    Raises:
+        CheckpointError: ``model`` is not a medfm module.
+    """
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        write_checkpoint(model, tmp, card, extra_config)
+    return path
+
+
+def write_checkpoint(model: nn.Module, directory: Union[str, Path], card: Optional[str] = None,
+                     extra_config: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``config.json``, ``model.safetensors`` and ``README.md`` into an existing directory.
+
+    Not atomic by itself: :func:`save_pretrained` and the trainer call it inside a temp dir.
+    """
+    cfg = model_config(model, extra_config)
+    if card is None:
+        from medfm.cards import build_card
+
+        card = build_card(cfg)
+    directory = Path(directory)
+    (directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=False))
+    _write_weights(model, directory / WEIGHTS_NAME)
+    (directory / CARD_NAME).write_text(card)
+
+
+def from_pretrained(path_or_id: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu") -> nn.Module:
+    """Load a checkpoint saved by :func:`save_pretrained` (or a LoRA adapter directory).
+
+    Args:
+        path_or_id: local directory or ``"hf-hub:org/name"``.
+        map_location: device for the returned module.
+
+    Returns:
+        The module in eval mode, its weights bit-identical to the saved ones.
+
+    Raises:
+        CheckpointError: missing/corrupt files, unknown architecture, or weights that do not
+            match the architecture (names the missing/unexpected/mis-shaped tensors).
+    """
+    path = resolve_checkpoint(path_or_id)
+    if (path / ADAPTER_CONFIG_NAME).is_file():
+        from medfm.adapters.lora import load_adapter
+
+        return load_adapter(path).to(map_location).eval()
+    cfg = load_config(path)
+    model = build_from_config(cfg)
+    state = load_state_dict(path)
+    load_exact(model, state, where=str(path))
+    model.medfm_checkpoint = str(path)
+    return model.to(map_location).eval()
+
+
+def load_exact(model: nn.Module, state: Dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """Load ``state`` into ``model`` strictly, answering mismatches with one clear error.
+
+    Raises:
+        CheckpointError: missing, unexpected or mis-shaped tensors.
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if shapes:
+            parts.append(f"{len(shapes)} mis-shaped (e.g. {shapes[:2]})")
+        raise CheckpointError(f"weights in {where} do not match the architecture: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_encoder_weights(encoder: nn.Module, path_or_id: Union[str, os.PathLike]) -> None:
+    """Copy the encoder weights of a medfm checkpoint into ``encoder``.
+
+    The checkpoint may hold any module with an ``encoder`` (a pretraining objective, a
+    classifier, ...); its encoder name, in_chans and img_size must match ``encoder``'s.
+
+    Raises:
+        CheckpointError: mismatched encoder architecture or weights.
+    """
+    path = resolve_checkpoint(path_or_id)
+    cfg = load_config(path)
+    want, have = cfg["encoder"], getattr(encoder, "config", {})
+    for key in ("name", "in_chans", "img_size"):
+        if have.get(key) is not None and want.get(key) != have.get(key):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds encoder {key}={want.get(key)!r} but {have.get(key)!r} was asked for"
+            )
+    state = load_state_dict(path)
+    enc_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    if not enc_state:
+        raise CheckpointError(f"checkpoint {str(path)!r} has no encoder weights (no 'encoder.' tensors)")
+    load_exact(encoder, enc_state, where=str(path))
+
+
+def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = None, private: bool = False) -> str:
+    """Upload a checkpoint directory to the Hugging Face hub; returns the repo URL.
+
+    Raises:
+        CheckpointError: not a checkpoint directory, or the hub cannot be reached.
+    """
+    path = resolve_checkpoint(path)
+    load_config(path)
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(path), repo_id=repo_id)
+        return str(url)
+    except Exception as err:
+        raise CheckpointError(f"could not push to the hub repo {repo_id!r} ({type(err).__name__}: {err})") from None

@@ -1,0 +1,264 @@
+"""Atomic file/directory writes and file hashing.
+
+Every file medfm writes (results, reports, plots, configs, checkpoints) goes through
+these helpers, so that a process killed at any moment leaves either the previous
+version or the new complete version at the target path, never a half-written file.
+
+The pattern is the standard one: write into a temporary sibling in the *same*
+directory (same filesystem), ``fsync`` it, then ``os.replace`` it onto the target
+(atomic on POSIX and on Windows for files), and ``fsync`` the parent directory so the
+rename itself is durable.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_dir",
+    "to_jsonable",
+    "file_md5",
+    "file_sha256",
+    "file_hash",
+]
+
+_CHUNK = 1 << 20  # 1 MiB read chunks for hashing
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a directory entry to disk (best effort; a no-op where unsupported)."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _parent_of(path: PathLike) -> Path:
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"cannot write {str(target)!r}: parent directory {str(parent)!r} does not exist")
+    if target.is_dir():
+        raise IsADirectoryError(f"cannot write file {str(target)!r}: a directory exists at that path")
+    return parent
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    Use it for writers that want a file name rather than a string (``fig.savefig``,
+    ``safetensors.torch.save_file``, ``np.savez``). If the body raises, the temporary
+    file is removed and ``path`` is left untouched.
+
+    Args:
+        path: final file path; its parent directory must exist.
+
+    Raises:
+        FileNotFoundError: the parent directory does not exist.
+        IsADirectoryError: ``path`` is an existing directory.
+        FileNotFoundError: the body did not create the temporary file.
+    """
+    target = Path(path)
+    parent = _parent_of(target)
+    tmp = parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"atomic write of {str(target)!r}: the writer did not create {str(tmp)!r}")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename).
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        FileNotFoundError: the parent directory does not exist.
+        TypeError: ``data`` is not bytes-like.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"atomic_write_bytes expects bytes, got {type(data).__name__}")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically; newlines are written as given (no translation).
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        FileNotFoundError: the parent directory does not exist.
+        TypeError: ``text`` is not a str.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"atomic_write_text expects str, got {type(text).__name__}")
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert ``obj`` into plain JSON types, recursively.
+
+    numpy scalars/arrays become Python numbers/lists, paths become strings, tuples and
+    sets become lists, and non-finite floats (NaN, +-inf) become ``None`` so the output
+    is strict JSON (RFC 8259 has no NaN). Mapping keys are converted with ``str``.
+
+    Raises:
+        TypeError: an object of a type with no JSON counterpart.
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    try:  # numpy without importing it eagerly
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        np = None
+    if np is not None:
+        if isinstance(obj, np.ndarray):
+            return to_jsonable(obj.tolist())
+        if isinstance(obj, np.generic):
+            return to_jsonable(obj.item())
+    raise TypeError(f"cannot convert {type(obj).__name__} to JSON")
+
+
+def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as strict JSON (see :func:`to_jsonable`) to ``path`` atomically.
+
+    The output ends with a newline and keeps key order.
+
+    Raises:
+        TypeError: ``obj`` holds a value with no JSON counterpart.
+        FileNotFoundError: the parent directory does not exist.
+    """
+    text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False, ensure_ascii=False)
+    return atomic_write_text(path, text + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory next to ``path``; move it to ``path`` on success.
+
+    On normal exit the temporary directory replaces ``path``: an existing directory at
+    ``path`` is first renamed aside (``.<name>.old-<id>``), the new one renamed into
+    place, and the old one deleted. If the body raises, the temporary directory is
+    deleted and ``path`` is left exactly as it was. Used for checkpoints (DESIGN.md:
+    "checkpoint/ written atomically: temp dir then rename").
+
+    A crash in the short window between the two renames leaves the complete new
+    directory at ``.<name>.tmp-<id>`` and the previous one at ``.<name>.old-<id>``
+    beside ``path``, never a partial directory at ``path``.
+
+    Args:
+        path: final directory path; its parent is created if missing.
+
+    Raises:
+        NotADirectoryError: ``path`` exists and is a file.
+    """
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"cannot replace {str(target)!r} with a directory: it is a file")
+    parent = target.parent if str(target.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:  # put the previous version back
+            os.replace(old, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def file_hash(path: PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB chunks.
+
+    Args:
+        path: file to hash.
+        algorithm: any :func:`hashlib.new` name ("md5", "sha256", ...).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist or is not a file.
+        ValueError: unknown hash algorithm.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"cannot hash {str(p)!r}: no such file")
+    try:
+        h = hashlib.new(algorithm)
+    except ValueError:
+        raise ValueError(f"unknown hash algorithm {algorithm!r}; e.g. 'md5', 'sha256'") from None
+    with open(p, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_md5(path: PathLike) -> str:
+    """MD5 hex digest of a file (the checksum MedMNIST/zenodo publish for data files).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    return file_hash(path, "md5")
+
+
+def file_sha256(path: PathLike) -> str:
+    """SHA-256 hex digest of a file (used to identify checkpoint weights).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    return file_hash(path, "sha256")

@@ -1,0 +1,79 @@
+"""Contrastive objectives: NT-Xent loss and SimCLR.
+
+NT-Xent is the normalised temperature-scaled cross-entropy of SimCLR (Chen et al.,
+"A Simple Framework for Contrastive Learning of Visual Representations", ICML 2020).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfm.config import to_dict
+from medfm.data.views import RandomViews, ViewConfig
+from medfm.encoders.base import Encoder
+from medfm.objectives.heads import ProjectionHead
+from medfm.registry import OBJECTIVES
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """NT-Xent loss between two batches of projections.
+
+    For 2B projections (both views), each one's positive is the other view of the same
+    image and its negatives are the remaining 2B - 2; the loss is the mean over all 2B
+    anchors of the cross-entropy of cosine similarity / temperature.
+
+    Shape:
+        z1, z2: (B, D), B >= 2. Returns a scalar.
+
+    Raises:
+        ValueError: mismatched shapes, B < 2, or temperature <= 0.
+    """
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(f"nt_xent_loss expects two (B, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if z1.shape[0] < 2:
+        raise ValueError("nt_xent_loss needs a batch of at least 2 images")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    b = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    logits = z @ z.t() / temperature
+    logits.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(logits, targets)
+
+
+@OBJECTIVES.register("simclr")
+class SimCLR(nn.Module):
+    """SimCLR (Chen et al. 2020): two random views per image, an MLP projection head and NT-Xent.
+
+    Args:
+        encoder: any medfm :class:`Encoder`; images ``(B, C, H, W)`` in [0, 1].
+        proj_dim / hidden_dim / proj_layers: projection head sizes.
+        temperature: NT-Xent temperature (0.1-0.2 suits batches of a few hundred).
+        views: augmentation parameters (dict or :class:`ViewConfig`).
+
+    ``forward(batch, gen)`` takes ``{"image": (B, C, H, W)}`` and a ``torch.Generator`` and
+    returns ``{"loss": scalar}``.
+    """
+
+    def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
+                 temperature: float = 0.1, views: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = ProjectionHead(encoder.num_features, hidden_dim, proj_dim, proj_layers)
+        self.temperature = float(temperature)
+        view_cfg = views if isinstance(views, ViewConfig) else ViewConfig(**(views or {}))
+        self.views = RandomViews(view_cfg)
+        self.medfm_spec = {"kind": "objective", "name": "simclr", "args": {
+            "proj_dim": proj_dim, "hidden_dim": hidden_dim, "proj_layers": proj_layers,
+            "temperature": self.temperature, "views": to_dict(view_cfg)}}
+
+    def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
+        images = batch["image"]
+        v1, v2 = self.views(images, gen), self.views(images, gen)
+        z = self.head(self.encoder(torch.cat([v1, v2])))
+        z1, z2 = z.chunk(2)
+        return {"loss": nt_xent_loss(z1, z2, self.temperature)}

@@ -1,0 +1,103 @@
+"""``medfm.pipeline(task, model=...)``: inference on raw images with the checkpoint's own preprocessing.
+
+Follows transformers' pipeline convention: for each image a list of
+``{"label": name, "score": probability}`` over all classes, highest first.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TASKS = ("image-classification",)
+
+
+class PipelineInputError(ValueError):
+    """An input image is of an unsupported type, shape or dtype."""
+
+
+def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
+    """One image -> ``(in_chans, img_size, img_size)`` float32 in [0, 1].
+
+    Accepts a PIL image or a uint8 array ``(H, W)`` / ``(H, W, C)`` (C = 1 or 3) as stored in
+    MedMNIST npz files. Grayscale is repeated to 3 channels for RGB models; RGB is converted
+    to luminance (PIL "L") for 1-channel models. Other sizes are resized bilinearly.
+
+    Raises:
+        PipelineInputError: unsupported type, dtype or shape.
+    """
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        image = image.convert("L" if in_chans == 1 else "RGB")
+        arr = np.asarray(image)
+    elif isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            raise PipelineInputError(f"arrays must be uint8 (as stored in MedMNIST), got {arr.dtype}")
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim == 3 and arr.shape[-1] == 3 and in_chans == 1:
+            arr = np.asarray(Image.fromarray(arr).convert("L"))
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
+            raise PipelineInputError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}")
+    else:
+        raise PipelineInputError(f"expected a PIL image or a uint8 numpy array, got {type(image).__name__}")
+    x = torch.from_numpy(np.ascontiguousarray(arr))
+    x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
+    if x.shape[0] == 1 and in_chans == 3:
+        x = x.expand(3, -1, -1)
+    x = x.contiguous().to(torch.float32).div_(255.0)
+    if x.shape[-2:] != (img_size, img_size):
+        x = F.interpolate(x[None], size=(img_size, img_size), mode="bilinear", align_corners=False, antialias=True)[0]
+    return x
+
+
+class ImageClassificationPipeline:
+    """Classify images with a medfm classifier checkpoint.
+
+    Args:
+        model: checkpoint dir / ``hf-hub:`` id, or a loaded classifier module.
+        batch_size: images per forward pass (keep it equal to ``medfm eval``'s to reproduce
+            its scores bit for bit).
+    """
+
+    def __init__(self, model: Any, batch_size: int = 256) -> None:
+        from medfm.evaluation.predict import classifier_core
+        from medfm.hub import from_pretrained
+
+        self.model = from_pretrained(model) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else model
+        self.model.eval()
+        self.core = classifier_core(self.model)
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, images: Union[Any, Sequence[Any]], top_k: Optional[int] = None
+                 ) -> Union[List[Dict[str, Any]], List[List[Dict[str, Any]]]]:
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        enc = self.core.encoder
+        x = torch.stack([image_to_tensor(im, enc.in_chans, enc.img_size) for im in items])
+        scores = torch.cat([self.core.scores(self.model(x[i:i + self.batch_size]))
+                            for i in range(0, len(x), self.batch_size)])
+        names = self.core.label_names
+        out = []
+        for row in scores.tolist():
+            ranked = sorted(({"label": n, "score": s} for n, s in zip(names, row)), key=lambda d: -d["score"])
+            out.append(ranked[:top_k] if top_k else ranked)
+        return out[0] if single else out
+
+
+def pipeline(task: str, model: Any, **kwargs: Any):
+    """Build a pipeline for ``task`` ("image-classification").
+
+    Raises:
+        ValueError: unknown task (with close matches).
+    """
+    if task not in TASKS:
+        close = difflib.get_close_matches(task, TASKS, n=1)
+        raise ValueError(f"unknown pipeline task {task!r}" + (f"; did you mean {close[0]!r}?" if close else f" (known: {TASKS})"))
+    return ImageClassificationPipeline(model, **kwargs)

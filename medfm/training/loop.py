@@ -1,0 +1,250 @@
+"""The one training loop behind ``medfm pretrain`` and ``medfm finetune``.
+
+Determinism and resume: the epoch's sample order is ``randperm`` under a generator seeded
+by (seed, epoch) and every step's augmentations draw from a generator seeded by
+(seed, global step); model, optimizer and torch RNG state are checkpointed (safetensors +
+JSON) into ``<output>/checkpoint`` atomically every ``checkpoint_every`` steps and at each
+epoch end. A run killed at any moment and restarted with ``resume=True`` therefore ends
+with the same weights as an uninterrupted run with the same seed (on the same hardware
+and thread count).
+
+Mixed precision comes from ``accelerate`` (``Accelerator(mixed_precision="bf16")``, which
+autocasts on CPU and GPU); ``precision="auto"`` picks bf16 when the CPU has AVX-512 BF16
+/ AMX or the GPU supports bf16.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from medfm.io import atomic_dir
+from medfm.training.state import STATE_JSON, load_training_state, save_training_state
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by pretraining and fine-tuning.
+
+    Attributes:
+        epochs: passes over the training set.
+        batch_size: images per step (the last incomplete batch of an epoch is dropped).
+        lr: peak AdamW learning rate, reached after ``warmup_epochs`` (linear warm-up),
+            then cosine decay to ``lr * min_lr_ratio``.
+        weight_decay: AdamW decoupled weight decay (not applied to biases and norms).
+        precision: "auto", "bf16" or "fp32".
+        seed: seeds weights, sample order and augmentations.
+        checkpoint_every: also checkpoint every N optimizer steps (0: epoch ends only).
+        log_every: write a ``metrics.jsonl`` line every N steps.
+        grad_clip: max gradient norm (None: no clipping).
+        num_threads: torch CPU threads (None: torch's default).
+    """
+
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    precision: str = "auto"
+    seed: int = 0
+    checkpoint_every: int = 0
+    log_every: int = 20
+    grad_clip: Optional[float] = None
+    num_threads: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("train.epochs and train.batch_size must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.warmup_epochs < 0 or self.checkpoint_every < 0 or self.log_every < 1:
+            raise ValueError("train.warmup_epochs/checkpoint_every must be >= 0 and log_every >= 1")
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Map "auto" to "bf16" or "fp32" for ``device``; returns accelerate's mixed_precision name."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        else:
+            precision = "bf16" if cpu_supports_bf16() else "fp32"
+    return "bf16" if precision == "bf16" else "no"
+
+
+def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
+    """Learning rate at optimizer ``step`` (0-based): linear warm-up then cosine decay."""
+    if warmup > 0 and step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def param_groups(model: nn.Module, weight_decay: float):
+    """AdamW groups: decay for weights of rank >= 2, none for biases, norms and embeddings' scalars."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def get_batch(dataset: Any, indices: torch.Tensor) -> Dict[str, Any]:
+    """A dict batch for ``indices``: ``dataset.get_batch`` when available, else collate items."""
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(indices)
+    from torch.utils.data import default_collate
+
+    return default_collate([dataset[int(i)] for i in indices])
+
+
+StepFn = Callable[[nn.Module, Dict[str, Any], torch.Generator], Dict[str, torch.Tensor]]
+SaveFn = Callable[[nn.Module, Path], None]
+
+
+class Trainer:
+    """Runs ``step_fn`` over a dataset with AdamW + cosine, checkpoints and resume.
+
+    Args:
+        model: the module to train (its trainable parameters are optimised).
+        step_fn: ``(model, batch, gen) -> {"loss": scalar, ...}``; ``gen`` seeds augmentations.
+        dataset: a map-style dataset of dict samples, ideally with ``get_batch(indices)``.
+        cfg: :class:`TrainConfig`.
+        output: run directory (``metrics.jsonl``, ``checkpoint/``).
+        save_fn: writes the user-facing checkpoint files of ``model`` into a directory.
+        epoch_end_fn: optional ``(model, epoch) -> dict`` of extra metrics (e.g. validation).
+
+    Raises:
+        ValueError: dataset smaller than one batch; non-finite loss (names the step).
+        FileExistsError: ``output`` already holds a checkpoint and ``resume`` is False.
+    """
+
+    def __init__(self, model: nn.Module, step_fn: StepFn, dataset: Any, cfg: TrainConfig, output: Path,
+                 save_fn: SaveFn, epoch_end_fn: Optional[Callable[[nn.Module, int], Dict[str, Any]]] = None) -> None:
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.output = Path(output)
+        self.step_fn = step_fn
+        self.dataset = dataset
+        self.save_fn = save_fn
+        self.epoch_end_fn = epoch_end_fn
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        cpu = not torch.cuda.is_available()
+        device = torch.device("cpu" if cpu else "cuda")
+        self.accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision, device), cpu=cpu)
+        self.model = model.to(self.accelerator.device)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+        n = len(dataset)
+        self.steps_per_epoch = n // cfg.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"the training set has {n} samples, fewer than one batch of {cfg.batch_size}")
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output / "checkpoint"
+
+    def _save(self, counters: Dict[str, Any]) -> None:
+        with atomic_dir(self.checkpoint_dir) as tmp:
+            self.save_fn(self.model, tmp)
+            save_training_state(tmp, self.model, self.optimizer, counters)
+
+    def _log(self, record: Dict[str, Any]) -> None:
+        with open(self.output / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def _trim_log(self, global_step: int) -> None:
+        log = self.output / "metrics.jsonl"
+        if log.is_file():
+            keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= global_step]
+            log.write_text("".join(ln + "\n" for ln in keep))
+
+    def fit(self, resume: bool = False) -> nn.Module:
+        """Train to the end (or continue a killed run with ``resume=True``); returns the model."""
+        cfg = self.cfg
+        self.output.mkdir(parents=True, exist_ok=True)
+        counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
+        has_ckpt = (self.checkpoint_dir / STATE_JSON).is_file()
+        if has_ckpt and not resume:
+            raise FileExistsError(f"{self.output} already holds a checkpoint; pass --resume to continue it or choose another --output")
+        if resume and has_ckpt:
+            counters = load_training_state(self.checkpoint_dir, self.model, self.optimizer)
+            self._trim_log(counters["global_step"])
+        else:
+            torch.manual_seed(cfg.seed)
+            (self.output / "metrics.jsonl").write_text("")
+        acc = self.accelerator
+        device = acc.device
+        n = len(self.dataset)
+        for epoch in range(counters["epoch"], cfg.epochs):
+            self.model.train()
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+            start = counters["step_in_epoch"] if epoch == counters["epoch"] else 0
+            bar = tqdm(range(start, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       mininterval=2.0, initial=start, total=self.steps_per_epoch)
+            t0, seen = time.perf_counter(), 0
+            for step in bar:
+                gstep = epoch * self.steps_per_epoch + step
+                idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in get_batch(self.dataset, idx).items()}
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + gstep)
+                lr = lr_at(gstep, self.total_steps, self.warmup_steps, cfg)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                with acc.autocast():
+                    out = self.step_fn(self.model, batch, gen)
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    raise ValueError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr or check the data")
+                self.optimizer.zero_grad(set_to_none=True)
+                acc.backward(loss)
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                hook = getattr(self.model, "on_step_end", None)
+                if callable(hook):
+                    hook(gstep)
+                seen += idx.numel()
+                done = gstep + 1
+                if done % cfg.log_every == 0 or step == self.steps_per_epoch - 1:
+                    rec = {"step": done, "epoch": epoch + 1, "lr": lr,
+                           **{k: float(v.detach()) for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim == 0}}
+                    rec["img_per_s"] = round(seen / max(1e-9, time.perf_counter() - t0), 1)
+                    self._log(rec)
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                at_end = step == self.steps_per_epoch - 1
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and not at_end:
+                    self._save({"epoch": epoch, "step_in_epoch": step + 1, "global_step": done})
+            bar.close()
+            counters = {"epoch": epoch + 1, "step_in_epoch": 0, "global_step": (epoch + 1) * self.steps_per_epoch}
+            if self.epoch_end_fn is not None:
+                extra = self.epoch_end_fn(self.model, epoch)
+                if extra:
+                    self._log({"step": counters["global_step"], "epoch": epoch + 1, **extra})
+            self._save(counters)
+        return self.model

@@ -1,0 +1,182 @@
+"""Running recipes: ``pretrain`` and ``finetune`` (the library side of the CLI).
+
+Both write into one output directory: ``config.yaml`` (the resolved recipe),
+``metrics.jsonl``, ``checkpoint/`` (latest, atomic, resumable) and, for fine-tuning, the
+final ``adapter/`` (LoRA, adapter-only) or ``model/`` (linear/full) checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from medfm.config import dump_yaml, to_dict
+from medfm.data import MedMNISTDataset, dataset_info, label_fraction_indices
+from medfm.data.views import RandomViews
+from medfm.encoders import create_encoder
+from medfm.io import atomic_write_text
+from medfm.registry import OBJECTIVES
+from medfm.training.loop import Trainer
+from medfm.training.recipes import FinetuneRecipe, PretrainRecipe
+
+
+class IndexedSubset:
+    """A fixed subset of a dataset that keeps the fast ``get_batch`` path."""
+
+    def __init__(self, dataset: Any, indices: Any) -> None:
+        self.dataset = dataset
+        self.indices = torch.as_tensor(indices, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        return self.dataset[int(self.indices[i])]
+
+    def get_batch(self, idx: torch.Tensor) -> Dict[str, Any]:
+        return self.dataset.get_batch(self.indices[idx])
+
+
+def data_metadata(ds: MedMNISTDataset) -> Dict[str, Any]:
+    """What a checkpoint records about its training data."""
+    info = dataset_info(ds.flag)
+    return {
+        "flag": ds.flag, "size": ds.size, "task": ds.task, "label_names": ds.label_names,
+        "license": ds.license, "license_id": "cc-by-4.0" if "CC BY 4.0" in ds.license else "other",
+        "description": info["description"], "md5": ds.md5, "splits": "official MedMNIST v2 train/val/test",
+        "n_train": len(ds),
+    }
+
+
+def _load(recipe_data, split: str, data_root: Optional[str]) -> MedMNISTDataset:
+    return MedMNISTDataset(recipe_data.dataset, split=split, size=recipe_data.size,
+                           data_root=data_root or recipe_data.data_root, verify=recipe_data.verify_md5)
+
+
+def _prepare_output(output: Path, recipe: Any) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+
+
+def _n_params(module: torch.nn.Module) -> str:
+    return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}M"
+
+
+def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] = None, resume: bool = False) -> Path:
+    """Self-supervised pretraining of ``recipe.encoder`` with ``recipe.objective``.
+
+    Labels are never read. Returns the checkpoint directory (``<output>/checkpoint``).
+
+    Raises:
+        medfm data errors, UnknownNameError (encoder/objective), ConfigError.
+    """
+    from medfm.hub import write_checkpoint
+
+    output = Path(output)
+    ds = _load(recipe.data, "train", data_root)
+    if ds.is_3d:
+        raise ValueError(f"{ds.flag} is a 3D set; 2D encoders cannot pretrain on it (use slices or a 3D encoder)")
+    _prepare_output(output, recipe)
+    torch.manual_seed(recipe.train.seed)
+    encoder = create_encoder(recipe.encoder.name, in_chans=ds.n_channels, img_size=recipe.encoder.img_size or ds.size,
+                             pretrained=recipe.encoder.pretrained, **recipe.encoder.args)
+    objective = OBJECTIVES.build(recipe.objective.name, encoder=encoder, **recipe.objective.args)
+    extra = {"training": {"data": data_metadata(ds), "pretraining": {"objective": to_dict(recipe.objective),
+                                                                   "train": to_dict(recipe.train)}},
+             "family": encoder.family, "n_params": _n_params(encoder),
+             "summary": f"`{recipe.encoder.name}` encoder pretrained with `{recipe.objective.name}` on {ds.flag} (labels unused)."}
+
+    def save(model, directory):
+        write_checkpoint(model, directory, extra_config=extra)
+
+    trainer = Trainer(objective, lambda m, b, g: m(b, g), ds, recipe.train, output, save)
+    trainer.fit(resume=resume)
+    return trainer.checkpoint_dir
+
+
+def _finetune_step(augment: Optional[RandomViews], frozen: bool):
+    def step(model, batch, gen):
+        core = model.base_model.model if hasattr(model, "base_model") else model
+        if frozen:
+            core.encoder.eval()
+        images = batch["image"]
+        if augment is not None:
+            images = augment(images, gen)
+        logits = model(images)
+        return {"loss": core.loss(logits, batch["label"])}
+    return step
+
+
+def build_classifier(recipe: FinetuneRecipe, ds: MedMNISTDataset, init: Optional[str]) -> torch.nn.Module:
+    """Classifier for ``ds``'s task (classes, label names, channels from its metadata)."""
+    from medfm.adapters.classification import ImageClassifier
+
+    pretrained = init or recipe.encoder.pretrained
+    encoder = create_encoder(recipe.encoder.name, in_chans=ds.n_channels, img_size=recipe.encoder.img_size or ds.size,
+                             pretrained=pretrained, **recipe.encoder.args)
+    return ImageClassifier(encoder, num_classes=ds.num_classes, task=ds.task, label_names=ds.label_names,
+                           dropout=recipe.dropout)
+
+
+def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = None, data_root: Optional[str] = None,
+                 resume: bool = False) -> Path:
+    """Fine-tune a classifier (linear probe, full, or LoRA) on a MedMNIST flag.
+
+    Returns the final checkpoint: ``<output>/adapter`` for LoRA, else ``<output>/model``.
+    """
+    from medfm.adapters.lora import apply_lora, save_adapter, write_adapter
+    from medfm.evaluation.metrics import classification_metrics
+    from medfm.evaluation.predict import predict_scores
+    from medfm.hub import load_config, save_pretrained, write_checkpoint
+
+    output = Path(output)
+    ds = _load(recipe.data, "train", data_root)
+    if ds.is_3d:
+        raise ValueError(f"{ds.flag} is a 3D set; 2D classifiers cannot fine-tune on it")
+    _prepare_output(output, recipe)
+    torch.manual_seed(recipe.train.seed)
+    model = build_classifier(recipe, ds, init)
+    train_ds: Any = ds
+    if recipe.data.label_fraction < 1:
+        train_ds = IndexedSubset(ds, label_fraction_indices(ds.labels, recipe.data.label_fraction, seed=recipe.train.seed))
+    base = init or recipe.encoder.pretrained
+    if base is None and recipe.mode == "lora":  # LoRA over random weights: keep the base to reload the adapter
+        base = str(save_pretrained(model, output / "base"))
+    pretraining = load_config(base).get("training", {}).get("pretraining") if base and not str(base).startswith("hf-hub:") else None
+    meta = {"training": {"data": {**data_metadata(ds), "n_train": len(train_ds), "label_fraction": recipe.data.label_fraction},
+                         "pretraining": pretraining,
+                         "finetuning": {"mode": recipe.mode, "init": base, "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None,
+                                        "train": to_dict(recipe.train)}},
+            "family": model.encoder.family, "n_params": _n_params(model),
+            "summary": f"`{recipe.encoder.name}` classifier for {ds.flag} ({ds.task}), fine-tuned ({recipe.mode}) from "
+                       f"{'a medfm checkpoint' if base else 'random initialisation'}."}
+    if recipe.mode == "linear":
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+    trained: torch.nn.Module = apply_lora(model, recipe.lora) if recipe.mode == "lora" else model
+
+    def save(m, directory):
+        if recipe.mode == "lora":
+            write_adapter(m, directory, base, extra_config=meta)
+        else:
+            write_checkpoint(m, directory, extra_config=meta)
+
+    val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None
+
+    def epoch_end(m, epoch):
+        if val is None:
+            return {}
+        scores = predict_scores(m, val)
+        res = classification_metrics(val.labels, scores, ds.task)
+        m.train()
+        return {f"{recipe.data.val_split}_acc": res["acc"], f"{recipe.data.val_split}_auc": res["auc"]}
+
+    augment = RandomViews(recipe.augment) if recipe.augment is not None else None
+    trainer = Trainer(trained, _finetune_step(augment, recipe.mode == "linear"), train_ds, recipe.train, output, save,
+                      epoch_end_fn=epoch_end)
+    trainer.fit(resume=resume)
+    trained.eval()
+    if recipe.mode == "lora":
+        return save_adapter(trained, output / "adapter", base, extra_config=meta)
+    return save_pretrained(trained, output / "model", extra_config=meta)

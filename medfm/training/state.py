@@ -1,0 +1,75 @@
+"""Training state (model, optimizer, RNG, counters) saved as safetensors + JSON, never pickle.
+
+The optimizer's ``state_dict`` is split into tensors (``state.<param>.<key>``, stored in
+safetensors) and plain values (param groups, scalar state, stored as JSON), so a resumed
+run restores it exactly.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "trainer_state.json"
+
+
+def _split_optimizer(opt_state: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    tensors: Dict[str, torch.Tensor] = {}
+    plain: Dict[str, Any] = {"param_groups": opt_state["param_groups"], "scalars": {}}
+    for pid, entry in opt_state["state"].items():
+        for key, val in entry.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = val.detach().contiguous().cpu()
+            else:
+                plain["scalars"][f"{pid}.{key}"] = val
+    return tensors, plain
+
+
+def _join_optimizer(tensors: Dict[str, torch.Tensor], plain: Dict[str, Any]) -> Dict[str, Any]:
+    state: Dict[int, Dict[str, Any]] = {}
+    for name, val in tensors.items():
+        if not name.startswith("optimizer."):
+            continue
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = val
+    for name, val in plain["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = val
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def save_training_state(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        counters: Dict[str, Any]) -> None:
+    """Write model + optimizer tensors and the RNG state to ``directory`` (which must exist)."""
+    opt_tensors, opt_plain = _split_optimizer(optimizer.state_dict())
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, str(Path(directory) / STATE_TENSORS))
+    payload = {"counters": counters, "optimizer": opt_plain}
+    (Path(directory) / STATE_JSON).write_text(json.dumps(payload, indent=1))
+
+
+def load_training_state(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
+    """Restore what :func:`save_training_state` wrote; returns the counters.
+
+    Raises:
+        ValueError: missing/corrupt files, or a state that does not fit the model.
+    """
+    directory = Path(directory)
+    try:
+        tensors = load_file(str(directory / STATE_TENSORS))
+        payload = json.loads((directory / STATE_JSON).read_text())
+    except Exception as err:
+        raise ValueError(f"cannot resume from {directory}: training state missing or corrupt ({err})") from None
+    from medfm.hub import load_exact
+
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    load_exact(model, model_state, where=str(directory))
+    optimizer.load_state_dict(_join_optimizer(tensors, payload["optimizer"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    return payload["counters"]

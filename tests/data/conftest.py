@@ -1,0 +1,58 @@
+"""Fixtures for medfm.data tests: tiny MedMNIST npz files in the official layout."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, Dict
+
+import numpy as np
+import pytest
+from medmnist.info import INFO
+
+
+def fake_medmnist_arrays(flag: str, size: int = 28, counts=(6, 3, 4), seed: int = 0) -> Dict[str, np.ndarray]:
+    """Random arrays shaped like the official ``<flag>[_<size>].npz`` (uint8 images and labels)."""
+    info = INFO[flag]
+    rng = np.random.default_rng(seed)
+    is_3d = info["python_class"].endswith("3D")
+    per_item = (size,) * 3 if is_3d else ((size, size) if info["n_channels"] == 1 else (size, size, 3))
+    n_labels = len(info["label"])
+    arrays = {}
+    for split, n in zip(("train", "val", "test"), counts):
+        images = rng.integers(0, 256, (n, *per_item), dtype=np.uint8)
+        images.reshape(n, -1)[:, :2] = (0, 255)  # full range present
+        if info["task"].startswith("multi-label"):
+            labels = rng.integers(0, 2, (n, n_labels), dtype=np.uint8)
+        else:
+            labels = rng.integers(0, n_labels, (n, 1), dtype=np.uint8)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    return arrays
+
+
+@pytest.fixture
+def write_medmnist(tmp_path: Path, monkeypatch) -> Callable[..., Path]:
+    """Write ``<tmp>/medmnist/<flag>[_<size>].npz`` and point INFO's md5 at it.
+
+    Call as ``write_medmnist(flag, size=28, arrays=None, raw=None)``; ``arrays`` replaces the
+    generated ones, ``raw`` writes those bytes instead of an npz. Returns the data root.
+    """
+
+    def write(flag: str, size: int = 28, arrays=None, raw: bytes | None = None) -> Path:
+        folder = tmp_path / "medmnist"
+        folder.mkdir(exist_ok=True)
+        path = folder / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
+        if raw is not None:
+            path.write_bytes(raw)
+        else:
+            np.savez_compressed(path, **(arrays if arrays is not None else fake_medmnist_arrays(flag, size)))
+        key = "MD5" if size == 28 else f"MD5_{size}"
+        monkeypatch.setitem(INFO[flag], key, hashlib.md5(path.read_bytes()).hexdigest())
+        return tmp_path
+
+    return write
+
+
+@pytest.fixture
+def medmnist_arrays() -> Callable[..., Dict[str, np.ndarray]]:
+    """The :func:`fake_medmnist_arrays` generator (same seed -> same arrays as written files)."""
+    return fake_medmnist_arrays

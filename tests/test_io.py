@@ -1,0 +1,121 @@
+"""medfm.io: atomic writes leave no partial output; hashing matches hashlib."""
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from medfm.io import (
+    atomic_dir,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    file_md5,
+    file_sha256,
+    to_jsonable,
+)
+
+
+def _siblings(path):
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+def test_atomic_write_text_and_replace(tmp_path):
+    p = tmp_path / "a.txt"
+    atomic_write_text(p, "first\n")
+    atomic_write_text(p, "second\r\nline")
+    assert p.read_bytes() == b"second\r\nline"
+    assert _siblings(p) == ["a.txt"]
+
+
+def test_atomic_path_keeps_old_file_when_writer_raises(tmp_path):
+    p = tmp_path / "r.json"
+    atomic_write_text(p, "old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(p) as tmp:
+            tmp.write_text("half-writ")
+            raise RuntimeError("boom")
+    assert p.read_text() == "old"
+    assert _siblings(p) == ["r.json"]  # temp file removed
+
+
+def test_atomic_write_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="parent directory"):
+        atomic_write_text(tmp_path / "missing" / "x.txt", "x")
+    with pytest.raises(TypeError, match="expects str"):
+        atomic_write_text(tmp_path / "x.txt", b"x")
+    with pytest.raises(TypeError, match="expects bytes"):
+        atomic_write_bytes(tmp_path / "x.bin", "x")
+    with pytest.raises(FileNotFoundError, match="did not create"):
+        with atomic_path(tmp_path / "y.bin"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_json_strict_and_numpy(tmp_path):
+    p = tmp_path / "r.json"
+    obj = {"a": np.float32(0.5), "b": np.arange(3), "c": float("nan"), "d": (1, np.int64(2)),
+           "e": {1: math.inf}, "p": tmp_path}
+    atomic_write_json(p, obj)
+    text = p.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": 0.5, "b": [0, 1, 2], "c": None, "d": [1, 2], "e": {"1": None},
+                                "p": str(tmp_path)}
+    with pytest.raises(TypeError, match="cannot convert object"):
+        to_jsonable({"x": object()})
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "bad.json", {"x": object()})
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_atomic_dir_creates_and_replaces(tmp_path):
+    target = tmp_path / "ckpt"
+    with atomic_dir(target) as d:
+        (d / "model.safetensors").write_bytes(b"v1")
+        (d / "stale.txt").write_text("only in v1")
+    assert (target / "model.safetensors").read_bytes() == b"v1"
+    with atomic_dir(target) as d:
+        assert d != target and d.parent == tmp_path
+        (d / "model.safetensors").write_bytes(b"v2")
+    assert sorted(os.listdir(target)) == ["model.safetensors"]  # whole dir replaced
+    assert (target / "model.safetensors").read_bytes() == b"v2"
+    assert _siblings(target) == ["ckpt"]  # no temp/old dirs left behind
+
+
+def test_atomic_dir_leaves_existing_dir_untouched_when_writer_raises(tmp_path):
+    target = tmp_path / "ckpt"
+    with atomic_dir(target) as d:
+        (d / "w.bin").write_bytes(b"good")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(target) as d:
+            (d / "w.bin").write_bytes(b"partial")
+            raise KeyboardInterrupt  # e.g. a run killed mid-save
+    assert (target / "w.bin").read_bytes() == b"good"
+    assert _siblings(target) == ["ckpt"]
+    with pytest.raises(ValueError):
+        with atomic_dir(tmp_path / "new") as d:
+            (d / "w.bin").write_bytes(b"partial")
+            raise ValueError("fail")
+    assert not (tmp_path / "new").exists() and _siblings(target) == ["ckpt"]
+
+
+def test_atomic_dir_refuses_file_target(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(NotADirectoryError, match="it is a file"):
+        with atomic_dir(f):
+            pass
+    assert f.read_text() == "x"
+
+
+def test_hashes_match_hashlib(tmp_path):
+    data = os.urandom(3 * (1 << 20) + 17)  # spans several read chunks
+    p = tmp_path / "blob"
+    p.write_bytes(data)
+    assert file_md5(p) == hashlib.md5(data).hexdigest()
+    assert file_sha256(p) == hashlib.sha256(data).hexdigest()
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        file_md5(tmp_path / "nope")
