@@ -16,7 +16,7 @@ def __getattr__(name: str):  # lazy: keep `import medfm` light
 
         return getattr(hub, name)
     if name == "pipeline":
-        from medfm.pipeline import pipeline
+        from medfm.pipelines import pipeline
 
         return pipeline
     raise AttributeError(f"module 'medfm' has no attribute {name!r}")

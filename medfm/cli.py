@@ -1,4 +1,4 @@
-"""The ``medfm`` command: ``pretrain | finetune | eval | merge | card | push | bench``.
+"""The ``medfm`` command: ``pretrain | finetune | segment | eval | merge | card | push | bench``.
 
 Every subcommand is a thin layer over the library; errors medfm anticipates (bad recipe,
 missing data, mismatched checkpoint) print one line ``medfm: error: ...`` and exit 2.
@@ -34,13 +34,27 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--dataset", default=None, help="override data.dataset (MedMNIST flag)")
     data_root(sp)
 
-    sp = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
-    sp.add_argument("checkpoint")
-    sp.add_argument("--data", required=True, help="MedMNIST flag, e.g. pneumoniamnist")
-    sp.add_argument("--split", default="test", choices=["train", "val", "test"])
-    sp.add_argument("--size", type=int, default=None)
+    sp = sub.add_parser("segment", help="train + evaluate a segmentation adapter from a recipe (finetune/seg_*.yaml)")
+    sp.add_argument("recipe", type=Path)
+    sp.add_argument("--init", default=None, help="medfm checkpoint whose encoder initialises the model")
+    sp.add_argument("--output", type=Path, required=True)
+    sp.add_argument("--resume", action="store_true")
+    sp.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    data_root(sp)
+
+    sp = sub.add_parser("eval", help="evaluate checkpoint(s) on a dataset split (--data) or a suite (--suite)")
+    sp.add_argument("checkpoint", nargs="*", help="checkpoint dir(s) or hf-hub: id(s); --data takes exactly one")
+    which = sp.add_mutually_exclusive_group(required=True)
+    which.add_argument("--data", default=None, help="MedMNIST flag, e.g. pneumoniamnist")
+    which.add_argument("--suite", type=Path, default=None, help="evaluation suite, e.g. eval_suites/medmnist_c.yaml")
+    sp.add_argument("--split", default="test", choices=["train", "val", "test"], help="--data only")
+    sp.add_argument("--size", type=int, default=None, help="--data only")
+    sp.add_argument("--protocol", default=None, choices=["as-is", "linear", "knn"], help="override the suite's protocol")
+    sp.add_argument("--label-fraction", default=None, help="comma list of label fractions for linear/knn, e.g. 0.01,0.1,1")
+    sp.add_argument("--cache-dir", default=None, help="corrupted-set cache root (default ~/.cache/medfm)")
+    sp.add_argument("--workers", type=int, default=None, help="override corruptions.workers (processes)")
     sp.add_argument("--output", type=Path, default=None)
-    sp.add_argument("--batch-size", type=int, default=256)
+    sp.add_argument("--batch-size", type=int, default=None, help="inference batch size (default 256)")
     data_root(sp)
 
     sp = sub.add_parser("merge", help="fold a LoRA adapter into its base and save a full checkpoint")
@@ -77,6 +91,40 @@ def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] 
     return from_dict(cls, data, where=path.name)
 
 
+def _eval(args: argparse.Namespace) -> None:
+    """``medfm eval``: one dataset split (``--data``) or a suite (``--suite``)."""
+    if args.data is not None:
+        from medfm.evaluation.evaluate import evaluate_checkpoint
+
+        if len(args.checkpoint) != 1 or args.protocol not in (None, "as-is"):
+            raise ValueError("--data evaluates exactly one classifier checkpoint as it is (use --suite for more)")
+        res = evaluate_checkpoint(args.checkpoint[0], args.data, split=args.split, size=args.size,
+                                  data_root=args.data_root, output=args.output, batch_size=args.batch_size or 256)
+        m = res["metrics"]
+        print(f"{args.data} {args.split}: ACC {m['acc']:.4f}  AUC {m['auc']:.4f}  balanced ACC {m['balanced_acc']:.4f}")
+        return
+    from medfm.evaluation.suites import load_suite, run_suite, suite_overrides
+
+    suite = suite_overrides(load_suite(args.suite), protocol=args.protocol, label_fractions=args.label_fraction,
+                            workers=args.workers, batch_size=args.batch_size)
+    if args.output is not None:
+        output = args.output
+    elif args.checkpoint:
+        output = Path(args.checkpoint[0]) / f"eval-{suite.name}"
+    else:
+        raise ValueError("pass --output (no checkpoint given to put the results next to)")
+    res = run_suite(suite, args.checkpoint, output, data_root=args.data_root, cache_dir=args.cache_dir)
+    for d in res["datasets"]:
+        if d["status"] != "ok":
+            print(f"{d['name']}: skipped ({d['reason']})")
+            continue
+        for r in d["runs"]:
+            rob = r.get("robustness") or {}
+            extra = f"  BE {rob['be']:.3f}  rBE {rob['rbe']:.3f}" if rob.get("be") is not None else ""
+            print(f"{d['name']} [{r['run']}]: ACC {r['metrics']['acc']:.4f}  AUC {r['metrics']['auc']:.4f}{extra}")
+    print(f"suite {suite.name}: {res['wall_s']:.1f} s; report: {Path(output) / 'report.md'}")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "pretrain":
         from medfm.training.recipes import PretrainRecipe
@@ -92,13 +140,16 @@ def _run(args: argparse.Namespace) -> int:
         recipe = _load_recipe(FinetuneRecipe, args.recipe, args.epochs, args.dataset)
         out = run_finetune(recipe, args.output, init=args.init, data_root=args.data_root, resume=args.resume)
         print(f"fine-tuned checkpoint: {out}")
-    elif args.command == "eval":
-        from medfm.evaluation.evaluate import evaluate_checkpoint
+    elif args.command == "segment":
+        from medfm.training.segmentation import SegmentationRecipe, run_segmentation
 
-        res = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, size=args.size,
-                                  data_root=args.data_root, output=args.output, batch_size=args.batch_size)
-        m = res["metrics"]
-        print(f"{args.data} {args.split}: ACC {m['acc']:.4f}  AUC {m['auc']:.4f}  balanced ACC {m['balanced_acc']:.4f}")
+        recipe = _load_recipe(SegmentationRecipe, args.recipe, args.epochs)
+        res = run_segmentation(recipe, args.output, init=args.init, data_root=args.data_root, resume=args.resume)
+        dice = {c: round(m["dice"]["mean"], 4) for c, m in res["summary"]["per_class"].items()}
+        print(f"{res['task']['dataset']} test Dice {dice} (mean {res['summary']['mean']['dice']:.4f}); "
+              f"results: {args.output / 'results.json'}")
+    elif args.command == "eval":
+        _eval(args)
     elif args.command == "merge":
         from medfm.adapters.lora import merge_adapter
 

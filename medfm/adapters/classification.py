@@ -66,7 +66,7 @@ class ImageClassifier(nn.Module):
         self.label_names = names
         self.num_classes = int(num_classes)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = nn.Linear(encoder.num_features, num_classes)
+        self.task_head = nn.Linear(encoder.num_features, num_classes)
         self.medfm_spec: Dict[str, Any] = {
             "kind": "adapter",
             "name": "classification",
@@ -78,7 +78,7 @@ class ImageClassifier(nn.Module):
         return self.task == "multi-label, binary-class"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.encoder(images)))
+        return self.task_head(self.dropout(self.encoder(images)))
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(B, K)`` from logits: sigmoid for multi-label, softmax otherwise."""

@@ -49,8 +49,11 @@ class LoraSettings:
             raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
 
 
-def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence[str] = ("head",)):
+def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence[str] = ("task_head",)):
     """The peft ``LoraConfig`` for a medfm module with an ``encoder`` attribute.
+
+    ``head_modules`` are matched by peft as name *suffixes* anywhere in the model, so task
+    heads use names no backbone uses (``task_head``, not timm's ``head``).
 
     Raises:
         ValueError: the regex matches no Linear/Conv2d layer of the encoder.
@@ -62,7 +65,9 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
     encoder = model.encoder
     pattern = settings.target_modules or encoder.lora_target_modules
     full = rf"encoder\.(?:{pattern})"
-    hits = [n for n, m in model.named_modules() if re.fullmatch(full, n) and isinstance(m, (nn.Linear, nn.Conv2d))]
+    # grouped (depthwise) convolutions are skipped: peft cannot merge LoRA into them
+    hits = [n for n, m in model.named_modules() if re.fullmatch(full, n)
+            and (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1))]
     if not hits:
         raise ValueError(f"LoRA target pattern {pattern!r} matches no Linear/Conv2d layer of encoder {encoder.config.get('name')!r}")
     to_save: List[str] = list(head_modules)
@@ -74,7 +79,7 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
                       target_modules=hits, modules_to_save=to_save, bias="none")
 
 
-def apply_lora(model: nn.Module, settings: Optional[LoraSettings] = None, head_modules: Sequence[str] = ("head",)):
+def apply_lora(model: nn.Module, settings: Optional[LoraSettings] = None, head_modules: Sequence[str] = ("task_head",)):
     """Wrap ``model`` with LoRA; only LoRA matrices, the head and norm layers stay trainable.
 
     Returns:

@@ -52,7 +52,24 @@ def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
         ) from None
 
 
-class TimmResNet(Encoder):
+class TimmEncoder(Encoder):
+    """Shared plumbing for timm-backed encoders: ``self.model`` is a headless timm model.
+
+    ``forward`` pools with timm's own ``forward_head(pre_logits=True)`` so that head-side
+    layers (ConvNeXt's final norm, ViT's class-token pooling) are part of the embedding.
+    """
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+    def _pool(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(feats, pre_logits=True)
+
+    def _intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self.model.forward_intermediates(x, intermediates_only=True)
+
+
+class TimmResNet(TimmEncoder):
     """A timm ResNet (He et al. 2016) with a small-image stem for <= 64 px inputs.
 
     Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, D, H/s, W/s)``.
@@ -72,21 +89,15 @@ class TimmResNet(Encoder):
             self.model.maxpool = nn.Identity()
         self.num_features = self.model.num_features
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
 
-    def _intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
-        return self.model.forward_intermediates(x, intermediates_only=True)
-
-
-class TimmConvNeXt(Encoder):
+class TimmConvNeXt(TimmEncoder):
     """A timm ConvNeXt (Liu et al. 2022) with a stride-1/2 stem for <= 64 px inputs.
 
     Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, D, h, w)``.
     """
 
     family = "cnn"
-    lora_target_modules = r".*\.(conv_dw|mlp\.fc1|mlp\.fc2)"
+    lora_target_modules = r".*\.mlp\.fc[12]"
 
     def __init__(self, arch: str, in_chans: int = 3, img_size: int = 224, timm_pretrained: bool = False,
                  **kwargs: Any) -> None:
@@ -99,14 +110,8 @@ class TimmConvNeXt(Encoder):
             self.model.stem[0] = nn.Conv2d(in_chans, width, kernel, stride=stride, padding=kernel // 2 if stride == 1 else 0)
         self.num_features = self.model.num_features
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
 
-    def _intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
-        return self.model.forward_intermediates(x, intermediates_only=True)
-
-
-class TimmViT(Encoder):
+class TimmViT(TimmEncoder):
     """A timm Vision Transformer (Dosovitskiy et al. 2021) with an input-suited patch size.
 
     Input ``(B, in_chans, img_size, img_size)`` in [0, 1] (fixed size: learned position
@@ -125,12 +130,6 @@ class TimmViT(Encoder):
                                   patch_size=patch, **kwargs)
         self.patch_size = patch
         self.num_features = self.model.num_features
-
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
-
-    def _pool(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(feats, pre_logits=True)
 
     def _intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
         # four evenly spaced blocks, all at the patch grid resolution (B, D, h, w)

@@ -8,9 +8,11 @@ epoch end. A run killed at any moment and restarted with ``resume=True`` therefo
 with the same weights as an uninterrupted run with the same seed (on the same hardware
 and thread count).
 
-Mixed precision comes from ``accelerate`` (``Accelerator(mixed_precision="bf16")``, which
-autocasts on CPU and GPU); ``precision="auto"`` picks bf16 when the CPU has AVX-512 BF16
-/ AMX or the GPU supports bf16.
+Mixed precision is ``torch.autocast`` in bf16 (CPU or CUDA); ``precision="auto"`` picks
+bf16 when the CPU has AVX-512 BF16 / AMX or the GPU supports bf16. (DESIGN.md planned an
+accelerate-based loop; accelerate's process-wide ``AcceleratorState`` refuses a second
+precision in the same process — tests, benchmarks, notebooks — so the loop autocasts
+directly. It is single-device.)
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """Map "auto" to "bf16" or "fp32" for ``device``; returns accelerate's mixed_precision name."""
+    """Map "auto" to "bf16" or "fp32" for ``device``; returns "bf16" or "no"."""
     if precision == "auto":
         if device.type == "cuda":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
@@ -143,8 +145,6 @@ class Trainer:
 
     def __init__(self, model: nn.Module, step_fn: StepFn, dataset: Any, cfg: TrainConfig, output: Path,
                  save_fn: SaveFn, epoch_end_fn: Optional[Callable[[nn.Module, int], Dict[str, Any]]] = None) -> None:
-        from accelerate import Accelerator
-
         self.cfg = cfg
         self.output = Path(output)
         self.step_fn = step_fn
@@ -153,10 +153,9 @@ class Trainer:
         self.epoch_end_fn = epoch_end_fn
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        cpu = not torch.cuda.is_available()
-        device = torch.device("cpu" if cpu else "cuda")
-        self.accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision, device), cpu=cpu)
-        self.model = model.to(self.accelerator.device)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.bf16 = resolve_precision(cfg.precision, self.device) == "bf16"
+        self.model = model.to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         n = len(dataset)
         self.steps_per_epoch = n // cfg.batch_size
@@ -198,8 +197,7 @@ class Trainer:
         else:
             torch.manual_seed(cfg.seed)
             (self.output / "metrics.jsonl").write_text("")
-        acc = self.accelerator
-        device = acc.device
+        device = self.device
         n = len(self.dataset)
         for epoch in range(counters["epoch"], cfg.epochs):
             self.model.train()
@@ -216,13 +214,13 @@ class Trainer:
                 lr = lr_at(gstep, self.total_steps, self.warmup_steps, cfg)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                with acc.autocast():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     out = self.step_fn(self.model, batch, gen)
                 loss = out["loss"]
                 if not torch.isfinite(loss):
                     raise ValueError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr or check the data")
                 self.optimizer.zero_grad(set_to_none=True)
-                acc.backward(loss)
+                loss.backward()
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
@@ -235,6 +233,7 @@ class Trainer:
                     rec = {"step": done, "epoch": epoch + 1, "lr": lr,
                            **{k: float(v.detach()) for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim == 0}}
                     rec["img_per_s"] = round(seen / max(1e-9, time.perf_counter() - t0), 1)
+                    rec["time"] = time.perf_counter()
                     self._log(rec)
                     bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 at_end = step == self.steps_per_epoch - 1

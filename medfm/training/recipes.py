@@ -20,7 +20,8 @@ class DataConfig:
     """Which data a run reads.
 
     Attributes:
-        dataset: MedMNIST flag (e.g. ``pneumoniamnist``).
+        dataset: MedMNIST flag (e.g. ``pneumoniamnist``), or ``corpus`` (pretraining only: the
+            multi-source image-text corpus of :mod:`medfm.data.corpus`, sizes 28/64).
         size: image side in px (28/64/128/224).
         data_root: overrides ``$MEDFM_DATA`` (the CLI's ``--data-root`` overrides both).
         verify_md5: check the file's md5 before use.

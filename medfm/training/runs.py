@@ -74,15 +74,24 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
     from medfm.hub import write_checkpoint
 
     output = Path(output)
-    ds = _load(recipe.data, "train", data_root)
-    if ds.is_3d:
-        raise ValueError(f"{ds.flag} is a 3D set; 2D encoders cannot pretrain on it (use slices or a 3D encoder)")
+    if recipe.data.dataset == "corpus":  # the multi-source image-text corpus (medfm.data.corpus)
+        from medfm.data.corpus import PretrainCorpus
+
+        ds = PretrainCorpus(size=recipe.data.size, data_root=data_root or recipe.data.data_root)
+        data_meta = ds.metadata()
+    else:
+        ds = _load(recipe.data, "train", data_root)
+        if ds.is_3d:
+            raise ValueError(f"{ds.flag} is a 3D set; 2D encoders cannot pretrain on it (use slices or a 3D encoder)")
+        data_meta = data_metadata(ds)
     _prepare_output(output, recipe)
     torch.manual_seed(recipe.train.seed)
     encoder = create_encoder(recipe.encoder.name, in_chans=ds.n_channels, img_size=recipe.encoder.img_size or ds.size,
                              pretrained=recipe.encoder.pretrained, **recipe.encoder.args)
     objective = OBJECTIVES.build(recipe.objective.name, encoder=encoder, **recipe.objective.args)
-    extra = {"training": {"data": data_metadata(ds), "pretraining": {"objective": to_dict(recipe.objective),
+    if callable(getattr(objective, "prepare_data", None)):  # e.g. clip embeds the corpus texts once
+        objective.prepare_data(ds)
+    extra = {"training": {"data": data_meta, "pretraining": {"objective": to_dict(recipe.objective),
                                                                    "train": to_dict(recipe.train)}},
              "family": encoder.family, "n_params": _n_params(encoder),
              "summary": f"`{recipe.encoder.name}` encoder pretrained with `{recipe.objective.name}` on {ds.flag} (labels unused)."}

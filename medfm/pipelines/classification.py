@@ -1,19 +1,16 @@
-"""``medfm.pipeline(task, model=...)``: inference on raw images with the checkpoint's own preprocessing.
+"""Image-classification pipeline: raw images in, ``{"label", "score"}`` lists out.
 
 Follows transformers' pipeline convention: for each image a list of
-``{"label": name, "score": probability}`` over all classes, highest first.
+``{"label": name, "score": probability}`` over all classes, highest first; the
+checkpoint's own preprocessing (channels, size, intensity scaling) is applied.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-TASKS = ("image-classification",)
-
 
 class PipelineInputError(ValueError):
     """An input image is of an unsupported type, shape or dtype."""
@@ -89,15 +86,3 @@ class ImageClassificationPipeline:
             ranked = sorted(({"label": n, "score": s} for n, s in zip(names, row)), key=lambda d: -d["score"])
             out.append(ranked[:top_k] if top_k else ranked)
         return out[0] if single else out
-
-
-def pipeline(task: str, model: Any, **kwargs: Any):
-    """Build a pipeline for ``task`` ("image-classification").
-
-    Raises:
-        ValueError: unknown task (with close matches).
-    """
-    if task not in TASKS:
-        close = difflib.get_close_matches(task, TASKS, n=1)
-        raise ValueError(f"unknown pipeline task {task!r}" + (f"; did you mean {close[0]!r}?" if close else f" (known: {TASKS})"))
-    return ImageClassificationPipeline(model, **kwargs)

@@ -1,4 +1,4 @@
-"""Fixtures for medfm.data tests: tiny MedMNIST npz files in the official layout."""
+"""Shared fixtures: tiny MedMNIST npz files in the official layout (any test may use them)."""
 from __future__ import annotations
 
 import hashlib
@@ -56,3 +56,26 @@ def write_medmnist(tmp_path: Path, monkeypatch) -> Callable[..., Path]:
 def medmnist_arrays() -> Callable[..., Dict[str, np.ndarray]]:
     """The :func:`fake_medmnist_arrays` generator (same seed -> same arrays as written files)."""
     return fake_medmnist_arrays
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path | None:
+    """The real data folder ($MEDFM_DATA, else ../shared/data next to the repo), or None."""
+    import os
+
+    env = os.environ.get("MEDFM_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO_ROOT.parent / "shared" / "data"]:
+        if (cand / "medmnist").is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture
+def real_data_root() -> Path:
+    """The real ../shared/data folder; skips the test with a reason when it is absent."""
+    root = shared_data_root()
+    if root is None:
+        pytest.skip("real data not found: set MEDFM_DATA or provide ../shared/data next to the repo")
+    return root

@@ -1,0 +1,20 @@
+"""Print medfm's training images/s next to a bare torch loop over the same timm model and batch.
+
+Usage: python benchmarks/train_throughput.py [--encoder resnet18] [--img-size 28] [--batch-size 128]
+       [--steps 20] [--precision auto|bf16|fp32]
+The spine issue asks for a ratio >= 0.9. Run it on an otherwise idle machine.
+"""
+import argparse
+
+from medfm.benchmark import compare_throughput
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--encoder", default="resnet18")
+    p.add_argument("--img-size", type=int, default=28)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    a = p.parse_args()
+    for precision in ([a.precision] if a.precision != "auto" else ["fp32", "auto"]):
+        compare_throughput(a.encoder, a.img_size, a.batch_size, a.steps, precision)

@@ -1,0 +1,89 @@
+"""Training-throughput benchmark: medfm's :class:`~medfm.training.loop.Trainer` against a bare
+PyTorch loop over the same encoder, head, batch and precision (``medfm bench`` and
+``benchmarks/train_throughput.py`` print it). Numbers are images per second of
+forward + backward + AdamW step, after warm-up steps.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+
+import medfm
+from medfm.adapters.classification import ImageClassifier
+from medfm.training.loop import Trainer, TrainConfig, resolve_precision
+
+
+class _TensorBatches:
+    """An in-memory dataset of one repeated random batch, with the ``get_batch`` fast path."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, repeats: int) -> None:
+        self.images, self.labels, self.repeats = images, labels, repeats
+
+    def __len__(self) -> int:
+        return self.images.shape[0] * self.repeats
+
+    def get_batch(self, idx: torch.Tensor) -> Dict[str, torch.Tensor]:
+        idx = idx % self.images.shape[0]
+        return {"image": self.images[idx], "label": self.labels[idx]}
+
+
+def _model(encoder: str, img_size: int, seed: int = 0) -> ImageClassifier:
+    torch.manual_seed(seed)
+    return ImageClassifier(medfm.create_encoder(encoder, in_chans=1, img_size=img_size), num_classes=2, task="binary-class")
+
+
+def bare_loop_throughput(encoder: str, img_size: int, batch_size: int, steps: int, bf16: bool, warmup: int = 3) -> float:
+    """Images/s of a plain ``for`` loop: autocast forward, cross-entropy, backward, AdamW step."""
+    model = _model(encoder, img_size).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    images = torch.rand(batch_size, 1, img_size, img_size)
+    labels = torch.randint(0, 2, (batch_size,))
+    t0 = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(images).float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def medfm_loop_throughput(encoder: str, img_size: int, batch_size: int, steps: int, bf16: bool, warmup: int = 3) -> float:
+    """Images/s of :class:`Trainer` on the same model and batch (read from its ``metrics.jsonl``)."""
+    model = _model(encoder, img_size)
+    images = torch.rand(batch_size, 1, img_size, img_size)
+    labels = torch.randint(0, 2, (batch_size,))
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=1e-3, warmup_epochs=0, log_every=1,
+                      precision="bf16" if bf16 else "fp32")
+    data = _TensorBatches(images, labels, warmup + steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(model, lambda m, b, g: {"loss": m.loss(m(b["image"]), b["label"])}, data, cfg, Path(tmp),
+                          save_fn=lambda m, d: None)
+        trainer.fit()
+        recs = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    times = [r["time"] for r in recs if "time" in r]
+    return steps * batch_size / (times[-1] - times[warmup - 1])
+
+
+def compare_throughput(encoder: str = "resnet18", img_size: int = 28, batch_size: int = 128, steps: int = 20,
+                       precision: str = "auto") -> Dict[str, float]:
+    """Print and return bare-loop vs medfm-loop images/s and their ratio."""
+    bf16 = resolve_precision(precision, torch.device("cpu")) == "bf16"
+    bare = bare_loop_throughput(encoder, img_size, batch_size, steps, bf16)
+    ours = medfm_loop_throughput(encoder, img_size, batch_size, steps, bf16)
+    res = {"encoder": encoder, "img_size": img_size, "batch_size": batch_size, "precision": "bf16" if bf16 else "fp32",
+           "threads": torch.get_num_threads(), "bare_img_per_s": round(bare, 1), "medfm_img_per_s": round(ours, 1),
+           "ratio": round(ours / bare, 3)}
+    print("| encoder | px | batch | precision | threads | bare torch img/s | medfm img/s | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {encoder} | {img_size} | {batch_size} | {res['precision']} | {res['threads']} | {res['bare_img_per_s']} | "
+          f"{res['medfm_img_per_s']} | {res['ratio']} |")
+    return res

@@ -1,0 +1,239 @@
+"""Segmentation tasks: what a ``medfm segment`` run trains on and how it is evaluated.
+
+One class per data set, all with the same small interface (:class:`SegTask`):
+``train_set()`` (a :class:`medfm.data.segmentation.SegmentationArrays`), ``test_cases()``
+(ids), ``load_case(id)`` (input for :func:`medfm.pipeline_segmentation.predict_probs`,
+reference labels in the evaluation geometry, voxel spacing), ``predict(model, case)`` and
+``overlay(case, pred)`` (one 2D slice for the PNG). Splits are the fixed rules of
+:mod:`medfm.data.segmentation` and are recorded with their ids in every run's results.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from medfm.data import segmentation as segdata
+
+
+@dataclass
+class SegDataConfig:
+    """Data section of a segmentation recipe.
+
+    Attributes:
+        dataset: "chase_db1", "msd_hippocampus" or "lgg_flair".
+        scale: 2D resize factor applied to images before training and inference (the
+            evaluation is always at the original resolution).
+        patch: training crop size per spatial axis (None: whole, padded images); also the
+            sliding-window size at inference.
+        repeats: random crops per training image and epoch.
+        context_slices: Hippocampus 2.5D: k neighbouring slices on each side as channels
+            (a 2D encoder with ``2k + 1`` input channels); 0 = 3D.
+        slice_axis: volume axis the 2.5D slices are taken along.
+        flip_axes: spatial axes randomly flipped (p = 0.5 each) during training.
+        data_root: overrides ``$MEDFM_DATA``.
+        max_train, max_test: use only the first N training / test cases (smoke tests).
+    """
+
+    dataset: str = "chase_db1"
+    scale: float = 1.0
+    patch: Optional[List[int]] = None
+    repeats: int = 1
+    context_slices: int = 0
+    slice_axis: int = 0
+    flip_axes: List[int] = field(default_factory=list)
+    data_root: Optional[str] = None
+    max_train: Optional[int] = None
+    max_test: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.dataset not in TASKS:
+            close = difflib.get_close_matches(str(self.dataset), list(TASKS), n=1)
+            raise ValueError(f"unknown segmentation dataset {self.dataset!r}"
+                             + (f"; did you mean {close[0]!r}?" if close else f" (known: {sorted(TASKS)})"))
+        if not 0 < self.scale <= 4:
+            raise ValueError(f"data.scale must be in (0, 4], got {self.scale}")
+        if self.patch is not None and (not self.patch or any(int(p) != p or p < 8 for p in self.patch)):
+            raise ValueError(f"data.patch must be a list of integers >= 8, got {self.patch}")
+        if self.repeats < 1 or self.context_slices < 0:
+            raise ValueError("data.repeats must be >= 1 and data.context_slices >= 0")
+        if self.context_slices and self.dataset != "msd_hippocampus":
+            raise ValueError("data.context_slices (2.5D) applies to volume data sets (msd_hippocampus) only")
+
+
+@dataclass
+class Case:
+    """One evaluation case: model input, reference labels (evaluation geometry), spacing."""
+
+    case_id: str
+    image: np.ndarray
+    reference: np.ndarray
+    spacing: Optional[Tuple[float, ...]] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+class SegTask:
+    """Interface of a segmentation task (see the module docstring)."""
+
+    name = ""
+    label_names: List[str] = []
+    in_chans = 3
+    spatial_dims = 2
+    intensity = "unit"
+    split_rule = ""
+
+    def __init__(self, cfg: SegDataConfig, data_root: Optional[str] = None) -> None:
+        self.cfg = cfg
+        self.data_root = data_root or cfg.data_root
+
+    def _limit(self, ids: List[str], n: Optional[int]) -> List[str]:
+        return ids[:n] if n else ids
+
+    def train_ids(self) -> List[str]:
+        raise NotImplementedError
+
+    def test_cases(self) -> List[str]:
+        raise NotImplementedError
+
+    def train_set(self) -> segdata.SegmentationArrays:
+        raise NotImplementedError
+
+    def load_case(self, case_id: str) -> Case:
+        raise NotImplementedError
+
+    def predict(self, model: Any, case: Case, overlap: float, sw_batch_size: int) -> np.ndarray:
+        """Label map of ``case`` in the reference geometry."""
+        from medfm.pipeline_segmentation import predict_labels
+
+        return predict_labels(model, case.image, overlap=overlap, sw_batch_size=sw_batch_size)
+
+    def overlay(self, case: Case, pred: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image slice, predicted foreground, reference foreground), 2D, for the PNG overlay."""
+        return case.image.transpose(1, 2, 0), pred > 0, case.reference > 0
+
+    def metadata(self) -> Dict[str, Any]:
+        return {"dataset": self.name, "split_rule": self.split_rule, "train_ids": self.train_ids(),
+                "test_ids": self.test_cases(), "label_names": self.label_names}
+
+
+class ChaseTask(SegTask):
+    """CHASE_DB1 vessels: first observer as truth; second observer as the human reference."""
+
+    name = "chase_db1"
+    label_names = segdata.CHASE_LABELS
+    split_rule = segdata.SPLIT_RULES["chase_db1"]
+
+    def train_ids(self) -> List[str]:
+        return self._limit(segdata.chase_ids("train"), self.cfg.max_train)
+
+    def test_cases(self) -> List[str]:
+        return self._limit(segdata.chase_ids("test"), self.cfg.max_test)
+
+    def train_set(self) -> segdata.SegmentationArrays:
+        images, masks = [], []
+        for i in self.train_ids():
+            d = segdata.load_chase(i, self.data_root)
+            images.append(segdata.resize_image(d["image"], self.cfg.scale).transpose(2, 0, 1))
+            masks.append(segdata.resize_mask(d["mask"], self.cfg.scale).astype(np.uint8))
+        return segdata.SegmentationArrays(images, masks, self.cfg.repeats)
+
+    def load_case(self, case_id: str) -> Case:
+        d = segdata.load_chase(case_id, self.data_root)
+        return Case(case_id, d["image"].transpose(2, 0, 1).astype(np.float32) / 255.0, d["mask"].astype(np.uint8),
+                    extra={"second_observer": d["mask2"]})
+
+
+class LGGTask(SegTask):
+    """TCGA-LGG FLAIR abnormality; a case is a patient (all slices), Dice per patient."""
+
+    name = "lgg_flair"
+    label_names = segdata.LGG_LABELS
+    split_rule = segdata.SPLIT_RULES["lgg_flair"]
+
+    def train_ids(self) -> List[str]:
+        return self._limit(segdata.lgg_patients("train", self.data_root), self.cfg.max_train)
+
+    def test_cases(self) -> List[str]:
+        return self._limit(segdata.lgg_patients("test", self.data_root), self.cfg.max_test)
+
+    def train_set(self) -> segdata.SegmentationArrays:
+        images, masks = [], []
+        for p in self.train_ids():
+            d = segdata.load_lgg_patient(p, self.data_root)
+            for im, m in zip(d["image"], d["mask"]):
+                images.append(segdata.resize_image(im, self.cfg.scale).transpose(2, 0, 1))
+                masks.append(segdata.resize_mask(m, self.cfg.scale).astype(np.uint8))
+        return segdata.SegmentationArrays(images, masks, self.cfg.repeats)
+
+    def load_case(self, case_id: str) -> Case:
+        d = segdata.load_lgg_patient(case_id, self.data_root)
+        return Case(case_id, d["image"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0, d["mask"].astype(np.uint8))
+
+    def predict(self, model: Any, case: Case, overlap: float, sw_batch_size: int) -> np.ndarray:
+        from medfm.pipeline_segmentation import predict_labels
+
+        return np.stack([predict_labels(model, s, overlap=overlap, sw_batch_size=sw_batch_size) for s in case.image])
+
+    def overlay(self, case: Case, pred: np.ndarray):
+        from medfm.evaluation.segmentation import largest_slice
+
+        z = largest_slice(case.reference, 0)
+        return case.image[z].transpose(1, 2, 0), pred[z] > 0, case.reference[z] > 0
+
+
+class HippocampusTask(SegTask):
+    """MSD Task04 Hippocampus, 3D (``context_slices == 0``) or 2.5D; Dice per class and case."""
+
+    name = "msd_hippocampus"
+    label_names = segdata.HIPPOCAMPUS_LABELS
+    split_rule = segdata.SPLIT_RULES["msd_hippocampus"]
+    intensity = "percentile"
+
+    def __init__(self, cfg: SegDataConfig, data_root: Optional[str] = None) -> None:
+        super().__init__(cfg, data_root)
+        self.in_chans = 2 * cfg.context_slices + 1 if cfg.context_slices else 1
+        self.spatial_dims = 2 if cfg.context_slices else 3
+
+    def train_ids(self) -> List[str]:
+        return self._limit(segdata.hippocampus_cases("train", self.data_root), self.cfg.max_train)
+
+    def test_cases(self) -> List[str]:
+        return self._limit(segdata.hippocampus_cases("test", self.data_root), self.cfg.max_test)
+
+    def train_set(self) -> segdata.SegmentationArrays:
+        images, masks = [], []
+        k, axis = self.cfg.context_slices, self.cfg.slice_axis
+        for c in self.train_ids():
+            d = segdata.load_hippocampus(c, self.data_root)
+            if k:
+                images += list(segdata.slice_stack(d["image"], k, axis))
+                masks += list(np.moveaxis(d["label"], axis, 0))
+            else:
+                images.append(d["image"][None])
+                masks.append(d["label"])
+        return segdata.SegmentationArrays(images, masks, self.cfg.repeats)
+
+    def load_case(self, case_id: str) -> Case:
+        d = segdata.load_hippocampus(case_id, self.data_root)
+        image = d["image"] if self.cfg.context_slices else d["image"][None]
+        return Case(case_id, image, d["label"], spacing=tuple(d["spacing"]), extra={"affine": d["affine"]})
+
+    def overlay(self, case: Case, pred: np.ndarray):
+        from medfm.evaluation.segmentation import largest_slice
+
+        vol = case.image if case.image.ndim == 3 else case.image[0]
+        z = largest_slice(case.reference, 0)
+        return vol[z], pred[z] > 0, case.reference[z] > 0
+
+
+TASKS = {"chase_db1": ChaseTask, "msd_hippocampus": HippocampusTask, "lgg_flair": LGGTask}
+
+
+def build_task(cfg: SegDataConfig, data_root: Optional[str] = None) -> SegTask:
+    """The task object for ``cfg.dataset``."""
+    return TASKS[cfg.dataset](cfg, data_root)
+
+
+__all__ = ["SegDataConfig", "Case", "SegTask", "ChaseTask", "LGGTask", "HippocampusTask", "TASKS", "build_task"]

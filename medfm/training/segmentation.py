@@ -1,0 +1,270 @@
+"""``medfm segment``: train a segmentation adapter from a recipe, then evaluate it on the test split.
+
+The run trains :class:`medfm.adapters.segmentation.SegmentationModel` (encoder frozen,
+LoRA, or full fine-tuning) with :class:`medfm.training.loop.Trainer`: each step takes
+seeded random crops (``data.patch``) inside each image's unpadded region and random flips,
+and minimises Dice + cross-entropy. Evaluation runs MONAI sliding-window inference at the
+original resolution and writes into the output directory:
+
+* ``config.yaml`` (resolved recipe), ``metrics.jsonl``, ``checkpoint/`` (resumable);
+* ``model/`` (frozen/full) or ``adapter/`` (LoRA, adapter-only) final checkpoint;
+* ``results.json`` (split rule and ids, per-case and summary Dice / HD95 / surface Dice,
+  for CHASE_DB1 also the second observer's scores) and ``results.md``;
+* ``overlays/<case>.png`` (prediction vs reference: yellow TP, red FP, green FN).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from medfm.adapters.lora import LoraSettings
+from medfm.training.loop import TrainConfig
+from medfm.training.recipes import EncoderConfig
+from medfm.training.seg_tasks import SegDataConfig, SegTask, build_task
+
+SEG_MODES = ("frozen", "lora", "full")
+
+
+@dataclass
+class SegEvalConfig:
+    """Evaluation section.
+
+    Attributes:
+        overlap: sliding-window overlap fraction.
+        sw_batch_size: windows per forward pass.
+        overlays: number of test cases written as PNG overlays.
+        tolerance: surface Dice tolerance (voxel spacing units: mm for NIfTI, else pixels).
+        distances: compute HD95 and surface Dice (slower on large 2D images).
+        roi_size: sliding-window size recorded in the model for inference (default:
+            ``data.patch``); fully convolutional encoders may use a larger window than the
+            training patch (fewer, less redundant windows); ViTs need ``img_size``.
+    """
+
+    overlap: float = 0.5
+    sw_batch_size: int = 4
+    overlays: int = 4
+    tolerance: float = 1.0
+    distances: bool = True
+    roi_size: Optional[List[int]] = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"eval.overlap must be in [0, 1), got {self.overlap}")
+
+
+@dataclass
+class SegmentationRecipe:
+    """``medfm segment`` recipe (``finetune/seg_*.yaml``).
+
+    Attributes:
+        data: :class:`SegDataConfig`.
+        encoder: encoder name/size/init; ``img_size`` defaults to ``data.patch[0]``.
+        decoder: :class:`medfm.adapters.segmentation.UNetDecoder` options.
+        mode: "frozen" (decoder only), "lora" or "full".
+        lora: LoRA settings (mode "lora").
+        train: optimisation (:class:`TrainConfig`).
+        eval: :class:`SegEvalConfig`.
+    """
+
+    data: SegDataConfig = field(default_factory=SegDataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: Dict[str, Any] = field(default_factory=dict)
+    mode: str = "full"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: SegEvalConfig = field(default_factory=SegEvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in SEG_MODES:
+            raise ValueError(f"mode must be one of {SEG_MODES}, got {self.mode!r}")
+
+
+# -- augmentation ----------------------------------------------------------------------------------
+def random_crop(images: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, patch: Optional[List[int]],
+                gen: torch.Generator):
+    """Seeded random crops of size ``patch`` inside each item's valid (unpadded) region.
+
+    Shape: images ``(B, C, *S)``, masks ``(B, *S)``, valid ``(B, dims)`` -> images
+    ``(B, C, *patch)``, masks ``(B, *patch)``. Items smaller than ``patch`` along an
+    axis are zero-padded (label 0).
+    """
+    if patch is None:
+        return images, masks
+    dims = masks.ndim - 1
+    if len(patch) != dims:
+        raise ValueError(f"data.patch has {len(patch)} values for {dims}-D data")
+    pad = [max(0, p - s) for p, s in zip(patch, masks.shape[1:])]
+    if any(pad):
+        spec = [v for p in reversed(pad) for v in (0, p)]
+        images = torch.nn.functional.pad(images, spec)
+        masks = torch.nn.functional.pad(masks, spec)
+    out_i, out_m = [], []
+    for b in range(images.shape[0]):
+        starts = [int(torch.randint(0, max(0, int(v) - p) + 1, (1,), generator=gen)) for v, p in zip(valid[b], patch)]
+        region = tuple(slice(s, s + p) for s, p in zip(starts, patch))
+        out_i.append(images[(b, slice(None), *region)])
+        out_m.append(masks[(b, *region)])
+    return torch.stack(out_i), torch.stack(out_m)
+
+
+def random_flips(images: torch.Tensor, masks: torch.Tensor, axes: List[int], gen: torch.Generator):
+    """Flip each item along each spatial axis in ``axes`` with probability 0.5 (seeded)."""
+    if not axes:
+        return images, masks
+    images, masks = images.clone(), masks.clone()
+    for b in range(images.shape[0]):
+        for ax in axes:
+            if torch.rand((), generator=gen) < 0.5:
+                images[b] = images[b].flip(1 + ax)
+                masks[b] = masks[b].flip(ax)
+    return images, masks
+
+
+def seg_step(patch: Optional[List[int]], flip_axes: List[int], frozen: bool):
+    """The Trainer ``step_fn``: crop, flip, forward, Dice + CE."""
+    def step(model, batch, gen):
+        from medfm.pipeline_segmentation import seg_core
+
+        core = seg_core(model)
+        if frozen:
+            core.encoder.eval()
+        images, masks = random_crop(batch["image"], batch["mask"], batch["valid"].cpu(), patch, gen)
+        images, masks = random_flips(images, masks, flip_axes, gen)
+        logits = model(images)
+        return {"loss": core.loss(logits, masks)}
+    return step
+
+
+# -- building ------------------------------------------------------------------------------------
+def build_segmenter(recipe: SegmentationRecipe, task: SegTask, init: Optional[str] = None) -> torch.nn.Module:
+    """A :class:`SegmentationModel` for ``task`` as the recipe describes it (not yet LoRA-wrapped)."""
+    from medfm.adapters.segmentation import SegmentationModel
+    from medfm.encoders import create_encoder
+
+    patch = recipe.data.patch
+    img_size = recipe.encoder.img_size or (patch[0] if patch else None)
+    if img_size is None:
+        raise ValueError("set encoder.img_size or data.patch")
+    encoder = create_encoder(recipe.encoder.name, in_chans=task.in_chans, img_size=img_size,
+                             pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
+    if getattr(encoder, "spatial_dims", 2) != task.spatial_dims:
+        raise ValueError(f"{task.name} with context_slices={recipe.data.context_slices} needs a {task.spatial_dims}D "
+                         f"encoder; {recipe.encoder.name!r} is {getattr(encoder, 'spatial_dims', 2)}D")
+    inference = {"scale": recipe.data.scale, "intensity": task.intensity, "context_slices": recipe.data.context_slices,
+                 "slice_axis": recipe.data.slice_axis}
+    roi = recipe.eval.roi_size or patch
+    if roi:
+        inference["roi_size"] = list(roi)
+    return SegmentationModel(encoder, len(task.label_names), task.label_names, decoder=recipe.decoder, inference=inference)
+
+
+def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, output: Optional[Path] = None) -> Dict[str, Any]:
+    """Per-case and summary metrics of ``model`` on the task's test split (+ overlays).
+
+    Returns:
+        ``{"per_case": {id: {class: {dice, hd95, surface_dice}}}, "summary": ...,
+        "human_reference": ... (CHASE_DB1 only), "seconds": ...}``.
+    """
+    from medfm.evaluation.segmentation import case_metrics, save_overlay, summarize_cases
+
+    model.eval()
+    per_case: Dict[str, Any] = {}
+    human: Dict[str, Any] = {}
+    t0 = time.perf_counter()
+    for n, cid in enumerate(task.test_cases()):
+        case = task.load_case(cid)
+        pred = task.predict(model, case, cfg.overlap, cfg.sw_batch_size)
+        per_case[cid] = case_metrics(pred, case.reference, task.label_names, case.spacing, cfg.tolerance, cfg.distances)
+        if "second_observer" in case.extra:
+            human[cid] = case_metrics(case.extra["second_observer"].astype(np.uint8), case.reference, task.label_names,
+                                      case.spacing, cfg.tolerance, cfg.distances)
+        if output is not None and n < cfg.overlays:
+            save_overlay(output / "overlays" / f"{cid}.png", *task.overlay(case, pred))
+    res: Dict[str, Any] = {"per_case": per_case, "summary": summarize_cases(per_case),
+                           "seconds": round(time.perf_counter() - t0, 1)}
+    if human:
+        res["human_reference"] = {"what": "second observer scored against the first observer",
+                                  "per_case": human, "summary": summarize_cases(human)}
+    return res
+
+
+def results_markdown(results: Dict[str, Any]) -> str:
+    """A short Markdown table of the summary (and human reference) metrics."""
+    from medfm.evaluation.report import markdown_table
+
+    rows = []
+    for label, summ in (("model", results["summary"]), ("second observer", results.get("human_reference", {}).get("summary"))):
+        if not summ:
+            continue
+        for cls, metrics in summ["per_class"].items():
+            rows.append({"scored": label, "class": cls, **{m: metrics[m]["mean"] for m in metrics}})
+    head = (f"# {results['task']['dataset']} test results\n\nSplit: {results['task']['split_rule']}. "
+            f"{results['summary']['n_cases']} test cases; mean Dice over classes {results['summary']['mean']['dice']:.4f}.\n\n")
+    cols = {"scored": "scored", "class": "class", "dice": "Dice", "hd95": "HD95", "surface_dice": "surface Dice"}
+    return head + markdown_table(rows, cols) + "\n"
+
+
+def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[str] = None,
+                     data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
+    """Train and evaluate a segmentation recipe; returns the results dict (also ``results.json``).
+
+    Raises:
+        medfm data errors, ConfigError/ValueError (bad recipe), FileExistsError (output holds a
+        checkpoint and ``resume`` is False).
+    """
+    from medfm.adapters.lora import apply_lora, save_adapter, write_adapter
+    from medfm.adapters.segmentation import SEG_HEAD_MODULES
+    from medfm.config import dump_yaml, to_dict
+    from medfm.hub import save_pretrained, write_checkpoint
+    from medfm.io import atomic_write_json, atomic_write_text
+    from medfm.training.loop import Trainer
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+    task = build_task(recipe.data, data_root)
+    train_set = task.train_set()
+    torch.manual_seed(recipe.train.seed)
+    model = build_segmenter(recipe, task, init)
+    base = init or recipe.encoder.pretrained
+    if recipe.mode == "lora" and base is None:  # LoRA over random weights: keep the base to reload the adapter
+        base = str(save_pretrained(model, output / "base"))
+    meta = {"training": {"data": task.metadata(), "mode": recipe.mode, "init": base,
+                         "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None, "train": to_dict(recipe.train)},
+            "family": model.encoder.family, "task": "image-segmentation",
+            "summary": f"`{recipe.encoder.name}` U-Net segmenter for {task.name} ({recipe.mode})."}
+    if recipe.mode == "frozen":
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+    trained = apply_lora(model, recipe.lora, head_modules=SEG_HEAD_MODULES) if recipe.mode == "lora" else model
+
+    def save(m, directory):
+        if recipe.mode == "lora":
+            write_adapter(m, directory, base, extra_config=meta)
+        else:
+            write_checkpoint(m, directory, extra_config=meta)
+
+    trainer = Trainer(trained, seg_step(recipe.data.patch, recipe.data.flip_axes, recipe.mode == "frozen"), train_set,
+                      recipe.train, output, save)
+    t0 = time.perf_counter()
+    trainer.fit(resume=resume)
+    train_s = time.perf_counter() - t0
+    trained.eval()
+    final = save_adapter(trained, output / "adapter", base, extra_config=meta) if recipe.mode == "lora" \
+        else save_pretrained(trained, output / "model", extra_config=meta)
+    results = evaluate_task(trained, task, recipe.eval, output)
+    results.update({"task": task.metadata(), "checkpoint": str(final), "mode": recipe.mode,
+                    "encoder": recipe.encoder.name, "train_seconds": round(train_s, 1),
+                    "n_train_items": train_set.n_items, "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad)})
+    atomic_write_json(output / "results.json", results)
+    atomic_write_text(output / "results.md", results_markdown(results))
+    return results
+
+
+__all__ = ["SegmentationRecipe", "SegEvalConfig", "SegDataConfig", "run_segmentation", "evaluate_task",
+           "build_segmenter", "random_crop", "random_flips", "seg_step", "SEG_MODES"]
