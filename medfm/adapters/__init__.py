@@ -8,3 +8,4 @@ from medfm.registry import ADAPTERS, FUSERS
 from medfm.adapters.classification import ImageClassifier
 
 __all__ = ["ADAPTERS", "FUSERS", "ImageClassifier"]
+from medfm.adapters import segmentation, text_seg  # noqa: F401,E402  (registers "segmentation", "text_segmentation")

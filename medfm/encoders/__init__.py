@@ -10,7 +10,9 @@ from typing import Any, List, Optional
 from medfm.encoders.base import Encoder, EncoderInputError
 from medfm.registry import ENCODERS
 from medfm.encoders import timm_encoders  # noqa: F401  (registers resnet/convnext/vit)
+from medfm.encoders import mamba  # noqa: F401
 from medfm.encoders import medvit_kan, kan_resnet  # noqa: F401
+from medfm.encoders import cnn3d  # noqa: F401  (3D volume encoders, tag dims=3)
 
 
 def list_encoders(pattern: str = "*", **tags: Any) -> List[str]:

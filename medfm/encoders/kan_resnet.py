@@ -8,8 +8,9 @@ of ``tanh(x)`` and applies one ordinary ``nn.Conv2d`` over the expanded channels
 convolutions and the ReLU between them is dropped (the learned basis functions are the
 non-linearity); stem, 1x1 shortcuts, BatchNorms and the ReLU after the residual sum stay.
 
-Default basis: Chebyshev degree 2 (two basis channels per input channel), which keeps the
-CPU training cost at 28 px within ~2-3x ResNet-18 (see benchmarks/kan_layers.py); pass
+Default basis: Chebyshev degree 2 (two basis channels per input channel): twice ResNet-18's
+convolution FLOPs, and about 0.45x its CPU training throughput at 28 px (fp32 and bf16;
+see benchmarks/kan_layers.py); pass
 ``kan={"name": "chebyshev", "degree": 3}`` or ``kan="rbf"`` to change it. The small-image
 stem rule and timm plumbing are those of :class:`medfm.encoders.timm_encoders.TimmResNet`.
 """
@@ -64,7 +65,7 @@ class KANResNet(TimmResNet):
     # peft wraps nn.Linear/nn.Conv2d only: target the KAN coefficient/base convs and shortcuts.
     lora_target_modules = r".*\.(coeff|base)"
 
-    def __init__(self, arch: str, in_chans: int = 3, img_size: int = 224, kan: BasisSpec = None,
+    def __init__(self, arch: str, in_chans: int = 3, img_size: int = 224, kan: Optional[BasisSpec] = None,
                  **kwargs: Any) -> None:
         kan = DEFAULT_BASIS if kan is None else kan
         create_basis(kan)  # validate before building

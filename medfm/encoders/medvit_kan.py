@@ -11,10 +11,9 @@ arXiv 2502.13693) is a hierarchical hybrid of
 This re-implementation keeps that structure with our own choices (from the paper's
 description, not its code):
 
-* conv stem (two 3x3 conv-BN-ReLU) with total stride 1 (<= 32 px), 2 (<= 64 px) or 4
-  (larger; :func:`medfm.encoders.timm_encoders.stem_stride`), then 4 stages; stages 2-4
-  start with a 3x3 stride-2 conv-BN. At 28 px the stage maps are 28/14/7/4, at 64 px
-  32/16/8/4, at 224 px 56/28/14/7.
+* conv stem (two 3x3 conv-BN-ReLU) with total stride 2 (<= 32 px) or 4 (larger, as
+  MedViT; :func:`medvit_stem_stride`), then 4 stages; stages 2-4 start with a 3x3 stride-2
+  conv-BN. At 28 px the stage maps are 14/7/4/2, at 64 px 16/8/4/2, at 224 px 56/28/14/7.
 * early stages use LFP blocks only; stage 3 alternates LFP and GFP (NA and DiNA alternate
   as in DiNAT); stage 4 is GFP only.
 * NA kernel 7 (clamped to small maps); DiNA takes the largest dilation that fits the map
@@ -30,8 +29,8 @@ Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, C_4, H
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, List, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, List, Tuple
 
 import torch
 from timm.layers import DropPath, Mlp
@@ -66,7 +65,7 @@ class MedViTKANConfig:
     kernel_size: int = 7
     mlp_ratio: float = 3.0
     kan_ratio: float = 1.0
-    kan: Any = field(default="chebyshev")
+    kan: BasisSpec = "chebyshev"
     drop_path_rate: float = 0.0
     attn_backend: str = "auto"
 
@@ -87,6 +86,18 @@ class MedViTKANConfig:
         if self.attn_backend not in BACKENDS:
             raise ValueError(f"unknown attn_backend {self.attn_backend!r}; choose one of {BACKENDS}")
         create_basis(self.kan)  # validates the basis spec early
+
+
+def medvit_stem_stride(img_size: int) -> int:
+    """Total stem stride: twice :func:`~medfm.encoders.timm_encoders.stem_stride`, at most 4
+    (MedViT's stem): 2 for <= 32 px, else 4.
+
+    Stage-1 neighbourhood attention runs as dense masked attention on CPU, whose cost grows
+    with the square of the token count (at 28x28 about 8x a 3x3 convolution of the same
+    width, see benchmarks/kan_layers.py), so 28 px inputs start at 14x14 (stages
+    14/7/4/2); 64 px gives 16/8/4/2 and 224 px 56/28/14/7.
+    """
+    return min(4, 2 * (stem_stride(img_size) or 2))
 
 
 def _conv_bn(cin: int, cout: int, stride: int, act: bool = True) -> nn.Sequential:
@@ -199,7 +210,7 @@ class MedViTKAN(Encoder):
     def __init__(self, cfg: MedViTKANConfig, in_chans: int = 3, img_size: int = 224) -> None:
         super().__init__(in_chans, img_size)
         self.arch = cfg
-        stride = stem_stride(img_size) or 4
+        stride = medvit_stem_stride(img_size)
         width = cfg.dims[0]
         self.stem = nn.Sequential(_conv_bn(in_chans, width // 2 or 1, 2 if stride >= 2 else 1),
                                   _conv_bn(width // 2 or 1, width, 2 if stride >= 4 else 1))
@@ -244,9 +255,11 @@ def _builder(base: MedViTKANConfig):
     return build
 
 
-#: ~ResNet-18's training cost at 28 px (see benchmarks/kan_layers.py and the report).
-TINY = MedViTKANConfig(dims=(32, 64, 128, 256), blocks=("L", "LL", "LGLG", "GG"))
-SMALL = MedViTKANConfig(dims=(48, 96, 192, 384), blocks=("LL", "LL", "LGLGLG", "GG"), drop_path_rate=0.1)
+#: tiny: 10.1M parameters, about ResNet-18's CPU training cost at 28 px (a little faster);
+#: small: 27M parameters, about half ResNet-18's CPU training throughput at 28 px
+#: (measured with benchmarks/kan_layers.py).
+TINY = MedViTKANConfig(dims=(64, 128, 256, 512), blocks=("LL", "LL", "LGLG", "GG"))
+SMALL = MedViTKANConfig(dims=(96, 192, 384, 768), blocks=("LL", "LL", "LGLGLG", "GG"), drop_path_rate=0.1)
 TEST = MedViTKANConfig(dims=(16, 16, 32, 32), blocks=("L", "L", "LG", "G"), head_dim=16, kernel_size=3,
                        mlp_ratio=2.0, kan={"name": "chebyshev", "degree": 2})
 

@@ -1,4 +1,7 @@
-"""Classification metrics: MedMNIST ACC/AUC, balanced accuracy, bootstrap CIs, MedMNIST-C BE/rBE.
+"""Classification metrics: MedMNIST ACC/AUC, balanced accuracy, per-class recall, bootstrap CIs.
+
+The MedMNIST-C robustness scores (balanced error, BE, rBE) are in
+:mod:`medfm.evaluation.robustness` and re-exported here for compatibility.
 
 ACC and AUC follow the MedMNIST definitions exactly (Yang et al. 2023, "MedMNIST v2",
 Sci. Data 10:41; reference code ``medmnist.evaluator.getACC/getAUC``):
@@ -22,7 +25,7 @@ as NaN in ``per_class_auc``, left out of the mean ``auc``, and named in ``warnin
 from __future__ import annotations
 
 import difflib
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -374,164 +377,17 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-# --------------------------------------------------------------------------------------
-# MedMNIST-C robustness metrics (Di Salvo, Doerrich & Ledig 2024, "MedMNIST-C:
-# Comprehensive benchmark and improved classifier robustness by simulating realistic
-# image corruptions", arXiv:2406.17536; reference code medmnistc/eval.py).
-#
-#   E^f_{c,s} = 1 - BalancedAccuracy of model f on corruption c at severity s (1..5)
-#   BE^f_c    = mean_s E^f_{c,s} / E^{AlexNet}_c
-#   rBE^f_c   = (mean_s E^f_{c,s} - E^f_clean) / (E^{AlexNet}_c - E^{AlexNet}_clean)
-#   BE, rBE   = means of BE^f_c, rBE^f_c over the dataset's corruptions c
-#
-# where E^{AlexNet}_c is AlexNet's error on c averaged over the 5 severities, as shipped
-# in medmnistc.utils.baselines.BASELINES (following Hendrycks & Dietterich 2019, CE/rCE).
-# --------------------------------------------------------------------------------------
+_ROBUSTNESS_NAMES = ("balanced_error", "corruption_errors", "alexnet_reference", "be_rbe")
 
 
-def balanced_error(y_true: Any, y_score: Any, task: str, threshold: Union[float, Sequence[float]] = 0.5) -> float:
-    """MedMNIST-C error ``1 - balanced accuracy`` (medmnistc ``Evaluator.get_eval_metric``).
+def __getattr__(name: str) -> Any:
+    """Lazy re-export of the MedMNIST-C functions, which live in :mod:`medfm.evaluation.robustness`.
 
-    Binary: last column ``> threshold``; multi-class/ordinal: argmax (threshold unused);
-    multi-label: mean over labels of the per-label balanced accuracy at ``threshold``
-    (a float, or one threshold per label).
-
-    Args:
-        y_true, y_score, task: as in :func:`classification_metrics`.
-        threshold: float, or (L,) per-label thresholds for multi-label.
-
-    Raises:
-        ValueError: input errors as in :func:`classification_metrics`; wrong number of
-            per-label thresholds.
+    Kept so ``from medfm.evaluation.metrics import be_rbe`` goes on working; lazy (PEP 562)
+    because ``robustness`` itself imports this module's helpers.
     """
-    y, s = _prepare(y_true, y_score, task)
-    thr = np.asarray(threshold, dtype=np.float64)
-    if task == MULTI_LABEL:
-        if thr.ndim > 1 or (thr.ndim == 1 and thr.shape[0] != y.shape[1]):
-            raise ValueError(f"need a float or {y.shape[1]} per-label thresholds, got shape {thr.shape}")
-        pred = _predict(y, s, task, thr)
-        return 1.0 - float(np.mean([_balanced_accuracy(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]))
-    if thr.ndim != 0 and task == "binary-class":
-        raise ValueError(f"task 'binary-class' takes one float threshold, got shape {thr.shape}")
-    k = 2 if task == "binary-class" else s.shape[1]
-    return 1.0 - _balanced_accuracy(y, _predict(y, s, task, float(thr) if thr.ndim == 0 else 0.5), k)
+    if name in _ROBUSTNESS_NAMES:
+        from medfm.evaluation import robustness
 
-
-def corruption_errors(
-    y_true: Any,
-    scores_by_corruption: Mapping[str, Any],
-    task: str,
-    threshold: Union[float, Sequence[float]] = 0.5,
-    n_severities: int = 5,
-) -> Dict[str, List[float]]:
-    """Per-severity MedMNIST-C errors ``E_{c,s}`` for each corruption ``c``.
-
-    Args:
-        y_true: (N,), (N, 1) or (N, L) labels of the clean test set.
-        scores_by_corruption: corruption name -> scores of the corrupted test set, either
-            (S, N, K) or severity-major stacked (S*N, K) as medmnistc's dataset yields them
-            (rows ``s*N .. (s+1)*N`` belong to severity ``s+1``).
-        task, threshold: as in :func:`balanced_error`.
-        n_severities: S, 5 in MedMNIST-C.
-
-    Returns:
-        corruption -> list of S errors, severity 1 first.
-
-    Raises:
-        ValueError: scores whose length is not ``n_severities * N``, plus the input errors
-            of :func:`balanced_error`.
-    """
-    n = len(_to_numpy(y_true, "y_true"))
-    out: Dict[str, List[float]] = {}
-    for name, scores in scores_by_corruption.items():
-        a = _to_numpy(scores, f"scores of {name!r}")
-        if a.ndim >= 1 and a.shape[0] == n_severities * n:
-            stacked = a.reshape((n_severities, n) + a.shape[1:])
-        elif a.ndim >= 2 and a.shape[:2] == (n_severities, n):
-            stacked = a
-        else:
-            raise ValueError(f"scores of {name!r} have shape {a.shape}; expected ({n_severities}, {n}, K) "
-                             f"or ({n_severities * n}, K) for {n_severities} severities of {n} samples")
-        out[name] = [balanced_error(y_true, stacked[i], task, threshold) for i in range(n_severities)]
-    return out
-
-
-def alexnet_reference(dataset: str) -> Dict[str, Any]:
-    """AlexNet reference errors for ``dataset`` shipped with the ``medmnistc`` package.
-
-    Returns:
-        ``{"clean_score": float, "raw_scores": {corruption: float}}`` (errors, i.e.
-        1 - balanced accuracy; raw scores already averaged over the 5 severities).
-
-    Raises:
-        ImportError: medmnistc is not installed (``pip install medfm[eval]``).
-        ValueError: no reference for ``dataset``; lists close matches.
-    """
-    try:
-        from medmnistc.utils.baselines import BASELINES
-    except ImportError as err:
-        raise ImportError(f"MedMNIST-C reference errors need the medmnistc package "
-                          f"(pip install 'medfm[eval]'): {err}") from None
-    if dataset not in BASELINES:
-        raise ValueError(f"medmnistc has no AlexNet reference for {dataset!r}"
-                         f"{_did_you_mean(dataset, sorted(BASELINES))} (known: {', '.join(sorted(BASELINES))})")
-    ref = BASELINES[dataset]
-    return {"clean_score": float(ref["clean_score"]), "raw_scores": dict(ref["raw_scores"])}
-
-
-def be_rbe(
-    errors_by_corruption: Mapping[str, Sequence[float]],
-    clean_error: float,
-    dataset: Optional[str] = None,
-    reference: Optional[Mapping[str, Any]] = None,
-) -> Dict[str, Any]:
-    """MedMNIST-C balanced error (BE) and relative balanced error (rBE) vs AlexNet.
-
-    Formulas in the comment block above (Di Salvo et al. 2024, arXiv:2406.17536); the
-    numbers equal ``medmnistc.eval.Evaluator.populate_summary``'s output.
-
-    Args:
-        errors_by_corruption: corruption -> per-severity errors (from
-            :func:`corruption_errors`).
-        clean_error: the model's error on the clean test set (:func:`balanced_error`).
-        dataset: MedMNIST flag whose medmnistc AlexNet reference to use.
-        reference: explicit reference ``{"clean_score", "raw_scores"}`` instead of
-            ``dataset`` (for datasets medmnistc does not cover).
-
-    Returns:
-        ``{"clean_error", "be", "rbe", "be_per_corruption", "rbe_per_corruption",
-        "error_per_corruption"}``; per-corruption values are dicts keyed by corruption.
-
-    Raises:
-        ValueError: neither/both of ``dataset``/``reference``; a corruption without a
-            reference error; a zero reference error or zero reference error gap; empty input.
-    """
-    if (dataset is None) == (reference is None):
-        raise ValueError("pass exactly one of dataset= (medmnistc reference) or reference=")
-    ref = alexnet_reference(dataset) if reference is None else reference
-    if not errors_by_corruption:
-        raise ValueError("errors_by_corruption is empty")
-    ref_clean = float(ref["clean_score"])
-    raw = ref["raw_scores"]
-    be_c: Dict[str, float] = {}
-    rbe_c: Dict[str, float] = {}
-    err_c: Dict[str, float] = {}
-    for name, errors in errors_by_corruption.items():
-        if name not in raw:
-            raise ValueError(f"no AlexNet reference error for corruption {name!r}"
-                             f"{_did_you_mean(name, sorted(raw))} (known: {', '.join(sorted(raw))})")
-        ref_err = float(raw[name])
-        if ref_err == 0.0 or ref_err == ref_clean:
-            raise ValueError(f"reference error for {name!r} is {ref_err} (clean {ref_clean}); BE/rBE undefined")
-        mean_err = float(np.mean(np.asarray(errors, dtype=np.float64)))
-        err_c[name] = mean_err
-        be_c[name] = mean_err / ref_err
-        rbe_c[name] = (mean_err - float(clean_error)) / (ref_err - ref_clean)
-    return {
-        "clean_error": float(clean_error),
-        "be": float(np.mean(list(be_c.values()))),
-        "rbe": float(np.mean(list(rbe_c.values()))),
-        "be_per_corruption": be_c,
-        "rbe_per_corruption": rbe_c,
-        "error_per_corruption": err_c,
-    }
+        return getattr(robustness, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,3 +9,7 @@ from medfm.registry import OBJECTIVES
 from medfm.objectives.contrastive import SimCLR, nt_xent_loss
 
 __all__ = ["OBJECTIVES", "SimCLR", "nt_xent_loss"]
+from medfm.objectives.graph_matching import GraphMatching, vicreg_loss  # noqa: E402,F401
+from medfm.objectives.clip import CLIP, clip_loss  # noqa: E402,F401
+from medfm.objectives.moco import MoCo, moco_infonce_loss  # noqa: E402,F401
+from medfm.objectives.swav import SwAV, sinkhorn_knopp, swav_loss  # noqa: E402,F401

@@ -11,6 +11,7 @@ from typing import Any, Dict, Tuple
 #: task -> (module, class)
 PIPELINE_TASKS: Dict[str, Tuple[str, str]] = {
     "image-classification": ("medfm.pipelines.classification", "ImageClassificationPipeline"),
+    "image-segmentation": ("medfm.pipelines.segmentation", "ImageSegmentationPipeline"),
 }
 
 

@@ -2,7 +2,7 @@
 
 One class per data set, all with the same small interface (:class:`SegTask`):
 ``train_set()`` (a :class:`medfm.data.segmentation.SegmentationArrays`), ``test_cases()``
-(ids), ``load_case(id)`` (input for :func:`medfm.pipeline_segmentation.predict_probs`,
+(ids), ``load_case(id)`` (input for :func:`medfm.pipelines.segmentation.predict_probs`,
 reference labels in the evaluation geometry, voxel spacing), ``predict(model, case)`` and
 ``overlay(case, pred)`` (one 2D slice for the PNG). Splits are the fixed rules of
 :mod:`medfm.data.segmentation` and are recorded with their ids in every run's results.
@@ -105,7 +105,7 @@ class SegTask:
 
     def predict(self, model: Any, case: Case, overlap: float, sw_batch_size: int) -> np.ndarray:
         """Label map of ``case`` in the reference geometry."""
-        from medfm.pipeline_segmentation import predict_labels
+        from medfm.pipelines.segmentation import predict_labels
 
         return predict_labels(model, case.image, overlap=overlap, sw_batch_size=sw_batch_size)
 
@@ -172,7 +172,7 @@ class LGGTask(SegTask):
         return Case(case_id, d["image"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0, d["mask"].astype(np.uint8))
 
     def predict(self, model: Any, case: Case, overlap: float, sw_batch_size: int) -> np.ndarray:
-        from medfm.pipeline_segmentation import predict_labels
+        from medfm.pipelines.segmentation import predict_labels
 
         return np.stack([predict_labels(model, s, overlap=overlap, sw_batch_size=sw_batch_size) for s in case.image])
 

@@ -128,7 +128,7 @@ def random_flips(images: torch.Tensor, masks: torch.Tensor, axes: List[int], gen
 def seg_step(patch: Optional[List[int]], flip_axes: List[int], frozen: bool):
     """The Trainer ``step_fn``: crop, flip, forward, Dice + CE."""
     def step(model, batch, gen):
-        from medfm.pipeline_segmentation import seg_core
+        from medfm.pipelines.segmentation import seg_core
 
         core = seg_core(model)
         if frozen:

@@ -156,6 +156,11 @@ def _natten_functional() -> Any:
     return _NATTEN
 
 
+def _disable_natten() -> None:
+    global _NATTEN
+    _NATTEN = False
+
+
 def natten_available() -> bool:
     """Whether NATTEN's ``natten.functional.na2d`` can be imported (CUDA kernels for training)."""
     return bool(_natten_functional())
@@ -196,9 +201,10 @@ def neighborhood_attention_2d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if want_natten and natten_available() and q.is_cuda:
         try:
             return _natten_functional().na2d(q, k, v, kernel_size=kernel, dilation=dil)
-        except Exception as err:  # unsupported dtype/head_dim/arch: fall back
+        except Exception as err:  # unsupported dtype/head_dim/arch: fall back (and stop trying)
             if backend == "natten":
                 raise RuntimeError(f"NATTEN na2d failed: {err}") from None
+            _disable_natten()
     elif backend == "natten":
         raise RuntimeError("backend='natten' needs the NATTEN package and CUDA tensors; use 'auto' or 'sdpa'")
     qh, kh, vh = (t.reshape(b, height * width, heads, head_dim).transpose(1, 2) for t in (q, k, v))

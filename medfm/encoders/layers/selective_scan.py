@@ -19,17 +19,21 @@ Arguments follow ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``:
 Three implementations:
 
 * :func:`selective_scan_ref`: the step-by-step recurrence (slow; the ground truth in tests).
-* :func:`selective_scan_chunked`: the fast CPU path. The state recurrence
-  ``h_t = a_t h_{t-1} + x_t`` runs in a custom autograd function over a sequence-first
-  ``(L, B*D*N)`` layout. The sequence is cut into chunks of ``chunk_size``; within a chunk the
-  decays from the chunk start are ``exp`` of segment sums (cumulative sums) of the
-  log-decays ``delta * A <= 0``, so only ``exp`` of non-positive numbers is ever taken;
-  chunk-local states are computed for all chunks at once and the states at chunk
-  boundaries are passed from chunk to chunk (the chunked state passing of Mamba-2's
-  state-space-duality algorithm, Dao & Gu 2024). The backward pass is the adjoint
-  recurrence run in reverse with the same kernel. With per-channel, per-state decays
-  (Mamba-1 ``A`` of shape (D, N)) the quadratic "attention" form of SSD has no shared
-  decay to amortise and costs ``chunk_size`` times more memory traffic, so it is not used.
+* :func:`selective_scan_chunked`: the fast CPU path, one fused autograd function over a
+  sequence-first ``(L, B*D*N)`` layout with a hand-written backward (the adjoint recurrence
+  run in reverse, as mamba_ssm's kernel does) that reuses its buffers in place. The state
+  recurrence ``h_t = a_t h_{t-1} + x_t`` is cut into chunks of ``chunk_size``: chunk-local
+  states of all chunks are computed at once, then the states at chunk boundaries are passed
+  from chunk to chunk and added back with the decay from the boundary (the chunked state
+  passing of Mamba-2's state-space-duality algorithm, Dao & Gu 2024). Within a chunk that
+  decay is the running product of the per-step decays ``a = exp(delta * A)`` in (0, 1],
+  i.e. ``exp`` of a segment sum of log-decays ``delta * A <= 0``: nothing is ever divided by
+  a decay or exponentiated upwards, so strong decays cannot overflow. With Mamba-1's
+  per-channel, per-state decays (``A`` of shape (D, N)) the quadratic "attention" form of SSD
+  has no decay shared across channels to amortise (it costs ``chunk_size`` times the memory
+  traffic; measured 10-50x slower on CPU), so it is not used. :func:`auto_chunk_size` picks
+  one chunk (the plain loop, least memory traffic) for large batches and sqrt(L)-sized chunks
+  for small ones.
 * the CUDA kernel of ``mamba_ssm`` (imported lazily), used by :func:`selective_scan` when
   the inputs are CUDA tensors and ``mamba_ssm`` is installed.
 
@@ -47,7 +51,8 @@ Tensor = torch.Tensor
 
 #: at or above this many independent state channels (B * D * N) one step of the recurrence
 #: is a large enough slab that the plain step-by-step loop beats the chunked kernel on CPU
-#: (measured: benchmarks/encoders.py and the docstring of :func:`auto_chunk_size`).
+#: (measured on a 2-core AMD EPYC: at 6144-24576 channels the loop was 1.4-3x faster, at
+#: 96-384 channels 2-10x slower than sqrt(L)-sized chunks).
 SEQUENTIAL_MIN_CHANNELS = 4096
 
 
@@ -170,11 +175,11 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 def auto_chunk_size(length: int, channels: int) -> int:
     """Chunk size the fast CPU scan uses for a sequence of ``length`` over ``channels`` states.
 
-    A step of the recurrence costs a fixed overhead (~5 us of dispatch) plus memory traffic
-    proportional to ``channels``. With many channels (>= ``SEQUENTIAL_MIN_CHANNELS``, e.g. batch
-    64 x 4 directions x 96 channels) the overhead is amortised and one chunk (the plain loop,
-    least memory traffic) is fastest; with few channels (small batches) chunks of
-    ``ceil(sqrt(length))`` cut the number of Python steps from L to about 2 sqrt(L).
+    A step of the recurrence costs a fixed dispatch overhead (a few microseconds) plus memory
+    traffic proportional to ``channels``. With many channels (>= ``SEQUENTIAL_MIN_CHANNELS``,
+    e.g. batch 16 x 4 directions x 64 channels) the overhead is amortised and a single chunk
+    (the plain loop, least memory traffic) is fastest; with few channels (small batches)
+    chunks of ``ceil(sqrt(length))`` cut the Python steps from L to about 2 sqrt(L).
     """
     if channels >= SEQUENTIAL_MIN_CHANNELS or length <= 8:
         return max(1, length)
@@ -182,87 +187,83 @@ def auto_chunk_size(length: int, channels: int) -> int:
 
 
 @torch.no_grad()
-def _recurrence(log_a: Tensor, x: Tensor, chunk: int, reverse: bool = False) -> Tensor:
-    """Solve ``h_t = exp(log_a_t) h_{t-1} + x_t`` (or ``h_t = exp(log_a_t) h_{t+1} + x_t``
-    with ``reverse``) along dim 0 of contiguous float32 ``(L, R)`` tensors; ``h`` starts at 0.
+def _scan_inplace(a: Tensor, x: Tensor, chunk: int, reverse: bool = False) -> None:
+    """Overwrite ``x`` with the states of a first-order linear recurrence along dim 0.
 
-    Chunked: local states of all chunks are computed together (``chunk`` steps), then the
-    boundary states are passed between chunks (``L / chunk`` steps) and added back with the
-    decays ``exp(segment sum of log_a) <= 1``.
+    Forward: ``x_t <- x_t + a_t * x_{t-1}``; reverse (the adjoint): ``x_t <- x_t + a_{t+1} * x_{t+1}``.
+    ``a`` and ``x`` are contiguous ``(L, R)`` tensors; ``a`` holds the per-step decays.
+
+    With ``chunk < L`` the sequence is cut into chunks: local states of all chunks are computed
+    at once (``chunk`` steps), the states at chunk boundaries are passed from chunk to chunk
+    (``L / chunk`` steps) and added back with the decay from the boundary, the cumulative
+    product of the decays of the chunk (= exp of a segment sum of log-decays, each factor in
+    [0, 1] for a stable scan, so nothing is ever divided or exponentiated upwards).
     """
     length, width = x.shape
-    a = log_a.exp()
     if chunk >= length:
-        h = torch.empty_like(x)
-        order = range(length - 1, -1, -1) if reverse else range(length)
-        prev = None
-        for t in order:
-            if prev is None:
-                h[t].copy_(x[t])
-            else:
-                torch.addcmul(x[t], a[t], h[prev], out=h[t])
-            prev = t
-        return h
+        if reverse:
+            for t in range(length - 2, -1, -1):
+                x[t].addcmul_(a[t + 1], x[t + 1])
+        else:
+            for t in range(1, length):
+                x[t].addcmul_(a[t], x[t - 1])
+        return
     n_chunks = -(-length // chunk)
     pad = n_chunks * chunk - length
-    if pad:  # padding (log_a = 0, x = 0) goes after the end in scan order; it changes nothing
-        zeros = x.new_zeros(pad, width)
-        parts = (lambda t: (zeros, t)) if reverse else (lambda t: (t, zeros))
-        log_a, x, a = (torch.cat(parts(t)) for t in (log_a, x, a))
-    lc, xc, ac = (t.view(n_chunks, chunk, width) for t in (log_a, x, a))
-    hl = torch.empty_like(xc)
-    steps = range(chunk - 1, -1, -1) if reverse else range(chunk)
-    prev = None
-    for t in steps:  # chunk-local states, all chunks at once
-        if prev is None:
-            hl[:, t].copy_(xc[:, t])
-        else:
-            torch.addcmul(xc[:, t], ac[:, t], hl[:, prev], out=hl[:, t])
-        prev = t
-    # decay from the incoming boundary state to each position: exp(segment sum of log_a) <= 1
-    seg = lc.flip(1).cumsum(1).flip(1) if reverse else lc.cumsum(1)
-    decay = seg.exp_()
-    carry = x.new_zeros(n_chunks, width)  # state entering each chunk
+    if reverse:  # b_t = a_{t+1}: the decay that carries state t+1 into t; padding goes in front
+        b = a.new_zeros(n_chunks * chunk, width)
+        b[pad:length + pad - 1] = a[1:]
+        xp = torch.cat((x.new_zeros(pad, width), x)) if pad else x
+    else:  # padding (decay 1, input 0) goes after the end
+        b = torch.cat((a, a.new_ones(pad, width))) if pad else a
+        xp = torch.cat((x, x.new_zeros(pad, width))) if pad else x
+    bc, xc = b.view(n_chunks, chunk, width), xp.view(n_chunks, chunk, width)
+    decay = torch.empty_like(bc)  # decay from the chunk's incoming boundary state to each position
     if reverse:
+        decay[:, -1] = bc[:, -1]
+        for t in range(chunk - 2, -1, -1):  # chunk-local states, all chunks at once
+            xc[:, t].addcmul_(bc[:, t], xc[:, t + 1])
+            torch.mul(decay[:, t + 1], bc[:, t], out=decay[:, t])  # prod_{s >= t} b_s
+        carry = x.new_zeros(n_chunks, width)  # state entering chunk c from chunk c + 1
         for c in range(n_chunks - 2, -1, -1):
-            torch.addcmul(hl[c + 1, 0], decay[c + 1, 0], carry[c + 1], out=carry[c])
+            torch.addcmul(xc[c + 1, 0], decay[c + 1, 0], carry[c + 1], out=carry[c])
+        xc[:-1].addcmul_(decay[:-1], carry[:-1, None])
+        if pad:
+            x.copy_(xp[pad:])
     else:
+        decay[:, 0] = bc[:, 0]
+        for t in range(1, chunk):
+            xc[:, t].addcmul_(bc[:, t], xc[:, t - 1])
+            torch.mul(decay[:, t - 1], bc[:, t], out=decay[:, t])  # prod_{s <= t} a_s
+        carry = x.new_zeros(n_chunks, width)  # state entering chunk c from chunk c - 1
         for c in range(1, n_chunks):
-            torch.addcmul(hl[c - 1, -1], decay[c - 1, -1], carry[c - 1], out=carry[c])
-    hl.addcmul_(decay, carry[:, None])
-    h = hl.view(n_chunks * chunk, width)
-    if pad:
-        h = h[pad:] if reverse else h[:length]
-    return h.contiguous()
+            torch.addcmul(xc[c - 1, -1], decay[c - 1, -1], carry[c - 1], out=carry[c])
+        xc[1:].addcmul_(decay[1:], carry[1:, None])
+        if pad:
+            x.copy_(xp[:length])
 
 
 class _LinearRecurrence(torch.autograd.Function):
-    """``h = recurrence(log_a, x)`` over (L, R) float32 with the adjoint recurrence as backward.
-
-    Backward: ``lam_t = g_t + a_{t+1} lam_{t+1}`` (reverse scan), ``dx = lam``,
-    ``dlog_a_t = lam_t * a_t * h_{t-1}``.
-    """
+    """``h = recurrence(log_a, x)`` over (L, R) with the adjoint recurrence as backward:
+    ``lam_t = g_t + a_{t+1} lam_{t+1}``, ``dx = lam``, ``dlog_a_t = lam_t a_t h_{t-1}``."""
 
     @staticmethod
     def forward(ctx: Any, log_a: Tensor, x: Tensor, chunk: int) -> Tensor:  # type: ignore[override]
-        h = _recurrence(log_a, x, chunk)
-        ctx.save_for_backward(log_a, h)
+        a = log_a.exp()
+        h = x.clone()
+        _scan_inplace(a, h, chunk)
+        ctx.save_for_backward(a, h)
         ctx.chunk = chunk
         return h
 
     @staticmethod
     def backward(ctx: Any, grad_h: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor], None]:  # type: ignore[override]
-        log_a, h = ctx.saved_tensors
-        grad_h = grad_h.contiguous()
-        log_a_next = torch.empty_like(log_a)
-        log_a_next[:-1] = log_a[1:]
-        log_a_next[-1] = 0.0
-        lam = _recurrence(log_a_next, grad_h, ctx.chunk, reverse=True)
-        grad_log_a = None
-        if ctx.needs_input_grad[0]:
-            grad_log_a = torch.zeros_like(lam)
-            grad_log_a[1:] = lam[1:] * log_a[1:].exp() * h[:-1]
-        return grad_log_a, (lam if ctx.needs_input_grad[1] else None), None
+        a, h = ctx.saved_tensors
+        lam = grad_h.contiguous().clone()
+        _scan_inplace(a, lam, ctx.chunk, reverse=True)
+        grad_log_a = torch.zeros_like(lam)
+        grad_log_a[1:] = lam[1:] * a[1:] * h[:-1]
+        return grad_log_a, lam, None
 
 
 def linear_recurrence(log_a: Tensor, x: Tensor, chunk_size: Optional[int] = None) -> Tensor:
@@ -293,14 +294,101 @@ def linear_recurrence(log_a: Tensor, x: Tensor, chunk_size: Optional[int] = None
     return _LinearRecurrence.apply(la2, x2, int(chunk)).view(shape)
 
 
-def _to_seq(t: Tensor, batch: int, dim: int, d_state: int, ctype: torch.dtype) -> Tensor:
-    """B or C in sequence-first broadcastable layout (L|1, B|1, G, 1, N)."""
+def _softplus(x: Tensor) -> Tensor:
+    """``log(1 + exp(x))`` as ``max(log(1 + exp(min(x, 20))), x)``: within 1e-7 of
+    ``F.softplus`` and several times faster on CPU (whose ``log1p`` is not vectorised)."""
+    out = x.clamp(max=20.0)
+    out.exp_().add_(1.0).log_()
+    return torch.maximum(out, x, out=out)
+
+
+def _dot_n(p: Tensor, q: Tensor) -> Tensor:
+    """Sum over the state dim: (..., N) x (..., N) -> (...)."""
+    return (p * q)[..., 0] if p.shape[-1] == 1 and q.shape[-1] == 1 else (p * q).sum(-1)
+
+
+def _reduce_h(p: Tensor, q: Tensor, scratch: Tensor, shape: torch.Size) -> Tensor:
+    """``p * q[..., None]`` summed over the channel-in-group dim H and reduced to the broadcast
+    ``shape`` of B or C; ``p`` (L, B, G, H, N), ``q`` (L, B, G, H); uses ``scratch`` (L, B, G, H)
+    when N = 1 to avoid a large temporary."""
+    prod = torch.mul(p[..., 0], q, out=scratch)[..., None] if p.shape[-1] == 1 else p * q[..., None]
+    return prod.sum(3, keepdim=True).sum_to_size(shape)
+
+
+class _SelectiveScanFn(torch.autograd.Function):
+    """Fused selective scan over sequence-first tensors with a hand-written backward.
+
+    Inputs: ``u``, ``delta`` (L, B, G, H); ``delta_bias``, ``D`` (G, H) or None; ``A`` (G, H, N);
+    ``Bs``, ``Cs`` broadcastable (L|1, B|1, G, 1, N). Output ``y`` (L, B, G, H).
+    The backward is the adjoint recurrence (as in mamba_ssm's CUDA kernel):
+    ``lam = reverse scan of dy * C`` and ``d(delta * A)_t = lam_t a_t h_{t-1}``; it reuses its
+    buffers in place, since on CPU every large fresh allocation costs page faults.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, u: Tensor, delta: Tensor, delta_bias: Optional[Tensor], A: Tensor, Bs: Tensor,  # type: ignore[override]
+                Cs: Tensor, D: Optional[Tensor], softplus: bool, chunk: int) -> Tensor:
+        length = u.shape[0]
+        raw = delta if delta_bias is None else delta + delta_bias
+        dt = _softplus(raw) if softplus else raw
+        a = (dt[..., None] * A).exp_()  # (L, B, G, H, N) decays in (0, 1]
+        if A.shape[-1] == 1:  # inputs delta * u * B, overwritten with the states
+            h = torch.mul(dt, u).mul_(Bs[..., 0])[..., None]
+        else:
+            h = (dt * u)[..., None] * Bs
+        _scan_inplace(a.view(length, -1), h.view(length, -1), chunk)
+        y = _dot_n(h, Cs)
+        if D is not None:
+            y.addcmul_(u, D)
+        ctx.save_for_backward(u, delta, delta_bias, A, Bs, Cs, D, dt, a, h)
+        ctx.softplus, ctx.chunk = softplus, chunk
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        u, delta, delta_bias, A, Bs, Cs, D, dt, a, h = ctx.saved_tensors
+        length, n = u.shape[0], A.shape[-1]
+        gy = gy.contiguous()
+        need = ctx.needs_input_grad
+        scratch = torch.empty_like(u)
+        g_D = torch.mul(gy, u, out=scratch).sum((0, 1)) if D is not None and need[6] else None
+        g_C = _reduce_h(h, gy, scratch, Cs.shape) if need[5] else None
+        lam = gy[..., None] * Cs  # (L, B, G, H, N) -> adjoint states
+        _scan_inplace(a.view(length, -1), lam.view(length, -1), ctx.chunk, reverse=True)
+        g_la = lam * a  # d loss / d (delta * A) = lam_t a_t h_{t-1}
+        g_la[1:] *= h[:-1]
+        g_la[0] = 0.0
+        g_A = None
+        if need[3]:
+            g_A = (torch.mul(g_la[..., 0], dt, out=scratch)[..., None] if n == 1 else g_la * dt[..., None]).sum((0, 1))
+        g_dt = g_la[..., 0].mul_(A[..., 0]) if n == 1 else (g_la * A).sum(-1)
+        g_B = None
+        if need[4]:
+            du = torch.mul(dt, u, out=scratch)
+            prod = du.mul_(lam[..., 0])[..., None] if n == 1 else lam * du[..., None]
+            g_B = prod.sum(3, keepdim=True).sum_to_size(Bs.shape)
+        lam_b = lam[..., 0].mul_(Bs[..., 0]) if n == 1 else (lam * Bs).sum(-1)  # (L, B, G, H)
+        g_dt.addcmul_(lam_b, u)
+        g_u = lam_b.mul_(dt)
+        if D is not None:
+            g_u.addcmul_(gy, D)
+        if ctx.softplus:  # d softplus(x) / dx = sigmoid(x)
+            raw = delta if delta_bias is None else torch.add(delta, delta_bias, out=scratch)
+            g_dt.mul_(torch.sigmoid(raw, out=scratch))
+        g_bias = g_dt.sum((0, 1)) if delta_bias is not None and need[2] else None
+        return g_u, g_dt, g_bias, g_A, g_B, g_C, g_D, None, None
+
+
+def _bc_seq(t: Tensor, batch: int, dim: int, groups: int, ctype: torch.dtype) -> Tensor:
+    """B or C as a sequence-first broadcastable (L|1, B|1, groups, 1, N) view."""
     t = t.to(ctype)
-    if t.ndim == 2:  # (D, N): constant; one group per channel
-        return t.view(1, 1, dim, 1, d_state)
-    if t.ndim == 3:  # (B, N, L)
-        return t.permute(2, 0, 1)[:, :, None, None, :]
-    return t.permute(3, 0, 1, 2)[:, :, :, None, :]  # (B, G, N, L)
+    if t.ndim == 2:  # (D, N): constant, one group per channel
+        return t.view(1, 1, dim, 1, t.shape[1])
+    if t.ndim == 3:  # (B, N, L): one group
+        t = t[:, None]
+    if t.shape[1] != groups:  # groups of B and C differ: expand both to one per channel
+        t = t.repeat_interleave(groups // t.shape[1], dim=1)
+    return t.permute(3, 0, 1, 2)[:, :, :, None, :]
 
 
 def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
@@ -320,8 +408,33 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Te
     batch, dim, length, d_state = _check_args(u, delta, A, B, C, D, z, delta_bias)
     if chunk_size is not None and chunk_size < 1:
         raise SelectiveScanInputError(f"selective scan: chunk_size must be >= 1, got {chunk_size}")
+    if return_last_state:  # rarely needed: the composite recurrence keeps the states at hand
+        return _selective_scan_composite(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
     dtype_in = u.dtype
     ctype = _compute_dtype(u)
+    group_of = lambda t: dim if t.ndim == 2 else 1 if t.ndim == 3 else t.shape[1]  # noqa: E731
+    groups = group_of(B) if group_of(B) == group_of(C) else dim
+    hd = dim // groups
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        seq = lambda t: t.to(ctype).permute(2, 0, 1).contiguous().view(length, batch, groups, hd)  # noqa: E731
+        per = lambda t: None if t is None else t.to(ctype).view(groups, hd)  # noqa: E731
+        chunk = int(chunk_size or auto_chunk_size(length, batch * dim * d_state))
+        y = _SelectiveScanFn.apply(
+            seq(u), seq(delta), per(delta_bias), A.to(ctype).view(groups, hd, d_state),
+            _bc_seq(B, batch, dim, groups, ctype), _bc_seq(C, batch, dim, groups, ctype), per(D),
+            bool(delta_softplus), chunk,
+        ).view(length, batch, dim)
+        if z is not None:
+            y = y * F.silu(z.to(ctype).permute(2, 0, 1))
+        return y.to(dtype_in).permute(1, 2, 0)
+
+
+def _selective_scan_composite(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                              z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
+                              chunk_size: Optional[int]) -> Tuple[Tensor, Tensor]:
+    """Selective scan from autograd ops around :func:`linear_recurrence`; returns (out, last_state)."""
+    batch, dim, length, d_state = u.shape[0], u.shape[1], u.shape[2], A.shape[1]
+    dtype_in, ctype = u.dtype, _compute_dtype(u)
     with torch.autocast(device_type=u.device.type, enabled=False):
         u_s = u.to(ctype).permute(2, 0, 1)  # (L, B, D)
         dt = delta.to(ctype).permute(2, 0, 1)
@@ -329,29 +442,18 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Te
             dt = dt + delta_bias.to(ctype)
         if delta_softplus:
             dt = F.softplus(dt)
-        dt = dt.contiguous()
-        log_a = dt[..., None] * A.to(ctype)  # (L, B, D, N), <= 0 for A < 0, delta >= 0
-        b_s = _to_seq(B, batch, dim, d_state, ctype)
-        groups_b = b_s.shape[2]
-        x = ((dt * u_s).reshape(length, batch, groups_b, dim // groups_b, 1) * b_s).reshape(
-            length, batch, dim, d_state)
-        h = linear_recurrence(log_a, x, chunk_size)  # (L, B, D, N)
-        c_s = _to_seq(C, batch, dim, d_state, ctype)
-        groups_c = c_s.shape[2]
-        h_g = h.view(length, batch, groups_c, dim // groups_c, d_state)
-        if d_state == 1:
-            y = (h_g * c_s).reshape(length, batch, dim)
-        else:
-            y = torch.einsum("lbghn,lbgzn->lbgh", h_g, c_s.expand(length, batch, groups_c, 1, d_state)
-                             ).reshape(length, batch, dim)
+        groups = dim if B.ndim == 2 else 1 if B.ndim == 3 else B.shape[1]
+        b_s = _bc_seq(B, batch, dim, groups, ctype)
+        x = ((dt * u_s).reshape(length, batch, groups, dim // groups, 1) * b_s).reshape(length, batch, dim, d_state)
+        h = linear_recurrence(dt[..., None] * A.to(ctype), x, chunk_size)  # (L, B, D, N)
+        groups = dim if C.ndim == 2 else 1 if C.ndim == 3 else C.shape[1]
+        c_s = _bc_seq(C, batch, dim, groups, ctype)
+        y = (h.view(length, batch, groups, dim // groups, d_state) * c_s).sum(-1).reshape(length, batch, dim)
         if D is not None:
-            y = torch.addcmul(y, u_s, D.to(ctype))
+            y = y + u_s * D.to(ctype)
         if z is not None:
             y = y * F.silu(z.to(ctype).permute(2, 0, 1))
-        out = y.to(dtype_in).permute(1, 2, 0)
-    if return_last_state:
-        return out, h[-1]
-    return out
+        return y.to(dtype_in).permute(1, 2, 0), h[-1]
 
 
 # ----------------------------------------------------------------------------- dispatch

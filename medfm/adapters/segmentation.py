@@ -1,0 +1,373 @@
+"""Segmentation adapter: a U-Net decoder over any encoder's ``forward_intermediates``.
+
+The decoder follows U-Net (Ronneberger et al., MICCAI 2015): starting from the coarsest
+encoder map, each stage upsamples (bilinear/trilinear, to the skip's exact size, so odd
+sizes such as 7 -> 4 -> 7 work), concatenates the next finer encoder map (skip connection)
+and applies two 3x3 conv-norm-ReLU layers. Encoders differ in what they return, so the
+maps are first turned into a strictly coarsening pyramid (:class:`FeaturePyramid`):
+
+* hierarchical CNNs may return two maps at one resolution (timm ResNets at <= 32 px: the
+  stem and ``layer1``); adjacent maps of equal size are concatenated;
+* plain ViTs return all maps at the patch-grid resolution; as in ViTDet's simple feature
+  pyramid (Li et al., ECCV 2022) and UNETR (Hatamizadeh et al., WACV 2022) the i-th of n
+  maps (shallow to deep) is resampled by ``2 ** (n - 2 - i)`` (x4, x2, x1, x1/2 for four
+  maps) with stride-2 transposed convolutions or max-pooling.
+
+As in UNETR, a small conv block on the input image gives a full-resolution skip
+(``input_skip``), so thin structures (retinal vessels) survive encoders whose finest map
+has stride 2-4. The same code builds 2D and 3D decoders (``spatial_dims`` is taken from the
+encoder: 3 for :mod:`medfm.encoders.cnn3d`).
+
+The adapter :class:`SegmentationModel` (registered as ``"segmentation"``) holds
+``encoder``, ``decoder`` and ``task_head`` and a ``medfm_spec``, so :mod:`medfm.hub` saves and
+rebuilds it; train it frozen (decoder only), with LoRA (``apply_lora(model, settings,
+head_modules=SEG_HEAD_MODULES)``) or fully.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfm.registry import ADAPTERS
+
+NORMS = ("batch", "instance")
+#: module names LoRA must keep trainable and save (``apply_lora(..., head_modules=...)``); peft matches
+#: them as name suffixes anywhere, so they avoid names backbones use (timm's ``head``)
+SEG_HEAD_MODULES = ("decoder", "task_head")
+
+
+def _check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        close = difflib.get_close_matches(str(norm), NORMS, n=1)
+        raise ValueError(f"unknown norm {norm!r}" + (f"; did you mean {close[0]!r}?" if close else f" (known: {NORMS})"))
+    return norm
+
+
+def _layers(spatial_dims: int) -> Tuple[type, type, type, type]:
+    """(Conv, ConvTranspose, BatchNorm, InstanceNorm) classes for 2 or 3 spatial dims.
+
+    Raises:
+        ValueError: ``spatial_dims`` not 2 or 3.
+    """
+    if spatial_dims == 2:
+        return nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.InstanceNorm2d
+    if spatial_dims == 3:
+        return nn.Conv3d, nn.ConvTranspose3d, nn.BatchNorm3d, nn.InstanceNorm3d
+    raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+
+
+def make_norm(spatial_dims: int, norm: str, channels: int) -> nn.Module:
+    """A BatchNorm (``"batch"``) or affine InstanceNorm (``"instance"``) layer for ``channels``."""
+    _, _, bn, inorm = _layers(spatial_dims)
+    return bn(channels) if _check_norm(norm) == "batch" else inorm(channels, affine=True)
+
+
+class ConvBlock(nn.Sequential):
+    """Two ``3x3`` (or ``3x3x3``) conv-norm-ReLU layers, the U-Net stage.
+
+    Shape: ``(B, in_ch, *S)`` -> ``(B, out_ch, *S)`` with ``S`` 2 or 3 spatial sizes.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, spatial_dims: int = 2, norm: str = "batch") -> None:
+        conv = _layers(spatial_dims)[0]
+        super().__init__(
+            conv(in_ch, out_ch, 3, padding=1, bias=False), make_norm(spatial_dims, norm, out_ch), nn.ReLU(inplace=True),
+            conv(out_ch, out_ch, 3, padding=1, bias=False), make_norm(spatial_dims, norm, out_ch), nn.ReLU(inplace=True),
+        )
+
+
+def _resample(channels: int, factor: float, spatial_dims: int, norm: str) -> Tuple[nn.Module, int]:
+    """Module resampling a map by ``factor`` (a power of 2) and its output channels (ViTDet)."""
+    _, deconv, _, _ = _layers(spatial_dims)
+    if factor == 1:
+        return nn.Identity(), channels
+    if factor < 1:
+        pool = nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d
+        return pool(kernel_size=2, stride=2, ceil_mode=True), channels
+    layers: List[nn.Module] = []
+    ch = channels
+    steps = int(round(torch.log2(torch.tensor(float(factor))).item()))
+    for i in range(steps):
+        out = max(16, ch // 2)
+        layers.append(deconv(ch, out, kernel_size=2, stride=2))
+        if i < steps - 1:
+            layers += [make_norm(spatial_dims, norm, out), nn.GELU()]
+        ch = out
+    return nn.Sequential(*layers), ch
+
+
+class FeaturePyramid(nn.Module):
+    """Turns encoder intermediates into maps of strictly decreasing resolution.
+
+    Args:
+        channels: ``C_i`` of each encoder map (finest first, as ``forward_intermediates``).
+        sizes: spatial size of each map for an ``img_size`` input.
+        img_size: the input side the sizes were probed at.
+        spatial_dims: 2 or 3.
+        norm: "batch" or "instance" (between ViT transposed convolutions).
+
+    Shape:
+        ``forward(maps)`` -> list of ``(B, out_channels[j], *S_j)``, ``S_j`` strictly coarser
+        with ``j``.
+    """
+
+    def __init__(self, channels: Sequence[int], sizes: Sequence[Tuple[int, ...]], img_size: int,
+                 spatial_dims: int = 2, norm: str = "batch") -> None:
+        super().__init__()
+        if not channels or len(channels) != len(sizes):
+            raise ValueError(f"need one size per encoder map, got {len(channels)} channels and {len(sizes)} sizes")
+        n = len(channels)
+        self.single_scale = n > 1 and len(set(map(tuple, sizes))) == 1
+        self.resamplers = nn.ModuleList()
+        self.groups: List[List[int]] = []
+        self.out_channels: List[int] = []
+        if self.single_scale:  # ViT: x4, x2, x1, x1/2 ... (never finer than the input)
+            stride = img_size / sizes[0][0]
+            for i, ch in enumerate(channels):
+                factor = 2.0 ** (n - 2 - i)
+                while factor > 1 and stride / factor < 1:
+                    factor /= 2
+                mod, out = _resample(ch, factor, spatial_dims, norm)
+                self.resamplers.append(mod)
+                self.groups.append([i])
+                self.out_channels.append(out)
+        else:  # hierarchical: concatenate adjacent maps of equal size
+            for i, size in enumerate(sizes):
+                if self.groups and tuple(sizes[self.groups[-1][0]]) == tuple(size):
+                    self.groups[-1].append(i)
+                    self.out_channels[-1] += channels[i]
+                else:
+                    self.groups.append([i])
+                    self.out_channels.append(channels[i])
+
+    def forward(self, maps: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        if self.single_scale:
+            return [mod(m) for mod, m in zip(self.resamplers, maps)]
+        return [maps[g[0]] if len(g) == 1 else torch.cat([maps[i] for i in g], dim=1) for g in self.groups]
+
+
+def _interp(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    mode = "bilinear" if x.ndim == 4 else "trilinear"
+    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
+
+
+class UNetDecoder(nn.Module):
+    """U-Net decoder over encoder intermediates (see the module docstring).
+
+    Args:
+        channels, sizes, img_size: encoder map channels and sizes at ``img_size`` (as
+            :class:`FeaturePyramid`); use :func:`probe_encoder`.
+        spatial_dims: 2 or 3.
+        decoder_channels: output channels per pyramid level, finest first (default
+            16, 32, 64, ... capped at 256, as segmentation_models_pytorch's U-Net).
+        input_skip: add a full-resolution conv block on the input image as the last skip.
+        input_channels: image channels (for ``input_skip``).
+        stem_channels: channels of that input block.
+        norm: "batch" or "instance".
+
+    Shape:
+        ``forward(maps, image)``: maps as ``forward_intermediates`` gives them and the
+        ``(B, C, *S)`` image -> features ``(B, out_channels, *S)``.
+
+    Raises:
+        ValueError: ``decoder_channels`` of the wrong length, unknown norm.
+    """
+
+    def __init__(self, channels: Sequence[int], sizes: Sequence[Tuple[int, ...]], img_size: int,
+                 spatial_dims: int = 2, decoder_channels: Optional[Sequence[int]] = None, input_skip: bool = True,
+                 input_channels: int = 3, stem_channels: int = 16, norm: str = "batch") -> None:
+        super().__init__()
+        _check_norm(norm)
+        self.pyramid = FeaturePyramid(channels, sizes, img_size, spatial_dims, norm)
+        enc = self.pyramid.out_channels
+        dec = list(decoder_channels) if decoder_channels is not None else [min(256, 16 * 2 ** j) for j in range(len(enc))]
+        if len(dec) != len(enc):
+            raise ValueError(f"decoder_channels needs {len(enc)} values (one per pyramid level), got {len(dec)}")
+        self.bottleneck = ConvBlock(enc[-1], dec[-1], spatial_dims, norm)
+        # stage j (fine -> coarse index) fuses upsampled dec[j + 1] with encoder level j
+        self.stages = nn.ModuleList(ConvBlock(dec[j + 1] + enc[j], dec[j], spatial_dims, norm) for j in range(len(enc) - 1))
+        self.input_skip = input_skip
+        if input_skip:
+            self.stem = ConvBlock(input_channels, stem_channels, spatial_dims, norm)
+            self.final = ConvBlock(dec[0] + stem_channels, stem_channels, spatial_dims, norm)
+            self.out_channels = stem_channels
+        else:
+            self.out_channels = dec[0]
+
+    def forward(self, maps: Sequence[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        levels = self.pyramid(maps)
+        x = self.bottleneck(levels[-1])
+        for j in range(len(levels) - 2, -1, -1):
+            skip = levels[j]
+            x = self.stages[j](torch.cat([_interp(x, skip.shape[2:]), skip], dim=1))
+        x = _interp(x, image.shape[2:])
+        if self.input_skip:
+            x = self.final(torch.cat([x, self.stem(image)], dim=1))
+        return x
+
+
+def spatial_dims_of(encoder: nn.Module) -> int:
+    """2 for image encoders, 3 for volume encoders (``encoder.spatial_dims``)."""
+    return int(getattr(encoder, "spatial_dims", 2))
+
+
+@torch.no_grad()
+def probe_encoder(encoder: nn.Module) -> Tuple[List[int], List[Tuple[int, ...]]]:
+    """Channels and spatial sizes of ``encoder.forward_intermediates`` at its ``img_size``.
+
+    Runs one zero input of shape ``(1, in_chans, img_size, ...)`` in eval mode.
+    """
+    dims = spatial_dims_of(encoder)
+    was_training = encoder.training
+    encoder.eval()
+    dev = next((p.device for p in encoder.parameters()), torch.device("cpu"))
+    side = encoder.img_size
+    maps = encoder.forward_intermediates(torch.zeros(1, encoder.in_chans, *([side] * dims), device=dev))
+    encoder.train(was_training)
+    return [int(m.shape[1]) for m in maps], [tuple(int(s) for s in m.shape[2:]) for m in maps]
+
+
+@ADAPTERS.register("segmentation")
+class SegmentationModel(nn.Module):
+    """Encoder + U-Net decoder + 1x1 head: per-pixel (per-voxel) class logits.
+
+    Args:
+        encoder: any medfm encoder (2D, or 3D with ``spatial_dims == 3``).
+        num_classes: K output channels including background (softmax over K).
+        label_names: K class names (default "0".."K-1"); index 0 is background.
+        decoder: :class:`UNetDecoder` options (``decoder_channels``, ``input_skip``,
+            ``stem_channels``, ``norm``).
+        inference: how to run this model on whole images, used by the pipeline and
+            evaluation (JSON values): ``roi_size`` (sliding-window patch, default
+            ``img_size`` per axis), ``scale`` (resize factor applied to inputs before
+            inference, default 1), ``intensity`` ("unit": uint8/255 or already in [0, 1];
+            "percentile": clip to the 0.5/99.5 percentiles and rescale, for MR/CT),
+            ``context_slices`` (2.5D: k neighbouring slices on each side as channels;
+            0 for plain 2D/3D), ``slice_axis`` (2.5D slicing axis of a volume).
+
+    Shape:
+        ``forward``: ``(B, C, H, W)`` (or ``(B, C, D, H, W)``) float in [0, 1] ->
+        logits ``(B, K, H, W)`` (``(B, K, D, H, W)``) at the input's size.
+
+    Raises:
+        ValueError: ``num_classes`` < 2, wrong number of label names, bad decoder options.
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, label_names: Optional[Sequence[str]] = None,
+                 decoder: Optional[Dict[str, Any]] = None, inference: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2 (background + targets), got {num_classes}")
+        names = [str(n) for n in label_names] if label_names is not None else [str(i) for i in range(num_classes)]
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} label names given for {num_classes} classes")
+        self.encoder = encoder
+        self.spatial_dims = spatial_dims_of(encoder)
+        self.num_classes = int(num_classes)
+        self.label_names = names
+        dec_args = dict(decoder or {})
+        unknown = set(dec_args) - {"decoder_channels", "input_skip", "stem_channels", "norm"}
+        if unknown:
+            raise ValueError(f"unknown decoder option(s) {sorted(unknown)} (known: decoder_channels, input_skip, stem_channels, norm)")
+        channels, sizes = probe_encoder(encoder)
+        self.decoder = UNetDecoder(channels, sizes, encoder.img_size, self.spatial_dims,
+                                   input_channels=encoder.in_chans, **dec_args)
+        conv = _layers(self.spatial_dims)[0]
+        self.task_head = conv(self.decoder.out_channels, self.num_classes, kernel_size=1)
+        self.inference = default_inference(encoder, inference)
+        self.medfm_spec: Dict[str, Any] = {
+            "kind": "adapter", "name": "segmentation",
+            "args": {"num_classes": self.num_classes, "label_names": names, "decoder": dec_args,
+                     "inference": self.inference},
+        }
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Decoder features ``(B, decoder.out_channels, *S)`` of images ``(B, C, *S)``."""
+        return self.decoder(self.encoder.forward_intermediates(images), images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.task_head(self.features(images))
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Dice + cross-entropy (MONAI ``DiceCELoss``, softmax, background excluded from Dice).
+
+        Args:
+            logits: ``(B, K, *S)``.
+            target: integer labels ``(B, *S)`` or ``(B, 1, *S)`` in [0, K).
+
+        Raises:
+            ValueError: target shape or values that do not fit the logits.
+        """
+        return dice_ce_loss(logits, target, self.num_classes)
+
+
+def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Inference settings with defaults filled in (see :class:`SegmentationModel`).
+
+    Raises:
+        ValueError: unknown keys or bad values.
+    """
+    dims = spatial_dims_of(encoder)
+    out: Dict[str, Any] = {"roi_size": [encoder.img_size] * dims, "scale": 1.0, "intensity": "unit",
+                           "context_slices": 0, "slice_axis": 0}
+    given = dict(given or {})
+    unknown = set(given) - set(out)
+    if unknown:
+        raise ValueError(f"unknown inference option(s) {sorted(unknown)} (known: {sorted(out)})")
+    out.update(given)
+    out["roi_size"] = [int(s) for s in (out["roi_size"] if isinstance(out["roi_size"], (list, tuple)) else [out["roi_size"]] * dims)]
+    if len(out["roi_size"]) != dims:
+        raise ValueError(f"inference.roi_size needs {dims} values, got {out['roi_size']}")
+    if out["intensity"] not in ("unit", "percentile"):
+        raise ValueError(f"inference.intensity must be 'unit' or 'percentile', got {out['intensity']!r}")
+    if not 0 < float(out["scale"]) <= 4:
+        raise ValueError(f"inference.scale must be in (0, 4], got {out['scale']}")
+    out["scale"] = float(out["scale"])
+    out["context_slices"] = int(out["context_slices"])
+    if out["context_slices"] and encoder.in_chans != 2 * out["context_slices"] + 1:
+        raise ValueError(f"2.5D with context_slices={out['context_slices']} needs an encoder with "
+                         f"in_chans={2 * out['context_slices'] + 1}, got {encoder.in_chans}")
+    return out
+
+
+def check_target(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Return integer labels ``(B, 1, *S)`` for ``logits`` ``(B, K, *S)``.
+
+    Raises:
+        ValueError: mismatched shapes or labels outside [0, K).
+    """
+    if target.ndim == logits.ndim - 1:
+        target = target.unsqueeze(1)
+    if target.shape[0] != logits.shape[0] or target.shape[1] != 1 or target.shape[2:] != logits.shape[2:]:
+        raise ValueError(f"target of shape {tuple(target.shape)} does not fit logits {tuple(logits.shape)} "
+                         "(expected (B, *S) or (B, 1, *S) integer labels)")
+    target = target.long()
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+        raise ValueError(f"labels must be in [0, {num_classes}), got range [{int(target.min())}, {int(target.max())}]")
+    return target
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """MONAI ``DiceCELoss`` (softmax, one-hot target, background excluded from Dice) in fp32.
+
+    The Dice term is computed over the whole batch (``batch=True``, as nnU-Net's batch
+    Dice), so patches without foreground do not dominate it.
+
+    Shape: logits ``(B, K, *S)``, target ``(B, *S)`` or ``(B, 1, *S)`` -> scalar.
+    """
+    from monai.losses import DiceCELoss
+
+    target = check_target(logits, target, num_classes)
+    loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True,
+                      smooth_nr=1e-5, smooth_dr=1e-5)
+    return loss(logits.float(), target)
+
+
+__all__ = ["SegmentationModel", "UNetDecoder", "FeaturePyramid", "ConvBlock", "SEG_HEAD_MODULES",
+           "probe_encoder", "dice_ce_loss", "check_target", "default_inference", "spatial_dims_of"]

@@ -1,0 +1,292 @@
+"""Text-conditioned segmentation (MulModSeg) and referring segmentation (LSMS-style queries).
+
+MulModSeg (Li et al., "MulModSeg: Enhancing Unpaired Multi-Modal Medical Image
+Segmentation with Modality-Conditioned Text Embedding and Alternating Training",
+arXiv 2411.15576, WACV 2025), itself built on the CLIP-driven Universal Model (Liu et al.,
+ICCV 2023):
+
+* a frozen text encoder embeds one prompt per target, ``"A {modality} image of {target}"``;
+* the global image feature (global average pool of the deepest encoder map) is
+  concatenated with each target's (projected) text embedding, and an MLP (the
+  *controller*) generates the weights and biases of a small **dynamic head**: a stack of
+  1x1 convolutions (8 -> 8 -> 8 -> 1 channels, ReLU between, as the Universal Model)
+  applied to the U-Net decoder features, giving that target's mask logit;
+* targets are independent binary masks (sigmoid), so one model segments any named set of
+  targets across modalities.
+
+Referring segmentation after LSMS (Language-guided Scale-aware MedSegmentor, Yuan et al.,
+arXiv 2408.17347): a free-text query (e.g. "segment the blood vessels of the retina") is
+embedded with the same frozen text encoder and conditions the dynamic head directly;
+:meth:`TextConditionedSegmenter.refer` also reports the known target whose prompt is
+closest (cosine similarity) and can snap to it (``snap=True``), which is robust when the
+query is phrased unlike the training prompts.
+
+The text encoder itself is not part of the checkpoint: the prompt embeddings of the known
+targets are stored as a buffer (``prompt_embeddings``), so a saved model segments its
+known targets without loading the text encoder; free-text queries need one with
+``encode(list[str]) -> (N, D)`` (e.g. :func:`medfm.text.create_text_encoder`).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfm.adapters.segmentation import (UNetDecoder, _layers, default_inference, make_norm, probe_encoder,
+                                         spatial_dims_of)
+from medfm.registry import ADAPTERS
+
+PROMPT_TEMPLATE = "A {modality} image of {target}"
+
+
+def target_prompt(modality: str, target: str, template: str = PROMPT_TEMPLATE) -> str:
+    """The prompt of one target, e.g. ``"A retinal fundus photograph image of retinal blood vessels"``."""
+    return template.format(modality=modality, target=target)
+
+
+class DynamicHead(nn.Module):
+    """Per-(image, target) 1x1-convolution stack whose parameters an MLP generates.
+
+    Args:
+        cond_dim: size of the conditioning vector (image feature + text feature).
+        channels: input feature channels ``C`` (and hidden width of the dynamic convs).
+        layers: number of dynamic 1x1 convolutions (last one outputs 1 channel).
+        controller_hidden: hidden width of the controller MLP.
+
+    Shape:
+        ``forward(feats (B, C, *S), cond (B, T, cond_dim))`` -> logits ``(B, T, *S)``.
+    """
+
+    def __init__(self, cond_dim: int, channels: int = 8, layers: int = 3, controller_hidden: int = 256) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"the dynamic head needs >= 1 layer, got {layers}")
+        self.channels = int(channels)
+        self.shapes: List[Tuple[int, int]] = [(channels, channels)] * (layers - 1) + [(1, channels)]
+        self.n_params = sum(o * i + o for o, i in self.shapes)
+        self.controller = nn.Sequential(nn.Linear(cond_dim, controller_hidden), nn.ReLU(inplace=True),
+                                        nn.Linear(controller_hidden, self.n_params))
+
+    def forward(self, feats: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        b, c = feats.shape[:2]
+        spatial = feats.shape[2:]
+        params = self.controller(cond)  # (B, T, n_params)
+        t = params.shape[1]
+        h = feats.reshape(b, 1, c, -1).expand(b, t, c, -1)  # (B, T, C, N)
+        offset = 0
+        for li, (out_ch, in_ch) in enumerate(self.shapes):
+            w = params[..., offset:offset + out_ch * in_ch].reshape(b, t, out_ch, in_ch)
+            offset += out_ch * in_ch
+            bias = params[..., offset:offset + out_ch].reshape(b, t, out_ch, 1)
+            offset += out_ch
+            h = torch.einsum("btoi,btin->bton", w, h) + bias
+            if li < len(self.shapes) - 1:
+                h = F.relu(h)
+        return h.reshape(b, t, *spatial)
+
+
+@ADAPTERS.register("text_segmentation")
+class TextConditionedSegmenter(nn.Module):
+    """Encoder + U-Net decoder + text-conditioned dynamic heads (MulModSeg).
+
+    Args:
+        encoder: any medfm encoder (2D or 3D).
+        targets: known targets, each ``{"name": id, "modality": ..., "target": ...}``;
+            their prompts are ``template.format(modality, target)``.
+        text_dim: text embedding size ``D`` of the frozen text encoder.
+        text_encoder: spec that rebuilds the text encoder (``{"name": "minilm"}``),
+            recorded for free-text queries.
+        decoder: :class:`UNetDecoder` options.
+        head: ``{"channels": 8, "layers": 3, "controller_hidden": 256, "embed_dim": 256}``.
+        template: prompt template with ``{modality}`` and ``{target}``.
+        inference: as :class:`medfm.adapters.segmentation.SegmentationModel`.
+
+    Shape:
+        ``forward(images (B, C, *S), text (T, D) or (B, T, D))`` -> logits ``(B, T, *S)``.
+
+    Raises:
+        ValueError: no targets, duplicate names, bad head options.
+    """
+
+    def __init__(self, encoder: nn.Module, targets: Sequence[Dict[str, str]], text_dim: int,
+                 text_encoder: Optional[Dict[str, Any]] = None, decoder: Optional[Dict[str, Any]] = None,
+                 head: Optional[Dict[str, Any]] = None, template: str = PROMPT_TEMPLATE,
+                 inference: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        targets = [dict(t) for t in targets]
+        if not targets:
+            raise ValueError("a text-conditioned segmenter needs at least one target")
+        for t in targets:
+            if set(t) != {"name", "modality", "target"}:
+                raise ValueError(f"each target needs exactly the keys name, modality, target; got {sorted(t)}")
+        names = [t["name"] for t in targets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"target names must be unique, got {names}")
+        head_args = {"channels": 8, "layers": 3, "controller_hidden": 256, "embed_dim": 256}
+        unknown = set(head or {}) - set(head_args)
+        if unknown:
+            raise ValueError(f"unknown head option(s) {sorted(unknown)} (known: {sorted(head_args)})")
+        head_args.update(head or {})
+        self.encoder = encoder
+        self.spatial_dims = spatial_dims_of(encoder)
+        self.targets = targets
+        self.target_names = names
+        self.template = template
+        self.text_dim = int(text_dim)
+        channels, sizes = probe_encoder(encoder)
+        dec_args = dict(decoder or {})
+        self.decoder = UNetDecoder(channels, sizes, encoder.img_size, self.spatial_dims,
+                                   input_channels=encoder.in_chans, **dec_args)
+        conv = _layers(self.spatial_dims)[0]
+        self.precls = nn.Sequential(make_norm(self.spatial_dims, dec_args.get("norm", "batch"), self.decoder.out_channels),
+                                    nn.ReLU(inplace=True), conv(self.decoder.out_channels, head_args["channels"], 1))
+        e = int(head_args["embed_dim"])
+        self.image_proj = nn.Sequential(nn.Linear(channels[-1], e), nn.ReLU(inplace=True))
+        self.text_proj = nn.Sequential(nn.Linear(self.text_dim, e), nn.ReLU(inplace=True))
+        self.dynamic_head = DynamicHead(2 * e, head_args["channels"], head_args["layers"], head_args["controller_hidden"])
+        self.register_buffer("prompt_embeddings", torch.zeros(len(targets), self.text_dim))
+        self.inference = default_inference(encoder, inference)
+        self.num_classes = 2  # per target: background / target
+        self.label_names = ["background", "target"]
+        self.medfm_spec: Dict[str, Any] = {
+            "kind": "adapter", "name": "text_segmentation",
+            "args": {"targets": targets, "text_dim": self.text_dim, "text_encoder": dict(text_encoder or {"name": "minilm"}),
+                     "decoder": dec_args, "head": head_args, "template": template, "inference": self.inference},
+        }
+
+    # -- prompts -----------------------------------------------------------------------------
+    @property
+    def prompts(self) -> List[str]:
+        """The prompt text of each known target."""
+        return [target_prompt(t["modality"], t["target"], self.template) for t in self.targets]
+
+    def set_prompt_embeddings(self, text_encoder: Any) -> None:
+        """Embed the known targets' prompts with ``text_encoder.encode`` into the buffer.
+
+        Raises:
+            ValueError: the encoder's embedding size is not ``text_dim``.
+        """
+        emb = torch.as_tensor(text_encoder.encode(self.prompts), dtype=torch.float32)
+        if emb.shape != self.prompt_embeddings.shape:
+            raise ValueError(f"text encoder gives embeddings of shape {tuple(emb.shape)}, expected "
+                             f"{tuple(self.prompt_embeddings.shape)} (text_dim={self.text_dim})")
+        self.prompt_embeddings.copy_(emb)
+
+    def target_index(self, names: Sequence[str]) -> List[int]:
+        """Indices of known target names.
+
+        Raises:
+            KeyError: an unknown name (with the close matches).
+        """
+        import difflib
+
+        out = []
+        for n in names:
+            if n not in self.target_names:
+                close = difflib.get_close_matches(str(n), self.target_names, n=1)
+                raise KeyError(f"unknown target {n!r}" + (f"; did you mean {close[0]!r}?" if close else f" (known: {self.target_names})"))
+            out.append(self.target_names.index(n))
+        return out
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor, text: Optional[torch.Tensor] = None) -> torch.Tensor:
+        maps = self.encoder.forward_intermediates(images)
+        feats = self.precls(self.decoder(maps, images))
+        g = maps[-1].flatten(2).mean(-1)  # global image feature (B, C_last)
+        text = self.prompt_embeddings if text is None else text
+        if text.ndim == 2:
+            text = text.unsqueeze(0).expand(images.shape[0], -1, -1)
+        if text.ndim != 3 or text.shape[0] != images.shape[0] or text.shape[-1] != self.text_dim:
+            raise ValueError(f"text embeddings must be (T, {self.text_dim}) or (B, T, {self.text_dim}), got {tuple(text.shape)}")
+        t = text.shape[1]
+        cond = torch.cat([self.image_proj(g).unsqueeze(1).expand(-1, t, -1), self.text_proj(text.to(g.dtype))], dim=-1)
+        return self.dynamic_head(feats, cond)
+
+    def segment(self, images: torch.Tensor, targets: Optional[Sequence[str]] = None) -> torch.Tensor:
+        """Logits ``(B, T, *S)`` for known targets by name (default: all known targets)."""
+        idx = self.target_index(targets) if targets is not None else list(range(len(self.targets)))
+        return self(images, self.prompt_embeddings[idx])
+
+    def match_target(self, query_embedding: torch.Tensor) -> Tuple[str, float]:
+        """The known target whose prompt embedding is closest (cosine) to a query ``(D,)``."""
+        sims = F.cosine_similarity(self.prompt_embeddings, query_embedding.reshape(1, -1).to(self.prompt_embeddings), dim=-1)
+        i = int(sims.argmax())
+        return self.target_names[i], float(sims[i])
+
+    def refer(self, images: torch.Tensor, query: str, text_encoder: Any, snap: bool = False) -> Dict[str, Any]:
+        """Referring segmentation: segment what a free-text ``query`` names.
+
+        Args:
+            images: ``(B, C, *S)`` in [0, 1].
+            query: free text, e.g. "the retinal blood vessels".
+            text_encoder: object with ``encode(list[str]) -> (1, D)``.
+            snap: condition on the closest known prompt instead of the query itself.
+
+        Returns:
+            ``{"logits": (B, 1, *S), "matched_target": name, "similarity": cosine}``.
+        """
+        q = torch.as_tensor(text_encoder.encode([query]), dtype=torch.float32)[0]
+        name, sim = self.match_target(q)
+        cond = self.prompt_embeddings[self.target_index([name])] if snap else q[None].to(self.prompt_embeddings)
+        return {"logits": self(images, cond), "matched_target": name, "similarity": sim}
+
+    def loss(self, logits: torch.Tensor, masks: torch.Tensor, known: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Binary cross-entropy + batch soft Dice over the (sample, target) pairs with known labels.
+
+        Args:
+            logits: ``(B, T, *S)``.
+            masks: ``(B, T, *S)`` {0, 1} per-target masks.
+            known: ``(B, T)`` bool; False excludes a pair (partially labelled data).
+
+        Raises:
+            ValueError: mismatched shapes.
+        """
+        if masks.shape != logits.shape:
+            raise ValueError(f"masks {tuple(masks.shape)} must match logits {tuple(logits.shape)}")
+        known = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device) if known is None else known.bool()
+        z = logits.float()[known]  # (P, *S)
+        y = masks.float()[known]
+        bce = F.binary_cross_entropy_with_logits(z, y)
+        p = torch.sigmoid(z)
+        dice = 1 - (2 * (p * y).sum() + 1e-5) / (p.sum() + y.sum() + 1e-5)
+        return bce + dice
+
+
+class PromptedSegmenter(nn.Module):
+    """A :class:`TextConditionedSegmenter` fixed to one target, seen as a 2-class segmenter.
+
+    ``forward`` returns ``(B, 2, *S)`` logits ``[0, z]`` (softmax of which is
+    ``[1 - sigmoid(z), sigmoid(z)]``), so medfm's sliding-window inference, evaluation and
+    pipeline code run on it unchanged.
+    """
+
+    def __init__(self, model: TextConditionedSegmenter, target: Union[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.encoder = model.encoder
+        self.spatial_dims = model.spatial_dims
+        self.inference = model.inference
+        self.num_classes = 2
+        self.label_names = ["background", target if isinstance(target, str) else "query"]
+        emb = model.prompt_embeddings[model.target_index([target])] if isinstance(target, str) else target.reshape(1, -1)
+        self.register_buffer("text", emb.clone(), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        z = self.model(images, self.text)
+        return torch.cat([torch.zeros_like(z), z], dim=1)
+
+
+def build_text_segmenter(encoder: nn.Module, targets: Sequence[Dict[str, str]], text_encoder: Any,
+                         text_encoder_spec: Optional[Dict[str, Any]] = None, **kwargs: Any) -> TextConditionedSegmenter:
+    """A :class:`TextConditionedSegmenter` with its prompt embeddings computed by ``text_encoder``."""
+    emb_dim = int(text_encoder.encode(["probe"]).shape[-1])
+    spec = text_encoder_spec or getattr(text_encoder, "spec", None) or {"name": "minilm"}
+    model = TextConditionedSegmenter(encoder, targets, emb_dim, text_encoder=spec, **kwargs)
+    model.set_prompt_embeddings(text_encoder)
+    return model
+
+
+__all__ = ["TextConditionedSegmenter", "PromptedSegmenter", "DynamicHead", "build_text_segmenter", "target_prompt",
+           "PROMPT_TEMPLATE"]

@@ -1,0 +1,215 @@
+"""Labelled image-folder datasets (``<root>/<class>/<image>``), e.g. MedNIST.
+
+Layout follows torchvision's ``ImageFolder``: one sub-folder per class, class indices in
+sorted folder-name order. When the folder holds a ``labels.csv`` with columns
+``file,label`` (paths relative to the folder), it is the list of samples instead, and
+every listed file must exist. Images are decoded once with PIL into a uint8 array, resized
+to ``size`` (PIL bilinear with antialiasing) when given, and served as float32 in [0, 1],
+like :class:`medfm.data.medmnist.MedMNISTDataset`.
+
+Folders rarely ship splits; ``split="train" | "val" | "test"`` picks a stratified, seeded
+partition (default 70/10/20 per class, :func:`stratified_split`), ``"all"`` every image.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
+from medfm.data.root import PathLike, resolve_data_root
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+FOLDER_SPLITS = ("all", "train", "val", "test")
+
+
+def stratified_split(labels: np.ndarray, split: str, fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2),
+                     seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``split`` in a per-class seeded train/val/test partition.
+
+    Each class's indices are permuted with ``numpy.random.default_rng(seed)``; the first
+    ``round(f_train * n_c)`` go to train, the next ``round(f_val * n_c)`` to val, the rest to
+    test, so the three splits are disjoint and cover the class.
+
+    Raises:
+        UnknownSplitError: ``split`` not in ``FOLDER_SPLITS``.
+        ValueError: fractions that are negative or do not sum to 1.
+    """
+    if split not in FOLDER_SPLITS:
+        raise UnknownSplitError(f"unknown split {split!r} for an image folder; expected one of {', '.join(FOLDER_SPLITS)}")
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+    labels = np.asarray(labels).reshape(-1)
+    if split == "all":
+        return np.arange(len(labels), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    part = FOLDER_SPLITS.index(split) - 1
+    chosen: List[np.ndarray] = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n_train = int(round(fractions[0] * len(members)))
+        n_val = int(round(fractions[1] * len(members)))
+        bounds = (0, n_train, n_train + n_val, len(members))
+        chosen.append(members[bounds[part]:bounds[part + 1]])
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def _scan(root: Path) -> Tuple[List[str], List[str]]:
+    """``(files, labels)`` from ``labels.csv`` or from class sub-folders."""
+    csv_path = root / "labels.csv"
+    if csv_path.is_file():
+        with open(csv_path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
+                raise DataShapeError(f"{csv_path} must have columns 'file' and 'label', got {reader.fieldnames}")
+            rows = [(r["file"], r["label"]) for r in reader]
+        missing = [f for f, _ in rows if not (root / f).is_file()]
+        if missing:
+            raise DataFileMissingError(f"{len(missing)} file(s) listed in {csv_path} are missing, e.g. {root / missing[0]}")
+        return [f for f, _ in rows], [lab for _, lab in rows]
+    files, labels = [], []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(sub.iterdir()):
+            if f.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(f"{sub.name}/{f.name}")
+                labels.append(sub.name)
+    return files, labels
+
+
+def _resolve(root: PathLike, data_root: Optional[PathLike]) -> Path:
+    path = Path(root).expanduser()
+    if not path.is_absolute():
+        path = resolve_data_root(data_root) / path
+    if not path.is_dir():
+        raise DataFileMissingError(f"image folder not found at {path}")
+    return path
+
+
+def folder_classes(root: PathLike, data_root: Optional[PathLike] = None) -> List[str]:
+    """Sorted class names of an image folder, without decoding images.
+
+    Raises:
+        DataFileMissingError, DataShapeError: as :class:`ImageFolderDataset`.
+    """
+    path = _resolve(root, data_root)
+    csv_path = path / "labels.csv"
+    if csv_path.is_file():
+        return sorted(set(_scan(path)[1]))
+    return sorted(p.name for p in path.iterdir() if p.is_dir())
+
+
+class ImageFolderDataset(Dataset):
+    """A labelled image folder held in memory as uint8 (single-label, multi-class task).
+
+    Samples are ``{"image": (C, H, W) float32 in [0, 1], "label": int64 scalar}``;
+    :meth:`get_batch` gathers a batch in one indexing op.
+
+    Args:
+        root: the folder, absolute, or relative to the data root (``--data-root`` >
+            ``$MEDFM_DATA`` > ``~/.cache/medfm``), e.g. ``"mednist_medical_mnist_subset"``.
+        split: ``"all"``, or ``"train"``/``"val"``/``"test"`` of :func:`stratified_split`.
+        size: resize every image to ``size x size`` px (None: keep; then all images must
+            share one size).
+        in_chans: 1 (grey, PIL "L") or 3 (RGB); default: 1 if the first image is grey.
+        fractions, split_seed: the partition used for ``split``.
+        data_root: see :func:`medfm.data.root.resolve_data_root`.
+        name: dataset name in reports (default: the folder name).
+
+    Attributes:
+        name, root, split, size, task (``"multi-class"``), label_names (sorted class
+        names), num_classes, n_channels, is_3d (False), images (uint8 ``(N, H, W)`` or
+        ``(N, H, W, 3)``), labels (int64 ``(N, 1)``), files, md5 (digest of the listing
+        and file bytes of this split).
+
+    Raises:
+        DataFileMissingError: folder or listed files missing.
+        DataShapeError: no images, a bad labels.csv, or mixed sizes with ``size=None``.
+        CorruptFileError: an image PIL cannot decode.
+        UnknownSplitError: bad ``split``.
+    """
+
+    task = "multi-class"
+    is_3d = False
+    multi_label = False
+
+    def __init__(self, root: PathLike, split: str = "all", size: Optional[int] = None, in_chans: Optional[int] = None,
+                 fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2), split_seed: int = 0,
+                 data_root: Optional[PathLike] = None, name: Optional[str] = None) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        path = _resolve(root, data_root)
+        if in_chans not in (None, 1, 3):
+            raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
+        files, names = _scan(path)
+        if not files:
+            raise DataShapeError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {path}")
+        self.label_names = sorted(set(names))
+        index = {c: i for i, c in enumerate(self.label_names)}
+        all_labels = np.array([index[c] for c in names], dtype=np.int64)
+        keep = stratified_split(all_labels, split, fractions, split_seed)
+        self.name = name or path.name
+        self.root, self.split, self.size = path, split, size
+        self.files = [files[i] for i in keep]
+        self.labels = all_labels[keep][:, None]
+        self.num_classes = len(self.label_names)
+        md5 = hashlib.md5()
+        arrays = []
+        mode = None
+        for rel in self.files:
+            try:
+                with Image.open(path / rel) as im:
+                    if mode is None:  # the first image decides grey vs RGB unless in_chans says
+                        grey = im.mode in ("1", "L", "LA", "I", "I;16", "F")
+                        mode = "L" if in_chans == 1 or (in_chans is None and grey) else "RGB"
+                    im = im.convert(mode)
+                    if size is not None and im.size != (size, size):
+                        im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
+                    arrays.append(np.asarray(im, dtype=np.uint8))
+            except (UnidentifiedImageError, OSError) as err:
+                raise CorruptFileError(f"cannot decode image {path / rel}: {err}") from None
+            md5.update(rel.encode() + b"\0" + (path / rel).read_bytes())
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            raise DataShapeError(f"images in {path} have different sizes {sorted(shapes)[:3]}; pass size= to resize them")
+        self.images = np.stack(arrays)
+        self.size = int(self.images.shape[1])
+        self.n_channels = 1 if mode == "L" else 3
+        self.md5 = md5.hexdigest()
+        self._images_t = torch.from_numpy(self.images)
+        self._labels_t = torch.from_numpy(self.labels[:, 0].copy())
+
+    def __len__(self) -> int:
+        return int(self._images_t.shape[0])
+
+    def _to_float(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)
+        return x.contiguous().to(torch.float32).div_(255.0)
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        """Sample ``index``: ``{"image": (C, H, W) float32 in [0, 1], "label": int64 scalar}``."""
+        return {"image": self._to_float(self._images_t[index].unsqueeze(0))[0], "label": self._labels_t[index]}
+
+    def get_batch(self, indices: Union[torch.Tensor, Sequence[int], np.ndarray]) -> Dict[str, torch.Tensor]:
+        """``{"image": (B, C, H, W) float32 in [0, 1], "label": (B,) int64}`` for ``(B,)`` indices.
+
+        Raises:
+            ValueError: indices that are not a 1-D integer sequence.
+            IndexError: an index out of range.
+        """
+        idx = torch.as_tensor(indices)
+        if idx.ndim != 1 or (idx.numel() and (idx.is_floating_point() or idx.dtype == torch.bool)):
+            raise ValueError(f"get_batch expects 1-D integer indices (B,), got shape {tuple(idx.shape)} dtype {idx.dtype}")
+        idx = idx.to(torch.long)
+        return {"image": self._to_float(self._images_t[idx]), "label": self._labels_t[idx]}
+
+    def __repr__(self) -> str:
+        return (f"ImageFolderDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, size={self.size}, "
+                f"classes={self.num_classes}, n_channels={self.n_channels}, root={str(self.root)!r})")
+
+
+__all__ = ["IMAGE_EXTENSIONS", "FOLDER_SPLITS", "stratified_split", "folder_classes", "ImageFolderDataset"]

@@ -1,0 +1,310 @@
+"""Segmentation data: CHASE_DB1 vessels, MSD Task04 Hippocampus (NIfTI), TCGA-LGG FLAIR slices.
+
+Every split is a fixed, documented rule on sorted ids (recorded in each run's results):
+
+* **CHASE_DB1** (Fraz et al., IEEE TBME 2012; ``<root>/chase_db1/CHASEDB1/``): 28 fundus
+  images ``Image_<child><eye>.jpg``, children 01-14, both eyes. Train = children 01-10
+  (20 images), test = children 11-14 (8 images); both eyes of a child are on the same
+  side. Truth = first observer (``_1stHO.png``); the second observer (``_2ndHO.png``)
+  gives the human reference.
+* **MSD Task04 Hippocampus** (Antonelli et al., Nat. Commun. 2022;
+  ``<root>/msd_task04_hippocampus/{imagesTr,labelsTr}/hippocampus_XXX.nii.gz``), labels
+  0 background, 1 anterior, 2 posterior. Sorted case ids; the case at sorted position
+  ``i`` is **test when i % 5 == 4** (52 of 260, 20 %), else train (208).
+* **TCGA-LGG FLAIR abnormality** (Buda et al., Comput. Biol. Med. 2019;
+  ``<root>/lgg_tcga_flair_seg_3ch/images/<patient>/<patient>_<n>[_mask].png``): RGB
+  slices [pre-contrast, FLAIR, post-contrast], masks {0, 255}. Split by patient, never by
+  slice: sorted patient folders; the patient at sorted position ``i`` is **test when
+  i % 3 == 2** (7 of 23), else train (16).
+
+The readers (``chase_ids``/``load_chase``, ``hippocampus_cases``/``load_hippocampus``,
+``lgg_patients``/``lgg_slices``/``load_lgg_slice``/``load_lgg_patient``) are small and
+reusable; :class:`SegmentationArrays` holds a training set in memory with the fast
+``get_batch`` path of :class:`medfm.training.loop.Trainer`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
+from medfm.data.root import PathLike, dataset_dir
+
+CHASE_FOLDER = "chase_db1"
+HIPPOCAMPUS_FOLDER = "msd_task04_hippocampus"
+LGG_FOLDER = "lgg_tcga_flair_seg_3ch"
+CHASE_LABELS = ["background", "vessel"]
+HIPPOCAMPUS_LABELS = ["background", "anterior", "posterior"]
+LGG_LABELS = ["background", "flair_abnormality"]
+SPLITS = ("train", "test")
+
+SPLIT_RULES = {
+    "chase_db1": "children 01-10 (both eyes) train, 11-14 test; truth = first observer",
+    "msd_hippocampus": "sorted case ids; position i % 5 == 4 -> test (52), else train (208)",
+    "lgg_flair": "sorted patient ids; position i % 3 == 2 -> test (7), else train (16); all slices of a patient together",
+}
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise UnknownSplitError(f"unknown split {split!r}; segmentation sets have {SPLITS}")
+    return split
+
+
+def _missing(path: Path, what: str) -> DataFileMissingError:
+    return DataFileMissingError(f"{what} not found at {path}; put the data set there (see its PROVENANCE.md) "
+                                "or pass --data-root / set $MEDFM_DATA")
+
+
+def _read_png(path: Path, mode: Optional[str] = None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise _missing(path, "image file")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert(mode) if mode else im).copy()
+    except (UnidentifiedImageError, OSError) as err:
+        raise CorruptFileError(f"cannot read image {path}: {err}") from None
+
+
+# -- CHASE_DB1 ------------------------------------------------------------------------------
+def chase_ids(split: str) -> List[str]:
+    """Image ids (``"01L"``, ``"01R"``, ...) of a CHASE_DB1 split ("train": children 01-10, "test": 11-14)."""
+    children = range(1, 11) if _check_split(split) == "train" else range(11, 15)
+    return [f"{c:02d}{eye}" for c in children for eye in "LR"]
+
+
+def load_chase(image_id: str, data_root: Optional[PathLike] = None) -> Dict[str, np.ndarray]:
+    """One CHASE_DB1 image and both observers' vessel masks.
+
+    Returns:
+        ``{"image": (960, 999, 3) uint8, "mask": (960, 999) bool (first observer),
+        "mask2": (960, 999) bool (second observer)}``.
+
+    Raises:
+        DataFileMissingError, CorruptFileError, DataShapeError (masks not matching the image).
+    """
+    if not re.fullmatch(r"\d{2}[LR]", str(image_id)):
+        raise ValueError(f"CHASE_DB1 image ids look like '01L' or '14R', got {image_id!r}")
+    folder = dataset_dir(CHASE_FOLDER, data_root) / "CHASEDB1"
+    image = _read_png(folder / f"Image_{image_id}.jpg", "RGB")
+    out = {"image": image}
+    for key, obs in (("mask", "1stHO"), ("mask2", "2ndHO")):
+        m = _read_png(folder / f"Image_{image_id}_{obs}.png", "L") > 0
+        if m.shape != image.shape[:2]:
+            raise DataShapeError(f"mask {obs} of {image_id} is {m.shape}, image is {image.shape[:2]}")
+        out[key] = m
+    return out
+
+
+# -- MSD Task04 Hippocampus ------------------------------------------------------------------
+def load_nifti(path: PathLike) -> Tuple[np.ndarray, np.ndarray, Tuple[float, ...]]:
+    """A NIfTI file's voxel array (as stored, axes i, j, k), 4x4 affine and voxel size (mm).
+
+    Raises:
+        DataFileMissingError, CorruptFileError.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise _missing(path, "NIfTI file")
+    try:
+        img = nib.load(str(path))
+        arr = np.asarray(img.dataobj)
+    except Exception as err:  # nibabel raises several types for bad files
+        raise CorruptFileError(f"cannot read NIfTI {path}: {type(err).__name__}: {err}") from None
+    return arr, np.asarray(img.affine, dtype=np.float64), tuple(float(z) for z in img.header.get_zooms()[:arr.ndim])
+
+
+def hippocampus_cases(split: Optional[str] = None, data_root: Optional[PathLike] = None) -> List[str]:
+    """Sorted case ids (``"hippocampus_001"``, ...) with both image and label, optionally of one split.
+
+    Raises:
+        DataFileMissingError: the folder or its ``imagesTr`` is missing.
+    """
+    folder = dataset_dir(HIPPOCAMPUS_FOLDER, data_root)
+    if not (folder / "imagesTr").is_dir():
+        raise _missing(folder / "imagesTr", "MSD Task04 Hippocampus")
+    ids = sorted(p.name[:-len(".nii.gz")] for p in (folder / "imagesTr").glob("hippocampus_*.nii.gz")
+                 if (folder / "labelsTr" / p.name).is_file())
+    if split is None:
+        return ids
+    test = _check_split(split) == "test"
+    return [c for i, c in enumerate(ids) if (i % 5 == 4) == test]
+
+
+def percentile_unit(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Intensities clipped to the [low, high] percentiles and rescaled to [0, 1] (float32)."""
+    v = np.asarray(volume, dtype=np.float32)
+    lo, hi = np.percentile(v, [low, high])
+    if not hi > lo:
+        return np.zeros_like(v)
+    return np.clip((v - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def load_hippocampus(case_id: str, data_root: Optional[PathLike] = None) -> Dict[str, Any]:
+    """One Hippocampus case.
+
+    Returns:
+        ``{"image": (X, Y, Z) float32 in [0, 1] (percentile-normalised), "label": (X, Y, Z)
+        uint8 in {0, 1, 2}, "affine": (4, 4), "spacing": (3,) mm}``.
+
+    Raises:
+        DataFileMissingError, CorruptFileError, DataShapeError (shape or label mismatch).
+    """
+    folder = dataset_dir(HIPPOCAMPUS_FOLDER, data_root)
+    image, affine, spacing = load_nifti(folder / "imagesTr" / f"{case_id}.nii.gz")
+    label, _, _ = load_nifti(folder / "labelsTr" / f"{case_id}.nii.gz")
+    if image.shape != label.shape or image.ndim != 3:
+        raise DataShapeError(f"{case_id}: image {image.shape} and label {label.shape} must be equal 3D shapes")
+    label = np.rint(label).astype(np.uint8)
+    if label.max() > 2:
+        raise DataShapeError(f"{case_id}: labels must be in {{0, 1, 2}}, found {np.unique(label).tolist()}")
+    return {"image": percentile_unit(image), "label": label, "affine": affine, "spacing": spacing}
+
+
+# -- TCGA-LGG --------------------------------------------------------------------------------
+def lgg_patients(split: Optional[str] = None, data_root: Optional[PathLike] = None) -> List[str]:
+    """Sorted patient folders (``"TCGA_CS_4942_19970222"``, ...), optionally of one split.
+
+    Raises:
+        DataFileMissingError: the ``images`` folder is missing.
+    """
+    folder = dataset_dir(LGG_FOLDER, data_root) / "images"
+    if not folder.is_dir():
+        raise _missing(folder, "TCGA-LGG images folder")
+    ids = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if split is None:
+        return ids
+    test = _check_split(split) == "test"
+    return [c for i, c in enumerate(ids) if (i % 3 == 2) == test]
+
+
+def lgg_slices(patient: str, data_root: Optional[PathLike] = None) -> List[Tuple[int, Path, Path]]:
+    """``(slice_number, image_path, mask_path)`` of one patient, in slice order (1, 2, ...).
+
+    Raises:
+        DataFileMissingError: unknown patient or an image without its mask.
+    """
+    folder = dataset_dir(LGG_FOLDER, data_root) / "images" / patient
+    if not folder.is_dir():
+        raise _missing(folder, f"LGG patient {patient!r}")
+    out = []
+    for p in folder.glob(f"{patient}_*.png"):
+        m = re.fullmatch(rf"{re.escape(patient)}_(\d+)\.png", p.name)
+        if not m:
+            continue
+        mask = folder / f"{patient}_{m.group(1)}_mask.png"
+        if not mask.is_file():
+            raise _missing(mask, "LGG mask")
+        out.append((int(m.group(1)), p, mask))
+    return sorted(out)
+
+
+def load_lgg_slice(image_path: PathLike, mask_path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
+    """One LGG slice: ``(256, 256, 3)`` uint8 [pre-contrast, FLAIR, post-contrast] and a ``(256, 256)`` bool mask.
+
+    Raises:
+        DataFileMissingError, CorruptFileError, DataShapeError.
+    """
+    image = _read_png(Path(image_path), "RGB")
+    mask = _read_png(Path(mask_path), "L")
+    if mask.shape != image.shape[:2]:
+        raise DataShapeError(f"mask {mask_path} is {mask.shape}, image is {image.shape[:2]}")
+    return image, mask > 127
+
+
+def load_lgg_patient(patient: str, data_root: Optional[PathLike] = None) -> Dict[str, np.ndarray]:
+    """All slices of a patient: ``{"image": (S, 256, 256, 3) uint8, "mask": (S, 256, 256) bool}``."""
+    pairs = [load_lgg_slice(i, m) for _, i, m in lgg_slices(patient, data_root)]
+    return {"image": np.stack([p[0] for p in pairs]), "mask": np.stack([p[1] for p in pairs])}
+
+
+# -- in-memory training arrays ----------------------------------------------------------------
+def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """Resize a ``(H, W)`` / ``(H, W, C)`` uint8 image by ``scale`` (PIL bilinear, antialiased)."""
+    from PIL import Image
+
+    if scale == 1:
+        return image
+    h, w = image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+
+
+def resize_mask(mask: np.ndarray, scale: float) -> np.ndarray:
+    """Resize a boolean ``(H, W)`` mask by ``scale``: bilinear coverage >= 0.5."""
+    if scale == 1:
+        return mask.astype(bool)
+    return resize_image(mask.astype(np.uint8) * 255, scale) >= 128
+
+
+class SegmentationArrays:
+    """A segmentation training set held in memory, padded to one shape.
+
+    Args:
+        images: list of ``(C, *S_i)`` uint8 or float32 (values in [0, 1]) arrays.
+        masks: list of ``(*S_i)`` integer label maps.
+        repeats: samples per epoch = ``repeats * len(images)`` (patch training draws
+            several random crops per image and epoch).
+
+    ``get_batch(indices)`` returns ``{"image": (B, C, *S) float32 in [0, 1], "mask":
+    (B, *S) int64, "valid": (B, dims) int64}`` where ``S`` is the largest shape
+    (zero-padded at the end) and ``valid`` the unpadded size of each item.
+
+    Raises:
+        DataShapeError: mismatched image/mask shapes or ranks.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], repeats: int = 1) -> None:
+        if len(images) != len(masks) or not images:
+            raise DataShapeError(f"need as many masks as images (got {len(images)} and {len(masks)}), at least one")
+        dims = images[0].ndim - 1
+        for i, (im, m) in enumerate(zip(images, masks)):
+            if im.ndim != dims + 1 or m.shape != im.shape[1:]:
+                raise DataShapeError(f"item {i}: image {im.shape} and mask {m.shape} do not fit (C, *S) / (*S)")
+        shape = tuple(max(im.shape[1 + d] for im in images) for d in range(dims))
+        scale = 255.0 if images[0].dtype == np.uint8 else 1.0
+        self.images = torch.zeros((len(images), images[0].shape[0], *shape), dtype=torch.float32)
+        self.masks = torch.zeros((len(images), *shape), dtype=torch.uint8)
+        self.valid = torch.tensor([im.shape[1:] for im in images], dtype=torch.long)
+        for i, (im, m) in enumerate(zip(images, masks)):
+            region = (i, slice(None), *[slice(0, s) for s in im.shape[1:]])
+            self.images[region] = torch.from_numpy(np.asarray(im, dtype=np.float32) / scale)
+            self.masks[(i, *[slice(0, s) for s in m.shape])] = torch.from_numpy(np.asarray(m, dtype=np.uint8))
+        self.repeats = int(repeats)
+        self.n_items = len(images)
+
+    def __len__(self) -> int:
+        return self.n_items * self.repeats
+
+    def get_batch(self, indices: torch.Tensor) -> Dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long) % self.n_items
+        return {"image": self.images[idx], "mask": self.masks[idx].long(), "valid": self.valid[idx]}
+
+    def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
+        b = self.get_batch(torch.tensor([i]))
+        return {k: v[0] for k, v in b.items()}
+
+
+def slice_stack(volume: np.ndarray, context: int, axis: int = 0) -> np.ndarray:
+    """2.5D inputs: for each slice along ``axis``, the slice and ``context`` neighbours each side.
+
+    Shape: ``(X, Y, Z)`` -> ``(n_slices, 2 * context + 1, *other two axes)``; edges repeat
+    the first/last slice.
+    """
+    v = np.moveaxis(np.asarray(volume), axis, 0)
+    n = v.shape[0]
+    idx = np.clip(np.arange(n)[:, None] + np.arange(-context, context + 1)[None, :], 0, n - 1)
+    return v[idx]
+
+
+__all__ = ["chase_ids", "load_chase", "hippocampus_cases", "load_hippocampus", "load_nifti", "percentile_unit",
+           "lgg_patients", "lgg_slices", "load_lgg_slice", "load_lgg_patient", "SegmentationArrays", "slice_stack",
+           "resize_image", "resize_mask", "SPLIT_RULES", "CHASE_LABELS", "HIPPOCAMPUS_LABELS", "LGG_LABELS"]

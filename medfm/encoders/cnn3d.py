@@ -1,0 +1,153 @@
+"""3D (volume) encoders behind the medfm encoder contract.
+
+timm has no 3D models, so the family ``"cnn3d"`` wraps MONAI's 3D ResNet
+(``monai.networks.nets.ResNet``, after Hara et al., "Can Spatiotemporal 3D CNNs Retrace
+the History of 2D CNNs and ImageNet?", CVPR 2018, and MedicalNet, Chen et al. 2019)
+with the small-input stem rule medfm uses in 2D (:func:`medfm.encoders.timm_encoders.stem_stride`):
+a 3x3x3 stride-1 stem without max-pooling for volumes <= 32 voxels a side, stride 2 for
+<= 64, else MONAI's 7x7x7 stride-2 stem with max-pooling.
+
+The contract is the 2D one with one more axis: inputs ``(B, C, D, H, W)`` float in [0, 1]
+(the encoder normalises them), ``forward_features`` -> ``(B, D_f, d, h, w)``, ``forward``
+-> ``(B, num_features)``, ``forward_intermediates`` -> ``[(B, C_i, D_i, H_i, W_i), ...]``
+finest first, ``spatial_dims == 3``. Registered entries carry the tag ``dims=3`` so
+registry-wide 2D tests can skip them (``list_encoders(test=True)`` then filter on
+``ENCODERS.tags(name).get("dims", 2)``).
+"""
+from __future__ import annotations
+
+from typing import Any, List, Sequence, Union
+
+import torch
+from torch import nn
+
+from medfm.encoders.base import Encoder, EncoderInputError
+from medfm.encoders.timm_encoders import stem_stride
+from medfm.registry import ENCODERS
+
+
+class Encoder3D(Encoder):
+    """Base class of volume encoders: the :class:`Encoder` contract on ``(B, C, D, H, W)``.
+
+    Args:
+        in_chans, img_size, mean, std: as :class:`Encoder`; ``img_size`` is the cube side
+            the encoder is built for (it accepts any side >= 8 unless ``fixed_size``).
+
+    Raises:
+        ValueError: bad ``in_chans``/``img_size``/``mean``/``std``.
+    """
+
+    spatial_dims = 3
+
+    def __init__(self, in_chans: int, img_size: int, mean: Union[float, Sequence[float]] = 0.5,
+                 std: Union[float, Sequence[float]] = 0.5, fixed_size: bool = False) -> None:
+        super().__init__(in_chans, img_size, mean, std, fixed_size)
+        self.pixel_mean = self.pixel_mean.view(1, self.in_chans, 1, 1, 1)
+        self.pixel_std = self.pixel_std.view(1, self.in_chans, 1, 1, 1)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Validate ``x``: a float ``(B, in_chans, D, H, W)`` tensor with finite values.
+
+        Raises:
+            EncoderInputError: wrong type, rank, channel count, size, or NaN/inf values.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise EncoderInputError(f"expected a torch.Tensor of shape (B, C, D, H, W), got {type(x).__name__}")
+        if x.ndim != 5:
+            raise EncoderInputError(f"3D encoders expect a (B, C, D, H, W) tensor, got shape {tuple(x.shape)} ({x.ndim} dims)")
+        if x.shape[1] != self.in_chans:
+            raise EncoderInputError(f"encoder expects {self.in_chans} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
+        if not x.is_floating_point():
+            raise EncoderInputError(f"expected float volumes in [0, 1], got dtype {x.dtype}")
+        if self.fixed_size and any(s != self.img_size for s in x.shape[-3:]):
+            raise EncoderInputError(f"encoder was built for {self.img_size}^3 inputs, got {tuple(x.shape[-3:])}")
+        if min(x.shape[-3:]) < 8:
+            raise EncoderInputError(f"volumes must be at least 8x8x8, got {tuple(x.shape[-3:])}")
+        if not torch.isfinite(x).all():
+            raise EncoderInputError("input contains NaN or inf values")
+
+    @property
+    def feature_channels(self) -> List[int]:
+        """Channels ``C_i`` of each map returned by ``forward_intermediates``."""
+        with torch.no_grad():
+            was_training = self.training
+            self.eval()
+            side = self.img_size
+            maps = self.forward_intermediates(torch.zeros(1, self.in_chans, side, side, side, device=self.pixel_mean.device))
+            self.train(was_training)
+        return [int(m.shape[1]) for m in maps]
+
+    def _pool(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats.mean(dim=(-3, -2, -1))
+
+
+class ResNet3D(Encoder3D):
+    """MONAI's 3D ResNet (basic blocks) with a small-volume stem.
+
+    Args:
+        layers: blocks per stage (``[1, 1, 1, 1]`` = ResNet-10, ``[2, 2, 2, 2]`` = ResNet-18).
+        base_width: channels of the first stage; stages have ``w, 2w, 4w, 8w``.
+        in_chans, img_size: as :class:`Encoder3D`.
+        norm: MONAI norm name for the blocks ("batch" or "instance").
+
+    Shape: ``(B, in_chans, D, H, W)`` in [0, 1] -> ``forward_features`` ``(B, 8w, D/8s, H/8s, W/8s)``
+    with ``s`` the stem stride; ``forward_intermediates``: stem, stage 1..4 maps
+    (stem and stage 1 share a resolution when there is no max-pooling).
+
+    Raises:
+        ValueError: bad ``layers``/``base_width``/``norm``.
+    """
+
+    family = "cnn3d"
+    lora_target_modules = r".*\.(conv\d|downsample\.0)"
+
+    def __init__(self, layers: Sequence[int] = (1, 1, 1, 1), base_width: int = 32, in_chans: int = 1,
+                 img_size: int = 32, norm: str = "batch", timm_pretrained: bool = False, **kwargs: Any) -> None:
+        from monai.networks.nets import ResNet
+
+        if timm_pretrained:
+            raise ValueError("3D encoders have no timm pretrained weights; use pretrained=None or a medfm checkpoint")
+        if len(layers) != 4 or any(int(n) != n or n < 1 for n in layers):
+            raise ValueError(f"layers must be 4 positive integers, got {list(layers)}")
+        if int(base_width) != base_width or base_width < 1:
+            raise ValueError(f"base_width must be a positive integer, got {base_width}")
+        if norm not in ("batch", "instance"):
+            raise ValueError(f"norm must be 'batch' or 'instance', got {norm!r}")
+        super().__init__(in_chans, img_size)
+        stride = stem_stride(img_size)
+        widths = [int(base_width) * m for m in (1, 2, 4, 8)]
+        self.model = ResNet("basic", [int(n) for n in layers], widths, spatial_dims=3, n_input_channels=in_chans,
+                            conv1_t_size=3 if stride is not None else 7, conv1_t_stride=stride or 2,
+                            no_max_pool=stride is not None, feed_forward=False, norm=norm, **kwargs)
+        self.model.avgpool = nn.Identity()
+        self.num_features = widths[-1]
+
+    def _stages(self, x: torch.Tensor) -> List[torch.Tensor]:
+        m = self.model
+        x = m.act(m.bn1(m.conv1(x)))
+        maps = [x]
+        if not m.no_max_pool:
+            x = m.maxpool(x)
+        for stage in (m.layer1, m.layer2, m.layer3, m.layer4):
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._stages(x)[-1]
+
+    def _intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self._stages(x)
+
+
+def _resnet3d(layers: Sequence[int], base_width: int):
+    def build(in_chans: int = 1, img_size: int = 32, **kw: Any) -> Encoder:
+        kw.setdefault("base_width", base_width)
+        return ResNet3D(layers=layers, in_chans=in_chans, img_size=img_size, **kw)
+    build.__doc__ = f"MONAI 3D ResNet with {list(layers)} blocks, base width {base_width} (see :class:`ResNet3D`)."
+    return build
+
+
+ENCODERS.register("resnet3d_10", family="cnn3d", dims=3)(_resnet3d((1, 1, 1, 1), 32))
+ENCODERS.register("resnet3d_18", family="cnn3d", dims=3)(_resnet3d((2, 2, 2, 2), 64))
+ENCODERS.register("resnet3d_test", family="cnn3d", dims=3, test=True)(_resnet3d((1, 1, 1, 1), 4))

@@ -1,0 +1,208 @@
+"""Class activation maps (Grad-CAM, Eigen-CAM) for any medfm encoder family, and a PNG grid.
+
+Methods come from ``pytorch-grad-cam`` (Gildenblat et al.): Grad-CAM (Selvaraju et al.
+2017, ICCV) weights the target layer's activation channels by their spatially averaged
+gradients of the class score; Eigen-CAM (Muhammad & Yeasin 2020, IJCNN) projects the
+activations on their first principal component and needs no gradients or head.
+
+Target layer, per encoder (:func:`cam_target`):
+
+1. an encoder method ``cam_target_layers() -> list[nn.Module]`` wins when present;
+2. ViT family (timm ``blocks``): ``blocks[-1].norm1``, the input of the last attention
+   block, as pytorch-grad-cam's ViT tutorial does (the final norm's patch tokens receive no
+   gradient when the class token is pooled), with a reshape transform that drops the prefix
+   (class/register) tokens and folds the ``N`` patch tokens into a ``sqrt(N) x sqrt(N)`` map;
+3. every other family (CNN, KAN, Mamba, MedViT-KAN): the encoder's own feature output
+   (what ``forward_features`` returns), tapped by :class:`CamModel`, so no per-family layer
+   names are needed; token outputs ``(B, N, D)`` get the same reshape transform.
+
+The CAM model runs the classifier's own forward, so CAMs explain exactly its logits.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from medfm.io import PathLike
+
+CAM_METHODS = ("gradcam", "eigencam")
+
+
+def tokens_to_grid(tokens: torch.Tensor, prefix: Optional[int] = None) -> torch.Tensor:
+    """Reshape transform: tokens ``(B, N, D)`` -> map ``(B, D, s, s)``, dropping prefix tokens.
+
+    Args:
+        tokens: ``(B, N, D)``; maps (4-D/5-D tensors) are returned unchanged.
+        prefix: number of leading class/register tokens (timm's ``num_prefix_tokens``);
+            None: the smallest ``p`` in 0..8 with ``N - p`` a perfect square.
+
+    Raises:
+        ValueError: the remaining tokens do not form a square grid.
+    """
+    if tokens.ndim != 3:  # already a map (B, D, h, w) or (B, D, d, h, w)
+        return tokens
+    b, n, d = tokens.shape
+    for p in ([prefix] if prefix is not None else range(0, 9)):
+        side = math.isqrt(n - p) if n - p > 0 else 0
+        if side > 0 and side * side == n - p:
+            return tokens[:, p:].reshape(b, side, side, d).permute(0, 3, 1, 2)
+    raise ValueError(f"cannot fold {n} tokens into a square grid (prefix tokens: {prefix if prefix is not None else '0-8'})")
+
+
+class CamModel(nn.Module):
+    """The classifier's own forward, with the encoder's feature output passing through a hookable tap.
+
+    ``forward(x)`` is ``model(x)`` (logits ``(B, K)``; for a bare encoder the pooled
+    embedding, where only Eigen-CAM is meaningful). During the call the encoder's
+    ``_features`` is wrapped (on the instance, restored afterwards) so that its output
+    ``(B, D, h, w)`` or ``(B, N, D)`` goes through ``self.tap`` (an ``nn.Identity``), the
+    default CAM target; the head is never named, so any adapter layout works.
+
+    Args:
+        model: a medfm classifier, a peft model around one, or a bare encoder.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        from medfm.evaluation.predict import classifier_core
+
+        core = classifier_core(model)
+        self.model = model
+        self.has_head = hasattr(core, "encoder")
+        self.encoder = core.encoder if self.has_head else core
+        self.tap = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and not x.requires_grad:  # frozen weights (LoRA base) still give gradients
+            x = x.detach().requires_grad_(True)
+        enc = self.encoder
+        inner = enc._features
+        enc._features = lambda t: self.tap(inner(t))
+        try:
+            return self.model(x)
+        finally:
+            del enc._features
+
+
+def cam_target(model: CamModel) -> Tuple[List[nn.Module], Optional[Callable[[torch.Tensor], torch.Tensor]]]:
+    """Target layers and reshape transform for ``model``'s encoder (rules in the module doc)."""
+    enc = model.encoder
+    if hasattr(enc, "cam_target_layers"):
+        return list(enc.cam_target_layers()), tokens_to_grid
+    inner = getattr(enc, "model", None)
+    if getattr(enc, "family", "") == "vit" and inner is not None and hasattr(inner, "blocks"):
+        return [inner.blocks[-1].norm1], functools.partial(tokens_to_grid, prefix=getattr(inner, "num_prefix_tokens", 1))
+    return [model.tap], tokens_to_grid
+
+
+def compute_cams(classifier: nn.Module, images: torch.Tensor, targets: Optional[Sequence[int]] = None,
+                 methods: Sequence[str] = CAM_METHODS) -> Dict[str, np.ndarray]:
+    """CAMs of ``images`` for each method.
+
+    Args:
+        classifier: medfm classifier (or peft model, or bare encoder: Eigen-CAM only).
+        images: ``(B, C, H, W)`` float in [0, 1] (or ``(B, C, D, H, W)`` for 3D encoders).
+        targets: class index per image for Grad-CAM (default: the predicted class).
+        methods: names from :data:`CAM_METHODS`.
+
+    Returns:
+        ``{method: (B, H, W) float32 in [0, 1]}`` (``(B, D, H, W)`` for volumes).
+
+    Raises:
+        ValueError: unknown method, or Grad-CAM asked of a model without a head.
+    """
+    from pytorch_grad_cam import EigenCAM, GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    bad = [m for m in methods if m not in CAM_METHODS]
+    if bad:
+        raise ValueError(f"unknown CAM method(s) {bad}; valid: {', '.join(CAM_METHODS)}")
+    model = CamModel(classifier).eval()
+    if "gradcam" in methods and not model.has_head:
+        raise ValueError("Grad-CAM needs a classifier head; use methods=('eigencam',) for a bare encoder")
+    layers, reshape = cam_target(model)
+    tgt = [ClassifierOutputTarget(int(t)) for t in targets] if targets is not None else None
+    out = {}
+    for name in methods:
+        cls = GradCAM if name == "gradcam" else EigenCAM
+        with torch.enable_grad():
+            cam = cls(model=model, target_layers=layers, reshape_transform=reshape)
+            try:
+                out[name] = np.asarray(cam(input_tensor=images.float(), targets=tgt), dtype=np.float32)
+            finally:
+                cam.activations_and_grads.release()
+    return out
+
+
+def sample_per_class(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
+    """A fixed seeded sample of up to ``per_class`` indices of each class (sorted by class)."""
+    y = np.asarray(labels).reshape(len(labels), -1)[:, 0]
+    rng = np.random.default_rng(seed)
+    picks = [np.sort(rng.permutation(np.flatnonzero(y == c))[:per_class]) for c in np.unique(y)]
+    return np.concatenate(picks).astype(np.int64) if picks else np.zeros(0, dtype=np.int64)
+
+
+def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int = 2, seed: int = 0,
+             methods: Sequence[str] = CAM_METHODS, label_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Write a PNG grid: one column per sampled test image, rows = image and each CAM overlay.
+
+    Args:
+        classifier: as in :func:`compute_cams`.
+        dataset: dataset with ``labels`` and ``get_batch`` (2D, or 3D: middle slices shown).
+        path: output ``.png`` (atomic write).
+        per_class: images per class (fixed seeded sample).
+        methods: CAM methods (rows).
+        label_names: class names for captions.
+
+    Returns:
+        ``{"path", "indices", "methods", "predicted"}``.
+    """
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    from medfm.evaluation.plots import _new_figure, _save
+    from medfm.training.loop import get_batch
+
+    idx = sample_per_class(dataset.labels, per_class, seed)
+    batch = get_batch(dataset, torch.as_tensor(idx))
+    images = batch["image"]
+    cam_model = CamModel(classifier).eval()
+    with torch.no_grad():
+        logits = cam_model(images)
+    pred = logits.argmax(dim=1).tolist() if cam_model.has_head else [None] * len(idx)
+    cams = compute_cams(classifier, images, targets=[p for p in pred] if pred[0] is not None else None, methods=methods)
+    if images.ndim == 5:  # volumes: show the middle slice along depth (CAMs are (B, D, H, W))
+        mid = images.shape[2] // 2
+        images = images[:, :, mid]
+        cams = {k: v[:, mid] for k, v in cams.items()}
+    names = list(label_names or getattr(dataset, "label_names", []) or [])
+    rows, cols = 1 + len(methods), len(idx)
+    fig = _new_figure((1.3 * cols + 0.6, 1.45 * rows))
+    rgb = images.permute(0, 2, 3, 1).numpy()
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
+    y = np.asarray(dataset.labels).reshape(len(dataset.labels), -1)[idx, 0]
+
+    def caption(c: Optional[int]) -> str:
+        return "?" if c is None else (names[c] if c < len(names) else str(c))[:10]
+
+    for j in range(cols):
+        for r in range(rows):
+            ax = fig.add_subplot(rows, cols, r * cols + j + 1)
+            shown = rgb[j] if r == 0 else show_cam_on_image(np.clip(rgb[j], 0, 1), cams[methods[r - 1]][j], use_rgb=True)
+            ax.imshow(shown, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"true {caption(int(y[j]))}\npred {caption(pred[j])}", fontsize=6)
+            if j == 0:
+                ax.set_ylabel("image" if r == 0 else methods[r - 1], fontsize=7)
+    _save(fig, path)
+    return {"path": str(path), "indices": idx.tolist(), "methods": list(methods), "predicted": pred}
+
+
+__all__ = ["CAM_METHODS", "tokens_to_grid", "CamModel", "cam_target", "compute_cams", "sample_per_class", "cam_grid"]

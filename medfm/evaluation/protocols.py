@@ -1,0 +1,270 @@
+"""Evaluation protocols: a classifier as it is, a linear probe, and a kNN classifier on frozen features.
+
+* **as-is**: the checkpoint's own head (:func:`medfm.evaluation.predict.predict_scores`).
+* **linear probe**: multinomial logistic regression (L-BFGS, scikit-learn) on standardised
+  frozen embeddings, the protocol of SimCLR (Chen et al. 2020) and DINO; one-vs-rest
+  logistic regressions for multi-label tasks. The fitted probe can be turned into a torch
+  classifier (:meth:`LinearProbe.to_classifier`) for CAMs.
+* **kNN**: weighted k-nearest-neighbour vote on L2-normalised embeddings (cosine
+  similarity), each neighbour voting ``exp(sim / T)`` for its class, as in InstDisc
+  (Wu et al. 2018, Sec. 3.4) and DINO's ``eval_knn`` (Caron et al. 2021); k = 11,
+  T = 0.07 by default. Scores are the normalised votes.
+
+Features are extracted once per dataset (:func:`extract_features`) and shared by every
+label fraction and protocol. 3D volumes ``(B, C, D, H, W)`` are embedded 2.5D: the mean
+of the 2D encoder's embeddings of the D slices. Every scorer returns ``(N, K)`` float
+probabilities in the layout of :func:`medfm.evaluation.metrics.classification_metrics`.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+PROTOCOLS = ("as-is", "linear", "knn")
+MULTI_LABEL = "multi-label, binary-class"
+
+
+def check_protocol(name: str) -> str:
+    """Return ``name`` if it is a protocol in :data:`PROTOCOLS`.
+
+    Raises:
+        ValueError: unknown protocol, with close matches.
+    """
+    if name in PROTOCOLS:
+        return name
+    close = difflib.get_close_matches(str(name), PROTOCOLS, n=1, cutoff=0.4)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown protocol {name!r}{hint} (valid: {', '.join(PROTOCOLS)})")
+
+
+def _labels(dataset: Any) -> np.ndarray:
+    y = np.asarray(dataset.labels)
+    return y[:, 0] if y.ndim == 2 and y.shape[1] == 1 and getattr(dataset, "task", "") != MULTI_LABEL else y
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, dataset: Any, batch_size: int = 256) -> np.ndarray:
+    """Pooled embeddings ``(N, D)`` float32 of every sample, in dataset order.
+
+    Args:
+        encoder: a medfm encoder (``forward(x) -> (B, D)``), run in eval mode and fp32.
+        dataset: has ``__len__`` and ``get_batch(indices) -> {"image": ...}`` (or
+            ``__getitem__``); images ``(B, C, H, W)`` or 3D ``(B, C, D, H, W)`` (2.5D:
+            slice embeddings averaged).
+        batch_size: images per forward pass (slices per pass for 3D).
+
+    Raises:
+        EncoderInputError: images whose channels/size the encoder does not accept.
+    """
+    from medfm.training.loop import get_batch
+
+    was = encoder.training
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    out = []
+    n = len(dataset)
+    for start in range(0, n, batch_size):
+        x = get_batch(dataset, torch.arange(start, min(n, start + batch_size)))["image"].to(device)
+        if x.ndim == 5:  # (B, C, D, H, W): embed each of the D slices, average
+            b, c, d = x.shape[:3]
+            slices = x.permute(0, 2, 1, 3, 4).reshape(b * d, c, *x.shape[3:])
+            emb = torch.cat([encoder(slices[i:i + batch_size]) for i in range(0, b * d, batch_size)])
+            out.append(emb.float().reshape(b, d, -1).mean(1).cpu())
+        else:
+            out.append(encoder(x).float().cpu())
+    encoder.train(was)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def subset_indices(labels: np.ndarray, label_fraction: float, seed: int) -> np.ndarray:
+    """Stratified seeded indices of ``label_fraction`` of the training labels (all when 1)."""
+    from medfm.data.medmnist import label_fraction_indices
+
+    if label_fraction >= 1.0:
+        return np.arange(len(labels))
+    return label_fraction_indices(labels, label_fraction, seed=seed)
+
+
+@dataclass
+class LinearProbe:
+    """A fitted logistic-regression probe on standardised features.
+
+    Attributes:
+        mean, scale: (D,) feature standardisation.
+        coef: (K, D) weights; intercept: (K,). For binary-class K = 1 (the positive-class
+            logit), expanded to two softmax columns by :meth:`predict`.
+        task: MedMNIST task string.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    task: str
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """``(N, K)`` logits of ``(N, D)`` features."""
+        z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        return z @ self.coef.T + self.intercept
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """``(N, K)`` probabilities: softmax (binary: ``[1 - p, p]``), sigmoid for multi-label."""
+        z = self.logits(features)
+        if self.task == MULTI_LABEL:
+            return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        if z.shape[1] == 1:
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.stack([1 - p, p], axis=1).astype(np.float32)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def to_classifier(self, encoder: nn.Module, label_names: Optional[list] = None) -> nn.Module:
+        """An :class:`~medfm.adapters.classification.ImageClassifier` whose head computes these logits.
+
+        Standardisation is folded into the head: ``W' = W / scale``, ``b' = b - W' mean``.
+        Binary probes get the logits ``[0, w.x + b]`` (same softmax as :meth:`predict`).
+        """
+        from medfm.adapters.classification import ImageClassifier
+
+        w = self.coef / self.scale[None, :]
+        b = self.intercept - w @ self.mean
+        if self.task != MULTI_LABEL and w.shape[0] == 1:
+            w = np.concatenate([np.zeros_like(w), w])
+            b = np.concatenate([[0.0], b])
+        k = w.shape[0]
+        clf = ImageClassifier(encoder, num_classes=k, task=self.task, label_names=label_names)
+        head = clf.task_head if hasattr(clf, "task_head") else clf.head  # the adapter's linear head
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(w).float())
+            head.bias.copy_(torch.from_numpy(np.asarray(b)).float())
+        return clf.eval()
+
+
+def fit_linear_probe(features: np.ndarray, labels: np.ndarray, task: str, num_classes: int, C: float = 1.0,
+                     max_iter: int = 1000, seed: int = 0) -> LinearProbe:
+    """Fit a logistic-regression probe (scikit-learn, L-BFGS, L2 penalty ``1/C``).
+
+    Args:
+        features: (N, D) training embeddings.
+        labels: (N,) class indices, or (N, L) 0/1 for multi-label.
+        task: MedMNIST task string; multi-label fits one binary model per label.
+        num_classes: K; classes absent from ``labels`` get a very negative intercept.
+        C: inverse regularisation strength.
+
+    Raises:
+        ValueError: fewer than 2 classes among ``labels`` (a probe cannot be fitted).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-12] = 1.0
+    z = (x - mean) / scale
+    y = np.asarray(labels)
+    if task == MULTI_LABEL:
+        coef, bias = [], []
+        for j in range(y.shape[1]):
+            if len(np.unique(y[:, j])) < 2:  # constant label: logit pinned to the observed value
+                coef.append(np.zeros(x.shape[1]))
+                bias.append(20.0 if y[0, j] else -20.0)
+                continue
+            m = LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(z, y[:, j])
+            coef.append(m.coef_[0])
+            bias.append(m.intercept_[0])
+        return LinearProbe(mean, scale, np.array(coef), np.array(bias), task)
+    y = y.reshape(-1)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise ValueError(f"the probe's training labels hold a single class ({present.tolist()}); cannot fit")
+    m = LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(z, y)
+    if num_classes == 2 and len(present) == 2:
+        return LinearProbe(mean, scale, m.coef_, m.intercept_, task)
+    coef = np.zeros((num_classes, x.shape[1]))
+    bias = np.full(num_classes, -1e4)
+    coef[m.classes_] = m.coef_ if len(present) > 2 else np.stack([-m.coef_[0] / 2, m.coef_[0] / 2])
+    bias[m.classes_] = m.intercept_ if len(present) > 2 else np.array([-m.intercept_[0] / 2, m.intercept_[0] / 2])
+    return LinearProbe(mean, scale, coef, bias, task)
+
+
+def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray, num_classes: int,
+               k: int = 11, temperature: float = 0.07, task: str = "multi-class", chunk: int = 1024) -> np.ndarray:
+    """Temperature-weighted cosine kNN votes (InstDisc / DINO ``eval_knn``).
+
+    ``score_c(x) = sum_{i in top-k} exp(cos(x, x_i) / T) [y_i = c] / sum_{i in top-k} exp(cos(x, x_i) / T)``;
+    multi-label: the weighted fraction of neighbours with label ``l`` set.
+
+    Args:
+        train_features: (M, D); train_labels: (M,) or (M, L) for multi-label.
+        test_features: (N, D).
+        num_classes: K.
+        k: neighbours (clipped to M); temperature: T > 0.
+
+    Returns:
+        (N, K) float32 scores, each row summing to 1 (not for multi-label).
+
+    Raises:
+        ValueError: ``k < 1``, ``temperature <= 0`` or feature sizes that differ.
+    """
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    tr = torch.nn.functional.normalize(torch.as_tensor(np.asarray(train_features), dtype=torch.float32), dim=1)
+    te = torch.nn.functional.normalize(torch.as_tensor(np.asarray(test_features), dtype=torch.float32), dim=1)
+    if tr.shape[1] != te.shape[1]:
+        raise ValueError(f"train features have {tr.shape[1]} dims but test features {te.shape[1]}")
+    y = torch.as_tensor(np.asarray(train_labels))
+    onehot = y.float() if task == MULTI_LABEL else torch.nn.functional.one_hot(y.reshape(-1).long(), num_classes).float()
+    k = min(k, tr.shape[0])
+    out = []
+    for s in range(0, te.shape[0], chunk):
+        sim, idx = (te[s:s + chunk] @ tr.T).topk(k, dim=1)
+        w = (sim / temperature).softmax(dim=1)  # exp(sim/T) normalised over the k neighbours
+        out.append(torch.einsum("nk,nkc->nc", w, onehot[idx]))
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def linear_probe(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fraction: float = 1.0, seed: int = 0,
+                 C: float = 1.0, batch_size: int = 256) -> np.ndarray:
+    """Scores ``(N_test, K)`` of a logistic-regression probe fitted on frozen ``encoder`` features.
+
+    ``label_fraction`` of the training labels (stratified, seeded) are used.
+
+    Raises:
+        ValueError: train and test sets with different tasks or classes.
+    """
+    _check_pair(train_ds, test_ds)
+    ftr, fte = extract_features(encoder, train_ds, batch_size), extract_features(encoder, test_ds, batch_size)
+    y = _labels(train_ds)
+    keep = subset_indices(y, label_fraction, seed)
+    probe = fit_linear_probe(ftr[keep], y[keep], test_ds.task, test_ds.num_classes, C=C, seed=seed)
+    return probe.predict(fte)
+
+
+def knn_predict(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fraction: float = 1.0, seed: int = 0,
+                k: int = 11, temperature: float = 0.07, batch_size: int = 256) -> np.ndarray:
+    """Scores ``(N_test, K)`` of the weighted cosine kNN classifier on frozen ``encoder`` features.
+
+    Raises:
+        ValueError: train and test sets with different tasks or classes.
+    """
+    _check_pair(train_ds, test_ds)
+    ftr, fte = extract_features(encoder, train_ds, batch_size), extract_features(encoder, test_ds, batch_size)
+    y = _labels(train_ds)
+    keep = subset_indices(y, label_fraction, seed)
+    return knn_scores(ftr[keep], y[keep], fte, test_ds.num_classes, k=k, temperature=temperature, task=test_ds.task)
+
+
+def _check_pair(train_ds: Any, test_ds: Any) -> None:
+    if train_ds.task != test_ds.task or train_ds.num_classes != test_ds.num_classes:
+        raise ValueError(f"train set ({train_ds.task}, {train_ds.num_classes} classes) and test set "
+                         f"({test_ds.task}, {test_ds.num_classes} classes) differ")
+
+
+__all__ = ["PROTOCOLS", "check_protocol", "extract_features", "subset_indices", "LinearProbe", "fit_linear_probe",
+           "knn_scores", "linear_probe", "knn_predict"]

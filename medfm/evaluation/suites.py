@@ -1,0 +1,676 @@
+"""Declarative evaluation suites: ``medfm eval --suite eval_suites/<suite>.yaml <checkpoint>...``.
+
+A suite (YAML, loaded strictly into :class:`Suite` with :func:`medfm.config.from_dict`)
+names datasets (MedMNIST 2D/3D flags at any released size, or labelled image folders such
+as MedNIST), the protocol (``as-is``, ``linear`` probe, ``knn``; :mod:`medfm.evaluation.protocols`)
+with label fractions, MedMNIST-C corruptions and severities (:mod:`medfm.data.corruptions`),
+metrics settings and CAM explanations. :func:`run_suite` evaluates every dataset and
+writes ``results.json``, ``report.md`` and PNGs (per dataset: the clean classification
+report of :func:`medfm.evaluation.report.write_classification_report`, error-vs-severity
+plot and CAM grid).
+
+Checkpoints per dataset: a dataset's own ``checkpoint`` key wins; otherwise the
+checkpoints given on the command line are tried in order. For ``as-is`` the first whose
+task, classes and label names equal the dataset's is used (a checkpoint for another
+dataset is never scored on this one); for ``linear``/``knn`` the first checkpoint's
+encoder. Datasets that cannot be evaluated (file not on disk, no matching checkpoint, 3D
+data for a 2D classifier) are reported as skipped with the reason; configuration errors
+(misspelt key, unknown flag or corruption, a matching checkpoint whose in_chans differs
+from the data) stop the run with one clear line.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from medfm.config import ConfigError, from_dict, load_yaml, to_dict
+from medfm.data.errors import MedFMDataError
+from medfm.evaluation.protocols import PROTOCOLS, check_protocol
+
+SUITE_SCHEMA_VERSION = 1
+#: Published PneumoniaMNIST-C figures of MedViT-small (corruptions applied at 224 px), as quoted in issue 5.
+MEDVIT_SMALL_C = {"pneumoniamnist": {"clean_error": 0.040, "be": 0.384, "rbe": 0.246}}
+
+
+@dataclass
+class DatasetSpec:
+    """One dataset of a suite.
+
+    Attributes:
+        flag: MedMNIST flag (2D or 3D), or None for an image folder.
+        folder: image-folder dataset, a folder under the data root (or absolute).
+        name: label in reports (default: flag, or the folder's name).
+        size: MedMNIST released size / image-folder resize side (default: the encoder's
+            img_size when released at it, else 28 for MedMNIST).
+        split: evaluated split; train_split: split the linear/kNN protocols fit on.
+        checkpoint: checkpoint for this dataset (overrides the command line).
+        corruptions: apply the suite's corruptions to this dataset.
+    """
+
+    flag: Optional[str] = None
+    folder: Optional[str] = None
+    name: Optional[str] = None
+    size: Optional[int] = None
+    split: str = "test"
+    train_split: str = "train"
+    checkpoint: Optional[str] = None
+    corruptions: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.flag is None) == (self.folder is None):
+            raise ValueError("a dataset needs exactly one of 'flag' (MedMNIST) or 'folder' (image folder)")
+        if self.flag is not None:
+            from medfm.data.medmnist import dataset_info
+
+            dataset_info(self.flag)  # unknown flag -> UnknownDatasetError with close matches
+        self.name = self.name or self.flag or Path(str(self.folder)).name
+
+
+@dataclass
+class CorruptionSpec:
+    """MedMNIST-C settings: ``names`` ("all" or a list), severities 1-5, resolution policy, seed."""
+
+    names: Union[str, List[str]] = "all"
+    severities: Tuple[int, ...] = (1, 2, 3, 4, 5)
+    resolution: Union[int, str] = 224
+    seed: int = 0
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.severities or any(s not in (1, 2, 3, 4, 5) for s in self.severities):
+            raise ValueError(f"corruptions.severities must be values in 1..5, got {list(self.severities)}")
+        if not (self.resolution == "native" or (isinstance(self.resolution, int) and self.resolution >= 8)):
+            raise ValueError(f"corruptions.resolution must be 'native' or a side in px, got {self.resolution!r}")
+        if self.names != "all":
+            from medfm.data.corruptions import UnknownCorruptionError, all_corruption_names
+
+            known = all_corruption_names()
+            names = [self.names] if isinstance(self.names, str) else list(self.names)
+            for n in names:
+                if n not in known:
+                    import difflib
+
+                    close = difflib.get_close_matches(str(n), known, n=1, cutoff=0.5)
+                    hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+                    raise UnknownCorruptionError(f"corruptions.names: unknown corruption {n!r}{hint}")
+            self.names = names
+
+
+@dataclass
+class ProtocolSpec:
+    """Protocol ``name`` (as-is | linear | knn), label fractions, kNN k/T, probe C."""
+
+    name: str = "as-is"
+    label_fractions: Tuple[float, ...] = (1.0,)
+    knn_k: int = 11
+    knn_temperature: float = 0.07
+    linear_c: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_protocol(self.name)
+        if not self.label_fractions or any(not 0 < f <= 1 for f in self.label_fractions):
+            raise ValueError(f"protocol.label_fractions must be in (0, 1], got {list(self.label_fractions)}")
+
+
+@dataclass
+class MetricsSpec:
+    """Bootstrap resamples for the 95% CIs, ECE bins and the binary decision threshold."""
+
+    n_boot: int = 1000
+    ece_bins: int = 15
+    threshold: float = 0.5
+
+
+@dataclass
+class CamSpec:
+    """CAM grid: ``per_class`` test images per class (seeded), methods (gradcam, eigencam)."""
+
+    enabled: bool = True
+    per_class: int = 2
+    methods: Tuple[str, ...] = ("gradcam", "eigencam")
+    seed: int = 0
+
+
+@dataclass
+class Suite:
+    """An evaluation suite (one ``eval_suites/*.yaml`` file)."""
+
+    name: str
+    datasets: List[Any]
+    description: str = ""
+    protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
+    corruptions: Optional[CorruptionSpec] = None
+    metrics: MetricsSpec = field(default_factory=MetricsSpec)
+    cam: CamSpec = field(default_factory=CamSpec)
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.datasets, list) or not self.datasets:
+            raise ValueError("datasets must be a non-empty list")
+        self.datasets = [d if isinstance(d, DatasetSpec) else from_dict(DatasetSpec, d, where=f"datasets[{i}]")
+                         for i, d in enumerate(self.datasets)]
+
+
+def load_suite(path: Union[str, Path]) -> Suite:
+    """Read and validate a suite YAML.
+
+    Raises:
+        ConfigError: missing file, bad YAML, misspelt key (with "did you mean"), bad value,
+            unknown MedMNIST flag or corruption name.
+    """
+    try:
+        return from_dict(Suite, load_yaml(path), where=Path(path).name)
+    except (MedFMDataError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{Path(path).name}: {err}") from None
+
+
+def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fractions: Optional[str] = None,
+                    workers: Optional[int] = None, batch_size: Optional[int] = None) -> Suite:
+    """``suite`` with command-line overrides applied (``None`` keeps the suite's value).
+
+    Args:
+        protocol: ``as-is``, ``linear`` or ``knn``.
+        label_fractions: comma list, e.g. ``"0.01,0.1,1"``.
+        workers: corruption worker processes; batch_size: inference batch size.
+
+    Raises:
+        ConfigError: a bad protocol or fraction list.
+    """
+    from dataclasses import replace
+
+    try:
+        pr = suite.protocol
+        if protocol is not None:
+            pr = replace(pr, name=protocol)
+        if label_fractions is not None:
+            pr = replace(pr, label_fractions=tuple(float(f) for f in str(label_fractions).split(",") if f.strip()))
+        suite.protocol = pr
+    except ValueError as err:
+        raise ConfigError(f"--protocol/--label-fraction: {err}") from None
+    if workers is not None and suite.corruptions is not None:
+        suite.corruptions = replace(suite.corruptions, workers=int(workers))
+    if batch_size is not None:
+        suite.batch_size = int(batch_size)
+    return suite
+
+
+# -- datasets --------------------------------------------------------------------------------------
+class ArraySet:
+    """uint8 images held in memory with the ``get_batch`` contract of the medfm datasets.
+
+    Args:
+        images: ``(N, H, W)``, ``(N, H, W, 3)`` or 3D ``(N, D, H, W)`` uint8.
+        labels: ``(N, L)`` integer labels as stored; like: the dataset whose task, classes and
+            channel handling to copy (``n_channels`` 3 with grey images repeats them).
+    """
+
+    def __init__(self, images: np.ndarray, like: Any) -> None:
+        self.images, self.labels = images, like.labels
+        self.task, self.num_classes, self.label_names = like.task, like.num_classes, like.label_names
+        self.n_channels, self.is_3d = like.n_channels, getattr(like, "is_3d", False)
+        self._t = torch.from_numpy(np.ascontiguousarray(images))
+        lab = np.asarray(like.labels)
+        self._y = torch.from_numpy(lab.astype(np.float32) if like.task == "multi-label, binary-class"
+                                   else lab.reshape(len(lab), -1)[:, 0].astype(np.int64))
+
+    def __len__(self) -> int:
+        return int(self._t.shape[0])
+
+    def get_batch(self, idx: Any) -> Dict[str, torch.Tensor]:
+        """``{"image": (B, C, ...) float32 in [0, 1], "label": ...}``."""
+        x = self._t[torch.as_tensor(idx, dtype=torch.long)]
+        x = x.permute(0, 3, 1, 2) if (x.ndim == 4 and not self.is_3d and x.shape[-1] == 3) else x.unsqueeze(1)
+        if x.shape[1] == 1 and self.n_channels == 3:
+            x = x.expand(-1, 3, *x.shape[2:])
+        return {"image": x.contiguous().float().div_(255.0), "label": self._y[torch.as_tensor(idx, dtype=torch.long)]}
+
+
+def _load_dataset(spec: DatasetSpec, split: str, size: Optional[int], data_root: Optional[str], as_rgb: bool) -> Any:
+    if spec.flag is not None:
+        from medfm.data.medmnist import MedMNISTDataset
+
+        return MedMNISTDataset(spec.flag, split=split, size=size or 28, data_root=data_root, as_rgb=as_rgb)
+    from medfm.data.imagefolder import ImageFolderDataset
+
+    return ImageFolderDataset(spec.folder, split=split, size=size, in_chans=3 if as_rgb else None,
+                              data_root=data_root, name=spec.name)
+
+
+def _default_size(spec: DatasetSpec, encoder: Any) -> Optional[int]:
+    if spec.size is not None:
+        return spec.size
+    if spec.flag is None:
+        return encoder.img_size
+    from medfm.data.medmnist import available_sizes
+
+    return encoder.img_size if encoder.img_size in available_sizes(spec.flag) else 28
+
+
+# -- models ----------------------------------------------------------------------------------------
+class _Models:
+    """Checkpoints loaded once each: ``get(path) -> (model, core, sha256)``."""
+
+    def __init__(self) -> None:
+        self._cache: Dict[str, Tuple[Any, Any, Optional[str]]] = {}
+
+    def get(self, ckpt: str) -> Tuple[Any, Any, Optional[str]]:
+        if ckpt not in self._cache:
+            from medfm.evaluation.predict import classifier_core
+            from medfm.evaluation.report import checkpoint_hash
+            from medfm.hub import from_pretrained, resolve_checkpoint
+
+            path = resolve_checkpoint(ckpt)
+            model = from_pretrained(path)
+            try:
+                sha = checkpoint_hash(path)
+            except FileNotFoundError:
+                sha = None
+            self._cache[ckpt] = (model, classifier_core(model), sha)
+        return self._cache[ckpt]
+
+
+def _class_mismatch(core: Any, ds_task: str, ds_names: Sequence[str]) -> Optional[str]:
+    if getattr(core, "medfm_spec", {}).get("name") != "classification":
+        return "not a classification checkpoint"
+    if core.task != ds_task or list(core.label_names) != list(ds_names):
+        return f"predicts {core.task} {list(core.label_names)}, data has {ds_task} {list(ds_names)}"
+    return None
+
+
+def _pick_checkpoint(spec: DatasetSpec, checkpoints: Sequence[str], models: _Models, protocol: str,
+                     task: str, names: Sequence[str]) -> Tuple[Optional[str], str]:
+    """``(checkpoint, "")`` or ``(None, reason)``."""
+    candidates = [spec.checkpoint] if spec.checkpoint else list(checkpoints)
+    if not candidates:
+        return None, "no checkpoint given (pass one on the command line or set datasets[].checkpoint)"
+    if protocol != "as-is":
+        return candidates[0], ""
+    why = []
+    for c in candidates:
+        reason = _class_mismatch(models.get(c)[1], task, names)
+        if reason is None:
+            return c, ""
+        why.append(f"{c}: {reason}")
+    return None, "no checkpoint predicts this dataset's classes (" + "; ".join(why) + ")"
+
+
+# -- running -----------------------------------------------------------------------------------------
+def _dataset_meta(spec: DatasetSpec, ds: Any) -> Dict[str, Any]:
+    from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28
+
+    refs: Dict[str, Any] = {}
+    if spec.flag in MEDMNIST_V2_RESNET18_28 and getattr(ds, "size", 28) == 28:
+        refs["MedMNIST v2 ResNet-18 (28)"] = MEDMNIST_V2_RESNET18_28[spec.flag]
+    if spec.flag in MEDVIT_SMALL_C:
+        refs["MedViT-small MedMNIST-C (224 px corruptions)"] = MEDVIT_SMALL_C[spec.flag]
+    return {"dataset": spec.name, "flag": spec.flag, "folder": spec.folder, "split": spec.split,
+            "size": getattr(ds, "size", None), "data_md5": getattr(ds, "md5", None), "references": refs}
+
+
+def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spec: "Suite",
+             ds: Any) -> Tuple[Any, List[Tuple[str, Optional[float], Any, Any]]]:
+    """``(embed, heads)``: ``embed(dataset) -> array``; each head ``(run, fraction, fn(array) -> scores, cam_model)``."""
+    from medfm.evaluation import protocols as P
+    from medfm.evaluation.predict import predict_scores
+
+    bs = spec.batch_size
+    if protocol == "as-is":
+        return (lambda d: predict_scores(model, d, batch_size=bs)), [("as-is", None, lambda s: s, model)]
+    ftr = P.extract_features(encoder, train, bs)
+    ytr = np.asarray(train.labels)
+    ytr = ytr if ds.task == "multi-label, binary-class" else ytr.reshape(len(ytr), -1)[:, 0]
+    heads = []
+    pr = spec.protocol
+    for frac in pr.label_fractions:
+        keep = P.subset_indices(ytr, frac, pr.seed)
+        run = f"{protocol}-f{frac:g}"
+        if protocol == "linear":
+            probe = P.fit_linear_probe(ftr[keep], ytr[keep], ds.task, ds.num_classes, C=pr.linear_c, seed=pr.seed)
+            heads.append((run, frac, probe.predict, probe.to_classifier(encoder, ds.label_names)))
+        else:
+            fk, yk = ftr[keep], ytr[keep]
+            heads.append((run, frac, lambda f, fk=fk, yk=yk: P.knn_scores(
+                fk, yk, f, ds.num_classes, k=pr.knn_k, temperature=pr.knn_temperature, task=ds.task), encoder))
+    return (lambda d: P.extract_features(encoder, d, bs)), heads
+
+
+class _Skip(Exception):
+    """A dataset that cannot be evaluated; the message is the reason shown in the report."""
+
+
+def _classes(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, List[str], bool, Optional[int]]:
+    """``(task, label_names, is_3d, n_channels or None)`` without loading the images."""
+    if spec.flag is not None:
+        from medfm.data.medmnist import dataset_info
+
+        info = dataset_info(spec.flag)
+        return info["task"], list(info["label_names"]), info["is_3d"], info["n_channels"]
+    from medfm.data.imagefolder import folder_classes
+
+    return "multi-class", folder_classes(spec.folder, data_root), False, None
+
+
+def _prepare(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models: _Models,
+             data_root: Optional[str]) -> Dict[str, Any]:
+    """Choose the checkpoint and load the data; raises :class:`_Skip` with the reason."""
+    from medfm.evaluation.evaluate import ChannelMismatchError
+
+    protocol = suite.protocol.name
+    try:
+        task, names, is_3d, n_ch = _classes(spec, data_root)
+    except MedFMDataError as err:
+        raise _Skip(str(err)) from None
+    if spec.flag is not None:  # data on disk? (checked before any checkpoint is matched)
+        from medfm.data.medmnist import available_sizes, medmnist_path
+
+        paths = [medmnist_path(spec.flag, s, data_root) for s in ([spec.size] if spec.size else available_sizes(spec.flag))]
+        if not any(p.is_file() for p in paths):
+            raise _Skip(f"not on disk: no {' or '.join(p.name for p in paths[:2])}{' ...' if len(paths) > 2 else ''} "
+                        f"in {paths[0].parent}")
+    ckpt, why = _pick_checkpoint(spec, checkpoints, models, protocol, task, names)
+    if ckpt is None:
+        raise _Skip(why)
+    model, core, sha = models.get(ckpt)
+    encoder = getattr(core, "encoder", None)
+    if encoder is None:
+        raise _Skip(f"checkpoint {ckpt} holds no encoder")
+    enc_3d = getattr(encoder, "spatial_dims", 2) == 3
+    if is_3d and not enc_3d and protocol == "as-is":
+        raise _Skip("3D volumes but the checkpoint's classifier is 2D (use --protocol linear/knn for 2.5D "
+                    "slice features, or a 3D encoder)")
+    if enc_3d and not is_3d:
+        raise _Skip("2D images but the checkpoint's encoder is 3D")
+
+    def channels_ok(n: int) -> bool:
+        if n == encoder.in_chans:
+            return False
+        if protocol == "as-is":
+            raise ChannelMismatchError(f"checkpoint {ckpt} expects {encoder.in_chans}-channel images but "
+                                       f"{spec.name} has {n} channel(s)")
+        if n == 3:
+            raise _Skip(f"RGB data but the encoder takes {encoder.in_chans} channel(s)")
+        return True  # grey data, RGB encoder: repeat channels (as_rgb)
+
+    as_rgb = channels_ok(n_ch) if n_ch is not None else False
+    size = _default_size(spec, encoder)
+    if getattr(encoder, "fixed_size", False) and size != encoder.img_size:
+        raise _Skip(f"the encoder takes only {encoder.img_size} px inputs; the data is {size} px")
+    try:
+        ds = _load_dataset(spec, spec.split, size, data_root, as_rgb)
+        if n_ch is None and channels_ok(ds.n_channels):  # image folder: channels known once loaded
+            as_rgb = True
+            ds = _load_dataset(spec, spec.split, size, data_root, True)
+        train = _load_dataset(spec, spec.train_split, size, data_root, as_rgb) if protocol != "as-is" else None
+    except MedFMDataError as err:
+        raise _Skip(str(err)) from None
+    return {"checkpoint": ckpt, "model": model, "core": core, "sha": sha, "encoder": encoder, "ds": ds, "train": train}
+
+
+def _corruption_jobs(spec: DatasetSpec, cs: CorruptionSpec, ds: Any) -> Tuple[List[str], Dict[str, str]]:
+    """Corruptions to run and ``{name: reason}`` for the ones skipped."""
+    from medfm.data.corruptions import corrupt_images, list_corruptions
+
+    defined = list_corruptions(spec.flag)
+    wanted = defined if cs.names == "all" else list(cs.names)
+    skipped = {n: f"medmnistc defines it for other datasets, not {spec.flag}" for n in wanted if n not in defined}
+    run = [n for n in wanted if n in defined]
+    if cs.resolution == "native":  # some corruptions cannot work at small sizes: probe them on 2 images
+        for n in list(run):
+            try:
+                corrupt_images(ds.images[:2], spec.flag, n, max(cs.severities), cs.seed, "native")
+            except RuntimeError as err:
+                skipped[n] = f"fails at {ds.size} px ({err})"
+                run.remove(n)
+    return run, skipped
+
+
+def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models: _Models, out: Path,
+                      data_root: Optional[str], cache_dir: Optional[str], progress: bool) -> Dict[str, Any]:
+    """Evaluate one dataset (clean, corrupted, CAMs); returns its ``results.json`` entry."""
+    from medfm.data.corruptions import corrupted_sets, corruption_datasets, describe_method, resample_roundtrip
+    from medfm.evaluation.report import write_classification_report
+    from medfm.evaluation.robustness import robustness_summary
+    from medfm.io import atomic_write_json
+
+    t0 = time.perf_counter()
+    entry: Dict[str, Any] = {"name": spec.name, "flag": spec.flag, "folder": spec.folder, "split": spec.split,
+                             "protocol": suite.protocol.name}
+    try:
+        prep = _prepare(spec, suite, checkpoints, models, data_root)
+    except _Skip as skip:
+        return {**entry, "status": "skipped", "reason": str(skip)}
+    ds, timing = prep["ds"], {"load_s": time.perf_counter() - t0}
+    entry.update({"status": "ok", "checkpoint": prep["checkpoint"], "checkpoint_sha256": prep["sha"],
+                  "size": ds.size, "n_samples": len(ds), "data_md5": ds.md5, "runs": []})
+    t = time.perf_counter()
+    embed, heads = _scoring(suite.protocol.name, prep["model"], prep["core"], prep["encoder"], prep["train"], suite, ds)
+    clean = embed(ArraySet(ds.images, ds))
+    timing["clean_s"] = time.perf_counter() - t
+    cs = suite.corruptions if spec.corruptions else None
+    corrupted: Dict[Tuple[str, int], Any] = {}
+    control = None
+    if cs is not None and (spec.flag is None or spec.flag not in corruption_datasets()):
+        entry["corruptions"] = {"skipped": f"medmnistc defines no corruptions for {spec.name}"}
+    elif cs is not None:
+        run, skipped = _corruption_jobs(spec, cs, ds)
+        jobs = [(c, s) for c in run for s in cs.severities]
+        t = time.perf_counter()
+        sets, stats = corrupted_sets(ds.images, spec.flag, jobs, size=ds.size, seed=cs.seed, resolution=cs.resolution,
+                                     cache_dir=cache_dir, source_md5=ds.md5, workers=cs.workers, progress=progress)
+        timing["corruption_generation_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        corrupted = {job: embed(ArraySet(img, ds)) for job, img in sets.items()}
+        control = embed(ArraySet(resample_roundtrip(ds.images, cs.resolution), ds))
+        timing["corrupted_inference_s"] = time.perf_counter() - t
+        entry["corruptions"] = {"method": describe_method(cs.resolution, cs.seed), "resolution": cs.resolution,
+                                "severities": list(cs.severities), "run": run, "skipped": skipped, "cache": stats,
+                                "images_scored": len(jobs) * len(ds)}
+    meta = {**_dataset_meta(spec, ds), "checkpoint": prep["checkpoint"], "checkpoint_sha256": prep["sha"],
+            "protocol": suite.protocol.name}
+    m = suite.metrics
+    t = time.perf_counter()
+    for run_name, frac, head, cam_model in heads:
+        rdir = out / spec.name if len(heads) == 1 else out / spec.name / run_name
+        scores = head(clean)
+        res = write_classification_report(rdir, ds.labels, scores, ds.task, ds.label_names,
+                                          {**meta, "label_fraction": frac}, threshold=m.threshold, n_boot=m.n_boot,
+                                          n_bins=m.ece_bins)
+        run_entry = {"run": run_name, "label_fraction": frac, "dir": str(rdir.relative_to(out)),
+                     "metrics": {k: res["metrics"][k] for k in ("acc", "auc", "balanced_acc", "ece")},
+                     "ci": res["ci"], "per_class_recall": res["metrics"]["per_class_recall"]}
+        if corrupted:
+            by_c: Dict[str, np.ndarray] = {}
+            for (c, s), emb in corrupted.items():
+                by_c.setdefault(c, []).append(head(emb))
+            run_entry["robustness"] = robustness_summary(
+                ds.labels, scores, {c: np.stack(v) for c, v in by_c.items()}, head(control), ds.task, spec.flag,
+                list(cs.severities), rdir / "error_vs_severity.png", threshold=m.threshold, title=f"{spec.name} ({run_name})")
+            res["robustness"] = run_entry["robustness"]
+            res["files"] = res["files"] + ["error_vs_severity.png"]
+        if suite.cam.enabled:
+            run_entry["cam"] = _cam(cam_model, ds, rdir, suite.cam, has_head=suite.protocol.name != "knn")
+            if "path" in run_entry["cam"]:
+                res["files"] = res["files"] + ["cam_grid.png"]
+        res["corruptions"] = entry.get("corruptions")
+        atomic_write_json(rdir / "results.json", res)
+        entry["runs"].append(run_entry)
+    timing["metrics_reports_s"] = time.perf_counter() - t
+    timing["total_s"] = time.perf_counter() - t0
+    entry["timing"] = timing
+    return entry
+
+
+def _cam(model: Any, ds: Any, rdir: Path, spec: CamSpec, has_head: bool) -> Dict[str, Any]:
+    from medfm.evaluation.cam import cam_grid
+
+    methods = tuple(spec.methods) if has_head else tuple(m for m in spec.methods if m == "eigencam")
+    if not methods:
+        return {"skipped": "no CAM method applies (Grad-CAM needs a classifier head)"}
+    try:
+        info = cam_grid(model, ds, rdir / "cam_grid.png", per_class=spec.per_class, seed=spec.seed, methods=methods)
+    except Exception as err:  # an explanation failure must not lose the benchmark numbers
+        return {"error": f"{type(err).__name__}: {err}"}
+    return {"path": "cam_grid.png", "methods": list(methods), "indices": info["indices"]}
+
+
+def _fmt(x: Any, nd: int = 4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{nd}f}"
+
+
+def render_suite_markdown(res: Dict[str, Any]) -> str:
+    """``report.md`` of a suite results dict: summary, skipped datasets, then per dataset the
+    clean metrics, the comparison with published figures and the corruption table."""
+    from medfm.evaluation.report import markdown_table
+    from medfm.evaluation.robustness import alexnet_reference, robustness_markdown
+
+    suite = res["suite"]
+    lines = [f"# Evaluation suite `{suite['name']}`\n"] + ([suite["description"].strip() + "\n"] if suite.get("description") else []) + [
+             f"- checkpoints: {', '.join(f'`{c}`' for c in res['checkpoints']) or 'per dataset'}",
+             f"- protocol: {suite['protocol']['name']}"
+             + (f", label fractions {suite['protocol']['label_fractions']}" if suite["protocol"]["name"] != "as-is" else ""),
+             f"- medfm {res['versions']['medfm']}, torch {res['versions']['torch']}; created {res['created']}",
+             f"- wall time: **{res['wall_s']:.1f} s** on {res['host']['cpus']} CPU(s), {res['host']['torch_threads']} torch "
+             f"thread(s); CPU time {res['cpu_s']:.1f} s (this process and its workers); load average at the start "
+             f"{res['host']['load_avg_start']}"]
+    methods = {d["corruptions"]["method"] for d in res["datasets"] if isinstance(d.get("corruptions"), dict)
+               and "method" in d["corruptions"]}
+    for m in sorted(methods):
+        lines.append(f"- corruption method: {m}")
+    ok = [d for d in res["datasets"] if d["status"] == "ok"]
+    rows = []
+    for d in ok:
+        for r in d["runs"]:
+            rob = r.get("robustness") or {}
+            rows.append({"dataset": d["name"], "run": r["run"], "n": d["n_samples"], "acc": r["metrics"]["acc"],
+                         "acc_ci": _ci(r["ci"].get("acc")), "auc": r["metrics"]["auc"], "auc_ci": _ci(r["ci"].get("auc")),
+                         "bal": r["metrics"]["balanced_acc"], "ece": r["metrics"]["ece"],
+                         "err": rob.get("clean_error"), "be": rob.get("be"), "rbe": rob.get("rbe")})
+    lines.append("\n## Summary\n")
+    lines.append(markdown_table(rows, {"dataset": "dataset", "run": "protocol", "n": "n", "acc": "ACC",
+                                       "acc_ci": "ACC 95% CI", "auc": "AUC", "auc_ci": "AUC 95% CI",
+                                       "bal": "balanced ACC", "ece": "ECE (15 bins)", "err": "clean error",
+                                       "be": "BE", "rbe": "rBE"}) if rows else "No dataset was evaluated.\n")
+    skipped = [d for d in res["datasets"] if d["status"] == "skipped"]
+    if skipped:
+        lines.append("\n## Skipped\n")
+        lines.append(markdown_table([{"d": d["name"], "r": d["reason"]} for d in skipped], {"d": "dataset", "r": "reason"}))
+    for d in ok:
+        lines.append(f"\n## {d['name']}\n")
+        lines.append(f"Checkpoint `{d['checkpoint']}` (sha256 `{(d['checkpoint_sha256'] or 'n/a')[:16]}`), split "
+                     f"{d['split']}, {d['size']} px, {d['n_samples']} images, data md5 `{d['data_md5']}`. Time: "
+                     + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f} s" for k, v in d["timing"].items()) + ".\n")
+        cor = d.get("corruptions")
+        if isinstance(cor, dict) and "skipped" in cor and isinstance(cor["skipped"], str):
+            lines.append(f"Corruptions: {cor['skipped']}.\n")
+        elif isinstance(cor, dict):
+            lines.append(f"Corruptions: {len(cor['run'])} x {len(cor['severities'])} severities = "
+                         f"{cor['images_scored']} images scored; cache: {cor['cache']['hits']} set(s) reused, "
+                         f"{cor['cache']['generated']} generated. {cor['method']}\n")
+            for name, why in cor["skipped"].items():
+                lines.append(f"- skipped corruption `{name}`: {why}")
+        for r in d["runs"]:
+            lines.append(f"\n### {r['run']}\n")
+            lines.append("Per-class recall: " + ", ".join(f"{k} {_fmt(v, 3)}" for k, v in r["per_class_recall"].items())
+                         + f". Full report: [{r['dir']}/report.md]({r['dir']}/report.md).\n")
+            rob = r.get("robustness")
+            refs = _references(d, rob, alexnet_reference)
+            if refs:
+                lines.append("\n" + markdown_table(refs, {"model": "model", "err": "clean error", "be": "BE", "rbe": "rBE",
+                                                          "acc": "ACC", "auc": "AUC", "note": "note"}, floatfmt=".3f"))
+            if rob:
+                lines.append("\n" + robustness_markdown(rob))
+            figs = ["error_vs_severity.png"] if rob else []
+            figs += ["reliability.png", "confusion_matrix.png"] + (["cam_grid.png"] if "path" in r.get("cam", {}) else [])
+            lines.append("\n" + "".join(f"![{Path(f).stem}]({r['dir']}/{f})\n" for f in figs))
+            if "error" in r.get("cam", {}):
+                lines.append(f"CAM grid failed: {r['cam']['error']}\n")
+    return "\n".join(lines) + "\n"
+
+
+def _ci(ci: Optional[Dict[str, Any]]) -> str:
+    return "" if not ci or ci.get("low") is None else f"[{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def _references(d: Dict[str, Any], rob: Optional[Dict[str, Any]], alexnet_reference: Any) -> List[Dict[str, Any]]:
+    """Rows comparing this run with published figures for the same dataset."""
+    run = d["runs"][0]
+    rows = [{"model": "this checkpoint", "err": (rob or {}).get("clean_error"), "be": (rob or {}).get("be"),
+             "rbe": (rob or {}).get("rbe"), "acc": run["metrics"]["acc"], "auc": run["metrics"]["auc"],
+             "note": f"{d['size']} px" + ("; corruptions: see method above" if rob else "")}]
+    from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28
+
+    flag = d.get("flag")
+    if flag in MEDVIT_SMALL_C:
+        v = MEDVIT_SMALL_C[flag]
+        rows.append({"model": "MedViT-small (published)", "err": v["clean_error"], "be": v["be"], "rbe": v["rbe"],
+                     "note": "corruptions at 224 px"})
+    if rob and rob.get("be") is not None:
+        rows.append({"model": "AlexNet (medmnistc reference)", "err": alexnet_reference(flag)["clean_score"], "be": 1.0,
+                     "rbe": 1.0, "note": "224 px; BE = rBE = 1 by definition"})
+    if flag in MEDMNIST_V2_RESNET18_28 and d["size"] == 28:
+        v = MEDMNIST_V2_RESNET18_28[flag]
+        rows.append({"model": "MedMNIST v2 ResNet-18 (28) (published)", "acc": v["acc"], "auc": v["auc"],
+                     "note": "clean test set"})
+    return rows if len(rows) > 1 else []
+
+
+def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path], data_root: Optional[str] = None,
+              cache_dir: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
+    """Run every dataset of ``suite`` and write ``results.json`` + ``report.md`` into ``output``.
+
+    Args:
+        suite: from :func:`load_suite` (protocol/label fractions may be overridden first).
+        checkpoints: checkpoint dirs or ``hf-hub:`` ids, tried in order per dataset.
+        output: output directory; per-dataset reports go to ``<output>/<dataset>/``.
+        data_root: see :func:`medfm.data.root.resolve_data_root`.
+        cache_dir: corrupted-set cache root (default ``~/.cache/medfm``).
+        progress: tqdm bars for corruption generation.
+
+    Returns:
+        The results dict as written.
+
+    Raises:
+        ChannelMismatchError: an ``as-is`` checkpoint matches a dataset's classes but not its
+            channels. CheckpointError: unreadable checkpoint.
+    """
+    from medfm.evaluation.report import versions
+    from medfm.io import atomic_write_json, atomic_write_text
+
+    import resource
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    load_avg = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+    def cpu() -> float:
+        return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                     resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    c0 = cpu()
+    models = _Models()
+    entries = [_evaluate_dataset(spec, suite, checkpoints, models, out, data_root, cache_dir, progress)
+               for spec in suite.datasets]
+    from datetime import datetime, timezone
+
+    res = {"schema_version": SUITE_SCHEMA_VERSION, "kind": "evaluation-suite",
+           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
+           "suite": to_dict(suite), "checkpoints": list(checkpoints),
+           "host": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_avg_start": load_avg},
+           "datasets": entries, "wall_s": time.perf_counter() - t0, "cpu_s": cpu() - c0}
+    atomic_write_text(out / "report.md", render_suite_markdown(res))
+    atomic_write_json(out / "results.json", res)
+    return res
+
+
+__all__ = ["SUITE_SCHEMA_VERSION", "DatasetSpec", "CorruptionSpec", "ProtocolSpec", "MetricsSpec", "CamSpec", "Suite",
+           "load_suite", "suite_overrides", "ArraySet", "run_suite", "render_suite_markdown", "PROTOCOLS"]

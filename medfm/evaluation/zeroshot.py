@@ -1,0 +1,144 @@
+"""Zero-shot classification with an image-text (CLIP) checkpoint, scored against chance.
+
+Each class is described by prompts (:func:`medfm.text.prompts.class_prompts`); its
+embedding is the L2-normalised mean of its prompts' normalised text embeddings (CLIP prompt
+ensembling, Radford et al. 2021, Sec. 3.1.4). An image's class scores are the softmax of
+``logit_scale * cos(image, class)``. No label of the evaluated set is used before scoring.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from medfm.training.loop import get_batch
+
+
+def load_image_text_model(model_or_ckpt: Union[str, Path, nn.Module]) -> nn.Module:
+    """A CLIP-style module (``encode_image``, ``encode_text``, ``scale``) from a module or checkpoint.
+
+    Raises:
+        CheckpointError: unreadable checkpoint; ValueError: not an image-text model.
+    """
+    model = model_or_ckpt
+    if isinstance(model_or_ckpt, (str, Path)):
+        from medfm.hub import from_pretrained
+
+        model = from_pretrained(model_or_ckpt)
+    if not all(callable(getattr(model, a, None)) for a in ("encode_image", "encode_text", "scale")):
+        name = getattr(model, "medfm_spec", {}).get("name", type(model).__name__)
+        raise ValueError(f"zero-shot classification needs an image-text checkpoint (e.g. objective 'clip'), got {name!r}")
+    return model
+
+
+def _check_prompts(prompts: Sequence[Sequence[str]]) -> list:
+    if isinstance(prompts, str) or not prompts or any(isinstance(p, str) or not p for p in prompts):
+        raise ValueError("prompts must be a list with one non-empty list of strings per class")
+    if len(prompts) < 2:
+        raise ValueError(f"zero-shot classification needs at least 2 classes, got {len(prompts)}")
+    return [list(p) for p in prompts]
+
+
+@torch.no_grad()
+def class_embeddings(model: nn.Module, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
+    """``(K, E)`` L2-normalised class embeddings: normalised mean of each class's prompt embeddings."""
+    prompts = _check_prompts(prompts)
+    out = [model.encode_text(p).mean(dim=0) for p in prompts]
+    return torch.nn.functional.normalize(torch.stack(out), dim=-1)
+
+
+def _to_encoder_channels(images: torch.Tensor, in_chans: int) -> torch.Tensor:
+    if images.shape[1] == in_chans:
+        return images
+    if images.shape[1] == 3 and in_chans == 1:  # ITU-R 601 luma, as the pretraining corpus
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        return (images * w).sum(dim=1, keepdim=True)
+    if images.shape[1] == 1 and in_chans == 3:
+        return images.expand(-1, 3, -1, -1)
+    raise ValueError(f"encoder expects {in_chans} channel(s), images have {images.shape[1]}")
+
+
+@torch.no_grad()
+def zeroshot_classify(model_or_ckpt: Union[str, Path, nn.Module], dataset: Any, prompts: Sequence[Sequence[str]],
+                      batch_size: int = 256) -> np.ndarray:
+    """Zero-shot class scores ``(N, K)`` float32 (softmax over classes) for every sample of ``dataset``.
+
+    Args:
+        model_or_ckpt: a CLIP module or checkpoint directory / ``hf-hub:`` id.
+        dataset: map-style dataset of ``{"image": (C, H, W) float in [0, 1]}`` (``get_batch`` used
+            when present); RGB images are converted to luma for a 1-channel encoder.
+        prompts: ``K`` lists of texts, one list per class in label order.
+        batch_size: images per forward pass (eval mode, fp32, dataset order).
+
+    Raises:
+        ValueError: not an image-text model, fewer than 2 classes, malformed prompts.
+    """
+    model = load_image_text_model(model_or_ckpt)
+    was_training = model.training
+    model.eval()
+    classes = class_embeddings(model, prompts)
+    device = next(model.parameters()).device
+    in_chans = model.encoder.in_chans
+    scale = float(model.scale())
+    out = []
+    n = len(dataset)
+    for start in range(0, n, batch_size):
+        images = get_batch(dataset, torch.arange(start, min(n, start + batch_size)))["image"].to(device)
+        emb = model.encode_image(_to_encoder_channels(images, in_chans))
+        out.append(torch.softmax(scale * emb @ classes.to(emb).t(), dim=-1).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def chance_levels(labels: np.ndarray, num_classes: int) -> Dict[str, float]:
+    """Chance baselines: uniform guessing ACC ``1/K``, majority-class ACC, AUC 0.5, balanced ACC ``1/K``."""
+    y = np.asarray(labels).reshape(-1).astype(np.int64)
+    counts = np.bincount(y, minlength=num_classes)
+    return {"acc_uniform": 1.0 / num_classes, "acc_majority": float(counts.max() / counts.sum()),
+            "auc": 0.5, "balanced_acc": 1.0 / num_classes}
+
+
+def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_root: Optional[str] = None,
+                  output: Optional[Path] = None, prompts: Optional[Sequence[Sequence[str]]] = None,
+                  batch_size: int = 256) -> Dict[str, Any]:
+    """``--protocol zeroshot``: score a CLIP checkpoint on a MedMNIST 2D split without training.
+
+    Writes ``results.json``, ``report.md``, figures and ``predictions.npz`` into ``output``
+    (default ``<checkpoint>/zeroshot-<flag>-<split>``). ``results["meta"]["chance"]`` holds
+    the chance levels and ``results["meta"]["prompts"]`` the prompts used.
+
+    Raises:
+        CheckpointError, ValueError (not a CLIP checkpoint, multi-label task), medfm data errors.
+    """
+    from medfm.data import MedMNISTDataset
+    from medfm.evaluation.report import checkpoint_hash, write_classification_report
+    from medfm.hub import resolve_checkpoint
+    from medfm.io import atomic_path
+    from medfm.text.prompts import class_names, class_prompts
+
+    ckpt_dir = resolve_checkpoint(checkpoint)
+    model = load_image_text_model(ckpt_dir)
+    ds = MedMNISTDataset(dataset_flag, split=split, size=model.encoder.img_size, data_root=data_root)
+    if ds.is_3d or ds.multi_label:
+        raise ValueError(f"zero-shot evaluation supports single-label 2D sets; {dataset_flag} is "
+                         f"{'3D' if ds.is_3d else 'multi-label'}")
+    prompts = _check_prompts(prompts) if prompts is not None else class_prompts(dataset_flag)
+    if len(prompts) != ds.num_classes:
+        raise ValueError(f"{len(prompts)} prompt lists given but {dataset_flag} has {ds.num_classes} classes")
+    scores = zeroshot_classify(model, ds, prompts, batch_size=batch_size)
+    output = Path(output) if output else ckpt_dir / f"zeroshot-{dataset_flag}-{split}"
+    output.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output / "predictions.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, scores=scores, labels=ds.labels)
+    meta = {"protocol": "zeroshot", "checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir),
+            "dataset": dataset_flag, "split": split, "size": ds.size, "data_md5": ds.md5, "n_samples": len(ds),
+            "text_encoder": model.text_spec, "class_names": class_names(dataset_flag), "prompts": prompts,
+            "logit_scale": float(model.scale().detach()), "chance": chance_levels(ds.labels, ds.num_classes)}
+    return write_classification_report(output, ds.labels, scores, ds.task, ds.label_names, meta)
+
+
+__all__ = ["zeroshot_classify", "zeroshot_eval", "class_embeddings", "chance_levels", "load_image_text_model"]

@@ -1,0 +1,261 @@
+"""Image-text contrastive pretraining (CLIP) against a frozen text encoder.
+
+CLIP (Radford et al., "Learning Transferable Visual Models From Natural Language
+Supervision", ICML 2021): image and text embeddings are projected to a shared space,
+L2-normalised, and trained with a symmetric InfoNCE loss (image->text and text->image
+cross-entropy over cosine similarities times a learnable logit scale, initialised to 1/0.07
+and clipped at 100). Here the text tower is a frozen transformers model (as in LiT, Zhai et
+al. CVPR 2022, with the roles of the towers swapped): only the image encoder, the two
+projections and the logit scale train.
+
+Batches from a captioned corpus repeat texts (many images share "a chest X-ray"). With
+``same_text_positives`` every pair whose texts are identical counts as a positive, the
+target of each row being uniform over them (UniCL, Yang et al., "Unified Contrastive
+Learning in Image-Text-Label Space", CVPR 2022); with all texts distinct this is exactly
+CLIP's loss.
+
+Why not open_clip's ``CustomTextCLIP``/``ClipLoss``: the image tower must be a medfm
+:class:`~medfm.encoders.base.Encoder` (1-channel, 28-64 px, own normalisation, the ``.encoder``
+that checkpoints, linear probes and LoRA use), which ``CustomTextCLIP`` cannot build (it
+does not pass ``img_size``/``in_chans`` to timm trunks), so its vision tower would be swapped
+out; its HF text tower would run the frozen transformer at every step and put the
+transformer weights in the state dict. What would remain is one logit-scale parameter, and
+``ClipLoss`` without distributed gathering is the four lines of :func:`clip_loss` (which
+also needs the same-text targets). So medfm keeps this module small and its own.
+
+Optional image self-supervision (``ssl_weight > 0``): SLIP (Mu et al., "SLIP: Self-supervision
+meets Language-Image Pre-training", ECCV 2022) adds SimCLR's NT-Xent between two strongly
+augmented views of each image, through its own MLP head; the CLIP loss is then the mean over
+both views. With captions as coarse as a modality name, this is what keeps the encoder
+telling images of one modality apart.
+
+Checkpoints: ``model.safetensors`` holds ``encoder.*``, ``image_proj.*``, ``text_proj.*`` and
+``logit_scale``; the frozen text model is *not* saved: ``.medfm_spec`` records its spec (e.g.
+``{"name": "minilm"}``) and it is rebuilt from that on first use. Its embeddings are cached
+on disk (:class:`medfm.text.cache.EmbeddingCache`) and in memory.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfm.config import to_dict
+from medfm.data.views import RandomViews, ViewConfig
+from medfm.encoders.base import Encoder
+from medfm.objectives.contrastive import nt_xent_loss
+from medfm.objectives.heads import ProjectionHead
+from medfm.registry import OBJECTIVES
+
+log = logging.getLogger(__name__)
+
+
+def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: Any,
+              text_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Symmetric image-text InfoNCE (CLIP, Radford et al. 2021, Fig. 3).
+
+    ``logits = logit_scale * normalize(image_emb) @ normalize(text_emb).T``; the loss is the
+    mean of the cross-entropy over rows (image -> text) and over columns (text -> image).
+
+    Shape:
+        image_emb, text_emb: (B, D), B >= 2; logit_scale: scalar (the multiplier, not its
+        log); text_ids: optional (B,) integers, equal for pairs with identical text. Returns
+        a scalar.
+
+    With ``text_ids`` each row's target is uniform over the columns of the same id (UniCL,
+    Yang et al. 2022); without, row ``i``'s target is column ``i``.
+
+    Raises:
+        ValueError: mismatched shapes, B < 2, a non-positive logit scale, or bad ``text_ids``.
+    """
+    if image_emb.ndim != 2 or image_emb.shape != text_emb.shape:
+        raise ValueError(f"clip_loss expects two (B, D) tensors of equal shape, got {tuple(image_emb.shape)} "
+                         f"and {tuple(text_emb.shape)}")
+    b = image_emb.shape[0]
+    if b < 2:
+        raise ValueError("clip_loss needs a batch of at least 2 image-text pairs")
+    scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=image_emb.device)
+    if scale.numel() != 1 or not bool(scale > 0):
+        raise ValueError(f"logit_scale must be one positive number, got {logit_scale!r}")
+    img = F.normalize(image_emb.float(), dim=1)
+    txt = F.normalize(text_emb.float(), dim=1)
+    logits = scale.reshape(()) * img @ txt.t()
+    if text_ids is None:
+        target = torch.arange(b, device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    ids = torch.as_tensor(text_ids, device=logits.device)
+    if ids.shape != (b,):
+        raise ValueError(f"text_ids must have shape ({b},), got {tuple(ids.shape)}")
+    same = (ids[:, None] == ids[None, :]).float()
+    target = same / same.sum(dim=1, keepdim=True)
+    i2t = -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    t2i = -(target * F.log_softmax(logits.t(), dim=1)).sum(dim=1).mean()
+    return 0.5 * (i2t + t2i)
+
+
+def text_ids_of(texts: Sequence[str]) -> torch.Tensor:
+    """``(B,)`` int64 ids, equal for identical strings (first occurrence order)."""
+    index: Dict[str, int] = {}
+    return torch.tensor([index.setdefault(t, len(index)) for t in texts], dtype=torch.long)
+
+
+@OBJECTIVES.register("clip")
+class CLIP(nn.Module):
+    """CLIP between a trainable medfm image encoder and a frozen text encoder.
+
+    Args:
+        encoder: medfm :class:`Encoder`; images ``(B, C, H, W)`` float in [0, 1].
+        text_encoder: text encoder spec ``{"name": "minilm" | "hf", **args}`` (see
+            :func:`medfm.text.create_text_encoder`); must be frozen.
+        text_dim: the text encoder's embedding size (default: read from its config); recorded
+            so a checkpoint rebuilds without loading the text model.
+        embed_dim: size of the shared embedding space.
+        image_proj_layers / proj_hidden_dim: image projection head (1: linear, as CLIP;
+            2: the SimCLR-style MLP, which keeps the encoder's features more general).
+        init_temperature: initial softmax temperature (logit scale = 1 / temperature).
+        max_logit_scale: the logit scale is clipped at this value (CLIP: 100).
+        learn_temperature: learn the logit scale (else fixed).
+        same_text_positives: pairs with identical texts are positives (UniCL targets).
+        augment / views: random views of the images for the CLIP loss (default
+            :meth:`ViewConfig.light`); with ``ssl_weight > 0`` the two views are drawn with
+            ``views`` (default: SimCLR's :class:`ViewConfig`).
+        text_cache: keep text embeddings in the on-disk cache.
+        ssl_weight: weight of the SLIP image-image NT-Xent term (0: plain CLIP).
+        ssl_temperature: its NT-Xent temperature.
+
+    ``forward(batch, gen)`` takes ``{"image": (B, C, H, W), "text": list of B str}`` and returns
+    ``{"loss": scalar, "logit_scale": scalar}`` (plus ``"clip_loss"``, ``"ssl_loss"`` with SLIP).
+
+    Raises:
+        ValueError: a text encoder that is not frozen, bad sizes or temperatures.
+    """
+
+    def __init__(self, encoder: Encoder, text_encoder: Optional[Dict[str, Any]] = None, text_dim: Optional[int] = None,
+                 embed_dim: int = 128, image_proj_layers: int = 2, proj_hidden_dim: int = 512,
+                 init_temperature: float = 0.07, max_logit_scale: float = 100.0, learn_temperature: bool = True,
+                 same_text_positives: bool = True, augment: bool = True, views: Optional[Dict[str, Any]] = None,
+                 text_cache: bool = True, ssl_weight: float = 0.0, ssl_temperature: float = 0.1) -> None:
+        super().__init__()
+        from medfm.text.encoders import text_encoder_dim
+
+        spec = dict(text_encoder or {"name": "minilm"})
+        if spec.get("frozen", True) is not True:
+            raise ValueError("clip keeps the text encoder frozen; remove 'frozen: false' from text_encoder")
+        if not (init_temperature > 0 and max_logit_scale > 0 and 1.0 / init_temperature <= max_logit_scale):
+            raise ValueError(f"need 0 < init_temperature with 1/init_temperature <= max_logit_scale, got "
+                             f"{init_temperature} and {max_logit_scale}")
+        self.encoder = encoder
+        self.text_spec = spec
+        self.text_dim = int(text_dim) if text_dim is not None else text_encoder_dim(spec)
+        self.image_proj = ProjectionHead(encoder.num_features, proj_hidden_dim, embed_dim, image_proj_layers)
+        self.text_proj = nn.Linear(self.text_dim, embed_dim, bias=False)
+        init = torch.tensor(math.log(1.0 / init_temperature))
+        if learn_temperature:
+            self.logit_scale = nn.Parameter(init)
+        else:
+            self.register_buffer("logit_scale", init)
+        self.max_log_scale = math.log(max_logit_scale)
+        self.same_text_positives = bool(same_text_positives)
+        if ssl_weight < 0 or ssl_temperature <= 0:
+            raise ValueError(f"need ssl_weight >= 0 and ssl_temperature > 0, got {ssl_weight} and {ssl_temperature}")
+        self.ssl_weight, self.ssl_temperature = float(ssl_weight), float(ssl_temperature)
+        default_views = ViewConfig() if self.ssl_weight > 0 else ViewConfig.light()
+        view_cfg = (views if isinstance(views, ViewConfig) else ViewConfig(**views)) if views else default_views
+        self.views = RandomViews(view_cfg) if augment or self.ssl_weight > 0 else None
+        if self.ssl_weight > 0:
+            self.ssl_head = ProjectionHead(encoder.num_features, proj_hidden_dim, embed_dim, 2)
+        self.text_cache = bool(text_cache)
+        # the frozen text model and its embeddings stay outside the module's state (not saved)
+        object.__setattr__(self, "_text_model", None)
+        object.__setattr__(self, "_text_memory", {})
+        object.__setattr__(self, "_embedding_cache", None)
+        self.medfm_spec = {"kind": "objective", "name": "clip", "args": {
+            "text_encoder": spec, "text_dim": self.text_dim, "embed_dim": int(embed_dim),
+            "image_proj_layers": int(image_proj_layers), "proj_hidden_dim": int(proj_hidden_dim),
+            "init_temperature": float(init_temperature), "max_logit_scale": float(max_logit_scale),
+            "learn_temperature": bool(learn_temperature), "same_text_positives": self.same_text_positives,
+            "augment": bool(augment), "views": to_dict(view_cfg), "text_cache": self.text_cache,
+            "ssl_weight": self.ssl_weight, "ssl_temperature": self.ssl_temperature}}
+
+    # -- text side -------------------------------------------------------------------------
+    @property
+    def text_model(self):
+        """The frozen text encoder, built from ``text_spec`` on first use (not part of ``state_dict``).
+
+        Raises:
+            TextEncoderError: it cannot be loaded; ValueError: its size differs from ``text_dim``.
+        """
+        if self._text_model is None:
+            from medfm.text.cache import EmbeddingCache
+            from medfm.text.encoders import create_text_encoder
+
+            model = create_text_encoder(self.text_spec)
+            if model.output_dim != self.text_dim:
+                raise ValueError(f"text encoder {self.text_spec} gives {model.output_dim}-d embeddings but this model's "
+                                 f"text projection expects {self.text_dim}")
+            object.__setattr__(self, "_text_model", model)
+            if self.text_cache:
+                object.__setattr__(self, "_embedding_cache", EmbeddingCache(model.cache_key))
+        return self._text_model
+
+    def text_features(self, texts: Sequence[str]) -> torch.Tensor:
+        """Frozen text embeddings ``(N, text_dim)`` float32 (CPU), from memory, disk cache or the model."""
+        from medfm.text.encoders import check_texts
+
+        texts = check_texts(texts)
+        memory: Dict[str, torch.Tensor] = self._text_memory
+        missing = [t for t in dict.fromkeys(texts) if t not in memory]
+        if missing:
+            model = self.text_model
+            emb = model.encode(missing, cache=self._embedding_cache)
+            memory.update(zip(missing, emb))
+        return torch.stack([memory[t] for t in texts])
+
+    def prepare_data(self, dataset: Any) -> None:
+        """Embed all texts of ``dataset`` (its ``unique_texts``) once before training."""
+        texts = list(getattr(dataset, "unique_texts", []) or [])
+        if texts:
+            log.info("clip: embedding %d unique texts with %s", len(texts), self.text_spec)
+            self.text_features(texts)
+
+    # -- shared space ----------------------------------------------------------------------
+    def scale(self) -> torch.Tensor:
+        """The logit scale ``exp(min(log_scale, log(max_logit_scale)))`` as a scalar tensor."""
+        return self.logit_scale.clamp(max=self.max_log_scale).exp()
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` in [0, 1] -> L2-normalised embeddings ``(B, embed_dim)``."""
+        return F.normalize(self.image_proj(self.encoder(images)).float(), dim=-1)
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """``N`` strings -> L2-normalised embeddings ``(N, embed_dim)`` on the projection's device."""
+        feats = self.text_features(texts).to(self.text_proj.weight.device)
+        return F.normalize(self.text_proj(feats).float(), dim=-1)
+
+    def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
+        images = batch["image"]
+        texts: Optional[List[str]] = batch.get("text")
+        if texts is None:
+            raise ValueError("clip needs batches with 'text' (a list of B strings); pretrain on the corpus "
+                             "(data.dataset: corpus) or another captioned dataset")
+        if len(texts) != images.shape[0]:
+            raise ValueError(f"batch has {images.shape[0]} images but {len(texts)} texts")
+        scale = self.scale()
+        ids = text_ids_of(texts) if self.same_text_positives else None
+        txt = self.encode_text(texts)
+        if self.ssl_weight == 0:
+            if self.views is not None:
+                images = self.views(images, gen)
+            loss = clip_loss(self.encode_image(images), txt, scale, ids)
+            return {"loss": loss, "logit_scale": scale.detach()}
+        feats = self.encoder(torch.cat([self.views(images, gen), self.views(images, gen)]))
+        img1, img2 = F.normalize(self.image_proj(feats).float(), dim=-1).chunk(2)
+        clip = 0.5 * (clip_loss(img1, txt, scale, ids) + clip_loss(img2, txt, scale, ids))
+        z1, z2 = self.ssl_head(feats).chunk(2)
+        ssl = nt_xent_loss(z1, z2, self.ssl_temperature)
+        return {"loss": clip + self.ssl_weight * ssl, "clip_loss": clip.detach(), "ssl_loss": ssl.detach(),
+                "logit_scale": scale.detach()}

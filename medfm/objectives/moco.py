@@ -1,0 +1,151 @@
+"""MoCo: momentum contrast with a queue of negatives (He et al., CVPR 2020; MoCo v2, Chen et al. 2020).
+
+The query encoder (``encoder`` + ``head``) is trained by back-propagation; the key encoder
+(``momentum_encoder`` + ``momentum_head``) is its exponential moving average, updated in
+:meth:`MoCo.on_step_end` after each optimizer step. Keys of past batches wait in a FIFO
+queue of negatives. Both the key encoder and the queue (with its write pointer) are part
+of the ``state_dict`` (the queue is a persistent buffer), so checkpoints hold them and a
+resumed run continues exactly; :func:`medfm.hub.load_encoder_weights` reads only the
+``encoder.`` tensors, i.e. the query encoder.
+
+Choices, stated: MoCo v2's MLP head and augmentations; the loss is symmetrised over the
+two views (as in MoCo v3, Chen, Xie & He, ICCV 2021) by default; the keys of the first
+view are enqueued. MoCo's "shuffling BN" (Sec. 3.3), which stops the query and its key
+from sharing batch statistics, is done on one device by running the key encoder on a
+random permutation of the batch split into ``key_bn_splits`` chunks (each chunk has its
+own BatchNorm statistics), then undoing the permutation.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfm.config import to_dict
+from medfm.data.views import RandomViews, ViewConfig
+from medfm.encoders.base import Encoder
+from medfm.objectives.heads import ProjectionHead
+from medfm.registry import OBJECTIVES
+
+
+def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """MoCo's InfoNCE: each query's positive is its key; the negatives are the queue.
+
+    ``loss = mean_i CE([q_i . k_i, q_i . queue_1, ..., q_i . queue_K] / T, target 0)`` with
+    ``q`` and ``k`` L2-normalised here and ``queue`` used as given (MoCo stores normalised keys).
+
+    Shape:
+        q, k: ``(B, D)``; queue: ``(K, D)``. Returns a scalar.
+
+    Raises:
+        ValueError: mismatched shapes or temperature <= 0.
+    """
+    if q.shape != k.shape or q.ndim != 2 or queue.ndim != 2 or queue.shape[1] != q.shape[1]:
+        raise ValueError(f"moco_infonce_loss expects q, k (B, D) and queue (K, D), got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(queue.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    q = F.normalize(q.float(), dim=1)
+    k = F.normalize(k.float(), dim=1)
+    pos = (q * k).sum(dim=1, keepdim=True)
+    neg = q @ queue.float().t()
+    logits = torch.cat([pos, neg], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+
+@OBJECTIVES.register("moco")
+class MoCo(nn.Module):
+    """MoCo v2 (momentum key encoder + queue + InfoNCE), optionally symmetrised.
+
+    Args:
+        encoder: any medfm :class:`Encoder`; images ``(B, C, H, W)`` in [0, 1].
+        proj_dim / hidden_dim / proj_layers: projection head sizes (MoCo v2: 2-layer MLP).
+        temperature: InfoNCE temperature (MoCo v2: 0.2).
+        momentum: EMA coefficient ``m`` of the key encoder, ``k <- m k + (1 - m) q``
+            (MoCo: 0.999 for long runs; 0.99 suits a few thousand steps).
+        queue_size: number of negatives ``K`` kept (any size; the write pointer wraps).
+        symmetric: also contrast view-2 queries with view-1 keys and average.
+        key_bn_splits: chunks of the shuffled key batch (shuffling BN); 1 disables it.
+        views: augmentation parameters (dict or :class:`ViewConfig`).
+
+    ``forward(batch, gen)`` takes ``{"image": (B, C, H, W)}`` and returns ``{"loss"}``; in
+    training mode it also remembers the batch's keys, which :meth:`on_step_end` enqueues.
+
+    Raises:
+        ValueError: out-of-range arguments.
+    """
+
+    def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
+                 temperature: float = 0.2, momentum: float = 0.99, queue_size: int = 4096, symmetric: bool = True,
+                 key_bn_splits: int = 2, views: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if queue_size < 1 or key_bn_splits < 1 or not temperature > 0:
+            raise ValueError("moco: queue_size and key_bn_splits must be >= 1 and temperature > 0")
+        self.encoder = encoder
+        self.head = ProjectionHead(encoder.num_features, hidden_dim, proj_dim, proj_layers)
+        self.momentum_encoder = copy.deepcopy(encoder)
+        self.momentum_head = copy.deepcopy(self.head)
+        for p in list(self.momentum_encoder.parameters()) + list(self.momentum_head.parameters()):
+            p.requires_grad_(False)
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.temperature, self.momentum = float(temperature), float(momentum)
+        self.symmetric, self.key_bn_splits = bool(symmetric), int(key_bn_splits)
+        view_cfg = views if isinstance(views, ViewConfig) else ViewConfig(**(views or {}))
+        self.views = RandomViews(view_cfg)
+        self._pending: Optional[torch.Tensor] = None
+        self.medfm_spec = {"kind": "objective", "name": "moco", "args": {
+            "proj_dim": proj_dim, "hidden_dim": hidden_dim, "proj_layers": proj_layers,
+            "temperature": self.temperature, "momentum": self.momentum, "queue_size": queue_size,
+            "symmetric": self.symmetric, "key_bn_splits": self.key_bn_splits, "views": to_dict(view_cfg)}}
+
+    @torch.no_grad()
+    def keys(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Normalised keys ``(B, proj_dim)`` float32 from the momentum encoder, with shuffling BN."""
+        b = images.shape[0]
+        splits = max(1, min(self.key_bn_splits, b // 2))
+        perm = torch.randperm(b, generator=gen).to(images.device)
+        chunks = [self.momentum_head(self.momentum_encoder(c)) for c in images[perm].chunk(splits)]
+        shuffled = torch.cat(chunks)
+        k = torch.empty_like(shuffled)
+        k[perm] = shuffled
+        return F.normalize(k.float(), dim=1)
+
+    def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
+        images = batch["image"]
+        b = images.shape[0]
+        v1, v2 = self.views(images, gen), self.views(images, gen)
+        q1, q2 = self.head(self.encoder(torch.cat([v1, v2]))).chunk(2)
+        k1, k2 = self.keys(torch.cat([v1, v2]), gen).split(b)
+        queue = self.queue.clone()
+        with torch.autocast(device_type=images.device.type, enabled=False):  # logits / T in fp32
+            loss = moco_infonce_loss(q1.float(), k2, queue, self.temperature)
+            if self.symmetric:
+                loss = (loss + moco_infonce_loss(q2.float(), k1, queue, self.temperature)) / 2
+        if self.training:
+            self._pending = k1.detach()
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def on_step_end(self, step: int) -> None:
+        """After an optimizer step: EMA-update the key encoder, enqueue the last batch's keys."""
+        m = self.momentum
+        q_params = list(self.encoder.parameters()) + list(self.head.parameters())
+        k_params = list(self.momentum_encoder.parameters()) + list(self.momentum_head.parameters())
+        torch._foreach_mul_(k_params, m)
+        torch._foreach_add_(k_params, [p.detach() for p in q_params], alpha=1 - m)
+        if self._pending is not None:
+            self._enqueue(self._pending)
+            self._pending = None
+
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        size = self.queue.shape[0]
+        keys = keys[-size:]
+        idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue[idx] = keys.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)

