@@ -10,10 +10,12 @@ For every encoder (``medfm.list_encoders()``, 2D only, ``*_test`` variants exclu
 * ``train img/s``: forward + cross-entropy + backward + AdamW step at ``--batch-size``, fp32 and
   under ``torch.autocast("cpu", dtype=torch.bfloat16)``, and fp32 relative to ``--reference``;
 * ``infer img/s``: ``no_grad`` forward in eval mode at the same batch, fp32 and bf16;
-* ``peak MB``: the rise of the peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``,
-  Linux KiB) over two fp32 training steps, measured in a fresh subprocess per encoder and
-  size so that earlier runs do not hide it (includes AdamW state). tracemalloc is not used:
-  it does not see torch's CPU allocations.
+* ``peak MB``: peak resident set size during two fp32 training steps minus the resident set
+  size before them, in a fresh subprocess per encoder and size: the peak is the kernel's
+  high-water mark (``VmHWM``, the value ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` reports),
+  reset to the current size via ``/proc/self/clear_refs`` first so that import-time peaks do
+  not hide it (without procfs: the plain ``ru_maxrss`` rise). Includes the AdamW state.
+  tracemalloc is not used: it does not see torch's CPU allocations.
 
 Timing: after ``--warmup`` rounds, ``--steps`` rounds each run one step of every encoder in
 turn (interleaved, so that load from other processes affects all alike); the median step time
@@ -95,14 +97,32 @@ def peak_memory_mb(name: str, size: int, batch: int, in_chans: int, threads: int
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def _rss_kib(field: str) -> int:
+    """A field of /proc/self/status (``VmRSS``, ``VmHWM``) in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
 def _memory_probe(spec: str) -> None:
     name, size, batch, in_chans, threads = json.loads(spec)
     torch.set_num_threads(threads)
     step = make_step(build(name, size, in_chans), "train fp32", batch, size, in_chans)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step()
-    step()
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    try:  # reset the peak RSS to the current RSS (Linux >= 4.0), so import-time peaks do not hide it
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _rss_kib("VmRSS")
+        step()
+        step()
+        peak = max(_rss_kib("VmHWM"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    except OSError:  # no procfs: plain maxrss rise
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        step()
+        step()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((peak - base) / 1024)
 
 
 def time_modes(names: List[str], size: int, args: argparse.Namespace) -> Dict[str, Dict[str, float]]:

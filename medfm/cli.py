@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--label-fraction", default=None, help="comma list of label fractions for linear/knn, e.g. 0.01,0.1,1")
     sp.add_argument("--cache-dir", default=None, help="corrupted-set cache root (default ~/.cache/medfm)")
     sp.add_argument("--workers", type=int, default=None, help="override corruptions.workers (processes)")
+    sp.add_argument("--threads", type=int, default=None, help="torch CPU threads for inference (default: torch's)")
     sp.add_argument("--output", type=Path, default=None)
     sp.add_argument("--batch-size", type=int, default=None, help="inference batch size (default 256)")
     data_root(sp)
@@ -93,6 +94,10 @@ def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] 
 
 def _eval(args: argparse.Namespace) -> None:
     """``medfm eval``: one dataset split (``--data``) or a suite (``--suite``)."""
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     if args.data is not None:
         from medfm.evaluation.evaluate import evaluate_checkpoint
 

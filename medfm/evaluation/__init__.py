@@ -1,23 +1,24 @@
 """medfm.evaluation: metrics, calibration, robustness scores and reports.
 
 * :mod:`~medfm.evaluation.metrics`: MedMNIST ACC/AUC (exact MedMNIST semantics), balanced
-  accuracy, per-class recall/AUC, confusion matrix, percentile-bootstrap CIs, and the
-  MedMNIST-C balanced error (BE) / relative balanced error (rBE).
+  accuracy, per-class recall/AUC, confusion matrix, percentile-bootstrap CIs.
+* :mod:`~medfm.evaluation.robustness`: MedMNIST-C balanced error, BE / rBE vs AlexNet,
+  error-vs-severity plot.
+* :mod:`~medfm.evaluation.protocols`: as-is / linear probe / kNN on frozen features.
+* :mod:`~medfm.evaluation.suites`: declarative evaluation suites (``eval_suites/*.yaml``).
+* :mod:`~medfm.evaluation.cam`: Grad-CAM / Eigen-CAM for every encoder family.
 * :mod:`~medfm.evaluation.calibration`: top-label ECE with reliability-diagram bins.
 * :mod:`~medfm.evaluation.report`: ``results.json`` + ``report.md`` + PNG figures.
 * :mod:`~medfm.evaluation.plots`: the figures (matplotlib imported lazily).
 """
 from medfm.evaluation.calibration import Calibration, expected_calibration_error
-from medfm.evaluation.metrics import (
-    TASKS,
+from medfm.evaluation.metrics import TASKS, binary_auc, bootstrap_ci, check_task, classification_metrics
+from medfm.evaluation.robustness import (
     alexnet_reference,
     balanced_error,
     be_rbe,
-    binary_auc,
-    bootstrap_ci,
-    check_task,
-    classification_metrics,
     corruption_errors,
+    robustness_summary,
 )
 from medfm.evaluation.report import (
     SCHEMA_VERSION,
@@ -36,6 +37,7 @@ __all__ = [
     "corruption_errors",
     "alexnet_reference",
     "be_rbe",
+    "robustness_summary",
     "Calibration",
     "expected_calibration_error",
     "SCHEMA_VERSION",
