@@ -11,10 +11,11 @@ For every encoder (``medfm.list_encoders()``, 2D only, ``*_test`` variants exclu
   under ``torch.autocast("cpu", dtype=torch.bfloat16)``, and fp32 relative to ``--reference``;
 * ``infer img/s``: ``no_grad`` forward in eval mode at the same batch, fp32 and bf16;
 * ``peak MB``: peak resident set size during two fp32 training steps minus the resident set
-  size before them, in a fresh subprocess per encoder and size: the peak is the kernel's
-  high-water mark (``VmHWM``, the value ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` reports),
-  reset to the current size via ``/proc/self/clear_refs`` first so that import-time peaks do
-  not hide it (without procfs: the plain ``ru_maxrss`` rise). Includes the AdamW state.
+  size before them, in a fresh subprocess per encoder and size: the peak is the kernel's RSS
+  high-water mark (``VmHWM`` in /proc/self/status, which ``resource.getrusage`` reports as
+  ``ru_maxrss``), reset to the current size via ``/proc/self/clear_refs`` first so that
+  import-time peaks do not hide it (without procfs: the plain ``ru_maxrss`` rise, a lower
+  bound). Includes the AdamW state.
   tracemalloc is not used: it does not see torch's CPU allocations.
 
 Timing: after ``--warmup`` rounds, ``--steps`` rounds each run one step of every encoder in
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +47,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import medfm
-from medfm.registry import ENCODERS
+from medfm.registry import ENCODERS, UnknownNameError
 
 MODES = ("train fp32", "train bf16", "infer fp32", "infer bf16")
 
@@ -116,7 +117,7 @@ def _memory_probe(spec: str) -> None:
         base = _rss_kib("VmRSS")
         step()
         step()
-        peak = max(_rss_kib("VmHWM"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        peak = _rss_kib("VmHWM")
     except OSError:  # no procfs: plain maxrss rise
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         step()
@@ -153,12 +154,14 @@ def profile_step(name: str, size: int, args: argparse.Namespace) -> None:
         step()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) or 1.0
-    print(f"\n{name} at {size} px, one fp32 training step (batch {args.batch_size}): top {args.profile} ops by self CPU time")
+    print(f"\n{name} at {size} px, one fp32 training step (batch {args.batch_size}): "
+          f"top {args.profile} ops by self CPU time")
     for e in events[:args.profile]:
-        print(f"  {e.key:42s} {e.self_cpu_time_total / 1e3:9.1f} ms  {100 * e.self_cpu_time_total / total:5.1f}%  ({e.count} calls)")
+        ms, share = e.self_cpu_time_total / 1e3, 100 * e.self_cpu_time_total / total
+        print(f"  {e.key[:60]:60s} {ms:9.1f} ms  {share:5.1f}%  ({e.count} calls)")
 
 
-def main(argv: List[str] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="28,64", help="comma-separated image sizes (px)")
     p.add_argument("--encoders", default=None, help="comma-separated names (default: all 2D encoders)")
@@ -180,7 +183,10 @@ def main(argv: List[str] = None) -> None:
     if args.encoders:
         names = [n.strip() for n in args.encoders.split(",") if n.strip()]
         for n in names:
-            ENCODERS.get(n)  # unknown names fail here with "did you mean"
+            try:
+                ENCODERS.get(n)
+            except UnknownNameError as err:  # one line with close matches, not a traceback
+                p.error(str(err))
     else:
         names = [n for n in medfm.list_encoders() if ENCODERS.tags(n).get("dims", 2) == 2
                  and (args.include_test or not ENCODERS.tags(n).get("test", False))]
@@ -199,7 +205,8 @@ def main(argv: List[str] = None) -> None:
             ips = {m: args.batch_size / times[n][m] for m in MODES}
             ratio = (f"{ips['train fp32'] / (args.batch_size / times[args.reference]['train fp32']):.2f}"
                      if args.reference in times else "-")
-            mem = float("nan") if args.no_memory else peak_memory_mb(n, size, args.batch_size, args.in_chans, args.threads)
+            mem = (float("nan") if args.no_memory
+                   else peak_memory_mb(n, size, args.batch_size, args.in_chans, args.threads))
             print(f"| {n} | {size} | {params:.2f} | {gflops:.3f} | {ips['train fp32']:.1f} | {ips['train bf16']:.1f} | "
                   f"{ratio} | {ips['infer fp32']:.1f} | {ips['infer bf16']:.1f} | {mem:.0f} |", flush=True)
     if args.profile:

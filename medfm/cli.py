@@ -146,13 +146,10 @@ def _run(args: argparse.Namespace) -> int:
         out = run_finetune(recipe, args.output, init=args.init, data_root=args.data_root, resume=args.resume)
         print(f"fine-tuned checkpoint: {out}")
     elif args.command == "segment":
-        from medfm.training.segmentation import SegmentationRecipe, run_segmentation
+        from medfm.training.segmentation import segment_from_recipe
 
-        recipe = _load_recipe(SegmentationRecipe, args.recipe, args.epochs)
-        res = run_segmentation(recipe, args.output, init=args.init, data_root=args.data_root, resume=args.resume)
-        dice = {c: round(m["dice"]["mean"], 4) for c, m in res["summary"]["per_class"].items()}
-        print(f"{res['task']['dataset']} test Dice {dice} (mean {res['summary']['mean']['dice']:.4f}); "
-              f"results: {args.output / 'results.json'}")
+        print(segment_from_recipe(args.recipe, args.output, epochs=args.epochs, init=args.init,
+                                  data_root=args.data_root, resume=args.resume))
     elif args.command == "eval":
         _eval(args)
     elif args.command == "merge":

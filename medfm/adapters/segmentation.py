@@ -26,6 +26,7 @@ head_modules=SEG_HEAD_MODULES)``) or fully.
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -90,7 +91,7 @@ def _resample(channels: int, factor: float, spatial_dims: int, norm: str) -> Tup
         return pool(kernel_size=2, stride=2, ceil_mode=True), channels
     layers: List[nn.Module] = []
     ch = channels
-    steps = int(round(torch.log2(torch.tensor(float(factor))).item()))
+    steps = int(round(math.log2(factor)))
     for i in range(steps):
         out = max(16, ch // 2)
         layers.append(deconv(ch, out, kernel_size=2, stride=2))

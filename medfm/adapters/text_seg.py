@@ -39,6 +39,8 @@ from medfm.adapters.segmentation import (UNetDecoder, _layers, default_inference
 from medfm.registry import ADAPTERS
 
 PROMPT_TEMPLATE = "A {modality} image of {target}"
+#: modules LoRA keeps trainable and saves (``apply_lora(..., head_modules=TEXT_SEG_HEAD_MODULES)``)
+TEXT_SEG_HEAD_MODULES = ("decoder", "precls", "image_proj", "text_proj", "dynamic_head")
 
 
 def target_prompt(modality: str, target: str, template: str = PROMPT_TEMPLATE) -> str:
@@ -260,17 +262,25 @@ class PromptedSegmenter(nn.Module):
     ``forward`` returns ``(B, 2, *S)`` logits ``[0, z]`` (softmax of which is
     ``[1 - sigmoid(z), sigmoid(z)]``), so medfm's sliding-window inference, evaluation and
     pipeline code run on it unchanged.
+
+    Args:
+        model: the text-conditioned model (or its peft wrapper).
+        target: a known target name, or a query embedding ``(D,)`` (referring segmentation).
+        inference: per-target inference settings (e.g. this data set's ``scale``); default
+            the model's.
     """
 
-    def __init__(self, model: TextConditionedSegmenter, target: Union[str, torch.Tensor]) -> None:
+    def __init__(self, model: nn.Module, target: Union[str, torch.Tensor],
+                 inference: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
+        core = model.base_model.model if hasattr(model, "base_model") and hasattr(model.base_model, "model") else model
         self.model = model
-        self.encoder = model.encoder
-        self.spatial_dims = model.spatial_dims
-        self.inference = model.inference
+        self.encoder = core.encoder
+        self.spatial_dims = core.spatial_dims
+        self.inference = default_inference(core.encoder, inference) if inference is not None else core.inference
         self.num_classes = 2
         self.label_names = ["background", target if isinstance(target, str) else "query"]
-        emb = model.prompt_embeddings[model.target_index([target])] if isinstance(target, str) else target.reshape(1, -1)
+        emb = core.prompt_embeddings[core.target_index([target])] if isinstance(target, str) else target.reshape(1, -1)
         self.register_buffer("text", emb.clone(), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -289,4 +299,4 @@ def build_text_segmenter(encoder: nn.Module, targets: Sequence[Dict[str, str]], 
 
 
 __all__ = ["TextConditionedSegmenter", "PromptedSegmenter", "DynamicHead", "build_text_segmenter", "target_prompt",
-           "PROMPT_TEMPLATE"]
+           "PROMPT_TEMPLATE", "TEXT_SEG_HEAD_MODULES"]

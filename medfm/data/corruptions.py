@@ -291,42 +291,37 @@ def resample_roundtrip(images: np.ndarray, resolution: Union[int, str] = DEFAULT
 
 
 # -- worker pool --------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _single_threaded() -> Iterator[None]:
-    """Limit torch, OpenCV and ImageMagick to one thread (each worker is one core)."""
+def _set_threads(torch_n: int, cv2_n: int, magick_n: Optional[int]) -> Tuple[int, int, Optional[int]]:
+    """Set torch / OpenCV / ImageMagick thread counts; returns the previous ones."""
     import cv2
     import torch
 
-    saved = (torch.get_num_threads(), cv2.getNumThreads())
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    try:
-        from wand.resource import limits
+    prev = (torch.get_num_threads(), cv2.getNumThreads(), None)
+    torch.set_num_threads(torch_n)
+    cv2.setNumThreads(cv2_n)
+    if magick_n is not None:
+        try:
+            from wand.resource import limits
 
-        saved_magick = limits["thread"]
-        limits["thread"] = 1
-    except Exception:  # wand missing or resource API unavailable
-        saved_magick = None
+            prev = (prev[0], prev[1], int(limits["thread"]))
+            limits["thread"] = magick_n
+        except Exception:  # wand missing or its resource API unavailable: ImageMagick keeps its default
+            pass
+    return prev
+
+
+@contextlib.contextmanager
+def _single_threaded() -> Iterator[None]:
+    """Within the block torch, OpenCV and ImageMagick use one thread (one core per generator)."""
+    prev = _set_threads(1, 1, 1)
     try:
         yield
     finally:
-        torch.set_num_threads(saved[0])
-        cv2.setNumThreads(saved[1])
-        if saved_magick is not None:
-            from wand.resource import limits
-
-            limits["thread"] = saved_magick
+        _set_threads(*prev)
 
 
 def _worker_init() -> None:
-    import cv2
-    import torch
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    from wand.resource import limits
-
-    limits["thread"] = 1
+    _set_threads(1, 1, 1)
 
 
 def _task(args: Tuple[np.ndarray, str, str, int, int, Union[int, str], int]) -> np.ndarray:
@@ -360,8 +355,8 @@ def read_cached(path: Path, expected: Dict[str, Any]) -> Optional[np.ndarray]:
     sidecar = Path(str(path) + ".sha256")
     if not path.is_file() or not sidecar.is_file():
         return None
-    want = sidecar.read_text().split()[0] if sidecar.read_text().split() else ""
-    if file_sha256(path) != want:
+    recorded = sidecar.read_text().split()
+    if not recorded or file_sha256(path) != recorded[0]:
         log.warning("cached corrupted set %s fails its sha256 check; regenerating", path)
         return None
     try:

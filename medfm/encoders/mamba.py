@@ -18,9 +18,10 @@ Shared choices (ours, stated here):
   and its class-token post-network are not reproduced (the embedding is the mean of the
   normed last map, as VMamba's classifier does).
 * downsampling between stages: 3x3 stride-2 conv + LayerNorm (VMamba "v3" / GroupMamba).
-* d_state = 1 and ssm_ratio = 1: VMamba's released v2 "tiny" models and GroupMamba both use a
-  state size of 1 (the paper's efficiency ablation shows it costs no accuracy while making
-  the scan far cheaper); ``d_state`` is a config field.
+* d_state = 1 and ssm_ratio = 1: VMamba cuts the state size from 16 to 1 in its faster v2
+  configurations and GroupMamba's code uses d_state = 1 (and expand 1); with N = 1 the scan
+  state is no larger than its input, which keeps the CPU scan cheap. ``d_state`` and
+  ``ssm_ratio`` are config fields.
 * any input size >= 8 works (no position embeddings); ``img_size`` only sets the stem stride.
 
 Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, C_4, h, w)``;
@@ -243,10 +244,13 @@ def _builder(base: MambaConfig):
     return build
 
 
-#: sized to about ResNet-18's FLOPs at 28 px (VMamba-T of the paper is dims 96, depths 2-2-8-2).
-VMAMBA_TINY = MambaConfig(mixer="vmamba", dims=(64, 128, 256, 512), depths=(2, 2, 6, 2))
-#: GroupMamba-T's proportions (depths 3-4-9-3 -> 2-3-6-2, MLP ratios 8-8-4-4) scaled to about ResNet-18's
-#: FLOPs at 28 px; the paper's GroupMamba-T (64-128-348-448, 3-4-9-3) costs 2.4x that (``dims=``/``depths=``).
+#: sized to ResNet-18's cost at 28 px: depths 2-2-5-2 as VMamba's "tiny s2l5" model, widths 64-512 as
+#: ResNet-18: 11.1 M parameters and 0.92 GFLOPs/image (ResNet-18 with the stride-1 stem: 11.2 M, 0.91);
+#: the paper's VMamba-T is dims 96, depths 2-2-8-2.
+VMAMBA_TINY = MambaConfig(mixer="vmamba", dims=(64, 128, 256, 512), depths=(2, 2, 5, 2))
+#: GroupMamba-T's proportions (depths 3-4-9-3 -> 2-3-6-2, MLP ratios 8-8-4-4) scaled to ResNet-18's cost
+#: at 28 px: 10.0 M parameters, 0.94 GFLOPs/image. The paper's GroupMamba-T (dims 64-128-348-448, depths
+#: 3-4-9-3) costs 2.4x that: ``create_encoder("groupmamba_tiny", dims=..., depths=...)`` rebuilds it.
 GROUPMAMBA_TINY = MambaConfig(mixer="groupmamba", dims=(48, 96, 256, 448), depths=(2, 3, 6, 2),
                               mlp_ratios=(8.0, 8.0, 4.0, 4.0))
 VMAMBA_TEST = MambaConfig(mixer="vmamba", dims=(16, 32, 32, 48), depths=(1, 1, 1, 1), mlp_ratios=(2.0,) * 4)

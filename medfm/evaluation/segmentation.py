@@ -29,7 +29,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-ArrayLike = Union[np.ndarray, "torch.Tensor"]  # noqa: F821
+#: a numpy array or a torch tensor (moved to CPU and converted)
+ArrayLike = Any
 
 
 def _as_bool(mask: Any, what: str) -> np.ndarray:

@@ -32,6 +32,8 @@ POOLERS = ("mean", "cls")
 DEFAULT_TEXT_ENCODER = "minilm"
 #: files whose bytes identify a model for the embedding cache (weights, config, tokenizer)
 _FINGERPRINT_SUFFIXES = (".json", ".txt", ".safetensors", ".bin", ".model")
+#: what a hub download fetches: configs, tokenizer files and PyTorch weights (no TF/ONNX copies)
+_HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors", "pytorch_model.bin"]
 _FINGERPRINTS: Dict[Tuple[str, Tuple[Tuple[str, int, int], ...]], str] = {}
 
 
@@ -93,7 +95,7 @@ def resolve_text_model(model_name_or_path: str) -> Path:
     if _offline():
         raise TextEncoderError(f"text model {ident!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {how}")
     try:
-        return Path(snapshot_download(ident, etag_timeout=10))
+        return Path(snapshot_download(ident, etag_timeout=10, allow_patterns=_HUB_FILES))
     except Exception as err:
         raise TextEncoderError(
             f"could not fetch text model {ident!r} from the Hugging Face hub ({type(err).__name__}); {how}"

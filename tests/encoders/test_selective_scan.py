@@ -26,7 +26,8 @@ def make_inputs(batch=2, dim=8, length=13, d_state=1, bc="grouped", groups=2, dt
     """Random scan inputs in mamba_ssm's layout: u, delta (B, D, L); A (D, N); B, C; D, z, delta_bias."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
-    shapes = {"constant": (dim, d_state), "shared": (batch, d_state, length), "grouped": (batch, groups, d_state, length)}
+    shapes = {"constant": (dim, d_state), "shared": (batch, d_state, length),
+              "grouped": (batch, groups, d_state, length)}
     return dict(u=r(batch, dim, length), delta=r(batch, dim, length) * delta_scale,
                 A=-(torch.rand(dim, d_state, generator=g, dtype=dtype) * 2 + 0.1),
                 B=r(*shapes[bc]), C=r(*shapes[bc]), D=r(dim), z=r(batch, dim, length), delta_bias=r(dim) * 0.1)
@@ -97,7 +98,8 @@ def test_gradients_match_reference(d_state, chunk_size, bc):
 def test_gradients_in_float32_match_reference():
     args = {k: v.requires_grad_() for k, v in make_inputs(d_state=1, length=9).items()}
     ref, out = selective_scan_ref(**args), selective_scan_chunked(**args, chunk_size=4)
-    for a, b in zip(torch.autograd.grad(ref.sum(), list(args.values())), torch.autograd.grad(out.sum(), list(args.values()))):
+    inputs = list(args.values())
+    for a, b in zip(torch.autograd.grad(ref.sum(), inputs), torch.autograd.grad(out.sum(), inputs)):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 
 

@@ -171,3 +171,20 @@ def test_image_folder_dataset_in_a_suite(tmp_path):
     d = res["datasets"][0]
     assert d["status"] == "ok" and d["size"] == 28 and d["n_samples"] == 4  # 20% of 20, resized to the encoder's 28 px
     assert "no corruptions" in d["corruptions"]["skipped"] and d["runs"][0]["metrics"]["acc"] == 1.0
+
+
+@pytest.mark.slow
+def test_real_pneumoniamnist_c_subset(tmp_path, real_data_root):
+    """Real PneumoniaMNIST test set, two corruptions at all severities, worker pool, warm re-run."""
+    ckpt = _ckpt(tmp_path / "ckpt")
+    suite = load_suite(_suite(tmp_path, datasets=[{"flag": "pneumoniamnist"}],
+                              corruptions={"names": ["pixelate", "impulse_noise"], "workers": 2}))
+    res = run_suite(suite, [ckpt], tmp_path / "out", data_root=str(real_data_root), cache_dir=str(tmp_path / "c"),
+                    progress=False)
+    d = res["datasets"][0]
+    assert d["n_samples"] == 624 and d["corruptions"]["images_scored"] == 2 * 5 * 624
+    assert len(d["runs"][0]["robustness"]["errors"]["pixelate"]) == 5 and d["runs"][0]["robustness"]["warnings"] == []
+    warm = run_suite(suite, [ckpt], tmp_path / "out2", data_root=str(real_data_root), cache_dir=str(tmp_path / "c"),
+                     progress=False)
+    assert warm["datasets"][0]["corruptions"]["cache"]["hits"] == 10
+    assert warm["datasets"][0]["runs"][0]["robustness"]["errors"] == d["runs"][0]["robustness"]["errors"]

@@ -10,6 +10,16 @@ from medfm.config import from_dict
 from medfm.training.segmentation import SegmentationRecipe, random_crop, random_flips, run_segmentation
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core machine OpenMP spinning costs ~5x CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
 def test_random_crop_stays_inside_valid_region():
     images = torch.zeros(2, 1, 12, 10)
     masks = torch.zeros(2, 12, 10, dtype=torch.long)
@@ -82,3 +92,68 @@ def test_end_to_end_run_and_reload(tmp_path, mode):
     from medfm.evaluation.segmentation import dice_score
 
     assert dice_score(pred == 1, case.reference == 1) == pytest.approx(saved["per_case"]["11L"]["vessel"]["dice"])
+
+
+def _fake_lgg(root, patients=("TCGA_AA_0001_20000101", "TCGA_AA_0002_20000101", "TCGA_AA_0003_20000101")):
+    rng = np.random.default_rng(1)
+    for p in patients:
+        folder = root / "lgg_tcga_flair_seg_3ch" / "images" / p
+        folder.mkdir(parents=True)
+        for n in (1, 2):
+            img = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
+            m = np.zeros((32, 32), np.uint8)
+            m[8:16, 10:20] = 255
+            img[m > 0] = 200
+            Image.fromarray(img).save(folder / f"{p}_{n}.png")
+            Image.fromarray(m).save(folder / f"{p}_{n}_mask.png")
+
+
+class _BagOfWords:
+    spec = {"name": "bow_seg_test"}
+
+    def encode(self, texts):
+        vecs = []
+        for t in texts:
+            v = torch.zeros(12)
+            for w in t.lower().split():
+                v[sum(map(ord, w)) % 12] += 1.0
+            vecs.append(v)
+        return torch.stack(vecs)
+
+
+def test_text_conditioned_multi_task_run(tmp_path):
+    from medfm.registry import TEXT_ENCODERS
+    from medfm.training.segmentation import segment_from_recipe
+
+    if "bow_seg_test" not in TEXT_ENCODERS:
+        TEXT_ENCODERS.register("bow_seg_test", family="test")(lambda: _BagOfWords())
+    _fake_chase(tmp_path / "data")
+    _fake_lgg(tmp_path / "data")
+    import yaml
+
+    recipe = {
+        "tasks": [
+            {"name": "vessel", "modality": "fundus", "target": "vessels", "query": "the retinal vessels",
+             "data": {"dataset": "chase_db1", "patch": [32, 32], "repeats": 2, "max_train": 2, "max_test": 1}},
+            {"name": "lesion", "modality": "brain MRI", "target": "abnormality",
+             "data": {"dataset": "lgg_flair", "patch": [32, 32], "flip_axes": [1]}},
+        ],
+        "text_encoder": {"name": "bow_seg_test"},
+        "encoder": {"name": "resnet_test"},
+        "decoder": {"stem_channels": 8},
+        "head": {"embed_dim": 16, "controller_hidden": 16},
+        "train": {"epochs": 1, "batch_size": 4, "precision": "fp32", "log_every": 1},
+        "eval": {"overlays": 1, "distances": False},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    line = segment_from_recipe(tmp_path / "r.yaml", tmp_path / "run", data_root=str(tmp_path / "data"))
+    assert line.startswith("text-conditioned test vessel: Dice")
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(res["tasks"]) == {"vessel", "lesion"}
+    assert res["tasks"]["lesion"]["task"]["test_ids"] == ["TCGA_AA_0003_20000101"]
+    assert res["tasks"]["vessel"]["referring"]["matched_target"] == "vessel"
+    assert (tmp_path / "run" / "tasks" / "lesion" / "overlays" / "TCGA_AA_0003_20000101.png").is_file()
+    from medfm.hub import from_pretrained
+
+    model = from_pretrained(res["checkpoint"])
+    assert model.target_names == ["vessel", "lesion"] and model.prompts[1] == "A brain MRI image of abnormality"

@@ -326,8 +326,8 @@ class _SelectiveScanFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, u: Tensor, delta: Tensor, delta_bias: Optional[Tensor], A: Tensor, Bs: Tensor,  # type: ignore[override]
-                Cs: Tensor, D: Optional[Tensor], softplus: bool, chunk: int) -> Tensor:
+    def forward(ctx: Any, u: Tensor, delta: Tensor, delta_bias: Optional[Tensor],  # type: ignore[override]
+                A: Tensor, Bs: Tensor, Cs: Tensor, D: Optional[Tensor], softplus: bool, chunk: int) -> Tensor:
         length = u.shape[0]
         raw = delta if delta_bias is None else delta + delta_bias
         dt = _softplus(raw) if softplus else raw

@@ -1,7 +1,7 @@
 """2D selective scans: cross-scan / cross-merge, VMamba's SS2D and GroupMamba's modulated group layer.
 
 A 2D map is read as 1D sequences along four directions (VMamba, Liu et al. 2024, "VMamba:
-Visual State Space Model", Sec. 3 "2D-Selective-Scan"):
+Visual State Space Model", NeurIPS 2024, the "2D-Selective-Scan" (SS2D)):
 
 * 0: row-major (left to right, top to bottom);  1: column-major (top to bottom, left to right);
 * 2: direction 0 reversed;                       3: direction 1 reversed.
@@ -13,7 +13,7 @@ directions are merged:
 
 * **VMamba** (:class:`SS2D`): every direction scans all ``d`` channels; outputs are summed.
 * **GroupMamba** (:class:`ModulatedGroupMamba`, Shaker et al. 2024, "GroupMamba: Parameter-
-  Efficient and Accurate Group Visual State Space Model", Sec. 3.2-3.3): channels are split
+  Efficient and Accurate Group Visual State Space Model", arXiv:2407.13772): channels are split
   into four groups, group ``k`` is scanned along direction ``k`` only (a "visual single
   selective scan" with its own in/out projections), outputs are concatenated, and a channel
   affinity modulation (squeeze-excitation style: mean over tokens -> FC -> ReLU -> FC ->
@@ -261,7 +261,8 @@ class DirectionalSelectiveScan(nn.Module):
         for lin in self.dt_proj:
             init_dt_proj(lin)
         with torch.no_grad():
-            self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(self.A_log.shape[0], 1))
+            s4d_real = torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32))
+            self.A_log.copy_(s4d_real.repeat(self.A_log.shape[0], 1))
             self.D.fill_(1.0)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -287,7 +288,7 @@ class DirectionalSelectiveScan(nn.Module):
 
 # ----------------------------------------------------------------------------- VMamba SS2D
 class SS2D(nn.Module):
-    """VMamba's 2D selective scan mixer (Liu et al. 2024, Fig. 3 "SS2D" in the VSS block).
+    """VMamba's 2D selective scan mixer (SS2D of the VSS block, Liu et al. 2024).
 
     ``in_proj`` (C -> d_inner) -> depthwise 3x3 conv -> SiLU -> 4-direction selective scan
     (summed) -> LayerNorm -> ``out_proj`` (d_inner -> C). This is the gate-free form VMamba
@@ -341,7 +342,7 @@ class GroupLayerNorm(nn.Module):
 
 
 class ModulatedGroupMamba(nn.Module):
-    """GroupMamba's modulated group Mamba layer (Shaker et al. 2024, Sec. 3.2-3.3, Eq. 5-8).
+    """GroupMamba's modulated group Mamba layer (Shaker et al. 2024, arXiv:2407.13772, method section).
 
     LayerNorm -> split C into 4 groups; group ``k``: ``in_proj.<k>`` (C/4 -> 2 e, value and gate
     ``z``) -> depthwise 3x3 conv -> SiLU -> single-direction selective scan along direction

@@ -1,0 +1,214 @@
+"""``medfm segment`` with a ``tasks:`` recipe: one text-conditioned model (MulModSeg) on several data sets.
+
+Each task names a data set (:class:`medfm.training.seg_tasks.SegDataConfig`) and the
+target it annotates, ``{name, modality, target}``; the prompt of a target is
+``"A {modality} image of {target}"`` embedded by the frozen text encoder. Training mixes
+the data sets in every epoch (each item is cropped/flipped with its own task's settings);
+each image supervises its own task's target, and the other tasks' targets as known
+absent (no glioma in a fundus photograph, no retinal vessel in a brain MRI), as binary
+masks with BCE + soft Dice. Evaluation segments each task's test split by prompting its
+target (:class:`medfm.adapters.text_seg.PromptedSegmenter`, with the task's own input
+scale), and, for referring segmentation, by each task's free-text ``query`` embedded as
+is (LSMS-style), reporting which known target the query matched.
+
+Outputs as :mod:`medfm.training.segmentation`, with per-task results under
+``results.json["tasks"][name]`` and overlays in ``tasks/<name>/overlays/``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from medfm.adapters.lora import LoraSettings
+from medfm.training.loop import TrainConfig
+from medfm.training.recipes import EncoderConfig
+from medfm.training.seg_tasks import SegDataConfig, build_task
+from medfm.training.segmentation import SEG_MODES, SegEvalConfig, random_crop, random_flips
+
+
+@dataclass
+class TextTaskConfig:
+    """One task of a text-conditioned recipe.
+
+    Attributes:
+        data: the data set and its crop/scale/flip settings.
+        name: target id (e.g. "vessel").
+        modality, target: the prompt parts ("A {modality} image of {target}").
+        query: a free-text referring query evaluated besides the prompt (None: skip).
+    """
+
+    data: SegDataConfig = field(default_factory=SegDataConfig)
+    name: str = "target"
+    modality: str = "medical"
+    target: str = "target"
+    query: Optional[str] = None
+
+
+@dataclass
+class TextSegRecipe:
+    """Text-conditioned multi-task segmentation recipe (``finetune/seg_text_*.yaml``)."""
+
+    tasks: List[TextTaskConfig] = field(default_factory=list)
+    text_encoder: Dict[str, Any] = field(default_factory=lambda: {"name": "minilm"})
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: Dict[str, Any] = field(default_factory=dict)
+    head: Dict[str, Any] = field(default_factory=dict)
+    mode: str = "full"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: SegEvalConfig = field(default_factory=SegEvalConfig)
+
+    def __post_init__(self) -> None:
+        self.tasks = [t if isinstance(t, TextTaskConfig) else _task_from_dict(t) for t in self.tasks]
+        if not self.tasks:
+            raise ValueError("a text-conditioned recipe needs at least one entry under tasks:")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        if len({tuple(t.data.patch or ()) for t in self.tasks}) != 1 or self.tasks[0].data.patch is None:
+            raise ValueError("all tasks need the same data.patch (one batch mixes their crops)")
+        if self.mode not in SEG_MODES:
+            raise ValueError(f"mode must be one of {SEG_MODES}, got {self.mode!r}")
+
+
+def _task_from_dict(data: Dict[str, Any]) -> TextTaskConfig:
+    from medfm.config import from_dict
+
+    return from_dict(TextTaskConfig, data, where="tasks[]")
+
+
+class MultiTaskArrays:
+    """Several :class:`SegmentationArrays` as one training set; items keep their task index.
+
+    ``get_batch(indices)`` returns ``{"image_<k>", "mask_<k>", "valid_<k>"}`` for each task
+    ``k`` present in the batch.
+    """
+
+    def __init__(self, parts: List[Any]) -> None:
+        self.parts = parts
+        self.offsets = torch.tensor([0] + [len(p) for p in parts]).cumsum(0)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def get_batch(self, indices: torch.Tensor) -> Dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        part = torch.bucketize(idx, self.offsets[1:], right=True)
+        out: Dict[str, torch.Tensor] = {}
+        for k in part.unique().tolist():
+            sub = self.parts[k].get_batch(idx[part == k] - self.offsets[k])
+            out.update({f"{key}_{k}": v for key, v in sub.items()})
+        return out
+
+
+def text_seg_step(recipe: TextSegRecipe):
+    """Trainer ``step_fn``: per-task crops/flips, per-target binary masks, BCE + Dice."""
+    n_targets = len(recipe.tasks)
+
+    def step(model, batch, gen):
+        core = model.base_model.model if hasattr(model, "base_model") else model
+        if recipe.mode == "frozen":
+            core.encoder.eval()
+        images, masks = [], []
+        for k, task in enumerate(recipe.tasks):
+            if f"image_{k}" not in batch:
+                continue
+            im, m = random_crop(batch[f"image_{k}"], batch[f"mask_{k}"], batch[f"valid_{k}"].cpu(), task.data.patch, gen)
+            im, m = random_flips(im, m, task.data.flip_axes, gen)
+            target = torch.zeros(m.shape[0], n_targets, *m.shape[1:], device=m.device)
+            target[:, k] = (m > 0).float()  # other targets: known absent
+            images.append(im)
+            masks.append(target)
+        logits = model(torch.cat(images))
+        return {"loss": core.loss(logits, torch.cat(masks))}
+    return step
+
+
+def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[str] = None,
+                          data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
+    """Train one text-conditioned model on all tasks, then evaluate each task (prompt and query).
+
+    Returns the results dict (also written to ``results.json``).
+
+    Raises:
+        medfm data errors, ValueError (mismatched channels between tasks), TextEncoderError.
+    """
+    from medfm.adapters.lora import apply_lora, save_adapter, write_adapter
+    from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
+    from medfm.config import dump_yaml, to_dict
+    from medfm.encoders import create_encoder
+    from medfm.hub import save_pretrained, write_checkpoint
+    from medfm.io import atomic_write_json, atomic_write_text
+    from medfm.text import create_text_encoder
+    from medfm.training.loop import Trainer
+    from medfm.training.segmentation import evaluate_task, results_markdown
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+    tasks = [build_task(t.data, data_root) for t in recipe.tasks]
+    chans = {t.in_chans for t in tasks}
+    if len(chans) != 1 or any(t.spatial_dims != 2 for t in tasks):
+        raise ValueError(f"all tasks must be 2D with one channel count, got {[(t.name, t.in_chans) for t in tasks]}")
+    train_set = MultiTaskArrays([t.train_set() for t in tasks])
+    torch.manual_seed(recipe.train.seed)
+    patch = recipe.tasks[0].data.patch
+    encoder = create_encoder(recipe.encoder.name, in_chans=chans.pop(), img_size=recipe.encoder.img_size or patch[0],
+                             pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
+    text_encoder = create_text_encoder(recipe.text_encoder)
+    targets = [{"name": t.name, "modality": t.modality, "target": t.target} for t in recipe.tasks]
+    model = build_text_segmenter(encoder, targets, text_encoder, text_encoder_spec=recipe.text_encoder,
+                                 decoder=recipe.decoder, head=recipe.head, inference={"roi_size": list(patch)})
+    task_inference = {t.name: {"roi_size": list(patch), "scale": t.data.scale} for t in recipe.tasks}
+    base = init or recipe.encoder.pretrained
+    if recipe.mode == "lora" and base is None:
+        base = str(save_pretrained(model, output / "base"))
+    meta = {"training": {"tasks": {t.name: task.metadata() for t, task in zip(recipe.tasks, tasks)},
+                         "mode": recipe.mode, "init": base, "train": to_dict(recipe.train)},
+            "task_inference": task_inference, "family": model.encoder.family, "task": "text-conditioned-segmentation",
+            "summary": f"`{recipe.encoder.name}` text-conditioned (MulModSeg) segmenter for "
+                       f"{', '.join(t.name for t in recipe.tasks)}."}
+    if recipe.mode == "frozen":
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+    trained = apply_lora(model, recipe.lora, head_modules=TEXT_SEG_HEAD_MODULES) if recipe.mode == "lora" else model
+
+    def save(m, directory):
+        if recipe.mode == "lora":
+            write_adapter(m, directory, base, extra_config=meta)
+        else:
+            write_checkpoint(m, directory, extra_config=meta)
+
+    trainer = Trainer(trained, text_seg_step(recipe), train_set, recipe.train, output, save)
+    t0 = time.perf_counter()
+    trainer.fit(resume=resume)
+    train_s = time.perf_counter() - t0
+    trained.eval()
+    final = save_adapter(trained, output / "adapter", base, extra_config=meta) if recipe.mode == "lora" \
+        else save_pretrained(trained, output / "model", extra_config=meta)
+    results: Dict[str, Any] = {"tasks": {}, "checkpoint": str(final), "mode": recipe.mode, "encoder": recipe.encoder.name,
+                               "train_seconds": round(train_s, 1), "prompts": model.prompts}
+    md = []
+    for cfg, task in zip(recipe.tasks, tasks):
+        view = PromptedSegmenter(trained, cfg.name, inference=task_inference[cfg.name])
+        res = evaluate_task(view, task, recipe.eval, output / "tasks" / cfg.name)
+        res["task"] = task.metadata()
+        if cfg.query:
+            q = torch.as_tensor(text_encoder.encode([cfg.query]), dtype=torch.float32)[0]
+            matched, sim = model.match_target(q)
+            qres = evaluate_task(PromptedSegmenter(trained, q, inference=task_inference[cfg.name]), task,
+                                 SegEvalConfig(**{**to_dict(recipe.eval), "overlays": 0, "distances": False}))
+            res["referring"] = {"query": cfg.query, "matched_target": matched, "cosine": sim,
+                                "dice": qres["summary"]["mean"]["dice"]}
+        results["tasks"][cfg.name] = res
+        md.append(results_markdown(res))
+    atomic_write_json(output / "results.json", results)
+    atomic_write_text(output / "results.md", "\n".join(md))
+    return results
+
+
+__all__ = ["TextSegRecipe", "TextTaskConfig", "MultiTaskArrays", "run_text_segmentation", "text_seg_step"]
