@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=None, help="override corruptions.workers (processes)")
     sp.add_argument("--threads", type=int, default=None, help="torch CPU threads for inference (default: torch's)")
     sp.add_argument("--output", type=Path, default=None)
-    sp.add_argument("--batch-size", type=int, default=None, help="inference batch size (default 256)")
+    sp.add_argument("--batch-size", type=int, default=None, help="inference batch size (default: the suite's, 64; 256 with --data)")
     data_root(sp)
 
     sp = sub.add_parser("merge", help="fold a LoRA adapter into its base and save a full checkpoint")

@@ -15,11 +15,13 @@ is one gather and one weighted sum, ``O(n m k1 k2)`` (in the spirit of Zhou & De
 Torre's factorised graph matching, CVPR 2012, which also never forms ``K``).
 
 :func:`rrwm` is Reweighted Random Walks for graph matching (Cho, Lee & Lee, ECCV 2010) on
-that factorised ``K``: a random walk with the row-normalised ``K``, mixed with a
-"reweighted jump" ``Sinkhorn(exp(beta x / max x))`` that pulls the walk towards one-to-one
-assignments; :func:`hungarian` discretises it (Kuhn-Munkres via SciPy). The parameters
-follow the authors' reference code: ``walk_weight`` 0.2 (their ``c``), ``beta`` 30 (their
-inflation), the jump normalised to unit L1 mass before mixing.
+``K_s = (K + K^T) / 2`` (kNN graphs are directed, so ``K`` is not symmetric; ``K_s`` has the
+same QAP score): a random walk with the row-normalised ``K_s``, mixed with a "reweighted
+jump" ``Sinkhorn(exp(beta x / max x))`` that pulls the walk towards one-to-one
+assignments; :func:`hungarian` discretises it (Kuhn-Munkres via SciPy). The defaults (mixing
+weight 0.2, inflation beta 30) are the values Cho et al. report. Here the 0.2 goes to the
+walk and both terms are L1-normalised, so the jump dominates. pygmtools' RRWM is also
+dominated by its jump, because the jump keeps mass ``n`` against the walk's 1.
 
 Everything here is batched over ``G`` independent graph pairs and runs in float32.
 """
@@ -39,7 +41,7 @@ class RRWMConfig:
         iterations: maximum random-walk iterations (stops earlier once the change in the
             L1-normalised walk is below ``tol``).
         walk_weight: weight of the random-walk term; ``1 - walk_weight`` goes to the
-            reweighted jump (Cho et al.'s ``c`` = 0.2).
+            reweighted jump (0.2 is the mixing value Cho et al. report).
         beta: inflation of the reweighted jump, ``exp(beta * x / max(x))`` (Cho et al.: 30).
             Measured here on planted noisy instances: 30 is clearly best for 64-node 8-NN
             graphs (10 loses 5-30 points of matching accuracy), while 6-node graphs reach

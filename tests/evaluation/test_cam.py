@@ -14,8 +14,8 @@ from medfm.evaluation import cam as C  # noqa: E402
 def _classifier(name, k=3):
     torch.manual_seed(0)
     dims = ENCODERS.tags(name).get("dims", 2)
-    enc = create_encoder(name, in_chans=1, img_size=28 if dims == 2 else 16)
-    x = torch.rand(2, 1, 28, 28) if dims == 2 else torch.rand(2, 1, 16, 16, 16)
+    enc = create_encoder(name, in_chans=1, img_size=16)
+    x = torch.rand(2, 1, 16, 16) if dims == 2 else torch.rand(2, 1, 16, 16, 16)
     return ImageClassifier(enc, k, "multi-class").eval(), x
 
 
@@ -60,7 +60,7 @@ def test_vit_target_and_token_reshape():
     clf, _ = _classifier("vit_test")
     layers, reshape = C.cam_target(C.CamModel(clf))
     assert layers[0] is clf.encoder.model.blocks[-1].norm1
-    tokens = torch.arange(2 * 17 * 3, dtype=torch.float32).reshape(2, 17, 3)  # class token + 4x4 patches
+    tokens = torch.arange(2 * 17 * 3, dtype=torch.float32).reshape(2, 17, 3)  # class token + 4x4 patches (16 px)
     grid = C.tokens_to_grid(tokens)
     assert grid.shape == (2, 3, 4, 4) and torch.equal(grid[0, :, 0, 1], tokens[0, 2])
     assert torch.equal(reshape(tokens), grid)  # ViT: timm's num_prefix_tokens (1) is dropped
