@@ -56,7 +56,7 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
     heads use names no backbone uses (``task_head``, not timm's ``head``).
 
     Raises:
-        ValueError: the regex matches no Linear/Conv2d layer of the encoder.
+        ValueError: the regex matches no Linear/Conv2d/Conv3d layer of the encoder.
     """
     import re
 
@@ -67,9 +67,9 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
     full = rf"encoder\.(?:{pattern})"
     # grouped (depthwise) convolutions are skipped: peft cannot merge LoRA into them
     hits = [n for n, m in model.named_modules() if re.fullmatch(full, n)
-            and (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1))]
+            and (isinstance(m, nn.Linear) or (isinstance(m, (nn.Conv2d, nn.Conv3d)) and m.groups == 1))]
     if not hits:
-        raise ValueError(f"LoRA target pattern {pattern!r} matches no Linear/Conv2d layer of encoder {encoder.config.get('name')!r}")
+        raise ValueError(f"LoRA target pattern {pattern!r} matches no Linear/Conv2d/Conv3d layer of encoder {encoder.config.get('name')!r}")
     to_save: List[str] = list(head_modules)
     if settings.train_norm:
         to_save += [f"encoder.{n}" for n in encoder.norm_module_names()]

@@ -235,7 +235,12 @@ class TextConditionedSegmenter(nn.Module):
         return {"logits": self(images, cond), "matched_target": name, "similarity": sim}
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor, known: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Binary cross-entropy + batch soft Dice over the (sample, target) pairs with known labels.
+        """Binary cross-entropy + soft Dice per target, over the (sample, target) pairs with known labels.
+
+        The Dice term is computed for each target over the batch and averaged over the
+        targets with known pairs, so a rare target (small lesions) weighs as much as a
+        frequent one (vessels); pooling all targets into one Dice lets the frequent target
+        dominate and the rare one collapse to "absent".
 
         Args:
             logits: ``(B, T, *S)``.
@@ -243,17 +248,23 @@ class TextConditionedSegmenter(nn.Module):
             known: ``(B, T)`` bool; False excludes a pair (partially labelled data).
 
         Raises:
-            ValueError: mismatched shapes.
+            ValueError: mismatched shapes, or no known pair at all.
         """
         if masks.shape != logits.shape:
             raise ValueError(f"masks {tuple(masks.shape)} must match logits {tuple(logits.shape)}")
         known = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device) if known is None else known.bool()
-        z = logits.float()[known]  # (P, *S)
-        y = masks.float()[known]
-        bce = F.binary_cross_entropy_with_logits(z, y)
+        if not known.any():
+            raise ValueError("no (sample, target) pair has a known label")
+        z, y = logits.float(), masks.float()
+        bce = F.binary_cross_entropy_with_logits(z[known], y[known])
         p = torch.sigmoid(z)
-        dice = 1 - (2 * (p * y).sum() + 1e-5) / (p.sum() + y.sum() + 1e-5)
-        return bce + dice
+        dices = []
+        for t in range(z.shape[1]):
+            sel = known[:, t]
+            if sel.any():
+                pt, yt = p[sel, t], y[sel, t]
+                dices.append(1 - (2 * (pt * yt).sum() + 1e-5) / (pt.sum() + yt.sum() + 1e-5))
+        return bce + torch.stack(dices).mean()
 
 
 class PromptedSegmenter(nn.Module):

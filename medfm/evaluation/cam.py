@@ -153,7 +153,8 @@ def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int
 
     Args:
         classifier: as in :func:`compute_cams`.
-        dataset: dataset with ``labels`` and ``get_batch`` (2D, or 3D: middle slices shown).
+        dataset: dataset with ``labels`` and ``get_batch`` (2D, or 3D: middle slices shown; a 2D
+            model on volumes (2.5D) is explained on the middle slice alone).
         path: output ``.png`` (atomic write).
         per_class: images per class (fixed seeded sample).
         methods: CAM methods (rows).
@@ -171,6 +172,8 @@ def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int
     batch = get_batch(dataset, torch.as_tensor(idx))
     images = batch["image"]
     cam_model = CamModel(classifier).eval()
+    if images.ndim == 5 and getattr(cam_model.encoder, "spatial_dims", 2) == 2:
+        images = images[:, :, images.shape[2] // 2]  # 2.5D model: explain it on the middle slice alone
     with torch.no_grad():
         logits = cam_model(images)
     pred = logits.argmax(dim=1).tolist() if cam_model.has_head else [None] * len(idx)

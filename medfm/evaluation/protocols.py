@@ -66,14 +66,18 @@ def extract_features(encoder: nn.Module, dataset: Any, batch_size: int = 256) ->
     was = encoder.training
     encoder.eval()
     device = next(encoder.parameters()).device
-    out = []
     n = len(dataset)
-    for start in range(0, n, batch_size):
-        x = get_batch(dataset, torch.arange(start, min(n, start + batch_size)))["image"].to(device)
-        if x.ndim == 5:  # (B, C, D, H, W): embed each of the D slices, average
+    if n == 0:
+        return np.zeros((0, encoder.num_features), dtype=np.float32)
+    first = get_batch(dataset, torch.arange(1))["image"]
+    slices = first.ndim == 5 and getattr(encoder, "spatial_dims", 2) == 2
+    step = max(1, batch_size // first.shape[2]) if slices else batch_size
+    out = []
+    for start in range(0, n, step):  # 2.5D: about batch_size slices per pass (large buffers cost page faults)
+        x = get_batch(dataset, torch.arange(start, min(n, start + step)))["image"].to(device)
+        if slices:  # (B, C, D, H, W): embed each of the D slices, average
             b, c, d = x.shape[:3]
-            slices = x.permute(0, 2, 1, 3, 4).reshape(b * d, c, *x.shape[3:])
-            emb = torch.cat([encoder(slices[i:i + batch_size]) for i in range(0, b * d, batch_size)])
+            emb = encoder(x.transpose(1, 2).reshape(b * d, c, *x.shape[3:]))
             out.append(emb.float().reshape(b, d, -1).mean(1).cpu())
         else:
             out.append(encoder(x).float().cpu())
@@ -226,7 +230,7 @@ def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_featur
         sim, idx = (te[s:s + chunk] @ tr.T).topk(k, dim=1)
         w = (sim / temperature).softmax(dim=1)  # exp(sim/T) normalised over the k neighbours
         out.append(torch.einsum("nk,nkc->nc", w, onehot[idx]))
-    return torch.cat(out).numpy().astype(np.float32)
+    return torch.cat(out).clamp_(0.0, 1.0).numpy().astype(np.float32)  # float32 sums may exceed 1 by an ulp
 
 
 def linear_probe(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fraction: float = 1.0, seed: int = 0,

@@ -119,6 +119,21 @@ def test_loss_ignores_unknown_pairs():
     assert not torch.allclose(model.loss(logits, masks), model.loss(logits, torch.zeros_like(masks)))
 
 
+def test_dice_is_per_target_so_rare_targets_count():
+    model = _model()
+    big = torch.zeros(2, 1, 8, 8)
+    big[:, :, :, :6] = 1          # a frequent target, predicted perfectly
+    small = torch.zeros(2, 1, 8, 8)
+    small[0, 0, 0, 0] = 1         # a rare target, missed
+    masks = torch.cat([big, small], dim=1)
+    logits = torch.where(torch.cat([big, torch.zeros_like(small)], 1) > 0, 50.0, -50.0)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, masks)
+    expected_dice = (0.0 + (1 - 1e-5 / (1 + 1e-5))) / 2   # mean of the two targets' Dice losses
+    assert model.loss(logits, masks).item() == pytest.approx(bce.item() + expected_dice, abs=1e-4)
+    with pytest.raises(ValueError, match="no .* known"):
+        model.loss(logits, masks, torch.zeros(2, 2, dtype=torch.bool))
+
+
 def test_referring_query_matches_target_and_snaps():
     model = _model().eval()
     enc = BagOfWordsEncoder()

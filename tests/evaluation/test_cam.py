@@ -81,9 +81,9 @@ def test_bare_encoder_gets_eigencam_only():
 
 
 class _Set:
-    def __init__(self, n=9):
+    def __init__(self, n=9, shape=(1, 28, 28)):
         g = torch.Generator().manual_seed(0)
-        self.images = torch.rand(n, 1, 28, 28, generator=g)
+        self.images = torch.rand(n, *shape, generator=g)
         self.labels = (np.arange(n) % 3)[:, None]
         self.label_names = ["a", "b", "c"]
 
@@ -101,3 +101,9 @@ def test_cam_grid_png_and_fixed_sample(tmp_path):
     assert (tmp_path / "cam.png").read_bytes()[:4] == b"\x89PNG"
     assert len(info["indices"]) == 6 and info["indices"] == C.sample_per_class(ds.labels, 2, seed=1).tolist()
     assert sorted(np.asarray(ds.labels)[info["indices"], 0].tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_cam_grid_of_a_2d_model_on_volumes_uses_the_middle_slice(tmp_path):
+    clf, _ = _classifier("resnet_test")
+    info = C.cam_grid(clf, _Set(3, shape=(1, 5, 16, 16)), tmp_path / "cam3d.png", per_class=1)
+    assert (tmp_path / "cam3d.png").is_file() and len(info["predicted"]) == 3

@@ -157,3 +157,23 @@ def test_text_conditioned_multi_task_run(tmp_path):
 
     model = from_pretrained(res["checkpoint"])
     assert model.target_names == ["vessel", "lesion"] and model.prompts[1] == "A brain MRI image of abnormality"
+
+
+def test_multitask_batches_alternate_between_tasks():
+    from medfm.data.segmentation import SegmentationArrays
+    from medfm.training.text_segmentation import MultiTaskArrays
+
+    a = SegmentationArrays([np.zeros((1, 4, 4), np.float32)] * 30, [np.zeros((4, 4), np.uint8)] * 30)
+    b = SegmentationArrays([np.ones((1, 6, 6), np.float32)] * 10, [np.ones((6, 6), np.uint8)] * 10)
+    mixed = MultiTaskArrays([a, b], alternate=False).get_batch(torch.tensor([0, 35, 3]))
+    assert mixed["image_0"].shape[0] == 2 and mixed["image_1"].shape[0] == 1
+    alt = MultiTaskArrays([a, b], alternate=True)
+    firsts = {0: 0, 1: 0}
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        batch = alt.get_batch(torch.randperm(40, generator=gen)[:4])
+        keys = {k.split("_")[1] for k in batch}
+        assert len(keys) == 1 and batch[f"image_{keys.pop()}"].shape[0] == 4  # one task per batch
+        firsts[1 if "image_1" in batch else 0] += 1
+    assert 0.6 < firsts[0] / 400 < 0.9  # task chosen in proportion to its size (30 of 40)
+    assert torch.equal(alt.get_batch(torch.tensor([35, 1, 2]))["image_1"], b.get_batch(torch.tensor([5, 1, 2]))["image"])
