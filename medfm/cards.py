@@ -48,6 +48,12 @@ def _evaluation_text(results: Optional[Dict[str, Any]]) -> str:
             ci = cis.get(key)
             ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if ci else ""
             lines.append(f"| {label} | {metrics[key]:.4f} | {ci_txt} |")
+    rob = results.get("robustness") or {}
+    for key, label in (("clean_error", "MedMNIST-C clean error"), ("be", "MedMNIST-C BE"), ("rbe", "MedMNIST-C rBE")):
+        if isinstance(rob.get(key), (int, float)):
+            lines.append(f"| {label} | {rob[key]:.4f} | |")
+    if rob.get("method"):
+        lines += ["", f"Corruptions: {rob['method']}"]
     refs = {k: v for k, v in (meta.get("references") or {}).items() if v}
     for name, ref in refs.items():
         lines.append(f"| {name} (published) | " + ", ".join(f"{k.upper()} {v}" for k, v in ref.items()) + " | |")

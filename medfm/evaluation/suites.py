@@ -526,7 +526,7 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
             run_entry["robustness"] = robustness_summary(
                 ds.labels, scores, {c: np.stack(v) for c, v in by_c.items()}, head(control), ds.task, spec.flag,
                 list(cs.severities), rdir / "error_vs_severity.png", threshold=m.threshold, title=f"{spec.name} ({run_name})")
-            res["robustness"] = run_entry["robustness"]
+            res["robustness"] = {**run_entry["robustness"], "method": entry["corruptions"]["method"]}
             res["files"] = res["files"] + ["error_vs_severity.png"]
             atomic_write_text(rdir / "report.md", (rdir / "report.md").read_text() + "\n## MedMNIST-C\n\n"
                               + entry["corruptions"]["method"] + "\n\n" + robustness_markdown(run_entry["robustness"])

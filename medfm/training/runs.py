@@ -150,6 +150,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     if recipe.data.label_fraction < 1:
         train_ds = IndexedSubset(ds, label_fraction_indices(ds.labels, recipe.data.label_fraction, seed=recipe.train.seed))
     base = init or recipe.encoder.pretrained
+    from_checkpoint = base is not None
     if base is None and recipe.mode == "lora":  # LoRA over random weights: keep the base to reload the adapter
         base = str(save_pretrained(model, output / "base"))
     pretraining = load_config(base).get("training", {}).get("pretraining") if base and not str(base).startswith("hf-hub:") else None
@@ -159,7 +160,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
                                         "train": to_dict(recipe.train)}},
             "family": model.encoder.family, "n_params": _n_params(model),
             "summary": f"`{recipe.encoder.name}` classifier for {ds.flag} ({ds.task}), fine-tuned ({recipe.mode}) from "
-                       f"{'a medfm checkpoint' if base else 'random initialisation'}."}
+                       f"{'a medfm checkpoint' if from_checkpoint else 'random initialisation'}."}
     if recipe.mode == "linear":
         for p in model.encoder.parameters():
             p.requires_grad_(False)
