@@ -79,3 +79,15 @@ def real_data_root() -> Path:
     if root is None:
         pytest.skip("real data not found: set MEDFM_DATA or provide ../shared/data next to the repo")
     return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Run tests single-threaded: tiny models gain nothing from threads, and on a shared
+    2-core machine OpenMP spin-waiting made them several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

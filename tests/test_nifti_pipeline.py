@@ -11,13 +11,6 @@ from medfm.hub import save_pretrained
 from medfm.pipelines.segmentation import SegmentationInputError, predict_labels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine OpenMP spinning costs ~5x CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 AFFINE = np.array([[0.0, -0.8, 0.1, 12.5],

@@ -7,7 +7,6 @@ uses per-label sigmoid + binary cross-entropy.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -15,23 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.encoders.base import Encoder
+from medfm.evaluation.metrics import check_task
 from medfm.registry import ADAPTERS
-
-TASKS = ("binary-class", "multi-class", "multi-label, binary-class", "ordinal-regression")
-
-
-def check_task(task: str) -> str:
-    """Return ``task`` if it is a known MedMNIST task type.
-
-    Raises:
-        ValueError: unknown task, with the closest known one.
-    """
-    if task not in TASKS:
-        close = difflib.get_close_matches(str(task), TASKS, n=1, cutoff=0.4)
-        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(TASKS)})"
-        raise ValueError(f"unknown task type {task!r}{hint}")
-    return task
-
 
 @ADAPTERS.register("classification")
 class ImageClassifier(nn.Module):

@@ -36,6 +36,7 @@ from medfm.data.errors import (
     UnsupportedSizeError,
 )
 from medfm.data.root import PathLike, dataset_dir
+from medfm.io import file_md5 as io_file_md5
 
 MEDMNIST_2D_FLAGS: Tuple[str, ...] = tuple(f for f, i in INFO.items() if not i["python_class"].endswith("3D"))
 MEDMNIST_3D_FLAGS: Tuple[str, ...] = tuple(f for f, i in INFO.items() if i["python_class"].endswith("3D"))
@@ -114,11 +115,7 @@ def file_md5(path: PathLike) -> str:
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
     if key not in _MD5_CACHE:
-        h = hashlib.md5()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _MD5_CACHE[key] = h.hexdigest()
+        _MD5_CACHE[key] = io_file_md5(path)
     return _MD5_CACHE[key]
 
 

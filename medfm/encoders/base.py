@@ -30,11 +30,11 @@ class EncoderInputError(ValueError):
     """Raised when an encoder is given a tensor of the wrong shape, channels, size or with NaN/inf."""
 
 
-def _per_channel(value: Union[float, Sequence[float]], in_chans: int, what: str) -> torch.Tensor:
+def _per_channel(value: Union[float, Sequence[float]], in_chans: int, what: str, spatial_dims: int) -> torch.Tensor:
     vals = [float(value)] * in_chans if isinstance(value, (int, float)) else [float(v) for v in value]
     if len(vals) != in_chans:
         raise ValueError(f"{what} has {len(vals)} values but the encoder has in_chans={in_chans}")
-    return torch.tensor(vals, dtype=torch.float32).view(1, in_chans, 1, 1)
+    return torch.tensor(vals, dtype=torch.float32).view(1, in_chans, *([1] * spatial_dims))
 
 
 class Encoder(nn.Module):
@@ -56,6 +56,8 @@ class Encoder(nn.Module):
     """
 
     family: str = "generic"
+    #: 2 for images ``(B, C, H, W)``, 3 for volumes ``(B, C, D, H, W)``.
+    spatial_dims: int = 2
     #: regex matched (``re.fullmatch``) by peft against full module names.
     lora_target_modules: str = r".*"
 
@@ -75,39 +77,42 @@ class Encoder(nn.Module):
         self.in_chans = int(in_chans)
         self.img_size = int(img_size)
         self.fixed_size = fixed_size
-        self.register_buffer("pixel_mean", _per_channel(mean, self.in_chans, "mean"), persistent=False)
-        self.register_buffer("pixel_std", _per_channel(std, self.in_chans, "std"), persistent=False)
+        dims = self.spatial_dims
+        self.register_buffer("pixel_mean", _per_channel(mean, self.in_chans, "mean", dims), persistent=False)
+        self.register_buffer("pixel_std", _per_channel(std, self.in_chans, "std", dims), persistent=False)
         self.num_features: int = 0
         #: the arguments that rebuild this encoder with ``create_encoder`` (set by the factory).
         self.config: Dict[str, Any] = {}
 
     # -- input handling -------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
-        """Validate ``x``: a float ``(B, in_chans, H, W)`` tensor with finite values.
+        """Validate ``x``: a float ``(B, in_chans, H, W)`` (3D: ``(B, in_chans, D, H, W)``) tensor
+        with finite values.
 
         Raises:
             EncoderInputError: wrong type, rank, channel count, size, or NaN/inf values.
         """
+        dims = self.spatial_dims
+        layout = "(B, C, H, W)" if dims == 2 else "(B, C, D, H, W)"
         if not isinstance(x, torch.Tensor):
-            raise EncoderInputError(f"expected a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
-        if x.ndim != 4:
-            raise EncoderInputError(
-                f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)} ({x.ndim} dims)"
-            )
+            raise EncoderInputError(f"expected a torch.Tensor of shape {layout}, got {type(x).__name__}")
+        if x.ndim != dims + 2:
+            raise EncoderInputError(f"expected a {layout} tensor, got shape {tuple(x.shape)} ({x.ndim} dims)")
         if x.shape[1] != self.in_chans:
             raise EncoderInputError(
                 f"encoder expects {self.in_chans} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})"
             )
         if not x.is_floating_point():
-            raise EncoderInputError(f"expected float images in [0, 1], got dtype {x.dtype}")
-        if self.fixed_size and (x.shape[-2] != self.img_size or x.shape[-1] != self.img_size):
+            raise EncoderInputError(f"expected float inputs in [0, 1], got dtype {x.dtype}")
+        spatial = tuple(x.shape[2:])
+        shown = "x".join(map(str, spatial))
+        if self.fixed_size and any(s != self.img_size for s in spatial):
             raise EncoderInputError(
-                f"encoder was built for {self.img_size}x{self.img_size} inputs, got "
-                f"{x.shape[-2]}x{x.shape[-1]}; resize the images or create the encoder with img_size="
-                f"{x.shape[-1]}"
+                f"encoder was built for {'x'.join([str(self.img_size)] * dims)} inputs, got {shown}; resize the "
+                f"inputs or create the encoder with img_size={spatial[-1]}"
             )
-        if min(x.shape[-2:]) < 8:
-            raise EncoderInputError(f"images must be at least 8x8, got {x.shape[-2]}x{x.shape[-1]}")
+        if min(spatial) < 8:
+            raise EncoderInputError(f"inputs must be at least 8 pixels per side, got {shown}")
         if not torch.isfinite(x).all():
             raise EncoderInputError("input contains NaN or inf values")
 
@@ -135,9 +140,8 @@ class Encoder(nn.Module):
         with torch.no_grad():
             was_training = self.training
             self.eval()
-            side = self.img_size
-            dev = self.pixel_mean.device
-            maps = self.forward_intermediates(torch.zeros(1, self.in_chans, side, side, device=dev))
+            shape = (1, self.in_chans, *([self.img_size] * self.spatial_dims))
+            maps = self.forward_intermediates(torch.zeros(shape, device=self.pixel_mean.device))
             self.train(was_training)
         return [int(m.shape[1]) for m in maps]
 
@@ -154,10 +158,10 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
     def _pool(self, feats: torch.Tensor) -> torch.Tensor:
-        """Default pooling: mean over tokens ``(B, N, D)`` or over space ``(B, D, h, w)``."""
+        """Default pooling: mean over tokens ``(B, N, D)`` or over space ``(B, D, *spatial)``."""
         if feats.ndim == 3:
             return feats.mean(dim=1)
-        return feats.mean(dim=(-2, -1))
+        return feats.mean(dim=tuple(range(2, feats.ndim)))
 
     def _intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

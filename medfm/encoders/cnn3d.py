@@ -16,12 +16,12 @@ registry-wide 2D tests can skip them (``list_encoders(test=True)`` then filter o
 """
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Union
+from typing import Any, List, Sequence
 
 import torch
 from torch import nn
 
-from medfm.encoders.base import Encoder, EncoderInputError
+from medfm.encoders.base import Encoder
 from medfm.encoders.timm_encoders import stem_stride
 from medfm.registry import ENCODERS
 
@@ -38,47 +38,6 @@ class Encoder3D(Encoder):
     """
 
     spatial_dims = 3
-
-    def __init__(self, in_chans: int, img_size: int, mean: Union[float, Sequence[float]] = 0.5,
-                 std: Union[float, Sequence[float]] = 0.5, fixed_size: bool = False) -> None:
-        super().__init__(in_chans, img_size, mean, std, fixed_size)
-        self.pixel_mean = self.pixel_mean.view(1, self.in_chans, 1, 1, 1)
-        self.pixel_std = self.pixel_std.view(1, self.in_chans, 1, 1, 1)
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """Validate ``x``: a float ``(B, in_chans, D, H, W)`` tensor with finite values.
-
-        Raises:
-            EncoderInputError: wrong type, rank, channel count, size, or NaN/inf values.
-        """
-        if not isinstance(x, torch.Tensor):
-            raise EncoderInputError(f"expected a torch.Tensor of shape (B, C, D, H, W), got {type(x).__name__}")
-        if x.ndim != 5:
-            raise EncoderInputError(f"3D encoders expect a (B, C, D, H, W) tensor, got shape {tuple(x.shape)} ({x.ndim} dims)")
-        if x.shape[1] != self.in_chans:
-            raise EncoderInputError(f"encoder expects {self.in_chans} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
-        if not x.is_floating_point():
-            raise EncoderInputError(f"expected float volumes in [0, 1], got dtype {x.dtype}")
-        if self.fixed_size and any(s != self.img_size for s in x.shape[-3:]):
-            raise EncoderInputError(f"encoder was built for {self.img_size}^3 inputs, got {tuple(x.shape[-3:])}")
-        if min(x.shape[-3:]) < 8:
-            raise EncoderInputError(f"volumes must be at least 8x8x8, got {tuple(x.shape[-3:])}")
-        if not torch.isfinite(x).all():
-            raise EncoderInputError("input contains NaN or inf values")
-
-    @property
-    def feature_channels(self) -> List[int]:
-        """Channels ``C_i`` of each map returned by ``forward_intermediates``."""
-        with torch.no_grad():
-            was_training = self.training
-            self.eval()
-            side = self.img_size
-            maps = self.forward_intermediates(torch.zeros(1, self.in_chans, side, side, side, device=self.pixel_mean.device))
-            self.train(was_training)
-        return [int(m.shape[1]) for m in maps]
-
-    def _pool(self, feats: torch.Tensor) -> torch.Tensor:
-        return feats.mean(dim=(-3, -2, -1))
 
 
 class ResNet3D(Encoder3D):

@@ -134,10 +134,10 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
 
     Returns the final checkpoint: ``<output>/adapter`` for LoRA, else ``<output>/model``.
     """
-    from medfm.adapters.lora import apply_lora, save_adapter, write_adapter
+    from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.evaluation.metrics import classification_metrics
     from medfm.evaluation.predict import predict_scores
-    from medfm.hub import load_config, save_pretrained, write_checkpoint
+    from medfm.hub import load_config
 
     output = Path(output)
     ds = _load(recipe.data, "train", data_root)
@@ -151,8 +151,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
         train_ds = IndexedSubset(ds, label_fraction_indices(ds.labels, recipe.data.label_fraction, seed=recipe.train.seed))
     base = init or recipe.encoder.pretrained
     from_checkpoint = base is not None
-    if base is None and recipe.mode == "lora":  # LoRA over random weights: keep the base to reload the adapter
-        base = str(save_pretrained(model, output / "base"))
+    base = keep_lora_base(model, recipe.mode, base, output)
     pretraining = load_config(base).get("training", {}).get("pretraining") if base and not str(base).startswith("hf-hub:") else None
     meta = {"training": {"data": {**data_metadata(ds), "n_train": len(train_ds), "label_fraction": recipe.data.label_fraction},
                          "pretraining": pretraining,
@@ -161,16 +160,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
             "family": model.encoder.family, "n_params": _n_params(model),
             "summary": f"`{recipe.encoder.name}` classifier for {ds.flag} ({ds.task}), fine-tuned ({recipe.mode}) from "
                        f"{'a medfm checkpoint' if from_checkpoint else 'random initialisation'}."}
-    if recipe.mode == "linear":
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
-    trained: torch.nn.Module = apply_lora(model, recipe.lora) if recipe.mode == "lora" else model
-
-    def save(m, directory):
-        if recipe.mode == "lora":
-            write_adapter(m, directory, base, extra_config=meta)
-        else:
-            write_checkpoint(m, directory, extra_config=meta)
+    trained = adapt(model, recipe.mode, recipe.lora, head_modules=("task_head",))
+    save = checkpoint_writer(recipe.mode, base, meta)
 
     val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None
 
@@ -187,6 +178,4 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
                       epoch_end_fn=epoch_end)
     trainer.fit(resume=resume)
     trained.eval()
-    if recipe.mode == "lora":
-        return save_adapter(trained, output / "adapter", base, extra_config=meta)
-    return save_pretrained(trained, output / "model", extra_config=meta)
+    return save_final(trained, recipe.mode, base, meta, output)

@@ -219,10 +219,9 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
         medfm data errors, ConfigError/ValueError (bad recipe), FileExistsError (output holds a
         checkpoint and ``resume`` is False).
     """
-    from medfm.adapters.lora import apply_lora, save_adapter, write_adapter
+    from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.config import dump_yaml, to_dict
-    from medfm.hub import save_pretrained, write_checkpoint
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.loop import Trainer
 
@@ -234,22 +233,13 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     torch.manual_seed(recipe.train.seed)
     model = build_segmenter(recipe, task, init)
     base = init or recipe.encoder.pretrained
-    if recipe.mode == "lora" and base is None:  # LoRA over random weights: keep the base to reload the adapter
-        base = str(save_pretrained(model, output / "base"))
+    base = keep_lora_base(model, recipe.mode, base, output)
     meta = {"training": {"data": task.metadata(), "mode": recipe.mode, "init": base,
                          "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None, "train": to_dict(recipe.train)},
             "family": model.encoder.family, "task": "image-segmentation",
             "summary": f"`{recipe.encoder.name}` U-Net segmenter for {task.name} ({recipe.mode})."}
-    if recipe.mode == "frozen":
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
-    trained = apply_lora(model, recipe.lora, head_modules=SEG_HEAD_MODULES) if recipe.mode == "lora" else model
-
-    def save(m, directory):
-        if recipe.mode == "lora":
-            write_adapter(m, directory, base, extra_config=meta)
-        else:
-            write_checkpoint(m, directory, extra_config=meta)
+    trained = adapt(model, recipe.mode, recipe.lora, head_modules=SEG_HEAD_MODULES)
+    save = checkpoint_writer(recipe.mode, base, meta)
 
     trainer = Trainer(trained, seg_step(recipe.data.patch, recipe.data.flip_axes, recipe.mode == "frozen"), train_set,
                       recipe.train, output, save)
@@ -257,8 +247,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     trainer.fit(resume=resume)
     train_s = time.perf_counter() - t0
     trained.eval()
-    final = save_adapter(trained, output / "adapter", base, extra_config=meta) if recipe.mode == "lora" \
-        else save_pretrained(trained, output / "model", extra_config=meta)
+    final = save_final(trained, recipe.mode, base, meta, output)
     results = evaluate_task(trained, task, recipe.eval, output)
     results.update({"task": task.metadata(), "checkpoint": str(final), "mode": recipe.mode,
                     "encoder": recipe.encoder.name, "train_seconds": round(train_s, 1),

@@ -167,11 +167,10 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     Raises:
         medfm data errors, ValueError (mismatched channels between tasks), TextEncoderError.
     """
-    from medfm.adapters.lora import apply_lora, save_adapter, write_adapter
+    from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
     from medfm.config import dump_yaml, to_dict
     from medfm.encoders import create_encoder
-    from medfm.hub import save_pretrained, write_checkpoint
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.text import create_text_encoder
     from medfm.training.loop import Trainer
@@ -195,31 +194,21 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
                                  decoder=recipe.decoder, head=recipe.head, inference={"roi_size": list(patch)})
     task_inference = {t.name: {"roi_size": list(patch), "scale": t.data.scale} for t in recipe.tasks}
     base = init or recipe.encoder.pretrained
-    if recipe.mode == "lora" and base is None:
-        base = str(save_pretrained(model, output / "base"))
+    base = keep_lora_base(model, recipe.mode, base, output)
     meta = {"training": {"tasks": {t.name: task.metadata() for t, task in zip(recipe.tasks, tasks)},
                          "mode": recipe.mode, "init": base, "train": to_dict(recipe.train)},
             "task_inference": task_inference, "family": model.encoder.family, "task": "text-conditioned-segmentation",
             "summary": f"`{recipe.encoder.name}` text-conditioned (MulModSeg) segmenter for "
                        f"{', '.join(t.name for t in recipe.tasks)}."}
-    if recipe.mode == "frozen":
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
-    trained = apply_lora(model, recipe.lora, head_modules=TEXT_SEG_HEAD_MODULES) if recipe.mode == "lora" else model
-
-    def save(m, directory):
-        if recipe.mode == "lora":
-            write_adapter(m, directory, base, extra_config=meta)
-        else:
-            write_checkpoint(m, directory, extra_config=meta)
+    trained = adapt(model, recipe.mode, recipe.lora, head_modules=TEXT_SEG_HEAD_MODULES)
+    save = checkpoint_writer(recipe.mode, base, meta)
 
     trainer = Trainer(trained, text_seg_step(recipe), train_set, recipe.train, output, save)
     t0 = time.perf_counter()
     trainer.fit(resume=resume)
     train_s = time.perf_counter() - t0
     trained.eval()
-    final = save_adapter(trained, output / "adapter", base, extra_config=meta) if recipe.mode == "lora" \
-        else save_pretrained(trained, output / "model", extra_config=meta)
+    final = save_final(trained, recipe.mode, base, meta, output)
     results: Dict[str, Any] = {"tasks": {}, "checkpoint": str(final), "mode": recipe.mode, "encoder": recipe.encoder.name,
                                "train_seconds": round(train_s, 1), "prompts": model.prompts}
     md = []

@@ -9,13 +9,6 @@ from medfm.hub import from_pretrained, save_pretrained
 from medfm.registry import ADAPTERS, ENCODERS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine OpenMP spinning costs ~5x CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 ENC_2D = [n for n in medfm.list_encoders(test=True) if ENCODERS.tags(n).get("dims", 2) == 2]

@@ -10,13 +10,6 @@ from medfm.adapters.text_seg import (DynamicHead, PromptedSegmenter, TextConditi
 from medfm.hub import from_pretrained, save_pretrained
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine OpenMP spinning costs ~5x CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 TARGETS = [{"name": "vessel", "modality": "retinal fundus photograph", "target": "retinal blood vessels"},

@@ -162,12 +162,12 @@ def test_md5_verified_and_cached(write_medmnist, monkeypatch):
     def no_hashing(*a, **k):
         raise AssertionError("md5 recomputed")
 
-    monkeypatch.setattr(mm.hashlib, "md5", no_hashing)
+    monkeypatch.setattr(mm, "io_file_md5", no_hashing)
     MedMNISTDataset("pneumoniamnist", "val", data_root=root)  # cached: no re-hash
-    monkeypatch.undo()  # restores hashlib.md5 and INFO's md5
+    monkeypatch.undo()  # restores the hashing function and INFO's md5
     write_medmnist("pneumoniamnist")  # same bytes rewritten: new mtime -> hashed again
     os.utime(ds.path, ns=(1, 1))
-    monkeypatch.setattr(mm.hashlib, "md5", no_hashing)
+    monkeypatch.setattr(mm, "io_file_md5", no_hashing)
     with pytest.raises(AssertionError, match="recomputed"):
         MedMNISTDataset("pneumoniamnist", data_root=root)
 

@@ -22,13 +22,6 @@ from medfm.registry import ENCODERS
 TEST_VARIANTS = ["vmamba_test", "groupmamba_test"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------ cross-scan / merge

@@ -12,13 +12,6 @@ from medfm.encoders.layers.selective_scan import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_inputs(batch=2, dim=8, length=13, d_state=1, bc="grouped", groups=2, dtype=torch.float32, seed=0,

@@ -14,7 +14,6 @@ from medfm.objectives.graph_matching import (GraphMatching, knn_graph, local_sim
 from medfm.objectives.solvers import FactorizedQAP, RRWMConfig, hungarian, rrwm, sinkhorn_log, solve_qap
 from medfm.registry import OBJECTIVES
 
-torch.set_num_threads(1)
 
 
 def _dense_k(qap, g=0):

@@ -10,7 +10,6 @@ from medfm.objectives.moco import MoCo, moco_infonce_loss
 from medfm.registry import OBJECTIVES
 from medfm.training.loop import TrainConfig, Trainer
 
-torch.set_num_threads(1)
 
 
 def _moco(**kw):

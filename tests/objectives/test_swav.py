@@ -9,7 +9,6 @@ from medfm.hub import from_pretrained, save_pretrained
 from medfm.objectives.swav import SwAV, sinkhorn_knopp, swav_loss
 from medfm.registry import OBJECTIVES
 
-torch.set_num_threads(1)
 
 
 def _swav(**kw):

@@ -10,13 +10,6 @@ from medfm.config import from_dict
 from medfm.training.segmentation import SegmentationRecipe, random_crop, random_flips, run_segmentation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine OpenMP spinning costs ~5x CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 

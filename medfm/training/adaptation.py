@@ -1,0 +1,63 @@
+"""How a task model is adapted and saved: frozen encoder, full fine-tuning, or LoRA.
+
+Shared by classification fine-tuning, segmentation and text-conditioned segmentation, so
+the three runners freeze, wrap and checkpoint models the same way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence
+
+from torch import nn
+
+#: modes that train only the head/decoder on a frozen encoder ("linear" for classifiers)
+FROZEN_MODES = ("linear", "frozen")
+
+
+def keep_lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path) -> Optional[str]:
+    """The base checkpoint an adapter will record.
+
+    LoRA over random weights has no base to point at, so the freshly initialised model is
+    saved to ``<output>/base`` first (otherwise the adapter could never be reloaded).
+    """
+    if mode == "lora" and base is None:
+        from medfm.hub import save_pretrained
+
+        return str(save_pretrained(model, Path(output) / "base"))
+    return base
+
+
+def adapt(model: nn.Module, mode: str, lora: Any, head_modules: Sequence[str]) -> nn.Module:
+    """Freeze the encoder (``linear``/``frozen``), wrap with LoRA (``lora``) or keep all trainable (``full``)."""
+    if mode in FROZEN_MODES:
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+    if mode == "lora":
+        from medfm.adapters.lora import apply_lora
+
+        return apply_lora(model, lora, head_modules=head_modules)
+    return model
+
+
+def checkpoint_writer(mode: str, base: Optional[str], meta: Dict[str, Any]) -> Callable[[nn.Module, Path], None]:
+    """The trainer's ``save_fn``: adapter-only files for LoRA, a full checkpoint otherwise."""
+    from medfm.adapters.lora import write_adapter
+    from medfm.hub import write_checkpoint
+
+    def save(model: nn.Module, directory: Path) -> None:
+        if mode == "lora":
+            write_adapter(model, directory, base, extra_config=meta)
+        else:
+            write_checkpoint(model, directory, extra_config=meta)
+
+    return save
+
+
+def save_final(model: nn.Module, mode: str, base: Optional[str], meta: Dict[str, Any], output: Path) -> Path:
+    """The run's final checkpoint: ``<output>/adapter`` (LoRA, adapter-only) or ``<output>/model``."""
+    from medfm.adapters.lora import save_adapter
+    from medfm.hub import save_pretrained
+
+    if mode == "lora":
+        return save_adapter(model, Path(output) / "adapter", base, extra_config=meta)
+    return save_pretrained(model, Path(output) / "model", extra_config=meta)
