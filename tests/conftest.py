@@ -91,3 +91,28 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+TINY_BERT_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def save_tiny_bert(path: Path, words, hidden: int = 32) -> Path:
+    """A randomly initialised 2-layer BERT + WordPiece tokenizer over ``words``, saved in
+    transformers layout (a local text model for tests that must not load real weights)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = TINY_BERT_SPECIAL + list(words)
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(str(path / "vocab.txt")).save_pretrained(str(path))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture
+def tmp_medfm_cache(monkeypatch, tmp_path):
+    """Point medfm's on-disk caches ($XDG_CACHE_HOME/medfm) at a per-test folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -19,10 +19,7 @@ from medfm.data.corpus import (
 )
 from medfm.data.errors import DataFileMissingError, UnsupportedSizeError
 
-
-@pytest.fixture(autouse=True)
-def _tmp_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("tmp_medfm_cache")
 
 
 def _png(path: Path, array: np.ndarray) -> None:

@@ -1,6 +1,5 @@
 """CLIP objective: the loss against a hand-written reference, training, freezing, checkpoints."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,30 +8,15 @@ import medfm
 from medfm.objectives import clip_loss
 from medfm.objectives.clip import text_ids_of
 from medfm.registry import OBJECTIVES
+from tests.conftest import save_tiny_bert
 
-
-def save_tiny_bert(path: Path) -> Path:
-    """A randomly initialised 2-layer, 32-d BERT + WordPiece tokenizer in transformers layout."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "chest", "x", "ray", "hand", "brain", "mri", "ct"]
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizer(str(path / "vocab.txt")).save_pretrained(str(path))
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(str(path))
-    return path
+WORDS = ["a", "chest", "x", "ray", "hand", "brain", "mri", "ct"]
+pytestmark = pytest.mark.usefixtures("tmp_medfm_cache")
 
 
 @pytest.fixture(scope="module")
 def text_spec(tmp_path_factory):
-    return {"name": "hf", "model_name_or_path": str(save_tiny_bert(tmp_path_factory.mktemp("bert")))}
-
-
-@pytest.fixture(autouse=True)
-def _tmp_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return {"name": "hf", "model_name_or_path": str(save_tiny_bert(tmp_path_factory.mktemp("bert"), WORDS))}
 
 
 def clip_reference(img, txt, scale, ids=None):

@@ -7,28 +7,14 @@ import torch
 from medfm.registry import TEXT_ENCODERS, UnknownNameError
 from medfm.text import HFTextEncoder, TextEncoderError, create_text_encoder, text_encoder_dim
 from medfm.text.encoders import check_texts, pool_hidden_states, resolve_text_model
+from tests.conftest import save_tiny_bert
 
 WORDS = ["a", "chest", "x", "-", "ray", "showing", "pneumonia", "normal", "hand", "brain", "mri", "ct"]
 
 
-def save_tiny_bert(path: Path, hidden: int = 32) -> Path:
-    """A randomly initialised 2-layer BERT + WordPiece tokenizer saved in transformers layout."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizer(str(path / "vocab.txt")).save_pretrained(str(path))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=37, max_position_embeddings=64)
-    BertModel(cfg).save_pretrained(str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), WORDS)
 
 
 def test_registry_holds_the_builders():
