@@ -15,17 +15,18 @@ vqa_rad       images of the *train* QA pairs,          "<question> <answer>" of 
 chase_db1     Image_01L ... Image_10R (the             "a retinal fundus photograph" (whole) /
               segmentation train split): whole image   vessel-crop description (3x3 crop grid)
               + 3x3 grid of half-height crops
-lgg           patients in the first 70 % of sorted     sequence description (FLAIR, pre-/post-
-              patient ids; each non-blank slice,       contrast); a sequence identical to FLAIR
+lgg           segmentation train patients              sequence description (FLAIR, pre-/post-
+              (``lgg_patients("train")``); non-blank   contrast); a sequence identical to FLAIR
               cropped to the head                      (missing in the source) is left out
-hippocampus   cases in the first 80 % of sorted case   "a brain MRI crop around the hippocampus"
-              ids; 3 slices per axis (35/50/65 %)
+hippocampus   segmentation train cases                 "a brain MRI crop around the hippocampus"
+              (``hippocampus_cases("train")``); 3
+              slices per axis (35/50/65 %)
 ============  ======================================  ==============================================
 
 Rules that keep evaluation clean: no MedMNIST val/test image, no MedNIST test file (last
 20 % per class, :func:`mednist_split`), no VQA-RAD *test* question (its images that also
 carry train questions do enter: the MEVF split shares 203 images between train and test), no
-CHASE_DB1 image 11-14, no LGG/hippocampus held-out patient (:func:`first_fraction`). Texts
+CHASE_DB1 image 11-14, no LGG/hippocampus segmentation test patient. Texts
 of MedMNIST images describe only the modality, never the class, so zero-shot evaluation on
 a MedMNIST set measures transfer to labels never seen in text.
 
@@ -50,10 +51,11 @@ from torch.utils.data import Dataset
 
 from medfm.data.errors import CorruptFileError, DataFileMissingError, MedFMDataError, UnsupportedSizeError
 from medfm.data.root import PathLike, resolve_data_root
+from medfm.data.segmentation import hippocampus_cases, lgg_patients
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3
 CORPUS_SIZES: Tuple[int, ...] = (28, 64)
 SOURCES: Tuple[str, ...] = ("medmnist", "medmnist3d", "mednist", "vqa_rad", "chase_db1", "lgg", "hippocampus")
 SOURCE_FOLDERS: Dict[str, str] = {
@@ -68,8 +70,9 @@ SOURCE_LICENSES: Dict[str, str] = {
 }
 # -- split rules shared with the downstream datasets (documented, deterministic) ----------
 MEDNIST_TEST_FRACTION = 0.2
-LGG_TRAIN_FRACTION = 0.7
-HIPPOCAMPUS_TRAIN_FRACTION = 0.8
+#: the segmentation issue's fixed splits (medfm.data.segmentation), so no held-out patient enters pretraining
+LGG_SPLIT_RULE = "segmentation train split: sorted case folders, index % 3 != 2"
+HIPPOCAMPUS_SPLIT_RULE = "segmentation train split: sorted case ids, index % 5 != 4"
 CHASE_TRAIN_IDS: Tuple[int, ...] = tuple(range(1, 11))
 MEDNIST_MODALITY = {"AbdomenCT": "abdominal_ct", "BreastMRI": "breast_mri", "CXR": "chest_xray",
                     "ChestCT": "chest_ct", "Hand": "hand_xray", "HeadCT": "head_ct"}
@@ -261,9 +264,8 @@ def _src_lgg(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict[str
     cases = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if not cases:
         raise SourceMissing(f"lgg: no case folders in {folder}")
-    train_patients, _ = first_fraction([lgg_patient(c) for c in cases], LGG_TRAIN_FRACTION)
-    keep = set(train_patients)
-    for case in progress([c for c in cases if lgg_patient(c) in keep], desc="lgg"):
+    keep = set(lgg_patients("train", root))
+    for case in progress([c for c in cases if c in keep], desc="lgg"):
         for png in sorted((folder / case).glob("*.png")):
             if png.stem.endswith("_mask"):
                 continue
@@ -278,7 +280,7 @@ def _src_lgg(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict[str
                 if ch != 1 and np.array_equal(img[..., ch], flair):
                     continue  # sequence missing in the source (replaced by FLAIR there)
                 sink.add(fit(img[y0:y1, x0:x1, ch], size), modality)
-    return {"train_patients": sorted(keep), "rule": "first 70% of sorted patient ids"}
+    return {"train_patients": sorted(keep), "rule": LGG_SPLIT_RULE}
 
 
 def _src_hippocampus(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict[str, Any]:
@@ -288,7 +290,7 @@ def _src_hippocampus(root: Path, size: int, sink: _Sink, progress: Callable) -> 
     cases = sorted(p.name[: -len(".nii.gz")] for p in folder.glob("*.nii.gz")) if folder.is_dir() else []
     if not cases:
         raise SourceMissing(f"hippocampus: no .nii.gz volumes in {folder}")
-    train, _ = first_fraction(cases, HIPPOCAMPUS_TRAIN_FRACTION)
+    train = hippocampus_cases("train", root)
     for case in progress(train, desc="hippocampus"):
         try:
             vol = np.asarray(nib.load(str(folder / f"{case}.nii.gz")).get_fdata(dtype=np.float32))
@@ -396,8 +398,8 @@ def build_corpus(size: int = 28, data_root: Optional[PathLike] = None, sources: 
     manifest = {
         "version": CORPUS_VERSION, "size": size, "n": int(len(arrays["images"])), "n_texts": int(len(arrays["texts"])),
         "sources": details, "skipped": skipped, "data_root": str(root),
-        "split_rules": {"mednist_test_fraction": MEDNIST_TEST_FRACTION, "lgg_train_fraction": LGG_TRAIN_FRACTION,
-                        "hippocampus_train_fraction": HIPPOCAMPUS_TRAIN_FRACTION,
+        "split_rules": {"mednist_test_fraction": MEDNIST_TEST_FRACTION, "lgg": LGG_SPLIT_RULE,
+                        "hippocampus": HIPPOCAMPUS_SPLIT_RULE,
                         "chase_train_ids": list(CHASE_TRAIN_IDS), "medmnist": "train split only",
                         "vqa_rad": "train QA pairs only"},
     }
@@ -543,5 +545,5 @@ class PretrainCorpus(Dataset):
 __all__ = [
     "CORPUS_SIZES", "SOURCES", "PretrainCorpus", "build_corpus", "corpus_path", "first_fraction", "mednist_split",
     "lgg_patient", "to_gray", "pad_square", "resize_batch", "fit", "SourceMissing",
-    "MEDNIST_TEST_FRACTION", "LGG_TRAIN_FRACTION", "HIPPOCAMPUS_TRAIN_FRACTION", "CHASE_TRAIN_IDS",
+    "MEDNIST_TEST_FRACTION", "LGG_SPLIT_RULE", "HIPPOCAMPUS_SPLIT_RULE", "CHASE_TRAIN_IDS",
 ]

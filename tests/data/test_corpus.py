@@ -50,11 +50,11 @@ def fake_sources(root: Path, write_medmnist) -> Path:
     _png(chase / "Image_01L.jpg", np.full((60, 64, 3), 120, np.uint8))
     _png(chase / "Image_11L.jpg", np.full((60, 64, 3), 255, np.uint8))  # segmentation test split
     for k, case in enumerate(["TCGA_AA_0001_20000101", "TCGA_AA_0002_20000101", "TCGA_BB_0003_20000101",
-                              "TCGA_BB_0004_20000101"]):  # sorted: the last patient is held out
+                              "TCGA_BB_0004_20000101"]):  # sorted index % 3 == 2 is held out
         img = rng.integers(50, 200, (32, 32, 3), dtype=np.uint8)
         if k == 1:
             img[..., 0] = img[..., 1]  # pre-contrast missing (replaced by FLAIR in the source)
-        if k == 3:
+        if k == 2:
             img[:] = 255
         _png(root / "lgg_tcga_flair_seg_3ch" / "images" / case / f"{case}_1.png", img)
         _png(root / "lgg_tcga_flair_seg_3ch" / "images" / case / f"{case}_1_mask.png", np.zeros((32, 32), np.uint8))
@@ -62,9 +62,12 @@ def fake_sources(root: Path, write_medmnist) -> Path:
 
     hip = root / "msd_task04_hippocampus" / "imagesTr"
     hip.mkdir(parents=True)
-    for i in range(1, 6):  # first 4 of 5 sorted cases are train
+    (hip.parent / "labelsTr").mkdir()
+    for i in range(1, 6):  # sorted index % 5 == 4 is held out: the first 4 of 5 cases are train
         vol = rng.uniform(1, 100, (10, 12, 8)).astype(np.float32)
         nib.save(nib.Nifti1Image(vol, np.eye(4)), str(hip / f"hippocampus_{i:03d}.nii.gz"))
+        nib.save(nib.Nifti1Image(np.zeros((10, 12, 8), np.uint8), np.eye(4)),
+                 str(hip.parent / "labelsTr" / f"hippocampus_{i:03d}.nii.gz"))
     return root
 
 
@@ -92,6 +95,8 @@ def test_every_source_enters_with_its_split_rule(fake_root):
     assert counts["chase_db1"] == 1 + 9  # Image_01L whole + 3x3 crops; Image_11L held out
     assert counts["lgg"] == 3 + 2 + 3  # 3 train patients; a sequence equal to FLAIR is left out
     assert counts["hippocampus"] == 4 * 9
+    assert ds.manifest["sources"]["lgg"]["train_patients"] == ["TCGA_AA_0001_20000101", "TCGA_AA_0002_20000101",
+                                                             "TCGA_BB_0004_20000101"]
     for i in range(len(ds)):
         s = ds[i]
         if s["source"] not in ("medmnist", "medmnist3d", "hippocampus"):
