@@ -1,0 +1,136 @@
+"""Encoder families side by side: full fine-tuning from random init on MedMNIST 2D at 28 px.
+
+For every encoder (default: one or two per family: CNN ``resnet18``, ViT ``vit_tiny``, KAN
+``medvit_kan_tiny`` and ``kan_resnet18``, Mamba ``vmamba_tiny`` and ``groupmamba_tiny``) and
+data set it runs, each in a fresh process, exactly what a user would::
+
+    medfm finetune finetune/families/full_<encoder>.yaml --dataset <flag> --epochs <E> --output <out>/<flag>/<encoder>
+    medfm eval <out>/<flag>/<encoder>/model --data <flag> --split test --output <out>/<flag>/<encoder>/eval
+
+The shared budget is the number of training images seen (about 9.4k: PneumoniaMNIST 2
+epochs of 4,708, BreastMNIST 17 epochs of 546), batch 64, AdamW, bf16 autocast where the CPU
+supports it; the test split is scored with the last epoch's model (no model selection).
+A finished pair (its ``eval/results.json`` exists) is not re-run, so the script resumes.
+
+It prints, and writes to ``<out>/family_table.md`` and ``<out>/family_table.json``
+(atomically), test ACC/AUC with bootstrap 95% CIs, trainable parameters and wall time per
+pair, beside MedMNIST v2's ResNet-18 (28) row. Not a test: a measurement script.
+
+Usage::
+
+    python benchmarks/family_finetune.py [--datasets pneumoniamnist,breastmnist]
+        [--encoders resnet18,vit_tiny,...] [--output runs/families] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28  # noqa: E402
+from medfm.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+ENCODERS = ("resnet18", "vit_tiny", "medvit_kan_tiny", "kan_resnet18", "vmamba_tiny", "groupmamba_tiny")
+#: epochs per data set giving about the same number of training images seen (~9.4k)
+EPOCHS = {"pneumoniamnist": 2, "breastmnist": 17}
+
+
+def _medfm(args: List[str], env: Dict[str, str], log: Path) -> None:
+    cmd = [sys.executable, "-c", "import sys; from medfm.cli import main; sys.exit(main())", *args]
+    with open(log, "a") as fh:
+        fh.write("$ medfm " + " ".join(args) + "\n")
+        fh.flush()
+        rc = subprocess.call(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+    if rc != 0:
+        raise SystemExit(f"medfm {' '.join(args)} failed with exit code {rc}; see {log}")
+
+
+def run_pair(encoder: str, flag: str, out: Path, env: Dict[str, str]) -> Dict[str, Any]:
+    """Fine-tune + evaluate one (encoder, data set) pair; returns its table row."""
+    run = out / flag / encoder
+    results = run / "eval" / "results.json"
+    timing = run / "timing.json"
+    if not results.is_file():
+        run.mkdir(parents=True, exist_ok=True)
+        log = run / "log.txt"
+        t0 = time.perf_counter()
+        _medfm(["finetune", str(REPO / "finetune" / "families" / f"full_{encoder}.yaml"), "--dataset", flag,
+                "--epochs", str(EPOCHS[flag]), "--output", str(run)], env, log)
+        t1 = time.perf_counter()
+        _medfm(["eval", str(run / "model"), "--data", flag, "--split", "test", "--output", str(run / "eval")], env, log)
+        atomic_write_json(timing, {"finetune_s": t1 - t0, "eval_s": time.perf_counter() - t1})
+    res = json.loads(results.read_text())
+    config = json.loads((run / "model" / "config.json").read_text())
+    t = json.loads(timing.read_text()) if timing.is_file() else {}
+    return {"encoder": encoder, "family": config.get("family"), "dataset": flag, "epochs": EPOCHS[flag],
+            "n_params": config.get("n_params"), "acc": res["metrics"]["acc"], "auc": res["metrics"]["auc"],
+            "acc_ci": res["ci"].get("acc"), "auc_ci": res["ci"].get("auc"), "finetune_s": t.get("finetune_s")}
+
+
+def _fmt_params(n: Any) -> str:
+    if isinstance(n, str):
+        return n
+    if isinstance(n, dict):
+        n = n.get("total", n.get("trainable"))
+    return f"{n / 1e6:.2f}M" if isinstance(n, (int, float)) else "?"
+
+
+def table(rows: List[Dict[str, Any]], datasets: List[str]) -> str:
+    """Markdown: one row per encoder, ACC/AUC per data set, then the MedMNIST v2 reference row."""
+    head = "| encoder | family | params | " + " | ".join(f"{d} ACC | {d} AUC" for d in datasets) + " | fine-tune time (s) |"
+    lines = [head, "|" + "---|" * (3 + 2 * len(datasets) + 1)]
+    by = {(r["encoder"], r["dataset"]): r for r in rows}
+    for enc in dict.fromkeys(r["encoder"] for r in rows):
+        cells, times, params, family = [], [], "?", "?"
+        for d in datasets:
+            r = by.get((enc, d))
+            if r is None:
+                cells += ["-", "-"]
+                continue
+            family, params = r["family"], _fmt_params(r["n_params"])
+            cells += [f"{r['acc']:.3f}", f"{r['auc']:.3f}"]
+            times.append(f"{r['finetune_s']:.0f}" if r.get("finetune_s") else "?")
+        lines.append(f"| {enc} | {family} | {params} | " + " | ".join(cells) + f" | {' / '.join(times)} |")
+    ref = []
+    for d in datasets:
+        r = MEDMNIST_V2_RESNET18_28.get(d) or {}
+        ref += [f"{r['acc']:.3f}" if "acc" in r else "-", f"{r['auc']:.3f}" if "auc" in r else "-"]
+    lines.append("| MedMNIST v2 ResNet-18 (28), 100 epochs | cnn | 11.2M | " + " | ".join(ref) + " | - |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", default="pneumoniamnist,breastmnist")
+    ap.add_argument("--encoders", default=",".join(ENCODERS))
+    ap.add_argument("--output", type=Path, default=REPO / "runs" / "families")
+    ap.add_argument("--threads", type=int, default=1, help="OMP/torch threads of each run")
+    args = ap.parse_args()
+    datasets = [d for d in args.datasets.split(",") if d]
+    unknown = [d for d in datasets if d not in EPOCHS]
+    if unknown:
+        raise SystemExit(f"no shared-budget epochs for {unknown}; known: {sorted(EPOCHS)}")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    rows = []
+    for flag in datasets:
+        for enc in [e for e in args.encoders.split(",") if e]:
+            rows.append(run_pair(enc, flag, args.output, env))
+            r = rows[-1]
+            print(f"{enc:18s} {flag:15s} ACC {r['acc']:.3f} AUC {r['auc']:.3f} ({r['finetune_s'] or 0:.0f} s)", flush=True)
+    md = table(rows, datasets)
+    args.output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.output / "family_table.md", md)
+    atomic_write_json(args.output / "family_table.json", rows)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

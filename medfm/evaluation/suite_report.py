@@ -1,0 +1,121 @@
+"""``report.md`` of an evaluation suite: summary table, skipped sets, and per data set the clean
+metrics, the comparison with published figures (MedViT-small's MedMNIST-C figures, medmnistc's
+AlexNet reference, MedMNIST v2's ResNet-18 (28) row) and the corruption table.
+
+The results dict it renders is the one :func:`medfm.evaluation.suites.run_suite` writes as
+``results.json``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+#: Published PneumoniaMNIST-C figures of MedViT-small (corruptions applied at 224 px), as quoted in issue 5.
+MEDVIT_SMALL_C = {"pneumoniamnist": {"clean_error": 0.040, "be": 0.384, "rbe": 0.246}}
+
+
+def _fmt(x: Any, nd: int = 4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{nd}f}"
+
+
+def render_suite_markdown(res: Dict[str, Any]) -> str:
+    """``report.md`` of a suite results dict: summary, skipped datasets, then per dataset the
+    clean metrics, the comparison with published figures and the corruption table."""
+    from medfm.evaluation.report import markdown_table
+    from medfm.evaluation.robustness import alexnet_reference, robustness_markdown
+
+    suite = res["suite"]
+    lines = [f"# Evaluation suite `{suite['name']}`\n"] + ([suite["description"].strip() + "\n"] if suite.get("description") else []) + [
+             f"- checkpoints: {', '.join(f'`{c}`' for c in res['checkpoints']) or 'per dataset'}",
+             f"- protocol: {suite['protocol']['name']}"
+             + (f", label fractions {suite['protocol']['label_fractions']}" if suite["protocol"]["name"] != "as-is" else ""),
+             f"- medfm {res['versions']['medfm']}, torch {res['versions']['torch']}; created {res['created']}",
+             f"- wall time: **{res['wall_s']:.1f} s** on {res['host']['cpus']} CPU(s), {res['host']['torch_threads']} torch "
+             f"thread(s); CPU time {res['cpu_s']:.1f} s (this process and its workers); load average at the start "
+             f"{res['host']['load_avg_start']}"]
+    methods = {d["corruptions"]["method"] for d in res["datasets"] if isinstance(d.get("corruptions"), dict)
+               and "method" in d["corruptions"]}
+    for m in sorted(methods):
+        lines.append(f"- corruption method: {m}")
+    ok = [d for d in res["datasets"] if d["status"] == "ok"]
+    rows = []
+    for d in ok:
+        for r in d["runs"]:
+            rob = r.get("robustness") or {}
+            rows.append({"dataset": d["name"], "run": r["run"], "n": d["n_samples"], "acc": r["metrics"]["acc"],
+                         "acc_ci": _ci(r["ci"].get("acc")), "auc": r["metrics"]["auc"], "auc_ci": _ci(r["ci"].get("auc")),
+                         "bal": r["metrics"]["balanced_acc"], "ece": r["metrics"]["ece"],
+                         "err": rob.get("clean_error"), "be": rob.get("be"), "rbe": rob.get("rbe")})
+    lines.append("\n## Summary\n")
+    lines.append(markdown_table(rows, {"dataset": "dataset", "run": "protocol", "n": "n", "acc": "ACC",
+                                       "acc_ci": "ACC 95% CI", "auc": "AUC", "auc_ci": "AUC 95% CI",
+                                       "bal": "balanced ACC", "ece": "ECE (15 bins)", "err": "clean error",
+                                       "be": "BE", "rbe": "rBE"}) if rows else "No dataset was evaluated.\n")
+    skipped = [d for d in res["datasets"] if d["status"] == "skipped"]
+    if skipped:
+        lines.append("\n## Skipped\n")
+        lines.append(markdown_table([{"d": d["name"], "r": d["reason"]} for d in skipped], {"d": "dataset", "r": "reason"}))
+    for d in ok:
+        lines.append(f"\n## {d['name']}\n")
+        lines.append(f"Checkpoint `{d['checkpoint']}` (sha256 `{(d['checkpoint_sha256'] or 'n/a')[:16]}`), split "
+                     f"{d['split']}, {d['size']} px, {d['n_samples']} images, data md5 `{d['data_md5']}`. Time: "
+                     + ", ".join(f"{k.replace('_', ' ')} {v['wall_s']:.1f} s (CPU {v['cpu_s']:.1f} s)"
+                                 for k, v in d["timing"].items()) + ".\n")
+        cor = d.get("corruptions")
+        if isinstance(cor, dict) and "skipped" in cor and isinstance(cor["skipped"], str):
+            lines.append(f"Corruptions: {cor['skipped']}.\n")
+        elif isinstance(cor, dict):
+            lines.append(f"Corruptions: {len(cor['run'])} x {len(cor['severities'])} severities = "
+                         f"{cor['images_scored']} images scored; cache: {cor['cache']['hits']} set(s) reused, "
+                         f"{cor['cache']['generated']} generated. {cor['method']}\n")
+            for name, why in cor["skipped"].items():
+                lines.append(f"- skipped corruption `{name}`: {why}")
+        for r in d["runs"]:
+            lines.append(f"\n### {r['run']}\n")
+            lines.append("Per-class recall: " + ", ".join(f"{k} {_fmt(v, 3)}" for k, v in r["per_class_recall"].items())
+                         + f". Full report: [{r['dir']}/report.md]({r['dir']}/report.md).\n")
+            rob = r.get("robustness")
+            refs = _references(d, rob, alexnet_reference)
+            if refs:
+                lines.append("\n" + markdown_table(refs, {"model": "model", "err": "clean error", "be": "BE", "rbe": "rBE",
+                                                          "acc": "ACC", "auc": "AUC", "note": "note"}, floatfmt=".3f"))
+            if rob:
+                lines.append("\n" + robustness_markdown(rob))
+            figs = ["error_vs_severity.png"] if rob else []
+            figs += ["reliability.png", "confusion_matrix.png"] + (["cam_grid.png"] if "path" in r.get("cam", {}) else [])
+            lines.append("\n" + "".join(f"![{Path(f).stem}]({r['dir']}/{f})\n" for f in figs))
+            if "error" in r.get("cam", {}):
+                lines.append(f"CAM grid failed: {r['cam']['error']}\n")
+    return "\n".join(lines) + "\n"
+
+
+def _ci(ci: Optional[Dict[str, Any]]) -> str:
+    return "" if not ci or ci.get("low") is None else f"[{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def _references(d: Dict[str, Any], rob: Optional[Dict[str, Any]], alexnet_reference: Any) -> List[Dict[str, Any]]:
+    """Rows comparing this run with published figures for the same dataset."""
+    run = d["runs"][0]
+    rows = [{"model": "this checkpoint", "err": (rob or {}).get("clean_error"), "be": (rob or {}).get("be"),
+             "rbe": (rob or {}).get("rbe"), "acc": run["metrics"]["acc"], "auc": run["metrics"]["auc"],
+             "note": f"{d['size']} px" + ("; corruptions: see method above" if rob else "")}]
+    from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28
+
+    flag = d.get("flag")
+    if flag in MEDVIT_SMALL_C:
+        v = MEDVIT_SMALL_C[flag]
+        rows.append({"model": "MedViT-small (published)", "err": v["clean_error"], "be": v["be"], "rbe": v["rbe"],
+                     "note": "corruptions at 224 px"})
+    if rob and rob.get("be") is not None:
+        rows.append({"model": "AlexNet (medmnistc reference)", "err": alexnet_reference(flag)["clean_score"], "be": 1.0,
+                     "rbe": 1.0, "note": "224 px; BE = rBE = 1 by definition"})
+    if flag in MEDMNIST_V2_RESNET18_28 and d["size"] == 28:
+        v = MEDMNIST_V2_RESNET18_28[flag]
+        rows.append({"model": "MedMNIST v2 ResNet-18 (28) (published)", "acc": v["acc"], "auc": v["auc"],
+                     "note": "clean test set"})
+    return rows if len(rows) > 1 else []
+
+
+__all__ = ["MEDVIT_SMALL_C", "render_suite_markdown"]
