@@ -18,6 +18,10 @@ TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
 _METRIC_TYPES = {"acc": "accuracy", "auc": "roc_auc", "balanced_acc": "balanced_accuracy"}
 
 
+#: display names of metric keys in the card's reference rows
+_METRIC_NAMES = {"clean_error": "clean error", "be": "BE", "rbe": "rBE", "acc": "ACC", "auc": "AUC"}
+
+
 def _eval_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> List[EvalResult]:
     if not results:
         return []
@@ -52,11 +56,13 @@ def _evaluation_text(results: Optional[Dict[str, Any]]) -> str:
     for key, label in (("clean_error", "MedMNIST-C clean error"), ("be", "MedMNIST-C BE"), ("rbe", "MedMNIST-C rBE")):
         if isinstance(rob.get(key), (int, float)):
             lines.append(f"| {label} | {rob[key]:.4f} | |")
+    refs = {k: v for k, v in (meta.get("references") or {}).items() if v}
+    if refs:
+        lines += ["", "Published figures for comparison:", "", "| model | figures |", "|---|---|"]
+    for name, ref in refs.items():
+        lines.append(f"| {name} | " + ", ".join(f"{_METRIC_NAMES.get(k, k.upper())} {v:.3f}" for k, v in ref.items()) + " |")
     if rob.get("method"):
         lines += ["", f"Corruptions: {rob['method']}"]
-    refs = {k: v for k, v in (meta.get("references") or {}).items() if v}
-    for name, ref in refs.items():
-        lines.append(f"| {name} (published) | " + ", ".join(f"{k.upper()} {v}" for k, v in ref.items()) + " | |")
     return "\n".join(lines)
 
 

@@ -87,6 +87,12 @@ def test_as_is_suite_end_to_end(tmp_path, data_root):
     per_res = json.loads((per / "results.json").read_text())  # `medfm card --results` reads this one
     assert per_res["meta"]["dataset"] == "pneumoniamnist" and per_res["robustness"]["be"] == rob["be"]
     assert "MedViT-small" in json.dumps(per_res["meta"]["references"])
+    from medfm.cards import build_card
+    from medfm.hub import load_config
+
+    card = build_card(load_config(ckpt), per_res)
+    assert f"| MedMNIST-C BE | {rob['be']:.4f} |" in card
+    assert "| MedViT-small MedMNIST-C (224 px corruptions) | clean error 0.040, BE 0.384, rBE 0.246 |" in card
     report = (tmp_path / "out" / "report.md").read_text()
     for text in ("MedViT-small (published)", "MedMNIST v2 ResNet-18 (28)", "wall time", "224x224 px", "bloodmnist",
                  "| pixelate | digital |"):
