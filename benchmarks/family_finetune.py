@@ -13,8 +13,9 @@ supports it; the test split is scored with the last epoch's model (no model sele
 A finished pair (its ``eval/results.json`` exists) is not re-run, so the script resumes.
 
 It prints, and writes to ``<out>/family_table.md`` and ``<out>/family_table.json``
-(atomically), test ACC/AUC with bootstrap 95% CIs, trainable parameters and wall time per
-pair, beside MedMNIST v2's ResNet-18 (28) row. Not a test: a measurement script.
+(atomically), test ACC/AUC per pair beside MedMNIST v2's ResNet-18 (28) row; the JSON also
+holds the bootstrap 95% CIs and each run's wall time (which depends on the machine's load: compare
+speeds with ``benchmarks/encoders.py``, not with these times). Not a test: a measurement script.
 
 Usage::
 
@@ -85,11 +86,11 @@ def _fmt_params(n: Any) -> str:
 
 def table(rows: List[Dict[str, Any]], datasets: List[str]) -> str:
     """Markdown: one row per encoder, ACC/AUC per data set, then the MedMNIST v2 reference row."""
-    head = "| encoder | family | params | " + " | ".join(f"{d} ACC | {d} AUC" for d in datasets) + " | fine-tune time (s) |"
-    lines = [head, "|" + "---|" * (3 + 2 * len(datasets) + 1)]
+    head = "| encoder | family | params | " + " | ".join(f"{d} ACC | {d} AUC" for d in datasets) + " |"
+    lines = [head, "|" + "---|" * (3 + 2 * len(datasets))]
     by = {(r["encoder"], r["dataset"]): r for r in rows}
     for enc in dict.fromkeys(r["encoder"] for r in rows):
-        cells, times, params, family = [], [], "?", "?"
+        cells, params, family = [], "?", "?"
         for d in datasets:
             r = by.get((enc, d))
             if r is None:
@@ -97,13 +98,12 @@ def table(rows: List[Dict[str, Any]], datasets: List[str]) -> str:
                 continue
             family, params = r["family"], _fmt_params(r["n_params"])
             cells += [f"{r['acc']:.3f}", f"{r['auc']:.3f}"]
-            times.append(f"{r['finetune_s']:.0f}" if r.get("finetune_s") else "?")
-        lines.append(f"| {enc} | {family} | {params} | " + " | ".join(cells) + f" | {' / '.join(times)} |")
+        lines.append(f"| {enc} | {family} | {params} | " + " | ".join(cells) + " |")
     ref = []
     for d in datasets:
         r = MEDMNIST_V2_RESNET18_28.get(d) or {}
         ref += [f"{r['acc']:.3f}" if "acc" in r else "-", f"{r['auc']:.3f}" if "auc" in r else "-"]
-    lines.append("| MedMNIST v2 ResNet-18 (28), 100 epochs | cnn | 11.2M | " + " | ".join(ref) + " | - |")
+    lines.append("| MedMNIST v2 ResNet-18 (28), 100 epochs | cnn | 11.2M | " + " | ".join(ref) + " |")
     return "\n".join(lines) + "\n"
 
 
