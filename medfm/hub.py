@@ -111,9 +111,9 @@ def load_state_dict(path: Union[str, Path], filename: str = WEIGHTS_NAME) -> Dic
 
 # -- building modules from config ------------------------------------------------------------
 def _registry(kind: str):
-    from medfm.registry import ADAPTERS, OBJECTIVES
+    from medfm.registry import ADAPTERS, FUSERS, OBJECTIVES
 
-    registries = {"adapter": ADAPTERS, "objective": OBJECTIVES}
+    registries = {"adapter": ADAPTERS, "objective": OBJECTIVES, "fuser": FUSERS}
     if kind not in registries:
         raise CheckpointError(f"unknown checkpoint kind {kind!r} (expected one of {sorted(registries)})")
     return registries[kind]
@@ -121,6 +121,8 @@ def _registry(kind: str):
 
 def build_from_config(cfg: Dict[str, Any]) -> nn.Module:
     """A freshly initialised module described by a checkpoint ``config.json`` dict."""
+    if not cfg.get("encoder"):  # multi-encoder modules (fusers) rebuild their encoders from their args
+        return _registry(cfg["kind"]).build(cfg["name"], **cfg.get("args", {}))
     enc_cfg = dict(cfg["encoder"])
     encoder = medfm.create_encoder(enc_cfg.pop("name"), **enc_cfg)
     return _registry(cfg["kind"]).build(cfg["name"], encoder=encoder, **cfg.get("args", {}))
@@ -146,6 +148,11 @@ def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Di
     """
     spec = getattr(model, "medfm_spec", None)
     encoder = getattr(model, "encoder", None)
+    if spec is not None and spec.get("kind") == "fuser" and encoder is None:  # one encoder per modality, in args
+        cfg = {"medfm_version": medfm.__version__, "kind": "fuser", "name": spec["name"], "args": spec.get("args", {}),
+               "encoder": {}, "preprocessing": dict(getattr(model, "preprocessing", {}))}
+        cfg.update(extra or {})
+        return cfg
     if spec is None or encoder is None or not getattr(encoder, "config", None):
         raise CheckpointError(
             f"{type(model).__name__} is not a medfm module (needs .medfm_spec and an .encoder built by create_encoder)"

@@ -1,0 +1,178 @@
+"""Shared plumbing of the missing-modality fusers: modality encoders, presence, checks, loss.
+
+Every fuser is an ``nn.Module`` built by ``FUSERS.build(name, **args)`` whose
+``forward(batch: dict) -> dict`` accepts any subset of modality keys per sample (batch layout:
+:mod:`medfm.data.multimodal`; a key absent from the batch or a False ``present`` entry means
+missing). Fusers compute on present rows only, so the values in absent rows (NaN in collated
+batches) never reach a parameter. ``out["logits"]`` is ``(B, K)``.
+
+Modality ``"clinical"`` is tabular (:class:`TabularEncoder`, ``(B, F)`` with NaN); every other
+modality name is a single-channel image ``(B, 1, S, S)`` in [0, 1] encoded by a medfm encoder
+(:func:`medfm.encoders.create_encoder`). A fuser has ``.medfm_spec`` (kind ``"fuser"``) and is
+saved / rebuilt by :mod:`medfm.hub` from its args.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfm.adapters.fusion.tabular import TabularEncoder
+from medfm.data.multimodal import presence as _presence
+
+TABULAR = "clinical"
+
+
+class ImageModalityEncoder(nn.Module):
+    """A medfm image encoder for one single-channel modality, projected to ``dim``.
+
+    Args:
+        encoder: ``{"name": registered encoder, "args": {builder overrides}}``.
+        img_size: input side S.
+        dim: output size D.
+        grid: tokens per image = ``grid * grid`` (adaptive average pooling of the feature map).
+
+    Shape:
+        ``forward``: ``(n, 1, S, S)`` in [0, 1] -> ``(n, D)``; ``tokens``: -> ``(n, grid*grid, D)``.
+    """
+
+    def __init__(self, encoder: Mapping[str, Any], img_size: int, dim: int, grid: int = 2) -> None:
+        super().__init__()
+        from medfm.encoders import create_encoder
+
+        cfg = dict(encoder)
+        if "name" not in cfg:
+            raise ValueError(f"image_encoder needs a 'name' (a registered encoder), got {cfg}")
+        self.encoder = create_encoder(cfg["name"], in_chans=1, img_size=img_size, **dict(cfg.get("args") or {}))
+        self.proj = nn.Linear(self.encoder.num_features, dim)
+        self.grid = int(grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.encoder(x))
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder.forward_features(x)
+        if feats.ndim == 4:
+            pooled = F.adaptive_avg_pool2d(feats, self.grid).flatten(2).transpose(1, 2)
+        else:
+            pooled = F.adaptive_avg_pool1d(feats.transpose(1, 2), self.grid * self.grid).transpose(1, 2)
+        return self.proj(pooled)
+
+
+def build_modality_encoder(modality: str, image_encoder: Mapping[str, Any], img_size: int, dim: int,
+                           clinical_features: int, tabular_missing: str = "token", grid: int = 2) -> nn.Module:
+    """:class:`TabularEncoder` for ``"clinical"``, else :class:`ImageModalityEncoder`."""
+    if modality == TABULAR:
+        if clinical_features < 1:
+            raise ValueError("modality 'clinical' needs clinical_features >= 1")
+        return TabularEncoder(clinical_features, dim, missing=tabular_missing)
+    return ImageModalityEncoder(image_encoder, img_size, dim, grid)
+
+
+class FusionModel(nn.Module):
+    """Base class: modality list, presence masks, input checks, scores and the default loss.
+
+    Args:
+        modalities: modality names in a fixed order (e.g. ``["pre", "flair", "post", "clinical"]``).
+        num_classes: K (2 for binary).
+        label_names: K names (default "0", "1", ...).
+
+    Raises:
+        ValueError: empty or duplicated modalities, ``num_classes < 2``, bad label names.
+    """
+
+    def __init__(self, modalities: Sequence[str], num_classes: int = 2,
+                 label_names: Optional[Sequence[str]] = None) -> None:
+        super().__init__()
+        mods = [str(m) for m in modalities]
+        if not mods or len(set(mods)) != len(mods):
+            raise ValueError(f"modalities must be a non-empty list of distinct names, got {mods}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        names = [str(n) for n in label_names] if label_names is not None else [str(i) for i in range(num_classes)]
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} label names for {num_classes} classes")
+        self.modalities: List[str] = mods
+        self.num_classes = int(num_classes)
+        self.label_names = names
+
+    def _set_spec(self, name: str, args: Dict[str, Any]) -> None:
+        self.medfm_spec: Dict[str, Any] = {"kind": "fuser", "name": name, "args": args}
+
+    @property
+    def preprocessing(self) -> Dict[str, Any]:
+        """What the inputs must look like (recorded in checkpoint ``config.json``)."""
+        args = self.medfm_spec["args"]
+        return {"modalities": self.modalities, "img_size": args.get("img_size"), "in_chans": 1,
+                "intensity_range": [0.0, 1.0], "clinical": "(F,) float, NaN = missing" if TABULAR in self.modalities else None,
+                "missing": "key absent or present[m] False (collated rows NaN)"}
+
+    # -- inputs -----------------------------------------------------------------------------
+    def presence(self, batch: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+        """``{modality: (B,) bool}`` on CPU for this model's modalities.
+
+        Raises:
+            ValueError: a sample has none of this model's modalities.
+        """
+        pres = {m: _presence(batch, m) for m in self.modalities}
+        any_ = torch.stack(list(pres.values())).any(0)
+        if not any_.all():
+            bad = (~any_).nonzero().flatten().tolist()[:5]
+            raise ValueError(f"sample(s) {bad} have none of the modalities {self.modalities}; fusion needs at least one")
+        return pres
+
+    def select(self, batch: Mapping[str, Any], modality: str, present: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Rows of ``batch[modality]`` where ``present``: ``(idx (n,), values (n, ...))``.
+
+        Raises:
+            ValueError: a present image row holds NaN/inf (or the tabular row holds inf).
+        """
+        x = batch[modality]
+        idx = present.nonzero().flatten().to(x.device)
+        rows = x.index_select(0, idx).float()
+        if modality != TABULAR and rows.numel() and not torch.isfinite(rows).all():
+            raise ValueError(f"modality {modality!r} is marked present but holds NaN/inf; mark it absent instead")
+        return idx, rows
+
+    @torch.no_grad()
+    def set_tabular_statistics(self, values: torch.Tensor) -> None:
+        """Standardisation statistics of every tabular encoder from the ``(N, F)`` training table."""
+        for mod in self.modules():
+            if isinstance(mod, TabularEncoder):
+                mod.set_statistics(values)
+
+    # -- outputs ----------------------------------------------------------------------------
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``(B, K)``."""
+        return logits.float().softmax(dim=-1)
+
+    def loss(self, out: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of ``out["logits"]`` ``(B, K)`` against ``(B,)`` int labels."""
+        return F.cross_entropy(out["logits"].float(), labels.reshape(-1).long().to(out["logits"].device))
+
+
+def sample_modality_dropout(present: Dict[str, torch.Tensor], p: float,
+                            gen: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
+    """Drop each present modality of each sample with probability ``p``, keeping at least one.
+
+    Modality dropout (Neverova et al., ModDrop, TPAMI 2016; used by 3MAT): when every present
+    modality of a sample is dropped, one of them (chosen uniformly) is restored.
+
+    Args:
+        present: ``{modality: (B,) bool}`` (CPU).
+        p: drop probability in [0, 1).
+        gen: CPU random generator (None: torch's global RNG).
+    """
+    mods = list(present)
+    pres = torch.stack([present[m] for m in mods], 1)  # (B, M)
+    if p <= 0:
+        return dict(present)
+    keep = pres & (torch.rand(pres.shape, generator=gen) >= p)
+    empty = ~keep.any(1)
+    if empty.any():
+        score = torch.rand(pres.shape, generator=gen).masked_fill(~pres, -1.0)
+        pick = F.one_hot(score.argmax(1), len(mods)).bool()
+        keep = torch.where(empty[:, None], pick, keep)
+    return {m: keep[:, j] for j, m in enumerate(mods)}

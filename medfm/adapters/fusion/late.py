@@ -1,0 +1,73 @@
+"""Baselines: parallel late fusion that **zero-fills** missing inputs, and single-modality models.
+
+Each modality has its own encoder; the pooled embeddings are concatenated and a linear head
+predicts. A missing image is replaced by an all-zero image and a missing table value by 0
+before encoding — on purpose: this is the common naive baseline the missing-modality fusers
+are compared against (it cannot tell "absent" from "black image"). With one modality it is
+the single-modality baseline (``modalities=["flair"]``); evaluate those only on samples that
+have their modality.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from medfm.adapters.fusion.base import TABULAR, FusionModel, build_modality_encoder
+from medfm.data.multimodal import batch_size, presence
+from medfm.registry import FUSERS
+
+
+@FUSERS.register("late_fusion_zero_fill", family="baseline")
+class LateFusionZeroFill(FusionModel):
+    """Late (embedding-concatenation) fusion with zero-filled missing inputs.
+
+    Args:
+        modalities, image_encoder, img_size, clinical_features, dim: as in the other fusers.
+        dropout: dropout on the concatenated embedding.
+        num_classes, label_names: outputs.
+
+    Shape:
+        ``forward(batch)`` -> ``{"logits": (B, K), "embedding": (B, M * D), "used": {m: (B,) bool}}``.
+
+    Raises:
+        ValueError: NaN in a present image.
+    """
+
+    def __init__(self, modalities: Sequence[str], image_encoder: Mapping[str, Any], img_size: int,
+                 clinical_features: int = 0, dim: int = 64, dropout: float = 0.0, num_classes: int = 2,
+                 label_names: Optional[Sequence[str]] = None) -> None:
+        super().__init__(modalities, num_classes, label_names)
+        self.encoders = nn.ModuleDict({m: build_modality_encoder(m, image_encoder, img_size, dim, clinical_features,
+                                                                 tabular_missing="zero") for m in self.modalities})
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(dim * len(self.modalities), num_classes)
+        self.img_size = int(img_size)
+        self.clinical_features = int(clinical_features)
+        self._set_spec("late_fusion_zero_fill", {"modalities": self.modalities, "image_encoder": dict(image_encoder),
+                                                 "img_size": self.img_size, "clinical_features": self.clinical_features,
+                                                 "dim": int(dim), "dropout": float(dropout),
+                                                 "num_classes": self.num_classes, "label_names": self.label_names})
+
+    def zero_filled(self, batch: Mapping[str, Any], modality: str) -> torch.Tensor:
+        """The modality's input with absent samples replaced by zeros (the baseline's design)."""
+        n = batch_size(batch)
+        pres = presence(batch, modality)
+        device = self.head.weight.device
+        if modality == TABULAR:
+            shape = (n, self.clinical_features)
+        else:
+            shape = (n, 1, self.img_size, self.img_size)
+        if not pres.any():
+            return torch.zeros(shape, device=device)
+        x = batch[modality].float().to(device)
+        keep = pres.to(device).view(-1, *([1] * (x.ndim - 1)))
+        if modality != TABULAR and not torch.isfinite(x[pres.to(device)]).all():
+            raise ValueError(f"modality {modality!r} is marked present but holds NaN/inf; mark it absent instead")
+        return torch.where(keep, x, torch.zeros_like(x))
+
+    def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        used = {m: presence(batch, m) for m in self.modalities}
+        emb = torch.cat([self.encoders[m](self.zero_filled(batch, m)) for m in self.modalities], 1)
+        return {"logits": self.head(self.dropout(emb)), "embedding": emb, "used": used}

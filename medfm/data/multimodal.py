@@ -1,0 +1,134 @@
+"""Batches of multimodal samples in which any modality may be missing, per sample.
+
+A *sample* is a dict; a modality key that is absent means the modality is missing
+(DESIGN.md: never a zero tensor invented by the loader). A *batch* stacks samples:
+
+* ``batch[m]``: ``(B, *shape)`` float32 for every modality ``m`` that at least one sample
+  has; rows of samples lacking ``m`` are filled with **NaN** (not zeros), so a model that
+  reads them without looking at the presence mask fails loudly instead of learning from
+  invented values;
+* ``batch["present"][m]``: ``(B,)`` bool, True where sample ``b`` has modality ``m``;
+* other keys (``"label"``, ``"mask"``, ``"patient"``) stacked (tensors) or listed.
+
+Fusion modules (:mod:`medfm.adapters.fusion`) read presence with :func:`presence` and
+compute on present rows only. :func:`drop_modalities` and :func:`keep_modalities` make the
+test-time missingness patterns of the evaluation protocol (MCAR, MNAR, fixed subsets).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Mapping, Sequence
+
+import torch
+
+MISSING_FILL = float("nan")
+PRESENT_KEY = "present"
+
+
+def collate_modalities(samples: Sequence[Mapping[str, Any]], modalities: Sequence[str]) -> Dict[str, Any]:
+    """Stack samples whose modality keys may be absent into one batch (see module docstring).
+
+    Args:
+        samples: dict samples; modality values are tensors/arrays of one shape per modality.
+        modalities: the modality names (other keys are stacked or listed as they are).
+
+    Returns:
+        The batch dict with NaN rows for absent modalities and ``"present"`` masks for
+        every name in ``modalities`` (all False, and no value key, when no sample has it).
+
+    Raises:
+        ValueError: no samples, or a modality with different shapes across samples.
+    """
+    if not samples:
+        raise ValueError("collate_modalities needs at least one sample")
+    b = len(samples)
+    batch: Dict[str, Any] = {PRESENT_KEY: {}}
+    for m in modalities:
+        rows = [torch.as_tensor(s[m], dtype=torch.float32) if m in s else None for s in samples]
+        have = [r for r in rows if r is not None]
+        batch[PRESENT_KEY][m] = torch.tensor([r is not None for r in rows], dtype=torch.bool)
+        if not have:
+            continue
+        shape = have[0].shape
+        if any(r.shape != shape for r in have):
+            raise ValueError(f"modality {m!r} has different shapes across samples: {sorted({tuple(r.shape) for r in have})}")
+        out = torch.full((b, *shape), MISSING_FILL, dtype=torch.float32)
+        for i, r in enumerate(rows):
+            if r is not None:
+                out[i] = r
+        batch[m] = out
+    others = {k for s in samples for k in s} - set(modalities)
+    for k in sorted(others):
+        vals = [s.get(k) for s in samples]
+        if all(isinstance(v, (torch.Tensor, int, float, bool)) or hasattr(v, "__array__") for v in vals):
+            batch[k] = torch.stack([torch.as_tensor(v) for v in vals])
+        else:
+            batch[k] = vals
+    return batch
+
+
+def batch_size(batch: Mapping[str, Any]) -> int:
+    """Number of samples in a batch, from its presence masks or any tensor value.
+
+    Raises:
+        ValueError: the batch holds no tensor to read the size from.
+    """
+    for p in batch.get(PRESENT_KEY, {}).values():
+        return int(p.shape[0])
+    for v in batch.values():
+        if isinstance(v, torch.Tensor):
+            return int(v.shape[0])
+    raise ValueError("cannot tell the batch size: the batch holds no tensor")
+
+
+def presence(batch: Mapping[str, Any], modality: str) -> torch.Tensor:
+    """``(B,)`` bool: which samples have ``modality``.
+
+    A key absent from the batch means absent for all samples; a key without a presence
+    mask means present for all samples.
+    """
+    n = batch_size(batch)
+    masks = batch.get(PRESENT_KEY, {})
+    if modality not in batch:
+        return torch.zeros(n, dtype=torch.bool)
+    if modality in masks:
+        return masks[modality].to(torch.bool).reshape(n).cpu()
+    return torch.ones(n, dtype=torch.bool)
+
+
+def drop_modalities(batch: Mapping[str, Any], drop: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """A copy of ``batch`` in which modality ``m`` is made absent where ``drop[m]`` is True.
+
+    Dropped rows are set to NaN and marked absent; a modality absent in every sample loses
+    its value key. ``batch`` itself is not changed.
+
+    Args:
+        batch: a collated batch.
+        drop: ``{modality: (B,) bool}``.
+    """
+    out = dict(batch)
+    masks = {m: presence(batch, m) for m in batch.get(PRESENT_KEY, {})}
+    for m, d in drop.items():
+        if m not in batch:
+            continue
+        d = torch.as_tensor(d, dtype=torch.bool).reshape(-1).cpu()
+        keep = presence(batch, m) & ~d
+        masks[m] = keep
+        if not keep.any():
+            del out[m]
+            continue
+        value = batch[m].clone()
+        value[~keep.to(value.device)] = MISSING_FILL
+        out[m] = value
+    out[PRESENT_KEY] = masks
+    return out
+
+
+def keep_modalities(batch: Mapping[str, Any], keep: Iterable[str], modalities: Sequence[str]) -> Dict[str, Any]:
+    """A copy of ``batch`` with only the modalities in ``keep`` (others removed for all samples)."""
+    keep = set(keep)
+    n = batch_size(batch)
+    return drop_modalities(batch, {m: torch.full((n,), m not in keep, dtype=torch.bool) for m in modalities})
+
+
+__all__ = ["collate_modalities", "presence", "drop_modalities", "keep_modalities", "batch_size",
+           "MISSING_FILL", "PRESENT_KEY"]

@@ -1,0 +1,353 @@
+"""Missing-modality evaluation protocol: every modality subset, MCAR rates, MNAR flipped at test.
+
+For a set of trained fusers / baselines and a test set (batches in the
+:mod:`medfm.data.multimodal` layout), :func:`run_fusion_protocol` measures slice-level AUC and
+ACC (positive class = 1) under:
+
+* **subsets**: for each of the ``2^M - 1`` non-empty modality subsets ``S``, the samples that
+  truly have every modality of ``S`` are shown ``S`` only (all other modalities absent). All
+  models on one row see the same samples and inputs; a model without any modality of ``S``
+  (a single-modality baseline) gets no entry.
+* **natural**: every modality a sample truly has (TCGA-LGG patients with FLAIR-copy
+  sequences lack them).
+* **MCAR** (missing completely at random; Rubin 1976): each present modality of each sample
+  is removed with probability ``rate`` (at least one kept), seeded.
+* **MNAR** after MultiModN (Swamy et al., NeurIPS 2023): the image modalities of a sample are
+  removed with probability ``p_high`` when its label is 1 and ``p_low`` when it is 0 (this is
+  how MNAR models are *trained*, see :mod:`medfm.training.fusion`); at test the dependence is
+  **flipped** (``p_high`` for label 0). A model that learned "missing => positive" loses.
+
+Uncertainty: the LGG test split has 7 patients, so every AUC gets a **patient-level**
+bootstrap 95% interval (patients resampled with replacement; Field & Welsh 2007 cluster
+bootstrap), and the table says how many patients/slices it rests on.
+
+:func:`write_fusion_report` writes ``results.json``, ``report.md`` and ``subsets.png``
+atomically (:mod:`medfm.io`).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, presence
+from medfm.evaluation.metrics import binary_auc
+from medfm.io import PathLike, atomic_write_json, atomic_write_text, to_jsonable
+
+TABULAR = "clinical"
+
+
+def modality_subsets(modalities: Sequence[str]) -> List[Tuple[str, ...]]:
+    """All non-empty subsets of ``modalities`` (15 for 4), smallest first, in the given order."""
+    mods = list(modalities)
+    return [c for k in range(1, len(mods) + 1) for c in itertools.combinations(mods, k)]
+
+
+def subset_name(subset: Sequence[str]) -> str:
+    """``("pre", "flair")`` -> ``"pre+flair"``."""
+    return "+".join(subset)
+
+
+def slice_batch(batch: Mapping[str, Any], idx: torch.Tensor) -> Dict[str, Any]:
+    """Rows ``idx`` of every tensor / list in a batch (presence masks included)."""
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    out: Dict[str, Any] = {}
+    for k, v in batch.items():
+        if k == PRESENT_KEY:
+            out[k] = {m: p[idx] for m, p in v.items()}
+        elif isinstance(v, torch.Tensor):
+            out[k] = v[idx]
+        elif isinstance(v, list):
+            out[k] = [v[int(i)] for i in idx]
+        else:
+            out[k] = v
+    return out
+
+
+def mcar_drop(present: Mapping[str, torch.Tensor], rate: float, gen: torch.Generator) -> Dict[str, torch.Tensor]:
+    """MCAR removal masks ``{m: (N,) bool}``: each present modality removed with probability ``rate``.
+
+    A sample never loses its last modality: if all would go, one (uniformly among its
+    present ones) stays.
+
+    Raises:
+        ValueError: ``rate`` outside [0, 1).
+    """
+    if not 0 <= rate < 1:
+        raise ValueError(f"MCAR rate must be in [0, 1), got {rate}")
+    mods = list(present)
+    pres = torch.stack([present[m] for m in mods], 1)
+    keep = pres & (torch.rand(pres.shape, generator=gen) >= rate)
+    empty = ~keep.any(1) & pres.any(1)
+    score = torch.rand(pres.shape, generator=gen).masked_fill(~pres, -1.0)
+    pick = torch.nn.functional.one_hot(score.argmax(1), len(mods)).bool()
+    keep = torch.where(empty[:, None], pick, keep)
+    return {m: pres[:, j] & ~keep[:, j] for j, m in enumerate(mods)}
+
+
+def mnar_drop(labels: torch.Tensor, present: Mapping[str, torch.Tensor], modalities: Sequence[str],
+              p_high: float, p_low: float, flip: bool, gen: torch.Generator) -> Dict[str, torch.Tensor]:
+    """MNAR removal masks: modality ``m`` in ``modalities`` removed with probability ``p_high`` for
+    label 1 and ``p_low`` for label 0 (``flip``: the other way round).
+
+    Samples that would lose every modality keep one of their removed ones (uniformly);
+    modalities outside ``modalities`` are never removed.
+
+    Raises:
+        ValueError: probabilities outside [0, 1].
+    """
+    if not (0 <= p_high <= 1 and 0 <= p_low <= 1):
+        raise ValueError(f"MNAR probabilities must be in [0, 1], got {p_high}, {p_low}")
+    y = labels.reshape(-1).long()
+    high = (y == 0) if flip else (y == 1)
+    p = torch.where(high, torch.tensor(float(p_high)), torch.tensor(float(p_low)))
+    drop = {m: present[m] & (torch.rand(y.shape, generator=gen) < p) if m in modalities else torch.zeros_like(present[m])
+            for m in present}
+    mods = list(present)
+    pres = torch.stack([present[m] for m in mods], 1)
+    gone = torch.stack([drop[m] for m in mods], 1)
+    empty = ~(pres & ~gone).any(1) & pres.any(1)
+    if empty.any():
+        score = torch.rand(pres.shape, generator=gen).masked_fill(~pres, -1.0)
+        pick = torch.nn.functional.one_hot(score.argmax(1), len(mods)).bool()
+        gone = torch.where(empty[:, None], gone & ~pick, gone)
+    return {m: gone[:, j] for j, m in enumerate(mods)}
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 64) -> np.ndarray:
+    """Positive-class probabilities ``(N,)`` of ``model`` on a (large) batch, in chunks."""
+    model.eval()
+    n = batch_size(batch)
+    out = []
+    for start in range(0, n, batch_size_):
+        part = slice_batch(batch, torch.arange(start, min(n, start + batch_size_)))
+        out.append(model.scores(model(part)["logits"])[:, 1].cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequence[str], n_boot: int = 500,
+                          seed: int = 0, alpha: float = 0.05) -> Tuple[float, float]:
+    """Cluster (patient-level) percentile bootstrap interval of the AUC.
+
+    Patients are resampled with replacement ``n_boot`` times; resamples with one class are
+    dropped. Returns ``(nan, nan)`` when none is defined.
+    """
+    groups = np.asarray(groups)
+    uniq = np.unique(groups)
+    members = [np.flatnonzero(groups == g) for g in uniq]
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(int(n_boot)):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
+        a = binary_auc(labels[idx], scores[idx])
+        if not np.isnan(a):
+            vals.append(a)
+    if not vals:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_boot: int, seed: int) -> Dict[str, Any]:
+    """AUC, ACC (threshold 0.5), patient-bootstrap AUC interval and counts."""
+    labels = np.asarray(labels).astype(int)
+    auc = binary_auc(labels, probs) if len(labels) else float("nan")
+    acc = float(((probs >= 0.5).astype(int) == labels).mean()) if len(labels) else float("nan")
+    lo, hi = patient_bootstrap_auc(labels, probs, patients, n_boot, seed) if n_boot and len(labels) else (float("nan"),) * 2
+    return {"auc": auc, "acc": acc, "auc_ci95": [lo, hi], "n": int(len(labels)), "n_patients": int(len(set(patients)))}
+
+
+def _usable(model: torch.nn.Module, present: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    mods = [m for m in model.modalities if m in present]
+    if not mods:
+        return torch.zeros(next(iter(present.values())).shape[0], dtype=torch.bool)
+    return torch.stack([present[m] for m in mods]).any(0)
+
+
+def _evaluate(model, batch, mask, n_boot, seed, bs):
+    idx = mask.nonzero().flatten()
+    part = slice_batch(batch, idx)
+    probs = predict_probs(model, part, bs)
+    return score_row(part["label"].numpy(), probs, part["patient"], n_boot, seed)
+
+
+def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mapping[str, Any], modalities: Sequence[str],
+                        mnar_models: Optional[Mapping[str, torch.nn.Module]] = None, mcar_rates: Sequence[float] = (0.25, 0.5),
+                        mnar_modalities: Sequence[str] = ("pre", "flair", "post"), p_high: float = 0.8, p_low: float = 0.1,
+                        n_boot: int = 500, seed: int = 0, batch_size_: int = 64) -> Dict[str, Any]:
+    """Run the whole protocol (module docstring).
+
+    Args:
+        models: ``{label: model}`` trained with the data's natural missingness; fusers,
+            late fusion and single-modality baselines (``len(model.modalities) == 1``).
+        test_batch: the whole test set as one batch (``dataset.get_batch(all indices)``).
+        modalities: the modalities whose subsets are tabulated.
+        mnar_models: ``{label: model}`` trained under MNAR missingness (evaluated on the
+            natural, MNAR and flipped-MNAR test sets; ``models`` are evaluated there too).
+        mcar_rates, mnar_modalities, p_high, p_low: missingness settings.
+        n_boot: patient-bootstrap resamples (0: no intervals).
+        seed: seeds the missingness draws and the bootstrap.
+
+    Returns:
+        ``{"subsets": [...], "natural": [...], "mcar": [...], "mnar": [...], "checks": {...}}``
+        rows of :func:`score_row` plus ``model``/``subset``/``rate``/``test`` keys.
+    """
+    natural = {m: presence(test_batch, m) for m in modalities}
+    labels = test_batch["label"]
+    res: Dict[str, Any] = {"subsets": [], "natural": [], "mcar": [], "mnar": []}
+    for subset in modality_subsets(modalities):
+        rows_ok = torch.stack([natural[m] for m in subset]).all(0)
+        if not rows_ok.any():
+            continue
+        shown = drop_modalities(test_batch, {m: torch.ones_like(natural[m]) for m in modalities if m not in subset})
+        shown_present = {m: natural[m] & torch.tensor(m in subset) for m in modalities}
+        for label, model in models.items():
+            if not _usable(model, shown_present)[rows_ok].all():
+                continue
+            row = _evaluate(model, shown, rows_ok, n_boot, seed, batch_size_)
+            res["subsets"].append({"subset": subset_name(subset), "size": len(subset), "model": label, **row})
+    for label, model in models.items():
+        ok = _usable(model, natural)
+        res["natural"].append({"model": label, **_evaluate(model, test_batch, ok, n_boot, seed, batch_size_)})
+    fused = {k: v for k, v in models.items() if len(v.modalities) > 1}
+    for rate in mcar_rates:
+        drop = mcar_drop(natural, rate, torch.Generator().manual_seed(seed + int(rate * 1000)))
+        batch = drop_modalities(test_batch, drop)
+        shown = {m: presence(batch, m) for m in modalities}
+        for label, model in fused.items():  # a model without any of a sample's remaining modalities skips it
+            res["mcar"].append({"rate": float(rate), "model": label,
+                                **_evaluate(model, batch, _usable(model, shown), n_boot, seed, batch_size_)})
+    tests = {"natural": test_batch}
+    for flip in (False, True):
+        drop = mnar_drop(labels, natural, mnar_modalities, p_high, p_low, flip, torch.Generator().manual_seed(seed + 17 + flip))
+        tests["mnar_flipped" if flip else "mnar"] = drop_modalities(test_batch, drop)
+    for group, pool in (("natural", fused), ("mnar", dict(mnar_models or {}))):
+        for label, model in pool.items():
+            for test, batch in tests.items():
+                ok = _usable(model, {m: presence(batch, m) for m in modalities})
+                res["mnar"].append({"model": label, "trained": group, "test": test,
+                                    **_evaluate(model, batch, ok, n_boot, seed, batch_size_)})
+    res["checks"] = fusion_checks(res, modalities)
+    res["settings"] = {"mcar_rates": list(map(float, mcar_rates)), "mnar_modalities": list(mnar_modalities),
+                       "p_high": p_high, "p_low": p_low, "n_boot": n_boot, "seed": seed}
+    return res
+
+
+def fusion_checks(res: Mapping[str, Any], modalities: Sequence[str], tolerance: float = 0.02) -> Dict[str, Any]:
+    """The issue's acceptance figures, from protocol rows (AUC).
+
+    * ``all_vs_best_single``: per fuser, AUC with every modality minus the best single-modality
+      baseline's AUC on those same samples;
+    * ``vs_late``: per fuser and subset, AUC minus late fusion's; subsets worse by > ``tolerance``;
+    * ``mnar_drop``: per MNAR-trained model, AUC(natural test) - AUC(flipped MNAR test).
+    """
+    rows = res["subsets"]
+    full = subset_name(modalities)
+    by = {(r["subset"], r["model"]): r["auc"] for r in rows}
+    singles = [r for r in rows if r["subset"] == full and r["model"].startswith("single")]
+    best_single = max(singles, key=lambda r: r["auc"]) if singles else None
+    fusers = sorted({r["model"] for r in rows if not r["model"].startswith(("single", "late"))})
+    lates = sorted({r["model"] for r in rows if r["model"].startswith("late")})
+    out: Dict[str, Any] = {"all_vs_best_single": {}, "vs_late": {}, "mnar_drop": {}}
+    for f in fusers:
+        if best_single is not None and (full, f) in by:
+            out["all_vs_best_single"][f] = {"fused": by[(full, f)], "best_single": best_single["model"],
+                                            "best_single_auc": best_single["auc"], "diff": by[(full, f)] - best_single["auc"]}
+        if lates:
+            diffs = {s: by[(s, f)] - by[(s, lates[0])] for (s, m) in by if m == f and (s, lates[0]) in by}
+            out["vs_late"][f] = {"late": lates[0], "min_diff": min(diffs.values()) if diffs else None,
+                                 "worse_by_more_than_tolerance": sorted(s for s, d in diffs.items() if d < -tolerance),
+                                 "tolerance": tolerance}
+    mn = {(r["model"], r["trained"], r["test"]): r["auc"] for r in res.get("mnar", [])}
+    for (model, trained, test), auc in mn.items():
+        if test == "natural" and (model, trained, "mnar_flipped") in mn:
+            out["mnar_drop"][f"{model} ({trained}-trained)"] = {"natural": auc, "mnar": mn.get((model, trained, "mnar")),
+                                                                 "mnar_flipped": mn[(model, trained, "mnar_flipped")],
+                                                                 "drop": auc - mn[(model, trained, "mnar_flipped")]}
+    return out
+
+
+def _fmt_ci(r: Mapping[str, Any]) -> str:
+    lo, hi = r["auc_ci95"]
+    return "n/a" if np.isnan(lo) else f"{lo:.3f}-{hi:.3f}"
+
+
+def render_markdown(res: Mapping[str, Any], modalities: Sequence[str]) -> str:
+    """``report.md`` text: subset table (AUC per model), natural, MCAR, MNAR and the checks."""
+    from medfm.evaluation.report import markdown_table
+
+    models = list(dict.fromkeys(r["model"] for r in res["subsets"]))
+    table = []
+    for s in dict.fromkeys(r["subset"] for r in res["subsets"]):
+        row: Dict[str, Any] = {"subset": s}
+        for r in res["subsets"]:
+            if r["subset"] == s:
+                row[r["model"]] = r["auc"]
+                row["n"] = f"{r['n']} ({r['n_patients']} pat.)"
+        table.append(row)
+    lines = ["# Missing-modality fusion: TCGA-LGG slice-level abnormality", "",
+             "AUC (positive = FLAIR abnormality present). The test split has few patients: read the "
+             "patient-bootstrap 95% intervals in results.json / below before comparing close numbers.", "",
+             "## Every modality subset at test time (samples that have every modality of the subset)", "",
+             markdown_table(table, ["subset", "n", *models], floatfmt=".3f"), "",
+             "## Natural missingness (every modality a sample really has)", "",
+             markdown_table([{**r, "ci": _fmt_ci(r)} for r in res["natural"]],
+                            {"model": "model", "auc": "AUC", "ci": "AUC 95% CI (patients)", "acc": "ACC", "n": "n"}, ".3f"), "",
+             "## MCAR", "",
+             markdown_table([{**r, "ci": _fmt_ci(r)} for r in res["mcar"]],
+                            {"rate": "rate", "model": "model", "auc": "AUC", "ci": "AUC 95% CI", "acc": "ACC", "n": "n"}, ".3f"), "",
+             "## MNAR (missingness tied to the label in training; flipped at test)", "",
+             markdown_table([{**r, "ci": _fmt_ci(r)} for r in res["mnar"]],
+                            {"model": "model", "trained": "trained", "test": "test", "auc": "AUC", "ci": "AUC 95% CI",
+                             "acc": "ACC", "n": "n"}, ".3f"), "",
+             "## Checks", "", "```", json.dumps(to_jsonable(res["checks"]), indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def plot_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
+    """PNG: AUC per modality subset (x) for every model (one marker series each)."""
+    from medfm.evaluation.plots import _new_figure, _save
+
+    subsets = list(dict.fromkeys(r["subset"] for r in res["subsets"]))
+    models = list(dict.fromkeys(r["model"] for r in res["subsets"]))
+    fig = _new_figure((10.0, 4.8))
+    ax = fig.add_subplot(1, 1, 1)
+    markers = "os^Dvx+*<>ph"
+    width = 0.7 / max(1, len(models))
+    for k, m in enumerate(models):  # markers only (subsets are categories), models side by side
+        pts = [(subsets.index(r["subset"]) + (k - (len(models) - 1) / 2) * width, r["auc"])
+               for r in res["subsets"] if r["model"] == m]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker=markers[k % len(markers)], linestyle="none", label=m, alpha=0.85)
+    ax.set_xticks(range(len(subsets)))
+    ax.set_xticklabels(subsets, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("test AUC")
+    ax.set_title("AUC per modality subset at test time")
+    ax.grid(alpha=0.3, axis="y")
+    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def write_fusion_report(res: Mapping[str, Any], output: PathLike, modalities: Sequence[str],
+                        extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
+    """Write ``results.json`` (``res`` + ``extra``), ``report.md`` and ``subsets.png`` atomically into ``output``."""
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {**dict(extra or {}), **dict(res)}
+    paths = {"results": atomic_write_json(out / "results.json", payload),
+             "report": atomic_write_text(out / "report.md", render_markdown(res, modalities))}
+    if res["subsets"]:
+        paths["plot"] = plot_subsets(res, out / "subsets.png")
+    return paths
+
+
+__all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict_probs", "patient_bootstrap_auc",
+           "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
+           "slice_batch"]
