@@ -33,6 +33,12 @@ class SegDataConfig:
             (a 2D encoder with ``2k + 1`` input channels); 0 = 3D.
         slice_axis: volume axis the 2.5D slices are taken along.
         flip_axes: spatial axes randomly flipped (p = 0.5 each) during training.
+        missing_sequence_p: training augmentation for multi-sequence MR (modality dropout):
+            each input channel other than ``missing_sequence_fill`` is replaced, with this
+            probability, by a copy of channel ``missing_sequence_fill``, which is how
+            TCGA-LGG stores a missing sequence (the FLAIR copied in its place; 3 of the 7
+            LGG test patients have such copies). 0 = off.
+        missing_sequence_fill: the channel that stands in for missing ones (LGG: 1 = FLAIR).
         data_root: overrides ``$MEDFM_DATA``.
         max_train, max_test: use only the first N training / test cases (smoke tests).
     """
@@ -44,6 +50,8 @@ class SegDataConfig:
     context_slices: int = 0
     slice_axis: int = 0
     flip_axes: List[int] = field(default_factory=list)
+    missing_sequence_p: float = 0.0
+    missing_sequence_fill: int = 1
     data_root: Optional[str] = None
     max_train: Optional[int] = None
     max_test: Optional[int] = None
@@ -59,6 +67,9 @@ class SegDataConfig:
             raise ValueError(f"data.patch must be a list of integers >= 8, got {self.patch}")
         if self.repeats < 1 or self.context_slices < 0:
             raise ValueError("data.repeats must be >= 1 and data.context_slices >= 0")
+        if not 0 <= self.missing_sequence_p <= 1 or self.missing_sequence_fill < 0:
+            raise ValueError(f"data.missing_sequence_p must be in [0, 1] and missing_sequence_fill >= 0, got "
+                             f"{self.missing_sequence_p}, {self.missing_sequence_fill}")
         if self.context_slices and self.dataset != "msd_hippocampus":
             raise ValueError("data.context_slices (2.5D) applies to volume data sets (msd_hippocampus) only")
 

@@ -127,8 +127,33 @@ def random_flips(images: torch.Tensor, masks: torch.Tensor, axes: List[int], gen
     return images, masks
 
 
-def seg_step(patch: Optional[List[int]], flip_axes: List[int], frozen: bool):
-    """The Trainer ``step_fn``: crop, flip, forward, Dice + CE."""
+def random_missing_sequences(images: torch.Tensor, p: float, fill: int, gen: torch.Generator) -> torch.Tensor:
+    """Modality dropout for multi-sequence inputs: each channel except ``fill`` is replaced by
+    a copy of channel ``fill`` with probability ``p`` (independently per item and channel, seeded).
+
+    This is how TCGA-LGG (Buda et al. 2019) stores a missing MR sequence (FLAIR copied in its
+    place), so training sees the same kind of input as its missing-sequence patients.
+
+    Shape: ``(B, C, *S)`` -> ``(B, C, *S)`` (a new tensor when ``p > 0``).
+
+    Raises:
+        ValueError: ``fill`` is not a channel of ``images``.
+    """
+    if p <= 0:
+        return images
+    if not 0 <= fill < images.shape[1]:
+        raise ValueError(f"missing_sequence_fill={fill} is not a channel of {images.shape[1]}-channel inputs")
+    drop = torch.rand(images.shape[:2], generator=gen) < p
+    drop[:, fill] = False
+    out = images.clone()
+    b, c = drop.nonzero(as_tuple=True)
+    out[b, c] = images[b, fill]
+    return out
+
+
+def seg_step(patch: Optional[List[int]], flip_axes: List[int], frozen: bool, missing_sequence_p: float = 0.0,
+             missing_sequence_fill: int = 1):
+    """The Trainer ``step_fn``: crop, flip, (missing-sequence dropout), forward, Dice + CE."""
     def step(model, batch, gen):
         from medfm.pipelines.segmentation import seg_core
 
@@ -137,6 +162,7 @@ def seg_step(patch: Optional[List[int]], flip_axes: List[int], frozen: bool):
             core.encoder.eval()
         images, masks = random_crop(batch["image"], batch["mask"], batch["valid"].cpu(), patch, gen)
         images, masks = random_flips(images, masks, flip_axes, gen)
+        images = random_missing_sequences(images, missing_sequence_p, missing_sequence_fill, gen)
         logits = model(images)
         return {"loss": core.loss(logits, masks)}
     return step
@@ -241,8 +267,9 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     trained = adapt(model, recipe.mode, recipe.lora, head_modules=SEG_HEAD_MODULES)
     save = checkpoint_writer(recipe.mode, base, meta)
 
-    trainer = Trainer(trained, seg_step(recipe.data.patch, recipe.data.flip_axes, recipe.mode == "frozen"), train_set,
-                      recipe.train, output, save)
+    step = seg_step(recipe.data.patch, recipe.data.flip_axes, recipe.mode == "frozen", recipe.data.missing_sequence_p,
+                    recipe.data.missing_sequence_fill)
+    trainer = Trainer(trained, step, train_set, recipe.train, output, save)
     t0 = time.perf_counter()
     trainer.fit(resume=resume)
     train_s = time.perf_counter() - t0
@@ -287,4 +314,4 @@ def segment_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, 
 
 
 __all__ = ["segment_from_recipe", "SegmentationRecipe", "SegEvalConfig", "SegDataConfig", "run_segmentation", "evaluate_task",
-           "build_segmenter", "random_crop", "random_flips", "seg_step", "SEG_MODES"]
+           "build_segmenter", "random_crop", "random_flips", "random_missing_sequences", "seg_step", "SEG_MODES"]

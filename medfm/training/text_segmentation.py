@@ -3,17 +3,22 @@
 Each task names a data set (:class:`medfm.training.seg_tasks.SegDataConfig`) and the
 target it annotates, ``{name, modality, target}``; the prompt of a target is
 ``"A {modality} image of {target}"`` embedded by the frozen text encoder. Every epoch
-covers all data sets (each item cropped/flipped with its own task's settings) in mixed
-batches; ``alternate: true`` gives one task per batch (MulModSeg's alternating training),
-which needs norm layers without running statistics: with BatchNorm encoders the eval-time
-running averages mix both modalities (measured on CHASE_DB1 + TCGA-LGG: vessel Dice 0.63
--> 0.28, LGG 0.37 -> 0.00). Each image supervises its own task's target, and the other
-tasks' targets as known absent (no glioma in a fundus photograph, no retinal vessel in a
-brain MRI), as binary masks with BCE + per-target soft Dice. Evaluation segments each
-task's test split by prompting its
-target (:class:`medfm.adapters.text_seg.PromptedSegmenter`, with the task's own input
-scale), and, for referring segmentation, by each task's free-text ``query`` embedded as
-is (LSMS-style), reporting which known target the query matched.
+covers all data sets (each item cropped/flipped, and for multi-sequence MR optionally
+given copied-FLAIR channels (``data.missing_sequence_p``), with its own task's settings)
+in mixed batches, so each task gets the same number of sample visits as its single-task
+recipe. ``alternate: true`` gives one task per batch (MulModSeg's alternating training),
+which needs norm layers without shared running statistics: with shared BatchNorm the
+eval-time running averages mix both modalities (measured on CHASE_DB1 + TCGA-LGG: vessel
+Dice 0.63 -> 0.28, LGG 0.37 -> 0.00). ``domain_norm: true`` keeps one BatchNorm per
+modality (:class:`medfm.adapters.text_seg.DomainBatchNorm`, DSBN), each image normalised
+with its own modality's statistics. Each image supervises its own task's target, and the
+other tasks' targets as known absent (no glioma in a fundus photograph, no retinal vessel
+in a brain MRI), as binary masks with BCE + per-target soft Dice. Evaluation segments
+each task's test split by prompting its target
+(:class:`medfm.adapters.text_seg.PromptedSegmenter`, with the task's own input scale and
+modality), and, for referring segmentation, by each task's free-text ``query`` embedded
+as is (LSMS-style), reporting which known target the query matched (whose modality then
+selects the norms).
 
 Outputs as :mod:`medfm.training.segmentation`, with per-task results under
 ``results.json["tasks"][name]`` and overlays in ``tasks/<name>/overlays/``.
@@ -31,7 +36,7 @@ from medfm.adapters.lora import LoraSettings
 from medfm.training.loop import TrainConfig
 from medfm.training.recipes import EncoderConfig
 from medfm.training.seg_tasks import SegDataConfig, build_task
-from medfm.training.segmentation import SEG_MODES, SegEvalConfig, random_crop, random_flips
+from medfm.training.segmentation import SEG_MODES, SegEvalConfig, random_crop, random_flips, random_missing_sequences
 
 
 @dataclass
@@ -64,6 +69,8 @@ class TextSegRecipe:
         alternate: one task per batch (MulModSeg's alternating training, see
             :class:`MultiTaskArrays`); default False (mixed batches), see the module
             docstring for why alternating hurts BatchNorm encoders.
+        domain_norm: one BatchNorm per modality
+            (:class:`medfm.adapters.text_seg.DomainBatchNorm`); see the module docstring.
     """
 
     tasks: List[TextTaskConfig] = field(default_factory=list)
@@ -73,6 +80,7 @@ class TextSegRecipe:
     head: Dict[str, Any] = field(default_factory=dict)
     mode: str = "full"
     alternate: bool = False
+    domain_norm: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: SegEvalConfig = field(default_factory=SegEvalConfig)
@@ -136,24 +144,29 @@ class MultiTaskArrays:
 
 
 def text_seg_step(recipe: TextSegRecipe):
-    """Trainer ``step_fn``: per-task crops/flips, per-target binary masks, BCE + Dice."""
+    """Trainer ``step_fn``: per-task crops/flips (and missing-sequence dropout), per-target
+    binary masks, each image's modality for modality-specific norms, BCE + Dice."""
     n_targets = len(recipe.tasks)
+    modalities = list(dict.fromkeys(t.modality for t in recipe.tasks))
 
     def step(model, batch, gen):
         core = model.base_model.model if hasattr(model, "base_model") else model
         if recipe.mode == "frozen":
             core.encoder.eval()
-        images, masks = [], []
+        images, masks, domains = [], [], []
         for k, task in enumerate(recipe.tasks):
             if f"image_{k}" not in batch:
                 continue
             im, m = random_crop(batch[f"image_{k}"], batch[f"mask_{k}"], batch[f"valid_{k}"].cpu(), task.data.patch, gen)
             im, m = random_flips(im, m, task.data.flip_axes, gen)
+            im = random_missing_sequences(im, task.data.missing_sequence_p, task.data.missing_sequence_fill, gen)
             target = torch.zeros(m.shape[0], n_targets, *m.shape[1:], device=m.device)
             target[:, k] = (m > 0).float()  # other targets: known absent
             images.append(im)
             masks.append(target)
-        logits = model(torch.cat(images))
+            domains.append(torch.full((m.shape[0],), modalities.index(task.modality), dtype=torch.long))
+        domain = torch.cat(domains) if core.domain_norm else None
+        logits = model(torch.cat(images), domain=domain)
         return {"loss": core.loss(logits, torch.cat(masks))}
     return step
 
@@ -191,7 +204,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     text_encoder = create_text_encoder(recipe.text_encoder)
     targets = [{"name": t.name, "modality": t.modality, "target": t.target} for t in recipe.tasks]
     model = build_text_segmenter(encoder, targets, text_encoder, text_encoder_spec=recipe.text_encoder,
-                                 decoder=recipe.decoder, head=recipe.head, inference={"roi_size": list(patch)})
+                                 decoder=recipe.decoder, head=recipe.head, inference={"roi_size": list(patch)},
+                                 domain_norm=recipe.domain_norm)
     task_inference = {t.name: {"roi_size": list(patch), "scale": t.data.scale} for t in recipe.tasks}
     base = init or recipe.encoder.pretrained
     base = keep_lora_base(model, recipe.mode, base, output)

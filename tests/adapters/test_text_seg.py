@@ -166,3 +166,62 @@ def test_bad_targets():
         TextConditionedSegmenter(enc, TARGETS, 16, head={"width": 3})
     with pytest.raises(ValueError, match="expected"):
         TextConditionedSegmenter(enc, TARGETS, 8).set_prompt_embeddings(BagOfWordsEncoder(16))
+
+
+def test_domain_batchnorm_normalises_each_domain_on_its_own():
+    from medfm.adapters.text_seg import DomainBatchNorm
+
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(3)
+    dsbn = DomainBatchNorm(bn, 2)
+    x = torch.cat([torch.randn(3, 3, 4, 4), 5 + 3 * torch.randn(2, 3, 4, 4)])
+    d = torch.tensor([0, 1, 0, 1, 0])
+    x, d = x[[0, 3, 1, 4, 2]], d[[0, 3, 1, 4, 2]]  # interleaved domains
+    ref0, ref1 = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    dsbn.domains = d
+    out = dsbn(x)
+    assert torch.allclose(out[d == 0], ref0(x[d == 0]), atol=1e-6)
+    assert torch.allclose(out[d == 1], ref1(x[d == 1]), atol=1e-6)
+    assert torch.allclose(dsbn.norms[1].running_mean, ref1.running_mean)  # statistics kept apart
+    assert not torch.allclose(dsbn.norms[0].running_mean, dsbn.norms[1].running_mean)
+    dsbn.domains = None
+    with pytest.raises(RuntimeError, match="no domains set"):
+        dsbn(x)
+    dsbn.domains = torch.tensor([0, 2, 0, 0, 0])
+    with pytest.raises(ValueError, match="domains must be"):
+        dsbn(x)
+
+
+def test_domain_norm_model_uses_the_modality_of_its_prompt(tmp_path):
+    from medfm.adapters.text_seg import DomainBatchNorm
+
+    torch.manual_seed(0)
+    enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=28)
+    model = build_text_segmenter(enc, TARGETS, BagOfWordsEncoder(), head={"embed_dim": 32, "controller_hidden": 32},
+                                 domain_norm=True)
+    assert model.modalities == ["retinal fundus photograph", "brain FLAIR MRI"]
+    n_dsbn = sum(isinstance(m, DomainBatchNorm) for m in model.modules())
+    assert n_dsbn > 5  # every BatchNorm now lives inside a DomainBatchNorm, one copy per modality
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 2 * n_dsbn
+    x = torch.rand(2, 3, 28, 28)
+    model.train()
+    model(x, domain=torch.tensor([0, 1]))  # fills each modality's running statistics differently
+    model(x + 0.5 * torch.tensor([0.0, 1.0]).view(2, 1, 1, 1), domain=torch.tensor([0, 1]))
+    model.eval()
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="pass domain="):
+            model(x)
+        with pytest.raises(ValueError, match="did you mean 'brain FLAIR MRI'"):
+            model(x, domain="brain FLAIR MR")
+        lesion = model.segment(x, ["lesion"])
+        assert torch.equal(lesion, model(x, model.prompt_embeddings[[1]], domain="brain FLAIR MRI"))
+        assert not torch.allclose(lesion, model(x, model.prompt_embeddings[[1]], domain=0))
+        view = PromptedSegmenter(model, "lesion")
+        assert torch.allclose(view(x)[:, 1], lesion[:, 0])
+        out = model.refer(x, "the glioma abnormality on brain FLAIR MRI", BagOfWordsEncoder())
+        assert out["matched_target"] == "lesion"
+    save_pretrained(model, tmp_path / "ckpt")
+    again = from_pretrained(tmp_path / "ckpt")
+    assert again.domain_norm
+    with torch.no_grad():
+        assert torch.equal(again.segment(x, ["lesion"]), lesion)

@@ -129,8 +129,9 @@ def test_text_conditioned_multi_task_run(tmp_path):
             {"name": "vessel", "modality": "fundus", "target": "vessels", "query": "the retinal vessels",
              "data": {"dataset": "chase_db1", "patch": [32, 32], "repeats": 2, "max_train": 2, "max_test": 1}},
             {"name": "lesion", "modality": "brain MRI", "target": "abnormality",
-             "data": {"dataset": "lgg_flair", "patch": [32, 32], "flip_axes": [1]}},
+             "data": {"dataset": "lgg_flair", "patch": [32, 32], "flip_axes": [1], "missing_sequence_p": 0.5}},
         ],
+        "domain_norm": True,
         "text_encoder": {"name": "bow_seg_test"},
         "encoder": {"name": "resnet_test"},
         "decoder": {"stem_channels": 8},
@@ -150,6 +151,7 @@ def test_text_conditioned_multi_task_run(tmp_path):
 
     model = from_pretrained(res["checkpoint"])
     assert model.target_names == ["vessel", "lesion"] and model.prompts[1] == "A brain MRI image of abnormality"
+    assert model.domain_norm and model.modalities == ["fundus", "brain MRI"]
 
 
 def test_multitask_batches_alternate_between_tasks():
@@ -170,3 +172,21 @@ def test_multitask_batches_alternate_between_tasks():
         firsts[1 if "image_1" in batch else 0] += 1
     assert 0.6 < firsts[0] / 400 < 0.9  # task chosen in proportion to its size (30 of 40)
     assert torch.equal(alt.get_batch(torch.tensor([35, 1, 2]))["image_1"], b.get_batch(torch.tensor([5, 1, 2]))["image"])
+
+
+def test_missing_sequence_dropout_copies_the_fill_channel():
+    from medfm.training.segmentation import random_missing_sequences
+
+    x = torch.stack([torch.full((2, 2), float(c)) for c in range(3)]).expand(400, 3, 2, 2).contiguous()
+    same = random_missing_sequences(x, 0.0, 1, torch.Generator().manual_seed(0))
+    assert same is x
+    out = random_missing_sequences(x, 0.3, 1, torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, 1], x[:, 1])  # FLAIR itself is never replaced
+    for c in (0, 2):
+        replaced = (out[:, c] == 1).all(dim=(-2, -1))
+        assert ((out[:, c] == c).all(dim=(-2, -1)) | replaced).all()  # a channel is kept or a FLAIR copy
+        assert 0.2 < replaced.float().mean() < 0.4
+    again = random_missing_sequences(x, 0.3, 1, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    with pytest.raises(ValueError, match="not a channel"):
+        random_missing_sequences(x, 0.3, 3, torch.Generator())
