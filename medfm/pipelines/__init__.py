@@ -12,6 +12,7 @@ from typing import Any, Dict, Tuple
 PIPELINE_TASKS: Dict[str, Tuple[str, str]] = {
     "image-classification": ("medfm.pipelines.classification", "ImageClassificationPipeline"),
     "image-segmentation": ("medfm.pipelines.segmentation", "ImageSegmentationPipeline"),
+    "visual-question-answering": ("medfm.pipelines.vqa", "VisualQuestionAnsweringPipeline"),
 }
 
 

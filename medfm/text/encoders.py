@@ -247,6 +247,41 @@ class HFTextEncoder(nn.Module):
             found.update(zip(missing, new))
         return torch.stack([found[t] for t in texts]).float()
 
+    @torch.no_grad()
+    def encode_tokens(self, texts: Sequence[str], batch_size: int = 128) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Token-level last hidden states of many texts (for cross-attention heads, e.g. VQA).
+
+        Every text is tokenised (truncated to ``max_length``) and run in batches; outputs are
+        right-padded to the longest text. The encoder is frozen, so callers compute these once
+        per run and keep them (duplicates are run once).
+
+        Returns:
+            ``(hidden, mask)``: ``(N, L, output_dim)`` float32 on CPU (zeros at padding) and
+            ``(N, L)`` bool, True at real tokens (incl. ``[CLS]``/``[SEP]``).
+
+        Raises:
+            TextEncoderError: ``texts`` is not a non-empty list of strings.
+        """
+        texts = check_texts(texts)
+        unique = list(dict.fromkeys(texts))
+        device = next(self.model.parameters()).device
+        states: Dict[str, torch.Tensor] = {}
+        for i in range(0, len(unique), batch_size):
+            chunk = unique[i:i + batch_size]
+            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            enc = {k: v.to(device) for k, v in enc.items()}
+            with torch.autocast(device_type=device.type, enabled=False):
+                hidden = self.model(**enc).last_hidden_state.float().cpu()
+            for t, h, m in zip(chunk, hidden, enc["attention_mask"].cpu().bool()):
+                states[t] = h[m]
+        length = max(states[t].shape[0] for t in unique)
+        out = torch.zeros(len(texts), length, self.output_dim)
+        mask = torch.zeros(len(texts), length, dtype=torch.bool)
+        for j, t in enumerate(texts):
+            n = states[t].shape[0]
+            out[j, :n], mask[j, :n] = states[t], True
+        return out, mask
+
 
 def check_texts(texts: Any) -> List[str]:
     """Validate a batch of texts: a non-empty list/tuple of ``str``.

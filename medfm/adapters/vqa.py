@@ -1,0 +1,323 @@
+"""Medical visual question answering: image tokens x frozen-text question tokens -> answer class.
+
+The closed-set protocol of MEVF (Nguyen et al., MICCAI 2019) and PubMedCLIP (Eslami et al.,
+EACL Findings 2023) on VQA-RAD: every normalised training answer is one class, and VQA is
+classification over that vocabulary. CLOSED (yes/no, choice) and OPEN questions share one
+classifier (as MEVF/PubMedCLIP do); a small *answer-type head* predicts CLOSED vs OPEN from
+the question alone, and with ``type_mask=True`` answers never seen with the predicted type in
+training are pushed below the others (they stay ranked, with ~0 probability).
+
+Model: the image encoder's last feature map flattened to tokens (CNNs: ``(B, D, h, w)`` ->
+``(B, h*w, D)``; ViTs: their ``(B, 1+N, D)`` tokens), projected with a learned position
+embedding; the frozen text encoder's question tokens (``HFTextEncoder.encode_tokens``)
+projected to the same width; then a trainable fusion module:
+
+* ``"cross_attention"`` (default): pre-norm transformer layers whose queries are question
+  tokens attending to image tokens (Vaswani et al. 2017; the question-to-image attention of
+  MCAN, Yu et al. CVPR 2019), masked-mean pooled;
+* ``"bilinear"``: low-rank bilinear attention with residual glimpses (BAN, Kim et al.,
+  NeurIPS 2018; the fusion of MEVF);
+* ``"coattention"``: parallel co-attention, question->image and image->question
+  (Lu et al., NeurIPS 2016), both pooled and concatenated.
+
+The pooled vector goes through an MLP classifier (``task_head``). The text encoder is
+referenced by its spec (``text_encoder`` arg) and never saved in the checkpoint.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfm.registry import ADAPTERS
+
+FUSIONS = ("cross_attention", "bilinear", "coattention")
+#: modules LoRA keeps trainable and saves (``apply_lora(..., head_modules=VQA_HEAD_MODULES)``)
+VQA_HEAD_MODULES = ("image_proj", "question_proj", "fusion", "task_head", "type_head")
+MASKED = -1.0e4  # added to logits of answers of the other type (type_mask=True)
+
+
+def feature_tokens(feats: torch.Tensor) -> torch.Tensor:
+    """Encoder features as tokens: ``(B, D, h, w)`` -> ``(B, h*w, D)``; ``(B, N, D)`` unchanged.
+
+    Raises:
+        ValueError: any other rank.
+    """
+    if feats.ndim == 4:
+        return feats.flatten(2).transpose(1, 2)
+    if feats.ndim == 3:
+        return feats
+    raise ValueError(f"encoder features must be (B, D, h, w) or (B, N, D), got shape {tuple(feats.shape)}")
+
+
+def masked_mean(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean over tokens of ``x`` ``(B, L, D)`` where ``mask`` ``(B, L)`` is True -> ``(B, D)``."""
+    if mask is None:
+        return x.mean(dim=1)
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+class TokenProjector(nn.Module):
+    """LayerNorm + Linear to ``dim`` (+ learned position embedding for ``n_tokens`` positions).
+
+    Shape: ``(B, N, in_dim)`` -> ``(B, N, dim)``.
+    """
+
+    def __init__(self, in_dim: int, dim: int, n_tokens: int = 0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim)
+        self.proj = nn.Linear(in_dim, dim)
+        self.pos = nn.Parameter(torch.zeros(1, n_tokens, dim)) if n_tokens else None
+        if self.pos is not None:
+            nn.init.trunc_normal_(self.pos, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(self.norm(x))
+        return x + self.pos if self.pos is not None else x
+
+
+class _Block(nn.Module):
+    """Pre-norm attention block: ``x = x + MHA(LN x, ctx)``; ``x = x + MLP(LN x)``."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, ctx_pad: Optional[torch.Tensor] = None) -> torch.Tensor:
+        kv = self.norm_kv(ctx)
+        x = x + self.attn(self.norm_q(x), kv, kv, key_padding_mask=ctx_pad, need_weights=False)[0]
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class CrossAttentionFusion(nn.Module):
+    """Question tokens attend to image tokens (``layers`` blocks), masked-mean pooled.
+
+    Shape: ``q (B, L, dim)``, ``q_mask (B, L)`` bool (True = token), ``v (B, N, dim)`` -> ``(B, dim)``.
+    """
+
+    def __init__(self, dim: int, heads: int = 4, layers: int = 2, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([_Block(dim, heads, dropout) for _ in range(layers)])
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, q: torch.Tensor, q_mask: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            q = blk(q, v)
+        return self.norm(masked_mean(q, q_mask))
+
+
+class BilinearAttentionFusion(nn.Module):
+    """Low-rank bilinear attention networks (BAN, Kim et al. 2018) with residual glimpses.
+
+    Per glimpse g: ``A_ij = softmax_ij(p_g . (relu(U q_i) * relu(V v_j)))`` over all (question
+    token i, image token j) pairs; ``f_g = sum_ij A_ij relu(U q_i) * relu(V v_j)``; question
+    tokens are updated ``q <- q + W_g f_g`` (BAN's residual learning of attention).
+
+    Shape: as :class:`CrossAttentionFusion`.
+    """
+
+    def __init__(self, dim: int, glimpses: int = 2, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.u = nn.ModuleList([nn.Linear(dim, dim) for _ in range(glimpses)])
+        self.v = nn.ModuleList([nn.Linear(dim, dim) for _ in range(glimpses)])
+        self.p = nn.ParameterList([nn.Parameter(torch.randn(dim) * dim ** -0.5) for _ in range(glimpses)])
+        self.out = nn.ModuleList([nn.Linear(dim, dim) for _ in range(glimpses)])
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, q: torch.Tensor, q_mask: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        for u, w, p, out in zip(self.u, self.v, self.p, self.out):
+            qu, vw = F.relu(u(q)), F.relu(w(v))  # (B, L, K), (B, N, K)
+            logits = torch.einsum("blk,k,bnk->bln", qu, p, vw)
+            logits = logits.masked_fill(~q_mask.unsqueeze(-1), float("-inf"))
+            att = logits.flatten(1).softmax(dim=-1).view_as(logits)
+            joint = torch.einsum("blk,bln,bnk->bk", qu, att, vw)
+            q = q + self.drop(out(joint)).unsqueeze(1)
+        return self.norm(masked_mean(q, q_mask))
+
+
+class CoAttentionFusion(nn.Module):
+    """Parallel co-attention (Lu et al. 2016): question->image and image->question, pooled + concatenated.
+
+    Shape: as :class:`CrossAttentionFusion`.
+    """
+
+    def __init__(self, dim: int, heads: int = 4, layers: int = 1, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.q_blocks = nn.ModuleList([_Block(dim, heads, dropout) for _ in range(layers)])
+        self.v_blocks = nn.ModuleList([_Block(dim, heads, dropout) for _ in range(layers)])
+        self.merge = nn.Sequential(nn.LayerNorm(2 * dim), nn.Linear(2 * dim, dim))
+
+    def forward(self, q: torch.Tensor, q_mask: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        for qb, vb in zip(self.q_blocks, self.v_blocks):
+            q, v = qb(q, v), vb(v, q, ctx_pad=~q_mask)
+        return self.merge(torch.cat([masked_mean(q, q_mask), v.mean(dim=1)], dim=-1))
+
+
+def build_fusion(name: str, dim: int, heads: int, layers: int, dropout: float) -> nn.Module:
+    """The fusion module called ``name`` (one of :data:`FUSIONS`).
+
+    Raises:
+        ValueError: unknown name (with close matches).
+    """
+    if name == "cross_attention":
+        return CrossAttentionFusion(dim, heads, layers, dropout)
+    if name == "bilinear":
+        return BilinearAttentionFusion(dim, glimpses=max(1, layers), dropout=dropout)
+    if name == "coattention":
+        return CoAttentionFusion(dim, heads, layers, dropout)
+    import difflib
+
+    close = difflib.get_close_matches(str(name), FUSIONS, n=1)
+    raise ValueError(f"unknown VQA fusion {name!r}" + (f"; did you mean {close[0]!r}?" if close else f" (known: {FUSIONS})"))
+
+
+@ADAPTERS.register("vqa")
+class VQAModel(nn.Module):
+    """Image encoder + frozen text encoder tokens + trainable fusion + answer classifier.
+
+    Args:
+        encoder: any 2D medfm encoder.
+        answers: the answer vocabulary (normalised training answers), ``A`` classes.
+        text_dim: width ``D_t`` of the text encoder's token states.
+        closed_answers / open_answers: answers seen with type CLOSED / OPEN in training
+            (used by the type mask; default: none / all).
+        text_encoder: spec rebuilding the frozen text encoder (``{"name": "minilm"}``);
+            recorded, not saved (:meth:`text_encoder` builds it on first use).
+        fusion: one of :data:`FUSIONS`. dim: fusion width. heads: attention heads.
+        layers: fusion layers (glimpses for "bilinear"). dropout: in fusion and head.
+        type_mask: at inference, answers not seen with the predicted answer type are
+            pushed down by :data:`MASKED` (still ranked).
+
+    Shape:
+        ``forward(images (B, C, H, W) in [0, 1], q_tokens (B, L, D_t), q_mask (B, L) bool)``
+        -> ``{"logits": (B, A), "type_logit": (B,)}`` (type_logit > 0 means CLOSED).
+
+    Raises:
+        ValueError: empty/duplicate answers, unknown fusion, ``dim`` not divisible by ``heads``.
+    """
+
+    def __init__(self, encoder: nn.Module, answers: Sequence[str], text_dim: int,
+                 closed_answers: Sequence[str] = (), open_answers: Optional[Sequence[str]] = None,
+                 text_encoder: Optional[Dict[str, Any]] = None, fusion: str = "cross_attention", dim: int = 256,
+                 heads: int = 4, layers: int = 2, dropout: float = 0.1, type_mask: bool = False) -> None:
+        super().__init__()
+        answers = [str(a) for a in answers]
+        if not answers or len(set(answers)) != len(answers):
+            raise ValueError("VQA answers must be a non-empty list without duplicates")
+        if dim % heads:
+            raise ValueError(f"VQA fusion dim={dim} is not divisible by heads={heads}")
+        if fusion not in FUSIONS:
+            build_fusion(fusion, dim, heads, layers, dropout)  # raises with "did you mean"
+        self.encoder = encoder
+        self.answers = answers
+        closed = [a for a in answers if a in set(closed_answers)]
+        opened = answers if open_answers is None else [a for a in answers if a in set(open_answers)]
+        self.type_mask = bool(type_mask)
+        self.text_spec = dict(text_encoder or {"name": "minilm"})
+        n_tokens, enc_dim = self._probe_tokens()
+        self.image_proj = TokenProjector(enc_dim, dim, n_tokens)
+        self.question_proj = TokenProjector(int(text_dim), dim)
+        self.fusion = build_fusion(fusion, dim, heads, layers, dropout)
+        self.task_head = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, len(answers)))
+        self.type_head = nn.Linear(dim, 1)
+        self.register_buffer("closed_mask", torch.tensor([a in set(closed) for a in answers]), persistent=False)
+        self.register_buffer("open_mask", torch.tensor([a in set(opened) for a in answers]), persistent=False)
+        self._text: List[nn.Module] = []  # the frozen text encoder, kept out of the state dict
+        self.medfm_spec: Dict[str, Any] = {
+            "kind": "adapter", "name": "vqa",
+            "args": {"answers": answers, "text_dim": int(text_dim), "closed_answers": closed, "open_answers": opened,
+                     "text_encoder": self.text_spec, "fusion": fusion, "dim": int(dim), "heads": int(heads),
+                     "layers": int(layers), "dropout": float(dropout), "type_mask": self.type_mask},
+        }
+
+    def _probe_tokens(self) -> Tuple[int, int]:
+        enc = self.encoder
+        was = enc.training
+        enc.eval()
+        with torch.no_grad():
+            x = torch.zeros(1, enc.in_chans, enc.img_size, enc.img_size, device=enc.pixel_mean.device)
+            tokens = feature_tokens(enc.forward_features(x))
+        enc.train(was)
+        return int(tokens.shape[1]), int(tokens.shape[2])
+
+    # -- tokens ---------------------------------------------------------------------------
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw encoder tokens ``(B, N, D_enc)`` of images ``(B, C, H, W)`` in [0, 1] (cacheable when frozen)."""
+        return feature_tokens(self.encoder.forward_features(images))
+
+    def text_encoder(self) -> nn.Module:
+        """The frozen text encoder of ``text_encoder`` spec (built on first call, CPU, not saved)."""
+        if not self._text:
+            from medfm.text.encoders import create_text_encoder
+
+            self._text.append(create_text_encoder(self.text_spec))
+        return self._text[0]
+
+    def set_text_encoder(self, text_encoder: nn.Module) -> None:
+        """Use an already loaded text encoder (its spec should equal ``text_encoder``)."""
+        self._text[:] = [text_encoder]
+
+    def question_tokens(self, questions: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(B, L, D_t)`` float32 question token states and ``(B, L)`` bool mask, on the model's device."""
+        hidden, mask = self.text_encoder().encode_tokens(list(questions))
+        device = self.closed_mask.device
+        return hidden.to(device), mask.to(device)
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward_tokens(self, image_feats: torch.Tensor, q_tokens: torch.Tensor, q_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Head on precomputed encoder tokens ``(B, N, D_enc)`` (see :meth:`image_features`)."""
+        if q_tokens.ndim != 3 or q_mask.shape != q_tokens.shape[:2]:
+            raise ValueError(f"question tokens must be (B, L, D) with a (B, L) mask, got {tuple(q_tokens.shape)} "
+                             f"and {tuple(q_mask.shape)}")
+        q_mask = q_mask.bool()
+        q = self.question_proj(q_tokens)
+        pooled = self.fusion(q, q_mask, self.image_proj(image_feats))
+        logits = self.task_head(pooled)
+        type_logit = self.type_head(masked_mean(q, q_mask)).squeeze(-1)
+        if self.type_mask and not self.training:
+            closed = (type_logit > 0).unsqueeze(-1)
+            allowed = torch.where(closed, self.closed_mask, self.open_mask)
+            logits = logits + (~allowed).to(logits.dtype) * MASKED
+        return {"logits": logits, "type_logit": type_logit}
+
+    def forward(self, images: torch.Tensor, q_tokens: torch.Tensor, q_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.forward_tokens(self.image_features(images), q_tokens, q_mask)
+
+    def loss(self, out: Dict[str, torch.Tensor], answers: torch.Tensor, is_closed: torch.Tensor,
+             type_weight: float = 0.5) -> torch.Tensor:
+        """Cross-entropy over answers (questions with answer id -1 skipped) + ``type_weight`` x BCE on the type.
+
+        Shape: ``answers (B,)`` int64, ``is_closed (B,)`` bool.
+        """
+        logits = out["logits"].float()
+        known = answers >= 0
+        ce = F.cross_entropy(logits[known], answers[known]) if bool(known.any()) else logits.sum() * 0.0
+        bce = F.binary_cross_entropy_with_logits(out["type_logit"].float(), is_closed.float())
+        return ce + type_weight * bce
+
+    @torch.no_grad()
+    def answer(self, images: torch.Tensor, questions: Sequence[str], top_k: int = 5) -> List[List[Tuple[str, float]]]:
+        """Top-k ``(answer, probability)`` per question for images ``(B, C, H, W)`` in [0, 1].
+
+        Raises:
+            ValueError: a different number of images and questions, or ``top_k`` < 1.
+        """
+        if images.shape[0] != len(questions):
+            raise ValueError(f"{images.shape[0]} images for {len(questions)} questions")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        q, m = self.question_tokens(questions)
+        probs = self(images.to(self.closed_mask.device), q, m)["logits"].float().softmax(dim=-1)
+        val, idx = probs.topk(min(top_k, len(self.answers)), dim=-1)
+        return [[(self.answers[i], float(p)) for p, i in zip(pv.tolist(), iv.tolist())] for pv, iv in zip(val, idx)]
+
+
+__all__ = ["FUSIONS", "VQA_HEAD_MODULES", "VQAModel", "TokenProjector", "CrossAttentionFusion",
+           "BilinearAttentionFusion", "CoAttentionFusion", "build_fusion", "feature_tokens", "masked_mean"]

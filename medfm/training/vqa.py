@@ -1,0 +1,369 @@
+"""Training and evaluating a VQA adapter on VQA-RAD (``medfm vqa <recipe> --output DIR``).
+
+A run (MEVF split: train on the 3,064 train questions, score the 451 test questions once at
+the end; there is no validation split, so nothing is selected on the test set; its per-epoch
+accuracy is logged for the curve only):
+
+1. decode the 314 referenced images once (``medfm.data.vqa_rad``), build the training
+   answer vocabulary;
+2. run the frozen text encoder once over all questions (``encode_tokens``);
+3. mode ``frozen``: run the frozen image encoder once over the images and train only the
+   fusion + heads on cached tokens; ``lora``: LoRA on the encoder (peft, head/fusion in
+   ``modules_to_save``), merged into the weights before saving; ``full``: everything trains;
+4. AdamW with linear warm-up + cosine decay (``medfm.training.loop.lr_at``), seeded order;
+5. write ``checkpoint/`` (``medfm.hub`` layout; the text encoder is referenced, not saved),
+   ``predictions.jsonl`` (top-k ranked answers per test question), ``metrics.jsonl``,
+   ``results.json``, ``report.md``, ``accuracy_by_question_type.png``, ``training_curve.png``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from medfm.adapters.lora import LoraSettings
+from medfm.config import dump_yaml, from_dict, load_yaml, to_dict
+from medfm.io import atomic_write_json, atomic_write_text, to_jsonable
+from medfm.training.loop import TrainConfig, lr_at, param_groups
+from medfm.training.recipes import EncoderConfig
+
+VQA_MODES = ("frozen", "lora", "full")
+#: published VQA-RAD test accuracies (closed / open, %), for the report
+PUBLISHED = [
+    {"model": "PubMedCLIP (Eslami et al. 2023)", "closed": 80.0, "open": 60.1},
+    {"model": "BiomedCLIP (Zhang et al. 2023)", "closed": 79.8, "open": 67.6},
+    {"model": "LLaVA-Med (Li et al. 2023)", "closed": 84.2, "open": 61.5},
+]
+
+
+@dataclass
+class VQADataConfig:
+    """VQA-RAD input: image side ``size`` px, ``in_chans`` (1: grayscale), ``data_root`` override."""
+
+    size: int = 28
+    in_chans: int = 1
+    data_root: Optional[str] = None
+
+
+@dataclass
+class VQAHeadConfig:
+    """Fusion + classifier options of :class:`medfm.adapters.vqa.VQAModel`, and the type-loss weight."""
+
+    fusion: str = "cross_attention"
+    dim: int = 128
+    heads: int = 4
+    layers: int = 2
+    dropout: float = 0.1
+    type_mask: bool = False
+    type_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        from medfm.adapters.vqa import FUSIONS
+
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"head.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.dim < 1 or self.heads < 1 or self.dim % self.heads or self.layers < 1:
+            raise ValueError("head.dim/heads/layers must be >= 1 and dim divisible by heads")
+
+
+@dataclass
+class VQARecipe:
+    """``medfm vqa`` recipe (``finetune/vqa_*.yaml``).
+
+    Attributes:
+        requires_init: the recipe names a pretrained encoder; ``--init CKPT`` (or
+            ``encoder.pretrained``) must be given.
+        mode: "frozen" (encoder frozen, its tokens cached), "lora" or "full".
+        text_encoder: spec of the frozen text encoder (``{"name": "minilm"}``).
+        top_k: ranked answers written per test question. n_boot: bootstrap resamples.
+        question_only: control run (mode "frozen" only): every image's tokens are zeros,
+            so the model answers from the question alone (measures language priors).
+    """
+
+    data: VQADataConfig = field(default_factory=VQADataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    requires_init: bool = False
+    text_encoder: Dict[str, Any] = field(default_factory=lambda: {"name": "minilm"})
+    head: VQAHeadConfig = field(default_factory=VQAHeadConfig)
+    mode: str = "frozen"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    top_k: int = 5
+    n_boot: int = 1000
+    question_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in VQA_MODES:
+            raise ValueError(f"mode must be one of {VQA_MODES}, got {self.mode!r}")
+        if self.question_only and self.mode != "frozen":
+            raise ValueError("question_only (zeroed image tokens) needs mode: frozen")
+
+
+def load_vqa_recipe(path: Path, epochs: Optional[int] = None) -> VQARecipe:
+    """Read a VQA recipe YAML (``epochs`` overrides ``train.epochs``).
+
+    Raises:
+        ConfigError: unknown keys (with "did you mean") or invalid values.
+    """
+    data = load_yaml(path)
+    if epochs is not None:
+        data.setdefault("train", {})["epochs"] = epochs
+    return from_dict(VQARecipe, data, where=Path(path).name)
+
+
+class _Tokens:
+    """Cached inputs of one split: question tokens and (frozen mode) encoder tokens per image."""
+
+    def __init__(self, ds: Any, q: torch.Tensor, m: torch.Tensor) -> None:
+        self.ds, self.q, self.m = ds, q, m
+        self.closed = torch.tensor([t == "CLOSED" for t in ds.answer_types])
+
+
+@torch.no_grad()
+def _image_feats(model: nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    return torch.cat([model.image_features(images[i:i + batch]) for i in range(0, len(images), batch)])
+
+
+def _logits(model: nn.Module, split: _Tokens, idx: torch.Tensor, feats: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    rows = split.ds.image_index[idx]
+    image_feats = feats[rows] if feats is not None else model.image_features(split.ds.image_tensor(rows))
+    mask = split.m[idx]
+    length = max(1, int(mask.sum(dim=1).max()))  # drop columns that are padding for the whole batch
+    return model.forward_tokens(image_feats, split.q[idx][:, :length], mask[:, :length])
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, split: _Tokens, feats: Optional[torch.Tensor], batch: int = 128) -> torch.Tensor:
+    """``(Q, A)`` answer logits for every question of ``split`` (model in eval mode)."""
+    was = model.training
+    model.eval()
+    n = len(split.ds)
+    out = torch.cat([_logits(model, split, torch.arange(i, min(n, i + batch)), feats)["logits"].float()
+                     for i in range(0, n, batch)])
+    model.train(was)
+    return out
+
+
+def _accuracy(logits: torch.Tensor, split: _Tokens) -> Dict[str, float]:
+    hit = logits.argmax(dim=-1) == split.ds.answer_ids
+    return {"acc": float(hit.float().mean()), "closed": float(hit[split.closed].float().mean()),
+            "open": float(hit[~split.closed].float().mean())}
+
+
+def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_root: Optional[str] = None) -> Dict[str, Any]:
+    """Train + evaluate one VQA recipe; returns the ``results.json`` dict.
+
+    Raises:
+        ValueError: a recipe that requires ``--init`` without one; data/checkpoint errors
+            of the loaders (MedFMDataError, CheckpointError) pass through.
+    """
+    from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
+    from medfm.data.vqa_rad import VQARadDataset, data_md5s
+    from medfm.encoders import create_encoder
+    from medfm.text.encoders import create_text_encoder
+
+    cfg = recipe.train
+    pretrained = init or recipe.encoder.pretrained
+    if recipe.requires_init and not pretrained:
+        raise ValueError("this recipe starts from a pretrained encoder: pass --init CKPT (a medfm checkpoint directory)")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+    t0 = time.time()
+    root = data_root or recipe.data.data_root
+    size = recipe.encoder.img_size or recipe.data.size
+    train_ds = VQARadDataset("train", size, recipe.data.in_chans, root, progress=True)
+    test_ds = VQARadDataset("test", size, recipe.data.in_chans, root, vocab=train_ds.vocab)
+
+    text = create_text_encoder(recipe.text_encoder)
+    questions = train_ds.questions + test_ds.questions
+    q, m = text.encode_tokens(questions)
+    n_tr = len(train_ds)
+    train, test = _Tokens(train_ds, q[:n_tr], m[:n_tr]), _Tokens(test_ds, q[n_tr:], m[n_tr:])
+
+    torch.manual_seed(cfg.seed)
+    encoder = create_encoder(recipe.encoder.name, in_chans=recipe.data.in_chans, img_size=size, pretrained=pretrained,
+                             **recipe.encoder.args)
+    vocab = train_ds.vocab
+    head = {k: v for k, v in to_dict(recipe.head).items() if k != "type_weight"}
+    model = VQAModel(encoder, vocab.answers, text.output_dim, closed_answers=vocab.closed, open_answers=vocab.open,
+                     text_encoder=text.spec, **head)
+    model.set_text_encoder(text)
+    net: nn.Module = model
+    feats = None
+    if recipe.mode == "frozen":
+        encoder.requires_grad_(False)
+        encoder.eval()
+        feats = _image_feats(model, train_ds.image_tensor())
+        if recipe.question_only:
+            feats = torch.zeros_like(feats)
+    elif recipe.mode == "lora":
+        from medfm.adapters.lora import apply_lora
+
+        net = apply_lora(model, recipe.lora, head_modules=VQA_HEAD_MODULES)
+        model = net.base_model.model
+
+    def set_train() -> None:
+        model.train()
+        if recipe.mode == "frozen":
+            encoder.eval()
+
+    opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr)
+    steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
+    total, warmup = steps_per_epoch * cfg.epochs, int(round(cfg.warmup_epochs * steps_per_epoch))
+    log: List[Dict[str, Any]] = []
+    step = 0
+    bar = tqdm(range(cfg.epochs), desc=f"vqa {recipe.encoder.name} ({recipe.mode})")
+    for epoch in bar:
+        set_train()
+        order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        losses = []
+        for s in range(steps_per_epoch):
+            idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, warmup, cfg)
+            out = _logits(model, train, idx, feats)
+            loss = model.loss(out, train_ds.answer_ids[idx], train.closed[idx], recipe.head.type_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+        test_acc = _accuracy(predict_logits(model, test, feats), test)
+        rec = {"epoch": epoch + 1, "step": step, "loss": sum(losses) / len(losses), "lr": lr_at(step - 1, total, warmup, cfg),
+               "test_acc_curve_only": test_acc}
+        log.append(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", test_closed=f"{test_acc['closed']:.3f}")
+    atomic_write_text(output / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+    train_s = time.time() - t0
+
+    if recipe.mode == "lora":
+        model = net.merge_and_unload()
+        model.set_text_encoder(text)
+    model.eval()
+    return _finish(model, recipe, output, train, test, feats if recipe.mode == "frozen" else None, log, pretrained,
+                   root, train_s, data_md5s(root))
+
+
+def _finish(model: nn.Module, recipe: VQARecipe, output: Path, train: Any, test: Any, feats: Optional[torch.Tensor],
+            log: List[Dict[str, Any]], init: Optional[str], root: Optional[str], train_s: float,
+            md5s: Dict[str, str]) -> Dict[str, Any]:
+    """Score the test split, save checkpoint + predictions + report, check the reload."""
+    from medfm.evaluation.report import checkpoint_hash, versions
+    from medfm.evaluation.vqa import accuracy_by_group, majority_baseline, plot_group_accuracy, score_vqa
+    from medfm.hub import from_pretrained, save_pretrained
+
+    ds = test.ds
+    logits = predict_logits(model, test, feats)
+    probs = logits.softmax(dim=-1)
+    val, idx = probs.topk(min(recipe.top_k, probs.shape[1]), dim=-1)
+    preds = [model.answers[int(i[0])] for i in idx]
+    scores = score_vqa(preds, ds.answers, ds.answer_types, n_boot=recipe.n_boot, seed=recipe.train.seed)
+    base = majority_baseline(train.ds.answers, train.ds.answer_types, ds.answers, ds.answer_types,
+                             n_boot=recipe.n_boot, seed=recipe.train.seed)
+    by_type = accuracy_by_group(scores["correct"], [r.question_type for r in ds.records])
+    lines = [json.dumps({"qid": r.qid, "image": r.image_name, "question": r.question, "answer": r.answer,
+                         "answer_type": r.answer_type, "question_type": r.question_type, "in_vocab": bool(a >= 0),
+                         "correct": c, "top_k": [[model.answers[int(j)], round(float(p), 6)] for p, j in zip(pv, iv)]}) + "\n"
+             for r, a, c, pv, iv in zip(ds.records, ds.answer_ids.tolist(), scores["correct"], val, idx)]
+    atomic_write_text(output / "predictions.jsonl", "".join(lines))
+
+    ckpt = output / "checkpoint"
+    extra = {"training": {"data": {"dataset": "vqa_rad", "split": "MEVF trainset.json (3,064 QA)", "license": "CC0 1.0",
+                                   "license_id": "cc0-1.0", "md5": md5s, "n_train": len(train.ds)},
+                          "init": init, "mode": recipe.mode, "recipe": to_dict(recipe)},
+             "summary": f"VQA adapter ({recipe.head.fusion}) on `{recipe.encoder.name}` trained on VQA-RAD"}
+    save_pretrained(model, ckpt, extra_config=extra)
+    reloaded = from_pretrained(ckpt)
+    reloaded.set_text_encoder(model.text_encoder())
+    re_feats = _image_feats(reloaded, ds.image_tensor()) if feats is not None else None
+    if recipe.question_only:
+        re_feats = torch.zeros_like(re_feats)
+    re_logits = predict_logits(reloaded, test, re_feats)
+    reload = {"same_top1": bool(torch.equal(re_logits.argmax(-1), logits.argmax(-1))),
+              "max_abs_logit_diff": float((re_logits - logits).abs().max())}
+
+    plot_group_accuracy(by_type, output / "accuracy_by_question_type.png",
+                        f"VQA-RAD test, {recipe.encoder.name} ({recipe.mode}), exact match")
+    _plot_curve(log, output / "training_curve.png")
+    res: Dict[str, Any] = {
+        "schema_version": 1, "kind": "vqa", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "meta": {"checkpoint": str(ckpt), "checkpoint_sha256": checkpoint_hash(ckpt), "init": init,
+                 "init_sha256": checkpoint_hash(init) if init and Path(init).is_dir() else None,
+                 "encoder": recipe.encoder.name, "img_size": model.encoder.img_size, "mode": recipe.mode,
+                 "fusion": recipe.head.fusion, "type_mask": recipe.head.type_mask, "question_only": recipe.question_only,
+                 "dataset": "vqa_rad",
+                 "split": "MEVF testset.json", "data_md5": md5s, "epochs": recipe.train.epochs,
+                 "train_wall_s": round(train_s, 1)},
+        "n_questions": len(ds), "vocab_size": len(model.answers),
+        "out_of_vocab": {"n": int((ds.answer_ids < 0).sum()), "closed": int(((ds.answer_ids < 0) & test.closed).sum())},
+        "metrics": {k: scores[k] for k in ("overall", "closed", "open")},
+        "majority_baseline": {k: base[k] for k in ("overall", "closed", "open", "majority")},
+        "by_question_type": by_type, "reload_check": reload, "published": PUBLISHED,
+        "files": ["checkpoint", "predictions.jsonl", "metrics.jsonl", "accuracy_by_question_type.png",
+                  "training_curve.png", "report.md", "results.json"],
+    }
+    res = to_jsonable(res)
+    atomic_write_text(output / "report.md", render_report(res))
+    atomic_write_json(output / "results.json", res)
+    return res
+
+
+def _plot_curve(log: List[Dict[str, Any]], path: Path) -> None:
+    from medfm.evaluation.plots import _new_figure, _save
+
+    fig = _new_figure((6.0, 3.5))
+    ax = fig.add_subplot(1, 2, 1)
+    ax.plot([r["epoch"] for r in log], [r["loss"] for r in log])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss")
+    ax = fig.add_subplot(1, 2, 2)
+    for key in ("closed", "open", "acc"):
+        ax.plot([r["epoch"] for r in log], [r["test_acc_curve_only"][key] for r in log], label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test acc (curve only)")
+    ax.legend()
+    _save(fig, path)
+
+
+def render_report(res: Dict[str, Any]) -> str:
+    """``report.md`` of a VQA run (results + baseline + published figures + per question type)."""
+    from medfm.evaluation.report import markdown_table
+
+    def row(name: str, m: Dict[str, Any]) -> Dict[str, Any]:
+        return {"model": name, **{k: 100 * m[k]["acc"] for k in ("closed", "open", "overall")},
+                **{f"{k}_ci": f"[{100 * m[k]['ci']['low']:.1f}, {100 * m[k]['ci']['high']:.1f}]" for k in ("closed", "open", "overall")}}
+
+    meta = res["meta"]
+    what = "question only (image tokens zeroed)" if meta.get("question_only") else f"init {meta['init'] or 'random'}, {meta['mode']}"
+    rows = [row(f"this run: {meta['encoder']} {meta['img_size']}px, {what}", res["metrics"]),
+            row(f"majority answer per type ({res['majority_baseline']['majority']['CLOSED']!r} / "
+                f"{res['majority_baseline']['majority']['OPEN']!r})", res["majority_baseline"])]
+    rows += [{"model": p["model"] + " (published)", "closed": p["closed"], "open": p["open"]} for p in res["published"]]
+    cols = {"model": "model", "closed": "closed %", "closed_ci": "95% CI", "open": "open %", "open_ci": "95% CI",
+            "overall": "overall %", "overall_ci": "95% CI"}
+    parts = ["# VQA-RAD report\n\n",
+             f"Strict exact match after normalisation on the {res['n_questions']} MEVF test questions "
+             f"({res['metrics']['closed']['n']} closed, {res['metrics']['open']['n']} open); "
+             f"{res['out_of_vocab']['n']} test answers are outside the {res['vocab_size']}-answer training vocabulary "
+             "and count as wrong.\n\n", markdown_table(rows, cols, floatfmt=".1f"),
+             "\n## By question type\n\n", markdown_table(res["by_question_type"], ["group", "n", "acc"]),
+             f"\nReload check (saved checkpoint re-scored): {res['reload_check']}\n\n",
+             "![accuracy by question type](accuracy_by_question_type.png)\n![training curve](training_curve.png)\n"]
+    return "".join(parts)
+
+
+__all__ = ["VQARecipe", "VQADataConfig", "VQAHeadConfig", "VQA_MODES", "PUBLISHED", "load_vqa_recipe", "run_vqa",
+           "predict_logits", "render_report"]
