@@ -1,4 +1,4 @@
-"""The ``medfm`` command: ``pretrain | finetune | segment | eval | merge | card | push | bench``.
+"""The ``medfm`` command: ``pretrain | finetune | segment | vqa | fuse | eval | merge | card | push | bench``.
 
 Every subcommand is a thin layer over the library; errors medfm anticipates (bad recipe,
 missing data, mismatched checkpoint) print one line ``medfm: error: ...`` and exit 2.
@@ -18,29 +18,26 @@ def _parser() -> argparse.ArgumentParser:
     def data_root(sp):
         sp.add_argument("--data-root", default=None, help="data folder (default: $MEDFM_DATA, else ~/.cache/medfm)")
 
-    sp = sub.add_parser("pretrain", help="self-supervised pretraining from a recipe")
-    sp.add_argument("recipe", type=Path)
-    sp.add_argument("--output", type=Path, required=True)
-    sp.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint")
-    sp.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    data_root(sp)
+    def recipe_command(name: str, help: str, init: bool = True, resume: str = "continue from <output>/checkpoint"):
+        """A subcommand that runs a recipe: ``<recipe> --output DIR [--init] [--resume] [--epochs N] [--data-root]``."""
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("recipe", type=Path)
+        if init:
+            sp.add_argument("--init", default=None, help="medfm checkpoint whose encoder initialises the model")
+        sp.add_argument("--output", type=Path, required=True)
+        if resume:
+            sp.add_argument("--resume", action="store_true", help=resume)
+        sp.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+        data_root(sp)
+        return sp
 
-    sp = sub.add_parser("finetune", help="fine-tune a classifier (linear, full or LoRA) from a recipe")
-    sp.add_argument("recipe", type=Path)
-    sp.add_argument("--init", default=None, help="medfm checkpoint whose encoder initialises the model")
-    sp.add_argument("--output", type=Path, required=True)
-    sp.add_argument("--resume", action="store_true")
-    sp.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    sp.add_argument("--dataset", default=None, help="override data.dataset (MedMNIST flag)")
-    data_root(sp)
-
-    sp = sub.add_parser("segment", help="train + evaluate a segmentation adapter from a recipe (finetune/seg_*.yaml)")
-    sp.add_argument("recipe", type=Path)
-    sp.add_argument("--init", default=None, help="medfm checkpoint whose encoder initialises the model")
-    sp.add_argument("--output", type=Path, required=True)
-    sp.add_argument("--resume", action="store_true")
-    sp.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    data_root(sp)
+    recipe_command("pretrain", "self-supervised pretraining from a recipe", init=False)
+    recipe_command("finetune", "fine-tune a classifier (linear, full or LoRA) from a recipe").add_argument(
+        "--dataset", default=None, help="override data.dataset (MedMNIST flag)")
+    recipe_command("segment", "train + evaluate a segmentation adapter from a recipe (finetune/seg_*.yaml)")
+    recipe_command("vqa", "train + evaluate a VQA adapter on VQA-RAD from a recipe (finetune/vqa_*.yaml)", resume="")
+    recipe_command("fuse", "train + evaluate missing-modality fusers on TCGA-LGG (finetune/fusion_lgg_*.yaml)",
+                   init=False, resume="continue unfinished models; reuse finished ones")
 
     sp = sub.add_parser("eval", help="evaluate checkpoint(s) on a dataset split (--data) or a suite (--suite)")
     sp.add_argument("checkpoint", nargs="*", help="checkpoint dir(s) or hf-hub: id(s); --data takes exactly one")
@@ -49,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--suite", type=Path, default=None, help="evaluation suite, e.g. eval_suites/medmnist_c.yaml")
     sp.add_argument("--split", default="test", choices=["train", "val", "test"], help="--data only")
     sp.add_argument("--size", type=int, default=None, help="--data only")
-    sp.add_argument("--protocol", default=None, choices=["as-is", "linear", "knn"], help="override the suite's protocol")
+    sp.add_argument("--protocol", default=None, choices=["as-is", "linear", "knn", "zeroshot"],
+                    help="override the suite's protocol; zeroshot: a CLIP checkpoint on --data with class prompts")
     sp.add_argument("--label-fraction", default=None, help="comma list of label fractions for linear/knn, e.g. 0.01,0.1,1")
     sp.add_argument("--cache-dir", default=None, help="corrupted-set cache root (default ~/.cache/medfm)")
     sp.add_argument("--workers", type=int, default=None, help="override corruptions.workers (processes)")
@@ -98,6 +96,17 @@ def _eval(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
+    if args.protocol == "zeroshot":
+        from medfm.evaluation.zeroshot import zeroshot_eval
+
+        if args.data is None or len(args.checkpoint) != 1:
+            raise ValueError("--protocol zeroshot scores exactly one image-text checkpoint on --data <MedMNIST flag>")
+        res = zeroshot_eval(args.checkpoint[0], args.data, split=args.split, data_root=args.data_root,
+                            output=args.output, batch_size=args.batch_size or 256)
+        m, ch = res["metrics"], res["meta"]["chance"]
+        print(f"{args.data} {args.split} zero-shot: ACC {m['acc']:.4f}  AUC {m['auc']:.4f}  (chance ACC "
+              f"{ch['acc_uniform']:.4f}, majority class {ch['acc_majority']:.4f}, AUC {ch['auc']:.1f})")
+        return
     if args.data is not None:
         from medfm.evaluation.evaluate import evaluate_checkpoint
 
@@ -150,6 +159,18 @@ def _run(args: argparse.Namespace) -> int:
 
         print(segment_from_recipe(args.recipe, args.output, epochs=args.epochs, init=args.init,
                                   data_root=args.data_root, resume=args.resume))
+    elif args.command == "vqa":
+        from medfm.training.vqa import load_vqa_recipe, run_vqa
+
+        res = run_vqa(load_vqa_recipe(args.recipe, args.epochs), args.output, init=args.init, data_root=args.data_root)
+        m = res["metrics"]
+        print("VQA-RAD test: " + "  ".join(f"{k} {100 * m[k]['acc']:.1f}% [{100 * m[k]['ci']['low']:.1f}, "
+                                             f"{100 * m[k]['ci']['high']:.1f}]" for k in ("closed", "open", "overall")))
+        print(f"report: {args.output / 'report.md'}")
+    elif args.command == "fuse":
+        from medfm.training.fusion import fuse_from_recipe
+
+        print(fuse_from_recipe(args.recipe, args.output, args.epochs, args.data_root, args.resume))
     elif args.command == "eval":
         _eval(args)
     elif args.command == "merge":
