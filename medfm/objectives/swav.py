@@ -12,11 +12,22 @@ optimizer step (:meth:`SwAV.on_step_end`) and can be frozen for the first
 ``freeze_prototypes_steps`` steps (the paper freezes them during the first epoch); the
 step counter is a buffer, so a resumed run freezes/unfreezes at the same step.
 
-Left out, stated: the feature queue SwAV adds for batches < 256 images, and the LARS
-optimizer (medfm's trainer uses AdamW).
+Collapse to uniform codes (loss stuck at ``ln K``): if ``n_prototypes < proj_dim`` the
+``K`` prototypes span only part of the projection space, so a projection orthogonal to all of
+them scores 0 against every prototype; the codes are then uniform, the prediction too, and
+the loss sits at exactly ``ln K`` with no gradient out of it. That is what a 2-epoch run with
+64 prototypes and 128-d projections did here. With ``K >= proj_dim`` random unit prototypes
+span the space (``P^T P ~ K / d I``), the scores of a unit projection cannot all vanish and the
+codes stay informative (SwAV itself uses 3000 prototypes for 128-d projections). The model
+logs a warning when ``n_prototypes < proj_dim``; the recipe uses 128 prototypes for 64-d
+projections and freezes the prototypes for the first steps, as the paper does.
+
+Left out, stated: the feature queue SwAV adds for batches < 256 images (medfm's recipes
+use batches of 256), and the LARS optimizer (medfm's trainer uses AdamW).
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -29,6 +40,7 @@ from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
 from medfm.registry import OBJECTIVES
 
+log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
@@ -101,8 +113,8 @@ class SwAV(nn.Module):
     Args:
         encoder: any medfm :class:`Encoder`; images ``(B, C, H, W)`` in [0, 1].
         proj_dim / hidden_dim / proj_layers: projection head sizes.
-        n_prototypes: number of prototypes ``K`` (SwAV: 3000 for ImageNet; a few tens suit
-            a small single-domain set and batches of a few hundred).
+        n_prototypes: number of prototypes ``K`` (SwAV: 3000 for ImageNet); keep it
+            ``>= proj_dim`` (see the module docstring on collapse).
         temperature / epsilon / sinkhorn_iterations: SwAV's 0.1 / 0.05 / 3.
         n_local_views: number of small crops (SwAV: 6); 0 gives plain 2-view SwAV.
         local_size: side of the small crops in pixels (default: ``img_size * 96 / 224``,
@@ -126,6 +138,9 @@ class SwAV(nn.Module):
             raise ValueError("swav: need n_prototypes >= 2, n_local_views >= 0, freeze_prototypes_steps >= 0")
         if not temperature > 0 or not epsilon > 0 or sinkhorn_iterations < 1:
             raise ValueError("swav: temperature and epsilon must be > 0 and sinkhorn_iterations >= 1")
+        if n_prototypes < proj_dim:
+            log.warning("swav: %d prototypes < proj_dim %d: the codes can collapse to uniform (loss = ln K); "
+                        "use n_prototypes >= proj_dim", n_prototypes, proj_dim)
         if getattr(encoder, "fixed_size", False):
             local_size = encoder.img_size
         elif local_size is None:

@@ -116,3 +116,18 @@ def test_zeroshot_needs_an_image_text_checkpoint(text_spec, write_medmnist, tmp_
         zeroshot_eval(str(ckpt), "pneumoniamnist", data_root=str(root), output=tmp_path / "zs")
     with pytest.raises(ValueError, match="one non-empty list of strings per class"):
         zeroshot_classify(_clip(text_spec), Images(torch.rand(2, 1, 28, 28)), ["bright", "dark"])
+
+
+def test_cli_eval_protocol_zeroshot(text_spec, write_medmnist, tmp_path, capsys):
+    from medfm.cli import main
+
+    root = write_medmnist("pneumoniamnist")
+    ckpt = medfm.save_pretrained(_clip(text_spec).eval(), tmp_path / "clip")
+    out = tmp_path / "zs"
+    assert main(["eval", str(ckpt), "--data", "pneumoniamnist", "--protocol", "zeroshot", "--data-root", str(root),
+                 "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    written = json.loads((out / "results.json").read_text())
+    assert f"ACC {written['metrics']['acc']:.4f}" in printed and "chance ACC 0.5000" in printed
+    assert main(["eval", str(ckpt), "--suite", "eval_suites/local.yaml", "--protocol", "zeroshot"]) == 2
+    assert "--protocol zeroshot scores exactly one" in capsys.readouterr().err

@@ -273,3 +273,17 @@ def test_bad_arguments_raise():
         GraphMatching(enc)({"image": torch.rand(2, 1, 16, 16)}, torch.Generator())
     with pytest.raises(ValueError, match="k must be"):
         knn_graph(torch.rand(1, 4, 3), 4)
+
+
+def test_unrolled_loss_matches_loop_reference():
+    qap = _random_qap(g=2, n=5, k=2, seed=4)
+    cfg = RRWMConfig(iterations=6)
+    loss, acc = matching_loss(qap, "unrolled", cfg=cfg)
+    soft = rrwm(qap, cfg).tolist()
+    ref = 0.0
+    for g in range(2):
+        for i in range(5):
+            ref += -math.log(soft[g][i][i] / sum(soft[g][i])) / 10
+    assert loss.item() == pytest.approx(ref, abs=1e-5)
+    hard = hungarian(torch.tensor(soft))
+    assert acc.item() == pytest.approx(float(hard.diagonal(dim1=1, dim2=2).sum()) / 10)

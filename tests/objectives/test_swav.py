@@ -138,3 +138,26 @@ def test_bad_arguments_raise():
         SwAV(enc, epsilon=0)
     with pytest.raises(ValueError, match="local_size"):
         SwAV(enc, local_size=4)
+
+
+def test_fewer_prototypes_than_dims_admit_the_uniform_collapse_and_warn(caplog):
+    # K < d: a unit projection orthogonal to every prototype scores 0 everywhere -> uniform
+    # codes and predictions, loss exactly ln K (the plateau a 64-prototype / 128-d run sat on)
+    g = torch.Generator().manual_seed(0)
+    protos = torch.nn.functional.normalize(torch.randn(4, 6, generator=g), dim=1)  # K=4 < d=6
+    basis = torch.linalg.svd(protos, full_matrices=True).Vh[4:]  # orthogonal complement of the prototypes
+    z = torch.nn.functional.normalize(basis[0].expand(5, 6), dim=1)
+    scores = z @ protos.t()
+    assert scores.abs().max() < 1e-6
+    assert swav_loss([scores, scores]).item() == pytest.approx(math.log(4), abs=1e-5)
+    # K >= d: unit projections cannot score 0 against every prototype
+    protos = torch.nn.functional.normalize(torch.randn(8, 6, generator=g), dim=1)
+    z = torch.nn.functional.normalize(torch.randn(50, 6, generator=g), dim=1)
+    assert ((z @ protos.t()).pow(2).sum(dim=1) >= torch.linalg.eigvalsh(protos.t() @ protos)[0] - 1e-5).all()
+    with caplog.at_level("WARNING", logger="medfm.objectives.swav"):
+        _swav(proj_dim=8, n_prototypes=6)
+    assert "collapse" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medfm.objectives.swav"):
+        _swav(proj_dim=8, n_prototypes=8)
+    assert "collapse" not in caplog.text
