@@ -30,6 +30,7 @@ from medfm.training.loop import TrainConfig
 
 DATASETS = ("lgg_flair",)
 TRAIN_MISSING = ("natural", "mnar")
+TASKS = ("classification", "segmentation")
 
 
 @dataclass
@@ -78,6 +79,8 @@ class FusionRecipe:
     """``medfm fuse`` recipe.
 
     Attributes:
+        task: "classification" (slice-level abnormality, this module) or "segmentation"
+            (abnormality masks, :mod:`medfm.training.fusion_seg`).
         data: :class:`FusionDataConfig`.
         modalities: all modalities (order = MultiModN's visiting order).
         image_encoder: ``{"name": encoder, "args": {...}}`` shared by all image modalities.
@@ -87,6 +90,7 @@ class FusionRecipe:
         protocol: :class:`FusionProtocolConfig`.
     """
 
+    task: str = "classification"
     data: FusionDataConfig = field(default_factory=FusionDataConfig)
     modalities: List[str] = field(default_factory=lambda: ["pre", "flair", "post", "clinical"])
     image_encoder: Dict[str, Any] = field(default_factory=lambda: {"name": "resnet_test"})
@@ -98,6 +102,8 @@ class FusionRecipe:
     def __post_init__(self) -> None:
         from medfm.config import from_dict
 
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if not self.models:
             raise ValueError("the recipe names no models (models: {label: {fuser: ..., args: ...}})")
         self.models = {k: v if isinstance(v, FusionModelConfig) else from_dict(FusionModelConfig, v, where=f"models.{k}")
@@ -160,6 +166,10 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
     from medfm.hub import from_pretrained, save_pretrained, write_checkpoint
     from medfm.io import atomic_write_text
 
+    if recipe.task == "segmentation":
+        from medfm.training.fusion_seg import run_fusion_segmentation
+
+        return run_fusion_segmentation(recipe, output, data_root, resume)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
@@ -212,7 +222,8 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
 
 def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, data_root: Optional[str] = None,
                      resume: bool = False) -> str:
-    """Run a ``medfm fuse`` recipe file; returns a short summary (AUC with all modalities, MNAR drops).
+    """Run a ``medfm fuse`` recipe file; returns a short summary (AUC with all modalities, MNAR drops;
+    for ``task: segmentation`` the per-subset Dice).
 
     Raises:
         ConfigError: unreadable or invalid recipe; and what :func:`run_fusion` raises.
@@ -225,6 +236,10 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
         data.setdefault("train", {})["epochs"] = epochs
     recipe = from_dict(FusionRecipe, data, where=path.name)
     res = run_fusion(recipe, Path(output), data_root, resume)
+    if recipe.task == "segmentation":
+        from medfm.training.fusion_seg import seg_summary
+
+        return seg_summary(res, recipe.modalities, Path(output))
     full = "+".join(recipe.modalities)
     lines = [f"{r['model']}: AUC {r['auc']:.3f} ACC {r['acc']:.3f} (all modalities, n={r['n']})"
              for r in res["subsets"] if r["subset"] == full]
