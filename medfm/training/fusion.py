@@ -154,6 +154,27 @@ def build_fuser(recipe: FusionRecipe, spec: FusionModelConfig, clinical_features
     return FUSERS.build(spec.fuser, **args)
 
 
+def fit_or_reuse(model: torch.nn.Module, step_fn: Any, data: Any, train_cfg: TrainConfig, run_dir: Path,
+                 resume: bool, natural: Dict[str, torch.Tensor], data_meta: Dict[str, Any]) -> torch.nn.Module:
+    """Train one fuser into ``run_dir/model`` (resumable), or reuse it there when ``resume``.
+
+    A single-modality model (``len(model.modalities) == 1``) learns only from the samples whose
+    ``natural[m]`` (``(N,)`` bool presence) is set. Returns the model in eval mode.
+    """
+    from medfm.hub import from_pretrained, save_pretrained, write_checkpoint
+    from medfm.training.loop import Trainer
+    from medfm.training.runs import IndexedSubset
+
+    final = run_dir / "model"
+    if resume and final.is_dir():
+        return from_pretrained(final).eval()
+    if len(model.modalities) == 1:  # a single-modality baseline learns only from samples that have it
+        data = IndexedSubset(data, natural[model.modalities[0]].nonzero().flatten())
+    Trainer(model, step_fn, data, train_cfg, run_dir, lambda m, d: write_checkpoint(m, d)).fit(resume=resume)
+    save_pretrained(model.eval(), final, extra_config={"training": {"data": data_meta}})
+    return model.eval()
+
+
 def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Train every model of ``recipe`` and run the protocol; returns the results dict.
 
@@ -163,7 +184,6 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
     from medfm.config import dump_yaml
     from medfm.data.lgg_fusion import CLINICAL_COLUMNS, EXCLUDED_COLUMNS, LGGFusionSet
     from medfm.evaluation.fusion import mnar_drop, run_fusion_protocol, write_fusion_report
-    from medfm.hub import from_pretrained, save_pretrained, write_checkpoint
     from medfm.io import atomic_write_text
 
     if recipe.task == "segmentation":
@@ -189,21 +209,10 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
         model = build_fuser(recipe, spec, len(CLINICAL_COLUMNS), label_names)
         model.set_tabular_statistics(train.clinical)
         data = MissingnessView(train, mnar) if spec.train_missing == "mnar" else train
-        if len(model.modalities) == 1:  # a single-modality baseline learns only from samples that have it
-            from medfm.training.runs import IndexedSubset
-
-            data = IndexedSubset(data, natural[model.modalities[0]].nonzero().flatten())
-        run_dir = output / "models" / label
-        final = run_dir / "model"
         t1 = time.perf_counter()
-        if resume and final.is_dir():
-            model = from_pretrained(final)
-        else:
-            from medfm.training.loop import Trainer
-
-            Trainer(model, fusion_step, data, recipe.train, run_dir, lambda m, d: write_checkpoint(m, d)).fit(resume=resume)
-            save_pretrained(model.eval(), final, extra_config={"training": {"data": {"dataset": "TCGA-LGG (lgg_tcga_flair_seg_3ch)",
-                            "patients": train.patients, "train_missing": spec.train_missing}}})
+        model = fit_or_reuse(model, fusion_step, data, recipe.train, output / "models" / label, resume, natural,
+                             {"dataset": "TCGA-LGG (lgg_tcga_flair_seg_3ch)", "patients": train.patients,
+                              "train_missing": spec.train_missing})
         timings[label] = round(time.perf_counter() - t1, 1)
         (trained_mnar if spec.train_missing == "mnar" else trained)[label] = model.eval()
         print(f"[fuse] {label}: trained in {timings[label]:.1f} s", flush=True)

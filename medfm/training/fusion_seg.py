@@ -61,10 +61,8 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     from medfm.config import dump_yaml
     from medfm.data.lgg_fusion import LGGFusionSet
     from medfm.evaluation.fusion_seg import run_seg_fusion_protocol, write_seg_fusion_report
-    from medfm.hub import from_pretrained, save_pretrained, write_checkpoint
     from medfm.io import atomic_write_text
-    from medfm.training.loop import Trainer
-    from medfm.training.runs import IndexedSubset
+    from medfm.training.fusion import fit_or_reuse
 
     bad = [k for k, v in recipe.models.items() if v.train_missing != "natural"]
     if bad:
@@ -82,18 +80,10 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     for label, spec in recipe.models.items():
         torch.manual_seed(recipe.train.seed)
         model = build_seg_fuser(recipe, spec)
-        data: Any = train
-        if len(model.modalities) == 1:  # a single-modality baseline learns only from slices that have it
-            data = IndexedSubset(train, natural[model.modalities[0]].nonzero().flatten())
-        run_dir = output / "models" / label
-        final = run_dir / "model"
         t1 = time.perf_counter()
-        if resume and final.is_dir():
-            model = from_pretrained(final)
-        else:
-            Trainer(model, seg_fusion_step, data, recipe.train, run_dir, lambda m, d: write_checkpoint(m, d)).fit(resume=resume)
-            save_pretrained(model.eval(), final, extra_config={"training": {"data": {
-                "dataset": "TCGA-LGG (lgg_tcga_flair_seg_3ch)", "patients": train.patients, "train_missing": "natural"}}})
+        model = fit_or_reuse(model, seg_fusion_step, train, recipe.train, output / "models" / label, resume, natural,
+                             {"dataset": "TCGA-LGG (lgg_tcga_flair_seg_3ch)", "patients": train.patients,
+                              "train_missing": "natural"})
         timings[label] = round(time.perf_counter() - t1, 1)
         trained[label] = model.eval()
         print(f"[fuse-seg] {label}: trained in {timings[label]:.1f} s", flush=True)
