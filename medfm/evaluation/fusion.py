@@ -162,7 +162,8 @@ def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_
     return {"auc": auc, "acc": acc, "auc_ci95": [lo, hi], "n": int(len(labels)), "n_patients": int(len(set(patients)))}
 
 
-def _usable(model: torch.nn.Module, present: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def usable(model: torch.nn.Module, present: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``(B,)`` bool: samples for which ``model`` sees at least one of its modalities in ``present``."""
     mods = [m for m in model.modalities if m in present]
     if not mods:
         return torch.zeros(next(iter(present.values())).shape[0], dtype=torch.bool)
@@ -174,6 +175,25 @@ def _evaluate(model, batch, mask, n_boot, seed, bs):
     part = slice_batch(batch, idx)
     probs = predict_probs(model, part, bs)
     return score_row(part["label"].numpy(), probs, part["patient"], n_boot, seed)
+
+
+def subset_views(test_batch: Mapping[str, Any], modalities: Sequence[str], models: Mapping[str, torch.nn.Module]):
+    """Yield ``(subset, rows, shown, label, model)`` for every non-empty modality subset and model.
+
+    ``rows``: ``(B,)`` bool, the samples that truly have every modality of ``subset``;
+    ``shown``: ``test_batch`` with the modalities outside ``subset`` marked absent. A model is
+    yielded only when it can use what is shown for every one of those rows.
+    """
+    natural = {m: presence(test_batch, m) for m in modalities}
+    for subset in modality_subsets(modalities):
+        rows = torch.stack([natural[m] for m in subset]).all(0)
+        if not rows.any():
+            continue
+        shown = drop_modalities(test_batch, {m: torch.ones_like(natural[m]) for m in modalities if m not in subset})
+        shown_present = {m: natural[m] & torch.tensor(m in subset) for m in modalities}
+        for label, model in models.items():
+            if usable(model, shown_present)[rows].all():
+                yield subset, rows, shown, label, model
 
 
 def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mapping[str, Any], modalities: Sequence[str],
@@ -200,19 +220,11 @@ def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mappi
     natural = {m: presence(test_batch, m) for m in modalities}
     labels = test_batch["label"]
     res: Dict[str, Any] = {"subsets": [], "natural": [], "mcar": [], "mnar": []}
-    for subset in modality_subsets(modalities):
-        rows_ok = torch.stack([natural[m] for m in subset]).all(0)
-        if not rows_ok.any():
-            continue
-        shown = drop_modalities(test_batch, {m: torch.ones_like(natural[m]) for m in modalities if m not in subset})
-        shown_present = {m: natural[m] & torch.tensor(m in subset) for m in modalities}
-        for label, model in models.items():
-            if not _usable(model, shown_present)[rows_ok].all():
-                continue
-            row = _evaluate(model, shown, rows_ok, n_boot, seed, batch_size_)
-            res["subsets"].append({"subset": subset_name(subset), "size": len(subset), "model": label, **row})
+    for subset, rows, shown, label, model in subset_views(test_batch, modalities, models):
+        row = _evaluate(model, shown, rows, n_boot, seed, batch_size_)
+        res["subsets"].append({"subset": subset_name(subset), "size": len(subset), "model": label, **row})
     for label, model in models.items():
-        ok = _usable(model, natural)
+        ok = usable(model, natural)
         res["natural"].append({"model": label, **_evaluate(model, test_batch, ok, n_boot, seed, batch_size_)})
     fused = {k: v for k, v in models.items() if len(v.modalities) > 1}
     for rate in mcar_rates:
@@ -221,7 +233,7 @@ def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mappi
         shown = {m: presence(batch, m) for m in modalities}
         for label, model in fused.items():  # a model without any of a sample's remaining modalities skips it
             res["mcar"].append({"rate": float(rate), "model": label,
-                                **_evaluate(model, batch, _usable(model, shown), n_boot, seed, batch_size_)})
+                                **_evaluate(model, batch, usable(model, shown), n_boot, seed, batch_size_)})
     tests = {"natural": test_batch}
     for flip in (False, True):
         drop = mnar_drop(labels, natural, mnar_modalities, p_high, p_low, flip, torch.Generator().manual_seed(seed + 17 + flip))
@@ -229,7 +241,7 @@ def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mappi
     for group, pool in (("natural", fused), ("mnar", dict(mnar_models or {}))):
         for label, model in pool.items():
             for test, batch in tests.items():
-                ok = _usable(model, {m: presence(batch, m) for m in modalities})
+                ok = usable(model, {m: presence(batch, m) for m in modalities})
                 res["mnar"].append({"model": label, "trained": group, "test": test,
                                     **_evaluate(model, batch, ok, n_boot, seed, batch_size_)})
     res["checks"] = fusion_checks(res, modalities)
@@ -350,4 +362,4 @@ def write_fusion_report(res: Mapping[str, Any], output: PathLike, modalities: Se
 
 __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict_probs", "patient_bootstrap_auc",
            "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
-           "slice_batch"]
+           "slice_batch", "subset_views", "usable"]

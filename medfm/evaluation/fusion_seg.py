@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from medfm.data.multimodal import batch_size, drop_modalities, presence
-from medfm.evaluation.fusion import modality_subsets, slice_batch, subset_name
+from medfm.data.multimodal import batch_size, presence
+from medfm.evaluation.fusion import slice_batch, subset_name, subset_views, usable
 from medfm.io import PathLike, atomic_write_json, atomic_write_text
 
 
@@ -67,12 +67,6 @@ def mean_dice_row(per_patient: Mapping[str, float], n_slices: int, n_boot: int, 
             "n_patients": len(per_patient), "per_patient": dict(per_patient)}
 
 
-def _usable(model: torch.nn.Module, present: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    mods = [m for m in model.modalities if m in present]
-    n = next(iter(present.values())).shape[0]
-    return torch.stack([present[m] for m in mods]).any(0) if mods else torch.zeros(n, dtype=torch.bool)
-
-
 def _evaluate(model, batch, rows, label_names, n_boot, seed, bs) -> Dict[str, Any]:
     part = slice_batch(batch, rows.nonzero().flatten())
     pred = predict_masks(model, part, bs)
@@ -98,18 +92,11 @@ def run_seg_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: M
     """
     natural = {m: presence(test_batch, m) for m in modalities}
     res: Dict[str, Any] = {"subsets": [], "natural": []}
-    for subset in modality_subsets(modalities):
-        rows = torch.stack([natural[m] for m in subset]).all(0)
-        if not rows.any():
-            continue
-        shown = drop_modalities(test_batch, {m: torch.ones_like(natural[m]) for m in modalities if m not in subset})
-        shown_present = {m: natural[m] & torch.tensor(m in subset) for m in modalities}
-        for label, model in models.items():
-            if _usable(model, shown_present)[rows].all():
-                row = _evaluate(model, shown, rows, label_names, n_boot, seed, batch_size_)
-                res["subsets"].append({"subset": subset_name(subset), "size": len(subset), "model": label, **row})
+    for subset, rows, shown, label, model in subset_views(test_batch, modalities, models):
+        row = _evaluate(model, shown, rows, label_names, n_boot, seed, batch_size_)
+        res["subsets"].append({"subset": subset_name(subset), "size": len(subset), "model": label, **row})
     for label, model in models.items():
-        res["natural"].append({"model": label, **_evaluate(model, test_batch, _usable(model, natural), label_names,
+        res["natural"].append({"model": label, **_evaluate(model, test_batch, usable(model, natural), label_names,
                                                            n_boot, seed, batch_size_)})
     res["checks"] = seg_fusion_checks(res, modalities)
     res["settings"] = {"metric": "Dice per patient (slices stacked), mean over patients", "n_boot": n_boot, "seed": seed}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -154,6 +154,27 @@ def build_fuser(recipe: FusionRecipe, spec: FusionModelConfig, clinical_features
     return FUSERS.build(spec.fuser, **args)
 
 
+def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str]) -> Tuple[Path, Any, Any, float]:
+    """Create ``output`` with the resolved recipe, set threads, load the LGG train/test sets.
+
+    Returns ``(output, train, test, t0)`` with ``t0`` the ``time.perf_counter()`` at the start.
+    Raises: MedFMDataError: LGG data missing.
+    """
+    from medfm.config import dump_yaml
+    from medfm.data.lgg_fusion import LGGFusionSet
+    from medfm.io import atomic_write_text
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+    if recipe.train.num_threads:
+        torch.set_num_threads(recipe.train.num_threads)
+    t0 = time.perf_counter()
+    train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
+    test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
+    return output, train, test, t0
+
+
 def fit_or_reuse(model: torch.nn.Module, step_fn: Any, data: Any, train_cfg: TrainConfig, run_dir: Path,
                  resume: bool, natural: Dict[str, torch.Tensor], data_meta: Dict[str, Any]) -> torch.nn.Module:
     """Train one fuser into ``run_dir/model`` (resumable), or reuse it there when ``resume``.
@@ -181,23 +202,14 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
     Raises:
         MedFMDataError: LGG data missing; FileExistsError: ``output`` holds a run and not ``resume``.
     """
-    from medfm.config import dump_yaml
-    from medfm.data.lgg_fusion import CLINICAL_COLUMNS, EXCLUDED_COLUMNS, LGGFusionSet
+    from medfm.data.lgg_fusion import CLINICAL_COLUMNS, EXCLUDED_COLUMNS
     from medfm.evaluation.fusion import mnar_drop, run_fusion_protocol, write_fusion_report
-    from medfm.io import atomic_write_text
 
     if recipe.task == "segmentation":
         from medfm.training.fusion_seg import run_fusion_segmentation
 
         return run_fusion_segmentation(recipe, output, data_root, resume)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
-    if recipe.train.num_threads:
-        torch.set_num_threads(recipe.train.num_threads)
-    t0 = time.perf_counter()
-    train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
-    test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
+    output, train, test, t0 = start_run(recipe, output, data_root)
     label_names = ["no_abnormality", "flair_abnormality"]
     pcfg = recipe.protocol
     natural = {m: train.get_batch(torch.arange(len(train)))["present"][m] for m in recipe.modalities}
@@ -259,4 +271,4 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
-           "fusion_step", "build_fuser", "run_fusion", "fuse_from_recipe"]
+           "fusion_step", "build_fuser", "start_run", "fit_or_reuse", "run_fusion", "fuse_from_recipe"]

@@ -58,23 +58,13 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     Raises:
         ValueError: a non-segmentation fuser or ``train_missing: mnar``; MedFMDataError: LGG missing.
     """
-    from medfm.config import dump_yaml
-    from medfm.data.lgg_fusion import LGGFusionSet
     from medfm.evaluation.fusion_seg import run_seg_fusion_protocol, write_seg_fusion_report
-    from medfm.io import atomic_write_text
-    from medfm.training.fusion import fit_or_reuse
+    from medfm.training.fusion import fit_or_reuse, start_run
 
     bad = [k for k, v in recipe.models.items() if v.train_missing != "natural"]
     if bad:
         raise ValueError(f"segmentation models train with natural missingness only; {bad} ask for {recipe.models[bad[0]].train_missing!r}")
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
-    if recipe.train.num_threads:
-        torch.set_num_threads(recipe.train.num_threads)
-    t0 = time.perf_counter()
-    train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
-    test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
+    output, train, test, t0 = start_run(recipe, output, data_root)
     natural = train.get_batch(torch.arange(len(train)))["present"]
     trained, timings = {}, {}
     for label, spec in recipe.models.items():
