@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 import numpy as np
 import pytest
+import torch
 from medmnist.info import INFO
 
 
@@ -116,3 +117,21 @@ def save_tiny_bert(path: Path, words, hidden: int = 32) -> Path:
 def tmp_medfm_cache(monkeypatch, tmp_path):
     """Point medfm's on-disk caches ($XDG_CACHE_HOME/medfm) at a per-test folder."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def train_objective_losses(model, batch, steps: int, seed_period: int | None = None, lr: float = 3e-3) -> List[float]:
+    """Losses of ``steps`` AdamW steps of an objective on one fixed ``batch`` (its trainable
+    parameters only), calling the objective's ``on_step_end`` hook when it has one, as the
+    Trainer does. The view generator of step ``s`` is seeded with ``s`` (or ``s % seed_period``)."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    hook = getattr(model, "on_step_end", None)
+    losses = []
+    for step in range(steps):
+        loss = model(batch, torch.Generator().manual_seed(step % seed_period if seed_period else step))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if hook is not None:
+            hook(step)
+        losses.append(loss.item())
+    return losses

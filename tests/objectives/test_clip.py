@@ -8,7 +8,7 @@ import medfm
 from medfm.objectives import clip_loss
 from medfm.objectives.clip import text_ids_of
 from medfm.registry import OBJECTIVES
-from tests.conftest import save_tiny_bert
+from tests.conftest import save_tiny_bert, train_objective_losses
 
 WORDS = ["a", "chest", "x", "ray", "hand", "brain", "mri", "ct"]
 pytestmark = pytest.mark.usefixtures("tmp_medfm_cache")
@@ -88,14 +88,7 @@ def _batch(n=8):
 
 def test_loss_decreases_and_only_the_text_projection_trains_on_the_text_side(text_spec):
     obj = _build(text_spec)
-    opt = torch.optim.AdamW([p for p in obj.parameters() if p.requires_grad], lr=3e-3)
-    batch, losses = _batch(), []
-    for step in range(15):
-        out = obj(batch, torch.Generator().manual_seed(step))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(out["loss"].item())
+    losses = train_objective_losses(obj, _batch(), 15)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert not any(p.requires_grad for p in obj.text_model.parameters())
     assert obj.text_proj.weight.grad is not None and obj.logit_scale.grad is not None

@@ -13,6 +13,7 @@ from medfm.objectives.graph_matching import (GraphMatching, knn_graph, local_sim
                                              vicreg_loss)
 from medfm.objectives.solvers import FactorizedQAP, RRWMConfig, hungarian, rrwm, sinkhorn_log, solve_qap
 from medfm.registry import OBJECTIVES
+from tests.conftest import train_objective_losses
 
 
 
@@ -242,15 +243,8 @@ def test_vit_tokens_work():
 
 def test_short_training_decreases_loss():
     model = _model(graph_size=8, k=3)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     x = {"image": torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(3))}
-    losses = []
-    for step in range(14):
-        out = model(x, torch.Generator().manual_seed(step % 2))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(out["loss"].item())
+    losses = train_objective_losses(model, x, 14, seed_period=2)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
 
 

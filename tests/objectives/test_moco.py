@@ -9,6 +9,7 @@ from medfm.hub import from_pretrained, load_encoder_weights, save_pretrained
 from medfm.objectives.moco import MoCo, moco_infonce_loss
 from medfm.registry import OBJECTIVES
 from medfm.training.loop import TrainConfig, Trainer
+from tests.conftest import train_objective_losses
 
 
 
@@ -91,16 +92,8 @@ def test_momentum_copy_is_frozen_and_not_optimised():
 
 def test_short_training_decreases_loss():
     model = _moco(queue_size=32, momentum=0.9)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     x = {"image": torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(3))}
-    losses = []
-    for step in range(14):
-        loss = model(x, torch.Generator().manual_seed(step % 2))["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        model.on_step_end(step)
-        losses.append(loss.item())
+    losses = train_objective_losses(model, x, 14, seed_period=2)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.2, losses
 
 

@@ -6,6 +6,7 @@ import torch
 import medfm
 from medfm.objectives import nt_xent_loss
 from medfm.registry import OBJECTIVES
+from tests.conftest import train_objective_losses
 
 
 def nt_xent_reference(z1, z2, t):
@@ -52,12 +53,5 @@ def test_simclr_loss_decreases():
     enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
     obj = OBJECTIVES.build("simclr", encoder=enc, hidden_dim=64, proj_dim=32)
     images = torch.rand(16, 1, 28, 28)
-    opt = torch.optim.AdamW(obj.parameters(), lr=3e-3)
-    losses = []
-    for step in range(12):
-        out = obj({"image": images}, torch.Generator().manual_seed(step))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(out["loss"].item())
+    losses = train_objective_losses(obj, {"image": images}, 12)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3

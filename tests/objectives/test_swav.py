@@ -8,6 +8,7 @@ import medfm
 from medfm.hub import from_pretrained, save_pretrained
 from medfm.objectives.swav import SwAV, sinkhorn_knopp, swav_loss
 from medfm.registry import OBJECTIVES
+from tests.conftest import train_objective_losses
 
 
 
@@ -107,16 +108,8 @@ def test_prototypes_frozen_then_trained_and_renormalised():
 
 def test_short_training_decreases_loss():
     model = _swav()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     x = {"image": torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(3))}
-    losses = []
-    for step in range(14):
-        loss = model(x, torch.Generator().manual_seed(step % 2))["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        model.on_step_end(step)
-        losses.append(loss.item())
+    losses = train_objective_losses(model, x, 14, seed_period=2)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05, losses
 
 
