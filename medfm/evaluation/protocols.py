@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
@@ -233,6 +233,16 @@ def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_featur
     return torch.cat(out).clamp_(0.0, 1.0).numpy().astype(np.float32)  # float32 sums may exceed 1 by an ulp
 
 
+def _probe_features(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fraction: float, seed: int,
+                    batch_size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frozen features of the kept training labels and of the test set: ``(F_train, y_train, F_test)``."""
+    _check_pair(train_ds, test_ds)
+    ftr, fte = extract_features(encoder, train_ds, batch_size), extract_features(encoder, test_ds, batch_size)
+    y = _labels(train_ds)
+    keep = subset_indices(y, label_fraction, seed)
+    return ftr[keep], y[keep], fte
+
+
 def linear_probe(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fraction: float = 1.0, seed: int = 0,
                  C: float = 1.0, batch_size: int = 256) -> np.ndarray:
     """Scores ``(N_test, K)`` of a logistic-regression probe fitted on frozen ``encoder`` features.
@@ -242,11 +252,8 @@ def linear_probe(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fraction
     Raises:
         ValueError: train and test sets with different tasks or classes.
     """
-    _check_pair(train_ds, test_ds)
-    ftr, fte = extract_features(encoder, train_ds, batch_size), extract_features(encoder, test_ds, batch_size)
-    y = _labels(train_ds)
-    keep = subset_indices(y, label_fraction, seed)
-    probe = fit_linear_probe(ftr[keep], y[keep], test_ds.task, test_ds.num_classes, C=C, seed=seed)
+    ftr, ytr, fte = _probe_features(encoder, train_ds, test_ds, label_fraction, seed, batch_size)
+    probe = fit_linear_probe(ftr, ytr, test_ds.task, test_ds.num_classes, C=C, seed=seed)
     return probe.predict(fte)
 
 
@@ -257,11 +264,8 @@ def knn_predict(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fraction:
     Raises:
         ValueError: train and test sets with different tasks or classes.
     """
-    _check_pair(train_ds, test_ds)
-    ftr, fte = extract_features(encoder, train_ds, batch_size), extract_features(encoder, test_ds, batch_size)
-    y = _labels(train_ds)
-    keep = subset_indices(y, label_fraction, seed)
-    return knn_scores(ftr[keep], y[keep], fte, test_ds.num_classes, k=k, temperature=temperature, task=test_ds.task)
+    ftr, ytr, fte = _probe_features(encoder, train_ds, test_ds, label_fraction, seed, batch_size)
+    return knn_scores(ftr, ytr, fte, test_ds.num_classes, k=k, temperature=temperature, task=test_ds.task)
 
 
 def _check_pair(train_ds: Any, test_ds: Any) -> None:
