@@ -42,7 +42,8 @@ def check_protocol(name: str) -> str:
     raise ValueError(f"unknown protocol {name!r}{hint} (valid: {', '.join(PROTOCOLS)})")
 
 
-def _labels(dataset: Any) -> np.ndarray:
+def probe_labels(dataset: Any) -> np.ndarray:
+    """A dataset's labels as probes take them: ``(N,)`` int for single-label tasks, ``(N, K)`` for multi-label."""
     y = np.asarray(dataset.labels)
     return y[:, 0] if y.ndim == 2 and y.shape[1] == 1 and getattr(dataset, "task", "") != MULTI_LABEL else y
 
@@ -238,7 +239,7 @@ def _probe_features(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fract
     """Frozen features of the kept training labels and of the test set: ``(F_train, y_train, F_test)``."""
     _check_pair(train_ds, test_ds)
     ftr, fte = extract_features(encoder, train_ds, batch_size), extract_features(encoder, test_ds, batch_size)
-    y = _labels(train_ds)
+    y = probe_labels(train_ds)
     keep = subset_indices(y, label_fraction, seed)
     return ftr[keep], y[keep], fte
 
@@ -275,4 +276,4 @@ def _check_pair(train_ds: Any, test_ds: Any) -> None:
 
 
 __all__ = ["PROTOCOLS", "check_protocol", "extract_features", "subset_indices", "LinearProbe", "fit_linear_probe",
-           "knn_scores", "linear_probe", "knn_predict"]
+           "knn_scores", "linear_probe", "knn_predict", "probe_labels"]

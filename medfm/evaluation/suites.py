@@ -334,8 +334,7 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
     if protocol == "as-is":
         return (lambda d: predict_scores(model, d, batch_size=bs)), [("as-is", None, lambda s: s, model)]
     ftr = P.extract_features(encoder, train, bs)
-    ytr = np.asarray(train.labels)
-    ytr = ytr if ds.task == "multi-label, binary-class" else ytr.reshape(len(ytr), -1)[:, 0]
+    ytr = P.probe_labels(train)
     heads = []
     pr = spec.protocol
     for frac in pr.label_fractions:
