@@ -135,3 +135,17 @@ def train_objective_losses(model, batch, steps: int, seed_period: int | None = N
             hook(step)
         losses.append(loss.item())
     return losses
+
+
+def assert_fuser_round_trip_exact(model, batch, directory: Path) -> None:
+    """Save ``model`` with ``medfm.hub``, load it back, and check the class, the spec, every
+    tensor of the state dict and the eval-mode ``logits`` on ``batch`` are identical."""
+    from medfm.hub import from_pretrained, save_pretrained
+
+    ref = model(batch)["logits"]
+    save_pretrained(model, directory)
+    loaded = from_pretrained(directory)
+    assert type(loaded) is type(model) and loaded.medfm_spec == model.medfm_spec
+    sd, ld = model.state_dict(), loaded.state_dict()
+    assert sd.keys() == ld.keys() and all(torch.equal(sd[k], ld[k]) for k in sd)
+    assert torch.equal(loaded.eval()(batch)["logits"], ref)

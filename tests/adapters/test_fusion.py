@@ -8,8 +8,8 @@ import torch
 
 from medfm.adapters.fusion import TabularEncoder, hierarchical_channel_sampling, sample_modality_dropout
 from medfm.data.multimodal import collate_modalities, drop_modalities
-from medfm.hub import from_pretrained, save_pretrained
 from medfm.registry import FUSERS
+from tests.conftest import assert_fuser_round_trip_exact
 
 MODS = ["pre", "flair", "post", "clinical"]
 S, F = 28, 5
@@ -148,14 +148,7 @@ def test_hierarchical_channel_sampling_draws_count_then_channels():
 def test_save_load_exact(name, tmp_path):
     model = build(name)
     model.set_tabular_statistics(torch.tensor([[1.0, 2, 3, 4, 5], [3.0, float("nan"), 1, 0, 2]]))
-    batch = make_batch()
-    ref = model(batch)["logits"]
-    save_pretrained(model, tmp_path / "ckpt")
-    loaded = from_pretrained(tmp_path / "ckpt")
-    assert type(loaded) is type(model) and loaded.medfm_spec == model.medfm_spec
-    sd, ld = model.state_dict(), loaded.state_dict()
-    assert sd.keys() == ld.keys() and all(torch.equal(sd[k], ld[k]) for k in sd)
-    assert torch.equal(loaded(batch)["logits"], ref)
+    assert_fuser_round_trip_exact(model, make_batch(), tmp_path / "ckpt")
 
 
 def test_present_image_with_nan_is_a_clear_error():

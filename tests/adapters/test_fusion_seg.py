@@ -6,8 +6,8 @@ import torch
 
 from medfm.adapters.fusion import masked_moments
 from medfm.data.multimodal import collate_modalities
-from medfm.hub import from_pretrained, save_pretrained
 from medfm.registry import FUSERS
+from tests.conftest import assert_fuser_round_trip_exact
 
 MODS = ["pre", "flair", "post"]
 S = 28
@@ -90,14 +90,7 @@ def test_masked_moments_match_hand_computed():
 
 def test_save_load_exact(tmp_path):
     model = build(modality_dropout=0.25)
-    batch = make_batch()
-    ref = model(batch)["logits"]
-    save_pretrained(model, tmp_path / "ckpt")
-    loaded = from_pretrained(tmp_path / "ckpt")
-    assert type(loaded) is type(model) and loaded.medfm_spec == model.medfm_spec
-    sd, ld = model.state_dict(), loaded.state_dict()
-    assert sd.keys() == ld.keys() and all(torch.equal(sd[k], ld[k]) for k in sd)
-    assert torch.equal(loaded.eval()(batch)["logits"], ref)
+    assert_fuser_round_trip_exact(model, make_batch(), tmp_path / "ckpt")
 
 
 def test_loss_decreases_on_a_toy_batch():
