@@ -134,14 +134,30 @@ def fit(img: np.ndarray, size: int) -> np.ndarray:
     return resize_batch(pad_square(to_gray(img))[None], size)[0]
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, what: str = "image") -> np.ndarray:
+    """One image file of any PIL mode -> uint8 ``(H, W)`` (grey) or ``(H, W, 3)`` (RGB).
+
+    8-bit grey and RGB stay as stored; 16-bit and float images are min-max scaled to 0-255;
+    other modes (palette, RGBA, CMYK, ...) are converted to RGB.
+
+    Raises:
+        DataFileMissingError: no such file. CorruptFileError: unreadable or truncated file
+            (the message names ``what`` and the path).
+    """
     from PIL import Image, UnidentifiedImageError
 
+    if not path.is_file():
+        raise DataFileMissingError(f"{what} missing: {path}")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
-    except (OSError, UnidentifiedImageError) as err:
-        raise CorruptFileError(f"cannot read image {path}: {err}") from None
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(im, dtype=np.float64)
+                lo, hi = float(arr.min()), float(arr.max())
+                return np.rint((arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)).astype(np.uint8)
+            return np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        raise CorruptFileError(f"cannot read {what} {path}: {err}") from None
 
 
 # -- sources -------------------------------------------------------------------------------------
@@ -214,7 +230,7 @@ def _src_mednist(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict
         train, test = mednist_split(files)
         held_out += len(test)
         if train:
-            sink.add(np.stack([fit(_read_image(folder / cls / f), size) for f in train]), modality)
+            sink.add(np.stack([fit(read_image(folder / cls / f), size) for f in train]), modality)
     if not sink.images:
         raise SourceMissing(f"mednist: no class folders with .jpeg files in {folder}")
     return {"held_out_test_files": held_out, "rule": "last 20% of sorted file names per class held out"}
@@ -233,7 +249,7 @@ def _src_vqa_rad(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict
     for rec in progress(records, desc="vqa_rad"):
         name = rec["image_name"]
         if name not in cache:
-            cache[name] = fit(_read_image(folder / "images" / name), size)
+            cache[name] = fit(read_image(folder / "images" / name), size)
         text = f"{str(rec['question']).strip()} {str(rec['answer']).strip()}"
         modality = VQA_ORGAN_MODALITY.get(str(rec.get("image_organ", "")).strip().upper(), "radiology")
         sink.add(cache[name], modality, [text])
@@ -247,7 +263,7 @@ def _src_chase(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict[s
     if not present:
         raise SourceMissing(f"chase_db1: none of Image_01L.jpg ... Image_10R.jpg in {folder}")
     for name in progress(present, desc="chase_db1"):
-        img = to_gray(_read_image(folder / name))
+        img = to_gray(read_image(folder / name))
         sink.add(fit(img, size), "retinal_fundus")
         h, w = img.shape
         side = min(h, w) // 2
@@ -269,7 +285,7 @@ def _src_lgg(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict[str
         for png in sorted((folder / case).glob("*.png")):
             if png.stem.endswith("_mask"):
                 continue
-            img = _read_image(png)
+            img = read_image(png)
             flair = img[..., 1]
             if (flair > 10).mean() < 0.05:
                 continue
@@ -544,6 +560,7 @@ class PretrainCorpus(Dataset):
 
 __all__ = [
     "CORPUS_SIZES", "SOURCES", "PretrainCorpus", "build_corpus", "corpus_path", "first_fraction", "mednist_split",
+    "read_image",
     "lgg_patient", "to_gray", "pad_square", "resize_batch", "fit", "SourceMissing",
     "MEDNIST_TEST_FRACTION", "LGG_SPLIT_RULE", "HIPPOCAMPUS_SPLIT_RULE", "CHASE_TRAIN_IDS",
 ]

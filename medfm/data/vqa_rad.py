@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medfm.data.corpus import pad_square, resize_batch, to_gray
+from medfm.data.corpus import pad_square, read_image as read_any_image, resize_batch, to_gray
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
 from medfm.data.root import PathLike, dataset_dir
 
@@ -182,21 +182,7 @@ def read_image(path: Path) -> np.ndarray:
     Raises:
         DataFileMissingError: no such file. CorruptFileError: unreadable or truncated file.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise DataFileMissingError(f"VQA-RAD image missing: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(im, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
-                return np.rint((arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)).astype(np.uint8)
-            arr = np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        raise CorruptFileError(f"cannot read VQA-RAD image {path}: {err}") from None
-    return to_gray(arr)
+    return to_gray(read_any_image(path, "VQA-RAD image"))
 
 
 def decode_images(folder: Path, names: Sequence[str], size: int, progress: bool = False) -> Tuple[np.ndarray, Dict[str, int]]:
