@@ -218,13 +218,19 @@ class HFTextEncoder(nn.Module):
             TextEncoderError: ``texts`` is not a non-empty list of strings.
         """
         texts = check_texts(texts)
+        grad = torch.enable_grad() if (torch.is_grad_enabled() and not self.frozen) else torch.no_grad()
+        with grad:
+            hidden, mask = self._hidden_states(texts)
+            return pool_hidden_states(hidden, mask, self.pooler)
+
+    def _hidden_states(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Tokenise (right-padded, truncated to ``max_length``) and run the model in fp32:
+        ``(B, L, output_dim)`` float32 last hidden states and the ``(B, L)`` attention mask, on the model's device."""
         device = next(self.model.parameters()).device
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         enc = {k: v.to(device) for k, v in enc.items()}
-        grad = torch.enable_grad() if (torch.is_grad_enabled() and not self.frozen) else torch.no_grad()
-        with grad, torch.autocast(device_type=device.type, enabled=False):
-            hidden = self.model(**enc).last_hidden_state
-            return pool_hidden_states(hidden.float(), enc["attention_mask"], self.pooler)
+        with torch.autocast(device_type=device.type, enabled=False):
+            return self.model(**enc).last_hidden_state.float(), enc["attention_mask"]
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int = 128, cache: Any = None) -> torch.Tensor:
@@ -264,15 +270,11 @@ class HFTextEncoder(nn.Module):
         """
         texts = check_texts(texts)
         unique = list(dict.fromkeys(texts))
-        device = next(self.model.parameters()).device
         states: Dict[str, torch.Tensor] = {}
         for i in range(0, len(unique), batch_size):
             chunk = unique[i:i + batch_size]
-            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            with torch.autocast(device_type=device.type, enabled=False):
-                hidden = self.model(**enc).last_hidden_state.float().cpu()
-            for t, h, m in zip(chunk, hidden, enc["attention_mask"].cpu().bool()):
+            hidden, attention = self._hidden_states(chunk)
+            for t, h, m in zip(chunk, hidden.cpu(), attention.cpu().bool()):
                 states[t] = h[m]
         length = max(states[t].shape[0] for t in unique)
         out = torch.zeros(len(texts), length, self.output_dim)
