@@ -56,13 +56,12 @@ def patient_dice(pred: np.ndarray, ref: np.ndarray, patients: Sequence[str], lab
 
 def mean_dice_row(per_patient: Mapping[str, float], n_slices: int, n_boot: int, seed: int) -> Dict[str, Any]:
     """Mean per-patient Dice (:func:`summarize_cases`), patient-bootstrap 95% interval, counts."""
+    from medfm.evaluation.metrics import bootstrap_mean_ci
     from medfm.evaluation.segmentation import summarize_cases
 
     summary = summarize_cases({p: {"fg": {"dice": d}} for p, d in per_patient.items()})
     vals = np.asarray(list(per_patient.values()), dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    boots = [vals[rng.integers(0, len(vals), len(vals))].mean() for _ in range(int(n_boot))] if len(vals) else []
-    ci = [float(v) for v in np.percentile(boots, [2.5, 97.5])] if boots else [float("nan")] * 2
+    ci = list(bootstrap_mean_ci(vals, n_boot, seed=seed)) if n_boot else [float("nan")] * 2
     return {"dice": summary["mean"].get("dice", float("nan")), "dice_ci95": ci, "n": int(n_slices),
             "n_patients": len(per_patient), "per_patient": dict(per_patient)}
 

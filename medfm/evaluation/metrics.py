@@ -29,12 +29,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+
 __all__ = [
     "TASKS",
     "check_task",
     "classification_metrics",
     "binary_auc",
     "bootstrap_ci",
+    "bootstrap_mean_ci",
     "balanced_error",
     "corruption_errors",
     "alexnet_reference",
@@ -375,6 +377,24 @@ def bootstrap_ci(
         return float("nan"), float("nan")
     low, high = np.percentile(values, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
     return float(low), float(high)
+
+
+def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> Tuple[float, float]:
+    """Percentile bootstrap ``(low, high)`` of the mean of ``values`` ``(N,)``; ``(nan, nan)`` if N = 0.
+
+    Raises:
+        ValueError: ``n_boot`` < 1 or ``alpha`` outside (0, 1).
+    """
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(int(n_boot), x.size))].mean(axis=1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
 
 
 _ROBUSTNESS_NAMES = ("balanced_error", "corruption_errors", "alexnet_reference", "be_rbe")

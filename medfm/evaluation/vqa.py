@@ -16,11 +16,12 @@ mean of a 0/1 correctness vector, so the resampling is the few lines below.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from medfm.data.vqa_rad import normalize_answer, normalize_answer_type
+from medfm.evaluation.metrics import bootstrap_mean_ci
 
 __all__ = ["exact_match", "bootstrap_mean_ci", "score_vqa", "majority_baseline", "accuracy_by_group"]
 
@@ -38,24 +39,6 @@ def exact_match(predictions: Sequence[Any], answers: Sequence[Any]) -> np.ndarra
         pn = normalize_answer(p) if p is not None else ""
         out.append(bool(pn) and pn == normalize_answer(a))
     return np.asarray(out, dtype=bool)
-
-
-def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> Tuple[float, float]:
-    """Percentile bootstrap ``(low, high)`` of the mean of ``values`` ``(N,)``; ``(nan, nan)`` if N = 0.
-
-    Raises:
-        ValueError: ``n_boot`` < 1 or ``alpha`` outside (0, 1).
-    """
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(int(n_boot), x.size))].mean(axis=1)
-    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
 
 
 def _subset(correct: np.ndarray, n_boot: int, alpha: float, seed: int) -> Dict[str, Any]:
