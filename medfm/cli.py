@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--protocol", default=None, choices=["as-is", "linear", "knn", "zeroshot"],
                     help="override the suite's protocol; zeroshot: a CLIP checkpoint on --data with class prompts")
     sp.add_argument("--label-fraction", default=None, help="comma list of label fractions for linear/knn, e.g. 0.01,0.1,1")
+    sp.add_argument("--probe-c", default=None,
+                    help="linear probe's inverse L2 strength C, or 'val' to choose it on the val split (CLIP protocol)")
     sp.add_argument("--cache-dir", default=None, help="corrupted-set cache root (default ~/.cache/medfm)")
     sp.add_argument("--workers", type=int, default=None, help="override corruptions.workers (processes)")
     sp.add_argument("--threads", type=int, default=None, help="torch CPU threads for inference (default: torch's)")
@@ -120,7 +122,7 @@ def _eval(args: argparse.Namespace) -> None:
     from medfm.evaluation.suites import load_suite, run_suite, suite_overrides
 
     suite = suite_overrides(load_suite(args.suite), protocol=args.protocol, label_fractions=args.label_fraction,
-                            workers=args.workers, batch_size=args.batch_size)
+                            workers=args.workers, batch_size=args.batch_size, probe_c=args.probe_c)
     if args.output is not None:
         output = args.output
     elif args.checkpoint:

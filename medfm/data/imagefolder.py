@@ -7,8 +7,10 @@ every listed file must exist. Images are decoded once with PIL into a uint8 arra
 to ``size`` (PIL bilinear with antialiasing) when given, and served as float32 in [0, 1],
 like :class:`medfm.data.medmnist.MedMNISTDataset`.
 
-Folders rarely ship splits; ``split="train" | "val" | "test"`` picks a stratified, seeded
-partition (default 70/10/20 per class, :func:`stratified_split`), ``"all"`` every image.
+Folders rarely ship splits; ``split="train" | "val" | "test"`` picks a stratified
+partition (default 70/10/20 per class, :func:`stratified_split`: seeded random, or by sorted
+file name with ``split_rule="sorted"``, the pretraining corpus's held-out rule), ``"all"``
+every image.
 """
 from __future__ import annotations
 
@@ -28,18 +30,31 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 FOLDER_SPLITS = ("all", "train", "val", "test")
 
 
-def stratified_split(labels: np.ndarray, split: str, fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2),
-                     seed: int = 0) -> np.ndarray:
-    """Sorted indices of ``split`` in a per-class seeded train/val/test partition.
+SPLIT_RULES = ("random", "sorted")
 
-    Each class's indices are permuted with ``numpy.random.default_rng(seed)``; the first
-    ``round(f_train * n_c)`` go to train, the next ``round(f_val * n_c)`` to val, the rest to
-    test, so the three splits are disjoint and cover the class.
+
+def stratified_split(labels: np.ndarray, split: str, fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2),
+                     seed: int = 0, rule: str = "random", keys: Optional[Sequence[str]] = None) -> np.ndarray:
+    """Sorted indices of ``split`` in a per-class train/val/test partition.
+
+    ``rule="random"``: each class's indices are permuted with ``numpy.random.default_rng(seed)``;
+    the first ``round(f_train * n_c)`` go to train, the next ``round(f_val * n_c)`` to val, the
+    rest to test. ``rule="sorted"``: each class's members in ``keys`` (file name) order; the
+    first ``int(f_train * n_c + 0.5)`` are train, up to ``int((f_train + f_val) * n_c + 0.5)``
+    val, the rest test, i.e. the held-out rule of the pretraining corpus
+    (:func:`medfm.data.corpus.mednist_split`: the last 20 % of each class's sorted files), so
+    a corpus-pretrained encoder is never tested on an image it saw. Either way the three
+    splits are disjoint and cover the class.
 
     Raises:
         UnknownSplitError: ``split`` not in ``FOLDER_SPLITS``.
-        ValueError: fractions that are negative or do not sum to 1.
+        ValueError: fractions that are negative or do not sum to 1, an unknown rule, or
+            ``rule="sorted"`` without one key per label.
     """
+    if rule not in SPLIT_RULES:
+        raise ValueError(f"unknown split rule {rule!r}; expected one of {', '.join(SPLIT_RULES)}")
+    if rule == "sorted" and (keys is None or len(keys) != len(labels)):
+        raise ValueError("the 'sorted' split rule needs one key (file name) per label")
     if split not in FOLDER_SPLITS:
         raise UnknownSplitError(f"unknown split {split!r} for an image folder; expected one of {', '.join(FOLDER_SPLITS)}")
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
@@ -51,10 +66,16 @@ def stratified_split(labels: np.ndarray, split: str, fractions: Tuple[float, flo
     part = FOLDER_SPLITS.index(split) - 1
     chosen: List[np.ndarray] = []
     for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_train = int(round(fractions[0] * len(members)))
-        n_val = int(round(fractions[1] * len(members)))
-        bounds = (0, n_train, n_train + n_val, len(members))
+        if rule == "sorted":
+            members = np.array(sorted(np.flatnonzero(labels == c), key=lambda i: keys[i]), dtype=np.int64)
+            n = len(members)
+            b1 = int(fractions[0] * n + 0.5)
+            bounds = (0, b1, max(b1, int(round(fractions[0] + fractions[1], 9) * n + 0.5)), n)
+        else:
+            members = rng.permutation(np.flatnonzero(labels == c))
+            n_train = int(round(fractions[0] * len(members)))
+            n_val = int(round(fractions[1] * len(members)))
+            bounds = (0, n_train, n_train + n_val, len(members))
         chosen.append(members[bounds[part]:bounds[part + 1]])
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
@@ -116,7 +137,9 @@ class ImageFolderDataset(Dataset):
         size: resize every image to ``size x size`` px (None: keep; then all images must
             share one size).
         in_chans: 1 (grey, PIL "L") or 3 (RGB); default: 1 if the first image is grey.
-        fractions, split_seed: the partition used for ``split``.
+        fractions, split_seed, split_rule: the partition used for ``split``
+            (:func:`stratified_split`; ``split_rule="sorted"`` matches the pretraining
+            corpus's held-out MedNIST images).
         data_root: see :func:`medfm.data.root.resolve_data_root`.
         name: dataset name in reports (default: the folder name).
 
@@ -139,7 +162,7 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, root: PathLike, split: str = "all", size: Optional[int] = None, in_chans: Optional[int] = None,
                  fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2), split_seed: int = 0,
-                 data_root: Optional[PathLike] = None, name: Optional[str] = None) -> None:
+                 data_root: Optional[PathLike] = None, name: Optional[str] = None, split_rule: str = "random") -> None:
         from PIL import Image, UnidentifiedImageError
 
         path = _resolve(root, data_root)
@@ -151,7 +174,7 @@ class ImageFolderDataset(Dataset):
         self.label_names = sorted(set(names))
         index = {c: i for i, c in enumerate(self.label_names)}
         all_labels = np.array([index[c] for c in names], dtype=np.int64)
-        keep = stratified_split(all_labels, split, fractions, split_seed)
+        keep = stratified_split(all_labels, split, fractions, split_seed, rule=split_rule, keys=files)
         self.name = name or path.name
         self.root, self.split, self.size = path, split, size
         self.files = [files[i] for i in keep]
@@ -212,4 +235,4 @@ class ImageFolderDataset(Dataset):
                 f"classes={self.num_classes}, n_channels={self.n_channels}, root={str(self.root)!r})")
 
 
-__all__ = ["IMAGE_EXTENSIONS", "FOLDER_SPLITS", "stratified_split", "folder_classes", "ImageFolderDataset"]
+__all__ = ["IMAGE_EXTENSIONS", "FOLDER_SPLITS", "SPLIT_RULES", "stratified_split", "folder_classes", "ImageFolderDataset"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -198,6 +198,45 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, task: str, num_cl
     return LinearProbe(mean, scale, coef, bias, task)
 
 
+PROBE_C_GRID: Tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 2, 13))
+
+
+def select_probe_c(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
+                   val_labels: np.ndarray, task: str, num_classes: int, grid: Sequence[float] = PROBE_C_GRID,
+                   max_iter: int = 1000, seed: int = 0) -> Tuple[float, Dict[float, float]]:
+    """Choose the probe's inverse L2 strength ``C`` by validation accuracy (CLIP's linear-probe protocol).
+
+    Radford et al. 2021 (CLIP, appendix A.3) sweep the L2 strength of an L-BFGS logistic
+    regression on a validation split; here over ``grid`` (default 13 values, 1e-4 .. 1e2,
+    log-spaced), each fitted with :func:`fit_linear_probe` on ``train_*`` and scored on
+    ``val_*``. Ties go to the smallest ``C`` (the strongest regularisation).
+
+    Args:
+        train_features, val_features: ``(N, D)`` / ``(M, D)`` embeddings.
+        train_labels, val_labels: ``(N,)`` / ``(M,)`` class indices (or ``(N, L)`` multi-label).
+        task, num_classes: as :func:`fit_linear_probe`.
+
+    Returns:
+        ``(best_C, {C: validation ACC})``.
+
+    Raises:
+        ValueError: an empty grid, a non-positive C, or features of mismatched width.
+    """
+    from medfm.evaluation.metrics import classification_metrics
+
+    grid = sorted(float(c) for c in grid)
+    if not grid or grid[0] <= 0:
+        raise ValueError(f"the C grid must hold positive values, got {grid}")
+    if np.shape(train_features)[1:] != np.shape(val_features)[1:]:
+        raise ValueError(f"train features {np.shape(train_features)} and val features {np.shape(val_features)} differ in width")
+    accs: Dict[float, float] = {}
+    for c in grid:
+        probe = fit_linear_probe(train_features, train_labels, task, num_classes, C=c, max_iter=max_iter, seed=seed)
+        accs[c] = float(classification_metrics(np.asarray(val_labels), probe.predict(val_features), task)["acc"])
+    best = max(grid, key=lambda c: (accs[c], -c))
+    return best, accs
+
+
 def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray, num_classes: int,
                k: int = 11, temperature: float = 0.07, task: str = "multi-class", chunk: int = 1024) -> np.ndarray:
     """Temperature-weighted cosine kNN votes (InstDisc / DINO ``eval_knn``).
@@ -276,4 +315,4 @@ def _check_pair(train_ds: Any, test_ds: Any) -> None:
 
 
 __all__ = ["PROTOCOLS", "check_protocol", "extract_features", "subset_indices", "LinearProbe", "fit_linear_probe",
-           "knn_scores", "linear_probe", "knn_predict", "probe_labels"]
+           "knn_scores", "select_probe_c", "PROBE_C_GRID", "linear_probe", "knn_predict", "probe_labels"]

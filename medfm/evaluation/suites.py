@@ -47,7 +47,12 @@ class DatasetSpec:
         name: label in reports (default: flag, or the folder's name).
         size: MedMNIST released size / image-folder resize side (default: the encoder's
             img_size when released at it, else 28 for MedMNIST).
-        split: evaluated split; train_split: split the linear/kNN protocols fit on.
+        split: evaluated split; train_split: split the linear/kNN protocols fit on;
+            val_split: split the probe's C is chosen on (``protocol.linear_c: val``).
+        split_rule: image folders only, how train/val/test are drawn
+            (:func:`medfm.data.imagefolder.stratified_split`): ``random`` (seeded) or
+            ``sorted`` (the pretraining corpus's held-out rule, so corpus-pretrained
+            checkpoints are never tested on images they saw).
         checkpoint: checkpoint for this dataset (overrides the command line).
         corruptions: apply the suite's corruptions to this dataset.
     """
@@ -58,6 +63,8 @@ class DatasetSpec:
     size: Optional[int] = None
     split: str = "test"
     train_split: str = "train"
+    val_split: str = "val"
+    split_rule: str = "random"
     checkpoint: Optional[str] = None
     corruptions: bool = True
 
@@ -68,6 +75,10 @@ class DatasetSpec:
             from medfm.data.medmnist import dataset_info
 
             dataset_info(self.flag)  # unknown flag -> UnknownDatasetError with close matches
+        from medfm.data.imagefolder import SPLIT_RULES
+
+        if self.split_rule not in SPLIT_RULES:
+            raise ValueError(f"split_rule must be one of {', '.join(SPLIT_RULES)}, got {self.split_rule!r}")
         self.name = self.name or self.flag or Path(str(self.folder)).name
 
 
@@ -101,19 +112,42 @@ class CorruptionSpec:
             self.names = names
 
 
+def parse_probe_c(value: Any) -> Union[float, str]:
+    """A probe C from YAML or the command line: a positive number or ``"val"``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if isinstance(value, str) and value.strip().lower() == "val":
+        return "val"
+    try:
+        c = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"linear_c must be a positive number or 'val', got {value!r}") from None
+    if not c > 0 or not np.isfinite(c):
+        raise ValueError(f"linear_c must be a positive number or 'val', got {value!r}")
+    return c
+
+
 @dataclass
 class ProtocolSpec:
-    """Protocol ``name`` (as-is | linear | knn), label fractions, kNN k/T, probe C."""
+    """Protocol ``name`` (as-is | linear | knn), label fractions, kNN k/T, probe C.
+
+    ``linear_c``: the probe's inverse L2 strength, a positive number, or ``"val"`` to choose
+    it per label fraction by accuracy on each dataset's ``val_split``
+    (:func:`medfm.evaluation.protocols.select_probe_c`, CLIP's protocol).
+    """
 
     name: str = "as-is"
     label_fractions: Tuple[float, ...] = (1.0,)
     knn_k: int = 11
     knn_temperature: float = 0.07
-    linear_c: float = 1.0
+    linear_c: Union[float, str] = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_protocol(self.name)
+        self.linear_c = parse_probe_c(self.linear_c)
         if not self.label_fractions or any(not 0 < f <= 1 for f in self.label_fractions):
             raise ValueError(f"protocol.label_fractions must be in (0, 1], got {list(self.label_fractions)}")
 
@@ -182,16 +216,18 @@ def load_suite(path: Union[str, Path]) -> Suite:
 
 
 def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fractions: Optional[str] = None,
-                    workers: Optional[int] = None, batch_size: Optional[int] = None) -> Suite:
+                    workers: Optional[int] = None, batch_size: Optional[int] = None,
+                    probe_c: Optional[str] = None) -> Suite:
     """``suite`` with command-line overrides applied (``None`` keeps the suite's value).
 
     Args:
         protocol: ``as-is``, ``linear`` or ``knn``.
         label_fractions: comma list, e.g. ``"0.01,0.1,1"``.
         workers: corruption worker processes; batch_size: inference batch size.
+        probe_c: the linear probe's C, a number or ``"val"``.
 
     Raises:
-        ConfigError: a bad protocol or fraction list.
+        ConfigError: a bad protocol, fraction list or probe C.
     """
     from dataclasses import replace
 
@@ -201,9 +237,11 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
             pr = replace(pr, name=protocol)
         if label_fractions is not None:
             pr = replace(pr, label_fractions=tuple(float(f) for f in str(label_fractions).split(",") if f.strip()))
+        if probe_c is not None:
+            pr = replace(pr, linear_c=probe_c)
         suite.protocol = pr
     except ValueError as err:
-        raise ConfigError(f"--protocol/--label-fraction: {err}") from None
+        raise ConfigError(f"--protocol/--label-fraction/--probe-c: {err}") from None
     if workers is not None and suite.corruptions is not None:
         suite.corruptions = replace(suite.corruptions, workers=int(workers))
     if batch_size is not None:
@@ -250,7 +288,7 @@ def _load_dataset(spec: DatasetSpec, split: str, size: Optional[int], data_root:
     from medfm.data.imagefolder import ImageFolderDataset
 
     return ImageFolderDataset(spec.folder, split=split, size=size, in_chans=3 if as_rgb else None,
-                              data_root=data_root, name=spec.name)
+                              data_root=data_root, name=spec.name, split_rule=spec.split_rule)
 
 
 def _default_size(spec: DatasetSpec, encoder: Any) -> Optional[int]:
@@ -325,28 +363,35 @@ def _dataset_meta(spec: DatasetSpec, ds: Any) -> Dict[str, Any]:
 
 
 def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spec: "Suite",
-             ds: Any) -> Tuple[Any, List[Tuple[str, Optional[float], Any, Any]]]:
-    """``(embed, heads)``: ``embed(dataset) -> array``; each head ``(run, fraction, fn(array) -> scores, cam_model)``."""
+             ds: Any, val: Any = None) -> Tuple[Any, List[Tuple[str, Optional[float], Any, Any, Dict[str, Any]]]]:
+    """``(embed, heads)``: ``embed(dataset) -> array``; each head
+    ``(run, fraction, fn(array) -> scores, cam_model, extra results)``."""
     from medfm.evaluation import protocols as P
     from medfm.evaluation.predict import predict_scores
 
     bs = spec.batch_size
     if protocol == "as-is":
-        return (lambda d: predict_scores(model, d, batch_size=bs)), [("as-is", None, lambda s: s, model)]
+        return (lambda d: predict_scores(model, d, batch_size=bs)), [("as-is", None, lambda s: s, model, {})]
     ftr = P.extract_features(encoder, train, bs)
     ytr = P.probe_labels(train)
     heads = []
     pr = spec.protocol
+    if protocol == "linear" and pr.linear_c == "val":
+        fval, yval = P.extract_features(encoder, val, bs), P.probe_labels(val)
     for frac in pr.label_fractions:
         keep = P.subset_indices(ytr, frac, pr.seed)
         run = f"{protocol}-f{frac:g}"
         if protocol == "linear":
-            probe = P.fit_linear_probe(ftr[keep], ytr[keep], ds.task, ds.num_classes, C=pr.linear_c, seed=pr.seed)
-            heads.append((run, frac, probe.predict, probe.to_classifier(encoder, ds.label_names)))
+            c, extra = pr.linear_c, {"probe_c": pr.linear_c}
+            if c == "val":
+                c, accs = P.select_probe_c(ftr[keep], ytr[keep], fval, yval, ds.task, ds.num_classes, seed=pr.seed)
+                extra = {"probe_c": c, "probe_c_val_acc": {f"{k:g}": round(v, 4) for k, v in accs.items()}}
+            probe = P.fit_linear_probe(ftr[keep], ytr[keep], ds.task, ds.num_classes, C=c, seed=pr.seed)
+            heads.append((run, frac, probe.predict, probe.to_classifier(encoder, ds.label_names), extra))
         else:
             fk, yk = ftr[keep], ytr[keep]
             heads.append((run, frac, lambda f, fk=fk, yk=yk: P.knn_scores(
-                fk, yk, f, ds.num_classes, k=pr.knn_k, temperature=pr.knn_temperature, task=ds.task), encoder))
+                fk, yk, f, ds.num_classes, k=pr.knn_k, temperature=pr.knn_temperature, task=ds.task), encoder, {}))
     return (lambda d: P.extract_features(encoder, d, bs)), heads
 
 
@@ -443,9 +488,12 @@ def _prepare(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models
             as_rgb = True
             ds = _load_dataset(spec, spec.split, size, data_root, True)
         train = _load_dataset(spec, spec.train_split, size, data_root, as_rgb) if protocol != "as-is" else None
+        val = (_load_dataset(spec, spec.val_split, size, data_root, as_rgb)
+               if protocol == "linear" and suite.protocol.linear_c == "val" else None)
     except MedFMDataError as err:
         raise _Skip(str(err)) from None
-    return {"checkpoint": ckpt, "model": model, "core": core, "sha": sha, "encoder": encoder, "ds": ds, "train": train}
+    return {"checkpoint": ckpt, "model": model, "core": core, "sha": sha, "encoder": encoder, "ds": ds, "train": train,
+            "val": val}
 
 
 def _corruption_jobs(spec: DatasetSpec, cs: CorruptionSpec, ds: Any) -> Tuple[List[str], Dict[str, str]]:
@@ -485,7 +533,8 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
     clock.lap("load")
     entry.update({"status": "ok", "checkpoint": prep["checkpoint"], "checkpoint_sha256": prep["sha"],
                   "size": ds.size, "n_samples": len(ds), "data_md5": ds.md5, "runs": []})
-    embed, heads = _scoring(suite.protocol.name, prep["model"], prep["core"], prep["encoder"], prep["train"], suite, ds)
+    embed, heads = _scoring(suite.protocol.name, prep["model"], prep["core"], prep["encoder"], prep["train"], suite, ds,
+                            val=prep["val"])
     clean = embed(ArraySet(ds.images, ds))
     clock.lap("clean")
     cs = suite.corruptions if spec.corruptions else None
@@ -508,7 +557,7 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
     meta = {**_dataset_meta(spec, ds), "checkpoint": prep["checkpoint"], "checkpoint_sha256": prep["sha"],
             "protocol": suite.protocol.name}
     m = suite.metrics
-    for run_name, frac, head, cam_model in heads:
+    for run_name, frac, head, cam_model, extra in heads:
         rdir = out / spec.name if len(heads) == 1 else out / spec.name / run_name
         scores = head(clean)
         res = write_classification_report(rdir, ds.labels, scores, ds.task, ds.label_names,
@@ -516,7 +565,7 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
                                           n_bins=m.ece_bins)
         run_entry = {"run": run_name, "label_fraction": frac, "dir": str(rdir.relative_to(out)),
                      "metrics": {k: res["metrics"][k] for k in ("acc", "auc", "balanced_acc", "ece")},
-                     "ci": res["ci"], "per_class_recall": res["metrics"]["per_class_recall"]}
+                     "ci": res["ci"], "per_class_recall": res["metrics"]["per_class_recall"], **extra}
         if corrupted:
             by_c: Dict[str, List[np.ndarray]] = {}
             for (c, s), emb in corrupted.items():

@@ -73,3 +73,33 @@ def test_real_mednist_subset(real_data_root):
     ds = ImageFolderDataset("mednist_medical_mnist_subset", split="test", data_root=real_data_root)
     assert ds.label_names == ["AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT"]
     assert len(ds) == 1800 and ds.size == 64 and ds.n_channels == 1
+
+
+def test_sorted_rule_holds_out_the_corpus_test_images(tmp_path):
+    from medfm.data.corpus import mednist_split
+
+    root = _folder(tmp_path / "f", n=13)
+    parts = {s: ImageFolderDataset(root, split=s, split_rule="sorted") for s in ("train", "val", "test")}
+    assert [len(p) for p in parts.values()] == [18, 2, 6]  # per class: int(9.1+.5)=9, int(10.4+.5)=10, 13
+    for c in ("a_cls", "b_cls"):
+        names = sorted(p.name for p in (root / c).iterdir())
+        _, held = mednist_split(names)
+        assert sorted(f.split("/")[-1] for f in parts["test"].files if f.startswith(c)) == held
+        assert [f.split("/")[-1] for f in parts["train"].files if f.startswith(c)] == names[:9]
+    assert parts["test"].files == ImageFolderDataset(root, split="test", split_rule="sorted", split_seed=5).files
+    with pytest.raises(ValueError, match="split rule"):
+        ImageFolderDataset(root, split="test", split_rule="by-name")
+    with pytest.raises(ValueError, match="one key"):
+        stratified_split(np.zeros(4), "test", rule="sorted")
+
+
+@pytest.mark.slow
+def test_real_mednist_sorted_split_equals_the_corpus_rule(real_data_root):
+    from medfm.data.corpus import mednist_split
+
+    test = ImageFolderDataset("mednist_medical_mnist_subset", split="test", split_rule="sorted", data_root=real_data_root)
+    held = set()
+    for c in test.label_names:
+        names = sorted(p.name for p in (test.root / c).glob("*.jpeg"))
+        held |= {f"{c}/{n}" for n in mednist_split(names)[1]}
+    assert len(test) == 1800 and set(test.files) == held

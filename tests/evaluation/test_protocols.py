@@ -97,3 +97,30 @@ def test_linear_probe_and_knn_end_to_end_with_label_fraction():
         P.linear_probe(enc, tr, _Set(x[45:], y[45:, None], k=4))
     with pytest.raises(ValueError, match="did you mean 'linear'"):
         P.check_protocol("lineer")
+
+
+def test_select_probe_c_picks_the_best_validation_accuracy():
+    rng = np.random.default_rng(0)
+    # 40 training points: label = sign of feature 0, plus 20 noise features that a weakly
+    # regularised probe overfits; validation from the same rule
+    def draw(n):
+        x = rng.normal(size=(n, 21))
+        return x, (x[:, 0] + 0.8 * rng.normal(size=n) > 0).astype(int)
+    xtr, ytr = draw(40)
+    xva, yva = draw(200)
+    grid = [1e-3, 1e-2, 1e-1, 1.0, 100.0]
+    best, accs = P.select_probe_c(xtr, ytr, xva, yva, "binary-class", 2, grid=grid)
+    want = {c: classification_metrics(yva, P.fit_linear_probe(xtr, ytr, "binary-class", 2, C=c).predict(xva),
+                                      "binary-class")["acc"] for c in grid}
+    assert accs == pytest.approx(want)
+    assert accs[best] == max(want.values()) and best == min(c for c in grid if want[c] == max(want.values()))
+    assert len(set(accs.values())) > 1  # the grid matters on this data
+    # separable data: every C is perfect on validation -> the strongest regularisation wins
+    sep = np.concatenate([np.full((10, 1), -3.0), np.full((10, 1), 3.0)])
+    lab = np.repeat([0, 1], 10)
+    best, accs = P.select_probe_c(sep, lab, sep, lab, "binary-class", 2, grid=[10.0, 0.1, 1.0])
+    assert best == 0.1 and set(accs.values()) == {1.0}
+    with pytest.raises(ValueError, match="positive"):
+        P.select_probe_c(sep, lab, sep, lab, "binary-class", 2, grid=[0.0, 1.0])
+    with pytest.raises(ValueError, match="width"):
+        P.select_probe_c(sep, lab, np.zeros((3, 2)), lab[:3], "binary-class", 2)

@@ -130,6 +130,27 @@ def test_linear_and_knn_with_label_fractions(tmp_path, data_root):
         suite_overrides(load_suite(_suite(tmp_path)), label_fractions="0,1")
 
 
+def test_linear_probe_c_chosen_on_the_val_split(tmp_path, data_root):
+    from medfm.evaluation.protocols import PROBE_C_GRID
+
+    ckpt = _ckpt(tmp_path / "ckpt")
+    suite = suite_overrides(load_suite(_suite(tmp_path, datasets=[{"flag": "pneumoniamnist"}], corruptions=None,
+                                              cam={"enabled": False})),
+                            protocol="linear", label_fractions="1", probe_c="val")
+    run = run_suite(suite, [ckpt], tmp_path / "out", data_root=str(data_root), progress=False)["datasets"][0]["runs"][0]
+    accs = run["probe_c_val_acc"]
+    assert len(accs) == len(PROBE_C_GRID) and run["probe_c"] in PROBE_C_GRID
+    assert accs[f"{run['probe_c']:g}"] == max(accs.values())
+    fixed = suite_overrides(load_suite(_suite(tmp_path, datasets=[{"flag": "pneumoniamnist"}], corruptions=None,
+                                              cam={"enabled": False})), protocol="linear", probe_c="0.5")
+    assert run_suite(fixed, [ckpt], tmp_path / "fixed", data_root=str(data_root),
+                     progress=False)["datasets"][0]["runs"][0]["probe_c"] == 0.5
+    with pytest.raises(ConfigError, match="linear_c"):
+        suite_overrides(load_suite(_suite(tmp_path)), probe_c="best")
+    with pytest.raises(ConfigError, match="linear_c"):
+        suite_overrides(load_suite(_suite(tmp_path)), probe_c="-1")
+
+
 def _cli(args, capsys):
     code = main(args)
     return code, capsys.readouterr().err.strip()
