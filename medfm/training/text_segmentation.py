@@ -13,7 +13,9 @@ Dice 0.63 -> 0.28, LGG 0.37 -> 0.00). ``domain_norm: true`` keeps one BatchNorm 
 modality (:class:`medfm.adapters.text_seg.DomainBatchNorm`, DSBN), each image normalised
 with its own modality's statistics. Each image supervises its own task's target, and the
 other tasks' targets as known absent (no glioma in a fundus photograph, no retinal vessel
-in a brain MRI), as binary masks with BCE + per-target soft Dice. Evaluation segments
+in a brain MRI), as binary masks with BCE + per-target soft Dice; with
+``cross_task_targets: unlabelled`` an image supervises only its own task's target
+(partial labels, as MulModSeg trains on data sets that each annotate some targets). Evaluation segments
 each task's test split by prompting its target
 (:class:`medfm.adapters.text_seg.PromptedSegmenter`, with the task's own input scale and
 modality), and, for referring segmentation, by each task's free-text ``query`` embedded
@@ -57,6 +59,9 @@ class TextTaskConfig:
     query: Optional[str] = None
 
 
+CROSS_TASK_TARGETS = ("absent", "unlabelled")
+
+
 @dataclass
 class TextSegRecipe:
     """Text-conditioned multi-task segmentation recipe (``finetune/seg_text_*.yaml``).
@@ -71,6 +76,10 @@ class TextSegRecipe:
             docstring for why alternating hurts BatchNorm encoders.
         domain_norm: one BatchNorm per modality
             (:class:`medfm.adapters.text_seg.DomainBatchNorm`); see the module docstring.
+        cross_task_targets: how an image supervises the targets of the *other* tasks:
+            ``"absent"`` (default) as known all-background masks; ``"unlabelled"`` not at
+            all (partial-label training as in MulModSeg / the Universal Model: each image's
+            loss covers only the target its data set annotates).
     """
 
     tasks: List[TextTaskConfig] = field(default_factory=list)
@@ -81,6 +90,7 @@ class TextSegRecipe:
     mode: str = "full"
     alternate: bool = False
     domain_norm: bool = False
+    cross_task_targets: str = "absent"
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: SegEvalConfig = field(default_factory=SegEvalConfig)
@@ -96,6 +106,8 @@ class TextSegRecipe:
             raise ValueError("all tasks need the same data.patch (one batch mixes their crops)")
         if self.mode not in SEG_MODES:
             raise ValueError(f"mode must be one of {SEG_MODES}, got {self.mode!r}")
+        if self.cross_task_targets not in CROSS_TASK_TARGETS:
+            raise ValueError(f"cross_task_targets must be one of {CROSS_TASK_TARGETS}, got {self.cross_task_targets!r}")
 
 
 def _task_from_dict(data: Dict[str, Any]) -> TextTaskConfig:
@@ -153,7 +165,7 @@ def text_seg_step(recipe: TextSegRecipe):
         core = model.base_model.model if hasattr(model, "base_model") else model
         if recipe.mode == "frozen":
             core.encoder.eval()
-        images, masks, domains = [], [], []
+        images, masks, domains, known = [], [], [], []
         for k, task in enumerate(recipe.tasks):
             if f"image_{k}" not in batch:
                 continue
@@ -161,13 +173,18 @@ def text_seg_step(recipe: TextSegRecipe):
             im, m = random_flips(im, m, task.data.flip_axes, gen)
             im = random_missing_sequences(im, task.data.missing_sequence_p, task.data.missing_sequence_fill, gen)
             target = torch.zeros(m.shape[0], n_targets, *m.shape[1:], device=m.device)
-            target[:, k] = (m > 0).float()  # other targets: known absent
+            target[:, k] = (m > 0).float()  # other targets: known absent, or unlabelled
+            seen = torch.ones(m.shape[0], n_targets, dtype=torch.bool)
+            if recipe.cross_task_targets == "unlabelled":
+                seen[:] = False
+                seen[:, k] = True
+            known.append(seen)
             images.append(im)
             masks.append(target)
             domains.append(torch.full((m.shape[0],), modalities.index(task.modality), dtype=torch.long))
         domain = torch.cat(domains) if core.domain_norm else None
         logits = model(torch.cat(images), domain=domain)
-        return {"loss": core.loss(logits, torch.cat(masks))}
+        return {"loss": core.loss(logits, torch.cat(masks), known=torch.cat(known).to(logits.device))}
     return step
 
 

@@ -190,3 +190,46 @@ def test_missing_sequence_dropout_copies_the_fill_channel():
     assert torch.equal(out, again)
     with pytest.raises(ValueError, match="not a channel"):
         random_missing_sequences(x, 0.3, 3, torch.Generator())
+
+
+def test_unlabelled_cross_task_targets_carry_no_gradient():
+    """With ``cross_task_targets: unlabelled`` an image's loss ignores the other tasks' logits;
+    with the default ``absent`` they are pushed toward background."""
+    import medfm
+    from medfm.adapters.text_seg import build_text_segmenter
+    from medfm.training.text_segmentation import TextSegRecipe, text_seg_step
+
+    TARGETS = [{"name": "vessel", "modality": "fundus", "target": "vessels"},
+               {"name": "lesion", "modality": "brain MRI", "target": "abnormality"}]
+    torch.manual_seed(0)
+    enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=28)
+    model = build_text_segmenter(enc, TARGETS, _BagOfWords(), head={"embed_dim": 16, "controller_hidden": 16})
+    tasks = [{"name": t["name"], "modality": t["modality"], "target": t["target"],
+              "data": {"dataset": "chase_db1", "patch": [16, 16]}} for t in TARGETS]
+    batch = {"image_0": torch.rand(2, 3, 20, 20), "mask_0": (torch.rand(2, 20, 20) > 0.7).long(),
+             "valid_0": torch.tensor([[20, 20], [20, 20]])}
+    grads = {}
+    for mode in ("absent", "unlabelled"):
+        recipe = TextSegRecipe(tasks=tasks, cross_task_targets=mode)
+        step = text_seg_step(recipe)
+        captured = {}
+        orig = model.forward
+
+        def spy(*a, **k):
+            out = orig(*a, **k)
+            out.retain_grad()
+            captured["logits"] = out
+            return out
+
+        model.forward = spy
+        try:
+            step(model, batch, torch.Generator().manual_seed(0))["loss"].backward()
+        finally:
+            model.forward = orig
+        grads[mode] = captured["logits"].grad
+        model.zero_grad()
+    assert grads["unlabelled"][:, 1].abs().max() == 0  # the lesion target is unlabelled on fundus images
+    assert grads["unlabelled"][:, 0].abs().max() > 0
+    assert grads["absent"][:, 1].abs().max() > 0
+    with pytest.raises(ValueError, match="cross_task_targets"):
+        TextSegRecipe(tasks=tasks, cross_task_targets="ignore")
