@@ -81,3 +81,5 @@ def test_bad_inputs(tmp_path):
         pipe(np.zeros((30, 30), np.uint8), output_path=tmp_path / "m.nii.gz")
     with pytest.raises(ValueError, match="did you mean 'image-segmentation'"):
         medfm.pipeline("image-segmentaton", model=model)
+    with pytest.raises(SegmentationInputError, match="text-conditioned"):
+        pipe(np.zeros((30, 30), np.uint8), target="vessel")

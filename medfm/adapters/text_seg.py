@@ -183,6 +183,9 @@ class TextConditionedSegmenter(nn.Module):
         inference: as :class:`medfm.adapters.segmentation.SegmentationModel`.
         domain_norm: one BatchNorm per modality (:class:`DomainBatchNorm`); the domains are
             the distinct ``modality`` values of ``targets`` in order (:attr:`modalities`).
+        target_inference: per-target inference settings ``{name: {"scale": ..., "roi_size":
+            ...}}`` (each target's data set may be trained at its own scale), used by
+            :class:`PromptedSegmenter` and the ``image-segmentation`` pipeline.
 
     Shape:
         ``forward(images (B, C, *S), text (T, D) or (B, T, D), domain)`` -> logits ``(B, T, *S)``;
@@ -196,7 +199,8 @@ class TextConditionedSegmenter(nn.Module):
     def __init__(self, encoder: nn.Module, targets: Sequence[Dict[str, str]], text_dim: int,
                  text_encoder: Optional[Dict[str, Any]] = None, decoder: Optional[Dict[str, Any]] = None,
                  head: Optional[Dict[str, Any]] = None, template: str = PROMPT_TEMPLATE,
-                 inference: Optional[Dict[str, Any]] = None, domain_norm: bool = False) -> None:
+                 inference: Optional[Dict[str, Any]] = None, domain_norm: bool = False,
+                 target_inference: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
         super().__init__()
         targets = [dict(t) for t in targets]
         if not targets:
@@ -231,6 +235,10 @@ class TextConditionedSegmenter(nn.Module):
         self.dynamic_head = DynamicHead(2 * e, head_args["channels"], head_args["layers"], head_args["controller_hidden"])
         self.register_buffer("prompt_embeddings", torch.zeros(len(targets), self.text_dim))
         self.inference = default_inference(encoder, inference)
+        unknown = set(target_inference or {}) - set(names)
+        if unknown:
+            raise ValueError(f"target_inference names unknown target(s) {sorted(unknown)} (known: {names})")
+        self.target_inference = {n: default_inference(encoder, v) for n, v in (target_inference or {}).items()}
         self.modalities: List[str] = list(dict.fromkeys(t["modality"] for t in targets))
         self.domain_norm = bool(domain_norm)
         if self.domain_norm:
@@ -241,7 +249,7 @@ class TextConditionedSegmenter(nn.Module):
             "kind": "adapter", "name": "text_segmentation",
             "args": {"targets": targets, "text_dim": self.text_dim, "text_encoder": dict(text_encoder or {"name": "minilm"}),
                      "decoder": dec_args, "head": head_args, "template": template, "inference": self.inference,
-                     "domain_norm": self.domain_norm},
+                     "domain_norm": self.domain_norm, "target_inference": self.target_inference},
         }
 
     # -- prompts -----------------------------------------------------------------------------
@@ -407,7 +415,7 @@ class PromptedSegmenter(nn.Module):
         model: the text-conditioned model (or its peft wrapper).
         target: a known target name, or a query embedding ``(D,)`` (referring segmentation).
         inference: per-target inference settings (e.g. this data set's ``scale``); default
-            the model's.
+            the model's ``target_inference`` of the (matched) target, else its ``inference``.
         domain: the images' modality (``domain_norm`` models); default: the target's
             modality (for a query embedding: the modality of the closest known target).
     """
@@ -419,12 +427,16 @@ class PromptedSegmenter(nn.Module):
         self.model = model
         self.encoder = core.encoder
         self.spatial_dims = core.spatial_dims
-        self.inference = default_inference(core.encoder, inference) if inference is not None else core.inference
         self.num_classes = 2
         self.label_names = ["background", target if isinstance(target, str) else "query"]
         emb = core.prompt_embeddings[core.target_index([target])] if isinstance(target, str) else target.reshape(1, -1)
         self.register_buffer("text", emb.clone(), persistent=False)
         name = target if isinstance(target, str) else core.match_target(emb[0])[0]
+        self.matched_target = name
+        if inference is not None:
+            self.inference = default_inference(core.encoder, inference)
+        else:
+            self.inference = getattr(core, "target_inference", {}).get(name, core.inference)
         dom = core.domain_index(domain, 1, [name])
         self.domain = None if dom is None else int(dom[0])
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -178,41 +178,81 @@ class ImageSegmentationPipeline:
         model: checkpoint dir / ``hf-hub:`` id, or a loaded segmentation model.
         overlap: sliding-window overlap.
 
-    ``__call__(inputs, output_path=None)`` takes one input or a list (paths, PIL images,
-    arrays) and returns per input ``{"mask": uint8 label map in the input's geometry,
-    "label_names": [...], "affine": (4, 4) or None, "nifti": nibabel.Nifti1Image or None}``.
-    With ``output_path`` (single NIfTI input) the mask is written there (atomically) with
-    the input's affine and header.
+    ``__call__(inputs, output_path=None, target=None, query=None)`` takes one input or a list
+    (paths, PIL images, arrays) and returns per input ``{"mask": uint8 label map in the
+    input's geometry, "label_names": [...], "affine": (4, 4) or None, "nifti":
+    nibabel.Nifti1Image or None}``. With ``output_path`` (single NIfTI input) the mask is
+    written there (atomically) with the input's affine and header.
+
+    Text-conditioned checkpoints (:class:`medfm.adapters.text_seg.TextConditionedSegmenter`,
+    MulModSeg) segment one named target per call: ``target="vessel"`` (a known target) or
+    ``query="segment the retinal vessels"`` (referring segmentation after LSMS: the query is
+    embedded by the checkpoint's frozen text encoder, or ``text_encoder`` when given, and
+    conditions the head; the result also holds ``"matched_target"`` and ``"similarity"``,
+    the closest known prompt and its cosine). Each target is segmented with its own
+    inference settings (input scale, window) and modality norms.
 
     Raises:
-        SegmentationInputError: unsupported inputs (see :func:`read_input`).
+        SegmentationInputError: unsupported inputs (see :func:`read_input`); ``target`` /
+            ``query`` missing for a text-conditioned model, or given to a plain one.
+        KeyError: an unknown target name (with the close matches).
     """
 
-    def __init__(self, model: Any, overlap: float = 0.5) -> None:
+    def __init__(self, model: Any, overlap: float = 0.5, text_encoder: Any = None) -> None:
         from medfm.hub import from_pretrained
 
         self.model = from_pretrained(model) if isinstance(model, (str, bytes, os.PathLike)) else model
         self.model.eval()
         self.core = seg_core(self.model)
         self.overlap = overlap
+        self.text_encoder = text_encoder
+        self.text_conditioned = hasattr(self.core, "prompt_embeddings") and hasattr(self.core, "target_names")
 
     @property
     def volumetric(self) -> bool:
         return self.core.spatial_dims == 3 or self.core.inference["context_slices"] > 0
 
-    def _one(self, item: Any) -> Dict[str, Any]:
+    def _view(self, target: Optional[str], query: Optional[str]) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+        """The model that segments this call's target, and what the result reports about it."""
+        if not self.text_conditioned:
+            if target is not None or query is not None:
+                raise SegmentationInputError("target=/query= need a text-conditioned segmentation checkpoint; "
+                                             f"this model segments {self.core.label_names}")
+            return self.model, {}
+        from medfm.adapters.text_seg import PromptedSegmenter
+
+        if (target is None) == (query is None):
+            raise SegmentationInputError("a text-conditioned model segments one target per call: pass target= "
+                                         f"(one of {self.core.target_names}) or query= (free text), not both")
+        if target is not None:
+            return PromptedSegmenter(self.model, target).eval(), {"target": target}
+        if not isinstance(query, str) or not query.strip():
+            raise SegmentationInputError(f"query must be a non-empty string, got {query!r}")
+        if self.text_encoder is None:
+            from medfm.text import create_text_encoder
+
+            self.text_encoder = create_text_encoder(self.core.medfm_spec["args"]["text_encoder"])
+        q = torch.as_tensor(self.text_encoder.encode([query]), dtype=torch.float32)[0]
+        if q.shape[-1] != self.core.text_dim:
+            raise SegmentationInputError(f"the text encoder gives {q.shape[-1]}-d embeddings; this model was trained "
+                                         f"with {self.core.text_dim}-d ones")
+        name, sim = self.core.match_target(q)
+        return PromptedSegmenter(self.model, q).eval(), {"query": query, "matched_target": name, "similarity": sim}
+
+    def _one(self, item: Any, model: torch.nn.Module) -> Dict[str, Any]:
         from medfm.data.segmentation import percentile_unit
 
-        data = read_input(item, self.core.encoder.in_chans, self.volumetric)
+        core = seg_core(model)
+        data = read_input(item, core.encoder.in_chans, self.volumetric)
         arr = data["array"]
         if data["nifti"] and not self.volumetric:
             raise SegmentationInputError("this is a 2D image model; pass images, not NIfTI volumes")
         if self.volumetric:
-            arr = percentile_unit(arr) if self.core.inference["intensity"] == "percentile" else np.clip(arr, 0, 1)
-            x = arr if self.core.inference["context_slices"] else arr[None]
+            arr = percentile_unit(arr) if core.inference["intensity"] == "percentile" else np.clip(arr, 0, 1)
+            x = arr if core.inference["context_slices"] else arr[None]
         else:
             x = arr
-        mask = predict_labels(self.model, x, overlap=self.overlap)
+        mask = predict_labels(model, x, overlap=self.overlap)
         nifti = None
         if data["affine"] is not None:
             import nibabel as nib
@@ -220,12 +260,14 @@ class ImageSegmentationPipeline:
             header = data["header"].copy()
             header.set_data_dtype(np.uint8)
             nifti = nib.Nifti1Image(mask, data["affine"], header)
-        return {"mask": mask, "label_names": list(self.core.label_names), "affine": data["affine"], "nifti": nifti}
+        return {"mask": mask, "label_names": list(core.label_names), "affine": data["affine"], "nifti": nifti}
 
-    def __call__(self, inputs: Union[Any, List[Any]], output_path: Optional[Union[str, os.PathLike]] = None):
+    def __call__(self, inputs: Union[Any, List[Any]], output_path: Optional[Union[str, os.PathLike]] = None,
+                 target: Optional[str] = None, query: Optional[str] = None):
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
-        out = [self._one(it) for it in items]
+        model, about = self._view(target, query)
+        out = [{**self._one(it, model), **about} for it in items]
         if output_path is not None:
             if not single or out[0]["nifti"] is None:
                 raise SegmentationInputError("output_path needs exactly one NIfTI input")

@@ -220,10 +220,10 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
                              pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
     text_encoder = create_text_encoder(recipe.text_encoder)
     targets = [{"name": t.name, "modality": t.modality, "target": t.target} for t in recipe.tasks]
+    task_inference = {t.name: {"roi_size": list(patch), "scale": t.data.scale} for t in recipe.tasks}
     model = build_text_segmenter(encoder, targets, text_encoder, text_encoder_spec=recipe.text_encoder,
                                  decoder=recipe.decoder, head=recipe.head, inference={"roi_size": list(patch)},
-                                 domain_norm=recipe.domain_norm)
-    task_inference = {t.name: {"roi_size": list(patch), "scale": t.data.scale} for t in recipe.tasks}
+                                 domain_norm=recipe.domain_norm, target_inference=task_inference)
     base = init or recipe.encoder.pretrained
     base = keep_lora_base(model, recipe.mode, base, output)
     meta = {"training": {"tasks": {t.name: task.metadata() for t, task in zip(recipe.tasks, tasks)},

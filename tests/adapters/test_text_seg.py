@@ -225,3 +225,34 @@ def test_domain_norm_model_uses_the_modality_of_its_prompt(tmp_path):
     assert again.domain_norm
     with torch.no_grad():
         assert torch.equal(again.segment(x, ["lesion"]), lesion)
+
+
+def test_pipeline_segments_a_named_target_or_a_free_text_query(tmp_path):
+    from medfm.pipelines import pipeline
+    from medfm.pipelines.segmentation import SegmentationInputError
+
+    torch.manual_seed(0)
+    enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=28)
+    model = build_text_segmenter(enc, TARGETS, BagOfWordsEncoder(), head={"embed_dim": 32, "controller_hidden": 32},
+                                 domain_norm=True, target_inference={"lesion": {"scale": 0.5}})
+    model.eval()
+    save_pretrained(model, tmp_path / "ckpt")
+    pipe = pipeline("image-segmentation", model=str(tmp_path / "ckpt"), text_encoder=BagOfWordsEncoder())
+    assert PromptedSegmenter(pipe.model, "lesion").inference["scale"] == 0.5  # stored per target
+    assert PromptedSegmenter(pipe.model, "vessel").inference["scale"] == 1.0
+    img = (torch.rand(40, 36, 3) * 255).to(torch.uint8).numpy()
+    out = pipe(img, target="lesion")
+    assert out["mask"].shape == (40, 36) and out["label_names"] == ["background", "lesion"] and out["target"] == "lesion"
+    # the mask equals thresholding the model's own prediction for that prompt at the same scale
+    from medfm.pipelines.segmentation import predict_labels
+
+    x = torch.from_numpy(img).permute(2, 0, 1).float().div(255).numpy()
+    assert (out["mask"] == predict_labels(PromptedSegmenter(model, "lesion").eval(), x)).all()
+    ref = pipe(img, query="the glioma abnormality on brain FLAIR MRI")
+    assert ref["matched_target"] == "lesion" and ref["mask"].shape == (40, 36) and -1 <= ref["similarity"] <= 1
+    with pytest.raises(SegmentationInputError, match="target= .*or query="):
+        pipe(img)
+    with pytest.raises(KeyError, match="did you mean 'lesion'"):
+        pipe(img, target="lesoin")
+    with pytest.raises(ValueError, match="target_inference names unknown"):
+        build_text_segmenter(enc, TARGETS, BagOfWordsEncoder(), target_inference={"liver": {}})
