@@ -46,9 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--suite", type=Path, default=None, help="evaluation suite, e.g. eval_suites/medmnist_c.yaml")
     sp.add_argument("--split", default="test", choices=["train", "val", "test"], help="--data only")
     sp.add_argument("--size", type=int, default=None, help="--data only")
-    sp.add_argument("--protocol", default=None, choices=["as-is", "linear", "knn", "zeroshot"],
-                    help="override the suite's protocol; zeroshot: a CLIP checkpoint on --data with class prompts")
-    sp.add_argument("--label-fraction", default=None, help="comma list of label fractions for linear/knn, e.g. 0.01,0.1,1")
+    sp.add_argument("--protocol", default=None, choices=["as-is", "linear", "knn", "finetune", "zeroshot"],
+                    help="override the suite's protocol; finetune: train the encoder + a new head on each label "
+                         "fraction, then score; zeroshot: a CLIP checkpoint on --data with class prompts")
+    sp.add_argument("--label-fraction", default=None, help="comma list of label fractions for linear/knn/finetune, e.g. 0.01,0.1,1")
     sp.add_argument("--probe-c", default=None,
                     help="linear probe's inverse L2 strength C, or 'val' to choose it on the val split (CLIP protocol)")
     sp.add_argument("--cache-dir", default=None, help="corrupted-set cache root (default ~/.cache/medfm)")

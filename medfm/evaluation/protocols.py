@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-PROTOCOLS = ("as-is", "linear", "knn")
+PROTOCOLS = ("as-is", "linear", "knn", "finetune")
 MULTI_LABEL = "multi-label, binary-class"
 
 

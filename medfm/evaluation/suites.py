@@ -136,6 +136,9 @@ class ProtocolSpec:
     ``linear_c``: the probe's inverse L2 strength, a positive number, or ``"val"`` to choose
     it per label fraction by accuracy on each dataset's ``val_split``
     (:func:`medfm.evaluation.protocols.select_probe_c`, CLIP's protocol).
+    ``finetune``: settings of the ``finetune`` protocol (a partial fine-tuning recipe:
+    ``mode``, ``lora``, ``augment``, ``dropout``, ``train``;
+    :mod:`medfm.evaluation.finetune_protocol`).
     """
 
     name: str = "as-is"
@@ -143,6 +146,7 @@ class ProtocolSpec:
     knn_k: int = 11
     knn_temperature: float = 0.07
     linear_c: Union[float, str] = 1.0
+    finetune: Dict[str, Any] = field(default_factory=lambda: {"mode": "full"})
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -363,15 +367,31 @@ def _dataset_meta(spec: DatasetSpec, ds: Any) -> Dict[str, Any]:
 
 
 def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spec: "Suite",
-             ds: Any, val: Any = None) -> Tuple[Any, List[Tuple[str, Optional[float], Any, Any, Dict[str, Any]]]]:
+             ds: Any, val: Any = None, finetune: Optional[Dict[str, Any]] = None
+             ) -> Tuple[Any, List[Tuple[str, Optional[float], Any, Any, Dict[str, Any]]]]:
     """``(embed, heads)``: ``embed(dataset) -> array``; each head
-    ``(run, fraction, fn(array) -> scores, cam_model, extra results)``."""
+    ``(run, fraction, fn(array) -> scores, cam_model, extra results)``.
+
+    ``finetune`` (protocol ``finetune``): ``{"checkpoint", "flag", "size", "workdir", "data_root"}``.
+    """
     from medfm.evaluation import protocols as P
     from medfm.evaluation.predict import predict_scores
 
     bs = spec.batch_size
     if protocol == "as-is":
         return (lambda d: predict_scores(model, d, batch_size=bs)), [("as-is", None, lambda s: s, model, {})]
+    if protocol == "finetune":
+        from medfm.evaluation.finetune_protocol import finetune_classifier
+
+        heads = []
+        for frac in spec.protocol.label_fractions:
+            run = f"finetune-f{frac:g}"
+            clf = finetune_classifier(encoder, finetune["checkpoint"], finetune["flag"], finetune["size"], frac,
+                                      Path(finetune["workdir"]) / run / "train", spec.protocol.finetune,
+                                      seed=spec.protocol.seed, data_root=finetune["data_root"])
+            heads.append((run, frac, lambda d, clf=clf: predict_scores(clf, d, batch_size=bs), clf,
+                          {"finetune_checkpoint": str(Path(finetune["workdir"]) / run / "train")}))
+        return (lambda d: d), heads
     ftr = P.extract_features(encoder, train, bs)
     ytr = P.probe_labels(train)
     heads = []
@@ -462,6 +482,8 @@ def _prepare(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models
     if encoder is None:
         raise _Skip(f"checkpoint {ckpt} holds no encoder")
     enc_3d = getattr(encoder, "spatial_dims", 2) == 3
+    if protocol == "finetune" and (spec.flag is None or is_3d or enc_3d):
+        raise _Skip("the finetune protocol fine-tunes 2D classifiers on MedMNIST 2D sets only")
     if is_3d and not enc_3d and protocol == "as-is":
         raise _Skip("3D volumes but the checkpoint's classifier is 2D (use --protocol linear/knn for 2.5D "
                     "slice features, or a 3D encoder)")
@@ -471,6 +493,8 @@ def _prepare(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models
     def channels_ok(n: int) -> bool:
         if n == encoder.in_chans:
             return False
+        if protocol == "finetune":
+            raise _Skip(f"the encoder takes {encoder.in_chans} channel(s), {spec.name} has {n}: cannot fine-tune")
         if protocol == "as-is":
             raise ChannelMismatchError(f"checkpoint {ckpt} expects {encoder.in_chans}-channel images but "
                                        f"{spec.name} has {n} channel(s)")
@@ -487,13 +511,13 @@ def _prepare(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models
         if n_ch is None and channels_ok(ds.n_channels):  # image folder: channels known once loaded
             as_rgb = True
             ds = _load_dataset(spec, spec.split, size, data_root, True)
-        train = _load_dataset(spec, spec.train_split, size, data_root, as_rgb) if protocol != "as-is" else None
+        train = _load_dataset(spec, spec.train_split, size, data_root, as_rgb) if protocol in ("linear", "knn") else None
         val = (_load_dataset(spec, spec.val_split, size, data_root, as_rgb)
                if protocol == "linear" and suite.protocol.linear_c == "val" else None)
     except MedFMDataError as err:
         raise _Skip(str(err)) from None
     return {"checkpoint": ckpt, "model": model, "core": core, "sha": sha, "encoder": encoder, "ds": ds, "train": train,
-            "val": val}
+            "val": val, "size": size}
 
 
 def _corruption_jobs(spec: DatasetSpec, cs: CorruptionSpec, ds: Any) -> Tuple[List[str], Dict[str, str]]:
@@ -533,8 +557,10 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
     clock.lap("load")
     entry.update({"status": "ok", "checkpoint": prep["checkpoint"], "checkpoint_sha256": prep["sha"],
                   "size": ds.size, "n_samples": len(ds), "data_md5": ds.md5, "runs": []})
+    finetune = {"checkpoint": prep["checkpoint"], "flag": spec.flag, "size": prep["size"],
+                "workdir": out / spec.name, "data_root": data_root}
     embed, heads = _scoring(suite.protocol.name, prep["model"], prep["core"], prep["encoder"], prep["train"], suite, ds,
-                            val=prep["val"])
+                            val=prep["val"], finetune=finetune)
     clean = embed(ArraySet(ds.images, ds))
     clock.lap("clean")
     cs = suite.corruptions if spec.corruptions else None

@@ -217,3 +217,50 @@ def test_real_pneumoniamnist_c_subset(tmp_path, real_data_root):
                      progress=False)
     assert warm["datasets"][0]["corruptions"]["cache"]["hits"] == 10
     assert warm["datasets"][0]["runs"][0]["robustness"]["errors"] == d["runs"][0]["robustness"]["errors"]
+
+
+def test_finetune_protocol_trains_on_each_fraction_and_scores_the_result(tmp_path, data_root):
+    from medfm.evaluation.finetune_protocol import auto_epochs
+    from medfm.evaluation.metrics import classification_metrics
+    from medfm.evaluation.predict import predict_scores
+    from medfm.data import MedMNISTDataset
+    from medfm.hub import from_pretrained, load_config
+
+    assert [auto_epochs(f) for f in (1.0, 0.5, 0.1, 0.01)] == [2, 4, 20, 60]
+    ckpt = _ckpt(tmp_path / "ckpt")
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "folder" / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(tmp_path / "folder" / c / f"{i}.png")
+    suite_path = _suite(tmp_path, datasets=[{"flag": "pneumoniamnist"}, {"folder": str(tmp_path / "folder")}],
+                        corruptions=None, cam={"enabled": False},
+                        protocol={"name": "linear", "finetune": {"mode": "full", "augment": None, "train": {
+                            "epochs": 2, "batch_size": 4, "lr": 0.01, "precision": "fp32", "warmup_epochs": 0}}})
+    out = tmp_path / "out"
+    assert main(["eval", "--suite", str(suite_path), ckpt, "--protocol", "finetune", "--label-fraction", "0.5,1",
+                 "--data-root", str(data_root), "--output", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    pneu, folder = res["datasets"]
+    assert folder["status"] == "skipped" and "MedMNIST 2D" in folder["reason"]
+    assert [r["run"] for r in pneu["runs"]] == ["finetune-f0.5", "finetune-f1"]
+    test = MedMNISTDataset("pneumoniamnist", split="test", data_root=str(data_root))
+    start = from_pretrained(ckpt).encoder.state_dict()
+    from medfm.evaluation.protocols import subset_indices
+
+    train_labels = MedMNISTDataset("pneumoniamnist", split="train", data_root=str(data_root)).labels[:, 0]
+    n_half = len(subset_indices(train_labels, 0.5, 0))  # the same stratified subset as the linear probe
+    assert n_half < 16
+    for run, n_train in zip(pneu["runs"], (n_half, 16)):
+        trained = Path(run["finetune_checkpoint"]) / "model"
+        assert load_config(trained)["training"]["data"]["n_train"] == n_train
+        clf = from_pretrained(str(trained))
+        moved = [k for k, v in clf.encoder.state_dict().items() if v.is_floating_point() and not torch.equal(v, start[k])]
+        assert moved  # full fine-tuning changed the encoder it started from
+        acc = classification_metrics(test.labels, predict_scores(clf.eval(), test), test.task)["acc"]
+        assert run["metrics"]["acc"] == pytest.approx(acc)
+    with pytest.raises(Exception, match="unknown key"):
+        from medfm.evaluation.finetune_protocol import finetune_recipe
+
+        finetune_recipe(clf.encoder, ckpt, "pneumoniamnist", 28, 1.0, {"epochs": 3})
