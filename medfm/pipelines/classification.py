@@ -43,7 +43,7 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
             raise PipelineInputError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}")
     else:
         raise PipelineInputError(f"expected a PIL image or a uint8 numpy array, got {type(image).__name__}")
-    x = torch.from_numpy(np.ascontiguousarray(arr))
+    x = torch.from_numpy(np.array(arr, copy=True))  # PIL-backed arrays are read-only
     x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
     if x.shape[0] == 1 and in_chans == 3:
         x = x.expand(3, -1, -1)
