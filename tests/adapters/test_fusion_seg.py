@@ -42,7 +42,7 @@ def test_registered_as_segmentation_fuser():
     assert FUSERS.tags("fused_unet")["task"] == "segmentation"
 
 
-@pytest.mark.parametrize("fusion", ["hemis", "zero_fill"])
+@pytest.mark.parametrize("fusion", ["hemis", "attention", "zero_fill"])
 def test_output_shape_and_finite_with_per_sample_missingness(fusion):
     model = build(fusion=fusion)
     batch = make_batch()
@@ -55,7 +55,7 @@ def test_output_shape_and_finite_with_per_sample_missingness(fusion):
     assert single(only_flair)["logits"].shape == (3, 2, S, S)
 
 
-@pytest.mark.parametrize("fusion", ["hemis", "zero_fill"])
+@pytest.mark.parametrize("fusion", ["hemis", "attention", "zero_fill"])
 def test_output_ignores_values_of_absent_modalities(fusion):
     model = build(fusion=fusion)
     batch = make_batch()
@@ -88,8 +88,23 @@ def test_masked_moments_match_hand_computed():
     assert torch.allclose(var.flatten(), torch.tensor([1.0, 0.0]))  # one modality: variance 0
 
 
-def test_save_load_exact(tmp_path):
-    model = build(modality_dropout=0.25)
+def test_masked_softmax_fusion_matches_hand_computed():
+    from medfm.adapters.fusion.segmentation import masked_softmax_fusion
+
+    feats = torch.tensor([[1.0, 3.0, 100.0], [2.0, 5.0, 7.0]]).reshape(2, 3, 1, 1, 1)
+    scores = torch.tensor([[0.0, torch.log(torch.tensor(3.0)), 50.0], [1.0, 2.0, 3.0]]).reshape(2, 3, 1, 1, 1)
+    present = torch.tensor([[True, True, False], [False, True, False]])
+    fused = masked_softmax_fusion(feats, scores, present).flatten()
+    # sample 0: weights 1/4, 3/4 over the two present modalities (the absent one's score 50 is ignored)
+    assert torch.allclose(fused, torch.tensor([0.25 * 1 + 0.75 * 3, 5.0]))
+
+
+@pytest.mark.parametrize("fusion", ["hemis", "attention"])
+def test_save_load_exact(tmp_path, fusion):
+    model = build(modality_dropout=0.25, fusion=fusion)
+    with torch.no_grad():  # non-zero modality biases, so the round trip covers them
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
     assert_fuser_round_trip_exact(model, make_batch(), tmp_path / "ckpt")
 
 

@@ -11,6 +11,15 @@ modality of a sample dropped with probability ``modality_dropout``, at least one
 :func:`medfm.adapters.fusion.base.sample_modality_dropout`), as HeMIS trains on random
 subsets. The decoder is medfm's :class:`medfm.adapters.segmentation.UNetDecoder`.
 
+``fusion="attention"`` keeps HeMIS's skip-absent moments and adds a region-aware weighted sum
+after RFNet (Ding et al., "RFNet: Region-aware Fusion Network for Incomplete Multi-modal
+Brain Tumor Segmentation", ICCV 2021): at every scale each present modality's map gets a
+per-pixel score (a 1x1 convolution shared by the modalities plus a learned per-modality
+bias), the scores are soft-maxed over the modalities the sample has (absent ones get weight
+exactly 0, their rows are never read), and the weighted sum is concatenated with the mean
+and variance. The moments are symmetric in the modalities; the weights let the network
+prefer the sequence that carries the target (FLAIR here) wherever it is present.
+
 ``fusion="zero_fill"`` is the late-fusion baseline on the same network: an absent image is
 replaced by an all-zero image, every encoder runs on every sample, and the per-scale maps are
 concatenated across modalities (the naive design, which cannot tell "absent" from "black").
@@ -27,7 +36,7 @@ from medfm.adapters.fusion.base import TABULAR, FusionModel, sample_modality_dro
 from medfm.adapters.segmentation import UNetDecoder, dice_ce_loss, probe_encoder
 from medfm.registry import FUSERS
 
-FUSIONS = ("hemis", "zero_fill")
+FUSIONS = ("hemis", "attention", "zero_fill")
 DECODER_OPTIONS = ("decoder_channels", "input_skip", "stem_channels", "norm")
 
 
@@ -49,6 +58,22 @@ def masked_moments(feats: torch.Tensor, present: torch.Tensor):
     return mean, var
 
 
+def masked_softmax_fusion(feats: torch.Tensor, scores: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Per-pixel softmax-weighted sum over the present modalities (RFNet-style region-aware fusion).
+
+    Args:
+        feats: ``(B, M, C, *S)`` per-modality maps (absent rows finite, weight 0).
+        scores: ``(B, M, 1, *S)`` fusion scores.
+        present: ``(B, M)`` bool, at least one True per sample.
+
+    Returns:
+        ``(B, C, *S)``: ``sum_m softmax_m(scores)[m] * feats[m]`` over present ``m`` only.
+    """
+    mask = present.reshape(*present.shape, *([1] * (scores.ndim - 2)))
+    w = scores.float().masked_fill(~mask, float("-inf")).softmax(dim=1).to(feats.dtype)
+    return (w * feats).sum(1)
+
+
 @FUSERS.register("fused_unet", family="fusion", task="segmentation", paper="Havaei et al., MICCAI 2016 (HeMIS)")
 class FusedUNet(FusionModel):
     """Missing-modality segmentation network (module docstring).
@@ -58,8 +83,9 @@ class FusedUNet(FusionModel):
         image_encoder: ``{"name": registered encoder with forward_intermediates, "args": {...}}``,
             one instance per modality.
         img_size: image side S.
-        fusion: ``"hemis"`` (masked mean + variance, skip absent) or ``"zero_fill"`` (late-fusion
-            baseline: zero images, concatenated maps).
+        fusion: ``"hemis"`` (masked mean + variance, skip absent), ``"attention"`` (HeMIS +
+            region-aware weighted sum, skip absent) or ``"zero_fill"`` (late-fusion baseline:
+            zero images, concatenated maps).
         modality_dropout: per-sample, per-modality drop probability in training, in [0, 1).
         decoder: :class:`UNetDecoder` options (``decoder_channels``, ``input_skip``,
             ``stem_channels``, ``norm``).
@@ -97,7 +123,11 @@ class FusedUNet(FusionModel):
                                                          **dict(enc.get("args") or {})) for m in self.modalities})
         channels, sizes = probe_encoder(self.encoders[self.modalities[0]])
         self.fusion = fusion
-        self.width = 2 if fusion == "hemis" else len(self.modalities)  # maps per encoder channel after fusion
+        # maps per encoder channel after fusion
+        self.width = {"hemis": 2, "attention": 3}.get(fusion, len(self.modalities))
+        if fusion == "attention":  # one scorer per scale (input image first), shared by the modalities
+            self.fusion_scores = nn.ModuleList([nn.Conv2d(c, 1, kernel_size=1) for c in [1] + list(channels)])
+            self.modality_bias = nn.Parameter(torch.zeros(len(channels) + 1, len(self.modalities)))
         self.decoder = UNetDecoder([self.width * c for c in channels], sizes, img_size, 2,
                                    input_channels=self.width, **dec_args)
         self.task_head = nn.Conv2d(self.decoder.out_channels, self.num_classes, kernel_size=1)
@@ -150,10 +180,20 @@ class FusedUNet(FusionModel):
             maps = []
             for j in range(len(ref)):
                 stack = torch.stack([lv[j] if lv is not None else torch.zeros_like(ref[j]) for lv in levels], 1)
-                maps.append(torch.cat(masked_moments(stack, mask), 1))
-            image = torch.cat(masked_moments(torch.stack(images, 1), mask), 1)
+                maps.append(self._fuse(stack, mask, j + 1))
+            image = self._fuse(torch.stack(images, 1), mask, 0)
         logits = self.task_head(self.decoder(maps, image))
         return {"logits": logits, "used": pres}
+
+    def _fuse(self, stack: torch.Tensor, mask: torch.Tensor, level: int) -> torch.Tensor:
+        """``(B, M, C, h, w)`` maps of one scale -> ``(B, width * C, h, w)`` (moments [+ weighted sum])."""
+        moments = masked_moments(stack, mask)
+        if self.fusion != "attention":
+            return torch.cat(moments, 1)
+        b, m = stack.shape[:2]
+        score = self.fusion_scores[level](stack.flatten(0, 1)).unflatten(0, (b, m))
+        score = score + self.modality_bias[level].view(1, m, 1, 1, 1)
+        return torch.cat([masked_softmax_fusion(stack, score, mask), *moments], 1)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-pixel class probabilities ``(B, K, S, S)`` (softmax over the class axis)."""
@@ -165,4 +205,4 @@ class FusedUNet(FusionModel):
         return dice_ce_loss(out["logits"], target.to(out["logits"].device), self.num_classes)
 
 
-__all__ = ["FusedUNet", "masked_moments", "FUSIONS"]
+__all__ = ["FusedUNet", "masked_moments", "masked_softmax_fusion", "FUSIONS"]
