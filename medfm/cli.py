@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     recipe_command("finetune", "fine-tune a classifier (linear, full or LoRA) from a recipe").add_argument(
         "--dataset", default=None, help="override data.dataset (MedMNIST flag)")
     recipe_command("segment", "train + evaluate a segmentation adapter from a recipe (finetune/seg_*.yaml)")
-    recipe_command("vqa", "train + evaluate a VQA adapter on VQA-RAD from a recipe (finetune/vqa_*.yaml)", resume="")
+    recipe_command("vqa", "train + evaluate a VQA adapter on VQA-RAD from a recipe (finetune/vqa_*.yaml)",
+                   resume="continue from <output>/train_state (the last finished epoch)")
     recipe_command("fuse", "train + evaluate missing-modality fusers on TCGA-LGG (finetune/fusion_lgg_*.yaml)",
                    init=False, resume="continue unfinished models; reuse finished ones")
 
@@ -165,7 +166,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "vqa":
         from medfm.training.vqa import load_vqa_recipe, run_vqa
 
-        res = run_vqa(load_vqa_recipe(args.recipe, args.epochs), args.output, init=args.init, data_root=args.data_root)
+        res = run_vqa(load_vqa_recipe(args.recipe, args.epochs), args.output, init=args.init, data_root=args.data_root,
+                      resume=args.resume)
         m = res["metrics"]
         print("VQA-RAD test: " + "  ".join(f"{k} {100 * m[k]['acc']:.1f}% [{100 * m[k]['ci']['low']:.1f}, "
                                              f"{100 * m[k]['ci']['high']:.1f}]" for k in ("closed", "open", "overall")))

@@ -11,6 +11,9 @@ accuracy is logged for the curve only):
    fusion + heads on cached tokens; ``lora``: LoRA on the encoder (peft, head/fusion in
    ``modules_to_save``), merged into the weights before saving; ``full``: everything trains;
 4. AdamW with linear warm-up + cosine decay (``medfm.training.loop.lr_at``), seeded order;
+   after every epoch the training state (weights, optimizer, RNG, log) is written atomically
+   to ``train_state/``, so ``--resume`` continues after the last finished epoch with the
+   same result as an uninterrupted run;
 5. write ``checkpoint/`` (``medfm.hub`` layout; the text encoder is referenced, not saved),
    ``predictions.jsonl`` (top-k ranked answers per test question), ``metrics.jsonl``,
    ``results.json``, ``report.md``, ``accuracy_by_question_type.png``, ``training_curve.png``.
@@ -28,10 +31,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+
 from medfm.adapters.lora import LoraSettings
 from medfm.config import dump_yaml, from_dict, load_yaml, to_dict
-from medfm.io import atomic_write_json, atomic_write_text, to_jsonable
+from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
 from medfm.training.loop import TrainConfig, lr_at, param_groups
+from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
 
 VQA_MODES = ("frozen", "lora", "full")
@@ -157,8 +162,12 @@ def _accuracy(logits: torch.Tensor, split: _Tokens) -> Dict[str, float]:
             "open": float(hit[~split.closed].float().mean())}
 
 
-def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_root: Optional[str] = None) -> Dict[str, Any]:
+def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_root: Optional[str] = None,
+            resume: bool = False) -> Dict[str, Any]:
     """Train + evaluate one VQA recipe; returns the ``results.json`` dict.
+
+    ``resume``: continue from ``<output>/train_state`` (the last finished epoch); without a
+    saved state the run starts from scratch.
 
     Raises:
         ValueError: a recipe that requires ``--init`` without one; data/checkpoint errors
@@ -221,8 +230,13 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
     total, warmup = steps_per_epoch * cfg.epochs, int(round(cfg.warmup_epochs * steps_per_epoch))
     log: List[Dict[str, Any]] = []
-    step = 0
-    bar = tqdm(range(cfg.epochs), desc=f"vqa {recipe.encoder.name} ({recipe.mode})")
+    step, start = 0, 0
+    state_dir = output / "train_state"
+    if resume and (state_dir / STATE_JSON).is_file():
+        counters = load_training_state(state_dir, net, opt)
+        step, start, log = int(counters["step"]), int(counters["epoch"]), list(counters["log"])
+    bar = tqdm(range(start, cfg.epochs), desc=f"vqa {recipe.encoder.name} ({recipe.mode})", initial=start,
+               total=cfg.epochs)
     for epoch in bar:
         set_train()
         order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
@@ -245,6 +259,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
                "test_acc_curve_only": test_acc}
         log.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.3f}", test_closed=f"{test_acc['closed']:.3f}")
+        with atomic_dir(state_dir) as tmp:
+            save_training_state(tmp, net, opt, {"epoch": epoch + 1, "step": step, "log": log})
     atomic_write_text(output / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in log))
     train_s = time.time() - t0
 

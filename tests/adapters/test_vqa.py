@@ -208,3 +208,38 @@ def test_lora_run_merges_and_reloads(text_spec, tmp_path):
     assert res["meta"]["mode"] == "lora" and res["reload_check"]["same_top1"]
     assert res["reload_check"]["max_abs_logit_diff"] < 1e-5  # merged LoRA weights saved as a plain checkpoint
     assert not any("lora" in k for k in from_pretrained(tmp_path / "run" / "checkpoint").state_dict())
+
+
+def test_resume_after_a_kill_matches_the_uninterrupted_run(text_spec, tmp_path, monkeypatch):
+    import medfm.training.vqa as V
+    from medfm.cli import main
+
+    _write_vqa_rad(tmp_path / "data")
+    recipe = tmp_path / "vqa.yaml"
+    recipe.write_text(json.dumps({
+        "data": {"size": 28}, "encoder": {"name": "resnet_test"}, "text_encoder": text_spec,
+        "head": {"fusion": "bilinear", "dim": 16, "heads": 2, "layers": 1, "dropout": 0.3}, "mode": "full",
+        "n_boot": 20, "train": {"epochs": 3, "batch_size": 2, "lr": 1e-2, "warmup_epochs": 0, "precision": "fp32"}}))
+    args = ["--data-root", str(tmp_path / "data")]
+    assert main(["vqa", str(recipe), "--output", str(tmp_path / "full")] + args) == 0
+    calls = {"n": 0}
+    real = V.predict_logits
+
+    def dies_in_epoch_3(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 3 trained, its state not yet saved
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(V, "predict_logits", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        V.run_vqa(V.load_vqa_recipe(recipe), tmp_path / "killed", data_root=str(tmp_path / "data"))
+    monkeypatch.setattr(V, "predict_logits", real)
+    state = json.loads((tmp_path / "killed" / "train_state" / "trainer_state.json").read_text())
+    assert state["counters"]["epoch"] == 2
+    assert main(["vqa", str(recipe), "--output", str(tmp_path / "killed"), "--resume"] + args) == 0
+    a = from_pretrained(tmp_path / "full" / "checkpoint").state_dict()
+    b = from_pretrained(tmp_path / "killed" / "checkpoint").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    full_log = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    assert len(full_log) == 3 and (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines() == full_log
