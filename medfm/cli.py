@@ -32,8 +32,10 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     recipe_command("pretrain", "self-supervised pretraining from a recipe", init=False)
-    recipe_command("finetune", "fine-tune a classifier (linear, full or LoRA) from a recipe").add_argument(
-        "--dataset", default=None, help="override data.dataset (MedMNIST flag)")
+    sp = recipe_command("finetune", "fine-tune a classifier (linear, full or LoRA) from a recipe")
+    sp.add_argument("--dataset", default=None, help="override data.dataset (MedMNIST flag)")
+    sp.add_argument("--label-fraction", type=float, default=None,
+                    help="override data.label_fraction: train on this stratified, seeded fraction of the labels")
     recipe_command("segment", "train + evaluate a segmentation adapter from a recipe (finetune/seg_*.yaml)")
     recipe_command("vqa", "train + evaluate a VQA adapter on VQA-RAD from a recipe (finetune/vqa_*.yaml)",
                    resume="continue from <output>/train_state (the last finished epoch)")
@@ -83,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] = None):
+def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] = None,
+                 label_fraction: Optional[float] = None):
     from medfm.config import from_dict, load_yaml
 
     data = load_yaml(path)
@@ -91,6 +94,8 @@ def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] 
         data.setdefault("train", {})["epochs"] = epochs
     if dataset is not None:
         data.setdefault("data", {})["dataset"] = dataset
+    if label_fraction is not None:
+        data.setdefault("data", {})["label_fraction"] = label_fraction
     return from_dict(cls, data, where=path.name)
 
 
@@ -155,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         from medfm.training.recipes import FinetuneRecipe
         from medfm.training.runs import run_finetune
 
-        recipe = _load_recipe(FinetuneRecipe, args.recipe, args.epochs, args.dataset)
+        recipe = _load_recipe(FinetuneRecipe, args.recipe, args.epochs, args.dataset, args.label_fraction)
         out = run_finetune(recipe, args.output, init=args.init, data_root=args.data_root, resume=args.resume)
         print(f"fine-tuned checkpoint: {out}")
     elif args.command == "segment":

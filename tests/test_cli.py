@@ -88,6 +88,17 @@ def test_recipe_and_data_errors_are_one_line(run_dir, capsys):
     bad.write_text(FINETUNE.replace("mode: lora", "mode: lorra"))
     assert main(["finetune", str(bad), "--output", str(run_dir / "z")]) == 2
     assert "mode must be one of" in capsys.readouterr().err
+    assert main(["finetune", str(run_dir / "ft.yaml"), "--label-fraction", "0", "--output", str(run_dir / "w")]) == 2
+    assert "label_fraction must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_finetune_label_fraction_flag_trains_on_that_subset(run_dir):
+    from medfm.hub import load_config
+
+    assert main(["finetune", str(run_dir / "ft.yaml"), "--label-fraction", "0.5", "--epochs", "1",
+                 "--output", str(run_dir / "f")]) == 0
+    data = load_config(run_dir / "f" / "adapter")["training"]["data"]
+    assert data["label_fraction"] == 0.5 and data["n_train"] == 24  # 48 training images, stratified half
 
 
 def test_pipeline_input_handling(tmp_path):
