@@ -98,7 +98,7 @@ def test_finetune_label_fraction_flag_trains_on_that_subset(run_dir):
     assert main(["finetune", str(run_dir / "ft.yaml"), "--label-fraction", "0.5", "--epochs", "1",
                  "--output", str(run_dir / "f")]) == 0
     data = load_config(run_dir / "f" / "adapter")["training"]["data"]
-    assert data["label_fraction"] == 0.5 and data["n_train"] == 24  # 48 training images, stratified half
+    assert data["label_fraction"] == 0.5 and data["n_train"] == 25  # 48 images: half of each class, rounded up per class
 
 
 def test_pipeline_input_handling(tmp_path):
