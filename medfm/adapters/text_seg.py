@@ -178,7 +178,10 @@ class TextConditionedSegmenter(nn.Module):
         text_encoder: spec that rebuilds the text encoder (``{"name": "minilm"}``),
             recorded for free-text queries.
         decoder: :class:`UNetDecoder` options.
-        head: ``{"channels": 8, "layers": 3, "controller_hidden": 256, "embed_dim": 256}``.
+        head: ``{"channels": 8, "layers": 3, "controller_hidden": 256, "embed_dim": 256,
+            "image_conditioning": True}``; ``image_conditioning=False`` drops the global image
+            feature from the controller input (the head then depends on the prompt only: one
+            fixed head per target, an ablation of MulModSeg's image-text conditioning).
         template: prompt template with ``{modality}`` and ``{target}``.
         inference: as :class:`medfm.adapters.segmentation.SegmentationModel`.
         domain_norm: one BatchNorm per modality (:class:`DomainBatchNorm`); the domains are
@@ -211,7 +214,7 @@ class TextConditionedSegmenter(nn.Module):
         names = [t["name"] for t in targets]
         if len(set(names)) != len(names):
             raise ValueError(f"target names must be unique, got {names}")
-        head_args = {"channels": 8, "layers": 3, "controller_hidden": 256, "embed_dim": 256}
+        head_args = {"channels": 8, "layers": 3, "controller_hidden": 256, "embed_dim": 256, "image_conditioning": True}
         unknown = set(head or {}) - set(head_args)
         if unknown:
             raise ValueError(f"unknown head option(s) {sorted(unknown)} (known: {sorted(head_args)})")
@@ -230,9 +233,12 @@ class TextConditionedSegmenter(nn.Module):
         self.precls = nn.Sequential(make_norm(self.spatial_dims, dec_args.get("norm", "batch"), self.decoder.out_channels),
                                     nn.ReLU(inplace=True), conv(self.decoder.out_channels, head_args["channels"], 1))
         e = int(head_args["embed_dim"])
-        self.image_proj = nn.Sequential(nn.Linear(channels[-1], e), nn.ReLU(inplace=True))
+        self.image_conditioning = bool(head_args["image_conditioning"])
+        if self.image_conditioning:
+            self.image_proj = nn.Sequential(nn.Linear(channels[-1], e), nn.ReLU(inplace=True))
         self.text_proj = nn.Sequential(nn.Linear(self.text_dim, e), nn.ReLU(inplace=True))
-        self.dynamic_head = DynamicHead(2 * e, head_args["channels"], head_args["layers"], head_args["controller_hidden"])
+        self.dynamic_head = DynamicHead((2 if self.image_conditioning else 1) * e, head_args["channels"],
+                                        head_args["layers"], head_args["controller_hidden"])
         self.register_buffer("prompt_embeddings", torch.zeros(len(targets), self.text_dim))
         self.inference = default_inference(encoder, inference)
         unknown = set(target_inference or {}) - set(names)
@@ -331,7 +337,9 @@ class TextConditionedSegmenter(nn.Module):
         if text.ndim != 3 or text.shape[0] != images.shape[0] or text.shape[-1] != self.text_dim:
             raise ValueError(f"text embeddings must be (T, {self.text_dim}) or (B, T, {self.text_dim}), got {tuple(text.shape)}")
         t = text.shape[1]
-        cond = torch.cat([self.image_proj(g).unsqueeze(1).expand(-1, t, -1), self.text_proj(text.to(g.dtype))], dim=-1)
+        cond = self.text_proj(text.to(g.dtype))
+        if self.image_conditioning:
+            cond = torch.cat([self.image_proj(g).unsqueeze(1).expand(-1, t, -1), cond], dim=-1)
         return self.dynamic_head(feats, cond)
 
     def segment(self, images: torch.Tensor, targets: Optional[Sequence[str]] = None,

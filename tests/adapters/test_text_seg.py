@@ -256,3 +256,23 @@ def test_pipeline_segments_a_named_target_or_a_free_text_query(tmp_path):
         pipe(img, target="lesoin")
     with pytest.raises(ValueError, match="target_inference names unknown"):
         build_text_segmenter(enc, TARGETS, BagOfWordsEncoder(), target_inference={"liver": {}})
+
+
+@pytest.mark.parametrize("image_conditioning", [True, False])
+def test_image_conditioning_switch(tmp_path, image_conditioning):
+    torch.manual_seed(0)
+    enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=28)
+    model = build_text_segmenter(enc, TARGETS, BagOfWordsEncoder(), head={
+        "embed_dim": 16, "controller_hidden": 16, "image_conditioning": image_conditioning}).eval()
+    seen = {}
+    model.dynamic_head.register_forward_hook(lambda m, args, out: seen.update(cond=args[1]))
+    x = torch.rand(2, 3, 28, 28)
+    with torch.no_grad():
+        logits = model(x)
+    cond = seen["cond"]  # (B, T, controller input)
+    assert cond.shape == (2, 2, 32 if image_conditioning else 16)
+    # without image conditioning both images get the same head per target; with it, they differ
+    assert torch.equal(cond[0], cond[1]) != image_conditioning
+    save_pretrained(model, tmp_path / "c")
+    with torch.no_grad():
+        assert torch.equal(from_pretrained(tmp_path / "c")(x), logits)
