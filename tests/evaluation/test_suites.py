@@ -260,7 +260,10 @@ def test_finetune_protocol_trains_on_each_fraction_and_scores_the_result(tmp_pat
         assert moved  # full fine-tuning changed the encoder it started from
         acc = classification_metrics(test.labels, predict_scores(clf.eval(), test), test.task)["acc"]
         assert run["metrics"]["acc"] == pytest.approx(acc)
-    with pytest.raises(Exception, match="unknown key"):
-        from medfm.evaluation.finetune_protocol import finetune_recipe
+    from medfm.evaluation.finetune_protocol import finetune_recipe
 
+    with pytest.raises(Exception, match="unknown key"):
         finetune_recipe(clf.encoder, ckpt, "pneumoniamnist", 28, 1.0, {"epochs": 3})
+    # a fraction smaller than one batch trains with a batch of all its labels
+    small = finetune_recipe(clf.encoder, ckpt, "pneumoniamnist", 28, 0.01, {"train": {"batch_size": 64}}, n_train=47)
+    assert small.train.batch_size == 47 and small.train.epochs == 60
