@@ -34,3 +34,14 @@ def test_pretrain_recipe_builds(path, monkeypatch):
         monkeypatch.setattr(text, "create_text_encoder", lambda *a, **k: _Text(), raising=False)
     objective = OBJECTIVES.build(recipe.objective.name, encoder=enc, **args)
     assert sum(p.numel() for p in objective.parameters() if p.requires_grad) > 0
+
+
+def test_fusion_segmentation_recipe_builds_every_model():
+    from medfm.training.fusion import FusionRecipe
+    from medfm.training.fusion_seg import build_seg_fuser
+
+    path = ROOT / "finetune" / "fusion_lgg_segmentation.yaml"
+    recipe = from_dict(FusionRecipe, load_yaml(path), where=path.name)
+    models = {name: build_seg_fuser(recipe, spec) for name, spec in recipe.models.items()}
+    assert models["fused_unet"].fusion == "hemis" and models["fused_attn"].fusion == "attention"
+    assert models["single_flair"].modalities == ["flair"]
