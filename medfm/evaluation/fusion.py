@@ -284,6 +284,18 @@ def fusion_checks(res: Mapping[str, Any], modalities: Sequence[str], tolerance: 
     return out
 
 
+def subset_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Tuple[List[str], List[Dict[str, Any]]]:
+    """Pivot per-(subset, model) result rows into ``(models, table)``: one table row per subset
+    with ``n`` ("slices (patients pat.)") and one ``metric`` column per model, in first-seen order."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    table: Dict[str, Dict[str, Any]] = {}
+    for r in rows:
+        row = table.setdefault(r["subset"], {"subset": r["subset"]})
+        row[r["model"]] = r[metric]
+        row["n"] = f"{r['n']} ({r['n_patients']} pat.)"
+    return models, list(table.values())
+
+
 def _fmt_ci(r: Mapping[str, Any]) -> str:
     lo, hi = r["auc_ci95"]
     return "n/a" if np.isnan(lo) else f"{lo:.3f}-{hi:.3f}"
@@ -293,15 +305,7 @@ def render_markdown(res: Mapping[str, Any], modalities: Sequence[str]) -> str:
     """``report.md`` text: subset table (AUC per model), natural, MCAR, MNAR and the checks."""
     from medfm.evaluation.report import markdown_table
 
-    models = list(dict.fromkeys(r["model"] for r in res["subsets"]))
-    table = []
-    for s in dict.fromkeys(r["subset"] for r in res["subsets"]):
-        row: Dict[str, Any] = {"subset": s}
-        for r in res["subsets"]:
-            if r["subset"] == s:
-                row[r["model"]] = r["auc"]
-                row["n"] = f"{r['n']} ({r['n_patients']} pat.)"
-        table.append(row)
+    models, table = subset_table(res["subsets"], "auc")
     lines = ["# Missing-modality fusion: TCGA-LGG slice-level abnormality", "",
              "AUC (positive = FLAIR abnormality present). The test split has few patients: read the "
              "patient-bootstrap 95% intervals in results.json / below before comparing close numbers.", "",
@@ -362,4 +366,4 @@ def write_fusion_report(res: Mapping[str, Any], output: PathLike, modalities: Se
 
 __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict_probs", "patient_bootstrap_auc",
            "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
-           "slice_batch", "subset_views", "usable"]
+           "slice_batch", "subset_views", "subset_table", "usable"]

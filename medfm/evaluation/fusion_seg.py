@@ -20,13 +20,13 @@ atomically.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
 from medfm.data.multimodal import batch_size, presence
-from medfm.evaluation.fusion import slice_batch, subset_name, subset_views, usable
+from medfm.evaluation.fusion import slice_batch, subset_name, subset_table, subset_views, usable
 from medfm.io import PathLike, atomic_write_json, atomic_write_text
 
 
@@ -130,15 +130,7 @@ def render_seg_markdown(res: Mapping[str, Any]) -> str:
     from medfm.evaluation.report import markdown_table
     from medfm.io import to_jsonable
 
-    models = list(dict.fromkeys(r["model"] for r in res["subsets"]))
-    table: List[Dict[str, Any]] = []
-    for s in dict.fromkeys(r["subset"] for r in res["subsets"]):
-        row: Dict[str, Any] = {"subset": s}
-        for r in res["subsets"]:
-            if r["subset"] == s:
-                row[r["model"]] = r["dice"]
-                row["n"] = f"{r['n']} ({r['n_patients']} pat.)"
-        table.append(row)
+    models, table = subset_table(res["subsets"], "dice")
     natural = [{**r, "ci": f"{r['dice_ci95'][0]:.3f}-{r['dice_ci95'][1]:.3f}"} for r in res["natural"]]
     return "\n".join([
         "# Missing-modality segmentation: TCGA-LGG FLAIR abnormality", "",
