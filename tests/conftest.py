@@ -119,22 +119,29 @@ def tmp_medfm_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
+def fit_losses(loss_fn, params, steps: int, lr: float, optimizer=torch.optim.Adam, after_step=None) -> List[float]:
+    """Losses of ``steps`` optimizer steps on ``loss_fn(step) -> scalar loss`` over ``params``;
+    ``after_step(step)`` runs after each update (e.g. an objective's ``on_step_end``)."""
+    opt = optimizer(list(params), lr=lr)
+    losses = []
+    for step in range(steps):
+        loss = loss_fn(step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if after_step is not None:
+            after_step(step)
+        losses.append(loss.item())
+    return losses
+
+
 def train_objective_losses(model, batch, steps: int, seed_period: int | None = None, lr: float = 3e-3) -> List[float]:
     """Losses of ``steps`` AdamW steps of an objective on one fixed ``batch`` (its trainable
     parameters only), calling the objective's ``on_step_end`` hook when it has one, as the
     Trainer does. The view generator of step ``s`` is seeded with ``s`` (or ``s % seed_period``)."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    hook = getattr(model, "on_step_end", None)
-    losses = []
-    for step in range(steps):
-        loss = model(batch, torch.Generator().manual_seed(step % seed_period if seed_period else step))["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if hook is not None:
-            hook(step)
-        losses.append(loss.item())
-    return losses
+    return fit_losses(lambda step: model(batch, torch.Generator().manual_seed(step % seed_period if seed_period else step))["loss"],
+                      [p for p in model.parameters() if p.requires_grad], steps, lr, torch.optim.AdamW,
+                      getattr(model, "on_step_end", None))
 
 
 def assert_fuser_round_trip_exact(model, batch, directory: Path) -> None:

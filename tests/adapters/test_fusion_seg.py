@@ -7,7 +7,7 @@ import torch
 from medfm.adapters.fusion import masked_moments
 from medfm.data.multimodal import collate_modalities
 from medfm.registry import FUSERS
-from tests.conftest import assert_fuser_round_trip_exact
+from tests.conftest import assert_fuser_round_trip_exact, fit_losses
 
 MODS = ["pre", "flair", "post"]
 S = 28
@@ -111,15 +111,8 @@ def test_save_load_exact(tmp_path, fusion):
 def test_loss_decreases_on_a_toy_batch():
     model = build(modality_dropout=0.3).train()
     batch = make_batch()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(8):
-        loss = model.loss(model(batch, gen), batch["mask"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_losses(lambda _: model.loss(model(batch, gen), batch["mask"]), model.parameters(), steps=8, lr=3e-3)
     assert losses[-1] < 0.8 * losses[0], losses
 
 

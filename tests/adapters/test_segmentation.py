@@ -7,6 +7,7 @@ from medfm.adapters.lora import LoraSettings, apply_lora
 from medfm.adapters.segmentation import SEG_HEAD_MODULES, SegmentationModel, dice_ce_loss
 from medfm.hub import from_pretrained, save_pretrained
 from medfm.registry import ADAPTERS, ENCODERS
+from tests.conftest import fit_losses
 
 
 
@@ -103,14 +104,7 @@ def test_loss_decreases_on_a_toy_task():
     for i in range(4):
         x[i, 0, 2 + i:9 + i, 4:11] = 1.0
         y[i, 2 + i:9 + i, 4:11] = 1
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(20):
-        loss = model.loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_losses(lambda _: model.loss(model(x), y), model.parameters(), steps=20, lr=1e-2)
     assert losses[-1] < 0.5 * losses[0]
 
 

@@ -14,6 +14,7 @@ from medfm.adapters.lora import LoraSettings, apply_lora
 from medfm.adapters.vqa import FUSIONS, MASKED, VQA_HEAD_MODULES, VQAModel
 from medfm.encoders import create_encoder
 from medfm.hub import from_pretrained, save_pretrained
+from tests.conftest import fit_losses
 from medfm.registry import ADAPTERS
 from medfm.text.encoders import create_text_encoder
 from tests.conftest import save_tiny_bert
@@ -56,14 +57,8 @@ def test_forward_shapes_and_training_fits(text_spec, encoder, fusion):
     out = model(x, q, m)
     assert out["logits"].shape == (3, len(ANSWERS)) and out["type_logit"].shape == (3,)
     target, closed = torch.tensor([0, 2, 3]), torch.tensor([True, False, False])
-    opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("encoder.")], lr=1e-2)
-    losses = []
-    for _ in range(15):
-        loss = model.loss(model(x, q, m), target, closed)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_losses(lambda _: model.loss(model(x, q, m), target, closed),
+                        [p for n, p in model.named_parameters() if not n.startswith("encoder.")], steps=15, lr=1e-2)
     assert losses[-1] < 0.5 * losses[0]
 
 
