@@ -358,6 +358,24 @@ class TextConditionedSegmenter(nn.Module):
         i = int(sims.argmax())
         return self.target_names[i], float(sims[i])
 
+    def embed_query(self, query: str, text_encoder: Any) -> Tuple[torch.Tensor, str, float]:
+        """Embed a free-text query with ``text_encoder`` (``encode(list[str]) -> (1, D)``).
+
+        Returns:
+            ``(embedding (D,) float32, closest known target, its cosine)``.
+
+        Raises:
+            ValueError: an empty query, or embeddings whose size is not this model's ``text_dim``.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"query must be a non-empty string, got {query!r}")
+        q = torch.as_tensor(text_encoder.encode([query]), dtype=torch.float32)[0]
+        if q.shape[-1] != self.text_dim:
+            raise ValueError(f"the text encoder gives {q.shape[-1]}-d embeddings; this model was trained "
+                             f"with {self.text_dim}-d ones")
+        name, sim = self.match_target(q)
+        return q, name, sim
+
     def refer(self, images: torch.Tensor, query: str, text_encoder: Any, snap: bool = False,
               domain: Union[None, str, int, torch.Tensor] = None) -> Dict[str, Any]:
         """Referring segmentation: segment what a free-text ``query`` names.
@@ -373,8 +391,7 @@ class TextConditionedSegmenter(nn.Module):
         Returns:
             ``{"logits": (B, 1, *S), "matched_target": name, "similarity": cosine}``.
         """
-        q = torch.as_tensor(text_encoder.encode([query]), dtype=torch.float32)[0]
-        name, sim = self.match_target(q)
+        q, name, sim = self.embed_query(query, text_encoder)
         cond = self.prompt_embeddings[self.target_index([name])] if snap else q[None].to(self.prompt_embeddings)
         dom = self.domain_index(domain, images.shape[0], [name])
         return {"logits": self(images, cond, domain=dom), "matched_target": name, "similarity": sim}

@@ -225,7 +225,7 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
     """``suite`` with command-line overrides applied (``None`` keeps the suite's value).
 
     Args:
-        protocol: ``as-is``, ``linear`` or ``knn``.
+        protocol: ``as-is``, ``linear``, ``knn`` or ``finetune``.
         label_fractions: comma list, e.g. ``"0.01,0.1,1"``.
         workers: corruption worker processes; batch_size: inference batch size.
         probe_c: the linear probe's C, a number or ``"val"``.

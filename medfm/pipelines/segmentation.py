@@ -226,17 +226,14 @@ class ImageSegmentationPipeline:
                                          f"(one of {self.core.target_names}) or query= (free text), not both")
         if target is not None:
             return PromptedSegmenter(self.model, target).eval(), {"target": target}
-        if not isinstance(query, str) or not query.strip():
-            raise SegmentationInputError(f"query must be a non-empty string, got {query!r}")
         if self.text_encoder is None:
             from medfm.text import create_text_encoder
 
             self.text_encoder = create_text_encoder(self.core.medfm_spec["args"]["text_encoder"])
-        q = torch.as_tensor(self.text_encoder.encode([query]), dtype=torch.float32)[0]
-        if q.shape[-1] != self.core.text_dim:
-            raise SegmentationInputError(f"the text encoder gives {q.shape[-1]}-d embeddings; this model was trained "
-                                         f"with {self.core.text_dim}-d ones")
-        name, sim = self.core.match_target(q)
+        try:
+            q, name, sim = self.core.embed_query(query, self.text_encoder)
+        except ValueError as err:
+            raise SegmentationInputError(str(err)) from None
         return PromptedSegmenter(self.model, q).eval(), {"query": query, "matched_target": name, "similarity": sim}
 
     def _one(self, item: Any, model: torch.nn.Module) -> Dict[str, Any]:

@@ -248,8 +248,7 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         res = evaluate_task(view, task, recipe.eval, output / "tasks" / cfg.name)
         res["task"] = task.metadata()
         if cfg.query:
-            q = torch.as_tensor(text_encoder.encode([cfg.query]), dtype=torch.float32)[0]
-            matched, sim = model.match_target(q)
+            q, matched, sim = model.embed_query(cfg.query, text_encoder)
             qres = evaluate_task(PromptedSegmenter(trained, q, inference=task_inference[cfg.name]), task,
                                  SegEvalConfig(**{**to_dict(recipe.eval), "overlays": 0, "distances": False}))
             res["referring"] = {"query": cfg.query, "matched_target": matched, "cosine": sim,
