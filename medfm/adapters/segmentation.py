@@ -250,7 +250,9 @@ class SegmentationModel(nn.Module):
             inference, default 1), ``intensity`` ("unit": uint8/255 or already in [0, 1];
             "percentile": clip to the 0.5/99.5 percentiles and rescale, for MR/CT),
             ``context_slices`` (2.5D: k neighbouring slices on each side as channels;
-            0 for plain 2D/3D), ``slice_axis`` (2.5D slicing axis of a volume).
+            0 for plain 2D/3D), ``slice_axis`` (2.5D slicing axis of a volume), ``normalize``
+            ("none", or "channel_zscore": each whole input image standardised per channel
+            before the sliding windows, as the model was trained).
 
     Shape:
         ``forward``: ``(B, C, H, W)`` (or ``(B, C, D, H, W)``) float in [0, 1] ->
@@ -315,8 +317,10 @@ def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None
         ValueError: unknown keys or bad values.
     """
     dims = spatial_dims_of(encoder)
+    from medfm.data.segmentation import NORMALIZATIONS
+
     out: Dict[str, Any] = {"roi_size": [encoder.img_size] * dims, "scale": 1.0, "intensity": "unit",
-                           "context_slices": 0, "slice_axis": 0}
+                           "context_slices": 0, "slice_axis": 0, "normalize": "none"}
     given = dict(given or {})
     unknown = set(given) - set(out)
     if unknown:
@@ -327,10 +331,14 @@ def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None
         raise ValueError(f"inference.roi_size needs {dims} values, got {out['roi_size']}")
     if out["intensity"] not in ("unit", "percentile"):
         raise ValueError(f"inference.intensity must be 'unit' or 'percentile', got {out['intensity']!r}")
+    if out["normalize"] not in NORMALIZATIONS:
+        raise ValueError(f"inference.normalize must be one of {list(NORMALIZATIONS)}, got {out['normalize']!r}")
     if not 0 < float(out["scale"]) <= 4:
         raise ValueError(f"inference.scale must be in (0, 4], got {out['scale']}")
     out["scale"] = float(out["scale"])
     out["context_slices"] = int(out["context_slices"])
+    if out["context_slices"] and out["normalize"] != "none":
+        raise ValueError("inference.normalize is not supported for 2.5D models (context_slices > 0)")
     if out["context_slices"] and encoder.in_chans != 2 * out["context_slices"] + 1:
         raise ValueError(f"2.5D with context_slices={out['context_slices']} needs an encoder with "
                          f"in_chans={2 * out['context_slices'] + 1}, got {encoder.in_chans}")

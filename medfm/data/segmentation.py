@@ -249,7 +249,8 @@ class SegmentationArrays:
     """A segmentation training set held in memory, padded to one shape.
 
     Args:
-        images: list of ``(C, *S_i)`` uint8 or float32 (values in [0, 1]) arrays.
+        images: list of ``(C, *S_i)`` uint8 or float32 (values in [0, 1]) arrays
+            (:meth:`standardize_channels` z-scores them afterwards, if a recipe asks).
         masks: list of ``(*S_i)`` integer label maps.
         repeats: samples per epoch = ``repeats * len(images)`` (patch training draws
             several random crops per image and epoch).
@@ -292,6 +293,41 @@ class SegmentationArrays:
         b = self.get_batch(torch.tensor([i]))
         return {k: v[0] for k, v in b.items()}
 
+    def standardize_channels(self) -> None:
+        """Replace each item's image, in place, by :func:`channel_zscore` of its unpadded region
+        (statistics of the image itself, never of the zero padding; padding stays 0)."""
+        for i in range(self.n_items):
+            region = (i, slice(None), *[slice(0, int(s)) for s in self.valid[i]])
+            self.images[region] = channel_zscore(self.images[region][None])[0]
+
+
+#: Input normalisations of segmentation models (``data.normalize`` / ``inference.normalize``).
+NORMALIZATIONS = ("none", "channel_zscore")
+
+
+def channel_zscore(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-image, per-channel z-score: each channel of each image minus its mean, over its std.
+
+    The image-level normalisation nnU-Net applies to non-CT inputs (Isensee et al., Nature
+    Methods 2021). For colour fundus photographs it also removes each image's colour cast
+    (CHASE_DB1 child 13 has about two thirds of the training images' mean red), which
+    fixed-range scaling (uint8 / 255) keeps. Whole images (or volumes) are normalised, before
+    cropping or sliding windows, so training crops and inference windows see one scaling.
+
+    Shape: ``(B, C, *S)`` float -> ``(B, C, *S)`` float32, zero mean and unit (population)
+    std per item and channel; a constant channel becomes 0.
+
+    Raises:
+        ValueError: fewer than 3 dimensions.
+    """
+    if images.ndim < 3:
+        raise ValueError(f"channel_zscore expects (B, C, *S) images, got shape {tuple(images.shape)}")
+    x = images.float()
+    dims = tuple(range(2, x.ndim))
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True, unbiased=False)
+    return (x - mean) / std.clamp_min(eps)
+
 
 def slice_stack(volume: np.ndarray, context: int, axis: int = 0) -> np.ndarray:
     """2.5D inputs: for each slice along ``axis``, the slice and ``context`` neighbours each side.
@@ -307,4 +343,4 @@ def slice_stack(volume: np.ndarray, context: int, axis: int = 0) -> np.ndarray:
 
 __all__ = ["chase_ids", "load_chase", "hippocampus_cases", "load_hippocampus", "load_nifti", "percentile_unit",
            "lgg_patients", "lgg_slices", "load_lgg_slice", "load_lgg_patient", "SegmentationArrays", "slice_stack",
-           "resize_image", "resize_mask", "SPLIT_RULES", "CHASE_LABELS", "HIPPOCAMPUS_LABELS", "LGG_LABELS"]
+           "resize_image", "resize_mask", "channel_zscore", "NORMALIZATIONS", "SPLIT_RULES", "CHASE_LABELS", "HIPPOCAMPUS_LABELS", "LGG_LABELS"]

@@ -85,8 +85,18 @@ def predict_probs(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor]
         raise SegmentationInputError(f"model expects ({core.encoder.in_chans}, {'X, Y, Z' if dims == 3 else 'H, W'}) "
                                      f"input, got shape {tuple(x.shape)}")
     if dims == 3:
-        return _window(model, x[None].to(dev), inf["roi_size"], overlap, sw_batch_size).softmax(1)[0].cpu()
+        x = _normalized(x[None], inf)
+        return _window(model, x.to(dev), inf["roi_size"], overlap, sw_batch_size).softmax(1)[0].cpu()
     return _predict_2d(model, x[None].to(dev), inf, overlap, sw_batch_size)[0].cpu()
+
+
+def _normalized(x: torch.Tensor, inf: Dict[str, Any]) -> torch.Tensor:
+    """``(B, C, *S)`` whole inputs with the model's ``inference.normalize`` applied."""
+    if inf.get("normalize", "none") == "channel_zscore":
+        from medfm.data.segmentation import channel_zscore
+
+        return channel_zscore(x)
+    return x
 
 
 def _predict_2d(model, x: torch.Tensor, inf: Dict[str, Any], overlap: float, sw_batch_size: int) -> torch.Tensor:
@@ -95,6 +105,7 @@ def _predict_2d(model, x: torch.Tensor, inf: Dict[str, Any], overlap: float, sw_
     if inf["scale"] != 1:
         new = [max(8, round(s * inf["scale"])) for s in size]
         x = F.interpolate(x, size=new, mode="bilinear", align_corners=False, antialias=True)
+    x = _normalized(x, inf)
     logits = _window(model, x, inf["roi_size"], overlap, sw_batch_size)
     if tuple(logits.shape[2:]) != tuple(size):
         logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from medfm.data import segmentation as segdata
+from medfm.data.segmentation import NORMALIZATIONS
 
 
 @dataclass
@@ -39,6 +40,10 @@ class SegDataConfig:
             TCGA-LGG stores a missing sequence (the FLAIR copied in its place; 3 of the 7
             LGG test patients have such copies). 0 = off.
         missing_sequence_fill: the channel that stands in for missing ones (LGG: 1 = FLAIR).
+        normalize: "none" (inputs in [0, 1] as loaded) or "channel_zscore" (each whole
+            training image, and each image at inference, standardised per channel by
+            :func:`medfm.data.segmentation.channel_zscore`; recorded in the model's
+            ``inference.normalize`` so the pipeline repeats it). Not with 2.5D.
         data_root: overrides ``$MEDFM_DATA``.
         max_train, max_test: use only the first N training / test cases (smoke tests).
     """
@@ -52,6 +57,7 @@ class SegDataConfig:
     flip_axes: List[int] = field(default_factory=list)
     missing_sequence_p: float = 0.0
     missing_sequence_fill: int = 1
+    normalize: str = "none"
     data_root: Optional[str] = None
     max_train: Optional[int] = None
     max_test: Optional[int] = None
@@ -70,6 +76,11 @@ class SegDataConfig:
         if not 0 <= self.missing_sequence_p <= 1 or self.missing_sequence_fill < 0:
             raise ValueError(f"data.missing_sequence_p must be in [0, 1] and missing_sequence_fill >= 0, got "
                              f"{self.missing_sequence_p}, {self.missing_sequence_fill}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"data.normalize must be one of {list(NORMALIZATIONS)}, got {self.normalize!r}")
+        if self.normalize != "none" and self.context_slices:
+            raise ValueError("data.normalize applies to 2D images and 3D volumes, not to 2.5D slice stacks "
+                             "(context_slices > 0)")
         if self.context_slices and self.dataset != "msd_hippocampus":
             raise ValueError("data.context_slices (2.5D) applies to volume data sets (msd_hippocampus) only")
 
@@ -110,6 +121,13 @@ class SegTask:
 
     def train_set(self) -> segdata.SegmentationArrays:
         raise NotImplementedError
+
+    def training_arrays(self) -> segdata.SegmentationArrays:
+        """:meth:`train_set` with the recipe's input normalisation (``data.normalize``) applied."""
+        arrays = self.train_set()
+        if self.cfg.normalize == "channel_zscore":
+            arrays.standardize_channels()
+        return arrays
 
     def load_case(self, case_id: str) -> Case:
         raise NotImplementedError

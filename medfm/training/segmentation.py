@@ -184,7 +184,7 @@ def build_segmenter(recipe: SegmentationRecipe, task: SegTask, init: Optional[st
         raise ValueError(f"{task.name} with context_slices={recipe.data.context_slices} needs a {task.spatial_dims}D "
                          f"encoder; {recipe.encoder.name!r} is {getattr(encoder, 'spatial_dims', 2)}D")
     inference = {"scale": recipe.data.scale, "intensity": task.intensity, "context_slices": recipe.data.context_slices,
-                 "slice_axis": recipe.data.slice_axis}
+                 "slice_axis": recipe.data.slice_axis, "normalize": recipe.data.normalize}
     roi = recipe.eval.roi_size or patch
     if roi:
         inference["roi_size"] = list(roi)
@@ -255,7 +255,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     task = build_task(recipe.data, data_root)
-    train_set = task.train_set()
+    train_set = task.training_arrays()
     torch.manual_seed(recipe.train.seed)
     model = build_segmenter(recipe, task, init)
     base = init or recipe.encoder.pretrained

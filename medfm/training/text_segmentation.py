@@ -213,14 +213,15 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     chans = {t.in_chans for t in tasks}
     if len(chans) != 1 or any(t.spatial_dims != 2 for t in tasks):
         raise ValueError(f"all tasks must be 2D with one channel count, got {[(t.name, t.in_chans) for t in tasks]}")
-    train_set = MultiTaskArrays([t.train_set() for t in tasks], alternate=recipe.alternate)
+    train_set = MultiTaskArrays([t.training_arrays() for t in tasks], alternate=recipe.alternate)
     torch.manual_seed(recipe.train.seed)
     patch = recipe.tasks[0].data.patch
     encoder = create_encoder(recipe.encoder.name, in_chans=chans.pop(), img_size=recipe.encoder.img_size or patch[0],
                              pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
     text_encoder = create_text_encoder(recipe.text_encoder)
     targets = [{"name": t.name, "modality": t.modality, "target": t.target} for t in recipe.tasks]
-    task_inference = {t.name: {"roi_size": list(patch), "scale": t.data.scale} for t in recipe.tasks}
+    task_inference = {t.name: {"roi_size": list(patch), "scale": t.data.scale, "normalize": t.data.normalize}
+                      for t in recipe.tasks}
     model = build_text_segmenter(encoder, targets, text_encoder, text_encoder_spec=recipe.text_encoder,
                                  decoder=recipe.decoder, head=recipe.head, inference={"roi_size": list(patch)},
                                  domain_norm=recipe.domain_norm, target_inference=task_inference)

@@ -123,6 +123,26 @@ def test_save_load_round_trip(tmp_path):
     assert again.inference["roi_size"] == [16, 16, 16]
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channel_zscore_inference_removes_a_colour_cast(dims):
+    """With ``inference.normalize: channel_zscore`` a per-channel gain and offset of the whole
+    image (a colour cast) leaves the prediction unchanged; without it, it does not."""
+    from medfm.pipelines.segmentation import predict_probs
+
+    torch.manual_seed(0)
+    name, size = ("resnet_test", (40, 36)) if dims == 2 else ("resnet3d_test", (20, 18, 16))
+    enc = medfm.create_encoder(name, in_chans=3 if dims == 2 else 2, img_size=16)
+    plain = SegmentationModel(enc, 2, inference={"roi_size": 16}).eval()
+    normed = SegmentationModel(enc, 2, inference={"roi_size": 16, "normalize": "channel_zscore"}).eval()
+    normed.load_state_dict(plain.state_dict())
+    x = torch.rand(enc.in_chans, *size)
+    gain = torch.linspace(0.5, 1.5, enc.in_chans).view(-1, *[1] * dims)
+    cast = x * gain + 0.1
+    with torch.no_grad():
+        assert torch.allclose(predict_probs(normed, x, overlap=0.25), predict_probs(normed, cast, overlap=0.25), atol=1e-5)
+        assert not torch.allclose(predict_probs(plain, x, overlap=0.25), predict_probs(plain, cast, overlap=0.25), atol=1e-3)
+
+
 def test_bad_arguments():
     enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
     with pytest.raises(ValueError, match="num_classes"):
@@ -135,6 +155,11 @@ def test_bad_arguments():
         SegmentationModel(enc, 2, inference={"roi": 28})
     with pytest.raises(ValueError, match="in_chans=5"):
         SegmentationModel(enc, 2, inference={"context_slices": 2})
+    with pytest.raises(ValueError, match="inference.normalize must be one of"):
+        SegmentationModel(enc, 2, inference={"normalize": "zscore"})
+    enc5 = medfm.create_encoder("resnet_test", in_chans=5, img_size=28)
+    with pytest.raises(ValueError, match="not supported for 2.5D"):
+        SegmentationModel(enc5, 2, inference={"context_slices": 2, "normalize": "channel_zscore"})
     logits = torch.zeros(1, 2, 8, 8)
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\)"):
         dice_ce_loss(logits, torch.full((1, 8, 8), 2), 2)

@@ -125,6 +125,24 @@ def test_arrays_pad_and_batch():
     assert batch["mask"][0, :, :4].unique().tolist() == [2]
 
 
+def test_channel_zscore_hand_computed_and_padding_untouched():
+    x = torch.tensor([[[[0.0, 2.0], [4.0, 6.0]], [[1.0, 1.0], [1.0, 1.0]]]])  # (1, 2, 2, 2)
+    z = seg.channel_zscore(x)
+    std = (20 / 4) ** 0.5  # population std of 0, 2, 4, 6 around 3
+    assert torch.allclose(z[0, 0], (x[0, 0] - 3) / std)
+    assert torch.equal(z[0, 1], torch.zeros(2, 2))  # a constant channel becomes 0, not NaN
+    with pytest.raises(ValueError, match="expects"):
+        seg.channel_zscore(torch.zeros(4, 4))
+    a = np.arange(30, dtype=np.uint8).reshape(1, 5, 6)
+    b = np.full((1, 7, 4), 200, np.uint8)
+    arr = seg.SegmentationArrays([a, b], [np.zeros((5, 6), np.uint8), np.zeros((7, 4), np.uint8)])
+    arr.standardize_channels()
+    first = arr.images[0, 0, :5, :6]
+    assert abs(float(first.mean())) < 1e-6 and abs(float(first.std(unbiased=False)) - 1) < 1e-5
+    assert arr.images[0, 0, 5:, :].abs().sum() == 0 and arr.images[1, 0, :, 4:].abs().sum() == 0  # padding stays 0
+    assert torch.equal(arr.images[1, 0, :7, :4], torch.zeros(7, 4))
+
+
 def test_slice_stack_and_percentile():
     vol = np.arange(4)[:, None, None] * np.ones((4, 2, 3))
     st = seg.slice_stack(vol, 1, axis=0)

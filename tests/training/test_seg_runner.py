@@ -54,11 +54,12 @@ def _fake_chase(root):
             Image.fromarray(m).convert("1").save(folder / f"Image_{i}_{obs}.png")
 
 
-@pytest.mark.parametrize("mode", ["full", "lora"])
-def test_end_to_end_run_and_reload(tmp_path, mode):
+@pytest.mark.parametrize("mode,normalize", [("full", "channel_zscore"), ("lora", "none")])
+def test_end_to_end_run_and_reload(tmp_path, mode, normalize):
     _fake_chase(tmp_path / "data")
     recipe = from_dict(SegmentationRecipe, {
-        "data": {"dataset": "chase_db1", "patch": [32, 32], "repeats": 4, "flip_axes": [0, 1], "max_train": 2, "max_test": 1},
+        "data": {"dataset": "chase_db1", "patch": [32, 32], "repeats": 4, "flip_axes": [0, 1], "max_train": 2, "max_test": 1,
+                 "normalize": normalize},
         "encoder": {"name": "resnet_test"},
         "decoder": {"stem_channels": 8},
         "mode": mode,
@@ -79,7 +80,10 @@ def test_end_to_end_run_and_reload(tmp_path, mode):
     from medfm.training.seg_tasks import build_task
 
     model = from_pretrained(res["checkpoint"])
+    assert model.inference["normalize"] == normalize
     task = build_task(recipe.data, str(tmp_path / "data"))
+    first = task.training_arrays().images[0]
+    assert (abs(float(first.mean())) < 1e-5) == (normalize == "channel_zscore")  # z-scored training images
     case = task.load_case("11L")
     pred = task.predict(model, case, 0.5, 4)
     from medfm.evaluation.segmentation import dice_score
@@ -127,7 +131,8 @@ def test_text_conditioned_multi_task_run(tmp_path):
     recipe = {
         "tasks": [
             {"name": "vessel", "modality": "fundus", "target": "vessels", "query": "the retinal vessels",
-             "data": {"dataset": "chase_db1", "patch": [32, 32], "repeats": 2, "max_train": 2, "max_test": 1}},
+             "data": {"dataset": "chase_db1", "patch": [32, 32], "repeats": 2, "max_train": 2, "max_test": 1,
+                      "normalize": "channel_zscore"}},
             {"name": "lesion", "modality": "brain MRI", "target": "abnormality",
              "data": {"dataset": "lgg_flair", "patch": [32, 32], "flip_axes": [1], "missing_sequence_p": 0.5}},
         ],
@@ -152,6 +157,8 @@ def test_text_conditioned_multi_task_run(tmp_path):
     model = from_pretrained(res["checkpoint"])
     assert model.target_names == ["vessel", "lesion"] and model.prompts[1] == "A brain MRI image of abnormality"
     assert model.domain_norm and model.modalities == ["fundus", "brain MRI"]
+    assert model.target_inference["vessel"]["normalize"] == "channel_zscore"
+    assert model.target_inference["lesion"]["normalize"] == "none"
 
 
 def test_multitask_batches_alternate_between_tasks():
