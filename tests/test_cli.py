@@ -99,6 +99,11 @@ def test_finetune_label_fraction_flag_trains_on_that_subset(run_dir):
                  "--output", str(run_dir / "f")]) == 0
     data = load_config(run_dir / "f" / "adapter")["training"]["data"]
     assert data["label_fraction"] == 0.5 and data["n_train"] == 25  # 48 images: half of each class, rounded up per class
+    # a fraction smaller than one batch (16) trains with a batch of all its labels
+    assert main(["finetune", str(run_dir / "ft.yaml"), "--label-fraction", "0.2", "--epochs", "1",
+                 "--output", str(run_dir / "g")]) == 0
+    cfg = load_config(run_dir / "g" / "adapter")["training"]
+    assert cfg["data"]["n_train"] < 16 and cfg["finetuning"]["train"]["batch_size"] == cfg["data"]["n_train"]
 
 
 def test_pipeline_input_handling(tmp_path):

@@ -11,8 +11,8 @@ label-efficiency tables in SimCLR (Chen et al. 2020, section 6) and LVM-Med.
 
 Settings (``protocol.finetune`` in the suite, a partial :class:`medfm.training.recipes.FinetuneRecipe`):
 ``mode`` (``full`` by default; ``lora``, ``linear``), ``lora``, ``augment``, ``dropout`` and
-``train`` (AdamW, cosine schedule). The batch is capped at the number of training labels
-(1 % of PneumoniaMNIST is 47 images, fewer than one batch of 64). Without ``train.epochs`` the epochs are
+``train`` (AdamW, cosine schedule). ``run_finetune`` caps the batch at the number of training
+labels (1 % of PneumoniaMNIST is 47 images, fewer than one batch of 64). Without ``train.epochs`` the epochs are
 ``min(60, ceil(2 / fraction))``: 2 epochs of all labels, 20 of 10 %, 60 of 1 %, so small
 fractions still get enough optimizer steps (the schedule of medfm's supervised-only
 baselines in ``docs/ssl_results.md``). The trained model of each fraction is kept under
@@ -41,7 +41,7 @@ def auto_epochs(fraction: float) -> int:
 
 
 def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: int, fraction: float,
-                    settings: Optional[Dict[str, Any]] = None, seed: int = 0, n_train: Optional[int] = None) -> Any:
+                    settings: Optional[Dict[str, Any]] = None, seed: int = 0) -> Any:
     """The :class:`FinetuneRecipe` of one (checkpoint, dataset, fraction) run.
 
     Args:
@@ -50,7 +50,6 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
         flag, size: MedMNIST dataset and released size.
         fraction: label fraction in (0, 1].
         settings: partial recipe (``mode``, ``lora``, ``augment``, ``dropout``, ``train``).
-        n_train: the number of training labels the fraction keeps; caps ``train.batch_size``.
 
     Raises:
         ConfigError / ValueError: unknown or bad settings.
@@ -68,10 +67,6 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
         raise ValueError(f"the checkpoint's encoder {type(encoder).__name__} does not record its architecture")
     train = {"seed": seed, **dict(settings.get("train") or {})}
     train.setdefault("epochs", auto_epochs(fraction))
-    if n_train is not None:
-        from medfm.training.loop import TrainConfig
-
-        train["batch_size"] = max(1, min(int(train.get("batch_size", TrainConfig.batch_size)), int(n_train)))
     data = {"dataset": flag, "size": size, "label_fraction": float(fraction), "val_split": None}
     enc = {"name": cfg["name"], "pretrained": str(checkpoint),
            "args": {k: v for k, v in cfg.items() if k not in ("name", "in_chans", "img_size")}}
@@ -90,8 +85,6 @@ def finetune_classifier(encoder: torch.nn.Module, checkpoint: str, flag: str, si
     Raises:
         MedFMDataError: the dataset is missing; ValueError: bad settings or a 3D dataset.
     """
-    from medfm.data.medmnist import MedMNISTDataset
-    from medfm.evaluation.protocols import subset_indices
     from medfm.hub import from_pretrained
     from medfm.training.runs import run_finetune
 
@@ -99,9 +92,7 @@ def finetune_classifier(encoder: torch.nn.Module, checkpoint: str, flag: str, si
     for done in ("model", "adapter"):
         if (workdir / done / "config.json").is_file():
             return from_pretrained(str(workdir / done)).eval()
-    labels = MedMNISTDataset(flag, split="train", size=size, data_root=data_root).labels
-    n_train = len(subset_indices(labels, fraction, seed))  # the subset run_finetune trains on
-    recipe = finetune_recipe(encoder, checkpoint, flag, size, fraction, settings, seed, n_train=n_train)
+    recipe = finetune_recipe(encoder, checkpoint, flag, size, fraction, settings, seed)
     final = run_finetune(recipe, workdir, data_root=data_root)
     return from_pretrained(str(final)).eval()
 

@@ -6,6 +6,7 @@ final ``adapter/`` (LoRA, adapter-only) or ``model/`` (linear/full) checkpoint.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -132,6 +133,9 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
                  resume: bool = False) -> Path:
     """Fine-tune a classifier (linear probe, full, or LoRA) on a MedMNIST flag.
 
+    A training set smaller than ``train.batch_size`` (a small ``data.label_fraction``) trains
+    with one batch of all its images; the checkpoint records the batch size used.
+
     Returns the final checkpoint: ``<output>/adapter`` for LoRA, else ``<output>/model``.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
@@ -143,12 +147,14 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     ds = _load(recipe.data, "train", data_root)
     if ds.is_3d:
         raise ValueError(f"{ds.flag} is a 3D set; 2D classifiers cannot fine-tune on it")
-    _prepare_output(output, recipe)
-    torch.manual_seed(recipe.train.seed)
-    model = build_classifier(recipe, ds, init)
     train_ds: Any = ds
     if recipe.data.label_fraction < 1:
         train_ds = IndexedSubset(ds, label_fraction_indices(ds.labels, recipe.data.label_fraction, seed=recipe.train.seed))
+    if len(train_ds) < recipe.train.batch_size:  # e.g. 1 % of PneumoniaMNIST: 47 labels, one batch of all of them
+        recipe = replace(recipe, train=replace(recipe.train, batch_size=len(train_ds)))
+    _prepare_output(output, recipe)
+    torch.manual_seed(recipe.train.seed)
+    model = build_classifier(recipe, ds, init)
     base = init or recipe.encoder.pretrained
     from_checkpoint = base is not None
     base = keep_lora_base(model, recipe.mode, base, output)
