@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medfm.data.segmentation import NORMALIZATIONS
 from medfm.registry import ADAPTERS
 
 NORMS = ("batch", "instance")
@@ -317,8 +318,6 @@ def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None
         ValueError: unknown keys or bad values.
     """
     dims = spatial_dims_of(encoder)
-    from medfm.data.segmentation import NORMALIZATIONS
-
     out: Dict[str, Any] = {"roi_size": [encoder.img_size] * dims, "scale": 1.0, "intensity": "unit",
                            "context_slices": 0, "slice_axis": 0, "normalize": "none"}
     given = dict(given or {})
