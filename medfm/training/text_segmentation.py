@@ -13,7 +13,9 @@ Dice 0.63 -> 0.28, LGG 0.37 -> 0.00). ``domain_norm: true`` keeps one BatchNorm 
 modality (:class:`medfm.adapters.text_seg.DomainBatchNorm`, DSBN), each image normalised
 with its own modality's statistics; even with DSBN, alternating did not beat mixed batches
 there (two seeds: vessel 0.696 / 0.747 against 0.758 / 0.735, LGG 0.544 / 0.654 against
-0.694 / 0.669), so mixed batches stay the default.
+0.694 / 0.669), so mixed batches stay the default. ``domain_stem: true`` also gives each
+modality its own input convolutions (:class:`medfm.adapters.text_seg.DomainConv`); it did
+not help there either (vessel 0.743 / 0.751, LGG 0.600 / 0.565 on the same two seeds).
 Each image supervises its own task's target, and the
 other tasks' targets as known absent (no glioma in a fundus photograph, no retinal vessel
 in a brain MRI), as binary masks with BCE + per-target soft Dice; with
@@ -79,6 +81,8 @@ class TextSegRecipe:
             docstring for why alternating hurts BatchNorm encoders.
         domain_norm: one BatchNorm per modality
             (:class:`medfm.adapters.text_seg.DomainBatchNorm`); see the module docstring.
+        domain_stem: also one copy per modality of the input convolutions
+            (:class:`medfm.adapters.text_seg.DomainConv`); needs ``domain_norm``.
         cross_task_targets: how an image supervises the targets of the *other* tasks:
             ``"absent"`` (default) as known all-background masks; ``"unlabelled"`` not at
             all (partial-label training as in MulModSeg / the Universal Model: each image's
@@ -93,6 +97,7 @@ class TextSegRecipe:
     mode: str = "full"
     alternate: bool = False
     domain_norm: bool = False
+    domain_stem: bool = False
     cross_task_targets: str = "absent"
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -109,6 +114,8 @@ class TextSegRecipe:
             raise ValueError("all tasks need the same data.patch (one batch mixes their crops)")
         if self.mode not in SEG_MODES:
             raise ValueError(f"mode must be one of {SEG_MODES}, got {self.mode!r}")
+        if self.domain_stem and not self.domain_norm:
+            raise ValueError("domain_stem: true needs domain_norm: true")
         if self.cross_task_targets not in CROSS_TASK_TARGETS:
             raise ValueError(f"cross_task_targets must be one of {CROSS_TASK_TARGETS}, got {self.cross_task_targets!r}")
 
@@ -227,7 +234,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
                       for t in recipe.tasks}
     model = build_text_segmenter(encoder, targets, text_encoder, text_encoder_spec=recipe.text_encoder,
                                  decoder=recipe.decoder, head=recipe.head, inference={"roi_size": list(patch)},
-                                 domain_norm=recipe.domain_norm, target_inference=task_inference)
+                                 domain_norm=recipe.domain_norm, domain_stem=recipe.domain_stem,
+                                 target_inference=task_inference)
     base = init or recipe.encoder.pretrained
     base = keep_lora_base(model, recipe.mode, base, output)
     meta = {"training": {"tasks": {t.name: task.metadata() for t, task in zip(recipe.tasks, tasks)},

@@ -227,6 +227,52 @@ def test_domain_norm_model_uses_the_modality_of_its_prompt(tmp_path):
         assert torch.equal(again.segment(x, ["lesion"]), lesion)
 
 
+def test_domain_conv_routes_each_sample_through_its_modality_copy():
+    from medfm.adapters.text_seg import DomainConv
+
+    torch.manual_seed(0)
+    dconv = DomainConv(torch.nn.Conv2d(3, 5, 3, stride=2, padding=1), 2)
+    with torch.no_grad():
+        dconv.convs[1].weight.mul_(-2.0)  # the copies start equal; make them differ
+    x = torch.randn(5, 3, 8, 8)
+    d = torch.tensor([1, 0, 1, 1, 0])
+    dconv.domains = d
+    out = dconv(x)
+    assert out.shape == (5, 5, 4, 4)  # the output geometry of the wrapped layer, not the input's
+    assert torch.allclose(out[d == 0], dconv.convs[0](x[d == 0]), atol=1e-6)
+    assert torch.allclose(out[d == 1], dconv.convs[1](x[d == 1]), atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision training: the copies' dtype wins
+        assert dconv(x).dtype == torch.bfloat16
+    dconv.domains = torch.tensor([0, 0, 0, 0])
+    with pytest.raises(ValueError, match="domains must be"):
+        dconv(x)
+
+
+def test_domain_stem_gives_each_modality_its_own_input_convolutions(tmp_path):
+    from medfm.adapters.text_seg import DomainConv
+
+    torch.manual_seed(0)
+    enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=28)
+    kw = {"head": {"embed_dim": 32, "controller_hidden": 32}}
+    with pytest.raises(ValueError, match="needs domain_norm"):
+        build_text_segmenter(enc, TARGETS, BagOfWordsEncoder(), domain_stem=True, **kw)
+    model = build_text_segmenter(enc, TARGETS, BagOfWordsEncoder(), domain_norm=True, domain_stem=True, **kw)
+    stems = [n for n, m in model.named_modules() if isinstance(m, DomainConv)]
+    assert len(stems) == 2 and stems[0].startswith("encoder.") and stems[1].startswith("decoder.stem")
+    x = torch.rand(2, 3, 28, 28)
+    model.train()
+    loss = model.loss(model(x, domain=torch.tensor([0, 0])), torch.ones(2, 2, 28, 28))
+    loss.backward()
+    first = model.get_submodule(stems[0])
+    assert first.convs[0].weight.grad is not None and first.convs[1].weight.grad is None  # only modality 0 was seen
+    model.eval()
+    save_pretrained(model, tmp_path / "ckpt")
+    again = from_pretrained(tmp_path / "ckpt")
+    assert again.domain_stem and sum(isinstance(m, DomainConv) for m in again.modules()) == 2
+    with torch.no_grad():
+        assert torch.equal(again.segment(x, ["lesion"]), model.segment(x, ["lesion"]))
+
+
 def test_pipeline_segments_a_named_target_or_a_free_text_query(tmp_path):
     from medfm.pipelines import pipeline
     from medfm.pipelines.segmentation import SegmentationInputError

@@ -240,3 +240,5 @@ def test_unlabelled_cross_task_targets_carry_no_gradient():
     assert grads["absent"][:, 1].abs().max() > 0
     with pytest.raises(ValueError, match="cross_task_targets"):
         TextSegRecipe(tasks=tasks, cross_task_targets="ignore")
+    with pytest.raises(ValueError, match="domain_stem: true needs domain_norm"):
+        TextSegRecipe(tasks=tasks, domain_stem=True)
