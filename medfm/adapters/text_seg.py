@@ -67,13 +67,24 @@ class _DomainRouted(nn.Module):
     owning model does this in its ``forward``). A batch of one domain goes through its copy
     in one call; a mixed batch is split by domain and reassembled in the input order.
 
+    Subclasses name the list of copies (``copies_attr``, the state-dict prefix).
+
     Raises:
-        RuntimeError: no domains set; ValueError: domains of the wrong length or range.
+        RuntimeError: no domains set; ValueError: domains of the wrong length or range, or
+        ``n_domains < 1``.
     """
 
-    domains: Optional[torch.Tensor] = None
+    copies_attr = "copies"
 
-    def _route(self, x: torch.Tensor, copies: nn.ModuleList) -> torch.Tensor:
+    def __init__(self, layer: nn.Module, n_domains: int) -> None:
+        super().__init__()
+        if n_domains < 1:
+            raise ValueError(f"n_domains must be >= 1, got {n_domains}")
+        setattr(self, self.copies_attr, nn.ModuleList(copy.deepcopy(layer) for _ in range(n_domains)))
+        self.domains: Optional[torch.Tensor] = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        copies = getattr(self, self.copies_attr)
         d = self.domains
         if d is None:
             raise RuntimeError(f"{type(self).__name__} has no domains set; call set_domains(model, domains) before forward")
@@ -97,7 +108,7 @@ class DomainBatchNorm(_DomainRouted):
     batches never mix the statistics of different modalities.
 
     Args:
-        norm: the BatchNorm layer to copy (weights and running statistics), one copy per domain.
+        layer: the BatchNorm layer to copy (weights and running statistics), one copy per domain.
         n_domains: number of domains.
 
     Shape:
@@ -109,15 +120,7 @@ class DomainBatchNorm(_DomainRouted):
         ``n_domains < 1``.
     """
 
-    def __init__(self, norm: nn.Module, n_domains: int) -> None:
-        super().__init__()
-        if n_domains < 1:
-            raise ValueError(f"n_domains must be >= 1, got {n_domains}")
-        self.norms = nn.ModuleList(copy.deepcopy(norm) for _ in range(n_domains))
-        self.domains = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._route(x, self.norms)
+    copies_attr = "norms"
 
 
 class DomainConv(_DomainRouted):
@@ -135,26 +138,18 @@ class DomainConv(_DomainRouted):
     with shared input layers, so the recipe does not use it.
 
     Args:
-        conv: the convolution to copy (weights included), one copy per domain.
+        layer: the convolution to copy (weights included), one copy per domain.
         n_domains: number of domains.
 
     Shape:
-        ``(B, C_in, *S)`` -> ``(B, C_out, *S')`` as ``conv``; domains as :class:`DomainBatchNorm`.
+        ``(B, C_in, *S)`` -> ``(B, C_out, *S')`` as ``layer``; domains as :class:`DomainBatchNorm`.
 
     Raises:
         RuntimeError: no domains set; ValueError: domains of the wrong length or range, or
         ``n_domains < 1``.
     """
 
-    def __init__(self, conv: nn.Module, n_domains: int) -> None:
-        super().__init__()
-        if n_domains < 1:
-            raise ValueError(f"n_domains must be >= 1, got {n_domains}")
-        self.convs = nn.ModuleList(copy.deepcopy(conv) for _ in range(n_domains))
-        self.domains = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._route(x, self.convs)
+    copies_attr = "convs"
 
 
 def convert_domain_norms(module: nn.Module, n_domains: int) -> int:
