@@ -172,7 +172,8 @@ def convert_input_conv(module: nn.Module, in_chans: int, n_domains: int) -> str:
     """Replace the first convolution of ``module`` that reads ``in_chans`` channels by a :class:`DomainConv`.
 
     "First" is in module registration order (``named_modules``), which for the registered
-    encoders and :class:`UNetDecoder`'s input block is the layer applied to the image.
+    encoders and :class:`UNetDecoder`'s input block is the layer applied to the image;
+    ``module`` itself is never replaced (wrap a bare convolution in :class:`DomainConv`).
 
     Returns:
         the dotted name of the replaced layer.
@@ -181,7 +182,7 @@ def convert_input_conv(module: nn.Module, in_chans: int, n_domains: int) -> str:
         ValueError: no convolution with ``in_chans`` input channels in ``module``.
     """
     for name, child in module.named_modules():
-        if isinstance(child, nn.modules.conv._ConvNd) and child.in_channels == in_chans:
+        if name and isinstance(child, nn.modules.conv._ConvNd) and child.in_channels == in_chans:
             parent_name, _, attr = name.rpartition(".")
             parent = module.get_submodule(parent_name) if parent_name else module
             setattr(parent, attr, DomainConv(child, n_domains))

@@ -228,7 +228,7 @@ def test_domain_norm_model_uses_the_modality_of_its_prompt(tmp_path):
 
 
 def test_domain_conv_routes_each_sample_through_its_modality_copy():
-    from medfm.adapters.text_seg import DomainConv
+    from medfm.adapters.text_seg import DomainConv, convert_input_conv
 
     torch.manual_seed(0)
     dconv = DomainConv(torch.nn.Conv2d(3, 5, 3, stride=2, padding=1), 2)
@@ -246,6 +246,8 @@ def test_domain_conv_routes_each_sample_through_its_modality_copy():
     dconv.domains = torch.tensor([0, 0, 0, 0])
     with pytest.raises(ValueError, match="domains must be"):
         dconv(x)
+    with pytest.raises(ValueError, match="no convolution with 3 input channels"):
+        convert_input_conv(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3)), 3, 2)
 
 
 def test_domain_stem_gives_each_modality_its_own_input_convolutions(tmp_path):
