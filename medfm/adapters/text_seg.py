@@ -330,7 +330,7 @@ class TextConditionedSegmenter(nn.Module):
             if not self.domain_norm:
                 raise ValueError("domain_stem needs domain_norm=True (the per-modality layers share its domains)")
             convert_input_conv(self.encoder, encoder.in_chans, len(self.modalities))
-            if getattr(self.decoder, "input_skip", False):
+            if self.decoder.input_skip:
                 convert_input_conv(self.decoder.stem, encoder.in_chans, len(self.modalities))
         self.num_classes = 2  # per target: background / target
         self.label_names = ["background", "target"]
