@@ -480,7 +480,8 @@ class TextConditionedSegmenter(nn.Module):
         dom = self.domain_index(domain, images.shape[0], [name])
         return {"logits": self(images, cond, domain=dom), "matched_target": name, "similarity": sim}
 
-    def loss(self, logits: torch.Tensor, masks: torch.Tensor, known: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, masks: torch.Tensor, known: Optional[torch.Tensor] = None,
+             weights: Optional[Sequence[float]] = None) -> torch.Tensor:
         """Binary cross-entropy + soft Dice per target, over the (sample, target) pairs with known labels.
 
         The Dice term is computed for each target over the batch and averaged over the
@@ -488,29 +489,58 @@ class TextConditionedSegmenter(nn.Module):
         frequent one (vessels); pooling all targets into one Dice lets the frequent target
         dominate and the rare one collapse to "absent".
 
+        ``weights`` (one positive float per target; default all 1) scale each target's share of
+        both terms: the BCE is the ``w_t``-weighted mean over the known pixels and the Dice
+        term the ``w_t``-weighted mean of the per-target Dice losses (static task weighting
+        as in multi-task learning, e.g. Kendall et al., CVPR 2018, with fixed weights). With
+        all weights 1 the loss is exactly the unweighted one.
+
         Args:
             logits: ``(B, T, *S)``.
             masks: ``(B, T, *S)`` {0, 1} per-target masks.
             known: ``(B, T)`` bool; False excludes a pair (partially labelled data).
+            weights: ``T`` positive finite floats, or None.
 
         Raises:
-            ValueError: mismatched shapes, or no known pair at all.
+            ValueError: mismatched shapes, no known pair at all, or weights of the wrong
+                length / not positive and finite.
         """
         if masks.shape != logits.shape:
             raise ValueError(f"masks {tuple(masks.shape)} must match logits {tuple(logits.shape)}")
         known = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device) if known is None else known.bool()
         if not known.any():
             raise ValueError("no (sample, target) pair has a known label")
+        w = check_target_weights(weights, logits.shape[1]).to(logits.device)
         z, y = logits.float(), masks.float()
-        bce = F.binary_cross_entropy_with_logits(z[known], y[known])
+        pix = F.binary_cross_entropy_with_logits(z, y, reduction="none").flatten(2).mean(2)  # (B, T)
+        wk = w.expand_as(known)[known]
+        bce = (pix[known] * wk).sum() / wk.sum()
         p = torch.sigmoid(z)
-        dices = []
+        dices, wd = [], []
         for t in range(z.shape[1]):
             sel = known[:, t]
             if sel.any():
                 pt, yt = p[sel, t], y[sel, t]
                 dices.append(1 - (2 * (pt * yt).sum() + 1e-5) / (pt.sum() + yt.sum() + 1e-5))
-        return bce + torch.stack(dices).mean()
+                wd.append(w[t])
+        wd = torch.stack(wd)
+        return bce + (torch.stack(dices) * wd).sum() / wd.sum()
+
+
+def check_target_weights(weights: Optional[Sequence[float]], n_targets: int) -> torch.Tensor:
+    """Per-target loss weights as a float32 ``(T,)`` tensor (all ones for None).
+
+    Raises:
+        ValueError: not ``n_targets`` values, or a value that is not positive and finite.
+    """
+    if weights is None:
+        return torch.ones(n_targets)
+    w = torch.as_tensor([float(v) for v in weights], dtype=torch.float32)
+    if w.numel() != n_targets:
+        raise ValueError(f"need one loss weight per target ({n_targets}), got {w.numel()}")
+    if not (torch.isfinite(w).all() and (w > 0).all()):
+        raise ValueError(f"loss weights must be positive and finite, got {w.tolist()}")
+    return w
 
 
 class PromptedSegmenter(nn.Module):

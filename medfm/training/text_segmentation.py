@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from medfm.adapters.lora import LoraSettings
+from medfm.adapters.text_seg import check_target_weights
 from medfm.training.loop import TrainConfig
 from medfm.training.recipes import EncoderConfig
 from medfm.training.seg_tasks import SegDataConfig, build_task
@@ -55,6 +56,8 @@ class TextTaskConfig:
         name: target id (e.g. "vessel").
         modality, target: the prompt parts ("A {modality} image of {target}").
         query: a free-text referring query evaluated besides the prompt (None: skip).
+        loss_weight: this target's weight in the BCE and Dice terms
+            (:meth:`medfm.adapters.text_seg.TextConditionedSegmenter.loss`); default 1.
     """
 
     data: SegDataConfig = field(default_factory=SegDataConfig)
@@ -62,6 +65,7 @@ class TextTaskConfig:
     modality: str = "medical"
     target: str = "target"
     query: Optional[str] = None
+    loss_weight: float = 1.0
 
 
 CROSS_TASK_TARGETS = ("absent", "unlabelled")
@@ -116,6 +120,7 @@ class TextSegRecipe:
             raise ValueError(f"mode must be one of {SEG_MODES}, got {self.mode!r}")
         if self.domain_stem and not self.domain_norm:
             raise ValueError("domain_stem: true needs domain_norm: true")
+        check_target_weights([t.loss_weight for t in self.tasks], len(self.tasks))
         if self.cross_task_targets not in CROSS_TASK_TARGETS:
             raise ValueError(f"cross_task_targets must be one of {CROSS_TASK_TARGETS}, got {self.cross_task_targets!r}")
 
@@ -170,6 +175,7 @@ def text_seg_step(recipe: TextSegRecipe):
     binary masks, each image's modality for modality-specific norms, BCE + Dice."""
     n_targets = len(recipe.tasks)
     modalities = list(dict.fromkeys(t.modality for t in recipe.tasks))
+    weights = [t.loss_weight for t in recipe.tasks]
 
     def step(model, batch, gen):
         core = model.base_model.model if hasattr(model, "base_model") else model
@@ -194,7 +200,8 @@ def text_seg_step(recipe: TextSegRecipe):
             domains.append(torch.full((m.shape[0],), modalities.index(task.modality), dtype=torch.long))
         domain = torch.cat(domains) if core.domain_norm else None
         logits = model(torch.cat(images), domain=domain)
-        return {"loss": core.loss(logits, torch.cat(masks), known=torch.cat(known).to(logits.device))}
+        return {"loss": core.loss(logits, torch.cat(masks), known=torch.cat(known).to(logits.device),
+                                    weights=weights)}
     return step
 
 
@@ -239,7 +246,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     base = init or recipe.encoder.pretrained
     base = keep_lora_base(model, recipe.mode, base, output)
     meta = {"training": {"tasks": {t.name: task.metadata() for t, task in zip(recipe.tasks, tasks)},
-                         "mode": recipe.mode, "init": base, "train": to_dict(recipe.train)},
+                         "mode": recipe.mode, "init": base, "train": to_dict(recipe.train),
+                         "loss_weights": {t.name: t.loss_weight for t in recipe.tasks}},
             "task_inference": task_inference, "family": model.encoder.family, "task": "text-conditioned-segmentation",
             "summary": f"`{recipe.encoder.name}` text-conditioned (MulModSeg) segmenter for "
                        f"{', '.join(t.name for t in recipe.tasks)}."}

@@ -127,6 +127,33 @@ def test_dice_is_per_target_so_rare_targets_count():
         model.loss(logits, masks, torch.zeros(2, 2, dtype=torch.bool))
 
 
+def test_loss_weights_scale_each_targets_bce_and_dice():
+    """Weighted loss against a hand-written reference; weights of 1 give the unweighted loss."""
+    model = _model()
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 2, 6, 6, generator=g)
+    masks = (torch.rand(3, 2, 6, 6, generator=g) > 0.7).float()
+    known = torch.tensor([[True, True], [True, False], [False, True]])
+    assert model.loss(logits, masks, known, weights=[1.0, 1.0]).item() == pytest.approx(
+        model.loss(logits, masks, known).item(), abs=1e-7)
+    w = [3.0, 1.0]
+    num = den = 0.0
+    for b in range(3):
+        for t in range(2):
+            if known[b, t]:
+                num += w[t] * torch.nn.functional.binary_cross_entropy_with_logits(logits[b, t], masks[b, t]).item()
+                den += w[t]
+    dices = []
+    for t in range(2):
+        p, y = torch.sigmoid(logits[known[:, t], t]), masks[known[:, t], t]
+        dices.append(1 - (2 * (p * y).sum().item() + 1e-5) / (p.sum().item() + y.sum().item() + 1e-5))
+    expected = num / den + (w[0] * dices[0] + w[1] * dices[1]) / (w[0] + w[1])
+    assert model.loss(logits, masks, known, weights=w).item() == pytest.approx(expected, abs=1e-5)
+    for bad in ([1.0], [1.0, 0.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match="loss weight"):
+            model.loss(logits, masks, known, weights=bad)
+
+
 def test_referring_query_matches_target_and_snaps():
     model = _model().eval()
     enc = BagOfWordsEncoder()

@@ -131,6 +131,7 @@ def test_text_conditioned_multi_task_run(tmp_path):
     recipe = {
         "tasks": [
             {"name": "vessel", "modality": "fundus", "target": "vessels", "query": "the retinal vessels",
+             "loss_weight": 2.0,
              "data": {"dataset": "chase_db1", "patch": [32, 32], "repeats": 2, "max_train": 2, "max_test": 1,
                       "normalize": "channel_zscore"}},
             {"name": "lesion", "modality": "brain MRI", "target": "abnormality",
@@ -159,6 +160,9 @@ def test_text_conditioned_multi_task_run(tmp_path):
     assert model.domain_norm and model.modalities == ["fundus", "brain MRI"]
     assert model.target_inference["vessel"]["normalize"] == "channel_zscore"
     assert model.target_inference["lesion"]["normalize"] == "none"
+    from medfm.hub import load_config
+
+    assert load_config(res["checkpoint"])["training"]["loss_weights"] == {"vessel": 2.0, "lesion": 1.0}
 
 
 def test_multitask_batches_alternate_between_tasks():
@@ -216,8 +220,10 @@ def test_unlabelled_cross_task_targets_carry_no_gradient():
     batch = {"image_0": torch.rand(2, 3, 20, 20), "mask_0": (torch.rand(2, 20, 20) > 0.7).long(),
              "valid_0": torch.tensor([[20, 20], [20, 20]])}
     grads = {}
-    for mode in ("absent", "unlabelled"):
-        recipe = TextSegRecipe(tasks=tasks, cross_task_targets=mode)
+    for mode in ("absent", "unlabelled", "weighted"):
+        weighted = [{**tasks[0], "loss_weight": 3.0}, tasks[1]]
+        recipe = (TextSegRecipe(tasks=weighted) if mode == "weighted"
+                  else TextSegRecipe(tasks=tasks, cross_task_targets=mode))
         step = text_seg_step(recipe)
         captured = {}
         orig = model.forward
@@ -238,7 +244,12 @@ def test_unlabelled_cross_task_targets_carry_no_gradient():
     assert grads["unlabelled"][:, 1].abs().max() == 0  # the lesion target is unlabelled on fundus images
     assert grads["unlabelled"][:, 0].abs().max() > 0
     assert grads["absent"][:, 1].abs().max() > 0
+    # loss_weight 3 on the vessel target: its logits' gradient grows, the lesion's shrinks
+    assert grads["weighted"][:, 0].abs().sum() > 1.2 * grads["absent"][:, 0].abs().sum()
+    assert grads["weighted"][:, 1].abs().sum() < 0.8 * grads["absent"][:, 1].abs().sum()
     with pytest.raises(ValueError, match="cross_task_targets"):
         TextSegRecipe(tasks=tasks, cross_task_targets="ignore")
     with pytest.raises(ValueError, match="domain_stem: true needs domain_norm"):
         TextSegRecipe(tasks=tasks, domain_stem=True)
+    with pytest.raises(ValueError, match="loss weights must be positive"):
+        TextSegRecipe(tasks=[{**t, "loss_weight": -1.0} if i == 0 else t for i, t in enumerate(tasks)])
