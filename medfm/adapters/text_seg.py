@@ -491,9 +491,9 @@ class TextConditionedSegmenter(nn.Module):
 
         ``weights`` (one positive float per target; default all 1) scale each target's share of
         both terms: the BCE is the ``w_t``-weighted mean over the known pixels and the Dice
-        term the ``w_t``-weighted mean of the per-target Dice losses (static task weighting
-        as in multi-task learning, e.g. Kendall et al., CVPR 2018, with fixed weights). With
-        all weights 1 the loss is exactly the unweighted one.
+        term the ``w_t``-weighted mean of the per-target Dice losses: fixed task weights, the
+        static baseline of multi-task loss weighting (Kendall et al., CVPR 2018, learn them
+        instead). With all weights 1 the loss is exactly the unweighted one.
 
         Args:
             logits: ``(B, T, *S)``.
@@ -535,7 +535,10 @@ def check_target_weights(weights: Optional[Sequence[float]], n_targets: int) -> 
     """
     if weights is None:
         return torch.ones(n_targets)
-    w = torch.as_tensor([float(v) for v in weights], dtype=torch.float32)
+    try:
+        w = torch.as_tensor([float(v) for v in weights], dtype=torch.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"loss weights must be numbers, got {list(weights)!r}") from None
     if w.numel() != n_targets:
         raise ValueError(f"need one loss weight per target ({n_targets}), got {w.numel()}")
     if not (torch.isfinite(w).all() and (w > 0).all()):
@@ -596,5 +599,5 @@ def build_text_segmenter(encoder: nn.Module, targets: Sequence[Dict[str, str]], 
 
 __all__ = ["TextConditionedSegmenter", "PromptedSegmenter", "DynamicHead", "DomainBatchNorm", "DomainConv", "convert_domain_norms",
            "convert_input_conv",
-           "set_domains", "build_text_segmenter", "target_prompt",
+           "set_domains", "build_text_segmenter", "target_prompt", "check_target_weights",
            "PROMPT_TEMPLATE", "TEXT_SEG_HEAD_MODULES"]

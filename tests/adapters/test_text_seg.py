@@ -149,7 +149,7 @@ def test_loss_weights_scale_each_targets_bce_and_dice():
         dices.append(1 - (2 * (p * y).sum().item() + 1e-5) / (p.sum().item() + y.sum().item() + 1e-5))
     expected = num / den + (w[0] * dices[0] + w[1] * dices[1]) / (w[0] + w[1])
     assert model.loss(logits, masks, known, weights=w).item() == pytest.approx(expected, abs=1e-5)
-    for bad in ([1.0], [1.0, 0.0], [1.0, float("nan")]):
+    for bad in ([1.0], [1.0, 0.0], [1.0, float("nan")], [1.0, "two"]):
         with pytest.raises(ValueError, match="loss weight"):
             model.loss(logits, masks, known, weights=bad)
 
