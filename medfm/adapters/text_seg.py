@@ -60,12 +60,38 @@ def target_prompt(modality: str, target: str, template: str = PROMPT_TEMPLATE) -
     return template.format(modality=modality, target=target)
 
 
+class DomainRoute:
+    """How a batch splits by per-sample domain, worked out once per forward.
+
+    Every per-domain layer of a model sees the same domains, so :func:`set_domains` builds
+    one route and hands it to all of them: the host-side work (the distinct domains, one
+    boolean mask each) is done once per forward, not once per layer.
+
+    Args:
+        domains: ``(B,)`` integer domain indices, ``B >= 1``.
+
+    Raises:
+        ValueError: not a non-empty 1-D integer tensor.
+    """
+
+    def __init__(self, domains: torch.Tensor) -> None:
+        d = torch.as_tensor(domains)
+        if d.dim() != 1 or d.numel() == 0 or d.is_floating_point() or d.is_complex():
+            raise ValueError(f"domains must be a non-empty (B,) integer tensor, got {d.dtype} of shape {tuple(d.shape)}")
+        self.domains = d.long()
+        ks = self.domains.unique().tolist()  # sorted
+        self.low, self.high = ks[0], ks[-1]
+        self.single: Optional[int] = ks[0] if len(ks) == 1 else None
+        self.groups = [] if self.single is not None else [(k, self.domains == k) for k in ks]
+
+
 class _DomainRouted(nn.Module):
     """Base of the per-domain layers: one copy of a layer per domain, each sample through its own.
 
     The per-sample domains ``(B,)`` int64 are set beforehand with :func:`set_domains` (the
-    owning model does this in its ``forward``). A batch of one domain goes through its copy
-    in one call; a mixed batch is split by domain and reassembled in the input order.
+    owning model does this in its ``forward``) or by assigning ``layer.domains``. A batch of
+    one domain goes through its copy in one call; a mixed batch is split by domain and
+    reassembled in the input order.
 
     Subclasses name the list of copies (``copies_attr``, the state-dict prefix).
 
@@ -81,22 +107,31 @@ class _DomainRouted(nn.Module):
         if n_domains < 1:
             raise ValueError(f"n_domains must be >= 1, got {n_domains}")
         setattr(self, self.copies_attr, nn.ModuleList(copy.deepcopy(layer) for _ in range(n_domains)))
-        self.domains: Optional[torch.Tensor] = None
+        self.route: Optional[DomainRoute] = None
+
+    @property
+    def domains(self) -> Optional[torch.Tensor]:
+        """The per-sample domains ``(B,)`` of the next forward (None: not set)."""
+        return None if self.route is None else self.route.domains
+
+    @domains.setter
+    def domains(self, domains: Optional[torch.Tensor]) -> None:
+        self.route = None if domains is None else DomainRoute(domains)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         copies = getattr(self, self.copies_attr)
-        d = self.domains
-        if d is None:
+        r = self.route
+        if r is None:
             raise RuntimeError(f"{type(self).__name__} has no domains set; call set_domains(model, domains) before forward")
-        if d.shape != (x.shape[0],) or int(d.min()) < 0 or int(d.max()) >= len(copies):
-            raise ValueError(f"domains must be (B,)={x.shape[0]} values in [0, {len(copies)}), got {d.tolist()}")
-        first = int(d[0])
-        if bool((d == first).all()):
-            return copies[first](x)
-        parts = {k: copies[k](x[d == k]) for k in d.unique().tolist()}
-        out = parts[first].new_empty((x.shape[0],) + parts[first].shape[1:])  # the copies' dtype (autocast)
-        for k, y in parts.items():
-            out[d == k] = y
+        if r.domains.shape[0] != x.shape[0] or r.low < 0 or r.high >= len(copies):
+            raise ValueError(f"domains must be (B,)={x.shape[0]} values in [0, {len(copies)}), got {r.domains.tolist()}")
+        if r.single is not None:
+            return copies[r.single](x)
+        parts = [(sel, copies[k](x[sel])) for k, sel in r.groups]
+        first = parts[0][1]
+        out = first.new_empty((x.shape[0],) + first.shape[1:])  # the copies' dtype (autocast)
+        for sel, y in parts:
+            out[sel] = y
         return out
 
 
@@ -192,10 +227,15 @@ def convert_input_conv(module: nn.Module, in_chans: int, n_domains: int) -> str:
 
 def set_domains(module: nn.Module, domains: Optional[torch.Tensor]) -> None:
     """Set the per-sample domains ``(B,)`` of every per-domain layer (:class:`DomainBatchNorm`,
-    :class:`DomainConv`) inside ``module``."""
+    :class:`DomainConv`) inside ``module``; one shared :class:`DomainRoute` (None: unset).
+
+    Raises:
+        ValueError: ``domains`` not a non-empty ``(B,)`` integer tensor.
+    """
+    route = None if domains is None else DomainRoute(domains)
     for m in module.modules():
         if isinstance(m, _DomainRouted):
-            m.domains = domains
+            m.route = route
 
 
 class DynamicHead(nn.Module):
@@ -597,7 +637,7 @@ def build_text_segmenter(encoder: nn.Module, targets: Sequence[Dict[str, str]], 
     return model
 
 
-__all__ = ["TextConditionedSegmenter", "PromptedSegmenter", "DynamicHead", "DomainBatchNorm", "DomainConv", "convert_domain_norms",
+__all__ = ["TextConditionedSegmenter", "PromptedSegmenter", "DynamicHead", "DomainBatchNorm", "DomainConv", "DomainRoute", "convert_domain_norms",
            "convert_input_conv",
            "set_domains", "build_text_segmenter", "target_prompt", "check_target_weights",
            "PROMPT_TEMPLATE", "TEXT_SEG_HEAD_MODULES"]

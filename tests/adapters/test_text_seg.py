@@ -217,6 +217,13 @@ def test_domain_batchnorm_normalises_each_domain_on_its_own():
     dsbn.domains = torch.tensor([0, 2, 0, 0, 0])
     with pytest.raises(ValueError, match="domains must be"):
         dsbn(x)
+    from medfm.adapters.text_seg import set_domains
+
+    with pytest.raises(ValueError, match="integer tensor"):
+        set_domains(dsbn, torch.tensor([0.0, 1.0]))
+    two = torch.nn.Sequential(DomainBatchNorm(bn, 2), DomainBatchNorm(bn, 2))
+    set_domains(two, d)
+    assert two[0].route is two[1].route and torch.equal(two[1].domains, d)  # one route per forward
 
 
 def test_domain_norm_model_uses_the_modality_of_its_prompt(tmp_path):
