@@ -10,8 +10,8 @@ classifier is scored like an ``as-is`` checkpoint. This is the "fine-tuning" col
 label-efficiency tables in SimCLR (Chen et al. 2020, section 6) and LVM-Med.
 
 Settings (``protocol.finetune`` in the suite, a partial :class:`medfm.training.recipes.FinetuneRecipe`):
-``mode`` (``full`` by default; ``lora``, ``linear``), ``lora``, ``augment``, ``dropout`` and
-``train`` (AdamW, cosine schedule). ``run_finetune`` caps the batch at the number of training
+``mode`` (``full`` by default; ``lora``, ``linear``), ``lora``, ``augment``, ``dropout``,
+``head_norm`` (MAE's parameter-free feature BatchNorm; use it with ``linear``) and ``train`` (AdamW, cosine schedule). ``run_finetune`` caps the batch at the number of training
 labels (1 % of PneumoniaMNIST is 47 images, fewer than one batch of 64). Without ``train.epochs`` the epochs are
 ``min(60, ceil(2 / fraction))``: 2 epochs of all labels, 20 of 10 %, 60 of 1 %, so small
 fractions still get enough optimizer steps (the schedule of medfm's supervised-only
@@ -49,7 +49,7 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
         checkpoint: the checkpoint the encoder weights are loaded from.
         flag, size: MedMNIST dataset and released size.
         fraction: label fraction in (0, 1].
-        settings: partial recipe (``mode``, ``lora``, ``augment``, ``dropout``, ``train``).
+        settings: partial recipe (``mode``, ``lora``, ``augment``, ``dropout``, ``head_norm``, ``train``).
 
     Raises:
         ConfigError / ValueError: unknown or bad settings.
@@ -59,9 +59,10 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
 
     settings = dict(settings or {"mode": "full"})
     settings.setdefault("mode", "full")
-    unknown = set(settings) - {"mode", "lora", "augment", "dropout", "train"}
+    unknown = set(settings) - {"mode", "lora", "augment", "dropout", "head_norm", "train"}
     if unknown:
-        raise ValueError(f"protocol.finetune: unknown key(s) {sorted(unknown)} (known: mode, lora, augment, dropout, train)")
+        raise ValueError(f"protocol.finetune: unknown key(s) {sorted(unknown)} "
+                         "(known: mode, lora, augment, dropout, head_norm, train)")
     cfg = dict(getattr(encoder, "config", {}) or {})
     if "name" not in cfg:
         raise ValueError(f"the checkpoint's encoder {type(encoder).__name__} does not record its architecture")

@@ -85,6 +85,8 @@ class FinetuneRecipe:
         mode: "linear" (frozen encoder, BatchNorm statistics frozen), "full", or "lora".
         lora: LoRA settings (mode "lora").
         dropout: dropout before the linear head.
+        head_norm: parameter-free BatchNorm on the features before the head (MAE's linear
+            probing; see :class:`medfm.adapters.classification.ImageClassifier`).
         augment: training-time views (None: no augmentation; default: light crops/flips).
     """
 
@@ -93,6 +95,7 @@ class FinetuneRecipe:
     mode: str = "lora"
     lora: LoraSettings = field(default_factory=LoraSettings)
     dropout: float = 0.0
+    head_norm: bool = False
     augment: Optional[ViewConfig] = field(default_factory=ViewConfig.light)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -126,7 +126,7 @@ def build_classifier(recipe: FinetuneRecipe, ds: MedMNISTDataset, init: Optional
     encoder = create_encoder(recipe.encoder.name, in_chans=ds.n_channels, img_size=recipe.encoder.img_size or ds.size,
                              pretrained=pretrained, **recipe.encoder.args)
     return ImageClassifier(encoder, num_classes=ds.num_classes, task=ds.task, label_names=ds.label_names,
-                           dropout=recipe.dropout)
+                           dropout=recipe.dropout, head_norm=recipe.head_norm)
 
 
 def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = None, data_root: Optional[str] = None,
@@ -166,7 +166,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
             "family": model.encoder.family, "n_params": _n_params(model),
             "summary": f"`{recipe.encoder.name}` classifier for {ds.flag} ({ds.task}), fine-tuned ({recipe.mode}) from "
                        f"{'a medfm checkpoint' if from_checkpoint else 'random initialisation'}."}
-    trained = adapt(model, recipe.mode, recipe.lora, head_modules=("task_head",))
+    trained = adapt(model, recipe.mode, recipe.lora,
+                    head_modules=("task_head", "head_norm") if recipe.head_norm else ("task_head",))
     save = checkpoint_writer(recipe.mode, base, meta)
 
     val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None
