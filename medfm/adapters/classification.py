@@ -7,7 +7,7 @@ uses per-label sigmoid + binary cross-entropy.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,11 @@ class ImageClassifier(nn.Module):
             "args": {"num_classes": self.num_classes, "task": task, "label_names": names, "dropout": float(dropout),
                      **({"head_norm": True} if head_norm else {})},
         }
+
+    @property
+    def head_modules(self) -> Tuple[str, ...]:
+        """Names of the modules that make up the head (kept trainable and saved whole by LoRA)."""
+        return ("task_head", "head_norm") if isinstance(self.head_norm, nn.BatchNorm1d) else ("task_head",)
 
     @property
     def multi_label(self) -> bool:

@@ -21,6 +21,7 @@ baselines in ``docs/ssl_results.md``). The trained model of each fraction is kep
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -49,7 +50,8 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
         checkpoint: the checkpoint the encoder weights are loaded from.
         flag, size: MedMNIST dataset and released size.
         fraction: label fraction in (0, 1].
-        settings: partial recipe (``mode``, ``lora``, ``augment``, ``dropout``, ``head_norm``, ``train``).
+        settings: partial :class:`FinetuneRecipe`: any of its sections except ``data`` and
+            ``encoder``, which the checkpoint and the run fix.
 
     Raises:
         ConfigError / ValueError: unknown or bad settings.
@@ -59,10 +61,10 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
 
     settings = dict(settings or {"mode": "full"})
     settings.setdefault("mode", "full")
-    unknown = set(settings) - {"mode", "lora", "augment", "dropout", "head_norm", "train"}
+    known = [f.name for f in fields(FinetuneRecipe) if f.name not in ("data", "encoder")]  # set per checkpoint/run
+    unknown = set(settings) - set(known)
     if unknown:
-        raise ValueError(f"protocol.finetune: unknown key(s) {sorted(unknown)} "
-                         "(known: mode, lora, augment, dropout, head_norm, train)")
+        raise ValueError(f"protocol.finetune: unknown key(s) {sorted(unknown)} (known: {', '.join(known)})")
     cfg = dict(getattr(encoder, "config", {}) or {})
     if "name" not in cfg:
         raise ValueError(f"the checkpoint's encoder {type(encoder).__name__} does not record its architecture")

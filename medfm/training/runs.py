@@ -166,8 +166,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
             "family": model.encoder.family, "n_params": _n_params(model),
             "summary": f"`{recipe.encoder.name}` classifier for {ds.flag} ({ds.task}), fine-tuned ({recipe.mode}) from "
                        f"{'a medfm checkpoint' if from_checkpoint else 'random initialisation'}."}
-    trained = adapt(model, recipe.mode, recipe.lora,
-                    head_modules=("task_head", "head_norm") if recipe.head_norm else ("task_head",))
+    trained = adapt(model, recipe.mode, recipe.lora, head_modules=model.head_modules)
     save = checkpoint_writer(recipe.mode, base, meta)
 
     val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None

@@ -65,3 +65,26 @@ def test_linear_mode_with_head_norm_keeps_the_encoder_and_tracks_feature_statist
         assert torch.equal(v, before[k]), k
     assert isinstance(trained.head_norm, torch.nn.BatchNorm1d)
     assert int(trained.head_norm.num_batches_tracked) == 6  # 48 images / 16 per step x 2 epochs
+
+
+def test_lora_mode_saves_the_head_norm_statistics_with_the_adapter(tmp_path, write_medmnist, monkeypatch):
+    from medfm.cli import main
+    from tests.conftest import fake_medmnist_arrays
+
+    assert _clf(head_norm=True).head_modules == ("task_head", "head_norm")
+    assert _clf(head_norm=False).head_modules == ("task_head",)
+    root = write_medmnist("pneumoniamnist", arrays=fake_medmnist_arrays("pneumoniamnist", counts=(48, 16, 20)))
+    monkeypatch.setenv("MEDFM_DATA", str(root))
+    (tmp_path / "lora.yaml").write_text(textwrap.dedent("""
+        data: {dataset: pneumoniamnist, size: 28}
+        encoder: {name: resnet_test}
+        mode: lora
+        lora: {rank: 4, alpha: 8}
+        head_norm: true
+        train: {epochs: 2, batch_size: 16, lr: 1.0e-3, precision: fp32, log_every: 1}
+    """))
+    assert main(["finetune", str(tmp_path / "lora.yaml"), "--output", str(tmp_path / "out")]) == 0
+    loaded = from_pretrained(str(tmp_path / "out" / "adapter")).eval()
+    norm = loaded.head_norm.modules_to_save["default"]  # peft's saved copy, the one forward uses
+    assert isinstance(norm, torch.nn.BatchNorm1d) and int(norm.num_batches_tracked) == 6
+    assert not torch.equal(norm.running_var, torch.ones_like(norm.running_var))  # trained statistics, not a fresh layer
