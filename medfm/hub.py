@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Set, Union
 
 import torch
 from torch import nn
@@ -107,6 +107,27 @@ def load_state_dict(path: Union[str, Path], filename: str = WEIGHTS_NAME) -> Dic
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"corrupt or truncated weights file {file}: {err}") from None
+
+
+def encoder_weight_names(path_or_id: Union[str, os.PathLike]) -> Set[str]:
+    """Names of the encoder tensors of a checkpoint (its ``encoder.*`` keys, prefix removed).
+
+    Reads only the safetensors header, so it is cheap for any checkpoint size.
+
+    Raises:
+        CheckpointError: missing or corrupt checkpoint.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    file = Path(resolve_checkpoint(path_or_id)) / WEIGHTS_NAME
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint weights missing: {file}")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            keys = list(f.keys())
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"corrupt or truncated weights file {file}: {err}") from None
+    return {k[len("encoder."):] for k in keys if k.startswith("encoder.")}
 
 
 # -- building modules from config ------------------------------------------------------------

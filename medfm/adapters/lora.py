@@ -5,7 +5,9 @@
   for CNNs, every BatchNorm layer go to peft's ``modules_to_save`` (their running statistics
   change during fine-tuning; without saving them a reloaded adapter would not reproduce).
 * :func:`save_adapter` writes an adapter-only checkpoint (peft's ``adapter_config.json`` +
-  ``adapter_model.safetensors``) plus medfm's ``config.json`` that records the base checkpoint.
+  ``adapter_model.safetensors``) plus medfm's ``config.json`` that records the base checkpoint,
+  and ``model_buffers.safetensors`` with the model's buffers outside the encoder that peft
+  does not save (a text-conditioned segmenter's prompt embeddings).
 * :func:`load_adapter` rebuilds base + adapter; :func:`merge_adapter` folds the adapter into
   the base weights and saves a plain checkpoint.
 """
@@ -16,9 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+import torch
 from torch import nn
 
 from medfm.io import atomic_dir
+
+#: the model's buffers that neither the base checkpoint (encoder only) nor peft saves
+BUFFERS_NAME = "model_buffers.safetensors"
 
 
 @dataclass
@@ -66,7 +72,12 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
     pattern = settings.target_modules or encoder.lora_target_modules
     full = rf"encoder\.(?:{pattern})"
     # grouped (depthwise) convolutions are skipped: peft cannot merge LoRA into them
-    hits = [n for n, m in model.named_modules() if re.fullmatch(full, n)
+    # a per-domain copy (DomainConv's ``conv1.convs.k``) answers to its layer's name, so each
+    # modality's copy of a targeted layer gets its own LoRA matrices
+    from medfm.adapters.text_seg import domain_copy_names
+
+    alias = domain_copy_names(model)
+    hits = [n for n, m in model.named_modules() if re.fullmatch(full, alias.get(n, n))
             and (isinstance(m, nn.Linear) or (isinstance(m, (nn.Conv2d, nn.Conv3d)) and m.groups == 1))]
     if not hits:
         raise ValueError(f"LoRA target pattern {pattern!r} matches no Linear/Conv2d/Conv3d layer of encoder {encoder.config.get('name')!r}")
@@ -113,8 +124,25 @@ def write_adapter(peft_model: nn.Module, directory: Union[str, Path], base_check
     directory = Path(directory)
     peft_model.peft_config["default"].base_model_name_or_path = cfg["base_checkpoint"]
     peft_model.save_pretrained(str(directory))
+    extra = unsaved_buffers(base)
+    if extra:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous().cpu() for k, v in extra.items()}, str(directory / BUFFERS_NAME))
     (directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
     (directory / CARD_NAME).write_text(card or build_card(cfg))
+
+
+def unsaved_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Persistent buffers of a LoRA-wrapped model (``peft_model.base_model.model``) that an
+    adapter checkpoint would otherwise lose: outside the encoder (the base checkpoint holds
+    it) and outside peft's LoRA layers and ``modules_to_save`` (peft saves those), e.g. a
+    :class:`~medfm.adapters.text_seg.TextConditionedSegmenter`'s ``prompt_embeddings`` ``(T, D)``.
+    """
+    params = {n for n, _ in model.named_parameters()}
+    return {k: v for k, v in model.state_dict().items()
+            if k not in params and not k.startswith("encoder.")
+            and not any(part in k for part in (".modules_to_save.", ".original_module.", "lora_"))}
 
 
 def _portable(ident: str) -> str:
@@ -131,7 +159,8 @@ def load_adapter(path: Union[str, Path], base_checkpoint: Optional[str] = None):
         base_checkpoint: override the recorded base (e.g. after moving files).
 
     Raises:
-        CheckpointError: missing base checkpoint or mismatched adapter weights.
+        CheckpointError: missing base checkpoint, mismatched adapter weights, or a corrupt
+        or mismatched ``model_buffers.safetensors``.
     """
     from peft import PeftModel
 
@@ -151,6 +180,12 @@ def load_adapter(path: Union[str, Path], base_checkpoint: Optional[str] = None):
         peft_model = PeftModel.from_pretrained(model, str(path))
     except Exception as err:  # peft raises many types for mismatched adapters
         raise CheckpointError(f"adapter weights in {str(path)!r} do not fit the base model: {err}") from None
+    if (path / BUFFERS_NAME).is_file():
+        from medfm.hub import load_exact, load_state_dict
+
+        extra = load_state_dict(path, BUFFERS_NAME)
+        inner = peft_model.base_model.model
+        load_exact(inner, {**inner.state_dict(), **extra}, where=str(path / BUFFERS_NAME))
     peft_model.medfm_checkpoint = str(path)
     return peft_model
 

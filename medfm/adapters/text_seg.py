@@ -238,6 +238,21 @@ def set_domains(module: nn.Module, domains: Optional[torch.Tensor]) -> None:
             m.route = route
 
 
+def domain_copy_names(module: nn.Module) -> Dict[str, str]:
+    """``{copy name: layer name}`` of every per-domain copy inside ``module``.
+
+    E.g. ``{"encoder.model.conv1.convs.0": "encoder.model.conv1", ...}`` for a
+    :class:`DomainConv` at ``encoder.model.conv1``; LoRA matches its target regex against
+    the layer name, so every domain's copy of a targeted layer is adapted.
+    """
+    out: Dict[str, str] = {}
+    for name, m in module.named_modules():
+        if isinstance(m, _DomainRouted):
+            for k in range(len(getattr(m, m.copies_attr))):
+                out[f"{name}.{m.copies_attr}.{k}".lstrip(".")] = name
+    return out
+
+
 class DynamicHead(nn.Module):
     """Per-(image, target) 1x1-convolution stack whose parameters an MLP generates.
 
@@ -639,5 +654,5 @@ def build_text_segmenter(encoder: nn.Module, targets: Sequence[Dict[str, str]], 
 
 __all__ = ["TextConditionedSegmenter", "PromptedSegmenter", "DynamicHead", "DomainBatchNorm", "DomainConv", "DomainRoute", "convert_domain_norms",
            "convert_input_conv",
-           "set_domains", "build_text_segmenter", "target_prompt", "check_target_weights",
+           "domain_copy_names", "set_domains", "build_text_segmenter", "target_prompt", "check_target_weights",
            "PROMPT_TEMPLATE", "TEXT_SEG_HEAD_MODULES"]

@@ -17,14 +17,25 @@ FROZEN_MODES = ("linear", "frozen")
 def keep_lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path) -> Optional[str]:
     """The base checkpoint an adapter will record.
 
-    LoRA over random weights has no base to point at, so the freshly initialised model is
-    saved to ``<output>/base`` first (otherwise the adapter could never be reloaded).
-    """
-    if mode == "lora" and base is None:
-        from medfm.hub import save_pretrained
+    An adapter is reloaded by building the model from its config and loading the base's
+    encoder weights into it, so the base must fit the model's encoder exactly. The model's
+    own starting weights are saved to ``<output>/base`` (and recorded instead) when
 
-        return str(save_pretrained(model, Path(output) / "base"))
-    return base
+    * there is no base (LoRA over random weights), or
+    * the base's encoder tensors no longer match the model's encoder: the model added
+      layers after loading it (per-modality copies from ``domain_norm`` / ``domain_stem``
+      turn ``bn1.weight`` into ``bn1.norms.0.weight``, ...).
+
+    Raises:
+        CheckpointError: ``base`` is missing or corrupt.
+    """
+    if mode != "lora":
+        return base
+    from medfm.hub import encoder_weight_names, save_pretrained
+
+    if base is not None and encoder_weight_names(base) == set(model.encoder.state_dict()):
+        return base
+    return str(save_pretrained(model, Path(output) / "base"))
 
 
 def adapt(model: nn.Module, mode: str, lora: Any, head_modules: Sequence[str]) -> nn.Module:

@@ -358,3 +358,61 @@ def test_image_conditioning_switch(tmp_path, image_conditioning):
     save_pretrained(model, tmp_path / "c")
     with torch.no_grad():
         assert torch.equal(from_pretrained(tmp_path / "c")(x), logits)
+
+
+def test_lora_over_domain_layers_adapts_each_modality_and_reloads(tmp_path):
+    """LoRA + domain_norm + domain_stem from a plain pretrained encoder: every modality's stem
+    copy gets its own LoRA matrices, and the adapter reloads bit-exactly (the plain base no
+    longer fits the per-modality encoder, so the run keeps its own start weights as base)."""
+    from medfm.adapters.classification import ImageClassifier
+    from medfm.adapters.lora import LoraSettings, apply_lora, save_adapter
+    from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, domain_copy_names
+    from medfm.training.adaptation import keep_lora_base
+
+    torch.manual_seed(0)
+    plain = save_pretrained(ImageClassifier(medfm.create_encoder("resnet_test", in_chans=3, img_size=28), num_classes=2),
+                            tmp_path / "pretrained")
+    kw = {"head": {"embed_dim": 32, "controller_hidden": 32}}
+
+    def build(**domain):
+        enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=28, pretrained=str(plain))
+        return build_text_segmenter(enc, TARGETS, BagOfWordsEncoder(), **domain, **kw)
+
+    assert keep_lora_base(build(), "lora", str(plain), tmp_path / "shared") == str(plain)  # same layers: kept
+    assert keep_lora_base(build(), "full", None, tmp_path / "full") is None
+    model = build(domain_norm=True, domain_stem=True)
+    base = keep_lora_base(model, "lora", str(plain), tmp_path / "run")
+    assert base == str(tmp_path / "run" / "base")
+    aliases = domain_copy_names(model)
+    stem = next(layer for copy, layer in aliases.items() if copy.startswith("encoder.") and ".convs." in copy)
+    assert aliases[f"{stem}.convs.1"] == stem
+
+    peft_model = apply_lora(model, LoraSettings(rank=2, alpha=4), head_modules=TEXT_SEG_HEAD_MODULES)
+    copies = peft_model.base_model.model.get_submodule(stem).convs
+    assert all(hasattr(c, "lora_A") for c in copies)  # each modality's stem is adapted
+    x, y = torch.rand(2, 3, 28, 28), torch.ones(2, 2, 28, 28)
+    peft_model.train()
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        loss = model.loss(peft_model(x, domain=torch.tensor([0, 0])), y)
+        opt.zero_grad()
+        loss.backward()
+        assert copies[0].lora_B["default"].weight.grad.abs().sum() > 0
+        assert copies[1].lora_B["default"].weight.grad is None  # modality 1 was not seen
+        opt.step()
+    peft_model.eval()
+    with torch.no_grad():
+        ref = [peft_model.segment(x, [t]) for t in ("vessel", "lesion")]  # one modality each
+    adapter = save_adapter(peft_model, tmp_path / "adapter", base)
+    again = from_pretrained(adapter)
+    with torch.no_grad():
+        for t, r in zip(("vessel", "lesion"), ref):
+            assert torch.equal(again.segment(x, [t]), r)
+    # the prompt embeddings (a buffer outside encoder and head modules) travel with the adapter
+    from medfm.adapters.lora import BUFFERS_NAME
+    from medfm.hub import CheckpointError
+
+    assert (adapter / BUFFERS_NAME).is_file()
+    (adapter / BUFFERS_NAME).write_bytes(b"\x00" * 8)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        from_pretrained(adapter)
