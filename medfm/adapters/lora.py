@@ -74,7 +74,7 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
     # grouped (depthwise) convolutions are skipped: peft cannot merge LoRA into them
     # a per-domain copy (DomainConv's ``conv1.convs.k``) answers to its layer's name, so each
     # modality's copy of a targeted layer gets its own LoRA matrices
-    from medfm.adapters.text_seg import domain_copy_names
+    from medfm.adapters.domain_layers import domain_copy_names
 
     alias = domain_copy_names(model)
     hits = [n for n, m in model.named_modules() if re.fullmatch(full, alias.get(n, n))

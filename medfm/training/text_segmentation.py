@@ -10,11 +10,11 @@ recipe. ``alternate: true`` gives one task per batch (MulModSeg's alternating tr
 which needs norm layers without shared running statistics: with shared BatchNorm the
 eval-time running averages mix both modalities (measured on CHASE_DB1 + TCGA-LGG: vessel
 Dice 0.63 -> 0.28, LGG 0.37 -> 0.00). ``domain_norm: true`` keeps one BatchNorm per
-modality (:class:`medfm.adapters.text_seg.DomainBatchNorm`, DSBN), each image normalised
+modality (:class:`medfm.adapters.domain_layers.DomainBatchNorm`, DSBN), each image normalised
 with its own modality's statistics; even with DSBN, alternating did not beat mixed batches
 there (two seeds: vessel 0.696 / 0.747 against 0.758 / 0.735, LGG 0.544 / 0.654 against
 0.694 / 0.669), so mixed batches stay the default. ``domain_stem: true`` also gives each
-modality its own input convolutions (:class:`medfm.adapters.text_seg.DomainConv`); it did
+modality its own input convolutions (:class:`medfm.adapters.domain_layers.DomainConv`); it did
 not help there either (vessel 0.743 / 0.751, LGG 0.600 / 0.565 on the same two seeds).
 Each image supervises its own task's target, and the
 other tasks' targets as known absent (no glioma in a fundus photograph, no retinal vessel
@@ -84,9 +84,9 @@ class TextSegRecipe:
             :class:`MultiTaskArrays`); default False (mixed batches), see the module
             docstring for why alternating hurts BatchNorm encoders.
         domain_norm: one BatchNorm per modality
-            (:class:`medfm.adapters.text_seg.DomainBatchNorm`); see the module docstring.
+            (:class:`medfm.adapters.domain_layers.DomainBatchNorm`); see the module docstring.
         domain_stem: also one copy per modality of the input convolutions
-            (:class:`medfm.adapters.text_seg.DomainConv`); needs ``domain_norm``.
+            (:class:`medfm.adapters.domain_layers.DomainConv`); needs ``domain_norm``.
         cross_task_targets: how an image supervises the targets of the *other* tasks:
             ``"absent"`` (default) as known all-background masks; ``"unlabelled"`` not at
             all (partial-label training as in MulModSeg / the Universal Model: each image's

@@ -196,7 +196,7 @@ def test_bad_targets():
 
 
 def test_domain_batchnorm_normalises_each_domain_on_its_own():
-    from medfm.adapters.text_seg import DomainBatchNorm
+    from medfm.adapters.domain_layers import DomainBatchNorm
 
     torch.manual_seed(0)
     bn = torch.nn.BatchNorm2d(3)
@@ -217,7 +217,7 @@ def test_domain_batchnorm_normalises_each_domain_on_its_own():
     dsbn.domains = torch.tensor([0, 2, 0, 0, 0])
     with pytest.raises(ValueError, match="domains must be"):
         dsbn(x)
-    from medfm.adapters.text_seg import set_domains
+    from medfm.adapters.domain_layers import set_domains
 
     with pytest.raises(ValueError, match="integer tensor"):
         set_domains(dsbn, torch.tensor([0.0, 1.0]))
@@ -227,7 +227,7 @@ def test_domain_batchnorm_normalises_each_domain_on_its_own():
 
 
 def test_domain_norm_model_uses_the_modality_of_its_prompt(tmp_path):
-    from medfm.adapters.text_seg import DomainBatchNorm
+    from medfm.adapters.domain_layers import DomainBatchNorm
 
     torch.manual_seed(0)
     enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=28)
@@ -262,7 +262,7 @@ def test_domain_norm_model_uses_the_modality_of_its_prompt(tmp_path):
 
 
 def test_domain_conv_routes_each_sample_through_its_modality_copy():
-    from medfm.adapters.text_seg import DomainConv, convert_input_conv
+    from medfm.adapters.domain_layers import DomainConv, convert_input_conv
 
     torch.manual_seed(0)
     dconv = DomainConv(torch.nn.Conv2d(3, 5, 3, stride=2, padding=1), 2)
@@ -285,7 +285,7 @@ def test_domain_conv_routes_each_sample_through_its_modality_copy():
 
 
 def test_domain_stem_gives_each_modality_its_own_input_convolutions(tmp_path):
-    from medfm.adapters.text_seg import DomainConv
+    from medfm.adapters.domain_layers import DomainConv
 
     torch.manual_seed(0)
     enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=28)
@@ -366,7 +366,8 @@ def test_lora_over_domain_layers_adapts_each_modality_and_reloads(tmp_path):
     longer fits the per-modality encoder, so the run keeps its own start weights as base)."""
     from medfm.adapters.classification import ImageClassifier
     from medfm.adapters.lora import LoraSettings, apply_lora, save_adapter
-    from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, domain_copy_names
+    from medfm.adapters.domain_layers import domain_copy_names
+    from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES
     from medfm.training.adaptation import keep_lora_base
 
     torch.manual_seed(0)
