@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Set, Union
+from typing import Any, Dict, List, Optional, Set, Union
 
 import torch
 from torch import nn
@@ -91,22 +91,32 @@ def load_config(path: Union[str, Path]) -> Dict[str, Any]:
     return cfg
 
 
+def _read_weights(path: Union[str, Path], filename: str, read: Any) -> Any:
+    """``read(str(file))`` of the safetensors file ``<path>/<filename>``, errors made clear.
+
+    Raises:
+        CheckpointError: file missing or not a valid safetensors file (truncated, corrupt).
+    """
+    from safetensors import SafetensorError
+
+    file = Path(path) / filename
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint weights missing: {file}")
+    try:
+        return read(str(file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"corrupt or truncated weights file {file}: {err}") from None
+
+
 def load_state_dict(path: Union[str, Path], filename: str = WEIGHTS_NAME) -> Dict[str, torch.Tensor]:
     """Tensors of ``<path>/<filename>`` (safetensors).
 
     Raises:
         CheckpointError: file missing or not a valid safetensors file (truncated, corrupt).
     """
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    file = Path(path) / filename
-    if not file.is_file():
-        raise CheckpointError(f"checkpoint weights missing: {file}")
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"corrupt or truncated weights file {file}: {err}") from None
+    return _read_weights(path, filename, load_file)
 
 
 def encoder_weight_names(path_or_id: Union[str, os.PathLike]) -> Set[str]:
@@ -117,16 +127,13 @@ def encoder_weight_names(path_or_id: Union[str, os.PathLike]) -> Set[str]:
     Raises:
         CheckpointError: missing or corrupt checkpoint.
     """
-    from safetensors import SafetensorError, safe_open
+    from safetensors import safe_open
 
-    file = Path(resolve_checkpoint(path_or_id)) / WEIGHTS_NAME
-    if not file.is_file():
-        raise CheckpointError(f"checkpoint weights missing: {file}")
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            keys = list(f.keys())
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"corrupt or truncated weights file {file}: {err}") from None
+    def header_keys(file: str) -> List[str]:
+        with safe_open(file, framework="pt") as f:
+            return list(f.keys())
+
+    keys = _read_weights(resolve_checkpoint(path_or_id), WEIGHTS_NAME, header_keys)
     return {k[len("encoder."):] for k in keys if k.startswith("encoder.")}
 
 
@@ -263,13 +270,12 @@ def from_pretrained(path_or_id: Union[str, os.PathLike], map_location: Union[str
     return model.to(map_location).eval()
 
 
-def load_exact(model: nn.Module, state: Dict[str, torch.Tensor], where: str = "checkpoint") -> None:
-    """Load ``state`` into ``model`` strictly, answering mismatches with one clear error.
+def check_fits(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """Check that ``state`` has exactly the names and shapes of ``own`` (a module's state dict).
 
     Raises:
-        CheckpointError: missing, unexpected or mis-shaped tensors.
+        CheckpointError: missing, unexpected or mis-shaped tensors, in one clear message.
     """
-    own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
@@ -282,6 +288,15 @@ def load_exact(model: nn.Module, state: Dict[str, torch.Tensor], where: str = "c
         if shapes:
             parts.append(f"{len(shapes)} mis-shaped (e.g. {shapes[:2]})")
         raise CheckpointError(f"weights in {where} do not match the architecture: " + "; ".join(parts))
+
+
+def load_exact(model: nn.Module, state: Dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """Load ``state`` into ``model`` strictly, answering mismatches with one clear error.
+
+    Raises:
+        CheckpointError: missing, unexpected or mis-shaped tensors.
+    """
+    check_fits(model.state_dict(), state, where)
     model.load_state_dict(state, strict=True)
 
 

@@ -159,8 +159,8 @@ def load_adapter(path: Union[str, Path], base_checkpoint: Optional[str] = None):
         base_checkpoint: override the recorded base (e.g. after moving files).
 
     Raises:
-        CheckpointError: missing base checkpoint, mismatched adapter weights, or a corrupt
-        or mismatched ``model_buffers.safetensors``.
+        CheckpointError: missing base checkpoint, mismatched adapter weights, or a missing,
+        corrupt or mismatched ``model_buffers.safetensors`` (when the model has such buffers).
     """
     from peft import PeftModel
 
@@ -180,12 +180,15 @@ def load_adapter(path: Union[str, Path], base_checkpoint: Optional[str] = None):
         peft_model = PeftModel.from_pretrained(model, str(path))
     except Exception as err:  # peft raises many types for mismatched adapters
         raise CheckpointError(f"adapter weights in {str(path)!r} do not fit the base model: {err}") from None
-    if (path / BUFFERS_NAME).is_file():
-        from medfm.hub import load_exact, load_state_dict
+    inner = peft_model.base_model.model
+    own = unsaved_buffers(inner)
+    if own or (path / BUFFERS_NAME).is_file():
+        from medfm.hub import check_fits, load_state_dict
 
-        extra = load_state_dict(path, BUFFERS_NAME)
-        inner = peft_model.base_model.model
-        load_exact(inner, {**inner.state_dict(), **extra}, where=str(path / BUFFERS_NAME))
+        file = path / BUFFERS_NAME
+        extra = load_state_dict(path, BUFFERS_NAME) if file.is_file() else {}
+        check_fits(own, extra, where=str(file) if file.is_file() else f"{file} (absent: written before medfm saved these buffers)")
+        inner.load_state_dict(extra, strict=False)
     peft_model.medfm_checkpoint = str(path)
     return peft_model
 

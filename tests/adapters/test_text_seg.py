@@ -417,3 +417,6 @@ def test_lora_over_domain_layers_adapts_each_modality_and_reloads(tmp_path):
     (adapter / BUFFERS_NAME).write_bytes(b"\x00" * 8)
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         from_pretrained(adapter)
+    (adapter / BUFFERS_NAME).unlink()  # an adapter without them would segment with zero prompts
+    with pytest.raises(CheckpointError, match="absent"):
+        from_pretrained(adapter)
