@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import medfm
+from medfm.adapters.classification import ImageClassifier
 from medfm.adapters.lora import LoraSettings, apply_lora, save_adapter
 from medfm.adapters.segmentation import SEG_HEAD_MODULES, SegmentationModel
 from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
@@ -13,6 +14,12 @@ from medfm.training.adaptation import keep_lora_base
 from tests.conftest import save_tiny_bert
 
 WORDS = ["is", "there", "a", "mass", "what", "plane", "?"]
+
+
+def _classification(_tmp):
+    model = ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=3)
+    x = torch.rand(4, 1, 28, 28)
+    return model, model.head_modules, (x,), lambda out: model.loss(out, torch.tensor([0, 1, 2, 0])), lambda out: out
 
 
 def _segmentation(_tmp):
@@ -32,12 +39,14 @@ def _vqa(tmp):
             lambda out: model.loss(out, torch.tensor([0, 2]), torch.tensor([True, False])), lambda out: out["logits"])
 
 
-@pytest.mark.parametrize("build", [_segmentation, _vqa], ids=["segmentation", "vqa"])
-def test_lora_adapter_reloads_bit_exactly(tmp_path, build):
+@pytest.mark.parametrize("build, train_norm", [(_segmentation, True), (_vqa, True), (_classification, False)],
+                         ids=["segmentation", "vqa", "classification-frozen-norm"])
+def test_lora_adapter_reloads_bit_exactly(tmp_path, build, train_norm):
+    """train_norm=False: the frozen BatchNorms' running statistics still move and must be saved."""
     torch.manual_seed(0)
     model, heads, inputs, loss_fn, logits = build(tmp_path)
     base = keep_lora_base(model, "lora", None, tmp_path / "run")
-    peft_model = apply_lora(model, LoraSettings(rank=2, alpha=4), head_modules=heads)
+    peft_model = apply_lora(model, LoraSettings(rank=2, alpha=4, train_norm=train_norm), head_modules=heads)
     opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
     peft_model.train()
     for _ in range(2):  # LoRA, head and BatchNorm statistics all move
