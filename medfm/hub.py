@@ -305,6 +305,9 @@ def load_encoder_weights(encoder: nn.Module, path_or_id: Union[str, os.PathLike]
 
     The checkpoint may hold any module with an ``encoder`` (a pretraining objective, a
     classifier, ...); its encoder name, in_chans and img_size must match ``encoder``'s.
+    An encoder whose layers were split into per-domain copies (a text segmenter's
+    ``domain_norm`` / ``domain_stem``) takes a plain checkpoint: every copy gets the plain
+    layer's tensors (:func:`medfm.adapters.domain_layers.domain_weight_sources`).
 
     Raises:
         CheckpointError: mismatched encoder architecture or weights.
@@ -321,6 +324,9 @@ def load_encoder_weights(encoder: nn.Module, path_or_id: Union[str, os.PathLike]
     enc_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     if not enc_state:
         raise CheckpointError(f"checkpoint {str(path)!r} has no encoder weights (no 'encoder.' tensors)")
+    from medfm.adapters.domain_layers import domain_weight_sources
+
+    enc_state = {name: enc_state[src] for name, src in domain_weight_sources(encoder, enc_state).items()}
     load_exact(encoder, enc_state, where=str(path))
 
 

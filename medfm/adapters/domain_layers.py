@@ -13,7 +13,7 @@ Used by the text-conditioned segmenter (:mod:`medfm.adapters.text_seg`, ``domain
 from __future__ import annotations
 
 import copy
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional
 
 import torch
 from torch import nn
@@ -212,5 +212,35 @@ def domain_copy_names(module: nn.Module) -> Dict[str, str]:
     return out
 
 
+def domain_weight_sources(module: nn.Module, names: Iterable[str]) -> Dict[str, str]:
+    """Where each tensor of ``module`` comes from in a state dict saved before its layers were split.
+
+    A plain checkpoint (``bn1.weight``) loads into a module whose layers became per-domain
+    copies (``bn1.norms.0.weight``, ``bn1.norms.1.weight``, ...) by giving every copy the
+    plain tensor, exactly what :func:`convert_domain_norms` / :func:`convert_input_conv` do
+    to a loaded layer. Names already inside a copy, or outside any per-domain layer, map
+    to themselves, so a checkpoint of the split module is read as it is.
+
+    Args:
+        module: the module with per-domain layers (e.g. a text segmenter's ``encoder``).
+        names: tensor names of the state dict to read (relative to ``module``).
+
+    Returns:
+        ``{name in module's state dict: name in names}``.
+    """
+    layers = [(f"{name}." if name else "", m.copies_attr, len(getattr(m, m.copies_attr)))
+              for name, m in module.named_modules() if isinstance(m, _DomainRouted)]
+    out: Dict[str, str] = {}
+    for src in names:
+        for prefix, attr, n in layers:
+            if src.startswith(prefix) and not src.startswith(f"{prefix}{attr}."):
+                rest = src[len(prefix):]
+                out.update({f"{prefix}{attr}.{k}.{rest}": src for k in range(n)})
+                break
+        else:
+            out[src] = src
+    return out
+
+
 __all__ = ["DomainRoute", "DomainBatchNorm", "DomainConv", "convert_domain_norms", "convert_input_conv",
-           "set_domains", "domain_copy_names"]
+           "set_domains", "domain_copy_names", "domain_weight_sources"]

@@ -18,22 +18,22 @@ def keep_lora_base(model: nn.Module, mode: str, base: Optional[str], output: Pat
     """The base checkpoint an adapter will record.
 
     An adapter is reloaded by building the model from its config and loading the base's
-    encoder weights into it, so the base must fit the model's encoder exactly. The model's
-    own starting weights are saved to ``<output>/base`` (and recorded instead) when
-
-    * there is no base (LoRA over random weights), or
-    * the base's encoder tensors no longer match the model's encoder: the model added
-      layers after loading it (per-modality copies from ``domain_norm`` / ``domain_stem``
-      turn ``bn1.weight`` into ``bn1.norms.0.weight``, ...).
+    encoder weights into it, so the base must fit the model's encoder: exactly, or as the
+    plain layers of its per-modality copies (``domain_norm`` / ``domain_stem`` turn
+    ``bn1.weight`` into ``bn1.norms.0.weight``, ...; every copy starts from the plain layer,
+    :func:`medfm.adapters.domain_layers.domain_weight_sources`). The model's own starting
+    weights are saved to ``<output>/base`` (and recorded instead) when there is no base
+    (LoRA over random weights) or the base does not fit.
 
     Raises:
         CheckpointError: ``base`` is missing or corrupt.
     """
     if mode != "lora":
         return base
+    from medfm.adapters.domain_layers import domain_weight_sources
     from medfm.hub import encoder_weight_names, save_pretrained
 
-    if base is not None and encoder_weight_names(base) == set(model.encoder.state_dict()):
+    if base is not None and set(domain_weight_sources(model.encoder, encoder_weight_names(base))) == set(model.encoder.state_dict()):
         return base
     return str(save_pretrained(model, Path(output) / "base"))
 

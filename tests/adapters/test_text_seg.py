@@ -284,6 +284,41 @@ def test_domain_conv_routes_each_sample_through_its_modality_copy():
         convert_input_conv(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3)), 3, 2)
 
 
+def test_plain_checkpoint_fills_every_domain_copy(tmp_path):
+    """A plain encoder checkpoint loads into per-domain layers: each copy gets the plain tensors."""
+    from medfm.adapters.domain_layers import convert_domain_norms, convert_input_conv, domain_weight_sources
+    from medfm.adapters.classification import ImageClassifier
+    from medfm.hub import CheckpointError, load_encoder_weights
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Conv2d(2, 2, 1))
+    plain = list(net.state_dict())
+    convert_input_conv(net, 1, 2)
+    convert_domain_norms(net, 2)
+    assert domain_weight_sources(net, plain) == {
+        "0.convs.0.weight": "0.weight", "0.convs.0.bias": "0.bias", "0.convs.1.weight": "0.weight", "0.convs.1.bias": "0.bias",
+        **{f"1.norms.{k}.{t}": f"1.{t}" for k in (0, 1) for t in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")},
+        "2.weight": "2.weight", "2.bias": "2.bias"}
+    split = list(net.state_dict())
+    assert domain_weight_sources(net, split) == {n: n for n in split}  # a split checkpoint is read as it is
+
+    torch.manual_seed(0)
+    trained = ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2)
+    for m in trained.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_()  # statistics that a fresh copy would not have
+    ckpt = save_pretrained(trained, tmp_path / "plain")
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
+    convert_domain_norms(enc, 3)
+    convert_input_conv(enc, 1, 3)
+    load_encoder_weights(enc, ckpt)
+    want = trained.encoder.state_dict()
+    for name, src in domain_weight_sources(enc, want).items():
+        assert torch.equal(enc.state_dict()[name], want[src]), name
+    enc.extra = torch.nn.Linear(2, 2)  # a layer the checkpoint does not have: still one clear error
+    with pytest.raises(CheckpointError, match="2 missing"):
+        load_encoder_weights(enc, ckpt)
+
+
 def test_domain_stem_gives_each_modality_its_own_input_convolutions(tmp_path):
     from medfm.adapters.domain_layers import DomainConv
 
@@ -362,8 +397,8 @@ def test_image_conditioning_switch(tmp_path, image_conditioning):
 
 def test_lora_over_domain_layers_adapts_each_modality_and_reloads(tmp_path):
     """LoRA + domain_norm + domain_stem from a plain pretrained encoder: every modality's stem
-    copy gets its own LoRA matrices, and the adapter reloads bit-exactly (the plain base no
-    longer fits the per-modality encoder, so the run keeps its own start weights as base)."""
+    copy gets its own LoRA matrices, and the adapter reloads bit-exactly from the plain base
+    (each per-modality copy is rebuilt from its plain layer; no copy of the base is saved)."""
     from medfm.adapters.classification import ImageClassifier
     from medfm.adapters.lora import LoraSettings, apply_lora, save_adapter
     from medfm.adapters.domain_layers import domain_copy_names
@@ -381,9 +416,10 @@ def test_lora_over_domain_layers_adapts_each_modality_and_reloads(tmp_path):
 
     assert keep_lora_base(build(), "lora", str(plain), tmp_path / "shared") == str(plain)  # same layers: kept
     assert keep_lora_base(build(), "full", None, tmp_path / "full") is None
+    assert keep_lora_base(build(), "lora", None, tmp_path / "random") == str(tmp_path / "random" / "base")
     model = build(domain_norm=True, domain_stem=True)
     base = keep_lora_base(model, "lora", str(plain), tmp_path / "run")
-    assert base == str(tmp_path / "run" / "base")
+    assert base == str(plain) and not (tmp_path / "run" / "base").exists()
     aliases = domain_copy_names(model)
     stem = next(layer for copy, layer in aliases.items() if copy.startswith("encoder.") and ".convs." in copy)
     assert aliases[f"{stem}.convs.1"] == stem
