@@ -145,9 +145,14 @@ def unsaved_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
     only their starting values (a reload without them differed by 0.19 in the logits after
     three steps). The registered encoders have no other buffers.
     """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils import ModulesToSaveWrapper
+
     params = {n for n, _ in model.named_parameters()}
-    return {k: v for k, v in model.state_dict().items()
-            if k not in params and not any(part in k for part in (".modules_to_save.", ".original_module.", "lora_"))}
+    # peft's own layers: LoRA-wrapped layers (frozen base + saved LoRA matrices) and the
+    # modules_to_save wrappers (the trained copy saved, the original left as in the base)
+    peft_layers = tuple(f"{n}." for n, m in model.named_modules() if n and isinstance(m, (BaseTunerLayer, ModulesToSaveWrapper)))
+    return {k: v for k, v in model.state_dict().items() if k not in params and not k.startswith(peft_layers)}
 
 
 def _portable(ident: str) -> str:
