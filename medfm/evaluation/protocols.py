@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from scipy.special import expit
 from torch import nn
 
 PROTOCOLS = ("as-is", "linear", "knn", "finetune")
@@ -121,9 +122,9 @@ class LinearProbe:
         """``(N, K)`` probabilities: softmax (binary: ``[1 - p, p]``), sigmoid for multi-label."""
         z = self.logits(features)
         if self.task == MULTI_LABEL:
-            return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+            return expit(z).astype(np.float32)
         if z.shape[1] == 1:
-            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            p = expit(z[:, 0])
             return np.stack([1 - p, p], axis=1).astype(np.float32)
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
@@ -254,7 +255,8 @@ def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_featur
         (N, K) float32 scores, each row summing to 1 (not for multi-label).
 
     Raises:
-        ValueError: ``k < 1``, ``temperature <= 0`` or feature sizes that differ.
+        ValueError: ``k < 1``, ``temperature <= 0``, feature sizes that differ, or train labels
+            whose count, shape or class range does not fit ``train_features``/``num_classes``.
     """
     if k < 1 or temperature <= 0:
         raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
@@ -262,10 +264,23 @@ def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_featur
     te = torch.nn.functional.normalize(torch.as_tensor(np.asarray(test_features), dtype=torch.float32), dim=1)
     if tr.shape[1] != te.shape[1]:
         raise ValueError(f"train features have {tr.shape[1]} dims but test features {te.shape[1]}")
-    y = torch.as_tensor(np.asarray(train_labels))
-    onehot = y.float() if task == MULTI_LABEL else torch.nn.functional.one_hot(y.reshape(-1).long(), num_classes).float()
+    y_np = np.asarray(train_labels)
+    if tr.shape[0] == 0:
+        raise ValueError("kNN needs at least one train feature, got none")
+    if len(y_np) != tr.shape[0]:
+        raise ValueError(f"{tr.shape[0]} train features but {len(y_np)} train labels")
+    if task == MULTI_LABEL:
+        if y_np.ndim != 2 or y_np.shape[1] != num_classes:
+            raise ValueError(f"multi-label train labels must be (M, {num_classes}), got shape {y_np.shape}")
+        onehot = torch.as_tensor(y_np).float()
+    else:
+        y_np = y_np.reshape(len(y_np), -1)
+        if y_np.shape[1] != 1 or y_np.min() < 0 or y_np.max() >= num_classes:
+            raise ValueError(f"train labels must be (M,) class indices in [0, {num_classes}), got shape "
+                             f"{np.asarray(train_labels).shape} with range [{y_np.min()}, {y_np.max()}]")
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(y_np[:, 0]).long(), num_classes).float()
     k = min(k, tr.shape[0])
-    out = []
+    out = [torch.zeros(0, onehot.shape[1])]  # N = 0 gives (0, K)
     for s in range(0, te.shape[0], chunk):
         sim, idx = (te[s:s + chunk] @ tr.T).topk(k, dim=1)
         w = (sim / temperature).softmax(dim=1)  # exp(sim/T) normalised over the k neighbours

@@ -1,6 +1,7 @@
 """Segmentation metrics (Dice, HD95, surface Dice), per-case aggregation and PNG overlays.
 
-Definitions (binary masks ``A`` = prediction, ``B`` = reference, 2D or 3D):
+Definitions (binary masks ``A`` = prediction, ``B`` = reference, 2D or 3D; bool or 0/1
+values, anything else such as a probability map or NaN is rejected with a ValueError):
 
 * Dice (Dice 1945; Sørensen 1948): ``2 |A ∩ B| / (|A| + |B|)``; 1.0 when both are empty.
 * Surface voxels: a voxel of the mask whose 1-connected neighbourhood (binary erosion
@@ -44,6 +45,14 @@ def _as_bool(mask: Any, what: str) -> np.ndarray:
     arr = np.asarray(mask)
     if arr.ndim not in (2, 3):
         raise ValueError(f"{what} must be a 2D (H, W) or 3D (D, H, W) mask, got shape {arr.shape}")
+    if arr.dtype != bool:
+        if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+            raise TypeError(f"{what} must be a numeric or boolean mask, got dtype {arr.dtype}")
+        binary = (arr == 0) | (arr == 1)  # NaN fails both comparisons
+        if not binary.all():
+            bad = arr[~binary].ravel()[0].item()
+            raise ValueError(f"{what} must be a binary mask (bool or 0/1), found value {bad!r}; threshold "
+                             "probabilities or select one label (labels == k) first")
     return arr.astype(bool)
 
 
@@ -69,7 +78,9 @@ def dice_score(pred: ArrayLike, ref: ArrayLike) -> float:
     """Dice coefficient of two binary masks ``(H, W)`` or ``(D, H, W)`` (1.0 if both empty).
 
     Raises:
-        ValueError: masks of different shapes or of rank other than 2/3.
+        ValueError: masks of different shapes, of rank other than 2/3, or with values other
+            than 0/1 (probability maps, NaN).
+        TypeError: non-numeric masks.
     """
     a, b = _pair(pred, ref)
     total = int(a.sum()) + int(b.sum())

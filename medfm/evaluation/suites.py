@@ -55,6 +55,11 @@ class DatasetSpec:
             checkpoints are never tested on images they saw).
         checkpoint: checkpoint for this dataset (overrides the command line).
         corruptions: apply the suite's corruptions to this dataset.
+
+    Raises:
+        ValueError: not exactly one of flag/folder, an unknown split rule, or ``train_split`` /
+        ``val_split`` equal to ``split`` (the probe would be fitted or tuned on the scored split).
+        UnknownDatasetError: unknown MedMNIST flag.
     """
 
     flag: Optional[str] = None
@@ -79,6 +84,10 @@ class DatasetSpec:
 
         if self.split_rule not in SPLIT_RULES:
             raise ValueError(f"split_rule must be one of {', '.join(SPLIT_RULES)}, got {self.split_rule!r}")
+        for role in ("train_split", "val_split"):
+            if getattr(self, role) == self.split:
+                raise ValueError(f"{role} and split are both {self.split!r}: the probe would be fitted or tuned on "
+                                 "the split it is scored on; use different splits")
         self.name = self.name or self.flag or Path(str(self.folder)).name
 
 

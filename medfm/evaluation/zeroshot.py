@@ -44,9 +44,13 @@ def _check_prompts(prompts: Sequence[Sequence[str]]) -> list:
 
 @torch.no_grad()
 def class_embeddings(model: nn.Module, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
-    """``(K, E)`` L2-normalised class embeddings: normalised mean of each class's prompt embeddings."""
+    """``(K, E)`` L2-normalised class embeddings: normalised mean of each class's prompt embeddings.
+
+    Each prompt embedding is L2-normalised before the mean (CLIP prompt ensembling), whether or not
+    ``model.encode_text`` normalises its output itself.
+    """
     prompts = _check_prompts(prompts)
-    out = [model.encode_text(p).mean(dim=0) for p in prompts]
+    out = [torch.nn.functional.normalize(model.encode_text(p).float(), dim=-1).mean(dim=0) for p in prompts]
     return torch.nn.functional.normalize(torch.stack(out), dim=-1)
 
 
@@ -65,6 +69,9 @@ def _to_encoder_channels(images: torch.Tensor, in_chans: int) -> torch.Tensor:
 def zeroshot_classify(model_or_ckpt: Union[str, Path, nn.Module], dataset: Any, prompts: Sequence[Sequence[str]],
                       batch_size: int = 256) -> np.ndarray:
     """Zero-shot class scores ``(N, K)`` float32 (softmax over classes) for every sample of ``dataset``.
+
+    Image and class embeddings are L2-normalised here, so the logits are ``logit_scale`` times a
+    cosine similarity even for a model whose ``encode_image``/``encode_text`` do not normalise.
 
     Args:
         model_or_ckpt: a CLIP module or checkpoint directory / ``hf-hub:`` id.
@@ -87,7 +94,7 @@ def zeroshot_classify(model_or_ckpt: Union[str, Path, nn.Module], dataset: Any, 
     n = len(dataset)
     for start in range(0, n, batch_size):
         images = get_batch(dataset, torch.arange(start, min(n, start + batch_size)))["image"].to(device)
-        emb = model.encode_image(_to_encoder_channels(images, in_chans))
+        emb = torch.nn.functional.normalize(model.encode_image(_to_encoder_channels(images, in_chans)).float(), dim=-1)
         out.append(torch.softmax(scale * emb @ classes.to(emb).t(), dim=-1).cpu())
     model.train(was_training)
     return torch.cat(out).numpy().astype(np.float32)

@@ -266,3 +266,13 @@ def test_finetune_protocol_trains_on_each_fraction_and_scores_the_result(tmp_pat
         finetune_recipe(clf.encoder, ckpt, "pneumoniamnist", 28, 1.0, {"epochs": 3})
     small = finetune_recipe(clf.encoder, ckpt, "pneumoniamnist", 28, 0.01, {"train": {"batch_size": 64}})
     assert small.train.epochs == 60  # min(60, ceil(2 / 0.01))
+
+
+def test_probe_is_never_fitted_or_tuned_on_the_scored_split():
+    from medfm.evaluation.suites import DatasetSpec
+
+    assert DatasetSpec(flag="pneumoniamnist", split="val", val_split="train", train_split="test").split == "val"
+    with pytest.raises(ValueError, match="val_split and split are both 'test'"):
+        DatasetSpec(flag="pneumoniamnist", val_split="test")
+    with pytest.raises(ValueError, match="train_split and split are both 'val'"):
+        DatasetSpec(flag="pneumoniamnist", split="val", train_split="val", val_split="test")
