@@ -49,9 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from medfm.data.errors import CorruptFileError, DataFileMissingError, MedFMDataError, UnsupportedSizeError
+from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, MedFMDataError, UnsupportedSizeError
+from medfm.data.images import read_image
 from medfm.data.root import PathLike, resolve_data_root
-from medfm.data.segmentation import hippocampus_cases, lgg_patients
+from medfm.data.segmentation import check_voxels, hippocampus_cases, lgg_patients, load_nifti
 
 log = logging.getLogger(__name__)
 
@@ -134,32 +135,6 @@ def fit(img: np.ndarray, size: int) -> np.ndarray:
     return resize_batch(pad_square(to_gray(img))[None], size)[0]
 
 
-def read_image(path: Path, what: str = "image") -> np.ndarray:
-    """One image file of any PIL mode -> uint8 ``(H, W)`` (grey) or ``(H, W, 3)`` (RGB).
-
-    8-bit grey and RGB stay as stored; 16-bit and float images are min-max scaled to 0-255;
-    other modes (palette, RGBA, CMYK, ...) are converted to RGB.
-
-    Raises:
-        DataFileMissingError: no such file. CorruptFileError: unreadable or truncated file
-            (the message names ``what`` and the path).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise DataFileMissingError(f"{what} missing: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(im, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
-                return np.rint((arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)).astype(np.uint8)
-            return np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        raise CorruptFileError(f"cannot read {what} {path}: {err}") from None
-
-
 # -- sources -------------------------------------------------------------------------------------
 class _Sink:
     """Collects (images, text, modality) of one source."""
@@ -222,17 +197,38 @@ def _src_medmnist(root: Path, size: int, sink: _Sink, progress: Callable, three_
     return {"files": used}
 
 
+def mednist_train_files(folder: Path) -> Tuple[Dict[str, List[str]], int]:
+    """MedNIST files that may enter the corpus: ``({class: [relative paths, sorted]}, n_held_out)``.
+
+    The listing is :class:`medfm.data.imagefolder.ImageFolderDataset`'s (``labels.csv`` when
+    present, else class sub-folders, every image extension), and the held-out part is its
+    ``split_rule="sorted"`` val+test complement: per class, the files after the first
+    ``int(0.8 * n + 0.5)`` in sorted order (:func:`mednist_split`). Using the downstream
+    listing means no file of the downstream "sorted" test split can enter the corpus.
+
+    Raises:
+        DataFileMissingError, DataShapeError, CorruptFileError: a bad ``labels.csv``.
+    """
+    from medfm.data.imagefolder import _scan
+
+    files, labels = _scan(folder)
+    out: Dict[str, List[str]] = {}
+    held_out = 0
+    for cls in MEDNIST_MODALITY:
+        train, test = mednist_split([f for f, lab in zip(files, labels) if lab == cls])
+        out[cls] = train
+        held_out += len(test)
+    return out, held_out
+
+
 def _src_mednist(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict[str, Any]:
     folder = _folder(root, "mednist")
-    held_out = 0
+    per_class, held_out = mednist_train_files(folder)
     for cls, modality in progress(list(MEDNIST_MODALITY.items()), desc="mednist"):
-        files = sorted(p.name for p in (folder / cls).glob("*.jpeg")) if (folder / cls).is_dir() else []
-        train, test = mednist_split(files)
-        held_out += len(test)
-        if train:
-            sink.add(np.stack([fit(read_image(folder / cls / f), size) for f in train]), modality)
+        if per_class[cls]:
+            sink.add(np.stack([fit(read_image(folder / f, what="MedNIST image"), size) for f in per_class[cls]]), modality)
     if not sink.images:
-        raise SourceMissing(f"mednist: no class folders with .jpeg files in {folder}")
+        raise SourceMissing(f"mednist: no images of the classes {sorted(MEDNIST_MODALITY)} in {folder}")
     return {"held_out_test_files": held_out, "rule": "last 20% of sorted file names per class held out"}
 
 
@@ -241,15 +237,18 @@ def _src_vqa_rad(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict
     train_json = folder / "trainset.json"
     if not train_json.is_file():
         raise SourceMissing(f"vqa_rad: {train_json} not found")
+    from medfm.data.vqa_rad import parse_records
+
     try:
-        records = json.loads(train_json.read_text())
+        records = json.loads(train_json.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CorruptFileError(f"cannot parse {train_json}: {err}") from None
+    parse_records(records, where=str(train_json))  # DataShapeError for a non-list or a record lacking a key
     cache: Dict[str, np.ndarray] = {}
     for rec in progress(records, desc="vqa_rad"):
-        name = rec["image_name"]
+        name = str(rec["image_name"])
         if name not in cache:
-            cache[name] = fit(read_image(folder / "images" / name), size)
+            cache[name] = fit(read_image(folder / "images" / name, what="VQA-RAD image"), size)
         text = f"{str(rec['question']).strip()} {str(rec['answer']).strip()}"
         modality = VQA_ORGAN_MODALITY.get(str(rec.get("image_organ", "")).strip().upper(), "radiology")
         sink.add(cache[name], modality, [text])
@@ -263,7 +262,7 @@ def _src_chase(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict[s
     if not present:
         raise SourceMissing(f"chase_db1: none of Image_01L.jpg ... Image_10R.jpg in {folder}")
     for name in progress(present, desc="chase_db1"):
-        img = to_gray(read_image(folder / name))
+        img = to_gray(read_image(folder / name, what="CHASE_DB1 image"))
         sink.add(fit(img, size), "retinal_fundus")
         h, w = img.shape
         side = min(h, w) // 2
@@ -285,7 +284,7 @@ def _src_lgg(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict[str
         for png in sorted((folder / case).glob("*.png")):
             if png.stem.endswith("_mask"):
                 continue
-            img = read_image(png)
+            img = read_image(png, "RGB", what="LGG slice")  # as medfm.data.segmentation.load_lgg_slice
             flair = img[..., 1]
             if (flair > 10).mean() < 0.05:
                 continue
@@ -300,18 +299,18 @@ def _src_lgg(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict[str
 
 
 def _src_hippocampus(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict[str, Any]:
-    import nibabel as nib
-
     folder = _folder(root, "hippocampus") / "imagesTr"
     cases = sorted(p.name[: -len(".nii.gz")] for p in folder.glob("*.nii.gz")) if folder.is_dir() else []
     if not cases:
         raise SourceMissing(f"hippocampus: no .nii.gz volumes in {folder}")
     train = hippocampus_cases("train", root)
     for case in progress(train, desc="hippocampus"):
-        try:
-            vol = np.asarray(nib.load(str(folder / f"{case}.nii.gz")).get_fdata(dtype=np.float32))
-        except Exception as err:  # nibabel raises several types for damaged files
-            raise CorruptFileError(f"cannot read {folder / case}.nii.gz: {type(err).__name__}: {err}") from None
+        path = folder / f"{case}.nii.gz"
+        vol = load_nifti(path)[0]
+        if vol.ndim != 3:
+            raise DataShapeError(f"{path}: expected a 3D volume, got shape {vol.shape}")
+        check_voxels(vol, path, "image")
+        vol = np.asarray(vol, dtype=np.float32)
         lo, hi = np.percentile(vol, [0.5, 99.5])
         vol = np.clip(np.rint((vol - lo) / max(hi - lo, 1e-6) * 255), 0, 255).astype(np.uint8)
         for axis in range(3):
@@ -560,6 +559,7 @@ class PretrainCorpus(Dataset):
 
 __all__ = [
     "CORPUS_SIZES", "SOURCES", "PretrainCorpus", "build_corpus", "corpus_path", "first_fraction", "mednist_split",
+    "mednist_train_files",
     "read_image",
     "lgg_patient", "to_gray", "pad_square", "resize_batch", "fit", "SourceMissing",
     "MEDNIST_TEST_FRACTION", "LGG_SPLIT_RULE", "HIPPOCAMPUS_SPLIT_RULE", "CHASE_TRAIN_IDS",

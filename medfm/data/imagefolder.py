@@ -3,7 +3,9 @@
 Layout follows torchvision's ``ImageFolder``: one sub-folder per class, class indices in
 sorted folder-name order. When the folder holds a ``labels.csv`` with columns
 ``file,label`` (paths relative to the folder), it is the list of samples instead, and
-every listed file must exist. Images are decoded once with PIL into a uint8 array, resized
+every listed file must exist (one non-empty file and label per row, no file twice). Images
+are decoded once (:func:`medfm.data.images.read_image`: 16-bit and float images min-max
+scaled to 0-255, bad files raise one-line data errors) into a uint8 array, resized
 to ``size`` (PIL bilinear with antialiasing) when given, and served as float32 in [0, 1],
 like :class:`medfm.data.medmnist.MedMNISTDataset`.
 
@@ -24,10 +26,13 @@ import torch
 from torch.utils.data import Dataset
 
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
+from medfm.data.images import image_mode, read_image
 from medfm.data.root import PathLike, resolve_data_root
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 FOLDER_SPLITS = ("all", "train", "val", "test")
+#: PIL modes read as grey (1 channel) when ``in_chans`` is not given
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 SPLIT_RULES = ("random", "sorted")
@@ -84,11 +89,22 @@ def _scan(root: Path) -> Tuple[List[str], List[str]]:
     """``(files, labels)`` from ``labels.csv`` or from class sub-folders."""
     csv_path = root / "labels.csv"
     if csv_path.is_file():
-        with open(csv_path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
-                raise DataShapeError(f"{csv_path} must have columns 'file' and 'label', got {reader.fieldnames}")
-            rows = [(r["file"], r["label"]) for r in reader]
+        try:
+            with open(csv_path, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
+                    raise DataShapeError(f"{csv_path} must have columns 'file' and 'label', got {reader.fieldnames}")
+                rows = [(r["file"], r["label"]) for r in reader]
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise CorruptFileError(f"cannot parse {csv_path}: {type(err).__name__}: {err}") from None
+        seen: Dict[str, int] = {}
+        for line, (f, lab) in enumerate(rows, start=2):  # line 1 is the header
+            if f is None or lab is None or not f.strip() or not lab.strip():
+                raise DataShapeError(f"{csv_path} line {line}: needs a non-empty 'file' and 'label', got {f!r}, {lab!r}")
+            if f in seen:
+                raise DataShapeError(f"{csv_path} line {line}: {f!r} is listed twice (also line {seen[f]}); "
+                                     "a file must have one label and be in one split")
+            seen[f] = line
         missing = [f for f, _ in rows if not (root / f).is_file()]
         if missing:
             raise DataFileMissingError(f"{len(missing)} file(s) listed in {csv_path} are missing, e.g. {root / missing[0]}")
@@ -151,8 +167,9 @@ class ImageFolderDataset(Dataset):
 
     Raises:
         DataFileMissingError: folder or listed files missing.
-        DataShapeError: no images, a bad labels.csv, or mixed sizes with ``size=None``.
-        CorruptFileError: an image PIL cannot decode.
+        DataShapeError: no images, a bad labels.csv (missing columns, empty cells, a file
+            listed twice), or mixed sizes with ``size=None``.
+        CorruptFileError: an image PIL cannot decode, or a labels.csv that is not UTF-8 CSV.
         UnknownSplitError: bad ``split``.
     """
 
@@ -163,7 +180,7 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: PathLike, split: str = "all", size: Optional[int] = None, in_chans: Optional[int] = None,
                  fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2), split_seed: int = 0,
                  data_root: Optional[PathLike] = None, name: Optional[str] = None, split_rule: str = "random") -> None:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         path = _resolve(root, data_root)
         if in_chans not in (None, 1, 3):
@@ -184,17 +201,13 @@ class ImageFolderDataset(Dataset):
         arrays = []
         mode = None
         for rel in self.files:
-            try:
-                with Image.open(path / rel) as im:
-                    if mode is None:  # the first image decides grey vs RGB unless in_chans says
-                        grey = im.mode in ("1", "L", "LA", "I", "I;16", "F")
-                        mode = "L" if in_chans == 1 or (in_chans is None and grey) else "RGB"
-                    im = im.convert(mode)
-                    if size is not None and im.size != (size, size):
-                        im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
-                    arrays.append(np.asarray(im, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError) as err:
-                raise CorruptFileError(f"cannot decode image {path / rel}: {err}") from None
+            if mode is None:  # the first image decides grey vs RGB unless in_chans says
+                grey = image_mode(path / rel) in GREY_MODES
+                mode = "L" if in_chans == 1 or (in_chans is None and grey) else "RGB"
+            arr = read_image(path / rel, mode)
+            if size is not None and arr.shape[:2] != (size, size):
+                arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR, reducing_gap=None), dtype=np.uint8)
+            arrays.append(arr)
             md5.update(rel.encode() + b"\0" + (path / rel).read_bytes())
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -33,10 +34,13 @@ import numpy as np
 import torch
 
 from medfm.data.corpus import lgg_patient
-from medfm.data.errors import DataFileMissingError, DataShapeError
+from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError
 from medfm.data.multimodal import MISSING_FILL, PRESENT_KEY, collate_modalities
 from medfm.data.root import PathLike, dataset_dir
-from medfm.data.segmentation import LGG_FOLDER, lgg_patients, lgg_slices, load_lgg_slice, resize_image, resize_mask
+from medfm.data.segmentation import (LGG_FOLDER, lgg_patients, lgg_slices, load_lgg_patient, load_lgg_slice, resize_image,
+                                     resize_mask, stack_slices)
+
+log = logging.getLogger(__name__)
 
 IMAGE_MODALITIES = ("pre", "flair", "post")
 MODALITIES = IMAGE_MODALITIES + ("clinical",)
@@ -74,26 +78,45 @@ def load_clinical(data_root: Optional[PathLike] = None) -> Dict[str, np.ndarray]
 
     Raises:
         DataFileMissingError: ``data.csv`` is missing or lacks a used column.
+        CorruptFileError: not UTF-8 text / not parsable as CSV.
+        DataShapeError: a row with too few cells, no patient id, or a non-numeric value
+            (names the file, line and column).
     """
     path = dataset_dir(LGG_FOLDER, data_root) / "data.csv"
     if not path.is_file():
         raise DataFileMissingError(f"LGG clinical table not found at {path}")
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise CorruptFileError(f"cannot parse LGG clinical table {path}: {type(err).__name__}: {err}") from None
     absent = [c for c in ("Patient", *CLINICAL_COLUMNS) if rows and c not in rows[0]]
     if not rows or absent:
         raise DataFileMissingError(f"{path} lacks column(s) {absent or ['all rows']}")
-    return {r["Patient"]: np.array([float(r[c]) if r[c].strip() else np.nan for c in CLINICAL_COLUMNS], dtype=np.float32)
-            for r in rows}
+    table: Dict[str, np.ndarray] = {}
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        short = [c for c in ("Patient", *CLINICAL_COLUMNS) if row.get(c) is None]
+        if short or not row["Patient"].strip():
+            raise DataShapeError(f"{path} line {line}: " + (f"too few cells (no {short[0]!r})" if short else "empty Patient id"))
+        values = []
+        for c in CLINICAL_COLUMNS:
+            cell = row[c].strip()
+            try:
+                values.append(float(cell) if cell else np.nan)
+            except ValueError:
+                raise DataShapeError(f"{path} line {line}: column {c!r} is {cell!r}, expected a number or empty") from None
+        table[row["Patient"].strip()] = np.array(values, dtype=np.float32)
+    return table
 
 
 def _read_patients(patients: Sequence[str], img_size: int, data_root: Optional[PathLike]) -> Dict[str, np.ndarray]:
     images, masks, labels, owner, available = [], [], [], [], []
     for p_i, case in enumerate(patients):
-        pairs = [load_lgg_slice(i, m) for _, i, m in lgg_slices(case, data_root)]
-        if not pairs:
-            raise DataFileMissingError(f"LGG patient {case!r} has no slices")
-        full = np.stack([im for im, _ in pairs])
+        files = lgg_slices(case, data_root)
+        pairs = [load_lgg_slice(i, m) for _, i, m in files]
+        full, _ = stack_slices(case, pairs, [i for _, i, _ in files])
+        if full.shape[1] != full.shape[2]:
+            raise DataShapeError(f"LGG slices of {case!r} are {full.shape[1]}x{full.shape[2]} px; expected square slices")
         copies = flair_copies(full)
         avail = [not copies.get(m, False) for m in IMAGE_MODALITIES]
         scale = img_size / full.shape[1]
@@ -107,6 +130,35 @@ def _read_patients(patients: Sequence[str], img_size: int, data_root: Optional[P
             "owner": np.array(owner, np.int64), "available": np.array(available, bool)}
 
 
+CACHE_KEYS = ("images", "masks", "labels", "owner", "available")
+
+
+def _cache_key(patients: Sequence[str], img_size: int, data_root: Optional[PathLike]) -> str:
+    """16 hex digits of sha1 over the patients, size and (name, bytes, mtime) of every slice and mask file,
+    so a changed, added or removed input file gives a new cache file instead of stale arrays."""
+    h = hashlib.sha1(("|".join(patients) + f"|{img_size}|v2").encode())
+    for case in patients:
+        for _, image, mask in lgg_slices(case, data_root):
+            for f in (image, mask):
+                st = f.stat()
+                h.update(f"|{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _load_cache(file: Path) -> Optional[Dict[str, np.ndarray]]:
+    """The cached arrays, or None (with a warning) when absent, unreadable or lacking an array."""
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in CACHE_KEYS}
+    except Exception as err:  # truncated zip, bad CRC, missing key, not an npz: rebuild
+        log.warning("LGG fusion cache %s is unusable (%s: %s); rebuilding it", file, type(err).__name__,
+                    (str(err).splitlines() or [""])[0])
+        return None
+    return arrays
+
+
 class LGGFusionSet:
     """Slices of some TCGA-LGG patients, decoded once and held in memory at ``img_size``.
 
@@ -114,7 +166,9 @@ class LGGFusionSet:
         split: "train" or "test" (:func:`lgg_patients`), ignored when ``patients`` is given.
         img_size: slice side after resizing 256 -> ``img_size`` (PIL bilinear).
         data_root: data root (``--data-root`` > ``$MEDFM_DATA`` > ``~/.cache/medfm``).
-        cache_dir: if given, decoded arrays are cached there as ``.npz`` (written atomically).
+        cache_dir: if given, decoded arrays are cached there as ``.npz`` (written atomically;
+            keyed by patients, size and the slice files' names, sizes and mtimes; an
+            unreadable cache file is rebuilt with a warning).
         patients: explicit case folder names (overrides ``split``).
 
     Attributes:
@@ -123,13 +177,16 @@ class LGGFusionSet:
         clinical ``(N, F)`` float32 with NaN; patients list; missing ``{patient: [modalities]}``.
 
     Raises:
-        DataFileMissingError, CorruptFileError, DataShapeError from the readers.
+        DataFileMissingError, CorruptFileError, DataShapeError from the readers;
+        ValueError: ``img_size`` not a positive integer.
     """
 
     modalities = MODALITIES
 
     def __init__(self, split: str = "train", img_size: int = 64, data_root: Optional[PathLike] = None,
                  cache_dir: Optional[PathLike] = None, patients: Optional[Sequence[str]] = None) -> None:
+        if isinstance(img_size, bool) or not isinstance(img_size, (int, np.integer)) or img_size < 1:
+            raise ValueError(f"img_size must be a positive number of pixels, got {img_size!r}")
         self.patients = list(patients) if patients is not None else lgg_patients(split, data_root)
         self.img_size = int(img_size)
         arrays = self._load(data_root, cache_dir)
@@ -152,11 +209,10 @@ class LGGFusionSet:
             return _read_patients(self.patients, self.img_size, data_root)
         from medfm.io import atomic_path
 
-        key = hashlib.sha1(("|".join(self.patients) + f"|{self.img_size}|v1").encode()).hexdigest()[:16]
-        file = Path(cache_dir) / f"lgg_fusion_{self.img_size}_{key}.npz"
-        if file.is_file():
-            with np.load(file) as z:
-                return {k: z[k] for k in z.files}
+        file = Path(cache_dir) / f"lgg_fusion_{self.img_size}_{_cache_key(self.patients, self.img_size, data_root)}.npz"
+        cached = _load_cache(file)
+        if cached is not None:
+            return cached
         arrays = _read_patients(self.patients, self.img_size, data_root)
         file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(file) as tmp:
@@ -208,7 +264,7 @@ def missing_sequences(data_root: Optional[PathLike] = None, patients: Optional[S
     """``{case folder: [missing sequences]}`` for every LGG patient (FLAIR-copy detection at 256 px)."""
     out = {}
     for case in (patients if patients is not None else lgg_patients(None, data_root)):
-        full = np.stack([load_lgg_slice(i, m)[0] for _, i, m in lgg_slices(case, data_root)])
+        full = load_lgg_patient(case, data_root)["image"]
         out[case] = [m for m, copy in flair_copies(full).items() if copy]
     return out
 

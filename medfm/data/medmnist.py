@@ -45,8 +45,8 @@ SPLITS: Tuple[str, ...] = ("train", "val", "test")
 MULTI_LABEL_TASK = "multi-label, binary-class"
 DOWNLOAD_TIMEOUT_S = 15.0
 
-# md5 hex digest per (absolute path, mtime_ns, size): repeated opens skip re-hashing.
-_MD5_CACHE: Dict[Tuple[str, int, int], str] = {}
+# md5 hex digest per (absolute path, inode, size, mtime_ns, ctime_ns): repeated opens skip re-hashing.
+_MD5_CACHE: Dict[Tuple[str, int, int, int, int], str] = {}
 
 
 def _info(flag: str) -> Dict[str, Any]:
@@ -111,9 +111,13 @@ def medmnist_path(flag: str, size: int = 28, data_root: Optional[PathLike] = Non
 
 
 def file_md5(path: PathLike) -> str:
-    """md5 hex digest of ``path``, cached per (path, mtime, size) for this process."""
+    """md5 hex digest of ``path``, cached per (path, inode, size, mtime, ctime) for this process.
+
+    The ctime (inode change time) is part of the key because it changes on every write and
+    cannot be set back (unlike the mtime, which ``os.utime`` / ``cp -p`` / ``touch -r`` restore).
+    """
     st = os.stat(path)
-    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    key = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _MD5_CACHE:
         _MD5_CACHE[key] = io_file_md5(path)
     return _MD5_CACHE[key]
@@ -187,14 +191,19 @@ def download_medmnist(
 def _load_split(path: Path, split: str) -> Tuple[np.ndarray, np.ndarray]:
     """Read ``<split>_images`` and ``<split>_labels`` (never unpickling)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise CorruptFileError(f"{path} is a single .npy array, not an npz archive")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array under an .npz name
+            raise CorruptFileError(f"{path} is a single .npy array, not an npz archive; delete it and download it again")
+        with loaded as npz:
             keys = [f"{split}_images", f"{split}_labels"]
             missing = [k for k in keys if k not in npz.files]
             if missing:
                 raise DataShapeError(f"{path} lacks array(s) {missing} (has {sorted(npz.files)}); not an official MedMNIST npz")
-            return npz[keys[0]], npz[keys[1]]
+            arrays = npz[keys[0]], npz[keys[1]]
+        for key, arr in zip(keys, arrays):
+            if not isinstance(arr, np.ndarray):  # a zip member without the .npy header comes back as bytes
+                raise CorruptFileError(f"{path}: member {key} is not a .npy array; delete the file and download it again")
+        return arrays
     except MedFMDataError:
         raise
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, zlib.error) as e:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
+from medfm.data.images import missing_file, read_image
 from medfm.data.root import PathLike, dataset_dir
 
 CHASE_FOLDER = "chase_db1"
@@ -55,23 +56,6 @@ def _check_split(split: str) -> str:
     return split
 
 
-def _missing(path: Path, what: str) -> DataFileMissingError:
-    return DataFileMissingError(f"{what} not found at {path}; put the data set there (see its PROVENANCE.md) "
-                                "or pass --data-root / set $MEDFM_DATA")
-
-
-def _read_png(path: Path, mode: Optional[str] = None) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise _missing(path, "image file")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert(mode) if mode else im).copy()
-    except (UnidentifiedImageError, OSError) as err:
-        raise CorruptFileError(f"cannot read image {path}: {err}") from None
-
-
 # -- CHASE_DB1 ------------------------------------------------------------------------------
 def chase_ids(split: str) -> List[str]:
     """Image ids (``"01L"``, ``"01R"``, ...) of a CHASE_DB1 split ("train": children 01-10, "test": 11-14)."""
@@ -92,10 +76,10 @@ def load_chase(image_id: str, data_root: Optional[PathLike] = None) -> Dict[str,
     if not re.fullmatch(r"\d{2}[LR]", str(image_id)):
         raise ValueError(f"CHASE_DB1 image ids look like '01L' or '14R', got {image_id!r}")
     folder = dataset_dir(CHASE_FOLDER, data_root) / "CHASEDB1"
-    image = _read_png(folder / f"Image_{image_id}.jpg", "RGB")
+    image = read_image(folder / f"Image_{image_id}.jpg", "RGB", what="CHASE_DB1 image")
     out = {"image": image}
     for key, obs in (("mask", "1stHO"), ("mask2", "2ndHO")):
-        m = _read_png(folder / f"Image_{image_id}_{obs}.png", "L") > 0
+        m = read_image(folder / f"Image_{image_id}_{obs}.png", "L", what=f"CHASE_DB1 {obs} mask") > 0
         if m.shape != image.shape[:2]:
             raise DataShapeError(f"mask {obs} of {image_id} is {m.shape}, image is {image.shape[:2]}")
         out[key] = m
@@ -113,12 +97,13 @@ def load_nifti(path: PathLike) -> Tuple[np.ndarray, np.ndarray, Tuple[float, ...
 
     path = Path(path)
     if not path.is_file():
-        raise _missing(path, "NIfTI file")
+        raise missing_file(path, "NIfTI file")
     try:
         img = nib.load(str(path))
         arr = np.asarray(img.dataobj)
     except Exception as err:  # nibabel raises several types for bad files
-        raise CorruptFileError(f"cannot read NIfTI {path}: {type(err).__name__}: {err}") from None
+        detail = (str(err).splitlines() or [""])[0][:200]
+        raise CorruptFileError(f"cannot read NIfTI {path}: {type(err).__name__}: {detail}") from None
     return arr, np.asarray(img.affine, dtype=np.float64), tuple(float(z) for z in img.header.get_zooms()[:arr.ndim])
 
 
@@ -130,7 +115,7 @@ def hippocampus_cases(split: Optional[str] = None, data_root: Optional[PathLike]
     """
     folder = dataset_dir(HIPPOCAMPUS_FOLDER, data_root)
     if not (folder / "imagesTr").is_dir():
-        raise _missing(folder / "imagesTr", "MSD Task04 Hippocampus")
+        raise missing_file(folder / "imagesTr", "MSD Task04 Hippocampus")
     ids = sorted(p.name[:-len(".nii.gz")] for p in (folder / "imagesTr").glob("hippocampus_*.nii.gz")
                  if (folder / "labelsTr" / p.name).is_file())
     if split is None:
@@ -159,14 +144,33 @@ def load_hippocampus(case_id: str, data_root: Optional[PathLike] = None) -> Dict
         DataFileMissingError, CorruptFileError, DataShapeError (shape or label mismatch).
     """
     folder = dataset_dir(HIPPOCAMPUS_FOLDER, data_root)
-    image, affine, spacing = load_nifti(folder / "imagesTr" / f"{case_id}.nii.gz")
-    label, _, _ = load_nifti(folder / "labelsTr" / f"{case_id}.nii.gz")
+    image_path, label_path = folder / "imagesTr" / f"{case_id}.nii.gz", folder / "labelsTr" / f"{case_id}.nii.gz"
+    image, affine, spacing = load_nifti(image_path)
+    label, _, _ = load_nifti(label_path)
     if image.shape != label.shape or image.ndim != 3:
         raise DataShapeError(f"{case_id}: image {image.shape} and label {label.shape} must be equal 3D shapes")
-    label = np.rint(label).astype(np.uint8)
-    if label.max() > 2:
-        raise DataShapeError(f"{case_id}: labels must be in {{0, 1, 2}}, found {np.unique(label).tolist()}")
-    return {"image": percentile_unit(image), "label": label, "affine": affine, "spacing": spacing}
+    check_voxels(image, image_path, "image")
+    check_voxels(label, label_path, "label")
+    if label.size and (label.min() < 0 or label.max() > 2
+                       or (label.dtype.kind == "f" and not np.array_equal(label, np.rint(label)))):
+        raise DataShapeError(f"{label_path}: labels must be integers in {{0, 1, 2}}, found values in "
+                             f"[{label.min()}, {label.max()}] ({np.unique(label)[:6].tolist()}...)")
+    return {"image": percentile_unit(image), "label": label.astype(np.uint8), "affine": affine, "spacing": spacing}
+
+
+def check_voxels(volume: np.ndarray, path: PathLike, what: str) -> None:
+    """Raise :class:`DataShapeError` unless ``volume`` is real-valued (bool/int/float) and finite.
+
+    Raises:
+        DataShapeError: complex, object or other non-numeric dtype, or NaN/inf voxels (names
+            the file and the count).
+    """
+    if volume.dtype.kind not in "biuf":
+        raise DataShapeError(f"{path}: {what} voxels have dtype {volume.dtype}, expected real numbers")
+    if volume.dtype.kind == "f":
+        bad = int(volume.size - np.count_nonzero(np.isfinite(volume)))
+        if bad:
+            raise DataShapeError(f"{path}: {what} has {bad} non-finite (NaN/inf) voxel(s)")
 
 
 # -- TCGA-LGG --------------------------------------------------------------------------------
@@ -178,7 +182,7 @@ def lgg_patients(split: Optional[str] = None, data_root: Optional[PathLike] = No
     """
     folder = dataset_dir(LGG_FOLDER, data_root) / "images"
     if not folder.is_dir():
-        raise _missing(folder, "TCGA-LGG images folder")
+        raise missing_file(folder, "TCGA-LGG images folder")
     ids = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if split is None:
         return ids
@@ -194,7 +198,7 @@ def lgg_slices(patient: str, data_root: Optional[PathLike] = None) -> List[Tuple
     """
     folder = dataset_dir(LGG_FOLDER, data_root) / "images" / patient
     if not folder.is_dir():
-        raise _missing(folder, f"LGG patient {patient!r}")
+        raise missing_file(folder, f"LGG patient {patient!r}")
     out = []
     for p in folder.glob(f"{patient}_*.png"):
         m = re.fullmatch(rf"{re.escape(patient)}_(\d+)\.png", p.name)
@@ -202,7 +206,7 @@ def lgg_slices(patient: str, data_root: Optional[PathLike] = None) -> List[Tuple
             continue
         mask = folder / f"{patient}_{m.group(1)}_mask.png"
         if not mask.is_file():
-            raise _missing(mask, "LGG mask")
+            raise missing_file(mask, "LGG mask")
         out.append((int(m.group(1)), p, mask))
     return sorted(out)
 
@@ -213,17 +217,40 @@ def load_lgg_slice(image_path: PathLike, mask_path: PathLike) -> Tuple[np.ndarra
     Raises:
         DataFileMissingError, CorruptFileError, DataShapeError.
     """
-    image = _read_png(Path(image_path), "RGB")
-    mask = _read_png(Path(mask_path), "L")
+    image = read_image(image_path, "RGB", what="LGG slice")
+    mask = read_image(mask_path, "L", what="LGG mask")
     if mask.shape != image.shape[:2]:
         raise DataShapeError(f"mask {mask_path} is {mask.shape}, image is {image.shape[:2]}")
     return image, mask > 127
 
 
+def stack_slices(patient: str, pairs: Sequence[Tuple[np.ndarray, np.ndarray]],
+                 paths: Sequence[PathLike]) -> Tuple[np.ndarray, np.ndarray]:
+    """Stack one patient's ``(image, mask)`` slices: ``((S, H, W, 3) uint8, (S, H, W) bool)``.
+
+    Raises:
+        DataFileMissingError: no slices. DataShapeError: slices of different sizes (names the
+            first slice file whose size differs from the first slice's).
+    """
+    if not pairs:
+        raise DataFileMissingError(f"LGG patient {patient!r} has no slices (<patient>_<n>.png files)")
+    first = pairs[0][0].shape
+    for (image, _), path in zip(pairs, paths):
+        if image.shape != first:
+            raise DataShapeError(f"LGG slice {path} is {image.shape[:2]}, the first slice of {patient!r} is {first[:2]}")
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
 def load_lgg_patient(patient: str, data_root: Optional[PathLike] = None) -> Dict[str, np.ndarray]:
-    """All slices of a patient: ``{"image": (S, 256, 256, 3) uint8, "mask": (S, 256, 256) bool}``."""
-    pairs = [load_lgg_slice(i, m) for _, i, m in lgg_slices(patient, data_root)]
-    return {"image": np.stack([p[0] for p in pairs]), "mask": np.stack([p[1] for p in pairs])}
+    """All slices of a patient: ``{"image": (S, 256, 256, 3) uint8, "mask": (S, 256, 256) bool}``.
+
+    Raises:
+        DataFileMissingError (no such patient, no slices, a missing mask), CorruptFileError,
+        DataShapeError (a mask not matching its slice, slices of different sizes).
+    """
+    files = lgg_slices(patient, data_root)
+    images, masks = stack_slices(patient, [load_lgg_slice(i, m) for _, i, m in files], [i for _, i, _ in files])
+    return {"image": images, "mask": masks}
 
 
 # -- in-memory training arrays ----------------------------------------------------------------
@@ -342,5 +369,6 @@ def slice_stack(volume: np.ndarray, context: int, axis: int = 0) -> np.ndarray:
 
 
 __all__ = ["chase_ids", "load_chase", "hippocampus_cases", "load_hippocampus", "load_nifti", "percentile_unit",
-           "lgg_patients", "lgg_slices", "load_lgg_slice", "load_lgg_patient", "SegmentationArrays", "slice_stack",
+           "lgg_patients", "lgg_slices", "load_lgg_slice", "load_lgg_patient", "stack_slices", "check_voxels",
+           "SegmentationArrays", "slice_stack",
            "resize_image", "resize_mask", "channel_zscore", "NORMALIZATIONS", "SPLIT_RULES", "CHASE_LABELS", "HIPPOCAMPUS_LABELS", "LGG_LABELS"]

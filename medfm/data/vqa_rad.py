@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medfm.data.corpus import pad_square, read_image as read_any_image, resize_batch, to_gray
+from medfm.data.corpus import pad_square, resize_batch, to_gray
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
+from medfm.data.images import read_image as read_any_image
 from medfm.data.root import PathLike, dataset_dir
 
 FOLDER = "vqa_rad"
@@ -127,7 +128,8 @@ def load_records(split: str, data_root: Optional[PathLike] = None) -> List[VQARe
     """The normalised QA records of ``split`` ("train" or "test").
 
     Raises:
-        UnknownSplitError, DataFileMissingError, CorruptFileError (unparsable JSON), DataShapeError.
+        UnknownSplitError, DataFileMissingError, CorruptFileError (unparsable JSON),
+        DataShapeError (bad records, or none).
     """
     if split not in SPLIT_FILES:
         raise UnknownSplitError(f"unknown VQA-RAD split {split!r}; expected one of {sorted(SPLIT_FILES)}")
@@ -138,7 +140,10 @@ def load_records(split: str, data_root: Optional[PathLike] = None) -> List[VQARe
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CorruptFileError(f"cannot parse {path}: {err}") from None
-    return parse_records(raw, where=str(path))
+    records = parse_records(raw, where=str(path))
+    if not records:
+        raise DataShapeError(f"{path} holds no QA records")
+    return records
 
 
 class AnswerVocab:
@@ -182,7 +187,7 @@ def read_image(path: Path) -> np.ndarray:
     Raises:
         DataFileMissingError: no such file. CorruptFileError: unreadable or truncated file.
     """
-    return to_gray(read_any_image(path, "VQA-RAD image"))
+    return to_gray(read_any_image(path, what="VQA-RAD image"))
 
 
 def decode_images(folder: Path, names: Sequence[str], size: int, progress: bool = False) -> Tuple[np.ndarray, Dict[str, int]]:
