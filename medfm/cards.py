@@ -22,18 +22,40 @@ _METRIC_TYPES = {"acc": "accuracy", "auc": "roc_auc", "balanced_acc": "balanced_
 _METRIC_NAMES = {"clean_error": "clean error", "be": "BE", "rbe": "rBE", "acc": "ACC", "auc": "AUC"}
 
 
+NOT_RECORDED = "not recorded"
+
+
+def _number(value: Any) -> bool:
+    """A real metric value (``bool`` and non-numbers are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _section(mapping: Any, key: str) -> Dict[str, Any]:
+    """``mapping[key]`` when it is a dict, else ``{}`` (results files may lack or garble sections)."""
+    value = mapping.get(key) if isinstance(mapping, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _shown(value: Any) -> Any:
+    """A config value for the card, or "not recorded" (never ``None``)."""
+    return NOT_RECORDED if value is None or value == "" else value
+
+
 def _eval_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> List[EvalResult]:
+    """model-index entries; only for results that name the data set they were measured on."""
     if not results:
         return []
-    meta = results.get("meta", {})
-    metrics = results.get("metrics", {})
-    flag = meta.get("dataset") or cfg.get("training", {}).get("data", {}).get("flag", "unknown")
+    meta, metrics = _section(results, "meta"), _section(results, "metrics")
+    flag = meta.get("dataset")
+    if not flag:  # never guess where the numbers come from
+        return []
+    split = meta.get("split")
     out = []
     for key, mtype in _METRIC_TYPES.items():
         val = metrics.get(key)
-        if isinstance(val, (int, float)):
+        if _number(val):
             out.append(EvalResult(task_type="image-classification", dataset_type=f"medmnist/{flag}",
-                                  dataset_name=str(flag), dataset_split=str(meta.get("split", "test")),
+                                  dataset_name=str(flag), dataset_split=str(split) if split else None,
                                   metric_type=mtype, metric_name=key.upper() if key != "balanced_acc" else "balanced ACC",
                                   metric_value=round(float(val), 4)))
     return out
@@ -42,21 +64,28 @@ def _eval_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> Lis
 def _evaluation_text(results: Optional[Dict[str, Any]]) -> str:
     if not results:
         return "Not evaluated yet: run `medfm eval` and then `medfm card <checkpoint> --results results.json`."
-    meta, metrics, cis = results.get("meta", {}), results.get("metrics", {}), results.get("ci", {})
-    lines = [f"Measured on the **{meta.get('split', 'test')}** split of `{meta.get('dataset', '?')}` "
-             f"({results.get('n_samples', '?')} images) with `medfm eval`.", "",
-             "| metric | value | 95% CI (bootstrap) |", "|---|---|---|"]
+    meta, metrics, cis = _section(results, "meta"), _section(results, "metrics"), _section(results, "ci")
+    split = f"**{meta['split']}** split" if meta.get("split") else "split (not recorded)"
+    dataset = f"`{meta['dataset']}`" if meta.get("dataset") else "a data set not recorded in the results"
+    n = results.get("n_samples")
+    lines = [f"Measured on the {split} of {dataset}" + (f" ({n} images)" if _number(n) else "") + " with `medfm eval`.",
+             "", "| metric | value | 95% CI (bootstrap) |", "|---|---|---|"]
     labels = {"acc": "ACC", "auc": "AUC", "balanced_acc": "balanced ACC", "ece": "ECE (15 bins)"}
     for key, label in labels.items():
-        if isinstance(metrics.get(key), (int, float)):
+        if _number(metrics.get(key)):
             ci = cis.get(key)
-            ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if ci else ""
+            ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if isinstance(ci, dict) and _number(ci.get("low")) \
+                and _number(ci.get("high")) else ""
             lines.append(f"| {label} | {metrics[key]:.4f} | {ci_txt} |")
-    rob = results.get("robustness") or {}
+    if len(lines) == 4:
+        return "The results file holds no ACC/AUC/balanced ACC/ECE values."
+    rob = _section(results, "robustness")
     for key, label in (("clean_error", "MedMNIST-C clean error"), ("be", "MedMNIST-C BE"), ("rbe", "MedMNIST-C rBE")):
-        if isinstance(rob.get(key), (int, float)):
+        if _number(rob.get(key)):
             lines.append(f"| {label} | {rob[key]:.4f} | |")
-    refs = {k: v for k, v in (meta.get("references") or {}).items() if v}
+    refs = {k: {m: v for m, v in ref.items() if _number(v)} for k, ref in _section(meta, "references").items()
+            if isinstance(ref, dict)}
+    refs = {k: v for k, v in refs.items() if v}
     if refs:
         lines += ["", "Published figures for comparison:", "", "| model | figures |", "|---|---|"]
     for name, ref in refs.items():
@@ -73,6 +102,9 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, mo
         cfg: the checkpoint config (see :mod:`medfm.hub`).
         results: a ``results.json`` dict from ``medfm eval`` (adds model-index and tables).
         model_id: how the usage snippet refers to the checkpoint.
+
+    Fields the config or results do not hold are shown as "not recorded"; nothing (sizes,
+    splits, data sets of results) is filled in by assumption.
     """
     training = cfg.get("training", {})
     data = training.get("data", {})
@@ -80,29 +112,38 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, mo
     pre = cfg.get("preprocessing", {})
     args = cfg.get("args", {})
     license_ = data.get("license_id") or "other"
+    model_name = cfg.get("model_name") or "-".join(["medfm"] + [str(v) for v in (enc.get("name"), cfg.get("name")) if v])
     card_data = ModelCardData(
         library_name="medfm",
         license=license_,
-        tags=["medical-imaging", "medfm", str(enc.get("name", "")), str(cfg.get("name", ""))],
+        tags=["medical-imaging", "medfm"] + [str(v) for v in (enc.get("name"), cfg.get("name")) if v],
         datasets=[f"medmnist/{data['flag']}"] if data.get("flag") else None,
-        model_name=cfg.get("model_name", f"medfm-{enc.get('name')}-{cfg.get('name')}"),
+        model_name=model_name,
         eval_results=_eval_results(cfg, results) or None,
         pipeline_tag="image-classification" if cfg.get("name") == "classification" else None,
     )
-    if data:
-        training_data = (f"`{data.get('flag')}` (MedMNIST v2, {data.get('size', 28)} px) — {data.get('description', '')}\n\n"
-                         f"License of the data: {data.get('license', 'see source')}. Splits used: {data.get('splits', 'official train/val/test')}. "
-                         f"File md5: `{data.get('md5', '?')}`.")
+    if data:  # only what the checkpoint recorded: no assumed size, splits or checksums
+        size = f", {data['size']} px" if data.get("size") else ""
+        about = f" — {data['description']}" if data.get("description") else ""
+        md5 = f"`{data['md5']}`" if data.get("md5") else NOT_RECORDED
+        training_data = (f"`{_shown(data.get('flag'))}` (MedMNIST v2{size}){about}\n\n"
+                         f"License of the data: {data.get('license') or 'see the data source'}. "
+                         f"Splits used: {_shown(data.get('splits'))}. File md5: {md5}.")
     else:
         training_data = "Not recorded in this checkpoint's config."
     proc = []
     for stage in ("pretraining", "finetuning"):
         if training.get(stage):
             proc.append(f"- **{stage}**: `{json.dumps(training[stage], sort_keys=True)}`")
-    if cfg.get("name") == "classification":
-        outputs = f"{args.get('num_classes')} {args.get('task')} scores over {args.get('label_names')}"
+    if cfg.get("name") == "classification" and args.get("num_classes"):
+        outputs = f"{args['num_classes']} {args.get('task') or ''} scores over {_shown(args.get('label_names'))}"
     else:
-        outputs = f"{cfg.get('kind')} outputs"
+        outputs = f"{cfg['kind']} outputs" if cfg.get("kind") else NOT_RECORDED
+    if pre.get("in_chans") and pre.get("img_size"):
+        norm = f", normalised with mean {pre['mean']} / std {pre['std']}" if pre.get("mean") and pre.get("std") else ""
+        model_input = f"{pre['in_chans']}-channel {pre['img_size']}x{pre['img_size']} images, intensities in [0, 1]{norm}"
+    else:
+        model_input = NOT_RECORDED
     limitations = training.get("limitations") or (
         "Trained and evaluated on one public benchmark at low resolution; performance on other scanners, "
         "sites, populations or resolutions is unknown. Scores are not calibrated probabilities of disease."
@@ -112,18 +153,14 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, mo
         template_path=str(TEMPLATE),
         model_name=card_data.model_name,
         summary=cfg.get("summary", "A medfm model."),
-        encoder_name=enc.get("name"),
-        family=cfg.get("family", "?"),
-        n_params=cfg.get("n_params", "?"),
-        kind=cfg.get("kind"),
-        name=cfg.get("name"),
+        encoder_name=_shown(enc.get("name")),
+        family=_shown(cfg.get("family")),
+        n_params=f"{cfg['n_params']} parameters" if cfg.get("n_params") else "parameter count not recorded",
+        adapter=f"{cfg['kind']}/{cfg['name']}" if cfg.get("kind") and cfg.get("name") else NOT_RECORDED,
         adapter_note=" (LoRA adapter)" if cfg.get("adapter") == "lora" else (" (LoRA merged)" if cfg.get("merged_from") else ""),
-        in_chans=pre.get("in_chans"),
-        img_size=pre.get("img_size"),
-        mean=pre.get("mean"),
-        std=pre.get("std"),
+        model_input=model_input,
         outputs=outputs,
-        medfm_version=cfg.get("medfm_version"),
+        medfm_version=_shown(cfg.get("medfm_version")),
         training_data=training_data,
         training_procedure="\n".join(proc) or "Not recorded.",
         evaluation=_evaluation_text(results),
@@ -137,7 +174,8 @@ def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) ->
     """Rewrite ``<checkpoint>/README.md`` with the results of ``results.json`` (atomic write).
 
     Raises:
-        CheckpointError: not a checkpoint; ValueError: unreadable results file.
+        CheckpointError: not a checkpoint; ValueError: unreadable results file, or one that is
+            not a JSON object.
     """
     from medfm.hub import CARD_NAME, load_config
     from medfm.io import atomic_write_text
@@ -146,7 +184,10 @@ def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) ->
     cfg = load_config(ckpt)
     try:
         results = json.loads(Path(results_path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"cannot read results file {results_path}: {err}") from None
+    if not isinstance(results, dict):
+        raise ValueError(f"results file {results_path} must hold a JSON object (the results.json of `medfm eval`), "
+                         f"got a JSON {type(results).__name__}")
     atomic_write_text(ckpt / CARD_NAME, build_card(cfg, results, model_id=str(ckpt)))
     return ckpt / CARD_NAME

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--output", type=Path, required=True)
         if resume:
             sp.add_argument("--resume", action="store_true", help=resume)
-        sp.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+        sp.add_argument("--epochs", type=_positive_int, default=None, help="override train.epochs")
         data_root(sp)
         return sp
 
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--data", default=None, help="MedMNIST flag, e.g. pneumoniamnist")
     which.add_argument("--suite", type=Path, default=None, help="evaluation suite, e.g. eval_suites/medmnist_c.yaml")
     sp.add_argument("--split", default="test", choices=["train", "val", "test"], help="--data only")
-    sp.add_argument("--size", type=int, default=None, help="--data only")
+    sp.add_argument("--size", type=_positive_int, default=None, help="--data only")
     sp.add_argument("--protocol", default=None, choices=["as-is", "linear", "knn", "finetune", "zeroshot"],
                     help="override the suite's protocol; finetune: train the encoder + a new head on each label "
                          "fraction, then score; zeroshot: a CLIP checkpoint on --data with class prompts")
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=None, help="override corruptions.workers (processes)")
     sp.add_argument("--threads", type=int, default=None, help="torch CPU threads for inference (default: torch's)")
     sp.add_argument("--output", type=Path, default=None)
-    sp.add_argument("--batch-size", type=int, default=None, help="inference batch size (default: the suite's, 64; 256 with --data)")
+    sp.add_argument("--batch-size", type=_positive_int, default=None, help="inference batch size (default: the suite's, 64; 256 with --data)")
     data_root(sp)
 
     sp = sub.add_parser("merge", help="fold a LoRA adapter into its base and save a full checkpoint")
@@ -78,25 +78,59 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("bench", help="training throughput: medfm loop vs a bare torch loop")
     sp.add_argument("--encoder", default="resnet18")
-    sp.add_argument("--img-size", type=int, default=28)
-    sp.add_argument("--batch-size", type=int, default=128)
-    sp.add_argument("--steps", type=int, default=20)
+    sp.add_argument("--img-size", type=_positive_int, default=28)
+    sp.add_argument("--batch-size", type=_positive_int, default=128)
+    sp.add_argument("--steps", type=_positive_int, default=20)
     sp.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     return p
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] = None,
                  label_fraction: Optional[float] = None):
-    from medfm.config import from_dict, load_yaml
+    """Load a pretrain/finetune recipe; its encoder/objective ``args`` are checked against the builders.
+
+    Raises:
+        ConfigError: unknown keys or arguments (with close matches), wrong types, bad values.
+    """
+    from medfm.config import check_call_args, from_dict, load_yaml
+    from medfm.registry import ENCODERS, OBJECTIVES
 
     data = load_yaml(path)
-    if epochs is not None:
-        data.setdefault("train", {})["epochs"] = epochs
-    if dataset is not None:
-        data.setdefault("data", {})["dataset"] = dataset
-    if label_fraction is not None:
-        data.setdefault("data", {})["label_fraction"] = label_fraction
-    return from_dict(cls, data, where=path.name)
+    overrides = {"train": {"epochs": epochs}, "data": {"dataset": dataset, "label_fraction": label_fraction}}
+    for key, values in overrides.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        section = data.get(key) or {}
+        if values and isinstance(section, dict):  # a non-mapping section is reported by from_dict
+            data[key] = {**section, **values}
+    recipe = from_dict(cls, data, where=path.name)
+    check_call_args(ENCODERS.get(recipe.encoder.name), recipe.encoder.args, f"{path.name}.encoder.args",
+                    provided=("in_chans", "img_size"))
+    objective = getattr(recipe, "objective", None)
+    if objective is not None:
+        check_call_args(OBJECTIVES.get(objective.name), objective.args, f"{path.name}.objective.args",
+                        provided=("encoder",))
+    return recipe
+
+
+def _check_new_output(path: Path) -> None:
+    """Refuse to write a checkpoint over an existing non-empty directory or file.
+
+    Raises:
+        FileExistsError: ``path`` is a file or a non-empty directory (saving would replace it whole).
+    """
+    if path.is_file() or (path.is_dir() and any(path.iterdir())):
+        raise FileExistsError(f"{path} already exists and is not empty; choose another output or delete it first")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -186,6 +220,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "merge":
         from medfm.adapters.lora import merge_adapter
 
+        _check_new_output(args.output)
         print(f"merged checkpoint: {merge_adapter(args.adapter, args.output, args.base)}")
     elif args.command == "card":
         from medfm.cards import update_card
@@ -212,8 +247,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except (ConfigError, MedFMDataError, CheckpointError, UnknownNameError, FileExistsError, ValueError) as err:
+    except (ConfigError, MedFMDataError, CheckpointError, UnknownNameError, OSError, ValueError) as err:
+        # OSError: unwritable/missing paths, a full disk, an output that exists
         print(f"medfm: error: {err}", file=sys.stderr)
+        return 2
+    except TypeError as err:  # a recipe ``args`` key a builder (e.g. a timm model) does not take
+        if "unexpected keyword argument" not in str(err):
+            raise
+        print(f"medfm: error: {err} (check the recipe's args)", file=sys.stderr)
         return 2
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import re
 import typing
 from pathlib import Path
-from typing import Any, Dict, Type, TypeVar, Union
+from typing import Any, Dict, Tuple, Type, TypeVar, Union
 
 import yaml
 
@@ -27,9 +29,13 @@ def _is_dataclass_type(tp: Any) -> bool:
 def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, recursing into nested dataclass fields.
 
+    Values are checked against the field's type hint (``int``, ``float``, ``bool``, ``str``,
+    ``Optional``/``Union``, lists/tuples of those, mappings, nested dataclasses).
+
     Raises:
-        ConfigError: unknown keys (with close matches), a section that is not a mapping,
-            or a value rejected by the dataclass's ``__post_init__``.
+        ConfigError: unknown keys (with close matches), a value of the wrong type (e.g.
+            ``train.epochs: expected an integer, got 'ten' (str)``), a section that is not a
+            mapping, or a value rejected by the dataclass's ``__post_init__``.
     """
     where = where or cls.__name__
     if data is None:
@@ -44,22 +50,113 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else f" (valid keys: {', '.join(fields)})"
             raise ConfigError(f"{where}: unknown key {key!r}{hint}")
-        tp = hints.get(key)
-        origin = typing.get_origin(tp)
-        if origin is Union:  # Optional[Dataclass]
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            tp = args[0] if len(args) == 1 else tp
-        if _is_dataclass_type(tp) and isinstance(value, dict):
-            value = from_dict(tp, value, f"{where}.{key}")
-        elif isinstance(value, list) and typing.get_origin(tp) is tuple:
-            value = tuple(value)
-        kwargs[key] = value
+        kwargs[key] = _checked(value, hints.get(key, Any), f"{where}.{key}")
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_PLURAL_NAMES = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
+
+
+def _describe(tp: Any) -> str:
+    """Readable name of a type hint for error messages ("an integer", "a list of numbers")."""
+    if tp in _TYPE_NAMES:
+        return _TYPE_NAMES[tp]
+    if _is_dataclass_type(tp) or typing.get_origin(tp) is dict or tp is dict:
+        return "a mapping"
+    if typing.get_origin(tp) in (list, tuple):
+        inner = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        plural = _PLURAL_NAMES.get(next(iter(inner))) if len(inner) == 1 else None
+        return "a list" + (f" of {plural}" if plural else "")
+    if typing.get_origin(tp) is Union:
+        return " or ".join(_describe(a) if a is not type(None) else "null" for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _checked(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked against the type hint ``tp`` (nested dataclasses built, lists made tuples).
+
+    Ints are accepted where floats are expected; ``bool`` is never taken for a number. Hints
+    this checker does not know (``Any``, classes) accept any value.
+
+    Raises:
+        ConfigError: ``value`` does not fit ``tp`` (names ``where``, the expected and the given value).
+    """
+    origin = typing.get_origin(tp)
+
+    def wrong() -> ConfigError:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        return ConfigError(f"{where}: expected {_describe(tp)}, got {shown} ({type(value).__name__})")
+
+    if tp is Any:
+        return value
+    if origin is Union:
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in (a for a in options if a is not type(None)):
+            try:
+                return _checked(value, option, where)
+            except ConfigError as err:
+                last = err
+        raise last if len([a for a in options if a is not type(None)]) == 1 else wrong()
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        if value is None or isinstance(value, dict):  # an empty YAML section means all defaults
+            return from_dict(tp, value, where)
+        raise wrong()
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise wrong()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong()
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise wrong()
+        return value
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise wrong()
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:  # Tuple[X, Y]: fixed length
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            items = [_checked(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            elem = args[0] if args else Any
+            # elements that are dataclasses are built by the parent's __post_init__ (it knows their context)
+            items = [v if _is_dataclass_type(elem) and isinstance(v, dict) else _checked(v, elem, f"{where}[{i}]")
+                     for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple or tp is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise wrong()
+        return value
+    return value
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does: ``1e-3`` is a float, not a string."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$""", re.X),
+    list("-+0123456789"),
+)
 
 
 def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
@@ -72,12 +169,53 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping")
     return data
+
+
+def check_call_args(fn: Any, args: Dict[str, Any], where: str, provided: Tuple[str, ...] = ()) -> None:
+    """Check recipe ``args`` against the keyword parameters of a registered builder ``fn``.
+
+    Unknown keys are answered with the closest parameter name, and values of annotated
+    parameters are type-checked as in :func:`from_dict`. A builder taking ``**kwargs``
+    (e.g. one passing them on to timm) accepts any key; its known parameters are still checked.
+
+    Args:
+        fn: a function or class (its ``__init__`` is inspected).
+        args: the recipe's ``args`` mapping.
+        where: location for messages, e.g. ``"pt.yaml.objective.args"``.
+        provided: parameters the caller fills itself (e.g. ``("encoder",)``); not valid in ``args``.
+
+    Raises:
+        ConfigError: an unknown or caller-provided key, or a value of the wrong type.
+    """
+    target = fn.__init__ if isinstance(fn, type) else fn
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # annotations that do not resolve at run time: check names only
+        hints = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    names = [n for n, p in params.items() if n != "self" and n not in provided
+             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    for key, value in args.items():
+        if key in provided:
+            raise ConfigError(f"{where}: {key!r} is set by medfm, not by the recipe")
+        if key not in names:
+            if takes_any:
+                continue
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(names) or 'none'})"
+            raise ConfigError(f"{where}: unknown argument {key!r}{hint}")
+        if value is not None and key in hints:
+            _checked(value, hints[key], f"{where}.{key}")
 
 
 def to_dict(obj: Any) -> Any:

@@ -33,8 +33,15 @@ def _corrupt(path: Path, what: str, err: BaseException) -> CorruptFileError:
                             else f"cannot read {what} {path}: {type(err).__name__}")
 
 
-def _scale_wide(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
-    """``(H, W)`` 16/32-bit or float pixels -> uint8, min-max scaled to 0-255 (constant -> 0)."""
+def scale_to_uint8(arr: np.ndarray, path: PathLike, what: str = "image") -> np.ndarray:
+    """``(H, W)`` 16/32-bit or float pixels -> ``(H, W)`` uint8, min-max scaled to 0-255 (constant -> 0).
+
+    Used for image files and in-memory images deeper than 8 bits (PIL modes in
+    :data:`WIDE_MODES`); ``path`` and ``what`` only name the source in messages.
+
+    Raises:
+        CorruptFileError: non-finite pixel values.
+    """
     arr = np.asarray(arr, dtype=np.float64)
     if not np.isfinite(arr).all():
         raise CorruptFileError(f"cannot read {what} {path}: {int((~np.isfinite(arr)).sum())} non-finite pixel value(s)")
@@ -96,7 +103,7 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
         with Image.open(path) as im:
             im.load()
             if im.mode in WIDE_MODES:
-                im = Image.fromarray(_scale_wide(np.asarray(im), path, what))
+                im = Image.fromarray(scale_to_uint8(np.asarray(im), path, what))
             target = mode or (im.mode if im.mode in MODES else "RGB")
             return np.array(im if im.mode == target else im.convert(target), dtype=np.uint8)
     except MedFMDataError:
@@ -105,4 +112,4 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
         raise _corrupt(path, what, err) from None
 
 
-__all__ = ["read_image", "image_mode", "missing_file", "WIDE_MODES", "MODES"]
+__all__ = ["read_image", "image_mode", "missing_file", "scale_to_uint8", "WIDE_MODES", "MODES"]

@@ -16,11 +16,34 @@ class PipelineInputError(ValueError):
     """An input image is of an unsupported type, shape or dtype."""
 
 
+def pil_to_array(image: Any, in_chans: int) -> np.ndarray:
+    """A PIL image -> uint8 ``(H, W)`` (``in_chans`` 1) or ``(H, W, 3)`` array.
+
+    Pixels deeper than 8 bits (modes ``I;16``, ``I``, ``F``: 16-bit PNG/TIFF scans) are
+    min-max scaled to 0-255 first, as :func:`medfm.data.images.read_image` does for files;
+    PIL's own ``convert("L")`` would clip them at 255.
+
+    Raises:
+        PipelineInputError: non-finite pixels in a float image.
+    """
+    from PIL import Image
+
+    from medfm.data.errors import MedFMDataError
+    from medfm.data.images import WIDE_MODES, scale_to_uint8
+
+    if image.mode in WIDE_MODES:
+        try:
+            image = Image.fromarray(scale_to_uint8(np.asarray(image), "<PIL image>"))
+        except MedFMDataError as err:
+            raise PipelineInputError(str(err)) from None
+    return np.asarray(image.convert("L" if in_chans == 1 else "RGB"))
+
+
 def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     """One image -> ``(in_chans, img_size, img_size)`` float32 in [0, 1].
 
-    Accepts a PIL image or a uint8 array ``(H, W)`` / ``(H, W, C)`` (C = 1 or 3) as stored in
-    MedMNIST npz files. Grayscale is repeated to 3 channels for RGB models; RGB is converted
+    Accepts a PIL image (16-bit and float modes min-max scaled, see :func:`pil_to_array`) or
+    a uint8 array ``(H, W)`` / ``(H, W, C)`` (C = 1 or 3) as stored in MedMNIST npz files. Grayscale is repeated to 3 channels for RGB models; RGB is converted
     to luminance (PIL "L") for 1-channel models. Other sizes are resized bilinearly.
 
     Raises:
@@ -29,8 +52,7 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        image = image.convert("L" if in_chans == 1 else "RGB")
-        arr = np.asarray(image)
+        arr = pil_to_array(image, in_chans)
     elif isinstance(image, np.ndarray):
         arr = image
         if arr.dtype != np.uint8:
@@ -43,6 +65,8 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
             raise PipelineInputError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}")
     else:
         raise PipelineInputError(f"expected a PIL image or a uint8 numpy array, got {type(image).__name__}")
+    if min(arr.shape[:2]) == 0:
+        raise PipelineInputError(f"empty image of shape {arr.shape}")
     x = torch.from_numpy(np.array(arr, copy=True))  # PIL-backed arrays are read-only
     x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
     if x.shape[0] == 1 and in_chans == 3:
@@ -60,6 +84,14 @@ class ImageClassificationPipeline:
         model: checkpoint dir / ``hf-hub:`` id, or a loaded classifier module.
         batch_size: images per forward pass (keep it equal to ``medfm eval``'s to reproduce
             its scores bit for bit).
+
+    ``__call__(images, top_k=None)``: one image (see :func:`image_to_tensor`) -> a list of
+    ``{"label", "score"}``, highest first (``top_k`` of them); a list of images -> one such
+    list per image (``[]`` for ``[]``).
+
+    Raises:
+        PipelineInputError: ``model`` is not a classifier; bad images or ``top_k``.
+        medfm.hub.CheckpointError: missing or corrupt checkpoint.
     """
 
     def __init__(self, model: Any, batch_size: int = 256) -> None:
@@ -67,15 +99,24 @@ class ImageClassificationPipeline:
         from medfm.hub import from_pretrained
 
         self.model = from_pretrained(model) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else model
-        self.model.eval()
         self.core = classifier_core(self.model)
-        self.batch_size = batch_size
+        if not all(hasattr(self.core, a) for a in ("scores", "label_names", "encoder")):
+            raise PipelineInputError(f"{type(self.core).__name__} is not an image classifier (medfm adapter "
+                                     "'classification'); fine-tune one with `medfm finetune`")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model.eval()
+        self.batch_size = int(batch_size)
 
     @torch.no_grad()
     def __call__(self, images: Union[Any, Sequence[Any]], top_k: Optional[int] = None
                  ) -> Union[List[Dict[str, Any]], List[List[Dict[str, Any]]]]:
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise PipelineInputError(f"top_k must be a positive integer or None (all classes), got {top_k!r}")
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
+        if not items:
+            return []
         enc = self.core.encoder
         x = torch.stack([image_to_tensor(im, enc.in_chans, enc.img_size) for im in items])
         scores = torch.cat([self.core.scores(self.model(x[i:i + self.batch_size]))

@@ -128,12 +128,14 @@ def _is_nifti(path: Path) -> bool:
 def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
     """Load one pipeline input into ``{"array": ..., "affine": (4, 4) or None, "header": ...}``.
 
-    2D inputs become ``(C, H, W)`` float32 in [0, 1] (uint8 / 255; grayscale repeated to 3
-    channels, RGB converted to luminance for 1-channel models); NIfTI volumes stay
+    2D inputs become ``(C, H, W)`` float32 in [0, 1] (uint8 / 255; 16-bit/float image files and
+    PIL images min-max scaled; grayscale repeated to 3 channels, RGB converted to luminance
+    for 1-channel models); float arrays must already be finite and in [0, 1]; NIfTI volumes stay
     ``(X, Y, Z)`` with intensities normalised later.
 
     Raises:
-        SegmentationInputError: unsupported type, missing/corrupt file, wrong dimensionality.
+        SegmentationInputError: unsupported type, missing/corrupt file, wrong dimensionality,
+            a 2D float array with NaN/inf or values outside [0, 1].
     """
     from PIL import Image
 
@@ -152,13 +154,20 @@ def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
             if arr.ndim != 3:
                 raise SegmentationInputError(f"expected a 3D NIfTI volume, {path} has shape {arr.shape}")
             return {"array": arr, "affine": np.asarray(img.affine), "header": img.header, "nifti": True}
-        try:
-            with Image.open(path) as im:
-                item = im.convert("L" if in_chans == 1 else "RGB")
-        except OSError as err:
-            raise SegmentationInputError(f"cannot read image {path}: {err}") from None
+        from medfm.data.errors import MedFMDataError
+        from medfm.data.images import read_image
+
+        try:  # 16-bit / float files are min-max scaled, never clipped at 255
+            item = read_image(path, mode="L" if in_chans == 1 else "RGB", what="image")
+        except MedFMDataError as err:
+            raise SegmentationInputError(str(err)) from None
     if isinstance(item, Image.Image):
-        item = np.asarray(item.convert("L" if in_chans == 1 else "RGB"))
+        from medfm.pipelines.classification import PipelineInputError, pil_to_array
+
+        try:
+            item = pil_to_array(item, in_chans)
+        except PipelineInputError as err:
+            raise SegmentationInputError(str(err)) from None
     if not isinstance(item, np.ndarray):
         raise SegmentationInputError(f"expected a file path, PIL image or numpy array, got {type(item).__name__}")
     arr = item
@@ -170,6 +179,11 @@ def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
         arr = arr.astype(np.float32) / 255.0
     elif not np.issubdtype(arr.dtype, np.floating):
         raise SegmentationInputError(f"2D arrays must be uint8 or float in [0, 1], got {arr.dtype}")
+    elif not np.isfinite(arr).all():
+        raise SegmentationInputError(f"image has {int((~np.isfinite(arr)).sum())} NaN/inf pixel value(s)")
+    elif arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise SegmentationInputError(f"float images must be in [0, 1], got values in [{arr.min():g}, {arr.max():g}] "
+                                     "(divide 0-255 data by 255, or pass it as uint8)")
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3):

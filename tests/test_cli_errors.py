@@ -1,0 +1,116 @@
+"""User mistakes at the ``medfm`` command line and in recipes: one line ``medfm: error: ...``, exit 2.
+
+No training runs here: every case fails while the recipe or the arguments are checked.
+"""
+import json
+import textwrap
+
+import pytest
+
+from medfm.cli import main
+from medfm.config import ConfigError, check_call_args, from_dict, load_yaml
+from medfm.training.recipes import FinetuneRecipe, PretrainRecipe
+
+PRETRAIN = textwrap.dedent("""
+    data: {dataset: pneumoniamnist, size: 28}
+    encoder: {name: resnet_test}
+    objective: {name: simclr, args: {hidden_dim: 32, proj_dim: 16}}
+    train: {epochs: 1, batch_size: 16, lr: 1.0e-3, precision: fp32}
+""")
+
+
+@pytest.fixture
+def data_root(write_medmnist, monkeypatch):
+    """A tiny pneumoniamnist file as $MEDFM_DATA (checks that run after the data loads)."""
+    root = write_medmnist("pneumoniamnist")
+    monkeypatch.setenv("MEDFM_DATA", str(root))
+    return root
+
+
+def _error_of(capsys, argv):
+    """(exit code, stderr) of ``medfm argv``; stderr must be one line."""
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return code, err
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("epochs: 1", "epochs: one", "train.epochs: expected an integer, got 'one' (str)"),
+    ("size: 28", "size: big", "data.size: expected an integer, got 'big' (str)"),
+    ("fp32}", "fp32, seed: true}", "train.seed: expected an integer, got True (bool)"),
+    ("data: {dataset: pneumoniamnist, size: 28}", "data: 5", "pt.yaml.data: expected a mapping, got 5 (int)"),
+    ("size: 28}", "size: 28, verify_md5: nope}", "data.verify_md5: expected true or false, got 'nope'"),
+    ("hidden_dim: 32", "hiden_dim: 32", "objective.args: unknown argument 'hiden_dim'; did you mean 'hidden_dim'?"),
+    ("hidden_dim: 32", "hidden_dim: big", "objective.args.hidden_dim: expected an integer, got 'big'"),
+    ("hidden_dim: 32", "encoder: 3", "objective.args: 'encoder' is set by medfm"),
+    ("{name: resnet_test}", "{name: resnet_test, args: {drop_rat: 0.1}}", "unexpected keyword argument 'drop_rat'"),
+])
+def test_recipe_type_and_argument_errors_are_one_line(tmp_path, capsys, data_root, old, new, message):
+    assert old in PRETRAIN
+    (tmp_path / "pt.yaml").write_text(PRETRAIN.replace(old, new))
+    code, err = _error_of(capsys, ["pretrain", str(tmp_path / "pt.yaml"), "--output", str(tmp_path / "out")])
+    assert code == 2 and err.startswith("medfm: error: ") and message in err, err
+    if "drop_rat" not in new:  # caught while loading the recipe: nothing written yet
+        assert not (tmp_path / "out").exists()
+
+
+def test_yaml_exponent_floats_and_empty_sections(tmp_path):
+    # PyYAML (YAML 1.1) reads `1e-3` as the string '1e-3'; recipes read it as YAML 1.2 does
+    (tmp_path / "r.yaml").write_text("train: {lr: 1e-3, weight_decay: 5E-2, epochs: 2}\nencoder:\n")
+    data = load_yaml(tmp_path / "r.yaml")
+    assert data["train"] == {"lr": 0.001, "weight_decay": 0.05, "epochs": 2}
+    recipe = from_dict(PretrainRecipe, data)
+    assert recipe.train.lr == 0.001 and recipe.encoder.name == "resnet18"  # empty section: defaults
+    (tmp_path / "s.yaml").write_text("name: 1e3x\nversion: '1e-3'\n")
+    assert load_yaml(tmp_path / "s.yaml") == {"name": "1e3x", "version": "1e-3"}  # strings stay strings
+
+
+def test_from_dict_checks_nested_types():
+    rec = from_dict(FinetuneRecipe, {"lora": {"rank": 4, "alpha": 8}, "dropout": 0, "augment": None,
+                                     "train": {"lr": 1, "grad_clip": None}})
+    assert rec.dropout == 0 and rec.augment is None and rec.train.lr == 1
+    with pytest.raises(ConfigError, match=r"r\.lora\.rank: expected an integer, got 'four' \(str\)"):
+        from_dict(FinetuneRecipe, {"lora": {"rank": "four"}}, where="r")
+    with pytest.raises(ConfigError, match=r"r\.train\.grad_clip: expected a number, got \[1\] \(list\)"):
+        from_dict(FinetuneRecipe, {"train": {"grad_clip": [1]}}, where="r")
+    with pytest.raises(ConfigError, match=r"r\.augment: expected a mapping, got 'light' \(str\)"):
+        from_dict(FinetuneRecipe, {"augment": "light"}, where="r")
+
+
+def test_check_call_args_ignores_var_kwargs_but_checks_known_parameters():
+    def builder(encoder, depth: int = 2, **kw):
+        return depth
+
+    check_call_args(builder, {"depth": 3, "anything": "x"}, "w", provided=("encoder",))
+    with pytest.raises(ConfigError, match=r"w\.depth: expected an integer"):
+        check_call_args(builder, {"depth": "3"}, "w", provided=("encoder",))
+
+
+def test_merge_refuses_to_replace_a_non_empty_directory(tmp_path, capsys):
+    keep = tmp_path / "project"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+    code, err = _error_of(capsys, ["merge", str(tmp_path / "adapter"), str(keep)])
+    assert code == 2 and "already exists and is not empty" in err
+    assert (keep / "notes.txt").read_text() == "precious"
+
+
+def test_unwritable_output_and_bad_numbers_do_not_trace(tmp_path, capsys, data_root):
+    (tmp_path / "pt.yaml").write_text(PRETRAIN)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, err = _error_of(capsys, ["pretrain", str(tmp_path / "pt.yaml"), "--output", str(blocker / "out")])
+    assert code == 2 and err.startswith("medfm: error: ") and "Not a directory" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--encoder", "resnet_test", "--steps", "0"])
+    assert exc.value.code == 2 and "--steps: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_card_rejects_results_that_are_not_an_object(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"kind": "adapter", "name": "classification", "encoder": {}}))
+    (tmp_path / "results.json").write_text("[0.9, 0.8]")
+    code, err = _error_of(capsys, ["card", str(ckpt), "--results", str(tmp_path / "results.json")])
+    assert code == 2 and "must hold a JSON object" in err and not (ckpt / "README.md").exists()
