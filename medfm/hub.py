@@ -210,7 +210,8 @@ def save_pretrained(model: nn.Module, path: Union[str, Path], card: Optional[str
 
     Args:
         model: a medfm adapter or objective module (e.g. ``ImageClassifier``, ``SimCLR``).
-        path: target directory (replaced atomically if it exists).
+        path: target directory; an existing checkpoint there (a folder with ``config.json``)
+            is replaced atomically, any other non-empty folder is refused.
         card: model card Markdown; default: a card generated from the config.
         extra_config: metadata merged into ``config.json`` (training data, license, ...).
 
@@ -218,9 +219,13 @@ def save_pretrained(model: nn.Module, path: Union[str, Path], card: Optional[str
         The checkpoint directory.
 
     Raises:
-        CheckpointError: ``model`` is not a medfm module.
+        CheckpointError: ``model`` is not a medfm module, or ``path`` is a file or a non-empty
+        folder that is not a checkpoint (saving would delete its contents).
     """
     path = Path(path)
+    if path.is_file() or (path.is_dir() and not (path / CONFIG_NAME).is_file() and any(path.iterdir())):
+        raise CheckpointError(f"{str(path)!r} exists and is not a checkpoint directory; saving would replace "
+                              "its contents: choose another path or delete it first")
     with atomic_dir(path) as tmp:
         write_checkpoint(model, tmp, card, extra_config)
     return path

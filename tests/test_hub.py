@@ -30,6 +30,22 @@ def test_layout_and_bit_exact_round_trip(tmp_path):
     assert "Intended use" in (path / "README.md").read_text()
 
 
+def test_save_replaces_a_checkpoint_but_never_another_folder(tmp_path):
+    first = save_pretrained(_clf(0), tmp_path / "ckpt")
+    save_pretrained(_clf(1), first)  # a checkpoint is replaced whole
+    assert torch.equal(from_pretrained(first).state_dict()["task_head.weight"], _clf(1).state_dict()["task_head.weight"])
+    notes = tmp_path / "project"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("keep me")
+    with pytest.raises(CheckpointError, match="not a checkpoint directory"):
+        save_pretrained(_clf(), notes)
+    assert (notes / "notes.txt").read_text() == "keep me" and not (notes / "config.json").exists()
+    with pytest.raises(CheckpointError, match="not a checkpoint directory"):
+        save_pretrained(_clf(), notes / "notes.txt")
+    (tmp_path / "empty").mkdir()
+    assert (save_pretrained(_clf(), tmp_path / "empty") / "config.json").is_file()
+
+
 def test_missing_corrupt_and_mismatched_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint directory"):
         from_pretrained(tmp_path / "nope")

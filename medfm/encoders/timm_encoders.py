@@ -8,7 +8,7 @@ size that gives a 7x7 to 14x14 token grid.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import timm
 import torch
@@ -39,7 +39,48 @@ def vit_patch_size(img_size: int) -> int:
     return patch
 
 
+def timm_weights_source(arch: str) -> Dict[str, Any]:
+    """Where timm's pretrained weights for ``arch`` come from, checked before timm downloads.
+
+    The weights' safetensors file already in the Hugging Face cache is used directly (as
+    timm's ``pretrained_cfg_overlay={"file": ...}``, no network); otherwise one quick hub
+    request checks that the weights can be fetched. Without it an offline machine waits
+    about 50 s in huggingface_hub's retries before failing.
+
+    Returns:
+        ``{"file": path}`` for a cached file, ``{}`` when timm should download.
+
+    Raises:
+        RuntimeError: not cached and the hub cannot be reached (the message says how to
+        work offline), or ``arch`` has no pretrained weights on the hub.
+    """
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch)
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if not hub_id:
+        return {}  # weights from a URL or nowhere: timm reports it
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(hub_id, getattr(cfg, "hf_hub_filename", None) or "model.safetensors")
+    if isinstance(cached, str):
+        return {"file": cached}
+    try:
+        HfApi().model_info(hub_id, timeout=10)
+    except Exception as err:  # offline, DNS, auth, unknown repo
+        raise RuntimeError(
+            f"could not fetch timm's pretrained weights for {arch!r} from the Hugging Face hub ({hub_id}; "
+            f"{type(err).__name__}). Offline, pass pretrained=None or a local medfm checkpoint directory, or "
+            f"download them elsewhere with `huggingface-cli download {hub_id}` into the Hugging Face cache."
+        ) from None
+    return {}
+
+
 def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    if pretrained:
+        source = timm_weights_source(arch)
+        if source:
+            kwargs["pretrained_cfg_overlay"] = source
     try:
         return timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
     except (OSError, RuntimeError) as err:  # hub unreachable, missing weights
