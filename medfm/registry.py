@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import inspect
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,6 +25,15 @@ class UnknownNameError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnknownArgumentError(TypeError, ValueError):
+    """Raised when :meth:`Registry.build` is given a keyword its builder does not take.
+
+    A ``TypeError`` (what Python raises for an unexpected keyword) and a ``ValueError`` (what
+    callers such as the ``medfm`` CLI catch for bad user input). The message names the
+    registry, the entry, the unknown keyword and the closest valid keyword.
+    """
+
+
 class Registry:
     """A named mapping from string keys to builder callables.
 
@@ -35,6 +45,7 @@ class Registry:
     Raises:
         ValueError: on registering a name twice or an empty name.
         UnknownNameError: on ``get`` of a name that is not registered.
+        UnknownArgumentError: on ``build`` with a keyword the builder does not take.
     """
 
     def __init__(self, kind: str, modules: Sequence[str] = ()) -> None:
@@ -104,9 +115,35 @@ class Registry:
     def build(self, name: str, **kwargs: Any) -> Any:
         """Call the builder for ``name`` with ``kwargs``, dropping ``None`` values.
 
-        Dropping ``None`` lets CLI flags that were not given pass straight through.
+        Dropping ``None`` lets CLI flags that were not given pass straight through. The
+        remaining keys are checked against the builder's signature first, unless the builder
+        takes ``**kwargs`` (e.g. to pass them on to timm), which then sees every key.
+
+        Raises:
+            UnknownNameError: ``name`` is not registered (with close matches).
+            UnknownArgumentError: a keyword the builder does not take (with the closest valid one).
         """
-        return self.get(name)(**{k: v for k, v in kwargs.items() if v is not None})
+        builder = self.get(name)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        self._check_keywords(name, builder, kwargs)
+        return builder(**kwargs)
+
+    def _check_keywords(self, name: str, builder: Callable[..., Any], kwargs: Dict[str, Any]) -> None:
+        try:
+            params = inspect.signature(builder).parameters
+        except (TypeError, ValueError):  # builtins without a signature: nothing to check
+            return
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        valid = [n for n, p in params.items()
+                 if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        for key in kwargs:
+            if key not in valid:
+                close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(valid) or 'none'})"
+                raise UnknownArgumentError(
+                    f"{self.kind} {name!r} got an unexpected keyword argument {key!r}{hint}"
+                )
 
     def __contains__(self, name: object) -> bool:
         self._populate()

@@ -34,3 +34,54 @@ def test_unknown_name_suggests_close_match():
 def test_registries_populate_lazily():
     assert "simclr" in OBJECTIVES.names()
     assert "resnet18" in ENCODERS.names()
+
+
+# ---------------------------------------------------------------- build() keyword checks
+
+def test_build_rejects_unknown_keyword_with_close_match():
+    from medfm.registry import UnknownArgumentError
+
+    reg = Registry("widget")
+
+    @reg.register("knob")
+    def knob(width: int = 1, height: int = 2):
+        return width * height
+
+    with pytest.raises(UnknownArgumentError) as e:
+        reg.build("knob", widht=3)
+    msg = str(e.value)
+    assert msg == "widget 'knob' got an unexpected keyword argument 'widht'; did you mean 'width'?"
+    # existing callers catch either TypeError (Python's own type for this) or ValueError (medfm CLI)
+    assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+    with pytest.raises(UnknownArgumentError, match=r"'zzz' \(valid: width, height\)"):
+        reg.build("knob", zzz=1)
+    assert reg.build("knob", width=3, colour=None) == 6  # None values are still dropped first
+
+
+def test_build_checks_class_builders_and_passes_var_keyword_through():
+    from medfm.registry import UnknownArgumentError
+
+    reg = Registry("widget")
+
+    @reg.register("box")
+    class Box:
+        def __init__(self, size: int, *, lid: bool = False) -> None:
+            self.size, self.lid = size, lid
+
+    @reg.register("anything")
+    def anything(a: int = 0, **kw):  # e.g. a builder that hands kwargs on to timm
+        return a, kw
+
+    assert reg.build("box", size=2, lid=True).lid is True
+    with pytest.raises(UnknownArgumentError, match="widget 'box'.*'lidd'; did you mean 'lid'"):
+        reg.build("box", size=2, lidd=True)
+    assert reg.build("anything", a=1, extra=2) == (1, {"extra": 2})
+
+
+def test_build_error_for_a_real_objective_names_registry_and_key():
+    import medfm
+
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
+    with pytest.raises(ValueError, match=r"^objective 'simclr' got an unexpected keyword argument 'hiden_dim'; "
+                                         r"did you mean 'hidden_dim'\?$"):
+        OBJECTIVES.build("simclr", encoder=enc, hiden_dim=8)

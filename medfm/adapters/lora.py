@@ -185,7 +185,8 @@ def load_adapter(path: Union[str, Path], base_checkpoint: Optional[str] = None):
             load_encoder_weights(model.encoder, base)
         except CheckpointError as err:
             raise CheckpointError(f"adapter {str(path)!r}: its base checkpoint could not be loaded ({err}); "
-                                  "pass base_checkpoint= to point at it") from None
+                                  "restore it at its recorded path, or point at it with base_checkpoint= in Python / "
+                                  "--base in medfm merge") from None
     try:
         peft_model = PeftModel.from_pretrained(model, str(path))
     except Exception as err:  # peft raises many types for mismatched adapters

@@ -133,7 +133,8 @@ def verify_md5(path: PathLike, expected: str) -> None:
     if actual != expected:
         raise ChecksumError(
             f"md5 mismatch for {path}: got {actual}, expected {expected} "
-            "(partial or altered file; delete it and download it again, or pass verify=False)"
+            "(partial or altered file; replace it with a fresh copy, or skip the check: verify=False in "
+            "Python, data.verify_md5: false in a recipe)"
         )
 
 
@@ -299,8 +300,9 @@ class MedMNISTDataset(Dataset):
         if not self.path.is_file():
             if not download:
                 raise DataFileMissingError(
-                    f"MedMNIST {flag!r} (size {size}) not found at {self.path}; pass download=True "
-                    f"or put {self.path.name} (from {INFO[flag]['url' + suffix]}) in {self.path.parent}"
+                    f"MedMNIST {flag!r} (size {size}) not found at {self.path}; put {self.path.name} "
+                    f"(from {INFO[flag]['url' + suffix]}) in {self.path.parent}, or point --data-root / "
+                    "$MEDFM_DATA at a folder holding medmnist/, or pass download=True in Python"
                 )
             download_medmnist(flag, size, data_root)
         if verify:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -54,30 +54,45 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     return x.expand(in_chans, -1, -1).contiguous()
 
 
+def _check_top_k(top_k: Any) -> int:
+    """``top_k`` as an int; raises :class:`PipelineInputError` unless it is an integer >= 1."""
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise PipelineInputError(f"top_k must be a positive integer, got {top_k!r}")
+    return int(top_k)
+
+
 class VisualQuestionAnsweringPipeline:
     """Answer questions about images with a medfm VQA checkpoint.
 
     Args:
         model: checkpoint dir / ``hf-hub:`` id, or a loaded :class:`medfm.adapters.vqa.VQAModel`.
-        top_k: answers returned per question (default 5).
+        top_k: answers returned per question (default 5); an integer >= 1.
+
+    Raises:
+        PipelineInputError: ``model`` is not a VQA model, or ``top_k`` is not an integer >= 1.
     """
 
     def __init__(self, model: Any, top_k: int = 5) -> None:
         from medfm.hub import from_pretrained
 
+        top_k = _check_top_k(top_k)
         self.model = from_pretrained(model) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else model
         if not hasattr(self.model, "answer"):
             raise PipelineInputError(f"{type(self.model).__name__} is not a VQA model (medfm adapter 'vqa')")
         self.model.eval()
-        self.top_k = int(top_k)
+        self.top_k = top_k
 
-    def __call__(self, image: Union[Any, Sequence[Any]], question: Union[str, Sequence[str]], top_k: int = None
-                 ) -> Union[List[Dict[str, Any]], List[List[Dict[str, Any]]]]:
+    def __call__(self, image: Union[Any, Sequence[Any]], question: Union[str, Sequence[str]],
+                 top_k: Optional[int] = None) -> Union[List[Dict[str, Any]], List[List[Dict[str, Any]]]]:
         """Top-k ``{"answer", "score"}`` for one (image, question) pair, or a list for lists of pairs.
 
+        ``top_k=None`` uses the pipeline's ``top_k``.
+
         Raises:
-            PipelineInputError: mismatched numbers of images and questions, or an empty question.
+            PipelineInputError: mismatched numbers of images and questions, an empty question,
+            or ``top_k`` that is not an integer >= 1.
         """
+        top_k = self.top_k if top_k is None else _check_top_k(top_k)
         single = isinstance(question, str)
         images = [image] if single else list(image)
         questions = [question] if single else list(question)
@@ -87,6 +102,6 @@ class VisualQuestionAnsweringPipeline:
             raise PipelineInputError("questions must be non-empty strings")
         enc = self.model.encoder
         x = torch.stack([vqa_image_tensor(im, enc.in_chans, enc.img_size) for im in images])
-        ranked = self.model.answer(x, questions, top_k=top_k or self.top_k)
+        ranked = self.model.answer(x, questions, top_k=top_k)
         out = [[{"answer": a, "score": s} for a, s in r] for r in ranked]
         return out[0] if single else out
