@@ -117,9 +117,15 @@ class Encoder(nn.Module):
             raise EncoderInputError("input contains NaN or inf values")
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Check ``x`` ((B, C, H, W) in [0, 1]) and return ``(x - mean) / std``."""
+        """Check ``x`` ((B, C, H, W) in [0, 1]) and return ``(x - mean) / std``.
+
+        Float inputs of another dtype than the encoder's (float64 from NumPy, float16) are
+        cast to it (the dtype of ``pixel_mean``, which follows ``encoder.to(dtype)``), so they
+        do not fail deep inside the first convolution with a dtype mismatch.
+        """
         self.check_input(x)
-        return (x - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
+        x = x.to(self.pixel_mean.dtype)
+        return (x - self.pixel_mean) / self.pixel_std
 
     # -- the contract -----------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -64,7 +64,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: Any,
     Shape:
         image_emb, text_emb: (B, D), B >= 2; logit_scale: scalar (the multiplier, not its
         log); text_ids: optional (B,) integers, equal for pairs with identical text. Returns
-        a scalar.
+        a float32 scalar, computed in float32 also under ``torch.autocast``.
 
     With ``text_ids`` each row's target is uniform over the columns of the same id (UniCL,
     Yang et al. 2022); without, row ``i``'s target is column ``i``.
@@ -81,20 +81,22 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: Any,
     scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=image_emb.device)
     if scale.numel() != 1 or not bool(scale > 0):
         raise ValueError(f"logit_scale must be one positive number, got {logit_scale!r}")
-    img = F.normalize(image_emb.float(), dim=1)
-    txt = F.normalize(text_emb.float(), dim=1)
-    logits = scale.reshape(()) * img @ txt.t()
-    if text_ids is None:
-        target = torch.arange(b, device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
-    ids = torch.as_tensor(text_ids, device=logits.device)
-    if ids.shape != (b,):
+    ids = None if text_ids is None else torch.as_tensor(text_ids, device=image_emb.device)
+    if ids is not None and ids.shape != (b,):
         raise ValueError(f"text_ids must have shape ({b},), got {tuple(ids.shape)}")
-    same = (ids[:, None] == ids[None, :]).float()
-    target = same / same.sum(dim=1, keepdim=True)
-    i2t = -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    t2i = -(target * F.log_softmax(logits.t(), dim=1)).sum(dim=1).mean()
-    return 0.5 * (i2t + t2i)
+    # fp32 even under bf16 autocast: at logit scale 100 a bf16 matmul moves logits by up to 0.25
+    with torch.autocast(device_type=image_emb.device.type, enabled=False):
+        img = F.normalize(image_emb.float(), dim=1)
+        txt = F.normalize(text_emb.float(), dim=1)
+        logits = scale.reshape(()) * img @ txt.t()
+        if ids is None:
+            target = torch.arange(b, device=logits.device)
+            return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+        same = (ids[:, None] == ids[None, :]).float()
+        target = same / same.sum(dim=1, keepdim=True)
+        i2t = -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+        t2i = -(target * F.log_softmax(logits.t(), dim=1)).sum(dim=1).mean()
+        return 0.5 * (i2t + t2i)
 
 
 def text_ids_of(texts: Sequence[str]) -> torch.Tensor:
@@ -224,8 +226,22 @@ class CLIP(nn.Module):
 
     # -- shared space ----------------------------------------------------------------------
     def scale(self) -> torch.Tensor:
-        """The logit scale ``exp(min(log_scale, log(max_logit_scale)))`` as a scalar tensor."""
-        return self.logit_scale.clamp(max=self.max_log_scale).exp()
+        """The logit scale ``exp(min(log_scale, log(max_logit_scale)))`` as a scalar tensor.
+
+        The cap is applied to the value only: the gradient with respect to ``logit_scale``
+        passes unchanged (a plain ``clamp`` would zero it at and above the cap, so a scale
+        that once reached the cap could never come down again). :meth:`on_step_end` keeps
+        the parameter itself within the cap, as open_clip does after each step.
+        """
+        log_scale = self.logit_scale
+        excess = (log_scale.detach() - self.max_log_scale).clamp_min(0)
+        return (log_scale - excess).exp()
+
+    @torch.no_grad()
+    def on_step_end(self, step: int) -> None:
+        """After an optimizer step: clip the learnable log logit scale at ``log(max_logit_scale)``
+        in place (CLIP, Radford et al. 2021, Sec. 2.5; open_clip's ``logit_scale.clamp_(0, log(100))``)."""
+        self.logit_scale.clamp_(max=self.max_log_scale)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` in [0, 1] -> L2-normalised embeddings ``(B, embed_dim)``."""
@@ -244,6 +260,8 @@ class CLIP(nn.Module):
                              "(data.dataset: corpus) or another captioned dataset")
         if len(texts) != images.shape[0]:
             raise ValueError(f"batch has {images.shape[0]} images but {len(texts)} texts")
+        if images.shape[0] < 2:
+            raise ValueError(f"clip needs a batch of at least 2 image-text pairs, got {images.shape[0]}")
         scale = self.scale()
         ids = text_ids_of(texts) if self.same_text_positives else None
         txt = self.encode_text(texts)

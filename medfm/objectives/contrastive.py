@@ -26,7 +26,8 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
     anchors of the cross-entropy of cosine similarity / temperature.
 
     Shape:
-        z1, z2: (B, D), B >= 2. Returns a scalar.
+        z1, z2: (B, D), B >= 2, any float dtype. Returns a float32 scalar, computed in float32
+        also under ``torch.autocast``.
 
     Raises:
         ValueError: mismatched shapes, B < 2, or temperature <= 0.
@@ -38,11 +39,13 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     b = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    logits = z @ z.t() / temperature
-    logits.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
-    return F.cross_entropy(logits, targets)
+    # fp32 even under bf16 autocast (which would run the matmul in bf16 despite .float())
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+        logits = z @ z.t() / temperature
+        logits.fill_diagonal_(float("-inf"))
+        targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+        return F.cross_entropy(logits, targets)
 
 
 @OBJECTIVES.register("simclr")

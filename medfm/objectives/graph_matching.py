@@ -85,7 +85,8 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std
     the batch (unbiased), ``std = sqrt(var + eps)``.
 
     Shape:
-        z1, z2: ``(B, D)``, ``B >= 2``. Returns a scalar.
+        z1, z2: ``(B, D)``, ``B >= 2``. Returns a float32 scalar, computed in float32 also
+        under ``torch.autocast``.
 
     Raises:
         ValueError: mismatched shapes or ``B < 2``.
@@ -93,16 +94,17 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std
     if z1.shape != z2.shape or z1.ndim != 2 or z1.shape[0] < 2:
         raise ValueError(f"vicreg_loss expects two (B, D) tensors of equal shape with B >= 2, got "
                          f"{tuple(z1.shape)} and {tuple(z2.shape)}")
-    z1, z2 = z1.float(), z2.float()
-    b, d = z1.shape
-    inv = F.mse_loss(z1, z2)
-    z1c, z2c = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)
-    std1, std2 = torch.sqrt(z1c.var(dim=0) + eps), torch.sqrt(z2c.var(dim=0) + eps)
-    var = (F.relu(1 - std1).mean() + F.relu(1 - std2).mean()) / 2
-    off = ~torch.eye(d, dtype=torch.bool, device=z1.device)
-    cov1, cov2 = z1c.t() @ z1c / (b - 1), z2c.t() @ z2c / (b - 1)
-    cov = cov1[off].pow(2).sum() / d + cov2[off].pow(2).sum() / d
-    return sim_coeff * inv + std_coeff * var + cov_coeff * cov
+    with torch.autocast(device_type=z1.device.type, enabled=False):  # fp32 covariance also under autocast
+        z1, z2 = z1.float(), z2.float()
+        b, d = z1.shape
+        inv = F.mse_loss(z1, z2)
+        z1c, z2c = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)
+        std1, std2 = torch.sqrt(z1c.var(dim=0) + eps), torch.sqrt(z2c.var(dim=0) + eps)
+        var = (F.relu(1 - std1).mean() + F.relu(1 - std2).mean()) / 2
+        off = ~torch.eye(d, dtype=torch.bool, device=z1.device)
+        cov1, cov2 = z1c.t() @ z1c / (b - 1), z2c.t() @ z2c / (b - 1)
+        cov = cov1[off].pow(2).sum() / d + cov2[off].pow(2).sum() / d
+        return sim_coeff * inv + std_coeff * var + cov_coeff * cov
 
 
 def knn_graph(z: torch.Tensor, k: int) -> torch.Tensor:

@@ -38,7 +38,8 @@ def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tem
     ``q`` and ``k`` L2-normalised here and ``queue`` used as given (MoCo stores normalised keys).
 
     Shape:
-        q, k: ``(B, D)``; queue: ``(K, D)``. Returns a scalar.
+        q, k: ``(B, D)``; queue: ``(K, D)``. Returns a float32 scalar, computed in float32 also
+        under ``torch.autocast``.
 
     Raises:
         ValueError: mismatched shapes or temperature <= 0.
@@ -48,12 +49,13 @@ def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tem
                          f"{tuple(k.shape)}, {tuple(queue.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    q = F.normalize(q.float(), dim=1)
-    k = F.normalize(k.float(), dim=1)
-    pos = (q * k).sum(dim=1, keepdim=True)
-    neg = q @ queue.float().t()
-    logits = torch.cat([pos, neg], dim=1) / temperature
-    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+    with torch.autocast(device_type=q.device.type, enabled=False):  # logits / T in fp32 also under autocast
+        q = F.normalize(q.float(), dim=1)
+        k = F.normalize(k.float(), dim=1)
+        pos = (q * k).sum(dim=1, keepdim=True)
+        neg = q @ queue.float().t()
+        logits = torch.cat([pos, neg], dim=1) / temperature
+        return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 
 
 @OBJECTIVES.register("moco")

@@ -28,6 +28,7 @@ use batches of 256), and the LARS optimizer (medfm's trainer uses AdamW).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -50,8 +51,9 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
     Follows ``distributed_sinkhorn`` of the SwAV code (single process): ``Q`` is divided
     by its sum, then ``iterations`` times its prototype sums are set to ``1/K`` and its
     sample sums to ``1/B``; finally it is multiplied by ``B`` so that each row sums to 1.
-    The largest score is subtracted before ``exp`` (a global factor that the first
-    normalisation cancels) to avoid overflow.
+    The same normalisations are done on ``log Q`` (with ``logsumexp``), which is exact
+    for any ``epsilon``: in the linear domain ``exp(-2 / epsilon)`` underflows float32 for
+    ``epsilon <= 0.01`` and a prototype far from every sample turned all codes into NaN.
 
     Shape:
         scores: ``(B, K)`` prototype scores (cosine similarities); returns ``(B, K)`` float32.
@@ -61,14 +63,14 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
     """
     if not epsilon > 0 or iterations < 1:
         raise ValueError(f"sinkhorn_knopp needs epsilon > 0 and iterations >= 1, got {epsilon}, {iterations}")
-    s = scores.float()
-    q = torch.exp((s - s.max()) / epsilon).t()  # (K, B)
-    k, b = q.shape
-    q = q / q.sum()
+    log_q = (scores.float() / epsilon).t()  # (K, B)
+    k, b = log_q.shape
+    log_k, log_b = math.log(k), math.log(b)
+    log_q = log_q - torch.logsumexp(log_q.flatten(), dim=0)
     for _ in range(iterations):
-        q = q / q.sum(dim=1, keepdim=True) / k
-        q = q / q.sum(dim=0, keepdim=True) / b
-    return (q * b).t()
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - log_k
+        log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - log_b
+    return (log_q + log_b).exp().t()
 
 
 def swav_loss(scores: Sequence[torch.Tensor], assign_views: Sequence[int] = (0, 1), temperature: float = 0.1,
@@ -179,6 +181,9 @@ class SwAV(nn.Module):
     def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
         images = batch["image"]
         b = images.shape[0]
+        if b < 2:
+            raise ValueError(f"swav needs a batch of at least 2 images (Sinkhorn-Knopp spreads the codes over "
+                             f"the batch; one image gets uniform codes), got {b}")
         globals_ = torch.cat([self.global_views(images, gen), self.global_views(images, gen)])
         per_view: List[torch.Tensor] = list(self.scores(globals_).split(b))
         if self.n_local_views:
