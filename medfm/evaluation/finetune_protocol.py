@@ -82,8 +82,9 @@ def finetune_classifier(encoder: torch.nn.Module, checkpoint: str, flag: str, si
     """Fine-tune ``checkpoint``'s encoder on ``fraction`` of ``flag``'s training labels; returns the
     trained classifier (eval mode), images ``(B, C, H, W)`` float in [0, 1] -> logits ``(B, K)``.
 
-    A finished run in ``workdir`` is reused (its ``model``/``adapter`` checkpoint), so an
-    interrupted suite continues where it stopped.
+    A finished run in ``workdir`` is reused (its ``model``/``adapter`` checkpoint) and a run
+    killed mid-training resumes from its last checkpoint, so an interrupted suite continues
+    where it stopped.
 
     Raises:
         MedFMDataError: the dataset is missing; ValueError: bad settings or a 3D dataset.
@@ -96,7 +97,7 @@ def finetune_classifier(encoder: torch.nn.Module, checkpoint: str, flag: str, si
         if (workdir / done / "config.json").is_file():
             return from_pretrained(str(workdir / done)).eval()
     recipe = finetune_recipe(encoder, checkpoint, flag, size, fraction, settings, seed)
-    final = run_finetune(recipe, workdir, data_root=data_root)
+    final = run_finetune(recipe, workdir, data_root=data_root, resume=True)
     return from_pretrained(str(final)).eval()
 
 

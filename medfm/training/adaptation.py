@@ -14,7 +14,7 @@ from torch import nn
 FROZEN_MODES = ("linear", "frozen")
 
 
-def keep_lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path) -> Optional[str]:
+def keep_lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path, resume: bool = False) -> Optional[str]:
     """The base checkpoint an adapter will record.
 
     An adapter is reloaded by building the model from its config and loading the base's
@@ -23,7 +23,8 @@ def keep_lora_base(model: nn.Module, mode: str, base: Optional[str], output: Pat
     ``bn1.weight`` into ``bn1.norms.0.weight``, ...; every copy starts from the plain layer,
     :func:`medfm.adapters.domain_layers.domain_weight_sources`). The model's own starting
     weights are saved to ``<output>/base`` (and recorded instead) when there is no base
-    (LoRA over random weights) or the base does not fit.
+    (LoRA over random weights) or the base does not fit. A resumed run (``resume``) keeps
+    the ``<output>/base`` it was trained from instead of writing it again.
 
     Raises:
         CheckpointError: ``base`` is missing or corrupt.
@@ -31,11 +32,14 @@ def keep_lora_base(model: nn.Module, mode: str, base: Optional[str], output: Pat
     if mode != "lora":
         return base
     from medfm.adapters.domain_layers import domain_weight_sources
-    from medfm.hub import encoder_weight_names, save_pretrained
+    from medfm.hub import CONFIG_NAME, encoder_weight_names, save_pretrained
 
     if base is not None and set(domain_weight_sources(model.encoder, encoder_weight_names(base))) == set(model.encoder.state_dict()):
         return base
-    return str(save_pretrained(model, Path(output) / "base"))
+    own = Path(output) / "base"
+    if resume and (own / CONFIG_NAME).is_file():
+        return str(own)
+    return str(save_pretrained(model, own))
 
 
 def adapt(model: nn.Module, mode: str, lora: Any, head_modules: Sequence[str]) -> nn.Module:

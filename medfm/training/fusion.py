@@ -154,17 +154,21 @@ def build_fuser(recipe: FusionRecipe, spec: FusionModelConfig, clinical_features
     return FUSERS.build(spec.fuser, **args)
 
 
-def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str]) -> Tuple[Path, Any, Any, float]:
+def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
+              resume: bool = False) -> Tuple[Path, Any, Any, float]:
     """Create ``output`` with the resolved recipe, set threads, load the LGG train/test sets.
 
     Returns ``(output, train, test, t0)`` with ``t0`` the ``time.perf_counter()`` at the start.
-    Raises: MedFMDataError: LGG data missing.
+    Raises: MedFMDataError: LGG data missing; FileExistsError: a model of the recipe already has a
+    checkpoint under ``output/models/`` and ``resume`` is False (checked before anything is written).
     """
     from medfm.config import dump_yaml
     from medfm.data.lgg_fusion import LGGFusionSet
     from medfm.io import atomic_write_text
+    from medfm.training.loop import refuse_existing_run
 
     output = Path(output)
+    refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in recipe.models])
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     if recipe.train.num_threads:
@@ -209,7 +213,7 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
         from medfm.training.fusion_seg import run_fusion_segmentation
 
         return run_fusion_segmentation(recipe, output, data_root, resume)
-    output, train, test, t0 = start_run(recipe, output, data_root)
+    output, train, test, t0 = start_run(recipe, output, data_root, resume)
     label_names = ["no_abnormality", "flair_abnormality"]
     pcfg = recipe.protocol
     natural = {m: train.get_batch(torch.arange(len(train)))["present"][m] for m in recipe.modalities}

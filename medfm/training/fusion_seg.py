@@ -64,7 +64,7 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     bad = [k for k, v in recipe.models.items() if v.train_missing != "natural"]
     if bad:
         raise ValueError(f"segmentation models train with natural missingness only; {bad} ask for {recipe.models[bad[0]].train_missing!r}")
-    output, train, test, t0 = start_run(recipe, output, data_root)
+    output, train, test, t0 = start_run(recipe, output, data_root, resume)
     natural = train.get_batch(torch.arange(len(train)))["present"]
     trained, timings = {}, {}
     for label, spec in recipe.models.items():

@@ -21,13 +21,13 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medfm.io import atomic_dir
+from medfm.io import atomic_dir, atomic_write_text
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -122,6 +122,29 @@ def get_batch(dataset: Any, indices: torch.Tensor) -> Dict[str, Any]:
     return default_collate([dataset[int(i)] for i in indices])
 
 
+def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = ("checkpoint",)) -> None:
+    """Refuse to start a new run in ``output`` when it already holds a run's training state.
+
+    Runners call this before they write anything (``config.yaml``, a LoRA ``base/``), so a
+    refused run leaves the existing run's files untouched (a refused LoRA run used to
+    overwrite the ``base/`` weights the existing adapter was trained on).
+
+    Args:
+        output: the run directory.
+        resume: True when the caller continues the run (nothing is refused).
+        state_dirs: sub-directories of ``output`` that hold a resumable state (``trainer_state.json``).
+
+    Raises:
+        FileExistsError: one of ``state_dirs`` holds a state and ``resume`` is False.
+    """
+    if resume:
+        return
+    for sub in state_dirs:
+        if (Path(output) / sub / STATE_JSON).is_file():
+            raise FileExistsError(f"{output} already holds a checkpoint ({sub}/); pass --resume to continue it "
+                                  "or choose another --output")
+
+
 StepFn = Callable[[nn.Module, Dict[str, Any], torch.Generator], Dict[str, torch.Tensor]]
 SaveFn = Callable[[nn.Module, Path], None]
 
@@ -178,20 +201,27 @@ class Trainer:
             fh.write(json.dumps(record) + "\n")
 
     def _trim_log(self, global_step: int) -> None:
+        """Drop log lines after the checkpoint's ``global_step`` (atomic rewrite). A line that does
+        not parse is the record a kill cut off mid-write (always after the checkpoint): dropped too."""
         log = self.output / "metrics.jsonl"
         if log.is_file():
-            keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= global_step]
-            log.write_text("".join(ln + "\n" for ln in keep))
+            keep = []
+            for ln in log.read_text().splitlines():
+                try:
+                    record = json.loads(ln)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("step", 0) <= global_step:
+                    keep.append(ln)
+            atomic_write_text(log, "".join(ln + "\n" for ln in keep))
 
     def fit(self, resume: bool = False) -> nn.Module:
         """Train to the end (or continue a killed run with ``resume=True``); returns the model."""
         cfg = self.cfg
         self.output.mkdir(parents=True, exist_ok=True)
         counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
-        has_ckpt = (self.checkpoint_dir / STATE_JSON).is_file()
-        if has_ckpt and not resume:
-            raise FileExistsError(f"{self.output} already holds a checkpoint; pass --resume to continue it or choose another --output")
-        if resume and has_ckpt:
+        refuse_existing_run(self.output, resume)
+        if resume and (self.checkpoint_dir / STATE_JSON).is_file():
             counters = load_training_state(self.checkpoint_dir, self.model, self.optimizer)
             self._trim_log(counters["global_step"])
         else:

@@ -18,7 +18,7 @@ from medfm.data.views import RandomViews
 from medfm.encoders import create_encoder
 from medfm.io import atomic_write_text
 from medfm.registry import OBJECTIVES
-from medfm.training.loop import Trainer
+from medfm.training.loop import Trainer, refuse_existing_run
 from medfm.training.recipes import FinetuneRecipe, PretrainRecipe
 
 
@@ -68,9 +68,11 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
     """Self-supervised pretraining of ``recipe.encoder`` with ``recipe.objective``.
 
     Labels are never read. Returns the checkpoint directory (``<output>/checkpoint``).
+    Nothing is written to ``output`` before the encoder and objective are built.
 
     Raises:
-        medfm data errors, UnknownNameError (encoder/objective), ConfigError.
+        medfm data errors, UnknownNameError (encoder/objective), ConfigError; FileExistsError:
+        ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written).
     """
     from medfm.hub import write_checkpoint
 
@@ -85,11 +87,12 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
         if ds.is_3d:
             raise ValueError(f"{ds.flag} is a 3D set; 2D encoders cannot pretrain on it (use slices or a 3D encoder)")
         data_meta = data_metadata(ds)
-    _prepare_output(output, recipe)
+    refuse_existing_run(output, resume)
     torch.manual_seed(recipe.train.seed)
     encoder = create_encoder(recipe.encoder.name, in_chans=ds.n_channels, img_size=recipe.encoder.img_size or ds.size,
                              pretrained=recipe.encoder.pretrained, **recipe.encoder.args)
     objective = OBJECTIVES.build(recipe.objective.name, encoder=encoder, **recipe.objective.args)
+    _prepare_output(output, recipe)  # after the builds: a bad encoder/objective section writes nothing
     if callable(getattr(objective, "prepare_data", None)):  # e.g. clip embeds the corpus texts once
         objective.prepare_data(ds)
     extra = {"training": {"data": data_meta, "pretraining": {"objective": to_dict(recipe.objective),
@@ -137,6 +140,10 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     with one batch of all its images; the checkpoint records the batch size used.
 
     Returns the final checkpoint: ``<output>/adapter`` for LoRA, else ``<output>/model``.
+
+    Raises:
+        medfm data errors, UnknownNameError, CheckpointError (``init``); FileExistsError:
+        ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written).
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.evaluation.metrics import classification_metrics
@@ -152,12 +159,13 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
         train_ds = IndexedSubset(ds, label_fraction_indices(ds.labels, recipe.data.label_fraction, seed=recipe.train.seed))
     if len(train_ds) < recipe.train.batch_size:  # e.g. 1 % of PneumoniaMNIST: 47 labels, one batch of all of them
         recipe = replace(recipe, train=replace(recipe.train, batch_size=len(train_ds)))
-    _prepare_output(output, recipe)
+    refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     torch.manual_seed(recipe.train.seed)
     model = build_classifier(recipe, ds, init)
+    _prepare_output(output, recipe)
     base = init or recipe.encoder.pretrained
     from_checkpoint = base is not None
-    base = keep_lora_base(model, recipe.mode, base, output)
+    base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
     pretraining = load_config(base).get("training", {}).get("pretraining") if base and not str(base).startswith("hf-hub:") else None
     meta = {"training": {"data": {**data_metadata(ds), "n_train": len(train_ds), "label_fraction": recipe.data.label_fraction},
                          "pretraining": pretraining,

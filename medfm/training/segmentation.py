@@ -249,9 +249,10 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.config import dump_yaml, to_dict
     from medfm.io import atomic_write_json, atomic_write_text
-    from medfm.training.loop import Trainer
+    from medfm.training.loop import Trainer, refuse_existing_run
 
     output = Path(output)
+    refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     task = build_task(recipe.data, data_root)
@@ -259,7 +260,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     torch.manual_seed(recipe.train.seed)
     model = build_segmenter(recipe, task, init)
     base = init or recipe.encoder.pretrained
-    base = keep_lora_base(model, recipe.mode, base, output)
+    base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
     meta = {"training": {"data": task.metadata(), "mode": recipe.mode, "init": base,
                          "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None, "train": to_dict(recipe.train)},
             "family": model.encoder.family, "task": "image-segmentation",

@@ -212,7 +212,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     Returns the results dict (also written to ``results.json``).
 
     Raises:
-        medfm data errors, ValueError (mismatched channels between tasks), TextEncoderError.
+        medfm data errors, ValueError (mismatched channels between tasks), TextEncoderError;
+        FileExistsError: ``output`` holds a checkpoint and ``resume`` is False.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
@@ -220,10 +221,11 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     from medfm.encoders import create_encoder
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.text import create_text_encoder
-    from medfm.training.loop import Trainer
+    from medfm.training.loop import Trainer, refuse_existing_run
     from medfm.training.segmentation import evaluate_task, results_markdown
 
     output = Path(output)
+    refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     tasks = [build_task(t.data, data_root) for t in recipe.tasks]
@@ -244,7 +246,7 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
                                  domain_norm=recipe.domain_norm, domain_stem=recipe.domain_stem,
                                  target_inference=task_inference)
     base = init or recipe.encoder.pretrained
-    base = keep_lora_base(model, recipe.mode, base, output)
+    base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
     meta = {"training": {"tasks": {t.name: task.metadata() for t, task in zip(recipe.tasks, tasks)},
                          "mode": recipe.mode, "init": base, "train": to_dict(recipe.train),
                          "loss_weights": {t.name: t.loss_weight for t in recipe.tasks}},

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from medfm.adapters.lora import LoraSettings
 from medfm.config import dump_yaml, from_dict, load_yaml, to_dict
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
-from medfm.training.loop import TrainConfig, lr_at, param_groups
+from medfm.training.loop import TrainConfig, lr_at, param_groups, refuse_existing_run
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
 
@@ -172,6 +172,9 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     Raises:
         ValueError: a recipe that requires ``--init`` without one; data/checkpoint errors
             of the loaders (MedFMDataError, CheckpointError) pass through.
+        ValueError: a non-finite training loss (names the epoch and step).
+        FileExistsError: ``output`` holds a training state and ``resume`` is False (a new run
+            would silently replace the finished one); checked before anything is written.
     """
     from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
     from medfm.data.vqa_rad import VQARadDataset, data_md5s
@@ -185,6 +188,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     output = Path(output)
+    refuse_existing_run(output, resume, ("train_state",))
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     t0 = time.time()
@@ -247,6 +251,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
                 g["lr"] = lr_at(step, total, warmup, cfg)
             out = _logits(model, train, idx, feats)
             loss = model.loss(out, train_ds.answer_ids[idx], train.closed[idx], recipe.head.type_weight)
+            if not torch.isfinite(loss):
+                raise ValueError(f"loss became {loss.item()} at epoch {epoch + 1}, step {s}; lower train.lr or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -61,3 +61,16 @@ def test_lora_adapter_reloads_bit_exactly(tmp_path, build, train_norm):
     again.eval()
     with torch.no_grad():
         assert torch.equal(logits(again(*inputs)), ref)
+
+
+def test_resumed_run_keeps_the_base_its_adapter_was_trained_from(tmp_path):
+    def model(seed):
+        torch.manual_seed(seed)
+        return ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2)
+
+    first = keep_lora_base(model(0), "lora", None, tmp_path)
+    start = from_pretrained(first).state_dict()
+    assert keep_lora_base(model(1), "lora", None, tmp_path, resume=True) == first  # e.g. a recipe edited in between
+    assert all(torch.equal(v, from_pretrained(first).state_dict()[k]) for k, v in start.items())
+    keep_lora_base(model(1), "lora", None, tmp_path)  # a new run writes its own start weights
+    assert not torch.equal(from_pretrained(first).state_dict()["task_head.weight"], start["task_head.weight"])

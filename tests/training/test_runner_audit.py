@@ -1,0 +1,285 @@
+"""Runner audit: in-process kill + resume is bit-identical, refused runs write nothing,
+cut-off log lines, non-finite losses, bf16 autocast, clipping under LoRA, label fractions."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medfm.config import from_dict
+from medfm.training.loop import TrainConfig, Trainer
+from tests.conftest import fake_medmnist_arrays
+
+
+class _Killed(Exception):
+    """Stands in for SIGKILL right after a mid-epoch checkpoint (disk state as after a real kill)."""
+
+
+def _kill_after_first_mid_epoch_checkpoint(monkeypatch):
+    real = Trainer._save
+
+    def dying(self, counters):
+        real(self, counters)
+        if counters["step_in_epoch"]:
+            raise _Killed
+
+    monkeypatch.setattr(Trainer, "_save", dying)
+    return lambda: monkeypatch.setattr(Trainer, "_save", real)
+
+
+def _log(path: Path):
+    return [{k: v for k, v in json.loads(ln).items() if k not in ("time", "img_per_s")}
+            for ln in path.read_text().splitlines()]
+
+
+# -- the loop on a tiny model ---------------------------------------------------------------------
+class _Pairs:
+    def __init__(self, n=16):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, 4, generator=g), torch.randint(0, 2, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.y)
+
+    def get_batch(self, idx):
+        return {"x": self.x[idx], "y": self.y[idx]}
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.3), nn.ReLU(), nn.Linear(8, 2))
+
+
+def _step(model, batch, gen):
+    x = batch["x"] + 0.1 * torch.randn(batch["x"].shape, generator=gen)
+    return {"loss": nn.functional.cross_entropy(model(x), batch["y"])}
+
+
+def _save(model, directory):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+
+
+def _cfg(**kw):
+    return TrainConfig(**{"epochs": 2, "batch_size": 4, "lr": 1e-2, "precision": "fp32", "log_every": 1,
+                          "checkpoint_every": 3, **kw})
+
+
+def test_resume_survives_a_log_line_cut_off_by_the_kill(tmp_path, monkeypatch):
+    full = Trainer(_tiny(), _step, _Pairs(), _cfg(), tmp_path / "full", _save).fit()
+    restore = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
+    with pytest.raises(_Killed):
+        Trainer(_tiny(), _step, _Pairs(), _cfg(), tmp_path / "killed", _save).fit()
+    restore()
+    with open(tmp_path / "killed" / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 4, "epoch": 1, "lo')  # SIGKILL in the middle of the next append
+    resumed = Trainer(_tiny(), _step, _Pairs(), _cfg(), tmp_path / "killed", _save).fit(resume=True)
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert _log(tmp_path / "killed" / "metrics.jsonl") == _log(tmp_path / "full" / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_autocasts_and_nan_loss_is_a_clear_error(tmp_path, precision):
+    seen = []
+
+    def step(model, batch, gen):
+        out = _step(model, batch, gen)
+        seen.append(model(batch["x"]).dtype)
+        if len(seen) == 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    with pytest.raises(ValueError, match=r"loss became nan at epoch 1, step 2; lower train.lr"):
+        Trainer(_tiny(), step, _Pairs(), _cfg(precision=precision), tmp_path / "r", _save).fit()
+    assert seen == [torch.bfloat16 if precision == "bf16" else torch.float32] * 3
+    assert not (tmp_path / "r" / "checkpoint").exists()  # nothing saved from the diverged steps
+
+
+def test_grad_clip_under_lora_sees_trainable_gradients_only(tmp_path, monkeypatch):
+    from medfm.adapters.classification import ImageClassifier
+    from medfm.adapters.lora import LoraSettings, apply_lora
+    from medfm.encoders import create_encoder
+
+    torch.manual_seed(0)
+    model = apply_lora(ImageClassifier(create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2,
+                                       task="multi-class"), LoraSettings(rank=2), head_modules=("task_head",))
+    real, norms = torch.nn.utils.clip_grad_norm_, []
+
+    def clip(params, max_norm, *a, **k):
+        params = list(params)
+        assert all(p.requires_grad for p in params if p.grad is not None)  # frozen weights carry no gradient
+        real(params, max_norm, *a, **k)
+        norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))))
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    g = torch.Generator().manual_seed(0)
+    data = {"image": torch.rand(8, 1, 28, 28, generator=g), "label": torch.randint(0, 2, (8,), generator=g)}
+
+    class DS:
+        def __len__(self):
+            return 8
+
+        def get_batch(self, idx):
+            return {k: v[idx] for k, v in data.items()}
+
+    step = lambda m, b, gen: {"loss": m.base_model.model.loss(m(b["image"]), b["label"])}  # noqa: E731
+    Trainer(model, step, DS(), _cfg(epochs=1, grad_clip=1e-3, checkpoint_every=0), tmp_path / "r",
+            lambda m, d: None).fit()
+    assert len(norms) == 2 and max(norms) <= 1e-3 * 1.0001
+
+
+# -- runners: refused runs write nothing ----------------------------------------------------------
+def _medmnist(root: Path, counts=(16, 8, 8)) -> Path:
+    (root / "medmnist").mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(root / "medmnist" / "pneumoniamnist.npz", **fake_medmnist_arrays("pneumoniamnist", counts=counts))
+    return root
+
+
+def _finetune(root, seed=0, epochs=1, **kw):
+    from medfm.training.recipes import FinetuneRecipe
+
+    data = {"dataset": "pneumoniamnist", "verify_md5": False, "data_root": str(root), "val_split": None}
+    data.update(kw.pop("data", {}))
+    return from_dict(FinetuneRecipe, {"data": data, "encoder": {"name": "resnet_test"}, "mode": "lora",
+                                      "lora": {"rank": 2}, **kw,
+                                      "train": {"epochs": epochs, "batch_size": 8, "precision": "fp32", "seed": seed,
+                                                "log_every": 1, **kw.pop("train", {})}})
+
+
+def test_refused_lora_run_leaves_the_existing_adapter_and_config_untouched(tmp_path):
+    from medfm.hub import from_pretrained
+    from medfm.training.runs import run_finetune
+
+    root = _medmnist(tmp_path / "data")
+    out = run_finetune(_finetune(root), tmp_path / "run")
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    before, config = from_pretrained(out).eval()(x), (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_finetune(_finetune(root, seed=1, epochs=3), tmp_path / "run")  # LoRA over a different random base
+    assert torch.equal(from_pretrained(out).eval()(x), before)  # base/ was overwritten before the refusal
+    assert (tmp_path / "run" / "config.yaml").read_text() == config
+
+
+def _fake_state(output: Path, sub: str = "checkpoint") -> Path:
+    (output / sub).mkdir(parents=True)
+    (output / sub / "trainer_state.json").write_text("{}")
+    return output
+
+
+def _seg_run(tmp, resume=False):
+    from medfm.training.segmentation import SegmentationRecipe, run_segmentation
+
+    run_segmentation(from_dict(SegmentationRecipe, {"data": {"patch": [32, 32]}}), tmp / "run",
+                     data_root=str(tmp / "nodata"), resume=resume)
+
+
+def _text_seg_run(tmp, resume=False):
+    from medfm.training.text_segmentation import TextSegRecipe, run_text_segmentation
+
+    run_text_segmentation(from_dict(TextSegRecipe, {"tasks": [{"data": {"patch": [32, 32]}}]}), tmp / "run",
+                          data_root=str(tmp / "nodata"), resume=resume)
+
+
+def _fusion_run(tmp, resume=False, task="classification"):
+    from medfm.training.fusion import FusionRecipe, run_fusion
+
+    models = {"a": {"fuser": "3mat"}} if task == "classification" else {"a": {"fuser": "fused_unet"}}
+    run_fusion(from_dict(FusionRecipe, {"task": task, "models": models}), tmp / "run", str(tmp / "nodata"), resume)
+
+
+def _vqa_run(tmp, resume=False):
+    from medfm.training.vqa import VQARecipe, run_vqa
+
+    run_vqa(VQARecipe(), tmp / "run", data_root=str(tmp / "nodata"), resume=resume)
+
+
+def _pretrain_run(tmp, resume=False):
+    from medfm.training.recipes import PretrainRecipe
+    from medfm.training.runs import run_pretrain
+
+    _medmnist(tmp / "data")
+    recipe = from_dict(PretrainRecipe, {"data": {"verify_md5": False}, "encoder": {"name": "resnet_test"},
+                                        "train": {"batch_size": 8}})
+    run_pretrain(recipe, tmp / "run", data_root=str(tmp / "data"), resume=resume)
+
+
+@pytest.mark.parametrize("runner,state", [
+    (_seg_run, "checkpoint"), (_text_seg_run, "checkpoint"), (_fusion_run, "models/a/checkpoint"),
+    (lambda t, resume=False: _fusion_run(t, resume, "segmentation"), "models/a/checkpoint"),
+    (_vqa_run, "train_state"), (_pretrain_run, "checkpoint")])
+def test_runners_refuse_an_existing_run_before_writing_anything(tmp_path, runner, state):
+    _fake_state(tmp_path / "run", state)
+    with pytest.raises(FileExistsError, match="--resume"):
+        runner(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [state.split("/")[0]]
+
+
+def test_bad_encoder_args_in_pretraining_leave_no_output(tmp_path):
+    from medfm.training.recipes import PretrainRecipe
+    from medfm.training.runs import run_pretrain
+
+    root = _medmnist(tmp_path / "data")
+    recipe = from_dict(PretrainRecipe, {"data": {"verify_md5": False}, "encoder": {"name": "resnet_test", "args": {"depthh": 3}}})
+    with pytest.raises(Exception):
+        run_pretrain(recipe, tmp_path / "run", data_root=str(root))
+    assert not (tmp_path / "run").exists()
+
+
+# -- resume of a label-fraction LoRA fine-tune ----------------------------------------------------
+def test_lora_finetune_with_label_fraction_resumes_bit_identically(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from medfm.data import label_fraction_indices
+    from medfm.hub import load_config
+    from medfm.training.runs import run_finetune
+
+    root = _medmnist(tmp_path / "data", counts=(48, 8, 8))
+    recipe = _finetune(root, seed=3, epochs=2, dropout=0.3, data={"label_fraction": 0.5, "val_split": "val"},
+                       train={"checkpoint_every": 2})
+    full = run_finetune(recipe, tmp_path / "full")
+    restore = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
+    with pytest.raises(_Killed):
+        run_finetune(recipe, tmp_path / "killed")
+    restore()
+    counters = json.loads((tmp_path / "killed" / "checkpoint" / "trainer_state.json").read_text())["counters"]
+    assert counters == {"epoch": 0, "step_in_epoch": 2, "global_step": 2}
+    resumed = run_finetune(recipe, tmp_path / "killed", resume=True)
+    for sub, name in ((full, "adapter_model.safetensors"), (Path(full).parent / "base", "model.safetensors")):
+        a = load_file(str(Path(sub) / name))
+        b = load_file(str(Path(resumed).parent / Path(sub).name / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _log(tmp_path / "killed" / "metrics.jsonl") == _log(tmp_path / "full" / "metrics.jsonl")
+    assert any("val_acc" in r for r in _log(tmp_path / "full" / "metrics.jsonl"))
+    # the subset: stratified, at least one per class, the same every run, from the train split only
+    labels = fake_medmnist_arrays("pneumoniamnist", counts=(48, 8, 8))["train_labels"][:, 0]
+    idx = label_fraction_indices(labels, 0.5, seed=3)
+    assert np.array_equal(idx, label_fraction_indices(labels, 0.5, seed=3)) and idx.max() < 48
+    for c in (0, 1):
+        assert (labels[idx] == c).sum() == max(1, int(np.floor(0.5 * (labels == c).sum() + 0.5)))
+    assert load_config(full)["training"]["data"]["n_train"] == len(idx)
+    rare = np.array([0] * 40 + [1])
+    assert (rare[label_fraction_indices(rare, 0.01, seed=0)] == 1).sum() == 1  # a rare class is never dropped
+
+
+def test_vqa_nan_loss_is_a_clear_error(tmp_path, monkeypatch):
+    from medfm.adapters.vqa import VQAModel
+    from medfm.training.vqa import VQARecipe, run_vqa
+    from tests.adapters.test_vqa import WORDS, _write_vqa_rad
+    from tests.conftest import save_tiny_bert
+
+    _write_vqa_rad(tmp_path / "data")
+    spec = {"name": "hf", "model_name_or_path": str(save_tiny_bert(tmp_path / "bert", WORDS)), "max_length": 16}
+    recipe = from_dict(VQARecipe, {"encoder": {"name": "resnet_test"}, "text_encoder": spec, "n_boot": 5,
+                                   "head": {"dim": 16, "heads": 2, "layers": 1},
+                                   "train": {"epochs": 2, "batch_size": 4, "precision": "fp32"}})
+    real = VQAModel.loss
+    monkeypatch.setattr(VQAModel, "loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(ValueError, match=r"loss became nan at epoch 1, step 0; lower train.lr"):
+        run_vqa(recipe, tmp_path / "run", data_root=str(tmp_path / "data"))
+    assert not (tmp_path / "run" / "checkpoint").exists() and not (tmp_path / "run" / "train_state").exists()
