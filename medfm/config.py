@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import re
 import typing
 from pathlib import Path
@@ -193,27 +192,22 @@ def check_call_args(fn: Any, args: Dict[str, Any], where: str, provided: Tuple[s
     Raises:
         ConfigError: an unknown or caller-provided key, or a value of the wrong type.
     """
+    from medfm.registry import close_match_hint, keyword_parameters
+
     target = fn.__init__ if isinstance(fn, type) else fn
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):  # builtins without a signature: nothing to check
-        return
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # annotations that do not resolve at run time: check names only
         hints = {}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    names = [n for n, p in params.items() if n != "self" and n not in provided
-             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    names, takes_any = keyword_parameters(fn)
+    names = [n for n in names if n not in provided]
     for key, value in args.items():
         if key in provided:
             raise ConfigError(f"{where}: {key!r} is set by medfm, not by the recipe")
         if key not in names:
             if takes_any:
                 continue
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(names) or 'none'})"
-            raise ConfigError(f"{where}: unknown argument {key!r}{hint}")
+            raise ConfigError(f"{where}: unknown argument {key!r}{close_match_hint(key, names)}")
         if value is not None and key in hints:
             _checked(value, hints[key], f"{where}.{key}")
 

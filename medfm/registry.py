@@ -10,7 +10,7 @@ import difflib
 import fnmatch
 import importlib
 import inspect
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +32,25 @@ class UnknownArgumentError(TypeError, ValueError):
     callers such as the ``medfm`` CLI catch for bad user input). The message names the
     registry, the entry, the unknown keyword and the closest valid keyword.
     """
+
+
+def keyword_parameters(fn: Callable[..., Any]) -> Tuple[List[str], bool]:
+    """The keyword names ``fn`` accepts (a class: its ``__init__``, without ``self``) and whether it
+    takes ``**kwargs``. A callable without a signature (a builtin) counts as taking anything."""
+    target = fn.__init__ if isinstance(fn, type) else fn
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return [], True
+    names = [n for n, p in params.items() if n != "self"
+             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def close_match_hint(key: str, valid: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``valid``, else ``" (valid: a, b)"``."""
+    close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(valid) or 'none'})"
 
 
 class Registry:
@@ -129,20 +148,11 @@ class Registry:
         return builder(**kwargs)
 
     def _check_keywords(self, name: str, builder: Callable[..., Any], kwargs: Dict[str, Any]) -> None:
-        try:
-            params = inspect.signature(builder).parameters
-        except (TypeError, ValueError):  # builtins without a signature: nothing to check
-            return
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            return
-        valid = [n for n, p in params.items()
-                 if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        valid, takes_any = keyword_parameters(builder)
         for key in kwargs:
-            if key not in valid:
-                close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
-                hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(valid) or 'none'})"
+            if key not in valid and not takes_any:
                 raise UnknownArgumentError(
-                    f"{self.kind} {name!r} got an unexpected keyword argument {key!r}{hint}"
+                    f"{self.kind} {name!r} got an unexpected keyword argument {key!r}{close_match_hint(key, valid)}"
                 )
 
     def __contains__(self, name: object) -> bool:
