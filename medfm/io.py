@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_dir",
+    "restore_interrupted_dir",
     "to_jsonable",
     "file_md5",
     "file_sha256",
@@ -187,7 +188,8 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
 
     A crash in the short window between the two renames leaves the complete new
     directory at ``.<name>.tmp-<id>`` and the previous one at ``.<name>.old-<id>``
-    beside ``path``, never a partial directory at ``path``.
+    beside ``path``, never a partial directory at ``path``; :func:`restore_interrupted_dir`
+    (called by the trainer on ``--resume``) puts the previous one back.
 
     Args:
         path: final directory path; its parent is created if missing.
@@ -220,6 +222,36 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     _fsync_dir(parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_interrupted_dir(path: PathLike) -> Optional[Path]:
+    """Undo a crash inside :func:`atomic_dir`'s rename window, if there was one.
+
+    Killed between its two renames, :func:`atomic_dir` leaves no directory at ``path``; the
+    previous version waits, complete, at ``.<name>.old-<id>`` (it is only deleted once the
+    new one is in place). When ``path`` is missing and exactly one such directory exists, it
+    is renamed back. A new version left at ``.<name>.tmp-<id>`` is not used: a crash while
+    the body was still writing leaves the same name behind, so it may be partial.
+
+    Returns:
+        ``path`` when a previous version was restored, else None (nothing to do).
+
+    Raises:
+        FileExistsError: several ``.old-`` candidates (ambiguous; the message lists them).
+    """
+    target = Path(path)
+    if target.exists():
+        return None
+    parent = target.parent if str(target.parent) else Path(".")
+    olds = sorted(parent.glob(f".{target.name}.old-*")) if parent.is_dir() else []
+    if not olds:
+        return None
+    if len(olds) > 1:
+        raise FileExistsError(f"{str(target)!r} is missing and several earlier versions wait beside it "
+                              f"({', '.join(o.name for o in olds)}); rename the right one to {target.name!r}")
+    os.replace(olds[0], target)
+    _fsync_dir(parent)
+    return target
 
 
 def file_hash(path: PathLike, algorithm: str = "sha256") -> str:

@@ -119,3 +119,37 @@ def test_hashes_match_hashlib(tmp_path):
     assert file_sha256(p) == hashlib.sha256(data).hexdigest()
     with pytest.raises(FileNotFoundError, match="no such file"):
         file_md5(tmp_path / "nope")
+
+
+def test_kill_inside_the_rename_window_is_restored(tmp_path):
+    """A process killed between atomic_dir's two renames leaves no target; the previous
+    version is restored from its .old- sibling (never the possibly partial .tmp- one)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from medfm.io import restore_interrupted_dir
+
+    target = tmp_path / "checkpoint"
+    target.mkdir()
+    (target / "state.json").write_text("step 3")
+    script = textwrap.dedent(f"""
+        import os, medfm.io as io
+        real = os.replace
+        def replace(src, dst):
+            if ".tmp-" in str(src):
+                os._exit(9)  # killed after moving the old version aside
+            real(src, dst)
+        io.os.replace = replace
+        with io.atomic_dir({str(target)!r}) as tmp:
+            (tmp / "state.json").write_text("step 6")
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    assert not target.exists() and len(list(tmp_path.glob(".checkpoint.old-*"))) == 1
+    assert restore_interrupted_dir(target) == target
+    assert (target / "state.json").read_text() == "step 3"
+    assert restore_interrupted_dir(target) is None  # nothing to do once restored
+    (tmp_path / ".other.old-a").mkdir()
+    (tmp_path / ".other.old-b").mkdir()
+    with pytest.raises(FileExistsError, match="several earlier versions"):
+        restore_interrupted_dir(tmp_path / "other")

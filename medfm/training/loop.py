@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medfm.io import atomic_dir, atomic_write_text
+from medfm.io import atomic_dir, atomic_write_text, restore_interrupted_dir
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -220,6 +220,8 @@ class Trainer:
         cfg = self.cfg
         self.output.mkdir(parents=True, exist_ok=True)
         counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
+        if resume:  # a kill inside the checkpoint's rename window leaves the previous one aside
+            restore_interrupted_dir(self.checkpoint_dir)
         refuse_existing_run(self.output, resume)
         if resume and (self.checkpoint_dir / STATE_JSON).is_file():
             counters = load_training_state(self.checkpoint_dir, self.model, self.optimizer)

@@ -84,6 +84,27 @@ def test_resume_survives_a_log_line_cut_off_by_the_kill(tmp_path, monkeypatch):
     assert _log(tmp_path / "killed" / "metrics.jsonl") == _log(tmp_path / "full" / "metrics.jsonl")
 
 
+def test_resume_after_a_kill_inside_the_checkpoint_rename_window(tmp_path, monkeypatch):
+    """Disk state of a kill between atomic_dir's renames: no checkpoint/, the previous one at
+    .checkpoint.old-<id>, the next one (maybe partial) at .checkpoint.tmp-<id>."""
+    full = Trainer(_tiny(), _step, _Pairs(), _cfg(), tmp_path / "full", _save).fit()
+    restore = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
+    with pytest.raises(_Killed):
+        Trainer(_tiny(), _step, _Pairs(), _cfg(), tmp_path / "killed", _save).fit()
+    restore()
+    run = tmp_path / "killed"
+    (run / "checkpoint").rename(run / ".checkpoint.old-0123456789ab")
+    (run / ".checkpoint.tmp-partial").mkdir()
+    (run / ".checkpoint.tmp-partial" / "model.safetensors").write_bytes(b"\x00" * 8)
+    steps = []
+    resumed = Trainer(_tiny(), lambda m, b, g: steps.append(1) or _step(m, b, g), _Pairs(), _cfg(), run,
+                      _save).fit(resume=True)
+    assert len(steps) == 8 - 3  # continued after the restored step-3 checkpoint, not from scratch
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert _log(run / "metrics.jsonl") == _log(tmp_path / "full" / "metrics.jsonl")
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_precision_autocasts_and_nan_loss_is_a_clear_error(tmp_path, precision):
     seen = []
