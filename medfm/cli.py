@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("repo_id")
     sp.add_argument("--private", action="store_true")
 
+    sp = sub.add_parser("verify-data", help="check data set folders against their SHA256SUMS (exit 1 on a bad file)")
+    sp.add_argument("datasets", nargs="*", help="folders under the data root (default: every one with a SHA256SUMS)")
+    data_root(sp)
+
     sp = sub.add_parser("bench", help="training throughput: medfm loop vs a bare torch loop")
     sp.add_argument("--encoder", default="resnet18")
     sp.add_argument("--img-size", type=_positive_int, default=28)
@@ -230,11 +234,44 @@ def _run(args: argparse.Namespace) -> int:
         from medfm.hub import push_to_hub
 
         print(push_to_hub(args.checkpoint, args.repo_id, private=args.private))
+    elif args.command == "verify-data":
+        return _verify_data(args)
     elif args.command == "bench":
         from medfm.benchmark import compare_throughput
 
         compare_throughput(args.encoder, args.img_size, args.batch_size, args.steps, args.precision)
     return 0
+
+
+def _verify_data(args: argparse.Namespace) -> int:
+    """``medfm verify-data``: one line per data set; 0 when every listed file matches, else 1.
+
+    Raises:
+        MedFMDataError: no data root, an unknown data set folder, or a missing/malformed SHA256SUMS.
+    """
+    from medfm.data.checksums import data_sets_with_sums, verify_sha256sums
+    from medfm.data.errors import UnknownDatasetError
+    from medfm.data.root import resolve_data_root
+
+    known = data_sets_with_sums(args.data_root)
+    folders = known
+    if args.datasets:
+        names = {p.name: p for p in known}
+        for name in args.datasets:
+            if name not in names:
+                raise UnknownDatasetError.for_name(name, names, kind="data set folder with a SHA256SUMS")
+        folders = [names[n] for n in args.datasets]
+    if not folders:
+        print(f"no data set folder with a SHA256SUMS under {resolve_data_root(args.data_root)}")
+        return 1
+    bad = 0
+    for folder in folders:
+        report = verify_sha256sums(folder, progress=True)
+        problems = report["missing"] + report["mismatched"]
+        bad += len(problems)
+        line = f"{folder.name}: {len(report['ok'])} ok, {len(report['missing'])} missing, {len(report['mismatched'])} changed"
+        print(line + (f" (e.g. {', '.join(problems[:3])})" if problems else ""))
+    return 1 if bad else 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

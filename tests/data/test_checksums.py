@@ -1,0 +1,58 @@
+"""SHA256SUMS verification of data set folders (medfm.data.checksums, `medfm verify-data`)."""
+import hashlib
+
+import pytest
+
+from medfm.cli import main
+from medfm.data.checksums import read_sha256sums, verify_sha256sums
+from medfm.data.errors import CorruptFileError, DataFileMissingError
+
+
+def _dataset(root, name="chase_db1"):
+    folder = root / name
+    (folder / "imgs").mkdir(parents=True)
+    files = {"imgs/a.png": b"first image", "imgs/b.png": b"second image", "PROVENANCE.md": b"source"}
+    for rel, data in files.items():
+        (folder / rel).write_bytes(data)
+    (folder / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(d).hexdigest()}  ./{r}\n" for r, d in files.items()))
+    return folder
+
+
+def test_changed_and_missing_files_are_found(tmp_path):
+    folder = _dataset(tmp_path)
+    assert read_sha256sums(folder)["imgs/a.png"] == hashlib.sha256(b"first image").hexdigest()
+    assert verify_sha256sums(folder) == {"ok": ["PROVENANCE.md", "imgs/a.png", "imgs/b.png"], "missing": [], "mismatched": []}
+    (folder / "imgs" / "a.png").write_bytes(b"first imagE")  # same size, one byte changed
+    (folder / "imgs" / "b.png").unlink()
+    assert verify_sha256sums(folder) == {"ok": ["PROVENANCE.md"], "missing": ["imgs/b.png"], "mismatched": ["imgs/a.png"]}
+
+
+def test_bad_sums_files_are_clear_errors(tmp_path):
+    folder = _dataset(tmp_path)
+    sums = folder / "SHA256SUMS"
+    good = sums.read_text()
+    sums.write_text(good + "not-a-digest  imgs/c.png\n")
+    with pytest.raises(CorruptFileError, match="line 4: expected '<64 hex digits>  <path>'"):
+        read_sha256sums(folder)
+    sums.write_text(good + f"{'0' * 64}  ../../etc/passwd\n")
+    with pytest.raises(CorruptFileError, match="leaves the data set folder"):
+        read_sha256sums(folder)
+    sums.write_text(good + good.splitlines()[0] + "\n")
+    with pytest.raises(CorruptFileError, match="listed twice"):
+        read_sha256sums(folder)
+    sums.unlink()
+    with pytest.raises(DataFileMissingError, match="no SHA256SUMS"):
+        read_sha256sums(folder)
+
+
+def test_cli_verify_data(tmp_path, capsys):
+    folder = _dataset(tmp_path)
+    _dataset(tmp_path, "vqa_rad")
+    assert main(["verify-data", "--data-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["chase_db1: 3 ok, 0 missing, 0 changed", "vqa_rad: 3 ok, 0 missing, 0 changed"]
+    (folder / "imgs" / "a.png").write_bytes(b"edited")
+    assert main(["verify-data", "chase_db1", "--data-root", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.strip() == "chase_db1: 2 ok, 0 missing, 1 changed (e.g. imgs/a.png)"
+    assert main(["verify-data", "chase_db", "--data-root", str(tmp_path)]) == 2
+    assert "did you mean 'chase_db1'" in capsys.readouterr().err
