@@ -59,6 +59,8 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+#: the YAML values each scalar hint accepts (ints where floats are expected; bools only for bool)
+_SCALARS = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
 _PLURAL_NAMES = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
 
 
@@ -110,20 +112,8 @@ def _checked(value: Any, tp: Any, where: str) -> Any:
         if value is None or isinstance(value, dict):  # an empty YAML section means all defaults
             return from_dict(tp, value, where)
         raise wrong()
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise wrong()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise wrong()
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise wrong()
-        return value
-    if tp is str:
-        if not isinstance(value, str):
+    if tp in _SCALARS:
+        if not isinstance(value, _SCALARS[tp]) or (isinstance(value, bool) and tp is not bool):
             raise wrong()
         return value
     if origin in (list, tuple) or tp in (list, tuple):

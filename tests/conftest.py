@@ -156,3 +156,16 @@ def assert_fuser_round_trip_exact(model, batch, directory: Path) -> None:
     sd, ld = model.state_dict(), loaded.state_dict()
     assert sd.keys() == ld.keys() and all(torch.equal(sd[k], ld[k]) for k in sd)
     assert torch.equal(loaded.eval()(batch)["logits"], ref)
+
+
+class ImageItems:
+    """A map-style dataset of ``{"image": images[i]}`` over ``(N, C, H, W)`` images (zero-shot tests)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i]}

@@ -8,7 +8,7 @@ one-line message naming the file, never a PIL stack trace.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -27,7 +27,9 @@ def missing_file(path: PathLike, what: str) -> DataFileMissingError:
                                 "or pass --data-root / set $MEDFM_DATA")
 
 
-def _corrupt(path: Path, what: str, err: BaseException) -> CorruptFileError:
+def corrupt_file_error(path: PathLike, what: str, err: BaseException) -> CorruptFileError:
+    """The one-line :class:`CorruptFileError` for a file a library failed to decode: names ``what``,
+    the path, the library's error type and the first line of its message."""
     detail = (str(err).splitlines() or [""])[0][:200]
     return CorruptFileError(f"cannot read {what} {path}: {type(err).__name__}: {detail}" if detail
                             else f"cannot read {what} {path}: {type(err).__name__}")
@@ -49,6 +51,20 @@ def scale_to_uint8(arr: np.ndarray, path: PathLike, what: str = "image") -> np.n
     return np.rint((arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)).astype(np.uint8)
 
 
+def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL image>", what: str = "image") -> np.ndarray:
+    """A loaded PIL image -> uint8 array, the conversion of :func:`read_image` (see there for ``mode``).
+
+    Raises:
+        CorruptFileError: non-finite pixels in a float image (``path``/``what`` name it).
+    """
+    from PIL import Image
+
+    if im.mode in WIDE_MODES:
+        im = Image.fromarray(scale_to_uint8(np.asarray(im), path, what))
+    target = mode or (im.mode if im.mode in MODES else "RGB")
+    return np.array(im if im.mode == target else im.convert(target), dtype=np.uint8)
+
+
 def image_mode(path: PathLike, what: str = "image") -> str:
     """The PIL mode of an image file (``"L"``, ``"RGB"``, ``"1"``, ``"I;16"``, ...), header only.
 
@@ -64,7 +80,7 @@ def image_mode(path: PathLike, what: str = "image") -> str:
         with Image.open(path) as im:
             return str(im.mode)
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
-        raise _corrupt(path, what, err) from None
+        raise corrupt_file_error(path, what, err) from None
 
 
 def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") -> np.ndarray:
@@ -102,14 +118,12 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in WIDE_MODES:
-                im = Image.fromarray(scale_to_uint8(np.asarray(im), path, what))
-            target = mode or (im.mode if im.mode in MODES else "RGB")
-            return np.array(im if im.mode == target else im.convert(target), dtype=np.uint8)
+            return pil_to_uint8(im, mode, path, what)
     except MedFMDataError:
         raise
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
-        raise _corrupt(path, what, err) from None
+        raise corrupt_file_error(path, what, err) from None
 
 
-__all__ = ["read_image", "image_mode", "missing_file", "scale_to_uint8", "WIDE_MODES", "MODES"]
+__all__ = ["read_image", "pil_to_uint8", "image_mode", "missing_file", "scale_to_uint8", "corrupt_file_error",
+           "WIDE_MODES", "MODES"]

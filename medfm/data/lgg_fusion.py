@@ -37,8 +37,7 @@ from medfm.data.corpus import lgg_patient
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError
 from medfm.data.multimodal import MISSING_FILL, PRESENT_KEY, collate_modalities
 from medfm.data.root import PathLike, dataset_dir
-from medfm.data.segmentation import (LGG_FOLDER, lgg_patients, lgg_slices, load_lgg_patient, load_lgg_slice, resize_image,
-                                     resize_mask, stack_slices)
+from medfm.data.segmentation import LGG_FOLDER, lgg_patients, lgg_slices, load_lgg_patient, resize_image, resize_mask
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +111,14 @@ def load_clinical(data_root: Optional[PathLike] = None) -> Dict[str, np.ndarray]
 def _read_patients(patients: Sequence[str], img_size: int, data_root: Optional[PathLike]) -> Dict[str, np.ndarray]:
     images, masks, labels, owner, available = [], [], [], [], []
     for p_i, case in enumerate(patients):
-        files = lgg_slices(case, data_root)
-        pairs = [load_lgg_slice(i, m) for _, i, m in files]
-        full, _ = stack_slices(case, pairs, [i for _, i, _ in files])
+        patient = load_lgg_patient(case, data_root)
+        full = patient["image"]
         if full.shape[1] != full.shape[2]:
             raise DataShapeError(f"LGG slices of {case!r} are {full.shape[1]}x{full.shape[2]} px; expected square slices")
         copies = flair_copies(full)
         avail = [not copies.get(m, False) for m in IMAGE_MODALITIES]
         scale = img_size / full.shape[1]
-        for im, mk in pairs:
+        for im, mk in zip(full, patient["mask"]):
             images.append(resize_image(im, scale).transpose(2, 0, 1))
             masks.append(resize_mask(mk, scale))
             labels.append(int(mk.any()))

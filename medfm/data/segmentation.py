@@ -31,8 +31,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
-from medfm.data.images import missing_file, read_image
+from medfm.data.errors import DataFileMissingError, DataShapeError, UnknownSplitError
+from medfm.data.images import corrupt_file_error, missing_file, read_image
 from medfm.data.root import PathLike, dataset_dir
 
 CHASE_FOLDER = "chase_db1"
@@ -102,8 +102,7 @@ def load_nifti(path: PathLike) -> Tuple[np.ndarray, np.ndarray, Tuple[float, ...
         img = nib.load(str(path))
         arr = np.asarray(img.dataobj)
     except Exception as err:  # nibabel raises several types for bad files
-        detail = (str(err).splitlines() or [""])[0][:200]
-        raise CorruptFileError(f"cannot read NIfTI {path}: {type(err).__name__}: {detail}") from None
+        raise corrupt_file_error(path, "NIfTI", err) from None
     return arr, np.asarray(img.affine, dtype=np.float64), tuple(float(z) for z in img.header.get_zooms()[:arr.ndim])
 
 

@@ -16,6 +16,20 @@ class PipelineInputError(ValueError):
     """An input image is of an unsupported type, shape or dtype."""
 
 
+def check_top_k(top_k: Any, none_means: str = "") -> Optional[int]:
+    """``top_k`` as an int (None passes when ``none_means`` says what it means).
+
+    Raises:
+        PipelineInputError: not an integer >= 1 (bools, floats and strings included).
+    """
+    if top_k is None and none_means:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        allowed = f" or None ({none_means})" if none_means else ""
+        raise PipelineInputError(f"top_k must be a positive integer{allowed}, got {top_k!r}")
+    return int(top_k)
+
+
 def pil_to_array(image: Any, in_chans: int) -> np.ndarray:
     """A PIL image -> uint8 ``(H, W)`` (``in_chans`` 1) or ``(H, W, 3)`` array.
 
@@ -26,17 +40,13 @@ def pil_to_array(image: Any, in_chans: int) -> np.ndarray:
     Raises:
         PipelineInputError: non-finite pixels in a float image.
     """
-    from PIL import Image
-
     from medfm.data.errors import MedFMDataError
-    from medfm.data.images import WIDE_MODES, scale_to_uint8
+    from medfm.data.images import pil_to_uint8
 
-    if image.mode in WIDE_MODES:
-        try:
-            image = Image.fromarray(scale_to_uint8(np.asarray(image), "<PIL image>"))
-        except MedFMDataError as err:
-            raise PipelineInputError(str(err)) from None
-    return np.asarray(image.convert("L" if in_chans == 1 else "RGB"))
+    try:
+        return pil_to_uint8(image, "L" if in_chans == 1 else "RGB")
+    except MedFMDataError as err:
+        raise PipelineInputError(str(err)) from None
 
 
 def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
@@ -111,8 +121,7 @@ class ImageClassificationPipeline:
     @torch.no_grad()
     def __call__(self, images: Union[Any, Sequence[Any]], top_k: Optional[int] = None
                  ) -> Union[List[Dict[str, Any]], List[List[Dict[str, Any]]]]:
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise PipelineInputError(f"top_k must be a positive integer or None (all classes), got {top_k!r}")
+        top_k = check_top_k(top_k, none_means="all classes")
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         if not items:

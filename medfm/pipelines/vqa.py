@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from medfm.pipelines.classification import PipelineInputError
+from medfm.pipelines.classification import PipelineInputError, check_top_k
 
 
 def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
@@ -54,13 +54,6 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     return x.expand(in_chans, -1, -1).contiguous()
 
 
-def _check_top_k(top_k: Any) -> int:
-    """``top_k`` as an int; raises :class:`PipelineInputError` unless it is an integer >= 1."""
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise PipelineInputError(f"top_k must be a positive integer, got {top_k!r}")
-    return int(top_k)
-
-
 class VisualQuestionAnsweringPipeline:
     """Answer questions about images with a medfm VQA checkpoint.
 
@@ -75,7 +68,7 @@ class VisualQuestionAnsweringPipeline:
     def __init__(self, model: Any, top_k: int = 5) -> None:
         from medfm.hub import from_pretrained
 
-        top_k = _check_top_k(top_k)
+        top_k = check_top_k(top_k)
         self.model = from_pretrained(model) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else model
         if not hasattr(self.model, "answer"):
             raise PipelineInputError(f"{type(self.model).__name__} is not a VQA model (medfm adapter 'vqa')")
@@ -92,7 +85,7 @@ class VisualQuestionAnsweringPipeline:
             PipelineInputError: mismatched numbers of images and questions, an empty question,
             or ``top_k`` that is not an integer >= 1.
         """
-        top_k = self.top_k if top_k is None else _check_top_k(top_k)
+        top_k = self.top_k if top_k is None else check_top_k(top_k)
         single = isinstance(question, str)
         images = [image] if single else list(image)
         questions = [question] if single else list(question)

@@ -145,6 +145,19 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
                                   "or choose another --output")
 
 
+def check_finite_loss(loss: torch.Tensor, epoch: int, step: int) -> None:
+    """Stop a run whose loss became NaN/inf (before it is stepped or saved).
+
+    Args:
+        loss: the scalar loss; epoch: 0-based epoch; step: step within the epoch.
+
+    Raises:
+        ValueError: non-finite ``loss`` (names the 1-based epoch and the step).
+    """
+    if not torch.isfinite(loss):
+        raise ValueError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr or check the data")
+
+
 StepFn = Callable[[nn.Module, Dict[str, Any], torch.Generator], Dict[str, torch.Tensor]]
 SaveFn = Callable[[nn.Module, Path], None]
 
@@ -249,8 +262,7 @@ class Trainer:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     out = self.step_fn(self.model, batch, gen)
                 loss = out["loss"]
-                if not torch.isfinite(loss):
-                    raise ValueError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr or check the data")
+                check_finite_loss(loss, epoch, step)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:

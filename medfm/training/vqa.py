@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from medfm.adapters.lora import LoraSettings
 from medfm.config import dump_yaml, from_dict, load_yaml, to_dict
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
-from medfm.training.loop import TrainConfig, lr_at, param_groups, refuse_existing_run
+from medfm.training.loop import TrainConfig, check_finite_loss, lr_at, param_groups, refuse_existing_run
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
 
@@ -251,8 +251,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
                 g["lr"] = lr_at(step, total, warmup, cfg)
             out = _logits(model, train, idx, feats)
             loss = model.loss(out, train_ds.answer_ids[idx], train.closed[idx], recipe.head.type_weight)
-            if not torch.isfinite(loss):
-                raise ValueError(f"loss became {loss.item()} at epoch {epoch + 1}, step {s}; lower train.lr or check the data")
+            check_finite_loss(loss, epoch, s)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -12,6 +12,7 @@ from medfm.evaluation.metrics import bootstrap_ci, classification_metrics
 from medfm.evaluation.protocols import knn_scores
 from medfm.evaluation.segmentation import dice_score, hd95, surface_dice
 from medfm.evaluation.zeroshot import class_embeddings, zeroshot_classify
+from tests.conftest import ImageItems
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI deprecation noise
 
@@ -80,17 +81,6 @@ class _UnnormalisedCLIP(nn.Module):
         return torch.stack([5 * m, 1 - m], 1)
 
 
-class _Images:
-    def __init__(self, x):
-        self.x = x
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"image": self.x[i]}
-
-
 def test_zeroshot_normalises_unnormalised_embeddings():
     model = _UnnormalisedCLIP()
     prompts = [["a", "b"], ["c"]]
@@ -101,7 +91,7 @@ def test_zeroshot_normalises_unnormalised_embeddings():
     img = torch.tensor([2.5, 0.5]) / math.hypot(2.5, 0.5)
     cos = torch.stack([img @ torch.tensor([r, r]), img[1]])
     expected = torch.softmax(2.0 * cos, 0).numpy()
-    np.testing.assert_allclose(zeroshot_classify(model, _Images(x), prompts)[0], expected, atol=1e-6)
+    np.testing.assert_allclose(zeroshot_classify(model, ImageItems(x), prompts)[0], expected, atol=1e-6)
 
 
 # -- classification: one class only -> NaN AUC with a warning, not a crash ---------------------

@@ -8,7 +8,7 @@ import torch
 import medfm
 from medfm.evaluation.zeroshot import chance_levels, class_embeddings, zeroshot_classify, zeroshot_eval
 from medfm.registry import OBJECTIVES
-from tests.conftest import save_tiny_bert
+from tests.conftest import ImageItems, save_tiny_bert
 
 WORDS = ["a", "chest", "x", "ray", "showing", "pneumonia", "no", "(", ")", "normal", "bright", "dark",
      "frontal", "radiograph", "with", "image", "of", "the", ":"]
@@ -27,22 +27,11 @@ def _clip(text_spec, augment=True):
                             image_proj_layers=1, augment=augment)
 
 
-class Images:
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return {"image": self.images[i]}
-
-
 def test_scores_match_a_hand_computation(text_spec):
     model = _clip(text_spec).eval()
     images = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     prompts = [["a chest x ray", "a frontal radiograph"], ["bright image"], ["dark image", "the dark x ray"]]
-    scores = zeroshot_classify(model, Images(images), prompts, batch_size=2)
+    scores = zeroshot_classify(model, ImageItems(images), prompts, batch_size=2)
     with torch.no_grad():
         classes = []
         for p in prompts:
@@ -63,8 +52,8 @@ def test_rgb_images_are_converted_for_a_grayscale_encoder(text_spec):
     model = _clip(text_spec).eval()
     gray = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     prompts = [["bright image"], ["dark image"]]
-    np.testing.assert_allclose(zeroshot_classify(model, Images(gray.expand(-1, 3, -1, -1)), prompts),
-                               zeroshot_classify(model, Images(gray), prompts), atol=1e-5)
+    np.testing.assert_allclose(zeroshot_classify(model, ImageItems(gray.expand(-1, 3, -1, -1)), prompts),
+                               zeroshot_classify(model, ImageItems(gray), prompts), atol=1e-5)
 
 
 def test_a_trained_toy_clip_classifies_unseen_images_zero_shot(text_spec):
@@ -86,7 +75,7 @@ def test_a_trained_toy_clip_classifies_unseen_images_zero_shot(text_spec):
         loss.backward()
         opt.step()
     test_images, test_labels = sample(20)
-    scores = zeroshot_classify(model, Images(test_images), [["bright image"], ["dark image"]])
+    scores = zeroshot_classify(model, ImageItems(test_images), [["bright image"], ["dark image"]])
     assert (scores.argmax(1) == test_labels.numpy()).mean() >= 0.9
 
 
@@ -115,7 +104,7 @@ def test_zeroshot_needs_an_image_text_checkpoint(text_spec, write_medmnist, tmp_
     with pytest.raises(ValueError, match="image-text checkpoint"):
         zeroshot_eval(str(ckpt), "pneumoniamnist", data_root=str(root), output=tmp_path / "zs")
     with pytest.raises(ValueError, match="one non-empty list of strings per class"):
-        zeroshot_classify(_clip(text_spec), Images(torch.rand(2, 1, 28, 28)), ["bright", "dark"])
+        zeroshot_classify(_clip(text_spec), ImageItems(torch.rand(2, 1, 28, 28)), ["bright", "dark"])
 
 
 def test_cli_eval_protocol_zeroshot(text_spec, write_medmnist, tmp_path, capsys):
