@@ -7,10 +7,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from medfm.encoders import create_encoder, list_encoders  # noqa: E402
 
 
-def __getattr__(name: str):  # lazy: keep `import medfm` light
+def __getattr__(name: str):  # lazy (PEP 562): `import medfm` and `medfm --help` do not load torch
+    if name in ("create_encoder", "list_encoders"):
+        from medfm import encoders
+
+        return getattr(encoders, name)
     if name in ("from_pretrained", "save_pretrained"):
         from medfm import hub
 

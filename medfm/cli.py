@@ -276,12 +276,12 @@ def _verify_data(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``medfm`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)  # before importing torch: --help and usage errors answer at once
     from medfm.config import ConfigError
     from medfm.data.errors import MedFMDataError
     from medfm.hub import CheckpointError
     from medfm.registry import UnknownNameError
 
-    args = _parser().parse_args(argv)
     try:
         return _run(args)
     except (ConfigError, MedFMDataError, CheckpointError, UnknownNameError, OSError, ValueError) as err:

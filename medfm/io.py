@@ -225,7 +225,7 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
 
 
 def restore_interrupted_dir(path: PathLike) -> Optional[Path]:
-    """Undo a crash inside :func:`atomic_dir`'s rename window, if there was one.
+    """Undo a crash inside :func:`atomic_dir`, if there was one, and clear what it left behind.
 
     Killed between its two renames, :func:`atomic_dir` leaves no directory at ``path``; the
     previous version waits, complete, at ``.<name>.old-<id>`` (it is only deleted once the
@@ -233,25 +233,36 @@ def restore_interrupted_dir(path: PathLike) -> Optional[Path]:
     is renamed back. A new version left at ``.<name>.tmp-<id>`` is not used: a crash while
     the body was still writing leaves the same name behind, so it may be partial.
 
+    Once ``path`` is in place, the leftovers of earlier kills beside it are deleted: every
+    ``.<name>.tmp-<id>`` (a kill while writing a checkpoint) and every ``.<name>.old-<id>``
+    (a kill while deleting the replaced version), each the size of a whole checkpoint. Call
+    it only from the process that owns ``path`` (the trainer on ``--resume``): a concurrent
+    :func:`atomic_dir` on the same path would lose its temporary directory.
+
     Returns:
-        ``path`` when a previous version was restored, else None (nothing to do).
+        ``path`` when a previous version was restored, else None (nothing to restore).
 
     Raises:
-        FileExistsError: several ``.old-`` candidates (ambiguous; the message lists them).
+        FileExistsError: ``path`` is missing and several ``.old-`` candidates wait beside it
+            (ambiguous; the message lists them and nothing is deleted).
     """
     target = Path(path)
-    if target.exists():
-        return None
     parent = target.parent if str(target.parent) else Path(".")
-    olds = sorted(parent.glob(f".{target.name}.old-*")) if parent.is_dir() else []
-    if not olds:
+    if not parent.is_dir():
         return None
-    if len(olds) > 1:
-        raise FileExistsError(f"{str(target)!r} is missing and several earlier versions wait beside it "
-                              f"({', '.join(o.name for o in olds)}); rename the right one to {target.name!r}")
-    os.replace(olds[0], target)
-    _fsync_dir(parent)
-    return target
+    olds = sorted(p for p in parent.glob(f".{target.name}.old-*") if p.is_dir())
+    restored = None
+    if not target.exists() and olds:
+        if len(olds) > 1:
+            raise FileExistsError(f"{str(target)!r} is missing and several earlier versions wait beside it "
+                                  f"({', '.join(o.name for o in olds)}); rename the right one to {target.name!r}")
+        os.replace(olds[0], target)
+        _fsync_dir(parent)
+        restored, olds = target, []
+    if target.exists():
+        for stale in olds + sorted(p for p in parent.glob(f".{target.name}.tmp-*") if p.is_dir()):
+            shutil.rmtree(stale, ignore_errors=True)
+    return restored
 
 
 def file_hash(path: PathLike, algorithm: str = "sha256") -> str:

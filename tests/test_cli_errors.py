@@ -114,3 +114,20 @@ def test_card_rejects_results_that_are_not_an_object(tmp_path, capsys):
     (tmp_path / "results.json").write_text("[0.9, 0.8]")
     code, err = _error_of(capsys, ["card", str(ckpt), "--results", str(tmp_path / "results.json")])
     assert code == 2 and "must hold a JSON object" in err and not (ckpt / "README.md").exists()
+
+
+def test_help_and_usage_errors_answer_without_loading_torch():
+    """`medfm --help` and a usage error used to import torch, timm and medmnist first (about
+    6 s on this machine); the parser now runs before any heavy import."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom medfm.cli import main\n"
+              "for argv in (['--help'], ['pretrain']):\n"
+              "    try:\n        main(argv)\n    except SystemExit as e:\n        print('exit', e.code)\n"
+              "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.splitlines()[-3:] == ["exit 0", "exit 2", "torch not loaded"], out.stdout + out.stderr
+    import medfm
+
+    assert medfm.create_encoder("resnet_test", in_chans=1, img_size=28).num_features > 0  # lazy attribute still works

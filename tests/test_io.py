@@ -149,7 +149,26 @@ def test_kill_inside_the_rename_window_is_restored(tmp_path):
     assert restore_interrupted_dir(target) == target
     assert (target / "state.json").read_text() == "step 3"
     assert restore_interrupted_dir(target) is None  # nothing to do once restored
+    # the complete-but-unverified new version the kill left at .tmp- is deleted with the restore
+    assert list(tmp_path.glob(".checkpoint.tmp-*")) == [] and list(tmp_path.glob(".checkpoint.old-*")) == []
     (tmp_path / ".other.old-a").mkdir()
     (tmp_path / ".other.old-b").mkdir()
     with pytest.raises(FileExistsError, match="several earlier versions"):
         restore_interrupted_dir(tmp_path / "other")
+
+
+def test_restore_interrupted_dir_deletes_leftovers_of_earlier_kills(tmp_path):
+    """A kill while writing a checkpoint (.tmp-) or while deleting the replaced one (.old-)
+    leaves a checkpoint-sized directory beside the live one; resume deletes both and keeps
+    the live checkpoint and unrelated siblings untouched."""
+    from medfm.io import restore_interrupted_dir
+
+    target = tmp_path / "checkpoint"
+    target.mkdir()
+    (target / "state.json").write_text("step 9")
+    for name in (".checkpoint.tmp-abc", ".checkpoint.old-def", ".checkpoint2.tmp-x", "keep"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"x" * 10)
+    assert restore_interrupted_dir(target) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".checkpoint2.tmp-x", "checkpoint", "keep"]
+    assert (target / "state.json").read_text() == "step 9"

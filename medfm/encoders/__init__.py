@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, List, Optional
 
 from medfm.encoders.base import Encoder, EncoderInputError
-from medfm.registry import ENCODERS
+from medfm.registry import ENCODERS, UnknownArgumentError
 from medfm.encoders import timm_encoders  # noqa: F401  (registers resnet/convnext/vit)
 from medfm.encoders import mamba  # noqa: F401
 from medfm.encoders import medvit_kan, kan_resnet  # noqa: F401
@@ -44,15 +44,26 @@ def create_encoder(
 
     Raises:
         UnknownNameError: unknown ``name`` (with close matches).
+        UnknownArgumentError: a keyword the encoder does not take, or one medfm sets itself
+            (``num_classes``, ``features_only``: encoders are headless, add a head with
+            :mod:`medfm.adapters`); a ``ValueError`` and a ``TypeError``.
         ValueError: bad ``in_chans``/``img_size`` or a checkpoint that does not match.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    builder = ENCODERS.get(name)
+    ENCODERS.get(name)  # unknown name: UnknownNameError with close matches
     timm_pretrained = pretrained == "timm"
     kwargs = dict(overrides)
     if timm_pretrained:
         kwargs["timm_pretrained"] = True
-    encoder = builder(in_chans=in_chans, img_size=img_size, **kwargs)
+    try:
+        encoder = ENCODERS.build(name, in_chans=in_chans, img_size=img_size, **kwargs)
+    except UnknownArgumentError:
+        raise
+    except TypeError as err:  # a family that passes **kwargs on (timm) rejected one
+        text = str(err)
+        if "unexpected keyword argument" not in text and "multiple values for keyword argument" not in text:
+            raise
+        raise UnknownArgumentError(f"encoder {name!r} does not take that argument: {text}") from None
     encoder.config = {"name": name, "in_chans": int(in_chans), "img_size": int(img_size), **overrides}
     if pretrained is not None and not timm_pretrained:
         from medfm.hub import load_encoder_weights

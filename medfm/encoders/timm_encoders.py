@@ -76,7 +76,20 @@ def timm_weights_source(arch: str) -> Dict[str, Any]:
     return {}
 
 
+#: timm keywords medfm sets itself: an encoder is a headless feature extractor
+RESERVED_TIMM_ARGS = ("num_classes", "features_only", "pretrained", "pretrained_cfg_overlay")
+
+
 def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    reserved = [k for k in RESERVED_TIMM_ARGS if k in kwargs]
+    if reserved:
+        from medfm.registry import UnknownArgumentError
+
+        raise UnknownArgumentError(
+            f"{', '.join(reserved)} cannot be set on a medfm encoder: encoders are headless feature "
+            "extractors (timm num_classes=0). Add a head with medfm.adapters.ImageClassifier, take "
+            "unpooled features from encoder.forward_features, and pass pretrained='timm' or a "
+            "checkpoint to create_encoder")
     if pretrained:
         source = timm_weights_source(arch)
         if source:

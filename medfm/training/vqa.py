@@ -11,6 +11,9 @@ accuracy is logged for the curve only):
    fusion + heads on cached tokens; ``lora``: LoRA on the encoder (peft, head/fusion in
    ``modules_to_save``), merged into the weights before saving; ``full``: everything trains;
 4. AdamW with linear warm-up + cosine decay (``medfm.training.loop.lr_at``), seeded order;
+   the training forward runs under bf16 autocast when ``train.precision`` resolves to bf16
+   (as in :class:`medfm.training.loop.Trainer`; the shipped recipes say ``fp32``), the loss
+   and all evaluation in fp32;
    after every epoch the training state (weights, optimizer, RNG, log) is written atomically
    to ``train_state/``, so ``--resume`` continues after the last finished epoch with the
    same result as an uninterrupted run;
@@ -35,7 +38,8 @@ from tqdm.auto import tqdm
 from medfm.adapters.lora import LoraSettings
 from medfm.config import dump_yaml, from_dict, load_yaml, to_dict
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
-from medfm.training.loop import TrainConfig, check_finite_loss, lr_at, param_groups, refuse_existing_run
+from medfm.training.loop import (TrainConfig, check_finite_loss, lr_at, param_groups, refuse_existing_run,
+                                 resolve_precision)
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
 
@@ -187,6 +191,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         raise ValueError("this recipe starts from a pretrained encoder: pass --init CKPT (a medfm checkpoint directory)")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    bf16 = resolve_precision(cfg.precision, torch.device("cpu")) == "bf16"  # the runner is CPU-only
     output = Path(output)
     refuse_existing_run(output, resume, ("train_state",))
     output.mkdir(parents=True, exist_ok=True)
@@ -249,7 +254,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
             idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, warmup, cfg)
-            out = _logits(model, train, idx, feats)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = _logits(model, train, idx, feats)
             loss = model.loss(out, train_ds.answer_ids[idx], train.closed[idx], recipe.head.type_weight)
             check_finite_loss(loss, epoch, s)
             opt.zero_grad(set_to_none=True)

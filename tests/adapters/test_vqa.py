@@ -205,6 +205,33 @@ def test_lora_run_merges_and_reloads(text_spec, tmp_path):
     assert not any("lora" in k for k in from_pretrained(tmp_path / "run" / "checkpoint").state_dict())
 
 
+@pytest.mark.parametrize("precision,expect", [("bf16", True), ("fp32", False)])
+def test_runner_trains_under_the_recipes_precision(text_spec, tmp_path, monkeypatch, precision, expect):
+    """train.precision reaches the VQA training forward (it used to be ignored: always fp32)."""
+    import medfm.training.vqa as V
+    from medfm.config import from_dict
+
+    _write_vqa_rad(tmp_path / "data")
+    seen = []
+    real = V._logits
+
+    def spy(model, split, idx, feats):
+        out = real(model, split, idx, feats)
+        if model.training:
+            seen.append((torch.is_autocast_enabled("cpu"), out["logits"].dtype))
+        return out
+
+    monkeypatch.setattr(V, "_logits", spy)
+    recipe = from_dict(V.VQARecipe, {
+        "data": {"size": 28}, "encoder": {"name": "resnet_test"}, "text_encoder": text_spec, "mode": "full",
+        "head": {"dim": 16, "heads": 2, "layers": 1}, "n_boot": 10,
+        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-2, "warmup_epochs": 0, "precision": precision}})
+    res = V.run_vqa(recipe, tmp_path / "run", data_root=str(tmp_path / "data"))
+    assert seen and all(on == expect for on, _ in seen)
+    assert all(dt == (torch.bfloat16 if expect else torch.float32) for _, dt in seen)
+    assert res["reload_check"]["same_top1"]
+
+
 def test_resume_after_a_kill_matches_the_uninterrupted_run(text_spec, tmp_path, monkeypatch):
     import medfm.training.vqa as V
     from medfm.cli import main

@@ -326,8 +326,29 @@ def test_label_fraction_stratified_and_nested():
     small = label_fraction_indices(labels, 0.01, seed=0)
     assert np.bincount(labels[small, 0], minlength=3).tolist() == [9, 1, 1]  # every class kept
     assert set(small.tolist()) <= set(a.tolist())  # same seed: 1% is inside 10%
-    multi = np.random.default_rng(0).integers(0, 2, (50, 14))
-    assert len(label_fraction_indices(torch.from_numpy(multi), 0.2)) == 10
+
+
+def test_label_fraction_multi_label_keeps_every_label_and_is_nested():
+    """ChestMNIST-like (N, L) labels: the rare label (20 of 5,000) survives a 1 % draw (a plain
+    random draw of 50 misses it with probability 0.996^50 = 0.82), every label keeps about its
+    share, and 1 % stays inside 10 %."""
+    rng = np.random.default_rng(0)
+    n = 5000
+    labels = np.zeros((n, 3), dtype=np.uint8)
+    labels[:, 0] = rng.random(n) < 0.3
+    labels[:, 1] = rng.random(n) < 0.1
+    labels[rng.choice(n, 20, replace=False), 2] = 1  # rare, co-occurring with the others at random
+    for frac in (0.01, 0.1):
+        idx = label_fraction_indices(torch.from_numpy(labels), frac, seed=1)
+        got = labels[idx].sum(axis=0)
+        want = frac * labels.sum(axis=0)
+        assert abs(len(idx) - frac * n) <= 2, (frac, len(idx))
+        assert np.all(np.abs(got - want) <= np.maximum(2, 0.15 * want)), (frac, got, want)
+        assert got[2] >= 1
+    small, large = (label_fraction_indices(labels, f, seed=1) for f in (0.01, 0.1))
+    assert set(small.tolist()) <= set(large.tolist())
+    with pytest.raises(ValueError, match="multi-label labels must be 0/1"):
+        label_fraction_indices(np.full((4, 2), 0.5), 0.5)
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])

@@ -105,3 +105,18 @@ def test_small_image_stems_do_not_collapse():
         assert min(maps[-1].shape[-2:]) >= 3, name
     vit = medfm.create_encoder("vit_tiny", in_chans=1, img_size=28)
     assert vit.patch_size == 4 and vit.forward_features(torch.rand(1, 1, 28, 28)).shape[1] == 1 + 49
+
+
+@pytest.mark.parametrize("name,kwargs,match", [
+    ("resnet_test", {"num_classes": 2}, "num_classes cannot be set on a medfm encoder: encoders are headless"),
+    ("resnet_test", {"features_only": True}, "features_only cannot be set"),
+    ("resnet_test", {"foo": 1}, "encoder 'resnet_test' does not take that argument: .*'foo'"),
+])
+def test_arguments_medfm_sets_or_timm_rejects_are_clear_errors(name, kwargs, match):
+    """timm used to answer num_classes with 'got multiple values for keyword argument' from its
+    factory and features_only with an AttributeError on a missing stem."""
+    from medfm.registry import UnknownArgumentError
+
+    with pytest.raises(UnknownArgumentError, match=match) as info:
+        medfm.create_encoder(name, in_chans=1, img_size=28, **kwargs)
+    assert isinstance(info.value, ValueError)  # what the CLI reports as one line
