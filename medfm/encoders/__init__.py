@@ -47,13 +47,19 @@ def create_encoder(
         UnknownArgumentError: a keyword the encoder does not take, or one medfm sets itself
             (``num_classes``, ``features_only``: encoders are headless, add a head with
             :mod:`medfm.adapters`); a ``ValueError`` and a ``TypeError``.
-        ValueError: bad ``in_chans``/``img_size`` or a checkpoint that does not match.
+        ValueError: bad ``in_chans``/``img_size``, a checkpoint that does not match, or
+            ``pretrained="timm"`` for an encoder without timm weights (tag ``timm_weights``).
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     ENCODERS.get(name)  # unknown name: UnknownNameError with close matches
     timm_pretrained = pretrained == "timm"
     kwargs = dict(overrides)
     if timm_pretrained:
+        if not ENCODERS.tags(name).get("timm_weights"):
+            raise ValueError(f"encoder {name!r} has no timm pretrained weights (those that do: "
+                             f"{', '.join(n for n in ENCODERS.names(timm_weights=True) if not ENCODERS.tags(n).get('test'))}); "
+                             "use pretrained=None "
+                             "or a medfm checkpoint")
         kwargs["timm_pretrained"] = True
     try:
         encoder = ENCODERS.build(name, in_chans=in_chans, img_size=img_size, **kwargs)

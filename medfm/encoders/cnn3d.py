@@ -61,11 +61,9 @@ class ResNet3D(Encoder3D):
     lora_target_modules = r".*\.(conv\d|downsample\.0)"
 
     def __init__(self, layers: Sequence[int] = (1, 1, 1, 1), base_width: int = 32, in_chans: int = 1,
-                 img_size: int = 32, norm: str = "batch", timm_pretrained: bool = False, **kwargs: Any) -> None:
+                 img_size: int = 32, norm: str = "batch", **kwargs: Any) -> None:
         from monai.networks.nets import ResNet
 
-        if timm_pretrained:
-            raise ValueError("3D encoders have no timm pretrained weights; use pretrained=None or a medfm checkpoint")
         if len(layers) != 4 or any(int(n) != n or n < 1 for n in layers):
             raise ValueError(f"layers must be 4 positive integers, got {list(layers)}")
         if int(base_width) != base_width or base_width < 1:

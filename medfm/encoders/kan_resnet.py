@@ -69,8 +69,6 @@ class KANResNet(TimmResNet):
                  **kwargs: Any) -> None:
         kan = DEFAULT_BASIS if kan is None else kan
         create_basis(kan)  # validate before building
-        if kwargs.pop("timm_pretrained", False):
-            raise ValueError("KAN ResNets have no timm pretrained weights; use pretrained=None or a medfm checkpoint")
         super().__init__(arch, in_chans=in_chans, img_size=img_size, block=KANBasicBlock,
                          block_args={"kan": kan}, **kwargs)
 

@@ -210,11 +210,11 @@ def _vit(arch: str):
     return build
 
 
-ENCODERS.register("resnet18", family="cnn", timm_arch="resnet18")(_resnet("resnet18"))
-ENCODERS.register("resnet50", family="cnn", timm_arch="resnet50")(_resnet("resnet50"))
-ENCODERS.register("resnet_test", family="cnn", test=True, timm_arch="test_resnet")(_resnet("test_resnet"))
-ENCODERS.register("convnext_atto", family="cnn", timm_arch="convnext_atto")(_convnext("convnext_atto"))
-ENCODERS.register("convnext_test", family="cnn", test=True, timm_arch="test_convnext")(_convnext("test_convnext"))
-ENCODERS.register("vit_tiny", family="vit", timm_arch="vit_tiny_patch16_224")(_vit("vit_tiny_patch16_224"))
-ENCODERS.register("vit_small", family="vit", timm_arch="vit_small_patch16_224")(_vit("vit_small_patch16_224"))
-ENCODERS.register("vit_test", family="vit", test=True, timm_arch="test_vit")(_vit("test_vit"))
+ENCODERS.register("resnet18", family="cnn", timm_arch="resnet18", timm_weights=True)(_resnet("resnet18"))
+ENCODERS.register("resnet50", family="cnn", timm_arch="resnet50", timm_weights=True)(_resnet("resnet50"))
+ENCODERS.register("resnet_test", family="cnn", test=True, timm_arch="test_resnet", timm_weights=True)(_resnet("test_resnet"))
+ENCODERS.register("convnext_atto", family="cnn", timm_arch="convnext_atto", timm_weights=True)(_convnext("convnext_atto"))
+ENCODERS.register("convnext_test", family="cnn", test=True, timm_arch="test_convnext", timm_weights=True)(_convnext("test_convnext"))
+ENCODERS.register("vit_tiny", family="vit", timm_arch="vit_tiny_patch16_224", timm_weights=True)(_vit("vit_tiny_patch16_224"))
+ENCODERS.register("vit_small", family="vit", timm_arch="vit_small_patch16_224", timm_weights=True)(_vit("vit_small_patch16_224"))
+ENCODERS.register("vit_test", family="vit", test=True, timm_arch="test_vit", timm_weights=True)(_vit("test_vit"))

@@ -120,3 +120,12 @@ def test_arguments_medfm_sets_or_timm_rejects_are_clear_errors(name, kwargs, mat
     with pytest.raises(UnknownArgumentError, match=match) as info:
         medfm.create_encoder(name, in_chans=1, img_size=28, **kwargs)
     assert isinstance(info.value, ValueError)  # what the CLI reports as one line
+
+
+@pytest.mark.parametrize("name", ["medvit_kan_test", "vmamba_test", "groupmamba_test", "kan_resnet_test", "resnet3d_test"])
+def test_timm_weights_on_an_encoder_without_them_is_one_clear_error(name):
+    """MedViT-KAN and the Mamba encoders used to answer pretrained='timm' with "unknown ... option:
+    ... unexpected keyword argument 'timm_pretrained'"; every family now gets the same message,
+    before anything is built."""
+    with pytest.raises(ValueError, match=f"encoder '{name}' has no timm pretrained weights .*resnet18.*vit_tiny"):
+        medfm.create_encoder(name, in_chans=1, img_size=32, pretrained="timm")
