@@ -47,6 +47,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import medfm
+from medfm.cli import positive_int  # integer >= 1, one-line argparse error
 from medfm.registry import ENCODERS, UnknownNameError
 
 MODES = ("train fp32", "train bf16", "infer fp32", "infer bf16")
@@ -166,10 +167,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--sizes", default="28,64", help="comma-separated image sizes (px)")
     p.add_argument("--encoders", default=None, help="comma-separated names (default: all 2D encoders)")
     p.add_argument("--include-test", action="store_true", help="also run the *_test variants")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=3, help="timed rounds (median reported)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--steps", type=positive_int, default=3, help="timed rounds (median reported)")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (<= 2 on shared machines)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads (<= 2 on shared machines)")
     p.add_argument("--in-chans", type=int, default=1, choices=(1, 3))
     p.add_argument("--reference", default="resnet18", help="encoder the train fp32 ratio is relative to")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N ops of a training step")

@@ -20,13 +20,14 @@ import argparse
 import statistics
 import time
 from contextlib import nullcontext
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from medfm.encoders import create_encoder
+from medfm.cli import positive_int  # integer >= 1, one-line argparse error
 from medfm.encoders.layers.kan import KANConv2d
 from medfm.encoders.layers.neighborhood_attention import neighborhood_attention_2d
 from medfm.encoders.medvit_kan import KANFeedForward
@@ -132,17 +133,25 @@ def bench_train(names: List[str], batch: int, steps: int, profile: bool) -> None
             print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
+    """Parse ``argv`` and print the chosen sections; bad arguments exit 2 with one line."""
+    from medfm.registry import ENCODERS, UnknownNameError
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads (1 is the most stable on a shared machine)")
     parser.add_argument("--sections", nargs="+", default=["layers", "train"], choices=["layers", "train"])
     parser.add_argument("--encoders", nargs="+", default=["resnet18", "medvit_kan_tiny", "kan_resnet18"])
-    parser.add_argument("--batch", type=int, default=64, help="batch of the train section")
-    parser.add_argument("--layer-batch", type=int, default=16, help="images per layer benchmark")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=positive_int, default=64, help="batch of the train section")
+    parser.add_argument("--layer-batch", type=positive_int, default=16, help="images per layer benchmark")
+    parser.add_argument("--steps", type=positive_int, default=10)
     parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for name in args.encoders:
+        try:
+            ENCODERS.get(name)
+        except UnknownNameError as err:  # one line with close matches, not a traceback after the layer section
+            parser.error(str(err))
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if "layers" in args.sections:

@@ -75,7 +75,17 @@ def medfm_loop_throughput(encoder: str, img_size: int, batch_size: int, steps: i
 
 def compare_throughput(encoder: str = "resnet18", img_size: int = 28, batch_size: int = 128, steps: int = 20,
                        precision: str = "auto") -> Dict[str, float]:
-    """Print and return bare-loop vs medfm-loop images/s and their ratio."""
+    """Print and return bare-loop vs medfm-loop images/s and their ratio.
+
+    Raises:
+        UnknownNameError: unknown ``encoder`` (with close matches).
+        ValueError: ``batch_size`` or ``steps`` below 1 (nothing would be timed).
+    """
+    from medfm.registry import ENCODERS
+
+    ENCODERS.get(encoder)  # an unknown name fails here, before any model is built
+    if batch_size < 1 or steps < 1:
+        raise ValueError(f"batch_size and steps must be >= 1, got batch_size={batch_size}, steps={steps}")
     bf16 = resolve_precision(precision, torch.device("cpu")) == "bf16"
     bare = bare_loop_throughput(encoder, img_size, batch_size, steps, bf16)
     ours = medfm_loop_throughput(encoder, img_size, batch_size, steps, bf16)

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--output", type=Path, required=True)
         if resume:
             sp.add_argument("--resume", action="store_true", help=resume)
-        sp.add_argument("--epochs", type=_positive_int, default=None, help="override train.epochs")
+        sp.add_argument("--epochs", type=positive_int, default=None, help="override train.epochs")
         data_root(sp)
         return sp
 
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--data", default=None, help="MedMNIST flag, e.g. pneumoniamnist")
     which.add_argument("--suite", type=Path, default=None, help="evaluation suite, e.g. eval_suites/medmnist_c.yaml")
     sp.add_argument("--split", default="test", choices=["train", "val", "test"], help="--data only")
-    sp.add_argument("--size", type=_positive_int, default=None, help="--data only")
+    sp.add_argument("--size", type=positive_int, default=None, help="--data only")
     sp.add_argument("--protocol", default=None, choices=["as-is", "linear", "knn", "finetune", "zeroshot"],
                     help="override the suite's protocol; finetune: train the encoder + a new head on each label "
                          "fraction, then score; zeroshot: a CLIP checkpoint on --data with class prompts")
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=None, help="override corruptions.workers (processes)")
     sp.add_argument("--threads", type=int, default=None, help="torch CPU threads for inference (default: torch's)")
     sp.add_argument("--output", type=Path, default=None)
-    sp.add_argument("--batch-size", type=_positive_int, default=None, help="inference batch size (default: the suite's, 64; 256 with --data)")
+    sp.add_argument("--batch-size", type=positive_int, default=None, help="inference batch size (default: the suite's, 64; 256 with --data)")
     data_root(sp)
 
     sp = sub.add_parser("merge", help="fold a LoRA adapter into its base and save a full checkpoint")
@@ -82,14 +82,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("bench", help="training throughput: medfm loop vs a bare torch loop")
     sp.add_argument("--encoder", default="resnet18")
-    sp.add_argument("--img-size", type=_positive_int, default=28)
-    sp.add_argument("--batch-size", type=_positive_int, default=128)
-    sp.add_argument("--steps", type=_positive_int, default=20)
+    sp.add_argument("--img-size", type=positive_int, default=28)
+    sp.add_argument("--batch-size", type=positive_int, default=128)
+    sp.add_argument("--steps", type=positive_int, default=20)
     sp.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     return p
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
         value = int(text)

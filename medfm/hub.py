@@ -52,10 +52,7 @@ def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
     """
     ident = str(path_or_id)
     if ident.startswith(HUB_PREFIX):
-        repo = ident[len(HUB_PREFIX):]
-        revision = None
-        if "@" in repo:
-            repo, revision = repo.split("@", 1)
+        repo, revision = _parse_hub_id(ident)
         try:
             from huggingface_hub import snapshot_download
 
@@ -66,17 +63,42 @@ def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
                 f"download it elsewhere with `huggingface-cli download {repo} --local-dir DIR` and pass DIR."
             ) from None
     path = Path(ident).expanduser()
+    if path.is_file():
+        raise CheckpointError(f"{str(path)!r} is a file; a checkpoint is the directory that holds "
+                              f"{CONFIG_NAME} and {WEIGHTS_NAME}: pass {str(path.parent)!r}")
     if not path.is_dir():
         hint = " (hub ids need the prefix 'hf-hub:')" if "/" in ident and not path.exists() else ""
         raise CheckpointError(f"no checkpoint directory at {str(path)!r}{hint}")
     return path
 
 
+def _parse_hub_id(ident: str) -> "tuple[str, Optional[str]]":
+    """``(repo_id, revision or None)`` of ``"hf-hub:org/name[@revision]"``, checked offline.
+
+    Raises:
+        CheckpointError: an empty repo or revision, or a repo id the hub would refuse
+            (``huggingface_hub.utils.validate_repo_id``: at most one ``/``, no spaces, ...).
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    repo, sep, revision = ident[len(HUB_PREFIX):].partition("@")
+    try:
+        if sep and not revision:
+            raise HFValidationError("empty revision after '@'")
+        validate_repo_id(repo)
+    except HFValidationError as err:
+        raise CheckpointError(f"bad hub id {ident!r}: expected 'hf-hub:org/name' or 'hf-hub:org/name@revision' "
+                              f"({str(err).splitlines()[0]})") from None
+    return repo, (revision or None)
+
+
 def load_config(path: Union[str, Path]) -> Dict[str, Any]:
     """Read and validate ``config.json`` of a checkpoint directory.
 
     Raises:
-        CheckpointError: missing or unparsable file, or required keys absent.
+        CheckpointError: missing or unparsable file, not a JSON object, required keys absent, or
+            keys of the wrong type (``kind``/``name`` non-empty strings, ``encoder`` an object
+            naming the encoder or ``{}`` for multi-encoder fusers, ``args`` an object).
     """
     cfg_path = Path(path) / CONFIG_NAME
     if not cfg_path.is_file():
@@ -85,10 +107,36 @@ def load_config(path: Union[str, Path]) -> Dict[str, Any]:
         cfg = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"corrupt {cfg_path}: {err}") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cfg_path} holds a JSON {_json_type(cfg)}, not an object; not a medfm checkpoint")
     missing = [k for k in ("kind", "name", "encoder") if k not in cfg]
     if missing:
         raise CheckpointError(f"{cfg_path} lacks required key(s) {missing}; not a medfm checkpoint")
+    problem = _config_problem(cfg)
+    if problem:
+        raise CheckpointError(f"corrupt {cfg_path}: {problem}")
     return cfg
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type ("array", "string", "null", ...)."""
+    names = {list: "array", str: "string", type(None): "null", bool: "boolean", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _config_problem(cfg: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with the types of a ``config.json`` dict's required keys, or None."""
+    for key in ("kind", "name"):
+        if not isinstance(cfg[key], str) or not cfg[key]:
+            return f"{key!r} must be a non-empty string, got {cfg[key]!r}"
+    enc = cfg["encoder"]
+    if not isinstance(enc, dict):
+        return f"'encoder' must be an object (create_encoder arguments), got a JSON {_json_type(enc)}"
+    if enc and not isinstance(enc.get("name"), str):  # {}: a fuser, whose encoders are in its args
+        return f"'encoder' must name the encoder ('name': str), got {enc!r}"
+    if not isinstance(cfg.get("args", {}), dict):
+        return f"'args' must be an object (the builder's keyword arguments), got {cfg['args']!r}"
+    return None
 
 
 def _read_weights(path: Union[str, Path], filename: str, read: Any) -> Any:
@@ -101,6 +149,10 @@ def _read_weights(path: Union[str, Path], filename: str, read: Any) -> Any:
 
     file = Path(path) / filename
     if not file.is_file():
+        index = file.with_name(file.name + ".index.json")
+        if index.is_file():
+            raise CheckpointError(f"{str(path)!r} holds sharded weights ({index.name}); medfm reads one {filename}: "
+                                  "merge the shards into it (safetensors.torch.load_file each, save_file once)")
         raise CheckpointError(f"checkpoint weights missing: {file}")
     try:
         return read(str(file))
@@ -147,13 +199,32 @@ def _registry(kind: str):
     return registries[kind]
 
 
-def build_from_config(cfg: Dict[str, Any]) -> nn.Module:
-    """A freshly initialised module described by a checkpoint ``config.json`` dict."""
-    if not cfg.get("encoder"):  # multi-encoder modules (fusers) rebuild their encoders from their args
-        return _registry(cfg["kind"]).build(cfg["name"], **cfg.get("args", {}))
-    enc_cfg = dict(cfg["encoder"])
-    encoder = medfm.create_encoder(enc_cfg.pop("name"), **enc_cfg)
-    return _registry(cfg["kind"]).build(cfg["name"], encoder=encoder, **cfg.get("args", {}))
+def build_from_config(cfg: Dict[str, Any], where: str = CONFIG_NAME) -> nn.Module:
+    """A freshly initialised module described by a checkpoint ``config.json`` dict.
+
+    Args:
+        cfg: the config (see :func:`load_config`).
+        where: how errors name the config (e.g. its path).
+
+    Raises:
+        CheckpointError: an unknown kind, adapter/objective/fuser or encoder name (with close
+            matches), or arguments its builder refuses (unknown, missing, wrong type or value).
+    """
+    from medfm.registry import UnknownNameError
+
+    registry = _registry(cfg["kind"])
+    try:
+        if not cfg.get("encoder"):  # multi-encoder modules (fusers) rebuild their encoders from their args
+            return registry.build(cfg["name"], **cfg.get("args", {}))
+        enc_cfg = dict(cfg["encoder"])
+        encoder = medfm.create_encoder(enc_cfg.pop("name"), **enc_cfg)
+        return registry.build(cfg["name"], encoder=encoder, **cfg.get("args", {}))
+    except CheckpointError:  # e.g. a fuser's encoder initialised from another checkpoint: already clear
+        raise
+    except (UnknownNameError, TypeError, ValueError, KeyError) as err:
+        text = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise CheckpointError(f"{where} does not describe a model medfm can build "
+                              f"({type(err).__name__}: {text})") from err
 
 
 def preprocessing_of(encoder: nn.Module) -> Dict[str, Any]:
@@ -198,10 +269,35 @@ def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Di
 
 
 def _write_weights(model: nn.Module, file: Path) -> None:
+    """Write ``model.state_dict()`` as safetensors; tensors sharing storage (tied weights) are
+    written as separate copies, since safetensors refuses shared memory (each name then loads back
+    into its tied parameter with the same values)."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state, seen = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().contiguous().cpu()
+        ptr = v.untyped_storage().data_ptr()
+        if v.numel() and ptr in seen:
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        state[k] = v
     save_file(state, str(file), metadata={"format": "pt", "medfm_version": medfm.__version__})
+
+
+def _config_json(cfg: Dict[str, Any]) -> str:
+    """``config.json`` text: numpy numbers, tuples and paths become JSON types (:func:`medfm.io.to_jsonable`).
+
+    Raises:
+        CheckpointError: a value with no JSON counterpart (the module could not be rebuilt from it).
+    """
+    from medfm.io import to_jsonable
+
+    try:
+        return json.dumps(to_jsonable(cfg), indent=2, sort_keys=False)
+    except TypeError as err:
+        raise CheckpointError(f"cannot save the config of a {cfg.get('kind')} {cfg.get('name')!r} as JSON: {err}; "
+                              "its args/encoder arguments must be JSON values (numbers, strings, lists, dicts)") from None
 
 
 def save_pretrained(model: nn.Module, path: Union[str, Path], card: Optional[str] = None,
@@ -243,7 +339,7 @@ def write_checkpoint(model: nn.Module, directory: Union[str, Path], card: Option
 
         card = build_card(cfg)
     directory = Path(directory)
-    (directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=False))
+    (directory / CONFIG_NAME).write_text(_config_json(cfg))
     _write_weights(model, directory / WEIGHTS_NAME)
     (directory / CARD_NAME).write_text(card)
 
@@ -268,7 +364,7 @@ def from_pretrained(path_or_id: Union[str, os.PathLike], map_location: Union[str
 
         return load_adapter(path).to(map_location).eval()
     cfg = load_config(path)
-    model = build_from_config(cfg)
+    model = build_from_config(cfg, where=str(path / CONFIG_NAME))
     state = load_state_dict(path)
     load_exact(model, state, where=str(path))
     model.medfm_checkpoint = str(path)
@@ -338,11 +434,31 @@ def load_encoder_weights(encoder: nn.Module, path_or_id: Union[str, os.PathLike]
 def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = None, private: bool = False) -> str:
     """Upload a checkpoint directory to the Hugging Face hub; returns the repo URL.
 
+    Args:
+        path: a local checkpoint directory (every file in it is uploaded).
+        repo_id: ``"org/name"`` (a leading ``"hf-hub:"`` is accepted and removed).
+        token: hub token; default: the one ``huggingface-cli login`` stored.
+        private: create the repo private.
+
     Raises:
-        CheckpointError: not a checkpoint directory, or the hub cannot be reached.
+        CheckpointError: not a checkpoint directory, a bad repo id, a LoRA adapter whose base
+            checkpoint is a local path (nobody could load it from the hub), or the hub cannot be
+            reached. Nothing in ``path`` is modified.
     """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     path = resolve_checkpoint(path)
-    load_config(path)
+    cfg = load_config(path)
+    repo_id = repo_id[len(HUB_PREFIX):] if repo_id.startswith(HUB_PREFIX) else repo_id
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise CheckpointError(f"bad hub repo id {repo_id!r}: expected 'org/name' ({str(err).splitlines()[0]})") from None
+    base = cfg.get("base_checkpoint")
+    if (path / ADAPTER_CONFIG_NAME).is_file() and base and not str(base).startswith(HUB_PREFIX):
+        raise CheckpointError(f"{str(path)!r} is a LoRA adapter whose base checkpoint is the local path {str(base)!r}, "
+                              "which nobody can load from the hub: push a full checkpoint made with "
+                              "`medfm merge ADAPTER OUTPUT` instead")
     try:
         from huggingface_hub import HfApi
 
@@ -351,4 +467,5 @@ def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = Non
         api.upload_folder(folder_path=str(path), repo_id=repo_id)
         return str(url)
     except Exception as err:
-        raise CheckpointError(f"could not push to the hub repo {repo_id!r} ({type(err).__name__}: {err})") from None
+        first = (str(err).strip().splitlines() or [""])[0]  # hub HTTP errors span several lines
+        raise CheckpointError(f"could not push to the hub repo {repo_id!r} ({type(err).__name__}: {first})") from None

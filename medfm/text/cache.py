@@ -7,8 +7,9 @@ Each entry is keyed by ``sha256(model key + "\\0" + text)``, where the model key
 and ``max_length``. Shards are npz files (``keys``: ``(N,)`` bytes of 64 hex digits,
 ``embeddings``: ``(N, D)`` float32) written atomically, never rewritten in place: two
 processes filling the same cache at once at worst write the same entries twice. A shard
-that cannot be read (truncated, corrupt) is ignored with a warning; its texts are simply
-embedded again.
+that cannot be read (truncated, corrupt) or holds malformed arrays (keys that are not 64 hex
+bytes, non-float or non-finite embeddings, an embedding size other than the other shards')
+is ignored with a warning; its texts are simply embedded again.
 
 The cache folder is ``$XDG_CACHE_HOME/medfm`` (default ``~/.cache/medfm``) unless a folder is
 passed explicitly; derived artefacts (embeddings, the preprocessed pretraining corpus) live in
@@ -70,6 +71,7 @@ class EmbeddingCache:
         self.folder = medfm_cache_dir(cache_dir) / "text_embeddings" / hashlib.sha256(model_key.encode()).hexdigest()[:16]
         self._entries: Dict[str, np.ndarray] = {}
         self._loaded: set = set()
+        self._dim: Optional[int] = None  # embedding size D of the entries read or written so far
 
     def _shards(self) -> List[Path]:
         return sorted(self.folder.glob("shard-*.npz")) if self.folder.is_dir() else []
@@ -83,14 +85,14 @@ class EmbeddingCache:
             try:
                 with np.load(shard, allow_pickle=False) as npz:
                     keys, emb = npz["keys"], npz["embeddings"]
-                if keys.ndim != 1 or emb.ndim != 2 or len(keys) != len(emb):
-                    raise ValueError(f"keys {keys.shape} vs embeddings {emb.shape}")
+                _check_shard(keys, emb, self._dim)
+                names = [k.decode("ascii") for k in keys]
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-                log.warning("ignoring unreadable text-embedding cache shard %s (%s); its texts will be re-embedded",
-                            shard, type(err).__name__)
+                log.warning("ignoring unreadable text-embedding cache shard %s (%s: %s); its texts will be re-embedded",
+                            shard, type(err).__name__, str(err).splitlines()[0] if str(err) else "")
                 continue
-            for k, row in zip(keys, emb):
-                self._entries[k.decode("ascii")] = row
+            self._dim = int(emb.shape[1])
+            self._entries.update(zip(names, emb))
 
     def __len__(self) -> int:
         self._refresh()
@@ -118,6 +120,8 @@ class EmbeddingCache:
         if not np.isfinite(emb).all():
             raise ValueError("refusing to cache non-finite text embeddings")
         self._refresh()
+        if self._dim is not None and emb.shape[1] != self._dim:
+            raise ValueError(f"this cache holds {self._dim}-d embeddings, got {emb.shape[1]}-d ones")
         keys = [text_key(self.model_key, t) for t in texts]
         new = {k: row for k, row in zip(keys, emb) if k not in self._entries}
         if not new:
@@ -134,7 +138,24 @@ class EmbeddingCache:
                 np.savez(fh, keys=key_arr, embeddings=emb_arr)
         self._loaded.add(shard.name)
         self._entries.update(new)
+        self._dim = int(emb_arr.shape[1])
         return shard
+
+
+def _check_shard(keys: np.ndarray, emb: np.ndarray, dim: Optional[int]) -> None:
+    """Validate one shard's arrays: keys ``(N,)`` 64-byte strings, embeddings ``(N, D)`` finite floats.
+
+    Raises:
+        ValueError: anything else, or ``D != dim`` when ``dim`` is known.
+    """
+    if keys.ndim != 1 or emb.ndim != 2 or len(keys) != len(emb):
+        raise ValueError(f"keys {keys.shape} vs embeddings {emb.shape}")
+    if keys.dtype != np.dtype("S64"):
+        raise ValueError(f"keys have dtype {keys.dtype}, expected S64")
+    if emb.dtype.kind != "f" or not np.isfinite(emb).all():
+        raise ValueError(f"embeddings are not finite floats (dtype {emb.dtype})")
+    if dim is not None and emb.shape[1] != dim:
+        raise ValueError(f"{emb.shape[1]}-d embeddings where the cache holds {dim}-d ones")
 
 
 __all__ = ["medfm_cache_dir", "text_key", "EmbeddingCache"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -27,6 +28,8 @@ import torch
 from torch import nn
 
 from medfm.registry import TEXT_ENCODERS
+
+log = logging.getLogger(__name__)
 
 POOLERS = ("mean", "cls")
 DEFAULT_TEXT_ENCODER = "minilm"
@@ -121,6 +124,21 @@ def model_fingerprint(path: Path) -> str:
     return _FINGERPRINTS[key]
 
 
+def _max_positions(model: nn.Module, tokenizer: Any) -> Optional[int]:
+    """Most tokens ``model`` can embed: its position table (less RoBERTa's ``padding_idx + 1``
+    offset) and the tokenizer's ``model_max_length`` when set; None when neither is known."""
+    limits = []
+    n = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(n, int) and n > 0:
+        table = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+        pad = getattr(table, "padding_idx", None)
+        limits.append(n - (pad + 1) if isinstance(pad, int) and pad >= 0 else n)
+    t = getattr(tokenizer, "model_max_length", None)
+    if isinstance(t, int) and 0 < t < 1_000_000:  # transformers uses ~1e30 for "not set"
+        limits.append(t)
+    return min(limits) if limits else None
+
+
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Silence transformers' weight-loading progress bars for the duration of a load."""
@@ -161,7 +179,8 @@ class HFTextEncoder(nn.Module):
     Args:
         model_name_or_path: local model directory or hub id (see :func:`resolve_text_model`).
         pooler: ``"mean"`` (over non-padding tokens) or ``"cls"``.
-        max_length: texts are truncated to this many tokens.
+        max_length: texts are truncated to this many tokens (lowered to what the model's
+            position table holds, e.g. 512 for BERT, so a long text never overflows it).
         frozen: no gradients and always eval mode (dropout off).
         name: identity recorded in specs and cache keys (default: ``model_name_or_path``).
 
@@ -170,7 +189,8 @@ class HFTextEncoder(nn.Module):
         spec: ``{"name": ..., **args}`` that :func:`create_text_encoder` rebuilds it from.
 
     Raises:
-        TextEncoderError: model not found/unloadable, unknown pooler, bad ``max_length``.
+        TextEncoderError: model not found/unloadable (missing or corrupt weights/config, a tokenizer
+            with no vocabulary), unknown pooler, bad ``max_length``.
     """
 
     def __init__(self, model_name_or_path: str, pooler: str = "mean", max_length: int = 128, frozen: bool = True,
@@ -178,7 +198,8 @@ class HFTextEncoder(nn.Module):
         super().__init__()
         if pooler not in POOLERS:
             raise TextEncoderError(f"unknown pooler {pooler!r}; expected one of {POOLERS}")
-        if int(max_length) != max_length or max_length < 2:
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, float)) or int(max_length) != max_length \
+                or max_length < 2:
             raise TextEncoderError(f"max_length must be an integer >= 2, got {max_length!r}")
         from transformers import AutoModel, AutoTokenizer
 
@@ -187,11 +208,21 @@ class HFTextEncoder(nn.Module):
             with _quiet_transformers():
                 self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
                 self.model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
-        except (OSError, ValueError, KeyError) as err:
+        except Exception as err:  # any loader failure (corrupt weights raise SafetensorError) -> one clear line
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise TextEncoderError(f"cannot load a transformers text model from {str(self.path)!r}: {first}") from None
+        if len(self.tokenizer) <= len(set(self.tokenizer.all_special_ids)):
+            raise TextEncoderError(f"the tokenizer at {str(self.path)!r} has no vocabulary beyond its special tokens "
+                                   f"(tokenizer.json / vocab.txt missing?); every word would map to [UNK]")
+        # pooling ([CLS] at token 0) and padding-invariant embeddings need right padding
+        self.tokenizer.padding_side = "right"
         self.pooler = pooler
         self.max_length = int(max_length)
+        limit = _max_positions(self.model, self.tokenizer)
+        if limit is not None and self.max_length > limit:
+            log.info("text model %s takes at most %d tokens; max_length %d lowered to %d",
+                     model_name_or_path, limit, self.max_length, limit)
+            self.max_length = limit
         self.frozen = bool(frozen)
         self.model_id = name or str(model_name_or_path)
         self.output_dim = int(self.model.config.hidden_size)
@@ -241,8 +272,18 @@ class HFTextEncoder(nn.Module):
             batch_size: texts per forward pass.
             cache: optional :class:`medfm.text.cache.EmbeddingCache` for ``self.cache_key``;
                 hits are read from it and misses written to it.
+
+        Raises:
+            TextEncoderError: ``texts`` is not a non-empty list of strings; ``cache`` was built for
+                another encoder's ``cache_key``, or the encoder is not frozen.
         """
         texts = check_texts(texts)
+        if cache is not None:
+            if not self.frozen:
+                raise TextEncoderError("the embedding cache needs a frozen text encoder (a trainable one changes its outputs)")
+            if getattr(cache, "model_key", None) != self.cache_key:
+                raise TextEncoderError("this embedding cache belongs to another text encoder (model, pooler or "
+                                       "max_length differ); build it with EmbeddingCache(encoder.cache_key)")
         unique = list(dict.fromkeys(texts))
         found: Dict[str, torch.Tensor] = cache.get_many(unique) if cache is not None else {}
         missing = [t for t in unique if t not in found]

@@ -13,6 +13,7 @@ Two uses:
 from __future__ import annotations
 
 import difflib
+import string
 from typing import Dict, List, Optional, Sequence, Tuple
 
 #: modality tag -> descriptions (first one is the canonical phrase used in class prompts)
@@ -80,6 +81,8 @@ DEFAULT_CLASS_TEMPLATES: Tuple[str, ...] = ("{modality} showing {label}", "{moda
 
 
 def _unknown(kind: str, name: str, known: Sequence[str]) -> KeyError:
+    if not isinstance(name, str):
+        return KeyError(f"{kind} must be a string, got {type(name).__name__}")
     close = difflib.get_close_matches(str(name), list(known), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else f" (known: {', '.join(sorted(known))})"
     return KeyError(f"unknown {kind} {name!r}{hint}")
@@ -91,7 +94,7 @@ def modality_texts(modality: str) -> Tuple[str, ...]:
     Raises:
         KeyError: unknown tag (with close matches).
     """
-    if modality not in MODALITY_TEXTS:
+    if not isinstance(modality, str) or modality not in MODALITY_TEXTS:
         raise _unknown("modality", modality, MODALITY_TEXTS)
     return MODALITY_TEXTS[modality]
 
@@ -102,7 +105,7 @@ def modality_of(flag: str) -> str:
     Raises:
         KeyError: unknown flag (with close matches).
     """
-    if flag not in FLAG_MODALITY:
+    if not isinstance(flag, str) or flag not in FLAG_MODALITY:
         raise _unknown("MedMNIST flag", flag, FLAG_MODALITY)
     return FLAG_MODALITY[flag]
 
@@ -136,18 +139,48 @@ def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
         ``K`` lists of ``T`` prompts, e.g. ``[["a chest X-ray showing no pneumonia (normal)", ...], ...]``.
 
     Raises:
-        KeyError: unknown flag; ValueError: a template without ``{label}`` or no names.
+        KeyError: unknown flag; ValueError: ``names`` not one distinct non-empty string per class of
+        ``flag``; a template without ``{label}``, with a field other than ``{label}``/``{modality}``
+        or malformed braces; duplicate templates.
     """
     modality = modality_of(flag)
-    names = list(names) if names is not None else class_names(flag)
-    templates = list(templates) if templates is not None else list(CLASS_TEMPLATES.get(modality, DEFAULT_CLASS_TEMPLATES))
+    names = _strings("names", names) if names is not None else class_names(flag)
+    templates = (_strings("templates", templates) if templates is not None
+                 else list(CLASS_TEMPLATES.get(modality, DEFAULT_CLASS_TEMPLATES)))
     if not names or not templates:
         raise ValueError("class_prompts needs at least one class name and one template")
-    bad = [t for t in templates if "{label}" not in t]
-    if bad:
-        raise ValueError(f"every template needs a '{{label}}' placeholder, got {bad[0]!r}")
+    expected = len(class_names(flag))
+    if len(names) != expected:
+        raise ValueError(f"{flag} has {expected} classes but {len(names)} class names were given")
+    dup = sorted({n for n in names if names.count(n) > 1} | {t for t in templates if templates.count(t) > 1})
+    if dup:
+        raise ValueError(f"class names and templates must be distinct; {dup[0]!r} is repeated")
+    for t in templates:
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(t) if f is not None}
+        except ValueError as err:
+            raise ValueError(f"template {t!r} has malformed braces ({err})") from None
+        if "label" not in fields:
+            raise ValueError(f"every template needs a '{{label}}' placeholder, got {t!r}")
+        if fields - {"label", "modality"}:
+            raise ValueError(f"template {t!r} has field(s) {sorted(fields - {'label', 'modality'})}; "
+                             f"only {{label}} and {{modality}} are filled in")
     phrase = MODALITY_TEXTS[modality][0]
     return [[t.format(label=n, modality=phrase) for t in templates] for n in names]
+
+
+def _strings(what: str, values: Sequence[str]) -> List[str]:
+    """``values`` as a list of non-blank strings (a bare string is refused, not split into characters).
+
+    Raises:
+        ValueError: a bare string, a non-string or blank item.
+    """
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise ValueError(f"{what} must be a list of strings, got {type(values).__name__}")
+    bad = [v for v in values if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise ValueError(f"{what} must be non-empty strings, got {bad[0]!r}")
+    return list(values)
 
 
 __all__ = [

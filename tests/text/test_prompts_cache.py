@@ -97,6 +97,8 @@ def test_encode_reads_hits_from_the_cache_without_running_the_model(tmp_path):
     from medfm.text.encoders import HFTextEncoder
 
     class Counting(HFTextEncoder):
+        frozen, output_dim, cache_key = True, 4, "counting"
+
         def __init__(self):  # no transformers model: forward is a deterministic stand-in
             torch.nn.Module.__init__(self)
             self.calls = []

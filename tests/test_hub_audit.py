@@ -1,0 +1,220 @@
+"""Checkpoint edge cases found in the hub audit: malformed config.json, sharded weights, file paths,
+hub id syntax, tied weights, non-JSON config values, atomic saves and what ``push`` refuses.
+
+Nothing here reaches the network: the hub client is replaced by fakes.
+"""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import medfm
+from medfm.adapters.classification import ImageClassifier
+from medfm.hub import CheckpointError, from_pretrained, push_to_hub, resolve_checkpoint, save_pretrained
+from medfm.registry import ADAPTERS
+
+
+def _clf(seed=0):
+    torch.manual_seed(seed)
+    return ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2,
+                           task="binary-class").eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_pretrained(_clf(), tmp_path_factory.mktemp("hub") / "ckpt")
+
+
+def _copy(ckpt, tmp_path, config=None):
+    d = tmp_path / "copy"
+    shutil.copytree(ckpt, d)
+    if config is not None:
+        (d / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    return d
+
+
+def _with(ckpt, **changes):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg.update(changes)
+    return {k: v for k, v in cfg.items() if v != "DROP"}
+
+
+@pytest.mark.parametrize("config, match", [
+    ("null", "holds a JSON null, not an object"),
+    ("[1, 2]", "holds a JSON array, not an object"),
+    ({"kind": ["adapter"]}, "'kind' must be a non-empty string"),
+    ({"name": 5}, "'name' must be a non-empty string"),
+    ({"encoder": "resnet_test"}, "'encoder' must be an object"),
+    ({"encoder": {"in_chans": 1, "img_size": 28}}, "'encoder' must name the encoder"),
+    ({"encoder": {}}, "does not describe a model.*missing 1 required positional argument: 'encoder'"),
+    ({"args": None}, "'args' must be an object"),
+    ({"args": "DROP"}, "does not describe a model.*missing 1 required positional argument: 'num_classes'"),
+    ({"args": {"num_classes": "two", "task": "binary-class"}}, "does not describe a model.*TypeError"),
+    ({"name": "clasification"}, "does not describe a model.*did you mean 'classification'"),
+    ({"encoder": {"name": "resnet_test", "in_chans": 1, "img_size": 28, "depthh": 2}},
+     "does not describe a model.*unexpected keyword argument 'depthh'"),
+])
+def test_malformed_config_json_gives_one_clear_checkpoint_error(ckpt, tmp_path, config, match):
+    d = _copy(ckpt, tmp_path, config if isinstance(config, str) else _with(ckpt, **config))
+    with pytest.raises(CheckpointError, match=match) as err:
+        from_pretrained(d)
+    assert "\n" not in str(err.value) and str(d) in str(err.value)
+
+
+def test_sharded_weights_and_file_paths_are_named(ckpt, tmp_path):
+    d = _copy(ckpt, tmp_path)
+    (d / "model.safetensors").rename(d / "model-00001-of-00001.safetensors")
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {}}))
+    with pytest.raises(CheckpointError, match="sharded weights .model.safetensors.index.json."):
+        from_pretrained(d)
+    with pytest.raises(CheckpointError, match=f"is a file; .* pass '{ckpt}'"):
+        from_pretrained(ckpt / "config.json")
+
+
+def test_bad_hub_ids_are_refused_before_the_hub_is_asked(monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def offline(repo_id, revision=None, **kw):
+        calls.append((repo_id, revision))
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    for ident in ("hf-hub:", "hf-hub:a/b/c", "hf-hub:org/na me", "hf-hub:org/name@"):
+        with pytest.raises(CheckpointError, match="bad hub id"):
+            resolve_checkpoint(ident)
+    assert calls == []
+    with pytest.raises(CheckpointError, match="could not fetch 'hf-hub:org/name@v1'.*--local-dir"):
+        resolve_checkpoint("hf-hub:org/name@v1")
+    assert calls == [("org/name", "v1")]
+
+
+class _TiedClassifier(ImageClassifier):
+    """A classifier whose auxiliary head shares the task head's weight (tied parameters)."""
+
+    def __init__(self, encoder, num_classes):
+        super().__init__(encoder, num_classes)
+        self.aux_head = nn.Linear(encoder.num_features, num_classes, bias=False)
+        self.aux_head.weight = self.task_head.weight
+        self.medfm_spec = {"kind": "adapter", "name": "tied_test", "args": {"num_classes": num_classes}}
+
+
+def test_tied_weights_save_and_reload_tied(tmp_path, monkeypatch):
+    monkeypatch.setitem(ADAPTERS._entries, "tied_test", _TiedClassifier)
+    monkeypatch.setitem(ADAPTERS._tags, "tied_test", {})
+    torch.manual_seed(0)
+    model = _TiedClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), 2).eval()
+    with torch.no_grad():
+        model.task_head.weight.add_(1.0)
+    again = from_pretrained(save_pretrained(model, tmp_path / "tied"))
+    assert again.aux_head.weight is again.task_head.weight
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_config_values_are_saved_as_json_or_refused(tmp_path):
+    model = _clf()
+    model.medfm_spec["args"]["num_classes"] = np.int64(2)  # e.g. labels.max() + 1
+    model.medfm_spec["args"]["label_names"] = ("no", "yes")
+    cfg = json.loads((save_pretrained(model, tmp_path / "np") / "config.json").read_text())
+    assert cfg["args"]["num_classes"] == 2 and cfg["args"]["label_names"] == ["no", "yes"]
+    assert from_pretrained(tmp_path / "np").label_names == ["no", "yes"]
+    model.medfm_spec["args"]["dropout"] = torch.tensor(0.1)
+    with pytest.raises(CheckpointError, match="cannot save the config .* as JSON: .*Tensor"):
+        save_pretrained(model, tmp_path / "bad")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["np"]  # no folder, no temp dir left
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    path = save_pretrained(_clf(0), tmp_path / "ckpt")
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    real = safetensors.torch.save_file
+
+    def half_written(state, file, metadata=None):
+        real(state, file, metadata=metadata)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    with pytest.raises(OSError, match="No space"):
+        save_pretrained(_clf(1), path)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+class _FakeApi:
+    calls = []
+
+    def __init__(self, token=None):
+        pass
+
+    def create_repo(self, repo_id, private=False, exist_ok=False):
+        self.calls.append(("create_repo", repo_id))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, folder_path, repo_id):
+        self.calls.append(("upload_folder", repo_id, sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())))
+
+
+def test_push_uploads_the_folder_and_refuses_what_nobody_could_load(ckpt, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeApi)
+    _FakeApi.calls = []
+    assert push_to_hub(ckpt, "hf-hub:me/model") == "https://huggingface.co/me/model"  # the prefix is dropped
+    assert _FakeApi.calls == [("create_repo", "me/model"),
+                              ("upload_folder", "me/model", ["README.md", "config.json", "model.safetensors"])]
+    _FakeApi.calls = []
+    with pytest.raises(CheckpointError, match="bad hub repo id 'a/b/c'"):
+        push_to_hub(ckpt, "a/b/c")
+    adapter = _copy(ckpt, tmp_path, _with(ckpt, base_checkpoint=str(tmp_path / "base"), adapter="lora"))
+    (adapter / "adapter_config.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in adapter.iterdir()}
+    with pytest.raises(CheckpointError, match="LoRA adapter whose base checkpoint is the local path.*medfm merge"):
+        push_to_hub(adapter, "me/adapter")
+    assert _FakeApi.calls == [] and {p.name: p.read_bytes() for p in adapter.iterdir()} == before
+
+    class Down(_FakeApi):
+        def create_repo(self, *a, **k):
+            raise ConnectionError("Name or service not known\nretry later")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Down)
+    with pytest.raises(CheckpointError, match=r"could not push to the hub repo 'me/model' \(ConnectionError: Name or "
+                                              r"service not known\)$"):
+        push_to_hub(ckpt, "me/model")
+
+
+def _script(name):
+    """The module of ``benchmarks/<name>.py`` (scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_benchmark_refuses_bad_arguments():
+    from medfm.benchmark import compare_throughput
+
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        compare_throughput("resnet_test", batch_size=4, steps=0, precision="fp32")
+
+
+@pytest.mark.parametrize("name, argv, message", [
+    ("train_throughput", ["--steps", "0", "--batch-size", "4", "--precision", "fp32"], "steps must be >= 1"),
+    ("train_throughput", ["--encoder", "resnt_test", "--precision", "fp32"], "did you mean 'resnet_test'"),
+    ("encoders", ["--steps", "0", "--encoders", "resnet_test"], "--steps: must be >= 1, got 0"),
+    ("kan_layers", ["--sections", "train", "--encoders", "resnt_test"], "did you mean 'resnet_test'"),
+    ("kan_layers", ["--batch", "0"], "--batch: must be >= 1, got 0"),
+])
+def test_benchmark_scripts_answer_bad_arguments_in_one_line(capsys, name, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        _script(name).main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err.splitlines()[-1]
