@@ -170,12 +170,24 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, mo
     return str(card)
 
 
+def _suite_run_hint(path: Path, suite: Dict[str, Any]) -> str:
+    """The first existing ``<suite output>/<dataset>/<run>/results.json`` a suite summary lists."""
+    for d in suite.get("datasets") or []:
+        for run in (d.get("runs") or []) if isinstance(d, dict) else []:
+            if isinstance(run, dict) and run.get("run"):
+                candidate = path.parent / str(d.get("name")) / str(run["run"]) / "results.json"
+                if candidate.is_file():
+                    return repr(str(candidate))
+    return f"one of {str(path.parent / '<dataset>' / '<run>' / 'results.json')!r}"
+
+
 def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) -> Path:
     """Rewrite ``<checkpoint>/README.md`` with the results of ``results.json`` (atomic write).
 
     Raises:
-        CheckpointError: not a checkpoint; ValueError: unreadable results file, or one that is
-            not a JSON object.
+        CheckpointError: not a checkpoint; ValueError: unreadable results file, one that is
+            not a JSON object, or an evaluation suite's summary (its per-data-set
+            ``<output>/<dataset>/results.json`` files are what a card takes).
     """
     from medfm.hub import CARD_NAME, load_config
     from medfm.io import atomic_write_text
@@ -189,5 +201,8 @@ def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) ->
     if not isinstance(results, dict):
         raise ValueError(f"results file {results_path} must hold a JSON object (the results.json of `medfm eval`), "
                          f"got a JSON {type(results).__name__}")
+    if results.get("kind") == "evaluation-suite":
+        raise ValueError(f"{results_path} is an evaluation suite's summary; a card takes the results of one data "
+                         f"set and protocol run: pass {_suite_run_hint(Path(results_path), results)}")
     atomic_write_text(ckpt / CARD_NAME, build_card(cfg, results, model_id=str(ckpt)))
     return ckpt / CARD_NAME

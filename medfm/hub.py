@@ -431,11 +431,16 @@ def load_encoder_weights(encoder: nn.Module, path_or_id: Union[str, os.PathLike]
     load_exact(encoder, enc_state, where=str(path))
 
 
+#: never uploaded: hidden files and folders (temp files of an interrupted atomic write, editor files)
+PUSH_IGNORE = (".*", "**/.*")
+
+
 def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = None, private: bool = False) -> str:
     """Upload a checkpoint directory to the Hugging Face hub; returns the repo URL.
 
     Args:
-        path: a local checkpoint directory (every file in it is uploaded).
+        path: a local checkpoint directory (every file in it is uploaded except hidden ones,
+            :data:`PUSH_IGNORE`: leftovers of an interrupted write are never published).
         repo_id: ``"org/name"`` (a leading ``"hf-hub:"`` is accepted and removed).
         token: hub token; default: the one ``huggingface-cli login`` stored.
         private: create the repo private.
@@ -464,7 +469,7 @@ def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = Non
 
         api = HfApi(token=token)
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(path), repo_id=repo_id)
+        api.upload_folder(folder_path=str(path), repo_id=repo_id, ignore_patterns=list(PUSH_IGNORE))
         return str(url)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]  # hub HTTP errors span several lines

@@ -131,3 +131,19 @@ def test_help_and_usage_errors_answer_without_loading_torch():
     import medfm
 
     assert medfm.create_encoder("resnet_test", in_chans=1, img_size=28).num_features > 0  # lazy attribute still works
+
+
+def test_card_refuses_a_suite_summary_and_names_a_run_results_file(tmp_path, capsys):
+    """A suite's top-level results.json has no ACC/AUC of its own: `medfm card` used to exit 0 and
+    write a card saying "the results file holds no ACC/AUC/balanced ACC/ECE values"."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"kind": "adapter", "name": "classification", "encoder": {}}))
+    run_dir = tmp_path / "suite" / "pneumoniamnist" / "linear-f1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text("{}")
+    (tmp_path / "suite" / "results.json").write_text(json.dumps({
+        "kind": "evaluation-suite", "datasets": [{"name": "pneumoniamnist", "runs": [{"run": "linear-f1"}]}]}))
+    code, err = _error_of(capsys, ["card", str(ckpt), "--results", str(tmp_path / "suite" / "results.json")])
+    assert code == 2 and "evaluation suite's summary" in err and str(run_dir / "results.json") in err
+    assert not (ckpt / "README.md").exists()

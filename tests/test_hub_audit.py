@@ -156,8 +156,13 @@ class _FakeApi:
         self.calls.append(("create_repo", repo_id))
         return f"https://huggingface.co/{repo_id}"
 
-    def upload_folder(self, folder_path, repo_id):
-        self.calls.append(("upload_folder", repo_id, sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())))
+    def upload_folder(self, folder_path, repo_id, ignore_patterns=None):
+        from pathlib import Path
+
+        from huggingface_hub.utils import filter_repo_objects
+
+        files = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
+        self.calls.append(("upload_folder", repo_id, list(filter_repo_objects(files, ignore_patterns=ignore_patterns))))
 
 
 def test_push_uploads_the_folder_and_refuses_what_nobody_could_load(ckpt, tmp_path, monkeypatch):
@@ -165,9 +170,14 @@ def test_push_uploads_the_folder_and_refuses_what_nobody_could_load(ckpt, tmp_pa
 
     monkeypatch.setattr(huggingface_hub, "HfApi", _FakeApi)
     _FakeApi.calls = []
+    (ckpt / ".README.md.tmp-0a1b2c").write_text("half")  # leftovers of an interrupted atomic write
+    (ckpt / ".eval.tmp-3d4e").mkdir()
+    (ckpt / ".eval.tmp-3d4e" / "predictions.npz").write_bytes(b"x")
     assert push_to_hub(ckpt, "hf-hub:me/model") == "https://huggingface.co/me/model"  # the prefix is dropped
     assert _FakeApi.calls == [("create_repo", "me/model"),
                               ("upload_folder", "me/model", ["README.md", "config.json", "model.safetensors"])]
+    shutil.rmtree(ckpt / ".eval.tmp-3d4e")
+    (ckpt / ".README.md.tmp-0a1b2c").unlink()
     _FakeApi.calls = []
     with pytest.raises(CheckpointError, match="bad hub repo id 'a/b/c'"):
         push_to_hub(ckpt, "a/b/c")
@@ -218,3 +228,17 @@ def test_benchmark_scripts_answer_bad_arguments_in_one_line(capsys, name, argv, 
         _script(name).main(argv)
     err = capsys.readouterr().err
     assert exc.value.code == 2 and message in err.splitlines()[-1]
+
+
+def test_lora_adapter_with_an_unbuildable_config_names_its_file(tmp_path):
+    """load_adapter built the model without saying which config.json could not be built."""
+    from medfm.hub import CheckpointError, from_pretrained
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "config.json").write_text(json.dumps({
+        "kind": "adapter", "name": "clasification", "encoder": {"name": "resnet_test", "in_chans": 1, "img_size": 28}}))
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(CheckpointError) as err:
+        from_pretrained(adapter)
+    assert str(adapter / "config.json") in str(err.value) and "did you mean 'classification'" in str(err.value)

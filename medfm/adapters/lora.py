@@ -174,12 +174,12 @@ def load_adapter(path: Union[str, Path], base_checkpoint: Optional[str] = None):
     """
     from peft import PeftModel
 
-    from medfm.hub import CheckpointError, build_from_config, load_config, load_encoder_weights
+    from medfm.hub import CONFIG_NAME, CheckpointError, build_from_config, load_config, load_encoder_weights
 
     path = Path(path)
     cfg = load_config(path)
     base = base_checkpoint or cfg.get("base_checkpoint")
-    model = build_from_config(cfg)
+    model = build_from_config(cfg, where=str(path / CONFIG_NAME))
     if base:
         try:
             load_encoder_weights(model.encoder, base)

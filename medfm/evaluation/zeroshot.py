@@ -86,17 +86,20 @@ def zeroshot_classify(model_or_ckpt: Union[str, Path, nn.Module], dataset: Any, 
     model = load_image_text_model(model_or_ckpt)
     was_training = model.training
     model.eval()
-    classes = class_embeddings(model, prompts)
-    device = next(model.parameters()).device
-    in_chans = model.encoder.in_chans
-    scale = float(model.scale())
-    out = []
-    n = len(dataset)
-    for start in range(0, n, batch_size):
-        images = get_batch(dataset, torch.arange(start, min(n, start + batch_size)))["image"].to(device)
-        emb = torch.nn.functional.normalize(model.encode_image(_to_encoder_channels(images, in_chans)).float(), dim=-1)
-        out.append(torch.softmax(scale * emb @ classes.to(emb).t(), dim=-1).cpu())
-    model.train(was_training)
+    try:  # a bad batch must not leave a caller's training model in eval mode
+        classes = class_embeddings(model, prompts)
+        device = next(model.parameters()).device
+        in_chans = model.encoder.in_chans
+        scale = float(model.scale())
+        out = []
+        n = len(dataset)
+        for start in range(0, n, batch_size):
+            images = get_batch(dataset, torch.arange(start, min(n, start + batch_size)))["image"].to(device)
+            emb = torch.nn.functional.normalize(model.encode_image(_to_encoder_channels(images, in_chans)).float(),
+                                                dim=-1)
+            out.append(torch.softmax(scale * emb @ classes.to(emb).t(), dim=-1).cpu())
+    finally:
+        model.train(was_training)
     return torch.cat(out).numpy().astype(np.float32)
 
 

@@ -95,6 +95,8 @@ def resolve_text_model(model_name_or_path: str) -> Path:
         pass
     how = (f"download it where the hub is reachable with `huggingface-cli download {ident} --local-dir DIR`, "
            f"copy DIR here and pass model_name_or_path=DIR")
+    if "/" in ident:  # "models/mytext" may be a local folder that is not there
+        how = f"there is no local folder {str(path.resolve())!r} either; " + how
     if _offline():
         raise TextEncoderError(f"text model {ident!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {how}")
     try:

@@ -56,6 +56,15 @@ def test_rgb_images_are_converted_for_a_grayscale_encoder(text_spec):
                                zeroshot_classify(model, ImageItems(gray), prompts), atol=1e-5)
 
 
+def test_a_failing_batch_leaves_a_training_model_in_train_mode(text_spec):
+    """zeroshot_classify switched the model to eval and only restored train mode on success."""
+    model = _clip(text_spec).train()
+    wrong = ImageItems(torch.full((2, 1, 28, 28), float("nan")))
+    with pytest.raises(ValueError, match="NaN"):
+        zeroshot_classify(model, wrong, [["bright image"], ["dark image"]])
+    assert model.training and model.encoder.training
+
+
 def test_a_trained_toy_clip_classifies_unseen_images_zero_shot(text_spec):
     """Bright images captioned "bright image", dark ones "dark image": zero-shot must separate new ones."""
     g = torch.Generator().manual_seed(0)
