@@ -76,9 +76,18 @@ class ImageClassifier(nn.Module):
 
     @property
     def multi_label(self) -> bool:
+        """True for the "multi-label, binary-class" task (sigmoid + BCE), False for softmax tasks."""
         return self.task == "multi-label, binary-class"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of images.
+
+        Args:
+            images: ``(B, C, H, W)`` float in [0, 1] (the encoder normalises itself).
+
+        Returns:
+            ``(B, K)`` logits (apply :meth:`scores` for probabilities).
+        """
         return self.task_head(self.dropout(self.head_norm(self.encoder(images))))
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:

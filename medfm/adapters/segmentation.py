@@ -147,6 +147,11 @@ class FeaturePyramid(nn.Module):
                     self.out_channels.append(channels[i])
 
     def forward(self, maps: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Encoder maps (finest first, ``(B, C_i, *S_i)``) -> list of ``(B, out_channels[j], *S_j)``.
+
+        Single-scale (ViT) maps are resampled one by one; hierarchical maps of equal size are
+        concatenated along channels. ``maps`` must match the ``channels``/``sizes`` given at init.
+        """
         if self.single_scale:
             return [mod(m) for mod, m in zip(self.resamplers, maps)]
         return [maps[g[0]] if len(g) == 1 else torch.cat([maps[i] for i in g], dim=1) for g in self.groups]
@@ -203,6 +208,15 @@ class UNetDecoder(nn.Module):
             self.out_channels = dec[0]
 
     def forward(self, maps: Sequence[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        """Decode encoder maps into full-resolution features.
+
+        Args:
+            maps: ``forward_intermediates`` output, finest first, ``(B, C_i, *S_i)``.
+            image: the encoder input ``(B, input_channels, *S)`` (used for its size and the input skip).
+
+        Returns:
+            ``(B, out_channels, *S)`` float features at the image's spatial size.
+        """
         levels = self.pyramid(maps)
         x = self.bottleneck(levels[-1])
         for j in range(len(levels) - 2, -1, -1):
@@ -296,6 +310,15 @@ class SegmentationModel(nn.Module):
         return self.decoder(self.encoder.forward_intermediates(images), images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-pixel (per-voxel) class logits.
+
+        Args:
+            images: ``(B, C, H, W)`` (or ``(B, C, D, H, W)``) float in [0, 1] (per-channel z-scored
+                instead when ``inference["normalize"] == "channel_zscore"``).
+
+        Returns:
+            ``(B, K, H, W)`` (``(B, K, D, H, W)``) logits at the input's size.
+        """
         return self.task_head(self.features(images))
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -84,6 +84,15 @@ class DynamicHead(nn.Module):
                                         nn.Linear(controller_hidden, self.n_params))
 
     def forward(self, feats: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Apply each (image, target)'s generated 1x1-conv stack to the features.
+
+        Args:
+            feats: ``(B, C, *S)`` float features, ``C == channels``.
+            cond: ``(B, T, cond_dim)`` conditioning vectors (one per target).
+
+        Returns:
+            ``(B, T, *S)`` mask logits (one per target; sigmoid for probabilities).
+        """
         b, c = feats.shape[:2]
         spatial = feats.shape[2:]
         params = self.controller(cond)  # (B, T, n_params)
@@ -273,6 +282,21 @@ class TextConditionedSegmenter(nn.Module):
 
     def forward(self, images: torch.Tensor, text: Optional[torch.Tensor] = None,
                 domain: Union[None, str, int, torch.Tensor] = None) -> torch.Tensor:
+        """Per-target mask logits conditioned on text embeddings.
+
+        Args:
+            images: ``(B, C, *S)`` float in [0, 1] (2D or 3D).
+            text: ``(T, D)`` or ``(B, T, D)`` text embeddings (``D == text_dim``); None: all known
+                targets' ``prompt_embeddings``.
+            domain: images' modality name, index or ``(B,)`` indices (``domain_norm`` only; default:
+                the known targets' shared modality when ``text`` is None, else the only modality).
+
+        Returns:
+            ``(B, T, *S)`` logits, one independent (sigmoid) mask per target.
+
+        Raises:
+            ValueError: text of the wrong shape; unknown modality, or ``domain`` needed but not given.
+        """
         set_domains(self, self.domain_index(domain, images.shape[0], None if text is not None else self.target_names))
         maps = self.encoder.forward_intermediates(images)
         feats = self.precls(self.decoder(maps, images))
@@ -445,6 +469,11 @@ class PromptedSegmenter(nn.Module):
         self.domain = None if dom is None else int(dom[0])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, *S)`` float in [0, 1] -> ``(B, 2, *S)`` logits ``[0, z]`` for the fixed target.
+
+        Raises:
+            ValueError: a query embedding whose size is not the model's ``text_dim``.
+        """
         z = self.model(images, self.text, domain=self.domain)
         return torch.cat([torch.zeros_like(z), z], dim=1)
 

@@ -75,6 +75,15 @@ class TokenProjector(nn.Module):
             nn.init.trunc_normal_(self.pos, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, in_dim)`` float -> ``(B, N, dim)``; with a position embedding ``N`` must be ``n_tokens``.
+
+        Raises:
+            ValueError: ``N`` differs from the ``n_tokens`` the position embedding was built for
+                (e.g. images of another size than the encoder's ``img_size``).
+        """
+        if self.pos is not None and x.shape[1] != self.pos.shape[1]:
+            raise ValueError(f"got {x.shape[1]} image tokens but the position embedding was built for "
+                             f"{self.pos.shape[1]}; feed images of the size the model was built for")
         x = self.proj(self.norm(x))
         return x + self.pos if self.pos is not None else x
 
@@ -107,6 +116,10 @@ class CrossAttentionFusion(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, q: torch.Tensor, q_mask: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``q (B, L, dim)``, ``q_mask (B, L)`` bool (True = real token), ``v (B, N, dim)`` -> pooled ``(B, dim)``.
+
+        Every image token is attended to; ``q_mask`` only selects the question tokens that are pooled.
+        """
         for blk in self.blocks:
             q = blk(q, v)
         return self.norm(masked_mean(q, q_mask))
@@ -132,6 +145,11 @@ class BilinearAttentionFusion(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, q: torch.Tensor, q_mask: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``q (B, L, dim)``, ``q_mask (B, L)`` bool (True = real token), ``v (B, N, dim)`` -> pooled ``(B, dim)``.
+
+        Padded question tokens get attention weight 0; each row of ``q_mask`` needs one True
+        (an all-False row gives NaN).
+        """
         for u, w, p, out in zip(self.u, self.v, self.p, self.out):
             qu, vw = F.relu(u(q)), F.relu(w(v))  # (B, L, K), (B, N, K)
             logits = torch.einsum("blk,k,bnk->bln", qu, p, vw)
@@ -155,6 +173,11 @@ class CoAttentionFusion(nn.Module):
         self.merge = nn.Sequential(nn.LayerNorm(2 * dim), nn.Linear(2 * dim, dim))
 
     def forward(self, q: torch.Tensor, q_mask: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``q (B, L, dim)``, ``q_mask (B, L)`` bool (True = real token), ``v (B, N, dim)`` -> ``(B, dim)``.
+
+        Question tokens attend to all image tokens, image tokens to the unpadded question tokens;
+        the masked question mean and the image mean are concatenated and merged.
+        """
         for qb, vb in zip(self.q_blocks, self.v_blocks):
             q, v = qb(q, v), vb(v, q, ctx_pad=~q_mask)
         return self.merge(torch.cat([masked_mean(q, q_mask), v.mean(dim=1)], dim=-1))
@@ -277,6 +300,10 @@ class VQAModel(nn.Module):
             raise ValueError(f"question tokens must be (B, L, D) with a (B, L) mask, got {tuple(q_tokens.shape)} "
                              f"and {tuple(q_mask.shape)}")
         q_mask = q_mask.bool()
+        if q_mask.numel() and not bool(q_mask.any(dim=1).all()):
+            empty = (~q_mask.any(dim=1)).nonzero().flatten().tolist()[:5]
+            raise ValueError(f"question(s) {empty} have no real token in q_mask (all padding); every question "
+                             "needs at least one")
         q = self.question_proj(q_tokens)
         pooled = self.fusion(q, q_mask, self.image_proj(image_feats))
         logits = self.task_head(pooled)
@@ -288,6 +315,21 @@ class VQAModel(nn.Module):
         return {"logits": logits, "type_logit": type_logit}
 
     def forward(self, images: torch.Tensor, q_tokens: torch.Tensor, q_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Answer and answer-type logits for images and (frozen-encoder) question tokens.
+
+        Args:
+            images: ``(B, C, H, W)`` float in [0, 1].
+            q_tokens: ``(B, L, D_t)`` float question token states (:meth:`question_tokens`).
+            q_mask: ``(B, L)`` bool, True = real token.
+
+        Returns:
+            ``{"logits": (B, A), "type_logit": (B,)}`` (type_logit > 0: CLOSED; with ``type_mask`` in
+            eval mode, answers of the other type are lowered by :data:`MASKED`).
+
+        Raises:
+            ValueError: ``q_tokens`` not 3-D, ``q_mask`` not its ``(B, L)``, or a ``q_mask`` row
+                with no True (bilinear attention would turn it into NaN).
+        """
         return self.forward_tokens(self.image_features(images), q_tokens, q_mask)
 
     def loss(self, out: Dict[str, torch.Tensor], answers: torch.Tensor, is_closed: torch.Tensor,

@@ -312,6 +312,12 @@ class SegmentationArrays:
         return self.n_items * self.repeats
 
     def get_batch(self, indices: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """A batch of items; ``indices`` ``(B,)`` int are taken modulo the number of items (repeats).
+
+        Returns:
+            ``{"image": (B, C, *S) float32, "mask": (B, *S) int64, "valid": (B, dims) int64}``;
+            images in [0, 1], or z-scored after :meth:`standardize_channels`; padding is 0.
+        """
         idx = torch.as_tensor(indices, dtype=torch.long) % self.n_items
         return {"image": self.images[idx], "mask": self.masks[idx].long(), "valid": self.valid[idx]}
 

@@ -93,6 +93,7 @@ class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over channels of a ``(B, C, H, W)`` map."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, C, H, W)``, normalised over the C channels of each position."""
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
@@ -110,6 +111,7 @@ class FeedForward(nn.Module):
         self.fc2 = MapLinear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C)`` channels-last map -> ``(B, H, W, C)``."""
         h = self.fc1(x)
         if self.dwconv is not None:
             h = self.dwconv(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
@@ -136,6 +138,7 @@ class MambaBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C)`` channels-last map -> ``(B, H, W, C)`` (two residual branches)."""
         x = x + self.drop_path(self.mixer(self.norm1(x)))
         return x + self.drop_path(self.ffn(self.norm2(x)))
 
@@ -149,6 +152,7 @@ class Downsample(nn.Module):
         self.norm = nn.LayerNorm(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C_in)`` -> ``(B, ceil(H/2), ceil(W/2), C_out)``, channels last."""
         return self.norm(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
 
 

@@ -122,6 +122,7 @@ class LocalPerception(nn.Module):
         self.pw = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, C, H, W)``: depthwise 3x3 conv, BN, GELU, pointwise 1x1 conv."""
         return self.pw(self.act(self.bn(self.dw(x))))
 
 
@@ -140,6 +141,11 @@ class KANFeedForward(nn.Module):
         self.kan2 = KANLinear(hidden, dim, basis=basis, input_norm=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., C)`` -> ``(..., C)`` through the two KAN layers.
+
+        Raises:
+            ValueError: the last axis is not ``C`` (from :class:`KANLinear`).
+        """
         return self.kan2(self.kan1(x))
 
 
@@ -160,6 +166,7 @@ class PerceptionBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, C, H, W)``: ``x + local(x)``, then ``attn`` and ``ffn`` on channels-last tokens."""
         x = x + self.drop_path(self.local(x))
         t = x.permute(0, 2, 3, 1)  # (B, H, W, C): per-pixel channel vectors
         t = t + self.drop_path(self.attn(self.norm1(t)))

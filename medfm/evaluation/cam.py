@@ -78,6 +78,15 @@ class CamModel(nn.Module):
         self.tap = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``model(x)`` with the encoder's feature output routed through ``self.tap``.
+
+        Args:
+            x: ``(B, C, H, W)`` (or ``(B, C, D, H, W)``) float in [0, 1]; with grad enabled it is
+                detached and made to require grad, so frozen (LoRA base) weights still give CAM gradients.
+
+        Returns:
+            The wrapped model's output: logits ``(B, K)``, or the pooled ``(B, D)`` embedding of a bare encoder.
+        """
         if torch.is_grad_enabled() and not x.requires_grad:  # frozen weights (LoRA base) still give gradients
             x = x.detach().requires_grad_(True)
         enc = self.encoder

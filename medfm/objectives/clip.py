@@ -253,6 +253,21 @@ class CLIP(nn.Module):
         return F.normalize(self.text_proj(feats).float(), dim=-1)
 
     def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
+        """Objective step: symmetric image-text InfoNCE (+ SLIP's NT-Xent when ``ssl_weight > 0``).
+
+        Args:
+            batch: ``{"image": (B, C, H, W) float in [0, 1], "text": list of B str}``.
+            gen: CPU generator for the random views.
+
+        Returns:
+            ``{"loss": scalar, "logit_scale": scalar}``; with ``ssl_weight > 0`` also ``"clip_loss"``
+            and ``"ssl_loss"`` (detached scalars).
+
+        Raises:
+            ValueError: no ``"text"``, a text count that is not B, B < 2, (with views) an image
+                batch that is not float ``(B, C, H, W)``, or a text encoder whose size is not ``text_dim``.
+            TextEncoderError: texts not a list of str, or the text encoder cannot be loaded.
+        """
         images = batch["image"]
         texts: Optional[List[str]] = batch.get("text")
         if texts is None:

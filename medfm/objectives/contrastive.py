@@ -75,6 +75,18 @@ class SimCLR(nn.Module):
             "temperature": self.temperature, "views": to_dict(view_cfg)}}
 
     def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
+        """Objective step: NT-Xent between two random views of each image.
+
+        Args:
+            batch: ``{"image": (B, C, H, W) float in [0, 1]}``, B >= 2.
+            gen: CPU generator for the random views.
+
+        Returns:
+            ``{"loss": scalar}`` float32 (no extra keys).
+
+        Raises:
+            ValueError: B < 2, or an image batch that is not float ``(B, C, H, W)``.
+        """
         images = batch["image"]
         v1, v2 = self.views(images, gen), self.views(images, gen)
         z = self.head(self.encoder(torch.cat([v1, v2])))

@@ -165,6 +165,7 @@ class MessagePassing(nn.Module):
         self.nbr_proj = nn.Linear(dim, dim, bias=False)
 
     def forward(self, z: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+        """``z (G, n, D)``, neighbour indices ``nbr (G, n, k)`` int64 -> L2-normalised ``(G, n, D)``."""
         return F.normalize(self.self_proj(z) + self.nbr_proj(gather_neighbors(z, nbr).mean(dim=2)), dim=-1)
 
 
@@ -318,6 +319,19 @@ class GraphMatching(nn.Module):
         return FactorizedQAP.from_edge_features(node, nbr1, f1, nbr2, f2, w_e)
 
     def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
+        """Objective step: contrastive term on ``z`` + graph-matching loss between the two views' graphs.
+
+        Args:
+            batch: ``{"image": (B, C, H, W) float in [0, 1]}``, B >= 3.
+            gen: CPU generator for the random views.
+
+        Returns:
+            ``{"loss": scalar, "gm_loss", "contrastive_loss", "match_acc"}``: the extras are detached
+            scalars, ``match_acc`` in [0, 1] (nodes the unperturbed solver matches to their own view).
+
+        Raises:
+            ValueError: B < 3, or an image batch that is not float ``(B, C, H, W)``.
+        """
         images = batch["image"]
         b = images.shape[0]
         if b < 3:

@@ -119,6 +119,19 @@ class MoCo(nn.Module):
         return F.normalize(k.float(), dim=1)
 
     def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
+        """Objective step: InfoNCE of view queries against momentum keys and the queue.
+
+        Args:
+            batch: ``{"image": (B, C, H, W) float in [0, 1]}``.
+            gen: CPU generator for the random views and the key-batch shuffle.
+
+        Returns:
+            ``{"loss": scalar}`` float32 (no extra keys); in training mode the view-1 keys are kept
+            for :meth:`on_step_end` to enqueue.
+
+        Raises:
+            ValueError: an image batch that is not float ``(B, C, H, W)``.
+        """
         images = batch["image"]
         b = images.shape[0]
         v1, v2 = self.views(images, gen), self.views(images, gen)

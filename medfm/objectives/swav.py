@@ -179,6 +179,18 @@ class SwAV(nn.Module):
             return F.normalize(z.float(), dim=1) @ weight.float().t()
 
     def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
+        """Objective step: swapped prediction of Sinkhorn codes over 2 global + ``n_local_views`` local crops.
+
+        Args:
+            batch: ``{"image": (B, C, H, W) float in [0, 1]}``, B >= 2.
+            gen: CPU generator for the random crops.
+
+        Returns:
+            ``{"loss": scalar}`` float32 (no extra keys).
+
+        Raises:
+            ValueError: B < 2, or an image batch that is not float ``(B, C, H, W)``.
+        """
         images = batch["image"]
         b = images.shape[0]
         if b < 2:

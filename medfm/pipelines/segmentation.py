@@ -235,6 +235,7 @@ class ImageSegmentationPipeline:
 
     @property
     def volumetric(self) -> bool:
+        """True when the model takes whole volumes: a 3D encoder or a 2.5D model (``context_slices > 0``)."""
         return self.core.spatial_dims == 3 or self.core.inference["context_slices"] > 0
 
     def _view(self, target: Optional[str], query: Optional[str]) -> Tuple[torch.nn.Module, Dict[str, Any]]:

@@ -120,6 +120,11 @@ class MissingnessView:
         return len(self.dataset)
 
     def get_batch(self, indices: torch.Tensor) -> Dict[str, Any]:
+        """The wrapped dataset's batch at ``indices`` ``(B,)`` with ``drop[m][indices]`` rows made absent.
+
+        Dropped rows become NaN and are marked absent (:func:`medfm.data.multimodal.drop_modalities`);
+        the dataset's own batch is not changed.
+        """
         from medfm.data.multimodal import drop_modalities
 
         idx = torch.as_tensor(indices, dtype=torch.long)

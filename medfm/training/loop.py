@@ -202,6 +202,8 @@ class Trainer:
 
     @property
     def checkpoint_dir(self) -> Path:
+        """``<output>/checkpoint``: the resumable checkpoint (``save_fn`` files + training state),
+        replaced atomically at each save."""
         return self.output / "checkpoint"
 
     def _save(self, counters: Dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ class IndexedSubset:
         return self.dataset[int(self.indices[i])]
 
     def get_batch(self, idx: torch.Tensor) -> Dict[str, Any]:
+        """The dataset's batch for subset positions ``idx`` ``(B,)`` int64 in ``[0, len(self))``."""
         return self.dataset.get_batch(self.indices[idx])
 
 

@@ -78,6 +78,10 @@ class SegDataConfig:
                              f"{self.missing_sequence_p}, {self.missing_sequence_fill}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"data.normalize must be one of {list(NORMALIZATIONS)}, got {self.normalize!r}")
+        for key in ("max_train", "max_test"):  # 0 used to mean "all cases"
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"data.{key} must be >= 1 (or left out for all cases), got {value}")
         if self.normalize != "none" and self.context_slices:
             raise ValueError("data.normalize applies to 2D images and 3D volumes, not to 2.5D slice stacks "
                              "(context_slices > 0)")
@@ -114,12 +118,27 @@ class SegTask:
         return ids[:n] if n else ids
 
     def train_ids(self) -> List[str]:
+        """Ids of the training cases under the data set's fixed split rule (the first ``max_train``).
+
+        Raises:
+            NotImplementedError: in the base class; subclasses implement it.
+        """
         raise NotImplementedError
 
     def test_cases(self) -> List[str]:
+        """Ids of the test cases under the fixed split rule (the first ``max_test``).
+
+        Raises:
+            NotImplementedError: in the base class; subclasses implement it.
+        """
         raise NotImplementedError
 
     def train_set(self) -> segdata.SegmentationArrays:
+        """The training split in memory at ``data.scale``, before ``data.normalize`` (see :meth:`training_arrays`).
+
+        Raises:
+            NotImplementedError: in the base class; subclasses implement it.
+        """
         raise NotImplementedError
 
     def training_arrays(self) -> segdata.SegmentationArrays:
@@ -130,6 +149,12 @@ class SegTask:
         return arrays
 
     def load_case(self, case_id: str) -> Case:
+        """One test case at its original resolution: model input for
+        :func:`medfm.pipelines.segmentation.predict_probs`, reference labels, voxel spacing.
+
+        Raises:
+            NotImplementedError: in the base class; subclasses implement it.
+        """
         raise NotImplementedError
 
     def predict(self, model: Any, case: Case, overlap: float, sw_batch_size: int) -> np.ndarray:
@@ -143,6 +168,15 @@ class SegTask:
         return case.image.transpose(1, 2, 0), pred > 0, case.reference > 0
 
     def metadata(self) -> Dict[str, Any]:
+        """What a run's results record about the data (JSON-serialisable).
+
+        Returns:
+            ``{"dataset", "split_rule", "train_ids", "test_ids", "label_names"}``.
+
+        Raises:
+            NotImplementedError: in the base class (from :meth:`train_ids`).
+            DataFileMissingError: the data set's folder is missing (LGG, Hippocampus).
+        """
         return {"dataset": self.name, "split_rule": self.split_rule, "train_ids": self.train_ids(),
                 "test_ids": self.test_cases(), "label_names": self.label_names}
 
@@ -155,12 +189,23 @@ class ChaseTask(SegTask):
     split_rule = segdata.SPLIT_RULES["chase_db1"]
 
     def train_ids(self) -> List[str]:
+        """Same contract as :meth:`SegTask.train_ids`; CHASE_DB1: the 20 training images
+        ``"01L"`` .. ``"10R"`` (children 01-10, both eyes). Reads no files.
+        """
         return self._limit(segdata.chase_ids("train"), self.cfg.max_train)
 
     def test_cases(self) -> List[str]:
+        """Same contract as :meth:`SegTask.test_cases`; CHASE_DB1: the 8 images ``"11L"`` .. ``"14R"``."""
         return self._limit(segdata.chase_ids("test"), self.cfg.max_test)
 
     def train_set(self) -> segdata.SegmentationArrays:
+        """Same contract as :meth:`SegTask.train_set`; CHASE_DB1: one ``(3, H, W)`` RGB image
+        (uint8 / 255 -> [0, 1]) and first-observer ``(H, W)`` {0, 1} mask per training image,
+        resized by ``data.scale`` (960 x 999 at scale 1).
+
+        Raises:
+            DataFileMissingError, CorruptFileError, DataShapeError (a mask not matching its image).
+        """
         images, masks = [], []
         for i in self.train_ids():
             d = segdata.load_chase(i, self.data_root)
@@ -169,6 +214,14 @@ class ChaseTask(SegTask):
         return segdata.SegmentationArrays(images, masks, self.cfg.repeats)
 
     def load_case(self, case_id: str) -> Case:
+        """Same contract as :meth:`SegTask.load_case`; CHASE_DB1: image ``(3, 960, 999)``
+        float32 in [0, 1], reference ``(960, 999)`` uint8 {0, 1} (first observer), no spacing,
+        ``extra["second_observer"]`` ``(960, 999)`` bool.
+
+        Raises:
+            ValueError: an id not like ``"01L"``.
+            DataFileMissingError, CorruptFileError, DataShapeError (a mask not matching its image).
+        """
         d = segdata.load_chase(case_id, self.data_root)
         return Case(case_id, d["image"].transpose(2, 0, 1).astype(np.float32) / 255.0, d["mask"].astype(np.uint8),
                     extra={"second_observer": d["mask2"]})
@@ -182,12 +235,30 @@ class LGGTask(SegTask):
     split_rule = segdata.SPLIT_RULES["lgg_flair"]
 
     def train_ids(self) -> List[str]:
+        """Same contract as :meth:`SegTask.train_ids`; TCGA-LGG: the 16 training patients
+        (sorted patient folders at positions ``i % 3 != 2``).
+
+        Raises:
+            DataFileMissingError: the LGG ``images`` folder is missing.
+        """
         return self._limit(segdata.lgg_patients("train", self.data_root), self.cfg.max_train)
 
     def test_cases(self) -> List[str]:
+        """Same contract as :meth:`SegTask.test_cases`; TCGA-LGG: the 7 test patients (positions ``i % 3 == 2``).
+
+        Raises:
+            DataFileMissingError: the LGG ``images`` folder is missing.
+        """
         return self._limit(segdata.lgg_patients("test", self.data_root), self.cfg.max_test)
 
     def train_set(self) -> segdata.SegmentationArrays:
+        """Same contract as :meth:`SegTask.train_set`; TCGA-LGG: one item per slice of every
+        training patient: ``(3, H, W)`` [pre-contrast, FLAIR, post-contrast] (uint8 / 255 -> [0, 1])
+        and ``(H, W)`` {0, 1} mask, resized by ``data.scale`` (256 x 256 at scale 1).
+
+        Raises:
+            DataFileMissingError, CorruptFileError, DataShapeError (mask/slice size mismatch).
+        """
         images, masks = [], []
         for p in self.train_ids():
             d = segdata.load_lgg_patient(p, self.data_root)
@@ -197,15 +268,31 @@ class LGGTask(SegTask):
         return segdata.SegmentationArrays(images, masks, self.cfg.repeats)
 
     def load_case(self, case_id: str) -> Case:
+        """Same contract as :meth:`SegTask.load_case`; TCGA-LGG: a case is a patient, image
+        ``(S, 3, 256, 256)`` float32 in [0, 1] (all S slices), reference ``(S, 256, 256)`` uint8 {0, 1}, no spacing.
+
+        Raises:
+            DataFileMissingError (unknown patient, no slices, a missing mask), CorruptFileError,
+            DataShapeError (mask/slice size mismatch, slices of different sizes).
+        """
         d = segdata.load_lgg_patient(case_id, self.data_root)
         return Case(case_id, d["image"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0, d["mask"].astype(np.uint8))
 
     def predict(self, model: Any, case: Case, overlap: float, sw_batch_size: int) -> np.ndarray:
+        """Same contract as :meth:`SegTask.predict`; TCGA-LGG: each ``(3, H, W)`` slice is
+        segmented on its own, giving an ``(S, H, W)`` uint8 label map.
+
+        Raises:
+            SegmentationInputError: slices of the wrong rank or channel count for ``model``.
+        """
         from medfm.pipelines.segmentation import predict_labels
 
         return np.stack([predict_labels(model, s, overlap=overlap, sw_batch_size=sw_batch_size) for s in case.image])
 
     def overlay(self, case: Case, pred: np.ndarray):
+        """Same contract as :meth:`SegTask.overlay`; TCGA-LGG: the slice with the most reference
+        foreground (the middle one if none): ``(H, W, 3)`` image, ``(H, W)`` bool prediction and reference.
+        """
         from medfm.evaluation.segmentation import largest_slice
 
         z = largest_slice(case.reference, 0)
@@ -226,12 +313,30 @@ class HippocampusTask(SegTask):
         self.spatial_dims = 2 if cfg.context_slices else 3
 
     def train_ids(self) -> List[str]:
+        """Same contract as :meth:`SegTask.train_ids`; MSD Hippocampus: the 208 training cases
+        (sorted ids with image and label at positions ``i % 5 != 4``).
+
+        Raises:
+            DataFileMissingError: the data set folder or its ``imagesTr`` is missing.
+        """
         return self._limit(segdata.hippocampus_cases("train", self.data_root), self.cfg.max_train)
 
     def test_cases(self) -> List[str]:
+        """Same contract as :meth:`SegTask.test_cases`; MSD Hippocampus: the 52 test cases (positions ``i % 5 == 4``).
+
+        Raises:
+            DataFileMissingError: the data set folder or its ``imagesTr`` is missing.
+        """
         return self._limit(segdata.hippocampus_cases("test", self.data_root), self.cfg.max_test)
 
     def train_set(self) -> segdata.SegmentationArrays:
+        """Same contract as :meth:`SegTask.train_set`; MSD Hippocampus: 3D: one ``(1, X, Y, Z)``
+        float32 volume in [0, 1] (percentile-normalised) per case; 2.5D: one ``(2k + 1, a, b)`` slice
+        stack per slice along ``slice_axis``. Labels {0, 1, 2}; ``data.scale`` is not applied.
+
+        Raises:
+            DataFileMissingError, CorruptFileError, DataShapeError (shape or label mismatch, non-finite voxels).
+        """
         images, masks = [], []
         k, axis = self.cfg.context_slices, self.cfg.slice_axis
         for c in self.train_ids():
@@ -245,11 +350,22 @@ class HippocampusTask(SegTask):
         return segdata.SegmentationArrays(images, masks, self.cfg.repeats)
 
     def load_case(self, case_id: str) -> Case:
+        """Same contract as :meth:`SegTask.load_case`; MSD Hippocampus: image ``(1, X, Y, Z)``
+        (3D) or ``(X, Y, Z)`` (2.5D) float32 in [0, 1], reference ``(X, Y, Z)`` uint8 {0, 1, 2},
+        spacing ``(3,)`` mm, ``extra["affine"]`` ``(4, 4)``.
+
+        Raises:
+            DataFileMissingError, CorruptFileError, DataShapeError (shape or label mismatch, non-finite voxels).
+        """
         d = segdata.load_hippocampus(case_id, self.data_root)
         image = d["image"] if self.cfg.context_slices else d["image"][None]
         return Case(case_id, image, d["label"], spacing=tuple(d["spacing"]), extra={"affine": d["affine"]})
 
     def overlay(self, case: Case, pred: np.ndarray):
+        """Same contract as :meth:`SegTask.overlay`; MSD Hippocampus: the axis-0 slice with the
+        most reference foreground (the middle one if none): ``(Y, Z)`` grey image, ``(Y, Z)`` bool
+        prediction and reference (anterior and posterior together).
+        """
         from medfm.evaluation.segmentation import largest_slice
 
         vol = case.image if case.image.ndim == 3 else case.image[0]

@@ -157,6 +157,12 @@ class MultiTaskArrays:
         return int(self.offsets[-1])
 
     def get_batch(self, indices: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Items at global ``indices`` ``(B,)`` int, grouped by task.
+
+        Returns ``{"image_<k>": (B_k, C_k, H, W), "mask_<k>": ..., "valid_<k>": ...}`` as the
+        task's :meth:`SegmentationArrays.get_batch` gives them, for each task ``k`` with items
+        in the batch (with ``alternate``: only the first index's task, ``B_k = B``).
+        """
         idx = torch.as_tensor(indices, dtype=torch.long)
         part = torch.bucketize(idx, self.offsets[1:], right=True)
         if self.alternate:

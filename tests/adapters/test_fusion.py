@@ -159,8 +159,10 @@ def test_present_image_with_nan_is_a_clear_error():
         model(batch)
 
 
-def test_sample_without_any_modality_is_a_clear_error():
-    model = build("multimodn", modalities=["pre", "flair"])
+@pytest.mark.parametrize("name", ["multimodn", "late_fusion_zero_fill"])
+def test_sample_without_any_modality_is_a_clear_error(name):
+    """The zero-fill baseline used to classify such a sample from all-zero inputs."""
+    model = build(name, modalities=["pre", "flair"])
     batch = make_batch()  # samples 4 (only clinical) and 5 (only post)
     with pytest.raises(ValueError, match=r"sample\(s\) \[4, 5\]"):
         model(batch)

@@ -149,6 +149,26 @@ def test_registry_and_errors(text_spec):
         _model(text_spec).answer(torch.rand(1, 1, 28, 28), QUESTIONS)
 
 
+def test_images_of_another_size_are_a_clear_error(text_spec):
+    """A CNN encoder takes 56 px images, but the image-token position embedding was built for
+    28 px: torch used to fail with a bare broadcast error inside the projector."""
+    model = _model(text_spec).eval()
+    q, m = model.question_tokens(QUESTIONS[:2])
+    with pytest.raises(ValueError, match="image tokens but the position embedding was built for"):
+        model(torch.rand(2, 1, 56, 56), q, m)
+
+
+@pytest.mark.parametrize("fusion", ["bilinear", "cross_attention", "coattention"])
+def test_a_question_mask_without_real_tokens_is_refused(text_spec, fusion):
+    """An all-padding q_mask row gave NaN logits with bilinear attention (softmax over all -inf)."""
+    model = _model(text_spec, fusion=fusion).eval()
+    q, m = model.question_tokens(QUESTIONS[:2])
+    m = m.clone()
+    m[1] = False
+    with pytest.raises(ValueError, match=r"question\(s\) \[1\] have no real token"):
+        model(torch.rand(2, 1, 28, 28), q, m)
+
+
 def _write_vqa_rad(root: Path) -> None:
     folder = root / "vqa_rad" / "images"
     folder.mkdir(parents=True)

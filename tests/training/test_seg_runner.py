@@ -253,3 +253,13 @@ def test_unlabelled_cross_task_targets_carry_no_gradient():
         TextSegRecipe(tasks=tasks, domain_stem=True)
     with pytest.raises(ValueError, match="loss weights must be positive"):
         TextSegRecipe(tasks=[{**t, "loss_weight": -1.0} if i == 0 else t for i, t in enumerate(tasks)])
+
+
+@pytest.mark.parametrize("key", ["max_train", "max_test"])
+def test_zero_case_limits_are_refused(key):
+    """max_train: 0 / max_test: 0 used to mean "every case" (``ids[:n] if n else ids``)."""
+    from medfm.training.seg_tasks import SegDataConfig
+
+    with pytest.raises(ValueError, match=f"data.{key} must be >= 1"):
+        SegDataConfig(dataset="chase_db1", **{key: 0})
+    assert getattr(SegDataConfig(dataset="chase_db1", **{key: 1}), key) == 1

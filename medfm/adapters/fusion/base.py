@@ -50,9 +50,15 @@ class ImageModalityEncoder(nn.Module):
         self.grid = int(grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One pooled embedding per image: ``(n, 1, S, S)`` float in [0, 1] -> ``(n, D)``."""
         return self.proj(self.encoder(x))
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """``grid * grid`` tokens per image: ``(n, 1, S, S)`` float in [0, 1] -> ``(n, grid*grid, D)``.
+
+        A ``(n, C, h, w)`` feature map is adaptive-average-pooled to ``grid x grid``; a ``(n, L, C)``
+        token sequence is adaptive-average-pooled along L to ``grid * grid`` tokens.
+        """
         feats = self.encoder.forward_features(x)
         if feats.ndim == 4:
             pooled = F.adaptive_avg_pool2d(feats, self.grid).flatten(2).transpose(1, 2)

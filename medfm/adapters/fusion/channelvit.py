@@ -82,6 +82,18 @@ class ChannelViT(FusionModel):
                                       "label_names": self.label_names})
 
     def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        """Fuse the present channels of a batch (layout: :mod:`medfm.data.multimodal`).
+
+        Args:
+            batch: ``{modality: (B, 1, S, S) float in [0, 1] | (B, F) float}`` plus optional presence masks.
+            gen: CPU generator for hierarchical channel sampling (training with ``hcs`` only).
+
+        Returns:
+            ``{"logits": (B, K), "embedding": (B, D), "used": {m: (B,) bool}}``; ``used`` is after HCS.
+
+        Raises:
+            ValueError: a sample with none of the modalities; NaN/inf in a present image.
+        """
         pres = self.presence(batch)
         if self.training and self.hcs:
             kept = hierarchical_channel_sampling(torch.stack([pres[m] for m in self.modalities], 1), gen)

@@ -68,6 +68,19 @@ class LateFusionZeroFill(FusionModel):
         return torch.where(keep, x, torch.zeros_like(x))
 
     def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
-        used = {m: presence(batch, m) for m in self.modalities}
+        """Encode every modality (absent rows zero-filled), concatenate, classify.
+
+        Args:
+            batch: ``{modality: (B, 1, S, S) float in [0, 1] | (B, F) float}`` plus optional presence masks.
+            gen: unused (same signature as the other fusers).
+
+        Returns:
+            ``{"logits": (B, K), "embedding": (B, M * D), "used": {m: (B,) bool}}`` (presence, not dropout).
+
+        Raises:
+            ValueError: NaN/inf in a present image; a sample with none of the modalities; a batch
+                with no tensor (batch size unknown).
+        """
+        used = self.presence(batch)  # a sample with no modality at all is refused, as by every fuser
         emb = torch.cat([self.encoders[m](self.zero_filled(batch, m)) for m in self.modalities], 1)
         return {"logits": self.head(self.dropout(emb)), "embedding": emb, "used": used}

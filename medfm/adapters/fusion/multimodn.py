@@ -55,6 +55,19 @@ class SequentialFusion(FusionModel):
                                      "num_classes": self.num_classes, "label_names": self.label_names})
 
     def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        """Run the state through the modalities in order, skipping absent ones per sample.
+
+        Args:
+            batch: ``{modality: (B, 1, S, S) float in [0, 1] | (B, F) float}`` plus optional presence masks.
+            gen: CPU generator for modality dropout (training with ``modality_dropout > 0`` only).
+
+        Returns:
+            ``{"logits": (B, K), "step_logits": (T, B, K), "step_present": (T, B) bool,
+            "states": (T + 1, B, D), "used": {m: (B,) bool}}`` with ``T`` = number of modalities.
+
+        Raises:
+            ValueError: a sample with none of the modalities; NaN/inf in a present image.
+        """
         pres = self.presence(batch)
         if self.training and self.modality_dropout > 0:
             pres = sample_modality_dropout(pres, self.modality_dropout, gen)

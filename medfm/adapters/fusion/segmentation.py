@@ -152,6 +152,18 @@ class FusedUNet(FusionModel):
         return rows.new_zeros((b, *rows.shape[1:])).index_copy(0, idx, rows)
 
     def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        """Segment a batch from whichever modalities each sample has (fusion per ``self.fusion``).
+
+        Args:
+            batch: ``{modality: (B, 1, S, S) float in [0, 1]}`` plus optional presence masks.
+            gen: CPU generator for modality dropout (training with ``modality_dropout > 0`` only).
+
+        Returns:
+            ``{"logits": (B, K, S, S), "used": {m: (B,) bool}}``; ``used`` is after modality dropout.
+
+        Raises:
+            ValueError: a sample with none of the modalities; NaN/inf in a present image.
+        """
         pres = self.presence(batch)
         if self.training and self.modality_dropout > 0:
             pres = sample_modality_dropout(pres, self.modality_dropout, gen)

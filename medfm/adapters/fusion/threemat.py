@@ -35,6 +35,10 @@ class CrossAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        """Queries ``q`` ``(B, Q, D)`` attend to ``kv`` ``(B, T, D)`` -> ``(B, Q, D)``.
+
+        ``key_padding_mask``: ``(B, T)`` bool, True = ignored token (each row needs one False).
+        """
         kvn = self.norm_kv(kv)
         q = q + self.attn(self.norm_q(q), kvn, kvn, key_padding_mask=key_padding_mask, need_weights=False)[0]
         return q + self.mlp(self.norm_mlp(q))
@@ -81,6 +85,18 @@ class ModalityDropoutFusion(FusionModel):
                                 "num_classes": self.num_classes, "label_names": self.label_names})
 
     def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        """Fuse the present modalities' tokens with the cross-attention cascade.
+
+        Args:
+            batch: ``{modality: (B, 1, S, S) float in [0, 1] | (B, F) float}`` plus optional presence masks.
+            gen: CPU generator for modality dropout (training only).
+
+        Returns:
+            ``{"logits": (B, K), "embedding": (B, D), "used": {m: (B,) bool}}``; ``used`` is after dropout.
+
+        Raises:
+            ValueError: a sample with none of the modalities; NaN/inf in a present image.
+        """
         pres = self.presence(batch)
         if self.training:
             pres = sample_modality_dropout(pres, self.modality_dropout, gen)

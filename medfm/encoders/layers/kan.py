@@ -86,6 +86,7 @@ class ChebyshevBasis(BasisExpansion):
         self.num_basis = self.degree
 
     def expand(self, x: torch.Tensor) -> list:
+        """``[T_1(tanh x), ..., T_degree(tanh x)]``, each shaped and typed like ``x``, values in (-1, 1)."""
         t = torch.tanh(x)
         out = [t]
         prev, cur = torch.ones_like(t), t
@@ -95,6 +96,7 @@ class ChebyshevBasis(BasisExpansion):
         return out
 
     def extra_repr(self) -> str:
+        """The polynomial degree, for the module's ``repr``."""
         return f"degree={self.degree}"
 
 
@@ -128,9 +130,11 @@ class GaussianRBFBasis(BasisExpansion):
         self.inv_width = (self.num_basis - 1) / (hi - lo)
 
     def expand(self, x: torch.Tensor) -> list:
+        """``[exp(-((x - g_j) / h) ** 2) for each centre g_j]``, each shaped like ``x``, values in (0, 1]."""
         return [torch.exp(-((x - g) * self.inv_width) ** 2) for g in self.grid.to(x.dtype).unbind(0)]
 
     def extra_repr(self) -> str:
+        """Number of centres and the grid range, for the module's ``repr``."""
         return f"num_grids={self.num_basis}, grid_range={self.grid_range}"
 
 
@@ -195,6 +199,11 @@ class KANLinear(nn.Module):
         self.base = nn.Linear(self.in_features, self.out_features, bias=False) if use_base else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., in_features)`` float -> ``(..., out_features)``.
+
+        Raises:
+            ValueError: the last axis is not ``in_features``.
+        """
         if x.shape[-1] != self.in_features:
             raise ValueError(f"KANLinear expects {self.in_features} input features in the last axis, "
                              f"got shape {tuple(x.shape)}")
@@ -204,6 +213,7 @@ class KANLinear(nn.Module):
         return y
 
     def extra_repr(self) -> str:
+        """Feature sizes, for the module's ``repr``."""
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
@@ -249,6 +259,11 @@ class KANConv2d(nn.Module):
                    conv.dilation, conv.groups, conv.bias is not None, basis=basis, base_branch=base_branch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, H, W)`` float -> ``(B, C_out, H', W')`` (``nn.Conv2d`` size rule).
+
+        Raises:
+            ValueError: the input is not 4-D or has not ``in_channels`` channels.
+        """
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"KANConv2d expects (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
         y = self.coeff(self.basis(x, dim=1).flatten(1, 2))
@@ -257,6 +272,7 @@ class KANConv2d(nn.Module):
         return y
 
     def extra_repr(self) -> str:
+        """Channel counts, for the module's ``repr``."""
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}"
 
 

@@ -260,6 +260,12 @@ class NeighborhoodAttention2D(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C)`` float (channels last, ``C == dim``) -> ``(B, H, W, C)``.
+
+        Raises:
+            ValueError: the input is not 4-D or its last axis is not ``dim``.
+            RuntimeError: ``backend="natten"`` without NATTEN/CUDA tensors, or NATTEN's kernel fails.
+        """
         if x.ndim != 4 or x.shape[-1] != self.dim:
             raise ValueError(f"NeighborhoodAttention2D expects (B, H, W, {self.dim}), got shape {tuple(x.shape)}")
         b, h, w, _ = x.shape
@@ -269,6 +275,7 @@ class NeighborhoodAttention2D(nn.Module):
         return self.proj_drop(self.proj(out.reshape(b, h, w, self.dim)))
 
     def extra_repr(self) -> str:
+        """Width, heads, window, dilation and backend, for the module's ``repr``."""
         return (f"dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, "
                 f"dilation={self.dilation}, backend={self.backend!r}")
 

@@ -201,6 +201,11 @@ class MapLinear(nn.Linear):
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(..., in_features)`` -> ``(..., out_features)``; same values as ``nn.Linear``.
+
+        A 4-D channels-last CPU input ``(B, H, W, C)`` runs as a 1x1 convolution, anything else as
+        ``F.linear``.
+        """
         if x.ndim == 4 and x.shape[-1] == self.in_features and x.device.type == "cpu":
             return F.conv2d(x.permute(0, 3, 1, 2), self.weight[:, :, None, None], self.bias).permute(0, 2, 3, 1)
         return F.linear(x, self.weight, self.bias)
