@@ -171,14 +171,17 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, mo
 
 
 def _suite_run_hint(path: Path, suite: Dict[str, Any]) -> str:
-    """The first existing ``<suite output>/<dataset>/<run>/results.json`` a suite summary lists."""
+    """The first existing per-data-set results file a suite summary lists: ``<suite output>/
+    <dataset>/results.json`` (protocol ``as-is``) or ``<dataset>/<run>/results.json`` (probes)."""
     for d in suite.get("datasets") or []:
-        for run in (d.get("runs") or []) if isinstance(d, dict) else []:
-            if isinstance(run, dict) and run.get("run"):
-                candidate = path.parent / str(d.get("name")) / str(run["run"]) / "results.json"
-                if candidate.is_file():
-                    return repr(str(candidate))
-    return f"one of {str(path.parent / '<dataset>' / '<run>' / 'results.json')!r}"
+        if not isinstance(d, dict) or d.get("status") != "ok":
+            continue
+        folder = path.parent / str(d.get("name"))
+        runs = [str(r["run"]) for r in d.get("runs") or [] if isinstance(r, dict) and r.get("run")]
+        for candidate in [folder / "results.json"] + [folder / r / "results.json" for r in runs]:
+            if candidate.is_file():
+                return repr(str(candidate))
+    return f"one of {str(path.parent / '<dataset>' / 'results.json')!r} or {str(path.parent / '<dataset>' / '<run>' / 'results.json')!r}"
 
 
 def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) -> Path:

@@ -143,7 +143,12 @@ def test_card_refuses_a_suite_summary_and_names_a_run_results_file(tmp_path, cap
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text("{}")
     (tmp_path / "suite" / "results.json").write_text(json.dumps({
-        "kind": "evaluation-suite", "datasets": [{"name": "pneumoniamnist", "runs": [{"run": "linear-f1"}]}]}))
+        "kind": "evaluation-suite", "datasets": [{"name": "bloodmnist", "status": "skipped"},
+                                                 {"name": "pneumoniamnist", "status": "ok", "runs": [{"run": "linear-f1"}]}]}))
     code, err = _error_of(capsys, ["card", str(ckpt), "--results", str(tmp_path / "suite" / "results.json")])
     assert code == 2 and "evaluation suite's summary" in err and str(run_dir / "results.json") in err
     assert not (ckpt / "README.md").exists()
+    as_is = tmp_path / "suite" / "pneumoniamnist" / "results.json"  # protocol as-is: no run folder
+    as_is.write_text("{}")
+    code, err = _error_of(capsys, ["card", str(ckpt), "--results", str(tmp_path / "suite" / "results.json")])
+    assert code == 2 and f"pass {str(as_is)!r}" in err
