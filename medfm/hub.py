@@ -17,6 +17,7 @@ convention). Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Union
@@ -371,15 +372,38 @@ def from_pretrained(path_or_id: Union[str, os.PathLike], map_location: Union[str
     return model.to(map_location).eval()
 
 
+def _loads_exactly(src: torch.dtype, dst: torch.dtype) -> bool:
+    """Whether every value of dtype ``src`` is exactly representable in ``dst``."""
+    if src == dst:
+        return True
+    if src.is_floating_point and dst.is_floating_point:
+        s, d = torch.finfo(src), torch.finfo(dst)
+        return s.bits < d.bits and s.eps >= d.eps and s.max <= d.max  # bf16 and fp16 each lose range/precision in the other
+    if src == torch.bool or dst == torch.bool or src.is_floating_point or dst.is_complex or src.is_complex:
+        return False
+    if dst.is_floating_point:  # integers into floats: exact while they fit the significand
+        info = torch.iinfo(src)
+        value_bits = info.bits - (1 if info.min < 0 else 0)
+        return value_bits <= round(-math.log2(torch.finfo(dst).eps)) + 1
+    return torch.iinfo(src).bits <= torch.iinfo(dst).bits and (torch.iinfo(src).min >= torch.iinfo(dst).min)
+
+
 def check_fits(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor], where: str = "checkpoint") -> None:
-    """Check that ``state`` has exactly the names and shapes of ``own`` (a module's state dict).
+    """Check that ``state`` has exactly the names and shapes of ``own`` (a module's state dict),
+    and dtypes that load into ``own``'s without loss (bf16/fp16 into fp32 is fine; fp64 into
+    fp32, fp32 into bf16 or floats into integer buffers would change the values silently).
 
     Raises:
-        CheckpointError: missing, unexpected or mis-shaped tensors, in one clear message.
+        CheckpointError: missing, unexpected, mis-shaped or lossy-dtype tensors, in one clear message.
     """
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    lossy = [f"{k}: {state[k].dtype} into {own[k].dtype}" for k in own
+             if k in state and not _loads_exactly(state[k].dtype, own[k].dtype)]
+    if lossy:
+        raise CheckpointError(f"weights in {where} would lose precision when loaded: {len(lossy)} tensor(s) "
+                              f"(e.g. {lossy[:2]}); convert the file to the model's dtypes first")
     if missing or unexpected or shapes:
         parts = []
         if missing:

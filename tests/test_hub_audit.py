@@ -242,3 +242,23 @@ def test_lora_adapter_with_an_unbuildable_config_names_its_file(tmp_path):
     with pytest.raises(CheckpointError) as err:
         from_pretrained(adapter)
     assert str(adapter / "config.json") in str(err.value) and "did you mean 'classification'" in str(err.value)
+
+
+def test_weights_that_would_lose_precision_are_refused_and_lossless_ones_load(ckpt, tmp_path):
+    """A float64 model.safetensors used to be rounded into the fp32 model silently; bf16 weights
+    widen to fp32 exactly and still load."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(ckpt / "model.safetensors"))
+    wide = _copy(ckpt, tmp_path)
+    save_file({k: (v.double() if v.is_floating_point() else v) for k, v in state.items()},
+              str(wide / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"would lose precision.*float64 into torch.float32"):
+        from_pretrained(wide)
+    shutil.rmtree(wide)
+    narrow = _copy(ckpt, tmp_path)
+    half = {k: (v.bfloat16() if v.is_floating_point() else v) for k, v in state.items()}
+    save_file(half, str(narrow / "model.safetensors"))
+    model = from_pretrained(narrow)
+    for k, v in model.state_dict().items():
+        assert v.dtype == state[k].dtype and torch.equal(v, half[k].to(v.dtype)), k
