@@ -281,7 +281,8 @@ class SegmentationArrays:
         repeats: samples per epoch = ``repeats * len(images)`` (patch training draws
             several random crops per image and epoch).
 
-    ``get_batch(indices)`` returns ``{"image": (B, C, *S) float32 in [0, 1], "mask":
+    ``get_batch(indices)`` returns ``{"image": (B, C, *S) float32 in [0, 1] (z-scored per
+    channel after :meth:`standardize_channels`), "mask":
     (B, *S) int64, "valid": (B, dims) int64}`` where ``S`` is the largest shape
     (zero-padded at the end) and ``valid`` the unpadded size of each item.
 

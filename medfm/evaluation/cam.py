@@ -90,12 +90,16 @@ class CamModel(nn.Module):
         if torch.is_grad_enabled() and not x.requires_grad:  # frozen weights (LoRA base) still give gradients
             x = x.detach().requires_grad_(True)
         enc = self.encoder
+        own = vars(enc).get("_features")  # an instance-level wrapper already there (e.g. a nested CamModel)
         inner = enc._features
         enc._features = lambda t: self.tap(inner(t))
         try:
             return self.model(x)
         finally:
-            del enc._features
+            if own is not None:
+                enc._features = own
+            else:
+                del enc._features
 
 
 def cam_target(model: CamModel) -> Tuple[List[nn.Module], Optional[Callable[[torch.Tensor], torch.Tensor]]]:

@@ -107,3 +107,31 @@ def test_cam_grid_of_a_2d_model_on_volumes_uses_the_middle_slice(tmp_path):
     clf, _ = _classifier("resnet_test")
     info = C.cam_grid(clf, _Set(3, shape=(1, 5, 16, 16)), tmp_path / "cam3d.png", per_class=1)
     assert (tmp_path / "cam3d.png").is_file() and len(info["predicted"]) == 3
+
+
+def test_cam_model_keeps_an_instance_level_features_wrapper():
+    """CamModel deleted the encoder's instance attribute ``_features`` after each call, which
+    removed any wrapper set on the instance before (a nested CamModel's, a user's hook)."""
+    from medfm.evaluation.cam import CamModel
+
+    torch.manual_seed(0)
+    clf = ImageClassifier(create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2,
+                          task="binary-class").eval()
+    enc = clf.encoder
+    calls = []
+    inner = enc._features
+
+    def counting(t):
+        calls.append(1)
+        return inner(t)
+
+    enc._features = counting
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        out = CamModel(clf)(x)
+        assert torch.allclose(out, clf(x))
+    assert vars(enc)["_features"] is counting and len(calls) == 2
+    del enc._features
+    with torch.no_grad():
+        CamModel(clf)(x)
+    assert "_features" not in vars(enc)  # no wrapper left behind either
