@@ -50,7 +50,7 @@ def probe_labels(dataset: Any) -> np.ndarray:
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, dataset: Any, batch_size: int = 256) -> np.ndarray:
+def extract_features(encoder: nn.Module, dataset: Any, batch_size: int = 256, desc: Optional[str] = None) -> np.ndarray:
     """Pooled embeddings ``(N, D)`` float32 of every sample, in dataset order.
 
     Args:
@@ -59,10 +59,13 @@ def extract_features(encoder: nn.Module, dataset: Any, batch_size: int = 256) ->
             ``__getitem__``); images ``(B, C, H, W)`` or 3D ``(B, C, D, H, W)`` (2.5D:
             slice embeddings averaged).
         batch_size: images per forward pass (slices per pass for 3D).
+        desc: show a tqdm bar over the batches with this label (None: silent).
 
     Raises:
         EncoderInputError: images whose channels/size the encoder does not accept.
     """
+    from tqdm.auto import tqdm
+
     from medfm.training.loop import get_batch
 
     was = encoder.training
@@ -75,7 +78,8 @@ def extract_features(encoder: nn.Module, dataset: Any, batch_size: int = 256) ->
     slices = first.ndim == 5 and getattr(encoder, "spatial_dims", 2) == 2
     step = max(1, batch_size // first.shape[2]) if slices else batch_size
     out = []
-    for start in range(0, n, step):  # 2.5D: about batch_size slices per pass (large buffers cost page faults)
+    starts = range(0, n, step)  # 2.5D: about batch_size slices per pass (large buffers cost page faults)
+    for start in (tqdm(starts, desc=desc, leave=False) if desc else starts):
         x = get_batch(dataset, torch.arange(start, min(n, start + step)))["image"].to(device)
         if slices:  # (B, C, D, H, W): embed each of the D slices, average
             b, c, d = x.shape[:3]

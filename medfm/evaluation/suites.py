@@ -402,12 +402,13 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
             heads.append((run, frac, lambda d, clf=clf: predict_scores(clf, d, batch_size=bs), clf,
                           {"finetune_checkpoint": str(Path(finetune["workdir"]) / run / "train")}))
         return (lambda d: d), heads
-    ftr = P.extract_features(encoder, train, bs)
+    name = getattr(ds, "flag", None) or "data"
+    ftr = P.extract_features(encoder, train, bs, desc=f"{name} train features")
     ytr = P.probe_labels(train)
     heads = []
     pr = spec.protocol
     if protocol == "linear" and pr.linear_c == "val":
-        fval, yval = P.extract_features(encoder, val, bs), P.probe_labels(val)
+        fval, yval = P.extract_features(encoder, val, bs, desc=f"{name} val features"), P.probe_labels(val)
     for frac in pr.label_fractions:
         keep = P.subset_indices(ytr, frac, pr.seed)
         run = f"{protocol}-f{frac:g}"

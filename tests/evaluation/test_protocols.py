@@ -124,3 +124,15 @@ def test_select_probe_c_picks_the_best_validation_accuracy():
         P.select_probe_c(sep, lab, sep, lab, "binary-class", 2, grid=[0.0, 1.0])
     with pytest.raises(ValueError, match="width"):
         P.select_probe_c(sep, lab, np.zeros((3, 2)), lab[:3], "binary-class", 2)
+
+
+def test_extract_features_shows_progress_when_labelled(capsys):
+    """The 64³ probe suite printed nothing for its first 90+ s of feature extraction."""
+    torch.manual_seed(0)
+    enc = create_encoder("resnet_test", in_chans=1, img_size=28)
+    data = _Set(torch.rand(6, 1, 28, 28), np.zeros((6, 1), int))
+    quiet = P.extract_features(enc, data, batch_size=2)
+    assert "train features" not in capsys.readouterr().err
+    shown = P.extract_features(enc, data, batch_size=2, desc="pneumoniamnist train features")
+    assert "pneumoniamnist train features" in capsys.readouterr().err
+    np.testing.assert_array_equal(quiet, shown)
