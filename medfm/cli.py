@@ -288,11 +288,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         # OSError: unwritable/missing paths, a full disk, an output that exists
         print(f"medfm: error: {err}", file=sys.stderr)
         return 2
-    except TypeError as err:  # a recipe ``args`` key a builder (e.g. a timm model) does not take
-        if "unexpected keyword argument" not in str(err):
-            raise
-        print(f"medfm: error: {err} (check the recipe's args)", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

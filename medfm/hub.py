@@ -17,7 +17,6 @@ convention). Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Union
@@ -80,17 +79,23 @@ def _parse_hub_id(ident: str) -> "tuple[str, Optional[str]]":
         CheckpointError: an empty repo or revision, or a repo id the hub would refuse
             (``huggingface_hub.utils.validate_repo_id``: at most one ``/``, no spaces, ...).
     """
+    repo, sep, revision = ident[len(HUB_PREFIX):].partition("@")
+    expected = "'hf-hub:org/name' or 'hf-hub:org/name@revision'"
+    if sep and not revision:
+        raise CheckpointError(f"bad hub id {ident!r}: expected {expected} (empty revision after '@')")
+    return _checked_repo_id(repo, f"hub id {ident!r}", expected), (revision or None)
+
+
+def _checked_repo_id(repo: str, shown: str, expected: str) -> str:
+    """``repo`` if the hub would accept it as a repo id, else a one-line :class:`CheckpointError`
+    ``bad <shown>: expected <expected> (<the hub's reason>)``."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    repo, sep, revision = ident[len(HUB_PREFIX):].partition("@")
     try:
-        if sep and not revision:
-            raise HFValidationError("empty revision after '@'")
         validate_repo_id(repo)
     except HFValidationError as err:
-        raise CheckpointError(f"bad hub id {ident!r}: expected 'hf-hub:org/name' or 'hf-hub:org/name@revision' "
-                              f"({str(err).splitlines()[0]})") from None
-    return repo, (revision or None)
+        raise CheckpointError(f"bad {shown}: expected {expected} ({str(err).splitlines()[0]})") from None
+    return repo
 
 
 def load_config(path: Union[str, Path]) -> Dict[str, Any]:
@@ -373,19 +378,11 @@ def from_pretrained(path_or_id: Union[str, os.PathLike], map_location: Union[str
 
 
 def _loads_exactly(src: torch.dtype, dst: torch.dtype) -> bool:
-    """Whether every value of dtype ``src`` is exactly representable in ``dst``."""
-    if src == dst:
-        return True
-    if src.is_floating_point and dst.is_floating_point:
-        s, d = torch.finfo(src), torch.finfo(dst)
-        return s.bits < d.bits and s.eps >= d.eps and s.max <= d.max  # bf16 and fp16 each lose range/precision in the other
-    if src == torch.bool or dst == torch.bool or src.is_floating_point or dst.is_complex or src.is_complex:
-        return False
-    if dst.is_floating_point:  # integers into floats: exact while they fit the significand
-        info = torch.iinfo(src)
-        value_bits = info.bits - (1 if info.min < 0 else 0)
-        return value_bits <= round(-math.log2(torch.finfo(dst).eps)) + 1
-    return torch.iinfo(src).bits <= torch.iinfo(dst).bits and (torch.iinfo(src).min >= torch.iinfo(dst).min)
+    """Whether values of dtype ``src`` load into ``dst`` unchanged: torch's type promotion of the
+    two is ``dst`` itself (bf16/fp16 -> fp32, int32 -> int64 yes; fp64 -> fp32, fp32 -> bf16,
+    fp16 <-> bf16, floats -> integers no). Integers into floats pass, as torch promotes them, although
+    values beyond the significand (2^24 for fp32) would round; no medfm model has such a pair."""
+    return torch.promote_types(src, dst) == dst
 
 
 def check_fits(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor], where: str = "checkpoint") -> None:
@@ -474,15 +471,10 @@ def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = Non
             checkpoint is a local path (nobody could load it from the hub), or the hub cannot be
             reached. Nothing in ``path`` is modified.
     """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     path = resolve_checkpoint(path)
     cfg = load_config(path)
     repo_id = repo_id[len(HUB_PREFIX):] if repo_id.startswith(HUB_PREFIX) else repo_id
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise CheckpointError(f"bad hub repo id {repo_id!r}: expected 'org/name' ({str(err).splitlines()[0]})") from None
+    repo_id = _checked_repo_id(repo_id, f"hub repo id {repo_id!r}", "'org/name'")
     base = cfg.get("base_checkpoint")
     if (path / ADAPTER_CONFIG_NAME).is_file() and base and not str(base).startswith(HUB_PREFIX):
         raise CheckpointError(f"{str(path)!r} is a LoRA adapter whose base checkpoint is the local path {str(base)!r}, "
