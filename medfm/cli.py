@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("checkpoint")
     sp.add_argument("repo_id")
     sp.add_argument("--private", action="store_true")
+    sp.add_argument("--include", action="append", default=[], metavar="GLOB",
+                    help="also upload files matching GLOB, relative to the checkpoint (repeatable; e.g. "
+                         "'eval-*/results.json'); by default only config, weights, card and adapter files go up")
 
     sp = sub.add_parser("verify-data", help="check data set folders against their SHA256SUMS (exit 1 on a bad file)")
     sp.add_argument("datasets", nargs="*", help="folders under the data root (default: every one with a SHA256SUMS)")
@@ -231,9 +234,15 @@ def _run(args: argparse.Namespace) -> int:
 
         print(f"model card: {update_card(args.checkpoint, args.results)}")
     elif args.command == "push":
-        from medfm.hub import push_to_hub
+        from medfm.hub import push_selection, push_to_hub, resolve_checkpoint
 
-        print(push_to_hub(args.checkpoint, args.repo_id, private=args.private))
+        url = push_to_hub(args.checkpoint, args.repo_id, private=args.private, include=args.include)
+        uploaded, left_out = push_selection(resolve_checkpoint(args.checkpoint), args.include)
+        print(f"uploaded {len(uploaded)} files: {', '.join(uploaded)}")
+        if left_out:
+            print(f"kept local {len(left_out)} files (add --include GLOB to upload them): "
+                  f"{', '.join(left_out[:8])}{' ...' if len(left_out) > 8 else ''}")
+        print(url)
     elif args.command == "verify-data":
         return _verify_data(args)
     elif args.command == "bench":

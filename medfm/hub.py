@@ -16,10 +16,11 @@ convention). Nothing is ever unpickled.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -452,24 +453,67 @@ def load_encoder_weights(encoder: nn.Module, path_or_id: Union[str, os.PathLike]
     load_exact(encoder, enc_state, where=str(path))
 
 
-#: never uploaded: hidden files and folders (temp files of an interrupted atomic write, editor files)
+#: uploaded by default: the files a checkpoint needs to load (full model or LoRA adapter) and its card
+PUSH_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ADAPTER_CONFIG_NAME, "adapter_model.safetensors",
+              "model_buffers.safetensors")
+#: never uploaded, even when an ``include`` pattern matches: hidden files and folders (temp files
+#: of an interrupted atomic write, editor files)
 PUSH_IGNORE = (".*", "**/.*")
 
 
-def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = None, private: bool = False) -> str:
-    """Upload a checkpoint directory to the Hugging Face hub; returns the repo URL.
+def push_selection(path: Union[str, Path], include: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
+    """Which files of a checkpoint folder :func:`push_to_hub` uploads, and which it leaves out.
+
+    By default only :data:`PUSH_FILES` are uploaded. Everything else a run writes into a
+    checkpoint folder stays local: evaluation folders (``eval-*``, ``zeroshot-*``, whose
+    ``predictions.npz`` holds every test case's label and prediction, which must not leave a
+    hospital by accident), the optimizer and RNG state of a resumable run, plots.
 
     Args:
-        path: a local checkpoint directory (every file in it is uploaded except hidden ones,
-            :data:`PUSH_IGNORE`: leftovers of an interrupted write are never published).
+        path: a checkpoint directory.
+        include: extra glob patterns, relative to ``path`` (``fnmatch`` style, as
+            ``huggingface_hub``'s ``allow_patterns``: ``"eval-*/results.json"``, ``"*.png"``).
+            Hidden files are never uploaded (:data:`PUSH_IGNORE`).
+
+    Returns:
+        ``(uploaded, left_out)``: sorted POSIX paths relative to ``path``.
+
+    Raises:
+        CheckpointError: an ``include`` pattern is empty, absolute or contains ``..``.
+    """
+    from fnmatch import fnmatch
+
+    for pattern in include:
+        if not isinstance(pattern, str) or not pattern.strip() or pattern.startswith("/") or ".." in pattern.split("/"):
+            raise CheckpointError(f"bad include pattern {pattern!r}: give a glob relative to the checkpoint "
+                                  "folder, e.g. 'eval-*/results.json'")
+    path = Path(path)
+    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    uploaded, left_out = [], []
+    for name in files:
+        hidden = any(part.startswith(".") for part in name.split("/"))
+        wanted = name in PUSH_FILES or any(fnmatch(name, pat) for pat in include)
+        (uploaded if wanted and not hidden else left_out).append(name)
+    return uploaded, left_out
+
+
+def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = None, private: bool = False,
+                include: Sequence[str] = ()) -> str:
+    """Upload a checkpoint directory's model files to the Hugging Face hub; returns the repo URL.
+
+    Args:
+        path: a local checkpoint directory. Only :data:`PUSH_FILES` (config, weights, card,
+            LoRA adapter files) are uploaded, plus files matching ``include``; see
+            :func:`push_selection` for what stays local and why.
         repo_id: ``"org/name"`` (a leading ``"hf-hub:"`` is accepted and removed).
         token: hub token; default: the one ``huggingface-cli login`` stored.
         private: create the repo private.
+        include: extra glob patterns to upload (e.g. ``["eval-*/results.json"]``).
 
     Raises:
-        CheckpointError: not a checkpoint directory, a bad repo id, a LoRA adapter whose base
-            checkpoint is a local path (nobody could load it from the hub), or the hub cannot be
-            reached. Nothing in ``path`` is modified.
+        CheckpointError: not a checkpoint directory, a bad repo id or include pattern, a LoRA
+            adapter whose base checkpoint is a local path (nobody could load it from the hub),
+            or the hub cannot be reached. Nothing in ``path`` is modified.
     """
     path = resolve_checkpoint(path)
     cfg = load_config(path)
@@ -480,12 +524,15 @@ def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = Non
         raise CheckpointError(f"{str(path)!r} is a LoRA adapter whose base checkpoint is the local path {str(base)!r}, "
                               "which nobody can load from the hub: push a full checkpoint made with "
                               "`medfm merge ADAPTER OUTPUT` instead")
+    uploaded, _ = push_selection(path, include)
     try:
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(path), repo_id=repo_id, ignore_patterns=list(PUSH_IGNORE))
+        # exact names (escaped: huggingface_hub matches allow_patterns with fnmatch)
+        api.upload_folder(folder_path=str(path), repo_id=repo_id, allow_patterns=[glob.escape(f) for f in uploaded],
+                          ignore_patterns=list(PUSH_IGNORE))
         return str(url)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]  # hub HTTP errors span several lines

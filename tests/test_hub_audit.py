@@ -13,7 +13,7 @@ from torch import nn
 
 import medfm
 from medfm.adapters.classification import ImageClassifier
-from medfm.hub import CheckpointError, from_pretrained, push_to_hub, resolve_checkpoint, save_pretrained
+from medfm.hub import CheckpointError, from_pretrained, push_selection, push_to_hub, resolve_checkpoint, save_pretrained
 from medfm.registry import ADAPTERS
 
 
@@ -156,13 +156,14 @@ class _FakeApi:
         self.calls.append(("create_repo", repo_id))
         return f"https://huggingface.co/{repo_id}"
 
-    def upload_folder(self, folder_path, repo_id, ignore_patterns=None):
+    def upload_folder(self, folder_path, repo_id, allow_patterns=None, ignore_patterns=None):
         from pathlib import Path
 
         from huggingface_hub.utils import filter_repo_objects
 
         files = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
-        self.calls.append(("upload_folder", repo_id, list(filter_repo_objects(files, ignore_patterns=ignore_patterns))))
+        self.calls.append(("upload_folder", repo_id, list(filter_repo_objects(files, allow_patterns=allow_patterns,
+                                                                                 ignore_patterns=ignore_patterns))))
 
 
 def test_push_uploads_the_folder_and_refuses_what_nobody_could_load(ckpt, tmp_path, monkeypatch):
@@ -176,6 +177,29 @@ def test_push_uploads_the_folder_and_refuses_what_nobody_could_load(ckpt, tmp_pa
     assert push_to_hub(ckpt, "hf-hub:me/model") == "https://huggingface.co/me/model"  # the prefix is dropped
     assert _FakeApi.calls == [("create_repo", "me/model"),
                               ("upload_folder", "me/model", ["README.md", "config.json", "model.safetensors"])]
+    # what a run leaves in a checkpoint folder stays local unless asked for: per-case predictions
+    # (labels of a possibly private test set), optimizer state, plots
+    (ckpt / "eval-pneumoniamnist-test").mkdir()
+    (ckpt / "eval-pneumoniamnist-test" / "predictions.npz").write_bytes(b"labels")
+    (ckpt / "eval-pneumoniamnist-test" / "results.json").write_text("{}")
+    (ckpt / "training_state.safetensors").write_bytes(b"adam")
+    (ckpt / "eval-pneumoniamnist-test" / ".results.json.tmp-9").write_text("half")
+    _FakeApi.calls = []
+    push_to_hub(ckpt, "me/model")
+    assert _FakeApi.calls[1][2] == ["README.md", "config.json", "model.safetensors"]
+    assert push_selection(ckpt)[1] == [".README.md.tmp-0a1b2c", ".eval.tmp-3d4e/predictions.npz",
+                                       "eval-pneumoniamnist-test/.results.json.tmp-9",
+                                       "eval-pneumoniamnist-test/predictions.npz",
+                                       "eval-pneumoniamnist-test/results.json", "training_state.safetensors"]
+    _FakeApi.calls = []
+    push_to_hub(ckpt, "me/model", include=["eval-*/results.json", "eval-*/.results.json*"])
+    assert _FakeApi.calls[1][2] == ["README.md", "config.json", "eval-pneumoniamnist-test/results.json",
+                                    "model.safetensors"]
+    for bad in ("", "../x", "/etc/*"):
+        with pytest.raises(CheckpointError, match="bad include pattern"):
+            push_to_hub(ckpt, "me/model", include=[bad])
+    shutil.rmtree(ckpt / "eval-pneumoniamnist-test")
+    (ckpt / "training_state.safetensors").unlink()
     shutil.rmtree(ckpt / ".eval.tmp-3d4e")
     (ckpt / ".README.md.tmp-0a1b2c").unlink()
     _FakeApi.calls = []
@@ -262,3 +286,21 @@ def test_weights_that_would_lose_precision_are_refused_and_lossless_ones_load(ck
     model = from_pretrained(narrow)
     for k, v in model.state_dict().items():
         assert v.dtype == state[k].dtype and torch.equal(v, half[k].to(v.dtype)), k
+
+
+def test_push_command_says_what_it_uploaded_and_what_stayed_local(ckpt, monkeypatch, capsys):
+    import huggingface_hub
+
+    from medfm.cli import main
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeApi)
+    _FakeApi.calls = []
+    (ckpt / "zeroshot-pneumoniamnist-test").mkdir()
+    (ckpt / "zeroshot-pneumoniamnist-test" / "predictions.npz").write_bytes(b"labels")
+    assert main(["push", str(ckpt), "me/model"]) in (0, None)
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["uploaded 3 files: README.md, config.json, model.safetensors",
+                   "kept local 1 files (add --include GLOB to upload them): zeroshot-pneumoniamnist-test/predictions.npz",
+                   "https://huggingface.co/me/model"]
+    assert main(["push", str(ckpt), "me/model", "--include", "zeroshot-*/*.npz"]) in (0, None)
+    assert capsys.readouterr().out.splitlines()[0].endswith("zeroshot-pneumoniamnist-test/predictions.npz")
