@@ -87,26 +87,85 @@ class ImageClassifier(nn.Module):
 
         Returns:
             ``(B, K)`` logits (apply :meth:`scores` for probabilities).
+
+        Raises:
+            EncoderInputError: bad images (see :meth:`medfm.encoders.base.Encoder.check_input`).
+            ValueError: a single image in training mode with ``head_norm`` (BatchNorm needs B >= 2).
         """
-        return self.task_head(self.dropout(self.head_norm(self.encoder(images))))
+        feats = self.encoder(images)
+        if self.training and feats.shape[0] == 1 and isinstance(self.head_norm, nn.BatchNorm1d):
+            raise ValueError("head_norm (BatchNorm over the batch) needs at least 2 images per batch in training "
+                             "mode, got 1; use larger batches (drop_last) or call model.eval() for inference")
+        return self.task_head(self.dropout(self.head_norm(feats)))
+
+    def _check_logits(self, logits: torch.Tensor) -> None:
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"logits must be (B, {self.num_classes}) (the output of this model), got {got}")
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """Probabilities ``(B, K)`` from logits: sigmoid for multi-label, softmax otherwise."""
+        """Probabilities ``(B, K)`` from logits ``(B, K)``: sigmoid for multi-label, softmax otherwise.
+
+        Raises:
+            ValueError: logits that are not ``(B, num_classes)``.
+        """
+        self._check_logits(logits)
         logits = logits.float()
         return torch.sigmoid(logits) if self.multi_label else logits.softmax(dim=-1)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Task loss: BCE-with-logits for multi-label ``(B, K)`` float labels, else CE on ``(B,)`` int labels.
+        """Task loss: BCE-with-logits for multi-label ``(B, K)`` 0/1 labels, else CE on ``(B,)`` int labels.
 
         Raises:
-            ValueError: labels of the wrong shape for the task.
+            ValueError: logits that are not ``(B, num_classes)``; labels of the wrong shape for the
+                task, class indices outside ``[0, K)`` or not whole numbers, multi-label targets
+                outside [0, 1] or NaN.
         """
+        self._check_logits(logits)
         logits = logits.float()
         if self.multi_label:
             if labels.shape != logits.shape:
                 raise ValueError(f"multi-label targets must be (B, {self.num_classes}), got {tuple(labels.shape)}")
-            return F.binary_cross_entropy_with_logits(logits, labels.float())
-        labels = labels.reshape(-1).long()
-        if labels.shape[0] != logits.shape[0]:
-            raise ValueError(f"{labels.shape[0]} labels for {logits.shape[0]} images")
-        return F.cross_entropy(logits, labels)
+            labels = labels.float()
+            if bool(((labels < 0) | (labels > 1) | labels.isnan()).any()):
+                raise ValueError(f"multi-label targets must be in [0, 1], got values in "
+                                 f"[{float(labels.min()):g}, {float(labels.max()):g}]")
+            return F.binary_cross_entropy_with_logits(logits, labels)
+        return F.cross_entropy(logits, check_class_labels(labels, logits.shape[0], self.num_classes))
+
+
+def check_class_labels(labels: torch.Tensor, batch: int, num_classes: int, ignore_index: Optional[int] = None,
+                       what: str = "class labels") -> torch.Tensor:
+    """Class-index labels as ``(B,)`` int64, checked before ``F.cross_entropy`` sees them.
+
+    Args:
+        labels: ``(B,)`` or ``(B, 1)`` integer class indices (a tensor or array-like; whole-number
+            floats are accepted).
+        batch: B, the number of logits rows.
+        num_classes: K.
+        ignore_index: a value allowed besides ``[0, K)`` (e.g. -1 for "no label").
+        what: how messages name the labels.
+
+    Returns:
+        ``(B,)`` int64 labels on ``labels``' device.
+
+    Raises:
+        ValueError: not B labels, not whole numbers, or outside ``[0, K)`` (and not ``ignore_index``).
+    """
+    if not isinstance(labels, torch.Tensor):
+        labels = torch.as_tensor(labels)
+    flat = labels.reshape(-1)
+    if flat.shape[0] != batch:
+        raise ValueError(f"{flat.shape[0]} {what} (shape {tuple(labels.shape)}) for {batch} samples; expected (B,) "
+                         "class indices")
+    if flat.is_floating_point() and bool((flat != flat.round()).any()):  # also NaN
+        raise ValueError(f"{what} must be whole numbers in [0, {num_classes}), got {flat.tolist()[:8]}")
+    flat = flat.long()
+    bad = (flat < 0) | (flat >= num_classes)
+    if ignore_index is not None:
+        bad &= flat != ignore_index
+    if bool(bad.any()):
+        vals = sorted(set(flat[bad].tolist()))[:5]
+        allowed = f"[0, {num_classes})" + (f" or {ignore_index}" if ignore_index is not None else "")
+        raise ValueError(f"{what} must be in {allowed}, got {vals}")
+    return flat

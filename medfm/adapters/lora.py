@@ -64,13 +64,17 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
     heads use names no backbone uses (``task_head``, not timm's ``head``).
 
     Raises:
-        ValueError: the regex matches no Linear/Conv2d/Conv3d layer of the encoder.
+        ValueError: ``model`` has no medfm ``encoder`` attribute, or the regex matches no
+            Linear/Conv2d/Conv3d layer of the encoder.
     """
     import re
 
+    encoder = getattr(model, "encoder", None) if isinstance(model, nn.Module) else None
+    if encoder is None or not hasattr(encoder, "lora_target_modules"):
+        raise ValueError(f"LoRA wraps a medfm model with an 'encoder' (e.g. ImageClassifier, SegmentationModel, "
+                         f"VQAModel), got {type(model).__name__}; to adapt a bare encoder, wrap it in a task adapter first")
     from peft import LoraConfig
 
-    encoder = model.encoder
     pattern = settings.target_modules or encoder.lora_target_modules
     full = rf"encoder\.(?:{pattern})"
     # grouped (depthwise) convolutions are skipped: peft cannot merge LoRA into them
@@ -97,11 +101,15 @@ def apply_lora(model: nn.Module, settings: Optional[LoraSettings] = None, head_m
 
     Returns:
         A ``peft.PeftModel`` whose ``base_model.model`` is ``model``.
+
+    Raises:
+        ValueError: see :func:`lora_config`.
     """
+    settings = settings or LoraSettings()
+    config = lora_config(model, settings, head_modules)
     from peft import get_peft_model
 
-    settings = settings or LoraSettings()
-    return get_peft_model(model, lora_config(model, settings, head_modules))
+    return get_peft_model(model, config)
 
 
 def save_adapter(peft_model: nn.Module, path: Union[str, Path], base_checkpoint: str,

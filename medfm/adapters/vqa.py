@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medfm.adapters.classification import check_class_labels
 from medfm.registry import ADAPTERS
 
 FUSIONS = ("cross_attention", "bilinear", "coattention")
@@ -223,7 +224,8 @@ class VQAModel(nn.Module):
         -> ``{"logits": (B, A), "type_logit": (B,)}`` (type_logit > 0 means CLOSED).
 
     Raises:
-        ValueError: empty/duplicate answers, unknown fusion, ``dim`` not divisible by ``heads``.
+        ValueError: empty/duplicate answers, unknown fusion, ``dim`` not divisible by ``heads``,
+            a volume (3D) encoder.
     """
 
     def __init__(self, encoder: nn.Module, answers: Sequence[str], text_dim: int,
@@ -238,6 +240,9 @@ class VQAModel(nn.Module):
             raise ValueError(f"VQA fusion dim={dim} is not divisible by heads={heads}")
         if fusion not in FUSIONS:
             build_fusion(fusion, dim, heads, layers, dropout)  # raises with "did you mean"
+        if int(getattr(encoder, "spatial_dims", 2)) != 2:
+            raise ValueError(f"VQA takes 2D images; encoder {getattr(encoder, 'config', {}).get('name', type(encoder).__name__)!r} "
+                             f"is a volume encoder (spatial_dims={encoder.spatial_dims})")
         self.encoder = encoder
         self.answers = answers
         closed = [a for a in answers if a in set(closed_answers)]
@@ -295,10 +300,32 @@ class VQAModel(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------
     def forward_tokens(self, image_feats: torch.Tensor, q_tokens: torch.Tensor, q_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Head on precomputed encoder tokens ``(B, N, D_enc)`` (see :meth:`image_features`)."""
+        """Head on precomputed encoder tokens ``(B, N, D_enc)`` (see :meth:`image_features`).
+
+        Raises:
+            ValueError: as :meth:`forward`, and ``image_feats`` not ``(B, N, D_enc)``.
+        """
+        text_dim = self.medfm_spec["args"]["text_dim"]
+        if not isinstance(q_tokens, torch.Tensor) or not isinstance(q_mask, torch.Tensor):
+            raise ValueError(f"q_tokens and q_mask must be tensors (see question_tokens), got "
+                             f"{type(q_tokens).__name__} and {type(q_mask).__name__}")
         if q_tokens.ndim != 3 or q_mask.shape != q_tokens.shape[:2]:
             raise ValueError(f"question tokens must be (B, L, D) with a (B, L) mask, got {tuple(q_tokens.shape)} "
                              f"and {tuple(q_mask.shape)}")
+        if q_tokens.shape[2] != text_dim:
+            raise ValueError(f"question tokens have width {q_tokens.shape[2]} but the model was built for text_dim="
+                             f"{text_dim}; use the text encoder it was trained with ({self.text_spec})")
+        if not q_tokens.is_floating_point():
+            raise ValueError(f"question tokens must be float hidden states, got dtype {q_tokens.dtype}")
+        if image_feats.ndim != 3 or image_feats.shape[2] != self.image_proj.norm.normalized_shape[0]:
+            raise ValueError(f"image features must be (B, N, {self.image_proj.norm.normalized_shape[0]}) encoder tokens "
+                             f"(see image_features), got shape {tuple(image_feats.shape)}")
+        if image_feats.shape[0] != q_tokens.shape[0]:
+            raise ValueError(f"{image_feats.shape[0]} images for {q_tokens.shape[0]} questions; pass one question per image")
+        if q_tokens.shape[0] == 0:
+            raise ValueError("got an empty batch (B=0); pass at least one image and question")
+        if not bool(torch.isfinite(q_tokens).all()):
+            raise ValueError("question tokens contain NaN or inf values")
         q_mask = q_mask.bool()
         if q_mask.numel() and not bool(q_mask.any(dim=1).all()):
             empty = (~q_mask.any(dim=1)).nonzero().flatten().tolist()[:5]
@@ -327,8 +354,10 @@ class VQAModel(nn.Module):
             eval mode, answers of the other type are lowered by :data:`MASKED`).
 
         Raises:
-            ValueError: ``q_tokens`` not 3-D, ``q_mask`` not its ``(B, L)``, or a ``q_mask`` row
-                with no True (bilinear attention would turn it into NaN).
+            ValueError: ``q_tokens`` not 3-D float of width ``text_dim``, ``q_mask`` not its ``(B, L)``,
+                a ``q_mask`` row with no True (bilinear attention would turn it into NaN), NaN/inf
+                question tokens, or a different number of images and questions.
+            EncoderInputError: bad images (see :meth:`medfm.encoders.base.Encoder.check_input`).
         """
         return self.forward_tokens(self.image_features(images), q_tokens, q_mask)
 
@@ -337,8 +366,17 @@ class VQAModel(nn.Module):
         """Cross-entropy over answers (questions with answer id -1 skipped) + ``type_weight`` x BCE on the type.
 
         Shape: ``answers (B,)`` int64, ``is_closed (B,)`` bool.
+
+        Raises:
+            ValueError: ``answers`` / ``is_closed`` not ``(B,)``, or answer ids outside ``[0, A)`` and not -1.
         """
         logits = out["logits"].float()
+        answers = check_class_labels(answers, logits.shape[0], len(self.answers), ignore_index=-1,
+                                     what="answer ids").to(logits.device)
+        is_closed = torch.as_tensor(is_closed)
+        if is_closed.reshape(-1).shape[0] != logits.shape[0]:
+            raise ValueError(f"is_closed has shape {tuple(is_closed.shape)} for {logits.shape[0]} questions; expected (B,)")
+        is_closed = is_closed.reshape(-1).to(logits.device)
         known = answers >= 0
         ce = F.cross_entropy(logits[known], answers[known]) if bool(known.any()) else logits.sum() * 0.0
         bce = F.binary_cross_entropy_with_logits(out["type_logit"].float(), is_closed.float())
@@ -349,8 +387,11 @@ class VQAModel(nn.Module):
         """Top-k ``(answer, probability)`` per question for images ``(B, C, H, W)`` in [0, 1].
 
         Raises:
-            ValueError: a different number of images and questions, or ``top_k`` < 1.
+            ValueError: ``questions`` a single string, a different number of images and questions,
+                or ``top_k`` < 1.
         """
+        if isinstance(questions, str):
+            raise ValueError("questions must be a list of strings, one per image, got a single string")
         if images.shape[0] != len(questions):
             raise ValueError(f"{images.shape[0]} images for {len(questions)} questions")
         if top_k < 1:

@@ -45,8 +45,8 @@ class Encoder(nn.Module):
         img_size: the square input side in pixels the encoder is built for.
         mean, std: per-channel normalisation applied to inputs in [0, 1]
             (default 0.5/0.5, as the MedMNIST benchmark code does).
-        fixed_size: when True (ViTs with learned position embeddings, Mamba encoders)
-            inputs must be exactly ``img_size``; CNNs accept any size >= 8.
+        fixed_size: when True (ViTs with learned position embeddings)
+            inputs must be exactly ``img_size``; the others (CNNs, Mamba, MedViT-KAN) accept any size >= 8.
 
     Subclasses implement ``_features``, ``_pool`` and ``_intermediates`` on normalised
     input and set ``num_features``.
@@ -85,12 +85,19 @@ class Encoder(nn.Module):
         self.config: Dict[str, Any] = {}
 
     # -- input handling -------------------------------------------------------------
-    def check_input(self, x: torch.Tensor) -> None:
-        """Validate ``x``: a float ``(B, in_chans, H, W)`` (3D: ``(B, in_chans, D, H, W)``) tensor
-        with finite values.
+    def check_input(self, x: torch.Tensor, check_size: bool = True) -> None:
+        """Validate ``x``: a non-empty float ``(B, in_chans, H, W)`` (3D: ``(B, in_chans, D, H, W)``)
+        tensor with finite values.
+
+        Args:
+            x: the input batch.
+            check_size: also check the spatial size (``img_size`` for fixed-size encoders,
+                at least 8 per side); objectives turn it off for raw batches that their random
+                views resize before the encoder sees them.
 
         Raises:
-            EncoderInputError: wrong type, rank, channel count, size, or NaN/inf values.
+            EncoderInputError: wrong type, rank, channel count, an empty batch (B=0), size, or
+                NaN/inf values.
         """
         dims = self.spatial_dims
         layout = "(B, C, H, W)" if dims == 2 else "(B, C, D, H, W)"
@@ -104,14 +111,16 @@ class Encoder(nn.Module):
             )
         if not x.is_floating_point():
             raise EncoderInputError(f"expected float inputs in [0, 1], got dtype {x.dtype}")
+        if x.shape[0] == 0:
+            raise EncoderInputError(f"got an empty batch (B=0, shape {tuple(x.shape)}); pass at least one image")
         spatial = tuple(x.shape[2:])
         shown = "x".join(map(str, spatial))
-        if self.fixed_size and any(s != self.img_size for s in spatial):
+        if check_size and self.fixed_size and any(s != self.img_size for s in spatial):
             raise EncoderInputError(
                 f"encoder was built for {'x'.join([str(self.img_size)] * dims)} inputs, got {shown}; resize the "
                 f"inputs or create the encoder with img_size={spatial[-1]}"
             )
-        if min(spatial) < 8:
+        if check_size and min(spatial) < 8:
             raise EncoderInputError(f"inputs must be at least 8 pixels per side, got {shown}")
         if not torch.isfinite(x).all():
             raise EncoderInputError("input contains NaN or inf values")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,7 @@ from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
+from medfm.objectives.inputs import check_image_batch
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -264,15 +265,17 @@ class CLIP(nn.Module):
             and ``"ssl_loss"`` (detached scalars).
 
         Raises:
-            ValueError: no ``"text"``, a text count that is not B, B < 2, (with views) an image
-                batch that is not float ``(B, C, H, W)``, or a text encoder whose size is not ``text_dim``.
+            ValueError: no ``"image"`` or ``"text"``, a text count that is not B, B < 2, or a text
+                encoder whose size is not ``text_dim``.
+            EncoderInputError: an image batch that is not a finite float ``(B, C, H, W)`` with the
+                encoder's channel count.
             TextEncoderError: texts not a list of str, or the text encoder cannot be loaded.
         """
-        images = batch["image"]
-        texts: Optional[List[str]] = batch.get("text")
+        texts: Optional[List[str]] = batch.get("text") if isinstance(batch, Mapping) else None
         if texts is None:
             raise ValueError("clip needs batches with 'text' (a list of B strings); pretrain on the corpus "
                              "(data.dataset: corpus) or another captioned dataset")
+        images = check_image_batch(batch, self.encoder, "clip", 1)
         if len(texts) != images.shape[0]:
             raise ValueError(f"batch has {images.shape[0]} images but {len(texts)} texts")
         if images.shape[0] < 2:

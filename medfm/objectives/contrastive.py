@@ -15,6 +15,7 @@ from medfm.config import to_dict
 from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
+from medfm.objectives.inputs import check_image_batch
 from medfm.registry import OBJECTIVES
 
 
@@ -85,9 +86,11 @@ class SimCLR(nn.Module):
             ``{"loss": scalar}`` float32 (no extra keys).
 
         Raises:
-            ValueError: B < 2, or an image batch that is not float ``(B, C, H, W)``.
+            ValueError: no ``"image"``, or B < 2.
+            EncoderInputError: an image batch that is not a finite float ``(B, C, H, W)`` with the
+                encoder's channel count.
         """
-        images = batch["image"]
+        images = check_image_batch(batch, self.encoder, "simclr", 2, why=" (NT-Xent contrasts each image with the others)")
         v1, v2 = self.views(images, gen), self.views(images, gen)
         z = self.head(self.encoder(torch.cat([v1, v2])))
         z1, z2 = z.chunk(2)

@@ -69,6 +69,7 @@ from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
+from medfm.objectives.inputs import check_image_batch
 from medfm.objectives.solvers import FactorizedQAP, RRWMConfig, hungarian, rrwm
 from medfm.registry import OBJECTIVES
 
@@ -330,12 +331,13 @@ class GraphMatching(nn.Module):
             scalars, ``match_acc`` in [0, 1] (nodes the unperturbed solver matches to their own view).
 
         Raises:
-            ValueError: B < 3, or an image batch that is not float ``(B, C, H, W)``.
+            ValueError: no ``"image"``, or B < 3.
+            EncoderInputError: an image batch that is not a finite float ``(B, C, H, W)`` with the
+                encoder's channel count.
         """
-        images = batch["image"]
+        images = check_image_batch(batch, self.encoder, "graph_matching", 3,
+                                   why=" (each graph needs a node and 2 neighbours)")
         b = images.shape[0]
-        if b < 3:
-            raise ValueError(f"graph_matching needs a batch of at least 3 images, got {b}")
         v1, v2 = self.views(images, gen), self.views(images, gen)
         z, cells = self.embed(torch.cat([v1, v2]))
         with torch.autocast(device_type=images.device.type, enabled=False):

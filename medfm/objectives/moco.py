@@ -28,6 +28,7 @@ from medfm.config import to_dict
 from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
+from medfm.objectives.inputs import check_image_batch
 from medfm.registry import OBJECTIVES
 
 
@@ -42,11 +43,14 @@ def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tem
         under ``torch.autocast``.
 
     Raises:
-        ValueError: mismatched shapes or temperature <= 0.
+        ValueError: mismatched shapes, an empty batch or queue, or temperature <= 0.
     """
     if q.shape != k.shape or q.ndim != 2 or queue.ndim != 2 or queue.shape[1] != q.shape[1]:
         raise ValueError(f"moco_infonce_loss expects q, k (B, D) and queue (K, D), got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(queue.shape)}")
+    if q.shape[0] == 0 or queue.shape[0] == 0:
+        raise ValueError(f"moco_infonce_loss needs B >= 1 queries and K >= 1 queue entries, got q {tuple(q.shape)} "
+                         f"and queue {tuple(queue.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     with torch.autocast(device_type=q.device.type, enabled=False):  # logits / T in fp32 also under autocast
@@ -130,9 +134,11 @@ class MoCo(nn.Module):
             for :meth:`on_step_end` to enqueue.
 
         Raises:
-            ValueError: an image batch that is not float ``(B, C, H, W)``.
+            ValueError: no ``"image"`` in ``batch``.
+            EncoderInputError: an image batch that is not a non-empty finite float ``(B, C, H, W)``
+                with the encoder's channel count.
         """
-        images = batch["image"]
+        images = check_image_batch(batch, self.encoder, "moco")
         b = images.shape[0]
         v1, v2 = self.views(images, gen), self.views(images, gen)
         q1, q2 = self.head(self.encoder(torch.cat([v1, v2]))).chunk(2)

@@ -39,6 +39,7 @@ from medfm.config import to_dict
 from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
+from medfm.objectives.inputs import check_image_batch
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,12 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
         scores: ``(B, K)`` prototype scores (cosine similarities); returns ``(B, K)`` float32.
 
     Raises:
-        ValueError: ``epsilon <= 0`` or ``iterations < 1``.
+        ValueError: ``scores`` not a non-empty ``(B, K)`` tensor, ``epsilon <= 0`` or ``iterations < 1``.
     """
     if not epsilon > 0 or iterations < 1:
         raise ValueError(f"sinkhorn_knopp needs epsilon > 0 and iterations >= 1, got {epsilon}, {iterations}")
+    if scores.ndim != 2 or 0 in scores.shape:
+        raise ValueError(f"sinkhorn_knopp needs (B, K) scores with B, K >= 1, got shape {tuple(scores.shape)}")
     log_q = (scores.float() / epsilon).t()  # (K, B)
     k, b = log_q.shape
     log_k, log_b = math.log(k), math.log(b)
@@ -189,13 +192,13 @@ class SwAV(nn.Module):
             ``{"loss": scalar}`` float32 (no extra keys).
 
         Raises:
-            ValueError: B < 2, or an image batch that is not float ``(B, C, H, W)``.
+            ValueError: no ``"image"``, or B < 2.
+            EncoderInputError: an image batch that is not a finite float ``(B, C, H, W)`` with the
+                encoder's channel count.
         """
-        images = batch["image"]
+        images = check_image_batch(batch, self.encoder, "swav", 2, why=" (Sinkhorn-Knopp spreads the codes over "
+                                   "the batch; one image gets uniform codes)")
         b = images.shape[0]
-        if b < 2:
-            raise ValueError(f"swav needs a batch of at least 2 images (Sinkhorn-Knopp spreads the codes over "
-                             f"the batch; one image gets uniform codes), got {b}")
         globals_ = torch.cat([self.global_views(images, gen), self.global_views(images, gen)])
         per_view: List[torch.Tensor] = list(self.scores(globals_).split(b))
         if self.n_local_views:

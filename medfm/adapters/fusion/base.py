@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medfm.adapters.classification import check_class_labels
 from medfm.adapters.fusion.tabular import TabularEncoder
-from medfm.data.multimodal import presence as _presence
+from medfm.data.multimodal import PRESENT_KEY, presence as _presence
+from medfm.encoders.base import EncoderInputError
 
 TABULAR = "clinical"
 
@@ -89,6 +91,9 @@ class FusionModel(nn.Module):
         ValueError: empty or duplicated modalities, ``num_classes < 2``, bad label names.
     """
 
+    #: True when every image must be exactly ``img_size`` a side (position embeddings, zero images)
+    fixed_image_size: bool = False
+
     def __init__(self, modalities: Sequence[str], num_classes: int = 2,
                  label_names: Optional[Sequence[str]] = None) -> None:
         super().__init__()
@@ -119,9 +124,14 @@ class FusionModel(nn.Module):
     def presence(self, batch: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
         """``{modality: (B,) bool}`` on CPU for this model's modalities.
 
+        Every fuser's ``forward`` starts here, so the batch layout is checked here too.
+
         Raises:
-            ValueError: a sample has none of this model's modalities.
+            ValueError: not a dict; an empty batch (B=0); this model's modality values or
+                presence masks that are not tensors or disagree on B; a sample has none of this
+                model's modalities.
         """
+        self._check_batch(batch)
         pres = {m: _presence(batch, m) for m in self.modalities}
         any_ = torch.stack(list(pres.values())).any(0)
         if not any_.all():
@@ -129,13 +139,57 @@ class FusionModel(nn.Module):
             raise ValueError(f"sample(s) {bad} have none of the modalities {self.modalities}; fusion needs at least one")
         return pres
 
+    def _check_batch(self, batch: Mapping[str, Any]) -> None:
+        """Batch layout checks (:mod:`medfm.data.multimodal`): B > 0 and one B for every value of
+        this model's modalities and its presence masks (else rows silently pair up wrongly)."""
+        if not isinstance(batch, Mapping):
+            raise ValueError(f"a fuser takes a batch dict {{modality: tensor, 'present': {{modality: (B,) bool}}}}, "
+                             f"got {type(batch).__name__}")
+        sizes: Dict[str, int] = {}
+        masks = batch.get(PRESENT_KEY, {}) or {}
+        for m in self.modalities:
+            for what, value in ((m, batch.get(m)), (f"{PRESENT_KEY}[{m!r}]", masks.get(m))):
+                if value is None:
+                    continue
+                if not isinstance(value, torch.Tensor):
+                    raise ValueError(f"batch value {what} must be a torch.Tensor, got {type(value).__name__}")
+                if value.ndim == 0:
+                    raise ValueError(f"batch value {what} must have a batch axis, got a scalar")
+                if what != m and value.ndim != 1:
+                    raise ValueError(f"presence mask {what} must be (B,) bool, got shape {tuple(value.shape)}")
+                sizes[what] = int(value.shape[0])
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"batch entries disagree on the batch size B: {sizes}")
+        if sizes and next(iter(sizes.values())) == 0:
+            raise ValueError("got an empty batch (B=0); pass at least one sample")
+
+    def check_image(self, modality: str, x: torch.Tensor) -> None:
+        """Check an image modality's tensor: float ``(n, 1, S, S)`` (``S = img_size`` when
+        :attr:`fixed_image_size`).
+
+        Raises:
+            EncoderInputError: wrong rank, channel count, dtype or size.
+        """
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise EncoderInputError(f"modality {modality!r} must be single-channel images (B, 1, S, S), got shape "
+                                    f"{tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise EncoderInputError(f"modality {modality!r} must be float images in [0, 1], got dtype {x.dtype}")
+        size = getattr(self, "img_size", None)
+        if self.fixed_image_size and size is not None and tuple(x.shape[2:]) != (size, size):
+            raise EncoderInputError(f"modality {modality!r}: this model was built for {size}x{size} images, got "
+                                    f"{x.shape[2]}x{x.shape[3]}; resize the inputs")
+
     def select(self, batch: Mapping[str, Any], modality: str, present: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Rows of ``batch[modality]`` where ``present``: ``(idx (n,), values (n, ...))``.
 
         Raises:
+            EncoderInputError: an image modality that is not float ``(B, 1, S, S)`` (see :meth:`check_image`).
             ValueError: a present image row holds NaN/inf (or the tabular row holds inf).
         """
         x = batch[modality]
+        if modality != TABULAR:
+            self.check_image(modality, x)
         idx = present.nonzero().flatten().to(x.device)
         rows = x.index_select(0, idx).float()
         if modality != TABULAR and rows.numel() and not torch.isfinite(rows).all():
@@ -155,8 +209,13 @@ class FusionModel(nn.Module):
         return logits.float().softmax(dim=-1)
 
     def loss(self, out: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of ``out["logits"]`` ``(B, K)`` against ``(B,)`` int labels."""
-        return F.cross_entropy(out["logits"].float(), labels.reshape(-1).long().to(out["logits"].device))
+        """Cross-entropy of ``out["logits"]`` ``(B, K)`` against ``(B,)`` int labels.
+
+        Raises:
+            ValueError: not B labels, or labels outside ``[0, K)``.
+        """
+        logits = out["logits"].float()
+        return F.cross_entropy(logits, check_class_labels(labels, logits.shape[0], self.num_classes).to(logits.device))
 
 
 def sample_modality_dropout(present: Dict[str, torch.Tensor], p: float,

@@ -55,7 +55,10 @@ class ChannelViT(FusionModel):
     Raises:
         ValueError: ``img_size`` not divisible by ``patch_size``; a sample with no modality;
             NaN in a present image.
+        EncoderInputError: an image modality that is not float ``(B, 1, img_size, img_size)``.
     """
+
+    fixed_image_size = True  # learned position embedding for (img_size / patch_size)^2 patches
 
     def __init__(self, modalities: Sequence[str], img_size: int, patch_size: int = 8, clinical_features: int = 0,
                  dim: int = 64, depth: int = 2, heads: int = 4, hcs: bool = True, num_classes: int = 2,
@@ -64,6 +67,7 @@ class ChannelViT(FusionModel):
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
         self.channels = [m for m in self.modalities if m != TABULAR]
+        self.img_size = int(img_size)
         self.n_patches = (img_size // patch_size) ** 2
         self.patch_embed = nn.Conv2d(1, dim, patch_size, stride=patch_size)
         self.pos_embed = nn.Parameter(torch.randn(1, self.n_patches, dim) * 0.02)

@@ -61,6 +61,8 @@ class LateFusionZeroFill(FusionModel):
             shape = (n, 1, self.img_size, self.img_size)
         if not pres.any():
             return torch.zeros(shape, device=device)
+        if modality != TABULAR:
+            self.check_image(modality, batch[modality])
         x = batch[modality].float().to(device)
         keep = pres.to(device).view(-1, *([1] * (x.ndim - 1)))
         if modality != TABULAR and not torch.isfinite(x[pres.to(device)]).all():

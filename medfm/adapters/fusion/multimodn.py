@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medfm.adapters.classification import check_class_labels
 from medfm.adapters.fusion.base import FusionModel, build_modality_encoder, sample_modality_dropout
 from medfm.registry import FUSERS
 
@@ -87,10 +88,14 @@ class SequentialFusion(FusionModel):
                 "states": torch.stack(states), "used": pres}
 
     def loss(self, out: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over every (step, sample) whose modality was present at that step."""
+        """Mean cross-entropy over every (step, sample) whose modality was present at that step.
+
+        Raises:
+            ValueError: not B labels, or labels outside ``[0, K)``.
+        """
         step_logits = out["step_logits"].float()
         t, b, k = step_logits.shape
-        y = labels.reshape(-1).long().to(step_logits.device).repeat(t)
+        y = check_class_labels(labels, b, self.num_classes).to(step_logits.device).repeat(t)
         ce = F.cross_entropy(step_logits.reshape(t * b, k), y, reduction="none")
         w = out["step_present"].reshape(-1).to(ce.device).float()
         return (ce * w).sum() / w.sum().clamp(min=1)

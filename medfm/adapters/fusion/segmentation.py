@@ -98,7 +98,10 @@ class FusedUNet(FusionModel):
     Raises:
         ValueError: bad options; a tabular modality; a sample with no modality; NaN in a
             present image.
+        EncoderInputError: an image modality that is not float ``(B, 1, img_size, img_size)``.
     """
+
+    fixed_image_size = True  # absent modalities become img_size zero images stacked with the others
 
     def __init__(self, modalities: Sequence[str], image_encoder: Mapping[str, Any], img_size: int,
                  fusion: str = "hemis", modality_dropout: float = 0.3, decoder: Optional[Mapping[str, Any]] = None,
