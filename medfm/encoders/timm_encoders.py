@@ -71,7 +71,7 @@ def timm_weights_source(arch: str) -> Dict[str, Any]:
         raise RuntimeError(
             f"could not fetch timm's pretrained weights for {arch!r} from the Hugging Face hub ({hub_id}; "
             f"{type(err).__name__}). Offline, pass pretrained=None or a local medfm checkpoint directory, or "
-            f"download them elsewhere with `huggingface-cli download {hub_id}` into the Hugging Face cache."
+            f"download them elsewhere with `hf download {hub_id}` into the Hugging Face cache."
         ) from None
     return {}
 
