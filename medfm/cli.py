@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     which = sp.add_mutually_exclusive_group(required=True)
     which.add_argument("--data", default=None, help="MedMNIST flag, e.g. pneumoniamnist")
     which.add_argument("--suite", type=Path, default=None, help="evaluation suite, e.g. eval_suites/medmnist_c.yaml")
-    sp.add_argument("--split", default="test", choices=["train", "val", "test"], help="--data only")
+    sp.add_argument("--split", default=None, choices=["train", "val", "test"], help="--data only (default: test)")
     sp.add_argument("--size", type=positive_int, default=None, help="--data only")
     sp.add_argument("--protocol", default=None, choices=["as-is", "linear", "knn", "finetune", "zeroshot"],
                     help="override the suite's protocol; finetune: train the encoder + a new head on each label "
@@ -56,8 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--probe-c", default=None,
                     help="linear probe's inverse L2 strength C, or 'val' to choose it on the val split (CLIP protocol)")
     sp.add_argument("--cache-dir", default=None, help="corrupted-set cache root (default ~/.cache/medfm)")
-    sp.add_argument("--workers", type=int, default=None, help="override corruptions.workers (processes)")
-    sp.add_argument("--threads", type=int, default=None, help="torch CPU threads for inference (default: torch's)")
+    sp.add_argument("--workers", type=non_negative_int, default=None,
+                    help="override corruptions.workers (processes; 0 or 1: in this process)")
+    sp.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads for inference (default: torch's)")
     sp.add_argument("--output", type=Path, default=None)
     sp.add_argument("--batch-size", type=positive_int, default=None, help="inference batch size (default: the suite's, 64; 256 with --data)")
     data_root(sp)
@@ -92,6 +93,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -108,18 +120,16 @@ def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] 
     """Load a pretrain/finetune recipe; its encoder/objective ``args`` are checked against the builders.
 
     Raises:
-        ConfigError: unknown keys or arguments (with close matches), wrong types, bad values.
+        ConfigError: unknown keys or arguments (with close matches), wrong types, bad values
+            (a bad ``--label-fraction`` is named as the flag).
     """
-    from medfm.config import check_call_args, from_dict, load_yaml
+    from medfm.config import ConfigError, check_call_args, from_dict, load_yaml, with_overrides
     from medfm.registry import ENCODERS, OBJECTIVES
 
-    data = load_yaml(path)
-    overrides = {"train": {"epochs": epochs}, "data": {"dataset": dataset, "label_fraction": label_fraction}}
-    for key, values in overrides.items():
-        values = {k: v for k, v in values.items() if v is not None}
-        section = data.get(key) or {}
-        if values and isinstance(section, dict):  # a non-mapping section is reported by from_dict
-            data[key] = {**section, **values}
+    if label_fraction is not None and not 0 < label_fraction <= 1:  # named as the flag, not as the recipe's key
+        raise ConfigError(f"--label-fraction: label_fraction must be in (0, 1], got {label_fraction}")
+    data = with_overrides(load_yaml(path), {"train": {"epochs": epochs},
+                                            "data": {"dataset": dataset, "label_fraction": label_fraction}})
     recipe = from_dict(cls, data, where=path.name)
     check_call_args(ENCODERS.get(recipe.encoder.name), recipe.encoder.args, f"{path.name}.encoder.args",
                     provided=("in_chans", "img_size"))
@@ -140,12 +150,44 @@ def _check_new_output(path: Path) -> None:
         raise FileExistsError(f"{path} already exists and is not empty; choose another output or delete it first")
 
 
+#: ``medfm eval`` options that apply to one mode only, with their defaults
+_DATA_ONLY = {"split": None, "size": None}
+_SUITE_ONLY = {"label_fraction": None, "probe_c": None, "workers": None, "cache_dir": None}
+
+
+def _check_eval_options(args: argparse.Namespace) -> None:
+    """Refuse options that the chosen ``eval`` mode would ignore (they used to be dropped silently).
+
+    Raises:
+        ValueError: a ``--suite`` option with ``--data`` or the reverse.
+    """
+    if args.data is not None:
+        given = [k for k, v in _SUITE_ONLY.items() if getattr(args, k) != v]
+        if given:
+            names = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ValueError(f"{names}: --suite option(s); --data scores one checkpoint on one split")
+    if args.suite is not None:
+        given = [k for k, v in _DATA_ONLY.items() if getattr(args, k) != v]
+        if given:
+            names = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ValueError(f"{names}: --data option(s); a suite sets split and size per dataset in its YAML")
+
+
 def _eval(args: argparse.Namespace) -> None:
-    """``medfm eval``: one dataset split (``--data``) or a suite (``--suite``)."""
+    """``medfm eval``: one dataset split (``--data``) or a suite (``--suite``).
+
+    Raises:
+        ValueError: options of the other mode; a suite with no checkpoint on the command line nor
+            in its datasets (every dataset used to be skipped, exit 0); no ``--output`` and no
+            local checkpoint to put the results next to. CheckpointError: that checkpoint is
+            missing (checked before its ``eval-<suite>`` folder is created).
+    """
+    _check_eval_options(args)
+    args.split = args.split or "test"
     if args.threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
     if args.protocol == "zeroshot":
         from medfm.evaluation.zeroshot import zeroshot_eval
 
@@ -171,12 +213,18 @@ def _eval(args: argparse.Namespace) -> None:
 
     suite = suite_overrides(load_suite(args.suite), protocol=args.protocol, label_fractions=args.label_fraction,
                             workers=args.workers, batch_size=args.batch_size, probe_c=args.probe_c)
+    if not args.checkpoint and not any(d.checkpoint for d in suite.datasets):
+        raise ValueError(f"no checkpoint to evaluate: pass one or more on the command line (or set "
+                         f"datasets[].checkpoint in {args.suite.name})")
     if args.output is not None:
         output = args.output
-    elif args.checkpoint:
-        output = Path(args.checkpoint[0]) / f"eval-{suite.name}"
+    elif args.checkpoint and not str(args.checkpoint[0]).startswith("hf-hub:"):
+        from medfm.hub import resolve_checkpoint
+
+        # the results go next to the checkpoint: a mistyped path must not become a new folder
+        output = resolve_checkpoint(args.checkpoint[0]) / f"eval-{suite.name}"
     else:
-        raise ValueError("pass --output (no checkpoint given to put the results next to)")
+        raise ValueError("pass --output (no local checkpoint given to put the results next to)")
     res = run_suite(suite, args.checkpoint, output, data_root=args.data_root, cache_dir=args.cache_dir)
     for d in res["datasets"]:
         if d["status"] != "ok":
@@ -226,8 +274,13 @@ def _run(args: argparse.Namespace) -> int:
         _eval(args)
     elif args.command == "merge":
         from medfm.adapters.lora import merge_adapter
+        from medfm.hub import ADAPTER_CONFIG_NAME, CONFIG_NAME
 
         _check_new_output(args.output)
+        adapter = Path(args.adapter)
+        if (adapter / CONFIG_NAME).is_file() and not (adapter / ADAPTER_CONFIG_NAME).is_file():
+            raise ValueError(f"{args.adapter} is a full medfm checkpoint, not a LoRA adapter (no {ADAPTER_CONFIG_NAME}); "
+                             "merge takes the adapter/ folder of a LoRA fine-tune")
         print(f"merged checkpoint: {merge_adapter(args.adapter, args.output, args.base)}")
     elif args.command == "card":
         from medfm.cards import update_card
@@ -283,18 +336,63 @@ def _verify_data(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+#: subcommands whose ``--output`` is a run folder (created by the run)
+_OUTPUT_COMMANDS = ("pretrain", "finetune", "segment", "vqa", "fuse", "eval")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Path options checked before anything is loaded or written.
+
+    Raises:
+        ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
+            ``--output`` is an existing file.
+    """
+    root = getattr(args, "data_root", None)
+    if root and not Path(root).expanduser().is_dir():
+        what = "is a file" if Path(root).expanduser().exists() else "does not exist"
+        raise ValueError(f"--data-root {root} {what}; it is the folder that holds the data set folders "
+                         "(medmnist/, chase_db1/, ...)")
+    output = getattr(args, "output", None)
+    if args.command in _OUTPUT_COMMANDS and output is not None and Path(output).is_file():
+        raise ValueError(f"--output {output} is a file; the run writes a folder there: choose another path")
+
+
+def _discard_failed_output(output: Optional[Path]) -> None:
+    """Remove ``output``, a folder this command created, after the run failed before it trained
+    a single logged step: no half-written run folder is left (e.g. only ``config.yaml`` and an
+    empty ``metrics.jsonl``). A folder with a training state (for ``--resume``) or a non-empty
+    ``metrics.jsonl`` (the curve of a run that diverged is what a user debugs) is kept."""
+    import shutil
+
+    from medfm.training.state import STATE_JSON
+
+    if output is None or not output.is_dir() or any(output.rglob(STATE_JSON)):
+        return
+    if any(log.stat().st_size > 0 for log in output.rglob("metrics.jsonl")):
+        return
+    shutil.rmtree(output, ignore_errors=True)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``medfm`` console script; returns the exit code."""
+    """Entry point of the ``medfm`` console script; returns the exit code.
+
+    Errors medfm anticipates print one line ``medfm: error: ...`` and return 2; a run folder
+    (``--output``) that this command created is then removed unless it holds a training state.
+    """
     args = _parser().parse_args(argv)  # before importing torch: --help and usage errors answer at once
     from medfm.config import ConfigError
     from medfm.data.errors import MedFMDataError
     from medfm.hub import CheckpointError
     from medfm.registry import UnknownNameError
 
+    output = getattr(args, "output", None) if args.command in _OUTPUT_COMMANDS else None
+    new_output = Path(output) if output is not None and not Path(output).exists() else None
     try:
+        _check_paths(args)
         return _run(args)
     except (ConfigError, MedFMDataError, CheckpointError, UnknownNameError, OSError, ValueError) as err:
         # OSError: unwritable/missing paths, a full disk, an output that exists
+        _discard_failed_output(new_output)
         print(f"medfm: error: {err}", file=sys.stderr)
         return 2
 

@@ -32,9 +32,9 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
     ``Optional``/``Union``, lists/tuples of those, mappings, nested dataclasses).
 
     Raises:
-        ConfigError: unknown keys (with close matches), a value of the wrong type (e.g.
-            ``train.epochs: expected an integer, got 'ten' (str)``), a section that is not a
-            mapping, or a value rejected by the dataclass's ``__post_init__``.
+        ConfigError: unknown keys (with close matches), a missing required key, a value of the
+            wrong type (e.g. ``train.epochs: expected an integer, got 'ten' (str)``), a section
+            that is not a mapping, or a value rejected by the dataclass's ``__post_init__``.
     """
     where = where or cls.__name__
     if data is None:
@@ -50,6 +50,10 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
             hint = f"; did you mean {close[0]!r}?" if close else f" (valid keys: {', '.join(fields)})"
             raise ConfigError(f"{where}: unknown key {key!r}{hint}")
         kwargs[key] = _checked(value, hints.get(key, Any), f"{where}.{key}")
+    missing = [name for name, f in fields.items() if f.init and name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:  # the dataclass would say "__init__() missing 1 required positional argument"
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(repr(m) for m in missing)}")
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -152,18 +156,52 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a YAML mapping.
 
     Raises:
-        ConfigError: missing file, YAML syntax error, or a top level that is not a mapping.
+        ConfigError: missing file, a directory, an unreadable or non-UTF-8 file, YAML syntax
+            error, or a top level that is not a mapping.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; pass a recipe file (.yaml) inside it")
     if not path.is_file():
         raise ConfigError(f"recipe not found: {path}")
     try:
-        data = yaml.load(path.read_text(), Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:  # a binary file, or one saved in another encoding
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason}); "
+                          "a recipe is YAML text") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
+    try:
+        data = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping")
     return data
+
+
+def with_overrides(data: Dict[str, Any], overrides: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """``data`` (a recipe mapping) with command-line overrides merged into its sections.
+
+    ``None`` values are skipped (the option was not given). A section that is missing or empty
+    (``train:``) becomes a mapping of the overrides; a section that is not a mapping is left as
+    it is, for :func:`from_dict` to report (``r.yaml.train: expected a mapping, got [1]``).
+
+    Args:
+        data: the mapping read by :func:`load_yaml` (not modified).
+        overrides: ``{section: {key: value or None}}``, e.g. ``{"train": {"epochs": 2}}``.
+
+    Returns:
+        A new top-level mapping.
+    """
+    out = dict(data)
+    for section, values in overrides.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        current = out.get(section)
+        if not values or not (current is None or isinstance(current, dict)):
+            continue
+        out[section] = {**(current or {}), **values}
+    return out
 
 
 def check_call_args(fn: Any, args: Dict[str, Any], where: str, provided: Tuple[str, ...] = ()) -> None:

@@ -35,6 +35,8 @@ from medfm.evaluation.protocols import PROTOCOLS, check_protocol
 from medfm.evaluation.suite_report import MEDVIT_SMALL_C
 
 SUITE_SCHEMA_VERSION = 1
+#: splits a dataset of a suite may name
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -58,8 +60,8 @@ class DatasetSpec:
         corruptions: apply the suite's corruptions to this dataset.
 
     Raises:
-        ValueError: not exactly one of flag/folder, an unknown split rule, or ``train_split`` /
-        ``val_split`` equal to ``split`` (the probe would be fitted or tuned on the scored split).
+        ValueError: not exactly one of flag/folder, an unknown split or split rule, ``size`` < 1,
+        or ``train_split`` / ``val_split`` equal to ``split`` (the probe would be fitted or tuned on the scored split).
         UnknownDatasetError: unknown MedMNIST flag.
     """
 
@@ -77,6 +79,8 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         if (self.flag is None) == (self.folder is None):
             raise ValueError("a dataset needs exactly one of 'flag' (MedMNIST) or 'folder' (image folder)")
+        if self.size is not None and self.size < 1:
+            raise ValueError(f"size must be an image side in px, got {self.size}")
         if self.flag is not None:
             from medfm.data.medmnist import dataset_info
 
@@ -85,6 +89,9 @@ class DatasetSpec:
 
         if self.split_rule not in SPLIT_RULES:
             raise ValueError(f"split_rule must be one of {', '.join(SPLIT_RULES)}, got {self.split_rule!r}")
+        for role in ("split", "train_split", "val_split"):
+            if getattr(self, role) not in SPLITS:  # else the dataset is skipped at run time, exit 0
+                raise ValueError(f"{role} must be one of {', '.join(SPLITS)}, got {getattr(self, role)!r}")
         for role in ("train_split", "val_split"):
             if getattr(self, role) == self.split:
                 raise ValueError(f"{role} and split are both {self.split!r}: the probe would be fitted or tuned on "
@@ -107,6 +114,8 @@ class CorruptionSpec:
             raise ValueError(f"corruptions.severities must be values in 1..5, got {list(self.severities)}")
         if not (self.resolution == "native" or (isinstance(self.resolution, int) and self.resolution >= 8)):
             raise ValueError(f"corruptions.resolution must be 'native' or a side in px, got {self.resolution!r}")
+        if self.workers < 0:
+            raise ValueError(f"corruptions.workers must be >= 0 (0 or 1: in this process), got {self.workers}")
         if self.names != "all":
             from medfm.data.corruptions import UnknownCorruptionError, all_corruption_names
 
@@ -164,6 +173,31 @@ class ProtocolSpec:
         self.linear_c = parse_probe_c(self.linear_c)
         if not self.label_fractions or any(not 0 < f <= 1 for f in self.label_fractions):
             raise ValueError(f"protocol.label_fractions must be in (0, 1], got {list(self.label_fractions)}")
+        if self.knn_k < 1 or not self.knn_temperature > 0:
+            raise ValueError(f"protocol.knn_k must be >= 1 and knn_temperature > 0, got {self.knn_k}, {self.knn_temperature}")
+        _check_finetune_settings(self.finetune)
+
+
+def _check_finetune_settings(settings: Dict[str, Any]) -> None:
+    """Check ``protocol.finetune`` when the suite is read, as a partial :class:`FinetuneRecipe`.
+
+    Raises:
+        ConfigError: an unknown or per-run key (``data``, ``encoder``), a wrong type or a bad
+            value, named ``protocol.finetune...`` (the runs would otherwise fail one by one).
+    """
+    from dataclasses import fields
+
+    from medfm.training.recipes import FinetuneRecipe
+
+    known = [f.name for f in fields(FinetuneRecipe) if f.name not in ("data", "encoder")]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"protocol.finetune: unknown key(s) {unknown} (known: {', '.join(known)}; data and encoder "
+                          "are set by each run)")
+    train = settings.get("train")
+    if isinstance(train, dict):  # epochs may be left out (chosen per label fraction)
+        train = {"epochs": 1, **train}
+    from_dict(FinetuneRecipe, {**settings, "train": train}, where="protocol.finetune")
 
 
 @dataclass
@@ -174,6 +208,12 @@ class MetricsSpec:
     ece_bins: int = 15
     threshold: float = 0.5
 
+    def __post_init__(self) -> None:
+        if self.n_boot < 1 or self.ece_bins < 1:
+            raise ValueError(f"metrics.n_boot and metrics.ece_bins must be >= 1, got {self.n_boot}, {self.ece_bins}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"metrics.threshold must be a probability in (0, 1), got {self.threshold}")
+
 
 @dataclass
 class CamSpec:
@@ -183,6 +223,15 @@ class CamSpec:
     per_class: int = 2
     methods: Tuple[str, ...] = ("gradcam", "eigencam")
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        from medfm.evaluation.cam import CAM_METHODS
+
+        if self.per_class < 1:
+            raise ValueError(f"cam.per_class must be >= 1 (or set cam.enabled: false), got {self.per_class}")
+        bad = [m for m in self.methods if m not in CAM_METHODS]
+        if bad or not self.methods:  # a CAM failure is only recorded in the report, so check names here
+            raise ValueError(f"cam.methods must be names from {', '.join(CAM_METHODS)}, got {list(self.methods)}")
 
 
 @dataclass
@@ -210,6 +259,8 @@ class Suite:
     def __post_init__(self) -> None:
         if not isinstance(self.datasets, list) or not self.datasets:
             raise ValueError("datasets must be a non-empty list")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         self.datasets = [d if isinstance(d, DatasetSpec) else from_dict(DatasetSpec, d, where=f"datasets[{i}]")
                          for i, d in enumerate(self.datasets)]
 
@@ -227,6 +278,24 @@ def load_suite(path: Union[str, Path]) -> Suite:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{Path(path).name}: {err}") from None
+
+
+def _parse_fractions(text: Any) -> Tuple[float, ...]:
+    """``"0.01,0.1,1"`` -> ``(0.01, 0.1, 1.0)``; range checks are :class:`ProtocolSpec`'s.
+
+    Raises:
+        ValueError: an item that is not a number (named, with the whole list).
+    """
+    out = []
+    for item in (t.strip() for t in str(text).split(",")):
+        if not item:
+            continue
+        try:
+            out.append(float(item))
+        except ValueError:
+            raise ValueError(f"label fraction {item!r} in {str(text)!r} is not a number; give a comma list "
+                             "such as 0.01,0.1,1") from None
+    return tuple(out)
 
 
 def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fractions: Optional[str] = None,
@@ -250,7 +319,7 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
         if protocol is not None:
             pr = replace(pr, name=protocol)
         if label_fractions is not None:
-            pr = replace(pr, label_fractions=tuple(float(f) for f in str(label_fractions).split(",") if f.strip()))
+            pr = replace(pr, label_fractions=_parse_fractions(label_fractions))
         if probe_c is not None:
             pr = replace(pr, linear_c=probe_c)
         suite.protocol = pr
@@ -663,12 +732,18 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
     from medfm.io import atomic_write_json, atomic_write_text
 
     out = Path(output)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), _cpu_seconds()
     load_avg = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     models = _Models()
-    entries = [_evaluate_dataset(spec, suite, checkpoints, models, out, data_root, cache_dir, progress)
-               for spec in suite.datasets]
+    try:
+        entries = [_evaluate_dataset(spec, suite, checkpoints, models, out, data_root, cache_dir, progress)
+                   for spec in suite.datasets]
+    except BaseException:
+        if created and not any(out.iterdir()):  # e.g. a missing checkpoint: leave no empty output folder
+            out.rmdir()
+        raise
     from datetime import datetime, timezone
 
     res = {"schema_version": SUITE_SCHEMA_VERSION, "kind": "evaluation-suite",

@@ -64,7 +64,12 @@ class FusionModelConfig:
 
 @dataclass
 class FusionProtocolConfig:
-    """Protocol section (see :mod:`medfm.evaluation.fusion`)."""
+    """Protocol section (see :mod:`medfm.evaluation.fusion`).
+
+    Raises:
+        ValueError: an MCAR rate outside [0, 1), a probability outside [0, 1], ``n_boot`` < 1
+            (checked when the recipe is read: the protocol runs after every model has trained).
+    """
 
     mcar_rates: List[float] = field(default_factory=lambda: [0.25, 0.5])
     mnar_modalities: List[str] = field(default_factory=lambda: ["pre", "flair", "post"])
@@ -72,6 +77,14 @@ class FusionProtocolConfig:
     p_low: float = 0.1
     n_boot: int = 500
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if any(not 0 <= r < 1 for r in self.mcar_rates):
+            raise ValueError(f"protocol.mcar_rates must be fractions in [0, 1), got {self.mcar_rates}")
+        if not (0 <= self.p_high <= 1 and 0 <= self.p_low <= 1):
+            raise ValueError(f"protocol.p_high and p_low must be probabilities in [0, 1], got {self.p_high}, {self.p_low}")
+        if self.n_boot < 1:
+            raise ValueError(f"protocol.n_boot must be >= 1, got {self.n_boot}")
 
 
 @dataclass
@@ -88,6 +101,10 @@ class FusionRecipe:
         models: ``{label: FusionModelConfig-like dict}``.
         train: :class:`TrainConfig`.
         protocol: :class:`FusionProtocolConfig`.
+
+    Raises:
+        ValueError: an unknown ``task``, unknown or repeated ``modalities``, ``dim`` < 1,
+            ``protocol.mnar_modalities`` outside ``modalities`` (classification), no ``models``.
     """
 
     task: str = "classification"
@@ -102,8 +119,20 @@ class FusionRecipe:
     def __post_init__(self) -> None:
         from medfm.config import from_dict
 
+        from medfm.data.lgg_fusion import MODALITIES
+
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown or not self.modalities or len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities must be distinct names from {list(MODALITIES)}, got {self.modalities}"
+                             + (f" (unknown: {unknown})" if unknown else ""))
+        if self.dim < 1:
+            raise ValueError(f"dim must be >= 1, got {self.dim}")
+        if self.task == "classification":
+            extra = [m for m in self.protocol.mnar_modalities if m not in self.modalities]
+            if extra:
+                raise ValueError(f"protocol.mnar_modalities {extra} are not among the recipe's modalities {self.modalities}")
         if not self.models:
             raise ValueError("the recipe names no models (models: {label: {fuser: ..., args: ...}})")
         self.models = {k: v if isinstance(v, FusionModelConfig) else from_dict(FusionModelConfig, v, where=f"models.{k}")
@@ -161,7 +190,7 @@ def build_fuser(recipe: FusionRecipe, spec: FusionModelConfig, clinical_features
 
 def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
               resume: bool = False) -> Tuple[Path, Any, Any, float]:
-    """Create ``output`` with the resolved recipe, set threads, load the LGG train/test sets.
+    """Set threads, load the LGG train/test sets, then create ``output`` with the resolved recipe.
 
     Returns ``(output, train, test, t0)`` with ``t0`` the ``time.perf_counter()`` at the start.
     Raises: MedFMDataError: LGG data missing; FileExistsError: a model of the recipe already has a
@@ -174,13 +203,13 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
 
     output = Path(output)
     refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in recipe.models])
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
     t0 = time.perf_counter()
     train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
     test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
+    output.mkdir(parents=True, exist_ok=True)  # after the data: missing data writes nothing
+    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     return output, train, test, t0
 
 
@@ -258,12 +287,11 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
     Raises:
         ConfigError: unreadable or invalid recipe; and what :func:`run_fusion` raises.
     """
-    from medfm.config import from_dict, load_yaml
+    from medfm.config import from_dict, load_yaml, with_overrides
 
     path = Path(path)
     data = load_yaml(path)
-    if epochs is not None:
-        data.setdefault("train", {})["epochs"] = epochs
+    data = with_overrides(data, {"train": {"epochs": epochs}})  # a non-mapping train: is reported by from_dict
     recipe = from_dict(FusionRecipe, data, where=path.name)
     res = run_fusion(recipe, Path(output), data_root, resume)
     if recipe.task == "segmentation":

@@ -13,6 +13,8 @@ from medfm.data.views import ViewConfig
 from medfm.training.loop import TrainConfig
 
 FINETUNE_MODES = ("linear", "full", "lora")
+#: MedMNIST's official splits
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -27,6 +29,9 @@ class DataConfig:
         verify_md5: check the file's md5 before use.
         label_fraction: fraction of training labels used (fine-tuning; stratified, seeded).
         val_split: split evaluated at the end of each fine-tuning epoch (None: skip).
+
+    Raises:
+        ValueError: ``label_fraction`` outside (0, 1], ``size`` < 1, an unknown ``val_split``.
     """
 
     dataset: str = "pneumoniamnist"
@@ -39,6 +44,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not 0 < self.label_fraction <= 1:
             raise ValueError(f"data.label_fraction must be in (0, 1], got {self.label_fraction}")
+        if self.size < 1:
+            raise ValueError(f"data.size must be a side in px (e.g. 28), got {self.size}")
+        if self.val_split is not None and self.val_split not in SPLITS:
+            # checked here: the val split is first read after the first epoch, hours into a run
+            raise ValueError(f"data.val_split must be one of {SPLITS} or null (no validation), got {self.val_split!r}")
 
 
 @dataclass
@@ -51,12 +61,19 @@ class EncoderConfig:
         pretrained: None, "timm", or a medfm checkpoint (dir or ``hf-hub:``); for fine-tuning
             the CLI's ``--init`` takes precedence.
         args: extra builder keyword arguments.
+
+    Raises:
+        ValueError: ``img_size`` < 1 (0 used to mean "the data's size" silently).
     """
 
     name: str = "resnet18"
     img_size: Optional[int] = None
     pretrained: Optional[str] = None
     args: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.img_size is not None and self.img_size < 1:
+            raise ValueError(f"encoder.img_size must be a side in px, or left out for the data's size; got {self.img_size}")
 
 
 @dataclass
@@ -88,6 +105,9 @@ class FinetuneRecipe:
         head_norm: parameter-free BatchNorm on the features before the head (MAE's linear
             probing; see :class:`medfm.adapters.classification.ImageClassifier`).
         augment: training-time views (None: no augmentation; default: light crops/flips).
+
+    Raises:
+        ValueError: an unknown ``mode``, ``dropout`` outside [0, 1).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -102,3 +122,5 @@ class FinetuneRecipe:
     def __post_init__(self) -> None:
         if self.mode not in FINETUNE_MODES:
             raise ValueError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")

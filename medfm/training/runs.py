@@ -161,6 +161,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     if len(train_ds) < recipe.train.batch_size:  # e.g. 1 % of PneumoniaMNIST: 47 labels, one batch of all of them
         recipe = replace(recipe, train=replace(recipe.train, batch_size=len(train_ds)))
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
+    val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None  # before writing too
     torch.manual_seed(recipe.train.seed)
     model = build_classifier(recipe, ds, init)
     _prepare_output(output, recipe)
@@ -177,8 +178,6 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
                        f"{'a medfm checkpoint' if from_checkpoint else 'random initialisation'}."}
     trained = adapt(model, recipe.mode, recipe.lora, head_modules=model.head_modules)
     save = checkpoint_writer(recipe.mode, base, meta)
-
-    val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None
 
     def epoch_end(m, epoch):
         if val is None:

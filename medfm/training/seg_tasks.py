@@ -46,6 +46,10 @@ class SegDataConfig:
             ``inference.normalize`` so the pipeline repeats it). Not with 2.5D.
         data_root: overrides ``$MEDFM_DATA``.
         max_train, max_test: use only the first N training / test cases (smoke tests).
+
+    Raises:
+        ValueError: an unknown dataset (with a close match), a value out of range, a ``patch``
+            or ``flip_axes`` that does not fit the data set's spatial dimensions.
     """
 
     dataset: str = "chase_db1"
@@ -87,6 +91,21 @@ class SegDataConfig:
                              "(context_slices > 0)")
         if self.context_slices and self.dataset != "msd_hippocampus":
             raise ValueError("data.context_slices (2.5D) applies to volume data sets (msd_hippocampus) only")
+        # checked here, not at the first training step or at inference after training
+        dims = self.spatial_dims
+        if self.patch is not None and len(self.patch) != dims:
+            raise ValueError(f"data.patch has {len(self.patch)} values, but {self.dataset} training crops are "
+                             f"{dims}-D here; give {dims} values, got {self.patch}")
+        bad = [a for a in self.flip_axes if not 0 <= a < dims]
+        if bad:
+            raise ValueError(f"data.flip_axes must be spatial axes 0..{dims - 1} of the {dims}-D crops, got {self.flip_axes}")
+        if not 0 <= self.slice_axis < 3:
+            raise ValueError(f"data.slice_axis must be a volume axis 0, 1 or 2, got {self.slice_axis}")
+
+    @property
+    def spatial_dims(self) -> int:
+        """Spatial dimensions of the training crops: 2 for images and 2.5D slice stacks, 3 for volumes."""
+        return 2 if self.context_slices else TASKS[self.dataset].spatial_dims
 
 
 @dataclass
@@ -303,6 +322,7 @@ class HippocampusTask(SegTask):
     """MSD Task04 Hippocampus, 3D (``context_slices == 0``) or 2.5D; Dice per class and case."""
 
     name = "msd_hippocampus"
+    spatial_dims = 3  # 2 with context_slices (set per instance)
     label_names = segdata.HIPPOCAMPUS_LABELS
     split_rule = segdata.SPLIT_RULES["msd_hippocampus"]
     intensity = "percentile"

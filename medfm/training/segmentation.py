@@ -45,6 +45,10 @@ class SegEvalConfig:
             never saw in training: on MSD Hippocampus a 48x64x48 window (one per volume)
             dropped anterior Dice from 0.89 to 0.53 against 32x48x32 windows, so keep the
             training patch unless the images are larger than the window.
+
+    Raises:
+        ValueError: a value out of range (overlap outside [0, 1), sw_batch_size < 1,
+            overlays < 0, tolerance < 0, roi_size sides < 1).
     """
 
     overlap: float = 0.5
@@ -55,8 +59,17 @@ class SegEvalConfig:
     roi_size: Optional[List[int]] = None
 
     def __post_init__(self) -> None:
+        # checked when the recipe is read: these settings are first used after training
         if not 0 <= self.overlap < 1:
             raise ValueError(f"eval.overlap must be in [0, 1), got {self.overlap}")
+        if self.sw_batch_size < 1:
+            raise ValueError(f"eval.sw_batch_size must be >= 1, got {self.sw_batch_size}")
+        if self.overlays < 0:
+            raise ValueError(f"eval.overlays must be >= 0 (0: none), got {self.overlays}")
+        if not self.tolerance >= 0:
+            raise ValueError(f"eval.tolerance must be >= 0 (spacing units), got {self.tolerance}")
+        if self.roi_size is not None and (not self.roi_size or any(r < 1 for r in self.roi_size)):
+            raise ValueError(f"eval.roi_size must be a list of sides >= 1, got {self.roi_size}")
 
 
 @dataclass
@@ -71,6 +84,9 @@ class SegmentationRecipe:
         lora: LoRA settings (mode "lora").
         train: optimisation (:class:`TrainConfig`).
         eval: :class:`SegEvalConfig`.
+
+    Raises:
+        ValueError: an unknown ``mode``; ``eval.roi_size`` of the wrong length for the data.
     """
 
     data: SegDataConfig = field(default_factory=SegDataConfig)
@@ -84,6 +100,10 @@ class SegmentationRecipe:
     def __post_init__(self) -> None:
         if self.mode not in SEG_MODES:
             raise ValueError(f"mode must be one of {SEG_MODES}, got {self.mode!r}")
+        dims = self.data.spatial_dims
+        if self.eval.roi_size is not None and len(self.eval.roi_size) != dims:
+            raise ValueError(f"eval.roi_size has {len(self.eval.roi_size)} values for {dims}-D {self.data.dataset} "
+                             f"windows, got {self.eval.roi_size}")
 
 
 # -- augmentation ----------------------------------------------------------------------------------
@@ -253,12 +273,13 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
 
     output = Path(output)
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     task = build_task(recipe.data, data_root)
     train_set = task.training_arrays()
     torch.manual_seed(recipe.train.seed)
     model = build_segmenter(recipe, task, init)
+    # after the data and the model: missing data or a bad encoder/decoder section writes nothing
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     base = init or recipe.encoder.pretrained
     base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
     meta = {"training": {"data": task.metadata(), "mode": recipe.mode, "init": base,
@@ -296,12 +317,11 @@ def segment_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, 
     Raises:
         ConfigError: unreadable or invalid recipe; and what the runners raise.
     """
-    from medfm.config import from_dict, load_yaml
+    from medfm.config import from_dict, load_yaml, with_overrides
 
     path, output = Path(path), Path(output)
     data = load_yaml(path)
-    if epochs is not None:
-        data.setdefault("train", {})["epochs"] = epochs
+    data = with_overrides(data, {"train": {"epochs": epochs}})  # a non-mapping train: is reported by from_dict
     if "tasks" in data:
         from medfm.training.text_segmentation import TextSegRecipe, run_text_segmentation
 

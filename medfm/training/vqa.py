@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 
 from medfm.adapters.lora import LoraSettings
-from medfm.config import dump_yaml, from_dict, load_yaml, to_dict
+from medfm.config import dump_yaml, from_dict, load_yaml, to_dict, with_overrides
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
 from medfm.training.loop import (TrainConfig, check_finite_loss, lr_at, param_groups, refuse_existing_run,
                                  resolve_precision)
@@ -54,11 +54,21 @@ PUBLISHED = [
 
 @dataclass
 class VQADataConfig:
-    """VQA-RAD input: image side ``size`` px, ``in_chans`` (1: grayscale), ``data_root`` override."""
+    """VQA-RAD input: image side ``size`` px, ``in_chans`` (1: grayscale), ``data_root`` override.
+
+    Raises:
+        ValueError: ``size`` < 1 or ``in_chans`` not 1 or 3.
+    """
 
     size: int = 28
     in_chans: int = 1
     data_root: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"data.size must be an image side in px (e.g. 28), got {self.size}")
+        if self.in_chans not in (1, 3):
+            raise ValueError(f"data.in_chans must be 1 (grayscale) or 3 (RGB), got {self.in_chans}")
 
 
 @dataclass
@@ -94,6 +104,10 @@ class VQARecipe:
         top_k: ranked answers written per test question. n_boot: bootstrap resamples.
         question_only: control run (mode "frozen" only): every image's tokens are zeros,
             so the model answers from the question alone (measures language priors).
+
+    Raises:
+        ValueError: an unknown ``mode``, ``question_only`` without mode "frozen", ``top_k`` or
+            ``n_boot`` < 1.
     """
 
     data: VQADataConfig = field(default_factory=VQADataConfig)
@@ -113,6 +127,11 @@ class VQARecipe:
             raise ValueError(f"mode must be one of {VQA_MODES}, got {self.mode!r}")
         if self.question_only and self.mode != "frozen":
             raise ValueError("question_only (zeroed image tokens) needs mode: frozen")
+        # checked here: both are first used after training, when the test set is scored
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 (ranked answers per test question), got {self.top_k}")
+        if self.n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1 (bootstrap resamples), got {self.n_boot}")
 
 
 def load_vqa_recipe(path: Path, epochs: Optional[int] = None) -> VQARecipe:
@@ -122,8 +141,7 @@ def load_vqa_recipe(path: Path, epochs: Optional[int] = None) -> VQARecipe:
         ConfigError: unknown keys (with "did you mean") or invalid values.
     """
     data = load_yaml(path)
-    if epochs is not None:
-        data.setdefault("train", {})["epochs"] = epochs
+    data = with_overrides(data, {"train": {"epochs": epochs}})  # a non-mapping train: is reported by from_dict
     return from_dict(VQARecipe, data, where=Path(path).name)
 
 
@@ -194,8 +212,6 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     bf16 = resolve_precision(cfg.precision, torch.device("cpu")) == "bf16"  # the runner is CPU-only
     output = Path(output)
     refuse_existing_run(output, resume, ("train_state",))
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     t0 = time.time()
     root = data_root or recipe.data.data_root
     size = recipe.encoder.img_size or recipe.data.size
@@ -216,6 +232,9 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     model = VQAModel(encoder, vocab.answers, text.output_dim, closed_answers=vocab.closed, open_answers=vocab.open,
                      text_encoder=text.spec, **head)
     model.set_text_encoder(text)
+    # after the data, the text encoder and the model: a bad section or missing data writes nothing
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     net: nn.Module = model
     feats = None
     if recipe.mode == "frozen":
