@@ -29,6 +29,27 @@ class ChannelMismatchError(ValueError):
     """A checkpoint's in_chans does not match the dataset's channels."""
 
 
+def _check_label_names(model_names, data_names, checkpoint: str, dataset: str) -> None:
+    """Refuse scoring a classifier on a data set whose classes are other classes with the same count
+    (a PneumoniaMNIST head on BreastMNIST would give meaningless ACC/AUC and exit 0).
+
+    Checkpoints whose label names are the placeholders ``"0", "1", ...`` (built without names)
+    are not checked; names are compared case- and whitespace-insensitively.
+
+    Raises:
+        ValueError: both sides have real names and they differ (the message lists both).
+    """
+    def norm(names):
+        return [" ".join(str(n).lower().split()) for n in names]
+
+    model_names, data_names = list(model_names or []), list(data_names or [])
+    if not model_names or model_names == [str(i) for i in range(len(model_names))]:
+        return
+    if norm(model_names) != norm(data_names):
+        raise ValueError(f"{checkpoint} predicts the classes {model_names} but {dataset}'s classes are {data_names}: "
+                         "a head trained for other classes; fine-tune one on this data set first")
+
+
 def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size: Optional[int] = None,
                         data_root: Optional[str] = None, output: Optional[Path] = None,
                         batch_size: int = 256) -> Dict[str, Any]:
@@ -39,7 +60,8 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
 
     Raises:
         CheckpointError: unreadable checkpoint; ChannelMismatchError: in_chans vs data;
-        ValueError: a checkpoint whose classes do not match the dataset's; medfm data errors.
+        ValueError: a checkpoint whose classes do not match the dataset's (count, task or label
+            names), or a 2D checkpoint on a 3D set (or the reverse); medfm data errors.
     """
     from medfm.data import MedMNISTDataset
     from medfm.evaluation.report import checkpoint_hash, write_classification_report
@@ -53,12 +75,17 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
         raise ValueError(f"{checkpoint} is not a classification checkpoint; `medfm eval --data` needs one")
     enc = core.encoder
     ds = MedMNISTDataset(dataset, split=split, size=size or enc.img_size, data_root=data_root)
+    if ds.is_3d != (getattr(enc, "spatial_dims", 2) == 3):
+        have, want = ("3D volume", "2D image") if ds.is_3d else ("2D image", "3D volume")
+        raise ValueError(f"{dataset} is a {have} data set but {checkpoint} holds a {want} encoder "
+                         f"({enc.spatial_dims}D); evaluate it on a {want.split()[0]} set")
     if ds.n_channels != enc.in_chans:
         raise ChannelMismatchError(
             f"checkpoint expects {enc.in_chans}-channel images but {dataset} has {ds.n_channels} channel(s)")
     if core.num_classes != ds.num_classes or core.task != ds.task:
         raise ValueError(f"checkpoint predicts {core.num_classes} classes ({core.task}) but {dataset} has "
                          f"{ds.num_classes} ({ds.task})")
+    _check_label_names(core.label_names, ds.label_names, checkpoint, dataset)
     scores = predict_scores(model, ds, batch_size=batch_size)
     output = Path(output) if output else ckpt_dir / f"eval-{dataset}-{split}"
     output.mkdir(parents=True, exist_ok=True)

@@ -276,3 +276,21 @@ def test_probe_is_never_fitted_or_tuned_on_the_scored_split():
         DatasetSpec(flag="pneumoniamnist", val_split="test")
     with pytest.raises(ValueError, match="train_split and split are both 'val'"):
         DatasetSpec(flag="pneumoniamnist", split="val", train_split="val", val_split="test")
+
+
+def test_eval_data_refuses_a_head_for_other_classes_or_dimensions(tmp_path, data_root, write_medmnist, capsys):
+    """A PneumoniaMNIST head (normal / pneumonia) scored on BreastMNIST (malignant / normal-benign)
+    used to exit 0 with meaningless ACC; a 2D checkpoint on a 3D set failed inside the encoder."""
+    ckpt = _ckpt(tmp_path / "ckpt")
+    root = ["--data-root", str(data_root)]
+    code, err = _cli(["eval", ckpt, "--data", "breastmnist", "--output", str(tmp_path / "b")] + root, capsys)
+    assert code == 2 and "predicts the classes ['normal', 'pneumonia'] but breastmnist's classes are" in err
+    assert not (tmp_path / "b").exists()
+    write_medmnist("adrenalmnist3d", arrays=fake_medmnist_arrays("adrenalmnist3d", counts=(4, 2, 3)))
+    code, err = _cli(["eval", ckpt, "--data", "adrenalmnist3d", "--output", str(tmp_path / "a")] + root, capsys)
+    assert code == 2 and "adrenalmnist3d is a 3D volume data set but" in err and "2D image encoder" in err
+    # placeholder names ("0", "1") are not compared: a head built without names still evaluates
+    info = dataset_info("breastmnist")
+    enc = create_encoder("resnet_test", in_chans=1, img_size=28)
+    plain = str(save_pretrained(ImageClassifier(enc, info["num_classes"], info["task"]), tmp_path / "plain"))
+    assert main(["eval", plain, "--data", "breastmnist", "--output", str(tmp_path / "p")] + root) == 0
