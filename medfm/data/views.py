@@ -55,8 +55,16 @@ class ViewConfig:
             p = getattr(self, name)
             if not 0 <= p <= 1:
                 raise ValueError(f"views.{name} must be a probability in [0, 1], got {p}")
-        if self.rotate_deg < 0 or self.noise_std < 0 or self.brightness < 0 or self.contrast < 0:
-            raise ValueError("views: rotate_deg, noise_std, brightness and contrast must be >= 0")
+        for name in ("rotate_deg", "noise_std", "brightness"):
+            v = getattr(self, name)
+            if not 0 <= v < math.inf:  # also NaN
+                raise ValueError(f"views.{name} must be a finite number >= 0, got {v}")
+        if not 0 <= self.contrast < 1:  # the gain is drawn from [1 - contrast, 1 + contrast]
+            raise ValueError(f"views.contrast must be in [0, 1) (a gain of 1 +/- contrast; 1 or more can "
+                             f"invert or blank the image), got {self.contrast}")
+        lo, hi = self.blur_sigma
+        if not 0 < lo <= hi < math.inf:
+            raise ValueError(f"views.blur_sigma must satisfy 0 < low <= high (pixels), got {self.blur_sigma}")
 
     @classmethod
     def light(cls) -> "ViewConfig":

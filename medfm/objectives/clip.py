@@ -49,7 +49,7 @@ from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_image_batch
+from medfm.objectives.inputs import check_arg, check_flag, check_image_batch, check_sizes, check_views
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -112,29 +112,33 @@ class CLIP(nn.Module):
 
     Args:
         encoder: medfm :class:`Encoder`; images ``(B, C, H, W)`` float in [0, 1].
-        text_encoder: text encoder spec ``{"name": "minilm" | "hf", **args}`` (see
+        text_encoder: text encoder spec, a mapping ``{"name": "minilm" | "hf", **args}`` (see
             :func:`medfm.text.create_text_encoder`); must be frozen.
-        text_dim: the text encoder's embedding size (default: read from its config); recorded
-            so a checkpoint rebuilds without loading the text model.
-        embed_dim: size of the shared embedding space.
-        image_proj_layers / proj_hidden_dim: image projection head (1: linear, as CLIP;
-            2: the SimCLR-style MLP, which keeps the encoder's features more general).
-        init_temperature: initial softmax temperature (logit scale = 1 / temperature).
-        max_logit_scale: the logit scale is clipped at this value (CLIP: 100).
-        learn_temperature: learn the logit scale (else fixed).
-        same_text_positives: pairs with identical texts are positives (UniCL targets).
+        text_dim: the text encoder's embedding size, integer >= 1 (default: read from its
+            config); recorded so a checkpoint rebuilds without loading the text model.
+        embed_dim: size of the shared embedding space, integer >= 1.
+        image_proj_layers / proj_hidden_dim: image projection head, integers >= 1 (1 layer:
+            linear, as CLIP; 2: the SimCLR-style MLP, which keeps the encoder's features more general).
+        init_temperature: initial softmax temperature, finite and > 0 (logit scale = 1 / temperature),
+            with ``1 / init_temperature <= max_logit_scale``.
+        max_logit_scale: the logit scale is clipped at this value, finite and > 0 (CLIP: 100).
+        learn_temperature: learn the logit scale (else fixed); true/false.
+        same_text_positives: pairs with identical texts are positives (UniCL targets); true/false.
         augment / views: random views of the images for the CLIP loss (default
             :meth:`ViewConfig.light`); with ``ssl_weight > 0`` the two views are drawn with
-            ``views`` (default: SimCLR's :class:`ViewConfig`).
-        text_cache: keep text embeddings in the on-disk cache.
-        ssl_weight: weight of the SLIP image-image NT-Xent term (0: plain CLIP).
-        ssl_temperature: its NT-Xent temperature.
+            ``views`` (a dict of :class:`ViewConfig` fields; default: SimCLR's :class:`ViewConfig`).
+            ``augment`` is true/false.
+        text_cache: keep text embeddings in the on-disk cache; true/false.
+        ssl_weight: weight of the SLIP image-image NT-Xent term, finite and >= 0 (0: plain CLIP).
+        ssl_temperature: its NT-Xent temperature, finite and > 0.
 
     ``forward(batch, gen)`` takes ``{"image": (B, C, H, W), "text": list of B str}`` and returns
     ``{"loss": scalar, "logit_scale": scalar}`` (plus ``"clip_loss"``, ``"ssl_loss"`` with SLIP).
 
     Raises:
-        ValueError: a text encoder that is not frozen, bad sizes or temperatures.
+        ValueError: a text encoder spec that is not a mapping or not frozen; an argument
+            out of its range or of the wrong type (one line naming it, its range and the value, e.g.
+            ``clip: ssl_weight must be a finite number >= 0, got inf``); unknown ``views`` keys.
     """
 
     def __init__(self, encoder: Encoder, text_encoder: Optional[Dict[str, Any]] = None, text_dim: Optional[int] = None,
@@ -145,12 +149,29 @@ class CLIP(nn.Module):
         super().__init__()
         from medfm.text.encoders import text_encoder_dim
 
+        if text_encoder is not None and not (isinstance(text_encoder, Mapping)
+                                             and isinstance(text_encoder.get("name", ""), str)):
+            raise ValueError(f"clip: text_encoder must be a text encoder spec mapping such as {{'name': 'minilm'}}, "
+                             f"got {text_encoder!r}")
         spec = dict(text_encoder or {"name": "minilm"})
         if spec.get("frozen", True) is not True:
             raise ValueError("clip keeps the text encoder frozen; remove 'frozen: false' from text_encoder")
-        if not (init_temperature > 0 and max_logit_scale > 0 and 1.0 / init_temperature <= max_logit_scale):
-            raise ValueError(f"need 0 < init_temperature with 1/init_temperature <= max_logit_scale, got "
-                             f"{init_temperature} and {max_logit_scale}")
+        if text_dim is not None:
+            text_dim = check_arg("clip", "text_dim", text_dim, ge=1, integer=True)
+        embed_dim, image_proj_layers, proj_hidden_dim = check_sizes(
+            "clip", embed_dim=embed_dim, image_proj_layers=image_proj_layers, proj_hidden_dim=proj_hidden_dim)
+        init_temperature = check_arg("clip", "init_temperature", init_temperature, gt=0)
+        max_logit_scale = check_arg("clip", "max_logit_scale", max_logit_scale, gt=0)
+        if not 1.0 / init_temperature <= max_logit_scale:
+            raise ValueError(f"clip: need 0 < init_temperature with 1/init_temperature <= max_logit_scale, got "
+                             f"init_temperature={init_temperature} and max_logit_scale={max_logit_scale}")
+        learn_temperature, same_text_positives, augment, text_cache = (check_flag("clip", n, v) for n, v in (
+            ("learn_temperature", learn_temperature), ("same_text_positives", same_text_positives),
+            ("augment", augment), ("text_cache", text_cache)))
+        ssl_weight = check_arg("clip", "ssl_weight", ssl_weight, ge=0)
+        ssl_temperature = check_arg("clip", "ssl_temperature", ssl_temperature, gt=0)
+        default_views = ViewConfig() if ssl_weight > 0 else ViewConfig.light()
+        view_cfg = check_views("clip", "views", views, default=default_views)
         self.encoder = encoder
         self.text_spec = spec
         self.text_dim = int(text_dim) if text_dim is not None else text_encoder_dim(spec)
@@ -163,11 +184,7 @@ class CLIP(nn.Module):
             self.register_buffer("logit_scale", init)
         self.max_log_scale = math.log(max_logit_scale)
         self.same_text_positives = bool(same_text_positives)
-        if ssl_weight < 0 or ssl_temperature <= 0:
-            raise ValueError(f"need ssl_weight >= 0 and ssl_temperature > 0, got {ssl_weight} and {ssl_temperature}")
         self.ssl_weight, self.ssl_temperature = float(ssl_weight), float(ssl_temperature)
-        default_views = ViewConfig() if self.ssl_weight > 0 else ViewConfig.light()
-        view_cfg = (views if isinstance(views, ViewConfig) else ViewConfig(**views)) if views else default_views
         self.views = RandomViews(view_cfg) if augment or self.ssl_weight > 0 else None
         if self.ssl_weight > 0:
             self.ssl_head = ProjectionHead(encoder.num_features, proj_hidden_dim, embed_dim, 2)

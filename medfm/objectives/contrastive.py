@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.config import to_dict
-from medfm.data.views import RandomViews, ViewConfig
+from medfm.data.views import RandomViews
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_image_batch
+from medfm.objectives.inputs import check_arg, check_image_batch, check_sizes, check_views
 from medfm.registry import OBJECTIVES
 
 
@@ -31,13 +31,13 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
         also under ``torch.autocast``.
 
     Raises:
-        ValueError: mismatched shapes, B < 2, or temperature <= 0.
+        ValueError: mismatched shapes, B < 2, or a temperature that is not a finite number > 0.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"nt_xent_loss expects two (B, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape[0] < 2:
         raise ValueError("nt_xent_loss needs a batch of at least 2 images")
-    if temperature <= 0:
+    if not 0 < float(temperature) < float("inf"):  # also NaN
         raise ValueError(f"temperature must be > 0, got {temperature}")
     b = z1.shape[0]
     # fp32 even under bf16 autocast (which would run the matmul in bf16 despite .float())
@@ -55,21 +55,28 @@ class SimCLR(nn.Module):
 
     Args:
         encoder: any medfm :class:`Encoder`; images ``(B, C, H, W)`` in [0, 1].
-        proj_dim / hidden_dim / proj_layers: projection head sizes.
-        temperature: NT-Xent temperature (0.1-0.2 suits batches of a few hundred).
-        views: augmentation parameters (dict or :class:`ViewConfig`).
+        proj_dim / hidden_dim / proj_layers: projection head sizes, integers >= 1.
+        temperature: NT-Xent temperature, finite and > 0 (0.1-0.2 suits batches of a few hundred).
+        views: augmentation parameters (dict of :class:`ViewConfig` fields, or a :class:`ViewConfig`).
 
     ``forward(batch, gen)`` takes ``{"image": (B, C, H, W)}`` and a ``torch.Generator`` and
     returns ``{"loss": scalar}``.
+
+    Raises:
+        ValueError: an argument out of its range or of the wrong type (one line naming it, its
+            range and the value, e.g. ``simclr: temperature must be > 0, got -1.0``); unknown
+            ``views`` keys.
     """
 
     def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
                  temperature: float = 0.1, views: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
+        proj_dim, hidden_dim, proj_layers = check_sizes("simclr", proj_dim=proj_dim, hidden_dim=hidden_dim,
+                                                        proj_layers=proj_layers)
+        self.temperature = check_arg("simclr", "temperature", temperature, gt=0)
+        view_cfg = check_views("simclr", "views", views)
         self.encoder = encoder
         self.head = ProjectionHead(encoder.num_features, hidden_dim, proj_dim, proj_layers)
-        self.temperature = float(temperature)
-        view_cfg = views if isinstance(views, ViewConfig) else ViewConfig(**(views or {}))
         self.views = RandomViews(view_cfg)
         self.medfm_spec = {"kind": "objective", "name": "simclr", "args": {
             "proj_dim": proj_dim, "hidden_dim": hidden_dim, "proj_layers": proj_layers,

@@ -58,18 +58,19 @@ matches to their own other view.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+import dataclasses
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from medfm.config import to_dict
-from medfm.data.views import RandomViews, ViewConfig
+from medfm.data.views import RandomViews
 from medfm.encoders.base import Encoder
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_image_batch
+from medfm.objectives.inputs import check_arg, check_choice, check_image_batch, check_sizes, check_views
 from medfm.objectives.solvers import FactorizedQAP, RRWMConfig, hungarian, rrwm
 from medfm.registry import OBJECTIVES
 
@@ -227,29 +228,59 @@ def matching_loss(qap: FactorizedQAP, differentiation: str = "blackbox", blackbo
     return loss, acc
 
 
+def _solver_config(solver: Any) -> RRWMConfig:
+    """The objective's ``solver`` argument (None, a mapping of :class:`RRWMConfig` fields, or one) as a config.
+
+    Raises:
+        ValueError: not a mapping, an unknown key (was a ``TypeError``), or a field out of range
+            (``graph_matching: solver.iterations must be an integer >= 1, got 2.5``).
+    """
+    if isinstance(solver, RRWMConfig):
+        return solver
+    if solver is None:
+        solver = {}
+    if not isinstance(solver, Mapping):
+        raise ValueError(f"graph_matching: solver must be a mapping of RRWM parameters, got {solver!r}")
+    known = [f.name for f in dataclasses.fields(RRWMConfig)]
+    unknown = sorted(str(key) for key in solver if key not in known)
+    if unknown:
+        raise ValueError(f"graph_matching: unknown solver key(s) {unknown}; known: {', '.join(known)}")
+    try:
+        return RRWMConfig(**solver)
+    except ValueError as err:  # "rrwm: iterations must be ..." -> named as the recipe spells it
+        raise ValueError(f"graph_matching: solver.{str(err).removeprefix('rrwm: ')}") from None
+
+
 @OBJECTIVES.register("graph_matching")
 class GraphMatching(nn.Module):
     """LVM-Med-style second-order graph-matching objective (see the module docstring).
 
     Args:
         encoder: any medfm :class:`Encoder`; images ``(B, C, H, W)`` in [0, 1].
-        proj_dim / hidden_dim / proj_layers: projector ``h`` sizes.
-        graph_size: nodes per graph (images per QAP); batches smaller than that form one graph.
-        k: nearest neighbours per node (clipped to ``graph_size - 1``).
+        proj_dim / hidden_dim / proj_layers: projector ``h`` sizes, integers >= 1.
+        graph_size: nodes per graph (images per QAP), integer >= 3; batches smaller than that
+            form one graph.
+        k: nearest neighbours per node, integer in ``[1, graph_size - 1]`` (a batch smaller than
+            ``graph_size`` clips it to its size - 1).
         global_weight: ``w_g`` in [0, 1], share of the global term in the vertex affinity.
-        local_dim / local_grid: local feature size and the cap on cells per side.
-        edge_dim: edge feature size; ``edge_weight``: ``w_e`` (None: ``1 / k``).
-        differentiation: "blackbox" or "unrolled"; ``blackbox_lambda``: its ``lambda``.
-        solver: :class:`RRWMConfig` fields (dict).
+        local_dim / local_grid: local feature size and the cap on cells per side, integers >= 1.
+        edge_dim: edge feature size, integer >= 1; ``edge_weight``: ``w_e``, finite and >= 0
+            (None: ``1 / k``).
+        differentiation: "blackbox" or "unrolled"; ``blackbox_lambda``: its ``lambda``, finite and > 0.
+        solver: :class:`RRWMConfig` fields (dict; ranges there).
         contrastive: "vicreg", "nt_xent" or "none"; ``contrastive_weight`` / ``gm_weight``
-            weigh it and the matching term; ``temperature``: NT-Xent temperature.
-        views: augmentation parameters (dict or :class:`ViewConfig`).
+            weigh it and the matching term, each finite and >= 0, not both 0 (with "none",
+            ``gm_weight`` must be > 0): the loss would be 0; ``temperature``: NT-Xent
+            temperature, finite and > 0 (checked whatever ``contrastive`` is).
+        views: augmentation parameters (dict of :class:`ViewConfig` fields, or a :class:`ViewConfig`).
 
     ``forward(batch, gen)`` takes ``{"image": (B, C, H, W)}`` and returns ``{"loss",
     "gm_loss", "contrastive_loss", "match_acc"}`` (scalars).
 
     Raises:
-        ValueError: out-of-range arguments or unknown option strings.
+        ValueError: an argument out of its range or of the wrong type (one line naming it, its
+            range and the value, e.g. ``graph_matching: k must be an integer in [1, 63]
+            (graph_size - 1), got 64``), unknown option strings, unknown ``solver`` or ``views`` keys.
     """
 
     def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
@@ -259,14 +290,26 @@ class GraphMatching(nn.Module):
                  contrastive_weight: float = 1.0, gm_weight: float = 1.0, temperature: float = 0.2,
                  views: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
-        if differentiation not in DIFFERENTIATIONS:
-            raise ValueError(f"differentiation must be one of {DIFFERENTIATIONS}, got {differentiation!r}")
-        if contrastive not in CONTRASTIVE_TERMS:
-            raise ValueError(f"contrastive must be one of {CONTRASTIVE_TERMS}, got {contrastive!r}")
-        if graph_size < 3 or k < 1 or not 0 <= global_weight <= 1 or not blackbox_lambda > 0:
-            raise ValueError("graph_matching: need graph_size >= 3, k >= 1, 0 <= global_weight <= 1, blackbox_lambda > 0")
-        if min(local_dim, local_grid, edge_dim) < 1 or (edge_weight is not None and edge_weight < 0):
-            raise ValueError("graph_matching: local_dim, local_grid, edge_dim must be >= 1 and edge_weight >= 0")
+        name = "graph_matching"
+        differentiation = check_choice(name, "differentiation", differentiation, DIFFERENTIATIONS)
+        contrastive = check_choice(name, "contrastive", contrastive, CONTRASTIVE_TERMS)
+        proj_dim, hidden_dim, proj_layers, local_dim, local_grid, edge_dim = check_sizes(
+            name, proj_dim=proj_dim, hidden_dim=hidden_dim, proj_layers=proj_layers, local_dim=local_dim,
+            local_grid=local_grid, edge_dim=edge_dim)
+        graph_size = check_arg(name, "graph_size", graph_size, ge=3, integer=True)
+        k = check_arg(name, "k", k, ge=1, le=graph_size - 1, integer=True, hint=" (graph_size - 1)")
+        global_weight = check_arg(name, "global_weight", global_weight, ge=0, le=1)
+        if edge_weight is not None:
+            edge_weight = check_arg(name, "edge_weight", edge_weight, ge=0)
+        blackbox_lambda = check_arg(name, "blackbox_lambda", blackbox_lambda, gt=0)
+        contrastive_weight = check_arg(name, "contrastive_weight", contrastive_weight, ge=0)
+        gm_weight = check_arg(name, "gm_weight", gm_weight, ge=0)
+        if gm_weight == 0 and (contrastive_weight == 0 or contrastive == "none"):
+            raise ValueError(f"graph_matching: the loss would be 0: gm_weight=0 with contrastive={contrastive!r} and "
+                             f"contrastive_weight={contrastive_weight}; give one term a weight > 0")
+        temperature = check_arg(name, "temperature", temperature, gt=0)
+        solver_cfg = _solver_config(solver)
+        view_cfg = check_views(name, "views", views)
         self.encoder = encoder
         self.head = ProjectionHead(encoder.num_features, hidden_dim, proj_dim, proj_layers)
         self.message_passing = MessagePassing(proj_dim)
@@ -276,10 +319,9 @@ class GraphMatching(nn.Module):
         self.global_weight, self.local_grid = float(global_weight), int(local_grid)
         self.edge_weight = None if edge_weight is None else float(edge_weight)
         self.differentiation, self.blackbox_lambda = differentiation, float(blackbox_lambda)
-        self.solver_cfg = solver if isinstance(solver, RRWMConfig) else RRWMConfig(**(solver or {}))
+        self.solver_cfg = solver_cfg
         self.contrastive = contrastive
         self.contrastive_weight, self.gm_weight, self.temperature = float(contrastive_weight), float(gm_weight), float(temperature)
-        view_cfg = views if isinstance(views, ViewConfig) else ViewConfig(**(views or {}))
         self.views = RandomViews(view_cfg)
         self.medfm_spec = {"kind": "objective", "name": "graph_matching", "args": {
             "proj_dim": proj_dim, "hidden_dim": hidden_dim, "proj_layers": proj_layers, "graph_size": self.graph_size,

@@ -1,18 +1,31 @@
-"""Input checks shared by the self-supervised objectives' ``forward(batch, gen)``.
+"""Checks shared by the self-supervised objectives: their ``forward(batch, gen)`` inputs and
+their constructor arguments.
 
 The objectives draw random views of ``batch["image"]`` before the encoder sees them, so the
 encoder's own check (:meth:`medfm.encoders.base.Encoder.check_input`) runs on the views:
 a NaN pixel that a random crop leaves out passed unnoticed, an empty batch failed inside
 ``F.affine_grid`` and a missing ``"image"`` key was a bare ``KeyError``. The raw batch is
 checked here first, with the encoder's check (without the size part: the views resize).
+
+Constructor arguments (:func:`check_arg`, :func:`check_sizes`, :func:`check_choice`,
+:func:`check_flag`, :func:`check_views`): a recipe's ``temperature: -1`` was accepted when the objective was built
+and failed at the first training step, or trained with a NaN/inf/zero loss (``temperature: nan``,
+``gm_weight: inf``), or was truncated silently (``n_local_views: 1.5``). Each objective checks
+its hyper-parameters when built and raises one ``ValueError`` naming the objective, the argument,
+the valid range and the value, e.g. ``simclr: temperature must be > 0, got -1.0``.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
+import math
+import numbers
+from typing import Any, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
+from medfm.data.views import ViewConfig
 from medfm.encoders.base import EncoderInputError
 
 
@@ -50,3 +63,112 @@ def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch:
     if b < min_batch:
         raise ValueError(f"{objective} needs a batch of at least {min_batch} {noun}{why}, got {b}")
     return images
+
+
+def _range_text(gt: Optional[float], ge: Optional[float], lt: Optional[float], le: Optional[float]) -> str:
+    """``"> 0"``, ``">= 1"``, ``"in [0, 1)"``, ... for the bounds given."""
+    low = (f"({gt:g}" if gt is not None else f"[{ge:g}") if gt is not None or ge is not None else None
+    high = (f"{lt:g})" if lt is not None else f"{le:g}]") if lt is not None or le is not None else None
+    if low and high:
+        return f"in {low}, {high}"
+    if low:
+        return ("> " if gt is not None else ">= ") + low[1:]
+    if high:
+        return ("< " if lt is not None else "<= ") + high[:-1]
+    return ""
+
+
+def check_arg(objective: str, name: str, value: Any, *, gt: Optional[float] = None, ge: Optional[float] = None,
+              lt: Optional[float] = None, le: Optional[float] = None, integer: bool = False,
+              hint: str = "") -> Union[int, float]:
+    """Check one numeric constructor argument of an objective and return it as ``int``/``float``.
+
+    A float argument must be a finite real number (ints are accepted, ``bool`` never); an
+    integer argument an integral number (``2.5``, ``"3"`` and ``True`` are refused rather than
+    truncated or taken as 1). The bounds are inclusive (``ge``/``le``) or strict (``gt``/``lt``).
+
+    Args:
+        objective: the objective's (or solver's) name, first word of the message.
+        name: the argument's name as the recipe spells it.
+        value: the value given.
+        gt / ge / lt / le: bounds (at most one low and one high).
+        integer: the argument counts something (sizes, steps, iterations).
+        hint: appended to the message, e.g. ``" (graph_size - 1)"``.
+
+    Returns:
+        ``int(value)`` for integer arguments, else ``float(value)``.
+
+    Raises:
+        ValueError: one line, e.g. ``simclr: temperature must be > 0, got -1.0`` or
+            ``swav: n_local_views must be an integer >= 0, got 1.5``.
+    """
+    bounds = _range_text(gt, ge, lt, le)
+    kind = "an integer" if integer else "a finite number"
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if not is_number or (integer and not isinstance(value, numbers.Integral)) \
+            or (not integer and not math.isfinite(float(value))):
+        shown = repr(float(value)) if is_number else f"{value!r} ({type(value).__name__})"
+        must = f"{kind} {bounds}" if bounds else kind
+        raise ValueError(f"{objective}: {name} must be {must}{hint}, got {shown}")
+    out: Union[int, float] = int(value) if integer else float(value)
+    if (gt is not None and not out > gt) or (ge is not None and not out >= ge) \
+            or (lt is not None and not out < lt) or (le is not None and not out <= le):
+        must = f"an integer {bounds}" if integer else bounds
+        raise ValueError(f"{objective}: {name} must be {must}{hint}, got {out!r}")
+    return out
+
+
+def check_choice(objective: str, name: str, value: Any, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``.
+
+    Raises:
+        ValueError: ``graph_matching: contrastive must be one of ('vicreg', 'nt_xent', 'none'), got 'barlow'``.
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{objective}: {name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_flag(objective: str, name: str, value: Any) -> bool:
+    """Return ``value`` as a ``bool`` if it is one (``"false"`` or ``"no"`` strings are truthy in Python).
+
+    Raises:
+        ValueError: ``moco: symmetric must be true or false, got 'false' (str)``.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{objective}: {name} must be true or false, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def check_views(objective: str, name: str, views: Any, default: Optional[ViewConfig] = None) -> ViewConfig:
+    """The :class:`ViewConfig` of an objective's ``views``-like argument.
+
+    Args:
+        views: a :class:`ViewConfig`, a mapping of its fields, or ``None``/empty for ``default``.
+        default: used for ``None`` or an empty mapping (default: ``ViewConfig()``).
+
+    Raises:
+        ValueError: not a mapping, an unknown key (was a ``TypeError`` from the dataclass), or a
+            value :class:`ViewConfig` refuses.
+    """
+    if isinstance(views, ViewConfig):
+        return views
+    if views is None or (isinstance(views, Mapping) and not views):
+        return default if default is not None else ViewConfig()
+    if not isinstance(views, Mapping):
+        raise ValueError(f"{objective}: {name} must be a mapping of augmentation parameters, got {views!r} "
+                         f"({type(views).__name__})")
+    known = [f.name for f in dataclasses.fields(ViewConfig)]
+    unknown = sorted(str(k) for k in views if k not in known)
+    if unknown:
+        raise ValueError(f"{objective}: unknown {name} key(s) {unknown}; known: {', '.join(known)}")
+    return ViewConfig(**views)
+
+
+def check_sizes(objective: str, **sizes: Any) -> tuple:
+    """Check sizes/layer counts (``proj_dim=..., hidden_dim=...``), each an integer >= 1; returns them as ints in order.
+
+    Raises:
+        ValueError: ``simclr: proj_dim must be an integer >= 1, got 0``.
+    """
+    return tuple(check_arg(objective, name, value, ge=1, integer=True) for name, value in sizes.items())

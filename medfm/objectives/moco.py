@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.config import to_dict
-from medfm.data.views import RandomViews, ViewConfig
+from medfm.data.views import RandomViews
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_image_batch
+from medfm.objectives.inputs import check_arg, check_flag, check_image_batch, check_sizes, check_views
 from medfm.registry import OBJECTIVES
 
 
@@ -43,7 +43,7 @@ def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tem
         under ``torch.autocast``.
 
     Raises:
-        ValueError: mismatched shapes, an empty batch or queue, or temperature <= 0.
+        ValueError: mismatched shapes, an empty batch or queue, or a temperature that is not a finite number > 0.
     """
     if q.shape != k.shape or q.ndim != 2 or queue.ndim != 2 or queue.shape[1] != q.shape[1]:
         raise ValueError(f"moco_infonce_loss expects q, k (B, D) and queue (K, D), got {tuple(q.shape)}, "
@@ -51,7 +51,7 @@ def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tem
     if q.shape[0] == 0 or queue.shape[0] == 0:
         raise ValueError(f"moco_infonce_loss needs B >= 1 queries and K >= 1 queue entries, got q {tuple(q.shape)} "
                          f"and queue {tuple(queue.shape)}")
-    if temperature <= 0:
+    if not 0 < float(temperature) < float("inf"):  # also NaN
         raise ValueError(f"temperature must be > 0, got {temperature}")
     with torch.autocast(device_type=q.device.type, enabled=False):  # logits / T in fp32 also under autocast
         q = F.normalize(q.float(), dim=1)
@@ -68,30 +68,38 @@ class MoCo(nn.Module):
 
     Args:
         encoder: any medfm :class:`Encoder`; images ``(B, C, H, W)`` in [0, 1].
-        proj_dim / hidden_dim / proj_layers: projection head sizes (MoCo v2: 2-layer MLP).
-        temperature: InfoNCE temperature (MoCo v2: 0.2).
-        momentum: EMA coefficient ``m`` of the key encoder, ``k <- m k + (1 - m) q``
+        proj_dim / hidden_dim / proj_layers: projection head sizes, integers >= 1 (MoCo v2: 2-layer MLP).
+        temperature: InfoNCE temperature, finite and > 0 (MoCo v2: 0.2).
+        momentum: EMA coefficient ``m`` of the key encoder, ``k <- m k + (1 - m) q``, in [0, 1)
             (MoCo: 0.999 for long runs; 0.99 suits a few thousand steps).
-        queue_size: number of negatives ``K`` kept (any size; the write pointer wraps).
-        symmetric: also contrast view-2 queries with view-1 keys and average.
-        key_bn_splits: chunks of the shuffled key batch (shuffling BN); 1 disables it.
-        views: augmentation parameters (dict or :class:`ViewConfig`).
+        queue_size: number of negatives ``K`` kept, integer >= 1. Any size works with any batch
+            size: the write pointer wraps, and a batch larger than the queue keeps its last ``K`` keys.
+        symmetric: also contrast view-2 queries with view-1 keys and average (true/false).
+        key_bn_splits: chunks of the shuffled key batch (shuffling BN), integer >= 1; 1 disables it
+            (at run time it is capped at ``B // 2``).
+        views: augmentation parameters (dict of :class:`ViewConfig` fields, or a :class:`ViewConfig`).
 
     ``forward(batch, gen)`` takes ``{"image": (B, C, H, W)}`` and returns ``{"loss"}``; in
     training mode it also remembers the batch's keys, which :meth:`on_step_end` enqueues.
 
     Raises:
-        ValueError: out-of-range arguments.
+        ValueError: an argument out of its range or of the wrong type (one line naming it, its
+            range and the value, e.g. ``moco: momentum must be in [0, 1), got 1.0``); unknown
+            ``views`` keys.
     """
 
     def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
                  temperature: float = 0.2, momentum: float = 0.99, queue_size: int = 4096, symmetric: bool = True,
                  key_bn_splits: int = 2, views: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if queue_size < 1 or key_bn_splits < 1 or not temperature > 0:
-            raise ValueError("moco: queue_size and key_bn_splits must be >= 1 and temperature > 0")
+        proj_dim, hidden_dim, proj_layers = check_sizes("moco", proj_dim=proj_dim, hidden_dim=hidden_dim,
+                                                        proj_layers=proj_layers)
+        temperature = check_arg("moco", "temperature", temperature, gt=0)
+        momentum = check_arg("moco", "momentum", momentum, ge=0, lt=1)
+        queue_size = check_arg("moco", "queue_size", queue_size, ge=1, integer=True)
+        key_bn_splits = check_arg("moco", "key_bn_splits", key_bn_splits, ge=1, integer=True)
+        symmetric = check_flag("moco", "symmetric", symmetric)
+        view_cfg = check_views("moco", "views", views)
         self.encoder = encoder
         self.head = ProjectionHead(encoder.num_features, hidden_dim, proj_dim, proj_layers)
         self.momentum_encoder = copy.deepcopy(encoder)
@@ -102,7 +110,6 @@ class MoCo(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.temperature, self.momentum = float(temperature), float(momentum)
         self.symmetric, self.key_bn_splits = bool(symmetric), int(key_bn_splits)
-        view_cfg = views if isinstance(views, ViewConfig) else ViewConfig(**(views or {}))
         self.views = RandomViews(view_cfg)
         self._pending: Optional[torch.Tensor] = None
         self.medfm_spec = {"kind": "objective", "name": "moco", "args": {

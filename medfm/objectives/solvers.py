@@ -32,22 +32,28 @@ from typing import Optional
 
 import torch
 
+from medfm.objectives.inputs import check_arg
+
 
 @dataclass
 class RRWMConfig:
     """Parameters of :func:`rrwm`.
 
     Attributes:
-        iterations: maximum random-walk iterations (stops earlier once the change in the
-            L1-normalised walk is below ``tol``).
-        walk_weight: weight of the random-walk term; ``1 - walk_weight`` goes to the
+        iterations: maximum random-walk iterations, integer >= 1 (stops earlier once the change
+            in the L1-normalised walk is below ``tol``).
+        walk_weight: weight of the random-walk term, in [0, 1]; ``1 - walk_weight`` goes to the
             reweighted jump (0.2 is the mixing value Cho et al. report).
-        beta: inflation of the reweighted jump, ``exp(beta * x / max(x))`` (Cho et al.: 30).
-            Measured here on planted noisy instances: 30 is clearly best for 64-node 8-NN
-            graphs (10 loses 5-30 points of matching accuracy), while 6-node graphs reach
-            the brute-force optimum more often with 5.
-        sinkhorn_iterations: Sinkhorn normalisations of the reweighted jump.
-        tol: early-stopping tolerance on the L1 change of the walk.
+        beta: inflation of the reweighted jump, ``exp(beta * x / max(x))``, finite and > 0
+            (Cho et al.: 30). Measured here on planted noisy instances: 30 is clearly best for
+            64-node 8-NN graphs (10 loses 5-30 points of matching accuracy), while 6-node graphs
+            reach the brute-force optimum more often with 5.
+        sinkhorn_iterations: Sinkhorn normalisations of the reweighted jump, integer >= 1.
+        tol: early-stopping tolerance on the L1 change of the walk, finite and >= 0.
+
+    Raises:
+        ValueError: a field out of its range or of the wrong type, one line naming it
+            (``rrwm: iterations must be an integer >= 1, got 2.5``).
     """
 
     iterations: int = 50
@@ -57,12 +63,12 @@ class RRWMConfig:
     tol: float = 1e-6
 
     def __post_init__(self) -> None:
-        if self.iterations < 1 or self.sinkhorn_iterations < 1:
-            raise ValueError("rrwm: iterations and sinkhorn_iterations must be >= 1")
-        if not 0 <= self.walk_weight <= 1:
-            raise ValueError(f"rrwm: walk_weight must be in [0, 1], got {self.walk_weight}")
-        if not self.beta > 0 or self.tol < 0:
-            raise ValueError("rrwm: beta must be > 0 and tol >= 0")
+        self.iterations = check_arg("rrwm", "iterations", self.iterations, ge=1, integer=True)
+        self.walk_weight = check_arg("rrwm", "walk_weight", self.walk_weight, ge=0, le=1)
+        self.beta = check_arg("rrwm", "beta", self.beta, gt=0)
+        self.sinkhorn_iterations = check_arg("rrwm", "sinkhorn_iterations", self.sinkhorn_iterations, ge=1,
+                                             integer=True)
+        self.tol = check_arg("rrwm", "tol", self.tol, ge=0)
 
 
 @dataclass

@@ -39,7 +39,7 @@ from medfm.config import to_dict
 from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_image_batch
+from medfm.objectives.inputs import check_arg, check_image_batch, check_sizes, check_views
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,11 @@ def swav_loss(scores: Sequence[torch.Tensor], assign_views: Sequence[int] = (0, 
         order). Returns a scalar.
 
     Raises:
-        ValueError: fewer than 2 views, mismatched shapes, or bad view indices.
+        ValueError: fewer than 2 views, mismatched shapes, bad view indices, or a temperature
+            that is not a finite number > 0.
     """
+    if not 0 < float(temperature) < float("inf"):  # also NaN
+        raise ValueError(f"swav_loss: temperature must be a finite number > 0, got {temperature}")
     if len(scores) < 2 or any(s.shape != scores[0].shape or s.ndim != 2 for s in scores):
         raise ValueError(f"swav_loss needs >= 2 score tensors of equal (B, K) shape, got {[tuple(s.shape) for s in scores]}")
     if not assign_views or any(not 0 <= v < len(scores) for v in assign_views):
@@ -117,21 +120,24 @@ class SwAV(nn.Module):
 
     Args:
         encoder: any medfm :class:`Encoder`; images ``(B, C, H, W)`` in [0, 1].
-        proj_dim / hidden_dim / proj_layers: projection head sizes.
-        n_prototypes: number of prototypes ``K`` (SwAV: 3000 for ImageNet); keep it
-            ``>= proj_dim`` (see the module docstring on collapse).
-        temperature / epsilon / sinkhorn_iterations: SwAV's 0.1 / 0.05 / 3.
-        n_local_views: number of small crops (SwAV: 6); 0 gives plain 2-view SwAV.
-        local_size: side of the small crops in pixels (default: ``img_size * 96 / 224``,
-            at least 8; encoders that need a fixed input size get ``img_size``).
-        freeze_prototypes_steps: optimizer steps during which prototypes get no gradient.
-        global_views / local_views: augmentation parameters of each crop kind (dicts);
-            defaults: :class:`ViewConfig` defaults, and the same with scale (0.1, 0.35).
+        proj_dim / hidden_dim / proj_layers: projection head sizes, integers >= 1.
+        n_prototypes: number of prototypes ``K``, integer >= 2 (SwAV: 3000 for ImageNet); keep it
+            ``>= proj_dim`` (see the module docstring on collapse; smaller only logs a warning).
+        temperature / epsilon: softmax temperature and Sinkhorn entropy, finite and > 0 (SwAV: 0.1 / 0.05).
+        sinkhorn_iterations: Sinkhorn-Knopp iterations, integer >= 1 (SwAV: 3).
+        n_local_views: number of small crops, integer >= 0 (SwAV: 6); 0 gives plain 2-view SwAV.
+        local_size: side of the small crops in pixels, integer >= 8 (default: ``img_size * 96 / 224``,
+            at least 8; encoders that need a fixed input size get ``img_size`` whatever is given).
+        freeze_prototypes_steps: optimizer steps during which prototypes get no gradient, integer >= 0.
+        global_views / local_views: augmentation parameters of each crop kind (dicts of
+            :class:`ViewConfig` fields); defaults: :class:`ViewConfig` defaults, and the same with
+            scale (0.1, 0.35).
 
     ``forward(batch, gen)`` takes ``{"image": (B, C, H, W)}`` and returns ``{"loss"}``.
 
     Raises:
-        ValueError: out-of-range arguments.
+        ValueError: an argument out of its range or of the wrong type (one line naming it, its
+            range and the value, e.g. ``swav: epsilon must be > 0, got -0.05``); unknown view keys.
     """
 
     def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
@@ -139,10 +145,19 @@ class SwAV(nn.Module):
                  n_local_views: int = 6, local_size: Optional[int] = None, freeze_prototypes_steps: int = 0,
                  global_views: Optional[Dict[str, Any]] = None, local_views: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
-        if n_prototypes < 2 or n_local_views < 0 or freeze_prototypes_steps < 0:
-            raise ValueError("swav: need n_prototypes >= 2, n_local_views >= 0, freeze_prototypes_steps >= 0")
-        if not temperature > 0 or not epsilon > 0 or sinkhorn_iterations < 1:
-            raise ValueError("swav: temperature and epsilon must be > 0 and sinkhorn_iterations >= 1")
+        proj_dim, hidden_dim, proj_layers = check_sizes("swav", proj_dim=proj_dim, hidden_dim=hidden_dim,
+                                                        proj_layers=proj_layers)
+        n_prototypes = check_arg("swav", "n_prototypes", n_prototypes, ge=2, integer=True)
+        temperature = check_arg("swav", "temperature", temperature, gt=0)
+        epsilon = check_arg("swav", "epsilon", epsilon, gt=0)
+        sinkhorn_iterations = check_arg("swav", "sinkhorn_iterations", sinkhorn_iterations, ge=1, integer=True)
+        n_local_views = check_arg("swav", "n_local_views", n_local_views, ge=0, integer=True)
+        freeze_prototypes_steps = check_arg("swav", "freeze_prototypes_steps", freeze_prototypes_steps, ge=0,
+                                            integer=True)
+        if local_size is not None:
+            local_size = check_arg("swav", "local_size", local_size, ge=8, integer=True, hint=" px")
+        g_cfg = check_views("swav", "global_views", global_views)
+        l_cfg = check_views("swav", "local_views", local_views, default=_local_views())
         if n_prototypes < proj_dim:
             log.warning("swav: %d prototypes < proj_dim %d: the codes can collapse to uniform (loss = ln K); "
                         "use n_prototypes >= proj_dim", n_prototypes, proj_dim)
@@ -161,8 +176,6 @@ class SwAV(nn.Module):
         self.temperature, self.epsilon, self.sinkhorn_iterations = float(temperature), float(epsilon), int(sinkhorn_iterations)
         self.n_local_views, self.local_size = int(n_local_views), int(local_size)
         self.freeze_prototypes_steps = int(freeze_prototypes_steps)
-        g_cfg = global_views if isinstance(global_views, ViewConfig) else ViewConfig(**(global_views or {}))
-        l_cfg = local_views if isinstance(local_views, ViewConfig) else (ViewConfig(**local_views) if local_views else _local_views())
         self.global_views = RandomViews(g_cfg)
         self.local_views = RandomViews(l_cfg, out_size=self.local_size)
         self.medfm_spec = {"kind": "objective", "name": "swav", "args": {
