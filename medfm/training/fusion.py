@@ -194,15 +194,19 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
 
     Returns ``(output, train, test, t0)`` with ``t0`` the ``time.perf_counter()`` at the start.
     Raises: MedFMDataError: LGG data missing; FileExistsError: a model of the recipe already has a
-    checkpoint under ``output/models/`` and ``resume`` is False (checked before anything is written).
+    checkpoint under ``output/models/`` and ``resume`` is False (checked before anything is written);
+    ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
+    (:func:`medfm.training.resume.check_resume_recipe`).
     """
     from medfm.config import dump_yaml
     from medfm.data.lgg_fusion import LGGFusionSet
     from medfm.io import atomic_write_text
     from medfm.training.loop import refuse_existing_run
+    from medfm.training.resume import check_resume_recipe
 
     output = Path(output)
     refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in recipe.models])
+    check_resume_recipe(output, recipe, resume)
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
     t0 = time.perf_counter()

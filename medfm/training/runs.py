@@ -20,6 +20,7 @@ from medfm.io import atomic_write_text
 from medfm.registry import OBJECTIVES
 from medfm.training.loop import Trainer, refuse_existing_run
 from medfm.training.recipes import FinetuneRecipe, PretrainRecipe
+from medfm.training.resume import check_resume_recipe
 
 
 class IndexedSubset:
@@ -73,7 +74,8 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
 
     Raises:
         medfm data errors, UnknownNameError (encoder/objective), ConfigError; FileExistsError:
-        ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written).
+        ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
+        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`).
     """
     from medfm.hub import write_checkpoint
 
@@ -89,6 +91,7 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
             raise ValueError(f"{ds.flag} is a 3D set; 2D encoders cannot pretrain on it (use slices or a 3D encoder)")
         data_meta = data_metadata(ds)
     refuse_existing_run(output, resume)
+    check_resume_recipe(output, recipe, resume)
     torch.manual_seed(recipe.train.seed)
     encoder = create_encoder(recipe.encoder.name, in_chans=ds.n_channels, img_size=recipe.encoder.img_size or ds.size,
                              pretrained=recipe.encoder.pretrained, **recipe.encoder.args)
@@ -144,7 +147,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
 
     Raises:
         medfm data errors, UnknownNameError, CheckpointError (``init``); FileExistsError:
-        ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written).
+        ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
+        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`).
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.evaluation.metrics import classification_metrics
@@ -161,6 +165,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     if len(train_ds) < recipe.train.batch_size:  # e.g. 1 % of PneumoniaMNIST: 47 labels, one batch of all of them
         recipe = replace(recipe, train=replace(recipe.train, batch_size=len(train_ds)))
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
+    check_resume_recipe(output, recipe, resume)  # after the batch-size fit: as config.yaml records it
     val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None  # before writing too
     torch.manual_seed(recipe.train.seed)
     model = build_classifier(recipe, ds, init)

@@ -263,16 +263,19 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
 
     Raises:
         medfm data errors, ConfigError/ValueError (bad recipe), FileExistsError (output holds a
-        checkpoint and ``resume`` is False).
+        checkpoint and ``resume`` is False); ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
+        (:func:`medfm.training.resume.check_resume_recipe`).
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.config import dump_yaml, to_dict
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.loop import Trainer, refuse_existing_run
+    from medfm.training.resume import check_resume_recipe
 
     output = Path(output)
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
+    check_resume_recipe(output, recipe, resume)
     task = build_task(recipe.data, data_root)
     train_set = task.training_arrays()
     torch.manual_seed(recipe.train.seed)

@@ -42,6 +42,7 @@ from medfm.training.loop import (TrainConfig, check_finite_loss, lr_at, param_gr
                                  resolve_precision)
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
+from medfm.training.resume import check_resume_recipe
 
 VQA_MODES = ("frozen", "lora", "full")
 #: published VQA-RAD test accuracies (closed / open, %), for the report
@@ -197,6 +198,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         ValueError: a non-finite training loss (names the epoch and step).
         FileExistsError: ``output`` holds a training state and ``resume`` is False (a new run
             would silently replace the finished one); checked before anything is written.
+        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
+        (:func:`medfm.training.resume.check_resume_recipe`).
     """
     from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
     from medfm.data.vqa_rad import VQARadDataset, data_md5s
@@ -212,6 +215,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     bf16 = resolve_precision(cfg.precision, torch.device("cpu")) == "bf16"  # the runner is CPU-only
     output = Path(output)
     refuse_existing_run(output, resume, ("train_state",))
+    check_resume_recipe(output, recipe, resume)
     t0 = time.time()
     root = data_root or recipe.data.data_root
     size = recipe.encoder.img_size or recipe.data.size

@@ -1,0 +1,180 @@
+"""``--resume`` with the recipe the run was started with: one check shared by every runner.
+
+A resumed run promises the result of an uninterrupted one (:mod:`medfm.training.loop`), which
+only holds when it continues with the same settings. Every runner (``pretrain``, ``finetune``,
+``segment`` (single and text-conditioned), ``vqa``, ``fuse``) calls :func:`check_resume_recipe`
+right after :func:`medfm.training.loop.refuse_existing_run`, before it writes anything, so a
+refused resume leaves the run folder (``config.yaml`` included) byte for byte as it was.
+(Before this check a changed recipe silently replaced ``config.yaml`` and the saved state was
+loaded into a run with other settings, or failed deep in the state loading.)
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterator, List, Tuple
+
+import yaml
+
+from medfm.config import ConfigError, _RecipeLoader, dump_yaml, load_yaml, to_dict
+from medfm.training.state import STATE_JSON
+
+log = logging.getLogger(__name__)
+
+#: Recipe keys (dotted paths; ``[*]`` stands for any list position) that may differ on resume,
+#: because they do not change what is trained or the reported scores:
+#:
+#: * ``train.num_threads``: CPU threads, i.e. speed only. (As on other hardware, a different
+#:   thread count may change float reductions in the last bits; the user asks for it.)
+#: * ``train.log_every``: how often ``metrics.jsonl`` gets a line.
+#: * ``train.checkpoint_every``: how often the state is saved; saving draws no random numbers
+#:   and every step reseeds its augmentations from (seed, step), so the steps are the same.
+#: * ``data.data_root``, ``tasks[*].data.data_root``: where the data lies (the CLI's
+#:   ``--data-root``, which is not part of the recipe, overrides it anyway).
+#: * ``data.verify_md5``: whether the MedMNIST file's md5 is checked before use.
+#: * ``data.cache_dir``: where ``fuse`` caches the LGG arrays it decodes.
+#: * ``eval.overlays``: how many test cases are drawn as PNG overlays after training.
+#: * ``top_k``: how many ranked answers ``vqa`` writes per test question (the accuracies use
+#:   the top one).
+#:
+#: Everything else refuses, ``train.epochs`` included (it sets the cosine schedule's length).
+OPERATIONAL_KEYS = ("train.num_threads", "train.log_every", "train.checkpoint_every",
+                    "data.data_root", "tasks[*].data.data_root", "data.verify_md5", "data.cache_dir",
+                    "eval.overlays", "top_k")
+#: differing keys named in the refusal (the rest are counted)
+MAX_SHOWN = 6
+_ABSENT = object()
+
+
+def check_resume_recipe(output: Path, recipe: Any, resume: bool) -> None:
+    """Refuse to resume the run in ``output`` with a recipe other than the one it was started with.
+
+    Compares ``recipe`` (the resolved recipe dataclass the runner is about to write to
+    ``<output>/config.yaml``) with the ``config.yaml`` the run wrote, both as plain dicts (the
+    new one through the same YAML dump/load, so ``1e-3`` and ``0.001`` are equal). Keys of
+    :data:`OPERATIONAL_KEYS` may differ. A recipe field the saved file lacks (written by an
+    older medfm) is accepted when the new value is that field's default, which is what the older
+    run used; a saved key the recipe no longer has is ignored with a warning.
+
+    Nothing is checked without ``resume`` or when ``output`` has no ``config.yaml`` yet (a new
+    run, or one that failed before writing it). A ``config.yaml`` that cannot be read (a run
+    from before medfm wrote it, a damaged file) only logs a warning, and the run resumes as the
+    recipe says.
+
+    Args:
+        output: the run folder.
+        recipe: the resolved recipe dataclass (after CLI overrides and runner adjustments,
+            exactly what the runner writes to ``config.yaml``).
+        resume: whether the run continues (``--resume``).
+
+    Raises:
+        ConfigError: the recipes differ in a key that changes the training result; the message
+            lists them as ``train.lr: 0.002 -> 0.001`` (saved -> new, at most :data:`MAX_SHOWN`).
+    """
+    path = Path(output) / "config.yaml"
+    if not resume or not Path(output).is_dir():
+        return
+    if not path.exists():
+        if any(Path(output).rglob(STATE_JSON)):
+            log.warning("%s has no config.yaml to compare the recipe with (a run from an older medfm?); "
+                        "resuming with the recipe as given", output)
+        return
+    try:
+        saved = load_yaml(path)
+    except ConfigError as err:
+        log.warning("cannot compare the recipe with the run's saved one (%s); resuming with the recipe as given", err)
+        return
+    new = yaml.load(dump_yaml(recipe), Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
+    diffs: List[str] = []
+    for key, old_value, new_value in _differences(saved, new, recipe, ""):
+        if re.sub(r"\[\d+\]", "[*]", key) in OPERATIONAL_KEYS:
+            continue
+        diffs.append(f"{key}: {_show(old_value)} -> {_show(new_value)}")
+    if diffs:
+        shown = "; ".join(diffs[:MAX_SHOWN]) + (f"; and {len(diffs) - MAX_SHOWN} more" if len(diffs) > MAX_SHOWN else "")
+        raise ConfigError(f"cannot resume {output}: the run was started with other settings ({shown}); "
+                          "choose a new --output for the new settings, or resume with the run's recipe "
+                          f"(saved in {path})")
+
+
+def _show(value: Any) -> str:
+    """A value as in the recipe (``null``, ``true``, ``0.002``), or ``(not set)``."""
+    if value is _ABSENT:
+        return "(not set)"
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _field_default(field: "dataclasses.Field[Any]") -> Any:
+    """A dataclass field's default value, or :data:`_ABSENT` for a required field."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return field.default_factory()  # type: ignore[misc]
+    return _ABSENT
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal leaves: same type and value (NaN equals NaN; ``1`` equals ``1.0``, ``true`` is not ``1``)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return (numbers or type(a) is type(b)) and a == b
+
+
+def _differences(saved: Any, new: Any, obj: Any, key: str) -> Iterator[Tuple[str, Any, Any]]:
+    """``(dotted key, saved value, new value)`` for every leaf where ``saved`` and ``new`` differ.
+
+    ``obj`` is the recipe object at ``key`` (a dataclass tells which keys are its fields and
+    their defaults); missing keys are :data:`_ABSENT`.
+    """
+    def sub(name: Any) -> str:
+        return f"{key}[{name}]" if isinstance(name, int) else (f"{key}.{name}" if key else str(name))
+
+    if isinstance(saved, dict) and isinstance(new, dict):
+        fields = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
+        for name in list(new) + [k for k in saved if k not in new]:
+            child = getattr(obj, name, None) if fields else (obj.get(name) if isinstance(obj, dict) else None)
+            if name not in saved:
+                default = _ABSENT
+                if name in fields:
+                    default = to_dict(_field_default(fields[name]))
+                if not _same_tree(default, new[name]):
+                    yield from _leaves(new[name], sub(name), new=True)
+            elif name not in new:
+                if fields:  # a field of an older medfm
+                    log.warning("the saved recipe has %s: %r, which this medfm no longer reads; ignored", sub(name),
+                                saved[name])
+                else:  # e.g. an objective argument the new recipe leaves out
+                    yield from _leaves(saved[name], sub(name), new=False)
+            else:
+                yield from _differences(saved[name], new[name], child, sub(name))
+    elif isinstance(saved, list) and isinstance(new, list) and len(saved) == len(new):
+        items = obj if isinstance(obj, (list, tuple)) and len(obj) == len(new) else [None] * len(new)
+        for i, (s, n, o) in enumerate(zip(saved, new, items)):
+            yield from _differences(s, n, o, sub(i))
+    elif not _same_tree(saved, new):
+        yield key, saved, new
+
+
+def _same_tree(a: Any, b: Any) -> bool:
+    """Equal plain trees (dicts, lists/tuples, leaves as in :func:`_same`)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_tree(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_tree(x, y) for x, y in zip(a, b))
+    return _same(a, b)
+
+
+def _leaves(value: Any, key: str, new: bool) -> Iterator[Tuple[str, Any, Any]]:
+    """A value present on one side only, as ``(key, saved, new)`` per leaf (a whole section
+    added to or missing from a free-form mapping is listed by its leaves)."""
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from _leaves(v, f"{key}.{k}", new)
+    else:
+        yield (key, _ABSENT, value) if new else (key, value, _ABSENT)
