@@ -285,6 +285,7 @@ def test_output_that_is_a_file_and_missing_data_root(tmp_path, capsys, tiny_data
 
 @pytest.mark.parametrize("old, new, message", [
     ("split: test}", "split: vall}", "datasets[0]: split must be one of train, val, test, got 'vall'"),  # skipped, exit 0
+    ("split: test}", "split: test, size: 27}", "size 27 is not a released size of pneumoniamnist; it exists at 28, 64"),
     ("knn_k: 3", "knn_k: 0", "protocol.knn_k must be >= 1"),
     ("cam: {enabled: false}", "batch_size: 0", "batch_size must be >= 1, got 0"),  # "range() arg 3 must not be zero"
     ("n_boot: 10", "n_boot: 10, threshold: 2", "metrics.threshold must be a probability in (0, 1)"),  # exit 0

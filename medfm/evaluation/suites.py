@@ -82,9 +82,12 @@ class DatasetSpec:
         if self.size is not None and self.size < 1:
             raise ValueError(f"size must be an image side in px, got {self.size}")
         if self.flag is not None:
-            from medfm.data.medmnist import dataset_info
+            from medfm.data.medmnist import available_sizes, dataset_info
 
             dataset_info(self.flag)  # unknown flag -> UnknownDatasetError with close matches
+            if self.size is not None and self.size not in available_sizes(self.flag):
+                raise ValueError(f"size {self.size} is not a released size of {self.flag}; it exists at "
+                                 f"{', '.join(map(str, available_sizes(self.flag)))} px")
         from medfm.data.imagefolder import SPLIT_RULES
 
         if self.split_rule not in SPLIT_RULES:
