@@ -18,10 +18,18 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 MISSING_FILL = float("nan")
 PRESENT_KEY = "present"
+
+
+def _dtype_of(value: Any) -> np.dtype:
+    """numpy dtype of an array, tensor or nested list (torch dtypes mapped through numpy)."""
+    if isinstance(value, torch.Tensor):
+        return np.dtype("float32") if value.is_floating_point() else np.dtype("int64")
+    return np.asarray(value).dtype
 
 
 def collate_modalities(samples: Sequence[Mapping[str, Any]], modalities: Sequence[str]) -> Dict[str, Any]:
@@ -36,13 +44,19 @@ def collate_modalities(samples: Sequence[Mapping[str, Any]], modalities: Sequenc
         every name in ``modalities`` (all False, and no value key, when no sample has it).
 
     Raises:
-        ValueError: no samples, or a modality with different shapes across samples.
+        ValueError: no samples, a modality with different shapes across samples, or an image
+            modality (2 or more dimensions) that is not float (uint8 images must be scaled to [0, 1]).
     """
     if not samples:
         raise ValueError("collate_modalities needs at least one sample")
     b = len(samples)
     batch: Dict[str, Any] = {PRESENT_KEY: {}}
     for m in modalities:
+        for s in samples:  # images stored as uint8 would become floats in [0, 255] without a word
+            v = s.get(m)
+            if v is not None and np.ndim(v) >= 2 and not np.issubdtype(_dtype_of(v), np.floating):
+                raise ValueError(f"modality {m!r} holds {_dtype_of(v)} images; give float images in [0, 1] "
+                                 "(e.g. uint8 / 255) so they are not read as values up to 255")
         rows = [torch.as_tensor(s[m], dtype=torch.float32) if m in s else None for s in samples]
         have = [r for r in rows if r is not None]
         batch[PRESENT_KEY][m] = torch.tensor([r is not None for r in rows], dtype=torch.bool)

@@ -164,3 +164,21 @@ def test_medfm_fuse_end_to_end_on_synthetic_lgg(tmp_path, capsys):
     # a second run without --resume refuses to overwrite; with --resume it reuses the finished models
     assert main(["fuse", str(recipe), "--output", str(out), "--data-root", str(root)]) == 2
     assert main(["fuse", str(recipe), "--output", str(out), "--data-root", str(root), "--resume"]) == 0
+
+
+def test_collate_refuses_integer_images_but_keeps_integer_tables():
+    """uint8 images were cast to float32 unscaled, so a fuser saw values up to 255 silently."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from medfm.data.multimodal import collate_modalities
+
+    img = np.full((1, 4, 4), 200, dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"modality 'flair' holds uint8 images; give float images in \[0, 1\]"):
+        collate_modalities([{"flair": img}, {}], ["flair"])
+    with pytest.raises(ValueError, match="holds int64 images"):
+        collate_modalities([{"flair": torch.zeros(1, 4, 4, dtype=torch.long)}], ["flair"])
+    batch = collate_modalities([{"flair": img / 255.0, "age": np.array([63], dtype=np.int64)}, {}], ["flair", "age"])
+    assert batch["age"][0].item() == 63 and batch["present"]["age"].tolist() == [True, False]
+    assert abs(batch["flair"][0].max().item() - 200 / 255) < 1e-6
