@@ -1,98 +1,29 @@
 """Model cards written with ``huggingface_hub.ModelCard`` (never by string concatenation of YAML).
 
-The card's YAML front matter (``ModelCardData``) carries the license, datasets, tags and the
-``model-index`` with evaluation results, so the hub shows them; the body says what the
-model is, what it was trained on, how it was evaluated, intended use and limitations.
+The card's YAML front matter (``ModelCardData``) carries the license, datasets, tags, the
+``pipeline_tag`` and the ``model-index`` with evaluation results, so the hub shows them; the
+body says what the model is, what it takes and returns, what it was trained on, how it was
+evaluated, intended use, limitations and a usage snippet that works for its kind.
+
+One card builder serves every kind of checkpoint medfm writes (:func:`card_kind`):
+image classifiers, self-supervised objectives (encoder checkpoints), segmenters (2D, 2.5D,
+3D, text-conditioned MulModSeg), VQA models and missing-modality fusers (classification
+fusers and the fused segmentation U-Net). What the config or results do not hold is shown
+as "not recorded"; nothing is filled in by assumption.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Optional, Union
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
+
+from medfm.card_kinds import (DATASETS, NOT_RECORDED, PIPELINE_TAGS, card_kind, data_provenance,  # noqa: F401 (public)
+                              _data_sets, _describe, _hub_dataset_id, _section, _shown, _training_data_text, _training_procedure)
+from medfm.card_metrics import _eval_results, _evaluation_text, check_results_fit, results_kind  # noqa: F401 (results_kind: public)
 
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
-
-# MedMNIST metric names -> hub metric types
-_METRIC_TYPES = {"acc": "accuracy", "auc": "roc_auc", "balanced_acc": "balanced_accuracy"}
-
-
-#: display names of metric keys in the card's reference rows
-_METRIC_NAMES = {"clean_error": "clean error", "be": "BE", "rbe": "rBE", "acc": "ACC", "auc": "AUC"}
-
-
-NOT_RECORDED = "not recorded"
-
-
-def _number(value: Any) -> bool:
-    """A real metric value (``bool`` and non-numbers are not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _section(mapping: Any, key: str) -> Dict[str, Any]:
-    """``mapping[key]`` when it is a dict, else ``{}`` (results files may lack or garble sections)."""
-    value = mapping.get(key) if isinstance(mapping, dict) else None
-    return value if isinstance(value, dict) else {}
-
-
-def _shown(value: Any) -> Any:
-    """A config value for the card, or "not recorded" (never ``None``)."""
-    return NOT_RECORDED if value is None or value == "" else value
-
-
-def _eval_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> List[EvalResult]:
-    """model-index entries; only for results that name the data set they were measured on."""
-    if not results:
-        return []
-    meta, metrics = _section(results, "meta"), _section(results, "metrics")
-    flag = meta.get("dataset")
-    if not flag:  # never guess where the numbers come from
-        return []
-    split = meta.get("split")
-    out = []
-    for key, mtype in _METRIC_TYPES.items():
-        val = metrics.get(key)
-        if _number(val):
-            out.append(EvalResult(task_type="image-classification", dataset_type=f"medmnist/{flag}",
-                                  dataset_name=str(flag), dataset_split=str(split) if split else None,
-                                  metric_type=mtype, metric_name=key.upper() if key != "balanced_acc" else "balanced ACC",
-                                  metric_value=round(float(val), 4)))
-    return out
-
-
-def _evaluation_text(results: Optional[Dict[str, Any]]) -> str:
-    if not results:
-        return "Not evaluated yet: run `medfm eval` and then `medfm card <checkpoint> --results results.json`."
-    meta, metrics, cis = _section(results, "meta"), _section(results, "metrics"), _section(results, "ci")
-    split = f"**{meta['split']}** split" if meta.get("split") else "split (not recorded)"
-    dataset = f"`{meta['dataset']}`" if meta.get("dataset") else "a data set not recorded in the results"
-    n = results.get("n_samples")
-    lines = [f"Measured on the {split} of {dataset}" + (f" ({n} images)" if _number(n) else "") + " with `medfm eval`.",
-             "", "| metric | value | 95% CI (bootstrap) |", "|---|---|---|"]
-    labels = {"acc": "ACC", "auc": "AUC", "balanced_acc": "balanced ACC", "ece": "ECE (15 bins)"}
-    for key, label in labels.items():
-        if _number(metrics.get(key)):
-            ci = cis.get(key)
-            ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if isinstance(ci, dict) and _number(ci.get("low")) \
-                and _number(ci.get("high")) else ""
-            lines.append(f"| {label} | {metrics[key]:.4f} | {ci_txt} |")
-    if len(lines) == 4:
-        return "The results file holds no ACC/AUC/balanced ACC/ECE values."
-    rob = _section(results, "robustness")
-    for key, label in (("clean_error", "MedMNIST-C clean error"), ("be", "MedMNIST-C BE"), ("rbe", "MedMNIST-C rBE")):
-        if _number(rob.get(key)):
-            lines.append(f"| {label} | {rob[key]:.4f} | |")
-    refs = {k: {m: v for m, v in ref.items() if _number(v)} for k, ref in _section(meta, "references").items()
-            if isinstance(ref, dict)}
-    refs = {k: v for k, v in refs.items() if v}
-    if refs:
-        lines += ["", "Published figures for comparison:", "", "| model | figures |", "|---|---|"]
-    for name, ref in refs.items():
-        lines.append(f"| {name} | " + ", ".join(f"{_METRIC_NAMES.get(k, k.upper())} {v:.3f}" for k, v in ref.items()) + " |")
-    if rob.get("method"):
-        lines += ["", f"Corruptions: {rob['method']}"]
-    return "\n".join(lines)
 
 
 def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, model_id: str = "path/to/checkpoint") -> str:
@@ -100,71 +31,51 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, mo
 
     Args:
         cfg: the checkpoint config (see :mod:`medfm.hub`).
-        results: a ``results.json`` dict from ``medfm eval`` (adds model-index and tables).
+        results: a ``results.json`` dict: of ``medfm eval`` (classifiers), or of the segmentation,
+            VQA or fusion run that trained the checkpoint (adds model-index and tables).
         model_id: how the usage snippet refers to the checkpoint.
 
     Fields the config or results do not hold are shown as "not recorded"; nothing (sizes,
     splits, data sets of results) is filled in by assumption.
     """
-    training = cfg.get("training", {})
-    data = training.get("data", {})
-    enc = cfg.get("encoder", {})
-    pre = cfg.get("preprocessing", {})
-    args = cfg.get("args", {})
-    license_ = data.get("license_id") or "other"
+    kind = card_kind(cfg)
+    training = _section(cfg, "training")
+    records = _data_sets(cfg)
+    enc = _section(cfg, "encoder")
+    license_ids = {d.get("license_id") for d in records if d.get("license_id")}
+    license_ = license_ids.pop() if len(license_ids) == 1 else "other"
+    datasets = [d for d in (_hub_dataset_id(r) for r in records) if d] or None
     model_name = cfg.get("model_name") or "-".join(["medfm"] + [str(v) for v in (enc.get("name"), cfg.get("name")) if v])
     card_data = ModelCardData(
         library_name="medfm",
         license=license_,
         tags=["medical-imaging", "medfm"] + [str(v) for v in (enc.get("name"), cfg.get("name")) if v],
-        datasets=[f"medmnist/{data['flag']}"] if data.get("flag") else None,
+        datasets=datasets,
         model_name=model_name,
         eval_results=_eval_results(cfg, results) or None,
-        pipeline_tag="image-classification" if cfg.get("name") == "classification" else None,
+        pipeline_tag=PIPELINE_TAGS.get(kind),
     )
-    if data:  # only what the checkpoint recorded: no assumed size, splits or checksums
-        size = f", {data['size']} px" if data.get("size") else ""
-        about = f" — {data['description']}" if data.get("description") else ""
-        md5 = f"`{data['md5']}`" if data.get("md5") else NOT_RECORDED
-        training_data = (f"`{_shown(data.get('flag'))}` (MedMNIST v2{size}){about}\n\n"
-                         f"License of the data: {data.get('license') or 'see the data source'}. "
-                         f"Splits used: {_shown(data.get('splits'))}. File md5: {md5}.")
-    else:
-        training_data = "Not recorded in this checkpoint's config."
-    proc = []
-    for stage in ("pretraining", "finetuning"):
-        if training.get(stage):
-            proc.append(f"- **{stage}**: `{json.dumps(training[stage], sort_keys=True)}`")
-    if cfg.get("name") == "classification" and args.get("num_classes"):
-        outputs = f"{args['num_classes']} {args.get('task') or ''} scores over {_shown(args.get('label_names'))}"
-    else:
-        outputs = f"{cfg['kind']} outputs" if cfg.get("kind") else NOT_RECORDED
-    if pre.get("in_chans") and pre.get("img_size"):
-        norm = f", normalised with mean {pre['mean']} / std {pre['std']}" if pre.get("mean") and pre.get("std") else ""
-        model_input = f"{pre['in_chans']}-channel {pre['img_size']}x{pre['img_size']} images, intensities in [0, 1]{norm}"
-    else:
-        model_input = NOT_RECORDED
-    limitations = training.get("limitations") or (
-        "Trained and evaluated on one public benchmark at low resolution; performance on other scanners, "
-        "sites, populations or resolutions is unknown. Scores are not calibrated probabilities of disease."
-    )
+    about = _describe(cfg, model_id)
+    limitations = training.get("limitations") or about["limitations"]
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         model_name=card_data.model_name,
-        summary=cfg.get("summary", "A medfm model."),
-        encoder_name=_shown(enc.get("name")),
+        summary=cfg.get("summary") or about["summary"],
+        encoder_name=_shown(enc.get("name") or _section(_section(cfg, "args"), "image_encoder").get("name")),
         family=_shown(cfg.get("family")),
         n_params=f"{cfg['n_params']} parameters" if cfg.get("n_params") else "parameter count not recorded",
         adapter=f"{cfg['kind']}/{cfg['name']}" if cfg.get("kind") and cfg.get("name") else NOT_RECORDED,
         adapter_note=" (LoRA adapter)" if cfg.get("adapter") == "lora" else (" (LoRA merged)" if cfg.get("merged_from") else ""),
-        model_input=model_input,
-        outputs=outputs,
+        model_input=about["model_input"],
+        outputs=about["outputs"],
         medfm_version=_shown(cfg.get("medfm_version")),
-        training_data=training_data,
-        training_procedure="\n".join(proc) or "Not recorded.",
-        evaluation=_evaluation_text(results),
+        training_data=_training_data_text(cfg),
+        training_procedure=_training_procedure(cfg),
+        evaluation=_evaluation_text(results, cfg),
+        intended_use=about["intended_use"],
         limitations=limitations,
+        how_to=about["how_to"],
         model_id=model_id,
     )
     return str(card)
@@ -184,19 +95,43 @@ def _suite_run_hint(path: Path, suite: Dict[str, Any]) -> str:
     return f"one of {str(path.parent / '<dataset>' / 'results.json')!r} or {str(path.parent / '<dataset>' / '<run>' / 'results.json')!r}"
 
 
-def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) -> Path:
-    """Rewrite ``<checkpoint>/README.md`` with the results of ``results.json`` (atomic write).
+def write_card(checkpoint: Union[str, Path], results: Optional[Dict[str, Any]] = None) -> Path:
+    """Rewrite ``<checkpoint>/README.md`` from its ``config.json`` and ``results`` (atomic write).
+
+    The runners call this after their own test evaluation, so a trained checkpoint's card holds
+    its test metrics.
 
     Raises:
-        CheckpointError: not a checkpoint; ValueError: unreadable results file, one that is
-            not a JSON object, or an evaluation suite's summary (its per-data-set
-            ``<output>/<dataset>/results.json`` files are what a card takes).
+        CheckpointError: not a checkpoint; ValueError: results of another kind of run
+            (:func:`check_results_fit`).
     """
     from medfm.hub import CARD_NAME, load_config
     from medfm.io import atomic_write_text
 
     ckpt = Path(checkpoint)
     cfg = load_config(ckpt)
+    if results:
+        check_results_fit(cfg, results)
+    atomic_write_text(ckpt / CARD_NAME, build_card(cfg, results, model_id=str(ckpt)))
+    return ckpt / CARD_NAME
+
+
+def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) -> Path:
+    """Rewrite ``<checkpoint>/README.md`` with the results of ``results.json`` (atomic write).
+
+    ``results.json`` may come from ``medfm eval`` (classifiers) or from the ``medfm segment``,
+    ``medfm vqa`` or ``medfm fuse`` run that trained the checkpoint.
+
+    Raises:
+        CheckpointError: not a checkpoint; ValueError: unreadable results file, one that is
+            not a JSON object, an evaluation suite's summary (its per-data-set
+            ``<output>/<dataset>/results.json`` files are what a card takes), or the results of
+            another kind of run than the checkpoint's (e.g. VQA results for a segmenter).
+    """
+    from medfm.hub import load_config
+
+    ckpt = Path(checkpoint)
+    load_config(ckpt)  # a bad checkpoint is reported before the results file
     try:
         results = json.loads(Path(results_path).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -207,5 +142,8 @@ def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) ->
     if results.get("kind") == "evaluation-suite":
         raise ValueError(f"{results_path} is an evaluation suite's summary; a card takes the results of one data "
                          f"set and protocol run: pass {_suite_run_hint(Path(results_path), results)}")
-    atomic_write_text(ckpt / CARD_NAME, build_card(cfg, results, model_id=str(ckpt)))
-    return ckpt / CARD_NAME
+    try:
+        check_results_fit(load_config(ckpt), results, where=str(results_path))
+    except ValueError as err:
+        raise ValueError(str(err)) from None
+    return write_card(ckpt, results)

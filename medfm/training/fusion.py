@@ -218,11 +218,14 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
 
 
 def fit_or_reuse(model: torch.nn.Module, step_fn: Any, data: Any, train_cfg: TrainConfig, run_dir: Path,
-                 resume: bool, natural: Dict[str, torch.Tensor], data_meta: Dict[str, Any]) -> torch.nn.Module:
+                 resume: bool, natural: Dict[str, torch.Tensor], data_meta: Dict[str, Any],
+                 training: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
     """Train one fuser into ``run_dir/model`` (resumable), or reuse it there when ``resume``.
 
     A single-modality model (``len(model.modalities) == 1``) learns only from the samples whose
     ``natural[m]`` (``(N,)`` bool presence) is set. Returns the model in eval mode.
+    The final checkpoint's config records ``{"training": {"data": data_meta, **training}}``
+    (``training``: run label, fuser, settings, for its model card) and the parameter count.
     """
     from medfm.hub import from_pretrained, save_pretrained, write_checkpoint
     from medfm.training.loop import Trainer
@@ -234,8 +237,40 @@ def fit_or_reuse(model: torch.nn.Module, step_fn: Any, data: Any, train_cfg: Tra
     if len(model.modalities) == 1:  # a single-modality baseline learns only from samples that have it
         data = IndexedSubset(data, natural[model.modalities[0]].nonzero().flatten())
     Trainer(model, step_fn, data, train_cfg, run_dir, lambda m, d: write_checkpoint(m, d)).fit(resume=resume)
-    save_pretrained(model.eval(), final, extra_config={"training": {"data": data_meta}})
+    extra = {"training": {"data": data_meta, **(training or {})},
+             "n_params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"}
+    save_pretrained(model.eval(), final, extra_config=extra)
     return model.eval()
+
+
+def fusion_data_record(train: Any, test: Any, data_root: Optional[str], train_missing: str) -> Dict[str, Any]:
+    """What a fusion checkpoint records about its TCGA-LGG data (for its model card): data set,
+    licence, source, md5 of ``SHA256SUMS`` (:func:`medfm.cards.data_provenance`), split rule,
+    train patients and the train/test patient and slice counts."""
+    from medfm.cards import data_provenance
+
+    return {**data_provenance("lgg_flair", data_root), "dataset": "lgg_flair",
+            "dataset_name": "TCGA-LGG (lgg_tcga_flair_seg_3ch)", "patients": train.patients,
+            "split_rule": "sorted patient folders; i % 3 == 2 -> test", "n_train": len(train.patients),
+            "n_test": len(test.patients), "unit": "patients", "n_train_slices": len(train), "n_test_slices": len(test),
+            "train_missing": train_missing}
+
+
+def fusion_training_record(recipe: "FusionRecipe", label: str, spec: "FusionModelConfig") -> Dict[str, Any]:
+    """The run label, fuser and settings a fusion checkpoint records (its card finds its own
+    row of the run's results.json by ``run_label``)."""
+    from medfm.config import to_dict
+
+    return {"run_label": label, "fuser": spec.fuser, "fuser_args": dict(spec.args), "modalities": list(recipe.modalities),
+            "task": recipe.task, "train": to_dict(recipe.train)}
+
+
+def write_fusion_cards(output: Path, labels: List[str], results: Dict[str, Any]) -> None:
+    """Rewrite each trained model's card (``output/models/<label>/model``) with its test results."""
+    from medfm.cards import write_card
+
+    for label in labels:
+        write_card(Path(output) / "models" / label / "model", results)
 
 
 def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
@@ -265,8 +300,8 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
         data = MissingnessView(train, mnar) if spec.train_missing == "mnar" else train
         t1 = time.perf_counter()
         model = fit_or_reuse(model, fusion_step, data, recipe.train, output / "models" / label, resume, natural,
-                             {"dataset": "TCGA-LGG (lgg_tcga_flair_seg_3ch)", "patients": train.patients,
-                              "train_missing": spec.train_missing})
+                             fusion_data_record(train, test, data_root, spec.train_missing),
+                             fusion_training_record(recipe, label, spec))
         timings[label] = round(time.perf_counter() - t1, 1)
         (trained_mnar if spec.train_missing == "mnar" else trained)[label] = model.eval()
         print(f"[fuse] {label}: trained in {timings[label]:.1f} s", flush=True)
@@ -280,6 +315,7 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
              "clinical_columns": list(CLINICAL_COLUMNS), "excluded_columns": EXCLUDED_COLUMNS,
              "train_seconds": timings, "wall_s": round(time.perf_counter() - t0, 1)}
     write_fusion_report(res, output, recipe.modalities, extra)
+    write_fusion_cards(output, list(recipe.models), {**extra, **res})
     return {**extra, **res}
 
 
@@ -312,4 +348,5 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
-           "fusion_step", "build_fuser", "start_run", "fit_or_reuse", "run_fusion", "fuse_from_recipe"]
+           "fusion_step", "build_fuser", "start_run", "fit_or_reuse", "run_fusion", "fuse_from_recipe",
+           "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

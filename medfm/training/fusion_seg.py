@@ -59,7 +59,8 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
         ValueError: a non-segmentation fuser or ``train_missing: mnar``; MedFMDataError: LGG missing.
     """
     from medfm.evaluation.fusion_seg import run_seg_fusion_protocol, write_seg_fusion_report
-    from medfm.training.fusion import fit_or_reuse, start_run
+    from medfm.training.fusion import (fit_or_reuse, fusion_data_record, fusion_training_record, start_run,
+                                       write_fusion_cards)
 
     bad = [k for k, v in recipe.models.items() if v.train_missing != "natural"]
     if bad:
@@ -72,8 +73,8 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
         model = build_seg_fuser(recipe, spec)
         t1 = time.perf_counter()
         model = fit_or_reuse(model, seg_fusion_step, train, recipe.train, output / "models" / label, resume, natural,
-                             {"dataset": "TCGA-LGG (lgg_tcga_flair_seg_3ch)", "patients": train.patients,
-                              "train_missing": "natural"})
+                             fusion_data_record(train, test, data_root, "natural"),
+                             fusion_training_record(recipe, label, spec))
         timings[label] = round(time.perf_counter() - t1, 1)
         trained[label] = model.eval()
         print(f"[fuse-seg] {label}: trained in {timings[label]:.1f} s", flush=True)
@@ -85,6 +86,7 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
              "missing_sequences": {**train.missing, **test.missing}, "train_seconds": timings,
              "wall_s": round(time.perf_counter() - t0, 1)}
     write_seg_fusion_report(res, output, extra)
+    write_fusion_cards(output, list(recipe.models), {**extra, **res})
     return {**extra, **res}
 
 

@@ -241,6 +241,27 @@ def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, out
     return res
 
 
+def seg_data_record(task: SegTask) -> Dict[str, Any]:
+    """What a segmentation checkpoint records about its data (for its model card).
+
+    :meth:`SegTask.metadata` (data set id, split rule, train/test ids, label names) plus the
+    data set's name, licence, source and the md5 of its ``SHA256SUMS`` list
+    (:func:`medfm.cards.data_provenance`), the train/test case counts and, for 2.5D, the slice
+    context. JSON-serialisable.
+
+    Raises:
+        DataFileMissingError: the data set's folder is missing (from :meth:`SegTask.metadata`).
+    """
+    from medfm.cards import data_provenance
+
+    meta = task.metadata()
+    record = {**meta, **data_provenance(task.name, task.data_root),
+              "n_train": len(meta["train_ids"]), "n_test": len(meta["test_ids"]), "unit": "cases"}
+    if task.cfg.context_slices:
+        record["context_slices"] = task.cfg.context_slices
+    return record
+
+
 def results_markdown(results: Dict[str, Any]) -> str:
     """A short Markdown table of the summary (and human reference) metrics."""
     from medfm.evaluation.report import markdown_table
@@ -268,6 +289,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
+    from medfm.cards import write_card
     from medfm.config import dump_yaml, to_dict
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.loop import Trainer, refuse_existing_run
@@ -285,9 +307,10 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     base = init or recipe.encoder.pretrained
     base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
-    meta = {"training": {"data": task.metadata(), "mode": recipe.mode, "init": base,
+    meta = {"training": {"data": seg_data_record(task), "mode": recipe.mode, "init": base,
                          "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None, "train": to_dict(recipe.train)},
             "family": model.encoder.family, "task": "image-segmentation",
+            "n_params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M",
             "summary": f"`{recipe.encoder.name}` U-Net segmenter for {task.name} ({recipe.mode})."}
     trained = adapt(model, recipe.mode, recipe.lora, head_modules=SEG_HEAD_MODULES)
     save = checkpoint_writer(recipe.mode, base, meta)
@@ -306,6 +329,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
                     "n_train_items": train_set.n_items, "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad)})
     atomic_write_json(output / "results.json", results)
     atomic_write_text(output / "results.md", results_markdown(results))
+    write_card(final, results)  # the final checkpoint's card with these test metrics
     return results
 
 
@@ -337,5 +361,5 @@ def segment_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, 
             f"results: {output / 'results.json'}")
 
 
-__all__ = ["segment_from_recipe", "SegmentationRecipe", "SegEvalConfig", "SegDataConfig", "run_segmentation", "evaluate_task",
+__all__ = ["seg_data_record", "segment_from_recipe", "SegmentationRecipe", "SegEvalConfig", "SegDataConfig", "run_segmentation", "evaluate_task",
            "build_segmenter", "random_crop", "random_flips", "random_missing_sequences", "seg_step", "SEG_MODES"]

@@ -231,7 +231,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     from medfm.text import create_text_encoder
     from medfm.training.loop import Trainer, refuse_existing_run
     from medfm.training.resume import check_resume_recipe
-    from medfm.training.segmentation import evaluate_task, results_markdown
+    from medfm.cards import write_card
+    from medfm.training.segmentation import evaluate_task, results_markdown, seg_data_record
 
     output = Path(output)
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
@@ -257,10 +258,11 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
                                  target_inference=task_inference)
     base = init or recipe.encoder.pretrained
     base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
-    meta = {"training": {"tasks": {t.name: task.metadata() for t, task in zip(recipe.tasks, tasks)},
+    meta = {"training": {"tasks": {t.name: seg_data_record(task) for t, task in zip(recipe.tasks, tasks)},
                          "mode": recipe.mode, "init": base, "train": to_dict(recipe.train),
                          "loss_weights": {t.name: t.loss_weight for t in recipe.tasks}},
             "task_inference": task_inference, "family": model.encoder.family, "task": "text-conditioned-segmentation",
+            "n_params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M",
             "summary": f"`{recipe.encoder.name}` text-conditioned (MulModSeg) segmenter for "
                        f"{', '.join(t.name for t in recipe.tasks)}."}
     trained = adapt(model, recipe.mode, recipe.lora, head_modules=TEXT_SEG_HEAD_MODULES)
@@ -289,6 +291,7 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         md.append(results_markdown(res))
     atomic_write_json(output / "results.json", results)
     atomic_write_text(output / "results.md", "\n".join(md))
+    write_card(final, results)  # the final checkpoint's card with each task's test metrics
     return results
 
 

@@ -330,9 +330,16 @@ def _finish(model: nn.Module, recipe: VQARecipe, output: Path, train: Any, test:
     atomic_write_text(output / "predictions.jsonl", "".join(lines))
 
     ckpt = output / "checkpoint"
-    extra = {"training": {"data": {"dataset": "vqa_rad", "split": "MEVF trainset.json (3,064 QA)", "license": "CC0 1.0",
-                                   "license_id": "cc0-1.0", "md5": md5s, "n_train": len(train.ds)},
-                          "init": init, "mode": recipe.mode, "recipe": to_dict(recipe)},
+    from medfm.cards import data_provenance, write_card
+
+    provenance = {k: v for k, v in data_provenance("vqa_rad", root).items() if k != "md5"}  # md5: of the split files
+    extra = {"training": {"data": {**provenance, "dataset": "vqa_rad", "split": "MEVF trainset.json (3,064 QA)",
+                                   "license": "CC0 1.0", "license_id": "cc0-1.0", "md5": md5s, "n_train": len(train.ds),
+                                   "split_rule": "MEVF split: trainset.json for training, testset.json for the test",
+                                   "n_test": len(ds), "unit": "question-answer pairs"},
+                          "init": init, "mode": recipe.mode, "train": to_dict(recipe.train), "recipe": to_dict(recipe)},
+             "family": model.encoder.family,
+             "n_params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M",
              "summary": f"VQA adapter ({recipe.head.fusion}) on `{recipe.encoder.name}` trained on VQA-RAD"}
     save_pretrained(model, ckpt, extra_config=extra)
     reloaded = from_pretrained(ckpt)
@@ -368,6 +375,7 @@ def _finish(model: nn.Module, recipe: VQARecipe, output: Path, train: Any, test:
     res = to_jsonable(res)
     atomic_write_text(output / "report.md", render_report(res))
     atomic_write_json(output / "results.json", res)
+    write_card(ckpt, res)  # the checkpoint's card with these test metrics (weights and their hash unchanged)
     return res
 
 

@@ -1,0 +1,413 @@
+"""What a model card says about each kind of medfm checkpoint: the kind itself, its input,
+outputs, training data and procedure, intended use and a usage snippet that works for it.
+
+Used by :mod:`medfm.cards`; what the config does not hold is shown as "not recorded".
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+NOT_RECORDED = "not recorded"
+
+#: hub ``pipeline_tag`` per card kind (None: no hub pipeline fits)
+PIPELINE_TAGS = {"classification": "image-classification", "segmentation": "image-segmentation",
+                 "text_segmentation": "image-segmentation", "vqa": "visual-question-answering",
+                 "fusion_classification": None, "fusion_segmentation": "image-segmentation",
+                 "objective": "image-feature-extraction"}
+
+#: the non-MedMNIST data sets medfm trains on: display name, where they come from, the data
+#: folder (under the data root) holding PROVENANCE.md and SHA256SUMS, and the key of their
+#: licence in :data:`medfm.data.corpus.SOURCE_LICENSES` (the licences as PROVENANCE.md states them)
+DATASETS: Dict[str, Dict[str, str]] = {
+    "chase_db1": {"name": "CHASE_DB1", "folder": "chase_db1", "license_key": "chase_db1",
+                  "source": "CHASE_DB1 retinal vessel reference set (Fraz et al., IEEE TBME 2012; Kingston University)"},
+    "msd_hippocampus": {"name": "MSD Task04 Hippocampus", "folder": "msd_task04_hippocampus", "license_key": "hippocampus",
+                        "source": "Medical Segmentation Decathlon Task04 Hippocampus (cropped MRI volumes; "
+                                  "Antonelli et al., Nat. Commun. 2022)"},
+    "lgg_flair": {"name": "TCGA-LGG", "folder": "lgg_tcga_flair_seg_3ch", "license_key": "lgg",
+                  "source": "TCGA-LGG brain MRI with FLAIR-abnormality masks (Buda et al., Comput. Biol. Med. 2019; "
+                            "Kaggle lgg-mri-segmentation, 23-patient subset)"},
+    "vqa_rad": {"name": "VQA-RAD", "folder": "vqa_rad", "license_key": "vqa_rad",
+                "source": "VQA-RAD (Lau et al., Scientific Data 2018; OSF 89kps), MEVF train/test split"},
+}
+
+#: licence text -> hub licence id (anything else: "other")
+_LICENSE_IDS = {"CC BY 4.0": "cc-by-4.0", "CC BY-SA 4.0": "cc-by-sa-4.0", "CC0 1.0": "cc0-1.0"}
+
+#: what a training/test count counts, when the checkpoint does not say
+_DEFAULT_UNITS = {"vqa": "question-answer pairs", "fusion_classification": "patients", "fusion_segmentation": "patients"}
+
+_NOT_A_DEVICE = ("**Not a medical device**: it has not been validated clinically and must not be used\n"
+                 "for diagnosis or treatment decisions.")
+
+
+def data_provenance(dataset: str, data_root: Optional[str] = None) -> Dict[str, Any]:
+    """What a checkpoint records about a non-MedMNIST data set: name, licence, source, checksums.
+
+    Args:
+        dataset: a key of :data:`DATASETS` ("chase_db1", "msd_hippocampus", "lgg_flair", "vqa_rad").
+        data_root: the run's data root (None: ``$MEDFM_DATA`` / the default), for the md5 of the
+            folder's ``SHA256SUMS`` list (which fingerprints every file of the data set).
+
+    Returns:
+        ``{"dataset_name", "license", "license_id", "source", "provenance", "md5"}``; ``md5`` is
+        ``{"SHA256SUMS": hex}`` or absent when the folder has no ``SHA256SUMS`` (e.g. test data).
+        An unknown ``dataset`` gives ``{}`` (nothing is guessed).
+    """
+    info = DATASETS.get(dataset)
+    if info is None:
+        return {}
+    from medfm.data.corpus import SOURCE_LICENSES
+
+    license_ = SOURCE_LICENSES.get(info["license_key"], NOT_RECORDED)
+    out: Dict[str, Any] = {"dataset_name": info["name"], "license": license_,
+                           "license_id": _LICENSE_IDS.get(license_, "other"), "source": info["source"],
+                           "provenance": f"{info['folder']}/PROVENANCE.md"}
+    try:
+        from medfm.data.root import resolve_data_root
+        from medfm.io import file_md5
+
+        sums = Path(resolve_data_root(data_root)) / info["folder"] / "SHA256SUMS"
+        if sums.is_file():
+            out["md5"] = {"SHA256SUMS": file_md5(sums)}
+    except Exception:  # noqa: BLE001 - a missing data root only leaves the checksum unrecorded
+        pass
+    return out
+
+
+def _number(value: Any) -> bool:
+    """A real metric value (``bool`` and non-numbers are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _section(mapping: Any, key: str) -> Dict[str, Any]:
+    """``mapping[key]`` when it is a dict, else ``{}`` (results files may lack or garble sections)."""
+    value = mapping.get(key) if isinstance(mapping, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _shown(value: Any) -> Any:
+    """A config value for the card, or "not recorded" (never ``None``)."""
+    return NOT_RECORDED if value is None or value == "" else value
+
+
+def _fused_segmenter(name: str) -> bool:
+    """Whether fuser ``name`` is registered as a segmentation fuser (``fused_unet``)."""
+    try:
+        import medfm.adapters  # noqa: F401 - registers the fusers
+        from medfm.registry import FUSERS
+
+        return FUSERS.tags(name).get("task") == "segmentation"
+    except Exception:  # noqa: BLE001 - an unknown fuser name: decided from its args below
+        return False
+
+
+def card_kind(cfg: Dict[str, Any]) -> str:
+    """Which card a checkpoint config gets.
+
+    Returns:
+        "classification", "objective" (self-supervised encoder checkpoint), "segmentation",
+        "text_segmentation", "vqa", "fusion_classification", "fusion_segmentation", or
+        "other" (a config too bare to say; its card claims no task).
+    """
+    kind, name = cfg.get("kind"), cfg.get("name")
+    if kind == "objective":
+        return "objective"
+    if kind == "fuser":
+        seg = _fused_segmenter(str(name)) or "fusion" in _section(cfg, "args") and "decoder" in _section(cfg, "args")
+        return "fusion_segmentation" if seg else "fusion_classification"
+    if name in ("classification", "segmentation", "text_segmentation", "vqa"):
+        return str(name)
+    return "other"
+
+
+def _spatial(cfg: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    """``("2d" | "2.5d" | "3d", inference settings)`` of a segmentation checkpoint."""
+    inference = _section(_section(cfg, "args"), "inference")
+    if _number(inference.get("context_slices")) and inference["context_slices"] > 0:
+        return "2.5d", inference
+    dims = None
+    enc_name = _section(cfg, "encoder").get("name")
+    try:
+        import medfm.encoders  # noqa: F401 - registers the encoders
+        from medfm.registry import ENCODERS
+
+        dims = ENCODERS.tags(str(enc_name)).get("dims") if enc_name else None
+    except Exception:  # noqa: BLE001 - an unregistered encoder: the family decides
+        dims = None
+    if dims == 3 or (dims is None and str(cfg.get("family") or "").endswith("3d")):
+        return "3d", inference
+    return "2d", inference
+
+
+def _data_name(data: Dict[str, Any]) -> Optional[str]:
+    """The data set's display name from a recorded ``training.data`` dict (None: not recorded)."""
+    if data.get("flag"):
+        return str(data["flag"])
+    if data.get("dataset_name"):
+        return str(data["dataset_name"])
+    if data.get("dataset"):
+        known = DATASETS.get(str(data["dataset"]))
+        return known["name"] if known else str(data["dataset"])
+    return None
+
+
+def _data_sets(cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Every ``training.data``-like record of the config (text segmenters: one per task)."""
+    training = _section(cfg, "training")
+    tasks = _section(training, "tasks")
+    if tasks:
+        return [{**v, "task_name": k} for k, v in tasks.items() if isinstance(v, dict)]
+    data = _section(training, "data")
+    return [data] if data else []
+
+
+def _hub_dataset_id(data: Dict[str, Any]) -> Optional[str]:
+    if data.get("flag"):
+        return f"medmnist/{data['flag']}"
+    return str(data["dataset"]) if data.get("dataset") else None
+
+
+def _fmt_md5(md5: Any) -> str:
+    if isinstance(md5, dict) and md5:
+        return ", ".join(f"{k} `{v}`" for k, v in md5.items())
+    return f"`{md5}`" if md5 else NOT_RECORDED
+
+
+def _count(data: Dict[str, Any], key: str, ids_key: str) -> Any:
+    if _number(data.get(key)):
+        return data[key]
+    ids = data.get(ids_key)
+    return len(ids) if isinstance(ids, list) else None
+
+
+def _training_data_text(cfg: Dict[str, Any]) -> str:
+    """The "Training data" section: MedMNIST flags as before, other data sets by their own names."""
+    records = _data_sets(cfg)
+    if not records:
+        return "Not recorded in this checkpoint's config."
+    parts = []
+    for data in records:
+        if data.get("flag"):  # MedMNIST (classification, SSL): unchanged wording
+            size = f", {data['size']} px" if data.get("size") else ""
+            about = f" — {data['description']}" if data.get("description") else ""
+            md5 = f"`{data['md5']}`" if data.get("md5") else NOT_RECORDED
+            parts.append(f"`{_shown(data.get('flag'))}` (MedMNIST v2{size}){about}\n\n"
+                         f"License of the data: {data.get('license') or 'see the data source'}. "
+                         f"Splits used: {_shown(data.get('splits'))}. File md5: {md5}.")
+            continue
+        name = _data_name(data)
+        head = f"**{name}**" if name else "Data set: not recorded"
+        if data.get("task_name"):
+            head = f"Task `{data['task_name']}`: {head}"
+        if data.get("dataset") and name != data.get("dataset"):
+            head += f" (`{data['dataset']}`)"
+        source = data.get("source") or NOT_RECORDED
+        split = data.get("split_rule") or data.get("split")
+        n_train = _count(data, "n_train", "train_ids" if "train_ids" in data else "patients")
+        n_test = _count(data, "n_test", "test_ids")
+        unit = data.get("unit") or _DEFAULT_UNITS.get(card_kind(cfg), "cases")
+        counts = (f"{_shown(n_train)} training / {_shown(n_test)} test {unit}")
+        lines = [f"{head}. Source: {source}.", "",
+                 f"License of the data: {data.get('license') or NOT_RECORDED}"
+                 + (f" (see `{data['provenance']}`)" if data.get("provenance") else "") + ".",
+                 f"Split: {_shown(split)}; {counts}.",
+                 f"Checksums (md5): {_fmt_md5(data.get('md5'))}."]
+        if data.get("train_missing"):
+            lines.append(f"Training missingness: {data['train_missing']}.")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _training_procedure(cfg: Dict[str, Any]) -> str:
+    training = _section(cfg, "training")
+    proc = []
+    for stage in ("pretraining", "finetuning"):
+        if training.get(stage):
+            proc.append(f"- **{stage}**: `{json.dumps(training[stage], sort_keys=True)}`")
+    if not proc:  # segmentation, VQA, fusion runners record their settings at the top of "training"
+        recipe = _section(training, "recipe")
+        settings = {k: training[k] for k in ("mode", "init", "lora", "fuser", "fuser_args", "loss_weights")
+                    if training.get(k) is not None}
+        train = training.get("train") or recipe.get("train")
+        if train:
+            settings["train"] = train
+        if settings:
+            proc.append(f"- **training**: `{json.dumps(settings, sort_keys=True)}`")
+    return "\n".join(proc) or "Not recorded."
+
+
+# -- results --------------------------------------------------------------------------------------
+
+# -- what each kind takes, returns, is for, and how to call it --------------------------------------
+def _image_input(pre: Dict[str, Any]) -> str:
+    """The classification/SSL/VQA image input line (unchanged wording for classifiers)."""
+    if pre.get("in_chans") and pre.get("img_size"):
+        norm = f", normalised with mean {pre['mean']} / std {pre['std']}" if pre.get("mean") and pre.get("std") else ""
+        return f"{pre['in_chans']}-channel {pre['img_size']}x{pre['img_size']} images, intensities in [0, 1]{norm}"
+    return NOT_RECORDED
+
+
+def _label_list(names: Any) -> str:
+    return f"{names}" if isinstance(names, list) and names else NOT_RECORDED
+
+
+def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
+    """``{summary, model_input, outputs, intended_use, limitations, how_to}`` for the card's kind."""
+    kind = card_kind(cfg)
+    args, pre, enc = _section(cfg, "args"), _section(cfg, "preprocessing"), _section(cfg, "encoder")
+    records = _data_sets(cfg)
+    names = [n for n in (_data_name(d) for d in records) if n]
+    on = " and ".join(names) if names else "a data set not recorded in this checkpoint"
+    medmnist = any(d.get("flag") for d in records)
+    general_use = ("Research on medical image analysis and benchmarking of foundation-model adapters. " + _NOT_A_DEVICE)
+    n_train = [c for c in (_count(d, "n_train", "train_ids" if "train_ids" in d else "patients") for d in records)
+               if c is not None]
+    unit = (records[0].get("unit") if records else None) or _DEFAULT_UNITS.get(kind, "cases")
+    trained_on = f"Trained on {sum(n_train)} training {unit} of {on}" if n_train else f"Trained on {on}"
+    out: Dict[str, str] = {"how_to": ""}
+    if kind in ("classification", "other"):
+        if kind == "classification" and args.get("num_classes"):
+            outputs = f"{args['num_classes']} {args.get('task') or ''} scores over {_shown(args.get('label_names'))}"
+        else:
+            outputs = f"{cfg['kind']} outputs" if cfg.get("kind") else NOT_RECORDED
+        out.update(
+            summary="A medfm model.", model_input=_image_input(pre), outputs=outputs,
+            intended_use=("Research on medical image representation learning and benchmarking (MedMNIST-style low-resolution\n"
+                          "images). " + _NOT_A_DEVICE),
+            limitations=("Trained and evaluated on one public benchmark at low resolution; performance on other scanners, "
+                         "sites, populations or resolutions is unknown. Scores are not calibrated probabilities of disease."),
+            how_to=(f'import medfm\nclf = medfm.pipeline("image-classification", model="{model_id}")\n'
+                    "clf(image)  # PIL image or uint8 array (H, W) / (H, W, C)"))
+        if kind == "other":  # too bare to say what it does: no task claimed
+            out["how_to"] = f'import medfm\nmodel = medfm.from_pretrained("{model_id}")'
+        return out
+    if kind == "objective":
+        size = pre.get("img_size")
+        out.update(
+            summary=f"Encoder pretrained with the self-supervised objective `{cfg.get('name')}`.",
+            model_input=_image_input(pre),
+            outputs=("encoder features (the objective's projection head and loss are for pretraining only); "
+                     "fine-tune or probe the encoder for a task"),
+            intended_use=(("Research on medical image representation learning and benchmarking (MedMNIST-style low-resolution\n"
+                           "images). " if medmnist else "Research on medical image representation learning. ") + _NOT_A_DEVICE),
+            limitations=(f"{trained_on} without labels. The features predict nothing by themselves; their quality for "
+                         "a task is only known after fine-tuning or a probe on that task."),
+            how_to=("import medfm\n"
+                    f'encoder = medfm.create_encoder("{_shown(enc.get("name"))}", in_chans={_shown(pre.get("in_chans"))}, '
+                    f'img_size={_shown(size)}, pretrained="{model_id}")\n'
+                    f"features = encoder(images)  # (B, {_shown(pre.get('in_chans'))}, {_shown(size)}, {_shown(size)}) "
+                    "normalised as above -> (B, encoder.num_features)\n"
+                    f"# or: medfm finetune <recipe> --init {model_id}"))
+        return out
+    if kind == "segmentation":
+        spatial, inference = _spatial(cfg)
+        chans = enc.get("in_chans") or pre.get("in_chans")
+        roi = inference.get("roi_size")
+        window = f"; sliding windows of {'x'.join(str(r) for r in roi)}" if isinstance(roi, list) and roi else ""
+        intensity = ("intensities scaled per volume to [0, 1] by percentiles" if inference.get("intensity") == "percentile"
+                     else "intensities in [0, 1] (uint8 / 255)")
+        if inference.get("normalize") not in (None, "none"):
+            intensity += f", then `{inference['normalize']}` normalisation (done by the pipeline)"
+        labels = _label_list(args.get("label_names"))
+        if spatial == "3d":
+            model_input = f"3D volumes `({_shown(chans)}, D, H, W)` (NIfTI or array), {intensity}{window} voxels"
+            outputs = f"per-voxel class logits `(B, {_shown(args.get('num_classes'))}, D, H, W)` over {labels}"
+            call = ('out = seg("volume.nii.gz", output_path="mask.nii.gz")  # label volume, written with the input\'s affine\n'
+                    'out["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
+        elif spatial == "2.5d":
+            k = inference.get("context_slices")
+            model_input = (f"3D volumes `(D, H, W)` (NIfTI or array), {intensity}; segmented slice by slice along axis "
+                           f"{_shown(inference.get('slice_axis'))}, each slice with its {k} neighbouring slices on each side "
+                           f"as {2 * k + 1} input channels (2.5D){window} pixels")
+            outputs = f"per-pixel class logits `(B, {_shown(args.get('num_classes'))}, H, W)` per slice over {labels}"
+            call = ('out = seg("volume.nii.gz", output_path="mask.nii.gz")\n'
+                    'out["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
+        else:
+            scale = inference.get("scale")
+            model_input = (f"{_shown(chans)}-channel 2D images of any size (PIL, path or array), {intensity}"
+                           + (f"; resized by {scale}" if _number(scale) and scale != 1 else "") + f"{window} pixels")
+            outputs = f"per-pixel class logits `(B, {_shown(args.get('num_classes'))}, H, W)` over {labels}"
+            call = 'out = seg("image.png")\nout["mask"]  # (H, W) uint8 label map in the input\'s geometry, out["label_names"]'
+        out.update(
+            summary=f"{'3D' if spatial == '3d' else '2.5D' if spatial == '2.5d' else '2D'} U-Net segmenter on "
+                    f"`{_shown(enc.get('name'))}` for {on}.",
+            model_input=model_input, outputs=outputs, intended_use=general_use,
+            limitations=(f"{trained_on}; performance on other scanners, sites, populations, resolutions or fields of "
+                         "view is unknown. Masks are not validated for clinical measurement."),
+            how_to=f'import medfm\nseg = medfm.pipeline("image-segmentation", model="{model_id}")\n{call}')
+        return out
+    if kind == "text_segmentation":
+        targets = [t for t in args.get("targets") or [] if isinstance(t, dict)]
+        names_t = [str(t.get("name")) for t in targets]
+        first = names_t[0] if names_t else "target"
+        out.update(
+            summary=f"Text-conditioned (MulModSeg) segmenter on `{_shown(enc.get('name'))}` for {on}.",
+            model_input=(f"{_shown(enc.get('in_chans') or pre.get('in_chans'))}-channel 2D images of any size, "
+                         f"intensities in [0, 1], plus the target to segment: a known target ({names_t or NOT_RECORDED}) "
+                         "or a free-text query (embedded by the frozen text encoder "
+                         f"`{_shown(_section(args, 'text_encoder').get('name'))}`)"),
+            outputs="per-pixel background / target logits `(B, 2, H, W)` for the prompted target",
+            intended_use=general_use,
+            limitations=(f"{trained_on}; each target was only seen in its own data set's images, so prompting a "
+                         "target in another modality is untested. Free-text queries are matched to the known prompts; "
+                         "a query unlike all of them is not a new target."),
+            how_to=(f'import medfm\nseg = medfm.pipeline("image-segmentation", model="{model_id}")\n'
+                    f'out = seg("image.png", target="{first}")  # or query="free-text description"\n'
+                    'out["mask"]  # (H, W) uint8 map: 1 = the target'))
+        return out
+    if kind == "vqa":
+        answers = args.get("answers")
+        n_ans = len(answers) if isinstance(answers, list) else None
+        out.update(
+            summary=f"Visual question answering on `{_shown(enc.get('name'))}` for {on}.",
+            model_input=(_image_input(pre) + " and an English question (embedded by the frozen text encoder "
+                         f"`{_shown(_section(args, 'text_encoder').get('name') or _section(args, 'text_encoder').get('model_name_or_path'))}`)"),
+            outputs=(f"answer logits over {_shown(n_ans)} answers (the closed vocabulary of the training split); "
+                     "the pipeline returns the top-k answers with probabilities"),
+            intended_use=general_use,
+            limitations=(f"{trained_on}. Answers are chosen from the training answers only: a question whose answer is "
+                         "not among them is always answered wrong. Accuracy on open questions is far below closed "
+                         "(yes/no) ones; see the evaluation."),
+            how_to=(f'import medfm\nvqa = medfm.pipeline("visual-question-answering", model="{model_id}")\n'
+                    'vqa(image, "is there a fracture?")  # PIL image / uint8 array -> [{"answer", "score"}, ...] (top 5)'))
+        return out
+    # fusers
+    mods = args.get("modalities") or pre.get("modalities")
+    size = args.get("img_size") or pre.get("img_size")
+    labels = _label_list(args.get("label_names"))
+    has_clinical = isinstance(mods, list) and "clinical" in mods
+    images = [m for m in mods if m != "clinical"] if isinstance(mods, list) else []
+    model_input = (f"per sample any non-empty subset of the modalities {_shown(mods)}: "
+                   + (f"images `(1, {size}, {size})` float in [0, 1]" if images else "")
+                   + (", " if images and has_clinical else "")
+                   + (f"`clinical` a `({_shown(args.get('clinical_features'))},)` float vector (NaN = missing value)"
+                      if has_clinical else "")
+                   + "; absent modalities are left out of the sample and marked by the batch's presence masks "
+                     "(`batch['present'][m]`)")
+    sample = ", ".join(f'"{m}": torch.rand(1, {size}, {size})' for m in images[:2])
+    if has_clinical:
+        sample += (", " if sample else "") + f'"clinical": torch.full(({args.get("clinical_features", "F")},), float("nan"))'
+    fuser = cfg.get("name")
+    seg = kind == "fusion_segmentation"
+    out.update(
+        summary=(f"Missing-modality {'segmentation' if seg else 'classification'} fuser `{fuser}` for {on}."),
+        model_input=model_input,
+        outputs=(f"per-pixel class logits `(B, {_shown(args.get('num_classes'))}, {size}, {size})` over {labels}"
+                 if seg else f"{_shown(args.get('num_classes'))} class scores (logits) `(B, {_shown(args.get('num_classes'))})` "
+                             f"over {labels}"),
+        intended_use=("Research on learning from incomplete multi-modal data (missing MR sequences / clinical values). "
+                      + _NOT_A_DEVICE),
+        limitations=(f"{trained_on}: a small cohort, so estimates are uncertain (see the confidence intervals); "
+                     "performance under other missingness patterns, scanners or sites is unknown."),
+        how_to=("import torch, medfm\nfrom medfm.data.multimodal import collate_modalities\n"
+                f'model = medfm.from_pretrained("{model_id}").eval()\n'
+                f"sample = {{{sample}}}  # leave out a modality the sample lacks\n"
+                "batch = collate_modalities([sample], model.modalities)\nwith torch.no_grad():\n"
+                + ('    mask = model(batch)["logits"].argmax(1)  # (B, S, S) label map' if seg else
+                   '    probs = model(batch)["logits"].softmax(-1)  # (B, K) over model.label_names')))
+    return out
+
+

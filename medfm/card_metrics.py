@@ -1,0 +1,266 @@
+"""The evaluation part of a model card: which results a checkpoint's card takes, and the
+metrics table and hub ``model-index`` rows read from a run's or ``medfm eval``'s ``results.json``.
+
+Used by :mod:`medfm.cards`.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from huggingface_hub import EvalResult
+
+from medfm.card_kinds import NOT_RECORDED, PIPELINE_TAGS, _data_name, _number, _section, _shown, card_kind
+
+# MedMNIST metric names -> hub metric types
+_METRIC_TYPES = {"acc": "accuracy", "auc": "roc_auc", "balanced_acc": "balanced_accuracy"}
+
+
+#: display names of metric keys in the card's reference rows
+_METRIC_NAMES = {"clean_error": "clean error", "be": "BE", "rbe": "rBE", "acc": "ACC", "auc": "AUC"}
+
+
+def results_kind(results: Dict[str, Any]) -> str:
+    """Which runner wrote a results dict: "vqa", "text_segmentation", "segmentation", "fusion"
+    (fusion classification or segmentation), or "classification" (``medfm eval``)."""
+    if results.get("kind") == "vqa":
+        return "vqa"
+    if isinstance(results.get("tasks"), dict):
+        return "text_segmentation"
+    if isinstance(results.get("per_case"), dict) and isinstance(results.get("summary"), dict):
+        return "segmentation"
+    if isinstance(results.get("natural"), list):
+        return "fusion"
+    return "classification"
+
+
+#: card kind -> the results kinds that fit it
+_RESULTS_FOR = {"classification": {"classification"}, "objective": {"classification"}, "other": {"classification"},
+                "segmentation": {"segmentation"}, "text_segmentation": {"text_segmentation"}, "vqa": {"vqa"},
+                "fusion_classification": {"fusion"}, "fusion_segmentation": {"fusion"}}
+
+
+def check_results_fit(cfg: Dict[str, Any], results: Dict[str, Any], where: str = "the results") -> None:
+    """Refuse results written by another kind of run than the checkpoint's.
+
+    Raises:
+        ValueError: e.g. a segmentation run's results for a VQA checkpoint (names both).
+    """
+    kind, rkind = card_kind(cfg), results_kind(results)
+    if rkind not in _RESULTS_FOR.get(kind, {"classification"}):
+        raise ValueError(f"{where} are the results of a {rkind.replace('_', ' ')} run, but the checkpoint is a "
+                         f"{kind.replace('_', ' ')} model; pass the results.json of the run that trained or "
+                         "evaluated this checkpoint")
+
+
+def _eval_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> List[EvalResult]:
+    """model-index entries; only for results that name the data set they were measured on."""
+    if not results:
+        return []
+    kind = card_kind(cfg)
+    if kind in ("segmentation", "text_segmentation", "vqa", "fusion_classification", "fusion_segmentation"):
+        return [EvalResult(task_type=PIPELINE_TAGS.get(kind) or "image-classification", dataset_type=dtype,
+                           dataset_name=dname, dataset_split=split, metric_type=mtype, metric_name=mname,
+                           metric_value=round(float(val), 4))
+                for dtype, dname, split, mtype, mname, val in _run_metrics(cfg, results)[0]]
+    meta, metrics = _section(results, "meta"), _section(results, "metrics")
+    flag = meta.get("dataset")
+    if not flag:  # never guess where the numbers come from
+        return []
+    split = meta.get("split")
+    out = []
+    for key, mtype in _METRIC_TYPES.items():
+        val = metrics.get(key)
+        if _number(val):
+            out.append(EvalResult(task_type="image-classification", dataset_type=f"medmnist/{flag}",
+                                  dataset_name=str(flag), dataset_split=str(split) if split else None,
+                                  metric_type=mtype, metric_name=key.upper() if key != "balanced_acc" else "balanced ACC",
+                                  metric_value=round(float(val), 4)))
+    return out
+
+
+_SEG_METRICS = (("dice", "Dice"), ("hd95", "HD95"), ("surface_dice", "surface Dice"))
+
+
+def _seg_summary_rows(summary: Dict[str, Any]) -> List[Tuple[str, str, Any, Any]]:
+    """``(class, metric label, mean, std)`` rows of a segmentation summary (mean over classes first)."""
+    rows = []
+    mean = _section(summary, "mean")
+    for key, label in _SEG_METRICS:
+        if _number(mean.get(key)):
+            rows.append(("mean over classes", label, mean[key], None))
+    for cls, metrics in _section(summary, "per_class").items():
+        for key, label in _SEG_METRICS:
+            m = _section(metrics, key)
+            if _number(m.get("mean")):
+                rows.append((str(cls), label, m["mean"], m.get("std")))
+    return rows
+
+
+def _seg_dataset(task: Dict[str, Any], cfg_data: Dict[str, Any]) -> Tuple[Optional[str], Optional[str]]:
+    dataset = task.get("dataset") or cfg_data.get("dataset")
+    if not dataset:
+        return None, None
+    return str(dataset), _data_name({"dataset": dataset, "dataset_name": cfg_data.get("dataset_name")
+                                     if cfg_data.get("dataset") == dataset else None})
+
+
+def _fusion_row(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], str]:
+    """This checkpoint's row of a fusion run's results (natural missingness on the test patients)."""
+    training = _section(cfg, "training")
+    label = training.get("run_label")
+    if not label:
+        return None, ("the results hold several models and this checkpoint does not record which one it is "
+                      "(its run label is not recorded)")
+    for row in results.get("natural") or []:
+        if isinstance(row, dict) and row.get("model") == label:
+            return row, "natural"
+    for row in results.get("mnar") or []:  # MNAR-trained models are scored in the MNAR section
+        if isinstance(row, dict) and row.get("model") == label and row.get("test") == "natural":
+            return row, "natural"
+    return None, f"the results hold no row for model `{label}`"
+
+
+def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tuple], str]:
+    """``([(dataset type, dataset name, split, metric type, metric name, value)], evaluation text)``
+    for the results of a segmentation, VQA or fusion run."""
+    kind = card_kind(cfg)
+    entries: List[Tuple] = []
+    data = _section(_section(cfg, "training"), "data")
+    if kind == "segmentation":
+        task = _section(results, "task")
+        dtype, dname = _seg_dataset(task, data)
+        summary = _section(results, "summary")
+        rows = _seg_summary_rows(summary)
+        if not rows:
+            return [], "The results file holds no Dice/HD95 values."
+        n = summary.get("n_cases")
+        text = [f"Measured on the **test** cases of {f'**{dname}**' if dname else 'a data set not recorded in the results'}"
+                + (f" ({n} cases" + (f"; split: {task['split_rule']}" if task.get("split_rule") else "") + ")" if _number(n) else "")
+                + " by the training run (sliding-window inference at the original resolution). HD95 in mm "
+                  "(NIfTI spacing) or pixels.", "", "| class | metric | mean | std |", "|---|---|---|---|"]
+        for cls, label, mean, std in rows:
+            text.append(f"| {cls} | {label} | {mean:.4f} | {f'{std:.4f}' if _number(std) else ''} |")
+            if cls == "mean over classes" and dtype:
+                entries.append((dtype, dname, "test", label.lower().replace(" ", "_"), label, mean))
+        human = _section(_section(results, "human_reference"), "summary")
+        if _section(human, "mean"):
+            hd = _section(human, "mean")
+            text += ["", "Second human observer scored against the first (reference): "
+                     + ", ".join(f"{lab} {hd[k]:.4f}" for k, lab in _SEG_METRICS if _number(hd.get(k))) + "."]
+        return entries, "\n".join(text)
+    if kind == "text_segmentation":
+        tasks = _section(results, "tasks")
+        cfg_tasks = _section(_section(cfg, "training"), "tasks")
+        text = ["Measured on each task's **test** cases by the training run, prompting the task's target.", "",
+                "| task | data set | test cases | Dice | HD95 | surface Dice | referring query Dice |",
+                "|---|---|---|---|---|---|---|"]
+        for name, res in tasks.items():
+            if not isinstance(res, dict):
+                continue
+            dtype, dname = _seg_dataset(_section(res, "task"), _section(cfg_tasks, name))
+            mean = _section(_section(res, "summary"), "mean")
+            ref = _section(res, "referring")
+            cells = [f"{mean[k]:.4f}" if _number(mean.get(k)) else "" for k, _ in _SEG_METRICS]
+            n = _section(res, "summary").get("n_cases")
+            ref_txt = f"{ref['dice']:.4f}" if _number(ref.get("dice")) else ""
+            text.append(f"| {name} | {_shown(dname)} | {n if _number(n) else NOT_RECORDED} | " + " | ".join(cells)
+                        + f" | {ref_txt} |")
+            for key, label in _SEG_METRICS:
+                if dtype and _number(mean.get(key)):
+                    entries.append((dtype, f"{dname} ({name})", "test", key, label, mean[key]))
+        if len(text) == 4:
+            return [], "The results file holds no per-task Dice values."
+        return entries, "\n".join(text)
+    if kind == "vqa":
+        meta, metrics = _section(results, "meta"), _section(results, "metrics")
+        dtype = meta.get("dataset")
+        dname = _data_name({"dataset": dtype}) if dtype else None
+        split = meta.get("split")
+        text = [f"Exact-match answer accuracy on the {f'**{split}**' if split else 'test split (not recorded)'} of "
+                f"{f'**{dname}**' if dname else 'a data set not recorded in the results'}"
+                + (f" ({results['n_questions']} questions" if _number(results.get("n_questions")) else " (")
+                + (f"; {_section(results, 'out_of_vocab')['n']} with an answer outside the training vocabulary, "
+                   "counted wrong)" if _number(_section(results, "out_of_vocab").get("n")) else ")")
+                + " by the training run.", "", "| questions | accuracy | 95% CI (bootstrap) | n | majority baseline |",
+                "|---|---|---|---|---|"]
+        base = _section(results, "majority_baseline")
+        for key in ("overall", "closed", "open"):
+            m = _section(metrics, key)
+            if not _number(m.get("acc")):
+                continue
+            ci = _section(m, "ci")
+            ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if _number(ci.get("low")) and _number(ci.get("high")) else ""
+            b = _section(base, key).get("acc")
+            text.append(f"| {key} | {m['acc']:.4f} | {ci_txt} | {m.get('n', '')} | {f'{b:.4f}' if _number(b) else ''} |")
+            if dtype:
+                entries.append((str(dtype), dname, str(split) if split else None, "accuracy",
+                                f"{key} accuracy", m["acc"]))
+        if len(text) == 4:
+            return [], "The results file holds no VQA accuracy values."
+        return entries, "\n".join(text)
+    # fusion (classification or segmentation)
+    row, why = _fusion_row(cfg, results)
+    if row is None:
+        return [], f"Not in the card: {why}. See the run's results.json / report.md."
+    dname = _data_name(data)
+    dtype = data.get("dataset_id") or ("lgg_flair" if dname and "TCGA-LGG" in dname else data.get("dataset"))
+    split = _section(results, "split")
+    where = (f"the **{len(split['test'])} test patients**" if isinstance(split.get("test"), list) else "the test patients")
+    head = (f"Measured on {where} of {f'**{dname}**' if dname else 'a data set not recorded'} with their natural "
+            f"missingness (each slice with the modalities it really has; {row.get('n', NOT_RECORDED)} slices"
+            f"{', ' + str(row['n_patients']) + ' patients' if _number(row.get('n_patients')) else ''}) by the "
+            "training run; confidence intervals bootstrap over patients. Every modality subset is in the run's "
+            "report.md.")
+    text = [head, "", "| metric | value | 95% CI |", "|---|---|---|"]
+    for key, label, ci_key in (("auc", "AUC", "auc_ci95"), ("acc", "ACC", None), ("dice", "Dice", "dice_ci95")):
+        if _number(row.get(key)):
+            ci = row.get(ci_key) if ci_key else None
+            ci_txt = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 and all(map(_number, ci)) else ""
+            text.append(f"| {label} | {row[key]:.4f} | {ci_txt} |")
+            if dtype:
+                mtype = {"auc": "roc_auc", "acc": "accuracy", "dice": "dice"}[key]
+                entries.append((str(dtype), dname, "test", mtype, label, row[key]))
+    if len(text) == 4:
+        return [], "The results file holds no AUC/ACC/Dice value for this model."
+    return entries, "\n".join(text)
+
+
+def _evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, Any]] = None) -> str:
+    if not results:
+        how = ("run `medfm eval` and then `medfm card <checkpoint> --results results.json`"
+               if card_kind(cfg or {}) in ("classification", "objective", "other")
+               else "`medfm card <checkpoint> --results <run>/results.json` adds the test results of the run that trained it")
+        return f"Not evaluated yet: {how}."
+    if cfg is not None and card_kind(cfg) not in ("classification", "objective", "other"):
+        return _run_metrics(cfg, results)[1]
+    meta, metrics, cis = _section(results, "meta"), _section(results, "metrics"), _section(results, "ci")
+    split = f"**{meta['split']}** split" if meta.get("split") else "split (not recorded)"
+    dataset = f"`{meta['dataset']}`" if meta.get("dataset") else "a data set not recorded in the results"
+    n = results.get("n_samples")
+    lines = [f"Measured on the {split} of {dataset}" + (f" ({n} images)" if _number(n) else "") + " with `medfm eval`.",
+             "", "| metric | value | 95% CI (bootstrap) |", "|---|---|---|"]
+    labels = {"acc": "ACC", "auc": "AUC", "balanced_acc": "balanced ACC", "ece": "ECE (15 bins)"}
+    for key, label in labels.items():
+        if _number(metrics.get(key)):
+            ci = cis.get(key)
+            ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if isinstance(ci, dict) and _number(ci.get("low")) \
+                and _number(ci.get("high")) else ""
+            lines.append(f"| {label} | {metrics[key]:.4f} | {ci_txt} |")
+    if len(lines) == 4:
+        return "The results file holds no ACC/AUC/balanced ACC/ECE values."
+    rob = _section(results, "robustness")
+    for key, label in (("clean_error", "MedMNIST-C clean error"), ("be", "MedMNIST-C BE"), ("rbe", "MedMNIST-C rBE")):
+        if _number(rob.get(key)):
+            lines.append(f"| {label} | {rob[key]:.4f} | |")
+    refs = {k: {m: v for m, v in ref.items() if _number(v)} for k, ref in _section(meta, "references").items()
+            if isinstance(ref, dict)}
+    refs = {k: v for k, v in refs.items() if v}
+    if refs:
+        lines += ["", "Published figures for comparison:", "", "| model | figures |", "|---|---|"]
+    for name, ref in refs.items():
+        lines.append(f"| {name} | " + ", ".join(f"{_METRIC_NAMES.get(k, k.upper())} {v:.3f}" for k, v in ref.items()) + " |")
+    if rob.get("method"):
+        lines += ["", f"Corruptions: {rob['method']}"]
+    return "\n".join(lines)
+
+
