@@ -135,6 +135,8 @@ def _checked(value: Any, tp: Any, where: str) -> Any:
                      for i, v in enumerate(value)]
         return tuple(items) if origin is tuple or tp is tuple else items
     if origin is dict or tp is dict:
+        if value is None:  # an empty YAML section (``decoder:``) means no entries, as for dataclass sections
+            return {}
         if not isinstance(value, dict):
             raise wrong()
         return value

@@ -347,3 +347,27 @@ def test_merge_of_a_full_checkpoint_says_it_is_not_an_adapter(tmp_path, capsys):
     code, err = _run(capsys, ["merge", ckpt, tmp_path / "merged"])
     assert code == 2 and "is a full medfm checkpoint, not a LoRA adapter" in err
     assert not (tmp_path / "merged").exists()
+
+
+def test_an_empty_mapping_section_means_no_entries():
+    """``decoder:`` with every line commented out is YAML null: it said "expected a mapping, got None"
+    although an empty dataclass section (``train:``) already meant all defaults."""
+    import dataclasses
+    from typing import Any, Dict
+
+    from medfm.config import ConfigError, from_dict, load_yaml
+
+    @dataclasses.dataclass
+    class R:
+        decoder: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    assert from_dict(R, {"decoder": None}).decoder == {}
+    assert from_dict(R, {"decoder": {"stem_channels": 32}}).decoder == {"stem_channels": 32}
+    with pytest.raises(ConfigError, match=r"decoder: expected a mapping, got \[1\]"):
+        from_dict(R, {"decoder": [1]})
+    from medfm.training.segmentation import SegmentationRecipe
+
+    path = Path(__file__).resolve().parents[1] / "finetune" / "seg_unet3d_hippocampus.yaml"
+    data = load_yaml(path)
+    data["decoder"] = None
+    assert from_dict(SegmentationRecipe, data, where=path.name).decoder == {}
