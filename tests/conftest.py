@@ -169,3 +169,21 @@ class ImageItems:
 
     def __getitem__(self, i):
         return {"image": self.images[i]}
+
+
+class _Killed(Exception):
+    """Stands in for SIGKILL right after a mid-epoch checkpoint (disk state as after a real kill)."""
+
+
+def _kill_after_first_mid_epoch_checkpoint(monkeypatch):
+    from medfm.training.loop import Trainer
+
+    real = Trainer._save
+
+    def dying(self, counters):
+        real(self, counters)
+        if counters["step_in_epoch"]:
+            raise _Killed
+
+    monkeypatch.setattr(Trainer, "_save", dying)
+    return lambda: monkeypatch.setattr(Trainer, "_save", real)

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from medfm.config import ConfigError, dump_yaml, from_dict
-from medfm.training.loop import Trainer
-from tests.conftest import fake_medmnist_arrays
+from tests.conftest import _Killed, _kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays
 
 PRETRAIN = {"data": {"dataset": "pneumoniamnist", "verify_md5": False}, "encoder": {"name": "resnet_test"},
             "objective": {"name": "simclr", "args": {"hidden_dim": 16, "proj_dim": 8}},
@@ -92,10 +91,6 @@ def test_cli_lists_at_most_six_differences_and_exits_2(pretrained, tmp_path, cap
     assert _snapshot(run) == before
 
 
-class _Killed(Exception):
-    """Stands in for a kill right after the first mid-epoch checkpoint (disk state as after SIGKILL)."""
-
-
 def test_operational_changes_resume_bit_identically(tmp_path, monkeypatch):
     """Threads, log/checkpoint frequency and the data's location may change on resume."""
     from safetensors.torch import load_file
@@ -104,17 +99,10 @@ def test_operational_changes_resume_bit_identically(tmp_path, monkeypatch):
     (tmp_path / "moved").symlink_to(root)
     first = {"train": {"epochs": 2, "checkpoint_every": 1}}
     _pretrain(root, tmp_path / "full", first)
-    real = Trainer._save
-
-    def dying(self, counters):
-        real(self, counters)
-        if counters["step_in_epoch"]:
-            raise _Killed
-
-    monkeypatch.setattr(Trainer, "_save", dying)
+    revive = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
     with pytest.raises(_Killed):
         _pretrain(root, tmp_path / "killed", first)
-    monkeypatch.setattr(Trainer, "_save", real)
+    revive()
     state = json.loads((tmp_path / "killed" / "checkpoint" / "trainer_state.json").read_text())
     assert state["counters"] == {"epoch": 0, "step_in_epoch": 1, "global_step": 1}
     later = {"data": {"data_root": str(tmp_path / "moved")},

@@ -12,23 +12,7 @@ from torch import nn
 
 from medfm.config import from_dict
 from medfm.training.loop import TrainConfig, Trainer
-from tests.conftest import fake_medmnist_arrays
-
-
-class _Killed(Exception):
-    """Stands in for SIGKILL right after a mid-epoch checkpoint (disk state as after a real kill)."""
-
-
-def _kill_after_first_mid_epoch_checkpoint(monkeypatch):
-    real = Trainer._save
-
-    def dying(self, counters):
-        real(self, counters)
-        if counters["step_in_epoch"]:
-            raise _Killed
-
-    monkeypatch.setattr(Trainer, "_save", dying)
-    return lambda: monkeypatch.setattr(Trainer, "_save", real)
+from tests.conftest import _Killed, _kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays
 
 
 def _log(path: Path):
