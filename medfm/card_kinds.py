@@ -17,19 +17,19 @@ PIPELINE_TAGS = {"classification": "image-classification", "segmentation": "imag
                  "fusion_classification": None, "fusion_segmentation": "image-segmentation",
                  "objective": "image-feature-extraction"}
 
-#: the non-MedMNIST data sets medfm trains on: display name, where they come from, the data
-#: folder (under the data root) holding PROVENANCE.md and SHA256SUMS, and the key of their
-#: licence in :data:`medfm.data.corpus.SOURCE_LICENSES` (the licences as PROVENANCE.md states them)
+#: the non-MedMNIST data sets medfm trains on: display name, where they come from, and their key
+#: in :data:`medfm.data.corpus.SOURCE_FOLDERS` / :data:`medfm.data.corpus.SOURCE_LICENSES` (the
+#: folder under the data root holding PROVENANCE.md and SHA256SUMS; the licence as PROVENANCE.md states it)
 DATASETS: Dict[str, Dict[str, str]] = {
-    "chase_db1": {"name": "CHASE_DB1", "folder": "chase_db1", "license_key": "chase_db1",
+    "chase_db1": {"name": "CHASE_DB1", "source_key": "chase_db1",
                   "source": "CHASE_DB1 retinal vessel reference set (Fraz et al., IEEE TBME 2012; Kingston University)"},
-    "msd_hippocampus": {"name": "MSD Task04 Hippocampus", "folder": "msd_task04_hippocampus", "license_key": "hippocampus",
+    "msd_hippocampus": {"name": "MSD Task04 Hippocampus", "source_key": "hippocampus",
                         "source": "Medical Segmentation Decathlon Task04 Hippocampus (cropped MRI volumes; "
                                   "Antonelli et al., Nat. Commun. 2022)"},
-    "lgg_flair": {"name": "TCGA-LGG", "folder": "lgg_tcga_flair_seg_3ch", "license_key": "lgg",
+    "lgg_flair": {"name": "TCGA-LGG", "source_key": "lgg",
                   "source": "TCGA-LGG brain MRI with FLAIR-abnormality masks (Buda et al., Comput. Biol. Med. 2019; "
                             "Kaggle lgg-mri-segmentation, 23-patient subset)"},
-    "vqa_rad": {"name": "VQA-RAD", "folder": "vqa_rad", "license_key": "vqa_rad",
+    "vqa_rad": {"name": "VQA-RAD", "source_key": "vqa_rad",
                 "source": "VQA-RAD (Lau et al., Scientific Data 2018; OSF 89kps), MEVF train/test split"},
 }
 
@@ -59,19 +59,21 @@ def data_provenance(dataset: str, data_root: Optional[str] = None) -> Dict[str, 
     info = DATASETS.get(dataset)
     if info is None:
         return {}
-    from medfm.data.corpus import SOURCE_LICENSES
+    from medfm.data.corpus import SOURCE_FOLDERS, SOURCE_LICENSES
 
-    license_ = SOURCE_LICENSES.get(info["license_key"], NOT_RECORDED)
+    license_ = SOURCE_LICENSES.get(info["source_key"], NOT_RECORDED)
+    folder = SOURCE_FOLDERS[info["source_key"]]
     out: Dict[str, Any] = {"dataset_name": info["name"], "license": license_,
                            "license_id": _LICENSE_IDS.get(license_, "other"), "source": info["source"],
-                           "provenance": f"{info['folder']}/PROVENANCE.md"}
+                           "provenance": f"{folder}/PROVENANCE.md"}
     try:
+        from medfm.data.checksums import SUMS_NAME
         from medfm.data.root import resolve_data_root
         from medfm.io import file_md5
 
-        sums = Path(resolve_data_root(data_root)) / info["folder"] / "SHA256SUMS"
+        sums = Path(resolve_data_root(data_root)) / folder / SUMS_NAME
         if sums.is_file():
-            out["md5"] = {"SHA256SUMS": file_md5(sums)}
+            out["md5"] = {SUMS_NAME: file_md5(sums)}
     except Exception:  # noqa: BLE001 - a missing data root only leaves the checksum unrecorded
         pass
     return out
