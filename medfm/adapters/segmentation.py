@@ -267,7 +267,8 @@ class SegmentationModel(nn.Module):
             ``context_slices`` (2.5D: k neighbouring slices on each side as channels;
             0 for plain 2D/3D), ``slice_axis`` (2.5D slicing axis of a volume), ``normalize``
             ("none", or "channel_zscore": each whole input image standardised per channel
-            before the sliding windows, as the model was trained).
+            before the sliding windows, as the model was trained; the encoder's [0, 1] input
+            check is then turned off, ``encoder.input_range = None``).
 
     Shape:
         ``forward``: ``(B, C, H, W)`` (or ``(B, C, D, H, W)``) float in [0, 1] ->
@@ -299,6 +300,8 @@ class SegmentationModel(nn.Module):
         conv = _layers(self.spatial_dims)[0]
         self.task_head = conv(self.decoder.out_channels, self.num_classes, kernel_size=1)
         self.inference = default_inference(encoder, inference)
+        if self.inference["normalize"] != "none":  # z-scored inputs leave [0, 1] on purpose (Encoder.input_range)
+            encoder.input_range = None
         self.medfm_spec: Dict[str, Any] = {
             "kind": "adapter", "name": "segmentation",
             "args": {"num_classes": self.num_classes, "label_names": names, "decoder": dec_args,

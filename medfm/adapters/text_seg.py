@@ -192,6 +192,8 @@ class TextConditionedSegmenter(nn.Module):
         if unknown:
             raise ValueError(f"target_inference names unknown target(s) {sorted(unknown)} (known: {names})")
         self.target_inference = {n: default_inference(encoder, v) for n, v in (target_inference or {}).items()}
+        if any(i["normalize"] != "none" for i in (self.inference, *self.target_inference.values())):
+            encoder.input_range = None  # z-scored inputs leave [0, 1] on purpose (Encoder.input_range)
         self.modalities: List[str] = list(dict.fromkeys(t["modality"] for t in targets))
         self.domain_norm = bool(domain_norm)
         if self.domain_norm:
@@ -465,6 +467,8 @@ class PromptedSegmenter(nn.Module):
             self.inference = default_inference(core.encoder, inference)
         else:
             self.inference = getattr(core, "target_inference", {}).get(name, core.inference)
+        if self.inference["normalize"] != "none":  # z-scored inputs leave [0, 1] on purpose (Encoder.input_range)
+            core.encoder.input_range = None
         dom = core.domain_index(domain, 1, [name])
         self.domain = None if dom is None else int(dom[0])
 

@@ -1,8 +1,8 @@
 """The encoder contract every image encoder in medfm follows, whatever its family.
 
-An encoder is an ``nn.Module`` that takes ``(B, C, H, W)`` float32 images with values
-in [0, 1] (``C == in_chans``), normalises them with its own ``pixel_mean``/``pixel_std``
-and exposes:
+An encoder is an ``nn.Module`` that takes ``(B, C, H, W)`` float images with values
+in [0, 1] (``C == in_chans``; volumes ``(B, C, D, H, W)``), normalises them with its own
+``pixel_mean``/``pixel_std`` and exposes:
 
 * ``num_features``: int, size of the pooled embedding;
 * ``forward_features(x)``: ``(B, N, D)`` tokens or ``(B, D, h, w)`` feature map;
@@ -12,22 +12,58 @@ and exposes:
   matches against full module names; it selects the family's attention/projection/conv
   layers for LoRA).
 
+Inputs are checked on every call (:meth:`Encoder.check_input`), values included: images
+already normalised by the caller (ImageNet mean/std, z-scores: about [-2.1, 2.6]) or float
+images on a 0-255 scale would be normalised a second time and give wrong features without
+any error, so values outside [0, 1] (beyond :data:`INPUT_RANGE_TOLERANCE`) raise
+:class:`EncoderInputError`. Models that standardise their inputs on purpose (segmentation
+models trained with ``normalize: channel_zscore``) set ``encoder.input_range = None``.
+
 The design follows timm's feature-extraction API (``forward_features``,
 ``forward_intermediates``) and open_clip's idea of a tower behind a fixed interface.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 SUPPORTED_IN_CHANS = (1, 3)
 
+#: How far inputs may stray outside [0, 1] before :meth:`Encoder.check_input` refuses them.
+#: uint8 / 255 inputs are exact; float32 resampling and colour conversion of [0, 1] images
+#: (antialiased resizes, ``grid_sample``, blur, luma weights) overshoot by a few ulp (< 1e-6).
+#: 1e-3 is far above that yet a quarter of one 8-bit grey level (1/255), and far below any
+#: real mis-scaling (normalised inputs reach about -2, 0-255 inputs up to 255). For inputs
+#: whose dtype is coarser (bfloat16: one step above 1.0 is 2**-7) one unit of that dtype's
+#: precision (``torch.finfo(dtype).eps``) is allowed instead.
+INPUT_RANGE_TOLERANCE = 1e-3
+
 
 class EncoderInputError(ValueError):
-    """Raised when an encoder is given a tensor of the wrong shape, channels, size or with NaN/inf."""
+    """Raised when an encoder is given a tensor of the wrong shape, channels, size, with NaN/inf,
+    or with values outside [0, 1] (already normalised images, 0-255 scale)."""
+
+
+def range_error(lo: float, hi: float, low: float = 0.0, high: float = 1.0) -> str:
+    """The one-line message for inputs whose values span ``[lo, hi]`` instead of ``[low, high]``,
+    naming the likely cause.
+
+    Negative values: the images were normalised already (mean/std); values well above 1: a
+    0-255 (or 16-bit) scale; values just above 1: rescaling or clamping was missed.
+    """
+    got = f"expected images in [{low:g}, {high:g}] (the encoder normalises them itself with its pixel_mean/pixel_std), " \
+          f"got values in [{lo:.4g}, {hi:.4g}]"
+    if lo < low:
+        why = ("they look already normalised (mean/std, e.g. ImageNet statistics or z-scores); pass the "
+               "unnormalised images in [0, 1]")
+    elif hi > 1.5 * high:
+        why = "they look like 0-255 pixel values; divide them by 255 (16-bit images: by their maximum)"
+    else:
+        why = "rescale them to [0, 1] (or clamp them)"
+    return f"{got}: {why}"
 
 
 def _per_channel(value: Union[float, Sequence[float]], in_chans: int, what: str, spatial_dims: int) -> torch.Tensor:
@@ -49,7 +85,9 @@ class Encoder(nn.Module):
             inputs must be exactly ``img_size``; the others (CNNs, Mamba, MedViT-KAN) accept any size >= 8.
 
     Subclasses implement ``_features``, ``_pool`` and ``_intermediates`` on normalised
-    input and set ``num_features``.
+    input and set ``num_features``; ``forward``, ``forward_features`` and
+    ``forward_intermediates`` check every input with :meth:`check_input` first, values in
+    [0, 1] included (``input_range``), so subclasses must not override them.
 
     Raises:
         ValueError: ``in_chans`` or ``img_size`` out of range.
@@ -58,6 +96,10 @@ class Encoder(nn.Module):
     family: str = "generic"
     #: 2 for images ``(B, C, H, W)``, 3 for volumes ``(B, C, D, H, W)``.
     spatial_dims: int = 2
+    #: value range :meth:`check_input` enforces (within :data:`INPUT_RANGE_TOLERANCE`); ``None``
+    #: turns the range check off on an instance whose owner standardises the inputs on purpose
+    #: (:class:`medfm.adapters.segmentation.SegmentationModel` with ``normalize: channel_zscore``).
+    input_range: Optional[Tuple[float, float]] = (0.0, 1.0)
     #: regex matched (``re.fullmatch``) by peft against full module names.
     lora_target_modules: str = r".*"
 
@@ -87,7 +129,13 @@ class Encoder(nn.Module):
     # -- input handling -------------------------------------------------------------
     def check_input(self, x: torch.Tensor, check_size: bool = True) -> None:
         """Validate ``x``: a non-empty float ``(B, in_chans, H, W)`` (3D: ``(B, in_chans, D, H, W)``)
-        tensor with finite values.
+        tensor with finite values in [0, 1].
+
+        The value check is one ``torch.aminmax`` over the batch (any float dtype, also bfloat16
+        tensors made under ``torch.autocast``). Values may exceed [0, 1] by
+        ``max(INPUT_RANGE_TOLERANCE, torch.finfo(x.dtype).eps)`` (1e-3 for float32/float16,
+        2**-7 for bfloat16; see :data:`INPUT_RANGE_TOLERANCE`). ``input_range = None`` on the
+        instance skips the range part (NaN/inf are still refused).
 
         Args:
             x: the input batch.
@@ -96,8 +144,9 @@ class Encoder(nn.Module):
                 views resize before the encoder sees them.
 
         Raises:
-            EncoderInputError: wrong type, rank, channel count, an empty batch (B=0), size, or
-                NaN/inf values.
+            EncoderInputError: wrong type, rank, channel count, an empty batch (B=0), size,
+                NaN/inf values, or values outside [0, 1] (one line naming the observed range and
+                the likely cause: already normalised images, a 0-255 scale).
         """
         dims = self.spatial_dims
         layout = "(B, C, H, W)" if dims == 2 else "(B, C, D, H, W)"
@@ -122,11 +171,22 @@ class Encoder(nn.Module):
             )
         if check_size and min(spatial) < 8:
             raise EncoderInputError(f"inputs must be at least 8 pixels per side, got {shown}")
-        if not torch.isfinite(x).all():
+        if x.numel() == 0:  # a zero-sized side (only with check_size=False): nothing to check
+            return
+        # one reduction and one device sync for NaN/inf and the range: aminmax propagates NaN
+        lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             raise EncoderInputError("input contains NaN or inf values")
+        if self.input_range is not None:
+            low, high = self.input_range
+            tol = max(INPUT_RANGE_TOLERANCE, torch.finfo(x.dtype).eps)
+            if lo < low - tol or hi > high + tol:
+                raise EncoderInputError(range_error(lo, hi, low, high))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Check ``x`` ((B, C, H, W) in [0, 1]) and return ``(x - mean) / std``.
+        """Check ``x`` ((B, C, H, W) or (B, C, D, H, W) in [0, 1], see :meth:`check_input`) and
+        return ``(x - mean) / std``. Every ``forward``/``forward_features``/``forward_intermediates``
+        goes through it, so the check runs once per forward.
 
         Float inputs of another dtype than the encoder's (float64 from NumPy, float16) are
         cast to it (the dtype of ``pixel_mean``, which follows ``encoder.to(dtype)``), so they
@@ -138,15 +198,27 @@ class Encoder(nn.Module):
 
     # -- the contract -----------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Unpooled features: ``(B, N, D)`` tokens or ``(B, D, h, w)`` map."""
+        """Unpooled features of images ``(B, C, H, W)`` in [0, 1]: ``(B, N, D)`` tokens or ``(B, D, h, w)`` map.
+
+        Raises:
+            EncoderInputError: see :meth:`check_input`.
+        """
         return self._features(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled embedding ``(B, num_features)`` of images ``(B, C, H, W)`` in [0, 1]."""
+        """Pooled embedding ``(B, num_features)`` of images ``(B, C, H, W)`` in [0, 1].
+
+        Raises:
+            EncoderInputError: see :meth:`check_input`.
+        """
         return self._pool(self._features(self.normalize(x)))
 
     def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """Multi-scale maps ``[(B, C_i, H_i, W_i), ...]``, finest first, for dense heads."""
+        """Multi-scale maps ``[(B, C_i, H_i, W_i), ...]``, finest first, for dense heads, of images in [0, 1].
+
+        Raises:
+            EncoderInputError: see :meth:`check_input`.
+        """
         return self._intermediates(self.normalize(x))
 
     @property
