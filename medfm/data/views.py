@@ -135,7 +135,10 @@ class RandomViews:
         cfg = self.cfg
         apply = torch.rand(b, generator=gen) < cfg.blur_p
         sigma = _uniform(gen, b, *cfg.blur_sigma)
-        radius = max(1, int(math.ceil(2 * cfg.blur_sigma[1])))
+        # 2 sigma each side, but below the image side: reflect padding needs pad < side, and a
+        # kernel wider than the image would only repeat reflected pixels (a large blur_sigma on
+        # SwAV's 12 px local crops used to raise torch's padding error)
+        radius = max(1, min(int(math.ceil(2 * cfg.blur_sigma[1])), min(h, w) - 1))
         coords = torch.arange(-radius, radius + 1, dtype=x.dtype)
         k1 = torch.exp(-(coords[None] ** 2) / (2 * sigma[:, None].to(x.dtype) ** 2))
         k1 = k1 / k1.sum(dim=1, keepdim=True)

@@ -34,3 +34,16 @@ def test_bad_config_raises():
         ViewConfig(scale=(0.0, 1.0))
     with pytest.raises(ValueError, match="probability"):
         ViewConfig(blur_p=1.5)
+
+
+def test_wide_blur_on_small_crops_is_truncated_not_a_padding_error():
+    """blur_sigma up to 8 px on 12 px views: the kernel radius (2 sigma = 16) exceeds the side;
+    before the fix F.pad(mode="reflect") raised; now the blur is truncated to the image."""
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    cfg = ViewConfig(blur_p=1.0, blur_sigma=(6.0, 8.0))
+    out = RandomViews(cfg, out_size=12)(x, torch.Generator().manual_seed(1))
+    assert out.shape == (4, 1, 12, 12)
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    # a wide blur flattens the view: far less spread than the unblurred crop
+    plain = RandomViews(ViewConfig(blur_p=0.0), out_size=12)(x, torch.Generator().manual_seed(1))
+    assert out.std() < 0.5 * plain.std()
