@@ -7,6 +7,13 @@ right after :func:`medfm.training.loop.refuse_existing_run`, before it writes an
 refused resume leaves the run folder (``config.yaml`` included) byte for byte as it was.
 (Before this check a changed recipe silently replaced ``config.yaml`` and the saved state was
 loaded into a run with other settings, or failed deep in the state loading.)
+
+``--init`` (``finetune``, ``segment``, ``vqa``) is not part of the recipe: those runners record
+it in ``<output>/init.json`` (:func:`record_init`, written with ``config.yaml``) and call
+:func:`check_resume_init` next to :func:`check_resume_recipe`. (Before, a resume with another
+``--init``, or none, continued from the saved weights but recorded the new one as the LoRA
+adapter's base, or saved the model's fresh random weights as ``<output>/base``: an adapter that
+reloads onto weights it was never trained on.)
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import yaml
 
@@ -46,6 +53,8 @@ OPERATIONAL_KEYS = ("train.num_threads", "train.log_every", "train.checkpoint_ev
                     "eval.overlays", "top_k")
 #: differing keys named in the refusal (the rest are counted)
 MAX_SHOWN = 6
+#: the run folder's record of the ``--init`` it was started with (:func:`record_init`)
+INIT_RECORD = "init.json"
 _ABSENT = object()
 
 
@@ -98,6 +107,99 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool) -> None:
         raise ConfigError(f"cannot resume {output}: the run was started with other settings ({shown}); "
                           "choose a new --output for the new settings, or resume with the run's recipe "
                           f"(saved in {path})")
+
+
+def init_identity(init: Optional[str]) -> Optional[str]:
+    """What :func:`check_resume_init` compares: the starting point ``init`` names.
+
+    A local checkpoint path is made absolute (``~`` expanded, relative to the current folder,
+    symbolic links resolved), so ``runs/pt/checkpoint``, ``./runs/pt/checkpoint`` and its absolute
+    path are the same init, given from any folder; ``hf-hub:`` ids and ``timm`` are kept as
+    written. The path need not exist (a missing checkpoint is the loader's error).
+
+    Args:
+        init: the ``--init`` value (a checkpoint folder, ``hf-hub:org/name[@rev]``, ``timm``), or None.
+
+    Returns:
+        The identity string, or None without ``init``.
+    """
+    if init is None:
+        return None
+    text = str(init)
+    if text.startswith("hf-hub:") or text == "timm":
+        return text
+    return str(Path(text).expanduser().resolve())
+
+
+def record_init(output: Path, init: Optional[str], resume: bool) -> None:
+    """Write ``<output>/init.json`` (``{"init": as given, "identity": init_identity(init)}``, atomically).
+
+    Runners that take ``--init`` call it where they write ``config.yaml``. A resume keeps the
+    record the run was started with (:func:`check_resume_init` has accepted the new ``--init`` as
+    the same); a resume of a run without a record (an older medfm) writes one.
+
+    Raises:
+        OSError: ``output`` cannot be written.
+    """
+    from medfm.io import atomic_write_json
+
+    path = Path(output) / INIT_RECORD
+    if resume and path.is_file():
+        return
+    atomic_write_json(path, {"init": None if init is None else str(init), "identity": init_identity(init)})
+
+
+def check_resume_init(output: Path, init: Optional[str], resume: bool) -> None:
+    """Refuse to resume the run in ``output`` with another ``--init`` than it was started with.
+
+    Compares :func:`init_identity` of ``init`` with the one in ``<output>/init.json``: the same
+    checkpoint by another spelling of its path (relative or absolute, ``~``, a symbolic link) is
+    accepted; another checkpoint, none when the run had one, or one when the run had none is
+    refused. (A checkpoint moved since the run started is another path: refused.) The recipe's
+    ``encoder.pretrained`` is compared by :func:`check_resume_recipe`.
+
+    Nothing is checked without ``resume`` or without ``output``; a run folder with no readable
+    record (a run from an older medfm) only logs a warning when it holds ``config.yaml`` or a
+    training state, and resumes with ``init`` as given.
+
+    Args:
+        output: the run folder.
+        init: the ``--init`` given now (None: not given).
+        resume: whether the run continues (``--resume``).
+
+    Raises:
+        ConfigError: one line naming both values, e.g. ``cannot resume runs/ft: it was started with
+            --init /abs/runs/pt/checkpoint, this resume has --init /abs/runs/other; ...``.
+    """
+    import json
+
+    output = Path(output)
+    if not resume or not output.is_dir():
+        return
+    path = output / INIT_RECORD
+    try:
+        saved: Dict[str, Any] = json.loads(path.read_text())
+        old = saved["identity"]
+        if old is not None and not isinstance(old, str):
+            raise ValueError(f"identity is {old!r}")
+    except FileNotFoundError:
+        if (output / "config.yaml").exists() or any(output.rglob(STATE_JSON)):
+            log.warning("%s has no %s recording the --init it was started with (a run from an older medfm?); "
+                        "resuming with %s", output, INIT_RECORD, _show_init(init_identity(init)))
+        return
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("cannot read %s (%s); resuming with %s", path, err, _show_init(init_identity(init)))
+        return
+    new = init_identity(init)
+    if new != old:
+        raise ConfigError(f"cannot resume {output}: it was started with {_show_init(old)}, this resume has "
+                          f"{_show_init(new)}; resume with {_show_init(old)}, or choose a new --output for the "
+                          "new starting point")
+
+
+def _show_init(identity: Optional[str]) -> str:
+    """``--init <identity>`` or ``no --init``."""
+    return "no --init" if identity is None else f"--init {identity}"
 
 
 def _show(value: Any) -> str:

@@ -17,10 +17,11 @@ from medfm.data import MedMNISTDataset, dataset_info, label_fraction_indices
 from medfm.data.views import RandomViews
 from medfm.encoders import create_encoder
 from medfm.io import atomic_write_text
+from medfm.objectives.inputs import check_objective_args
 from medfm.registry import OBJECTIVES
 from medfm.training.loop import Trainer, refuse_existing_run
 from medfm.training.recipes import FinetuneRecipe, PretrainRecipe
-from medfm.training.resume import check_resume_recipe
+from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
 
 
 class IndexedSubset:
@@ -70,16 +71,20 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
     """Self-supervised pretraining of ``recipe.encoder`` with ``recipe.objective``.
 
     Labels are never read. Returns the checkpoint directory (``<output>/checkpoint``).
-    Nothing is written to ``output`` before the encoder and objective are built.
+    The objective's arguments are checked before the data are loaded
+    (:func:`medfm.objectives.inputs.check_objective_args`); nothing is written to ``output``
+    before the encoder and objective are built.
 
     Raises:
-        medfm data errors, UnknownNameError (encoder/objective), ConfigError; FileExistsError:
+        ValueError / UnknownArgumentError: a bad ``objective.args`` value or key (before any data
+        are read); medfm data errors, UnknownNameError (encoder/objective), ConfigError; FileExistsError:
         ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`).
     """
     from medfm.hub import write_checkpoint
 
     output = Path(output)
+    check_objective_args(recipe.objective.name, recipe.objective.args)  # seconds before the data are loaded
     if recipe.data.dataset == "corpus":  # the multi-source image-text corpus (medfm.data.corpus)
         from medfm.data.corpus import PretrainCorpus
 
@@ -148,7 +153,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     Raises:
         medfm data errors, UnknownNameError, CheckpointError (``init``); FileExistsError:
         ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
-        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`).
+        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`),
+        or with another ``init`` than the run was started with (:func:`medfm.training.resume.check_resume_init`).
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.evaluation.metrics import classification_metrics
@@ -166,10 +172,12 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
         recipe = replace(recipe, train=replace(recipe.train, batch_size=len(train_ds)))
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     check_resume_recipe(output, recipe, resume)  # after the batch-size fit: as config.yaml records it
+    check_resume_init(output, init, resume)  # --init is not in the recipe: <output>/init.json
     val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None  # before writing too
     torch.manual_seed(recipe.train.seed)
     model = build_classifier(recipe, ds, init)
     _prepare_output(output, recipe)
+    record_init(output, init, resume)
     base = init or recipe.encoder.pretrained
     from_checkpoint = base is not None
     base = keep_lora_base(model, recipe.mode, base, output, resume=resume)

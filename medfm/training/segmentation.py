@@ -285,7 +285,8 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     Raises:
         medfm data errors, ConfigError/ValueError (bad recipe), FileExistsError (output holds a
         checkpoint and ``resume`` is False); ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
-        (:func:`medfm.training.resume.check_resume_recipe`).
+        (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was started
+        with (:func:`medfm.training.resume.check_resume_init`).
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
@@ -293,11 +294,12 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     from medfm.config import dump_yaml, to_dict
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.loop import Trainer, refuse_existing_run
-    from medfm.training.resume import check_resume_recipe
+    from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
 
     output = Path(output)
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     check_resume_recipe(output, recipe, resume)
+    check_resume_init(output, init, resume)
     task = build_task(recipe.data, data_root)
     train_set = task.training_arrays()
     torch.manual_seed(recipe.train.seed)
@@ -305,6 +307,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     # after the data and the model: missing data or a bad encoder/decoder section writes nothing
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+    record_init(output, init, resume)
     base = init or recipe.encoder.pretrained
     base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
     meta = {"training": {"data": seg_data_record(task), "mode": recipe.mode, "init": base,

@@ -221,7 +221,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         medfm data errors, ValueError (mismatched channels between tasks), TextEncoderError;
         FileExistsError: ``output`` holds a checkpoint and ``resume`` is False.
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
-        (:func:`medfm.training.resume.check_resume_recipe`).
+        (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was
+        started with (:func:`medfm.training.resume.check_resume_init`).
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
@@ -230,15 +231,17 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.text import create_text_encoder
     from medfm.training.loop import Trainer, refuse_existing_run
-    from medfm.training.resume import check_resume_recipe
+    from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
     from medfm.cards import write_card
     from medfm.training.segmentation import evaluate_task, results_markdown, seg_data_record
 
     output = Path(output)
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     check_resume_recipe(output, recipe, resume)
+    check_resume_init(output, init, resume)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+    record_init(output, init, resume)
     tasks = [build_task(t.data, data_root) for t in recipe.tasks]
     chans = {t.in_chans for t in tasks}
     if len(chans) != 1 or any(t.spatial_dims != 2 for t in tasks):

@@ -42,7 +42,7 @@ from medfm.training.loop import (TrainConfig, check_finite_loss, lr_at, param_gr
                                  resolve_precision)
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
-from medfm.training.resume import check_resume_recipe
+from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
 
 VQA_MODES = ("frozen", "lora", "full")
 #: published VQA-RAD test accuracies (closed / open, %), for the report
@@ -199,7 +199,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         FileExistsError: ``output`` holds a training state and ``resume`` is False (a new run
             would silently replace the finished one); checked before anything is written.
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
-        (:func:`medfm.training.resume.check_resume_recipe`).
+        (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was
+        started with (:func:`medfm.training.resume.check_resume_init`).
     """
     from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
     from medfm.data.vqa_rad import VQARadDataset, data_md5s
@@ -216,6 +217,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     output = Path(output)
     refuse_existing_run(output, resume, ("train_state",))
     check_resume_recipe(output, recipe, resume)
+    check_resume_init(output, init, resume)
     t0 = time.time()
     root = data_root or recipe.data.data_root
     size = recipe.encoder.img_size or recipe.data.size
@@ -239,6 +241,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     # after the data, the text encoder and the model: a bad section or missing data writes nothing
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+    record_init(output, init, resume)
     net: nn.Module = model
     feats = None
     if recipe.mode == "frozen":
