@@ -14,9 +14,11 @@ checkpoints given on the command line are tried in order. For ``as-is`` the firs
 task, classes and label names equal the dataset's is used (a checkpoint for another
 dataset is never scored on this one); for ``linear``/``knn`` the first checkpoint's
 encoder. Datasets that cannot be evaluated (file not on disk, no matching checkpoint, 3D
-data for a 2D classifier) are reported as skipped with the reason; configuration errors
-(misspelt key, unknown flag or corruption, a matching checkpoint whose in_chans differs
-from the data) stop the run with one clear line.
+data for a 2D classifier) are reported as skipped with the reason (those whose data are not on
+disk also with ``"missing_data": true``); configuration errors (misspelt key, unknown flag or
+corruption, a matching checkpoint whose in_chans differs from the data) stop the run with one
+clear line. A suite none of whose datasets is on disk stops too (:func:`run_suite`): a run that
+evaluated nothing used to exit 0 with an empty summary.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from medfm.config import ConfigError, from_dict, load_yaml, to_dict
-from medfm.data.errors import MedFMDataError
+from medfm.data.errors import DataFileMissingError, MedFMDataError
 from medfm.evaluation.protocols import PROTOCOLS, check_protocol
 from medfm.evaluation.suite_report import MEDVIT_SMALL_C
 
@@ -525,7 +527,15 @@ class _Stopwatch:
 
 
 class _Skip(Exception):
-    """A dataset that cannot be evaluated; the message is the reason shown in the report."""
+    """A dataset that cannot be evaluated; the message is the reason shown in the report.
+
+    ``missing``: its data are not on disk (no MedMNIST file at any size asked for, no image
+    folder); data that are there but unreadable are not missing.
+    """
+
+    def __init__(self, reason: str, missing: bool = False) -> None:
+        super().__init__(reason)
+        self.missing = missing
 
 
 def _classes(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, List[str], bool, Optional[int]]:
@@ -548,15 +558,15 @@ def _prepare(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models
     protocol = suite.protocol.name
     try:
         task, names, is_3d, n_ch = _classes(spec, data_root)
-    except MedFMDataError as err:
-        raise _Skip(str(err)) from None
+    except MedFMDataError as err:  # an image folder that is not there is missing data
+        raise _Skip(str(err), missing=isinstance(err, DataFileMissingError)) from None
     if spec.flag is not None:  # data on disk? (checked before any checkpoint is matched)
         from medfm.data.medmnist import available_sizes, medmnist_path
 
         paths = [medmnist_path(spec.flag, s, data_root) for s in ([spec.size] if spec.size else available_sizes(spec.flag))]
         if not any(p.is_file() for p in paths):
             raise _Skip(f"not on disk: no {' or '.join(p.name for p in paths[:2])}{' ...' if len(paths) > 2 else ''} "
-                        f"in {paths[0].parent}")
+                        f"in {paths[0].parent}", missing=True)
     ckpt, why = _pick_checkpoint(spec, checkpoints, models, protocol, task, names)
     if ckpt is None:
         raise _Skip(why)
@@ -635,7 +645,7 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
     try:
         prep = _prepare(spec, suite, checkpoints, models, data_root)
     except _Skip as skip:
-        return {**entry, "status": "skipped", "reason": str(skip)}
+        return {**entry, "status": "skipped", "reason": str(skip), **({"missing_data": True} if skip.missing else {})}
     ds = prep["ds"]
     clock.lap("load")
     entry.update({"status": "ok", "checkpoint": prep["checkpoint"], "checkpoint_sha256": prep["sha"],
@@ -712,6 +722,30 @@ def _cam(model: Any, ds: Any, rdir: Path, spec: CamSpec, has_head: bool) -> Dict
     return {"path": "cam_grid.png", "methods": list(methods), "indices": info["indices"]}
 
 
+def _no_data_error(suite: Suite, data_root: Optional[str]) -> MedFMDataError:
+    """The one-line error for a suite none of whose datasets is on disk: the data root, the
+    datasets looked for and how to get them (MedMNIST's Zenodo record, an image folder's place)."""
+    from medfm.data.root import resolve_data_root
+
+    root = resolve_data_root(data_root)
+    names = [d.name or d.flag or Path(d.folder).name for d in suite.datasets]
+    looked = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    how = []
+    flags = [d.flag for d in suite.datasets if d.flag is not None]
+    if flags:
+        from medmnist.info import INFO
+
+        record = str(INFO[flags[0]].get("url", "")).split("/files/")[0] or "Zenodo"
+        how.append(f"MedMNIST <flag>[_<size>].npz files from {record} go in {root / 'medmnist'}")
+    folders = [d.folder for d in suite.datasets if d.folder is not None]
+    if folders:
+        how.append(f"image folders in {root}/<folder> (e.g. {folders[0]})")
+    return DataFileMissingError(
+        f"no data set of suite {suite.name!r} was found under {root} (looked for {looked}); get the data "
+        f"({'; '.join(how)}; see the README's Data section) or point --data-root / $MEDFM_DATA at the folder "
+        "that holds it")
+
+
 def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path], data_root: Optional[str] = None,
               cache_dir: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
     """Run every dataset of ``suite`` and write ``results.json`` + ``report.md`` into ``output``.
@@ -730,6 +764,10 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
     Raises:
         ChannelMismatchError: an ``as-is`` checkpoint matches a dataset's classes but not its
             channels. CheckpointError: unreadable checkpoint.
+        DataFileMissingError: no dataset of the suite is on disk under the data root (one line
+            naming the root and how to get the data; nothing is written and an ``output`` folder
+            this call created is removed). A suite with some datasets on disk runs, listing the
+            others as skipped.
     """
     from medfm.evaluation.report import versions
     from medfm.io import atomic_write_json, atomic_write_text
@@ -743,6 +781,8 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
     try:
         entries = [_evaluate_dataset(spec, suite, checkpoints, models, out, data_root, cache_dir, progress)
                    for spec in suite.datasets]
+        if entries and all(e.get("missing_data") for e in entries):
+            raise _no_data_error(suite, data_root)
     except BaseException:
         if created and not any(out.iterdir()):  # e.g. a missing checkpoint: leave no empty output folder
             out.rmdir()
