@@ -13,10 +13,15 @@ and failed at the first training step, or trained with a NaN/inf/zero loss (``te
 ``gm_weight: inf``), or was truncated silently (``n_local_views: 1.5``). Each objective checks
 its hyper-parameters when built and raises one ``ValueError`` naming the objective, the argument,
 the valid range and the value, e.g. ``simclr: temperature must be > 0, got -1.0``.
+
+An objective checks all its arguments before it first touches ``encoder``, so
+:func:`check_objective_args` can run those same checks before there is an encoder or any data
+(``medfm pretrain`` used to refuse ``temperature: -1`` only after the data set had loaded).
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import numbers
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -172,3 +177,51 @@ def check_sizes(objective: str, **sizes: Any) -> tuple:
         ValueError: ``simclr: proj_dim must be an integer >= 1, got 0``.
     """
     return tuple(check_arg(objective, name, value, ge=1, integer=True) for name, value in sizes.items())
+
+
+class _ArgumentsChecked(BaseException):
+    """Raised by :class:`_EncoderPlaceholder` when a constructor first touches its encoder: its
+    argument checks have passed. A ``BaseException`` so that no ``except Exception`` (nor
+    ``getattr(encoder, name, default)``) in a constructor can swallow it."""
+
+
+class _EncoderPlaceholder:
+    """Stands in for the encoder in :func:`check_objective_args`: any attribute read raises
+    :class:`_ArgumentsChecked` (no layer is built, no data is needed)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise _ArgumentsChecked(name)
+
+
+def check_objective_args(name: str, args: Mapping[str, Any]) -> None:
+    """Run objective ``name``'s own argument checks on ``args`` without an encoder or data.
+
+    The objective is built as the pretraining runner builds it (``OBJECTIVES.build(name,
+    encoder=..., **args)``, so unknown keywords get the registry's "did you mean") with a
+    placeholder encoder; its constructor checks every argument (:func:`check_arg`,
+    :func:`check_choice`, ...) and stops where it first reads an attribute of the encoder. The
+    rules stay in the objective: nothing is checked twice over, and a new objective following
+    the convention (checks before the encoder is used) is covered as it is. Warnings the
+    constructor logs are held back here (the real build logs them). Costs milliseconds: no
+    layer is built (an objective that never reads its encoder in ``__init__`` is built whole).
+
+    Args:
+        name: registered objective (``OBJECTIVES``).
+        args: the recipe's ``objective.args``.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (with close matches).
+        UnknownArgumentError: a keyword the objective does not take (with the closest one).
+        ValueError: an argument out of its range or of the wrong type, the objective's own one
+            line, e.g. ``graph_matching: temperature must be > 0, got -1.0``.
+    """
+    from medfm.registry import OBJECTIVES
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # e.g. swav's "n_prototypes < proj_dim": logged by the real build
+    try:
+        OBJECTIVES.build(name, encoder=_EncoderPlaceholder(), **dict(args))
+    except _ArgumentsChecked:
+        pass
+    finally:
+        logging.disable(previous)

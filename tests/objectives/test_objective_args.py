@@ -140,7 +140,8 @@ PRETRAIN = textwrap.dedent("""
 def test_cli_pretrain_refuses_the_recipe_before_writing(tmp_path, capsys, write_medmnist, monkeypatch, temp, message):
     """``medfm pretrain`` builds the objective before it writes the run folder, so a bad value
     exits 2 with one line and no folder. (The recipe check in ``_load_recipe`` checks argument
-    names and types only; the value is refused when the objective is built, after the data loads.)"""
+    names and types only; the value is refused by :func:`check_objective_args` before the data
+    load, see the tests below.)"""
     from medfm.cli import main
     from medfm.training import runs
 
@@ -184,3 +185,46 @@ def test_view_settings_refuse_nan_inverting_contrast_and_bad_blur(field, value, 
     with pytest.raises(ValueError, match=fragment):
         ViewConfig(**{field: value})
     ViewConfig(contrast=0.0, brightness=0.0, blur_sigma=(0.5, 0.5))  # range ends still build
+
+
+# -- the same checks before any data: check_objective_args ------------------------------------------
+@pytest.mark.parametrize("name, kw, message", BAD, ids=[f"{n}-{'-'.join(map(str, kw))}-{list(kw.values())[-1]}"
+                                                        for n, kw, _ in BAD])
+def test_check_objective_args_refuses_every_bad_argument_as_the_build_does(name, kw, message):
+    """Every case the constructor refuses is refused with the same line without an encoder (the
+    rules stay in the objectives: a second copy could drift)."""
+    from medfm.objectives.inputs import check_objective_args
+
+    with pytest.raises(ValueError, match=message):
+        check_objective_args(name, {**SMALL[name], **kw})
+
+
+def test_check_objective_args_accepts_valid_arguments_without_building(caplog):
+    from medfm.objectives.inputs import check_objective_args
+    from medfm.registry import UnknownArgumentError
+
+    for name, args in SMALL.items():
+        check_objective_args(name, args)
+    check_objective_args("simclr", {"temperature": None})  # None: the default, as OBJECTIVES.build drops it
+    with caplog.at_level("WARNING"):
+        check_objective_args("swav", {**SMALL["swav"], "n_prototypes": 4})  # < proj_dim: the build warns ...
+        assert caplog.text == ""  # ... not the check (it would warn twice)
+        _build("swav", n_prototypes=4)
+        assert "prototypes < proj_dim" in caplog.text
+    with pytest.raises(UnknownArgumentError, match="'temprature'; did you mean 'temperature'"):
+        check_objective_args("simclr", {"temprature": 0.1})
+
+
+@pytest.mark.parametrize("dataset", ["pneumoniamnist", "corpus"])
+def test_pretrain_refuses_a_bad_argument_before_reading_data(tmp_path, dataset):
+    """The data root is empty: the old code failed on the missing data first (a bad value in a
+    recipe whose data are there was refused only after they had loaded, seconds on the corpus)."""
+    from medfm.config import from_dict
+    from medfm.training.recipes import PretrainRecipe
+    from medfm.training.runs import run_pretrain
+
+    recipe = from_dict(PretrainRecipe, {"data": {"dataset": dataset}, "encoder": {"name": "resnet_test"},
+                                        "objective": {"name": "graph_matching", "args": {"temperature": -1}}})
+    with pytest.raises(ValueError, match=r"^graph_matching: temperature must be > 0, got -1\.0$"):
+        run_pretrain(recipe, tmp_path / "out", data_root=str(tmp_path))
+    assert not (tmp_path / "out").exists()
