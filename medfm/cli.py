@@ -179,7 +179,9 @@ def _eval(args: argparse.Namespace) -> None:
         ValueError: options of the other mode; a suite with no checkpoint on the command line nor
             in its datasets (every dataset used to be skipped, exit 0); no ``--output`` and no
             local checkpoint to put the results next to. CheckpointError: that checkpoint is
-            missing (checked before its ``eval-<suite>`` folder is created).
+            missing (checked before its ``eval-<suite>`` folder is created). DataFileMissingError:
+            no dataset of the suite is on disk (:func:`medfm.evaluation.suites.run_suite`; it used
+            to exit 0 having evaluated nothing); a suite with some on disk lists the others as skipped.
     """
     _check_eval_options(args)
     args.split = args.split or "test"
