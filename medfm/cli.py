@@ -181,7 +181,8 @@ def _eval(args: argparse.Namespace) -> None:
             local checkpoint to put the results next to. CheckpointError: that checkpoint is
             missing (checked before its ``eval-<suite>`` folder is created). DataFileMissingError:
             no dataset of the suite is on disk (:func:`medfm.evaluation.suites.run_suite`; it used
-            to exit 0 having evaluated nothing); a suite with some on disk lists the others as skipped.
+            to exit 0 having evaluated nothing); a suite with some on disk lists the others as skipped;
+            ValueError: every dataset skipped (e.g. no checkpoint for its classes), with each reason.
     """
     _check_eval_options(args)
     args.split = args.split or "test"

@@ -768,6 +768,9 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
             naming the root and how to get the data; nothing is written and an ``output`` folder
             this call created is removed). A suite with some datasets on disk runs, listing the
             others as skipped.
+        ValueError: every dataset was skipped, some for another reason than missing data (no
+            checkpoint matching its classes, 3D data for a 2D classifier): one line with each
+            dataset's reason; nothing is written. (A run that evaluated nothing used to exit 0.)
     """
     from medfm.evaluation.report import versions
     from medfm.io import atomic_write_json, atomic_write_text
@@ -783,6 +786,9 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
                    for spec in suite.datasets]
         if entries and all(e.get("missing_data") for e in entries):
             raise _no_data_error(suite, data_root)
+        if entries and not any(e["status"] == "ok" for e in entries):
+            raise ValueError(f"suite {suite.name!r} evaluated no data set: " + "; ".join(
+                f"{e['name']}: {e['reason']}" for e in entries))
     except BaseException:
         if created and not any(out.iterdir()):  # e.g. a missing checkpoint: leave no empty output folder
             out.rmdir()

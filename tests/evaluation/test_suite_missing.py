@@ -88,12 +88,22 @@ def test_some_data_sets_on_disk_run_and_list_the_others(tmp_path, capsys, ckpt, 
 
 
 def test_skips_for_other_reasons_are_not_missing_data(tmp_path, capsys, ckpt, write_medmnist):
-    """A set on disk that no checkpoint matches is skipped, not missing: with the other set
-    missing the run still exits 0 (only a suite with no data at all is refused)."""
+    """A set on disk that no checkpoint matches is skipped, not missing; when every set is
+    skipped (one missing, one with no matching checkpoint) nothing was evaluated, so the run
+    stops with one line giving each set's reason (it used to exit 0) and writes nothing."""
     root = write_medmnist("breastmnist", arrays=fake_medmnist_arrays("breastmnist", counts=(12, 4, 6)))
     suite = _suite(tmp_path, protocol={"name": "as-is"})  # as-is: a checkpoint scores only its own classes
     code, out, err = _eval(capsys, ckpt, "--suite", suite, "--data-root", root, "--output", tmp_path / "ev")
-    assert code == 0, err
-    res = json.loads((tmp_path / "ev" / "results.json").read_text())
-    assert [d.get("missing_data", False) for d in res["datasets"]] == [True, False]
-    assert "classes" in res["datasets"][1]["reason"]
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("medfm: error: suite 's' evaluated no data set: pneumoniamnist: not on disk")
+    assert "; breastmnist: " in err and "classes" in err.split("; breastmnist: ")[1]
+    assert "no data set of suite" not in err  # not the missing-data message: breastmnist is there
+    assert not (tmp_path / "ev").exists()
+
+
+def test_every_set_skipped_for_want_of_a_matching_checkpoint_is_refused(tmp_path, capsys, ckpt, write_medmnist):
+    root = write_medmnist("breastmnist", arrays=fake_medmnist_arrays("breastmnist", counts=(12, 4, 6)))
+    suite = _suite(tmp_path, datasets=[{"flag": "breastmnist"}], protocol={"name": "as-is"})
+    code, out, err = _eval(capsys, ckpt, "--suite", suite, "--data-root", root, "--output", tmp_path / "ev")
+    assert code == 2 and err.startswith("medfm: error: suite 's' evaluated no data set: breastmnist: ")
+    assert not (tmp_path / "ev").exists()
