@@ -29,6 +29,10 @@ DATASETS: Dict[str, Dict[str, str]] = {
     "lgg_flair": {"name": "TCGA-LGG", "source_key": "lgg",
                   "source": "TCGA-LGG brain MRI with FLAIR-abnormality masks (Buda et al., Comput. Biol. Med. 2019; "
                             "Kaggle lgg-mri-segmentation, 23-patient subset)"},
+    "brats2015": {"name": "BraTS 2015 (6 DeepMedic example cases)", "source_key": "brats2015",
+                  "source": "BraTS 2015 training cases brats_2013_pat0001-0006 with FLAIR and T1c z-scored in the "
+                            "brain by the provider (Menze et al., IEEE TMI 2015), as shipped with DeepMedic "
+                            "(Kamnitsas et al., Med. Image Anal. 2017); folder split train 2 / validation 2 / test 2"},
     "vqa_rad": {"name": "VQA-RAD", "source_key": "vqa_rad",
                 "source": "VQA-RAD (Lau et al., Scientific Data 2018; OSF 89kps), MEVF train/test split"},
 }
@@ -47,7 +51,7 @@ def data_provenance(dataset: str, data_root: Optional[str] = None) -> Dict[str, 
     """What a checkpoint records about a non-MedMNIST data set: name, licence, source, checksums.
 
     Args:
-        dataset: a key of :data:`DATASETS` ("chase_db1", "msd_hippocampus", "lgg_flair", "vqa_rad").
+        dataset: a key of :data:`DATASETS` ("chase_db1", "msd_hippocampus", "lgg_flair", "brats2015", "vqa_rad").
         data_root: the run's data root (None: ``$MEDFM_DATA`` / the default), for the md5 of the
             folder's ``SHA256SUMS`` list (which fingerprints every file of the data set).
 
@@ -311,14 +315,22 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
         window = f"; sliding windows of {'x'.join(str(r) for r in roi)}" if isinstance(roi, list) and roi else ""
         intensity = ("intensities scaled per volume to [0, 1] by percentiles" if inference.get("intensity") == "percentile"
                      else "intensities in [0, 1] (uint8 / 255)")
+        prep = next((str(d["input_preprocessing"]) for d in records if d.get("input_preprocessing")), None)
+        if prep:  # the task's own scaling (e.g. BraTS: percentiles inside the brain mask), done by the caller
+            intensity = f"{prep}; the caller does this scaling, the pipeline does not"
         if inference.get("normalize") not in (None, "none"):
             intensity += f", then `{inference['normalize']}` normalisation (done by the pipeline)"
         labels = _label_list(args.get("label_names"))
         if spatial == "3d":
-            model_input = f"3D volumes `({_shown(chans)}, D, H, W)` (NIfTI or array), {intensity}{window} voxels"
+            source = "array" if _number(chans) and chans > 1 else "NIfTI or array"  # the pipeline reads 1-channel NIfTI
+            model_input = f"3D volumes `({_shown(chans)}, D, H, W)` ({source}), {intensity}{window} voxels"
             outputs = f"per-voxel class logits `(B, {_shown(args.get('num_classes'))}, D, H, W)` over {labels}"
             call = ('out = seg("volume.nii.gz", output_path="mask.nii.gz")  # label volume, written with the input\'s affine\n'
                     'out["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
+            if _number(chans) and chans > 1:  # the pipeline reads one single-channel volume per input
+                call = ("from medfm.pipelines.segmentation import predict_labels\n"
+                        f'mask = predict_labels(medfm.from_pretrained("{model_id}").eval(), volume)  '
+                        f"# ({chans}, D, H, W) float in [0, 1] -> (D, H, W) uint8 label map")
         elif spatial == "2.5d":
             k = inference.get("context_slices")
             model_input = (f"3D volumes `(D, H, W)` (NIfTI or array), {intensity}; segmented slice by slice along axis "
@@ -339,7 +351,8 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
             model_input=model_input, outputs=outputs, intended_use=general_use,
             limitations=(f"{trained_on}; performance on other scanners, sites, populations, resolutions or fields of "
                          "view is unknown. Masks are not validated for clinical measurement."),
-            how_to=f'import medfm\nseg = medfm.pipeline("image-segmentation", model="{model_id}")\n{call}')
+            how_to=(f"import medfm\n{call}" if call.startswith("from ") else
+                    f'import medfm\nseg = medfm.pipeline("image-segmentation", model="{model_id}")\n{call}'))
         return out
     if kind == "text_segmentation":
         targets = [t for t in args.get("targets") or [] if isinstance(t, dict)]

@@ -142,6 +142,13 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
             text.append(f"| {cls} | {label} | {mean:.4f} | {f'{std:.4f}' if _number(std) else ''} |")
             if cls == "mean over classes" and dtype:
                 entries.append((dtype, dname, "test", label.lower().replace(" ", "_"), label, mean))
+        regions = _section(results, "regions")
+        definition = _section(regions, "definition")
+        for cls, label, mean, std in _seg_summary_rows(_section(regions, "summary")):
+            if cls != "mean over classes":  # regions overlap: their mean is not a summary figure
+                labels = definition.get(cls)
+                name = f"region {cls}" + (f" (labels {', '.join(map(str, labels))})" if isinstance(labels, list) else "")
+                text.append(f"| {name} | {label} | {mean:.4f} | {f'{std:.4f}' if _number(std) else ''} |")
         human = _section(_section(results, "human_reference"), "summary")
         if _section(human, "mean"):
             hd = _section(human, "mean")

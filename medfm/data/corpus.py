@@ -63,11 +63,15 @@ SOURCE_FOLDERS: Dict[str, str] = {
     "medmnist": "medmnist", "medmnist3d": "medmnist", "mednist": "mednist_medical_mnist_subset",
     "vqa_rad": "vqa_rad", "chase_db1": "chase_db1", "lgg": "lgg_tcga_flair_seg_3ch",
     "hippocampus": "msd_task04_hippocampus",
+    # fine-tuning only (model cards read folder and licence here); deliberately NOT in SOURCES:
+    # its non-commercial licence would bind every checkpoint pretrained on the corpus
+    "brats2015": "brats2015_deepmedic_examples",
 }
 SOURCE_LICENSES: Dict[str, str] = {
     "medmnist": "CC BY 4.0", "medmnist3d": "CC BY 4.0", "mednist": "CC BY-SA 4.0", "vqa_rad": "CC0 1.0",
     "chase_db1": "not confirmed (see PROVENANCE.md)", "lgg": "not confirmed; TCIA data usage policy",
     "hippocampus": "CC BY-SA 4.0",
+    "brats2015": "CC BY-NC-SA 3.0 Switzerland (non-commercial use only, share-alike)",
 }
 # -- split rules shared with the downstream datasets (documented, deterministic) ----------
 MEDNIST_TEST_FRACTION = 0.2

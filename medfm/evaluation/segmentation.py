@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -100,19 +100,54 @@ def surface_distances(pred: ArrayLike, ref: ArrayLike, spacing: Optional[Union[f
     Each entry is the Euclidean distance (in ``spacing`` units) from one surface voxel to
     the nearest surface voxel of the other mask. Empty arrays when a mask is empty.
 
+    The distance transforms run on the bounding box of the two surfaces only: every voxel
+    whose distance is read, and every voxel it is measured to, lies inside it, so the
+    distances are exactly those of the whole image (a small tumour in a 240x240x155 MR volume
+    costs a box of its own size, not the volume).
+
     Raises:
         ValueError: see :func:`dice_score`; bad ``spacing``.
     """
+    a, b = _pair(pred, ref)
+    return _surface_distances(a, b, _spacing(spacing, a.ndim))
+
+
+def _surface_distances(a: np.ndarray, b: np.ndarray, sp: np.ndarray):
     from scipy.ndimage import distance_transform_edt
 
-    a, b = _pair(pred, ref)
-    sp = _spacing(spacing, a.ndim)
     sa, sb = surface(a), surface(b)
     if not sa.any() or not sb.any():
         return np.zeros(0), np.zeros(0)
+    both = sa | sb
+    box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(both))
+    sa, sb = sa[box], sb[box]
     dist_to_b = distance_transform_edt(~sb, sampling=sp)
     dist_to_a = distance_transform_edt(~sa, sampling=sp)
     return dist_to_b[sa], dist_to_a[sb]
+
+
+def _check_percentile(percentile: float) -> None:
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+
+
+def _check_tolerance(tolerance: float) -> None:
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance must be a finite value >= 0, got {tolerance}")
+
+
+def _distance_metrics(a: np.ndarray, b: np.ndarray, sp: np.ndarray, percentile: float,
+                      tolerance: float) -> Tuple[float, float]:
+    """(HD at ``percentile``, surface Dice at ``tolerance``) of two checked boolean masks from one
+    pair of distance transforms, with the empty-mask conventions of the module docstring."""
+    if not a.any() and not b.any():
+        return 0.0, float("nan")
+    if not a.any() or not b.any():
+        return float("nan"), 0.0
+    d_ab, d_ba = _surface_distances(a, b, sp)
+    hd = float(max(np.percentile(d_ab, percentile), np.percentile(d_ba, percentile)))
+    sdice = float((np.sum(d_ab <= tolerance) + np.sum(d_ba <= tolerance)) / (d_ab.size + d_ba.size))
+    return hd, sdice
 
 
 def hd95(pred: ArrayLike, ref: ArrayLike, spacing: Optional[Union[float, Sequence[float]]] = None,
@@ -125,15 +160,9 @@ def hd95(pred: ArrayLike, ref: ArrayLike, spacing: Optional[Union[float, Sequenc
     Raises:
         ValueError: see :func:`dice_score`; ``percentile`` outside [0, 100].
     """
-    if not 0 <= percentile <= 100:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+    _check_percentile(percentile)
     a, b = _pair(pred, ref)
-    if not a.any() and not b.any():
-        return 0.0
-    if not a.any() or not b.any():
-        return float("nan")
-    d_ab, d_ba = surface_distances(a, b, spacing)
-    return float(max(np.percentile(d_ab, percentile), np.percentile(d_ba, percentile)))
+    return _distance_metrics(a, b, _spacing(spacing, a.ndim), percentile, 0.0)[0]
 
 
 def surface_dice(pred: ArrayLike, ref: ArrayLike, tolerance: float,
@@ -143,21 +172,16 @@ def surface_dice(pred: ArrayLike, ref: ArrayLike, tolerance: float,
     Raises:
         ValueError: see :func:`dice_score`; negative or non-finite ``tolerance``.
     """
-    if not math.isfinite(tolerance) or tolerance < 0:
-        raise ValueError(f"tolerance must be a finite value >= 0, got {tolerance}")
+    _check_tolerance(tolerance)
     a, b = _pair(pred, ref)
-    if not a.any() and not b.any():
-        return float("nan")
-    if not a.any() or not b.any():
-        return 0.0
-    d_ab, d_ba = surface_distances(a, b, spacing)
-    return float((np.sum(d_ab <= tolerance) + np.sum(d_ba <= tolerance)) / (d_ab.size + d_ba.size))
+    return _distance_metrics(a, b, _spacing(spacing, a.ndim), 95.0, tolerance)[1]
 
 
 def case_metrics(pred_labels: ArrayLike, ref_labels: ArrayLike, label_names: Sequence[str],
                  spacing: Optional[Union[float, Sequence[float]]] = None, tolerance: float = 1.0,
-                 distances: bool = True) -> Dict[str, Dict[str, float]]:
-    """Per-class Dice, HD95 and surface Dice of one case's label maps (background skipped).
+                 distances: bool = True,
+                 regions: Optional[Mapping[str, Sequence[int]]] = None) -> Dict[str, Dict[str, float]]:
+    """Per-class (or per-region) Dice, HD95 and surface Dice of one case's label maps.
 
     Args:
         pred_labels, ref_labels: integer label maps ``(H, W)`` or ``(D, H, W)``.
@@ -165,21 +189,35 @@ def case_metrics(pred_labels: ArrayLike, ref_labels: ArrayLike, label_names: Seq
         spacing: voxel size (e.g. mm from the NIfTI header).
         tolerance: surface Dice tolerance in ``spacing`` units.
         distances: False skips HD95/surface Dice (costly on large 2D images).
+        regions: instead of one mask per class, one mask per named region, the union of its
+            labels (``numpy.isin(labels, region)``), e.g. the BraTS regions whole tumour
+            (1, 2, 3, 4), tumour core (1, 3, 4) and enhancing tumour (4) (Menze et al., IEEE TMI
+            2015); ``label_names`` is then unused.
 
     Returns:
-        ``{class_name: {"dice": .., "hd95": .., "surface_dice": ..}}``.
+        ``{class_or_region_name: {"dice": .., "hd95": .., "surface_dice": ..}}``.
+
+    Raises:
+        ValueError: label maps of different shapes (see :func:`dice_score`), an empty region.
     """
     pred = np.asarray(pred_labels)
     ref = np.asarray(ref_labels)
+    if distances:
+        _check_tolerance(tolerance)
+    sp = None
+    if regions is not None:
+        if any(not len(labels) for labels in regions.values()):
+            raise ValueError(f"every region needs at least one label, got {dict(regions)}")
+        sets = [(str(name), list(labels)) for name, labels in regions.items()]
+    else:
+        sets = [(str(name), [k]) for k, name in enumerate(label_names) if k != 0]
     out: Dict[str, Dict[str, float]] = {}
-    for k, name in enumerate(label_names):
-        if k == 0:
-            continue
-        a, b = pred == k, ref == k
+    for name, labels in sets:
+        a, b = np.isin(pred, labels), np.isin(ref, labels)
         row = {"dice": dice_score(a, b)}
-        if distances:
-            row["hd95"] = hd95(a, b, spacing)
-            row["surface_dice"] = surface_dice(a, b, tolerance, spacing)
+        if distances:  # one pair of distance transforms for both
+            sp = _spacing(spacing, a.ndim) if sp is None else sp
+            row["hd95"], row["surface_dice"] = _distance_metrics(a, b, sp, 95.0, tolerance)
         out[str(name)] = row
     return out
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from medfm.data import brats
 from medfm.data import segmentation as segdata
 from medfm.data.segmentation import NORMALIZATIONS
 
@@ -24,7 +25,7 @@ class SegDataConfig:
     """Data section of a segmentation recipe.
 
     Attributes:
-        dataset: "chase_db1", "msd_hippocampus" or "lgg_flair".
+        dataset: "chase_db1", "msd_hippocampus", "lgg_flair" or "brats2015".
         scale: 2D resize factor applied to images before training and inference (the
             evaluation is always at the original resolution).
         patch: training crop size per spatial axis (None: whole, padded images); also the
@@ -34,6 +35,9 @@ class SegDataConfig:
             (a 2D encoder with ``2k + 1`` input channels); 0 = 3D.
         slice_axis: volume axis the 2.5D slices are taken along.
         flip_axes: spatial axes randomly flipped (p = 0.5 each) during training.
+        foreground_p: probability that a training crop is centred on a random foreground voxel
+            instead of placed uniformly (nnU-Net's foreground oversampling; see
+            :func:`medfm.training.segmentation.random_crop`). 0 = uniform crops only.
         missing_sequence_p: training augmentation for multi-sequence MR (modality dropout):
             each input channel other than ``missing_sequence_fill`` is replaced, with this
             probability, by a copy of channel ``missing_sequence_fill``, which is how
@@ -59,6 +63,7 @@ class SegDataConfig:
     context_slices: int = 0
     slice_axis: int = 0
     flip_axes: List[int] = field(default_factory=list)
+    foreground_p: float = 0.0
     missing_sequence_p: float = 0.0
     missing_sequence_fill: int = 1
     normalize: str = "none"
@@ -75,6 +80,8 @@ class SegDataConfig:
             raise ValueError(f"data.scale must be in (0, 4], got {self.scale}")
         if self.patch is not None and (not self.patch or any(int(p) != p or p < 8 for p in self.patch)):
             raise ValueError(f"data.patch must be a list of integers >= 8, got {self.patch}")
+        if not 0 <= self.foreground_p <= 1:
+            raise ValueError(f"data.foreground_p must be in [0, 1], got {self.foreground_p}")
         if self.repeats < 1 or self.context_slices < 0:
             raise ValueError("data.repeats must be >= 1 and data.context_slices >= 0")
         if not 0 <= self.missing_sequence_p <= 1 or self.missing_sequence_fill < 0:
@@ -128,6 +135,11 @@ class SegTask:
     spatial_dims = 2
     intensity = "unit"
     split_rule = ""
+    #: named unions of labels scored besides the classes (``{name: labels}``; empty: none)
+    regions: Dict[str, Tuple[int, ...]] = {}
+    #: how model inputs are prepared when the model's ``inference`` settings cannot say it
+    #: (recorded in the checkpoint's data record and shown on its model card; "" = nothing extra)
+    input_preprocessing = ""
 
     def __init__(self, cfg: SegDataConfig, data_root: Optional[str] = None) -> None:
         self.cfg = cfg
@@ -185,6 +197,17 @@ class SegTask:
     def overlay(self, case: Case, pred: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image slice, predicted foreground, reference foreground), 2D, for the PNG overlay."""
         return case.image.transpose(1, 2, 0), pred > 0, case.reference > 0
+
+    @staticmethod
+    def _volume_overlay(volume: np.ndarray, pred: np.ndarray, ref: np.ndarray, axis: int = 0):
+        """Overlay of a 3D case: the slice along ``axis`` with the most reference foreground
+        (the middle one if none): ``(a, b)`` grey image in [0, 1], ``(a, b)`` bool prediction and
+        reference foreground (all labels > 0 together). Inputs are ``(X, Y, Z)``, same shape.
+        """
+        from medfm.evaluation.segmentation import largest_slice
+
+        z = largest_slice(ref, axis)
+        return np.take(volume, z, axis), np.take(pred, z, axis) > 0, np.take(ref, z, axis) > 0
 
     def metadata(self) -> Dict[str, Any]:
         """What a run's results record about the data (JSON-serialisable).
@@ -386,14 +409,122 @@ class HippocampusTask(SegTask):
         most reference foreground (the middle one if none): ``(Y, Z)`` grey image, ``(Y, Z)`` bool
         prediction and reference (anterior and posterior together).
         """
-        from medfm.evaluation.segmentation import largest_slice
-
-        vol = case.image if case.image.ndim == 3 else case.image[0]
-        z = largest_slice(case.reference, 0)
-        return vol[z], pred[z] > 0, case.reference[z] > 0
+        return self._volume_overlay(case.image if case.image.ndim == 3 else case.image[0], pred, case.reference, 0)
 
 
-TASKS = {"chase_db1": ChaseTask, "msd_hippocampus": HippocampusTask, "lgg_flair": LGGTask}
+class BratsTask(SegTask):
+    """BraTS 2015 (DeepMedic example cases): 3D [FLAIR, T1c] -> 5 labels, plus the BraTS regions.
+
+    Data and licence (CC BY-NC-SA 3.0, non-commercial): :mod:`medfm.data.brats`. Split: the
+    provider's folders, train (2 cases) / test (2); the 2 ``validation`` cases are listed in
+    :meth:`metadata` but not used, since ``medfm segment`` has no validation split (no model
+    selection, no early stopping).
+
+    Intensities: each channel is mapped to [0, 1] per case by its 0.5 / 99.5 percentiles
+    inside the brain mask, clipped (:func:`medfm.data.brats.brain_percentile_unit`): medfm
+    encoders take [0, 1] inputs, and the provider's within-brain z-scores are unbounded.
+    Geometry: training volumes and model inputs are cropped to the brain-mask bounding box
+    plus 4 voxels (about 150 x 180 x 140 of 240 x 240 x 155 voxels); predictions are pasted
+    back into a full-size background volume (:func:`medfm.data.brats.paste_back`), so all
+    metrics are computed against the full-size reference at 1 mm spacing.
+
+    Besides per-class scores, the runner scores the standard BraTS regions (Menze et al.,
+    "The Multimodal Brain Tumor Image Segmentation Benchmark (BRATS)", IEEE TMI 34(10):
+    1993-2024, 2015): whole tumour = labels {1, 2, 3, 4}, tumour core = {1, 3, 4},
+    enhancing tumour = {4} (Dice and HD95 in mm, surface Dice).
+    """
+
+    name = "brats2015"
+    spatial_dims = 3
+    in_chans = 2
+    label_names = brats.BRATS_LABELS
+    split_rule = brats.BRATS_SPLIT_RULE
+    intensity = "unit"  # the model takes [0, 1] inputs as given; the scaling needs the brain mask:
+    input_preprocessing = ("[FLAIR, T1c] volumes; each channel scaled per case to [0, 1] by its 0.5 / 99.5 "
+                           "percentiles inside the brain mask, clipped (medfm.data.brats.brain_percentile_unit), "
+                           "then cropped to the brain-mask bounding box + 4 voxels (medfm.data.brats.brain_bbox)")
+    regions = brats.BRATS_REGIONS
+
+    def train_ids(self) -> List[str]:
+        """Same contract as :meth:`SegTask.train_ids`; BraTS: the ``train`` folder's 2 cases.
+
+        Raises:
+            DataFileMissingError: the data set's ``train`` folder is missing.
+        """
+        return self._limit(brats.brats_cases("train", self.data_root), self.cfg.max_train)
+
+    def test_cases(self) -> List[str]:
+        """Same contract as :meth:`SegTask.test_cases`; BraTS: the ``test`` folder's 2 cases.
+
+        Raises:
+            DataFileMissingError: the data set's ``test`` folder is missing.
+        """
+        return self._limit(brats.brats_cases("test", self.data_root), self.cfg.max_test)
+
+    def _cropped(self, case_id: str, split: str):
+        """``(full case dict, brain bbox)`` of one case (see :func:`medfm.data.brats.load_brats`)."""
+        d = brats.load_brats(case_id, split, self.data_root)
+        return d, brats.brain_bbox(d["brain"])
+
+    def train_set(self) -> segdata.SegmentationArrays:
+        """Same contract as :meth:`SegTask.train_set`; BraTS: one ``(2, x, y, z)`` float32 volume in
+        [0, 1] ([FLAIR, T1c], brain bounding box + 4 voxels) and ``(x, y, z)`` labels {0..4} per
+        training case; ``data.scale`` is not applied.
+
+        Raises:
+            DataFileMissingError, CorruptFileError, DataShapeError (wrong shape, non-finite voxels,
+            labels outside {0..4}).
+        """
+        images, masks = [], []
+        for c in self.train_ids():
+            d, box = self._cropped(c, "train")
+            images.append(d["image"][(slice(None), *box)])
+            masks.append(d["label"][box])
+        return segdata.SegmentationArrays(images, masks, self.cfg.repeats)
+
+    def load_case(self, case_id: str) -> Case:
+        """Same contract as :meth:`SegTask.load_case`; BraTS (a ``test`` case): image
+        ``(2, x, y, z)`` float32 in [0, 1], the brain bounding-box crop; reference the full
+        ``(240, 240, 155)`` uint8 labels {0..4}; spacing ``(3,)`` mm; ``extra["bbox"]`` (3 slices),
+        ``extra["affine"]`` ``(4, 4)``.
+
+        Raises:
+            DataFileMissingError, CorruptFileError, DataShapeError (see :meth:`train_set`).
+        """
+        d, box = self._cropped(case_id, "test")
+        return Case(case_id, d["image"][(slice(None), *box)], d["label"], spacing=tuple(d["spacing"]),
+                    extra={"bbox": box, "affine": d["affine"]})
+
+    def predict(self, model: Any, case: Case, overlap: float, sw_batch_size: int) -> np.ndarray:
+        """Same contract as :meth:`SegTask.predict`; BraTS: sliding windows over the brain crop,
+        pasted back into a full-size ``(240, 240, 155)`` uint8 label map (background outside the box).
+
+        Raises:
+            SegmentationInputError: an input of the wrong rank or channel count for ``model``.
+        """
+        crop = super().predict(model, case, overlap, sw_batch_size)
+        return brats.paste_back(crop, case.extra["bbox"], case.reference.shape)
+
+    def overlay(self, case: Case, pred: np.ndarray):
+        """Same contract as :meth:`SegTask.overlay`; BraTS: the axial (axis 2) slice of the brain
+        crop with the most reference tumour: FLAIR ``(x, y)``, bool prediction and reference (all
+        tumour labels together).
+        """
+        box = case.extra["bbox"]
+        return self._volume_overlay(case.image[0], pred[box], case.reference[box], 2)
+
+    def metadata(self) -> Dict[str, Any]:
+        """Same contract as :meth:`SegTask.metadata`, plus ``"validation_ids"`` (listed, not used)
+        and ``"regions"`` (``{region: labels}``).
+
+        Raises:
+            DataFileMissingError: a split folder is missing.
+        """
+        return {**super().metadata(), "validation_ids": brats.brats_cases("validation", self.data_root),
+                "regions": {k: list(v) for k, v in self.regions.items()}}
+
+
+TASKS = {"chase_db1": ChaseTask, "msd_hippocampus": HippocampusTask, "lgg_flair": LGGTask, "brats2015": BratsTask}
 
 
 def build_task(cfg: SegDataConfig, data_root: Optional[str] = None) -> SegTask:
@@ -401,4 +532,4 @@ def build_task(cfg: SegDataConfig, data_root: Optional[str] = None) -> SegTask:
     return TASKS[cfg.dataset](cfg, data_root)
 
 
-__all__ = ["SegDataConfig", "Case", "SegTask", "ChaseTask", "LGGTask", "HippocampusTask", "TASKS", "build_task"]
+__all__ = ["SegDataConfig", "Case", "SegTask", "ChaseTask", "LGGTask", "HippocampusTask", "BratsTask", "TASKS", "build_task"]

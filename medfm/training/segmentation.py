@@ -108,8 +108,14 @@ class SegmentationRecipe:
 
 # -- augmentation ----------------------------------------------------------------------------------
 def random_crop(images: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, patch: Optional[List[int]],
-                gen: torch.Generator):
+                gen: torch.Generator, foreground_p: float = 0.0):
     """Seeded random crops of size ``patch`` inside each item's valid (unpadded) region.
+
+    With probability ``foreground_p`` per item (and when the item has foreground), the crop
+    is instead centred, as far as the valid region allows, on a uniformly drawn foreground
+    voxel (label > 0): nnU-Net's foreground oversampling (Isensee et al., Nature Methods
+    2021), for small structures in large volumes such as brain tumours. ``foreground_p == 0``
+    draws exactly the random numbers it always did.
 
     Shape: images ``(B, C, *S)``, masks ``(B, *S)``, valid ``(B, dims)`` -> images
     ``(B, C, *patch)``, masks ``(B, *patch)``. Items smaller than ``patch`` along an
@@ -128,6 +134,11 @@ def random_crop(images: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, 
     out_i, out_m = [], []
     for b in range(images.shape[0]):
         starts = [int(torch.randint(0, max(0, int(v) - p) + 1, (1,), generator=gen)) for v, p in zip(valid[b], patch)]
+        if foreground_p > 0 and float(torch.rand((), generator=gen)) < foreground_p:
+            fg = (masks[(b, *[slice(0, int(v)) for v in valid[b]])] > 0).nonzero()
+            if len(fg):
+                centre = fg[int(torch.randint(0, len(fg), (1,), generator=gen))]
+                starts = [min(max(0, int(c) - p // 2), max(0, int(v) - p)) for c, v, p in zip(centre, valid[b], patch)]
         region = tuple(slice(s, s + p) for s, p in zip(starts, patch))
         out_i.append(images[(b, slice(None), *region)])
         out_m.append(masks[(b, *region)])
@@ -172,15 +183,16 @@ def random_missing_sequences(images: torch.Tensor, p: float, fill: int, gen: tor
 
 
 def seg_step(patch: Optional[List[int]], flip_axes: List[int], frozen: bool, missing_sequence_p: float = 0.0,
-             missing_sequence_fill: int = 1):
-    """The Trainer ``step_fn``: crop, flip, (missing-sequence dropout), forward, Dice + CE."""
+             missing_sequence_fill: int = 1, foreground_p: float = 0.0):
+    """The Trainer ``step_fn``: crop (foreground-oversampled with ``foreground_p``), flip,
+    (missing-sequence dropout), forward, Dice + CE."""
     def step(model, batch, gen):
         from medfm.pipelines.segmentation import seg_core
 
         core = seg_core(model)
         if frozen:
             core.encoder.eval()
-        images, masks = random_crop(batch["image"], batch["mask"], batch["valid"].cpu(), patch, gen)
+        images, masks = random_crop(batch["image"], batch["mask"], batch["valid"].cpu(), patch, gen, foreground_p)
         images, masks = random_flips(images, masks, flip_axes, gen)
         images = random_missing_sequences(images, missing_sequence_p, missing_sequence_fill, gen)
         logits = model(images)
@@ -216,13 +228,16 @@ def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, out
 
     Returns:
         ``{"per_case": {id: {class: {dice, hd95, surface_dice}}}, "summary": ...,
-        "human_reference": ... (CHASE_DB1 only), "seconds": ...}``.
+        "human_reference": ... (CHASE_DB1 only), "regions": {"definition": {region: labels},
+        "per_case": ..., "summary": ...} (tasks with :attr:`SegTask.regions`, e.g. BraTS),
+        "seconds": ...}``.
     """
     from medfm.evaluation.segmentation import case_metrics, save_overlay, summarize_cases
 
     model.eval()
     per_case: Dict[str, Any] = {}
     human: Dict[str, Any] = {}
+    regions: Dict[str, Any] = {}
     t0 = time.perf_counter()
     for n, cid in enumerate(task.test_cases()):
         case = task.load_case(cid)
@@ -231,6 +246,9 @@ def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, out
         if "second_observer" in case.extra:
             human[cid] = case_metrics(case.extra["second_observer"].astype(np.uint8), case.reference, task.label_names,
                                       case.spacing, cfg.tolerance, cfg.distances)
+        if task.regions:
+            regions[cid] = case_metrics(pred, case.reference, task.label_names, case.spacing, cfg.tolerance,
+                                        cfg.distances, regions=task.regions)
         if output is not None and n < cfg.overlays:
             save_overlay(output / "overlays" / f"{cid}.png", *task.overlay(case, pred))
     res: Dict[str, Any] = {"per_case": per_case, "summary": summarize_cases(per_case),
@@ -238,6 +256,9 @@ def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, out
     if human:
         res["human_reference"] = {"what": "second observer scored against the first observer",
                                   "per_case": human, "summary": summarize_cases(human)}
+    if regions:
+        res["regions"] = {"definition": {k: list(v) for k, v in task.regions.items()}, "per_case": regions,
+                          "summary": summarize_cases(regions)}
     return res
 
 
@@ -247,7 +268,7 @@ def seg_data_record(task: SegTask) -> Dict[str, Any]:
     :meth:`SegTask.metadata` (data set id, split rule, train/test ids, label names) plus the
     data set's name, licence, source and the md5 of its ``SHA256SUMS`` list
     (:func:`medfm.cards.data_provenance`), the train/test case counts and, for 2.5D, the slice
-    context. JSON-serialisable.
+    context and the task's ``input_preprocessing`` (if any). JSON-serialisable.
 
     Raises:
         DataFileMissingError: the data set's folder is missing (from :meth:`SegTask.metadata`).
@@ -259,6 +280,8 @@ def seg_data_record(task: SegTask) -> Dict[str, Any]:
               "n_train": len(meta["train_ids"]), "n_test": len(meta["test_ids"]), "unit": "cases"}
     if task.cfg.context_slices:
         record["context_slices"] = task.cfg.context_slices
+    if task.input_preprocessing:
+        record["input_preprocessing"] = task.input_preprocessing
     return record
 
 
@@ -267,7 +290,8 @@ def results_markdown(results: Dict[str, Any]) -> str:
     from medfm.evaluation.report import markdown_table
 
     rows = []
-    for label, summ in (("model", results["summary"]), ("second observer", results.get("human_reference", {}).get("summary"))):
+    for label, summ in (("model", results["summary"]), ("second observer", results.get("human_reference", {}).get("summary")),
+                        ("model, region", results.get("regions", {}).get("summary"))):
         if not summ:
             continue
         for cls, metrics in summ["per_class"].items():
@@ -319,7 +343,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     save = checkpoint_writer(recipe.mode, base, meta)
 
     step = seg_step(recipe.data.patch, recipe.data.flip_axes, recipe.mode == "frozen", recipe.data.missing_sequence_p,
-                    recipe.data.missing_sequence_fill)
+                    recipe.data.missing_sequence_fill, recipe.data.foreground_p)
     trainer = Trainer(trained, step, train_set, recipe.train, output, save)
     t0 = time.perf_counter()
     trainer.fit(resume=resume)
@@ -360,8 +384,9 @@ def segment_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, 
         return f"text-conditioned test {'; '.join(parts)}; results: {output / 'results.json'}"
     res = run_segmentation(from_dict(SegmentationRecipe, data, where=path.name), output, init, data_root, resume)
     dice = {c: round(m["dice"]["mean"], 4) for c, m in res["summary"]["per_class"].items()}
+    regions = {c: round(m["dice"]["mean"], 4) for c, m in res.get("regions", {}).get("summary", {}).get("per_class", {}).items()}
     return (f"{res['task']['dataset']} test Dice {dice} (mean {res['summary']['mean']['dice']:.4f}); "
-            f"results: {output / 'results.json'}")
+            + (f"region Dice {regions}; " if regions else "") + f"results: {output / 'results.json'}")
 
 
 __all__ = ["seg_data_record", "segment_from_recipe", "SegmentationRecipe", "SegEvalConfig", "SegDataConfig", "run_segmentation", "evaluate_task",

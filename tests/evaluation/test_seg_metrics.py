@@ -117,3 +117,36 @@ def test_overlay_colours(tmp_path):
     from PIL import Image
 
     assert np.array_equal(np.asarray(Image.open(path)), out)
+
+
+def _full_volume_distances(a, b, sp):
+    """The plain reference: distance transforms over the whole image (no bounding box)."""
+    from scipy.ndimage import distance_transform_edt
+
+    from medfm.evaluation.segmentation import surface
+
+    sa, sb = surface(a), surface(b)
+    return distance_transform_edt(~sb, sampling=sp)[sa], distance_transform_edt(~sa, sampling=sp)[sb]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bounding_box_distances_equal_the_whole_image_ones(seed):
+    """surface_distances runs its transforms on the two surfaces' bounding box: the result must
+    be identical to transforms over the whole volume, also for objects touching the border and
+    for two objects far apart, with anisotropic spacing."""
+    from medfm.evaluation.segmentation import surface_distances
+
+    rng = np.random.default_rng(seed)
+    a = np.zeros((40, 50, 30), bool)
+    b = np.zeros_like(a)
+    a[3:9, 10:20, 0:6] = True                          # touches the border
+    a[30:34, 40:48, 20:25] = rng.random((4, 8, 5)) > 0.3  # a second, ragged island far away
+    b[5:12, 12:22, 1:7] = True
+    sp = (1.0, 0.7, 2.5)
+    got = surface_distances(a, b, sp)
+    want = _full_volume_distances(a, b, np.asarray(sp))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    row = case_metrics(a.astype(int), b.astype(int), ["bg", "fg"], spacing=sp, tolerance=2.0)["fg"]
+    assert row["hd95"] == max(np.percentile(want[0], 95), np.percentile(want[1], 95))
+    assert row["surface_dice"] == (np.sum(want[0] <= 2.0) + np.sum(want[1] <= 2.0)) / (want[0].size + want[1].size)
