@@ -9,7 +9,7 @@
   and ``model_buffers.safetensors`` with the model's buffers that peft does not save (a
   text-conditioned segmenter's prompt embeddings; BatchNorm statistics when ``train_norm`` is off).
 * :func:`load_adapter` rebuilds base + adapter; :func:`merge_adapter` folds the adapter into
-  the base weights and saves a plain checkpoint.
+  the base weights (:func:`merge_lora`) and saves a plain checkpoint.
 """
 from __future__ import annotations
 
@@ -212,12 +212,49 @@ def load_adapter(path: Union[str, Path], base_checkpoint: Optional[str] = None):
     return peft_model
 
 
+def _conv3d_delta_weight(layer: nn.Module, adapter: str) -> torch.Tensor:
+    """``scaling * B (*) A`` of a peft LoRA ``Conv3d`` layer: ``(C_out, C_in, kd, kh, kw)``.
+
+    peft's general convolution path (``conv_fn(A^T, B)^T``), which is right for every kernel
+    size; the layers medfm targets have ``groups == 1``.
+    """
+    weight_a = layer.lora_A[adapter].weight
+    weight_b = layer.lora_B[adapter].weight
+    dtype = weight_a.dtype
+    if weight_b.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):  # as peft: slow half matmuls on CPU
+        weight_a, weight_b = weight_a.float(), weight_b.float()
+    delta = torch.nn.functional.conv3d(weight_a.transpose(0, 1), weight_b).transpose(0, 1) * layer.scaling[adapter]
+    return delta.to(dtype)
+
+
+def merge_lora(peft_model: nn.Module) -> nn.Module:
+    """``peft_model.merge_and_unload()``: the plain model with every LoRA update folded into its base weights.
+
+    peft (0.21.2, the installed version, and earlier) computes the update of a ``Conv3d`` whose kernel starts with ``(1, 1)`` (the
+    1x1x1 shortcut convolutions of :mod:`medfm.encoders.cnn3d`) with its Conv2d-1x1 shortcut,
+    which fails with a shape error (huggingface/peft#3768, fixed upstream in #3777); those
+    layers get :func:`_conv3d_delta_weight` instead, the computation of the fix.
+
+    Shape: the returned model maps the same inputs to the same outputs as ``peft_model``
+    (to float rounding, ~1e-7 relative).
+    """
+    import functools
+
+    from peft.tuners.lora.layer import Conv3d as LoraConv3d
+
+    for module in peft_model.modules():
+        if isinstance(module, LoraConv3d) and tuple(module.get_base_layer().weight.shape[2:4]) == (1, 1):
+            module.get_delta_weight = functools.partial(_conv3d_delta_weight, module)
+    return peft_model.merge_and_unload()
+
+
 def merge_adapter(path: Union[str, Path], out: Union[str, Path], base_checkpoint: Optional[str] = None) -> Path:
-    """Fold a LoRA adapter into its base weights and save a plain medfm checkpoint at ``out``."""
+    """Fold a LoRA adapter into its base weights and save a plain medfm checkpoint at ``out``
+    (:func:`merge_lora`; 2D and 3D encoders)."""
     from medfm.hub import load_config, save_pretrained
 
     cfg = load_config(path)
-    merged = load_adapter(path, base_checkpoint).merge_and_unload()
+    merged = merge_lora(load_adapter(path, base_checkpoint))
     keep = {k: v for k, v in cfg.items() if k not in ("kind", "name", "args", "encoder", "preprocessing", "medfm_version", "adapter")}
     keep["merged_from"] = str(Path(path).resolve())
     return save_pretrained(merged, out, extra_config=keep)

@@ -62,7 +62,9 @@ class KANResNet(TimmResNet):
     """
 
     family = "kan"
-    # peft wraps nn.Linear/nn.Conv2d only: target the KAN coefficient/base convs and shortcuts.
+    # peft wraps nn.Linear/nn.Conv2d only: target the KAN coefficient convs (and the base-branch
+    # convs of bases that have one, e.g. RBF). The plain stem conv and 1x1 shortcut convs are not
+    # targeted (unlike resnet18's default); pass LoraSettings(target_modules=...) to add them.
     lora_target_modules = r".*\.(coeff|base)"
 
     def __init__(self, arch: str, in_chans: int = 3, img_size: int = 224, kan: Optional[BasisSpec] = None,

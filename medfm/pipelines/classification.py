@@ -6,6 +6,7 @@ checkpoint's own preprocessing (channels, size, intensity scaling) is applied.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -52,15 +53,25 @@ def pil_to_array(image: Any, in_chans: int) -> np.ndarray:
 def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     """One image -> ``(in_chans, img_size, img_size)`` float32 in [0, 1].
 
-    Accepts a PIL image (16-bit and float modes min-max scaled, see :func:`pil_to_array`) or
+    Accepts an image file path (``str`` or ``os.PathLike``: PNG, JPEG, TIFF, ... read with
+    :func:`medfm.data.images.read_image`, as the segmentation and VQA pipelines read theirs), a
+    PIL image (16-bit and float modes min-max scaled, see :func:`pil_to_array`) or
     a uint8 array ``(H, W)`` / ``(H, W, C)`` (C = 1 or 3) as stored in MedMNIST npz files. Grayscale is repeated to 3 channels for RGB models; RGB is converted
     to luminance (PIL "L") for 1-channel models. Other sizes are resized bilinearly.
 
     Raises:
-        PipelineInputError: unsupported type, dtype or shape.
+        PipelineInputError: unsupported type, dtype or shape; a missing or unreadable image file.
     """
     from PIL import Image
 
+    if isinstance(image, (str, os.PathLike)):
+        from medfm.data.errors import MedFMDataError
+        from medfm.data.images import read_image
+
+        try:  # 16-bit / float files are min-max scaled, never clipped at 255
+            image = read_image(image, mode="L" if in_chans == 1 else "RGB", what="image")
+        except MedFMDataError as err:
+            raise PipelineInputError(str(err)) from None
     if isinstance(image, Image.Image):
         arr = pil_to_array(image, in_chans)
     elif isinstance(image, np.ndarray):
@@ -74,7 +85,8 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
         if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
             raise PipelineInputError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}")
     else:
-        raise PipelineInputError(f"expected a PIL image or a uint8 numpy array, got {type(image).__name__}")
+        raise PipelineInputError(f"expected an image file path, a PIL image or a uint8 numpy array, got "
+                                 f"{type(image).__name__}")
     if min(arr.shape[:2]) == 0:
         raise PipelineInputError(f"empty image of shape {arr.shape}")
     x = torch.from_numpy(np.array(arr, copy=True))  # PIL-backed arrays are read-only
@@ -95,7 +107,8 @@ class ImageClassificationPipeline:
         batch_size: images per forward pass (keep it equal to ``medfm eval``'s to reproduce
             its scores bit for bit).
 
-    ``__call__(images, top_k=None)``: one image (see :func:`image_to_tensor`) -> a list of
+    ``__call__(images, top_k=None)``: one image (a file path, PIL image or uint8 array, see
+    :func:`image_to_tensor`) -> a list of
     ``{"label", "score"}``, highest first (``top_k`` of them); a list of images -> one such
     list per image (``[]`` for ``[]``).
 
