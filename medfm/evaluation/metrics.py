@@ -17,10 +17,16 @@ ROC AUC is computed as the Mann-Whitney U statistic (ties count 1/2; Hanley & Mc
 1982), which equals the trapezoidal ROC area sklearn reports; the same code serves the
 vectorised bootstrap.
 
-Degenerate AUC rule: a one-vs-rest column whose targets are all 0 or all 1 (a class
-absent from ``y_true``, or present in every sample) has no defined AUC. It is reported
-as NaN in ``per_class_auc``, left out of the mean ``auc``, and named in ``warnings``;
-``auc`` is NaN only when no column is defined. (MedMNIST's reference code raises.)
+Saturated probabilities: a confident classifier's float32 softmax rounds every
+``p_k`` above ``1 - 6e-8`` to exactly 1.0 (a logit margin above ~17), so ranking by the
+column itself turns distinct predictions into ties (a 1-epoch Mamba model's 624
+PneumoniaMNIST test scores all had p1 = 1.0: AUC 0.500, against 0.572 from its logit
+margins). When the scores are full probability rows (binary with both columns, multi-class,
+ordinal; rows summing to 1 within 1e-3), AUC ranks a probability whose complement
+``sum_{j != k} p_j`` is below 1e-4 by that complement, which float32 resolves down to ~1e-45
+(:func:`ranking_scores`). Elsewhere the ranking is the probabilities' own, so the AUC equals
+MedMNIST's ``getAUC`` unless probabilities above 0.9999 tie. Multi-label sigmoid scores and
+a single positive-class column carry no complement and are ranked as given.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ __all__ = [
     "check_task",
     "classification_metrics",
     "binary_auc",
+    "ranking_scores",
     "bootstrap_ci",
     "bootstrap_mean_ci",
     "balanced_error",
@@ -74,12 +81,19 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     return a
 
 
-def _prepare(y_true: Any, y_score: Any, task: str) -> Tuple[np.ndarray, np.ndarray]:
+def _prepare(y_true: Any, y_score: Any, task: str, full: bool = False) -> Tuple[np.ndarray, ...]:
     """Validate inputs and bring them to canonical shapes.
 
     Returns ``(y, s)``: binary ``y`` (N,) in {0,1}, ``s`` (N,) positive-class probability;
     multi-class/ordinal ``y`` (N,) in [0, K), ``s`` (N, K); multi-label ``y``, ``s`` (N, L).
+    With ``full``: ``(y, s, scores)``, ``scores`` the validated float64 ``y_score`` as given
+    (binary: both columns when given), for :func:`_one_vs_rest`'s :func:`ranking_scores`.
     """
+    y, s, scores = _prepare_full(y_true, y_score, task)
+    return (y, s, scores) if full else (y, s)
+
+
+def _prepare_full(y_true: Any, y_score: Any, task: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     check_task(task)
     y = _to_numpy(y_true, "y_true")
     s = _to_numpy(y_score, "y_score").astype(np.float64)
@@ -112,7 +126,7 @@ def _prepare(y_true: Any, y_score: Any, task: str) -> Tuple[np.ndarray, np.ndarr
             )
         if not np.isin(y, (0, 1)).all():
             raise ValueError(f"y_true for task {task!r} must be 0/1 per label")
-        return y, s
+        return y, s, s
 
     if y.ndim == 2:
         if y.shape[1] != 1:
@@ -131,22 +145,58 @@ def _prepare(y_true: Any, y_score: Any, task: str) -> Tuple[np.ndarray, np.ndarr
             )
         if y.max() > 1:
             raise ValueError(f"y_true for task 'binary-class' must be 0/1, found class {y.max()}")
-        return y, (s[:, -1] if s.ndim == 2 else s)
+        return y, (s[:, -1] if s.ndim == 2 else s), s
     # multi-class / ordinal-regression
     if s.ndim != 2 or s.shape[1] < 2:
         raise ValueError(f"task {task!r} expects y_score of shape (N, K) with K >= 2, got {s.shape}")
     if y.max() >= s.shape[1]:
         raise ValueError(f"y_true holds class {y.max()} but y_score has only {s.shape[1]} columns")
-    return y, s
+    return y, s, s
 
 
-def _one_vs_rest(y: np.ndarray, s: np.ndarray, task: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Binary targets and scores per AUC column: ``(T, S)`` both (N, C)."""
-    if task == "binary-class":
-        return y[:, None].astype(np.float64), s[:, None]
+#: complement mass ``sum_{j != k} p_j`` below which a probability counts as saturated
+SATURATED_COMPLEMENT = 1e-4
+
+
+def ranking_scores(probs: np.ndarray) -> Optional[np.ndarray]:
+    """AUC ranking keys ``(N, K)`` for probability rows ``(N, K)`` that stay distinct where float32
+    probabilities saturate at 1.0.
+
+    Key of class ``k``: ``p_k`` itself while its complement ``c_k = sum_{j != k} p_j`` (summed
+    from the other columns, not ``1 - p_k``) is at least :data:`SATURATED_COMPLEMENT`;
+    otherwise ``1 + log(SATURATED_COMPLEMENT / c_k)`` (>= 1, growing as ``c_k`` shrinks;
+    ``+inf`` when ``c_k`` is 0). Both pieces increase with the true ``p_k``, so the ranking is the
+    probabilities' own wherever they do not saturate (ties included: quantised scores keep their
+    ties), and saturated ones are ordered by their well-resolved small complements.
+
+    Returns:
+        ``(N, K)`` float64, or None when the rows are not probability distributions (a row
+        sum off 1 by more than 1e-3, or K < 2): such scores are ranked as given.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2 or not np.allclose(p.sum(axis=1), 1.0, rtol=0.0, atol=1e-3):
+        return None
+    rest = np.stack([np.delete(p, k, axis=1).sum(axis=1) for k in range(p.shape[1])], axis=1)
+    saturated = rest < SATURATED_COMPLEMENT
+    with np.errstate(divide="ignore"):
+        tail = 1.0 + np.log(SATURATED_COMPLEMENT / np.where(saturated, rest, 1.0))
+    return np.where(saturated, tail, p)
+
+
+def _one_vs_rest(y: np.ndarray, s: np.ndarray, task: str,
+                 scores: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Binary targets and ranking scores per AUC column: ``(T, S)`` both (N, C).
+
+    With ``scores`` (the full probability rows, :func:`_prepare` with ``full``), binary and
+    multi-class columns are ranked by :func:`ranking_scores`, which stay distinct where
+    float32 probabilities saturate at 1.0; otherwise by the probabilities ``s``.
+    """
     if task == MULTI_LABEL:
         return y.astype(np.float64), s
-    return (y[:, None] == np.arange(s.shape[1])[None, :]).astype(np.float64), s
+    lo = None if scores is None else ranking_scores(scores)
+    if task == "binary-class":
+        return y[:, None].astype(np.float64), (s[:, None] if lo is None else lo[:, -1:])
+    return (y[:, None] == np.arange(s.shape[1])[None, :]).astype(np.float64), (s if lo is None else lo)
 
 
 def _weighted_auc(t: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -254,10 +304,10 @@ def classification_metrics(
             out-of-range labels, wrong number of label names.
         TypeError: non-numeric inputs.
     """
-    y, s = _prepare(y_true, y_score, task)
+    y, s, scores = _prepare(y_true, y_score, task, full=True)
     pred = _predict(y, s, task, threshold)
     warnings: List[str] = []
-    t_cols, s_cols = _one_vs_rest(y, s, task)
+    t_cols, s_cols = _one_vs_rest(y, s, task, scores)
     col_auc = np.array([_weighted_auc(t_cols[:, c], s_cols[:, c], np.ones((1, len(y))))[0]
                         for c in range(t_cols.shape[1])])
 
@@ -350,7 +400,7 @@ def bootstrap_ci(
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
-    y, s = _prepare(y_true, y_score, task)
+    y, s, scores = _prepare(y_true, y_score, task, full=True)
     n = len(y)
     rng = np.random.default_rng(seed)
     chunk = max(1, _BOOT_CHUNK_ELEMS // n)
@@ -359,7 +409,7 @@ def bootstrap_ci(
         if correct.ndim == 2:  # multi-label: mean over labels per sample
             correct = correct.mean(axis=1)
     else:
-        t_cols, s_cols = _one_vs_rest(y, s, task)
+        t_cols, s_cols = _one_vs_rest(y, s, task, scores)
     stats = []
     for start in range(0, int(n_boot), chunk):
         w = _bootstrap_weights(rng, min(chunk, int(n_boot) - start), n)

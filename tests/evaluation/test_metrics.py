@@ -294,3 +294,47 @@ def test_be_rbe_errors():
     y, s = make_preds(ML, n=10, k=3)
     with pytest.raises(ValueError, match="3 per-label thresholds"):
         balanced_error(y, s, ML, threshold=[0.5, 0.5])
+
+
+def _softmax32(logits):
+    import torch
+
+    return torch.tensor(logits, dtype=torch.float32).softmax(dim=-1).numpy()
+
+
+def test_auc_ranks_saturated_float32_softmax_by_its_log_odds():
+    """Logit margins 20 and 30 (positives) vs 18 and 25 (negatives): float32 softmax rounds
+    every p1 to 1.0, so ranking by p1 ties everything (AUC 0.5); the true AUC from the
+    margins is 3/4 (20>18, 30>18, 30>25; 20<25). The complement p0 = exp(-margin) keeps the order."""
+    s = _softmax32([[0.0, 20.0], [0.0, 30.0], [0.0, 18.0], [0.0, 25.0]])
+    y = np.array([1, 1, 0, 0])
+    assert len(np.unique(s[:, 1])) == 1  # the saturation the fix is about
+    assert classification_metrics(y, s, "binary-class")["auc"] == pytest.approx(0.75)
+    assert classification_metrics(y, s[:, 1], "binary-class")["auc"] == pytest.approx(0.5)  # no complement given
+    low, high = bootstrap_ci(y, s, "binary-class", metric="auc", n_boot=200, seed=0)
+    assert high > 0.5  # the bootstrap ranks the same way (all-ties would pin every resample at 0.5)
+    # multi-class: class 2 saturated for three samples, ranked by the other classes' mass
+    m = _softmax32([[0.0, 1.0, 40.0], [0.0, 0.0, 20.0], [0.0, 0.0, 30.0], [5.0, 0.0, 0.0]])
+    res = classification_metrics(np.array([2, 0, 2, 0]), m, "multi-class")
+    assert res["per_class_auc"]["2"] == pytest.approx(1.0)  # 40 and 30 beat 20 and the class-0 sample
+
+
+def test_auc_is_unchanged_where_probabilities_do_not_tie():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(300, 4)) * 2
+    p = _softmax32(logits)
+    y = rng.integers(0, 4, 300)
+    want = roc_auc_score(y, p, multi_class="ovr", average="macro")
+    assert classification_metrics(y, p, "multi-class")["auc"] == pytest.approx(want, abs=1e-12)
+    yb = rng.integers(0, 2, 300)
+    pb = _softmax32(logits[:, :2])
+    assert classification_metrics(yb, pb, "binary-class")["auc"] == pytest.approx(roc_auc_score(yb, pb[:, 1]), abs=1e-12)
+
+
+def test_scores_that_are_not_probability_rows_are_ranked_as_given():
+    from medfm.evaluation.metrics import ranking_scores
+
+    s = np.array([[0.2, 0.3], [0.1, 0.9], [0.5, 0.5]])  # first row sums to 0.5
+    assert ranking_scores(s) is None
+    y = np.array([1, 0, 1])
+    assert classification_metrics(y, s, "binary-class")["auc"] == pytest.approx(roc_auc_score(y, s[:, 1]))
