@@ -252,6 +252,9 @@ def _image_input(pre: Dict[str, Any]) -> str:
     """The classification/SSL/VQA image input line (unchanged wording for classifiers)."""
     if pre.get("in_chans") and pre.get("img_size"):
         norm = f", normalised with mean {pre['mean']} / std {pre['std']}" if pre.get("mean") and pre.get("std") else ""
+        if pre.get("spatial_dims") == 3:
+            side = pre["img_size"]
+            return f"{pre['in_chans']}-channel {side}x{side}x{side} volumes (B, C, D, H, W), intensities in [0, 1]{norm}"
         return f"{pre['in_chans']}-channel {pre['img_size']}x{pre['img_size']} images, intensities in [0, 1]{norm}"
     return NOT_RECORDED
 
@@ -287,6 +290,9 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
                          "sites, populations or resolutions is unknown. Scores are not calibrated probabilities of disease."),
             how_to=(f'import medfm\nclf = medfm.pipeline("image-classification", model="{model_id}")\n'
                     "clf(image)  # PIL image or uint8 array (H, W) / (H, W, C)"))
+        if pre.get("spatial_dims") == 3:  # the classification pipeline reads 2D images
+            out["how_to"] = (f'import medfm\nmodel = medfm.from_pretrained("{model_id}").eval()\n'
+                             "probs = model.scores(model(volumes))  # volumes: (B, C, D, H, W) float in [0, 1]")
         if kind == "other":  # too bare to say what it does: no task claimed
             out["how_to"] = f'import medfm\nmodel = medfm.from_pretrained("{model_id}")'
         return out

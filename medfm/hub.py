@@ -235,8 +235,11 @@ def build_from_config(cfg: Dict[str, Any], where: str = CONFIG_NAME) -> nn.Modul
 
 
 def preprocessing_of(encoder: nn.Module) -> Dict[str, Any]:
-    """The preprocessing a checkpoint's encoder expects, for ``config.json``."""
-    return {
+    """The preprocessing a checkpoint's encoder expects, for ``config.json``.
+
+    3D encoders add ``"spatial_dims": 3`` (volumes ``(B, C, D, H, W)``); 2D configs are unchanged.
+    """
+    pre = {
         "in_chans": encoder.in_chans,
         "img_size": encoder.img_size,
         "mean": encoder.pixel_mean.flatten().tolist(),
@@ -244,6 +247,9 @@ def preprocessing_of(encoder: nn.Module) -> Dict[str, Any]:
         "intensity_range": [0.0, 1.0],
         "resize": "bilinear to img_size x img_size; uint8 inputs divided by 255",
     }
+    if getattr(encoder, "spatial_dims", 2) == 3:
+        pre.update(spatial_dims=3, resize="volumes of img_size^3 voxels (MedMNIST 3D sizes; not resized); uint8 inputs divided by 255")
+    return pre
 
 
 def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:

@@ -141,6 +141,31 @@ def build_classifier(recipe: FinetuneRecipe, ds: MedMNISTDataset, init: Optional
                            dropout=recipe.dropout, head_norm=recipe.head_norm)
 
 
+def _check_finetune_dims(recipe: FinetuneRecipe, ds: MedMNISTDataset) -> None:
+    """Refuse an encoder whose spatial dims differ from the data's, and 2D augmentation on volumes.
+
+    A 3D set (AdrenalMNIST3D, VesselMNIST3D, ...) fine-tunes a 3D encoder (registered with
+    ``dims=3``, e.g. ``resnet3d_10``) and a 2D set a 2D one. The training views
+    (:class:`medfm.data.views.RandomViews`: crops, flips, rotation of ``(B, C, H, W)``) are 2D
+    only, so a 3D run needs ``augment: null``.
+
+    Raises:
+        UnknownNameError: unknown encoder (with close matches).
+        ValueError: dims mismatch, or ``augment`` set for a 3D set (one line saying what to change).
+    """
+    from medfm.registry import ENCODERS
+
+    dims = int(ENCODERS.tags(recipe.encoder.name).get("dims", 2))
+    data_dims = 3 if ds.is_3d else 2
+    if dims != data_dims:
+        raise ValueError(f"{ds.flag} is a {data_dims}D set but encoder {recipe.encoder.name!r} is {dims}D; use a "
+                         f"{data_dims}D encoder ({'e.g. ' + ', '.join(n for n in ENCODERS.names(dims=3) if not ENCODERS.tags(n).get('test')) if data_dims == 3 else 'e.g. resnet18'})"
+                         + (" or the 2D slices of the volumes" if data_dims == 3 else ""))
+    if ds.is_3d and recipe.augment is not None:
+        raise ValueError(f"{ds.flag} is a 3D set and the training views (augment) are 2D only; set `augment: null` "
+                         "in the recipe")
+
+
 def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = None, data_root: Optional[str] = None,
                  resume: bool = False) -> Path:
     """Fine-tune a classifier (linear probe, full, or LoRA) on a MedMNIST flag.
@@ -163,8 +188,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
 
     output = Path(output)
     ds = _load(recipe.data, "train", data_root)
-    if ds.is_3d:
-        raise ValueError(f"{ds.flag} is a 3D set; 2D classifiers cannot fine-tune on it")
+    _check_finetune_dims(recipe, ds)
     train_ds: Any = ds
     if recipe.data.label_fraction < 1:
         train_ds = IndexedSubset(ds, label_fraction_indices(ds.labels, recipe.data.label_fraction, seed=recipe.train.seed))
