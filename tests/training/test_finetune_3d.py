@@ -67,8 +67,6 @@ def test_a_3d_encoder_on_a_2d_set_is_refused(write_medmnist, tmp_path):
 
 
 def test_the_3d_classifier_card_describes_volumes_and_a_snippet_that_runs(root3d, tmp_path):
-    from medfm.hub import from_pretrained
-
     out = run_finetune(_recipe(), tmp_path / "run", data_root=str(root3d))
     card = (out / "README.md").read_text()
     assert "1-channel 28x28x28 volumes (B, C, D, H, W)" in card and "28x28 images" not in card
