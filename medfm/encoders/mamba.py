@@ -29,7 +29,7 @@ Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, C_4, h
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -39,7 +39,7 @@ from torch import nn
 from medfm.encoders.base import Encoder
 from medfm.encoders.layers.ss2d import SS2D, DirectionalSelectiveScan, MapLinear, ModulatedGroupMamba
 from medfm.encoders.timm_encoders import stem_stride
-from medfm.registry import ENCODERS
+from medfm.registry import ENCODERS, UnknownArgumentError, close_match_hint
 
 MIXERS = ("vmamba", "groupmamba")
 
@@ -239,10 +239,11 @@ class MambaEncoder(Encoder):
 
 def _builder(base: MambaConfig):
     def build(in_chans: int = 3, img_size: int = 224, **overrides: Any) -> Encoder:
-        try:
-            cfg = replace(base, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()})
-        except TypeError as err:
-            raise ValueError(f"unknown Mamba encoder option: {err}") from None
+        known = [f.name for f in fields(base)]
+        unknown = [k for k in overrides if k not in known]
+        if unknown:  # e.g. a ResNet recipe's `layers` left in after switching encoder.name
+            raise UnknownArgumentError(f"unknown Mamba encoder option {unknown[0]!r}{close_match_hint(unknown[0], known)}")
+        cfg = replace(base, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()})
         return MambaEncoder(cfg, in_chans=in_chans, img_size=img_size)
     build.__doc__ = f"Mamba encoder with {base}; keyword overrides replace config fields."
     return build

@@ -241,8 +241,10 @@ def test_tiny_variants_build_and_cost_about_resnet18():
 def test_bad_configs_and_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="divisible by 4"):
         medfm.create_encoder("groupmamba_test", in_chans=1, img_size=28, dims=(16, 32, 30, 48))
-    with pytest.raises(ValueError, match="unknown Mamba encoder option"):
+    with pytest.raises(ValueError, match="unknown Mamba encoder option 'depth'; did you mean 'depths'"):
         medfm.create_encoder("vmamba_test", in_chans=1, img_size=28, depth=3)
+    with pytest.raises(ValueError, match=r"unknown Mamba encoder option 'layers' \(valid: "):  # a ResNet recipe's args
+        medfm.create_encoder("vmamba_test", in_chans=1, img_size=28, layers=[1, 1, 1, 1])
     with pytest.raises(ValueError, match="mixer"):
         MambaConfig(mixer="mamba2", dims=(8, 8, 8, 8), depths=(1, 1, 1, 1))
     enc = medfm.create_encoder("vmamba_test", in_chans=1, img_size=28)
