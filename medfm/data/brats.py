@@ -25,7 +25,7 @@ import numpy as np
 from medfm.data.errors import DataShapeError, UnknownSplitError
 from medfm.data.images import missing_file
 from medfm.data.root import PathLike, dataset_dir
-from medfm.data.segmentation import check_voxels, load_nifti
+from medfm.data.segmentation import check_voxels, load_nifti, percentile_unit
 
 BRATS_FOLDER = "brats2015_deepmedic_examples"
 BRATS_SPLITS = ("train", "validation", "test")
@@ -81,13 +81,7 @@ def brain_percentile_unit(volume: np.ndarray, brain: np.ndarray,
     brain = np.asarray(brain, dtype=bool)
     if v.shape != brain.shape:
         raise DataShapeError(f"volume {v.shape} and brain mask {brain.shape} differ in shape")
-    inside = v[brain]
-    if not inside.size:
-        return np.zeros_like(v)
-    lo, hi = np.percentile(inside, percentiles)
-    if not hi > lo:
-        return np.zeros_like(v)
-    return np.clip((v - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    return percentile_unit(v, *percentiles, mask=brain)
 
 
 def brain_bbox(brain: np.ndarray, margin: int = BRATS_MARGIN) -> Tuple[slice, ...]:

@@ -123,10 +123,19 @@ def hippocampus_cases(split: Optional[str] = None, data_root: Optional[PathLike]
     return [c for i, c in enumerate(ids) if (i % 5 == 4) == test]
 
 
-def percentile_unit(volume: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Intensities clipped to the [low, high] percentiles and rescaled to [0, 1] (float32)."""
+def percentile_unit(volume: np.ndarray, low: float = 0.5, high: float = 99.5,
+                    mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """Intensities clipped to the [low, high] percentiles and rescaled to [0, 1] (float32).
+
+    With ``mask`` (bool, the volume's shape) the percentiles are taken over the masked voxels
+    only (e.g. the brain, ignoring background); the whole volume is rescaled. All zeros when
+    the percentiles are equal or the mask is empty.
+    """
     v = np.asarray(volume, dtype=np.float32)
-    lo, hi = np.percentile(v, [low, high])
+    values = v if mask is None else v[mask]
+    if not values.size:
+        return np.zeros_like(v)
+    lo, hi = np.percentile(values, [low, high])
     if not hi > lo:
         return np.zeros_like(v)
     return np.clip((v - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
