@@ -40,6 +40,20 @@ class CheckpointError(ValueError):
 
 
 # -- resolving ids -------------------------------------------------------------------------
+def checkpoint_reference(path_or_id: Union[str, os.PathLike]) -> str:
+    """How medfm records (and compares) a reference to a starting checkpoint.
+
+    ``hf-hub:`` ids and ``"timm"`` (timm's pretrained weights) are kept as written; a local
+    path is made absolute (``~`` expanded, relative to the current folder, symbolic links
+    resolved), so a LoRA adapter's recorded base loads from any folder and ``runs/pt``,
+    ``./runs/pt`` and its absolute path are one reference. The path need not exist.
+    """
+    ident = str(path_or_id)
+    if ident.startswith(HUB_PREFIX) or ident == "timm":
+        return ident
+    return str(Path(ident).expanduser().resolve())
+
+
 def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
     """Local directory of a checkpoint id.
 

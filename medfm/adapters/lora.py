@@ -125,11 +125,11 @@ def write_adapter(peft_model: nn.Module, directory: Union[str, Path], base_check
                   extra_config: Optional[Dict[str, Any]] = None, card: Optional[str] = None) -> None:
     """Write the adapter files into an existing directory (see :func:`save_adapter`)."""
     from medfm.cards import build_card
-    from medfm.hub import CARD_NAME, CONFIG_NAME, model_config
+    from medfm.hub import CARD_NAME, CONFIG_NAME, checkpoint_reference, model_config
 
     base = peft_model.base_model.model
     cfg = model_config(base, extra_config)
-    cfg["base_checkpoint"] = _portable(base_checkpoint)
+    cfg["base_checkpoint"] = checkpoint_reference(base_checkpoint)
     cfg["adapter"] = "lora"
     directory = Path(directory)
     peft_model.peft_config["default"].base_model_name_or_path = cfg["base_checkpoint"]
@@ -161,12 +161,6 @@ def unsaved_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
     # modules_to_save wrappers (the trained copy saved, the original left as in the base)
     peft_layers = tuple(f"{n}." for n, m in model.named_modules() if n and isinstance(m, (BaseTunerLayer, ModulesToSaveWrapper)))
     return {k: v for k, v in model.state_dict().items() if k not in params and not k.startswith(peft_layers)}
-
-
-def _portable(ident: str) -> str:
-    from medfm.hub import HUB_PREFIX
-
-    return ident if str(ident).startswith(HUB_PREFIX) else str(Path(ident).expanduser().resolve())
 
 
 def load_adapter(path: Union[str, Path], base_checkpoint: Optional[str] = None):

@@ -110,25 +110,12 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool) -> None:
 
 
 def init_identity(init: Optional[str]) -> Optional[str]:
-    """What :func:`check_resume_init` compares: the starting point ``init`` names.
-
-    A local checkpoint path is made absolute (``~`` expanded, relative to the current folder,
-    symbolic links resolved), so ``runs/pt/checkpoint``, ``./runs/pt/checkpoint`` and its absolute
-    path are the same init, given from any folder; ``hf-hub:`` ids and ``timm`` are kept as
-    written. The path need not exist (a missing checkpoint is the loader's error).
-
-    Args:
-        init: the ``--init`` value (a checkpoint folder, ``hf-hub:org/name[@rev]``, ``timm``), or None.
-
-    Returns:
-        The identity string, or None without ``init``.
+    """What :func:`check_resume_init` compares: :func:`medfm.hub.checkpoint_reference` of ``init``
+    (a local path made absolute, ``hf-hub:`` ids and ``timm`` as written), or None without ``init``.
     """
-    if init is None:
-        return None
-    text = str(init)
-    if text.startswith("hf-hub:") or text == "timm":
-        return text
-    return str(Path(text).expanduser().resolve())
+    from medfm.hub import checkpoint_reference
+
+    return None if init is None else checkpoint_reference(init)
 
 
 def record_init(output: Path, init: Optional[str], resume: bool) -> None:
