@@ -300,8 +300,7 @@ class SegmentationModel(nn.Module):
         conv = _layers(self.spatial_dims)[0]
         self.task_head = conv(self.decoder.out_channels, self.num_classes, kernel_size=1)
         self.inference = default_inference(encoder, inference)
-        if self.inference["normalize"] != "none":  # z-scored inputs leave [0, 1] on purpose (Encoder.input_range)
-            encoder.input_range = None
+        accept_standardised_inputs(encoder, self.inference)
         self.medfm_spec: Dict[str, Any] = {
             "kind": "adapter", "name": "segmentation",
             "args": {"num_classes": self.num_classes, "label_names": names, "decoder": dec_args,
@@ -335,6 +334,16 @@ class SegmentationModel(nn.Module):
             ValueError: target shape or values that do not fit the logits.
         """
         return dice_ce_loss(logits, target, self.num_classes)
+
+
+def accept_standardised_inputs(encoder: nn.Module, *inference: Dict[str, Any]) -> None:
+    """Turn off ``encoder``'s [0, 1] input check (``encoder.input_range = None``) when any of the
+    ``inference`` settings (:func:`default_inference` dicts) standardises images before the
+    encoder (``normalize`` other than "none", e.g. ``channel_zscore``): those inputs leave
+    [0, 1] on purpose. NaN/inf are still refused.
+    """
+    if any(i["normalize"] != "none" for i in inference):
+        encoder.input_range = None
 
 
 def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -404,4 +413,4 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -
 
 
 __all__ = ["SegmentationModel", "UNetDecoder", "FeaturePyramid", "ConvBlock", "SEG_HEAD_MODULES",
-           "probe_encoder", "dice_ce_loss", "check_target", "default_inference", "spatial_dims_of"]
+           "probe_encoder", "dice_ce_loss", "check_target", "default_inference", "accept_standardised_inputs", "spatial_dims_of"]

@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.adapters.domain_layers import convert_domain_norms, convert_input_conv, set_domains
-from medfm.adapters.segmentation import (UNetDecoder, _layers, default_inference, make_norm, probe_encoder,
-                                         spatial_dims_of)
+from medfm.adapters.segmentation import (UNetDecoder, _layers, accept_standardised_inputs, default_inference, make_norm,
+                                         probe_encoder, spatial_dims_of)
 from medfm.registry import ADAPTERS
 
 PROMPT_TEMPLATE = "A {modality} image of {target}"
@@ -192,8 +192,7 @@ class TextConditionedSegmenter(nn.Module):
         if unknown:
             raise ValueError(f"target_inference names unknown target(s) {sorted(unknown)} (known: {names})")
         self.target_inference = {n: default_inference(encoder, v) for n, v in (target_inference or {}).items()}
-        if any(i["normalize"] != "none" for i in (self.inference, *self.target_inference.values())):
-            encoder.input_range = None  # z-scored inputs leave [0, 1] on purpose (Encoder.input_range)
+        accept_standardised_inputs(encoder, self.inference, *self.target_inference.values())
         self.modalities: List[str] = list(dict.fromkeys(t["modality"] for t in targets))
         self.domain_norm = bool(domain_norm)
         if self.domain_norm:
@@ -467,8 +466,7 @@ class PromptedSegmenter(nn.Module):
             self.inference = default_inference(core.encoder, inference)
         else:
             self.inference = getattr(core, "target_inference", {}).get(name, core.inference)
-        if self.inference["normalize"] != "none":  # z-scored inputs leave [0, 1] on purpose (Encoder.input_range)
-            core.encoder.input_range = None
+        accept_standardised_inputs(core.encoder, self.inference)
         dom = core.domain_index(domain, 1, [name])
         self.domain = None if dom is None else int(dom[0])
 
