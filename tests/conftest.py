@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -51,6 +51,24 @@ def write_medmnist(tmp_path: Path, monkeypatch) -> Callable[..., Path]:
         return tmp_path
 
     return write
+
+
+@pytest.fixture
+def pneumonia_env(write_medmnist, monkeypatch) -> Path:
+    """A tiny generated pneumoniamnist as ``$MEDFM_DATA`` (for CLI checks that run after the data loads)."""
+    root = write_medmnist("pneumoniamnist")
+    monkeypatch.setenv("MEDFM_DATA", str(root))
+    return root
+
+
+def cli_error(capsys, argv) -> Tuple[int, str]:
+    """(exit code, stderr) of ``medfm argv``; asserts stderr is one line without a traceback."""
+    from medfm.cli import main
+
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return code, err
 
 
 @pytest.fixture

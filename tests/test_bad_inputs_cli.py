@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from medfm.cli import main
+from tests.conftest import cli_error
 
 PRETRAIN = textwrap.dedent("""
     data: {dataset: pneumoniamnist, size: 28}
@@ -69,22 +70,6 @@ def empty_data(tmp_path, monkeypatch):
     return root
 
 
-@pytest.fixture
-def tiny_data(write_medmnist, monkeypatch):
-    """A tiny pneumoniamnist as $MEDFM_DATA."""
-    root = write_medmnist("pneumoniamnist")
-    monkeypatch.setenv("MEDFM_DATA", str(root))
-    return root
-
-
-def _run(capsys, argv):
-    """(exit code, stderr) of ``medfm argv``; stderr must be one line without a traceback."""
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err, err
-    return code, err
-
-
 def _edit(text: str, old: str, new: str) -> str:
     assert old in text, old
     return text.replace(old, new, 1)
@@ -97,11 +82,11 @@ def test_recipe_that_is_a_directory_or_binary_is_named(tmp_path, capsys, empty_d
     decode byte 0xff ..." without naming the file."""
     folder = tmp_path / "recipes"
     folder.mkdir()
-    code, err = _run(capsys, ["pretrain", folder, "--output", tmp_path / "out"])
+    code, err = cli_error(capsys, ["pretrain", folder, "--output", tmp_path / "out"])
     assert code == 2 and f"{folder} is a directory; pass a recipe file" in err
     binary = tmp_path / "r.yaml"
     binary.write_bytes(b"\xff\xfe\x00data")
-    code, err = _run(capsys, ["finetune", binary, "--output", tmp_path / "out"])
+    code, err = cli_error(capsys, ["finetune", binary, "--output", tmp_path / "out"])
     assert code == 2 and f"{binary}: not a UTF-8 text file" in err
     assert not (tmp_path / "out").exists()
 
@@ -111,7 +96,7 @@ def test_epochs_override_with_a_train_section_that_is_not_a_mapping(tmp_path, ca
     """``--epochs`` with ``train: [1]`` raised TypeError (list indices must be integers) with a traceback."""
     r = tmp_path / "r.yaml"
     r.write_text(_edit(recipe, "train: {", "train: [1]\nx: {"))
-    code, err = _run(capsys, [command, r, "--epochs", "1", "--output", tmp_path / "out"])
+    code, err = cli_error(capsys, [command, r, "--epochs", "1", "--output", tmp_path / "out"])
     assert code == 2 and "r.yaml.train: expected a mapping, got [1] (list)" in err
     assert not (tmp_path / "out").exists()
 
@@ -144,7 +129,7 @@ def test_pretrain_finetune_values_checked_when_the_recipe_is_read(tmp_path, caps
     torch's message naming no key; a bad val_split failed after config.yaml and base/ were written."""
     r = tmp_path / "r.yaml"
     r.write_text(_edit(recipe, old, new))
-    code, err = _run(capsys, [command, r, "--output", tmp_path / "out"])
+    code, err = cli_error(capsys, [command, r, "--output", tmp_path / "out"])
     assert code == 2 and message in err, err
     assert not (tmp_path / "out").exists()
 
@@ -153,54 +138,38 @@ def test_label_fraction_flag_is_named_as_the_flag(tmp_path, capsys, empty_data):
     """``--label-fraction 1.5`` was reported as ``r.yaml.data: data.label_fraction ...``."""
     r = tmp_path / "r.yaml"
     r.write_text(FINETUNE)
-    code, err = _run(capsys, ["finetune", r, "--label-fraction", "1.5", "--output", tmp_path / "out"])
+    code, err = cli_error(capsys, ["finetune", r, "--label-fraction", "1.5", "--output", tmp_path / "out"])
     assert code == 2 and "--label-fraction: label_fraction must be in (0, 1], got 1.5" in err and "r.yaml" not in err
 
 
 # ---------------------------------------------------------------- segment / vqa / fuse recipes
 
-@pytest.mark.parametrize("old, new, message", [
-    ("flip_axes: [0, 1]", "flip_axes: [5]", "data.flip_axes must be spatial axes 0..1"),  # IndexError after training began
-    ("patch: [32, 32]", "patch: [32, 32, 32]", "data.patch has 3 values"),
-    ("sw_batch_size: 4", "sw_batch_size: 0", "eval.sw_batch_size must be >= 1"),  # all three: after training
-    ("overlays: 1", "overlays: -1", "eval.overlays must be >= 0"),
-    ("tolerance: 2.0", "tolerance: -1", "eval.tolerance must be >= 0"),
-    ("tolerance: 2.0}", "tolerance: 2.0, roi_size: [32]}", "eval.roi_size has 1 values"),
-])
-def test_segment_recipe_values_checked_before_training(tmp_path, capsys, empty_data, old, new, message):
+_TASK_RECIPE_CASES = [
+    ("segment", "flip_axes: [0, 1]", "flip_axes: [5]", "data.flip_axes must be spatial axes 0..1"),  # IndexError after training began
+    ("segment", "patch: [32, 32]", "patch: [32, 32, 32]", "data.patch has 3 values"),
+    ("segment", "sw_batch_size: 4", "sw_batch_size: 0", "eval.sw_batch_size must be >= 1"),  # all three: after training
+    ("segment", "overlays: 1", "overlays: -1", "eval.overlays must be >= 0"),
+    ("segment", "tolerance: 2.0", "tolerance: -1", "eval.tolerance must be >= 0"),
+    ("segment", "tolerance: 2.0}", "tolerance: 2.0, roi_size: [32]}", "eval.roi_size has 1 values"),
+    ("vqa", "top_k: 5", "top_k: 0", "top_k must be >= 1"),  # IndexError after training
+    ("vqa", "n_boot: 10", "n_boot: 0", "n_boot must be >= 1"),  # after training
+    ("vqa", "size: 28,", "size: 0,", "data.size must be an image side in px"),  # RuntimeError from the resize
+    ("vqa", "in_chans: 1", "in_chans: 2", "data.in_chans must be 1 (grayscale) or 3 (RGB)"),
+    ("fuse", "post, clinical]", "post, clinic]", "(unknown: ['clinic'])"),  # KeyError: 'clinic'
+    ("fuse", "mnar_modalities: [pre, post]", "mnar_modalities: [pre, postt]", "protocol.mnar_modalities ['postt']"),
+    ("fuse", "mcar_rates: [0.25]", "mcar_rates: [1.5]", "protocol.mcar_rates must be fractions in [0, 1)"),
+    ("fuse", "p_high: 0.8", "p_high: 1.8", "protocol.p_high and p_low must be probabilities"),
+    ("fuse", "n_boot: 10", "n_boot: 0", "protocol.n_boot must be >= 1"),
+    ("fuse", "dim: 16", "dim: 0", "dim must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("command, old, new, message", _TASK_RECIPE_CASES)
+def test_task_recipe_values_checked_before_training(tmp_path, capsys, empty_data, command, old, new, message):
+    """segment / vqa / fuse: values that used to fail only after training began are refused first."""
     r = tmp_path / "r.yaml"
-    r.write_text(_edit(SEGMENT, old, new))
-    code, err = _run(capsys, ["segment", r, "--output", tmp_path / "out"])
-    assert code == 2 and message in err, err
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("old, new, message", [
-    ("top_k: 5", "top_k: 0", "top_k must be >= 1"),  # IndexError after training
-    ("n_boot: 10", "n_boot: 0", "n_boot must be >= 1"),  # after training
-    ("size: 28,", "size: 0,", "data.size must be an image side in px"),  # RuntimeError from the resize
-    ("in_chans: 1", "in_chans: 2", "data.in_chans must be 1 (grayscale) or 3 (RGB)"),
-])
-def test_vqa_recipe_values_checked_before_training(tmp_path, capsys, empty_data, old, new, message):
-    r = tmp_path / "r.yaml"
-    r.write_text(_edit(VQA, old, new))
-    code, err = _run(capsys, ["vqa", r, "--output", tmp_path / "out"])
-    assert code == 2 and message in err, err
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("old, new, message", [
-    ("post, clinical]", "post, clinic]", "(unknown: ['clinic'])"),  # KeyError: 'clinic'
-    ("mnar_modalities: [pre, post]", "mnar_modalities: [pre, postt]", "protocol.mnar_modalities ['postt']"),
-    ("mcar_rates: [0.25]", "mcar_rates: [1.5]", "protocol.mcar_rates must be fractions in [0, 1)"),
-    ("p_high: 0.8", "p_high: 1.8", "protocol.p_high and p_low must be probabilities"),
-    ("n_boot: 10", "n_boot: 0", "protocol.n_boot must be >= 1"),
-    ("dim: 16", "dim: 0", "dim must be >= 1, got 0"),
-])
-def test_fuse_recipe_values_checked_before_training(tmp_path, capsys, empty_data, old, new, message):
-    r = tmp_path / "r.yaml"
-    r.write_text(_edit(FUSE, old, new))
-    code, err = _run(capsys, ["fuse", r, "--output", tmp_path / "out"])
+    r.write_text(_edit({"segment": SEGMENT, "vqa": VQA, "fuse": FUSE}[command], old, new))
+    code, err = cli_error(capsys, [command, r, "--output", tmp_path / "out"])
     assert code == 2 and message in err, err
     assert not (tmp_path / "out").exists()
 
@@ -225,7 +194,7 @@ def test_runners_write_nothing_when_the_data_is_missing(tmp_path):
         assert not (tmp_path / f"out{i}").exists(), i
 
 
-def test_failed_run_leaves_no_half_written_output_folder(tmp_path, capsys, tiny_data, monkeypatch):
+def test_failed_run_leaves_no_half_written_output_folder(tmp_path, capsys, pneumonia_env, monkeypatch):
     """An error after the run folder was started (e.g. an objective argument refused at the first
     step) left ``config.yaml`` and an empty ``metrics.jsonl`` behind; a folder with a training
     state is kept for --resume, and an existing folder is never removed."""
@@ -237,7 +206,7 @@ def test_failed_run_leaves_no_half_written_output_folder(tmp_path, capsys, tiny_
 
     monkeypatch.setattr(runs.Trainer, "fit", failing_fit)
     (tmp_path / "pt.yaml").write_text(_edit(PRETRAIN, "batch_size: 16", "batch_size: 4"))  # 6 training images
-    code, err = _run(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", tmp_path / "out"])
+    code, err = cli_error(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", tmp_path / "out"])
     assert code == 2 and "temperature must be > 0" in err
     assert not (tmp_path / "out").exists()
 
@@ -247,7 +216,7 @@ def test_failed_run_leaves_no_half_written_output_folder(tmp_path, capsys, tiny_
         raise ValueError("loss is NaN at epoch 2")
 
     monkeypatch.setattr(runs.Trainer, "fit", fit_then_fail)
-    code, err = _run(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", tmp_path / "out"])
+    code, err = cli_error(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", tmp_path / "out"])
     assert code == 2 and (tmp_path / "out" / "config.yaml").is_file()  # resumable: kept
 
     def diverge(self, resume=False):  # steps logged, no checkpoint yet: the curve is what a user debugs
@@ -255,27 +224,27 @@ def test_failed_run_leaves_no_half_written_output_folder(tmp_path, capsys, tiny_
         raise ValueError("loss became nan at epoch 1, step 10")
 
     monkeypatch.setattr(runs.Trainer, "fit", diverge)
-    code, err = _run(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", tmp_path / "diverged"])
+    code, err = cli_error(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", tmp_path / "diverged"])
     assert code == 2 and (tmp_path / "diverged" / "metrics.jsonl").read_text().startswith('{"step": 10')
     existing = tmp_path / "mine"
     existing.mkdir()
     monkeypatch.setattr(runs.Trainer, "fit", failing_fit)
-    assert _run(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", existing])[0] == 2
+    assert cli_error(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", existing])[0] == 2
     assert existing.is_dir()
 
 
 # ---------------------------------------------------------------- paths
 
-def test_output_that_is_a_file_and_missing_data_root(tmp_path, capsys, tiny_data):
+def test_output_that_is_a_file_and_missing_data_root(tmp_path, capsys, pneumonia_env):
     """--output at a file: "[Errno 17] File exists: ..."; --data-root at a missing folder with a
     suite: every dataset skipped and exit 0."""
     (tmp_path / "pt.yaml").write_text(PRETRAIN)
     blocker = tmp_path / "taken"
     blocker.write_text("keep")
-    code, err = _run(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", blocker])
+    code, err = cli_error(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", blocker])
     assert code == 2 and f"--output {blocker} is a file" in err and blocker.read_text() == "keep"
     (tmp_path / "s.yaml").write_text(SUITE)
-    code, err = _run(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--data-root",
+    code, err = cli_error(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--data-root",
                               tmp_path / "nowhere", "--output", tmp_path / "ev"])
     assert code == 2 and f"--data-root {tmp_path / 'nowhere'} does not exist" in err
     assert not (tmp_path / "ev").exists()
@@ -295,20 +264,20 @@ def test_output_that_is_a_file_and_missing_data_root(tmp_path, capsys, tiny_data
     ("knn_k: 3", "knn_k: 3, finetune: {mode: full, lr: 1}", "protocol.finetune: unknown key(s) ['lr']"),
     ("name: s\n", "", "missing required key(s) 'name'"),  # "Suite.__init__() missing 1 required positional argument"
 ])
-def test_suite_values_checked_when_the_suite_is_read(tmp_path, capsys, tiny_data, old, new, message):
+def test_suite_values_checked_when_the_suite_is_read(tmp_path, capsys, pneumonia_env, old, new, message):
     (tmp_path / "s.yaml").write_text(_edit(SUITE, old, new))
-    code, err = _run(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--output", tmp_path / "ev"])
+    code, err = cli_error(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--output", tmp_path / "ev"])
     assert code == 2 and message in err, err
     assert not (tmp_path / "ev").exists()
 
 
-def test_eval_options_of_the_other_mode_are_refused(tmp_path, capsys, tiny_data):
+def test_eval_options_of_the_other_mode_are_refused(tmp_path, capsys, pneumonia_env):
     """--label-fraction with --data and --split/--size with --suite were silently ignored (exit 0);
     --threads 0 was taken as 1."""
-    code, err = _run(capsys, ["eval", tmp_path / "ckpt", "--data", "pneumoniamnist", "--label-fraction", "0.1"])
+    code, err = cli_error(capsys, ["eval", tmp_path / "ckpt", "--data", "pneumoniamnist", "--label-fraction", "0.1"])
     assert code == 2 and "--label-fraction: --suite option(s)" in err
     (tmp_path / "s.yaml").write_text(SUITE)
-    code, err = _run(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--split", "train",
+    code, err = cli_error(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--split", "train",
                               "--output", tmp_path / "ev"])
     assert code == 2 and "--split: --data option(s)" in err
     with pytest.raises(SystemExit) as exc:
@@ -316,23 +285,23 @@ def test_eval_options_of_the_other_mode_are_refused(tmp_path, capsys, tiny_data)
     assert exc.value.code == 2 and "--threads: must be >= 1, got 0" in capsys.readouterr().err
 
 
-def test_eval_suite_without_a_checkpoint_or_with_a_missing_one(tmp_path, capsys, tiny_data):
+def test_eval_suite_without_a_checkpoint_or_with_a_missing_one(tmp_path, capsys, pneumonia_env):
     """No checkpoint at all: exit 0 and a report saying no dataset was evaluated. A mistyped
     checkpoint without --output: the folder <checkpoint>/eval-<suite> was created, so the typo
     became a directory; with --output an empty output folder was left."""
     (tmp_path / "s.yaml").write_text(SUITE)
-    code, err = _run(capsys, ["eval", "--suite", tmp_path / "s.yaml", "--output", tmp_path / "ev"])
+    code, err = cli_error(capsys, ["eval", "--suite", tmp_path / "s.yaml", "--output", tmp_path / "ev"])
     assert code == 2 and "no checkpoint to evaluate" in err and not (tmp_path / "ev").exists()
-    code, err = _run(capsys, ["eval", tmp_path / "typo", "--suite", tmp_path / "s.yaml"])
+    code, err = cli_error(capsys, ["eval", tmp_path / "typo", "--suite", tmp_path / "s.yaml"])
     assert code == 2 and "no checkpoint directory" in err and not (tmp_path / "typo").exists()
-    code, err = _run(capsys, ["eval", tmp_path / "typo", "--suite", tmp_path / "s.yaml", "--output", tmp_path / "ev"])
+    code, err = cli_error(capsys, ["eval", tmp_path / "typo", "--suite", tmp_path / "s.yaml", "--output", tmp_path / "ev"])
     assert code == 2 and "no checkpoint directory" in err and not (tmp_path / "ev").exists()
 
 
-def test_eval_label_fraction_list_names_the_bad_item(tmp_path, capsys, tiny_data):
+def test_eval_label_fraction_list_names_the_bad_item(tmp_path, capsys, pneumonia_env):
     """"0.1,abc" was answered with Python's "could not convert string to float: 'abc'"."""
     (tmp_path / "s.yaml").write_text(SUITE)
-    code, err = _run(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--protocol", "linear",
+    code, err = cli_error(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--protocol", "linear",
                               "--label-fraction", "0.1,abc", "--output", tmp_path / "ev"])
     assert code == 2 and "label fraction 'abc' in '0.1,abc' is not a number" in err
 
@@ -344,7 +313,7 @@ def test_merge_of_a_full_checkpoint_says_it_is_not_an_adapter(tmp_path, capsys):
     ckpt = tmp_path / "clf"
     ckpt.mkdir()
     (ckpt / "config.json").write_text(json.dumps({"kind": "adapter", "name": "classification", "encoder": {}}))
-    code, err = _run(capsys, ["merge", ckpt, tmp_path / "merged"])
+    code, err = cli_error(capsys, ["merge", ckpt, tmp_path / "merged"])
     assert code == 2 and "is a full medfm checkpoint, not a LoRA adapter" in err
     assert not (tmp_path / "merged").exists()
 

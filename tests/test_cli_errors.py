@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from medfm.cli import main
+from tests.conftest import cli_error
 from medfm.config import ConfigError, check_call_args, from_dict, load_yaml
 from medfm.training.recipes import FinetuneRecipe, PretrainRecipe
 
@@ -17,22 +18,6 @@ PRETRAIN = textwrap.dedent("""
     objective: {name: simclr, args: {hidden_dim: 32, proj_dim: 16}}
     train: {epochs: 1, batch_size: 16, lr: 1.0e-3, precision: fp32}
 """)
-
-
-@pytest.fixture
-def data_root(write_medmnist, monkeypatch):
-    """A tiny pneumoniamnist file as $MEDFM_DATA (checks that run after the data loads)."""
-    root = write_medmnist("pneumoniamnist")
-    monkeypatch.setenv("MEDFM_DATA", str(root))
-    return root
-
-
-def _error_of(capsys, argv):
-    """(exit code, stderr) of ``medfm argv``; stderr must be one line."""
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0, err
-    return code, err
 
 
 @pytest.mark.parametrize("old, new, message", [
@@ -46,10 +31,10 @@ def _error_of(capsys, argv):
     ("hidden_dim: 32", "encoder: 3", "objective.args: 'encoder' is set by medfm"),
     ("{name: resnet_test}", "{name: resnet_test, args: {drop_rat: 0.1}}", "unexpected keyword argument 'drop_rat'"),
 ])
-def test_recipe_type_and_argument_errors_are_one_line(tmp_path, capsys, data_root, old, new, message):
+def test_recipe_type_and_argument_errors_are_one_line(tmp_path, capsys, pneumonia_env, old, new, message):
     assert old in PRETRAIN
     (tmp_path / "pt.yaml").write_text(PRETRAIN.replace(old, new))
-    code, err = _error_of(capsys, ["pretrain", str(tmp_path / "pt.yaml"), "--output", str(tmp_path / "out")])
+    code, err = cli_error(capsys, ["pretrain", str(tmp_path / "pt.yaml"), "--output", str(tmp_path / "out")])
     assert code == 2 and err.startswith("medfm: error: ") and message in err, err
     if "drop_rat" not in new:  # caught while loading the recipe: nothing written yet
         assert not (tmp_path / "out").exists()
@@ -91,16 +76,16 @@ def test_merge_refuses_to_replace_a_non_empty_directory(tmp_path, capsys):
     keep = tmp_path / "project"
     keep.mkdir()
     (keep / "notes.txt").write_text("precious")
-    code, err = _error_of(capsys, ["merge", str(tmp_path / "adapter"), str(keep)])
+    code, err = cli_error(capsys, ["merge", str(tmp_path / "adapter"), str(keep)])
     assert code == 2 and "already exists and is not empty" in err
     assert (keep / "notes.txt").read_text() == "precious"
 
 
-def test_unwritable_output_and_bad_numbers_do_not_trace(tmp_path, capsys, data_root):
+def test_unwritable_output_and_bad_numbers_do_not_trace(tmp_path, capsys, pneumonia_env):
     (tmp_path / "pt.yaml").write_text(PRETRAIN)
     blocker = tmp_path / "file"
     blocker.write_text("")
-    code, err = _error_of(capsys, ["pretrain", str(tmp_path / "pt.yaml"), "--output", str(blocker / "out")])
+    code, err = cli_error(capsys, ["pretrain", str(tmp_path / "pt.yaml"), "--output", str(blocker / "out")])
     assert code == 2 and err.startswith("medfm: error: ") and "Not a directory" in err
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--encoder", "resnet_test", "--steps", "0"])
@@ -112,7 +97,7 @@ def test_card_rejects_results_that_are_not_an_object(tmp_path, capsys):
     ckpt.mkdir()
     (ckpt / "config.json").write_text(json.dumps({"kind": "adapter", "name": "classification", "encoder": {}}))
     (tmp_path / "results.json").write_text("[0.9, 0.8]")
-    code, err = _error_of(capsys, ["card", str(ckpt), "--results", str(tmp_path / "results.json")])
+    code, err = cli_error(capsys, ["card", str(ckpt), "--results", str(tmp_path / "results.json")])
     assert code == 2 and "must hold a JSON object" in err and not (ckpt / "README.md").exists()
 
 
@@ -145,10 +130,10 @@ def test_card_refuses_a_suite_summary_and_names_a_run_results_file(tmp_path, cap
     (tmp_path / "suite" / "results.json").write_text(json.dumps({
         "kind": "evaluation-suite", "datasets": [{"name": "bloodmnist", "status": "skipped"},
                                                  {"name": "pneumoniamnist", "status": "ok", "runs": [{"run": "linear-f1"}]}]}))
-    code, err = _error_of(capsys, ["card", str(ckpt), "--results", str(tmp_path / "suite" / "results.json")])
+    code, err = cli_error(capsys, ["card", str(ckpt), "--results", str(tmp_path / "suite" / "results.json")])
     assert code == 2 and "evaluation suite's summary" in err and str(run_dir / "results.json") in err
     assert not (ckpt / "README.md").exists()
     as_is = tmp_path / "suite" / "pneumoniamnist" / "results.json"  # protocol as-is: no run folder
     as_is.write_text("{}")
-    code, err = _error_of(capsys, ["card", str(ckpt), "--results", str(tmp_path / "suite" / "results.json")])
+    code, err = cli_error(capsys, ["card", str(ckpt), "--results", str(tmp_path / "suite" / "results.json")])
     assert code == 2 and f"pass {str(as_is)!r}" in err
