@@ -290,9 +290,14 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
                          "sites, populations or resolutions is unknown. Scores are not calibrated probabilities of disease."),
             how_to=(f'import medfm\nclf = medfm.pipeline("image-classification", model="{model_id}")\n'
                     "clf(image)  # PIL image or uint8 array (H, W) / (H, W, C)"))
-        if pre.get("spatial_dims") == 3:  # the classification pipeline reads 2D images
-            out["how_to"] = (f'import medfm\nmodel = medfm.from_pretrained("{model_id}").eval()\n'
-                             "probs = model.scores(model(volumes))  # volumes: (B, C, D, H, W) float in [0, 1]")
+        if pre.get("spatial_dims") == 3:  # the classification pipeline reads volumes for 3D encoders
+            side = _shown(pre.get("img_size"))
+            out["how_to"] = (f'import medfm\nclf = medfm.pipeline("image-classification", model="{model_id}")\n'
+                             "preds = clf(volume)  # (D, H, W) array (uint8, or float in [0, 1]) or a .nii/.nii.gz "
+                             f"path (min-max scaled per volume); resized trilinearly to {side}^3\n"
+                             "# or without the pipeline, on a batch (B, C, D, H, W) float in [0, 1] at that size:\n"
+                             f'model = medfm.from_pretrained("{model_id}").eval()\n'
+                             "probs = model.scores(model(volumes))")
         if kind == "other":  # too bare to say what it does: no task claimed
             out["how_to"] = f'import medfm\nmodel = medfm.from_pretrained("{model_id}")'
         return out
@@ -319,24 +324,42 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
         chans = enc.get("in_chans") or pre.get("in_chans")
         roi = inference.get("roi_size")
         window = f"; sliding windows of {'x'.join(str(r) for r in roi)}" if isinstance(roi, list) and roi else ""
+        if window and _number(inference.get("overlap")):  # recorded since the pipeline defaults to it
+            window += f" (overlap {_shown(inference['overlap'])}, as evaluated)"
         intensity = ("intensities scaled per volume to [0, 1] by percentiles" if inference.get("intensity") == "percentile"
                      else "intensities in [0, 1] (uint8 / 255)")
+        brain = inference.get("intensity") == "brain_percentile"  # e.g. BraTS: the pipeline needs the brain mask
+        if brain:
+            pct = inference.get("percentiles") if isinstance(inference.get("percentiles"), list) else [None, None]
+            intensity = (f"each channel scaled per case to [0, 1] by its {_shown(pct[0])} / {_shown(pct[-1])} percentiles "
+                         "inside the brain mask, clipped, then cropped to the mask's bounding box + "
+                         f"{_shown(inference.get('crop_margin'))} voxels")
         prep = next((str(d["input_preprocessing"]) for d in records if d.get("input_preprocessing")), None)
-        if prep:  # the task's own scaling (e.g. BraTS: percentiles inside the brain mask), done by the caller
-            intensity = f"{prep}; the caller does this scaling, the pipeline does not"
+        if prep:  # the task's own scaling (e.g. BraTS: percentiles inside the brain mask)
+            intensity = prep
+        if brain:
+            intensity += "; the pipeline does this given the case's brain mask (predictions pasted back to full size)"
+        elif prep:  # recorded before the pipeline could do it (BraTS checkpoints with intensity "unit")
+            intensity += "; the caller does this scaling, the pipeline does not"
         if inference.get("normalize") not in (None, "none"):
             intensity += f", then `{inference['normalize']}` normalisation (done by the pipeline)"
         labels = _label_list(args.get("label_names"))
         if spatial == "3d":
-            source = "array" if _number(chans) and chans > 1 else "NIfTI or array"  # the pipeline reads 1-channel NIfTI
+            multi = _number(chans) and chans > 1
+            source = "per-channel NIfTI files, a 4D NIfTI or an array" if multi else "NIfTI or array"
             model_input = f"3D volumes `({_shown(chans)}, D, H, W)` ({source}), {intensity}{window} voxels"
             outputs = f"per-voxel class logits `(B, {_shown(args.get('num_classes'))}, D, H, W)` over {labels}"
             call = ('out = seg("volume.nii.gz", output_path="mask.nii.gz")  # label volume, written with the input\'s affine\n'
                     'out["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
-            if _number(chans) and chans > 1:  # the pipeline reads one single-channel volume per input
-                call = ("from medfm.pipelines.segmentation import predict_labels\n"
-                        f'mask = predict_labels(medfm.from_pretrained("{model_id}").eval(), volume)  '
-                        f"# ({chans}, D, H, W) float in [0, 1] -> (D, H, W) uint8 label map")
+            if multi:  # one case = the channel files in the model's channel order
+                files = ", ".join(f'"channel{i + 1}.nii.gz"' for i in range(int(chans)))
+                mask_arg = ', "brain_mask": "brainmask.nii.gz"' if brain else ""
+                call = (f'out = seg({{"image": [{files}]{mask_arg}}}, output_path="mask.nii.gz")  # channels in the model\'s '
+                        "order, as in Model input; written with the first file's affine\n"
+                        'out["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
+                if not brain and (prep or inference.get("intensity") != "percentile"):  # the caller scales
+                    call = (f"out = seg(volume)  # ({chans}, D, H, W) float array, scaled to [0, 1] as in Model input\n"
+                            'out["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
         elif spatial == "2.5d":
             k = inference.get("context_slices")
             model_input = (f"3D volumes `(D, H, W)` (NIfTI or array), {intensity}; segmented slice by slice along axis "

@@ -262,7 +262,8 @@ def preprocessing_of(encoder: nn.Module) -> Dict[str, Any]:
         "resize": "bilinear to img_size x img_size; uint8 inputs divided by 255",
     }
     if getattr(encoder, "spatial_dims", 2) == 3:
-        pre.update(spatial_dims=3, resize="volumes of img_size^3 voxels (MedMNIST 3D sizes; not resized); uint8 inputs divided by 255")
+        pre.update(spatial_dims=3, resize="trilinear to img_size^3 voxels (the classification pipeline; MedMNIST 3D "
+                                         "volumes already are); uint8 inputs divided by 255")
     return pre
 
 

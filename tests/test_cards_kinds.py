@@ -58,6 +58,7 @@ def test_3d_segmenter_card_names_volumes_dataset_metrics_and_the_segmentation_pi
     assert data["datasets"] == ["msd_hippocampus"]
     assert "MedMNIST" not in text and "28x28" not in text and "16x16 images" not in text
     assert "3D volumes `(1, D, H, W)`" in text and "per-voxel class logits" in text
+    assert "sliding windows of 16x16x16 (overlap 0.5, as evaluated)" in text  # the pipeline's default overlap
     assert "**MSD Task04 Hippocampus**" in _section(text, "Training data")
     assert "208 training / 52 test cases" in text and "CC BY-SA 4.0" in text
     assert '"epochs": 1' in _section(text, "Training procedure")

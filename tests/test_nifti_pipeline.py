@@ -83,3 +83,26 @@ def test_bad_inputs(tmp_path):
         medfm.pipeline("image-segmentaton", model=model)
     with pytest.raises(SegmentationInputError, match="text-conditioned"):
         pipe(np.zeros((30, 30), np.uint8), target="vessel")
+
+
+def test_pipeline_overlap_defaults_to_the_evaluated_one(tmp_path, monkeypatch):
+    """The checkpoint records the sliding-window overlap it was evaluated with; the pipeline uses it
+    unless told otherwise (old checkpoints without it: 0.5)."""
+    import medfm.pipelines.segmentation as seg
+
+    enc = medfm.create_encoder("resnet3d_test", in_chans=1, img_size=16)
+    ckpt = save_pretrained(SegmentationModel(enc, 2, inference={"overlap": 0.25}).eval(), tmp_path / "ckpt")
+    _volume(tmp_path / "v.nii.gz")
+    seen = []
+    real = seg.predict_labels
+    monkeypatch.setattr(seg, "predict_labels", lambda *a, **k: (seen.append(k["overlap"]), real(*a, **k))[1])
+    medfm.pipeline("image-segmentation", model=str(ckpt))(str(tmp_path / "v.nii.gz"))
+    medfm.pipeline("image-segmentation", model=str(ckpt), overlap=0.5)(str(tmp_path / "v.nii.gz"))
+    legacy = SegmentationModel(enc, 2).eval()
+    del legacy.inference["overlap"]  # a checkpoint written before the overlap was recorded
+    medfm.pipeline("image-segmentation", model=legacy)(str(tmp_path / "v.nii.gz"))
+    assert seen == [0.25, 0.5, 0.5]
+    with pytest.raises(ValueError, match="overlap must be a fraction in"):
+        medfm.pipeline("image-segmentation", model=str(ckpt), overlap=1.0)
+    with pytest.raises(ValueError, match="inference.overlap must be a fraction"):
+        SegmentationModel(enc, 2, inference={"overlap": -0.1})

@@ -263,7 +263,13 @@ class SegmentationModel(nn.Module):
             evaluation (JSON values): ``roi_size`` (sliding-window patch, default
             ``img_size`` per axis), ``scale`` (resize factor applied to inputs before
             inference, default 1), ``intensity`` ("unit": uint8/255 or already in [0, 1];
-            "percentile": clip to the 0.5/99.5 percentiles and rescale, for MR/CT),
+            "percentile": clip to the 0.5/99.5 percentiles and rescale, for MR/CT;
+            "brain_percentile" (3D only): each channel clipped to its ``percentiles`` inside a
+            brain mask and rescaled, the volume cropped to the mask's bounding box +
+            ``crop_margin`` voxels, the BraTS recipe of :mod:`medfm.data.brats`; the pipeline
+            then needs the brain mask),
+            ``overlap`` (sliding-window overlap fraction in [0, 1) the run was evaluated
+            with, default 0.5; the pipeline's default),
             ``context_slices`` (2.5D: k neighbouring slices on each side as channels;
             0 for plain 2D/3D), ``slice_axis`` (2.5D slicing axis of a volume), ``normalize``
             ("none", or "channel_zscore": each whole input image standardised per channel
@@ -346,6 +352,35 @@ def accept_standardised_inputs(encoder: nn.Module, *inference: Dict[str, Any]) -
         encoder.input_range = None
 
 
+#: sliding-window overlap of checkpoints that do not record the one they were evaluated with
+DEFAULT_OVERLAP = 0.5
+#: ``inference.intensity`` values (see :class:`SegmentationModel`)
+INTENSITIES = ("unit", "percentile", "brain_percentile")
+#: options recorded only with ``intensity == "brain_percentile"``
+BRAIN_PERCENTILE_OPTIONS = ("percentiles", "crop_margin")
+
+
+def _brain_percentile_options(out: Dict[str, Any], dims: int) -> None:
+    """Fill in and check ``percentiles`` ((low, high) in [0, 100], default the BraTS 0.5 / 99.5)
+    and ``crop_margin`` (voxels >= 0, default 4) of a "brain_percentile" model, in place.
+
+    Raises:
+        ValueError: not a 3D model, or bad values.
+    """
+    from medfm.data.brats import BRATS_MARGIN, BRATS_PERCENTILES
+
+    if dims != 3 or out["context_slices"]:
+        raise ValueError("inference.intensity 'brain_percentile' needs a 3D model (no 2D / 2.5D)")
+    pct = out.setdefault("percentiles", list(BRATS_PERCENTILES))
+    if (not isinstance(pct, (list, tuple)) or len(pct) != 2 or not all(isinstance(p, (int, float)) for p in pct)
+            or not 0 <= pct[0] < pct[1] <= 100):
+        raise ValueError(f"inference.percentiles must be [low, high] with 0 <= low < high <= 100, got {pct!r}")
+    out["percentiles"] = [float(p) for p in pct]
+    margin = out.setdefault("crop_margin", BRATS_MARGIN)
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+        raise ValueError(f"inference.crop_margin must be an integer >= 0 (voxels), got {margin!r}")
+
+
 def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Inference settings with defaults filled in (see :class:`SegmentationModel`).
 
@@ -354,21 +389,30 @@ def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None
     """
     dims = spatial_dims_of(encoder)
     out: Dict[str, Any] = {"roi_size": [encoder.img_size] * dims, "scale": 1.0, "intensity": "unit",
-                           "context_slices": 0, "slice_axis": 0, "normalize": "none"}
+                           "context_slices": 0, "slice_axis": 0, "normalize": "none", "overlap": DEFAULT_OVERLAP}
     given = dict(given or {})
-    unknown = set(given) - set(out)
+    unknown = set(given) - set(out) - set(BRAIN_PERCENTILE_OPTIONS)
     if unknown:
-        raise ValueError(f"unknown inference option(s) {sorted(unknown)} (known: {sorted(out)})")
+        raise ValueError(f"unknown inference option(s) {sorted(unknown)} "
+                         f"(known: {sorted(set(out) | set(BRAIN_PERCENTILE_OPTIONS))})")
     out.update(given)
     out["roi_size"] = [int(s) for s in (out["roi_size"] if isinstance(out["roi_size"], (list, tuple)) else [out["roi_size"]] * dims)]
     if len(out["roi_size"]) != dims:
         raise ValueError(f"inference.roi_size needs {dims} values, got {out['roi_size']}")
-    if out["intensity"] not in ("unit", "percentile"):
-        raise ValueError(f"inference.intensity must be 'unit' or 'percentile', got {out['intensity']!r}")
+    if out["intensity"] not in INTENSITIES:
+        raise ValueError(f"inference.intensity must be one of {list(INTENSITIES)}, got {out['intensity']!r}")
+    if out["intensity"] == "brain_percentile":
+        _brain_percentile_options(out, dims)
+    elif set(given) & set(BRAIN_PERCENTILE_OPTIONS):
+        raise ValueError(f"inference.{'/'.join(sorted(set(given) & set(BRAIN_PERCENTILE_OPTIONS)))} only go with "
+                         f"intensity 'brain_percentile', not {out['intensity']!r}")
     if out["normalize"] not in NORMALIZATIONS:
         raise ValueError(f"inference.normalize must be one of {list(NORMALIZATIONS)}, got {out['normalize']!r}")
     if not 0 < float(out["scale"]) <= 4:
         raise ValueError(f"inference.scale must be in (0, 4], got {out['scale']}")
+    if isinstance(out["overlap"], bool) or not isinstance(out["overlap"], (int, float)) or not 0 <= out["overlap"] < 1:
+        raise ValueError(f"inference.overlap must be a fraction in [0, 1), got {out['overlap']!r}")
+    out["overlap"] = float(out["overlap"])
     out["scale"] = float(out["scale"])
     out["context_slices"] = int(out["context_slices"])
     if out["context_slices"] and out["normalize"] != "none":

@@ -3,10 +3,13 @@
 Follows transformers' pipeline convention: for each image a list of
 ``{"label": name, "score": probability}`` over all classes, highest first; the
 checkpoint's own preprocessing (channels, size, intensity scaling) is applied.
+Checkpoints with a 3D encoder (``encoder.spatial_dims == 3``, config
+``preprocessing.spatial_dims``) classify volumes instead (see :func:`volume_to_tensor`).
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -15,6 +18,11 @@ import torch.nn.functional as F
 
 class PipelineInputError(ValueError):
     """An input image is of an unsupported type, shape or dtype."""
+
+
+#: files :func:`volume_to_tensor` reads (NIfTI via nibabel, numpy arrays)
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy")
+_NEEDS_3D = "a 3D volume needs a 3D classifier, e.g. one fine-tuned with encoder resnet3d_10"
 
 
 def check_top_k(top_k: Any, none_means: str = "") -> Optional[int]:
@@ -60,7 +68,8 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     to luminance (PIL "L") for 1-channel models. Other sizes are resized bilinearly.
 
     Raises:
-        PipelineInputError: unsupported type, dtype or shape; a missing or unreadable image file.
+        PipelineInputError: unsupported type, dtype or shape; a missing or unreadable image file; a
+            volume (NIfTI path, ``(D, H, W)`` or 4D array: those need a 3D classifier).
     """
     from PIL import Image
 
@@ -68,6 +77,9 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
         from medfm.data.errors import MedFMDataError
         from medfm.data.images import read_image
 
+        if Path(image).name.lower().endswith((".nii", ".nii.gz")):
+            raise PipelineInputError(f"{Path(image).name} is a NIfTI volume; this classifier takes 2D images "
+                                     f"({_NEEDS_3D})")
         try:  # 16-bit / float files are min-max scaled, never clipped at 255
             image = read_image(image, mode="L" if in_chans == 1 else "RGB", what="image")
         except MedFMDataError as err:
@@ -76,6 +88,9 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
         arr = pil_to_array(image, in_chans)
     elif isinstance(image, np.ndarray):
         arr = image
+        if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[0] not in (1, 3) and arr.shape[-1] not in (1, 3, 4)):
+            raise PipelineInputError(f"this classifier takes 2D images (H, W) or (H, W, 3), got an array of shape "
+                                     f"{arr.shape} ({_NEEDS_3D})")
         if arr.dtype != np.uint8:
             raise PipelineInputError(f"arrays must be uint8 (as stored in MedMNIST), got {arr.dtype}")
         if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -99,6 +114,122 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     return x
 
 
+def _unit_volume(arr: np.ndarray, what: str) -> np.ndarray:
+    """A uint8 (/255) or float-in-[0, 1] volume array -> float32, same shape.
+
+    Raises:
+        PipelineInputError: another dtype, NaN/inf voxels, floats outside [0, 1].
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise PipelineInputError(f"{what} must be uint8 (0-255) or float in [0, 1], got {arr.dtype} (scale it to "
+                                 "[0, 1] first, or pass a NIfTI file, which is min-max scaled)")
+    if not np.isfinite(arr).all():
+        raise PipelineInputError(f"{what} has {int((~np.isfinite(arr)).sum())} NaN/inf voxel value(s)")
+    if arr.min() < 0 or arr.max() > 1:
+        raise PipelineInputError(f"{what} float values must be in [0, 1], got values in [{arr.min():g}, "
+                                 f"{arr.max():g}] (divide 0-255 data by 255, or pass it as uint8)")
+    return arr.astype(np.float32, copy=False)
+
+
+def _read_volume_file(path: Path) -> np.ndarray:
+    """A NIfTI (min-max scaled to [0, 1], float32) or ``.npy`` (as stored) volume file.
+
+    Raises:
+        PipelineInputError: missing file, not a volume suffix, unreadable/corrupt file, a NIfTI
+            that is not 3D or has NaN/inf voxels.
+    """
+    if not path.is_file():
+        raise PipelineInputError(f"no such volume file: {path}")
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        try:
+            return np.load(path, allow_pickle=False)
+        except Exception as err:  # numpy raises ValueError/OSError/EOFError for bad files
+            raise PipelineInputError(f"cannot read {path} as a .npy array ({type(err).__name__}: {err})") from None
+    if not name.endswith((".nii", ".nii.gz")):
+        raise PipelineInputError(f"this classifier takes 3D volumes; {path.name} is not a volume file "
+                                 f"({', '.join(VOLUME_SUFFIXES)}) or a numpy array")
+    from medfm.data.errors import MedFMDataError
+    from medfm.data.segmentation import load_nifti
+
+    try:
+        arr = load_nifti(path)[0]
+    except MedFMDataError as err:
+        raise PipelineInputError(str(err)) from None
+    if arr.ndim != 3:
+        raise PipelineInputError(f"expected a 3D NIfTI volume (X, Y, Z), {path.name} has shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise PipelineInputError(f"NIfTI {path.name} holds {arr.dtype} voxels, not real numbers")
+    vol = arr.astype(np.float64)
+    if not np.isfinite(vol).all():
+        raise PipelineInputError(f"NIfTI {path.name} has {int((~np.isfinite(vol)).sum())} NaN/inf voxel value(s)")
+    if vol.size == 0:
+        raise PipelineInputError(f"empty NIfTI volume of shape {vol.shape} in {path.name}")
+    lo, hi = vol.min(), vol.max()
+    vol = (vol - lo) / (hi - lo) if hi > lo else np.zeros_like(vol)
+    return vol.astype(np.float32)
+
+
+def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
+    """One volume -> ``(in_chans, img_size, img_size, img_size)`` float32 in [0, 1] (3D classifiers).
+
+    Accepts:
+
+    - a numpy array ``(D, H, W)`` or ``(C, D, H, W)``: uint8 (divided by 255, as
+      :class:`medfm.data.medmnist.MedMNISTDataset` does) or float, which must be finite and
+      already in [0, 1];
+    - a NIfTI file path (``.nii``/``.nii.gz``, read with nibabel, a 3D volume): intensities are
+      min-max scaled to [0, 1] per volume (``(v - min) / (max - min)``; a constant volume gives
+      zeros), since scanner units (HU, MR arbitrary units) have no fixed range; the stored voxel
+      axes are used in order as (D, H, W), without reorientation;
+    - a ``.npy`` file path: read with ``np.load`` (no pickles) and treated as the arrays above.
+
+    A single-channel volume is repeated to ``in_chans`` channels (as MedMNIST's ``as_rgb``
+    does); otherwise ``C`` must equal ``in_chans``. Volumes of another size (also non-cubic
+    ones) are resized with trilinear interpolation (``align_corners=False``, no anti-aliasing)
+    to ``img_size`` a side; MedMNIST 3D volumes were themselves made by resizing source CT / MRA
+    crops to 28^3 (or 64^3) voxels (Yang et al., "MedMNIST v2", Scientific Data 2023), so
+    resize a scan cropped around the organ, not a whole-body scan.
+
+    Raises:
+        PipelineInputError: a 2D image (PIL, image file, ``(H, W)`` array), wrong rank, channel
+            count, dtype, NaN/inf or out-of-range floats, an empty volume, a missing or corrupt file.
+    """
+    from PIL import Image
+
+    if isinstance(volume, (str, os.PathLike)):
+        volume = _read_volume_file(Path(volume))
+    if isinstance(volume, Image.Image):
+        raise PipelineInputError(f"this classifier takes 3D volumes (D, H, W); got a 2D PIL image of size "
+                                 f"{volume.size} (a 2D image needs a 2D classifier)")
+    if not isinstance(volume, np.ndarray):
+        raise PipelineInputError(f"expected a volume file path ({', '.join(VOLUME_SUFFIXES)}) or a numpy array "
+                                 f"(D, H, W) / (C, D, H, W), got {type(volume).__name__}")
+    if volume.ndim == 2:
+        raise PipelineInputError(f"this classifier takes 3D volumes (D, H, W) or (C, D, H, W); got a 2D array of "
+                                 f"shape {volume.shape} (a 2D image needs a 2D classifier)")
+    if volume.ndim not in (3, 4):
+        raise PipelineInputError(f"expected a (D, H, W) or (C, D, H, W) volume, got shape {volume.shape}")
+    if 0 in volume.shape:
+        raise PipelineInputError(f"empty volume of shape {volume.shape}")
+    arr = _unit_volume(volume, "volume")
+    if arr.ndim == 4 and arr.shape[0] not in (1, in_chans):
+        raise PipelineInputError(f"volume has {arr.shape[0]} channels (C, D, H, W) = {arr.shape} but the model "
+                                 f"takes {in_chans}")
+    x = torch.from_numpy(np.array(arr, copy=True))
+    x = x.unsqueeze(0) if x.ndim == 3 else x
+    if x.shape[0] == 1 and in_chans > 1:
+        x = x.expand(in_chans, -1, -1, -1)
+    x = x.contiguous().to(torch.float32)
+    if volume.dtype == np.uint8:
+        x = x.div_(255.0)
+    if tuple(x.shape[-3:]) != (img_size,) * 3:
+        x = F.interpolate(x[None], size=(img_size,) * 3, mode="trilinear", align_corners=False)[0]
+    return x
+
+
 class ImageClassificationPipeline:
     """Classify images with a medfm classifier checkpoint.
 
@@ -110,10 +241,14 @@ class ImageClassificationPipeline:
     ``__call__(images, top_k=None)``: one image (a file path, PIL image or uint8 array, see
     :func:`image_to_tensor`) -> a list of
     ``{"label", "score"}``, highest first (``top_k`` of them); a list of images -> one such
-    list per image (``[]`` for ``[]``).
+    list per image (``[]`` for ``[]``). A checkpoint whose encoder is 3D
+    (``encoder.spatial_dims == 3``) takes volumes instead: ``(D, H, W)`` / ``(C, D, H, W)``
+    arrays or ``.nii``/``.nii.gz``/``.npy`` paths, see :func:`volume_to_tensor`; its scores on
+    a MedMNIST 3D split equal ``medfm eval``'s at the same ``batch_size``.
 
     Raises:
-        PipelineInputError: ``model`` is not a classifier; bad images or ``top_k``.
+        PipelineInputError: ``model`` is not a classifier; bad images or ``top_k``; a volume given
+            to a 2D classifier or a 2D image to a 3D one.
         medfm.hub.CheckpointError: missing or corrupt checkpoint.
     """
 
@@ -140,7 +275,8 @@ class ImageClassificationPipeline:
         if not items:
             return []
         enc = self.core.encoder
-        x = torch.stack([image_to_tensor(im, enc.in_chans, enc.img_size) for im in items])
+        to_tensor = volume_to_tensor if getattr(enc, "spatial_dims", 2) == 3 else image_to_tensor
+        x = torch.stack([to_tensor(im, enc.in_chans, enc.img_size) for im in items])
         scores = torch.cat([self.core.scores(self.model(x[i:i + self.batch_size]))
                             for i in range(0, len(x), self.batch_size)])
         names = self.core.label_names

@@ -9,7 +9,9 @@ training patch, Gaussian-weighted overlap), following the model's ``inference`` 
 reads an image file (PNG/JPEG/TIFF), a NIfTI volume (``.nii``/``.nii.gz``, via nibabel)
 or an array, and returns label masks in the input's geometry; for NIfTI inputs the mask
 is also a ``nibabel.Nifti1Image`` with the input's affine (and can be written with
-``output_path``).
+``output_path``). Multi-channel 3D models take per-channel NIfTI files, a 4D NIfTI or a
+``(C, X, Y, Z)`` array per case, and BraTS-style models (``inference.intensity ==
+"brain_percentile"``) the case's brain mask: ``pipe({"image": [flair, t1c], "brain_mask": mask})``.
 """
 from __future__ import annotations
 
@@ -125,13 +127,135 @@ def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
+def _load_nifti(path: Path) -> Tuple[np.ndarray, Any]:
+    """``(float32 voxels, nibabel image)`` of an existing NIfTI file.
+
+    Raises:
+        SegmentationInputError: unreadable file.
+    """
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        return np.asarray(img.dataobj, dtype=np.float32), img
+    except Exception as err:
+        raise SegmentationInputError(f"cannot read NIfTI {path}: {type(err).__name__}: {err}") from None
+
+
+#: largest per-entry difference between two files' affines (mm / direction cosines) still taken as equal
+AFFINE_ATOL = 1e-3
+
+
+def _existing_nifti(item: Any, what: str) -> Path:
+    """``item`` as the path of an existing NIfTI file.
+
+    Raises:
+        SegmentationInputError: not a path, missing, or not ``.nii`` / ``.nii.gz``.
+    """
+    if not isinstance(item, (str, os.PathLike)):
+        raise SegmentationInputError(f"{what} must be a NIfTI file path, got {type(item).__name__}")
+    path = Path(item)
+    if not path.is_file():
+        raise SegmentationInputError(f"no such input file: {path}")
+    if not _is_nifti(path):
+        raise SegmentationInputError(f"{what} must be a NIfTI file (.nii / .nii.gz), got {path.name}")
+    return path
+
+
+def read_channels(item: Any, in_chans: int) -> Dict[str, Any]:
+    """One case of a ``in_chans``-channel 3D model as ``(C, X, Y, Z)`` float32 (intensities as stored).
+
+    ``item``: a list/tuple of ``in_chans`` per-channel 3D NIfTI paths (model channel order; the
+    first file gives the affine and header), one 4D ``(X, Y, Z, C)`` NIfTI path, or a
+    ``(C, X, Y, Z)`` array.
+
+    Raises:
+        SegmentationInputError: wrong channel count, a single 3D volume, channel files of
+            different shapes or affines (beyond :data:`AFFINE_ATOL`), NaN/inf voxels, other types.
+    """
+    order = f"{in_chans} channels per case, in the model's channel order"
+    if isinstance(item, (list, tuple)):
+        if len(item) != in_chans:
+            raise SegmentationInputError(f"this model takes {order}; got {len(item)} channel file(s)")
+        paths = [_existing_nifti(p, "each channel") for p in item]
+        loaded = [_load_nifti(p) for p in paths]
+        for p, (arr, img) in zip(paths, loaded):
+            if arr.ndim != 3:
+                raise SegmentationInputError(f"each channel file must be a 3D volume, {p} has shape {arr.shape}")
+            if arr.shape != loaded[0][0].shape:
+                raise SegmentationInputError(f"channel files differ in shape: {paths[0].name} {loaded[0][0].shape}, "
+                                             f"{p.name} {arr.shape}")
+            if not np.allclose(img.affine, loaded[0][1].affine, rtol=0, atol=AFFINE_ATOL):
+                raise SegmentationInputError(f"channel files differ in affine (voxel-to-world geometry): {paths[0].name} "
+                                             f"and {p.name}; resample them onto one grid first")
+        arr, img, where = np.stack([a for a, _ in loaded]), loaded[0][1], "the channel files"
+    elif isinstance(item, (str, os.PathLike)):
+        path = _existing_nifti(item, "a multi-channel volume")
+        arr, img = _load_nifti(path)
+        if arr.ndim == 3:
+            raise SegmentationInputError(
+                f"this model takes {order}; {path} is one 3D volume. Give a case's channel files together, "
+                "{'image': [channel1, channel2, ...]} (a list at the top level is a batch of cases), or a 4D "
+                "(X, Y, Z, C) NIfTI")
+        if arr.ndim != 4 or arr.shape[3] != in_chans:
+            raise SegmentationInputError(f"this model takes {order}: a 4D (X, Y, Z, {in_chans}) NIfTI, {path} has "
+                                         f"shape {arr.shape}")
+        arr, where = np.moveaxis(arr, 3, 0), str(path)
+    elif isinstance(item, np.ndarray):
+        if item.ndim != 4 or item.shape[0] != in_chans:
+            raise SegmentationInputError(f"this model takes {order}: a ({in_chans}, X, Y, Z) array, got shape {item.shape}")
+        if not (np.issubdtype(item.dtype, np.floating) or np.issubdtype(item.dtype, np.integer)):
+            raise SegmentationInputError(f"volumes must be numeric, got dtype {item.dtype}")
+        arr, img, where = item.astype(np.float32), None, "the array"
+    else:
+        raise SegmentationInputError(f"this model takes {order}: a list of per-channel NIfTI paths, a 4D NIfTI path "
+                                     f"or a ({in_chans}, X, Y, Z) array, got {type(item).__name__}")
+    if not np.isfinite(arr).all():
+        raise SegmentationInputError(f"{where} has {int((~np.isfinite(arr)).sum())} NaN/inf voxel value(s)")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if img is None:
+        return {"array": arr, "affine": None, "header": None, "nifti": False}
+    return {"array": arr, "affine": np.asarray(img.affine), "header": img.header, "nifti": True}
+
+
+def read_brain_mask(item: Any, shape: Sequence[int], affine: Optional[np.ndarray] = None) -> np.ndarray:
+    """A brain mask for a case of spatial ``shape``: ``(X, Y, Z)`` bool, voxels > 0.5.
+
+    ``item``: a 3D NIfTI path (its affine must match ``affine``, the image's, when given) or an
+    ``(X, Y, Z)`` bool / numeric array.
+
+    Raises:
+        SegmentationInputError: unreadable file, wrong shape or affine, NaN/inf, an empty mask.
+    """
+    what = "the brain mask"
+    if isinstance(item, np.ndarray):
+        arr, mask_affine = item, None
+        if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.number)):
+            raise SegmentationInputError(f"{what} must be a bool or numeric array, got dtype {arr.dtype}")
+    else:
+        path = _existing_nifti(item, what)
+        arr, img = _load_nifti(path)
+        mask_affine, what = np.asarray(img.affine), f"brain mask {path}"
+    if tuple(arr.shape) != tuple(shape):
+        raise SegmentationInputError(f"{what} has shape {tuple(arr.shape)}, the image {tuple(shape)}")
+    if mask_affine is not None and affine is not None and not np.allclose(mask_affine, affine, rtol=0, atol=AFFINE_ATOL):
+        raise SegmentationInputError(f"{what} and the image differ in affine (voxel-to-world geometry)")
+    if arr.dtype != bool and not np.isfinite(arr).all():
+        raise SegmentationInputError(f"{what} has NaN/inf values")
+    brain = arr > 0.5
+    if not brain.any():
+        raise SegmentationInputError(f"{what} is empty (no voxel > 0.5)")
+    return brain
+
+
 def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
     """Load one pipeline input into ``{"array": ..., "affine": (4, 4) or None, "header": ...}``.
 
     2D inputs become ``(C, H, W)`` float32 in [0, 1] (uint8 / 255; 16-bit/float image files and
     PIL images min-max scaled; grayscale repeated to 3 channels, RGB converted to luminance
     for 1-channel models); float arrays must already be finite and in [0, 1]; NIfTI volumes stay
-    ``(X, Y, Z)`` with intensities normalised later.
+    ``(X, Y, Z)`` with intensities normalised later (volumes of multi-channel 3D models:
+    :func:`read_channels`).
 
     Raises:
         SegmentationInputError: unsupported type, missing/corrupt file, wrong dimensionality,
@@ -144,13 +268,7 @@ def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
         if not path.is_file():
             raise SegmentationInputError(f"no such input file: {path}")
         if _is_nifti(path):
-            import nibabel as nib
-
-            try:
-                img = nib.load(str(path))
-                arr = np.asarray(img.dataobj, dtype=np.float32)
-            except Exception as err:
-                raise SegmentationInputError(f"cannot read NIfTI {path}: {type(err).__name__}: {err}") from None
+            arr, img = _load_nifti(path)
             if arr.ndim != 3:
                 raise SegmentationInputError(f"expected a 3D NIfTI volume, {path} has shape {arr.shape}")
             return {"array": arr, "affine": np.asarray(img.affine), "header": img.header, "nifti": True}
@@ -196,18 +314,57 @@ def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
             "nifti": False}
 
 
+#: keys of a dict pipeline input
+ITEM_KEYS = ("image", "brain_mask")
+
+
+def _split_item(item: Any) -> Tuple[Any, Any]:
+    """``(image, brain mask or None)`` of one pipeline input (a dict with :data:`ITEM_KEYS`, or the image).
+
+    Raises:
+        SegmentationInputError: a dict without ``"image"`` or with unknown keys.
+    """
+    if not isinstance(item, dict):
+        return item, None
+    unknown = set(item) - set(ITEM_KEYS)
+    if unknown or "image" not in item:
+        raise SegmentationInputError(f"a dict input has the keys 'image' (required) and 'brain_mask', got {sorted(item)}")
+    return item["image"], item.get("brain_mask")
+
+
 class ImageSegmentationPipeline:
     """Segment images or NIfTI volumes with a medfm segmentation checkpoint.
 
     Args:
         model: checkpoint dir / ``hf-hub:`` id, or a loaded segmentation model.
-        overlap: sliding-window overlap.
+        overlap: sliding-window overlap fraction in [0, 1); None (default) uses the one the
+            checkpoint was evaluated with (``inference.overlap``, 0.5 for checkpoints that do
+            not record it), so the pipeline reproduces the model card's numbers.
 
     ``__call__(inputs, output_path=None, target=None, query=None)`` takes one input or a list
     (paths, PIL images, arrays) and returns per input ``{"mask": uint8 label map in the
     input's geometry, "label_names": [...], "affine": (4, 4) or None, "nifti":
     nibabel.Nifti1Image or None}``. With ``output_path`` (single NIfTI input) the mask is
-    written there (atomically) with the input's affine and header.
+    written there (atomically) with the input's affine and header. A top-level list is
+    always a batch of cases.
+
+    Multi-channel 3D models (``in_chans`` C > 1, e.g. BraTS [FLAIR, T1c]) take per case a list
+    of C per-channel 3D NIfTI paths in the model's channel order (same shape and affine; the
+    mask gets the first file's affine and header), a 4D ``(X, Y, Z, C)`` NIfTI path or a
+    ``(C, X, Y, Z)`` array; ``pipe({"image": [flair, t1c]})`` or, in a batch,
+    ``pipe([[flair, t1c], ...])``. How intensities are prepared follows the checkpoint's
+    ``inference.intensity``: "unit" takes volumes as given (1 channel: clipped to [0, 1];
+    C > 1: values outside [0, 1] are refused); "percentile" rescales each channel by its
+    percentiles; "brain_percentile" (BraTS) needs the case's brain mask, given as
+    ``pipe({"image": [flair, t1c], "brain_mask": "brainmask.nii.gz"})`` (a NIfTI path or an
+    ``(X, Y, Z)`` array, voxels > 0.5): each channel is scaled to [0, 1] by its
+    ``inference.percentiles`` inside the mask (:func:`medfm.data.brats.brain_percentile_unit`),
+    the volume cropped to the mask's bounding box + ``inference.crop_margin`` voxels
+    (:func:`medfm.data.brats.brain_bbox`), and the prediction pasted back into the full volume,
+    background outside the box (:func:`medfm.data.brats.paste_back`). BraTS checkpoints
+    written before that recipe was recorded say "unit": give them the scaled, cropped
+    ``(2, x, y, z)`` array (or patch ``args.inference`` of their ``config.json`` to
+    ``"intensity": "brain_percentile"``).
 
     Text-conditioned checkpoints (:class:`medfm.adapters.text_seg.TextConditionedSegmenter`,
     MulModSeg) segment one named target per call: ``target="vessel"`` (a known target) or
@@ -218,17 +375,22 @@ class ImageSegmentationPipeline:
     inference settings (input scale, window) and modality norms.
 
     Raises:
-        SegmentationInputError: unsupported inputs (see :func:`read_input`); ``target`` /
-            ``query`` missing for a text-conditioned model, or given to a plain one.
+        SegmentationInputError: unsupported inputs (see :func:`read_input`); a wrong channel
+            count; a "brain_percentile" model called without ``brain_mask`` (or a brain mask
+            given to another model); ``target`` / ``query`` missing for a text-conditioned
+            model, or given to a plain one.
         KeyError: an unknown target name (with the close matches).
     """
 
-    def __init__(self, model: Any, overlap: float = 0.5, text_encoder: Any = None) -> None:
+    def __init__(self, model: Any, overlap: Optional[float] = None, text_encoder: Any = None) -> None:
         from medfm.hub import from_pretrained
 
         self.model = from_pretrained(model) if isinstance(model, (str, bytes, os.PathLike)) else model
         self.model.eval()
         self.core = seg_core(self.model)
+        if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, (int, float))
+                                    or not 0 <= overlap < 1):
+            raise ValueError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
         self.overlap = overlap
         self.text_encoder = text_encoder
         self.text_conditioned = hasattr(self.core, "prompt_embeddings") and hasattr(self.core, "target_names")
@@ -266,16 +428,43 @@ class ImageSegmentationPipeline:
         from medfm.data.segmentation import percentile_unit
 
         core = seg_core(model)
-        data = read_input(item, core.encoder.in_chans, self.volumetric)
+        inf = core.inference
+        overlap = inf.get("overlap", 0.5) if self.overlap is None else float(self.overlap)
+        image, brain_mask = _split_item(item)
+        if (brain_mask is not None) != (inf["intensity"] == "brain_percentile"):
+            if brain_mask is None:
+                raise SegmentationInputError(
+                    "this model scales each channel by percentiles inside the brain and crops to it "
+                    "(inference.intensity 'brain_percentile'): pass the case's brain mask, "
+                    "pipe({'image': ..., 'brain_mask': 'brainmask.nii.gz'})")
+            raise SegmentationInputError(f"brain_mask is only used by models with inference.intensity 'brain_percentile'; "
+                                         f"this one records {inf['intensity']!r}")
+        channels = core.encoder.in_chans if core.spatial_dims == 3 else 1  # channels of one input volume
+        data = read_channels(image, channels) if channels > 1 else read_input(image, core.encoder.in_chans, self.volumetric)
         arr = data["array"]
         if data["nifti"] and not self.volumetric:
             raise SegmentationInputError("this is a 2D image model; pass images, not NIfTI volumes")
-        if self.volumetric:
-            arr = percentile_unit(arr) if core.inference["intensity"] == "percentile" else np.clip(arr, 0, 1)
-            x = arr if core.inference["context_slices"] else arr[None]
+        if not self.volumetric:
+            mask = predict_labels(model, arr, overlap=overlap)
+        elif inf["intensity"] == "brain_percentile":
+            from medfm.data.brats import brain_bbox, brain_percentile_unit, paste_back
+
+            vol = arr if arr.ndim == 4 else arr[None]
+            brain = read_brain_mask(brain_mask, vol.shape[1:], data["affine"])
+            box = brain_bbox(brain, inf["crop_margin"])
+            x = np.stack([brain_percentile_unit(c, brain, tuple(inf["percentiles"]))[box] for c in vol])
+            mask = paste_back(predict_labels(model, x, overlap=overlap), box, brain.shape)
+        elif channels > 1:  # (C, X, Y, Z)
+            if inf["intensity"] == "percentile":
+                arr = np.stack([percentile_unit(c) for c in arr])
+            elif arr.min() < 0 or arr.max() > 1:
+                raise SegmentationInputError(
+                    f"this model takes volumes already scaled to [0, 1] (inference.intensity 'unit'), got values in "
+                    f"[{arr.min():g}, {arr.max():g}]; scale them as the model was trained (see its model card)")
+            mask = predict_labels(model, arr, overlap=overlap)
         else:
-            x = arr
-        mask = predict_labels(model, x, overlap=self.overlap)
+            arr = percentile_unit(arr) if inf["intensity"] == "percentile" else np.clip(arr, 0, 1)
+            mask = predict_labels(model, arr if inf["context_slices"] else arr[None], overlap=overlap)
         nifti = None
         if data["affine"] is not None:
             import nibabel as nib
@@ -316,5 +505,5 @@ def save_nifti(image: Any, path: Union[str, os.PathLike]) -> Path:
     return path
 
 
-__all__ = ["predict_probs", "predict_labels", "ImageSegmentationPipeline", "read_input", "save_nifti",
-           "SegmentationInputError", "seg_core"]
+__all__ = ["predict_probs", "predict_labels", "ImageSegmentationPipeline", "read_input", "read_channels",
+           "read_brain_mask", "save_nifti", "SegmentationInputError", "seg_core"]

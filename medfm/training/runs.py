@@ -166,6 +166,20 @@ def _check_finetune_dims(recipe: FinetuneRecipe, ds: MedMNISTDataset) -> None:
                          "in the recipe")
 
 
+def _check_local_init(init: Optional[str]) -> None:
+    """A local ``--init`` / ``encoder.pretrained`` directory must exist (a cheap check, before the data load).
+
+    ``None``, ``"timm"`` and ``hf-hub:`` ids pass (those are fetched when the encoder is built).
+
+    Raises:
+        CheckpointError: the path is missing or is a file (:func:`medfm.hub.resolve_checkpoint`'s message).
+    """
+    from medfm.hub import HUB_PREFIX, resolve_checkpoint
+
+    if init is not None and init != "timm" and not str(init).startswith(HUB_PREFIX):
+        resolve_checkpoint(init)
+
+
 def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = None, data_root: Optional[str] = None,
                  resume: bool = False) -> Path:
     """Fine-tune a classifier (linear probe, full, or LoRA) on a MedMNIST flag.
@@ -179,7 +193,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
         medfm data errors, UnknownNameError, CheckpointError (``init``); FileExistsError:
         ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`),
-        or with another ``init`` than the run was started with (:func:`medfm.training.resume.check_resume_init`).
+        or with another ``init`` than the run was started with (:func:`medfm.training.resume.check_resume_init`;
+        checked, with ``FileExistsError`` and a missing local ``init`` directory, before the data set is read).
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.evaluation.metrics import classification_metrics
@@ -187,6 +202,9 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     from medfm.hub import load_config
 
     output = Path(output)
+    refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
+    check_resume_init(output, init, resume)  # --init is not in the recipe: <output>/init.json; before the data load
+    _check_local_init(init or recipe.encoder.pretrained)
     ds = _load(recipe.data, "train", data_root)
     _check_finetune_dims(recipe, ds)
     train_ds: Any = ds
@@ -194,9 +212,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
         train_ds = IndexedSubset(ds, label_fraction_indices(ds.labels, recipe.data.label_fraction, seed=recipe.train.seed))
     if len(train_ds) < recipe.train.batch_size:  # e.g. 1 % of PneumoniaMNIST: 47 labels, one batch of all of them
         recipe = replace(recipe, train=replace(recipe.train, batch_size=len(train_ds)))
-    refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
-    check_resume_recipe(output, recipe, resume)  # after the batch-size fit: as config.yaml records it
-    check_resume_init(output, init, resume)  # --init is not in the recipe: <output>/init.json
+    check_resume_recipe(output, recipe, resume)  # after the batch-size fit (needs the data): as config.yaml records it
     val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None  # before writing too
     torch.manual_seed(recipe.train.seed)
     model = build_classifier(recipe, ds, init)

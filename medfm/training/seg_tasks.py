@@ -423,6 +423,10 @@ class BratsTask(SegTask):
     Intensities: each channel is mapped to [0, 1] per case by its 0.5 / 99.5 percentiles
     inside the brain mask, clipped (:func:`medfm.data.brats.brain_percentile_unit`): medfm
     encoders take [0, 1] inputs, and the provider's within-brain z-scores are unbounded.
+    Checkpoints record this as ``inference.intensity == "brain_percentile"`` (with
+    ``percentiles`` and ``crop_margin``), so the segmentation pipeline repeats the scaling and
+    the crop below when given the brain mask (``pipe({"image": [flair, t1c], "brain_mask":
+    mask})``).
     Geometry: training volumes and model inputs are cropped to the brain-mask bounding box
     plus 4 voxels (about 150 x 180 x 140 of 240 x 240 x 155 voxels); predictions are pasted
     back into a full-size background volume (:func:`medfm.data.brats.paste_back`), so all
@@ -439,7 +443,10 @@ class BratsTask(SegTask):
     in_chans = 2
     label_names = brats.BRATS_LABELS
     split_rule = brats.BRATS_SPLIT_RULE
-    intensity = "unit"  # the model takes [0, 1] inputs as given; the scaling needs the brain mask:
+    # recorded in the checkpoint's ``inference`` (with ``percentiles`` 0.5 / 99.5 and ``crop_margin`` 4, the
+    # defaults of medfm.adapters.segmentation.default_inference), so the pipeline repeats the scaling and crop
+    # given the brain mask. Checkpoints written before recorded "unit": their inputs are taken as given in [0, 1].
+    intensity = "brain_percentile"
     input_preprocessing = ("[FLAIR, T1c] volumes; each channel scaled per case to [0, 1] by its 0.5 / 99.5 "
                            "percentiles inside the brain mask, clipped (medfm.data.brats.brain_percentile_unit), "
                            "then cropped to the brain-mask bounding box + 4 voxels (medfm.data.brats.brain_bbox)")

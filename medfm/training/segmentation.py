@@ -216,7 +216,7 @@ def build_segmenter(recipe: SegmentationRecipe, task: SegTask, init: Optional[st
         raise ValueError(f"{task.name} with context_slices={recipe.data.context_slices} needs a {task.spatial_dims}D "
                          f"encoder; {recipe.encoder.name!r} is {getattr(encoder, 'spatial_dims', 2)}D")
     inference = {"scale": recipe.data.scale, "intensity": task.intensity, "context_slices": recipe.data.context_slices,
-                 "slice_axis": recipe.data.slice_axis, "normalize": recipe.data.normalize}
+                 "slice_axis": recipe.data.slice_axis, "normalize": recipe.data.normalize, "overlap": recipe.eval.overlap}
     roi = recipe.eval.roi_size or patch
     if roi:
         inference["roi_size"] = list(roi)

@@ -253,8 +253,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
                              pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
     text_encoder = create_text_encoder(recipe.text_encoder)
     targets = [{"name": t.name, "modality": t.modality, "target": t.target} for t in recipe.tasks]
-    task_inference = {t.name: {"roi_size": list(patch), "scale": t.data.scale, "normalize": t.data.normalize}
-                      for t in recipe.tasks}
+    task_inference = {t.name: {"roi_size": list(patch), "scale": t.data.scale, "normalize": t.data.normalize,
+                               "overlap": recipe.eval.overlap} for t in recipe.tasks}
     model = build_text_segmenter(encoder, targets, text_encoder, text_encoder_spec=recipe.text_encoder,
                                  decoder=recipe.decoder, head=recipe.head, inference={"roi_size": list(patch)},
                                  domain_norm=recipe.domain_norm, domain_stem=recipe.domain_stem,

@@ -70,9 +70,15 @@ def test_the_3d_classifier_card_describes_volumes_and_a_snippet_that_runs(root3d
     out = run_finetune(_recipe(), tmp_path / "run", data_root=str(root3d))
     card = (out / "README.md").read_text()
     assert "1-channel 28x28x28 volumes (B, C, D, H, W)" in card and "28x28 images" not in card
+    from medfm.hub import load_config
+
+    assert load_config(out)["preprocessing"]["resize"].startswith("trilinear to img_size^3")  # what the pipeline does
     snippet = card.split("```python\n")[1].split("```")[0].replace("path/to/checkpoint", str(out))
-    assert "pipeline(" not in snippet
-    scope = {"volumes": torch.rand(2, 1, 28, 28, 28)}
+    assert 'medfm.pipeline("image-classification"' in snippet and "clf(volume)" in snippet
+    volume = np.random.default_rng(0).integers(0, 256, (28, 28, 28), dtype=np.uint8)
+    scope = {"volume": volume, "volumes": torch.from_numpy(volume).float().div(255)[None, None]}
     exec(snippet.replace(f'"{out}"', repr(str(out))), scope)  # the card's own snippet
-    probs = scope["probs"]
-    assert probs.shape == (2, 2) and torch.allclose(probs.sum(1), torch.ones(2))
+    probs, preds = scope["probs"], scope["preds"]
+    assert probs.shape == (1, 2) and torch.allclose(probs.sum(1), torch.ones(1))
+    # the pipeline's scores on the uint8 volume are the direct call's on volume / 255
+    assert {d["label"]: d["score"] for d in preds} == dict(zip(["normal", "hyperplasia"], probs[0].tolist()))

@@ -64,7 +64,7 @@ def test_end_to_end_run_and_reload(tmp_path, mode, normalize):
         "decoder": {"stem_channels": 8},
         "mode": mode,
         "train": {"epochs": 2, "batch_size": 4, "lr": 3e-3, "precision": "fp32", "log_every": 1, "num_threads": 1},
-        "eval": {"overlays": 1, "tolerance": 1.0},
+        "eval": {"overlays": 1, "tolerance": 1.0, "overlap": 0.25},
     })
     res = run_segmentation(recipe, tmp_path / "run", data_root=str(tmp_path / "data"))
     out = tmp_path / "run"
@@ -81,11 +81,12 @@ def test_end_to_end_run_and_reload(tmp_path, mode, normalize):
 
     model = from_pretrained(res["checkpoint"])
     assert model.inference["normalize"] == normalize
+    assert model.inference["overlap"] == 0.25  # the evaluated overlap, the pipeline's default for this checkpoint
     task = build_task(recipe.data, str(tmp_path / "data"))
     first = task.training_arrays().images[0]
     assert (abs(float(first.mean())) < 1e-5) == (normalize == "channel_zscore")  # z-scored training images
     case = task.load_case("11L")
-    pred = task.predict(model, case, 0.5, 4)
+    pred = task.predict(model, case, 0.25, 4)
     from medfm.evaluation.segmentation import dice_score
 
     assert dice_score(pred == 1, case.reference == 1) == pytest.approx(saved["per_case"]["11L"]["vessel"]["dice"])
@@ -143,7 +144,7 @@ def test_text_conditioned_multi_task_run(tmp_path):
         "decoder": {"stem_channels": 8},
         "head": {"embed_dim": 16, "controller_hidden": 16},
         "train": {"epochs": 1, "batch_size": 4, "precision": "fp32", "log_every": 1},
-        "eval": {"overlays": 1, "distances": False},
+        "eval": {"overlays": 1, "distances": False, "overlap": 0.25},
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     line = segment_from_recipe(tmp_path / "r.yaml", tmp_path / "run", data_root=str(tmp_path / "data"))
@@ -160,6 +161,7 @@ def test_text_conditioned_multi_task_run(tmp_path):
     assert model.domain_norm and model.modalities == ["fundus", "brain MRI"]
     assert model.target_inference["vessel"]["normalize"] == "channel_zscore"
     assert model.target_inference["lesion"]["normalize"] == "none"
+    assert model.target_inference["vessel"]["overlap"] == model.target_inference["lesion"]["overlap"] == 0.25
     from medfm.hub import load_config
 
     assert load_config(res["checkpoint"])["training"]["loss_weights"] == {"vessel": 2.0, "lesion": 1.0}
