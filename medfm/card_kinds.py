@@ -39,6 +39,26 @@ DATASETS: Dict[str, Dict[str, str]] = {
 
 #: licence text -> hub licence id (anything else: "other")
 _LICENSE_IDS = {"CC BY 4.0": "cc-by-4.0", "CC BY-SA 4.0": "cc-by-sa-4.0", "CC0 1.0": "cc0-1.0"}
+#: licence text -> (hub ``license_name``, ``license_link``) for licences outside the hub's list (``license: other``),
+#: so a hub search shows e.g. BraTS's non-commercial terms instead of a bare "other"
+_OTHER_LICENSES = {"CC BY-NC-SA 3.0 Switzerland (non-commercial use only, share-alike)":
+                   ("cc-by-nc-sa-3.0-ch", "https://creativecommons.org/licenses/by-nc-sa/3.0/ch/")}
+
+
+def other_license(records: Any) -> Dict[str, str]:
+    """``{"license_name", "license_link"}`` for a card whose training data has exactly one licence
+    outside the hub's list and known to :data:`_OTHER_LICENSES` (e.g. BraTS 2015's CC BY-NC-SA 3.0
+    Switzerland); ``{}`` otherwise (hub licences, several licences, unconfirmed ones).
+
+    Args:
+        records: the checkpoint's data-set records (dicts with ``"license"`` text, see
+            :func:`data_provenance`).
+    """
+    texts = {str(d.get("license")) for d in records if isinstance(d, dict) and d.get("license")}
+    if len(texts) != 1 or texts & set(_LICENSE_IDS):
+        return {}
+    known = _OTHER_LICENSES.get(texts.pop())
+    return {"license_name": known[0], "license_link": known[1]} if known else {}
 
 #: what a training/test count counts, when the checkpoint does not say
 _DEFAULT_UNITS = {"vqa": "question-answer pairs", "fusion_classification": "patients", "fusion_segmentation": "patients"}

@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Union
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from medfm.card_kinds import (DATASETS, NOT_RECORDED, PIPELINE_TAGS, card_kind, data_provenance,  # noqa: F401 (public)
+from medfm.card_kinds import (DATASETS, NOT_RECORDED, PIPELINE_TAGS, card_kind, data_provenance, other_license,  # noqa: F401
                               _data_sets, _describe, _hub_dataset_id, _section, _shown, _training_data_text, _training_procedure)
 from medfm.card_metrics import _eval_results, _evaluation_text, check_results_fit, results_kind  # noqa: F401 (results_kind: public)
 
@@ -54,6 +54,7 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, mo
         model_name=model_name,
         eval_results=_eval_results(cfg, results) or None,
         pipeline_tag=PIPELINE_TAGS.get(kind),
+        **(other_license(records) if license_ == "other" else {}),
     )
     about = _describe(cfg, model_id)
     limitations = training.get("limitations") or about["limitations"]

@@ -55,6 +55,7 @@ def test_3d_segmenter_card_names_volumes_dataset_metrics_and_the_segmentation_pi
     assert cards.card_kind(cfg) == "segmentation"
     card, data, text = _card(cfg, SEG_RESULTS)
     assert data["pipeline_tag"] == "image-segmentation" and data["license"] == "cc-by-sa-4.0"
+    assert "license_name" not in data and "license_link" not in data  # only for licences outside the hub's list
     assert data["datasets"] == ["msd_hippocampus"]
     assert "MedMNIST" not in text and "28x28" not in text and "16x16 images" not in text
     assert "3D volumes `(1, D, H, W)`" in text and "per-voxel class logits" in text

@@ -173,6 +173,11 @@ def test_tiny_segment_run_scores_classes_and_regions(brats_root, tmp_path):
     assert (tmp_path / "run" / "overlays" / f"{cid}.png").is_file()
     card = (tmp_path / "run" / "model" / "README.md").read_text()
     assert "CC BY-NC-SA 3.0" in card and "non-commercial" in card and "BraTS 2015" in card
+    from huggingface_hub import ModelCard
+
+    meta = ModelCard(card).data  # hub metadata: not a bare "other" licence
+    assert (meta.license, meta.license_name) == ("other", "cc-by-nc-sa-3.0-ch")
+    assert meta.license_link == "https://creativecommons.org/licenses/by-nc-sa/3.0/ch/"
     assert "region whole_tumour (labels 1, 2, 3, 4) | Dice" in card
     assert "uint8 / 255" not in card and "inside the brain mask" in card and "(NIfTI or array)" not in card
     assert res["regions"]["summary"]["n_cases"] == 1
