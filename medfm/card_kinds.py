@@ -436,7 +436,8 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
                          "not among them is always answered wrong. Accuracy on open questions is far below closed "
                          "(yes/no) ones; see the evaluation."),
             how_to=(f'import medfm\nvqa = medfm.pipeline("visual-question-answering", model="{model_id}")\n'
-                    'vqa(image, "is there a fracture?")  # PIL image / uint8 array -> [{"answer", "score"}, ...] (top 5)'))
+                    'vqa("image.png", "is there a fracture?")  # image path, PIL image or uint8 array -> '
+                    '[{"answer", "score"}, ...] (top 5)'))
         return out
     # fusers
     mods = args.get("modalities") or pre.get("modalities")

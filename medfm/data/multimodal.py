@@ -26,9 +26,12 @@ PRESENT_KEY = "present"
 
 
 def _dtype_of(value: Any) -> np.dtype:
-    """numpy dtype of an array, tensor or nested list (torch dtypes mapped through numpy)."""
+    """numpy dtype of an array, tensor or nested list (a tensor's own dtype: ``torch.uint8`` ->
+    ``uint8``; every floating tensor, bfloat16 included, -> ``float32``)."""
     if isinstance(value, torch.Tensor):
-        return np.dtype("float32") if value.is_floating_point() else np.dtype("int64")
+        if value.is_floating_point():
+            return np.dtype("float32")
+        return torch.empty(0, dtype=value.dtype).numpy().dtype
     return np.asarray(value).dtype
 
 

@@ -21,37 +21,55 @@ from medfm.pipelines.classification import PipelineInputError, check_top_k
 def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     """One image -> ``(in_chans, img_size, img_size)`` float32 in [0, 1] (VQA-RAD preprocessing).
 
+    The conversion of :class:`medfm.data.vqa_rad.VQARadDataset`: any PIL mode to 8-bit
+    (16-bit / 32-bit / float pixels min-max scaled, :func:`medfm.data.images.pil_to_uint8`),
+    RGB to ITU-R 601 luma, zero-pad to square, antialiased bilinear resize, gray repeated to
+    ``in_chans``. A file and the same image as a PIL image give the same tensor.
+
     Args:
-        image: file path, PIL image (any mode, 16-bit included) or uint8 array ``(H, W)``/``(H, W, 3)``.
+        image: file path (``str`` / ``os.PathLike``), PIL image (any mode: ``L``, ``RGB``, ``P``,
+            ``I;16``, ``I``, ``F``, ``CMYK``, ...) or uint8 array ``(H, W)`` / ``(H, W, 3)``.
 
     Raises:
-        PipelineInputError: unsupported type/dtype/shape. MedFMDataError: unreadable file.
+        PipelineInputError: unsupported type, dtype or shape; an empty image; a missing or
+            unreadable file; NaN/inf pixels in a float PIL image (one line each).
     """
     from PIL import Image
 
     from medfm.data.corpus import pad_square, resize_batch, to_gray
-    from medfm.data.vqa_rad import read_image
+    from medfm.data.errors import MedFMDataError
+    from medfm.data.images import pil_to_uint8, read_image
 
-    if isinstance(image, (str, os.PathLike)):
-        arr = read_image(Path(image))
-    elif isinstance(image, Image.Image):
-        import tempfile
-
-        if image.mode in ("L", "RGB"):
-            arr = to_gray(np.asarray(image))
-        else:  # reuse the file reader's mode handling (16-bit min-max scaling, palettes)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "image.png"
-                image.save(path)
-                arr = read_image(path)
-    elif isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
-            raise PipelineInputError(f"arrays must be uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}")
-        arr = to_gray(image)
-    else:
-        raise PipelineInputError(f"expected an image path, a PIL image or a uint8 array, got {type(image).__name__}")
+    try:
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image)
+            if not path.is_file():
+                raise PipelineInputError(f"image file not found: {path}" + (" (a folder)" if path.is_dir() else ""))
+            arr = to_gray(read_image(path, what="image"))
+        elif isinstance(image, Image.Image):  # the file reader's conversion, without a round trip through a file
+            arr = to_gray(pil_to_uint8(image, None, "<PIL image>", "image"))
+        elif isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
+                raise PipelineInputError(f"arrays must be uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}")
+            arr = to_gray(image)
+        else:
+            raise PipelineInputError(f"expected an image path, a PIL image or a uint8 array, got {type(image).__name__}")
+    except MedFMDataError as err:
+        raise PipelineInputError(str(err)) from None
+    if min(arr.shape) == 0:
+        raise PipelineInputError(f"empty image of shape {arr.shape}")
     x = torch.from_numpy(resize_batch(pad_square(arr)[None], img_size)).float().div_(255.0)
     return x.expand(in_chans, -1, -1).contiguous()
+
+
+def _single_image(image: Any, n_questions: int) -> bool:
+    """Whether ``image`` is one image (path, PIL image, ``(H, W)`` / ``(H, W, 3)`` array) rather than
+    images to go with ``n_questions`` questions (a list, or an ``(N, H, W)`` array stack with N = n_questions)."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        return image.ndim <= 2 or (image.ndim == 3 and image.shape[0] != n_questions)
+    return isinstance(image, (str, bytes, os.PathLike, Image.Image))
 
 
 class VisualQuestionAnsweringPipeline:
@@ -82,17 +100,35 @@ class VisualQuestionAnsweringPipeline:
         ``top_k=None`` uses the pipeline's ``top_k``.
 
         Raises:
-            PipelineInputError: mismatched numbers of images and questions, an empty question,
-            or ``top_k`` that is not an integer >= 1.
+            PipelineInputError: a question that is not a non-empty string; a list of questions for a
+            single image or one question for a list of images; mismatched numbers of images and
+            questions or empty lists; a bad image (see :func:`vqa_image_tensor`); ``top_k`` that is
+            not an integer >= 1.
         """
         top_k = self.top_k if top_k is None else check_top_k(top_k)
         single = isinstance(question, str)
-        images = [image] if single else list(image)
+        if not single and (isinstance(question, (bytes, bytearray, dict)) or not hasattr(question, "__iter__")):
+            raise PipelineInputError(f"question must be a string, or a list of strings for a list of images, got "
+                                     f"{type(question).__name__}")
         questions = [question] if single else list(question)
+        if single and isinstance(image, (list, tuple)):
+            raise PipelineInputError(f"one question for a list of {len(image)} images; pass a list of questions, "
+                                     "one per image")
+        if not single and _single_image(image, len(questions)):
+            raise PipelineInputError(f"a list of {len(questions)} questions for a single image; pass a list of "
+                                     "images, one per question (the same image repeated is fine)")
+        if not single and not hasattr(image, "__iter__"):
+            raise PipelineInputError(f"expected a list of images, one per question, got {type(image).__name__}")
+        images = [image] if single else list(image)
+        if not questions:
+            raise PipelineInputError("no questions given (empty lists); pass at least one image and question")
         if len(images) != len(questions):
             raise PipelineInputError(f"{len(images)} images for {len(questions)} questions")
-        if any(not isinstance(q, str) or not q.strip() for q in questions):
-            raise PipelineInputError("questions must be non-empty strings")
+        bad = next((i for i, q in enumerate(questions) if not isinstance(q, str) or not q.strip()), None)
+        if bad is not None:
+            shown = repr(questions[bad]) if isinstance(questions[bad], str) else type(questions[bad]).__name__
+            raise PipelineInputError(f"question must be a non-empty string, got {shown}" if single else
+                                     f"questions must be non-empty strings; question {bad} is {shown}")
         enc = self.model.encoder
         x = torch.stack([vqa_image_tensor(im, enc.in_chans, enc.img_size) for im in images])
         ranked = self.model.answer(x, questions, top_k=top_k)

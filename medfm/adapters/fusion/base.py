@@ -13,6 +13,7 @@ saved / rebuilt by :mod:`medfm.hub` from its args.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 from medfm.adapters.classification import check_class_labels
 from medfm.adapters.fusion.tabular import TabularEncoder
 from medfm.data.multimodal import PRESENT_KEY, presence as _presence
-from medfm.encoders.base import EncoderInputError
+from medfm.encoders.base import INPUT_RANGE_TOLERANCE, EncoderInputError, range_error
 
 TABULAR = "clinical"
 
@@ -91,8 +92,10 @@ class FusionModel(nn.Module):
         ValueError: empty or duplicated modalities, ``num_classes < 2``, bad label names.
     """
 
-    #: True when every image must be exactly ``img_size`` a side (position embeddings, zero images)
-    fixed_image_size: bool = False
+    #: True when every image must be exactly ``img_size`` a side: the fusers' position embeddings and
+    #: zero images need it, and a CNN encoder trained at ``img_size`` that is fed another size (e.g.
+    #: native 256 px LGG slices to a 64 px model) runs but sees its structures at the wrong scale
+    fixed_image_size: bool = True
 
     def __init__(self, modalities: Sequence[str], num_classes: int = 2,
                  label_names: Optional[Sequence[str]] = None) -> None:
@@ -136,7 +139,9 @@ class FusionModel(nn.Module):
         any_ = torch.stack(list(pres.values())).any(0)
         if not any_.all():
             bad = (~any_).nonzero().flatten().tolist()[:5]
-            raise ValueError(f"sample(s) {bad} have none of the modalities {self.modalities}; fusion needs at least one")
+            keys = sorted(str(k) for k in batch if k != PRESENT_KEY)
+            raise ValueError(f"sample(s) {bad} have none of the modalities {self.modalities}; fusion needs at least one "
+                             f"(batch keys: {keys})")
         return pres
 
     def _check_batch(self, batch: Mapping[str, Any]) -> None:
@@ -184,7 +189,8 @@ class FusionModel(nn.Module):
         """Rows of ``batch[modality]`` where ``present``: ``(idx (n,), values (n, ...))``.
 
         Raises:
-            EncoderInputError: an image modality that is not float ``(B, 1, S, S)`` (see :meth:`check_image`).
+            EncoderInputError: an image modality that is not float ``(B, 1, S, S)`` (see :meth:`check_image`),
+                or present image rows with values outside [0, 1] (0-255 scale, already normalised).
             ValueError: a present image row holds NaN/inf (or the tabular row holds inf).
         """
         x = batch[modality]
@@ -192,8 +198,13 @@ class FusionModel(nn.Module):
             self.check_image(modality, x)
         idx = present.nonzero().flatten().to(x.device)
         rows = x.index_select(0, idx).float()
-        if modality != TABULAR and rows.numel() and not torch.isfinite(rows).all():
-            raise ValueError(f"modality {modality!r} is marked present but holds NaN/inf; mark it absent instead")
+        if modality != TABULAR and rows.numel():  # present rows only: absent ones may hold anything
+            lo, hi = torch.stack(torch.aminmax(rows.detach())).tolist()
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(f"modality {modality!r} is marked present but holds NaN/inf; mark it absent instead")
+            tol = max(INPUT_RANGE_TOLERANCE, torch.finfo(rows.dtype).eps)
+            if lo < -tol or hi > 1.0 + tol:  # ChannelViT has no encoder to check this
+                raise EncoderInputError(f"modality {modality!r}: {range_error(lo, hi)}")
         return idx, rows
 
     @torch.no_grad()

@@ -82,6 +82,7 @@ class LateFusionZeroFill(FusionModel):
         Raises:
             ValueError: NaN/inf in a present image; a sample with none of the modalities; a batch
                 with no tensor (batch size unknown).
+            EncoderInputError: a present image that is not float ``(B, 1, img_size, img_size)`` in [0, 1].
         """
         used = self.presence(batch)  # a sample with no modality at all is refused, as by every fuser
         emb = torch.cat([self.encoders[m](self.zero_filled(batch, m)) for m in self.modalities], 1)

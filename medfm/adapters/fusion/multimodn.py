@@ -50,6 +50,7 @@ class SequentialFusion(FusionModel):
         self.state0 = nn.Parameter(torch.zeros(dim))
         self.decoder = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
         self.modality_dropout = float(modality_dropout)
+        self.img_size = int(img_size)  # the image side every modality must have (check_image)
         self._set_spec("multimodn", {"modalities": self.modalities, "image_encoder": dict(image_encoder),
                                      "img_size": int(img_size), "clinical_features": int(clinical_features),
                                      "dim": int(dim), "modality_dropout": self.modality_dropout,
@@ -68,6 +69,7 @@ class SequentialFusion(FusionModel):
 
         Raises:
             ValueError: a sample with none of the modalities; NaN/inf in a present image.
+            EncoderInputError: a present image that is not float ``(B, 1, img_size, img_size)`` in [0, 1].
         """
         pres = self.presence(batch)
         if self.training and self.modality_dropout > 0:

@@ -79,6 +79,7 @@ class ModalityDropoutFusion(FusionModel):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
         self.modality_dropout = float(modality_dropout)
+        self.img_size = int(img_size)  # the image side every modality must have (check_image)
         self._set_spec("3mat", {"modalities": self.modalities, "image_encoder": dict(image_encoder), "img_size": int(img_size),
                                 "clinical_features": int(clinical_features), "dim": int(dim), "heads": int(heads),
                                 "layers": int(layers), "grid": int(grid), "modality_dropout": self.modality_dropout,
@@ -96,6 +97,7 @@ class ModalityDropoutFusion(FusionModel):
 
         Raises:
             ValueError: a sample with none of the modalities; NaN/inf in a present image.
+            EncoderInputError: a present image that is not float ``(B, 1, img_size, img_size)`` in [0, 1].
         """
         pres = self.presence(batch)
         if self.training:
