@@ -309,7 +309,7 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
             limitations=("Trained and evaluated on one public benchmark at low resolution; performance on other scanners, "
                          "sites, populations or resolutions is unknown. Scores are not calibrated probabilities of disease."),
             how_to=(f'import medfm\nclf = medfm.pipeline("image-classification", model="{model_id}")\n'
-                    "clf(image)  # PIL image or uint8 array (H, W) / (H, W, C)"))
+                    'clf("image.png")  # an image path, PIL image or uint8 array (H, W) / (H, W, C)'))
         if pre.get("spatial_dims") == 3:  # the classification pipeline reads volumes for 3D encoders
             side = _shown(pre.get("img_size"))
             out["how_to"] = (f'import medfm\nclf = medfm.pipeline("image-classification", model="{model_id}")\n'

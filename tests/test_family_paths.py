@@ -45,8 +45,11 @@ def test_classification_pipeline_reads_an_image_file(tmp_path: Path, in_chans: i
 
 def test_classification_pipeline_names_a_missing_or_unreadable_file(tmp_path: Path):
     clf = _pipeline(1)
-    with pytest.raises(PipelineInputError, match="nope.png"):
+    with pytest.raises(PipelineInputError, match="nope.png") as err:
         clf(str(tmp_path / "nope.png"))
+    assert str(err.value).startswith("image file not found") and "--data-root" not in str(err.value)
+    with pytest.raises(PipelineInputError, match=r"image file not found: .* \(a folder\)"):
+        clf(tmp_path)
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(PipelineInputError, match="bad.png"):
         clf(tmp_path / "bad.png")
@@ -71,3 +74,20 @@ def test_every_2d_family_is_a_vqa_image_encoder_that_trains_and_reloads(tmp_path
     again = medfm.from_pretrained(tmp_path / "vqa").eval()
     with torch.no_grad():
         assert torch.equal(again(images, q, mask)["logits"], model(images, q, mask)["logits"])
+
+
+def test_the_2d_classifier_card_snippet_runs_as_written(tmp_path: Path, monkeypatch):
+    """The card's usage snippet used to call ``clf(image)`` with ``image`` never defined."""
+    import re
+
+    from medfm.hub import save_pretrained
+
+    clf = _pipeline(1)
+    ckpt = save_pretrained(clf.model, tmp_path / "ckpt")
+    code = re.search(r"## How to use\n\n```python\n(.*?)```", (ckpt / "README.md").read_text(), re.S).group(1)
+    assert 'medfm.pipeline("image-classification"' in code and 'clf("image.png")' in code
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(tmp_path / "image.png")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(re.sub(r'model="[^"]*"', f"model={str(ckpt)!r}", code), scope)  # noqa: S102 - the card's own snippet
+    assert [d["label"] for d in scope["clf"]("image.png")] in (["normal", "pneumonia"], ["pneumonia", "normal"])

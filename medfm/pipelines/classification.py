@@ -80,6 +80,8 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
         if Path(image).name.lower().endswith((".nii", ".nii.gz")):
             raise PipelineInputError(f"{Path(image).name} is a NIfTI volume; this classifier takes 2D images "
                                      f"({_NEEDS_3D})")
+        if not Path(image).is_file():  # a user's own file: no data-set advice (--data-root)
+            raise PipelineInputError(f"image file not found: {image}" + (" (a folder)" if Path(image).is_dir() else ""))
         try:  # 16-bit / float files are min-max scaled, never clipped at 255
             image = read_image(image, mode="L" if in_chans == 1 else "RGB", what="image")
         except MedFMDataError as err:
