@@ -172,6 +172,14 @@ def _check_eval_options(args: argparse.Namespace) -> None:
             raise ValueError(f"{names}: --data option(s); a suite sets split and size per dataset in its YAML")
 
 
+def _num(value: Optional[float], spec: str = ".4f") -> str:
+    """A metric for the console: ``format(value, spec)``, or ``n/a`` when it is undefined (None/NaN,
+    e.g. the AUC of a split holding one class, which used to end ``medfm eval`` with a TypeError)."""
+    if value is None or value != value:
+        return "n/a"
+    return format(value, spec)
+
+
 def _eval(args: argparse.Namespace) -> None:
     """``medfm eval``: one dataset split (``--data``) or a suite (``--suite``).
 
@@ -196,9 +204,9 @@ def _eval(args: argparse.Namespace) -> None:
         if args.data is None or len(args.checkpoint) != 1:
             raise ValueError("--protocol zeroshot scores exactly one image-text checkpoint on --data <MedMNIST flag>")
         res = zeroshot_eval(args.checkpoint[0], args.data, split=args.split, data_root=args.data_root,
-                            output=args.output, batch_size=args.batch_size or 256)
+                            output=args.output, batch_size=args.batch_size or 256, size=args.size)
         m, ch = res["metrics"], res["meta"]["chance"]
-        print(f"{args.data} {args.split} zero-shot: ACC {m['acc']:.4f}  AUC {m['auc']:.4f}  (chance ACC "
+        print(f"{args.data} {args.split} zero-shot: ACC {_num(m['acc'])}  AUC {_num(m['auc'])}  (chance ACC "
               f"{ch['acc_uniform']:.4f}, majority class {ch['acc_majority']:.4f}, AUC {ch['auc']:.1f})")
         return
     if args.data is not None:
@@ -209,7 +217,7 @@ def _eval(args: argparse.Namespace) -> None:
         res = evaluate_checkpoint(args.checkpoint[0], args.data, split=args.split, size=args.size,
                                   data_root=args.data_root, output=args.output, batch_size=args.batch_size or 256)
         m = res["metrics"]
-        print(f"{args.data} {args.split}: ACC {m['acc']:.4f}  AUC {m['auc']:.4f}  balanced ACC {m['balanced_acc']:.4f}")
+        print(f"{args.data} {args.split}: ACC {_num(m['acc'])}  AUC {_num(m['auc'])}  balanced ACC {_num(m['balanced_acc'])}")
         return
     from medfm.evaluation.suites import load_suite, run_suite, suite_overrides
 
@@ -234,8 +242,14 @@ def _eval(args: argparse.Namespace) -> None:
             continue
         for r in d["runs"]:
             rob = r.get("robustness") or {}
-            extra = f"  BE {rob['be']:.3f}  rBE {rob['rbe']:.3f}" if rob.get("be") is not None else ""
-            print(f"{d['name']} [{r['run']}]: ACC {r['metrics']['acc']:.4f}  AUC {r['metrics']['auc']:.4f}{extra}")
+            extra = f"  BE {_num(rob['be'], '.3f')}  rBE {_num(rob['rbe'], '.3f')}" if rob.get("be") is not None else ""
+            if r.get("train_labels"):
+                extra += f"  ({r['train_labels']['n']} {r['train_labels']['split']} labels)"
+            print(f"{d['name']} [{r['run']}]: ACC {_num(r['metrics']['acc'])}  AUC {_num(r['metrics']['auc'])}{extra}")
+            for w in r.get("warnings", []):
+                print(f"  warning: {w}")
+    if res.get("unused_checkpoints"):
+        print(f"not used by any data set: {', '.join(res['unused_checkpoints'])}")
     print(f"suite {suite.name}: {res['wall_s']:.1f} s; report: {Path(output) / 'report.md'}")
 
 

@@ -16,7 +16,9 @@ labels (1 % of PneumoniaMNIST is 47 images, fewer than one batch of 64). Without
 ``min(60, ceil(2 / fraction))``: 2 epochs of all labels, 20 of 10 %, 60 of 1 %, so small
 fractions still get enough optimizer steps (the schedule of medfm's supervised-only
 baselines in ``docs/ssl_results.md``). The trained model of each fraction is kept under
-``<output>/<dataset>/finetune-f<fraction>/train``.
+``<output>/<dataset>/finetune-f<fraction>/train``; a rerun into the same ``--output`` reuses it
+only when ``eval_source.json`` there names the same checkpoint weights (sha256) and settings, and
+refuses otherwise (it used to score the old model under the new checkpoint's name).
 """
 from __future__ import annotations
 
@@ -76,29 +78,102 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
     return from_dict(FinetuneRecipe, {**settings, "data": data, "encoder": enc, "train": train}, where="protocol.finetune")
 
 
+#: file in each fine-tuning run folder naming the checkpoint (by weights hash) and settings it was started from
+SOURCE_JSON = "eval_source.json"
+
+
+def _source(checkpoint: str, checkpoint_sha256: Optional[str], recipe: Any) -> Dict[str, Any]:
+    """What identifies a fine-tuning run: the checkpoint's weights hash and the recipe without
+    ``encoder.pretrained`` (the same checkpoint may be named by another path)."""
+    from medfm.config import to_dict
+    from medfm.io import to_jsonable
+
+    settings = to_jsonable(to_dict(recipe))
+    settings["encoder"] = {k: v for k, v in settings["encoder"].items() if k != "pretrained"}
+    return {"checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha256, "recipe": settings}
+
+
+def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"train": {"epochs": 1}}`` -> ``{"train.epochs": 1}``."""
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_source(workdir: Path, source: Dict[str, Any]) -> None:
+    """Refuse to reuse or resume the run in ``workdir`` unless it was started from the same checkpoint
+    weights and settings (a rerun into an existing ``--output`` used to score the old fine-tuned model
+    under the new checkpoint's name and hash).
+
+    Raises:
+        ValueError: ``workdir`` holds a run from other weights or settings, or a run without
+            :data:`SOURCE_JSON` (one cannot tell what it was fine-tuned from).
+    """
+    import json
+
+    started = any((workdir / f).exists() for f in ("config.yaml", "model", "adapter", "checkpoint"))
+    path = workdir / SOURCE_JSON
+    if not path.is_file():
+        if started:
+            raise ValueError(f"{workdir} holds a fine-tuning run without {SOURCE_JSON}, so which checkpoint it was "
+                             "fine-tuned from is unknown; choose another --output or delete that folder")
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} cannot be read ({err}); choose another --output or delete {workdir}") from None
+    diffs = []
+    if saved.get("checkpoint_sha256") != source["checkpoint_sha256"]:
+        diffs.append(f"checkpoint {saved.get('checkpoint')} (sha256 {str(saved.get('checkpoint_sha256'))[:12]}) -> "
+                     f"{source['checkpoint']} (sha256 {str(source['checkpoint_sha256'])[:12]})")
+    old, new = _flat(saved.get("recipe") or {}), _flat(source["recipe"])
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            diffs.append(f"{key}: {old.get(key)} -> {new.get(key)}")
+    if diffs:
+        raise ValueError(f"{workdir} holds a fine-tuning run of another checkpoint or other settings ("
+                         + "; ".join(diffs[:3]) + "); choose another --output or delete that folder")
+
+
 def finetune_classifier(encoder: torch.nn.Module, checkpoint: str, flag: str, size: int, fraction: float,
                         workdir: Path, settings: Optional[Dict[str, Any]] = None, seed: int = 0,
-                        data_root: Optional[str] = None) -> torch.nn.Module:
+                        data_root: Optional[str] = None, checkpoint_sha256: Optional[str] = None) -> torch.nn.Module:
     """Fine-tune ``checkpoint``'s encoder on ``fraction`` of ``flag``'s training labels; returns the
     trained classifier (eval mode), images ``(B, C, H, W)`` float in [0, 1] -> logits ``(B, K)``.
 
     A finished run in ``workdir`` is reused (its ``model``/``adapter`` checkpoint) and a run
     killed mid-training resumes from its last checkpoint, so an interrupted suite continues
-    where it stopped.
+    where it stopped; both only when ``workdir/eval_source.json`` shows the run was started from
+    the same weights (``checkpoint_sha256``, computed from ``checkpoint`` when None) and settings.
 
     Raises:
-        MedFMDataError: the dataset is missing; ValueError: bad settings or a 3D dataset.
+        MedFMDataError: the dataset is missing; ValueError: bad settings, a 3D dataset, or a
+        ``workdir`` holding a run of other weights or settings (:func:`_check_source`).
     """
     from medfm.hub import from_pretrained
+    from medfm.io import atomic_write_json
     from medfm.training.runs import run_finetune
 
     workdir = Path(workdir)
+    recipe = finetune_recipe(encoder, checkpoint, flag, size, fraction, settings, seed)
+    if checkpoint_sha256 is None:
+        from medfm.evaluation.report import checkpoint_hash
+        from medfm.hub import resolve_checkpoint
+
+        checkpoint_sha256 = checkpoint_hash(resolve_checkpoint(checkpoint))
+    source = _source(checkpoint, checkpoint_sha256, recipe)
+    _check_source(workdir, source)
     for done in ("model", "adapter"):
         if (workdir / done / "config.json").is_file():
             return from_pretrained(str(workdir / done)).eval()
-    recipe = finetune_recipe(encoder, checkpoint, flag, size, fraction, settings, seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(workdir / SOURCE_JSON, source)
     final = run_finetune(recipe, workdir, data_root=data_root, resume=True)
     return from_pretrained(str(final)).eval()
 
 
-__all__ = ["auto_epochs", "finetune_recipe", "finetune_classifier", "AUTO_EPOCHS_CAP"]
+__all__ = ["auto_epochs", "finetune_recipe", "finetune_classifier", "AUTO_EPOCHS_CAP", "SOURCE_JSON"]

@@ -160,6 +160,7 @@ def write_classification_report(
     alpha: float = 0.05,
     seed: int = 0,
     n_bins: int = 15,
+    extra_warnings: Sequence[str] = (),
 ) -> Dict[str, Any]:
     """Compute metrics and write ``results.json``, ``report.md`` and PNG figures into ``out_dir``.
 
@@ -177,6 +178,8 @@ def write_classification_report(
             must be JSON-serialisable.
         n_boot, alpha, seed: percentile bootstrap for the ACC/AUC intervals.
         n_bins: ECE bins.
+        extra_warnings: the caller's warnings (e.g. a probe fitted on very few labels), listed
+            after the metrics' own in ``warnings`` and the report.
 
     Returns:
         The results dict exactly as written to ``results.json`` (NaN written as None).
@@ -211,7 +214,7 @@ def write_classification_report(
         files.append("reliability.png")
     files += ["report.md", "results.json"]
 
-    warnings = metrics.pop("warnings")
+    warnings = list(metrics.pop("warnings")) + [str(w) for w in extra_warnings]
     metrics["ece"] = cal.ece if cal is not None else None
     res: Dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

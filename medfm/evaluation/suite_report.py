@@ -39,6 +39,11 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
                and "method" in d["corruptions"]}
     for m in sorted(methods):
         lines.append(f"- corruption method: {m}")
+    if res.get("unused_checkpoints"):
+        lines.append(f"- not used by any data set: {', '.join(f'`{c}`' for c in res['unused_checkpoints'])} ("
+                     + ("no data set has their classes" if suite["protocol"]["name"] == "as-is" else
+                        "each data set takes the first checkpoint that fits it; run the suite once per checkpoint "
+                        "to compare them") + ")")
     ok = [d for d in res["datasets"] if d["status"] == "ok"]
     rows = []
     for d in ok:
@@ -51,7 +56,7 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
     lines.append("\n## Summary\n")
     lines.append(markdown_table(rows, {"dataset": "dataset", "run": "protocol", "n": "n", "acc": "ACC",
                                        "acc_ci": "ACC 95% CI", "auc": "AUC", "auc_ci": "AUC 95% CI",
-                                       "bal": "balanced ACC", "ece": "ECE (15 bins)", "err": "clean error",
+                                       "bal": "balanced ACC", "ece": f"ECE ({_ece_bins(suite)} bins)", "err": "clean error",
                                        "be": "BE", "rbe": "rBE"}) if rows else "No dataset was evaluated.\n")
     skipped = [d for d in res["datasets"] if d["status"] == "skipped"]
     if skipped:
@@ -74,17 +79,24 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
                 lines.append(f"- skipped corruption `{name}`: {why}")
         for r in d["runs"]:
             lines.append(f"\n### {r['run']}\n")
-            lines.append("Per-class recall: " + ", ".join(f"{k} {_fmt(v, 3)}" for k, v in r["per_class_recall"].items())
+            fitted = _fitted_on(r)
+            lines.append((fitted + " " if fitted else "") + "Per-class recall: "
+                         + ", ".join(f"{k} {_fmt(v, 3)}" for k, v in r["per_class_recall"].items())
                          + f". Full report: [{r['dir']}/report.md]({r['dir']}/report.md).\n")
+            for w in r.get("warnings", []):
+                lines.append(f"- warning: {w}")
             rob = r.get("robustness")
-            refs = _references(d, rob, alexnet_reference)
+            refs = _references(d, r, alexnet_reference)
             if refs:
                 lines.append("\n" + markdown_table(refs, {"model": "model", "err": "clean error", "be": "BE", "rbe": "rBE",
                                                           "acc": "ACC", "auc": "AUC", "note": "note"}, floatfmt=".3f"))
             if rob:
                 lines.append("\n" + robustness_markdown(rob))
             figs = ["error_vs_severity.png"] if rob else []
-            figs += ["reliability.png", "confusion_matrix.png"] + (["cam_grid.png"] if "path" in r.get("cam", {}) else [])
+            if "files" in r:  # the figures this run wrote (multi-label sets have no reliability/confusion plots)
+                figs += [f for f in ("reliability.png", "confusion_matrix.png", "cam_grid.png") if f in r["files"]]
+            else:  # results.json of an older medfm
+                figs += ["reliability.png", "confusion_matrix.png"] + (["cam_grid.png"] if "path" in r.get("cam", {}) else [])
             lines.append("\n" + "".join(f"![{Path(f).stem}]({r['dir']}/{f})\n" for f in figs))
             if "error" in r.get("cam", {}):
                 lines.append(f"CAM grid failed: {r['cam']['error']}\n")
@@ -95,9 +107,30 @@ def _ci(ci: Optional[Dict[str, Any]]) -> str:
     return "" if not ci or ci.get("low") is None else f"[{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
-def _references(d: Dict[str, Any], rob: Optional[Dict[str, Any]], alexnet_reference: Any) -> List[Dict[str, Any]]:
-    """Rows comparing this run with published figures for the same dataset."""
-    run = d["runs"][0]
+def _ece_bins(suite: Dict[str, Any]) -> Any:
+    """The suite's ECE bin count (15 when an older results dict does not record it)."""
+    return (suite.get("metrics") or {}).get("ece_bins", 15)
+
+
+def _fitted_on(run: Dict[str, Any]) -> str:
+    """``"Fitted on 5 train label(s) (malignant 1, normal, benign 4); probe C 0.1 (chosen on the val split)."``
+    for a run that trained on labels (linear, knn, finetune), else ``""``."""
+    train = run.get("train_labels")
+    if not train:
+        return ""
+    per = ", ".join(f"{k} {v}" for k, v in (train.get("per_class") or {}).items())
+    text = f"Fitted on {train['n']} {train.get('split', 'train')} label(s)" + (f" ({per})" if per else "")
+    if run.get("probe_c") is not None:
+        text += f"; probe C {run['probe_c']:g}" + (" (chosen on the val split)" if "probe_c_val_acc" in run else "")
+    return text + "."
+
+
+def _references(d: Dict[str, Any], run: Dict[str, Any], alexnet_reference: Any) -> List[Dict[str, Any]]:
+    """Rows comparing ``run`` (one run of data set ``d``) with published figures for the same dataset.
+
+    The "this checkpoint" row shows ``run``'s own ACC/AUC and robustness (it used to show the
+    first run's ACC/AUC under every label fraction)."""
+    rob = run.get("robustness")
     rows = [{"model": "this checkpoint", "err": (rob or {}).get("clean_error"), "be": (rob or {}).get("be"),
              "rbe": (rob or {}).get("rbe"), "acc": run["metrics"]["acc"], "auc": run["metrics"]["auc"],
              "note": f"{d['size']} px" + ("; corruptions: see method above" if rob else "")}]

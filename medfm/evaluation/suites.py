@@ -12,9 +12,12 @@ plot and CAM grid).
 Checkpoints per dataset: a dataset's own ``checkpoint`` key wins; otherwise the
 checkpoints given on the command line are tried in order. For ``as-is`` the first whose
 task, classes and label names equal the dataset's is used (a checkpoint for another
-dataset is never scored on this one); for ``linear``/``knn`` the first checkpoint's
-encoder. Datasets that cannot be evaluated (file not on disk, no matching checkpoint, 3D
-data for a 2D classifier) are reported as skipped with the reason (those whose data are not on
+dataset is never scored on this one); for ``linear``/``knn``/``finetune`` the first whose
+encoder can embed the data (a 3D encoder cannot embed 2D images). Checkpoints no dataset used are
+listed in ``results.json`` (``unused_checkpoints``) and the report. Runs that fit on labels record
+how many per class (``train_labels``) and warn when a class has fewer than :data:`FEW_LABELS`.
+Datasets that cannot be evaluated (file not on disk, no matching checkpoint, 3D data for a 2D
+classifier) are reported as skipped with the reason (those whose data are not on
 disk also with ``"missing_data": true``); configuration errors (misspelt key, unknown flag or
 corruption, a matching checkpoint whose in_chans differs from the data) stop the run with one
 clear line. A suite none of whose datasets is on disk stops too (:func:`run_suite`): a run that
@@ -52,7 +55,9 @@ class DatasetSpec:
         size: MedMNIST released size / image-folder resize side (default: the encoder's
             img_size when released at it, else 28 for MedMNIST).
         split: evaluated split; train_split: split the linear/kNN protocols fit on;
-            val_split: split the probe's C is chosen on (``protocol.linear_c: val``).
+            val_split: split the probe's C is chosen on (``protocol.linear_c: val``); by default
+            ``val``, or none when ``split`` is ``val`` (a suite scoring the val split used to be
+            refused for every protocol; only ``linear_c: val`` needs a val split, see :func:`run_suite`).
         split_rule: image folders only, how train/val/test are drawn
             (:func:`medfm.data.imagefolder.stratified_split`): ``sorted`` (default: the
             pretraining corpus's held-out rule, so corpus-pretrained checkpoints are never
@@ -63,7 +68,7 @@ class DatasetSpec:
 
     Raises:
         ValueError: not exactly one of flag/folder, an unknown split or split rule, ``size`` < 1,
-        or ``train_split`` / ``val_split`` equal to ``split`` (the probe would be fitted or tuned on the scored split).
+        or ``train_split`` / a given ``val_split`` equal to ``split`` (the probe would be fitted or tuned on the scored split).
         UnknownDatasetError: unknown MedMNIST flag.
     """
 
@@ -73,7 +78,7 @@ class DatasetSpec:
     size: Optional[int] = None
     split: str = "test"
     train_split: str = "train"
-    val_split: str = "val"
+    val_split: Optional[str] = None
     split_rule: str = "sorted"
     checkpoint: Optional[str] = None
     corruptions: bool = True
@@ -94,11 +99,13 @@ class DatasetSpec:
 
         if self.split_rule not in SPLIT_RULES:
             raise ValueError(f"split_rule must be one of {', '.join(SPLIT_RULES)}, got {self.split_rule!r}")
-        for role in ("split", "train_split", "val_split"):
+        if self.val_split is None:
+            self.val_split = None if self.split == "val" else "val"
+        for role in ("split", "train_split") + (("val_split",) if self.val_split is not None else ()):
             if getattr(self, role) not in SPLITS:  # else the dataset is skipped at run time, exit 0
                 raise ValueError(f"{role} must be one of {', '.join(SPLITS)}, got {getattr(self, role)!r}")
         for role in ("train_split", "val_split"):
-            if getattr(self, role) == self.split:
+            if getattr(self, role) == self.split:  # (a val_split left out is None when split is val)
                 raise ValueError(f"{role} and split are both {self.split!r}: the probe would be fitted or tuned on "
                                  "the split it is scored on; use different splits")
         self.name = self.name or self.flag or Path(str(self.folder)).name
@@ -420,21 +427,40 @@ def _class_mismatch(core: Any, ds_task: str, ds_names: Sequence[str]) -> Optiona
     return None
 
 
+def _encoder_misfit(core: Any, is_3d: bool, protocol: str) -> Optional[str]:
+    """Why a checkpoint's encoder cannot embed the data for ``protocol`` (None: it can)."""
+    encoder = getattr(core, "encoder", None)
+    if encoder is None:
+        return "holds no encoder"
+    enc_3d = getattr(encoder, "spatial_dims", 2) == 3
+    if enc_3d and not is_3d:
+        return "its encoder is 3D, the data are 2D images"
+    if enc_3d and protocol == "finetune":
+        return "its encoder is 3D; the finetune protocol fine-tunes 2D encoders"
+    return None
+
+
 def _pick_checkpoint(spec: DatasetSpec, checkpoints: Sequence[str], models: _Models, protocol: str,
-                     task: str, names: Sequence[str]) -> Tuple[Optional[str], str]:
-    """``(checkpoint, "")`` or ``(None, reason)``."""
+                     task: str, names: Sequence[str], is_3d: bool = False) -> Tuple[Optional[str], str]:
+    """``(checkpoint, "")`` or ``(None, reason)``.
+
+    ``as-is``: the first candidate whose classes are the data's; other protocols: the first whose
+    encoder can embed the data (a 3D encoder cannot embed 2D images; the first checkpoint used to be
+    taken whatever it was, so a 3D checkpoint given before a 2D one skipped every 2D set).
+    """
     candidates = [spec.checkpoint] if spec.checkpoint else list(checkpoints)
     if not candidates:
         return None, "no checkpoint given (pass one on the command line or set datasets[].checkpoint)"
-    if protocol != "as-is":
-        return candidates[0], ""
+    as_is = protocol == "as-is"
     why = []
     for c in candidates:
-        reason = _class_mismatch(models.get(c)[1], task, names)
+        core = models.get(c)[1]
+        reason = _class_mismatch(core, task, names) if as_is else _encoder_misfit(core, is_3d, protocol)
         if reason is None:
             return c, ""
         why.append(f"{c}: {reason}")
-    return None, "no checkpoint predicts this dataset's classes (" + "; ".join(why) + ")"
+    what = "predicts this dataset's classes" if as_is else "fits this dataset"
+    return None, f"no checkpoint {what} (" + "; ".join(why) + ")"
 
 
 # -- running -----------------------------------------------------------------------------------------
@@ -451,12 +477,13 @@ def _dataset_meta(spec: DatasetSpec, ds: Any) -> Dict[str, Any]:
 
 
 def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spec: "Suite",
-             ds: Any, val: Any = None, finetune: Optional[Dict[str, Any]] = None
+             ds: Any, val: Any = None, finetune: Optional[Dict[str, Any]] = None, train_split: str = "train"
              ) -> Tuple[Any, List[Tuple[str, Optional[float], Any, Any, Dict[str, Any]]]]:
     """``(embed, heads)``: ``embed(dataset) -> array``; each head
-    ``(run, fraction, fn(array) -> scores, cam_model, extra results)``.
+    ``(run, fraction, fn(array) -> scores, cam_model, extra results)``; the extra results of a
+    protocol that fits on labels hold ``train_labels`` (:func:`_train_label_counts`).
 
-    ``finetune`` (protocol ``finetune``): ``{"checkpoint", "flag", "size", "workdir", "data_root"}``.
+    ``finetune`` (protocol ``finetune``): ``{"checkpoint", "sha", "flag", "size", "workdir", "data_root"}``.
     """
     from medfm.evaluation import protocols as P
     from medfm.evaluation.predict import predict_scores
@@ -467,14 +494,24 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
     if protocol == "finetune":
         from medfm.evaluation.finetune_protocol import finetune_classifier
 
+        from medfm.data.medmnist import label_fraction_indices, medmnist_path
+        from medfm.evaluation.finetune_protocol import finetune_recipe
+
+        with np.load(medmnist_path(finetune["flag"], finetune["size"], finetune["data_root"])) as npz:
+            all_train = np.asarray(npz["train_labels"])
         heads = []
         for frac in spec.protocol.label_fractions:
             run = f"finetune-f{frac:g}"
             clf = finetune_classifier(encoder, finetune["checkpoint"], finetune["flag"], finetune["size"], frac,
                                       Path(finetune["workdir"]) / run / "train", spec.protocol.finetune,
-                                      seed=spec.protocol.seed, data_root=finetune["data_root"])
+                                      seed=spec.protocol.seed, data_root=finetune["data_root"],
+                                      checkpoint_sha256=finetune.get("sha"))
+            seed = finetune_recipe(encoder, finetune["checkpoint"], finetune["flag"], finetune["size"], frac,
+                                   spec.protocol.finetune, spec.protocol.seed).train.seed  # the draw run_finetune made
+            kept = all_train[label_fraction_indices(all_train, frac, seed=seed)] if frac < 1 else all_train
             heads.append((run, frac, lambda d, clf=clf: predict_scores(clf, d, batch_size=bs), clf,
-                          {"finetune_checkpoint": str(Path(finetune["workdir"]) / run / "train")}))
+                          {"finetune_checkpoint": str(Path(finetune["workdir"]) / run / "train"),
+                           "train_labels": _train_label_counts(kept, ds.task, ds.label_names, "train", "fine-tuned")}))
         return (lambda d: d), heads
     name = getattr(ds, "flag", None) or "data"
     ftr = P.extract_features(encoder, train, bs, desc=f"{name} train features")
@@ -486,17 +523,21 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
     for frac in pr.label_fractions:
         keep = P.subset_indices(ytr, frac, pr.seed)
         run = f"{protocol}-f{frac:g}"
+        counts = _train_label_counts(ytr[keep], ds.task, ds.label_names, train_split,
+                                     "linear probe fitted" if protocol == "linear" else "kNN neighbours drawn")
         if protocol == "linear":
             c, extra = pr.linear_c, {"probe_c": pr.linear_c}
             if c == "val":
                 c, accs = P.select_probe_c(ftr[keep], ytr[keep], fval, yval, ds.task, ds.num_classes, seed=pr.seed)
                 extra = {"probe_c": c, "probe_c_val_acc": {f"{k:g}": round(v, 4) for k, v in accs.items()}}
             probe = P.fit_linear_probe(ftr[keep], ytr[keep], ds.task, ds.num_classes, C=c, seed=pr.seed)
-            heads.append((run, frac, probe.predict, probe.to_classifier(encoder, ds.label_names), extra))
+            heads.append((run, frac, probe.predict, probe.to_classifier(encoder, ds.label_names),
+                          {**extra, "train_labels": counts}))
         else:
             fk, yk = ftr[keep], ytr[keep]
             heads.append((run, frac, lambda f, fk=fk, yk=yk: P.knn_scores(
-                fk, yk, f, ds.num_classes, k=pr.knn_k, temperature=pr.knn_temperature, task=ds.task), encoder, {}))
+                fk, yk, f, ds.num_classes, k=pr.knn_k, temperature=pr.knn_temperature, task=ds.task), encoder,
+                {"train_labels": counts}))
     return (lambda d: P.extract_features(encoder, d, bs)), heads
 
 
@@ -567,7 +608,7 @@ def _prepare(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models
         if not any(p.is_file() for p in paths):
             raise _Skip(f"not on disk: no {' or '.join(p.name for p in paths[:2])}{' ...' if len(paths) > 2 else ''} "
                         f"in {paths[0].parent}", missing=True)
-    ckpt, why = _pick_checkpoint(spec, checkpoints, models, protocol, task, names)
+    ckpt, why = _pick_checkpoint(spec, checkpoints, models, protocol, task, names, is_3d)
     if ckpt is None:
         raise _Skip(why)
     model, core, sha = models.get(ckpt)
@@ -613,6 +654,33 @@ def _prepare(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models
             "val": val, "size": size}
 
 
+#: a class (or, multi-label, a label's positives) with fewer training labels than this is named in a warning
+FEW_LABELS = 5
+
+
+def _train_label_counts(labels: np.ndarray, task: str, names: Sequence[str], split: str,
+                        what: str) -> Dict[str, Any]:
+    """``{"split", "n", "per_class": {name: count}, "warnings": [...]}`` of the labels a run was fitted on.
+
+    ``labels``: ``(n,)`` class indices, or ``(n, L)`` 0/1 for multi-label (counts are positives).
+    A class with fewer than :data:`FEW_LABELS` labels is named in a warning (1 % of BreastMNIST's
+    546 training images is 5 labels, 1 of them malignant: the report used to say nothing).
+    """
+    y = np.asarray(labels)
+    if task == "multi-label, binary-class":
+        counts = y.reshape(len(y), -1).sum(axis=0).astype(int)
+    else:
+        counts = np.bincount(y.reshape(-1).astype(np.int64), minlength=len(names))
+    per = {str(n): int(c) for n, c in zip(names, counts)}
+    few = {k: v for k, v in per.items() if v < FEW_LABELS}
+    warnings = []
+    if few:
+        kind = "positive(s)" if task == "multi-label, binary-class" else "label(s)"
+        warnings.append(f"{what} on {len(y)} {split} labels: " + ", ".join(f"{k!r} has {v} {kind}" for k, v in few.items())
+                        + f" (fewer than {FEW_LABELS}): scores at this label fraction rest on very few examples")
+    return {"split": split, "n": int(len(y)), "per_class": per, "warnings": warnings}
+
+
 def _corruption_jobs(spec: DatasetSpec, cs: CorruptionSpec, ds: Any) -> Tuple[List[str], Dict[str, str]]:
     """Corruptions to run and ``{name: reason}`` for the ones skipped."""
     from medfm.data.corruptions import corrupt_images, list_corruptions
@@ -650,10 +718,10 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
     clock.lap("load")
     entry.update({"status": "ok", "checkpoint": prep["checkpoint"], "checkpoint_sha256": prep["sha"],
                   "size": ds.size, "n_samples": len(ds), "data_md5": ds.md5, "runs": []})
-    finetune = {"checkpoint": prep["checkpoint"], "flag": spec.flag, "size": prep["size"],
+    finetune = {"checkpoint": prep["checkpoint"], "sha": prep["sha"], "flag": spec.flag, "size": prep["size"],
                 "workdir": out / spec.name, "data_root": data_root}
     embed, heads = _scoring(suite.protocol.name, prep["model"], prep["core"], prep["encoder"], prep["train"], suite, ds,
-                            val=prep["val"], finetune=finetune)
+                            val=prep["val"], finetune=finetune, train_split=spec.train_split)
     clean = embed(ArraySet(ds.images, ds))
     clock.lap("clean")
     cs = suite.corruptions if spec.corruptions else None
@@ -679,12 +747,17 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
     for run_name, frac, head, cam_model, extra in heads:
         rdir = out / spec.name if len(heads) == 1 else out / spec.name / run_name
         scores = head(clean)
-        res = write_classification_report(rdir, ds.labels, scores, ds.task, ds.label_names,
-                                          {**meta, "label_fraction": frac}, threshold=m.threshold, n_boot=m.n_boot,
-                                          n_bins=m.ece_bins)
+        train_labels = extra.get("train_labels")
+        fit_warnings = list(train_labels.pop("warnings", [])) if train_labels else []
+        run_meta = {**meta, "label_fraction": frac, **({"train_labels": train_labels} if train_labels else {}),
+                    **({"probe_c": extra["probe_c"]} if "probe_c" in extra else {})}
+        res = write_classification_report(rdir, ds.labels, scores, ds.task, ds.label_names, run_meta,
+                                          threshold=m.threshold, n_boot=m.n_boot, n_bins=m.ece_bins,
+                                          extra_warnings=fit_warnings)
         run_entry = {"run": run_name, "label_fraction": frac, "dir": str(rdir.relative_to(out)),
                      "metrics": {k: res["metrics"][k] for k in ("acc", "auc", "balanced_acc", "ece")},
-                     "ci": res["ci"], "per_class_recall": res["metrics"]["per_class_recall"], **extra}
+                     "ci": res["ci"], "per_class_recall": res["metrics"]["per_class_recall"], **extra,
+                     **({"warnings": fit_warnings} if fit_warnings else {})}
         if corrupted:
             by_c: Dict[str, List[np.ndarray]] = {}
             for (c, s), emb in corrupted.items():
@@ -699,8 +772,11 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
                               + "\n![error_vs_severity](error_vs_severity.png)\n")
         if suite.cam.enabled:
             run_entry["cam"] = _cam(cam_model, ds, rdir, suite.cam, has_head=suite.protocol.name != "knn")
-            if "path" in run_entry["cam"]:
+            if "path" in run_entry["cam"]:  # listed in results.json and shown in report.md (it was only listed)
                 res["files"] = res["files"] + ["cam_grid.png"]
+                atomic_write_text(rdir / "report.md", (rdir / "report.md").read_text() + "\n## Class activation maps\n\n"
+                                  + f"{', '.join(run_entry['cam']['methods'])}\n\n![cam_grid](cam_grid.png)\n")
+        run_entry["files"] = [f for f in res["files"] if f.endswith(".png")]
         res["corruptions"] = entry.get("corruptions")
         atomic_write_json(rdir / "results.json", res)
         entry["runs"].append(run_entry)
@@ -746,6 +822,21 @@ def _no_data_error(suite: Suite, data_root: Optional[str]) -> MedFMDataError:
         "that holds it")
 
 
+def _check_val_splits(suite: Suite) -> None:
+    """Refuse ``linear_c: val`` (``--probe-c val``) for a dataset without a val split to choose C on
+    (one whose scored ``split`` is ``val`` and that names no other ``val_split``).
+
+    Raises:
+        ConfigError: naming the dataset, before anything is loaded or written.
+    """
+    if suite.protocol.name != "linear" or suite.protocol.linear_c != "val":
+        return
+    for i, spec in enumerate(suite.datasets):
+        if spec.val_split is None:
+            raise ConfigError(f"datasets[{i}] ({spec.name}) scores the val split, so the probe's C cannot be chosen on "
+                              "it (protocol.linear_c / --probe-c val): give it another val_split or a numeric C")
+
+
 def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path], data_root: Optional[str] = None,
               cache_dir: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
     """Run every dataset of ``suite`` and write ``results.json`` + ``report.md`` into ``output``.
@@ -759,11 +850,14 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
         progress: tqdm bars for corruption generation.
 
     Returns:
-        The results dict as written.
+        The results dict as written; ``unused_checkpoints`` lists command-line checkpoints that no
+        dataset used (no class match for ``as-is``; linear/knn/finetune take the first that fits).
 
     Raises:
         ChannelMismatchError: an ``as-is`` checkpoint matches a dataset's classes but not its
             channels. CheckpointError: unreadable checkpoint.
+        ConfigError: ``linear_c: val`` for a dataset scoring its val split with no other
+            ``val_split`` (:func:`_check_val_splits`).
         DataFileMissingError: no dataset of the suite is on disk under the data root (one line
             naming the root and how to get the data; nothing is written and an ``output`` folder
             this call created is removed). A suite with some datasets on disk runs, listing the
@@ -775,6 +869,7 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
     from medfm.evaluation.report import versions
     from medfm.io import atomic_write_json, atomic_write_text
 
+    _check_val_splits(suite)
     out = Path(output)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -800,6 +895,10 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
            "suite": to_dict(suite), "checkpoints": list(checkpoints),
            "host": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_avg_start": load_avg},
            "datasets": entries, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - c0}
+    used = {e["checkpoint"] for e in entries if e["status"] == "ok"}
+    unused = [c for c in dict.fromkeys(checkpoints) if c not in used]
+    if unused:  # e.g. a second checkpoint with linear/knn: every set took the first; it used to go unmentioned
+        res["unused_checkpoints"] = unused
     from medfm.evaluation.suite_report import render_suite_markdown
 
     atomic_write_text(out / "report.md", render_suite_markdown(res))

@@ -113,12 +113,13 @@ def chance_levels(labels: np.ndarray, num_classes: int) -> Dict[str, float]:
 
 def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_root: Optional[str] = None,
                   output: Optional[Path] = None, prompts: Optional[Sequence[Sequence[str]]] = None,
-                  batch_size: int = 256) -> Dict[str, Any]:
+                  batch_size: int = 256, size: Optional[int] = None) -> Dict[str, Any]:
     """``--protocol zeroshot``: score a CLIP checkpoint on a MedMNIST 2D split without training.
 
     Writes ``results.json``, ``report.md``, figures and ``predictions.npz`` into ``output``
     (default ``<checkpoint>/zeroshot-<flag>-<split>``). ``results["meta"]["chance"]`` holds
-    the chance levels and ``results["meta"]["prompts"]`` the prompts used.
+    the chance levels and ``results["meta"]["prompts"]`` the prompts used. ``size``: the MedMNIST
+    released size to read (default: the image encoder's ``img_size``; ``--size`` used to be ignored).
 
     Raises:
         CheckpointError, ValueError (not a CLIP checkpoint, multi-label task), medfm data errors.
@@ -131,7 +132,7 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
 
     ckpt_dir = resolve_checkpoint(checkpoint)
     model = load_image_text_model(ckpt_dir)
-    ds = MedMNISTDataset(dataset_flag, split=split, size=model.encoder.img_size, data_root=data_root)
+    ds = MedMNISTDataset(dataset_flag, split=split, size=size or model.encoder.img_size, data_root=data_root)
     if ds.is_3d or ds.multi_label:
         raise ValueError(f"zero-shot evaluation supports single-label 2D sets; {dataset_flag} is "
                          f"{'3D' if ds.is_3d else 'multi-label'}")
