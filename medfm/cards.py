@@ -126,8 +126,9 @@ def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) ->
     Raises:
         CheckpointError: not a checkpoint; ValueError: unreadable results file, one that is
             not a JSON object, an evaluation suite's summary (its per-data-set
-            ``<output>/<dataset>/results.json`` files are what a card takes), or the results of
-            another kind of run than the checkpoint's (e.g. VQA results for a segmenter).
+            ``<output>/<dataset>/results.json`` files are what a card takes), the results of
+            another kind of run than the checkpoint's (e.g. VQA results for a segmenter), or
+            results that record the weights' SHA-256 of another checkpoint.
     """
     from medfm.hub import load_config
 
@@ -147,4 +148,30 @@ def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) ->
         check_results_fit(load_config(ckpt), results, where=str(results_path))
     except ValueError as err:
         raise ValueError(str(err)) from None
+    _check_same_weights(ckpt, results, results_path)
     return write_card(ckpt, results)
+
+
+def _check_same_weights(ckpt: Path, results: Dict[str, Any], results_path: Union[str, Path]) -> None:
+    """Refuse results whose ``meta.checkpoint_sha256`` (written by ``medfm eval``) names other weights
+    than ``ckpt`` holds: another checkpoint's numbers (e.g. a BreastMNIST adapter's results for a
+    PneumoniaMNIST classifier of the same kind) used to go into the card with exit 0.
+
+    Results that record no hash (run results of ``segment``/``vqa``/``fuse``) are not checked.
+
+    Raises:
+        ValueError: the hashes differ (both named).
+    """
+    from medfm.evaluation.report import checkpoint_hash
+
+    recorded = _section(results, "meta").get("checkpoint_sha256")
+    if not isinstance(recorded, str) or not recorded:
+        return
+    try:
+        actual = checkpoint_hash(ckpt)
+    except FileNotFoundError:  # no weights file to compare: nothing to go on
+        return
+    if actual != recorded:
+        evaluated = _section(results, "meta").get("checkpoint") or "another checkpoint"
+        raise ValueError(f"{results_path} were measured on other weights ({evaluated}, sha256 {recorded[:12]}) than "
+                         f"{ckpt} holds (sha256 {actual[:12]}); evaluate this checkpoint and pass its results.json")

@@ -278,3 +278,27 @@ def test_fusion_run_writes_each_models_test_metrics_into_its_card(tmp_path):
         assert ("ACC", round(row["acc"], 4)) in [(r.metric_name, r.metric_value) for r in card.data.eval_results]
         assert "TCGA-LGG" in card.text and "MedMNIST" not in card.text
         assert re.search(r"2 training / 1 test patients", card.text)
+
+
+def test_card_refuses_eval_results_of_other_weights(tmp_path):
+    """``medfm card`` put another checkpoint's numbers (same kind) into a card with exit 0."""
+    from medfm.adapters.classification import ImageClassifier
+    from medfm.evaluation.report import checkpoint_hash
+
+    def classifier(seed, name):
+        torch.manual_seed(seed)
+        enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
+        return save_pretrained(ImageClassifier(enc, 2, task="binary-class", label_names=["normal", "pneumonia"]),
+                               tmp_path / name)
+
+    ours, other = classifier(0, "ours"), classifier(1, "other")
+    results = {"meta": {"dataset": "pneumoniamnist", "split": "test", "checkpoint": str(other),
+                        "checkpoint_sha256": checkpoint_hash(other)},
+               "metrics": {"acc": 0.9, "auc": 0.95, "balanced_acc": 0.88}}
+    (tmp_path / "other.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match=r"measured on other weights .*other.*than .*ours"):
+        update_card(ours, tmp_path / "other.json")
+    assert "0.95" not in (ours / "README.md").read_text()
+    results["meta"].update(checkpoint=str(ours), checkpoint_sha256=checkpoint_hash(ours))
+    (tmp_path / "ours.json").write_text(json.dumps(results))
+    assert "| AUC | 0.9500 |" in update_card(ours, tmp_path / "ours.json").read_text()
