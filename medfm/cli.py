@@ -394,6 +394,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     Errors medfm anticipates print one line ``medfm: error: ...`` and return 2; a run folder
     (``--output``) that this command created is then removed unless it holds a training state.
+    Ctrl-C prints ``medfm: interrupted`` (with a ``--resume`` hint when a training state was
+    saved) and returns 130, the shell's code for SIGINT, with the same clean-up.
     """
     args = _parser().parse_args(argv)  # before importing torch: --help and usage errors answer at once
     from medfm.config import ConfigError
@@ -411,6 +413,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         _discard_failed_output(new_output)
         print(f"medfm: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback from wherever torch was
+        _discard_failed_output(new_output)
+        from medfm.training.state import STATE_JSON
+
+        kept = output is not None and Path(output).is_dir() and any(Path(output).rglob(STATE_JSON))
+        print("medfm: interrupted" + (f"; continue with the same command and --resume ({output})" if kept else ""),
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -137,3 +137,27 @@ def test_card_refuses_a_suite_summary_and_names_a_run_results_file(tmp_path, cap
     as_is.write_text("{}")
     code, err = cli_error(capsys, ["card", str(ckpt), "--results", str(tmp_path / "suite" / "results.json")])
     assert code == 2 and f"pass {str(as_is)!r}" in err
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_ctrl_c_is_one_line_and_cleans_up_like_an_error(tmp_path, capsys, monkeypatch, with_state):
+    """Ctrl-C printed a full traceback from wherever the run was; now one line and exit code 130."""
+    import medfm.cli as cli
+    from medfm.training.state import STATE_JSON
+
+    out = tmp_path / "run"
+
+    def interrupted(args):
+        out.mkdir()
+        (out / "config.yaml").write_text("x: 1\n")
+        if with_state:  # a run that saved a training state keeps it for --resume
+            (out / "checkpoint").mkdir()
+            (out / "checkpoint" / STATE_JSON).write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    monkeypatch.setattr(cli, "_check_paths", lambda args: None)
+    assert main(["finetune", str(tmp_path / "r.yaml"), "--output", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("medfm: interrupted") and "Traceback" not in err
+    assert out.exists() == with_state and ("--resume" in err) == with_state
