@@ -218,6 +218,8 @@ def _eval(args: argparse.Namespace) -> None:
                                   data_root=args.data_root, output=args.output, batch_size=args.batch_size or 256)
         m = res["metrics"]
         print(f"{args.data} {args.split}: ACC {_num(m['acc'])}  AUC {_num(m['auc'])}  balanced ACC {_num(m['balanced_acc'])}")
+        for w in res.get("warnings", []):  # also in results.json and report.md
+            print(f"warning: {w}")
         return
     from medfm.evaluation.suites import load_suite, run_suite, suite_overrides
 

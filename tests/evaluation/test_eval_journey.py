@@ -185,3 +185,19 @@ def test_cli_prints_an_undefined_auc_as_na(tmp_path, write_medmnist, capsys):
                                     "cam": {"enabled": False}}))
     assert main(["eval", "--suite", str(path), ckpt, "--data-root", root, "--output", str(tmp_path / "s")]) == 0
     assert re.search(r"pneumoniamnist \[as-is\]: ACC \d\.\d{4}  AUC n/a", capsys.readouterr().out)
+
+
+def test_eval_at_another_size_than_the_encoder_warns(tmp_path, write_medmnist, capsys):
+    """A 28 px classifier scored on the 64 px file used to be scored without a word (a 28^3
+    AdrenalMNIST3D classifier on the 64^3 file: ACC 0.23 against 0.81)."""
+    root = write_medmnist("pneumoniamnist", size=64)
+    write_medmnist("pneumoniamnist")
+    ckpt = _ckpt(tmp_path / "c")
+    args = ["eval", ckpt, "--data", "pneumoniamnist", "--data-root", str(root)]
+    assert main(args + ["--size", "64", "--output", str(tmp_path / "e64")]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: evaluated at size 64 but the encoder was built for 28 pixels a side" in printed
+    res = json.loads((tmp_path / "e64" / "results.json").read_text())
+    assert any("size 64" in w for w in res["warnings"]) and "size 64" in (tmp_path / "e64" / "report.md").read_text()
+    assert main(args + ["--output", str(tmp_path / "e28")]) == 0  # its own size: no such warning
+    assert "evaluated at size" not in capsys.readouterr().out
