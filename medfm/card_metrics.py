@@ -67,14 +67,18 @@ def _eval_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> Lis
     if not flag:  # never guess where the numbers come from
         return []
     split = meta.get("split")
+    protocol, frac = meta.get("protocol"), meta.get("label_fraction")
+    how = ""  # a suite protocol's numbers are not the checkpoint's own predictions: say which
+    if protocol in _PROTOCOLS:
+        how = f" ({protocol}" + (f", {frac:.0%} of train labels)" if _number(frac) else ")")
     out = []
     for key, mtype in _METRIC_TYPES.items():
         val = metrics.get(key)
         if _number(val):
+            name = key.upper() if key != "balanced_acc" else "balanced ACC"
             out.append(EvalResult(task_type="image-classification", dataset_type=f"medmnist/{flag}",
                                   dataset_name=str(flag), dataset_split=str(split) if split else None,
-                                  metric_type=mtype, metric_name=key.upper() if key != "balanced_acc" else "balanced ACC",
-                                  metric_value=round(float(val), 4)))
+                                  metric_type=mtype, metric_name=name + how, metric_value=round(float(val), 4)))
     return out
 
 
@@ -232,6 +236,25 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
     return entries, "\n".join(text)
 
 
+#: how a suite protocol's numbers were obtained (``meta.protocol`` of its results)
+_PROTOCOLS = {"linear": "a linear probe (logistic regression) on the frozen encoder's features",
+              "knn": "a kNN classifier on the frozen encoder's features",
+              "finetune": "the encoder fine-tuned with a new classification head"}
+
+
+def _protocol_text(meta: Dict[str, Any]) -> str:
+    """`` --protocol ...: <how>, fitted on <fraction> of the training labels (<n>)`` for results of a
+    suite protocol that fits on labels; ``""`` for a classifier scored as it is. An encoder's card
+    used to show a 1 %-label linear probe's ACC as plain ACC."""
+    how = _PROTOCOLS.get(str(meta.get("protocol")))
+    if how is None:
+        return ""
+    frac = meta.get("label_fraction")
+    n = _section(meta, "train_labels").get("n")
+    labels = (f", fitted on {frac:.0%} of the training labels" if _number(frac) else "") + (f" ({n})" if _number(n) else "")
+    return f" `--protocol {meta['protocol']}`: {how}{labels}"
+
+
 def _evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, Any]] = None) -> str:
     if not results:
         how = ("run `medfm eval` and then `medfm card <checkpoint> --results results.json`"
@@ -244,9 +267,11 @@ def _evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, 
     split = f"**{meta['split']}** split" if meta.get("split") else "split (not recorded)"
     dataset = f"`{meta['dataset']}`" if meta.get("dataset") else "a data set not recorded in the results"
     n = results.get("n_samples")
-    lines = [f"Measured on the {split} of {dataset}" + (f" ({n} images)" if _number(n) else "") + " with `medfm eval`.",
-             "", "| metric | value | 95% CI (bootstrap) |", "|---|---|---|"]
-    labels = {"acc": "ACC", "auc": "AUC", "balanced_acc": "balanced ACC", "ece": "ECE (15 bins)"}
+    lines = [f"Measured on the {split} of {dataset}" + (f" ({n} images)" if _number(n) else "") + " with `medfm eval`"
+             + _protocol_text(meta) + ".", "", "| metric | value | 95% CI (bootstrap) |", "|---|---|---|"]
+    bins = _section(results, "calibration").get("n_bins")
+    labels = {"acc": "ACC", "auc": "AUC", "balanced_acc": "balanced ACC",
+              "ece": f"ECE ({bins if _number(bins) else 15} bins)"}
     for key, label in labels.items():
         if _number(metrics.get(key)):
             ci = cis.get(key)

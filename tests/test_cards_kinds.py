@@ -195,6 +195,19 @@ def test_ssl_card_shows_the_encoder_not_a_classifier():
     how = _section(text, "How to use")
     assert 'medfm.create_encoder("resnet_test", in_chans=1, img_size=28, pretrained="ckpt")' in how
     assert "image-classification" not in how and "MedMNIST v2" in text  # a MedMNIST flag is MedMNIST
+    # a linear probe's numbers name the protocol and the labels it was fitted on (they read as plain ACC)
+    probe = {"meta": {"dataset": "pneumoniamnist", "split": "test", "protocol": "linear", "label_fraction": 0.01,
+                      "train_labels": {"n": 47}},
+             "metrics": {"acc": 0.837, "auc": 0.9, "ece": 0.05}, "calibration": {"n_bins": 10}}
+    card, _, text = _card(cfg, probe)
+    evaluation = _section(text, "Evaluation")
+    assert {r.metric_name for r in card.data.eval_results} == {"ACC (linear, 1% of train labels)",
+                                                                 "AUC (linear, 1% of train labels)"}
+    assert ("with `medfm eval` `--protocol linear`: a linear probe (logistic regression) on the frozen encoder's "
+            "features, fitted on 1% of the training labels (47).") in evaluation
+    assert "| ECE (10 bins) | 0.0500 |" in evaluation
+    as_is = _section(_card(cfg, {**probe, "meta": {"dataset": "pneumoniamnist", "split": "test"}})[2], "Evaluation")
+    assert "with `medfm eval`." in as_is and "--protocol" not in as_is
 
 
 def test_old_checkpoints_without_new_keys_still_get_a_card(tmp_path):
