@@ -54,6 +54,18 @@ def checkpoint_reference(path_or_id: Union[str, os.PathLike]) -> str:
     return str(Path(ident).expanduser().resolve())
 
 
+def check_local_checkpoint(path_or_id: Optional[Union[str, os.PathLike]]) -> None:
+    """Refuse a missing local checkpoint directory early (e.g. ``--init`` before a data set loads).
+
+    ``None``, ``"timm"`` and ``hf-hub:`` ids pass: those are fetched when the encoder is built.
+
+    Raises:
+        CheckpointError: the path is missing or is a file (:func:`resolve_checkpoint`'s message).
+    """
+    if path_or_id is not None and str(path_or_id) != "timm" and not str(path_or_id).startswith(HUB_PREFIX):
+        resolve_checkpoint(path_or_id)
+
+
 def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
     """Local directory of a checkpoint id.
 

@@ -166,19 +166,6 @@ def _check_finetune_dims(recipe: FinetuneRecipe, ds: MedMNISTDataset) -> None:
                          "in the recipe")
 
 
-def _check_local_init(init: Optional[str]) -> None:
-    """A local ``--init`` / ``encoder.pretrained`` directory must exist (a cheap check, before the data load).
-
-    ``None``, ``"timm"`` and ``hf-hub:`` ids pass (those are fetched when the encoder is built).
-
-    Raises:
-        CheckpointError: the path is missing or is a file (:func:`medfm.hub.resolve_checkpoint`'s message).
-    """
-    from medfm.hub import HUB_PREFIX, resolve_checkpoint
-
-    if init is not None and init != "timm" and not str(init).startswith(HUB_PREFIX):
-        resolve_checkpoint(init)
-
 
 def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = None, data_root: Optional[str] = None,
                  resume: bool = False) -> Path:
@@ -199,12 +186,12 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.evaluation.metrics import classification_metrics
     from medfm.evaluation.predict import predict_scores
-    from medfm.hub import load_config
+    from medfm.hub import check_local_checkpoint, load_config
 
     output = Path(output)
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     check_resume_init(output, init, resume)  # --init is not in the recipe: <output>/init.json; before the data load
-    _check_local_init(init or recipe.encoder.pretrained)
+    check_local_checkpoint(init or recipe.encoder.pretrained)
     ds = _load(recipe.data, "train", data_root)
     _check_finetune_dims(recipe, ds)
     train_ds: Any = ds

@@ -146,19 +146,6 @@ def load_vqa_recipe(path: Path, epochs: Optional[int] = None) -> VQARecipe:
     return from_dict(VQARecipe, data, where=Path(path).name)
 
 
-def _check_local_init(init: Optional[str]) -> None:
-    """A local ``--init`` / ``encoder.pretrained`` directory must exist (cheap; checked before the data load).
-
-    ``None``, ``"timm"`` and ``hf-hub:`` ids pass (those are fetched when the encoder is built).
-
-    Raises:
-        CheckpointError: the path is missing or is a file (:func:`medfm.hub.resolve_checkpoint`'s message).
-    """
-    from medfm.hub import HUB_PREFIX, resolve_checkpoint
-
-    if init is not None and init != "timm" and not str(init).startswith(HUB_PREFIX):
-        resolve_checkpoint(init)
-
 
 class _Tokens:
     """Cached inputs of one split: question tokens and (frozen mode) encoder tokens per image."""
@@ -220,6 +207,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
     from medfm.data.vqa_rad import VQARadDataset, data_md5s
     from medfm.encoders import create_encoder
+    from medfm.hub import check_local_checkpoint
     from medfm.text.encoders import create_text_encoder
 
     cfg = recipe.train
@@ -233,7 +221,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     refuse_existing_run(output, resume, ("train_state",))
     check_resume_recipe(output, recipe, resume)
     check_resume_init(output, init, resume)
-    _check_local_init(pretrained)  # before the images are decoded and the text encoder is loaded
+    check_local_checkpoint(pretrained)  # before the images are decoded and the text encoder is loaded
     t0 = time.time()
     root = data_root or recipe.data.data_root
     size = recipe.encoder.img_size or recipe.data.size
