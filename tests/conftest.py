@@ -162,6 +162,30 @@ def train_objective_losses(model, batch, steps: int, seed_period: int | None = N
                       getattr(model, "on_step_end", None))
 
 
+#: modalities, image side and clinical features of :func:`tiny_fuser`
+FUSION_MODS = ["pre", "flair", "clinical"]
+FUSION_SIZE, FUSION_CLINICAL = 28, 3
+
+
+def tiny_fuser(name: str):
+    """A small missing-modality fuser (``medfm.registry.FUSERS``) over :data:`FUSION_MODS` at
+    :data:`FUSION_SIZE` px, seeded, in eval mode (``fused_unet`` takes the two image modalities)."""
+    from medfm.registry import FUSERS
+
+    mods, side, feats = FUSION_MODS, FUSION_SIZE, FUSION_CLINICAL
+    if name == "channelvit":
+        args = dict(modalities=mods, img_size=side, patch_size=7, clinical_features=feats, dim=16, depth=1, heads=2)
+    elif name == "fused_unet":
+        args = dict(modalities=mods[:2], image_encoder={"name": "resnet_test"}, img_size=side,
+                    decoder={"decoder_channels": [8, 8, 8, 8], "stem_channels": 8})
+    else:
+        args = dict(modalities=mods, image_encoder={"name": "resnet_test"}, img_size=side, clinical_features=feats, dim=16)
+        if name == "3mat":
+            args.update(heads=2, layers=1)
+    torch.manual_seed(0)
+    return FUSERS.build(name, **args).eval()
+
+
 def assert_fuser_round_trip_exact(model, batch, directory: Path) -> None:
     """Save ``model`` with ``medfm.hub``, load it back, and check the class, the spec, every
     tensor of the state dict and the eval-mode ``logits`` on ``batch`` are identical."""

@@ -14,7 +14,8 @@ from medfm.adapters.vqa import VQAModel
 from medfm.encoders import EncoderInputError
 from medfm.objectives import moco_infonce_loss
 from medfm.objectives.swav import sinkhorn_knopp
-from medfm.registry import FUSERS, OBJECTIVES
+from medfm.registry import OBJECTIVES
+from tests.conftest import FUSION_CLINICAL, FUSION_MODS, tiny_fuser
 
 S = 28
 
@@ -217,22 +218,8 @@ def test_vqa_refuses_a_volume_encoder_and_a_single_question_string(vqa):
 
 # -- missing-modality fusers -----------------------------------------------------------------------------
 
-MODS = ["pre", "flair", "clinical"]
-F_CLIN = 3
-
-
-def _fuser(name):
-    if name == "channelvit":
-        args = dict(modalities=MODS, img_size=S, patch_size=7, clinical_features=F_CLIN, dim=16, depth=1, heads=2)
-    elif name == "fused_unet":
-        args = dict(modalities=MODS[:2], image_encoder={"name": "resnet_test"}, img_size=S,
-                    decoder={"decoder_channels": [8, 8, 8, 8], "stem_channels": 8})
-    else:
-        args = dict(modalities=MODS, image_encoder={"name": "resnet_test"}, img_size=S, clinical_features=F_CLIN, dim=16)
-        if name == "3mat":
-            args.update(heads=2, layers=1)
-    torch.manual_seed(0)
-    return FUSERS.build(name, **args).eval()
+MODS, F_CLIN = FUSION_MODS, FUSION_CLINICAL
+_fuser = tiny_fuser
 
 
 def _fbatch(model, b=2, size=S):

@@ -17,22 +17,7 @@ import torch
 
 from medfm.data.multimodal import collate_modalities
 from medfm.encoders.base import EncoderInputError
-from medfm.registry import FUSERS
-
-MODS = ["pre", "flair", "clinical"]
-S, F = 28, 3
-
-
-def _fuser(name):
-    if name == "channelvit":
-        args = dict(modalities=MODS, img_size=S, patch_size=7, clinical_features=F, dim=16, depth=1, heads=2)
-    else:
-        args = dict(modalities=MODS, image_encoder={"name": "resnet_test"}, img_size=S, clinical_features=F, dim=16)
-        if name == "3mat":
-            args.update(heads=2, layers=1)
-    torch.manual_seed(0)
-    return FUSERS.build(name, **args).eval()
-
+from tests.conftest import FUSION_CLINICAL as F, FUSION_MODS as MODS, FUSION_SIZE as S, tiny_fuser as _fuser
 
 NAMES = ["3mat", "multimodn", "late_fusion_zero_fill", "channelvit"]
 
