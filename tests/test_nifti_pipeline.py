@@ -98,8 +98,7 @@ def test_pipeline_overlap_defaults_to_the_evaluated_one(tmp_path, monkeypatch):
     monkeypatch.setattr(seg, "predict_labels", lambda *a, **k: (seen.append(k["overlap"]), real(*a, **k))[1])
     medfm.pipeline("image-segmentation", model=str(ckpt))(str(tmp_path / "v.nii.gz"))
     medfm.pipeline("image-segmentation", model=str(ckpt), overlap=0.5)(str(tmp_path / "v.nii.gz"))
-    legacy = SegmentationModel(enc, 2).eval()
-    del legacy.inference["overlap"]  # a checkpoint written before the overlap was recorded
+    legacy = SegmentationModel(enc, 2).eval()  # as a checkpoint written before the overlap was recorded loads
     medfm.pipeline("image-segmentation", model=legacy)(str(tmp_path / "v.nii.gz"))
     assert seen == [0.25, 0.5, 0.5]
     with pytest.raises(ValueError, match="overlap must be a fraction in"):

@@ -354,6 +354,17 @@ def accept_standardised_inputs(encoder: nn.Module, *inference: Dict[str, Any]) -
 
 #: sliding-window overlap of checkpoints that do not record the one they were evaluated with
 DEFAULT_OVERLAP = 0.5
+
+
+def check_overlap(value: Any, name: str = "overlap") -> float:
+    """``value`` as a sliding-window overlap fraction in [0, 1) (float).
+
+    Raises:
+        ValueError: not a number (bools included) or outside [0, 1); the message names ``name``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
+    return float(value)
 #: ``inference.intensity`` values (see :class:`SegmentationModel`)
 INTENSITIES = ("unit", "percentile", "brain_percentile")
 #: options recorded only with ``intensity == "brain_percentile"``
@@ -410,9 +421,7 @@ def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None
         raise ValueError(f"inference.normalize must be one of {list(NORMALIZATIONS)}, got {out['normalize']!r}")
     if not 0 < float(out["scale"]) <= 4:
         raise ValueError(f"inference.scale must be in (0, 4], got {out['scale']}")
-    if isinstance(out["overlap"], bool) or not isinstance(out["overlap"], (int, float)) or not 0 <= out["overlap"] < 1:
-        raise ValueError(f"inference.overlap must be a fraction in [0, 1), got {out['overlap']!r}")
-    out["overlap"] = float(out["overlap"])
+    out["overlap"] = check_overlap(out["overlap"], "inference.overlap")
     out["scale"] = float(out["scale"])
     out["context_slices"] = int(out["context_slices"])
     if out["context_slices"] and out["normalize"] != "none":

@@ -388,9 +388,10 @@ class ImageSegmentationPipeline:
         self.model = from_pretrained(model) if isinstance(model, (str, bytes, os.PathLike)) else model
         self.model.eval()
         self.core = seg_core(self.model)
-        if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, (int, float))
-                                    or not 0 <= overlap < 1):
-            raise ValueError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
+        if overlap is not None:
+            from medfm.adapters.segmentation import check_overlap
+
+            overlap = check_overlap(overlap)
         self.overlap = overlap
         self.text_encoder = text_encoder
         self.text_conditioned = hasattr(self.core, "prompt_embeddings") and hasattr(self.core, "target_names")
@@ -429,7 +430,7 @@ class ImageSegmentationPipeline:
 
         core = seg_core(model)
         inf = core.inference
-        overlap = inf.get("overlap", 0.5) if self.overlap is None else float(self.overlap)
+        overlap = inf["overlap"] if self.overlap is None else self.overlap  # default_inference fills it in
         image, brain_mask = _split_item(item)
         if (brain_mask is not None) != (inf["intensity"] == "brain_percentile"):
             if brain_mask is None:

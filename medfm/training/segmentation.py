@@ -60,8 +60,9 @@ class SegEvalConfig:
 
     def __post_init__(self) -> None:
         # checked when the recipe is read: these settings are first used after training
-        if not 0 <= self.overlap < 1:
-            raise ValueError(f"eval.overlap must be in [0, 1), got {self.overlap}")
+        from medfm.adapters.segmentation import check_overlap
+
+        self.overlap = check_overlap(self.overlap, "eval.overlap")
         if self.sw_batch_size < 1:
             raise ValueError(f"eval.sw_batch_size must be >= 1, got {self.sw_batch_size}")
         if self.overlays < 0:
