@@ -25,6 +25,39 @@ VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy")
 _NEEDS_3D = "a 3D volume needs a 3D classifier, e.g. one fine-tuned with encoder resnet3d_10"
 
 
+def existing_image_file(image: Union[str, os.PathLike]) -> Path:
+    """``image`` as the path of an existing file (a user's own image: no data-set advice).
+
+    Raises:
+        PipelineInputError: "image file not found: <path>" (with "(a folder)" for a directory).
+    """
+    path = Path(image)
+    if not path.is_file():
+        raise PipelineInputError(f"image file not found: {path}" + (" (a folder)" if path.is_dir() else ""))
+    return path
+
+
+def check_unit_floats(arr: np.ndarray, noun: str, unit: str, floats: str,
+                      error: type = PipelineInputError) -> None:
+    """Refuse a float pipeline input that is not finite or not in [0, 1] (uint8 is the other
+    accepted form; medfm encoders take [0, 1] inputs).
+
+    Args:
+        arr: float array of any shape.
+        noun, unit, floats: how the messages name the input ("image", "pixel", "float images").
+        error: the pipeline's error class (a ``ValueError`` subclass).
+
+    Raises:
+        error: "<noun> has N NaN/inf <unit> value(s)", or "<floats> must be in [0, 1],
+            got values in [lo, hi] (divide 0-255 data by 255, ...)".
+    """
+    if not np.isfinite(arr).all():
+        raise error(f"{noun} has {int((~np.isfinite(arr)).sum())} NaN/inf {unit} value(s)")
+    if arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise error(f"{floats} must be in [0, 1], got values in [{arr.min():g}, {arr.max():g}] "
+                    "(divide 0-255 data by 255, or pass it as uint8)")
+
+
 def check_top_k(top_k: Any, none_means: str = "") -> Optional[int]:
     """``top_k`` as an int (None passes when ``none_means`` says what it means).
 
@@ -80,8 +113,7 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
         if Path(image).name.lower().endswith((".nii", ".nii.gz")):
             raise PipelineInputError(f"{Path(image).name} is a NIfTI volume; this classifier takes 2D images "
                                      f"({_NEEDS_3D})")
-        if not Path(image).is_file():  # a user's own file: no data-set advice (--data-root)
-            raise PipelineInputError(f"image file not found: {image}" + (" (a folder)" if Path(image).is_dir() else ""))
+        existing_image_file(image)
         try:  # 16-bit / float files are min-max scaled, never clipped at 255
             image = read_image(image, mode="L" if in_chans == 1 else "RGB", what="image")
         except MedFMDataError as err:
@@ -127,11 +159,7 @@ def _unit_volume(arr: np.ndarray, what: str) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.floating):
         raise PipelineInputError(f"{what} must be uint8 (0-255) or float in [0, 1], got {arr.dtype} (scale it to "
                                  "[0, 1] first, or pass a NIfTI file, which is min-max scaled)")
-    if not np.isfinite(arr).all():
-        raise PipelineInputError(f"{what} has {int((~np.isfinite(arr)).sum())} NaN/inf voxel value(s)")
-    if arr.min() < 0 or arr.max() > 1:
-        raise PipelineInputError(f"{what} float values must be in [0, 1], got values in [{arr.min():g}, "
-                                 f"{arr.max():g}] (divide 0-255 data by 255, or pass it as uint8)")
+    check_unit_floats(arr, what, "voxel", f"{what} float values")
     return arr.astype(np.float32, copy=False)
 
 

@@ -297,11 +297,10 @@ def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
         arr = arr.astype(np.float32) / 255.0
     elif not np.issubdtype(arr.dtype, np.floating):
         raise SegmentationInputError(f"2D arrays must be uint8 or float in [0, 1], got {arr.dtype}")
-    elif not np.isfinite(arr).all():
-        raise SegmentationInputError(f"image has {int((~np.isfinite(arr)).sum())} NaN/inf pixel value(s)")
-    elif arr.size and (arr.min() < 0 or arr.max() > 1):
-        raise SegmentationInputError(f"float images must be in [0, 1], got values in [{arr.min():g}, {arr.max():g}] "
-                                     "(divide 0-255 data by 255, or pass it as uint8)")
+    else:
+        from medfm.pipelines.classification import check_unit_floats
+
+        check_unit_floats(arr, "image", "pixel", "float images", error=SegmentationInputError)
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3):

@@ -9,13 +9,12 @@ question goes through the frozen text encoder named in the checkpoint's config.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from medfm.pipelines.classification import PipelineInputError, check_top_k
+from medfm.pipelines.classification import PipelineInputError, check_top_k, existing_image_file
 
 
 def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
@@ -42,10 +41,7 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
 
     try:
         if isinstance(image, (str, os.PathLike)):
-            path = Path(image)
-            if not path.is_file():
-                raise PipelineInputError(f"image file not found: {path}" + (" (a folder)" if path.is_dir() else ""))
-            arr = to_gray(read_image(path, what="image"))
+            arr = to_gray(read_image(existing_image_file(image), what="image"))
         elif isinstance(image, Image.Image):  # the file reader's conversion, without a round trip through a file
             arr = to_gray(pil_to_uint8(image, None, "<PIL image>", "image"))
         elif isinstance(image, np.ndarray):
