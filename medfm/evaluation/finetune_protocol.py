@@ -93,17 +93,6 @@ def _source(checkpoint: str, checkpoint_sha256: Optional[str], recipe: Any) -> D
     return {"checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_sha256, "recipe": settings}
 
 
-def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    """``{"train": {"epochs": 1}}`` -> ``{"train.epochs": 1}``."""
-    out: Dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _check_source(workdir: Path, source: Dict[str, Any]) -> None:
     """Refuse to reuse or resume the run in ``workdir`` unless it was started from the same checkpoint
     weights and settings (a rerun into an existing ``--output`` used to score the old fine-tuned model
@@ -114,6 +103,8 @@ def _check_source(workdir: Path, source: Dict[str, Any]) -> None:
             :data:`SOURCE_JSON` (one cannot tell what it was fine-tuned from).
     """
     import json
+
+    from medfm.training.resume import setting_differences
 
     started = any((workdir / f).exists() for f in ("config.yaml", "model", "adapter", "checkpoint"))
     path = workdir / SOURCE_JSON
@@ -130,10 +121,7 @@ def _check_source(workdir: Path, source: Dict[str, Any]) -> None:
     if saved.get("checkpoint_sha256") != source["checkpoint_sha256"]:
         diffs.append(f"checkpoint {saved.get('checkpoint')} (sha256 {str(saved.get('checkpoint_sha256'))[:12]}) -> "
                      f"{source['checkpoint']} (sha256 {str(source['checkpoint_sha256'])[:12]})")
-    old, new = _flat(saved.get("recipe") or {}), _flat(source["recipe"])
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            diffs.append(f"{key}: {old.get(key)} -> {new.get(key)}")
+    diffs += setting_differences(saved.get("recipe") or {}, source["recipe"])
     if diffs:
         raise ValueError(f"{workdir} holds a fine-tuning run of another checkpoint or other settings ("
                          + "; ".join(diffs[:3]) + "); choose another --output or delete that folder")

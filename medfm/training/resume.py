@@ -22,7 +22,7 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -97,16 +97,26 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool) -> None:
         log.warning("cannot compare the recipe with the run's saved one (%s); resuming with the recipe as given", err)
         return
     new = yaml.load(dump_yaml(recipe), Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
-    diffs: List[str] = []
-    for key, old_value, new_value in _differences(saved, new, recipe, ""):
-        if re.sub(r"\[\d+\]", "[*]", key) in OPERATIONAL_KEYS:
-            continue
-        diffs.append(f"{key}: {_show(old_value)} -> {_show(new_value)}")
+    diffs = setting_differences(saved, new, recipe, skip=OPERATIONAL_KEYS)
     if diffs:
         shown = "; ".join(diffs[:MAX_SHOWN]) + (f"; and {len(diffs) - MAX_SHOWN} more" if len(diffs) > MAX_SHOWN else "")
         raise ConfigError(f"cannot resume {output}: the run was started with other settings ({shown}); "
                           "choose a new --output for the new settings, or resume with the run's recipe "
                           f"(saved in {path})")
+
+
+def setting_differences(saved: Any, new: Any, recipe: Any = None, skip: Sequence[str] = ()) -> List[str]:
+    """``["train.lr: 0.002 -> 0.001", ...]`` (saved -> new) for every leaf where two settings trees differ.
+
+    Args:
+        saved, new: plain dicts (e.g. a run's saved ``config.yaml`` and the recipe about to run).
+        recipe: the new recipe dataclass, when there is one: a field the saved tree lacks then
+            counts as its default (what an older medfm used); None compares the trees as they are.
+        skip: dotted keys that may differ (list indices written ``[*]``).
+    """
+    return [f"{key}: {_show(old_value)} -> {_show(new_value)}"
+            for key, old_value, new_value in _differences(saved, new, recipe, "")
+            if re.sub(r"\[\d+\]", "[*]", key) not in skip]
 
 
 def init_identity(init: Optional[str]) -> Optional[str]:
