@@ -492,10 +492,8 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
     if protocol == "as-is":
         return (lambda d: predict_scores(model, d, batch_size=bs)), [("as-is", None, lambda s: s, model, {})]
     if protocol == "finetune":
-        from medfm.evaluation.finetune_protocol import finetune_classifier
-
         from medfm.data.medmnist import label_fraction_indices, medmnist_path
-        from medfm.evaluation.finetune_protocol import finetune_recipe
+        from medfm.evaluation.finetune_protocol import finetune_classifier, finetune_recipe
 
         with np.load(medmnist_path(finetune["flag"], finetune["size"], finetune["data_root"])) as npz:
             all_train = np.asarray(npz["train_labels"])
