@@ -31,10 +31,16 @@ so every detail below is our choice, stated here:
   (``edge_dim`` features of the relation between the two images). Its constant half
   rewards preserving edges, the rest rewards matching relations. ``w_e = edge_weight``
   (default ``1 / k``, so that the ~``k`` edge terms per node weigh like one vertex term).
+  ``edge_affinity="relation"`` drops the constant: ``c_e = max(0, <e1_ij, e2_ab>)``, so a
+  preserved edge earns only as much as its relations agree (with the constant, RRWM's matches
+  follow the graphs' kNN in-degrees more than the features; docs/ssl_results.md, the audit).
 * **Solver.** The QAP ``max_X <c_v, X> + w_e sum c_e X X`` over permutations is solved
   by factorised RRWM plus Hungarian rounding (:mod:`medfm.objectives.solvers`); the
   ``(n^2 x n^2)`` affinity matrix is never built. LVM-Med uses an exact-ish combinatorial
   solver; RRWM is a well-tested heuristic (it recovers planted permutations in the tests).
+  With ``identity_candidate`` each solve returns the better of RRWM's permutation and the
+  identity in its own objective (:func:`~medfm.objectives.solvers.best_with_identity`), a
+  guard for the black-box estimate, which assumes an exact solver.
 * **Differentiation** (``differentiation``):
   ``"blackbox"`` (default, as LVM-Med): Vlastelica et al. (ICLR 2020) black-box
   differentiation of the solver with the Hamming loss to the identity, as in Rolinek et al.
@@ -70,12 +76,13 @@ from medfm.data.views import RandomViews
 from medfm.encoders.base import Encoder
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_arg, check_choice, check_image_batch, check_sizes, check_views
-from medfm.objectives.solvers import FactorizedQAP, RRWMConfig, hungarian, rrwm
+from medfm.objectives.inputs import check_arg, check_choice, check_flag, check_image_batch, check_sizes, check_views
+from medfm.objectives.solvers import FactorizedQAP, RRWMConfig, best_with_identity, hungarian, rrwm
 from medfm.registry import OBJECTIVES
 
 DIFFERENTIATIONS = ("blackbox", "unrolled")
 CONTRASTIVE_TERMS = ("vicreg", "nt_xent", "none")
+EDGE_AFFINITIES = ("offset", "relation")
 
 
 def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
@@ -186,7 +193,7 @@ def _tokens(feats: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def matching_loss(qap: FactorizedQAP, differentiation: str = "blackbox", blackbox_lambda: float = 0.5,
-                  cfg: Optional[RRWMConfig] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                  cfg: Optional[RRWMConfig] = None, identity_candidate: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Graph-matching loss toward the identity matching, and the solver's accuracy.
 
     Args:
@@ -196,6 +203,8 @@ def matching_loss(qap: FactorizedQAP, differentiation: str = "blackbox", blackbo
             docstring) or "unrolled" (cross-entropy of the row-normalised RRWM output).
         blackbox_lambda: interpolation strength ``lambda`` > 0 of the black-box estimator.
         cfg: RRWM parameters.
+        identity_candidate: black-box only: each solve (plain and perturbed) returns the
+            better of RRWM + Hungarian's permutation and the identity.
 
     Returns:
         ``(loss, match_acc)``: scalars; ``match_acc`` is the mean fraction of nodes that the
@@ -221,8 +230,11 @@ def matching_loss(qap: FactorizedQAP, differentiation: str = "blackbox", blackbo
         raise ValueError(f"blackbox_lambda must be > 0, got {blackbox_lambda}")
     with torch.no_grad():
         plain = qap.detach()
+        perturbed = plain.with_node(plain.node + 2 * blackbox_lambda * eye)
         x_hat = hungarian(rrwm(plain, cfg))
-        x_lam = hungarian(rrwm(plain.with_node(plain.node + 2 * blackbox_lambda * eye), cfg))
+        x_lam = hungarian(rrwm(perturbed, cfg))
+        if identity_candidate:
+            x_hat, x_lam = best_with_identity(plain, x_hat), best_with_identity(perturbed, x_lam)
         acc = (x_hat * eye).sum(dim=(1, 2)).mean() / n
     loss = (qap.score(x_hat) - qap.score(x_lam)).mean() / (blackbox_lambda * n)
     return loss, acc
@@ -265,8 +277,10 @@ class GraphMatching(nn.Module):
         global_weight: ``w_g`` in [0, 1], share of the global term in the vertex affinity.
         local_dim / local_grid: local feature size and the cap on cells per side, integers >= 1.
         edge_dim: edge feature size, integer >= 1; ``edge_weight``: ``w_e``, finite and >= 0
-            (None: ``1 / k``).
-        differentiation: "blackbox" or "unrolled"; ``blackbox_lambda``: its ``lambda``, finite and > 0.
+            (None: ``1 / k``); ``edge_affinity``: "offset" (``(1 + <e1, e2>) / 2``, default) or
+            "relation" (``max(0, <e1, e2>)``).
+        differentiation: "blackbox" or "unrolled"; ``blackbox_lambda``: its ``lambda``, finite and > 0;
+            ``identity_candidate``: black-box solves never return worse than the identity (bool).
         solver: :class:`RRWMConfig` fields (dict; ranges there).
         contrastive: "vicreg", "nt_xent" or "none"; ``contrastive_weight`` / ``gm_weight``
             weigh it and the matching term, each finite and >= 0, not both 0 (with "none",
@@ -285,14 +299,17 @@ class GraphMatching(nn.Module):
 
     def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
                  graph_size: int = 64, k: int = 8, global_weight: float = 0.5, local_dim: int = 64, local_grid: int = 4,
-                 edge_dim: int = 32, edge_weight: Optional[float] = None, differentiation: str = "blackbox",
-                 blackbox_lambda: float = 0.5, solver: Optional[Dict[str, Any]] = None, contrastive: str = "vicreg",
+                 edge_dim: int = 32, edge_weight: Optional[float] = None, edge_affinity: str = "offset",
+                 differentiation: str = "blackbox", blackbox_lambda: float = 0.5, identity_candidate: bool = False,
+                 solver: Optional[Dict[str, Any]] = None, contrastive: str = "vicreg",
                  contrastive_weight: float = 1.0, gm_weight: float = 1.0, temperature: float = 0.2,
                  views: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         name = "graph_matching"
         differentiation = check_choice(name, "differentiation", differentiation, DIFFERENTIATIONS)
         contrastive = check_choice(name, "contrastive", contrastive, CONTRASTIVE_TERMS)
+        edge_affinity = check_choice(name, "edge_affinity", edge_affinity, EDGE_AFFINITIES)
+        identity_candidate = check_flag(name, "identity_candidate", identity_candidate)
         proj_dim, hidden_dim, proj_layers, local_dim, local_grid, edge_dim = check_sizes(
             name, proj_dim=proj_dim, hidden_dim=hidden_dim, proj_layers=proj_layers, local_dim=local_dim,
             local_grid=local_grid, edge_dim=edge_dim)
@@ -318,6 +335,7 @@ class GraphMatching(nn.Module):
         self.graph_size, self.k = int(graph_size), int(k)
         self.global_weight, self.local_grid = float(global_weight), int(local_grid)
         self.edge_weight = None if edge_weight is None else float(edge_weight)
+        self.edge_affinity, self.identity_candidate = edge_affinity, identity_candidate
         self.differentiation, self.blackbox_lambda = differentiation, float(blackbox_lambda)
         self.solver_cfg = solver_cfg
         self.contrastive = contrastive
@@ -326,8 +344,9 @@ class GraphMatching(nn.Module):
         self.medfm_spec = {"kind": "objective", "name": "graph_matching", "args": {
             "proj_dim": proj_dim, "hidden_dim": hidden_dim, "proj_layers": proj_layers, "graph_size": self.graph_size,
             "k": self.k, "global_weight": self.global_weight, "local_dim": local_dim, "local_grid": self.local_grid,
-            "edge_dim": edge_dim, "edge_weight": self.edge_weight, "differentiation": differentiation,
-            "blackbox_lambda": self.blackbox_lambda, "solver": to_dict(self.solver_cfg), "contrastive": contrastive,
+            "edge_dim": edge_dim, "edge_weight": self.edge_weight, "edge_affinity": edge_affinity,
+            "differentiation": differentiation, "blackbox_lambda": self.blackbox_lambda,
+            "identity_candidate": identity_candidate, "solver": to_dict(self.solver_cfg), "contrastive": contrastive,
             "contrastive_weight": self.contrastive_weight, "gm_weight": self.gm_weight,
             "temperature": self.temperature, "views": to_dict(view_cfg)}}
 
@@ -356,9 +375,11 @@ class GraphMatching(nn.Module):
         node = self.global_weight * glob + (1 - self.global_weight) * (1 + local_similarity(c1, c2)) / 2
         e1 = F.normalize(self.edge_proj(u1.unsqueeze(2) - gather_neighbors(u1, nbr1)), dim=-1)
         e2 = F.normalize(self.edge_proj(u2.unsqueeze(2) - gather_neighbors(u2, nbr2)), dim=-1)
+        w_e = self.edge_weight if self.edge_weight is not None else 1.0 / k
+        if self.edge_affinity == "relation":
+            return FactorizedQAP.from_edge_features(node, nbr1, e1, nbr2, e2, w_e, rectify=True)
         one1, one2 = torch.ones_like(e1[..., :1]), torch.ones_like(e2[..., :1])
         f1, f2 = torch.cat([one1, e1], dim=-1) / 2 ** 0.5, torch.cat([one2, e2], dim=-1) / 2 ** 0.5
-        w_e = self.edge_weight if self.edge_weight is not None else 1.0 / k
         return FactorizedQAP.from_edge_features(node, nbr1, f1, nbr2, f2, w_e)
 
     def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
@@ -397,6 +418,7 @@ class GraphMatching(nn.Module):
             used = g * n
             qap = self.build_qap(z1[:used].view(g, n, -1), z2[:used].view(g, n, -1),
                                  c1[:used].view(g, n, *c1.shape[1:]), c2[:used].view(g, n, *c2.shape[1:]))
-            gm, acc = matching_loss(qap, self.differentiation, self.blackbox_lambda, self.solver_cfg)
+            gm, acc = matching_loss(qap, self.differentiation, self.blackbox_lambda, self.solver_cfg,
+                                    self.identity_candidate)
             loss = self.contrastive_weight * con + self.gm_weight * gm
         return {"loss": loss, "gm_loss": gm.detach(), "contrastive_loss": con.detach(), "match_acc": acc}

@@ -110,8 +110,10 @@ class FactorizedQAP:
 
     @classmethod
     def from_edge_features(cls, node: torch.Tensor, nbr1: torch.Tensor, feat1: torch.Tensor, nbr2: torch.Tensor,
-                           feat2: torch.Tensor, edge_weight: float = 1.0) -> "FactorizedQAP":
-        """Instance whose edge-pair affinity is the bilinear form ``<feat1[i, s], feat2[a, t]>``.
+                           feat2: torch.Tensor, edge_weight: float = 1.0, rectify: bool = False) -> "FactorizedQAP":
+        """Instance whose edge-pair affinity is the bilinear form ``<feat1[i, s], feat2[a, t]>``
+        (``max(0, <feat1[i, s], feat2[a, t]>)`` with ``rectify``, keeping ``K`` non-negative
+        for :func:`rrwm` when the features can have negative inner products).
 
         Shape:
             feat1: ``(G, n, k1, C)``; feat2: ``(G, m, k2, C)``; others as the attributes.
@@ -123,7 +125,8 @@ class FactorizedQAP:
                 or feat1.shape[-1] != feat2.shape[-1]:
             raise ValueError(f"edge features {tuple(feat1.shape)} / {tuple(feat2.shape)} do not fit neighbour lists "
                              f"{tuple(nbr1.shape)} / {tuple(nbr2.shape)}")
-        return cls(node, nbr1, nbr2, torch.einsum("gisc,gatc->gisat", feat1, feat2), edge_weight)
+        pair = torch.einsum("gisc,gatc->gisat", feat1, feat2)
+        return cls(node, nbr1, nbr2, pair.clamp_min(0) if rectify else pair, edge_weight)
 
     def with_node(self, node: torch.Tensor) -> "FactorizedQAP":
         """The same instance with other vertex affinities ``(G, n, m)``."""
@@ -244,6 +247,28 @@ def hungarian(scores: torch.Tensor) -> torch.Tensor:
         rows, cols = linear_sum_assignment(arr[gi], maximize=True)
         out[gi, torch.as_tensor(rows), torch.as_tensor(cols)] = 1
     return out
+
+
+def best_with_identity(qap: FactorizedQAP, x: torch.Tensor) -> torch.Tensor:
+    """Per instance, the better-scoring of the permutation ``x`` and the identity under ``qap``.
+
+    A cheap guard for heuristic solvers inside black-box differentiation, whose estimate
+    assumes an exact solver: a solution is never worse than the identity (the ground-truth
+    matching of two views), so the Hamming-loss surrogate stays >= 0 and is 0 once the
+    identity is optimal. Ties keep ``x``.
+
+    Shape:
+        x: ``(G, n, n)`` permutation matrices; returns ``(G, n, n)``.
+
+    Raises:
+        ValueError: non-square instances.
+    """
+    g, n, m = qap.node.shape
+    if n != m:
+        raise ValueError(f"best_with_identity needs square instances, got {n} x {m} nodes")
+    eye = torch.eye(n, dtype=x.dtype, device=x.device).expand(g, n, n)
+    better = qap.score(eye) > qap.score(x)
+    return torch.where(better[:, None, None], eye, x)
 
 
 def solve_qap(qap: FactorizedQAP, cfg: Optional[RRWMConfig] = None) -> torch.Tensor:

@@ -11,7 +11,8 @@ import medfm
 from medfm.hub import from_pretrained, save_pretrained
 from medfm.objectives.graph_matching import (GraphMatching, knn_graph, local_similarity, matching_loss,
                                              vicreg_loss)
-from medfm.objectives.solvers import FactorizedQAP, RRWMConfig, hungarian, rrwm, sinkhorn_log, solve_qap
+from medfm.objectives.solvers import (FactorizedQAP, RRWMConfig, best_with_identity, hungarian, rrwm, sinkhorn_log,
+                                      solve_qap)
 from medfm.registry import OBJECTIVES
 from tests.conftest import train_objective_losses
 
@@ -200,8 +201,9 @@ def _model(**kw):
     return OBJECTIVES.build("graph_matching", encoder=enc, **args)
 
 
-def test_loss_matches_loop_reference_with_brute_force_matching():
-    model = _model()
+@pytest.mark.parametrize("edge_affinity,identity_candidate", [("offset", False), ("relation", True)])
+def test_loss_matches_loop_reference_with_brute_force_matching(edge_affinity, identity_candidate):
+    model = _model(edge_affinity=edge_affinity, identity_candidate=identity_candidate)
     images = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(5))
     out = model({"image": images}, torch.Generator().manual_seed(7))
     gen = torch.Generator().manual_seed(7)
@@ -225,7 +227,8 @@ def test_loss_matches_loop_reference_with_brute_force_matching():
         for i in range(n):
             for j in nbr[i]:
                 v = model.edge_proj(torch.tensor([a - b for a, b in zip(u[i], u[j])]))
-                e[i, j] = [1 / math.sqrt(2)] + (v / v.norm() / math.sqrt(2)).tolist()
+                v = (v / v.norm()).tolist()
+                e[i, j] = [1 / math.sqrt(2)] + [x / math.sqrt(2) for x in v] if edge_affinity == "offset" else v
         return nbr, u, e
 
     nbr1, u1, e1 = graph(z1)
@@ -238,7 +241,8 @@ def test_loss_matches_loop_reference_with_brute_force_matching():
             kmat[i * n + a][i * n + a] = 0.5 * (1 + cos(u1[i], u2[a])) / 2 + 0.5 * (1 + loc) / 2
             for j in nbr1[i]:
                 for b in nbr2[a]:
-                    kmat[i * n + a][j * n + b] = sum(x * y for x, y in zip(e1[i, j], e2[a, b])) / k
+                    dot = sum(x * y for x, y in zip(e1[i, j], e2[a, b]))
+                    kmat[i * n + a][j * n + b] = (dot if edge_affinity == "offset" else max(0.0, dot)) / k
     perms = list(itertools.permutations(range(n)))
     lam = model.blackbox_lambda
     hat = max(perms, key=lambda p: _score(kmat, p))
@@ -249,6 +253,58 @@ def test_loss_matches_loop_reference_with_brute_force_matching():
     assert out["contrastive_loss"].item() == pytest.approx(con, abs=1e-5)
     assert out["loss"].item() == pytest.approx(con + 2.0 * gm, abs=1e-5)
     assert out["match_acc"].item() == pytest.approx(sum(hat[i] == i for i in range(n)) / n)
+
+
+def test_rectified_edge_features_clamp_the_bilinear_form_at_zero():
+    gen = torch.Generator().manual_seed(0)
+    node, nbr = torch.rand(1, 4, 4, generator=gen), torch.tensor([[[1, 2], [2, 3], [3, 0], [0, 1]]])
+    f1, f2 = torch.randn(1, 4, 2, 3, generator=gen), torch.randn(1, 4, 2, 3, generator=gen)
+    plain = FactorizedQAP.from_edge_features(node, nbr, f1, nbr, f2)
+    rect = FactorizedQAP.from_edge_features(node, nbr, f1, nbr, f2, rectify=True)
+    assert (plain.pair < 0).any() and (rect.pair >= 0).all()
+    assert rect.pair[0, 1, 0, 2, 1].item() == pytest.approx(max(0.0, float(f1[0, 1, 0] @ f2[0, 2, 1])), abs=1e-6)
+    torch.testing.assert_close(rect.pair, plain.pair.clamp_min(0), rtol=0, atol=0)
+
+
+def _node_only_qap(node):
+    """A QAP of one instance whose edge pairs all have affinity 0: ``J(X) = <node, X>``."""
+    n = node.shape[-1]
+    nbr = torch.tensor([[(i + 1) % n] for i in range(n)])[None]
+    return FactorizedQAP(node[None], nbr, nbr, torch.zeros(1, n, 1, n, 1))
+
+
+def test_best_with_identity_keeps_the_better_permutation():
+    swap = torch.tensor([[0., 1, 0], [1, 0, 0], [0, 0, 1]])[None]
+    favours_swap = _node_only_qap(torch.tensor([[0., 1, 0], [1, 0, 0], [0, 0, 1]]))  # J(swap) 3, J(I) 1
+    favours_eye = _node_only_qap(torch.tensor([[2., 1, 0], [1, 2, 0], [0, 0, 1]]))   # J(swap) 3, J(I) 5
+    tie = _node_only_qap(torch.ones(3, 3))                                            # 3 and 3: x is kept
+    assert torch.equal(best_with_identity(favours_swap, swap), swap)
+    assert torch.equal(best_with_identity(favours_eye, swap), torch.eye(3)[None])
+    assert torch.equal(best_with_identity(tie, swap), swap)
+    with pytest.raises(ValueError, match="square"):
+        best_with_identity(FactorizedQAP(torch.rand(1, 2, 3), torch.tensor([[[1], [0]]]), torch.tensor([[[1], [2], [0]]]),
+                                         torch.zeros(1, 2, 1, 3, 1)), swap)
+
+
+def test_identity_candidate_guards_the_blackbox_estimate_against_a_failing_solver(monkeypatch):
+    """A stub solver that always answers the reversal (no fixed point on 4 nodes): without the
+    guard the identity-optimal instance gets match accuracy 0 and the perturbed solve misses the
+    identity; with it, the hand-computed surrogate (J(X_hat) - J(X_lambda)) / (lambda n)."""
+    import medfm.objectives.graph_matching as gm
+
+    rev = torch.eye(4).flip(1)[None]
+    monkeypatch.setattr(gm, "rrwm", lambda qap, cfg=None: rev.expand_as(qap.node).clone())
+    identity_optimal = _node_only_qap(torch.eye(4))
+    loss, acc = matching_loss(identity_optimal, "blackbox", 3.0)
+    assert acc.item() == 0.0 and loss.item() == 0.0
+    loss, acc = matching_loss(identity_optimal, "blackbox", 3.0, identity_candidate=True)
+    assert acc.item() == 1.0 and loss.item() == 0.0
+    node = rev[0].clone().requires_grad_(True)  # J(rev) = 4, J(I) = 0; perturbed with lambda 3: J(I) = 24 > J(rev) = 4
+    loss, acc = matching_loss(_node_only_qap(node), "blackbox", 3.0, identity_candidate=True)
+    assert acc.item() == 0.0 and loss.item() == pytest.approx((4 - 0) / (3.0 * 4))
+    loss.backward()
+    torch.testing.assert_close(node.grad, (rev[0] - torch.eye(4)) / (3.0 * 4), rtol=0, atol=1e-7)
+    assert matching_loss(_node_only_qap(rev[0]), "blackbox", 3.0)[0].item() == 0.0  # unguarded: X_lambda = rev too
 
 
 def test_unrolled_mode_and_other_contrastive_terms_give_gradients():
@@ -291,6 +347,10 @@ def test_bad_arguments_raise():
         GraphMatching(enc, differentiation="exact")
     with pytest.raises(ValueError, match="contrastive"):
         GraphMatching(enc, contrastive="barlow")
+    with pytest.raises(ValueError, match="edge_affinity"):
+        GraphMatching(enc, edge_affinity="cosine")
+    with pytest.raises(ValueError, match="identity_candidate must be true or false"):
+        GraphMatching(enc, identity_candidate="yes")
     with pytest.raises(ValueError, match="at least 3"):
         GraphMatching(enc)({"image": torch.rand(2, 1, 16, 16)}, torch.Generator())
     with pytest.raises(ValueError, match="k must be"):
