@@ -66,6 +66,26 @@ def range_error(lo: float, hi: float, low: float = 0.0, high: float = 1.0) -> st
     return f"{got}: {why}"
 
 
+def check_value_range(x: torch.Tensor, input_range: Optional[Tuple[float, float]] = (0.0, 1.0)) -> None:
+    """Refuse NaN/inf values and, unless ``input_range`` is None, values outside it by more than
+    ``max(INPUT_RANGE_TOLERANCE, torch.finfo(x.dtype).eps)``; the value part of
+    :meth:`Encoder.check_input`, also used by inputs that no medfm encoder sees as such (fusers' image rows).
+
+    One ``torch.aminmax`` (one device sync; it propagates NaN) over a non-empty float tensor of any shape.
+
+    Raises:
+        EncoderInputError: NaN/inf values, or values outside ``input_range`` (:func:`range_error`'s message).
+    """
+    lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise EncoderInputError("input contains NaN or inf values")
+    if input_range is not None:
+        low, high = input_range
+        tol = max(INPUT_RANGE_TOLERANCE, torch.finfo(x.dtype).eps)
+        if lo < low - tol or hi > high + tol:
+            raise EncoderInputError(range_error(lo, hi, low, high))
+
+
 def _per_channel(value: Union[float, Sequence[float]], in_chans: int, what: str, spatial_dims: int) -> torch.Tensor:
     vals = [float(value)] * in_chans if isinstance(value, (int, float)) else [float(v) for v in value]
     if len(vals) != in_chans:
@@ -173,15 +193,7 @@ class Encoder(nn.Module):
             raise EncoderInputError(f"inputs must be at least 8 pixels per side, got {shown}")
         if x.numel() == 0:  # a zero-sized side (only with check_size=False): nothing to check
             return
-        # one reduction and one device sync for NaN/inf and the range: aminmax propagates NaN
-        lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise EncoderInputError("input contains NaN or inf values")
-        if self.input_range is not None:
-            low, high = self.input_range
-            tol = max(INPUT_RANGE_TOLERANCE, torch.finfo(x.dtype).eps)
-            if lo < low - tol or hi > high + tol:
-                raise EncoderInputError(range_error(lo, hi, low, high))
+        check_value_range(x, self.input_range)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Check ``x`` ((B, C, H, W) or (B, C, D, H, W) in [0, 1], see :meth:`check_input`) and

@@ -58,6 +58,28 @@ def check_unit_floats(arr: np.ndarray, noun: str, unit: str, floats: str,
                     "(divide 0-255 data by 255, or pass it as uint8)")
 
 
+def uint8_image_array(arr: np.ndarray) -> np.ndarray:
+    """The 2D pipelines' array form of an image: uint8 ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``
+    (as MedMNIST stores them) -> uint8 ``(H, W)`` or ``(H, W, 3)``.
+
+    Used by the image-classification (:func:`image_to_tensor`) and VQA
+    (:func:`medfm.pipelines.vqa.vqa_image_tensor`) pipelines.
+
+    Raises:
+        PipelineInputError: another dtype (one line saying how to convert floats in [0, 1], or to
+            pass 16-bit / float images as a file or PIL image, min-max scaled to 0-255), or another shape.
+    """
+    if arr.dtype != np.uint8:
+        raise PipelineInputError(f"arrays must be uint8 (as stored in MedMNIST), got {arr.dtype}; convert floats in "
+                                 "[0, 1] with np.round(x * 255).astype(np.uint8), or pass a PIL image or file "
+                                 "(16-bit and float pixels are min-max scaled to 0-255)")
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
+        raise PipelineInputError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}")
+    return arr
+
+
 def check_top_k(top_k: Any, none_means: str = "") -> Optional[int]:
     """``top_k`` as an int (None passes when ``none_means`` says what it means).
 
@@ -125,14 +147,9 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
         if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[0] not in (1, 3) and arr.shape[-1] not in (1, 3, 4)):
             raise PipelineInputError(f"this classifier takes 2D images (H, W) or (H, W, 3), got an array of shape "
                                      f"{arr.shape} ({_NEEDS_3D})")
-        if arr.dtype != np.uint8:
-            raise PipelineInputError(f"arrays must be uint8 (as stored in MedMNIST), got {arr.dtype}")
-        if arr.ndim == 3 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        if arr.ndim == 3 and arr.shape[-1] == 3 and in_chans == 1:
+        arr = uint8_image_array(arr)
+        if arr.ndim == 3 and in_chans == 1:
             arr = np.asarray(Image.fromarray(arr).convert("L"))
-        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
-            raise PipelineInputError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}")
     else:
         raise PipelineInputError(f"expected an image file path, a PIL image or a uint8 numpy array, got "
                                  f"{type(image).__name__}")

@@ -1,5 +1,8 @@
 """Visual-question-answering pipeline: an image (path, PIL image or uint8 array) + a question -> top-k answers.
 
+Images are taken in the same forms as the 2D image-classification pipeline
+(:func:`medfm.pipelines.classification.uint8_image_array` for arrays).
+
 ``medfm.pipeline("visual-question-answering", model=CKPT)(image, "Is there a fracture?", top_k=3)``
 returns ``[{"answer": str, "score": probability}, ...]``, highest first. The image gets the
 VQA-RAD preprocessing the model was trained with (grayscale luma, zero-pad to square,
@@ -14,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from medfm.pipelines.classification import PipelineInputError, check_top_k, existing_image_file
+from medfm.pipelines.classification import PipelineInputError, check_top_k, existing_image_file, uint8_image_array
 
 
 def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
@@ -27,7 +30,8 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
 
     Args:
         image: file path (``str`` / ``os.PathLike``), PIL image (any mode: ``L``, ``RGB``, ``P``,
-            ``I;16``, ``I``, ``F``, ``CMYK``, ...) or uint8 array ``(H, W)`` / ``(H, W, 3)``.
+            ``I;16``, ``I``, ``F``, ``CMYK``, ...) or uint8 array ``(H, W)`` / ``(H, W, 1)`` / ``(H, W, 3)``
+            (:func:`medfm.pipelines.classification.uint8_image_array`, as the classification pipeline).
 
     Raises:
         PipelineInputError: unsupported type, dtype or shape; an empty image; a missing or
@@ -45,9 +49,7 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
         elif isinstance(image, Image.Image):  # the file reader's conversion, without a round trip through a file
             arr = to_gray(pil_to_uint8(image, None, "<PIL image>", "image"))
         elif isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
-                raise PipelineInputError(f"arrays must be uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}")
-            arr = to_gray(image)
+            arr = to_gray(uint8_image_array(image))
         else:
             raise PipelineInputError(f"expected an image path, a PIL image or a uint8 array, got {type(image).__name__}")
     except MedFMDataError as err:

@@ -311,12 +311,14 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
         medfm data errors, ConfigError/ValueError (bad recipe), FileExistsError (output holds a
         checkpoint and ``resume`` is False); ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
         (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was started
-        with (:func:`medfm.training.resume.check_resume_init`).
+        with (:func:`medfm.training.resume.check_resume_init`); CheckpointError: a missing local ``init``
+        (or ``encoder.pretrained``) directory. These are checked before the data set is read.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.cards import write_card
     from medfm.config import dump_yaml, to_dict
+    from medfm.hub import check_local_checkpoint
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.loop import Trainer, refuse_existing_run
     from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
@@ -325,6 +327,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     check_resume_recipe(output, recipe, resume)
     check_resume_init(output, init, resume)
+    check_local_checkpoint(init or recipe.encoder.pretrained)  # before the data set is read
     task = build_task(recipe.data, data_root)
     train_set = task.training_arrays()
     torch.manual_seed(recipe.train.seed)

@@ -222,12 +222,14 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         FileExistsError: ``output`` holds a checkpoint and ``resume`` is False.
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
         (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was
-        started with (:func:`medfm.training.resume.check_resume_init`).
+        started with (:func:`medfm.training.resume.check_resume_init`); CheckpointError: a missing local
+        ``init`` (or ``encoder.pretrained``) directory. These are checked before anything is written or read.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
     from medfm.config import dump_yaml, to_dict
     from medfm.encoders import create_encoder
+    from medfm.hub import check_local_checkpoint
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.text import create_text_encoder
     from medfm.training.loop import Trainer, refuse_existing_run
@@ -239,6 +241,7 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     check_resume_recipe(output, recipe, resume)
     check_resume_init(output, init, resume)
+    check_local_checkpoint(init or recipe.encoder.pretrained)  # before config.yaml is written and the data read
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     record_init(output, init, resume)

@@ -6,6 +6,14 @@ Every fuser is an ``nn.Module`` built by ``FUSERS.build(name, **args)`` whose
 missing). Fusers compute on present rows only, so the values in absent rows (NaN in collated
 batches) never reach a parameter. ``out["logits"]`` is ``(B, K)``.
 
+Every sample needs at least one modality that carries information: a sample with none of the
+model's modalities, or whose only one is a ``"clinical"`` row with every value NaN, is refused
+(``ValueError`` naming the sample index), never predicted from nothing. A batch key that is neither
+one of the model's modalities, nor ``"present"`` / :data:`BATCH_INFO_KEYS`, nor a modality the
+batch lists in ``batch["present"]`` (a collated data set's other modalities, which a
+single-modality baseline ignores) is refused too: a mistyped modality name (``"clinicl"``) would
+otherwise be dropped without a word.
+
 Modality ``"clinical"`` is tabular (:class:`TabularEncoder`, ``(B, F)`` with NaN); every other
 modality name is a single-channel image ``(B, 1, S, S)`` in [0, 1] encoded by a medfm encoder
 (:func:`medfm.encoders.create_encoder`). A fuser has ``.medfm_spec`` (kind ``"fuser"``) and is
@@ -13,7 +21,6 @@ saved / rebuilt by :mod:`medfm.hub` from its args.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -23,9 +30,11 @@ from torch import nn
 from medfm.adapters.classification import check_class_labels
 from medfm.adapters.fusion.tabular import TabularEncoder
 from medfm.data.multimodal import PRESENT_KEY, presence as _presence
-from medfm.encoders.base import INPUT_RANGE_TOLERANCE, EncoderInputError, range_error
+from medfm.encoders.base import EncoderInputError, check_value_range
 
 TABULAR = "clinical"
+#: batch keys that are not modalities (:mod:`medfm.data.multimodal`: labels, masks, patient ids)
+BATCH_INFO_KEYS = ("label", "mask", "patient")
 
 
 class ImageModalityEncoder(nn.Module):
@@ -132,17 +141,40 @@ class FusionModel(nn.Module):
         Raises:
             ValueError: not a dict; an empty batch (B=0); this model's modality values or
                 presence masks that are not tensors or disagree on B; a sample has none of this
-                model's modalities.
+                model's modalities, or only a ``"clinical"`` row whose every value is NaN (names
+                the sample indices); a batch key that is not a modality of this model (module docstring).
         """
         self._check_batch(batch)
         pres = {m: _presence(batch, m) for m in self.modalities}
-        any_ = torch.stack(list(pres.values())).any(0)
+        informative = dict(pres)
+        if TABULAR in pres and pres[TABULAR].any() and batch[TABULAR].numel():
+            # a clinical row with every value missing carries no information, as an absent modality
+            empty = torch.isnan(batch[TABULAR].reshape(batch[TABULAR].shape[0], -1)).all(1).cpu()
+            informative[TABULAR] = pres[TABULAR] & ~empty
+        any_ = torch.stack(list(informative.values())).any(0)
         if not any_.all():
             bad = (~any_).nonzero().flatten().tolist()[:5]
             keys = sorted(str(k) for k in batch if k != PRESENT_KEY)
-            raise ValueError(f"sample(s) {bad} have none of the modalities {self.modalities}; fusion needs at least one "
-                             f"(batch keys: {keys})")
+            all_nan = TABULAR in pres and bool((pres[TABULAR] & ~informative[TABULAR] & ~any_).any())
+            nan = " (a 'clinical' row whose every value is NaN counts as missing)" if all_nan else ""
+            raise ValueError(f"sample(s) {bad} have none of the modalities {self.modalities}{nan}; fusion needs at "
+                             f"least one (batch keys: {keys})")
+        self._check_keys(batch)
         return pres
+
+    def _check_keys(self, batch: Mapping[str, Any]) -> None:
+        """Refuse batch keys that are not this model's modalities (module docstring), e.g. a typo.
+
+        Raises:
+            ValueError: names the unknown key(s), the expected modalities and the other allowed keys.
+        """
+        listed = batch.get(PRESENT_KEY) or {}
+        unknown = sorted(str(k) for k in batch if k != PRESENT_KEY and k not in self.modalities
+                         and k not in BATCH_INFO_KEYS and k not in listed)
+        if unknown:
+            raise ValueError(f"batch key(s) {unknown} are not modalities of this model, which takes {self.modalities}; "
+                             f"rename or remove them (other keys allowed: {[PRESENT_KEY, *BATCH_INFO_KEYS]} and "
+                             f"modalities listed in batch[{PRESENT_KEY!r}])")
 
     def _check_batch(self, batch: Mapping[str, Any]) -> None:
         """Batch layout checks (:mod:`medfm.data.multimodal`): B > 0 and one B for every value of
@@ -190,7 +222,8 @@ class FusionModel(nn.Module):
 
         Raises:
             EncoderInputError: an image modality that is not float ``(B, 1, S, S)`` (see :meth:`check_image`),
-                or present image rows with values outside [0, 1] (0-255 scale, already normalised).
+                or present image rows with values outside [0, 1] (0-255 scale, already normalised:
+                the encoders' own check, :func:`medfm.encoders.base.check_value_range`, named by modality).
             ValueError: a present image row holds NaN/inf (or the tabular row holds inf).
         """
         x = batch[modality]
@@ -199,12 +232,12 @@ class FusionModel(nn.Module):
         idx = present.nonzero().flatten().to(x.device)
         rows = x.index_select(0, idx).float()
         if modality != TABULAR and rows.numel():  # present rows only: absent ones may hold anything
-            lo, hi = torch.stack(torch.aminmax(rows.detach())).tolist()
-            if not (math.isfinite(lo) and math.isfinite(hi)):
+            if not torch.isfinite(rows).all():
                 raise ValueError(f"modality {modality!r} is marked present but holds NaN/inf; mark it absent instead")
-            tol = max(INPUT_RANGE_TOLERANCE, torch.finfo(rows.dtype).eps)
-            if lo < -tol or hi > 1.0 + tol:  # ChannelViT has no encoder to check this
-                raise EncoderInputError(f"modality {modality!r}: {range_error(lo, hi)}")
+            try:
+                check_value_range(rows)  # the encoders' value check; ChannelViT has no medfm encoder to run it
+            except EncoderInputError as err:
+                raise EncoderInputError(f"modality {modality!r}: {err}") from None
         return idx, rows
 
     @torch.no_grad()

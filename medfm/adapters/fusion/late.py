@@ -51,7 +51,10 @@ class LateFusionZeroFill(FusionModel):
                                                  "num_classes": self.num_classes, "label_names": self.label_names})
 
     def zero_filled(self, batch: Mapping[str, Any], modality: str) -> torch.Tensor:
-        """The modality's input with absent samples replaced by zeros (the baseline's design)."""
+        """The modality's input with absent samples replaced by zeros (the baseline's design).
+
+        Present rows are checked as every fuser checks them (:meth:`FusionModel.select`).
+        """
         n = batch_size(batch)
         pres = presence(batch, modality)
         device = self.head.weight.device
@@ -61,13 +64,8 @@ class LateFusionZeroFill(FusionModel):
             shape = (n, 1, self.img_size, self.img_size)
         if not pres.any():
             return torch.zeros(shape, device=device)
-        if modality != TABULAR:
-            self.check_image(modality, batch[modality])
-        x = batch[modality].float().to(device)
-        keep = pres.to(device).view(-1, *([1] * (x.ndim - 1)))
-        if modality != TABULAR and not torch.isfinite(x[pres.to(device)]).all():
-            raise ValueError(f"modality {modality!r} is marked present but holds NaN/inf; mark it absent instead")
-        return torch.where(keep, x, torch.zeros_like(x))
+        idx, rows = self.select(batch, modality, pres)
+        return torch.zeros((n, *rows.shape[1:]), device=device).index_copy(0, idx.to(device), rows.to(device))
 
     def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
         """Encode every modality (absent rows zero-filled), concatenate, classify.
