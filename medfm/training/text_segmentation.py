@@ -242,13 +242,13 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     check_resume_recipe(output, recipe, resume)
     check_resume_init(output, init, resume)
     check_local_checkpoint(init or recipe.encoder.pretrained)  # before config.yaml is written and the data read
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
-    record_init(output, init, resume)
-    tasks = [build_task(t.data, data_root) for t in recipe.tasks]
+    tasks = [build_task(t.data, data_root) for t in recipe.tasks]  # a missing data set leaves no files behind
     chans = {t.in_chans for t in tasks}
     if len(chans) != 1 or any(t.spatial_dims != 2 for t in tasks):
         raise ValueError(f"all tasks must be 2D with one channel count, got {[(t.name, t.in_chans) for t in tasks]}")
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+    record_init(output, init, resume)
     train_set = MultiTaskArrays([t.training_arrays() for t in tasks], alternate=recipe.alternate)
     torch.manual_seed(recipe.train.seed)
     patch = recipe.tasks[0].data.patch

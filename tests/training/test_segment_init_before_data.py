@@ -64,6 +64,18 @@ class DataRead(Exception):
     """Raised by the stub ``build_task``: the runner went on to the data."""
 
 
+def test_text_conditioned_runner_reads_the_data_before_writing(tmp_path, monkeypatch):
+    """A missing data set leaves no run folder behind (was: ``config.yaml`` and ``init.json``),
+    as the other segmentation runners, which read their data before writing."""
+    def read(*a, **k):
+        raise DataRead
+
+    monkeypatch.setattr(text_seg, "build_task", read)
+    with pytest.raises(DataRead):
+        text_seg.run_text_segmentation(from_dict(text_seg.TextSegRecipe, TEXT), tmp_path / "run", data_root=str(tmp_path))
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("init", ["timm", "hf-hub:org/name"])
 def test_remote_inits_are_not_checked_as_local_folders(tmp_path, monkeypatch, init):
     def read(*a, **k):
