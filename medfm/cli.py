@@ -59,7 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=non_negative_int, default=None,
                     help="override corruptions.workers (processes; 0 or 1: in this process)")
     sp.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads for inference (default: torch's)")
-    sp.add_argument("--output", type=Path, default=None)
+    sp.add_argument("--max-samples", type=positive_int, default=None,
+                    help="score a fixed class-stratified subset of at most N images of each data set's split (the same "
+                         "images clean and corrupted; reports say so); overrides datasets[].max_samples")
+    sp.add_argument("--output", type=Path, default=None,
+                    help="--suite: output folder; an earlier suite evaluation there is replaced as a whole, any other "
+                         "non-empty folder is refused")
     sp.add_argument("--batch-size", type=positive_int, default=None, help="inference batch size (default: the suite's, 64; 256 with --data)")
     data_root(sp)
 
@@ -151,7 +156,7 @@ def _check_new_output(path: Path) -> None:
 
 #: ``medfm eval`` options that apply to one mode only, with their defaults
 _DATA_ONLY = {"split": None, "size": None}
-_SUITE_ONLY = {"label_fraction": None, "probe_c": None, "workers": None, "cache_dir": None}
+_SUITE_ONLY = {"label_fraction": None, "probe_c": None, "workers": None, "cache_dir": None, "max_samples": None}
 
 
 def _check_eval_options(args: argparse.Namespace) -> None:
@@ -191,6 +196,8 @@ def _eval(args: argparse.Namespace) -> None:
             no dataset of the suite is on disk (:func:`medfm.evaluation.suites.run_suite`; it used
             to exit 0 having evaluated nothing); a suite with some on disk lists the others as skipped;
             ValueError: every dataset skipped (e.g. no checkpoint for its classes), with each reason.
+            FileExistsError: a non-empty ``--output`` holding no earlier suite evaluation (one that
+            does is replaced whole: :func:`medfm.evaluation.suites.run_suite`).
     """
     _check_eval_options(args)
     args.split = args.split or "test"
@@ -221,10 +228,11 @@ def _eval(args: argparse.Namespace) -> None:
         for w in res.get("warnings", []):  # also in results.json and report.md
             print(f"warning: {w}")
         return
-    from medfm.evaluation.suites import load_suite, run_suite, suite_overrides
+    from medfm.evaluation.suites import earlier_suite_report, load_suite, run_suite, suite_overrides
 
     suite = suite_overrides(load_suite(args.suite), protocol=args.protocol, label_fractions=args.label_fraction,
-                            workers=args.workers, batch_size=args.batch_size, probe_c=args.probe_c)
+                            workers=args.workers, batch_size=args.batch_size, probe_c=args.probe_c,
+                            max_samples=args.max_samples)
     if not args.checkpoint and not any(d.checkpoint for d in suite.datasets):
         raise ValueError(f"no checkpoint to evaluate: pass one or more on the command line (or set "
                          f"datasets[].checkpoint in {args.suite.name})")
@@ -237,6 +245,7 @@ def _eval(args: argparse.Namespace) -> None:
         output = resolve_checkpoint(args.checkpoint[0]) / f"eval-{suite.name}"
     else:
         raise ValueError("pass --output (no local checkpoint given to put the results next to)")
+    replaced = earlier_suite_report(Path(output))  # refuses a folder holding anything else, before any work
     res = run_suite(suite, args.checkpoint, output, data_root=args.data_root, cache_dir=args.cache_dir)
     for d in res["datasets"]:
         if d["status"] != "ok":
@@ -250,9 +259,12 @@ def _eval(args: argparse.Namespace) -> None:
             print(f"{d['name']} [{r['run']}]: ACC {_num(r['metrics']['acc'])}  AUC {_num(r['metrics']['auc'])}{extra}")
             for w in r.get("warnings", []):
                 print(f"  warning: {w}")
+        if d.get("subset"):
+            print(f"  scored {d['subset']['n']} of {d['subset']['of']} {d['split']} images (max_samples)")
     if res.get("unused_checkpoints"):
         print(f"not used by any data set: {', '.join(res['unused_checkpoints'])}")
-    print(f"suite {suite.name}: {res['wall_s']:.1f} s; report: {Path(output) / 'report.md'}")
+    print(f"suite {suite.name}: {res['wall_s']:.1f} s; report: {Path(output) / 'report.md'}"
+          + (" (replaced the earlier evaluation there)" if replaced else ""))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -160,6 +160,23 @@ def sample_per_class(labels: np.ndarray, per_class: int, seed: int = 0) -> np.nd
     return np.concatenate(picks).astype(np.int64) if picks else np.zeros(0, dtype=np.int64)
 
 
+#: CAM grid column width (inches) and caption font size (points)
+_CAM_COL_IN, _CAM_TITLE_PT = 1.3, 6
+
+
+def cam_caption(true: str, pred: str, width: Optional[int] = None) -> str:
+    """A CAM grid column's caption: ``true <name>`` and ``pred <name>``, each wrapped at word
+    boundaries to ``width`` characters (default: what fits a column at the caption's font size).
+
+    Names are never cut (they used to be cut at 10 characters: BloodMNIST's "immature
+    granulocytes(...)" read "immature g", "erythroblast" "erythrobla"); the grid grows taller instead.
+    """
+    import textwrap
+
+    width = width or int(_CAM_COL_IN * 72 / (0.62 * _CAM_TITLE_PT))  # DejaVu Sans: ~0.6 em per character
+    return "\n".join(line for text in (f"true {true}", f"pred {pred}") for line in textwrap.wrap(text, width))
+
+
 def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int = 2, seed: int = 0,
              methods: Sequence[str] = CAM_METHODS, label_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Write a PNG grid: one column per sampled test image, rows = image and each CAM overlay.
@@ -197,14 +214,17 @@ def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int
         cams = {k: v[:, mid] for k, v in cams.items()}
     names = list(label_names or getattr(dataset, "label_names", []) or [])
     rows, cols = 1 + len(methods), len(idx)
-    fig = _new_figure((1.3 * cols + 0.6, 1.45 * rows))
-    rgb = images.permute(0, 2, 3, 1).numpy()
-    if rgb.shape[-1] == 1:
-        rgb = np.repeat(rgb, 3, axis=-1)
     y = np.asarray(dataset.labels).reshape(len(dataset.labels), -1)[idx, 0]
 
     def caption(c: Optional[int]) -> str:
-        return "?" if c is None else (names[c] if c < len(names) else str(c))[:10]
+        return "?" if c is None else (names[c] if c < len(names) else str(c))
+
+    titles = [cam_caption(caption(int(y[j])), caption(pred[j])) for j in range(cols)]
+    title_lines = max(t.count("\n") + 1 for t in titles)
+    fig = _new_figure((_CAM_COL_IN * cols + 0.6, 1.45 * rows + title_lines * _CAM_TITLE_PT * 1.3 / 72))
+    rgb = images.permute(0, 2, 3, 1).numpy()
+    if rgb.shape[-1] == 1:
+        rgb = np.repeat(rgb, 3, axis=-1)
 
     for j in range(cols):
         for r in range(rows):
@@ -214,11 +234,12 @@ def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(f"true {caption(int(y[j]))}\npred {caption(pred[j])}", fontsize=6)
+                ax.set_title(titles[j], fontsize=_CAM_TITLE_PT)
             if j == 0:
                 ax.set_ylabel("image" if r == 0 else methods[r - 1], fontsize=7)
     _save(fig, path)
     return {"path": str(path), "indices": idx.tolist(), "methods": list(methods), "predicted": pred}
 
 
-__all__ = ["CAM_METHODS", "tokens_to_grid", "CamModel", "cam_target", "compute_cams", "sample_per_class", "cam_grid"]
+__all__ = ["CAM_METHODS", "tokens_to_grid", "CamModel", "cam_target", "compute_cams", "sample_per_class", "cam_caption",
+           "cam_grid"]

@@ -5,8 +5,10 @@ frozen-feature protocols (``linear``, ``knn``): for each MedMNIST dataset of the
 each fraction, the checkpoint's encoder (any kind: pretraining objective, classifier,
 image-text model) gets a fresh linear head and is trained with
 :func:`medfm.training.runs.run_finetune` on a stratified seeded ``fraction`` of the
-training labels (:func:`medfm.data.medmnist.label_fraction_indices`), then the trained
-classifier is scored like an ``as-is`` checkpoint. This is the "fine-tuning" column of the
+training labels (:func:`medfm.training.runs.finetune_label_indices`, which the suite's reported
+``train_labels`` counts use too), then the trained
+classifier is scored like an ``as-is`` checkpoint. Runs train on MedMNIST's train split: a suite
+dataset with another ``train_split`` is refused (:func:`medfm.evaluation.suites.run_suite`). This is the "fine-tuning" column of the
 label-efficiency tables in SimCLR (Chen et al. 2020, section 6) and LVM-Med.
 
 Settings (``protocol.finetune`` in the suite, a partial :class:`medfm.training.recipes.FinetuneRecipe`):

@@ -1,6 +1,8 @@
 """``report.md`` of an evaluation suite: summary table, skipped sets, and per data set the clean
-metrics, the comparison with published figures (MedViT-small's MedMNIST-C figures, medmnistc's
-AlexNet reference, MedMNIST v2's ResNet-18 (28) row) and the corruption table.
+metrics, the comparison with published figures for what was run (MedMNIST v2's ResNet-18 (28)
+row; with corruptions, MedViT-small's MedMNIST-C figures and medmnistc's AlexNet reference) and
+the corruption table. A data set scored on a subset (``max_samples``) says so and is compared with
+no published full-test-set figure.
 
 The results dict it renders is the one :func:`medfm.evaluation.suites.run_suite` writes as
 ``results.json``.
@@ -39,6 +41,11 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
                and "method" in d["corruptions"]}
     for m in sorted(methods):
         lines.append(f"- corruption method: {m}")
+    subsets = [d for d in res["datasets"] if d.get("subset")]
+    if subsets:
+        lines.append(f"- **subset**: {', '.join(d['name'] for d in subsets)} scored on a fixed class-stratified subset "
+                     "of the split (max_samples; n below is 'scored of total'): estimates, not comparable with "
+                     "full-test-set figures")
     if res.get("unused_checkpoints"):
         lines.append(f"- not used by any data set: {', '.join(f'`{c}`' for c in res['unused_checkpoints'])} ("
                      + ("no data set has their classes" if suite["protocol"]["name"] == "as-is" else
@@ -49,7 +56,7 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
     for d in ok:
         for r in d["runs"]:
             rob = r.get("robustness") or {}
-            rows.append({"dataset": d["name"], "run": r["run"], "n": d["n_samples"], "acc": r["metrics"]["acc"],
+            rows.append({"dataset": d["name"], "run": r["run"], "n": _n_scored(d), "acc": r["metrics"]["acc"],
                          "acc_ci": _ci(r["ci"].get("acc")), "auc": r["metrics"]["auc"], "auc_ci": _ci(r["ci"].get("auc")),
                          "bal": r["metrics"]["balanced_acc"], "ece": r["metrics"]["ece"],
                          "err": rob.get("clean_error"), "be": rob.get("be"), "rbe": rob.get("rbe")})
@@ -68,6 +75,12 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
                      f"{d['split']}, {d['size']} px, {d['n_samples']} images, data md5 `{d['data_md5']}`. Time: "
                      + ", ".join(f"{k.replace('_', ' ')} {v['wall_s']:.1f} s (CPU {v['cpu_s']:.1f} s)"
                                  for k, v in d["timing"].items()) + ".\n")
+        sub = d.get("subset")
+        if sub:
+            lines.append(f"**Subset:** {sub['n']} of the {sub['of']} {d['split']} images (max_samples {sub['max_samples']}, "
+                         f"class-stratified, seed {sub['seed']}; the same images clean and corrupted). All numbers "
+                         "below are estimates on this subset; published full-test-set figures are not listed (BE/rBE "
+                         "still divide by medmnistc's full-test-set AlexNet errors).\n")
         cor = d.get("corruptions")
         if isinstance(cor, dict) and "skipped" in cor and isinstance(cor["skipped"], str):
             lines.append(f"Corruptions: {cor['skipped']}.\n")
@@ -103,6 +116,12 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _n_scored(d: Dict[str, Any]) -> Any:
+    """The summary's ``n``: the images scored, ``"200 of 624"`` on a subset."""
+    sub = d.get("subset")
+    return f"{sub['n']} of {sub['of']}" if sub else d["n_samples"]
+
+
 def _ci(ci: Optional[Dict[str, Any]]) -> str:
     return "" if not ci or ci.get("low") is None else f"[{ci['low']:.3f}, {ci['high']:.3f}]"
 
@@ -126,10 +145,15 @@ def _fitted_on(run: Dict[str, Any]) -> str:
 
 
 def _references(d: Dict[str, Any], run: Dict[str, Any], alexnet_reference: Any) -> List[Dict[str, Any]]:
-    """Rows comparing ``run`` (one run of data set ``d``) with published figures for the same dataset.
+    """Rows comparing ``run`` (one run of data set ``d``) with published figures for the same dataset,
+    for what was run: MedMNIST-C rows (MedViT-small, AlexNet) only with corruption results (a
+    clean-only run used to list MedViT-small's MedMNIST-C row); none on a subset (``d["subset"]``:
+    published figures are full-test-set numbers).
 
     The "this checkpoint" row shows ``run``'s own ACC/AUC and robustness (it used to show the
     first run's ACC/AUC under every label fraction)."""
+    if d.get("subset"):
+        return []
     rob = run.get("robustness")
     rows = [{"model": "this checkpoint", "err": (rob or {}).get("clean_error"), "be": (rob or {}).get("be"),
              "rbe": (rob or {}).get("rbe"), "acc": run["metrics"]["acc"], "auc": run["metrics"]["auc"],
@@ -137,7 +161,7 @@ def _references(d: Dict[str, Any], run: Dict[str, Any], alexnet_reference: Any) 
     from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28
 
     flag = d.get("flag")
-    if flag in MEDVIT_SMALL_C:
+    if rob and flag in MEDVIT_SMALL_C:
         v = MEDVIT_SMALL_C[flag]
         rows.append({"model": "MedViT-small (published)", "err": v["clean_error"], "be": v["be"], "rbe": v["rbe"],
                      "note": "corruptions at 224 px"})

@@ -22,9 +22,15 @@ disk also with ``"missing_data": true``); configuration errors (misspelt key, un
 corruption, a matching checkpoint whose in_chans differs from the data) stop the run with one
 clear line. A suite none of whose datasets is on disk stops too (:func:`run_suite`): a run that
 evaluated nothing used to exit 0 with an empty summary.
+
+The output folder receives the evaluation whole (written beside it, then renamed): an earlier
+suite evaluation there is replaced, any other non-empty folder refused (:func:`earlier_suite_report`).
+A dataset's ``max_samples`` scores a fixed class-stratified subset of its split
+(:func:`scored_subset_indices`), recorded in ``results.json`` and stated in the reports.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -65,10 +71,17 @@ class DatasetSpec:
             are corpus images) or ``random`` (seeded).
         checkpoint: checkpoint for this dataset (overrides the command line).
         corruptions: apply the suite's corruptions to this dataset.
+        max_samples: score at most this many images of ``split``: a fixed class-stratified subset
+            drawn with seed :data:`SUBSET_SEED` (:func:`scored_subset_indices`), the same images clean,
+            corrupted and for the CAMs; None (default): the whole split. Reports state the subset and
+            leave out published full-test-set figures (a MedMNIST-C run over the 12 sets takes hours in
+            full). The splits probes are fitted and tuned on are never reduced.
 
     Raises:
         ValueError: not exactly one of flag/folder, an unknown split or split rule, ``size`` < 1,
-        or ``train_split`` / a given ``val_split`` equal to ``split`` (the probe would be fitted or tuned on the scored split).
+        or ``train_split`` / a given ``val_split`` equal to ``split`` (the probe would be fitted or tuned on the scored split);
+        ``max_samples`` < 1, or below a MedMNIST set's number of classes (a stratified subset keeps
+        one image of each class at least).
         UnknownDatasetError: unknown MedMNIST flag.
     """
 
@@ -82,19 +95,27 @@ class DatasetSpec:
     split_rule: str = "sorted"
     checkpoint: Optional[str] = None
     corruptions: bool = True
+    max_samples: Optional[int] = None
 
     def __post_init__(self) -> None:
         if (self.flag is None) == (self.folder is None):
             raise ValueError("a dataset needs exactly one of 'flag' (MedMNIST) or 'folder' (image folder)")
         if self.size is not None and self.size < 1:
             raise ValueError(f"size must be an image side in px, got {self.size}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"max_samples must be a number of images >= 1 (or left out: the whole split), "
+                             f"got {self.max_samples}")
         if self.flag is not None:
             from medfm.data.medmnist import available_sizes, dataset_info
 
-            dataset_info(self.flag)  # unknown flag -> UnknownDatasetError with close matches
+            info = dataset_info(self.flag)  # unknown flag -> UnknownDatasetError with close matches
             if self.size is not None and self.size not in available_sizes(self.flag):
                 raise ValueError(f"size {self.size} is not a released size of {self.flag}; it exists at "
                                  f"{', '.join(map(str, available_sizes(self.flag)))} px")
+            k = len(info["label_names"])
+            if self.max_samples is not None and self.max_samples < k and not info["task"].startswith("multi-label"):
+                raise ValueError(f"max_samples {self.max_samples} is below {self.flag}'s {k} classes: the stratified "
+                                 "subset keeps at least one image of each class")
         from medfm.data.imagefolder import SPLIT_RULES
 
         if self.split_rule not in SPLIT_RULES:
@@ -312,7 +333,7 @@ def _parse_fractions(text: Any) -> Tuple[float, ...]:
 
 def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fractions: Optional[str] = None,
                     workers: Optional[int] = None, batch_size: Optional[int] = None,
-                    probe_c: Optional[str] = None) -> Suite:
+                    probe_c: Optional[str] = None, max_samples: Optional[int] = None) -> Suite:
     """``suite`` with command-line overrides applied (``None`` keeps the suite's value).
 
     Args:
@@ -320,9 +341,10 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
         label_fractions: comma list, e.g. ``"0.01,0.1,1"``.
         workers: corruption worker processes; batch_size: inference batch size.
         probe_c: the linear probe's C, a number or ``"val"``.
+        max_samples: every dataset's ``max_samples`` (:class:`DatasetSpec`).
 
     Raises:
-        ConfigError: a bad protocol, fraction list or probe C.
+        ConfigError: a bad protocol, fraction list, probe C or max_samples.
     """
     from dataclasses import replace
 
@@ -341,6 +363,11 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
         suite.corruptions = replace(suite.corruptions, workers=int(workers))
     if batch_size is not None:
         suite.batch_size = int(batch_size)
+    if max_samples is not None:
+        try:
+            suite.datasets = [replace(d, max_samples=int(max_samples)) for d in suite.datasets]
+        except ValueError as err:
+            raise ConfigError(f"--max-samples: {err}") from None
     return suite
 
 
@@ -350,16 +377,18 @@ class ArraySet:
 
     Args:
         images: ``(N, H, W)``, ``(N, H, W, 3)`` or 3D ``(N, D, H, W)`` uint8.
-        labels: ``(N, L)`` integer labels as stored; like: the dataset whose task, classes and
-            channel handling to copy (``n_channels`` 3 with grey images repeats them).
+        like: the dataset whose task, classes, channel handling (``n_channels`` 3 with grey images
+            repeats them), ``size``, ``md5`` and ``flag`` to copy, and whose labels to use.
+        labels: ``(N, L)`` integer labels as stored, when not ``like.labels`` (a subset of ``like``).
     """
 
-    def __init__(self, images: np.ndarray, like: Any) -> None:
-        self.images, self.labels = images, like.labels
+    def __init__(self, images: np.ndarray, like: Any, labels: Optional[np.ndarray] = None) -> None:
+        self.images, self.labels = images, (like.labels if labels is None else labels)
         self.task, self.num_classes, self.label_names = like.task, like.num_classes, like.label_names
         self.n_channels, self.is_3d = like.n_channels, getattr(like, "is_3d", False)
+        self.size, self.md5, self.flag = (getattr(like, k, None) for k in ("size", "md5", "flag"))
         self._t = torch.from_numpy(np.ascontiguousarray(images))
-        lab = np.asarray(like.labels)
+        lab = np.asarray(self.labels)
         self._y = torch.from_numpy(lab.astype(np.float32) if like.task == "multi-label, binary-class"
                                    else lab.reshape(len(lab), -1)[:, 0].astype(np.int64))
 
@@ -373,6 +402,57 @@ class ArraySet:
         if x.shape[1] == 1 and self.n_channels == 3:
             x = x.expand(-1, 3, *x.shape[2:])
         return {"image": x.contiguous().float().div_(255.0), "label": self._y[torch.as_tensor(idx, dtype=torch.long)]}
+
+
+#: seed of the scored subset of a dataset with ``max_samples``
+SUBSET_SEED = 0
+
+
+def scored_subset_indices(labels: Any, max_samples: int, seed: int = SUBSET_SEED) -> np.ndarray:
+    """Indices of at most ``max_samples`` images of a split, stratified by class and seeded.
+
+    The largest draw of :func:`medfm.data.label_fraction_indices` (each class keeps
+    ``round(fraction * n_class)`` images, at least one; multi-label sets group images by their
+    rarest positive label) that holds at most ``max_samples`` images; with one seed a smaller
+    subset is part of a larger one.
+
+    Args:
+        labels: ``(N,)`` / ``(N, 1)`` class indices or ``(N, L)`` 0/1 multi-label labels.
+        max_samples: the most images to keep, >= 1.
+        seed: the draw's seed.
+
+    Returns:
+        Sorted int64 indices into ``[0, N)``; all of them when ``N <= max_samples``.
+
+    Raises:
+        ValueError: ``max_samples`` < 1, or fewer than the split's classes (label groups).
+    """
+    from medfm.data.medmnist import label_fraction_indices
+
+    n = len(labels)
+    if max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    if n <= max_samples:
+        return np.arange(n)
+    for target in range(max_samples, 0, -1):  # rounding per class (at least one each) can overshoot the target
+        idx = label_fraction_indices(labels, target / n, seed=seed)
+        if len(idx) <= max_samples:
+            return idx
+    raise ValueError(f"max_samples {max_samples} is below the number of classes (label groups) of the split: a "
+                     "stratified subset keeps at least one image of each; raise max_samples")
+
+
+def _scored_subset(ds: Any, max_samples: Optional[int]) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    """``(dataset, record)``: ``ds`` reduced to :func:`scored_subset_indices` (an :class:`ArraySet`
+    with its size, md5 and flag) and what ``results.json`` records of it; ``(ds, None)`` when
+    ``max_samples`` is None or not below ``len(ds)``."""
+    if max_samples is None or max_samples >= len(ds):
+        return ds, None
+    idx = scored_subset_indices(ds.labels, max_samples)
+    sub = ArraySet(np.ascontiguousarray(ds.images[idx]), ds, labels=np.asarray(ds.labels)[idx])
+    return sub, {"max_samples": int(max_samples), "n": int(len(idx)), "of": int(len(ds)), "seed": SUBSET_SEED,
+                 "rule": "class-stratified (medfm.data.label_fraction_indices), the same images clean and corrupted",
+                 "indices": idx.tolist()}
 
 
 def _load_dataset(spec: DatasetSpec, split: str, size: Optional[int], data_root: Optional[str], as_rgb: bool) -> Any:
@@ -464,16 +544,23 @@ def _pick_checkpoint(spec: DatasetSpec, checkpoints: Sequence[str], models: _Mod
 
 
 # -- running -----------------------------------------------------------------------------------------
-def _dataset_meta(spec: DatasetSpec, ds: Any) -> Dict[str, Any]:
+def _dataset_meta(spec: DatasetSpec, ds: Any, corrupted: bool, subset: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Provenance of one dataset's runs (per-run ``results.json`` ``meta``, which ``medfm card`` reads).
+
+    ``references``: published figures for what was run: MedMNIST v2's ResNet-18 (28 px, clean),
+    MedViT-small's MedMNIST-C figures only when ``corrupted``; none on a ``subset`` (published
+    figures are full-test-set numbers), which is recorded instead (without its indices).
+    """
     from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28
 
     refs: Dict[str, Any] = {}
-    if spec.flag in MEDMNIST_V2_RESNET18_28 and getattr(ds, "size", 28) == 28:
+    if subset is None and spec.flag in MEDMNIST_V2_RESNET18_28 and getattr(ds, "size", 28) == 28:
         refs["MedMNIST v2 ResNet-18 (28)"] = MEDMNIST_V2_RESNET18_28[spec.flag]
-    if spec.flag in MEDVIT_SMALL_C:
+    if subset is None and corrupted and spec.flag in MEDVIT_SMALL_C:
         refs["MedViT-small MedMNIST-C (224 px corruptions)"] = MEDVIT_SMALL_C[spec.flag]
     return {"dataset": spec.name, "flag": spec.flag, "folder": spec.folder, "split": spec.split,
-            "size": getattr(ds, "size", None), "data_md5": getattr(ds, "md5", None), "references": refs}
+            "size": getattr(ds, "size", None), "data_md5": getattr(ds, "md5", None), "references": refs,
+            **({"subset": {k: v for k, v in subset.items() if k != "indices"}} if subset else {})}
 
 
 def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spec: "Suite",
@@ -492,8 +579,9 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
     if protocol == "as-is":
         return (lambda d: predict_scores(model, d, batch_size=bs)), [("as-is", None, lambda s: s, model, {})]
     if protocol == "finetune":
-        from medfm.data.medmnist import label_fraction_indices, medmnist_path
+        from medfm.data.medmnist import medmnist_path
         from medfm.evaluation.finetune_protocol import finetune_classifier, finetune_recipe
+        from medfm.training.runs import finetune_label_indices
 
         with np.load(medmnist_path(finetune["flag"], finetune["size"], finetune["data_root"])) as npz:
             all_train = np.asarray(npz["train_labels"])
@@ -504,9 +592,9 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
                                       Path(finetune["workdir"]) / run / "train", spec.protocol.finetune,
                                       seed=spec.protocol.seed, data_root=finetune["data_root"],
                                       checkpoint_sha256=finetune.get("sha"))
-            seed = finetune_recipe(encoder, finetune["checkpoint"], finetune["flag"], finetune["size"], frac,
-                                   spec.protocol.finetune, spec.protocol.seed).train.seed  # the draw run_finetune made
-            kept = all_train[label_fraction_indices(all_train, frac, seed=seed)] if frac < 1 else all_train
+            recipe = finetune_recipe(encoder, finetune["checkpoint"], finetune["flag"], finetune["size"], frac,
+                                     spec.protocol.finetune, spec.protocol.seed)
+            kept = all_train[finetune_label_indices(recipe, all_train)]  # the draw run_finetune made
             heads.append((run, frac, lambda d, clf=clf: predict_scores(clf, d, batch_size=bs), clf,
                           {"finetune_checkpoint": str(Path(finetune["workdir"]) / run / "train"),
                            "train_labels": _train_label_counts(kept, ds.task, ds.label_names, "train", "fine-tuned")}))
@@ -697,9 +785,37 @@ def _corruption_jobs(spec: DatasetSpec, cs: CorruptionSpec, ds: Any) -> Tuple[Li
     return run, skipped
 
 
+#: timing stages per protocol: (fitting on labels, forward pass over the scored images, applying the
+#: heads to its outputs); None: no such stage. "clean" used to time the probe's train features and fit
+#: too, and for finetune the fine-tuning itself, while its inference fell under "metrics reports".
+_STAGES: Dict[str, Tuple[Optional[str], Optional[str], Optional[str]]] = {
+    "as-is": (None, "inference", None),
+    "linear": ("train_features_and_probe_fit", "features", "probe_scoring"),
+    "knn": ("train_features", "features", "knn_scoring"),
+    "finetune": ("fine_tuning", None, "finetuned_inference"),
+}
+
+
+def _subset_cache(cache_dir: Optional[str], subset: Dict[str, Any]) -> str:
+    """Corrupted-set cache root of a scored subset: ``<cache>/subsets/<sha256 of its indices>``, so
+    the cached full-split sets (same file names) are neither reused for nor replaced by a subset."""
+    import hashlib
+
+    from medfm.data.corruptions import DEFAULT_CACHE_DIR
+
+    digest = hashlib.sha256(np.asarray(subset["indices"], dtype=np.int64).tobytes()).hexdigest()[:16]
+    return str(Path(os.path.expanduser(str(cache_dir or DEFAULT_CACHE_DIR))) / "subsets" / digest)
+
+
 def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models: _Models, out: Path,
-                      data_root: Optional[str], cache_dir: Optional[str], progress: bool) -> Dict[str, Any]:
-    """Evaluate one dataset (clean, corrupted, CAMs); returns its ``results.json`` entry."""
+                      data_root: Optional[str], cache_dir: Optional[str], progress: bool,
+                      work: Optional[Path] = None) -> Dict[str, Any]:
+    """Evaluate one dataset (clean, corrupted, CAMs); returns its ``results.json`` entry.
+
+    Reports go under ``out`` (the run's staging folder); fine-tuning runs of the ``finetune``
+    protocol under ``work`` (default ``out``), the final output folder, where a rerun finds them.
+    ``timing``: wall and CPU seconds per stage named by what it covers (:data:`_STAGES`).
+    """
     from medfm.data.corruptions import corrupted_sets, corruption_datasets, describe_method, resample_roundtrip
     from medfm.evaluation.report import write_classification_report
     from medfm.evaluation.robustness import robustness_markdown, robustness_summary
@@ -712,16 +828,21 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
         prep = _prepare(spec, suite, checkpoints, models, data_root)
     except _Skip as skip:
         return {**entry, "status": "skipped", "reason": str(skip), **({"missing_data": True} if skip.missing else {})}
-    ds = prep["ds"]
+    ds, subset = _scored_subset(prep["ds"], spec.max_samples)
     clock.lap("load")
     entry.update({"status": "ok", "checkpoint": prep["checkpoint"], "checkpoint_sha256": prep["sha"],
-                  "size": ds.size, "n_samples": len(ds), "data_md5": ds.md5, "runs": []})
+                  "size": ds.size, "n_samples": len(ds), "data_md5": ds.md5, **({"subset": subset} if subset else {}),
+                  "runs": []})
     finetune = {"checkpoint": prep["checkpoint"], "sha": prep["sha"], "flag": spec.flag, "size": prep["size"],
-                "workdir": out / spec.name, "data_root": data_root}
+                "workdir": (work or out) / spec.name, "data_root": data_root}
+    fit_stage, forward, score_stage = _STAGES[suite.protocol.name]
     embed, heads = _scoring(suite.protocol.name, prep["model"], prep["core"], prep["encoder"], prep["train"], suite, ds,
                             val=prep["val"], finetune=finetune, train_split=spec.train_split)
+    if fit_stage:
+        clock.lap(fit_stage)
     clean = embed(ArraySet(ds.images, ds))
-    clock.lap("clean")
+    if forward:
+        clock.lap(f"clean_{forward}")
     cs = suite.corruptions if spec.corruptions else None
     corrupted: Dict[Tuple[str, int], Any] = {}
     control = None
@@ -731,20 +852,29 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
         run, skipped = _corruption_jobs(spec, cs, ds)
         jobs = [(c, s) for c in run for s in cs.severities]
         sets, stats = corrupted_sets(ds.images, spec.flag, jobs, size=ds.size, seed=cs.seed, resolution=cs.resolution,
-                                     cache_dir=cache_dir, source_md5=ds.md5, workers=cs.workers, progress=progress)
+                                     cache_dir=cache_dir if subset is None else _subset_cache(cache_dir, subset),
+                                     source_md5=ds.md5, workers=cs.workers, progress=progress)
         clock.lap("corruption_generation")
         corrupted = {job: embed(ArraySet(img, ds)) for job, img in sets.items()}
         control = embed(ArraySet(resample_roundtrip(ds.images, cs.resolution), ds))
-        clock.lap("corrupted_inference")
+        if forward:
+            clock.lap(f"corrupted_{forward}")
         entry["corruptions"] = {"method": describe_method(cs.resolution, cs.seed), "resolution": cs.resolution,
                                 "severities": list(cs.severities), "run": run, "skipped": skipped, "cache": stats,
                                 "images_scored": len(jobs) * len(ds)}
-    meta = {**_dataset_meta(spec, ds), "checkpoint": prep["checkpoint"], "checkpoint_sha256": prep["sha"],
-            "protocol": suite.protocol.name}
+    scored = []  # per head: clean scores, {corruption: (S, N, K) scores}, control scores
+    for _, _, head, _, _ in heads:
+        by_c: Dict[str, List[np.ndarray]] = {}
+        for (c, s), emb in corrupted.items():
+            by_c.setdefault(c, []).append(head(emb))
+        scored.append((head(clean), {c: np.stack(v) for c, v in by_c.items()}, head(control) if corrupted else None))
+    if score_stage:
+        clock.lap(score_stage)
+    meta = {**_dataset_meta(spec, ds, bool(corrupted), subset), "checkpoint": prep["checkpoint"],
+            "checkpoint_sha256": prep["sha"], "protocol": suite.protocol.name}
     m = suite.metrics
-    for run_name, frac, head, cam_model, extra in heads:
+    for (run_name, frac, head, cam_model, extra), (scores, by_corruption, control_scores) in zip(heads, scored):
         rdir = out / spec.name if len(heads) == 1 else out / spec.name / run_name
-        scores = head(clean)
         train_labels = extra.get("train_labels")
         fit_warnings = list(train_labels.pop("warnings", [])) if train_labels else []
         run_meta = {**meta, "label_fraction": frac, **({"train_labels": train_labels} if train_labels else {}),
@@ -757,11 +887,8 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
                      "ci": res["ci"], "per_class_recall": res["metrics"]["per_class_recall"], **extra,
                      **({"warnings": fit_warnings} if fit_warnings else {})}
         if corrupted:
-            by_c: Dict[str, List[np.ndarray]] = {}
-            for (c, s), emb in corrupted.items():
-                by_c.setdefault(c, []).append(head(emb))
             run_entry["robustness"] = robustness_summary(
-                ds.labels, scores, {c: np.stack(v) for c, v in by_c.items()}, head(control), ds.task, spec.flag,
+                ds.labels, scores, by_corruption, control_scores, ds.task, spec.flag,
                 list(cs.severities), rdir / "error_vs_severity.png", threshold=m.threshold, title=f"{spec.name} ({run_name})")
             res["robustness"] = {**run_entry["robustness"], "method": entry["corruptions"]["method"]}
             res["files"] = res["files"] + ["error_vs_severity.png"]
@@ -820,19 +947,63 @@ def _no_data_error(suite: Suite, data_root: Optional[str]) -> MedFMDataError:
         "that holds it")
 
 
-def _check_val_splits(suite: Suite) -> None:
-    """Refuse ``linear_c: val`` (``--probe-c val``) for a dataset without a val split to choose C on
-    (one whose scored ``split`` is ``val`` and that names no other ``val_split``).
+def _check_protocol_splits(suite: Suite) -> None:
+    """Refuse dataset splits the protocol cannot honour:
+
+    - ``linear_c: val`` (``--probe-c val``) for a dataset without a val split to choose C on (one
+      whose scored ``split`` is ``val`` and that names no other ``val_split``);
+    - the ``finetune`` protocol with a ``train_split`` other than ``train``: fine-tuning runs
+      (:func:`medfm.training.runs.run_finetune`) train on MedMNIST's train split (the suite used to
+      fine-tune on it whatever ``train_split`` said, and reported it as the split asked for).
 
     Raises:
         ConfigError: naming the dataset, before anything is loaded or written.
     """
-    if suite.protocol.name != "linear" or suite.protocol.linear_c != "val":
-        return
     for i, spec in enumerate(suite.datasets):
-        if spec.val_split is None:
+        if suite.protocol.name == "linear" and suite.protocol.linear_c == "val" and spec.val_split is None:
             raise ConfigError(f"datasets[{i}] ({spec.name}) scores the val split, so the probe's C cannot be chosen on "
                               "it (protocol.linear_c / --probe-c val): give it another val_split or a numeric C")
+        if suite.protocol.name == "finetune" and spec.train_split != "train":
+            raise ConfigError(f"datasets[{i}] ({spec.name}) has train_split {spec.train_split!r}, but the finetune "
+                              "protocol fine-tunes on the train split only: remove train_split, or use --protocol "
+                              "linear/knn to fit on another split")
+
+
+#: ``kind`` of a suite's ``results.json``
+SUITE_KIND = "evaluation-suite"
+
+
+def earlier_suite_report(out: Path) -> bool:
+    """Whether ``out`` holds an earlier suite evaluation, which :func:`run_suite` replaces as a whole.
+
+    ``out`` may be missing or empty (False), hold a suite's ``results.json`` (True), or hold only
+    the fine-tuning runs an interrupted ``finetune`` suite left (False; they are reused).
+
+    Raises:
+        FileExistsError: ``out`` is a file, or a folder holding anything else (another command's
+            output, a ``--data`` evaluation, the user's files), which a suite will not mix with nor delete.
+    """
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise FileExistsError(f"output {out} is a file; choose another output folder")
+    try:
+        kind = json.loads((out / "results.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind == SUITE_KIND:
+        return True
+    foreign = next((p for p in out.rglob("*") if p.is_file() and not _in_finetune_run(p.relative_to(out))), None)
+    if foreign is not None:
+        raise FileExistsError(f"output {out} is not empty and holds no earlier evaluation-suite report (e.g. "
+                              f"{foreign.relative_to(out)}); a suite replaces only its own earlier reports: choose "
+                              "another output folder or empty this one")
+    return False
+
+
+def _in_finetune_run(rel: Path) -> bool:
+    """``<dataset>/finetune-f<fraction>/train/...``: inside a fine-tuning run of the finetune protocol."""
+    return len(rel.parts) > 3 and rel.parts[1].startswith("finetune-f") and rel.parts[2] == "train"
 
 
 def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path], data_root: Optional[str] = None,
@@ -842,7 +1013,12 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
     Args:
         suite: from :func:`load_suite` (protocol/label fractions may be overridden first).
         checkpoints: checkpoint dirs or ``hf-hub:`` ids, tried in order per dataset.
-        output: output directory; per-dataset reports go to ``<output>/<dataset>/``.
+        output: output directory; per-dataset reports go to ``<output>/<dataset>/``. The evaluation
+            is written to a hidden sibling folder and renamed to ``output`` when complete
+            (:func:`medfm.io.atomic_dir`): an earlier suite evaluation there is replaced as a whole
+            (its per-dataset folders and figures used to stay next to the new report), except the
+            fine-tuning runs this one trained or reused. A failed run leaves ``output`` as it was,
+            plus the fine-tuning runs it started (a rerun resumes them).
         data_root: see :func:`medfm.data.root.resolve_data_root`.
         cache_dir: corrupted-set cache root (default ``~/.cache/medfm``).
         progress: tqdm bars for corruption generation.
@@ -855,7 +1031,9 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
         ChannelMismatchError: an ``as-is`` checkpoint matches a dataset's classes but not its
             channels. CheckpointError: unreadable checkpoint.
         ConfigError: ``linear_c: val`` for a dataset scoring its val split with no other
-            ``val_split`` (:func:`_check_val_splits`).
+            ``val_split``, or ``finetune`` with a ``train_split`` other than train (:func:`_check_protocol_splits`).
+        FileExistsError: ``output`` is a file, or a non-empty folder that holds no earlier suite
+            evaluation (:func:`earlier_suite_report`); checked before anything is loaded or written.
         DataFileMissingError: no dataset of the suite is on disk under the data root (one line
             naming the root and how to get the data; nothing is written and an ``output`` folder
             this call created is removed). A suite with some datasets on disk runs, listing the
@@ -864,45 +1042,52 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
             checkpoint matching its classes, 3D data for a 2D classifier): one line with each
             dataset's reason; nothing is written. (A run that evaluated nothing used to exit 0.)
     """
-    from medfm.evaluation.report import versions
-    from medfm.io import atomic_write_json, atomic_write_text
+    from datetime import datetime, timezone
 
-    _check_val_splits(suite)
+    from medfm.evaluation.report import versions
+    from medfm.evaluation.suite_report import render_suite_markdown
+    from medfm.io import atomic_dir, atomic_write_json, atomic_write_text
+
+    _check_protocol_splits(suite)
     out = Path(output)
+    earlier_suite_report(out)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), _cpu_seconds()
     load_avg = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     models = _Models()
     try:
-        entries = [_evaluate_dataset(spec, suite, checkpoints, models, out, data_root, cache_dir, progress)
-                   for spec in suite.datasets]
-        if entries and all(e.get("missing_data") for e in entries):
-            raise _no_data_error(suite, data_root)
-        if entries and not any(e["status"] == "ok" for e in entries):
-            raise ValueError(f"suite {suite.name!r} evaluated no data set: " + "; ".join(
-                f"{e['name']}: {e['reason']}" for e in entries))
+        with atomic_dir(out) as stage:  # reports go to stage; fine-tuning runs train in place under out
+            entries = [_evaluate_dataset(spec, suite, checkpoints, models, stage, data_root, cache_dir, progress,
+                                         work=out) for spec in suite.datasets]
+            if entries and all(e.get("missing_data") for e in entries):
+                raise _no_data_error(suite, data_root)
+            if entries and not any(e["status"] == "ok" for e in entries):
+                raise ValueError(f"suite {suite.name!r} evaluated no data set: " + "; ".join(
+                    f"{e['name']}: {e['reason']}" for e in entries))
+            res = {"schema_version": SUITE_SCHEMA_VERSION, "kind": SUITE_KIND,
+                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
+                   "suite": to_dict(suite), "checkpoints": list(checkpoints),
+                   "host": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_avg_start": load_avg},
+                   "datasets": entries, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - c0}
+            used = {e["checkpoint"] for e in entries if e["status"] == "ok"}
+            unused = [c for c in dict.fromkeys(checkpoints) if c not in used]
+            if unused:  # e.g. a second checkpoint with linear/knn: every set took the first; it used to go unmentioned
+                res["unused_checkpoints"] = unused
+            atomic_write_text(stage / "report.md", render_suite_markdown(res))
+            atomic_write_json(stage / "results.json", res)
+            for e in entries:  # the fine-tuning runs this evaluation used move in; the rest of out is replaced
+                for r in e.get("runs", []):
+                    if r.get("finetune_checkpoint"):
+                        rel = Path(r["finetune_checkpoint"]).relative_to(out)
+                        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(out / rel, stage / rel)
     except BaseException:
-        if created and not any(out.iterdir()):  # e.g. a missing checkpoint: leave no empty output folder
+        if created and out.is_dir() and not any(out.iterdir()):  # leave no empty output folder (fine-tuning runs stay)
             out.rmdir()
         raise
-    from datetime import datetime, timezone
-
-    res = {"schema_version": SUITE_SCHEMA_VERSION, "kind": "evaluation-suite",
-           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
-           "suite": to_dict(suite), "checkpoints": list(checkpoints),
-           "host": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_avg_start": load_avg},
-           "datasets": entries, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - c0}
-    used = {e["checkpoint"] for e in entries if e["status"] == "ok"}
-    unused = [c for c in dict.fromkeys(checkpoints) if c not in used]
-    if unused:  # e.g. a second checkpoint with linear/knn: every set took the first; it used to go unmentioned
-        res["unused_checkpoints"] = unused
-    from medfm.evaluation.suite_report import render_suite_markdown
-
-    atomic_write_text(out / "report.md", render_suite_markdown(res))
-    atomic_write_json(out / "results.json", res)
     return res
 
 
-__all__ = ["SUITE_SCHEMA_VERSION", "DatasetSpec", "CorruptionSpec", "ProtocolSpec", "MetricsSpec", "CamSpec", "Suite",
+__all__ = ["SUITE_SCHEMA_VERSION", "SUITE_KIND", "SUBSET_SEED", "scored_subset_indices", "earlier_suite_report",
+           "DatasetSpec", "CorruptionSpec", "ProtocolSpec", "MetricsSpec", "CamSpec", "Suite",
            "load_suite", "suite_overrides", "ArraySet", "run_suite", "PROTOCOLS"]

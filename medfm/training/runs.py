@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from medfm.config import dump_yaml, to_dict
-from medfm.data import MedMNISTDataset, dataset_info, label_fraction_indices
+from medfm.data import MedMNISTDataset, dataset_info
 from medfm.data.views import RandomViews
 from medfm.encoders import create_encoder
 from medfm.io import atomic_write_text
@@ -167,6 +167,29 @@ def _check_finetune_dims(recipe: FinetuneRecipe, ds: MedMNISTDataset) -> None:
 
 
 
+def finetune_label_indices(recipe: FinetuneRecipe, labels: Any) -> Any:
+    """Indices of the training labels a fine-tuning run of ``recipe`` trains on: the stratified,
+    seeded ``recipe.data.label_fraction`` of them (:func:`medfm.data.label_fraction_indices` with
+    ``recipe.train.seed``), all of them at fraction 1.
+
+    The one rule :func:`run_finetune` and the suite's ``finetune`` protocol (which reports the
+    per-class counts as ``train_labels``) both apply, so the two cannot drift apart.
+
+    Args:
+        recipe: the run's recipe (fraction and seed).
+        labels: ``(N,)`` / ``(N, 1)`` class indices or ``(N, L)`` 0/1 multi-label labels of the train split.
+
+    Returns:
+        Sorted int64 numpy array of indices into ``[0, N)``.
+
+    Raises:
+        ValueError: an empty label set or non-0/1 multi-label labels (:func:`label_fraction_indices`).
+    """
+    from medfm.evaluation.protocols import subset_indices
+
+    return subset_indices(labels, recipe.data.label_fraction, recipe.train.seed)
+
+
 def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = None, data_root: Optional[str] = None,
                  resume: bool = False) -> Path:
     """Fine-tune a classifier (linear probe, full, or LoRA) on a MedMNIST flag.
@@ -194,9 +217,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     check_local_checkpoint(init or recipe.encoder.pretrained)
     ds = _load(recipe.data, "train", data_root)
     _check_finetune_dims(recipe, ds)
-    train_ds: Any = ds
-    if recipe.data.label_fraction < 1:
-        train_ds = IndexedSubset(ds, label_fraction_indices(ds.labels, recipe.data.label_fraction, seed=recipe.train.seed))
+    keep = finetune_label_indices(recipe, ds.labels)
+    train_ds: Any = ds if len(keep) == len(ds) else IndexedSubset(ds, keep)
     if len(train_ds) < recipe.train.batch_size:  # e.g. 1 % of PneumoniaMNIST: 47 labels, one batch of all of them
         recipe = replace(recipe, train=replace(recipe.train, batch_size=len(train_ds)))
     check_resume_recipe(output, recipe, resume)  # after the batch-size fit (needs the data): as config.yaml records it
