@@ -54,6 +54,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _default_permissions(path: Path, directory: bool) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would: ``0o666`` / ``0o777`` less the umask.
+
+    ``tempfile.mkdtemp`` makes 0700 directories and safetensors writes 0600 files, so without
+    this a checkpoint's weights were unreadable to the other users of a shared machine while its
+    JSON and card were not.
+    """
+    with contextlib.suppress(OSError):  # e.g. a filesystem without POSIX modes
+        os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def _parent_of(path: PathLike) -> Path:
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -70,7 +88,8 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
     Use it for writers that want a file name rather than a string (``fig.savefig``,
     ``safetensors.torch.save_file``, ``np.savez``). If the body raises, the temporary
-    file is removed and ``path`` is left untouched.
+    file is removed and ``path`` is left untouched. The file gets the mode a plain ``open``
+    would give (``0o666`` less the umask), whatever mode the writer created it with.
 
     Args:
         path: final file path; its parent directory must exist.
@@ -89,6 +108,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             raise FileNotFoundError(f"atomic write of {str(target)!r}: the writer did not create {str(tmp)!r}")
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _default_permissions(tmp, directory=False)
         os.replace(tmp, target)
         _fsync_dir(parent)
     finally:
@@ -191,6 +211,9 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     beside ``path``, never a partial directory at ``path``; :func:`restore_interrupted_dir`
     (called by the trainer on ``--resume``) puts the previous one back.
 
+    The directory and everything in it get the modes a plain ``mkdir``/``open`` would give
+    (``0o777``/``0o666`` less the umask), not ``mkdtemp``'s 0700 or safetensors' 0600.
+
     Args:
         path: final directory path; its parent is created if missing.
 
@@ -208,6 +231,10 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for root, dirs, files in os.walk(tmp):  # writers inside it (safetensors: 0600) included
+        _default_permissions(Path(root), directory=True)
+        for name in files:
+            _default_permissions(Path(root) / name, directory=False)
     old = None
     if target.exists():
         old = parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"

@@ -3,10 +3,12 @@ import hashlib
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import medfm
 from medfm.io import (
     atomic_dir,
     atomic_path,
@@ -172,3 +174,37 @@ def test_restore_interrupted_dir_deletes_leftovers_of_earlier_kills(tmp_path):
     assert restore_interrupted_dir(target) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == [".checkpoint2.tmp-x", "checkpoint", "keep"]
     assert (target / "state.json").read_text() == "step 9"
+
+
+def test_written_files_and_checkpoint_folders_get_the_umask_modes_not_private_ones(tmp_path):
+    """safetensors created model.safetensors as 0600 and mkdtemp made checkpoint folders 0700,
+    while the JSON and card were 0644: other users of a shared machine could not read the weights."""
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    from medfm.hub import save_pretrained
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "w.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp))
+        with atomic_path(tmp_path / "private.bin") as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+        with atomic_dir(tmp_path / "ckpt") as d:
+            (d / "x.txt").write_text("x")
+        from medfm.adapters.classification import ImageClassifier
+
+        ckpt = save_pretrained(ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=16), num_classes=2,
+                                               task="binary-class"), tmp_path / "clf")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "w.safetensors") == 0o644
+    assert mode(tmp_path / "private.bin") == 0o644
+    assert mode(tmp_path / "ckpt") == 0o755
+    assert {p.name: mode(p) for p in Path(ckpt).iterdir()} == {"config.json": 0o644, "model.safetensors": 0o644,
+                                                               "README.md": 0o644}
+    assert mode(ckpt) == 0o755
