@@ -43,6 +43,7 @@ import torch
 from medfm.config import ConfigError, from_dict, load_yaml, to_dict
 from medfm.data.errors import DataFileMissingError, MedFMDataError
 from medfm.evaluation.protocols import PROTOCOLS, check_protocol
+from medfm.evaluation.subsets import SUBSET_SEED, scored_subset_indices, subset_cache_dir
 from medfm.evaluation.suite_report import MEDVIT_SMALL_C
 
 SUITE_SCHEMA_VERSION = 1
@@ -404,44 +405,6 @@ class ArraySet:
         return {"image": x.contiguous().float().div_(255.0), "label": self._y[torch.as_tensor(idx, dtype=torch.long)]}
 
 
-#: seed of the scored subset of a dataset with ``max_samples``
-SUBSET_SEED = 0
-
-
-def scored_subset_indices(labels: Any, max_samples: int, seed: int = SUBSET_SEED) -> np.ndarray:
-    """Indices of at most ``max_samples`` images of a split, stratified by class and seeded.
-
-    The largest draw of :func:`medfm.data.label_fraction_indices` (each class keeps
-    ``round(fraction * n_class)`` images, at least one; multi-label sets group images by their
-    rarest positive label) that holds at most ``max_samples`` images; with one seed a smaller
-    subset is part of a larger one.
-
-    Args:
-        labels: ``(N,)`` / ``(N, 1)`` class indices or ``(N, L)`` 0/1 multi-label labels.
-        max_samples: the most images to keep, >= 1.
-        seed: the draw's seed.
-
-    Returns:
-        Sorted int64 indices into ``[0, N)``; all of them when ``N <= max_samples``.
-
-    Raises:
-        ValueError: ``max_samples`` < 1, or fewer than the split's classes (label groups).
-    """
-    from medfm.data.medmnist import label_fraction_indices
-
-    n = len(labels)
-    if max_samples < 1:
-        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
-    if n <= max_samples:
-        return np.arange(n)
-    for target in range(max_samples, 0, -1):  # rounding per class (at least one each) can overshoot the target
-        idx = label_fraction_indices(labels, target / n, seed=seed)
-        if len(idx) <= max_samples:
-            return idx
-    raise ValueError(f"max_samples {max_samples} is below the number of classes (label groups) of the split: a "
-                     "stratified subset keeps at least one image of each; raise max_samples")
-
-
 def _scored_subset(ds: Any, max_samples: Optional[int]) -> Tuple[Any, Optional[Dict[str, Any]]]:
     """``(dataset, record)``: ``ds`` reduced to :func:`scored_subset_indices` (an :class:`ArraySet`
     with its size, md5 and flag) and what ``results.json`` records of it; ``(ds, None)`` when
@@ -599,7 +562,7 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
                           {"finetune_checkpoint": str(Path(finetune["workdir"]) / run / "train"),
                            "train_labels": _train_label_counts(kept, ds.task, ds.label_names, "train", "fine-tuned")}))
         return (lambda d: d), heads
-    name = getattr(ds, "flag", None) or "data"
+    name = getattr(ds, "flag", None) or getattr(ds, "name", None) or "data"  # image folders: their name
     ftr = P.extract_features(encoder, train, bs, desc=f"{name} train features")
     ytr = P.probe_labels(train)
     heads = []
@@ -796,17 +759,6 @@ _STAGES: Dict[str, Tuple[Optional[str], Optional[str], Optional[str]]] = {
 }
 
 
-def _subset_cache(cache_dir: Optional[str], subset: Dict[str, Any]) -> str:
-    """Corrupted-set cache root of a scored subset: ``<cache>/subsets/<sha256 of its indices>``, so
-    the cached full-split sets (same file names) are neither reused for nor replaced by a subset."""
-    import hashlib
-
-    from medfm.data.corruptions import DEFAULT_CACHE_DIR
-
-    digest = hashlib.sha256(np.asarray(subset["indices"], dtype=np.int64).tobytes()).hexdigest()[:16]
-    return str(Path(os.path.expanduser(str(cache_dir or DEFAULT_CACHE_DIR))) / "subsets" / digest)
-
-
 def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models: _Models, out: Path,
                       data_root: Optional[str], cache_dir: Optional[str], progress: bool,
                       work: Optional[Path] = None) -> Dict[str, Any]:
@@ -852,7 +804,7 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
         run, skipped = _corruption_jobs(spec, cs, ds)
         jobs = [(c, s) for c in run for s in cs.severities]
         sets, stats = corrupted_sets(ds.images, spec.flag, jobs, size=ds.size, seed=cs.seed, resolution=cs.resolution,
-                                     cache_dir=cache_dir if subset is None else _subset_cache(cache_dir, subset),
+                                     cache_dir=cache_dir if subset is None else subset_cache_dir(cache_dir, subset["indices"]),
                                      source_md5=ds.md5, workers=cs.workers, progress=progress)
         clock.lap("corruption_generation")
         corrupted = {job: embed(ArraySet(img, ds)) for job, img in sets.items()}

@@ -114,7 +114,7 @@ def test_finetune_refuses_another_train_split_and_shares_the_label_subset_rule(t
 
 def test_max_samples_scores_one_stratified_subset_clean_and_corrupted(tmp_path, root, capsys):
     """The MedMNIST-C suite could only run on the whole test split (404 s for PneumoniaMNIST)."""
-    from medfm.evaluation.suites import scored_subset_indices
+    from medfm.evaluation.subsets import scored_subset_indices
 
     labels = MedMNISTDataset("pneumoniamnist", split="test", data_root=str(root)).labels
     idx = scored_subset_indices(labels, 12)
