@@ -68,9 +68,13 @@ def _eval_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> Lis
         return []
     split = meta.get("split")
     protocol, frac = meta.get("protocol"), meta.get("label_fraction")
-    how = ""  # a suite protocol's numbers are not the checkpoint's own predictions: say which
+    parts = []  # a suite protocol's numbers are not the checkpoint's own predictions: say which
     if protocol in _PROTOCOLS:
-        how = f" ({protocol}" + (f", {frac:.0%} of train labels)" if _number(frac) else ")")
+        parts = [str(protocol)] + ([f"{frac:.0%} of train labels"] if _number(frac) else [])
+    subset = _subset(meta)
+    if subset is not None:  # nor are a scored subset's numbers the full test set's
+        parts.append(_subset_size(subset, split, short=True))
+    how = f" ({', '.join(parts)})" if parts else ""
     out = []
     for key, mtype in _METRIC_TYPES.items():
         val = metrics.get(key)
@@ -255,6 +259,26 @@ def _protocol_text(meta: Dict[str, Any]) -> str:
     return f" `--protocol {meta['protocol']}`: {how}{labels}"
 
 
+def _subset(meta: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The scored subset recorded in a results ``meta`` (``medfm eval --suite ... --max-samples``,
+    :mod:`medfm.evaluation.subsets`): ``{max_samples, n, of, seed, rule}``, ``{}`` when recorded
+    but garbled, ``None`` for results of the whole split."""
+    if not meta.get("subset"):
+        return None
+    return _section(meta, "subset")
+
+
+def _subset_size(subset: Dict[str, Any], split: Any, short: bool = False) -> str:
+    """``"99 of the 624 test images"`` (``short``: ``"99 of 624 test images"``, for model-index
+    metric names) of a :func:`_subset` record; ``"a subset of the test images"`` when its sizes are
+    not recorded."""
+    n, of = subset.get("n"), subset.get("of")
+    images = f"{split} images" if split else "images"
+    if not (_number(n) and _number(of)):
+        return f"a subset of the {images}"
+    return f"{n} of {'' if short else 'the '}{of} {images}"
+
+
 def _evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, Any]] = None) -> str:
     if not results:
         how = ("run `medfm eval` and then `medfm card <checkpoint> --results results.json`"
@@ -267,8 +291,20 @@ def _evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, 
     split = f"**{meta['split']}** split" if meta.get("split") else "split (not recorded)"
     dataset = f"`{meta['dataset']}`" if meta.get("dataset") else "a data set not recorded in the results"
     n = results.get("n_samples")
-    lines = [f"Measured on the {split} of {dataset}" + (f" ({n} images)" if _number(n) else "") + " with `medfm eval`"
-             + _protocol_text(meta) + ".", "", "| metric | value | 95% CI (bootstrap) |", "|---|---|---|"]
+    rob = _section(results, "robustness")
+    subset = _subset(meta)
+    if subset is None:
+        head = f"Measured on the {split} of {dataset}" + (f" ({n} images)" if _number(n) else "") + " with `medfm eval`"
+        caveat = ""
+    else:  # a suite's max_samples: not the full test set's numbers, and the card says so
+        drawn = ", ".join(f"{k} {subset[k]}" for k in ("max_samples", "seed") if _number(subset.get(k)))
+        images = _subset_size(subset, f"**{meta['split']}**" if meta.get("split") else None)
+        head = (f"Measured on {images} of {dataset}, a seeded class-stratified subset" + (f" ({drawn})" if drawn else "")
+                + ", with `medfm eval`")
+        caveat = (" All figures below are estimates on this subset, not full-test-set numbers"
+                  + ("; BE/rBE still divide by medmnistc's full-test-set AlexNet errors" if _number(rob.get("be")) else "")
+                  + ".")
+    lines = [head + _protocol_text(meta) + "." + caveat, "", "| metric | value | 95% CI (bootstrap) |", "|---|---|---|"]
     bins = _section(results, "calibration").get("n_bins")
     labels = {"acc": "ACC", "auc": "AUC", "balanced_acc": "balanced ACC",
               "ece": f"ECE ({bins if _number(bins) else 15} bins)"}
@@ -280,7 +316,6 @@ def _evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, 
             lines.append(f"| {label} | {metrics[key]:.4f} | {ci_txt} |")
     if len(lines) == 4:
         return "The results file holds no ACC/AUC/balanced ACC/ECE values."
-    rob = _section(results, "robustness")
     for key, label in (("clean_error", "MedMNIST-C clean error"), ("be", "MedMNIST-C BE"), ("rbe", "MedMNIST-C rBE")):
         if _number(rob.get(key)):
             lines.append(f"| {label} | {rob[key]:.4f} | |")
