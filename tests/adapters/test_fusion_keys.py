@@ -62,6 +62,16 @@ def test_data_set_keys_and_modalities_listed_as_present_are_not_unknown(fusers, 
     assert single(batch)["logits"].shape == (2, 2)
 
 
+def test_metadata_keys_pass_but_near_miss_names_do_not(fusers):
+    """A dictionary pipeline's extras (file names, a meta dict) are not inputs; a name close to a
+    modality's is a typo whatever its value holds."""
+    batch = {"flair": torch.rand(2, 1, S, S), "clinical": torch.randn(2, F), "filename": ["a.png", "b.png"],
+             "image_meta_dict": {"spacing": [1.0, 1.0]}}
+    assert fusers["3mat"](batch)["logits"].shape == (2, 2)
+    with pytest.raises(ValueError, match=re.escape("batch key(s) ['flari'] are not modalities")):
+        fusers["3mat"]({**batch, "flari": [None, None]})
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_an_all_nan_clinical_row_alone_is_refused_like_no_modality(fusers, name):
     model = fusers[name]

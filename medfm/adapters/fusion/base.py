@@ -11,8 +11,9 @@ model's modalities, or whose only one is a ``"clinical"`` row with every value N
 (``ValueError`` naming the sample index), never predicted from nothing. A batch key that is neither
 one of the model's modalities, nor ``"present"`` / :data:`BATCH_INFO_KEYS`, nor a modality the
 batch lists in ``batch["present"]`` (a collated data set's other modalities, which a
-single-modality baseline ignores) is refused too: a mistyped modality name (``"clinicl"``) would
-otherwise be dropped without a word.
+single-modality baseline ignores) is refused too when it holds a tensor/array or its name is close
+to a modality's: a mistyped modality name (``"clinicl"``) would otherwise be dropped without a
+word. Non-array extras (file names, meta dicts) pass.
 
 Modality ``"clinical"`` is tabular (:class:`TabularEncoder`, ``(B, F)`` with NaN); every other
 modality name is a single-channel image ``(B, 1, S, S)`` in [0, 1] encoded by a medfm encoder
@@ -163,14 +164,23 @@ class FusionModel(nn.Module):
         return pres
 
     def _check_keys(self, batch: Mapping[str, Any]) -> None:
-        """Refuse batch keys that are not this model's modalities (module docstring), e.g. a typo.
+        """Refuse batch keys that look like inputs but are not this model's modalities (module
+        docstring), e.g. a typo: an unknown key whose value is a tensor or array, or whose name is
+        a close match of a modality. Other unknown keys (a sample's file name, a MONAI meta dict)
+        pass, as in dictionary-based pipelines.
 
         Raises:
             ValueError: names the unknown key(s), the expected modalities and the other allowed keys.
         """
+        import difflib
+
+        import numpy as np
+
         listed = batch.get(PRESENT_KEY) or {}
         unknown = sorted(str(k) for k in batch if k != PRESENT_KEY and k not in self.modalities
-                         and k not in BATCH_INFO_KEYS and k not in listed)
+                         and k not in BATCH_INFO_KEYS and k not in listed
+                         and (isinstance(batch[k], (torch.Tensor, np.ndarray))
+                              or difflib.get_close_matches(str(k), self.modalities, n=1)))
         if unknown:
             raise ValueError(f"batch key(s) {unknown} are not modalities of this model, which takes {self.modalities}; "
                              f"rename or remove them (other keys allowed: {[PRESENT_KEY, *BATCH_INFO_KEYS]} and "
