@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="score a fixed class-stratified subset of at most N images of each data set's split (the same "
                          "images clean and corrupted; reports say so); overrides datasets[].max_samples")
     sp.add_argument("--output", type=Path, default=None,
-                    help="--suite: output folder; an earlier suite evaluation there is replaced as a whole, any other "
+                    help="output folder (default: <checkpoint>/eval-<flag>-<split> with --data, <checkpoint>/eval-<suite> "
+                         "with --suite); an earlier evaluation of the same mode there is replaced as a whole, any other "
                          "non-empty folder is refused")
     sp.add_argument("--batch-size", type=positive_int, default=None, help="inference batch size (default: the suite's, 64; 256 with --data)")
     data_root(sp)
@@ -196,8 +197,9 @@ def _eval(args: argparse.Namespace) -> None:
             no dataset of the suite is on disk (:func:`medfm.evaluation.suites.run_suite`; it used
             to exit 0 having evaluated nothing); a suite with some on disk lists the others as skipped;
             ValueError: every dataset skipped (e.g. no checkpoint for its classes), with each reason.
-            FileExistsError: a non-empty ``--output`` holding no earlier suite evaluation (one that
-            does is replaced whole: :func:`medfm.evaluation.suites.run_suite`).
+            FileExistsError: a non-empty ``--output`` holding no earlier evaluation of the same mode
+            (one that does is replaced whole: :func:`medfm.evaluation.suites.run_suite`,
+            :func:`medfm.evaluation.evaluate.evaluate_checkpoint`), or, with ``--data``, a checkpoint.
     """
     _check_eval_options(args)
     args.split = args.split or "test"

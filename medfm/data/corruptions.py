@@ -11,7 +11,9 @@ What medfm adds, without forking the package:
   ``medmnistc.corruptions.filter`` for a proxy whose ``fromstring`` is ``np.frombuffer``
   (identical bytes for ``sep=""``) for the duration of a call; global numpy is untouched.
 * **Seeding.** Every image gets its own seed, derived from ``(seed, flag, corruption,
-  severity, index)`` with :class:`numpy.random.SeedSequence`; ``np.random``, ``random`` and
+  severity, index)`` with :class:`numpy.random.SeedSequence`, ``index`` being its place in the
+  full split (a scored subset passes its images' ``indices``, so its corrupted images are the full
+  set's rows bit for bit); ``np.random``, ``random`` and
   the corruptor's ``rng`` (needed by ``impulse_noise``, which medmnistc leaves unset outside
   its ``DatasetManager``) are seeded with it before the call. Output therefore does not
   depend on batch size, worker count or order.
@@ -25,10 +27,10 @@ What medfm adds, without forking the package:
   ``resolution="native"`` applies the corruption at the stored size instead.
   :func:`describe_method` gives the sentence every report prints.
 * **Cache.** Sets are cached as ``<cache>/medmnistc/<flag>_<size>_<corruption>_s<sev>_<seed>.npz``
-  with a ``.sha256`` sidecar (``sha256sum`` format) verified on every read; a file whose
-  hash or provenance (source md5, resolution, medmnistc version) does not match is
-  regenerated. Writes are atomic (temp file + rename), so concurrent runs are safe: both
-  write identical bytes.
+  (``..._<seed>_i<digest>.npz`` for a subset given by ``indices``, :func:`indices_digest`) with a
+  ``.sha256`` sidecar (``sha256sum`` format) verified on every read; a file whose hash or provenance
+  (source md5, resolution, medmnistc version, subset) does not match is regenerated. Writes are
+  atomic (temp file + rename), so concurrent runs are safe: both write identical bytes.
 * **Speed.** Sets are generated in chunks by a pool of worker processes (``workers``,
   each single-threaded), with one tqdm progress bar over all images.
 
@@ -193,6 +195,30 @@ def _image_seed(seed: int, flag: str, corruption: str, severity: int, index: int
     return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
+def indices_digest(indices: Sequence[int]) -> str:
+    """First 16 hex digits of the sha256 of ``indices`` as int64: names a subset of a split (in
+    cache file names and provenance)."""
+    import hashlib
+
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _check_indices(indices: Any, n: int) -> np.ndarray:
+    """``indices`` as an int64 ``(n,)`` array of distinct values >= 0.
+
+    Raises:
+        ValueError: another length, a negative, non-integer or repeated index.
+    """
+    arr = np.asarray(indices)
+    if arr.ndim != 1 or len(arr) != n or (n and not np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"indices must be {n} integer indices into the full split (one per image), got "
+                         f"{arr.dtype} {arr.shape}")
+    arr = arr.astype(np.int64)
+    if n and (arr.min() < 0 or len(np.unique(arr)) != n):
+        raise ValueError("indices must be distinct indices >= 0 into the full split")
+    return arr
+
+
 def _work_side(resolution: Union[int, str], side: int) -> int:
     if resolution == "native":
         return side
@@ -209,6 +235,7 @@ def corrupt_images(
     seed: int = 0,
     resolution: Union[int, str] = DEFAULT_RESOLUTION,
     start_index: int = 0,
+    indices: Optional[Sequence[int]] = None,
 ) -> np.ndarray:
     """Apply one medmnistc corruption at one severity to a batch of images.
 
@@ -218,16 +245,19 @@ def corrupt_images(
         corruption: a name from :func:`list_corruptions` ``(flag)``.
         severity: 1..5.
         seed: base seed; image ``i`` is seeded from ``(seed, flag, corruption, severity,
-            start_index + i)``.
+            start_index + i)``, or ``indices[i]`` when given.
         resolution: side in px to corrupt at (then resized back), or ``"native"``.
         start_index: index of ``images[0]`` in the full set (for chunked generation).
+        indices: ``(N,)`` index of each image in the full set (images of a subset), instead of
+            ``start_index``.
 
     Returns:
         uint8 array of the same shape as ``images``.
 
     Raises:
         UnknownCorruptionError, UnknownDatasetError: bad names.
-        ValueError: bad severity, resolution or image array.
+        ValueError: bad severity, resolution, image array or ``indices`` (also: both ``indices``
+            and a ``start_index`` given).
         RuntimeError: medmnistc failed on an image (e.g. a corruption that cannot work at
             this resolution); the message names corruption, size and the cause.
     """
@@ -240,6 +270,10 @@ def corrupt_images(
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
         raise ValueError(f"images must be uint8 (N, H, W) or (N, H, W, 3), got {images.dtype} {images.shape}")
+    if indices is not None and start_index:
+        raise ValueError("pass indices or start_index, not both")
+    index = (np.arange(start_index, start_index + len(images)) if indices is None
+             else _check_indices(indices, len(images)))
     rgb = images.ndim == 4
     h, w = images.shape[1:3]
     side = _work_side(resolution, h)
@@ -251,7 +285,7 @@ def corrupt_images(
             if side != h or side != w:
                 img = cv2.resize(img, (side, side), interpolation=cv2.INTER_CUBIC)
             pil = Image.fromarray(img).convert("RGB")  # medmnistc's corruptions expect RGB PIL images
-            s = _image_seed(seed, flag, corruption, severity, start_index + i)
+            s = _image_seed(seed, flag, corruption, severity, int(index[i]))
             np.random.seed(s)
             random.seed(s)
             corruptor.rng = np.random.default_rng(s)
@@ -324,25 +358,30 @@ def _worker_init() -> None:
     _set_threads(1, 1, 1)
 
 
-def _task(args: Tuple[np.ndarray, str, str, int, int, Union[int, str], int]) -> np.ndarray:
-    images, flag, corruption, severity, seed, resolution, start = args
-    return corrupt_images(images, flag, corruption, severity, seed, resolution, start)
+def _task(args: Tuple[np.ndarray, str, str, int, int, Union[int, str], np.ndarray]) -> np.ndarray:
+    images, flag, corruption, severity, seed, resolution, index = args
+    return corrupt_images(images, flag, corruption, severity, seed, resolution, indices=index)
 
 
 # -- cache ----------------------------------------------------------------------------------------
-def cache_path(cache_dir: Optional[PathLike], flag: str, size: int, corruption: str, severity: int, seed: int) -> Path:
-    """``<cache_dir>/medmnistc/<flag>_<size>_<corruption>_s<severity>_<seed>.npz``.
+def cache_path(cache_dir: Optional[PathLike], flag: str, size: int, corruption: str, severity: int, seed: int,
+               indices: Optional[Sequence[int]] = None) -> Path:
+    """``<cache_dir>/medmnistc/<flag>_<size>_<corruption>_s<severity>_<seed>.npz``; for a subset
+    given by ``indices``, ``..._<seed>_i<indices_digest(indices)>.npz``.
 
     ``cache_dir`` None means ``~/.cache/medfm``.
     """
     root = Path(os.path.expanduser(str(cache_dir or DEFAULT_CACHE_DIR)))
-    return root / "medmnistc" / f"{flag}_{size}_{corruption}_s{severity}_{seed}.npz"
+    subset = "" if indices is None else f"_i{indices_digest(indices)}"
+    return root / "medmnistc" / f"{flag}_{size}_{corruption}_s{severity}_{seed}{subset}.npz"
 
 
 def _provenance(flag: str, size: int, corruption: str, severity: int, seed: int,
-                resolution: Union[int, str], source_md5: Optional[str], n: int) -> Dict[str, Any]:
+                resolution: Union[int, str], source_md5: Optional[str], n: int,
+                indices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     return {"flag": flag, "size": int(size), "corruption": corruption, "severity": int(severity), "seed": int(seed),
-            "resolution": resolution, "source_md5": source_md5, "n": int(n), "medmnistc": medmnistc_version()}
+            "resolution": resolution, "source_md5": source_md5, "n": int(n), "medmnistc": medmnistc_version(),
+            **({"indices_sha256": indices_digest(indices)} if indices is not None else {})}
 
 
 def read_cached(path: Path, expected: Dict[str, Any]) -> Optional[np.ndarray]:
@@ -396,6 +435,7 @@ def corrupted_sets(
     workers: int = 2,
     progress: bool = True,
     use_cache: bool = True,
+    indices: Optional[Sequence[int]] = None,
 ) -> Tuple[Dict[Tuple[str, int], np.ndarray], Dict[str, int]]:
     """Corrupted copies of a test set for every ``(corruption, severity)`` job, cached on disk.
 
@@ -410,13 +450,18 @@ def corrupted_sets(
         workers: worker processes; 0 or 1 generates in this process.
         progress: show a tqdm bar over all images to generate.
         use_cache: read and write the cache.
+        indices: ``(N,)`` index of each image in the full split when ``images`` are a subset of it
+            (a suite's ``max_samples``): image ``i`` is seeded as the full split's ``indices[i]``, so
+            it is bit-identical to that row of the full set's corrupted copy. Part of the cache key
+            (file name and provenance). None: ``images`` are the split, in order.
 
     Returns:
         ``(sets, stats)``: ``{(corruption, severity): uint8 array like images}`` and
         ``{"hits", "generated", "images_generated"}``.
 
     Raises:
-        UnknownCorruptionError, ValueError, RuntimeError: see :func:`corrupt_images`.
+        UnknownCorruptionError, ValueError, RuntimeError: see :func:`corrupt_images`; ValueError
+            also for ``indices`` of another length than ``images``, negative or repeated.
     """
     from tqdm.auto import tqdm
 
@@ -428,11 +473,13 @@ def corrupted_sets(
             raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
     _work_side(resolution, size)
     n = len(images)
+    index = np.arange(n) if indices is None else _check_indices(indices, n)
     out: Dict[Tuple[str, int], np.ndarray] = {}
     todo: List[Tuple[str, int]] = []
-    metas = {job: _provenance(flag, size, job[0], job[1], seed, resolution, source_md5, n) for job in jobs}
+    metas = {job: _provenance(flag, size, job[0], job[1], seed, resolution, source_md5, n, indices=indices)
+             for job in jobs}
     for job in jobs:
-        cached = read_cached(cache_path(cache_dir, flag, size, job[0], job[1], seed), metas[job]) if use_cache else None
+        cached = read_cached(cache_path(cache_dir, flag, size, job[0], job[1], seed, indices), metas[job]) if use_cache else None
         if cached is not None:
             out[job] = cached
         else:
@@ -453,10 +500,10 @@ def corrupted_sets(
             full = np.concatenate([parts[job][s] for s in sorted(parts[job])])
             out[job] = full
             if use_cache:
-                write_cached(cache_path(cache_dir, flag, size, job[0], job[1], seed), full, metas[job])
+                write_cached(cache_path(cache_dir, flag, size, job[0], job[1], seed, indices), full, metas[job])
             del parts[job]
 
-    args = [(images[s:s + _CHUNK], flag, job[0], job[1], seed, resolution, s) for job, s in tasks]
+    args = [(images[s:s + _CHUNK], flag, job[0], job[1], seed, resolution, index[s:s + _CHUNK]) for job, s in tasks]
     try:
         if workers <= 1:
             with _single_threaded():
@@ -477,5 +524,5 @@ def corrupted_sets(
 __all__ = [
     "SEVERITIES", "DEFAULT_RESOLUTION", "UnknownCorruptionError", "CorruptionBackendError", "medmnistc_version",
     "corruption_datasets", "all_corruption_names", "list_corruptions", "check_corruption", "describe_method",
-    "numpy2_compat", "corrupt_images", "resample_roundtrip", "cache_path", "read_cached", "write_cached", "corrupted_sets",
+    "numpy2_compat", "indices_digest", "corrupt_images", "resample_roundtrip", "cache_path", "read_cached", "write_cached", "corrupted_sets",
 ]

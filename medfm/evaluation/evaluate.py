@@ -1,8 +1,9 @@
 """``medfm eval``: score a classifier checkpoint on a MedMNIST split and write the report."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -50,28 +51,124 @@ def _check_label_names(model_names, data_names, checkpoint: str, dataset: str) -
                          "a head trained for other classes; fine-tune one on this data set first")
 
 
+def earlier_report(out: Path, is_earlier: Callable[[Dict[str, Any]], bool], what: str, writer: str,
+                   keep: Callable[[Path], bool] = lambda rel: False) -> bool:
+    """Whether the output folder ``out`` holds an earlier report of the same kind, which the caller
+    then replaces as a whole (``medfm eval --data``: :func:`evaluate_checkpoint`; ``--suite``:
+    :func:`medfm.evaluation.suites.earlier_suite_report`). Call it before any work is done.
+
+    Args:
+        out: the output folder; missing or empty: False.
+        is_earlier: whether a parsed ``out/results.json`` is such a report.
+        what, writer: named in the error, e.g. ``"evaluation-suite report"``, ``"a suite"``.
+        keep: files (paths relative to ``out``) that may lie in ``out`` without a report (e.g. an
+            interrupted suite's fine-tuning runs); such a folder gives False.
+
+    Raises:
+        FileExistsError: ``out`` is a file, or a non-empty folder without such a report (another
+            command's output, the user's files), which is neither written into nor deleted.
+    """
+    out = Path(out)
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise FileExistsError(f"output {out} is a file; choose another output folder")
+    try:
+        res = json.loads((out / "results.json").read_text())
+        earlier = isinstance(res, dict) and bool(is_earlier(res))
+    except (OSError, ValueError):
+        earlier = False
+    if earlier:
+        return True
+    foreign = next((p for p in out.rglob("*") if p.is_file() and not keep(p.relative_to(out))), None)
+    if foreign is not None:
+        raise FileExistsError(f"output {out} is not empty and holds no earlier {what} (e.g. "
+                              f"{foreign.relative_to(out)}); {writer} replaces only its own earlier reports: choose "
+                              "another output folder or empty this one")
+    return False
+
+
+def _is_data_report(res: Dict[str, Any], protocol: Optional[str]) -> bool:
+    """``results.json`` of :func:`evaluate_checkpoint` (``protocol`` None: a classification report whose
+    ``meta`` names no protocol; a suite's per-dataset reports name theirs) or of
+    :func:`medfm.evaluation.zeroshot.zeroshot_eval` (``protocol`` "zeroshot")."""
+    meta = res.get("meta")
+    return res.get("kind") == "classification" and isinstance(meta, dict) and meta.get("protocol") == protocol
+
+
+def earlier_data_report(out: Path, checkpoint_dir: Path, protocol: Optional[str] = None) -> bool:
+    """Whether ``out`` holds an earlier ``medfm eval --data`` evaluation (``protocol`` None) or
+    ``--protocol zeroshot`` one, replaced as a whole by :func:`write_scored_split` (:func:`earlier_report`).
+
+    Raises:
+        FileExistsError: ``out`` is the checkpoint folder, holds it, or holds a checkpoint
+            (``config.json``), whatever else it holds; ``out`` is a file, or a non-empty folder
+            holding anything but an earlier ``--data`` evaluation (another evaluation's plots, a
+            suite's folders, the user's files).
+    """
+    out, ckpt = Path(out), Path(checkpoint_dir)
+    command = "`medfm eval --data`" + (f" --protocol {protocol}" if protocol else "")
+    if out.exists():
+        here, there = out.resolve(), ckpt.resolve()
+        held = ("is the checkpoint evaluated" if here == there else "holds the checkpoint evaluated"
+                if here in there.parents else "holds a checkpoint (config.json)" if (out / "config.json").is_file() else "")
+        if held:
+            raise FileExistsError(f"output {out} {held}; {command} replaces its output folder as a whole: "
+                                  f"choose another output folder (default: <checkpoint>/"
+                                  f"{'zeroshot' if protocol else 'eval'}-<flag>-<split>)")
+    return earlier_report(out, lambda res: _is_data_report(res, protocol), f"{command} report", command)
+
+
+def write_scored_split(output: Path, ds: Any, scores: np.ndarray, meta: Dict[str, Any],
+                       extra_warnings: Sequence[str] = ()) -> Dict[str, Any]:
+    """Write one scored split's ``predictions.npz`` (``scores`` (N, K) float32, ``labels``) and its
+    classification report into ``output``, whole: beside it, then renamed into place
+    (:func:`medfm.io.atomic_dir`), replacing an earlier evaluation there (check it first with
+    :func:`earlier_data_report`); a failure leaves ``output`` as it was.
+
+    Returns:
+        :func:`medfm.evaluation.report.write_classification_report`'s results.
+    """
+    from medfm.evaluation.report import write_classification_report
+    from medfm.io import atomic_dir
+
+    with atomic_dir(output) as stage:  # renamed to output once complete
+        with open(stage / "predictions.npz", "wb") as fh:
+            np.savez(fh, scores=scores, labels=ds.labels)
+        res = write_classification_report(stage, ds.labels, scores, ds.task, ds.label_names, meta,
+                                          extra_warnings=list(extra_warnings))
+    return res
+
+
 def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size: Optional[int] = None,
                         data_root: Optional[str] = None, output: Optional[Path] = None,
                         batch_size: int = 256) -> Dict[str, Any]:
     """Evaluate a classifier checkpoint on MedMNIST ``dataset``/``split``.
 
     Writes ``results.json``, ``report.md``, PNGs and ``predictions.npz`` (``scores`` (N, K)
-    float32, ``labels``) into ``output`` (default ``<checkpoint>/eval-<dataset>-<split>``).
+    float32, ``labels``) into ``output`` (default ``<checkpoint>/eval-<dataset>-<split>``), whole:
+    they are written beside it and renamed into place (:func:`medfm.io.atomic_dir`), so an earlier
+    ``--data`` evaluation there is replaced as a whole (its files used to stay next to the new ones)
+    and a failed run leaves ``output`` as it was.
 
     A ``size`` other than the encoder's ``img_size`` is scored, with a warning in ``results.json``,
     the report and the console (:func:`size_warnings`).
 
     Raises:
         CheckpointError: unreadable checkpoint; ChannelMismatchError: in_chans vs data;
+        FileExistsError: ``output`` is a file, holds a checkpoint, or is a non-empty folder holding
+            anything but an earlier ``--data`` evaluation (:func:`earlier_data_report`); checked
+            before the model or data are loaded.
         ValueError: a checkpoint whose classes do not match the dataset's (count, task or label
             names), or a 2D checkpoint on a 3D set (or the reverse); medfm data errors.
     """
     from medfm.data import MedMNISTDataset
-    from medfm.evaluation.report import checkpoint_hash, write_classification_report
+    from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import from_pretrained, resolve_checkpoint
-    from medfm.io import atomic_path
 
     ckpt_dir = resolve_checkpoint(checkpoint)
+    output = Path(output) if output else ckpt_dir / f"eval-{dataset}-{split}"
+    earlier_data_report(output, ckpt_dir)
     model = from_pretrained(ckpt_dir)
     core = classifier_core(model)
     if getattr(core, "medfm_spec", {}).get("name") != "classification":
@@ -90,16 +187,10 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
                          f"{ds.num_classes} ({ds.task})")
     _check_label_names(core.label_names, ds.label_names, checkpoint, dataset)
     scores = predict_scores(model, ds, batch_size=batch_size)
-    output = Path(output) if output else ckpt_dir / f"eval-{dataset}-{split}"
-    output.mkdir(parents=True, exist_ok=True)
     meta = {"checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir) if (ckpt_dir / "model.safetensors").is_file() else None,
             "dataset": dataset, "split": split, "size": ds.size, "data_md5": ds.md5, "n_samples": len(ds),
             "batch_size": batch_size, "references": {"MedMNIST v2 ResNet-18 (28)": MEDMNIST_V2_RESNET18_28.get(dataset)}}
-    with atomic_path(output / "predictions.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, scores=scores, labels=ds.labels)
-    return write_classification_report(output, ds.labels, scores, ds.task, ds.label_names, meta,
-                                       extra_warnings=size_warnings(ds.size, enc, ds.is_3d))
+    return write_scored_split(output, ds, scores, meta, size_warnings(ds.size, enc, ds.is_3d))
 
 
 def size_warnings(size: int, encoder: Any, is_3d: bool) -> List[str]:

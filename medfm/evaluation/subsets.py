@@ -53,14 +53,12 @@ def scored_subset_indices(labels: Any, max_samples: int, seed: int = SUBSET_SEED
 
 
 def subset_cache_dir(cache_dir: Optional[str], indices: Sequence[int]) -> str:
-    """Corrupted-set cache root of a scored subset: ``<cache>/subsets/<sha256 of its indices>``, so
-    the cached full-split sets (same file names) are neither reused for nor replaced by a subset."""
-    import hashlib
+    """Corrupted-set cache root of a scored subset: ``<cache>/subsets/<indices_digest(indices)>``, so
+    subsets' sets lie apart from the cached full-split sets (their file names and provenance also
+    carry the digest: :func:`medfm.data.corruptions.corrupted_sets` with ``indices``)."""
+    from medfm.data.corruptions import DEFAULT_CACHE_DIR, indices_digest
 
-    from medfm.data.corruptions import DEFAULT_CACHE_DIR
-
-    digest = hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
-    return str(Path(os.path.expanduser(str(cache_dir or DEFAULT_CACHE_DIR))) / "subsets" / digest)
+    return str(Path(os.path.expanduser(str(cache_dir or DEFAULT_CACHE_DIR))) / "subsets" / indices_digest(indices))
 
 
 __all__ = ["SUBSET_SEED", "scored_subset_indices", "subset_cache_dir"]

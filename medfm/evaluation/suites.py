@@ -30,7 +30,6 @@ A dataset's ``max_samples`` scores a fixed class-stratified subset of its split
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -805,7 +804,8 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
         jobs = [(c, s) for c in run for s in cs.severities]
         sets, stats = corrupted_sets(ds.images, spec.flag, jobs, size=ds.size, seed=cs.seed, resolution=cs.resolution,
                                      cache_dir=cache_dir if subset is None else subset_cache_dir(cache_dir, subset["indices"]),
-                                     source_md5=ds.md5, workers=cs.workers, progress=progress)
+                                     source_md5=ds.md5, workers=cs.workers, progress=progress,
+                                     indices=None if subset is None else subset["indices"])  # full-split seeds
         clock.lap("corruption_generation")
         corrupted = {job: embed(ArraySet(img, ds)) for job, img in sets.items()}
         control = embed(ArraySet(resample_roundtrip(ds.images, cs.resolution), ds))
@@ -929,28 +929,17 @@ def earlier_suite_report(out: Path) -> bool:
     """Whether ``out`` holds an earlier suite evaluation, which :func:`run_suite` replaces as a whole.
 
     ``out`` may be missing or empty (False), hold a suite's ``results.json`` (True), or hold only
-    the fine-tuning runs an interrupted ``finetune`` suite left (False; they are reused).
+    the fine-tuning runs an interrupted ``finetune`` suite left (False; they are reused). The rule
+    is :func:`medfm.evaluation.evaluate.earlier_report`'s, shared with ``medfm eval --data``.
 
     Raises:
         FileExistsError: ``out`` is a file, or a folder holding anything else (another command's
             output, a ``--data`` evaluation, the user's files), which a suite will not mix with nor delete.
     """
-    if not out.exists():
-        return False
-    if not out.is_dir():
-        raise FileExistsError(f"output {out} is a file; choose another output folder")
-    try:
-        kind = json.loads((out / "results.json").read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        kind = None
-    if kind == SUITE_KIND:
-        return True
-    foreign = next((p for p in out.rglob("*") if p.is_file() and not _in_finetune_run(p.relative_to(out))), None)
-    if foreign is not None:
-        raise FileExistsError(f"output {out} is not empty and holds no earlier evaluation-suite report (e.g. "
-                              f"{foreign.relative_to(out)}); a suite replaces only its own earlier reports: choose "
-                              "another output folder or empty this one")
-    return False
+    from medfm.evaluation.evaluate import earlier_report
+
+    return earlier_report(out, lambda res: res.get("kind") == SUITE_KIND, "evaluation-suite report", "a suite",
+                          keep=_in_finetune_run)
 
 
 def _in_finetune_run(rel: Path) -> bool:

@@ -117,20 +117,25 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
     """``--protocol zeroshot``: score a CLIP checkpoint on a MedMNIST 2D split without training.
 
     Writes ``results.json``, ``report.md``, figures and ``predictions.npz`` into ``output``
-    (default ``<checkpoint>/zeroshot-<flag>-<split>``). ``results["meta"]["chance"]`` holds
+    (default ``<checkpoint>/zeroshot-<flag>-<split>``), whole: an earlier zero-shot evaluation there
+    is replaced, any other non-empty folder refused before any work
+    (:func:`medfm.evaluation.evaluate.earlier_data_report`). ``results["meta"]["chance"]`` holds
     the chance levels and ``results["meta"]["prompts"]`` the prompts used. ``size``: the MedMNIST
     released size to read (default: the image encoder's ``img_size``; ``--size`` used to be ignored).
 
     Raises:
-        CheckpointError, ValueError (not a CLIP checkpoint, multi-label task), medfm data errors.
+        CheckpointError, ValueError (not a CLIP checkpoint, multi-label task), medfm data errors;
+        FileExistsError: ``output`` is a file, holds a checkpoint, or holds other files.
     """
     from medfm.data import MedMNISTDataset
-    from medfm.evaluation.report import checkpoint_hash, write_classification_report
+    from medfm.evaluation.evaluate import earlier_data_report, write_scored_split
+    from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import resolve_checkpoint
-    from medfm.io import atomic_path
     from medfm.text.prompts import class_names, class_prompts
 
     ckpt_dir = resolve_checkpoint(checkpoint)
+    output = Path(output) if output else ckpt_dir / f"zeroshot-{dataset_flag}-{split}"
+    earlier_data_report(output, ckpt_dir, protocol="zeroshot")
     model = load_image_text_model(ckpt_dir)
     ds = MedMNISTDataset(dataset_flag, split=split, size=size or model.encoder.img_size, data_root=data_root)
     if ds.is_3d or ds.multi_label:
@@ -140,16 +145,11 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
     if len(prompts) != ds.num_classes:
         raise ValueError(f"{len(prompts)} prompt lists given but {dataset_flag} has {ds.num_classes} classes")
     scores = zeroshot_classify(model, ds, prompts, batch_size=batch_size)
-    output = Path(output) if output else ckpt_dir / f"zeroshot-{dataset_flag}-{split}"
-    output.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output / "predictions.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, scores=scores, labels=ds.labels)
     meta = {"protocol": "zeroshot", "checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir),
             "dataset": dataset_flag, "split": split, "size": ds.size, "data_md5": ds.md5, "n_samples": len(ds),
             "text_encoder": model.text_spec, "class_names": class_names(dataset_flag), "prompts": prompts,
             "logit_scale": float(model.scale().detach()), "chance": chance_levels(ds.labels, ds.num_classes)}
-    return write_classification_report(output, ds.labels, scores, ds.task, ds.label_names, meta)
+    return write_scored_split(output, ds, scores, meta)
 
 
 __all__ = ["zeroshot_classify", "zeroshot_eval", "class_embeddings", "chance_levels", "load_image_text_model"]

@@ -1,5 +1,6 @@
 """Zero-shot classification: scores vs a hand computation, a learnable toy task, the eval entry point."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -102,6 +103,16 @@ def test_zeroshot_eval_writes_a_report_against_chance(text_spec, write_medmnist,
     assert written["meta"]["prompts"][1][0] == "a chest X-ray showing pneumonia"
     assert 0.0 <= written["metrics"]["acc"] <= 1.0 and written["n_samples"] == 4
     assert (tmp_path / "zs" / "predictions.npz").is_file()
+    (tmp_path / "zs" / "stale.png").write_bytes(b"x")  # a rerun replaces the earlier evaluation whole
+    zeroshot_eval(str(ckpt), "pneumoniamnist", split="test", data_root=str(root), output=tmp_path / "zs")
+    assert not (tmp_path / "zs" / "stale.png").exists() and (tmp_path / "zs" / "results.json").is_file()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")  # was written into, like the checkpoint folder itself
+    for out, why in ((tmp_path / "mine", "holds no earlier `medfm eval --data` --protocol zeroshot report"),
+                     (ckpt, "is the checkpoint evaluated")):
+        with pytest.raises(FileExistsError, match=re.escape(why)):
+            zeroshot_eval(str(ckpt), "pneumoniamnist", split="test", data_root=str(root), output=out)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
 def test_zeroshot_needs_an_image_text_checkpoint(text_spec, write_medmnist, tmp_path):
