@@ -282,7 +282,7 @@ def _subset_size(subset: Dict[str, Any], split: Any, short: bool = False) -> str
 def _evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, Any]] = None) -> str:
     """The card's evaluation section for ``results`` (a run's or ``medfm eval``'s ``results.json``):
     a metrics table with bootstrap CIs, MedMNIST-C rows, published figures, the corruption method
-    and the robustness warnings (``robustness.warnings``); the run's own text for segmentation, VQA
+    and the run's and the robustness warnings (``warnings``, ``robustness.warnings``); the run's own text for segmentation, VQA
     and fusion checkpoints (:func:`_run_metrics`); a how-to line without results."""
     if not results:
         how = ("run `medfm eval` and then `medfm card <checkpoint> --results results.json`"
@@ -332,9 +332,13 @@ def _evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, 
         lines.append(f"| {name} | " + ", ".join(f"{_METRIC_NAMES.get(k, k.upper())} {v:.3f}" for k, v in ref.items()) + " |")
     if rob.get("method"):
         lines += ["", f"Corruptions: {rob['method']}"]
-    warnings = [str(w) for w in rob.get("warnings") or [] if w] if isinstance(rob.get("warnings"), list) else []
-    if warnings:  # e.g. BE/rBE over fewer severities than published: they used to stay in the run's report only
-        lines += ["", "MedMNIST-C warnings:", ""] + [f"- {w}" for w in warnings]
+    for title, source in (("Warnings", results), ("MedMNIST-C warnings", rob)):
+        # the run's own (few training labels per class, another input size than trained) and BE/rBE
+        # over fewer severities than published: they used to stay in the run's report only
+        listed = source.get("warnings")
+        warnings = [str(w) for w in listed if w] if isinstance(listed, list) else []
+        if warnings:
+            lines += ["", f"{title}:", ""] + [f"- {w}" for w in warnings]
     return "\n".join(lines)
 
 

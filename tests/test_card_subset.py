@@ -76,3 +76,14 @@ def test_subset_joins_the_protocol_and_label_fraction_in_metric_names():
                                          "metrics": {"acc": 0.8}}))
     assert [r.metric_name for r in garbled.data.eval_results] == ["ACC (a subset of the test images)"]
     assert "Measured on a subset of the **test** images of `x`" in garbled.text
+
+
+def test_a_runs_own_warnings_reach_the_card():
+    """``medfm eval`` warnings (a size other than trained, few training labels per class) used to stay
+    in the run's report.md and console only."""
+    warn = "scored at 64 px, but the encoder was trained at 28 px: its numbers are not the model's"
+    text = build_card(CFG, {"meta": {"dataset": "adrenalmnist3d", "split": "test"}, "metrics": {"acc": 0.23},
+                            "warnings": [warn]})
+    ev = _evaluation(ModelCard(text).text)
+    assert f"Warnings:\n\n- {warn}" in ev
+    assert "Warnings:" not in _evaluation(ModelCard(build_card(CFG, {"meta": {"dataset": "x"}, "metrics": {"acc": 0.5}})).text)
