@@ -47,7 +47,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import medfm
-from medfm.cli import positive_int  # integer >= 1, one-line argparse error
+from medfm.benchmark import require_2d_encoders
+from medfm.cli import non_negative_int, positive_int  # one-line argparse errors
 from medfm.registry import ENCODERS, UnknownNameError
 
 MODES = ("train fp32", "train bf16", "infer fp32", "infer bf16")
@@ -162,18 +163,26 @@ def profile_step(name: str, size: int, args: argparse.Namespace) -> None:
         print(f"  {e.key[:60]:60s} {ms:9.1f} ms  {share:5.1f}%  ({e.count} calls)")
 
 
+def _sizes(text: str) -> List[int]:
+    """argparse type: comma-separated image sizes, each an integer >= 1."""
+    return [positive_int(s) for s in text.split(",") if s.strip()]
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    """Parse ``argv`` and print the table; bad arguments (unknown or 3D encoder, unknown
+    ``--reference``, a size an encoder cannot take) exit 2 with one line."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="28,64", help="comma-separated image sizes (px)")
+    p.add_argument("--sizes", type=_sizes, default="28,64", help="comma-separated image sizes (px)")
     p.add_argument("--encoders", default=None, help="comma-separated names (default: all 2D encoders)")
     p.add_argument("--include-test", action="store_true", help="also run the *_test variants")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--steps", type=positive_int, default=3, help="timed rounds (median reported)")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=non_negative_int, default=1)
     p.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads (<= 2 on shared machines)")
     p.add_argument("--in-chans", type=int, default=1, choices=(1, 3))
     p.add_argument("--reference", default="resnet18", help="encoder the train fp32 ratio is relative to")
-    p.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N ops of a training step")
+    p.add_argument("--profile", type=non_negative_int, default=0, metavar="N",
+                   help="print the top N ops of a training step")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--_memory-probe", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -181,17 +190,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         _memory_probe(args._memory_probe)
         return
     torch.set_num_threads(args.threads)
-    if args.encoders:
-        names = [n.strip() for n in args.encoders.split(",") if n.strip()]
-        for n in names:
-            try:
-                ENCODERS.get(n)
-            except UnknownNameError as err:  # one line with close matches, not a traceback
-                p.error(str(err))
-    else:
-        names = [n for n in medfm.list_encoders() if ENCODERS.tags(n).get("dims", 2) == 2
-                 and (args.include_test or not ENCODERS.tags(n).get("test", False))]
-    sizes = [int(s) for s in args.sizes.split(",")]
+    try:  # one line with close matches, not a traceback
+        if args.encoders is not None:
+            names = require_2d_encoders(n.strip() for n in args.encoders.split(",") if n.strip())
+        else:
+            names = [n for n in medfm.list_encoders() if ENCODERS.tags(n).get("dims", 2) == 2
+                     and (args.include_test or not ENCODERS.tags(n).get("test", False))]
+        ENCODERS.get(args.reference)
+        if not args.sizes:
+            raise ValueError("--sizes names no image size")
+        _run(names, args.sizes, args)
+    except (UnknownNameError, ValueError) as err:  # e.g. an image size an encoder cannot take
+        p.error(str(err))
+
+
+def _run(names: List[str], sizes: List[int], args: argparse.Namespace) -> None:
+    """Print the header, one table row per encoder and size, then the optional profiles."""
     print(f"CPU, {torch.get_num_threads()} thread(s), batch {args.batch_size}, in_chans {args.in_chans}, "
           f"median of {args.steps} interleaved steps after {args.warmup} warm-up; torch {torch.__version__}\n")
     print("| encoder | px | params (M) | GFLOPs/img | train img/s fp32 | train img/s bf16 | train fp32 vs "

@@ -10,7 +10,9 @@ data set it runs, each in a fresh process, exactly what a user would::
 The shared budget is the number of training images seen (about 9.4k: PneumoniaMNIST 2
 epochs of 4,708, BreastMNIST 17 epochs of 546), batch 64, AdamW, bf16 autocast where the CPU
 supports it; the test split is scored with the last epoch's model (no model selection).
-A finished pair (its ``eval/results.json`` exists) is not re-run, so the script resumes.
+A finished pair (its ``eval/results.json`` exists) is not re-run, and a pair cut off during
+fine-tuning or evaluation continues from its ``checkpoint/`` (``medfm finetune --resume``; its
+``timing.json`` then says ``"resumed": true``), so the script resumes.
 
 It prints, and writes to ``<out>/family_table.md`` and ``<out>/family_table.json``
 (atomically), test ACC/AUC per pair beside MedMNIST v2's ResNet-18 (28) row; the JSON also
@@ -31,13 +33,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
+FAMILY_RECIPES = REPO / "finetune" / "families"
 sys.path.insert(0, str(REPO))
 
+from medfm.cli import positive_int  # noqa: E402
 from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28  # noqa: E402
 from medfm.io import atomic_write_json, atomic_write_text  # noqa: E402
+from medfm.registry import close_match_hint  # noqa: E402
+from medfm.training.state import STATE_JSON  # noqa: E402
 
 ENCODERS = ("resnet18", "vit_tiny", "medvit_kan_tiny", "kan_resnet18", "vmamba_tiny", "groupmamba_tiny")
 #: epochs per data set giving about the same number of training images seen (~9.4k)
@@ -54,6 +60,11 @@ def _medfm(args: List[str], env: Dict[str, str], log: Path) -> None:
         raise SystemExit(f"medfm {' '.join(args)} failed with exit code {rc}; see {log}")
 
 
+def _recipe(encoder: str) -> Path:
+    """``finetune/families/full_<encoder>.yaml``: the recipe of one table row."""
+    return FAMILY_RECIPES / f"full_{encoder}.yaml"
+
+
 def run_pair(encoder: str, flag: str, out: Path, env: Dict[str, str]) -> Dict[str, Any]:
     """Fine-tune + evaluate one (encoder, data set) pair; returns its table row."""
     run = out / flag / encoder
@@ -62,12 +73,13 @@ def run_pair(encoder: str, flag: str, out: Path, env: Dict[str, str]) -> Dict[st
     if not results.is_file():
         run.mkdir(parents=True, exist_ok=True)
         log = run / "log.txt"
+        resumed = (run / "checkpoint" / STATE_JSON).is_file()  # cut off in fine-tuning or evaluation
         t0 = time.perf_counter()
-        _medfm(["finetune", str(REPO / "finetune" / "families" / f"full_{encoder}.yaml"), "--dataset", flag,
-                "--epochs", str(EPOCHS[flag]), "--output", str(run)], env, log)
+        _medfm(["finetune", str(_recipe(encoder)), "--dataset", flag, "--epochs", str(EPOCHS[flag]),
+                "--output", str(run), *(["--resume"] if resumed else [])], env, log)
         t1 = time.perf_counter()
         _medfm(["eval", str(run / "model"), "--data", flag, "--split", "test", "--output", str(run / "eval")], env, log)
-        atomic_write_json(timing, {"finetune_s": t1 - t0, "eval_s": time.perf_counter() - t1})
+        atomic_write_json(timing, {"finetune_s": t1 - t0, "eval_s": time.perf_counter() - t1, "resumed": resumed})
     res = json.loads(results.read_text())
     config = json.loads((run / "model" / "config.json").read_text())
     t = json.loads(timing.read_text()) if timing.is_file() else {}
@@ -107,21 +119,31 @@ def table(rows: List[Dict[str, Any]], datasets: List[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
+    """Parse ``argv``, run the missing pairs, print and write the table. Bad arguments (a data
+    set without a shared-budget epoch count, an encoder without a ``finetune/families`` recipe,
+    an empty list) exit 2 with one line, before any run folder is made."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default="pneumoniamnist,breastmnist")
     ap.add_argument("--encoders", default=",".join(ENCODERS))
     ap.add_argument("--output", type=Path, default=REPO / "runs" / "families")
-    ap.add_argument("--threads", type=int, default=1, help="OMP/torch threads of each run")
-    args = ap.parse_args()
-    datasets = [d for d in args.datasets.split(",") if d]
-    unknown = [d for d in datasets if d not in EPOCHS]
-    if unknown:
-        raise SystemExit(f"no shared-budget epochs for {unknown}; known: {sorted(EPOCHS)}")
+    ap.add_argument("--threads", type=positive_int, default=1, help="OMP/torch threads of each run")
+    args = ap.parse_args(argv)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
+    if not datasets or not encoders:
+        ap.error("--datasets and --encoders must each name at least one")
+    for d in datasets:
+        if d not in EPOCHS:
+            ap.error(f"no shared-budget epochs for data set {d!r}{close_match_hint(d, sorted(EPOCHS))}")
+    recipes = sorted(f.stem[len("full_"):] for f in FAMILY_RECIPES.glob("full_*.yaml"))
+    for e in encoders:
+        if not _recipe(e).is_file():
+            ap.error(f"no recipe {_recipe(e).relative_to(REPO)} for encoder {e!r}{close_match_hint(e, recipes)}")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     rows = []
     for flag in datasets:
-        for enc in [e for e in args.encoders.split(",") if e]:
+        for enc in encoders:
             rows.append(run_pair(enc, flag, args.output, env))
             r = rows[-1]
             print(f"{enc:18s} {flag:15s} ACC {r['acc']:.3f} AUC {r['auc']:.3f} ({r['finetune_s'] or 0:.0f} s)", flush=True)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medfm.benchmark import require_2d_encoders
 from medfm.encoders import create_encoder
 from medfm.cli import positive_int  # integer >= 1, one-line argparse error
 from medfm.encoders.layers.kan import KANConv2d
@@ -135,7 +136,7 @@ def bench_train(names: List[str], batch: int, steps: int, profile: bool) -> None
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Parse ``argv`` and print the chosen sections; bad arguments exit 2 with one line."""
-    from medfm.registry import ENCODERS, UnknownNameError
+    from medfm.registry import UnknownNameError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=positive_int, default=1,
@@ -147,11 +148,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--steps", type=positive_int, default=10)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
-    for name in args.encoders:
-        try:
-            ENCODERS.get(name)
-        except UnknownNameError as err:  # one line with close matches, not a traceback after the layer section
-            parser.error(str(err))
+    try:
+        require_2d_encoders(args.encoders)
+    except (UnknownNameError, ValueError) as err:  # one line (close matches), not a traceback after the layer section
+        parser.error(str(err))
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if "layers" in args.sections:

@@ -115,6 +115,16 @@ def _one_torch_thread():
 TINY_BERT_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+def benchmark_script(name: str):
+    """The module of ``benchmarks/<name>.py`` (scripts, not a package), imported from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def save_tiny_bert(path: Path, words, hidden: int = 32) -> Path:
     """A randomly initialised 2-layer BERT + WordPiece tokenizer over ``words``, saved in
     transformers layout (a local text model for tests that must not load real weights)."""

@@ -15,6 +15,7 @@ import medfm
 from medfm.adapters.classification import ImageClassifier
 from medfm.hub import CheckpointError, from_pretrained, push_selection, push_to_hub, resolve_checkpoint, save_pretrained
 from medfm.registry import ADAPTERS
+from tests.conftest import benchmark_script
 
 
 def _clf(seed=0):
@@ -222,17 +223,6 @@ def test_push_uploads_the_folder_and_refuses_what_nobody_could_load(ckpt, tmp_pa
         push_to_hub(ckpt, "me/model")
 
 
-def _script(name):
-    """The module of ``benchmarks/<name>.py`` (scripts, not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_throughput_benchmark_refuses_bad_arguments():
     from medfm.benchmark import compare_throughput
 
@@ -249,7 +239,7 @@ def test_throughput_benchmark_refuses_bad_arguments():
 ])
 def test_benchmark_scripts_answer_bad_arguments_in_one_line(capsys, name, argv, message):
     with pytest.raises(SystemExit) as exc:
-        _script(name).main(argv)
+        benchmark_script(name).main(argv)
     err = capsys.readouterr().err
     assert exc.value.code == 2 and message in err.splitlines()[-1]
 
