@@ -7,7 +7,8 @@ The spine issue asks for a ratio >= 0.9. Run it on an otherwise idle machine.
 import argparse
 from typing import List, Optional
 
-from medfm.benchmark import compare_throughput
+from medfm.benchmark import compare_throughput, trainer_device
+from medfm.training.loop import resolve_precision
 from medfm.registry import UnknownNameError
 
 
@@ -21,7 +22,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     a = p.parse_args(argv)
     try:
-        for precision in ([a.precision] if a.precision != "auto" else ["fp32", "auto"]):
+        # "auto": fp32, then the machine's autocast precision when that is bf16 (not fp32 twice)
+        auto = resolve_precision("auto", trainer_device())
+        for precision in ([a.precision] if a.precision != "auto" else ["fp32"] + (["bf16"] if auto == "bf16" else [])):
             compare_throughput(a.encoder, a.img_size, a.batch_size, a.steps, precision)
     except (UnknownNameError, ValueError) as err:  # one line, not a traceback
         p.error(str(err))

@@ -101,3 +101,14 @@ def test_family_finetune_table_columns_and_files(tmp_path, monkeypatch, capsys):
     assert md in capsys.readouterr().out
     assert json.loads((tmp_path / "family_table.json").read_text())[0]["acc"] == 0.75
     assert sorted(p.name for p in tmp_path.iterdir()) == ["breastmnist", "family_table.json", "family_table.md"]
+
+
+@pytest.mark.parametrize("auto, expected", [("bf16", ["fp32", "bf16"]), ("no", ["fp32"])])
+def test_train_throughput_auto_runs_fp32_once_where_autocast_is_fp32(monkeypatch, auto, expected):
+    """``--precision auto`` ran fp32 and then "auto", which is fp32 again on a CPU without bf16."""
+    module = benchmark_script("train_throughput")
+    calls = []
+    monkeypatch.setattr(module, "resolve_precision", lambda precision, device: auto)
+    monkeypatch.setattr(module, "compare_throughput", lambda enc, size, bs, steps, precision: calls.append(precision))
+    module.main(["--encoder", "resnet_test", "--steps", "1"])
+    assert calls == expected
