@@ -1,5 +1,7 @@
-"""Scored subsets of an evaluation split (a suite dataset's ``max_samples``): which images, and
-where their corrupted copies are cached.
+"""Scored subsets of an evaluation split (a suite dataset's ``max_samples``): which images.
+
+Their corrupted copies are cached next to the full split's, named and checked by the subset's
+indices (:func:`medfm.data.corruptions.cache_path`), and are the full split's rows bit for bit.
 
 A subset is the largest seeded, class-stratified draw of
 :func:`medfm.data.medmnist.label_fraction_indices` that fits ``max_samples`` (the same rule as the
@@ -8,9 +10,7 @@ class keeps at least one image.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,13 +52,4 @@ def scored_subset_indices(labels: Any, max_samples: int, seed: int = SUBSET_SEED
                      "stratified subset keeps at least one image of each; raise max_samples")
 
 
-def subset_cache_dir(cache_dir: Optional[str], indices: Sequence[int]) -> str:
-    """Corrupted-set cache root of a scored subset: ``<cache>/subsets/<indices_digest(indices)>``, so
-    subsets' sets lie apart from the cached full-split sets (their file names and provenance also
-    carry the digest: :func:`medfm.data.corruptions.corrupted_sets` with ``indices``)."""
-    from medfm.data.corruptions import DEFAULT_CACHE_DIR, indices_digest
-
-    return str(Path(os.path.expanduser(str(cache_dir or DEFAULT_CACHE_DIR))) / "subsets" / indices_digest(indices))
-
-
-__all__ = ["SUBSET_SEED", "scored_subset_indices", "subset_cache_dir"]
+__all__ = ["SUBSET_SEED", "scored_subset_indices"]

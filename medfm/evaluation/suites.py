@@ -42,7 +42,7 @@ import torch
 from medfm.config import ConfigError, from_dict, load_yaml, to_dict
 from medfm.data.errors import DataFileMissingError, MedFMDataError
 from medfm.evaluation.protocols import PROTOCOLS, check_protocol
-from medfm.evaluation.subsets import SUBSET_SEED, scored_subset_indices, subset_cache_dir
+from medfm.evaluation.subsets import SUBSET_SEED, scored_subset_indices
 from medfm.evaluation.suite_report import MEDVIT_SMALL_C
 
 SUITE_SCHEMA_VERSION = 1
@@ -803,7 +803,7 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
         run, skipped = _corruption_jobs(spec, cs, ds)
         jobs = [(c, s) for c in run for s in cs.severities]
         sets, stats = corrupted_sets(ds.images, spec.flag, jobs, size=ds.size, seed=cs.seed, resolution=cs.resolution,
-                                     cache_dir=cache_dir if subset is None else subset_cache_dir(cache_dir, subset["indices"]),
+                                     cache_dir=cache_dir,
                                      source_md5=ds.md5, workers=cs.workers, progress=progress,
                                      indices=None if subset is None else subset["indices"])  # full-split seeds
         clock.lap("corruption_generation")

@@ -107,8 +107,8 @@ def test_suite_subset_cache_holds_the_full_runs_rows_and_the_card_its_warnings(t
     idx = json.loads((tmp_path / "sub" / "results.json").read_text())["datasets"][0]["subset"]["indices"]
     assert idx == scored_subset_indices(fake_medmnist_arrays("pneumoniamnist", counts=(4, 2, 20))["test_labels"],
                                         8).tolist()
-    (sub_file,) = (cache / "subsets").rglob("*.npz")
-    (full_file,) = (cache / "medmnistc").glob("*.npz")
+    (sub_file,) = (cache / "medmnistc").glob("*_i*.npz")  # named by the subset's indices
+    (full_file,) = [p for p in (cache / "medmnistc").glob("*.npz") if p != sub_file]
     assert sub_file.name.startswith(full_file.stem + "_i")
     with np.load(sub_file) as s, np.load(full_file) as f:
         assert np.array_equal(s["images"], f["images"][idx])
