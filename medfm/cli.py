@@ -373,12 +373,20 @@ _OUTPUT_COMMANDS = ("pretrain", "finetune", "segment", "vqa", "fuse", "eval")
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    """Path options checked before anything is loaded or written.
+    """Path options checked before anything is loaded or written, and before torch is imported
+    (a mistyped recipe path used to take ~4-7 s of imports to be named).
 
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
             ``--output`` is an existing file.
+        ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
+            (:func:`medfm.config.load_yaml`).
     """
+    from medfm.config import load_yaml
+
+    for yaml_file in (getattr(args, "recipe", None), getattr(args, "suite", None)):
+        if yaml_file is not None:
+            load_yaml(yaml_file)  # missing, a folder, not YAML: one line now rather than after the imports
     root = getattr(args, "data_root", None)
     if root and not Path(root).expanduser().is_dir():
         what = "is a file" if Path(root).expanduser().exists() else "does not exist"
@@ -396,9 +404,11 @@ def _discard_failed_output(output: Optional[Path]) -> None:
     ``metrics.jsonl`` (the curve of a run that diverged is what a user debugs) is kept."""
     import shutil
 
+    if output is None or not output.is_dir():  # before importing torch (via the state module)
+        return
     from medfm.training.state import STATE_JSON
 
-    if output is None or not output.is_dir() or any(output.rglob(STATE_JSON)):
+    if any(output.rglob(STATE_JSON)):
         return
     if any(log.stat().st_size > 0 for log in output.rglob("metrics.jsonl")):
         return
@@ -414,9 +424,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     saved) and returns 130, the shell's code for SIGINT, with the same clean-up.
     """
     args = _parser().parse_args(argv)  # before importing torch: --help and usage errors answer at once
-    from medfm.config import ConfigError
+    from medfm.config import ConfigError  # light imports: a bad path is answered before torch loads
     from medfm.data.errors import MedFMDataError
-    from medfm.hub import CheckpointError
     from medfm.registry import UnknownNameError
 
     output = getattr(args, "output", None) if args.command in _OUTPUT_COMMANDS else None
@@ -424,8 +433,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         _check_paths(args)
         return _run(args)
-    except (ConfigError, MedFMDataError, CheckpointError, UnknownNameError, OSError, ValueError) as err:
-        # OSError: unwritable/missing paths, a full disk, an output that exists
+    except (ConfigError, MedFMDataError, UnknownNameError, OSError, ValueError) as err:
+        # CheckpointError is a ValueError; OSError: unwritable/missing paths, a full disk, an output that exists
         _discard_failed_output(new_output)
         print(f"medfm: error: {err}", file=sys.stderr)
         return 2

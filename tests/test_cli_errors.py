@@ -118,6 +118,26 @@ def test_help_and_usage_errors_answer_without_loading_torch():
     assert medfm.create_encoder("resnet_test", in_chans=1, img_size=28).num_features > 0  # lazy attribute still works
 
 
+def test_mistyped_recipe_and_suite_paths_are_named_without_loading_torch(tmp_path):
+    """A missing or folder recipe (or suite) used to be named only after the imports (4-7 s here:
+    ``medfm.data``'s package import alone pulled in torch and medmnist for the CLI's error classes)."""
+    import subprocess
+    import sys
+
+    nope = str(tmp_path / "nope.yaml")
+    cases = [["pretrain", nope, "--output", str(tmp_path / "o")], ["eval", "--suite", nope, str(tmp_path)],
+             ["segment", str(tmp_path), "--output", str(tmp_path / "o")]]
+    script = ("import sys\nfrom medfm.cli import main\n"
+              f"for argv in {cases!r}:\n"
+              "    print('exit', main(argv))\n"
+              "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.splitlines() == ["exit 2"] * len(cases) + ["torch not loaded"], out.stdout + out.stderr
+    assert out.stderr.splitlines() == [f"medfm: error: recipe not found: {nope}"] * 2 + [
+        f"medfm: error: {tmp_path} is a directory; pass a recipe file (.yaml) inside it"], out.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_card_refuses_a_suite_summary_and_names_a_run_results_file(tmp_path, capsys):
     """A suite's top-level results.json has no ACC/AUC of its own: `medfm card` used to exit 0 and
     write a card saying "the results file holds no ACC/AUC/balanced ACC/ECE values"."""

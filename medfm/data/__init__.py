@@ -16,15 +16,25 @@ from medfm.data.errors import (
     UnknownSplitError,
     UnsupportedSizeError,
 )
-from medfm.data.medmnist import (
-    MEDMNIST_2D_FLAGS,
-    MEDMNIST_3D_FLAGS,
-    MEDMNIST_FLAGS,
-    MedMNISTDataset,
-    dataset_info,
-    label_fraction_indices,
-)
 from medfm.data.root import dataset_dir, resolve_data_root
+
+#: names imported on first use (PEP 562): ``medfm.data.medmnist`` pulls in torch and the medmnist
+#: package, seconds that ``import medfm.data.errors`` (the command line's error classes) should not pay
+_LAZY = {name: "medfm.data.medmnist" for name in (
+    "MEDMNIST_2D_FLAGS", "MEDMNIST_3D_FLAGS", "MEDMNIST_FLAGS", "MedMNISTDataset", "dataset_info",
+    "label_fraction_indices")}
+
+
+def __getattr__(name: str):
+    """``from medfm.data import MedMNISTDataset`` and friends, imported when first asked for."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'medfm.data' has no attribute {name!r}")
+
 
 __all__ = [
     "resolve_data_root",
