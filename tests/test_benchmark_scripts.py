@@ -16,7 +16,19 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--sizes", "28", "--batch-size", "2", "--steps", "1", "--no-memory"]
 
 
+def test_throughput_benchmark_refuses_bad_arguments():
+    from medfm.benchmark import compare_throughput
+
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        compare_throughput("resnet_test", batch_size=4, steps=0, precision="fp32")
+
+
 @pytest.mark.parametrize("name, argv, message", [
+    ("train_throughput", ["--steps", "0", "--batch-size", "4", "--precision", "fp32"], "steps must be >= 1"),
+    ("train_throughput", ["--encoder", "resnt_test", "--precision", "fp32"], "did you mean 'resnet_test'"),
+    ("encoders", ["--steps", "0", "--encoders", "resnet_test"], "--steps: must be >= 1, got 0"),
+    ("kan_layers", ["--sections", "train", "--encoders", "resnt_test"], "did you mean 'resnet_test'"),
+    ("kan_layers", ["--batch", "0"], "--batch: must be >= 1, got 0"),
     ("encoders", ["--encoders", "resnet3d_test", *TINY], "'resnet3d_test' is a 3D encoder"),
     ("encoders", ["--encoders", ",", *TINY], "no encoder named"),
     ("encoders", ["--encoders", "resnet_test", "--sizes", "abc"], "--sizes: expected an integer, got 'abc'"),

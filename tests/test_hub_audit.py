@@ -15,7 +15,6 @@ import medfm
 from medfm.adapters.classification import ImageClassifier
 from medfm.hub import CheckpointError, from_pretrained, push_selection, push_to_hub, resolve_checkpoint, save_pretrained
 from medfm.registry import ADAPTERS
-from tests.conftest import benchmark_script
 
 
 def _clf(seed=0):
@@ -221,27 +220,6 @@ def test_push_uploads_the_folder_and_refuses_what_nobody_could_load(ckpt, tmp_pa
     with pytest.raises(CheckpointError, match=r"could not push to the hub repo 'me/model' \(ConnectionError: Name or "
                                               r"service not known\)$"):
         push_to_hub(ckpt, "me/model")
-
-
-def test_throughput_benchmark_refuses_bad_arguments():
-    from medfm.benchmark import compare_throughput
-
-    with pytest.raises(ValueError, match="steps must be >= 1"):
-        compare_throughput("resnet_test", batch_size=4, steps=0, precision="fp32")
-
-
-@pytest.mark.parametrize("name, argv, message", [
-    ("train_throughput", ["--steps", "0", "--batch-size", "4", "--precision", "fp32"], "steps must be >= 1"),
-    ("train_throughput", ["--encoder", "resnt_test", "--precision", "fp32"], "did you mean 'resnet_test'"),
-    ("encoders", ["--steps", "0", "--encoders", "resnet_test"], "--steps: must be >= 1, got 0"),
-    ("kan_layers", ["--sections", "train", "--encoders", "resnt_test"], "did you mean 'resnet_test'"),
-    ("kan_layers", ["--batch", "0"], "--batch: must be >= 1, got 0"),
-])
-def test_benchmark_scripts_answer_bad_arguments_in_one_line(capsys, name, argv, message):
-    with pytest.raises(SystemExit) as exc:
-        benchmark_script(name).main(argv)
-    err = capsys.readouterr().err
-    assert exc.value.code == 2 and message in err.splitlines()[-1]
 
 
 def test_lora_adapter_with_an_unbuildable_config_names_its_file(tmp_path):
