@@ -61,15 +61,15 @@ def _umask() -> int:
     return mask
 
 
-def _default_permissions(path: Path, directory: bool) -> None:
+def _default_permissions(path: Path, directory: bool, umask: Optional[int] = None) -> None:
     """Give ``path`` the mode a plain ``open``/``mkdir`` would: ``0o666`` / ``0o777`` less the umask.
 
     ``tempfile.mkdtemp`` makes 0700 directories and safetensors writes 0600 files, so without
     this a checkpoint's weights were unreadable to the other users of a shared machine while its
-    JSON and card were not.
+    JSON and card were not. ``umask``: the process's, when the caller already read it (:func:`_umask`).
     """
     with contextlib.suppress(OSError):  # e.g. a filesystem without POSIX modes
-        os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+        os.chmod(path, (0o777 if directory else 0o666) & ~(_umask() if umask is None else umask))
 
 
 def _parent_of(path: PathLike) -> Path:
@@ -231,10 +231,11 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    mask = _umask()  # read once for the whole tree
     for root, dirs, files in os.walk(tmp):  # writers inside it (safetensors: 0600) included
-        _default_permissions(Path(root), directory=True)
+        _default_permissions(Path(root), directory=True, umask=mask)
         for name in files:
-            _default_permissions(Path(root) / name, directory=False)
+            _default_permissions(Path(root) / name, directory=False, umask=mask)
     old = None
     if target.exists():
         old = parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"

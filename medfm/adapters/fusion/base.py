@@ -22,8 +22,10 @@ saved / rebuilt by :mod:`medfm.hub` from its args.
 """
 from __future__ import annotations
 
+import difflib
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -172,10 +174,6 @@ class FusionModel(nn.Module):
         Raises:
             ValueError: names the unknown key(s), the expected modalities and the other allowed keys.
         """
-        import difflib
-
-        import numpy as np
-
         listed = batch.get(PRESENT_KEY) or {}
         unknown = sorted(str(k) for k in batch if k != PRESENT_KEY and k not in self.modalities
                          and k not in BATCH_INFO_KEYS and k not in listed
