@@ -7,8 +7,8 @@ The spine issue asks for a ratio >= 0.9. Run it on an otherwise idle machine.
 import argparse
 from typing import List, Optional
 
-from medfm.benchmark import compare_throughput, trainer_device
-from medfm.training.loop import resolve_precision
+from medfm.benchmark import compare_throughput
+from medfm.training.loop import resolve_precision, training_device
 from medfm.registry import UnknownNameError
 
 
@@ -23,7 +23,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     a = p.parse_args(argv)
     try:
         # "auto": fp32, then the machine's autocast precision when that is bf16 (not fp32 twice)
-        auto = resolve_precision("auto", trainer_device())
+        auto = resolve_precision("auto", training_device())
         for precision in ([a.precision] if a.precision != "auto" else ["fp32"] + (["bf16"] if auto == "bf16" else [])):
             compare_throughput(a.encoder, a.img_size, a.batch_size, a.steps, precision)
     except (UnknownNameError, ValueError) as err:  # one line, not a traceback

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import medfm
 from medfm.adapters.classification import ImageClassifier
 from medfm.registry import ENCODERS
-from medfm.training.loop import Trainer, TrainConfig, resolve_precision
+from medfm.training.loop import Trainer, TrainConfig, resolve_precision, training_device
 
 
 def require_2d_encoders(names: Sequence[str]) -> List[str]:
@@ -57,12 +57,6 @@ def _model(encoder: str, img_size: int, seed: int = 0) -> ImageClassifier:
     return ImageClassifier(medfm.create_encoder(encoder, in_chans=1, img_size=img_size), num_classes=2, task="binary-class")
 
 
-def trainer_device() -> torch.device:
-    """The device :class:`~medfm.training.loop.Trainer` trains on (CUDA when available, else CPU),
-    so that the bare loop runs where the medfm loop does."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -70,9 +64,9 @@ def _sync(device: torch.device) -> None:
 
 def bare_loop_throughput(encoder: str, img_size: int, batch_size: int, steps: int, bf16: bool, warmup: int = 3) -> float:
     """Images/s of a plain ``for`` loop: autocast forward, cross-entropy, backward, AdamW step, on
-    :func:`trainer_device` (it used to run on the CPU even where the Trainer ran on CUDA; on CUDA
-    the clock reads follow a ``torch.cuda.synchronize``)."""
-    device = trainer_device()
+    the Trainer's device (:func:`~medfm.training.loop.training_device`; it used to run on the CPU
+    even where the Trainer ran on CUDA; on CUDA the clock reads follow a ``torch.cuda.synchronize``)."""
+    device = training_device()
     model = _model(encoder, img_size).train().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     images = torch.rand(batch_size, 1, img_size, img_size, device=device)
@@ -126,7 +120,7 @@ def compare_throughput(encoder: str = "resnet18", img_size: int = 28, batch_size
     require_2d_encoders([encoder])  # an unknown or 3D name fails here, before any model is built
     if batch_size < 1 or steps < 1:
         raise ValueError(f"batch_size and steps must be >= 1, got batch_size={batch_size}, steps={steps}")
-    bf16 = resolve_precision(precision, trainer_device()) == "bf16"  # both loops run on the Trainer's device
+    bf16 = resolve_precision(precision, training_device()) == "bf16"  # both loops run on the Trainer's device
     bare = bare_loop_throughput(encoder, img_size, batch_size, steps, bf16)
     ours = medfm_loop_throughput(encoder, img_size, batch_size, steps, bf16)
     res = {"encoder": encoder, "img_size": img_size, "batch_size": batch_size, "precision": "bf16" if bf16 else "fp32",

@@ -84,6 +84,11 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def training_device() -> torch.device:
+    """The device :class:`Trainer` trains on: CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """Map "auto" to "bf16" or "fp32" for ``device``; returns "bf16" or "no"."""
     if precision == "auto":
@@ -189,7 +194,7 @@ class Trainer:
         self.epoch_end_fn = epoch_end_fn
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = training_device()
         self.bf16 = resolve_precision(cfg.precision, self.device) == "bf16"
         self.model = model.to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
