@@ -103,18 +103,18 @@ def data_provenance(dataset: str, data_root: Optional[str] = None) -> Dict[str, 
     return out
 
 
-def _number(value: Any) -> bool:
+def is_metric_number(value: Any) -> bool:
     """A real metric value (``bool`` and non-numbers are not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _section(mapping: Any, key: str) -> Dict[str, Any]:
+def dict_section(mapping: Any, key: str) -> Dict[str, Any]:
     """``mapping[key]`` when it is a dict, else ``{}`` (results files may lack or garble sections)."""
     value = mapping.get(key) if isinstance(mapping, dict) else None
     return value if isinstance(value, dict) else {}
 
 
-def _shown(value: Any) -> Any:
+def shown_value(value: Any) -> Any:
     """A config value for the card, or "not recorded" (never ``None``)."""
     return NOT_RECORDED if value is None or value == "" else value
 
@@ -142,7 +142,7 @@ def card_kind(cfg: Dict[str, Any]) -> str:
     if kind == "objective":
         return "objective"
     if kind == "fuser":
-        seg = _fused_segmenter(str(name)) or "fusion" in _section(cfg, "args") and "decoder" in _section(cfg, "args")
+        seg = _fused_segmenter(str(name)) or "fusion" in dict_section(cfg, "args") and "decoder" in dict_section(cfg, "args")
         return "fusion_segmentation" if seg else "fusion_classification"
     if name in ("classification", "segmentation", "text_segmentation", "vqa"):
         return str(name)
@@ -151,11 +151,11 @@ def card_kind(cfg: Dict[str, Any]) -> str:
 
 def _spatial(cfg: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     """``("2d" | "2.5d" | "3d", inference settings)`` of a segmentation checkpoint."""
-    inference = _section(_section(cfg, "args"), "inference")
-    if _number(inference.get("context_slices")) and inference["context_slices"] > 0:
+    inference = dict_section(dict_section(cfg, "args"), "inference")
+    if is_metric_number(inference.get("context_slices")) and inference["context_slices"] > 0:
         return "2.5d", inference
     dims = None
-    enc_name = _section(cfg, "encoder").get("name")
+    enc_name = dict_section(cfg, "encoder").get("name")
     try:
         import medfm.encoders  # noqa: F401 - registers the encoders
         from medfm.registry import ENCODERS
@@ -168,7 +168,7 @@ def _spatial(cfg: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     return "2d", inference
 
 
-def _data_name(data: Dict[str, Any]) -> Optional[str]:
+def data_display_name(data: Dict[str, Any]) -> Optional[str]:
     """The data set's display name from a recorded ``training.data`` dict (None: not recorded)."""
     if data.get("flag"):
         return str(data["flag"])
@@ -180,17 +180,18 @@ def _data_name(data: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def _data_sets(cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
+def data_set_records(cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every ``training.data``-like record of the config (text segmenters: one per task)."""
-    training = _section(cfg, "training")
-    tasks = _section(training, "tasks")
+    training = dict_section(cfg, "training")
+    tasks = dict_section(training, "tasks")
     if tasks:
         return [{**v, "task_name": k} for k, v in tasks.items() if isinstance(v, dict)]
-    data = _section(training, "data")
+    data = dict_section(training, "data")
     return [data] if data else []
 
 
-def _hub_dataset_id(data: Dict[str, Any]) -> Optional[str]:
+def hub_dataset_id(data: Dict[str, Any]) -> Optional[str]:
+    """The card's ``datasets:`` id of one data record: ``medmnist/<flag>``, the record's ``dataset``, or None."""
     if data.get("flag"):
         return f"medmnist/{data['flag']}"
     return str(data["dataset"]) if data.get("dataset") else None
@@ -203,15 +204,15 @@ def _fmt_md5(md5: Any) -> str:
 
 
 def _count(data: Dict[str, Any], key: str, ids_key: str) -> Any:
-    if _number(data.get(key)):
+    if is_metric_number(data.get(key)):
         return data[key]
     ids = data.get(ids_key)
     return len(ids) if isinstance(ids, list) else None
 
 
-def _training_data_text(cfg: Dict[str, Any]) -> str:
+def training_data_text(cfg: Dict[str, Any]) -> str:
     """The "Training data" section: MedMNIST flags as before, other data sets by their own names."""
-    records = _data_sets(cfg)
+    records = data_set_records(cfg)
     if not records:
         return "Not recorded in this checkpoint's config."
     parts = []
@@ -220,11 +221,11 @@ def _training_data_text(cfg: Dict[str, Any]) -> str:
             size = f", {data['size']} px" if data.get("size") else ""
             about = f" — {data['description']}" if data.get("description") else ""
             md5 = f"`{data['md5']}`" if data.get("md5") else NOT_RECORDED
-            parts.append(f"`{_shown(data.get('flag'))}` (MedMNIST v2{size}){about}\n\n"
+            parts.append(f"`{shown_value(data.get('flag'))}` (MedMNIST v2{size}){about}\n\n"
                          f"License of the data: {data.get('license') or 'see the data source'}. "
-                         f"Splits used: {_shown(data.get('splits'))}. File md5: {md5}.")
+                         f"Splits used: {shown_value(data.get('splits'))}. File md5: {md5}.")
             continue
-        name = _data_name(data)
+        name = data_display_name(data)
         head = f"**{name}**" if name else "Data set: not recorded"
         if data.get("task_name"):
             head = f"Task `{data['task_name']}`: {head}"
@@ -235,11 +236,11 @@ def _training_data_text(cfg: Dict[str, Any]) -> str:
         n_train = _count(data, "n_train", "train_ids" if "train_ids" in data else "patients")
         n_test = _count(data, "n_test", "test_ids")
         unit = data.get("unit") or _DEFAULT_UNITS.get(card_kind(cfg), "cases")
-        counts = (f"{_shown(n_train)} training / {_shown(n_test)} test {unit}")
+        counts = (f"{shown_value(n_train)} training / {shown_value(n_test)} test {unit}")
         lines = [f"{head}. Source: {source}.", "",
                  f"License of the data: {data.get('license') or NOT_RECORDED}"
                  + (f" (see `{data['provenance']}`)" if data.get("provenance") else "") + ".",
-                 f"Split: {_shown(split)}; {counts}.",
+                 f"Split: {shown_value(split)}; {counts}.",
                  f"Checksums (md5): {_fmt_md5(data.get('md5'))}."]
         if data.get("train_missing"):
             lines.append(f"Training missingness: {data['train_missing']}.")
@@ -247,14 +248,15 @@ def _training_data_text(cfg: Dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def _training_procedure(cfg: Dict[str, Any]) -> str:
-    training = _section(cfg, "training")
+def training_procedure_text(cfg: Dict[str, Any]) -> str:
+    """The "Training procedure" section: the recorded pretraining/fine-tuning settings as JSON lines."""
+    training = dict_section(cfg, "training")
     proc = []
     for stage in ("pretraining", "finetuning"):
         if training.get(stage):
             proc.append(f"- **{stage}**: `{json.dumps(training[stage], sort_keys=True)}`")
     if not proc:  # segmentation, VQA, fusion runners record their settings at the top of "training"
-        recipe = _section(training, "recipe")
+        recipe = dict_section(training, "recipe")
         settings = {k: training[k] for k in ("mode", "init", "lora", "fuser", "fuser_args", "loss_weights")
                     if training.get(k) is not None}
         train = training.get("train") or recipe.get("train")
@@ -283,12 +285,12 @@ def _label_list(names: Any) -> str:
     return f"{names}" if isinstance(names, list) and names else NOT_RECORDED
 
 
-def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
+def describe_kind(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
     """``{summary, model_input, outputs, intended_use, limitations, how_to}`` for the card's kind."""
     kind = card_kind(cfg)
-    args, pre, enc = _section(cfg, "args"), _section(cfg, "preprocessing"), _section(cfg, "encoder")
-    records = _data_sets(cfg)
-    names = [n for n in (_data_name(d) for d in records) if n]
+    args, pre, enc = dict_section(cfg, "args"), dict_section(cfg, "preprocessing"), dict_section(cfg, "encoder")
+    records = data_set_records(cfg)
+    names = [n for n in (data_display_name(d) for d in records) if n]
     on = " and ".join(names) if names else "a data set not recorded in this checkpoint"
     medmnist = any(d.get("flag") for d in records)
     general_use = ("Research on medical image analysis and benchmarking of foundation-model adapters. " + _NOT_A_DEVICE)
@@ -299,7 +301,7 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
     out: Dict[str, str] = {"how_to": ""}
     if kind in ("classification", "other"):
         if kind == "classification" and args.get("num_classes"):
-            outputs = f"{args['num_classes']} {args.get('task') or ''} scores over {_shown(args.get('label_names'))}"
+            outputs = f"{args['num_classes']} {args.get('task') or ''} scores over {shown_value(args.get('label_names'))}"
         else:
             outputs = f"{cfg['kind']} outputs" if cfg.get("kind") else NOT_RECORDED
         out.update(
@@ -311,7 +313,7 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
             how_to=(f'import medfm\nclf = medfm.pipeline("image-classification", model="{model_id}")\n'
                     'clf("image.png")  # an image path, PIL image or uint8 array (H, W) / (H, W, C)'))
         if pre.get("spatial_dims") == 3:  # the classification pipeline reads volumes for 3D encoders
-            side = _shown(pre.get("img_size"))
+            side = shown_value(pre.get("img_size"))
             out["how_to"] = (f'import medfm\nclf = medfm.pipeline("image-classification", model="{model_id}")\n'
                              "preds = clf(volume)  # (D, H, W) array (uint8, or float in [0, 1]) or a .nii/.nii.gz "
                              f"path (min-max scaled per volume); resized trilinearly to {side}^3\n"
@@ -333,9 +335,9 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
             limitations=(f"{trained_on} without labels. The features predict nothing by themselves; their quality for "
                          "a task is only known after fine-tuning or a probe on that task."),
             how_to=("import medfm\n"
-                    f'encoder = medfm.create_encoder("{_shown(enc.get("name"))}", in_chans={_shown(pre.get("in_chans"))}, '
-                    f'img_size={_shown(size)}, pretrained="{model_id}")\n'
-                    f"features = encoder(images)  # (B, {_shown(pre.get('in_chans'))}, {_shown(size)}, {_shown(size)}) "
+                    f'encoder = medfm.create_encoder("{shown_value(enc.get("name"))}", in_chans={shown_value(pre.get("in_chans"))}, '
+                    f'img_size={shown_value(size)}, pretrained="{model_id}")\n'
+                    f"features = encoder(images)  # (B, {shown_value(pre.get('in_chans'))}, {shown_value(size)}, {shown_value(size)}) "
                     "normalised as above -> (B, encoder.num_features)\n"
                     f"# or: medfm finetune <recipe> --init {model_id}"))
         return out
@@ -344,16 +346,16 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
         chans = enc.get("in_chans") or pre.get("in_chans")
         roi = inference.get("roi_size")
         window = f"; sliding windows of {'x'.join(str(r) for r in roi)}" if isinstance(roi, list) and roi else ""
-        if window and _number(inference.get("overlap")):  # recorded since the pipeline defaults to it
-            window += f" (overlap {_shown(inference['overlap'])}, as evaluated)"
+        if window and is_metric_number(inference.get("overlap")):  # recorded since the pipeline defaults to it
+            window += f" (overlap {shown_value(inference['overlap'])}, as evaluated)"
         intensity = ("intensities scaled per volume to [0, 1] by percentiles" if inference.get("intensity") == "percentile"
                      else "intensities in [0, 1] (uint8 / 255)")
         brain = inference.get("intensity") == "brain_percentile"  # e.g. BraTS: the pipeline needs the brain mask
         if brain:
             pct = inference.get("percentiles") if isinstance(inference.get("percentiles"), list) else [None, None]
-            intensity = (f"each channel scaled per case to [0, 1] by its {_shown(pct[0])} / {_shown(pct[-1])} percentiles "
+            intensity = (f"each channel scaled per case to [0, 1] by its {shown_value(pct[0])} / {shown_value(pct[-1])} percentiles "
                          "inside the brain mask, clipped, then cropped to the mask's bounding box + "
-                         f"{_shown(inference.get('crop_margin'))} voxels")
+                         f"{shown_value(inference.get('crop_margin'))} voxels")
         prep = next((str(d["input_preprocessing"]) for d in records if d.get("input_preprocessing")), None)
         if prep:  # the task's own scaling (e.g. BraTS: percentiles inside the brain mask)
             intensity = prep
@@ -365,10 +367,10 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
             intensity += f", then `{inference['normalize']}` normalisation (done by the pipeline)"
         labels = _label_list(args.get("label_names"))
         if spatial == "3d":
-            multi = _number(chans) and chans > 1
+            multi = is_metric_number(chans) and chans > 1
             source = "per-channel NIfTI files, a 4D NIfTI or an array" if multi else "NIfTI or array"
-            model_input = f"3D volumes `({_shown(chans)}, D, H, W)` ({source}), {intensity}{window} voxels"
-            outputs = f"per-voxel class logits `(B, {_shown(args.get('num_classes'))}, D, H, W)` over {labels}"
+            model_input = f"3D volumes `({shown_value(chans)}, D, H, W)` ({source}), {intensity}{window} voxels"
+            outputs = f"per-voxel class logits `(B, {shown_value(args.get('num_classes'))}, D, H, W)` over {labels}"
             call = ('out = seg("volume.nii.gz", output_path="mask.nii.gz")  # label volume, written with the input\'s affine\n'
                     'out["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
             if multi:  # one case = the channel files in the model's channel order
@@ -383,20 +385,20 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
         elif spatial == "2.5d":
             k = inference.get("context_slices")
             model_input = (f"3D volumes `(D, H, W)` (NIfTI or array), {intensity}; segmented slice by slice along axis "
-                           f"{_shown(inference.get('slice_axis'))}, each slice with its {k} neighbouring slices on each side "
+                           f"{shown_value(inference.get('slice_axis'))}, each slice with its {k} neighbouring slices on each side "
                            f"as {2 * k + 1} input channels (2.5D){window} pixels")
-            outputs = f"per-pixel class logits `(B, {_shown(args.get('num_classes'))}, H, W)` per slice over {labels}"
+            outputs = f"per-pixel class logits `(B, {shown_value(args.get('num_classes'))}, H, W)` per slice over {labels}"
             call = ('out = seg("volume.nii.gz", output_path="mask.nii.gz")\n'
                     'out["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
         else:
             scale = inference.get("scale")
-            model_input = (f"{_shown(chans)}-channel 2D images of any size (PIL, path or array), {intensity}"
-                           + (f"; resized by {scale}" if _number(scale) and scale != 1 else "") + f"{window} pixels")
-            outputs = f"per-pixel class logits `(B, {_shown(args.get('num_classes'))}, H, W)` over {labels}"
+            model_input = (f"{shown_value(chans)}-channel 2D images of any size (PIL, path or array), {intensity}"
+                           + (f"; resized by {scale}" if is_metric_number(scale) and scale != 1 else "") + f"{window} pixels")
+            outputs = f"per-pixel class logits `(B, {shown_value(args.get('num_classes'))}, H, W)` over {labels}"
             call = 'out = seg("image.png")\nout["mask"]  # (H, W) uint8 label map in the input\'s geometry, out["label_names"]'
         out.update(
             summary=f"{'3D' if spatial == '3d' else '2.5D' if spatial == '2.5d' else '2D'} U-Net segmenter on "
-                    f"`{_shown(enc.get('name'))}` for {on}.",
+                    f"`{shown_value(enc.get('name'))}` for {on}.",
             model_input=model_input, outputs=outputs, intended_use=general_use,
             limitations=(f"{trained_on}; performance on other scanners, sites, populations, resolutions or fields of "
                          "view is unknown. Masks are not validated for clinical measurement."),
@@ -408,11 +410,11 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
         names_t = [str(t.get("name")) for t in targets]
         first = names_t[0] if names_t else "target"
         out.update(
-            summary=f"Text-conditioned (MulModSeg) segmenter on `{_shown(enc.get('name'))}` for {on}.",
-            model_input=(f"{_shown(enc.get('in_chans') or pre.get('in_chans'))}-channel 2D images of any size, "
+            summary=f"Text-conditioned (MulModSeg) segmenter on `{shown_value(enc.get('name'))}` for {on}.",
+            model_input=(f"{shown_value(enc.get('in_chans') or pre.get('in_chans'))}-channel 2D images of any size, "
                          f"intensities in [0, 1], plus the target to segment: a known target ({names_t or NOT_RECORDED}) "
                          "or a free-text query (embedded by the frozen text encoder "
-                         f"`{_shown(_section(args, 'text_encoder').get('name'))}`)"),
+                         f"`{shown_value(dict_section(args, 'text_encoder').get('name'))}`)"),
             outputs="per-pixel background / target logits `(B, 2, H, W)` for the prompted target",
             intended_use=general_use,
             limitations=(f"{trained_on}; each target was only seen in its own data set's images, so prompting a "
@@ -426,10 +428,10 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
         answers = args.get("answers")
         n_ans = len(answers) if isinstance(answers, list) else None
         out.update(
-            summary=f"Visual question answering on `{_shown(enc.get('name'))}` for {on}.",
+            summary=f"Visual question answering on `{shown_value(enc.get('name'))}` for {on}.",
             model_input=(_image_input(pre) + " and an English question (embedded by the frozen text encoder "
-                         f"`{_shown(_section(args, 'text_encoder').get('name') or _section(args, 'text_encoder').get('model_name_or_path'))}`)"),
-            outputs=(f"answer logits over {_shown(n_ans)} answers (the closed vocabulary of the training split); "
+                         f"`{shown_value(dict_section(args, 'text_encoder').get('name') or dict_section(args, 'text_encoder').get('model_name_or_path'))}`)"),
+            outputs=(f"answer logits over {shown_value(n_ans)} answers (the closed vocabulary of the training split); "
                      "the pipeline returns the top-k answers with probabilities"),
             intended_use=general_use,
             limitations=(f"{trained_on}. Answers are chosen from the training answers only: a question whose answer is "
@@ -445,10 +447,10 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
     labels = _label_list(args.get("label_names"))
     has_clinical = isinstance(mods, list) and "clinical" in mods
     images = [m for m in mods if m != "clinical"] if isinstance(mods, list) else []
-    model_input = (f"per sample any non-empty subset of the modalities {_shown(mods)}: "
+    model_input = (f"per sample any non-empty subset of the modalities {shown_value(mods)}: "
                    + (f"images `(1, {size}, {size})` float in [0, 1]" if images else "")
                    + (", " if images and has_clinical else "")
-                   + (f"`clinical` a `({_shown(args.get('clinical_features'))},)` float vector (NaN = missing value)"
+                   + (f"`clinical` a `({shown_value(args.get('clinical_features'))},)` float vector (NaN = missing value)"
                       if has_clinical else "")
                    + "; absent modalities are left out of the sample and marked by the batch's presence masks "
                      "(`batch['present'][m]`)")
@@ -460,8 +462,8 @@ def _describe(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
     out.update(
         summary=(f"Missing-modality {'segmentation' if seg else 'classification'} fuser `{fuser}` for {on}."),
         model_input=model_input,
-        outputs=(f"per-pixel class logits `(B, {_shown(args.get('num_classes'))}, {size}, {size})` over {labels}"
-                 if seg else f"{_shown(args.get('num_classes'))} class scores (logits) `(B, {_shown(args.get('num_classes'))})` "
+        outputs=(f"per-pixel class logits `(B, {shown_value(args.get('num_classes'))}, {size}, {size})` over {labels}"
+                 if seg else f"{shown_value(args.get('num_classes'))} class scores (logits) `(B, {shown_value(args.get('num_classes'))})` "
                              f"over {labels}"),
         intended_use=("Research on learning from incomplete multi-modal data (missing MR sequences / clinical values). "
                       + _NOT_A_DEVICE),

@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from huggingface_hub import EvalResult
 
-from medfm.card_kinds import NOT_RECORDED, PIPELINE_TAGS, _data_name, _number, _section, _shown, card_kind
+from medfm.card_kinds import (NOT_RECORDED, PIPELINE_TAGS, card_kind, data_display_name, dict_section, is_metric_number,
+                              shown_value)
 
 # MedMNIST metric names -> hub metric types
 _METRIC_TYPES = {"acc": "accuracy", "auc": "roc_auc", "balanced_acc": "balanced_accuracy"}
@@ -52,7 +53,7 @@ def check_results_fit(cfg: Dict[str, Any], results: Dict[str, Any], where: str =
                          "evaluated this checkpoint")
 
 
-def _eval_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> List[EvalResult]:
+def model_index_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> List[EvalResult]:
     """model-index entries; only for results that name the data set they were measured on."""
     if not results:
         return []
@@ -62,7 +63,7 @@ def _eval_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> Lis
                            dataset_name=dname, dataset_split=split, metric_type=mtype, metric_name=mname,
                            metric_value=round(float(val), 4))
                 for dtype, dname, split, mtype, mname, val in _run_metrics(cfg, results)[0]]
-    meta, metrics = _section(results, "meta"), _section(results, "metrics")
+    meta, metrics = dict_section(results, "meta"), dict_section(results, "metrics")
     flag = meta.get("dataset")
     if not flag:  # never guess where the numbers come from
         return []
@@ -70,7 +71,7 @@ def _eval_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> Lis
     protocol, frac = meta.get("protocol"), meta.get("label_fraction")
     parts = []  # a suite protocol's numbers are not the checkpoint's own predictions: say which
     if protocol in _PROTOCOLS:
-        parts = [str(protocol)] + ([f"{frac:.0%} of train labels"] if _number(frac) else [])
+        parts = [str(protocol)] + ([f"{frac:.0%} of train labels"] if is_metric_number(frac) else [])
     subset = _subset(meta)
     if subset is not None:  # nor are a scored subset's numbers the full test set's
         parts.append(_subset_size(subset, split, short=True))
@@ -78,7 +79,7 @@ def _eval_results(cfg: Dict[str, Any], results: Optional[Dict[str, Any]]) -> Lis
     out = []
     for key, mtype in _METRIC_TYPES.items():
         val = metrics.get(key)
-        if _number(val):
+        if is_metric_number(val):
             name = key.upper() if key != "balanced_acc" else "balanced ACC"
             out.append(EvalResult(task_type="image-classification", dataset_type=f"medmnist/{flag}",
                                   dataset_name=str(flag), dataset_split=str(split) if split else None,
@@ -92,14 +93,14 @@ _SEG_METRICS = (("dice", "Dice"), ("hd95", "HD95"), ("surface_dice", "surface Di
 def _seg_summary_rows(summary: Dict[str, Any]) -> List[Tuple[str, str, Any, Any]]:
     """``(class, metric label, mean, std)`` rows of a segmentation summary (mean over classes first)."""
     rows = []
-    mean = _section(summary, "mean")
+    mean = dict_section(summary, "mean")
     for key, label in _SEG_METRICS:
-        if _number(mean.get(key)):
+        if is_metric_number(mean.get(key)):
             rows.append(("mean over classes", label, mean[key], None))
-    for cls, metrics in _section(summary, "per_class").items():
+    for cls, metrics in dict_section(summary, "per_class").items():
         for key, label in _SEG_METRICS:
-            m = _section(metrics, key)
-            if _number(m.get("mean")):
+            m = dict_section(metrics, key)
+            if is_metric_number(m.get("mean")):
                 rows.append((str(cls), label, m["mean"], m.get("std")))
     return rows
 
@@ -108,13 +109,13 @@ def _seg_dataset(task: Dict[str, Any], cfg_data: Dict[str, Any]) -> Tuple[Option
     dataset = task.get("dataset") or cfg_data.get("dataset")
     if not dataset:
         return None, None
-    return str(dataset), _data_name({"dataset": dataset, "dataset_name": cfg_data.get("dataset_name")
+    return str(dataset), data_display_name({"dataset": dataset, "dataset_name": cfg_data.get("dataset_name")
                                      if cfg_data.get("dataset") == dataset else None})
 
 
 def _fusion_row(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[Optional[Dict[str, Any]], str]:
     """This checkpoint's row of a fusion run's results (natural missingness on the test patients)."""
-    training = _section(cfg, "training")
+    training = dict_section(cfg, "training")
     label = training.get("run_label")
     if not label:
         return None, ("the results hold several models and this checkpoint does not record which one it is "
@@ -133,80 +134,80 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
     for the results of a segmentation, VQA or fusion run."""
     kind = card_kind(cfg)
     entries: List[Tuple] = []
-    data = _section(_section(cfg, "training"), "data")
+    data = dict_section(dict_section(cfg, "training"), "data")
     if kind == "segmentation":
-        task = _section(results, "task")
+        task = dict_section(results, "task")
         dtype, dname = _seg_dataset(task, data)
-        summary = _section(results, "summary")
+        summary = dict_section(results, "summary")
         rows = _seg_summary_rows(summary)
         if not rows:
             return [], "The results file holds no Dice/HD95 values."
         n = summary.get("n_cases")
         text = [f"Measured on the **test** cases of {f'**{dname}**' if dname else 'a data set not recorded in the results'}"
-                + (f" ({n} cases" + (f"; split: {task['split_rule']}" if task.get("split_rule") else "") + ")" if _number(n) else "")
+                + (f" ({n} cases" + (f"; split: {task['split_rule']}" if task.get("split_rule") else "") + ")" if is_metric_number(n) else "")
                 + " by the training run (sliding-window inference at the original resolution). HD95 in mm "
                   "(NIfTI spacing) or pixels.", "", "| class | metric | mean | std |", "|---|---|---|---|"]
         for cls, label, mean, std in rows:
-            text.append(f"| {cls} | {label} | {mean:.4f} | {f'{std:.4f}' if _number(std) else ''} |")
+            text.append(f"| {cls} | {label} | {mean:.4f} | {f'{std:.4f}' if is_metric_number(std) else ''} |")
             if cls == "mean over classes" and dtype:
                 entries.append((dtype, dname, "test", label.lower().replace(" ", "_"), label, mean))
-        regions = _section(results, "regions")
-        definition = _section(regions, "definition")
-        for cls, label, mean, std in _seg_summary_rows(_section(regions, "summary")):
+        regions = dict_section(results, "regions")
+        definition = dict_section(regions, "definition")
+        for cls, label, mean, std in _seg_summary_rows(dict_section(regions, "summary")):
             if cls != "mean over classes":  # regions overlap: their mean is not a summary figure
                 labels = definition.get(cls)
                 name = f"region {cls}" + (f" (labels {', '.join(map(str, labels))})" if isinstance(labels, list) else "")
-                text.append(f"| {name} | {label} | {mean:.4f} | {f'{std:.4f}' if _number(std) else ''} |")
-        human = _section(_section(results, "human_reference"), "summary")
-        if _section(human, "mean"):
-            hd = _section(human, "mean")
+                text.append(f"| {name} | {label} | {mean:.4f} | {f'{std:.4f}' if is_metric_number(std) else ''} |")
+        human = dict_section(dict_section(results, "human_reference"), "summary")
+        if dict_section(human, "mean"):
+            hd = dict_section(human, "mean")
             text += ["", "Second human observer scored against the first (reference): "
-                     + ", ".join(f"{lab} {hd[k]:.4f}" for k, lab in _SEG_METRICS if _number(hd.get(k))) + "."]
+                     + ", ".join(f"{lab} {hd[k]:.4f}" for k, lab in _SEG_METRICS if is_metric_number(hd.get(k))) + "."]
         return entries, "\n".join(text)
     if kind == "text_segmentation":
-        tasks = _section(results, "tasks")
-        cfg_tasks = _section(_section(cfg, "training"), "tasks")
+        tasks = dict_section(results, "tasks")
+        cfg_tasks = dict_section(dict_section(cfg, "training"), "tasks")
         text = ["Measured on each task's **test** cases by the training run, prompting the task's target.", "",
                 "| task | data set | test cases | Dice | HD95 | surface Dice | referring query Dice |",
                 "|---|---|---|---|---|---|---|"]
         for name, res in tasks.items():
             if not isinstance(res, dict):
                 continue
-            dtype, dname = _seg_dataset(_section(res, "task"), _section(cfg_tasks, name))
-            mean = _section(_section(res, "summary"), "mean")
-            ref = _section(res, "referring")
-            cells = [f"{mean[k]:.4f}" if _number(mean.get(k)) else "" for k, _ in _SEG_METRICS]
-            n = _section(res, "summary").get("n_cases")
-            ref_txt = f"{ref['dice']:.4f}" if _number(ref.get("dice")) else ""
-            text.append(f"| {name} | {_shown(dname)} | {n if _number(n) else NOT_RECORDED} | " + " | ".join(cells)
+            dtype, dname = _seg_dataset(dict_section(res, "task"), dict_section(cfg_tasks, name))
+            mean = dict_section(dict_section(res, "summary"), "mean")
+            ref = dict_section(res, "referring")
+            cells = [f"{mean[k]:.4f}" if is_metric_number(mean.get(k)) else "" for k, _ in _SEG_METRICS]
+            n = dict_section(res, "summary").get("n_cases")
+            ref_txt = f"{ref['dice']:.4f}" if is_metric_number(ref.get("dice")) else ""
+            text.append(f"| {name} | {shown_value(dname)} | {n if is_metric_number(n) else NOT_RECORDED} | " + " | ".join(cells)
                         + f" | {ref_txt} |")
             for key, label in _SEG_METRICS:
-                if dtype and _number(mean.get(key)):
+                if dtype and is_metric_number(mean.get(key)):
                     entries.append((dtype, f"{dname} ({name})", "test", key, label, mean[key]))
         if len(text) == 4:
             return [], "The results file holds no per-task Dice values."
         return entries, "\n".join(text)
     if kind == "vqa":
-        meta, metrics = _section(results, "meta"), _section(results, "metrics")
+        meta, metrics = dict_section(results, "meta"), dict_section(results, "metrics")
         dtype = meta.get("dataset")
-        dname = _data_name({"dataset": dtype}) if dtype else None
+        dname = data_display_name({"dataset": dtype}) if dtype else None
         split = meta.get("split")
         text = [f"Exact-match answer accuracy on the {f'**{split}**' if split else 'test split (not recorded)'} of "
                 f"{f'**{dname}**' if dname else 'a data set not recorded in the results'}"
-                + (f" ({results['n_questions']} questions" if _number(results.get("n_questions")) else " (")
-                + (f"; {_section(results, 'out_of_vocab')['n']} with an answer outside the training vocabulary, "
-                   "counted wrong)" if _number(_section(results, "out_of_vocab").get("n")) else ")")
+                + (f" ({results['n_questions']} questions" if is_metric_number(results.get("n_questions")) else " (")
+                + (f"; {dict_section(results, 'out_of_vocab')['n']} with an answer outside the training vocabulary, "
+                   "counted wrong)" if is_metric_number(dict_section(results, "out_of_vocab").get("n")) else ")")
                 + " by the training run.", "", "| questions | accuracy | 95% CI (bootstrap) | n | majority baseline |",
                 "|---|---|---|---|---|"]
-        base = _section(results, "majority_baseline")
+        base = dict_section(results, "majority_baseline")
         for key in ("overall", "closed", "open"):
-            m = _section(metrics, key)
-            if not _number(m.get("acc")):
+            m = dict_section(metrics, key)
+            if not is_metric_number(m.get("acc")):
                 continue
-            ci = _section(m, "ci")
-            ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if _number(ci.get("low")) and _number(ci.get("high")) else ""
-            b = _section(base, key).get("acc")
-            text.append(f"| {key} | {m['acc']:.4f} | {ci_txt} | {m.get('n', '')} | {f'{b:.4f}' if _number(b) else ''} |")
+            ci = dict_section(m, "ci")
+            ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if is_metric_number(ci.get("low")) and is_metric_number(ci.get("high")) else ""
+            b = dict_section(base, key).get("acc")
+            text.append(f"| {key} | {m['acc']:.4f} | {ci_txt} | {m.get('n', '')} | {f'{b:.4f}' if is_metric_number(b) else ''} |")
             if dtype:
                 entries.append((str(dtype), dname, str(split) if split else None, "accuracy",
                                 f"{key} accuracy", m["acc"]))
@@ -217,20 +218,20 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
     row, why = _fusion_row(cfg, results)
     if row is None:
         return [], f"Not in the card: {why}. See the run's results.json / report.md."
-    dname = _data_name(data)
+    dname = data_display_name(data)
     dtype = data.get("dataset_id") or ("lgg_flair" if dname and "TCGA-LGG" in dname else data.get("dataset"))
-    split = _section(results, "split")
+    split = dict_section(results, "split")
     where = (f"the **{len(split['test'])} test patients**" if isinstance(split.get("test"), list) else "the test patients")
     head = (f"Measured on {where} of {f'**{dname}**' if dname else 'a data set not recorded'} with their natural "
             f"missingness (each slice with the modalities it really has; {row.get('n', NOT_RECORDED)} slices"
-            f"{', ' + str(row['n_patients']) + ' patients' if _number(row.get('n_patients')) else ''}) by the "
+            f"{', ' + str(row['n_patients']) + ' patients' if is_metric_number(row.get('n_patients')) else ''}) by the "
             "training run; confidence intervals bootstrap over patients. Every modality subset is in the run's "
             "report.md.")
     text = [head, "", "| metric | value | 95% CI |", "|---|---|---|"]
     for key, label, ci_key in (("auc", "AUC", "auc_ci95"), ("acc", "ACC", None), ("dice", "Dice", "dice_ci95")):
-        if _number(row.get(key)):
+        if is_metric_number(row.get(key)):
             ci = row.get(ci_key) if ci_key else None
-            ci_txt = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 and all(map(_number, ci)) else ""
+            ci_txt = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 and all(map(is_metric_number, ci)) else ""
             text.append(f"| {label} | {row[key]:.4f} | {ci_txt} |")
             if dtype:
                 mtype = {"auc": "roc_auc", "acc": "accuracy", "dice": "dice"}[key]
@@ -254,8 +255,8 @@ def _protocol_text(meta: Dict[str, Any]) -> str:
     if how is None:
         return ""
     frac = meta.get("label_fraction")
-    n = _section(meta, "train_labels").get("n")
-    labels = (f", fitted on {frac:.0%} of the training labels" if _number(frac) else "") + (f" ({n})" if _number(n) else "")
+    n = dict_section(meta, "train_labels").get("n")
+    labels = (f", fitted on {frac:.0%} of the training labels" if is_metric_number(frac) else "") + (f" ({n})" if is_metric_number(n) else "")
     return f" `--protocol {meta['protocol']}`: {how}{labels}"
 
 
@@ -265,7 +266,7 @@ def _subset(meta: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     but garbled, ``None`` for results of the whole split."""
     if not meta.get("subset"):
         return None
-    return _section(meta, "subset")
+    return dict_section(meta, "subset")
 
 
 def _subset_size(subset: Dict[str, Any], split: Any, short: bool = False) -> str:
@@ -274,12 +275,12 @@ def _subset_size(subset: Dict[str, Any], split: Any, short: bool = False) -> str
     not recorded."""
     n, of = subset.get("n"), subset.get("of")
     images = f"{split} images" if split else "images"
-    if not (_number(n) and _number(of)):
+    if not (is_metric_number(n) and is_metric_number(of)):
         return f"a subset of the {images}"
     return f"{n} of {'' if short else 'the '}{of} {images}"
 
 
-def _evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, Any]] = None) -> str:
+def evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, Any]] = None) -> str:
     """The card's evaluation section for ``results`` (a run's or ``medfm eval``'s ``results.json``):
     a metrics table with bootstrap CIs, MedMNIST-C rows, published figures, the corruption method
     and the run's and the robustness warnings (``warnings``, ``robustness.warnings``); the run's own text for segmentation, VQA
@@ -291,39 +292,39 @@ def _evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, 
         return f"Not evaluated yet: {how}."
     if cfg is not None and card_kind(cfg) not in ("classification", "objective", "other"):
         return _run_metrics(cfg, results)[1]
-    meta, metrics, cis = _section(results, "meta"), _section(results, "metrics"), _section(results, "ci")
+    meta, metrics, cis = dict_section(results, "meta"), dict_section(results, "metrics"), dict_section(results, "ci")
     split = f"**{meta['split']}** split" if meta.get("split") else "split (not recorded)"
     dataset = f"`{meta['dataset']}`" if meta.get("dataset") else "a data set not recorded in the results"
     n = results.get("n_samples")
-    rob = _section(results, "robustness")
+    rob = dict_section(results, "robustness")
     subset = _subset(meta)
     if subset is None:
-        head = f"Measured on the {split} of {dataset}" + (f" ({n} images)" if _number(n) else "") + " with `medfm eval`"
+        head = f"Measured on the {split} of {dataset}" + (f" ({n} images)" if is_metric_number(n) else "") + " with `medfm eval`"
         caveat = ""
     else:  # a suite's max_samples: not the full test set's numbers, and the card says so
-        drawn = ", ".join(f"{k} {subset[k]}" for k in ("max_samples", "seed") if _number(subset.get(k)))
+        drawn = ", ".join(f"{k} {subset[k]}" for k in ("max_samples", "seed") if is_metric_number(subset.get(k)))
         images = _subset_size(subset, f"**{meta['split']}**" if meta.get("split") else None)
         head = (f"Measured on {images} of {dataset}, a seeded class-stratified subset" + (f" ({drawn})" if drawn else "")
                 + ", with `medfm eval`")
         caveat = (" All figures below are estimates on this subset, not full-test-set numbers"
-                  + ("; BE/rBE still divide by medmnistc's full-test-set AlexNet errors" if _number(rob.get("be")) else "")
+                  + ("; BE/rBE still divide by medmnistc's full-test-set AlexNet errors" if is_metric_number(rob.get("be")) else "")
                   + ".")
     lines = [head + _protocol_text(meta) + "." + caveat, "", "| metric | value | 95% CI (bootstrap) |", "|---|---|---|"]
-    bins = _section(results, "calibration").get("n_bins")
+    bins = dict_section(results, "calibration").get("n_bins")
     labels = {"acc": "ACC", "auc": "AUC", "balanced_acc": "balanced ACC",
-              "ece": f"ECE ({bins if _number(bins) else 15} bins)"}
+              "ece": f"ECE ({bins if is_metric_number(bins) else 15} bins)"}
     for key, label in labels.items():
-        if _number(metrics.get(key)):
+        if is_metric_number(metrics.get(key)):
             ci = cis.get(key)
-            ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if isinstance(ci, dict) and _number(ci.get("low")) \
-                and _number(ci.get("high")) else ""
+            ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if isinstance(ci, dict) and is_metric_number(ci.get("low")) \
+                and is_metric_number(ci.get("high")) else ""
             lines.append(f"| {label} | {metrics[key]:.4f} | {ci_txt} |")
     if len(lines) == 4:
         return "The results file holds no ACC/AUC/balanced ACC/ECE values."
     for key, label in (("clean_error", "MedMNIST-C clean error"), ("be", "MedMNIST-C BE"), ("rbe", "MedMNIST-C rBE")):
-        if _number(rob.get(key)):
+        if is_metric_number(rob.get(key)):
             lines.append(f"| {label} | {rob[key]:.4f} | |")
-    refs = {k: {m: v for m, v in ref.items() if _number(v)} for k, ref in _section(meta, "references").items()
+    refs = {k: {m: v for m, v in ref.items() if is_metric_number(v)} for k, ref in dict_section(meta, "references").items()
             if isinstance(ref, dict)}
     refs = {k: v for k, v in refs.items() if v}
     if refs:

@@ -19,9 +19,11 @@ from typing import Any, Dict, Optional, Union
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from medfm.card_kinds import (DATASETS, NOT_RECORDED, PIPELINE_TAGS, card_kind, data_provenance, other_license,  # noqa: F401
-                              _data_sets, _describe, _hub_dataset_id, _section, _shown, _training_data_text, _training_procedure)
-from medfm.card_metrics import _eval_results, _evaluation_text, check_results_fit, results_kind  # noqa: F401 (results_kind: public)
+from medfm.card_kinds import (DATASETS, NOT_RECORDED, PIPELINE_TAGS, card_kind, data_provenance,  # noqa: F401
+                              data_set_records, describe_kind, dict_section, hub_dataset_id, other_license,
+                              shown_value, training_data_text, training_procedure_text)
+from medfm.card_metrics import (check_results_fit, evaluation_text, model_index_results,  # noqa: F401
+                                results_kind)  # results_kind: public, re-exported
 
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
 
@@ -39,12 +41,12 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, mo
     splits, data sets of results) is filled in by assumption.
     """
     kind = card_kind(cfg)
-    training = _section(cfg, "training")
-    records = _data_sets(cfg)
-    enc = _section(cfg, "encoder")
+    training = dict_section(cfg, "training")
+    records = data_set_records(cfg)
+    enc = dict_section(cfg, "encoder")
     license_ids = {d.get("license_id") for d in records if d.get("license_id")}
     license_ = license_ids.pop() if len(license_ids) == 1 else "other"
-    datasets = [d for d in (_hub_dataset_id(r) for r in records) if d] or None
+    datasets = [d for d in (hub_dataset_id(r) for r in records) if d] or None
     model_name = cfg.get("model_name") or "-".join(["medfm"] + [str(v) for v in (enc.get("name"), cfg.get("name")) if v])
     card_data = ModelCardData(
         library_name="medfm",
@@ -52,28 +54,28 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, mo
         tags=["medical-imaging", "medfm"] + [str(v) for v in (enc.get("name"), cfg.get("name")) if v],
         datasets=datasets,
         model_name=model_name,
-        eval_results=_eval_results(cfg, results) or None,
+        eval_results=model_index_results(cfg, results) or None,
         pipeline_tag=PIPELINE_TAGS.get(kind),
         **(other_license(records) if license_ == "other" else {}),
     )
-    about = _describe(cfg, model_id)
+    about = describe_kind(cfg, model_id)
     limitations = training.get("limitations") or about["limitations"]
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         model_name=card_data.model_name,
         summary=cfg.get("summary") or about["summary"],
-        encoder_name=_shown(enc.get("name") or _section(_section(cfg, "args"), "image_encoder").get("name")),
-        family=_shown(cfg.get("family")),
+        encoder_name=shown_value(enc.get("name") or dict_section(dict_section(cfg, "args"), "image_encoder").get("name")),
+        family=shown_value(cfg.get("family")),
         n_params=f"{cfg['n_params']} parameters" if cfg.get("n_params") else "parameter count not recorded",
         adapter=f"{cfg['kind']}/{cfg['name']}" if cfg.get("kind") and cfg.get("name") else NOT_RECORDED,
         adapter_note=" (LoRA adapter)" if cfg.get("adapter") == "lora" else (" (LoRA merged)" if cfg.get("merged_from") else ""),
         model_input=about["model_input"],
         outputs=about["outputs"],
-        medfm_version=_shown(cfg.get("medfm_version")),
-        training_data=_training_data_text(cfg),
-        training_procedure=_training_procedure(cfg),
-        evaluation=_evaluation_text(results, cfg),
+        medfm_version=shown_value(cfg.get("medfm_version")),
+        training_data=training_data_text(cfg),
+        training_procedure=training_procedure_text(cfg),
+        evaluation=evaluation_text(results, cfg),
         intended_use=about["intended_use"],
         limitations=limitations,
         how_to=about["how_to"],
@@ -164,7 +166,7 @@ def _check_same_weights(ckpt: Path, results: Dict[str, Any], results_path: Union
     """
     from medfm.evaluation.report import checkpoint_hash
 
-    recorded = _section(results, "meta").get("checkpoint_sha256")
+    recorded = dict_section(results, "meta").get("checkpoint_sha256")
     if not isinstance(recorded, str) or not recorded:
         return
     try:
@@ -172,6 +174,6 @@ def _check_same_weights(ckpt: Path, results: Dict[str, Any], results_path: Union
     except FileNotFoundError:  # no weights file to compare: nothing to go on
         return
     if actual != recorded:
-        evaluated = _section(results, "meta").get("checkpoint") or "another checkpoint"
+        evaluated = dict_section(results, "meta").get("checkpoint") or "another checkpoint"
         raise ValueError(f"{results_path} were measured on other weights ({evaluated}, sha256 {recorded[:12]}) than "
                          f"{ckpt} holds (sha256 {actual[:12]}); evaluate this checkpoint and pass its results.json")
