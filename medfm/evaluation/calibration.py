@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from medfm.evaluation.metrics import MULTI_LABEL, _prepare, _to_numpy, check_task
+from medfm.evaluation.metrics import MULTI_LABEL, check_task, prepare_scores, to_numpy
 
 __all__ = ["Calibration", "expected_calibration_error"]
 
@@ -93,10 +93,10 @@ def expected_calibration_error(
     if task is not None and check_task(task) == MULTI_LABEL:
         raise ValueError("top-label ECE is defined for binary/multi-class tasks, not 'multi-label, binary-class' "
                          "(compute it per label as a binary task instead)")
-    s = _to_numpy(y_score, "y_score")
+    s = to_numpy(y_score, "y_score")
     if task is None:
         task = "binary-class" if s.ndim == 1 or (s.ndim == 2 and s.shape[1] == 1) else "multi-class"
-    y, p = _prepare(y_true, s, task)
+    y, p = prepare_scores(y_true, s, task)
     if p.ndim == 1:  # binary positive-class probability
         p = np.stack([1.0 - p, p], axis=1)
     conf = p.max(axis=1)

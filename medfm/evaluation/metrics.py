@@ -56,7 +56,8 @@ _BOOT_METRICS = ("acc", "auc")
 _BOOT_CHUNK_ELEMS = 4_000_000  # resamples x samples per chunk (~32 MB of float64)
 
 
-def _did_you_mean(name: str, options: Sequence[str]) -> str:
+def did_you_mean(name: str, options: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` naming up to two close matches of ``name`` among ``options`` (difflib), or ``""``."""
     close = difflib.get_close_matches(str(name), list(options), n=2, cutoff=0.4)
     return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
 
@@ -69,10 +70,15 @@ def check_task(task: str) -> str:
     """
     if task in TASKS:
         return task
-    raise ValueError(f"unknown task {task!r}{_did_you_mean(task, TASKS)} (valid: {', '.join(TASKS)})")
+    raise ValueError(f"unknown task {task!r}{did_you_mean(task, TASKS)} (valid: {', '.join(TASKS)})")
 
 
-def _to_numpy(x: Any, name: str) -> np.ndarray:
+def to_numpy(x: Any, name: str) -> np.ndarray:
+    """``x`` (tensor, array or sequence) as a numpy array, any shape.
+
+    Raises:
+        TypeError: ``x`` is not numeric or boolean (the message names the argument ``name``).
+    """
     if hasattr(x, "detach"):  # torch tensor
         x = x.detach().cpu().numpy()
     a = np.asarray(x)
@@ -81,13 +87,13 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     return a
 
 
-def _prepare(y_true: Any, y_score: Any, task: str, full: bool = False) -> Tuple[np.ndarray, ...]:
+def prepare_scores(y_true: Any, y_score: Any, task: str, full: bool = False) -> Tuple[np.ndarray, ...]:
     """Validate inputs and bring them to canonical shapes.
 
     Returns ``(y, s)``: binary ``y`` (N,) in {0,1}, ``s`` (N,) positive-class probability;
     multi-class/ordinal ``y`` (N,) in [0, K), ``s`` (N, K); multi-label ``y``, ``s`` (N, L).
     With ``full``: ``(y, s, scores)``, ``scores`` the validated float64 ``y_score`` as given
-    (binary: both columns when given), for :func:`_one_vs_rest`'s :func:`ranking_scores`.
+    (binary: both columns when given), for :func:`one_vs_rest`'s :func:`ranking_scores`.
     """
     y, s, scores = _prepare_full(y_true, y_score, task)
     return (y, s, scores) if full else (y, s)
@@ -95,8 +101,8 @@ def _prepare(y_true: Any, y_score: Any, task: str, full: bool = False) -> Tuple[
 
 def _prepare_full(y_true: Any, y_score: Any, task: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     check_task(task)
-    y = _to_numpy(y_true, "y_true")
-    s = _to_numpy(y_score, "y_score").astype(np.float64)
+    y = to_numpy(y_true, "y_true")
+    s = to_numpy(y_score, "y_score").astype(np.float64)
     if s.ndim not in (1, 2):
         raise ValueError(f"y_score must be (N,) or (N, K), got shape {s.shape}")
     if y.ndim not in (1, 2):
@@ -183,11 +189,11 @@ def ranking_scores(probs: np.ndarray) -> Optional[np.ndarray]:
     return np.where(saturated, tail, p)
 
 
-def _one_vs_rest(y: np.ndarray, s: np.ndarray, task: str,
+def one_vs_rest(y: np.ndarray, s: np.ndarray, task: str,
                  scores: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Binary targets and ranking scores per AUC column: ``(T, S)`` both (N, C).
 
-    With ``scores`` (the full probability rows, :func:`_prepare` with ``full``), binary and
+    With ``scores`` (the full probability rows, :func:`prepare_scores` with ``full``), binary and
     multi-class columns are ranked by :func:`ranking_scores`, which stay distinct where
     float32 probabilities saturate at 1.0; otherwise by the probabilities ``s``.
     """
@@ -199,7 +205,7 @@ def _one_vs_rest(y: np.ndarray, s: np.ndarray, task: str,
     return (y[:, None] == np.arange(s.shape[1])[None, :]).astype(np.float64), (s if lo is None else lo)
 
 
-def _weighted_auc(t: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+def weighted_auc(t: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Mann-Whitney ROC AUC of scores ``s`` (N,) for 0/1 targets ``t`` (N,) per weight row.
 
     ``w`` (B, N) holds per-sample multiplicities (all ones: the plain AUC; bootstrap
@@ -236,10 +242,12 @@ def binary_auc(y_true: Any, y_score: Any) -> float:
     s = np.asarray(y_score, dtype=np.float64)
     if t.ndim != 1 or t.shape != s.shape:
         raise ValueError(f"binary_auc needs two (N,) arrays, got {t.shape} and {s.shape}")
-    return float(_weighted_auc(t, s, np.ones((1, len(t))))[0])
+    return float(weighted_auc(t, s, np.ones((1, len(t))))[0])
 
 
-def _predict(y: np.ndarray, s: np.ndarray, task: str, threshold: Union[float, np.ndarray]) -> np.ndarray:
+def thresholded_predictions(y: np.ndarray, s: np.ndarray, task: str, threshold: Union[float, np.ndarray]) -> np.ndarray:
+    """Predicted labels from :func:`prepare_scores` output: binary / multi-label ``s > threshold``
+    (int64, shape of ``s``; ``threshold`` a scalar or one per label), otherwise ``argmax`` over the last axis (N,)."""
     if task in ("binary-class", MULTI_LABEL):
         return (s > threshold).astype(np.int64)
     return np.argmax(s, axis=-1)
@@ -256,7 +264,7 @@ def _recalls(cm: np.ndarray) -> np.ndarray:
         return np.where(support > 0, np.diag(cm) / np.where(support > 0, support, 1), np.nan)
 
 
-def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray, k: int) -> float:
     """Mean recall over classes present in ``y`` (= sklearn ``balanced_accuracy_score``)."""
     r = _recalls(_confusion(y, pred, k))
     return float(np.mean(r[~np.isnan(r)]))
@@ -304,18 +312,18 @@ def classification_metrics(
             out-of-range labels, wrong number of label names.
         TypeError: non-numeric inputs.
     """
-    y, s, scores = _prepare(y_true, y_score, task, full=True)
-    pred = _predict(y, s, task, threshold)
+    y, s, scores = prepare_scores(y_true, y_score, task, full=True)
+    pred = thresholded_predictions(y, s, task, threshold)
     warnings: List[str] = []
-    t_cols, s_cols = _one_vs_rest(y, s, task, scores)
-    col_auc = np.array([_weighted_auc(t_cols[:, c], s_cols[:, c], np.ones((1, len(y))))[0]
+    t_cols, s_cols = one_vs_rest(y, s, task, scores)
+    col_auc = np.array([weighted_auc(t_cols[:, c], s_cols[:, c], np.ones((1, len(y))))[0]
                         for c in range(t_cols.shape[1])])
 
     if task == MULTI_LABEL:
         names = _names(label_names, y.shape[1], "labels")
         acc = float(np.mean((pred == y).mean(axis=0)))
         cms = [_confusion(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]
-        bal = float(np.mean([_balanced_accuracy(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]))
+        bal = float(np.mean([balanced_accuracy(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]))
         recall = np.array([_recalls(cm)[1] for cm in cms])
         support = y.sum(axis=0)
         auc_names = names
@@ -394,29 +402,29 @@ def bootstrap_ci(
             :func:`classification_metrics`.
     """
     if metric not in _BOOT_METRICS:
-        raise ValueError(f"unknown bootstrap metric {metric!r}{_did_you_mean(metric, _BOOT_METRICS)} "
+        raise ValueError(f"unknown bootstrap metric {metric!r}{did_you_mean(metric, _BOOT_METRICS)} "
                          f"(valid: {', '.join(_BOOT_METRICS)})")
     if int(n_boot) != n_boot or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
-    y, s, scores = _prepare(y_true, y_score, task, full=True)
+    y, s, scores = prepare_scores(y_true, y_score, task, full=True)
     n = len(y)
     rng = np.random.default_rng(seed)
     chunk = max(1, _BOOT_CHUNK_ELEMS // n)
     if metric == "acc":
-        correct = (_predict(y, s, task, threshold) == y).astype(np.float64)
+        correct = (thresholded_predictions(y, s, task, threshold) == y).astype(np.float64)
         if correct.ndim == 2:  # multi-label: mean over labels per sample
             correct = correct.mean(axis=1)
     else:
-        t_cols, s_cols = _one_vs_rest(y, s, task, scores)
+        t_cols, s_cols = one_vs_rest(y, s, task, scores)
     stats = []
     for start in range(0, int(n_boot), chunk):
         w = _bootstrap_weights(rng, min(chunk, int(n_boot) - start), n)
         if metric == "acc":
             stats.append(w @ correct / n)
         else:
-            per_col = np.stack([_weighted_auc(t_cols[:, c], s_cols[:, c], w) for c in range(t_cols.shape[1])], 1)
+            per_col = np.stack([weighted_auc(t_cols[:, c], s_cols[:, c], w) for c in range(t_cols.shape[1])], 1)
             defined = ~np.isnan(per_col)
             cnt = defined.sum(axis=1)
             total = np.where(defined, per_col, 0.0).sum(axis=1)

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from medfm.evaluation.calibration import Calibration
-from medfm.evaluation.metrics import MULTI_LABEL, _one_vs_rest, _prepare, _weighted_auc
+from medfm.evaluation.metrics import MULTI_LABEL, one_vs_rest, prepare_scores, weighted_auc
 from medfm.io import PathLike, atomic_path
 
 __all__ = ["plot_confusion_matrix", "plot_roc", "plot_reliability"]
@@ -104,8 +104,8 @@ def plot_roc(y_true: Any, y_score: Any, task: str, label_names: Optional[Sequenc
     Raises:
         ValueError: the input errors of ``classification_metrics``.
     """
-    y, s = _prepare(y_true, y_score, task)
-    t_cols, s_cols = _one_vs_rest(y, s, task)
+    y, s = prepare_scores(y_true, y_score, task)
+    t_cols, s_cols = one_vs_rest(y, s, task)
     n_cols = t_cols.shape[1]
     if label_names is None:
         names = [str(i) for i in range(2 if task == "binary-class" else n_cols)]
@@ -122,7 +122,7 @@ def plot_roc(y_true: Any, y_score: Any, task: str, label_names: Optional[Sequenc
             skipped += 1
             continue
         fpr, tpr = _roc_points(t, sc)
-        auc = float(_weighted_auc(t, sc, np.ones((1, len(t))))[0])
+        auc = float(weighted_auc(t, sc, np.ones((1, len(t))))[0])
         label = f"AUC {auc:.3f}" if task == "binary-class" else f"{names[c] if c < len(names) else c} ({auc:.3f})"
         ax.plot(fpr, tpr, lw=1.5, label=label)
     ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")

@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from medfm.evaluation.metrics import MULTI_LABEL, _balanced_accuracy, _did_you_mean, _predict, _prepare, _to_numpy
+from medfm.evaluation.metrics import (MULTI_LABEL, balanced_accuracy, did_you_mean, prepare_scores, thresholded_predictions,
+                                     to_numpy)
 from medfm.io import PathLike
 
 __all__ = [
@@ -56,17 +57,17 @@ def balanced_error(y_true: Any, y_score: Any, task: str, threshold: Union[float,
         ValueError: input errors as in :func:`classification_metrics`; wrong number of
             per-label thresholds.
     """
-    y, s = _prepare(y_true, y_score, task)
+    y, s = prepare_scores(y_true, y_score, task)
     thr = np.asarray(threshold, dtype=np.float64)
     if task == MULTI_LABEL:
         if thr.ndim > 1 or (thr.ndim == 1 and thr.shape[0] != y.shape[1]):
             raise ValueError(f"need a float or {y.shape[1]} per-label thresholds, got shape {thr.shape}")
-        pred = _predict(y, s, task, thr)
-        return 1.0 - float(np.mean([_balanced_accuracy(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]))
+        pred = thresholded_predictions(y, s, task, thr)
+        return 1.0 - float(np.mean([balanced_accuracy(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]))
     if thr.ndim != 0 and task == "binary-class":
         raise ValueError(f"task 'binary-class' takes one float threshold, got shape {thr.shape}")
     k = 2 if task == "binary-class" else s.shape[1]
-    return 1.0 - _balanced_accuracy(y, _predict(y, s, task, float(thr) if thr.ndim == 0 else 0.5), k)
+    return 1.0 - balanced_accuracy(y, thresholded_predictions(y, s, task, float(thr) if thr.ndim == 0 else 0.5), k)
 
 
 def corruption_errors(
@@ -93,10 +94,10 @@ def corruption_errors(
         ValueError: scores whose length is not ``n_severities * N``, plus the input errors
             of :func:`balanced_error`.
     """
-    n = len(_to_numpy(y_true, "y_true"))
+    n = len(to_numpy(y_true, "y_true"))
     out: Dict[str, List[float]] = {}
     for name, scores in scores_by_corruption.items():
-        a = _to_numpy(scores, f"scores of {name!r}")
+        a = to_numpy(scores, f"scores of {name!r}")
         if a.ndim >= 1 and a.shape[0] == n_severities * n:
             stacked = a.reshape((n_severities, n) + a.shape[1:])
         elif a.ndim >= 2 and a.shape[:2] == (n_severities, n):
@@ -126,7 +127,7 @@ def alexnet_reference(dataset: str) -> Dict[str, Any]:
                           f"(pip install 'medfm[eval]'): {err}") from None
     if dataset not in BASELINES:
         raise ValueError(f"medmnistc has no AlexNet reference for {dataset!r}"
-                         f"{_did_you_mean(dataset, sorted(BASELINES))} (known: {', '.join(sorted(BASELINES))})")
+                         f"{did_you_mean(dataset, sorted(BASELINES))} (known: {', '.join(sorted(BASELINES))})")
     ref = BASELINES[dataset]
     return {"clean_score": float(ref["clean_score"]), "raw_scores": dict(ref["raw_scores"])}
 
@@ -171,7 +172,7 @@ def be_rbe(
     for name, errors in errors_by_corruption.items():
         if name not in raw:
             raise ValueError(f"no AlexNet reference error for corruption {name!r}"
-                             f"{_did_you_mean(name, sorted(raw))} (known: {', '.join(sorted(raw))})")
+                             f"{did_you_mean(name, sorted(raw))} (known: {', '.join(sorted(raw))})")
         ref_err = float(raw[name])
         if ref_err == 0.0 or ref_err == ref_clean:
             raise ValueError(f"reference error for {name!r} is {ref_err} (clean {ref_clean}); BE/rBE undefined")
