@@ -154,6 +154,15 @@ _RecipeLoader.add_implicit_resolver(
 )
 
 
+def parse_recipe_yaml(text: str) -> Any:
+    """YAML text read as recipes are: PyYAML's safe loader, with YAML 1.2 floats (``1e-3`` is a float).
+
+    Raises:
+        yaml.YAMLError: the text is not valid YAML.
+    """
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
+
+
 def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a YAML mapping.
 
@@ -174,7 +183,7 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
     try:
-        data = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
+        data = parse_recipe_yaml(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):

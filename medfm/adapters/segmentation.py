@@ -49,7 +49,7 @@ def _check_norm(norm: str) -> str:
     return norm
 
 
-def _layers(spatial_dims: int) -> Tuple[type, type, type, type]:
+def conv_layers(spatial_dims: int) -> Tuple[type, type, type, type]:
     """(Conv, ConvTranspose, BatchNorm, InstanceNorm) classes for 2 or 3 spatial dims.
 
     Raises:
@@ -64,7 +64,7 @@ def _layers(spatial_dims: int) -> Tuple[type, type, type, type]:
 
 def make_norm(spatial_dims: int, norm: str, channels: int) -> nn.Module:
     """A BatchNorm (``"batch"``) or affine InstanceNorm (``"instance"``) layer for ``channels``."""
-    _, _, bn, inorm = _layers(spatial_dims)
+    _, _, bn, inorm = conv_layers(spatial_dims)
     return bn(channels) if _check_norm(norm) == "batch" else inorm(channels, affine=True)
 
 
@@ -75,7 +75,7 @@ class ConvBlock(nn.Sequential):
     """
 
     def __init__(self, in_ch: int, out_ch: int, spatial_dims: int = 2, norm: str = "batch") -> None:
-        conv = _layers(spatial_dims)[0]
+        conv = conv_layers(spatial_dims)[0]
         super().__init__(
             conv(in_ch, out_ch, 3, padding=1, bias=False), make_norm(spatial_dims, norm, out_ch), nn.ReLU(inplace=True),
             conv(out_ch, out_ch, 3, padding=1, bias=False), make_norm(spatial_dims, norm, out_ch), nn.ReLU(inplace=True),
@@ -84,7 +84,7 @@ class ConvBlock(nn.Sequential):
 
 def _resample(channels: int, factor: float, spatial_dims: int, norm: str) -> Tuple[nn.Module, int]:
     """Module resampling a map by ``factor`` (a power of 2) and its output channels (ViTDet)."""
-    _, deconv, _, _ = _layers(spatial_dims)
+    _, deconv, _, _ = conv_layers(spatial_dims)
     if factor == 1:
         return nn.Identity(), channels
     if factor < 1:
@@ -303,7 +303,7 @@ class SegmentationModel(nn.Module):
         channels, sizes = probe_encoder(encoder)
         self.decoder = UNetDecoder(channels, sizes, encoder.img_size, self.spatial_dims,
                                    input_channels=encoder.in_chans, **dec_args)
-        conv = _layers(self.spatial_dims)[0]
+        conv = conv_layers(self.spatial_dims)[0]
         self.task_head = conv(self.decoder.out_channels, self.num_classes, kernel_size=1)
         self.inference = default_inference(encoder, inference)
         accept_standardised_inputs(encoder, self.inference)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.adapters.domain_layers import convert_domain_norms, convert_input_conv, set_domains
-from medfm.adapters.segmentation import (UNetDecoder, _layers, accept_standardised_inputs, default_inference, make_norm,
+from medfm.adapters.segmentation import (UNetDecoder, accept_standardised_inputs, conv_layers, default_inference, make_norm,
                                          probe_encoder, spatial_dims_of)
 from medfm.registry import ADAPTERS
 
@@ -176,7 +176,7 @@ class TextConditionedSegmenter(nn.Module):
         dec_args = dict(decoder or {})
         self.decoder = UNetDecoder(channels, sizes, encoder.img_size, self.spatial_dims,
                                    input_channels=encoder.in_chans, **dec_args)
-        conv = _layers(self.spatial_dims)[0]
+        conv = conv_layers(self.spatial_dims)[0]
         self.precls = nn.Sequential(make_norm(self.spatial_dims, dec_args.get("norm", "batch"), self.decoder.out_channels),
                                     nn.ReLU(inplace=True), conv(self.decoder.out_channels, head_args["channels"], 1))
         e = int(head_args["embed_dim"])

@@ -213,9 +213,9 @@ def mednist_train_files(folder: Path) -> Tuple[Dict[str, List[str]], int]:
     Raises:
         DataFileMissingError, DataShapeError, CorruptFileError: a bad ``labels.csv``.
     """
-    from medfm.data.imagefolder import _scan
+    from medfm.data.imagefolder import scan_image_folder
 
-    files, labels = _scan(folder)
+    files, labels = scan_image_folder(folder)
     out: Dict[str, List[str]] = {}
     held_out = 0
     for cls in MEDNIST_MODALITY:

@@ -85,8 +85,14 @@ def stratified_split(labels: np.ndarray, split: str, fractions: Tuple[float, flo
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def _scan(root: Path) -> Tuple[List[str], List[str]]:
-    """``(files, labels)`` from ``labels.csv`` or from class sub-folders."""
+def scan_image_folder(root: Path) -> Tuple[List[str], List[str]]:
+    """``(files, labels)`` of an image folder: paths relative to ``root`` and their class names,
+    from ``root/labels.csv`` (columns ``file``, ``label``) or else from class sub-folders (sorted).
+
+    Raises:
+        DataShapeError: the CSV lacks the columns, has an empty cell or lists a file twice.
+        CorruptFileError: the CSV cannot be parsed. DataFileMissingError: a listed file is missing.
+    """
     csv_path = root / "labels.csv"
     if csv_path.is_file():
         try:
@@ -136,7 +142,7 @@ def folder_classes(root: PathLike, data_root: Optional[PathLike] = None) -> List
     path = _resolve(root, data_root)
     csv_path = path / "labels.csv"
     if csv_path.is_file():
-        return sorted(set(_scan(path)[1]))
+        return sorted(set(scan_image_folder(path)[1]))
     return sorted(p.name for p in path.iterdir() if p.is_dir())
 
 
@@ -185,7 +191,7 @@ class ImageFolderDataset(Dataset):
         path = _resolve(root, data_root)
         if in_chans not in (None, 1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
-        files, names = _scan(path)
+        files, names = scan_image_folder(path)
         if not files:
             raise DataShapeError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {path}")
         self.label_names = sorted(set(names))

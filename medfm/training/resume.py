@@ -24,9 +24,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import yaml
-
-from medfm.config import ConfigError, _RecipeLoader, dump_yaml, load_yaml, to_dict
+from medfm.config import ConfigError, dump_yaml, load_yaml, parse_recipe_yaml, to_dict
 from medfm.training.state import STATE_JSON
 
 log = logging.getLogger(__name__)
@@ -96,7 +94,7 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool) -> None:
     except ConfigError as err:
         log.warning("cannot compare the recipe with the run's saved one (%s); resuming with the recipe as given", err)
         return
-    new = yaml.load(dump_yaml(recipe), Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
+    new = parse_recipe_yaml(dump_yaml(recipe))
     diffs = setting_differences(saved, new, recipe, skip=OPERATIONAL_KEYS)
     if diffs:
         shown = "; ".join(diffs[:MAX_SHOWN]) + (f"; and {len(diffs) - MAX_SHOWN} more" if len(diffs) > MAX_SHOWN else "")
