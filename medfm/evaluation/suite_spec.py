@@ -1,0 +1,353 @@
+"""The evaluation-suite schema: what an ``eval_suites/<suite>.yaml`` file holds and how it is read.
+
+A suite (YAML, loaded strictly into :class:`Suite` with :func:`medfm.config.from_dict` by
+:func:`load_suite`) names datasets (MedMNIST 2D/3D flags at any released size, or labelled image
+folders such as MedNIST), the protocol (``as-is``, ``linear`` probe, ``knn``, ``finetune``;
+:mod:`medfm.evaluation.protocols`) with label fractions, MedMNIST-C corruptions and severities
+(:mod:`medfm.data.corruptions`), metrics settings and CAM explanations. :func:`suite_overrides`
+applies the command line's overrides. Configuration errors (misspelt key, unknown flag or corruption,
+a bad value) are one clear line when the suite is read. :func:`medfm.evaluation.suites.run_suite`
+runs a suite.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from medfm.config import ConfigError, from_dict, load_yaml
+from medfm.data.errors import MedFMDataError
+from medfm.evaluation.protocols import check_protocol
+
+SUITE_SCHEMA_VERSION = 1
+#: splits a dataset of a suite may name
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DatasetSpec:
+    """One dataset of a suite.
+
+    Attributes:
+        flag: MedMNIST flag (2D or 3D), or None for an image folder.
+        folder: image-folder dataset, a folder under the data root (or absolute).
+        name: label in reports (default: flag, or the folder's name).
+        size: MedMNIST released size / image-folder resize side (default: the encoder's
+            img_size when released at it, else 28 for MedMNIST).
+        split: evaluated split; train_split: split the linear/kNN protocols fit on;
+            val_split: split the probe's C is chosen on (``protocol.linear_c: val``); by default
+            ``val``, or none when ``split`` is ``val`` (a suite scoring the val split used to be
+            refused for every protocol; only ``linear_c: val`` needs a val split, see
+            :func:`medfm.evaluation.suites.run_suite`).
+        split_rule: image folders only, how train/val/test are drawn
+            (:func:`medfm.data.imagefolder.stratified_split`): ``sorted`` (default: the
+            pretraining corpus's held-out rule, so corpus-pretrained checkpoints are never
+            tested on images they saw; with ``random``, 1,439 of MedNIST's 1,800 test images
+            are corpus images) or ``random`` (seeded).
+        checkpoint: checkpoint for this dataset (overrides the command line).
+        corruptions: apply the suite's corruptions to this dataset.
+        max_samples: score at most this many images of ``split``: a fixed class-stratified subset
+            drawn with seed :data:`~medfm.evaluation.subsets.SUBSET_SEED`
+            (:func:`~medfm.evaluation.subsets.scored_subset_indices`), the same images clean,
+            corrupted and for the CAMs; None (default): the whole split. Reports state the subset and
+            leave out published full-test-set figures (a MedMNIST-C run over the 12 sets takes hours in
+            full). The splits probes are fitted and tuned on are never reduced.
+
+    Raises:
+        ValueError: not exactly one of flag/folder, an unknown split or split rule, ``size`` < 1,
+        or ``train_split`` / a given ``val_split`` equal to ``split`` (the probe would be fitted or tuned on the scored split);
+        ``max_samples`` < 1, or below a MedMNIST set's number of classes (a stratified subset keeps
+        one image of each class at least).
+        UnknownDatasetError: unknown MedMNIST flag.
+    """
+
+    flag: Optional[str] = None
+    folder: Optional[str] = None
+    name: Optional[str] = None
+    size: Optional[int] = None
+    split: str = "test"
+    train_split: str = "train"
+    val_split: Optional[str] = None
+    split_rule: str = "sorted"
+    checkpoint: Optional[str] = None
+    corruptions: bool = True
+    max_samples: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if (self.flag is None) == (self.folder is None):
+            raise ValueError("a dataset needs exactly one of 'flag' (MedMNIST) or 'folder' (image folder)")
+        if self.size is not None and self.size < 1:
+            raise ValueError(f"size must be an image side in px, got {self.size}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"max_samples must be a number of images >= 1 (or left out: the whole split), "
+                             f"got {self.max_samples}")
+        if self.flag is not None:
+            from medfm.data.medmnist import available_sizes, dataset_info
+
+            info = dataset_info(self.flag)  # unknown flag -> UnknownDatasetError with close matches
+            if self.size is not None and self.size not in available_sizes(self.flag):
+                raise ValueError(f"size {self.size} is not a released size of {self.flag}; it exists at "
+                                 f"{', '.join(map(str, available_sizes(self.flag)))} px")
+            k = len(info["label_names"])
+            if self.max_samples is not None and self.max_samples < k and not info["task"].startswith("multi-label"):
+                raise ValueError(f"max_samples {self.max_samples} is below {self.flag}'s {k} classes: the stratified "
+                                 "subset keeps at least one image of each class")
+        from medfm.data.imagefolder import SPLIT_RULES
+
+        if self.split_rule not in SPLIT_RULES:
+            raise ValueError(f"split_rule must be one of {', '.join(SPLIT_RULES)}, got {self.split_rule!r}")
+        if self.val_split is None:
+            self.val_split = None if self.split == "val" else "val"
+        for role in ("split", "train_split") + (("val_split",) if self.val_split is not None else ()):
+            if getattr(self, role) not in SPLITS:  # else the dataset is skipped at run time, exit 0
+                raise ValueError(f"{role} must be one of {', '.join(SPLITS)}, got {getattr(self, role)!r}")
+        for role in ("train_split", "val_split"):
+            if getattr(self, role) == self.split:  # (a val_split left out is None when split is val)
+                raise ValueError(f"{role} and split are both {self.split!r}: the probe would be fitted or tuned on "
+                                 "the split it is scored on; use different splits")
+        self.name = self.name or self.flag or Path(str(self.folder)).name
+
+
+@dataclass
+class CorruptionSpec:
+    """MedMNIST-C settings: ``names`` ("all" or a list), severities 1-5, resolution policy, seed."""
+
+    names: Union[str, List[str]] = "all"
+    severities: Tuple[int, ...] = (1, 2, 3, 4, 5)
+    resolution: Union[int, str] = 224
+    seed: int = 0
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.severities or any(s not in (1, 2, 3, 4, 5) for s in self.severities):
+            raise ValueError(f"corruptions.severities must be values in 1..5, got {list(self.severities)}")
+        if not (self.resolution == "native" or (isinstance(self.resolution, int) and self.resolution >= 8)):
+            raise ValueError(f"corruptions.resolution must be 'native' or a side in px, got {self.resolution!r}")
+        if self.workers < 0:
+            raise ValueError(f"corruptions.workers must be >= 0 (0 or 1: in this process), got {self.workers}")
+        if self.names != "all":
+            from medfm.data.corruptions import UnknownCorruptionError, all_corruption_names
+
+            known = all_corruption_names()
+            names = [self.names] if isinstance(self.names, str) else list(self.names)
+            for n in names:
+                if n not in known:
+                    import difflib
+
+                    close = difflib.get_close_matches(str(n), known, n=1, cutoff=0.5)
+                    hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+                    raise UnknownCorruptionError(f"corruptions.names: unknown corruption {n!r}{hint}")
+            self.names = names
+
+
+def parse_probe_c(value: Any) -> Union[float, str]:
+    """A probe C from YAML or the command line: a positive number or ``"val"``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if isinstance(value, str) and value.strip().lower() == "val":
+        return "val"
+    try:
+        c = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"linear_c must be a positive number or 'val', got {value!r}") from None
+    if not c > 0 or not np.isfinite(c):
+        raise ValueError(f"linear_c must be a positive number or 'val', got {value!r}")
+    return c
+
+
+@dataclass
+class ProtocolSpec:
+    """Protocol ``name`` (as-is | linear | knn), label fractions, kNN k/T, probe C.
+
+    ``linear_c``: the probe's inverse L2 strength, a positive number, or ``"val"`` to choose
+    it per label fraction by accuracy on each dataset's ``val_split``
+    (:func:`medfm.evaluation.protocols.select_probe_c`, CLIP's protocol).
+    ``finetune``: settings of the ``finetune`` protocol (a partial fine-tuning recipe:
+    ``mode``, ``lora``, ``augment``, ``dropout``, ``train``;
+    :mod:`medfm.evaluation.finetune_protocol`).
+    """
+
+    name: str = "as-is"
+    label_fractions: Tuple[float, ...] = (1.0,)
+    knn_k: int = 11
+    knn_temperature: float = 0.07
+    linear_c: Union[float, str] = 1.0
+    finetune: Dict[str, Any] = field(default_factory=lambda: {"mode": "full"})
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_protocol(self.name)
+        self.linear_c = parse_probe_c(self.linear_c)
+        if not self.label_fractions or any(not 0 < f <= 1 for f in self.label_fractions):
+            raise ValueError(f"protocol.label_fractions must be in (0, 1], got {list(self.label_fractions)}")
+        if self.knn_k < 1 or not self.knn_temperature > 0:
+            raise ValueError(f"protocol.knn_k must be >= 1 and knn_temperature > 0, got {self.knn_k}, {self.knn_temperature}")
+        _check_finetune_settings(self.finetune)
+
+
+def _check_finetune_settings(settings: Dict[str, Any]) -> None:
+    """Check ``protocol.finetune`` when the suite is read, as a partial :class:`FinetuneRecipe`.
+
+    Raises:
+        ConfigError: an unknown or per-run key (``data``, ``encoder``), a wrong type or a bad
+            value, named ``protocol.finetune...`` (the runs would otherwise fail one by one).
+    """
+    from dataclasses import fields
+
+    from medfm.training.recipes import FinetuneRecipe
+
+    known = [f.name for f in fields(FinetuneRecipe) if f.name not in ("data", "encoder")]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"protocol.finetune: unknown key(s) {unknown} (known: {', '.join(known)}; data and encoder "
+                          "are set by each run)")
+    train = settings.get("train")
+    if isinstance(train, dict):  # epochs may be left out (chosen per label fraction)
+        train = {"epochs": 1, **train}
+    from_dict(FinetuneRecipe, {**settings, "train": train}, where="protocol.finetune")
+
+
+@dataclass
+class MetricsSpec:
+    """Bootstrap resamples for the 95% CIs, ECE bins and the binary decision threshold."""
+
+    n_boot: int = 1000
+    ece_bins: int = 15
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.n_boot < 1 or self.ece_bins < 1:
+            raise ValueError(f"metrics.n_boot and metrics.ece_bins must be >= 1, got {self.n_boot}, {self.ece_bins}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"metrics.threshold must be a probability in (0, 1), got {self.threshold}")
+
+
+@dataclass
+class CamSpec:
+    """CAM grid: ``per_class`` test images per class (seeded), methods (gradcam, eigencam)."""
+
+    enabled: bool = True
+    per_class: int = 2
+    methods: Tuple[str, ...] = ("gradcam", "eigencam")
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from medfm.evaluation.cam import CAM_METHODS
+
+        if self.per_class < 1:
+            raise ValueError(f"cam.per_class must be >= 1 (or set cam.enabled: false), got {self.per_class}")
+        bad = [m for m in self.methods if m not in CAM_METHODS]
+        if bad or not self.methods:  # a CAM failure is only recorded in the report, so check names here
+            raise ValueError(f"cam.methods must be names from {', '.join(CAM_METHODS)}, got {list(self.methods)}")
+
+
+@dataclass
+class Suite:
+    """An evaluation suite (one ``eval_suites/*.yaml`` file).
+
+    Attributes:
+        name, description: shown in the report.
+        datasets: :class:`DatasetSpec` entries (mappings in YAML).
+        protocol, corruptions (None: clean only), metrics, cam: the sections above.
+        batch_size: inference batch; 64 by default because on CPU larger batches spend a
+            third of the time in page faults for the activation buffers (measured: 7.2 vs
+            5.0 ms/image for ResNet-18 at 28 px, batch 256 vs 64, one thread).
+    """
+
+    name: str
+    datasets: List[Any]
+    description: str = ""
+    protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
+    corruptions: Optional[CorruptionSpec] = None
+    metrics: MetricsSpec = field(default_factory=MetricsSpec)
+    cam: CamSpec = field(default_factory=CamSpec)
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.datasets, list) or not self.datasets:
+            raise ValueError("datasets must be a non-empty list")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.datasets = [d if isinstance(d, DatasetSpec) else from_dict(DatasetSpec, d, where=f"datasets[{i}]")
+                         for i, d in enumerate(self.datasets)]
+
+
+def load_suite(path: Union[str, Path]) -> Suite:
+    """Read and validate a suite YAML.
+
+    Raises:
+        ConfigError: missing file, bad YAML, misspelt key (with "did you mean"), bad value,
+            unknown MedMNIST flag or corruption name.
+    """
+    try:
+        return from_dict(Suite, load_yaml(path), where=Path(path).name)
+    except (MedFMDataError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{Path(path).name}: {err}") from None
+
+
+def _parse_fractions(text: Any) -> Tuple[float, ...]:
+    """``"0.01,0.1,1"`` -> ``(0.01, 0.1, 1.0)``; range checks are :class:`ProtocolSpec`'s.
+
+    Raises:
+        ValueError: an item that is not a number (named, with the whole list).
+    """
+    out = []
+    for item in (t.strip() for t in str(text).split(",")):
+        if not item:
+            continue
+        try:
+            out.append(float(item))
+        except ValueError:
+            raise ValueError(f"label fraction {item!r} in {str(text)!r} is not a number; give a comma list "
+                             "such as 0.01,0.1,1") from None
+    return tuple(out)
+
+
+def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fractions: Optional[str] = None,
+                    workers: Optional[int] = None, batch_size: Optional[int] = None,
+                    probe_c: Optional[str] = None, max_samples: Optional[int] = None) -> Suite:
+    """``suite`` with command-line overrides applied (``None`` keeps the suite's value).
+
+    Args:
+        protocol: ``as-is``, ``linear``, ``knn`` or ``finetune``.
+        label_fractions: comma list, e.g. ``"0.01,0.1,1"``.
+        workers: corruption worker processes; batch_size: inference batch size.
+        probe_c: the linear probe's C, a number or ``"val"``.
+        max_samples: every dataset's ``max_samples`` (:class:`DatasetSpec`).
+
+    Raises:
+        ConfigError: a bad protocol, fraction list, probe C or max_samples.
+    """
+    from dataclasses import replace
+
+    try:
+        pr = suite.protocol
+        if protocol is not None:
+            pr = replace(pr, name=protocol)
+        if label_fractions is not None:
+            pr = replace(pr, label_fractions=_parse_fractions(label_fractions))
+        if probe_c is not None:
+            pr = replace(pr, linear_c=probe_c)
+        suite.protocol = pr
+    except ValueError as err:
+        raise ConfigError(f"--protocol/--label-fraction/--probe-c: {err}") from None
+    if workers is not None and suite.corruptions is not None:
+        suite.corruptions = replace(suite.corruptions, workers=int(workers))
+    if batch_size is not None:
+        suite.batch_size = int(batch_size)
+    if max_samples is not None:
+        try:
+            suite.datasets = [replace(d, max_samples=int(max_samples)) for d in suite.datasets]
+        except ValueError as err:
+            raise ConfigError(f"--max-samples: {err}") from None
+    return suite
+
+
+__all__ = ["SUITE_SCHEMA_VERSION", "SPLITS", "DatasetSpec", "CorruptionSpec", "parse_probe_c", "ProtocolSpec",
+           "MetricsSpec", "CamSpec", "Suite", "load_suite", "suite_overrides"]
