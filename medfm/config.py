@@ -6,13 +6,14 @@ key ("did you mean"), as MONAI does for option strings.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import typing
 from pathlib import Path
 from typing import Any, Dict, Tuple, Type, TypeVar, Union
 
 import yaml
+
+from medfm.registry import close_match_hint, keyword_parameters
 
 T = TypeVar("T")
 
@@ -46,9 +47,7 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
     kwargs: Dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (valid keys: {', '.join(fields)})"
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+            raise ConfigError(f"{where}: unknown key {key!r}{close_match_hint(key, list(fields), fallback='valid keys')}")
         kwargs[key] = _checked(value, hints.get(key, Any), f"{where}.{key}")
     missing = [name for name, f in fields.items() if f.init and name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -231,8 +230,6 @@ def check_call_args(fn: Any, args: Dict[str, Any], where: str, provided: Tuple[s
     Raises:
         ConfigError: an unknown or caller-provided key, or a value of the wrong type.
     """
-    from medfm.registry import close_match_hint, keyword_parameters
-
     target = fn.__init__ if isinstance(fn, type) else fn
     try:
         hints = typing.get_type_hints(target)

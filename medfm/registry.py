@@ -47,10 +47,20 @@ def keyword_parameters(fn: Callable[..., Any]) -> Tuple[List[str], bool]:
     return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def close_match_hint(key: str, valid: Sequence[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``valid``, else ``" (valid: a, b)"``."""
-    close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(valid) or 'none'})"
+def close_match_hint(key: Any, valid: Sequence[str], *, n: int = 1, cutoff: float = 0.5,
+                     fallback: Optional[str] = "valid") -> str:
+    """The hint after an "unknown name" error: ``"; did you mean 'x'?"`` (up to ``n`` close matches of
+    ``key`` among ``valid`` by :func:`difflib.get_close_matches` with ``cutoff``, joined by " or "), else
+    ``" (<fallback>: a, b)"`` listing ``valid``, or ``""`` when ``fallback`` is None.
+
+    The one rule behind every "did you mean" in medfm (registries, recipe keys, data sets, corruptions,
+    protocols, fusers, ...), e.g. ``f"unknown corruption {name!r}{close_match_hint(name, names)}"``.
+    """
+    valid = [str(v) for v in valid]
+    close = difflib.get_close_matches(str(key), valid, n=n, cutoff=cutoff)
+    if close:
+        return f"; did you mean {' or '.join(map(repr, close))}?"
+    return f" ({fallback}: {', '.join(valid) or 'none'})" if fallback is not None else ""
 
 
 class Registry:
@@ -108,8 +118,7 @@ class Registry:
         self._populate()
         if name in self._entries:
             return self._entries[name]
-        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = close_match_hint(name, list(self._entries), n=3, fallback=None)
         raise UnknownNameError(
             f"unknown {self.kind} {name!r}{hint} (known: {len(self._entries)}; see list)"
         )

@@ -1,6 +1,6 @@
 import pytest
 
-from medfm.registry import ENCODERS, OBJECTIVES, Registry, UnknownNameError
+from medfm.registry import ENCODERS, OBJECTIVES, Registry, UnknownNameError, close_match_hint
 
 
 def test_register_get_and_tags():
@@ -85,3 +85,16 @@ def test_build_error_for_a_real_objective_names_registry_and_key():
     with pytest.raises(ValueError, match=r"^objective 'simclr' got an unexpected keyword argument 'hiden_dim'; "
                                          r"did you mean 'hidden_dim'\?$"):
         OBJECTIVES.build("simclr", encoder=enc, hiden_dim=8)
+
+
+def test_close_match_hint_is_the_one_did_you_mean_rule():
+    names = ["pixelate", "pixel_shuffle", "gaussian_noise"]
+    assert close_match_hint("pixelat", names) == "; did you mean 'pixelate'?"
+    # up to n matches, best first, joined by " or " (sites used ", " or " or " before)
+    assert close_match_hint("pixel", names, n=2, cutoff=0.4) == "; did you mean 'pixelate' or 'pixel_shuffle'?"
+    # nothing close: the fallback label lists every valid name, or nothing at all
+    assert close_match_hint("zzz", names, fallback="known") == " (known: pixelate, pixel_shuffle, gaussian_noise)"
+    assert close_match_hint("zzz", names, fallback=None) == ""
+    assert close_match_hint("zzz", []) == " (valid: none)"
+    # keys that are not strings (a YAML number) are compared as text
+    assert close_match_hint(12, ["123", "abc"], cutoff=0.6) == "; did you mean '123'?"

@@ -25,7 +25,6 @@ head_modules=SEG_HEAD_MODULES)``) or fully.
 """
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.data.segmentation import NORMALIZATIONS
-from medfm.registry import ADAPTERS
+from medfm.registry import ADAPTERS, close_match_hint
 
 NORMS = ("batch", "instance")
 #: module names LoRA must keep trainable and save (``apply_lora(..., head_modules=...)``); peft matches
@@ -44,8 +43,7 @@ SEG_HEAD_MODULES = ("decoder", "task_head")
 
 def _check_norm(norm: str) -> str:
     if norm not in NORMS:
-        close = difflib.get_close_matches(str(norm), NORMS, n=1)
-        raise ValueError(f"unknown norm {norm!r}" + (f"; did you mean {close[0]!r}?" if close else f" (known: {NORMS})"))
+        raise ValueError(f"unknown norm {norm!r}{close_match_hint(norm, NORMS, cutoff=0.6, fallback='known')}")
     return norm
 
 

@@ -48,7 +48,7 @@ from torch import nn
 from medfm.adapters.domain_layers import convert_domain_norms, convert_input_conv, set_domains
 from medfm.adapters.segmentation import (UNetDecoder, accept_standardised_inputs, conv_layers, default_inference, make_norm,
                                          probe_encoder, spatial_dims_of)
-from medfm.registry import ADAPTERS
+from medfm.registry import ADAPTERS, close_match_hint
 
 PROMPT_TEMPLATE = "A {modality} image of {target}"
 #: modules LoRA keeps trainable and saves (``apply_lora(..., head_modules=TEXT_SEG_HEAD_MODULES)``)
@@ -238,13 +238,10 @@ class TextConditionedSegmenter(nn.Module):
         Raises:
             KeyError: an unknown name (with the close matches).
         """
-        import difflib
-
         out = []
         for n in names:
             if n not in self.target_names:
-                close = difflib.get_close_matches(str(n), self.target_names, n=1)
-                raise KeyError(f"unknown target {n!r}" + (f"; did you mean {close[0]!r}?" if close else f" (known: {self.target_names})"))
+                raise KeyError(f"unknown target {n!r}{close_match_hint(n, self.target_names, cutoff=0.6, fallback='known')}")
             out.append(self.target_names.index(n))
         return out
 
@@ -272,11 +269,8 @@ class TextConditionedSegmenter(nn.Module):
             domain = mods.pop()
         if isinstance(domain, str):
             if domain not in self.modalities:
-                import difflib
-
-                close = difflib.get_close_matches(domain, self.modalities, n=1)
-                raise ValueError(f"unknown modality {domain!r}" + (f"; did you mean {close[0]!r}?" if close
-                                                                   else f" (known: {self.modalities})"))
+                raise ValueError(f"unknown modality {domain!r}"
+                                 f"{close_match_hint(domain, self.modalities, cutoff=0.6, fallback='known')}")
             domain = self.modalities.index(domain)
         d = torch.as_tensor(domain, dtype=torch.long).reshape(-1)
         return d.expand(batch).contiguous() if d.numel() == 1 else d

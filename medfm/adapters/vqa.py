@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.adapters.classification import check_class_labels
-from medfm.registry import ADAPTERS
+from medfm.registry import ADAPTERS, close_match_hint
 
 FUSIONS = ("cross_attention", "bilinear", "coattention")
 #: modules LoRA keeps trainable and saves (``apply_lora(..., head_modules=VQA_HEAD_MODULES)``)
@@ -196,10 +196,7 @@ def build_fusion(name: str, dim: int, heads: int, layers: int, dropout: float) -
         return BilinearAttentionFusion(dim, glimpses=max(1, layers), dropout=dropout)
     if name == "coattention":
         return CoAttentionFusion(dim, heads, layers, dropout)
-    import difflib
-
-    close = difflib.get_close_matches(str(name), FUSIONS, n=1)
-    raise ValueError(f"unknown VQA fusion {name!r}" + (f"; did you mean {close[0]!r}?" if close else f" (known: {FUSIONS})"))
+    raise ValueError(f"unknown VQA fusion {name!r}{close_match_hint(name, FUSIONS, cutoff=0.6, fallback='known')}")
 
 
 @ADAPTERS.register("vqa")

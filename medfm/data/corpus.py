@@ -53,6 +53,7 @@ from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeE
 from medfm.data.images import read_image
 from medfm.data.root import PathLike, resolve_data_root
 from medfm.data.segmentation import check_voxels, hippocampus_cases, lgg_patients, load_nifti
+from medfm.registry import close_match_hint
 
 log = logging.getLogger(__name__)
 
@@ -353,12 +354,10 @@ def _check_sources(sources: Optional[Sequence[str]]) -> List[str]:
     chosen = list(SOURCES if sources is None else sources)
     bad = [s for s in chosen if s not in SOURCES]
     if bad or not chosen:
-        import difflib
-
-        close = difflib.get_close_matches(str(bad[0]), SOURCES, n=2) if bad else []
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown corpus source {bad[0]!r}{hint} (known: {', '.join(SOURCES)})" if bad
-                         else "corpus needs at least one source")
+        if not bad:
+            raise ValueError("corpus needs at least one source")
+        hint = close_match_hint(bad[0], SOURCES, n=2, cutoff=0.6, fallback=None)
+        raise ValueError(f"unknown corpus source {bad[0]!r}{hint} (known: {', '.join(SOURCES)})")
     return chosen
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import json
 import logging
 import os
@@ -56,6 +55,7 @@ import numpy as np
 
 from medfm.data.errors import MedFMDataError, UnknownDatasetError
 from medfm.data.root import PathLike
+from medfm.registry import close_match_hint
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,7 @@ def check_corruption(flag: str, name: str) -> str:
     names = list_corruptions(flag)
     if name in names:
         return name
-    close = difflib.get_close_matches(str(name), names, n=2, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else f" (defined: {', '.join(names)})"
+    hint = close_match_hint(name, names, n=2, fallback="defined")
     elsewhere = " (medmnistc defines it for other datasets)" if name in all_corruption_names() else ""
     raise UnknownCorruptionError(f"unknown corruption {name!r} for {flag}{elsewhere}{hint}")
 

@@ -7,8 +7,9 @@ that already catch the builtin keep working.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Iterable
+
+from medfm.registry import close_match_hint
 
 
 class MedFMDataError(Exception):
@@ -25,9 +26,7 @@ class UnknownDatasetError(MedFMDataError, ValueError):
         Example message: ``unknown MedMNIST flag 'pneumonimnist'; did you mean 'pneumoniamnist'?``
         """
         known = list(known)
-        close = difflib.get_close_matches(str(name).lower(), known, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else f" (known: {', '.join(known)})"
-        return cls(f"unknown {kind} {name!r}{hint}")
+        return cls(f"unknown {kind} {name!r}{close_match_hint(str(name).lower(), known, n=3, cutoff=0.6, fallback='known')}")
 
 
 class UnknownSplitError(MedFMDataError, ValueError):

@@ -30,10 +30,11 @@ a single positive-class column carry no complement and are ranked as given.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from medfm.registry import close_match_hint
 
 
 __all__ = [
@@ -56,12 +57,6 @@ _BOOT_METRICS = ("acc", "auc")
 _BOOT_CHUNK_ELEMS = 4_000_000  # resamples x samples per chunk (~32 MB of float64)
 
 
-def did_you_mean(name: str, options: Sequence[str]) -> str:
-    """``"; did you mean 'x'?"`` naming up to two close matches of ``name`` among ``options`` (difflib), or ``""``."""
-    close = difflib.get_close_matches(str(name), list(options), n=2, cutoff=0.4)
-    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-
-
 def check_task(task: str) -> str:
     """Return ``task`` if it is a MedMNIST task string, else raise.
 
@@ -70,7 +65,7 @@ def check_task(task: str) -> str:
     """
     if task in TASKS:
         return task
-    raise ValueError(f"unknown task {task!r}{did_you_mean(task, TASKS)} (valid: {', '.join(TASKS)})")
+    raise ValueError(f"unknown task {task!r}{close_match_hint(task, TASKS, n=2, cutoff=0.4, fallback=None)} (valid: {', '.join(TASKS)})")
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
@@ -402,7 +397,7 @@ def bootstrap_ci(
             :func:`classification_metrics`.
     """
     if metric not in _BOOT_METRICS:
-        raise ValueError(f"unknown bootstrap metric {metric!r}{did_you_mean(metric, _BOOT_METRICS)} "
+        raise ValueError(f"unknown bootstrap metric {metric!r}{close_match_hint(metric, _BOOT_METRICS, n=2, cutoff=0.4, fallback=None)} "
                          f"(valid: {', '.join(_BOOT_METRICS)})")
     if int(n_boot) != n_boot or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")

@@ -17,7 +17,6 @@ probabilities in the layout of :func:`medfm.evaluation.metrics.classification_me
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -25,6 +24,8 @@ import numpy as np
 import torch
 from scipy.special import expit
 from torch import nn
+
+from medfm.registry import close_match_hint
 
 PROTOCOLS = ("as-is", "linear", "knn", "finetune")
 MULTI_LABEL = "multi-label, binary-class"
@@ -38,8 +39,7 @@ def check_protocol(name: str) -> str:
     """
     if name in PROTOCOLS:
         return name
-    close = difflib.get_close_matches(str(name), PROTOCOLS, n=1, cutoff=0.4)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = close_match_hint(name, PROTOCOLS, cutoff=0.4, fallback=None)
     raise ValueError(f"unknown protocol {name!r}{hint} (valid: {', '.join(PROTOCOLS)})")
 
 

@@ -12,9 +12,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from medfm.evaluation.metrics import (MULTI_LABEL, balanced_accuracy, did_you_mean, prepare_scores, thresholded_predictions,
+from medfm.evaluation.metrics import (MULTI_LABEL, balanced_accuracy, prepare_scores, thresholded_predictions,
                                      to_numpy)
 from medfm.io import PathLike
+from medfm.registry import close_match_hint
 
 __all__ = [
     "balanced_error",
@@ -127,7 +128,7 @@ def alexnet_reference(dataset: str) -> Dict[str, Any]:
                           f"(pip install 'medfm[eval]'): {err}") from None
     if dataset not in BASELINES:
         raise ValueError(f"medmnistc has no AlexNet reference for {dataset!r}"
-                         f"{did_you_mean(dataset, sorted(BASELINES))} (known: {', '.join(sorted(BASELINES))})")
+                         f"{close_match_hint(dataset, sorted(BASELINES), n=2, cutoff=0.4, fallback=None)} (known: {', '.join(sorted(BASELINES))})")
     ref = BASELINES[dataset]
     return {"clean_score": float(ref["clean_score"]), "raw_scores": dict(ref["raw_scores"])}
 
@@ -172,7 +173,7 @@ def be_rbe(
     for name, errors in errors_by_corruption.items():
         if name not in raw:
             raise ValueError(f"no AlexNet reference error for corruption {name!r}"
-                             f"{did_you_mean(name, sorted(raw))} (known: {', '.join(sorted(raw))})")
+                             f"{close_match_hint(name, sorted(raw), n=2, cutoff=0.4, fallback=None)} (known: {', '.join(sorted(raw))})")
         ref_err = float(raw[name])
         if ref_err == 0.0 or ref_err == ref_clean:
             raise ValueError(f"reference error for {name!r} is {ref_err} (clean {ref_clean}); BE/rBE undefined")

@@ -20,6 +20,7 @@ import numpy as np
 from medfm.config import ConfigError, from_dict, load_yaml
 from medfm.data.errors import MedFMDataError
 from medfm.evaluation.protocols import check_protocol
+from medfm.registry import close_match_hint
 
 SUITE_SCHEMA_VERSION = 1
 #: splits a dataset of a suite may name
@@ -134,11 +135,8 @@ class CorruptionSpec:
             names = [self.names] if isinstance(self.names, str) else list(self.names)
             for n in names:
                 if n not in known:
-                    import difflib
-
-                    close = difflib.get_close_matches(str(n), known, n=1, cutoff=0.5)
-                    hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
-                    raise UnknownCorruptionError(f"corruptions.names: unknown corruption {n!r}{hint}")
+                    raise UnknownCorruptionError(f"corruptions.names: unknown corruption {n!r}"
+                                                 f"{close_match_hint(n, known, fallback='known')}")
             self.names = names
 
 

@@ -4,9 +4,10 @@ Tasks map to pipeline classes imported on first use (transformers' ``pipeline`` 
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import Any, Dict, Tuple
+
+from medfm.registry import close_match_hint
 
 #: task -> (module, class)
 PIPELINE_TASKS: Dict[str, Tuple[str, str]] = {
@@ -23,9 +24,8 @@ def pipeline(task: str, model: Any, **kwargs: Any):
         ValueError: unknown task (with close matches).
     """
     if task not in PIPELINE_TASKS:
-        close = difflib.get_close_matches(task, list(PIPELINE_TASKS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(PIPELINE_TASKS)})"
-        raise ValueError(f"unknown pipeline task {task!r}{hint}")
+        raise ValueError(f"unknown pipeline task {task!r}"
+                         f"{close_match_hint(task, list(PIPELINE_TASKS), cutoff=0.6, fallback='known')}")
     module, cls = PIPELINE_TASKS[task]
     return getattr(importlib.import_module(module), cls)(model, **kwargs)
 

@@ -12,9 +12,10 @@ Two uses:
 """
 from __future__ import annotations
 
-import difflib
 import string
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from medfm.registry import close_match_hint
 
 #: modality tag -> descriptions (first one is the canonical phrase used in class prompts)
 MODALITY_TEXTS: Dict[str, Tuple[str, ...]] = {
@@ -83,9 +84,7 @@ DEFAULT_CLASS_TEMPLATES: Tuple[str, ...] = ("{modality} showing {label}", "{moda
 def _unknown(kind: str, name: str, known: Sequence[str]) -> KeyError:
     if not isinstance(name, str):
         return KeyError(f"{kind} must be a string, got {type(name).__name__}")
-    close = difflib.get_close_matches(str(name), list(known), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else f" (known: {', '.join(sorted(known))})"
-    return KeyError(f"unknown {kind} {name!r}{hint}")
+    return KeyError(f"unknown {kind} {name!r}{close_match_hint(name, sorted(known), n=3, fallback='known')}")
 
 
 def modality_texts(modality: str) -> Tuple[str, ...]:

@@ -24,12 +24,13 @@ input; for the convolution it differs only in the zero-padded border.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from medfm.registry import close_match_hint
 
 BasisSpec = Union[str, Mapping[str, Any]]
 
@@ -156,8 +157,7 @@ def create_basis(spec: BasisSpec = "chebyshev") -> BasisExpansion:
     args = dict(spec) if isinstance(spec, Mapping) else {"name": spec}
     name = args.pop("name", "chebyshev")
     if name not in BASES:
-        close = difflib.get_close_matches(str(name), list(BASES), n=2, cutoff=0.4)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = close_match_hint(name, list(BASES), n=2, cutoff=0.4, fallback=None)
         raise ValueError(f"unknown KAN basis {name!r}{hint} (known: {', '.join(BASES)})")
     try:
         return BASES[name](**args)
