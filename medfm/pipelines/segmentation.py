@@ -162,6 +162,22 @@ def _existing_nifti(item: Any, what: str) -> Path:
     return path
 
 
+def _finite_volume(arr: np.ndarray, where: str) -> np.ndarray:
+    """``arr`` as contiguous float32, after checking that it is numeric and finite.
+
+    A NaN voxel would otherwise reach the model silently: percentile scaling of a volume with
+    one NaN gives all zeros (an all-background mask), and the 2.5D and "unit" paths pass it on.
+
+    Raises:
+        SegmentationInputError: a non-numeric dtype (bool, strings, objects, complex), NaN/inf voxels.
+    """
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise SegmentationInputError(f"volumes must be numeric, got dtype {arr.dtype}")
+    if not np.isfinite(arr).all():
+        raise SegmentationInputError(f"{where} has {int((~np.isfinite(arr)).sum())} NaN/inf voxel value(s)")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
 def read_channels(item: Any, in_chans: int) -> Dict[str, Any]:
     """One case of a ``in_chans``-channel 3D model as ``(C, X, Y, Z)`` float32 (intensities as stored).
 
@@ -204,15 +220,11 @@ def read_channels(item: Any, in_chans: int) -> Dict[str, Any]:
     elif isinstance(item, np.ndarray):
         if item.ndim != 4 or item.shape[0] != in_chans:
             raise SegmentationInputError(f"this model takes {order}: a ({in_chans}, X, Y, Z) array, got shape {item.shape}")
-        if not (np.issubdtype(item.dtype, np.floating) or np.issubdtype(item.dtype, np.integer)):
-            raise SegmentationInputError(f"volumes must be numeric, got dtype {item.dtype}")
-        arr, img, where = item.astype(np.float32), None, "the array"
+        arr, img, where = item, None, "the array"
     else:
         raise SegmentationInputError(f"this model takes {order}: a list of per-channel NIfTI paths, a 4D NIfTI path "
                                      f"or a ({in_chans}, X, Y, Z) array, got {type(item).__name__}")
-    if not np.isfinite(arr).all():
-        raise SegmentationInputError(f"{where} has {int((~np.isfinite(arr)).sum())} NaN/inf voxel value(s)")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    arr = _finite_volume(arr, where)
     if img is None:
         return {"array": arr, "affine": None, "header": None, "nifti": False}
     return {"array": arr, "affine": np.asarray(img.affine), "header": img.header, "nifti": True}
@@ -259,7 +271,8 @@ def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
 
     Raises:
         SegmentationInputError: unsupported type, missing/corrupt file, wrong dimensionality,
-            a 2D float array with NaN/inf or values outside [0, 1].
+            a 2D float array with NaN/inf or values outside [0, 1], a volume that is not
+            numeric or has NaN/inf voxels.
     """
     from PIL import Image
 
@@ -271,7 +284,8 @@ def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
             arr, img = _load_nifti(path)
             if arr.ndim != 3:
                 raise SegmentationInputError(f"expected a 3D NIfTI volume, {path} has shape {arr.shape}")
-            return {"array": arr, "affine": np.asarray(img.affine), "header": img.header, "nifti": True}
+            return {"array": _finite_volume(arr, str(path)), "affine": np.asarray(img.affine), "header": img.header,
+                    "nifti": True}
         from medfm.data.errors import MedFMDataError
         from medfm.data.images import read_image
 
@@ -292,7 +306,7 @@ def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
     if volumetric:
         if arr.ndim != 3:
             raise SegmentationInputError(f"this model segments 3D volumes (X, Y, Z), got an array of shape {arr.shape}")
-        return {"array": arr.astype(np.float32), "affine": None, "header": None, "nifti": False}
+        return {"array": _finite_volume(arr, "the volume"), "affine": None, "header": None, "nifti": False}
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0
     elif not np.issubdtype(arr.dtype, np.floating):

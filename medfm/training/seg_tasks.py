@@ -9,7 +9,6 @@ reference labels in the evaluation geometry, voxel spacing), ``predict(model, ca
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -18,6 +17,7 @@ import numpy as np
 from medfm.data import brats
 from medfm.data import segmentation as segdata
 from medfm.data.segmentation import NORMALIZATIONS
+from medfm.registry import close_match_hint
 
 
 @dataclass
@@ -27,7 +27,8 @@ class SegDataConfig:
     Attributes:
         dataset: "chase_db1", "msd_hippocampus", "lgg_flair" or "brats2015".
         scale: 2D resize factor applied to images before training and inference (the
-            evaluation is always at the original resolution).
+            evaluation is always at the original resolution); 2D data sets only (volumes,
+            also sliced for 2.5D, are used at their own resolution).
         patch: training crop size per spatial axis (None: whole, padded images); also the
             sliding-window size at inference.
         repeats: random crops per training image and epoch.
@@ -53,7 +54,9 @@ class SegDataConfig:
 
     Raises:
         ValueError: an unknown dataset (with a close match), a value out of range, a ``patch``
-            or ``flip_axes`` that does not fit the data set's spatial dimensions.
+            or ``flip_axes`` that does not fit the data set's spatial dimensions, ``scale`` other
+            than 1 for a volume data set, ``context_slices`` for a 2D data set, a
+            ``missing_sequence_fill`` that is not an input channel (with ``missing_sequence_p > 0``).
     """
 
     dataset: str = "chase_db1"
@@ -73,31 +76,42 @@ class SegDataConfig:
 
     def __post_init__(self) -> None:
         if self.dataset not in TASKS:
-            close = difflib.get_close_matches(str(self.dataset), list(TASKS), n=1)
             raise ValueError(f"unknown segmentation dataset {self.dataset!r}"
-                             + (f"; did you mean {close[0]!r}?" if close else f" (known: {sorted(TASKS)})"))
+                             f"{close_match_hint(self.dataset, sorted(TASKS), cutoff=0.6, fallback='known')}")
         if not 0 < self.scale <= 4:
             raise ValueError(f"data.scale must be in (0, 4], got {self.scale}")
         if self.patch is not None and (not self.patch or any(int(p) != p or p < 8 for p in self.patch)):
             raise ValueError(f"data.patch must be a list of integers >= 8, got {self.patch}")
         if not 0 <= self.foreground_p <= 1:
             raise ValueError(f"data.foreground_p must be in [0, 1], got {self.foreground_p}")
-        if self.repeats < 1 or self.context_slices < 0:
-            raise ValueError("data.repeats must be >= 1 and data.context_slices >= 0")
-        if not 0 <= self.missing_sequence_p <= 1 or self.missing_sequence_fill < 0:
-            raise ValueError(f"data.missing_sequence_p must be in [0, 1] and missing_sequence_fill >= 0, got "
-                             f"{self.missing_sequence_p}, {self.missing_sequence_fill}")
+        if self.repeats < 1:
+            raise ValueError(f"data.repeats must be >= 1, got {self.repeats}")
+        if self.context_slices < 0:
+            raise ValueError(f"data.context_slices must be >= 0 (0 = 3D), got {self.context_slices}")
+        if not 0 <= self.missing_sequence_p <= 1:
+            raise ValueError(f"data.missing_sequence_p must be in [0, 1], got {self.missing_sequence_p}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"data.normalize must be one of {list(NORMALIZATIONS)}, got {self.normalize!r}")
         for key in ("max_train", "max_test"):  # 0 used to mean "all cases"
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"data.{key} must be >= 1 (or left out for all cases), got {value}")
+        # before the normalize check: context_slices on a 2D data set is the mistake to name
+        if self.context_slices and self.dataset != "msd_hippocampus":
+            raise ValueError(f"data.context_slices (2.5D) applies to volume data sets (msd_hippocampus) only, "
+                             f"not {self.dataset}")
         if self.normalize != "none" and self.context_slices:
             raise ValueError("data.normalize applies to 2D images and 3D volumes, not to 2.5D slice stacks "
                              "(context_slices > 0)")
-        if self.context_slices and self.dataset != "msd_hippocampus":
-            raise ValueError("data.context_slices (2.5D) applies to volume data sets (msd_hippocampus) only")
+        # volumes are trained at their own resolution, but a 2.5D model would be resized by the
+        # recorded inference.scale at prediction time
+        if self.scale != 1 and TASKS[self.dataset].spatial_dims == 3:
+            raise ValueError(f"data.scale applies to 2D image data sets only; {self.dataset} volumes are used at "
+                             f"their own resolution (leave data.scale out), got {self.scale}")
+        channels = TASKS[self.dataset](self).in_chans  # (the fill channel only matters with missing_sequence_p > 0)
+        if self.missing_sequence_fill < 0 or (self.missing_sequence_p > 0 and self.missing_sequence_fill >= channels):
+            raise ValueError(f"data.missing_sequence_fill must be an input channel 0..{channels - 1} of "
+                             f"{self.dataset}, got {self.missing_sequence_fill}")
         # checked here, not at the first training step or at inference after training
         dims = self.spatial_dims
         if self.patch is not None and len(self.patch) != dims:
