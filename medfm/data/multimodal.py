@@ -16,7 +16,8 @@ test-time missingness patterns of the evaluation protocol (MCAR, MNAR, fixed sub
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Mapping, Sequence
+import difflib
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +36,18 @@ def _dtype_of(value: Any) -> np.dtype:
     return np.asarray(value).dtype
 
 
+def close_modality(key: str, modalities: Sequence[str]) -> Optional[str]:
+    """The modality name that ``key`` looks like a mistyping of, or None.
+
+    The one near-miss rule of the missing-modality code (:func:`collate_modalities` and the
+    fusers' unknown-key check, :meth:`medfm.adapters.fusion.base.FusionModel.presence`):
+    ``difflib.get_close_matches(key, modalities, n=1)`` (similarity ratio >= 0.6), e.g.
+    ``"flari"`` -> ``"flair"``, ``"clinicl"`` -> ``"clinical"``; ``"t1"`` is not close to ``"t2"``.
+    """
+    close = difflib.get_close_matches(str(key), [str(m) for m in modalities], n=1)
+    return close[0] if close else None
+
+
 def collate_modalities(samples: Sequence[Mapping[str, Any]], modalities: Sequence[str]) -> Dict[str, Any]:
     """Stack samples whose modality keys may be absent into one batch (see module docstring).
 
@@ -47,12 +60,23 @@ def collate_modalities(samples: Sequence[Mapping[str, Any]], modalities: Sequenc
         every name in ``modalities`` (all False, and no value key, when no sample has it).
 
     Raises:
-        ValueError: no samples, a modality with different shapes across samples, or an image
-            modality (2 or more dimensions) that is not float (uint8 images must be scaled to [0, 1]).
+        ValueError: no samples; a name in ``modalities`` that no sample carries while the samples
+            carry a key close to it (:func:`close_modality`; ``["flari"]`` for samples with
+            ``"flair"``, which would be all-absent while ``"flair"`` is stacked as an other key);
+            a modality with different shapes across samples; an image modality (2 or more
+            dimensions) that is not float (uint8 images must be scaled to [0, 1]).
     """
     if not samples:
         raise ValueError("collate_modalities needs at least one sample")
     b = len(samples)
+    carried = {k for s in samples for k in s}
+    nowhere = [m for m in modalities if m not in carried]  # legitimate (every sample lacks it) unless a typo
+    extra = sorted(str(k) for k in carried - set(modalities)) if nowhere else []
+    for k in extra:
+        m = close_modality(k, nowhere)
+        if m is not None:
+            raise ValueError(f"modality {m!r} is in no sample, but the samples carry {k!r}: a mistyped name? "
+                             f"Use one spelling in the modality list ({list(modalities)}) and the samples")
     batch: Dict[str, Any] = {PRESENT_KEY: {}}
     for m in modalities:
         for s in samples:  # images stored as uint8 would become floats in [0, 255] without a word
@@ -73,7 +97,7 @@ def collate_modalities(samples: Sequence[Mapping[str, Any]], modalities: Sequenc
             if r is not None:
                 out[i] = r
         batch[m] = out
-    others = {k for s in samples for k in s} - set(modalities)
+    others = carried - set(modalities)
     for k in sorted(others):
         vals = [s.get(k) for s in samples]
         if all(isinstance(v, (torch.Tensor, int, float, bool)) or hasattr(v, "__array__") for v in vals):
@@ -147,5 +171,5 @@ def keep_modalities(batch: Mapping[str, Any], keep: Iterable[str], modalities: S
     return drop_modalities(batch, {m: torch.full((n,), m not in keep, dtype=torch.bool) for m in modalities})
 
 
-__all__ = ["collate_modalities", "presence", "drop_modalities", "keep_modalities", "batch_size",
+__all__ = ["collate_modalities", "close_modality", "presence", "drop_modalities", "keep_modalities", "batch_size",
            "MISSING_FILL", "PRESENT_KEY"]

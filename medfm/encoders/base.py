@@ -195,43 +195,48 @@ class Encoder(nn.Module):
             return
         check_value_range(x, self.input_range)
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor, check: bool = True) -> torch.Tensor:
         """Check ``x`` ((B, C, H, W) or (B, C, D, H, W) in [0, 1], see :meth:`check_input`) and
         return ``(x - mean) / std``. Every ``forward``/``forward_features``/``forward_intermediates``
-        goes through it, so the check runs once per forward.
+        goes through it, so the check runs once per forward. ``check=False``: the caller has run the
+        same checks on ``x`` already (a fuser's :meth:`~medfm.adapters.fusion.base.FusionModel.select`,
+        which names the modality), so they are not repeated (one ``aminmax`` and device sync fewer).
 
         Float inputs of another dtype than the encoder's (float64 from NumPy, float16) are
         cast to it (the dtype of ``pixel_mean``, which follows ``encoder.to(dtype)``), so they
         do not fail deep inside the first convolution with a dtype mismatch.
         """
-        self.check_input(x)
+        if check:
+            self.check_input(x)
         x = x.to(self.pixel_mean.dtype)
         return (x - self.pixel_mean) / self.pixel_std
 
     # -- the contract -----------------------------------------------------------------
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor, check: bool = True) -> torch.Tensor:
         """Unpooled features of images ``(B, C, H, W)`` in [0, 1]: ``(B, N, D)`` tokens or ``(B, D, h, w)`` map.
+        ``check``: see :meth:`normalize`.
 
         Raises:
             EncoderInputError: see :meth:`check_input`.
         """
-        return self._features(self.normalize(x))
+        return self._features(self.normalize(x, check))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled embedding ``(B, num_features)`` of images ``(B, C, H, W)`` in [0, 1].
+    def forward(self, x: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """Pooled embedding ``(B, num_features)`` of images ``(B, C, H, W)`` in [0, 1]. ``check``: see :meth:`normalize`.
 
         Raises:
             EncoderInputError: see :meth:`check_input`.
         """
-        return self._pool(self._features(self.normalize(x)))
+        return self._pool(self._features(self.normalize(x, check)))
 
-    def forward_intermediates(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward_intermediates(self, x: torch.Tensor, check: bool = True) -> List[torch.Tensor]:
         """Multi-scale maps ``[(B, C_i, H_i, W_i), ...]``, finest first, for dense heads, of images in [0, 1].
+        ``check``: see :meth:`normalize`.
 
         Raises:
             EncoderInputError: see :meth:`check_input`.
         """
-        return self._intermediates(self.normalize(x))
+        return self._intermediates(self.normalize(x, check))
 
     @property
     def feature_channels(self) -> List[int]:

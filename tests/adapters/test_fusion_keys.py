@@ -36,9 +36,13 @@ def _img(seed=0):
 def test_a_mistyped_key_next_to_known_ones_is_named(fusers, name):
     model = fusers[name]
     sample = {"pre": _img(0), "flair": _img(1), "clinicl": torch.randn(F)}
+    with pytest.raises(ValueError, match=re.escape("modality 'clinical' is in no sample, but the samples carry "
+                                                   "'clinicl'")):
+        collate_modalities([sample], model.modalities)  # the collate names it first (test_fusion_collate.py)
+    batch = {"pre": sample["pre"][None], "flair": sample["flair"][None], "clinicl": sample["clinicl"][None]}
     with pytest.raises(ValueError, match=re.escape(f"batch key(s) ['clinicl'] are not modalities of this model, "
                                                    f"which takes {MODS}")):
-        model(collate_modalities([sample], model.modalities))  # was: predicted from pre + flair only
+        model(batch)  # was: predicted from pre + flair only
 
 
 def test_every_unknown_key_is_named_also_in_a_raw_batch(fusers):

@@ -190,3 +190,18 @@ def test_text_segmenter_with_a_z_scored_target_accepts_z_scored_inputs():
                                      target_inference={"vessel": {"normalize": "channel_zscore"}}).eval()
     with torch.no_grad():
         assert PromptedSegmenter(model, "vessel")(z).shape == (1, 2, 32, 32)
+
+
+def test_check_false_skips_only_the_check_for_callers_that_ran_it():
+    """``check=False`` (a fuser's select checked the rows, named by modality) gives the same
+    outputs on valid images and does not refuse what the default call refuses."""
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28).eval()
+    x = _images(c=1)
+    with torch.no_grad():
+        assert torch.equal(enc(x, check=False), enc(x))
+        assert torch.equal(enc.forward_features(x, check=False), enc.forward_features(x))
+        assert all(torch.equal(a, b) for a, b in zip(enc.forward_intermediates(x, check=False),
+                                                     enc.forward_intermediates(x)))
+        with pytest.raises(EncoderInputError, match="0-255"):
+            enc(x * 255)
+        assert enc(x * 255, check=False).shape == (2, enc.num_features)

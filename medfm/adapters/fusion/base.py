@@ -22,7 +22,6 @@ saved / rebuilt by :mod:`medfm.hub` from its args.
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -32,7 +31,7 @@ from torch import nn
 
 from medfm.adapters.classification import check_class_labels
 from medfm.adapters.fusion.tabular import TabularEncoder
-from medfm.data.multimodal import PRESENT_KEY, presence as _presence
+from medfm.data.multimodal import PRESENT_KEY, close_modality, presence as _presence
 from medfm.encoders.base import EncoderInputError, check_value_range
 
 TABULAR = "clinical"
@@ -48,12 +47,17 @@ class ImageModalityEncoder(nn.Module):
         img_size: input side S.
         dim: output size D.
         grid: tokens per image = ``grid * grid`` (adaptive average pooling of the feature map).
+        inputs_checked: the owner has checked every input already (:meth:`FusionModel.select`:
+            shape, size, NaN/inf, [0, 1], named by modality), so the encoder's own
+            :meth:`~medfm.encoders.base.Encoder.check_input` (the same checks, one more
+            ``aminmax`` and device sync per modality) is skipped (``check=False``). False (default): it runs.
 
     Shape:
         ``forward``: ``(n, 1, S, S)`` in [0, 1] -> ``(n, D)``; ``tokens``: -> ``(n, grid*grid, D)``.
     """
 
-    def __init__(self, encoder: Mapping[str, Any], img_size: int, dim: int, grid: int = 2) -> None:
+    def __init__(self, encoder: Mapping[str, Any], img_size: int, dim: int, grid: int = 2,
+                 inputs_checked: bool = False) -> None:
         super().__init__()
         from medfm.encoders import create_encoder
 
@@ -63,10 +67,11 @@ class ImageModalityEncoder(nn.Module):
         self.encoder = create_encoder(cfg["name"], in_chans=1, img_size=img_size, **dict(cfg.get("args") or {}))
         self.proj = nn.Linear(self.encoder.num_features, dim)
         self.grid = int(grid)
+        self.inputs_checked = bool(inputs_checked)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One pooled embedding per image: ``(n, 1, S, S)`` float in [0, 1] -> ``(n, D)``."""
-        return self.proj(self.encoder(x))
+        return self.proj(self.encoder(x, check=not self.inputs_checked))
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """``grid * grid`` tokens per image: ``(n, 1, S, S)`` float in [0, 1] -> ``(n, grid*grid, D)``.
@@ -74,7 +79,7 @@ class ImageModalityEncoder(nn.Module):
         A ``(n, C, h, w)`` feature map is adaptive-average-pooled to ``grid x grid``; a ``(n, L, C)``
         token sequence is adaptive-average-pooled along L to ``grid * grid`` tokens.
         """
-        feats = self.encoder.forward_features(x)
+        feats = self.encoder.forward_features(x, check=not self.inputs_checked)
         if feats.ndim == 4:
             pooled = F.adaptive_avg_pool2d(feats, self.grid).flatten(2).transpose(1, 2)
         else:
@@ -84,12 +89,14 @@ class ImageModalityEncoder(nn.Module):
 
 def build_modality_encoder(modality: str, image_encoder: Mapping[str, Any], img_size: int, dim: int,
                            clinical_features: int, tabular_missing: str = "token", grid: int = 2) -> nn.Module:
-    """:class:`TabularEncoder` for ``"clinical"``, else :class:`ImageModalityEncoder`."""
+    """:class:`TabularEncoder` for ``"clinical"``, else :class:`ImageModalityEncoder` for a fuser, whose
+    inputs are the rows :meth:`FusionModel.select` checked (``inputs_checked``): one value check per
+    modality per forward. A fuser must hand it nothing else (``select``'s rows, or zeros for absent ones)."""
     if modality == TABULAR:
         if clinical_features < 1:
             raise ValueError("modality 'clinical' needs clinical_features >= 1")
         return TabularEncoder(clinical_features, dim, missing=tabular_missing)
-    return ImageModalityEncoder(image_encoder, img_size, dim, grid)
+    return ImageModalityEncoder(image_encoder, img_size, dim, grid, inputs_checked=True)
 
 
 class FusionModel(nn.Module):
@@ -178,7 +185,7 @@ class FusionModel(nn.Module):
         unknown = sorted(str(k) for k in batch if k != PRESENT_KEY and k not in self.modalities
                          and k not in BATCH_INFO_KEYS and k not in listed
                          and (isinstance(batch[k], (torch.Tensor, np.ndarray))
-                              or difflib.get_close_matches(str(k), self.modalities, n=1)))
+                              or close_modality(str(k), self.modalities) is not None))
         if unknown:
             raise ValueError(f"batch key(s) {unknown} are not modalities of this model, which takes {self.modalities}; "
                              f"rename or remove them (other keys allowed: {[PRESENT_KEY, *BATCH_INFO_KEYS]} and "
@@ -228,11 +235,14 @@ class FusionModel(nn.Module):
     def select(self, batch: Mapping[str, Any], modality: str, present: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Rows of ``batch[modality]`` where ``present``: ``(idx (n,), values (n, ...))``.
 
+        The image rows' value check is the encoders' own, :func:`medfm.encoders.base.check_value_range`
+        (one ``aminmax``, one device sync), run here once per modality with the modality's name; the
+        fusers' encoders (:func:`build_modality_encoder`) do not run it again.
+
         Raises:
             EncoderInputError: an image modality that is not float ``(B, 1, S, S)`` (see :meth:`check_image`),
-                or present image rows with values outside [0, 1] (0-255 scale, already normalised:
-                the encoders' own check, :func:`medfm.encoders.base.check_value_range`, named by modality).
-            ValueError: a present image row holds NaN/inf (or the tabular row holds inf).
+                or present image rows with values outside [0, 1] (0-255 scale, already normalised), named by modality.
+            ValueError: a present image row holds NaN/inf (the tabular rows' inf: :class:`TabularEncoder`).
         """
         x = batch[modality]
         if modality != TABULAR:
@@ -240,11 +250,12 @@ class FusionModel(nn.Module):
         idx = present.nonzero().flatten().to(x.device)
         rows = x.index_select(0, idx).float()
         if modality != TABULAR and rows.numel():  # present rows only: absent ones may hold anything
-            if not torch.isfinite(rows).all():
-                raise ValueError(f"modality {modality!r} is marked present but holds NaN/inf; mark it absent instead")
             try:
-                check_value_range(rows)  # the encoders' value check; ChannelViT has no medfm encoder to run it
+                check_value_range(rows)  # NaN/inf and [0, 1] in one pass
             except EncoderInputError as err:
+                if not torch.isfinite(rows).all():  # only on the error path: which error to name
+                    raise ValueError(f"modality {modality!r} is marked present but holds NaN/inf; "
+                                     "mark it absent instead") from None
                 raise EncoderInputError(f"modality {modality!r}: {err}") from None
         return idx, rows
 

@@ -179,13 +179,14 @@ class FusedUNet(FusionModel):
         for m in self.modalities:
             x = zero_image if inputs[m] is None else self._scatter(b, *inputs[m])
             images.append(x)
+            # select() checked the present rows (named by modality); the zero images need no check
             if self.fusion == "zero_fill":  # the baseline encodes the zero images too
-                levels.append(list(self.encoders[m].forward_intermediates(x)))
+                levels.append(list(self.encoders[m].forward_intermediates(x, check=False)))
             elif inputs[m] is None:
                 levels.append(None)
             else:  # skip: the encoder sees the present rows only
                 idx, rows = inputs[m]
-                levels.append([self._scatter(b, idx, f) for f in self.encoders[m].forward_intermediates(rows)])
+                levels.append([self._scatter(b, idx, f) for f in self.encoders[m].forward_intermediates(rows, check=False)])
         if self.fusion == "zero_fill":
             maps = [torch.cat([lv[j] for lv in levels], 1) for j in range(len(levels[0]))]
             image = torch.cat(images, 1)
