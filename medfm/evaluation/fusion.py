@@ -250,31 +250,49 @@ def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mappi
     return res
 
 
+def subset_checks(rows: Sequence[Mapping[str, Any]], modalities: Sequence[str], metric: str,
+                  tolerance: float = 0.02) -> Dict[str, Any]:
+    """Fused against the baselines, from protocol rows ``{"subset", "model", metric}`` (classification
+    AUC, segmentation Dice), shared by :func:`fusion_checks` and
+    :func:`medfm.evaluation.fusion_seg.seg_fusion_checks`.
+
+    Models are told apart by label: ``single*`` = single-modality baselines, ``late*`` = late fusion
+    (the first in sorted order is the reference), every other label = a fuser.
+
+    Returns:
+        ``{"all_vs_best_single": {fuser: {"fused", "best_single", "best_single_<metric>", "diff"}},
+        "vs_late": {fuser: {"late", "diff": {subset: fused - late}, "min_diff", "tolerance",
+        "worse_by_more_than_tolerance": [subsets]}}}``: the fuser with every modality minus the best
+        single-modality baseline on those same samples, and per subset the fuser minus late fusion.
+        A difference is compared after rounding to 12 decimals, so one of exactly ``-tolerance``
+        (e.g. 0.70 - 0.72 = -0.0200000000000000178) is not "worse by more".
+    """
+    by = {(r["subset"], r["model"]): r[metric] for r in rows}
+    full = subset_name(modalities)
+    singles = {m: v for (s, m), v in by.items() if s == full and m.startswith("single")}
+    lates = sorted({m for _, m in by if m.startswith("late")})
+    fusers = sorted({m for _, m in by if not m.startswith(("single", "late"))})
+    out: Dict[str, Any] = {"all_vs_best_single": {}, "vs_late": {}}
+    for f in fusers:
+        if singles and (full, f) in by:
+            best = max(singles, key=singles.get)
+            out["all_vs_best_single"][f] = {"fused": by[(full, f)], "best_single": best,
+                                            f"best_single_{metric}": singles[best], "diff": by[(full, f)] - singles[best]}
+        if lates:
+            diffs = {s: v - by[(s, lates[0])] for (s, m), v in by.items() if m == f and (s, lates[0]) in by}
+            out["vs_late"][f] = {"late": lates[0], "diff": diffs, "min_diff": min(diffs.values()) if diffs else None,
+                                 "tolerance": tolerance,
+                                 "worse_by_more_than_tolerance": sorted(s for s, d in diffs.items() if round(d, 12) < -tolerance)}
+    return out
+
+
 def fusion_checks(res: Mapping[str, Any], modalities: Sequence[str], tolerance: float = 0.02) -> Dict[str, Any]:
     """The issue's acceptance figures, from protocol rows (AUC).
 
-    * ``all_vs_best_single``: per fuser, AUC with every modality minus the best single-modality
-      baseline's AUC on those same samples;
-    * ``vs_late``: per fuser and subset, AUC minus late fusion's; subsets worse by > ``tolerance``;
+    * ``all_vs_best_single`` and ``vs_late``: :func:`subset_checks` on AUC;
     * ``mnar_drop``: per MNAR-trained model, AUC(natural test) - AUC(flipped MNAR test).
     """
-    rows = res["subsets"]
-    full = subset_name(modalities)
-    by = {(r["subset"], r["model"]): r["auc"] for r in rows}
-    singles = [r for r in rows if r["subset"] == full and r["model"].startswith("single")]
-    best_single = max(singles, key=lambda r: r["auc"]) if singles else None
-    fusers = sorted({r["model"] for r in rows if not r["model"].startswith(("single", "late"))})
-    lates = sorted({r["model"] for r in rows if r["model"].startswith("late")})
-    out: Dict[str, Any] = {"all_vs_best_single": {}, "vs_late": {}, "mnar_drop": {}}
-    for f in fusers:
-        if best_single is not None and (full, f) in by:
-            out["all_vs_best_single"][f] = {"fused": by[(full, f)], "best_single": best_single["model"],
-                                            "best_single_auc": best_single["auc"], "diff": by[(full, f)] - best_single["auc"]}
-        if lates:
-            diffs = {s: by[(s, f)] - by[(s, lates[0])] for (s, m) in by if m == f and (s, lates[0]) in by}
-            out["vs_late"][f] = {"late": lates[0], "min_diff": min(diffs.values()) if diffs else None,
-                                 "worse_by_more_than_tolerance": sorted(s for s, d in diffs.items() if d < -tolerance),
-                                 "tolerance": tolerance}
+    out: Dict[str, Any] = {**subset_checks(res["subsets"], modalities, "auc", tolerance), "mnar_drop": {}}
     mn = {(r["model"], r["trained"], r["test"]): r["auc"] for r in res.get("mnar", [])}
     for (model, trained, test), auc in mn.items():
         if test == "natural" and (model, trained, "mnar_flipped") in mn:
@@ -366,4 +384,4 @@ def write_fusion_report(res: Mapping[str, Any], output: PathLike, modalities: Se
 
 __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict_probs", "patient_bootstrap_auc",
            "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
-           "slice_batch", "subset_views", "subset_table", "usable"]
+           "slice_batch", "subset_views", "subset_table", "usable", "subset_checks"]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from medfm.data.multimodal import batch_size, presence
-from medfm.evaluation.fusion import slice_batch, subset_name, subset_table, subset_views, usable
+from medfm.evaluation.fusion import slice_batch, subset_checks, subset_name, subset_table, subset_views, usable
 from medfm.io import PathLike, atomic_write_json, atomic_write_text
 
 
@@ -103,24 +103,10 @@ def run_seg_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: M
 
 
 def seg_fusion_checks(res: Mapping[str, Any], modalities: Sequence[str], tolerance: float = 0.02) -> Dict[str, Any]:
-    """The issue's figures on Dice: fused with all modalities vs the best single-modality model on
-    those patients, and per subset fused minus late fusion (subsets worse by > ``tolerance``)."""
-    by = {(r["subset"], r["model"]): r["dice"] for r in res["subsets"]}
-    full = subset_name(modalities)
-    singles = {m: d for (s, m), d in by.items() if s == full and m.startswith("single")}
-    lates = sorted({m for _, m in by if m.startswith("late")})
-    fusers = sorted({m for _, m in by if not m.startswith(("single", "late"))})
-    out: Dict[str, Any] = {"all_vs_best_single": {}, "vs_late": {}}
-    for f in fusers:
-        if singles and (full, f) in by:
-            best = max(singles, key=singles.get)
-            out["all_vs_best_single"][f] = {"fused": by[(full, f)], "best_single": best, "best_single_dice": singles[best],
-                                            "diff": by[(full, f)] - singles[best]}
-        if lates:
-            diffs = {s: d - by[(s, lates[0])] for (s, m), d in by.items() if m == f and (s, lates[0]) in by}
-            out["vs_late"][f] = {"late": lates[0], "diff": diffs, "tolerance": tolerance,
-                                 "worse_by_more_than_tolerance": sorted(s for s, d in diffs.items() if d < -tolerance)}
-    return out
+    """The issue's figures on Dice: :func:`medfm.evaluation.fusion.subset_checks` on the rows' ``dice``
+    (fused with all modalities vs the best single-modality model on those patients; per subset fused
+    minus late fusion, subsets worse by more than ``tolerance``)."""
+    return subset_checks(res["subsets"], modalities, "dice", tolerance)
 
 
 def render_seg_markdown(res: Mapping[str, Any]) -> str:

@@ -31,6 +31,8 @@ from medfm.training.loop import TrainConfig
 DATASETS = ("lgg_flair",)
 TRAIN_MISSING = ("natural", "mnar")
 TASKS = ("classification", "segmentation")
+#: modalities of a recipe that leaves ``modalities`` out, per task
+DEFAULT_MODALITIES = {"classification": ("pre", "flair", "post", "clinical"), "segmentation": ("pre", "flair", "post")}
 
 
 @dataclass
@@ -95,7 +97,9 @@ class FusionRecipe:
         task: "classification" (slice-level abnormality, this module) or "segmentation"
             (abnormality masks, :mod:`medfm.training.fusion_seg`).
         data: :class:`FusionDataConfig`.
-        modalities: all modalities (order = MultiModN's visiting order).
+        modalities: all modalities (order = MultiModN's visiting order); default per task:
+            classification ``[pre, flair, post, clinical]``, segmentation ``[pre, flair, post]``
+            (the clinical table has no pixels to segment).
         image_encoder: ``{"name": encoder, "args": {...}}`` shared by all image modalities.
         dim: fusion width D (models may override in their args).
         models: ``{label: FusionModelConfig-like dict}``.
@@ -103,13 +107,14 @@ class FusionRecipe:
         protocol: :class:`FusionProtocolConfig`.
 
     Raises:
-        ValueError: an unknown ``task``, unknown or repeated ``modalities``, ``dim`` < 1,
+        ValueError: an unknown ``task``, unknown or repeated ``modalities``, ``clinical`` for
+            segmentation, ``dim`` < 1,
             ``protocol.mnar_modalities`` outside ``modalities`` (classification), no ``models``.
     """
 
     task: str = "classification"
     data: FusionDataConfig = field(default_factory=FusionDataConfig)
-    modalities: List[str] = field(default_factory=lambda: ["pre", "flair", "post", "clinical"])
+    modalities: Optional[List[str]] = None
     image_encoder: Dict[str, Any] = field(default_factory=lambda: {"name": "resnet_test"})
     dim: int = 64
     models: Dict[str, Dict[str, Any]] = field(default_factory=dict)
@@ -123,10 +128,14 @@ class FusionRecipe:
 
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.modalities is None:
+            self.modalities = list(DEFAULT_MODALITIES[self.task])
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown or not self.modalities or len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities must be distinct names from {list(MODALITIES)}, got {self.modalities}"
                              + (f" (unknown: {unknown})" if unknown else ""))
+        if self.task == "segmentation" and "clinical" in self.modalities:
+            raise ValueError(f"modalities: segmentation takes image modalities only; drop 'clinical' from {self.modalities}")
         if self.dim < 1:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
         if self.task == "classification":
@@ -160,14 +169,27 @@ class MissingnessView:
         return drop_modalities(self.dataset.get_batch(idx), {m: d[idx] for m, d in self.drop.items()})
 
 
-def fusion_step(model: torch.nn.Module, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
-    """One training step: a shared random horizontal flip per sample, forward, the model's loss."""
-    flip = torch.rand(len(batch["label"]), generator=gen) < 0.5
+def flip_images(batch: Dict[str, Any], modalities: Any, gen: torch.Generator) -> Tuple[Dict[str, Any], torch.Tensor]:
+    """A shared random horizontal flip per sample (p = 0.5) of every image modality ``(B, 1, S, S)``.
+
+    The flips ``(B,)`` bool are drawn on the CPU from ``gen`` (the same draws on any device) and
+    applied on each tensor's device. Returns a new batch dict (``batch`` is not changed) and the
+    flips, for targets that must follow the images (segmentation masks).
+    """
+    from medfm.data.multimodal import batch_size
+
+    flip = torch.rand(batch_size(batch), generator=gen) < 0.5
     batch = dict(batch)
-    for m in getattr(model, "modalities", []):
+    for m in modalities:
         x = batch.get(m)
         if isinstance(x, torch.Tensor) and x.ndim == 4:
             batch[m] = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+    return batch, flip
+
+
+def fusion_step(model: torch.nn.Module, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
+    """One training step: a shared random horizontal flip per sample (:func:`flip_images`), forward, the model's loss."""
+    batch, _ = flip_images(batch, getattr(model, "modalities", []), gen)
     out = model(batch, gen)
     loss = model.loss(out, batch["label"])
     acc = (out["logits"].argmax(-1) == batch["label"].to(out["logits"].device)).float().mean()

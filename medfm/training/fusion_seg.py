@@ -24,17 +24,18 @@ LABEL_NAMES = ["background", "flair_abnormality"]
 
 
 def seg_fusion_step(model: torch.nn.Module, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
-    """Trainer step: shared random horizontal flip of a sample's images and mask, forward, Dice + CE.
+    """Trainer step: shared random horizontal flip of a sample's images and mask
+    (:func:`medfm.training.fusion.flip_images`), forward, Dice + CE.
 
-    ``batch["mask"]`` ``(B, S, S)`` bool/int; returns ``{"loss", "fg_frac"}`` (predicted foreground fraction).
+    ``batch["mask"]`` ``(B, S, S)`` bool/int; image modalities ``(B, 1, S, S)``, on any device
+    (the flips are drawn on the CPU from ``gen``, then moved to the batch's device). Returns
+    ``{"loss", "fg_frac"}`` (predicted foreground fraction).
     """
+    from medfm.training.fusion import flip_images
+
+    batch, flip = flip_images(batch, model.modalities, gen)
     mask = batch["mask"].long()
-    flip = torch.rand(mask.shape[0], generator=gen) < 0.5
-    batch = dict(batch)
-    for m in model.modalities:
-        x = batch.get(m)
-        if isinstance(x, torch.Tensor) and x.ndim == 4:
-            batch[m] = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+    flip = flip.to(mask.device)
     mask = torch.where(flip[:, None, None], mask.flip(-1), mask)
     out = model(batch, gen)
     return {"loss": model.loss(out, mask), "fg_frac": (out["logits"].argmax(1) == 1).float().mean().detach()}
@@ -55,8 +56,12 @@ def build_seg_fuser(recipe: Any, spec: Any) -> torch.nn.Module:
 def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Train every model of a ``task: segmentation`` recipe and run the Dice protocol.
 
+    Every model is built first, so a non-segmentation or unknown fuser, or bad fuser arguments,
+    fail before the data are read and before any model trains.
+
     Raises:
-        ValueError: a non-segmentation fuser or ``train_missing: mnar``; MedFMDataError: LGG missing.
+        ValueError: a non-segmentation fuser, bad fuser arguments or ``train_missing: mnar``;
+        UnknownNameError: an unregistered fuser; MedFMDataError: LGG missing.
     """
     from medfm.evaluation.fusion_seg import run_seg_fusion_protocol, write_seg_fusion_report
     from medfm.training.fusion import (fit_or_reuse, fusion_data_record, fusion_training_record, start_run,
@@ -65,12 +70,15 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     bad = [k for k, v in recipe.models.items() if v.train_missing != "natural"]
     if bad:
         raise ValueError(f"segmentation models train with natural missingness only; {bad} ask for {recipe.models[bad[0]].train_missing!r}")
+    built = {}
+    for label, spec in recipe.models.items():  # every model is built (and checked) before the data are read
+        torch.manual_seed(recipe.train.seed)
+        built[label] = build_seg_fuser(recipe, spec)
     output, train, test, t0 = start_run(recipe, output, data_root, resume)
     natural = train.get_batch(torch.arange(len(train)))["present"]
     trained, timings = {}, {}
     for label, spec in recipe.models.items():
-        torch.manual_seed(recipe.train.seed)
-        model = build_seg_fuser(recipe, spec)
+        model = built.pop(label)
         t1 = time.perf_counter()
         model = fit_or_reuse(model, seg_fusion_step, train, recipe.train, output / "models" / label, resume, natural,
                              fusion_data_record(train, test, data_root, "natural"),
