@@ -195,7 +195,7 @@ def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int
     """
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    from medfm.evaluation.plots import _new_figure, _save
+    from medfm.evaluation.plots import new_figure, save_figure
     from medfm.training.loop import get_batch
 
     idx = sample_per_class(dataset.labels, per_class, seed)
@@ -221,7 +221,7 @@ def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int
 
     titles = [cam_caption(caption(int(y[j])), caption(pred[j])) for j in range(cols)]
     title_lines = max(t.count("\n") + 1 for t in titles)
-    fig = _new_figure((_CAM_COL_IN * cols + 0.6, 1.45 * rows + title_lines * _CAM_TITLE_PT * 1.3 / 72))
+    fig = new_figure((_CAM_COL_IN * cols + 0.6, 1.45 * rows + title_lines * _CAM_TITLE_PT * 1.3 / 72))
     rgb = images.permute(0, 2, 3, 1).numpy()
     if rgb.shape[-1] == 1:
         rgb = np.repeat(rgb, 3, axis=-1)
@@ -237,7 +237,7 @@ def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int
                 ax.set_title(titles[j], fontsize=_CAM_TITLE_PT)
             if j == 0:
                 ax.set_ylabel("image" if r == 0 else methods[r - 1], fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
     return {"path": str(path), "indices": idx.tolist(), "methods": list(methods), "predicted": pred}
 
 

@@ -345,11 +345,11 @@ def render_markdown(res: Mapping[str, Any], modalities: Sequence[str]) -> str:
 
 def plot_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
     """PNG: AUC per modality subset (x) for every model (one marker series each)."""
-    from medfm.evaluation.plots import _new_figure, _save
+    from medfm.evaluation.plots import new_figure, save_figure
 
     subsets = list(dict.fromkeys(r["subset"] for r in res["subsets"]))
     models = list(dict.fromkeys(r["model"] for r in res["subsets"]))
-    fig = _new_figure((10.0, 4.8))
+    fig = new_figure((10.0, 4.8))
     ax = fig.add_subplot(1, 1, 1)
     markers = "os^Dvx+*<>ph"
     width = 0.7 / max(1, len(models))
@@ -366,7 +366,7 @@ def plot_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
     ax.grid(alpha=0.3, axis="y")
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_fusion_report(res: Mapping[str, Any], output: PathLike, modalities: Sequence[str],

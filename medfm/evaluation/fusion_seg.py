@@ -132,11 +132,11 @@ def render_seg_markdown(res: Mapping[str, Any]) -> str:
 
 def plot_seg_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
     """PNG: mean per-patient Dice per modality subset (x) for every model (one marker series each)."""
-    from medfm.evaluation.plots import _new_figure, _save
+    from medfm.evaluation.plots import new_figure, save_figure
 
     subsets = list(dict.fromkeys(r["subset"] for r in res["subsets"]))
     models = list(dict.fromkeys(r["model"] for r in res["subsets"]))
-    fig = _new_figure((8.0, 4.5))
+    fig = new_figure((8.0, 4.5))
     ax = fig.add_subplot(1, 1, 1)
     width = 0.7 / max(1, len(models))
     for k, m in enumerate(models):
@@ -150,7 +150,7 @@ def plot_seg_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
     ax.set_title("Dice per image-modality subset at test time")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_seg_fusion_report(res: Mapping[str, Any], output: PathLike, extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:

@@ -20,7 +20,9 @@ __all__ = ["plot_confusion_matrix", "plot_roc", "plot_reliability"]
 _DPI = 120
 
 
-def _new_figure(size=(5.0, 4.5)):
+def new_figure(size=(5.0, 4.5)) -> Any:
+    """A matplotlib ``Figure`` of ``size`` inches at the report DPI on an Agg canvas (no pyplot, no
+    global state: safe in threads and without a display). Draw on it, then :func:`save_figure`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -29,7 +31,8 @@ def _new_figure(size=(5.0, 4.5)):
     return fig
 
 
-def _save(fig: Any, path: PathLike) -> Path:
+def save_figure(fig: Any, path: PathLike) -> Path:
+    """Lay out ``fig`` and write it as PNG to ``path`` atomically (temp file, then rename); returns ``path``."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -59,7 +62,7 @@ def plot_confusion_matrix(cm: Any, label_names: Sequence[str], path: PathLike, n
     k = cm.shape[0]
     rows = cm.sum(axis=1, keepdims=True)
     shown = cm / np.maximum(rows, 1) if normalize else cm
-    fig = _new_figure((max(4.0, 0.6 * k + 2.5), max(3.5, 0.6 * k + 2.0)))
+    fig = new_figure((max(4.0, 0.6 * k + 2.5), max(3.5, 0.6 * k + 2.0)))
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="recall" if normalize else "count")
@@ -74,7 +77,7 @@ def plot_confusion_matrix(cm: Any, label_names: Sequence[str], path: PathLike, n
                 ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8,
                         color="white" if shown[i, j] > 0.6 * hi else "black")
     ax.set_title("confusion matrix")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _roc_points(t: np.ndarray, s: np.ndarray):
@@ -113,7 +116,7 @@ def plot_roc(y_true: Any, y_score: Any, task: str, label_names: Optional[Sequenc
         names = [str(x) for x in label_names]
     if task == "binary-class":
         names = names[-1:]
-    fig = _new_figure((5.5, 5.0))
+    fig = new_figure((5.5, 5.0))
     ax = fig.add_subplot(1, 1, 1)
     skipped = 0
     for c in range(n_cols):
@@ -133,7 +136,7 @@ def plot_roc(y_true: Any, y_score: Any, task: str, label_names: Optional[Sequenc
     ax.set_title("ROC" + ("" if task == "binary-class" else (" per label" if task == MULTI_LABEL else " one-vs-rest")))
     if n_cols - skipped:
         ax.legend(loc="lower right", fontsize=7, title=f"{skipped} undefined, skipped" if skipped else None)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(cal: Calibration, path: PathLike) -> Path:
@@ -150,7 +153,7 @@ def plot_reliability(cal: Calibration, path: PathLike) -> Path:
     width = np.diff(edges)
     centers = edges[:-1] + width / 2
     filled = cal.bin_count > 0
-    fig = _new_figure((5.0, 5.0))
+    fig = new_figure((5.0, 5.0))
     ax = fig.add_subplot(1, 1, 1)
     ax.bar(centers[filled], cal.bin_accuracy[filled], width=width[filled], edgecolor="black",
            color="tab:blue", alpha=0.8, label="accuracy")
@@ -163,4 +166,4 @@ def plot_reliability(cal: Calibration, path: PathLike) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_title(f"reliability (ECE {cal.ece:.3f}, {cal.n_bins} bins)")
     ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -242,7 +242,7 @@ def plot_error_vs_severity(
     Raises:
         ValueError: empty input, or corruptions with different numbers of severities.
     """
-    from medfm.evaluation.plots import _new_figure, _save
+    from medfm.evaluation.plots import new_figure, save_figure
 
     if not errors_by_corruption:
         raise ValueError("errors_by_corruption is empty")
@@ -259,7 +259,7 @@ def plot_error_vs_severity(
     n = len(groups)
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig = _new_figure((4.2 * cols, 3.4 * rows))
+    fig = new_figure((4.2 * cols, 3.4 * rows))
     top = max(max(max(v) for v in errors_by_corruption.values()), clean_error)
     for i, (family, names) in enumerate(sorted(groups.items())):
         ax = fig.add_subplot(rows, cols, i + 1)
@@ -274,7 +274,7 @@ def plot_error_vs_severity(
         ax.legend(fontsize=7, loc="upper left")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def robustness_summary(

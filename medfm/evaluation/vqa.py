@@ -108,13 +108,13 @@ def accuracy_by_group(correct: Sequence[bool], groups: Sequence[str], min_count:
 
 def plot_group_accuracy(rows: Sequence[Dict[str, Any]], path: Any, title: Optional[str] = None) -> Any:
     """Horizontal bar chart of :func:`accuracy_by_group` rows to a PNG (atomic write)."""
-    from medfm.evaluation.plots import _new_figure, _save
+    from medfm.evaluation.plots import new_figure, save_figure
 
-    fig = _new_figure((6.0, 0.35 * max(4, len(rows)) + 1.0))
+    fig = new_figure((6.0, 0.35 * max(4, len(rows)) + 1.0))
     ax = fig.add_subplot(1, 1, 1)
     labels = [f"{r['group']} (n={r['n']})" for r in rows][::-1]
     ax.barh(labels, [r["acc"] for r in rows][::-1], color="#4c72b0")
     ax.set_xlim(0, 1)
     ax.set_xlabel("exact-match accuracy")
     ax.set_title(title or "accuracy by question type")
-    return _save(fig, path)
+    return save_figure(fig, path)

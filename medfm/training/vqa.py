@@ -387,9 +387,9 @@ def _finish(model: nn.Module, recipe: VQARecipe, output: Path, train: Any, test:
 
 
 def _plot_curve(log: List[Dict[str, Any]], path: Path) -> None:
-    from medfm.evaluation.plots import _new_figure, _save
+    from medfm.evaluation.plots import new_figure, save_figure
 
-    fig = _new_figure((6.0, 3.5))
+    fig = new_figure((6.0, 3.5))
     ax = fig.add_subplot(1, 2, 1)
     ax.plot([r["epoch"] for r in log], [r["loss"] for r in log])
     ax.set_xlabel("epoch")
@@ -400,7 +400,7 @@ def _plot_curve(log: List[Dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("test acc (curve only)")
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def render_report(res: Dict[str, Any]) -> str:

@@ -149,8 +149,8 @@ def test_cam_captions_keep_whole_label_names_without_overlap(write_medmnist, tmp
     root = write_medmnist("bloodmnist", arrays=fake_medmnist_arrays("bloodmnist", counts=(2, 2, 24)))
     ds = MedMNISTDataset("bloodmnist", split="test", data_root=str(root))
     clf = medfm.from_pretrained(_ckpt(tmp_path / "c", "bloodmnist")).eval()
-    figures, save = [], plots._save
-    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: (figures.append(fig), save(fig, path))[1])
     cam.cam_grid(clf, ds, tmp_path / "grid.png", per_class=1, methods=("eigencam",))
     fig = figures[0]
     renderer = fig.canvas.get_renderer()
