@@ -28,6 +28,16 @@ class SegmentationInputError(ValueError):
     """An input to the segmentation pipeline has an unsupported type, shape or file format."""
 
 
+def _check_not_empty(shape: Sequence[int], what: str) -> None:
+    """Refuse an image or volume with a zero-length axis (it would give an empty mask, no error).
+
+    Raises:
+        SegmentationInputError: ``0 in shape``, naming ``what`` and the shape.
+    """
+    if 0 in tuple(shape):
+        raise SegmentationInputError(f"{what} is empty: shape {tuple(shape)} has a zero-length axis")
+
+
 def seg_core(model: torch.nn.Module) -> torch.nn.Module:
     """The :class:`SegmentationModel` inside a (possibly peft-wrapped) model.
 
@@ -65,11 +75,13 @@ def predict_probs(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor]
         ``(K, *S)`` float32 probabilities, ``S`` the input's spatial shape.
 
     Raises:
-        SegmentationInputError: wrong rank or channel count for this model.
+        SegmentationInputError: wrong rank or channel count for this model, an empty input
+            (a zero-length axis).
     """
     core = seg_core(model)
     inf = core.inference
     x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image, dtype=torch.float32)
+    _check_not_empty(x.shape, "the input")
     dev = next(core.parameters()).device
     k = inf["context_slices"]
     if k:
@@ -169,8 +181,10 @@ def _finite_volume(arr: np.ndarray, where: str) -> np.ndarray:
     one NaN gives all zeros (an all-background mask), and the 2.5D and "unit" paths pass it on.
 
     Raises:
-        SegmentationInputError: a non-numeric dtype (bool, strings, objects, complex), NaN/inf voxels.
+        SegmentationInputError: a non-numeric dtype (bool, strings, objects, complex), an empty
+            volume (a zero-length axis), NaN/inf voxels.
     """
+    _check_not_empty(arr.shape, where)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise SegmentationInputError(f"volumes must be numeric, got dtype {arr.dtype}")
     if not np.isfinite(arr).all():
@@ -271,8 +285,8 @@ def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
 
     Raises:
         SegmentationInputError: unsupported type, missing/corrupt file, wrong dimensionality,
-            a 2D float array with NaN/inf or values outside [0, 1], a volume that is not
-            numeric or has NaN/inf voxels.
+            a 2D float array with NaN/inf or values outside [0, 1], an empty image or volume
+            (a zero-length axis), a volume that is not numeric or has NaN/inf voxels.
     """
     from PIL import Image
 
@@ -307,6 +321,7 @@ def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
         if arr.ndim != 3:
             raise SegmentationInputError(f"this model segments 3D volumes (X, Y, Z), got an array of shape {arr.shape}")
         return {"array": _finite_volume(arr, "the volume"), "affine": None, "header": None, "nifti": False}
+    _check_not_empty(arr.shape, "the image")
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0
     elif not np.issubdtype(arr.dtype, np.floating):

@@ -15,7 +15,8 @@ Single-modality baselines (one modality) train only on the samples that have it.
 
 Then :func:`medfm.evaluation.fusion.run_fusion_protocol` runs on the test patients. Output:
 ``config.yaml``, ``models/<label>/`` (``metrics.jsonl``, ``checkpoint/``, final ``model/`` in
-medfm.hub layout), ``results.json``, ``report.md``, ``subsets.png``.
+medfm.hub layout), ``results.json`` (``train_seconds`` per model; a model reused by ``--resume``
+keeps the time its checkpoint recorded and is listed in ``reused_models``), ``report.md``, ``subsets.png``.
 """
 from __future__ import annotations
 
@@ -241,28 +242,49 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
 
 def fit_or_reuse(model: torch.nn.Module, step_fn: Any, data: Any, train_cfg: TrainConfig, run_dir: Path,
                  resume: bool, natural: Dict[str, torch.Tensor], data_meta: Dict[str, Any],
-                 training: Optional[Dict[str, Any]] = None) -> torch.nn.Module:
+                 training: Optional[Dict[str, Any]] = None, log_tag: str = "fuse") -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """Train one fuser into ``run_dir/model`` (resumable), or reuse it there when ``resume``.
 
     A single-modality model (``len(model.modalities) == 1``) learns only from the samples whose
-    ``natural[m]`` (``(N,)`` bool presence) is set. Returns the model in eval mode.
-    The final checkpoint's config records ``{"training": {"data": data_meta, **training}}``
-    (``training``: run label, fuser, settings, for its model card) and the parameter count.
+    ``natural[m]`` (``(N,)`` bool presence) is set.
+    The final checkpoint's config records ``{"training": {"data": data_meta, **training,
+    "train_seconds": s}}`` (``training``: run label, fuser, settings, for its model card; ``s``:
+    wall-clock seconds of this call's training) and the parameter count.
+
+    Returns ``(model, fit)``: the model in eval mode and ``fit = {"train_seconds", "reused_from"}``:
+    after training, the seconds just spent and None; when reused, the seconds the checkpoint's
+    config recorded (None for a checkpoint saved before they were recorded) and the checkpoint
+    path. Prints ``[<log_tag>] <label>: trained in <s> s`` or ``... reused from <path> (...)``.
+    Raises: CheckpointError: a reused ``run_dir/model`` that is not a readable checkpoint.
     """
-    from medfm.hub import from_pretrained, save_pretrained, write_checkpoint
+    from medfm.hub import from_pretrained, load_config, save_pretrained, write_checkpoint
     from medfm.training.loop import Trainer
     from medfm.training.runs import IndexedSubset
 
-    final = run_dir / "model"
+    final, label = run_dir / "model", run_dir.name
     if resume and final.is_dir():
-        return from_pretrained(final).eval()
+        seconds = load_config(final).get("training", {}).get("train_seconds")
+        when = f"trained in {seconds:.1f} s by the earlier run" if seconds is not None else "training time not recorded"
+        print(f"[{log_tag}] {label}: reused from {final} ({when})", flush=True)
+        return from_pretrained(final).eval(), {"train_seconds": seconds, "reused_from": str(final)}
+    t0 = time.perf_counter()
     if len(model.modalities) == 1:  # a single-modality baseline learns only from samples that have it
         data = IndexedSubset(data, natural[model.modalities[0]].nonzero().flatten())
     Trainer(model, step_fn, data, train_cfg, run_dir, lambda m, d: write_checkpoint(m, d)).fit(resume=resume)
-    extra = {"training": {"data": data_meta, **(training or {})},
+    seconds = round(time.perf_counter() - t0, 1)
+    extra = {"training": {"data": data_meta, **(training or {}), "train_seconds": seconds},
              "n_params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"}
     save_pretrained(model.eval(), final, extra_config=extra)
-    return model.eval()
+    print(f"[{log_tag}] {label}: trained in {seconds:.1f} s", flush=True)
+    return model.eval(), {"train_seconds": seconds, "reused_from": None}
+
+
+def fit_timings(fits: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """The results.json timing keys of ``{label: fit}`` (:func:`fit_or_reuse`): ``train_seconds``
+    ``{label: seconds or None}`` (a reused model keeps the seconds of the run that trained it) and
+    ``reused_models`` ``{label: checkpoint path}`` for the models reused by ``--resume``."""
+    return {"train_seconds": {k: f["train_seconds"] for k, f in fits.items()},
+            "reused_models": {k: f["reused_from"] for k, f in fits.items() if f["reused_from"]}}
 
 
 def fusion_data_record(train: Any, test: Any, data_root: Optional[str], train_missing: str) -> Dict[str, Any]:
@@ -314,19 +336,16 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
     natural = {m: train.get_batch(torch.arange(len(train)))["present"][m] for m in recipe.modalities}
     mnar = mnar_drop(train.labels, natural, pcfg.mnar_modalities, pcfg.p_high, pcfg.p_low, False,
                      torch.Generator().manual_seed(pcfg.seed + 101))
-    trained, trained_mnar, timings = {}, {}, {}
+    trained, trained_mnar, fits = {}, {}, {}
     for label, spec in recipe.models.items():
         torch.manual_seed(recipe.train.seed)
         model = build_fuser(recipe, spec, len(CLINICAL_COLUMNS), label_names)
         model.set_tabular_statistics(train.clinical)
         data = MissingnessView(train, mnar) if spec.train_missing == "mnar" else train
-        t1 = time.perf_counter()
-        model = fit_or_reuse(model, fusion_step, data, recipe.train, output / "models" / label, resume, natural,
-                             fusion_data_record(train, test, data_root, spec.train_missing),
-                             fusion_training_record(recipe, label, spec))
-        timings[label] = round(time.perf_counter() - t1, 1)
+        model, fits[label] = fit_or_reuse(model, fusion_step, data, recipe.train, output / "models" / label, resume,
+                                          natural, fusion_data_record(train, test, data_root, spec.train_missing),
+                                          fusion_training_record(recipe, label, spec))
         (trained_mnar if spec.train_missing == "mnar" else trained)[label] = model.eval()
-        print(f"[fuse] {label}: trained in {timings[label]:.1f} s", flush=True)
     test_batch = test.get_batch(torch.arange(len(test)))
     res = run_fusion_protocol(trained, test_batch, recipe.modalities, trained_mnar, pcfg.mcar_rates, pcfg.mnar_modalities,
                               pcfg.p_high, pcfg.p_low, pcfg.n_boot, pcfg.seed)
@@ -335,7 +354,7 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
                        "n_train_slices": len(train), "n_test_slices": len(test)},
              "missing_sequences": {**train.missing, **test.missing},
              "clinical_columns": list(CLINICAL_COLUMNS), "excluded_columns": EXCLUDED_COLUMNS,
-             "train_seconds": timings, "wall_s": round(time.perf_counter() - t0, 1)}
+             **fit_timings(fits), "wall_s": round(time.perf_counter() - t0, 1)}
     write_fusion_report(res, output, recipe.modalities, extra)
     write_fusion_cards(output, list(recipe.models), {**extra, **res})
     return {**extra, **res}
@@ -371,5 +390,5 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
-           "fusion_step", "build_fuser", "start_run", "fit_or_reuse", "run_fusion", "fuse_from_recipe",
+           "fusion_step", "build_fuser", "start_run", "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
            "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

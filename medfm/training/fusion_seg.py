@@ -64,8 +64,8 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
         UnknownNameError: an unregistered fuser; MedFMDataError: LGG missing.
     """
     from medfm.evaluation.fusion_seg import run_seg_fusion_protocol, write_seg_fusion_report
-    from medfm.training.fusion import (fit_or_reuse, fusion_data_record, fusion_training_record, start_run,
-                                       write_fusion_cards)
+    from medfm.training.fusion import (fit_or_reuse, fit_timings, fusion_data_record, fusion_training_record,
+                                       start_run, write_fusion_cards)
 
     bad = [k for k, v in recipe.models.items() if v.train_missing != "natural"]
     if bad:
@@ -76,22 +76,18 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
         built[label] = build_seg_fuser(recipe, spec)
     output, train, test, t0 = start_run(recipe, output, data_root, resume)
     natural = train.get_batch(torch.arange(len(train)))["present"]
-    trained, timings = {}, {}
+    trained, fits = {}, {}
     for label, spec in recipe.models.items():
-        model = built.pop(label)
-        t1 = time.perf_counter()
-        model = fit_or_reuse(model, seg_fusion_step, train, recipe.train, output / "models" / label, resume, natural,
-                             fusion_data_record(train, test, data_root, "natural"),
-                             fusion_training_record(recipe, label, spec))
-        timings[label] = round(time.perf_counter() - t1, 1)
+        model, fits[label] = fit_or_reuse(built.pop(label), seg_fusion_step, train, recipe.train, output / "models" / label,
+                                          resume, natural, fusion_data_record(train, test, data_root, "natural"),
+                                          fusion_training_record(recipe, label, spec), log_tag="fuse-seg")
         trained[label] = model.eval()
-        print(f"[fuse-seg] {label}: trained in {timings[label]:.1f} s", flush=True)
     res = run_seg_fusion_protocol(trained, test.get_batch(torch.arange(len(test))), recipe.modalities, LABEL_NAMES,
                                   recipe.protocol.n_boot, recipe.protocol.seed)
     extra = {"task": f"FLAIR-abnormality segmentation, TCGA-LGG, {recipe.data.img_size} px slices; Dice per patient",
              "split": {"rule": "sorted patient folders; i % 3 == 2 -> test", "train": train.patients, "test": test.patients,
                        "n_train_slices": len(train), "n_test_slices": len(test)},
-             "missing_sequences": {**train.missing, **test.missing}, "train_seconds": timings,
+             "missing_sequences": {**train.missing, **test.missing}, **fit_timings(fits),
              "wall_s": round(time.perf_counter() - t0, 1)}
     write_seg_fusion_report(res, output, extra)
     write_fusion_cards(output, list(recipe.models), {**extra, **res})

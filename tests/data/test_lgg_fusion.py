@@ -163,7 +163,13 @@ def test_medfm_fuse_end_to_end_on_synthetic_lgg(tmp_path, capsys):
     assert model.medfm_spec["name"] == "3mat"
     # a second run without --resume refuses to overwrite; with --resume it reuses the finished models
     assert main(["fuse", str(recipe), "--output", str(out), "--data-root", str(root)]) == 2
+    capsys.readouterr()
     assert main(["fuse", str(recipe), "--output", str(out), "--data-root", str(root), "--resume"]) == 0
+    # reused models are reported as reused and keep the training time of the run that trained them
+    printed = capsys.readouterr().out
+    assert "[fuse] 3mat: reused from " in printed and ": trained in" not in printed
+    again = json.loads((out / "results.json").read_text())
+    assert again["train_seconds"] == res["train_seconds"] and set(again["reused_models"]) == set(res["train_seconds"])
 
 
 def test_collate_refuses_integer_images_but_keeps_integer_tables():

@@ -167,3 +167,28 @@ def test_text_conditioned_query_errors_are_input_errors():
         pipe(img, query="   ")
     with pytest.raises(SegmentationInputError, match="8-d embeddings; this model was trained with 16-d"):
         medfm.pipeline("image-segmentation", model=model, text_encoder=FixedEncoder(8))(img, query="vessels")
+
+
+@pytest.mark.parametrize("model_args, image, named", [
+    ((("resnet_test", 1, 2), {}), np.zeros((0, 30), np.float32), r"the image is empty: shape \(0, 30\)"),
+    ((("resnet_test", 1, 2), {}), np.zeros((30, 0), np.uint8), r"the image is empty: shape \(30, 0\)"),
+    ((("resnet_test", 1, 2), {}), np.zeros((0, 30, 3), np.uint8), r"the image is empty: shape \(0, 30, 3\)"),
+    (((), {"intensity": "percentile"}), np.zeros((0, 18, 13), np.float32), r"the volume is empty: shape \(0, 18, 13\)"),
+    (((), {"intensity": "unit"}), np.zeros((20, 0, 13), np.float32), r"the volume is empty: shape \(20, 0, 13\)"),
+    ((("resnet_test", 3, 2), {"context_slices": 1}), np.zeros((20, 18, 0), np.float32),
+     r"the volume is empty: shape \(20, 18, 0\)"),
+    ((("resnet3d_test", 2), {"intensity": "percentile"}), np.zeros((2, 20, 0, 13), np.float32),
+     r"the array is empty: shape \(2, 20, 0, 13\)"),
+])
+def test_empty_images_and_volumes_are_refused(model_args, image, named):
+    """An image or volume with a zero-length axis used to come back as an empty mask, no error
+    (the classification pipeline refuses empty images)."""
+    args, inference = model_args
+    pipe = medfm.pipeline("image-segmentation", model=_model(*args, **inference))
+    with pytest.raises(SegmentationInputError, match=named + " has a zero-length axis"):
+        pipe(image)
+
+
+def test_predict_probs_refuses_an_empty_input():
+    with pytest.raises(SegmentationInputError, match=r"the input is empty: shape \(1, 0, 30\)"):
+        predict_probs(_model("resnet_test", in_chans=1, classes=2), np.zeros((1, 0, 30), np.float32))

@@ -46,9 +46,14 @@ def test_fuse_segmentation_end_to_end_then_resume_reuses_models(tmp_path, capsys
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "pre+flair       fused_unet: Dice" in printed and "natural     single_flair: Dice" in printed
+    assert all(f"[fuse-seg] {m}: trained in " in printed for m in MODELS) and "reused from" not in printed
 
     res = json.loads((out / "results.json").read_text())
     assert {"task", "split", "missing_sequences", "train_seconds", "subsets", "natural", "checks", "settings"} <= set(res)
+    assert res["reused_models"] == {} and list(res["train_seconds"]) == list(MODELS)
+    for m in MODELS:  # each model's folder records its own training time, for a later --resume
+        cfg = json.loads((out / "models" / m / "model" / "config.json").read_text())
+        assert cfg["training"]["train_seconds"] == res["train_seconds"][m] >= 0
     test_case = CASES[2][0]
     assert res["split"]["test"] == [test_case] and res["split"]["n_test_slices"] == 4
     assert res["missing_sequences"][CASES[1][0]] == ["pre", "post"]
@@ -80,9 +85,22 @@ def test_fuse_segmentation_end_to_end_then_resume_reuses_models(tmp_path, capsys
         pytest.fail("--resume retrained a model whose final checkpoint exists")
 
     monkeypatch.setattr("medfm.training.loop.Trainer.fit", no_training)
+    old_cfg = out / "models" / "single_flair" / "model" / "config.json"  # as saved before times were recorded
+    cfg = json.loads(old_cfg.read_text())
+    del cfg["training"]["train_seconds"]
+    old_cfg.write_text(json.dumps(cfg))
     assert main(argv + ["--resume"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["subsets"] == res["subsets"] and again["natural"] == res["natural"]
+    # reuse is reported as reuse: the earlier training time is kept (None where it was not recorded),
+    # not replaced by the seconds spent loading the checkpoint
+    printed = capsys.readouterr().out
+    assert ": trained in" not in printed
+    for m in MODELS:
+        assert f"[fuse-seg] {m}: reused from {out / 'models' / m / 'model'} (" in printed
+    assert "single_flair: reused from" in printed and "(training time not recorded)" in printed
+    assert again["train_seconds"] == {**res["train_seconds"], "single_flair": None}
+    assert again["reused_models"] == {m: str(out / "models" / m / "model") for m in MODELS}
     assert {m: (out / "models" / m / "model" / "model.safetensors").read_bytes() for m in MODELS} == weights
 
 
