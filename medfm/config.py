@@ -8,8 +8,9 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, Iterator, Tuple, Type, TypeVar, Union
 
 import yaml
 
@@ -35,7 +36,10 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
     Raises:
         ConfigError: unknown keys (with close matches), a missing required key, a value of the
             wrong type (e.g. ``train.epochs: expected an integer, got 'ten' (str)``), a section
-            that is not a mapping, or a value rejected by the dataclass's ``__post_init__``.
+            that is not a mapping, or a value rejected by the dataclass's ``__post_init__`` (its
+            location once: ``r.yaml: data.scale must be in (0, 4], got 9``, see :func:`_located`).
+
+    The returned dataclass records ``where`` for :func:`recipe_location`.
     """
     where = where or cls.__name__
     if data is None:
@@ -54,7 +58,54 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
     if missing:  # the dataclass would say "__init__() missing 1 required positional argument"
         raise ConfigError(f"{where}: missing required key(s) {', '.join(repr(m) for m in missing)}")
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as err:  # a ConfigError too: one from a from_dict in __post_init__ is relative
+        raise ConfigError(_located(where, str(err))) from None
+    try:  # for :func:`recipe_location`; the dataclass's fields (to_dict, ==) do not see it
+        object.__setattr__(obj, _WHERE, where)
+    except AttributeError:  # a dataclass with __slots__
+        pass
+    return obj
+
+
+#: attribute where :func:`from_dict` records the location of a section it built
+_WHERE = "_medfm_recipe_where"
+
+
+def _located(where: str, message: str) -> str:
+    """``message`` (raised by the dataclass at ``where``, e.g. ``"r.yaml.data"``) with its location once.
+
+    The recipe dataclasses name their own keys (``"data.scale must be in (0, 4], got 9"``): a message
+    starting with the section's name (the last part of ``where``) gets the parent's location
+    (``"r.yaml: data.scale ..."``, not ``"r.yaml.data: data.scale ..."``); any other gets ``where``.
+    """
+    head, _, section = where.rpartition(".")
+    if head and message.startswith(section) and message[len(section):len(section) + 1] in (".", ":", " "):
+        return f"{head}: {message}"
+    return f"{where}: {message}"
+
+
+def recipe_location(section: Any, default: str) -> str:
+    """Where recipe ``section`` (a dataclass) came from: ``"r.yaml.encoder"`` when :func:`from_dict`
+    built it from a recipe file, else ``default`` (e.g. ``"encoder"`` for a recipe made in Python)."""
+    return getattr(section, _WHERE, None) or default
+
+
+@contextmanager
+def recipe_args_errors(where: str) -> Iterator[None]:
+    """Name the recipe location ``where`` (e.g. ``"p.yaml.objective.args"``) in a bad-value error of a
+    component built from recipe ``args``.
+
+    Wrap only the build or check of that component (encoder, objective, adapter, fuser): its
+    constructor's own checks raise one line (``"simclr: temperature must be > 0, got -1.0"``), which
+    becomes ``"p.yaml.objective.args: simclr: temperature must be > 0, got -1.0"``.
+
+    Raises:
+        ConfigError: for a ``ValueError`` or ``TypeError`` raised inside (a ``ConfigError``, which
+            carries its own location, passes unchanged; so does any other exception).
+    """
+    try:
+        yield
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:

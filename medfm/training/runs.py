@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 
-from medfm.config import dump_yaml, to_dict
+from medfm.config import dump_yaml, recipe_args_errors, recipe_location, to_dict
 from medfm.data import MedMNISTDataset, dataset_info
 from medfm.data.views import RandomViews
 from medfm.encoders import create_encoder
@@ -53,6 +53,31 @@ def data_metadata(ds: MedMNISTDataset) -> Dict[str, Any]:
     }
 
 
+def check_recipe_args(recipe: Union[PretrainRecipe, FinetuneRecipe]) -> None:
+    """Run the encoder's (and a pretraining objective's) own argument checks before any data are read.
+
+    The encoder is built once at random initialisation (``encoder.pretrained`` is not loaded:
+    :func:`medfm.hub.check_local_checkpoint` and the real build see to it) for the recipe's input:
+    the data set's channels from its metadata (:func:`medfm.data.dataset_info`, no file is read;
+    1 for the corpus) and side ``encoder.img_size`` or ``data.size``, as the runners build it; the
+    objective is checked without an encoder (:func:`medfm.objectives.inputs.check_objective_args`).
+    Costs one encoder build (milliseconds for the small encoders, about a second for a ViT-B).
+
+    Raises:
+        ConfigError: a bad value, named with its recipe location (:func:`medfm.config.recipe_args_errors`),
+            e.g. ``p.yaml.objective.args: simclr: temperature must be > 0, got -1.0``.
+        UnknownNameError: an unknown encoder or objective; UnknownDatasetError: an unknown data set.
+    """
+    objective = getattr(recipe, "objective", None)
+    if objective is not None:
+        with recipe_args_errors(f"{recipe_location(objective, 'objective')}.args"):
+            check_objective_args(objective.name, objective.args)
+    channels = 1 if recipe.data.dataset == "corpus" else dataset_info(recipe.data.dataset)["n_channels"]
+    with recipe_args_errors(recipe_location(recipe.encoder, "encoder")):
+        create_encoder(recipe.encoder.name, in_chans=channels, img_size=recipe.encoder.img_size or recipe.data.size,
+                       **recipe.encoder.args)
+
+
 def _load(recipe_data, split: str, data_root: Optional[str]) -> MedMNISTDataset:
     return MedMNISTDataset(recipe_data.dataset, split=split, size=recipe_data.size,
                            data_root=data_root or recipe_data.data_root, verify=recipe_data.verify_md5)
@@ -71,20 +96,20 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
     """Self-supervised pretraining of ``recipe.encoder`` with ``recipe.objective``.
 
     Labels are never read. Returns the checkpoint directory (``<output>/checkpoint``).
-    The objective's arguments are checked before the data are loaded
-    (:func:`medfm.objectives.inputs.check_objective_args`); nothing is written to ``output``
+    The encoder's and objective's arguments are checked before the data are loaded
+    (:func:`check_recipe_args`); nothing is written to ``output``
     before the encoder and objective are built.
 
     Raises:
-        ValueError / UnknownArgumentError: a bad ``objective.args`` value or key (before any data
-        are read); medfm data errors, UnknownNameError (encoder/objective), ConfigError; FileExistsError:
+        ConfigError: a bad ``encoder`` or ``objective.args`` value or key, with its recipe location (before
+        any data are read); medfm data errors, UnknownNameError (encoder/objective), ConfigError; FileExistsError:
         ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`).
     """
     from medfm.hub import write_checkpoint
 
     output = Path(output)
-    check_objective_args(recipe.objective.name, recipe.objective.args)  # seconds before the data are loaded
+    check_recipe_args(recipe)  # seconds before the data are loaded
     if recipe.data.dataset == "corpus":  # the multi-source image-text corpus (medfm.data.corpus)
         from medfm.data.corpus import PretrainCorpus
 
@@ -200,7 +225,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     Returns the final checkpoint: ``<output>/adapter`` for LoRA, else ``<output>/model``.
 
     Raises:
-        medfm data errors, UnknownNameError, CheckpointError (``init``); FileExistsError:
+        ConfigError: a bad ``encoder`` value, with its recipe location (:func:`check_recipe_args`, before
+        any data are read); medfm data errors, UnknownNameError, CheckpointError (``init``); FileExistsError:
         ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`),
         or with another ``init`` than the run was started with (:func:`medfm.training.resume.check_resume_init`;
@@ -212,6 +238,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     from medfm.hub import check_local_checkpoint, load_config
 
     output = Path(output)
+    check_recipe_args(recipe)  # before the data are loaded
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     check_resume_init(output, init, resume)  # --init is not in the recipe: <output>/init.json; before the data load
     check_local_checkpoint(init or recipe.encoder.pretrained)

@@ -225,6 +225,6 @@ def test_pretrain_refuses_a_bad_argument_before_reading_data(tmp_path, dataset):
 
     recipe = from_dict(PretrainRecipe, {"data": {"dataset": dataset}, "encoder": {"name": "resnet_test"},
                                         "objective": {"name": "graph_matching", "args": {"temperature": -1}}})
-    with pytest.raises(ValueError, match=r"^graph_matching: temperature must be > 0, got -1\.0$"):
+    with pytest.raises(ValueError, match=r"^PretrainRecipe\.objective\.args: graph_matching: temperature must be > 0, got -1\.0$"):
         run_pretrain(recipe, tmp_path / "out", data_root=str(tmp_path))
     assert not (tmp_path / "out").exists()

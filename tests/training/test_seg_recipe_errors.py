@@ -61,7 +61,8 @@ def _segment_error(tmp_path, monkeypatch, capsys, recipe: str, data: dict):
 ])
 def test_bad_data_value_is_named_before_any_data_is_read(tmp_path, monkeypatch, capsys, recipe, data, key, shown):
     code, err = _segment_error(tmp_path, monkeypatch, capsys, recipe, data)
-    assert code == 2 and err.startswith("medfm: error: r.yaml.data: ")
+    assert code == 2 and err.startswith("medfm: error: r.yaml"), err
+    assert "r.yaml.data: data." not in err, err  # the location once (it used to be doubled)
     assert key in err and shown in err, err
 
 

@@ -1,0 +1,74 @@
+"""A bad recipe value, as ``medfm pretrain|finetune|segment|vqa|fuse <recipe>`` reports it.
+
+One line, exit 2, the recipe location once (it was doubled, ``r.yaml.data: data.scale ...``, or
+missing, ``simclr: temperature must be > 0`` without the file or section), the key and the
+value; and before any data are read (``$MEDFM_DATA`` is an empty folder: a recipe that passes
+validation fails on the missing data instead).
+"""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from medfm.config import ConfigError, from_dict
+from tests.conftest import REPO_ROOT, cli_error
+
+
+@pytest.mark.parametrize("command, recipe, section, change, key, value", [
+    ("segment", "finetune/seg_unet_chase_db1.yaml", "data", {"scale": 9}, "data.scale", "got 9"),
+    ("finetune", "finetune/families/full_resnet18.yaml", "data", {"label_fraction": 2}, "data.label_fraction", "got 2"),
+    ("vqa", "finetune/vqa_resnet18_random.yaml", "data", {"in_chans": 2}, "data.in_chans", "got 2"),
+    ("fuse", "finetune/fusion_lgg_missing.yaml", "data", {"img_size": 8}, "data.img_size", "8"),
+    ("pretrain", "pretrain/simclr_resnet18_pneumoniamnist.yaml", "train", {"lr": -1}, "train.lr", "got -1"),
+    # a value the registered component's constructor refuses: it used to lack the recipe location
+    ("pretrain", "pretrain/simclr_resnet18_pneumoniamnist.yaml", "objective",
+     {"args": {"temperature": -1}}, "temperature", "got -1.0"),
+    # an encoder argument: it used to be found only after the data were read
+    ("finetune", "finetune/families/full_resnet18.yaml", "encoder",
+     {"name": "vmamba_tiny", "args": {"drop_path_rate": 5}}, "drop_path_rate", "got 5"),
+    ("pretrain", "pretrain/simclr_resnet18_pneumoniamnist.yaml", "encoder",
+     {"name": "groupmamba_tiny", "args": {"d_state": 0}}, "d_state", "got 0"),
+])
+def test_bad_recipe_value_is_one_line_with_its_location_once(tmp_path, monkeypatch, capsys, command, recipe, section,
+                                                            change, key, value):
+    monkeypatch.setenv("MEDFM_DATA", str(tmp_path / "no_data"))
+    r = yaml.safe_load((REPO_ROOT / recipe).read_text())
+    r[section] = {**(r.get(section) or {}), **change}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    code, err = cli_error(capsys, [command, tmp_path / "r.yaml", "--output", tmp_path / "out"])
+    assert code == 2 and err.startswith("medfm: error: r.yaml"), err
+    assert err.count("r.yaml") == 1 and err.count(f"{section}.") + err.count(f"{section}:") == 1, err
+    assert key in err and value in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_component_error_of_a_recipe_made_in_python_names_its_section(tmp_path):
+    """Without a recipe file the location is the section's name."""
+    from medfm.training.recipes import ObjectiveConfig, PretrainRecipe
+    from medfm.training.runs import run_pretrain
+
+    recipe = PretrainRecipe(objective=ObjectiveConfig("simclr", {"temperature": -1}))
+    with pytest.raises(ConfigError, match=r"^objective\.args: simclr: temperature must be > 0, got -1\.0$"):
+        run_pretrain(recipe, tmp_path / "out", data_root=str(tmp_path / "no_data"))
+
+
+def test_nested_section_built_in_post_init_gets_the_file_name(tmp_path):
+    """A section a dataclass builds itself (a suite's ``datasets[i]``) was reported without the file."""
+    from medfm.evaluation.suite_spec import load_suite
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "datasets": [{"flg": "pneumoniamnist"}]}))
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert str(err.value).startswith("s.yaml: datasets[0]: unknown key 'flg'"), err.value
+
+
+def test_a_message_naming_its_section_is_not_prefixed_twice():
+    from medfm.training.seg_tasks import SegDataConfig
+
+    with pytest.raises(ConfigError) as err:
+        from_dict(SegDataConfig, {"dataset": "chase_db1", "scale": 9}, where="r.yaml.data")
+    assert str(err.value) == "r.yaml: data.scale must be in (0, 4], got 9"
+    with pytest.raises(ConfigError) as err:  # a message that does not name the section keeps the location
+        from_dict(SegDataConfig, {"dataset": "chase_db1", "scale": "x"}, where="r.yaml.data")
+    assert str(err.value).startswith("r.yaml.data.scale: expected a number")
