@@ -31,6 +31,19 @@ def _gen():
 
 # -- encoders ---------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("name, args, match", [
+    # timm takes these and failed at the first training step ("bernoulli_ expects p to be in [0, 1]")
+    ("resnet_test", {"drop_path_rate": 5}, r"^drop_path_rate must be in \[0, 1\), got 5$"),
+    ("vit_test", {"drop_rate": -0.1}, r"^drop_rate must be in \[0, 1\), got -0.1$"),
+    # torch's "Trying to create tensor with negative dimension" / timm's assert, now one line naming the args
+    ("vit_test", {"embed_dim": -4}, r"^timm cannot build 'test_vit' with \{'embed_dim': -4\}: .*negative dimension"),
+    ("vit_test", {"num_heads": 5}, r"^timm cannot build 'test_vit' with \{'num_heads': 5\}: dim should be divisible"),
+])
+def test_timm_encoder_args_timm_cannot_use_are_one_line_at_build(name, args, match):
+    with pytest.raises(ValueError, match=match):
+        _enc(name, **args)
+
+
 @pytest.mark.parametrize("name", ["resnet_test", "vit_test"])
 def test_encoder_rejects_an_empty_batch(name):
     # was: an empty (0, D) result, and a reshape error inside timm for ViTs (the check is in

@@ -80,7 +80,25 @@ def timm_weights_source(arch: str) -> Dict[str, Any]:
 RESERVED_TIMM_ARGS = ("num_classes", "features_only", "pretrained", "pretrained_cfg_overlay")
 
 
+#: timm's dropout / stochastic-depth rates; each must be a probability in [0, 1)
+TIMM_RATE_ARGS = ("drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate")
+
+
 def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(arch, num_classes=0, **kwargs)``, headless, with medfm's argument checks.
+
+    Raises:
+        UnknownArgumentError: a reserved argument (``num_classes``, ``features_only``, ...).
+        ValueError: a rate of :data:`TIMM_RATE_ARGS` outside [0, 1) (timm takes it and fails at the
+            first training step), or arguments timm cannot build the model with (``embed_dim: -4``,
+            ``num_heads`` not dividing the width): one line naming the architecture and the arguments.
+        RuntimeError: timm's pretrained weights cannot be fetched (the message says how to work offline).
+    """
+    bad = {k: kwargs[k] for k in TIMM_RATE_ARGS if k in kwargs
+           and not (isinstance(kwargs[k], (int, float)) and 0.0 <= kwargs[k] < 1.0)}
+    if bad:
+        k, v = next(iter(bad.items()))
+        raise ValueError(f"{k} must be in [0, 1), got {v!r}")
     reserved = [k for k in RESERVED_TIMM_ARGS if k in kwargs]
     if reserved:
         from medfm.registry import UnknownArgumentError
@@ -94,11 +112,13 @@ def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
         source = timm_weights_source(arch)
         if source:
             kwargs["pretrained_cfg_overlay"] = source
+    shown = {k: v for k, v in kwargs.items() if k not in ("in_chans", "img_size", "patch_size", "pretrained_cfg_overlay")}
     try:
         return timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
-    except (OSError, RuntimeError) as err:  # hub unreachable, missing weights
-        if not pretrained:
-            raise
+    except (OSError, RuntimeError, AssertionError, ValueError) as err:  # hub unreachable, missing weights; bad args
+        if not pretrained or not isinstance(err, (OSError, RuntimeError)):
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"timm cannot build {arch!r} with {shown or 'its defaults'}: {first}") from None
         raise RuntimeError(
             f"could not fetch timm's pretrained weights for {arch!r} ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). Offline, pass pretrained=None or a local "

@@ -115,8 +115,11 @@ class SegDataConfig:
         # checked here, not at the first training step or at inference after training
         dims = self.spatial_dims
         if self.patch is not None and len(self.patch) != dims:
-            raise ValueError(f"data.patch has {len(self.patch)} values, but {self.dataset} training crops are "
-                             f"{dims}-D here; give {dims} values, got {self.patch}")
+            why = (f"with data.context_slices: {self.context_slices} (2.5D) {self.dataset} trains on 2-D slice crops"
+                   if self.context_slices else f"{self.dataset} training crops are {dims}-D"
+                   + (" volumes (data.context_slices > 0 trains 2.5D on 2-D slice crops)"
+                      if self.dataset == "msd_hippocampus" else ""))
+            raise ValueError(f"data.patch has {len(self.patch)} values, but {why}; give {dims} values, got {self.patch}")
         bad = [a for a in self.flip_axes if not 0 <= a < dims]
         if bad:
             raise ValueError(f"data.flip_axes must be spatial axes 0..{dims - 1} of the {dims}-D crops, got {self.flip_axes}")

@@ -6,6 +6,8 @@ slice stacks and the overlay slice.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import yaml
@@ -117,3 +119,15 @@ def test_hippocampus_cases_and_2_5d_stacks_on_real_data(real_data_root):
             assert np.array_equal(stack[3, k], np.take(volume, 3, axis)) and np.array_equal(stack[0, 0], np.take(volume, 0, axis))
         else:
             assert item["image"].shape[0] == 1 and item["image"].shape[1:] == item["mask"].shape
+
+
+@pytest.mark.parametrize("args, why", [
+    ({"context_slices": 1, "patch": [32, 32, 32], "normalize": "none"}, "with data.context_slices: 1 (2.5D)"),
+    ({"patch": [32, 32]}, "(data.context_slices > 0 trains 2.5D on 2-D slice crops)"),
+])
+def test_patch_length_error_says_what_sets_the_crop_dimension(args, why):
+    """The message said "training crops are 2-D here" without naming context_slices, which decides it."""
+    from medfm.training.seg_tasks import SegDataConfig
+
+    with pytest.raises(ValueError, match=re.escape(why)):
+        SegDataConfig(dataset="msd_hippocampus", **args)
