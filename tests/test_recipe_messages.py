@@ -28,6 +28,19 @@ from tests.conftest import REPO_ROOT, cli_error
      {"name": "vmamba_tiny", "args": {"drop_path_rate": 5}}, "drop_path_rate", "got 5"),
     ("pretrain", "pretrain/simclr_resnet18_pneumoniamnist.yaml", "encoder",
      {"name": "groupmamba_tiny", "args": {"d_state": 0}}, "d_state", "got 0"),
+    # the other runners' components: they lacked the location and (segment, vqa) came after the data
+    ("segment", "finetune/seg_unet_chase_db1.yaml", "encoder",
+     {"name": "vmamba_tiny", "args": {"drop_path_rate": 5}}, "drop_path_rate", "got 5"),
+    ("segment", "finetune/seg_unet_chase_db1.yaml", "decoder", {"norm": "bogus"}, "norm", "'bogus'"),
+    ("segment", "finetune/seg_text_chase_lgg.yaml", "encoder",
+     {"name": "vmamba_tiny", "args": {"drop_path_rate": 5}}, "drop_path_rate", "got 5"),
+    ("vqa", "finetune/vqa_resnet18_random.yaml", "encoder",
+     {"name": "vmamba_tiny", "args": {"drop_path_rate": 5}}, "drop_path_rate", "got 5"),
+    ("vqa", "finetune/vqa_resnet18_random.yaml", "head", {"dropout": 2}, "dropout", "got 2"),
+    ("fuse", "finetune/fusion_lgg_missing.yaml", "models",
+     {"3mat": {"fuser": "3mat", "args": {"modality_dropout": 2}}}, "modality_dropout", "got 2"),
+    ("fuse", "finetune/fusion_lgg_segmentation.yaml", "models",
+     {"fused_unet": {"fuser": "fused_unet", "args": {"modality_dropout": 2}}}, "modality_dropout", "got 2"),
 ])
 def test_bad_recipe_value_is_one_line_with_its_location_once(tmp_path, monkeypatch, capsys, command, recipe, section,
                                                             change, key, value):

@@ -78,7 +78,7 @@ class MambaConfig:
         if any(int(d) != d or d < 1 for d in self.dims) or any(int(d) != d or d < 1 for d in self.depths):
             raise ValueError(f"dims and depths must be positive integers, got {self.dims}, {self.depths}")
         if self.mixer == "groupmamba" and any(d % 4 for d in self.dims):
-            raise ValueError(f"GroupMamba needs stage widths divisible by 4, got {self.dims}")
+            raise ValueError(f"dims must be stage widths divisible by 4 for GroupMamba, got {self.dims}")
         if int(self.d_state) != self.d_state or self.d_state < 1:
             raise ValueError(f"d_state must be a positive integer, got {self.d_state}")
         if self.ssm_ratio <= 0 or any(r <= 0 for r in self.mlp_ratios):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -211,6 +211,29 @@ def build_fuser(recipe: FusionRecipe, spec: FusionModelConfig, clinical_features
     return FUSERS.build(spec.fuser, **args)
 
 
+def build_models(recipe: "FusionRecipe", build: Callable[[FusionModelConfig], torch.nn.Module]) -> Dict[str, torch.nn.Module]:
+    """``{label: build(spec)}`` for every model of the recipe, each built after ``torch.manual_seed(train.seed)``.
+
+    Called before the data are read, so that a bad fuser value fails in seconds, named with its
+    recipe location (``r.yaml.models.3mat: modality_dropout must be in [0, 1), got 2``; the fuser
+    takes the model's ``args`` over the recipe's shared ``modalities``, ``image_encoder``, ``dim``).
+    Fusers load no checkpoint, so the whole build is the component build.
+
+    Raises:
+        ConfigError: a ``ValueError``/``TypeError`` of ``build``, with ``models.<label>``'s location
+            (:func:`medfm.config.recipe_args_errors`); UnknownNameError: an unregistered fuser.
+    """
+    from medfm.config import recipe_args_errors
+    from medfm.training.runs import mapping_location
+
+    built = {}
+    for label, spec in recipe.models.items():
+        torch.manual_seed(recipe.train.seed)
+        with recipe_args_errors(mapping_location(recipe, f"models.{label}")):
+            built[label] = build(spec)
+    return built
+
+
 def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
               resume: bool = False) -> Tuple[Path, Any, Any, float]:
     """Set threads, load the LGG train/test sets, then create ``output`` with the resolved recipe.
@@ -320,8 +343,11 @@ def write_fusion_cards(output: Path, labels: List[str], results: Dict[str, Any])
 def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Train every model of ``recipe`` and run the protocol; returns the results dict.
 
+    Every model is built first (:func:`build_models`), so a bad fuser value fails before the data are read.
+
     Raises:
-        MedFMDataError: LGG data missing; FileExistsError: ``output`` holds a run and not ``resume``.
+        MedFMDataError: LGG data missing; FileExistsError: ``output`` holds a run and not ``resume``;
+        ConfigError: a bad fuser value, with its recipe location; UnknownNameError: an unregistered fuser.
     """
     from medfm.data.lgg_fusion import CLINICAL_COLUMNS, EXCLUDED_COLUMNS
     from medfm.evaluation.fusion import mnar_drop, run_fusion_protocol, write_fusion_report
@@ -330,16 +356,16 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
         from medfm.training.fusion_seg import run_fusion_segmentation
 
         return run_fusion_segmentation(recipe, output, data_root, resume)
-    output, train, test, t0 = start_run(recipe, output, data_root, resume)
     label_names = ["no_abnormality", "flair_abnormality"]
+    built = build_models(recipe, lambda spec: build_fuser(recipe, spec, len(CLINICAL_COLUMNS), label_names))
+    output, train, test, t0 = start_run(recipe, output, data_root, resume)
     pcfg = recipe.protocol
     natural = {m: train.get_batch(torch.arange(len(train)))["present"][m] for m in recipe.modalities}
     mnar = mnar_drop(train.labels, natural, pcfg.mnar_modalities, pcfg.p_high, pcfg.p_low, False,
                      torch.Generator().manual_seed(pcfg.seed + 101))
     trained, trained_mnar, fits = {}, {}, {}
     for label, spec in recipe.models.items():
-        torch.manual_seed(recipe.train.seed)
-        model = build_fuser(recipe, spec, len(CLINICAL_COLUMNS), label_names)
+        model = built.pop(label)
         model.set_tabular_statistics(train.clinical)
         data = MissingnessView(train, mnar) if spec.train_missing == "mnar" else train
         model, fits[label] = fit_or_reuse(model, fusion_step, data, recipe.train, output / "models" / label, resume,
@@ -390,5 +416,5 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
-           "fusion_step", "build_fuser", "start_run", "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
+           "fusion_step", "build_fuser", "build_models", "start_run", "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
            "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

@@ -20,7 +20,7 @@ from medfm.io import atomic_write_text
 from medfm.objectives.inputs import check_objective_args
 from medfm.registry import OBJECTIVES
 from medfm.training.loop import Trainer, refuse_existing_run
-from medfm.training.recipes import FinetuneRecipe, PretrainRecipe
+from medfm.training.recipes import EncoderConfig, FinetuneRecipe, PretrainRecipe
 from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
 
 
@@ -73,9 +73,33 @@ def check_recipe_args(recipe: Union[PretrainRecipe, FinetuneRecipe]) -> None:
         with recipe_args_errors(f"{recipe_location(objective, 'objective')}.args"):
             check_objective_args(objective.name, objective.args)
     channels = 1 if recipe.data.dataset == "corpus" else dataset_info(recipe.data.dataset)["n_channels"]
-    with recipe_args_errors(recipe_location(recipe.encoder, "encoder")):
-        create_encoder(recipe.encoder.name, in_chans=channels, img_size=recipe.encoder.img_size or recipe.data.size,
-                       **recipe.encoder.args)
+    check_encoder_args(recipe.encoder, channels, recipe.data.size)
+
+
+def check_encoder_args(encoder: EncoderConfig, in_chans: int, img_size: Optional[int]) -> torch.nn.Module:
+    """Build recipe section ``encoder`` once at random initialisation, to run its own argument checks
+    before any data are read (the check build of every runner: :func:`check_recipe_args`, ``medfm
+    segment``, ``medfm vqa``).
+
+    ``encoder.pretrained`` is not loaded (a checkpoint error is not a recipe value error; the real
+    build loads it). The input is ``in_chans`` channels of side ``encoder.img_size or img_size``.
+    Returns the encoder, for a check build of the adapter on top of it.
+
+    Raises:
+        ConfigError: a bad ``encoder.args`` value, named with the section's recipe location
+            (:func:`medfm.config.recipe_args_errors`), e.g. ``r.yaml.encoder: drop_path_rate must be in [0, 1), got 5``.
+        UnknownNameError: an unknown encoder.
+    """
+    with recipe_args_errors(recipe_location(encoder, "encoder")):
+        return create_encoder(encoder.name, in_chans=in_chans, img_size=encoder.img_size or img_size, **encoder.args)
+
+
+def mapping_location(recipe: Any, key: str) -> str:
+    """Recipe location of ``recipe``'s plain-mapping section ``key`` (``decoder``, ``models.<label>``):
+    ``"r.yaml.decoder"`` for a recipe read from ``r.yaml``, else ``key`` (a mapping cannot record its
+    own location, :func:`medfm.config.recipe_location`)."""
+    where = recipe_location(recipe, "")
+    return f"{where}.{key}" if where else key
 
 
 def _load(recipe_data, split: str, data_root: Optional[str]) -> MedMNISTDataset:

@@ -202,26 +202,64 @@ def seg_step(patch: Optional[List[int]], flip_axes: List[int], frozen: bool, mis
 
 
 # -- building ------------------------------------------------------------------------------------
-def build_segmenter(recipe: SegmentationRecipe, task: SegTask, init: Optional[str] = None) -> torch.nn.Module:
-    """A :class:`SegmentationModel` for ``task`` as the recipe describes it (not yet LoRA-wrapped)."""
-    from medfm.adapters.segmentation import SegmentationModel
-    from medfm.encoders import create_encoder
-
+def _encoder_img_size(recipe: SegmentationRecipe) -> int:
+    """The encoder's input side: ``encoder.img_size``, else ``data.patch[0]``; ValueError if neither is set."""
     patch = recipe.data.patch
     img_size = recipe.encoder.img_size or (patch[0] if patch else None)
     if img_size is None:
         raise ValueError("set encoder.img_size or data.patch")
-    encoder = create_encoder(recipe.encoder.name, in_chans=task.in_chans, img_size=img_size,
-                             pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
+    return img_size
+
+
+def build_segmenter(recipe: SegmentationRecipe, task: SegTask, init: Optional[str] = None,
+                    encoder: Optional[torch.nn.Module] = None) -> torch.nn.Module:
+    """A :class:`SegmentationModel` for ``task`` as the recipe describes it (not yet LoRA-wrapped).
+
+    ``encoder``: one already built from ``recipe.encoder`` (the check build of
+    :func:`check_segmenter_args`); default: built here with ``init`` (or ``encoder.pretrained``) loaded.
+
+    Raises:
+        ValueError: bad ``decoder`` options; neither ``encoder.img_size`` nor ``data.patch`` set.
+        ConfigError: an encoder of the wrong dimensionality for the task, with the ``encoder`` location.
+    """
+    from medfm.adapters.segmentation import SegmentationModel
+    from medfm.config import ConfigError, recipe_location
+    from medfm.encoders import create_encoder
+
+    patch = recipe.data.patch
+    if encoder is None:
+        encoder = create_encoder(recipe.encoder.name, in_chans=task.in_chans, img_size=_encoder_img_size(recipe),
+                                 pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
     if getattr(encoder, "spatial_dims", 2) != task.spatial_dims:
-        raise ValueError(f"{task.name} with context_slices={recipe.data.context_slices} needs a {task.spatial_dims}D "
-                         f"encoder; {recipe.encoder.name!r} is {getattr(encoder, 'spatial_dims', 2)}D")
+        raise ConfigError(f"{recipe_location(recipe.encoder, 'encoder')}: {task.name} with context_slices="
+                          f"{recipe.data.context_slices} needs a {task.spatial_dims}D encoder; {recipe.encoder.name!r} "
+                          f"is {getattr(encoder, 'spatial_dims', 2)}D")
     inference = {"scale": recipe.data.scale, "intensity": task.intensity, "context_slices": recipe.data.context_slices,
                  "slice_axis": recipe.data.slice_axis, "normalize": recipe.data.normalize, "overlap": recipe.eval.overlap}
     roi = recipe.eval.roi_size or patch
     if roi:
         inference["roi_size"] = list(roi)
     return SegmentationModel(encoder, len(task.label_names), task.label_names, decoder=recipe.decoder, inference=inference)
+
+
+def check_segmenter_args(recipe: SegmentationRecipe, task: SegTask) -> None:
+    """Build the segmenter once at random initialisation before the data are read, so that a bad
+    ``encoder`` or ``decoder`` value fails in seconds with its recipe location.
+
+    ``task`` comes from :func:`medfm.training.seg_tasks.build_task` (which reads no data); nothing
+    is loaded (:func:`medfm.training.runs.check_encoder_args`).
+
+    Raises:
+        ConfigError: ``r.yaml.encoder: ...`` or ``r.yaml.decoder: ...`` (a bad value) or an encoder of
+            the wrong dimensionality; ValueError: neither ``encoder.img_size`` nor ``data.patch``;
+            UnknownNameError: an unknown encoder.
+    """
+    from medfm.config import recipe_args_errors
+    from medfm.training.runs import check_encoder_args, mapping_location
+
+    encoder = check_encoder_args(recipe.encoder, task.in_chans, _encoder_img_size(recipe))
+    with recipe_args_errors(mapping_location(recipe, "decoder")):
+        build_segmenter(recipe, task, encoder=encoder)
 
 
 def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, output: Optional[Path] = None) -> Dict[str, Any]:
@@ -312,7 +350,8 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
         checkpoint and ``resume`` is False); ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
         (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was started
         with (:func:`medfm.training.resume.check_resume_init`); CheckpointError: a missing local ``init``
-        (or ``encoder.pretrained``) directory. These are checked before the data set is read.
+        (or ``encoder.pretrained``) directory; ConfigError: a bad ``encoder`` or ``decoder`` value, with its
+        recipe location (:func:`check_segmenter_args`). These are checked before the data set is read.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
@@ -329,6 +368,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     check_resume_init(output, init, resume)
     check_local_checkpoint(init or recipe.encoder.pretrained)  # before the data set is read
     task = build_task(recipe.data, data_root)
+    check_segmenter_args(recipe, task)  # a bad encoder/decoder value, before the data set is read
     train_set = task.training_arrays()
     torch.manual_seed(recipe.train.seed)
     model = build_segmenter(recipe, task, init)
@@ -394,4 +434,4 @@ def segment_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, 
 
 
 __all__ = ["seg_data_record", "segment_from_recipe", "SegmentationRecipe", "SegEvalConfig", "SegDataConfig", "run_segmentation", "evaluate_task",
-           "build_segmenter", "random_crop", "random_flips", "random_missing_sequences", "seg_step", "SEG_MODES"]
+           "build_segmenter", "check_segmenter_args", "random_crop", "random_flips", "random_missing_sequences", "seg_step", "SEG_MODES"]

@@ -211,6 +211,17 @@ def text_seg_step(recipe: TextSegRecipe):
     return step
 
 
+def _segmenter_args(recipe: TextSegRecipe) -> Dict[str, Any]:
+    """The :class:`medfm.adapters.text_seg.TextConditionedSegmenter` keyword arguments the recipe sets
+    (targets, decoder, head, inference per target, domain layers): all but the encoder and text width."""
+    patch = recipe.tasks[0].data.patch
+    return {"targets": [{"name": t.name, "modality": t.modality, "target": t.target} for t in recipe.tasks],
+            "decoder": recipe.decoder, "head": recipe.head, "inference": {"roi_size": list(patch)},
+            "domain_norm": recipe.domain_norm, "domain_stem": recipe.domain_stem,
+            "target_inference": {t.name: {"roi_size": list(patch), "scale": t.data.scale, "normalize": t.data.normalize,
+                                          "overlap": recipe.eval.overlap} for t in recipe.tasks}}
+
+
 def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[str] = None,
                           data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Train one text-conditioned model on all tasks, then evaluate each task (prompt and query).
@@ -223,17 +234,21 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
         (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was
         started with (:func:`medfm.training.resume.check_resume_init`); CheckpointError: a missing local
-        ``init`` (or ``encoder.pretrained``) directory. These are checked before anything is written or read.
+        ``init`` (or ``encoder.pretrained``) directory; ConfigError: a bad ``encoder`` value (``r.yaml.encoder: ...``)
+        or ``decoder``/``head`` value (``r.yaml: ...``), from a check build at random initialisation
+        (:func:`medfm.training.runs.check_encoder_args`). These are checked before anything is written or read.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
-    from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
-    from medfm.config import dump_yaml, to_dict
+    from medfm.adapters.text_seg import (TEXT_SEG_HEAD_MODULES, PromptedSegmenter, TextConditionedSegmenter,
+                                         build_text_segmenter)
+    from medfm.config import dump_yaml, recipe_args_errors, recipe_location, to_dict
     from medfm.encoders import create_encoder
     from medfm.hub import check_local_checkpoint
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.text import create_text_encoder
     from medfm.training.loop import Trainer, refuse_existing_run
     from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
+    from medfm.training.runs import check_encoder_args
     from medfm.cards import write_card
     from medfm.training.segmentation import evaluate_task, results_markdown, seg_data_record
 
@@ -246,22 +261,22 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     chans = {t.in_chans for t in tasks}
     if len(chans) != 1 or any(t.spatial_dims != 2 for t in tasks):
         raise ValueError(f"all tasks must be 2D with one channel count, got {[(t.name, t.in_chans) for t in tasks]}")
+    in_chans, patch = chans.pop(), recipe.tasks[0].data.patch
+    seg_args = _segmenter_args(recipe)
+    # the check build: a bad encoder/decoder/head value fails before anything is written or read
+    check = check_encoder_args(recipe.encoder, in_chans, patch[0])
+    with recipe_args_errors(recipe_location(recipe, "recipe")):
+        TextConditionedSegmenter(check, text_dim=1, **seg_args)  # (the text width only sizes a projection)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     record_init(output, init, resume)
     train_set = MultiTaskArrays([t.training_arrays() for t in tasks], alternate=recipe.alternate)
     torch.manual_seed(recipe.train.seed)
-    patch = recipe.tasks[0].data.patch
-    encoder = create_encoder(recipe.encoder.name, in_chans=chans.pop(), img_size=recipe.encoder.img_size or patch[0],
+    encoder = create_encoder(recipe.encoder.name, in_chans=in_chans, img_size=recipe.encoder.img_size or patch[0],
                              pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
     text_encoder = create_text_encoder(recipe.text_encoder)
-    targets = [{"name": t.name, "modality": t.modality, "target": t.target} for t in recipe.tasks]
-    task_inference = {t.name: {"roi_size": list(patch), "scale": t.data.scale, "normalize": t.data.normalize,
-                               "overlap": recipe.eval.overlap} for t in recipe.tasks}
-    model = build_text_segmenter(encoder, targets, text_encoder, text_encoder_spec=recipe.text_encoder,
-                                 decoder=recipe.decoder, head=recipe.head, inference={"roi_size": list(patch)},
-                                 domain_norm=recipe.domain_norm, domain_stem=recipe.domain_stem,
-                                 target_inference=task_inference)
+    task_inference = seg_args["target_inference"]
+    model = build_text_segmenter(encoder, text_encoder=text_encoder, text_encoder_spec=recipe.text_encoder, **seg_args)
     base = init or recipe.encoder.pretrained
     base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
     meta = {"training": {"tasks": {t.name: seg_data_record(task) for t, task in zip(recipe.tasks, tasks)},

@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 
 from medfm.adapters.lora import LoraSettings
-from medfm.config import dump_yaml, from_dict, load_yaml, to_dict, with_overrides
+from medfm.config import (dump_yaml, from_dict, load_yaml, recipe_args_errors, recipe_location, to_dict,
+                          with_overrides)
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
 from medfm.training.loop import (TrainConfig, check_finite_loss, lr_at, param_groups, refuse_existing_run,
                                  resolve_precision)
@@ -202,13 +203,16 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
             would silently replace the finished one); checked before anything is written.
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
         (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was
-        started with (:func:`medfm.training.resume.check_resume_init`).
+        started with (:func:`medfm.training.resume.check_resume_init`); a bad ``encoder`` or ``head``
+        value, with its recipe location (``r.yaml.head: ...``), from a check build at random
+        initialisation before the data are read (:func:`medfm.training.runs.check_encoder_args`).
     """
     from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
     from medfm.data.vqa_rad import VQARadDataset, data_md5s
     from medfm.encoders import create_encoder
     from medfm.hub import check_local_checkpoint
     from medfm.text.encoders import create_text_encoder
+    from medfm.training.runs import check_encoder_args
 
     cfg = recipe.train
     pretrained = init or recipe.encoder.pretrained
@@ -222,9 +226,14 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     check_resume_recipe(output, recipe, resume)
     check_resume_init(output, init, resume)
     check_local_checkpoint(pretrained)  # before the images are decoded and the text encoder is loaded
+    size = recipe.encoder.img_size or recipe.data.size
+    head = {k: v for k, v in to_dict(recipe.head).items() if k != "type_weight"}
+    # the check build at random init: a bad encoder or head value fails before the images are decoded
+    check = check_encoder_args(recipe.encoder, recipe.data.in_chans, size)
+    with recipe_args_errors(recipe_location(recipe.head, "head")):  # (answers and text width: placeholders)
+        VQAModel(check, ["no", "yes"], 1, **head)
     t0 = time.time()
     root = data_root or recipe.data.data_root
-    size = recipe.encoder.img_size or recipe.data.size
     train_ds = VQARadDataset("train", size, recipe.data.in_chans, root, progress=True)
     test_ds = VQARadDataset("test", size, recipe.data.in_chans, root, vocab=train_ds.vocab)
 
@@ -238,7 +247,6 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     encoder = create_encoder(recipe.encoder.name, in_chans=recipe.data.in_chans, img_size=size, pretrained=pretrained,
                              **recipe.encoder.args)
     vocab = train_ds.vocab
-    head = {k: v for k, v in to_dict(recipe.head).items() if k != "type_weight"}
     model = VQAModel(encoder, vocab.answers, text.output_dim, closed_answers=vocab.closed, open_answers=vocab.open,
                      text_encoder=text.spec, **head)
     model.set_text_encoder(text)

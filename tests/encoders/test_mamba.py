@@ -239,7 +239,7 @@ def test_tiny_variants_build_and_cost_about_resnet18():
 
 
 def test_bad_configs_and_inputs_raise_clear_errors():
-    with pytest.raises(ValueError, match="divisible by 4"):
+    with pytest.raises(ValueError, match=r"^dims must be stage widths divisible by 4 for GroupMamba, got \(16, 32, 30, 48\)$"):
         medfm.create_encoder("groupmamba_test", in_chans=1, img_size=28, dims=(16, 32, 30, 48))
     with pytest.raises(ValueError, match="unknown Mamba encoder option 'depth'; did you mean 'depths'"):
         medfm.create_encoder("vmamba_test", in_chans=1, img_size=28, depth=3)
