@@ -32,7 +32,7 @@ a MedMNIST set measures transfer to labels never seen in text.
 
 Images are converted to grayscale (ITU-R 601 luma, as PIL's "L"), zero-padded to a square
 and resized with antialiased bilinear interpolation to 28 or 64 px. The result is cached
-once per (size, sources, input files) as ``<cache>/corpus/corpus-v2-<S>px-<hash>.npz`` with a
+once per (size, sources, input files) as ``<cache>/corpus/corpus-v<CORPUS_VERSION>-<S>px-<hash>.npz`` with a
 JSON manifest holding its sha256 (written atomically; a file whose checksum does not match
 is rebuilt).
 """
