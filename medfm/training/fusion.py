@@ -242,7 +242,8 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     Raises: MedFMDataError: LGG data missing; FileExistsError: a model of the recipe already has a
     checkpoint under ``output/models/`` and ``resume`` is False (checked before anything is written);
     ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
-    (:func:`medfm.training.resume.check_resume_recipe`).
+    (:func:`medfm.training.resume.check_resume_recipe`), except for models added to ``models``: the
+    models train independently, so ``--resume`` reuses the finished ones and trains the new ones.
     """
     from medfm.config import dump_yaml
     from medfm.data.lgg_fusion import LGGFusionSet
@@ -252,7 +253,7 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
 
     output = Path(output)
     refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in recipe.models])
-    check_resume_recipe(output, recipe, resume)
+    check_resume_recipe(output, recipe, resume, may_add=("models",))  # a model may be added to a finished run
     if recipe.train.num_threads:
         torch.set_num_threads(recipe.train.num_threads)
     t0 = time.perf_counter()

@@ -56,7 +56,7 @@ INIT_RECORD = "init.json"
 _ABSENT = object()
 
 
-def check_resume_recipe(output: Path, recipe: Any, resume: bool) -> None:
+def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequence[str] = ()) -> None:
     """Refuse to resume the run in ``output`` with a recipe other than the one it was started with.
 
     Compares ``recipe`` (the resolved recipe dataclass the runner is about to write to
@@ -67,7 +67,9 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool) -> None:
     run used; a saved key the recipe no longer has is ignored with a warning.
 
     Nothing is checked without ``resume`` or when ``output`` has no ``config.yaml`` yet (a new
-    run, or one that failed before writing it). A ``config.yaml`` that cannot be read (a run
+    run, or one that failed before writing it). Entries of the mappings named in ``may_add``
+    (``medfm fuse``: ``models``, whose models train independently) that the saved recipe lacks
+    may be added: the resumed run trains only those. A ``config.yaml`` that cannot be read (a run
     from before medfm wrote it, a damaged file) only logs a warning, and the run resumes as the
     recipe says.
 
@@ -76,6 +78,7 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool) -> None:
         recipe: the resolved recipe dataclass (after CLI overrides and runner adjustments,
             exactly what the runner writes to ``config.yaml``).
         resume: whether the run continues (``--resume``).
+        may_add: top-level mapping keys whose new entries are not differences (e.g. ``("models",)``).
 
     Raises:
         ConfigError: the recipes differ in a key that changes the training result; the message
@@ -95,7 +98,10 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool) -> None:
         log.warning("cannot compare the recipe with the run's saved one (%s); resuming with the recipe as given", err)
         return
     new = parse_recipe_yaml(dump_yaml(recipe))
-    diffs = setting_differences(saved, new, recipe, skip=OPERATIONAL_KEYS)
+    added = [f"{m}.{k}" for m in may_add if isinstance(new.get(m), dict)
+             for k in new[m] if k not in (saved.get(m) or {})]
+    diffs = [d for d in setting_differences(saved, new, recipe, skip=OPERATIONAL_KEYS)
+             if not any(d.startswith(f"{a}.") or d.startswith(f"{a}:") for a in added)]
     if diffs:
         shown = "; ".join(diffs[:MAX_SHOWN]) + (f"; and {len(diffs) - MAX_SHOWN} more" if len(diffs) > MAX_SHOWN else "")
         raise ConfigError(f"cannot resume {output}: the run was started with other settings ({shown}); "
@@ -161,6 +167,7 @@ def check_resume_init(output: Path, init: Optional[str], resume: bool) -> None:
         output: the run folder.
         init: the ``--init`` given now (None: not given).
         resume: whether the run continues (``--resume``).
+        may_add: top-level mapping keys whose new entries are not differences (e.g. ``("models",)``).
 
     Raises:
         ConfigError: one line naming both values, e.g. ``cannot resume runs/ft: it was started with

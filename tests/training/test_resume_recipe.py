@@ -176,8 +176,10 @@ FUSE = {"models": {"a": {"fuser": "3mat"}}, "train": {"lr": 1e-3}}
      "tasks[0].loss_weight: 1.0 -> 2.0", {"tasks": [{"data": {"patch": [32, 32], "data_root": "/elsewhere"}}]}),
     (_vqa, {"train": {"lr": 1e-3}}, "train_state", {"head": {"dim": 64}}, "head.dim: 128 -> 64",
      {"top_k": 3, "train": {"log_every": 5}}),
-    (_fuse, FUSE, "models/a/checkpoint", {"models": {"a": {"fuser": "3mat"}, "b": {"fuser": "3mat"}}},
-     "models.b.fuser: (not set) -> '3mat'", {"data": {"cache_dir": "/tmp/x"}, "train": {"checkpoint_every": 9}}),
+    # fuse: a changed model is refused; an added one is not a difference (models train independently:
+    # --resume reuses the finished ones and trains the new one)
+    (_fuse, FUSE, "models/a/checkpoint", {"models": {"a": {"fuser": "multimodn"}}}, "models.a.fuser: '3mat' -> 'multimodn'",
+     {"data": {"cache_dir": "/tmp/x"}, "train": {"checkpoint_every": 9}, "models": {"b": {"fuser": "3mat"}}}),
 ])
 def test_other_runners_refuse_a_changed_recipe_before_reading_data(tmp_path, runner, recipe, state, change, shown,
                                                                      allowed):
