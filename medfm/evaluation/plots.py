@@ -1,4 +1,4 @@
-"""Report figures: confusion matrix, ROC curves, reliability diagram (PNG, atomic writes).
+"""Report figures: confusion matrix, ROC curves, reliability diagram, training curve (PNG, atomic writes).
 
 Figures are built with :class:`matplotlib.figure.Figure` and the Agg canvas directly, so
 no pyplot global state or GUI backend is touched (safe in threads and headless runs).
@@ -7,7 +7,7 @@ matplotlib is imported lazily: ``import medfm.evaluation`` stays light.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from medfm.evaluation.calibration import Calibration
 from medfm.evaluation.metrics import MULTI_LABEL, one_vs_rest, prepare_scores, weighted_auc
 from medfm.io import PathLike, atomic_path
 
-__all__ = ["plot_confusion_matrix", "plot_roc", "plot_reliability"]
+__all__ = ["plot_confusion_matrix", "plot_roc", "plot_reliability", "plot_training_curve", "draw_series"]
 
 _DPI = 120
 
@@ -166,4 +166,121 @@ def plot_reliability(cal: Calibration, path: PathLike) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_title(f"reliability (ECE {cal.ece:.3f}, {cal.n_bins} bins)")
     ax.legend(loc="upper left", fontsize=8)
+    return save_figure(fig, path)
+
+
+#: ``metrics.jsonl`` keys that are bookkeeping, not curves (:class:`medfm.training.loop.Trainer` rows).
+NOT_CURVES = ("step", "epoch", "time", "img_per_s")
+
+
+def _series(rows: Sequence[Mapping[str, Any]], key: str, x: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(xs, ys) of ``key`` against ``x``: rows lacking either, or whose value is not a finite real
+    number (NaN, inf, bool, str, dict), are skipped; for an ``x`` repeated (a resumed run) the last
+    row wins; sorted by ``x``."""
+    last: Dict[float, float] = {}
+    for r in rows:
+        xv, yv = r.get(x), r.get(key)
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in (xv, yv)):
+            last[float(xv)] = float(yv)
+    xs = np.array(sorted(last), dtype=float)
+    return xs, np.array([last[v] for v in xs], dtype=float)
+
+
+def draw_series(ax: Any, rows: Sequence[Mapping[str, Any]], keys: Sequence[str], x: str = "step",
+                ylabel: Optional[str] = None, smooth: bool = False) -> int:
+    """Draw each of ``keys`` from log ``rows`` (dicts, e.g. ``metrics.jsonl`` lines) against ``x`` on ``ax``.
+
+    Series are read as in :func:`plot_training_curve` (missing / non-finite values skipped, the last
+    row per ``x`` kept). A series of <= 30 points gets markers (a one-row run shows a dot); with
+    ``smooth`` and > 50 points the raw line is drawn faint under a trailing moving average
+    (window ``max(5, n // 25)`` points). A legend is drawn when more than one series, or a moving
+    average, is shown; ``ax`` gets ``x`` as x label and ``ylabel`` (if given) as y label.
+
+    Returns:
+        the number of series drawn (those with at least one point).
+    """
+    drawn = 0
+    for key in keys:
+        xs, ys = _series(rows, key, x)
+        if not len(xs):
+            continue
+        drawn += 1
+        marker = "o" if len(xs) <= 30 else None
+        if smooth and len(xs) > 50:
+            w = max(5, len(xs) // 25)
+            avg = np.convolve(ys, np.ones(w) / w, mode="valid")
+            line, = ax.plot(xs, ys, lw=0.8, alpha=0.35)
+            ax.plot(xs[w - 1:], avg, lw=1.5, color=line.get_color(), label=f"{key} ({w}-point mean)")
+        else:
+            ax.plot(xs, ys, lw=1.3, marker=marker, ms=3.5, label=key)
+    ax.set_xlabel(x)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    if drawn > 1 or any(label.endswith("mean)") for label in ax.get_legend_handles_labels()[1]):
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return drawn
+
+
+def plot_training_curve(rows: Sequence[Mapping[str, Any]], path: PathLike, x: str = "step",
+                        title: Optional[str] = None) -> Path:
+    """Training curves of a run's ``metrics.jsonl`` rows against the global step, as a PNG.
+
+    Panels: every key containing ``loss`` (``loss``, ``gm_loss``, ``clip_loss``, ...) on the first,
+    ``lr`` on its own, the task metrics whose values all lie in [0, 1] (``acc``, ``match_acc``,
+    ``fg_frac``, ``val_auc``, ...) together, and any other numeric series (``logit_scale``) each on
+    its own. :data:`NOT_CURVES` keys (``step``, ``epoch``, ``time``, ``img_per_s``) and non-numeric
+    values are not drawn.
+
+    Robustness: a row may lack any key (the epoch-end rows carry only validation metrics); NaN / inf
+    points are skipped; when a step occurs in several rows (a resumed run whose log was not trimmed)
+    each series keeps its value from the *last* row that has it for that step, so a step row and an
+    epoch-end row of the same step both count; a single row draws dots.
+
+    Args:
+        rows: log records (dicts), in the order written.
+        path: output ``.png`` path (written atomically).
+        x: the key of the x axis (``"step"``: the global optimizer step).
+        title: figure title (None: none).
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ValueError: no row has a finite numeric value (other than bookkeeping keys) with an ``x``.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    keys: List[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys and k not in NOT_CURVES and k != x]
+    series = {k: _series(rows, k, x) for k in keys}
+    series = {k: v for k, v in series.items() if len(v[0])}
+    if not series:
+        raise ValueError(f"no numeric series against {x!r} to plot in {len(rows)} log rows")
+    losses = [k for k in series if "loss" in k]
+    bounded = [k for k in series if k not in losses and k != "lr" and 0.0 <= series[k][1].min() and series[k][1].max() <= 1.0]
+    panels: List[Tuple[List[str], str]] = []  # (keys, y label: the key itself when the panel has one)
+    if losses:
+        panels.append((losses, losses[0] if len(losses) == 1 else "loss"))
+    if "lr" in series:
+        panels.append((["lr"], "learning rate"))
+    if bounded:
+        panels.append((bounded, bounded[0] if len(bounded) == 1 else "metric"))
+    panels += [([k], k) for k in series if k not in losses and k != "lr" and k not in bounded]
+    ncols = 2 if len(panels) == 4 else min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = new_figure((4.2 * ncols, 3.2 * nrows))
+    first = None
+    for i, (panel_keys, ylabel) in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, i + 1, sharex=first)  # one step range: an epoch-end dot sits at its step
+        first = first or ax
+        draw_series(ax, rows, panel_keys, x=x, ylabel=ylabel, smooth=panel_keys is losses)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if panel_keys == ["lr"]:
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        if panel_keys is bounded:
+            ax.set_ylim(-0.02, 1.02)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)

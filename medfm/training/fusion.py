@@ -14,7 +14,7 @@ Single-modality baselines (one modality) train only on the samples that have it.
   positive and ``protocol.p_low`` for negative slices (drawn once, seeded), after MultiModN.
 
 Then :func:`medfm.evaluation.fusion.run_fusion_protocol` runs on the test patients. Output:
-``config.yaml``, ``models/<label>/`` (``metrics.jsonl``, ``checkpoint/``, final ``model/`` in
+``config.yaml``, ``models/<label>/`` (``metrics.jsonl``, ``training_curve.png``, ``checkpoint/``, final ``model/`` in
 medfm.hub layout), ``results.json`` (``train_seconds`` per model; a model reused by ``--resume``
 keeps the time its checkpoint recorded and is listed in ``reused_models``), ``report.md``, ``subsets.png``.
 """

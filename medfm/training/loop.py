@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -163,6 +164,31 @@ def check_finite_loss(loss: torch.Tensor, epoch: int, step: int) -> None:
         raise ValueError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr or check the data")
 
 
+def read_metrics_log(path: Path) -> List[Dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (one JSON object per line), in the order written.
+
+    Blank lines are skipped, and so is a last line that does not parse: the record a run killed
+    mid-write cut off (:meth:`Trainer._log` appends whole lines; a resume trims the cut line).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a line other than the last is not a JSON object (names the file and line).
+    """
+    lines = [(i, ln) for i, ln in enumerate(Path(path).read_text().splitlines(), 1) if ln.strip()]
+    rows = []
+    for i, ln in lines:
+        try:
+            record = json.loads(ln)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            if i == lines[-1][0]:
+                break
+            raise ValueError(f"{path}:{i} is not a JSON object (a metrics.jsonl line): {ln[:80]!r}")
+        rows.append(record)
+    return rows
+
+
 StepFn = Callable[[nn.Module, Dict[str, Any], torch.Generator], Dict[str, torch.Tensor]]
 SaveFn = Callable[[nn.Module, Path], None]
 
@@ -175,7 +201,7 @@ class Trainer:
         step_fn: ``(model, batch, gen) -> {"loss": scalar, ...}``; ``gen`` seeds augmentations.
         dataset: a map-style dataset of dict samples, ideally with ``get_batch(indices)``.
         cfg: :class:`TrainConfig`.
-        output: run directory (``metrics.jsonl``, ``checkpoint/``).
+        output: run directory (``metrics.jsonl``, ``checkpoint/``, ``training_curve.png`` drawn once at the end of a fit).
         save_fn: writes the user-facing checkpoint files of ``model`` into a directory.
         epoch_end_fn: optional ``(model, epoch) -> dict`` of extra metrics (e.g. validation).
 
@@ -221,22 +247,30 @@ class Trainer:
             fh.write(json.dumps(record) + "\n")
 
     def _trim_log(self, global_step: int) -> None:
-        """Drop log lines after the checkpoint's ``global_step`` (atomic rewrite). A line that does
-        not parse is the record a kill cut off mid-write (always after the checkpoint): dropped too."""
+        """Drop log lines after the checkpoint's ``global_step`` (atomic rewrite). A last line that does
+        not parse is the record a kill cut off mid-write (always after the checkpoint): dropped too
+        (:func:`read_metrics_log`)."""
         log = self.output / "metrics.jsonl"
         if log.is_file():
-            keep = []
-            for ln in log.read_text().splitlines():
-                try:
-                    record = json.loads(ln)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and record.get("step", 0) <= global_step:
-                    keep.append(ln)
-            atomic_write_text(log, "".join(ln + "\n" for ln in keep))
+            keep = [r for r in read_metrics_log(log) if r.get("step", 0) <= global_step]
+            atomic_write_text(log, "".join(json.dumps(r) + "\n" for r in keep))
+
+    def _plot_curve(self) -> None:
+        """``<output>/training_curve.png`` from ``metrics.jsonl`` (:func:`medfm.evaluation.plots.plot_training_curve`),
+        drawn once when a fit ends. A figure that cannot be drawn warns instead of failing the
+        finished run (its checkpoint is already saved)."""
+        from medfm.evaluation.plots import plot_training_curve
+
+        try:
+            plot_training_curve(read_metrics_log(self.output / "metrics.jsonl"), self.output / "training_curve.png")
+        except Exception as e:  # noqa: BLE001 - a figure must not lose a finished run
+            warnings.warn(f"training_curve.png not written for {self.output}: {type(e).__name__}: {e}", stacklevel=2)
 
     def fit(self, resume: bool = False) -> nn.Module:
-        """Train to the end (or continue a killed run with ``resume=True``); returns the model."""
+        """Train to the end (or continue a killed run with ``resume=True``); returns the model.
+
+        When the last epoch ends, ``<output>/training_curve.png`` is drawn from ``metrics.jsonl``
+        (once; not when the fit raises)."""
         cfg = self.cfg
         self.output.mkdir(parents=True, exist_ok=True)
         counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
@@ -297,4 +331,5 @@ class Trainer:
                 if extra:
                     self._log({"step": counters["global_step"], "epoch": epoch + 1, **extra})
             self._save(counters)
+        self._plot_curve()
         return self.model

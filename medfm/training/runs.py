@@ -1,7 +1,8 @@
 """Running recipes: ``pretrain`` and ``finetune`` (the library side of the CLI).
 
 Both write into one output directory: ``config.yaml`` (the resolved recipe),
-``metrics.jsonl``, ``checkpoint/`` (latest, atomic, resumable) and, for fine-tuning, the
+``metrics.jsonl``, ``training_curve.png`` (drawn from it when the run ends), ``checkpoint/``
+(latest, atomic, resumable) and, for fine-tuning, the
 final ``adapter/`` (LoRA, adapter-only) or ``model/`` (linear/full) checkpoint.
 """
 from __future__ import annotations

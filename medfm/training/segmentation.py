@@ -6,7 +6,7 @@ seeded random crops (``data.patch``) inside each image's unpadded region and ran
 and minimises Dice + cross-entropy. Evaluation runs MONAI sliding-window inference at the
 original resolution and writes into the output directory:
 
-* ``config.yaml`` (resolved recipe), ``metrics.jsonl``, ``checkpoint/`` (resumable);
+* ``config.yaml`` (resolved recipe), ``metrics.jsonl``, ``training_curve.png``, ``checkpoint/`` (resumable);
 * ``model/`` (frozen/full) or ``adapter/`` (LoRA, adapter-only) final checkpoint;
 * ``results.json`` (split rule and ids, per-case and summary Dice / HD95 / surface Dice,
   for CHASE_DB1 also the second observer's scores) and ``results.md``;

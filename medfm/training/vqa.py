@@ -395,13 +395,11 @@ def _finish(model: nn.Module, recipe: VQARecipe, output: Path, train: Any, test:
 
 
 def _plot_curve(log: List[Dict[str, Any]], path: Path) -> None:
-    from medfm.evaluation.plots import new_figure, save_figure
+    from medfm.evaluation.plots import draw_series, new_figure, save_figure
 
     fig = new_figure((6.0, 3.5))
     ax = fig.add_subplot(1, 2, 1)
-    ax.plot([r["epoch"] for r in log], [r["loss"] for r in log])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("train loss")
+    draw_series(ax, log, ["loss"], x="epoch", ylabel="train loss")
     ax = fig.add_subplot(1, 2, 2)
     for key in ("closed", "open", "acc"):
         ax.plot([r["epoch"] for r in log], [r["test_acc_curve_only"][key] for r in log], label=key)
