@@ -162,7 +162,10 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
         ValueError: a checkpoint whose classes do not match the dataset's (count, task or label
             names), or a 2D checkpoint on a 3D set (or the reverse); medfm data errors.
     """
+    from tqdm.auto import tqdm
+
     from medfm.data import MedMNISTDataset
+    from medfm.evaluation.array_sets import ProgressSet
     from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import from_pretrained, resolve_checkpoint
 
@@ -186,7 +189,8 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
         raise ValueError(f"checkpoint predicts {core.num_classes} classes ({core.task}) but {dataset} has "
                          f"{ds.num_classes} ({ds.task})")
     _check_label_names(core.label_names, ds.label_names, checkpoint, dataset)
-    scores = predict_scores(model, ds, batch_size=batch_size)
+    with tqdm(total=len(ds), desc=f"{dataset} {split}", unit="img", leave=False) as bar:
+        scores = predict_scores(model, ProgressSet(ds, bar), batch_size=batch_size)
     meta = {"checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir) if (ckpt_dir / "model.safetensors").is_file() else None,
             "dataset": dataset, "split": split, "size": ds.size, "data_md5": ds.md5, "n_samples": len(ds),
             "batch_size": batch_size, "references": {"MedMNIST v2 ResNet-18 (28)": MEDMNIST_V2_RESNET18_28.get(dataset)}}

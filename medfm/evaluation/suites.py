@@ -35,6 +35,7 @@ import torch
 
 from medfm.config import ConfigError, to_dict
 from medfm.data.errors import DataFileMissingError, MedFMDataError
+from medfm.evaluation.array_sets import ArraySet, ProgressSet
 from medfm.evaluation.protocols import PROTOCOLS
 from medfm.evaluation.subsets import SUBSET_SEED, scored_subset_indices
 from medfm.evaluation.suite_checkpoints import CheckpointCache, pick_checkpoint
@@ -44,38 +45,6 @@ from medfm.evaluation.suite_spec import (SUITE_SCHEMA_VERSION, CamSpec, Corrupti
 
 
 # -- datasets --------------------------------------------------------------------------------------
-class ArraySet:
-    """uint8 images held in memory with the ``get_batch`` contract of the medfm datasets.
-
-    Args:
-        images: ``(N, H, W)``, ``(N, H, W, 3)`` or 3D ``(N, D, H, W)`` uint8.
-        like: the dataset whose task, classes, channel handling (``n_channels`` 3 with grey images
-            repeats them), ``size``, ``md5`` and ``flag`` to copy, and whose labels to use.
-        labels: ``(N, L)`` integer labels as stored, when not ``like.labels`` (a subset of ``like``).
-    """
-
-    def __init__(self, images: np.ndarray, like: Any, labels: Optional[np.ndarray] = None) -> None:
-        self.images, self.labels = images, (like.labels if labels is None else labels)
-        self.task, self.num_classes, self.label_names = like.task, like.num_classes, like.label_names
-        self.n_channels, self.is_3d = like.n_channels, getattr(like, "is_3d", False)
-        self.size, self.md5, self.flag = (getattr(like, k, None) for k in ("size", "md5", "flag"))
-        self._t = torch.from_numpy(np.ascontiguousarray(images))
-        lab = np.asarray(self.labels)
-        self._y = torch.from_numpy(lab.astype(np.float32) if like.task == "multi-label, binary-class"
-                                   else lab.reshape(len(lab), -1)[:, 0].astype(np.int64))
-
-    def __len__(self) -> int:
-        return int(self._t.shape[0])
-
-    def get_batch(self, idx: Any) -> Dict[str, torch.Tensor]:
-        """``{"image": (B, C, ...) float32 in [0, 1], "label": ...}``."""
-        x = self._t[torch.as_tensor(idx, dtype=torch.long)]
-        x = x.permute(0, 3, 1, 2) if (x.ndim == 4 and not self.is_3d and x.shape[-1] == 3) else x.unsqueeze(1)
-        if x.shape[1] == 1 and self.n_channels == 3:
-            x = x.expand(-1, 3, *x.shape[2:])
-        return {"image": x.contiguous().float().div_(255.0), "label": self._y[torch.as_tensor(idx, dtype=torch.long)]}
-
-
 def _scored_subset(ds: Any, max_samples: Optional[int]) -> Tuple[Any, Optional[Dict[str, Any]]]:
     """``(dataset, record)``: ``ds`` reduced to :func:`scored_subset_indices` (an :class:`ArraySet`
     with its size, md5 and flag) and what ``results.json`` records of it; ``(ds, None)`` when
@@ -372,10 +341,15 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
     protocol under ``work`` (default ``out``), the final output folder, where a rerun finds them.
     ``timing``: wall and CPU seconds per stage named by what it covers (:data:`_STAGES`).
     """
+    from tqdm.auto import tqdm
+
     from medfm.data.corruptions import corrupted_sets, corruption_datasets, describe_method, resample_roundtrip
     from medfm.evaluation.report import write_classification_report
     from medfm.evaluation.robustness import robustness_markdown, robustness_summary
     from medfm.io import atomic_write_json, atomic_write_text
+
+    def bar(images: int, what: str, on: bool = True) -> Any:  # a bar over images the model runs on
+        return tqdm(total=images, desc=f"{spec.name} {what}", unit="img", leave=False, disable=not (progress and on))
 
     clock = _Stopwatch()
     entry: Dict[str, Any] = {"name": spec.name, "flag": spec.flag, "folder": spec.folder, "split": spec.split,
@@ -396,7 +370,13 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
                             val=prep["val"], finetune=finetune, train_split=spec.train_split)
     if fit_stage:
         clock.lap(fit_stage)
-    clean = embed(ArraySet(ds.images, ds))
+
+    def forward_pass(images: np.ndarray, counter: Any) -> Any:  # embed(); counted where the model runs here
+        data = ArraySet(images, ds)
+        return embed(ProgressSet(data, counter) if forward else data)
+
+    with bar(len(ds), f"{spec.split} {forward}", on=bool(forward)) as b:
+        clean = forward_pass(ds.images, b)
     if forward:
         clock.lap(f"clean_{forward}")
     cs = suite.corruptions if spec.corruptions else None
@@ -412,19 +392,23 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
                                      source_md5=ds.md5, workers=cs.workers, progress=progress,
                                      indices=None if subset is None else subset["indices"])  # full-split seeds
         clock.lap("corruption_generation")
-        corrupted = {job: embed(ArraySet(img, ds)) for job, img in sets.items()}
-        control = embed(ArraySet(resample_roundtrip(ds.images, cs.resolution), ds))
+        with bar((len(sets) + 1) * len(ds), f"corrupted {forward}", on=bool(forward)) as b:
+            corrupted = {job: forward_pass(img, b) for job, img in sets.items()}
+            control = forward_pass(resample_roundtrip(ds.images, cs.resolution), b)
         if forward:
             clock.lap(f"corrupted_{forward}")
         entry["corruptions"] = {"method": describe_method(cs.resolution, cs.seed), "resolution": cs.resolution,
                                 "severities": list(cs.severities), "run": run, "skipped": skipped, "cache": stats,
                                 "images_scored": len(jobs) * len(ds)}
     scored = []  # per head: clean scores, {corruption: (S, N, K) scores}, control scores
-    for _, _, head, _, _ in heads:
-        by_c: Dict[str, List[np.ndarray]] = {}
-        for (c, s), emb in corrupted.items():
-            by_c.setdefault(c, []).append(head(emb))
-        scored.append((head(clean), {c: np.stack(v) for c, v in by_c.items()}, head(control) if corrupted else None))
+    for run_name, _, head, _, _ in heads:
+        # finetune (no forward stage): the heads run the fine-tuned model on image sets, counted here
+        with bar(len(ds) * (1 + len(corrupted) + bool(corrupted)), f"{run_name} inference", on=not forward) as b:
+            score = head if forward else (lambda data, head=head, b=b: head(ProgressSet(data, b)))
+            by_c: Dict[str, List[np.ndarray]] = {}
+            for (c, s), emb in corrupted.items():
+                by_c.setdefault(c, []).append(score(emb))
+            scored.append((score(clean), {c: np.stack(v) for c, v in by_c.items()}, score(control) if corrupted else None))
     if score_stage:
         clock.lap(score_stage)
     meta = {**_dataset_meta(spec, ds, bool(corrupted), subset), "checkpoint": prep["checkpoint"],
@@ -567,7 +551,8 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
             plus the fine-tuning runs it started (a rerun resumes them).
         data_root: see :func:`medfm.data.root.resolve_data_root`.
         cache_dir: corrupted-set cache root (default ``~/.cache/medfm``).
-        progress: tqdm bars for corruption generation.
+        progress: tqdm bars (stderr) for corruption generation and for the model's passes over the
+            clean and corrupted images (:class:`ProgressSet`).
 
     Returns:
         The results dict as written; ``unused_checkpoints`` lists command-line checkpoints that no
@@ -636,4 +621,4 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
 
 __all__ = ["SUITE_SCHEMA_VERSION", "SUITE_KIND", "SUBSET_SEED", "scored_subset_indices", "earlier_suite_report",
            "DatasetSpec", "CorruptionSpec", "ProtocolSpec", "MetricsSpec", "CamSpec", "Suite",
-           "load_suite", "suite_overrides", "ArraySet", "run_suite", "PROTOCOLS"]
+           "load_suite", "suite_overrides", "ArraySet", "ProgressSet", "run_suite", "PROTOCOLS"]

@@ -263,7 +263,8 @@ def check_segmenter_args(recipe: SegmentationRecipe, task: SegTask) -> None:
 
 
 def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, output: Optional[Path] = None) -> Dict[str, Any]:
-    """Per-case and summary metrics of ``model`` on the task's test split (+ overlays).
+    """Per-case and summary metrics of ``model`` on the task's test split (+ overlays), with a
+    tqdm bar (stderr) over the test cases.
 
     Returns:
         ``{"per_case": {id: {class: {dice, hd95, surface_dice}}}, "summary": ...,
@@ -271,6 +272,8 @@ def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, out
         "per_case": ..., "summary": ...} (tasks with :attr:`SegTask.regions`, e.g. BraTS),
         "seconds": ...}``.
     """
+    from tqdm.auto import tqdm
+
     from medfm.evaluation.segmentation import case_metrics, save_overlay, summarize_cases
 
     model.eval()
@@ -278,7 +281,7 @@ def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, out
     human: Dict[str, Any] = {}
     regions: Dict[str, Any] = {}
     t0 = time.perf_counter()
-    for n, cid in enumerate(task.test_cases()):
+    for n, cid in enumerate(tqdm(task.test_cases(), desc=f"{task.name} test cases", unit="case", leave=False)):
         case = task.load_case(cid)
         pred = task.predict(model, case, cfg.overlap, cfg.sw_batch_size)
         per_case[cid] = case_metrics(pred, case.reference, task.label_names, case.spacing, cfg.tolerance, cfg.distances)

@@ -1,0 +1,82 @@
+"""In-memory datasets of the evaluation suites: :class:`ArraySet` (uint8 images with the medfm
+``get_batch`` contract: subsets, corrupted copies) and :class:`ProgressSet` (a dataset seen through
+a progress bar that counts images, for the model passes of :func:`medfm.evaluation.suites.run_suite`).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+
+class ArraySet:
+    """uint8 images held in memory with the ``get_batch`` contract of the medfm datasets.
+
+    Args:
+        images: ``(N, H, W)``, ``(N, H, W, 3)`` or 3D ``(N, D, H, W)`` uint8.
+        like: the dataset whose task, classes, channel handling (``n_channels`` 3 with grey images
+            repeats them), ``size``, ``md5`` and ``flag`` to copy, and whose labels to use.
+        labels: ``(N, L)`` integer labels as stored, when not ``like.labels`` (a subset of ``like``).
+    """
+
+    def __init__(self, images: np.ndarray, like: Any, labels: Optional[np.ndarray] = None) -> None:
+        self.images, self.labels = images, (like.labels if labels is None else labels)
+        self.task, self.num_classes, self.label_names = like.task, like.num_classes, like.label_names
+        self.n_channels, self.is_3d = like.n_channels, getattr(like, "is_3d", False)
+        self.size, self.md5, self.flag = (getattr(like, k, None) for k in ("size", "md5", "flag"))
+        self._t = torch.from_numpy(np.ascontiguousarray(images))
+        lab = np.asarray(self.labels)
+        self._y = torch.from_numpy(lab.astype(np.float32) if like.task == "multi-label, binary-class"
+                                   else lab.reshape(len(lab), -1)[:, 0].astype(np.int64))
+
+    def __len__(self) -> int:
+        return int(self._t.shape[0])
+
+    def get_batch(self, idx: Any) -> Dict[str, torch.Tensor]:
+        """``{"image": (B, C, ...) float32 in [0, 1], "label": ...}``."""
+        x = self._t[torch.as_tensor(idx, dtype=torch.long)]
+        x = x.permute(0, 3, 1, 2) if (x.ndim == 4 and not self.is_3d and x.shape[-1] == 3) else x.unsqueeze(1)
+        if x.shape[1] == 1 and self.n_channels == 3:
+            x = x.expand(-1, 3, *x.shape[2:])
+        return {"image": x.contiguous().float().div_(255.0), "label": self._y[torch.as_tensor(idx, dtype=torch.long)]}
+
+
+class ProgressSet:
+    """A dataset seen through a tqdm bar: batches pass through unchanged, and the bar counts images.
+
+    ``get_batch(idx)`` returns ``dataset.get_batch(idx)`` as is and advances ``bar`` to the highest
+    index fetched so far + 1, so one in-order pass over the dataset (as
+    :func:`medfm.evaluation.predict.predict_scores` and
+    :func:`medfm.evaluation.protocols.extract_features` make; the latter's 1-image probe batch is
+    not counted twice) moves the bar by exactly ``len(dataset)``. Several views may share one bar
+    (e.g. every corrupted set of a dataset). Any other attribute is the wrapped dataset's.
+
+    Args:
+        dataset: has ``__len__`` and ``get_batch(indices) -> dict`` (e.g. :class:`ArraySet`).
+        bar: a ``tqdm`` bar (or anything with ``update(n)``).
+    """
+
+    def __init__(self, dataset: Any, bar: Any) -> None:
+        self.dataset, self.bar, self._done = dataset, bar, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("dataset", "bar", "_done"):  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def get_batch(self, idx: Any) -> Dict[str, Any]:
+        """The wrapped dataset's batch for ``idx``, unchanged; advances the bar."""
+        batch = self.dataset.get_batch(idx)
+        idx = torch.as_tensor(idx)
+        end = int(idx.max()) + 1 if idx.numel() else 0
+        if end > self._done:
+            self.bar.update(end - self._done)
+            self._done = end
+        return batch
+
+
+__all__ = ["ArraySet", "ProgressSet"]
