@@ -223,6 +223,37 @@ class ImageItems:
         return {"image": self.images[i]}
 
 
+class TinyPairs:
+    """``n`` seeded ``{"x": (4,) float, "y": 0/1}`` samples with ``get_batch``: the data of the tiny
+    Trainer tests (resume, refused runs, training curves)."""
+
+    def __init__(self, n=16):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, 4, generator=g), torch.randint(0, 2, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.y)
+
+    def get_batch(self, idx):
+        return {"x": self.x[idx], "y": self.y[idx]}
+
+
+def save_state_dict(model, directory):
+    """A Trainer ``save_fn``: the model's state dict as ``directory/model.safetensors``."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+
+
+def tiny_train_config(**kw):
+    """The tiny Trainer tests' TrainConfig: 2 epochs of batch 4, fp32, a log row every step and a
+    checkpoint every 3 steps (so a kill lands mid-epoch); ``kw`` overrides."""
+    from medfm.training.loop import TrainConfig
+
+    return TrainConfig(**{"epochs": 2, "batch_size": 4, "lr": 1e-2, "precision": "fp32", "log_every": 1,
+                          "checkpoint_every": 3, **kw})
+
+
 class _Killed(Exception):
     """Stands in for SIGKILL right after a mid-epoch checkpoint (disk state as after a real kill)."""
 

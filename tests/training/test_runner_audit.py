@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from medfm.config import from_dict
-from medfm.training.loop import TrainConfig, Trainer
-from tests.conftest import _Killed, _kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays
+from medfm.training.loop import Trainer
+from tests.conftest import (TinyPairs, _Killed, _kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays,
+                            save_state_dict, tiny_train_config)
 
 
 def _log(path: Path):
@@ -21,18 +22,6 @@ def _log(path: Path):
 
 
 # -- the loop on a tiny model ---------------------------------------------------------------------
-class _Pairs:
-    def __init__(self, n=16):
-        g = torch.Generator().manual_seed(0)
-        self.x, self.y = torch.randn(n, 4, generator=g), torch.randint(0, 2, (n,), generator=g)
-
-    def __len__(self):
-        return len(self.y)
-
-    def get_batch(self, idx):
-        return {"x": self.x[idx], "y": self.y[idx]}
-
-
 def _tiny():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.3), nn.ReLU(), nn.Linear(8, 2))
@@ -43,26 +32,16 @@ def _step(model, batch, gen):
     return {"loss": nn.functional.cross_entropy(model(x), batch["y"])}
 
 
-def _save(model, directory):
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
-
-
-def _cfg(**kw):
-    return TrainConfig(**{"epochs": 2, "batch_size": 4, "lr": 1e-2, "precision": "fp32", "log_every": 1,
-                          "checkpoint_every": 3, **kw})
-
-
 def test_resume_survives_a_log_line_cut_off_by_the_kill(tmp_path, monkeypatch):
-    full = Trainer(_tiny(), _step, _Pairs(), _cfg(), tmp_path / "full", _save).fit()
+    full = Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "full", save_state_dict).fit()
     restore = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
     with pytest.raises(_Killed):
-        Trainer(_tiny(), _step, _Pairs(), _cfg(), tmp_path / "killed", _save).fit()
+        Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "killed", save_state_dict).fit()
     restore()
     with open(tmp_path / "killed" / "metrics.jsonl", "a") as fh:
         fh.write('{"step": 4, "epoch": 1, "lo')  # SIGKILL in the middle of the next append
-    resumed = Trainer(_tiny(), _step, _Pairs(), _cfg(), tmp_path / "killed", _save).fit(resume=True)
+    resumed = Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "killed",
+                      save_state_dict).fit(resume=True)
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert _log(tmp_path / "killed" / "metrics.jsonl") == _log(tmp_path / "full" / "metrics.jsonl")
@@ -71,18 +50,18 @@ def test_resume_survives_a_log_line_cut_off_by_the_kill(tmp_path, monkeypatch):
 def test_resume_after_a_kill_inside_the_checkpoint_rename_window(tmp_path, monkeypatch):
     """Disk state of a kill between atomic_dir's renames: no checkpoint/, the previous one at
     .checkpoint.old-<id>, the next one (maybe partial) at .checkpoint.tmp-<id>."""
-    full = Trainer(_tiny(), _step, _Pairs(), _cfg(), tmp_path / "full", _save).fit()
+    full = Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "full", save_state_dict).fit()
     restore = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
     with pytest.raises(_Killed):
-        Trainer(_tiny(), _step, _Pairs(), _cfg(), tmp_path / "killed", _save).fit()
+        Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "killed", save_state_dict).fit()
     restore()
     run = tmp_path / "killed"
     (run / "checkpoint").rename(run / ".checkpoint.old-0123456789ab")
     (run / ".checkpoint.tmp-partial").mkdir()
     (run / ".checkpoint.tmp-partial" / "model.safetensors").write_bytes(b"\x00" * 8)
     steps = []
-    resumed = Trainer(_tiny(), lambda m, b, g: steps.append(1) or _step(m, b, g), _Pairs(), _cfg(), run,
-                      _save).fit(resume=True)
+    resumed = Trainer(_tiny(), lambda m, b, g: steps.append(1) or _step(m, b, g), TinyPairs(), tiny_train_config(), run,
+                      save_state_dict).fit(resume=True)
     assert len(steps) == 8 - 3  # continued after the restored step-3 checkpoint, not from scratch
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
@@ -101,7 +80,7 @@ def test_precision_autocasts_and_nan_loss_is_a_clear_error(tmp_path, precision):
         return out
 
     with pytest.raises(ValueError, match=r"loss became nan at epoch 1, step 2; lower train.lr"):
-        Trainer(_tiny(), step, _Pairs(), _cfg(precision=precision), tmp_path / "r", _save).fit()
+        Trainer(_tiny(), step, TinyPairs(), tiny_train_config(precision=precision), tmp_path / "r", save_state_dict).fit()
     assert seen == [torch.bfloat16 if precision == "bf16" else torch.float32] * 3
     assert not (tmp_path / "r" / "checkpoint").exists()  # nothing saved from the diverged steps
 
@@ -134,7 +113,7 @@ def test_grad_clip_under_lora_sees_trainable_gradients_only(tmp_path, monkeypatc
             return {k: v[idx] for k, v in data.items()}
 
     step = lambda m, b, gen: {"loss": m.base_model.model.loss(m(b["image"]), b["label"])}  # noqa: E731
-    Trainer(model, step, DS(), _cfg(epochs=1, grad_clip=1e-3, checkpoint_every=0), tmp_path / "r",
+    Trainer(model, step, DS(), tiny_train_config(epochs=1, grad_clip=1e-3, checkpoint_every=0), tmp_path / "r",
             lambda m, d: None).fit()
     assert len(norms) == 2 and max(norms) <= 1e-3 * 1.0001
 

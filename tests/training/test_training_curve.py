@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import medfm.evaluation.plots as plots
-from medfm.training.loop import TrainConfig, Trainer, read_metrics_log
-from tests.conftest import _Killed, _kill_after_first_mid_epoch_checkpoint
+from medfm.training.loop import Trainer, read_metrics_log
+from tests.conftest import TinyPairs, _Killed, _kill_after_first_mid_epoch_checkpoint, save_state_dict, tiny_train_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -108,18 +108,6 @@ def test_vqa_curve_keeps_its_two_panels(tmp_path, figures):
 
 
 # -- the Trainer ------------------------------------------------------------------------------------
-class _Pairs:
-    def __init__(self, n=16):
-        g = torch.Generator().manual_seed(0)
-        self.x, self.y = torch.randn(n, 4, generator=g), torch.randint(0, 2, (n,), generator=g)
-
-    def __len__(self):
-        return len(self.y)
-
-    def get_batch(self, idx):
-        return {"x": self.x[idx], "y": self.y[idx]}
-
-
 def _tiny():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -131,20 +119,10 @@ def _step(model, batch, gen):
             "acc": (logits.argmax(1) == batch["y"]).float().mean().detach()}
 
 
-def _save(model, directory):
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
-
-
-def _cfg(**kw):
-    return TrainConfig(**{"epochs": 2, "batch_size": 4, "lr": 1e-2, "precision": "fp32", "log_every": 1,
-                          "checkpoint_every": 3, **kw})
-
-
 def test_a_fit_draws_its_curve_next_to_metrics_jsonl(tmp_path, figures):
     run = tmp_path / "run"
-    Trainer(_tiny(), _step, _Pairs(), _cfg(), run, _save, epoch_end_fn=lambda m, e: {"val_acc": 0.5 + e / 10}).fit()
+    Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), run, save_state_dict,
+            epoch_end_fn=lambda m, e: {"val_acc": 0.5 + e / 10}).fit()
     assert (run / "training_curve.png").read_bytes()[:8] == PNG
     assert len(figures) == 1  # drawn once, at the end
     panels = _panels(figures[0])
@@ -157,10 +135,10 @@ def test_a_fit_that_raises_draws_no_curve_and_its_resume_does(tmp_path, figures,
     run = tmp_path / "run"
     restore = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
     with pytest.raises(_Killed):
-        Trainer(_tiny(), _step, _Pairs(), _cfg(), run, _save).fit()
+        Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), run, save_state_dict).fit()
     assert (run / "metrics.jsonl").is_file() and not (run / "training_curve.png").exists() and not figures
     restore()
-    Trainer(_tiny(), _step, _Pairs(), _cfg(), run, _save).fit(resume=True)
+    Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), run, save_state_dict).fit(resume=True)
     assert (run / "training_curve.png").read_bytes()[:8] == PNG
     assert _panels(figures[0])["loss"]["loss"][0] == [float(s) for s in range(1, 9)]  # the trimmed log, no repeats
     assert [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == list(range(1, 9))
@@ -169,5 +147,5 @@ def test_a_fit_that_raises_draws_no_curve_and_its_resume_does(tmp_path, figures,
         return {"loss": torch.tensor(float("nan"), requires_grad=True)}
 
     with pytest.raises(ValueError):
-        Trainer(_tiny(), nan_step, _Pairs(), _cfg(), tmp_path / "nan", _save).fit()
+        Trainer(_tiny(), nan_step, TinyPairs(), tiny_train_config(), tmp_path / "nan", save_state_dict).fit()
     assert not (tmp_path / "nan" / "training_curve.png").exists()
