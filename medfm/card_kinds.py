@@ -348,8 +348,12 @@ def describe_kind(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
         window = f"; sliding windows of {'x'.join(str(r) for r in roi)}" if isinstance(roi, list) and roi else ""
         if window and is_metric_number(inference.get("overlap")):  # recorded since the pipeline defaults to it
             window += f" (overlap {shown_value(inference['overlap'])}, as evaluated)"
-        intensity = ("intensities scaled per volume to [0, 1] by percentiles" if inference.get("intensity") == "percentile"
-                     else "intensities in [0, 1] (uint8 / 255)")
+        if inference.get("intensity") == "percentile":
+            intensity = "intensities scaled per volume to [0, 1] by percentiles"
+        elif spatial in ("3d", "2.5d"):  # the pipeline refuses volumes outside [0, 1]; it scales only 2D images
+            intensity = "intensities already in [0, 1] (the caller scales them: uint8 / 255)"
+        else:
+            intensity = "intensities in [0, 1] (uint8 / 255)"
         brain = inference.get("intensity") == "brain_percentile"  # e.g. BraTS: the pipeline needs the brain mask
         if brain:
             pct = inference.get("percentiles") if isinstance(inference.get("percentiles"), list) else [None, None]

@@ -86,8 +86,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="also upload files matching GLOB, relative to the checkpoint (repeatable; e.g. "
                          "'eval-*/results.json'); by default only config, weights, card and adapter files go up")
 
-    sp = sub.add_parser("verify-data", help="check data set folders against their SHA256SUMS (exit 1 on a bad file)")
-    sp.add_argument("datasets", nargs="*", help="folders under the data root (default: every one with a SHA256SUMS)")
+    sp = sub.add_parser("verify-data", help="check data set folders against their SHA256SUMS, and medmnist/*.npz "
+                                            "against the md5s its loader checks (exit 1 on a missing or changed file)")
+    sp.add_argument("datasets", nargs="*",
+                    help="folders under the data root (default: every one with a SHA256SUMS, and medmnist/)")
     data_root(sp)
 
     sp = sub.add_parser("bench", help="training throughput: medfm loop vs a bare torch loop")
@@ -190,7 +192,7 @@ def _eval(args: argparse.Namespace) -> None:
     """``medfm eval``: one dataset split (``--data``) or a suite (``--suite``).
 
     Raises:
-        ValueError: options of the other mode; a suite with no checkpoint on the command line nor
+        ValueError: a suite with no checkpoint on the command line nor
             in its datasets (every dataset used to be skipped, exit 0); no ``--output`` and no
             local checkpoint to put the results next to. CheckpointError: that checkpoint is
             missing (checked before its ``eval-<suite>`` folder is created). DataFileMissingError:
@@ -200,8 +202,9 @@ def _eval(args: argparse.Namespace) -> None:
             FileExistsError: a non-empty ``--output`` holding no earlier evaluation of the same mode
             (one that does is replaced whole: :func:`medfm.evaluation.suites.run_suite`,
             :func:`medfm.evaluation.evaluate.evaluate_checkpoint`), or, with ``--data``, a checkpoint.
+            Options of the other mode, and with ``--data`` a missing local checkpoint, are refused
+            before this runs (:func:`_check_paths`).
     """
-    _check_eval_options(args)
     args.split = args.split or "test"
     if args.threads is not None:
         import torch
@@ -230,6 +233,7 @@ def _eval(args: argparse.Namespace) -> None:
         for w in res.get("warnings", []):  # also in results.json and report.md
             print(f"warning: {w}")
         return
+    from medfm.checkpoint_ids import is_hub_id
     from medfm.evaluation.suites import earlier_suite_report, load_suite, run_suite, suite_overrides
 
     suite = suite_overrides(load_suite(args.suite), protocol=args.protocol, label_fractions=args.label_fraction,
@@ -240,7 +244,7 @@ def _eval(args: argparse.Namespace) -> None:
                          f"datasets[].checkpoint in {args.suite.name})")
     if args.output is not None:
         output = args.output
-    elif args.checkpoint and not str(args.checkpoint[0]).startswith("hf-hub:"):
+    elif args.checkpoint and not is_hub_id(args.checkpoint[0]):
         from medfm.hub import resolve_checkpoint
 
         # the results go next to the checkpoint: a mistyped path must not become a new folder
@@ -308,7 +312,6 @@ def _run(args: argparse.Namespace) -> int:
         from medfm.adapters.lora import merge_adapter
         from medfm.hub import ADAPTER_CONFIG_NAME, CONFIG_NAME
 
-        _check_new_output(args.output)
         adapter = Path(args.adapter)
         if (adapter / CONFIG_NAME).is_file() and not (adapter / ADAPTER_CONFIG_NAME).is_file():
             raise ValueError(f"{args.adapter} is a full medfm checkpoint, not a LoRA adapter (no {ADAPTER_CONFIG_NAME}); "
@@ -338,49 +341,84 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _verify_data(args: argparse.Namespace) -> int:
-    """``medfm verify-data``: one line per data set; 0 when every listed file matches, else 1.
+    """``medfm verify-data``: one line per data set; 0 when every checked file matches, else 1.
+
+    Folders with a ``SHA256SUMS`` report ok / missing / changed files; ``medmnist/`` reports ok /
+    changed / unknown ``*.npz`` (:func:`medfm.data.checksums.verify_medmnist_md5s`: an unknown name
+    is listed but, as with ``sha256sum -c``, is no failure).
 
     Raises:
         MedFMDataError: no data root, an unknown data set folder, or a missing/malformed SHA256SUMS.
     """
-    from medfm.data.checksums import data_sets_with_sums, verify_sha256sums
+    from medfm.data.checksums import data_sets_to_verify, verify_data_set
     from medfm.data.errors import UnknownDatasetError
     from medfm.data.root import resolve_data_root
 
-    known = data_sets_with_sums(args.data_root)
-    folders = known
+    folders = data_sets_to_verify(args.data_root)
     if args.datasets:
-        names = {p.name: p for p in known}
+        names = {p.name: p for p in folders}
         for name in args.datasets:
             if name not in names:
-                raise UnknownDatasetError.for_name(name, names, kind="data set folder with a SHA256SUMS")
+                raise UnknownDatasetError.for_name(name, names, kind="data set folder with a SHA256SUMS (or medmnist/)")
         folders = [names[n] for n in args.datasets]
     if not folders:
-        print(f"no data set folder with a SHA256SUMS under {resolve_data_root(args.data_root)}")
+        print(f"no data set folder with a SHA256SUMS, nor medmnist/, under {resolve_data_root(args.data_root)}")
         return 1
     bad = 0
     for folder in folders:
-        report = verify_sha256sums(folder, progress=True)
-        problems = report["missing"] + report["mismatched"]
+        report = verify_data_set(folder, progress=True)
+        problems = report.get("missing", []) + report["mismatched"]
         bad += len(problems)
-        line = f"{folder.name}: {len(report['ok'])} ok, {len(report['missing'])} missing, {len(report['mismatched'])} changed"
-        print(line + (f" (e.g. {', '.join(problems[:3])})" if problems else ""))
+        labels = (("ok", "ok"), ("missing", "missing"), ("mismatched", "changed"), ("unknown", "unknown"))
+        line = f"{folder.name}: " + ", ".join(f"{len(report[k])} {label}" for k, label in labels if k in report)
+        line += f" (e.g. {', '.join(problems[:3])})" if problems else ""
+        unknown = report.get("unknown", [])
+        if unknown:
+            line += (f"; unknown (no released MedMNIST file name, not checked): {', '.join(unknown[:3])}"
+                     + (" ..." if len(unknown) > 3 else ""))
+        print(line)
     return 1 if bad else 0
 
 
 #: subcommands whose ``--output`` is a run folder (created by the run)
 _OUTPUT_COMMANDS = ("pretrain", "finetune", "segment", "vqa", "fuse", "eval")
+#: subcommand -> its positional argument naming checkpoint (or LoRA adapter) folder(s)
+_CHECKPOINT_ARGS = {"eval": "checkpoint", "merge": "adapter", "card": "checkpoint", "push": "checkpoint"}
+
+
+def _check_checkpoint_paths(args: argparse.Namespace) -> None:
+    """A local checkpoint (or adapter) path that does not exist, named before torch is imported
+    (``medfm eval /nonexist --data ...`` took ~4 s of imports to say so), in the words of
+    :func:`medfm.hub.resolve_checkpoint`.
+
+    ``hf-hub:`` ids pass (fetched later), as does every path that exists: a file, or a folder that
+    holds no checkpoint, is named by the later checks (:func:`medfm.hub.resolve_checkpoint`,
+    :func:`medfm.hub.load_config`).
+
+    Raises:
+        ValueError: the first missing path.
+    """
+    if args.command not in _CHECKPOINT_ARGS:
+        return
+    from medfm.checkpoint_ids import is_hub_id, missing_checkpoint_message
+
+    given = getattr(args, _CHECKPOINT_ARGS[args.command])
+    for ident in given if isinstance(given, list) else [given]:
+        if not is_hub_id(ident) and not Path(ident).expanduser().exists():
+            raise ValueError(missing_checkpoint_message(ident))
 
 
 def _check_paths(args: argparse.Namespace) -> None:
     """Path options checked before anything is loaded or written, and before torch is imported
-    (a mistyped recipe path used to take ~4-7 s of imports to be named).
+    (a mistyped recipe or checkpoint path used to take ~4-7 s of imports to be named).
 
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
-            ``--output`` is an existing file.
+            ``--output`` is an existing file; ``eval`` options of the other mode
+            (:func:`_check_eval_options`); a missing checkpoint path (:func:`_check_checkpoint_paths`).
         ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
             (:func:`medfm.config.load_yaml`).
+        FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).
     """
     from medfm.config import load_yaml
 
@@ -395,6 +433,11 @@ def _check_paths(args: argparse.Namespace) -> None:
     output = getattr(args, "output", None)
     if args.command in _OUTPUT_COMMANDS and output is not None and Path(output).is_file():
         raise ValueError(f"--output {output} is a file; the run writes a folder there: choose another path")
+    if args.command == "eval":
+        _check_eval_options(args)
+    if args.command == "merge":
+        _check_new_output(args.output)
+    _check_checkpoint_paths(args)  # after the checks above, which name the other mistakes first
 
 
 def _discard_failed_output(output: Optional[Path]) -> None:

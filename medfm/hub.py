@@ -26,13 +26,13 @@ import torch
 from torch import nn
 
 import medfm
+from medfm.checkpoint_ids import HUB_PREFIX, missing_checkpoint_message
 from medfm.io import atomic_dir
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
-HUB_PREFIX = "hf-hub:"
 
 
 class CheckpointError(ValueError):
@@ -94,8 +94,7 @@ def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
         raise CheckpointError(f"{str(path)!r} is a file; a checkpoint is the directory that holds "
                               f"{CONFIG_NAME} and {WEIGHTS_NAME}: pass {str(path.parent)!r}")
     if not path.is_dir():
-        hint = " (hub ids need the prefix 'hf-hub:')" if "/" in ident and not path.exists() else ""
-        raise CheckpointError(f"no checkpoint directory at {str(path)!r}{hint}")
+        raise CheckpointError(missing_checkpoint_message(ident))
     return path
 
 
@@ -129,13 +128,16 @@ def load_config(path: Union[str, Path]) -> Dict[str, Any]:
     """Read and validate ``config.json`` of a checkpoint directory.
 
     Raises:
-        CheckpointError: missing or unparsable file, not a JSON object, required keys absent, or
+        CheckpointError: missing or unparsable file (a folder whose subfolders hold a
+            ``config.json``, e.g. a run's ``model/`` and ``checkpoint/``, is told to pass one of
+            those), not a JSON object, required keys absent, or
             keys of the wrong type (``kind``/``name`` non-empty strings, ``encoder`` an object
             naming the encoder or ``{}`` for multi-encoder fusers, ``args`` an object).
     """
     cfg_path = Path(path) / CONFIG_NAME
     if not cfg_path.is_file():
-        raise CheckpointError(f"{str(path)!r} is not a medfm checkpoint: {CONFIG_NAME} is missing")
+        raise CheckpointError(f"{str(path)!r} is not a medfm checkpoint: {CONFIG_NAME} is missing"
+                              f"{_subfolder_hint(Path(path))}")
     try:
         cfg = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -149,6 +151,17 @@ def load_config(path: Union[str, Path]) -> Dict[str, Any]:
     if problem:
         raise CheckpointError(f"corrupt {cfg_path}: {problem}")
     return cfg
+
+
+def _subfolder_hint(path: Path) -> str:
+    """``"; it holds checkpoints in its subfolders: pass '<path>/model' or ..."`` when folders
+    directly inside ``path`` hold a ``config.json`` (a training run's folder: ``model/``,
+    ``checkpoint/``), else ``""``."""
+    found = sorted(str(c.parent) for c in path.glob(f"*/{CONFIG_NAME}") if c.is_file()) if path.is_dir() else []
+    if not found:
+        return ""
+    return (f"; it holds {'a checkpoint in a subfolder' if len(found) == 1 else 'checkpoints in subfolders'}: pass "
+            + " or ".join(repr(f) for f in found))
 
 
 def _json_type(value: Any) -> str:

@@ -147,8 +147,8 @@ def test_label_fraction_flag_is_named_as_the_flag(tmp_path, capsys, empty_data):
 _TASK_RECIPE_CASES = [
     ("segment", "flip_axes: [0, 1]", "flip_axes: [5]", "data.flip_axes must be spatial axes 0..1"),  # IndexError after training began
     ("segment", "patch: [32, 32]", "patch: [32, 32, 32]", "data.patch has 3 values"),
-    ("segment", "sw_batch_size: 4", "sw_batch_size: 0", "eval.sw_batch_size must be >= 1"),  # all three: after training
-    ("segment", "overlays: 1", "overlays: -1", "eval.overlays must be >= 0"),
+    ("segment", "sw_batch_size: 4", "sw_batch_size: 0", "eval.sw_batch_size must be an integer >= 1, got 0"),  # all three: after training
+    ("segment", "overlays: 1", "overlays: -1", "eval.overlays must be an integer >= 0 (0: none), got -1"),
     ("segment", "tolerance: 2.0", "tolerance: -1", "eval.tolerance must be >= 0"),
     ("segment", "tolerance: 2.0}", "tolerance: 2.0, roi_size: [32]}", "eval.roi_size has 1 values"),
     ("vqa", "top_k: 5", "top_k: 0", "top_k must be >= 1"),  # IndexError after training
@@ -255,17 +255,18 @@ def test_output_that_is_a_file_and_missing_data_root(tmp_path, capsys, pneumonia
 @pytest.mark.parametrize("old, new, message", [
     ("split: test}", "split: vall}", "datasets[0]: split must be one of train, val, test, got 'vall'"),  # skipped, exit 0
     ("split: test}", "split: test, size: 27}", "size 27 is not a released size of pneumoniamnist; it exists at 28, 64"),
-    ("knn_k: 3", "knn_k: 0", "protocol.knn_k must be >= 1"),
+    ("knn_k: 3", "knn_k: 0", "protocol.knn_k must be an integer >= 1, got 0"),
     ("cam: {enabled: false}", "batch_size: 0", "batch_size must be >= 1, got 0"),  # "range() arg 3 must not be zero"
     ("n_boot: 10", "n_boot: 10, threshold: 2", "metrics.threshold must be a probability in (0, 1)"),  # exit 0
     ("n_boot: 10", "n_boot: 0", "metrics.n_boot and metrics.ece_bins must be >= 1"),
     ("{enabled: false}", "{enabled: true, methods: [gradcamm]}", "cam.methods must be names from"),  # exit 0
-    ("cam: {enabled: false}", "corruptions: {workers: -1}", "corruptions.workers must be >= 0"),
+    ("cam: {enabled: false}", "corruptions: {workers: -1}", "corruptions.workers must be an integer >= 0 (0 or 1: in this process), got -1"),
     ("knn_k: 3", "knn_k: 3, finetune: {mode: full, lr: 1}", "protocol.finetune: unknown key(s) ['lr']"),
     ("name: s\n", "", "missing required key(s) 'name'"),  # "Suite.__init__() missing 1 required positional argument"
 ])
 def test_suite_values_checked_when_the_suite_is_read(tmp_path, capsys, pneumonia_env, old, new, message):
     (tmp_path / "s.yaml").write_text(_edit(SUITE, old, new))
+    (tmp_path / "ckpt").mkdir()  # a missing checkpoint is named before the suite is read
     code, err = cli_error(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--output", tmp_path / "ev"])
     assert code == 2 and message in err, err
     assert not (tmp_path / "ev").exists()
@@ -301,6 +302,7 @@ def test_eval_suite_without_a_checkpoint_or_with_a_missing_one(tmp_path, capsys,
 def test_eval_label_fraction_list_names_the_bad_item(tmp_path, capsys, pneumonia_env):
     """"0.1,abc" was answered with Python's "could not convert string to float: 'abc'"."""
     (tmp_path / "s.yaml").write_text(SUITE)
+    (tmp_path / "ckpt").mkdir()  # a missing checkpoint is named first
     code, err = cli_error(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--protocol", "linear",
                               "--label-fraction", "0.1,abc", "--output", tmp_path / "ev"])
     assert code == 2 and "label fraction 'abc' in '0.1,abc' is not a number" in err

@@ -38,12 +38,12 @@ def _section(text, name):
     return text.split(f"## {name}")[1].split("\n## ")[0]
 
 
-def _seg_cfg(encoder, spatial_dims_3d=False, context_slices=0, in_chans=1, img_size=16):
+def _seg_cfg(encoder, spatial_dims_3d=False, context_slices=0, in_chans=1, img_size=16, intensity="percentile"):
     from medfm.adapters.segmentation import SegmentationModel
 
     torch.manual_seed(0)
     enc = medfm.create_encoder(encoder, in_chans=in_chans, img_size=img_size)
-    inference = {"roi_size": [16, 16, 16] if spatial_dims_3d else [16, 16], "intensity": "percentile",
+    inference = {"roi_size": [16, 16, 16] if spatial_dims_3d else [16, 16], "intensity": intensity,
                  "context_slices": context_slices, "slice_axis": 0}
     model = SegmentationModel(enc, 3, ["background", "anterior", "posterior"], decoder={"stem_channels": 4},
                               inference=inference)
@@ -77,6 +77,18 @@ def test_2d_and_2_5d_segmenter_inputs():
     assert "Not evaluated yet" in text2d and "medfm card <checkpoint> --results <run>/results.json" in text2d
     _, _, text25 = _card(_seg_cfg("resnet_test", context_slices=2, in_chans=5))
     assert "2 neighbouring slices on each side as 5 input channels (2.5D)" in text25
+
+
+@pytest.mark.parametrize("encoder, kw, expected", [
+    ("resnet3d_test", {"spatial_dims_3d": True}, "intensities already in [0, 1] (the caller scales them: uint8 / 255)"),
+    ("resnet_test", {"context_slices": 2, "in_chans": 5}, "intensities already in [0, 1] (the caller scales them"),
+    ("resnet_test", {}, "intensities in [0, 1] (uint8 / 255)"),  # 2D images: the pipeline divides uint8 by 255
+])
+def test_unit_intensity_cards_say_who_scales_volumes(encoder, kw, expected):
+    """A "unit" volume model's card said "(uint8 / 255)" as for images, but the pipeline refuses
+    volumes outside [0, 1]: the caller scales them."""
+    _, _, text = _card(_seg_cfg(encoder, intensity="unit", **kw))
+    assert expected in text
 
 
 def _text_seg_cfg():

@@ -121,6 +121,7 @@ def test_help_and_usage_errors_answer_without_loading_torch():
 def test_mistyped_recipe_and_suite_paths_are_named_without_loading_torch(tmp_path):
     """A missing or folder recipe (or suite) used to be named only after the imports (4-7 s here:
     ``medfm.data``'s package import alone pulled in torch and medmnist for the CLI's error classes)."""
+    import pathlib
     import subprocess
     import sys
 
@@ -181,3 +182,36 @@ def test_ctrl_c_is_one_line_and_cleans_up_like_an_error(tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("medfm: interrupted") and "Traceback" not in err
     assert out.exists() == with_state and ("--resume" in err) == with_state
+
+
+def test_missing_checkpoint_paths_are_named_without_loading_torch(tmp_path):
+    """``medfm eval /nonexist --data pneumoniamnist`` took ~4.4 s of imports (torch, the library)
+    to say the checkpoint is missing; merge and card said "... config.json is missing" after them."""
+    import pathlib
+    import subprocess
+    import sys
+
+    nope = str(tmp_path / "nope")
+    suite = str(pathlib.Path(__file__).resolve().parents[1] / "eval_suites" / "medmnist_c.yaml")
+    cases = [["eval", nope, "--data", "pneumoniamnist"], ["eval", nope, "--suite", suite, "--output", str(tmp_path / "e")],
+             ["merge", nope, str(tmp_path / "merged")],
+             ["card", nope, "--results", str(tmp_path / "r.json")], ["push", nope, "me/model"]]
+    script = ("import sys\nfrom medfm.cli import main\n"
+              f"for argv in {cases!r}:\n"
+              "    print('exit', main(argv))\n"
+              "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.splitlines() == ["exit 2"] * len(cases) + ["torch not loaded"], out.stdout + out.stderr
+    message = f"medfm: error: no checkpoint directory at {nope!r} (hub ids need the prefix 'hf-hub:')"
+    assert out.stderr.splitlines() == [message] * len(cases)
+
+
+def test_hub_ids_and_existing_paths_are_left_to_the_later_checkpoint_checks(tmp_path, capsys, pneumonia_env):
+    code, err = cli_error(capsys, ["card", "hf-hub:org/model", "--results", tmp_path / "r.json"])
+    assert code == 2 and "'hf-hub:org/model' is not a medfm checkpoint: config.json is missing" in err
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    code, err = cli_error(capsys, ["eval", weights, "--data", "pneumoniamnist"])
+    assert code == 2 and "is a file; a checkpoint is the directory that holds config.json" in err
+    code, err = cli_error(capsys, ["merge", tmp_path, tmp_path / "merged"])  # a folder, not an adapter
+    assert code == 2 and "is not a medfm checkpoint: config.json is missing" in err

@@ -74,6 +74,28 @@ def test_sharded_weights_and_file_paths_are_named(ckpt, tmp_path):
         from_pretrained(ckpt / "config.json")
 
 
+def test_a_run_folder_names_its_checkpoint_subfolders(ckpt, tmp_path):
+    """``from_pretrained("runs/x")`` on a training run's folder said only "config.json is missing";
+    it now names the subfolders (``model/``, ``checkpoint/``) that hold a checkpoint."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")
+    (run / "overlays").mkdir()  # a subfolder without config.json is not suggested
+    with pytest.raises(CheckpointError, match=r"config\.json is missing$"):  # nothing to suggest yet
+        from_pretrained(run)
+    shutil.copytree(ckpt, run / "model")
+    with pytest.raises(CheckpointError, match=rf"config\.json is missing; it holds a checkpoint in a subfolder: pass "
+                                              rf"'{run / 'model'}'$"):
+        from_pretrained(run)
+    shutil.copytree(ckpt, run / "checkpoint")
+    with pytest.raises(CheckpointError, match=rf"is not a medfm checkpoint: config\.json is missing; it holds "
+                                              rf"checkpoints in subfolders: pass '{run / 'checkpoint'}' or "
+                                              rf"'{run / 'model'}'$") as err:
+        from_pretrained(str(run))
+    assert "\n" not in str(err.value)
+    assert from_pretrained(run / "model").num_classes == 2  # the suggestion loads
+
+
 def test_bad_hub_ids_are_refused_before_the_hub_is_asked(monkeypatch):
     import huggingface_hub
 

@@ -19,8 +19,10 @@ AFFINE = np.array([[0.0, -0.8, 0.1, 12.5],
                    [0.0, 0.0, 0.0, 1.0]])
 
 
-def _volume(path, shape=(20, 18, 13)):
-    vol = np.random.default_rng(0).normal(100, 20, shape).astype(np.float32)
+def _volume(path, shape=(20, 18, 13), unit=False):
+    """Save a volume in scanner-like units (about 100 +- 20; ``unit``: in [0, 1], for "unit" models)."""
+    rng = np.random.default_rng(0)
+    vol = rng.random(shape, dtype=np.float32) if unit else rng.normal(100, 20, shape).astype(np.float32)
     nib.save(nib.Nifti1Image(vol, AFFINE), str(path))
     return vol
 
@@ -92,7 +94,7 @@ def test_pipeline_overlap_defaults_to_the_evaluated_one(tmp_path, monkeypatch):
 
     enc = medfm.create_encoder("resnet3d_test", in_chans=1, img_size=16)
     ckpt = save_pretrained(SegmentationModel(enc, 2, inference={"overlap": 0.25}).eval(), tmp_path / "ckpt")
-    _volume(tmp_path / "v.nii.gz")
+    _volume(tmp_path / "v.nii.gz", unit=True)  # intensity "unit": the volume must already be in [0, 1]
     seen = []
     real = seg.predict_labels
     monkeypatch.setattr(seg, "predict_labels", lambda *a, **k: (seen.append(k["overlap"]), real(*a, **k))[1])
@@ -101,7 +103,7 @@ def test_pipeline_overlap_defaults_to_the_evaluated_one(tmp_path, monkeypatch):
     legacy = SegmentationModel(enc, 2).eval()  # as a checkpoint written before the overlap was recorded loads
     medfm.pipeline("image-segmentation", model=legacy)(str(tmp_path / "v.nii.gz"))
     assert seen == [0.25, 0.5, 0.5]
-    with pytest.raises(ValueError, match="overlap must be a fraction in"):
+    with pytest.raises(ValueError, match=r"overlap must be in \[0, 1\), got 1\.0"):
         medfm.pipeline("image-segmentation", model=str(ckpt), overlap=1.0)
-    with pytest.raises(ValueError, match="inference.overlap must be a fraction"):
+    with pytest.raises(ValueError, match=r"inference\.overlap must be in \[0, 1\), got -0\.1"):
         SegmentationModel(enc, 2, inference={"overlap": -0.1})

@@ -41,6 +41,53 @@ from tests.conftest import REPO_ROOT, cli_error
      {"3mat": {"fuser": "3mat", "args": {"modality_dropout": 2}}}, "modality_dropout", "got 2"),
     ("fuse", "finetune/fusion_lgg_segmentation.yaml", "models",
      {"fused_unet": {"fuser": "fused_unet", "args": {"modality_dropout": 2}}}, "modality_dropout", "got 2"),
+    # a shared section's value: it was named as the first model using it (r.yaml.models.3mat)
+    ("fuse", "finetune/fusion_lgg_missing.yaml", "image_encoder", {"args": {"drop_path_rate": 5}},
+     "drop_path_rate", "got 5"),
+    ("fuse", "finetune/fusion_lgg_segmentation.yaml", "image_encoder", {"args": {"drop_path_rate": 5}},
+     "drop_path_rate", "got 5"),
+    # heads that do not divide the (shared) dim: a bare AssertionError from torch
+    ("fuse", "finetune/fusion_lgg_missing.yaml", "models", {"3mat": {"fuser": "3mat", "args": {"heads": 3}}},
+     "divide dim", "dim=64, heads=3"),
+    ("fuse", "finetune/fusion_lgg_missing.yaml", "models",
+     {"channelvit": {"fuser": "channelvit", "args": {"patch_size": 8, "heads": 3}}}, "divide dim", "dim=64, heads=3"),
+    # a 3D encoder is the encoder's fault: VQA named the head; fine-tuning had no location, after the data
+    ("vqa", "finetune/vqa_resnet18_random.yaml", "encoder", {"name": "resnet3d_10"},
+     "VQA takes 2D images", "'resnet3d_10'"),
+    ("finetune", "finetune/lora_resnet18_pneumoniamnist.yaml", "encoder", {"name": "resnet3d_10"},
+     "pneumoniamnist is a 2D set", "'resnet3d_10' is 3D"),
+    ("finetune", "finetune/full_resnet3d_adrenalmnist3d.yaml", "encoder", {"name": "resnet18", "args": {}},
+     "adrenalmnist3d is a 3D set", "'resnet18' is 2D"),
+    # pretraining, the text-conditioned segmenter and fusion take 2D images: a 3D encoder failed after the
+    # data were read (pretrain, fuse) or was named as inference.roi_size at the recipe root (segment tasks:)
+    ("pretrain", "pretrain/simclr_resnet18_pneumoniamnist.yaml", "encoder", {"name": "resnet3d_10"},
+     "pneumoniamnist is a 2D set", "'resnet3d_10' is 3D"),
+    ("pretrain", "pretrain/simclr_resnet18_corpus.yaml", "encoder", {"name": "resnet3d_10"},
+     "corpus is a 2D set", "'resnet3d_10' is 3D"),
+    ("pretrain", "pretrain/simclr_resnet18_pneumoniamnist.yaml", "data", {"dataset": "adrenalmnist3d"},
+     "adrenalmnist3d is a 3D set", "pretraining takes 2D images"),
+    ("segment", "finetune/seg_text_chase_lgg.yaml", "encoder", {"name": "resnet3d_10", "args": {}},
+     "chase_db1 is a 2D set", "'resnet3d_10' is 3D"),
+    ("fuse", "finetune/fusion_lgg_missing.yaml", "image_encoder", {"name": "resnet3d_10"},
+     "lgg_flair is a 2D set", "'resnet3d_10' is 3D"),
+    ("fuse", "finetune/fusion_lgg_segmentation.yaml", "image_encoder", {"name": "resnet3d_10"},
+     "lgg_flair is a 2D set", "'resnet3d_10' is 3D"),
+    # a typo'd key of the shared image_encoder mapping was ignored
+    ("fuse", "finetune/fusion_lgg_missing.yaml", "image_encoder", {"argz": {}}, "unknown key 'argz'",
+     "did you mean 'args'?"),
+    # the text-conditioned segmenter's decoder and head: named at the recipe root (``r.yaml: unknown norm``),
+    # a typo'd decoder key as ``UNetDecoder.__init__() got an unexpected keyword argument``
+    ("segment", "finetune/seg_text_chase_lgg.yaml", "decoder", {"norm": "bogus"}, "norm", "'bogus'"),
+    ("segment", "finetune/seg_text_chase_lgg.yaml", "decoder", {"decoder_channels": [8]}, "decoder_channels needs",
+     "got 1"),
+    ("segment", "finetune/seg_text_chase_lgg.yaml", "decoder", {"stem_chanels": 8}, "unknown decoder option "
+     "'stem_chanels'", "did you mean 'stem_channels'?"),
+    ("segment", "finetune/seg_text_chase_lgg.yaml", "head", {"layers": 0}, "layers", "got 0"),
+    ("segment", "finetune/seg_text_chase_lgg.yaml", "head", {"chanels": 8}, "unknown head option 'chanels'",
+     "did you mean 'channels'?"),
+    # the message gave the rule, not the values
+    ("vqa", "finetune/vqa_resnet18_random.yaml", "head", {"dim": 64, "heads": 3}, "divisible by heads",
+     "dim=64, heads=3, layers=2"),
 ])
 def test_bad_recipe_value_is_one_line_with_its_location_once(tmp_path, monkeypatch, capsys, command, recipe, section,
                                                             change, key, value):
@@ -53,6 +100,34 @@ def test_bad_recipe_value_is_one_line_with_its_location_once(tmp_path, monkeypat
     assert err.count("r.yaml") == 1 and err.count(f"{section}.") + err.count(f"{section}:") == 1, err
     assert key in err and value in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"nme": "vessel"}, "r.yaml: tasks[1]: unknown key 'nme'; did you mean 'name'?"),
+    ({"data": {"dataset": "lgg_flair", "patch": [128, 128], "scale": 9}},
+     "r.yaml: tasks[1]: data.scale must be in (0, 4], got 9"),
+    ({"loss_weight": -1}, "r.yaml: tasks[1]: loss_weight is -1; loss weights must be positive and finite"),
+])
+def test_a_text_segmentation_task_is_named_by_its_index(tmp_path, monkeypatch, capsys, change, message):
+    """It was ``tasks[]`` (which task?), and a bad ``loss_weight`` was named as the list of all of them."""
+    monkeypatch.setenv("MEDFM_DATA", str(tmp_path / "no_data"))
+    r = yaml.safe_load((REPO_ROOT / "finetune/seg_text_chase_lgg.yaml").read_text())
+    r["tasks"][1].update(change)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    code, err = cli_error(capsys, ["segment", tmp_path / "r.yaml", "--output", tmp_path / "out"])
+    assert code == 2 and err == f"medfm: error: {message}", err
+    assert not (tmp_path / "out").exists()
+
+
+def test_2d_views_on_volumes_are_named_as_the_augment_section_before_the_data(tmp_path, monkeypatch, capsys):
+    """Also when the recipe leaves ``augment`` out (the default light views); it had no location."""
+    monkeypatch.setenv("MEDFM_DATA", str(tmp_path / "no_data"))
+    r = yaml.safe_load((REPO_ROOT / "finetune/full_resnet3d_adrenalmnist3d.yaml").read_text())
+    del r["augment"]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    code, err = cli_error(capsys, ["finetune", tmp_path / "r.yaml", "--output", tmp_path / "out"])
+    assert code == 2 and err.startswith("medfm: error: r.yaml.augment: adrenalmnist3d is a 3D set"), err
+    assert "set `augment: null`" in err and not (tmp_path / "out").exists()
 
 
 def test_component_error_of_a_recipe_made_in_python_names_its_section(tmp_path):

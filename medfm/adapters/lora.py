@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from medfm.arg_checks import check_number
 from medfm.io import atomic_dir
 
 #: the model's buffers that peft does not save (see :func:`unsaved_buffers`)
@@ -32,14 +33,18 @@ class LoraSettings:
     """LoRA hyper-parameters.
 
     Attributes:
-        rank: LoRA rank r (> 0).
-        alpha: scaling numerator (the update is scaled by alpha / r).
-        dropout: dropout on the LoRA branch input.
+        rank: LoRA rank r, an integer >= 1.
+        alpha: scaling numerator, a finite number > 0 (the update is scaled by alpha / r).
+        dropout: dropout on the LoRA branch input, in [0, 1).
         target_modules: regex over module names *inside the encoder*; None uses the
             encoder family's default (``encoder.lora_target_modules``).
         train_norm: keep BatchNorm layers trainable and saved (``modules_to_save``). When
             off, their weights stay frozen but their running statistics still follow the
             training batches (train mode) and are saved with the adapter's buffers.
+
+    Raises:
+        ValueError: a value out of range or of the wrong kind (``lora.rank must be an integer >= 1,
+            got 8.0``; ``True`` is refused, not taken as 1; NaN/inf are refused).
     """
 
     rank: int = 8
@@ -49,12 +54,9 @@ class LoraSettings:
     train_norm: bool = True
 
     def __post_init__(self) -> None:
-        if int(self.rank) != self.rank or self.rank < 1:
-            raise ValueError(f"lora.rank must be a positive integer, got {self.rank}")
-        if self.alpha <= 0:
-            raise ValueError(f"lora.alpha must be > 0, got {self.alpha}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        check_number("lora.rank", self.rank, ge=1, integer=True)
+        check_number("lora.alpha", self.alpha, gt=0)
+        check_number("lora.dropout", self.dropout, ge=0, lt=1)
 
 
 def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence[str] = ("task_head",)):

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medfm.arg_checks import check_number, number_fits
 from medfm.data.segmentation import NORMALIZATIONS
 from medfm.registry import ADAPTERS, close_match_hint
 
@@ -39,6 +40,8 @@ NORMS = ("batch", "instance")
 #: module names LoRA must keep trainable and save (``apply_lora(..., head_modules=...)``); peft matches
 #: them as name suffixes anywhere, so they avoid names backbones use (timm's ``head``)
 SEG_HEAD_MODULES = ("decoder", "task_head")
+#: the :class:`UNetDecoder` options a ``decoder`` mapping (recipe section, adapter argument) may set
+DECODER_OPTIONS = ("decoder_channels", "input_skip", "stem_channels", "norm")
 
 
 def _check_norm(norm: str) -> str:
@@ -189,6 +192,7 @@ class UNetDecoder(nn.Module):
                  input_channels: int = 3, stem_channels: int = 16, norm: str = "batch") -> None:
         super().__init__()
         _check_norm(norm)
+        self.encoder_channels = [int(c) for c in channels]
         self.pyramid = FeaturePyramid(channels, sizes, img_size, spatial_dims, norm)
         enc = self.pyramid.out_channels
         dec = list(decoder_channels) if decoder_channels is not None else [min(256, 16 * 2 ** j) for j in range(len(enc))]
@@ -247,6 +251,33 @@ def probe_encoder(encoder: nn.Module) -> Tuple[List[int], List[Tuple[int, ...]]]
     return [int(m.shape[1]) for m in maps], [tuple(int(s) for s in m.shape[2:]) for m in maps]
 
 
+def check_decoder_options(decoder: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The :class:`UNetDecoder` options of a ``decoder`` mapping (None: none), as a new dict.
+
+    Raises:
+        ValueError: an option that is not one of :data:`DECODER_OPTIONS` (with close matches).
+    """
+    options = dict(decoder or {})
+    for key in options:
+        if key not in DECODER_OPTIONS:
+            raise ValueError(f"unknown decoder option {key!r}{close_match_hint(key, DECODER_OPTIONS, fallback='known')}")
+    return options
+
+
+def unet_decoder_for(encoder: nn.Module, decoder: Optional[Dict[str, Any]] = None) -> UNetDecoder:
+    """A :class:`UNetDecoder` over ``encoder``'s intermediates (:func:`probe_encoder`, one zero input at
+    its ``img_size``) with the options of a ``decoder`` mapping (:func:`check_decoder_options`); the
+    decoder of :class:`SegmentationModel` and :class:`medfm.adapters.text_seg.TextConditionedSegmenter`.
+
+    Raises:
+        ValueError: an unknown option, ``decoder_channels`` of the wrong length, an unknown norm.
+    """
+    options = check_decoder_options(decoder)
+    channels, sizes = probe_encoder(encoder)
+    return UNetDecoder(channels, sizes, encoder.img_size, spatial_dims_of(encoder), input_channels=encoder.in_chans,
+                       **options)
+
+
 @ADAPTERS.register("segmentation")
 class SegmentationModel(nn.Module):
     """Encoder + U-Net decoder + 1x1 head: per-pixel (per-voxel) class logits.
@@ -260,7 +291,7 @@ class SegmentationModel(nn.Module):
         inference: how to run this model on whole images, used by the pipeline and
             evaluation (JSON values): ``roi_size`` (sliding-window patch, default
             ``img_size`` per axis), ``scale`` (resize factor applied to inputs before
-            inference, default 1), ``intensity`` ("unit": uint8/255 or already in [0, 1];
+            inference, default 1), ``intensity`` ("unit": 2D images uint8/255 or already in [0, 1], volumes already in [0, 1];
             "percentile": clip to the 0.5/99.5 percentiles and rescale, for MR/CT;
             "brain_percentile" (3D only): each channel clipped to its ``percentiles`` inside a
             brain mask and rescaled, the volume cropped to the mask's bounding box +
@@ -285,22 +316,16 @@ class SegmentationModel(nn.Module):
     def __init__(self, encoder: nn.Module, num_classes: int, label_names: Optional[Sequence[str]] = None,
                  decoder: Optional[Dict[str, Any]] = None, inference: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
-        if int(num_classes) != num_classes or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2 (background + targets), got {num_classes}")
+        num_classes = check_number("num_classes", num_classes, ge=2, integer=True, hint=" (background + targets)")
         names = [str(n) for n in label_names] if label_names is not None else [str(i) for i in range(num_classes)]
         if len(names) != num_classes:
             raise ValueError(f"{len(names)} label names given for {num_classes} classes")
         self.encoder = encoder
         self.spatial_dims = spatial_dims_of(encoder)
-        self.num_classes = int(num_classes)
+        self.num_classes = num_classes
         self.label_names = names
-        dec_args = dict(decoder or {})
-        unknown = set(dec_args) - {"decoder_channels", "input_skip", "stem_channels", "norm"}
-        if unknown:
-            raise ValueError(f"unknown decoder option(s) {sorted(unknown)} (known: decoder_channels, input_skip, stem_channels, norm)")
-        channels, sizes = probe_encoder(encoder)
-        self.decoder = UNetDecoder(channels, sizes, encoder.img_size, self.spatial_dims,
-                                   input_channels=encoder.in_chans, **dec_args)
+        dec_args = check_decoder_options(decoder)
+        self.decoder = unet_decoder_for(encoder, dec_args)
         conv = conv_layers(self.spatial_dims)[0]
         self.task_head = conv(self.decoder.out_channels, self.num_classes, kernel_size=1)
         self.inference = default_inference(encoder, inference)
@@ -358,11 +383,12 @@ def check_overlap(value: Any, name: str = "overlap") -> float:
     """``value`` as a sliding-window overlap fraction in [0, 1) (float).
 
     Raises:
-        ValueError: not a number (bools included) or outside [0, 1); the message names ``name``.
+        ValueError: not a finite number (bools included) or outside [0, 1); the message names
+            ``name`` (``overlap must be in [0, 1), got 1.0``).
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
-    return float(value)
+    return check_number(name, value, ge=0, lt=1)
+
+
 #: ``inference.intensity`` values (see :class:`SegmentationModel`)
 INTENSITIES = ("unit", "percentile", "brain_percentile")
 #: options recorded only with ``intensity == "brain_percentile"``
@@ -381,13 +407,12 @@ def _brain_percentile_options(out: Dict[str, Any], dims: int) -> None:
     if dims != 3 or out["context_slices"]:
         raise ValueError("inference.intensity 'brain_percentile' needs a 3D model (no 2D / 2.5D)")
     pct = out.setdefault("percentiles", list(BRATS_PERCENTILES))
-    if (not isinstance(pct, (list, tuple)) or len(pct) != 2 or not all(isinstance(p, (int, float)) for p in pct)
-            or not 0 <= pct[0] < pct[1] <= 100):
+    if (not isinstance(pct, (list, tuple)) or len(pct) != 2 or not all(number_fits(p, ge=0, le=100) for p in pct)
+            or not pct[0] < pct[1]):
         raise ValueError(f"inference.percentiles must be [low, high] with 0 <= low < high <= 100, got {pct!r}")
     out["percentiles"] = [float(p) for p in pct]
-    margin = out.setdefault("crop_margin", BRATS_MARGIN)
-    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
-        raise ValueError(f"inference.crop_margin must be an integer >= 0 (voxels), got {margin!r}")
+    out["crop_margin"] = check_number("inference.crop_margin", out.get("crop_margin", BRATS_MARGIN), ge=0, integer=True,
+                                      hint=" (voxels)")
 
 
 def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -464,4 +489,5 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -
 
 
 __all__ = ["SegmentationModel", "UNetDecoder", "FeaturePyramid", "ConvBlock", "SEG_HEAD_MODULES",
-           "probe_encoder", "dice_ce_loss", "check_target", "default_inference", "accept_standardised_inputs", "spatial_dims_of"]
+           "probe_encoder", "dice_ce_loss", "check_target", "default_inference", "accept_standardised_inputs", "spatial_dims_of",
+           "DECODER_OPTIONS", "check_decoder_options", "unet_decoder_for"]

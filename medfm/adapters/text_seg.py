@@ -46,13 +46,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.adapters.domain_layers import convert_domain_norms, convert_input_conv, set_domains
-from medfm.adapters.segmentation import (UNetDecoder, accept_standardised_inputs, conv_layers, default_inference, make_norm,
-                                         probe_encoder, spatial_dims_of)
+from medfm.adapters.segmentation import (accept_standardised_inputs, check_decoder_options, conv_layers,
+                                         default_inference, make_norm, spatial_dims_of, unet_decoder_for)
+from medfm.arg_checks import check_number
 from medfm.registry import ADAPTERS, close_match_hint
 
 PROMPT_TEMPLATE = "A {modality} image of {target}"
 #: modules LoRA keeps trainable and saves (``apply_lora(..., head_modules=TEXT_SEG_HEAD_MODULES)``)
 TEXT_SEG_HEAD_MODULES = ("decoder", "precls", "image_proj", "text_proj", "dynamic_head")
+
+
+#: the dynamic head's options (:class:`TextConditionedSegmenter` ``head``) and their defaults
+HEAD_DEFAULTS: Dict[str, Any] = {"channels": 8, "layers": 3, "controller_hidden": 256, "embed_dim": 256,
+                                 "image_conditioning": True}
+
+
+def check_head_options(head: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The options of a ``head`` mapping (None: none) over :data:`HEAD_DEFAULTS`, as a new dict.
+
+    Raises:
+        ValueError: an unknown option (with close matches); ``channels``, ``layers``,
+            ``controller_hidden`` or ``embed_dim`` not an integer >= 1; ``image_conditioning`` not true/false.
+    """
+    for key in head or {}:
+        if key not in HEAD_DEFAULTS:
+            raise ValueError(f"unknown head option {key!r}{close_match_hint(key, list(HEAD_DEFAULTS), fallback='known')}")
+    options = {**HEAD_DEFAULTS, **(head or {})}
+    for key in ("channels", "layers", "controller_hidden", "embed_dim"):
+        options[key] = check_number(key, options[key], ge=1, integer=True)
+    if not isinstance(options["image_conditioning"], bool):
+        raise ValueError(f"image_conditioning must be true or false, got {options['image_conditioning']!r}")
+    return options
 
 
 def target_prompt(modality: str, target: str, template: str = PROMPT_TEMPLATE) -> str:
@@ -143,7 +167,8 @@ class TextConditionedSegmenter(nn.Module):
         and more than one modality.
 
     Raises:
-        ValueError: no targets, duplicate names, bad head options.
+        ValueError: no targets, duplicate names, bad head options (:func:`check_head_options`) or decoder
+            options (:func:`medfm.adapters.segmentation.unet_decoder_for`).
     """
 
     def __init__(self, encoder: nn.Module, targets: Sequence[Dict[str, str]], text_dim: int,
@@ -161,21 +186,16 @@ class TextConditionedSegmenter(nn.Module):
         names = [t["name"] for t in targets]
         if len(set(names)) != len(names):
             raise ValueError(f"target names must be unique, got {names}")
-        head_args = {"channels": 8, "layers": 3, "controller_hidden": 256, "embed_dim": 256, "image_conditioning": True}
-        unknown = set(head or {}) - set(head_args)
-        if unknown:
-            raise ValueError(f"unknown head option(s) {sorted(unknown)} (known: {sorted(head_args)})")
-        head_args.update(head or {})
+        head_args = check_head_options(head)
         self.encoder = encoder
         self.spatial_dims = spatial_dims_of(encoder)
         self.targets = targets
         self.target_names = names
         self.template = template
         self.text_dim = int(text_dim)
-        channels, sizes = probe_encoder(encoder)
-        dec_args = dict(decoder or {})
-        self.decoder = UNetDecoder(channels, sizes, encoder.img_size, self.spatial_dims,
-                                   input_channels=encoder.in_chans, **dec_args)
+        dec_args = check_decoder_options(decoder)
+        self.decoder = unet_decoder_for(encoder, dec_args)
+        channels = self.decoder.encoder_channels
         conv = conv_layers(self.spatial_dims)[0]
         self.precls = nn.Sequential(make_norm(self.spatial_dims, dec_args.get("norm", "batch"), self.decoder.out_channels),
                                     nn.ReLU(inplace=True), conv(self.decoder.out_channels, head_args["channels"], 1))
@@ -485,5 +505,5 @@ def build_text_segmenter(encoder: nn.Module, targets: Sequence[Dict[str, str]], 
 
 
 __all__ = ["TextConditionedSegmenter", "PromptedSegmenter", "DynamicHead", "build_text_segmenter", "target_prompt",
-           "check_target_weights",
+           "check_target_weights", "check_head_options", "HEAD_DEFAULTS",
            "PROMPT_TEMPLATE", "TEXT_SEG_HEAD_MODULES"]

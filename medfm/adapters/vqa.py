@@ -53,6 +53,18 @@ def feature_tokens(feats: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"encoder features must be (B, D, h, w) or (B, N, D), got shape {tuple(feats.shape)}")
 
 
+def check_vqa_encoder(encoder: nn.Module) -> None:
+    """Refuse an image encoder :class:`VQAModel` cannot take: a volume (3D) one (VQA images are
+    ``(B, C, H, W)``). ``medfm vqa`` runs it under the recipe's ``encoder`` location, before the head.
+
+    Raises:
+        ValueError: ``encoder.spatial_dims`` is not 2 (names the encoder).
+    """
+    if int(getattr(encoder, "spatial_dims", 2)) != 2:
+        raise ValueError(f"VQA takes 2D images; encoder {getattr(encoder, 'config', {}).get('name', type(encoder).__name__)!r} "
+                         f"is a volume encoder (spatial_dims={encoder.spatial_dims})")
+
+
 def masked_mean(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Mean over tokens of ``x`` ``(B, L, D)`` where ``mask`` ``(B, L)`` is True -> ``(B, D)``."""
     if mask is None:
@@ -237,9 +249,7 @@ class VQAModel(nn.Module):
             raise ValueError(f"VQA fusion dim={dim} is not divisible by heads={heads}")
         if fusion not in FUSIONS:
             build_fusion(fusion, dim, heads, layers, dropout)  # raises with "did you mean"
-        if int(getattr(encoder, "spatial_dims", 2)) != 2:
-            raise ValueError(f"VQA takes 2D images; encoder {getattr(encoder, 'config', {}).get('name', type(encoder).__name__)!r} "
-                             f"is a volume encoder (spatial_dims={encoder.spatial_dims})")
+        check_vqa_encoder(encoder)
         self.encoder = encoder
         self.answers = answers
         closed = [a for a in answers if a in set(closed_answers)]
@@ -400,4 +410,5 @@ class VQAModel(nn.Module):
 
 
 __all__ = ["FUSIONS", "VQA_HEAD_MODULES", "VQAModel", "TokenProjector", "CrossAttentionFusion",
-           "BilinearAttentionFusion", "CoAttentionFusion", "build_fusion", "feature_tokens", "masked_mean"]
+           "BilinearAttentionFusion", "CoAttentionFusion", "build_fusion", "check_vqa_encoder", "feature_tokens",
+           "masked_mean"]

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from medfm.arg_checks import check_number
 from medfm.data.errors import DataShapeError, UnknownSplitError
 from medfm.data.images import missing_file
 from medfm.data.root import PathLike, dataset_dir
@@ -89,10 +90,9 @@ def brain_bbox(brain: np.ndarray, margin: int = BRATS_MARGIN) -> Tuple[slice, ..
     to the volume, as one slice per axis (the whole volume when the mask is empty).
 
     Raises:
-        ValueError: ``margin`` < 0.
+        ValueError: ``margin`` not an integer >= 0 (``2.5``, ``True`` and NaN are refused too).
     """
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
+    margin = check_number("margin", margin, ge=0, integer=True)
     brain = np.asarray(brain, dtype=bool)
     if not brain.any():
         return tuple(slice(0, s) for s in brain.shape)

@@ -51,14 +51,66 @@ def scale_to_uint8(arr: np.ndarray, path: PathLike, what: str = "image") -> np.n
     return np.rint((arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)).astype(np.uint8)
 
 
+#: file suffixes PIL does not decode that are passed for images, and what each file is
+NON_IMAGE_SUFFIXES = {
+    ".nii": "a NIfTI volume, not a 2D image (3D volumes need a 3D model)",
+    ".nii.gz": "a NIfTI volume, not a 2D image (3D volumes need a 3D model)",
+    ".npy": "a numpy array file, not an image file: pass np.load(path) instead",
+    ".npz": "a numpy archive, not an image file: pass one of its arrays, np.load(path)[key]",
+}
+#: what :func:`non_image_hint` says about a DICOM file
+DICOM_HINT = ("a DICOM file, which medfm does not decode: export it to PNG, or pass its pixels as a PIL image, "
+              "Image.fromarray(pydicom.dcmread(path).pixel_array)")
+
+
+def non_image_hint(path: PathLike) -> Optional[str]:
+    """What a file PIL cannot decode is, when it is a known non-image format, with what to do; else None.
+
+    NIfTI (``.nii``/``.nii.gz``) and numpy (``.npy``/``.npz``) files by suffix; DICOM by its
+    ``.dcm``/``.dicom`` suffix or its ``DICM`` magic at byte 128 (DICOM files often have no suffix;
+    PS3.10 section 7.1).
+    """
+    path = Path(path)
+    name = path.name.lower()
+    hint = next((h for suffix, h in NON_IMAGE_SUFFIXES.items() if name.endswith(suffix)), None)
+    if hint is not None:
+        return hint
+    if name.endswith((".dcm", ".dicom")):
+        return DICOM_HINT
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return DICOM_HINT if f.read(4) == b"DICM" else None
+    except OSError:
+        return None
+
+
+def image_decode_error(path: PathLike, what: str, err: BaseException) -> CorruptFileError:
+    """The :class:`CorruptFileError` for an image file PIL failed to decode: what the file is when
+    :func:`non_image_hint` knows (NIfTI, DICOM, numpy), else :func:`corrupt_file_error`."""
+    hint = non_image_hint(path)
+    return CorruptFileError(f"cannot read {what} {path}: it is {hint}") if hint else corrupt_file_error(path, what, err)
+
+
 def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL image>", what: str = "image") -> np.ndarray:
-    """A loaded PIL image -> uint8 array, the conversion of :func:`read_image` (see there for ``mode``).
+    """A PIL image -> uint8 array, the conversion of :func:`read_image` (see there for ``mode``).
+
+    A lazily opened image is loaded first; one whose file was already closed (used after its
+    ``with Image.open(...)`` block) is refused by name instead of PIL's bare ``AssertionError``.
 
     Raises:
-        CorruptFileError: non-finite pixels in a float image (``path``/``what`` name it).
+        CorruptFileError: non-finite pixels in a float image, a closed or unreadable image file
+            (``path``/``what`` name it).
     """
     from PIL import Image
 
+    try:
+        im.load()
+    except Exception as err:  # a closed file: AssertionError (with-block) or ValueError (close()); else OSError, ...
+        if isinstance(err, AssertionError) or "closed" in str(err):
+            raise CorruptFileError(f"cannot read {what} {path}: its file was closed before the pixels were read; call "
+                                   "im.load() (or keep im.copy()) inside the `with Image.open(...)` block") from None
+        raise corrupt_file_error(path, what, err) from None
     if im.mode in WIDE_MODES:
         im = Image.fromarray(scale_to_uint8(np.asarray(im), path, what))
     target = mode or (im.mode if im.mode in MODES else "RGB")
@@ -80,7 +132,7 @@ def image_mode(path: PathLike, what: str = "image") -> str:
         with Image.open(path) as im:
             return str(im.mode)
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
-        raise corrupt_file_error(path, what, err) from None
+        raise image_decode_error(path, what, err) from None
 
 
 def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") -> np.ndarray:
@@ -105,7 +157,8 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
     Raises:
         DataFileMissingError: no such file (or a folder in its place).
         CorruptFileError: not an image, truncated or damaged, or non-finite float pixels
-            (one line naming ``what`` and the path).
+            (one line naming ``what`` and the path; a NIfTI, DICOM or numpy file is named as
+            such, :func:`non_image_hint`).
         ValueError: ``mode`` not None, "L" or "RGB".
     """
     from PIL import Image
@@ -122,8 +175,8 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
     except MedFMDataError:
         raise
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
-        raise corrupt_file_error(path, what, err) from None
+        raise image_decode_error(path, what, err) from None
 
 
 __all__ = ["read_image", "pil_to_uint8", "image_mode", "missing_file", "scale_to_uint8", "corrupt_file_error",
-           "WIDE_MODES", "MODES"]
+           "image_decode_error", "non_image_hint", "WIDE_MODES", "MODES", "NON_IMAGE_SUFFIXES", "DICOM_HINT"]

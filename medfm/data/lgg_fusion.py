@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from medfm.arg_checks import check_number
 from medfm.data.corpus import lgg_patient
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError
 from medfm.data.multimodal import MISSING_FILL, PRESENT_KEY, collate_modalities
@@ -176,17 +177,15 @@ class LGGFusionSet:
 
     Raises:
         DataFileMissingError, CorruptFileError, DataShapeError from the readers;
-        ValueError: ``img_size`` not a positive integer.
+        ValueError: ``img_size`` not an integer >= 1 (``img_size must be an integer >= 1 (pixels), got 64.0``).
     """
 
     modalities = MODALITIES
 
     def __init__(self, split: str = "train", img_size: int = 64, data_root: Optional[PathLike] = None,
                  cache_dir: Optional[PathLike] = None, patients: Optional[Sequence[str]] = None) -> None:
-        if isinstance(img_size, bool) or not isinstance(img_size, (int, np.integer)) or img_size < 1:
-            raise ValueError(f"img_size must be a positive number of pixels, got {img_size!r}")
+        self.img_size = check_number("img_size", img_size, ge=1, integer=True, hint=" (pixels)")
         self.patients = list(patients) if patients is not None else lgg_patients(split, data_root)
-        self.img_size = int(img_size)
         arrays = self._load(data_root, cache_dir)
         self.images = torch.from_numpy(arrays["images"])
         self.masks = torch.from_numpy(arrays["masks"])

@@ -101,13 +101,38 @@ def dataset_info(flag: str) -> Dict[str, Any]:
     }
 
 
+def npz_name(flag: str, size: int = 28) -> str:
+    """File name of a released MedMNIST file: ``<flag>.npz`` at 28 px, ``<flag>_<size>.npz`` otherwise.
+
+    Raises:
+        UnknownDatasetError, UnsupportedSizeError: bad flag or size.
+    """
+    return f"{flag}{_size_suffix(flag, size)}.npz"
+
+
+def expected_md5(flag: str, size: int = 28) -> str:
+    """The published md5 of ``flag`` at ``size`` (INFO's ``MD5`` / ``MD5_<size>``): what every load
+    (:class:`MedMNISTDataset`, ``verify=True``) and :func:`download_medmnist` check the file against.
+
+    Raises:
+        UnknownDatasetError, UnsupportedSizeError: bad flag or size.
+    """
+    return _info(flag)[f"MD5{_size_suffix(flag, size)}"]
+
+
+def npz_md5s() -> Dict[str, str]:
+    """``{file name: published md5}`` of every released MedMNIST file (:func:`npz_name`,
+    :func:`expected_md5`; every flag at every size), read from INFO at each call."""
+    return {npz_name(f, s): expected_md5(f, s) for f in MEDMNIST_FLAGS for s in available_sizes(f)}
+
+
 def medmnist_path(flag: str, size: int = 28, data_root: Optional[PathLike] = None) -> Path:
     """Expected path of the npz file: ``<data_root>/medmnist/<flag>[_<size>].npz``.
 
     Raises:
         UnknownDatasetError, UnsupportedSizeError: bad flag or size.
     """
-    return dataset_dir("medmnist", data_root) / f"{flag}{_size_suffix(flag, size)}.npz"
+    return dataset_dir("medmnist", data_root) / npz_name(flag, size)
 
 
 def file_md5(path: PathLike) -> str:
@@ -157,9 +182,7 @@ def download_medmnist(
             the message names the file, its URL and the folder to put it in by hand.
         ChecksumError: the downloaded bytes do not match the published md5.
     """
-    info = _info(flag)
-    suffix = _size_suffix(flag, size)
-    url, md5 = info[f"url{suffix}"], info[f"MD5{suffix}"]
+    url, md5 = _info(flag)[f"url{_size_suffix(flag, size)}"], expected_md5(flag, size)
     dest = medmnist_path(flag, size, data_root)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -295,7 +318,7 @@ class MedMNISTDataset(Dataset):
         self.num_classes: int = info["num_classes"]
         self.is_3d: bool = info["is_3d"]
         self.license: str = info["license"]
-        self.md5: str = INFO[flag][f"MD5{suffix}"]
+        self.md5: str = expected_md5(flag, size)
         self.path = medmnist_path(flag, size, data_root)
         if not self.path.is_file():
             if not download:
@@ -432,5 +455,6 @@ def _rarest_label_groups(labels: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "MEDMNIST_FLAGS", "MEDMNIST_2D_FLAGS", "MEDMNIST_3D_FLAGS", "SPLITS", "available_sizes", "dataset_info",
-    "medmnist_path", "file_md5", "verify_md5", "download_medmnist", "MedMNISTDataset", "label_fraction_indices",
+    "npz_name", "expected_md5", "npz_md5s", "medmnist_path", "file_md5", "verify_md5", "download_medmnist",
+    "MedMNISTDataset", "label_fraction_indices",
 ]

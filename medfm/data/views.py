@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from medfm.arg_checks import check_number, number_fits, shown
 
 
 @dataclass
@@ -32,6 +34,11 @@ class ViewConfig:
         blur_p: probability of Gaussian blur; ``blur_sigma`` its sigma range in pixels.
         brightness / contrast: maximum relative intensity shift / scale change.
         noise_std: standard deviation of additive Gaussian noise (intensity units in [0, 1]).
+
+    Raises:
+        ValueError: a value of the wrong kind or out of range (:func:`medfm.arg_checks.check_number`;
+            ``True`` is not a probability of 1, NaN/inf are refused), e.g. ``views.contrast must be
+            in [0, 1) (...), got 1.5`` or ``views.scale must satisfy 0 < low <= high <= 1, got (0, 1)``.
     """
 
     scale: Tuple[float, float] = (0.35, 1.0)
@@ -46,30 +53,32 @@ class ViewConfig:
     noise_std: float = 0.02
 
     def __post_init__(self) -> None:
-        lo, hi = self.scale
-        if not 0 < lo <= hi <= 1:
-            raise ValueError(f"views.scale must satisfy 0 < low <= high <= 1, got {self.scale}")
-        if not 0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"views.ratio must be positive and ordered, got {self.ratio}")
+        _check_range("scale", self.scale, "satisfy 0 < low <= high <= 1", le=1)
+        _check_range("ratio", self.ratio, "be finite, positive and ordered")
         for name in ("hflip_p", "vflip_p", "blur_p"):
-            p = getattr(self, name)
-            if not 0 <= p <= 1:
-                raise ValueError(f"views.{name} must be a probability in [0, 1], got {p}")
+            check_number(f"views.{name}", getattr(self, name), ge=0, le=1, hint=" (a probability)")
         for name in ("rotate_deg", "noise_std", "brightness"):
-            v = getattr(self, name)
-            if not 0 <= v < math.inf:  # also NaN
-                raise ValueError(f"views.{name} must be a finite number >= 0, got {v}")
-        if not 0 <= self.contrast < 1:  # the gain is drawn from [1 - contrast, 1 + contrast]
-            raise ValueError(f"views.contrast must be in [0, 1) (a gain of 1 +/- contrast; 1 or more can "
-                             f"invert or blank the image), got {self.contrast}")
-        lo, hi = self.blur_sigma
-        if not 0 < lo <= hi < math.inf:
-            raise ValueError(f"views.blur_sigma must satisfy 0 < low <= high (pixels), got {self.blur_sigma}")
+            check_number(f"views.{name}", getattr(self, name), ge=0)
+        # the gain is drawn from [1 - contrast, 1 + contrast]
+        check_number("views.contrast", self.contrast, ge=0, lt=1,
+                     hint=" (a gain of 1 +/- contrast; 1 or more can invert or blank the image)")
+        _check_range("blur_sigma", self.blur_sigma, "satisfy 0 < low <= high (pixels)")
 
     @classmethod
     def light(cls) -> "ViewConfig":
         """Mild augmentation for supervised fine-tuning (crop >= 80 %, flips, 5 degrees)."""
         return cls(scale=(0.8, 1.0), rotate_deg=5.0, blur_p=0.0, brightness=0.1, contrast=0.1, noise_std=0.0)
+
+
+def _check_range(name: str, pair: Any, rule: str, le: Optional[float] = None) -> None:
+    """Refuse a ``(low, high)`` range that is not two finite numbers with ``0 < low <= high`` (``<= le``).
+
+    Raises:
+        ValueError: ``views.scale must satisfy 0 < low <= high <= 1, got (0, 1)``.
+    """
+    if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(number_fits(v, gt=0, le=le) for v in pair)
+            and pair[0] <= pair[1]):
+        raise ValueError(f"views.{name} must {rule}, got {shown(pair)}")
 
 
 def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, List, Optional
 
 from medfm.encoders.base import Encoder, EncoderInputError
+from medfm.encoders.checks import EncoderArgumentError
 from medfm.registry import ENCODERS, UnknownArgumentError
 from medfm.encoders import timm_encoders  # noqa: F401  (registers resnet/convnext/vit)
 from medfm.encoders import mamba  # noqa: F401
@@ -47,6 +48,9 @@ def create_encoder(
         UnknownArgumentError: a keyword the encoder does not take, or one medfm sets itself
             (``num_classes``, ``features_only``: encoders are headless, add a head with
             :mod:`medfm.adapters`); a ``ValueError`` and a ``TypeError``.
+        EncoderArgumentError: a bad architecture override (a ``ValueError``; one line starting with
+            the encoder's name, e.g. ``resnet_test: layers must be 4 integers >= 1 (blocks per stage),
+            got [1, 1]``; see :mod:`medfm.encoders.checks`).
         ValueError: bad ``in_chans``/``img_size``, a checkpoint that does not match, or
             ``pretrained="timm"`` for an encoder without timm weights (tag ``timm_weights``).
     """
@@ -65,6 +69,8 @@ def create_encoder(
         encoder = ENCODERS.build(name, in_chans=in_chans, img_size=img_size, **kwargs)
     except UnknownArgumentError:
         raise
+    except EncoderArgumentError as err:
+        raise EncoderArgumentError(f"{name}: {err}") from None
     except TypeError as err:  # a family that passes **kwargs on (timm) rejected one
         text = str(err)
         if "unexpected keyword argument" not in text and "multiple values for keyword argument" not in text:
@@ -78,4 +84,4 @@ def create_encoder(
     return encoder
 
 
-__all__ = ["Encoder", "EncoderInputError", "create_encoder", "list_encoders", "ENCODERS"]
+__all__ = ["Encoder", "EncoderArgumentError", "EncoderInputError", "create_encoder", "list_encoders", "ENCODERS"]

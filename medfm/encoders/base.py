@@ -30,6 +30,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from medfm.encoders.checks import check_int
+
 SUPPORTED_IN_CHANS = (1, 3)
 
 #: How far inputs may stray outside [0, 1] before :meth:`Encoder.check_input` refuses them.
@@ -110,7 +112,8 @@ class Encoder(nn.Module):
     [0, 1] included (``input_range``), so subclasses must not override them.
 
     Raises:
-        ValueError: ``in_chans`` or ``img_size`` out of range.
+        EncoderArgumentError: ``in_chans`` not an integer >= 1 or ``img_size`` not an integer >= 8
+            (``img_size must be an integer >= 8, got 4``; ``True`` and ``28.0`` are refused too).
     """
 
     family: str = "generic"
@@ -132,12 +135,8 @@ class Encoder(nn.Module):
         fixed_size: bool = False,
     ) -> None:
         super().__init__()
-        if int(in_chans) != in_chans or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}")
-        if int(img_size) != img_size or img_size < 8:
-            raise ValueError(f"img_size must be an integer >= 8, got {img_size!r}")
-        self.in_chans = int(in_chans)
-        self.img_size = int(img_size)
+        self.in_chans = check_int("in_chans", in_chans)
+        self.img_size = check_int("img_size", img_size, minimum=8)
         self.fixed_size = fixed_size
         dims = self.spatial_dims
         self.register_buffer("pixel_mean", _per_channel(mean, self.in_chans, "mean", dims), persistent=False)

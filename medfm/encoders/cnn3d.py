@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from medfm.encoders.base import Encoder
+from medfm.encoders.checks import check_int, check_stage_ints
 from medfm.encoders.timm_encoders import stem_stride
 from medfm.registry import ENCODERS
 
@@ -54,7 +55,9 @@ class ResNet3D(Encoder3D):
     (stem and stage 1 share a resolution when there is no max-pooling).
 
     Raises:
-        ValueError: bad ``layers``/``base_width``/``norm``.
+        EncoderArgumentError (a ``ValueError``): ``layers`` not 4 integers >= 1, ``base_width`` not an
+            integer >= 1 (:mod:`medfm.encoders.checks`).
+        ValueError: an unknown ``norm``.
     """
 
     family = "cnn3d"
@@ -62,18 +65,16 @@ class ResNet3D(Encoder3D):
 
     def __init__(self, layers: Sequence[int] = (1, 1, 1, 1), base_width: int = 32, in_chans: int = 1,
                  img_size: int = 32, norm: str = "batch", **kwargs: Any) -> None:
-        from monai.networks.nets import ResNet
-
-        if len(layers) != 4 or any(int(n) != n or n < 1 for n in layers):
-            raise ValueError(f"layers must be 4 positive integers, got {list(layers)}")
-        if int(base_width) != base_width or base_width < 1:
-            raise ValueError(f"base_width must be a positive integer, got {base_width}")
+        layers = check_stage_ints("layers", layers, hint=" (blocks per stage)")
+        base_width = check_int("base_width", base_width)
         if norm not in ("batch", "instance"):
             raise ValueError(f"norm must be 'batch' or 'instance', got {norm!r}")
+        from monai.networks.nets import ResNet
+
         super().__init__(in_chans, img_size)
         stride = stem_stride(img_size)
         widths = [int(base_width) * m for m in (1, 2, 4, 8)]
-        self.model = ResNet("basic", [int(n) for n in layers], widths, spatial_dims=3, n_input_channels=in_chans,
+        self.model = ResNet("basic", list(layers), widths, spatial_dims=3, n_input_channels=in_chans,
                             conv1_t_size=3 if stride is not None else 7, conv1_t_stride=stride or 2,
                             no_max_pool=stride is not None, feed_forward=False, norm=norm, **kwargs)
         self.model.avgpool = nn.Identity()
@@ -99,8 +100,9 @@ class ResNet3D(Encoder3D):
 
 def _resnet3d(layers: Sequence[int], base_width: int):
     def build(in_chans: int = 1, img_size: int = 32, **kw: Any) -> Encoder:
+        kw.setdefault("layers", layers)  # overridable, as base_width (was "got multiple values for 'layers'")
         kw.setdefault("base_width", base_width)
-        return ResNet3D(layers=layers, in_chans=in_chans, img_size=img_size, **kw)
+        return ResNet3D(in_chans=in_chans, img_size=img_size, **kw)
     build.__doc__ = f"MONAI 3D ResNet with {list(layers)} blocks, base width {base_width} (see :class:`ResNet3D`)."
     return build
 

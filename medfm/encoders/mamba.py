@@ -29,7 +29,7 @@ Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, C_4, h
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 import torch
@@ -37,9 +37,11 @@ from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
 from medfm.encoders.base import Encoder
+from medfm.encoders.checks import (check_int, check_positive, check_ratio_widths, check_stage_ints,
+                                   check_stage_positive, replace_config)
 from medfm.encoders.layers.ss2d import SS2D, DirectionalSelectiveScan, MapLinear, ModulatedGroupMamba
 from medfm.encoders.timm_encoders import stem_stride
-from medfm.registry import ENCODERS, UnknownArgumentError, close_match_hint
+from medfm.registry import ENCODERS
 
 MIXERS = ("vmamba", "groupmamba")
 
@@ -58,6 +60,12 @@ class MambaConfig:
         ssm_ratio: inner/outer channels of the selective scan.
         drop_path_rate: stochastic depth, linearly increasing to this value.
         chunk_size: CPU selective-scan chunk size (None = automatic).
+
+    Raises:
+        EncoderArgumentError (a ``ValueError``): dims/depths not 4 integers >= 1, mlp_ratios not 4 numbers
+            > 0, a non-integer d_state or chunk_size, ratios that give no hidden/inner channel
+            (:mod:`medfm.encoders.checks`).
+        ValueError: an unknown mixer, GroupMamba dims not divisible by 4, drop_path_rate outside [0, 1).
     """
 
     mixer: str
@@ -72,21 +80,20 @@ class MambaConfig:
     def __post_init__(self) -> None:
         if self.mixer not in MIXERS:
             raise ValueError(f"unknown Mamba mixer {self.mixer!r}; choose one of {MIXERS}")
-        for name in ("dims", "depths", "mlp_ratios"):
-            if len(getattr(self, name)) != 4:
-                raise ValueError(f"{name} needs 4 stages, got {getattr(self, name)}")
-        if any(int(d) != d or d < 1 for d in self.dims) or any(int(d) != d or d < 1 for d in self.depths):
-            raise ValueError(f"dims and depths must be positive integers, got {self.dims}, {self.depths}")
+        check_stage_ints("dims", self.dims, hint=" (stage widths)")
+        check_stage_ints("depths", self.depths, hint=" (blocks per stage)")
+        check_stage_positive("mlp_ratios", self.mlp_ratios, hint=" (one per stage)")
         if self.mixer == "groupmamba" and any(d % 4 for d in self.dims):
             raise ValueError(f"dims must be stage widths divisible by 4 for GroupMamba, got {self.dims}")
-        if int(self.d_state) != self.d_state or self.d_state < 1:
-            raise ValueError(f"d_state must be a positive integer, got {self.d_state}")
-        if self.ssm_ratio <= 0 or any(r <= 0 for r in self.mlp_ratios):
-            raise ValueError("ssm_ratio and mlp_ratios must be positive")
+        check_int("d_state", self.d_state)
+        check_positive("ssm_ratio", self.ssm_ratio)
+        check_ratio_widths("mlp_ratios", self.mlp_ratios, self.dims)
+        if self.mixer == "vmamba":  # GroupMamba keeps at least one inner channel per group
+            check_ratio_widths("ssm_ratio", self.ssm_ratio, self.dims, to_int=round, what="inner channel")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        if self.chunk_size is not None and (int(self.chunk_size) != self.chunk_size or self.chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive integer or None, got {self.chunk_size}")
+        if self.chunk_size is not None:
+            check_int("chunk_size", self.chunk_size, hint=" or None (automatic)")
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -242,11 +249,7 @@ class MambaEncoder(Encoder):
 
 def _builder(base: MambaConfig):
     def build(in_chans: int = 3, img_size: int = 224, **overrides: Any) -> Encoder:
-        known = [f.name for f in fields(base)]
-        unknown = [k for k in overrides if k not in known]
-        if unknown:  # e.g. a ResNet recipe's `layers` left in after switching encoder.name
-            raise UnknownArgumentError(f"unknown Mamba encoder option {unknown[0]!r}{close_match_hint(unknown[0], known)}")
-        cfg = replace(base, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()})
+        cfg = replace_config(base, overrides, "Mamba encoder")
         return MambaEncoder(cfg, in_chans=in_chans, img_size=img_size)
     build.__doc__ = f"Mamba encoder with {base}; keyword overrides replace config fields."
     return build

@@ -30,7 +30,7 @@ Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, C_4, H
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, List, Tuple
 
 import torch
@@ -38,6 +38,8 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 from medfm.encoders.base import Encoder
+from medfm.encoders.checks import (EncoderArgumentError, check_int, check_positive, check_ratio_widths,
+                                   check_stage_ints, replace_config)
 from medfm.encoders.layers.kan import BasisSpec, KANLinear, create_basis
 from medfm.encoders.layers.neighborhood_attention import BACKENDS, NeighborhoodAttention2D
 from medfm.encoders.timm_encoders import stem_stride
@@ -58,6 +60,12 @@ class MedViTKANConfig:
         kan: KAN basis, a name or ``{"name": ..., **args}`` (see ``create_basis``).
         drop_path_rate: stochastic depth, linearly increasing to this value.
         attn_backend: neighbourhood attention backend (``"auto"``, ``"sdpa"``, ``"natten"``).
+
+    Raises:
+        EncoderArgumentError (a ``ValueError``): dims not 4 integers >= 1, blocks not 4 strings of
+            ``L``/``G``, an even or non-integer kernel_size, a head_dim whose head count does not divide
+            a stage width, ratios that give no hidden channel (:mod:`medfm.encoders.checks`).
+        ValueError: drop_path_rate outside [0, 1), an unknown attn_backend or KAN basis.
     """
 
     dims: Tuple[int, int, int, int]
@@ -71,17 +79,22 @@ class MedViTKANConfig:
     attn_backend: str = "auto"
 
     def __post_init__(self) -> None:
-        if len(self.dims) != 4 or len(self.blocks) != 4:
-            raise ValueError(f"dims and blocks need 4 stages each, got {len(self.dims)} and {len(self.blocks)}")
-        if any(int(d) != d or d < 1 for d in self.dims):
-            raise ValueError(f"dims must be positive integers, got {self.dims}")
-        for stage in self.blocks:
-            if not stage or set(stage) - {"L", "G"}:
-                raise ValueError(f"each stage's blocks must be a non-empty string of 'L'/'G', got {self.blocks}")
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {self.kernel_size}")
-        if self.head_dim < 1 or self.mlp_ratio <= 0 or self.kan_ratio <= 0:
-            raise ValueError("head_dim, mlp_ratio and kan_ratio must be positive")
+        check_stage_ints("dims", self.dims, hint=" (stage widths)")
+        if isinstance(self.blocks, str) or not isinstance(self.blocks, (list, tuple)) or len(self.blocks) != 4 \
+                or any(not isinstance(s, str) or not s or set(s) - {"L", "G"} for s in self.blocks):
+            raise EncoderArgumentError(f"blocks must be 4 non-empty strings of 'L' (LFP) / 'G' (GFP) blocks, one per "
+                                       f"stage, e.g. ['LL', 'LL', 'LGLG', 'GG'], got {self.blocks!r}")
+        check_int("kernel_size", self.kernel_size, odd=True)
+        check_int("head_dim", self.head_dim)
+        for dim in self.dims:
+            heads = max(1, dim // self.head_dim)
+            if dim % heads:
+                raise EncoderArgumentError(
+                    f"head_dim must give a head count (width // head_dim) that divides every stage width of dims "
+                    f"{tuple(self.dims)}, got {self.head_dim} ({heads} heads at width {dim})")
+        for name, kind in (("mlp_ratio", "L"), ("kan_ratio", "G")):  # LFP MLPs, GFP KAN feed-forwards
+            ratio = check_positive(name, getattr(self, name))
+            check_ratio_widths(name, ratio, [d for d, stage in zip(self.dims, self.blocks) if kind in stage])
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if self.attn_backend not in BACKENDS:
@@ -255,10 +268,7 @@ class MedViTKAN(Encoder):
 
 def _builder(base: MedViTKANConfig):
     def build(in_chans: int = 3, img_size: int = 224, **overrides: Any) -> Encoder:
-        try:
-            cfg = replace(base, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()})
-        except TypeError as err:
-            raise ValueError(f"unknown MedViT-KAN option: {err}") from None
+        cfg = replace_config(base, overrides, "MedViT-KAN")
         return MedViTKAN(cfg, in_chans=in_chans, img_size=img_size)
     build.__doc__ = f"MedViT-KAN encoder with {base}; keyword overrides replace config fields."
     return build

@@ -8,6 +8,7 @@ size that gives a 7x7 to 14x14 token grid.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Optional
 
 import timm
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 
 from medfm.encoders.base import Encoder
+from medfm.encoders.checks import (EncoderArgumentError, check_int, check_no_empty_layers, check_positive,
+                                   check_ratio_widths, check_stage_ints)
 from medfm.registry import ENCODERS
 
 
@@ -27,15 +30,26 @@ def stem_stride(img_size: int) -> Optional[int]:
     return None
 
 
-def vit_patch_size(img_size: int) -> int:
-    """Patch size that suits ``img_size``: 4 (<= 32 px), 8 (<= 64 px), else 16.
+def vit_patch_size(img_size: int, patch_size: Optional[int] = None) -> int:
+    """Patch size that suits ``img_size``: 4 (<= 32 px), 8 (<= 64 px), else 16; or ``patch_size``
+    when given, once checked.
 
     Raises:
-        ValueError: ``img_size`` is not a multiple of the chosen patch size.
+        EncoderArgumentError (a ``ValueError``): ``patch_size`` is not an integer >= 1, or ``img_size``
+            is not a multiple of the patch size (timm would crop the border silently, or fail at the
+            first forward).
     """
-    patch = 4 if img_size <= 32 else 8 if img_size <= 64 else 16
+    auto = 4 if img_size <= 32 else 8 if img_size <= 64 else 16
+    if patch_size is None:
+        if img_size % auto:
+            raise EncoderArgumentError(f"img_size={img_size} is not a multiple of the ViT patch size {auto}; use an "
+                                       f"img_size that is a multiple of {auto} or pass a patch_size that "
+                                       f"divides {img_size}")
+        return auto
+    patch = check_int("patch_size", patch_size)
     if img_size % patch:
-        raise ValueError(f"img_size={img_size} is not a multiple of the ViT patch size {patch}")
+        default = "" if img_size % auto else f" (the default for it is {auto})"
+        raise EncoderArgumentError(f"patch_size must divide img_size={img_size}{default}, got {patch}")
     return patch
 
 
@@ -83,6 +97,42 @@ RESERVED_TIMM_ARGS = ("num_classes", "features_only", "pretrained", "pretrained_
 #: timm's dropout / stochastic-depth rates; each must be a probability in [0, 1)
 TIMM_RATE_ARGS = ("drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate")
 
+#: timm's per-stage lists (ResNet ``layers``/``channels``, ConvNeXt ``depths``/``dims``): 4 integers >= 1
+#: each (both families have 4 stages; timm took other lengths and failed in forward or with an IndexError)
+TIMM_STAGE_ARGS = {"layers": "blocks per stage", "channels": "stage widths", "depths": "blocks per stage",
+                   "dims": "stage widths"}
+
+#: timm's size arguments: integers >= 1 (ViT ``depth: 0`` built and failed in forward, ``num_heads: 0``
+#: was a ZeroDivisionError; ``embed_dim`` is left to timm, whose error is caught below)
+TIMM_SIZE_ARGS = ("depth", "num_heads", "stem_width", "base_width", "cardinality", "patch_size")
+
+#: timm's width ratios: finite numbers > 0 (one too small for a layer's width is refused after the build)
+TIMM_RATIO_ARGS = ("mlp_ratio",)
+
+
+def check_timm_args(kwargs: Dict[str, Any]) -> None:
+    """The checks of :func:`_timm_create` on timm architecture arguments, before timm sees them:
+    :data:`TIMM_STAGE_ARGS`, :data:`TIMM_SIZE_ARGS`, :data:`TIMM_RATIO_ARGS` and ConvNeXt's
+    ``kernel_sizes`` (one odd size or 4). Arguments not given are not checked.
+
+    Raises:
+        EncoderArgumentError: e.g. ``layers must be 4 integers >= 1 (blocks per stage), got [1, 1]``.
+    """
+    for key, what in TIMM_STAGE_ARGS.items():
+        if key in kwargs:
+            check_stage_ints(key, kwargs[key], hint=f" ({what})")
+    for key in TIMM_SIZE_ARGS:
+        if key in kwargs:
+            check_int(key, kwargs[key])
+    for key in TIMM_RATIO_ARGS:
+        if key in kwargs:
+            check_positive(key, kwargs[key])
+    sizes = kwargs.get("kernel_sizes")
+    if isinstance(sizes, (list, tuple)):
+        check_stage_ints("kernel_sizes", sizes, odd=True, hint=" (one per stage) or one odd integer")
+    elif sizes is not None:
+        check_int("kernel_sizes", sizes, odd=True, hint=" (or 4 of them, one per stage)")
+
 
 def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
     """``timm.create_model(arch, num_classes=0, **kwargs)``, headless, with medfm's argument checks.
@@ -92,6 +142,9 @@ def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
         ValueError: a rate of :data:`TIMM_RATE_ARGS` outside [0, 1) (timm takes it and fails at the
             first training step), or arguments timm cannot build the model with (``embed_dim: -4``,
             ``num_heads`` not dividing the width): one line naming the architecture and the arguments.
+        EncoderArgumentError (a ``ValueError``): a bad stage list, size or ratio (:func:`check_timm_args`),
+            arguments that give a zero-width layer (``mlp_ratio: 0.001``), or a ``stem_width``
+            that timm ignores (a ResNet without a deep stem).
         RuntimeError: timm's pretrained weights cannot be fetched (the message says how to work offline).
     """
     bad = {k: kwargs[k] for k in TIMM_RATE_ARGS if k in kwargs
@@ -108,14 +161,17 @@ def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
             "extractors (timm num_classes=0). Add a head with medfm.adapters.ImageClassifier, take "
             "unpooled features from encoder.forward_features, and pass pretrained='timm' or a "
             "checkpoint to create_encoder")
+    check_timm_args(kwargs)
     if pretrained:
         source = timm_weights_source(arch)
         if source:
             kwargs["pretrained_cfg_overlay"] = source
     shown = {k: v for k, v in kwargs.items() if k not in ("in_chans", "img_size", "patch_size", "pretrained_cfg_overlay")}
     try:
-        return timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
-    except (OSError, RuntimeError, AssertionError, ValueError) as err:  # hub unreachable, missing weights; bad args
+        with warnings.catch_warnings():  # zero-width layers are refused below, in one line
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            model = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
+    except (OSError, RuntimeError, AssertionError, ValueError, ZeroDivisionError) as err:  # hub, weights; bad args
         if not pretrained or not isinstance(err, (OSError, RuntimeError)):
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ValueError(f"timm cannot build {arch!r} with {shown or 'its defaults'}: {first}") from None
@@ -124,6 +180,12 @@ def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
             f"{str(err).splitlines()[0] if str(err) else ''}). Offline, pass pretrained=None or a local "
             "medfm checkpoint directory instead."
         ) from None
+    check_no_empty_layers(model, f"the arguments {shown} of timm {arch!r}")
+    if "stem_width" in kwargs and isinstance(getattr(model, "conv1", None), nn.Conv2d):  # timm ignored it
+        raise EncoderArgumentError(f"stem_width={kwargs['stem_width']!r} has no effect on timm {arch!r}: its stem is "
+                                   f"one 64-channel conv; stem_width sets a deep stem's width (stem_type 'deep' "
+                                   f"or 'deep_tiered')")
+    return model
 
 
 class TimmEncoder(Encoder):
@@ -191,6 +253,11 @@ class TimmViT(TimmEncoder):
     Input ``(B, in_chans, img_size, img_size)`` in [0, 1] (fixed size: learned position
     embeddings); ``forward_features`` gives ``(B, 1 + N, D)`` tokens (class token first);
     ``forward`` returns the class token after the final norm.
+
+    Raises:
+        EncoderArgumentError (a ``ValueError``): a ``patch_size`` that does not divide ``img_size``
+            (:func:`vit_patch_size`), an ``mlp_ratio`` that gives no hidden channel, or a bad timm
+            argument (:func:`check_timm_args`).
     """
 
     family = "vit"
@@ -199,9 +266,11 @@ class TimmViT(TimmEncoder):
     def __init__(self, arch: str, in_chans: int = 3, img_size: int = 224, patch_size: Optional[int] = None,
                  timm_pretrained: bool = False, **kwargs: Any) -> None:
         super().__init__(in_chans, img_size, fixed_size=True)
-        patch = patch_size or vit_patch_size(img_size)
+        patch = vit_patch_size(img_size, patch_size)
         self.model = _timm_create(arch, timm_pretrained, in_chans=in_chans, img_size=img_size,
                                   patch_size=patch, **kwargs)
+        if "mlp_ratio" in kwargs:  # timm's Mlp takes a hidden width of 0 as "same as the input" (ratio 1)
+            check_ratio_widths("mlp_ratio", kwargs["mlp_ratio"], [self.model.embed_dim], of="embed_dim")
         self.patch_size = patch
         self.num_features = self.model.num_features
 

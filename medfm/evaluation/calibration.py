@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from medfm.arg_checks import check_number
 from medfm.evaluation.metrics import MULTI_LABEL, check_task, prepare_scores, to_numpy
 
 __all__ = ["Calibration", "expected_calibration_error"]
@@ -84,12 +85,11 @@ def expected_calibration_error(
         :class:`Calibration` with ``ece``, ``mce`` and per-bin data for a reliability diagram.
 
     Raises:
-        ValueError: multi-label task, ``n_bins < 1``, or the input errors of
+        ValueError: multi-label task, ``n_bins`` not an integer >= 1 (``15.0`` and ``True`` are
+            refused), or the input errors of
             :func:`medfm.evaluation.metrics.classification_metrics` (shape, NaN, range).
     """
-    if int(n_bins) != n_bins or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-    n_bins = int(n_bins)
+    n_bins = check_number("n_bins", n_bins, ge=1, integer=True)
     if task is not None and check_task(task) == MULTI_LABEL:
         raise ValueError("top-label ECE is defined for binary/multi-class tasks, not 'multi-label, binary-class' "
                          "(compute it per label as a binary task instead)")

@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from medfm.arg_checks import check_number
 from medfm.registry import close_match_hint
 
 
@@ -393,16 +394,15 @@ def bootstrap_ci(
         no resample has a defined value.
 
     Raises:
-        ValueError: unknown metric, bad ``n_boot``/``alpha``, or any input error of
+        ValueError: unknown metric, ``n_boot`` not an integer >= 1, ``alpha`` not a number in (0, 1)
+            (``True`` is refused, not taken as 1), or any input error of
             :func:`classification_metrics`.
     """
     if metric not in _BOOT_METRICS:
         raise ValueError(f"unknown bootstrap metric {metric!r}{close_match_hint(metric, _BOOT_METRICS, n=2, cutoff=0.4, fallback=None)} "
                          f"(valid: {', '.join(_BOOT_METRICS)})")
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    n_boot = check_number("n_boot", n_boot, ge=1, integer=True)
+    alpha = check_number("alpha", alpha, gt=0, lt=1)
     y, s, scores = prepare_scores(y_true, y_score, task, full=True)
     n = len(y)
     rng = np.random.default_rng(seed)
@@ -414,8 +414,8 @@ def bootstrap_ci(
     else:
         t_cols, s_cols = one_vs_rest(y, s, task, scores)
     stats = []
-    for start in range(0, int(n_boot), chunk):
-        w = _bootstrap_weights(rng, min(chunk, int(n_boot) - start), n)
+    for start in range(0, n_boot, chunk):
+        w = _bootstrap_weights(rng, min(chunk, n_boot - start), n)
         if metric == "acc":
             stats.append(w @ correct / n)
         else:
@@ -436,17 +436,16 @@ def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 1000, alpha: float 
     """Percentile bootstrap ``(low, high)`` of the mean of ``values`` ``(N,)``; ``(nan, nan)`` if N = 0.
 
     Raises:
-        ValueError: ``n_boot`` < 1 or ``alpha`` outside (0, 1).
+        ValueError: ``n_boot`` not an integer >= 1 or ``alpha`` not a number in (0, 1)
+            (``n_boot must be an integer >= 1, got 10.0``).
     """
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    n_boot = check_number("n_boot", n_boot, ge=1, integer=True)
+    alpha = check_number("alpha", alpha, gt=0, lt=1)
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(int(n_boot), x.size))].mean(axis=1)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
     return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
 
 

@@ -24,11 +24,12 @@ tests check them against MONAI's metrics on hand-made masks.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from medfm.arg_checks import check_number
 
 #: a numpy array or a torch tensor (moved to CPU and converted)
 ArrayLike = Any
@@ -126,16 +127,6 @@ def _surface_distances(a: np.ndarray, b: np.ndarray, sp: np.ndarray):
     return dist_to_b[sa], dist_to_a[sb]
 
 
-def _check_percentile(percentile: float) -> None:
-    if not 0 <= percentile <= 100:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
-
-
-def _check_tolerance(tolerance: float) -> None:
-    if not math.isfinite(tolerance) or tolerance < 0:
-        raise ValueError(f"tolerance must be a finite value >= 0, got {tolerance}")
-
-
 def _distance_metrics(a: np.ndarray, b: np.ndarray, sp: np.ndarray, percentile: float,
                       tolerance: float) -> Tuple[float, float]:
     """(HD at ``percentile``, surface Dice at ``tolerance``) of two checked boolean masks from one
@@ -158,9 +149,9 @@ def hd95(pred: ArrayLike, ref: ArrayLike, spacing: Optional[Union[float, Sequenc
         Distance in ``spacing`` units; 0.0 if both masks are empty, NaN if one is.
 
     Raises:
-        ValueError: see :func:`dice_score`; ``percentile`` outside [0, 100].
+        ValueError: see :func:`dice_score`; ``percentile`` not a number in [0, 100].
     """
-    _check_percentile(percentile)
+    percentile = check_number("percentile", percentile, ge=0, le=100)
     a, b = _pair(pred, ref)
     return _distance_metrics(a, b, _spacing(spacing, a.ndim), percentile, 0.0)[0]
 
@@ -170,9 +161,9 @@ def surface_dice(pred: ArrayLike, ref: ArrayLike, tolerance: float,
     """Surface Dice (normalised surface distance) at ``tolerance`` (``spacing`` units).
 
     Raises:
-        ValueError: see :func:`dice_score`; negative or non-finite ``tolerance``.
+        ValueError: see :func:`dice_score`; ``tolerance`` not a finite number >= 0.
     """
-    _check_tolerance(tolerance)
+    tolerance = check_number("tolerance", tolerance, ge=0)
     a, b = _pair(pred, ref)
     return _distance_metrics(a, b, _spacing(spacing, a.ndim), 95.0, tolerance)[1]
 
@@ -198,12 +189,13 @@ def case_metrics(pred_labels: ArrayLike, ref_labels: ArrayLike, label_names: Seq
         ``{class_or_region_name: {"dice": .., "hd95": .., "surface_dice": ..}}``.
 
     Raises:
-        ValueError: label maps of different shapes (see :func:`dice_score`), an empty region.
+        ValueError: label maps of different shapes (see :func:`dice_score`), an empty region, a
+            ``tolerance`` that is not a finite number >= 0 (with ``distances``).
     """
     pred = np.asarray(pred_labels)
     ref = np.asarray(ref_labels)
     if distances:
-        _check_tolerance(tolerance)
+        tolerance = check_number("tolerance", tolerance, ge=0)
     sp = None
     if regions is not None:
         if any(not len(labels) for labels in regions.values()):

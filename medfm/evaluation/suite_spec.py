@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from medfm.arg_checks import check_number, number_fits, shown
 from medfm.config import ConfigError, from_dict, load_yaml
 from medfm.data.errors import MedFMDataError
 from medfm.evaluation.protocols import check_protocol
@@ -113,7 +114,13 @@ class DatasetSpec:
 
 @dataclass
 class CorruptionSpec:
-    """MedMNIST-C settings: ``names`` ("all" or a list), severities 1-5, resolution policy, seed."""
+    """MedMNIST-C settings: ``names`` ("all" or a list), severities 1-5, resolution policy, seed.
+
+    Raises:
+        ValueError: a severity that is not an integer in 1..5, a resolution that is neither
+            ``"native"`` nor an integer >= 8, ``workers`` not an integer >= 0 (``True`` is refused).
+        UnknownCorruptionError: an unknown corruption name (with close matches).
+    """
 
     names: Union[str, List[str]] = "all"
     severities: Tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -122,12 +129,11 @@ class CorruptionSpec:
     workers: int = 2
 
     def __post_init__(self) -> None:
-        if not self.severities or any(s not in (1, 2, 3, 4, 5) for s in self.severities):
-            raise ValueError(f"corruptions.severities must be values in 1..5, got {list(self.severities)}")
-        if not (self.resolution == "native" or (isinstance(self.resolution, int) and self.resolution >= 8)):
-            raise ValueError(f"corruptions.resolution must be 'native' or a side in px, got {self.resolution!r}")
-        if self.workers < 0:
-            raise ValueError(f"corruptions.workers must be >= 0 (0 or 1: in this process), got {self.workers}")
+        if not self.severities or not all(number_fits(s, ge=1, le=5, integer=True) for s in self.severities):
+            raise ValueError(f"corruptions.severities must be integers in 1..5, got {list(self.severities)}")
+        if not (self.resolution == "native" or number_fits(self.resolution, ge=8, integer=True)):
+            raise ValueError(f"corruptions.resolution must be 'native' or a side in px >= 8, got {shown(self.resolution)}")
+        check_number("corruptions.workers", self.workers, ge=0, integer=True, hint=" (0 or 1: in this process)")
         if self.names != "all":
             from medfm.data.corruptions import UnknownCorruptionError, all_corruption_names
 
@@ -167,6 +173,11 @@ class ProtocolSpec:
     ``finetune``: settings of the ``finetune`` protocol (a partial fine-tuning recipe:
     ``mode``, ``lora``, ``augment``, ``dropout``, ``train``;
     :mod:`medfm.evaluation.finetune_protocol`).
+
+    Raises:
+        ValueError: an unknown protocol, a label fraction not in (0, 1], ``knn_k`` not an integer
+            >= 1, ``knn_temperature`` not a finite number > 0, a bad ``linear_c``.
+        ConfigError: a bad ``finetune`` setting.
     """
 
     name: str = "as-is"
@@ -180,10 +191,10 @@ class ProtocolSpec:
     def __post_init__(self) -> None:
         check_protocol(self.name)
         self.linear_c = parse_probe_c(self.linear_c)
-        if not self.label_fractions or any(not 0 < f <= 1 for f in self.label_fractions):
+        if not self.label_fractions or not all(number_fits(f, gt=0, le=1) for f in self.label_fractions):
             raise ValueError(f"protocol.label_fractions must be in (0, 1], got {list(self.label_fractions)}")
-        if self.knn_k < 1 or not self.knn_temperature > 0:
-            raise ValueError(f"protocol.knn_k must be >= 1 and knn_temperature > 0, got {self.knn_k}, {self.knn_temperature}")
+        check_number("protocol.knn_k", self.knn_k, ge=1, integer=True)
+        check_number("protocol.knn_temperature", self.knn_temperature, gt=0)
         _check_finetune_settings(self.finetune)
 
 

@@ -100,13 +100,14 @@ def _dataset_meta(spec: DatasetSpec, ds: Any, corrupted: bool, subset: Optional[
 
 
 def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spec: "Suite",
-             ds: Any, val: Any = None, finetune: Optional[Dict[str, Any]] = None, train_split: str = "train"
-             ) -> Tuple[Any, List[Tuple[str, Optional[float], Any, Any, Dict[str, Any]]]]:
+             ds: Any, val: Any = None, finetune: Optional[Dict[str, Any]] = None, train_split: str = "train",
+             progress: bool = True) -> Tuple[Any, List[Tuple[str, Optional[float], Any, Any, Dict[str, Any]]]]:
     """``(embed, heads)``: ``embed(dataset) -> array``; each head
     ``(run, fraction, fn(array) -> scores, cam_model, extra results)``; the extra results of a
     protocol that fits on labels hold ``train_labels`` (:func:`_train_label_counts`).
 
     ``finetune`` (protocol ``finetune``): ``{"checkpoint", "sha", "flag", "size", "workdir", "data_root"}``.
+    ``progress``: tqdm bars over the feature passes of the train and val splits.
     """
     from medfm.evaluation import protocols as P
     from medfm.evaluation.predict import predict_scores
@@ -136,12 +137,15 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
                            "train_labels": _train_label_counts(kept, ds.task, ds.label_names, "train", "fine-tuned")}))
         return (lambda d: d), heads
     name = getattr(ds, "flag", None) or getattr(ds, "name", None) or "data"  # image folders: their name
-    ftr = P.extract_features(encoder, train, bs, desc=f"{name} train features")
+    def features(data: Any, split: str) -> np.ndarray:
+        return P.extract_features(encoder, data, bs, desc=f"{name} {split} features" if progress else None)
+
+    ftr = features(train, "train")
     ytr = P.probe_labels(train)
     heads = []
     pr = spec.protocol
     if protocol == "linear" and pr.linear_c == "val":
-        fval, yval = P.extract_features(encoder, val, bs, desc=f"{name} val features"), P.probe_labels(val)
+        fval, yval = features(val, "val"), P.probe_labels(val)
     for frac in pr.label_fractions:
         keep = P.subset_indices(ytr, frac, pr.seed)
         run = f"{protocol}-f{frac:g}"
@@ -367,7 +371,7 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
                 "workdir": (work or out) / spec.name, "data_root": data_root}
     fit_stage, forward, score_stage = _STAGES[suite.protocol.name]
     embed, heads = _scoring(suite.protocol.name, prep["model"], prep["core"], prep["encoder"], prep["train"], suite, ds,
-                            val=prep["val"], finetune=finetune, train_split=spec.train_split)
+                            val=prep["val"], finetune=finetune, train_split=spec.train_split, progress=progress)
     if fit_stage:
         clock.lap(fit_stage)
 

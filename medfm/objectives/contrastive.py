@@ -37,8 +37,7 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
         raise ValueError(f"nt_xent_loss expects two (B, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape[0] < 2:
         raise ValueError("nt_xent_loss needs a batch of at least 2 images")
-    if not 0 < float(temperature) < float("inf"):  # also NaN
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = check_arg("nt_xent_loss", "temperature", temperature, gt=0)
     b = z1.shape[0]
     # fp32 even under bf16 autocast (which would run the matmul in bf16 despite .float())
     with torch.autocast(device_type=z1.device.type, enabled=False):

@@ -211,7 +211,8 @@ def matching_loss(qap: FactorizedQAP, differentiation: str = "blackbox", blackbo
         rounded solution matches to themselves (no gradient).
 
     Raises:
-        ValueError: unknown ``differentiation``, non-square instances, ``lambda <= 0``.
+        ValueError: unknown ``differentiation``, non-square instances, ``blackbox_lambda`` not a
+            finite number > 0 (black-box only).
     """
     g, n, m = qap.node.shape
     if n != m:
@@ -226,8 +227,7 @@ def matching_loss(qap: FactorizedQAP, differentiation: str = "blackbox", blackbo
         return loss, acc
     if differentiation != "blackbox":
         raise ValueError(f"differentiation must be one of {DIFFERENTIATIONS}, got {differentiation!r}")
-    if not blackbox_lambda > 0:
-        raise ValueError(f"blackbox_lambda must be > 0, got {blackbox_lambda}")
+    blackbox_lambda = check_arg("matching_loss", "blackbox_lambda", blackbox_lambda, gt=0)
     with torch.no_grad():
         plain = qap.detach()
         perturbed = plain.with_node(plain.node + 2 * blackbox_lambda * eye)

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import numbers
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
+from medfm.arg_checks import check_number
 from medfm.data.views import ViewConfig
 from medfm.encoders.base import EncoderInputError
 
@@ -70,27 +69,15 @@ def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch:
     return images
 
 
-def _range_text(gt: Optional[float], ge: Optional[float], lt: Optional[float], le: Optional[float]) -> str:
-    """``"> 0"``, ``">= 1"``, ``"in [0, 1)"``, ... for the bounds given."""
-    low = (f"({gt:g}" if gt is not None else f"[{ge:g}") if gt is not None or ge is not None else None
-    high = (f"{lt:g})" if lt is not None else f"{le:g}]") if lt is not None or le is not None else None
-    if low and high:
-        return f"in {low}, {high}"
-    if low:
-        return ("> " if gt is not None else ">= ") + low[1:]
-    if high:
-        return ("< " if lt is not None else "<= ") + high[:-1]
-    return ""
-
-
 def check_arg(objective: str, name: str, value: Any, *, gt: Optional[float] = None, ge: Optional[float] = None,
               lt: Optional[float] = None, le: Optional[float] = None, integer: bool = False,
               hint: str = "") -> Union[int, float]:
     """Check one numeric constructor argument of an objective and return it as ``int``/``float``.
 
-    A float argument must be a finite real number (ints are accepted, ``bool`` never); an
-    integer argument an integral number (``2.5``, ``"3"`` and ``True`` are refused rather than
-    truncated or taken as 1). The bounds are inclusive (``ge``/``le``) or strict (``gt``/``lt``).
+    :func:`medfm.arg_checks.check_number` with the objective's name first in the message. A float
+    argument must be a finite real number (ints are accepted, ``bool`` never); an integer argument
+    an integral number (``2.5``, ``"3"`` and ``True`` are refused rather than truncated or taken
+    as 1). The bounds are inclusive (``ge``/``le``) or strict (``gt``/``lt``).
 
     Args:
         objective: the objective's (or solver's) name, first word of the message.
@@ -107,20 +94,7 @@ def check_arg(objective: str, name: str, value: Any, *, gt: Optional[float] = No
         ValueError: one line, e.g. ``simclr: temperature must be > 0, got -1.0`` or
             ``swav: n_local_views must be an integer >= 0, got 1.5``.
     """
-    bounds = _range_text(gt, ge, lt, le)
-    kind = "an integer" if integer else "a finite number"
-    is_number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    if not is_number or (integer and not isinstance(value, numbers.Integral)) \
-            or (not integer and not math.isfinite(float(value))):
-        shown = repr(float(value)) if is_number else f"{value!r} ({type(value).__name__})"
-        must = f"{kind} {bounds}" if bounds else kind
-        raise ValueError(f"{objective}: {name} must be {must}{hint}, got {shown}")
-    out: Union[int, float] = int(value) if integer else float(value)
-    if (gt is not None and not out > gt) or (ge is not None and not out >= ge) \
-            or (lt is not None and not out < lt) or (le is not None and not out <= le):
-        must = f"an integer {bounds}" if integer else bounds
-        raise ValueError(f"{objective}: {name} must be {must}{hint}, got {out!r}")
-    return out
+    return check_number(f"{objective}: {name}", value, gt=gt, ge=ge, lt=lt, le=le, integer=integer, hint=hint)
 
 
 def check_choice(objective: str, name: str, value: Any, choices: Sequence[str]) -> str:

@@ -51,8 +51,7 @@ def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tem
     if q.shape[0] == 0 or queue.shape[0] == 0:
         raise ValueError(f"moco_infonce_loss needs B >= 1 queries and K >= 1 queue entries, got q {tuple(q.shape)} "
                          f"and queue {tuple(queue.shape)}")
-    if not 0 < float(temperature) < float("inf"):  # also NaN
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = check_arg("moco_infonce_loss", "temperature", temperature, gt=0)
     with torch.autocast(device_type=q.device.type, enabled=False):  # logits / T in fp32 also under autocast
         q = F.normalize(q.float(), dim=1)
         k = F.normalize(k.float(), dim=1)

@@ -93,8 +93,7 @@ def swav_loss(scores: Sequence[torch.Tensor], assign_views: Sequence[int] = (0, 
         ValueError: fewer than 2 views, mismatched shapes, bad view indices, or a temperature
             that is not a finite number > 0.
     """
-    if not 0 < float(temperature) < float("inf"):  # also NaN
-        raise ValueError(f"swav_loss: temperature must be a finite number > 0, got {temperature}")
+    temperature = check_arg("swav_loss", "temperature", temperature, gt=0)
     if len(scores) < 2 or any(s.shape != scores[0].shape or s.ndim != 2 for s in scores):
         raise ValueError(f"swav_loss needs >= 2 score tensors of equal (B, K) shape, got {[tuple(s.shape) for s in scores]}")
     if not assign_views or any(not 0 <= v < len(scores) for v in assign_views):

@@ -25,15 +25,19 @@ VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy")
 _NEEDS_3D = "a 3D volume needs a 3D classifier, e.g. one fine-tuned with encoder resnet3d_10"
 
 
-def existing_image_file(image: Union[str, os.PathLike]) -> Path:
+def existing_image_file(image: Union[str, os.PathLike], missing: str = "image file not found",
+                        error: type = PipelineInputError) -> Path:
     """``image`` as the path of an existing file (a user's own image: no data-set advice).
 
+    Used by every pipeline for its input files (the segmentation pipeline with its own
+    ``missing`` wording and error class).
+
     Raises:
-        PipelineInputError: "image file not found: <path>" (with "(a folder)" for a directory).
+        error: "<missing>: <path>" (with "(a folder)" for a directory).
     """
     path = Path(image)
     if not path.is_file():
-        raise PipelineInputError(f"image file not found: {path}" + (" (a folder)" if path.is_dir() else ""))
+        raise error(f"{missing}: {path}" + (" (a folder)" if path.is_dir() else ""))
     return path
 
 
@@ -65,9 +69,14 @@ def uint8_image_array(arr: np.ndarray) -> np.ndarray:
     Used by the image-classification (:func:`image_to_tensor`) and VQA
     (:func:`medfm.pipelines.vqa.vqa_image_tensor`) pipelines.
 
+    Arrays are taken as RGB (OpenCV's ``cv2.imread`` gives BGR: convert it with
+    ``cv2.cvtColor(a, cv2.COLOR_BGR2RGB)``); channels-first ``(3, H, W)`` / ``(1, H, W)`` arrays and
+    ``(N, H, W)`` stacks are refused (a list of images is a batch).
+
     Raises:
         PipelineInputError: another dtype (one line saying how to convert floats in [0, 1], or to
-            pass 16-bit / float images as a file or PIL image, min-max scaled to 0-255), or another shape.
+            pass 16-bit / float images as a file or PIL image, min-max scaled to 0-255), or another
+            shape (channels first: with how to transpose it).
     """
     if arr.dtype != np.uint8:
         raise PipelineInputError(f"arrays must be uint8 (as stored in MedMNIST), got {arr.dtype}; convert floats in "
@@ -76,7 +85,9 @@ def uint8_image_array(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
-        raise PipelineInputError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}")
+        hint = (" (channels first? pass array.transpose(1, 2, 0); several images? pass a list, list(array))"
+                if arr.ndim == 3 and arr.shape[0] in (1, 3) else "")
+        raise PipelineInputError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}{hint}")
     return arr
 
 
@@ -118,12 +129,17 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
 
     Accepts an image file path (``str`` or ``os.PathLike``: PNG, JPEG, TIFF, ... read with
     :func:`medfm.data.images.read_image`, as the segmentation and VQA pipelines read theirs), a
-    PIL image (16-bit and float modes min-max scaled, see :func:`pil_to_array`) or
-    a uint8 array ``(H, W)`` / ``(H, W, C)`` (C = 1 or 3) as stored in MedMNIST npz files. Grayscale is repeated to 3 channels for RGB models; RGB is converted
-    to luminance (PIL "L") for 1-channel models. Other sizes are resized bilinearly.
+    PIL image in any mode (``L``, ``RGB``, ``RGBA``, ``P``, ``1``, ``I;16``, ``I``, ``F``, ...; 16-bit
+    and float modes min-max scaled, see :func:`pil_to_array`) or a uint8 array ``(H, W)`` /
+    ``(H, W, C)`` (C = 1 or 3) as stored in MedMNIST npz files (:func:`uint8_image_array`: other
+    dtypes, channels-first arrays and ``(N, H, W)`` stacks are refused; a batch is a list).
+    Grayscale is repeated to 3 channels for RGB models; RGB is converted to luminance (PIL "L")
+    for 1-channel models. Other sizes (larger or smaller) are resized bilinearly (antialiased)
+    to ``img_size`` x ``img_size``, without keeping the aspect ratio.
 
     Raises:
-        PipelineInputError: unsupported type, dtype or shape; a missing or unreadable image file; a
+        PipelineInputError: unsupported type, dtype or shape; a missing or unreadable image file
+            (a folder, a DICOM or numpy file, a PIL image whose file was closed: each named); a
             volume (NIfTI path, ``(D, H, W)`` or 4D array: those need a 3D classifier).
     """
     from PIL import Image
@@ -146,7 +162,8 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
         arr = image
         if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[0] not in (1, 3) and arr.shape[-1] not in (1, 3, 4)):
             raise PipelineInputError(f"this classifier takes 2D images (H, W) or (H, W, 3), got an array of shape "
-                                     f"{arr.shape} ({_NEEDS_3D})")
+                                     f"{arr.shape} ({_NEEDS_3D}; a stack of 2D images is a batch: pass a list, "
+                                     "list(array))")
         arr = uint8_image_array(arr)
         if arr.ndim == 3 and in_chans == 1:
             arr = np.asarray(Image.fromarray(arr).convert("L"))
@@ -184,11 +201,10 @@ def _read_volume_file(path: Path) -> np.ndarray:
     """A NIfTI (min-max scaled to [0, 1], float32) or ``.npy`` (as stored) volume file.
 
     Raises:
-        PipelineInputError: missing file, not a volume suffix, unreadable/corrupt file, a NIfTI
-            that is not 3D or has NaN/inf voxels.
+        PipelineInputError: missing file (or a folder), not a volume suffix, unreadable/corrupt
+            file, a NIfTI that is not 3D or has NaN/inf voxels.
     """
-    if not path.is_file():
-        raise PipelineInputError(f"no such volume file: {path}")
+    existing_image_file(path, missing="no such volume file")
     name = path.name.lower()
     if name.endswith(".npy"):
         try:
@@ -264,7 +280,7 @@ def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
     arr = _unit_volume(volume, "volume")
     if arr.ndim == 4 and arr.shape[0] not in (1, in_chans):
         raise PipelineInputError(f"volume has {arr.shape[0]} channels (C, D, H, W) = {arr.shape} but the model "
-                                 f"takes {in_chans}")
+                                 f"takes {in_chans} (a stack of volumes is a batch: pass a list, list(array))")
     x = torch.from_numpy(np.array(arr, copy=True))
     x = x.unsqueeze(0) if x.ndim == 3 else x
     if x.shape[0] == 1 and in_chans > 1:
@@ -284,10 +300,14 @@ class ImageClassificationPipeline:
         model: checkpoint dir / ``hf-hub:`` id, or a loaded classifier module.
         batch_size: images per forward pass (keep it equal to ``medfm eval``'s to reproduce
             its scores bit for bit).
+        top_k: labels returned per image by default: an integer >= 1, or None (the default)
+            for all classes; ``__call__``'s ``top_k`` overrides it for one call (as in the
+            VQA pipeline, ``medfm.pipeline("image-classification", model=..., top_k=1)``).
 
     ``__call__(images, top_k=None)``: one image (a file path, PIL image or uint8 array, see
     :func:`image_to_tensor`) -> a list of
-    ``{"label", "score"}``, highest first (``top_k`` of them); a list of images -> one such
+    ``{"label", "score"}``, highest first (``top_k`` of them; ``top_k=None``: the pipeline's
+    ``top_k``); a list of images -> one such
     list per image (``[]`` for ``[]``). A checkpoint whose encoder is 3D
     (``encoder.spatial_dims == 3``) takes volumes instead: ``(D, H, W)`` / ``(C, D, H, W)``
     arrays or ``.nii``/``.nii.gz``/``.npy`` paths, see :func:`volume_to_tensor`; its scores on
@@ -299,9 +319,11 @@ class ImageClassificationPipeline:
         medfm.hub.CheckpointError: missing or corrupt checkpoint.
     """
 
-    def __init__(self, model: Any, batch_size: int = 256) -> None:
+    def __init__(self, model: Any, batch_size: int = 256, top_k: Optional[int] = None) -> None:
         from medfm.evaluation.predict import classifier_core
         from medfm.hub import from_pretrained
+
+        self.top_k = check_top_k(top_k, none_means="all classes")
 
         self.model = from_pretrained(model) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else model
         self.core = classifier_core(self.model)
@@ -316,7 +338,7 @@ class ImageClassificationPipeline:
     @torch.no_grad()
     def __call__(self, images: Union[Any, Sequence[Any]], top_k: Optional[int] = None
                  ) -> Union[List[Dict[str, Any]], List[List[Dict[str, Any]]]]:
-        top_k = check_top_k(top_k, none_means="all classes")
+        top_k = self.top_k if top_k is None else check_top_k(top_k)
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         if not items:

@@ -158,17 +158,26 @@ def _load_nifti(path: Path) -> Tuple[np.ndarray, Any]:
 AFFINE_ATOL = 1e-3
 
 
+def _existing_file(item: Union[str, os.PathLike]) -> Path:
+    """``item`` as the path of an existing file.
+
+    Raises:
+        SegmentationInputError: "no such input file: <path>" (with "(a folder)" for a directory).
+    """
+    from medfm.pipelines.classification import existing_image_file
+
+    return existing_image_file(item, missing="no such input file", error=SegmentationInputError)
+
+
 def _existing_nifti(item: Any, what: str) -> Path:
     """``item`` as the path of an existing NIfTI file.
 
     Raises:
-        SegmentationInputError: not a path, missing, or not ``.nii`` / ``.nii.gz``.
+        SegmentationInputError: not a path, missing (or a folder), or not ``.nii`` / ``.nii.gz``.
     """
     if not isinstance(item, (str, os.PathLike)):
         raise SegmentationInputError(f"{what} must be a NIfTI file path, got {type(item).__name__}")
-    path = Path(item)
-    if not path.is_file():
-        raise SegmentationInputError(f"no such input file: {path}")
+    path = _existing_file(item)
     if not _is_nifti(path):
         raise SegmentationInputError(f"{what} must be a NIfTI file (.nii / .nii.gz), got {path.name}")
     return path
@@ -190,6 +199,28 @@ def _finite_volume(arr: np.ndarray, where: str) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise SegmentationInputError(f"{where} has {int((~np.isfinite(arr)).sum())} NaN/inf voxel value(s)")
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def check_unit_volume(arr: np.ndarray) -> None:
+    """Refuse a volume for a model with ``inference.intensity == "unit"`` whose values are not in [0, 1].
+
+    Such a model takes intensities as given, so scanner units (a raw NIfTI: HU, MR arbitrary
+    units) or 0-255 voxels would reach it unscaled and give a meaningless mask; one rule for
+    single-channel (3D, 2.5D) and multi-channel volumes.
+
+    Args:
+        arr: ``(X, Y, Z)`` or ``(C, X, Y, Z)`` finite float voxels (:func:`_finite_volume`).
+
+    Raises:
+        SegmentationInputError: a value below 0 or above 1, naming the range found and what to do.
+    """
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > 1:
+        raise SegmentationInputError(
+            f"this model takes volumes already scaled to [0, 1] (inference.intensity 'unit'), got values in "
+            f"[{lo:g}, {hi:g}]; scale them to [0, 1] as the model was trained (see its model card; 0-255 data: "
+            "divide by 255), or use a model trained with percentile normalisation (inference.intensity "
+            "'percentile'), which scales raw scans itself")
 
 
 def read_channels(item: Any, in_chans: int) -> Dict[str, Any]:
@@ -274,27 +305,40 @@ def read_brain_mask(item: Any, shape: Sequence[int], affine: Optional[np.ndarray
     return brain
 
 
+#: the inputs of a 2D segmentation model, as its errors name them
+IMAGES_2D = "image files (PNG, JPEG, TIFF, ...), PIL images or (H, W) / (H, W, 1|3) arrays (uint8, or float in [0, 1])"
+
+
 def read_input(item: Any, in_chans: int, volumetric: bool) -> Dict[str, Any]:
     """Load one pipeline input into ``{"array": ..., "affine": (4, 4) or None, "header": ...}``.
 
-    2D inputs become ``(C, H, W)`` float32 in [0, 1] (uint8 / 255; 16-bit/float image files and
-    PIL images min-max scaled; grayscale repeated to 3 channels, RGB converted to luminance
-    for 1-channel models); float arrays must already be finite and in [0, 1]; NIfTI volumes stay
-    ``(X, Y, Z)`` with intensities normalised later (volumes of multi-channel 3D models:
+    2D inputs: an image file path (``str`` / ``os.PathLike``; PNG, JPEG, TIFF, ... via
+    :func:`medfm.data.images.read_image`), a PIL image in any mode, or an ``(H, W)`` /
+    ``(H, W, 1|3)`` uint8 or float array (not channels first). They become ``(C, H, W)`` float32
+    in [0, 1] (uint8 / 255; 16-bit/float image files and PIL images min-max scaled; grayscale
+    repeated to 3 channels, RGB converted to luminance for 1-channel models; any size: the mask
+    comes back at the input's size); float arrays must already be finite and in [0, 1]. 3D
+    inputs: a NIfTI path or an ``(X, Y, Z)`` numeric array; volumes stay ``(X, Y, Z)`` with
+    intensities as stored: the pipeline scales them (or, for "unit" models, checks that they are
+    in [0, 1], :func:`check_unit_volume`) afterwards (volumes of multi-channel 3D models:
     :func:`read_channels`).
 
     Raises:
-        SegmentationInputError: unsupported type, missing/corrupt file, wrong dimensionality,
-            a 2D float array with NaN/inf or values outside [0, 1], an empty image or volume
-            (a zero-length axis), a volume that is not numeric or has NaN/inf voxels.
+        SegmentationInputError: unsupported type, a NIfTI file for a 2D model (``volumetric``
+            False: the message names :data:`IMAGES_2D`), missing file (or a folder), unreadable
+            file (a DICOM or numpy file named as such; a PIL image whose file was closed), wrong
+            dimensionality, a 2D float array with NaN/inf or values outside [0, 1], an empty image
+            or volume (a zero-length axis), a volume that is not numeric or has NaN/inf voxels.
     """
     from PIL import Image
 
     if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
-        if not path.is_file():
-            raise SegmentationInputError(f"no such input file: {path}")
+        path = _existing_file(item)
         if _is_nifti(path):
+            if not volumetric:
+                raise SegmentationInputError(
+                    f"this is a 2D image model: it takes {IMAGES_2D}, not NIfTI files ({path.name}); pass a 2D "
+                    "slice as a uint8 array or a float array scaled to [0, 1]")
             arr, img = _load_nifti(path)
             if arr.ndim != 3:
                 raise SegmentationInputError(f"expected a 3D NIfTI volume, {path} has shape {arr.shape}")
@@ -381,8 +425,9 @@ class ImageSegmentationPipeline:
     mask gets the first file's affine and header), a 4D ``(X, Y, Z, C)`` NIfTI path or a
     ``(C, X, Y, Z)`` array; ``pipe({"image": [flair, t1c]})`` or, in a batch,
     ``pipe([[flair, t1c], ...])``. How intensities are prepared follows the checkpoint's
-    ``inference.intensity``: "unit" takes volumes as given (1 channel: clipped to [0, 1];
-    C > 1: values outside [0, 1] are refused); "percentile" rescales each channel by its
+    ``inference.intensity``: "unit" takes volumes as given, already in [0, 1] (values outside
+    are refused, :func:`check_unit_volume`: a raw NIfTI in scanner units needs scaling first);
+    "percentile" rescales each channel by its
     percentiles; "brain_percentile" (BraTS) needs the case's brain mask, given as
     ``pipe({"image": [flair, t1c], "brain_mask": "brainmask.nii.gz"})`` (a NIfTI path or an
     ``(X, Y, Z)`` array, voxels > 0.5): each channel is scaled to [0, 1] by its
@@ -403,7 +448,8 @@ class ImageSegmentationPipeline:
     inference settings (input scale, window) and modality norms.
 
     Raises:
-        SegmentationInputError: unsupported inputs (see :func:`read_input`); a wrong channel
+        SegmentationInputError: ``model`` is not a segmentation model; unsupported inputs (see
+            :func:`read_input`); volumes outside [0, 1] for a "unit" model; a wrong channel
             count; a "brain_percentile" model called without ``brain_mask`` (or a brain mask
             given to another model); ``target`` / ``query`` missing for a text-conditioned
             model, or given to a plain one.
@@ -414,8 +460,12 @@ class ImageSegmentationPipeline:
         from medfm.hub import from_pretrained
 
         self.model = from_pretrained(model) if isinstance(model, (str, bytes, os.PathLike)) else model
+        try:
+            self.core = seg_core(self.model)
+        except TypeError as err:
+            raise SegmentationInputError(f"{err} (medfm adapter 'segmentation'); fine-tune one with "
+                                         "`medfm segment`") from None
         self.model.eval()
-        self.core = seg_core(self.model)
         if overlap is not None:
             from medfm.adapters.segmentation import check_overlap
 
@@ -471,8 +521,6 @@ class ImageSegmentationPipeline:
         channels = core.encoder.in_chans if core.spatial_dims == 3 else 1  # channels of one input volume
         data = read_channels(image, channels) if channels > 1 else read_input(image, core.encoder.in_chans, self.volumetric)
         arr = data["array"]
-        if data["nifti"] and not self.volumetric:
-            raise SegmentationInputError("this is a 2D image model; pass images, not NIfTI volumes")
         if not self.volumetric:
             mask = predict_labels(model, arr, overlap=overlap)
         elif inf["intensity"] == "brain_percentile":
@@ -483,17 +531,13 @@ class ImageSegmentationPipeline:
             box = brain_bbox(brain, inf["crop_margin"])
             x = np.stack([brain_percentile_unit(c, brain, tuple(inf["percentiles"]))[box] for c in vol])
             mask = paste_back(predict_labels(model, x, overlap=overlap), box, brain.shape)
-        elif channels > 1:  # (C, X, Y, Z)
+        else:  # one (X, Y, Z) volume (3D or 2.5D model), or (C, X, Y, Z) channels
             if inf["intensity"] == "percentile":
-                arr = np.stack([percentile_unit(c) for c in arr])
-            elif arr.min() < 0 or arr.max() > 1:
-                raise SegmentationInputError(
-                    f"this model takes volumes already scaled to [0, 1] (inference.intensity 'unit'), got values in "
-                    f"[{arr.min():g}, {arr.max():g}]; scale them as the model was trained (see its model card)")
-            mask = predict_labels(model, arr, overlap=overlap)
-        else:
-            arr = percentile_unit(arr) if inf["intensity"] == "percentile" else np.clip(arr, 0, 1)
-            mask = predict_labels(model, arr if inf["context_slices"] else arr[None], overlap=overlap)
+                arr = np.stack([percentile_unit(c) for c in arr]) if channels > 1 else percentile_unit(arr)
+            else:
+                check_unit_volume(arr)
+            mask = predict_labels(model, arr[None] if arr.ndim == 3 and not inf["context_slices"] else arr,
+                                  overlap=overlap)
         nifti = None
         if data["affine"] is not None:
             import nibabel as nib
@@ -535,4 +579,4 @@ def save_nifti(image: Any, path: Union[str, os.PathLike]) -> Path:
 
 
 __all__ = ["predict_probs", "predict_labels", "ImageSegmentationPipeline", "read_input", "read_channels",
-           "read_brain_mask", "save_nifti", "SegmentationInputError", "seg_core"]
+           "read_brain_mask", "save_nifti", "SegmentationInputError", "seg_core", "check_unit_volume", "IMAGES_2D"]

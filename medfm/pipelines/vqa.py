@@ -34,8 +34,10 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
             (:func:`medfm.pipelines.classification.uint8_image_array`, as the classification pipeline).
 
     Raises:
-        PipelineInputError: unsupported type, dtype or shape; an empty image; a missing or
-            unreadable file; NaN/inf pixels in a float PIL image (one line each).
+        PipelineInputError: unsupported type, dtype or shape; an empty image; a missing file (or a
+            folder) or an unreadable one (a NIfTI volume, DICOM or numpy file is named as such,
+            :func:`medfm.data.images.non_image_hint`); a PIL image whose file was closed; NaN/inf
+            pixels in a float PIL image (one line each).
     """
     from PIL import Image
 

@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from medfm.arg_checks import check_number
 from medfm.registry import TEXT_ENCODERS
 
 log = logging.getLogger(__name__)
@@ -354,7 +355,7 @@ class HFTextEncoder(nn.Module):
     Raises:
         TextEncoderError: model not found/unloadable (missing or corrupt weights/config, a tokenizer
             with no vocabulary, or with no pad/eos/unk token), unknown pooler, ``"cls"`` on a
-            decoder-only model, bad ``max_length``.
+            decoder-only model, ``max_length`` not an integer >= 2 (``128.0`` and ``True`` are refused too).
     """
 
     def __init__(self, model_name_or_path: str, pooler: str = "mean", max_length: int = 128, frozen: bool = True,
@@ -362,9 +363,7 @@ class HFTextEncoder(nn.Module):
         super().__init__()
         if pooler not in POOLERS:
             raise TextEncoderError(f"unknown pooler {pooler!r}; expected one of {POOLERS}")
-        if isinstance(max_length, bool) or not isinstance(max_length, (int, float)) or int(max_length) != max_length \
-                or max_length < 2:
-            raise TextEncoderError(f"max_length must be an integer >= 2, got {max_length!r}")
+        max_length = check_number("max_length", max_length, ge=2, integer=True, error=TextEncoderError)
         from transformers import AutoModel, AutoTokenizer
 
         self.path = resolve_text_model(model_name_or_path)

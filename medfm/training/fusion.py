@@ -211,21 +211,55 @@ def build_fuser(recipe: FusionRecipe, spec: FusionModelConfig, clinical_features
     return FUSERS.build(spec.fuser, **args)
 
 
+#: the keys of the shared ``image_encoder`` section (:class:`medfm.adapters.fusion.ImageModalityEncoder`)
+IMAGE_ENCODER_KEYS = ("name", "args")
+
+
+def check_image_encoder(recipe: "FusionRecipe") -> None:
+    """Check the recipe's shared ``image_encoder`` section before the data are read: its keys
+    (:data:`IMAGE_ENCODER_KEYS`), a 2D encoder (the LGG slices are 2D, :func:`medfm.training.runs.check_encoder_dims`),
+    and one build at random initialisation (:class:`medfm.adapters.fusion.ImageModalityEncoder`, its own checks).
+
+    Raises:
+        ConfigError: named as the section, e.g. ``r.yaml.image_encoder: unknown key 'argz'; did you mean 'args'?``
+            or ``r.yaml.image_encoder: lgg_flair is a 2D set but encoder 'resnet3d_10' is 3D; ...``;
+        UnknownNameError: an unregistered encoder.
+    """
+    from medfm.adapters.fusion import ImageModalityEncoder
+    from medfm.config import ConfigError, recipe_args_errors
+    from medfm.registry import close_match_hint
+    from medfm.training.runs import check_encoder_dims, mapping_location
+
+    where = mapping_location(recipe, "image_encoder")
+    for key in recipe.image_encoder:
+        if key not in IMAGE_ENCODER_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r}{close_match_hint(key, IMAGE_ENCODER_KEYS, fallback='valid keys')}")
+    if isinstance(recipe.image_encoder.get("name"), str):  # a missing name: ImageModalityEncoder says what is needed
+        check_encoder_dims(recipe.image_encoder["name"], 2, recipe.data.dataset, where)
+    with recipe_args_errors(where):  # the models reseed: no effect on them
+        ImageModalityEncoder(recipe.image_encoder, recipe.data.img_size, recipe.dim)
+
+
 def build_models(recipe: "FusionRecipe", build: Callable[[FusionModelConfig], torch.nn.Module]) -> Dict[str, torch.nn.Module]:
     """``{label: build(spec)}`` for every model of the recipe, each built after ``torch.manual_seed(train.seed)``.
 
     Called before the data are read, so that a bad fuser value fails in seconds, named with its
     recipe location (``r.yaml.models.3mat: modality_dropout must be in [0, 1), got 2``; the fuser
     takes the model's ``args`` over the recipe's shared ``modalities``, ``image_encoder``, ``dim``).
+    The shared ``image_encoder`` is built once first (:class:`medfm.adapters.fusion.ImageModalityEncoder`),
+    so that a bad value there is named as that section (``r.yaml.image_encoder: drop_path_rate ...``),
+    not as the first model that uses it (:func:`check_image_encoder`: its keys and 2D encoder too).
     Fusers load no checkpoint, so the whole build is the component build.
 
     Raises:
-        ConfigError: a ``ValueError``/``TypeError`` of ``build``, with ``models.<label>``'s location
-            (:func:`medfm.config.recipe_args_errors`); UnknownNameError: an unregistered fuser.
+        ConfigError: an unknown key, a 3D encoder or a ``ValueError``/``TypeError`` of the shared ``image_encoder``
+            (its location) or of ``build`` (``models.<label>``'s location; :func:`medfm.config.recipe_args_errors`);
+            UnknownNameError: an unregistered fuser or encoder.
     """
     from medfm.config import recipe_args_errors
     from medfm.training.runs import mapping_location
 
+    check_image_encoder(recipe)
     built = {}
     for label, spec in recipe.models.items():
         torch.manual_seed(recipe.train.seed)
@@ -417,5 +451,6 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
-           "fusion_step", "build_fuser", "build_models", "start_run", "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
+           "fusion_step", "build_fuser", "build_models", "check_image_encoder", "IMAGE_ENCODER_KEYS", "start_run",
+           "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
            "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

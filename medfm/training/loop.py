@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medfm.arg_checks import check_number
 from medfm.io import atomic_dir, atomic_write_text, restore_interrupted_dir
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 
@@ -50,6 +51,11 @@ class TrainConfig:
         log_every: write a ``metrics.jsonl`` line every N steps.
         grad_clip: max gradient norm (None: no clipping).
         num_threads: torch CPU threads (None: torch's default).
+
+    Raises:
+        ValueError: an unknown precision, or a value out of range or of the wrong kind, e.g.
+            ``train.epochs must be an integer >= 1, got 2.5`` or ``train.warmup_epochs must be a
+            finite number >= 0, got nan`` (``True`` is refused, not taken as 1).
     """
 
     epochs: int = 10
@@ -66,14 +72,20 @@ class TrainConfig:
     num_threads: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("train.epochs and train.batch_size must be >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        for key in ("epochs", "batch_size", "log_every"):
+            check_number(f"train.{key}", getattr(self, key), ge=1, integer=True)
+        check_number("train.checkpoint_every", self.checkpoint_every, ge=0, integer=True, hint=" (0: epoch ends only)")
+        check_number("train.lr", self.lr, gt=0)
+        check_number("train.warmup_epochs", self.warmup_epochs, ge=0)
+        check_number("train.weight_decay", self.weight_decay, ge=0)
+        check_number("train.min_lr_ratio", self.min_lr_ratio, ge=0, le=1)
+        check_number("train.seed", self.seed, ge=0, integer=True)
+        if self.grad_clip is not None:
+            check_number("train.grad_clip", self.grad_clip, gt=0, hint=" (null: no clipping)")
+        if self.num_threads is not None:
+            check_number("train.num_threads", self.num_threads, ge=1, integer=True, hint=" (null: torch's default)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.warmup_epochs < 0 or self.checkpoint_every < 0 or self.log_every < 1:
-            raise ValueError("train.warmup_epochs/checkpoint_every must be >= 0 and log_every >= 1")
 
 
 def cpu_supports_bf16() -> bool:

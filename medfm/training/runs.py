@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from medfm.config import dump_yaml, recipe_args_errors, recipe_location, to_dict
+from medfm.checkpoint_ids import is_hub_id
+from medfm.config import ConfigError, dump_yaml, recipe_args_errors, recipe_location, to_dict
 from medfm.data import MedMNISTDataset, dataset_info
 from medfm.data.views import RandomViews
 from medfm.encoders import create_encoder
@@ -62,6 +63,8 @@ def check_recipe_args(recipe: Union[PretrainRecipe, FinetuneRecipe]) -> None:
     the data set's channels from its metadata (:func:`medfm.data.dataset_info`, no file is read;
     1 for the corpus) and side ``encoder.img_size`` or ``data.size``, as the runners build it; the
     objective is checked without an encoder (:func:`medfm.objectives.inputs.check_objective_args`).
+    A fine-tuning recipe's encoder and ``augment`` must suit the set's 2D/3D data (:func:`_check_finetune_dims`);
+    pretraining takes a 2D set (or the corpus) and a 2D encoder (:func:`_check_pretrain_dims`).
     Costs one encoder build (milliseconds for the small encoders, about a second for a ViT-B).
 
     Raises:
@@ -73,8 +76,12 @@ def check_recipe_args(recipe: Union[PretrainRecipe, FinetuneRecipe]) -> None:
     if objective is not None:
         with recipe_args_errors(f"{recipe_location(objective, 'objective')}.args"):
             check_objective_args(objective.name, objective.args)
-    channels = 1 if recipe.data.dataset == "corpus" else dataset_info(recipe.data.dataset)["n_channels"]
-    check_encoder_args(recipe.encoder, channels, recipe.data.size)
+    info = None if recipe.data.dataset == "corpus" else dataset_info(recipe.data.dataset)
+    if isinstance(recipe, FinetuneRecipe) and info is not None:  # before the check build: the clearer message
+        _check_finetune_dims(recipe, info)
+    elif isinstance(recipe, PretrainRecipe):
+        _check_pretrain_dims(recipe, info)
+    check_encoder_args(recipe.encoder, 1 if info is None else info["n_channels"], recipe.data.size)
 
 
 def check_encoder_args(encoder: EncoderConfig, in_chans: int, img_size: Optional[int]) -> torch.nn.Module:
@@ -126,8 +133,8 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
     before the encoder and objective are built.
 
     Raises:
-        ConfigError: a bad ``encoder`` or ``objective.args`` value or key, with its recipe location (before
-        any data are read); medfm data errors, UnknownNameError (encoder/objective), ConfigError; FileExistsError:
+        ConfigError: a bad ``encoder`` or ``objective.args`` value or key, a 3D set or encoder, with its recipe
+        location (before any data are read); medfm data errors, UnknownNameError (encoder/objective), ConfigError; FileExistsError:
         ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`).
     """
@@ -141,9 +148,7 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
         ds = PretrainCorpus(size=recipe.data.size, data_root=data_root or recipe.data.data_root)
         data_meta = ds.metadata()
     else:
-        ds = _load(recipe.data, "train", data_root)
-        if ds.is_3d:
-            raise ValueError(f"{ds.flag} is a 3D set; 2D encoders cannot pretrain on it (use slices or a 3D encoder)")
+        ds = _load(recipe.data, "train", data_root)  # a 2D set: check_recipe_args refused 3D ones
         data_meta = data_metadata(ds)
     refuse_existing_run(output, resume)
     check_resume_recipe(output, recipe, resume)
@@ -191,30 +196,74 @@ def build_classifier(recipe: FinetuneRecipe, ds: MedMNISTDataset, init: Optional
                            dropout=recipe.dropout, head_norm=recipe.head_norm)
 
 
-def _check_finetune_dims(recipe: FinetuneRecipe, ds: MedMNISTDataset) -> None:
-    """Refuse an encoder whose spatial dims differ from the data's, and 2D augmentation on volumes.
+def check_encoder_dims(name: str, data_dims: int, data: str, where: str) -> None:
+    """Refuse encoder ``name`` when its spatial dims differ from the data's, before anything is built or read.
+
+    The dims are the encoder's registration tag (``dims=3`` for the volume encoders, e.g.
+    ``resnet3d_10``; 2 otherwise), so no encoder is built. Used by every runner whose data have
+    fixed dims: ``medfm pretrain`` and ``finetune`` (:func:`check_recipe_args`), ``medfm segment``
+    with ``tasks:`` (2D) and ``medfm fuse`` (2D slices).
+
+    Args:
+        name: registered encoder name.
+        data_dims: 2 or 3, the data's spatial dims.
+        data: the data's name for the message (``"pneumoniamnist"``).
+        where: the encoder section's recipe location (``"r.yaml.encoder"``, :func:`medfm.config.recipe_location`).
+
+    Raises:
+        UnknownNameError: unknown encoder (with close matches).
+        ConfigError: dims mismatch, one line saying what to use, e.g. ``r.yaml.encoder: pneumoniamnist is a
+            2D set but encoder 'resnet3d_10' is 3D; use a 2D encoder (e.g. resnet18)``.
+    """
+    from medfm.registry import ENCODERS
+
+    dims = int(ENCODERS.tags(name).get("dims", 2))
+    if dims == data_dims:
+        return
+    examples = (", ".join(n for n in ENCODERS.names(dims=3) if not ENCODERS.tags(n).get("test"))
+                if data_dims == 3 else "resnet18")
+    raise ConfigError(f"{where}: {data} is a {data_dims}D set but encoder {name!r} is {dims}D; use a {data_dims}D "
+                      f"encoder (e.g. {examples})" + (" or the 2D slices of the volumes" if data_dims == 3 else ""))
+
+
+def _check_finetune_dims(recipe: FinetuneRecipe, info: Dict[str, Any]) -> None:
+    """Refuse an encoder whose spatial dims differ from the data's (:func:`check_encoder_dims`), and
+    2D augmentation on volumes.
 
     A 3D set (AdrenalMNIST3D, VesselMNIST3D, ...) fine-tunes a 3D encoder (registered with
     ``dims=3``, e.g. ``resnet3d_10``) and a 2D set a 2D one. The training views
     (:class:`medfm.data.views.RandomViews`: crops, flips, rotation of ``(B, C, H, W)``) are 2D
-    only, so a 3D run needs ``augment: null``.
+    only, so a 3D run needs ``augment: null``. ``info``: :func:`medfm.data.dataset_info` of the
+    recipe's set (no file is read).
 
     Raises:
         UnknownNameError: unknown encoder (with close matches).
-        ValueError: dims mismatch, or ``augment`` set for a 3D set (one line saying what to change).
+        ConfigError: dims mismatch (``r.yaml.encoder: ...``), or ``augment`` set for a 3D set
+            (``r.yaml.augment: ...``), one line saying what to change.
     """
-    from medfm.registry import ENCODERS
+    flag = info["flag"]
+    check_encoder_dims(recipe.encoder.name, 3 if info["is_3d"] else 2, flag, recipe_location(recipe.encoder, "encoder"))
+    with recipe_args_errors(mapping_location(recipe, "augment")):  # also when augment is the default
+        if info["is_3d"] and recipe.augment is not None:
+            raise ValueError(f"{flag} is a 3D set and the training views (augment) are 2D only; set `augment: null` "
+                             "in the recipe")
 
-    dims = int(ENCODERS.tags(recipe.encoder.name).get("dims", 2))
-    data_dims = 3 if ds.is_3d else 2
-    if dims != data_dims:
-        raise ValueError(f"{ds.flag} is a {data_dims}D set but encoder {recipe.encoder.name!r} is {dims}D; use a "
-                         f"{data_dims}D encoder ({'e.g. ' + ', '.join(n for n in ENCODERS.names(dims=3) if not ENCODERS.tags(n).get('test')) if data_dims == 3 else 'e.g. resnet18'})"
-                         + (" or the 2D slices of the volumes" if data_dims == 3 else ""))
-    if ds.is_3d and recipe.augment is not None:
-        raise ValueError(f"{ds.flag} is a 3D set and the training views (augment) are 2D only; set `augment: null` "
-                         "in the recipe")
 
+def _check_pretrain_dims(recipe: PretrainRecipe, info: Optional[Dict[str, Any]]) -> None:
+    """Refuse a 3D set (the pretraining views are 2D) and a 3D encoder, before the data are read.
+
+    ``info``: :func:`medfm.data.dataset_info` of the recipe's set, None for the corpus (2D images:
+    :mod:`medfm.data.corpus`, which also holds 2D slices of the 3D sets).
+
+    Raises:
+        ConfigError: a 3D set (``r.yaml.data: ...``) or a 3D encoder (``r.yaml.encoder: ...``, :func:`check_encoder_dims`).
+        UnknownNameError: unknown encoder.
+    """
+    name = "corpus" if info is None else info["flag"]
+    if info is not None and info["is_3d"]:
+        raise ConfigError(f"{recipe_location(recipe.data, 'data')}: {name} is a 3D set and pretraining takes 2D images; "
+                          "use a 2D set or `dataset: corpus` (it holds 2D slices of the 3D sets)")
+    check_encoder_dims(recipe.encoder.name, 2, name, recipe_location(recipe.encoder, "encoder"))
 
 
 def finetune_label_indices(recipe: FinetuneRecipe, labels: Any) -> Any:
@@ -250,8 +299,9 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     Returns the final checkpoint: ``<output>/adapter`` for LoRA, else ``<output>/model``.
 
     Raises:
-        ConfigError: a bad ``encoder`` value, with its recipe location (:func:`check_recipe_args`, before
-        any data are read); medfm data errors, UnknownNameError, CheckpointError (``init``); FileExistsError:
+        ConfigError: a bad ``encoder`` value, an encoder or ``augment`` that does not suit the set's 2D/3D
+        data, with its recipe location (:func:`check_recipe_args`, before any data are read); medfm data
+        errors, UnknownNameError, CheckpointError (``init``); FileExistsError:
         ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`),
         or with another ``init`` than the run was started with (:func:`medfm.training.resume.check_resume_init`;
@@ -268,7 +318,6 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     check_resume_init(output, init, resume)  # --init is not in the recipe: <output>/init.json; before the data load
     check_local_checkpoint(init or recipe.encoder.pretrained)
     ds = _load(recipe.data, "train", data_root)
-    _check_finetune_dims(recipe, ds)
     keep = finetune_label_indices(recipe, ds.labels)
     train_ds: Any = ds if len(keep) == len(ds) else IndexedSubset(ds, keep)
     if len(train_ds) < recipe.train.batch_size:  # e.g. 1 % of PneumoniaMNIST: 47 labels, one batch of all of them
@@ -282,7 +331,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     base = init or recipe.encoder.pretrained
     from_checkpoint = base is not None
     base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
-    pretraining = load_config(base).get("training", {}).get("pretraining") if base and not str(base).startswith("hf-hub:") else None
+    pretraining = load_config(base).get("training", {}).get("pretraining") if base and not is_hub_id(base) else None
     meta = {"training": {"data": {**data_metadata(ds), "n_train": len(train_ds), "label_fraction": recipe.data.label_fraction},
                          "pretraining": pretraining,
                          "finetuning": {"mode": recipe.mode, "init": base, "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None,

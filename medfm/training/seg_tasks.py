@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from medfm.arg_checks import check_number, number_fits, shown
 from medfm.data import brats
 from medfm.data import segmentation as segdata
 from medfm.data.segmentation import NORMALIZATIONS
@@ -78,24 +79,21 @@ class SegDataConfig:
         if self.dataset not in TASKS:
             raise ValueError(f"unknown segmentation dataset {self.dataset!r}"
                              f"{close_match_hint(self.dataset, sorted(TASKS), cutoff=0.6, fallback='known')}")
-        if not 0 < self.scale <= 4:
-            raise ValueError(f"data.scale must be in (0, 4], got {self.scale}")
-        if self.patch is not None and (not self.patch or any(int(p) != p or p < 8 for p in self.patch)):
-            raise ValueError(f"data.patch must be a list of integers >= 8, got {self.patch}")
-        if not 0 <= self.foreground_p <= 1:
-            raise ValueError(f"data.foreground_p must be in [0, 1], got {self.foreground_p}")
-        if self.repeats < 1:
-            raise ValueError(f"data.repeats must be >= 1, got {self.repeats}")
-        if self.context_slices < 0:
-            raise ValueError(f"data.context_slices must be >= 0 (0 = 3D), got {self.context_slices}")
-        if not 0 <= self.missing_sequence_p <= 1:
-            raise ValueError(f"data.missing_sequence_p must be in [0, 1], got {self.missing_sequence_p}")
+        if not number_fits(self.scale, gt=0, le=4):
+            raise ValueError(f"data.scale must be in (0, 4], got {shown(self.scale)}")
+        if self.patch is not None and (not isinstance(self.patch, (list, tuple)) or not self.patch
+                                       or not all(number_fits(p, ge=8, integer=True) for p in self.patch)):
+            raise ValueError(f"data.patch must be a list of integers >= 8, got {shown(self.patch)}")
+        for key in ("foreground_p", "missing_sequence_p"):
+            check_number(f"data.{key}", getattr(self, key), ge=0, le=1)
+        check_number("data.repeats", self.repeats, ge=1, integer=True)
+        check_number("data.context_slices", self.context_slices, ge=0, integer=True, hint=" (0 = 3D)")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"data.normalize must be one of {list(NORMALIZATIONS)}, got {self.normalize!r}")
         for key in ("max_train", "max_test"):  # 0 used to mean "all cases"
             value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ValueError(f"data.{key} must be >= 1 (or left out for all cases), got {value}")
+            if value is not None:
+                check_number(f"data.{key}", value, ge=1, integer=True, hint=" (or left out for all cases)")
         # before the normalize check: context_slices on a 2D data set is the mistake to name
         if self.context_slices and self.dataset != "msd_hippocampus":
             raise ValueError(f"data.context_slices (2.5D) applies to volume data sets (msd_hippocampus) only, "

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from medfm.adapters.lora import LoraSettings
+from medfm.arg_checks import check_number, number_fits, shown
 from medfm.training.loop import TrainConfig
 from medfm.training.recipes import EncoderConfig
 from medfm.training.seg_tasks import SegDataConfig, SegTask, build_task
@@ -47,8 +48,9 @@ class SegEvalConfig:
             training patch unless the images are larger than the window.
 
     Raises:
-        ValueError: a value out of range (overlap outside [0, 1), sw_batch_size < 1,
-            overlays < 0, tolerance < 0, roi_size sides < 1).
+        ValueError: a value out of range or of the wrong kind (overlap outside [0, 1),
+            sw_batch_size not an integer >= 1, overlays not an integer >= 0, tolerance not a
+            finite number >= 0, roi_size sides not integers >= 1; ``True`` is not taken as 1).
     """
 
     overlap: float = 0.5
@@ -63,14 +65,12 @@ class SegEvalConfig:
         from medfm.adapters.segmentation import check_overlap
 
         self.overlap = check_overlap(self.overlap, "eval.overlap")
-        if self.sw_batch_size < 1:
-            raise ValueError(f"eval.sw_batch_size must be >= 1, got {self.sw_batch_size}")
-        if self.overlays < 0:
-            raise ValueError(f"eval.overlays must be >= 0 (0: none), got {self.overlays}")
-        if not self.tolerance >= 0:
-            raise ValueError(f"eval.tolerance must be >= 0 (spacing units), got {self.tolerance}")
-        if self.roi_size is not None and (not self.roi_size or any(r < 1 for r in self.roi_size)):
-            raise ValueError(f"eval.roi_size must be a list of sides >= 1, got {self.roi_size}")
+        check_number("eval.sw_batch_size", self.sw_batch_size, ge=1, integer=True)
+        check_number("eval.overlays", self.overlays, ge=0, integer=True, hint=" (0: none)")
+        check_number("eval.tolerance", self.tolerance, ge=0, hint=" (spacing units)")
+        if self.roi_size is not None and (not isinstance(self.roi_size, (list, tuple)) or not self.roi_size
+                                          or not all(number_fits(r, ge=1, integer=True) for r in self.roi_size)):
+            raise ValueError(f"eval.roi_size must be a list of integer sides >= 1, got {shown(self.roi_size)}")
 
 
 @dataclass

@@ -41,6 +41,7 @@ import torch
 
 from medfm.adapters.lora import LoraSettings
 from medfm.adapters.text_seg import check_target_weights
+from medfm.arg_checks import number_fits, shown
 from medfm.training.loop import TrainConfig
 from medfm.training.recipes import EncoderConfig
 from medfm.training.seg_tasks import SegDataConfig, build_task
@@ -58,6 +59,9 @@ class TextTaskConfig:
         query: a free-text referring query evaluated besides the prompt (None: skip).
         loss_weight: this target's weight in the BCE and Dice terms
             (:meth:`medfm.adapters.text_seg.TextConditionedSegmenter.loss`); default 1.
+
+    Raises:
+        ValueError: ``loss_weight`` not positive and finite.
     """
 
     data: SegDataConfig = field(default_factory=SegDataConfig)
@@ -66,6 +70,10 @@ class TextTaskConfig:
     target: str = "target"
     query: Optional[str] = None
     loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not number_fits(self.loss_weight, gt=0):  # (also NaN, inf, True, "1")
+            raise ValueError(f"loss_weight is {shown(self.loss_weight)}; loss weights must be positive and finite")
 
 
 CROSS_TASK_TARGETS = ("absent", "unlabelled")
@@ -108,7 +116,7 @@ class TextSegRecipe:
     eval: SegEvalConfig = field(default_factory=SegEvalConfig)
 
     def __post_init__(self) -> None:
-        self.tasks = [t if isinstance(t, TextTaskConfig) else _task_from_dict(t) for t in self.tasks]
+        self.tasks = [t if isinstance(t, TextTaskConfig) else _task_from_dict(t, i) for i, t in enumerate(self.tasks)]
         if not self.tasks:
             raise ValueError("a text-conditioned recipe needs at least one entry under tasks:")
         names = [t.name for t in self.tasks]
@@ -125,10 +133,11 @@ class TextSegRecipe:
             raise ValueError(f"cross_task_targets must be one of {CROSS_TASK_TARGETS}, got {self.cross_task_targets!r}")
 
 
-def _task_from_dict(data: Dict[str, Any]) -> TextTaskConfig:
+def _task_from_dict(data: Dict[str, Any], index: int) -> TextTaskConfig:
+    """Entry ``index`` of ``tasks:``; its errors name it as :func:`medfm.config.from_dict` names list items (``tasks[1]``)."""
     from medfm.config import from_dict
 
-    return from_dict(TextTaskConfig, data, where="tasks[]")
+    return from_dict(TextTaskConfig, data, where=f"tasks[{index}]")
 
 
 class MultiTaskArrays:
@@ -222,6 +231,36 @@ def _segmenter_args(recipe: TextSegRecipe) -> Dict[str, Any]:
                                           "overlap": recipe.eval.overlap} for t in recipe.tasks}}
 
 
+def check_text_segmenter_args(recipe: TextSegRecipe, in_chans: int) -> None:
+    """Build the text-conditioned segmenter once at random initialisation before the data are read, so
+    that a bad ``encoder``, ``decoder`` or ``head`` value fails in seconds named with its section.
+
+    The tasks are 2D: a 3D encoder is refused first (:func:`medfm.training.runs.check_encoder_dims`).
+    Then the encoder (:func:`medfm.training.runs.check_encoder_args`, nothing loaded), its decoder
+    (:func:`medfm.adapters.segmentation.unet_decoder_for`, as :func:`medfm.training.segmentation.check_segmenter_args`
+    names ``decoder``) and the head options (:func:`medfm.adapters.text_seg.check_head_options`) are
+    checked each under its own location, then the whole model under the recipe's (targets, inference,
+    domain layers). ``in_chans``: the tasks' channels (:func:`medfm.training.seg_tasks.build_task`, no data read).
+
+    Raises:
+        ConfigError: ``r.yaml.encoder: ...``, ``r.yaml.decoder: ...``, ``r.yaml.head: ...`` or ``r.yaml: ...``;
+        UnknownNameError: an unknown encoder.
+    """
+    from medfm.adapters.segmentation import unet_decoder_for
+    from medfm.adapters.text_seg import TextConditionedSegmenter, check_head_options
+    from medfm.config import recipe_args_errors, recipe_location
+    from medfm.training.runs import check_encoder_args, check_encoder_dims, mapping_location
+
+    check_encoder_dims(recipe.encoder.name, 2, recipe.tasks[0].data.dataset, recipe_location(recipe.encoder, "encoder"))
+    encoder = check_encoder_args(recipe.encoder, in_chans, recipe.tasks[0].data.patch[0])
+    with recipe_args_errors(mapping_location(recipe, "decoder")):
+        unet_decoder_for(encoder, recipe.decoder)
+    with recipe_args_errors(mapping_location(recipe, "head")):
+        check_head_options(recipe.head)
+    with recipe_args_errors(recipe_location(recipe, "recipe")):
+        TextConditionedSegmenter(encoder, text_dim=1, **_segmenter_args(recipe))  # (the text width only sizes a projection)
+
+
 def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[str] = None,
                           data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Train one text-conditioned model on all tasks, then evaluate each task (prompt and query).
@@ -234,21 +273,20 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
         (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was
         started with (:func:`medfm.training.resume.check_resume_init`); CheckpointError: a missing local
-        ``init`` (or ``encoder.pretrained``) directory; ConfigError: a bad ``encoder`` value (``r.yaml.encoder: ...``)
-        or ``decoder``/``head`` value (``r.yaml: ...``), from a check build at random initialisation
-        (:func:`medfm.training.runs.check_encoder_args`). These are checked before anything is written or read.
+        ``init`` (or ``encoder.pretrained``) directory; ConfigError: a 3D encoder or a bad ``encoder`` value
+        (``r.yaml.encoder: ...``), a bad ``decoder`` or ``head`` value (``r.yaml.decoder: ...``, ``r.yaml.head: ...``),
+        from a check build at random initialisation (:func:`check_text_segmenter_args`). These are checked
+        before anything is written or read.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
-    from medfm.adapters.text_seg import (TEXT_SEG_HEAD_MODULES, PromptedSegmenter, TextConditionedSegmenter,
-                                         build_text_segmenter)
-    from medfm.config import dump_yaml, recipe_args_errors, recipe_location, to_dict
+    from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
+    from medfm.config import dump_yaml, to_dict
     from medfm.encoders import create_encoder
     from medfm.hub import check_local_checkpoint
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.text import create_text_encoder
     from medfm.training.loop import Trainer, refuse_existing_run
     from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
-    from medfm.training.runs import check_encoder_args
     from medfm.cards import write_card
     from medfm.training.segmentation import evaluate_task, results_markdown, seg_data_record
 
@@ -263,10 +301,7 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         raise ValueError(f"all tasks must be 2D with one channel count, got {[(t.name, t.in_chans) for t in tasks]}")
     in_chans, patch = chans.pop(), recipe.tasks[0].data.patch
     seg_args = _segmenter_args(recipe)
-    # the check build: a bad encoder/decoder/head value fails before anything is written or read
-    check = check_encoder_args(recipe.encoder, in_chans, patch[0])
-    with recipe_args_errors(recipe_location(recipe, "recipe")):
-        TextConditionedSegmenter(check, text_dim=1, **seg_args)  # (the text width only sizes a projection)
+    check_text_segmenter_args(recipe, in_chans)  # before anything is written or read
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     record_init(output, init, resume)
@@ -316,4 +351,5 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     return results
 
 
-__all__ = ["TextSegRecipe", "TextTaskConfig", "MultiTaskArrays", "run_text_segmentation", "text_seg_step"]
+__all__ = ["TextSegRecipe", "TextTaskConfig", "MultiTaskArrays", "run_text_segmentation", "check_text_segmenter_args",
+           "text_seg_step"]

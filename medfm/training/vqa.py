@@ -91,7 +91,8 @@ class VQAHeadConfig:
         if self.fusion not in FUSIONS:
             raise ValueError(f"head.fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.dim < 1 or self.heads < 1 or self.dim % self.heads or self.layers < 1:
-            raise ValueError("head.dim/heads/layers must be >= 1 and dim divisible by heads")
+            raise ValueError(f"head.dim/heads/layers must be >= 1 and dim divisible by heads, got dim={self.dim}, "
+                             f"heads={self.heads}, layers={self.layers}")
 
 
 @dataclass
@@ -204,10 +205,10 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
         (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was
         started with (:func:`medfm.training.resume.check_resume_init`); a bad ``encoder`` or ``head``
-        value, with its recipe location (``r.yaml.head: ...``), from a check build at random
-        initialisation before the data are read (:func:`medfm.training.runs.check_encoder_args`).
+        value, with its recipe location (``r.yaml.head: ...``; a 3D encoder: ``r.yaml.encoder: ...``), from a
+        check build at random initialisation before the data are read (:func:`medfm.training.runs.check_encoder_args`).
     """
-    from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
+    from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel, check_vqa_encoder
     from medfm.data.vqa_rad import VQARadDataset, data_md5s
     from medfm.encoders import create_encoder
     from medfm.hub import check_local_checkpoint
@@ -230,6 +231,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     head = {k: v for k, v in to_dict(recipe.head).items() if k != "type_weight"}
     # the check build at random init: a bad encoder or head value fails before the images are decoded
     check = check_encoder_args(recipe.encoder, recipe.data.in_chans, size)
+    with recipe_args_errors(recipe_location(recipe.encoder, "encoder")):  # a 3D encoder is the encoder's fault
+        check_vqa_encoder(check)
     with recipe_args_errors(recipe_location(recipe.head, "head")):  # (answers and text width: placeholders)
         VQAModel(check, ["no", "yes"], 1, **head)
     t0 = time.time()

@@ -182,3 +182,12 @@ def test_clean_only_reports_show_no_medmnist_c_reference_and_name_their_timing(t
     assert list(res["datasets"][0]["timing"]) == ["load", "train_features", "clean_features", "knn_scoring",
                                                   "metrics_reports", "total"]
     assert "train features " in (tmp_path / "k" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_probe_feature_bars_follow_the_progress_flag(tmp_path, root, capsys, progress):
+    """``run_suite(progress=False)`` still drew the linear probe's train-feature bar."""
+    suite = load_suite(_suite(tmp_path, protocol={"name": "linear", "label_fractions": [1.0]}))
+    run_suite(suite, [_ckpt(tmp_path / "c")], tmp_path / "o", data_root=str(root), progress=progress)
+    err = capsys.readouterr().err
+    assert ("pneumoniamnist train features" in err) is progress

@@ -175,7 +175,7 @@ def test_loss_functions_refuse_temperatures_that_are_not_finite_and_positive(tem
     ("noise_std", float("inf"), "noise_std must be a finite number >= 0"),
     ("brightness", float("nan"), "brightness must be a finite number >= 0"),
     ("contrast", 1.5, r"contrast must be in \[0, 1\)"),
-    ("contrast", float("nan"), r"contrast must be in \[0, 1\)"),
+    ("contrast", float("nan"), r"contrast must be a finite number in \[0, 1\)"),
     ("blur_sigma", (0.0, 1.0), "blur_sigma must satisfy"),
     ("blur_sigma", (1.0, 0.5), "blur_sigma must satisfy"),
 ])

@@ -34,7 +34,13 @@ def _model(encoder="resnet3d_test", in_chans=1, classes=3, **inference):
 
 
 def _volume(shape=SHAPE, seed=0):
+    """Voxels in scanner-like units (about 100 +- 20): for "percentile" models."""
     return np.random.default_rng(seed).normal(100, 20, shape).astype(np.float32)
+
+
+def _unit_volume(shape=SHAPE, seed=0):
+    """Voxels already in [0, 1]: what a "unit" model takes."""
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
 
 
 @pytest.mark.parametrize("axis, shape", [(0, (5, 16, 16)), (2, (16, 16, 5))])
@@ -60,7 +66,7 @@ def test_3d_model_names_the_input_it_expects():
 def test_single_channel_volume_with_nan_or_inf_is_refused(tmp_path, inference):
     encoder, chans = ("resnet_test", 3) if inference.get("context_slices") else ("resnet3d_test", 1)
     pipe = medfm.pipeline("image-segmentation", model=_model(encoder, chans, **inference))
-    vol = _volume()
+    vol = _unit_volume() if inference["intensity"] == "unit" else _volume()
     assert pipe(vol)["mask"].shape == SHAPE
     vol[3, 4, 5] = np.nan
     with pytest.raises(SegmentationInputError, match=r"the volume has 1 NaN/inf voxel"):
@@ -69,6 +75,33 @@ def test_single_channel_volume_with_nan_or_inf_is_refused(tmp_path, inference):
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "v.nii.gz"))
     with pytest.raises(SegmentationInputError, match=r"v\.nii\.gz has 2 NaN/inf voxel"):
         pipe(str(tmp_path / "v.nii.gz"))
+
+
+@pytest.mark.parametrize("encoder, chans, inference", [("resnet3d_test", 1, {}),
+                                                      ("resnet_test", 3, {"context_slices": 1})])
+def test_single_channel_unit_volume_outside_0_1_is_refused(tmp_path, encoder, chans, inference):
+    """A 1-channel 3D or 2.5D model recording ``inference.intensity == "unit"`` clipped its input to
+    [0, 1]: a raw NIfTI (MSD Hippocampus voxels are 2-139) or a uint8 volume became almost all 1s
+    and the mask was garbage, no error. Such volumes are now refused, as multi-channel ones were."""
+    model = _model(encoder, chans, **inference)
+    assert model.inference["intensity"] == "unit"
+    pipe = medfm.pipeline("image-segmentation", model=model)
+    raw = np.random.default_rng(0).integers(2, 140, SHAPE).astype(np.float32)
+    nib.save(nib.Nifti1Image(raw, np.eye(4)), str(tmp_path / "raw.nii.gz"))
+    refused = r"already scaled to \[0, 1\] \(inference.intensity 'unit'\), got values in \[{}, {}\]; scale them to " \
+              r"\[0, 1\].*or use a model trained with percentile normalisation"
+    with pytest.raises(SegmentationInputError, match=refused.format(2, 139)):
+        pipe(str(tmp_path / "raw.nii.gz"))
+    with pytest.raises(SegmentationInputError, match=refused.format(0, 255)):
+        pipe(np.linspace(0, 255, np.prod(SHAPE)).reshape(SHAPE).astype(np.uint8))
+    unit = _unit_volume()
+    below = unit.copy()
+    below[3, 4, 5] = -0.5  # one voxel out of range is enough
+    with pytest.raises(SegmentationInputError, match=refused.format(r"-0\.5", r"0\.9\d*")):
+        pipe(below)
+    # in range: segmented as given
+    want = predict_labels(model, unit if inference else unit[None])
+    assert np.array_equal(pipe(unit)["mask"], want)
 
 
 @pytest.mark.parametrize("dtype", [bool, np.complex64, "U1", object])
@@ -115,7 +148,7 @@ def test_unreadable_and_misshaped_inputs_are_named(tmp_path):
     with pytest.raises(SegmentationInputError, match="NIfTI output paths end in .nii or .nii.gz, got m.png"):
         pipe3d(str(tmp_path / "v.nii.gz"), output_path=tmp_path / "m.png")
     assert not (tmp_path / "m.png").exists()
-    with pytest.raises(TypeError, match="Linear is not a medfm segmentation model"):
+    with pytest.raises(SegmentationInputError, match="Linear is not a medfm segmentation model"):
         medfm.pipeline("image-segmentation", model=torch.nn.Linear(2, 2))
 
 

@@ -262,6 +262,6 @@ def test_zero_case_limits_are_refused(key):
     """max_train: 0 / max_test: 0 used to mean "every case" (``ids[:n] if n else ids``)."""
     from medfm.training.seg_tasks import SegDataConfig
 
-    with pytest.raises(ValueError, match=f"data.{key} must be >= 1"):
+    with pytest.raises(ValueError, match=rf"data\.{key} must be an integer >= 1 \(or left out for all cases\), got 0$"):
         SegDataConfig(dataset="chase_db1", **{key: 0})
     assert getattr(SegDataConfig(dataset="chase_db1", **{key: 1}), key) == 1

@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import TABULAR, FusionModel
+from medfm.adapters.fusion.base import TABULAR, FusionModel, check_attention_width
 from medfm.adapters.fusion.tabular import TabularEncoder
 from medfm.registry import FUSERS
 
@@ -53,7 +53,7 @@ class ChannelViT(FusionModel):
         ``forward(batch)`` -> ``{"logits": (B, K), "embedding": (B, D), "used": {m: (B,) bool}}``.
 
     Raises:
-        ValueError: ``img_size`` not divisible by ``patch_size``; a sample with no modality;
+        ValueError: ``img_size`` not divisible by ``patch_size``, ``dim`` by ``heads``; a sample with no modality;
             NaN in a present image.
         EncoderInputError: an image modality that is not float ``(B, 1, img_size, img_size)``.
     """
@@ -66,6 +66,7 @@ class ChannelViT(FusionModel):
         super().__init__(modalities, num_classes, label_names)
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
+        check_attention_width(dim, heads)
         self.channels = [m for m in self.modalities if m != TABULAR]
         self.img_size = int(img_size)
         self.n_patches = (img_size // patch_size) ** 2

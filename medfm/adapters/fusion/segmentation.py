@@ -33,13 +33,10 @@ import torch
 from torch import nn
 
 from medfm.adapters.fusion.base import TABULAR, FusionModel, sample_modality_dropout
-from medfm.adapters.segmentation import UNetDecoder, dice_ce_loss, probe_encoder
+from medfm.adapters.segmentation import UNetDecoder, check_decoder_options, dice_ce_loss, probe_encoder
 from medfm.registry import FUSERS
 
 FUSIONS = ("hemis", "attention", "zero_fill")
-DECODER_OPTIONS = ("decoder_channels", "input_skip", "stem_channels", "norm")
-
-
 def masked_moments(feats: torch.Tensor, present: torch.Tensor):
     """Mean and (population) variance across modalities, over present ones only (HeMIS).
 
@@ -115,10 +112,7 @@ class FusedUNet(FusionModel):
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if not 0 <= modality_dropout < 1:
             raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
-        dec_args = dict(decoder or {})
-        unknown = sorted(set(dec_args) - set(DECODER_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown decoder option(s) {unknown} (known: {', '.join(DECODER_OPTIONS)})")
+        dec_args = check_decoder_options(decoder)
         enc = dict(image_encoder)
         if "name" not in enc:
             raise ValueError(f"image_encoder needs a 'name' (a registered encoder), got {enc}")

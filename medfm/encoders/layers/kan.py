@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medfm.encoders.checks import check_int
 from medfm.registry import close_match_hint
 
 BasisSpec = Union[str, Mapping[str, Any]]
@@ -74,16 +75,14 @@ class ChebyshevBasis(BasisExpansion):
         degree: highest polynomial degree (>= 1); ``num_basis == degree``.
 
     Raises:
-        ValueError: ``degree < 1``.
+        EncoderArgumentError: ``degree`` not an integer >= 1 (``2.0`` and ``True`` are refused too).
     """
 
     base_branch = False
 
     def __init__(self, degree: int = 3) -> None:
         super().__init__()
-        if int(degree) != degree or degree < 1:
-            raise ValueError(f"Chebyshev degree must be an integer >= 1, got {degree!r}")
-        self.degree = int(degree)
+        self.degree = check_int("Chebyshev degree", degree)
         self.num_basis = self.degree
 
     def expand(self, x: torch.Tensor) -> list:
@@ -113,19 +112,19 @@ class GaussianRBFBasis(BasisExpansion):
         grid_range: (min, max) of the centres, min < max.
 
     Raises:
-        ValueError: fewer than 2 centres or an empty range.
+        EncoderArgumentError: ``num_grids`` not an integer >= 2.
+        ValueError: an empty range.
     """
 
     base_branch = True
 
     def __init__(self, num_grids: int = 8, grid_range: Tuple[float, float] = (-2.0, 2.0)) -> None:
         super().__init__()
-        if int(num_grids) != num_grids or num_grids < 2:
-            raise ValueError(f"RBF num_grids must be an integer >= 2, got {num_grids!r}")
+        num_grids = check_int("RBF num_grids", num_grids, minimum=2)
         lo, hi = (float(v) for v in grid_range)
         if not lo < hi:
             raise ValueError(f"RBF grid_range must be (min, max) with min < max, got {tuple(grid_range)}")
-        self.num_basis = int(num_grids)
+        self.num_basis = num_grids
         self.grid_range = (lo, hi)
         self.register_buffer("grid", torch.linspace(lo, hi, self.num_basis), persistent=False)
         self.inv_width = (self.num_basis - 1) / (hi - lo)

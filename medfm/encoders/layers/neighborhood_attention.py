@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from medfm.encoders.checks import check_int
+
 IntPair = Union[int, Tuple[int, int]]
 BACKENDS = ("auto", "sdpa", "natten")
 
@@ -235,25 +237,26 @@ class NeighborhoodAttention2D(nn.Module):
     Shape: ``(B, H, W, C)`` -> ``(B, H, W, C)`` (channels last, as NATTEN).
 
     Raises:
-        ValueError: ``dim`` not divisible by ``num_heads``, even kernel, bad dilation or
-            backend, or an input whose last axis is not ``dim``.
+        EncoderArgumentError: ``dim``/``num_heads`` not an integer >= 1, ``kernel_size`` not an odd
+            integer >= 1 (``3.0`` and ``True`` are refused too), ``dilation`` not None or an integer >= 1.
+        ValueError: ``dim`` not divisible by ``num_heads``, an unknown backend, or an input whose
+            last axis is not ``dim``.
     """
 
     def __init__(self, dim: int, num_heads: int, kernel_size: int = 7, dilation: Optional[int] = 1,
                  qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0,
                  backend: str = "auto") -> None:
         super().__init__()
-        if dim % num_heads:
+        self.dim, self.num_heads = check_int("dim", dim), check_int("num_heads", num_heads)
+        if self.dim % self.num_heads:
             raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
-        if dilation is not None and dilation < 1:
-            raise ValueError(f"dilation must be >= 1 or None (largest feasible), got {dilation}")
+        self.kernel_size = check_int("kernel_size", kernel_size, odd=True)
+        if dilation is not None:
+            dilation = check_int("dilation", dilation, hint=" or None (largest feasible)")
         if backend not in BACKENDS:
             raise ValueError(f"unknown neighbourhood-attention backend {backend!r}; choose one of {BACKENDS}")
-        self.dim, self.num_heads = int(dim), int(num_heads)
         self.head_dim = self.dim // self.num_heads
-        self.kernel_size, self.dilation, self.backend = int(kernel_size), dilation, backend
+        self.dilation, self.backend = dilation, backend
         self.attn_drop = float(attn_drop)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)

@@ -1,0 +1,127 @@
+"""The rules for one numeric argument (a size, a count, a ratio, a temperature), shared by every layer.
+
+:func:`medfm.objectives.inputs.check_arg` (objectives) and :mod:`medfm.encoders.checks` (encoders)
+are thin wrappers over :func:`check_number`; they used to be two hand-written copies, because
+encoders cannot import from objectives (objectives import encoders). This module imports nothing
+from medfm, nor torch or numpy, so any module can use it.
+
+The rules:
+
+- an integer argument is an integral number and not a ``bool``: ``2.5``, ``16.0``, ``"3"`` and
+  ``True`` are refused rather than truncated or taken as 1 (numpy integers are accepted);
+- any other numeric argument is a finite real number (ints accepted, ``bool`` never, NaN/inf refused);
+- bounds are inclusive (``ge``/``le``) or strict (``gt``/``lt``);
+- a message shows a bad number as a plain Python number (``3.0``, ``-1``, ``nan``; numpy
+  scalars too), a list or tuple by its ``repr``, anything else with its type (``'3' (str)``,
+  ``True (bool)``).
+
+A message names no caller: ``temperature must be > 0, got -1.0``; the caller puts its own name
+first (``simclr: ``) through ``name``, or its own exception class through ``error``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Optional, Type, Union
+
+Number = Union[int, float]
+
+
+def is_integer(value: Any) -> bool:
+    """True for an integral number that is not a ``bool`` (``3``, ``np.int64(3)``; not ``3.0``, ``"3"``, ``True``)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for a finite real number that is not a ``bool`` (``0.5``, ``2``, ``np.float32(1)``;
+    not NaN, inf, ``"0.5"``, ``True``, nor an int too large for a float)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def shown(value: Any) -> str:
+    """How a message shows a bad value: ``-1``, ``3.0``, ``nan`` (numpy scalars as plain numbers),
+    ``[1, 1]`` (lists and tuples by their ``repr``), ``'3' (str)``, ``True (bool)`` (anything else with its type)."""
+    if is_integer(value):
+        return repr(int(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return repr(float(value))
+    if isinstance(value, (list, tuple)):
+        return repr(value)
+    return f"{value!r} ({type(value).__name__})"
+
+
+def range_text(*, gt: Optional[float] = None, ge: Optional[float] = None, lt: Optional[float] = None,
+               le: Optional[float] = None) -> str:
+    """The bounds as a message says them: ``"> 0"``, ``">= 1"``, ``"in [0, 1)"``, ``""`` for none."""
+    low = (f"({gt:g}" if gt is not None else f"[{ge:g}") if gt is not None or ge is not None else None
+    high = (f"{lt:g})" if lt is not None else f"{le:g}]") if lt is not None or le is not None else None
+    if low and high:
+        return f"in {low}, {high}"
+    if low:
+        return ("> " if gt is not None else ">= ") + low[1:]
+    if high:
+        return ("< " if lt is not None else "<= ") + high[:-1]
+    return ""
+
+
+def _type_ok(value: Any, integer: bool) -> bool:
+    return is_integer(value) if integer else is_finite_number(value)
+
+
+def _range_ok(x: Number, gt: Optional[float], ge: Optional[float], lt: Optional[float], le: Optional[float],
+              odd: bool) -> bool:
+    return not ((gt is not None and not x > gt) or (ge is not None and not x >= ge)
+                or (lt is not None and not x < lt) or (le is not None and not x <= le) or (odd and x % 2 == 0))
+
+
+def number_fits(value: Any, *, gt: Optional[float] = None, ge: Optional[float] = None, lt: Optional[float] = None,
+                le: Optional[float] = None, integer: bool = False, odd: bool = False) -> bool:
+    """True when :func:`check_number` accepts ``value`` with these rules (for checking the items of a list
+    whose message names the whole list)."""
+    integer = integer or odd
+    return _type_ok(value, integer) and _range_ok(int(value) if integer else float(value), gt, ge, lt, le, odd)
+
+
+def check_number(name: str, value: Any, *, gt: Optional[float] = None, ge: Optional[float] = None,
+                 lt: Optional[float] = None, le: Optional[float] = None, integer: bool = False, odd: bool = False,
+                 hint: str = "", error: Type[Exception] = ValueError) -> Number:
+    """Check one numeric argument and return it as ``int`` (``integer``/``odd``) or ``float``.
+
+    Args:
+        name: first words of the message: the argument's name, with the caller's prefix if it has
+            one (``"simclr: temperature"``).
+        value: the value given.
+        gt / ge / lt / le: bounds (at most one low and one high).
+        integer: the argument counts something (sizes, steps, iterations).
+        odd: the argument must be an odd integer (kernel sizes); implies ``integer``.
+        hint: appended to the rule, e.g. ``" (graph_size - 1)"``.
+        error: the exception class raised (a ``ValueError`` subclass, e.g. ``EncoderArgumentError``).
+
+    Returns:
+        ``int(value)`` for integer arguments, else ``float(value)``.
+
+    Raises:
+        error: one line. Wrong type or not finite: the kind and the bounds (``proj_dim must be an
+            integer >= 1, got 16.5``, ``temperature must be a finite number > 0, got nan``,
+            ``momentum must be a finite number in [0, 1), got '0.99' (str)``). Out of range: the
+            bounds (``temperature must be > 0, got -1.0``, ``kernel_size must be an odd integer >= 1,
+            got 4``).
+    """
+    integer = integer or odd
+    bounds = range_text(gt=gt, ge=ge, lt=lt, le=le)
+    kind = ("an odd integer" if odd else "an integer") if integer else "a finite number"
+    if not _type_ok(value, integer):
+        raise error(f"{name} must be {' '.join(filter(None, (kind, bounds)))}{hint}, got {shown(value)}")
+    out: Number = int(value) if integer else float(value)
+    if not _range_ok(out, gt, ge, lt, le, odd):
+        must = " ".join(filter(None, (kind, bounds))) if integer else bounds
+        raise error(f"{name} must be {must}{hint}, got {shown(out)}")
+    return out
+
+
+__all__ = ["check_number", "is_finite_number", "is_integer", "number_fits", "range_text", "shown"]
