@@ -3,6 +3,13 @@
 The optimizer's ``state_dict`` is split into tensors (``state.<param>.<key>``, stored in
 safetensors) and plain values (param groups, scalar state, stored as JSON), so a resumed
 run restores it exactly.
+
+RNG: torch's CPU generator (``rng.torch``) and, once CUDA is in use, every CUDA device's
+generator (``rng.cuda.<i>``): dropout and stochastic depth on a GPU draw from the CUDA
+generator, which ``torch.get_rng_state`` does not include (before it was saved, a run resumed
+on a GPU replayed the dropout masks of its first steps, since the runners reseed torch before
+building the model). Augmentations, crops, flips and modality dropout draw from the per-step
+generator of :class:`medfm.training.loop.Trainer`, which needs no state.
 """
 from __future__ import annotations
 
@@ -49,6 +56,7 @@ def save_training_state(directory: Path, model: torch.nn.Module, optimizer: torc
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update(_cuda_rng_states())
     save_file(tensors, str(Path(directory) / STATE_TENSORS))
     payload = {"counters": counters, "optimizer": opt_plain}
     (Path(directory) / STATE_JSON).write_text(json.dumps(payload, indent=1))
@@ -72,4 +80,25 @@ def load_training_state(directory: Path, model: torch.nn.Module, optimizer: torc
     load_exact(model, model_state, where=str(directory))
     optimizer.load_state_dict(_join_optimizer(tensors, payload["optimizer"]))
     torch.set_rng_state(tensors["rng.torch"])
+    _restore_cuda_rng_states(tensors)
     return payload["counters"]
+
+
+def _cuda_rng_states() -> Dict[str, torch.Tensor]:
+    """``{"rng.cuda.<i>": (n,) uint8 state}`` per CUDA device once CUDA is initialised (a run
+    training on a GPU), else empty (a CPU run draws nothing from the CUDA generators)."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {}
+    return {f"rng.cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())}
+
+
+def _restore_cuda_rng_states(tensors: Dict[str, torch.Tensor]) -> None:
+    """Set each CUDA device's generator that :func:`_cuda_rng_states` saved and this machine has.
+
+    A state saved on a GPU and resumed without one (or the reverse) restores nothing: the
+    bit-identical resume holds on the same hardware only (:mod:`medfm.training.loop`)."""
+    saved = {int(k.rsplit(".", 1)[1]): v for k, v in tensors.items() if k.startswith("rng.cuda.")}
+    if not saved or not torch.cuda.is_available():
+        return
+    for device in range(min(len(saved), torch.cuda.device_count())):
+        torch.cuda.set_rng_state(saved[device], device)
