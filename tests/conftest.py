@@ -254,19 +254,21 @@ def tiny_train_config(**kw):
                           "checkpoint_every": 3, **kw})
 
 
-class _Killed(Exception):
+class Killed(Exception):
     """Stands in for SIGKILL right after a mid-epoch checkpoint (disk state as after a real kill)."""
 
 
-def _kill_after_first_mid_epoch_checkpoint(monkeypatch):
+def kill_after_first_mid_epoch_checkpoint(monkeypatch, run_name=None):
+    """Make :meth:`Trainer._save` raise :class:`Killed` after its first mid-epoch checkpoint (of the
+    Trainer whose output folder is named ``run_name``, when given); returns the undo function."""
     from medfm.training.loop import Trainer
 
     real = Trainer._save
 
     def dying(self, counters):
         real(self, counters)
-        if counters["step_in_epoch"]:
-            raise _Killed
+        if counters["step_in_epoch"] and run_name in (None, self.output.name):
+            raise Killed
 
     monkeypatch.setattr(Trainer, "_save", dying)
     return lambda: monkeypatch.setattr(Trainer, "_save", real)

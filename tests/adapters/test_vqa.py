@@ -169,7 +169,8 @@ def test_a_question_mask_without_real_tokens_is_refused(text_spec, fusion):
         model(torch.rand(2, 1, 28, 28), q, m)
 
 
-def _write_vqa_rad(root: Path) -> None:
+def write_tiny_vqa_rad(root: Path) -> None:
+    """<root>/vqa_rad: 4 RGB PNGs, 16 train / 2 test QA pairs (closed and open) for the VQA runner."""
     folder = root / "vqa_rad" / "images"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
@@ -188,7 +189,7 @@ def _write_vqa_rad(root: Path) -> None:
 def test_cli_runner_end_to_end(text_spec, tmp_path):
     from medfm.cli import main
 
-    _write_vqa_rad(tmp_path / "data")
+    write_tiny_vqa_rad(tmp_path / "data")
     recipe = tmp_path / "vqa.yaml"
     recipe.write_text(json.dumps({  # JSON is YAML
         "data": {"size": 28}, "encoder": {"name": "resnet_test"}, "text_encoder": text_spec,
@@ -214,7 +215,7 @@ def test_lora_run_merges_and_reloads(text_spec, tmp_path):
     from medfm.training.vqa import VQARecipe, run_vqa
     from medfm.config import from_dict
 
-    _write_vqa_rad(tmp_path / "data")
+    write_tiny_vqa_rad(tmp_path / "data")
     recipe = from_dict(VQARecipe, {
         "data": {"size": 28}, "encoder": {"name": "resnet_test"}, "text_encoder": text_spec, "mode": "lora",
         "lora": {"rank": 2}, "head": {"dim": 16, "heads": 2, "layers": 1}, "n_boot": 10,
@@ -231,7 +232,7 @@ def test_runner_trains_under_the_recipes_precision(text_spec, tmp_path, monkeypa
     import medfm.training.vqa as V
     from medfm.config import from_dict
 
-    _write_vqa_rad(tmp_path / "data")
+    write_tiny_vqa_rad(tmp_path / "data")
     seen = []
     real = V._logits
 
@@ -256,7 +257,7 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(text_spec, tmp_path, 
     import medfm.training.vqa as V
     from medfm.cli import main
 
-    _write_vqa_rad(tmp_path / "data")
+    write_tiny_vqa_rad(tmp_path / "data")
     recipe = tmp_path / "vqa.yaml"
     recipe.write_text(json.dumps({
         "data": {"size": 28}, "encoder": {"name": "resnet_test"}, "text_encoder": text_spec,

@@ -9,7 +9,7 @@ from medfm.hub import from_pretrained, load_encoder_weights, save_pretrained
 from medfm.objectives.moco import MoCo, moco_infonce_loss
 from medfm.registry import OBJECTIVES
 from medfm.training.loop import TrainConfig, Trainer
-from tests.conftest import train_objective_losses
+from tests.conftest import Killed, train_objective_losses
 
 
 
@@ -112,10 +112,6 @@ def test_save_load_round_trip_is_bit_exact(tmp_path):
     assert all(torch.equal(v, a["encoder." + k]) for k, v in enc.state_dict().items())
 
 
-class _Killed(RuntimeError):
-    pass
-
-
 def test_queue_and_momentum_encoder_survive_resume(tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=6, lr=1e-3, warmup_epochs=0, precision="fp32", checkpoint_every=2,
                       log_every=1, num_threads=1)
@@ -127,7 +123,7 @@ def test_queue_and_momentum_encoder_survive_resume(tmp_path):
 
         def step(m, b, g):
             if kill_at is not None and calls["n"] == kill_at:
-                raise _Killed()
+                raise Killed()
             calls["n"] += 1
             return m(b, g)
 
@@ -136,7 +132,7 @@ def test_queue_and_momentum_encoder_survive_resume(tmp_path):
         return model
 
     full = run(tmp_path / "a")
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         run(tmp_path / "b", kill_at=5)
     resumed = run(tmp_path / "b", resume=True)
     a, b = full.state_dict(), resumed.state_dict()

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from medfm.config import ConfigError, dump_yaml, from_dict
-from tests.conftest import _Killed, _kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays
+from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays
 
 FINETUNE = {"data": {"dataset": "pneumoniamnist", "verify_md5": False, "val_split": None},
             "encoder": {"name": "resnet_test"}, "mode": "lora", "lora": {"rank": 2}, "augment": None,
@@ -65,8 +65,8 @@ def _finetune(tmp: Path, output: Path, init, resume: bool = False) -> Path:
 
 def _killed_run(tmp: Path, monkeypatch, name: str, init) -> Path:
     """A run started with ``init`` and killed right after its first mid-epoch checkpoint."""
-    revive = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
-    with pytest.raises(_Killed):
+    revive = kill_after_first_mid_epoch_checkpoint(monkeypatch)
+    with pytest.raises(Killed):
         _finetune(tmp, tmp / name, init)
     revive()
     return tmp / name

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from medfm.config import ConfigError, dump_yaml, from_dict
-from tests.conftest import _Killed, _kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays
+from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays
 
 PRETRAIN = {"data": {"dataset": "pneumoniamnist", "verify_md5": False}, "encoder": {"name": "resnet_test"},
             "objective": {"name": "simclr", "args": {"hidden_dim": 16, "proj_dim": 8}},
@@ -99,8 +99,8 @@ def test_operational_changes_resume_bit_identically(tmp_path, monkeypatch):
     (tmp_path / "moved").symlink_to(root)
     first = {"train": {"epochs": 2, "checkpoint_every": 1}}
     _pretrain(root, tmp_path / "full", first)
-    revive = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
-    with pytest.raises(_Killed):
+    revive = kill_after_first_mid_epoch_checkpoint(monkeypatch)
+    with pytest.raises(Killed):
         _pretrain(root, tmp_path / "killed", first)
     revive()
     state = json.loads((tmp_path / "killed" / "checkpoint" / "trainer_state.json").read_text())

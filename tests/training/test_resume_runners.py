@@ -26,30 +26,11 @@ import torch
 from safetensors.torch import load_file
 
 from medfm.config import from_dict
+from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint
 
 TRAIN = {"epochs": 2, "batch_size": 2, "lr": 3e-3, "warmup_epochs": 0.5, "precision": "fp32", "seed": 5,
          "log_every": 1, "checkpoint_every": 3}
 SEG_EVAL = {"overlays": 0, "distances": False, "overlap": 0.25}
-
-
-class Killed(Exception):
-    """Stands in for SIGKILL right after a mid-epoch checkpoint."""
-
-
-def kill_after_mid_epoch_checkpoint(monkeypatch, run_name=None):
-    """Make :meth:`Trainer._save` raise :class:`Killed` after its first mid-epoch checkpoint (of the
-    Trainer whose output folder is named ``run_name``, when given); returns the undo function."""
-    from medfm.training.loop import Trainer
-
-    real = Trainer._save
-
-    def dying(self, counters):
-        real(self, counters)
-        if counters["step_in_epoch"] and run_name in (None, self.output.name):
-            raise Killed
-
-    monkeypatch.setattr(Trainer, "_save", dying)
-    return lambda: monkeypatch.setattr(Trainer, "_save", real)
 
 
 # -- tiny data in the real formats --------------------------------------------------------------
@@ -182,7 +163,7 @@ def test_runner_killed_after_a_mid_epoch_checkpoint_resumes_bit_identically(tmp_
     root = tmp_path / "data"
     write(root)
     run(tmp_path / "full", root, False)
-    undo = kill_after_mid_epoch_checkpoint(monkeypatch, victim)
+    undo = kill_after_first_mid_epoch_checkpoint(monkeypatch, victim)
     with pytest.raises(Killed):
         run(tmp_path / "killed", root, False)
     undo()
@@ -238,7 +219,7 @@ def test_dropout_on_a_gpu_resumes_bit_identically(tmp_path, monkeypatch):
         return Trainer(tiny(), step, TinyPairs(), tiny_train_config(), tmp_path / name, save_state_dict)
 
     full = trainer("full").fit()
-    undo = kill_after_mid_epoch_checkpoint(monkeypatch)
+    undo = kill_after_first_mid_epoch_checkpoint(monkeypatch)
     with pytest.raises(Killed):
         trainer("killed").fit()
     undo()

@@ -12,7 +12,7 @@ from torch import nn
 
 from medfm.config import from_dict
 from medfm.training.loop import Trainer
-from tests.conftest import (TinyPairs, _Killed, _kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays,
+from tests.conftest import (TinyPairs, Killed, kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays,
                             save_state_dict, tiny_train_config)
 
 
@@ -34,8 +34,8 @@ def _step(model, batch, gen):
 
 def test_resume_survives_a_log_line_cut_off_by_the_kill(tmp_path, monkeypatch):
     full = Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "full", save_state_dict).fit()
-    restore = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
-    with pytest.raises(_Killed):
+    restore = kill_after_first_mid_epoch_checkpoint(monkeypatch)
+    with pytest.raises(Killed):
         Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "killed", save_state_dict).fit()
     restore()
     with open(tmp_path / "killed" / "metrics.jsonl", "a") as fh:
@@ -51,8 +51,8 @@ def test_resume_after_a_kill_inside_the_checkpoint_rename_window(tmp_path, monke
     """Disk state of a kill between atomic_dir's renames: no checkpoint/, the previous one at
     .checkpoint.old-<id>, the next one (maybe partial) at .checkpoint.tmp-<id>."""
     full = Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "full", save_state_dict).fit()
-    restore = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
-    with pytest.raises(_Killed):
+    restore = kill_after_first_mid_epoch_checkpoint(monkeypatch)
+    with pytest.raises(Killed):
         Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "killed", save_state_dict).fit()
     restore()
     run = tmp_path / "killed"
@@ -227,8 +227,8 @@ def test_lora_finetune_with_label_fraction_resumes_bit_identically(tmp_path, mon
     recipe = _finetune(root, seed=3, epochs=2, dropout=0.3, data={"label_fraction": 0.5, "val_split": "val"},
                        train={"checkpoint_every": 2})
     full = run_finetune(recipe, tmp_path / "full")
-    restore = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
-    with pytest.raises(_Killed):
+    restore = kill_after_first_mid_epoch_checkpoint(monkeypatch)
+    with pytest.raises(Killed):
         run_finetune(recipe, tmp_path / "killed")
     restore()
     counters = json.loads((tmp_path / "killed" / "checkpoint" / "trainer_state.json").read_text())["counters"]
@@ -254,10 +254,10 @@ def test_lora_finetune_with_label_fraction_resumes_bit_identically(tmp_path, mon
 def test_vqa_nan_loss_is_a_clear_error(tmp_path, monkeypatch):
     from medfm.adapters.vqa import VQAModel
     from medfm.training.vqa import VQARecipe, run_vqa
-    from tests.adapters.test_vqa import WORDS, _write_vqa_rad
+    from tests.adapters.test_vqa import WORDS, write_tiny_vqa_rad
     from tests.conftest import save_tiny_bert
 
-    _write_vqa_rad(tmp_path / "data")
+    write_tiny_vqa_rad(tmp_path / "data")
     spec = {"name": "hf", "model_name_or_path": str(save_tiny_bert(tmp_path / "bert", WORDS)), "max_length": 16}
     recipe = from_dict(VQARecipe, {"encoder": {"name": "resnet_test"}, "text_encoder": spec, "n_boot": 5,
                                    "head": {"dim": 16, "heads": 2, "layers": 1},

@@ -10,7 +10,7 @@ from torch import nn
 
 import medfm.evaluation.plots as plots
 from medfm.training.loop import Trainer, read_metrics_log
-from tests.conftest import TinyPairs, _Killed, _kill_after_first_mid_epoch_checkpoint, save_state_dict, tiny_train_config
+from tests.conftest import TinyPairs, Killed, kill_after_first_mid_epoch_checkpoint, save_state_dict, tiny_train_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -133,8 +133,8 @@ def test_a_fit_draws_its_curve_next_to_metrics_jsonl(tmp_path, figures):
 
 def test_a_fit_that_raises_draws_no_curve_and_its_resume_does(tmp_path, figures, monkeypatch):
     run = tmp_path / "run"
-    restore = _kill_after_first_mid_epoch_checkpoint(monkeypatch)
-    with pytest.raises(_Killed):
+    restore = kill_after_first_mid_epoch_checkpoint(monkeypatch)
+    with pytest.raises(Killed):
         Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), run, save_state_dict).fit()
     assert (run / "metrics.jsonl").is_file() and not (run / "training_curve.png").exists() and not figures
     restore()
