@@ -1,9 +1,8 @@
 """The rules for one numeric argument (a size, a count, a ratio, a temperature), shared by every layer.
 
 :func:`medfm.objectives.inputs.check_arg` (objectives) and :mod:`medfm.encoders.checks` (encoders)
-are thin wrappers over :func:`check_number`; they used to be two hand-written copies, because
-encoders cannot import from objectives (objectives import encoders). This module imports nothing
-from medfm, nor torch or numpy, so any module can use it.
+are thin wrappers over :func:`check_number`. This module imports nothing from medfm, nor torch or
+numpy, so any module can use it (encoders cannot import from objectives, which import encoders).
 
 The rules:
 

@@ -388,8 +388,7 @@ _CHECKPOINT_ARGS = {"eval": "checkpoint", "merge": "adapter", "card": "checkpoin
 
 def _check_checkpoint_paths(args: argparse.Namespace) -> None:
     """A local checkpoint (or adapter) path that does not exist, named before torch is imported
-    (``medfm eval /nonexist --data ...`` took ~4 s of imports to say so), in the words of
-    :func:`medfm.hub.resolve_checkpoint`.
+    (seconds sooner), in the words of :func:`medfm.hub.resolve_checkpoint`.
 
     ``hf-hub:`` ids pass (fetched later), as does every path that exists: a file, or a folder that
     holds no checkpoint, is named by the later checks (:func:`medfm.hub.resolve_checkpoint`,
@@ -410,7 +409,7 @@ def _check_checkpoint_paths(args: argparse.Namespace) -> None:
 
 def _check_paths(args: argparse.Namespace) -> None:
     """Path options checked before anything is loaded or written, and before torch is imported
-    (a mistyped recipe or checkpoint path used to take ~4-7 s of imports to be named).
+    (the imports take seconds: a mistyped recipe or checkpoint path is named before them).
 
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from medfm.cli import main
-from tests.conftest import cli_error
+from tests.conftest import REPO_ROOT, cli_error
 from medfm.config import ConfigError, check_call_args, from_dict, load_yaml
 from medfm.training.recipes import FinetuneRecipe, PretrainRecipe
 
@@ -118,24 +118,29 @@ def test_help_and_usage_errors_answer_without_loading_torch():
     assert medfm.create_encoder("resnet_test", in_chans=1, img_size=28).num_features > 0  # lazy attribute still works
 
 
-def test_mistyped_recipe_and_suite_paths_are_named_without_loading_torch(tmp_path):
-    """A missing or folder recipe (or suite) used to be named only after the imports (4-7 s here:
-    ``medfm.data``'s package import alone pulled in torch and medmnist for the CLI's error classes)."""
-    import pathlib
+def _errors_without_torch(cases):
+    """Run ``main(argv)`` for each of ``cases`` in a fresh interpreter; check that each exits 2 and
+    torch was never imported, and return the stderr lines."""
     import subprocess
     import sys
 
-    nope = str(tmp_path / "nope.yaml")
-    cases = [["pretrain", nope, "--output", str(tmp_path / "o")], ["eval", "--suite", nope, str(tmp_path)],
-             ["segment", str(tmp_path), "--output", str(tmp_path / "o")]]
     script = ("import sys\nfrom medfm.cli import main\n"
               f"for argv in {cases!r}:\n"
               "    print('exit', main(argv))\n"
               "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.stdout.splitlines() == ["exit 2"] * len(cases) + ["torch not loaded"], out.stdout + out.stderr
-    assert out.stderr.splitlines() == [f"medfm: error: recipe not found: {nope}"] * 2 + [
-        f"medfm: error: {tmp_path} is a directory; pass a recipe file (.yaml) inside it"], out.stderr
+    return out.stderr.splitlines()
+
+
+def test_mistyped_recipe_and_suite_paths_are_named_without_loading_torch(tmp_path):
+    """A missing or folder recipe (or suite) used to be named only after the imports (4-7 s here:
+    ``medfm.data``'s package import alone pulled in torch and medmnist for the CLI's error classes)."""
+    nope = str(tmp_path / "nope.yaml")
+    cases = [["pretrain", nope, "--output", str(tmp_path / "o")], ["eval", "--suite", nope, str(tmp_path)],
+             ["segment", str(tmp_path), "--output", str(tmp_path / "o")]]
+    assert _errors_without_torch(cases) == [f"medfm: error: recipe not found: {nope}"] * 2 + [
+        f"medfm: error: {tmp_path} is a directory; pass a recipe file (.yaml) inside it"]
     assert not (tmp_path / "o").exists()
 
 
@@ -187,23 +192,13 @@ def test_ctrl_c_is_one_line_and_cleans_up_like_an_error(tmp_path, capsys, monkey
 def test_missing_checkpoint_paths_are_named_without_loading_torch(tmp_path):
     """``medfm eval /nonexist --data pneumoniamnist`` took ~4.4 s of imports (torch, the library)
     to say the checkpoint is missing; merge and card said "... config.json is missing" after them."""
-    import pathlib
-    import subprocess
-    import sys
-
     nope = str(tmp_path / "nope")
-    suite = str(pathlib.Path(__file__).resolve().parents[1] / "eval_suites" / "medmnist_c.yaml")
+    suite = str(REPO_ROOT / "eval_suites" / "medmnist_c.yaml")
     cases = [["eval", nope, "--data", "pneumoniamnist"], ["eval", nope, "--suite", suite, "--output", str(tmp_path / "e")],
              ["merge", nope, str(tmp_path / "merged")],
              ["card", nope, "--results", str(tmp_path / "r.json")], ["push", nope, "me/model"]]
-    script = ("import sys\nfrom medfm.cli import main\n"
-              f"for argv in {cases!r}:\n"
-              "    print('exit', main(argv))\n"
-              "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert out.stdout.splitlines() == ["exit 2"] * len(cases) + ["torch not loaded"], out.stdout + out.stderr
     message = f"medfm: error: no checkpoint directory at {nope!r} (hub ids need the prefix 'hf-hub:')"
-    assert out.stderr.splitlines() == [message] * len(cases)
+    assert _errors_without_torch(cases) == [message] * len(cases)
 
 
 def test_hub_ids_and_existing_paths_are_left_to_the_later_checkpoint_checks(tmp_path, capsys, pneumonia_env):

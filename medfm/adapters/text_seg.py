@@ -199,8 +199,8 @@ class TextConditionedSegmenter(nn.Module):
         conv = conv_layers(self.spatial_dims)[0]
         self.precls = nn.Sequential(make_norm(self.spatial_dims, dec_args.get("norm", "batch"), self.decoder.out_channels),
                                     nn.ReLU(inplace=True), conv(self.decoder.out_channels, head_args["channels"], 1))
-        e = int(head_args["embed_dim"])
-        self.image_conditioning = bool(head_args["image_conditioning"])
+        e = head_args["embed_dim"]
+        self.image_conditioning = head_args["image_conditioning"]
         if self.image_conditioning:
             self.image_proj = nn.Sequential(nn.Linear(channels[-1], e), nn.ReLU(inplace=True))
         self.text_proj = nn.Sequential(nn.Linear(self.text_dim, e), nn.ReLU(inplace=True))

@@ -51,10 +51,11 @@ def scale_to_uint8(arr: np.ndarray, path: PathLike, what: str = "image") -> np.n
     return np.rint((arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)).astype(np.uint8)
 
 
+_NIFTI_HINT = "a NIfTI volume, not a 2D image (3D volumes need a 3D model)"
 #: file suffixes PIL does not decode that are passed for images, and what each file is
 NON_IMAGE_SUFFIXES = {
-    ".nii": "a NIfTI volume, not a 2D image (3D volumes need a 3D model)",
-    ".nii.gz": "a NIfTI volume, not a 2D image (3D volumes need a 3D model)",
+    ".nii": _NIFTI_HINT,
+    ".nii.gz": _NIFTI_HINT,
     ".npy": "a numpy array file, not an image file: pass np.load(path) instead",
     ".npz": "a numpy archive, not an image file: pass one of its arrays, np.load(path)[key]",
 }

@@ -3,16 +3,14 @@
 A bad override is refused when the encoder is built, in one line that names the argument, the
 value and what is allowed; :func:`medfm.encoders.create_encoder` puts the encoder's registered
 name first, e.g. ``resnet_test: layers must be 4 integers >= 1 (blocks per stage), got [1, 1]``.
-Found by the encoder build audit: a timm ResNet with ``layers: [1, 1]`` was built and failed in
-its first forward (``'ResNet' object has no attribute 'layer3'``), ``layers: [1, 1, 1, 0]`` ran
-with embeddings of another size than ``num_features``, a ViT ``patch_size`` that does not divide
-``img_size`` cropped the image border silently, a ratio too small for a layer's width gave a
-zero-width KAN feed-forward or silently ratio 1 (timm's ``Mlp`` takes 0 hidden channels as "same as
-the input"), and ``dims: [16.0, ...]`` or ``num_heads: 0`` failed deep inside torch/timm.
+Without these checks such values build a model that fails at its first forward, runs with
+embeddings of another size than ``num_features``, crops the image border (a ViT ``patch_size``
+that does not divide ``img_size``), or has a zero-width layer (or, in timm's ``Mlp``, silently
+ratio 1: 0 hidden channels means "same as the input").
 
-The rules are the objectives' ones, from the same place (:mod:`medfm.arg_checks`; encoders cannot
-import from objectives): an integer argument must be an integral number (``16.0``, ``"16"`` and
-``True`` are refused, not truncated), a ratio a finite number > 0.
+The rules are :mod:`medfm.arg_checks`' (those of the objectives too): an integer argument must be
+an integral number (``16.0``, ``"16"`` and ``True`` are refused, not truncated), a ratio a finite
+number > 0.
 """
 from __future__ import annotations
 
@@ -21,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence, Tuple, TypeVar
 
 from torch import nn
 
-from medfm.arg_checks import check_number, number_fits, range_text, shown
+from medfm.arg_checks import check_number, number_fits, shown
 from medfm.registry import UnknownArgumentError, close_match_hint
 
 C = TypeVar("C")
@@ -44,39 +42,38 @@ def check_int(name: str, value: Any, minimum: int = 1, odd: bool = False, hint: 
     return check_number(name, value, ge=minimum, odd=odd, integer=True, hint=hint, error=EncoderArgumentError)
 
 
-def check_positive(name: str, value: Any, hint: str = "") -> float:
+def check_positive(name: str, value: Any) -> float:
     """Return ``value`` as a ``float`` if it is a finite number > 0 (a ratio or scale).
 
     Raises:
         EncoderArgumentError: e.g. ``mlp_ratio must be > 0, got -1.0`` or
             ``mlp_ratio must be a finite number > 0, got inf``.
     """
-    return check_number(name, value, gt=0, hint=hint, error=EncoderArgumentError)
+    return check_number(name, value, gt=0, error=EncoderArgumentError)
 
 
-def check_stage_ints(name: str, value: Any, stages: int = 4, minimum: int = 1, odd: bool = False,
-                     hint: str = "") -> Tuple[int, ...]:
-    """Return a per-stage list/tuple of ``stages`` integers ``>= minimum`` (odd when ``odd``) as a tuple.
+def check_stage_ints(name: str, value: Any, odd: bool = False, hint: str = "") -> Tuple[int, ...]:
+    """Return a per-stage list/tuple of 4 integers >= 1 (odd when ``odd``) as a tuple (every family has 4 stages).
 
     Raises:
         EncoderArgumentError: wrong length, not a list, or a bad item, e.g.
             ``layers must be 4 integers >= 1 (blocks per stage), got [1, 1]``.
     """
-    if not isinstance(value, (list, tuple)) or len(value) != stages \
-            or not all(number_fits(v, ge=minimum, integer=True, odd=odd) for v in value):
-        rule = f"{stages} {'odd integers' if odd else 'integers'} {range_text(ge=minimum)}"
+    if not isinstance(value, (list, tuple)) or len(value) != 4 \
+            or not all(number_fits(v, ge=1, integer=True, odd=odd) for v in value):
+        rule = f"4 {'odd integers' if odd else 'integers'} >= 1"
         raise EncoderArgumentError(f"{name} must be {rule}{hint}, got {shown(value)}")
     return tuple(int(v) for v in value)
 
 
-def check_stage_positive(name: str, value: Any, stages: int = 4, hint: str = "") -> Tuple[float, ...]:
-    """Return a per-stage list/tuple of ``stages`` finite numbers > 0 as a tuple of floats.
+def check_stage_positive(name: str, value: Any, hint: str = "") -> Tuple[float, ...]:
+    """Return a per-stage list/tuple of 4 finite numbers > 0 as a tuple of floats.
 
     Raises:
         EncoderArgumentError: e.g. ``mlp_ratios must be 4 finite numbers > 0 (one per stage), got (2.0, 2.0)``.
     """
-    if not isinstance(value, (list, tuple)) or len(value) != stages or not all(number_fits(v, gt=0) for v in value):
-        raise EncoderArgumentError(f"{name} must be {stages} finite numbers > 0{hint}, got {shown(value)}")
+    if not isinstance(value, (list, tuple)) or len(value) != 4 or not all(number_fits(v, gt=0) for v in value):
+        raise EncoderArgumentError(f"{name} must be 4 finite numbers > 0{hint}, got {shown(value)}")
     return tuple(float(v) for v in value)
 
 

@@ -73,7 +73,7 @@ class ResNet3D(Encoder3D):
 
         super().__init__(in_chans, img_size)
         stride = stem_stride(img_size)
-        widths = [int(base_width) * m for m in (1, 2, 4, 8)]
+        widths = [base_width * m for m in (1, 2, 4, 8)]
         self.model = ResNet("basic", list(layers), widths, spatial_dims=3, n_input_channels=in_chans,
                             conv1_t_size=3 if stride is not None else 7, conv1_t_stride=stride or 2,
                             no_max_pool=stride is not None, feed_forward=False, norm=norm, **kwargs)
@@ -100,7 +100,7 @@ class ResNet3D(Encoder3D):
 
 def _resnet3d(layers: Sequence[int], base_width: int):
     def build(in_chans: int = 1, img_size: int = 32, **kw: Any) -> Encoder:
-        kw.setdefault("layers", layers)  # overridable, as base_width (was "got multiple values for 'layers'")
+        kw.setdefault("layers", layers)  # overridable, as base_width
         kw.setdefault("base_width", base_width)
         return ResNet3D(in_chans=in_chans, img_size=img_size, **kw)
     build.__doc__ = f"MONAI 3D ResNet with {list(layers)} blocks, base width {base_width} (see :class:`ResNet3D`)."

@@ -98,12 +98,12 @@ RESERVED_TIMM_ARGS = ("num_classes", "features_only", "pretrained", "pretrained_
 TIMM_RATE_ARGS = ("drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "pos_drop_rate")
 
 #: timm's per-stage lists (ResNet ``layers``/``channels``, ConvNeXt ``depths``/``dims``): 4 integers >= 1
-#: each (both families have 4 stages; timm took other lengths and failed in forward or with an IndexError)
+#: each (both families have 4 stages; timm does not check the length)
 TIMM_STAGE_ARGS = {"layers": "blocks per stage", "channels": "stage widths", "depths": "blocks per stage",
                    "dims": "stage widths"}
 
-#: timm's size arguments: integers >= 1 (ViT ``depth: 0`` built and failed in forward, ``num_heads: 0``
-#: was a ZeroDivisionError; ``embed_dim`` is left to timm, whose error is caught below)
+#: timm's size arguments: integers >= 1 (timm builds ViT ``depth: 0``, which fails in forward, and divides
+#: by ``num_heads``; ``embed_dim`` is left to timm, whose error is caught below)
 TIMM_SIZE_ARGS = ("depth", "num_heads", "stem_width", "base_width", "cardinality", "patch_size")
 
 #: timm's width ratios: finite numbers > 0 (one too small for a layer's width is refused after the build)

@@ -74,10 +74,8 @@ def check_arg(objective: str, name: str, value: Any, *, gt: Optional[float] = No
               hint: str = "") -> Union[int, float]:
     """Check one numeric constructor argument of an objective and return it as ``int``/``float``.
 
-    :func:`medfm.arg_checks.check_number` with the objective's name first in the message. A float
-    argument must be a finite real number (ints are accepted, ``bool`` never); an integer argument
-    an integral number (``2.5``, ``"3"`` and ``True`` are refused rather than truncated or taken
-    as 1). The bounds are inclusive (``ge``/``le``) or strict (``gt``/``lt``).
+    :func:`medfm.arg_checks.check_number` (the rules are there) with the objective's name first in
+    the message.
 
     Args:
         objective: the objective's (or solver's) name, first word of the message.

@@ -6,8 +6,8 @@ run restores it exactly.
 
 RNG: torch's CPU generator (``rng.torch``) and, once CUDA is in use, every CUDA device's
 generator (``rng.cuda.<i>``): dropout and stochastic depth on a GPU draw from the CUDA
-generator, which ``torch.get_rng_state`` does not include (before it was saved, a run resumed
-on a GPU replayed the dropout masks of its first steps, since the runners reseed torch before
+generator, which ``torch.get_rng_state`` does not include (without it, a run resumed on a GPU
+would replay the dropout masks of its first steps, since the runners reseed torch before
 building the model). Augmentations, crops, flips and modality dropout draw from the per-step
 generator of :class:`medfm.training.loop.Trainer`, which needs no state.
 """
