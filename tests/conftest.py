@@ -272,3 +272,16 @@ def kill_after_first_mid_epoch_checkpoint(monkeypatch, run_name=None):
 
     monkeypatch.setattr(Trainer, "_save", dying)
     return lambda: monkeypatch.setattr(Trainer, "_save", real)
+
+
+@pytest.fixture(scope="module")
+def pneumonia_pipeline():
+    """An ``image-classification`` pipeline over a random-init ``resnet_test`` (1 channel, 28 px,
+    classes normal / pneumonia): for the pipelines' input handling, not their predictions."""
+    import medfm
+    from medfm.adapters.classification import ImageClassifier
+    from medfm.pipelines.classification import ImageClassificationPipeline
+
+    torch.manual_seed(0)
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
+    return ImageClassificationPipeline(ImageClassifier(enc, 2, "binary-class", ["normal", "pneumonia"]))

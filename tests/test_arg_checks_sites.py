@@ -82,6 +82,12 @@ _corruptions = _dataclass("medfm.evaluation.suite_spec", "CorruptionSpec")
 _protocol = _dataclass("medfm.evaluation.suite_spec", "ProtocolSpec")
 
 
+def _target_weights(weights):
+    from medfm.adapters.text_seg import check_target_weights
+
+    return check_target_weights(weights, len(weights))
+
+
 def _lgg(v):
     from medfm.data.lgg_fusion import LGGFusionSet
 
@@ -223,6 +229,8 @@ SITES = [
      "train.log_every must be an integer >= 1, got True (bool)"),  # accepted
     ("TextTaskConfig.loss_weight", lambda v: _text_task(loss_weight=v), True,
      "loss_weight is True (bool); loss weights must be positive and finite"),  # accepted
+    ("check_target_weights", lambda v: _target_weights([v, 1.0]), True,
+     "loss weights must be positive and finite numbers, got True (bool) in [True, 1.0]"),  # accepted as 1.0
     ("SegEvalConfig.sw_batch_size", lambda v: _seg_eval(sw_batch_size=v), 2.5,
      "eval.sw_batch_size must be an integer >= 1, got 2.5"),  # accepted
     ("SegEvalConfig.overlays", lambda v: _seg_eval(overlays=v), True,

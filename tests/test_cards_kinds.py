@@ -255,9 +255,9 @@ def test_card_cli_takes_run_results_and_refuses_another_kind(tmp_path):
 def test_segmentation_run_writes_its_test_metrics_into_the_final_card(tmp_path):
     from medfm.config import from_dict
     from medfm.training.segmentation import SegmentationRecipe, run_segmentation
-    from tests.training.test_seg_runner import fake_chase
+    from tests.data.test_segmentation_data import write_chase
 
-    fake_chase(tmp_path / "data")
+    write_chase(tmp_path / "data")
     recipe = from_dict(SegmentationRecipe, {
         "data": {"dataset": "chase_db1", "patch": [32, 32], "max_train": 2, "max_test": 1},
         "encoder": {"name": "resnet_test"}, "decoder": {"stem_channels": 8}, "mode": "full",

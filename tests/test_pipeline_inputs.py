@@ -5,27 +5,19 @@ import torch
 from PIL import Image
 
 import medfm
-from medfm.adapters.classification import ImageClassifier
 from medfm.adapters.segmentation import SegmentationModel
-from medfm.pipelines.classification import ImageClassificationPipeline, PipelineInputError
+from medfm.pipelines.classification import PipelineInputError
 from medfm.pipelines.segmentation import ImageSegmentationPipeline, SegmentationInputError
 from medfm.registry import OBJECTIVES
 
 IMG = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module")
-def clf():
-    torch.manual_seed(0)
-    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
-    return ImageClassificationPipeline(ImageClassifier(enc, 2, "binary-class", ["normal", "pneumonia"]))
-
-
-def test_16_bit_and_float_pil_images_are_scaled_not_clipped(clf, tmp_path):
-    ref = clf(IMG)
+def test_16_bit_and_float_pil_images_are_scaled_not_clipped(pneumonia_pipeline, tmp_path):
+    ref = pneumonia_pipeline(IMG)
     wide = IMG.astype(np.uint16) * 256 + 7  # a 16-bit scan of the same picture
-    assert clf(Image.fromarray(wide)) == ref  # PIL's convert("L") alone would clip it to white
-    assert clf(Image.fromarray(IMG.astype(np.float32) * 3.0)) == ref
+    assert pneumonia_pipeline(Image.fromarray(wide)) == ref  # PIL's convert("L") alone would clip it to white
+    assert pneumonia_pipeline(Image.fromarray(IMG.astype(np.float32) * 3.0)) == ref
     enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
     seg = ImageSegmentationPipeline(SegmentationModel(enc, 2))
     Image.fromarray(wide).save(tmp_path / "scan.png")
@@ -33,16 +25,16 @@ def test_16_bit_and_float_pil_images_are_scaled_not_clipped(clf, tmp_path):
     assert np.array_equal(seg(Image.fromarray(wide))["mask"], seg(IMG)["mask"])
 
 
-def test_classifier_pipeline_edge_inputs(clf):
-    assert clf([]) == []
+def test_classifier_pipeline_edge_inputs(pneumonia_pipeline):
+    assert pneumonia_pipeline([]) == []
     with pytest.raises(PipelineInputError, match="top_k must be a positive integer"):
-        clf(IMG, top_k=-1)
+        pneumonia_pipeline(IMG, top_k=-1)
     with pytest.raises(PipelineInputError, match="empty image"):
-        clf(IMG[:0])
+        pneumonia_pipeline(IMG[:0])
     with pytest.raises(PipelineInputError, match=r"\(H, W\) or \(H, W, 3\) array, got shape \(3, 28, 28\)"):
-        clf(np.stack([IMG] * 3))  # channels-first is not accepted silently
+        pneumonia_pipeline(np.stack([IMG] * 3))  # channels-first is not accepted silently
     with pytest.raises(PipelineInputError, match="got Tensor"):
-        clf(torch.rand(1, 28, 28))
+        pneumonia_pipeline(torch.rand(1, 28, 28))
 
 
 def test_classifier_pipeline_rejects_a_non_classifier_up_front():

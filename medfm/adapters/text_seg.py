@@ -48,7 +48,7 @@ from torch import nn
 from medfm.adapters.domain_layers import convert_domain_norms, convert_input_conv, set_domains
 from medfm.adapters.segmentation import (accept_standardised_inputs, check_decoder_options, conv_layers,
                                          default_inference, make_norm, spatial_dims_of, unet_decoder_for)
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_number, number_fits, shown
 from medfm.registry import ADAPTERS, close_match_hint
 
 PROMPT_TEMPLATE = "A {modality} image of {target}"
@@ -436,15 +436,13 @@ def check_target_weights(weights: Optional[Sequence[float]], n_targets: int) -> 
     """
     if weights is None:
         return torch.ones(n_targets)
-    try:
-        w = torch.as_tensor([float(v) for v in weights], dtype=torch.float32)
-    except (TypeError, ValueError):
-        raise ValueError(f"loss weights must be numbers, got {list(weights)!r}") from None
-    if w.numel() != n_targets:
-        raise ValueError(f"need one loss weight per target ({n_targets}), got {w.numel()}")
-    if not (torch.isfinite(w).all() and (w > 0).all()):
-        raise ValueError(f"loss weights must be positive and finite, got {w.tolist()}")
-    return w
+    weights = list(weights)
+    if len(weights) != n_targets:
+        raise ValueError(f"need one loss weight per target ({n_targets}), got {len(weights)}")
+    bad = [shown(v) for v in weights if not number_fits(v, gt=0)]  # the rule of medfm.arg_checks (no bools)
+    if bad:
+        raise ValueError(f"loss weights must be positive and finite numbers, got {', '.join(bad)} in {weights!r}")
+    return torch.as_tensor([float(v) for v in weights], dtype=torch.float32)
 
 
 class PromptedSegmenter(nn.Module):

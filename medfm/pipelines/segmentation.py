@@ -201,26 +201,34 @@ def _finite_volume(arr: np.ndarray, where: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def check_unit_volume(arr: np.ndarray) -> None:
-    """Refuse a volume for a model with ``inference.intensity == "unit"`` whose values are not in [0, 1].
+def check_unit_volume(arr: np.ndarray) -> np.ndarray:
+    """A volume for a model with ``inference.intensity == "unit"``, checked to lie in [0, 1].
 
     Such a model takes intensities as given, so scanner units (a raw NIfTI: HU, MR arbitrary
     units) or 0-255 voxels would reach it unscaled and give a meaningless mask; one rule for
-    single-channel (3D, 2.5D) and multi-channel volumes.
+    single-channel (3D, 2.5D) and multi-channel volumes. Float rounding past the bounds (within
+    :data:`medfm.encoders.base.INPUT_RANGE_TOLERANCE`, the encoders' own tolerance) is clipped.
 
     Args:
         arr: ``(X, Y, Z)`` or ``(C, X, Y, Z)`` finite float voxels (:func:`_finite_volume`).
 
+    Returns:
+        ``arr`` clipped to [0, 1] (the same array when nothing needed clipping).
+
     Raises:
-        SegmentationInputError: a value below 0 or above 1, naming the range found and what to do.
+        SegmentationInputError: a value below 0 or above 1 beyond the tolerance, naming the range
+            found and what to do.
     """
+    from medfm.encoders.base import INPUT_RANGE_TOLERANCE
+
     lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0 or hi > 1:
+    if lo < -INPUT_RANGE_TOLERANCE or hi > 1 + INPUT_RANGE_TOLERANCE:
         raise SegmentationInputError(
             f"this model takes volumes already scaled to [0, 1] (inference.intensity 'unit'), got values in "
-            f"[{lo:g}, {hi:g}]; scale them to [0, 1] as the model was trained (see its model card; 0-255 data: "
+            f"[{lo:.7g}, {hi:.7g}]; scale them to [0, 1] as the model was trained (see its model card; 0-255 data: "
             "divide by 255), or use a model trained with percentile normalisation (inference.intensity "
             "'percentile'), which scales raw scans itself")
+    return arr if 0 <= lo and hi <= 1 else np.clip(arr, 0.0, 1.0)
 
 
 def read_channels(item: Any, in_chans: int) -> Dict[str, Any]:
@@ -535,7 +543,7 @@ class ImageSegmentationPipeline:
             if inf["intensity"] == "percentile":
                 arr = np.stack([percentile_unit(c) for c in arr]) if channels > 1 else percentile_unit(arr)
             else:
-                check_unit_volume(arr)
+                arr = check_unit_volume(arr)
             mask = predict_labels(model, arr[None] if arr.ndim == 3 and not inf["context_slices"] else arr,
                                   overlap=overlap)
         nifti = None

@@ -102,6 +102,11 @@ def test_single_channel_unit_volume_outside_0_1_is_refused(tmp_path, encoder, ch
     # in range: segmented as given
     want = predict_labels(model, unit if inference else unit[None])
     assert np.array_equal(pipe(unit)["mask"], want)
+    # float rounding past 1 (within the encoders' 1e-3 tolerance) is clipped, not refused
+    rounded = unit.copy()
+    rounded[unit == unit.max()] = np.float32(1.0000001)
+    clipped = np.clip(rounded, 0, 1)
+    assert np.array_equal(pipe(rounded)["mask"], predict_labels(model, clipped if inference else clipped[None]))
 
 
 @pytest.mark.parametrize("dtype", [bool, np.complex64, "U1", object])

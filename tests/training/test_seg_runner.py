@@ -39,7 +39,7 @@ def test_random_flips_flip_image_and_mask_together():
         assert torch.equal(fi[0, 0].long(), fm[0])
 
 
-def fake_chase(root):
+def _fake_chase(root):
     folder = root / "chase_db1" / "CHASEDB1"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -56,7 +56,7 @@ def fake_chase(root):
 
 @pytest.mark.parametrize("mode,normalize", [("full", "channel_zscore"), ("lora", "none")])
 def test_end_to_end_run_and_reload(tmp_path, mode, normalize):
-    fake_chase(tmp_path / "data")
+    _fake_chase(tmp_path / "data")
     recipe = from_dict(SegmentationRecipe, {
         "data": {"dataset": "chase_db1", "patch": [32, 32], "repeats": 4, "flip_axes": [0, 1], "max_train": 2, "max_test": 1,
                  "normalize": normalize},
@@ -125,7 +125,7 @@ def test_text_conditioned_multi_task_run(tmp_path):
 
     if "bow_seg_test" not in TEXT_ENCODERS:
         TEXT_ENCODERS.register("bow_seg_test", family="test")(lambda: _BagOfWords())
-    fake_chase(tmp_path / "data")
+    _fake_chase(tmp_path / "data")
     _fake_lgg(tmp_path / "data")
     import yaml
 

@@ -1,20 +1,8 @@
-"""What a hospital user passes to the pipelines by mistake, each answered with one line saying what
-the input is and what to do.
-
-Found with real checkpoints (``medfm finetune finetune/families/full_resnet18.yaml --epochs 1``,
-``full_resnet3d_adrenalmnist3d.yaml``, ``medfm segment seg_unet_chase_db1.yaml`` /
-``seg_unet3d_hippocampus.yaml``, ``medfm vqa vqa_resnet18_random.yaml``) on MedNIST, CHASE_DB1,
-VQA-RAD and MSD Hippocampus files. Before:
-
-* a PIL image used after its ``with Image.open(...)`` block raised a bare ``AssertionError`` with
-  no message (every pipeline);
-* a DICOM file (``.dcm``, or no suffix) said "cannot identify image file", and a NIfTI path given
-  to the VQA pipeline (or a ``.npy`` path to a 2D one) the same, naming no format;
-* a folder given to the segmentation pipeline or the 3D classifier said "no such input file" /
-  "no such volume file" although it exists (the 2D classifier and VQA said "(a folder)");
-* a MedMNIST ``(N, 28, 28)`` stack given to a 2D classifier was called "a 3D volume", a
-  ``(3, H, W)`` one said only "expected an (H, W) or (H, W, 3) array", and an ``(N, D, H, W)``
-  stack given to a 3D classifier "has N channels", none saying that a batch is a list.
+"""What users pass to the pipelines by mistake (a closed PIL image; DICOM, NIfTI and numpy files;
+folders; image stacks and channels-first arrays), each answered with one line saying what the input
+is and what to do. Found with real checkpoints on MedNIST, CHASE_DB1, VQA-RAD and MSD Hippocampus
+files. Was: a bare ``AssertionError`` (closed image), "cannot identify image file" (DICOM, NIfTI,
+``.npy``), "no such input file" (an existing folder), "a 3D volume" (a MedMNIST stack).
 """
 from __future__ import annotations
 
@@ -33,13 +21,6 @@ from medfm.pipelines.segmentation import ImageSegmentationPipeline, Segmentation
 from medfm.pipelines.vqa import vqa_image_tensor
 
 IMG = np.random.default_rng(0).integers(0, 256, (30, 40), dtype=np.uint8)
-
-
-@pytest.fixture(scope="module")
-def clf():
-    torch.manual_seed(0)
-    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
-    return ImageClassificationPipeline(ImageClassifier(enc, 2, "binary-class", ["normal", "pneumonia"]))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +55,7 @@ def _same(got, want):
                                atol=1e-6)
 
 
-def test_a_pil_image_whose_file_was_closed_is_named_in_every_pipeline(clf, seg, png):
+def test_a_pil_image_whose_file_was_closed_is_named_in_every_pipeline(pneumonia_pipeline, seg, png):
     with Image.open(png) as closed:
         pass  # used after the block: PIL's load() raised a bare AssertionError
     shut = Image.open(png)
@@ -82,7 +63,7 @@ def test_a_pil_image_whose_file_was_closed_is_named_in_every_pipeline(clf, seg, 
     for im in (closed, shut):
         with pytest.raises(PipelineInputError, match=r"its file was closed before the pixels were read; call "
                                                      r"im\.load\(\)"):
-            clf(im)
+            pneumonia_pipeline(im)
         with pytest.raises(SegmentationInputError, match="its file was closed"):
             seg(im)
         with pytest.raises(PipelineInputError, match="its file was closed"):
@@ -91,14 +72,14 @@ def test_a_pil_image_whose_file_was_closed_is_named_in_every_pipeline(clf, seg, 
             pil_to_uint8(im, "L")
     with Image.open(png) as loaded:
         loaded.load()  # loaded inside the block: fine afterwards, as a lazily opened image is
-    assert clf(loaded) == clf(Image.open(png)) == clf(IMG)
+    assert pneumonia_pipeline(loaded) == pneumonia_pipeline(Image.open(png)) == pneumonia_pipeline(IMG)
 
 
-def test_dicom_nifti_and_numpy_files_are_named_not_just_unidentified(clf, seg, tmp_path, png):
+def test_dicom_nifti_and_numpy_files_are_named_not_just_unidentified(pneumonia_pipeline, seg, tmp_path, png):
     for dicom in (_dicom(tmp_path / "scan.dcm"), _dicom(tmp_path / "IM0001")):  # DICOM often has no suffix
         with pytest.raises(PipelineInputError, match=r"it is a DICOM file, which medfm does not decode: export it "
                                                      r"to PNG, or pass its pixels as a PIL image") as err:
-            clf(str(dicom))
+            pneumonia_pipeline(str(dicom))
         assert "\n" not in str(err.value)
         with pytest.raises(SegmentationInputError, match="it is a DICOM file"):
             seg(dicom)
@@ -110,7 +91,7 @@ def test_dicom_nifti_and_numpy_files_are_named_not_just_unidentified(clf, seg, t
     np.save(tmp_path / "img.npy", IMG)
     with pytest.raises(PipelineInputError, match=r"img\.npy: it is a numpy array file, not an image file: pass "
                                                  r"np\.load\(path\) instead"):
-        clf(tmp_path / "img.npy")
+        pneumonia_pipeline(tmp_path / "img.npy")
     assert np.array_equal(read_image(png), IMG)  # real images are untouched
     assert non_image_hint(png) is None and non_image_hint(tmp_path / "missing") is None
 
@@ -129,19 +110,19 @@ def test_a_folder_is_called_a_folder_by_segmentation_and_the_3d_classifier(seg, 
         seg(str(tmp_path / "missing.png"))  # a missing file is still just missing
 
 
-def test_image_stacks_and_channels_first_arrays_say_a_batch_is_a_list(clf, clf3d):
+def test_image_stacks_and_channels_first_arrays_say_a_batch_is_a_list(pneumonia_pipeline, clf3d):
     stack = np.stack([IMG] * 10)  # as MedMNIST's npz stores a split: (N, H, W) uint8
     with pytest.raises(PipelineInputError, match=r"shape \(10, 30, 40\) \(a 3D volume needs a 3D classifier.*; a "
                                                  r"stack of 2D images is a batch: pass a list, list\(array\)\)"):
-        clf(stack)
+        pneumonia_pipeline(stack)
     for arr in (stack[:3], IMG[None]):
         with pytest.raises(PipelineInputError, match=r"\(channels first\? pass array\.transpose\(1, 2, 0\); several "
                                                      r"images\? pass a list, list\(array\)\)"):
-            clf(arr)
-    _same(clf(list(stack[:3])), [clf(IMG)] * 3)
-    _same([clf(IMG[None].transpose(1, 2, 0))], [clf(IMG)])
+            pneumonia_pipeline(arr)
+    _same(pneumonia_pipeline(list(stack[:3])), [pneumonia_pipeline(IMG)] * 3)
+    _same([pneumonia_pipeline(IMG[None].transpose(1, 2, 0))], [pneumonia_pipeline(IMG)])
     with pytest.raises(PipelineInputError, match=r"got shape \(30, 40, 4\)$"):  # RGBA: no channels-first hint
-        clf(np.zeros((30, 40, 4), np.uint8))
+        pneumonia_pipeline(np.zeros((30, 40, 4), np.uint8))
     vols = np.random.default_rng(1).integers(0, 256, (5, 16, 16, 16), dtype=np.uint8)
     with pytest.raises(PipelineInputError, match=r"volume has 5 channels .* but the model takes 1 \(a stack of "
                                                  r"volumes is a batch: pass a list, list\(array\)\)"):
@@ -149,14 +130,14 @@ def test_image_stacks_and_channels_first_arrays_say_a_batch_is_a_list(clf, clf3d
     _same(clf3d(list(vols[:2])), [clf3d(vols[0]), clf3d(vols[1])])
 
 
-def test_every_pipeline_refuses_a_model_of_another_kind_with_its_input_error(clf, seg):
+def test_every_pipeline_refuses_a_model_of_another_kind_with_its_input_error(pneumonia_pipeline, seg):
     """The segmentation pipeline raised ``TypeError`` for a checkpoint that is not a segmenter, the
     classification and VQA pipelines their ``ValueError`` input error: now all do the latter."""
     from medfm.pipelines.vqa import VisualQuestionAnsweringPipeline
 
     with pytest.raises(SegmentationInputError, match=r"^ImageClassifier is not a medfm segmentation model \(medfm "
                                                      r"adapter 'segmentation'\); fine-tune one with `medfm segment`$"):
-        ImageSegmentationPipeline(clf.model)
+        ImageSegmentationPipeline(pneumonia_pipeline.model)
     with pytest.raises(PipelineInputError, match="SegmentationModel is not an image classifier"):
         ImageClassificationPipeline(seg.model)
     with pytest.raises(PipelineInputError, match="SegmentationModel is not a VQA model"):
@@ -178,16 +159,16 @@ def test_a_nifti_slice_given_to_a_2d_segmenter_says_what_a_2d_model_takes(seg, t
     assert seg(np.zeros((30, 40), np.float32))["mask"].shape == (30, 40)  # the slice itself, as an array
 
 
-def test_classification_pipeline_takes_top_k_at_construction_as_vqa_does(clf):
+def test_classification_pipeline_takes_top_k_at_construction_as_vqa_does(pneumonia_pipeline):
     """``medfm.pipeline("image-classification", ..., top_k=1)`` was a TypeError; the VQA pipeline
     took ``top_k`` there. The default (all classes) is unchanged and a call's ``top_k`` overrides."""
-    every = clf(IMG)
-    assert len(every) == 2 and clf.top_k is None
-    one = medfm.pipeline("image-classification", model=clf.model, top_k=1)
+    every = pneumonia_pipeline(IMG)
+    assert len(every) == 2 and pneumonia_pipeline.top_k is None
+    one = medfm.pipeline("image-classification", model=pneumonia_pipeline.model, top_k=1)
     assert one(IMG) == every[:1]
     assert one([IMG, IMG]) == [every[:1]] * 2
     assert one(IMG, top_k=2) == every
     for bad in (0, -1, 1.5, True, "1"):
         with pytest.raises(PipelineInputError, match=r"^top_k must be a positive integer or None \(all classes\), "
                                                      rf"got {bad!r}$".replace("?", r"\?")):
-            medfm.pipeline("image-classification", model=clf.model, top_k=bad)
+            medfm.pipeline("image-classification", model=pneumonia_pipeline.model, top_k=bad)
