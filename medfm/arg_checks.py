@@ -12,7 +12,9 @@ The rules:
 - bounds are inclusive (``ge``/``le``) or strict (``gt``/``lt``);
 - a message shows a bad number as a plain Python number (``3.0``, ``-1``, ``nan``; numpy
   scalars too), a list or tuple by its ``repr``, anything else with its type (``'3' (str)``,
-  ``True (bool)``).
+  ``True (bool)``);
+- an attention width and its head count (:func:`check_heads`, used by the fusers, the VQA fusion and
+  neighbourhood attention) are integers >= 1, the width divisible by the heads, and one message gives both.
 
 A message names no caller: ``temperature must be > 0, got -1.0``; the caller puts its own name
 first (``simclr: ``) through ``name``, or its own exception class through ``error``.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional, Type, Union
+from typing import Any, Optional, Tuple, Type, Union
 
 Number = Union[int, float]
 
@@ -123,4 +125,30 @@ def check_number(name: str, value: Any, *, gt: Optional[float] = None, ge: Optio
     return out
 
 
-__all__ = ["check_number", "is_finite_number", "is_integer", "number_fits", "range_text", "shown"]
+def check_heads(dim: Any, heads: Any, *, dim_name: str = "dim", heads_name: str = "heads",
+                error: Type[Exception] = ValueError) -> Tuple[int, int]:
+    """Check an attention width and its head count: both integers >= 1, ``dim`` divisible by ``heads``
+    (the heads split the width; torch's ``MultiheadAttention`` stops with a bare ``AssertionError``
+    and a reshape by ``dim // heads`` fails or drops channels otherwise).
+
+    Args:
+        dim: the attention width given.
+        heads: the head count given.
+        dim_name / heads_name: their names in the message (``"num_heads"`` for an encoder layer).
+        error: the exception class raised (a ``ValueError`` subclass, e.g. ``EncoderArgumentError``).
+
+    Returns:
+        ``(int(dim), int(heads))``.
+
+    Raises:
+        error: one line giving both values, the same for every failure (a bad ``dim``, a bad
+            ``heads`` or one that does not divide ``dim``): ``dim must be divisible by heads (both
+            integers >= 1: the attention heads split the width), got dim=64, heads=3``.
+    """
+    if not (number_fits(dim, ge=1, integer=True) and number_fits(heads, ge=1, integer=True)) or int(dim) % int(heads):
+        raise error(f"{dim_name} must be divisible by {heads_name} (both integers >= 1: the attention heads split "
+                    f"the width), got {dim_name}={shown(dim)}, {heads_name}={shown(heads)}")
+    return int(dim), int(heads)
+
+
+__all__ = ["check_heads", "check_number", "is_finite_number", "is_integer", "number_fits", "range_text", "shown"]

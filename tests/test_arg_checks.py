@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from medfm.arg_checks import check_number, is_finite_number, is_integer, number_fits, range_text, shown
+from medfm.arg_checks import check_heads, check_number, is_finite_number, is_integer, number_fits, range_text, shown
 from medfm.encoders import EncoderArgumentError, create_encoder
 from medfm.encoders.checks import check_int, check_positive, check_stage_ints, check_stage_positive
 from medfm.objectives.inputs import check_arg
@@ -146,3 +146,70 @@ def test_stage_checks_use_the_same_item_rules():
 def test_create_encoder_prefixes_the_shared_message():
     with pytest.raises(EncoderArgumentError, match=r"^vit_test: mlp_ratio must be a finite number > 0, got nan$"):
         create_encoder("vit_test", in_chans=1, img_size=28, mlp_ratio=NAN)
+
+
+# -- an attention width and its heads (check_heads): one sentence with both values, whatever is wrong --------
+
+HEADS_RULE = "dim must be divisible by heads (both integers >= 1: the attention heads split the width), got "
+
+REFUSED_HEADS = [
+    (64, 3, "dim=64, heads=3"),
+    (64, 0, "dim=64, heads=0"),  # the VQA fusion's dim % heads: ZeroDivisionError
+    (64, -4, "dim=64, heads=-4"),  # the VQA fusion's dim % heads: accepted (64 % -4 == 0)
+    (64, 4.0, "dim=64, heads=4.0"),
+    (64, True, "dim=64, heads=True (bool)"),
+    (64, "4", "dim=64, heads='4' (str)"),
+    (0, 4, "dim=0, heads=4"),  # 0 % 4 == 0: accepted by every copy
+    (64.0, 4, "dim=64.0, heads=4"),
+    (NAN, 4, "dim=nan, heads=4"),
+]
+
+
+@pytest.mark.parametrize("dim, heads, values", REFUSED_HEADS, ids=[f"{d!r}-{h!r}" for d, h, _ in REFUSED_HEADS])
+def test_heads_refused_in_one_sentence_giving_both_values(dim, heads, values):
+    with pytest.raises(ValueError) as info:
+        check_heads(dim, heads)
+    assert str(info.value) == HEADS_RULE + values
+
+
+def test_heads_accepted_as_ints_with_the_callers_names_and_error():
+    assert check_heads(64, 4) == (64, 4) and check_heads(np.int64(48), np.int64(3)) == (48, 3)
+    assert all(type(v) is int for v in check_heads(np.int64(48), np.int64(3)))
+    assert check_heads(7, 1) == (7, 1) and check_heads(1, 1) == (1, 1)
+    with pytest.raises(EncoderArgumentError, match=r"^dim must be divisible by num_heads \(both integers >= 1: "
+                                                   r"the attention heads split the width\), got dim=10, num_heads=3$"):
+        check_heads(10, 3, heads_name="num_heads", error=EncoderArgumentError)
+
+
+def _heads_sites():
+    """The four places that check an attention width against its heads, each called with dim=64, heads=3."""
+    import torch
+
+    from medfm.adapters.vqa import VQAModel
+    from medfm.encoders.layers.neighborhood_attention import NeighborhoodAttention2D
+    from medfm.registry import FUSERS
+    from medfm.training.vqa import VQAHeadConfig
+
+    torch.manual_seed(0)
+    encoder = create_encoder("resnet_test", in_chans=1, img_size=28)
+    return {
+        "fuser 3mat": lambda: FUSERS.build("3mat", modalities=["pre", "flair"], image_encoder={"name": "resnet_test"},
+                                           img_size=28, dim=64, heads=3),
+        "fuser channelvit": lambda: FUSERS.build("channelvit", modalities=["pre", "flair"], img_size=28, patch_size=7,
+                                                 dim=64, heads=3),
+        "VQAModel": lambda: VQAModel(encoder, ["no", "yes"], 8, dim=64, heads=3),
+        "VQA recipe head": lambda: VQAHeadConfig(dim=64, heads=3),
+        "neighbourhood attention": lambda: NeighborhoodAttention2D(64, num_heads=3),
+    }
+
+
+def test_the_width_and_heads_sites_share_one_rule():
+    """It was written four ways: "heads must be >= 1 and divide dim" (fusers), "VQA fusion dim=64 is not
+    divisible by heads=3", "head.dim/heads/layers must be >= 1 and dim divisible by heads" (VQA recipe),
+    "dim=64 is not divisible by num_heads=3" (neighbourhood attention)."""
+    for site, build in _heads_sites().items():
+        with pytest.raises(ValueError) as info:
+            build()
+        heads = "num_heads" if site == "neighbourhood attention" else "heads"
+        assert str(info.value) == HEADS_RULE.replace("by heads", f"by {heads}") + f"dim=64, {heads}=3", site
+        assert isinstance(info.value, EncoderArgumentError) == (site == "neighbourhood attention"), site

@@ -33,8 +33,8 @@ def _gen():
 
 @pytest.mark.parametrize("name, args, match", [
     # timm takes these and failed at the first training step ("bernoulli_ expects p to be in [0, 1]")
-    ("resnet_test", {"drop_path_rate": 5}, r"^drop_path_rate must be in \[0, 1\), got 5$"),
-    ("vit_test", {"drop_rate": -0.1}, r"^drop_rate must be in \[0, 1\), got -0.1$"),
+    ("resnet_test", {"drop_path_rate": 5}, r"^resnet_test: drop_path_rate must be in \[0, 1\), got 5\.0$"),
+    ("vit_test", {"drop_rate": -0.1}, r"^vit_test: drop_rate must be in \[0, 1\), got -0\.1$"),
     # torch's "Trying to create tensor with negative dimension" / timm's assert, now one line naming the args
     ("vit_test", {"embed_dim": -4}, r"^timm cannot build 'test_vit' with \{'embed_dim': -4\}: .*negative dimension"),
     ("vit_test", {"num_heads": 5}, r"^timm cannot build 'test_vit' with \{'num_heads': 5\}: dim should be divisible"),

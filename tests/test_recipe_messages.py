@@ -46,14 +46,19 @@ from tests.conftest import REPO_ROOT, cli_error
      "drop_path_rate", "got 5"),
     ("fuse", "finetune/fusion_lgg_segmentation.yaml", "image_encoder", {"args": {"drop_path_rate": 5}},
      "drop_path_rate", "got 5"),
-    # heads that do not divide the (shared) dim: a bare AssertionError from torch
+    # heads that do not divide the (shared) dim: a bare AssertionError from torch; the one rule of
+    # medfm.arg_checks.check_heads (it was written four ways: "heads must be >= 1 and divide dim" here)
     ("fuse", "finetune/fusion_lgg_missing.yaml", "models", {"3mat": {"fuser": "3mat", "args": {"heads": 3}}},
-     "divide dim", "dim=64, heads=3"),
+     "dim must be divisible by heads (both integers >= 1", "got dim=64, heads=3"),
     ("fuse", "finetune/fusion_lgg_missing.yaml", "models",
-     {"channelvit": {"fuser": "channelvit", "args": {"patch_size": 8, "heads": 3}}}, "divide dim", "dim=64, heads=3"),
-    # a 3D encoder is the encoder's fault: VQA named the head; fine-tuning had no location, after the data
+     {"channelvit": {"fuser": "channelvit", "args": {"patch_size": 8, "heads": 3}}},
+     "dim must be divisible by heads (both integers >= 1", "got dim=64, heads=3"),
+    # a 3D encoder is the encoder's fault: VQA named the head, then said "VQA takes 2D images; encoder ... is a
+    # volume encoder" after building it; now the message of every runner, from the registration, before any build
     ("vqa", "finetune/vqa_resnet18_random.yaml", "encoder", {"name": "resnet3d_10"},
-     "VQA takes 2D images", "'resnet3d_10'"),
+     "vqa_rad is a 2D set", "'resnet3d_10' is 3D; use a 2D encoder (e.g. resnet18)"),
+    ("vqa", "finetune/vqa_resnet18_random.yaml", "encoder", {"name": "resnet3d_10", "args": {"layers": [1, 1]}},
+     "vqa_rad is a 2D set", "'resnet3d_10' is 3D"),  # was the check build's "layers must be 4 integers"
     ("finetune", "finetune/lora_resnet18_pneumoniamnist.yaml", "encoder", {"name": "resnet3d_10"},
      "pneumoniamnist is a 2D set", "'resnet3d_10' is 3D"),
     ("finetune", "finetune/full_resnet3d_adrenalmnist3d.yaml", "encoder", {"name": "resnet18", "args": {}},
@@ -85,9 +90,10 @@ from tests.conftest import REPO_ROOT, cli_error
     ("segment", "finetune/seg_text_chase_lgg.yaml", "head", {"layers": 0}, "layers", "got 0"),
     ("segment", "finetune/seg_text_chase_lgg.yaml", "head", {"chanels": 8}, "unknown head option 'chanels'",
      "did you mean 'channels'?"),
-    # the message gave the rule, not the values
-    ("vqa", "finetune/vqa_resnet18_random.yaml", "head", {"dim": 64, "heads": 3}, "divisible by heads",
-     "dim=64, heads=3, layers=2"),
+    # the message gave the rule, not the values; now medfm.arg_checks.check_heads, as the fusers
+    ("vqa", "finetune/vqa_resnet18_random.yaml", "head", {"dim": 64, "heads": 3},
+     "dim must be divisible by heads (both integers >= 1", "got dim=64, heads=3"),
+    ("vqa", "finetune/vqa_resnet18_random.yaml", "head", {"layers": 0}, "layers must be an integer >= 1", "got 0"),
 ])
 def test_bad_recipe_value_is_one_line_with_its_location_once(tmp_path, monkeypatch, capsys, command, recipe, section,
                                                             change, key, value):

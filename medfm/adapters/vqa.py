@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.adapters.classification import check_class_labels
+from medfm.arg_checks import check_heads
 from medfm.registry import ADAPTERS, close_match_hint
 
 FUSIONS = ("cross_attention", "bilinear", "coattention")
@@ -233,8 +234,8 @@ class VQAModel(nn.Module):
         -> ``{"logits": (B, A), "type_logit": (B,)}`` (type_logit > 0 means CLOSED).
 
     Raises:
-        ValueError: empty/duplicate answers, unknown fusion, ``dim`` not divisible by ``heads``,
-            a volume (3D) encoder.
+        ValueError: empty/duplicate answers, unknown fusion, ``dim``/``heads`` not integers >= 1 or
+            ``dim`` not divisible by ``heads`` (:func:`medfm.arg_checks.check_heads`), a volume (3D) encoder.
     """
 
     def __init__(self, encoder: nn.Module, answers: Sequence[str], text_dim: int,
@@ -245,8 +246,7 @@ class VQAModel(nn.Module):
         answers = [str(a) for a in answers]
         if not answers or len(set(answers)) != len(answers):
             raise ValueError("VQA answers must be a non-empty list without duplicates")
-        if dim % heads:
-            raise ValueError(f"VQA fusion dim={dim} is not divisible by heads={heads}")
+        check_heads(dim, heads)
         if fusion not in FUSIONS:
             build_fusion(fusion, dim, heads, layers, dropout)  # raises with "did you mean"
         check_vqa_encoder(encoder)

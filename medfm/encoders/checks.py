@@ -10,7 +10,7 @@ ratio 1: 0 hidden channels means "same as the input").
 
 The rules are :mod:`medfm.arg_checks`' (those of the objectives too): an integer argument must be
 an integral number (``16.0``, ``"16"`` and ``True`` are refused, not truncated), a ratio a finite
-number > 0.
+number > 0, a dropout or stochastic-depth rate a finite number in [0, 1).
 """
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ def check_positive(name: str, value: Any) -> float:
             ``mlp_ratio must be a finite number > 0, got inf``.
     """
     return check_number(name, value, gt=0, error=EncoderArgumentError)
+
+
+def check_rate(name: str, value: Any) -> float:
+    """Return ``value`` as a ``float`` if it is a probability in [0, 1) (a dropout or stochastic-depth
+    rate: ``drop_path_rate``, timm's ``drop_rate``, ...; torch takes a bad one and fails at the first
+    training step, "bernoulli_ expects p to be in [0, 1]").
+
+    Raises:
+        EncoderArgumentError: e.g. ``drop_path_rate must be in [0, 1), got 5.0`` or
+            ``drop_path_rate must be a finite number in [0, 1), got '0.1' (str)``.
+    """
+    return check_number(name, value, ge=0, lt=1, error=EncoderArgumentError)
 
 
 def check_stage_ints(name: str, value: Any, odd: bool = False, hint: str = "") -> Tuple[int, ...]:
@@ -140,6 +152,6 @@ def replace_config(base: C, overrides: Mapping[str, Any], what: str) -> C:
 
 
 __all__ = [
-    "EncoderArgumentError", "check_int", "check_no_empty_layers", "check_positive", "check_ratio_widths",
-    "check_stage_ints", "check_stage_positive", "replace_config",
+    "EncoderArgumentError", "check_int", "check_no_empty_layers", "check_positive", "check_rate",
+    "check_ratio_widths", "check_stage_ints", "check_stage_positive", "replace_config",
 ]

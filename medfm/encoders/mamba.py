@@ -37,11 +37,11 @@ from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
 from medfm.encoders.base import Encoder
-from medfm.encoders.checks import (check_int, check_positive, check_ratio_widths, check_stage_ints,
-                                   check_stage_positive, replace_config)
+from medfm.encoders.checks import (EncoderArgumentError, check_int, check_positive, check_rate, check_ratio_widths,
+                                   check_stage_ints, check_stage_positive, replace_config)
 from medfm.encoders.layers.ss2d import SS2D, DirectionalSelectiveScan, MapLinear, ModulatedGroupMamba
 from medfm.encoders.timm_encoders import stem_stride
-from medfm.registry import ENCODERS
+from medfm.registry import ENCODERS, close_match_hint
 
 MIXERS = ("vmamba", "groupmamba")
 
@@ -62,10 +62,10 @@ class MambaConfig:
         chunk_size: CPU selective-scan chunk size (None = automatic).
 
     Raises:
-        EncoderArgumentError (a ``ValueError``): dims/depths not 4 integers >= 1, mlp_ratios not 4 numbers
-            > 0, a non-integer d_state or chunk_size, ratios that give no hidden/inner channel
-            (:mod:`medfm.encoders.checks`).
-        ValueError: an unknown mixer, GroupMamba dims not divisible by 4, drop_path_rate outside [0, 1).
+        EncoderArgumentError (a ``ValueError``): an unknown mixer (with "did you mean"), dims/depths not 4
+            integers >= 1, GroupMamba dims not divisible by 4, mlp_ratios not 4 numbers > 0, a non-integer
+            d_state or chunk_size, ratios that give no hidden/inner channel, drop_path_rate not a number in
+            [0, 1) (:mod:`medfm.encoders.checks`).
     """
 
     mixer: str
@@ -79,19 +79,18 @@ class MambaConfig:
 
     def __post_init__(self) -> None:
         if self.mixer not in MIXERS:
-            raise ValueError(f"unknown Mamba mixer {self.mixer!r}; choose one of {MIXERS}")
+            raise EncoderArgumentError(f"unknown Mamba mixer {self.mixer!r}{close_match_hint(self.mixer, MIXERS)}")
         check_stage_ints("dims", self.dims, hint=" (stage widths)")
         check_stage_ints("depths", self.depths, hint=" (blocks per stage)")
         check_stage_positive("mlp_ratios", self.mlp_ratios, hint=" (one per stage)")
         if self.mixer == "groupmamba" and any(d % 4 for d in self.dims):
-            raise ValueError(f"dims must be stage widths divisible by 4 for GroupMamba, got {self.dims}")
+            raise EncoderArgumentError(f"dims must be stage widths divisible by 4 for GroupMamba, got {self.dims}")
         check_int("d_state", self.d_state)
         check_positive("ssm_ratio", self.ssm_ratio)
         check_ratio_widths("mlp_ratios", self.mlp_ratios, self.dims)
         if self.mixer == "vmamba":  # GroupMamba keeps at least one inner channel per group
             check_ratio_widths("ssm_ratio", self.ssm_ratio, self.dims, to_int=round, what="inner channel")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        check_rate("drop_path_rate", self.drop_path_rate)
         if self.chunk_size is not None:
             check_int("chunk_size", self.chunk_size, hint=" or None (automatic)")
 

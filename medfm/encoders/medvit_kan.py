@@ -38,12 +38,12 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 from medfm.encoders.base import Encoder
-from medfm.encoders.checks import (EncoderArgumentError, check_int, check_positive, check_ratio_widths,
+from medfm.encoders.checks import (EncoderArgumentError, check_int, check_positive, check_rate, check_ratio_widths,
                                    check_stage_ints, replace_config)
 from medfm.encoders.layers.kan import BasisSpec, KANLinear, create_basis
 from medfm.encoders.layers.neighborhood_attention import BACKENDS, NeighborhoodAttention2D
 from medfm.encoders.timm_encoders import stem_stride
-from medfm.registry import ENCODERS
+from medfm.registry import ENCODERS, close_match_hint
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,9 @@ class MedViTKANConfig:
     Raises:
         EncoderArgumentError (a ``ValueError``): dims not 4 integers >= 1, blocks not 4 strings of
             ``L``/``G``, an even or non-integer kernel_size, a head_dim whose head count does not divide
-            a stage width, ratios that give no hidden channel (:mod:`medfm.encoders.checks`).
-        ValueError: drop_path_rate outside [0, 1), an unknown attn_backend or KAN basis.
+            a stage width, ratios that give no hidden channel, drop_path_rate not a number in [0, 1)
+            (:mod:`medfm.encoders.checks`), an unknown attn_backend (with "did you mean").
+        ValueError: an unknown KAN basis.
     """
 
     dims: Tuple[int, int, int, int]
@@ -95,10 +96,10 @@ class MedViTKANConfig:
         for name, kind in (("mlp_ratio", "L"), ("kan_ratio", "G")):  # LFP MLPs, GFP KAN feed-forwards
             ratio = check_positive(name, getattr(self, name))
             check_ratio_widths(name, ratio, [d for d, stage in zip(self.dims, self.blocks) if kind in stage])
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        check_rate("drop_path_rate", self.drop_path_rate)
         if self.attn_backend not in BACKENDS:
-            raise ValueError(f"unknown attn_backend {self.attn_backend!r}; choose one of {BACKENDS}")
+            raise EncoderArgumentError(f"unknown attn_backend {self.attn_backend!r}"
+                                       f"{close_match_hint(self.attn_backend, BACKENDS)}")
         create_basis(self.kan)  # validates the basis spec early
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from medfm.encoders.base import Encoder
 from medfm.encoders.checks import (EncoderArgumentError, check_int, check_no_empty_layers, check_positive,
-                                   check_ratio_widths, check_stage_ints)
+                                   check_rate, check_ratio_widths, check_stage_ints)
 from medfm.registry import ENCODERS
 
 
@@ -103,8 +103,9 @@ TIMM_STAGE_ARGS = {"layers": "blocks per stage", "channels": "stage widths", "de
                    "dims": "stage widths"}
 
 #: timm's size arguments: integers >= 1 (timm builds ViT ``depth: 0``, which fails in forward, and divides
-#: by ``num_heads``; ``embed_dim`` is left to timm, whose error is caught below)
-TIMM_SIZE_ARGS = ("depth", "num_heads", "stem_width", "base_width", "cardinality", "patch_size")
+#: by ``num_heads``; ``embed_dim`` is left to timm, whose error is caught below). ``patch_size`` is not one:
+#: the ViT and ConvNeXt classes check it, and a ResNet, which has none, is refused as not taking it
+TIMM_SIZE_ARGS = ("depth", "num_heads", "stem_width", "base_width", "cardinality")
 
 #: timm's width ratios: finite numbers > 0 (one too small for a layer's width is refused after the build)
 TIMM_RATIO_ARGS = ("mlp_ratio",)
@@ -112,12 +113,17 @@ TIMM_RATIO_ARGS = ("mlp_ratio",)
 
 def check_timm_args(kwargs: Dict[str, Any]) -> None:
     """The checks of :func:`_timm_create` on timm architecture arguments, before timm sees them:
-    :data:`TIMM_STAGE_ARGS`, :data:`TIMM_SIZE_ARGS`, :data:`TIMM_RATIO_ARGS` and ConvNeXt's
-    ``kernel_sizes`` (one odd size or 4). Arguments not given are not checked.
+    :data:`TIMM_RATE_ARGS`, :data:`TIMM_STAGE_ARGS`, :data:`TIMM_SIZE_ARGS`, :data:`TIMM_RATIO_ARGS`
+    and ConvNeXt's ``kernel_sizes`` (one odd size or 4). Arguments not given are not checked.
 
     Raises:
-        EncoderArgumentError: e.g. ``layers must be 4 integers >= 1 (blocks per stage), got [1, 1]``.
+        EncoderArgumentError: e.g. ``layers must be 4 integers >= 1 (blocks per stage), got [1, 1]`` or
+            ``drop_path_rate must be in [0, 1), got 5.0`` (timm takes a bad rate and fails at the first
+            training step).
     """
+    for key in TIMM_RATE_ARGS:
+        if key in kwargs:
+            check_rate(key, kwargs[key])
     for key, what in TIMM_STAGE_ARGS.items():
         if key in kwargs:
             check_stage_ints(key, kwargs[key], hint=f" ({what})")
@@ -139,19 +145,13 @@ def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
 
     Raises:
         UnknownArgumentError: a reserved argument (``num_classes``, ``features_only``, ...).
-        ValueError: a rate of :data:`TIMM_RATE_ARGS` outside [0, 1) (timm takes it and fails at the
-            first training step), or arguments timm cannot build the model with (``embed_dim: -4``,
-            ``num_heads`` not dividing the width): one line naming the architecture and the arguments.
-        EncoderArgumentError (a ``ValueError``): a bad stage list, size or ratio (:func:`check_timm_args`),
+        ValueError: arguments timm cannot build the model with (``embed_dim: -4``, ``num_heads`` not
+            dividing the width): one line naming the architecture and the arguments.
+        EncoderArgumentError (a ``ValueError``): a bad rate, stage list, size or ratio (:func:`check_timm_args`),
             arguments that give a zero-width layer (``mlp_ratio: 0.001``), or a ``stem_width``
             that timm ignores (a ResNet without a deep stem).
         RuntimeError: timm's pretrained weights cannot be fetched (the message says how to work offline).
     """
-    bad = {k: kwargs[k] for k in TIMM_RATE_ARGS if k in kwargs
-           and not (isinstance(kwargs[k], (int, float)) and 0.0 <= kwargs[k] < 1.0)}
-    if bad:
-        k, v = next(iter(bad.items()))
-        raise ValueError(f"{k} must be in [0, 1), got {v!r}")
     reserved = [k for k in RESERVED_TIMM_ARGS if k in kwargs]
     if reserved:
         from medfm.registry import UnknownArgumentError
@@ -230,6 +230,10 @@ class TimmConvNeXt(TimmEncoder):
     """A timm ConvNeXt (Liu et al. 2022) with a stride-1/2 stem for <= 64 px inputs.
 
     Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, D, h, w)``.
+
+    Raises:
+        EncoderArgumentError (a ``ValueError``): a ``patch_size`` (timm's stem patch) that is not an
+            integer >= 1, or a bad timm argument (:func:`check_timm_args`).
     """
 
     family = "cnn"
@@ -238,6 +242,8 @@ class TimmConvNeXt(TimmEncoder):
     def __init__(self, arch: str, in_chans: int = 3, img_size: int = 224, timm_pretrained: bool = False,
                  **kwargs: Any) -> None:
         super().__init__(in_chans, img_size)
+        if "patch_size" in kwargs:  # timm's stem patch (a float or str was a TypeError inside torch)
+            kwargs["patch_size"] = check_int("patch_size", kwargs["patch_size"])
         self.model = _timm_create(arch, timm_pretrained, in_chans=in_chans, **kwargs)
         stride = stem_stride(img_size)
         if stride is not None:

@@ -95,7 +95,7 @@ def check_encoder_args(encoder: EncoderConfig, in_chans: int, img_size: Optional
 
     Raises:
         ConfigError: a bad ``encoder.args`` value, named with the section's recipe location
-            (:func:`medfm.config.recipe_args_errors`), e.g. ``r.yaml.encoder: drop_path_rate must be in [0, 1), got 5``.
+            (:func:`medfm.config.recipe_args_errors`), e.g. ``r.yaml.encoder: resnet18: drop_path_rate must be in [0, 1), got 5.0``.
         UnknownNameError: an unknown encoder.
     """
     with recipe_args_errors(recipe_location(encoder, "encoder")):

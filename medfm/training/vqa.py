@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 
 from medfm.adapters.lora import LoraSettings
+from medfm.arg_checks import check_heads, check_number
 from medfm.config import (dump_yaml, from_dict, load_yaml, recipe_args_errors, recipe_location, to_dict,
                           with_overrides)
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
@@ -75,7 +76,12 @@ class VQADataConfig:
 
 @dataclass
 class VQAHeadConfig:
-    """Fusion + classifier options of :class:`medfm.adapters.vqa.VQAModel`, and the type-loss weight."""
+    """Fusion + classifier options of :class:`medfm.adapters.vqa.VQAModel`, and the type-loss weight.
+
+    Raises:
+        ValueError: an unknown ``fusion``; ``dim``/``heads`` not integers >= 1 or ``dim`` not divisible
+            by ``heads`` (:func:`medfm.arg_checks.check_heads`); ``layers`` not an integer >= 1.
+    """
 
     fusion: str = "cross_attention"
     dim: int = 128
@@ -90,9 +96,8 @@ class VQAHeadConfig:
 
         if self.fusion not in FUSIONS:
             raise ValueError(f"head.fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if self.dim < 1 or self.heads < 1 or self.dim % self.heads or self.layers < 1:
-            raise ValueError(f"head.dim/heads/layers must be >= 1 and dim divisible by heads, got dim={self.dim}, "
-                             f"heads={self.heads}, layers={self.layers}")
+        check_heads(self.dim, self.heads)
+        check_number("layers", self.layers, ge=1, integer=True)
 
 
 @dataclass
@@ -204,16 +209,19 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
             would silently replace the finished one); checked before anything is written.
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
         (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was
-        started with (:func:`medfm.training.resume.check_resume_init`); a bad ``encoder`` or ``head``
-        value, with its recipe location (``r.yaml.head: ...``; a 3D encoder: ``r.yaml.encoder: ...``), from a
-        check build at random initialisation before the data are read (:func:`medfm.training.runs.check_encoder_args`).
+        started with (:func:`medfm.training.resume.check_resume_init`); a 3D encoder (``r.yaml.encoder:
+        vqa_rad is a 2D set but encoder 'resnet3d_10' is 3D; ...``, from its registration, before anything is
+        built: :func:`medfm.training.runs.check_encoder_dims`); a bad ``encoder`` or ``head`` value, with its
+        recipe location (``r.yaml.head: ...``), from a check build at random initialisation before the data are
+        read (:func:`medfm.training.runs.check_encoder_args`).
+        UnknownNameError: an unknown encoder (with close matches).
     """
-    from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel, check_vqa_encoder
+    from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
     from medfm.data.vqa_rad import VQARadDataset, data_md5s
     from medfm.encoders import create_encoder
     from medfm.hub import check_local_checkpoint
     from medfm.text.encoders import create_text_encoder
-    from medfm.training.runs import check_encoder_args
+    from medfm.training.runs import check_encoder_args, check_encoder_dims
 
     cfg = recipe.train
     pretrained = init or recipe.encoder.pretrained
@@ -229,10 +237,10 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     check_local_checkpoint(pretrained)  # before the images are decoded and the text encoder is loaded
     size = recipe.encoder.img_size or recipe.data.size
     head = {k: v for k, v in to_dict(recipe.head).items() if k != "type_weight"}
+    # a 3D encoder, from its registration: the message every runner gives, before any build
+    check_encoder_dims(recipe.encoder.name, 2, "vqa_rad", recipe_location(recipe.encoder, "encoder"))
     # the check build at random init: a bad encoder or head value fails before the images are decoded
     check = check_encoder_args(recipe.encoder, recipe.data.in_chans, size)
-    with recipe_args_errors(recipe_location(recipe.encoder, "encoder")):  # a 3D encoder is the encoder's fault
-        check_vqa_encoder(check)
     with recipe_args_errors(recipe_location(recipe.head, "head")):  # (answers and text width: placeholders)
         VQAModel(check, ["no", "yes"], 1, **head)
     t0 = time.time()

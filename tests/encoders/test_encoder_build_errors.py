@@ -36,6 +36,12 @@ BAD_OVERRIDES = [
     ("resnet18", {"stem_width": 16},  # built a 64-wide stem: the 2.5D hippocampus recipe's stem_width did nothing
      "stem_width=16 has no effect on timm 'resnet18': its stem is one 64-channel conv; stem_width sets a deep "
      "stem's width (stem_type 'deep' or 'deep_tiered')"),
+    # timm's rates (TIMM_RATE_ARGS): a plain ValueError without the encoder name, True/False taken as numbers
+    ("resnet_test", {"drop_path_rate": 5}, "drop_path_rate must be in [0, 1), got 5.0"),
+    ("resnet_test", {"drop_path_rate": False},  # ran with rate 0
+     "drop_path_rate must be a finite number in [0, 1), got False (bool)"),
+    ("resnet18", {"drop_rate": "0.1"},  # "must be in [0, 1), got '0.1'": neither the type nor the encoder
+     "drop_rate must be a finite number in [0, 1), got '0.1' (str)"),
     ("resnet50", {"channels": [16, 32, 64, 128], "base_width": 2},  # zero-width bottleneck convs
      "the arguments {'channels': [16, 32, 64, 128], 'base_width': 2} of timm 'resnet50' give a zero-width layer "
      "(layer1.0.conv1.weight of shape (0, 64, 1, 1)); every width and width x ratio must be >= 1"),
@@ -49,6 +55,9 @@ BAD_OVERRIDES = [
      "kernel_sizes must be an odd integer >= 1 (or 4 of them, one per stage), got 0"),
     ("convnext_test", {"kernel_sizes": [7, 7]},  # IndexError inside timm
      "kernel_sizes must be 4 odd integers >= 1 (one per stage) or one odd integer, got [7, 7]"),
+    ("convnext_test", {"drop_path_rate": 1}, "drop_path_rate must be in [0, 1), got 1.0"),  # no encoder name
+    # timm's stem patch: checked by the ConvNeXt class now that patch_size is not a TIMM_SIZE_ARG (a ResNet has none)
+    ("convnext_test", {"patch_size": 2.5}, "patch_size must be an integer >= 1, got 2.5"),
     # -- timm ViT ---------------------------------------------------------------------------------
     ("vit_test", {"depth": 0}, "depth must be an integer >= 1, got 0"),  # built; forward: feature index 0 out of range
     ("vit_test", {"depth": 1.5}, "depth must be an integer >= 1, got 1.5"),  # TypeError inside timm
@@ -60,6 +69,8 @@ BAD_OVERRIDES = [
     ("vit_tiny", {"patch_size": 0}, "patch_size must be an integer >= 1, got 0"),  # was taken as "default"
     ("vit_test", {"patch_size": 2.5}, "patch_size must be an integer >= 1, got 2.5"),  # TypeError inside torch
     ("vit_test", {"mlp_ratio": 0}, "mlp_ratio must be > 0, got 0.0"),  # ran with ratio 1 (timm: 0 -> dim)
+    ("vit_test", {"attn_drop_rate": float("nan")}, "attn_drop_rate must be a finite number in [0, 1), got nan"),
+    ("vit_test", {"drop_rate": -0.1}, "drop_rate must be in [0, 1), got -0.1"),  # no encoder name
     ("vit_test", {"mlp_ratio": 0.001},  # ran with ratio 1 (hidden int(64 * 0.001) = 0 -> dim)
      "mlp_ratio must be >= 0.01562 (at least 1 hidden channel at embed_dim 64), got 0.001"),
     # -- MedViT-KAN -------------------------------------------------------------------------------
@@ -78,6 +89,11 @@ BAD_OVERRIDES = [
      "mlp_ratio must be >= 0.0625 (at least 1 hidden channel at stage width 16), got 0.01"),
     ("medvit_kan_small", {"kan_ratio": 0.001},  # ran with zero-width KAN feed-forwards (GFP stages: 384, 768)
      "kan_ratio must be >= 0.002604 (at least 1 hidden channel at stage width 384), got 0.001"),
+    ("medvit_kan_test", {"drop_path_rate": "0.1"},  # TypeError: '<=' not supported between 'float' and 'str'
+     "drop_path_rate must be a finite number in [0, 1), got '0.1' (str)"),
+    ("medvit_kan_tiny", {"drop_path_rate": 1.5}, "drop_path_rate must be in [0, 1), got 1.5"),  # no encoder name
+    ("medvit_kan_test", {"attn_backend": "sdp"},  # no encoder name, "choose one of ('auto', 'sdpa', 'natten')"
+     "unknown attn_backend 'sdp'; did you mean 'sdpa'?"),
     # -- VMamba / GroupMamba ----------------------------------------------------------------------
     ("vmamba_test", {"dims": [16.0, 32, 32, 48]},  # TypeError inside torch
      "dims must be 4 integers >= 1 (stage widths), got (16.0, 32, 32, 48)"),
@@ -93,6 +109,13 @@ BAD_OVERRIDES = [
      "ssm_ratio must be > 0.03125 (at least 1 inner channel at stage width 16), got 0.01"),
     ("vmamba_tiny", {"chunk_size": 2.5},  # refused before too, without the encoder name
      "chunk_size must be an integer >= 1 or None (automatic), got 2.5"),
+    ("vmamba_test", {"drop_path_rate": "0.1"},  # TypeError: '<=' not supported between 'float' and 'str'
+     "drop_path_rate must be a finite number in [0, 1), got '0.1' (str)"),
+    ("groupmamba_test", {"drop_path_rate": -0.1}, "drop_path_rate must be in [0, 1), got -0.1"),  # no encoder name
+    ("vmamba_test", {"mixer": "vmambaa"},  # no encoder name, "choose one of ('vmamba', 'groupmamba')"
+     "unknown Mamba mixer 'vmambaa'; did you mean 'vmamba'?"),
+    ("groupmamba_test", {"dims": [16, 32, 30, 48]},  # no encoder name
+     "dims must be stage widths divisible by 4 for GroupMamba, got (16, 32, 30, 48)"),
     # -- 3D ResNet --------------------------------------------------------------------------------
     ("resnet3d_test", {"layers": [1, 1]},  # "does not take that argument: ... got multiple values for 'layers'"
      "layers must be 4 integers >= 1 (blocks per stage), got [1, 1]"),
@@ -119,12 +142,18 @@ def test_bad_override_is_one_line_naming_encoder_and_argument_at_build(name, ove
     ("medvit_kan_test", {"widths": (8, 8, 8, 8)},
      r"^unknown MedViT-KAN option 'widths' \(valid: dims, blocks, head_dim, kernel_size, mlp_ratio, "),
     ("medvit_kan_test", {"head_dims": 8}, r"^unknown MedViT-KAN option 'head_dims'; did you mean 'head_dim'\?$"),
+    # a timm ResNet has no patch_size: a bad one got the integer rule ("resnet_test: patch_size must be an
+    # integer >= 1, got 0"), a good one "does not take that argument"; now the latter for both
+    ("resnet_test", {"patch_size": 0},
+     r"^encoder 'resnet_test' does not take that argument: .*unexpected keyword argument 'patch_size'$"),
+    ("resnet18", {"patch_size": 2.5},
+     r"^encoder 'resnet18' does not take that argument: .*unexpected keyword argument 'patch_size'$"),
 ])
 def test_other_build_errors_are_one_line(name, overrides, match):
     with pytest.raises(ValueError, match=match) as info:
         _build(name, overrides)
     assert "\n" not in str(info.value)
-    if "unknown" in match:
+    if "unknown" in match or "does not take" in match:
         assert isinstance(info.value, UnknownArgumentError)
 
 
@@ -161,3 +190,24 @@ def test_direct_construction_gets_the_message_without_the_encoder_name():
     with pytest.raises(EncoderArgumentError, match=re.escape("depths must be 4 integers >= 1 (blocks per stage), "
                                                              "got (1, 1)")):
         MambaConfig(mixer="vmamba", dims=(8, 8, 8, 8), depths=(1, 1))
+
+
+# neighbourhood attention's width and heads: medfm.arg_checks.check_heads, the rule of the fusers and VQA
+# (it was ``dim=10 is not divisible by num_heads=3``, a plain ValueError, and a separate check per argument)
+BAD_ATTENTION_WIDTHS = [
+    (10, 3, "got dim=10, num_heads=3"),
+    (8, 0, "got dim=8, num_heads=0"),  # was "num_heads must be an integer >= 1, got 0": dim not given
+    (8, 2.0, "got dim=8, num_heads=2.0"),
+    (0, 2, "got dim=0, num_heads=2"),
+]
+
+
+@pytest.mark.parametrize("dim, heads, values", BAD_ATTENTION_WIDTHS,
+                         ids=[f"{d}-{h}" for d, h, _ in BAD_ATTENTION_WIDTHS])
+def test_neighborhood_attention_width_and_heads_one_sentence_with_both_values(dim, heads, values):
+    from medfm.encoders.layers.neighborhood_attention import NeighborhoodAttention2D
+
+    with pytest.raises(EncoderArgumentError) as info:
+        NeighborhoodAttention2D(dim, num_heads=heads)
+    assert str(info.value) == ("dim must be divisible by num_heads (both integers >= 1: the attention heads split "
+                               f"the width), {values}")

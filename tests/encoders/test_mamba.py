@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 import medfm
 from medfm.adapters.classification import ImageClassifier
 from medfm.adapters.lora import LoraSettings, apply_lora
-from medfm.encoders import EncoderInputError
+from medfm.encoders import EncoderArgumentError, EncoderInputError
 from medfm.encoders.layers.selective_scan import selective_scan_ref
 from medfm.encoders.layers.ss2d import (
     DirectionalSelectiveScan, GroupLayerNorm, MapLinear, ModulatedGroupMamba, cross_merge, cross_scan,
@@ -240,7 +240,8 @@ def test_tiny_variants_build_and_cost_about_resnet18():
 
 
 def test_bad_configs_and_inputs_raise_clear_errors():
-    with pytest.raises(ValueError, match=r"^dims must be stage widths divisible by 4 for GroupMamba, got \(16, 32, 30, 48\)$"):
+    with pytest.raises(EncoderArgumentError,
+                       match=r"^groupmamba_test: dims must be stage widths divisible by 4 for GroupMamba, got \(16, 32, 30, 48\)$"):
         medfm.create_encoder("groupmamba_test", in_chans=1, img_size=28, dims=(16, 32, 30, 48))
     with pytest.raises(ValueError, match="unknown Mamba encoder option 'depth'; did you mean 'depths'"):
         medfm.create_encoder("vmamba_test", in_chans=1, img_size=28, depth=3)

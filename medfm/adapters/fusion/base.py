@@ -39,18 +39,6 @@ TABULAR = "clinical"
 BATCH_INFO_KEYS = ("label", "mask", "patient")
 
 
-def check_attention_width(dim: int, heads: int) -> None:
-    """Refuse a fuser width ``dim`` that ``heads`` attention heads cannot split (torch would stop
-    with a bare ``AssertionError``); ``dim`` may be the recipe's shared one, ``heads`` the model's.
-
-    Raises:
-        ValueError: ``heads`` < 1 or not a divisor of ``dim`` (names both values).
-    """
-    if heads < 1 or dim % heads:
-        raise ValueError(f"heads must be >= 1 and divide dim (the attention heads split the width), "
-                         f"got dim={dim}, heads={heads}")
-
-
 class ImageModalityEncoder(nn.Module):
     """A medfm image encoder for one single-channel modality, projected to ``dim``.
 

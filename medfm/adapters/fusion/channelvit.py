@@ -15,8 +15,9 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import TABULAR, FusionModel, check_attention_width
+from medfm.adapters.fusion.base import TABULAR, FusionModel
 from medfm.adapters.fusion.tabular import TabularEncoder
+from medfm.arg_checks import check_heads
 from medfm.registry import FUSERS
 
 
@@ -66,7 +67,7 @@ class ChannelViT(FusionModel):
         super().__init__(modalities, num_classes, label_names)
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
-        check_attention_width(dim, heads)
+        check_heads(dim, heads)
         self.channels = [m for m in self.modalities if m != TABULAR]
         self.img_size = int(img_size)
         self.n_patches = (img_size // patch_size) ** 2

@@ -16,8 +16,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import (FusionModel, build_modality_encoder, check_attention_width,
-                                       sample_modality_dropout)
+from medfm.adapters.fusion.base import FusionModel, build_modality_encoder, sample_modality_dropout
+from medfm.arg_checks import check_heads
 from medfm.registry import FUSERS
 
 
@@ -72,7 +72,7 @@ class ModalityDropoutFusion(FusionModel):
         super().__init__(modalities, num_classes, label_names)
         if not 0 <= modality_dropout < 1:
             raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
-        check_attention_width(dim, heads)
+        check_heads(dim, heads)  # torch's MultiheadAttention: a bare AssertionError
         self.encoders = nn.ModuleDict({m: build_modality_encoder(m, image_encoder, img_size, dim, clinical_features, grid=grid)
                                        for m in self.modalities})
         self.modality_embed = nn.Parameter(torch.randn(len(self.modalities), dim) * 0.02)

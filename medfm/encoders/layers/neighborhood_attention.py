@@ -32,7 +32,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medfm.encoders.checks import check_int
+from medfm.arg_checks import check_heads
+from medfm.encoders.checks import EncoderArgumentError, check_int
 
 IntPair = Union[int, Tuple[int, int]]
 BACKENDS = ("auto", "sdpa", "natten")
@@ -237,19 +238,17 @@ class NeighborhoodAttention2D(nn.Module):
     Shape: ``(B, H, W, C)`` -> ``(B, H, W, C)`` (channels last, as NATTEN).
 
     Raises:
-        EncoderArgumentError: ``dim``/``num_heads`` not an integer >= 1, ``kernel_size`` not an odd
-            integer >= 1 (``3.0`` and ``True`` are refused too), ``dilation`` not None or an integer >= 1.
-        ValueError: ``dim`` not divisible by ``num_heads``, an unknown backend, or an input whose
-            last axis is not ``dim``.
+        EncoderArgumentError: ``dim``/``num_heads`` not integers >= 1 or ``dim`` not divisible by
+            ``num_heads`` (:func:`medfm.arg_checks.check_heads`), ``kernel_size`` not an odd integer >= 1
+            (``3.0`` and ``True`` are refused too), ``dilation`` not None or an integer >= 1.
+        ValueError: an unknown backend, or an input whose last axis is not ``dim``.
     """
 
     def __init__(self, dim: int, num_heads: int, kernel_size: int = 7, dilation: Optional[int] = 1,
                  qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0,
                  backend: str = "auto") -> None:
         super().__init__()
-        self.dim, self.num_heads = check_int("dim", dim), check_int("num_heads", num_heads)
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+        self.dim, self.num_heads = check_heads(dim, num_heads, heads_name="num_heads", error=EncoderArgumentError)
         self.kernel_size = check_int("kernel_size", kernel_size, odd=True)
         if dilation is not None:
             dilation = check_int("dilation", dilation, hint=" or None (largest feasible)")
