@@ -121,10 +121,9 @@ def _render_markdown(res: Mapping[str, Any]) -> str:
     m = res["metrics"]
     level = int(round(100 * (1 - res["_alpha"])))
     parts = ["# Classification report\n\n"]
-    meta_rows = [{"field": k, "value": v} for k, v in res["meta"].items()]
-    meta_rows += [{"field": "task", "value": res["task"]}, {"field": "n_samples", "value": res["n_samples"]},
-                  {"field": "created", "value": res["created"]},
-                  {"field": "medfm / torch", "value": f"{res['versions']['medfm']} / {res['versions']['torch']}"}]
+    fields = {**res["meta"], "task": res["task"], "n_samples": res["n_samples"], "created": res["created"],
+              "medfm / torch": f"{res['versions']['medfm']} / {res['versions']['torch']}"}  # one row per field
+    meta_rows = [{"field": k, "value": v} for k, v in fields.items()]
     parts.append(markdown_table(meta_rows, ["field", "value"]))
     parts.append("\n## Metrics\n\n")
     rows = [

@@ -123,3 +123,13 @@ def test_checkpoint_hash(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         checkpoint_hash(tmp_path / "missing")
 
+
+
+def test_a_field_in_meta_and_in_the_report_is_one_row(tmp_path):
+    """``medfm eval --data`` passes ``n_samples`` in ``meta``; report.md listed it twice."""
+    y = np.array([0, 1, 0, 1, 1, 0])
+    p = np.array([0.2, 0.8, 0.4, 0.7, 0.6, 0.1])
+    write_classification_report(tmp_path, y, p, "binary-class", ["neg", "pos"], {"split": "test", "n_samples": 6},
+                                n_boot=20)
+    text = (tmp_path / "report.md").read_text()
+    assert text.count("| n_samples |") == 1 and "| n_samples | 6 |" in text and "| split | test |" in text
