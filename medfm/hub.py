@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 import medfm
-from medfm.checkpoint_ids import HUB_PREFIX, missing_checkpoint_message
+from medfm.checkpoint_ids import HUB_PREFIX, is_hub_id, missing_checkpoint_message
 from medfm.io import atomic_dir
 
 CONFIG_NAME = "config.json"
@@ -49,7 +49,7 @@ def checkpoint_reference(path_or_id: Union[str, os.PathLike]) -> str:
     ``./runs/pt`` and its absolute path are one reference. The path need not exist.
     """
     ident = str(path_or_id)
-    if ident.startswith(HUB_PREFIX) or ident == "timm":
+    if is_hub_id(ident) or ident == "timm":
         return ident
     return str(Path(ident).expanduser().resolve())
 
@@ -62,7 +62,7 @@ def check_local_checkpoint(path_or_id: Optional[Union[str, os.PathLike]]) -> Non
     Raises:
         CheckpointError: the path is missing or is a file (:func:`resolve_checkpoint`'s message).
     """
-    if path_or_id is not None and str(path_or_id) != "timm" and not str(path_or_id).startswith(HUB_PREFIX):
+    if path_or_id is not None and str(path_or_id) != "timm" and not is_hub_id(path_or_id):
         resolve_checkpoint(path_or_id)
 
 
@@ -78,7 +78,7 @@ def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
             message says how to work offline).
     """
     ident = str(path_or_id)
-    if ident.startswith(HUB_PREFIX):
+    if is_hub_id(ident):
         repo, revision = _parse_hub_id(ident)
         try:
             from huggingface_hub import snapshot_download
@@ -563,10 +563,10 @@ def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = Non
     """
     path = resolve_checkpoint(path)
     cfg = load_config(path)
-    repo_id = repo_id[len(HUB_PREFIX):] if repo_id.startswith(HUB_PREFIX) else repo_id
+    repo_id = repo_id[len(HUB_PREFIX):] if is_hub_id(repo_id) else repo_id
     repo_id = _checked_repo_id(repo_id, f"hub repo id {repo_id!r}", "'org/name'")
     base = cfg.get("base_checkpoint")
-    if (path / ADAPTER_CONFIG_NAME).is_file() and base and not str(base).startswith(HUB_PREFIX):
+    if (path / ADAPTER_CONFIG_NAME).is_file() and base and not is_hub_id(base):
         raise CheckpointError(f"{str(path)!r} is a LoRA adapter whose base checkpoint is the local path {str(base)!r}, "
                               "which nobody can load from the hub: push a full checkpoint made with "
                               "`medfm merge ADAPTER OUTPUT` instead")

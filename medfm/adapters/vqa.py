@@ -56,7 +56,8 @@ def feature_tokens(feats: torch.Tensor) -> torch.Tensor:
 
 def check_vqa_encoder(encoder: nn.Module) -> None:
     """Refuse an image encoder :class:`VQAModel` cannot take: a volume (3D) one (VQA images are
-    ``(B, C, H, W)``). ``medfm vqa`` runs it under the recipe's ``encoder`` location, before the head.
+    ``(B, C, H, W)``); run by :class:`VQAModel`. ``medfm vqa`` refuses a 3D encoder earlier, from its
+    registration (:func:`medfm.training.runs.check_encoder_dims`).
 
     Raises:
         ValueError: ``encoder.spatial_dims`` is not 2 (names the encoder).
