@@ -91,6 +91,14 @@ def recipe_location(section: Any, default: str) -> str:
     return getattr(section, _WHERE, None) or default
 
 
+def mapping_location(recipe: Any, key: str) -> str:
+    """Recipe location of ``recipe``'s plain-mapping section ``key`` (``decoder``, ``models.<label>``):
+    ``"r.yaml.decoder"`` for a recipe read from ``r.yaml``, else ``key`` (a mapping cannot record its
+    own location, :func:`recipe_location`)."""
+    where = recipe_location(recipe, "")
+    return f"{where}.{key}" if where else key
+
+
 @contextmanager
 def recipe_args_errors(where: str) -> Iterator[None]:
     """Name the recipe location ``where`` (e.g. ``"p.yaml.objective.args"``) in a bad-value error of a

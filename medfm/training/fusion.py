@@ -226,9 +226,9 @@ def check_image_encoder(recipe: "FusionRecipe") -> None:
         UnknownNameError: an unregistered encoder.
     """
     from medfm.adapters.fusion import ImageModalityEncoder
-    from medfm.config import ConfigError, recipe_args_errors
+    from medfm.config import ConfigError, mapping_location, recipe_args_errors
     from medfm.registry import close_match_hint
-    from medfm.training.runs import check_encoder_dims, mapping_location
+    from medfm.training.runs import check_encoder_dims
 
     where = mapping_location(recipe, "image_encoder")
     for key in recipe.image_encoder:
@@ -256,8 +256,7 @@ def build_models(recipe: "FusionRecipe", build: Callable[[FusionModelConfig], to
             (its location) or of ``build`` (``models.<label>``'s location; :func:`medfm.config.recipe_args_errors`);
             UnknownNameError: an unregistered fuser or encoder.
     """
-    from medfm.config import recipe_args_errors
-    from medfm.training.runs import mapping_location
+    from medfm.config import mapping_location, recipe_args_errors
 
     check_image_encoder(recipe)
     built = {}

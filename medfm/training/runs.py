@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from medfm.checkpoint_ids import is_hub_id
-from medfm.config import ConfigError, dump_yaml, recipe_args_errors, recipe_location, to_dict
+from medfm.config import ConfigError, dump_yaml, mapping_location, recipe_args_errors, recipe_location, to_dict
 from medfm.data import MedMNISTDataset, dataset_info
 from medfm.data.views import RandomViews
 from medfm.encoders import create_encoder
@@ -100,14 +100,6 @@ def check_encoder_args(encoder: EncoderConfig, in_chans: int, img_size: Optional
     """
     with recipe_args_errors(recipe_location(encoder, "encoder")):
         return create_encoder(encoder.name, in_chans=in_chans, img_size=encoder.img_size or img_size, **encoder.args)
-
-
-def mapping_location(recipe: Any, key: str) -> str:
-    """Recipe location of ``recipe``'s plain-mapping section ``key`` (``decoder``, ``models.<label>``):
-    ``"r.yaml.decoder"`` for a recipe read from ``r.yaml``, else ``key`` (a mapping cannot record its
-    own location, :func:`medfm.config.recipe_location`)."""
-    where = recipe_location(recipe, "")
-    return f"{where}.{key}" if where else key
 
 
 def _load(recipe_data, split: str, data_root: Optional[str]) -> MedMNISTDataset:

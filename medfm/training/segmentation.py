@@ -254,8 +254,8 @@ def check_segmenter_args(recipe: SegmentationRecipe, task: SegTask) -> None:
             the wrong dimensionality; ValueError: neither ``encoder.img_size`` nor ``data.patch``;
             UnknownNameError: an unknown encoder.
     """
-    from medfm.config import recipe_args_errors
-    from medfm.training.runs import check_encoder_args, mapping_location
+    from medfm.config import mapping_location, recipe_args_errors
+    from medfm.training.runs import check_encoder_args
 
     encoder = check_encoder_args(recipe.encoder, task.in_chans, _encoder_img_size(recipe))
     with recipe_args_errors(mapping_location(recipe, "decoder")):

@@ -248,8 +248,8 @@ def check_text_segmenter_args(recipe: TextSegRecipe, in_chans: int) -> None:
     """
     from medfm.adapters.segmentation import unet_decoder_for
     from medfm.adapters.text_seg import TextConditionedSegmenter, check_head_options
-    from medfm.config import recipe_args_errors, recipe_location
-    from medfm.training.runs import check_encoder_args, check_encoder_dims, mapping_location
+    from medfm.config import mapping_location, recipe_args_errors, recipe_location
+    from medfm.training.runs import check_encoder_args, check_encoder_dims
 
     check_encoder_dims(recipe.encoder.name, 2, recipe.tasks[0].data.dataset, recipe_location(recipe.encoder, "encoder"))
     encoder = check_encoder_args(recipe.encoder, in_chans, recipe.tasks[0].data.patch[0])
