@@ -6,8 +6,12 @@ Used by :mod:`medfm.cards`; what the config does not hold is shown as "not recor
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+
+from medfm.arg_checks import is_finite_number
 
 NOT_RECORDED = "not recorded"
 
@@ -104,8 +108,48 @@ def data_provenance(dataset: str, data_root: Optional[str] = None) -> Dict[str, 
 
 
 def is_metric_number(value: Any) -> bool:
-    """A real metric value (``bool`` and non-numbers are not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A measured metric value: a finite real number (:func:`medfm.arg_checks.is_finite_number`).
+
+    ``bool``, non-numbers, NaN and inf are not: a card printed an undefined AUC (NaN in a run's own
+    results, or a NaN/Infinity in an edited results file) as ``nan``/``inf`` in its table and its
+    hub model-index. An undefined metric is shown by :func:`metric_text`.
+    """
+    return is_finite_number(value)
+
+
+#: how a card shows a metric its results record as undefined (:func:`is_undefined_metric`)
+UNDEFINED_METRIC = "n/a (undefined)"
+#: the same for an AUC, which medfm leaves undefined only when the scored labels hold one class
+#: (:func:`medfm.evaluation.metrics.binary_auc`; its warning names the class)
+UNDEFINED_AUC = "n/a (undefined: the scored labels hold one class only)"
+
+
+def is_undefined_metric(value: Any) -> bool:
+    """A metric recorded as undefined: ``None`` (how a strict-JSON ``results.json`` writes NaN,
+    :func:`medfm.io.to_jsonable`) or NaN (the results a run passes to its card in memory)."""
+    if value is None:
+        return True
+    try:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def metric_value_text(value: Any, fmt: str = ".4f", undefined: str = UNDEFINED_METRIC) -> Optional[str]:
+    """How a card shows a recorded metric ``value``: the number in ``fmt``, ``undefined`` for a metric
+    recorded as undefined (:func:`is_undefined_metric`), None for anything else (garbled: no row)."""
+    if is_metric_number(value):
+        return format(value, fmt)
+    return undefined if is_undefined_metric(value) else None
+
+
+def metric_text(mapping: Any, key: str, fmt: str = ".4f", undefined: str = UNDEFINED_METRIC) -> Optional[str]:
+    """How a card shows ``mapping[key]`` (:func:`metric_value_text`): an undefined metric that the
+    results record gets a row saying so instead of ``nan`` or of vanishing; None when ``key`` is
+    missing (no row: nothing recorded)."""
+    if not isinstance(mapping, dict) or key not in mapping:
+        return None
+    return metric_value_text(mapping[key], fmt, undefined)
 
 
 def dict_section(mapping: Any, key: str) -> Dict[str, Any]:

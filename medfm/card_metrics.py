@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from huggingface_hub import EvalResult
 
-from medfm.card_kinds import (NOT_RECORDED, PIPELINE_TAGS, card_kind, data_display_name, dict_section, is_metric_number,
+from medfm.card_kinds import (NOT_RECORDED, PIPELINE_TAGS, UNDEFINED_AUC, UNDEFINED_METRIC, card_kind,
+                              data_display_name, dict_section, is_metric_number, metric_text, metric_value_text,
                               shown_value)
 
 # MedMNIST metric names -> hub metric types
@@ -91,18 +92,27 @@ _SEG_METRICS = (("dice", "Dice"), ("hd95", "HD95"), ("surface_dice", "surface Di
 
 
 def _seg_summary_rows(summary: Dict[str, Any]) -> List[Tuple[str, str, Any, Any]]:
-    """``(class, metric label, mean, std)`` rows of a segmentation summary (mean over classes first)."""
+    """``(class, metric label, mean, std)`` rows of a segmentation summary (mean over classes first).
+
+    A mean recorded as undefined (e.g. the HD95 of a run whose predictions are all empty: NaN) is
+    kept, for the table to show it as undefined (it was printed ``nan``, and put into the model-index).
+    """
     rows = []
     mean = dict_section(summary, "mean")
     for key, label in _SEG_METRICS:
-        if is_metric_number(mean.get(key)):
+        if metric_text(mean, key) is not None:
             rows.append(("mean over classes", label, mean[key], None))
     for cls, metrics in dict_section(summary, "per_class").items():
         for key, label in _SEG_METRICS:
             m = dict_section(metrics, key)
-            if is_metric_number(m.get("mean")):
+            if metric_text(m, "mean") is not None:
                 rows.append((str(cls), label, m["mean"], m.get("std")))
     return rows
+
+
+def _seg_row(name: str, label: str, mean: Any, std: Any) -> str:
+    """``| class | metric | mean | std |`` of a :func:`_seg_summary_rows` row (std left empty when not a number)."""
+    return f"| {name} | {label} | {metric_value_text(mean)} | {f'{std:.4f}' if is_metric_number(std) else ''} |"
 
 
 def _seg_dataset(task: Dict[str, Any], cfg_data: Dict[str, Any]) -> Tuple[Optional[str], Optional[str]]:
@@ -148,8 +158,8 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
                 + " by the training run (sliding-window inference at the original resolution). HD95 in mm "
                   "(NIfTI spacing) or pixels.", "", "| class | metric | mean | std |", "|---|---|---|---|"]
         for cls, label, mean, std in rows:
-            text.append(f"| {cls} | {label} | {mean:.4f} | {f'{std:.4f}' if is_metric_number(std) else ''} |")
-            if cls == "mean over classes" and dtype:
+            text.append(_seg_row(cls, label, mean, std))
+            if cls == "mean over classes" and dtype and is_metric_number(mean):
                 entries.append((dtype, dname, "test", label.lower().replace(" ", "_"), label, mean))
         regions = dict_section(results, "regions")
         definition = dict_section(regions, "definition")
@@ -157,7 +167,7 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
             if cls != "mean over classes":  # regions overlap: their mean is not a summary figure
                 labels = definition.get(cls)
                 name = f"region {cls}" + (f" (labels {', '.join(map(str, labels))})" if isinstance(labels, list) else "")
-                text.append(f"| {name} | {label} | {mean:.4f} | {f'{std:.4f}' if is_metric_number(std) else ''} |")
+                text.append(_seg_row(name, label, mean, std))
         human = dict_section(dict_section(results, "human_reference"), "summary")
         if dict_section(human, "mean"):
             hd = dict_section(human, "mean")
@@ -176,9 +186,9 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
             dtype, dname = _seg_dataset(dict_section(res, "task"), dict_section(cfg_tasks, name))
             mean = dict_section(dict_section(res, "summary"), "mean")
             ref = dict_section(res, "referring")
-            cells = [f"{mean[k]:.4f}" if is_metric_number(mean.get(k)) else "" for k, _ in _SEG_METRICS]
+            cells = [metric_text(mean, k) or "" for k, _ in _SEG_METRICS]
             n = dict_section(res, "summary").get("n_cases")
-            ref_txt = f"{ref['dice']:.4f}" if is_metric_number(ref.get("dice")) else ""
+            ref_txt = metric_text(ref, "dice") or ""
             text.append(f"| {name} | {shown_value(dname)} | {n if is_metric_number(n) else NOT_RECORDED} | " + " | ".join(cells)
                         + f" | {ref_txt} |")
             for key, label in _SEG_METRICS:
@@ -202,13 +212,14 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
         base = dict_section(results, "majority_baseline")
         for key in ("overall", "closed", "open"):
             m = dict_section(metrics, key)
-            if not is_metric_number(m.get("acc")):
+            acc = metric_text(m, "acc")
+            if acc is None:
                 continue
             ci = dict_section(m, "ci")
             ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if is_metric_number(ci.get("low")) and is_metric_number(ci.get("high")) else ""
             b = dict_section(base, key).get("acc")
-            text.append(f"| {key} | {m['acc']:.4f} | {ci_txt} | {m.get('n', '')} | {f'{b:.4f}' if is_metric_number(b) else ''} |")
-            if dtype:
+            text.append(f"| {key} | {acc} | {ci_txt} | {m.get('n', '')} | {f'{b:.4f}' if is_metric_number(b) else ''} |")
+            if dtype and is_metric_number(m["acc"]):
                 entries.append((str(dtype), dname, str(split) if split else None, "accuracy",
                                 f"{key} accuracy", m["acc"]))
         if len(text) == 4:
@@ -229,11 +240,12 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
             "report.md.")
     text = [head, "", "| metric | value | 95% CI |", "|---|---|---|"]
     for key, label, ci_key in (("auc", "AUC", "auc_ci95"), ("acc", "ACC", None), ("dice", "Dice", "dice_ci95")):
-        if is_metric_number(row.get(key)):
+        value = metric_text(row, key, undefined=UNDEFINED_AUC if key == "auc" else UNDEFINED_METRIC)
+        if value is not None:
             ci = row.get(ci_key) if ci_key else None
             ci_txt = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 and all(map(is_metric_number, ci)) else ""
-            text.append(f"| {label} | {row[key]:.4f} | {ci_txt} |")
-            if dtype:
+            text.append(f"| {label} | {value} | {ci_txt} |")
+            if dtype and is_metric_number(row[key]):
                 mtype = {"auc": "roc_auc", "acc": "accuracy", "dice": "dice"}[key]
                 entries.append((str(dtype), dname, "test", mtype, label, row[key]))
     if len(text) == 4:
@@ -314,12 +326,16 @@ def evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, A
     labels = {"acc": "ACC", "auc": "AUC", "balanced_acc": "balanced ACC",
               "ece": f"ECE ({bins if is_metric_number(bins) else 15} bins)"}
     for key, label in labels.items():
-        if is_metric_number(metrics.get(key)):
-            ci = cis.get(key)
-            ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if isinstance(ci, dict) and is_metric_number(ci.get("low")) \
-                and is_metric_number(ci.get("high")) else ""
-            lines.append(f"| {label} | {metrics[key]:.4f} | {ci_txt} |")
-    if len(lines) == 4:
+        # an undefined AUC (one class among the scored labels: null in results.json) says so; it used
+        # to vanish from the table (or, as NaN, to read "nan"). ECE is null when not computed (multi-label).
+        value = metric_text(metrics, key, undefined=UNDEFINED_AUC if key == "auc" else UNDEFINED_METRIC)
+        if value is None or (key == "ece" and not is_metric_number(metrics[key])):
+            continue
+        ci = cis.get(key)
+        ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if isinstance(ci, dict) and is_metric_number(ci.get("low")) \
+            and is_metric_number(ci.get("high")) else ""
+        lines.append(f"| {label} | {value} | {ci_txt} |")
+    if not any(is_metric_number(metrics.get(key)) for key in labels):
         return "The results file holds no ACC/AUC/balanced ACC/ECE values."
     for key, label in (("clean_error", "MedMNIST-C clean error"), ("be", "MedMNIST-C BE"), ("rbe", "MedMNIST-C rBE")):
         if is_metric_number(rob.get(key)):

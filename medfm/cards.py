@@ -127,7 +127,8 @@ def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) ->
 
     Raises:
         CheckpointError: not a checkpoint; ValueError: unreadable results file, one that is
-            not a JSON object, an evaluation suite's summary (its per-data-set
+            not a JSON object or holds ``NaN``/``Infinity`` (not JSON, never written by medfm: its
+            numbers used to reach the card as ``nan``/``inf`` measurements), an evaluation suite's summary (its per-data-set
             ``<output>/<dataset>/results.json`` files are what a card takes), the results of
             another kind of run than the checkpoint's (e.g. VQA results for a segmenter), or
             results that record the weights' SHA-256 of another checkpoint.
@@ -136,8 +137,14 @@ def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) ->
 
     ckpt = Path(checkpoint)
     load_config(ckpt)  # a bad checkpoint is reported before the results file
+
+    def not_json(constant: str) -> Any:  # NaN/Infinity: Python's json reads them, no JSON writer does
+        raise ValueError(f"results file {results_path} holds {constant}, which is not JSON: medfm writes strict JSON, "
+                         "an undefined metric (e.g. the AUC of a one-class split) as null; the file was written or "
+                         "edited elsewhere: pass the results.json `medfm eval` wrote")
+
     try:
-        results = json.loads(Path(results_path).read_text())
+        results = json.loads(Path(results_path).read_text(), parse_constant=not_json)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"cannot read results file {results_path}: {err}") from None
     if not isinstance(results, dict):

@@ -11,6 +11,8 @@ from typing import Union
 
 #: prefix of a Hugging Face hub id (``hf-hub:org/name``), as in timm and open_clip
 HUB_PREFIX = "hf-hub:"
+#: the ``encoder.pretrained`` / ``--init`` value that means timm's own pretrained weights, not a path
+TIMM_WEIGHTS = "timm"
 
 
 def is_hub_id(ident: Union[str, Path]) -> bool:
@@ -33,4 +35,4 @@ def missing_checkpoint_message(ident: Union[str, Path]) -> str:
     return f"no checkpoint directory at {str(path)!r}{hint}"
 
 
-__all__ = ["HUB_PREFIX", "is_hub_id", "missing_checkpoint_message"]
+__all__ = ["HUB_PREFIX", "TIMM_WEIGHTS", "is_hub_id", "missing_checkpoint_message"]

@@ -1,7 +1,9 @@
-"""The ``medfm`` command: ``pretrain | finetune | segment | vqa | fuse | eval | merge | card | push | bench``.
+"""The ``medfm`` command: ``pretrain | finetune | segment | vqa | fuse | eval | merge | card | push | verify-data | bench``.
 
 Every subcommand is a thin layer over the library; errors medfm anticipates (bad recipe,
-missing data, mismatched checkpoint) print one line ``medfm: error: ...`` and exit 2.
+missing data, mismatched checkpoint) print one line ``medfm: error: ...`` and exit 2. The
+arguments of each subcommand are defined in :mod:`medfm.cli_parser`; this module checks them
+and runs the command.
 """
 from __future__ import annotations
 
@@ -10,116 +12,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medfm", description="Medical foundation models: pretrain, adapt, evaluate, share.")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def data_root(sp):
-        sp.add_argument("--data-root", default=None, help="data folder (default: $MEDFM_DATA, else ~/.cache/medfm)")
-
-    def recipe_command(name: str, help: str, init: bool = True, resume: str = "continue from <output>/checkpoint"):
-        """A subcommand that runs a recipe: ``<recipe> --output DIR [--init] [--resume] [--epochs N] [--data-root]``."""
-        sp = sub.add_parser(name, help=help)
-        sp.add_argument("recipe", type=Path)
-        if init:
-            sp.add_argument("--init", default=None, help="medfm checkpoint whose encoder initialises the model")
-        sp.add_argument("--output", type=Path, required=True)
-        if resume:
-            sp.add_argument("--resume", action="store_true", help=resume)
-        sp.add_argument("--epochs", type=positive_int, default=None, help="override train.epochs")
-        data_root(sp)
-        return sp
-
-    recipe_command("pretrain", "self-supervised pretraining from a recipe", init=False)
-    sp = recipe_command("finetune", "fine-tune a classifier (linear, full or LoRA) from a recipe")
-    sp.add_argument("--dataset", default=None, help="override data.dataset (MedMNIST flag)")
-    sp.add_argument("--label-fraction", type=float, default=None,
-                    help="override data.label_fraction: train on this stratified, seeded fraction of the labels")
-    recipe_command("segment", "train + evaluate a segmentation adapter from a recipe (finetune/seg_*.yaml)")
-    recipe_command("vqa", "train + evaluate a VQA adapter on VQA-RAD from a recipe (finetune/vqa_*.yaml)",
-                   resume="continue from <output>/train_state (the last finished epoch)")
-    recipe_command("fuse", "train + evaluate missing-modality fusers on TCGA-LGG (finetune/fusion_lgg_*.yaml)",
-                   init=False, resume="continue unfinished models; reuse finished ones")
-
-    sp = sub.add_parser("eval", help="evaluate checkpoint(s) on a dataset split (--data) or a suite (--suite)")
-    sp.add_argument("checkpoint", nargs="*", help="checkpoint dir(s) or hf-hub: id(s); --data takes exactly one")
-    which = sp.add_mutually_exclusive_group(required=True)
-    which.add_argument("--data", default=None, help="MedMNIST flag, e.g. pneumoniamnist")
-    which.add_argument("--suite", type=Path, default=None, help="evaluation suite, e.g. eval_suites/medmnist_c.yaml")
-    sp.add_argument("--split", default=None, choices=["train", "val", "test"], help="--data only (default: test)")
-    sp.add_argument("--size", type=positive_int, default=None, help="--data only")
-    sp.add_argument("--protocol", default=None, choices=["as-is", "linear", "knn", "finetune", "zeroshot"],
-                    help="override the suite's protocol; finetune: train the encoder + a new head on each label "
-                         "fraction, then score; zeroshot: a CLIP checkpoint on --data with class prompts")
-    sp.add_argument("--label-fraction", default=None, help="comma list of label fractions for linear/knn/finetune, e.g. 0.01,0.1,1")
-    sp.add_argument("--probe-c", default=None,
-                    help="linear probe's inverse L2 strength C, or 'val' to choose it on the val split (CLIP protocol)")
-    sp.add_argument("--cache-dir", default=None, help="corrupted-set cache root (default ~/.cache/medfm)")
-    sp.add_argument("--workers", type=non_negative_int, default=None,
-                    help="override corruptions.workers (processes; 0 or 1: in this process)")
-    sp.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads for inference (default: torch's)")
-    sp.add_argument("--max-samples", type=positive_int, default=None,
-                    help="score a fixed class-stratified subset of at most N images of each data set's split (the same "
-                         "images clean and corrupted; reports say so); overrides datasets[].max_samples")
-    sp.add_argument("--output", type=Path, default=None,
-                    help="output folder (default: <checkpoint>/eval-<flag>-<split> with --data, <checkpoint>/eval-<suite> "
-                         "with --suite); an earlier evaluation of the same mode there is replaced as a whole, any other "
-                         "non-empty folder is refused")
-    sp.add_argument("--batch-size", type=positive_int, default=None, help="inference batch size (default: the suite's, 64; 256 with --data)")
-    data_root(sp)
-
-    sp = sub.add_parser("merge", help="fold a LoRA adapter into its base and save a full checkpoint")
-    sp.add_argument("adapter")
-    sp.add_argument("output", type=Path)
-    sp.add_argument("--base", default=None, help="override the base checkpoint recorded in the adapter")
-
-    sp = sub.add_parser("card", help="rewrite a checkpoint's model card with evaluation results")
-    sp.add_argument("checkpoint")
-    sp.add_argument("--results", type=Path, required=True)
-
-    sp = sub.add_parser("push", help="upload a checkpoint to the Hugging Face hub")
-    sp.add_argument("checkpoint")
-    sp.add_argument("repo_id")
-    sp.add_argument("--private", action="store_true")
-    sp.add_argument("--include", action="append", default=[], metavar="GLOB",
-                    help="also upload files matching GLOB, relative to the checkpoint (repeatable; e.g. "
-                         "'eval-*/results.json'); by default only config, weights, card and adapter files go up")
-
-    sp = sub.add_parser("verify-data", help="check data set folders against their SHA256SUMS, and medmnist/*.npz "
-                                            "against the md5s its loader checks (exit 1 on a missing or changed file)")
-    sp.add_argument("datasets", nargs="*",
-                    help="folders under the data root (default: every one with a SHA256SUMS, and medmnist/)")
-    data_root(sp)
-
-    sp = sub.add_parser("bench", help="training throughput: medfm loop vs a bare torch loop")
-    sp.add_argument("--encoder", default="resnet18")
-    sp.add_argument("--img-size", type=positive_int, default=28)
-    sp.add_argument("--batch-size", type=positive_int, default=128)
-    sp.add_argument("--steps", type=positive_int, default=20)
-    sp.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    return p
-
-
-def _int_at_least(text: str, minimum: int) -> int:
-    """``text`` as an integer >= ``minimum``, or a one-line argparse error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _int_at_least(text, 0)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    return _int_at_least(text, 1)
+# non_negative_int and positive_int are re-exported: the benchmark scripts' argument types
+from medfm.cli_parser import build_parser, non_negative_int, positive_int  # noqa: F401
 
 
 def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] = None,
@@ -361,8 +255,9 @@ def _verify_data(args: argparse.Namespace) -> int:
             if name not in names:
                 raise UnknownDatasetError.for_name(name, names, kind="data set folder with a SHA256SUMS (or medmnist/)")
         folders = [names[n] for n in args.datasets]
-    if not folders:
-        print(f"no data set folder with a SHA256SUMS, nor medmnist/, under {resolve_data_root(args.data_root)}")
+    if not folders:  # nothing checked: a failure, said on stderr like the errors
+        print(f"medfm: error: no data set folder with a SHA256SUMS, nor medmnist/, under "
+              f"{resolve_data_root(args.data_root)}", file=sys.stderr)
         return 1
     bad = 0
     for folder in folders:
@@ -382,41 +277,80 @@ def _verify_data(args: argparse.Namespace) -> int:
 
 #: subcommands whose ``--output`` is a run folder (created by the run)
 _OUTPUT_COMMANDS = ("pretrain", "finetune", "segment", "vqa", "fuse", "eval")
-#: subcommand -> its positional argument naming checkpoint (or LoRA adapter) folder(s)
-_CHECKPOINT_ARGS = {"eval": "checkpoint", "merge": "adapter", "card": "checkpoint", "push": "checkpoint"}
+#: subcommand -> its arguments naming a checkpoint (or LoRA adapter) folder: positionals by name,
+#: options by flag
+_CHECKPOINT_ARGS = {"eval": ("checkpoint",), "merge": ("adapter", "--base"), "card": ("checkpoint",),
+                    "push": ("checkpoint",), "finetune": ("--init",), "segment": ("--init",), "vqa": ("--init",)}
 
 
 def _check_checkpoint_paths(args: argparse.Namespace) -> None:
     """A local checkpoint (or adapter) path that does not exist, named before torch is imported
-    (seconds sooner), in the words of :func:`medfm.hub.resolve_checkpoint`.
+    (seconds sooner), in the words of :func:`medfm.hub.resolve_checkpoint`; an option's path is
+    named with its flag (``--init: no checkpoint directory at ...``).
 
-    ``hf-hub:`` ids pass (fetched later), as does every path that exists: a file, or a folder that
-    holds no checkpoint, is named by the later checks (:func:`medfm.hub.resolve_checkpoint`,
-    :func:`medfm.hub.load_config`).
+    ``hf-hub:`` ids pass (fetched later), as does ``--init timm`` (timm's own weights) and every
+    path that exists: a file, or a folder that holds no checkpoint, is named by the later checks
+    (:func:`medfm.hub.resolve_checkpoint`, :func:`medfm.hub.load_config`).
 
     Raises:
         ValueError: the first missing path.
     """
-    if args.command not in _CHECKPOINT_ARGS:
-        return
-    from medfm.checkpoint_ids import is_hub_id, missing_checkpoint_message
+    from medfm.checkpoint_ids import TIMM_WEIGHTS, is_hub_id, missing_checkpoint_message
 
-    given = getattr(args, _CHECKPOINT_ARGS[args.command])
-    for ident in given if isinstance(given, list) else [given]:
-        if not is_hub_id(ident) and not Path(ident).expanduser().exists():
-            raise ValueError(missing_checkpoint_message(ident))
+    for name in _CHECKPOINT_ARGS.get(args.command, ()):
+        given = getattr(args, name.lstrip("-"))
+        for ident in given if isinstance(given, list) else [given]:
+            if ident is None or is_hub_id(ident) or (name == "--init" and ident == TIMM_WEIGHTS):
+                continue
+            if not Path(ident).expanduser().exists():
+                message = missing_checkpoint_message(ident)
+                raise ValueError(f"{name}: {message}" if name.startswith("--") else message)
+
+
+def _check_input_file(path: Path, flag: str, what: str, name: str) -> None:
+    """Refuse a missing path, or a folder, where the file ``what`` (usually called ``name``) is
+    expected (named before the imports).
+
+    Raises:
+        ValueError: ``path`` does not exist or is a directory (the message names ``flag`` and
+            ``path``, and ``<path>/<name>`` when the folder holds that file).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        inside = path / name
+        raise ValueError(f"{flag} {path} is a directory; pass " + (str(inside) if inside.is_file() else f"{what} (a file)"))
+    if not path.exists():
+        raise ValueError(f"{flag} {path} does not exist; pass {what}")
+
+
+def _check_medmnist_flag(flag: Optional[str], option: str) -> None:
+    """Refuse an unknown MedMNIST flag given as ``option`` before torch is imported (it used to be
+    named after the imports and the checkpoint load: ``medfm eval --data`` took 20 s to say so).
+
+    Raises:
+        UnknownDatasetError: ``flag`` is not a MedMNIST flag (with close matches).
+    """
+    from medfm.data.errors import UnknownDatasetError
+    from medfm.data.medmnist_info import MEDMNIST_FLAGS
+
+    if flag is not None and flag not in MEDMNIST_FLAGS:
+        raise UnknownDatasetError(f"{option}: {UnknownDatasetError.for_name(flag, MEDMNIST_FLAGS, kind='MedMNIST flag')}")
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    """Path options checked before anything is loaded or written, and before torch is imported
-    (the imports take seconds: a mistyped recipe or checkpoint path is named before them).
+    """Arguments checked before anything is loaded or written, and before torch is imported
+    (the imports take seconds: a mistyped recipe, checkpoint, results file or data set is named
+    before them).
 
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
             ``--output`` is an existing file; ``eval`` options of the other mode
-            (:func:`_check_eval_options`); a missing checkpoint path (:func:`_check_checkpoint_paths`).
+            (:func:`_check_eval_options`); a missing checkpoint path, ``--init`` and ``--base``
+            included (:func:`_check_checkpoint_paths`); a ``card --results`` that is missing or a
+            folder (:func:`_check_input_file`).
         ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
             (:func:`medfm.config.load_yaml`).
+        UnknownDatasetError: an unknown MedMNIST flag for ``eval --data`` or ``finetune --dataset``.
         FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).
     """
     from medfm.config import load_yaml
@@ -434,9 +368,15 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--output {output} is a file; the run writes a folder there: choose another path")
     if args.command == "eval":
         _check_eval_options(args)
+        _check_medmnist_flag(args.data, "--data")
+    if args.command == "finetune":
+        _check_medmnist_flag(args.dataset, "--dataset")
     if args.command == "merge":
         _check_new_output(args.output)
     _check_checkpoint_paths(args)  # after the checks above, which name the other mistakes first
+    if args.command == "card":  # after the checkpoint it is for
+        _check_input_file(args.results, "--results", "the results.json that medfm eval (or the training run) wrote",
+                          "results.json")
 
 
 def _discard_failed_output(output: Optional[Path]) -> None:
@@ -465,7 +405,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     Ctrl-C prints ``medfm: interrupted`` (with a ``--resume`` hint when a training state was
     saved) and returns 130, the shell's code for SIGINT, with the same clean-up.
     """
-    args = _parser().parse_args(argv)  # before importing torch: --help and usage errors answer at once
+    args = build_parser().parse_args(argv)  # before importing torch: --help and usage errors answer at once
     from medfm.config import ConfigError  # light imports: a bad path is answered before torch loads
     from medfm.data.errors import MedFMDataError
     from medfm.registry import UnknownNameError

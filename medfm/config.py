@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, Tuple, Type, TypeVar, Union
 
 import yaml
 
-from medfm.registry import close_match_hint, keyword_parameters
+from medfm.registry import UnknownNameError, close_match_hint, keyword_parameters
 
 T = TypeVar("T")
 
@@ -39,7 +39,8 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
             that is not a mapping, or a value rejected by the dataclass's ``__post_init__`` (its
             location once: ``r.yaml: data.scale must be in (0, 4], got 9``, see :func:`_located`).
 
-    The returned dataclass records ``where`` for :func:`recipe_location`.
+    The returned dataclass records ``where`` for :func:`recipe_location`, and so do its dataclass
+    sections the recipe left out (``where.<name>``, made by the field's default).
     """
     where = where or cls.__name__
     if data is None:
@@ -61,10 +62,7 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as err:  # a ConfigError too: one from a from_dict in __post_init__ is relative
         raise ConfigError(_located(where, str(err))) from None
-    try:  # for :func:`recipe_location`; the dataclass's fields (to_dict, ==) do not see it
-        object.__setattr__(obj, _WHERE, where)
-    except AttributeError:  # a dataclass with __slots__
-        pass
+    _record_where(obj, where)
     return obj
 
 
@@ -72,15 +70,30 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
 _WHERE = "_medfm_recipe_where"
 
 
-def _located(where: str, message: str) -> str:
+def _record_where(section: Any, where: str) -> None:
+    """Record ``where`` on dataclass ``section`` for :func:`recipe_location`, and on each of its dataclass
+    sections that the recipe left out (made by the field's default, not by :func:`from_dict`), so that an
+    error about an omitted section names the file too (``r.yaml.encoder: ...``, not ``encoder: ...``)."""
+    try:  # the dataclass's fields (to_dict, ==) do not see it
+        object.__setattr__(section, _WHERE, where)
+    except AttributeError:  # a dataclass with __slots__
+        return
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name, None)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type) and not hasattr(value, _WHERE):
+            _record_where(value, f"{where}.{f.name}")
+
+
+def _located(where: str, message: str, marks: str = ".: ") -> str:
     """``message`` (raised by the dataclass at ``where``, e.g. ``"r.yaml.data"``) with its location once.
 
     The recipe dataclasses name their own keys (``"data.scale must be in (0, 4], got 9"``): a message
-    starting with the section's name (the last part of ``where``) gets the parent's location
-    (``"r.yaml: data.scale ..."``, not ``"r.yaml.data: data.scale ..."``); any other gets ``where``.
+    starting with the section's name (the last part of ``where``) followed by one of ``marks`` gets the
+    parent's location (``"r.yaml: data.scale ..."``, not ``"r.yaml.data: data.scale ..."``); any other
+    gets ``where``.
     """
     head, _, section = where.rpartition(".")
-    if head and message.startswith(section) and message[len(section):len(section) + 1] in (".", ":", " "):
+    if head and message.startswith(section) and message[len(section):len(section) + 1] in marks:
         return f"{head}: {message}"
     return f"{where}: {message}"
 
@@ -99,6 +112,17 @@ def mapping_location(recipe: Any, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
+def located_error(err: Exception, where: str) -> Exception:
+    """``err`` again, of its own class, with recipe location ``where`` put first once, for an error whose
+    class callers catch (:class:`medfm.registry.UnknownNameError`, ``medfm.hub.CheckpointError``):
+    ``"r.yaml.encoder.pretrained: no checkpoint directory at ..."``. A message that names one of the
+    section's keys (``"image_encoder.args must be ..."`` at ``"r.yaml.image_encoder"``) gets the parent's
+    location (``"r.yaml: image_encoder.args ..."``), as in :func:`recipe_args_errors`. Raise it ``from None``;
+    for classes built from one message (every medfm error).
+    """
+    return type(err)(_located(where, str(err), marks="."))
+
+
 @contextmanager
 def recipe_args_errors(where: str) -> Iterator[None]:
     """Name the recipe location ``where`` (e.g. ``"p.yaml.objective.args"``) in a bad-value error of a
@@ -106,18 +130,24 @@ def recipe_args_errors(where: str) -> Iterator[None]:
 
     Wrap only the build or check of that component (encoder, objective, adapter, fuser): its
     constructor's own checks raise one line (``"simclr: temperature must be > 0, got -1.0"``), which
-    becomes ``"p.yaml.objective.args: simclr: temperature must be > 0, got -1.0"``.
+    becomes ``"p.yaml.objective.args: simclr: temperature must be > 0, got -1.0"``; a message that names
+    one of the section's keys (``"image_encoder.args must be a mapping ..."``) gets the location once, as in
+    :func:`from_dict` (``"r.yaml: image_encoder.args must be a mapping ..."``).
 
     Raises:
         ConfigError: for a ``ValueError`` or ``TypeError`` raised inside (a ``ConfigError``, which
-            carries its own location, passes unchanged; so does any other exception).
+            carries its own location, passes unchanged; so does any other exception but the next).
+        UnknownNameError: an unregistered name (encoder, fuser, text encoder) looked up inside, its
+            class kept and ``where`` put first (``r.yaml.encoder: unknown encoder 'resnet19'; did you mean ...``).
     """
     try:
         yield
     except ConfigError:
         raise
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+    except UnknownNameError as err:
+        raise located_error(err, where) from None
+    except (TypeError, ValueError) as err:  # only "<section>.key ...": "encoder 'x' does not take ..." keeps where
+        raise ConfigError(_located(where, str(err), marks=".")) from None
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 import medfm
-from medfm.checkpoint_ids import HUB_PREFIX, is_hub_id, missing_checkpoint_message
+from medfm.checkpoint_ids import HUB_PREFIX, TIMM_WEIGHTS, is_hub_id, missing_checkpoint_message
 from medfm.io import atomic_dir
 
 CONFIG_NAME = "config.json"
@@ -49,7 +49,7 @@ def checkpoint_reference(path_or_id: Union[str, os.PathLike]) -> str:
     ``./runs/pt`` and its absolute path are one reference. The path need not exist.
     """
     ident = str(path_or_id)
-    if is_hub_id(ident) or ident == "timm":
+    if is_hub_id(ident) or ident == TIMM_WEIGHTS:
         return ident
     return str(Path(ident).expanduser().resolve())
 
@@ -62,7 +62,7 @@ def check_local_checkpoint(path_or_id: Optional[Union[str, os.PathLike]]) -> Non
     Raises:
         CheckpointError: the path is missing or is a file (:func:`resolve_checkpoint`'s message).
     """
-    if path_or_id is not None and str(path_or_id) != "timm" and not is_hub_id(path_or_id):
+    if path_or_id is not None and str(path_or_id) != TIMM_WEIGHTS and not is_hub_id(path_or_id):
         resolve_checkpoint(path_or_id)
 
 

@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import pytest
 import torch
-from medmnist.info import INFO
+from medfm.data.medmnist_info import INFO
 
 
 def fake_medmnist_arrays(flag: str, size: int = 28, counts=(6, 3, 4), seed: int = 0) -> Dict[str, np.ndarray]:
@@ -285,3 +285,20 @@ def pneumonia_pipeline():
     torch.manual_seed(0)
     enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
     return ImageClassificationPipeline(ImageClassifier(enc, 2, "binary-class", ["normal", "pneumonia"]))
+
+
+@pytest.fixture(scope="module")
+def vqa_model(tmp_path_factory):
+    """A tiny random-init :class:`medfm.adapters.vqa.VQAModel` (``resnet_test``, 1 channel, 28 px; a
+    tiny BERT knowing "is there a mass fracture ?"; answers yes / no / axial / left): for the VQA
+    pipeline's input handling, not its predictions."""
+    import medfm
+    from medfm.adapters.vqa import VQAModel
+
+    bert = save_tiny_bert(tmp_path_factory.mktemp("bert"), ["is", "there", "a", "mass", "fracture", "?"])
+    torch.manual_seed(0)
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
+    answers = ["yes", "no", "axial", "left"]
+    return VQAModel(enc, answers, 32, closed_answers=["yes", "no"], open_answers=answers[2:],
+                    text_encoder={"name": "hf", "model_name_or_path": str(bert), "max_length": 8},
+                    fusion="cross_attention", dim=16, heads=2, layers=1, dropout=0.0).eval()

@@ -207,6 +207,11 @@ SITES = [
      "lora.alpha must be a finite number > 0, got '16' (str)"),  # TypeError: '<=' not supported
     ("LoraSettings.dropout", lambda v: _lora(dropout=v), False,
      "lora.dropout must be a finite number in [0, 1), got False (bool)"),  # accepted
+    ("LoraSettings.target_modules", lambda v: _lora(target_modules=v), "(",
+     "lora.target_modules is not a valid regex: missing ), unterminated subpattern at position 0 (in '(')"),  # re.error in apply_lora
+    ("LoraSettings.target_modules", lambda v: _lora(target_modules=v), "",
+     "lora.target_modules must be a non-empty regex string over encoder module names (or omitted for "
+     "the encoder's default), got ''"),  # "" silently meant the default
     # training recipes
     ("TrainConfig.epochs", lambda v: _train(epochs=v), 2.5, "train.epochs must be an integer >= 1, got 2.5"),  # accepted
     ("TrainConfig.batch_size", lambda v: _train(batch_size=v), True,

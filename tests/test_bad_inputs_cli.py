@@ -119,7 +119,7 @@ def test_epochs_override_fills_an_empty_train_section(tmp_path):
 # ---------------------------------------------------------------- pretrain / finetune recipes
 
 @pytest.mark.parametrize("command, recipe, old, new, message", [
-    ("pretrain", PRETRAIN, "{name: resnet_test}", "{name: resnet_test, img_size: 0}", "encoder.img_size must be a side in px"),
+    ("pretrain", PRETRAIN, "{name: resnet_test}", "{name: resnet_test, img_size: 0}", "encoder.img_size must be an integer >= 1 (a side in px)"),
     ("finetune", FINETUNE, "mode: lora", "mode: lora\ndropout: 1.5", "r.yaml: dropout must be in [0, 1), got 1.5"),
     ("finetune", FINETUNE, "size: 28}", "size: 28, val_split: vall}", "data.val_split must be one of"),
 ])
@@ -151,16 +151,16 @@ _TASK_RECIPE_CASES = [
     ("segment", "overlays: 1", "overlays: -1", "eval.overlays must be an integer >= 0 (0: none), got -1"),
     ("segment", "tolerance: 2.0", "tolerance: -1", "eval.tolerance must be >= 0"),
     ("segment", "tolerance: 2.0}", "tolerance: 2.0, roi_size: [32]}", "eval.roi_size has 1 values"),
-    ("vqa", "top_k: 5", "top_k: 0", "top_k must be >= 1"),  # IndexError after training
-    ("vqa", "n_boot: 10", "n_boot: 0", "n_boot must be >= 1"),  # after training
-    ("vqa", "size: 28,", "size: 0,", "data.size must be an image side in px"),  # RuntimeError from the resize
+    ("vqa", "top_k: 5", "top_k: 0", "top_k must be an integer >= 1"),  # IndexError after training
+    ("vqa", "n_boot: 10", "n_boot: 0", "n_boot must be an integer >= 1"),  # after training
+    ("vqa", "size: 28,", "size: 0,", "data.size must be an integer >= 1 (an image side in px"),  # RuntimeError from the resize
     ("vqa", "in_chans: 1", "in_chans: 2", "data.in_chans must be 1 (grayscale) or 3 (RGB)"),
     ("fuse", "post, clinical]", "post, clinic]", "(unknown: ['clinic'])"),  # KeyError: 'clinic'
     ("fuse", "mnar_modalities: [pre, post]", "mnar_modalities: [pre, postt]", "protocol.mnar_modalities ['postt']"),
     ("fuse", "mcar_rates: [0.25]", "mcar_rates: [1.5]", "protocol.mcar_rates must be fractions in [0, 1)"),
-    ("fuse", "p_high: 0.8", "p_high: 1.8", "protocol.p_high and p_low must be probabilities"),
-    ("fuse", "n_boot: 10", "n_boot: 0", "protocol.n_boot must be >= 1"),
-    ("fuse", "dim: 16", "dim: 0", "dim must be >= 1, got 0"),
+    ("fuse", "p_high: 0.8", "p_high: 1.8", "protocol.p_high must be in [0, 1] (a probability), got 1.8"),
+    ("fuse", "n_boot: 10", "n_boot: 0", "protocol.n_boot must be an integer >= 1"),
+    ("fuse", "dim: 16", "dim: 0", "dim must be an integer >= 1 (the fusion width), got 0"),
 ]
 
 
@@ -256,9 +256,9 @@ def test_output_that_is_a_file_and_missing_data_root(tmp_path, capsys, pneumonia
     ("split: test}", "split: vall}", "datasets[0]: split must be one of train, val, test, got 'vall'"),  # skipped, exit 0
     ("split: test}", "split: test, size: 27}", "size 27 is not a released size of pneumoniamnist; it exists at 28, 64"),
     ("knn_k: 3", "knn_k: 0", "protocol.knn_k must be an integer >= 1, got 0"),
-    ("cam: {enabled: false}", "batch_size: 0", "batch_size must be >= 1, got 0"),  # "range() arg 3 must not be zero"
+    ("cam: {enabled: false}", "batch_size: 0", "batch_size must be an integer >= 1, got 0"),  # "range() arg 3 must not be zero"
     ("n_boot: 10", "n_boot: 10, threshold: 2", "metrics.threshold must be a probability in (0, 1)"),  # exit 0
-    ("n_boot: 10", "n_boot: 0", "metrics.n_boot and metrics.ece_bins must be >= 1"),
+    ("n_boot: 10", "n_boot: 0", "metrics.n_boot must be an integer >= 1, got 0"),
     ("{enabled: false}", "{enabled: true, methods: [gradcamm]}", "cam.methods must be names from"),  # exit 0
     ("cam: {enabled: false}", "corruptions: {workers: -1}", "corruptions.workers must be an integer >= 0 (0 or 1: in this process), got -1"),
     ("knn_k: 3", "knn_k: 3, finetune: {mode: full, lr: 1}", "protocol.finetune: unknown key(s) ['lr']"),

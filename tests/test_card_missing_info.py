@@ -40,3 +40,58 @@ def test_results_with_dataset_keep_their_model_index(tmp_path):
     assert [(r.dataset_name, r.dataset_split, r.metric_type, r.metric_value) for r in res] == [
         ("breastmnist", "val", "accuracy", 0.8123)]
     assert "1-channel 28x28 images" in card.text and "**val** split of `breastmnist` (78 images)" in card.text
+
+
+def _evaluation(text):
+    return text.split("## Evaluation")[1].split("\n## ")[0]
+
+
+def test_an_undefined_auc_is_said_to_be_undefined_never_printed_as_nan(tmp_path, write_medmnist, capsys):
+    """``medfm eval --data`` on a split holding one class writes ``"auc": null`` (strict JSON): the
+    card dropped the AUC row without a word (the published AUC stayed beside it). The same AUC as
+    NaN (a run's own results, in memory) was printed ``nan`` and put into model-index as ``.nan``."""
+    import torch
+
+    import medfm
+    from medfm.adapters.classification import ImageClassifier
+    from medfm.cli import main
+    from medfm.data import dataset_info
+    from medfm.hub import save_pretrained
+    from tests.conftest import fake_medmnist_arrays
+
+    arrays = fake_medmnist_arrays("pneumoniamnist", counts=(8, 4, 10))
+    arrays["test_labels"][:] = 1
+    root = write_medmnist("pneumoniamnist", arrays=arrays)
+    info = dataset_info("pneumoniamnist")
+    torch.manual_seed(0)
+    ckpt = str(save_pretrained(ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), 2,
+                                               info["task"], info["label_names"]), tmp_path / "c"))
+    assert main(["eval", "--data", "pneumoniamnist", ckpt, "--data-root", str(root), "--output", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["metrics"]["auc"] is None
+    assert main(["card", ckpt, "--results", str(tmp_path / "ev" / "results.json")]) == 0
+    capsys.readouterr()
+    card = ModelCard((tmp_path / "c" / "README.md").read_text())
+    ev = _evaluation(card.text)
+    assert "| AUC | n/a (undefined: the scored labels hold one class only) |  |" in ev
+    assert "AUC undefined for 'pneumonia'" in ev  # the warning that names the class
+    assert {r.metric_name for r in card.data.eval_results} == {"ACC", "balanced ACC"}
+    nan = ModelCard(build_card(BARE, {"meta": {"dataset": "x", "split": "test"}, "metrics": {"acc": 0.5, "auc": float("nan")}}))
+    assert "| AUC | n/a (undefined: the scored labels hold one class only) |  |" in _evaluation(nan.text)
+    assert [r.metric_name for r in nan.data.eval_results] == ["ACC"]
+    assert "nan" not in _evaluation(nan.text) and "nan" not in str(nan.data.to_dict())
+
+
+def test_card_refuses_a_results_file_holding_nan_or_infinity(tmp_path, capsys):
+    """Python's json reads NaN and Infinity, which medfm never writes (strict JSON): an edited or
+    foreign results file put ``| ACC | inf |`` and ``value: .nan`` into the card, exit 0."""
+    from tests.conftest import cli_error
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps(BARE))
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        (tmp_path / "r.json").write_text('{"meta": {"dataset": "breastmnist", "split": "test"}, "metrics": {"acc": 0.8, '
+                                         f'"auc": {literal}}}}}')
+        code, err = cli_error(capsys, ["card", ckpt, "--results", tmp_path / "r.json"])
+        assert code == 2 and f"results file {tmp_path / 'r.json'} holds {literal}, which is not JSON" in err
+        assert "as null" in err and not (ckpt / "README.md").exists()

@@ -327,3 +327,29 @@ def test_card_refuses_eval_results_of_other_weights(tmp_path):
     results["meta"].update(checkpoint=str(ours), checkpoint_sha256=checkpoint_hash(ours))
     (tmp_path / "ours.json").write_text(json.dumps(results))
     assert "| AUC | 0.9500 |" in update_card(ours, tmp_path / "ours.json").read_text()
+
+
+def test_undefined_segmentation_and_fusion_metrics_are_not_printed_as_nan():
+    """A run passes its results to its card in memory, NaN included: the HD95 of a segmenter whose
+    predictions are all empty and the AUC of a fuser over one-class test patients read ``nan`` in the
+    card and ``.nan`` in its model-index."""
+    from medfm.registry import FUSERS
+
+    nan = float("nan")
+    seg = json.loads(json.dumps(SEG_RESULTS))
+    seg["summary"]["mean"]["hd95"] = nan
+    seg["summary"]["per_class"]["anterior"]["hd95"] = {"mean": nan, "std": nan}
+    card, _, text = _card(_seg_cfg("resnet_test"), seg)
+    ev = _section(text, "Evaluation")
+    assert "| mean over classes | HD95 | n/a (undefined) |  |" in ev and "| anterior | HD95 | n/a (undefined) |  |" in ev
+    assert "nan" not in ev and "nan" not in str(card.data.to_dict())
+    assert "HD95" not in {r.metric_name for r in card.data.eval_results}
+    torch.manual_seed(0)
+    model = FUSERS.build("3mat", modalities=["pre", "flair", "clinical"], image_encoder={"name": "resnet_test"},
+                         img_size=28, clinical_features=3, dim=8, heads=2, layers=1)
+    cfg = model_config(model, {"training": {"data": FUSION_DATA, "run_label": "m"}})
+    res = {"natural": [{"model": "m", "auc": nan, "acc": 0.7, "auc_ci95": [nan, nan], "n": 10, "n_patients": 2}]}
+    card, _, text = _card(cfg, res)
+    assert "| AUC | n/a (undefined: the scored labels hold one class only) |  |" in _section(text, "Evaluation")
+    assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [("ACC", 0.7)]
+    assert "nan" not in _section(text, "Evaluation") and "nan" not in str(card.data.to_dict())

@@ -202,6 +202,7 @@ def test_missing_checkpoint_paths_are_named_without_loading_torch(tmp_path):
 
 
 def test_hub_ids_and_existing_paths_are_left_to_the_later_checkpoint_checks(tmp_path, capsys, pneumonia_env):
+    (tmp_path / "r.json").write_text("{}")  # a missing --results is named first (test below)
     code, err = cli_error(capsys, ["card", "hf-hub:org/model", "--results", tmp_path / "r.json"])
     assert code == 2 and "'hf-hub:org/model' is not a medfm checkpoint: config.json is missing" in err
     weights = tmp_path / "model.safetensors"
@@ -210,3 +211,48 @@ def test_hub_ids_and_existing_paths_are_left_to_the_later_checkpoint_checks(tmp_
     assert code == 2 and "is a file; a checkpoint is the directory that holds config.json" in err
     code, err = cli_error(capsys, ["merge", tmp_path, tmp_path / "merged"])  # a folder, not an adapter
     assert code == 2 and "is not a medfm checkpoint: config.json is missing" in err
+
+
+def test_missing_init_base_results_and_unknown_flags_are_named_without_loading_torch(tmp_path):
+    """``--init`` (finetune, segment, vqa) and ``merge --base`` were checked after 4-6 s of imports,
+    ``card --results`` after 2 s, and ``eval --data <typo>`` after loading the checkpoint (20 s here)."""
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("encoder: {name: resnet_test}\n")  # read (as YAML) only: every case fails before the run
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.json").write_text("{}")
+    nope = str(tmp_path / "nope")
+    out = str(tmp_path / "out")
+    cases = [["finetune", str(recipe), "--init", nope, "--output", out],
+             ["segment", str(REPO_ROOT / "finetune" / "seg_unet_chase_db1.yaml"), "--init", nope, "--output", out],
+             ["vqa", str(REPO_ROOT / "finetune" / "vqa_resnet18_clip.yaml"), "--init", nope, "--output", out],
+             ["merge", str(tmp_path / "adapter"), out, "--base", nope],
+             ["card", str(tmp_path / "adapter"), "--results", nope],
+             ["card", str(tmp_path / "adapter"), "--results", str(tmp_path)],
+             ["card", str(tmp_path / "adapter"), "--results", str(tmp_path / "eval")],
+             ["eval", str(tmp_path / "adapter"), "--data", "pneumonimnist"],
+             ["finetune", str(recipe), "--dataset", "breastmnst", "--output", out]]
+    missing = f"no checkpoint directory at {nope!r} (hub ids need the prefix 'hf-hub:')"
+    assert _errors_without_torch(cases) == [f"medfm: error: --init: {missing}"] * 3 + [
+        f"medfm: error: --base: {missing}",
+        f"medfm: error: --results {nope} does not exist; pass the results.json that medfm eval (or the training run) wrote",
+        f"medfm: error: --results {tmp_path} is a directory; pass the results.json that medfm eval (or the training "
+        "run) wrote (a file)",
+        f"medfm: error: --results {tmp_path / 'eval'} is a directory; pass {tmp_path / 'eval' / 'results.json'}",
+        "medfm: error: --data: unknown MedMNIST flag 'pneumonimnist'; did you mean 'pneumoniamnist' or 'dermamnist'?",
+        "medfm: error: --dataset: unknown MedMNIST flag 'breastmnst'; did you mean 'breastmnist' or 'chestmnist' or "
+        "'retinamnist'?"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_init_values_that_are_no_local_path_pass_the_early_check(tmp_path, monkeypatch):
+    """``--init timm`` (timm's weights) and ``hf-hub:`` ids are resolved by the run, not refused as paths."""
+    import medfm.cli as cli
+
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("encoder: {name: resnet_test}\n")  # only read as YAML: the run is replaced below
+    ran = []
+    monkeypatch.setattr(cli, "_run", lambda args: ran.append(args.init) or 0)
+    for init in ("timm", "hf-hub:org/model"):
+        assert main(["finetune", str(recipe), "--init", init, "--output", str(tmp_path / "o")]) == 0
+    assert ran == ["timm", "hf-hub:org/model"]

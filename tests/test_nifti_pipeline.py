@@ -73,7 +73,8 @@ def test_bad_inputs(tmp_path):
     model = SegmentationModel(medfm.create_encoder("resnet_test", in_chans=3, img_size=28), 2).eval()
     pipe = medfm.pipeline("image-segmentation", model=model)
     _volume(tmp_path / "v.nii.gz")
-    with pytest.raises(SegmentationInputError, match="2D image model"):
+    with pytest.raises(SegmentationInputError, match=r"3D NIfTI of shape \(20, 18, 13\); this 2D segmentation model "
+                                                     r"takes image files .* \(a 3D volume needs a 3D or 2\.5D "):
         pipe(str(tmp_path / "v.nii.gz"))
     with pytest.raises(SegmentationInputError, match="no such input file"):
         pipe(str(tmp_path / "missing.png"))

@@ -166,3 +166,18 @@ def test_a_message_naming_its_section_is_not_prefixed_twice():
     with pytest.raises(ConfigError) as err:  # a message that does not name the section keeps the location
         from_dict(SegDataConfig, {"dataset": "chase_db1", "scale": "x"}, where="r.yaml.data")
     assert str(err.value).startswith("r.yaml.data.scale: expected a number")
+
+
+def test_swav_local_crops_too_small_for_the_encoder_are_named_before_the_data(tmp_path, monkeypatch, capsys):
+    """``local_size: 12`` with a ConvNeXt on timm's patch-4 stem (32 px at least) failed at the first
+    training step, after the data had loaded, with the encoder's input error and no recipe location."""
+    monkeypatch.setenv("MEDFM_DATA", str(tmp_path / "no_data"))
+    r = yaml.safe_load((REPO_ROOT / "pretrain/swav_resnet18_pneumoniamnist.yaml").read_text())
+    r["data"]["size"] = 64
+    r["encoder"] = {"name": "convnext_test", "args": {"patch_size": 4}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
+    code, err = cli_error(capsys, ["pretrain", tmp_path / "r.yaml", "--output", tmp_path / "out"])
+    assert code == 2 and err == ("medfm: error: r.yaml.objective.args: swav: local_size 12 px is below the "
+                                 "smallest input encoder 'convnext_test' takes (its min_input_size: 32 px); "
+                                 "use local_size >= 32")
+    assert not (tmp_path / "out").exists()

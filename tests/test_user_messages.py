@@ -13,7 +13,6 @@ from medfm.data.errors import ChecksumError, DataFileMissingError
 from medfm.data.medmnist import MedMNISTDataset, verify_md5
 from medfm.hub import CheckpointError, save_pretrained
 from medfm.pipelines.classification import PipelineInputError
-from tests.conftest import save_tiny_bert
 
 
 def _one_line(exc_info) -> str:
@@ -22,20 +21,7 @@ def _one_line(exc_info) -> str:
     return msg
 
 
-# ---------------------------------------------------------------- VQA pipeline top_k
-
-@pytest.fixture(scope="module")
-def vqa_model(tmp_path_factory):
-    from medfm.adapters.vqa import VQAModel
-
-    bert = save_tiny_bert(tmp_path_factory.mktemp("bert"), ["is", "there", "a", "mass", "?"])
-    torch.manual_seed(0)
-    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
-    answers = ["yes", "no", "axial", "left", "right", "coronal"]
-    return VQAModel(enc, answers, 32, closed_answers=["yes", "no"], open_answers=answers[2:],
-                    text_encoder={"name": "hf", "model_name_or_path": str(bert), "max_length": 8},
-                    fusion="cross_attention", dim=16, heads=2, layers=1, dropout=0.0).eval()
-
+# ---------------------------------------------------------------- VQA pipeline top_k (vqa_model: tests/conftest.py)
 
 @pytest.mark.parametrize("bad", [0, -1, 2.0, True, "3"])
 def test_vqa_pipeline_rejects_bad_top_k(vqa_model, bad):
@@ -51,8 +37,9 @@ def test_vqa_pipeline_top_k_default_and_override(vqa_model):
     img = np.zeros((20, 20), dtype=np.uint8)
     pipe = medfm.pipeline("visual-question-answering", model=vqa_model, top_k=2)
     assert len(pipe(img, "is there a mass ?")) == 2  # None: the pipeline's top_k
-    assert len(pipe(img, "is there a mass ?", top_k=np.int64(4))) == 4
-    assert len(pipe(img, "is there a mass ?", top_k=50)) == 6  # capped at the answer vocabulary
+    assert len(vqa_model.answers) == 4
+    assert len(pipe(img, "is there a mass ?", top_k=np.int64(3))) == 3
+    assert len(pipe(img, "is there a mass ?", top_k=50)) == 4  # capped at the answer vocabulary
 
 
 # ---------------------------------------------------------------- remedies for CLI users too

@@ -44,7 +44,8 @@ class LoraSettings:
 
     Raises:
         ValueError: a value out of range or of the wrong kind (``lora.rank must be an integer >= 1,
-            got 8.0``; ``True`` is refused, not taken as 1; NaN/inf are refused).
+            got 8.0``; ``True`` is refused, not taken as 1; NaN/inf are refused), or a
+            ``target_modules`` that is not a non-empty string or does not compile as a regex.
     """
 
     rank: int = 8
@@ -57,6 +58,17 @@ class LoraSettings:
         check_number("lora.rank", self.rank, ge=1, integer=True)
         check_number("lora.alpha", self.alpha, gt=0)
         check_number("lora.dropout", self.dropout, ge=0, lt=1)
+        if self.target_modules is not None:
+            import re
+
+            if not isinstance(self.target_modules, str) or not self.target_modules:
+                raise ValueError(f"lora.target_modules must be a non-empty regex string over encoder module "
+                                 f"names (or omitted for the encoder's default), got {self.target_modules!r}")
+            try:
+                re.compile(self.target_modules)
+            except re.error as err:
+                raise ValueError(f"lora.target_modules is not a valid regex: {err} "
+                                 f"(in {self.target_modules!r})") from None
 
 
 def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence[str] = ("task_head",)):

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfm.arg_checks import check_number, number_fits
+from medfm.arg_checks import check_number, number_fits, shown
 from medfm.data.segmentation import NORMALIZATIONS
 from medfm.registry import ADAPTERS, close_match_hint
 
@@ -184,14 +184,15 @@ class UNetDecoder(nn.Module):
         ``(B, C, *S)`` image -> features ``(B, out_channels, *S)``.
 
     Raises:
-        ValueError: ``decoder_channels`` of the wrong length, unknown norm.
+        ValueError: a bad option (:func:`check_decoder_options`), ``decoder_channels`` of the wrong length.
     """
 
     def __init__(self, channels: Sequence[int], sizes: Sequence[Tuple[int, ...]], img_size: int,
                  spatial_dims: int = 2, decoder_channels: Optional[Sequence[int]] = None, input_skip: bool = True,
                  input_channels: int = 3, stem_channels: int = 16, norm: str = "batch") -> None:
         super().__init__()
-        _check_norm(norm)
+        check_decoder_options({"decoder_channels": decoder_channels, "input_skip": input_skip,
+                               "stem_channels": stem_channels, "norm": norm})
         self.encoder_channels = [int(c) for c in channels]
         self.pyramid = FeaturePyramid(channels, sizes, img_size, spatial_dims, norm)
         enc = self.pyramid.out_channels
@@ -254,13 +255,31 @@ def probe_encoder(encoder: nn.Module) -> Tuple[List[int], List[Tuple[int, ...]]]
 def check_decoder_options(decoder: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """The :class:`UNetDecoder` options of a ``decoder`` mapping (None: none), as a new dict.
 
+    The values are checked here, not by the layers they size: torch built a decoder with 0
+    channels that trained to nothing, and answered ``-1`` with a traceback, ``1.5`` with
+    "out_channels must be divisible by groups" and ``"16"`` with a string-formatting error.
+
     Raises:
-        ValueError: an option that is not one of :data:`DECODER_OPTIONS` (with close matches).
+        ValueError: an option that is not one of :data:`DECODER_OPTIONS` (with close matches);
+            ``stem_channels`` not an integer >= 1; ``decoder_channels`` not a list of integers >= 1
+            (its length is checked against the encoder's maps by :class:`UNetDecoder`);
+            ``input_skip`` not true/false; an unknown ``norm``.
     """
     options = dict(decoder or {})
     for key in options:
         if key not in DECODER_OPTIONS:
             raise ValueError(f"unknown decoder option {key!r}{close_match_hint(key, DECODER_OPTIONS, fallback='known')}")
+    if "stem_channels" in options:
+        options["stem_channels"] = check_number("stem_channels", options["stem_channels"], ge=1, integer=True)
+    channels = options.get("decoder_channels")
+    if channels is not None and (not isinstance(channels, (list, tuple)) or not channels
+                                 or not all(number_fits(c, ge=1, integer=True) for c in channels)):
+        raise ValueError(f"decoder_channels must be a list of integers >= 1 (one per pyramid level, finest first), "
+                         f"got {shown(channels)}")
+    if not isinstance(options.get("input_skip", True), bool):
+        raise ValueError(f"input_skip must be true or false, got {shown(options['input_skip'])}")
+    if "norm" in options:
+        _check_norm(options["norm"])
     return options
 
 
@@ -270,7 +289,7 @@ def unet_decoder_for(encoder: nn.Module, decoder: Optional[Dict[str, Any]] = Non
     decoder of :class:`SegmentationModel` and :class:`medfm.adapters.text_seg.TextConditionedSegmenter`.
 
     Raises:
-        ValueError: an unknown option, ``decoder_channels`` of the wrong length, an unknown norm.
+        ValueError: a bad option (:func:`check_decoder_options`), ``decoder_channels`` of the wrong length.
     """
     options = check_decoder_options(decoder)
     channels, sizes = probe_encoder(encoder)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.adapters.classification import check_class_labels
-from medfm.arg_checks import check_heads
+from medfm.arg_checks import check_heads, check_number
 from medfm.registry import ADAPTERS, close_match_hint
 
 FUSIONS = ("cross_attention", "bilinear", "coattention")
@@ -198,19 +198,45 @@ class CoAttentionFusion(nn.Module):
         return self.merge(torch.cat([masked_mean(q, q_mask), v.mean(dim=1)], dim=-1))
 
 
+def check_vqa_head(fusion: str, dim: Any, heads: Any, layers: Any, dropout: Any) -> Tuple[int, int, int, float]:
+    """Check the fusion options of :class:`VQAModel` (and of a VQA recipe's ``head`` section) with the
+    shared numeric rules (:mod:`medfm.arg_checks`): ``dim``, ``heads``, ``layers`` integers >= 1,
+    ``dropout`` a finite number in [0, 1). ``dim`` must be divisible by ``heads`` for the attention
+    fusions (``cross_attention``, ``coattention``: :func:`medfm.arg_checks.check_heads`); ``bilinear``
+    has no heads (``layers`` are its glimpses), so there any ``heads`` >= 1 goes with any ``dim``.
+
+    Returns:
+        ``(dim, heads, layers, dropout)`` as ``int, int, int, float``.
+
+    Raises:
+        ValueError: an unknown ``fusion`` (with close matches) or a bad value, one line naming it
+            (``layers must be an integer >= 1, got 0``; ``True``, ``2.5``, NaN and inf are refused).
+    """
+    if fusion not in FUSIONS:
+        hint = close_match_hint(str(fusion), FUSIONS, cutoff=0.6, fallback="known")
+        raise ValueError(f"unknown VQA fusion {fusion!r}{hint}")
+    if fusion == "bilinear":
+        dim = check_number("dim", dim, ge=1, integer=True)
+        heads = check_number("heads", heads, ge=1, integer=True, hint=" (unused by 'bilinear')")
+    else:
+        dim, heads = check_heads(dim, heads)
+    layers = check_number("layers", layers, ge=1, integer=True,
+                          hint=" (glimpses for 'bilinear')" if fusion == "bilinear" else "")
+    return int(dim), int(heads), int(layers), check_number("dropout", dropout, ge=0, lt=1)
+
+
 def build_fusion(name: str, dim: int, heads: int, layers: int, dropout: float) -> nn.Module:
     """The fusion module called ``name`` (one of :data:`FUSIONS`).
 
     Raises:
-        ValueError: unknown name (with close matches).
+        ValueError: unknown name or a bad value (:func:`check_vqa_head`).
     """
+    dim, heads, layers, dropout = check_vqa_head(name, dim, heads, layers, dropout)
     if name == "cross_attention":
         return CrossAttentionFusion(dim, heads, layers, dropout)
     if name == "bilinear":
-        return BilinearAttentionFusion(dim, glimpses=max(1, layers), dropout=dropout)
-    if name == "coattention":
-        return CoAttentionFusion(dim, heads, layers, dropout)
-    raise ValueError(f"unknown VQA fusion {name!r}{close_match_hint(name, FUSIONS, cutoff=0.6, fallback='known')}")
+        return BilinearAttentionFusion(dim, glimpses=layers, dropout=dropout)
+    return CoAttentionFusion(dim, heads, layers, dropout)
 
 
 @ADAPTERS.register("vqa")
@@ -235,8 +261,9 @@ class VQAModel(nn.Module):
         -> ``{"logits": (B, A), "type_logit": (B,)}`` (type_logit > 0 means CLOSED).
 
     Raises:
-        ValueError: empty/duplicate answers, unknown fusion, ``dim``/``heads`` not integers >= 1 or
-            ``dim`` not divisible by ``heads`` (:func:`medfm.arg_checks.check_heads`), a volume (3D) encoder.
+        ValueError: empty/duplicate answers, ``text_dim`` not an integer >= 1, an unknown fusion or a bad
+            ``dim``/``heads``/``layers``/``dropout`` (:func:`check_vqa_head`: ``dim`` divisible by ``heads``
+            for the attention fusions only), a volume (3D) encoder.
     """
 
     def __init__(self, encoder: nn.Module, answers: Sequence[str], text_dim: int,
@@ -247,9 +274,8 @@ class VQAModel(nn.Module):
         answers = [str(a) for a in answers]
         if not answers or len(set(answers)) != len(answers):
             raise ValueError("VQA answers must be a non-empty list without duplicates")
-        check_heads(dim, heads)
-        if fusion not in FUSIONS:
-            build_fusion(fusion, dim, heads, layers, dropout)  # raises with "did you mean"
+        dim, heads, layers, dropout = check_vqa_head(fusion, dim, heads, layers, dropout)
+        text_dim = check_number("text_dim", text_dim, ge=1, integer=True)
         check_vqa_encoder(encoder)
         self.encoder = encoder
         self.answers = answers
@@ -396,14 +422,13 @@ class VQAModel(nn.Module):
 
         Raises:
             ValueError: ``questions`` a single string, a different number of images and questions,
-                or ``top_k`` < 1.
+                or ``top_k`` not an integer >= 1.
         """
         if isinstance(questions, str):
             raise ValueError("questions must be a list of strings, one per image, got a single string")
         if images.shape[0] != len(questions):
             raise ValueError(f"{images.shape[0]} images for {len(questions)} questions")
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        top_k = check_number("top_k", top_k, ge=1, integer=True)
         q, m = self.question_tokens(questions)
         probs = self(images.to(self.closed_mask.device), q, m)["logits"].float().softmax(dim=-1)
         val, idx = probs.topk(min(top_k, len(self.answers)), dim=-1)
@@ -411,5 +436,6 @@ class VQAModel(nn.Module):
 
 
 __all__ = ["FUSIONS", "VQA_HEAD_MODULES", "VQAModel", "TokenProjector", "CrossAttentionFusion",
-           "BilinearAttentionFusion", "CoAttentionFusion", "build_fusion", "check_vqa_encoder", "feature_tokens",
+           "BilinearAttentionFusion", "CoAttentionFusion", "build_fusion", "check_vqa_encoder", "check_vqa_head",
+           "feature_tokens",
            "masked_mean"]

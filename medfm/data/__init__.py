@@ -18,11 +18,14 @@ from medfm.data.errors import (
 )
 from medfm.data.root import dataset_dir, resolve_data_root
 
-#: names imported on first use (PEP 562): ``medfm.data.medmnist`` pulls in torch and the medmnist
-#: package, seconds that ``import medfm.data.errors`` (the command line's error classes) should not pay
-_LAZY = {name: "medfm.data.medmnist" for name in (
-    "MEDMNIST_2D_FLAGS", "MEDMNIST_3D_FLAGS", "MEDMNIST_FLAGS", "MedMNISTDataset", "dataset_info",
-    "label_fraction_indices")}
+#: names imported on first use (PEP 562): ``medfm.data.medmnist`` imports torch (seconds) and
+#: ``medfm.data.medmnist_info`` reads the medmnist package's INFO table, which ``import
+#: medfm.data.errors`` (the command line's error classes) need not pay for
+_LAZY = {
+    **{name: "medfm.data.medmnist_info" for name in (
+        "MEDMNIST_2D_FLAGS", "MEDMNIST_3D_FLAGS", "MEDMNIST_FLAGS", "dataset_info")},
+    **{name: "medfm.data.medmnist" for name in ("MedMNISTDataset", "label_fraction_indices")},
+}
 
 
 def __getattr__(name: str):

@@ -87,7 +87,8 @@ def verify_sha256sums(folder: PathLike, progress: bool = False) -> Dict[str, Lis
 
 def verify_medmnist_md5s(folder: PathLike, progress: bool = False) -> Dict[str, List[str]]:
     """Check every ``*.npz`` directly in ``folder`` against the md5 the MedMNIST loader checks on
-    each load (:func:`medfm.data.medmnist.npz_md5s`, hashed by :func:`medfm.data.medmnist.file_md5`).
+    each load (:func:`medfm.data.medmnist_info.npz_md5s`, hashed by :func:`medfm.data.medmnist_info.file_md5`;
+    torch-free).
 
     Args:
         folder: the ``medmnist/`` folder of a data root.
@@ -102,7 +103,7 @@ def verify_medmnist_md5s(folder: PathLike, progress: bool = False) -> Dict[str, 
     """
     from tqdm.auto import tqdm
 
-    from medfm.data.medmnist import file_md5, npz_md5s
+    from medfm.data.medmnist_info import file_md5, npz_md5s
 
     folder = Path(folder)
     table = npz_md5s()

@@ -1,9 +1,10 @@
 """One image-file reader for every medfm.data reader (CHASE_DB1, TCGA-LGG, MedNIST, VQA-RAD, corpus).
 
 :func:`read_image` decodes a 2D image file with PIL (Clark et al., Pillow) into a uint8
-numpy array and turns every way a file can be bad (absent, a folder, not an image,
-truncated, a decompression bomb, non-finite float pixels) into one medfm data error with a
-one-line message naming the file, never a PIL stack trace.
+numpy array, turned upright by its EXIF Orientation tag (:func:`exif_upright`), and turns
+every way a file can be bad (absent, a folder, not an image, truncated, a decompression bomb,
+non-finite float pixels) into one medfm data error with a one-line message naming the file,
+never a PIL stack trace.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from medfm.data.root import PathLike
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 #: modes :func:`read_image` can convert to
 MODES = ("L", "RGB")
+#: the EXIF / TIFF Orientation tag (CIPA DC-008 "Exif 2.3" 4.6.4, TIFF 6.0 tag 274)
+ORIENTATION_TAG = 0x0112
 
 
 def missing_file(path: PathLike, what: str) -> DataFileMissingError:
@@ -93,11 +96,34 @@ def image_decode_error(path: PathLike, what: str, err: BaseException) -> Corrupt
     return CorruptFileError(f"cannot read {what} {path}: it is {hint}") if hint else corrupt_file_error(path, what, err)
 
 
+def exif_upright(im: Any) -> Any:
+    """A loaded PIL image turned upright by its EXIF Orientation tag (:data:`ORIENTATION_TAG`).
+
+    Phone photos of films and some JPEG/TIFF exports store the pixels rotated or mirrored and
+    an Orientation of 2-8 saying how to show them; viewers, and transformers' ``load_image``,
+    apply it with ``PIL.ImageOps.exif_transpose``, and so does medfm. An image without the tag,
+    or with Orientation 1, is returned as is (the same object, no copy: images without EXIF,
+    such as every MedNIST, VQA-RAD, CHASE_DB1 and TCGA-LGG file, decode exactly as before). An
+    EXIF block PIL cannot parse is ignored (the pixels as stored), never an error.
+
+    Returns:
+        ``im`` itself, or a transposed copy (width and height swapped for Orientations 5-8).
+    """
+    from PIL import ImageOps
+
+    try:
+        orientation = im.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # a damaged EXIF block (PIL raises SyntaxError, struct.error, ...): keep the stored pixels
+        return im
+    return ImageOps.exif_transpose(im) if orientation in range(2, 9) else im
+
+
 def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL image>", what: str = "image") -> np.ndarray:
     """A PIL image -> uint8 array, the conversion of :func:`read_image` (see there for ``mode``).
 
     A lazily opened image is loaded first; one whose file was already closed (used after its
     ``with Image.open(...)`` block) is refused by name instead of PIL's bare ``AssertionError``.
+    An EXIF Orientation tag is applied (:func:`exif_upright`).
 
     Raises:
         CorruptFileError: non-finite pixels in a float image, a closed or unreadable image file
@@ -112,6 +138,7 @@ def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL ima
             raise CorruptFileError(f"cannot read {what} {path}: its file was closed before the pixels were read; call "
                                    "im.load() (or keep im.copy()) inside the `with Image.open(...)` block") from None
         raise corrupt_file_error(path, what, err) from None
+    im = exif_upright(im)
     if im.mode in WIDE_MODES:
         im = Image.fromarray(scale_to_uint8(np.asarray(im), path, what))
     target = mode or (im.mode if im.mode in MODES else "RGB")
@@ -139,8 +166,9 @@ def image_mode(path: PathLike, what: str = "image") -> str:
 def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") -> np.ndarray:
     """Decode one 2D image file into a uint8 array.
 
-    Pixels deeper than 8 bits (PIL modes ``I;16``, ``I``, ``F``) are min-max scaled to 0-255
-    first (a constant image becomes 0). Then:
+    The image is turned upright by its EXIF Orientation tag, if any (:func:`exif_upright`, as
+    viewers and transformers' ``load_image`` show it). Pixels deeper than 8 bits (PIL modes
+    ``I;16``, ``I``, ``F``) are min-max scaled to 0-255 first (a constant image becomes 0). Then:
 
     * ``mode=None``: 8-bit grey (``"L"``) and ``"RGB"`` stay as stored, every other mode
       (``"1"``, ``"P"``, ``"LA"``, ``"RGBA"``, ``"CMYK"``, ...) is converted to RGB;
@@ -153,7 +181,8 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
         what: what the file is, for messages (e.g. ``"CHASE_DB1 mask"``).
 
     Returns:
-        ``(H, W)`` uint8 (grey) or ``(H, W, 3)`` uint8 (RGB), a fresh writable array.
+        ``(H, W)`` uint8 (grey) or ``(H, W, 3)`` uint8 (RGB), a fresh writable array, upright
+        (``H``, ``W`` of the image as shown, swapped from the stored ones for EXIF Orientations 5-8).
 
     Raises:
         DataFileMissingError: no such file (or a folder in its place).
@@ -179,5 +208,6 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
         raise image_decode_error(path, what, err) from None
 
 
-__all__ = ["read_image", "pil_to_uint8", "image_mode", "missing_file", "scale_to_uint8", "corrupt_file_error",
-           "image_decode_error", "non_image_hint", "WIDE_MODES", "MODES", "NON_IMAGE_SUFFIXES", "DICOM_HINT"]
+__all__ = ["read_image", "pil_to_uint8", "exif_upright", "image_mode", "missing_file", "scale_to_uint8",
+           "corrupt_file_error", "image_decode_error", "non_image_hint", "WIDE_MODES", "MODES", "ORIENTATION_TAG",
+           "NON_IMAGE_SUFFIXES", "DICOM_HINT"]

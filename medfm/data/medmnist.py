@@ -3,7 +3,8 @@
 Source: Yang et al., "MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D
 biomedical image classification", Scientific Data 10, 41 (2023). All metadata (task,
 label names, channels, license, split sizes, zenodo URLs, md5 per size) come from the
-``medmnist`` package's ``medmnist.info.INFO``; nothing is hard-coded here. Files are
+``medmnist`` package's ``INFO`` table, read by :mod:`medfm.data.medmnist_info` (torch-free;
+its names are re-exported here); nothing is hard-coded here. Files are
 ``<data_root>/medmnist/<flag>.npz`` at 28 px and ``<flag>_<size>.npz`` otherwise, with
 arrays ``{train,val,test}_{images,labels}`` (images uint8, labels integer ``(N, L)``).
 """
@@ -21,7 +22,6 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from medmnist.info import INFO
 from torch.utils.data import Dataset
 
 from medfm.data.errors import (
@@ -31,136 +31,28 @@ from medfm.data.errors import (
     DataShapeError,
     DownloadError,
     MedFMDataError,
-    UnknownDatasetError,
     UnknownSplitError,
-    UnsupportedSizeError,
 )
-from medfm.data.root import PathLike, dataset_dir
-from medfm.io import file_md5 as io_file_md5
+from medfm.data.medmnist_info import (
+    INFO,
+    MEDMNIST_2D_FLAGS,
+    MEDMNIST_3D_FLAGS,
+    MEDMNIST_FLAGS,
+    MULTI_LABEL_TASK,
+    SPLITS,
+    available_sizes,
+    dataset_info,
+    expected_md5,
+    file_md5,
+    medmnist_path,
+    npz_md5s,
+    npz_name,
+    npz_url,
+    verify_md5,
+)
+from medfm.data.root import PathLike
 
-MEDMNIST_2D_FLAGS: Tuple[str, ...] = tuple(f for f, i in INFO.items() if not i["python_class"].endswith("3D"))
-MEDMNIST_3D_FLAGS: Tuple[str, ...] = tuple(f for f, i in INFO.items() if i["python_class"].endswith("3D"))
-MEDMNIST_FLAGS: Tuple[str, ...] = MEDMNIST_2D_FLAGS + MEDMNIST_3D_FLAGS
-SPLITS: Tuple[str, ...] = ("train", "val", "test")
-MULTI_LABEL_TASK = "multi-label, binary-class"
 DOWNLOAD_TIMEOUT_S = 15.0
-
-# md5 hex digest per (absolute path, inode, size, mtime_ns, ctime_ns): repeated opens skip re-hashing.
-_MD5_CACHE: Dict[Tuple[str, int, int, int, int], str] = {}
-
-
-def _info(flag: str) -> Dict[str, Any]:
-    if not isinstance(flag, str) or flag not in INFO:
-        raise UnknownDatasetError.for_name(flag, MEDMNIST_FLAGS, kind="MedMNIST flag")
-    return INFO[flag]
-
-
-def available_sizes(flag: str) -> Tuple[int, ...]:
-    """Image sizes (px) ``flag`` is released at, from INFO's ``MD5_<size>`` keys (28 always).
-
-    Raises:
-        UnknownDatasetError: unknown flag (message lists close matches).
-    """
-    info = _info(flag)
-    return (28,) + tuple(sorted(int(k[4:]) for k in info if k.startswith("MD5_")))
-
-
-def _size_suffix(flag: str, size: int) -> str:
-    sizes = available_sizes(flag)
-    if size not in sizes:
-        raise UnsupportedSizeError(f"MedMNIST {flag!r} is not released at size {size!r}; available: {list(sizes)}")
-    return "" if size == 28 else f"_{size}"
-
-
-def dataset_info(flag: str) -> Dict[str, Any]:
-    """Metadata of a MedMNIST flag, usable without the data file.
-
-    Returns:
-        dict with ``flag``, ``task`` (INFO string, e.g. ``"binary-class"``,
-        ``"multi-label, binary-class"``, ``"ordinal-regression"``), ``label_names``
-        (list ordered by label index), ``num_classes`` (number of model outputs =
-        ``len(label_names)``), ``n_channels`` (1 or 3), ``is_3d``, ``sizes`` (tuple of px),
-        ``n_samples`` ({split: count}), ``license``, ``description``.
-
-    Raises:
-        UnknownDatasetError: unknown flag (message lists close matches).
-    """
-    info = _info(flag)
-    label_names = [info["label"][str(i)] for i in range(len(info["label"]))]
-    return {
-        "flag": flag,
-        "task": info["task"],
-        "label_names": label_names,
-        "num_classes": len(label_names),
-        "n_channels": int(info["n_channels"]),
-        "is_3d": flag in MEDMNIST_3D_FLAGS,
-        "sizes": available_sizes(flag),
-        "n_samples": dict(info["n_samples"]),
-        "license": info["license"],
-        "description": info["description"],
-    }
-
-
-def npz_name(flag: str, size: int = 28) -> str:
-    """File name of a released MedMNIST file: ``<flag>.npz`` at 28 px, ``<flag>_<size>.npz`` otherwise.
-
-    Raises:
-        UnknownDatasetError, UnsupportedSizeError: bad flag or size.
-    """
-    return f"{flag}{_size_suffix(flag, size)}.npz"
-
-
-def expected_md5(flag: str, size: int = 28) -> str:
-    """The published md5 of ``flag`` at ``size`` (INFO's ``MD5`` / ``MD5_<size>``): what every load
-    (:class:`MedMNISTDataset`, ``verify=True``) and :func:`download_medmnist` check the file against.
-
-    Raises:
-        UnknownDatasetError, UnsupportedSizeError: bad flag or size.
-    """
-    return _info(flag)[f"MD5{_size_suffix(flag, size)}"]
-
-
-def npz_md5s() -> Dict[str, str]:
-    """``{file name: published md5}`` of every released MedMNIST file (:func:`npz_name`,
-    :func:`expected_md5`; every flag at every size), read from INFO at each call."""
-    return {npz_name(f, s): expected_md5(f, s) for f in MEDMNIST_FLAGS for s in available_sizes(f)}
-
-
-def medmnist_path(flag: str, size: int = 28, data_root: Optional[PathLike] = None) -> Path:
-    """Expected path of the npz file: ``<data_root>/medmnist/<flag>[_<size>].npz``.
-
-    Raises:
-        UnknownDatasetError, UnsupportedSizeError: bad flag or size.
-    """
-    return dataset_dir("medmnist", data_root) / npz_name(flag, size)
-
-
-def file_md5(path: PathLike) -> str:
-    """md5 hex digest of ``path``, cached per (path, inode, size, mtime, ctime) for this process.
-
-    The ctime (inode change time) is part of the key because it changes on every write and
-    cannot be set back (unlike the mtime, which ``os.utime`` / ``cp -p`` / ``touch -r`` restore).
-    """
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if key not in _MD5_CACHE:
-        _MD5_CACHE[key] = io_file_md5(path)
-    return _MD5_CACHE[key]
-
-
-def verify_md5(path: PathLike, expected: str) -> None:
-    """Check ``path`` against the published md5 ``expected``.
-
-    Raises:
-        ChecksumError: digests differ (message names the file and both digests).
-    """
-    actual = file_md5(path)
-    if actual != expected:
-        raise ChecksumError(
-            f"md5 mismatch for {path}: got {actual}, expected {expected} "
-            "(partial or altered file; replace it with a fresh copy, or skip the check: verify=False in "
-            "Python, data.verify_md5: false in a recipe)"
-        )
 
 
 def download_medmnist(
@@ -182,7 +74,7 @@ def download_medmnist(
             the message names the file, its URL and the folder to put it in by hand.
         ChecksumError: the downloaded bytes do not match the published md5.
     """
-    url, md5 = _info(flag)[f"url{_size_suffix(flag, size)}"], expected_md5(flag, size)
+    url, md5 = npz_url(flag, size), expected_md5(flag, size)
     dest = medmnist_path(flag, size, data_root)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -311,7 +203,7 @@ class MedMNISTDataset(Dataset):
         info = dataset_info(flag)
         if split not in SPLITS:
             raise UnknownSplitError(f"unknown split {split!r} for MedMNIST {flag!r}; expected one of {', '.join(SPLITS)}")
-        suffix = _size_suffix(flag, size)
+        url = npz_url(flag, size)  # also checks the size
         self.flag, self.split, self.size = flag, split, size
         self.task: str = info["task"]
         self.label_names = list(info["label_names"])
@@ -324,7 +216,7 @@ class MedMNISTDataset(Dataset):
             if not download:
                 raise DataFileMissingError(
                     f"MedMNIST {flag!r} (size {size}) not found at {self.path}; put {self.path.name} "
-                    f"(from {INFO[flag]['url' + suffix]}) in {self.path.parent}, or point --data-root / "
+                    f"(from {url}) in {self.path.parent}, or point --data-root / "
                     "$MEDFM_DATA at a folder holding medmnist/, or pass download=True in Python"
                 )
             download_medmnist(flag, size, data_root)
@@ -453,8 +345,8 @@ def _rarest_label_groups(labels: np.ndarray) -> np.ndarray:
     return np.where(pos.any(axis=1), order[first], labels.shape[1])
 
 
-__all__ = [
-    "MEDMNIST_FLAGS", "MEDMNIST_2D_FLAGS", "MEDMNIST_3D_FLAGS", "SPLITS", "available_sizes", "dataset_info",
-    "npz_name", "expected_md5", "npz_md5s", "medmnist_path", "file_md5", "verify_md5", "download_medmnist",
-    "MedMNISTDataset", "label_fraction_indices",
+__all__ = [  # the metadata names are medfm.data.medmnist_info's, re-exported
+    "INFO", "MEDMNIST_FLAGS", "MEDMNIST_2D_FLAGS", "MEDMNIST_3D_FLAGS", "SPLITS", "MULTI_LABEL_TASK",
+    "available_sizes", "dataset_info", "npz_name", "npz_url", "expected_md5", "npz_md5s", "medmnist_path",
+    "file_md5", "verify_md5", "DOWNLOAD_TIMEOUT_S", "download_medmnist", "MedMNISTDataset", "label_fraction_indices",
 ]

@@ -90,15 +90,18 @@ class RandomViews:
 
     Args:
         cfg: the augmentation parameters.
-        out_size: output side ``S`` in pixels (default: the input side).
+        out_size: output side ``S`` in pixels, an integer >= 1 (default: the input side). An encoder
+            may need more (:attr:`medfm.encoders.base.Encoder.min_input_size`); the objective that
+            picks ``S`` checks that (:func:`medfm.objectives.inputs.check_view_size`).
 
     Raises:
-        ValueError: input not a 4-D float tensor.
+        ValueError: ``out_size`` not an integer >= 1 (``0`` was taken as the input side); in a call,
+            input not a 4-D float tensor.
     """
 
     def __init__(self, cfg: Optional[ViewConfig] = None, out_size: Optional[int] = None) -> None:
         self.cfg = cfg or ViewConfig()
-        self.out_size = out_size
+        self.out_size = None if out_size is None else check_number("views out_size", out_size, ge=1, integer=True)
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if images.ndim != 4 or not images.is_floating_point():

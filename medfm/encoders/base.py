@@ -18,6 +18,10 @@ images on a 0-255 scale would be normalised a second time and give wrong feature
 any error, so values outside [0, 1] (beyond :data:`INPUT_RANGE_TOLERANCE`) raise
 :class:`EncoderInputError`. Models that standardise their inputs on purpose (segmentation
 models trained with ``normalize: channel_zscore``) set ``encoder.input_range = None``.
+Every input error is one line that starts with the encoder's name and says what it takes
+(``resnet18 takes float (B, C, H, W) images in [0, 1] with C = 1 and H, W >= 8; got ...``)
+and the likely fix (a NumPy or channels-last batch, a single image, a volume into a 2D
+encoder, uint8 pixels, an input too small for the stem and stages: :attr:`Encoder.min_input_size`).
 
 The design follows timm's feature-extraction API (``forward_features``,
 ``forward_intermediates``) and open_clip's idea of a tower behind a fixed interface.
@@ -95,6 +99,99 @@ def _per_channel(value: Union[float, Sequence[float]], in_chans: int, what: str,
     return torch.tensor(vals, dtype=torch.float32).view(1, in_chans, *([1] * spatial_dims))
 
 
+def _layout(dims: int) -> Tuple[str, str]:
+    """``("(B, C, H, W)", "images")`` or ``("(B, C, D, H, W)", "volumes")``."""
+    return ("(B, C, H, W)", "images") if dims == 2 else ("(B, C, D, H, W)", "volumes")
+
+
+def _channels_first(dims: int) -> str:
+    """The ``permute`` that turns a channels-last batch into ``(B, C, ...)``."""
+    return "permute(0, 3, 1, 2)" if dims == 2 else "permute(0, 4, 1, 2, 3)"
+
+
+def _not_a_tensor(x: Any, in_chans: int, dims: int) -> Tuple[str, str]:
+    """What a non-tensor input is, and how to turn it into one (``(got, hint)`` for :meth:`Encoder.input_error`)."""
+    shape = getattr(x, "shape", None)
+    if hasattr(x, "__array__") and isinstance(shape, tuple):  # a NumPy (or array-like) batch
+        steps, note = ["torch.from_numpy(x)"], ""
+        if len(shape) == dims + 2 and shape[-1] == in_chans and shape[1] != in_chans:
+            steps.append(_channels_first(dims))
+            note = " (it looks channels-last)"
+        if str(getattr(x, "dtype", "")) == "uint8":
+            steps.append("float() / 255")
+        kind = f"{type(x).__module__.split('.')[0]}.{type(x).__name__}"  # numpy.ndarray
+        return f"a {kind} of shape {shape}, not a torch.Tensor", f"convert it with {'.'.join(steps)}{note}"
+    if isinstance(x, (list, tuple)):
+        return f"a {type(x).__name__} of {len(x)} items, not a torch.Tensor", "stack the images with torch.stack(x)"
+    return f"{type(x).__name__}, not a torch.Tensor", ""
+
+
+def _rank_hint(shape: Tuple[int, ...], in_chans: int, dims: int) -> str:
+    """The likely cause of a tensor with the wrong number of axes, or ``""``."""
+    kind = _layout(dims)[1][:-1]
+    if dims == 3 and len(shape) == 4 and shape[1] == in_chans:
+        return "2D images (B, C, H, W)? this is a 3D (volume) encoder: use a 2D encoder, or pass volumes"
+    if len(shape) == dims + 1 and shape[0] == in_chans:
+        return f"a single {kind}? add the batch axis with x.unsqueeze(0)"
+    if len(shape) == dims + 1 and in_chans == 1:
+        return f"{kind}s without the channel axis? add it with x.unsqueeze(1)"
+    if dims == 2 and len(shape) == 5:
+        from medfm.registry import ENCODERS  # the error path only: the registry lists the 3D encoders
+
+        names = [n for n in ENCODERS.names(dims=3) if not ENCODERS.tags(n).get("test")]
+        return (f"volumes (B, C, D, H, W)? this is a 2D encoder: use a 3D one ({', '.join(names)}), "
+                "or pass 2D slices")
+    return ""
+
+
+def _channel_hint(shape: Tuple[int, ...], in_chans: int, dims: int) -> str:
+    """How to fix a batch whose axis 1 is not ``in_chans`` channels."""
+    if shape[-1] == in_chans:
+        return f"channels last? use x.{_channels_first(dims)}"
+    return f"convert the images to {in_chans} channel(s), or create the encoder with in_chans={shape[1]}"
+
+
+def _dtype_hint(dtype: torch.dtype) -> str:
+    """How to turn a non-float batch into float values in [0, 1]."""
+    if dtype == torch.uint8:
+        return "divide them by 255 (x.float() / 255)"
+    if dtype == torch.bool:
+        return "convert them with x.float()"
+    return "convert them to float and rescale them to [0, 1] (e.g. 16-bit images: x.float() / 65535)"
+
+
+def min_side_after_convs(convs: Sequence[nn.Module], limit: int = 4096) -> int:
+    """The smallest square input side for which a chain of convolutions, applied in this order, leaves
+    at least one pixel (``out = floor((s + 2p - d (k - 1) - 1) / stride) + 1`` per convolution; a
+    ``"same"`` padding keeps the side). Sets :attr:`Encoder.min_input_size` of a family whose
+    downsampling convolutions have no padding (timm's ConvNeXt: a patch stem, 2x2 stride-2 downsampling).
+
+    Args:
+        convs: ``nn.Conv2d``/``nn.Conv3d`` modules on the downsampling path (stem, stage downsampling),
+            in forward order; the first entry of each (square) kernel, stride, padding and dilation is used.
+        limit: the largest side tried.
+
+    Raises:
+        ValueError: no side up to ``limit`` leaves a pixel.
+    """
+    def out(side: int) -> int:
+        for conv in convs:
+            if isinstance(conv.padding, str):
+                side = side if conv.padding == "same" else (side - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) \
+                    // conv.stride[0] + 1
+            else:
+                side = (side + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) \
+                    // conv.stride[0] + 1
+            if side < 1:
+                return 0
+        return side
+
+    for side in range(1, limit + 1):
+        if out(side) >= 1:
+            return side
+    raise ValueError(f"no input side up to {limit} leaves a pixel after these convolutions")
+
+
 class Encoder(nn.Module):
     """Base class of all medfm image encoders.
 
@@ -104,7 +201,8 @@ class Encoder(nn.Module):
         mean, std: per-channel normalisation applied to inputs in [0, 1]
             (default 0.5/0.5, as the MedMNIST benchmark code does).
         fixed_size: when True (ViTs with learned position embeddings)
-            inputs must be exactly ``img_size``; the others (CNNs, Mamba, MedViT-KAN) accept any size >= 8.
+            inputs must be exactly ``img_size``; the others (CNNs, Mamba, MedViT-KAN) accept any size
+            >= :attr:`min_input_size` (8, more for a family whose downsampling would leave no pixel).
 
     Subclasses implement ``_features``, ``_pool`` and ``_intermediates`` on normalised
     input and set ``num_features``; ``forward``, ``forward_features`` and
@@ -125,6 +223,10 @@ class Encoder(nn.Module):
     input_range: Optional[Tuple[float, float]] = (0.0, 1.0)
     #: regex matched (``re.fullmatch``) by peft against full module names.
     lora_target_modules: str = r".*"
+    #: the smallest input side :meth:`check_input` accepts; a family whose stem and stage downsampling
+    #: would leave no pixel below a larger side sets it per instance (timm's ConvNeXt: the product of its
+    #: strides, see :func:`min_side_after_convs`), so such inputs get one line instead of a torch error.
+    min_input_size: int = 8
 
     def __init__(
         self,
@@ -146,12 +248,33 @@ class Encoder(nn.Module):
         self.config: Dict[str, Any] = {}
 
     # -- input handling -------------------------------------------------------------
+    @property
+    def display_name(self) -> str:
+        """The first word of the encoder's input errors: its registered name (``config["name"]``, set by
+        :func:`medfm.encoders.create_encoder`), else its class name."""
+        return str(self.config.get("name") or type(self).__name__)
+
+    def input_spec(self) -> str:
+        """What the encoder takes, as its input errors say it, e.g. ``float (B, C, H, W) images in [0, 1]
+        with C = 1 and H, W >= 8`` (fixed size: ``H = W = 28``; volumes: ``(B, C, D, H, W)``, ``D, H, W``)."""
+        layout, kind = _layout(self.spatial_dims)
+        axes = layout[7:-1].split(", ")
+        sides = (" = ".join(axes) + f" = {self.img_size}") if self.fixed_size else \
+            (", ".join(axes) + f" >= {self.min_input_size}")
+        return f"float {layout} {kind} in [0, 1] with C = {self.in_chans} and {sides}"
+
+    def input_error(self, got: str, hint: str = "") -> "EncoderInputError":
+        """The one-line error of :meth:`check_input`: ``<name> takes <input_spec>; got <got>[: <hint>]``."""
+        sep = ": " if hint else ""
+        return EncoderInputError(f"{self.display_name} takes {self.input_spec()}; got {got}{sep}{hint}")
+
     def check_input(self, x: torch.Tensor, check_size: bool = True) -> None:
         """Validate ``x``: a non-empty float ``(B, in_chans, H, W)`` (3D: ``(B, in_chans, D, H, W)``)
         tensor with finite values in [0, 1].
 
-        The value check is one ``torch.aminmax`` over the batch (any float dtype, also bfloat16
-        tensors made under ``torch.autocast``). Values may exceed [0, 1] by
+        The shape and dtype checks are O(1); the value check is one ``torch.aminmax`` over the batch
+        (any float dtype, also bfloat16 tensors made under ``torch.autocast``), which finds NaN/inf and
+        the range in the same pass. Values may exceed [0, 1] by
         ``max(INPUT_RANGE_TOLERANCE, torch.finfo(x.dtype).eps)`` (1e-3 for float32/float16,
         2**-7 for bfloat16; see :data:`INPUT_RANGE_TOLERANCE`). ``input_range = None`` on the
         instance skips the range part (NaN/inf are still refused).
@@ -159,40 +282,48 @@ class Encoder(nn.Module):
         Args:
             x: the input batch.
             check_size: also check the spatial size (``img_size`` for fixed-size encoders,
-                at least 8 per side); objectives turn it off for raw batches that their random
-                views resize before the encoder sees them.
+                at least :attr:`min_input_size` per side); objectives turn it off for raw batches that
+                their random views resize before the encoder sees them.
 
         Raises:
-            EncoderInputError: wrong type, rank, channel count, an empty batch (B=0), size,
-                NaN/inf values, or values outside [0, 1] (one line naming the observed range and
-                the likely cause: already normalised images, a 0-255 scale).
+            EncoderInputError: one line starting with the encoder's name (:attr:`display_name`): what it
+                takes (:meth:`input_spec`), what it got and the likely fix, e.g. ``resnet18 takes float
+                (B, C, H, W) images in [0, 1] with C = 1 and H, W >= 8; got 28 input channels (shape
+                (2, 28, 28, 1)): channels last? use x.permute(0, 3, 1, 2)``. For: not a tensor (a NumPy
+                array: how to convert it), wrong rank (a single image, a volume into a 2D encoder and
+                back), channel count, a non-float dtype, an empty batch (B=0), a size other than
+                ``img_size`` (fixed-size encoders) or below :attr:`min_input_size`; then NaN/inf values,
+                or values outside [0, 1] (naming the observed range and the likely cause: already
+                normalised images, a 0-255 scale).
         """
         dims = self.spatial_dims
-        layout = "(B, C, H, W)" if dims == 2 else "(B, C, D, H, W)"
         if not isinstance(x, torch.Tensor):
-            raise EncoderInputError(f"expected a torch.Tensor of shape {layout}, got {type(x).__name__}")
+            raise self.input_error(*_not_a_tensor(x, self.in_chans, dims))
         if x.ndim != dims + 2:
-            raise EncoderInputError(f"expected a {layout} tensor, got shape {tuple(x.shape)} ({x.ndim} dims)")
+            raise self.input_error(f"shape {tuple(x.shape)} ({x.ndim} dims)",
+                                   _rank_hint(tuple(x.shape), self.in_chans, dims))
         if x.shape[1] != self.in_chans:
-            raise EncoderInputError(
-                f"encoder expects {self.in_chans} input channel(s), got {x.shape[1]} (shape {tuple(x.shape)})"
-            )
+            raise self.input_error(f"{x.shape[1]} input channels (shape {tuple(x.shape)})",
+                                   _channel_hint(tuple(x.shape), self.in_chans, dims))
         if not x.is_floating_point():
-            raise EncoderInputError(f"expected float inputs in [0, 1], got dtype {x.dtype}")
+            raise self.input_error(f"non-float inputs (dtype {x.dtype})", _dtype_hint(x.dtype))
         if x.shape[0] == 0:
-            raise EncoderInputError(f"got an empty batch (B=0, shape {tuple(x.shape)}); pass at least one image")
+            raise self.input_error(f"an empty batch (B=0, shape {tuple(x.shape)})", "pass at least one image")
         spatial = tuple(x.shape[2:])
-        shown = "x".join(map(str, spatial))
         if check_size and self.fixed_size and any(s != self.img_size for s in spatial):
-            raise EncoderInputError(
-                f"encoder was built for {'x'.join([str(self.img_size)] * dims)} inputs, got {shown}; resize the "
-                f"inputs or create the encoder with img_size={spatial[-1]}"
-            )
-        if check_size and min(spatial) < 8:
-            raise EncoderInputError(f"inputs must be at least 8 pixels per side, got {shown}")
+            raise self.input_error(
+                f"{'x'.join(map(str, spatial))} inputs (it was built for {'x'.join([str(self.img_size)] * dims)})",
+                f"resize the inputs or create the encoder with img_size={spatial[-1]}")
+        if check_size and min(spatial) < self.min_input_size:
+            unit = "pixels" if dims == 2 else "voxels"
+            raise self.input_error(f"{'x'.join(map(str, spatial))} inputs",
+                                   f"resize them to at least {self.min_input_size} {unit} per side")
         if x.numel() == 0:  # a zero-sized side (only with check_size=False): nothing to check
             return
-        check_value_range(x, self.input_range)
+        try:
+            check_value_range(x, self.input_range)
+        except EncoderInputError as err:
+            raise EncoderInputError(f"{self.display_name}: {err}") from None
 
     def normalize(self, x: torch.Tensor, check: bool = True) -> torch.Tensor:
         """Check ``x`` ((B, C, H, W) or (B, C, D, H, W) in [0, 1], see :meth:`check_input`) and

@@ -58,7 +58,9 @@ class KANResNet(TimmResNet):
     for resnet18 (s = 8 at 28 px).
 
     Raises:
-        ValueError: bad basis spec, ``in_chans`` or ``img_size``.
+        EncoderArgumentError (a ``ValueError``): a bad ``kan`` basis spec (unknown name or argument, with
+            "did you mean"; a bad degree or grid), refused before the network is built
+            (:func:`~medfm.encoders.layers.kan.create_basis`), or a bad ``in_chans``/``img_size``.
     """
 
     family = "kan"
@@ -70,7 +72,7 @@ class KANResNet(TimmResNet):
     def __init__(self, arch: str, in_chans: int = 3, img_size: int = 224, kan: Optional[BasisSpec] = None,
                  **kwargs: Any) -> None:
         kan = DEFAULT_BASIS if kan is None else kan
-        create_basis(kan)  # validate before building
+        create_basis(kan, arg="kan")  # validate before building, naming the argument
         super().__init__(arch, in_chans=in_chans, img_size=img_size, block=KANBasicBlock,
                          block_args={"kan": kan}, **kwargs)
 

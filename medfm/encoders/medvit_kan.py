@@ -65,8 +65,9 @@ class MedViTKANConfig:
         EncoderArgumentError (a ``ValueError``): dims not 4 integers >= 1, blocks not 4 strings of
             ``L``/``G``, an even or non-integer kernel_size, a head_dim whose head count does not divide
             a stage width, ratios that give no hidden channel, drop_path_rate not a number in [0, 1)
-            (:mod:`medfm.encoders.checks`), an unknown attn_backend (with "did you mean").
-        ValueError: an unknown KAN basis.
+            (:mod:`medfm.encoders.checks`), an unknown attn_backend (with "did you mean"), a bad ``kan``
+            basis spec (:func:`~medfm.encoders.layers.kan.create_basis`: unknown name or argument with
+            "did you mean", a bad degree or grid).
     """
 
     dims: Tuple[int, int, int, int]
@@ -100,7 +101,7 @@ class MedViTKANConfig:
         if self.attn_backend not in BACKENDS:
             raise EncoderArgumentError(f"unknown attn_backend {self.attn_backend!r}"
                                        f"{close_match_hint(self.attn_backend, BACKENDS)}")
-        create_basis(self.kan)  # validates the basis spec early
+        create_basis(self.kan, arg="kan")  # validates the basis spec early
 
 
 def medvit_stem_stride(img_size: int) -> int:

@@ -5,6 +5,14 @@ MedMNIST images to 1x1 at the last stage. As in the MedMNIST v2 benchmark code
 (Yang et al., Scientific Data 2023, "ResNet-18 (28)"), small inputs use a 3x3 stride-1
 stem without max-pooling (<= 32 px) or a stride-2 stem (<= 64 px); ViTs pick a patch
 size that gives a 7x7 to 14x14 token grid.
+
+That stem is the default only: an argument that chooses timm's stem (:data:`TIMM_STEM_ARGS`:
+ConvNeXt ``patch_size``, ResNet/ConvNeXt ``stem_type``) keeps timm's stem at every size, as an
+explicit ViT ``patch_size`` replaces the automatic one. (The small-image stem used to replace
+it regardless, so ``patch_size`` did nothing at <= 64 px but shift timm's stage strides, and
+a ResNet ``stem_type='deep'`` became one 3x3 conv.) A ConvNeXt whose stem and stage
+downsampling (no padding) would leave no pixel at ``img_size`` is refused when it is built,
+and inputs smaller than that are refused in forward (``Encoder.min_input_size``).
 """
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ import timm
 import torch
 from torch import nn
 
-from medfm.encoders.base import Encoder
+from medfm.encoders.base import Encoder, min_side_after_convs
 from medfm.encoders.checks import (EncoderArgumentError, check_int, check_no_empty_layers, check_positive,
                                    check_rate, check_ratio_widths, check_stage_ints)
 from medfm.registry import ENCODERS
@@ -109,6 +117,17 @@ TIMM_SIZE_ARGS = ("depth", "num_heads", "stem_width", "base_width", "cardinality
 
 #: timm's width ratios: finite numbers > 0 (one too small for a layer's width is refused after the build)
 TIMM_RATIO_ARGS = ("mlp_ratio",)
+
+#: timm arguments that choose the stem (ConvNeXt ``patch_size``, ResNet/ConvNeXt ``stem_type``): given
+#: one, the encoder keeps timm's stem at every ``img_size``; medfm's small-image stem (:func:`stem_stride`)
+#: replaces timm's only when none is given (it ignored them at <= 64 px)
+TIMM_STEM_ARGS = ("patch_size", "stem_type")
+
+
+def uses_timm_stem(kwargs: Dict[str, Any]) -> bool:
+    """True when ``kwargs`` choose timm's stem (one of :data:`TIMM_STEM_ARGS` is given), so the
+    small-image stem must not replace it."""
+    return any(k in kwargs for k in TIMM_STEM_ARGS)
 
 
 def check_timm_args(kwargs: Dict[str, Any]) -> None:
@@ -206,7 +225,8 @@ class TimmEncoder(Encoder):
 
 
 class TimmResNet(TimmEncoder):
-    """A timm ResNet (He et al. 2016) with a small-image stem for <= 64 px inputs.
+    """A timm ResNet (He et al. 2016) with a small-image stem for <= 64 px inputs (timm's own stem
+    when ``stem_type`` is given, see :data:`TIMM_STEM_ARGS`).
 
     Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, D, H/s, W/s)``.
     """
@@ -219,7 +239,7 @@ class TimmResNet(TimmEncoder):
         super().__init__(in_chans, img_size)
         self.model = _timm_create(arch, timm_pretrained, in_chans=in_chans, **kwargs)
         stride = stem_stride(img_size)
-        if stride is not None:
+        if stride is not None and not uses_timm_stem(kwargs):
             width = self.model.bn1.num_features  # also right for timm's deep (Sequential) stems
             self.model.conv1 = nn.Conv2d(in_chans, width, 3, stride=stride, padding=1, bias=False)
             self.model.maxpool = nn.Identity()
@@ -229,11 +249,23 @@ class TimmResNet(TimmEncoder):
 class TimmConvNeXt(TimmEncoder):
     """A timm ConvNeXt (Liu et al. 2022) with a stride-1/2 stem for <= 64 px inputs.
 
-    Input ``(B, in_chans, H, W)`` in [0, 1]; ``forward_features`` gives ``(B, D, h, w)``.
+    Without a stem argument, inputs <= 32 px get a 3x3 stride-1 stem and <= 64 px a 2x2 stride-2
+    one (:func:`stem_stride`); larger ones timm's 4x4 patch stem. An explicit ``patch_size`` (or
+    ``stem_type``) keeps timm's stem at every size (:data:`TIMM_STEM_ARGS`), so
+    ``patch_size=4`` at 64 px is timm's patch-4 stem (stage maps 16/8/4/2), ``patch_size=1`` at
+    28 px a 1x1 stem (28/14/7/3). timm sets the stage strides from the stem's (``patch_size=2``
+    makes stage 1 downsample too, and past ``output_stride`` 32 it dilates instead).
+
+    Input ``(B, in_chans, H, W)`` in [0, 1], ``H, W >= min_input_size`` (8 with the small-image stems,
+    32 with timm's patch-4 stem: the product of the stem and 3 stride-2 downsamplings, which have no
+    padding); ``forward_features`` gives ``(B, D, h, w)``.
 
     Raises:
         EncoderArgumentError (a ``ValueError``): a ``patch_size`` (timm's stem patch) that is not an
-            integer >= 1, or a bad timm argument (:func:`check_timm_args`).
+            integer >= 1, does not divide ``img_size`` (the border would be cropped, as for a ViT), or
+            has no effect (a ``stem_type`` other than ``'patch'``); stem arguments that leave no pixel
+            at the last stage at ``img_size`` (``patch_size=4`` at 28 px); a bad timm argument
+            (:func:`check_timm_args`).
     """
 
     family = "cnn"
@@ -243,13 +275,29 @@ class TimmConvNeXt(TimmEncoder):
                  **kwargs: Any) -> None:
         super().__init__(in_chans, img_size)
         if "patch_size" in kwargs:  # timm's stem patch (a float or str was a TypeError inside torch)
-            kwargs["patch_size"] = check_int("patch_size", kwargs["patch_size"])
+            patch = kwargs["patch_size"] = check_int("patch_size", kwargs["patch_size"])
+            if img_size % patch:
+                raise EncoderArgumentError(f"patch_size must divide img_size={img_size}, got {patch}")
         self.model = _timm_create(arch, timm_pretrained, in_chans=in_chans, **kwargs)
+        stem = self.model.stem[0]
+        if "patch_size" in kwargs and (stem.kernel_size[0], stem.stride[0]) != (patch, patch):
+            raise EncoderArgumentError(f"patch_size={patch} has no effect with stem_type="
+                                       f"{kwargs.get('stem_type')!r}: only timm's 'patch' stem has a patch size "
+                                       "(its overlapping stems are 3x3 stride-2 convolutions)")
         stride = stem_stride(img_size)
-        if stride is not None:
-            width = self.model.stem[0].out_channels
+        if stride is not None and not uses_timm_stem(kwargs):
+            width = stem.out_channels
             kernel = 3 if stride == 1 else 2
             self.model.stem[0] = nn.Conv2d(in_chans, width, kernel, stride=stride, padding=kernel // 2 if stride == 1 else 0)
+        downsampling = [m for part in (self.model.stem, *(s.downsample for s in self.model.stages))
+                        for m in part.modules() if isinstance(m, nn.Conv2d)]
+        self.min_input_size = max(8, min_side_after_convs(downsampling))
+        if img_size < self.min_input_size:
+            given = [k for k in TIMM_STEM_ARGS if k in kwargs] or list(TIMM_STEM_ARGS)
+            raise EncoderArgumentError(
+                f"{', '.join(f'{k}={kwargs.get(k)!r}' for k in given)} needs img_size >= {self.min_input_size} (the "
+                f"stem and the stages' stride-2 downsampling leave no pixel at the last stage below that), got "
+                f"img_size={img_size}; leave {' and '.join(given)} unset for medfm's small-image stem")
         self.num_features = self.model.num_features
 
 

@@ -7,7 +7,8 @@
 * :mod:`~medfm.evaluation.protocols`: as-is / linear probe / kNN on frozen features.
 * :mod:`~medfm.evaluation.suites`: declarative evaluation suites (``eval_suites/*.yaml``), run;
   their schema in :mod:`~medfm.evaluation.suite_spec`, checkpoint choice in
-  :mod:`~medfm.evaluation.suite_checkpoints`.
+  :mod:`~medfm.evaluation.suite_checkpoints`, each dataset's data (and why one is skipped) in
+  :mod:`~medfm.evaluation.suite_data`.
 * :mod:`~medfm.evaluation.cam`: Grad-CAM / Eigen-CAM for every encoder family.
 * :mod:`~medfm.evaluation.calibration`: top-label ECE with reliability-diagram bins.
 * :mod:`~medfm.evaluation.report`: ``results.json`` + ``report.md`` + PNG figures.

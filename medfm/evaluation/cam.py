@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medfm.arg_checks import check_number
 from medfm.io import PathLike
 
 CAM_METHODS = ("gradcam", "eigencam")
@@ -153,7 +154,12 @@ def compute_cams(classifier: nn.Module, images: torch.Tensor, targets: Optional[
 
 
 def sample_per_class(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
-    """A fixed seeded sample of up to ``per_class`` indices of each class (sorted by class)."""
+    """A fixed seeded sample of up to ``per_class`` indices of each class (sorted by class).
+
+    Raises:
+        ValueError: ``per_class`` not an integer >= 1 (``2.5`` stopped in a slice, ``0`` drew nothing).
+    """
+    per_class = check_number("per_class", per_class, ge=1, integer=True)
     y = np.asarray(labels).reshape(len(labels), -1)[:, 0]
     rng = np.random.default_rng(seed)
     picks = [np.sort(rng.permutation(np.flatnonzero(y == c))[:per_class]) for c in np.unique(y)]

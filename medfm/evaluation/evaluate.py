@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from medfm.data.errors import MedFMDataError
 from medfm.evaluation.predict import classifier_core, predict_scores
 
 #: MedMNIST v2 (Yang et al., Scientific Data 2023), Table: ResNet-18 (28) test ACC/AUC.
@@ -28,6 +29,29 @@ MEDMNIST_V2_RESNET18_28 = {
 
 class ChannelMismatchError(ValueError):
     """A checkpoint's in_chans does not match the dataset's channels."""
+
+
+class EmptySplitError(MedFMDataError, ValueError):
+    """A data split that holds no images, so there is nothing to score or fit on."""
+
+
+def check_split_has_images(ds: Any, dataset: str, split: str, purpose: str = "evaluate") -> None:
+    """Refuse a split with no images before a model runs on it (``medfm eval --data`` on an empty split
+    ended with torch's "expected a non-empty list of Tensors", a suite with numpy's "cannot reshape
+    array of size 0").
+
+    Args:
+        ds: the loaded split (anything with ``len``; its ``path``, when it has one, is named).
+        dataset, split: named in the message; purpose: what the split was for (``"score"``,
+            ``"fit the probe on"``).
+
+    Raises:
+        EmptySplitError: one line, e.g. ``the test split of pneumoniamnist (/data/medmnist/pneumoniamnist.npz)
+            holds no images: nothing to evaluate``.
+    """
+    if len(ds) == 0:
+        where = f" ({ds.path})" if getattr(ds, "path", None) else ""
+        raise EmptySplitError(f"the {split} split of {dataset}{where} holds no images: nothing to {purpose}")
 
 
 def _check_label_names(model_names, data_names, checkpoint: str, dataset: str) -> None:
@@ -161,6 +185,7 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
             before the model or data are loaded.
         ValueError: a checkpoint whose classes do not match the dataset's (count, task or label
             names), or a 2D checkpoint on a 3D set (or the reverse); medfm data errors.
+        EmptySplitError: the split holds no images (:func:`check_split_has_images`).
     """
     from tqdm.auto import tqdm
 
@@ -189,6 +214,7 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
         raise ValueError(f"checkpoint predicts {core.num_classes} classes ({core.task}) but {dataset} has "
                          f"{ds.num_classes} ({ds.task})")
     _check_label_names(core.label_names, ds.label_names, checkpoint, dataset)
+    check_split_has_images(ds, dataset, split)
     with tqdm(total=len(ds), desc=f"{dataset} {split}", unit="img", leave=False) as bar:
         scores = predict_scores(model, ProgressSet(ds, bar), batch_size=batch_size)
     meta = {"checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir) if (ckpt_dir / "model.safetensors").is_file() else None,

@@ -31,6 +31,8 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from medfm.arg_checks import check_number
+
 AUTO_EPOCHS_CAP = 60
 
 
@@ -38,10 +40,9 @@ def auto_epochs(fraction: float) -> int:
     """Epochs for a label ``fraction`` in (0, 1]: ``min(60, ceil(2 / fraction))``.
 
     Raises:
-        ValueError: a fraction outside (0, 1].
+        ValueError: a fraction that is not a number in (0, 1] (``True`` is refused, not taken as 1).
     """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    fraction = check_number("label fraction", fraction, gt=0, le=1)
     return int(min(AUTO_EPOCHS_CAP, math.ceil(2.0 / fraction - 1e-9)))
 
 

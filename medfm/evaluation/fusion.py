@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from medfm.arg_checks import check_number
 from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, presence
 from medfm.evaluation.metrics import binary_auc
 from medfm.io import PathLike, atomic_write_json, atomic_write_text, to_jsonable
@@ -75,10 +76,9 @@ def mcar_drop(present: Mapping[str, torch.Tensor], rate: float, gen: torch.Gener
     present ones) stays.
 
     Raises:
-        ValueError: ``rate`` outside [0, 1).
+        ValueError: ``rate`` not a number in [0, 1).
     """
-    if not 0 <= rate < 1:
-        raise ValueError(f"MCAR rate must be in [0, 1), got {rate}")
+    rate = check_number("MCAR rate", rate, ge=0, lt=1)
     mods = list(present)
     pres = torch.stack([present[m] for m in mods], 1)
     keep = pres & (torch.rand(pres.shape, generator=gen) >= rate)
@@ -98,10 +98,10 @@ def mnar_drop(labels: torch.Tensor, present: Mapping[str, torch.Tensor], modalit
     modalities outside ``modalities`` are never removed.
 
     Raises:
-        ValueError: probabilities outside [0, 1].
+        ValueError: a probability that is not a number in [0, 1] (``True`` used to be taken as 1).
     """
-    if not (0 <= p_high <= 1 and 0 <= p_low <= 1):
-        raise ValueError(f"MNAR probabilities must be in [0, 1], got {p_high}, {p_low}")
+    p_high = check_number("MNAR p_high", p_high, ge=0, le=1)
+    p_low = check_number("MNAR p_low", p_low, ge=0, le=1)
     y = labels.reshape(-1).long()
     high = (y == 0) if flip else (y == 1)
     p = torch.where(high, torch.tensor(float(p_high)), torch.tensor(float(p_low)))

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medfm.arg_checks import check_number
 from medfm.training.loop import get_batch
 
 
@@ -21,7 +22,11 @@ def predict_scores(model: nn.Module, dataset: Any, batch_size: int = 256) -> np.
 
     Runs in eval mode and fp32 (no autocast), in fixed batches of ``batch_size`` in dataset
     order, so the same checkpoint gives bit-identical scores in any process.
+
+    Raises:
+        ValueError: ``batch_size`` not an integer >= 1 (``0`` stopped in ``range()``, ``2.5`` in torch).
     """
+    batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
     was_training = model.training
     model.eval()
     core = classifier_core(model)

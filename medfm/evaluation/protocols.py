@@ -25,6 +25,7 @@ import torch
 from scipy.special import expit
 from torch import nn
 
+from medfm.arg_checks import check_number, number_fits
 from medfm.registry import close_match_hint
 
 PROTOCOLS = ("as-is", "linear", "knn", "finetune")
@@ -63,11 +64,13 @@ def extract_features(encoder: nn.Module, dataset: Any, batch_size: int = 256, de
 
     Raises:
         EncoderInputError: images whose channels/size the encoder does not accept.
+        ValueError: ``batch_size`` not an integer >= 1.
     """
     from tqdm.auto import tqdm
 
     from medfm.training.loop import get_batch
 
+    batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
     was = encoder.training
     encoder.eval()
     device = next(encoder.parameters()).device
@@ -92,9 +95,14 @@ def extract_features(encoder: nn.Module, dataset: Any, batch_size: int = 256, de
 
 
 def subset_indices(labels: np.ndarray, label_fraction: float, seed: int) -> np.ndarray:
-    """Stratified seeded indices of ``label_fraction`` of the training labels (all when 1)."""
+    """Stratified seeded indices of ``label_fraction`` of the training labels (all when 1).
+
+    Raises:
+        ValueError: ``label_fraction`` not a number in (0, 1] (``1.5`` and ``True`` used to mean all labels).
+    """
     from medfm.data.medmnist import label_fraction_indices
 
+    label_fraction = check_number("label_fraction", label_fraction, gt=0, le=1)
     if label_fraction >= 1.0:
         return np.arange(len(labels))
     return label_fraction_indices(labels, label_fraction, seed=seed)
@@ -168,10 +176,12 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, task: str, num_cl
         C: inverse regularisation strength.
 
     Raises:
-        ValueError: fewer than 2 classes among ``labels`` (a probe cannot be fitted).
+        ValueError: fewer than 2 classes among ``labels`` (a probe cannot be fitted); ``C`` not a
+            finite number > 0.
     """
     from sklearn.linear_model import LogisticRegression
 
+    C = check_number("C", C, gt=0)
     x = np.asarray(features, dtype=np.float64)
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
@@ -225,13 +235,13 @@ def select_probe_c(train_features: np.ndarray, train_labels: np.ndarray, val_fea
         ``(best_C, {C: validation ACC})``.
 
     Raises:
-        ValueError: an empty grid, a non-positive C, or features of mismatched width.
+        ValueError: an empty grid, a C that is not a finite number > 0, or features of mismatched width.
     """
     from medfm.evaluation.metrics import classification_metrics
 
+    if not len(grid) or not all(number_fits(c, gt=0) for c in grid):
+        raise ValueError(f"the C grid must hold positive finite numbers, got {list(grid)}")
     grid = sorted(float(c) for c in grid)
-    if not grid or grid[0] <= 0:
-        raise ValueError(f"the C grid must hold positive values, got {grid}")
     if np.shape(train_features)[1:] != np.shape(val_features)[1:]:
         raise ValueError(f"train features {np.shape(train_features)} and val features {np.shape(val_features)} differ in width")
     accs: Dict[float, float] = {}
@@ -259,11 +269,12 @@ def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_featur
         (N, K) float32 scores, each row summing to 1 (not for multi-label).
 
     Raises:
-        ValueError: ``k < 1``, ``temperature <= 0``, feature sizes that differ, or train labels
-            whose count, shape or class range does not fit ``train_features``/``num_classes``.
+        ValueError: ``k`` not an integer >= 1, ``temperature`` not a finite number > 0, feature sizes
+            that differ, or train labels whose count, shape or class range does not fit
+            ``train_features``/``num_classes``.
     """
-    if k < 1 or temperature <= 0:
-        raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    k = check_number("k", k, ge=1, integer=True)
+    temperature = check_number("temperature", temperature, gt=0)
     tr = torch.nn.functional.normalize(torch.as_tensor(np.asarray(train_features), dtype=torch.float32), dim=1)
     te = torch.nn.functional.normalize(torch.as_tensor(np.asarray(test_features), dtype=torch.float32), dim=1)
     if tr.shape[1] != te.shape[1]:

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_number, number_fits
 
 #: a numpy array or a torch tensor (moved to CPU and converted)
 ArrayLike = Any
@@ -65,14 +65,15 @@ def _pair(pred: Any, ref: Any) -> tuple:
 
 
 def _spacing(spacing: Optional[Union[float, Sequence[float]]], ndim: int) -> np.ndarray:
+    """``(ndim,)`` voxel spacing from None (1 each), one value or ``ndim`` values, each a finite number
+    > 0 (:func:`medfm.arg_checks.number_fits`: ``True`` was taken as 1 and inf accepted)."""
     if spacing is None:
         return np.ones(ndim)
-    sp = np.atleast_1d(np.asarray(spacing, dtype=np.float64))
-    if sp.size == 1:
-        sp = np.repeat(sp, ndim)
-    if sp.size != ndim or not np.all(sp > 0):
-        raise ValueError(f"spacing must be one positive value or {ndim} positive values, got {spacing}")
-    return sp
+    values = (np.asarray(spacing).reshape(-1).tolist() if isinstance(spacing, np.ndarray)
+              else list(spacing) if isinstance(spacing, (list, tuple)) else [spacing])
+    if len(values) not in (1, ndim) or not all(number_fits(v, gt=0) for v in values):
+        raise ValueError(f"spacing must be one positive value or {ndim} positive values (finite numbers), got {spacing}")
+    return np.repeat(np.asarray(values, dtype=np.float64), ndim // len(values))
 
 
 def dice_score(pred: ArrayLike, ref: ArrayLike) -> float:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from medfm.arg_checks import check_number
+
 #: seed of the scored subset of a dataset with ``max_samples``
 SUBSET_SEED = 0
 
@@ -35,13 +37,12 @@ def scored_subset_indices(labels: Any, max_samples: int, seed: int = SUBSET_SEED
         Sorted int64 indices into ``[0, N)``; all of them when ``N <= max_samples``.
 
     Raises:
-        ValueError: ``max_samples`` < 1, or fewer than the split's classes (label groups).
+        ValueError: ``max_samples`` not an integer >= 1, or fewer than the split's classes (label groups).
     """
     from medfm.data.medmnist import label_fraction_indices
 
     n = len(labels)
-    if max_samples < 1:
-        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    max_samples = check_number("max_samples", max_samples, ge=1, integer=True)
     if n <= max_samples:
         return np.arange(n)
     for target in range(max_samples, 0, -1):  # rounding per class (at least one each) can overshoot the target

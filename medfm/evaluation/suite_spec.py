@@ -15,17 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-import numpy as np
-
 from medfm.arg_checks import check_number, number_fits, shown
 from medfm.config import ConfigError, from_dict, load_yaml
 from medfm.data.errors import MedFMDataError
+from medfm.data.medmnist_info import SPLITS  # splits a dataset of a suite may name
 from medfm.evaluation.protocols import check_protocol
 from medfm.registry import close_match_hint
 
 SUITE_SCHEMA_VERSION = 1
-#: splits a dataset of a suite may name
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -58,9 +55,10 @@ class DatasetSpec:
             full). The splits probes are fitted and tuned on are never reduced.
 
     Raises:
-        ValueError: not exactly one of flag/folder, an unknown split or split rule, ``size`` < 1,
-        or ``train_split`` / a given ``val_split`` equal to ``split`` (the probe would be fitted or tuned on the scored split);
-        ``max_samples`` < 1, or below a MedMNIST set's number of classes (a stratified subset keeps
+        ValueError: not exactly one of flag/folder, an unknown split or split rule, ``size`` not an
+        integer >= 1, or ``train_split`` / a given ``val_split`` equal to ``split`` (the probe would be fitted or
+        tuned on the scored split); ``max_samples`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`:
+        ``True`` and ``2.5`` are refused), or below a MedMNIST set's number of classes (a stratified subset keeps
         one image of each class at least).
         UnknownDatasetError: unknown MedMNIST flag.
     """
@@ -80,11 +78,11 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         if (self.flag is None) == (self.folder is None):
             raise ValueError("a dataset needs exactly one of 'flag' (MedMNIST) or 'folder' (image folder)")
-        if self.size is not None and self.size < 1:
-            raise ValueError(f"size must be an image side in px, got {self.size}")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise ValueError(f"max_samples must be a number of images >= 1 (or left out: the whole split), "
-                             f"got {self.max_samples}")
+        if self.size is not None:
+            self.size = check_number("size", self.size, ge=1, integer=True, hint=" (an image side in px)")
+        if self.max_samples is not None:
+            self.max_samples = check_number("max_samples", self.max_samples, ge=1, integer=True,
+                                            hint=" (a number of images; or left out: the whole split)")
         if self.flag is not None:
             from medfm.data.medmnist import available_sizes, dataset_info
 
@@ -118,7 +116,8 @@ class CorruptionSpec:
 
     Raises:
         ValueError: a severity that is not an integer in 1..5, a resolution that is neither
-            ``"native"`` nor an integer >= 8, ``workers`` not an integer >= 0 (``True`` is refused).
+            ``"native"`` nor an integer >= 8, ``workers`` not an integer >= 0 (``True`` is refused),
+            ``seed`` not an integer (any integer: it is folded into each image's seed).
         UnknownCorruptionError: an unknown corruption name (with close matches).
     """
 
@@ -134,6 +133,7 @@ class CorruptionSpec:
         if not (self.resolution == "native" or number_fits(self.resolution, ge=8, integer=True)):
             raise ValueError(f"corruptions.resolution must be 'native' or a side in px >= 8, got {shown(self.resolution)}")
         check_number("corruptions.workers", self.workers, ge=0, integer=True, hint=" (0 or 1: in this process)")
+        check_number("corruptions.seed", self.seed, integer=True)
         if self.names != "all":
             from medfm.data.corruptions import UnknownCorruptionError, all_corruption_names
 
@@ -147,20 +147,24 @@ class CorruptionSpec:
 
 
 def parse_probe_c(value: Any) -> Union[float, str]:
-    """A probe C from YAML or the command line: a positive number or ``"val"``.
+    """A probe C from YAML or the command line: a positive finite number (or its text, ``"0.1"``) or ``"val"``.
 
     Raises:
-        ValueError: anything else.
+        ValueError: anything else (``True``, NaN, inf and ``0`` too).
     """
-    if isinstance(value, str) and value.strip().lower() == "val":
-        return "val"
-    try:
-        c = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"linear_c must be a positive number or 'val', got {value!r}") from None
-    if not c > 0 or not np.isfinite(c):
-        raise ValueError(f"linear_c must be a positive number or 'val', got {value!r}")
-    return c
+    if isinstance(value, str):
+        if value.strip().lower() == "val":
+            return "val"
+        try:
+            number: Any = float(value)
+        except ValueError:
+            number = None
+    else:
+        number = value
+    if not number_fits(number, gt=0):
+        got = repr(value) if isinstance(value, str) else shown(value)
+        raise ValueError(f"linear_c must be a positive number or 'val', got {got}")
+    return float(number)
 
 
 @dataclass
@@ -176,7 +180,7 @@ class ProtocolSpec:
 
     Raises:
         ValueError: an unknown protocol, a label fraction not in (0, 1], ``knn_k`` not an integer
-            >= 1, ``knn_temperature`` not a finite number > 0, a bad ``linear_c``.
+            >= 1, ``knn_temperature`` not a finite number > 0, a bad ``linear_c``, ``seed`` not an integer >= 0.
         ConfigError: a bad ``finetune`` setting.
     """
 
@@ -195,6 +199,7 @@ class ProtocolSpec:
             raise ValueError(f"protocol.label_fractions must be in (0, 1], got {list(self.label_fractions)}")
         check_number("protocol.knn_k", self.knn_k, ge=1, integer=True)
         check_number("protocol.knn_temperature", self.knn_temperature, gt=0)
+        check_number("protocol.seed", self.seed, ge=0, integer=True)
         _check_finetune_settings(self.finetune)
 
 
@@ -222,22 +227,31 @@ def _check_finetune_settings(settings: Dict[str, Any]) -> None:
 
 @dataclass
 class MetricsSpec:
-    """Bootstrap resamples for the 95% CIs, ECE bins and the binary decision threshold."""
+    """Bootstrap resamples for the 95% CIs, ECE bins and the binary decision threshold.
+
+    Raises:
+        ValueError: ``n_boot`` or ``ece_bins`` not an integer >= 1, ``threshold`` not a number in (0, 1)
+            (:mod:`medfm.arg_checks`: ``True``, ``2.5`` resamples and NaN are refused).
+    """
 
     n_boot: int = 1000
     ece_bins: int = 15
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.n_boot < 1 or self.ece_bins < 1:
-            raise ValueError(f"metrics.n_boot and metrics.ece_bins must be >= 1, got {self.n_boot}, {self.ece_bins}")
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"metrics.threshold must be a probability in (0, 1), got {self.threshold}")
+        self.n_boot = check_number("metrics.n_boot", self.n_boot, ge=1, integer=True)
+        self.ece_bins = check_number("metrics.ece_bins", self.ece_bins, ge=1, integer=True)
+        if not number_fits(self.threshold, gt=0, lt=1):
+            raise ValueError(f"metrics.threshold must be a probability in (0, 1), got {shown(self.threshold)}")
 
 
 @dataclass
 class CamSpec:
-    """CAM grid: ``per_class`` test images per class (seeded), methods (gradcam, eigencam)."""
+    """CAM grid: ``per_class`` test images per class (seeded), methods (gradcam, eigencam).
+
+    Raises:
+        ValueError: ``per_class`` not an integer >= 1, ``seed`` not an integer >= 0, an unknown method.
+    """
 
     enabled: bool = True
     per_class: int = 2
@@ -247,8 +261,8 @@ class CamSpec:
     def __post_init__(self) -> None:
         from medfm.evaluation.cam import CAM_METHODS
 
-        if self.per_class < 1:
-            raise ValueError(f"cam.per_class must be >= 1 (or set cam.enabled: false), got {self.per_class}")
+        check_number("cam.per_class", self.per_class, ge=1, integer=True, hint=" (or set cam.enabled: false)")
+        check_number("cam.seed", self.seed, ge=0, integer=True)
         bad = [m for m in self.methods if m not in CAM_METHODS]
         if bad or not self.methods:  # a CAM failure is only recorded in the report, so check names here
             raise ValueError(f"cam.methods must be names from {', '.join(CAM_METHODS)}, got {list(self.methods)}")
@@ -265,6 +279,10 @@ class Suite:
         batch_size: inference batch; 64 by default because on CPU larger batches spend a
             third of the time in page faults for the activation buffers (measured: 7.2 vs
             5.0 ms/image for ResNet-18 at 28 px, batch 256 vs 64, one thread).
+
+    Raises:
+        ValueError: ``datasets`` not a non-empty list, ``batch_size`` not an integer >= 1.
+        ConfigError: a bad dataset entry (named ``datasets[i]``).
     """
 
     name: str
@@ -279,8 +297,7 @@ class Suite:
     def __post_init__(self) -> None:
         if not isinstance(self.datasets, list) or not self.datasets:
             raise ValueError("datasets must be a non-empty list")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_number("batch_size", self.batch_size, ge=1, integer=True)
         self.datasets = [d if isinstance(d, DatasetSpec) else from_dict(DatasetSpec, d, where=f"datasets[{i}]")
                          for i, d in enumerate(self.datasets)]
 
@@ -304,7 +321,7 @@ def _parse_fractions(text: Any) -> Tuple[float, ...]:
     """``"0.01,0.1,1"`` -> ``(0.01, 0.1, 1.0)``; range checks are :class:`ProtocolSpec`'s.
 
     Raises:
-        ValueError: an item that is not a number (named, with the whole list).
+        ValueError: an item that is not a number (named, with the whole list), or no item at all.
     """
     out = []
     for item in (t.strip() for t in str(text).split(",")):
@@ -315,6 +332,8 @@ def _parse_fractions(text: Any) -> Tuple[float, ...]:
         except ValueError:
             raise ValueError(f"label fraction {item!r} in {str(text)!r} is not a number; give a comma list "
                              "such as 0.01,0.1,1") from None
+    if not out:  # "protocol.label_fractions must be in (0, 1], got []" named no fraction to fix
+        raise ValueError(f"no label fraction in {str(text)!r}; give a comma list such as 0.01,0.1,1")
     return tuple(out)
 
 
@@ -331,7 +350,10 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
         max_samples: every dataset's ``max_samples`` (:class:`DatasetSpec`).
 
     Raises:
-        ConfigError: a bad protocol, fraction list, probe C or max_samples.
+        ConfigError: a bad protocol, fraction list, probe C, workers, batch size or max_samples
+            (each checked as the suite's own key is: ``2.5`` is refused, not truncated to 2); label
+            fractions for the ``as-is`` protocol or a probe C for another than ``linear`` (both were
+            ignored without a word).
     """
     from dataclasses import replace
 
@@ -346,13 +368,22 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
         suite.protocol = pr
     except ValueError as err:
         raise ConfigError(f"--protocol/--label-fraction/--probe-c: {err}") from None
-    if workers is not None and suite.corruptions is not None:
-        suite.corruptions = replace(suite.corruptions, workers=int(workers))
-    if batch_size is not None:
-        suite.batch_size = int(batch_size)
+    if label_fractions is not None and pr.name == "as-is":  # were ignored, exit 0
+        raise ConfigError("--label-fraction: the as-is protocol scores each checkpoint as it is, fitting on no labels; "
+                          "add --protocol linear, knn or finetune")
+    if probe_c is not None and pr.name != "linear":
+        raise ConfigError(f"--probe-c: only the linear protocol fits a probe, this run's is {pr.name}; "
+                          "add --protocol linear")
+    try:
+        if workers is not None and suite.corruptions is not None:
+            suite.corruptions = replace(suite.corruptions, workers=workers)
+        if batch_size is not None:
+            suite.batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
+    except ValueError as err:
+        raise ConfigError(f"--workers/--batch-size: {err}") from None
     if max_samples is not None:
         try:
-            suite.datasets = [replace(d, max_samples=int(max_samples)) for d in suite.datasets]
+            suite.datasets = [replace(d, max_samples=max_samples) for d in suite.datasets]
         except ValueError as err:
             raise ConfigError(f"--max-samples: {err}") from None
     return suite

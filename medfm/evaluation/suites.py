@@ -12,7 +12,8 @@ fits is used. Checkpoints no dataset used are listed in ``results.json`` (``unus
 and the report. Runs that fit on labels record how many per class (``train_labels``) and warn when
 a class has fewer than :data:`FEW_LABELS`.
 Datasets that cannot be evaluated (file not on disk, no matching checkpoint, 3D data for a 2D
-classifier) are reported as skipped with the reason (those whose data are not on
+classifier, an empty split; :func:`medfm.evaluation.suite_data.prepare_dataset`, which loads each
+dataset) are reported as skipped with the reason (those whose data are not on
 disk also with ``"missing_data": true``); configuration errors (misspelt key, unknown flag or
 corruption, a matching checkpoint whose in_chans differs from the data) stop the run with one
 clear line. A suite none of whose datasets is on disk stops too (:func:`run_suite`): a run that
@@ -34,69 +35,13 @@ import numpy as np
 import torch
 
 from medfm.config import ConfigError, to_dict
-from medfm.data.errors import DataFileMissingError, MedFMDataError
 from medfm.evaluation.array_sets import ArraySet, ProgressSet
 from medfm.evaluation.protocols import PROTOCOLS
 from medfm.evaluation.subsets import SUBSET_SEED, scored_subset_indices
-from medfm.evaluation.suite_checkpoints import CheckpointCache, pick_checkpoint
-from medfm.evaluation.suite_report import MEDVIT_SMALL_C
+from medfm.evaluation.suite_checkpoints import CheckpointCache
+from medfm.evaluation.suite_data import DatasetSkipped, dataset_meta, no_data_error, prepare_dataset, scored_subset
 from medfm.evaluation.suite_spec import (SUITE_SCHEMA_VERSION, CamSpec, CorruptionSpec, DatasetSpec, MetricsSpec,
                                          ProtocolSpec, Suite, load_suite, suite_overrides)
-
-
-# -- datasets --------------------------------------------------------------------------------------
-def _scored_subset(ds: Any, max_samples: Optional[int]) -> Tuple[Any, Optional[Dict[str, Any]]]:
-    """``(dataset, record)``: ``ds`` reduced to :func:`scored_subset_indices` (an :class:`ArraySet`
-    with its size, md5 and flag) and what ``results.json`` records of it; ``(ds, None)`` when
-    ``max_samples`` is None or not below ``len(ds)``."""
-    if max_samples is None or max_samples >= len(ds):
-        return ds, None
-    idx = scored_subset_indices(ds.labels, max_samples)
-    sub = ArraySet(np.ascontiguousarray(ds.images[idx]), ds, labels=np.asarray(ds.labels)[idx])
-    return sub, {"max_samples": int(max_samples), "n": int(len(idx)), "of": int(len(ds)), "seed": SUBSET_SEED,
-                 "rule": "class-stratified (medfm.data.label_fraction_indices), the same images clean and corrupted",
-                 "indices": idx.tolist()}
-
-
-def _load_dataset(spec: DatasetSpec, split: str, size: Optional[int], data_root: Optional[str], as_rgb: bool) -> Any:
-    if spec.flag is not None:
-        from medfm.data.medmnist import MedMNISTDataset
-
-        return MedMNISTDataset(spec.flag, split=split, size=size or 28, data_root=data_root, as_rgb=as_rgb)
-    from medfm.data.imagefolder import ImageFolderDataset
-
-    return ImageFolderDataset(spec.folder, split=split, size=size, in_chans=3 if as_rgb else None,
-                              data_root=data_root, name=spec.name, split_rule=spec.split_rule)
-
-
-def _default_size(spec: DatasetSpec, encoder: Any) -> Optional[int]:
-    if spec.size is not None:
-        return spec.size
-    if spec.flag is None:
-        return encoder.img_size
-    from medfm.data.medmnist import available_sizes
-
-    return encoder.img_size if encoder.img_size in available_sizes(spec.flag) else 28
-
-
-# -- running -----------------------------------------------------------------------------------------
-def _dataset_meta(spec: DatasetSpec, ds: Any, corrupted: bool, subset: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """Provenance of one dataset's runs (per-run ``results.json`` ``meta``, which ``medfm card`` reads).
-
-    ``references``: published figures for what was run: MedMNIST v2's ResNet-18 (28 px, clean),
-    MedViT-small's MedMNIST-C figures only when ``corrupted``; none on a ``subset`` (published
-    figures are full-test-set numbers), which is recorded instead (without its indices).
-    """
-    from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28
-
-    refs: Dict[str, Any] = {}
-    if subset is None and spec.flag in MEDMNIST_V2_RESNET18_28 and getattr(ds, "size", 28) == 28:
-        refs["MedMNIST v2 ResNet-18 (28)"] = MEDMNIST_V2_RESNET18_28[spec.flag]
-    if subset is None and corrupted and spec.flag in MEDVIT_SMALL_C:
-        refs["MedViT-small MedMNIST-C (224 px corruptions)"] = MEDVIT_SMALL_C[spec.flag]
-    return {"dataset": spec.name, "flag": spec.flag, "folder": spec.folder, "split": spec.split,
-            "size": getattr(ds, "size", None), "data_md5": getattr(ds, "md5", None), "references": refs,
-            **({"subset": {k: v for k, v in subset.items() if k != "indices"}} if subset else {})}
 
 
 def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spec: "Suite",
@@ -193,93 +138,6 @@ class _Stopwatch:
         return {**self.stages, "total": {"wall_s": self._last[0] - self._start[0], "cpu_s": self._last[1] - self._start[1]}}
 
 
-class _Skip(Exception):
-    """A dataset that cannot be evaluated; the message is the reason shown in the report.
-
-    ``missing``: its data are not on disk (no MedMNIST file at any size asked for, no image
-    folder); data that are there but unreadable are not missing.
-    """
-
-    def __init__(self, reason: str, missing: bool = False) -> None:
-        super().__init__(reason)
-        self.missing = missing
-
-
-def _classes(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, List[str], bool, Optional[int]]:
-    """``(task, label_names, is_3d, n_channels or None)`` without loading the images."""
-    if spec.flag is not None:
-        from medfm.data.medmnist import dataset_info
-
-        info = dataset_info(spec.flag)
-        return info["task"], list(info["label_names"]), info["is_3d"], info["n_channels"]
-    from medfm.data.imagefolder import folder_classes
-
-    return "multi-class", folder_classes(spec.folder, data_root), False, None
-
-
-def _prepare(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models: CheckpointCache,
-             data_root: Optional[str]) -> Dict[str, Any]:
-    """Choose the checkpoint and load the data; raises :class:`_Skip` with the reason."""
-    from medfm.evaluation.evaluate import ChannelMismatchError
-
-    protocol = suite.protocol.name
-    try:
-        task, names, is_3d, n_ch = _classes(spec, data_root)
-    except MedFMDataError as err:  # an image folder that is not there is missing data
-        raise _Skip(str(err), missing=isinstance(err, DataFileMissingError)) from None
-    if spec.flag is not None:  # data on disk? (checked before any checkpoint is matched)
-        from medfm.data.medmnist import available_sizes, medmnist_path
-
-        paths = [medmnist_path(spec.flag, s, data_root) for s in ([spec.size] if spec.size else available_sizes(spec.flag))]
-        if not any(p.is_file() for p in paths):
-            raise _Skip(f"not on disk: no {' or '.join(p.name for p in paths[:2])}{' ...' if len(paths) > 2 else ''} "
-                        f"in {paths[0].parent}", missing=True)
-    ckpt, why = pick_checkpoint(spec, checkpoints, models, protocol, task, names, is_3d)
-    if ckpt is None:
-        raise _Skip(why)
-    model, core, sha = models.get(ckpt)
-    encoder = getattr(core, "encoder", None)
-    if encoder is None:
-        raise _Skip(f"checkpoint {ckpt} holds no encoder")
-    enc_3d = getattr(encoder, "spatial_dims", 2) == 3
-    if protocol == "finetune" and (spec.flag is None or is_3d or enc_3d):
-        raise _Skip("the finetune protocol fine-tunes 2D classifiers on MedMNIST 2D sets only")
-    if is_3d and not enc_3d and protocol == "as-is":
-        raise _Skip("3D volumes but the checkpoint's classifier is 2D (use --protocol linear/knn for 2.5D "
-                    "slice features, or a 3D encoder)")
-    if enc_3d and not is_3d:
-        raise _Skip("2D images but the checkpoint's encoder is 3D")
-
-    def channels_ok(n: int) -> bool:
-        if n == encoder.in_chans:
-            return False
-        if protocol == "finetune":
-            raise _Skip(f"the encoder takes {encoder.in_chans} channel(s), {spec.name} has {n}: cannot fine-tune")
-        if protocol == "as-is":
-            raise ChannelMismatchError(f"checkpoint {ckpt} expects {encoder.in_chans}-channel images but "
-                                       f"{spec.name} has {n} channel(s)")
-        if n == 3:
-            raise _Skip(f"RGB data but the encoder takes {encoder.in_chans} channel(s)")
-        return True  # grey data, RGB encoder: repeat channels (as_rgb)
-
-    as_rgb = channels_ok(n_ch) if n_ch is not None else False
-    size = _default_size(spec, encoder)
-    if getattr(encoder, "fixed_size", False) and size != encoder.img_size:
-        raise _Skip(f"the encoder takes only {encoder.img_size} px inputs; the data is {size} px")
-    try:
-        ds = _load_dataset(spec, spec.split, size, data_root, as_rgb)
-        if n_ch is None and channels_ok(ds.n_channels):  # image folder: channels known once loaded
-            as_rgb = True
-            ds = _load_dataset(spec, spec.split, size, data_root, True)
-        train = _load_dataset(spec, spec.train_split, size, data_root, as_rgb) if protocol in ("linear", "knn") else None
-        val = (_load_dataset(spec, spec.val_split, size, data_root, as_rgb)
-               if protocol == "linear" and suite.protocol.linear_c == "val" else None)
-    except MedFMDataError as err:
-        raise _Skip(str(err)) from None
-    return {"checkpoint": ckpt, "model": model, "core": core, "sha": sha, "encoder": encoder, "ds": ds, "train": train,
-            "val": val, "size": size}
-
-
 #: a class (or, multi-label, a label's positives) with fewer training labels than this is named in a warning
 FEW_LABELS = 5
 
@@ -359,10 +217,10 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
     entry: Dict[str, Any] = {"name": spec.name, "flag": spec.flag, "folder": spec.folder, "split": spec.split,
                              "protocol": suite.protocol.name}
     try:
-        prep = _prepare(spec, suite, checkpoints, models, data_root)
-    except _Skip as skip:
+        prep = prepare_dataset(spec, suite, checkpoints, models, data_root)
+    except DatasetSkipped as skip:
         return {**entry, "status": "skipped", "reason": str(skip), **({"missing_data": True} if skip.missing else {})}
-    ds, subset = _scored_subset(prep["ds"], spec.max_samples)
+    ds, subset = scored_subset(prep["ds"], spec.max_samples)
     clock.lap("load")
     entry.update({"status": "ok", "checkpoint": prep["checkpoint"], "checkpoint_sha256": prep["sha"],
                   "size": ds.size, "n_samples": len(ds), "data_md5": ds.md5, **({"subset": subset} if subset else {}),
@@ -415,7 +273,7 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
             scored.append((score(clean), {c: np.stack(v) for c, v in by_c.items()}, score(control) if corrupted else None))
     if score_stage:
         clock.lap(score_stage)
-    meta = {**_dataset_meta(spec, ds, bool(corrupted), subset), "checkpoint": prep["checkpoint"],
+    meta = {**dataset_meta(spec, ds, bool(corrupted), subset), "checkpoint": prep["checkpoint"],
             "checkpoint_sha256": prep["sha"], "protocol": suite.protocol.name}
     m = suite.metrics
     for (run_name, frac, head, cam_model, extra), (scores, by_corruption, control_scores) in zip(heads, scored):
@@ -466,30 +324,6 @@ def _cam(model: Any, ds: Any, rdir: Path, spec: CamSpec, has_head: bool) -> Dict
     except Exception as err:  # an explanation failure must not lose the benchmark numbers
         return {"error": f"{type(err).__name__}: {err}"}
     return {"path": "cam_grid.png", "methods": list(methods), "indices": info["indices"]}
-
-
-def _no_data_error(suite: Suite, data_root: Optional[str]) -> MedFMDataError:
-    """The one-line error for a suite none of whose datasets is on disk: the data root, the
-    datasets looked for and how to get them (MedMNIST's Zenodo record, an image folder's place)."""
-    from medfm.data.root import resolve_data_root
-
-    root = resolve_data_root(data_root)
-    names = [d.name or d.flag or Path(d.folder).name for d in suite.datasets]
-    looked = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-    how = []
-    flags = [d.flag for d in suite.datasets if d.flag is not None]
-    if flags:
-        from medmnist.info import INFO
-
-        record = str(INFO[flags[0]].get("url", "")).split("/files/")[0] or "Zenodo"
-        how.append(f"MedMNIST <flag>[_<size>].npz files from {record} go in {root / 'medmnist'}")
-    folders = [d.folder for d in suite.datasets if d.folder is not None]
-    if folders:
-        how.append(f"image folders in {root}/<folder> (e.g. {folders[0]})")
-    return DataFileMissingError(
-        f"no data set of suite {suite.name!r} was found under {root} (looked for {looked}); get the data "
-        f"({'; '.join(how)}; see the README's Data section) or point --data-root / $MEDFM_DATA at the folder "
-        "that holds it")
 
 
 def _check_protocol_splits(suite: Suite) -> None:
@@ -595,7 +429,7 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
             entries = [_evaluate_dataset(spec, suite, checkpoints, models, stage, data_root, cache_dir, progress,
                                          work=out) for spec in suite.datasets]
             if entries and all(e.get("missing_data") for e in entries):
-                raise _no_data_error(suite, data_root)
+                raise no_data_error(suite, data_root)
             if entries and not any(e["status"] == "ok" for e in entries):
                 raise ValueError(f"suite {suite.name!r} evaluated no data set: " + "; ".join(
                     f"{e['name']}: {e['reason']}" for e in entries))

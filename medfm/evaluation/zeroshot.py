@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medfm.arg_checks import check_number
 from medfm.training.loop import get_batch
 
 
@@ -81,8 +82,10 @@ def zeroshot_classify(model_or_ckpt: Union[str, Path, nn.Module], dataset: Any, 
         batch_size: images per forward pass (eval mode, fp32, dataset order).
 
     Raises:
-        ValueError: not an image-text model, fewer than 2 classes, malformed prompts.
+        ValueError: not an image-text model, fewer than 2 classes, malformed prompts, ``batch_size``
+            not an integer >= 1.
     """
+    batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
     model = load_image_text_model(model_or_ckpt)
     was_training = model.training
     model.eval()
@@ -124,11 +127,12 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
     released size to read (default: the image encoder's ``img_size``; ``--size`` used to be ignored).
 
     Raises:
-        CheckpointError, ValueError (not a CLIP checkpoint, multi-label task), medfm data errors;
+        CheckpointError, ValueError (not a CLIP checkpoint, multi-label task), medfm data errors
+            (:class:`~medfm.evaluation.evaluate.EmptySplitError`: a split with no images);
         FileExistsError: ``output`` is a file, holds a checkpoint, or holds other files.
     """
     from medfm.data import MedMNISTDataset
-    from medfm.evaluation.evaluate import earlier_data_report, write_scored_split
+    from medfm.evaluation.evaluate import check_split_has_images, earlier_data_report, write_scored_split
     from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import resolve_checkpoint
     from medfm.text.prompts import class_names, class_prompts
@@ -144,6 +148,7 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
     prompts = _check_prompts(prompts) if prompts is not None else class_prompts(dataset_flag)
     if len(prompts) != ds.num_classes:
         raise ValueError(f"{len(prompts)} prompt lists given but {dataset_flag} has {ds.num_classes} classes")
+    check_split_has_images(ds, dataset_flag, split)
     scores = zeroshot_classify(model, ds, prompts, batch_size=batch_size)
     meta = {"protocol": "zeroshot", "checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir),
             "dataset": dataset_flag, "split": split, "size": ds.size, "data_md5": ds.md5, "n_samples": len(ds),

@@ -8,9 +8,10 @@ a NaN pixel that a random crop leaves out passed unnoticed, an empty batch faile
 checked here first, with the encoder's check (without the size part: the views resize).
 
 Constructor arguments (:func:`check_arg`, :func:`check_sizes`, :func:`check_choice`,
-:func:`check_flag`, :func:`check_views`): a recipe's ``temperature: -1`` was accepted when the objective was built
-and failed at the first training step, or trained with a NaN/inf/zero loss (``temperature: nan``,
-``gm_weight: inf``), or was truncated silently (``n_local_views: 1.5``). Each objective checks
+:func:`check_flag`, :func:`check_views`, :func:`check_view_size`): a recipe's ``temperature: -1``
+was accepted when the objective was built and failed at the first training step, or trained with a
+NaN/inf/zero loss (``temperature: nan``, ``gm_weight: inf``), or was truncated silently
+(``n_local_views: 1.5``). Each objective checks
 its hyper-parameters when built and raises one ``ValueError`` naming the objective, the argument,
 the valid range and the value, e.g. ``simclr: temperature must be > 0, got -1.0``.
 
@@ -142,6 +143,26 @@ def check_views(objective: str, name: str, views: Any, default: Optional[ViewCon
     return ViewConfig(**views)
 
 
+def check_view_size(objective: str, name: str, size: int, encoder: Any) -> int:
+    """Refuse views of side ``size`` that ``encoder`` cannot take: below its
+    :attr:`~medfm.encoders.base.Encoder.min_input_size` (8 px; 32 px for timm's ConvNeXt with its
+    patch-4 stem, whose stem and stage downsampling leave no pixel below that). Returns ``size``.
+
+    For an objective's view sides other than the input's (swav's ``local_size``): the encoder only
+    sees those views, so a too-small side used to be refused at the first training step.
+
+    Raises:
+        ValueError: ``swav: local_size 27 px is below the smallest input encoder 'convnext_atto' takes
+            (its min_input_size: 32 px); use local_size >= 32``.
+    """
+    least = int(getattr(encoder, "min_input_size", 8))
+    if size < least:
+        who = getattr(encoder, "display_name", type(encoder).__name__)
+        raise ValueError(f"{objective}: {name} {size} px is below the smallest input encoder {who!r} takes "
+                         f"(its min_input_size: {least} px); use {name} >= {least}")
+    return size
+
+
 def check_sizes(objective: str, **sizes: Any) -> tuple:
     """Check sizes/layer counts (``proj_dim=..., hidden_dim=...``), each an integer >= 1; returns them as ints in order.
 
@@ -157,16 +178,27 @@ class _ArgumentsChecked(BaseException):
     ``getattr(encoder, name, default)``) in a constructor can swallow it."""
 
 
+#: what :func:`check_objective_args` tells an objective about a given encoder: its input geometry, no layer
+ENCODER_INPUT_ATTRS = ("display_name", "fixed_size", "img_size", "in_chans", "min_input_size", "spatial_dims")
+
+
 class _EncoderPlaceholder:
-    """Stands in for the encoder in :func:`check_objective_args`: any attribute read raises
-    :class:`_ArgumentsChecked` (no layer is built, no data is needed)."""
+    """Stands in for the encoder in :func:`check_objective_args`: a read of one of
+    :data:`ENCODER_INPUT_ATTRS` answers from ``encoder`` when one is given; any other attribute read
+    raises :class:`_ArgumentsChecked` (no layer is built or run, no data is needed)."""
+
+    def __init__(self, encoder: Optional[nn.Module] = None) -> None:
+        self._encoder = encoder
 
     def __getattr__(self, name: str) -> Any:
+        encoder = self.__dict__.get("_encoder")
+        if encoder is not None and name in ENCODER_INPUT_ATTRS:
+            return getattr(encoder, name)
         raise _ArgumentsChecked(name)
 
 
-def check_objective_args(name: str, args: Mapping[str, Any]) -> None:
-    """Run objective ``name``'s own argument checks on ``args`` without an encoder or data.
+def check_objective_args(name: str, args: Mapping[str, Any], encoder: Optional[nn.Module] = None) -> None:
+    """Run objective ``name``'s own argument checks on ``args`` without building it or reading data.
 
     The objective is built as the pretraining runner builds it (``OBJECTIVES.build(name,
     encoder=..., **args)``, so unknown keywords get the registry's "did you mean") with a
@@ -180,19 +212,24 @@ def check_objective_args(name: str, args: Mapping[str, Any]) -> None:
     Args:
         name: registered objective (``OBJECTIVES``).
         args: the recipe's ``objective.args``.
+        encoder: the recipe's encoder, built for the check (:func:`medfm.training.runs.check_encoder_args`);
+            the placeholder answers its input geometry (:data:`ENCODER_INPUT_ATTRS`), so the checks that
+            depend on it run too (swav's ``local_size`` against ``min_input_size``, :func:`check_view_size`).
+            Without one, the checks stop at the first read of an encoder attribute.
 
     Raises:
         UnknownNameError: ``name`` is not registered (with close matches).
         UnknownArgumentError: a keyword the objective does not take (with the closest one).
         ValueError: an argument out of its range or of the wrong type, the objective's own one
-            line, e.g. ``graph_matching: temperature must be > 0, got -1.0``.
+            line, e.g. ``graph_matching: temperature must be > 0, got -1.0``; with ``encoder``, a view
+            side it cannot take (``swav: local_size 27 px is below the smallest input encoder ...``).
     """
     from medfm.registry import OBJECTIVES
 
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # e.g. swav's "n_prototypes < proj_dim": logged by the real build
     try:
-        OBJECTIVES.build(name, encoder=_EncoderPlaceholder(), **dict(args))
+        OBJECTIVES.build(name, encoder=_EncoderPlaceholder(encoder), **dict(args))
     except _ArgumentsChecked:
         pass
     finally:

@@ -39,7 +39,7 @@ from medfm.config import to_dict
 from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_arg, check_image_batch, check_sizes, check_views
+from medfm.objectives.inputs import check_arg, check_image_batch, check_sizes, check_view_size, check_views
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,9 @@ class SwAV(nn.Module):
         temperature / epsilon: softmax temperature and Sinkhorn entropy, finite and > 0 (SwAV: 0.1 / 0.05).
         sinkhorn_iterations: Sinkhorn-Knopp iterations, integer >= 1 (SwAV: 3).
         n_local_views: number of small crops, integer >= 0 (SwAV: 6); 0 gives plain 2-view SwAV.
-        local_size: side of the small crops in pixels, integer >= 8 (default: ``img_size * 96 / 224``,
-            at least 8; encoders that need a fixed input size get ``img_size`` whatever is given).
+        local_size: side of the small crops in pixels, integer >= 8 and >= the encoder's
+            ``min_input_size`` when there are local views (default: ``img_size * 96 / 224``, at least
+            8 and ``min_input_size``; encoders that need a fixed input size get ``img_size`` whatever is given).
         freeze_prototypes_steps: optimizer steps during which prototypes get no gradient, integer >= 0.
         global_views / local_views: augmentation parameters of each crop kind (dicts of
             :class:`ViewConfig` fields); defaults: :class:`ViewConfig` defaults, and the same with
@@ -136,7 +137,8 @@ class SwAV(nn.Module):
 
     Raises:
         ValueError: an argument out of its range or of the wrong type (one line naming it, its
-            range and the value, e.g. ``swav: epsilon must be > 0, got -0.05``); unknown view keys.
+            range and the value, e.g. ``swav: epsilon must be > 0, got -0.05``); unknown view keys; a
+            ``local_size`` below the encoder's ``min_input_size`` (:func:`medfm.objectives.inputs.check_view_size`).
     """
 
     def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
@@ -162,10 +164,10 @@ class SwAV(nn.Module):
                         "use n_prototypes >= proj_dim", n_prototypes, proj_dim)
         if getattr(encoder, "fixed_size", False):
             local_size = encoder.img_size
-        elif local_size is None:
-            local_size = max(8, round(encoder.img_size * 96 / 224))
-        if local_size < 8:
-            raise ValueError(f"swav: local_size must be >= 8 px, got {local_size}")
+        elif local_size is None:  # no smaller than the encoder takes (a ConvNeXt patch-4 stem: 32 px)
+            local_size = max(8, getattr(encoder, "min_input_size", 8), round(encoder.img_size * 96 / 224))
+        elif n_local_views:
+            check_view_size("swav", "local_size", local_size, encoder)
         self.encoder = encoder
         self.head = ProjectionHead(encoder.num_features, hidden_dim, proj_dim, proj_layers)
         self.prototypes = nn.Linear(proj_dim, n_prototypes, bias=False)

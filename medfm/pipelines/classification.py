@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -20,9 +20,21 @@ class PipelineInputError(ValueError):
     """An input image is of an unsupported type, shape or dtype."""
 
 
+#: the suffixes of NIfTI files (nibabel reads both)
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: files :func:`volume_to_tensor` reads (NIfTI via nibabel, numpy arrays)
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + (".npy",)
 _NEEDS_3D = "a 3D volume needs a 3D classifier, e.g. one fine-tuned with encoder resnet3d_10"
+_NEEDS_2D = "a 2D image needs a 2D classifier"
+#: the inputs of every 2D pipeline (classification, segmentation, VQA), as their errors name them
+IMAGES_2D = "image files (PNG, JPEG, TIFF, ...), PIL images or (H, W) / (H, W, 1|3) arrays (uint8, or float in [0, 1])"
+
+
+def volumes_taken(in_chans: int, img_size: int) -> str:
+    """What a 3D classifier takes, as its errors say it: kind, dim order, channels and size."""
+    chans = "1" if in_chans == 1 else f"1 or {in_chans}"
+    return (f"this 3D classifier takes volumes (D, H, W) or (C, D, H, W) with C = {chans}, any size (resized to "
+            f"{img_size}^3 voxels)")
 
 
 def existing_image_file(image: Union[str, os.PathLike], missing: str = "image file not found",
@@ -41,15 +53,49 @@ def existing_image_file(image: Union[str, os.PathLike], missing: str = "image fi
     return path
 
 
+def clip_unit_range(arr: np.ndarray, refuse: Callable[[float, float], Exception]) -> np.ndarray:
+    """Hold finite float pipeline inputs to [0, 1]: the one range rule of every pipeline.
+
+    Values at most :data:`medfm.encoders.base.INPUT_RANGE_TOLERANCE` (1e-3, the encoders' own
+    tolerance) outside [0, 1] are float rounding (``x / x.max()`` giving 1.0000001, a resampled
+    or normalised image a hair below 0) and are clipped to [0, 1]; values beyond are refused.
+    Used for float images (2D classification, segmentation and VQA, :func:`check_unit_floats`),
+    3D classifier volumes and volumes of "unit" segmentation models
+    (:func:`medfm.pipelines.seg_inputs.check_unit_volume`).
+
+    Args:
+        arr: finite float array of any shape (checked for NaN/inf by the caller).
+        refuse: builds the caller's error from the range found, ``refuse(lo, hi)``.
+
+    Returns:
+        ``arr`` itself when it is already in [0, 1] (or empty), else a clipped copy (same shape and dtype).
+
+    Raises:
+        Exception: ``refuse(lo, hi)``, when a value lies below ``-tolerance`` or above ``1 + tolerance``.
+    """
+    from medfm.encoders.base import INPUT_RANGE_TOLERANCE
+
+    if arr.size == 0:
+        return arr
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -INPUT_RANGE_TOLERANCE or hi > 1 + INPUT_RANGE_TOLERANCE:
+        raise refuse(lo, hi)
+    return arr if 0 <= lo and hi <= 1 else np.clip(arr, 0, 1).astype(arr.dtype, copy=False)
+
+
 def check_unit_floats(arr: np.ndarray, noun: str, unit: str, floats: str,
-                      error: type = PipelineInputError) -> None:
-    """Refuse a float pipeline input that is not finite or not in [0, 1] (uint8 is the other
-    accepted form; medfm encoders take [0, 1] inputs).
+                      error: type = PipelineInputError) -> np.ndarray:
+    """A float pipeline input checked to be finite and in [0, 1] (uint8 is the other accepted
+    form; medfm encoders take [0, 1] inputs); float rounding just past the bounds is clipped
+    (:func:`clip_unit_range`).
 
     Args:
         arr: float array of any shape.
         noun, unit, floats: how the messages name the input ("image", "pixel", "float images").
         error: the pipeline's error class (a ``ValueError`` subclass).
+
+    Returns:
+        ``arr``, clipped to [0, 1] when it was within the tolerance outside.
 
     Raises:
         error: "<noun> has N NaN/inf <unit> value(s)", or "<floats> must be in [0, 1],
@@ -57,37 +103,76 @@ def check_unit_floats(arr: np.ndarray, noun: str, unit: str, floats: str,
     """
     if not np.isfinite(arr).all():
         raise error(f"{noun} has {int((~np.isfinite(arr)).sum())} NaN/inf {unit} value(s)")
-    if arr.size and (arr.min() < 0 or arr.max() > 1):
-        raise error(f"{floats} must be in [0, 1], got values in [{arr.min():g}, {arr.max():g}] "
-                    "(divide 0-255 data by 255, or pass it as uint8)")
+    return clip_unit_range(arr, lambda lo, hi: error(f"{floats} must be in [0, 1], got values in [{lo:.7g}, {hi:.7g}] "
+                                                     "(divide 0-255 data by 255, or pass it as uint8)"))
+
+
+def image_dtype_error(dtype: np.dtype, error: type = PipelineInputError) -> ValueError:
+    """The one-line refusal of a 2D image array that is neither uint8 nor float (every 2D pipeline).
+
+    Integer arrays (16-bit scans, CT units) are not guessed at: the message says to scale them
+    to [0, 1]; a bool mask is told how to become uint8.
+    """
+    if dtype == np.bool_:
+        hint = "; a mask? pass mask.astype(np.uint8) * 255"
+    elif np.issubdtype(dtype, np.integer):
+        hint = "; scale other data to [0, 1] first, e.g. (x - x.min()) / (x.max() - x.min())"
+    else:
+        hint = ""
+    return error(f"image arrays must be uint8 or float in [0, 1], got {dtype}{hint}")
+
+
+def image_shape_hint(shape: Sequence[int]) -> str:
+    """What a 2D image array of an unsupported ``shape`` probably is, with what to pass instead,
+    as a parenthesis to append to a message ("" when nothing fits)."""
+    if len(shape) == 3 and shape[-1] == 4:
+        return " (RGBA? drop the alpha channel, array[..., :3])"
+    if len(shape) == 3 and shape[-1] == 2:
+        return " (gray + alpha? keep the gray channel, array[..., 0])"
+    if len(shape) == 3 and shape[0] in (1, 3):
+        return " (channels first? pass array.transpose(1, 2, 0); several images? pass a list, list(array))"
+    return ""
+
+
+def tensor_hint(obj: Any, conversion: str = "tensor.detach().cpu().numpy(), channels last: a (C, H, W) tensor "
+                                             "needs .permute(1, 2, 0) first") -> str:
+    """For a refused input that is a ``torch.Tensor``: how to pass it as the numpy array the
+    pipelines take (``conversion``), as a parenthesis to append to a message; else ""."""
+    return f" (a torch tensor: pass {conversion})" if isinstance(obj, torch.Tensor) else ""
 
 
 def uint8_image_array(arr: np.ndarray) -> np.ndarray:
-    """The 2D pipelines' array form of an image: uint8 ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``
-    (as MedMNIST stores them) -> uint8 ``(H, W)`` or ``(H, W, 3)``.
+    """The 2D pipelines' array form of an image: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` (channels
+    last), uint8 (0-255, as MedMNIST stores them) or float in [0, 1] -> uint8 ``(H, W)`` or ``(H, W, 3)``.
 
     Used by the image-classification (:func:`image_to_tensor`) and VQA
     (:func:`medfm.pipelines.vqa.vqa_image_tensor`) pipelines.
 
-    Arrays are taken as RGB (OpenCV's ``cv2.imread`` gives BGR: convert it with
-    ``cv2.cvtColor(a, cv2.COLOR_BGR2RGB)``); channels-first ``(3, H, W)`` / ``(1, H, W)`` arrays and
-    ``(N, H, W)`` stacks are refused (a list of images is a batch).
+    Float arrays (float16/32/64) must be finite and in [0, 1] (:func:`check_unit_floats`: float
+    rounding up to 1e-3 outside is clipped, :func:`clip_unit_range`); they are rounded to the
+    nearest 8-bit level, ``np.rint(x * 255)`` (half to even), since the models were trained on
+    uint8 images divided by 255 (MedMNIST, VQA-RAD) and the VQA preprocessing works in 8 bits: an image ``u`` given as ``u / 255.0`` gives exactly the result of ``u``,
+    and a continuous float image moves by at most 0.5/255 per pixel. Arrays are taken as RGB
+    (OpenCV's ``cv2.imread`` gives BGR: convert it with ``cv2.cvtColor(a, cv2.COLOR_BGR2RGB)``);
+    channels-first ``(3, H, W)`` / ``(1, H, W)`` arrays and ``(N, H, W)`` stacks are refused (a list
+    of images is a batch), as are RGBA ``(H, W, 4)`` and gray + alpha ``(H, W, 2)`` arrays.
 
     Raises:
-        PipelineInputError: another dtype (one line saying how to convert floats in [0, 1], or to
-            pass 16-bit / float images as a file or PIL image, min-max scaled to 0-255), or another
-            shape (channels first: with how to transpose it).
+        PipelineInputError: another dtype (int, bool, complex, ...: :func:`image_dtype_error`),
+            another shape (with what it probably is: :func:`image_shape_hint`), NaN/inf floats or
+            floats outside [0, 1] (0-255 floats: with the hint to divide by 255).
     """
-    if arr.dtype != np.uint8:
-        raise PipelineInputError(f"arrays must be uint8 (as stored in MedMNIST), got {arr.dtype}; convert floats in "
-                                 "[0, 1] with np.round(x * 255).astype(np.uint8), or pass a PIL image or file "
-                                 "(16-bit and float pixels are min-max scaled to 0-255)")
+    floating = np.issubdtype(arr.dtype, np.floating)
+    if arr.dtype != np.uint8 and not floating:
+        raise image_dtype_error(arr.dtype)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
-        hint = (" (channels first? pass array.transpose(1, 2, 0); several images? pass a list, list(array))"
-                if arr.ndim == 3 and arr.shape[0] in (1, 3) else "")
-        raise PipelineInputError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}{hint}")
+        raise PipelineInputError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}"
+                                 f"{image_shape_hint(arr.shape)}")
+    if floating:
+        arr = check_unit_floats(arr, "image", "pixel", "float images")
+        arr = np.rint(arr.astype(np.float64) * 255.0).astype(np.uint8)
     return arr
 
 
@@ -130,17 +215,21 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     Accepts an image file path (``str`` or ``os.PathLike``: PNG, JPEG, TIFF, ... read with
     :func:`medfm.data.images.read_image`, as the segmentation and VQA pipelines read theirs), a
     PIL image in any mode (``L``, ``RGB``, ``RGBA``, ``P``, ``1``, ``I;16``, ``I``, ``F``, ...; 16-bit
-    and float modes min-max scaled, see :func:`pil_to_array`) or a uint8 array ``(H, W)`` /
-    ``(H, W, C)`` (C = 1 or 3) as stored in MedMNIST npz files (:func:`uint8_image_array`: other
-    dtypes, channels-first arrays and ``(N, H, W)`` stacks are refused; a batch is a list).
-    Grayscale is repeated to 3 channels for RGB models; RGB is converted to luminance (PIL "L")
-    for 1-channel models. Other sizes (larger or smaller) are resized bilinearly (antialiased)
-    to ``img_size`` x ``img_size``, without keeping the aspect ratio.
+    and float modes min-max scaled, see :func:`pil_to_array`; files and PIL images are turned
+    upright by their EXIF Orientation, :func:`medfm.data.images.exif_upright`) or a numpy array
+    ``(H, W)`` / ``(H, W, C)`` (C = 1 or 3, channels last), uint8 as stored in MedMNIST npz files or
+    float in [0, 1], rounded to uint8 so that ``u / 255.0`` gives exactly what uint8 ``u`` gives
+    (:func:`uint8_image_array`: other dtypes, channels-first arrays and ``(N, H, W)`` stacks are
+    refused; a batch is a list). Grayscale is repeated to 3 channels for RGB models; RGB is
+    converted to luminance (PIL "L") for 1-channel models. Other sizes (larger or smaller) are
+    resized bilinearly (antialiased) to ``img_size`` x ``img_size``, without keeping the aspect ratio.
 
     Raises:
-        PipelineInputError: unsupported type, dtype or shape; a missing or unreadable image file
-            (a folder, a DICOM or numpy file, a PIL image whose file was closed: each named); a
-            volume (NIfTI path, ``(D, H, W)`` or 4D array: those need a 3D classifier).
+        PipelineInputError: unsupported type (a torch tensor: with how to pass it as an array),
+            dtype or shape; NaN/inf or out-of-range floats; an empty image; a missing or unreadable
+            image file (a folder, a DICOM or numpy file, a PIL image whose file was closed: each
+            named); a NIfTI file (a 2D slice: with how to pass it as an array; a volume: a 3D classifier
+            takes it, :func:`check_not_nifti`); a ``(D, H, W)`` or 4D array (those need a 3D classifier).
     """
     from PIL import Image
 
@@ -148,19 +237,17 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
         from medfm.data.errors import MedFMDataError
         from medfm.data.images import read_image
 
-        if Path(image).name.lower().endswith((".nii", ".nii.gz")):
-            raise PipelineInputError(f"{Path(image).name} is a NIfTI volume; this classifier takes 2D images "
-                                     f"({_NEEDS_3D})")
-        existing_image_file(image)
+        path = existing_image_file(image)
+        check_not_nifti(path, f"this 2D classifier takes {IMAGES_2D}", _NEEDS_3D)
         try:  # 16-bit / float files are min-max scaled, never clipped at 255
-            image = read_image(image, mode="L" if in_chans == 1 else "RGB", what="image")
+            image = read_image(path, mode="L" if in_chans == 1 else "RGB", what="image")
         except MedFMDataError as err:
             raise PipelineInputError(str(err)) from None
     if isinstance(image, Image.Image):
         arr = pil_to_array(image, in_chans)
     elif isinstance(image, np.ndarray):
         arr = image
-        if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[0] not in (1, 3) and arr.shape[-1] not in (1, 3, 4)):
+        if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[0] not in (1, 3) and arr.shape[-1] not in (1, 2, 3, 4)):
             raise PipelineInputError(f"this classifier takes 2D images (H, W) or (H, W, 3), got an array of shape "
                                      f"{arr.shape} ({_NEEDS_3D}; a stack of 2D images is a batch: pass a list, "
                                      "list(array))")
@@ -168,8 +255,8 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
         if arr.ndim == 3 and in_chans == 1:
             arr = np.asarray(Image.fromarray(arr).convert("L"))
     else:
-        raise PipelineInputError(f"expected an image file path, a PIL image or a uint8 numpy array, got "
-                                 f"{type(image).__name__}")
+        raise PipelineInputError(f"expected an image file path, a PIL image or a numpy array (uint8, or float in "
+                                 f"[0, 1]), got {type(image).__name__}{tensor_hint(image)}")
     if min(arr.shape[:2]) == 0:
         raise PipelineInputError(f"empty image of shape {arr.shape}")
     x = torch.from_numpy(np.array(arr, copy=True))  # PIL-backed arrays are read-only
@@ -193,16 +280,72 @@ def _unit_volume(arr: np.ndarray, what: str) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.floating):
         raise PipelineInputError(f"{what} must be uint8 (0-255) or float in [0, 1], got {arr.dtype} (scale it to "
                                  "[0, 1] first, or pass a NIfTI file, which is min-max scaled)")
-    check_unit_floats(arr, what, "voxel", f"{what} float values")
-    return arr.astype(np.float32, copy=False)
+    return check_unit_floats(arr, what, "voxel", f"{what} float values").astype(np.float32, copy=False)
 
 
-def _read_volume_file(path: Path) -> np.ndarray:
+def nifti_shape_note(shape: Sequence[int], needs_2d: str) -> str:
+    """How a message names a NIfTI whose shape a 3D model cannot take: "a 2D NIfTI of shape (30, 40)
+    (<needs_2d>)", "a 3D NIfTI of shape (30, 40, 1), a single 2D slice (...)", or for a 4D one where
+    its channels / time points are and how to pass them."""
+    note = f"a {len(shape)}D NIfTI of shape {tuple(shape)}"
+    if sum(n > 1 for n in shape) == 2:
+        return note + ("" if len(shape) == 2 else ", a single 2D slice") + f" ({needs_2d})"
+    if len(shape) == 4:
+        return note + (" (its last axis holds channels or time points: pass one volume as an array, "
+                       "np.asarray(nib.load(path).dataobj)[..., i], or all as (C, ...) with np.moveaxis(..., -1, 0))")
+    return note
+
+
+def is_nifti(path: Path) -> bool:
+    """True when ``path``'s name ends in one of :data:`NIFTI_SUFFIXES` (any case)."""
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def check_not_nifti(path: Path, takes: str, needs_3d: str, error: type = PipelineInputError) -> None:
+    """Refuse a NIfTI file given to a 2D pipeline (classification, segmentation, VQA), saying what it is.
+
+    Only the header is read (nibabel, no voxels). A 2D slice (at most two axes longer than 1:
+    ``(H, W)``, ``(H, W, 1)``, ...) is told to be loaded with nibabel and passed as an array (the 2D
+    pipelines read image files, PIL images and arrays, not NIfTI); a volume is told what takes
+    volumes (``needs_3d``); a file nibabel cannot read is named as such. Other files pass.
+
+    Args:
+        path: an existing file.
+        takes: what the model takes, e.g. "this 2D classifier takes " + :data:`IMAGES_2D`.
+        needs_3d: what to use for a volume, e.g. "a 3D volume needs a 3D classifier".
+        error: the pipeline's error class (a ``ValueError`` subclass).
+
+    Raises:
+        error: ``path`` is a NIfTI file (:func:`is_nifti`), one line: "<name> is a 2D NIfTI slice of
+            shape (H, W); <takes>, not NIfTI files: load it with nibabel and pass the array, ...",
+            "<name> is a 3D NIfTI of shape (X, Y, Z); <takes> (<needs_3d>)" or "<name> is a NIfTI
+            file nibabel cannot read (...); <takes>".
+    """
+    if not is_nifti(path):
+        return
+    import nibabel as nib
+
+    try:
+        shape = tuple(int(n) for n in nib.load(str(path)).shape)
+    except Exception as err:  # nibabel raises several types for bad files
+        raise error(f"{path.name} is a NIfTI file nibabel cannot read ({type(err).__name__}: {err}); {takes}") from None
+    if sum(n > 1 for n in shape) <= 2:
+        raise error(f"{path.name} is a 2D NIfTI slice of shape {shape}; {takes}, not NIfTI files: load it with "
+                    "nibabel and pass the array, np.asarray(nib.load(path).dataobj).squeeze(), as a float array "
+                    "scaled to [0, 1] or as uint8")
+    raise error(f"{path.name} is a {len(shape)}D NIfTI of shape {shape}; {takes} ({needs_3d})")
+
+
+def _read_volume_file(path: Path, takes: str) -> np.ndarray:
     """A NIfTI (min-max scaled to [0, 1], float32) or ``.npy`` (as stored) volume file.
+
+    ``takes`` is what the model takes (:func:`volumes_taken`), for the messages about files of
+    another kind or dimensionality.
 
     Raises:
         PipelineInputError: missing file (or a folder), not a volume suffix, unreadable/corrupt
-            file, a NIfTI that is not 3D or has NaN/inf voxels.
+            file, a NIfTI that is not 3D (a 2D slice or a 4D series: named with its shape and what
+            the model takes) or has NaN/inf voxels.
     """
     existing_image_file(path, missing="no such volume file")
     name = path.name.lower()
@@ -211,9 +354,9 @@ def _read_volume_file(path: Path) -> np.ndarray:
             return np.load(path, allow_pickle=False)
         except Exception as err:  # numpy raises ValueError/OSError/EOFError for bad files
             raise PipelineInputError(f"cannot read {path} as a .npy array ({type(err).__name__}: {err})") from None
-    if not name.endswith((".nii", ".nii.gz")):
-        raise PipelineInputError(f"this classifier takes 3D volumes; {path.name} is not a volume file "
-                                 f"({', '.join(VOLUME_SUFFIXES)}) or a numpy array")
+    if not is_nifti(path):
+        raise PipelineInputError(f"{takes}; {path.name} is not a volume file ({', '.join(VOLUME_SUFFIXES)}): "
+                                 f"{_NEEDS_2D}")
     from medfm.data.errors import MedFMDataError
     from medfm.data.segmentation import load_nifti
 
@@ -221,8 +364,8 @@ def _read_volume_file(path: Path) -> np.ndarray:
         arr = load_nifti(path)[0]
     except MedFMDataError as err:
         raise PipelineInputError(str(err)) from None
-    if arr.ndim != 3:
-        raise PipelineInputError(f"expected a 3D NIfTI volume (X, Y, Z), {path.name} has shape {arr.shape}")
+    if arr.ndim != 3 or 1 in arr.shape:
+        raise PipelineInputError(f"{takes}; {path.name} is {nifti_shape_note(arr.shape, _NEEDS_2D)}")
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise PipelineInputError(f"NIfTI {path.name} holds {arr.dtype} voxels, not real numbers")
     vol = arr.astype(np.float64)
@@ -242,7 +385,7 @@ def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
 
     - a numpy array ``(D, H, W)`` or ``(C, D, H, W)``: uint8 (divided by 255, as
       :class:`medfm.data.medmnist.MedMNISTDataset` does) or float, which must be finite and
-      already in [0, 1];
+      already in [0, 1] (float rounding up to 1e-3 outside is clipped, :func:`clip_unit_range`);
     - a NIfTI file path (``.nii``/``.nii.gz``, read with nibabel, a 3D volume): intensities are
       min-max scaled to [0, 1] per volume (``(v - min) / (max - min)``; a constant volume gives
       zeros), since scanner units (HU, MR arbitrary units) have no fixed range; the stored voxel
@@ -257,26 +400,31 @@ def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
     resize a scan cropped around the organ, not a whole-body scan.
 
     Raises:
-        PipelineInputError: a 2D image (PIL, image file, ``(H, W)`` array), wrong rank, channel
-            count, dtype, NaN/inf or out-of-range floats, an empty volume, a missing or corrupt file.
+        PipelineInputError: a 2D image (PIL, image file, 2D NIfTI, ``(H, W)`` array, a volume with a
+            length-1 spatial axis: a single slice), wrong rank (a 4D NIfTI, a 5D array), channel
+            count, dtype, NaN/inf or out-of-range floats, an empty volume, a missing or corrupt
+            file, another type (a torch tensor: with how to pass it as an array). Shape errors
+            say what this model takes (:func:`volumes_taken`).
     """
     from PIL import Image
 
+    takes = volumes_taken(in_chans, img_size)
     if isinstance(volume, (str, os.PathLike)):
-        volume = _read_volume_file(Path(volume))
+        volume = _read_volume_file(Path(volume), takes)
     if isinstance(volume, Image.Image):
-        raise PipelineInputError(f"this classifier takes 3D volumes (D, H, W); got a 2D PIL image of size "
-                                 f"{volume.size} (a 2D image needs a 2D classifier)")
+        raise PipelineInputError(f"{takes}; got a 2D PIL image of size {volume.size} ({_NEEDS_2D})")
     if not isinstance(volume, np.ndarray):
         raise PipelineInputError(f"expected a volume file path ({', '.join(VOLUME_SUFFIXES)}) or a numpy array "
-                                 f"(D, H, W) / (C, D, H, W), got {type(volume).__name__}")
+                                 f"(D, H, W) / (C, D, H, W), got {type(volume).__name__}"
+                                 f"{tensor_hint(volume, 'tensor.detach().cpu().numpy()')}")
     if volume.ndim == 2:
-        raise PipelineInputError(f"this classifier takes 3D volumes (D, H, W) or (C, D, H, W); got a 2D array of "
-                                 f"shape {volume.shape} (a 2D image needs a 2D classifier)")
+        raise PipelineInputError(f"{takes}; got a 2D array of shape {volume.shape} ({_NEEDS_2D})")
     if volume.ndim not in (3, 4):
-        raise PipelineInputError(f"expected a (D, H, W) or (C, D, H, W) volume, got shape {volume.shape}")
+        raise PipelineInputError(f"{takes}; got an array of shape {volume.shape}")
     if 0 in volume.shape:
         raise PipelineInputError(f"empty volume of shape {volume.shape}")
+    if 1 in volume.shape[-3:]:  # a slice saved as (H, W, 1) NIfTI or a (1, H, W) array: would be resized to a cube
+        raise PipelineInputError(f"{takes}; got a single 2D slice, shape {volume.shape} ({_NEEDS_2D})")
     arr = _unit_volume(volume, "volume")
     if arr.ndim == 4 and arr.shape[0] not in (1, in_chans):
         raise PipelineInputError(f"volume has {arr.shape[0]} channels (C, D, H, W) = {arr.shape} but the model "
@@ -304,8 +452,8 @@ class ImageClassificationPipeline:
             for all classes; ``__call__``'s ``top_k`` overrides it for one call (as in the
             VQA pipeline, ``medfm.pipeline("image-classification", model=..., top_k=1)``).
 
-    ``__call__(images, top_k=None)``: one image (a file path, PIL image or uint8 array, see
-    :func:`image_to_tensor`) -> a list of
+    ``__call__(images, top_k=None)``: one image (a file path, PIL image, or array: uint8, or float
+    in [0, 1], see :func:`image_to_tensor`) -> a list of
     ``{"label", "score"}``, highest first (``top_k`` of them; ``top_k=None``: the pipeline's
     ``top_k``); a list of images -> one such
     list per image (``[]`` for ``[]``). A checkpoint whose encoder is 3D

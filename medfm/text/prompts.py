@@ -118,7 +118,7 @@ def class_names(flag: str) -> List[str]:
     modality_of(flag)
     if flag in READABLE_LABELS:
         return list(READABLE_LABELS[flag])
-    from medmnist.info import INFO
+    from medfm.data.medmnist_info import INFO
 
     labels = INFO[flag]["label"]
     return [labels[str(i)] for i in range(len(labels))]

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from medfm.arg_checks import check_number, number_fits
 from medfm.training.loop import TrainConfig
 
 DATASETS = ("lgg_flair",)
@@ -38,7 +39,11 @@ DEFAULT_MODALITIES = {"classification": ("pre", "flair", "post", "clinical"), "s
 
 @dataclass
 class FusionDataConfig:
-    """Data section: ``dataset`` ("lgg_flair"), slice side ``img_size``, optional array ``cache_dir``."""
+    """Data section: ``dataset`` ("lgg_flair"), slice side ``img_size``, optional array ``cache_dir``.
+
+    Raises:
+        ValueError: an unknown ``dataset``; ``img_size`` not an integer >= 16 (:func:`medfm.arg_checks.check_number`).
+    """
 
     dataset: str = "lgg_flair"
     img_size: int = 64
@@ -47,8 +52,7 @@ class FusionDataConfig:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"data.dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.img_size < 16:
-            raise ValueError(f"data.img_size must be >= 16, got {self.img_size}")
+        check_number("data.img_size", self.img_size, ge=16, integer=True, hint=" (a slice side in px)")
 
 
 @dataclass
@@ -70,8 +74,10 @@ class FusionProtocolConfig:
     """Protocol section (see :mod:`medfm.evaluation.fusion`).
 
     Raises:
-        ValueError: an MCAR rate outside [0, 1), a probability outside [0, 1], ``n_boot`` < 1
-            (checked when the recipe is read: the protocol runs after every model has trained).
+        ValueError: an MCAR rate that is not a finite number in [0, 1), ``p_high``/``p_low`` not finite
+            numbers in [0, 1], ``n_boot`` not an integer >= 1, ``seed`` not an integer >= 0 (the shared
+            rules of :mod:`medfm.arg_checks`; checked when the recipe is read: the protocol runs after
+            every model has trained).
     """
 
     mcar_rates: List[float] = field(default_factory=lambda: [0.25, 0.5])
@@ -82,12 +88,12 @@ class FusionProtocolConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if any(not 0 <= r < 1 for r in self.mcar_rates):
-            raise ValueError(f"protocol.mcar_rates must be fractions in [0, 1), got {self.mcar_rates}")
-        if not (0 <= self.p_high <= 1 and 0 <= self.p_low <= 1):
-            raise ValueError(f"protocol.p_high and p_low must be probabilities in [0, 1], got {self.p_high}, {self.p_low}")
-        if self.n_boot < 1:
-            raise ValueError(f"protocol.n_boot must be >= 1, got {self.n_boot}")
+        if not all(number_fits(r, ge=0, lt=1) for r in self.mcar_rates):
+            raise ValueError(f"protocol.mcar_rates must be fractions in [0, 1), got {list(self.mcar_rates)}")
+        for key in ("p_high", "p_low"):
+            check_number(f"protocol.{key}", getattr(self, key), ge=0, le=1, hint=" (a probability)")
+        check_number("protocol.n_boot", self.n_boot, ge=1, integer=True)
+        check_number("protocol.seed", self.seed, ge=0, integer=True)
 
 
 @dataclass
@@ -109,8 +115,10 @@ class FusionRecipe:
 
     Raises:
         ValueError: an unknown ``task``, unknown or repeated ``modalities``, ``clinical`` for
-            segmentation, ``dim`` < 1,
-            ``protocol.mnar_modalities`` outside ``modalities`` (classification), no ``models``.
+            segmentation, ``dim`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`),
+            ``protocol.mnar_modalities`` outside ``modalities`` (classification), no ``models``, a model
+            whose ``args.modalities`` are not among ``modalities``, a segmentation model with
+            ``train_missing: mnar``; ConfigError: a bad ``models.<label>`` section (its location).
     """
 
     task: str = "classification"
@@ -137,8 +145,7 @@ class FusionRecipe:
                              + (f" (unknown: {unknown})" if unknown else ""))
         if self.task == "segmentation" and "clinical" in self.modalities:
             raise ValueError(f"modalities: segmentation takes image modalities only; drop 'clinical' from {self.modalities}")
-        if self.dim < 1:
-            raise ValueError(f"dim must be >= 1, got {self.dim}")
+        check_number("dim", self.dim, ge=1, integer=True, hint=" (the fusion width)")
         if self.task == "classification":
             extra = [m for m in self.protocol.mnar_modalities if m not in self.modalities]
             if extra:
@@ -147,6 +154,22 @@ class FusionRecipe:
             raise ValueError("the recipe names no models (models: {label: {fuser: ..., args: ...}})")
         self.models = {k: v if isinstance(v, FusionModelConfig) else from_dict(FusionModelConfig, v, where=f"models.{k}")
                        for k, v in self.models.items()}
+        for label, spec in self.models.items():
+            self._check_model(label, spec)
+
+    def _check_model(self, label: str, spec: FusionModelConfig) -> None:
+        """What one model's settings must agree on with the recipe (the fuser checks its own values when
+        it is built, :func:`build_models`): its ``args.modalities`` among the recipe's ``modalities`` (the
+        data and the protocol's subsets are the recipe's), natural missingness for segmentation."""
+        own = spec.args.get("modalities")
+        listed = isinstance(own, (list, tuple))
+        extra = [m for m in own if m not in self.modalities] if listed else []
+        if own is not None and (not listed or not own or extra):
+            raise ValueError(f"models.{label}.args.modalities must be a non-empty list of the recipe's modalities "
+                             f"{self.modalities}, got {own!r}" + (f" (not among them: {extra})" if extra else ""))
+        if self.task == "segmentation" and spec.train_missing != "natural":
+            raise ValueError(f"models.{label}.train_missing: segmentation models train with natural missingness only, "
+                             f"got {spec.train_missing!r}")
 
 
 class MissingnessView:

@@ -57,20 +57,18 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     """Train every model of a ``task: segmentation`` recipe and run the Dice protocol.
 
     Every model is built first, so a non-segmentation or unknown fuser, or bad fuser arguments,
-    fail before the data are read and before any model trains.
+    fail before the data are read and before any model trains (``train_missing: mnar`` is refused
+    when the recipe is read, :class:`medfm.training.fusion.FusionRecipe`).
 
     Raises:
         ConfigError: a non-segmentation fuser or bad fuser arguments, with the model's recipe location
-        (:func:`medfm.training.fusion.build_models`); ValueError: ``train_missing: mnar``;
+        (:func:`medfm.training.fusion.build_models`);
         UnknownNameError: an unregistered fuser; MedFMDataError: LGG missing.
     """
     from medfm.evaluation.fusion_seg import run_seg_fusion_protocol, write_seg_fusion_report
     from medfm.training.fusion import (build_models, fit_or_reuse, fit_timings, fusion_data_record,
                                        fusion_training_record, start_run, write_fusion_cards)
 
-    bad = [k for k, v in recipe.models.items() if v.train_missing != "natural"]
-    if bad:
-        raise ValueError(f"segmentation models train with natural missingness only; {bad} ask for {recipe.models[bad[0]].train_missing!r}")
     built = build_models(recipe, lambda spec: build_seg_fuser(recipe, spec))  # checked before the data are read
     output, train, test, t0 = start_run(recipe, output, data_root, resume)
     natural = train.get_batch(torch.arange(len(train)))["present"]

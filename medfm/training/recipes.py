@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from medfm.adapters.lora import LoraSettings
+from medfm.arg_checks import check_number
+from medfm.data.errors import UnknownDatasetError, UnsupportedSizeError
+from medfm.data.medmnist_info import MEDMNIST_FLAGS, SPLITS, available_sizes
 from medfm.data.views import ViewConfig
 from medfm.training.loop import TrainConfig
 
 FINETUNE_MODES = ("linear", "full", "lora")
-#: MedMNIST's official splits
-SPLITS = ("train", "val", "test")
+#: ``data.dataset`` of the multi-source image-text pretraining corpus (:mod:`medfm.data.corpus`)
+CORPUS_DATASET = "corpus"
 
 
 @dataclass
@@ -31,7 +34,11 @@ class DataConfig:
         val_split: split evaluated at the end of each fine-tuning epoch (None: skip).
 
     Raises:
-        ValueError: ``label_fraction`` outside (0, 1], ``size`` < 1, an unknown ``val_split``.
+        ValueError: ``label_fraction`` not a finite number in (0, 1], ``size`` not an integer >= 1
+            (:func:`medfm.arg_checks.check_number`: ``True``, ``2.5``, NaN are refused), an unknown ``val_split``.
+        UnknownDatasetError: ``dataset`` neither a MedMNIST flag nor ``corpus`` (with close matches);
+        UnsupportedSizeError: a MedMNIST flag at a ``size`` it is not released at (both named when
+            the recipe is read, not after the imports and the encoder's check build).
     """
 
     dataset: str = "pneumoniamnist"
@@ -42,10 +49,14 @@ class DataConfig:
     val_split: Optional[str] = "val"
 
     def __post_init__(self) -> None:
-        if not 0 < self.label_fraction <= 1:
-            raise ValueError(f"data.label_fraction must be in (0, 1], got {self.label_fraction}")
-        if self.size < 1:
-            raise ValueError(f"data.size must be a side in px (e.g. 28), got {self.size}")
+        if self.dataset != CORPUS_DATASET and self.dataset not in MEDMNIST_FLAGS:
+            known = MEDMNIST_FLAGS + (CORPUS_DATASET,)
+            raise UnknownDatasetError(f"data.dataset: {UnknownDatasetError.for_name(self.dataset, known, kind='data set')}")
+        check_number("data.label_fraction", self.label_fraction, gt=0, le=1)
+        check_number("data.size", self.size, ge=1, integer=True, hint=" (a side in px, e.g. 28)")
+        if self.dataset in MEDMNIST_FLAGS and self.size not in available_sizes(self.dataset):
+            raise UnsupportedSizeError(f"data.size: MedMNIST {self.dataset!r} is not released at {self.size} px; "
+                                       f"available: {list(available_sizes(self.dataset))}")
         if self.val_split is not None and self.val_split not in SPLITS:
             # checked here: the val split is first read after the first epoch, hours into a run
             raise ValueError(f"data.val_split must be one of {SPLITS} or null (no validation), got {self.val_split!r}")
@@ -63,7 +74,8 @@ class EncoderConfig:
         args: extra builder keyword arguments.
 
     Raises:
-        ValueError: ``img_size`` < 1 (0 used to mean "the data's size" silently).
+        ValueError: ``img_size`` not an integer >= 1 (0 used to mean "the data's size" silently;
+            :func:`medfm.arg_checks.check_number`).
     """
 
     name: str = "resnet18"
@@ -72,8 +84,9 @@ class EncoderConfig:
     args: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.img_size is not None and self.img_size < 1:
-            raise ValueError(f"encoder.img_size must be a side in px, or left out for the data's size; got {self.img_size}")
+        if self.img_size is not None:
+            check_number("encoder.img_size", self.img_size, ge=1, integer=True,
+                         hint=" (a side in px), or left out for the data's size")
 
 
 @dataclass
@@ -107,7 +120,8 @@ class FinetuneRecipe:
         augment: training-time views (None: no augmentation; default: light crops/flips).
 
     Raises:
-        ValueError: an unknown ``mode``, ``dropout`` outside [0, 1).
+        ValueError: an unknown ``mode``, ``dropout`` not a finite number in [0, 1)
+            (:func:`medfm.arg_checks.check_number`), ``data.dataset: corpus`` (it has no class labels).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -120,7 +134,9 @@ class FinetuneRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.data.dataset == CORPUS_DATASET:
+            raise ValueError(f"data.dataset: {CORPUS_DATASET!r} is the pretraining corpus (image-text pairs, no class "
+                             "labels); fine-tuning takes a MedMNIST flag, e.g. pneumoniamnist")
         if self.mode not in FINETUNE_MODES:
             raise ValueError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_number("dropout", self.dropout, ge=0, lt=1)

@@ -14,7 +14,15 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from medfm.checkpoint_ids import is_hub_id
-from medfm.config import ConfigError, dump_yaml, mapping_location, recipe_args_errors, recipe_location, to_dict
+from medfm.config import (
+    ConfigError,
+    dump_yaml,
+    located_error,
+    mapping_location,
+    recipe_args_errors,
+    recipe_location,
+    to_dict,
+)
 from medfm.data import MedMNISTDataset, dataset_info
 from medfm.data.views import RandomViews
 from medfm.encoders import create_encoder
@@ -22,7 +30,7 @@ from medfm.io import atomic_write_text
 from medfm.objectives.inputs import check_objective_args
 from medfm.registry import OBJECTIVES
 from medfm.training.loop import Trainer, refuse_existing_run
-from medfm.training.recipes import EncoderConfig, FinetuneRecipe, PretrainRecipe
+from medfm.training.recipes import CORPUS_DATASET, EncoderConfig, FinetuneRecipe, PretrainRecipe
 from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
 
 
@@ -59,10 +67,11 @@ def check_recipe_args(recipe: Union[PretrainRecipe, FinetuneRecipe]) -> None:
     """Run the encoder's (and a pretraining objective's) own argument checks before any data are read.
 
     The encoder is built once at random initialisation (``encoder.pretrained`` is not loaded:
-    :func:`medfm.hub.check_local_checkpoint` and the real build see to it) for the recipe's input:
+    :func:`check_init_checkpoint` and the real build see to it) for the recipe's input:
     the data set's channels from its metadata (:func:`medfm.data.dataset_info`, no file is read;
     1 for the corpus) and side ``encoder.img_size`` or ``data.size``, as the runners build it; the
-    objective is checked without an encoder (:func:`medfm.objectives.inputs.check_objective_args`).
+    objective is checked without an encoder (:func:`medfm.objectives.inputs.check_objective_args`),
+    then against that encoder's input geometry (e.g. swav's ``local_size`` against its ``min_input_size``).
     A fine-tuning recipe's encoder and ``augment`` must suit the set's 2D/3D data (:func:`_check_finetune_dims`);
     pretraining takes a 2D set (or the corpus) and a 2D encoder (:func:`_check_pretrain_dims`).
     Costs one encoder build (milliseconds for the small encoders, about a second for a ViT-B).
@@ -70,18 +79,24 @@ def check_recipe_args(recipe: Union[PretrainRecipe, FinetuneRecipe]) -> None:
     Raises:
         ConfigError: a bad value, named with its recipe location (:func:`medfm.config.recipe_args_errors`),
             e.g. ``p.yaml.objective.args: simclr: temperature must be > 0, got -1.0``.
-        UnknownNameError: an unknown encoder or objective; UnknownDatasetError: an unknown data set.
+        UnknownNameError: an unknown encoder or objective, with its section's recipe location;
+            UnknownDatasetError: an unknown data set.
     """
     objective = getattr(recipe, "objective", None)
     if objective is not None:
+        with recipe_args_errors(recipe_location(objective, "objective")):  # an unknown name: the section's
+            OBJECTIVES.get(objective.name)
         with recipe_args_errors(f"{recipe_location(objective, 'objective')}.args"):
             check_objective_args(objective.name, objective.args)
-    info = None if recipe.data.dataset == "corpus" else dataset_info(recipe.data.dataset)
+    info = None if recipe.data.dataset == CORPUS_DATASET else dataset_info(recipe.data.dataset)
     if isinstance(recipe, FinetuneRecipe) and info is not None:  # before the check build: the clearer message
         _check_finetune_dims(recipe, info)
     elif isinstance(recipe, PretrainRecipe):
         _check_pretrain_dims(recipe, info)
-    check_encoder_args(recipe.encoder, 1 if info is None else info["n_channels"], recipe.data.size)
+    encoder = check_encoder_args(recipe.encoder, 1 if info is None else info["n_channels"], recipe.data.size)
+    if objective is not None:  # the checks that read the encoder's input geometry (swav's local_size)
+        with recipe_args_errors(f"{recipe_location(objective, 'objective')}.args"):
+            check_objective_args(objective.name, objective.args, encoder=encoder)
 
 
 def check_encoder_args(encoder: EncoderConfig, in_chans: int, img_size: Optional[int]) -> torch.nn.Module:
@@ -100,6 +115,28 @@ def check_encoder_args(encoder: EncoderConfig, in_chans: int, img_size: Optional
     """
     with recipe_args_errors(recipe_location(encoder, "encoder")):
         return create_encoder(encoder.name, in_chans=in_chans, img_size=encoder.img_size or img_size, **encoder.args)
+
+
+def check_init_checkpoint(init: Optional[str], encoder: EncoderConfig) -> None:
+    """Refuse a missing local starting checkpoint before any data are read: ``init`` (``--init``) when
+    given, else recipe section ``encoder``'s ``pretrained``, as the runners load them (``init or pretrained``).
+
+    A bad ``encoder.pretrained`` is named with its recipe location, its class kept
+    (:func:`medfm.config.located_error`): ``r.yaml.encoder.pretrained: no checkpoint directory at
+    '/nonexistent/ckpt' ...``. ``None``, ``"timm"`` and ``hf-hub:`` ids pass (:func:`medfm.hub.check_local_checkpoint`).
+
+    Raises:
+        CheckpointError: the path is missing or is a file.
+    """
+    from medfm.hub import CheckpointError, check_local_checkpoint
+
+    if init:
+        check_local_checkpoint(init)
+        return
+    try:
+        check_local_checkpoint(encoder.pretrained)
+    except CheckpointError as err:
+        raise located_error(err, f"{recipe_location(encoder, 'encoder')}.pretrained") from None
 
 
 def _load(recipe_data, split: str, data_root: Optional[str]) -> MedMNISTDataset:
@@ -129,12 +166,15 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
         location (before any data are read); medfm data errors, UnknownNameError (encoder/objective), ConfigError; FileExistsError:
         ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`).
+        CheckpointError: a missing local ``encoder.pretrained``, with its recipe location, before the data are
+        read (:func:`check_init_checkpoint`).
     """
     from medfm.hub import write_checkpoint
 
     output = Path(output)
     check_recipe_args(recipe)  # seconds before the data are loaded
-    if recipe.data.dataset == "corpus":  # the multi-source image-text corpus (medfm.data.corpus)
+    check_init_checkpoint(None, recipe.encoder)  # was: named after the data load, by the encoder build
+    if recipe.data.dataset == CORPUS_DATASET:  # the multi-source image-text corpus (medfm.data.corpus)
         from medfm.data.corpus import PretrainCorpus
 
         ds = PretrainCorpus(size=recipe.data.size, data_root=data_root or recipe.data.data_root)
@@ -203,13 +243,15 @@ def check_encoder_dims(name: str, data_dims: int, data: str, where: str) -> None
         where: the encoder section's recipe location (``"r.yaml.encoder"``, :func:`medfm.config.recipe_location`).
 
     Raises:
-        UnknownNameError: unknown encoder (with close matches).
+        UnknownNameError: unknown encoder (with close matches), named with ``where``
+            (``r.yaml.encoder: unknown encoder 'resnet19'; did you mean 'resnet18' ...``).
         ConfigError: dims mismatch, one line saying what to use, e.g. ``r.yaml.encoder: pneumoniamnist is a
             2D set but encoder 'resnet3d_10' is 3D; use a 2D encoder (e.g. resnet18)``.
     """
     from medfm.registry import ENCODERS
 
-    dims = int(ENCODERS.tags(name).get("dims", 2))
+    with recipe_args_errors(where):  # an unknown name, with the section's location
+        dims = int(ENCODERS.tags(name).get("dims", 2))
     if dims == data_dims:
         return
     examples = (", ".join(n for n in ENCODERS.names(dims=3) if not ENCODERS.tags(n).get("test"))
@@ -251,7 +293,7 @@ def _check_pretrain_dims(recipe: PretrainRecipe, info: Optional[Dict[str, Any]])
         ConfigError: a 3D set (``r.yaml.data: ...``) or a 3D encoder (``r.yaml.encoder: ...``, :func:`check_encoder_dims`).
         UnknownNameError: unknown encoder.
     """
-    name = "corpus" if info is None else info["flag"]
+    name = CORPUS_DATASET if info is None else info["flag"]
     if info is not None and info["is_3d"]:
         raise ConfigError(f"{recipe_location(recipe.data, 'data')}: {name} is a 3D set and pretraining takes 2D images; "
                           "use a 2D set or `dataset: corpus` (it holds 2D slices of the 3D sets)")
@@ -293,7 +335,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     Raises:
         ConfigError: a bad ``encoder`` value, an encoder or ``augment`` that does not suit the set's 2D/3D
         data, with its recipe location (:func:`check_recipe_args`, before any data are read); medfm data
-        errors, UnknownNameError, CheckpointError (``init``); FileExistsError:
+        errors, UnknownNameError, CheckpointError (``init``, or ``encoder.pretrained`` named with its recipe
+        location: :func:`check_init_checkpoint`); FileExistsError:
         ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`),
         or with another ``init`` than the run was started with (:func:`medfm.training.resume.check_resume_init`;
@@ -302,13 +345,13 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.evaluation.metrics import classification_metrics
     from medfm.evaluation.predict import predict_scores
-    from medfm.hub import check_local_checkpoint, load_config
+    from medfm.hub import load_config
 
     output = Path(output)
     check_recipe_args(recipe)  # before the data are loaded
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     check_resume_init(output, init, resume)  # --init is not in the recipe: <output>/init.json; before the data load
-    check_local_checkpoint(init or recipe.encoder.pretrained)
+    check_init_checkpoint(init, recipe.encoder)
     ds = _load(recipe.data, "train", data_root)
     keep = finetune_label_indices(recipe, ds.labels)
     train_ds: Any = ds if len(keep) == len(ds) else IndexedSubset(ds, keep)

@@ -34,9 +34,11 @@ class SegDataConfig:
             sliding-window size at inference.
         repeats: random crops per training image and epoch.
         context_slices: Hippocampus 2.5D: k neighbouring slices on each side as channels
-            (a 2D encoder with ``2k + 1`` input channels); 0 = 3D.
+            (a 2D encoder with ``2k + 1`` input channels); 0 = 3D. The ``2k + 1`` slices must fit in
+            the data set's thinnest volume along ``slice_axis`` (:attr:`SegTask.smallest_volume`;
+            wider windows only repeat the edge slices: k <= 15 along axis 0 of MSD Hippocampus).
         slice_axis: volume axis the 2.5D slices are taken along.
-        flip_axes: spatial axes randomly flipped (p = 0.5 each) during training.
+        flip_axes: spatial axes randomly flipped (p = 0.5 each) during training, each listed once.
         foreground_p: probability that a training crop is centred on a random foreground voxel
             instead of placed uniformly (nnU-Net's foreground oversampling; see
             :func:`medfm.training.segmentation.random_crop`). 0 = uniform crops only.
@@ -56,8 +58,9 @@ class SegDataConfig:
     Raises:
         ValueError: an unknown dataset (with a close match), a value out of range, a ``patch``
             or ``flip_axes`` that does not fit the data set's spatial dimensions, ``scale`` other
-            than 1 for a volume data set, ``context_slices`` for a 2D data set, a
-            ``missing_sequence_fill`` that is not an input channel (with ``missing_sequence_p > 0``).
+            than 1 for a volume data set, ``context_slices`` for a 2D data set or wider than its
+            thinnest volume, a ``missing_sequence_fill`` that is not an input channel (with
+            ``missing_sequence_p > 0``), a ``flip_axes`` entry listed twice.
     """
 
     dataset: str = "chase_db1"
@@ -88,6 +91,7 @@ class SegDataConfig:
             check_number(f"data.{key}", getattr(self, key), ge=0, le=1)
         check_number("data.repeats", self.repeats, ge=1, integer=True)
         check_number("data.context_slices", self.context_slices, ge=0, integer=True, hint=" (0 = 3D)")
+        check_number("data.slice_axis", self.slice_axis, ge=0, le=2, integer=True, hint=" (a volume axis)")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"data.normalize must be one of {list(NORMALIZATIONS)}, got {self.normalize!r}")
         for key in ("max_train", "max_test"):  # 0 used to mean "all cases"
@@ -101,15 +105,22 @@ class SegDataConfig:
         if self.normalize != "none" and self.context_slices:
             raise ValueError("data.normalize applies to 2D images and 3D volumes, not to 2.5D slice stacks "
                              "(context_slices > 0)")
+        smallest = TASKS[self.dataset].smallest_volume
+        if self.context_slices and smallest:  # (else the run trains on stacks of copied edge slices)
+            n = smallest[self.slice_axis]
+            check_number("data.context_slices", self.context_slices, ge=0, le=(n - 1) // 2, integer=True,
+                         hint=f" (the 2k + 1 slices must fit in the thinnest {self.dataset} volume: {n} slices "
+                              f"along data.slice_axis {self.slice_axis})")
         # volumes are trained at their own resolution, but a 2.5D model would be resized by the
         # recorded inference.scale at prediction time
         if self.scale != 1 and TASKS[self.dataset].spatial_dims == 3:
             raise ValueError(f"data.scale applies to 2D image data sets only; {self.dataset} volumes are used at "
                              f"their own resolution (leave data.scale out), got {self.scale}")
-        channels = TASKS[self.dataset](self).in_chans  # (the fill channel only matters with missing_sequence_p > 0)
-        if self.missing_sequence_fill < 0 or (self.missing_sequence_p > 0 and self.missing_sequence_fill >= channels):
+        channels = self.in_chans  # (the fill channel only matters with missing_sequence_p > 0)
+        if not number_fits(self.missing_sequence_fill, ge=0, integer=True) or (
+                self.missing_sequence_p > 0 and self.missing_sequence_fill >= channels):
             raise ValueError(f"data.missing_sequence_fill must be an input channel 0..{channels - 1} of "
-                             f"{self.dataset}, got {self.missing_sequence_fill}")
+                             f"{self.dataset}, got {shown(self.missing_sequence_fill)}")
         # checked here, not at the first training step or at inference after training
         dims = self.spatial_dims
         if self.patch is not None and len(self.patch) != dims:
@@ -118,16 +129,22 @@ class SegDataConfig:
                    + (" volumes (data.context_slices > 0 trains 2.5D on 2-D slice crops)"
                       if self.dataset == "msd_hippocampus" else ""))
             raise ValueError(f"data.patch has {len(self.patch)} values, but {why}; give {dims} values, got {self.patch}")
-        bad = [a for a in self.flip_axes if not 0 <= a < dims]
-        if bad:
-            raise ValueError(f"data.flip_axes must be spatial axes 0..{dims - 1} of the {dims}-D crops, got {self.flip_axes}")
-        if not 0 <= self.slice_axis < 3:
-            raise ValueError(f"data.slice_axis must be a volume axis 0, 1 or 2, got {self.slice_axis}")
+        if not all(number_fits(a, ge=0, lt=dims, integer=True) for a in self.flip_axes):
+            raise ValueError(f"data.flip_axes must be spatial axes 0..{dims - 1} of the {dims}-D crops, "
+                             f"got {shown(self.flip_axes)}")
+        if len(set(self.flip_axes)) != len(self.flip_axes):
+            raise ValueError(f"data.flip_axes lists an axis twice (each listed axis is flipped with p = 0.5), "
+                             f"got {shown(self.flip_axes)}")
 
     @property
     def spatial_dims(self) -> int:
         """Spatial dimensions of the training crops: 2 for images and 2.5D slice stacks, 3 for volumes."""
         return 2 if self.context_slices else TASKS[self.dataset].spatial_dims
+
+    @property
+    def in_chans(self) -> int:
+        """Input channels of the model: the data set's channels, ``2k + 1`` for 2.5D (no file is read)."""
+        return TASKS[self.dataset](self).in_chans
 
 
 @dataclass
@@ -155,6 +172,10 @@ class SegTask:
     #: how model inputs are prepared when the model's ``inference`` settings cannot say it
     #: (recorded in the checkpoint's data record and shown on its model card; "" = nothing extra)
     input_preprocessing = ""
+    #: volume data sets: the smallest size (voxels) along each axis over all volumes, so that
+    #: :class:`SegDataConfig` can refuse a 2.5D slice window wider than a volume before any file
+    #: is read (None: not recorded)
+    smallest_volume: Optional[Tuple[int, int, int]] = None
 
     def __init__(self, cfg: SegDataConfig, data_root: Optional[str] = None) -> None:
         self.cfg = cfg
@@ -364,6 +385,8 @@ class HippocampusTask(SegTask):
     label_names = segdata.HIPPOCAMPUS_LABELS
     split_rule = segdata.SPLIT_RULES["msd_hippocampus"]
     intensity = "percentile"
+    # all 260 volumes read with nibabel: shapes from (31, 40, 24) to (43, 59, 47), as its PROVENANCE.md says
+    smallest_volume = (31, 40, 24)
 
     def __init__(self, cfg: SegDataConfig, data_root: Optional[str] = None) -> None:
         super().__init__(cfg, data_root)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -72,6 +72,15 @@ class SegEvalConfig:
                                           or not all(number_fits(r, ge=1, integer=True) for r in self.roi_size)):
             raise ValueError(f"eval.roi_size must be a list of integer sides >= 1, got {shown(self.roi_size)}")
 
+    def check_dims(self, dims: int, data: str) -> None:
+        """Check that ``roi_size`` (if set) has one side per spatial dimension of the ``dims``-D windows of ``data``.
+
+        Raises:
+            ValueError: ``eval.roi_size has 3 values for 2-D chase_db1 windows, got [64, 64, 64]``.
+        """
+        if self.roi_size is not None and len(self.roi_size) != dims:
+            raise ValueError(f"eval.roi_size has {len(self.roi_size)} values for {dims}-D {data} windows, got {self.roi_size}")
+
 
 @dataclass
 class SegmentationRecipe:
@@ -101,10 +110,7 @@ class SegmentationRecipe:
     def __post_init__(self) -> None:
         if self.mode not in SEG_MODES:
             raise ValueError(f"mode must be one of {SEG_MODES}, got {self.mode!r}")
-        dims = self.data.spatial_dims
-        if self.eval.roi_size is not None and len(self.eval.roi_size) != dims:
-            raise ValueError(f"eval.roi_size has {len(self.eval.roi_size)} values for {dims}-D {self.data.dataset} "
-                             f"windows, got {self.eval.roi_size}")
+        self.eval.check_dims(self.data.spatial_dims, self.data.dataset)
 
 
 # -- augmentation ----------------------------------------------------------------------------------
@@ -251,15 +257,41 @@ def check_segmenter_args(recipe: SegmentationRecipe, task: SegTask) -> None:
 
     Raises:
         ConfigError: ``r.yaml.encoder: ...`` or ``r.yaml.decoder: ...`` (a bad value) or an encoder of
-            the wrong dimensionality; ValueError: neither ``encoder.img_size`` nor ``data.patch``;
-            UnknownNameError: an unknown encoder.
+            the wrong dimensionality; ``r.yaml.lora: ...`` (:func:`check_lora_targets`); ValueError:
+            neither ``encoder.img_size`` nor ``data.patch``; UnknownNameError: an unknown encoder.
     """
+    from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.config import mapping_location, recipe_args_errors
     from medfm.training.runs import check_encoder_args
 
     encoder = check_encoder_args(recipe.encoder, task.in_chans, _encoder_img_size(recipe))
     with recipe_args_errors(mapping_location(recipe, "decoder")):
-        build_segmenter(recipe, task, encoder=encoder)
+        model = build_segmenter(recipe, task, encoder=encoder)
+    check_lora_targets(model, recipe, SEG_HEAD_MODULES)
+
+
+def check_lora_targets(model: torch.nn.Module, recipe: Any, head_modules: Tuple[str, ...]) -> None:
+    """With ``mode: lora``, match the recipe's ``lora.target_modules`` (or the encoder family's default)
+    against ``model``, a check build of the recipe's model, before the data are read: a pattern that
+    matched no layer was found when the trained model was wrapped, after the data, without a location.
+
+    Args:
+        model: the segmenter at random initialisation (:func:`check_segmenter_args`,
+            :func:`medfm.training.text_segmentation.check_text_segmenter_args`).
+        recipe: a recipe with ``mode`` and ``lora`` (:class:`LoraSettings`).
+        head_modules: the adapter's modules LoRA keeps trainable (``SEG_HEAD_MODULES``).
+
+    Raises:
+        ConfigError: ``r.yaml.lora: LoRA target pattern 'x' matches no Linear/Conv2d/Conv3d layer ...``
+            (:func:`medfm.adapters.lora.lora_config`).
+    """
+    if recipe.mode != "lora":
+        return
+    from medfm.adapters.lora import lora_config
+    from medfm.config import recipe_args_errors, recipe_location
+
+    with recipe_args_errors(recipe_location(recipe.lora, "lora")):
+        lora_config(model, recipe.lora, head_modules)
 
 
 def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, output: Optional[Path] = None) -> Dict[str, Any]:
@@ -360,16 +392,16 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.cards import write_card
     from medfm.config import dump_yaml, to_dict
-    from medfm.hub import check_local_checkpoint
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.loop import Trainer, refuse_existing_run
     from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
+    from medfm.training.runs import check_init_checkpoint
 
     output = Path(output)
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     check_resume_recipe(output, recipe, resume)
     check_resume_init(output, init, resume)
-    check_local_checkpoint(init or recipe.encoder.pretrained)  # before the data set is read
+    check_init_checkpoint(init, recipe.encoder)  # before the data set is read
     task = build_task(recipe.data, data_root)
     check_segmenter_args(recipe, task)  # a bad encoder/decoder value, before the data set is read
     train_set = task.training_arrays()
@@ -437,4 +469,4 @@ def segment_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, 
 
 
 __all__ = ["seg_data_record", "segment_from_recipe", "SegmentationRecipe", "SegEvalConfig", "SegDataConfig", "run_segmentation", "evaluate_task",
-           "build_segmenter", "check_segmenter_args", "random_crop", "random_flips", "random_missing_sequences", "seg_step", "SEG_MODES"]
+           "build_segmenter", "check_segmenter_args", "check_lora_targets", "random_crop", "random_flips", "random_missing_sequences", "seg_step", "SEG_MODES"]

@@ -54,14 +54,16 @@ class TextTaskConfig:
 
     Attributes:
         data: the data set and its crop/scale/flip settings.
-        name: target id (e.g. "vessel").
+        name: target id (e.g. "vessel"); also the folder of its results (``tasks/<name>/``).
         modality, target: the prompt parts ("A {modality} image of {target}").
         query: a free-text referring query evaluated besides the prompt (None: skip).
         loss_weight: this target's weight in the BCE and Dice terms
             (:meth:`medfm.adapters.text_seg.TextConditionedSegmenter.loss`); default 1.
 
     Raises:
-        ValueError: ``loss_weight`` not positive and finite.
+        ValueError: ``loss_weight`` not positive and finite; an empty ``name``, ``modality`` or
+            ``target``, a ``name`` that is not a plain folder name; an empty or blank ``query`` (a blank
+            one was refused when embedded, after training; an empty one skipped the referring evaluation).
     """
 
     data: SegDataConfig = field(default_factory=SegDataConfig)
@@ -74,6 +76,13 @@ class TextTaskConfig:
     def __post_init__(self) -> None:
         if not number_fits(self.loss_weight, gt=0):  # (also NaN, inf, True, "1")
             raise ValueError(f"loss_weight is {shown(self.loss_weight)}; loss weights must be positive and finite")
+        for key, what in (("name", "the target's id"), ("modality", "a prompt part"), ("target", "a prompt part")):
+            if not (isinstance(getattr(self, key), str) and getattr(self, key).strip()):
+                raise ValueError(f"{key} must be a non-empty string ({what}), got {shown(getattr(self, key))}")
+        if "/" in self.name or "\\" in self.name or self.name in (".", ".."):
+            raise ValueError(f"name must be a plain folder name (the results go to tasks/<name>/), got {self.name!r}")
+        if self.query is not None and not (isinstance(self.query, str) and self.query.strip()):
+            raise ValueError(f"query must be a non-empty text, or left out for none, got {shown(self.query)}")
 
 
 CROSS_TASK_TARGETS = ("absent", "unlabelled")
@@ -99,6 +108,13 @@ class TextSegRecipe:
             ``"absent"`` (default) as known all-background masks; ``"unlabelled"`` not at
             all (partial-label training as in MulModSeg / the Universal Model: each image's
             loss covers only the target its data set annotates).
+
+    Raises:
+        ValueError: no tasks, duplicate task names, tasks with different ``data.patch``, tasks that
+            are not 2D (2.5D slices count as 2D) or that differ in input channels (one encoder reads
+            them all; this was found after the data sets were opened, without a location), an
+            ``eval.roi_size`` that is not 2-D, an unknown ``mode`` or ``cross_task_targets``,
+            ``domain_stem`` without ``domain_norm``, bad loss weights.
     """
 
     tasks: List[TextTaskConfig] = field(default_factory=list)
@@ -124,6 +140,14 @@ class TextSegRecipe:
             raise ValueError(f"task names must be unique, got {names}")
         if len({tuple(t.data.patch or ()) for t in self.tasks}) != 1 or self.tasks[0].data.patch is None:
             raise ValueError("all tasks need the same data.patch (one batch mixes their crops)")
+        volumes = [f"tasks[{i}] ({t.data.dataset})" for i, t in enumerate(self.tasks) if t.data.spatial_dims != 2]
+        if volumes:
+            raise ValueError(f"{', '.join(volumes)}: a text-conditioned recipe trains on 2D images "
+                             f"(a volume data set as 2.5D slices: data.context_slices > 0)")
+        if len({t.data.in_chans for t in self.tasks}) != 1:
+            raise ValueError("all tasks need one input channel count (one encoder reads every task's images), got "
+                             + ", ".join(f"tasks[{i}] {t.data.dataset}: {t.data.in_chans}" for i, t in enumerate(self.tasks)))
+        self.eval.check_dims(2, "text-conditioned")
         if self.mode not in SEG_MODES:
             raise ValueError(f"mode must be one of {SEG_MODES}, got {self.mode!r}")
         if self.domain_stem and not self.domain_norm:
@@ -186,8 +210,9 @@ class MultiTaskArrays:
 
 
 def text_seg_step(recipe: TextSegRecipe):
-    """Trainer ``step_fn``: per-task crops/flips (and missing-sequence dropout), per-target
-    binary masks, each image's modality for modality-specific norms, BCE + Dice."""
+    """Trainer ``step_fn``: per-task crops (foreground-oversampled with the task's ``data.foreground_p``,
+    which was ignored) and flips (and missing-sequence dropout), per-target binary masks, each image's
+    modality for modality-specific norms, BCE + Dice."""
     n_targets = len(recipe.tasks)
     modalities = list(dict.fromkeys(t.modality for t in recipe.tasks))
     weights = [t.loss_weight for t in recipe.tasks]
@@ -200,7 +225,8 @@ def text_seg_step(recipe: TextSegRecipe):
         for k, task in enumerate(recipe.tasks):
             if f"image_{k}" not in batch:
                 continue
-            im, m = random_crop(batch[f"image_{k}"], batch[f"mask_{k}"], batch[f"valid_{k}"].cpu(), task.data.patch, gen)
+            im, m = random_crop(batch[f"image_{k}"], batch[f"mask_{k}"], batch[f"valid_{k}"].cpu(), task.data.patch, gen,
+                                task.data.foreground_p)
             im, m = random_flips(im, m, task.data.flip_axes, gen)
             im = random_missing_sequences(im, task.data.missing_sequence_p, task.data.missing_sequence_fill, gen)
             target = torch.zeros(m.shape[0], n_targets, *m.shape[1:], device=m.device)
@@ -220,36 +246,41 @@ def text_seg_step(recipe: TextSegRecipe):
     return step
 
 
-def _segmenter_args(recipe: TextSegRecipe) -> Dict[str, Any]:
+def text_segmenter_args(recipe: TextSegRecipe) -> Dict[str, Any]:
     """The :class:`medfm.adapters.text_seg.TextConditionedSegmenter` keyword arguments the recipe sets
     (targets, decoder, head, inference per target, domain layers): all but the encoder and text width."""
-    patch = recipe.tasks[0].data.patch
+    roi = recipe.eval.roi_size or recipe.tasks[0].data.patch  # (eval.roi_size was ignored)
     return {"targets": [{"name": t.name, "modality": t.modality, "target": t.target} for t in recipe.tasks],
-            "decoder": recipe.decoder, "head": recipe.head, "inference": {"roi_size": list(patch)},
+            "decoder": recipe.decoder, "head": recipe.head, "inference": {"roi_size": list(roi)},
             "domain_norm": recipe.domain_norm, "domain_stem": recipe.domain_stem,
-            "target_inference": {t.name: {"roi_size": list(patch), "scale": t.data.scale, "normalize": t.data.normalize,
+            "target_inference": {t.name: {"roi_size": list(roi), "scale": t.data.scale, "normalize": t.data.normalize,
                                           "overlap": recipe.eval.overlap} for t in recipe.tasks}}
 
 
 def check_text_segmenter_args(recipe: TextSegRecipe, in_chans: int) -> None:
     """Build the text-conditioned segmenter once at random initialisation before the data are read, so
-    that a bad ``encoder``, ``decoder`` or ``head`` value fails in seconds named with its section.
+    that a bad ``encoder``, ``decoder``, ``head``, ``text_encoder`` or ``lora`` value fails in seconds
+    named with its section.
 
     The tasks are 2D: a 3D encoder is refused first (:func:`medfm.training.runs.check_encoder_dims`).
     Then the encoder (:func:`medfm.training.runs.check_encoder_args`, nothing loaded), its decoder
     (:func:`medfm.adapters.segmentation.unet_decoder_for`, as :func:`medfm.training.segmentation.check_segmenter_args`
-    names ``decoder``) and the head options (:func:`medfm.adapters.text_seg.check_head_options`) are
-    checked each under its own location, then the whole model under the recipe's (targets, inference,
-    domain layers). ``in_chans``: the tasks' channels (:func:`medfm.training.seg_tasks.build_task`, no data read).
+    names ``decoder``), the head options (:func:`medfm.adapters.text_seg.check_head_options`) and the text
+    encoder spec (:func:`medfm.text.encoders.check_text_encoder_spec`, no model loaded) are checked each
+    under its own location, then the whole model under the recipe's (targets, inference, domain layers)
+    and, with ``mode: lora``, its LoRA targets (:func:`medfm.training.segmentation.check_lora_targets`).
+    ``in_chans``: the tasks' channels (``data.in_chans``, no data read).
 
     Raises:
-        ConfigError: ``r.yaml.encoder: ...``, ``r.yaml.decoder: ...``, ``r.yaml.head: ...`` or ``r.yaml: ...``;
-        UnknownNameError: an unknown encoder.
+        ConfigError: ``r.yaml.encoder: ...``, ``r.yaml.decoder: ...``, ``r.yaml.head: ...``,
+        ``r.yaml.text_encoder: ...``, ``r.yaml: ...`` or ``r.yaml.lora: ...``; UnknownNameError: an unknown encoder.
     """
     from medfm.adapters.segmentation import unet_decoder_for
-    from medfm.adapters.text_seg import TextConditionedSegmenter, check_head_options
+    from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, TextConditionedSegmenter, check_head_options
     from medfm.config import mapping_location, recipe_args_errors, recipe_location
+    from medfm.text.encoders import check_text_encoder_spec
     from medfm.training.runs import check_encoder_args, check_encoder_dims
+    from medfm.training.segmentation import check_lora_targets
 
     check_encoder_dims(recipe.encoder.name, 2, recipe.tasks[0].data.dataset, recipe_location(recipe.encoder, "encoder"))
     encoder = check_encoder_args(recipe.encoder, in_chans, recipe.tasks[0].data.patch[0])
@@ -257,8 +288,28 @@ def check_text_segmenter_args(recipe: TextSegRecipe, in_chans: int) -> None:
         unet_decoder_for(encoder, recipe.decoder)
     with recipe_args_errors(mapping_location(recipe, "head")):
         check_head_options(recipe.head)
+    with recipe_args_errors(mapping_location(recipe, "text_encoder")):
+        check_text_encoder_spec(recipe.text_encoder)
     with recipe_args_errors(recipe_location(recipe, "recipe")):
-        TextConditionedSegmenter(encoder, text_dim=1, **_segmenter_args(recipe))  # (the text width only sizes a projection)
+        model = TextConditionedSegmenter(encoder, text_dim=1, **text_segmenter_args(recipe))  # (the text width only sizes a projection)
+    check_lora_targets(model, recipe, TEXT_SEG_HEAD_MODULES)
+
+
+def build_recipe_text_encoder(recipe: TextSegRecipe) -> Any:
+    """The recipe's frozen text encoder (:func:`medfm.text.create_text_encoder`), built before the data are
+    read: a model folder that is missing or cannot be loaded, or a hub id that cannot be fetched, is
+    named with the ``text_encoder`` location (it was found after the data, without one).
+
+    Raises:
+        ConfigError: ``r.yaml.text_encoder: ...`` (a bad spec, :func:`medfm.text.encoders.check_text_encoder_spec`,
+            or a :class:`medfm.text.TextEncoderError` from loading).
+    """
+    from medfm.config import mapping_location, recipe_args_errors
+    from medfm.text import create_text_encoder
+    from medfm.text.encoders import check_text_encoder_spec
+
+    with recipe_args_errors(mapping_location(recipe, "text_encoder")):
+        return create_text_encoder(check_text_encoder_spec(recipe.text_encoder))
 
 
 def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[str] = None,
@@ -268,25 +319,24 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     Returns the results dict (also written to ``results.json``).
 
     Raises:
-        medfm data errors, ValueError (mismatched channels between tasks), TextEncoderError;
-        FileExistsError: ``output`` holds a checkpoint and ``resume`` is False.
+        medfm data errors; FileExistsError: ``output`` holds a checkpoint and ``resume`` is False.
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
         (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was
         started with (:func:`medfm.training.resume.check_resume_init`); CheckpointError: a missing local
         ``init`` (or ``encoder.pretrained``) directory; ConfigError: a 3D encoder or a bad ``encoder`` value
-        (``r.yaml.encoder: ...``), a bad ``decoder`` or ``head`` value (``r.yaml.decoder: ...``, ``r.yaml.head: ...``),
-        from a check build at random initialisation (:func:`check_text_segmenter_args`). These are checked
-        before anything is written or read.
+        (``r.yaml.encoder: ...``), a bad ``decoder``, ``head``, ``text_encoder`` or ``lora`` value
+        (``r.yaml.decoder: ...``, ...), from a check build at random initialisation
+        (:func:`check_text_segmenter_args`), or a text model that cannot be loaded (``r.yaml.text_encoder: ...``,
+        :func:`build_recipe_text_encoder`). These are checked before anything is written or read.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
     from medfm.config import dump_yaml, to_dict
     from medfm.encoders import create_encoder
-    from medfm.hub import check_local_checkpoint
     from medfm.io import atomic_write_json, atomic_write_text
-    from medfm.text import create_text_encoder
     from medfm.training.loop import Trainer, refuse_existing_run
     from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
+    from medfm.training.runs import check_init_checkpoint
     from medfm.cards import write_card
     from medfm.training.segmentation import evaluate_task, results_markdown, seg_data_record
 
@@ -294,14 +344,12 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
     check_resume_recipe(output, recipe, resume)
     check_resume_init(output, init, resume)
-    check_local_checkpoint(init or recipe.encoder.pretrained)  # before config.yaml is written and the data read
+    check_init_checkpoint(init, recipe.encoder)  # before config.yaml is written and the data read
     tasks = [build_task(t.data, data_root) for t in recipe.tasks]  # a missing data set leaves no files behind
-    chans = {t.in_chans for t in tasks}
-    if len(chans) != 1 or any(t.spatial_dims != 2 for t in tasks):
-        raise ValueError(f"all tasks must be 2D with one channel count, got {[(t.name, t.in_chans) for t in tasks]}")
-    in_chans, patch = chans.pop(), recipe.tasks[0].data.patch
-    seg_args = _segmenter_args(recipe)
+    in_chans, patch = tasks[0].in_chans, recipe.tasks[0].data.patch  # (one for all tasks: TextSegRecipe)
+    seg_args = text_segmenter_args(recipe)
     check_text_segmenter_args(recipe, in_chans)  # before anything is written or read
+    text_encoder = build_recipe_text_encoder(recipe)  # loads the model: a missing one, before the data
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     record_init(output, init, resume)
@@ -309,7 +357,6 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     torch.manual_seed(recipe.train.seed)
     encoder = create_encoder(recipe.encoder.name, in_chans=in_chans, img_size=recipe.encoder.img_size or patch[0],
                              pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
-    text_encoder = create_text_encoder(recipe.text_encoder)
     task_inference = seg_args["target_inference"]
     model = build_text_segmenter(encoder, text_encoder=text_encoder, text_encoder_spec=recipe.text_encoder, **seg_args)
     base = init or recipe.encoder.pretrained
@@ -352,4 +399,4 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
 
 
 __all__ = ["TextSegRecipe", "TextTaskConfig", "MultiTaskArrays", "run_text_segmentation", "check_text_segmenter_args",
-           "text_seg_step"]
+           "build_recipe_text_encoder", "text_seg_step", "text_segmenter_args"]

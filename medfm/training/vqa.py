@@ -36,9 +36,9 @@ from tqdm.auto import tqdm
 
 
 from medfm.adapters.lora import LoraSettings
-from medfm.arg_checks import check_heads, check_number
-from medfm.config import (dump_yaml, from_dict, load_yaml, recipe_args_errors, recipe_location, to_dict,
-                          with_overrides)
+from medfm.arg_checks import check_number, is_integer, shown
+from medfm.config import (ConfigError, dump_yaml, from_dict, load_yaml, mapping_location, recipe_args_errors,
+                          recipe_location, to_dict, with_overrides)
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
 from medfm.training.loop import (TrainConfig, check_finite_loss, lr_at, param_groups, refuse_existing_run,
                                  resolve_precision)
@@ -60,7 +60,8 @@ class VQADataConfig:
     """VQA-RAD input: image side ``size`` px, ``in_chans`` (1: grayscale), ``data_root`` override.
 
     Raises:
-        ValueError: ``size`` < 1 or ``in_chans`` not 1 or 3.
+        ValueError: ``size`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`), ``in_chans``
+            not the integer 1 or 3 (``True`` is refused, not taken as 1).
     """
 
     size: int = 28
@@ -68,19 +69,24 @@ class VQADataConfig:
     data_root: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ValueError(f"data.size must be an image side in px (e.g. 28), got {self.size}")
-        if self.in_chans not in (1, 3):
-            raise ValueError(f"data.in_chans must be 1 (grayscale) or 3 (RGB), got {self.in_chans}")
+        check_number("data.size", self.size, ge=1, integer=True, hint=" (an image side in px, e.g. 28)")
+        if not is_integer(self.in_chans) or self.in_chans not in (1, 3):
+            raise ValueError(f"data.in_chans must be 1 (grayscale) or 3 (RGB), got {shown(self.in_chans)}")
 
 
 @dataclass
 class VQAHeadConfig:
     """Fusion + classifier options of :class:`medfm.adapters.vqa.VQAModel`, and the type-loss weight.
 
+    ``type_weight`` (a finite number >= 0; 0: no answer-type loss) weighs the type loss in training
+    (:meth:`medfm.adapters.vqa.VQAModel.loss`); the other options are :class:`~medfm.adapters.vqa.VQAModel`'s
+    and are checked by its :func:`~medfm.adapters.vqa.check_vqa_head` (``heads`` splits ``dim`` only for the
+    attention fusions; ``bilinear`` has none).
+
     Raises:
-        ValueError: an unknown ``fusion``; ``dim``/``heads`` not integers >= 1 or ``dim`` not divisible
-            by ``heads`` (:func:`medfm.arg_checks.check_heads`); ``layers`` not an integer >= 1.
+        ValueError: an unknown ``fusion``, a bad ``dim``/``heads``/``layers``/``dropout``
+            (:func:`medfm.adapters.vqa.check_vqa_head`), ``type_weight`` not a finite number >= 0
+            (:func:`medfm.arg_checks.check_number`).
     """
 
     fusion: str = "cross_attention"
@@ -92,12 +98,12 @@ class VQAHeadConfig:
     type_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        from medfm.adapters.vqa import FUSIONS
+        from medfm.adapters.vqa import FUSIONS, check_vqa_head
 
         if self.fusion not in FUSIONS:
             raise ValueError(f"head.fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        check_heads(self.dim, self.heads)
-        check_number("layers", self.layers, ge=1, integer=True)
+        check_vqa_head(self.fusion, self.dim, self.heads, self.layers, self.dropout)
+        check_number("type_weight", self.type_weight, ge=0, hint=" (0: no answer-type loss)")
 
 
 @dataclass
@@ -115,7 +121,7 @@ class VQARecipe:
 
     Raises:
         ValueError: an unknown ``mode``, ``question_only`` without mode "frozen", ``top_k`` or
-            ``n_boot`` < 1.
+            ``n_boot`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`).
     """
 
     data: VQADataConfig = field(default_factory=VQADataConfig)
@@ -136,10 +142,8 @@ class VQARecipe:
         if self.question_only and self.mode != "frozen":
             raise ValueError("question_only (zeroed image tokens) needs mode: frozen")
         # checked here: both are first used after training, when the test set is scored
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 (ranked answers per test question), got {self.top_k}")
-        if self.n_boot < 1:
-            raise ValueError(f"n_boot must be >= 1 (bootstrap resamples), got {self.n_boot}")
+        check_number("top_k", self.top_k, ge=1, integer=True, hint=" (ranked answers per test question)")
+        check_number("n_boot", self.n_boot, ge=1, integer=True, hint=" (bootstrap resamples)")
 
 
 def load_vqa_recipe(path: Path, epochs: Optional[int] = None) -> VQARecipe:
@@ -201,7 +205,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     saved state the run starts from scratch.
 
     Raises:
-        ValueError: a recipe that requires ``--init`` without one; data/checkpoint errors
+        ConfigError: a recipe that requires ``--init`` without one (``r.yaml: requires_init: ...``).
+        ValueError: data/checkpoint errors
             of the loaders (MedFMDataError, CheckpointError) pass through; a missing local
             ``--init`` directory (CheckpointError) is reported before the data are read.
         ValueError: a non-finite training loss (names the epoch and step).
@@ -211,22 +216,24 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was
         started with (:func:`medfm.training.resume.check_resume_init`); a 3D encoder (``r.yaml.encoder:
         vqa_rad is a 2D set but encoder 'resnet3d_10' is 3D; ...``, from its registration, before anything is
-        built: :func:`medfm.training.runs.check_encoder_dims`); a bad ``encoder`` or ``head`` value, with its
-        recipe location (``r.yaml.head: ...``), from a check build at random initialisation before the data are
-        read (:func:`medfm.training.runs.check_encoder_args`).
-        UnknownNameError: an unknown encoder (with close matches).
+        built: :func:`medfm.training.runs.check_encoder_dims`); a bad ``encoder``, ``text_encoder``, ``head``
+        or (mode ``lora``) ``lora.target_modules`` value, with its recipe location (``r.yaml.head: ...``), from
+        a check build at random initialisation and the text encoder's load, both before the data are read
+        (:func:`medfm.training.runs.check_encoder_args`).
+        UnknownNameError: an unknown encoder or text encoder (with close matches and the section's location).
     """
     from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
     from medfm.data.vqa_rad import VQARadDataset, data_md5s
     from medfm.encoders import create_encoder
-    from medfm.hub import check_local_checkpoint
     from medfm.text.encoders import create_text_encoder
-    from medfm.training.runs import check_encoder_args, check_encoder_dims
+    from medfm.training.runs import check_encoder_args, check_encoder_dims, check_init_checkpoint
 
     cfg = recipe.train
     pretrained = init or recipe.encoder.pretrained
     if recipe.requires_init and not pretrained:
-        raise ValueError("this recipe starts from a pretrained encoder: pass --init CKPT (a medfm checkpoint directory)")
+        where = recipe_location(recipe, "")
+        raise ConfigError(f"{where + ': ' if where else ''}requires_init: this recipe starts from a pretrained "
+                          "encoder: pass --init CKPT (a medfm checkpoint directory)")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     bf16 = resolve_precision(cfg.precision, torch.device("cpu")) == "bf16"  # the runner is CPU-only
@@ -234,21 +241,28 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     refuse_existing_run(output, resume, ("train_state",))
     check_resume_recipe(output, recipe, resume)
     check_resume_init(output, init, resume)
-    check_local_checkpoint(pretrained)  # before the images are decoded and the text encoder is loaded
+    check_init_checkpoint(init, recipe.encoder)  # before the images are decoded and the text encoder is loaded
     size = recipe.encoder.img_size or recipe.data.size
     head = {k: v for k, v in to_dict(recipe.head).items() if k != "type_weight"}
     # a 3D encoder, from its registration: the message every runner gives, before any build
     check_encoder_dims(recipe.encoder.name, 2, "vqa_rad", recipe_location(recipe.encoder, "encoder"))
-    # the check build at random init: a bad encoder or head value fails before the images are decoded
+    # the check build at random init and the frozen text encoder (loaded here rather than after the
+    # data): a bad encoder, text encoder, head or LoRA value fails before the images are decoded
     check = check_encoder_args(recipe.encoder, recipe.data.in_chans, size)
-    with recipe_args_errors(recipe_location(recipe.head, "head")):  # (answers and text width: placeholders)
-        VQAModel(check, ["no", "yes"], 1, **head)
+    with recipe_args_errors(mapping_location(recipe, "text_encoder")):
+        text = create_text_encoder(recipe.text_encoder)
+    with recipe_args_errors(recipe_location(recipe.head, "head")):  # (answers: placeholders)
+        check = VQAModel(check, ["no", "yes"], text.output_dim, **head)
+    if recipe.mode == "lora":  # a target pattern that matches no layer of the encoder
+        from medfm.adapters.lora import lora_config
+
+        with recipe_args_errors(recipe_location(recipe.lora, "lora")):
+            lora_config(check, recipe.lora, VQA_HEAD_MODULES)
     t0 = time.time()
     root = data_root or recipe.data.data_root
     train_ds = VQARadDataset("train", size, recipe.data.in_chans, root, progress=True)
     test_ds = VQARadDataset("test", size, recipe.data.in_chans, root, vocab=train_ds.vocab)
 
-    text = create_text_encoder(recipe.text_encoder)
     questions = train_ds.questions + test_ds.questions
     q, m = text.encode_tokens(questions)
     n_tr = len(train_ds)

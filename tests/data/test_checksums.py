@@ -60,9 +60,8 @@ def test_cli_verify_data(tmp_path, capsys):
 
 def test_medmnist_table_is_the_loaders(write_medmnist):
     """verify-data checks medmnist/ against the md5s every load checks: INFO's MD5 / MD5_<size>."""
-    from medmnist.info import INFO
-
     from medfm.data.medmnist import expected_md5, npz_md5s
+    from medfm.data.medmnist_info import INFO
 
     table = npz_md5s()
     assert table["pneumoniamnist.npz"] == INFO["pneumoniamnist"]["MD5"] == expected_md5("pneumoniamnist")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from medmnist.info import INFO
 
 import medfm.data.medmnist as mm
+import medfm.data.medmnist_info as mi
 from medfm.data import (
     MEDMNIST_FLAGS,
     ChecksumError,
@@ -27,6 +27,7 @@ from medfm.data import (
     dataset_info,
     label_fraction_indices,
 )
+from medfm.data.medmnist_info import INFO
 
 FLAGS_2D = ["pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
             "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist"]
@@ -44,6 +45,34 @@ def _one_line(exc_info) -> str:
 def test_flags_cover_medmnist_v2():
     assert list(MEDMNIST_FLAGS) == FLAGS_2D + FLAGS_3D
     assert mm.MEDMNIST_3D_FLAGS == tuple(FLAGS_3D)
+
+
+_NO_INFO_PY = ("import importlib.util\nfind = importlib.util.find_spec\n"  # the package's info.py cannot be located
+               "importlib.util.find_spec = lambda name, *a: None if name == 'medmnist' else find(name, *a)\n")
+
+
+@pytest.mark.parametrize("before, loaded, same_dict", [
+    ("", [], False),  # medfm first: the package's info.py run on its own, nothing of the package imported
+    ("import medmnist\n", ["medmnist", "medmnist.info", "torch"], True),  # the package first: its INFO itself
+    (_NO_INFO_PY, ["medmnist", "medmnist.info", "torch"], True),  # no info.py where expected: import medmnist.info
+])
+def test_medfm_info_is_the_medmnist_package_table_and_leaves_the_package_alone(before, loaded, same_dict):
+    """medfm's INFO is the medmnist package's table (every flag and md5), read without running the
+    package's __init__ (torch, pandas, scikit-learn: seconds) unless it already ran. The table used to be
+    registered as ``medmnist.info``, so that a later ``import medmnist`` had no ``info`` attribute."""
+    import subprocess
+    import sys
+
+    script = (before + "import sys\nimport medfm.data.medmnist_info as mi\n"
+              "print(sorted(m for m in ('torch', 'medmnist', 'medmnist.info') if m in sys.modules))\n"
+              "import medmnist\n"
+              "info = medmnist.info\n"  # an AttributeError with the old sys.modules registration
+              "print(mi.INFO == info.INFO, mi.INFO is info.INFO, sys.modules['medmnist.info'] is info)\n"
+              "md5s = {f'{f}.npz' if k == 'MD5' else f'{f}_{k[4:]}.npz': v for f, i in info.INFO.items()\n"
+              "        for k, v in i.items() if k.startswith('MD5')}\n"
+              "print(mi.MEDMNIST_FLAGS == tuple(info.INFO), mi.npz_md5s() == md5s, len(md5s))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.splitlines() == [str(loaded), f"True {same_dict} True", "True True 60"], out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("flag", FLAGS_2D + FLAGS_3D)
@@ -162,12 +191,12 @@ def test_md5_verified_and_cached(write_medmnist, monkeypatch):
     def no_hashing(*a, **k):
         raise AssertionError("md5 recomputed")
 
-    monkeypatch.setattr(mm, "io_file_md5", no_hashing)
+    monkeypatch.setattr(mi, "io_file_md5", no_hashing)
     MedMNISTDataset("pneumoniamnist", "val", data_root=root)  # cached: no re-hash
     monkeypatch.undo()  # restores the hashing function and INFO's md5
     write_medmnist("pneumoniamnist")  # same bytes rewritten: new mtime -> hashed again
     os.utime(ds.path, ns=(1, 1))
-    monkeypatch.setattr(mm, "io_file_md5", no_hashing)
+    monkeypatch.setattr(mi, "io_file_md5", no_hashing)
     with pytest.raises(AssertionError, match="recomputed"):
         MedMNISTDataset("pneumoniamnist", data_root=root)
 

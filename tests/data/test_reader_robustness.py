@@ -186,7 +186,7 @@ def test_lgg_fusion_non_square_slices(tmp_path):
 
 # -- MedMNIST npz ------------------------------------------------------------------------------
 def _set_md5(monkeypatch, path: Path) -> None:
-    from medmnist.info import INFO
+    from medfm.data.medmnist_info import INFO
 
     monkeypatch.setitem(INFO["pneumoniamnist"], "MD5", hashlib.md5(path.read_bytes()).hexdigest())
 
@@ -214,9 +214,8 @@ def test_medmnist_npy_or_non_array_member_is_corrupt(tmp_path, monkeypatch):
 
 
 def test_medmnist_changed_file_detected_even_with_restored_mtime(write_medmnist, monkeypatch):
-    from medmnist.info import INFO
-
     from medfm.data.medmnist import MedMNISTDataset
+    from medfm.data.medmnist_info import INFO
 
     root = write_medmnist("pneumoniamnist")
     path = root / "medmnist" / "pneumoniamnist.npz"

@@ -58,6 +58,15 @@ BAD_OVERRIDES = [
     ("convnext_test", {"drop_path_rate": 1}, "drop_path_rate must be in [0, 1), got 1.0"),  # no encoder name
     # timm's stem patch: checked by the ConvNeXt class now that patch_size is not a TIMM_SIZE_ARG (a ResNet has none)
     ("convnext_test", {"patch_size": 2.5}, "patch_size must be an integer >= 1, got 2.5"),
+    # an explicit patch_size is timm's patch stem now (tests/encoders/test_timm_stems.py); at 28 px these were ignored
+    ("convnext_test", {"patch_size": 4},  # ran medfm's 3x3 stride-1 stem: patch_size did nothing
+     "patch_size=4 needs img_size >= 32 (the stem and the stages' stride-2 downsampling leave no pixel at the last "
+     "stage below that), got img_size=28; leave patch_size unset for medfm's small-image stem"),
+    ("convnext_atto", {"patch_size": 8},  # ran with a 3x3 stride-1 stem and a dilated (not downsampled) last stage
+     "patch_size must divide img_size=28, got 8"),
+    ("convnext_test", {"patch_size": 2, "stem_type": "overlap"},  # timm ignores patch_size for its overlapping stems
+     "patch_size=2 has no effect with stem_type='overlap': only timm's 'patch' stem has a patch size (its "
+     "overlapping stems are 3x3 stride-2 convolutions)"),
     # -- timm ViT ---------------------------------------------------------------------------------
     ("vit_test", {"depth": 0}, "depth must be an integer >= 1, got 0"),  # built; forward: feature index 0 out of range
     ("vit_test", {"depth": 1.5}, "depth must be an integer >= 1, got 1.5"),  # TypeError inside timm
@@ -94,6 +103,25 @@ BAD_OVERRIDES = [
     ("medvit_kan_tiny", {"drop_path_rate": 1.5}, "drop_path_rate must be in [0, 1), got 1.5"),  # no encoder name
     ("medvit_kan_test", {"attn_backend": "sdp"},  # no encoder name, "choose one of ('auto', 'sdpa', 'natten')"
      "unknown attn_backend 'sdp'; did you mean 'sdpa'?"),
+    # the KAN basis (``kan``, both KAN families; create_basis): was a plain ValueError without the encoder's name,
+    # and Python's own TypeError text for an unknown basis argument
+    ("kan_resnet18", {"kan": "chebyshv"},
+     "kan: unknown KAN basis 'chebyshv'; did you mean 'chebyshev'? (known: chebyshev, rbf)"),
+    ("kan_resnet_test", {"kan": {"name": "rbf", "num_grid": 6}},  # "... __init__() got an unexpected keyword argument"
+     "kan: the 'rbf' KAN basis takes no argument 'num_grid'; did you mean 'num_grids'? (it takes: num_grids, "
+     "grid_range)"),
+    ("kan_resnet_test", {"kan": {"name": "rbf", "grid_range": (2, -2)}},
+     "kan: RBF grid_range must be two finite numbers (min, max) with min < max, got (2, -2)"),
+    ("kan_resnet_test", {"kan": 3},  # "unknown KAN basis 3 (known: chebyshev, rbf)"
+     "kan must be a KAN basis name (chebyshev, rbf) or a mapping {'name': ..., **arguments}, got 3"),
+    ("kan_resnet_test", {"kan": {"name": "rbf", "num_grids": 1}}, "kan: RBF num_grids must be an integer >= 2, got 1"),
+    ("medvit_kan_tiny", {"kan": "rfb"}, "kan: unknown KAN basis 'rfb'; did you mean 'rbf'? (known: chebyshev, rbf)"),
+    ("medvit_kan_test", {"kan": {"name": "chebyshev", "degre": 2}},
+     "kan: the 'chebyshev' KAN basis takes no argument 'degre'; did you mean 'degree'? (it takes: degree)"),
+    ("medvit_kan_test", {"kan": {"name": "rbf", "grid_range": 5}},  # "'int' object is not iterable"
+     "kan: RBF grid_range must be two finite numbers (min, max) with min < max, got 5"),
+    ("medvit_kan_test", {"kan": {"num_grids": 6}},  # an RBF argument without a name: the default basis is Chebyshev
+     "kan: the 'chebyshev' KAN basis (the default: no 'name' given) takes no argument 'num_grids' (it takes: degree)"),
     # -- VMamba / GroupMamba ----------------------------------------------------------------------
     ("vmamba_test", {"dims": [16.0, 32, 32, 48]},  # TypeError inside torch
      "dims must be 4 integers >= 1 (stage widths), got (16.0, 32, 32, 48)"),

@@ -104,10 +104,10 @@ def test_check_runs_under_bf16_autocast_for_2d_and_3d():
 def test_nan_is_still_reported_as_nan_not_as_a_range(enc):
     x = _images()
     x[0, 0, 3, 3] = float("nan")
-    with pytest.raises(EncoderInputError, match="^input contains NaN or inf values$"):
+    with pytest.raises(EncoderInputError, match="^resnet_test: input contains NaN or inf values$"):
         enc(x)
     x[0, 0, 3, 3] = float("inf")
-    with pytest.raises(EncoderInputError, match="^input contains NaN or inf values$"):
+    with pytest.raises(EncoderInputError, match="^resnet_test: input contains NaN or inf values$"):
         enc(x)
 
 

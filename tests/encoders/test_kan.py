@@ -11,6 +11,7 @@ from torch import nn
 
 from medfm.encoders import create_encoder, list_encoders
 from medfm.encoders.base import EncoderInputError
+from medfm.encoders.checks import EncoderArgumentError
 from medfm.encoders.kan_resnet import KANBasicBlock
 from medfm.encoders.layers.kan import ChebyshevBasis, KANConv2d, KANLinear, create_basis
 from medfm.encoders.layers.neighborhood_attention import NeighborhoodAttention2D
@@ -103,12 +104,18 @@ def test_kan_feed_forward_acts_per_pixel_channel_vector():
 
 
 def test_bad_kan_arguments_raise():
-    with pytest.raises(ValueError, match="did you mean 'chebyshev'"):
+    # the layers' argument is ``basis``; the encoders name theirs (``kan``, tests/encoders/test_encoder_build_errors.py)
+    with pytest.raises(EncoderArgumentError, match=r"^basis: unknown KAN basis 'chebychev'; did you mean "
+                                                   r"'chebyshev'\?"):
         create_basis("chebychev")
-    with pytest.raises(ValueError, match="degree"):
+    with pytest.raises(EncoderArgumentError, match=r"^basis: Chebyshev degree must be an integer >= 1, got 0$"):
         create_basis({"name": "chebyshev", "degree": 0})
-    with pytest.raises(ValueError, match="bad arguments"):
+    # was "bad arguments for KAN basis 'rbf': GaussianRBFBasis.__init__() got an unexpected keyword argument 'degree'"
+    with pytest.raises(EncoderArgumentError, match=re.escape("basis: the 'rbf' KAN basis takes no argument 'degree' "
+                                                             "(it takes: num_grids, grid_range)")):
         create_basis({"name": "rbf", "degree": 3})
+    with pytest.raises(EncoderArgumentError, match=r"\(every layer builds its own basis\), got ChebyshevBasis"):
+        create_basis(ChebyshevBasis(2))
     with pytest.raises(ValueError, match="3 input features"):
         KANLinear(3, 2)(torch.randn(4, 5))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
@@ -197,7 +204,7 @@ def test_save_load_is_bit_exact(name, tmp_path):
 
 def test_bad_input_is_reported():
     enc = create_encoder("medvit_kan_test", in_chans=1, img_size=28)
-    with pytest.raises(EncoderInputError, match="1 input channel"):
+    with pytest.raises(EncoderInputError, match=r"^medvit_kan_test takes .* with C = 1 .*; got 3 input channels"):
         enc(torch.rand(2, 3, 28, 28))
 
 

@@ -215,6 +215,34 @@ def test_check_objective_args_accepts_valid_arguments_without_building(caplog):
         check_objective_args("simclr", {"temprature": 0.1})
 
 
+def test_check_objective_args_with_the_encoder_checks_the_view_sizes_it_takes():
+    """Given the check-built encoder, the placeholder answers its input geometry, so swav's local crops are
+    checked against its ``min_input_size`` before any data (they failed at the first training step)."""
+    from medfm.objectives.inputs import check_objective_args
+
+    convnext = medfm.create_encoder("convnext_test", in_chans=1, img_size=64, patch_size=4)  # 32 px at least
+    small = {**SMALL["swav"], "local_size": 16}
+    check_objective_args("swav", small)  # without an encoder: only the checks that need none
+    with pytest.raises(ValueError, match=r"^swav: local_size 16 px is below the smallest input encoder "
+                                         r"'convnext_test' takes \(its min_input_size: 32 px\)"):
+        check_objective_args("swav", small, encoder=convnext)
+    check_objective_args("swav", {**small, "local_size": 32}, encoder=convnext)
+    resnet = medfm.create_encoder("resnet_test", in_chans=1, img_size=16)
+    for name, args in SMALL.items():  # every objective still stops before building a layer
+        check_objective_args(name, args, encoder=resnet)
+
+
+def test_views_out_size_must_be_a_positive_integer():
+    """``out_size=0`` was taken as the input side; a negative or fractional side failed inside torch."""
+    from medfm.data.views import RandomViews
+
+    for bad in (0, -4, 12.5, True):
+        with pytest.raises(ValueError, match=r"^views out_size must be an integer >= 1, got "):
+            RandomViews(out_size=bad)
+    views = RandomViews(out_size=12)
+    assert views(torch.rand(2, 1, 16, 16), torch.Generator().manual_seed(0)).shape == (2, 1, 12, 12)
+
+
 @pytest.mark.parametrize("dataset", ["pneumoniamnist", "corpus"])
 def test_pretrain_refuses_a_bad_argument_before_reading_data(tmp_path, dataset):
     """The data root is empty: the old code failed on the missing data first (a bad value in a

@@ -154,3 +154,24 @@ def test_fewer_prototypes_than_dims_admit_the_uniform_collapse_and_warn(caplog):
     with caplog.at_level("WARNING", logger="medfm.objectives.swav"):
         _swav(proj_dim=8, n_prototypes=8)
     assert "collapse" not in caplog.text
+
+
+def _convnext_patch4():
+    """A ConvNeXt on timm's patch-4 stem: its stem and stride-2 stages leave no pixel below 32 px."""
+    return medfm.create_encoder("convnext_test", in_chans=1, img_size=64, patch_size=4)
+
+
+def test_local_crops_smaller_than_the_encoder_takes_are_refused_at_build():
+    """They were accepted (``local_size >= 8`` only) and failed at the first training step with the
+    encoder's input error, after the data had loaded."""
+    enc = _convnext_patch4()
+    with pytest.raises(ValueError, match=r"^swav: local_size 16 px is below the smallest input encoder "
+                                         r"'convnext_test' takes \(its min_input_size: 32 px\); use local_size >= 32$"):
+        SwAV(enc, n_local_views=2, local_size=16)
+    assert SwAV(enc, n_local_views=0, local_size=16).local_size == 16  # no local crops reach the encoder
+
+
+def test_default_local_size_is_at_least_what_the_encoder_takes():
+    model = SwAV(_convnext_patch4(), proj_dim=8, hidden_dim=16, n_prototypes=8, n_local_views=1)
+    assert model.local_size == 32  # was round(64 * 96 / 224) = 27: EncoderInputError at the first step
+    model({"image": torch.rand(2, 1, 64, 64)}, torch.Generator().manual_seed(0))["loss"].backward()

@@ -101,6 +101,9 @@ def test_a_single_channel_volume_is_repeated_for_a_3_channel_model():
     assert _as_dict(rgb(np.stack([VOL] * 3))) == want
     with pytest.raises(PipelineInputError, match=r"volume has 2 channels .* but the model takes 3"):
         rgb(np.stack([VOL] * 2))
+    with pytest.raises(PipelineInputError, match=r"^this 3D classifier takes volumes \(D, H, W\) or \(C, D, H, W\) "
+                                                 r"with C = 1 or 3, any size"):
+        rgb(VOL[0])
 
 
 def _bad_files(tmp_path):
@@ -111,29 +114,46 @@ def _bad_files(tmp_path):
     nan[1, 2, 3] = np.nan
     nib.save(nib.Nifti1Image(nan, np.eye(4)), str(tmp_path / "nan.nii.gz"))
     Image.fromarray(VOL[0]).save(tmp_path / "slice.png")
+    for name, arr in (("slice2d.nii.gz", VOL[0]), ("slab.nii.gz", VOL[..., :1]), ("slab4d.nii", VOL[:, :, :1, None])):
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / name))  # a 2D slice as NIfTI tools write one
 
 
+#: what every shape error of the 1-channel 16^3 classifier begins with
+TAKES = (r"^this 3D classifier takes volumes \(D, H, W\) or \(C, D, H, W\) with C = 1, any size \(resized to 16\^3 "
+         r"voxels\); ")
 BAD = [
-    (lambda p: VOL[0], r"takes 3D volumes \(D, H, W\) or \(C, D, H, W\); got a 2D array of shape \(16, 16\) "
-                       r"\(a 2D image needs a 2D classifier\)"),
-    (lambda p: Image.fromarray(VOL[0]), r"takes 3D volumes \(D, H, W\); got a 2D PIL image"),
-    (lambda p: str(p / "slice.png"), r"takes 3D volumes; slice.png is not a volume file \(.nii, .nii.gz, .npy\)"),
-    (lambda p: VOL[None, None], r"expected a \(D, H, W\) or \(C, D, H, W\) volume, got shape \(1, 1, 16, 16, 16\)"),
+    (lambda p: VOL[0], TAKES + r"got a 2D array of shape \(16, 16\) \(a 2D image needs a 2D classifier\)$"),
+    (lambda p: Image.fromarray(VOL[0]), TAKES + r"got a 2D PIL image of size \(16, 16\) \(a 2D image needs a 2D "
+                                                r"classifier\)$"),
+    (lambda p: str(p / "slice.png"), TAKES + r"slice.png is not a volume file \(.nii, .nii.gz, .npy\): a 2D image "
+                                             r"needs a 2D classifier$"),
+    (lambda p: VOL[None, None], TAKES + r"got an array of shape \(1, 1, 16, 16, 16\)$"),
     (lambda p: np.stack([VOL] * 2), r"volume has 2 channels \(C, D, H, W\) = \(2, 16, 16, 16\) but the model takes 1"),
     (lambda p: VOL[:0], r"empty volume of shape \(0, 16, 16\)"),
     (lambda p: VOL.astype(np.int16), r"volume must be uint8 \(0-255\) or float in \[0, 1\], got int16"),
     (lambda p: VOL.astype(np.float32), r"float values must be in \[0, 1\], got values in \[0, 255\]"),
     (lambda p: np.where(VOL > 100, np.nan, 0.5), r"volume has \d+ NaN/inf voxel value\(s\)"),
-    (lambda p: torch.rand(1, 16, 16, 16), r"expected a volume file path .* or a numpy array .*, got Tensor"),
+    (lambda p: torch.rand(1, 16, 16, 16), r"expected a volume file path .* or a numpy array .*, got Tensor \(a torch "
+                                          r"tensor: pass tensor\.detach\(\)\.cpu\(\)\.numpy\(\)\)$"),
     (lambda p: str(p / "missing.nii.gz"), r"no such volume file: .*missing.nii.gz"),
     (lambda p: str(p / "broken.nii.gz"), r"broken.nii.gz"),
     (lambda p: str(p / "broken.npy"), r"cannot read .*broken.npy as a .npy array"),
-    (lambda p: str(p / "4d.nii.gz"), r"expected a 3D NIfTI volume \(X, Y, Z\), 4d.nii.gz has shape \(4, 4, 4, 2\)"),
+    (lambda p: str(p / "4d.nii.gz"), TAKES + r"4d.nii.gz is a 4D NIfTI of shape \(4, 4, 4, 2\) \(its last axis "
+                                             r"holds channels or time points: pass one volume as an array"),
     (lambda p: str(p / "nan.nii.gz"), r"NIfTI nan.nii.gz has 1 NaN/inf voxel value\(s\)"),
+    # 2D slices: were "expected a 3D NIfTI volume (X, Y, Z), slice2d.nii.gz has shape (16, 16)", and a slice
+    # saved as (H, W, 1), or given as a (1, H, W) array, was classified as a volume of depth 1 (resized to a cube)
+    (lambda p: str(p / "slice2d.nii.gz"), TAKES + r"slice2d.nii.gz is a 2D NIfTI of shape \(16, 16\) \(a 2D image "
+                                                  r"needs a 2D classifier\)$"),
+    (lambda p: str(p / "slab.nii.gz"), TAKES + r"slab.nii.gz is a 3D NIfTI of shape \(16, 16, 1\), a single 2D slice "
+                                               r"\(a 2D image needs a 2D classifier\)$"),
+    (lambda p: str(p / "slab4d.nii"), TAKES + r"slab4d.nii is a 4D NIfTI of shape \(16, 16, 1, 1\), a single 2D slice"),
+    (lambda p: VOL[:1], TAKES + r"got a single 2D slice, shape \(1, 16, 16\) \(a 2D image needs a 2D classifier\)$"),
+    (lambda p: VOL[None, :, :1], TAKES + r"got a single 2D slice, shape \(1, 16, 1, 16\)"),
 ]
 
 
-@pytest.mark.parametrize("make, message", BAD, ids=[m[:30] for _, m in BAD])
+@pytest.mark.parametrize("make, message", BAD, ids=[m.replace(TAKES, "")[:30] for _, m in BAD])
 def test_bad_volumes_are_one_line_pipeline_errors(clf, tmp_path, make, message):
     _bad_files(tmp_path)
     with pytest.raises(PipelineInputError, match=message) as info:
@@ -151,6 +171,7 @@ def test_a_2d_classifier_refuses_volumes_with_a_pointer_to_3d_ones(tmp_path):
     with pytest.raises(PipelineInputError, match=r"shape \(1, 16, 16, 16\) \(a 3D volume needs a 3D classifier"):
         two_d(VOL[None])
     nib.save(nib.Nifti1Image(VOL, np.eye(4)), str(tmp_path / "ct.nii.gz"))
-    with pytest.raises(PipelineInputError, match=r"ct.nii.gz is a NIfTI volume; this classifier takes 2D images"):
+    with pytest.raises(PipelineInputError, match=r"^ct\.nii\.gz is a 3D NIfTI of shape \(16, 16, 16\); this 2D "
+                                                 r"classifier takes image files .* \(a 3D volume needs a 3D classifier"):
         two_d(str(tmp_path / "ct.nii.gz"))
     assert len(two_d(VOL[0])) == 3  # a 2D slice is still classified

@@ -86,7 +86,8 @@ def test_dicom_nifti_and_numpy_files_are_named_not_just_unidentified(pneumonia_p
         with pytest.raises(PipelineInputError, match="it is a DICOM file"):
             vqa_image_tensor(dicom, 1, 28)
     (tmp_path / "vol.nii.gz").write_bytes(b"\x1f\x8b not really")
-    with pytest.raises(PipelineInputError, match=r"vol\.nii\.gz: it is a NIfTI volume, not a 2D image"):
+    with pytest.raises(PipelineInputError, match=r"^vol\.nii\.gz is a NIfTI file nibabel cannot read \(.*\); this VQA "
+                                                 r"model takes image files \(PNG, JPEG, TIFF, \.\.\.\), "):
         vqa_image_tensor(str(tmp_path / "vol.nii.gz"), 1, 28)
     np.save(tmp_path / "img.npy", IMG)
     with pytest.raises(PipelineInputError, match=r"img\.npy: it is a numpy array file, not an image file: pass "
@@ -121,7 +122,8 @@ def test_image_stacks_and_channels_first_arrays_say_a_batch_is_a_list(pneumonia_
             pneumonia_pipeline(arr)
     _same(pneumonia_pipeline(list(stack[:3])), [pneumonia_pipeline(IMG)] * 3)
     _same([pneumonia_pipeline(IMG[None].transpose(1, 2, 0))], [pneumonia_pipeline(IMG)])
-    with pytest.raises(PipelineInputError, match=r"got shape \(30, 40, 4\)$"):  # RGBA: no channels-first hint
+    with pytest.raises(PipelineInputError, match=r"got shape \(30, 40, 4\) \(RGBA\? drop the alpha channel, "
+                                                 r"array\[\.\.\., :3\]\)$"):  # not the channels-first hint
         pneumonia_pipeline(np.zeros((30, 40, 4), np.uint8))
     vols = np.random.default_rng(1).integers(0, 256, (5, 16, 16, 16), dtype=np.uint8)
     with pytest.raises(PipelineInputError, match=r"volume has 5 channels .* but the model takes 1 \(a stack of "
@@ -144,19 +146,47 @@ def test_every_pipeline_refuses_a_model_of_another_kind_with_its_input_error(pne
         VisualQuestionAnsweringPipeline(seg.model)
 
 
-def test_a_nifti_slice_given_to_a_2d_segmenter_says_what_a_2d_model_takes(seg, tmp_path):
-    """A 2D NIfTI slice said "expected a 3D NIfTI volume" (as if a volume were wanted), a 3D one
-    "pass images, not NIfTI volumes"; both now name what a 2D model takes and how to pass a slice."""
+#: how every 2D pipeline names what it takes, after "this 2D classifier takes " etc.
+IMAGES_2D = (r"image files \(PNG, JPEG, TIFF, \.\.\.\), PIL images or \(H, W\) / \(H, W, 1\|3\) arrays \(uint8, or "
+             r"float in \[0, 1\]\)")
+
+
+def test_a_nifti_slice_given_to_a_2d_pipeline_is_called_a_slice_with_how_to_pass_it(pneumonia_pipeline, seg,
+                                                                                      tmp_path):
+    """A 2D NIfTI slice given to a 2D pipeline was called a volume: "slice.nii.gz is a NIfTI volume;
+    this classifier takes 2D images (a 3D volume needs a 3D classifier ...)" (classification), "it is
+    a NIfTI volume, not a 2D image (3D volumes need a 3D model)" (VQA); the segmentation pipeline
+    said "this is a 2D image model ... not NIfTI files" for slices and volumes alike. Every 2D
+    pipeline now says what the file is (a 2D slice, or a volume with its shape), what the model
+    takes, and how to pass a slice (load it with nibabel, pass the array); a missing NIfTI file is
+    "not found", no longer "a NIfTI volume"."""
     import nibabel as nib
 
-    for name, shape in (("slice.nii.gz", (30, 40)), ("slab.nii", (30, 40, 1)), ("vol.nii.gz", (30, 40, 5))):
-        nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(tmp_path / name))
-        with pytest.raises(SegmentationInputError, match=rf"^this is a 2D image model: it takes image files \(PNG, "
-                                                         rf"JPEG, TIFF, \.\.\.\), PIL images or \(H, W\) / \(H, W, "
-                                                         rf"1\|3\) arrays .*, not NIfTI files \({name}\); pass a 2D "
-                                                         r"slice as a uint8 array or a float array scaled to \[0, 1\]$"):
-            seg(tmp_path / name)
-    assert seg(np.zeros((30, 40), np.float32))["mask"].shape == (30, 40)  # the slice itself, as an array
+    pipes = [(pneumonia_pipeline, PipelineInputError, "2D classifier"), (seg, SegmentationInputError,
+             "2D segmentation model"), (lambda p: vqa_image_tensor(p, 1, 28), PipelineInputError, "VQA model")]
+    unit = IMG / 255.0
+    for name, arr in (("slice.nii.gz", unit), ("slab.nii", unit[..., None]), ("slab4d.nii", unit[..., None, None])):
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / name))
+        for pipe, error, kind in pipes:
+            with pytest.raises(error, match=rf"^{name} is a 2D NIfTI slice of shape \({arr.shape[0]}, {arr.shape[1]}.*\); "
+                                            rf"this {kind} takes {IMAGES_2D}, not NIfTI files: load it with nibabel "
+                                            r"and pass the array, np\.asarray\(nib\.load\(path\)\.dataobj\)\.squeeze\(\), "
+                                            r"as a float array scaled to \[0, 1\] or as uint8$"):
+                pipe(tmp_path / name)
+        loaded = np.asarray(nib.load(str(tmp_path / name)).dataobj).squeeze()  # what the message says to pass
+        assert pneumonia_pipeline(loaded) == pneumonia_pipeline(IMG)
+        assert np.array_equal(seg(loaded)["mask"], seg(IMG)["mask"])
+        assert torch.equal(vqa_image_tensor(loaded, 1, 28), vqa_image_tensor(IMG, 1, 28))
+    nib.save(nib.Nifti1Image(np.zeros((30, 40, 5), np.float32), np.eye(4)), str(tmp_path / "vol.nii.gz"))
+    needs_3d = [r"a 3D volume needs a 3D classifier, e\.g\. one fine-tuned with encoder resnet3d_10",
+                r"a 3D volume needs a 3D or 2\.5D segmentation model", r"a VQA model answers about one 2D image: "
+                r"pass a slice of the volume as an array"]
+    for (pipe, error, kind), needs in zip(pipes, needs_3d):
+        with pytest.raises(error, match=rf"^vol\.nii\.gz is a 3D NIfTI of shape \(30, 40, 5\); this {kind} takes "
+                                        rf"{IMAGES_2D} \({needs}\)$"):
+            pipe(tmp_path / "vol.nii.gz")
+        with pytest.raises(error, match=r"(not found|no such input file): .*missing\.nii\.gz$"):
+            pipe(tmp_path / "missing.nii.gz")
 
 
 def test_classification_pipeline_takes_top_k_at_construction_as_vqa_does(pneumonia_pipeline):

@@ -16,8 +16,8 @@ from PIL import Image
 import medfm
 from medfm.adapters.segmentation import SegmentationModel
 from medfm.data.segmentation import percentile_unit, slice_stack
-from medfm.pipelines.segmentation import (SegmentationInputError, predict_labels, predict_probs, read_brain_mask,
-                                          read_channels)
+from medfm.pipelines.seg_inputs import read_brain_mask, read_channels
+from medfm.pipelines.segmentation import SegmentationInputError, predict_labels, predict_probs
 
 SHAPE = (20, 18, 13)
 
@@ -147,7 +147,9 @@ def test_unreadable_and_misshaped_inputs_are_named(tmp_path):
     pipe3d = medfm.pipeline("image-segmentation", model=_model(intensity="percentile"))
     with pytest.raises(SegmentationInputError, match=r"cannot read NIfTI .*bad\.nii\.gz"):
         pipe3d(str(tmp_path / "bad.nii.gz"))
-    with pytest.raises(SegmentationInputError, match=r"segments 3D volumes \(X, Y, Z\), got an array of shape \(30, 40\)"):
+    with pytest.raises(SegmentationInputError, match=r"^this 3D segmentation model takes one \(X, Y, Z\) volume per "
+                                                     r"input: .*; got a 2D PIL image of size \(40, 30\) \(a 2D image "
+                                                     r"needs a 2D segmentation model\)$"):
         pipe3d(Image.fromarray(np.zeros((30, 40), np.uint8)))
     nib.save(nib.Nifti1Image(_volume(), np.eye(4)), str(tmp_path / "v.nii.gz"))
     with pytest.raises(SegmentationInputError, match="NIfTI output paths end in .nii or .nii.gz, got m.png"):

@@ -16,27 +16,12 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import medfm
 from medfm.pipelines.classification import PipelineInputError
-from tests.conftest import save_tiny_bert
 
 Q = "is there a mass ?"
-
-
-@pytest.fixture(scope="module")
-def vqa_model(tmp_path_factory):
-    from medfm.adapters.vqa import VQAModel
-
-    bert = save_tiny_bert(tmp_path_factory.mktemp("bert"), ["is", "there", "a", "mass", "fracture", "?"])
-    torch.manual_seed(0)
-    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
-    answers = ["yes", "no", "axial", "left"]
-    return VQAModel(enc, answers, 32, closed_answers=["yes", "no"], open_answers=answers[2:],
-                    text_encoder={"name": "hf", "model_name_or_path": str(bert), "max_length": 8},
-                    fusion="cross_attention", dim=16, heads=2, layers=1, dropout=0.0).eval()
 
 
 @pytest.fixture(scope="module")

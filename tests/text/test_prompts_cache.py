@@ -4,8 +4,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from medmnist.info import INFO
 
+from medfm.data.medmnist_info import INFO
 from medfm.text.cache import EmbeddingCache, medfm_cache_dir, text_key
 from medfm.text.prompts import (
     FLAG_MODALITY,

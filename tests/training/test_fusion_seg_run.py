@@ -109,7 +109,7 @@ def test_fuse_segmentation_end_to_end_then_resume_reuses_models(tmp_path, capsys
      "fuser 'late_fusion_zero_fill' is not a segmentation fuser (known: ['fused_unet'])"),
     ("  ok: {fuser: fused_unet}\n  typo: {fuser: fused_unett}\n", "unknown fuser 'fused_unett'; did you mean 'fused_unet'?"),
     ("  ok: {fuser: fused_unet}\n  mnar: {fuser: fused_unet, train_missing: mnar}\n",
-     "segmentation models train with natural missingness only; ['mnar'] ask for 'mnar'"),
+     "seg.yaml: models.mnar.train_missing: segmentation models train with natural missingness only, got 'mnar'"),
 ])
 def test_bad_segmentation_model_is_one_line_before_data_or_training(tmp_path, capsys, monkeypatch, models, message):
     """A classification (or unknown) fuser listed after a good one used to fail only after the data

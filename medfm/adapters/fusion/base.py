@@ -31,12 +31,34 @@ from torch import nn
 
 from medfm.adapters.classification import check_class_labels
 from medfm.adapters.fusion.tabular import TabularEncoder
+from medfm.arg_checks import check_number, shown
 from medfm.data.multimodal import PRESENT_KEY, close_modality, presence as _presence
 from medfm.encoders.base import EncoderInputError, check_value_range
 
 TABULAR = "clinical"
 #: batch keys that are not modalities (:mod:`medfm.data.multimodal`: labels, masks, patient ids)
 BATCH_INFO_KEYS = ("label", "mask", "patient")
+
+
+def image_encoder_spec(encoder: Any) -> Tuple[str, Dict[str, Any]]:
+    """``(name, args)`` of an ``image_encoder`` spec ``{"name": registered encoder, "args": {builder overrides}}``
+    (``args`` may be left out or null), as every fuser that builds one reads it.
+
+    Raises:
+        ValueError: ``encoder`` not a mapping, no ``name`` or one that is not a string, ``args`` not a
+            mapping (one line naming the key and the value given, e.g. ``image_encoder.args must be a
+            mapping of encoder arguments, got 5 (int)``).
+    """
+    if not isinstance(encoder, Mapping):
+        raise ValueError(f"image_encoder must be a mapping {{name: ..., args: {{...}}}}, got {shown(encoder)}")
+    if "name" not in encoder:
+        raise ValueError(f"image_encoder needs a 'name' (a registered encoder), got {dict(encoder)}")
+    if not isinstance(encoder["name"], str):
+        raise ValueError(f"image_encoder.name must be a registered encoder's name, got {shown(encoder['name'])}")
+    args = encoder.get("args")
+    if args is not None and not isinstance(args, Mapping):
+        raise ValueError(f"image_encoder.args must be a mapping of encoder arguments, got {shown(args)}")
+    return encoder["name"], dict(args or {})
 
 
 class ImageModalityEncoder(nn.Module):
@@ -54,6 +76,10 @@ class ImageModalityEncoder(nn.Module):
 
     Shape:
         ``forward``: ``(n, 1, S, S)`` in [0, 1] -> ``(n, D)``; ``tokens``: -> ``(n, grid*grid, D)``.
+
+    Raises:
+        ValueError: a bad ``encoder`` spec (:func:`image_encoder_spec`), ``dim`` or ``grid`` not an integer
+            >= 1 (:func:`medfm.arg_checks.check_number`), the encoder's own argument errors.
     """
 
     def __init__(self, encoder: Mapping[str, Any], img_size: int, dim: int, grid: int = 2,
@@ -61,12 +87,11 @@ class ImageModalityEncoder(nn.Module):
         super().__init__()
         from medfm.encoders import create_encoder
 
-        cfg = dict(encoder)
-        if "name" not in cfg:
-            raise ValueError(f"image_encoder needs a 'name' (a registered encoder), got {cfg}")
-        self.encoder = create_encoder(cfg["name"], in_chans=1, img_size=img_size, **dict(cfg.get("args") or {}))
+        name, args = image_encoder_spec(encoder)
+        dim = check_number("dim", dim, ge=1, integer=True)
+        self.grid = check_number("grid", grid, ge=1, integer=True, hint=" (grid x grid tokens per image)")
+        self.encoder = create_encoder(name, in_chans=1, img_size=img_size, **args)
         self.proj = nn.Linear(self.encoder.num_features, dim)
-        self.grid = int(grid)
         self.inputs_checked = bool(inputs_checked)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,8 +118,8 @@ def build_modality_encoder(modality: str, image_encoder: Mapping[str, Any], img_
     inputs are the rows :meth:`FusionModel.select` checked (``inputs_checked``): one value check per
     modality per forward. A fuser must hand it nothing else (``select``'s rows, or zeros for absent ones)."""
     if modality == TABULAR:
-        if clinical_features < 1:
-            raise ValueError("modality 'clinical' needs clinical_features >= 1")
+        check_number("clinical_features", clinical_features, ge=1, integer=True,
+                     hint=" (table columns: modality 'clinical' needs them)")
         return TabularEncoder(clinical_features, dim, missing=tabular_missing)
     return ImageModalityEncoder(image_encoder, img_size, dim, grid, inputs_checked=True)
 
@@ -108,7 +133,8 @@ class FusionModel(nn.Module):
         label_names: K names (default "0", "1", ...).
 
     Raises:
-        ValueError: empty or duplicated modalities, ``num_classes < 2``, bad label names.
+        ValueError: empty or duplicated modalities, ``num_classes`` not an integer >= 2
+            (:func:`medfm.arg_checks.check_number`), bad label names.
     """
 
     #: True when every image must be exactly ``img_size`` a side: the fusers' position embeddings and
@@ -122,8 +148,7 @@ class FusionModel(nn.Module):
         mods = [str(m) for m in modalities]
         if not mods or len(set(mods)) != len(mods):
             raise ValueError(f"modalities must be a non-empty list of distinct names, got {mods}")
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        num_classes = check_number("num_classes", num_classes, ge=2, integer=True)
         names = [str(n) for n in label_names] if label_names is not None else [str(i) for i in range(num_classes)]
         if len(names) != num_classes:
             raise ValueError(f"{len(names)} label names for {num_classes} classes")

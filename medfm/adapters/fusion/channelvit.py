@@ -17,7 +17,7 @@ from torch import nn
 
 from medfm.adapters.fusion.base import TABULAR, FusionModel
 from medfm.adapters.fusion.tabular import TabularEncoder
-from medfm.arg_checks import check_heads
+from medfm.arg_checks import check_heads, check_number
 from medfm.registry import FUSERS
 
 
@@ -54,8 +54,9 @@ class ChannelViT(FusionModel):
         ``forward(batch)`` -> ``{"logits": (B, K), "embedding": (B, D), "used": {m: (B,) bool}}``.
 
     Raises:
-        ValueError: ``img_size`` not divisible by ``patch_size``, ``dim`` by ``heads``; a sample with no modality;
-            NaN in a present image.
+        ValueError: ``img_size``, ``patch_size`` or ``depth`` not an integer >= 1
+            (:func:`medfm.arg_checks.check_number`), ``img_size`` not divisible by ``patch_size``, ``dim`` by ``heads`` (:func:`medfm.arg_checks.check_heads`),
+            ``hcs`` not true/false; a sample with no modality; NaN in a present image.
         EncoderInputError: an image modality that is not float ``(B, 1, img_size, img_size)``.
     """
 
@@ -65,9 +66,14 @@ class ChannelViT(FusionModel):
                  dim: int = 64, depth: int = 2, heads: int = 4, hcs: bool = True, num_classes: int = 2,
                  label_names: Optional[Sequence[str]] = None) -> None:
         super().__init__(modalities, num_classes, label_names)
+        img_size = check_number("img_size", img_size, ge=1, integer=True)
+        patch_size = check_number("patch_size", patch_size, ge=1, integer=True)
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
-        check_heads(dim, heads)
+        dim, heads = check_heads(dim, heads)
+        depth = check_number("depth", depth, ge=1, integer=True, hint=" (transformer blocks)")
+        if not isinstance(hcs, bool):  # bool("no") is True: hierarchical channel sampling would silently stay on
+            raise ValueError(f"hcs must be true or false (hierarchical channel sampling), got {hcs!r}")
         self.channels = [m for m in self.modalities if m != TABULAR]
         self.img_size = int(img_size)
         self.n_patches = (img_size // patch_size) ** 2

@@ -16,6 +16,7 @@ from torch import nn
 
 from medfm.adapters.fusion.base import TABULAR, FusionModel, build_modality_encoder
 from medfm.data.multimodal import batch_size, presence
+from medfm.arg_checks import check_number
 from medfm.registry import FUSERS
 
 
@@ -32,13 +33,15 @@ class LateFusionZeroFill(FusionModel):
         ``forward(batch)`` -> ``{"logits": (B, K), "embedding": (B, M * D), "used": {m: (B,) bool}}``.
 
     Raises:
-        ValueError: NaN in a present image.
+        ValueError: ``dropout`` not a finite number in [0, 1) (:func:`medfm.arg_checks.check_number`);
+            NaN in a present image.
     """
 
     def __init__(self, modalities: Sequence[str], image_encoder: Mapping[str, Any], img_size: int,
                  clinical_features: int = 0, dim: int = 64, dropout: float = 0.0, num_classes: int = 2,
                  label_names: Optional[Sequence[str]] = None) -> None:
         super().__init__(modalities, num_classes, label_names)
+        dropout = check_number("dropout", dropout, ge=0, lt=1)
         self.encoders = nn.ModuleDict({m: build_modality_encoder(m, image_encoder, img_size, dim, clinical_features,
                                                                  tabular_missing="zero") for m in self.modalities})
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

@@ -17,6 +17,7 @@ from torch import nn
 
 from medfm.adapters.classification import check_class_labels
 from medfm.adapters.fusion.base import FusionModel, build_modality_encoder, sample_modality_dropout
+from medfm.arg_checks import check_number
 from medfm.registry import FUSERS
 
 
@@ -35,15 +36,17 @@ class SequentialFusion(FusionModel):
         ``"step_present": (T, B) bool``, ``"states": (T + 1, B, D)``, ``"used": {m: (B,) bool}}``.
 
     Raises:
-        ValueError: bad options; a sample with no modality; NaN in a present image.
+        ValueError: bad options (one line each, the shared rules of :mod:`medfm.arg_checks`: ``dim`` an
+            integer >= 1, ``modality_dropout`` a finite number in [0, 1)); a sample with no modality;
+            NaN in a present image.
     """
 
     def __init__(self, modalities: Sequence[str], image_encoder: Mapping[str, Any], img_size: int,
                  clinical_features: int = 0, dim: int = 64, modality_dropout: float = 0.0,
                  num_classes: int = 2, label_names: Optional[Sequence[str]] = None) -> None:
         super().__init__(modalities, num_classes, label_names)
-        if not 0 <= modality_dropout < 1:
-            raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        modality_dropout = check_number("modality_dropout", modality_dropout, ge=0, lt=1)
+        dim = check_number("dim", dim, ge=1, integer=True, hint=" (the state size)")
         self.encoders = nn.ModuleDict({m: build_modality_encoder(m, image_encoder, img_size, dim, clinical_features)
                                        for m in self.modalities})
         self.cells = nn.ModuleDict({m: nn.GRUCell(dim, dim) for m in self.modalities})

@@ -32,8 +32,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import TABULAR, FusionModel, sample_modality_dropout
+from medfm.adapters.fusion.base import TABULAR, FusionModel, image_encoder_spec, sample_modality_dropout
 from medfm.adapters.segmentation import UNetDecoder, check_decoder_options, dice_ce_loss, probe_encoder
+from medfm.arg_checks import check_number
 from medfm.registry import FUSERS
 
 FUSIONS = ("hemis", "attention", "zero_fill")
@@ -93,8 +94,10 @@ class FusedUNet(FusionModel):
         [0, 1] -> ``{"logits": (B, K, S, S), "used": {m: (B,) bool}}``.
 
     Raises:
-        ValueError: bad options; a tabular modality; a sample with no modality; NaN in a
-            present image.
+        ValueError: bad options (an unknown ``fusion``; ``modality_dropout`` not a finite number in
+            [0, 1): :func:`medfm.arg_checks.check_number`; a bad ``image_encoder``:
+            :func:`~medfm.adapters.fusion.base.image_encoder_spec`); a tabular modality; a sample with no
+            modality; NaN in a present image.
         EncoderInputError: an image modality that is not float ``(B, 1, img_size, img_size)``.
     """
 
@@ -110,14 +113,12 @@ class FusedUNet(FusionModel):
             raise ValueError(f"fused_unet segments images; drop the tabular modality {TABULAR!r} from {self.modalities}")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        if not 0 <= modality_dropout < 1:
-            raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        modality_dropout = check_number("modality_dropout", modality_dropout, ge=0, lt=1)
         dec_args = check_decoder_options(decoder)
+        name, args = image_encoder_spec(image_encoder)
         enc = dict(image_encoder)
-        if "name" not in enc:
-            raise ValueError(f"image_encoder needs a 'name' (a registered encoder), got {enc}")
-        self.encoders = nn.ModuleDict({m: create_encoder(enc["name"], in_chans=1, img_size=img_size,
-                                                         **dict(enc.get("args") or {})) for m in self.modalities})
+        self.encoders = nn.ModuleDict({m: create_encoder(name, in_chans=1, img_size=img_size, **args)
+                                       for m in self.modalities})
         channels, sizes = probe_encoder(self.encoders[self.modalities[0]])
         self.fusion = fusion
         # maps per encoder channel after fusion

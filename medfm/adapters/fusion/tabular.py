@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medfm.arg_checks import check_number
+
 TABULAR_MISSING = ("token", "zero")
 
 
@@ -30,16 +32,17 @@ class TabularEncoder(nn.Module):
     training table with :meth:`set_statistics`.
 
     Raises:
-        ValueError: unknown ``missing`` mode; inputs not ``(B, F)`` or holding inf.
+        ValueError: unknown ``missing`` mode, ``num_features`` or ``dim`` not an integer >= 1
+            (:func:`medfm.arg_checks.check_number`); inputs not ``(B, F)`` or holding inf.
     """
 
     def __init__(self, num_features: int, dim: int, missing: str = "token") -> None:
         super().__init__()
         if missing not in TABULAR_MISSING:
             raise ValueError(f"unknown tabular missing mode {missing!r}; use one of {TABULAR_MISSING}")
-        if num_features < 1 or dim < 1:
-            raise ValueError(f"num_features and dim must be >= 1, got {num_features}, {dim}")
-        self.num_features, self.dim, self.missing = int(num_features), int(dim), missing
+        num_features = check_number("num_features", num_features, ge=1, integer=True)
+        dim = check_number("dim", dim, ge=1, integer=True)
+        self.num_features, self.dim, self.missing = num_features, dim, missing
         self.register_buffer("mean", torch.zeros(num_features))
         self.register_buffer("std", torch.ones(num_features))
         self.weight = nn.Parameter(torch.randn(num_features, dim) * 0.1)

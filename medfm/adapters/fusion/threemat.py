@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from medfm.adapters.fusion.base import FusionModel, build_modality_encoder, sample_modality_dropout
-from medfm.arg_checks import check_heads
+from medfm.arg_checks import check_heads, check_number
 from medfm.registry import FUSERS
 
 
@@ -63,16 +63,19 @@ class ModalityDropoutFusion(FusionModel):
         ``forward(batch)`` -> ``{"logits": (B, K), "embedding": (B, D), "used": {m: (B,) bool}}``.
 
     Raises:
-        ValueError: bad options; a sample with no modality; NaN in a present image.
+        ValueError: bad options (one line each, the shared rules of :mod:`medfm.arg_checks`: ``dim``
+            divisible by ``heads``, ``layers`` and ``grid`` integers >= 1, ``modality_dropout`` a finite
+            number in [0, 1)); a sample with no modality; NaN in a present image.
     """
 
     def __init__(self, modalities: Sequence[str], image_encoder: Mapping[str, Any], img_size: int,
                  clinical_features: int = 0, dim: int = 64, heads: int = 4, layers: int = 2, grid: int = 2,
                  modality_dropout: float = 0.3, num_classes: int = 2, label_names: Optional[Sequence[str]] = None) -> None:
         super().__init__(modalities, num_classes, label_names)
-        if not 0 <= modality_dropout < 1:
-            raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
-        check_heads(dim, heads)  # torch's MultiheadAttention: a bare AssertionError
+        modality_dropout = check_number("modality_dropout", modality_dropout, ge=0, lt=1)
+        dim, heads = check_heads(dim, heads)  # torch's MultiheadAttention: a bare AssertionError
+        layers = check_number("layers", layers, ge=1, integer=True, hint=" (cross-attention blocks)")
+        grid = check_number("grid", grid, ge=1, integer=True, hint=" (grid x grid tokens per image)")
         self.encoders = nn.ModuleDict({m: build_modality_encoder(m, image_encoder, img_size, dim, clinical_features, grid=grid)
                                        for m in self.modalities})
         self.modality_embed = nn.Parameter(torch.randn(len(self.modalities), dim) * 0.02)

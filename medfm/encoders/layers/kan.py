@@ -24,13 +24,15 @@ input; for the convolution it differs only in the zero-padded border.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medfm.encoders.checks import check_int
+from medfm.arg_checks import number_fits, shown
+from medfm.encoders.checks import EncoderArgumentError, check_int
 from medfm.registry import close_match_hint
 
 BasisSpec = Union[str, Mapping[str, Any]]
@@ -112,8 +114,8 @@ class GaussianRBFBasis(BasisExpansion):
         grid_range: (min, max) of the centres, min < max.
 
     Raises:
-        EncoderArgumentError: ``num_grids`` not an integer >= 2.
-        ValueError: an empty range.
+        EncoderArgumentError: ``num_grids`` not an integer >= 2, or ``grid_range`` not two finite
+            numbers ``(min, max)`` with min < max.
     """
 
     base_branch = True
@@ -121,9 +123,11 @@ class GaussianRBFBasis(BasisExpansion):
     def __init__(self, num_grids: int = 8, grid_range: Tuple[float, float] = (-2.0, 2.0)) -> None:
         super().__init__()
         num_grids = check_int("RBF num_grids", num_grids, minimum=2)
+        if not isinstance(grid_range, (list, tuple)) or len(grid_range) != 2 \
+                or not all(number_fits(v) for v in grid_range) or not float(grid_range[0]) < float(grid_range[1]):
+            raise EncoderArgumentError(f"RBF grid_range must be two finite numbers (min, max) with min < max, "
+                                       f"got {shown(grid_range)}")
         lo, hi = (float(v) for v in grid_range)
-        if not lo < hi:
-            raise ValueError(f"RBF grid_range must be (min, max) with min < max, got {tuple(grid_range)}")
         self.num_basis = num_grids
         self.grid_range = (lo, hi)
         self.register_buffer("grid", torch.linspace(lo, hi, self.num_basis), persistent=False)
@@ -141,27 +145,51 @@ class GaussianRBFBasis(BasisExpansion):
 BASES: Dict[str, Type[BasisExpansion]] = {"chebyshev": ChebyshevBasis, "rbf": GaussianRBFBasis}
 
 
-def create_basis(spec: BasisSpec = "chebyshev") -> BasisExpansion:
+def create_basis(spec: BasisSpec = "chebyshev", arg: str = "basis") -> BasisExpansion:
     """Build a basis expansion from a name or a mapping ``{"name": ..., **arguments}``.
 
     Examples: ``"chebyshev"`` (degree 3), ``{"name": "chebyshev", "degree": 2}``,
-    ``{"name": "rbf", "num_grids": 6}``.
+    ``{"name": "rbf", "num_grids": 6}``; a mapping without ``"name"`` is a Chebyshev basis.
+    The encoders call it with their argument's name (``arg="kan"``) when they are built, so a bad
+    spec is refused then, in one line that :func:`medfm.encoders.create_encoder` prefixes with the
+    encoder's name: ``kan_resnet18: kan: unknown KAN basis 'chebyshv'; did you mean 'chebyshev'?
+    (known: chebyshev, rbf)``.
+
+    Args:
+        spec: the basis name or mapping.
+        arg: the argument's name in messages (``"basis"`` for the layers, ``"kan"`` for the encoders).
 
     Raises:
-        ValueError: unknown basis name (with close matches) or bad arguments.
+        EncoderArgumentError (a ``ValueError``): one line starting with ``arg``: a spec that is neither
+            a name nor a mapping (a module instance included: every layer builds its own basis), an
+            unknown basis name or basis argument (both with "did you mean" and what is known), or a
+            bad value (``kan: RBF num_grids must be an integer >= 2, got 1``).
     """
-    if isinstance(spec, BasisExpansion):
-        raise ValueError("pass a basis name or {'name': ..., **args} mapping, not a module instance "
-                         "(every layer builds its own basis)")
-    args = dict(spec) if isinstance(spec, Mapping) else {"name": spec}
-    name = args.pop("name", "chebyshev")
-    if name not in BASES:
+    known = ", ".join(BASES)
+    if isinstance(spec, str):
+        name, args = spec, {}
+    elif isinstance(spec, Mapping):
+        args = dict(spec)
+        name = args.pop("name", "chebyshev")
+    else:
+        why = " (every layer builds its own basis)" if isinstance(spec, BasisExpansion) else ""
+        raise EncoderArgumentError(f"{arg} must be a KAN basis name ({known}) or a mapping "
+                                   f"{{'name': ..., **arguments}}{why}, got {shown(spec)}")
+    if not isinstance(name, str) or name not in BASES:
         hint = close_match_hint(name, list(BASES), n=2, cutoff=0.4, fallback=None)
-        raise ValueError(f"unknown KAN basis {name!r}{hint} (known: {', '.join(BASES)})")
+        raise EncoderArgumentError(f"{arg}: unknown KAN basis {name!r}{hint} (known: {known})")
+    takes = list(inspect.signature(BASES[name]).parameters)
+    unknown = [k for k in args if k not in takes]
+    if unknown:
+        which = f"the {name!r} KAN basis" + ("" if isinstance(spec, str) or "name" in spec else
+                                               " (the default: no 'name' given)")
+        raise EncoderArgumentError(f"{arg}: {which} takes no argument {unknown[0]!r}"
+                                   f"{close_match_hint(unknown[0], takes, fallback=None)} "
+                                   f"(it takes: {', '.join(takes)})")
     try:
         return BASES[name](**args)
-    except TypeError as err:
-        raise ValueError(f"bad arguments for KAN basis {name!r}: {err}") from None
+    except EncoderArgumentError as err:
+        raise EncoderArgumentError(f"{arg}: {err}") from None
 
 
 class KANLinear(nn.Module):
@@ -184,7 +212,8 @@ class KANLinear(nn.Module):
     Shape: ``(..., in_features)`` -> ``(..., out_features)``.
 
     Raises:
-        ValueError: bad basis spec, or an input whose last axis is not ``in_features``.
+        EncoderArgumentError: bad basis spec (:func:`create_basis`).
+        ValueError: an input whose last axis is not ``in_features``.
     """
 
     def __init__(self, in_features: int, out_features: int, basis: BasisSpec = "chebyshev",
@@ -234,7 +263,8 @@ class KANConv2d(nn.Module):
     Shape: ``(B, C_in, H, W)`` -> ``(B, C_out, H', W')`` with ``nn.Conv2d``'s size rule.
 
     Raises:
-        ValueError: bad basis spec, or an input that is not ``(B, in_channels, H, W)``.
+        EncoderArgumentError: bad basis spec (:func:`create_basis`).
+        ValueError: an input that is not ``(B, in_channels, H, W)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, Tuple[int, int]],

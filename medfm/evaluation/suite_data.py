@@ -1,0 +1,233 @@
+"""What one dataset of an evaluation suite is scored on (:func:`medfm.evaluation.suites.run_suite`).
+
+:func:`prepare_dataset` reads a dataset's classes, checks its data are on disk, picks its checkpoint
+(:mod:`medfm.evaluation.suite_checkpoints`) and loads the splits the protocol needs; a dataset that
+cannot be evaluated raises :class:`DatasetSkipped` with the reason the report shows (data not on
+disk, no matching checkpoint, 3D data for a 2D classifier, an empty split, a linear probe's train
+split holding one class). :func:`scored_subset` reduces the scored split to a dataset's
+``max_samples``; :func:`dataset_meta` is the provenance each run's ``results.json`` records;
+:func:`no_data_error` is the one-line error for a suite none of whose datasets is on disk.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from medfm.data.errors import DataFileMissingError, MedFMDataError
+from medfm.evaluation.array_sets import ArraySet
+from medfm.evaluation.subsets import SUBSET_SEED, scored_subset_indices
+from medfm.evaluation.suite_checkpoints import CheckpointCache, pick_checkpoint
+from medfm.evaluation.suite_report import MEDVIT_SMALL_C
+from medfm.evaluation.suite_spec import DatasetSpec, Suite
+
+
+class DatasetSkipped(Exception):
+    """A dataset that cannot be evaluated; the message is the reason shown in the report.
+
+    ``missing``: its data are not on disk (no MedMNIST file at any size asked for, no image
+    folder); data that are there but unreadable are not missing.
+    """
+
+    def __init__(self, reason: str, missing: bool = False) -> None:
+        super().__init__(reason)
+        self.missing = missing
+
+
+def dataset_classes(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, List[str], bool, Optional[int]]:
+    """``(task, label_names, is_3d, n_channels or None)`` of a dataset without loading its images
+    (an image folder's channels are known once loaded: None).
+
+    Raises:
+        MedFMDataError: an image folder that is not there or holds no class folders.
+    """
+    if spec.flag is not None:
+        from medfm.data.medmnist import dataset_info
+
+        info = dataset_info(spec.flag)
+        return info["task"], list(info["label_names"]), info["is_3d"], info["n_channels"]
+    from medfm.data.imagefolder import folder_classes
+
+    return "multi-class", folder_classes(spec.folder, data_root), False, None
+
+
+def load_split(spec: DatasetSpec, split: str, size: Optional[int], data_root: Optional[str], as_rgb: bool) -> Any:
+    """One split of a dataset: a :class:`~medfm.data.medmnist.MedMNISTDataset` (``size`` None: 28)
+    or an :class:`~medfm.data.imagefolder.ImageFolderDataset`; ``as_rgb`` repeats grey channels.
+
+    Raises:
+        MedFMDataError: the file or folder is missing or unreadable.
+    """
+    if spec.flag is not None:
+        from medfm.data.medmnist import MedMNISTDataset
+
+        return MedMNISTDataset(spec.flag, split=split, size=size or 28, data_root=data_root, as_rgb=as_rgb)
+    from medfm.data.imagefolder import ImageFolderDataset
+
+    return ImageFolderDataset(spec.folder, split=split, size=size, in_chans=3 if as_rgb else None,
+                              data_root=data_root, name=spec.name, split_rule=spec.split_rule)
+
+
+def default_size(spec: DatasetSpec, encoder: Any) -> Optional[int]:
+    """The size a dataset is loaded at: its ``size``, else the encoder's ``img_size`` (a MedMNIST set
+    not released at it: 28)."""
+    if spec.size is not None:
+        return spec.size
+    if spec.flag is None:
+        return encoder.img_size
+    from medfm.data.medmnist import available_sizes
+
+    return encoder.img_size if encoder.img_size in available_sizes(spec.flag) else 28
+
+
+def _check_probe_classes(train: Any, task: str, names: Sequence[str], dataset: str, split: str) -> None:
+    """Skip a single-label dataset whose probe split holds one class (the whole suite used to stop
+    with "the probe's training labels hold a single class ([0]); cannot fit", naming no dataset)."""
+    if task.startswith("multi-label"):  # a constant label is pinned, not refused
+        return
+    present = np.unique(np.asarray(train.labels).reshape(-1))
+    if len(present) < 2:
+        raise DatasetSkipped(f"the {split} split of {dataset} holds one class only ({names[int(present[0])]!r}): a "
+                             "linear probe needs two (use --protocol knn, or another train_split)")
+
+
+def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str], models: CheckpointCache,
+                    data_root: Optional[str]) -> Dict[str, Any]:
+    """Choose the checkpoint and load the data of one dataset.
+
+    Returns:
+        ``{"checkpoint", "model", "core", "sha", "encoder", "ds", "train", "val", "size"}``: ``ds`` the
+        scored split, ``train`` (linear/knn) and ``val`` (``linear_c: val``) the fitting splits or None.
+
+    Raises:
+        DatasetSkipped: with the reason (see the module docstring).
+        ChannelMismatchError: an ``as-is`` checkpoint matching the classes but not the channels.
+        CheckpointError: an unreadable checkpoint.
+    """
+    from medfm.evaluation.evaluate import ChannelMismatchError, check_split_has_images
+
+    protocol = suite.protocol.name
+    try:
+        task, names, is_3d, n_ch = dataset_classes(spec, data_root)
+    except MedFMDataError as err:  # an image folder that is not there is missing data
+        raise DatasetSkipped(str(err), missing=isinstance(err, DataFileMissingError)) from None
+    if spec.flag is not None:  # data on disk? (checked before any checkpoint is matched)
+        from medfm.data.medmnist import available_sizes, medmnist_path
+
+        paths = [medmnist_path(spec.flag, s, data_root) for s in ([spec.size] if spec.size else available_sizes(spec.flag))]
+        if not any(p.is_file() for p in paths):
+            raise DatasetSkipped(f"not on disk: no {' or '.join(p.name for p in paths[:2])}{' ...' if len(paths) > 2 else ''} "
+                                 f"in {paths[0].parent}", missing=True)
+    ckpt, why = pick_checkpoint(spec, checkpoints, models, protocol, task, names, is_3d)
+    if ckpt is None:
+        raise DatasetSkipped(why)
+    model, core, sha = models.get(ckpt)
+    encoder = getattr(core, "encoder", None)
+    if encoder is None:
+        raise DatasetSkipped(f"checkpoint {ckpt} holds no encoder")
+    enc_3d = getattr(encoder, "spatial_dims", 2) == 3
+    if protocol == "finetune" and (spec.flag is None or is_3d or enc_3d):
+        raise DatasetSkipped("the finetune protocol fine-tunes 2D classifiers on MedMNIST 2D sets only")
+    if is_3d and not enc_3d and protocol == "as-is":
+        raise DatasetSkipped("3D volumes but the checkpoint's classifier is 2D (use --protocol linear/knn for 2.5D "
+                             "slice features, or a 3D encoder)")
+    if enc_3d and not is_3d:
+        raise DatasetSkipped("2D images but the checkpoint's encoder is 3D")
+
+    def channels_ok(n: int) -> bool:
+        if n == encoder.in_chans:
+            return False
+        if protocol == "finetune":
+            raise DatasetSkipped(f"the encoder takes {encoder.in_chans} channel(s), {spec.name} has {n}: cannot fine-tune")
+        if protocol == "as-is":
+            raise ChannelMismatchError(f"checkpoint {ckpt} expects {encoder.in_chans}-channel images but "
+                                       f"{spec.name} has {n} channel(s)")
+        if n == 3:
+            raise DatasetSkipped(f"RGB data but the encoder takes {encoder.in_chans} channel(s)")
+        return True  # grey data, RGB encoder: repeat channels (as_rgb)
+
+    as_rgb = channels_ok(n_ch) if n_ch is not None else False
+    size = default_size(spec, encoder)
+    if getattr(encoder, "fixed_size", False) and size != encoder.img_size:
+        raise DatasetSkipped(f"the encoder takes only {encoder.img_size} px inputs; the data is {size} px")
+    try:
+        ds = load_split(spec, spec.split, size, data_root, as_rgb)
+        if n_ch is None and channels_ok(ds.n_channels):  # image folder: channels known once loaded
+            as_rgb = True
+            ds = load_split(spec, spec.split, size, data_root, True)
+        check_split_has_images(ds, spec.name, spec.split, "score")
+        train = load_split(spec, spec.train_split, size, data_root, as_rgb) if protocol in ("linear", "knn") else None
+        if train is not None:
+            fit = "fit the probe on" if protocol == "linear" else "draw kNN neighbours from"
+            check_split_has_images(train, spec.name, spec.train_split, fit)
+            if protocol == "linear":
+                _check_probe_classes(train, task, names, spec.name, spec.train_split)
+        val = (load_split(spec, spec.val_split, size, data_root, as_rgb)
+               if protocol == "linear" and suite.protocol.linear_c == "val" else None)
+        if val is not None:
+            check_split_has_images(val, spec.name, spec.val_split, "choose the probe's C on")
+    except MedFMDataError as err:  # unreadable data, an empty split (EmptySplitError)
+        raise DatasetSkipped(str(err)) from None
+    return {"checkpoint": ckpt, "model": model, "core": core, "sha": sha, "encoder": encoder, "ds": ds, "train": train,
+            "val": val, "size": size}
+
+
+def scored_subset(ds: Any, max_samples: Optional[int]) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    """``(dataset, record)``: ``ds`` reduced to :func:`scored_subset_indices` (an :class:`ArraySet`
+    with its size, md5 and flag) and what ``results.json`` records of it; ``(ds, None)`` when
+    ``max_samples`` is None or not below ``len(ds)``."""
+    if max_samples is None or max_samples >= len(ds):
+        return ds, None
+    idx = scored_subset_indices(ds.labels, max_samples)
+    sub = ArraySet(np.ascontiguousarray(ds.images[idx]), ds, labels=np.asarray(ds.labels)[idx])
+    return sub, {"max_samples": int(max_samples), "n": int(len(idx)), "of": int(len(ds)), "seed": SUBSET_SEED,
+                 "rule": "class-stratified (medfm.data.label_fraction_indices), the same images clean and corrupted",
+                 "indices": idx.tolist()}
+
+
+def dataset_meta(spec: DatasetSpec, ds: Any, corrupted: bool, subset: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Provenance of one dataset's runs (per-run ``results.json`` ``meta``, which ``medfm card`` reads).
+
+    ``references``: published figures for what was run: MedMNIST v2's ResNet-18 (28 px, clean),
+    MedViT-small's MedMNIST-C figures only when ``corrupted``; none on a ``subset`` (published
+    figures are full-test-set numbers), which is recorded instead (without its indices).
+    """
+    from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28
+
+    refs: Dict[str, Any] = {}
+    if subset is None and spec.flag in MEDMNIST_V2_RESNET18_28 and getattr(ds, "size", 28) == 28:
+        refs["MedMNIST v2 ResNet-18 (28)"] = MEDMNIST_V2_RESNET18_28[spec.flag]
+    if subset is None and corrupted and spec.flag in MEDVIT_SMALL_C:
+        refs["MedViT-small MedMNIST-C (224 px corruptions)"] = MEDVIT_SMALL_C[spec.flag]
+    return {"dataset": spec.name, "flag": spec.flag, "folder": spec.folder, "split": spec.split,
+            "size": getattr(ds, "size", None), "data_md5": getattr(ds, "md5", None), "references": refs,
+            **({"subset": {k: v for k, v in subset.items() if k != "indices"}} if subset else {})}
+
+
+def no_data_error(suite: Suite, data_root: Optional[str]) -> MedFMDataError:
+    """The one-line error for a suite none of whose datasets is on disk: the data root, the
+    datasets looked for and how to get them (MedMNIST's Zenodo record, an image folder's place)."""
+    from medfm.data.root import resolve_data_root
+
+    root = resolve_data_root(data_root)
+    names = [d.name or d.flag or Path(d.folder).name for d in suite.datasets]
+    looked = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    how = []
+    flags = [d.flag for d in suite.datasets if d.flag is not None]
+    if flags:
+        from medmnist.info import INFO
+
+        record = str(INFO[flags[0]].get("url", "")).split("/files/")[0] or "Zenodo"
+        how.append(f"MedMNIST <flag>[_<size>].npz files from {record} go in {root / 'medmnist'}")
+    folders = [d.folder for d in suite.datasets if d.folder is not None]
+    if folders:
+        how.append(f"image folders in {root}/<folder> (e.g. {folders[0]})")
+    return DataFileMissingError(
+        f"no data set of suite {suite.name!r} was found under {root} (looked for {looked}); get the data "
+        f"({'; '.join(how)}; see the README's Data section) or point --data-root / $MEDFM_DATA at the folder "
+        "that holds it")
+
+
+__all__ = ["DatasetSkipped", "dataset_classes", "load_split", "default_size", "prepare_dataset", "scored_subset",
+           "dataset_meta", "no_data_error"]

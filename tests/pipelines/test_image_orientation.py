@@ -1,0 +1,93 @@
+"""Images carrying an EXIF Orientation tag are read upright, as viewers and transformers'
+``load_image`` (``PIL.ImageOps.exif_transpose``) show them.
+
+Phone photos of films and some JPEG / TIFF exports store the pixels rotated or mirrored with an
+Orientation (2-8) saying how to show them. Before, :func:`medfm.data.images.read_image` and
+:func:`medfm.data.images.pil_to_uint8` (shared by the data sets and every 2D pipeline) returned
+the pixels as stored: a (2, 3) picture saved with Orientation 6 came back as a (3, 2) array, turned
+by 90 degrees. Images without the tag (every MedNIST, VQA-RAD, CHASE_DB1 and TCGA-LGG file) are
+read exactly as before.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import medfm
+from medfm.adapters.segmentation import SegmentationModel
+from medfm.data.images import ORIENTATION_TAG, exif_upright, pil_to_uint8, read_image
+from medfm.pipelines.segmentation import ImageSegmentationPipeline
+from medfm.pipelines.vqa import vqa_image_tensor
+
+UPRIGHT = np.arange(6 * 9, dtype=np.uint8).reshape(6, 9) * 4  # as the picture should be seen: (H, W) = (6, 9)
+#: Orientation -> the stored pixels of UPRIGHT (EXIF 2.3 4.6.4 tag 274: where row 0 / column 0 are shown)
+STORED = {
+    1: UPRIGHT,
+    2: UPRIGHT[:, ::-1],           # mirrored left-right
+    3: UPRIGHT[::-1, ::-1],        # turned 180 degrees
+    4: UPRIGHT[::-1, :],           # mirrored top-bottom
+    5: UPRIGHT.T,                  # mirrored about the main diagonal
+    6: np.rot90(UPRIGHT, 1),       # turned 90 degrees anticlockwise: shown turned back clockwise
+    7: UPRIGHT[::-1, ::-1].T,      # mirrored about the other diagonal
+    8: np.rot90(UPRIGHT, -1),      # turned 90 degrees clockwise
+}
+
+
+def _save(path, pixels, orientation, **kw):
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = orientation
+    Image.fromarray(np.ascontiguousarray(pixels)).save(path, exif=exif, **kw)
+    return path
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED))
+def test_every_orientation_is_read_upright(tmp_path, orientation):
+    path = _save(tmp_path / "film.png", STORED[orientation], orientation)  # PNG eXIf chunk: lossless
+    assert np.array_equal(read_image(path), UPRIGHT)  # was: STORED[orientation], e.g. (9, 6) for 5-8
+    assert np.array_equal(read_image(path, "RGB"), np.repeat(UPRIGHT[..., None], 3, axis=2))
+    with Image.open(path) as im:
+        assert np.array_equal(pil_to_uint8(im, "L"), UPRIGHT)
+
+
+def test_a_rotated_rgb_jpeg_is_its_decoded_pixels_turned(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    path = _save(tmp_path / "phone.jpg", rgb, 6, quality=95)
+    with Image.open(path) as im:
+        stored = np.asarray(im.convert("RGB"))  # the decoded (lossy) pixels, as stored: (16, 24, 3)
+    got = read_image(path)
+    assert got.shape == (24, 16, 3) and np.array_equal(got, np.rot90(stored, -1))  # shown turned clockwise
+
+
+def test_every_2d_pipeline_sees_the_upright_image(tmp_path, pneumonia_pipeline):
+    path = _save(tmp_path / "film.png", STORED[8], 8)
+    with Image.open(path) as im:
+        im.load()
+    assert pneumonia_pipeline(str(path)) == pneumonia_pipeline(im) == pneumonia_pipeline(UPRIGHT)
+    assert pneumonia_pipeline(UPRIGHT) != pneumonia_pipeline(np.ascontiguousarray(STORED[8]))  # the check can fail
+    assert torch.equal(vqa_image_tensor(path, 1, 28), vqa_image_tensor(UPRIGHT, 1, 28))
+    assert torch.equal(vqa_image_tensor(im, 1, 28), vqa_image_tensor(UPRIGHT, 1, 28))
+    torch.manual_seed(0)
+    seg = ImageSegmentationPipeline(SegmentationModel(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), 2))
+    assert np.array_equal(seg(path)["mask"], seg(UPRIGHT)["mask"]) and seg(im)["mask"].shape == UPRIGHT.shape
+
+
+def test_images_without_the_tag_are_untouched(tmp_path):
+    plain = Image.fromarray(UPRIGHT)
+    assert exif_upright(plain) is plain  # no copy, no transpose
+    path = _save(tmp_path / "one.png", UPRIGHT, 1)
+    with Image.open(path) as im:
+        im.load()
+        assert exif_upright(im) is im
+    Image.fromarray(STORED[6]).save(tmp_path / "no_exif.png")
+    assert np.array_equal(read_image(tmp_path / "no_exif.png"), STORED[6])  # nothing says to turn it
+
+
+def test_an_exif_block_pil_cannot_parse_leaves_the_pixels_as_stored(monkeypatch):
+    def broken(self):
+        raise SyntaxError("not a TIFF file")  # what PIL raises for a damaged EXIF block
+
+    im = Image.fromarray(STORED[6])
+    monkeypatch.setattr(Image.Image, "getexif", broken)
+    assert exif_upright(im) is im and np.array_equal(pil_to_uint8(im), STORED[6])
