@@ -13,6 +13,7 @@ The rules:
 - a message shows a bad number as a plain Python number (``3.0``, ``-1``, ``nan``; numpy
   scalars too), a list or tuple by its ``repr``, anything else with its type (``'3' (str)``,
   ``True (bool)``);
+- a switch is a ``bool`` (:func:`check_bool`): ``"no"`` or ``1`` is refused, not taken by its truth value;
 - an attention width and its head count (:func:`check_heads`, used by the fusers, the VQA fusion and
   neighbourhood attention) are integers >= 1, the width divisible by the heads, and one message gives both.
 
@@ -125,6 +126,23 @@ def check_number(name: str, value: Any, *, gt: Optional[float] = None, ge: Optio
     return out
 
 
+def check_bool(name: str, value: Any, *, note: str = "", error: Type[Exception] = ValueError) -> bool:
+    """``value`` as a ``bool`` if it is one (Python's or numpy's): a switch given as ``"no"``,
+    ``"false"`` or ``1`` is refused, never taken by its truth value (``bool("no")`` is True).
+
+    Args:
+        name: the argument's name as the message shows it (``input_skip``, ``frozen``).
+        note: a parenthesis after ``true or false`` (``"hierarchical channel sampling"``).
+        error: the exception class to raise.
+
+    Raises:
+        error: ``input_skip must be true or false, got 'yes' (str)``.
+    """
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")):
+        return bool(value)
+    raise error(f"{name} must be true or false{f' ({note})' if note else ''}, got {shown(value)}")
+
+
 def check_heads(dim: Any, heads: Any, *, dim_name: str = "dim", heads_name: str = "heads",
                 error: Type[Exception] = ValueError) -> Tuple[int, int]:
     """Check an attention width and its head count: both integers >= 1, ``dim`` divisible by ``heads``
@@ -151,4 +169,4 @@ def check_heads(dim: Any, heads: Any, *, dim_name: str = "dim", heads_name: str 
     return int(dim), int(heads)
 
 
-__all__ = ["check_heads", "check_number", "is_finite_number", "is_integer", "number_fits", "range_text", "shown"]
+__all__ = ["check_bool", "check_heads", "check_number", "is_finite_number", "is_integer", "number_fits", "range_text", "shown"]

@@ -218,7 +218,8 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
             ci = dict_section(m, "ci")
             ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if is_metric_number(ci.get("low")) and is_metric_number(ci.get("high")) else ""
             b = dict_section(base, key).get("acc")
-            text.append(f"| {key} | {acc} | {ci_txt} | {m.get('n', '')} | {f'{b:.4f}' if is_metric_number(b) else ''} |")
+            b_txt = f"{b:.4f}" if is_metric_number(b) else ""
+            text.append(f"| {key} | {acc} | {ci_txt} | {m.get('n', '')} | {b_txt} |")
             if dtype and is_metric_number(m["acc"]):
                 entries.append((str(dtype), dname, str(split) if split else None, "accuracy",
                                 f"{key} accuracy", m["acc"]))

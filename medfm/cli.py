@@ -1,4 +1,5 @@
-"""The ``medfm`` command: ``pretrain | finetune | segment | vqa | fuse | eval | merge | card | push | verify-data | bench``.
+"""The ``medfm`` command:
+``pretrain | finetune | segment | vqa | fuse | eval | merge | card | push | verify-data | bench``.
 
 Every subcommand is a thin layer over the library; errors medfm anticipates (bad recipe,
 missing data, mismatched checkpoint) print one line ``medfm: error: ...`` and exit 2. The
@@ -318,7 +319,8 @@ def _check_input_file(path: Path, flag: str, what: str, name: str) -> None:
     path = Path(path).expanduser()
     if path.is_dir():
         inside = path / name
-        raise ValueError(f"{flag} {path} is a directory; pass " + (str(inside) if inside.is_file() else f"{what} (a file)"))
+        raise ValueError(f"{flag} {path} is a directory; pass "
+                         + (str(inside) if inside.is_file() else f"{what} (a file)"))
     if not path.exists():
         raise ValueError(f"{flag} {path} does not exist; pass {what}")
 
@@ -334,7 +336,8 @@ def _check_medmnist_flag(flag: Optional[str], option: str) -> None:
     from medfm.data.medmnist_info import MEDMNIST_FLAGS
 
     if flag is not None and flag not in MEDMNIST_FLAGS:
-        raise UnknownDatasetError(f"{option}: {UnknownDatasetError.for_name(flag, MEDMNIST_FLAGS, kind='MedMNIST flag')}")
+        unknown = UnknownDatasetError.for_name(flag, MEDMNIST_FLAGS, kind="MedMNIST flag")
+        raise UnknownDatasetError(f"{option}: {unknown}")
 
 
 def _check_paths(args: argparse.Namespace) -> None:

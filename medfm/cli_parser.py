@@ -36,7 +36,8 @@ def _choice_of(choices: Sequence[str]) -> Callable[[str], str]:
 
     def choice(text: str) -> str:
         if text not in choices:
-            raise argparse.ArgumentTypeError(f"invalid choice {text!r}{close_match_hint(text, choices, n=2, fallback='choose from')}")
+            hint = close_match_hint(text, choices, n=2, fallback="choose from")
+            raise argparse.ArgumentTypeError(f"invalid choice {text!r}{hint}")
         return text
 
     return choice
@@ -85,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="medfm checkpoint (folder or hf-hub:org/name) whose encoder initialises the model "
                                  "(default: the recipe's encoder.pretrained, else random weights)")
         sp.add_argument("--output", type=Path, required=True, metavar="DIR",
-                        help="run folder to write (created; a folder holding an earlier run is refused without --resume)")
+                        help="run folder to write (created; a folder holding an earlier run is refused without "
+                             "--resume)")
         if resume:
             sp.add_argument("--resume", action="store_true", help=resume)
         sp.add_argument("--epochs", type=positive_int, default=None, metavar="N",
@@ -162,13 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--data", default=None, metavar="FLAG", help="MedMNIST data set to score, e.g. pneumoniamnist")
     which.add_argument("--suite", type=Path, default=None, metavar="YAML",
                        help="evaluation suite file, e.g. eval_suites/medmnist_c.yaml")
-    _add_choice(sp, "--split", ("train", "val", "test"), default=None, help="--data only: split to score (default: test)")
+    _add_choice(sp, "--split", ("train", "val", "test"), default=None,
+                help="--data only: split to score (default: test)")
     sp.add_argument("--size", type=positive_int, default=None, metavar="PX",
                     help="--data only: image side in pixels, e.g. 64 (default: the checkpoint's img_size)")
     _add_choice(sp, "--protocol", PROTOCOLS, default=None,
                 help="how the checkpoint is scored (default: as-is with --data, the suite's protocol with "
                      "--suite); linear/knn: a probe on frozen features; finetune: train the encoder and a new "
-                     "head on each label fraction, then score; zeroshot: a CLIP checkpoint on --data with class prompts")
+                     "head on each label fraction, then score; zeroshot: a CLIP checkpoint on --data with class "
+                     "prompts")
     sp.add_argument("--label-fraction", default=None, metavar="F[,F...]",
                     help="--suite only: comma list of training label fractions in (0, 1] for linear/knn/finetune, "
                          "e.g. 0.01,0.1,1 (default: the suite's, else 1)")
@@ -191,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "<checkpoint>/eval-<suite> with --suite); an earlier evaluation of the same mode there "
                          "is replaced as a whole, any other non-empty folder is refused")
     sp.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
-                    help="inference batch size in images (default: 256 with --data; the suite's, else 64, with --suite)")
+                    help="inference batch size in images (default: 256 with --data; the suite's, else 64, with "
+                         "--suite)")
     data_root(sp)
 
     sp = command(

@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from medfm.arg_checks import check_heads, check_number, is_finite_number, is_integer, number_fits, range_text, shown
+from medfm.arg_checks import check_bool, check_heads, check_number, is_finite_number, is_integer, number_fits, range_text, shown
 from medfm.encoders import EncoderArgumentError, create_encoder
 from medfm.encoders.checks import check_int, check_positive, check_stage_ints, check_stage_positive
 from medfm.objectives.inputs import check_arg
@@ -213,3 +213,49 @@ def test_the_width_and_heads_sites_share_one_rule():
         heads = "num_heads" if site == "neighbourhood attention" else "heads"
         assert str(info.value) == HEADS_RULE.replace("by heads", f"by {heads}") + f"dim=64, {heads}=3", site
         assert isinstance(info.value, EncoderArgumentError) == (site == "neighbourhood attention"), site
+
+
+@pytest.mark.parametrize("value, message", [
+    ("no", "input_skip must be true or false, got 'no' (str)"),  # bool("no") is True
+    ("false", "input_skip must be true or false, got 'false' (str)"),
+    (1, "input_skip must be true or false, got 1"),
+    (0.0, "input_skip must be true or false, got 0.0"),
+    (None, "input_skip must be true or false, got None (NoneType)"),
+])
+def test_a_switch_is_a_bool_never_its_truth_value(value, message):
+    with pytest.raises(ValueError) as info:
+        check_bool("input_skip", value)
+    assert str(info.value) == message
+
+
+def test_switches_accept_python_and_numpy_bools_with_the_callers_note_and_error():
+    assert check_bool("x", True) is True and check_bool("x", np.bool_(False)) is False
+    with pytest.raises(KeyError, match=r"hcs must be true or false \(hierarchical channel sampling\), got 'yes'"):
+        check_bool("hcs", "yes", note="hierarchical channel sampling", error=KeyError)
+
+
+def test_every_switch_site_uses_the_shared_rule():
+    """The five hand-written copies said the same thing in three wordings (``got 'no'``,
+    ``got 'no' (str)``); VQA's ``type_mask`` took ``"no"`` as true from Python."""
+    from medfm.adapters.fusion import channelvit
+    from medfm.adapters.segmentation import check_decoder_options
+    from medfm.adapters.text_seg import check_head_options
+    from medfm.objectives.inputs import check_flag
+    from medfm.text.encoders import TextEncoderError, check_text_options
+    from medfm.training.vqa import VQAHeadConfig
+
+    cases = [
+        (lambda: check_decoder_options({"input_skip": "no"}), ValueError, "input_skip"),
+        (lambda: check_head_options({"image_conditioning": "no"}), ValueError, "image_conditioning"),
+        (lambda: check_flag("moco", "symmetric", "no"), ValueError, "moco: symmetric"),
+        (lambda: VQAHeadConfig(type_mask="no"), ValueError, "type_mask"),
+        (lambda: channelvit.ChannelViT(modalities=("a", "b"), img_size=32, hcs="no"), ValueError,
+         "hcs must be true or false (hierarchical channel sampling)"),
+    ]
+    for call, error, name in cases:
+        with pytest.raises(error) as info:
+            call()
+        assert str(info.value).endswith(f"{name if 'must' in name else name + ' must be true or false'}, "
+                                        "got 'no' (str)"), str(info.value)
+    with pytest.raises(TextEncoderError, match=r"^frozen must be true or false, got 'no' \(str\)$"):
+        check_text_options("mean", 128, "no")

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfm.arg_checks import check_number, number_fits, shown
+from medfm.arg_checks import check_bool, check_number, number_fits, shown
 from medfm.data.segmentation import NORMALIZATIONS
 from medfm.registry import ADAPTERS, close_match_hint
 
@@ -276,8 +276,7 @@ def check_decoder_options(decoder: Optional[Dict[str, Any]]) -> Dict[str, Any]:
                                  or not all(number_fits(c, ge=1, integer=True) for c in channels)):
         raise ValueError(f"decoder_channels must be a list of integers >= 1 (one per pyramid level, finest first), "
                          f"got {shown(channels)}")
-    if not isinstance(options.get("input_skip", True), bool):
-        raise ValueError(f"input_skip must be true or false, got {shown(options['input_skip'])}")
+    check_bool("input_skip", options.get("input_skip", True))
     if "norm" in options:
         _check_norm(options["norm"])
     return options

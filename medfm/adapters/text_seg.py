@@ -48,7 +48,7 @@ from torch import nn
 from medfm.adapters.domain_layers import convert_domain_norms, convert_input_conv, set_domains
 from medfm.adapters.segmentation import (accept_standardised_inputs, check_decoder_options, conv_layers,
                                          default_inference, make_norm, spatial_dims_of, unet_decoder_for)
-from medfm.arg_checks import check_number, number_fits, shown
+from medfm.arg_checks import check_bool, check_number, number_fits, shown
 from medfm.registry import ADAPTERS, close_match_hint
 
 PROMPT_TEMPLATE = "A {modality} image of {target}"
@@ -74,8 +74,7 @@ def check_head_options(head: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     options = {**HEAD_DEFAULTS, **(head or {})}
     for key in ("channels", "layers", "controller_hidden", "embed_dim"):
         options[key] = check_number(key, options[key], ge=1, integer=True)
-    if not isinstance(options["image_conditioning"], bool):
-        raise ValueError(f"image_conditioning must be true or false, got {options['image_conditioning']!r}")
+    check_bool("image_conditioning", options["image_conditioning"])
     return options
 
 

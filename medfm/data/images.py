@@ -99,9 +99,11 @@ def image_decode_error(path: PathLike, what: str, err: BaseException) -> Corrupt
 def exif_upright(im: Any) -> Any:
     """A loaded PIL image turned upright by its EXIF Orientation tag (:data:`ORIENTATION_TAG`).
 
-    Phone photos of films and some JPEG/TIFF exports store the pixels rotated or mirrored and
+    Phone photos of films and some JPEG (or PNG) exports store the pixels rotated or mirrored and
     an Orientation of 2-8 saying how to show them; viewers, and transformers' ``load_image``,
-    apply it with ``PIL.ImageOps.exif_transpose``, and so does medfm. An image without the tag,
+    apply it with ``PIL.ImageOps.exif_transpose``, and so does medfm. (TIFF files are not covered:
+    Pillow applies a TIFF's orientation itself while loading and drops the tag, and for some
+    grayscale TIFFs its result is not upright; medfm passes what Pillow gives.) An image without the tag,
     or with Orientation 1, is returned as is (the same object, no copy: images without EXIF,
     such as every MedNIST, VQA-RAD, CHASE_DB1 and TCGA-LGG file, decode exactly as before). An
     EXIF block PIL cannot parse is ignored (the pixels as stored), never an error.

@@ -256,9 +256,9 @@ class TimmConvNeXt(TimmEncoder):
     28 px a 1x1 stem (28/14/7/3). timm sets the stage strides from the stem's (``patch_size=2``
     makes stage 1 downsample too, and past ``output_stride`` 32 it dilates instead).
 
-    Input ``(B, in_chans, H, W)`` in [0, 1], ``H, W >= min_input_size`` (8 with the small-image stems,
-    32 with timm's patch-4 stem: the product of the stem and 3 stride-2 downsamplings, which have no
-    padding); ``forward_features`` gives ``(B, D, h, w)``.
+    Input ``(B, in_chans, H, W)`` in [0, 1], ``H, W >= min_input_size`` (8 with the 3x3 stride-1
+    small-image stem, 16 with the 2x2 stride-2 one, 32 with timm's patch-4 stem: the product of the
+    stem's and the 3 stride-2 downsamplings' strides, as these convolutions have no padding); ``forward_features`` gives ``(B, D, h, w)``.
 
     Raises:
         EncoderArgumentError (a ``ValueError``): a ``patch_size`` (timm's stem patch) that is not an

@@ -72,7 +72,8 @@ def _spacing(spacing: Optional[Union[float, Sequence[float]]], ndim: int) -> np.
     values = (np.asarray(spacing).reshape(-1).tolist() if isinstance(spacing, np.ndarray)
               else list(spacing) if isinstance(spacing, (list, tuple)) else [spacing])
     if len(values) not in (1, ndim) or not all(number_fits(v, gt=0) for v in values):
-        raise ValueError(f"spacing must be one positive value or {ndim} positive values (finite numbers), got {spacing}")
+        raise ValueError(f"spacing must be one positive value or {ndim} positive values (finite numbers), "
+                         f"got {spacing}")
     return np.repeat(np.asarray(values, dtype=np.float64), ndim // len(values))
 
 

@@ -117,8 +117,9 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
 
         paths = [medmnist_path(spec.flag, s, data_root) for s in ([spec.size] if spec.size else available_sizes(spec.flag))]
         if not any(p.is_file() for p in paths):
-            raise DatasetSkipped(f"not on disk: no {' or '.join(p.name for p in paths[:2])}{' ...' if len(paths) > 2 else ''} "
-                                 f"in {paths[0].parent}", missing=True)
+            more = " ..." if len(paths) > 2 else ""
+            raise DatasetSkipped(f"not on disk: no {' or '.join(p.name for p in paths[:2])}{more} in {paths[0].parent}",
+                                 missing=True)
     ckpt, why = pick_checkpoint(spec, checkpoints, models, protocol, task, names, is_3d)
     if ckpt is None:
         raise DatasetSkipped(why)
@@ -139,7 +140,8 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
         if n == encoder.in_chans:
             return False
         if protocol == "finetune":
-            raise DatasetSkipped(f"the encoder takes {encoder.in_chans} channel(s), {spec.name} has {n}: cannot fine-tune")
+            raise DatasetSkipped(f"the encoder takes {encoder.in_chans} channel(s), {spec.name} has {n}: "
+                                 "cannot fine-tune")
         if protocol == "as-is":
             raise ChannelMismatchError(f"checkpoint {ckpt} expects {encoder.in_chans}-channel images but "
                                        f"{spec.name} has {n} channel(s)")
@@ -216,7 +218,7 @@ def no_data_error(suite: Suite, data_root: Optional[str]) -> MedFMDataError:
     how = []
     flags = [d.flag for d in suite.datasets if d.flag is not None]
     if flags:
-        from medmnist.info import INFO
+        from medfm.data.medmnist_info import INFO  # medfm's one MedMNIST table
 
         record = str(INFO[flags[0]].get("url", "")).split("/files/")[0] or "Zenodo"
         how.append(f"MedMNIST <flag>[_<size>].npz files from {record} go in {root / 'medmnist'}")

@@ -25,11 +25,10 @@ import dataclasses
 import logging
 from typing import Any, Mapping, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from torch import nn
 
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_bool, check_number
 from medfm.data.views import ViewConfig
 from medfm.encoders.base import EncoderInputError
 
@@ -113,9 +112,7 @@ def check_flag(objective: str, name: str, value: Any) -> bool:
     Raises:
         ValueError: ``moco: symmetric must be true or false, got 'false' (str)``.
     """
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{objective}: {name} must be true or false, got {value!r} ({type(value).__name__})")
-    return bool(value)
+    return check_bool(f"{objective}: {name}", value)
 
 
 def check_views(objective: str, name: str, views: Any, default: Optional[ViewConfig] = None) -> ViewConfig:

@@ -111,12 +111,14 @@ def image_dtype_error(dtype: np.dtype, error: type = PipelineInputError) -> Valu
     """The one-line refusal of a 2D image array that is neither uint8 nor float (every 2D pipeline).
 
     Integer arrays (16-bit scans, CT units) are not guessed at: the message says to scale them
-    to [0, 1]; a bool mask is told how to become uint8.
+    to [0, 1] (or to pass the file or PIL image, which is min-max scaled as when it is read); a bool
+    mask is told how to become uint8.
     """
     if dtype == np.bool_:
         hint = "; a mask? pass mask.astype(np.uint8) * 255"
     elif np.issubdtype(dtype, np.integer):
-        hint = "; scale other data to [0, 1] first, e.g. (x - x.min()) / (x.max() - x.min())"
+        hint = ("; scale other data to [0, 1] first, e.g. (x - x.min()) / (x.max() - x.min()), or pass it "
+                "as a 16-bit image file or PIL image (those are min-max scaled for you)")
     else:
         hint = ""
     return error(f"image arrays must be uint8 or float in [0, 1], got {dtype}{hint}")
@@ -134,11 +136,17 @@ def image_shape_hint(shape: Sequence[int]) -> str:
     return ""
 
 
-def tensor_hint(obj: Any, conversion: str = "tensor.detach().cpu().numpy(), channels last: a (C, H, W) tensor "
-                                             "needs .permute(1, 2, 0) first") -> str:
+def tensor_hint(obj: Any, channels_last: bool = True) -> str:
     """For a refused input that is a ``torch.Tensor``: how to pass it as the numpy array the
-    pipelines take (``conversion``), as a parenthesis to append to a message; else ""."""
-    return f" (a torch tensor: pass {conversion})" if isinstance(obj, torch.Tensor) else ""
+    pipelines take, as a parenthesis to append to a message; else "".
+
+    ``channels_last``: the pipeline takes channels-last images (the 2D pipelines), so a
+    ``(C, H, W)`` tensor needs ``.permute(1, 2, 0)`` too; volumes are passed as they are.
+    """
+    if not isinstance(obj, torch.Tensor):
+        return ""
+    permute = ", channels last: a (C, H, W) tensor needs .permute(1, 2, 0) first" if channels_last else ""
+    return f" (a torch tensor: pass tensor.detach().cpu().numpy(){permute})"
 
 
 def uint8_image_array(arr: np.ndarray) -> np.ndarray:
@@ -151,8 +159,9 @@ def uint8_image_array(arr: np.ndarray) -> np.ndarray:
     Float arrays (float16/32/64) must be finite and in [0, 1] (:func:`check_unit_floats`: float
     rounding up to 1e-3 outside is clipped, :func:`clip_unit_range`); they are rounded to the
     nearest 8-bit level, ``np.rint(x * 255)`` (half to even), since the models were trained on
-    uint8 images divided by 255 (MedMNIST, VQA-RAD) and the VQA preprocessing works in 8 bits: an image ``u`` given as ``u / 255.0`` gives exactly the result of ``u``,
-    and a continuous float image moves by at most 0.5/255 per pixel. Arrays are taken as RGB
+    uint8 images divided by 255 (MedMNIST, VQA-RAD) and the VQA preprocessing works in 8 bits:
+    an image ``u`` given as ``u / 255.0`` gives exactly the result of ``u``, and a continuous
+    float image moves by at most 0.5/255 per pixel. Arrays are taken as RGB
     (OpenCV's ``cv2.imread`` gives BGR: convert it with ``cv2.cvtColor(a, cv2.COLOR_BGR2RGB)``);
     channels-first ``(3, H, W)`` / ``(1, H, W)`` arrays and ``(N, H, W)`` stacks are refused (a list
     of images is a batch), as are RGBA ``(H, W, 4)`` and gray + alpha ``(H, W, 2)`` arrays.
@@ -283,12 +292,21 @@ def _unit_volume(arr: np.ndarray, what: str) -> np.ndarray:
     return check_unit_floats(arr, what, "voxel", f"{what} float values").astype(np.float32, copy=False)
 
 
+def axes_longer_than_1(shape: Sequence[int]) -> int:
+    """How many axes of ``shape`` are longer than 1: 2 for a 2D image or slice whatever its length-1
+    axes (``(H, W)``, ``(H, W, 1)``, ``(1, H, W, 1)``, ...), 3 for a volume. The one test behind
+    every message that calls an array or a NIfTI a 2D slice (:func:`nifti_shape_note`,
+    :func:`check_not_nifti`, :mod:`medfm.pipelines.seg_inputs`)."""
+    return sum(int(n) > 1 for n in shape)
+
+
 def nifti_shape_note(shape: Sequence[int], needs_2d: str) -> str:
     """How a message names a NIfTI whose shape a 3D model cannot take: "a 2D NIfTI of shape (30, 40)
-    (<needs_2d>)", "a 3D NIfTI of shape (30, 40, 1), a single 2D slice (...)", or for a 4D one where
-    its channels / time points are and how to pass them."""
+    (<needs_2d>)", "a 3D NIfTI of shape (30, 40, 1), a single 2D slice (...)" (exactly two axes
+    longer than 1, :func:`axes_longer_than_1`), or for a 4D one where its channels / time points
+    are and how to pass them."""
     note = f"a {len(shape)}D NIfTI of shape {tuple(shape)}"
-    if sum(n > 1 for n in shape) == 2:
+    if axes_longer_than_1(shape) == 2:
         return note + ("" if len(shape) == 2 else ", a single 2D slice") + f" ({needs_2d})"
     if len(shape) == 4:
         return note + (" (its last axis holds channels or time points: pass one volume as an array, "
@@ -299,6 +317,21 @@ def nifti_shape_note(shape: Sequence[int], needs_2d: str) -> str:
 def is_nifti(path: Path) -> bool:
     """True when ``path``'s name ends in one of :data:`NIFTI_SUFFIXES` (any case)."""
     return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def not_a_volume_note(path: Path, needs_2d: str) -> str:
+    """What to do with a file that a volumetric model does not read, as its message says it: an
+    image file (a suffix PIL decodes: PNG, JPEG, TIFF, ...) is a 2D image, ``needs_2d``; a ``.npy``
+    volume goes in as an array; any other file (NRRD, MetaImage, DICOM, ...) is not called a 2D
+    image, it is told to be converted to NIfTI or passed as an array."""
+    from PIL import Image
+
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return "a numpy volume goes in as an array, np.load(path)"
+    if suffix in Image.registered_extensions():
+        return needs_2d
+    return "convert it to NIfTI, or pass its voxels as a numpy array"
 
 
 def check_not_nifti(path: Path, takes: str, needs_3d: str, error: type = PipelineInputError) -> None:
@@ -329,7 +362,7 @@ def check_not_nifti(path: Path, takes: str, needs_3d: str, error: type = Pipelin
         shape = tuple(int(n) for n in nib.load(str(path)).shape)
     except Exception as err:  # nibabel raises several types for bad files
         raise error(f"{path.name} is a NIfTI file nibabel cannot read ({type(err).__name__}: {err}); {takes}") from None
-    if sum(n > 1 for n in shape) <= 2:
+    if axes_longer_than_1(shape) <= 2:
         raise error(f"{path.name} is a 2D NIfTI slice of shape {shape}; {takes}, not NIfTI files: load it with "
                     "nibabel and pass the array, np.asarray(nib.load(path).dataobj).squeeze(), as a float array "
                     "scaled to [0, 1] or as uint8")
@@ -343,9 +376,9 @@ def _read_volume_file(path: Path, takes: str) -> np.ndarray:
     another kind or dimensionality.
 
     Raises:
-        PipelineInputError: missing file (or a folder), not a volume suffix, unreadable/corrupt
-            file, a NIfTI that is not 3D (a 2D slice or a 4D series: named with its shape and what
-            the model takes) or has NaN/inf voxels.
+        PipelineInputError: missing file (or a folder), not a volume suffix (with what to do:
+            :func:`not_a_volume_note`), unreadable/corrupt file, a NIfTI that is not 3D (a 2D slice
+            or a 4D series: named with its shape and what the model takes) or has NaN/inf voxels.
     """
     existing_image_file(path, missing="no such volume file")
     name = path.name.lower()
@@ -356,7 +389,7 @@ def _read_volume_file(path: Path, takes: str) -> np.ndarray:
             raise PipelineInputError(f"cannot read {path} as a .npy array ({type(err).__name__}: {err})") from None
     if not is_nifti(path):
         raise PipelineInputError(f"{takes}; {path.name} is not a volume file ({', '.join(VOLUME_SUFFIXES)}): "
-                                 f"{_NEEDS_2D}")
+                                 f"{not_a_volume_note(path, _NEEDS_2D)}")
     from medfm.data.errors import MedFMDataError
     from medfm.data.segmentation import load_nifti
 
@@ -416,7 +449,7 @@ def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
     if not isinstance(volume, np.ndarray):
         raise PipelineInputError(f"expected a volume file path ({', '.join(VOLUME_SUFFIXES)}) or a numpy array "
                                  f"(D, H, W) / (C, D, H, W), got {type(volume).__name__}"
-                                 f"{tensor_hint(volume, 'tensor.detach().cpu().numpy()')}")
+                                 f"{tensor_hint(volume, channels_last=False)}")
     if volume.ndim == 2:
         raise PipelineInputError(f"{takes}; got a 2D array of shape {volume.shape} ({_NEEDS_2D})")
     if volume.ndim not in (3, 4):

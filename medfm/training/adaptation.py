@@ -1,7 +1,8 @@
 """How a task model is adapted and saved: frozen encoder, full fine-tuning, or LoRA.
 
 Shared by classification fine-tuning, segmentation and text-conditioned segmentation, so
-the three runners freeze, wrap and checkpoint models the same way.
+the three runners freeze, wrap and checkpoint models the same way; :func:`check_lora_targets`
+(LoRA targets matched before the data are read) by those and the VQA runner.
 """
 from __future__ import annotations
 
@@ -52,6 +53,33 @@ def adapt(model: nn.Module, mode: str, lora: Any, head_modules: Sequence[str]) -
 
         return apply_lora(model, lora, head_modules=head_modules)
     return model
+
+
+def check_lora_targets(model: nn.Module, recipe: Any, head_modules: Sequence[str]) -> None:
+    """With ``mode: lora``, match the recipe's ``lora.target_modules`` (or the encoder family's default)
+    against ``model``, a check build of the recipe's model, before the data are read: a pattern that
+    matched no layer was found when the trained model was wrapped, after the data, without a location.
+
+    Args:
+        model: the task model at random initialisation, with its ``encoder``
+            (:func:`medfm.training.segmentation.check_segmenter_args`,
+            :func:`medfm.training.text_segmentation.check_text_segmenter_args`,
+            :func:`medfm.training.runs.check_recipe_args`, :func:`medfm.training.vqa.run_vqa`).
+        recipe: a recipe with ``mode`` and ``lora`` (:class:`medfm.adapters.lora.LoraSettings`); other
+            modes are not checked.
+        head_modules: the adapter's modules LoRA keeps trainable (e.g. ``SEG_HEAD_MODULES``).
+
+    Raises:
+        ConfigError: ``r.yaml.lora: LoRA target pattern 'x' matches no Linear/Conv2d/Conv3d layer ...``
+            (:func:`medfm.adapters.lora.lora_config`).
+    """
+    if recipe.mode != "lora":
+        return
+    from medfm.adapters.lora import lora_config
+    from medfm.config import recipe_args_errors, recipe_location
+
+    with recipe_args_errors(recipe_location(recipe.lora, "lora")):
+        lora_config(model, recipe.lora, head_modules)
 
 
 def checkpoint_writer(mode: str, base: Optional[str], meta: Dict[str, Any]) -> Callable[[nn.Module, Path], None]:

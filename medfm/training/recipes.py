@@ -51,7 +51,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.dataset != CORPUS_DATASET and self.dataset not in MEDMNIST_FLAGS:
             known = MEDMNIST_FLAGS + (CORPUS_DATASET,)
-            raise UnknownDatasetError(f"data.dataset: {UnknownDatasetError.for_name(self.dataset, known, kind='data set')}")
+            unknown = UnknownDatasetError.for_name(self.dataset, known, kind="data set")
+            raise UnknownDatasetError(f"data.dataset: {unknown}")
         check_number("data.label_fraction", self.label_fraction, gt=0, le=1)
         check_number("data.size", self.size, ge=1, integer=True, hint=" (a side in px, e.g. 28)")
         if self.dataset in MEDMNIST_FLAGS and self.size not in available_sizes(self.dataset):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 
@@ -73,12 +73,16 @@ def check_recipe_args(recipe: Union[PretrainRecipe, FinetuneRecipe]) -> None:
     objective is checked without an encoder (:func:`medfm.objectives.inputs.check_objective_args`),
     then against that encoder's input geometry (e.g. swav's ``local_size`` against its ``min_input_size``).
     A fine-tuning recipe's encoder and ``augment`` must suit the set's 2D/3D data (:func:`_check_finetune_dims`);
-    pretraining takes a 2D set (or the corpus) and a 2D encoder (:func:`_check_pretrain_dims`).
-    Costs one encoder build (milliseconds for the small encoders, about a second for a ViT-B).
+    pretraining takes a 2D set (or the corpus) and a 2D encoder (:func:`_check_pretrain_dims`). A LoRA
+    fine-tuning recipe's ``lora.target_modules`` are matched against that encoder under its classifier
+    (:func:`medfm.training.adaptation.check_lora_targets`; a pattern matching no layer was named after
+    the data were read, without a location). Costs one encoder build (milliseconds for the small encoders,
+    about a second for a ViT-B).
 
     Raises:
         ConfigError: a bad value, named with its recipe location (:func:`medfm.config.recipe_args_errors`),
-            e.g. ``p.yaml.objective.args: simclr: temperature must be > 0, got -1.0``.
+            e.g. ``p.yaml.objective.args: simclr: temperature must be > 0, got -1.0``, or
+            ``f.yaml.lora: LoRA target pattern 'x' matches no Linear/Conv2d/Conv3d layer ...``.
         UnknownNameError: an unknown encoder or objective, with its section's recipe location;
             UnknownDatasetError: an unknown data set.
     """
@@ -97,6 +101,13 @@ def check_recipe_args(recipe: Union[PretrainRecipe, FinetuneRecipe]) -> None:
     if objective is not None:  # the checks that read the encoder's input geometry (swav's local_size)
         with recipe_args_errors(f"{recipe_location(objective, 'objective')}.args"):
             check_objective_args(objective.name, objective.args, encoder=encoder)
+    if isinstance(recipe, FinetuneRecipe) and recipe.mode == "lora":  # (a fine-tuning set is a MedMNIST flag)
+        from medfm.adapters.classification import ImageClassifier
+        from medfm.training.adaptation import check_lora_targets
+
+        model = ImageClassifier(encoder, info["num_classes"], info["task"], info["label_names"],
+                                head_norm=recipe.head_norm)
+        check_lora_targets(model, recipe, model.head_modules)
 
 
 def check_encoder_args(encoder: EncoderConfig, in_chans: int, img_size: Optional[int]) -> torch.nn.Module:
@@ -137,6 +148,43 @@ def check_init_checkpoint(init: Optional[str], encoder: EncoderConfig) -> None:
         check_local_checkpoint(encoder.pretrained)
     except CheckpointError as err:
         raise located_error(err, f"{recipe_location(encoder, 'encoder')}.pretrained") from None
+
+
+def check_run_start(output: Path, recipe: Any, init: Optional[str], resume: bool,
+                    state_dirs: Sequence[str] = ("checkpoint",)) -> None:
+    """What a runner that takes ``--init`` and ``--resume`` checks before it writes or reads anything
+    (``medfm segment``, text-conditioned included, and ``medfm vqa``): no run's training state in
+    ``output`` unless ``resume`` (:func:`medfm.training.loop.refuse_existing_run`, over ``state_dirs``),
+    a resume with the recipe and ``init`` the run was started with
+    (:func:`medfm.training.resume.check_resume_recipe`, :func:`medfm.training.resume.check_resume_init`),
+    and a local starting checkpoint that exists (:func:`check_init_checkpoint`).
+
+    Raises:
+        FileExistsError: ``output`` holds a training state and ``resume`` is False.
+        ConfigError: ``resume`` with another recipe or ``init`` than the run's.
+        CheckpointError: a missing local ``init`` (or ``encoder.pretrained``, named with its recipe location).
+    """
+    refuse_existing_run(output, resume, state_dirs)  # before anything is written (config.yaml, a LoRA base/)
+    check_resume_recipe(output, recipe, resume)
+    check_resume_init(output, init, resume)
+    check_init_checkpoint(init, recipe.encoder)
+
+
+def build_recipe_text_encoder(recipe: Any) -> Any:
+    """The frozen text encoder of a recipe's ``text_encoder`` section (a spec ``{"name": ..., **args}``,
+    :func:`medfm.text.create_text_encoder`), loaded before the data are read (``medfm segment`` with
+    text-conditioned tasks, ``medfm vqa``): a bad spec, a model folder that is missing or cannot be
+    loaded, or a hub id that cannot be fetched is named with the section's location.
+
+    Raises:
+        ConfigError: ``r.yaml.text_encoder: ...``: a bad spec (:func:`medfm.text.encoders.check_text_encoder_spec`,
+            checked before any model is looked up) or a :class:`medfm.text.TextEncoderError` from loading.
+    """
+    from medfm.text import create_text_encoder
+    from medfm.text.encoders import check_text_encoder_spec
+
+    with recipe_args_errors(mapping_location(recipe, "text_encoder")):
+        return create_text_encoder(check_text_encoder_spec(recipe.text_encoder))
 
 
 def _load(recipe_data, split: str, data_root: Optional[str]) -> MedMNISTDataset:

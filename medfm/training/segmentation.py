@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -79,7 +79,8 @@ class SegEvalConfig:
             ValueError: ``eval.roi_size has 3 values for 2-D chase_db1 windows, got [64, 64, 64]``.
         """
         if self.roi_size is not None and len(self.roi_size) != dims:
-            raise ValueError(f"eval.roi_size has {len(self.roi_size)} values for {dims}-D {data} windows, got {self.roi_size}")
+            raise ValueError(f"eval.roi_size has {len(self.roi_size)} values for {dims}-D {data} windows, "
+                             f"got {self.roi_size}")
 
 
 @dataclass
@@ -257,41 +258,18 @@ def check_segmenter_args(recipe: SegmentationRecipe, task: SegTask) -> None:
 
     Raises:
         ConfigError: ``r.yaml.encoder: ...`` or ``r.yaml.decoder: ...`` (a bad value) or an encoder of
-            the wrong dimensionality; ``r.yaml.lora: ...`` (:func:`check_lora_targets`); ValueError:
-            neither ``encoder.img_size`` nor ``data.patch``; UnknownNameError: an unknown encoder.
+            the wrong dimensionality; ``r.yaml.lora: ...`` (:func:`medfm.training.adaptation.check_lora_targets`);
+            ValueError: neither ``encoder.img_size`` nor ``data.patch``; UnknownNameError: an unknown encoder.
     """
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.config import mapping_location, recipe_args_errors
+    from medfm.training.adaptation import check_lora_targets
     from medfm.training.runs import check_encoder_args
 
     encoder = check_encoder_args(recipe.encoder, task.in_chans, _encoder_img_size(recipe))
     with recipe_args_errors(mapping_location(recipe, "decoder")):
         model = build_segmenter(recipe, task, encoder=encoder)
     check_lora_targets(model, recipe, SEG_HEAD_MODULES)
-
-
-def check_lora_targets(model: torch.nn.Module, recipe: Any, head_modules: Tuple[str, ...]) -> None:
-    """With ``mode: lora``, match the recipe's ``lora.target_modules`` (or the encoder family's default)
-    against ``model``, a check build of the recipe's model, before the data are read: a pattern that
-    matched no layer was found when the trained model was wrapped, after the data, without a location.
-
-    Args:
-        model: the segmenter at random initialisation (:func:`check_segmenter_args`,
-            :func:`medfm.training.text_segmentation.check_text_segmenter_args`).
-        recipe: a recipe with ``mode`` and ``lora`` (:class:`LoraSettings`).
-        head_modules: the adapter's modules LoRA keeps trainable (``SEG_HEAD_MODULES``).
-
-    Raises:
-        ConfigError: ``r.yaml.lora: LoRA target pattern 'x' matches no Linear/Conv2d/Conv3d layer ...``
-            (:func:`medfm.adapters.lora.lora_config`).
-    """
-    if recipe.mode != "lora":
-        return
-    from medfm.adapters.lora import lora_config
-    from medfm.config import recipe_args_errors, recipe_location
-
-    with recipe_args_errors(recipe_location(recipe.lora, "lora")):
-        lora_config(model, recipe.lora, head_modules)
 
 
 def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, output: Optional[Path] = None) -> Dict[str, Any]:
@@ -393,15 +371,12 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     from medfm.cards import write_card
     from medfm.config import dump_yaml, to_dict
     from medfm.io import atomic_write_json, atomic_write_text
-    from medfm.training.loop import Trainer, refuse_existing_run
-    from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
-    from medfm.training.runs import check_init_checkpoint
+    from medfm.training.loop import Trainer
+    from medfm.training.resume import record_init
+    from medfm.training.runs import check_run_start
 
     output = Path(output)
-    refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
-    check_resume_recipe(output, recipe, resume)
-    check_resume_init(output, init, resume)
-    check_init_checkpoint(init, recipe.encoder)  # before the data set is read
+    check_run_start(output, recipe, init, resume)  # before anything is written or the data set is read
     task = build_task(recipe.data, data_root)
     check_segmenter_args(recipe, task)  # a bad encoder/decoder value, before the data set is read
     train_set = task.training_arrays()
@@ -469,4 +444,5 @@ def segment_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, 
 
 
 __all__ = ["seg_data_record", "segment_from_recipe", "SegmentationRecipe", "SegEvalConfig", "SegDataConfig", "run_segmentation", "evaluate_task",
-           "build_segmenter", "check_segmenter_args", "check_lora_targets", "random_crop", "random_flips", "random_missing_sequences", "seg_step", "SEG_MODES"]
+           "build_segmenter", "check_segmenter_args", "random_crop", "random_flips", "random_missing_sequences",
+           "seg_step", "SEG_MODES"]

@@ -145,8 +145,9 @@ class TextSegRecipe:
             raise ValueError(f"{', '.join(volumes)}: a text-conditioned recipe trains on 2D images "
                              f"(a volume data set as 2.5D slices: data.context_slices > 0)")
         if len({t.data.in_chans for t in self.tasks}) != 1:
-            raise ValueError("all tasks need one input channel count (one encoder reads every task's images), got "
-                             + ", ".join(f"tasks[{i}] {t.data.dataset}: {t.data.in_chans}" for i, t in enumerate(self.tasks)))
+            got = ", ".join(f"tasks[{i}] {t.data.dataset}: {t.data.in_chans}" for i, t in enumerate(self.tasks))
+            raise ValueError(f"all tasks need one input channel count (one encoder reads every task's images), "
+                             f"got {got}")
         self.eval.check_dims(2, "text-conditioned")
         if self.mode not in SEG_MODES:
             raise ValueError(f"mode must be one of {SEG_MODES}, got {self.mode!r}")
@@ -225,8 +226,8 @@ def text_seg_step(recipe: TextSegRecipe):
         for k, task in enumerate(recipe.tasks):
             if f"image_{k}" not in batch:
                 continue
-            im, m = random_crop(batch[f"image_{k}"], batch[f"mask_{k}"], batch[f"valid_{k}"].cpu(), task.data.patch, gen,
-                                task.data.foreground_p)
+            im, m = random_crop(batch[f"image_{k}"], batch[f"mask_{k}"], batch[f"valid_{k}"].cpu(), task.data.patch,
+                                gen, task.data.foreground_p)
             im, m = random_flips(im, m, task.data.flip_axes, gen)
             im = random_missing_sequences(im, task.data.missing_sequence_p, task.data.missing_sequence_fill, gen)
             target = torch.zeros(m.shape[0], n_targets, *m.shape[1:], device=m.device)
@@ -268,7 +269,7 @@ def check_text_segmenter_args(recipe: TextSegRecipe, in_chans: int) -> None:
     names ``decoder``), the head options (:func:`medfm.adapters.text_seg.check_head_options`) and the text
     encoder spec (:func:`medfm.text.encoders.check_text_encoder_spec`, no model loaded) are checked each
     under its own location, then the whole model under the recipe's (targets, inference, domain layers)
-    and, with ``mode: lora``, its LoRA targets (:func:`medfm.training.segmentation.check_lora_targets`).
+    and, with ``mode: lora``, its LoRA targets (:func:`medfm.training.adaptation.check_lora_targets`).
     ``in_chans``: the tasks' channels (``data.in_chans``, no data read).
 
     Raises:
@@ -279,8 +280,8 @@ def check_text_segmenter_args(recipe: TextSegRecipe, in_chans: int) -> None:
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, TextConditionedSegmenter, check_head_options
     from medfm.config import mapping_location, recipe_args_errors, recipe_location
     from medfm.text.encoders import check_text_encoder_spec
+    from medfm.training.adaptation import check_lora_targets
     from medfm.training.runs import check_encoder_args, check_encoder_dims
-    from medfm.training.segmentation import check_lora_targets
 
     check_encoder_dims(recipe.encoder.name, 2, recipe.tasks[0].data.dataset, recipe_location(recipe.encoder, "encoder"))
     encoder = check_encoder_args(recipe.encoder, in_chans, recipe.tasks[0].data.patch[0])
@@ -291,25 +292,9 @@ def check_text_segmenter_args(recipe: TextSegRecipe, in_chans: int) -> None:
     with recipe_args_errors(mapping_location(recipe, "text_encoder")):
         check_text_encoder_spec(recipe.text_encoder)
     with recipe_args_errors(recipe_location(recipe, "recipe")):
-        model = TextConditionedSegmenter(encoder, text_dim=1, **text_segmenter_args(recipe))  # (the text width only sizes a projection)
+        # (the text width only sizes a projection)
+        model = TextConditionedSegmenter(encoder, text_dim=1, **text_segmenter_args(recipe))
     check_lora_targets(model, recipe, TEXT_SEG_HEAD_MODULES)
-
-
-def build_recipe_text_encoder(recipe: TextSegRecipe) -> Any:
-    """The recipe's frozen text encoder (:func:`medfm.text.create_text_encoder`), built before the data are
-    read: a model folder that is missing or cannot be loaded, or a hub id that cannot be fetched, is
-    named with the ``text_encoder`` location (it was found after the data, without one).
-
-    Raises:
-        ConfigError: ``r.yaml.text_encoder: ...`` (a bad spec, :func:`medfm.text.encoders.check_text_encoder_spec`,
-            or a :class:`medfm.text.TextEncoderError` from loading).
-    """
-    from medfm.config import mapping_location, recipe_args_errors
-    from medfm.text import create_text_encoder
-    from medfm.text.encoders import check_text_encoder_spec
-
-    with recipe_args_errors(mapping_location(recipe, "text_encoder")):
-        return create_text_encoder(check_text_encoder_spec(recipe.text_encoder))
 
 
 def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[str] = None,
@@ -327,24 +312,21 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         (``r.yaml.encoder: ...``), a bad ``decoder``, ``head``, ``text_encoder`` or ``lora`` value
         (``r.yaml.decoder: ...``, ...), from a check build at random initialisation
         (:func:`check_text_segmenter_args`), or a text model that cannot be loaded (``r.yaml.text_encoder: ...``,
-        :func:`build_recipe_text_encoder`). These are checked before anything is written or read.
+        :func:`medfm.training.runs.build_recipe_text_encoder`). These are checked before anything is written or read.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
     from medfm.config import dump_yaml, to_dict
     from medfm.encoders import create_encoder
     from medfm.io import atomic_write_json, atomic_write_text
-    from medfm.training.loop import Trainer, refuse_existing_run
-    from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
-    from medfm.training.runs import check_init_checkpoint
+    from medfm.training.loop import Trainer
+    from medfm.training.resume import record_init
+    from medfm.training.runs import build_recipe_text_encoder, check_run_start
     from medfm.cards import write_card
     from medfm.training.segmentation import evaluate_task, results_markdown, seg_data_record
 
     output = Path(output)
-    refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
-    check_resume_recipe(output, recipe, resume)
-    check_resume_init(output, init, resume)
-    check_init_checkpoint(init, recipe.encoder)  # before config.yaml is written and the data read
+    check_run_start(output, recipe, init, resume)  # before anything is written or read
     tasks = [build_task(t.data, data_root) for t in recipe.tasks]  # a missing data set leaves no files behind
     in_chans, patch = tasks[0].in_chans, recipe.tasks[0].data.patch  # (one for all tasks: TextSegRecipe)
     seg_args = text_segmenter_args(recipe)
@@ -399,4 +381,4 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
 
 
 __all__ = ["TextSegRecipe", "TextTaskConfig", "MultiTaskArrays", "run_text_segmentation", "check_text_segmenter_args",
-           "build_recipe_text_encoder", "text_seg_step", "text_segmenter_args"]
+           "text_seg_step", "text_segmenter_args"]

@@ -36,15 +36,14 @@ from tqdm.auto import tqdm
 
 
 from medfm.adapters.lora import LoraSettings
-from medfm.arg_checks import check_number, is_integer, shown
-from medfm.config import (ConfigError, dump_yaml, from_dict, load_yaml, mapping_location, recipe_args_errors,
-                          recipe_location, to_dict, with_overrides)
+from medfm.arg_checks import check_bool, check_number, is_integer, shown
+from medfm.config import (ConfigError, dump_yaml, from_dict, load_yaml, recipe_args_errors, recipe_location, to_dict,
+                          with_overrides)
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
-from medfm.training.loop import (TrainConfig, check_finite_loss, lr_at, param_groups, refuse_existing_run,
-                                 resolve_precision)
+from medfm.training.loop import TrainConfig, check_finite_loss, lr_at, param_groups, resolve_precision
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
-from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
+from medfm.training.resume import record_init
 
 VQA_MODES = ("frozen", "lora", "full")
 #: published VQA-RAD test accuracies (closed / open, %), for the report
@@ -86,7 +85,7 @@ class VQAHeadConfig:
     Raises:
         ValueError: an unknown ``fusion``, a bad ``dim``/``heads``/``layers``/``dropout``
             (:func:`medfm.adapters.vqa.check_vqa_head`), ``type_weight`` not a finite number >= 0
-            (:func:`medfm.arg_checks.check_number`).
+            (:func:`medfm.arg_checks.check_number`), ``type_mask`` not true/false.
     """
 
     fusion: str = "cross_attention"
@@ -98,12 +97,11 @@ class VQAHeadConfig:
     type_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        from medfm.adapters.vqa import FUSIONS, check_vqa_head
+        from medfm.adapters.vqa import check_vqa_head
 
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"head.fusion must be one of {FUSIONS}, got {self.fusion!r}")
         check_vqa_head(self.fusion, self.dim, self.heads, self.layers, self.dropout)
         check_number("type_weight", self.type_weight, ge=0, hint=" (0: no answer-type loss)")
+        check_bool("type_mask", self.type_mask)  # the recipe reader checks types; this covers Python use
 
 
 @dataclass
@@ -212,21 +210,22 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         ValueError: a non-finite training loss (names the epoch and step).
         FileExistsError: ``output`` holds a training state and ``resume`` is False (a new run
             would silently replace the finished one); checked before anything is written.
-        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
-        (:func:`medfm.training.resume.check_resume_recipe`), or with another ``init`` than the run was
-        started with (:func:`medfm.training.resume.check_resume_init`); a 3D encoder (``r.yaml.encoder:
-        vqa_rad is a 2D set but encoder 'resnet3d_10' is 3D; ...``, from its registration, before anything is
-        built: :func:`medfm.training.runs.check_encoder_dims`); a bad ``encoder``, ``text_encoder``, ``head``
-        or (mode ``lora``) ``lora.target_modules`` value, with its recipe location (``r.yaml.head: ...``), from
-        a check build at random initialisation and the text encoder's load, both before the data are read
-        (:func:`medfm.training.runs.check_encoder_args`).
-        UnknownNameError: an unknown encoder or text encoder (with close matches and the section's location).
+        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``, or with another ``init``
+        than the run was started with (:func:`medfm.training.runs.check_run_start`); a 3D encoder
+        (``r.yaml.encoder: vqa_rad is a 2D set but encoder 'resnet3d_10' is 3D; ...``, from its registration,
+        before anything is built: :func:`medfm.training.runs.check_encoder_dims`); a bad ``encoder``,
+        ``text_encoder``, ``head`` or (mode ``lora``) ``lora.target_modules`` value, with its recipe location
+        (``r.yaml.head: ...``), from a check build at random initialisation
+        (:func:`medfm.training.runs.check_encoder_args`, :func:`medfm.training.adaptation.check_lora_targets`)
+        and the text encoder's load (:func:`medfm.training.runs.build_recipe_text_encoder`), both before the
+        data are read.
+        UnknownNameError: an unknown encoder (with close matches and the section's location).
     """
     from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
     from medfm.data.vqa_rad import VQARadDataset, data_md5s
     from medfm.encoders import create_encoder
-    from medfm.text.encoders import create_text_encoder
-    from medfm.training.runs import check_encoder_args, check_encoder_dims, check_init_checkpoint
+    from medfm.training.adaptation import check_lora_targets
+    from medfm.training.runs import build_recipe_text_encoder, check_encoder_args, check_encoder_dims, check_run_start
 
     cfg = recipe.train
     pretrained = init or recipe.encoder.pretrained
@@ -238,10 +237,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         torch.set_num_threads(cfg.num_threads)
     bf16 = resolve_precision(cfg.precision, torch.device("cpu")) == "bf16"  # the runner is CPU-only
     output = Path(output)
-    refuse_existing_run(output, resume, ("train_state",))
-    check_resume_recipe(output, recipe, resume)
-    check_resume_init(output, init, resume)
-    check_init_checkpoint(init, recipe.encoder)  # before the images are decoded and the text encoder is loaded
+    check_run_start(output, recipe, init, resume, ("train_state",))  # before the images are decoded
     size = recipe.encoder.img_size or recipe.data.size
     head = {k: v for k, v in to_dict(recipe.head).items() if k != "type_weight"}
     # a 3D encoder, from its registration: the message every runner gives, before any build
@@ -249,15 +245,11 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     # the check build at random init and the frozen text encoder (loaded here rather than after the
     # data): a bad encoder, text encoder, head or LoRA value fails before the images are decoded
     check = check_encoder_args(recipe.encoder, recipe.data.in_chans, size)
-    with recipe_args_errors(mapping_location(recipe, "text_encoder")):
-        text = create_text_encoder(recipe.text_encoder)
+    text = build_recipe_text_encoder(recipe)
     with recipe_args_errors(recipe_location(recipe.head, "head")):  # (answers: placeholders)
         check = VQAModel(check, ["no", "yes"], text.output_dim, **head)
-    if recipe.mode == "lora":  # a target pattern that matches no layer of the encoder
-        from medfm.adapters.lora import lora_config
-
-        with recipe_args_errors(recipe_location(recipe.lora, "lora")):
-            lora_config(check, recipe.lora, VQA_HEAD_MODULES)
+    check_lora_targets(check, recipe, VQA_HEAD_MODULES)  # a target pattern that matches no encoder layer
+    del check  # (not kept for the run: an encoder's memory)
     t0 = time.time()
     root = data_root or recipe.data.data_root
     train_ds = VQARadDataset("train", size, recipe.data.in_chans, root, progress=True)

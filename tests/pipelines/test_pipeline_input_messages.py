@@ -189,6 +189,21 @@ def test_a_nifti_slice_given_to_a_2d_pipeline_is_called_a_slice_with_how_to_pass
             pipe(tmp_path / "missing.nii.gz")
 
 
+@pytest.mark.parametrize("shape, n", [((30, 40), 2), ((30, 40, 1), 2), ((1, 30, 1, 40), 2), ((30, 40, 5), 3),
+                                      ((30, 40, 5, 2), 4), ((30, 1, 1), 1), ((1, 1), 0), ((), 0)])
+def test_one_rule_says_how_many_axes_are_longer_than_1(shape, n):
+    """The "2D slice" test of every pipeline message (a NIfTI slice for a 2D model, a slice or a 4D
+    series for a volumetric one, a 2D array for a multi-channel 3D model) is one helper: it was
+    written out three times (classification ``nifti_shape_note`` / ``check_not_nifti``,
+    ``seg_inputs``), as ``== 2`` in two places and ``<= 2`` in the third."""
+    from medfm.pipelines.classification import axes_longer_than_1, nifti_shape_note
+
+    assert axes_longer_than_1(shape) == n
+    assert axes_longer_than_1(np.zeros(shape).shape) == n  # numpy shapes too
+    if len(shape) >= 2:
+        assert ("(needs a 2D model)" in nifti_shape_note(shape, "needs a 2D model")) == (n == 2)
+
+
 def test_classification_pipeline_takes_top_k_at_construction_as_vqa_does(pneumonia_pipeline):
     """``medfm.pipeline("image-classification", ..., top_k=1)`` was a TypeError; the VQA pipeline
     took ``top_k`` there. The default (all classes) is unchanged and a call's ``top_k`` overrides."""

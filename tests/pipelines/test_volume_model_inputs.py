@@ -77,10 +77,33 @@ def test_2d_image_files_and_pil_images_are_not_taken_for_volumes(seg3d, seg25d, 
     Image.fromarray(rgb).save(tmp_path / "photo.png")
     for pipe, takes in ((seg3d, TAKES_3D), (seg25d, TAKES_25D)):
         with pytest.raises(SegmentationInputError, match=takes + r"photo\.png is not a NIfTI file \(\.nii / \.nii\.gz\): "
-                                                         r"a 2D image needs a 2D segmentation model"):
+                                                         r"a 2D image needs a 2D segmentation model$"):
             pipe(tmp_path / "photo.png")  # was (2.5D, 3 channels): segmented as a (30, 40, 3) volume
         with pytest.raises(SegmentationInputError, match=takes + r"got a 2D PIL image of size \(40, 30\)" + NEEDS_2D):
             pipe(Image.fromarray(rgb))
+
+
+@pytest.mark.parametrize("name, note", [
+    ("scan.nrrd", r"convert it to NIfTI, or pass its voxels as a numpy array"),
+    ("scan.mha", r"convert it to NIfTI, or pass its voxels as a numpy array"),
+    ("scan.dcm", r"convert it to NIfTI, or pass its voxels as a numpy array"),
+    ("vol.npy", r"a numpy volume goes in as an array, np\.load\(path\)"),
+    ("slice.TIF", r"a 2D image needs a 2D segmentation model"),
+])
+def test_a_volume_file_of_another_format_is_not_called_a_2d_image(seg3d, tmp_path, name, note):
+    """Every file that is not NIfTI was told "a 2D image needs a 2D segmentation model, and a numpy
+    volume goes in as an array" (the 3D classifier: "a 2D image needs a 2D classifier"): an NRRD,
+    MetaImage or DICOM volume was called a 2D image. Only image files (suffixes PIL decodes) are."""
+    from medfm.pipelines.classification import volume_to_tensor
+
+    (tmp_path / name).write_bytes(b"\0" * 64)
+    with pytest.raises(SegmentationInputError, match=TAKES_3D + rf"{name} is not a NIfTI file \(\.nii / \.nii\.gz\): "
+                                                     rf"{note}$"):
+        seg3d(tmp_path / name)
+    if name != "vol.npy":  # the 3D classifier reads .npy files
+        with pytest.raises(ValueError, match=rf"; {name} is not a volume file \(\.nii, \.nii\.gz, \.npy\): "
+                                             + note.replace("segmentation model", "classifier") + "$"):
+            volume_to_tensor(tmp_path / name, 1, 16)
 
 
 def test_2d_channel_files_for_a_multichannel_model_are_called_2d(tmp_path):

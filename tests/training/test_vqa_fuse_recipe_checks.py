@@ -1,7 +1,8 @@
-"""``medfm vqa`` and ``medfm fuse`` refuse a bad recipe value before any data are read, in one line
-that names the recipe file and section, with the shared numeric rules of :mod:`medfm.arg_checks`.
+"""``medfm vqa`` and ``medfm fuse`` (and ``medfm finetune``'s LoRA targets) refuse a bad recipe value before
+any data are read, in one line that names the recipe file and section, with the shared numeric rules of
+:mod:`medfm.arg_checks`.
 
-Each CLI row edits one key of a shipped ``finetune/vqa_*`` / ``fusion_*`` recipe; the comment says
+Each CLI row edits one key of a shipped ``finetune/vqa_*`` / ``fusion_*`` / ``lora_*`` recipe; the comment says
 what happened before (most ran into the data: VQA-RAD decoded, or the LGG slices read, first).
 The data loaders are replaced by ones that fail the test, so "before the data" is checked directly.
 """
@@ -18,6 +19,7 @@ from tests.conftest import REPO_ROOT, cli_error, save_tiny_bert
 NAN, INF = float("nan"), float("inf")
 VQA, VQA_CLIP = "finetune/vqa_resnet18_random.yaml", "finetune/vqa_resnet18_clip.yaml"
 FUSE, FUSE_SEG = "finetune/fusion_lgg_missing.yaml", "finetune/fusion_lgg_segmentation.yaml"
+FINETUNE_LORA = "finetune/lora_resnet18_pneumoniamnist.yaml"
 DROP = object()  # an edit that removes the key
 
 
@@ -29,12 +31,13 @@ def tiny_text(tmp_path_factory):
 
 @pytest.fixture
 def no_data(monkeypatch, tmp_path):
-    """Fail the test if VQA-RAD or the LGG slices are read; ``$MEDFM_DATA`` empty as well."""
+    """Fail the test if VQA-RAD, the LGG slices or a MedMNIST split are read; ``$MEDFM_DATA`` empty as well."""
     def read(*a, **k):
         pytest.fail("the data were read before the bad recipe value was reported")
 
     monkeypatch.setattr("medfm.data.vqa_rad.VQARadDataset", read)
     monkeypatch.setattr("medfm.data.lgg_fusion.LGGFusionSet", read)
+    monkeypatch.setattr("medfm.training.runs.MedMNISTDataset", read)
     monkeypatch.setenv("MEDFM_DATA", str(tmp_path / "no_data"))
 
 
@@ -73,6 +76,8 @@ CASES = [
     ("vqa", VQA, {"head.dropout": 2}, "r.yaml.head: dropout must be in [0, 1), got 2.0"),  # torch's own wording
     ("vqa", VQA, {"head.fusion": "bilinear", "head.layers": 0},  # accepted: max(1, layers) glimpses
      "r.yaml.head: layers must be an integer >= 1 (glimpses for 'bilinear'), got 0"),
+    # "head.fusion must be one of (...)", without "did you mean" (a second fusion check came first)
+    ("vqa", VQA, {"head.fusion": "bilinaer"}, "r.yaml.head: unknown VQA fusion 'bilinaer'; did you mean 'bilinear'?"),
     # the text encoder was built after VQA-RAD was decoded
     ("vqa", VQA, {"text_encoder": {"name": "minilmm"}},
      "r.yaml.text_encoder: unknown text encoder 'minilmm'; did you mean 'minilm'? (known:"),
@@ -87,6 +92,13 @@ CASES = [
      "r.yaml: requires_init: this recipe starts from a pretrained encoder: pass --init CKPT (a medfm checkpoint "
      "directory)"),
     ("vqa", VQA, {"mode": "lora", "lora.target_modules": "bogus"},  # after the data, when LoRA was applied
+     "r.yaml.lora: LoRA target pattern 'bogus' matches no Linear/Conv2d/Conv3d layer of encoder 'resnet18'"),
+    # the spec was not checked as `medfm segment` checks it: Python's own words, or a hub lookup of "5"
+    ("vqa", VQA, {"text_encoder": {"name": "hf"}}, "r.yaml.text_encoder: text encoder 'hf' needs model_name_or_path"),
+    ("vqa", VQA, {"text_encoder": {"name": "hf", "model_name_or_path": 5}},
+     "r.yaml.text_encoder: model_name_or_path must be a local model directory or a hub id, got 5"),
+    # finetune: after the training and val splits were read, without a location
+    ("finetune", FINETUNE_LORA, {"lora.target_modules": "bogus"},
      "r.yaml.lora: LoRA target pattern 'bogus' matches no Linear/Conv2d/Conv3d layer of encoder 'resnet18'"),
     # fuse: the shared image encoder's args not a mapping was Python's own message
     ("fuse", FUSE, {"image_encoder": {"name": "resnet18", "args": 5}},
@@ -116,7 +128,7 @@ CASES = [
     ("fuse", FUSE, {"models": _model("channelvit", depth=0)},
      "r.yaml.models.a: depth must be an integer >= 1 (transformer blocks), got 0"),  # accepted
     ("fuse", FUSE, {"models": _model("channelvit", hcs="no")},
-     "r.yaml.models.a: hcs must be true or false (hierarchical channel sampling), got 'no'"),  # taken as true
+     "r.yaml.models.a: hcs must be true or false (hierarchical channel sampling), got 'no' (str)"),  # taken as true
     ("fuse", FUSE, {"models": _model("late_fusion_zero_fill", dropout=2)},
      "r.yaml.models.a: dropout must be in [0, 1), got 2.0"),  # torch's own wording
     ("fuse", FUSE, {"models": _model("late_fusion_zero_fill", modalities=["pre", "bogus"])},  # after the data

@@ -17,7 +17,7 @@ from torch import nn
 
 from medfm.adapters.fusion.base import TABULAR, FusionModel
 from medfm.adapters.fusion.tabular import TabularEncoder
-from medfm.arg_checks import check_heads, check_number
+from medfm.arg_checks import check_bool, check_heads, check_number
 from medfm.registry import FUSERS
 
 
@@ -55,8 +55,9 @@ class ChannelViT(FusionModel):
 
     Raises:
         ValueError: ``img_size``, ``patch_size`` or ``depth`` not an integer >= 1
-            (:func:`medfm.arg_checks.check_number`), ``img_size`` not divisible by ``patch_size``, ``dim`` by ``heads`` (:func:`medfm.arg_checks.check_heads`),
-            ``hcs`` not true/false; a sample with no modality; NaN in a present image.
+            (:func:`medfm.arg_checks.check_number`), ``img_size`` not divisible by ``patch_size``, ``dim`` by
+            ``heads`` (:func:`medfm.arg_checks.check_heads`), ``hcs`` not true/false; a sample with no modality;
+            NaN in a present image.
         EncoderInputError: an image modality that is not float ``(B, 1, img_size, img_size)``.
     """
 
@@ -72,8 +73,7 @@ class ChannelViT(FusionModel):
             raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
         dim, heads = check_heads(dim, heads)
         depth = check_number("depth", depth, ge=1, integer=True, hint=" (transformer blocks)")
-        if not isinstance(hcs, bool):  # bool("no") is True: hierarchical channel sampling would silently stay on
-            raise ValueError(f"hcs must be true or false (hierarchical channel sampling), got {hcs!r}")
+        check_bool("hcs", hcs, note="hierarchical channel sampling")  # bool("no") is True: it would stay on
         self.channels = [m for m in self.modalities if m != TABULAR]
         self.img_size = int(img_size)
         self.n_patches = (img_size // patch_size) ** 2
