@@ -48,7 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import medfm
 from medfm.benchmark import require_2d_encoders
-from medfm.cli import non_negative_int, positive_int  # one-line argparse errors
+from medfm.cli_parser import non_negative_int, positive_int  # one-line argparse errors
 from medfm.registry import ENCODERS, UnknownNameError
 
 MODES = ("train fp32", "train bf16", "infer fp32", "infer bf16")

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 FAMILY_RECIPES = REPO / "finetune" / "families"
 sys.path.insert(0, str(REPO))
 
-from medfm.cli import positive_int  # noqa: E402
+from medfm.cli_parser import positive_int  # noqa: E402
 from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28  # noqa: E402
 from medfm.io import atomic_write_json, atomic_write_text  # noqa: E402
 from medfm.registry import close_match_hint  # noqa: E402

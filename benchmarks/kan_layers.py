@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from medfm.benchmark import require_2d_encoders
 from medfm.encoders import create_encoder
-from medfm.cli import positive_int  # integer >= 1, one-line argparse error
+from medfm.cli_parser import positive_int  # integer >= 1, one-line argparse error
 from medfm.encoders.layers.kan import KANConv2d
 from medfm.encoders.layers.neighborhood_attention import neighborhood_attention_2d
 from medfm.encoders.medvit_kan import KANFeedForward

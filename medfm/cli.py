@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-# non_negative_int and positive_int are re-exported: the benchmark scripts' argument types
-from medfm.cli_parser import build_parser, non_negative_int, positive_int  # noqa: F401
+from medfm.cli_parser import build_parser
 
 
 def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] = None,
@@ -326,17 +325,19 @@ def _check_input_file(path: Path, flag: str, what: str, name: str) -> None:
 
 
 def _check_medmnist_flag(flag: Optional[str], option: str) -> None:
-    """Refuse an unknown MedMNIST flag given as ``option`` before torch is imported (it used to be
+    """Refuse an unknown MedMNIST data set (flag) given as ``option`` before torch is imported (it used to be
     named after the imports and the checkpoint load: ``medfm eval --data`` took 20 s to say so).
 
     Raises:
-        UnknownDatasetError: ``flag`` is not a MedMNIST flag (with close matches).
+        UnknownDatasetError: ``flag`` is not a MedMNIST flag (with close matches), in a recipe's words
+            (``"--data: unknown MedMNIST data set 'pneumonimnist'; did you mean 'pneumoniamnist' ..."``,
+            :class:`medfm.training.recipes.DataConfig`).
     """
     from medfm.data.errors import UnknownDatasetError
     from medfm.data.medmnist_info import MEDMNIST_FLAGS
 
     if flag is not None and flag not in MEDMNIST_FLAGS:
-        unknown = UnknownDatasetError.for_name(flag, MEDMNIST_FLAGS, kind="MedMNIST flag")
+        unknown = UnknownDatasetError.for_name(flag, MEDMNIST_FLAGS, kind="MedMNIST data set")
         raise UnknownDatasetError(f"{option}: {unknown}")
 
 
@@ -352,15 +353,15 @@ def _check_paths(args: argparse.Namespace) -> None:
             included (:func:`_check_checkpoint_paths`); a ``card --results`` that is missing or a
             folder (:func:`_check_input_file`).
         ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
-            (:func:`medfm.config.load_yaml`).
-        UnknownDatasetError: an unknown MedMNIST flag for ``eval --data`` or ``finetune --dataset``.
+            (:func:`medfm.config.load_yaml`, naming it a recipe or a suite).
+        UnknownDatasetError: an unknown MedMNIST data set for ``eval --data`` or ``finetune --dataset``.
         FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).
     """
     from medfm.config import load_yaml
 
-    for yaml_file in (getattr(args, "recipe", None), getattr(args, "suite", None)):
+    for yaml_file, kind in ((getattr(args, "recipe", None), "recipe"), (getattr(args, "suite", None), "suite")):
         if yaml_file is not None:
-            load_yaml(yaml_file)  # missing, a folder, not YAML: one line now rather than after the imports
+            load_yaml(yaml_file, kind)  # missing, a folder, not YAML: one line now rather than after the imports
     root = getattr(args, "data_root", None)
     if root and not Path(root).expanduser().is_dir():
         what = "is a file" if Path(root).expanduser().exists() else "does not exist"

@@ -251,23 +251,27 @@ def parse_recipe_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
 
 
-def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
+def load_yaml(path: Union[str, Path], what: str = "recipe") -> Dict[str, Any]:
     """Read a YAML mapping.
+
+    Args:
+        path: the file.
+        what: what the file is, as the errors name it (``"recipe"``; ``"suite"`` for an evaluation suite).
 
     Raises:
         ConfigError: missing file, a directory, an unreadable or non-UTF-8 file, YAML syntax
-            error, or a top level that is not a mapping.
+            error, or a top level that is not a mapping (``"s.yaml: a suite must be a YAML mapping"``).
     """
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{path} is a directory; pass a recipe file (.yaml) inside it")
+        raise ConfigError(f"{path} is a directory; pass a {what} file (.yaml) inside it")
     if not path.is_file():
-        raise ConfigError(f"recipe not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:  # a binary file, or one saved in another encoding
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason}); "
-                          "a recipe is YAML text") from None
+                          f"a {what} is YAML text") from None
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror or err}") from None
     try:
@@ -275,7 +279,7 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+        raise ConfigError(f"{path}: a {what} must be a YAML mapping")
     return data
 
 

@@ -68,6 +68,8 @@ class Registry:
 
     Args:
         kind: what the registry holds, used in error messages ("encoder", "objective").
+        lister: the public call that lists the names (``"medfm.list_encoders()"``), which an
+            unknown-name error points to when there are too many names to print (more than 12).
         modules: modules whose import registers the entries; imported on first lookup so
             that ``ENCODERS.get(...)`` works whatever was imported before.
 
@@ -77,8 +79,9 @@ class Registry:
         UnknownArgumentError: on ``build`` with a keyword the builder does not take.
     """
 
-    def __init__(self, kind: str, modules: Sequence[str] = ()) -> None:
+    def __init__(self, kind: str, modules: Sequence[str] = (), lister: Optional[str] = None) -> None:
         self.kind = kind
+        self.lister = lister
         self._modules = tuple(modules)
         self._populated = not self._modules
         self._entries: Dict[str, Callable[..., Any]] = {}
@@ -119,9 +122,12 @@ class Registry:
         if name in self._entries:
             return self._entries[name]
         hint = close_match_hint(name, list(self._entries), n=3, fallback=None)
-        raise UnknownNameError(
-            f"unknown {self.kind} {name!r}{hint} (known: {len(self._entries)}; see list)"
-        )
+        names = sorted(self._entries)
+        if len(names) <= 12 or not self.lister:
+            known = ", ".join(names)
+        else:
+            known = f"{len(names)}; {self.lister} lists them"
+        raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} (known: {known})")
 
     def tags(self, name: str) -> Dict[str, Any]:
         """The tags given at registration for ``name``."""
@@ -179,7 +185,7 @@ class Registry:
         return f"Registry({self.kind!r}, {len(self)} entries)"
 
 
-ENCODERS = Registry("encoder", modules=["medfm.encoders"])
+ENCODERS = Registry("encoder", modules=["medfm.encoders"], lister="medfm.list_encoders()")
 OBJECTIVES = Registry("objective", modules=["medfm.objectives"])
 ADAPTERS = Registry("adapter", modules=["medfm.adapters"])
 TEXT_ENCODERS = Registry("text encoder", modules=["medfm.text"])

@@ -139,9 +139,32 @@ def test_mistyped_recipe_and_suite_paths_are_named_without_loading_torch(tmp_pat
     nope = str(tmp_path / "nope.yaml")
     cases = [["pretrain", nope, "--output", str(tmp_path / "o")], ["eval", "--suite", nope, str(tmp_path)],
              ["segment", str(tmp_path), "--output", str(tmp_path / "o")]]
-    assert _errors_without_torch(cases) == [f"medfm: error: recipe not found: {nope}"] * 2 + [
-        f"medfm: error: {tmp_path} is a directory; pass a recipe file (.yaml) inside it"]
+    assert _errors_without_torch(cases) == [f"medfm: error: recipe not found: {nope}",
+                                            f"medfm: error: suite not found: {nope}",
+                                            f"medfm: error: {tmp_path} is a directory; pass a recipe file (.yaml) inside it"]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_suite_file_is_called_a_suite_not_a_recipe(tmp_path, capsys):
+    """``medfm eval --suite`` said "a recipe must be a YAML mapping" (and "recipe not found") of a suite file."""
+    from medfm.evaluation.suite_spec import load_suite
+
+    (tmp_path / "list.yaml").write_text("- pneumoniamnist\n")
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00")
+    folder, nope = tmp_path / "suites", tmp_path / "nope.yaml"
+    folder.mkdir()
+    expected = {tmp_path / "list.yaml": f"{tmp_path / 'list.yaml'}: a suite must be a YAML mapping",
+                tmp_path / "bin.yaml": "; a suite is YAML text",
+                folder: f"{folder} is a directory; pass a suite file (.yaml) inside it",
+                nope: f"suite not found: {nope}"}
+    for path, message in expected.items():
+        code, err = cli_error(capsys, ["eval", "--suite", path, tmp_path])
+        assert code == 2 and err.startswith("medfm: error: ") and err.endswith(message), err
+        with pytest.raises(ConfigError) as info:
+            load_suite(path)
+        assert str(info.value).endswith(message) and "recipe" not in str(info.value)
+    with pytest.raises(ConfigError, match=r": a recipe must be a YAML mapping$"):  # a recipe is still a recipe
+        load_yaml(tmp_path / "list.yaml")
 
 
 def test_card_refuses_a_suite_summary_and_names_a_run_results_file(tmp_path, capsys):
@@ -239,8 +262,8 @@ def test_missing_init_base_results_and_unknown_flags_are_named_without_loading_t
         f"medfm: error: --results {tmp_path} is a directory; pass the results.json that medfm eval (or the training "
         "run) wrote (a file)",
         f"medfm: error: --results {tmp_path / 'eval'} is a directory; pass {tmp_path / 'eval' / 'results.json'}",
-        "medfm: error: --data: unknown MedMNIST flag 'pneumonimnist'; did you mean 'pneumoniamnist' or 'dermamnist'?",
-        "medfm: error: --dataset: unknown MedMNIST flag 'breastmnst'; did you mean 'breastmnist' or 'chestmnist' or "
+        "medfm: error: --data: unknown MedMNIST data set 'pneumonimnist'; did you mean 'pneumoniamnist' or 'dermamnist'?",
+        "medfm: error: --dataset: unknown MedMNIST data set 'breastmnst'; did you mean 'breastmnist' or 'chestmnist' or "
         "'retinamnist'?"]
     assert not (tmp_path / "out").exists()
 

@@ -98,3 +98,19 @@ def test_close_match_hint_is_the_one_did_you_mean_rule():
     assert close_match_hint("zzz", []) == " (valid: none)"
     # keys that are not strings (a YAML number) are compared as text
     assert close_match_hint(12, ["123", "abc"], cutoff=0.6) == "; did you mean '123'?"
+
+
+def test_unknown_name_lists_the_names_or_says_where_they_are_listed():
+    """The message said ``(known: 2; see list)``: a count and a list nobody could find."""
+    small = Registry("text encoder")
+    for name in ("minilm", "hf"):
+        small.register(name)(lambda: None)
+    with pytest.raises(UnknownNameError, match=r"^unknown text encoder 'zzz' \(known: hf, minilm\)$"):
+        small.get("zzz")
+    with pytest.raises(UnknownNameError, match=r"^unknown encoder 'zzz' \(known: \d+; medfm\.list_encoders\(\) lists them\)$"):
+        ENCODERS.get("zzz")
+    big = Registry("thing")  # more than 12 names and no lister: all of them
+    for i in range(13):
+        big.register(f"t{i:02d}")(lambda: None)
+    with pytest.raises(UnknownNameError, match=r"\(known: t00, t01, .*, t12\)$"):
+        big.get("zzz")

@@ -63,6 +63,11 @@ class DataShapeError(MedFMDataError, ValueError):
     """Arrays in a data file have the wrong keys, shapes, dtypes or label values."""
 
 
+class EmptySplitError(MedFMDataError, ValueError):
+    """A data split that holds no images, so there is nothing to score or fit on
+    (:func:`medfm.evaluation.evaluate.check_split_has_images`)."""
+
+
 __all__ = [
     "MedFMDataError",
     "UnknownDatasetError",
@@ -73,4 +78,5 @@ __all__ = [
     "ChecksumError",
     "CorruptFileError",
     "DataShapeError",
+    "EmptySplitError",
 ]

@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from medfm.data.errors import MedFMDataError
+from medfm.data.errors import EmptySplitError  # (a data error; imported from here too)
 from medfm.evaluation.predict import classifier_core, predict_scores
 
 #: MedMNIST v2 (Yang et al., Scientific Data 2023), Table: ResNet-18 (28) test ACC/AUC.
@@ -29,10 +29,6 @@ MEDMNIST_V2_RESNET18_28 = {
 
 class ChannelMismatchError(ValueError):
     """A checkpoint's in_chans does not match the dataset's channels."""
-
-
-class EmptySplitError(MedFMDataError, ValueError):
-    """A data split that holds no images, so there is nothing to score or fit on."""
 
 
 def check_split_has_images(ds: Any, dataset: str, split: str, purpose: str = "evaluate") -> None:

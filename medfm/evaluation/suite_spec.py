@@ -310,7 +310,7 @@ def load_suite(path: Union[str, Path]) -> Suite:
             unknown MedMNIST flag or corruption name.
     """
     try:
-        return from_dict(Suite, load_yaml(path), where=Path(path).name)
+        return from_dict(Suite, load_yaml(path, what="suite"), where=Path(path).name)
     except (MedFMDataError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise

@@ -128,7 +128,7 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
 
     Raises:
         CheckpointError, ValueError (not a CLIP checkpoint, multi-label task), medfm data errors
-            (:class:`~medfm.evaluation.evaluate.EmptySplitError`: a split with no images);
+            (:class:`~medfm.data.errors.EmptySplitError`: a split with no images);
         FileExistsError: ``output`` is a file, holds a checkpoint, or holds other files.
     """
     from medfm.data import MedMNISTDataset

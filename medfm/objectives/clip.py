@@ -136,6 +136,8 @@ class CLIP(nn.Module):
     ``{"loss": scalar, "logit_scale": scalar}`` (plus ``"clip_loss"``, ``"ssl_loss"`` with SLIP).
 
     Raises:
+        TextEncoderError: a bad text encoder spec, ``"clip: text_encoder: <why>"``
+            (:func:`medfm.text.encoders.check_text_encoder_spec`: an unknown name, argument or option).
         ValueError: a text encoder spec that is not a mapping or not frozen; an argument
             out of its range or of the wrong type (one line naming it, its range and the value, e.g.
             ``clip: ssl_weight must be a finite number >= 0, got inf``); unknown ``views`` keys.
@@ -147,15 +149,12 @@ class CLIP(nn.Module):
                  same_text_positives: bool = True, augment: bool = True, views: Optional[Dict[str, Any]] = None,
                  text_cache: bool = True, ssl_weight: float = 0.0, ssl_temperature: float = 0.1) -> None:
         super().__init__()
-        from medfm.text.encoders import text_encoder_dim
+        from medfm.text.encoders import TextEncoderError, check_text_encoder_spec, text_encoder_dim
 
-        if text_encoder is not None and not (isinstance(text_encoder, Mapping)
-                                             and isinstance(text_encoder.get("name", ""), str)):
-            raise ValueError(f"clip: text_encoder must be a text encoder spec mapping such as {{'name': 'minilm'}}, "
-                             f"got {text_encoder!r}")
-        spec = dict(text_encoder or {"name": "minilm"})
-        if spec.get("frozen", True) is not True:
-            raise ValueError("clip keeps the text encoder frozen; remove 'frozen: false' from text_encoder")
+        try:  # the spec rules of every text encoder (name, arguments, options, frozen), no model loaded
+            spec = check_text_encoder_spec(text_encoder or None, frozen_only=True)
+        except TextEncoderError as err:
+            raise TextEncoderError(f"clip: text_encoder: {err}") from None
         if text_dim is not None:
             text_dim = check_arg("clip", "text_dim", text_dim, ge=1, integer=True)
         embed_dim, image_proj_layers, proj_hidden_dim = check_sizes(

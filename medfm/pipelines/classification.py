@@ -300,6 +300,27 @@ def axes_longer_than_1(shape: Sequence[int]) -> int:
     return sum(int(n) > 1 for n in shape)
 
 
+def refuse_single_slice(shape: Sequence[int], takes: str, needs_2d: str = _NEEDS_2D,
+                        error: type = PipelineInputError) -> None:
+    """Refuse an array for a 3D model whose spatial axes (the last three of ``shape``) include a
+    length-1 one: a 2D slice saved as ``(H, W, 1)`` or ``(1, H, W)``, which a 3D classifier would
+    resize to a cube and a 3D segmentation model segment as windows of zero padding. The one
+    single-slice test of the volumetric pipelines (:func:`volume_to_tensor`,
+    :func:`medfm.pipelines.seg_inputs.check_not_single_slice`).
+
+    Args:
+        shape: ``(D, H, W)`` or ``(C, D, H, W)`` (named whole in the message).
+        takes: what the model takes, as its errors say it (:func:`volumes_taken`).
+        needs_2d: what takes a 2D image, e.g. "a 2D image needs a 2D classifier".
+        error: the pipeline's error class (a ``ValueError`` subclass).
+
+    Raises:
+        error: "<takes>; got a single 2D slice, shape (C, D, H, 1) (<needs_2d>)".
+    """
+    if 1 in tuple(shape)[-3:]:
+        raise error(f"{takes}; got a single 2D slice, shape {tuple(shape)} ({needs_2d})")
+
+
 def nifti_shape_note(shape: Sequence[int], needs_2d: str) -> str:
     """How a message names a NIfTI whose shape a 3D model cannot take: "a 2D NIfTI of shape (30, 40)
     (<needs_2d>)", "a 3D NIfTI of shape (30, 40, 1), a single 2D slice (...)" (exactly two axes
@@ -456,8 +477,7 @@ def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
         raise PipelineInputError(f"{takes}; got an array of shape {volume.shape}")
     if 0 in volume.shape:
         raise PipelineInputError(f"empty volume of shape {volume.shape}")
-    if 1 in volume.shape[-3:]:  # a slice saved as (H, W, 1) NIfTI or a (1, H, W) array: would be resized to a cube
-        raise PipelineInputError(f"{takes}; got a single 2D slice, shape {volume.shape} ({_NEEDS_2D})")
+    refuse_single_slice(volume.shape, takes)  # a (H, W, 1) NIfTI or a (1, H, W) array: would be resized to a cube
     arr = _unit_volume(volume, "volume")
     if arr.ndim == 4 and arr.shape[0] not in (1, in_chans):
         raise PipelineInputError(f"volume has {arr.shape[0]} channels (C, D, H, W) = {arr.shape} but the model "

@@ -19,7 +19,7 @@ import numpy as np
 from medfm.pipelines.classification import (IMAGES_2D, PipelineInputError, axes_longer_than_1, check_not_nifti,
                                             check_unit_floats, clip_unit_range, existing_image_file, image_dtype_error,
                                             image_shape_hint, is_nifti, nifti_shape_note, not_a_volume_note,
-                                            pil_to_array, tensor_hint)
+                                            pil_to_array, refuse_single_slice, tensor_hint)
 
 
 class SegmentationInputError(ValueError):
@@ -48,7 +48,8 @@ def _slice_hint(shape: Sequence[int]) -> str:
 
 def check_not_single_slice(shape: Sequence[int], takes: str) -> None:
     """Refuse a volume for a 3D model whose spatial axes (the last three of ``shape``) include a
-    length-1 one: a 2D slice saved as ``(X, Y, 1)``, which would be segmented as windows of zero padding.
+    length-1 one: a 2D slice saved as ``(X, Y, 1)``, which would be segmented as windows of zero padding
+    (the 3D classifier's test, :func:`medfm.pipelines.classification.refuse_single_slice`).
 
     Args:
         shape: ``(X, Y, Z)`` or ``(C, X, Y, Z)``.
@@ -56,12 +57,10 @@ def check_not_single_slice(shape: Sequence[int], takes: str) -> None:
             (:attr:`medfm.pipelines.segmentation.ImageSegmentationPipeline.takes`).
 
     Raises:
-        SegmentationInputError: "<takes>; got a single 2D slice, shape (X, Y, Z) (a 2D image needs a
+        SegmentationInputError: "<takes>; got a single 2D slice, shape (C, X, Y, 1) (a 2D image needs a
             2D segmentation model)".
     """
-    spatial = tuple(shape)[-3:]
-    if 1 in spatial:
-        raise SegmentationInputError(f"{takes}; got a single 2D slice, shape {spatial} ({_NEEDS_2D})")
+    refuse_single_slice(shape, takes, _NEEDS_2D, SegmentationInputError)
 
 
 def _load_nifti(path: Path) -> Tuple[np.ndarray, Any]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -121,15 +121,25 @@ def check_text_options(pooler: Any = "mean", max_length: Any = 128, frozen: Any 
     return check_number("max_length", max_length, ge=2, integer=True, error=TextEncoderError)
 
 
-def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None, frozen_only: bool = False) -> Dict[str, Any]:
     """A text encoder spec ``{"name": ..., **args}`` (:func:`create_text_encoder`) checked without loading or
     fetching a model, as a new dict with ``name`` filled in; where the model is, only the build finds out.
 
+    Args:
+        spec: the spec; None: the default (``{"name": "minilm"}``).
+        frozen_only: the caller embeds texts once and never trains the text model (CLIP, VQA, text
+            segmentation), so ``frozen: false`` would be silently ignored: refuse it.
+
     Raises:
-        TextEncoderError: an unknown name; an argument its builder does not take (with close matches) or
-            needs and was not given (``"hf"`` without ``model_name_or_path``); a bad option
-            (:func:`check_text_options`).
+        TextEncoderError: not a mapping with a string ``name``; an unknown name; an argument its builder
+            does not take (with close matches) or needs and was not given (``"hf"`` without
+            ``model_name_or_path``); a bad option (:func:`check_text_options`); ``frozen: false`` with
+            ``frozen_only``.
     """
+    if spec is not None and not (isinstance(spec, Mapping) and isinstance(spec.get("name", ""), str)):
+        got = repr(dict(spec)) if isinstance(spec, Mapping) else shown(spec)
+        raise TextEncoderError(f"a text encoder spec is a mapping with a string name, such as {{'name': 'minilm'}}, "
+                               f"got {got}")
     args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
     name = args.pop("name", DEFAULT_TEXT_ENCODER)
     try:
@@ -148,6 +158,9 @@ def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None) -> Dict[str, 
     if not (isinstance(path, str) and path.strip()):
         raise TextEncoderError(f"model_name_or_path must be a local model directory or a hub id, got {shown(path)}")
     check_text_options(**{k: v for k, v in args.items() if k in ("pooler", "max_length", "frozen")})
+    if frozen_only and args.get("frozen", True) is False:
+        raise TextEncoderError("frozen: false is not supported here: the text encoder stays frozen (its embeddings "
+                               "are computed once and never trained); remove it")
     return {"name": name, **args}
 
 

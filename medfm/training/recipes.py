@@ -36,7 +36,9 @@ class DataConfig:
     Raises:
         ValueError: ``label_fraction`` not a finite number in (0, 1], ``size`` not an integer >= 1
             (:func:`medfm.arg_checks.check_number`: ``True``, ``2.5``, NaN are refused), an unknown ``val_split``.
-        UnknownDatasetError: ``dataset`` neither a MedMNIST flag nor ``corpus`` (with close matches);
+        UnknownDatasetError: ``dataset`` neither a MedMNIST flag nor ``corpus`` (with close matches, in the
+            CLI's words for ``--data``: ``data.dataset: unknown MedMNIST data set or corpus 'pneumonimnist'; did you
+            mean 'pneumoniamnist' or 'dermamnist'?``);
         UnsupportedSizeError: a MedMNIST flag at a ``size`` it is not released at (both named when
             the recipe is read, not after the imports and the encoder's check build).
     """
@@ -51,7 +53,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.dataset != CORPUS_DATASET and self.dataset not in MEDMNIST_FLAGS:
             known = MEDMNIST_FLAGS + (CORPUS_DATASET,)
-            unknown = UnknownDatasetError.for_name(self.dataset, known, kind="data set")
+            unknown = UnknownDatasetError.for_name(self.dataset, known, kind=f"MedMNIST data set or {CORPUS_DATASET}")
             raise UnknownDatasetError(f"data.dataset: {unknown}")
         check_number("data.label_fraction", self.label_fraction, gt=0, le=1)
         check_number("data.size", self.size, ge=1, integer=True, hint=" (a side in px, e.g. 28)")
@@ -137,7 +139,7 @@ class FinetuneRecipe:
     def __post_init__(self) -> None:
         if self.data.dataset == CORPUS_DATASET:
             raise ValueError(f"data.dataset: {CORPUS_DATASET!r} is the pretraining corpus (image-text pairs, no class "
-                             "labels); fine-tuning takes a MedMNIST flag, e.g. pneumoniamnist")
+                             "labels); fine-tuning takes a MedMNIST data set, e.g. pneumoniamnist")
         if self.mode not in FINETUNE_MODES:
             raise ValueError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
         check_number("dropout", self.dropout, ge=0, lt=1)

@@ -184,7 +184,7 @@ def build_recipe_text_encoder(recipe: Any) -> Any:
     from medfm.text.encoders import check_text_encoder_spec
 
     with recipe_args_errors(mapping_location(recipe, "text_encoder")):
-        return create_text_encoder(check_text_encoder_spec(recipe.text_encoder))
+        return create_text_encoder(check_text_encoder_spec(recipe.text_encoder, frozen_only=True))
 
 
 def _load(recipe_data, split: str, data_root: Optional[str]) -> MedMNISTDataset:

@@ -290,7 +290,7 @@ def check_text_segmenter_args(recipe: TextSegRecipe, in_chans: int) -> None:
     with recipe_args_errors(mapping_location(recipe, "head")):
         check_head_options(recipe.head)
     with recipe_args_errors(mapping_location(recipe, "text_encoder")):
-        check_text_encoder_spec(recipe.text_encoder)
+        check_text_encoder_spec(recipe.text_encoder, frozen_only=True)
     with recipe_args_errors(recipe_location(recipe, "recipe")):
         # (the text width only sizes a projection)
         model = TextConditionedSegmenter(encoder, text_dim=1, **text_segmenter_args(recipe))

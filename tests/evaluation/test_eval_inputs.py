@@ -251,6 +251,18 @@ def test_empty_and_one_class_splits_skip_their_dataset_with_the_reason(tmp_path,
     assert not (tmp_path / "out").exists()
 
 
+def test_an_empty_split_is_a_data_error_of_medfm_data():
+    """EmptySplitError, a MedFMDataError, was defined in medfm.evaluation.evaluate, away from the data errors
+    (medfm.data.errors); it lives there now and the old import still gives the same class."""
+    from medfm.data import errors
+    from medfm.evaluation.evaluate import EmptySplitError, check_split_has_images
+
+    assert errors.EmptySplitError is EmptySplitError and "EmptySplitError" in errors.__all__
+    with pytest.raises(errors.EmptySplitError, match=r"^the test split of bloodmnist holds no images: nothing to score$"):
+        check_split_has_images([], "bloodmnist", "test", "score")
+    assert issubclass(errors.EmptySplitError, errors.MedFMDataError) and issubclass(errors.EmptySplitError, ValueError)
+
+
 def test_eval_data_on_an_empty_split_is_one_line(tmp_path, write_medmnist, capsys):
     """``medfm eval --data`` ended with torch's "torch.cat(): expected a non-empty list of Tensors"."""
     root = write_medmnist("pneumoniamnist", arrays=_drop(fake_medmnist_arrays("pneumoniamnist"), "val", 0))

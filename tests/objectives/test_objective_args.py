@@ -86,7 +86,19 @@ BAD = [
     ("clip", {"ssl_temperature": INF}, r"clip: ssl_temperature must be a finite number > 0, got inf$"),
     ("clip", {"text_dim": 0}, r"clip: text_dim must be an integer >= 1, got 0$"),  # failed at the first step
     ("clip", {"proj_hidden_dim": 8.5}, r"clip: proj_hidden_dim must be an integer >= 1, got 8\.5$"),
-    ("clip", {"text_encoder": "minilm"}, r"clip: text_encoder must be a text encoder spec mapping"),
+    ("clip", {"text_encoder": "minilm"}, r"^clip: text_encoder: a text encoder spec is a mapping with a string name, "
+                                         r"such as \{'name': 'minilm'\}, got 'minilm' \(str\)$"),
+    ("clip", {"text_encoder": {"name": 3}}, r"^clip: text_encoder: a text encoder spec is a mapping with a string name"),
+    # the text encoder spec rules of medfm.text (check_text_encoder_spec): CLIP checked only mapping and frozen
+    ("clip", {"text_encoder": {"name": "minlm"}}, r"^clip: text_encoder: unknown text encoder 'minlm'; did you mean "
+                                                  r"'minilm'\?"),  # accepted with text_dim: failed at the first step
+    ("clip", {"text_encoder": {"name": "hf", "model_name_or_path": "m", "pooling": "mean"}},
+     r"^clip: text_encoder: text encoder 'hf' got an unexpected keyword argument 'pooling'; did you mean 'pooler'\?$"),
+    ("clip", {"text_encoder": {"name": "hf"}}, r"^clip: text_encoder: text encoder 'hf' needs model_name_or_path$"),
+    ("clip", {"text_encoder": {"name": "hf", "model_name_or_path": "m", "frozen": "yes"}},
+     r"^clip: text_encoder: frozen must be true or false, got 'yes' \(str\)$"),  # was: "remove 'frozen: false'"
+    ("clip", {"text_encoder": {"name": "hf", "model_name_or_path": "m", "frozen": False}},
+     r"^clip: text_encoder: frozen: false is not supported here: the text encoder stays frozen"),
     ("clip", {"learn_temperature": "no"}, r"clip: learn_temperature must be true or false, got 'no' \(str\)$"),
 ]
 

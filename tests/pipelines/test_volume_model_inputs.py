@@ -72,6 +72,24 @@ def test_a_single_slice_saved_as_a_volume_is_refused_by_a_3d_model(seg3d, seg25d
     assert seg3d(_nifti(tmp_path / "vol.nii.gz", (20, 18, 13)))["mask"].shape == (20, 18, 13)
 
 
+def test_the_3d_classifier_and_3d_segmentation_refuse_a_single_slice_in_the_same_words():
+    """The two volumetric pipelines ran the same single-slice test with their own messages: segmentation
+    named only the last three axes (``shape (30, 40, 1)`` for a ``(2, 30, 40, 1)`` input), the classifier
+    the whole shape. One function now (:func:`medfm.pipelines.classification.refuse_single_slice`)."""
+    from medfm.pipelines.classification import PipelineInputError, volume_to_tensor, volumes_taken
+    from medfm.pipelines.seg_inputs import check_not_single_slice
+
+    for shape in ((2, 30, 40, 1), (1, 30, 40), (2, 1, 30, 40)):
+        with pytest.raises(SegmentationInputError) as seg:
+            check_not_single_slice(shape, "TAKES")
+        with pytest.raises(PipelineInputError) as cls:
+            volume_to_tensor(np.zeros(shape, np.float32), 2, 16)
+        assert str(seg.value) == f"TAKES; got a single 2D slice, shape {shape} (a 2D image needs a 2D segmentation model)"
+        assert str(cls.value) == (f"{volumes_taken(2, 16)}; got a single 2D slice, shape {shape} "
+                                  "(a 2D image needs a 2D classifier)")
+    check_not_single_slice((2, 30, 40, 5), "TAKES")  # a volume passes
+
+
 def test_2d_image_files_and_pil_images_are_not_taken_for_volumes(seg3d, seg25d, tmp_path):
     rgb = RNG.integers(0, 256, (30, 40, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "photo.png")
@@ -117,8 +135,8 @@ def test_2d_channel_files_for_a_multichannel_model_are_called_2d(tmp_path):
         pipe(np.zeros((2, 30, 40), np.float32))
     with pytest.raises(SegmentationInputError, match=r"^this 3D segmentation model takes 2 channels per case, "
                                                      r"\(2, X, Y, Z\), any size \(16x16x16 windows\); got a single 2D "
-                                                     r"slice, shape \(30, 40, 1\)" + NEEDS_2D):
-        pipe(np.zeros((2, 30, 40, 1), np.float32))
+                                                     r"slice, shape \(2, 30, 40, 1\)" + NEEDS_2D):
+        pipe(np.zeros((2, 30, 40, 1), np.float32))  # the whole shape, as the 3D classifier says it
 
 
 def test_a_tensor_volume_is_refused_with_how_to_pass_it(seg3d):

@@ -18,12 +18,13 @@ from tests.conftest import REPO_ROOT, cli_error
 
 @pytest.mark.parametrize("command, recipe, data, message", [
     ("finetune", "finetune/lora_resnet18_pneumoniamnist.yaml", {"dataset": "pneumonimnist"},
-     "r.yaml: data.dataset: unknown data set 'pneumonimnist'; did you mean 'pneumoniamnist' or 'dermamnist'?"),
+     "r.yaml: data.dataset: unknown MedMNIST data set or corpus 'pneumonimnist'; did you mean 'pneumoniamnist' or "
+     "'dermamnist'?"),
     ("pretrain", "pretrain/simclr_resnet18_corpus.yaml", {"dataset": "corpsu"},
-     "r.yaml: data.dataset: unknown data set 'corpsu'; did you mean 'corpus'?"),
+     "r.yaml: data.dataset: unknown MedMNIST data set or corpus 'corpsu'; did you mean 'corpus'?"),
     ("finetune", "finetune/lora_resnet18_pneumoniamnist.yaml", {"dataset": "corpus"},
      "r.yaml: data.dataset: 'corpus' is the pretraining corpus (image-text pairs, no class labels); fine-tuning "
-     "takes a MedMNIST flag, e.g. pneumoniamnist"),
+     "takes a MedMNIST data set, e.g. pneumoniamnist"),
     ("finetune", "finetune/full_resnet3d_adrenalmnist3d.yaml", {"size": 128},
      "r.yaml: data.size: MedMNIST 'adrenalmnist3d' is not released at 128 px; available: [28, 64]"),
 ])
@@ -44,15 +45,28 @@ def test_the_data_sets_a_recipe_takes():
     assert from_dict(PretrainRecipe, {"data": {"dataset": "corpus", "size": 64}}).data.dataset == "corpus"
     assert from_dict(FinetuneRecipe, {"data": {"dataset": "pathmnist", "size": 224}}).data.size == 224
     assert from_dict(FinetuneRecipe, {"data": {"dataset": "vesselmnist3d", "size": 64}}).data.size == 64
-    with pytest.raises(ConfigError, match=r"^protocol.finetune: data.dataset: unknown data set 'BreastMNST'; "
-                                          r"did you mean 'breastmnist'"):
+    with pytest.raises(ConfigError, match=r"^protocol.finetune: data.dataset: unknown MedMNIST data set or corpus "
+                                          r"'BreastMNST'; did you mean 'breastmnist'"):
         from_dict(FinetuneRecipe, {"data": {"dataset": "BreastMNST"}}, where="protocol.finetune")
 
 
 def test_a_data_section_made_in_python_raises_the_data_errors():
-    with pytest.raises(UnknownDatasetError, match=r"^data.dataset: unknown data set 'pnuemoniamnist'; did you mean"):
+    with pytest.raises(UnknownDatasetError, match=r"^data.dataset: unknown MedMNIST data set or corpus 'pnuemoniamnist'; "
+                                                  r"did you mean"):
         DataConfig(dataset="pnuemoniamnist")
     with pytest.raises(UnsupportedSizeError, match=r"^data.size: MedMNIST 'pneumoniamnist' is not released at 32 px"):
         DataConfig(size=32)
     with pytest.raises(ValueError, match="'corpus' is the pretraining corpus"):
         FinetuneRecipe(data=DataConfig(dataset="corpus"))
+
+
+def test_the_cli_and_a_recipe_name_an_unknown_data_set_in_the_same_words(tmp_path, capsys):
+    """``medfm eval --data`` said "unknown MedMNIST flag 'x'" where a recipe's ``data.dataset`` said
+    "unknown data set 'x'": both now say "unknown MedMNIST data set", the recipe adding the corpus it
+    also takes."""
+    code, err = cli_error(capsys, ["eval", tmp_path, "--data", "pneumonimnist"])
+    hint = "'pneumonimnist'; did you mean 'pneumoniamnist' or 'dermamnist'?"
+    assert (code, err) == (2, f"medfm: error: --data: unknown MedMNIST data set {hint}")
+    with pytest.raises(UnknownDatasetError) as info:
+        DataConfig(dataset="pneumonimnist")
+    assert str(info.value) == f"data.dataset: unknown MedMNIST data set or corpus {hint}"

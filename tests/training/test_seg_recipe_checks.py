@@ -45,6 +45,9 @@ def _set(recipe: dict, key: str, value) -> None:
     # taken as true / a TypeError traceback
     (TEXT, {"text_encoder": {"name": "minilm", "frozen": "no"}}, "r.yaml.text_encoder: frozen must be true or false, got 'no' (str)"),
     (TEXT, {"text_encoder": {"name": "hf"}}, "r.yaml.text_encoder: text encoder 'hf' needs model_name_or_path"),
+    (TEXT, {"text_encoder": {"name": "minilm", "frozen": False}},  # silently ignored: prompts embedded once
+     "r.yaml.text_encoder: frozen: false is not supported here: the text encoder stays frozen (its embeddings are "
+     "computed once and never trained); remove it"),
     # decoder sizes: trained to nothing (0), a traceback (-1), torch's words (1.5, "16")
     (CHASE, {"decoder.stem_channels": 0}, "r.yaml.decoder: stem_channels must be an integer >= 1, got 0"),
     (CHASE, {"decoder.stem_channels": -1}, "r.yaml.decoder: stem_channels must be an integer >= 1, got -1"),

@@ -95,6 +95,9 @@ CASES = [
      "r.yaml.lora: LoRA target pattern 'bogus' matches no Linear/Conv2d/Conv3d layer of encoder 'resnet18'"),
     # the spec was not checked as `medfm segment` checks it: Python's own words, or a hub lookup of "5"
     ("vqa", VQA, {"text_encoder": {"name": "hf"}}, "r.yaml.text_encoder: text encoder 'hf' needs model_name_or_path"),
+    ("vqa", VQA, {"text_encoder": {"name": "minilm", "frozen": False}},  # silently ignored: questions embedded once
+     "r.yaml.text_encoder: frozen: false is not supported here: the text encoder stays frozen (its embeddings are "
+     "computed once and never trained); remove it"),
     ("vqa", VQA, {"text_encoder": {"name": "hf", "model_name_or_path": 5}},
      "r.yaml.text_encoder: model_name_or_path must be a local model directory or a hub id, got 5"),
     # finetune: after the training and val splits were read, without a location
