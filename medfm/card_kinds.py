@@ -135,21 +135,22 @@ def is_undefined_metric(value: Any) -> bool:
         return False
 
 
-def metric_value_text(value: Any, fmt: str = ".4f", undefined: str = UNDEFINED_METRIC) -> Optional[str]:
-    """How a card shows a recorded metric ``value``: the number in ``fmt``, ``undefined`` for a metric
-    recorded as undefined (:func:`is_undefined_metric`), None for anything else (garbled: no row)."""
+def metric_value_text(value: Any, undefined: str = UNDEFINED_METRIC) -> Optional[str]:
+    """How a card shows a recorded metric ``value``: the number to 4 decimals, ``undefined`` for a
+    metric recorded as undefined (:func:`is_undefined_metric`), None for anything else (garbled: no row)."""
     if is_metric_number(value):
-        return format(value, fmt)
+        return f"{value:.4f}"
     return undefined if is_undefined_metric(value) else None
 
 
-def metric_text(mapping: Any, key: str, fmt: str = ".4f", undefined: str = UNDEFINED_METRIC) -> Optional[str]:
-    """How a card shows ``mapping[key]`` (:func:`metric_value_text`): an undefined metric that the
-    results record gets a row saying so instead of ``nan`` or of vanishing; None when ``key`` is
-    missing (no row: nothing recorded)."""
+def metric_text(mapping: Any, key: str) -> Optional[str]:
+    """How a card shows ``mapping[key]`` (:func:`metric_value_text`), in every table: an undefined
+    metric that the results record gets a row saying so (:data:`UNDEFINED_AUC` for key ``"auc"``,
+    else :data:`UNDEFINED_METRIC`) instead of ``nan`` or of vanishing; None when ``key`` is missing
+    (no row: nothing recorded)."""
     if not isinstance(mapping, dict) or key not in mapping:
         return None
-    return metric_value_text(mapping[key], fmt, undefined)
+    return metric_value_text(mapping[key], UNDEFINED_AUC if key == "auc" else UNDEFINED_METRIC)
 
 
 def dict_section(mapping: Any, key: str) -> Dict[str, Any]:

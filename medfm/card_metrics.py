@@ -9,9 +9,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from huggingface_hub import EvalResult
 
-from medfm.card_kinds import (NOT_RECORDED, PIPELINE_TAGS, UNDEFINED_AUC, UNDEFINED_METRIC, card_kind,
-                              data_display_name, dict_section, is_metric_number, metric_text, metric_value_text,
-                              shown_value)
+from medfm.card_kinds import (NOT_RECORDED, PIPELINE_TAGS, card_kind, data_display_name, dict_section, is_metric_number,
+                              metric_text, metric_value_text, shown_value)
 
 # MedMNIST metric names -> hub metric types
 _METRIC_TYPES = {"acc": "accuracy", "auc": "roc_auc", "balanced_acc": "balanced_accuracy"}
@@ -241,7 +240,7 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
             "report.md.")
     text = [head, "", "| metric | value | 95% CI |", "|---|---|---|"]
     for key, label, ci_key in (("auc", "AUC", "auc_ci95"), ("acc", "ACC", None), ("dice", "Dice", "dice_ci95")):
-        value = metric_text(row, key, undefined=UNDEFINED_AUC if key == "auc" else UNDEFINED_METRIC)
+        value = metric_text(row, key)
         if value is not None:
             ci = row.get(ci_key) if ci_key else None
             ci_txt = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 and all(map(is_metric_number, ci)) else ""
@@ -329,7 +328,7 @@ def evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, A
     for key, label in labels.items():
         # an undefined AUC (one class among the scored labels: null in results.json) says so; it used
         # to vanish from the table (or, as NaN, to read "nan"). ECE is null when not computed (multi-label).
-        value = metric_text(metrics, key, undefined=UNDEFINED_AUC if key == "auc" else UNDEFINED_METRIC)
+        value = metric_text(metrics, key)
         if value is None or (key == "ece" and not is_metric_number(metrics[key])):
             continue
         ci = cis.get(key)

@@ -353,3 +353,15 @@ def test_undefined_segmentation_and_fusion_metrics_are_not_printed_as_nan():
     assert "| AUC | n/a (undefined: the scored labels hold one class only) |  |" in _section(text, "Evaluation")
     assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [("ACC", 0.7)]
     assert "nan" not in _section(text, "Evaluation") and "nan" not in str(card.data.to_dict())
+
+
+def test_one_rendering_rule_for_a_recorded_metric_in_every_table():
+    """Every card table shows a recorded metric through ``metric_text``, which picks the undefined text
+    from the key (an AUC says why it is undefined): each table used to pass its own ``undefined=`` text."""
+    from medfm.card_kinds import UNDEFINED_AUC, UNDEFINED_METRIC, metric_text
+
+    row = {"auc": None, "acc": float("nan"), "dice": 0.812345, "hd95": "garbled"}
+    assert metric_text(row, "auc") == UNDEFINED_AUC
+    assert metric_text(row, "acc") == UNDEFINED_METRIC
+    assert metric_text(row, "dice") == "0.8123"
+    assert metric_text(row, "hd95") is None and metric_text(row, "ece") is None
