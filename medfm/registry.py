@@ -157,18 +157,26 @@ class Registry:
             UnknownNameError: ``name`` is not registered (with close matches).
             UnknownArgumentError: a keyword the builder does not take (with the closest valid one).
         """
-        builder = self.get(name)
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        self._check_keywords(name, builder, kwargs)
-        return builder(**kwargs)
+        return self.check_keywords(name, kwargs)(**kwargs)
 
-    def _check_keywords(self, name: str, builder: Callable[..., Any], kwargs: Dict[str, Any]) -> None:
+    def check_keywords(self, name: str, kwargs: Dict[str, Any]) -> Callable[..., Any]:
+        """The builder for ``name``, once every key of ``kwargs`` is a keyword it takes (any key when
+        it takes ``**kwargs``); :meth:`build` and checks that build nothing (a recipe's text encoder
+        spec) share it.
+
+        Raises:
+            UnknownNameError: ``name`` is not registered (with close matches).
+            UnknownArgumentError: a keyword the builder does not take (with the closest valid one).
+        """
+        builder = self.get(name)
         valid, takes_any = keyword_parameters(builder)
         for key in kwargs:
             if key not in valid and not takes_any:
                 raise UnknownArgumentError(
                     f"{self.kind} {name!r} got an unexpected keyword argument {key!r}{close_match_hint(key, valid)}"
                 )
+        return builder
 
     def __contains__(self, name: object) -> bool:
         self._populate()

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from medfm.arg_checks import check_bool, check_number, shown
-from medfm.registry import TEXT_ENCODERS, UnknownNameError, close_match_hint, keyword_parameters
+from medfm.registry import TEXT_ENCODERS, UnknownArgumentError, UnknownNameError, close_match_hint
 from medfm.text.model_files import (
     HUB_STALL_TIMEOUT_S,
     HUB_TIMEOUT_ENV,
@@ -143,14 +143,9 @@ def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None, frozen_only: 
     args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
     name = args.pop("name", DEFAULT_TEXT_ENCODER)
     try:
-        builder = TEXT_ENCODERS.get(name)
-    except UnknownNameError as err:  # (a KeyError) one class, a ValueError, for every bad spec
+        builder = TEXT_ENCODERS.check_keywords(name, args)
+    except (UnknownNameError, UnknownArgumentError) as err:  # one class, a ValueError, for every bad spec
         raise TextEncoderError(str(err)) from None
-    valid, _ = keyword_parameters(builder)
-    for key in args:
-        if key not in valid:
-            raise TextEncoderError(f"text encoder {name!r} got an unexpected keyword argument {key!r}"
-                                   f"{close_match_hint(key, valid)}")  # (the registry's words)
     missing = [k for k, v in inspect.signature(builder).parameters.items() if v.default is v.empty and k not in args]
     if missing:
         raise TextEncoderError(f"text encoder {name!r} needs {', '.join(missing)}")
