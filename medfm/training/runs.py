@@ -325,10 +325,9 @@ def _check_finetune_dims(recipe: FinetuneRecipe, info: Dict[str, Any]) -> None:
     """
     flag = info["flag"]
     check_encoder_dims(recipe.encoder.name, 3 if info["is_3d"] else 2, flag, recipe_location(recipe.encoder, "encoder"))
-    with recipe_args_errors(mapping_location(recipe, "augment")):  # also when augment is the default
-        if info["is_3d"] and recipe.augment is not None:
-            raise ValueError(f"{flag} is a 3D set and the training views (augment) are 2D only; set `augment: null` "
-                             "in the recipe")
+    if info["is_3d"] and recipe.augment is not None:  # (also when augment is the default)
+        raise ConfigError(f"{mapping_location(recipe, 'augment')}: {flag} is a 3D set and the training views (augment) "
+                          "are 2D only; set `augment: null` in the recipe")
 
 
 def _check_pretrain_dims(recipe: PretrainRecipe, info: Optional[Dict[str, Any]]) -> None:
