@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -59,6 +59,14 @@ def pneumonia_env(write_medmnist, monkeypatch) -> Path:
     root = write_medmnist("pneumoniamnist")
     monkeypatch.setenv("MEDFM_DATA", str(root))
     return root
+
+
+def assert_refuses(call: Callable[[Any], Any], value: Any, message: str) -> None:
+    """``call(value)`` raises a ``ValueError`` (or a subclass) whose whole message is ``message``: a row of
+    the ``(site, call, bad value, message)`` tables of the argument-check tests."""
+    with pytest.raises(ValueError) as info:
+        call(value)
+    assert str(info.value) == message
 
 
 def cli_error(capsys, argv) -> Tuple[int, str]:

@@ -14,7 +14,7 @@ import yaml
 
 from medfm.config import ConfigError, from_dict, recipe_args_errors, recipe_location
 from medfm.registry import UnknownNameError
-from tests.conftest import REPO_ROOT, cli_error, save_tiny_bert
+from tests.conftest import REPO_ROOT, assert_refuses, cli_error, save_tiny_bert
 
 NAN, INF = float("nan"), float("inf")
 VQA, VQA_CLIP = "finetune/vqa_resnet18_random.yaml", "finetune/vqa_resnet18_clip.yaml"
@@ -268,9 +268,7 @@ SITES = [
 
 @pytest.mark.parametrize("site, call, value, message", SITES, ids=[f"{s}={v!r}" for s, _, v, _ in SITES])
 def test_each_site_refuses_with_the_shared_rule(site, call, value, message):
-    with pytest.raises(ValueError) as info:
-        call(value)
-    assert str(info.value) == message
+    assert_refuses(call, value, message)
 
 
 def test_valid_values_are_still_accepted():
