@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.encoders.base import Encoder
-from medfm.evaluation.metrics import check_task
+from medfm.evaluation.metrics import MULTI_LABEL, check_task
 from medfm.registry import ADAPTERS
 
 @ADAPTERS.register("classification")
@@ -50,7 +50,7 @@ class ImageClassifier(nn.Module):
                  head_norm: bool = False) -> None:
         super().__init__()
         check_task(task)
-        if num_classes < 1 or (task != "multi-label, binary-class" and num_classes < 2):
+        if num_classes < 1 or (task != MULTI_LABEL and num_classes < 2):
             raise ValueError(f"num_classes={num_classes} is too small for task {task!r}")
         names: List[str] = [str(n) for n in label_names] if label_names is not None else [str(i) for i in range(num_classes)]
         if len(names) != num_classes:
@@ -77,7 +77,7 @@ class ImageClassifier(nn.Module):
     @property
     def multi_label(self) -> bool:
         """True for the "multi-label, binary-class" task (sigmoid + BCE), False for softmax tasks."""
-        return self.task == "multi-label, binary-class"
+        return self.task == MULTI_LABEL
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of images.

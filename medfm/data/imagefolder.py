@@ -19,15 +19,15 @@ from __future__ import annotations
 import csv
 import hashlib
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
 from medfm.data.images import image_mode, read_image
 from medfm.data.root import PathLike, resolve_data_root
+from medfm.data.uint8_sets import UInt8ImageSet
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 FOLDER_SPLITS = ("all", "train", "val", "test")
@@ -146,7 +146,7 @@ def folder_classes(root: PathLike, data_root: Optional[PathLike] = None) -> List
     return sorted(p.name for p in path.iterdir() if p.is_dir())
 
 
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(UInt8ImageSet):
     """A labelled image folder held in memory as uint8 (single-label, multi-class task).
 
     Samples are ``{"image": (C, H, W) float32 in [0, 1], "label": int64 scalar}``;
@@ -222,32 +222,8 @@ class ImageFolderDataset(Dataset):
         self.size = int(self.images.shape[1])
         self.n_channels = 1 if mode == "L" else 3
         self.md5 = md5.hexdigest()
-        self._images_t = torch.from_numpy(self.images)
-        self._labels_t = torch.from_numpy(self.labels[:, 0].copy())
-
-    def __len__(self) -> int:
-        return int(self._images_t.shape[0])
-
-    def _to_float(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)
-        return x.contiguous().to(torch.float32).div_(255.0)
-
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        """Sample ``index``: ``{"image": (C, H, W) float32 in [0, 1], "label": int64 scalar}``."""
-        return {"image": self._to_float(self._images_t[index].unsqueeze(0))[0], "label": self._labels_t[index]}
-
-    def get_batch(self, indices: Union[torch.Tensor, Sequence[int], np.ndarray]) -> Dict[str, torch.Tensor]:
-        """``{"image": (B, C, H, W) float32 in [0, 1], "label": (B,) int64}`` for ``(B,)`` indices.
-
-        Raises:
-            ValueError: indices that are not a 1-D integer sequence.
-            IndexError: an index out of range.
-        """
-        idx = torch.as_tensor(indices)
-        if idx.ndim != 1 or (idx.numel() and (idx.is_floating_point() or idx.dtype == torch.bool)):
-            raise ValueError(f"get_batch expects 1-D integer indices (B,), got shape {tuple(idx.shape)} dtype {idx.dtype}")
-        idx = idx.to(torch.long)
-        return {"image": self._to_float(self._images_t[idx]), "label": self._labels_t[idx]}
+        self._hold(self.images, torch.from_numpy(self.labels[:, 0].copy()), channel_last=self.images.ndim == 4,
+                   repeat_rgb=False)
 
     def __repr__(self) -> str:
         return (f"ImageFolderDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, size={self.size}, "

@@ -22,7 +22,6 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from medfm.data.errors import (
     ChecksumError,
@@ -51,6 +50,7 @@ from medfm.data.medmnist_info import (
     verify_md5,
 )
 from medfm.data.root import PathLike
+from medfm.data.uint8_sets import UInt8ImageSet
 
 DOWNLOAD_TIMEOUT_S = 15.0
 
@@ -156,7 +156,7 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, path: Path, split: str
         )
 
 
-class MedMNISTDataset(Dataset):
+class MedMNISTDataset(UInt8ImageSet):
     """One split of a MedMNIST v2 set, held in memory as uint8.
 
     Samples are dicts ``{"image": x, "label": y}``:
@@ -226,48 +226,11 @@ class MedMNISTDataset(Dataset):
         _check_arrays(images, labels, self.path, split, info, size)
         self.images, self.labels = images, labels
         self.multi_label = self.task == MULTI_LABEL_TASK
-        self._channel_last = not self.is_3d and info["n_channels"] == 3
-        self._repeat_rgb = as_rgb and info["n_channels"] == 1
         self.n_channels = 3 if as_rgb else info["n_channels"]
-        self._images_t = torch.from_numpy(images)  # shares memory with self.images
-        if self.multi_label:
-            self._labels_t = torch.from_numpy(labels.astype(np.float32))
-        else:
-            self._labels_t = torch.from_numpy(labels[:, 0].astype(np.int64))
-
-    def __len__(self) -> int:
-        return int(self._images_t.shape[0])
-
-    def _to_float(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, H, W)``/``(B, H, W, 3)``/``(B, D, H, W)`` -> float32 ``(B, C, ...)`` in [0, 1]."""
-        x = x.permute(0, 3, 1, 2) if self._channel_last else x.unsqueeze(1)
-        if self._repeat_rgb:
-            x = x.expand(-1, 3, *x.shape[2:])
-        return x.contiguous().to(torch.float32).div_(255.0)
-
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        """Sample ``index``: ``{"image": (C, H, W) or (C, D, H, W) float32, "label": ...}``."""
-        return {"image": self._to_float(self._images_t[index].unsqueeze(0))[0], "label": self._labels_t[index]}
-
-    def get_batch(self, indices: Union[torch.Tensor, Sequence[int], np.ndarray]) -> Dict[str, torch.Tensor]:
-        """Gather a batch in one indexing op.
-
-        Args:
-            indices: ``(B,)`` integer indices (LongTensor, list or numpy array).
-
-        Returns:
-            ``{"image": (B, C, H, W) or (B, C, D, H, W) float32 in [0, 1],
-            "label": (B,) int64 or (B, L) float32 for multi-label}``.
-
-        Raises:
-            ValueError: indices are not a 1-D integer sequence.
-            IndexError: an index is out of range.
-        """
-        idx = torch.as_tensor(indices)
-        if idx.ndim != 1 or (idx.numel() and (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool)):
-            raise ValueError(f"get_batch expects 1-D integer indices (B,), got shape {tuple(idx.shape)} dtype {idx.dtype}")
-        idx = idx.to(torch.long)
-        return {"image": self._to_float(self._images_t[idx]), "label": self._labels_t[idx]}
+        self._hold(images,  # the tensor shares memory with self.images
+                   torch.from_numpy(labels.astype(np.float32) if self.multi_label else labels[:, 0].astype(np.int64)),
+                   channel_last=not self.is_3d and info["n_channels"] == 3,
+                   repeat_rgb=as_rgb and info["n_channels"] == 1)
 
     def __repr__(self) -> str:
         return (

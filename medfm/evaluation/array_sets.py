@@ -9,8 +9,11 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from medfm.data.uint8_sets import UInt8ImageSet
+from medfm.evaluation.metrics import MULTI_LABEL
 
-class ArraySet:
+
+class ArraySet(UInt8ImageSet):
     """uint8 images held in memory with the ``get_batch`` contract of the medfm datasets.
 
     Args:
@@ -25,21 +28,11 @@ class ArraySet:
         self.task, self.num_classes, self.label_names = like.task, like.num_classes, like.label_names
         self.n_channels, self.is_3d = like.n_channels, getattr(like, "is_3d", False)
         self.size, self.md5, self.flag = (getattr(like, k, None) for k in ("size", "md5", "flag"))
-        self._t = torch.from_numpy(np.ascontiguousarray(images))
         lab = np.asarray(self.labels)
-        self._y = torch.from_numpy(lab.astype(np.float32) if like.task == "multi-label, binary-class"
-                                   else lab.reshape(len(lab), -1)[:, 0].astype(np.int64))
-
-    def __len__(self) -> int:
-        return int(self._t.shape[0])
-
-    def get_batch(self, idx: Any) -> Dict[str, torch.Tensor]:
-        """``{"image": (B, C, ...) float32 in [0, 1], "label": ...}``."""
-        x = self._t[torch.as_tensor(idx, dtype=torch.long)]
-        x = x.permute(0, 3, 1, 2) if (x.ndim == 4 and not self.is_3d and x.shape[-1] == 3) else x.unsqueeze(1)
-        if x.shape[1] == 1 and self.n_channels == 3:
-            x = x.expand(-1, 3, *x.shape[2:])
-        return {"image": x.contiguous().float().div_(255.0), "label": self._y[torch.as_tensor(idx, dtype=torch.long)]}
+        channel_last = not self.is_3d and images.ndim == 4 and images.shape[-1] == 3
+        self._hold(images, torch.from_numpy(lab.astype(np.float32) if like.task == MULTI_LABEL
+                                            else lab.reshape(len(lab), -1)[:, 0].astype(np.int64)),
+                   channel_last=channel_last, repeat_rgb=not channel_last and self.n_channels == 3)
 
 
 class ProgressSet:

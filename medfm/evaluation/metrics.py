@@ -52,8 +52,8 @@ __all__ = [
     "be_rbe",
 ]
 
-TASKS = ("binary-class", "multi-class", "multi-label, binary-class", "ordinal-regression")
 MULTI_LABEL = "multi-label, binary-class"
+TASKS = ("binary-class", "multi-class", MULTI_LABEL, "ordinal-regression")
 _BOOT_METRICS = ("acc", "auc")
 _BOOT_CHUNK_ELEMS = 4_000_000  # resamples x samples per chunk (~32 MB of float64)
 

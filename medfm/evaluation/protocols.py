@@ -26,10 +26,10 @@ from scipy.special import expit
 from torch import nn
 
 from medfm.arg_checks import check_number, number_fits
+from medfm.evaluation.metrics import MULTI_LABEL, classification_metrics
 from medfm.registry import close_match_hint
 
 PROTOCOLS = ("as-is", "linear", "knn", "finetune")
-MULTI_LABEL = "multi-label, binary-class"
 
 
 def check_protocol(name: str) -> str:
@@ -237,8 +237,6 @@ def select_probe_c(train_features: np.ndarray, train_labels: np.ndarray, val_fea
     Raises:
         ValueError: an empty grid, a C that is not a finite number > 0, or features of mismatched width.
     """
-    from medfm.evaluation.metrics import classification_metrics
-
     if not len(grid) or not all(number_fits(c, gt=0) for c in grid):
         raise ValueError(f"the C grid must hold positive finite numbers, got {list(grid)}")
     grid = sorted(float(c) for c in grid)

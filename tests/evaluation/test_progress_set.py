@@ -2,6 +2,7 @@
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from medfm.adapters.classification import ImageClassifier
@@ -62,3 +63,28 @@ def test_views_sharing_a_bar_add_up():
             view.get_batch(torch.arange(start, min(n, start + 2)))
         view.get_batch(torch.arange(0, 0))  # an empty batch moves nothing
     assert bar.n == 14
+
+
+@pytest.mark.parametrize("flag,as_rgb", [("pneumoniamnist", False), ("pneumoniamnist", True), ("bloodmnist", False),
+                                         ("adrenalmnist3d", False), ("adrenalmnist3d", True), ("chestmnist", False)])
+def test_array_set_batches_equal_the_dataset_it_copies(write_medmnist, flag, as_rgb):
+    """An ArraySet of a dataset's images gives that dataset's batches bit for bit (layout, grey
+    repeated to RGB, multi-label labels), through get_batch and __getitem__ alike."""
+    from medfm.data.medmnist import MedMNISTDataset
+
+    ds = MedMNISTDataset(flag, data_root=write_medmnist(flag), as_rgb=as_rgb)
+    copy = ArraySet(ds.images.copy(), ds)
+    idx = torch.tensor([2, 0, 1, 1])
+    got, want = copy.get_batch(idx), ds.get_batch(idx)
+    assert torch.equal(got["image"], want["image"]) and torch.equal(got["label"], want["label"])
+    assert got["label"].dtype == want["label"].dtype
+    assert torch.equal(copy[1]["image"], ds[1]["image"]) and torch.equal(copy[1]["label"], ds[1]["label"])
+
+
+def test_array_set_refuses_non_integer_indices():
+    """Float indices were truncated to long silently; now the dataset contract's error."""
+    ds = _set()
+    with pytest.raises(ValueError, match="1-D integer"):
+        ds.get_batch(torch.tensor([0.7, 1.2]))
+    with pytest.raises(ValueError, match="1-D integer"):
+        ds.get_batch(torch.zeros(2, 2, dtype=torch.long))
