@@ -53,6 +53,7 @@ from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeE
 from medfm.data.images import read_image
 from medfm.data.root import PathLike, resolve_data_root
 from medfm.data.segmentation import check_voxels, hippocampus_cases, lgg_patients, load_nifti
+from medfm.data.uint8_sets import batch_indices
 from medfm.registry import close_match_hint
 
 log = logging.getLogger(__name__)
@@ -530,10 +531,7 @@ class PretrainCorpus(Dataset):
         Raises:
             ValueError: indices not 1-D integers; IndexError: out of range.
         """
-        idx = torch.as_tensor(indices)
-        if idx.ndim != 1 or (idx.numel() and (idx.is_floating_point() or idx.dtype == torch.bool)):
-            raise ValueError(f"get_batch expects 1-D integer indices (B,), got shape {tuple(idx.shape)} dtype {idx.dtype}")
-        idx = idx.long()
+        idx = batch_indices(indices)
         return {"image": self._images_t[idx].unsqueeze(1).float().div_(255.0),
                 "text": [self.unique_texts[j] for j in self._text_index[idx].tolist()],
                 "modality": [self.modalities[j] for j in self._modality_index[idx].tolist()],

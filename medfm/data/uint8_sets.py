@@ -5,7 +5,8 @@ in [0, 1] with one indexing op (:meth:`UInt8ImageSet.get_batch`), the fast path 
 loop and the evaluation passes. :class:`medfm.data.medmnist.MedMNISTDataset`,
 :class:`medfm.data.imagefolder.ImageFolderDataset` and
 :class:`medfm.evaluation.array_sets.ArraySet` are its subclasses, so the layout rules
-(channel-last RGB, grey repeated to 3 channels) and the index checks live here once.
+(channel-last RGB, grey repeated to 3 channels) live here once, and :func:`batch_indices` checks
+the indices of every ``get_batch``.
 """
 from __future__ import annotations
 
@@ -14,6 +15,22 @@ from typing import Dict, Sequence, Union
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+
+def batch_indices(indices: Union[torch.Tensor, Sequence[int], np.ndarray]) -> torch.Tensor:
+    """``(B,)`` indices of a ``get_batch`` call as a LongTensor.
+
+    Args:
+        indices: a 1-D integer LongTensor, list or numpy array (empty is fine).
+
+    Raises:
+        ValueError: indices that are not 1-D, or floats/bools/complex (which ``torch.long`` would
+            truncate or reinterpret silently).
+    """
+    idx = torch.as_tensor(indices)
+    if idx.ndim != 1 or (idx.numel() and (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool)):
+        raise ValueError(f"get_batch expects 1-D integer indices (B,), got shape {tuple(idx.shape)} dtype {idx.dtype}")
+    return idx.to(torch.long)
 
 
 class UInt8ImageSet(Dataset):
@@ -67,11 +84,8 @@ class UInt8ImageSet(Dataset):
             ValueError: indices are not a 1-D integer sequence.
             IndexError: an index is out of range.
         """
-        idx = torch.as_tensor(indices)
-        if idx.ndim != 1 or (idx.numel() and (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool)):
-            raise ValueError(f"get_batch expects 1-D integer indices (B,), got shape {tuple(idx.shape)} dtype {idx.dtype}")
-        idx = idx.to(torch.long)
+        idx = batch_indices(indices)
         return {"image": self._to_float(self._images_t[idx]), "label": self._labels_t[idx]}
 
 
-__all__ = ["UInt8ImageSet"]
+__all__ = ["UInt8ImageSet", "batch_indices"]

@@ -36,6 +36,7 @@ from medfm.data.corpus import pad_square, resize_batch, to_gray
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
 from medfm.data.images import read_image as read_any_image
 from medfm.data.root import PathLike, dataset_dir
+from medfm.data.uint8_sets import batch_indices
 
 FOLDER = "vqa_rad"
 SPLIT_FILES: Dict[str, str] = {"train": "trainset.json", "test": "testset.json"}
@@ -270,8 +271,12 @@ class VQARadDataset(Dataset):
         return x.expand(-1, self.in_chans, -1, -1).contiguous() if self.in_chans == 3 else x
 
     def get_batch(self, indices: Union[torch.Tensor, Sequence[int], np.ndarray]) -> Dict[str, Any]:
-        """The batch dict of question ``indices`` (see the class docstring)."""
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long).reshape(-1)
+        """The batch dict of question ``indices`` ``(B,)`` (see the class docstring).
+
+        Raises:
+            ValueError: indices not 1-D integers; IndexError: out of range.
+        """
+        idx = batch_indices(indices)
         rows = self.image_index[idx]
         return {"image": self.image_tensor(rows), "image_index": rows, "question": [self.questions[i] for i in idx.tolist()],
                 "answer": self.answer_ids[idx], "answer_text": [self.answers[i] for i in idx.tolist()],

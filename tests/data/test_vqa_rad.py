@@ -76,6 +76,10 @@ def test_dataset_schema_vocab_and_images(tmp_path):
     assert float(b["image"].max()) <= 1.0 and torch.equal(b["image"][:, 0], b["image"][:, 1])
     assert b["question"] == ["Is this abnormal?", "Which side is it?"] and b["answer_type"] == ["CLOSED", "OPEN"]
     assert tr[0]["image"].shape == (1, 16, 16)
+    with pytest.raises(ValueError, match="1-D integer"):  # was truncated to question 0 and 1 silently
+        te.get_batch([0.7, 1.9])
+    with pytest.raises(ValueError, match="1-D integer"):  # was flattened silently
+        te.get_batch([[0, 1]])
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
