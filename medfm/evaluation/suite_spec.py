@@ -6,8 +6,8 @@ folders such as MedNIST), the protocol (``as-is``, ``linear`` probe, ``knn``, ``
 :mod:`medfm.evaluation.protocols`) with label fractions, MedMNIST-C corruptions and severities
 (:mod:`medfm.data.corruptions`), metrics settings and CAM explanations. :func:`suite_overrides`
 applies the command line's overrides. Configuration errors (misspelt key, unknown flag or corruption,
-a bad value) are one clear line when the suite is read. :func:`medfm.evaluation.suites.run_suite`
-runs a suite.
+a bad value, a protocol option the suite's protocol would ignore) are one clear line when the suite is
+read. :func:`medfm.evaluation.suites.run_suite` runs a suite.
 """
 from __future__ import annotations
 
@@ -167,9 +167,48 @@ def parse_probe_c(value: Any) -> Union[float, str]:
     return float(number)
 
 
+#: each protocol option of a suite file: (the protocols that use it, what it sets); a suite file setting
+#: one that its protocol ignores is refused by :func:`load_suite` (:func:`check_protocol_options`)
+PROTOCOL_OPTIONS: Dict[str, Tuple[Tuple[str, ...], str]] = {
+    "label_fractions": (("linear", "knn", "finetune"), "the share of training labels fitted on"),
+    "seed": (("linear", "knn", "finetune"), "the seed of the label draw and the fit"),
+    "linear_c": (("linear",), "the linear probe's C"),
+    "knn_k": (("knn",), "kNN's number of neighbours"),
+    "knn_temperature": (("knn",), "kNN's vote temperature"),
+    "finetune": (("finetune",), "the fine-tuning settings"),
+}
+
+
+def _one_of(names: Tuple[str, ...], last: str = "or") -> str:
+    """``("a", "b", "c")`` -> ``"a, b or c"``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
+
+
+def check_protocol_options(given: Any, protocol: str) -> None:
+    """Refuse the options ``given`` (the keys a suite file's ``protocol`` section sets) that ``protocol``
+    does not use (:data:`PROTOCOL_OPTIONS`): they were ignored without a word (``label_fractions`` with
+    ``as-is``, ``linear_c`` with ``knn``, ``finetune`` settings with ``linear``, ...). Keys that are not
+    options (``name``) pass.
+
+    Raises:
+        ValueError: one line naming the first such key, what it sets, the protocols that use it and
+            this suite's protocol.
+    """
+    for key in given:
+        users, what = PROTOCOL_OPTIONS.get(key, (None, ""))
+        if users is not None and protocol not in users:
+            verb = "use" if len(users) > 1 else "uses"
+            raise ValueError(f"protocol.{key} ({what}) would be ignored: only the {_one_of(users, 'and')} "
+                             f"protocol{'s' if len(users) > 1 else ''} {verb} it, this suite's is {protocol}; "
+                             f"remove it or set protocol.name: {_one_of(users)}")
+
+
 @dataclass
 class ProtocolSpec:
-    """Protocol ``name`` (as-is | linear | knn), label fractions, kNN k/T, probe C.
+    """Protocol ``name`` (as-is | linear | knn | finetune), label fractions, kNN k/T, probe C.
+
+    Which protocol uses which option is :data:`PROTOCOL_OPTIONS` (a suite file setting one its
+    protocol ignores is refused when read, :func:`load_suite`).
 
     ``linear_c``: the probe's inverse L2 strength, a positive number, or ``"val"`` to choose
     it per label fraction by accuracy on each dataset's ``val_split``
@@ -307,14 +346,19 @@ def load_suite(path: Union[str, Path]) -> Suite:
 
     Raises:
         ConfigError: missing file, bad YAML, misspelt key (with "did you mean"), bad value,
-            unknown MedMNIST flag or corruption name.
+            unknown MedMNIST flag or corruption name, a ``protocol`` option that the suite's
+            protocol does not use (:func:`check_protocol_options`; a command-line ``--protocol``
+            may still switch to another protocol, which then uses its defaults for its options).
     """
+    data = load_yaml(path, what="suite")
     try:
-        return from_dict(Suite, load_yaml(path, what="suite"), where=Path(path).name)
+        suite = from_dict(Suite, data, where=Path(path).name)
+        check_protocol_options(data.get("protocol") or {}, suite.protocol.name)  # a mapping: from_dict checked it
     except (MedFMDataError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{Path(path).name}: {err}") from None
+    return suite
 
 
 def _parse_fractions(text: Any) -> Tuple[float, ...]:
@@ -368,10 +412,10 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
         suite.protocol = pr
     except ValueError as err:
         raise ConfigError(f"--protocol/--label-fraction/--probe-c: {err}") from None
-    if label_fractions is not None and pr.name == "as-is":  # were ignored, exit 0
+    if label_fractions is not None and pr.name not in PROTOCOL_OPTIONS["label_fractions"][0]:  # were ignored, exit 0
         raise ConfigError("--label-fraction: the as-is protocol scores each checkpoint as it is, fitting on no labels; "
                           "add --protocol linear, knn or finetune")
-    if probe_c is not None and pr.name != "linear":
+    if probe_c is not None and pr.name not in PROTOCOL_OPTIONS["linear_c"][0]:
         raise ConfigError(f"--probe-c: only the linear protocol fits a probe, this run's is {pr.name}; "
                           "add --protocol linear")
     try:
@@ -389,5 +433,6 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
     return suite
 
 
-__all__ = ["SUITE_SCHEMA_VERSION", "SPLITS", "DatasetSpec", "CorruptionSpec", "parse_probe_c", "ProtocolSpec",
+__all__ = ["SUITE_SCHEMA_VERSION", "SPLITS", "DatasetSpec", "CorruptionSpec", "parse_probe_c", "PROTOCOL_OPTIONS",
+           "check_protocol_options", "ProtocolSpec",
            "MetricsSpec", "CamSpec", "Suite", "load_suite", "suite_overrides"]

@@ -44,15 +44,26 @@ from medfm.evaluation.suite_spec import (SUITE_SCHEMA_VERSION, CamSpec, Corrupti
                                          ProtocolSpec, Suite, load_suite, suite_overrides)
 
 
+def _image_bar(images: int, desc: str, on: bool = True) -> Any:
+    """The progress bar of every pass a suite makes with the model: a tqdm bar (stderr, not left
+    behind) counting ``images`` images (:class:`ProgressSet` advances it), as ``medfm eval --data``
+    draws; ``on`` False: a disabled bar. (The probe's train/val feature passes counted batches, "it/s",
+    beside the image bars of the other passes.)"""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=images, desc=desc, unit="img", leave=False, disable=not on)
+
+
 def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spec: "Suite",
              ds: Any, val: Any = None, finetune: Optional[Dict[str, Any]] = None, train_split: str = "train",
-             progress: bool = True) -> Tuple[Any, List[Tuple[str, Optional[float], Any, Any, Dict[str, Any]]]]:
+             bar: Optional[Any] = None) -> Tuple[Any, List[Tuple[str, Optional[float], Any, Any, Dict[str, Any]]]]:
     """``(embed, heads)``: ``embed(dataset) -> array``; each head
     ``(run, fraction, fn(array) -> scores, cam_model, extra results)``; the extra results of a
     protocol that fits on labels hold ``train_labels`` (:func:`_train_label_counts`).
 
     ``finetune`` (protocol ``finetune``): ``{"checkpoint", "sha", "flag", "size", "workdir", "data_root"}``.
-    ``progress``: tqdm bars over the feature passes of the train and val splits.
+    ``bar(images, what)``: the progress bar (:func:`_image_bar`) for the feature passes over the train
+    and val splits; None: none.
     """
     from medfm.evaluation import protocols as P
     from medfm.evaluation.predict import predict_scores
@@ -81,9 +92,11 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
                           {"finetune_checkpoint": str(Path(finetune["workdir"]) / run / "train"),
                            "train_labels": _train_label_counts(kept, ds.task, ds.label_names, "train", "fine-tuned")}))
         return (lambda d: d), heads
-    name = getattr(ds, "flag", None) or getattr(ds, "name", None) or "data"  # image folders: their name
     def features(data: Any, split: str) -> np.ndarray:
-        return P.extract_features(encoder, data, bs, desc=f"{name} {split} features" if progress else None)
+        if bar is None:
+            return P.extract_features(encoder, data, bs)
+        with bar(len(data), f"{split} features") as b:
+            return P.extract_features(encoder, ProgressSet(data, b), bs)
 
     ftr = features(train, "train")
     ytr = P.probe_labels(train)
@@ -203,15 +216,13 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
     protocol under ``work`` (default ``out``), the final output folder, where a rerun finds them.
     ``timing``: wall and CPU seconds per stage named by what it covers (:data:`_STAGES`).
     """
-    from tqdm.auto import tqdm
-
     from medfm.data.corruptions import corrupted_sets, corruption_datasets, describe_method, resample_roundtrip
     from medfm.evaluation.report import write_classification_report
     from medfm.evaluation.robustness import robustness_markdown, robustness_summary
     from medfm.io import atomic_write_json, atomic_write_text
 
     def bar(images: int, what: str, on: bool = True) -> Any:  # a bar over images the model runs on
-        return tqdm(total=images, desc=f"{spec.name} {what}", unit="img", leave=False, disable=not (progress and on))
+        return _image_bar(images, f"{spec.name} {what}", on=progress and on)
 
     clock = _Stopwatch()
     entry: Dict[str, Any] = {"name": spec.name, "flag": spec.flag, "folder": spec.folder, "split": spec.split,
@@ -229,7 +240,7 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
                 "workdir": (work or out) / spec.name, "data_root": data_root}
     fit_stage, forward, score_stage = _STAGES[suite.protocol.name]
     embed, heads = _scoring(suite.protocol.name, prep["model"], prep["core"], prep["encoder"], prep["train"], suite, ds,
-                            val=prep["val"], finetune=finetune, train_split=spec.train_split, progress=progress)
+                            val=prep["val"], finetune=finetune, train_split=spec.train_split, bar=bar)
     if fit_stage:
         clock.lap(fit_stage)
 
@@ -390,7 +401,7 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
         data_root: see :func:`medfm.data.root.resolve_data_root`.
         cache_dir: corrupted-set cache root (default ``~/.cache/medfm``).
         progress: tqdm bars (stderr) for corruption generation and for the model's passes over the
-            clean and corrupted images (:class:`ProgressSet`).
+            train/val (probe, kNN), clean and corrupted images, each counting images (:func:`_image_bar`).
 
     Returns:
         The results dict as written; ``unused_checkpoints`` lists command-line checkpoints that no

@@ -236,7 +236,7 @@ def test_finetune_protocol_trains_on_each_fraction_and_scores_the_result(tmp_pat
             Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(tmp_path / "folder" / c / f"{i}.png")
     suite_path = _suite(tmp_path, datasets=[{"flag": "pneumoniamnist"}, {"folder": str(tmp_path / "folder")}],
                         corruptions=None, cam={"enabled": False},
-                        protocol={"name": "linear", "finetune": {"mode": "full", "augment": None, "train": {
+                        protocol={"name": "finetune", "finetune": {"mode": "full", "augment": None, "train": {
                             "epochs": 2, "batch_size": 4, "lr": 0.01, "precision": "fp32", "warmup_epochs": 0}}})
     out = tmp_path / "out"
     assert main(["eval", "--suite", str(suite_path), ckpt, "--protocol", "finetune", "--label-fraction", "0.5,1",
