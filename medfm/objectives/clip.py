@@ -153,8 +153,8 @@ class CLIP(nn.Module):
 
         try:  # the spec rules of every text encoder (name, arguments, options, frozen), no model loaded
             spec = check_text_encoder_spec(text_encoder or None, frozen_only=True)
-        except TextEncoderError as err:
-            raise TextEncoderError(f"clip: text_encoder: {err}") from None
+        except TextEncoderError as err:  # of its own class: an unknown name stays an UnknownNameError too
+            raise type(err)(f"clip: text_encoder: {err}") from None
         if text_dim is not None:
             text_dim = check_arg("clip", "text_dim", text_dim, ge=1, integer=True)
         embed_dim, image_proj_layers, proj_hidden_dim = check_sizes(

@@ -18,13 +18,14 @@ from medfm.text.encoders import (
     POOLERS,
     HFTextEncoder,
     TextEncoderError,
+    UnknownTextEncoderError,
     create_text_encoder,
     text_encoder_dim,
 )
 from medfm.text.prompts import class_names, class_prompts, modality_of, modality_texts
 
 __all__ = [
-    "TEXT_ENCODERS", "DEFAULT_TEXT_ENCODER", "POOLERS", "HFTextEncoder", "TextEncoderError", "create_text_encoder",
-    "text_encoder_dim", "EmbeddingCache", "medfm_cache_dir", "class_names", "class_prompts", "modality_of",
-    "modality_texts",
+    "TEXT_ENCODERS", "DEFAULT_TEXT_ENCODER", "POOLERS", "HFTextEncoder", "TextEncoderError", "UnknownTextEncoderError",
+    "create_text_encoder", "text_encoder_dim", "EmbeddingCache", "medfm_cache_dir", "class_names", "class_prompts",
+    "modality_of", "modality_texts",
 ]

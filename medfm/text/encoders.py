@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -45,6 +45,30 @@ log = logging.getLogger(__name__)
 #: "mean": non-padding tokens averaged; "cls": token 0 (encoder models only); "last": last non-padding token
 POOLERS = ("mean", "cls", "last")
 DEFAULT_TEXT_ENCODER = "minilm"
+
+
+class UnknownTextEncoderError(UnknownNameError, TextEncoderError):
+    """An unregistered text encoder name, with the registry's message and close matches
+    (``unknown text encoder 'minlm'; did you mean 'minilm'? (known: hf, minilm)``).
+
+    Both the registry's :class:`~medfm.registry.UnknownNameError` (what an unknown encoder, objective,
+    fuser, ... name raises, and what the CLI and :func:`medfm.config.recipe_args_errors` keep as it is)
+    and a :class:`TextEncoderError` (what every other bad text encoder spec raises), so that callers
+    catching either see it.
+    """
+
+
+def text_encoder_builder(name: Any) -> Callable[..., Any]:
+    """The builder registered in ``TEXT_ENCODERS`` as ``name``; the one lookup of :func:`check_text_encoder_spec`,
+    :func:`create_text_encoder` and :func:`text_encoder_dim`.
+
+    Raises:
+        UnknownTextEncoderError: ``name`` is not registered (with close matches).
+    """
+    try:
+        return TEXT_ENCODERS.get(name)
+    except UnknownNameError as err:
+        raise UnknownTextEncoderError(str(err)) from None
 
 
 def _max_positions(model: nn.Module, tokenizer: Any) -> Optional[int]:
@@ -126,25 +150,30 @@ def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None, frozen_only: 
     fetching a model, as a new dict with ``name`` filled in; where the model is, only the build finds out.
 
     Args:
-        spec: the spec; None: the default (``{"name": "minilm"}``).
+        spec: the spec; None: the default (``{"name": "minilm"}``). An argument given as None (YAML ``pooler:``
+            or ``pooler: null``) means its default, as :func:`create_text_encoder` (``Registry.build``) and
+            the recipe ``args`` of every other component read it; it is left out of the returned spec.
         frozen_only: the caller embeds texts once and never trains the text model (CLIP, VQA, text
             segmentation), so ``frozen: false`` would be silently ignored: refuse it.
 
     Raises:
-        TextEncoderError: not a mapping with a string ``name``; an unknown name; an argument its builder
-            does not take (with close matches) or needs and was not given (``"hf"`` without
-            ``model_name_or_path``); a bad option (:func:`check_text_options`); ``frozen: false`` with
-            ``frozen_only``.
+        UnknownTextEncoderError: an unknown name (with close matches; a TextEncoderError and the registry's
+            UnknownNameError).
+        TextEncoderError: not a mapping with a string ``name``; an argument its builder does not take (with
+            close matches) or needs and was not given (``"hf"`` without ``model_name_or_path``); a bad option
+            (:func:`check_text_options`); ``frozen: false`` with ``frozen_only``.
     """
     if spec is not None and not (isinstance(spec, Mapping) and isinstance(spec.get("name", ""), str)):
         got = repr(dict(spec)) if isinstance(spec, Mapping) else shown(spec)
         raise TextEncoderError(f"a text encoder spec is a mapping with a string name, such as {{'name': 'minilm'}}, "
                                f"got {got}")
-    args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
+    # a null argument is the builder's default, as Registry.build (and so create_text_encoder) reads it
+    args = {k: v for k, v in (spec or {"name": DEFAULT_TEXT_ENCODER}).items() if v is not None or k == "name"}
     name = args.pop("name", DEFAULT_TEXT_ENCODER)
+    builder = text_encoder_builder(name)
     try:
-        builder = TEXT_ENCODERS.check_keywords(name, args)
-    except (UnknownNameError, UnknownArgumentError) as err:  # one class, a ValueError, for every bad spec
+        TEXT_ENCODERS.check_keywords(name, args)
+    except UnknownArgumentError as err:  # a TextEncoderError, as every other bad spec
         raise TextEncoderError(str(err)) from None
     missing = [k for k, v in inspect.signature(builder).parameters.items() if v.default is v.empty and k not in args]
     if missing:
@@ -392,12 +421,16 @@ def hf(model_name_or_path: str, pooler: str = "mean", max_length: int = 128, fro
 def create_text_encoder(spec: Optional[Dict[str, Any]] = None, **overrides: Any) -> HFTextEncoder:
     """Build a registered text encoder from ``{"name": ..., **args}`` (default ``{"name": "minilm"}``).
 
+    Arguments given as None are left out (their defaults apply), as ``Registry.build`` does.
+
     Raises:
-        UnknownNameError: unknown name (with close matches); TextEncoderError: load failures.
+        UnknownTextEncoderError: unknown name (with close matches; a TextEncoderError and the registry's
+            UnknownNameError); TextEncoderError: load failures.
     """
     args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
     args.update(overrides)
     name = args.pop("name", DEFAULT_TEXT_ENCODER)
+    text_encoder_builder(name)
     return TEXT_ENCODERS.build(name, **args)
 
 
@@ -408,11 +441,12 @@ def text_encoder_dim(spec: Optional[Dict[str, Any]] = None) -> int:
     DistilBERT's ``dim``) is read through ``transformers.AutoConfig``.
 
     Raises:
+        UnknownTextEncoderError: unknown name (with close matches).
         TextEncoderError: model not found or its config has no hidden size.
     """
     args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
     name = args.get("name", DEFAULT_TEXT_ENCODER)
-    TEXT_ENCODERS.get(name)
+    text_encoder_builder(name)
     path = minilm_path() if name == "minilm" else resolve_text_model(args.get("model_name_or_path", ""))
     import json
 
@@ -432,8 +466,8 @@ def text_encoder_dim(spec: Optional[Dict[str, Any]] = None) -> int:
 
 
 __all__ = [
-    "POOLERS", "DEFAULT_TEXT_ENCODER", "TextEncoderError", "HFTextEncoder", "create_text_encoder",
-    "check_text_encoder_spec", "check_text_options",
+    "POOLERS", "DEFAULT_TEXT_ENCODER", "TextEncoderError", "UnknownTextEncoderError", "HFTextEncoder",
+    "create_text_encoder", "check_text_encoder_spec", "check_text_options", "text_encoder_builder",
     "text_encoder_dim", "minilm_path", "resolve_text_model", "model_fingerprint", "pool_hidden_states", "check_texts",
     "is_decoder_only", "HUB_STALL_TIMEOUT_S", "HUB_TIMEOUT_ENV",
 ]

@@ -234,31 +234,26 @@ def build_fuser(recipe: FusionRecipe, spec: FusionModelConfig, clinical_features
     return FUSERS.build(spec.fuser, **args)
 
 
-#: the keys of the shared ``image_encoder`` section (:class:`medfm.adapters.fusion.ImageModalityEncoder`)
-IMAGE_ENCODER_KEYS = ("name", "args")
-
-
 def check_image_encoder(recipe: "FusionRecipe") -> None:
-    """Check the recipe's shared ``image_encoder`` section before the data are read: its keys
-    (:data:`IMAGE_ENCODER_KEYS`), a 2D encoder (the LGG slices are 2D, :func:`medfm.training.runs.check_encoder_dims`),
-    and one build at random initialisation (:class:`medfm.adapters.fusion.ImageModalityEncoder`, its own checks).
+    """Check the recipe's shared ``image_encoder`` section before the data are read: the spec rules every fuser
+    applies (:func:`medfm.adapters.fusion.base.image_encoder_spec`: its keys, a string name, mapping args), a 2D
+    encoder (the LGG slices are 2D, :func:`medfm.training.runs.check_encoder_dims`), and one build at random
+    initialisation (:class:`medfm.adapters.fusion.ImageModalityEncoder`, its own checks).
 
     Raises:
-        ConfigError: named as the section, e.g. ``r.yaml.image_encoder: unknown key 'argz'; did you mean 'args'?``
-            or ``r.yaml.image_encoder: lgg_flair is a 2D set but encoder 'resnet3d_10' is 3D; ...``;
+        ConfigError: named as the section, e.g. ``r.yaml.image_encoder: unknown key 'argz' in image_encoder; did
+            you mean 'args'?`` or ``r.yaml.image_encoder: lgg_flair is a 2D set but encoder 'resnet3d_10' is 3D; ...``;
         UnknownNameError: an unregistered encoder.
     """
     from medfm.adapters.fusion import ImageModalityEncoder
-    from medfm.config import ConfigError, mapping_location, recipe_args_errors
-    from medfm.registry import close_match_hint
+    from medfm.adapters.fusion.base import image_encoder_spec
+    from medfm.config import mapping_location, recipe_args_errors
     from medfm.training.runs import check_encoder_dims
 
     where = mapping_location(recipe, "image_encoder")
-    for key in recipe.image_encoder:
-        if key not in IMAGE_ENCODER_KEYS:
-            raise ConfigError(f"{where}: unknown key {key!r}{close_match_hint(key, IMAGE_ENCODER_KEYS, fallback='valid keys')}")
-    if isinstance(recipe.image_encoder.get("name"), str):  # a missing name: ImageModalityEncoder says what is needed
-        check_encoder_dims(recipe.image_encoder["name"], 2, recipe.data.dataset, where)
+    with recipe_args_errors(where):
+        name, _ = image_encoder_spec(recipe.image_encoder)
+    check_encoder_dims(name, 2, recipe.data.dataset, where)
     with recipe_args_errors(where):  # the models reseed: no effect on them
         ImageModalityEncoder(recipe.image_encoder, recipe.data.img_size, recipe.dim)
 
@@ -473,6 +468,6 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
-           "fusion_step", "build_fuser", "build_models", "check_image_encoder", "IMAGE_ENCODER_KEYS", "start_run",
+           "fusion_step", "build_fuser", "build_models", "check_image_encoder", "start_run",
            "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
            "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

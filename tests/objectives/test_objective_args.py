@@ -268,3 +268,14 @@ def test_pretrain_refuses_a_bad_argument_before_reading_data(tmp_path, dataset):
     with pytest.raises(ValueError, match=r"^PretrainRecipe\.objective\.args: graph_matching: temperature must be > 0, got -1\.0$"):
         run_pretrain(recipe, tmp_path / "out", data_root=str(tmp_path))
     assert not (tmp_path / "out").exists()
+
+
+def test_clip_unknown_text_encoder_keeps_the_registry_error_class():
+    """CLIP re-raised every text-encoder spec error as a plain TextEncoderError, so an unknown name
+    was no longer the UnknownNameError every other unknown name is (and the CLI keeps)."""
+    from medfm.registry import UnknownNameError
+    from medfm.text.encoders import TextEncoderError
+
+    with pytest.raises(UnknownNameError, match=r"^clip: text_encoder: unknown text encoder 'minlm'") as info:
+        _build("clip", text_encoder={"name": "minlm"})
+    assert isinstance(info.value, TextEncoderError)

@@ -34,23 +34,32 @@ from medfm.adapters.fusion.tabular import TabularEncoder
 from medfm.arg_checks import check_number, shown
 from medfm.data.multimodal import PRESENT_KEY, close_modality, presence as _presence
 from medfm.encoders.base import EncoderInputError, check_value_range
+from medfm.registry import close_match_hint
 
 TABULAR = "clinical"
 #: batch keys that are not modalities (:mod:`medfm.data.multimodal`: labels, masks, patient ids)
 BATCH_INFO_KEYS = ("label", "mask", "patient")
+#: the keys of an ``image_encoder`` spec (:func:`image_encoder_spec`)
+IMAGE_ENCODER_KEYS = ("name", "args")
 
 
 def image_encoder_spec(encoder: Any) -> Tuple[str, Dict[str, Any]]:
     """``(name, args)`` of an ``image_encoder`` spec ``{"name": registered encoder, "args": {builder overrides}}``
-    (``args`` may be left out or null), as every fuser that builds one reads it.
+    (``args`` may be left out or null), as every fuser that builds one, and the ``medfm fuse`` recipe check
+    (:func:`medfm.training.fusion.check_image_encoder`), reads it.
 
     Raises:
-        ValueError: ``encoder`` not a mapping, no ``name`` or one that is not a string, ``args`` not a
-            mapping (one line naming the key and the value given, e.g. ``image_encoder.args must be a
+        ValueError: ``encoder`` not a mapping, a key other than :data:`IMAGE_ENCODER_KEYS` (``unknown key
+            'argz' in image_encoder; did you mean 'args'?``), no ``name`` or one that is not a string, ``args``
+            not a mapping (one line naming the key and the value given, e.g. ``image_encoder.args must be a
             mapping of encoder arguments, got 5 (int)``).
     """
     if not isinstance(encoder, Mapping):
         raise ValueError(f"image_encoder must be a mapping {{name: ..., args: {{...}}}}, got {shown(encoder)}")
+    for key in encoder:  # a typo'd key ("argz") would leave the encoder at its defaults without a word
+        if key not in IMAGE_ENCODER_KEYS:
+            raise ValueError(f"unknown key {key!r} in image_encoder"
+                             f"{close_match_hint(key, IMAGE_ENCODER_KEYS, fallback='valid keys')}")
     if "name" not in encoder:
         raise ValueError(f"image_encoder needs a 'name' (a registered encoder), got {dict(encoder)}")
     if not isinstance(encoder["name"], str):
