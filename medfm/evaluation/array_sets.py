@@ -35,6 +35,15 @@ class ArraySet(UInt8ImageSet):
                    channel_last=channel_last, repeat_rgb=not channel_last and self.n_channels == 3)
 
 
+def image_bar(images: int, desc: str, on: bool = True) -> Any:
+    """The progress bar of every model pass over a data set (``medfm eval --data`` and each pass of a
+    suite): a tqdm bar on stderr, not left behind, counting ``images`` images (a :class:`ProgressSet`
+    advances it); ``on`` False: a disabled bar."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=images, desc=desc, unit="img", leave=False, disable=not on)
+
+
 class ProgressSet:
     """A dataset seen through a tqdm bar: batches pass through unchanged, and the bar counts images.
 
@@ -72,4 +81,4 @@ class ProgressSet:
         return batch
 
 
-__all__ = ["ArraySet", "ProgressSet"]
+__all__ = ["ArraySet", "ProgressSet", "image_bar"]

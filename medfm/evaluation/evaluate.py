@@ -183,10 +183,8 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
             names), or a 2D checkpoint on a 3D set (or the reverse); medfm data errors.
         EmptySplitError: the split holds no images (:func:`check_split_has_images`).
     """
-    from tqdm.auto import tqdm
-
     from medfm.data import MedMNISTDataset
-    from medfm.evaluation.array_sets import ProgressSet
+    from medfm.evaluation.array_sets import ProgressSet, image_bar
     from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import from_pretrained, resolve_checkpoint
 
@@ -211,7 +209,7 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
                          f"{ds.num_classes} ({ds.task})")
     _check_label_names(core.label_names, ds.label_names, checkpoint, dataset)
     check_split_has_images(ds, dataset, split)
-    with tqdm(total=len(ds), desc=f"{dataset} {split}", unit="img", leave=False) as bar:
+    with image_bar(len(ds), f"{dataset} {split}") as bar:
         scores = predict_scores(model, ProgressSet(ds, bar), batch_size=batch_size)
     meta = {"checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir) if (ckpt_dir / "model.safetensors").is_file() else None,
             "dataset": dataset, "split": split, "size": ds.size, "data_md5": ds.md5, "n_samples": len(ds),

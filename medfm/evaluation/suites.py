@@ -35,23 +35,13 @@ import numpy as np
 import torch
 
 from medfm.config import ConfigError, to_dict
-from medfm.evaluation.array_sets import ArraySet, ProgressSet
+from medfm.evaluation.array_sets import ArraySet, ProgressSet, image_bar
 from medfm.evaluation.protocols import PROTOCOLS
 from medfm.evaluation.subsets import SUBSET_SEED, scored_subset_indices
 from medfm.evaluation.suite_checkpoints import CheckpointCache
 from medfm.evaluation.suite_data import DatasetSkipped, dataset_meta, no_data_error, prepare_dataset, scored_subset
 from medfm.evaluation.suite_spec import (SUITE_SCHEMA_VERSION, CamSpec, CorruptionSpec, DatasetSpec, MetricsSpec,
                                          ProtocolSpec, Suite, load_suite, suite_overrides)
-
-
-def _image_bar(images: int, desc: str, on: bool = True) -> Any:
-    """The progress bar of every pass a suite makes with the model: a tqdm bar (stderr, not left
-    behind) counting ``images`` images (:class:`ProgressSet` advances it), as ``medfm eval --data``
-    draws; ``on`` False: a disabled bar. (The probe's train/val feature passes counted batches, "it/s",
-    beside the image bars of the other passes.)"""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=images, desc=desc, unit="img", leave=False, disable=not on)
 
 
 def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spec: "Suite",
@@ -62,7 +52,7 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
     protocol that fits on labels hold ``train_labels`` (:func:`_train_label_counts`).
 
     ``finetune`` (protocol ``finetune``): ``{"checkpoint", "sha", "flag", "size", "workdir", "data_root"}``.
-    ``bar(images, what)``: the progress bar (:func:`_image_bar`) for the feature passes over the train
+    ``bar(images, what)``: the progress bar (:func:`image_bar`) for the feature passes over the train
     and val splits; None: none.
     """
     from medfm.evaluation import protocols as P
@@ -222,7 +212,7 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
     from medfm.io import atomic_write_json, atomic_write_text
 
     def bar(images: int, what: str, on: bool = True) -> Any:  # a bar over images the model runs on
-        return _image_bar(images, f"{spec.name} {what}", on=progress and on)
+        return image_bar(images, f"{spec.name} {what}", on=progress and on)
 
     clock = _Stopwatch()
     entry: Dict[str, Any] = {"name": spec.name, "flag": spec.flag, "folder": spec.folder, "split": spec.split,
@@ -401,7 +391,7 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
         data_root: see :func:`medfm.data.root.resolve_data_root`.
         cache_dir: corrupted-set cache root (default ``~/.cache/medfm``).
         progress: tqdm bars (stderr) for corruption generation and for the model's passes over the
-            train/val (probe, kNN), clean and corrupted images, each counting images (:func:`_image_bar`).
+            train/val (probe, kNN), clean and corrupted images, each counting images (:func:`image_bar`).
 
     Returns:
         The results dict as written; ``unused_checkpoints`` lists command-line checkpoints that no
