@@ -31,7 +31,7 @@ def test_classifier_pipeline_edge_inputs(pneumonia_pipeline):
         pneumonia_pipeline(IMG, top_k=-1)
     with pytest.raises(PipelineInputError, match="empty image"):
         pneumonia_pipeline(IMG[:0])
-    with pytest.raises(PipelineInputError, match=r"\(H, W\) or \(H, W, 3\) array, got shape \(3, 28, 28\)"):
+    with pytest.raises(PipelineInputError, match=r"\(H, W\) or \(H, W, 1\|3\) image, got shape \(3, 28, 28\)"):
         pneumonia_pipeline(np.stack([IMG] * 3))  # channels-first is not accepted silently
     with pytest.raises(PipelineInputError, match="got Tensor"):
         pneumonia_pipeline(torch.rand(1, 28, 28))

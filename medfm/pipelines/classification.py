@@ -149,17 +149,19 @@ def tensor_hint(obj: Any, channels_last: bool = True) -> str:
     return f" (a torch tensor: pass tensor.detach().cpu().numpy(){permute})"
 
 
-def uint8_image_array(arr: np.ndarray) -> np.ndarray:
+def uint8_image_array(arr: np.ndarray, error: type = PipelineInputError) -> np.ndarray:
     """The 2D pipelines' array form of an image: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` (channels
     last), uint8 (0-255, as MedMNIST stores them) or float in [0, 1] -> uint8 ``(H, W)`` or ``(H, W, 3)``.
 
-    Used by the image-classification (:func:`image_to_tensor`) and VQA
+    Used by the image-classification (:func:`image_to_tensor`), 2D segmentation
+    (:func:`medfm.pipelines.seg_inputs.read_input`, ``error`` its own class) and VQA
     (:func:`medfm.pipelines.vqa.vqa_image_tensor`) pipelines.
 
     Float arrays (float16/32/64) must be finite and in [0, 1] (:func:`check_unit_floats`: float
     rounding up to 1e-3 outside is clipped, :func:`clip_unit_range`); they are rounded to the
     nearest 8-bit level, ``np.rint(x * 255)`` (half to even), since the models were trained on
-    uint8 images divided by 255 (MedMNIST, VQA-RAD) and the VQA preprocessing works in 8 bits:
+    uint8 images divided by 255 (MedMNIST, VQA-RAD, CHASE_DB1, TCGA-LGG: :mod:`medfm.training.seg_tasks`)
+    and the VQA preprocessing works in 8 bits:
     an image ``u`` given as ``u / 255.0`` gives exactly the result of ``u``, and a continuous
     float image moves by at most 0.5/255 per pixel. Arrays are taken as RGB
     (OpenCV's ``cv2.imread`` gives BGR: convert it with ``cv2.cvtColor(a, cv2.COLOR_BGR2RGB)``);
@@ -167,20 +169,21 @@ def uint8_image_array(arr: np.ndarray) -> np.ndarray:
     of images is a batch), as are RGBA ``(H, W, 4)`` and gray + alpha ``(H, W, 2)`` arrays.
 
     Raises:
-        PipelineInputError: another dtype (int, bool, complex, ...: :func:`image_dtype_error`),
-            another shape (with what it probably is: :func:`image_shape_hint`), NaN/inf floats or
-            floats outside [0, 1] (0-255 floats: with the hint to divide by 255).
+        error: another dtype (int, bool, complex, ...: :func:`image_dtype_error`), another shape
+            ("expected an (H, W) or (H, W, 1|3) image, got shape ...", with what it probably is:
+            :func:`image_shape_hint`), NaN/inf floats or floats outside [0, 1] (0-255 floats: with
+            the hint to divide by 255).
     """
     floating = np.issubdtype(arr.dtype, np.floating)
     if arr.dtype != np.uint8 and not floating:
-        raise image_dtype_error(arr.dtype)
+        raise image_dtype_error(arr.dtype, error)
+    shape = arr.shape
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
-        raise PipelineInputError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}"
-                                 f"{image_shape_hint(arr.shape)}")
+        raise error(f"expected an (H, W) or (H, W, 1|3) image, got shape {shape}{image_shape_hint(shape)}")
     if floating:
-        arr = check_unit_floats(arr, "image", "pixel", "float images")
+        arr = check_unit_floats(arr, "image", "pixel", "float images", error)
         arr = np.rint(arr.astype(np.float64) * 255.0).astype(np.uint8)
     return arr
 
@@ -197,6 +200,33 @@ def check_top_k(top_k: Any, none_means: str = "") -> Optional[int]:
         allowed = f" or None ({none_means})" if none_means else ""
         raise PipelineInputError(f"top_k must be a positive integer{allowed}, got {top_k!r}")
     return int(top_k)
+
+
+def each_input(items: Sequence[Any], convert: Callable[[Any], Any], batch: bool, noun: str = "image",
+               error: type = PipelineInputError) -> List[Any]:
+    """``[convert(item) for item in items]``: the per-input step of every pipeline (classification,
+    segmentation, VQA), naming the bad input of a batch.
+
+    Args:
+        items: the inputs (one, when ``batch`` is False).
+        convert: reads and checks one input, raising ``error`` for a bad one.
+        batch: the user passed a list (even of one): a bad input's message then starts with
+            "<noun> at index i of n: " (i counted from 0, as the list is indexed).
+        noun: what an input is, e.g. "image", "volume".
+        error: the pipeline's error class (a ``ValueError`` subclass taking one message).
+
+    Raises:
+        error: from ``convert``, re-raised as the same class with the index prefix in a batch.
+    """
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(convert(item))
+        except error as err:
+            if not batch:
+                raise
+            raise type(err)(f"{noun} at index {i} of {len(items)}: {err}") from None
+    return out
 
 
 def pil_to_array(image: Any, in_chans: int) -> np.ndarray:
@@ -516,7 +546,8 @@ class ImageClassificationPipeline:
 
     Raises:
         PipelineInputError: ``model`` is not a classifier; bad images or ``top_k``; a volume given
-            to a 2D classifier or a 2D image to a 3D one.
+            to a 2D classifier or a 2D image to a 3D one (in a list, the message names the input:
+            "image at index 3 of 5: ...", :func:`each_input`).
         medfm.hub.CheckpointError: missing or corrupt checkpoint.
     """
 
@@ -545,8 +576,10 @@ class ImageClassificationPipeline:
         if not items:
             return []
         enc = self.core.encoder
-        to_tensor = volume_to_tensor if getattr(enc, "spatial_dims", 2) == 3 else image_to_tensor
-        x = torch.stack([to_tensor(im, enc.in_chans, enc.img_size) for im in items])
+        volumes = getattr(enc, "spatial_dims", 2) == 3
+        to_tensor = volume_to_tensor if volumes else image_to_tensor
+        x = torch.stack(each_input(items, lambda im: to_tensor(im, enc.in_chans, enc.img_size), batch=not single,
+                                   noun="volume" if volumes else "image"))
         scores = torch.cat([self.core.scores(self.model(x[i:i + self.batch_size]))
                             for i in range(0, len(x), self.batch_size)])
         names = self.core.label_names

@@ -17,9 +17,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from medfm.pipelines.classification import (IMAGES_2D, PipelineInputError, axes_longer_than_1, check_not_nifti,
-                                            check_unit_floats, clip_unit_range, existing_image_file, image_dtype_error,
-                                            image_shape_hint, is_nifti, nifti_shape_note, not_a_volume_note,
-                                            pil_to_array, refuse_single_slice, tensor_hint)
+                                            clip_unit_range, existing_image_file, is_nifti, nifti_shape_note,
+                                            not_a_volume_note, pil_to_array, refuse_single_slice, tensor_hint,
+                                            uint8_image_array)
 
 
 class SegmentationInputError(ValueError):
@@ -61,6 +61,40 @@ def check_not_single_slice(shape: Sequence[int], takes: str) -> None:
             2D segmentation model)".
     """
     refuse_single_slice(shape, takes, _NEEDS_2D, SegmentationInputError)
+
+
+def check_not_rgb_like(shape: Sequence[int], takes: str, slice_axis: Optional[int]) -> None:
+    """Refuse an ``(X, Y, 3)`` array for a model that takes one volume per input (1-channel 3D, 2.5D).
+
+    Such an array is read both ways: as medfm's 2D image form, an RGB image ``(H, W, 3)`` (channels
+    last, :data:`medfm.pipelines.classification.IMAGES_2D`; plausible for a 3-channel 2.5D model),
+    or as a volume of 3 slices along its last axis. It was segmented as the volume, without a word
+    (an RGB image got an ``(H, W, 3)`` mask). It is not guessed: a NIfTI file is always a volume, and
+    an array whose last axis is not 3 (e.g. ``(3, H, W)``) is one too, so the message says how to
+    pass it as either. Arrays of other shapes and NIfTI files are not checked here.
+
+    Args:
+        shape: the array's shape.
+        takes: what the model takes, as its errors say it
+            (:attr:`medfm.pipelines.segmentation.ImageSegmentationPipeline.takes`).
+        slice_axis: a 2.5D model's ``inference.slice_axis``; None for a 3D model.
+
+    Raises:
+        SegmentationInputError: ``shape`` is ``(X, Y, 3)``: "<takes>; got an array of shape (X, Y, 3):
+            an RGB image (H, W, 3) or a volume of 3 slices along its last axis? ..." with how to pass a
+            volume (a NIfTI file; or with its slices moved to the model's slice axis, or first for a 3D
+            model, when that axis is not the last) and that an RGB image needs a 2D model.
+    """
+    if len(shape) != 3 or shape[-1] != 3:
+        return
+    axis = 0 if slice_axis is None else slice_axis
+    moved = (f", or as np.moveaxis(array, -1, {axis}) (the slices on this model's "
+             f"{'slice axis' if slice_axis is not None else 'first axis'}; the mask comes back in that axis order)"
+             if axis != 2 else "")
+    raise SegmentationInputError(
+        f"{takes}; got an array of shape {tuple(shape)}: an RGB image (H, W, 3) or a volume of 3 slices along its "
+        f"last axis? Not guessed: pass a volume as a NIfTI file, nib.save(nib.Nifti1Image(array, affine), "
+        f"'volume.nii.gz'){moved}; an RGB image needs a 2D segmentation model")
 
 
 def _load_nifti(path: Path) -> Tuple[np.ndarray, Any]:
@@ -249,12 +283,15 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
     2D inputs: an image file path (``str`` / ``os.PathLike``; PNG, JPEG, TIFF, ... via
     :func:`medfm.data.images.read_image`, turned upright by its EXIF Orientation), a PIL image in
     any mode, or an ``(H, W)`` / ``(H, W, 1|3)`` uint8 or float array (channels last). They become
-    ``(C, H, W)`` float32 in [0, 1] (uint8 / 255; float arrays as given, which must be finite and
-    in [0, 1], float rounding within 1e-3 outside being clipped,
-    :func:`medfm.pipelines.classification.check_unit_floats`; 16-bit/float image files and PIL
-    images min-max scaled; grayscale repeated to 3 channels, RGB converted to luminance for
+    ``(C, H, W)`` float32 in [0, 1] (uint8 / 255; float arrays, which must be finite and in [0, 1]
+    (float rounding within 1e-3 outside is clipped), rounded to the nearest 8-bit level first, as
+    the classification and VQA pipelines do (:func:`medfm.pipelines.classification.uint8_image_array`:
+    the 2D segmentation models were trained on uint8 images / 255, CHASE_DB1 and TCGA-LGG), so
+    ``u / 255.0`` gives exactly the mask and probabilities of the uint8 ``u``; 16-bit/float image
+    files and PIL images min-max scaled; grayscale repeated to 3 channels, RGB converted to luminance for
     1-channel models; any size: the mask comes back at the input's size). 3D inputs
-    (``volumetric``): a 3D NIfTI path or an ``(X, Y, Z)`` numeric array; volumes stay
+    (``volumetric``): a 3D NIfTI path or an ``(X, Y, Z)`` numeric array (the pipeline refuses an
+    ``(X, Y, 3)`` array, RGB image or 3 slices, :func:`check_not_rgb_like`); volumes stay
     ``(X, Y, Z)`` with intensities as stored: the pipeline scales them (or, for "unit" models,
     checks that they are in [0, 1], :func:`check_unit_volume`) afterwards (volumes of
     multi-channel 3D models: :func:`read_channels`).
@@ -316,17 +353,10 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
             raise SegmentationInputError(f"{takes}; got an array of shape {arr.shape}{hint}")
         return {"array": _finite_volume(arr, "the volume"), "affine": None, "header": None, "nifti": False}
     check_not_empty(arr.shape, "the image")
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif not np.issubdtype(arr.dtype, np.floating):
-        raise image_dtype_error(arr.dtype, SegmentationInputError)
-    else:
-        arr = check_unit_floats(arr, "image", "pixel", "float images", error=SegmentationInputError)
+    # floats rounded to 8 bits, as the classifier's: the models were trained on uint8 / 255 (CHASE_DB1, TCGA-LGG)
+    arr = uint8_image_array(arr, SegmentationInputError).astype(np.float32) / 255.0  # (H, W) or (H, W, 3)
     if arr.ndim == 2:
         arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
-        raise SegmentationInputError(f"expected an (H, W) or (H, W, 1|3) image, got shape {item.shape}"
-                                     f"{image_shape_hint(item.shape)}")
     if arr.shape[-1] == 1 and in_chans == 3:
         arr = np.repeat(arr, 3, axis=-1)
     elif arr.shape[-1] == 3 and in_chans == 1:
@@ -354,5 +384,5 @@ def split_item(item: Any) -> Tuple[Any, Any]:
 
 
 __all__ = ["SegmentationInputError", "read_input", "read_channels", "read_brain_mask", "check_unit_volume",
-           "check_not_empty", "check_not_single_slice", "split_item", "AFFINE_ATOL",
+           "check_not_empty", "check_not_single_slice", "check_not_rgb_like", "split_item", "AFFINE_ATOL",
            "VOLUMES_3D", "TAKES_2D", "ITEM_KEYS"]

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medfm.pipelines.classification import is_nifti
-from medfm.pipelines.seg_inputs import (TAKES_2D, SegmentationInputError, check_not_empty, check_not_single_slice,
-                                        check_unit_volume, read_brain_mask, read_channels, read_input, split_item)
+from medfm.pipelines.classification import each_input, is_nifti
+from medfm.pipelines.seg_inputs import (TAKES_2D, SegmentationInputError, check_not_empty, check_not_rgb_like,
+                                        check_not_single_slice, check_unit_volume, read_brain_mask, read_channels,
+                                        read_input, split_item)
 
 
 def seg_core(model: torch.nn.Module) -> torch.nn.Module:
@@ -136,7 +137,14 @@ class ImageSegmentationPipeline:
     input's geometry, "label_names": [...], "affine": (4, 4) or None, "nifti":
     nibabel.Nifti1Image or None}``. With ``output_path`` (single NIfTI input) the mask is
     written there (atomically) with the input's affine and header. A top-level list is
-    always a batch of cases.
+    always a batch of cases; a bad one is named by its index ("image at index 3 of 5: ...",
+    :func:`medfm.pipelines.classification.each_input`).
+
+    Volumetric single-channel models (3D, 2.5D) take an ``(X, Y, Z)`` array as a volume, except an
+    ``(X, Y, 3)`` one: an RGB image in medfm's channels-last image form, or 3 slices? It is refused
+    with how to pass either (:func:`medfm.pipelines.seg_inputs.check_not_rgb_like`): a volume as a
+    NIfTI file, or with its slices on the model's slice axis (first for 3D models) when that is not
+    the last; an RGB image to a 2D model. NIfTI files are volumes whatever their shape.
 
     Multi-channel 3D models (``in_chans`` C > 1, e.g. BraTS [FLAIR, T1c]) take per case a list
     of C per-channel 3D NIfTI paths in the model's channel order (same shape and affine; the
@@ -168,8 +176,9 @@ class ImageSegmentationPipeline:
     Raises:
         SegmentationInputError: ``model`` is not a segmentation model; unsupported inputs (see
             :func:`medfm.pipelines.seg_inputs.read_input`); a single 2D slice (a length-1 spatial axis)
-            for a 3D model (:func:`medfm.pipelines.seg_inputs.check_not_single_slice`); volumes
-            outside [0, 1] for a "unit" model; a wrong channel count; a "brain_percentile" model
+            for a 3D model (:func:`medfm.pipelines.seg_inputs.check_not_single_slice`); an ``(X, Y, 3)``
+            array for a volumetric model (RGB or 3 slices, see above); volumes outside [0, 1] for a
+            "unit" model; a wrong channel count; a "brain_percentile" model
             called without ``brain_mask`` (or a brain mask given to another model); ``target`` /
             ``query`` missing for a text-conditioned model, or given to a plain one.
         KeyError: an unknown target name (with the close matches).
@@ -255,6 +264,8 @@ class ImageSegmentationPipeline:
         data = (read_channels(image, channels) if channels > 1 else
                 read_input(image, core.encoder.in_chans, self.volumetric, self.takes))
         arr = data["array"]
+        if self.volumetric and channels == 1 and not data["nifti"]:  # an (X, Y, 3) array: RGB or 3 slices?
+            check_not_rgb_like(arr.shape, self.takes, inf["slice_axis"] if inf["context_slices"] else None)
         if core.spatial_dims == 3:
             check_not_single_slice(arr.shape, self.takes)
         if not self.volumetric:
@@ -288,7 +299,9 @@ class ImageSegmentationPipeline:
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
         model, about = self._view(target, query)
-        out = [{**self._one(it, model), **about} for it in items]
+        out = [{**r, **about} for r in each_input(items, lambda it: self._one(it, model), batch=not single,
+                                                  noun="volume" if self.volumetric else "image",
+                                                  error=SegmentationInputError)]
         if output_path is not None:
             if not single or out[0]["nifti"] is None:
                 raise SegmentationInputError("output_path needs exactly one NIfTI input")

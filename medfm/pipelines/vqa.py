@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from medfm.pipelines.classification import (IMAGES_2D, PipelineInputError, check_not_nifti, check_top_k,
-                                            existing_image_file, tensor_hint, uint8_image_array)
+                                            each_input, existing_image_file, tensor_hint, uint8_image_array)
 
 
 def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
@@ -116,8 +116,9 @@ class VisualQuestionAnsweringPipeline:
         Raises:
             PipelineInputError: a question that is not a non-empty string; a list of questions for a
             single image or one question for a list of images; mismatched numbers of images and
-            questions or empty lists; a bad image (see :func:`vqa_image_tensor`); ``top_k`` that is
-            not an integer >= 1.
+            questions or empty lists; a bad image (see :func:`vqa_image_tensor`; in a list, named by
+            its index, "image at index 3 of 5: ...",
+            :func:`medfm.pipelines.classification.each_input`); ``top_k`` that is not an integer >= 1.
         """
         top_k = self.top_k if top_k is None else check_top_k(top_k)
         single = isinstance(question, str)
@@ -144,7 +145,8 @@ class VisualQuestionAnsweringPipeline:
             raise PipelineInputError(f"question must be a non-empty string, got {shown}" if single else
                                      f"questions must be non-empty strings; question {bad} is {shown}")
         enc = self.model.encoder
-        x = torch.stack([vqa_image_tensor(im, enc.in_chans, enc.img_size) for im in images])
+        x = torch.stack(each_input(images, lambda im: vqa_image_tensor(im, enc.in_chans, enc.img_size),
+                                   batch=not single))
         ranked = self.model.answer(x, questions, top_k=top_k)
         out = [[{"answer": a, "score": s} for a, s in r] for r in ranked]
         return out[0] if single else out

@@ -145,7 +145,8 @@ def test_float_arrays_of_the_wrong_layout_get_the_shape_hint_not_a_dtype_error()
 
 def test_gray_alpha_rgba_and_channels_first_arrays_say_what_they_probably_are(pneumonia_pipeline, seg):
     la = np.zeros((30, 40, 2), np.uint8)  # was (classification): "... (a 3D volume needs a 3D classifier ...)"
-    with pytest.raises(PipelineInputError, match=r"^expected an \(H, W\) or \(H, W, 3\) array, got shape \(30, 40, 2\) "
+    with pytest.raises(PipelineInputError, match=r"^expected an \(H, W\) or \(H, W, 1\|3\) image, got shape "
+                                                 r"\(30, 40, 2\) "
                                                  r"\(gray \+ alpha\? keep the gray channel, array\[\.\.\., 0\]\)$"):
         pneumonia_pipeline(la)
     with pytest.raises(PipelineInputError, match=r"\(RGBA\? drop the alpha channel, array\[\.\.\., :3\]\)$"):

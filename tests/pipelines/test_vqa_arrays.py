@@ -55,5 +55,6 @@ def test_the_suggested_conversion_of_unit_floats_is_taken():
 @pytest.mark.parametrize("shape", [(30, 40, 4), (30, 40, 2), (2, 30, 40, 3)])
 def test_other_shapes_are_refused_by_the_same_check(shape):
     for to_tensor in (image_to_tensor, vqa_image_tensor):
-        with pytest.raises(PipelineInputError, match="expected an \\(H, W\\) or \\(H, W, 3\\) array|takes 2D images"):
+        with pytest.raises(PipelineInputError,
+                           match="expected an \\(H, W\\) or \\(H, W, 1\\|3\\) image|takes 2D images"):
             to_tensor(np.zeros(shape, np.uint8), 1, 28)
