@@ -204,12 +204,8 @@ def _run(args: argparse.Namespace) -> int:
         _eval(args)
     elif args.command == "merge":
         from medfm.adapters.lora import merge_adapter
-        from medfm.hub import ADAPTER_CONFIG_NAME, CONFIG_NAME
 
-        adapter = Path(args.adapter)
-        if (adapter / CONFIG_NAME).is_file() and not (adapter / ADAPTER_CONFIG_NAME).is_file():
-            raise ValueError(f"{args.adapter} is a full medfm checkpoint, not a LoRA adapter (no {ADAPTER_CONFIG_NAME}); "
-                             "merge takes the adapter/ folder of a LoRA fine-tune")
+        # a full checkpoint or another folder given as the adapter: named by load_adapter, before peft loads
         print(f"merged checkpoint: {merge_adapter(args.adapter, args.output, args.base)}")
     elif args.command == "card":
         from medfm.cards import update_card
@@ -284,26 +280,30 @@ _CHECKPOINT_ARGS = {"eval": ("checkpoint",), "merge": ("adapter", "--base"), "ca
 
 
 def _check_checkpoint_paths(args: argparse.Namespace) -> None:
-    """A local checkpoint (or adapter) path that does not exist, named before torch is imported
-    (seconds sooner), in the words of :func:`medfm.hub.resolve_checkpoint`; an option's path is
-    named with its flag (``--init: no checkpoint directory at ...``).
+    """A local checkpoint (or adapter) path that does not exist, or is a file, named before torch
+    is imported (seconds sooner) by the check the library runs too
+    (:func:`medfm.checkpoint_ids.checkpoint_path_problem`, in :func:`medfm.hub.resolve_checkpoint`,
+    :func:`medfm.hub.load_config`, :func:`medfm.adapters.lora.load_adapter`); an option's path is
+    named with its flag (``--init: no checkpoint directory at ...``), ``merge``'s adapter as one
+    (``... is a file; a LoRA adapter is the directory that holds adapter_config.json ...``).
 
     ``hf-hub:`` ids pass (fetched later), as does ``--init timm`` (timm's own weights) and every
-    path that exists: a file, or a folder that holds no checkpoint, is named by the later checks
-    (:func:`medfm.hub.resolve_checkpoint`, :func:`medfm.hub.load_config`).
+    folder: one that holds no checkpoint (no ``config.json``; for ``merge``, no
+    ``adapter_config.json``) is named by the library when it reads it
+    (:func:`medfm.checkpoint_ids.checkpoint_folder_problem`).
 
     Raises:
-        ValueError: the first missing path.
+        ValueError: the first missing path or file.
     """
-    from medfm.checkpoint_ids import TIMM_WEIGHTS, is_hub_id, missing_checkpoint_message
+    from medfm.checkpoint_ids import TIMM_WEIGHTS, checkpoint_path_problem
 
     for name in _CHECKPOINT_ARGS.get(args.command, ()):
         given = getattr(args, name.lstrip("-"))
         for ident in given if isinstance(given, list) else [given]:
-            if ident is None or is_hub_id(ident) or (name == "--init" and ident == TIMM_WEIGHTS):
+            if ident is None or (name == "--init" and ident == TIMM_WEIGHTS):
                 continue
-            if not Path(ident).expanduser().exists():
-                message = missing_checkpoint_message(ident)
+            message = checkpoint_path_problem(ident, adapter=(args.command, name) == ("merge", "adapter"))
+            if message:
                 raise ValueError(f"{name}: {message}" if name.startswith("--") else message)
 
 
@@ -349,8 +349,8 @@ def _check_paths(args: argparse.Namespace) -> None:
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
             ``--output`` is an existing file; ``eval`` options of the other mode
-            (:func:`_check_eval_options`); a missing checkpoint path, ``--init`` and ``--base``
-            included (:func:`_check_checkpoint_paths`); a ``card --results`` that is missing or a
+            (:func:`_check_eval_options`); a checkpoint path that is missing or a file, ``--init``
+            and ``--base`` included (:func:`_check_checkpoint_paths`); a ``card --results`` that is missing or a
             folder (:func:`_check_input_file`).
         ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
             (:func:`medfm.config.load_yaml`, naming it a recipe or a suite).

@@ -26,13 +26,11 @@ import torch
 from torch import nn
 
 import medfm
-from medfm.checkpoint_ids import HUB_PREFIX, TIMM_WEIGHTS, is_hub_id, missing_checkpoint_message
+from medfm.checkpoint_ids import (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, CONFIG_NAME, HUB_PREFIX, TIMM_WEIGHTS,
+                                  WEIGHTS_NAME, checkpoint_folder_problem, checkpoint_path_problem, is_hub_id)
 from medfm.io import atomic_dir
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-ADAPTER_CONFIG_NAME = "adapter_config.json"
 
 
 class CheckpointError(ValueError):
@@ -74,8 +72,9 @@ def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
             downloaded with ``huggingface_hub.snapshot_download``.
 
     Raises:
-        CheckpointError: the directory does not exist, or the hub cannot be reached (the
-            message says how to work offline).
+        CheckpointError: the directory does not exist or is a file (the message names its folder;
+            :func:`medfm.checkpoint_ids.checkpoint_path_problem`, the check ``medfm`` runs before
+            importing torch), or the hub cannot be reached (the message says how to work offline).
     """
     ident = str(path_or_id)
     if is_hub_id(ident):
@@ -89,13 +88,10 @@ def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
                 f"could not fetch {ident!r} from the Hugging Face hub ({type(err).__name__}). Offline: "
                 f"download it elsewhere with `hf download {repo} --local-dir DIR` and pass DIR."
             ) from None
-    path = Path(ident).expanduser()
-    if path.is_file():
-        raise CheckpointError(f"{str(path)!r} is a file; a checkpoint is the directory that holds "
-                              f"{CONFIG_NAME} and {WEIGHTS_NAME}: pass {str(path.parent)!r}")
-    if not path.is_dir():
-        raise CheckpointError(missing_checkpoint_message(ident))
-    return path
+    problem = checkpoint_path_problem(ident)
+    if problem:
+        raise CheckpointError(problem)
+    return Path(ident).expanduser()
 
 
 def _parse_hub_id(ident: str) -> "tuple[str, Optional[str]]":
@@ -128,16 +124,17 @@ def load_config(path: Union[str, Path]) -> Dict[str, Any]:
     """Read and validate ``config.json`` of a checkpoint directory.
 
     Raises:
-        CheckpointError: missing or unparsable file (a folder whose subfolders hold a
+        CheckpointError: ``path`` is missing or a file, or its ``config.json`` is missing
+            (:func:`medfm.checkpoint_ids.checkpoint_folder_problem`: a folder whose subfolders hold a
             ``config.json``, e.g. a run's ``model/`` and ``checkpoint/``, is told to pass one of
-            those), not a JSON object, required keys absent, or
+            those) or unparsable, not a JSON object, required keys absent, or
             keys of the wrong type (``kind``/``name`` non-empty strings, ``encoder`` an object
             naming the encoder or ``{}`` for multi-encoder fusers, ``args`` an object).
     """
-    cfg_path = Path(path) / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{str(path)!r} is not a medfm checkpoint: {CONFIG_NAME} is missing"
-                              f"{_subfolder_hint(Path(path))}")
+    problem = checkpoint_folder_problem(path)
+    if problem:
+        raise CheckpointError(problem)
+    cfg_path = Path(path).expanduser() / CONFIG_NAME
     try:
         cfg = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -151,17 +148,6 @@ def load_config(path: Union[str, Path]) -> Dict[str, Any]:
     if problem:
         raise CheckpointError(f"corrupt {cfg_path}: {problem}")
     return cfg
-
-
-def _subfolder_hint(path: Path) -> str:
-    """``"; it holds checkpoints in its subfolders: pass '<path>/model' or ..."`` when folders
-    directly inside ``path`` hold a ``config.json`` (a training run's folder: ``model/``,
-    ``checkpoint/``), else ``""``."""
-    found = sorted(str(c.parent) for c in path.glob(f"*/{CONFIG_NAME}") if c.is_file()) if path.is_dir() else []
-    if not found:
-        return ""
-    return (f"; it holds {'a checkpoint in a subfolder' if len(found) == 1 else 'checkpoints in subfolders'}: pass "
-            + " or ".join(repr(f) for f in found))
 
 
 def _json_type(value: Any) -> str:
@@ -500,7 +486,7 @@ def load_encoder_weights(encoder: nn.Module, path_or_id: Union[str, os.PathLike]
 
 
 #: uploaded by default: the files a checkpoint needs to load (full model or LoRA adapter) and its card
-PUSH_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ADAPTER_CONFIG_NAME, "adapter_model.safetensors",
+PUSH_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME,
               "model_buffers.safetensors")
 #: never uploaded, even when an ``include`` pattern matches: hidden files and folders (temp files
 #: of an interrupted atomic write, editor files)

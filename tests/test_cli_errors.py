@@ -224,16 +224,41 @@ def test_missing_checkpoint_paths_are_named_without_loading_torch(tmp_path):
     assert _errors_without_torch(cases) == [message] * len(cases)
 
 
-def test_hub_ids_and_existing_paths_are_left_to_the_later_checkpoint_checks(tmp_path, capsys, pneumonia_env):
+def test_hub_ids_and_existing_folders_are_left_to_the_later_checkpoint_checks(tmp_path, capsys, pneumonia_env):
     (tmp_path / "r.json").write_text("{}")  # a missing --results is named first (test below)
     code, err = cli_error(capsys, ["card", "hf-hub:org/model", "--results", tmp_path / "r.json"])
     assert code == 2 and "'hf-hub:org/model' is not a medfm checkpoint: config.json is missing" in err
-    weights = tmp_path / "model.safetensors"
-    weights.write_bytes(b"")
-    code, err = cli_error(capsys, ["eval", weights, "--data", "pneumoniamnist"])
-    assert code == 2 and "is a file; a checkpoint is the directory that holds config.json" in err
     code, err = cli_error(capsys, ["merge", tmp_path, tmp_path / "merged"])  # a folder, not an adapter
-    assert code == 2 and "is not a medfm checkpoint: config.json is missing" in err
+    assert code == 2 and f"{str(tmp_path)!r} is not a LoRA adapter: adapter_config.json is missing" in err
+
+
+def test_a_file_given_as_a_checkpoint_is_named_without_loading_torch(tmp_path):
+    """A file where a checkpoint folder goes was named after 2-10 s of imports, and by ``merge`` and
+    ``card`` as "'<file>' is not a medfm checkpoint: config.json is missing"; ``merge``'s adapter is
+    now named with the adapter's files. Every entry point gives the library's message
+    (:func:`medfm.checkpoint_ids.checkpoint_path_problem`)."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(b"")
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("encoder: {name: resnet_test}\n")  # read (as YAML) only
+    out = str(tmp_path / "out")
+    w = str(weights)
+    cases = [["eval", w, "--data", "pneumoniamnist"],
+             ["eval", w, "--suite", str(REPO_ROOT / "eval_suites" / "medmnist_c.yaml"), "--output", out],
+             ["finetune", str(recipe), "--init", w, "--output", out],
+             ["segment", str(REPO_ROOT / "finetune" / "seg_unet_chase_db1.yaml"), "--init", w, "--output", out],
+             ["vqa", str(REPO_ROOT / "finetune" / "vqa_resnet18_clip.yaml"), "--init", w, "--output", out],
+             ["card", w, "--results", str(tmp_path / "r.json")], ["push", w, "me/model"],
+             ["merge", str(ckpt), out, "--base", w], ["merge", w, out]]
+    message = f"{w!r} is a file; a checkpoint is the directory that holds config.json and model.safetensors: pass {str(ckpt)!r}"
+    adapter = (f"{w!r} is a file; a LoRA adapter is the directory that holds adapter_config.json and "
+               f"adapter_model.safetensors: pass {str(ckpt)!r}")
+    assert _errors_without_torch(cases) == (
+        [f"medfm: error: {message}"] * 2 + [f"medfm: error: --init: {message}"] * 3 + [f"medfm: error: {message}"] * 2
+        + [f"medfm: error: --base: {message}", f"medfm: error: {adapter}"])
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_init_base_results_and_unknown_flags_are_named_without_loading_torch(tmp_path):

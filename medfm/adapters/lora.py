@@ -185,14 +185,21 @@ def load_adapter(path: Union[str, Path], base_checkpoint: Optional[str] = None):
         base_checkpoint: override the recorded base (e.g. after moving files).
 
     Raises:
-        CheckpointError: missing base checkpoint, mismatched adapter weights, or a missing,
-        corrupt or mismatched ``model_buffers.safetensors`` (when the model has such buffers).
+        CheckpointError: ``path`` is no LoRA adapter folder (missing, a file, a full checkpoint,
+        no ``adapter_config.json``: :func:`medfm.checkpoint_ids.checkpoint_folder_problem`, the check
+        ``medfm merge`` runs before importing torch), missing base checkpoint, mismatched adapter
+        weights, or a missing, corrupt or mismatched ``model_buffers.safetensors`` (when the model
+        has such buffers).
     """
-    from peft import PeftModel
-
+    from medfm.checkpoint_ids import checkpoint_folder_problem
     from medfm.hub import CONFIG_NAME, CheckpointError, build_from_config, load_config, load_encoder_weights
 
-    path = Path(path)
+    problem = checkpoint_folder_problem(path, adapter=True)
+    if problem:  # before peft is imported
+        raise CheckpointError(problem)
+    from peft import PeftModel
+
+    path = Path(path).expanduser()
     cfg = load_config(path)
     base = base_checkpoint or cfg.get("base_checkpoint")
     model = build_from_config(cfg, where=str(path / CONFIG_NAME))
@@ -258,11 +265,16 @@ def merge_lora(peft_model: nn.Module) -> nn.Module:
 
 def merge_adapter(path: Union[str, Path], out: Union[str, Path], base_checkpoint: Optional[str] = None) -> Path:
     """Fold a LoRA adapter into its base weights and save a plain medfm checkpoint at ``out``
-    (:func:`merge_lora`; 2D and 3D encoders)."""
+    (:func:`merge_lora`; 2D and 3D encoders).
+
+    Raises:
+        CheckpointError: as :func:`load_adapter` (``path`` no LoRA adapter folder, base checkpoint
+            missing or mismatched), or ``out`` is a file or a non-empty folder that is no checkpoint.
+    """
     from medfm.hub import load_config, save_pretrained
 
-    cfg = load_config(path)
-    merged = merge_lora(load_adapter(path, base_checkpoint))
+    merged = merge_lora(load_adapter(path, base_checkpoint))  # checks the adapter folder first
+    cfg = load_config(Path(path).expanduser())
     keep = {k: v for k, v in cfg.items() if k not in ("kind", "name", "args", "encoder", "preprocessing", "medfm_version", "adapter")}
-    keep["merged_from"] = str(Path(path).resolve())
+    keep["merged_from"] = str(Path(path).expanduser().resolve())
     return save_pretrained(merged, out, extra_config=keep)
