@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from PIL import Image
 
 from medfm.pipelines.classification import (IMAGES_2D, PipelineInputError, axes_longer_than_1, check_not_nifti,
                                             clip_unit_range, existing_image_file, is_nifti, nifti_shape_note,
@@ -354,13 +355,14 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
         return {"array": _finite_volume(arr, "the volume"), "affine": None, "header": None, "nifti": False}
     check_not_empty(arr.shape, "the image")
     # floats rounded to 8 bits, as the classifier's: the models were trained on uint8 / 255 (CHASE_DB1, TCGA-LGG)
-    arr = uint8_image_array(arr, SegmentationInputError).astype(np.float32) / 255.0  # (H, W) or (H, W, 3)
+    arr = uint8_image_array(arr, SegmentationInputError)  # (H, W) or (H, W, 3)
+    if arr.ndim == 3 and in_chans == 1:  # PIL's 8-bit luminance, as for an image file and in the classifier
+        arr = np.asarray(Image.fromarray(arr).convert("L"))
+    arr = arr.astype(np.float32) / 255.0
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.shape[-1] == 1 and in_chans == 3:
         arr = np.repeat(arr, 3, axis=-1)
-    elif arr.shape[-1] == 3 and in_chans == 1:
-        arr = (arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]
     return {"array": np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32), "affine": None, "header": None,
             "nifti": False}
 

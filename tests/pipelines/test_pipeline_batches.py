@@ -75,6 +75,18 @@ def test_2d_segmentation_rounds_continuous_floats_to_8_bits_as_classification_do
     assert torch.equal(image_to_tensor(x, 1, 28), image_to_tensor(rounded, 1, 28))  # the classifier's rule
 
 
+def test_2d_segmentation_of_an_rgb_array_for_a_1_channel_model_is_that_of_its_png(tmp_path):
+    """Was: an RGB array was made grey in float (0.299/0.587/0.114 unrounded) while the same image as
+    a file was read through PIL's 8-bit "L", as the classifier does for arrays too."""
+    from PIL import Image
+
+    path = tmp_path / "rgb.png"
+    Image.fromarray(RGB).save(path)
+    want = np.asarray(Image.fromarray(RGB).convert("L")).astype(np.float32)[None] / 255.0
+    got_array, got_file = read_input(RGB, 1, False)["array"], read_input(str(path), 1, False)["array"]
+    assert np.array_equal(got_array, want) and np.array_equal(got_file, want)
+
+
 # -- 2. a bad input of a batch is named ---------------------------------------------------------------
 def _nan_image():
     bad = GRAY / 255.0
