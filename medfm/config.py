@@ -260,7 +260,10 @@ def load_yaml(path: Union[str, Path], what: str = "recipe") -> Dict[str, Any]:
 
     Raises:
         ConfigError: missing file, a directory, an unreadable or non-UTF-8 file, YAML syntax
-            error, or a top level that is not a mapping (``"s.yaml: a suite must be a YAML mapping"``).
+            error, a top level that is not a mapping (``"s.yaml: a suite must be a YAML mapping"``),
+            or an empty file or mapping (nothing but blanks/comments, or ``{}``: ``"recipe r.yaml is
+            empty: ..."``; an empty recipe used to start a run of all the defaults, e.g. a 10-epoch
+            pretraining, as if it were meant; no subcommand documents an empty file as "the defaults").
     """
     path = Path(path)
     if path.is_dir():
@@ -278,6 +281,10 @@ def load_yaml(path: Union[str, Path], what: str = "recipe") -> Dict[str, Any]:
         data = parse_recipe_yaml(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if data is None or data == {}:
+        found = "only blanks or comments" if data is None else "an empty mapping `{}`"
+        raise ConfigError(f"{what} {path} is empty: it holds {found}, so it sets nothing; "
+                          f"pass the {what} file you meant")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a {what} must be a YAML mapping")
     return data

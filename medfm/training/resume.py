@@ -56,7 +56,8 @@ INIT_RECORD = "init.json"
 _ABSENT = object()
 
 
-def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequence[str] = ()) -> None:
+def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequence[str] = (),
+                        deferred: Sequence[str] = ()) -> None:
     """Refuse to resume the run in ``output`` with a recipe other than the one it was started with.
 
     Compares ``recipe`` (the resolved recipe dataclass the runner is about to write to
@@ -73,12 +74,18 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequen
     from before medfm wrote it, a damaged file) only logs a warning, and the run resumes as the
     recipe says.
 
+    A runner that settles some keys only after reading its data (``finetune`` fits
+    ``train.batch_size`` to a small training set) calls it twice: before the data are read, with
+    those keys in ``deferred`` (every other difference is refused at once), then with the final recipe.
+
     Args:
         output: the run folder.
         recipe: the resolved recipe dataclass (after CLI overrides and runner adjustments,
             exactly what the runner writes to ``config.yaml``).
         resume: whether the run continues (``--resume``).
         may_add: top-level mapping keys whose new entries are not differences (e.g. ``("models",)``).
+        deferred: dotted keys not compared in this call (:data:`OPERATIONAL_KEYS` syntax), e.g.
+            ``("train.batch_size",)`` before the data are read.
 
     Raises:
         ConfigError: the recipes differ in a key that changes the training result; the message
@@ -100,7 +107,7 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequen
     new = parse_recipe_yaml(dump_yaml(recipe))
     added = [f"{m}.{k}" for m in may_add if isinstance(new.get(m), dict)
              for k in new[m] if k not in (saved.get(m) or {})]
-    diffs = [d for d in setting_differences(saved, new, recipe, skip=OPERATIONAL_KEYS)
+    diffs = [d for d in setting_differences(saved, new, recipe, skip=OPERATIONAL_KEYS + tuple(deferred))
              if not any(d.startswith(f"{a}.") or d.startswith(f"{a}:") for a in added)]
     if diffs:
         shown = "; ".join(diffs[:MAX_SHOWN]) + (f"; and {len(diffs) - MAX_SHOWN} more" if len(diffs) > MAX_SHOWN else "")
@@ -167,7 +174,6 @@ def check_resume_init(output: Path, init: Optional[str], resume: bool) -> None:
         output: the run folder.
         init: the ``--init`` given now (None: not given).
         resume: whether the run continues (``--resume``).
-        may_add: top-level mapping keys whose new entries are not differences (e.g. ``("models",)``).
 
     Raises:
         ConfigError: one line naming both values, e.g. ``cannot resume runs/ft: it was started with

@@ -151,12 +151,13 @@ def check_init_checkpoint(init: Optional[str], encoder: EncoderConfig) -> None:
 
 
 def check_run_start(output: Path, recipe: Any, init: Optional[str], resume: bool,
-                    state_dirs: Sequence[str] = ("checkpoint",)) -> None:
+                    state_dirs: Sequence[str] = ("checkpoint",), deferred: Sequence[str] = ()) -> None:
     """What a runner that takes ``--init`` and ``--resume`` checks before it writes or reads anything
-    (``medfm segment``, text-conditioned included, and ``medfm vqa``): no run's training state in
-    ``output`` unless ``resume`` (:func:`medfm.training.loop.refuse_existing_run`, over ``state_dirs``),
-    a resume with the recipe and ``init`` the run was started with
-    (:func:`medfm.training.resume.check_resume_recipe`, :func:`medfm.training.resume.check_resume_init`),
+    (``medfm finetune``, ``medfm segment``, text-conditioned included, and ``medfm vqa``): no run's
+    training state in ``output`` unless ``resume`` (:func:`medfm.training.loop.refuse_existing_run`,
+    over ``state_dirs``), a resume with the recipe and ``init`` the run was started with
+    (:func:`medfm.training.resume.check_resume_recipe`, leaving out the keys in ``deferred``, which
+    the runner compares once its data have settled them; :func:`medfm.training.resume.check_resume_init`),
     and a local starting checkpoint that exists (:func:`check_init_checkpoint`).
 
     Raises:
@@ -165,7 +166,7 @@ def check_run_start(output: Path, recipe: Any, init: Optional[str], resume: bool
         CheckpointError: a missing local ``init`` (or ``encoder.pretrained``, named with its recipe location).
     """
     refuse_existing_run(output, resume, state_dirs)  # before anything is written (config.yaml, a LoRA base/)
-    check_resume_recipe(output, recipe, resume)
+    check_resume_recipe(output, recipe, resume, deferred=deferred)
     check_resume_init(output, init, resume)
     check_init_checkpoint(init, recipe.encoder)
 
@@ -205,21 +206,25 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
     """Self-supervised pretraining of ``recipe.encoder`` with ``recipe.objective``.
 
     Labels are never read. Returns the checkpoint directory (``<output>/checkpoint``).
-    The encoder's and objective's arguments are checked before the data are loaded
-    (:func:`check_recipe_args`); nothing is written to ``output``
-    before the encoder and objective are built.
+    An existing run in ``output`` (without ``resume``) or a resume with another recipe is refused
+    first, then the encoder's and objective's arguments are checked (:func:`check_recipe_args`), all
+    before the data are loaded (the corpus is built in seconds on its first use; the refusals used to
+    come after it); nothing is written to ``output`` before the encoder and objective are built.
 
     Raises:
         ConfigError: a bad ``encoder`` or ``objective.args`` value or key, a 3D set or encoder, with its recipe
         location (before any data are read); medfm data errors, UnknownNameError (encoder/objective), ConfigError; FileExistsError:
-        ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
-        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`).
+        ``output`` holds a checkpoint and ``resume`` is False (checked first: before anything is read or written);
+        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`,
+        checked first too).
         CheckpointError: a missing local ``encoder.pretrained``, with its recipe location, before the data are
         read (:func:`check_init_checkpoint`).
     """
     from medfm.hub import write_checkpoint
 
     output = Path(output)
+    refuse_existing_run(output, resume)  # first, as every runner (was: after the data load)
+    check_resume_recipe(output, recipe, resume)  # (pretrain has no --init to compare: not check_run_start)
     check_recipe_args(recipe)  # seconds before the data are loaded
     check_init_checkpoint(None, recipe.encoder)  # was: named after the data load, by the encoder build
     if recipe.data.dataset == CORPUS_DATASET:  # the multi-source image-text corpus (medfm.data.corpus)
@@ -230,8 +235,6 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
     else:
         ds = _load(recipe.data, "train", data_root)  # a 2D set: check_recipe_args refused 3D ones
         data_meta = data_metadata(ds)
-    refuse_existing_run(output, resume)
-    check_resume_recipe(output, recipe, resume)
     torch.manual_seed(recipe.train.seed)
     encoder = create_encoder(recipe.encoder.name, in_chans=ds.n_channels, img_size=recipe.encoder.img_size or ds.size,
                              pretrained=recipe.encoder.pretrained, **recipe.encoder.args)
@@ -387,7 +390,9 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
         ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`),
         or with another ``init`` than the run was started with (:func:`medfm.training.resume.check_resume_init`;
-        checked, with ``FileExistsError`` and a missing local ``init`` directory, before the data set is read).
+        checked first, with ``FileExistsError`` and a missing local ``init`` directory: :func:`check_run_start`).
+        Only a changed ``train.batch_size`` is named after the training set is read, as the fit to a small
+        set decides it.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.evaluation.metrics import classification_metrics
@@ -395,16 +400,15 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     from medfm.hub import load_config
 
     output = Path(output)
+    # before anything is read or written (config.yaml, a LoRA base/); --init is not in the recipe: <output>/init.json
+    check_run_start(output, recipe, init, resume, deferred=("train.batch_size",))  # fitted to the data below
     check_recipe_args(recipe)  # before the data are loaded
-    refuse_existing_run(output, resume)  # before anything is written (config.yaml, a LoRA base/)
-    check_resume_init(output, init, resume)  # --init is not in the recipe: <output>/init.json; before the data load
-    check_init_checkpoint(init, recipe.encoder)
     ds = _load(recipe.data, "train", data_root)
     keep = finetune_label_indices(recipe, ds.labels)
     train_ds: Any = ds if len(keep) == len(ds) else IndexedSubset(ds, keep)
     if len(train_ds) < recipe.train.batch_size:  # e.g. 1 % of PneumoniaMNIST: 47 labels, one batch of all of them
         recipe = replace(recipe, train=replace(recipe.train, batch_size=len(train_ds)))
-    check_resume_recipe(output, recipe, resume)  # after the batch-size fit (needs the data): as config.yaml records it
+    check_resume_recipe(output, recipe, resume)  # the batch size too, after its fit (needs the data), as config.yaml records it
     val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None  # before writing too
     torch.manual_seed(recipe.train.seed)
     model = build_classifier(recipe, ds, init)
