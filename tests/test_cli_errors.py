@@ -293,6 +293,39 @@ def test_missing_init_base_results_and_unknown_flags_are_named_without_loading_t
     assert not (tmp_path / "out").exists()
 
 
+def test_a_recipe_data_set_typo_is_named_without_loading_torch(tmp_path):
+    """``data.dataset: pneumoniamnst`` was named by DataConfig after 4 s of imports; the early check
+    gives the same line (file, key, close matches). ``finetune --dataset`` replaces the recipe's, so
+    then only the option is checked; the corpus stays a valid pretraining name."""
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("data: {dataset: pneumoniamnst}\n")
+    out = str(tmp_path / "out")
+    line = ("medfm: error: typo.yaml: data.dataset: unknown MedMNIST data set or corpus 'pneumoniamnst'; "
+            "did you mean 'pneumoniamnist' or 'dermamnist'?")
+    assert _errors_without_torch([["pretrain", str(typo), "--output", out],
+                                  ["finetune", str(typo), "--init", "timm", "--output", out],
+                                  ["finetune", str(typo), "--dataset", "breastmnst", "--output", out]]) == [
+        line, line, "medfm: error: --dataset: unknown MedMNIST data set 'breastmnst'; did you mean 'breastmnist' or "
+        "'chestmnist' or 'retinamnist'?"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_early_data_set_check_passes_what_the_recipe_check_accepts(tmp_path, monkeypatch):
+    """The corpus (pretraining), a good flag, a recipe without ``data.dataset`` and a finetune
+    ``--dataset`` override over a misspelt recipe value all pass the early check."""
+    import medfm.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_run", lambda args: seen.append(args.command) or 0)
+    for i, (text, extra) in enumerate([("data: {dataset: corpus}", []), ("data: {dataset: breastmnist}", []),
+                                       ("train: {epochs: 1}", []), ("data: {dataset: pneumoniamnst}", ["--dataset", "breastmnist"])]):
+        recipe = tmp_path / f"r{i}.yaml"
+        recipe.write_text(text + "\n")
+        command = "finetune" if extra else "pretrain"
+        assert cli.main([command, str(recipe), "--output", str(tmp_path / f"out{i}"), *extra]) == 0
+    assert seen == ["pretrain"] * 3 + ["finetune"]
+
+
 def test_init_values_that_are_no_local_path_pass_the_early_check(tmp_path, monkeypatch):
     """``--init timm`` (timm's weights) and ``hf-hub:`` ids are resolved by the run, not refused as paths."""
     import medfm.cli as cli

@@ -63,9 +63,33 @@ MEDMNIST_FLAGS: Tuple[str, ...] = MEDMNIST_2D_FLAGS + MEDMNIST_3D_FLAGS
 SPLITS: Tuple[str, ...] = ("train", "val", "test")
 #: INFO's task string of the multi-label set (chestmnist)
 MULTI_LABEL_TASK = "multi-label, binary-class"
+#: a pretraining recipe's ``data.dataset`` for the multi-source image-text corpus (:mod:`medfm.data.corpus`)
+CORPUS_DATASET = "corpus"
 
 # md5 hex digest per (absolute path, inode, size, mtime_ns, ctime_ns): repeated opens skip re-hashing.
 _MD5_CACHE: Dict[Tuple[str, int, int, int, int], str] = {}
+
+
+def check_dataset_name(name: Any, where: str, corpus: bool = False) -> None:
+    """Refuse a data set name that is no MedMNIST flag (nor, with ``corpus``, :data:`CORPUS_DATASET`),
+    without importing torch: the rule of a recipe's ``data.dataset``
+    (:class:`medfm.training.recipes.DataConfig`), of ``medfm eval --data`` and ``finetune --dataset``,
+    which the command line applies before its imports.
+
+    Args:
+        name: the name as given.
+        where: what gave it, put first (``"data.dataset"``, ``"--data"``).
+        corpus: the pretraining corpus is a valid name here.
+
+    Raises:
+        UnknownDatasetError: ``"<where>: unknown MedMNIST data set or corpus 'pneumoniamnst'; did you
+            mean 'pneumoniamnist' ..."`` (up to three close matches).
+    """
+    if name in MEDMNIST_FLAGS or (corpus and name == CORPUS_DATASET):
+        return
+    known = MEDMNIST_FLAGS + ((CORPUS_DATASET,) if corpus else ())
+    kind = f"MedMNIST data set or {CORPUS_DATASET}" if corpus else "MedMNIST data set"
+    raise UnknownDatasetError(f"{where}: {UnknownDatasetError.for_name(name, known, kind=kind)}")
 
 
 def _info(flag: str) -> Dict[str, Any]:

@@ -10,14 +10,13 @@ from typing import Any, Dict, Optional
 
 from medfm.adapters.lora import LoraSettings
 from medfm.arg_checks import check_number
-from medfm.data.errors import UnknownDatasetError, UnsupportedSizeError
-from medfm.data.medmnist_info import MEDMNIST_FLAGS, SPLITS, available_sizes
+from medfm.data.errors import UnsupportedSizeError
+from medfm.data.medmnist_info import CORPUS_DATASET, MEDMNIST_FLAGS, SPLITS, available_sizes, check_dataset_name
 from medfm.data.views import ViewConfig
 from medfm.training.loop import TrainConfig
 
 FINETUNE_MODES = ("linear", "full", "lora")
 #: ``data.dataset`` of the multi-source image-text pretraining corpus (:mod:`medfm.data.corpus`)
-CORPUS_DATASET = "corpus"
 
 
 @dataclass
@@ -51,10 +50,7 @@ class DataConfig:
     val_split: Optional[str] = "val"
 
     def __post_init__(self) -> None:
-        if self.dataset != CORPUS_DATASET and self.dataset not in MEDMNIST_FLAGS:
-            known = MEDMNIST_FLAGS + (CORPUS_DATASET,)
-            unknown = UnknownDatasetError.for_name(self.dataset, known, kind=f"MedMNIST data set or {CORPUS_DATASET}")
-            raise UnknownDatasetError(f"data.dataset: {unknown}")
+        check_dataset_name(self.dataset, "data.dataset", corpus=True)
         check_number("data.label_fraction", self.label_fraction, gt=0, le=1)
         check_number("data.size", self.size, ge=1, integer=True, hint=" (a side in px, e.g. 28)")
         if self.dataset in MEDMNIST_FLAGS and self.size not in available_sizes(self.dataset):
