@@ -126,12 +126,13 @@ def update_card(checkpoint: Union[str, Path], results_path: Union[str, Path]) ->
     ``medfm vqa`` or ``medfm fuse`` run that trained the checkpoint.
 
     Raises:
-        CheckpointError: not a checkpoint; ValueError: unreadable results file, one that is
-            not a JSON object or holds ``NaN``/``Infinity`` (not JSON, never written by medfm: its
-            numbers used to reach the card as ``nan``/``inf`` measurements), an evaluation suite's
-            summary (its per-data-set ``<output>/<dataset>/results.json`` files are what a card
-            takes), the results of another kind of run than the checkpoint's (e.g. VQA results for
-            a segmenter), or results that record the weights' SHA-256 of another checkpoint.
+        CheckpointError: not a local checkpoint folder (a ``hf-hub:`` id is named as one: the card
+            is rewritten in place; :func:`medfm.checkpoint_ids.hub_id_message`); ValueError: unreadable
+            results file, one that is not a JSON object or holds ``NaN``/``Infinity`` (not JSON, never
+            written by medfm: its numbers used to reach the card as ``nan``/``inf`` measurements), an
+            evaluation suite's summary (its per-data-set ``<output>/<dataset>/results.json`` files are
+            what a card takes), the results of another kind of run than the checkpoint's (e.g. VQA
+            results for a segmenter), or results that record the weights' SHA-256 of another checkpoint.
     """
     from medfm.hub import load_config
 

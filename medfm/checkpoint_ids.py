@@ -1,10 +1,11 @@
 """Checkpoint identifiers and folder checks, without importing torch: a local folder or ``hf-hub:org/name``.
 
-The ``medfm`` command names a missing checkpoint, or a file given for one, before it imports the
-library (:func:`medfm.cli.main`), in the same words as :func:`medfm.hub.resolve_checkpoint`,
-:func:`medfm.hub.load_config` and :func:`medfm.adapters.lora.load_adapter`, which check it again
-for library callers: :func:`checkpoint_path_problem` and :func:`checkpoint_folder_problem` are
-the one check they share.
+The ``medfm`` command names a missing checkpoint, a file given for one, a folder that holds none
+(or a LoRA adapter where full weights are loaded) and a hub id where a local folder is needed,
+before it imports the library (:func:`medfm.cli.main`), in the same words as
+:func:`medfm.hub.resolve_checkpoint`, :func:`medfm.hub.load_config` and
+:func:`medfm.adapters.lora.load_adapter`, which check it again for library callers:
+:func:`checkpoint_path_problem` and :func:`checkpoint_folder_problem` are the one check they share.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _folder_words(adapter: bool) -> "tuple[str, str, str]":
     return "checkpoint", CONFIG_NAME, WEIGHTS_NAME
 
 
-def checkpoint_path_problem(ident: Union[str, Path], adapter: bool = False) -> Optional[str]:
+def checkpoint_path_problem(ident: Union[str, Path], adapter: bool = False, full: bool = False) -> Optional[str]:
     """What is wrong with a local path given as a checkpoint (or LoRA adapter) folder, judged
     from the path alone, or None: it is a folder, or a ``hf-hub:`` id (resolved elsewhere).
 
@@ -57,11 +58,15 @@ def checkpoint_path_problem(ident: Union[str, Path], adapter: bool = False) -> O
         ident: the path as the user gave it (``~`` is expanded).
         adapter: the folder must be a LoRA adapter (``medfm merge``): a file is answered with
             the adapter's files.
+        full: the folder must be a full checkpoint (:func:`checkpoint_folder_problem`): a file's
+            folder that is a LoRA adapter is not suggested.
 
     Returns:
         ``"'<path>' is a file; a checkpoint is the directory that holds config.json and
-        model.safetensors: pass '<its folder>'"`` for a file (a LoRA adapter: ``adapter_config.json``
-        and ``adapter_model.safetensors``), :func:`missing_checkpoint_message` for a missing path,
+        model.safetensors"`` for a file (a LoRA adapter: ``adapter_config.json`` and
+        ``adapter_model.safetensors``), ending ``": pass '<its folder>'"`` when that folder is one
+        (:func:`holds_checkpoint`), else naming the subfolders of that folder that are
+        (:func:`subfolder_hint`), if any; :func:`missing_checkpoint_message` for a missing path;
         else None.
     """
     if is_hub_id(ident):
@@ -69,53 +74,98 @@ def checkpoint_path_problem(ident: Union[str, Path], adapter: bool = False) -> O
     path = Path(ident).expanduser()
     if path.is_file():
         what, marker, weights = _folder_words(adapter)
-        return (f"{str(path)!r} is a file; a {what} is the directory that holds {marker} and {weights}: "
-                f"pass {str(path.parent)!r}")
+        folder = path.parent
+        hint = (f": pass {str(folder)!r}" if holds_checkpoint(folder, adapter, full)
+                else subfolder_hint(folder, adapter, full, holder="its folder"))
+        return f"{str(path)!r} is a file; a {what} is the directory that holds {marker} and {weights}{hint}"
     if not path.is_dir():
         return missing_checkpoint_message(ident)
     return None
 
 
-def subfolder_hint(path: Path, marker: str = CONFIG_NAME, what: str = "checkpoint") -> str:
+def is_lora_adapter(path: Union[str, Path]) -> bool:
+    """Whether the folder ``path`` is a LoRA adapter (``adapter_config.json``, no ``model.safetensors``):
+    not a full checkpoint, whose weights an encoder could start from."""
+    path = Path(path).expanduser()
+    return (path / ADAPTER_CONFIG_NAME).is_file() and not (path / WEIGHTS_NAME).is_file()
+
+
+def holds_checkpoint(path: Union[str, Path], adapter: bool = False, full: bool = False) -> bool:
+    """Whether the folder ``path`` holds what :func:`checkpoint_folder_problem` asks for: ``config.json``
+    (with ``adapter``: ``adapter_config.json``; with ``full``: and it is no LoRA adapter,
+    :func:`is_lora_adapter`). Only the marker files are looked at, not their contents."""
+    path = Path(path).expanduser()
+    if adapter:
+        return (path / ADAPTER_CONFIG_NAME).is_file()
+    return (path / CONFIG_NAME).is_file() and not (full and is_lora_adapter(path))
+
+
+def subfolder_hint(path: Path, adapter: bool = False, full: bool = False, holder: str = "it") -> str:
     """``"; it holds a checkpoint in a subfolder: pass '<path>/model'"`` (or ``"checkpoints in
-    subfolders: pass ... or ..."``) when folders directly inside ``path`` hold ``marker`` (a training
-    run's folder: ``model/``, ``checkpoint/``, ``adapter/``), else ``""``."""
-    found = sorted(str(c.parent) for c in path.glob(f"*/{marker}") if c.is_file()) if path.is_dir() else []
+    subfolders: pass ... or ..."``; a LoRA adapter with ``adapter``) when folders directly inside
+    ``path`` hold one (:func:`holds_checkpoint` with ``adapter`` and ``full``: a training run's
+    ``model/``, ``checkpoint/``, ``adapter/``), else ``""``. ``holder`` names ``path`` in the text."""
+    what = _folder_words(adapter)[0]
+    found = sorted(str(c) for c in path.iterdir() if c.is_dir() and holds_checkpoint(c, adapter, full)) \
+        if path.is_dir() else []
     if not found:
         return ""
-    return (f"; it holds {f'a {what} in a subfolder' if len(found) == 1 else f'{what}s in subfolders'}: pass "
+    return (f"; {holder} holds {f'a {what} in a subfolder' if len(found) == 1 else f'{what}s in subfolders'}: pass "
             + " or ".join(repr(f) for f in found))
 
 
-def checkpoint_folder_problem(ident: Union[str, Path], adapter: bool = False) -> Optional[str]:
+def hub_id_message(ident: Union[str, Path], adapter: bool = False) -> str:
+    """The error for a ``hf-hub:`` id given where a local folder is read (or written) in place
+    (``medfm card``, ``medfm merge``'s adapter, :func:`medfm.hub.load_config`).
+
+    Returns:
+        ``"'hf-hub:org/name' is a hub id, not a local checkpoint folder: download it with
+        `hf download org/name --local-dir DIR` and pass DIR"`` (``--revision R`` for ``@R``).
+    """
+    repo, _, revision = str(ident)[len(HUB_PREFIX):].partition("@")
+    download = f"hf download {repo}" + (f" --revision {revision}" if revision else "") + " --local-dir DIR"
+    return (f"{str(ident)!r} is a hub id, not a local {_folder_words(adapter)[0]} folder: "
+            f"download it with `{download}` and pass DIR")
+
+
+def checkpoint_folder_problem(ident: Union[str, Path], adapter: bool = False, full: bool = False) -> Optional[str]:
     """What is wrong with a local path given as a checkpoint (or LoRA adapter) folder, or None.
 
-    :func:`checkpoint_path_problem` first (a file, a missing path), then the folder's contents:
-    no ``config.json`` (``"'<path>' is not a medfm checkpoint: config.json is missing"``, naming
-    the subfolders that hold one, :func:`subfolder_hint`); with ``adapter``, no
-    ``adapter_config.json`` (a full checkpoint is named as one). A ``hf-hub:`` id that is no
-    local folder gets the ``config.json`` message (pass its resolved folder instead).
+    A ``hf-hub:`` id first (:func:`hub_id_message`: this check reads local folders; pass its
+    resolved folder instead), then :func:`checkpoint_path_problem` (a file, a missing path), then
+    the folder's contents: no ``config.json`` (``"'<path>' is not a medfm checkpoint: config.json is
+    missing"``, naming the subfolders that hold one, :func:`subfolder_hint`); with ``adapter``, no
+    ``adapter_config.json`` (a full checkpoint is named as one); with ``full``, a LoRA adapter
+    (:func:`is_lora_adapter`: ``"'<path>' is a LoRA adapter, not a full checkpoint ...: merge it
+    first with `medfm merge <path> OUT` and pass OUT"``).
 
     Args:
         ident: the path as the user gave it (shown as given).
         adapter: the folder must be a LoRA adapter written by :func:`medfm.adapters.lora.save_adapter`.
+        full: the folder must be a full checkpoint, whose ``model.safetensors`` an encoder starts from
+            (``--init``, ``medfm merge --base``).
     """
-    problem = checkpoint_path_problem(ident, adapter)
+    if is_hub_id(ident):
+        return hub_id_message(ident, adapter)
+    problem = checkpoint_path_problem(ident, adapter, full)
     if problem:
         return problem
     path = Path(ident).expanduser()
     has_config = (path / CONFIG_NAME).is_file()
-    if adapter and not (path / ADAPTER_CONFIG_NAME).is_file():
+    if adapter and not holds_checkpoint(path, adapter=True):
         if has_config:
             return (f"{str(ident)!r} is a full medfm checkpoint, not a LoRA adapter (no {ADAPTER_CONFIG_NAME}); "
                     "pass the adapter/ folder of a LoRA fine-tune")
         return (f"{str(ident)!r} is not a LoRA adapter: {ADAPTER_CONFIG_NAME} is missing"
-                f"{subfolder_hint(path, ADAPTER_CONFIG_NAME, 'LoRA adapter')}")
+                f"{subfolder_hint(path, adapter=True)}")
     if not has_config:
-        return f"{str(ident)!r} is not a medfm checkpoint: {CONFIG_NAME} is missing{subfolder_hint(path)}"
+        return f"{str(ident)!r} is not a medfm checkpoint: {CONFIG_NAME} is missing{subfolder_hint(path, full=full)}"
+    if full and not adapter and is_lora_adapter(path):
+        return (f"{str(ident)!r} is a LoRA adapter, not a full checkpoint (no {WEIGHTS_NAME}): merge it into its base "
+                f"first with `medfm merge {ident} OUT` and pass OUT")
     return None
 
 
 __all__ = ["HUB_PREFIX", "TIMM_WEIGHTS", "CONFIG_NAME", "WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME",
            "is_hub_id", "missing_checkpoint_message", "checkpoint_path_problem", "checkpoint_folder_problem",
-           "subfolder_hint"]
+           "subfolder_hint", "holds_checkpoint", "is_lora_adapter", "hub_id_message"]

@@ -273,36 +273,40 @@ def _verify_data(args: argparse.Namespace) -> int:
 
 #: subcommands whose ``--output`` is a run folder (created by the run)
 _OUTPUT_COMMANDS = ("pretrain", "finetune", "segment", "vqa", "fuse", "eval")
-#: subcommand -> its arguments naming a checkpoint (or LoRA adapter) folder: positionals by name,
-#: options by flag
-_CHECKPOINT_ARGS = {"eval": ("checkpoint",), "merge": ("adapter", "--base"), "card": ("checkpoint",),
-                    "push": ("checkpoint",), "finetune": ("--init",), "segment": ("--init",), "vqa": ("--init",)}
+#: subcommand -> its arguments naming a checkpoint (or LoRA adapter) folder, positionals by name and
+#: options by flag, each with what it must be: "any" a checkpoint or LoRA adapter, local or ``hf-hub:``;
+#: "local" the same, but a local folder (``card`` rewrites its README.md); "adapter" a local LoRA
+#: adapter folder; "full" a full checkpoint whose weights an encoder starts from (a LoRA adapter is
+#: refused), local or ``hf-hub:`` (``--init``: or ``timm``)
+_CHECKPOINT_ARGS = {"eval": (("checkpoint", "any"),), "merge": (("adapter", "adapter"), ("--base", "full")),
+                    "card": (("checkpoint", "local"),), "push": (("checkpoint", "any"),),
+                    "finetune": (("--init", "full"),), "segment": (("--init", "full"),), "vqa": (("--init", "full"),)}
 
 
 def _check_checkpoint_paths(args: argparse.Namespace) -> None:
-    """A local checkpoint (or adapter) path that does not exist, or is a file, named before torch
-    is imported (seconds sooner) by the check the library runs too
-    (:func:`medfm.checkpoint_ids.checkpoint_path_problem`, in :func:`medfm.hub.resolve_checkpoint`,
-    :func:`medfm.hub.load_config`, :func:`medfm.adapters.lora.load_adapter`); an option's path is
-    named with its flag (``--init: no checkpoint directory at ...``), ``merge``'s adapter as one
-    (``... is a file; a LoRA adapter is the directory that holds adapter_config.json ...``).
+    """A checkpoint (or adapter) argument that names no checkpoint folder, named before torch is
+    imported (2-25 s sooner) by the check the library runs too
+    (:func:`medfm.checkpoint_ids.checkpoint_folder_problem`, in :func:`medfm.hub.load_config` and
+    :func:`medfm.adapters.lora.load_adapter`): a missing path, a file, a folder without
+    ``config.json`` (a run folder: naming its checkpoint subfolders), for ``merge``'s adapter a
+    folder without ``adapter_config.json``, for ``--init`` and ``--base`` a LoRA adapter (merge it
+    first), for ``card`` and ``merge`` a hub id (they work on local folders). An option's path is
+    named with its flag (``--init: no checkpoint directory at ...``).
 
-    ``hf-hub:`` ids pass (fetched later), as does ``--init timm`` (timm's own weights) and every
-    folder: one that holds no checkpoint (no ``config.json``; for ``merge``, no
-    ``adapter_config.json``) is named by the library when it reads it
-    (:func:`medfm.checkpoint_ids.checkpoint_folder_problem`).
+    ``hf-hub:`` ids of the other arguments pass (fetched later), as does ``--init timm`` (timm's own weights).
 
     Raises:
-        ValueError: the first missing path or file.
+        ValueError: the first argument that names no such folder.
     """
-    from medfm.checkpoint_ids import TIMM_WEIGHTS, checkpoint_path_problem
+    from medfm.checkpoint_ids import TIMM_WEIGHTS, checkpoint_folder_problem, is_hub_id
 
-    for name in _CHECKPOINT_ARGS.get(args.command, ()):
+    for name, must_be in _CHECKPOINT_ARGS.get(args.command, ()):
         given = getattr(args, name.lstrip("-"))
         for ident in given if isinstance(given, list) else [given]:
-            if ident is None or (name == "--init" and ident == TIMM_WEIGHTS):
+            if ident is None or (name == "--init" and ident == TIMM_WEIGHTS) or (
+                    is_hub_id(ident) and must_be in ("any", "full")):
                 continue
-            message = checkpoint_path_problem(ident, adapter=(args.command, name) == ("merge", "adapter"))
+            message = checkpoint_folder_problem(ident, adapter=must_be == "adapter", full=must_be == "full")
             if message:
                 raise ValueError(f"{name}: {message}" if name.startswith("--") else message)
 
@@ -368,9 +372,9 @@ def _check_paths(args: argparse.Namespace) -> None:
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
             ``--output`` is an existing file; ``eval`` options of the other mode
-            (:func:`_check_eval_options`); a checkpoint path that is missing or a file, ``--init``
-            and ``--base`` included (:func:`_check_checkpoint_paths`); a ``card --results`` that is missing or a
-            folder (:func:`_check_input_file`).
+            (:func:`_check_eval_options`); a checkpoint argument that names no checkpoint folder,
+            ``--init`` and ``--base`` included (:func:`_check_checkpoint_paths`); a ``card --results``
+            that is missing or a folder (:func:`_check_input_file`).
         ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
             (:func:`medfm.config.load_yaml`, naming it a recipe or a suite).
         UnknownDatasetError: an unknown MedMNIST data set for ``eval --data`` or ``finetune --dataset``

@@ -53,15 +53,20 @@ def checkpoint_reference(path_or_id: Union[str, os.PathLike]) -> str:
 
 
 def check_local_checkpoint(path_or_id: Optional[Union[str, os.PathLike]]) -> None:
-    """Refuse a missing local checkpoint directory early (e.g. ``--init`` before a data set loads).
+    """Refuse a local starting checkpoint that cannot be loaded, early (e.g. ``--init`` before a data
+    set loads), with the message ``medfm`` gives before its imports.
 
     ``None``, ``"timm"`` and ``hf-hub:`` ids pass: those are fetched when the encoder is built.
 
     Raises:
-        CheckpointError: the path is missing or is a file (:func:`resolve_checkpoint`'s message).
+        CheckpointError: the path is missing or is a file, a folder without ``config.json``, or a
+            LoRA adapter (no full weights): :func:`medfm.checkpoint_ids.checkpoint_folder_problem`
+            with ``full``.
     """
     if path_or_id is not None and str(path_or_id) != TIMM_WEIGHTS and not is_hub_id(path_or_id):
-        resolve_checkpoint(path_or_id)
+        problem = checkpoint_folder_problem(path_or_id, full=True)
+        if problem:
+            raise CheckpointError(problem)
 
 
 def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
@@ -465,9 +470,11 @@ def load_encoder_weights(encoder: nn.Module, path_or_id: Union[str, os.PathLike]
     layer's tensors (:func:`medfm.adapters.domain_layers.domain_weight_sources`).
 
     Raises:
-        CheckpointError: mismatched encoder architecture or weights.
+        CheckpointError: no full checkpoint there (a LoRA adapter: merge it first;
+            :func:`check_local_checkpoint`), mismatched encoder architecture or weights.
     """
     path = resolve_checkpoint(path_or_id)
+    check_local_checkpoint(path)
     cfg = load_config(path)
     want, have = cfg["encoder"], getattr(encoder, "config", {})
     for key in ("name", "in_chans", "img_size"):

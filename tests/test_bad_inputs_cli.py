@@ -267,6 +267,7 @@ def test_output_that_is_a_file_and_missing_data_root(tmp_path, capsys, pneumonia
 def test_suite_values_checked_when_the_suite_is_read(tmp_path, capsys, pneumonia_env, old, new, message):
     (tmp_path / "s.yaml").write_text(_edit(SUITE, old, new))
     (tmp_path / "ckpt").mkdir()  # a missing checkpoint is named before the suite is read
+    (tmp_path / "ckpt" / "config.json").write_text("{}")  # and a folder without config.json: a placeholder
     code, err = cli_error(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--output", tmp_path / "ev"])
     assert code == 2 and message in err, err
     assert not (tmp_path / "ev").exists()
@@ -303,6 +304,7 @@ def test_eval_label_fraction_list_names_the_bad_item(tmp_path, capsys, pneumonia
     """"0.1,abc" was answered with Python's "could not convert string to float: 'abc'"."""
     (tmp_path / "s.yaml").write_text(SUITE)
     (tmp_path / "ckpt").mkdir()  # a missing checkpoint is named first
+    (tmp_path / "ckpt" / "config.json").write_text("{}")  # and a folder without config.json: a placeholder
     code, err = cli_error(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--protocol", "linear",
                               "--label-fraction", "0.1,abc", "--output", tmp_path / "ev"])
     assert code == 2 and "label fraction 'abc' in '0.1,abc' is not a number" in err

@@ -224,12 +224,90 @@ def test_missing_checkpoint_paths_are_named_without_loading_torch(tmp_path):
     assert _errors_without_torch(cases) == [message] * len(cases)
 
 
-def test_hub_ids_and_existing_folders_are_left_to_the_later_checkpoint_checks(tmp_path, capsys, pneumonia_env):
+def test_card_of_a_hub_id_and_merge_of_a_plain_folder_are_named(tmp_path, capsys, pneumonia_env):
+    """``medfm card hf-hub:org/model`` said "'hf-hub:org/model' is not a medfm checkpoint: config.json is
+    missing" (after 2 s of imports); card rewrites a local folder's README.md, and now says so."""
     (tmp_path / "r.json").write_text("{}")  # a missing --results is named first (test below)
     code, err = cli_error(capsys, ["card", "hf-hub:org/model", "--results", tmp_path / "r.json"])
-    assert code == 2 and "'hf-hub:org/model' is not a medfm checkpoint: config.json is missing" in err
+    assert code == 2 and err == ("medfm: error: 'hf-hub:org/model' is a hub id, not a local checkpoint folder: download "
+                                 "it with `hf download org/model --local-dir DIR` and pass DIR"), err
     code, err = cli_error(capsys, ["merge", tmp_path, tmp_path / "merged"])  # a folder, not an adapter
     assert code == 2 and f"{str(tmp_path)!r} is not a LoRA adapter: adapter_config.json is missing" in err
+
+
+def test_hub_ids_and_timm_pass_the_early_check_where_they_are_fetched(tmp_path, monkeypatch, capsys):
+    """``eval``, ``push``, ``--init`` and ``merge --base`` fetch a ``hf-hub:`` id when they run, and
+    ``--init timm`` is timm's own weights: the early folder check lets them through."""
+    import medfm.cli as cli
+
+    ran = []
+    monkeypatch.setattr(cli, "_run", lambda args: ran.append(args.command) or 0)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    for name in ("config.json", "adapter_config.json"):  # a LoRA adapter folder (contents unread)
+        (adapter / name).write_text("{}")
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("encoder: {name: resnet_test}\n")
+    hub, out = "hf-hub:org/model", str(tmp_path / "out")
+    cases = [["eval", hub, "--data", "pneumoniamnist"], ["push", hub, "me/model"],
+             ["finetune", str(recipe), "--init", hub, "--output", out],
+             ["finetune", str(recipe), "--init", "timm", "--output", out],
+             ["segment", str(REPO_ROOT / "finetune" / "seg_unet_chase_db1.yaml"), "--init", hub, "--output", out],
+             ["vqa", str(REPO_ROOT / "finetune" / "vqa_resnet18_clip.yaml"), "--init", hub, "--output", out],
+             ["merge", str(adapter), str(tmp_path / "merged"), "--base", hub]]
+    for argv in cases:
+        assert main(argv) == 0, capsys.readouterr().err
+    assert ran == [argv[0] for argv in cases]
+
+
+def test_folders_that_hold_no_checkpoint_are_named_without_loading_torch(tmp_path):
+    """An empty folder or a run folder given as a checkpoint was named by the library after the
+    imports (2-6 s; ``vqa --init``: 25 s, after decoding the VQA-RAD images; ``merge --base``: wrapped
+    in "its base checkpoint could not be loaded"); a LoRA adapter given as ``--init`` or ``--base``
+    failed after them with "checkpoint weights missing: <adapter>/model.safetensors"; ``merge`` of a hub
+    id said "adapter_config.json is missing". Every command with a checkpoint argument is covered."""
+    import medfm.cli as cli
+
+    empty, run = tmp_path / "empty", tmp_path / "run"
+    empty.mkdir()
+    for folder, files in ((run / "model", ("config.json", "model.safetensors")),
+                          (run / "adapter", ("config.json", "adapter_config.json", "adapter_model.safetensors"))):
+        folder.mkdir(parents=True)
+        for name in files:  # what a training run writes (contents unread by the check)
+            (folder / name).write_text("{}")
+    adapter, model = str(run / "adapter"), str(run / "model")
+    out, results = str(tmp_path / "out"), str(tmp_path / "r.json")
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("encoder: {name: resnet_test}\n")
+    seg, vqa = (str(REPO_ROOT / "finetune" / name) for name in ("seg_unet_chase_db1.yaml", "vqa_resnet18_clip.yaml"))
+
+    def commands(ckpt):
+        return [["eval", ckpt, "--data", "pneumoniamnist"], ["card", ckpt, "--results", results],
+                ["push", ckpt, "me/model"],
+                ["merge", ckpt, out], ["merge", adapter, out, "--base", ckpt],
+                ["finetune", str(recipe), "--init", ckpt, "--output", out],
+                ["segment", seg, "--init", ckpt, "--output", out], ["vqa", vqa, "--init", ckpt, "--output", out]]
+
+    assert {argv[0] for argv in commands("x")} == set(cli._CHECKPOINT_ARGS)
+    no_config = f"{str(empty)!r} is not a medfm checkpoint: config.json is missing"
+    in_run = f"{str(run)!r} is not a medfm checkpoint: config.json is missing; it holds "
+    both = f"checkpoints in subfolders: pass {adapter!r} or {model!r}"  # eval, card, push take an adapter
+    only_model = f"a checkpoint in a subfolder: pass {model!r}"  # --init and --base do not
+    lora = (f"{adapter!r} is a LoRA adapter, not a full checkpoint (no model.safetensors): merge it into its base first "
+            f"with `medfm merge {adapter} OUT` and pass OUT")
+    hub = "hf-hub:org/adapter@v1"
+    expected = (
+        [no_config] * 3 + [f"{str(empty)!r} is not a LoRA adapter: adapter_config.json is missing", f"--base: {no_config}"]
+        + [f"--init: {no_config}"] * 3
+        + [in_run + both] * 3 + [f"{str(run)!r} is not a LoRA adapter: adapter_config.json is missing; it holds a LoRA "
+                                 f"adapter in a subfolder: pass {adapter!r}", f"--base: {in_run}{only_model}"]
+        + [f"--init: {in_run}{only_model}"] * 3
+        + [f"--base: {lora}"] + [f"--init: {lora}"] * 3
+        + [f"{hub!r} is a hub id, not a local LoRA adapter folder: download it with `hf download org/adapter "
+           "--revision v1 --local-dir DIR` and pass DIR"])
+    cases = commands(str(empty)) + commands(str(run)) + [c for c in commands(adapter) if "--base" in c or "--init" in c]
+    assert _errors_without_torch(cases + [["merge", hub, out]]) == [f"medfm: error: {m}" for m in expected]
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_file_given_as_a_checkpoint_is_named_without_loading_torch(tmp_path):
@@ -237,24 +315,27 @@ def test_a_file_given_as_a_checkpoint_is_named_without_loading_torch(tmp_path):
     ``card`` as "'<file>' is not a medfm checkpoint: config.json is missing"; ``merge``'s adapter is
     now named with the adapter's files. Every entry point gives the library's message
     (:func:`medfm.checkpoint_ids.checkpoint_path_problem`)."""
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
+    ckpt, lora = tmp_path / "ckpt", tmp_path / "adapter"
+    for folder, files in ((ckpt, ("config.json", "model.safetensors")),
+                          (lora, ("config.json", "adapter_config.json", "adapter_model.safetensors"))):
+        folder.mkdir()
+        for name in files:  # a checkpoint and a LoRA adapter folder (contents unread by the check)
+            (folder / name).write_bytes(b"")
     weights = ckpt / "model.safetensors"
-    weights.write_bytes(b"")
     recipe = tmp_path / "ft.yaml"
     recipe.write_text("encoder: {name: resnet_test}\n")  # read (as YAML) only
     out = str(tmp_path / "out")
-    w = str(weights)
+    w, aw = str(weights), str(lora / "adapter_model.safetensors")
     cases = [["eval", w, "--data", "pneumoniamnist"],
              ["eval", w, "--suite", str(REPO_ROOT / "eval_suites" / "medmnist_c.yaml"), "--output", out],
              ["finetune", str(recipe), "--init", w, "--output", out],
              ["segment", str(REPO_ROOT / "finetune" / "seg_unet_chase_db1.yaml"), "--init", w, "--output", out],
              ["vqa", str(REPO_ROOT / "finetune" / "vqa_resnet18_clip.yaml"), "--init", w, "--output", out],
              ["card", w, "--results", str(tmp_path / "r.json")], ["push", w, "me/model"],
-             ["merge", str(ckpt), out, "--base", w], ["merge", w, out]]
+             ["merge", str(lora), out, "--base", w], ["merge", aw, out]]
     message = f"{w!r} is a file; a checkpoint is the directory that holds config.json and model.safetensors: pass {str(ckpt)!r}"
-    adapter = (f"{w!r} is a file; a LoRA adapter is the directory that holds adapter_config.json and "
-               f"adapter_model.safetensors: pass {str(ckpt)!r}")
+    adapter = (f"{aw!r} is a file; a LoRA adapter is the directory that holds adapter_config.json and "
+               f"adapter_model.safetensors: pass {str(lora)!r}")
     assert _errors_without_torch(cases) == (
         [f"medfm: error: {message}"] * 2 + [f"medfm: error: --init: {message}"] * 3 + [f"medfm: error: {message}"] * 2
         + [f"medfm: error: --base: {message}", f"medfm: error: {adapter}"])
@@ -267,6 +348,8 @@ def test_missing_init_base_results_and_unknown_flags_are_named_without_loading_t
     recipe = tmp_path / "ft.yaml"
     recipe.write_text("encoder: {name: resnet_test}\n")  # read (as YAML) only: every case fails before the run
     (tmp_path / "adapter").mkdir()
+    for name in ("config.json", "adapter_config.json"):  # a LoRA adapter folder (contents unread by the check)
+        (tmp_path / "adapter" / name).write_text("{}")
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "results.json").write_text("{}")
     nope = str(tmp_path / "nope")

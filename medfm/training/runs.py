@@ -137,7 +137,8 @@ def check_init_checkpoint(init: Optional[str], encoder: EncoderConfig) -> None:
     '/nonexistent/ckpt' ...``. ``None``, ``"timm"`` and ``hf-hub:`` ids pass (:func:`medfm.hub.check_local_checkpoint`).
 
     Raises:
-        CheckpointError: the path is missing or is a file.
+        CheckpointError: the path is missing or a file, a folder without config.json, or a LoRA adapter
+            (:func:`medfm.hub.check_local_checkpoint`).
     """
     from medfm.hub import CheckpointError, check_local_checkpoint
 

@@ -100,7 +100,8 @@ def test_a_command_line_protocol_may_still_switch_a_suites_protocol(tmp_path):
 
 
 def test_cli_refuses_the_suite_in_one_line_and_writes_nothing(tmp_path, capsys):
-    (tmp_path / "ckpt").mkdir()  # a missing checkpoint is named before the suite is read
+    (tmp_path / "ckpt").mkdir()  # a missing checkpoint (or one without config.json) is named before the suite is read
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
     path = _suite_file(tmp_path, {"name": "as-is", "label_fractions": [0.01, 0.1]})
     code = main(["eval", str(tmp_path / "ckpt"), "--suite", str(path), "--output", str(tmp_path / "ev")])
     err = capsys.readouterr().err.strip()

@@ -32,6 +32,7 @@ def _resumable_run(tmp_path):
     (run / "config.yaml").write_text(dump_yaml(from_dict(FinetuneRecipe, FINETUNE)))
     record_init(run, str(tmp_path / "A"), resume=False)
     (tmp_path / "A").mkdir()  # the init exists (its weights are only read after the data)
+    (tmp_path / "A" / "config.json").write_text("{}")
     return run
 
 
@@ -54,7 +55,8 @@ def test_another_init_on_resume_is_refused_without_reading_data(tmp_path, monkey
 def test_cli_names_the_init_mismatch_not_the_missing_data(tmp_path, capsys):
     run = _resumable_run(tmp_path)
     (tmp_path / "empty").mkdir()  # a data root without medmnist/pneumoniamnist.npz (the CLI refuses a missing root)
-    (tmp_path / "B").mkdir()  # an existing folder: the CLI names a missing --init before the runner
+    (tmp_path / "B").mkdir()  # an existing checkpoint folder: the CLI names a missing --init before the runner
+    (tmp_path / "B" / "config.json").write_text("{}")
     recipe = tmp_path / "ft.yaml"
     recipe.write_text(dump_yaml(FINETUNE))
     code, err = cli_error(capsys, ["finetune", recipe, "--output", run, "--resume", "--init", tmp_path / "B",

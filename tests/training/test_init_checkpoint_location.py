@@ -61,6 +61,7 @@ def test_init_is_checked_instead_of_the_recipes_pretrained(tmp_path, no_data):
     recipe = from_dict(cls, {**data, "encoder": {"name": "resnet_test", "pretrained": str(tmp_path / "stale")}},
                        where="r.yaml")
     (tmp_path / "init").mkdir()
+    (tmp_path / "init" / "config.json").write_text("{}")
     with pytest.raises(DataRead):
         run(recipe, tmp_path / "run", init=str(tmp_path / "init"))
     with pytest.raises(CheckpointError, match=re.escape(f"no checkpoint directory at '{tmp_path / 'gone'}'")) as err:
@@ -72,6 +73,7 @@ def test_a_recipe_made_in_python_names_the_section_and_a_file_is_named_too(tmp_p
     with pytest.raises(CheckpointError, match=r"^encoder\.pretrained: no checkpoint directory at "):
         runs.check_init_checkpoint(None, EncoderConfig(name="resnet_test", pretrained=str(tmp_path / "nope")))
     (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "config.json").write_text("{}")  # its folder is a checkpoint: suggested (not when it is none)
     with pytest.raises(CheckpointError, match=r"^encoder\.pretrained: .*model\.safetensors' is a file; .*pass "):
         runs.check_init_checkpoint(None, EncoderConfig(name="resnet_test",
                                                        pretrained=str(tmp_path / "model.safetensors")))

@@ -199,6 +199,7 @@ def test_other_runners_refuse_another_init_before_reading_data(tmp_path, runner,
     (run / "config.yaml").write_text(dump_yaml(from_dict(recipe_cls, recipe)))  # as the runner wrote them
     record_init(run, str(tmp_path / "A"), resume=False)
     (tmp_path / "A").mkdir()  # the init exists: the VQA runner refuses a missing local --init before the data too
+    (tmp_path / "A" / "config.json").write_text("{}")
     before = _snapshot(run)
     for other, shown in [(str(tmp_path / "B"), f"--init {tmp_path.resolve() / 'B'}"), (None, "no --init")]:
         with pytest.raises(ConfigError, match=re.escape(f"this resume has {shown};")):
