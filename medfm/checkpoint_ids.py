@@ -92,12 +92,14 @@ def is_lora_adapter(path: Union[str, Path]) -> bool:
 
 def holds_checkpoint(path: Union[str, Path], adapter: bool = False, full: bool = False) -> bool:
     """Whether the folder ``path`` holds what :func:`checkpoint_folder_problem` asks for: ``config.json``
-    (with ``adapter``: ``adapter_config.json``; with ``full``: and it is no LoRA adapter,
+    (with ``adapter``: and ``adapter_config.json``; with ``full``: and it is no LoRA adapter,
     :func:`is_lora_adapter`). Only the marker files are looked at, not their contents."""
     path = Path(path).expanduser()
+    if not (path / CONFIG_NAME).is_file():
+        return False
     if adapter:
         return (path / ADAPTER_CONFIG_NAME).is_file()
-    return (path / CONFIG_NAME).is_file() and not (full and is_lora_adapter(path))
+    return not (full and is_lora_adapter(path))
 
 
 def subfolder_hint(path: Path, adapter: bool = False, full: bool = False, holder: str = "it") -> str:
@@ -122,10 +124,15 @@ def hub_id_message(ident: Union[str, Path], adapter: bool = False) -> str:
         ``"'hf-hub:org/name' is a hub id, not a local checkpoint folder: download it with
         `hf download org/name --local-dir DIR` and pass DIR"`` (``--revision R`` for ``@R``).
     """
-    repo, _, revision = str(ident)[len(HUB_PREFIX):].partition("@")
-    download = f"hf download {repo}" + (f" --revision {revision}" if revision else "") + " --local-dir DIR"
     return (f"{str(ident)!r} is a hub id, not a local {_folder_words(adapter)[0]} folder: "
-            f"download it with `{download}` and pass DIR")
+            f"download it with `{hub_download_command(ident)}` and pass DIR")
+
+
+def hub_download_command(ident: Union[str, Path]) -> str:
+    """The shell command that fetches hub id ``ident`` into a folder DIR, for messages:
+    ``"hf download org/name --local-dir DIR"`` (``--revision R`` for ``hf-hub:org/name@R``)."""
+    repo, _, revision = str(ident)[len(HUB_PREFIX):].partition("@")
+    return f"hf download {repo}" + (f" --revision {revision}" if revision else "") + " --local-dir DIR"
 
 
 def checkpoint_folder_problem(ident: Union[str, Path], adapter: bool = False, full: bool = False) -> Optional[str]:
@@ -168,4 +175,4 @@ def checkpoint_folder_problem(ident: Union[str, Path], adapter: bool = False, fu
 
 __all__ = ["HUB_PREFIX", "TIMM_WEIGHTS", "CONFIG_NAME", "WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME",
            "is_hub_id", "missing_checkpoint_message", "checkpoint_path_problem", "checkpoint_folder_problem",
-           "subfolder_hint", "holds_checkpoint", "is_lora_adapter", "hub_id_message"]
+           "subfolder_hint", "holds_checkpoint", "is_lora_adapter", "hub_id_message", "hub_download_command"]

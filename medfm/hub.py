@@ -27,7 +27,8 @@ from torch import nn
 
 import medfm
 from medfm.checkpoint_ids import (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, CONFIG_NAME, HUB_PREFIX, TIMM_WEIGHTS,
-                                  WEIGHTS_NAME, checkpoint_folder_problem, checkpoint_path_problem, is_hub_id)
+                                  WEIGHTS_NAME, checkpoint_folder_problem, checkpoint_path_problem, hub_download_command,
+                                  is_hub_id)
 from medfm.io import atomic_dir
 
 CARD_NAME = "README.md"
@@ -91,7 +92,7 @@ def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
         except Exception as err:  # offline, unknown repo, auth
             raise CheckpointError(
                 f"could not fetch {ident!r} from the Hugging Face hub ({type(err).__name__}). Offline: "
-                f"download it elsewhere with `hf download {repo} --local-dir DIR` and pass DIR."
+                f"download it elsewhere with `{hub_download_command(ident)}` and pass DIR."
             ) from None
     problem = checkpoint_path_problem(ident)
     if problem:

@@ -175,3 +175,14 @@ def test_the_library_names_a_starting_checkpoint_it_cannot_load_as_the_cli_does(
     with pytest.raises(CheckpointError) as err:
         check_init_checkpoint(None, EncoderConfig(name="resnet_test", pretrained=str(empty)))
     assert str(err.value) == f"encoder.pretrained: {str(empty)!r} is not a medfm checkpoint: config.json is missing"
+
+
+def test_a_file_of_a_folder_that_is_no_medfm_adapter_names_no_folder(tmp_path):
+    """A peft folder without medfm's config.json is refused when passed as the adapter; a file in it
+    suggested passing that folder anyway."""
+    peft_only = tmp_path / "peft"
+    peft_only.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (peft_only / name).write_text("{}")
+    problem = checkpoint_path_problem(peft_only / "adapter_model.safetensors", adapter=True)
+    assert "pass" not in problem and checkpoint_folder_problem(peft_only, adapter=True) is not None

@@ -16,7 +16,6 @@ from medfm.data.views import ViewConfig
 from medfm.training.loop import TrainConfig
 
 FINETUNE_MODES = ("linear", "full", "lora")
-#: ``data.dataset`` of the multi-source image-text pretraining corpus (:mod:`medfm.data.corpus`)
 
 
 @dataclass
