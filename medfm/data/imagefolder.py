@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
 from medfm.data.images import image_mode, read_image
@@ -222,8 +221,7 @@ class ImageFolderDataset(UInt8ImageSet):
         self.size = int(self.images.shape[1])
         self.n_channels = 1 if mode == "L" else 3
         self.md5 = md5.hexdigest()
-        self._hold(self.images, torch.from_numpy(self.labels[:, 0].copy()), channel_last=self.images.ndim == 4,
-                   repeat_rgb=False)
+        self._hold(self.images, self.labels, False, channel_last=self.images.ndim == 4, repeat_rgb=False)
 
     def __repr__(self) -> str:
         return (f"ImageFolderDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, size={self.size}, "

@@ -227,8 +227,7 @@ class MedMNISTDataset(UInt8ImageSet):
         self.images, self.labels = images, labels
         self.multi_label = self.task == MULTI_LABEL_TASK
         self.n_channels = 3 if as_rgb else info["n_channels"]
-        self._hold(images,  # the tensor shares memory with self.images
-                   torch.from_numpy(labels.astype(np.float32) if self.multi_label else labels[:, 0].astype(np.int64)),
+        self._hold(images, labels, self.multi_label,  # the tensor shares memory with self.images
                    channel_last=not self.is_3d and info["n_channels"] == 3,
                    repeat_rgb=as_rgb and info["n_channels"] == 1)
 

@@ -50,10 +50,15 @@ class UInt8ImageSet(Dataset):
     _channel_last: bool = False
     _repeat_rgb: bool = False
 
-    def _hold(self, images: np.ndarray, labels: torch.Tensor, channel_last: bool, repeat_rgb: bool) -> None:
-        """Keep ``images`` (uint8, shared with the tensor when contiguous) and ``labels``."""
+    def _hold(self, images: np.ndarray, labels: np.ndarray, multi_label: bool, channel_last: bool,
+              repeat_rgb: bool) -> None:
+        """Keep ``images`` (uint8, shared with the tensor when contiguous) and ``labels`` as stored,
+        ``(N, L)`` or ``(N,)`` integers: ``(N, L)`` float32 when ``multi_label``, else ``(N,)`` int64
+        (the first column)."""
         self._images_t = torch.from_numpy(np.ascontiguousarray(images))
-        self._labels_t = labels
+        lab = np.asarray(labels)
+        self._labels_t = torch.from_numpy(lab.astype(np.float32) if multi_label else
+                                          (lab[:, 0] if lab.ndim == 2 else lab).astype(np.int64))
         self._channel_last, self._repeat_rgb = bool(channel_last), bool(repeat_rgb)
 
     def __len__(self) -> int:

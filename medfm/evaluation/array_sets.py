@@ -28,11 +28,9 @@ class ArraySet(UInt8ImageSet):
         self.task, self.num_classes, self.label_names = like.task, like.num_classes, like.label_names
         self.n_channels, self.is_3d = like.n_channels, getattr(like, "is_3d", False)
         self.size, self.md5, self.flag = (getattr(like, k, None) for k in ("size", "md5", "flag"))
-        lab = np.asarray(self.labels)
         channel_last = not self.is_3d and images.ndim == 4 and images.shape[-1] == 3
-        self._hold(images, torch.from_numpy(lab.astype(np.float32) if like.task == MULTI_LABEL
-                                            else lab.reshape(len(lab), -1)[:, 0].astype(np.int64)),
-                   channel_last=channel_last, repeat_rgb=not channel_last and self.n_channels == 3)
+        self._hold(images, self.labels, like.task == MULTI_LABEL, channel_last=channel_last,
+                   repeat_rgb=not channel_last and self.n_channels == 3)
 
 
 def image_bar(images: int, desc: str, on: bool = True) -> Any:

@@ -36,6 +36,7 @@ import torch
 
 from medfm.config import ConfigError, to_dict
 from medfm.evaluation.array_sets import ArraySet, ProgressSet, image_bar
+from medfm.evaluation.metrics import MULTI_LABEL
 from medfm.evaluation.protocols import PROTOCOLS
 from medfm.evaluation.subsets import SUBSET_SEED, scored_subset_indices
 from medfm.evaluation.suite_checkpoints import CheckpointCache
@@ -154,7 +155,7 @@ def _train_label_counts(labels: np.ndarray, task: str, names: Sequence[str], spl
     546 training images is 5 labels, 1 of them malignant: the report used to say nothing).
     """
     y = np.asarray(labels)
-    if task == "multi-label, binary-class":
+    if task == MULTI_LABEL:
         counts = y.reshape(len(y), -1).sum(axis=0).astype(int)
     else:
         counts = np.bincount(y.reshape(-1).astype(np.int64), minlength=len(names))
@@ -162,7 +163,7 @@ def _train_label_counts(labels: np.ndarray, task: str, names: Sequence[str], spl
     few = {k: v for k, v in per.items() if v < FEW_LABELS}
     warnings = []
     if few:
-        kind = "positive(s)" if task == "multi-label, binary-class" else "label(s)"
+        kind = "positive(s)" if task == MULTI_LABEL else "label(s)"
         warnings.append(f"{what} on {len(y)} {split} labels: " + ", ".join(f"{k!r} has {v} {kind}" for k, v in few.items())
                         + f" (fewer than {FEW_LABELS}): scores at this label fraction rest on very few examples")
     return {"split": split, "n": int(len(y)), "per_class": per, "warnings": warnings}

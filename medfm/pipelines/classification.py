@@ -149,9 +149,11 @@ def tensor_hint(obj: Any, channels_last: bool = True) -> str:
     return f" (a torch tensor: pass tensor.detach().cpu().numpy(){permute})"
 
 
-def uint8_image_array(arr: np.ndarray, error: type = PipelineInputError) -> np.ndarray:
+def uint8_image_array(arr: np.ndarray, error: type = PipelineInputError, gray: bool = False) -> np.ndarray:
     """The 2D pipelines' array form of an image: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` (channels
-    last), uint8 (0-255, as MedMNIST stores them) or float in [0, 1] -> uint8 ``(H, W)`` or ``(H, W, 3)``.
+    last), uint8 (0-255, as MedMNIST stores them) or float in [0, 1] -> uint8 ``(H, W)`` or ``(H, W, 3)``
+    (``gray``, for 1-channel models: RGB made ``(H, W)`` by PIL's 8-bit luminance "L", as an image
+    file read in mode "L" is).
 
     Used by the image-classification (:func:`image_to_tensor`), 2D segmentation
     (:func:`medfm.pipelines.seg_inputs.read_input`, ``error`` its own class) and VQA
@@ -185,6 +187,10 @@ def uint8_image_array(arr: np.ndarray, error: type = PipelineInputError) -> np.n
     if floating:
         arr = check_unit_floats(arr, "image", "pixel", "float images", error)
         arr = np.rint(arr.astype(np.float64) * 255.0).astype(np.uint8)
+    if gray and arr.ndim == 3:
+        from PIL import Image
+
+        arr = np.asarray(Image.fromarray(arr).convert("L"))
     return arr
 
 
@@ -290,9 +296,7 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
             raise PipelineInputError(f"this classifier takes 2D images (H, W) or (H, W, 3), got an array of shape "
                                      f"{arr.shape} ({_NEEDS_3D}; a stack of 2D images is a batch: pass a list, "
                                      "list(array))")
-        arr = uint8_image_array(arr)
-        if arr.ndim == 3 and in_chans == 1:
-            arr = np.asarray(Image.fromarray(arr).convert("L"))
+        arr = uint8_image_array(arr, gray=in_chans == 1)
     else:
         raise PipelineInputError(f"expected an image file path, a PIL image or a numpy array (uint8, or float in "
                                  f"[0, 1]), got {type(image).__name__}{tensor_hint(image)}")

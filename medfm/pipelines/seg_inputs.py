@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image
 
 from medfm.pipelines.classification import (IMAGES_2D, PipelineInputError, axes_longer_than_1, check_not_nifti,
                                             clip_unit_range, existing_image_file, is_nifti, nifti_shape_note,
@@ -354,10 +353,9 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
             raise SegmentationInputError(f"{takes}; got an array of shape {arr.shape}{hint}")
         return {"array": _finite_volume(arr, "the volume"), "affine": None, "header": None, "nifti": False}
     check_not_empty(arr.shape, "the image")
-    # floats rounded to 8 bits, as the classifier's: the models were trained on uint8 / 255 (CHASE_DB1, TCGA-LGG)
-    arr = uint8_image_array(arr, SegmentationInputError)  # (H, W) or (H, W, 3)
-    if arr.ndim == 3 and in_chans == 1:  # PIL's 8-bit luminance, as for an image file and in the classifier
-        arr = np.asarray(Image.fromarray(arr).convert("L"))
+    # floats rounded to 8 bits, RGB to PIL's "L" for 1-channel models, as the classifier's: the models were
+    # trained on uint8 / 255 (CHASE_DB1, TCGA-LGG)
+    arr = uint8_image_array(arr, SegmentationInputError, gray=in_chans == 1)  # (H, W) or (H, W, 3)
     arr = arr.astype(np.float32) / 255.0
     if arr.ndim == 2:
         arr = arr[..., None]
