@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from medfm.arg_checks import check_number
+from medfm.data.medmnist_info import MULTI_LABEL_TASK as MULTI_LABEL  # the task string of MedMNIST's INFO
 from medfm.registry import close_match_hint
 
 
@@ -52,7 +53,6 @@ __all__ = [
     "be_rbe",
 ]
 
-MULTI_LABEL = "multi-label, binary-class"
 TASKS = ("binary-class", "multi-class", MULTI_LABEL, "ordinal-regression")
 _BOOT_METRICS = ("acc", "auc")
 _BOOT_CHUNK_ELEMS = 4_000_000  # resamples x samples per chunk (~32 MB of float64)
