@@ -112,7 +112,7 @@ def test_pipeline_input_handling(tmp_path):
 
     import medfm
     from medfm.adapters.classification import ImageClassifier
-    from medfm.pipelines.classification import PipelineInputError
+    from medfm.pipelines.inputs import PipelineInputError
 
     torch.manual_seed(0)
     model = ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), 2, "binary-class", ["normal", "pneumonia"])

@@ -17,7 +17,8 @@ from PIL import Image
 import medfm
 from medfm.adapters.classification import ImageClassifier
 from medfm.adapters.vqa import VQAModel
-from medfm.pipelines.classification import ImageClassificationPipeline, PipelineInputError
+from medfm.pipelines.classification import ImageClassificationPipeline
+from medfm.pipelines.inputs import PipelineInputError
 
 FAMILIES_2D = ["resnet_test", "convnext_test", "vit_test", "medvit_kan_test", "kan_resnet_test", "vmamba_test",
                "groupmamba_test"]

@@ -6,7 +6,7 @@ from PIL import Image
 
 import medfm
 from medfm.adapters.segmentation import SegmentationModel
-from medfm.pipelines.classification import PipelineInputError
+from medfm.pipelines.inputs import PipelineInputError
 from medfm.pipelines.segmentation import ImageSegmentationPipeline, SegmentationInputError
 from medfm.registry import OBJECTIVES
 
@@ -54,3 +54,11 @@ def test_segmentation_rejects_float_images_outside_unit_range():
     with pytest.raises(SegmentationInputError, match="1 NaN/inf pixel"):
         seg(bad)
     assert seg(IMG.astype(np.float32) / 255)["mask"].shape == (28, 28)
+
+
+def test_the_input_error_is_still_importable_from_the_classification_module():
+    """PipelineInputError moved to medfm.pipelines.inputs; code that catches it under its old import
+    path catches the same class."""
+    from medfm.pipelines import classification, inputs
+
+    assert classification.PipelineInputError is inputs.PipelineInputError

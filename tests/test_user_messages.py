@@ -12,7 +12,7 @@ from medfm.adapters.lora import LoraSettings, apply_lora, load_adapter, save_ada
 from medfm.data.errors import ChecksumError, DataFileMissingError
 from medfm.data.medmnist import MedMNISTDataset, verify_md5
 from medfm.hub import CheckpointError, save_pretrained
-from medfm.pipelines.classification import PipelineInputError
+from medfm.pipelines.inputs import PipelineInputError
 
 
 def _one_line(exc_info) -> str:

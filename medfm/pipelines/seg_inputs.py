@@ -16,10 +16,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from medfm.pipelines.classification import (IMAGES_2D, PipelineInputError, axes_longer_than_1, check_not_nifti,
-                                            clip_unit_range, existing_image_file, is_nifti, nifti_shape_note,
-                                            not_a_volume_note, pil_to_array, refuse_single_slice, tensor_hint,
-                                            uint8_image_array)
+from medfm.pipelines.inputs import (IMAGES_2D, PipelineInputError, axes_longer_than_1, check_not_nifti,
+                                    clip_unit_range, existing_image_file, is_nifti, nifti_shape_note,
+                                    not_a_volume_note, pil_to_array, refuse_single_slice, tensor_hint,
+                                    uint8_image_array)
 
 
 class SegmentationInputError(ValueError):
@@ -42,14 +42,14 @@ _NEEDS_3D = "a 3D volume needs a 3D or 2.5D segmentation model"
 
 def _slice_hint(shape: Sequence[int]) -> str:
     """The 2D-model hint for a shape with exactly two axes longer than 1 (a 2D image or slice,
-    :func:`medfm.pipelines.classification.axes_longer_than_1`), else ""."""
+    :func:`medfm.pipelines.inputs.axes_longer_than_1`), else ""."""
     return f" ({_NEEDS_2D})" if axes_longer_than_1(shape) == 2 else ""
 
 
 def check_not_single_slice(shape: Sequence[int], takes: str) -> None:
     """Refuse a volume for a 3D model whose spatial axes (the last three of ``shape``) include a
     length-1 one: a 2D slice saved as ``(X, Y, 1)``, which would be segmented as windows of zero padding
-    (the 3D classifier's test, :func:`medfm.pipelines.classification.refuse_single_slice`).
+    (the 3D classifier's test, :func:`medfm.pipelines.inputs.refuse_single_slice`).
 
     Args:
         shape: ``(X, Y, Z)`` or ``(C, X, Y, Z)``.
@@ -67,7 +67,7 @@ def check_not_rgb_like(shape: Sequence[int], takes: str, slice_axis: Optional[in
     """Refuse an ``(X, Y, 3)`` array for a model that takes one volume per input (1-channel 3D, 2.5D).
 
     Such an array is read both ways: as medfm's 2D image form, an RGB image ``(H, W, 3)`` (channels
-    last, :data:`medfm.pipelines.classification.IMAGES_2D`; plausible for a 3-channel 2.5D model),
+    last, :data:`medfm.pipelines.inputs.IMAGES_2D`; plausible for a 3-channel 2.5D model),
     or as a volume of 3 slices along its last axis. It was segmented as the volume, without a word
     (an RGB image got an ``(H, W, 3)`` mask). It is not guessed: a NIfTI file is always a volume, and
     an array whose last axis is not 3 (e.g. ``(3, H, W)``) is one too, so the message says how to
@@ -163,7 +163,7 @@ def check_unit_volume(arr: np.ndarray) -> np.ndarray:
     Such a model takes intensities as given, so scanner units (a raw NIfTI: HU, MR arbitrary
     units) or 0-255 voxels would reach it unscaled and give a meaningless mask; one rule for
     single-channel (3D, 2.5D) and multi-channel volumes, and the range rule of every pipeline
-    (:func:`medfm.pipelines.classification.clip_unit_range`): float rounding past the bounds
+    (:func:`medfm.pipelines.inputs.clip_unit_range`): float rounding past the bounds
     (within :data:`medfm.encoders.base.INPUT_RANGE_TOLERANCE`, 1e-3) is clipped.
 
     Args:
@@ -285,7 +285,7 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
     any mode, or an ``(H, W)`` / ``(H, W, 1|3)`` uint8 or float array (channels last). They become
     ``(C, H, W)`` float32 in [0, 1] (uint8 / 255; float arrays, which must be finite and in [0, 1]
     (float rounding within 1e-3 outside is clipped), rounded to the nearest 8-bit level first, as
-    the classification and VQA pipelines do (:func:`medfm.pipelines.classification.uint8_image_array`:
+    the classification and VQA pipelines do (:func:`medfm.pipelines.inputs.uint8_image_array`:
     the 2D segmentation models were trained on uint8 images / 255, CHASE_DB1 and TCGA-LGG), so
     ``u / 255.0`` gives exactly the mask and probabilities of the uint8 ``u``; 16-bit/float image
     files and PIL images min-max scaled; grayscale repeated to 3 channels, RGB converted to luminance for
@@ -303,9 +303,9 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
     Raises:
         SegmentationInputError: unsupported type (a torch tensor: with how to pass it as an
             array), a NIfTI file for a 2D model (a 2D slice: with how to pass it as an array; a
-            volume: what takes volumes, :func:`medfm.pipelines.classification.check_not_nifti`), a
+            volume: what takes volumes, :func:`medfm.pipelines.inputs.check_not_nifti`), a
             file that is not NIfTI (what to do with it,
-            :func:`medfm.pipelines.classification.not_a_volume_note`), a PIL image, 2D or 4D NIfTI or
+            :func:`medfm.pipelines.inputs.not_a_volume_note`), a PIL image, 2D or 4D NIfTI or
             array for a volumetric model (``takes`` and what was given), missing file (or a
             folder), unreadable file (a DICOM or numpy file named as such; a PIL image whose file
             was closed), wrong dimensionality or dtype, a 2D float

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medfm.pipelines.classification import each_input, is_nifti
+from medfm.pipelines.inputs import each_input, is_nifti
 from medfm.pipelines.seg_inputs import (TAKES_2D, SegmentationInputError, check_not_empty, check_not_rgb_like,
                                         check_not_single_slice, check_unit_volume, read_brain_mask, read_channels,
                                         read_input, split_item)
@@ -138,7 +138,7 @@ class ImageSegmentationPipeline:
     nibabel.Nifti1Image or None}``. With ``output_path`` (single NIfTI input) the mask is
     written there (atomically) with the input's affine and header. A top-level list is
     always a batch of cases; a bad one is named by its index ("image at index 3 of 5: ...",
-    :func:`medfm.pipelines.classification.each_input`).
+    :func:`medfm.pipelines.inputs.each_input`).
 
     Volumetric single-channel models (3D, 2.5D) take an ``(X, Y, Z)`` array as a volume, except an
     ``(X, Y, 3)`` one: an RGB image in medfm's channels-last image form, or 3 slices? It is refused

@@ -1,7 +1,7 @@
 """Visual-question-answering pipeline: an image (path, PIL image or array) + a question -> top-k answers.
 
 Images are taken in the same forms as the 2D image-classification pipeline
-(:func:`medfm.pipelines.classification.uint8_image_array` for arrays: uint8, or float in [0, 1]
+(:func:`medfm.pipelines.inputs.uint8_image_array` for arrays: uint8, or float in [0, 1]
 rounded to uint8).
 
 ``medfm.pipeline("visual-question-answering", model=CKPT)(image, "Is there a fracture?", top_k=3)``
@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from medfm.pipelines.classification import (IMAGES_2D, PipelineInputError, check_not_nifti, check_top_k,
-                                            each_input, existing_image_file, tensor_hint, uint8_image_array)
+from medfm.pipelines.inputs import (IMAGES_2D, PipelineInputError, check_not_nifti, check_top_k,
+                                    each_input, existing_image_file, tensor_hint, uint8_image_array)
 
 
 def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
@@ -36,7 +36,7 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
         image: file path (``str`` / ``os.PathLike``), PIL image (any mode: ``L``, ``RGB``, ``P``,
             ``I;16``, ``I``, ``F``, ``CMYK``, ...) or array ``(H, W)`` / ``(H, W, 1)`` / ``(H, W, 3)``
             (channels last), uint8 or float in [0, 1], rounded to uint8
-            (:func:`medfm.pipelines.classification.uint8_image_array`, as the classification pipeline).
+            (:func:`medfm.pipelines.inputs.uint8_image_array`, as the classification pipeline).
 
     Returns:
         ``(in_chans, img_size, img_size)`` float32 in [0, 1].
@@ -46,7 +46,7 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
             dtype or shape; NaN/inf or out-of-range float arrays; an empty image; a missing file
             (or a folder) or an unreadable one (a DICOM or numpy file is named as such,
             :func:`medfm.data.images.non_image_hint`); a NIfTI file (a 2D slice: with how to pass it
-            as an array, :func:`medfm.pipelines.classification.check_not_nifti`); a PIL image whose
+            as an array, :func:`medfm.pipelines.inputs.check_not_nifti`); a PIL image whose
             file was closed; NaN/inf pixels in a float PIL image (one line each).
     """
     from PIL import Image
@@ -118,7 +118,7 @@ class VisualQuestionAnsweringPipeline:
             single image or one question for a list of images; mismatched numbers of images and
             questions or empty lists; a bad image (see :func:`vqa_image_tensor`; in a list, named by
             its index, "image at index 3 of 5: ...",
-            :func:`medfm.pipelines.classification.each_input`); ``top_k`` that is not an integer >= 1.
+            :func:`medfm.pipelines.inputs.each_input`); ``top_k`` that is not an integer >= 1.
         """
         top_k = self.top_k if top_k is None else check_top_k(top_k)
         single = isinstance(question, str)

@@ -12,7 +12,8 @@ from PIL import Image
 
 import medfm
 from medfm.adapters.classification import ImageClassifier
-from medfm.pipelines.classification import ImageClassificationPipeline, PipelineInputError
+from medfm.pipelines.classification import ImageClassificationPipeline
+from medfm.pipelines.inputs import PipelineInputError
 
 NAMES = ["liver", "kidney", "spleen"]
 SIDE = 16

@@ -4,7 +4,7 @@
 Before, both refused every float array ("arrays must be uint8 (as stored in MedMNIST), got
 float64; convert floats ..."), while the segmentation pipeline and the 3D classifier took floats
 in [0, 1], the form timm / transformers / MONAI users hold their images in. Now floats in [0, 1]
-are rounded to 8 bits (:func:`medfm.pipelines.classification.uint8_image_array`), the form of the
+are rounded to 8 bits (:func:`medfm.pipelines.inputs.uint8_image_array`), the form of the
 training data, so ``u / 255.0`` gives bit for bit what the uint8 ``u`` gives; 0-255 floats and
 NaN/inf are refused with the segmentation pipeline's messages. A ``(H, W, 2)`` array said "a 3D
 volume needs a 3D classifier", RGBA and channels-first arrays in the segmentation pipeline had no
@@ -20,7 +20,8 @@ import torch
 
 import medfm
 from medfm.adapters.segmentation import SegmentationModel
-from medfm.pipelines.classification import PipelineInputError, image_to_tensor, volume_to_tensor
+from medfm.pipelines.classification import image_to_tensor, volume_to_tensor
+from medfm.pipelines.inputs import PipelineInputError
 from medfm.pipelines.seg_inputs import check_unit_volume, read_input
 from medfm.pipelines.segmentation import ImageSegmentationPipeline, SegmentationInputError
 from medfm.pipelines.vqa import vqa_image_tensor
@@ -100,7 +101,7 @@ def test_float_rounding_just_past_0_or_1_is_clipped_by_every_pipeline_and_more_i
     pipelines and the 3D classifier refused it ("float images must be in [0, 1], got values in
     [0.00274616, 1]": no tolerance, and a message showing 1), while volumes of "unit" segmentation
     models allowed 1e-3 and clipped. One rule now
-    (:func:`medfm.pipelines.classification.clip_unit_range`): within the encoders' 1e-3 outside
+    (:func:`medfm.pipelines.inputs.clip_unit_range`): within the encoders' 1e-3 outside
     [0, 1], clipped (the result is that of the clipped input); beyond, refused as before, the
     range shown to 7 digits."""
     want = read(unit)

@@ -4,10 +4,10 @@
   pipelines round them to 8 bits: ``u / 255.0`` and the uint8 ``u`` gave different probabilities
   (float16 inputs, RGB for 1-channel models; continuous floats were never rounded). The 2D
   segmentation models were trained on uint8 / 255 images (CHASE_DB1, TCGA-LGG), so they now round
-  too, through the classifier's helper (:func:`medfm.pipelines.classification.uint8_image_array`).
+  too, through the classifier's helper (:func:`medfm.pipelines.inputs.uint8_image_array`).
 - A bad input in a list was refused without saying which ("image has 1200 NaN/inf pixel value(s)");
   every pipeline now names it, "image at index 3 of 5: ..." (one helper,
-  :func:`medfm.pipelines.classification.each_input`).
+  :func:`medfm.pipelines.inputs.each_input`).
 - An ``(H, W, 3)`` array given to a 3D or 2.5D segmentation model was segmented as a volume of 3
   slices, while it is also medfm's RGB image form; it is now refused with how to pass either.
 """
@@ -23,7 +23,7 @@ import torch
 import medfm
 from medfm.adapters.classification import ImageClassifier
 from medfm.adapters.segmentation import SegmentationModel
-from medfm.pipelines.classification import PipelineInputError
+from medfm.pipelines.inputs import PipelineInputError
 from medfm.pipelines.seg_inputs import read_input
 from medfm.pipelines.segmentation import (ImageSegmentationPipeline, SegmentationInputError, predict_labels,
                                           predict_probs)

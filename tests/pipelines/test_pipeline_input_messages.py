@@ -16,7 +16,8 @@ from medfm.adapters.classification import ImageClassifier
 from medfm.adapters.segmentation import SegmentationModel
 from medfm.data.errors import CorruptFileError
 from medfm.data.images import non_image_hint, pil_to_uint8, read_image
-from medfm.pipelines.classification import ImageClassificationPipeline, PipelineInputError
+from medfm.pipelines.classification import ImageClassificationPipeline
+from medfm.pipelines.inputs import PipelineInputError
 from medfm.pipelines.segmentation import ImageSegmentationPipeline, SegmentationInputError
 from medfm.pipelines.vqa import vqa_image_tensor
 
@@ -196,7 +197,7 @@ def test_one_rule_says_how_many_axes_are_longer_than_1(shape, n):
     series for a volumetric one, a 2D array for a multi-channel 3D model) is one helper: it was
     written out three times (classification ``nifti_shape_note`` / ``check_not_nifti``,
     ``seg_inputs``), as ``== 2`` in two places and ``<= 2`` in the third."""
-    from medfm.pipelines.classification import axes_longer_than_1, nifti_shape_note
+    from medfm.pipelines.inputs import axes_longer_than_1, nifti_shape_note
 
     assert axes_longer_than_1(shape) == n
     assert axes_longer_than_1(np.zeros(shape).shape) == n  # numpy shapes too

@@ -75,8 +75,9 @@ def test_a_single_slice_saved_as_a_volume_is_refused_by_a_3d_model(seg3d, seg25d
 def test_the_3d_classifier_and_3d_segmentation_refuse_a_single_slice_in_the_same_words():
     """The two volumetric pipelines ran the same single-slice test with their own messages: segmentation
     named only the last three axes (``shape (30, 40, 1)`` for a ``(2, 30, 40, 1)`` input), the classifier
-    the whole shape. One function now (:func:`medfm.pipelines.classification.refuse_single_slice`)."""
-    from medfm.pipelines.classification import PipelineInputError, volume_to_tensor, volumes_taken
+    the whole shape. One function now (:func:`medfm.pipelines.inputs.refuse_single_slice`)."""
+    from medfm.pipelines.classification import volume_to_tensor, volumes_taken
+    from medfm.pipelines.inputs import PipelineInputError
     from medfm.pipelines.seg_inputs import check_not_single_slice
 
     for shape in ((2, 30, 40, 1), (1, 30, 40), (2, 1, 30, 40)):

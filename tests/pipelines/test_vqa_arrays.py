@@ -1,5 +1,5 @@
 """The VQA pipeline takes image arrays in the same forms as the 2D image-classification pipeline,
-through the same check (:func:`medfm.pipelines.classification.uint8_image_array`).
+through the same check (:func:`medfm.pipelines.inputs.uint8_image_array`).
 
 Before, :func:`medfm.pipelines.vqa.vqa_image_tensor` had its own copy of the array check: it
 refused an ``(H, W, 1)`` uint8 array that the classification pipeline takes, and named an
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from medfm.pipelines.classification import PipelineInputError, image_to_tensor
+from medfm.pipelines.classification import image_to_tensor
+from medfm.pipelines.inputs import PipelineInputError
 from medfm.pipelines.vqa import vqa_image_tensor
 
 RNG = np.random.default_rng(0)

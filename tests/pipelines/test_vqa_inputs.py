@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import medfm
-from medfm.pipelines.classification import PipelineInputError
+from medfm.pipelines.inputs import PipelineInputError
 
 Q = "is there a mass ?"
 
