@@ -51,27 +51,58 @@ def _check_new_output(path: Path) -> None:
         raise FileExistsError(f"{path} already exists and is not empty; choose another output or delete it first")
 
 
-#: ``medfm eval`` options that apply to one mode only, with their defaults
-_DATA_ONLY = {"split": None, "size": None}
-_SUITE_ONLY = {"label_fraction": None, "probe_c": None, "workers": None, "cache_dir": None, "max_samples": None}
+def _suite_corrupts(suite: Optional[Dict[str, Any]]) -> bool:
+    """Whether a suite file (its YAML mapping) corrupts any data set: it has a ``corruptions:``
+    section (an empty one is no section: :class:`medfm.evaluation.suite_spec.Suite`) and a dataset
+    without ``corruptions: false``. A malformed ``datasets`` counts as corrupting
+    (:func:`medfm.evaluation.suite_spec.load_suite` names it)."""
+    if not suite or suite.get("corruptions") is None:
+        return False
+    datasets = suite.get("datasets")
+    if not isinstance(datasets, list):
+        return True
+    return any(not (isinstance(d, dict) and d.get("corruptions") is False) for d in datasets)
 
 
-def _check_eval_options(args: argparse.Namespace) -> None:
-    """Refuse options that the chosen ``eval`` mode would ignore (they used to be dropped silently).
+#: ``medfm eval`` options that apply in some runs only: option -> the cases it needs (each a key of
+#: :data:`_EVAL_CASES`); given where one of them does not hold, the option is refused (not ignored)
+_EVAL_OPTION_CASES = {"split": ("data",), "size": ("data",), "label_fraction": ("suite",), "probe_c": ("suite",),
+                      "max_samples": ("suite",), "workers": ("suite", "corruptions"),
+                      "cache_dir": ("suite", "corruptions")}
+#: case -> (whether this run is one, given the arguments and the ``--suite`` file's mapping; why its
+#: options are refused otherwise, ``{suite}`` the suite file's name)
+_EVAL_CASES = {
+    "data": (lambda args, suite: args.data is not None,
+             "--data option(s); a suite sets split and size per dataset in its YAML"),
+    "suite": (lambda args, suite: args.suite is not None,
+              "--suite option(s); --data scores one checkpoint on one split"),
+    "corruptions": (lambda args, suite: _suite_corrupts(suite),
+                    "MedMNIST-C option(s) for building corrupted sets, and {suite} corrupts no data set "
+                    "(no corruptions: section, or corruptions: false on every dataset)"),
+}
+
+
+def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]] = None) -> None:
+    """Refuse options that this ``eval`` run would ignore (they used to be dropped silently):
+    :data:`_EVAL_OPTION_CASES`, e.g. ``--split`` with ``--suite``, ``--probe-c`` with ``--data``,
+    ``--workers`` with a suite that corrupts nothing.
+
+    Args:
+        suite: the ``--suite`` file's YAML mapping (None with ``--data``).
 
     Raises:
-        ValueError: a ``--suite`` option with ``--data`` or the reverse.
+        ValueError: one line naming the refused options of the first case that does not hold, and why.
     """
-    if args.data is not None:
-        given = [k for k, v in _SUITE_ONLY.items() if getattr(args, k) != v]
-        if given:
-            names = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise ValueError(f"{names}: --suite option(s); --data scores one checkpoint on one split")
-    if args.suite is not None:
-        given = [k for k, v in _DATA_ONLY.items() if getattr(args, k) != v]
-        if given:
-            names = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise ValueError(f"{names}: --data option(s); a suite sets split and size per dataset in its YAML")
+    refused: Dict[str, List[str]] = {}
+    for option, cases in _EVAL_OPTION_CASES.items():
+        if getattr(args, option) is not None:
+            failed = next((c for c in cases if not _EVAL_CASES[c][0](args, suite)), None)
+            if failed is not None:
+                refused.setdefault(failed, []).append("--" + option.replace("_", "-"))
+    if refused:
+        case, names = next(iter(refused.items()))
+        why = _EVAL_CASES[case][1].format(suite=args.suite.name if args.suite is not None else "")
+        raise ValueError(f"{', '.join(names)}: {why}")
 
 
 def _num(value: Optional[float], spec: str = ".4f") -> str:
@@ -96,7 +127,7 @@ def _eval(args: argparse.Namespace) -> None:
             FileExistsError: a non-empty ``--output`` holding no earlier evaluation of the same mode
             (one that does is replaced whole: :func:`medfm.evaluation.suites.run_suite`,
             :func:`medfm.evaluation.evaluate.evaluate_checkpoint`), or, with ``--data``, a checkpoint.
-            Options of the other mode, and with ``--data`` a missing local checkpoint, are refused
+            Options this run would ignore, and with ``--data`` a missing local checkpoint, are refused
             before this runs (:func:`_check_paths`).
     """
     args.split = args.split or "test"
@@ -371,8 +402,9 @@ def _check_paths(args: argparse.Namespace) -> None:
 
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
-            ``--output`` is an existing file; ``eval`` options of the other mode
-            (:func:`_check_eval_options`); a checkpoint argument that names no checkpoint folder,
+            ``--output`` is an existing file; ``eval`` options that run would ignore (of the other
+            mode, or MedMNIST-C options for a suite without corruptions: :func:`_check_eval_options`);
+            a checkpoint argument that names no checkpoint folder,
             ``--init`` and ``--base`` included (:func:`_check_checkpoint_paths`); a ``card --results``
             that is missing or a folder (:func:`_check_input_file`).
         ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
@@ -383,9 +415,11 @@ def _check_paths(args: argparse.Namespace) -> None:
     """
     from medfm.config import load_yaml
 
+    loaded: Dict[str, Dict[str, Any]] = {}
     for yaml_file, kind in ((getattr(args, "recipe", None), "recipe"), (getattr(args, "suite", None), "suite")):
         if yaml_file is not None:
-            data = load_yaml(yaml_file, kind)  # missing, a folder, not YAML: one line now rather than after the imports
+            # missing, a folder, not YAML: one line now rather than after the imports
+            data = loaded[kind] = load_yaml(yaml_file, kind)
             if args.command in ("pretrain", "finetune") and getattr(args, "dataset", None) is None:
                 _check_recipe_dataset(data, yaml_file)
     root = getattr(args, "data_root", None)
@@ -397,7 +431,7 @@ def _check_paths(args: argparse.Namespace) -> None:
     if args.command in _OUTPUT_COMMANDS and output is not None and Path(output).is_file():
         raise ValueError(f"--output {output} is a file; the run writes a folder there: choose another path")
     if args.command == "eval":
-        _check_eval_options(args)
+        _check_eval_options(args, loaded.get("suite"))
         _check_medmnist_flag(args.data, "--data")
     if args.command == "finetune":
         _check_medmnist_flag(args.dataset, "--dataset")

@@ -180,9 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--suite only: the linear probe's inverse L2 strength C > 0, or 'val' to choose it on "
                          "the val split (CLIP protocol); default: the suite's, else 1.0")
     sp.add_argument("--cache-dir", default=None, metavar="DIR",
-                    help="--suite only: cache root of corrupted data sets (default: ~/.cache/medfm)")
+                    help="--suite with corruptions only: cache root of corrupted data sets (default: ~/.cache/medfm)")
     sp.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
-                    help="--suite only: processes that build corrupted sets; 0 or 1: in this process "
+                    help="--suite with corruptions only: processes that build corrupted sets; 0 or 1: in this process "
                          "(default: the suite's corruptions.workers, else 2)")
     sp.add_argument("--threads", type=positive_int, default=None, metavar="N",
                     help="torch CPU threads for inference (default: torch's choice)")

@@ -131,6 +131,9 @@ class ImageSegmentationPipeline:
         overlap: sliding-window overlap fraction in [0, 1); None (default) uses the one the
             checkpoint was evaluated with (``inference.overlap``, 0.5 for checkpoints that do
             not record it), so the pipeline reproduces the model card's numbers.
+        text_encoder: text-conditioned checkpoints only: the text encoder that embeds ``query=``
+            (default: the checkpoint's own, loaded on the first query); refused for other models,
+            which would ignore it.
 
     ``__call__(inputs, output_path=None, target=None, query=None)`` takes one input or a list
     (paths, PIL images, arrays) and returns per input ``{"mask": uint8 label map in the
@@ -180,7 +183,8 @@ class ImageSegmentationPipeline:
             array for a volumetric model (RGB or 3 slices, see above); volumes outside [0, 1] for a
             "unit" model; a wrong channel count; a "brain_percentile" model
             called without ``brain_mask`` (or a brain mask given to another model); ``target`` /
-            ``query`` missing for a text-conditioned model, or given to a plain one.
+            ``query`` missing for a text-conditioned model, or given to a plain one (so is
+            ``text_encoder``, which it used to ignore).
         KeyError: an unknown target name (with the close matches).
     """
 
@@ -201,6 +205,10 @@ class ImageSegmentationPipeline:
         self.overlap = overlap
         self.text_encoder = text_encoder
         self.text_conditioned = hasattr(self.core, "prompt_embeddings") and hasattr(self.core, "target_names")
+        if text_encoder is not None and not self.text_conditioned:
+            raise SegmentationInputError("text_encoder= needs a text-conditioned segmentation checkpoint (it "
+                                         f"embeds query= text); this model segments {self.core.label_names} and "
+                                         "would ignore it")
 
     @property
     def volumetric(self) -> bool:
