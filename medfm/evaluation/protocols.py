@@ -165,8 +165,10 @@ class LinearProbe:
 
 
 def fit_linear_probe(features: np.ndarray, labels: np.ndarray, task: str, num_classes: int, C: float = 1.0,
-                     max_iter: int = 1000, seed: int = 0) -> LinearProbe:
-    """Fit a logistic-regression probe (scikit-learn, L-BFGS, L2 penalty ``1/C``).
+                     max_iter: int = 1000) -> LinearProbe:
+    """Fit a logistic-regression probe (scikit-learn, L-BFGS, L2 penalty ``1/C``); deterministic (L-BFGS
+    draws nothing at random, so the probe takes no seed: the seed of a probe run draws its label subset,
+    :func:`subset_indices`).
 
     Args:
         features: (N, D) training embeddings.
@@ -195,7 +197,7 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, task: str, num_cl
                 coef.append(np.zeros(x.shape[1]))
                 bias.append(20.0 if y[0, j] else -20.0)
                 continue
-            m = LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(z, y[:, j])
+            m = LogisticRegression(C=C, max_iter=max_iter).fit(z, y[:, j])
             coef.append(m.coef_[0])
             bias.append(m.intercept_[0])
         return LinearProbe(mean, scale, np.array(coef), np.array(bias), task)
@@ -203,7 +205,7 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, task: str, num_cl
     present = np.unique(y)
     if len(present) < 2:
         raise ValueError(f"the probe's training labels hold a single class ({present.tolist()}); cannot fit")
-    m = LogisticRegression(C=C, max_iter=max_iter, random_state=seed).fit(z, y)
+    m = LogisticRegression(C=C, max_iter=max_iter).fit(z, y)
     if num_classes == 2 and len(present) == 2:
         return LinearProbe(mean, scale, m.coef_, m.intercept_, task)
     coef = np.zeros((num_classes, x.shape[1]))
@@ -218,7 +220,7 @@ PROBE_C_GRID: Tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 2, 13)
 
 def select_probe_c(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
                    val_labels: np.ndarray, task: str, num_classes: int, grid: Sequence[float] = PROBE_C_GRID,
-                   max_iter: int = 1000, seed: int = 0) -> Tuple[float, Dict[float, float]]:
+                   max_iter: int = 1000) -> Tuple[float, Dict[float, float]]:
     """Choose the probe's inverse L2 strength ``C`` by validation accuracy (CLIP's linear-probe protocol).
 
     Radford et al. 2021 (CLIP, appendix A.3) sweep the L2 strength of an L-BFGS logistic
@@ -244,7 +246,7 @@ def select_probe_c(train_features: np.ndarray, train_labels: np.ndarray, val_fea
         raise ValueError(f"train features {np.shape(train_features)} and val features {np.shape(val_features)} differ in width")
     accs: Dict[float, float] = {}
     for c in grid:
-        probe = fit_linear_probe(train_features, train_labels, task, num_classes, C=c, max_iter=max_iter, seed=seed)
+        probe = fit_linear_probe(train_features, train_labels, task, num_classes, C=c, max_iter=max_iter)
         accs[c] = float(classification_metrics(np.asarray(val_labels), probe.predict(val_features), task)["acc"])
     best = max(grid, key=lambda c: (accs[c], -c))
     return best, accs
@@ -321,7 +323,7 @@ def linear_probe(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fraction
         ValueError: train and test sets with different tasks or classes.
     """
     ftr, ytr, fte = _probe_features(encoder, train_ds, test_ds, label_fraction, seed, batch_size)
-    probe = fit_linear_probe(ftr, ytr, test_ds.task, test_ds.num_classes, C=C, seed=seed)
+    probe = fit_linear_probe(ftr, ytr, test_ds.task, test_ds.num_classes, C=C)
     return probe.predict(fte)
 
 

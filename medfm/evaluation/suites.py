@@ -103,9 +103,9 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
         if protocol == "linear":
             c, extra = pr.linear_c, {"probe_c": pr.linear_c}
             if c == "val":
-                c, accs = P.select_probe_c(ftr[keep], ytr[keep], fval, yval, ds.task, ds.num_classes, seed=pr.seed)
+                c, accs = P.select_probe_c(ftr[keep], ytr[keep], fval, yval, ds.task, ds.num_classes)
                 extra = {"probe_c": c, "probe_c_val_acc": {f"{k:g}": round(v, 4) for k, v in accs.items()}}
-            probe = P.fit_linear_probe(ftr[keep], ytr[keep], ds.task, ds.num_classes, C=c, seed=pr.seed)
+            probe = P.fit_linear_probe(ftr[keep], ytr[keep], ds.task, ds.num_classes, C=c)
             heads.append((run, frac, probe.predict, probe.to_classifier(encoder, ds.label_names),
                           {**extra, "train_labels": counts}))
         else:
