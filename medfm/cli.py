@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from medfm.cli_parser import build_parser
 
@@ -461,14 +462,56 @@ def _discard_failed_output(output: Optional[Path]) -> None:
     shutil.rmtree(output, ignore_errors=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``kill``, a batch scheduler ending a job) raised in the ``medfm`` process,
+    so that it unwinds as Ctrl-C does: temporary folders of atomic writes removed
+    (:func:`medfm.io.atomic_dir`), a new run folder without a training state discarded."""
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in this process (Python's default is to die
+    at once, which left ``.<name>.tmp-*`` folders behind); the previous handler is restored after.
+    Left alone off the main thread or when someone else already handles SIGTERM. A process forked
+    inside the block (a MedMNIST-C worker pool, which ``terminate()`` ends with SIGTERM) dies as before."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    pid = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``medfm`` console script; returns the exit code.
 
     Errors medfm anticipates print one line ``medfm: error: ...`` and return 2; a run folder
     (``--output``) that this command created is then removed unless it holds a training state.
     Ctrl-C prints ``medfm: interrupted`` (with a ``--resume`` hint when a training state was
-    saved) and returns 130, the shell's code for SIGINT, with the same clean-up.
+    saved) and returns 130, the shell's code for SIGINT, with the same clean-up; SIGTERM
+    (:class:`Terminated`) prints ``medfm: terminated`` and returns 143 (128 + 15), after the same clean-up.
     """
+    with _sigterm_unwinds():
+        return _main(argv)
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    """:func:`main` with SIGTERM raising :class:`Terminated`."""
     args = build_parser().parse_args(argv)  # before importing torch: --help and usage errors answer at once
     from medfm.config import ConfigError  # light imports: a bad path is answered before torch loads
     from medfm.data.errors import MedFMDataError
@@ -484,14 +527,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         _discard_failed_output(new_output)
         print(f"medfm: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback from wherever torch was
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: one line, not a traceback from wherever torch was
         _discard_failed_output(new_output)
         from medfm.training.state import STATE_JSON
 
         kept = output is not None and Path(output).is_dir() and any(Path(output).rglob(STATE_JSON))
-        print("medfm: interrupted" + (f"; continue with the same command and --resume ({output})" if kept else ""),
+        what, code = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        print(f"medfm: {what}" + (f"; continue with the same command and --resume ({output})" if kept else ""),
               file=sys.stderr)
-        return 130
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -212,6 +212,38 @@ def test_ctrl_c_is_one_line_and_cleans_up_like_an_error(tmp_path, capsys, monkey
     assert out.exists() == with_state and ("--resume" in err) == with_state
 
 
+def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_temporary_folder(tmp_path):
+    """``timeout``/``kill`` (SIGTERM) ended the process at once: an atomic write's ``.<name>.tmp-*``
+    folder and a new run folder were left behind. Now SIGTERM unwinds as Ctrl-C does, exit 143."""
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import medfm.cli as cli
+        from medfm.io import atomic_dir
+
+        def run(args):
+            os.makedirs({str(out)!r})
+            with atomic_dir({str(out / "model")!r}) as tmp:
+                (tmp / "config.json").write_text("{{}}")
+                os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError("the write finished after SIGTERM")
+
+        cli._run = run
+        cli._check_paths = lambda args: None
+        code = cli.main(["finetune", "r.yaml", "--output", {str(out)!r}])
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is only there during main
+        sys.exit(code)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip() == "medfm: terminated"
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_missing_checkpoint_paths_are_named_without_loading_torch(tmp_path):
     """``medfm eval /nonexist --data pneumoniamnist`` took ~4.4 s of imports (torch, the library)
     to say the checkpoint is missing; merge and card said "... config.json is missing" after them."""
