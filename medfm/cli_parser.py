@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         ["A U-Net on a 2D, 2.5D or 3D data set (CHASE_DB1, TCGA-LGG, MSD Hippocampus, BraTS), or, with a "
          "tasks: list, one text-conditioned segmenter for several data sets (finetune/seg_*.yaml).",
          "Writes into --output: config.yaml, the training log and state, the final model (model/, or adapter/ "
-         "for LoRA), results.json and results.md (Dice, HD95, surface Dice on the test split) and overlays/*.png."],
+         "for LoRA), results.json and results.md (Dice, HD95, surface Dice on the test split) and overlays/*.png "
+         "(text-conditioned: per task, tasks/<task>/overlays/*.png)."],
         "medfm segment finetune/seg_unet_chase_db1.yaml --output runs/chase",
         "finetune/seg_unet_chase_db1.yaml")
     recipe_command(

@@ -49,7 +49,7 @@ from medfm.adapters.domain_layers import convert_domain_norms, convert_input_con
 from medfm.adapters.segmentation import (accept_standardised_inputs, check_decoder_options, conv_layers,
                                          default_inference, make_norm, spatial_dims_of, unet_decoder_for)
 from medfm.arg_checks import check_bool, check_number, number_fits, shown
-from medfm.registry import ADAPTERS, close_match_hint
+from medfm.registry import ADAPTERS, UnknownNameError, close_match_hint
 
 PROMPT_TEMPLATE = "A {modality} image of {target}"
 #: modules LoRA keeps trainable and saves (``apply_lora(..., head_modules=TEXT_SEG_HEAD_MODULES)``)
@@ -255,12 +255,13 @@ class TextConditionedSegmenter(nn.Module):
         """Indices of known target names.
 
         Raises:
-            KeyError: an unknown name (with the close matches).
+            UnknownNameError: an unknown name (with the close matches); a ``KeyError`` printed without
+                the quotes ``KeyError`` adds.
         """
         out = []
         for n in names:
             if n not in self.target_names:
-                raise KeyError(f"unknown target {n!r}{close_match_hint(n, self.target_names, cutoff=0.6, fallback='known')}")
+                raise UnknownNameError(f"unknown target {n!r}{close_match_hint(n, self.target_names, cutoff=0.6, fallback='known')}")
             out.append(self.target_names.index(n))
         return out
 

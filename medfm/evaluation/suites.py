@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from medfm.config import ConfigError, to_dict
+from medfm.config import ConfigError, recipe_location, to_dict
 from medfm.evaluation.array_sets import ArraySet, ProgressSet, image_bar
 from medfm.evaluation.metrics import MULTI_LABEL
 from medfm.evaluation.protocols import PROTOCOLS
@@ -340,12 +340,14 @@ def _check_protocol_splits(suite: Suite) -> None:
     Raises:
         ConfigError: naming the dataset, before anything is loaded or written.
     """
+    where = recipe_location(suite, "")  # "s.yaml" for a suite read from a file, as its other errors
     for i, spec in enumerate(suite.datasets):
+        at = f"{where}: datasets[{i}]" if where else f"datasets[{i}]"
         if suite.protocol.name == "linear" and suite.protocol.linear_c == "val" and spec.val_split is None:
-            raise ConfigError(f"datasets[{i}] ({spec.name}) scores the val split, so the probe's C cannot be chosen on "
+            raise ConfigError(f"{at} ({spec.name}) scores the val split, so the probe's C cannot be chosen on "
                               "it (protocol.linear_c / --probe-c val): give it another val_split or a numeric C")
         if suite.protocol.name == "finetune" and spec.train_split != "train":
-            raise ConfigError(f"datasets[{i}] ({spec.name}) has train_split {spec.train_split!r}, but the finetune "
+            raise ConfigError(f"{at} ({spec.name}) has train_split {spec.train_split!r}, but the finetune "
                               "protocol fine-tunes on the train split only: remove train_split, or use --protocol "
                               "linear/knn to fit on another split")
 

@@ -185,7 +185,7 @@ class ImageSegmentationPipeline:
             called without ``brain_mask`` (or a brain mask given to another model); ``target`` /
             ``query`` missing for a text-conditioned model, or given to a plain one (so is
             ``text_encoder``, which it used to ignore).
-        KeyError: an unknown target name (with the close matches).
+        UnknownNameError: an unknown target name (with the close matches; a ``KeyError``).
     """
 
     def __init__(self, model: Any, overlap: Optional[float] = None, text_encoder: Any = None) -> None:

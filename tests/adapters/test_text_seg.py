@@ -456,3 +456,14 @@ def test_lora_over_domain_layers_adapts_each_modality_and_reloads(tmp_path):
     (adapter / BUFFERS_NAME).unlink()  # an adapter without them would segment with zero prompts
     with pytest.raises(CheckpointError, match="absent"):
         from_pretrained(adapter)
+
+
+def test_an_unknown_target_is_the_registry_error_printed_without_quotes():
+    """``target="vessels"`` raised a KeyError, printed ``"unknown target 'vessels'; did you mean ..."``
+    with the quotes KeyError adds (and by the CLI as such); now the registry's UnknownNameError."""
+    from medfm.registry import UnknownNameError
+
+    model = _model()
+    with pytest.raises(UnknownNameError) as err:
+        model.target_index(["vessels"])
+    assert isinstance(err.value, KeyError) and str(err.value).startswith("unknown target 'vessels'; did you mean 'vessel'")

@@ -85,8 +85,9 @@ def test_finetune_refuses_another_train_split_and_shares_the_label_subset_rule(t
     protocol = {"name": "finetune", "label_fractions": [0.5], "finetune": FINETUNE}
     bad = load_suite(_suite(tmp_path, "val", datasets=[{"flag": "pneumoniamnist", "train_split": "val"}],
                             protocol=protocol))
-    with pytest.raises(ConfigError, match="train_split 'val'.*fine-tunes on the train split only"):
+    with pytest.raises(ConfigError, match="train_split 'val'.*fine-tunes on the train split only") as err:
         run_suite(bad, [ckpt], tmp_path / "bad", data_root=str(root), progress=False)
+    assert str(err.value).startswith("val.yaml: datasets[0] (pneumoniamnist) has")  # the file, as every suite error
     assert not (tmp_path / "bad").exists()
 
     import medfm.training.runs as runs
