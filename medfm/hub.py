@@ -285,18 +285,20 @@ def preprocessing_of(encoder: nn.Module) -> Dict[str, Any]:
 
 
 def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The ``config.json`` dict of a medfm module (it carries ``medfm_spec`` and ``encoder``).
+    """The ``config.json`` dict of a medfm module (it carries ``medfm_spec`` and ``encoder``), with the
+    metadata ``extra`` (training data, license, ...) added.
 
     Raises:
-        CheckpointError: ``model`` is not a medfm adapter/objective module.
+        CheckpointError: ``model`` is not a medfm adapter/objective module, or ``extra`` sets a key the
+            module's own config writes (``kind``, ``name``, ``args``, ``encoder``, ``preprocessing``,
+            ``medfm_version``): the checkpoint would no longer rebuild the module.
     """
     spec = getattr(model, "medfm_spec", None)
     encoder = getattr(model, "encoder", None)
     if spec is not None and spec.get("kind") == "fuser" and encoder is None:  # one encoder per modality, in args
         cfg = {"medfm_version": medfm.__version__, "kind": "fuser", "name": spec["name"], "args": spec.get("args", {}),
                "encoder": {}, "preprocessing": dict(getattr(model, "preprocessing", {}))}
-        cfg.update(extra or {})
-        return cfg
+        return _with_extra(cfg, extra)
     if spec is None or encoder is None or not getattr(encoder, "config", None):
         raise CheckpointError(
             f"{type(model).__name__} is not a medfm module (needs .medfm_spec and an .encoder built by create_encoder)"
@@ -309,8 +311,16 @@ def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Di
         "encoder": dict(encoder.config),
         "preprocessing": preprocessing_of(encoder),
     }
-    cfg.update(extra or {})
-    return cfg
+    return _with_extra(cfg, extra)
+
+
+def _with_extra(cfg: Dict[str, Any], extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """``cfg`` with the metadata ``extra`` added; a key of ``cfg`` in ``extra`` is refused (CheckpointError)."""
+    clash = [k for k in (extra or {}) if k in cfg]
+    if clash:
+        raise CheckpointError(f"extra_config cannot set {', '.join(map(repr, clash))}: the model's own config.json "
+                              f"writes {', '.join(cfg)} (the checkpoint would no longer rebuild the model)")
+    return {**cfg, **(extra or {})}
 
 
 def _write_weights(model: nn.Module, file: Path) -> None:
@@ -354,14 +364,16 @@ def save_pretrained(model: nn.Module, path: Union[str, Path], card: Optional[str
         path: target directory; an existing checkpoint there (a folder with ``config.json``)
             is replaced atomically, any other non-empty folder is refused.
         card: model card Markdown; default: a card generated from the config.
-        extra_config: metadata merged into ``config.json`` (training data, license, ...).
+        extra_config: metadata merged into ``config.json`` (training data, license, ...); the keys
+            the model's own config writes (``kind``, ``name``, ``args``, ``encoder``, ...) are refused.
 
     Returns:
         The checkpoint directory.
 
     Raises:
-        CheckpointError: ``model`` is not a medfm module, or ``path`` is a file or a non-empty
-        folder that is not a checkpoint (saving would delete its contents).
+        CheckpointError: ``model`` is not a medfm module, ``extra_config`` sets a key of the model's
+        own config (:func:`model_config`), or ``path`` is a file or a non-empty folder that is not
+        a checkpoint (saving would delete its contents).
     """
     path = Path(path)
     if path.is_file() or (path.is_dir() and not (path / CONFIG_NAME).is_file() and any(path.iterdir())):

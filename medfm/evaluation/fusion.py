@@ -319,7 +319,7 @@ def _fmt_ci(r: Mapping[str, Any]) -> str:
     return "n/a" if np.isnan(lo) else f"{lo:.3f}-{hi:.3f}"
 
 
-def render_markdown(res: Mapping[str, Any], modalities: Sequence[str]) -> str:
+def render_markdown(res: Mapping[str, Any]) -> str:
     """``report.md`` text: subset table (AUC per model), natural, MCAR, MNAR and the checks."""
     from medfm.evaluation.report import markdown_table
 
@@ -369,14 +369,14 @@ def plot_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
     return save_figure(fig, path)
 
 
-def write_fusion_report(res: Mapping[str, Any], output: PathLike, modalities: Sequence[str],
+def write_fusion_report(res: Mapping[str, Any], output: PathLike,
                         extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
     """Write ``results.json`` (``res`` + ``extra``), ``report.md`` and ``subsets.png`` atomically into ``output``."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     payload = {**dict(extra or {}), **dict(res)}
     paths = {"results": atomic_write_json(out / "results.json", payload),
-             "report": atomic_write_text(out / "report.md", render_markdown(res, modalities))}
+             "report": atomic_write_text(out / "report.md", render_markdown(res))}
     if res["subsets"]:
         paths["plot"] = plot_subsets(res, out / "subsets.png")
     return paths

@@ -241,7 +241,7 @@ def binary_auc(y_true: Any, y_score: Any) -> float:
     return float(weighted_auc(t, s, np.ones((1, len(t))))[0])
 
 
-def thresholded_predictions(y: np.ndarray, s: np.ndarray, task: str, threshold: Union[float, np.ndarray]) -> np.ndarray:
+def thresholded_predictions(s: np.ndarray, task: str, threshold: Union[float, np.ndarray]) -> np.ndarray:
     """Predicted labels from :func:`prepare_scores` output: binary / multi-label ``s > threshold``
     (int64, shape of ``s``; ``threshold`` a scalar or one per label), otherwise ``argmax`` over the last axis (N,)."""
     if task in ("binary-class", MULTI_LABEL):
@@ -309,7 +309,7 @@ def classification_metrics(
         TypeError: non-numeric inputs.
     """
     y, s, scores = prepare_scores(y_true, y_score, task, full=True)
-    pred = thresholded_predictions(y, s, task, threshold)
+    pred = thresholded_predictions(s, task, threshold)
     warnings: List[str] = []
     t_cols, s_cols = one_vs_rest(y, s, task, scores)
     col_auc = np.array([weighted_auc(t_cols[:, c], s_cols[:, c], np.ones((1, len(y))))[0]
@@ -408,7 +408,7 @@ def bootstrap_ci(
     rng = np.random.default_rng(seed)
     chunk = max(1, _BOOT_CHUNK_ELEMS // n)
     if metric == "acc":
-        correct = (thresholded_predictions(y, s, task, threshold) == y).astype(np.float64)
+        correct = (thresholded_predictions(s, task, threshold) == y).astype(np.float64)
         if correct.ndim == 2:  # multi-label: mean over labels per sample
             correct = correct.mean(axis=1)
     else:

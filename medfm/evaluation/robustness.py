@@ -63,12 +63,12 @@ def balanced_error(y_true: Any, y_score: Any, task: str, threshold: Union[float,
     if task == MULTI_LABEL:
         if thr.ndim > 1 or (thr.ndim == 1 and thr.shape[0] != y.shape[1]):
             raise ValueError(f"need a float or {y.shape[1]} per-label thresholds, got shape {thr.shape}")
-        pred = thresholded_predictions(y, s, task, thr)
+        pred = thresholded_predictions(s, task, thr)
         return 1.0 - float(np.mean([balanced_accuracy(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]))
     if thr.ndim != 0 and task == "binary-class":
         raise ValueError(f"task 'binary-class' takes one float threshold, got shape {thr.shape}")
     k = 2 if task == "binary-class" else s.shape[1]
-    return 1.0 - balanced_accuracy(y, thresholded_predictions(y, s, task, float(thr) if thr.ndim == 0 else 0.5), k)
+    return 1.0 - balanced_accuracy(y, thresholded_predictions(s, task, float(thr) if thr.ndim == 0 else 0.5), k)
 
 
 def corruption_errors(

@@ -17,6 +17,7 @@ from medfm.text.encoders import (
     DEFAULT_TEXT_ENCODER,
     POOLERS,
     HFTextEncoder,
+    TextEncoderArgumentError,
     TextEncoderError,
     UnknownTextEncoderError,
     create_text_encoder,
@@ -26,6 +27,6 @@ from medfm.text.prompts import class_names, class_prompts, modality_of, modality
 
 __all__ = [
     "TEXT_ENCODERS", "DEFAULT_TEXT_ENCODER", "POOLERS", "HFTextEncoder", "TextEncoderError", "UnknownTextEncoderError",
-    "create_text_encoder", "text_encoder_dim", "EmbeddingCache", "medfm_cache_dir", "class_names", "class_prompts",
+    "TextEncoderArgumentError",    "create_text_encoder", "text_encoder_dim", "EmbeddingCache", "medfm_cache_dir", "class_names", "class_prompts",
     "modality_of", "modality_texts",
 ]

@@ -58,6 +58,16 @@ class UnknownTextEncoderError(UnknownNameError, TextEncoderError):
     """
 
 
+class TextEncoderArgumentError(UnknownArgumentError, TextEncoderError):
+    """A keyword a text encoder's builder does not take, with the closest valid one
+    (``text encoder 'minilm' got an unexpected keyword argument 'poolr'; did you mean 'pooler'?``).
+
+    Both the registry's :class:`~medfm.registry.UnknownArgumentError` (what ``Registry.build`` raises
+    for an unknown keyword) and a :class:`TextEncoderError` (what every other bad text encoder spec
+    raises), so that :func:`check_text_encoder_spec` and :func:`create_text_encoder` raise the same class.
+    """
+
+
 def text_encoder_builder(name: Any) -> Callable[..., Any]:
     """The builder registered in ``TEXT_ENCODERS`` as ``name``; the one lookup of :func:`check_text_encoder_spec`,
     :func:`create_text_encoder` and :func:`text_encoder_dim`.
@@ -159,9 +169,11 @@ def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None, frozen_only: 
     Raises:
         UnknownTextEncoderError: an unknown name (with close matches; a TextEncoderError and the registry's
             UnknownNameError).
-        TextEncoderError: not a mapping with a string ``name``; an argument its builder does not take (with
-            close matches) or needs and was not given (``"hf"`` without ``model_name_or_path``); a bad option
-            (:func:`check_text_options`); ``frozen: false`` with ``frozen_only``.
+        TextEncoderArgumentError: an argument its builder does not take (with close matches; a TextEncoderError
+            and the registry's UnknownArgumentError).
+        TextEncoderError: not a mapping with a string ``name``; an argument its builder needs and was not
+            given (``"hf"`` without ``model_name_or_path``); a bad option (:func:`check_text_options`);
+            ``frozen: false`` with ``frozen_only``.
     """
     if spec is not None and not (isinstance(spec, Mapping) and isinstance(spec.get("name", ""), str)):
         got = repr(dict(spec)) if isinstance(spec, Mapping) else shown(spec)
@@ -174,7 +186,7 @@ def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None, frozen_only: 
     try:
         TEXT_ENCODERS.check_keywords(name, args)
     except UnknownArgumentError as err:  # a TextEncoderError, as every other bad spec
-        raise TextEncoderError(str(err)) from None
+        raise TextEncoderArgumentError(str(err)) from None
     missing = [k for k, v in inspect.signature(builder).parameters.items() if v.default is v.empty and k not in args]
     if missing:
         raise TextEncoderError(f"text encoder {name!r} needs {', '.join(missing)}")
@@ -421,16 +433,18 @@ def hf(model_name_or_path: str, pooler: str = "mean", max_length: int = 128, fro
 def create_text_encoder(spec: Optional[Dict[str, Any]] = None, **overrides: Any) -> HFTextEncoder:
     """Build a registered text encoder from ``{"name": ..., **args}`` (default ``{"name": "minilm"}``).
 
-    Arguments given as None are left out (their defaults apply), as ``Registry.build`` does.
+    Arguments given as None are left out (their defaults apply), as ``Registry.build`` does. The spec
+    (``overrides`` applied) is checked first by :func:`check_text_encoder_spec`, so both refuse a bad
+    spec with the same error.
 
     Raises:
-        UnknownTextEncoderError: unknown name (with close matches; a TextEncoderError and the registry's
-            UnknownNameError); TextEncoderError: load failures.
+        UnknownTextEncoderError, TextEncoderArgumentError, TextEncoderError: a bad spec
+            (:func:`check_text_encoder_spec`); TextEncoderError: load failures.
     """
-    args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
-    args.update(overrides)
-    name = args.pop("name", DEFAULT_TEXT_ENCODER)
-    text_encoder_builder(name)
+    if spec is None or isinstance(spec, Mapping):  # any other spec: check_text_encoder_spec names it
+        spec = {**(spec or {}), **overrides}
+    args = check_text_encoder_spec(spec)
+    name = args.pop("name")
     return TEXT_ENCODERS.build(name, **args)
 
 
@@ -466,7 +480,8 @@ def text_encoder_dim(spec: Optional[Dict[str, Any]] = None) -> int:
 
 
 __all__ = [
-    "POOLERS", "DEFAULT_TEXT_ENCODER", "TextEncoderError", "UnknownTextEncoderError", "HFTextEncoder",
+    "POOLERS", "DEFAULT_TEXT_ENCODER", "TextEncoderError", "UnknownTextEncoderError", "TextEncoderArgumentError",
+    "HFTextEncoder",
     "create_text_encoder", "check_text_encoder_spec", "check_text_options", "text_encoder_builder",
     "text_encoder_dim", "minilm_path", "resolve_text_model", "model_fingerprint", "pool_hidden_states", "check_texts",
     "is_decoder_only", "HUB_STALL_TIMEOUT_S", "HUB_TIMEOUT_ENV",

@@ -433,7 +433,7 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
              "missing_sequences": {**train.missing, **test.missing},
              "clinical_columns": list(CLINICAL_COLUMNS), "excluded_columns": EXCLUDED_COLUMNS,
              **fit_timings(fits), "wall_s": round(time.perf_counter() - t0, 1)}
-    write_fusion_report(res, output, recipe.modalities, extra)
+    write_fusion_report(res, output, extra)
     write_fusion_cards(output, list(recipe.models), {**extra, **res})
     return {**extra, **res}
 
@@ -457,7 +457,7 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
     if recipe.task == "segmentation":
         from medfm.training.fusion_seg import seg_summary
 
-        return seg_summary(res, recipe.modalities, Path(output))
+        return seg_summary(res, Path(output))
     full = "+".join(recipe.modalities)
     lines = [f"{r['model']}: AUC {r['auc']:.3f} ACC {r['acc']:.3f} (test patients with all modalities present, n={r['n']})"
              for r in res["subsets"] if r["subset"] == full]

@@ -90,7 +90,7 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     return {**extra, **res}
 
 
-def seg_summary(res: Dict[str, Any], modalities: Any, output: Path) -> str:
+def seg_summary(res: Dict[str, Any], output: Path) -> str:
     """Lines printed by ``medfm fuse``: Dice per subset and model, then where the reports are."""
     lines = [f"{r['subset']:>16} {r['model']:>16}: Dice {r['dice']:.3f} ({r['n_patients']} patients, {r['n']} slices)"
              for r in res["subsets"]]

@@ -98,7 +98,7 @@ def test_protocol_runs_and_writes_report(tmp_path):
     assert {r["test"] for r in res["mnar"]} == {"natural", "mnar", "mnar_flipped"}
     assert "multimodn_mnar (mnar-trained)" in res["checks"]["mnar_drop"]
     assert res["checks"]["all_vs_best_single"]["multimodn"]["best_single"] == "single_flair"
-    paths = write_fusion_report(res, tmp_path, mods, {"note": "test"})
+    paths = write_fusion_report(res, tmp_path, {"note": "test"})
     assert json.loads(paths["results"].read_text())["note"] == "test"
     assert "pre+flair+clinical" in paths["report"].read_text()
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
