@@ -27,6 +27,6 @@ from medfm.text.prompts import class_names, class_prompts, modality_of, modality
 
 __all__ = [
     "TEXT_ENCODERS", "DEFAULT_TEXT_ENCODER", "POOLERS", "HFTextEncoder", "TextEncoderError", "UnknownTextEncoderError",
-    "TextEncoderArgumentError",    "create_text_encoder", "text_encoder_dim", "EmbeddingCache", "medfm_cache_dir", "class_names", "class_prompts",
-    "modality_of", "modality_texts",
+    "TextEncoderArgumentError", "create_text_encoder", "text_encoder_dim", "EmbeddingCache", "medfm_cache_dir",
+    "class_names", "class_prompts", "modality_of", "modality_texts",
 ]
