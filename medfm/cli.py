@@ -12,7 +12,7 @@ import argparse
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from medfm.cli_parser import build_parser
 
@@ -343,6 +343,66 @@ def _check_checkpoint_paths(args: argparse.Namespace) -> None:
                 raise ValueError(f"{name}: {message}" if name.startswith("--") else message)
 
 
+def _start_checkpoint_problem(ident: Any) -> Optional[str]:
+    """What is wrong with ``ident`` as the checkpoint a recipe's encoder starts from (``encoder.pretrained``),
+    or None: the rule of :func:`medfm.hub.check_local_checkpoint`
+    (which imports torch): ``None``, ``"timm"`` and ``hf-hub:`` ids pass, anything else is
+    :func:`medfm.checkpoint_ids.checkpoint_folder_problem` with ``full``."""
+    from medfm.checkpoint_ids import TIMM_WEIGHTS, checkpoint_folder_problem, is_hub_id
+
+    if ident is None or str(ident) == TIMM_WEIGHTS or is_hub_id(ident):
+        return None
+    return checkpoint_folder_problem(ident, full=True)
+
+
+#: the ``medfm fuse`` fuser that takes no ``image_encoder`` (:func:`medfm.training.fusion.build_fuser` drops it)
+_FUSER_WITHOUT_IMAGE_ENCODER = "channelvit"
+
+
+def _recipe_start_checkpoints(command: str, recipe: Dict[str, Any]) -> Iterator[Tuple[str, Any]]:
+    """``(recipe location, value)`` of each checkpoint that a recipe (its YAML mapping) names for an
+    encoder to start from, in the order the runners load them, for :func:`_check_recipe_checkpoints`:
+    ``encoder.pretrained`` (``pretrain``, ``finetune``, ``segment``, ``vqa``; located at the key,
+    :func:`medfm.training.runs.check_init_checkpoint`); for ``fuse`` the shared ``image_encoder``'s
+    ``args.pretrained``, then each model's own ``args.image_encoder`` (located at the section:
+    :func:`medfm.training.fusion.build_models`). Sections that are not mappings are left to the runners."""
+    def key(section: Any, *path: str) -> Any:  # section[path[0]][path[1]]..., None where one is not a mapping
+        for name in path:
+            section = section.get(name) if isinstance(section, dict) else None
+        return section
+
+    if command in ("pretrain", "finetune", "segment", "vqa"):
+        yield "encoder.pretrained", key(recipe, "encoder", "pretrained")
+    elif command == "fuse":
+        yield "image_encoder", key(recipe, "image_encoder", "args", "pretrained")
+        models = recipe.get("models")
+        for label, spec in (models.items() if isinstance(models, dict) else ()):
+            if isinstance(spec, dict) and spec.get("fuser", "3mat") != _FUSER_WITHOUT_IMAGE_ENCODER:
+                yield f"models.{label}", key(spec, "args", "image_encoder", "args", "pretrained")
+
+
+def _check_recipe_checkpoints(args: argparse.Namespace, recipe: Optional[Dict[str, Any]]) -> None:
+    """A recipe's starting checkpoint (``encoder.pretrained``; ``medfm fuse``: ``image_encoder.args.pretrained``,
+    a model's own) that is missing, a file, a folder without ``config.json`` or a LoRA adapter, named
+    before torch is imported (4 s sooner) in the runners' words: ``r.yaml.encoder.pretrained: no
+    checkpoint directory at '/nonexistent/ckpt' ...`` (:func:`medfm.config.located_error`, the file's
+    name as :func:`medfm.config.from_dict` is given it), ``r.yaml.models.late: ...``. A given ``--init``
+    replaces ``encoder.pretrained``, which is then not checked (:func:`_check_checkpoint_paths` checks it).
+
+    Raises:
+        ConfigError: the first such checkpoint (:func:`_start_checkpoint_problem`).
+    """
+    from medfm.config import ConfigError, located_error
+
+    if recipe is None or getattr(args, "init", None):
+        return
+    for where, ident in _recipe_start_checkpoints(args.command, recipe):
+        if isinstance(ident, str):  # another type is named by the recipe reader
+            message = _start_checkpoint_problem(ident)
+            if message:
+                raise located_error(ConfigError(message), f"{Path(args.recipe).name}.{where}") from None
+
+
 def _check_input_file(path: Path, flag: str, what: str, name: str) -> None:
     """Refuse a missing path, or a folder, where the file ``what`` (usually called ``name``) is
     expected (named before the imports).
@@ -409,7 +469,9 @@ def _check_paths(args: argparse.Namespace) -> None:
             ``--init`` and ``--base`` included (:func:`_check_checkpoint_paths`); a ``card --results``
             that is missing or a folder (:func:`_check_input_file`).
         ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
-            (:func:`medfm.config.load_yaml`, naming it a recipe or a suite).
+            (:func:`medfm.config.load_yaml`, naming it a recipe or a suite); a recipe's starting checkpoint
+            (``encoder.pretrained``, ...) that names no full checkpoint folder, with its recipe location
+            (:func:`_check_recipe_checkpoints`).
         UnknownDatasetError: an unknown MedMNIST data set for ``eval --data`` or ``finetune --dataset``
             (and as a ConfigError, a pretrain/finetune recipe's ``data.dataset``: :func:`_check_recipe_dataset`).
         FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).
@@ -439,6 +501,7 @@ def _check_paths(args: argparse.Namespace) -> None:
     if args.command == "merge":
         _check_new_output(args.output)
     _check_checkpoint_paths(args)  # after the checks above, which name the other mistakes first
+    _check_recipe_checkpoints(args, loaded.get("recipe"))
     if args.command == "card":  # after the checkpoint it is for
         _check_input_file(args.results, "--results", "the results.json that medfm eval (or the training run) wrote",
                           "results.json")

@@ -452,3 +452,84 @@ def test_init_values_that_are_no_local_path_pass_the_early_check(tmp_path, monke
     for init in ("timm", "hf-hub:org/model"):
         assert main(["finetune", str(recipe), "--init", init, "--output", str(tmp_path / "o")]) == 0
     assert ran == ["timm", "hf-hub:org/model"]
+
+
+def _starting_checkpoint_recipes(tmp_path, ident):
+    """Recipes of each runner that names a starting checkpoint, all set to ``ident``: file name -> (command, YAML)."""
+    enc = f"{{name: resnet_test, pretrained: {ident}}}"
+    late = "{fuser: late_fusion_zero_fill"
+    fuse = "data: {dataset: lgg_flair}\nmodalities: [pre, flair, post, clinical]\nimage_encoder: %s\nmodels: {late: %s}\n"
+    return {"pt.yaml": ("pretrain", f"data: {{dataset: pneumoniamnist}}\nencoder: {enc}\n"),
+            "ft.yaml": ("finetune", f"encoder: {enc}\n"),
+            "seg.yaml": ("segment", (REPO_ROOT / "finetune" / "seg_unet_chase_db1.yaml").read_text()
+                         .replace("encoder:\n", f"encoder:\n  pretrained: {ident}\n")),
+            "vqa.yaml": ("vqa", f"requires_init: true\nencoder: {enc}\n"),
+            "fuse.yaml": ("fuse", fuse % (f"{{name: resnet_test, args: {{pretrained: {ident}}}}}", late + "}")),
+            "fuse_model.yaml": ("fuse", fuse % ("{name: resnet_test}", late + ", args: {image_encoder: "
+                                                f"{{name: resnet_test, args: {{pretrained: {ident}}}}}}}}}"))}
+
+
+def test_a_recipe_starting_checkpoint_is_named_without_loading_torch(tmp_path):
+    """A recipe's ``encoder.pretrained`` (fuse: ``image_encoder.args.pretrained``, a model's own) that is
+    missing, a file, a folder without config.json or a LoRA adapter was named by the runner after 4-6 s
+    of imports; the early check gives the runner's line (file name, recipe location) before them."""
+    nope = tmp_path / "nope"
+    recipes = _starting_checkpoint_recipes(tmp_path, nope)
+    out = str(tmp_path / "out")
+    cases = []
+    for name, (command, text) in recipes.items():
+        (tmp_path / name).write_text(text)
+        cases.append([command, str(tmp_path / name), "--output", out])
+    (tmp_path / "adapter").mkdir()
+    for marker in ("config.json", "adapter_config.json"):
+        (tmp_path / "adapter" / marker).write_text("{}")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "weights.bin").write_text("")
+    for i, bad in enumerate(("adapter", "empty", "weights.bin")):
+        (tmp_path / f"ft{i}.yaml").write_text(f"encoder: {{name: resnet_test, pretrained: {tmp_path / bad}}}\n")
+        cases.append(["finetune", str(tmp_path / f"ft{i}.yaml"), "--output", out])
+    missing = f"no checkpoint directory at '{nope}' (hub ids need the prefix 'hf-hub:')"
+    where = ["pt.yaml.encoder.pretrained", "ft.yaml.encoder.pretrained", "seg.yaml.encoder.pretrained",
+             "vqa.yaml.encoder.pretrained", "fuse.yaml.image_encoder", "fuse_model.yaml.models.late"]
+    adapter = tmp_path / "adapter"
+    assert _errors_without_torch(cases) == [f"medfm: error: {w}: {missing}" for w in where] + [
+        f"medfm: error: ft0.yaml.encoder.pretrained: '{adapter}' is a LoRA adapter, not a full checkpoint (no "
+        f"model.safetensors): merge it into its base first with `medfm merge {adapter} OUT` and pass OUT",
+        f"medfm: error: ft1.yaml.encoder.pretrained: '{tmp_path / 'empty'}' is not a medfm checkpoint: config.json "
+        "is missing",
+        f"medfm: error: ft2.yaml.encoder.pretrained: '{tmp_path / 'weights.bin'}' is a file; a checkpoint is the "
+        "directory that holds config.json and model.safetensors"]
+    assert not (tmp_path / "out").exists()
+    # the runners' own checks (after the imports) give the same lines
+    import medfm.training.runs as runs
+    from medfm.training.fusion import FusionRecipe, check_image_encoder
+
+    with pytest.raises(ValueError) as err:
+        runs.check_init_checkpoint(None, from_dict(FinetuneRecipe, load_yaml(tmp_path / "ft0.yaml"), where="ft0.yaml").encoder)
+    assert f"medfm: error: {err.value}" == _errors_without_torch([cases[6]])[0]
+    with pytest.raises(ConfigError) as err:
+        check_image_encoder(from_dict(FusionRecipe, load_yaml(tmp_path / "fuse.yaml"), where="fuse.yaml"))
+    assert str(err.value) == f"fuse.yaml.image_encoder: {missing}"
+
+
+def test_recipe_starting_checkpoints_the_run_resolves_pass_the_early_check(tmp_path, monkeypatch):
+    """``timm``, ``hf-hub:`` ids and a full checkpoint folder pass, as does a stale ``encoder.pretrained``
+    that ``--init`` replaces and a ``channelvit`` model's ``image_encoder`` (that fuser takes none)."""
+    import medfm.cli as cli
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for marker in ("config.json", "model.safetensors"):  # only the markers are looked at
+        (ckpt / marker).write_text("{}")
+    ran = []
+    monkeypatch.setattr(cli, "_run", lambda args: ran.append(args.command) or 0)
+    for i, ident in enumerate(("timm", "hf-hub:org/model", ckpt)):
+        for name, (command, text) in _starting_checkpoint_recipes(tmp_path, ident).items():
+            (tmp_path / name).write_text(text)
+            assert cli.main([command, str(tmp_path / name), "--output", str(tmp_path / f"o{i}")]) == 0, (ident, name)
+    (tmp_path / "stale.yaml").write_text(f"encoder: {{name: resnet_test, pretrained: {tmp_path / 'nope'}}}\n")
+    assert cli.main(["finetune", str(tmp_path / "stale.yaml"), "--init", str(ckpt), "--output", str(tmp_path / "o")]) == 0
+    (tmp_path / "cv.yaml").write_text("modalities: [pre]\nmodels:\n  cv: {fuser: channelvit, args: {image_encoder: "
+                                      f"{{name: resnet_test, args: {{pretrained: {tmp_path / 'nope'}}}}}}}}}\n")
+    assert cli.main(["fuse", str(tmp_path / "cv.yaml"), "--output", str(tmp_path / "o")]) == 0
+    assert len(ran) == 3 * 6 + 2
