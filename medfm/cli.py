@@ -12,8 +12,10 @@ import argparse
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional
 
+from medfm.cli_checks import OUTPUT_COMMANDS as _OUTPUT_COMMANDS
+from medfm.cli_checks import check_paths as _check_paths
 from medfm.cli_parser import build_parser
 
 
@@ -42,70 +44,6 @@ def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] 
     return recipe
 
 
-def _check_new_output(path: Path) -> None:
-    """Refuse to write a checkpoint over an existing non-empty directory or file.
-
-    Raises:
-        FileExistsError: ``path`` is a file or a non-empty directory (saving would replace it whole).
-    """
-    if path.is_file() or (path.is_dir() and any(path.iterdir())):
-        raise FileExistsError(f"{path} already exists and is not empty; choose another output or delete it first")
-
-
-def _suite_corrupts(suite: Optional[Dict[str, Any]]) -> bool:
-    """Whether a suite file (its YAML mapping) corrupts any data set: it has a ``corruptions:``
-    section (an empty one is no section: :class:`medfm.evaluation.suite_spec.Suite`) and a dataset
-    without ``corruptions: false``. A malformed ``datasets`` counts as corrupting
-    (:func:`medfm.evaluation.suite_spec.load_suite` names it)."""
-    if not suite or suite.get("corruptions") is None:
-        return False
-    datasets = suite.get("datasets")
-    if not isinstance(datasets, list):
-        return True
-    return any(not (isinstance(d, dict) and d.get("corruptions") is False) for d in datasets)
-
-
-#: ``medfm eval`` options that apply in some runs only: option -> the cases it needs (each a key of
-#: :data:`_EVAL_CASES`); given where one of them does not hold, the option is refused (not ignored)
-_EVAL_OPTION_CASES = {"split": ("data",), "size": ("data",), "label_fraction": ("suite",), "probe_c": ("suite",),
-                      "max_samples": ("suite",), "workers": ("suite", "corruptions"),
-                      "cache_dir": ("suite", "corruptions")}
-#: case -> (whether this run is one, given the arguments and the ``--suite`` file's mapping; why its
-#: options are refused otherwise, ``{suite}`` the suite file's name)
-_EVAL_CASES = {
-    "data": (lambda args, suite: args.data is not None,
-             "--data option(s); a suite sets split and size per dataset in its YAML"),
-    "suite": (lambda args, suite: args.suite is not None,
-              "--suite option(s); --data scores one checkpoint on one split"),
-    "corruptions": (lambda args, suite: _suite_corrupts(suite),
-                    "MedMNIST-C option(s) for building corrupted sets, and {suite} corrupts no data set "
-                    "(no corruptions: section, or corruptions: false on every dataset)"),
-}
-
-
-def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]] = None) -> None:
-    """Refuse options that this ``eval`` run would ignore (they used to be dropped silently):
-    :data:`_EVAL_OPTION_CASES`, e.g. ``--split`` with ``--suite``, ``--probe-c`` with ``--data``,
-    ``--workers`` with a suite that corrupts nothing.
-
-    Args:
-        suite: the ``--suite`` file's YAML mapping (None with ``--data``).
-
-    Raises:
-        ValueError: one line naming the refused options of the first case that does not hold, and why.
-    """
-    refused: Dict[str, List[str]] = {}
-    for option, cases in _EVAL_OPTION_CASES.items():
-        if getattr(args, option) is not None:
-            failed = next((c for c in cases if not _EVAL_CASES[c][0](args, suite)), None)
-            if failed is not None:
-                refused.setdefault(failed, []).append("--" + option.replace("_", "-"))
-    if refused:
-        case, names = next(iter(refused.items()))
-        why = _EVAL_CASES[case][1].format(suite=args.suite.name if args.suite is not None else "")
-        raise ValueError(f"{', '.join(names)}: {why}")
-
-
 def _num(value: Optional[float], spec: str = ".4f") -> str:
     """A metric for the console: ``format(value, spec)``, or ``n/a`` when it is undefined (None/NaN,
     e.g. the AUC of a split holding one class, which used to end ``medfm eval`` with a TypeError)."""
@@ -129,7 +67,7 @@ def _eval(args: argparse.Namespace) -> None:
             (one that does is replaced whole: :func:`medfm.evaluation.suites.run_suite`,
             :func:`medfm.evaluation.evaluate.evaluate_checkpoint`), or, with ``--data``, a checkpoint.
             Options this run would ignore, and with ``--data`` a missing local checkpoint, are refused
-            before this runs (:func:`_check_paths`).
+            before this runs (:func:`medfm.cli_checks.check_paths`).
     """
     args.split = args.split or "test"
     if args.threads is not None:
@@ -301,210 +239,6 @@ def _verify_data(args: argparse.Namespace) -> int:
                      + (" ..." if len(unknown) > 3 else ""))
         print(line)
     return 1 if bad else 0
-
-
-#: subcommands whose ``--output`` is a run folder (created by the run)
-_OUTPUT_COMMANDS = ("pretrain", "finetune", "segment", "vqa", "fuse", "eval")
-#: subcommand -> its arguments naming a checkpoint (or LoRA adapter) folder, positionals by name and
-#: options by flag, each with what it must be: "any" a checkpoint or LoRA adapter, local or ``hf-hub:``;
-#: "local" the same, but a local folder (``card`` rewrites its README.md); "adapter" a local LoRA
-#: adapter folder; "full" a full checkpoint whose weights an encoder starts from (a LoRA adapter is
-#: refused), local or ``hf-hub:`` (``--init``: or ``timm``)
-_CHECKPOINT_ARGS = {"eval": (("checkpoint", "any"),), "merge": (("adapter", "adapter"), ("--base", "full")),
-                    "card": (("checkpoint", "local"),), "push": (("checkpoint", "any"),),
-                    "finetune": (("--init", "full"),), "segment": (("--init", "full"),), "vqa": (("--init", "full"),)}
-
-
-def _check_checkpoint_paths(args: argparse.Namespace) -> None:
-    """A checkpoint (or adapter) argument that names no checkpoint folder, named before torch is
-    imported (2-25 s sooner) by the check the library runs too
-    (:func:`medfm.checkpoint_ids.checkpoint_folder_problem`, in :func:`medfm.hub.load_config` and
-    :func:`medfm.adapters.lora.load_adapter`): a missing path, a file, a folder without
-    ``config.json`` (a run folder: naming its checkpoint subfolders), for ``merge``'s adapter a
-    folder without ``adapter_config.json``, for ``--init`` and ``--base`` a LoRA adapter (merge it
-    first), for ``card`` and ``merge`` a hub id (they work on local folders). An option's path is
-    named with its flag (``--init: no checkpoint directory at ...``).
-
-    ``hf-hub:`` ids of the other arguments pass (fetched later), as does ``--init timm`` (timm's own weights).
-
-    Raises:
-        ValueError: the first argument that names no such folder.
-    """
-    from medfm.checkpoint_ids import TIMM_WEIGHTS, checkpoint_folder_problem, is_hub_id
-
-    for name, must_be in _CHECKPOINT_ARGS.get(args.command, ()):
-        given = getattr(args, name.lstrip("-"))
-        for ident in given if isinstance(given, list) else [given]:
-            if ident is None or (name == "--init" and ident == TIMM_WEIGHTS) or (
-                    is_hub_id(ident) and must_be in ("any", "full")):
-                continue
-            message = checkpoint_folder_problem(ident, adapter=must_be == "adapter", full=must_be == "full")
-            if message:
-                raise ValueError(f"{name}: {message}" if name.startswith("--") else message)
-
-
-def _start_checkpoint_problem(ident: Any) -> Optional[str]:
-    """What is wrong with ``ident`` as the checkpoint a recipe's encoder starts from (``encoder.pretrained``),
-    or None: the rule of :func:`medfm.hub.check_local_checkpoint`
-    (which imports torch): ``None``, ``"timm"`` and ``hf-hub:`` ids pass, anything else is
-    :func:`medfm.checkpoint_ids.checkpoint_folder_problem` with ``full``."""
-    from medfm.checkpoint_ids import TIMM_WEIGHTS, checkpoint_folder_problem, is_hub_id
-
-    if ident is None or str(ident) == TIMM_WEIGHTS or is_hub_id(ident):
-        return None
-    return checkpoint_folder_problem(ident, full=True)
-
-
-#: the ``medfm fuse`` fuser that takes no ``image_encoder`` (:func:`medfm.training.fusion.build_fuser` drops it)
-_FUSER_WITHOUT_IMAGE_ENCODER = "channelvit"
-
-
-def _recipe_start_checkpoints(command: str, recipe: Dict[str, Any]) -> Iterator[Tuple[str, Any]]:
-    """``(recipe location, value)`` of each checkpoint that a recipe (its YAML mapping) names for an
-    encoder to start from, in the order the runners load them, for :func:`_check_recipe_checkpoints`:
-    ``encoder.pretrained`` (``pretrain``, ``finetune``, ``segment``, ``vqa``; located at the key,
-    :func:`medfm.training.runs.check_init_checkpoint`); for ``fuse`` the shared ``image_encoder``'s
-    ``args.pretrained``, then each model's own ``args.image_encoder`` (located at the section:
-    :func:`medfm.training.fusion.build_models`). Sections that are not mappings are left to the runners."""
-    def key(section: Any, *path: str) -> Any:  # section[path[0]][path[1]]..., None where one is not a mapping
-        for name in path:
-            section = section.get(name) if isinstance(section, dict) else None
-        return section
-
-    if command in ("pretrain", "finetune", "segment", "vqa"):
-        yield "encoder.pretrained", key(recipe, "encoder", "pretrained")
-    elif command == "fuse":
-        yield "image_encoder", key(recipe, "image_encoder", "args", "pretrained")
-        models = recipe.get("models")
-        for label, spec in (models.items() if isinstance(models, dict) else ()):
-            if isinstance(spec, dict) and spec.get("fuser", "3mat") != _FUSER_WITHOUT_IMAGE_ENCODER:
-                yield f"models.{label}", key(spec, "args", "image_encoder", "args", "pretrained")
-
-
-def _check_recipe_checkpoints(args: argparse.Namespace, recipe: Optional[Dict[str, Any]]) -> None:
-    """A recipe's starting checkpoint (``encoder.pretrained``; ``medfm fuse``: ``image_encoder.args.pretrained``,
-    a model's own) that is missing, a file, a folder without ``config.json`` or a LoRA adapter, named
-    before torch is imported (4 s sooner) in the runners' words: ``r.yaml.encoder.pretrained: no
-    checkpoint directory at '/nonexistent/ckpt' ...`` (:func:`medfm.config.located_error`, the file's
-    name as :func:`medfm.config.from_dict` is given it), ``r.yaml.models.late: ...``. A given ``--init``
-    replaces ``encoder.pretrained``, which is then not checked (:func:`_check_checkpoint_paths` checks it).
-
-    Raises:
-        ConfigError: the first such checkpoint (:func:`_start_checkpoint_problem`).
-    """
-    from medfm.config import ConfigError, located_error
-
-    if recipe is None or getattr(args, "init", None):
-        return
-    for where, ident in _recipe_start_checkpoints(args.command, recipe):
-        if isinstance(ident, str):  # another type is named by the recipe reader
-            message = _start_checkpoint_problem(ident)
-            if message:
-                raise located_error(ConfigError(message), f"{Path(args.recipe).name}.{where}") from None
-
-
-def _check_input_file(path: Path, flag: str, what: str, name: str) -> None:
-    """Refuse a missing path, or a folder, where the file ``what`` (usually called ``name``) is
-    expected (named before the imports).
-
-    Raises:
-        ValueError: ``path`` does not exist or is a directory (the message names ``flag`` and
-            ``path``, and ``<path>/<name>`` when the folder holds that file).
-    """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        inside = path / name
-        raise ValueError(f"{flag} {path} is a directory; pass "
-                         + (str(inside) if inside.is_file() else f"{what} (a file)"))
-    if not path.exists():
-        raise ValueError(f"{flag} {path} does not exist; pass {what}")
-
-
-def _check_medmnist_flag(flag: Optional[str], option: str) -> None:
-    """Refuse an unknown MedMNIST data set (flag) given as ``option`` before torch is imported (it used to be
-    named after the imports and the checkpoint load: ``medfm eval --data`` took 20 s to say so).
-
-    Raises:
-        UnknownDatasetError: ``flag`` is not a MedMNIST flag (with close matches), in a recipe's words
-            (``"--data: unknown MedMNIST data set 'pneumonimnist'; did you mean 'pneumoniamnist' ..."``,
-            :class:`medfm.training.recipes.DataConfig`).
-    """
-    from medfm.data.medmnist_info import check_dataset_name
-
-    if flag is not None:
-        check_dataset_name(flag, option)
-
-
-def _check_recipe_dataset(recipe: Dict[str, Any], path: str) -> None:
-    """A pretrain/finetune recipe's ``data.dataset`` that names no MedMNIST set nor the corpus, refused
-    before torch is imported (4 s sooner), in the words :func:`medfm.config.from_dict` gives
-    :class:`medfm.training.recipes.DataConfig`'s refusal (``"r.yaml: data.dataset: unknown ..."``).
-    Anything else wrong with the section (not a mapping, not a string) is left to that check.
-
-    Raises:
-        ConfigError: the unknown name, with close matches (:func:`medfm.data.medmnist_info.check_dataset_name`).
-    """
-    from medfm.config import ConfigError
-    from medfm.data.errors import UnknownDatasetError
-    from medfm.data.medmnist_info import check_dataset_name
-
-    data = recipe.get("data")
-    if isinstance(data, dict) and isinstance(data.get("dataset"), str):
-        try:
-            check_dataset_name(data["dataset"], "data.dataset", corpus=True)
-        except UnknownDatasetError as err:
-            raise ConfigError(f"{Path(path).name}: {err}") from None
-
-
-def _check_paths(args: argparse.Namespace) -> None:
-    """Arguments checked before anything is loaded or written, and before torch is imported
-    (the imports take seconds: a mistyped recipe, checkpoint, results file or data set is named
-    before them).
-
-    Raises:
-        ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
-            ``--output`` is an existing file; ``eval`` options that run would ignore (of the other
-            mode, or MedMNIST-C options for a suite without corruptions: :func:`_check_eval_options`);
-            a checkpoint argument that names no checkpoint folder,
-            ``--init`` and ``--base`` included (:func:`_check_checkpoint_paths`); a ``card --results``
-            that is missing or a folder (:func:`_check_input_file`).
-        ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
-            (:func:`medfm.config.load_yaml`, naming it a recipe or a suite); a recipe's starting checkpoint
-            (``encoder.pretrained``, ...) that names no full checkpoint folder, with its recipe location
-            (:func:`_check_recipe_checkpoints`).
-        UnknownDatasetError: an unknown MedMNIST data set for ``eval --data`` or ``finetune --dataset``
-            (and as a ConfigError, a pretrain/finetune recipe's ``data.dataset``: :func:`_check_recipe_dataset`).
-        FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).
-    """
-    from medfm.config import load_yaml
-
-    loaded: Dict[str, Dict[str, Any]] = {}
-    for yaml_file, kind in ((getattr(args, "recipe", None), "recipe"), (getattr(args, "suite", None), "suite")):
-        if yaml_file is not None:
-            # missing, a folder, not YAML: one line now rather than after the imports
-            data = loaded[kind] = load_yaml(yaml_file, kind)
-            if args.command in ("pretrain", "finetune") and getattr(args, "dataset", None) is None:
-                _check_recipe_dataset(data, yaml_file)
-    root = getattr(args, "data_root", None)
-    if root and not Path(root).expanduser().is_dir():
-        what = "is a file" if Path(root).expanduser().exists() else "does not exist"
-        raise ValueError(f"--data-root {root} {what}; it is the folder that holds the data set folders "
-                         "(medmnist/, chase_db1/, ...)")
-    output = getattr(args, "output", None)
-    if args.command in _OUTPUT_COMMANDS and output is not None and Path(output).is_file():
-        raise ValueError(f"--output {output} is a file; the run writes a folder there: choose another path")
-    if args.command == "eval":
-        _check_eval_options(args, loaded.get("suite"))
-        _check_medmnist_flag(args.data, "--data")
-    if args.command == "finetune":
-        _check_medmnist_flag(args.dataset, "--dataset")
-    if args.command == "merge":
-        _check_new_output(args.output)
-    _check_checkpoint_paths(args)  # after the checks above, which name the other mistakes first
-    _check_recipe_checkpoints(args, loaded.get("recipe"))
-    if args.command == "card":  # after the checkpoint it is for
-        _check_input_file(args.results, "--results", "the results.json that medfm eval (or the training run) wrote",
-                          "results.json")
 
 
 def _discard_failed_output(output: Optional[Path]) -> None:

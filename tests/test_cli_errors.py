@@ -298,7 +298,7 @@ def test_folders_that_hold_no_checkpoint_are_named_without_loading_torch(tmp_pat
     in "its base checkpoint could not be loaded"); a LoRA adapter given as ``--init`` or ``--base``
     failed after them with "checkpoint weights missing: <adapter>/model.safetensors"; ``merge`` of a hub
     id said "adapter_config.json is missing". Every command with a checkpoint argument is covered."""
-    import medfm.cli as cli
+    from medfm import cli_checks
 
     empty, run = tmp_path / "empty", tmp_path / "run"
     empty.mkdir()
@@ -320,7 +320,7 @@ def test_folders_that_hold_no_checkpoint_are_named_without_loading_torch(tmp_pat
                 ["finetune", str(recipe), "--init", ckpt, "--output", out],
                 ["segment", seg, "--init", ckpt, "--output", out], ["vqa", vqa, "--init", ckpt, "--output", out]]
 
-    assert {argv[0] for argv in commands("x")} == set(cli._CHECKPOINT_ARGS)
+    assert {argv[0] for argv in commands("x")} == set(cli_checks.CHECKPOINT_ARGS)
     no_config = f"{str(empty)!r} is not a medfm checkpoint: config.json is missing"
     in_run = f"{str(run)!r} is not a medfm checkpoint: config.json is missing; it holds "
     both = f"checkpoints in subfolders: pass {adapter!r} or {model!r}"  # eval, card, push take an adapter
