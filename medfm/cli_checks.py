@@ -127,7 +127,8 @@ def _start_checkpoint_problem(ident: Any) -> Optional[str]:
     return checkpoint_folder_problem(ident, full=True)
 
 
-#: the ``medfm fuse`` fuser that takes no ``image_encoder`` (:func:`medfm.training.fusion.build_fuser` drops it)
+#: the ``medfm fuse`` fuser that takes no ``image_encoder`` (:func:`medfm.training.fusion.build_fuser` refuses one:
+#: its own message, not a checkpoint path check, names that mistake)
 _FUSER_WITHOUT_IMAGE_ENCODER = "channelvit"
 
 

@@ -221,7 +221,9 @@ def fusion_step(model: torch.nn.Module, batch: Dict[str, Any], gen: torch.Genera
 
 
 def build_fuser(recipe: FusionRecipe, spec: FusionModelConfig, clinical_features: int, label_names: List[str]):
-    """The registered fuser of ``spec`` with the recipe's shared arguments filled in."""
+    """The registered fuser of ``spec`` with the recipe's shared arguments filled in (the shared
+    ``image_encoder`` for every fuser but ChannelViT, which embeds the image channels itself and so
+    refuses an ``image_encoder`` in its own ``args``: it used to be dropped silently)."""
     from medfm.registry import FUSERS
 
     args: Dict[str, Any] = {"modalities": list(recipe.modalities), "img_size": recipe.data.img_size,
@@ -229,8 +231,6 @@ def build_fuser(recipe: FusionRecipe, spec: FusionModelConfig, clinical_features
     if spec.fuser != "channelvit":
         args["image_encoder"] = dict(recipe.image_encoder)
     args.update(spec.args)
-    if spec.fuser == "channelvit":
-        args.pop("image_encoder", None)
     return FUSERS.build(spec.fuser, **args)
 
 

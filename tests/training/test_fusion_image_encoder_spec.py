@@ -47,3 +47,17 @@ def test_the_recipe_check_names_the_section_with_the_shared_message(task):
     with pytest.raises(ConfigError) as info:
         check_image_encoder(recipe)
     assert str(info.value) == f"r.yaml.image_encoder: {MESSAGE}"
+
+
+def test_a_channelvit_model_refuses_an_image_encoder_it_would_not_use():
+    """ChannelViT embeds the image channels itself: an ``image_encoder`` in its ``args`` was popped
+    and dropped without a word; the fuser now refuses it as any argument it does not take."""
+    from medfm.training.fusion import FusionRecipe, build_fuser, build_models
+
+    models = {"vit": {"fuser": "channelvit", "args": {"patch_size": 4, "image_encoder": {"name": "resnet_test"}}},
+              "ok": {"fuser": "channelvit", "args": {"patch_size": 4}}}
+    recipe = from_dict(FusionRecipe, {"models": models}, where="r.yaml")
+    with pytest.raises(ConfigError, match=r"^r\.yaml\.models\.vit: .*unexpected keyword argument 'image_encoder'"):
+        build_models(recipe, lambda spec: build_fuser(recipe, spec, 3, ["no", "yes"]))
+    recipe = from_dict(FusionRecipe, {"models": {"ok": models["ok"]}}, where="r.yaml")
+    assert list(build_models(recipe, lambda spec: build_fuser(recipe, spec, 3, ["no", "yes"]))) == ["ok"]
