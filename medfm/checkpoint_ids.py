@@ -173,6 +173,18 @@ def checkpoint_folder_problem(ident: Union[str, Path], adapter: bool = False, fu
     return None
 
 
+def start_checkpoint_problem(ident: Optional[Union[str, Path]]) -> Optional[str]:
+    """What is wrong with ``ident`` as the checkpoint an encoder starts from (``--init``, a recipe's
+    ``encoder.pretrained``), or None: ``None``, ``"timm"`` (:data:`TIMM_WEIGHTS`) and ``hf-hub:`` ids
+    pass (fetched when the encoder is built); any other value is :func:`checkpoint_folder_problem`
+    with ``full``. The rule of :func:`medfm.hub.check_local_checkpoint` and of the ``medfm`` command's
+    check of a recipe before its imports."""
+    if ident is None or str(ident) == TIMM_WEIGHTS or is_hub_id(ident):
+        return None
+    return checkpoint_folder_problem(ident, full=True)
+
+
 __all__ = ["HUB_PREFIX", "TIMM_WEIGHTS", "CONFIG_NAME", "WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME",
            "is_hub_id", "missing_checkpoint_message", "checkpoint_path_problem", "checkpoint_folder_problem",
+           "start_checkpoint_problem",
            "subfolder_hint", "holds_checkpoint", "is_lora_adapter", "hub_id_message", "hub_download_command"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 
 def _check_new_output(path: Path) -> None:
@@ -34,45 +34,42 @@ def _suite_corrupts(suite: Optional[Dict[str, Any]]) -> bool:
     return any(not (isinstance(d, dict) and d.get("corruptions") is False) for d in datasets)
 
 
-#: ``medfm eval`` options that apply in some runs only: option -> the cases it needs (each a key of
-#: :data:`_EVAL_CASES`); given where one of them does not hold, the option is refused (not ignored)
-_EVAL_OPTION_CASES = {"split": ("data",), "size": ("data",), "label_fraction": ("suite",), "probe_c": ("suite",),
-                      "max_samples": ("suite",), "workers": ("suite", "corruptions"),
-                      "cache_dir": ("suite", "corruptions")}
-#: case -> (whether this run is one, given the arguments and the ``--suite`` file's mapping; why its
-#: options are refused otherwise, ``{suite}`` the suite file's name)
-_EVAL_CASES = {
-    "data": (lambda args, suite: args.data is not None,
-             "--data option(s); a suite sets split and size per dataset in its YAML"),
-    "suite": (lambda args, suite: args.suite is not None,
-              "--suite option(s); --data scores one checkpoint on one split"),
-    "corruptions": (lambda args, suite: _suite_corrupts(suite),
-                    "MedMNIST-C option(s) for building corrupted sets, and {suite} corrupts no data set "
-                    "(no corruptions: section, or corruptions: false on every dataset)"),
-}
+#: ``medfm eval`` options that apply in one mode only, and of the ``--suite`` ones those that build corrupted sets
+_DATA_ONLY = ("split", "size")
+_SUITE_ONLY = ("label_fraction", "probe_c", "max_samples", "workers", "cache_dir")
+_CORRUPTION_ONLY = ("workers", "cache_dir")
+
+
+def _refuse_options(args: argparse.Namespace, options: Tuple[str, ...], why: str) -> None:
+    """Refuse those of ``options`` that were given (not None).
+
+    Raises:
+        ValueError: ``"--opt, --opt2: <why>"``.
+    """
+    given = ["--" + o.replace("_", "-") for o in options if getattr(args, o) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)}: {why}")
 
 
 def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]] = None) -> None:
     """Refuse options that this ``eval`` run would ignore (they used to be dropped silently):
-    :data:`_EVAL_OPTION_CASES`, e.g. ``--split`` with ``--suite``, ``--probe-c`` with ``--data``,
-    ``--workers`` with a suite that corrupts nothing.
+    ``--split`` with ``--suite``, ``--probe-c`` with ``--data``, ``--workers`` with a suite that
+    corrupts nothing (:func:`_suite_corrupts`), ...
 
     Args:
         suite: the ``--suite`` file's YAML mapping (None with ``--data``).
 
     Raises:
-        ValueError: one line naming the refused options of the first case that does not hold, and why.
+        ValueError: one line naming the refused options and why.
     """
-    refused: Dict[str, List[str]] = {}
-    for option, cases in _EVAL_OPTION_CASES.items():
-        if getattr(args, option) is not None:
-            failed = next((c for c in cases if not _EVAL_CASES[c][0](args, suite)), None)
-            if failed is not None:
-                refused.setdefault(failed, []).append("--" + option.replace("_", "-"))
-    if refused:
-        case, names = next(iter(refused.items()))
-        why = _EVAL_CASES[case][1].format(suite=args.suite.name if args.suite is not None else "")
-        raise ValueError(f"{', '.join(names)}: {why}")
+    if args.data is not None:
+        _refuse_options(args, _SUITE_ONLY, "--suite option(s); --data scores one checkpoint on one split")
+    if args.suite is not None:
+        _refuse_options(args, _DATA_ONLY, "--data option(s); a suite sets split and size per dataset in its YAML")
+        if not _suite_corrupts(suite):
+            _refuse_options(args, _CORRUPTION_ONLY,
+                            f"MedMNIST-C option(s) for building corrupted sets, and {args.suite.name} corrupts no "
+                            "data set (no corruptions: section, or corruptions: false on every dataset)")
 
 
 #: subcommands whose ``--output`` is a run folder (created by the run)
@@ -115,18 +112,6 @@ def _check_checkpoint_paths(args: argparse.Namespace) -> None:
                 raise ValueError(f"{name}: {message}" if name.startswith("--") else message)
 
 
-def _start_checkpoint_problem(ident: Any) -> Optional[str]:
-    """What is wrong with ``ident`` as the checkpoint a recipe's encoder starts from (``encoder.pretrained``),
-    or None: the rule of :func:`medfm.hub.check_local_checkpoint`
-    (which imports torch): ``None``, ``"timm"`` and ``hf-hub:`` ids pass, anything else is
-    :func:`medfm.checkpoint_ids.checkpoint_folder_problem` with ``full``."""
-    from medfm.checkpoint_ids import TIMM_WEIGHTS, checkpoint_folder_problem, is_hub_id
-
-    if ident is None or str(ident) == TIMM_WEIGHTS or is_hub_id(ident):
-        return None
-    return checkpoint_folder_problem(ident, full=True)
-
-
 #: the ``medfm fuse`` fuser that takes no ``image_encoder`` (:func:`medfm.training.fusion.build_fuser` refuses one:
 #: its own message, not a checkpoint path check, names that mistake)
 _FUSER_WITHOUT_IMAGE_ENCODER = "channelvit"
@@ -163,15 +148,17 @@ def _check_recipe_checkpoints(args: argparse.Namespace, recipe: Optional[Dict[st
     replaces ``encoder.pretrained``, which is then not checked (:func:`_check_checkpoint_paths` checks it).
 
     Raises:
-        ConfigError: the first such checkpoint (:func:`_start_checkpoint_problem`).
+        ConfigError: the first such checkpoint (:func:`medfm.checkpoint_ids.start_checkpoint_problem`, the rule
+            of :func:`medfm.hub.check_local_checkpoint`).
     """
+    from medfm.checkpoint_ids import start_checkpoint_problem
     from medfm.config import ConfigError, located_error
 
     if recipe is None or getattr(args, "init", None):
         return
     for where, ident in _recipe_start_checkpoints(args.command, recipe):
         if isinstance(ident, str):  # another type is named by the recipe reader
-            message = _start_checkpoint_problem(ident)
+            message = start_checkpoint_problem(ident)
             if message:
                 raise located_error(ConfigError(message), f"{Path(args.recipe).name}.{where}") from None
 

@@ -28,7 +28,7 @@ from torch import nn
 import medfm
 from medfm.checkpoint_ids import (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, CONFIG_NAME, HUB_PREFIX, TIMM_WEIGHTS,
                                   WEIGHTS_NAME, checkpoint_folder_problem, checkpoint_path_problem, hub_download_command,
-                                  is_hub_id)
+                                  is_hub_id, start_checkpoint_problem)
 from medfm.io import atomic_dir
 
 CARD_NAME = "README.md"
@@ -61,13 +61,11 @@ def check_local_checkpoint(path_or_id: Optional[Union[str, os.PathLike]]) -> Non
 
     Raises:
         CheckpointError: the path is missing or is a file, a folder without ``config.json``, or a
-            LoRA adapter (no full weights): :func:`medfm.checkpoint_ids.checkpoint_folder_problem`
-            with ``full``.
+            LoRA adapter (no full weights): :func:`medfm.checkpoint_ids.start_checkpoint_problem`.
     """
-    if path_or_id is not None and str(path_or_id) != TIMM_WEIGHTS and not is_hub_id(path_or_id):
-        problem = checkpoint_folder_problem(path_or_id, full=True)
-        if problem:
-            raise CheckpointError(problem)
+    problem = start_checkpoint_problem(path_or_id)
+    if problem:
+        raise CheckpointError(problem)
 
 
 def resolve_checkpoint(path_or_id: Union[str, os.PathLike]) -> Path:
