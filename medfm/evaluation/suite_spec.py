@@ -396,8 +396,8 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
     Raises:
         ConfigError: a bad protocol, fraction list, probe C, workers, batch size or max_samples
             (each checked as the suite's own key is: ``2.5`` is refused, not truncated to 2); label
-            fractions for the ``as-is`` protocol or a probe C for another than ``linear`` (both were
-            ignored without a word).
+            fractions for the ``as-is`` protocol, a probe C for another than ``linear``, or ``workers``
+            for a suite that corrupts no data set (all three were ignored without a word).
     """
     from dataclasses import replace
 
@@ -418,8 +418,11 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
     if probe_c is not None and pr.name not in PROTOCOL_OPTIONS["linear_c"][0]:
         raise ConfigError(f"--probe-c: only the linear protocol fits a probe, this run's is {pr.name}; "
                           "add --protocol linear")
+    if workers is not None and (suite.corruptions is None or not any(d.corruptions for d in suite.datasets)):
+        raise ConfigError("--workers: the MedMNIST-C worker count, and this suite corrupts no data set (no "
+                          "corruptions: section, or corruptions: false on every dataset)")  # was dropped
     try:
-        if workers is not None and suite.corruptions is not None:
+        if workers is not None:
             suite.corruptions = replace(suite.corruptions, workers=workers)
         if batch_size is not None:
             suite.batch_size = check_number("batch_size", batch_size, ge=1, integer=True)

@@ -124,3 +124,14 @@ def test_probe_feature_passes_count_images_like_every_other_suite_bar(tmp_path, 
     for split, n in (("train", 16), ("val", 4), ("test", 10)):
         assert re.search(rf"pneumoniamnist {split} features: [^\r]*\| \d+/{n} \[[^\r]*img/s\]", err), (split, err)
     assert "it/s" not in err
+
+
+def test_python_workers_override_is_refused_for_a_suite_that_corrupts_nothing(tmp_path):
+    """``suite_overrides(workers=)`` was dropped for a suite without corruptions (only the command
+    line refused it); a suite with corruptions takes it."""
+    for over in ({}, {"corruptions": {"names": ["gaussian_noise"]},
+                      "datasets": [{"flag": "pneumoniamnist", "corruptions": False}]}):
+        with pytest.raises(ConfigError, match=r"^--workers: the MedMNIST-C worker count, and this suite corrupts no"):
+            suite_overrides(load_suite(_suite_file(tmp_path, None, **over)), workers=2)
+    suite = load_suite(_suite_file(tmp_path, None, corruptions={"names": ["gaussian_noise"]}))
+    assert suite_overrides(suite, workers=2).corruptions.workers == 2
