@@ -471,7 +471,8 @@ class PromptedSegmenter(nn.Module):
         self.num_classes = 2
         self.label_names = ["background", target if isinstance(target, str) else "query"]
         emb = core.prompt_embeddings[core.target_index([target])] if isinstance(target, str) else target.reshape(1, -1)
-        self.register_buffer("text", emb.clone(), persistent=False)
+        # a query embedding comes from the text encoder's device (the CPU), the model may be on a GPU
+        self.register_buffer("text", emb.detach().to(core.prompt_embeddings).clone(), persistent=False)
         name = target if isinstance(target, str) else core.match_target(emb[0])[0]
         self.matched_target = name
         if inference is not None:

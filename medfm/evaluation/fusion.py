@@ -120,12 +120,19 @@ def mnar_drop(labels: torch.Tensor, present: Mapping[str, torch.Tensor], modalit
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 64) -> np.ndarray:
-    """Positive-class probabilities ``(N,)`` of ``model`` on a (large) batch, in chunks."""
+    """Positive-class probabilities ``(N,)`` of ``model`` on a (large) batch, in chunks.
+
+    The batch may live on the CPU while the model is on a GPU (as after training): each chunk's
+    tensors are moved to the model's device.
+    """
     model.eval()
+    device = next(model.parameters()).device
     n = batch_size(batch)
     out = []
     for start in range(0, n, batch_size_):
         part = slice_batch(batch, torch.arange(start, min(n, start + batch_size_)))
+        part = {k: (v.to(device) if isinstance(v, torch.Tensor) else
+                    {m: t.to(device) for m, t in v.items()} if k == PRESENT_KEY else v) for k, v in part.items()}
         out.append(model.scores(model(part)["logits"])[:, 1].cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 

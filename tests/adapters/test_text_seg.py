@@ -467,3 +467,15 @@ def test_an_unknown_target_is_the_registry_error_printed_without_quotes():
     with pytest.raises(UnknownNameError) as err:
         model.target_index(["vessels"])
     assert isinstance(err.value, KeyError) and str(err.value).startswith("unknown target 'vessels'; did you mean 'vessel'")
+
+
+def test_a_query_embedding_follows_the_model_to_its_device_and_dtype():
+    """A referring query is embedded on the CPU while the trained model may be on a GPU (medfm segment's
+    text-conditioned evaluation crashed on an H200: 'mat2 is on cuda:0, different from other tensors
+    on cpu'). The query buffer now takes the prompt embeddings' device and dtype; float64 stands in
+    for the GPU here (matching a query needs its values, which the meta device does not have)."""
+    model = _model().eval().double()
+    query = torch.rand(model.text_dim)
+    view = PromptedSegmenter(model, query)
+    assert view.text.dtype == torch.float64 and view.text.shape == (1, model.text_dim)
+    assert torch.equal(view.text[0], query.double())

@@ -111,3 +111,30 @@ def test_checks_flag_subsets_worse_than_late_fusion():
     checks = fusion_checks({"subsets": rows, "mnar": []}, ["a", "b"])
     assert checks["vs_late"]["fuser"]["worse_by_more_than_tolerance"] == ["a"]
     assert checks["all_vs_best_single"]["fuser"]["diff"] == pytest.approx(0.10)
+
+
+def test_predict_probs_moves_each_chunk_to_the_models_device():
+    """After training on a GPU the model is there and the test batch on the CPU (medfm fuse crashed
+    with 'Expected all tensors to be on the same device' on an H200); the meta device stands in."""
+    from medfm.data.multimodal import PRESENT_KEY
+    from medfm.evaluation.fusion import predict_probs
+
+    seen = []
+
+    class OnMeta(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1, device="meta"))
+
+        def forward(self, batch):
+            seen.append({batch["flair"].device.type, *(p.device.type for p in batch[PRESENT_KEY].values())})
+            return {"logits": torch.zeros(batch_size(batch), 2)}
+
+        def scores(self, logits):
+            return logits.softmax(-1)
+
+    from medfm.data.multimodal import batch_size
+    batch = {"flair": torch.rand(5, 1, 4, 4), "label": torch.zeros(5), "patient": list("abcde"),
+             PRESENT_KEY: {"flair": torch.ones(5, dtype=torch.bool)}}
+    assert predict_probs(OnMeta(), batch, batch_size_=2).tolist() == [0.5] * 5
+    assert seen == [{"meta"}] * 3
