@@ -29,11 +29,11 @@ import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medfm.arg_checks import check_bool, check_number, number_fits, shown
 from medfm.data.segmentation import NORMALIZATIONS
+from medfm.encoders.layers.deterministic import cross_entropy_map, linear_resize
 from medfm.registry import ADAPTERS, close_match_hint
 
 NORMS = ("batch", "instance")
@@ -159,10 +159,8 @@ class FeaturePyramid(nn.Module):
 
 
 def _interp(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    if tuple(x.shape[2:]) == tuple(size):
-        return x
-    mode = "bilinear" if x.ndim == 4 else "trilinear"
-    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
+    """Bilinear / trilinear resize (deterministic on a GPU under ``train.deterministic``)."""
+    return linear_resize(x, size)
 
 
 class UNetDecoder(nn.Module):
@@ -491,19 +489,25 @@ def check_target(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """MONAI ``DiceCELoss`` (softmax, one-hot target, background excluded from Dice) in fp32.
+    """MONAI ``DiceCELoss`` (softmax, one-hot target, background excluded from Dice) in fp32:
+    MONAI's ``DiceLoss`` plus the mean per-pixel cross-entropy.
 
     The Dice term is computed over the whole batch (``batch=True``, as nnU-Net's batch
-    Dice), so patches without foreground do not dominate it.
+    Dice), so patches without foreground do not dominate it. The cross-entropy term is
+    :func:`medfm.encoders.layers.deterministic.cross_entropy_map` (the value of MONAI's
+    ``nn.CrossEntropyLoss`` term, with a deterministic GPU kernel, which ``nll_loss2d`` lacks).
 
     Shape: logits ``(B, K, *S)``, target ``(B, *S)`` or ``(B, 1, *S)`` -> scalar.
+
+    Raises:
+        ValueError: see :func:`check_target`.
     """
-    from monai.losses import DiceCELoss
+    from monai.losses import DiceLoss
 
     target = check_target(logits, target, num_classes)
-    loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True,
-                      smooth_nr=1e-5, smooth_dr=1e-5)
-    return loss(logits.float(), target)
+    dice = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    logits = logits.float()
+    return dice(logits, target) + cross_entropy_map(logits, target[:, 0])
 
 
 __all__ = ["SegmentationModel", "UNetDecoder", "FeaturePyramid", "ConvBlock", "SEG_HEAD_MODULES",

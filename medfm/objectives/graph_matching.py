@@ -74,6 +74,7 @@ from torch import nn
 from medfm.config import to_dict
 from medfm.data.views import RandomViews
 from medfm.encoders.base import Encoder
+from medfm.encoders.layers.deterministic import adaptive_avg_pool
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
 from medfm.objectives.inputs import check_arg, check_choice, check_flag, check_image_batch, check_sizes, check_views
@@ -183,11 +184,11 @@ def _tokens(feats: torch.Tensor, grid: int) -> torch.Tensor:
     if feats.ndim == 4:
         h, w = feats.shape[-2:]
         if h > grid or w > grid:
-            feats = F.adaptive_avg_pool2d(feats, (min(h, grid), min(w, grid)))
+            feats = adaptive_avg_pool(feats, (min(h, grid), min(w, grid)))
         return feats.flatten(2).transpose(1, 2)
     if feats.ndim == 3:
         if feats.shape[1] > grid * grid:
-            feats = F.adaptive_avg_pool1d(feats.transpose(1, 2), grid * grid).transpose(1, 2)
+            feats = adaptive_avg_pool(feats.transpose(1, 2), (grid * grid,)).transpose(1, 2)
         return feats
     raise ValueError(f"encoder features must be (B, D, h, w) or (B, N, D), got {tuple(feats.shape)}")
 

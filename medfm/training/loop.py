@@ -6,7 +6,8 @@ by (seed, epoch) and every step's augmentations draw from a generator seeded by
 JSON) into ``<output>/checkpoint`` atomically every ``checkpoint_every`` steps and at each
 epoch end. A run killed at any moment and restarted with ``resume=True`` therefore ends
 with the same weights as an uninterrupted run with the same seed (on the same hardware
-and thread count).
+and thread count; on a GPU only with ``deterministic=True``, see
+:mod:`medfm.training.determinism`).
 
 Mixed precision is ``torch.autocast`` in bf16 (CPU or CUDA); ``precision="auto"`` picks
 bf16 when the CPU has AVX-512 BF16 / AMX or the GPU supports bf16. (DESIGN.md planned an
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 
 from medfm.arg_checks import check_number
 from medfm.io import atomic_dir, atomic_write_text, restore_interrupted_dir
+from medfm.training.determinism import deterministic_kernels
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -51,6 +53,9 @@ class TrainConfig:
         log_every: write a ``metrics.jsonl`` line every N steps.
         grad_clip: max gradient norm (None: no clipping).
         num_threads: torch CPU threads (None: torch's default).
+        deterministic: deterministic kernels for the run (:mod:`medfm.training.determinism`): what a
+            GPU run needs for a resume to match an uninterrupted run bit for bit; slower on a GPU,
+            no effect measured on a CPU.
 
     Raises:
         ValueError: an unknown precision, or a value out of range or of the wrong kind, e.g.
@@ -70,6 +75,7 @@ class TrainConfig:
     log_every: int = 20
     grad_clip: Optional[float] = None
     num_threads: Optional[int] = None
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "log_every"):
@@ -84,6 +90,8 @@ class TrainConfig:
             check_number("train.grad_clip", self.grad_clip, gt=0, hint=" (null: no clipping)")
         if self.num_threads is not None:
             check_number("train.num_threads", self.num_threads, ge=1, integer=True, hint=" (null: torch's default)")
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"train.deterministic must be true or false, got {self.deterministic!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -220,6 +228,8 @@ class Trainer:
     Raises:
         ValueError: dataset smaller than one batch; non-finite loss (names the step).
         FileExistsError: ``output`` already holds a checkpoint and ``resume`` is False.
+        DeterminismError: ``cfg.deterministic`` and an op without a deterministic kernel on the device
+            (:mod:`medfm.training.determinism`).
     """
 
     def __init__(self, model: nn.Module, step_fn: StepFn, dataset: Any, cfg: TrainConfig, output: Path,
@@ -295,6 +305,14 @@ class Trainer:
         else:
             torch.manual_seed(cfg.seed)
             (self.output / "metrics.jsonl").write_text("")
+        with deterministic_kernels(cfg.deterministic):
+            self._train(counters)
+        self._plot_curve()
+        return self.model
+
+    def _train(self, counters: Dict[str, Any]) -> None:
+        """The epochs from ``counters`` (a fresh run's zeros or a checkpoint's) to the end."""
+        cfg = self.cfg
         device = self.device
         n = len(self.dataset)
         for epoch in range(counters["epoch"], cfg.epochs):
@@ -343,5 +361,3 @@ class Trainer:
                 if extra:
                     self._log({"step": counters["global_step"], "epoch": epoch + 1, **extra})
             self._save(counters)
-        self._plot_curve()
-        return self.model

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 #:
 #: * ``train.num_threads``: CPU threads, i.e. speed only. (As on other hardware, a different
 #:   thread count may change float reductions in the last bits; the user asks for it.)
+#: * ``train.deterministic``: whether GPU kernels are deterministic, i.e. reproducibility and
+#:   speed; like a thread count it may move the last bits, which is what the user asks for.
 #: * ``train.log_every``: how often ``metrics.jsonl`` gets a line.
 #: * ``train.checkpoint_every``: how often the state is saved; saving draws no random numbers
 #:   and every step reseeds its augmentations from (seed, step), so the steps are the same.
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 #:   the top one).
 #:
 #: Everything else refuses, ``train.epochs`` included (it sets the cosine schedule's length).
-OPERATIONAL_KEYS = ("train.num_threads", "train.log_every", "train.checkpoint_every",
+OPERATIONAL_KEYS = ("train.num_threads", "train.deterministic", "train.log_every", "train.checkpoint_every",
                     "data.data_root", "tasks[*].data.data_root", "data.verify_md5", "data.cache_dir",
                     "eval.overlays", "top_k")
 #: differing keys named in the refusal (the rest are counted)

@@ -165,3 +165,18 @@ def test_bad_arguments():
         dice_ce_loss(logits, torch.full((1, 8, 8), 2), 2)
     with pytest.raises(ValueError, match="does not fit"):
         dice_ce_loss(logits, torch.zeros(1, 8, 9, dtype=torch.long), 2)
+
+
+def test_dice_ce_loss_equals_monais_dice_ce_loss():
+    """dice_ce_loss = MONAI DiceLoss + a deterministic cross-entropy: the value of MONAI's DiceCELoss."""
+    from monai.losses import DiceCELoss
+
+    from medfm.adapters.segmentation import dice_ce_loss
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((2, 3, 8, 8), (2, 2, 4, 5, 6)):
+        logits = torch.randn(*shape, generator=g)
+        target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
+        ref = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True,
+                         smooth_nr=1e-5, smooth_dr=1e-5)(logits, target[:, None])
+        torch.testing.assert_close(dice_ce_loss(logits, target, shape[1]), ref, rtol=0, atol=1e-6)

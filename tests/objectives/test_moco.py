@@ -114,7 +114,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path):
 
 def test_queue_and_momentum_encoder_survive_resume(tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=6, lr=1e-3, warmup_epochs=0, precision="fp32", checkpoint_every=2,
-                      log_every=1, num_threads=1)
+                      log_every=1, num_threads=1, deterministic=True)
     data = _Images()
 
     def run(output, kill_at=None, resume=False):

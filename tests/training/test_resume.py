@@ -17,7 +17,7 @@ RECIPE = textwrap.dedent("""
     encoder: {name: resnet_test}
     objective: {name: simclr, args: {hidden_dim: 32, proj_dim: 16}}
     train: {epochs: 2, batch_size: 16, lr: 1.0e-3, checkpoint_every: 3, log_every: 2, precision: fp32,
-            num_threads: 1, seed: 7}
+            num_threads: 1, seed: 7, deterministic: true}
 """)
 
 
@@ -35,7 +35,7 @@ def setup(tmp_path):
     np.savez_compressed(root / "medmnist" / "pneumoniamnist.npz", **fake_medmnist_arrays("pneumoniamnist", counts=(320, 8, 8)))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE)
-    env = {**os.environ, "MEDFM_DATA": str(root), "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "MEDFM_DATA": str(root), "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
     return tmp_path, recipe, env
 
 

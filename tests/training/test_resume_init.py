@@ -23,7 +23,8 @@ from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint, fake_m
 
 FINETUNE = {"data": {"dataset": "pneumoniamnist", "verify_md5": False, "val_split": None},
             "encoder": {"name": "resnet_test"}, "mode": "lora", "lora": {"rank": 2}, "augment": None,
-            "train": {"epochs": 2, "batch_size": 8, "precision": "fp32", "log_every": 1, "checkpoint_every": 1}}
+            "train": {"epochs": 2, "batch_size": 8, "precision": "fp32", "log_every": 1, "checkpoint_every": 1,
+                      "deterministic": True}}
 
 
 def _snapshot(folder: Path):

@@ -17,7 +17,8 @@ from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint, fake_m
 
 PRETRAIN = {"data": {"dataset": "pneumoniamnist", "verify_md5": False}, "encoder": {"name": "resnet_test"},
             "objective": {"name": "simclr", "args": {"hidden_dim": 16, "proj_dim": 8}},
-            "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "precision": "fp32", "seed": 0, "log_every": 1}}
+            "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "precision": "fp32", "seed": 0, "log_every": 1,
+                      "deterministic": True}}
 
 
 def _merge(base, change):
@@ -92,7 +93,8 @@ def test_cli_lists_at_most_six_differences_and_exits_2(pretrained, tmp_path, cap
 
 
 def test_operational_changes_resume_bit_identically(tmp_path, monkeypatch):
-    """Threads, log/checkpoint frequency and the data's location may change on resume."""
+    """Threads, deterministic kernels, log/checkpoint frequency and the data's location may change on resume
+    (the run starts with deterministic kernels and ends without: on a CPU the weights stay the same)."""
     from safetensors.torch import load_file
 
     root = _write_data(tmp_path / "data")
@@ -106,7 +108,8 @@ def test_operational_changes_resume_bit_identically(tmp_path, monkeypatch):
     state = json.loads((tmp_path / "killed" / "checkpoint" / "trainer_state.json").read_text())
     assert state["counters"] == {"epoch": 0, "step_in_epoch": 1, "global_step": 1}
     later = {"data": {"data_root": str(tmp_path / "moved")},
-             "train": {"epochs": 2, "checkpoint_every": 0, "log_every": 3, "num_threads": 1}}
+             "train": {"epochs": 2, "checkpoint_every": 0, "log_every": 3, "num_threads": 1,
+                       "deterministic": torch.cuda.is_available()}}  # CPU: on -> off
     _pretrain(tmp_path / "moved", tmp_path / "killed", later, resume=True)
     a = load_file(str(tmp_path / "full" / "checkpoint" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "checkpoint" / "model.safetensors"))

@@ -29,7 +29,7 @@ from medfm.config import from_dict
 from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint
 
 TRAIN = {"epochs": 2, "batch_size": 2, "lr": 3e-3, "warmup_epochs": 0.5, "precision": "fp32", "seed": 5,
-         "log_every": 1, "checkpoint_every": 3}
+         "log_every": 1, "checkpoint_every": 3, "deterministic": True}  # bit for bit on a GPU too
 SEG_EVAL = {"overlays": 0, "distances": False, "overlap": 0.25}
 
 

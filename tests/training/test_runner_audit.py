@@ -28,7 +28,7 @@ def _tiny():
 
 
 def _step(model, batch, gen):
-    x = batch["x"] + 0.1 * torch.randn(batch["x"].shape, generator=gen)
+    x = batch["x"] + 0.1 * torch.randn(batch["x"].shape, generator=gen).to(batch["x"].device)
     return {"loss": nn.functional.cross_entropy(model(x), batch["y"])}
 
 
@@ -225,7 +225,7 @@ def test_lora_finetune_with_label_fraction_resumes_bit_identically(tmp_path, mon
 
     root = _medmnist(tmp_path / "data", counts=(48, 8, 8))
     recipe = _finetune(root, seed=3, epochs=2, dropout=0.3, data={"label_fraction": 0.5, "val_split": "val"},
-                       train={"checkpoint_every": 2})
+                       train={"checkpoint_every": 2, "deterministic": True})
     full = run_finetune(recipe, tmp_path / "full")
     restore = kill_after_first_mid_epoch_checkpoint(monkeypatch)
     with pytest.raises(Killed):

@@ -33,6 +33,7 @@ from medfm.adapters.classification import check_class_labels
 from medfm.adapters.fusion.tabular import TabularEncoder
 from medfm.arg_checks import check_number, shown
 from medfm.data.multimodal import PRESENT_KEY, close_modality, presence as _presence
+from medfm.encoders.layers.deterministic import adaptive_avg_pool
 from medfm.encoders.base import EncoderInputError, check_value_range
 from medfm.registry import close_match_hint
 
@@ -115,9 +116,9 @@ class ImageModalityEncoder(nn.Module):
         """
         feats = self.encoder.forward_features(x, check=not self.inputs_checked)
         if feats.ndim == 4:
-            pooled = F.adaptive_avg_pool2d(feats, self.grid).flatten(2).transpose(1, 2)
+            pooled = adaptive_avg_pool(feats, (self.grid, self.grid)).flatten(2).transpose(1, 2)
         else:
-            pooled = F.adaptive_avg_pool1d(feats.transpose(1, 2), self.grid * self.grid).transpose(1, 2)
+            pooled = adaptive_avg_pool(feats.transpose(1, 2), (self.grid * self.grid,)).transpose(1, 2)
         return self.proj(pooled)
 
 
