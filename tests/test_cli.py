@@ -1,5 +1,6 @@
 """The spine end to end through the CLI on tiny synthetic MedMNIST files (real-format npz)."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -71,7 +72,8 @@ def test_pretrain_finetune_merge_eval_card_and_fresh_process_reproduces(run_dir,
         print("OK")
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env={"MEDFM_DATA": str(run_dir), "PATH": "/usr/bin:/bin"})
+                          env={"MEDFM_DATA": str(run_dir), "PATH": "/usr/bin:/bin",
+                               **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}})
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
