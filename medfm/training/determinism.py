@@ -11,7 +11,8 @@ two uninterrupted runs ended with 102 of 122 tensors different; with ``determini
 run of the runner tests ended with 67 of 80 tensors different from the uninterrupted one.
 ``deterministic=True`` asks PyTorch for deterministic kernels for the run
 (PyTorch's "Reproducibility" notes): :func:`torch.use_deterministic_algorithms`, cuDNN
-``deterministic`` and no ``benchmark``, and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` when unset. Ops
+``deterministic`` and no ``benchmark``, and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` when unset (the
+variable stays set for the process: cuBLAS reads it when it makes a handle). Ops
 without a deterministic CUDA kernel that medfm's models use have deterministic forms in
 :mod:`medfm.encoders.layers.deterministic` (resizing, adaptive pooling, per-pixel
 cross-entropy); any other raises :class:`DeterminismError`. It may cost speed on a GPU and

@@ -54,8 +54,9 @@ class TrainConfig:
         grad_clip: max gradient norm (None: no clipping).
         num_threads: torch CPU threads (None: torch's default).
         deterministic: deterministic kernels for the run (:mod:`medfm.training.determinism`): what a
-            GPU run needs for a resume to match an uninterrupted run bit for bit; slower on a GPU,
-            no effect measured on a CPU.
+            GPU run needs for a resume to match an uninterrupted run bit for bit (PyTorch warns that
+            deterministic kernels can be slower; the one case measured, a ResNet-18 on an H200, was
+            not). No effect measured on a CPU.
 
     Raises:
         ValueError: an unknown precision, or a value out of range or of the wrong kind, e.g.

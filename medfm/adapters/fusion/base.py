@@ -33,8 +33,8 @@ from medfm.adapters.classification import check_class_labels
 from medfm.adapters.fusion.tabular import TabularEncoder
 from medfm.arg_checks import check_number, shown
 from medfm.data.multimodal import PRESENT_KEY, close_modality, presence as _presence
-from medfm.encoders.layers.deterministic import adaptive_avg_pool
 from medfm.encoders.base import EncoderInputError, check_value_range
+from medfm.encoders.layers.deterministic import adaptive_avg_pool
 from medfm.registry import close_match_hint
 
 TABULAR = "clinical"
