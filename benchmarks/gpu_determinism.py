@@ -4,8 +4,8 @@ Usage: python benchmarks/gpu_determinism.py [--epochs 3]
 Two uninterrupted Trainer runs of a ResNet-18 (28 px, batch 64, 512 random images) per setting
 (fp32 and bf16; ``deterministic`` false and true) on the device the Trainer picks; prints how
 many of the weight tensors differ between the two runs and each run's time. On an H200
-(torch 2.11, 2026-11-22): fp32 without it 102 of 122 tensors differed, with it 0 (0.88 s and
-0.87 s per run); bf16 0 either way. A CPU gives 0 everywhere (see ``medfm/training/determinism.py``).
+(torch 2.11, 2026-11-22, twice): fp32 without it 102 of 122 tensors differed, with it 0 (0.87-1.30 s
+per run either way, the first run of a process slower); bf16 0 either way. A CPU gives 0 everywhere (see ``medfm/training/determinism.py``).
 """
 import argparse
 import tempfile

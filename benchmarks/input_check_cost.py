@@ -3,8 +3,9 @@
 Usage: python benchmarks/input_check_cost.py [--steps 100]
 Times a training step (forward, backward, AdamW; bf16 autocast where the device has it) of a few
 encoders with ``encoder(x, check=True)`` and ``check=False`` on the device the Trainer picks,
-the batch already there, best of two runs each. On a GPU the read-back is a device sync; on an
-H200 (torch 2.11, 2026-11-22) it cost +2.7 % to +15 % per step (see ``Encoder.check_input``).
+the batch already there, best of two runs each. On a GPU the read-back is a device sync. On an
+H200 (torch 2.11, 2026-11-22) two sessions of it disagreed: +11.4 / +2.7 / +15.2 / +6.6 % and
+-0.7 / +3.5 / +0.1 / +11.9 % for the four cases below, i.e. between nothing and about 15 % a step.
 """
 import argparse
 import time
