@@ -158,11 +158,6 @@ class FeaturePyramid(nn.Module):
         return [maps[g[0]] if len(g) == 1 else torch.cat([maps[i] for i in g], dim=1) for g in self.groups]
 
 
-def _interp(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear / trilinear resize (deterministic on a GPU under ``train.deterministic``)."""
-    return linear_resize(x, size)
-
-
 class UNetDecoder(nn.Module):
     """U-Net decoder over encoder intermediates (see the module docstring).
 
@@ -222,8 +217,8 @@ class UNetDecoder(nn.Module):
         x = self.bottleneck(levels[-1])
         for j in range(len(levels) - 2, -1, -1):
             skip = levels[j]
-            x = self.stages[j](torch.cat([_interp(x, skip.shape[2:]), skip], dim=1))
-        x = _interp(x, image.shape[2:])
+            x = self.stages[j](torch.cat([linear_resize(x, skip.shape[2:]), skip], dim=1))
+        x = linear_resize(x, image.shape[2:])
         if self.input_skip:
             x = self.final(torch.cat([x, self.stem(image)], dim=1))
         return x
