@@ -51,10 +51,33 @@ def _refuse_options(args: argparse.Namespace, options: Tuple[str, ...], why: str
         raise ValueError(f"{', '.join(given)}: {why}")
 
 
+def _suite_protocol(args: argparse.Namespace, suite: Optional[Dict[str, Any]]) -> Optional[str]:
+    """The protocol of a ``--suite`` run: ``--protocol`` when given, else the suite file's (its YAML mapping's)
+    ``protocol.name``, :data:`~medfm.suite_protocols.DEFAULT_PROTOCOL` when it names none. None when that is
+    not a suite protocol (a malformed section, a misspelt name, ``zeroshot``): what is wrong is named later
+    (:func:`medfm.evaluation.suite_spec.load_suite`, :mod:`medfm.cli`), not taken for the protocol here."""
+    from medfm.suite_protocols import DEFAULT_PROTOCOL, PROTOCOL_OPTIONS
+
+    section = (suite or {}).get("protocol")
+    if args.protocol is not None:
+        name = args.protocol
+    elif section is None:  # no section (or an empty one): the default
+        name = DEFAULT_PROTOCOL
+    elif isinstance(section, dict):
+        name = section.get("name", DEFAULT_PROTOCOL)
+    else:
+        return None
+    # the suite protocols: the default and those that use an option (:data:`medfm.evaluation.protocols.PROTOCOLS`)
+    known = {DEFAULT_PROTOCOL}.union(*(users for users, _ in PROTOCOL_OPTIONS.values()))
+    return name if isinstance(name, str) and name in known else None
+
+
 def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]] = None) -> None:
     """Refuse options that this ``eval`` run would ignore (they used to be dropped silently):
     ``--split`` with ``--suite``, ``--probe-c`` with ``--data``, ``--workers`` with a suite that
-    corrupts nothing (:func:`_suite_corrupts`), ...
+    corrupts nothing (:func:`_suite_corrupts`), ``--label-fraction`` or ``--probe-c`` that the
+    run's protocol does not use (:func:`medfm.suite_protocols.check_protocol_overrides`, the check of
+    :func:`medfm.evaluation.suite_spec.suite_overrides`, 5-8 s sooner), ...
 
     Args:
         suite: the ``--suite`` file's YAML mapping (None with ``--data``).
@@ -70,6 +93,11 @@ def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]
             _refuse_options(args, _CORRUPTION_ONLY,
                             f"MedMNIST-C option(s) for building corrupted sets, and {args.suite.name} corrupts no "
                             "data set (no corruptions: section, or corruptions: false on every dataset)")
+        protocol = _suite_protocol(args, suite)
+        if protocol is not None:
+            from medfm.suite_protocols import check_protocol_overrides
+
+            check_protocol_overrides(protocol, label_fractions=args.label_fraction, probe_c=args.probe_c)
 
 
 #: subcommands whose ``--output`` is a run folder (created by the run)
@@ -224,7 +252,8 @@ def check_paths(args: argparse.Namespace) -> None:
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
             ``--output`` is an existing file; ``eval`` options that run would ignore (of the other
-            mode, or MedMNIST-C options for a suite without corruptions: :func:`_check_eval_options`);
+            mode, MedMNIST-C options for a suite without corruptions, protocol options its protocol
+            does not use: :func:`_check_eval_options`);
             a checkpoint argument that names no checkpoint folder,
             ``--init`` and ``--base`` included (:func:`_check_checkpoint_paths`); a ``card --results``
             that is missing or a folder (:func:`_check_input_file`).

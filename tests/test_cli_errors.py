@@ -256,6 +256,56 @@ def test_missing_checkpoint_paths_are_named_without_loading_torch(tmp_path):
     assert _errors_without_torch(cases) == [message] * len(cases)
 
 
+_PROBE_C_IGNORED = "--probe-c: only the linear protocol fits a probe, this run's is {}; add --protocol linear"
+_FRACTIONS_IGNORED = ("--label-fraction: the as-is protocol scores each checkpoint as it is, fitting on no labels; "
+                      "add --protocol linear, knn or finetune")
+
+
+def test_protocol_options_a_suite_run_ignores_are_named_without_loading_torch(tmp_path):
+    """``medfm eval --suite medmnist_2d.yaml --probe-c 0.1`` (an as-is suite) took 5-8 s of imports to refuse
+    the flag: the table of which protocol uses which option was only in ``medfm.evaluation.suite_spec``,
+    whose package imports torch. It is :mod:`medfm.suite_protocols` now, read before the imports too,
+    in the words of :func:`medfm.evaluation.suite_spec.suite_overrides`."""
+    from medfm.evaluation.suite_spec import load_suite, suite_overrides
+
+    suites, out = REPO_ROOT / "eval_suites", str(tmp_path / "e")
+    bare = tmp_path / "bare.yaml"  # no protocol section: as-is
+    bare.write_text("name: bare\ndatasets: [{flag: pneumoniamnist}]\n")
+    cases = [(suites / "medmnist_2d.yaml", ["--probe-c", "0.1"], _PROBE_C_IGNORED.format("as-is")),
+             (bare, ["--label-fraction", "0.1"], _FRACTIONS_IGNORED),
+             (suites / "local.yaml", ["--probe-c", "val"], _PROBE_C_IGNORED.format("knn")),  # protocol: {name: knn}
+             (suites / "medmnist_3d.yaml", ["--protocol", "as-is", "--label-fraction", "0.1"], _FRACTIONS_IGNORED)]
+    assert _errors_without_torch([["eval", "--suite", str(s), *flags, "--output", out] for s, flags, _ in cases]) == [
+        f"medfm: error: {m}" for _, _, m in cases]
+    assert not (tmp_path / "e").exists()
+    for suite, flags, message in cases:  # the run's own check says the same
+        given = dict(zip(flags[::2], flags[1::2]))
+        with pytest.raises(ConfigError) as err:
+            suite_overrides(load_suite(suite), protocol=given.get("--protocol"),
+                            label_fractions=given.get("--label-fraction"), probe_c=given.get("--probe-c"))
+        assert str(err.value) == message
+
+
+def test_protocol_options_the_run_uses_pass_the_early_check(tmp_path, monkeypatch):
+    """The early check refuses only what the run would ignore: ``--protocol linear`` over an as-is suite takes
+    ``--probe-c``; a suite whose protocol is misspelt (or not a mapping) is left to the suite reader, which
+    names that mistake, as ``--protocol zeroshot`` with ``--suite`` is left to the run."""
+    import medfm.cli as cli
+
+    ran = []
+    monkeypatch.setattr(cli, "_run", lambda args: ran.append(args.probe_c or args.label_fraction) or 0)
+    suites, out = REPO_ROOT / "eval_suites", str(tmp_path / "e")
+    typo, knn = tmp_path / "typo.yaml", tmp_path / "knn.yaml"
+    typo.write_text("name: t\ndatasets: [{flag: pneumoniamnist}]\nprotocol: {name: linaer}\n")
+    knn.write_text("name: k\ndatasets: [{flag: pneumoniamnist}]\nprotocol: knn\n")
+    for suite, flags in [(suites / "medmnist_2d.yaml", ["--protocol", "linear", "--probe-c", "0.1"]),
+                         (suites / "local.yaml", ["--label-fraction", "0.2"]), (typo, ["--probe-c", "0.3"]),
+                         (knn, ["--probe-c", "0.4"]), (suites / "medmnist_2d.yaml", ["--protocol", "zeroshot",
+                                                                                     "--probe-c", "0.5"])]:
+        assert main(["eval", "--suite", str(suite), *flags, "--output", out]) == 0
+    assert ran == ["0.1", "0.2", "0.3", "0.4", "0.5"]
+
+
 def test_card_of_a_hub_id_and_merge_of_a_plain_folder_are_named(tmp_path, capsys, pneumonia_env):
     """``medfm card hf-hub:org/model`` said "'hf-hub:org/model' is not a medfm checkpoint: config.json is
     missing" (after 2 s of imports); card rewrites a local folder's README.md, and now says so."""

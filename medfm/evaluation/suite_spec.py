@@ -21,6 +21,12 @@ from medfm.data.errors import MedFMDataError
 from medfm.data.medmnist_info import SPLITS  # splits a dataset of a suite may name
 from medfm.evaluation.protocols import check_protocol
 from medfm.registry import close_match_hint
+from medfm.suite_protocols import (  # the table the command line's early checks read too
+    DEFAULT_PROTOCOL,
+    PROTOCOL_OPTIONS,
+    check_protocol_options,
+    check_protocol_overrides,
+)
 
 SUITE_SCHEMA_VERSION = 1
 
@@ -167,42 +173,6 @@ def parse_probe_c(value: Any) -> Union[float, str]:
     return float(number)
 
 
-#: each protocol option of a suite file: (the protocols that use it, what it sets); a suite file setting
-#: one that its protocol ignores is refused by :func:`load_suite` (:func:`check_protocol_options`)
-PROTOCOL_OPTIONS: Dict[str, Tuple[Tuple[str, ...], str]] = {
-    "label_fractions": (("linear", "knn", "finetune"), "the share of training labels fitted on"),
-    "seed": (("linear", "knn", "finetune"), "the seed of the label draw and the fit"),
-    "linear_c": (("linear",), "the linear probe's C"),
-    "knn_k": (("knn",), "kNN's number of neighbours"),
-    "knn_temperature": (("knn",), "kNN's vote temperature"),
-    "finetune": (("finetune",), "the fine-tuning settings"),
-}
-
-
-def _one_of(names: Tuple[str, ...], last: str = "or") -> str:
-    """``("a", "b", "c")`` -> ``"a, b or c"``."""
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
-
-
-def check_protocol_options(given: Any, protocol: str) -> None:
-    """Refuse the options ``given`` (the keys a suite file's ``protocol`` section sets) that ``protocol``
-    does not use (:data:`PROTOCOL_OPTIONS`): they were ignored without a word (``label_fractions`` with
-    ``as-is``, ``linear_c`` with ``knn``, ``finetune`` settings with ``linear``, ...). Keys that are not
-    options (``name``) pass.
-
-    Raises:
-        ValueError: one line naming the first such key, what it sets, the protocols that use it and
-            this suite's protocol.
-    """
-    for key in given:
-        users, what = PROTOCOL_OPTIONS.get(key, (None, ""))
-        if users is not None and protocol not in users:
-            verb = "use" if len(users) > 1 else "uses"
-            raise ValueError(f"protocol.{key} ({what}) would be ignored: only the {_one_of(users, 'and')} "
-                             f"protocol{'s' if len(users) > 1 else ''} {verb} it, this suite's is {protocol}; "
-                             f"remove it or set protocol.name: {_one_of(users)}")
-
-
 @dataclass
 class ProtocolSpec:
     """Protocol ``name`` (as-is | linear | knn | finetune), label fractions, kNN k/T, probe C.
@@ -223,7 +193,7 @@ class ProtocolSpec:
         ConfigError: a bad ``finetune`` setting.
     """
 
-    name: str = "as-is"
+    name: str = DEFAULT_PROTOCOL
     label_fractions: Tuple[float, ...] = (1.0,)
     knn_k: int = 11
     knn_temperature: float = 0.07
@@ -412,12 +382,10 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
         suite.protocol = pr
     except ValueError as err:
         raise ConfigError(f"--protocol/--label-fraction/--probe-c: {err}") from None
-    if label_fractions is not None and pr.name not in PROTOCOL_OPTIONS["label_fractions"][0]:  # were ignored, exit 0
-        raise ConfigError("--label-fraction: the as-is protocol scores each checkpoint as it is, fitting on no labels; "
-                          "add --protocol linear, knn or finetune")
-    if probe_c is not None and pr.name not in PROTOCOL_OPTIONS["linear_c"][0]:
-        raise ConfigError(f"--probe-c: only the linear protocol fits a probe, this run's is {pr.name}; "
-                          "add --protocol linear")
+    try:  # were ignored, exit 0; medfm eval refuses them before its imports (medfm.cli_checks)
+        check_protocol_overrides(pr.name, label_fractions=label_fractions, probe_c=probe_c)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if workers is not None and (suite.corruptions is None or not any(d.corruptions for d in suite.datasets)):
         raise ConfigError("--workers: the MedMNIST-C worker count, and this suite corrupts no data set (no "
                           "corruptions: section, or corruptions: false on every dataset)")  # was dropped

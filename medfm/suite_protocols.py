@@ -1,0 +1,79 @@
+"""Which evaluation-suite protocol uses which option: the one table (:data:`PROTOCOL_OPTIONS`) read both
+when a suite is loaded (:mod:`medfm.evaluation.suite_spec`) and by the ``medfm`` command's checks made
+before torch is imported (:mod:`medfm.cli_checks`). Pure Python: importing it imports neither torch nor
+the ``medfm.evaluation`` package (whose import does), so ``medfm eval --suite s.yaml --probe-c 0.1`` with
+an ``as-is`` suite is refused at once instead of after 5-8 s of imports.
+
+The protocols themselves (``as-is``, ``linear``, ``knn``, ``finetune``) are
+:data:`medfm.evaluation.protocols.PROTOCOLS`.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+#: a suite's protocol when its file names none (:class:`medfm.evaluation.suite_spec.ProtocolSpec`)
+DEFAULT_PROTOCOL = "as-is"
+
+#: each protocol option of a suite file: (the protocols that use it, what it sets); a suite file setting
+#: one that its protocol ignores is refused by :func:`medfm.evaluation.suite_spec.load_suite`
+#: (:func:`check_protocol_options`), a command-line override of one by :func:`check_protocol_overrides`
+PROTOCOL_OPTIONS: Dict[str, Tuple[Tuple[str, ...], str]] = {
+    "label_fractions": (("linear", "knn", "finetune"), "the share of training labels fitted on"),
+    "seed": (("linear", "knn", "finetune"), "the seed of the label draw and the fit"),
+    "linear_c": (("linear",), "the linear probe's C"),
+    "knn_k": (("knn",), "kNN's number of neighbours"),
+    "knn_temperature": (("knn",), "kNN's vote temperature"),
+    "finetune": (("finetune",), "the fine-tuning settings"),
+}
+
+
+def _one_of(names: Tuple[str, ...], last: str = "or") -> str:
+    """``("a", "b", "c")`` -> ``"a, b or c"``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
+
+
+def check_protocol_options(given: Any, protocol: str) -> None:
+    """Refuse the options ``given`` (the keys a suite file's ``protocol`` section sets) that ``protocol``
+    does not use (:data:`PROTOCOL_OPTIONS`): they were ignored without a word (``label_fractions`` with
+    ``as-is``, ``linear_c`` with ``knn``, ``finetune`` settings with ``linear``, ...). Keys that are not
+    options (``name``) pass.
+
+    Raises:
+        ValueError: one line naming the first such key, what it sets, the protocols that use it and
+            this suite's protocol.
+    """
+    for key in given:
+        users, what = PROTOCOL_OPTIONS.get(key, (None, ""))
+        if users is not None and protocol not in users:
+            verb = "use" if len(users) > 1 else "uses"
+            raise ValueError(f"protocol.{key} ({what}) would be ignored: only the {_one_of(users, 'and')} "
+                             f"protocol{'s' if len(users) > 1 else ''} {verb} it, this suite's is {protocol}; "
+                             f"remove it or set protocol.name: {_one_of(users)}")
+
+
+def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = None, probe_c: Optional[Any] = None) -> None:
+    """Refuse ``medfm eval --suite`` overrides that the run's ``protocol`` would ignore (they were dropped
+    without a word, exit 0): ``--label-fraction`` for a protocol that fits on no labels (``as-is``),
+    ``--probe-c`` for another than ``linear`` (:data:`PROTOCOL_OPTIONS`). Only whether each was given
+    (not None) counts; its value is checked where it is applied
+    (:func:`medfm.evaluation.suite_spec.suite_overrides`).
+
+    Args:
+        protocol: the run's protocol: ``--protocol`` when given, else the suite file's.
+
+    Raises:
+        ValueError: ``"--label-fraction: the as-is protocol scores each checkpoint as it is, fitting on no
+            labels; add --protocol linear, knn or finetune"``, ``"--probe-c: only the linear protocol fits a
+            probe, this run's is knn; add --protocol linear"``.
+    """
+    users = PROTOCOL_OPTIONS["label_fractions"][0]
+    if label_fractions is not None and protocol not in users:
+        raise ValueError(f"--label-fraction: the {protocol} protocol scores each checkpoint as it is, fitting on no "
+                         f"labels; add --protocol {_one_of(users)}")
+    users = PROTOCOL_OPTIONS["linear_c"][0]
+    if probe_c is not None and protocol not in users:
+        raise ValueError(f"--probe-c: only the {_one_of(users)} protocol fits a probe, this run's is {protocol}; "
+                         f"add --protocol {_one_of(users)}")
+
+
+__all__ = ["DEFAULT_PROTOCOL", "PROTOCOL_OPTIONS", "check_protocol_options", "check_protocol_overrides"]
