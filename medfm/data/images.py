@@ -1,7 +1,7 @@
 """One image-file reader for every medfm.data reader (CHASE_DB1, TCGA-LGG, MedNIST, VQA-RAD, corpus).
 
 :func:`read_image` decodes a 2D image file with PIL (Clark et al., Pillow) into a uint8
-numpy array, turned upright by its EXIF Orientation tag (:func:`exif_upright`), and turns
+numpy array, turned upright by its EXIF Orientation tag (:func:`load_upright`), and turns
 every way a file can be bad (absent, a folder, not an image, truncated, a decompression bomb,
 non-finite float pixels) into one medfm data error with a one-line message naming the file,
 never a PIL stack trace.
@@ -101,23 +101,60 @@ def exif_upright(im: Any) -> Any:
 
     Phone photos of films and some JPEG (or PNG) exports store the pixels rotated or mirrored and
     an Orientation of 2-8 saying how to show them; viewers, and transformers' ``load_image``,
-    apply it with ``PIL.ImageOps.exif_transpose``, and so does medfm. (TIFF files are not covered:
-    Pillow applies a TIFF's orientation itself while loading and drops the tag, and for some
-    grayscale TIFFs its result is not upright; medfm passes what Pillow gives.) An image without the tag,
-    or with Orientation 1, is returned as is (the same object, no copy: images without EXIF,
-    such as every MedNIST, VQA-RAD, CHASE_DB1 and TCGA-LGG file, decode exactly as before). An
-    EXIF block PIL cannot parse is ignored (the pixels as stored), never an error.
+    apply it with ``PIL.ImageOps.exif_transpose`` (right for every mode), and so does medfm. (TIFF
+    files are turned by Pillow itself while loading, which drops the tag: see :func:`load_upright`.)
+    An image without the tag, or with Orientation 1, is returned as is (the same object, no copy:
+    images without EXIF, such as every MedNIST, VQA-RAD, CHASE_DB1 and TCGA-LGG file, decode exactly
+    as before). An EXIF block PIL cannot parse is ignored (the pixels as stored), never an error.
 
     Returns:
         ``im`` itself, or a transposed copy (width and height swapped for Orientations 5-8).
     """
     from PIL import ImageOps
 
-    try:
-        orientation = im.getexif().get(ORIENTATION_TAG, 1)
-    except Exception:  # a damaged EXIF block (PIL raises SyntaxError, struct.error, ...): keep the stored pixels
-        return im
+    orientation = _orientation(im)
     return ImageOps.exif_transpose(im) if orientation in range(2, 9) else im
+
+
+def _orientation(im: Any) -> int:
+    """The EXIF Orientation of a PIL image (1 when absent or the EXIF block cannot be parsed)."""
+    try:
+        return int(im.getexif().get(ORIENTATION_TAG, 1))
+    except Exception:  # a damaged EXIF block (PIL raises SyntaxError, struct.error, ...): keep the stored pixels
+        return 1
+
+
+def load_upright(im: Any) -> Any:
+    """A PIL image loaded and turned upright by its EXIF Orientation tag, whatever its format and mode.
+
+    Pillow turns a TIFF upright itself while loading it (and drops the tag), but an uncompressed
+    TIFF opened by file name in a mode Pillow memory-maps (``L``, ``P``, ``I;16``, ``RGBA``, ``CMYK``,
+    ...) with Orientation 5-8 comes out scrambled: Pillow maps the stored pixels with the shown
+    (swapped) width and height, then transposes (Pillow 13.0; ``I``, ``F``, ``RGB`` and compressed
+    TIFFs come out right). So a TIFF whose Orientation is still pending (not loaded yet) is decoded
+    afresh from its open file object, which Pillow reads instead of memory-mapping. Other formats:
+    :func:`exif_upright`. The user's own image is left as it was (not loaded); an image Pillow
+    already loaded is taken as loaded.
+
+    Returns:
+        ``im`` (loaded) or an upright loaded copy.
+
+    Raises:
+        whatever PIL raises loading it (a closed file: ``AssertionError`` / ``ValueError``; a
+        truncated or damaged one: ``OSError``, ...); the callers turn it into their message.
+    """
+    from PIL import Image
+
+    fp = getattr(im, "fp", None)
+    if (im.format == "TIFF" and getattr(im, "tile", None) and getattr(im, "filename", "")
+            and fp is not None and not getattr(fp, "closed", True) and _orientation(im) in range(2, 9)):
+        fp.seek(0)
+        fresh = Image.open(fp)  # a file object, not a name: read, never memory-mapped
+        fresh.seek(im.tell())
+        fresh.load()
+        return fresh
+    im.load()
+    return exif_upright(im)
 
 
 def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL image>", what: str = "image") -> np.ndarray:
@@ -125,7 +162,7 @@ def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL ima
 
     A lazily opened image is loaded first; one whose file was already closed (used after its
     ``with Image.open(...)`` block) is refused by name instead of PIL's bare ``AssertionError``.
-    An EXIF Orientation tag is applied (:func:`exif_upright`).
+    An EXIF Orientation tag is applied, TIFFs included (:func:`load_upright`).
 
     Raises:
         CorruptFileError: non-finite pixels in a float image, a closed or unreadable image file
@@ -134,13 +171,12 @@ def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL ima
     from PIL import Image
 
     try:
-        im.load()
+        im = load_upright(im)
     except Exception as err:  # a closed file: AssertionError (with-block) or ValueError (close()); else OSError, ...
         if isinstance(err, AssertionError) or "closed" in str(err):
             raise CorruptFileError(f"cannot read {what} {path}: its file was closed before the pixels were read; call "
                                    "im.load() (or keep im.copy()) inside the `with Image.open(...)` block") from None
         raise corrupt_file_error(path, what, err) from None
-    im = exif_upright(im)
     if im.mode in WIDE_MODES:
         im = Image.fromarray(scale_to_uint8(np.asarray(im), path, what))
     target = mode or (im.mode if im.mode in MODES else "RGB")
@@ -168,8 +204,8 @@ def image_mode(path: PathLike, what: str = "image") -> str:
 def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") -> np.ndarray:
     """Decode one 2D image file into a uint8 array.
 
-    The image is turned upright by its EXIF Orientation tag, if any (:func:`exif_upright`, as
-    viewers and transformers' ``load_image`` show it). Pixels deeper than 8 bits (PIL modes
+    The image is turned upright by its EXIF Orientation tag, if any (:func:`load_upright`, as
+    viewers and transformers' ``load_image`` show it; TIFFs in every mode). Pixels deeper than 8 bits (PIL modes
     ``I;16``, ``I``, ``F``) are min-max scaled to 0-255 first (a constant image becomes 0). Then:
 
     * ``mode=None``: 8-bit grey (``"L"``) and ``"RGB"`` stay as stored, every other mode
@@ -202,14 +238,13 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
         raise missing_file(path, what)
     try:
         with Image.open(path) as im:
-            im.load()
-            return pil_to_uint8(im, mode, path, what)
+            return pil_to_uint8(load_upright(im), mode, path, what)
     except MedFMDataError:
         raise
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
         raise image_decode_error(path, what, err) from None
 
 
-__all__ = ["read_image", "pil_to_uint8", "exif_upright", "image_mode", "missing_file", "scale_to_uint8",
+__all__ = ["read_image", "pil_to_uint8", "exif_upright", "load_upright", "image_mode", "missing_file", "scale_to_uint8",
            "corrupt_file_error", "image_decode_error", "non_image_hint", "WIDE_MODES", "MODES", "ORIENTATION_TAG",
            "NON_IMAGE_SUFFIXES", "DICOM_HINT"]

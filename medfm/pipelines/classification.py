@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from medfm.pipelines.inputs import (IMAGES_2D, NEEDS_2D_CLASSIFIER, NIFTI_SUFFIXES, PipelineInputError,
                                     check_not_nifti, check_top_k, check_unit_floats, each_input,
                                     existing_image_file, is_nifti, nifti_shape_note, not_a_volume_note,
-                                    pil_to_array, refuse_single_slice, tensor_hint, uint8_image_array)
+                                    pil_to_array, refuse_rgb_like, refuse_single_slice, tensor_hint,
+                                    uint8_image_array)
 
 
 #: files :func:`volume_to_tensor` reads (NIfTI via nibabel, numpy arrays)
@@ -165,6 +166,10 @@ def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
       axes are used in order as (D, H, W), without reorientation;
     - a ``.npy`` file path: read with ``np.load`` (no pickles) and treated as the arrays above.
 
+    An array (or ``.npy`` file) that looks like an RGB(A) image, ``(H, W, 3)``, ``(3, H, W)``, ``(H, W, 4)``,
+    ``(4, H, W)`` with both other axes at least 4 times as long (:func:`medfm.pipelines.inputs.rgb_like_axis`),
+    is refused, not resized to a cube as a volume 3-4 slices thin; a NIfTI file of that shape is a volume.
+
     A single-channel volume is repeated to ``in_chans`` channels (as MedMNIST's ``as_rgb``
     does); otherwise ``C`` must equal ``in_chans``. Volumes of another size (also non-cubic
     ones) are resized with trilinear interpolation (``align_corners=False``, no anti-aliasing)
@@ -174,14 +179,15 @@ def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
 
     Raises:
         PipelineInputError: a 2D image (PIL, image file, 2D NIfTI, ``(H, W)`` array, a volume with a
-            length-1 spatial axis: a single slice), wrong rank (a 4D NIfTI, a 5D array), channel
-            count, dtype, NaN/inf or out-of-range floats, an empty volume, a missing or corrupt
-            file, another type (a torch tensor: with how to pass it as an array). Shape errors
-            say what this model takes (:func:`volumes_taken`).
+            length-1 spatial axis: a single slice), an array shaped like an RGB(A) image (see above),
+            wrong rank (a 4D NIfTI, a 5D array), channel count, dtype, NaN/inf or out-of-range floats,
+            an empty volume, a missing or corrupt file, another type (a torch tensor: with how to pass
+            it as an array). Shape errors say what this model takes (:func:`volumes_taken`).
     """
     from PIL import Image
 
     takes = volumes_taken(in_chans, img_size)
+    nifti = isinstance(volume, (str, os.PathLike)) and is_nifti(Path(volume))  # a volume whatever its shape
     if isinstance(volume, (str, os.PathLike)):
         volume = _read_volume_file(Path(volume), takes)
     if isinstance(volume, Image.Image):
@@ -197,6 +203,8 @@ def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
     if 0 in volume.shape:
         raise PipelineInputError(f"empty volume of shape {volume.shape}")
     refuse_single_slice(volume.shape, takes)  # a (H, W, 1) NIfTI or a (1, H, W) array: would be resized to a cube
+    if not nifti:
+        refuse_rgb_like(volume.shape, takes)  # an (H, W, 3) or (3, H, W) image: 3 slices resized to a cube
     arr = _unit_volume(volume, "volume")
     if arr.ndim == 4 and arr.shape[0] not in (1, in_chans):
         raise PipelineInputError(f"volume has {arr.shape[0]} channels (C, D, H, W) = {arr.shape} but the model "

@@ -4,8 +4,8 @@ Holds :class:`PipelineInputError` and the checks and hints every pipeline applie
 inputs: files (:func:`existing_image_file`, the NIfTI notes :func:`is_nifti`,
 :func:`check_not_nifti`, :func:`nifti_shape_note`, :func:`not_a_volume_note`), 2D image arrays
 (:func:`uint8_image_array`: dtype, shape and [0, 1] float checks with their hints), PIL images
-(:func:`pil_to_array`), volumes (:func:`refuse_single_slice`, :func:`axes_longer_than_1`,
-:func:`clip_unit_range`), ``top_k`` (:func:`check_top_k`) and batches (:func:`each_input`).
+(:func:`pil_to_array`), volumes (:func:`refuse_single_slice`, :func:`refuse_rgb_like`,
+:func:`axes_longer_than_1`, :func:`clip_unit_range`), ``top_k`` (:func:`check_top_k`) and batches (:func:`each_input`).
 Each check raises one error class with a one-line message; a pipeline with its own error class
 passes it as ``error``.
 """
@@ -277,6 +277,74 @@ def refuse_single_slice(shape: Sequence[int], takes: str, needs_2d: str = NEEDS_
     """
     if 1 in tuple(shape)[-3:]:
         raise error(f"{takes}; got a single 2D slice, shape {tuple(shape)} ({needs_2d})")
+
+
+#: how many times longer than a 3- or 4-long end axis both other spatial axes must be for an array
+#: to be taken for an RGB(A) image, not a volume (:func:`rgb_like_axis`)
+RGB_SIDE_RATIO = 4
+#: how an RGB(A)-like array's message (:func:`refuse_rgb_like`) says to pass a volume by default
+NIFTI_VOLUME = ("pass a volume as a NIfTI file (NIfTI files are always volumes), "
+                "nib.save(nib.Nifti1Image(array, affine), 'volume.nii.gz')")
+
+
+def rgb_like_axis(shape: Sequence[int]) -> Optional[int]:
+    """The axis of ``shape`` holding the channels of an RGB(A) image, when the array of that shape given to a
+    volumetric model looks like one; else None.
+
+    The rule (the one test of every volumetric entry point: the 3D classifier,
+    :func:`medfm.pipelines.classification.volume_to_tensor`; the 3D / 2.5D segmentation pipeline,
+    :func:`medfm.pipelines.seg_inputs.check_not_rgb_like`; :func:`medfm.pipelines.segmentation.predict_probs`):
+    of the spatial axes (the last three of ``shape``: ``(D, H, W)`` or ``(C, D, H, W)``), the first or the
+    last has length 3 or 4 (RGB, RGBA; channels first as torchvision gives images, or last as PIL, OpenCV
+    and medfm's 2D pipelines do) and both other spatial axes are at least :data:`RGB_SIDE_RATIO` (4) times
+    as long. Such an array is almost certainly an image (the smallest images medfm meets, MedMNIST's, are
+    28x28); as a volume it would be a slab 3-4 slices thin. Not refused: small volumes whose other axes are
+    short too (``(3, 8, 8)``), a 3-4 long middle axis (``(30, 3, 40)``: no image library writes that),
+    and every real volume medfm handles (MedMNIST3D 28^3 / 64^3, MSD hippocampus 31-43 x 40-59 x 24-47,
+    BraTS 240x240x155: no axis of 3 or 4). NIfTI files are volumes whatever their shape: the pipelines
+    check arrays only.
+
+    Returns:
+        the axis index in ``shape`` (``len(shape) - 3`` or ``len(shape) - 1``), or None (also for
+        shapes of fewer than 3 axes).
+    """
+    spatial = tuple(int(n) for n in shape)[-3:]
+    if len(spatial) < 3:
+        return None
+    for end, others in ((0, spatial[1:]), (2, spatial[:2])):
+        if spatial[end] in (3, 4) and min(others) >= RGB_SIDE_RATIO * spatial[end]:
+            return len(shape) - 3 + end
+    return None
+
+
+def refuse_rgb_like(shape: Sequence[int], takes: str, needs_2d: str = NEEDS_2D_CLASSIFIER,
+                    error: type = PipelineInputError, volume_hint: str = NIFTI_VOLUME) -> None:
+    """Refuse an array given to a volumetric model that looks like an RGB(A) image
+    (:func:`rgb_like_axis`, where the rule is): ``(H, W, 3)``, ``(3, H, W)``, ``(H, W, 4)``, ``(4, H, W)``
+    (or those as the spatial axes of ``(C, ...)``). Such an array was taken for a volume of 3 or 4
+    slices (segmented as one, or resized to a cube and classified) without a word. It is not guessed:
+    the message says how to pass it as either.
+
+    Args:
+        shape: the array's shape (named whole in the message).
+        takes: what the model takes, as its errors say it.
+        needs_2d: what takes a 2D image, e.g. "a 2D image needs a 2D classifier".
+        error: the pipeline's error class (a ``ValueError`` subclass).
+        volume_hint: how to pass the array as a volume (default :data:`NIFTI_VOLUME`; a caller
+            adds the array forms its model takes).
+
+    Raises:
+        error: one line, e.g. "<takes>; got an array of shape (30, 40, 3): an RGB image (H, W, 3) or a
+            volume of 3 slices along axis 2? Not guessed: <volume_hint>; <needs_2d>".
+    """
+    axis = rgb_like_axis(shape)
+    if axis is None:
+        return
+    n, first = int(shape[axis]), axis == len(shape) - 3
+    kind = "RGB" if n == 3 else "RGBA"
+    image = f"a channels-first {kind} image ({n}, H, W)" if first else f"an {kind} image (H, W, {n})"
+    raise error(f"{takes}; got an array of shape {tuple(shape)}: {image} or a volume of {n} slices "
+                f"along axis {axis}? Not guessed: {volume_hint}; {needs_2d}")
 
 
 def nifti_shape_note(shape: Sequence[int], needs_2d: str) -> str:

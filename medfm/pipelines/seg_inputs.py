@@ -16,10 +16,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from medfm.pipelines.inputs import (IMAGES_2D, PipelineInputError, axes_longer_than_1, check_not_nifti,
-                                    clip_unit_range, existing_image_file, is_nifti, nifti_shape_note,
-                                    not_a_volume_note, pil_to_array, refuse_single_slice, tensor_hint,
-                                    uint8_image_array)
+from medfm.pipelines.inputs import (IMAGES_2D, NIFTI_VOLUME, PipelineInputError, axes_longer_than_1,
+                                    check_not_nifti, clip_unit_range, existing_image_file, is_nifti,
+                                    nifti_shape_note, not_a_volume_note, pil_to_array, refuse_rgb_like,
+                                    refuse_single_slice, rgb_like_axis, tensor_hint, uint8_image_array)
 
 
 class SegmentationInputError(ValueError):
@@ -63,38 +63,42 @@ def check_not_single_slice(shape: Sequence[int], takes: str) -> None:
     refuse_single_slice(shape, takes, _NEEDS_2D, SegmentationInputError)
 
 
-def check_not_rgb_like(shape: Sequence[int], takes: str, slice_axis: Optional[int]) -> None:
-    """Refuse an ``(X, Y, 3)`` array for a model that takes one volume per input (1-channel 3D, 2.5D).
+def check_not_rgb_like(shape: Sequence[int], takes: str, slice_axis: Optional[int],
+                       volume_hint: str = NIFTI_VOLUME) -> None:
+    """Refuse an array that looks like an RGB(A) image for a volumetric model (3D, 2.5D): ``(X, Y, 3)``,
+    ``(3, X, Y)``, ``(X, Y, 4)``, ``(4, X, Y)`` with both other axes at least 4 times as long (the rule of
+    every volumetric entry point, :func:`medfm.pipelines.inputs.rgb_like_axis`), also as the spatial axes
+    of a ``(C, X, Y, Z)`` array.
 
-    Such an array is read both ways: as medfm's 2D image form, an RGB image ``(H, W, 3)`` (channels
-    last, :data:`medfm.pipelines.inputs.IMAGES_2D`; plausible for a 3-channel 2.5D model),
-    or as a volume of 3 slices along its last axis. It was segmented as the volume, without a word
-    (an RGB image got an ``(H, W, 3)`` mask). It is not guessed: a NIfTI file is always a volume, and
-    an array whose last axis is not 3 (e.g. ``(3, H, W)``) is one too, so the message says how to
-    pass it as either. Arrays of other shapes and NIfTI files are not checked here.
+    Such an array is read both ways: as an RGB(A) image (medfm's 2D image form is channels last,
+    :data:`medfm.pipelines.inputs.IMAGES_2D`; torchvision's channels first; plausible for a 3-channel
+    2.5D model), or as a volume of 3-4 slices. It was segmented as the volume, without a word (an RGB
+    image got an ``(H, W, 3)`` mask). It is not guessed: a NIfTI file is always a volume (the pipeline
+    checks arrays only), and so is an array with its 3-4 slices on the middle axis, so the message says
+    how to pass it as either.
 
     Args:
-        shape: the array's shape.
+        shape: the array's shape, ``(X, Y, Z)`` or ``(C, X, Y, Z)``.
         takes: what the model takes, as its errors say it
             (:attr:`medfm.pipelines.segmentation.ImageSegmentationPipeline.takes`).
         slice_axis: a 2.5D model's ``inference.slice_axis``; None for a 3D model.
+        volume_hint: how to pass a volume as a file (default: as a NIfTI file to the pipeline).
 
     Raises:
-        SegmentationInputError: ``shape`` is ``(X, Y, 3)``: "<takes>; got an array of shape (X, Y, 3):
-            an RGB image (H, W, 3) or a volume of 3 slices along its last axis? ..." with how to pass a
-            volume (a NIfTI file; or with its slices moved to the model's slice axis, or first for a 3D
-            model, when that axis is not the last) and that an RGB image needs a 2D model.
+        SegmentationInputError: "<takes>; got an array of shape (X, Y, 3): an RGB image (H, W, 3) or a
+            volume of 3 slices along axis 2? Not guessed: <volume_hint>, or as np.moveaxis(array, 2, 1)
+            (...); a 2D image needs a 2D segmentation model". The ``np.moveaxis`` form (the slices on the
+            middle axis) is offered to 3D models and to 2.5D models whose slice axis is 1.
     """
-    if len(shape) != 3 or shape[-1] != 3:
+    axis = rgb_like_axis(shape)
+    if axis is None:
         return
-    axis = 0 if slice_axis is None else slice_axis
-    moved = (f", or as np.moveaxis(array, -1, {axis}) (the slices on this model's "
-             f"{'slice axis' if slice_axis is not None else 'first axis'}; the mask comes back in that axis order)"
-             if axis != 2 else "")
-    raise SegmentationInputError(
-        f"{takes}; got an array of shape {tuple(shape)}: an RGB image (H, W, 3) or a volume of 3 slices along its "
-        f"last axis? Not guessed: pass a volume as a NIfTI file, nib.save(nib.Nifti1Image(array, affine), "
-        f"'volume.nii.gz'){moved}; an RGB image needs a 2D segmentation model")
+    middle = len(shape) - 2
+    if slice_axis is None or slice_axis == 1:
+        where = "the middle axis" + (", this model's slice axis" if slice_axis == 1 else "")
+        volume_hint += (f", or as np.moveaxis(array, {axis}, {middle}) (the slices on {where}; the mask comes back "
+                        "in that axis order)")
+    refuse_rgb_like(shape, takes, _NEEDS_2D, SegmentationInputError, volume_hint)
 
 
 def _load_nifti(path: Path) -> Tuple[np.ndarray, Any]:
@@ -291,7 +295,7 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
     files and PIL images min-max scaled; grayscale repeated to 3 channels, RGB converted to luminance for
     1-channel models; any size: the mask comes back at the input's size). 3D inputs
     (``volumetric``): a 3D NIfTI path or an ``(X, Y, Z)`` numeric array (the pipeline refuses an
-    ``(X, Y, 3)`` array, RGB image or 3 slices, :func:`check_not_rgb_like`); volumes stay
+    RGB(A)-like array such as ``(X, Y, 3)`` or ``(3, X, Y)``, :func:`check_not_rgb_like`); volumes stay
     ``(X, Y, Z)`` with intensities as stored: the pipeline scales them (or, for "unit" models,
     checks that they are in [0, 1], :func:`check_unit_volume`) afterwards (volumes of
     multi-channel 3D models: :func:`read_channels`).

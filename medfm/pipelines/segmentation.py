@@ -51,24 +51,34 @@ def _window(model: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], overlap
                                     overlap=overlap, mode="gaussian", padding_mode="constant", cval=0.0)
 
 
+#: how :func:`predict_probs` says to pass a volume it refuses as RGB(A)-like
+PIPELINE_NIFTI = ("segment a volume with medfm.pipeline('image-segmentation') from a NIfTI file (always a volume), "
+                  "nib.save(nib.Nifti1Image(array, affine), 'volume.nii.gz')")
+
+
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor], overlap: float = 0.5,
-                  sw_batch_size: int = 4) -> torch.Tensor:
+                  sw_batch_size: int = 4, *, check_rgb: bool = True) -> torch.Tensor:
     """Class probabilities of one image or volume, in its own geometry.
 
     Args:
         model: a segmentation model (or its peft wrapper) in eval mode.
         image: 2D model: ``(C, H, W)`` float in [0, 1]; 3D model: ``(C, X, Y, Z)``; 2.5D
-            model (``inference.context_slices > 0``): a ``(X, Y, Z)`` volume in [0, 1].
+            model (``inference.context_slices > 0``): a ``(X, Y, Z)`` volume in [0, 1]. A volume
+            shaped like an RGB(A) image (``(X, Y, 3)``, ``(3, X, Y)``, ``(X, Y, 4)``, ``(4, X, Y)`` with both
+            other axes at least 4 times as long, :func:`medfm.pipelines.inputs.rgb_like_axis`) is refused,
+            as the pipeline refuses such arrays (:func:`medfm.pipelines.seg_inputs.check_not_rgb_like`).
         overlap: sliding-window overlap fraction.
         sw_batch_size: windows per forward pass.
+        check_rgb: refuse RGB(A)-like volumes (above); False only where the input is known to be a
+            volume (the pipeline: a NIfTI file, or an array it has checked itself).
 
     Returns:
         ``(K, *S)`` float32 probabilities, ``S`` the input's spatial shape.
 
     Raises:
         SegmentationInputError: wrong rank or channel count for this model, an empty input
-            (a zero-length axis).
+            (a zero-length axis), a volume shaped like an RGB(A) image (see above).
     """
     core = seg_core(model)
     inf = core.inference
@@ -79,6 +89,8 @@ def predict_probs(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor]
     if k:
         if x.ndim != 3:
             raise SegmentationInputError(f"this 2.5D model segments (X, Y, Z) volumes, got shape {tuple(x.shape)}")
+        if check_rgb:
+            check_not_rgb_like(x.shape, "this 2.5D model segments (X, Y, Z) volumes", inf["slice_axis"], PIPELINE_NIFTI)
         from medfm.data.segmentation import slice_stack
 
         axis = inf["slice_axis"]
@@ -87,10 +99,12 @@ def predict_probs(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor]
                            for i in range(0, stack.shape[0], 32)])  # (n, K, a, b)
         return torch.movedim(probs.permute(1, 0, 2, 3), 1, 1 + axis).cpu()
     dims = core.spatial_dims
+    expects = f"({core.encoder.in_chans}, {'X, Y, Z' if dims == 3 else 'H, W'})"
     if x.ndim != dims + 1 or x.shape[0] != core.encoder.in_chans:
-        raise SegmentationInputError(f"model expects ({core.encoder.in_chans}, {'X, Y, Z' if dims == 3 else 'H, W'}) "
-                                     f"input, got shape {tuple(x.shape)}")
+        raise SegmentationInputError(f"model expects {expects} input, got shape {tuple(x.shape)}")
     if dims == 3:
+        if check_rgb:
+            check_not_rgb_like(x.shape, f"this 3D model segments {expects} volumes", None, PIPELINE_NIFTI)
         x = _normalized(x[None], inf)
         return _window(model, x.to(dev), inf["roi_size"], overlap, sw_batch_size).softmax(1)[0].cpu()
     return _predict_2d(model, x[None].to(dev), inf, overlap, sw_batch_size)[0].cpu()
@@ -119,7 +133,7 @@ def _predict_2d(model, x: torch.Tensor, inf: Dict[str, Any], overlap: float, sw_
 
 
 def predict_labels(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor], **kwargs: Any) -> np.ndarray:
-    """Arg-max label map (uint8, input geometry) of :func:`predict_probs`."""
+    """Arg-max label map (uint8, input geometry) of :func:`predict_probs` (which see for what is refused)."""
     return predict_probs(model, image, **kwargs).argmax(0).numpy().astype(np.uint8)
 
 
@@ -143,11 +157,12 @@ class ImageSegmentationPipeline:
     always a batch of cases; a bad one is named by its index ("image at index 3 of 5: ...",
     :func:`medfm.pipelines.inputs.each_input`).
 
-    Volumetric single-channel models (3D, 2.5D) take an ``(X, Y, Z)`` array as a volume, except an
-    ``(X, Y, 3)`` one: an RGB image in medfm's channels-last image form, or 3 slices? It is refused
-    with how to pass either (:func:`medfm.pipelines.seg_inputs.check_not_rgb_like`): a volume as a
-    NIfTI file, or with its slices on the model's slice axis (first for 3D models) when that is not
-    the last; an RGB image to a 2D model. NIfTI files are volumes whatever their shape.
+    Volumetric models (3D, 2.5D) take an ``(X, Y, Z)`` (or ``(C, X, Y, Z)``) array as a volume, except
+    one shaped like an RGB(A) image: ``(X, Y, 3)``, ``(3, X, Y)``, ``(X, Y, 4)`` or ``(4, X, Y)`` with both
+    other axes at least 4 times as long (:func:`medfm.pipelines.inputs.rgb_like_axis`). An image, or 3-4
+    slices? It is refused with how to pass either (:func:`medfm.pipelines.seg_inputs.check_not_rgb_like`):
+    a volume as a NIfTI file, or (3D models, 2.5D models slicing along axis 1) with its slices on the
+    middle axis; an image to a 2D model. NIfTI files are volumes whatever their shape.
 
     Multi-channel 3D models (``in_chans`` C > 1, e.g. BraTS [FLAIR, T1c]) take per case a list
     of C per-channel 3D NIfTI paths in the model's channel order (same shape and affine; the
@@ -179,8 +194,8 @@ class ImageSegmentationPipeline:
     Raises:
         SegmentationInputError: ``model`` is not a segmentation model; unsupported inputs (see
             :func:`medfm.pipelines.seg_inputs.read_input`); a single 2D slice (a length-1 spatial axis)
-            for a 3D model (:func:`medfm.pipelines.seg_inputs.check_not_single_slice`); an ``(X, Y, 3)``
-            array for a volumetric model (RGB or 3 slices, see above); volumes outside [0, 1] for a
+            for a 3D model (:func:`medfm.pipelines.seg_inputs.check_not_single_slice`); an array shaped
+            like an RGB(A) image for a volumetric model (see above); volumes outside [0, 1] for a
             "unit" model; a wrong channel count; a "brain_percentile" model
             called without ``brain_mask`` (or a brain mask given to another model); ``target`` /
             ``query`` missing for a text-conditioned model, or given to a plain one (so is
@@ -272,7 +287,7 @@ class ImageSegmentationPipeline:
         data = (read_channels(image, channels) if channels > 1 else
                 read_input(image, core.encoder.in_chans, self.volumetric, self.takes))
         arr = data["array"]
-        if self.volumetric and channels == 1 and not data["nifti"]:  # an (X, Y, 3) array: RGB or 3 slices?
+        if self.volumetric and not data["nifti"]:  # an (X, Y, 3) or (3, X, Y) array: an RGB image or 3 slices?
             check_not_rgb_like(arr.shape, self.takes, inf["slice_axis"] if inf["context_slices"] else None)
         if core.spatial_dims == 3:
             check_not_single_slice(arr.shape, self.takes)
@@ -285,14 +300,14 @@ class ImageSegmentationPipeline:
             brain = read_brain_mask(brain_mask, vol.shape[1:], data["affine"])
             box = brain_bbox(brain, inf["crop_margin"])
             x = np.stack([brain_percentile_unit(c, brain, tuple(inf["percentiles"]))[box] for c in vol])
-            mask = paste_back(predict_labels(model, x, overlap=overlap), box, brain.shape)
+            mask = paste_back(predict_labels(model, x, overlap=overlap, check_rgb=False), box, brain.shape)
         else:  # one (X, Y, Z) volume (3D or 2.5D model), or (C, X, Y, Z) channels
             if inf["intensity"] == "percentile":
                 arr = np.stack([percentile_unit(c) for c in arr]) if channels > 1 else percentile_unit(arr)
             else:
                 arr = check_unit_volume(arr)
             mask = predict_labels(model, arr[None] if arr.ndim == 3 and not inf["context_slices"] else arr,
-                                  overlap=overlap)
+                                  overlap=overlap, check_rgb=False)  # checked above (arrays) or a NIfTI volume
         nifti = None
         if data["affine"] is not None:
             import nibabel as nib

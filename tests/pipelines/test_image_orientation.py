@@ -6,7 +6,9 @@ Orientation (2-8) saying how to show them. Before, :func:`medfm.data.images.read
 :func:`medfm.data.images.pil_to_uint8` (shared by the data sets and every 2D pipeline) returned
 the pixels as stored: a (2, 3) picture saved with Orientation 6 came back as a (3, 2) array, turned
 by 90 degrees. Images without the tag (every MedNIST, VQA-RAD, CHASE_DB1 and TCGA-LGG file) are
-read exactly as before.
+read exactly as before. TIFFs, which Pillow turns itself while loading (scrambling uncompressed
+L / P / I;16 / RGBA / CMYK ones with Orientation 5-8), are read upright in every mode too
+(:func:`medfm.data.images.load_upright`).
 """
 from __future__ import annotations
 
@@ -91,3 +93,42 @@ def test_an_exif_block_pil_cannot_parse_leaves_the_pixels_as_stored(monkeypatch)
     im = Image.fromarray(STORED[6])
     monkeypatch.setattr(Image.Image, "getexif", broken)
     assert exif_upright(im) is im and np.array_equal(pil_to_uint8(im), STORED[6])
+
+
+def _in_mode(pixels, mode):
+    """``pixels`` (uint8 values) as a PIL image in ``mode`` (16-bit, 32-bit int and float ones keep the values)."""
+    if mode == "I;16":
+        return Image.frombytes("I;16", pixels.shape[::-1], pixels.astype("<u2").tobytes())
+    if mode in ("I", "F"):
+        return Image.fromarray(pixels.astype(np.int32 if mode == "I" else np.float32))
+    return Image.fromarray(pixels).convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16", "I", "F", "P", "RGB", "RGBA", "CMYK"])
+def test_a_tiff_is_read_upright_in_every_mode(tmp_path, mode):
+    """Pillow turns a TIFF upright itself while loading it. An uncompressed one opened by file name in a
+    mode Pillow memory-maps (L, P, I;16, RGBA, CMYK) with Orientation 5-8 came back scrambled (the stored
+    pixels mapped with the shown, swapped, width and height): a grayscale scan read through medfm, as a
+    path or as a lazily opened PIL image, was not the picture. (I, F, RGB came back right.)"""
+    want = pil_to_uint8(_in_mode(UPRIGHT, mode), "L")  # the picture in memory, no orientation to apply
+    for orientation, stored in STORED.items():
+        path = tmp_path / f"scan{orientation}.tif"
+        exif = Image.Exif()
+        exif[ORIENTATION_TAG] = orientation
+        _in_mode(np.ascontiguousarray(stored), mode).save(path, exif=exif)
+        assert np.array_equal(read_image(path, "L"), want), orientation  # was scrambled for L, P, I;16, ... at 5-8
+        with Image.open(path) as lazy:
+            assert np.array_equal(pil_to_uint8(lazy, "L"), want), orientation
+
+
+def test_the_2d_pipelines_see_a_rotated_grayscale_tiff_upright(tmp_path, pneumonia_pipeline):
+    path = tmp_path / "scan.tif"
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = 6
+    Image.fromarray(np.ascontiguousarray(STORED[6])).save(path, exif=exif)
+    with Image.open(path) as lazy:
+        assert pneumonia_pipeline(str(path)) == pneumonia_pipeline(lazy) == pneumonia_pipeline(UPRIGHT)
+    assert torch.equal(vqa_image_tensor(path, 1, 28), vqa_image_tensor(UPRIGHT, 1, 28))
+    torch.manual_seed(0)
+    seg = ImageSegmentationPipeline(SegmentationModel(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), 2))
+    assert np.array_equal(seg(path)["mask"], seg(UPRIGHT)["mask"])

@@ -146,26 +146,28 @@ def test_volumetric_pipelines_name_the_bad_volume_of_a_batch():
 
 
 # -- 3. an (H, W, 3) array for a volumetric segmentation model ----------------------------------------
-AMBIGUOUS = (r"got an array of shape \(30, 40, 3\): an RGB image \(H, W, 3\) or a volume of 3 slices along its last "
-             r"axis\?")
+AMBIGUOUS = (r"got an array of shape \(30, 40, 3\): an RGB image \(H, W, 3\) or a volume of 3 slices along axis 2\?")
 
 
-MOVED = (r", or as np\.moveaxis\(array, -1, 0\) \(the slices on this model's {}; the mask comes back in that axis "
+MOVED = (r", or as np\.moveaxis\(array, 2, 1\) \(the slices on the middle axis{}; the mask comes back in that axis "
          r"order\)")
 
 
 @pytest.mark.parametrize("encoder, chans, inference, moved", [
-    ("resnet_test", 3, {"context_slices": 1, "slice_axis": 0}, MOVED.format("slice axis")),
+    ("resnet_test", 3, {"context_slices": 1, "slice_axis": 0}, ""),  # (3, X, Y) is channels-first RGB: NIfTI only
+    ("resnet_test", 3, {"context_slices": 1, "slice_axis": 1}, MOVED.format(", this model's slice axis")),
     ("resnet_test", 3, {"context_slices": 1, "slice_axis": 2}, ""),  # the last axis is the slice axis: NIfTI only
-    ("resnet3d_test", 1, {}, MOVED.format("first axis")),
+    ("resnet3d_test", 1, {}, MOVED.format("")),
 ])
 def test_an_hw3_array_for_a_volumetric_model_is_refused_as_ambiguous(tmp_path, encoder, chans, inference, moved):
-    """Was: segmented as 3 slices, an (H, W, 3) mask back, whether the array was an RGB image or not."""
+    """Was: segmented as 3 slices, an (H, W, 3) mask back, whether the array was an RGB image or not.
+    The slices moved first, (3, H, W), were offered as the unambiguous form: that is a channels-first
+    RGB image, now refused too (:func:`medfm.pipelines.inputs.rgb_like_axis`); the middle axis is offered."""
     model = _seg_model(encoder, chans, intensity="percentile", **inference)
     pipe = ImageSegmentationPipeline(model)
-    refused = (rf"^{re.escape(pipe.takes)}; {AMBIGUOUS} Not guessed: pass a volume as a NIfTI file, "
-               rf"nib\.save\(nib\.Nifti1Image\(array, affine\), 'volume\.nii\.gz'\){moved}; an RGB image needs a 2D "
-               r"segmentation model$")
+    refused = (rf"^{re.escape(pipe.takes)}; {AMBIGUOUS} Not guessed: pass a volume as a NIfTI file \(NIfTI files are "
+               rf"always volumes\), nib\.save\(nib\.Nifti1Image\(array, affine\), 'volume\.nii\.gz'\){moved}; "
+               r"a 2D image needs a 2D segmentation model$")
     for arr in (RGB, RGB / 255.0):
         with pytest.raises(SegmentationInputError, match=refused):
             pipe(arr)
@@ -175,9 +177,12 @@ def test_an_hw3_array_for_a_volumetric_model_is_refused_as_ambiguous(tmp_path, e
     vol = RGB.astype(np.float32)
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "volume.nii.gz"))
     assert pipe(tmp_path / "volume.nii.gz")["mask"].shape == (30, 40, 3)
-    moved_vol = np.moveaxis(vol, -1, 0)
-    assert np.array_equal(pipe(moved_vol)["mask"], pipe({"image": moved_vol})["mask"])
-    assert pipe(moved_vol)["mask"].shape == (3, 30, 40)
+    with pytest.raises(SegmentationInputError, match=r"a channels-first RGB image \(3, H, W\) or a volume of 3 slices"):
+        pipe(np.moveaxis(vol, -1, 0))  # was taken: the form this message used to offer
+    if moved:
+        moved_vol = np.moveaxis(vol, -1, 1)
+        assert np.array_equal(pipe(moved_vol)["mask"], pipe({"image": moved_vol})["mask"])
+        assert pipe(moved_vol)["mask"].shape == (30, 3, 40)
 
 
 def test_a_2d_model_still_takes_an_rgb_array():
