@@ -232,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         ["medfm push runs/model my-org/medfm-resnet18-pneumonia --include 'eval-*/results.json'"])
     sp.add_argument("checkpoint", help="checkpoint folder to upload")
     sp.add_argument("repo_id", help="hub repository, org/name")
-    sp.add_argument("--private", action="store_true", help="create the repository private (default: public)")
+    sp.add_argument("--private", action="store_true",
+                    help="make the repository private, an existing public one too (default: a new repository "
+                         "gets the account's default visibility, an existing one keeps its own)")
     sp.add_argument("--include", action="append", default=[], metavar="GLOB",
                     help="also upload files matching GLOB, relative to the checkpoint (repeatable; e.g. "
                          "'eval-*/results.json'); by default only config, weights, card and adapter files go up")

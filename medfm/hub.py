@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
@@ -30,6 +31,8 @@ from medfm.checkpoint_ids import (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, CON
                                   WEIGHTS_NAME, checkpoint_folder_problem, checkpoint_path_problem, hub_download_command,
                                   is_hub_id, start_checkpoint_problem)
 from medfm.io import atomic_dir
+
+log = logging.getLogger(__name__)
 
 CARD_NAME = "README.md"
 
@@ -296,7 +299,7 @@ def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Di
     if spec is not None and spec.get("kind") == "fuser" and encoder is None:  # one encoder per modality, in args
         cfg = {"medfm_version": medfm.__version__, "kind": "fuser", "name": spec["name"], "args": spec.get("args", {}),
                "encoder": {}, "preprocessing": dict(getattr(model, "preprocessing", {}))}
-        return _with_extra(cfg, extra)
+        return with_extra_config(cfg, extra)
     if spec is None or encoder is None or not getattr(encoder, "config", None):
         raise CheckpointError(
             f"{type(model).__name__} is not a medfm module (needs .medfm_spec and an .encoder built by create_encoder)"
@@ -309,11 +312,15 @@ def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Di
         "encoder": dict(encoder.config),
         "preprocessing": preprocessing_of(encoder),
     }
-    return _with_extra(cfg, extra)
+    return with_extra_config(cfg, extra)
 
 
-def _with_extra(cfg: Dict[str, Any], extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """``cfg`` with the metadata ``extra`` added; a key of ``cfg`` in ``extra`` is refused (CheckpointError)."""
+def with_extra_config(cfg: Dict[str, Any], extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """``cfg`` (the ``config.json`` keys a writer owns) with the metadata ``extra`` added.
+
+    Raises:
+        CheckpointError: ``extra`` sets keys of ``cfg`` (all named; one would overwrite the other).
+    """
     clash = [k for k in (extra or {}) if k in cfg]
     if clash:
         raise CheckpointError(f"extra_config cannot set {', '.join(map(repr, clash))}: the model's own config.json "
@@ -557,13 +564,17 @@ def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = Non
             :func:`push_selection` for what stays local and why.
         repo_id: ``"org/name"`` (a leading ``"hf-hub:"`` is accepted and removed).
         token: hub token; default: the one ``hf auth login`` stored.
-        private: create the repo private.
+        private: ``True``: a new repo is created private, an existing public one is made private
+            before anything is uploaded (logged as a warning; ``HfApi.create_repo`` alone would leave
+            it public). ``False``: a new repo gets the account's default visibility (public unless the
+            organization defaults to private); an existing one keeps its own (never made public).
         include: extra glob patterns to upload (e.g. ``["eval-*/results.json"]``).
 
     Raises:
         CheckpointError: not a checkpoint directory, a bad repo id or include pattern, a LoRA
             adapter whose base checkpoint is a local path (nobody could load it from the hub),
-            or the hub cannot be reached. Nothing in ``path`` is modified.
+            the hub cannot be reached, or ``private`` is asked for and the existing repo cannot
+            be made private (then nothing is uploaded). Nothing in ``path`` is modified.
     """
     path = resolve_checkpoint(path)
     cfg = load_config(path)
@@ -575,15 +586,22 @@ def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = Non
                               "which nobody can load from the hub: push a full checkpoint made with "
                               "`medfm merge ADAPTER OUTPUT` instead")
     uploaded, _ = push_selection(path, include)
+    doing = f"push to the hub repo {repo_id!r}"
     try:
         from huggingface_hub import HfApi
 
         api = HfApi(token=token)
-        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        # None, not False: create_repo(private=False) would make a new repo public against an organization's default
+        url = api.create_repo(repo_id, private=True if private else None, exist_ok=True)
+        if private and api.repo_info(repo_id).private is not True:  # it existed, public: create_repo left it so
+            doing = f"make the existing public hub repo {repo_id!r} private, so nothing was uploaded"
+            api.update_repo_settings(repo_id, private=True)  # before any upload
+            log.warning("made the existing hub repo %r private", repo_id)
+            doing = f"push to the hub repo {repo_id!r}"
         # exact names (escaped: huggingface_hub matches allow_patterns with fnmatch)
         api.upload_folder(folder_path=str(path), repo_id=repo_id, allow_patterns=[glob.escape(f) for f in uploaded],
                           ignore_patterns=list(PUSH_IGNORE))
         return str(url)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]  # hub HTTP errors span several lines
-        raise CheckpointError(f"could not push to the hub repo {repo_id!r} ({type(err).__name__}: {first})") from None
+        raise CheckpointError(f"could not {doing} ({type(err).__name__}: {first})") from None

@@ -296,3 +296,64 @@ def test_push_command_says_what_it_uploaded_and_what_stayed_local(ckpt, monkeypa
                    "https://huggingface.co/me/model"]
     assert main(["push", str(ckpt), "me/model", "--include", "zeroshot-*/*.npz"]) in (0, None)
     assert capsys.readouterr().out.splitlines()[0].endswith("zeroshot-pneumoniamnist-test/predictions.npz")
+
+
+class _FakeHub(_FakeApi):
+    """The hub's visibility rules as huggingface_hub 2.4 answers them: ``create_repo(exist_ok=True)`` ignores
+    ``private`` for an existing repo; a new repo with ``private=None`` gets the account's default."""
+    repos, default_private, refuse_settings = {}, False, False
+
+    def create_repo(self, repo_id, *, private=None, exist_ok=False):
+        self.calls.append(("create_repo", repo_id, private))
+        self.repos.setdefault(repo_id, self.default_private if private is None else private)
+        return f"https://huggingface.co/{repo_id}"
+
+    def repo_info(self, repo_id):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(private=self.repos[repo_id])
+
+    def update_repo_settings(self, repo_id, *, private=None):
+        if self.refuse_settings:
+            raise PermissionError("403 Forbidden: you are not an admin of this repo\nrequest id: 1")
+        self.calls.append(("update_repo_settings", repo_id, private))
+        self.repos[repo_id] = private
+
+    def upload_folder(self, folder_path, repo_id, allow_patterns=None, ignore_patterns=None):
+        self.calls.append(("upload_folder", repo_id, "private" if self.repos[repo_id] else "public"))
+
+
+def test_push_private_makes_an_existing_public_repo_private_and_never_the_reverse(ckpt, monkeypatch, caplog):
+    """create_repo(private=True, exist_ok=True) left an existing public repo public, and the files went up
+    to it; create_repo(private=False) made a new repo public against an organization's private default."""
+    import huggingface_hub
+
+    from medfm.cli import main
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHub)
+    _FakeHub.calls, _FakeHub.repos = [], {"me/public": False, "me/secret": True}
+    with caplog.at_level("WARNING", logger="medfm.hub"):
+        assert main(["push", str(ckpt), "me/public", "--private"]) in (0, None)
+    assert _FakeHub.calls == [("create_repo", "me/public", True), ("update_repo_settings", "me/public", True),
+                              ("upload_folder", "me/public", "private")]  # private before anything went up
+    assert "made the existing hub repo 'me/public' private" in caplog.text
+    _FakeHub.calls = []
+    push_to_hub(ckpt, "me/secret")  # private=False does not mean "make it public"
+    push_to_hub(ckpt, "me/secret", private=True)
+    assert _FakeHub.calls == [("create_repo", "me/secret", None), ("upload_folder", "me/secret", "private"),
+                              ("create_repo", "me/secret", True), ("upload_folder", "me/secret", "private")]
+    _FakeHub.calls = []
+    push_to_hub(ckpt, "me/new", private=True)
+    push_to_hub(ckpt, "me/open")
+    monkeypatch.setattr(_FakeHub, "default_private", True)  # an organization whose repos are private by default
+    push_to_hub(ckpt, "org/new")
+    assert [c for c in _FakeHub.calls if c[0] == "upload_folder"] == [
+        ("upload_folder", "me/new", "private"), ("upload_folder", "me/open", "public"),
+        ("upload_folder", "org/new", "private")]
+    monkeypatch.setattr(_FakeHub, "refuse_settings", True)
+    _FakeHub.calls, _FakeHub.repos = [], {"org/shared": False}
+    with pytest.raises(CheckpointError, match=r"^could not make the existing public hub repo 'org/shared' private, so "
+                                              r"nothing was uploaded \(PermissionError: 403 Forbidden: you are not an "
+                                              r"admin of this repo\)$"):
+        push_to_hub(ckpt, "org/shared", private=True)
+    assert _FakeHub.calls == [("create_repo", "org/shared", True)] and _FakeHub.repos == {"org/shared": False}

@@ -128,7 +128,11 @@ def apply_lora(model: nn.Module, settings: Optional[LoraSettings] = None, head_m
 
 def save_adapter(peft_model: nn.Module, path: Union[str, Path], base_checkpoint: str,
                  extra_config: Optional[Dict[str, Any]] = None, card: Optional[str] = None) -> Path:
-    """Save an adapter-only checkpoint recording ``base_checkpoint`` (atomic directory write)."""
+    """Save an adapter-only checkpoint recording ``base_checkpoint`` (atomic directory write).
+
+    Raises:
+        CheckpointError: see :func:`write_adapter` (``path`` is then left as it was).
+    """
     path = Path(path)
     with atomic_dir(path) as tmp:
         write_adapter(peft_model, tmp, base_checkpoint, extra_config, card)
@@ -137,14 +141,24 @@ def save_adapter(peft_model: nn.Module, path: Union[str, Path], base_checkpoint:
 
 def write_adapter(peft_model: nn.Module, directory: Union[str, Path], base_checkpoint: str,
                   extra_config: Optional[Dict[str, Any]] = None, card: Optional[str] = None) -> None:
-    """Write the adapter files into an existing directory (see :func:`save_adapter`)."""
+    """Write the adapter files into an existing directory (see :func:`save_adapter`).
+
+    ``config.json`` is the base model's config (:func:`medfm.hub.model_config`) plus
+    ``base_checkpoint`` (:func:`medfm.hub.checkpoint_reference` of ``base_checkpoint``) and
+    ``"adapter": "lora"``, plus the metadata ``extra_config``.
+
+    Raises:
+        CheckpointError (a ``ValueError``): the model is not a medfm module, or ``extra_config`` sets a
+            key this function writes: the base model's config keys (``kind``, ``name``, ``args``,
+            ``encoder``, ...) or ``base_checkpoint``/``adapter`` (give the base as ``base_checkpoint``).
+            All such keys are named, and nothing is written.
+    """
     from medfm.cards import build_card
-    from medfm.hub import CARD_NAME, CONFIG_NAME, checkpoint_reference, model_config
+    from medfm.hub import CARD_NAME, CONFIG_NAME, checkpoint_reference, model_config, with_extra_config
 
     base = peft_model.base_model.model
-    cfg = model_config(base, extra_config)
-    cfg["base_checkpoint"] = checkpoint_reference(base_checkpoint)
-    cfg["adapter"] = "lora"
+    own = {**model_config(base), "base_checkpoint": checkpoint_reference(base_checkpoint), "adapter": "lora"}
+    cfg = with_extra_config(own, extra_config)  # before anything is written
     directory = Path(directory)
     peft_model.peft_config["default"].base_model_name_or_path = cfg["base_checkpoint"]
     peft_model.save_pretrained(str(directory))

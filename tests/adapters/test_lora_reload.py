@@ -74,3 +74,25 @@ def test_resumed_run_keeps_the_base_its_adapter_was_trained_from(tmp_path):
     assert all(torch.equal(v, from_pretrained(first).state_dict()[k]) for k, v in start.items())
     keep_lora_base(model(1), "lora", None, tmp_path)  # a new run writes its own start weights
     assert not torch.equal(from_pretrained(first).state_dict()["task_head.weight"], start["task_head.weight"])
+
+
+def test_adapter_metadata_cannot_overwrite_the_keys_the_adapter_writes(tmp_path):
+    """extra_config={"base_checkpoint": ...} or {"adapter": ...} was silently overwritten by write_adapter."""
+    from medfm.adapters.lora import write_adapter
+    from medfm.hub import CheckpointError, load_config
+
+    model = ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2)
+    base = keep_lora_base(model, "lora", None, tmp_path / "run")
+    peft_model = apply_lora(model, LoraSettings(rank=2, alpha=4), head_modules=model.head_modules)
+    for extra, named in [({"base_checkpoint": "hf-hub:org/other", "note": 1}, "'base_checkpoint'"),
+                         ({"adapter": "ia3", "kind": "adapter"}, "'adapter', 'kind'")]:
+        with pytest.raises(CheckpointError, match=rf"^extra_config cannot set {named}: .*base_checkpoint, adapter"):
+            save_adapter(peft_model, tmp_path / "adapter", base, extra_config=extra)
+        assert not any(p.name.startswith((".adapter", "adapter")) for p in tmp_path.iterdir())  # no half-written folder
+        (tmp_path / "trainer_tmp").mkdir()
+        with pytest.raises(ValueError, match=named):  # the trainer's save_fn: nothing written into its folder
+            write_adapter(peft_model, tmp_path / "trainer_tmp", base, extra_config=extra)
+        assert not any((tmp_path / "trainer_tmp").iterdir())
+        (tmp_path / "trainer_tmp").rmdir()
+    cfg = load_config(save_adapter(peft_model, tmp_path / "adapter", base, extra_config={"note": 1}))
+    assert (cfg["base_checkpoint"], cfg["adapter"], cfg["note"]) == (str(base), "lora", 1)
