@@ -331,7 +331,12 @@ def with_extra_config(cfg: Dict[str, Any], extra: Optional[Dict[str, Any]]) -> D
 def _write_weights(model: nn.Module, file: Path) -> None:
     """Write ``model.state_dict()`` as safetensors; tensors sharing storage (tied weights) are
     written as separate copies, since safetensors refuses shared memory (each name then loads back
-    into its tied parameter with the same values)."""
+    into its tied parameter with the same values).
+
+    The header's ``__metadata__`` holds one key, ``format``: safetensors (0.8.0) writes that map in
+    an order that changes from call to call, so two keys (``medfm_version`` was the second; it is in
+    ``config.json``) made the files of identical weights differ in their bytes and sha256. With one
+    key the file is a function of the tensors (two bit-identical GPU runs write the same bytes)."""
     from safetensors.torch import save_file
 
     state, seen = {}, set()
@@ -342,7 +347,7 @@ def _write_weights(model: nn.Module, file: Path) -> None:
             v = v.clone()
         seen.add(v.untyped_storage().data_ptr())
         state[k] = v
-    save_file(state, str(file), metadata={"format": "pt", "medfm_version": medfm.__version__})
+    save_file(state, str(file), metadata={"format": "pt"})
 
 
 def _config_json(cfg: Dict[str, Any]) -> str:

@@ -30,6 +30,15 @@ def test_layout_and_bit_exact_round_trip(tmp_path):
     assert "Intended use" in (path / "README.md").read_text()
 
 
+def test_identical_weights_write_identical_bytes(tmp_path):
+    """The weights file is a function of the tensors: safetensors writes a header metadata map of
+    several keys in a per-call order, which made the sha256 of identical checkpoints differ
+    (seen between two bit-identical GPU runs)."""
+    model = _clf().eval()
+    blobs = {(save_pretrained(model, tmp_path / f"c{i}") / "model.safetensors").read_bytes() for i in range(12)}
+    assert len(blobs) == 1
+
+
 def test_save_replaces_a_checkpoint_but_never_another_folder(tmp_path):
     first = save_pretrained(_clf(0), tmp_path / "ckpt")
     save_pretrained(_clf(1), first)  # a checkpoint is replaced whole
