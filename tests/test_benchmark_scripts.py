@@ -124,3 +124,35 @@ def test_train_throughput_auto_runs_fp32_once_where_autocast_is_fp32(monkeypatch
     monkeypatch.setattr(module, "compare_throughput", lambda enc, size, bs, steps, precision: calls.append(precision))
     module.main(["--encoder", "resnet_test", "--steps", "1"])
     assert calls == expected
+
+
+@pytest.mark.parametrize("warmup, steps, log_every", [(5, 20, 5), (5, 7, 1), (2, 4, 2)])
+def test_medfm_loop_is_timed_between_logged_steps(monkeypatch, warmup, steps, log_every):
+    """The Trainer logs every gcd(warmup, steps) steps (not every step: on a GPU each log is a
+    device sync) and the rate spans exactly the ``steps`` after the warm-up."""
+    import medfm.benchmark as bench
+
+    seen = {}
+    real = bench.Trainer
+
+    class Spy(real):
+        def __init__(self, model, step_fn, dataset, cfg, output, save_fn):
+            seen["log_every"], seen["n"] = cfg.log_every, len(dataset)
+            super().__init__(model, step_fn, dataset, cfg, output, save_fn)
+
+        def _log(self, record):
+            if "time" in record:  # a fixed clock: 1 s per step, so the rate is batch img/s
+                record["time"] = float(record["step"])
+            super()._log(record)
+
+    monkeypatch.setattr(bench, "Trainer", Spy)
+    rate = bench.medfm_loop_throughput("resnet_test", 8, 2, steps, False, warmup=warmup)
+    assert seen == {"log_every": log_every, "n": 2 * (warmup + steps)}
+    assert rate == pytest.approx(2.0)
+
+
+def test_medfm_loop_needs_a_warmup_step():
+    from medfm.benchmark import medfm_loop_throughput
+
+    with pytest.raises(ValueError, match="warmup and steps must be >= 1, got warmup=0"):
+        medfm_loop_throughput("resnet_test", 8, 2, 4, False, warmup=0)
