@@ -40,6 +40,8 @@ def test_throughput_benchmark_refuses_bad_arguments():
      "'resnet3d_test' is a 3D encoder"),
     ("train_throughput", ["--encoder", "resnet3d_test", "--batch-size", "2", "--steps", "1", "--precision", "fp32"],
      "'resnet3d_test' is a 3D encoder"),
+    ("pretrain_determinism", ["--recipes", "pretrain/nope.yaml"], "--recipes: no recipe file pretrain/nope.yaml"),
+    ("pretrain_determinism", ["--epochs", "0"], "--epochs: must be >= 1, got 0"),
 ])
 def test_bad_arguments_exit_2_with_one_line(capsys, name, argv, message):
     with pytest.raises(SystemExit) as exc:
