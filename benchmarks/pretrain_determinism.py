@@ -7,7 +7,8 @@ see ``gpu_determinism.py``) with ``checkpoint_every: 0``; the line says whether 
 runs' ``model.safetensors`` have the same sha256, how many weight tensors differ, and whether the
 run without deterministic kernels differs from them. The default recipes are the PneumoniaMNIST ones.
 
-On an H200 (torch 2.11, 2026-11-22, second session), 1 epoch each (18 steps): SimCLR, MoCo, SwAV and graph matching
+On an H200 (torch 2.11, 2026-11-22, second session; the scratch script this one was cleaned up from,
+same overrides and sha256 comparison), 1 epoch each (18 steps): SimCLR, MoCo, SwAV and graph matching
 with ResNet-18 and SimCLR with ViT-Tiny wrote identical files with ``deterministic: true`` and
 different ones without. A scratch variant ran the corpus recipes the same way (CLIP with ResNet-18
 and ViT-Tiny, graph matching with ViT-Tiny; the corpus built from the MedMNIST source only and a
