@@ -96,7 +96,8 @@ def medfm_loop_throughput(encoder: str, img_size: int, batch_size: int, steps: i
     ``warmup`` and step ``warmup + steps``. Logging reads the loss back to the host: on a GPU that
     is a device sync, and logging every step (what this benchmark did before) cost the Trainer
     about 5-7 % of its images/s on an H200 (resnet18 28 px batch 128: 10,915 vs 11,524 img/s at
-    ``log_every`` 1 vs 10; 224 px batch 64: 3,961 vs 4,266; medians of 3 rounds, 2026-11-22).
+    ``log_every`` 1 vs 10; 224 px batch 64: 3,961 vs 4,266; medians of 3 rounds of a scratch script that
+    timed the step's parts, 2026-11-22).
     On the CPU the extra JSON line and progress-bar refresh cost about 0.1 ms per step.
 
     Raises:
