@@ -10,8 +10,11 @@ import textwrap
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-#: ``medfm eval --protocol`` choices: the suite protocols, and zeroshot (image-text checkpoints with --data)
-PROTOCOLS = ("as-is", "linear", "knn", "finetune", "zeroshot")
+from medfm.suite_protocols import PROTOCOLS as SUITE_PROTOCOLS
+
+#: ``medfm eval --protocol`` choices: the suite protocols (:data:`medfm.suite_protocols.PROTOCOLS`), and
+#: zeroshot (image-text checkpoints with --data)
+EVAL_PROTOCOLS = SUITE_PROTOCOLS + ("zeroshot",)
 
 
 def _describe(*paragraphs: str) -> str:
@@ -169,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="--data only: split to score (default: test)")
     sp.add_argument("--size", type=positive_int, default=None, metavar="PX",
                     help="--data only: image side in pixels, e.g. 64 (default: the checkpoint's img_size)")
-    _add_choice(sp, "--protocol", PROTOCOLS, default=None,
+    _add_choice(sp, "--protocol", EVAL_PROTOCOLS, default=None,
                 help="how the checkpoint is scored (default: as-is with --data, the suite's protocol with "
                      "--suite); linear/knn: a probe on frozen features; finetune: train the encoder and a new "
                      "head on each label fraction, then score; zeroshot: a CLIP checkpoint on --data with class "
@@ -288,4 +291,4 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
-__all__ = ["PROTOCOLS", "build_parser", "non_negative_int", "positive_int"]
+__all__ = ["EVAL_PROTOCOLS", "build_parser", "non_negative_int", "positive_int"]

@@ -4,12 +4,16 @@ before torch is imported (:mod:`medfm.cli_checks`). Pure Python: importing it im
 the ``medfm.evaluation`` package (whose import does), so ``medfm eval --suite s.yaml --probe-c 0.1`` with
 an ``as-is`` suite is refused at once instead of after 5-8 s of imports.
 
-The protocols themselves (``as-is``, ``linear``, ``knn``, ``finetune``) are
-:data:`medfm.evaluation.protocols.PROTOCOLS`.
+The protocols themselves (``as-is``, ``linear``, ``knn``, ``finetune``) are :data:`PROTOCOLS`, defined here
+once and re-exported as :data:`medfm.evaluation.protocols.PROTOCOLS`.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
+
+#: the evaluation-suite protocols (:func:`medfm.evaluation.protocols.check_protocol`); ``medfm eval
+#: --protocol`` also takes ``zeroshot`` (:mod:`medfm.cli_parser`), which is no suite protocol
+PROTOCOLS = ("as-is", "linear", "knn", "finetune")
 
 #: a suite's protocol when its file names none (:class:`medfm.evaluation.suite_spec.ProtocolSpec`)
 DEFAULT_PROTOCOL = "as-is"
@@ -76,4 +80,4 @@ def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = Non
                          f"add --protocol {_one_of(users)}")
 
 
-__all__ = ["DEFAULT_PROTOCOL", "PROTOCOL_OPTIONS", "check_protocol_options", "check_protocol_overrides"]
+__all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "PROTOCOL_OPTIONS", "check_protocol_options", "check_protocol_overrides"]

@@ -28,8 +28,7 @@ from torch import nn
 from medfm.arg_checks import check_number, number_fits
 from medfm.evaluation.metrics import MULTI_LABEL, classification_metrics
 from medfm.registry import close_match_hint
-
-PROTOCOLS = ("as-is", "linear", "knn", "finetune")
+from medfm.suite_protocols import PROTOCOLS
 
 
 def check_protocol(name: str) -> str:
