@@ -6,6 +6,9 @@ before it imports the library (:func:`medfm.cli.main`), in the same words as
 :func:`medfm.hub.resolve_checkpoint`, :func:`medfm.hub.load_config` and
 :func:`medfm.adapters.lora.load_adapter`, which check it again for library callers:
 :func:`checkpoint_path_problem` and :func:`checkpoint_folder_problem` are the one check they share.
+A text model's local folder (the ``hf`` text encoder's ``model_name_or_path``) is judged here too,
+:func:`local_text_model_problem`, the rule of :func:`medfm.text.model_files.resolve_text_model`
+(whose package imports torch).
 """
 from __future__ import annotations
 
@@ -184,7 +187,36 @@ def start_checkpoint_problem(ident: Optional[Union[str, Path]]) -> Optional[str]
     return checkpoint_folder_problem(ident, full=True)
 
 
+def local_text_model_problem(ident: Union[str, Path, None]) -> Optional[str]:
+    """What is wrong with ``ident`` as a transformers text model given by local folder or hub id (the ``hf``
+    text encoder's ``model_name_or_path``), judged from the path alone, or None: a folder holding
+    ``config.json``, or a name that may be a hub id (``name``, ``org/name``: looked up in the Hugging Face
+    cache or fetched by :func:`medfm.text.model_files.resolve_text_model`, which names a missing one). The
+    one rule of that function and of the ``medfm`` command's check of a recipe before its imports.
+
+    Args:
+        ident: the folder or hub id as the user gave it (surrounding blanks dropped, ``~`` expanded).
+
+    Returns:
+        ``"no text model given: pass model_name_or_path (a local directory or a hub id)"`` for an empty one;
+        ``"'<path>' is not a transformers model directory: config.json is missing"`` for a folder without it;
+        ``"no text model directory at '<path>'"`` for a missing path that is no hub id (absolute, starting
+        with ``.`` or ``~``, or with more than one ``/``); else None.
+    """
+    text = str(ident or "").strip()
+    if not text:
+        return "no text model given: pass model_name_or_path (a local directory or a hub id)"
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / CONFIG_NAME).is_file():
+            return f"{str(path)!r} is not a transformers model directory: {CONFIG_NAME} is missing"
+        return None
+    if path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1:
+        return f"no text model directory at {str(path)!r}"
+    return None
+
+
 __all__ = ["HUB_PREFIX", "TIMM_WEIGHTS", "CONFIG_NAME", "WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME",
            "is_hub_id", "missing_checkpoint_message", "checkpoint_path_problem", "checkpoint_folder_problem",
-           "start_checkpoint_problem",
+           "start_checkpoint_problem", "local_text_model_problem",
            "subfolder_hint", "holds_checkpoint", "is_lora_adapter", "hub_id_message", "hub_download_command"]

@@ -1,8 +1,8 @@
 """The ``medfm`` command's checks of its arguments, made before anything is loaded or written and
 before torch is imported (the imports take seconds): recipe and suite files, data set names, the
 output folder, the checkpoint paths (:func:`medfm.checkpoint_ids.checkpoint_folder_problem`), a
-recipe's starting checkpoints and the ``eval`` options a run would ignore. :func:`check_paths` runs
-them all; :mod:`medfm.cli` calls it first.
+recipe's starting checkpoints and local text model folder, and the ``eval`` options a run would
+ignore. :func:`check_paths` runs them all; :mod:`medfm.cli` calls it first.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _suite_protocol(args: argparse.Namespace, suite: Optional[Dict[str, Any]]) -
     ``protocol.name``, :data:`~medfm.suite_protocols.DEFAULT_PROTOCOL` when it names none. None when that is
     not a suite protocol (a malformed section, a misspelt name, ``zeroshot``): what is wrong is named later
     (:func:`medfm.evaluation.suite_spec.load_suite`, :mod:`medfm.cli`), not taken for the protocol here."""
-    from medfm.suite_protocols import DEFAULT_PROTOCOL, PROTOCOL_OPTIONS
+    from medfm.suite_protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
     section = (suite or {}).get("protocol")
     if args.protocol is not None:
@@ -67,9 +67,7 @@ def _suite_protocol(args: argparse.Namespace, suite: Optional[Dict[str, Any]]) -
         name = section.get("name", DEFAULT_PROTOCOL)
     else:
         return None
-    # the suite protocols: the default and those that use an option (:data:`medfm.evaluation.protocols.PROTOCOLS`)
-    known = {DEFAULT_PROTOCOL}.union(*(users for users, _ in PROTOCOL_OPTIONS.values()))
-    return name if isinstance(name, str) and name in known else None
+    return name if isinstance(name, str) and name in PROTOCOLS else None
 
 
 def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]] = None) -> None:
@@ -145,6 +143,13 @@ def _check_checkpoint_paths(args: argparse.Namespace) -> None:
 _FUSER_WITHOUT_IMAGE_ENCODER = "channelvit"
 
 
+def _key(section: Any, *path: str) -> Any:
+    """``section[path[0]][path[1]]...`` of a recipe's YAML mapping, None where one level is not a mapping."""
+    for name in path:
+        section = section.get(name) if isinstance(section, dict) else None
+    return section
+
+
 def _recipe_start_checkpoints(command: str, recipe: Dict[str, Any]) -> Iterator[Tuple[str, Any]]:
     """``(recipe location, value)`` of each checkpoint that a recipe (its YAML mapping) names for an
     encoder to start from, in the order the runners load them, for :func:`_check_recipe_checkpoints`:
@@ -152,19 +157,14 @@ def _recipe_start_checkpoints(command: str, recipe: Dict[str, Any]) -> Iterator[
     :func:`medfm.training.runs.check_init_checkpoint`); for ``fuse`` the shared ``image_encoder``'s
     ``args.pretrained``, then each model's own ``args.image_encoder`` (located at the section:
     :func:`medfm.training.fusion.build_models`). Sections that are not mappings are left to the runners."""
-    def key(section: Any, *path: str) -> Any:  # section[path[0]][path[1]]..., None where one is not a mapping
-        for name in path:
-            section = section.get(name) if isinstance(section, dict) else None
-        return section
-
     if command in ("pretrain", "finetune", "segment", "vqa"):
-        yield "encoder.pretrained", key(recipe, "encoder", "pretrained")
+        yield "encoder.pretrained", _key(recipe, "encoder", "pretrained")
     elif command == "fuse":
-        yield "image_encoder", key(recipe, "image_encoder", "args", "pretrained")
+        yield "image_encoder", _key(recipe, "image_encoder", "args", "pretrained")
         models = recipe.get("models")
         for label, spec in (models.items() if isinstance(models, dict) else ()):
             if isinstance(spec, dict) and spec.get("fuser", "3mat") != _FUSER_WITHOUT_IMAGE_ENCODER:
-                yield f"models.{label}", key(spec, "args", "image_encoder", "args", "pretrained")
+                yield f"models.{label}", _key(spec, "args", "image_encoder", "args", "pretrained")
 
 
 def _check_recipe_checkpoints(args: argparse.Namespace, recipe: Optional[Dict[str, Any]]) -> None:
@@ -189,6 +189,49 @@ def _check_recipe_checkpoints(args: argparse.Namespace, recipe: Optional[Dict[st
             message = start_checkpoint_problem(ident)
             if message:
                 raise located_error(ConfigError(message), f"{Path(args.recipe).name}.{where}") from None
+
+
+#: the ``name`` of the text encoder spec that loads a model by ``model_name_or_path`` (:func:`medfm.text.encoders.hf`)
+_HF_TEXT_ENCODER = "hf"
+
+
+def _recipe_text_model(command: str, recipe: Dict[str, Any]) -> Optional[Tuple[str, Any]]:
+    """``(recipe location, spec)`` of the text encoder a recipe (its YAML mapping) loads, located as its
+    runner names it, or None: ``text_encoder`` of a ``vqa`` recipe and of a text-conditioned ``segment``
+    recipe (one with ``tasks:``, :func:`medfm.training.segmentation.segment_from_recipe`;
+    :func:`medfm.training.runs.build_recipe_text_encoder`); ``objective.args.text_encoder`` of a ``pretrain``
+    recipe whose objective is ``clip``, at ``objective.args`` (:func:`medfm.training.runs.check_recipe_args`)."""
+    if command == "vqa" or (command == "segment" and "tasks" in recipe):
+        return "text_encoder", recipe.get("text_encoder")
+    if command == "pretrain" and _key(recipe, "objective", "name") == "clip":
+        return "objective.args", _key(recipe, "objective", "args", "text_encoder")
+    return None
+
+
+def _check_recipe_text_model(args: argparse.Namespace, recipe: Optional[Dict[str, Any]]) -> None:
+    """A recipe's text model folder (``text_encoder: {name: hf, model_name_or_path: DIR}``; ``medfm pretrain``
+    with ``clip``: ``objective.args.text_encoder``) that is missing or holds no ``config.json``, named before
+    torch is imported (4-10 s sooner) in the runners' words: ``r.yaml.text_encoder: no text model directory at
+    '/nonexistent/model'`` (``r.yaml.objective.args: ...`` for ``clip``). A name that may be a hub id
+    (``org/name``) passes (looked up in the Hugging Face cache or fetched by the run), and so does any other
+    spec (the default ``minilm``, a malformed one: :func:`medfm.text.encoders.check_text_encoder_spec` names it).
+
+    Raises:
+        ConfigError: :func:`medfm.checkpoint_ids.local_text_model_problem`, the rule of
+            :func:`medfm.text.model_files.resolve_text_model`, with the recipe location.
+    """
+    from medfm.checkpoint_ids import local_text_model_problem
+    from medfm.config import ConfigError, located_error
+
+    found = _recipe_text_model(args.command, recipe) if recipe is not None else None
+    spec = found[1] if found else None
+    if not (isinstance(spec, dict) and spec.get("name") == _HF_TEXT_ENCODER):
+        return
+    ident = spec.get("model_name_or_path")
+    if isinstance(ident, str) and ident.strip():  # another value is named by check_text_encoder_spec
+        message = local_text_model_problem(ident)
+        if message:
+            raise located_error(ConfigError(message), f"{Path(args.recipe).name}.{found[0]}") from None
 
 
 def _check_input_file(path: Path, flag: str, what: str, name: str) -> None:
@@ -260,7 +303,8 @@ def check_paths(args: argparse.Namespace) -> None:
         ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
             (:func:`medfm.config.load_yaml`, naming it a recipe or a suite); a recipe's starting checkpoint
             (``encoder.pretrained``, ...) that names no full checkpoint folder, with its recipe location
-            (:func:`_check_recipe_checkpoints`).
+            (:func:`_check_recipe_checkpoints`); a recipe's text model folder that is missing or holds no
+            ``config.json`` (:func:`_check_recipe_text_model`).
         UnknownDatasetError: an unknown MedMNIST data set for ``eval --data`` or ``finetune --dataset``
             (and as a ConfigError, a pretrain/finetune recipe's ``data.dataset``: :func:`_check_recipe_dataset`).
         FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).
@@ -291,6 +335,7 @@ def check_paths(args: argparse.Namespace) -> None:
         _check_new_output(args.output)
     _check_checkpoint_paths(args)  # after the checks above, which name the other mistakes first
     _check_recipe_checkpoints(args, loaded.get("recipe"))
+    _check_recipe_text_model(args, loaded.get("recipe"))  # after the encoder's checkpoint, as the runners
     if args.command == "card":  # after the checkpoint it is for
         _check_input_file(args.results, "--results", "the results.json that medfm eval (or the training run) wrote",
                           "results.json")

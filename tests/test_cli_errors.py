@@ -118,7 +118,7 @@ def test_help_and_usage_errors_answer_without_loading_torch():
     assert medfm.create_encoder("resnet_test", in_chans=1, img_size=28).num_features > 0  # lazy attribute still works
 
 
-def _errors_without_torch(cases):
+def errors_without_torch(cases):
     """Run ``main(argv)`` for each of ``cases`` in a fresh interpreter; check that each exits 2 and
     torch was never imported, and return the stderr lines."""
     import subprocess
@@ -139,7 +139,7 @@ def test_mistyped_recipe_and_suite_paths_are_named_without_loading_torch(tmp_pat
     nope = str(tmp_path / "nope.yaml")
     cases = [["pretrain", nope, "--output", str(tmp_path / "o")], ["eval", "--suite", nope, str(tmp_path)],
              ["segment", str(tmp_path), "--output", str(tmp_path / "o")]]
-    assert _errors_without_torch(cases) == [f"medfm: error: recipe not found: {nope}",
+    assert errors_without_torch(cases) == [f"medfm: error: recipe not found: {nope}",
                                             f"medfm: error: suite not found: {nope}",
                                             f"medfm: error: {tmp_path} is a directory; pass a recipe file (.yaml) inside it"]
     assert not (tmp_path / "o").exists()
@@ -253,7 +253,7 @@ def test_missing_checkpoint_paths_are_named_without_loading_torch(tmp_path):
              ["merge", nope, str(tmp_path / "merged")],
              ["card", nope, "--results", str(tmp_path / "r.json")], ["push", nope, "me/model"]]
     message = f"medfm: error: no checkpoint directory at {nope!r} (hub ids need the prefix 'hf-hub:')"
-    assert _errors_without_torch(cases) == [message] * len(cases)
+    assert errors_without_torch(cases) == [message] * len(cases)
 
 
 _PROBE_C_IGNORED = "--probe-c: only the linear protocol fits a probe, this run's is {}; add --protocol linear"
@@ -275,7 +275,7 @@ def test_protocol_options_a_suite_run_ignores_are_named_without_loading_torch(tm
              (bare, ["--label-fraction", "0.1"], _FRACTIONS_IGNORED),
              (suites / "local.yaml", ["--probe-c", "val"], _PROBE_C_IGNORED.format("knn")),  # protocol: {name: knn}
              (suites / "medmnist_3d.yaml", ["--protocol", "as-is", "--label-fraction", "0.1"], _FRACTIONS_IGNORED)]
-    assert _errors_without_torch([["eval", "--suite", str(s), *flags, "--output", out] for s, flags, _ in cases]) == [
+    assert errors_without_torch([["eval", "--suite", str(s), *flags, "--output", out] for s, flags, _ in cases]) == [
         f"medfm: error: {m}" for _, _, m in cases]
     assert not (tmp_path / "e").exists()
     for suite, flags, message in cases:  # the run's own check says the same
@@ -388,7 +388,7 @@ def test_folders_that_hold_no_checkpoint_are_named_without_loading_torch(tmp_pat
         + [f"{hub!r} is a hub id, not a local LoRA adapter folder: download it with `hf download org/adapter "
            "--revision v1 --local-dir DIR` and pass DIR"])
     cases = commands(str(empty)) + commands(str(run)) + [c for c in commands(adapter) if "--base" in c or "--init" in c]
-    assert _errors_without_torch(cases + [["merge", hub, out]]) == [f"medfm: error: {m}" for m in expected]
+    assert errors_without_torch(cases + [["merge", hub, out]]) == [f"medfm: error: {m}" for m in expected]
     assert not (tmp_path / "out").exists()
 
 
@@ -418,7 +418,7 @@ def test_a_file_given_as_a_checkpoint_is_named_without_loading_torch(tmp_path):
     message = f"{w!r} is a file; a checkpoint is the directory that holds config.json and model.safetensors: pass {str(ckpt)!r}"
     adapter = (f"{aw!r} is a file; a LoRA adapter is the directory that holds adapter_config.json and "
                f"adapter_model.safetensors: pass {str(lora)!r}")
-    assert _errors_without_torch(cases) == (
+    assert errors_without_torch(cases) == (
         [f"medfm: error: {message}"] * 2 + [f"medfm: error: --init: {message}"] * 3 + [f"medfm: error: {message}"] * 2
         + [f"medfm: error: --base: {message}", f"medfm: error: {adapter}"])
     assert not (tmp_path / "out").exists()
@@ -446,7 +446,7 @@ def test_missing_init_base_results_and_unknown_flags_are_named_without_loading_t
              ["eval", str(tmp_path / "adapter"), "--data", "pneumonimnist"],
              ["finetune", str(recipe), "--dataset", "breastmnst", "--output", out]]
     missing = f"no checkpoint directory at {nope!r} (hub ids need the prefix 'hf-hub:')"
-    assert _errors_without_torch(cases) == [f"medfm: error: --init: {missing}"] * 3 + [
+    assert errors_without_torch(cases) == [f"medfm: error: --init: {missing}"] * 3 + [
         f"medfm: error: --base: {missing}",
         f"medfm: error: --results {nope} does not exist; pass the results.json that medfm eval (or the training run) wrote",
         f"medfm: error: --results {tmp_path} is a directory; pass the results.json that medfm eval (or the training "
@@ -467,7 +467,7 @@ def test_a_recipe_data_set_typo_is_named_without_loading_torch(tmp_path):
     out = str(tmp_path / "out")
     line = ("medfm: error: typo.yaml: data.dataset: unknown MedMNIST data set or corpus 'pneumoniamnst'; "
             "did you mean 'pneumoniamnist' or 'dermamnist'?")
-    assert _errors_without_torch([["pretrain", str(typo), "--output", out],
+    assert errors_without_torch([["pretrain", str(typo), "--output", out],
                                   ["finetune", str(typo), "--init", "timm", "--output", out],
                                   ["finetune", str(typo), "--dataset", "breastmnst", "--output", out]]) == [
         line, line, "medfm: error: --dataset: unknown MedMNIST data set 'breastmnst'; did you mean 'breastmnist' or "
@@ -542,7 +542,7 @@ def test_a_recipe_starting_checkpoint_is_named_without_loading_torch(tmp_path):
     where = ["pt.yaml.encoder.pretrained", "ft.yaml.encoder.pretrained", "seg.yaml.encoder.pretrained",
              "vqa.yaml.encoder.pretrained", "fuse.yaml.image_encoder", "fuse_model.yaml.models.late"]
     adapter = tmp_path / "adapter"
-    assert _errors_without_torch(cases) == [f"medfm: error: {w}: {missing}" for w in where] + [
+    assert errors_without_torch(cases) == [f"medfm: error: {w}: {missing}" for w in where] + [
         f"medfm: error: ft0.yaml.encoder.pretrained: '{adapter}' is a LoRA adapter, not a full checkpoint (no "
         f"model.safetensors): merge it into its base first with `medfm merge {adapter} OUT` and pass OUT",
         f"medfm: error: ft1.yaml.encoder.pretrained: '{tmp_path / 'empty'}' is not a medfm checkpoint: config.json "
@@ -556,7 +556,7 @@ def test_a_recipe_starting_checkpoint_is_named_without_loading_torch(tmp_path):
 
     with pytest.raises(ValueError) as err:
         runs.check_init_checkpoint(None, from_dict(FinetuneRecipe, load_yaml(tmp_path / "ft0.yaml"), where="ft0.yaml").encoder)
-    assert f"medfm: error: {err.value}" == _errors_without_torch([cases[6]])[0]
+    assert f"medfm: error: {err.value}" == errors_without_torch([cases[6]])[0]
     with pytest.raises(ConfigError) as err:
         check_image_encoder(from_dict(FusionRecipe, load_yaml(tmp_path / "fuse.yaml"), where="fuse.yaml"))
     assert str(err.value) == f"fuse.yaml.image_encoder: {missing}"

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+from medfm.checkpoint_ids import local_text_model_problem
+
 #: files whose bytes identify a model for the embedding cache (weights, config, tokenizer)
 _FINGERPRINT_SUFFIXES = (".json", ".txt", ".safetensors", ".bin", ".model")
 #: what a hub download fetches: configs, tokenizer files and PyTorch weights (no TF/ONNX copies)
@@ -68,20 +70,18 @@ def resolve_text_model(model_name_or_path: str) -> Path:
     no progress for ``$MEDFM_HUB_TIMEOUT`` (default :data:`HUB_STALL_TIMEOUT_S`) seconds is given up.
 
     Raises:
-        TextEncoderError: no such directory, or the id is neither cached nor downloadable: offline,
-            hub unreachable, timed out, stalled, not found (the message says which and names the
+        TextEncoderError: no name, no such directory or one without ``config.json``
+            (:func:`medfm.checkpoint_ids.local_text_model_problem`), or the id is neither cached nor
+            downloadable: offline, hub unreachable, timed out, stalled, not found (the message says which and names the
             ``hf download`` command to run elsewhere); a bad ``MEDFM_HUB_TIMEOUT``.
     """
-    ident = str(model_name_or_path or "").strip()
-    if not ident:
-        raise TextEncoderError("no text model given: pass model_name_or_path (a local directory or a hub id)")
+    problem = local_text_model_problem(model_name_or_path)  # no name, a missing folder or one without config.json
+    if problem:
+        raise TextEncoderError(problem)
+    ident = str(model_name_or_path).strip()
     path = Path(ident).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise TextEncoderError(f"{str(path)!r} is not a transformers model directory: config.json is missing")
         return path
-    if path.is_absolute() or ident.startswith((".", "~")) or ident.count("/") > 1:
-        raise TextEncoderError(f"no text model directory at {str(path)!r}")
     from huggingface_hub import snapshot_download
 
     try:
