@@ -285,10 +285,13 @@ def merge_adapter(path: Union[str, Path], out: Union[str, Path], base_checkpoint
         CheckpointError: as :func:`load_adapter` (``path`` no LoRA adapter folder, base checkpoint
             missing or mismatched), or ``out`` is a file or a non-empty folder that is no checkpoint.
     """
-    from medfm.hub import load_config, save_pretrained
+    from medfm.hub import load_config, model_config, save_pretrained
 
     merged = merge_lora(load_adapter(path, base_checkpoint))  # checks the adapter folder first
     cfg = load_config(Path(path).expanduser())
-    keep = {k: v for k, v in cfg.items() if k not in ("kind", "name", "args", "encoder", "preprocessing", "medfm_version", "adapter")}
+    # the adapter's metadata (base_checkpoint, extra_config): not the keys save_pretrained writes anew for the
+    # merged model (model_config's, whichever they are), nor "adapter" (save_adapter's: it is no adapter now)
+    own = set(model_config(merged)) | {"adapter"}
+    keep = {k: v for k, v in cfg.items() if k not in own}
     keep["merged_from"] = str(Path(path).expanduser().resolve())
     return save_pretrained(merged, out, extra_config=keep)

@@ -96,3 +96,22 @@ def test_adapter_metadata_cannot_overwrite_the_keys_the_adapter_writes(tmp_path)
         (tmp_path / "trainer_tmp").rmdir()
     cfg = load_config(save_adapter(peft_model, tmp_path / "adapter", base, extra_config={"note": 1}))
     assert (cfg["base_checkpoint"], cfg["adapter"], cfg["note"]) == (str(base), "lora", 1)
+
+
+def test_merged_checkpoint_keeps_the_adapter_metadata_whatever_keys_model_config_writes(tmp_path, monkeypatch):
+    """``merge_adapter`` typed out model_config's key names to drop from the adapter's config.json: a key
+    added to model_config later (here ``"future"``) was carried over as metadata, and saving the merged
+    model refused it as a clash. The merged config keeps the adapter's metadata, not ``"adapter"``."""
+    import medfm.hub as hub
+    from medfm.adapters.lora import merge_adapter
+
+    written = hub.model_config
+    monkeypatch.setattr(hub, "model_config", lambda model, extra=None: hub.with_extra_config(
+        {**written(model), "future": 1}, extra))
+    model = ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2)
+    base = keep_lora_base(model, "lora", None, tmp_path / "run")
+    peft_model = apply_lora(model, LoraSettings(rank=2, alpha=4), head_modules=model.head_modules)
+    adapter = save_adapter(peft_model, tmp_path / "adapter", base, extra_config={"note": 1})
+    cfg = hub.load_config(merge_adapter(adapter, tmp_path / "merged"))
+    assert (cfg["note"], cfg["base_checkpoint"], cfg["future"]) == (1, str(base), 1) and "adapter" not in cfg
+    assert cfg["merged_from"] == str(adapter.resolve())
