@@ -72,6 +72,25 @@ def _default_permissions(path: Path, directory: bool, umask: Optional[int] = Non
         os.chmod(path, (0o777 if directory else 0o666) & ~(_umask() if umask is None else umask))
 
 
+def _missing_dirs(path: Path) -> "list[Path]":
+    """``path`` and those of its ancestors that do not exist yet, deepest first (empty when ``path`` exists)."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty_dirs(dirs: "list[Path]") -> None:
+    """Remove each of ``dirs`` (deepest first) that is an empty folder; stop at the first that is not
+    (something else wrote into it meanwhile: it and its ancestors stay)."""
+    for folder in dirs:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def _parent_of(path: PathLike) -> Path:
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -203,7 +222,8 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     On normal exit the temporary directory replaces ``path``: an existing directory at
     ``path`` is first renamed aside (``.<name>.old-<id>``), the new one renamed into
     place, and the old one deleted. If the body raises, the temporary directory is
-    deleted and ``path`` is left exactly as it was. Used for checkpoints (DESIGN.md:
+    deleted and ``path`` is left exactly as it was, as are the folders above it (those created for
+    it are removed again, when still empty). Used for checkpoints (DESIGN.md:
     "checkpoint/ written atomically: temp dir then rename").
 
     A crash in the short window between the two renames leaves the complete new
@@ -215,7 +235,8 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     (``0o777``/``0o666`` less the umask), not ``mkdtemp``'s 0700 or safetensors' 0600.
 
     Args:
-        path: final directory path; its parent is created if missing.
+        path: final directory path; its parent is created if missing (and removed again, with the
+            missing folders above it, if the body raises).
 
     Raises:
         NotADirectoryError: ``path`` exists and is a file.
@@ -224,12 +245,18 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"cannot replace {str(target)!r} with a directory: it is a file")
     parent = target.parent if str(target.parent) else Path(".")
+    created = _missing_dirs(parent)  # removed again if nothing is written (a body that raises)
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    except BaseException:
+        _remove_empty_dirs(created)
+        raise
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty_dirs(created)
         raise
     mask = _umask()  # read once for the whole tree
     for root, dirs, files in os.walk(tmp):  # writers inside it (safetensors: 0600) included
@@ -246,6 +273,7 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
         if old is not None:  # put the previous version back
             os.replace(old, target)
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty_dirs(created)
         raise
     _fsync_dir(parent)
     if old is not None:

@@ -104,6 +104,34 @@ def test_atomic_dir_leaves_existing_dir_untouched_when_writer_raises(tmp_path):
     assert not (tmp_path / "new").exists() and _siblings(target) == ["ckpt"]
 
 
+def test_atomic_dir_removes_the_folders_it_created_when_writer_raises(tmp_path):
+    """atomic_dir created the target's missing parents before the body ran, so a save that raised
+    (save_pretrained of a non-medfm module, save_adapter refusing its extra_config) left empty
+    folders behind; those are removed again, a pre-existing or meanwhile written-to folder stays."""
+    with pytest.raises(ValueError):
+        with atomic_dir(tmp_path / "runs" / "a" / "ckpt"):
+            raise ValueError("fail")
+    assert os.listdir(tmp_path) == []  # runs/ and runs/a/ gone, tmp_path itself kept
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(ValueError):
+        with atomic_dir(tmp_path / "kept" / "new" / "ckpt"):
+            (tmp_path / "kept" / "new" / "log.txt").write_text("written meanwhile")
+            raise ValueError("fail")
+    assert os.listdir(tmp_path / "kept" / "new") == ["log.txt"]  # not empty: it stays, with its parents
+    with atomic_dir(tmp_path / "made" / "by" / "ckpt") as d:
+        (d / "w.bin").write_bytes(b"good")
+    assert (tmp_path / "made" / "by" / "ckpt" / "w.bin").read_bytes() == b"good"
+    with pytest.raises(ValueError):  # existing parents (made/by) stay though now empty of ckpt2
+        with atomic_dir(tmp_path / "made" / "by" / "ckpt2"):
+            raise ValueError("fail")
+    assert os.listdir(tmp_path / "made" / "by") == ["ckpt"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError):  # a pre-existing empty parent is never removed
+        with atomic_dir(tmp_path / "empty" / "ckpt"):
+            raise ValueError("fail")
+    assert (tmp_path / "empty").is_dir() and os.listdir(tmp_path / "empty") == []
+
+
 def test_atomic_dir_refuses_file_target(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
