@@ -145,11 +145,11 @@ def load_upright(im: Any) -> Any:
     """
     from PIL import Image
 
-    fp = getattr(im, "fp", None)
-    if (im.format == "TIFF" and getattr(im, "tile", None) and getattr(im, "filename", "")
-            and fp is not None and not getattr(fp, "closed", True) and _orientation(im) in range(2, 9)):
-        fp.seek(0)
-        fresh = Image.open(fp)  # a file object, not a name: read, never memory-mapped
+    # a TIFF is a PIL ImageFile (tile, filename, fp); a closed file (fp None or closed) is left to im.load()'s error
+    if (im.format == "TIFF" and im.tile and im.filename and im.fp and not im.fp.closed
+            and _orientation(im) in range(2, 9)):
+        im.fp.seek(0)
+        fresh = Image.open(im.fp)  # a file object, not a name: read, never memory-mapped
         fresh.seek(im.tell())
         fresh.load()
         return fresh
@@ -168,8 +168,6 @@ def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL ima
         CorruptFileError: non-finite pixels in a float image, a closed or unreadable image file
             (``path``/``what`` name it).
     """
-    from PIL import Image
-
     try:
         im = load_upright(im)
     except Exception as err:  # a closed file: AssertionError (with-block) or ValueError (close()); else OSError, ...
@@ -177,6 +175,13 @@ def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL ima
             raise CorruptFileError(f"cannot read {what} {path}: its file was closed before the pixels were read; call "
                                    "im.load() (or keep im.copy()) inside the `with Image.open(...)` block") from None
         raise corrupt_file_error(path, what, err) from None
+    return _upright_to_uint8(im, mode, path, what)
+
+
+def _upright_to_uint8(im: Any, mode: Optional[str], path: PathLike, what: str) -> np.ndarray:
+    """The uint8 array of a PIL image :func:`load_upright` gave (:func:`pil_to_uint8`, :func:`read_image`)."""
+    from PIL import Image
+
     if im.mode in WIDE_MODES:
         im = Image.fromarray(scale_to_uint8(np.asarray(im), path, what))
     target = mode or (im.mode if im.mode in MODES else "RGB")
@@ -238,7 +243,7 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
         raise missing_file(path, what)
     try:
         with Image.open(path) as im:
-            return pil_to_uint8(load_upright(im), mode, path, what)
+            return _upright_to_uint8(load_upright(im), mode, path, what)  # load errors: image_decode_error
     except MedFMDataError:
         raise
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files

@@ -43,7 +43,7 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     :func:`medfm.data.images.read_image`, as the segmentation and VQA pipelines read theirs), a
     PIL image in any mode (``L``, ``RGB``, ``RGBA``, ``P``, ``1``, ``I;16``, ``I``, ``F``, ...; 16-bit
     and float modes min-max scaled, see :func:`medfm.pipelines.inputs.pil_to_array`; files and PIL
-    images are turned upright by their EXIF Orientation, :func:`medfm.data.images.exif_upright`) or a
+    images are turned upright by their EXIF Orientation, :func:`medfm.data.images.load_upright`) or a
     numpy array ``(H, W)`` / ``(H, W, C)`` (C = 1 or 3, channels last), uint8 as stored in MedMNIST npz
     files or float in [0, 1], rounded to uint8 so that ``u / 255.0`` gives exactly what uint8 ``u``
     gives (:func:`medfm.pipelines.inputs.uint8_image_array`: other dtypes, channels-first arrays and

@@ -19,6 +19,7 @@ from PIL import Image
 
 import medfm
 from medfm.adapters.segmentation import SegmentationModel
+from medfm.data.errors import CorruptFileError
 from medfm.data.images import ORIENTATION_TAG, exif_upright, pil_to_uint8, read_image
 from medfm.pipelines.segmentation import ImageSegmentationPipeline
 from medfm.pipelines.vqa import vqa_image_tensor
@@ -132,3 +133,29 @@ def test_the_2d_pipelines_see_a_rotated_grayscale_tiff_upright(tmp_path, pneumon
     torch.manual_seed(0)
     seg = ImageSegmentationPipeline(SegmentationModel(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), 2))
     assert np.array_equal(seg(path)["mask"], seg(UPRIGHT)["mask"])
+
+
+@pytest.mark.parametrize("name, orientation", [("scan.tif", 6), ("scan.tif", 1), ("film.png", 6)])
+def test_a_file_is_loaded_and_turned_once(tmp_path, monkeypatch, name, orientation):
+    """read_image ran load_upright on the image, then pil_to_uint8 ran it again on the result (a second
+    load and EXIF look-up per decoded image, corpus building and data set readers included)."""
+    import medfm.data.images as images
+
+    calls = []
+    monkeypatch.setattr(images, "load_upright", lambda im, real=images.load_upright: calls.append(im) or real(im))
+    assert np.array_equal(read_image(_save(tmp_path / name, STORED[orientation], orientation), "L"), UPRIGHT)
+    assert len(calls) == 1  # was 2
+
+
+def test_a_rotated_tiff_whose_file_was_closed_is_refused(tmp_path):
+    """Not read afresh from a closed file, nor memory-mapped by name behind it (un-oriented pixels):
+    the closed-file message, however the file was closed."""
+    path = _save(tmp_path / "scan.tif", STORED[6], 6)
+    with Image.open(path) as after_with:
+        pass
+    closed, by_hand = Image.open(path), Image.open(path)
+    closed.close()
+    by_hand.fp.close()
+    for im in (after_with, closed, by_hand):
+        with pytest.raises(CorruptFileError, match="its file was closed before the pixels were read"):
+            pil_to_uint8(im)
