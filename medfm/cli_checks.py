@@ -51,15 +51,17 @@ def _refuse_options(args: argparse.Namespace, options: Tuple[str, ...], why: str
         raise ValueError(f"{', '.join(given)}: {why}")
 
 
-def _file_protocol(suite: Optional[Dict[str, Any]]) -> Optional[str]:
-    """The protocol a suite file (its YAML mapping) names: its ``protocol.name``,
-    :data:`~medfm.suite_protocols.DEFAULT_PROTOCOL` when it names none (no section, an empty one, no ``name``).
-    None when that is not a suite protocol (a malformed section, a misspelt name, ``zeroshot``): what is wrong
-    is named later (:func:`medfm.evaluation.suite_spec.load_suite`), not taken for the protocol here."""
+def _suite_protocol(args: argparse.Namespace, suite: Optional[Dict[str, Any]]) -> Optional[str]:
+    """The protocol of a ``--suite`` run: ``--protocol`` when given, else the suite file's (its YAML mapping's)
+    ``protocol.name``, :data:`~medfm.suite_protocols.DEFAULT_PROTOCOL` when it names none. None when that is
+    not a suite protocol (a malformed section, a misspelt name, ``zeroshot``): what is wrong is named later
+    (:func:`medfm.evaluation.suite_spec.load_suite`, :mod:`medfm.cli`), not taken for the protocol here."""
     from medfm.suite_protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
     section = (suite or {}).get("protocol")
-    if section is None:
+    if args.protocol is not None:
+        name = args.protocol
+    elif section is None:  # no section (or an empty one): the default
         name = DEFAULT_PROTOCOL
     elif isinstance(section, dict):
         name = section.get("name", DEFAULT_PROTOCOL)
@@ -68,58 +70,22 @@ def _file_protocol(suite: Optional[Dict[str, Any]]) -> Optional[str]:
     return name if isinstance(name, str) and name in PROTOCOLS else None
 
 
-def _suite_protocol(args: argparse.Namespace, suite: Optional[Dict[str, Any]]) -> Optional[str]:
-    """The protocol of a ``--suite`` run: ``--protocol`` when given, else the suite file's
-    (:func:`_file_protocol`). None when that is not a suite protocol (``--protocol zeroshot``, a malformed
-    section, a misspelt name): what is wrong is named later (:mod:`medfm.cli`, :func:`_file_protocol`)."""
-    from medfm.suite_protocols import PROTOCOLS
-
-    if args.protocol is None:
-        return _file_protocol(suite)
-    return args.protocol if args.protocol in PROTOCOLS else None
-
-
-def _check_suite_protocol_options(path: Path, suite: Optional[Dict[str, Any]]) -> None:
-    """Refuse a suite file's ``protocol`` options that its protocol ignores, in the words of
-    :func:`medfm.evaluation.suite_spec.load_suite` (:func:`medfm.suite_protocols.check_protocol_options`
-    against the file's own ``protocol.name``, as there: a ``--protocol`` override does not excuse them),
-    5-8 s sooner. Only a mapping section whose keys are all ``name`` or options
-    (:data:`~medfm.suite_protocols.PROTOCOL_OPTIONS`), naming a suite protocol: a misspelt key or name is
-    left to the suite reader, which names it.
-
-    Raises:
-        ConfigError: ``"s.yaml: protocol.linear_c (the linear probe's C) would be ignored: ..."``.
-    """
-    from medfm.config import ConfigError
-    from medfm.suite_protocols import PROTOCOL_OPTIONS, check_protocol_options
-
-    section, protocol = (suite or {}).get("protocol"), _file_protocol(suite)
-    if isinstance(section, dict) and protocol is not None and set(section) <= {"name", *PROTOCOL_OPTIONS}:
-        try:
-            check_protocol_options(section, protocol)
-        except ValueError as err:
-            raise ConfigError(f"{path.name}: {err}") from None
-
-
 def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]] = None) -> None:
     """Refuse options that this ``eval`` run would ignore (they used to be dropped silently):
     ``--split`` with ``--suite``, ``--probe-c`` with ``--data``, ``--workers`` with a suite that
     corrupts nothing (:func:`_suite_corrupts`), ``--label-fraction`` or ``--probe-c`` that the
     run's protocol does not use (:func:`medfm.suite_protocols.check_protocol_overrides`, the check of
-    :func:`medfm.evaluation.suite_spec.suite_overrides`, 5-8 s sooner), and before those the suite file's
-    own protocol options its protocol ignores (:func:`_check_suite_protocol_options`), ...
+    :func:`medfm.evaluation.suite_spec.suite_overrides`, 5-8 s sooner), ...
 
     Args:
         suite: the ``--suite`` file's YAML mapping (None with ``--data``).
 
     Raises:
         ValueError: one line naming the refused options and why.
-        ConfigError: a suite file's protocol option that its protocol ignores (:func:`_check_suite_protocol_options`).
     """
     if args.data is not None:
         _refuse_options(args, _SUITE_ONLY, "--suite option(s); --data scores one checkpoint on one split")
     if args.suite is not None:
-        _check_suite_protocol_options(args.suite, suite)  # first, as the run reads the file before its overrides
         _refuse_options(args, _DATA_ONLY, "--data option(s); a suite sets split and size per dataset in its YAML")
         if not _suite_corrupts(suite):
             _refuse_options(args, _CORRUPTION_ONLY,
@@ -338,8 +304,7 @@ def check_paths(args: argparse.Namespace) -> None:
             (:func:`medfm.config.load_yaml`, naming it a recipe or a suite); a recipe's starting checkpoint
             (``encoder.pretrained``, ...) that names no full checkpoint folder, with its recipe location
             (:func:`_check_recipe_checkpoints`); a recipe's text model folder that is missing or holds no
-            ``config.json`` (:func:`_check_recipe_text_model`); a ``--suite`` file's protocol option
-            that its protocol ignores (:func:`_check_suite_protocol_options`).
+            ``config.json`` (:func:`_check_recipe_text_model`).
         UnknownDatasetError: an unknown MedMNIST data set for ``eval --data`` or ``finetune --dataset``
             (and as a ConfigError, a pretrain/finetune recipe's ``data.dataset``: :func:`_check_recipe_dataset`).
         FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).

@@ -306,58 +306,6 @@ def test_protocol_options_the_run_uses_pass_the_early_check(tmp_path, monkeypatc
     assert ran == ["0.1", "0.2", "0.3", "0.4", "0.5"]
 
 
-def test_suite_file_options_its_protocol_ignores_are_named_without_loading_torch(tmp_path):
-    """A suite file setting an option its protocol ignores (``protocol: {name: knn, linear_c: 0.1}``) was refused
-    by :func:`medfm.evaluation.suite_spec.load_suite` only after 5-8 s of imports; the early check says the same
-    line, against the file's own protocol as load_suite does (a ``--protocol`` override does not excuse it),
-    and before an ignored command-line override, as the run reads the file first."""
-    from medfm.evaluation.suite_spec import load_suite
-
-    sections = {"knn.yaml": "{name: knn, linear_c: 0.1}", "asis.yaml": "{name: as-is, label_fractions: [0.1]}",
-                "noname.yaml": "{knn_k: 5}", "linear.yaml": "{name: linear, finetune: {mode: full}}"}
-    for name, section in sections.items():
-        (tmp_path / name).write_text(f"name: s\ndatasets: [{{flag: pneumoniamnist}}]\nprotocol: {section}\n")
-    cases = [("knn.yaml", []), ("asis.yaml", []), ("noname.yaml", []), ("linear.yaml", []),
-             ("knn.yaml", ["--protocol", "linear"]), ("knn.yaml", ["--probe-c", "0.1"]),
-             ("asis.yaml", ["--protocol", "knn", "--workers", "2"])]
-    out = str(tmp_path / "e")
-    lines = errors_without_torch([["eval", "--suite", str(tmp_path / n), *flags, "--output", out] for n, flags in cases])
-    late = {}
-    for name in sections:
-        with pytest.raises(ConfigError) as err:
-            load_suite(tmp_path / name)
-        late[name] = f"medfm: error: {err.value}"
-    assert lines == [late[n] for n, _ in cases]
-    assert late["knn.yaml"] == ("medfm: error: knn.yaml: protocol.linear_c (the linear probe's C) would be ignored: "
-                                "only the linear protocol uses it, this suite's is knn; remove it or set protocol.name: "
-                                "linear")
-    assert not (tmp_path / "e").exists()
-
-
-def test_suite_file_options_its_protocol_uses_pass_the_early_check(tmp_path, monkeypatch):
-    """The early check of a suite file's protocol options refuses only what load_suite refuses: the shipped
-    suites and options the file's protocol uses pass (under any ``--protocol``); a misspelt key or protocol
-    name is left to load_suite, which names that mistake rather than the ignored option."""
-    import medfm.cli as cli
-    from medfm.evaluation.suite_spec import load_suite
-
-    ran = []
-    monkeypatch.setattr(cli, "_run", lambda args: ran.append(args.suite.name) or 0)
-    sections = {"knn.yaml": "{name: knn, knn_k: 5, knn_temperature: 0.1, label_fractions: [0.1], seed: 1}",
-                "linear.yaml": "{name: linear, linear_c: val}", "ft.yaml": "{name: finetune, finetune: {mode: full}}",
-                "typo.yaml": "{name: knn, linear_c: 0.1, knn_kk: 3}", "badname.yaml": "{name: knnn, linear_c: 0.1}"}
-    for name, section in sections.items():
-        (tmp_path / name).write_text(f"name: s\ndatasets: [{{flag: pneumoniamnist}}]\nprotocol: {section}\n")
-    suites = [*sorted((REPO_ROOT / "eval_suites").glob("*.yaml")), *(tmp_path / n for n in sections)]
-    for suite in suites:
-        assert main(["eval", "--suite", str(suite), "--protocol", "linear", "--output", str(tmp_path / "e")]) == 0
-    assert ran == [s.name for s in suites]
-    with pytest.raises(ConfigError, match="knn_kk.*did you mean 'knn_k'"):
-        load_suite(tmp_path / "typo.yaml")
-    with pytest.raises(ConfigError, match="knnn"):
-        load_suite(tmp_path / "badname.yaml")
-
-
 def test_card_of_a_hub_id_and_merge_of_a_plain_folder_are_named(tmp_path, capsys, pneumonia_env):
     """``medfm card hf-hub:org/model`` said "'hf-hub:org/model' is not a medfm checkpoint: config.json is
     missing" (after 2 s of imports); card rewrites a local folder's README.md, and now says so."""
