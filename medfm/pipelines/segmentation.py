@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medfm.pipelines.inputs import each_input, is_nifti
+from medfm.pipelines.inputs import NIFTI_SAVE, each_input, is_nifti
 from medfm.pipelines.seg_inputs import (TAKES_2D, SegmentationInputError, check_not_empty, check_not_rgb_like,
                                         check_not_single_slice, check_unit_volume, read_brain_mask, read_channels,
                                         read_input, split_item)
@@ -53,7 +53,7 @@ def _window(model: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], overlap
 
 #: how :func:`predict_probs` says to pass a volume it refuses as RGB(A)-like
 PIPELINE_NIFTI = ("segment a volume with medfm.pipeline('image-segmentation') from a NIfTI file (always a volume), "
-                  "nib.save(nib.Nifti1Image(array, affine), 'volume.nii.gz')")
+                  f"{NIFTI_SAVE}")
 
 
 @torch.no_grad()
