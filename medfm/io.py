@@ -91,6 +91,22 @@ def _remove_empty_dirs(dirs: "list[Path]") -> None:
             return
 
 
+def _make_temp_dir(parent: Path, prefix: str, attempts: int = 5) -> Path:
+    """Create ``parent`` (with its ancestors) and a fresh temporary folder in it.
+
+    Another process's failed :func:`atomic_dir` may remove an empty ``parent`` it had created
+    between our ``mkdir`` and ``mkdtemp``; both steps are then retried (``attempts`` times).
+    """
+    for attempt in range(attempts):
+        parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _parent_of(path: PathLike) -> Path:
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
@@ -231,6 +247,9 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     beside ``path``, never a partial directory at ``path``; :func:`restore_interrupted_dir`
     (called by the trainer on ``--resume``) puts the previous one back.
 
+    Saves into siblings under one new parent may run in parallel: when another's failed save
+    removes the still-empty parent just after this one created it, creating it is retried.
+
     The directory and everything in it get the modes a plain ``mkdir``/``open`` would give
     (``0o777``/``0o666`` less the umask), not ``mkdtemp``'s 0700 or safetensors' 0600.
 
@@ -246,9 +265,8 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
         raise NotADirectoryError(f"cannot replace {str(target)!r} with a directory: it is a file")
     parent = target.parent if str(target.parent) else Path(".")
     created = _missing_dirs(parent)  # removed again if nothing is written (a body that raises)
-    parent.mkdir(parents=True, exist_ok=True)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+        tmp = _make_temp_dir(parent, f".{target.name}.tmp-")
     except BaseException:
         _remove_empty_dirs(created)
         raise

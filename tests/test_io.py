@@ -132,6 +132,29 @@ def test_atomic_dir_removes_the_folders_it_created_when_writer_raises(tmp_path):
     assert (tmp_path / "empty").is_dir() and os.listdir(tmp_path / "empty") == []
 
 
+def test_atomic_dir_survives_a_concurrent_cleanup_of_the_shared_parent(tmp_path, monkeypatch):
+    """Two saves into siblings under one new parent: the other's failed save removes the (still
+    empty) parent between this save's mkdir and mkdtemp. The save retries instead of failing
+    with FileNotFoundError."""
+    import tempfile
+
+    real_mkdtemp = tempfile.mkdtemp
+    parent = tmp_path / "runs" / "shared"
+    calls = []
+
+    def racing_mkdtemp(*args, **kwargs):
+        calls.append(kwargs["dir"])
+        if len(calls) == 1:  # the other process's clean-up runs now
+            parent.rmdir()
+            (tmp_path / "runs").rmdir()
+        return real_mkdtemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", racing_mkdtemp)
+    with atomic_dir(parent / "ckpt") as d:
+        (d / "w.bin").write_bytes(b"good")
+    assert (parent / "ckpt" / "w.bin").read_bytes() == b"good" and len(calls) == 2
+
+
 def test_atomic_dir_refuses_file_target(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
