@@ -66,19 +66,18 @@ def _eval(args: argparse.Namespace) -> None:
             FileExistsError: a non-empty ``--output`` holding no earlier evaluation of the same mode
             (one that does is replaced whole: :func:`medfm.evaluation.suites.run_suite`,
             :func:`medfm.evaluation.evaluate.evaluate_checkpoint`), or, with ``--data``, a checkpoint.
-            Options this run would ignore, and with ``--data`` a missing local checkpoint, are refused
-            before this runs (:func:`medfm.cli_checks.check_paths`).
+            Options this run would ignore, ``--protocol zeroshot`` without ``--data`` and one checkpoint,
+            and with ``--data`` a missing local checkpoint, are refused before this runs
+            (:func:`medfm.cli_checks.check_paths`).
     """
     args.split = args.split or "test"
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.protocol == "zeroshot":
+    if args.protocol == "zeroshot":  # with --data and one checkpoint: check_paths refuses the rest
         from medfm.evaluation.zeroshot import zeroshot_eval
 
-        if args.data is None or len(args.checkpoint) != 1:
-            raise ValueError("--protocol zeroshot scores exactly one image-text checkpoint on --data <MedMNIST flag>")
         res = zeroshot_eval(args.checkpoint[0], args.data, split=args.split, data_root=args.data_root,
                             output=args.output, batch_size=args.batch_size or 256, size=args.size)
         m, ch = res["metrics"], res["meta"]["chance"]

@@ -70,8 +70,15 @@ def _suite_protocol(args: argparse.Namespace, suite: Optional[Dict[str, Any]]) -
     return name if isinstance(name, str) and name in PROTOCOLS else None
 
 
+#: ``medfm eval --protocol zeroshot`` with ``--suite``, or with another number of checkpoints than one
+ZEROSHOT_USAGE = "--protocol zeroshot scores exactly one image-text checkpoint on --data <MedMNIST flag>"
+
+
 def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]] = None) -> None:
-    """Refuse options that this ``eval`` run would ignore (they used to be dropped silently):
+    """Refuse a malformed ``--probe-c`` first (:func:`medfm.suite_protocols.parse_probe_c`: it was called
+    ignored by a protocol, or named after 5 s of imports), then ``--protocol zeroshot`` other than with
+    ``--data`` and one checkpoint (:data:`ZEROSHOT_USAGE`; it was refused after the zero-shot code's
+    imports, 2 s), then options that this ``eval`` run would ignore (they used to be dropped silently):
     ``--split`` with ``--suite``, ``--probe-c`` with ``--data``, ``--workers`` with a suite that
     corrupts nothing (:func:`_suite_corrupts`), ``--label-fraction`` or ``--probe-c`` that the
     run's protocol does not use (:func:`medfm.suite_protocols.check_protocol_overrides`, the check of
@@ -81,8 +88,15 @@ def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]
         suite: the ``--suite`` file's YAML mapping (None with ``--data``).
 
     Raises:
-        ValueError: one line naming the refused options and why.
+        ValueError: one line naming the malformed ``--probe-c`` (``"--probe-c must be a positive number or
+            'val', got 'abc'"``), the zero-shot mistake, or the refused options and why.
     """
+    from medfm.suite_protocols import parse_probe_c
+
+    if args.probe_c is not None:
+        parse_probe_c(args.probe_c, "--probe-c")
+    if args.protocol == "zeroshot" and (args.data is None or len(args.checkpoint) != 1):
+        raise ValueError(ZEROSHOT_USAGE)
     if args.data is not None:
         _refuse_options(args, _SUITE_ONLY, "--suite option(s); --data scores one checkpoint on one split")
     if args.suite is not None:
@@ -266,25 +280,34 @@ def _check_medmnist_flag(flag: Optional[str], option: str) -> None:
         check_dataset_name(flag, option)
 
 
-def _check_recipe_dataset(recipe: Dict[str, Any], path: str) -> None:
-    """A pretrain/finetune recipe's ``data.dataset`` that names no MedMNIST set nor the corpus, refused
-    before torch is imported (4 s sooner), in the words :func:`medfm.config.from_dict` gives
-    :class:`medfm.training.recipes.DataConfig`'s refusal (``"r.yaml: data.dataset: unknown ..."``).
-    Anything else wrong with the section (not a mapping, not a string) is left to that check.
+def _check_recipe_dataset(recipe: Dict[str, Any], path: str, command: str) -> None:
+    """A recipe's ``data.dataset`` that names no MedMNIST set (``pretrain``: nor the corpus), refused before torch
+    is imported (4 s sooner), with the recipe file's name put first as :func:`medfm.config.from_dict` does
+    (``"r.yaml: data.dataset: unknown ..."``). A ``finetune`` recipe's misspelt name is called an unknown MedMNIST
+    data set (the corpus is no name it takes), and the corpus itself is refused in
+    :class:`medfm.training.recipes.FinetuneRecipe`'s words (it was, after the imports). Anything else wrong with
+    the section (not a mapping, not a string) is left to :class:`medfm.training.recipes.DataConfig`.
+
+    Args:
+        command: ``pretrain`` or ``finetune``.
 
     Raises:
-        ConfigError: the unknown name, with close matches (:func:`medfm.data.medmnist_info.check_dataset_name`).
+        ConfigError: the unknown name, with close matches (:func:`medfm.data.medmnist_info.check_dataset_name`);
+            ``finetune``: the corpus (:data:`medfm.data.medmnist_info.CORPUS_NOT_FOR_FINETUNING`).
     """
     from medfm.config import ConfigError
     from medfm.data.errors import UnknownDatasetError
-    from medfm.data.medmnist_info import check_dataset_name
+    from medfm.data.medmnist_info import CORPUS_DATASET, CORPUS_NOT_FOR_FINETUNING, check_dataset_name
 
     data = recipe.get("data")
-    if isinstance(data, dict) and isinstance(data.get("dataset"), str):
-        try:
-            check_dataset_name(data["dataset"], "data.dataset", corpus=True)
-        except UnknownDatasetError as err:
-            raise ConfigError(f"{Path(path).name}: {err}") from None
+    if not (isinstance(data, dict) and isinstance(data.get("dataset"), str)):
+        return
+    if command == "finetune" and data["dataset"] == CORPUS_DATASET:
+        raise ConfigError(f"{Path(path).name}: data.dataset: {CORPUS_NOT_FOR_FINETUNING}")
+    try:
+        check_dataset_name(data["dataset"], "data.dataset", corpus=command == "pretrain")
+    except UnknownDatasetError as err:
+        raise ConfigError(f"{Path(path).name}: {err}") from None
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -294,7 +317,8 @@ def check_paths(args: argparse.Namespace) -> None:
 
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
-            ``--output`` is an existing file; ``eval`` options that run would ignore (of the other
+            ``--output`` is an existing file; a malformed ``eval --probe-c``, ``--protocol zeroshot``
+            without ``--data`` and one checkpoint, ``eval`` options that run would ignore (of the other
             mode, MedMNIST-C options for a suite without corruptions, protocol options its protocol
             does not use: :func:`_check_eval_options`);
             a checkpoint argument that names no checkpoint folder,
@@ -306,7 +330,8 @@ def check_paths(args: argparse.Namespace) -> None:
             (:func:`_check_recipe_checkpoints`); a recipe's text model folder that is missing or holds no
             ``config.json`` (:func:`_check_recipe_text_model`).
         UnknownDatasetError: an unknown MedMNIST data set for ``eval --data`` or ``finetune --dataset``
-            (and as a ConfigError, a pretrain/finetune recipe's ``data.dataset``: :func:`_check_recipe_dataset`).
+            (and as a ConfigError, a pretrain/finetune recipe's ``data.dataset``, a finetune recipe's corpus:
+            :func:`_check_recipe_dataset`).
         FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).
     """
     from medfm.config import load_yaml
@@ -317,7 +342,7 @@ def check_paths(args: argparse.Namespace) -> None:
             # missing, a folder, not YAML: one line now rather than after the imports
             data = loaded[kind] = load_yaml(yaml_file, kind)
             if args.command in ("pretrain", "finetune") and getattr(args, "dataset", None) is None:
-                _check_recipe_dataset(data, yaml_file)
+                _check_recipe_dataset(data, yaml_file, args.command)
     root = getattr(args, "data_root", None)
     if root and not Path(root).expanduser().is_dir():
         what = "is a file" if Path(root).expanduser().exists() else "does not exist"
@@ -341,4 +366,4 @@ def check_paths(args: argparse.Namespace) -> None:
                           "results.json")
 
 
-__all__ = ["OUTPUT_COMMANDS", "CHECKPOINT_ARGS", "check_paths"]
+__all__ = ["OUTPUT_COMMANDS", "CHECKPOINT_ARGS", "ZEROSHOT_USAGE", "check_paths"]

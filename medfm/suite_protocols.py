@@ -2,14 +2,17 @@
 when a suite is loaded (:mod:`medfm.evaluation.suite_spec`) and by the ``medfm`` command's checks made
 before torch is imported (:mod:`medfm.cli_checks`). Pure Python: importing it imports neither torch nor
 the ``medfm.evaluation`` package (whose import does), so ``medfm eval --suite s.yaml --probe-c 0.1`` with
-an ``as-is`` suite is refused at once instead of after 5-8 s of imports.
+an ``as-is`` suite is refused at once instead of after 5-8 s of imports; the rule of a probe C
+(:func:`parse_probe_c`) is here for the same reason (``--probe-c abc`` is named malformed at once).
 
 The protocols themselves (``as-is``, ``linear``, ``knn``, ``finetune``) are :data:`PROTOCOLS`, defined here
 once and re-exported as :data:`medfm.evaluation.protocols.PROTOCOLS`.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
+
+from medfm.arg_checks import number_fits, shown  # pure Python too
 
 #: the evaluation-suite protocols (:func:`medfm.evaluation.protocols.check_protocol`); ``medfm eval
 #: --protocol`` also takes ``zeroshot`` (:mod:`medfm.cli_parser`), which is no suite protocol
@@ -55,12 +58,43 @@ def check_protocol_options(given: Any, protocol: str) -> None:
                              f"remove it or set protocol.name: {_one_of(users)}")
 
 
+def parse_probe_c(value: Any, where: str = "linear_c") -> Union[float, str]:
+    """A probe C from YAML or the command line: a positive finite number (or its text, ``"0.1"``) or ``"val"``
+    (any case, blanks around it dropped). Torch-free, so that ``medfm eval --probe-c abc`` is named malformed
+    before the imports, and before whether its protocol uses it (:mod:`medfm.cli_checks`).
+
+    Args:
+        where: what gave the value, put first in the message (``"--probe-c"`` on the command line).
+
+    Returns:
+        the number as a float, or ``"val"``.
+
+    Raises:
+        ValueError: anything else (``True``, NaN, inf and ``0`` too): ``"linear_c must be a positive number or
+            'val', got 'abc'"``.
+    """
+    if isinstance(value, str):
+        if value.strip().lower() == "val":
+            return "val"
+        try:
+            number: Any = float(value)
+        except ValueError:
+            number = None
+    else:
+        number = value
+    if not number_fits(number, gt=0):
+        got = repr(value) if isinstance(value, str) else shown(value)
+        raise ValueError(f"{where} must be a positive number or 'val', got {got}")
+    return float(number)
+
+
 def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = None, probe_c: Optional[Any] = None) -> None:
     """Refuse ``medfm eval --suite`` overrides that the run's ``protocol`` would ignore (they were dropped
     without a word, exit 0): ``--label-fraction`` for a protocol that fits on no labels (``as-is``),
     ``--probe-c`` for another than ``linear`` (:data:`PROTOCOL_OPTIONS`). Only whether each was given
     (not None) counts; its value is checked where it is applied
-    (:func:`medfm.evaluation.suite_spec.suite_overrides`).
+    (:func:`medfm.evaluation.suite_spec.suite_overrides`), and a malformed ``--probe-c`` before this check
+    by the command line (:func:`parse_probe_c`: a malformed value is named as such, not as ignored).
 
     Args:
         protocol: the run's protocol: ``--protocol`` when given, else the suite file's.
@@ -80,4 +114,5 @@ def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = Non
                          f"add --protocol {_one_of(users)}")
 
 
-__all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "PROTOCOL_OPTIONS", "check_protocol_options", "check_protocol_overrides"]
+__all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "PROTOCOL_OPTIONS", "check_protocol_options", "parse_probe_c",
+           "check_protocol_overrides"]

@@ -289,7 +289,7 @@ def test_protocol_options_a_suite_run_ignores_are_named_without_loading_torch(tm
 def test_protocol_options_the_run_uses_pass_the_early_check(tmp_path, monkeypatch):
     """The early check refuses only what the run would ignore: ``--protocol linear`` over an as-is suite takes
     ``--probe-c``; a suite whose protocol is misspelt (or not a mapping) is left to the suite reader, which
-    names that mistake, as ``--protocol zeroshot`` with ``--suite`` is left to the run."""
+    names that mistake."""
     import medfm.cli as cli
 
     ran = []
@@ -300,10 +300,9 @@ def test_protocol_options_the_run_uses_pass_the_early_check(tmp_path, monkeypatc
     knn.write_text("name: k\ndatasets: [{flag: pneumoniamnist}]\nprotocol: knn\n")
     for suite, flags in [(suites / "medmnist_2d.yaml", ["--protocol", "linear", "--probe-c", "0.1"]),
                          (suites / "local.yaml", ["--label-fraction", "0.2"]), (typo, ["--probe-c", "0.3"]),
-                         (knn, ["--probe-c", "0.4"]), (suites / "medmnist_2d.yaml", ["--protocol", "zeroshot",
-                                                                                     "--probe-c", "0.5"])]:
+                         (knn, ["--probe-c", "0.4"])]:
         assert main(["eval", "--suite", str(suite), *flags, "--output", out]) == 0
-    assert ran == ["0.1", "0.2", "0.3", "0.4", "0.5"]
+    assert ran == ["0.1", "0.2", "0.3", "0.4"]
 
 
 def test_card_of_a_hub_id_and_merge_of_a_plain_folder_are_named(tmp_path, capsys, pneumonia_env):
@@ -461,16 +460,16 @@ def test_missing_init_base_results_and_unknown_flags_are_named_without_loading_t
 def test_a_recipe_data_set_typo_is_named_without_loading_torch(tmp_path):
     """``data.dataset: pneumoniamnst`` was named by DataConfig after 4 s of imports; the early check
     gives the same line (file, key, close matches). ``finetune --dataset`` replaces the recipe's, so
-    then only the option is checked; the corpus stays a valid pretraining name."""
+    then only the option is checked; the corpus stays a valid pretraining name (only)."""
     typo = tmp_path / "typo.yaml"
     typo.write_text("data: {dataset: pneumoniamnst}\n")
     out = str(tmp_path / "out")
-    line = ("medfm: error: typo.yaml: data.dataset: unknown MedMNIST data set or corpus 'pneumoniamnst'; "
+    line = ("medfm: error: typo.yaml: data.dataset: unknown MedMNIST data set{} 'pneumoniamnst'; "
             "did you mean 'pneumoniamnist' or 'dermamnist'?")
     assert errors_without_torch([["pretrain", str(typo), "--output", out],
                                   ["finetune", str(typo), "--init", "timm", "--output", out],
                                   ["finetune", str(typo), "--dataset", "breastmnst", "--output", out]]) == [
-        line, line, "medfm: error: --dataset: unknown MedMNIST data set 'breastmnst'; did you mean 'breastmnist' or "
+        line.format(" or corpus"), line.format(""), "medfm: error: --dataset: unknown MedMNIST data set 'breastmnst'; did you mean 'breastmnist' or "
         "'chestmnist' or 'retinamnist'?"]
     assert not (tmp_path / "out").exists()
 

@@ -65,6 +65,10 @@ SPLITS: Tuple[str, ...] = ("train", "val", "test")
 MULTI_LABEL_TASK = "multi-label, binary-class"
 #: a pretraining recipe's ``data.dataset`` for the multi-source image-text corpus (:mod:`medfm.data.corpus`)
 CORPUS_DATASET = "corpus"
+#: why a fine-tuning recipe's ``data.dataset`` may not be :data:`CORPUS_DATASET` (put after the key's name):
+#: :class:`medfm.training.recipes.FinetuneRecipe`'s refusal, which the ``medfm`` command makes before its imports too
+CORPUS_NOT_FOR_FINETUNING = (f"{CORPUS_DATASET!r} is the pretraining corpus (image-text pairs, no class labels); "
+                             "fine-tuning takes a MedMNIST data set, e.g. pneumoniamnist")
 
 # md5 hex digest per (absolute path, inode, size, mtime_ns, ctime_ns): repeated opens skip re-hashing.
 _MD5_CACHE: Dict[Tuple[str, int, int, int, int], str] = {}

@@ -26,6 +26,7 @@ from medfm.suite_protocols import (  # the table the command line's early checks
     PROTOCOL_OPTIONS,
     check_protocol_options,
     check_protocol_overrides,
+    parse_probe_c,  # a probe C's rule (re-exported: suite readers import it from here)
 )
 
 SUITE_SCHEMA_VERSION = 1
@@ -150,27 +151,6 @@ class CorruptionSpec:
                     raise UnknownCorruptionError(f"corruptions.names: unknown corruption {n!r}"
                                                  f"{close_match_hint(n, known, fallback='known')}")
             self.names = names
-
-
-def parse_probe_c(value: Any) -> Union[float, str]:
-    """A probe C from YAML or the command line: a positive finite number (or its text, ``"0.1"``) or ``"val"``.
-
-    Raises:
-        ValueError: anything else (``True``, NaN, inf and ``0`` too).
-    """
-    if isinstance(value, str):
-        if value.strip().lower() == "val":
-            return "val"
-        try:
-            number: Any = float(value)
-        except ValueError:
-            number = None
-    else:
-        number = value
-    if not number_fits(number, gt=0):
-        got = repr(value) if isinstance(value, str) else shown(value)
-        raise ValueError(f"linear_c must be a positive number or 'val', got {got}")
-    return float(number)
 
 
 @dataclass

@@ -11,7 +11,14 @@ from typing import Any, Dict, Optional
 from medfm.adapters.lora import LoraSettings
 from medfm.arg_checks import check_number
 from medfm.data.errors import UnsupportedSizeError
-from medfm.data.medmnist_info import CORPUS_DATASET, MEDMNIST_FLAGS, SPLITS, available_sizes, check_dataset_name
+from medfm.data.medmnist_info import (
+    CORPUS_DATASET,
+    CORPUS_NOT_FOR_FINETUNING,
+    MEDMNIST_FLAGS,
+    SPLITS,
+    available_sizes,
+    check_dataset_name,
+)
 from medfm.data.views import ViewConfig
 from medfm.training.loop import TrainConfig
 
@@ -133,8 +140,7 @@ class FinetuneRecipe:
 
     def __post_init__(self) -> None:
         if self.data.dataset == CORPUS_DATASET:
-            raise ValueError(f"data.dataset: {CORPUS_DATASET!r} is the pretraining corpus (image-text pairs, no class "
-                             "labels); fine-tuning takes a MedMNIST data set, e.g. pneumoniamnist")
+            raise ValueError(f"data.dataset: {CORPUS_NOT_FOR_FINETUNING}")
         if self.mode not in FINETUNE_MODES:
             raise ValueError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
         check_number("dropout", self.dropout, ge=0, lt=1)

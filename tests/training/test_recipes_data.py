@@ -18,7 +18,7 @@ from tests.conftest import REPO_ROOT, cli_error
 
 @pytest.mark.parametrize("command, recipe, data, message", [
     ("finetune", "finetune/lora_resnet18_pneumoniamnist.yaml", {"dataset": "pneumonimnist"},
-     "r.yaml: data.dataset: unknown MedMNIST data set or corpus 'pneumonimnist'; did you mean 'pneumoniamnist' or "
+     "r.yaml: data.dataset: unknown MedMNIST data set 'pneumonimnist'; did you mean 'pneumoniamnist' or "
      "'dermamnist'?"),
     ("pretrain", "pretrain/simclr_resnet18_corpus.yaml", {"dataset": "corpsu"},
      "r.yaml: data.dataset: unknown MedMNIST data set or corpus 'corpsu'; did you mean 'corpus'?"),
