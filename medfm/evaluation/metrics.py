@@ -13,6 +13,12 @@ Sci. Data 10:41; reference code ``medmnist.evaluator.getACC/getAUC``):
 * ``multi-label, binary-class``: per label ``score > threshold``; ACC and AUC are the
   means over labels of the per-label accuracy / ROC AUC.
 
+A column whose one-vs-rest targets hold one class only (a class absent from ``y_true``, a
+constant label) has no ROC AUC: it is NaN in ``per_class_auc``, named in ``warnings`` and left
+out of the mean AUC, which averages the defined columns (NaN when none is). ``getAUC``
+averages all columns, so its AUC is then NaN (the installed sklearn 1.9 returns NaN for such a
+column, older versions raise).
+
 ROC AUC is computed as the Mann-Whitney U statistic (ties count 1/2; Hanley & McNeil
 1982), which equals the trapezoidal ROC area sklearn reports; the same code serves the
 vectorised bootstrap.
@@ -22,11 +28,13 @@ Saturated probabilities: a confident classifier's float32 softmax rounds every
 column itself turns distinct predictions into ties (a 1-epoch Mamba model's 624
 PneumoniaMNIST test scores all had p1 = 1.0: AUC 0.500, against 0.572 from its logit
 margins). When the scores are full probability rows (binary with both columns, multi-class,
-ordinal; rows summing to 1 within 1e-3), AUC ranks a probability whose complement
-``sum_{j != k} p_j`` is below 1e-4 by that complement, which float32 resolves down to ~1e-45
-(:func:`ranking_scores`). Elsewhere the ranking is the probabilities' own, so the AUC equals
-MedMNIST's ``getAUC`` unless probabilities above 0.9999 tie. Multi-label sigmoid scores and
-a single positive-class column carry no complement and are ranked as given.
+ordinal; rows summing to 1 within :data:`ROW_SUM_ATOL` = 1e-5, as float32 softmax rows do to
+~5e-7), AUC ranks a probability whose complement ``sum_{j != k} p_j`` is below 1e-4 by that
+complement, which float32 resolves down to ~1e-45 (:func:`ranking_scores`). Elsewhere the
+ranking is the probabilities' own, so the AUC equals MedMNIST's ``getAUC`` unless
+probabilities above 0.9999 are involved. Multi-label sigmoid scores, a single positive-class
+column and rows that are not distributions to that precision (e.g. probabilities rounded to
+4 decimals, whose complements carry no information) are ranked as given.
 """
 from __future__ import annotations
 
@@ -158,6 +166,10 @@ def _prepare_full(y_true: Any, y_score: Any, task: str) -> Tuple[np.ndarray, np.
 
 #: complement mass ``sum_{j != k} p_j`` below which a probability counts as saturated
 SATURATED_COMPLEMENT = 1e-4
+#: largest ``|row sum - 1|`` of scores ranked by :func:`ranking_scores`: a tenth of
+#: :data:`SATURATED_COMPLEMENT`, so a complement and ``1 - p_k`` cannot disagree about saturation
+#: away from 0.9999 (4-decimal rows off by 1e-4 made a 0.9998 outrank a 0.9999, inverting an AUC)
+ROW_SUM_ATOL = 1e-5
 
 
 def ranking_scores(probs: np.ndarray) -> Optional[np.ndarray]:
@@ -173,10 +185,10 @@ def ranking_scores(probs: np.ndarray) -> Optional[np.ndarray]:
 
     Returns:
         ``(N, K)`` float64, or None when the rows are not probability distributions (a row
-        sum off 1 by more than 1e-3, or K < 2): such scores are ranked as given.
+        sum off 1 by more than :data:`ROW_SUM_ATOL`, or K < 2): such scores are ranked as given.
     """
     p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] < 2 or not np.allclose(p.sum(axis=1), 1.0, rtol=0.0, atol=1e-3):
+    if p.ndim != 2 or p.shape[1] < 2 or not np.allclose(p.sum(axis=1), 1.0, rtol=0.0, atol=ROW_SUM_ATOL):
         return None
     rest = np.stack([np.delete(p, k, axis=1).sum(axis=1) for k in range(p.shape[1])], axis=1)
     saturated = rest < SATURATED_COMPLEMENT
@@ -226,18 +238,24 @@ def binary_auc(y_true: Any, y_score: Any) -> float:
 
     Args:
         y_true: (N,) 0/1 targets.
-        y_score: (N,) float scores, higher = more positive.
+        y_score: (N,) float scores, higher = more positive (``+-inf`` rank as such).
 
     Returns:
         AUC in [0, 1]; NaN when ``y_true`` holds only one class.
 
     Raises:
-        ValueError: shapes differ or are not 1-D.
+        ValueError: shapes differ or are not 1-D, NaN scores, targets other than 0/1 (NaN
+            included).
     """
     t = np.asarray(y_true, dtype=np.float64)
     s = np.asarray(y_score, dtype=np.float64)
     if t.ndim != 1 or t.shape != s.shape:
         raise ValueError(f"binary_auc needs two (N,) arrays, got {t.shape} and {s.shape}")
+    n_nan = int(np.isnan(s).sum())
+    if n_nan:
+        raise ValueError(f"y_score contains {n_nan} NaN value(s)")
+    if not np.isin(t, (0.0, 1.0)).all():
+        raise ValueError(f"y_true must hold 0/1 targets, found {t[~np.isin(t, (0.0, 1.0))][0].item()!r}")
     return float(weighted_auc(t, s, np.ones((1, len(t))))[0])
 
 
