@@ -119,8 +119,10 @@ def is_metric_number(value: Any) -> bool:
 
 #: how a card shows a metric its results record as undefined (:func:`is_undefined_metric`)
 UNDEFINED_METRIC = "n/a (undefined)"
-#: the same for an AUC, which medfm leaves undefined only when the scored labels hold one class
-#: (:func:`medfm.evaluation.metrics.binary_auc`; its warning names the class)
+#: the same for an AUC, which medfm leaves undefined only when the scored labels hold one class:
+#: :func:`medfm.evaluation.metrics.binary_auc` then returns NaN without a warning;
+#: :func:`medfm.evaluation.metrics.classification_metrics` names each such class in its ``warnings``
+#: list and leaves it out of the mean AUC, which is NaN only when no column is defined
 UNDEFINED_AUC = "n/a (undefined: the scored labels hold one class only)"
 
 

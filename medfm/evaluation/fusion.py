@@ -36,7 +36,7 @@ import torch
 
 from medfm.arg_checks import check_number
 from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, presence
-from medfm.evaluation.metrics import binary_auc
+from medfm.evaluation.metrics import binary_auc, thresholded_predictions
 from medfm.io import PathLike, atomic_write_json, atomic_write_text, to_jsonable
 
 TABULAR = "clinical"
@@ -161,10 +161,17 @@ def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequen
 
 
 def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_boot: int, seed: int) -> Dict[str, Any]:
-    """AUC, ACC (threshold 0.5), patient-bootstrap AUC interval and counts."""
+    """AUC, ACC, patient-bootstrap AUC interval and counts of positive-class probabilities ``probs`` (N,)
+    for 0/1 ``labels`` (N,).
+
+    ACC predicts positive when ``probs > 0.5``, the rule of
+    :func:`medfm.evaluation.metrics.classification_metrics` and MedMNIST's ``getACC``
+    (:func:`medfm.evaluation.metrics.thresholded_predictions`); a probability of exactly 0.5 is negative.
+    """
     labels = np.asarray(labels).astype(int)
+    probs = np.asarray(probs, dtype=np.float64)
     auc = binary_auc(labels, probs) if len(labels) else float("nan")
-    acc = float(((probs >= 0.5).astype(int) == labels).mean()) if len(labels) else float("nan")
+    acc = float(np.mean(thresholded_predictions(probs, "binary-class", 0.5) == labels)) if len(labels) else float("nan")
     lo, hi = patient_bootstrap_auc(labels, probs, patients, n_boot, seed) if n_boot and len(labels) else (float("nan"),) * 2
     return {"auc": auc, "acc": acc, "auc_ci95": [lo, hi], "n": int(len(labels)), "n_patients": int(len(set(patients)))}
 

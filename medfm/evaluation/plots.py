@@ -94,7 +94,10 @@ def plot_roc(y_true: Any, y_score: Any, task: str, label_names: Optional[Sequenc
     """ROC curves: one for binary, one-vs-rest per class (multi-class/ordinal) or per label.
 
     Columns whose ROC is undefined (one class only in ``y_true``) are skipped and noted
-    in the legend title.
+    in the legend title. Curves and legend AUCs rank the scores as
+    :func:`~medfm.evaluation.metrics.classification_metrics` does (its ``one_vs_rest`` on the full
+    score rows, so saturated float32 probabilities are ordered by their complements), so each
+    legend AUC equals that class's ``per_class_auc``.
 
     Args:
         y_true, y_score, task: as in :func:`medfm.evaluation.metrics.classification_metrics`.
@@ -107,8 +110,8 @@ def plot_roc(y_true: Any, y_score: Any, task: str, label_names: Optional[Sequenc
     Raises:
         ValueError: the input errors of ``classification_metrics``.
     """
-    y, s = prepare_scores(y_true, y_score, task)
-    t_cols, s_cols = one_vs_rest(y, s, task)
+    y, s, scores = prepare_scores(y_true, y_score, task, full=True)
+    t_cols, s_cols = one_vs_rest(y, s, task, scores)
     n_cols = t_cols.shape[1]
     if label_names is None:
         names = [str(i) for i in range(2 if task == "binary-class" else n_cols)]

@@ -217,14 +217,23 @@ def case_metrics(pred_labels: ArrayLike, ref_labels: ArrayLike, label_names: Seq
 
 
 def summarize_cases(per_case: Mapping[str, Mapping[str, Mapping[str, float]]]) -> Dict[str, Any]:
-    """Mean, std, median (NaN-ignoring) of each class metric over cases, plus the class mean.
+    """Mean, std, median of each class metric over the cases where it is finite, plus the class mean.
+
+    Non-finite values (NaN, inf) are left out of a metric's statistics, and ``n`` reports how many cases
+    each one rests on. With :func:`case_metrics`' conventions this means: a case whose HD95 is NaN
+    (exactly one of the two masks empty) is left out of that class's HD95 mean, std and median,
+    while a case with both masks empty counts as HD95 0.0 (and Dice 1.0); a surface Dice of NaN
+    (both empty) is left out. ``std`` is the population standard deviation (``numpy.std`` with
+    ``ddof=0``, i.e. divided by ``n``, not ``n - 1``).
 
     Args:
         per_case: ``{case_id: {class: {metric: value}}}`` as :func:`case_metrics` returns.
 
     Returns:
         ``{"n_cases": N, "per_class": {class: {metric: {"mean", "std", "median", "n"}}},
-        "mean": {metric: mean over classes of the class means}}``.
+        "mean": {metric: mean over classes of the class means}}``: ``n_cases`` counts every case,
+        ``n`` the finite values of that class metric (``mean``/``std``/``median`` are NaN when
+        ``n`` is 0); the class mean averages the finite class means (NaN when none is).
     """
     classes: Dict[str, Dict[str, List[float]]] = {}
     for res in per_case.values():
