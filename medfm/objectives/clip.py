@@ -44,12 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medfm.arg_checks import is_finite_number, shown
 from medfm.config import to_dict
 from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_arg, check_flag, check_image_batch, check_sizes, check_views
+from medfm.objectives.inputs import (check_arg, check_flag, check_float_tensors, check_image_batch, check_sizes,
+                                     check_views)
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -71,17 +73,22 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: Any,
     Yang et al. 2022); without, row ``i``'s target is column ``i``.
 
     Raises:
-        ValueError: mismatched shapes, B < 2, a non-positive logit scale, or bad ``text_ids``.
+        ValueError: not float tensors (:func:`~medfm.objectives.inputs.check_float_tensors`), mismatched
+            shapes, B < 2, a logit scale that is not one finite positive number (``inf`` gave a NaN loss),
+            or bad ``text_ids``.
     """
+    check_float_tensors("clip_loss", image_emb=image_emb, text_emb=text_emb)
     if image_emb.ndim != 2 or image_emb.shape != text_emb.shape:
         raise ValueError(f"clip_loss expects two (B, D) tensors of equal shape, got {tuple(image_emb.shape)} "
                          f"and {tuple(text_emb.shape)}")
     b = image_emb.shape[0]
     if b < 2:
-        raise ValueError("clip_loss needs a batch of at least 2 image-text pairs")
-    scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=image_emb.device)
-    if scale.numel() != 1 or not bool(scale > 0):
-        raise ValueError(f"logit_scale must be one positive number, got {logit_scale!r}")
+        raise ValueError(f"clip_loss needs a batch of at least 2 image-text pairs, got {b}")
+    scale = None
+    if isinstance(logit_scale, torch.Tensor) or is_finite_number(logit_scale):  # not a string, None, inf, ...
+        scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=image_emb.device)
+    if scale is None or scale.numel() != 1 or not bool(torch.isfinite(scale).all() & (scale > 0).all()):
+        raise ValueError(f"clip_loss: logit_scale must be one finite positive number, got {shown(logit_scale)}")
     ids = None if text_ids is None else torch.as_tensor(text_ids, device=image_emb.device)
     if ids is not None and ids.shape != (b,):
         raise ValueError(f"text_ids must have shape ({b},), got {tuple(ids.shape)}")
@@ -281,17 +288,20 @@ class CLIP(nn.Module):
             and ``"ssl_loss"`` (detached scalars).
 
         Raises:
-            ValueError: no ``"image"`` or ``"text"``, a text count that is not B, B < 2, or a text
-                encoder whose size is not ``text_dim``.
+            ValueError: no ``"image"`` or ``"text"``, a text count that is not B, B < 2, ``gen`` not a CPU
+                ``torch.Generator``, or a text encoder whose size is not ``text_dim``.
             EncoderInputError: an image batch that is not a finite float ``(B, C, H, W)`` with the
                 encoder's channel count.
             TextEncoderError: texts not a list of str, or the text encoder cannot be loaded.
         """
+        from medfm.text.encoders import check_texts
+
         texts: Optional[List[str]] = batch.get("text") if isinstance(batch, Mapping) else None
         if texts is None:
             raise ValueError("clip needs batches with 'text' (a list of B strings); pretrain on the corpus "
                              "(data.dataset: corpus) or another captioned dataset")
-        images = check_image_batch(batch, self.encoder, "clip", 1)
+        texts = check_texts(texts)  # before counting them: a bare string was counted by its characters
+        images = check_image_batch(batch, self.encoder, "clip", 1, gen=gen)
         if len(texts) != images.shape[0]:
             raise ValueError(f"batch has {images.shape[0]} images but {len(texts)} texts")
         if images.shape[0] < 2:

@@ -15,7 +15,7 @@ from medfm.config import to_dict
 from medfm.data.views import RandomViews
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_arg, check_image_batch, check_sizes, check_views
+from medfm.objectives.inputs import check_arg, check_float_tensors, check_image_batch, check_sizes, check_views
 from medfm.registry import OBJECTIVES
 
 
@@ -31,12 +31,14 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
         also under ``torch.autocast``.
 
     Raises:
-        ValueError: mismatched shapes, B < 2, or a temperature that is not a finite number > 0.
+        ValueError: not float tensors (:func:`~medfm.objectives.inputs.check_float_tensors`), mismatched
+            shapes, B < 2, or a temperature that is not a finite number > 0.
     """
+    check_float_tensors("nt_xent_loss", z1=z1, z2=z2)
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"nt_xent_loss expects two (B, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape[0] < 2:
-        raise ValueError("nt_xent_loss needs a batch of at least 2 images")
+        raise ValueError(f"nt_xent_loss needs a batch of at least 2 images, got {z1.shape[0]}")
     temperature = check_arg("nt_xent_loss", "temperature", temperature, gt=0)
     b = z1.shape[0]
     # fp32 even under bf16 autocast (which would run the matmul in bf16 despite .float())
@@ -92,11 +94,12 @@ class SimCLR(nn.Module):
             ``{"loss": scalar}`` float32 (no extra keys).
 
         Raises:
-            ValueError: no ``"image"``, or B < 2.
+            ValueError: no ``"image"``, B < 2, or ``gen`` not a CPU ``torch.Generator``.
             EncoderInputError: an image batch that is not a finite float ``(B, C, H, W)`` with the
                 encoder's channel count.
         """
-        images = check_image_batch(batch, self.encoder, "simclr", 2, why=" (NT-Xent contrasts each image with the others)")
+        images = check_image_batch(batch, self.encoder, "simclr", 2, gen=gen,
+                                   why=" (NT-Xent contrasts each image with the others)")
         v1, v2 = self.views(images, gen), self.views(images, gen)
         z = self.head(self.encoder(torch.cat([v1, v2])))
         z1, z2 = z.chunk(2)

@@ -77,7 +77,8 @@ from medfm.encoders.base import Encoder
 from medfm.encoders.layers.deterministic import adaptive_avg_pool
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_arg, check_choice, check_flag, check_image_batch, check_sizes, check_views
+from medfm.objectives.inputs import (check_arg, check_choice, check_flag, check_float_tensors, check_image_batch,
+                                     check_sizes, check_views)
 from medfm.objectives.solvers import FactorizedQAP, RRWMConfig, best_with_identity, hungarian, rrwm
 from medfm.registry import OBJECTIVES
 
@@ -99,8 +100,10 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std
         under ``torch.autocast``.
 
     Raises:
-        ValueError: mismatched shapes or ``B < 2``.
+        ValueError: not float tensors (:func:`~medfm.objectives.inputs.check_float_tensors`), mismatched
+            shapes or ``B < 2``.
     """
+    check_float_tensors("vicreg_loss", z1=z1, z2=z2)
     if z1.shape != z2.shape or z1.ndim != 2 or z1.shape[0] < 2:
         raise ValueError(f"vicreg_loss expects two (B, D) tensors of equal shape with B >= 2, got "
                          f"{tuple(z1.shape)} and {tuple(z2.shape)}")
@@ -124,11 +127,15 @@ def knn_graph(z: torch.Tensor, k: int) -> torch.Tensor:
         z: ``(G, n, D)``; returns ``(G, n, k)`` long, neighbours sorted by decreasing similarity.
 
     Raises:
-        ValueError: ``k`` outside ``[1, n - 1]``.
+        ValueError: ``z`` not a float ``(G, n, D)`` tensor (a ``(n, D)`` one failed inside ``transpose``), ``k``
+            not an integer in ``[1, n - 1]`` (``2.5`` failed inside ``topk``).
     """
+    check_float_tensors("knn_graph", z=z)
+    if z.ndim != 3:
+        raise ValueError(f"knn_graph: z must be (G, n, D) embeddings (G graphs of n nodes), got shape "
+                         f"{tuple(z.shape)}")
     n = z.shape[1]
-    if not 1 <= k <= n - 1:
-        raise ValueError(f"knn_graph: k must be in [1, {n - 1}] for {n} nodes, got {k}")
+    k = check_arg("knn_graph", "k", k, ge=1, le=n - 1, integer=True, hint=f" for {n} nodes")
     with torch.no_grad():
         zn = F.normalize(z.float(), dim=-1)
         sim = zn @ zn.transpose(1, 2)
@@ -395,12 +402,12 @@ class GraphMatching(nn.Module):
             scalars, ``match_acc`` in [0, 1] (nodes the unperturbed solver matches to their own view).
 
         Raises:
-            ValueError: no ``"image"``, or B < 3.
+            ValueError: no ``"image"``, B < 3, or ``gen`` not a CPU ``torch.Generator``.
             EncoderInputError: an image batch that is not a finite float ``(B, C, H, W)`` with the
                 encoder's channel count.
         """
         images = check_image_batch(batch, self.encoder, "graph_matching", 3,
-                                   why=" (each graph needs a node and 2 neighbours)")
+                                   why=" (each graph needs a node and 2 neighbours)", gen=gen)
         b = images.shape[0]
         v1, v2 = self.views(images, gen), self.views(images, gen)
         z, cells = self.embed(torch.cat([v1, v2]))

@@ -18,6 +18,9 @@ the valid range and the value, e.g. ``simclr: temperature must be > 0, got -1.0`
 An objective checks all its arguments before it first touches ``encoder``, so
 :func:`check_objective_args` can run those same checks before there is an encoder or any data
 (``medfm pretrain`` used to refuse ``temperature: -1`` only after the data set had loaded).
+
+The loss and solver functions (``nt_xent_loss``, ``clip_loss``, ``sinkhorn_knopp``, ...) take their tensors
+through :func:`check_float_tensors` and their numbers through :func:`check_arg`.
 """
 from __future__ import annotations
 
@@ -28,13 +31,13 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from medfm.arg_checks import check_bool, check_number
+from medfm.arg_checks import check_bool, check_number, shown
 from medfm.data.views import ViewConfig
 from medfm.encoders.base import EncoderInputError
 
 
 def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch: int = 1,
-                      noun: str = "images", why: str = "") -> torch.Tensor:
+                      noun: str = "images", why: str = "", gen: Optional[torch.Generator] = None) -> torch.Tensor:
     """Return ``batch["image"]`` after checking it is a usable ``(B, C, H, W)`` batch for ``encoder``.
 
     Args:
@@ -45,14 +48,22 @@ def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch:
         objective: the objective's name, for messages.
         min_batch: the smallest batch the objective can use.
         noun / why: how the message names the samples and why ``min_batch`` is needed.
+        gen: the objective's ``forward`` generator, checked too: a CPU ``torch.Generator`` or None (torch's
+            global generator). A seed given instead (``model(batch, 0)``) failed in the views with torch's
+            many-line ``rand() received an invalid combination of arguments``.
 
     Returns:
         The image tensor ``(B, C, H, W)``.
 
     Raises:
-        ValueError: ``batch`` is not a mapping with ``"image"``, or ``B < min_batch``.
+        ValueError: ``batch`` is not a mapping with ``"image"``, ``B < min_batch``, or ``gen`` is neither
+            None nor a CPU ``torch.Generator``.
         EncoderInputError: not a tensor, wrong rank or channel count, not float, B=0, NaN/inf.
     """
+    if gen is not None and not (isinstance(gen, torch.Generator) and gen.device.type == "cpu"):
+        got = f"a {gen.device.type} torch.Generator" if isinstance(gen, torch.Generator) else shown(gen)
+        raise ValueError(f"{objective}: gen must be a CPU torch.Generator (it draws the random views) or None, got "
+                         f"{got}; e.g. torch.Generator().manual_seed(0)")
     if not isinstance(batch, Mapping) or "image" not in batch:
         got = sorted(map(str, batch)) if isinstance(batch, Mapping) else type(batch).__name__
         raise ValueError(f"{objective} needs a batch dict with 'image' (a (B, C, H, W) float tensor in [0, 1]), "
@@ -67,6 +78,28 @@ def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch:
     if b < min_batch:
         raise ValueError(f"{objective} needs a batch of at least {min_batch} {noun}{why}, got {b}")
     return images
+
+
+def check_float_tensors(fn: str, **tensors: Any) -> None:
+    """Refuse arguments of a loss or solver function that are not floating-point torch tensors.
+
+    A NumPy array or a list failed inside the function with an ``AttributeError`` (a NumPy array
+    passed to ``nt_xent_loss``: ``'str' object has no attribute 'type'``); integer, bool or complex
+    tensors were silently cast to float32 (complex ones losing their imaginary part).
+
+    Args:
+        fn: the function's name, first word of the message.
+        tensors: the arguments by name (``z1=..., z2=...``).
+
+    Raises:
+        ValueError: ``nt_xent_loss: z1 must be a float torch.Tensor, got ndarray`` or
+            ``... got a torch.int64 tensor``.
+    """
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{fn}: {name} must be a float torch.Tensor, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise ValueError(f"{fn}: {name} must be a float torch.Tensor, got a {value.dtype} tensor")
 
 
 def check_arg(objective: str, name: str, value: Any, *, gt: Optional[float] = None, ge: Optional[float] = None,

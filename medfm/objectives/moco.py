@@ -28,7 +28,8 @@ from medfm.config import to_dict
 from medfm.data.views import RandomViews
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_arg, check_flag, check_image_batch, check_sizes, check_views
+from medfm.objectives.inputs import (check_arg, check_flag, check_float_tensors, check_image_batch, check_sizes,
+                                     check_views)
 from medfm.registry import OBJECTIVES
 
 
@@ -43,8 +44,10 @@ def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tem
         under ``torch.autocast``.
 
     Raises:
-        ValueError: mismatched shapes, an empty batch or queue, or a temperature that is not a finite number > 0.
+        ValueError: not float tensors (:func:`~medfm.objectives.inputs.check_float_tensors`), mismatched
+            shapes, an empty batch or queue, or a temperature that is not a finite number > 0.
     """
+    check_float_tensors("moco_infonce_loss", q=q, k=k, queue=queue)
     if q.shape != k.shape or q.ndim != 2 or queue.ndim != 2 or queue.shape[1] != q.shape[1]:
         raise ValueError(f"moco_infonce_loss expects q, k (B, D) and queue (K, D), got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(queue.shape)}")
@@ -140,11 +143,11 @@ class MoCo(nn.Module):
             for :meth:`on_step_end` to enqueue.
 
         Raises:
-            ValueError: no ``"image"`` in ``batch``.
+            ValueError: no ``"image"`` in ``batch``, or ``gen`` not a CPU ``torch.Generator``.
             EncoderInputError: an image batch that is not a non-empty finite float ``(B, C, H, W)``
                 with the encoder's channel count.
         """
-        images = check_image_batch(batch, self.encoder, "moco")
+        images = check_image_batch(batch, self.encoder, "moco", gen=gen)
         b = images.shape[0]
         v1, v2 = self.views(images, gen), self.views(images, gen)
         q1, q2 = self.head(self.encoder(torch.cat([v1, v2]))).chunk(2)

@@ -87,7 +87,8 @@ class FactorizedQAP:
         edge_weight: ``w_e``, scale of the second-order term.
 
     Raises:
-        ValueError: inconsistent shapes.
+        ValueError: inconsistent shapes, or neighbour lists that are not integer tensors (float ones failed
+            inside ``torch.gather``).
     """
 
     node: torch.Tensor
@@ -102,6 +103,9 @@ class FactorizedQAP:
         g, n, m = self.node.shape
         if self.nbr1.ndim != 3 or self.nbr1.shape[:2] != (g, n) or self.nbr2.ndim != 3 or self.nbr2.shape[:2] != (g, m):
             raise ValueError(f"neighbour lists {tuple(self.nbr1.shape)} / {tuple(self.nbr2.shape)} do not fit node {(g, n, m)}")
+        if self.nbr1.dtype not in (torch.int32, torch.int64) or self.nbr2.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"FactorizedQAP neighbour lists must be int64 (or int32) indices, got "
+                             f"{self.nbr1.dtype} / {self.nbr2.dtype}")
         want = (g, n, self.nbr1.shape[2], m, self.nbr2.shape[2])
         if tuple(self.pair.shape) != want:
             raise ValueError(f"FactorizedQAP.pair must be {want}, got {tuple(self.pair.shape)}")
@@ -183,7 +187,11 @@ def sinkhorn_log(log_scores: torch.Tensor, iterations: int = 20) -> torch.Tensor
 
     Shape:
         log_scores: ``(G, n, m)``; returns ``(G, n, m)``, non-negative.
+
+    Raises:
+        ValueError: ``iterations`` not an integer >= 1 (0 returned ``exp(log_scores)`` unnormalised).
     """
+    iterations = check_arg("sinkhorn_log", "iterations", iterations, ge=1, integer=True)
     s = log_scores
     for _ in range(iterations):
         s = s - torch.logsumexp(s, dim=2, keepdim=True)
@@ -207,7 +215,13 @@ def rrwm(qap: FactorizedQAP, cfg: Optional[RRWMConfig] = None, x0: Optional[torc
     Returns:
         Soft assignment ``(G, n, m)``, non-negative, unit L1 mass per instance; discretise
         with :func:`hungarian`.
+
+    Raises:
+        ValueError: ``cfg`` not an :class:`RRWMConfig` (a dict failed with an ``AttributeError``).
     """
+    if cfg is not None and not isinstance(cfg, RRWMConfig):
+        raise ValueError(f"rrwm: cfg must be an RRWMConfig (e.g. RRWMConfig(**{{...}})) or None, got "
+                         f"{type(cfg).__name__}")
     cfg = cfg or RRWMConfig()
     g, n, m = qap.node.shape
     dmax = qap.row_sums().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
@@ -235,10 +249,13 @@ def hungarian(scores: torch.Tensor) -> torch.Tensor:
         scores: ``(G, n, m)``, ``n <= m``; returns ``(G, n, m)`` of 0/1 in ``scores``' dtype.
 
     Raises:
-        ValueError: non-finite scores.
+        ValueError: ``scores`` not ``(G, n, m)`` (SciPy said "expected a matrix" of a ``(n, m)`` one),
+            non-finite scores.
     """
     from scipy.optimize import linear_sum_assignment
 
+    if scores.ndim != 3:
+        raise ValueError(f"hungarian: scores must be (G, n, m) (G instances), got shape {tuple(scores.shape)}")
     if not torch.isfinite(scores).all():
         raise ValueError("hungarian: scores contain NaN or inf")
     arr = scores.detach().float().cpu().numpy()

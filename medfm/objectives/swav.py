@@ -35,11 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medfm.arg_checks import is_integer
 from medfm.config import to_dict
 from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_arg, check_image_batch, check_sizes, check_view_size, check_views
+from medfm.objectives.inputs import (check_arg, check_float_tensors, check_image_batch, check_sizes, check_view_size,
+                                     check_views)
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -60,10 +62,12 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
         scores: ``(B, K)`` prototype scores (cosine similarities); returns ``(B, K)`` float32.
 
     Raises:
-        ValueError: ``scores`` not a non-empty ``(B, K)`` tensor, ``epsilon <= 0`` or ``iterations < 1``.
+        ValueError: ``scores`` not a non-empty float ``(B, K)`` tensor, ``epsilon`` not a finite number > 0
+            (``inf`` gave uniform codes), ``iterations`` not an integer >= 1 (``2.5`` failed in ``range``).
     """
-    if not epsilon > 0 or iterations < 1:
-        raise ValueError(f"sinkhorn_knopp needs epsilon > 0 and iterations >= 1, got {epsilon}, {iterations}")
+    epsilon = check_arg("sinkhorn_knopp", "epsilon", epsilon, gt=0)
+    iterations = check_arg("sinkhorn_knopp", "iterations", iterations, ge=1, integer=True)
+    check_float_tensors("sinkhorn_knopp", scores=scores)
     if scores.ndim != 2 or 0 in scores.shape:
         raise ValueError(f"sinkhorn_knopp needs (B, K) scores with B, K >= 1, got shape {tuple(scores.shape)}")
     log_q = (scores.float() / epsilon).t()  # (K, B)
@@ -90,13 +94,15 @@ def swav_loss(scores: Sequence[torch.Tensor], assign_views: Sequence[int] = (0, 
         order). Returns a scalar.
 
     Raises:
-        ValueError: fewer than 2 views, mismatched shapes, bad view indices, or a temperature
-            that is not a finite number > 0.
+        ValueError: fewer than 2 views, views that are not float tensors, mismatched shapes, bad view
+            indices (integers in ``[0, V)``), a temperature that is not a finite number > 0, or bad
+            ``epsilon``/``iterations`` (:func:`sinkhorn_knopp`).
     """
     temperature = check_arg("swav_loss", "temperature", temperature, gt=0)
+    check_float_tensors("swav_loss", **{f"scores[{i}]": s for i, s in enumerate(scores)})
     if len(scores) < 2 or any(s.shape != scores[0].shape or s.ndim != 2 for s in scores):
         raise ValueError(f"swav_loss needs >= 2 score tensors of equal (B, K) shape, got {[tuple(s.shape) for s in scores]}")
-    if not assign_views or any(not 0 <= v < len(scores) for v in assign_views):
+    if not assign_views or any(not (is_integer(v) and 0 <= v < len(scores)) for v in assign_views):
         raise ValueError(f"assign_views {list(assign_views)} must index the {len(scores)} views")
     total = scores[0].new_zeros((), dtype=torch.float32)
     for v in assign_views:
@@ -206,12 +212,12 @@ class SwAV(nn.Module):
             ``{"loss": scalar}`` float32 (no extra keys).
 
         Raises:
-            ValueError: no ``"image"``, or B < 2.
+            ValueError: no ``"image"``, B < 2, or ``gen`` not a CPU ``torch.Generator``.
             EncoderInputError: an image batch that is not a finite float ``(B, C, H, W)`` with the
                 encoder's channel count.
         """
         images = check_image_batch(batch, self.encoder, "swav", 2, why=" (Sinkhorn-Knopp spreads the codes over "
-                                   "the batch; one image gets uniform codes)")
+                                   "the batch; one image gets uniform codes)", gen=gen)
         b = images.shape[0]
         globals_ = torch.cat([self.global_views(images, gen), self.global_views(images, gen)])
         per_view: List[torch.Tensor] = list(self.scores(globals_).split(b))

@@ -62,11 +62,15 @@ class EmbeddingCache:
 
     ``get_many(texts) -> {text: (D,) float32 tensor}`` for the texts present;
     ``put_many(texts, (N, D) embeddings)`` writes one new shard with the absent ones.
+
+    Raises:
+        ValueError: ``model_key`` not a non-empty string (an int failed with an ``AttributeError``).
     """
 
     def __init__(self, model_key: str, cache_dir: Optional[PathLike] = None) -> None:
-        if not model_key:
-            raise ValueError("EmbeddingCache needs a non-empty model_key")
+        if not (isinstance(model_key, str) and model_key):
+            raise ValueError(f"EmbeddingCache needs a non-empty string model_key (encoder.cache_key), got "
+                             f"{model_key!r}")
         self.model_key = model_key
         self.folder = medfm_cache_dir(cache_dir) / "text_embeddings" / hashlib.sha256(model_key.encode()).hexdigest()[:16]
         self._entries: Dict[str, np.ndarray] = {}
@@ -113,6 +117,8 @@ class EmbeddingCache:
 
         Raises:
             ValueError: ``len(texts) != N``, a non-2D or non-finite ``embeddings``.
+            NotADirectoryError: the cache folder cannot be made because a file is in the way (e.g. ``cache_dir``
+                is a file), naming that file (was the errno message naming the folder below it).
         """
         emb = embeddings.detach().float().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings, np.float32)
         if emb.ndim != 2 or emb.shape[0] != len(texts):
@@ -126,7 +132,7 @@ class EmbeddingCache:
         new = {k: row for k, row in zip(keys, emb) if k not in self._entries}
         if not new:
             return None
-        self.folder.mkdir(parents=True, exist_ok=True)
+        _make_folder(self.folder)
         meta = self.folder / "model_key.txt"
         if not meta.is_file():
             atomic_write_text(meta, self.model_key + "\n")
@@ -140,6 +146,21 @@ class EmbeddingCache:
         self._entries.update(new)
         self._dim = int(emb_arr.shape[1])
         return shard
+
+
+def _make_folder(folder: Path) -> None:
+    """``folder.mkdir(parents=True, exist_ok=True)``, with one clear error when a file is in the way.
+
+    Raises:
+        NotADirectoryError: ``folder`` or one of its parents is a file (both the ``FileExistsError`` and the
+            ``NotADirectoryError`` that ``mkdir`` raises then, as one message naming the file).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (*reversed(folder.parents), folder) if p.exists() and not p.is_dir()), folder)
+        raise NotADirectoryError(f"cannot create the text-embedding cache folder {str(folder)!r}: {str(blocker)!r} "
+                                 f"is a file, not a folder; pass another cache_dir or remove that file") from None
 
 
 def _check_shard(keys: np.ndarray, emb: np.ndarray, dim: Optional[int]) -> None:

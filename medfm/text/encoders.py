@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
+import os
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -124,8 +126,14 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, poole
     mask, so left or right padding both work; a row with no token gives token 0).
 
     Raises:
-        TextEncoderError: unknown pooler.
+        TextEncoderError: unknown pooler; ``hidden`` not ``(B, T, D)`` or ``attention_mask`` not its ``(B, T)``
+            (torch's broadcasting error named neither).
     """
+    if not (isinstance(hidden, torch.Tensor) and isinstance(attention_mask, torch.Tensor) and hidden.ndim == 3
+            and tuple(attention_mask.shape) == tuple(hidden.shape[:2])):
+        got = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in (hidden, attention_mask)]
+        raise TextEncoderError(f"pool_hidden_states needs hidden (B, T, D) and attention_mask (B, T), got "
+                               f"{got[0]} and {got[1]}")
     if pooler == "cls":
         return hidden[:, 0]
     if pooler == "mean":
@@ -172,8 +180,9 @@ def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None, frozen_only: 
         TextEncoderArgumentError: an argument its builder does not take (with close matches; a TextEncoderError
             and the registry's UnknownArgumentError).
         TextEncoderError: not a mapping with a string ``name``; an argument its builder needs and was not
-            given (``"hf"`` without ``model_name_or_path``); a bad option (:func:`check_text_options`);
-            ``frozen: false`` with ``frozen_only``.
+            given (``"hf"`` without ``model_name_or_path``); a ``model_name_or_path`` that is not a non-blank
+            string or path (a ``pathlib.Path`` is returned as its string); a bad option
+            (:func:`check_text_options`); ``frozen: false`` with ``frozen_only``.
     """
     if spec is not None and not (isinstance(spec, Mapping) and isinstance(spec.get("name", ""), str)):
         got = repr(dict(spec)) if isinstance(spec, Mapping) else shown(spec)
@@ -190,6 +199,8 @@ def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None, frozen_only: 
     missing = [k for k, v in inspect.signature(builder).parameters.items() if v.default is v.empty and k not in args]
     if missing:
         raise TextEncoderError(f"text encoder {name!r} needs {', '.join(missing)}")
+    if isinstance(args.get("model_name_or_path"), os.PathLike):  # a pathlib.Path: recorded as a string
+        args["model_name_or_path"] = os.fspath(args["model_name_or_path"])
     path = args.get("model_name_or_path", DEFAULT_TEXT_ENCODER)
     if not (isinstance(path, str) and path.strip()):
         raise TextEncoderError(f"model_name_or_path must be a local model directory or a hub id, got {shown(path)}")
@@ -345,11 +356,17 @@ class HFTextEncoder(nn.Module):
                 hits are read from it and misses written to it.
 
         Raises:
-            TextEncoderError: ``texts`` is not a non-empty list of strings; ``cache`` was built for
-                another encoder's ``cache_key``, or the encoder is not frozen.
+            TextEncoderError: ``texts`` is not a non-empty list of strings; ``batch_size`` not an integer >= 1
+                (0 failed inside ``range``, -1 inside ``torch.cat``); ``cache`` is not an
+                :class:`~medfm.text.cache.EmbeddingCache`, was built for another encoder's ``cache_key``, or
+                the encoder is not frozen.
         """
         texts = check_texts(texts)
+        batch_size = check_number("batch_size", batch_size, ge=1, integer=True, error=TextEncoderError)
         if cache is not None:
+            if not hasattr(cache, "model_key"):
+                raise TextEncoderError(f"cache must be an EmbeddingCache (EmbeddingCache(encoder.cache_key)), got "
+                                       f"{type(cache).__name__}")
             if not self.frozen:
                 raise TextEncoderError("the embedding cache needs a frozen text encoder (a trainable one changes its outputs)")
             if getattr(cache, "model_key", None) != self.cache_key:
@@ -378,9 +395,10 @@ class HFTextEncoder(nn.Module):
             ``(N, L)`` bool, True at real tokens (incl. ``[CLS]``/``[SEP]``).
 
         Raises:
-            TextEncoderError: ``texts`` is not a non-empty list of strings.
+            TextEncoderError: ``texts`` is not a non-empty list of strings; ``batch_size`` not an integer >= 1.
         """
         texts = check_texts(texts)
+        batch_size = check_number("batch_size", batch_size, ge=1, integer=True, error=TextEncoderError)
         unique = list(dict.fromkeys(texts))
         states: Dict[str, torch.Tensor] = {}
         for i in range(0, len(unique), batch_size):
@@ -455,16 +473,22 @@ def text_encoder_dim(spec: Optional[Dict[str, Any]] = None) -> int:
     DistilBERT's ``dim``) is read through ``transformers.AutoConfig``.
 
     Raises:
-        UnknownTextEncoderError: unknown name (with close matches).
-        TextEncoderError: model not found or its config has no hidden size.
+        UnknownTextEncoderError, TextEncoderArgumentError, TextEncoderError: a bad spec, as
+            :func:`check_text_encoder_spec` says (a string spec failed with "dictionary update sequence ...").
+        TextEncoderError: model not found, or its ``config.json`` is not a JSON object (a bare
+            ``JSONDecodeError`` naming no file) or has no hidden size.
     """
-    args = dict(spec or {"name": DEFAULT_TEXT_ENCODER})
-    name = args.get("name", DEFAULT_TEXT_ENCODER)
-    text_encoder_builder(name)
+    args = check_text_encoder_spec(spec)
+    name = args["name"]
     path = minilm_path() if name == "minilm" else resolve_text_model(args.get("model_name_or_path", ""))
-    import json
-
-    cfg = json.loads((path / "config.json").read_text())
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise TextEncoderError(f"cannot read the text model config {str(path / 'config.json')!r}: "
+                               f"{type(err).__name__}: {err}") from None
+    if not isinstance(cfg, dict):
+        raise TextEncoderError(f"{str(path / 'config.json')!r} is not a JSON object (got a {type(cfg).__name__}); "
+                               f"is it a transformers model config?")
     if isinstance(cfg.get("hidden_size"), int):
         return int(cfg["hidden_size"])
     # GPT-2 names it n_embd, DistilBERT dim, ...: transformers' config maps them to hidden_size

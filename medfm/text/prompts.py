@@ -139,8 +139,8 @@ def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
 
     Raises:
         KeyError: unknown flag; ValueError: ``names`` not one distinct non-empty string per class of
-        ``flag``; a template without ``{label}``, with a field other than ``{label}``/``{modality}``
-        or malformed braces; duplicate templates.
+        ``flag``; a template without ``{label}``, with a field other than ``{label}``/``{modality}``,
+        malformed braces or a format spec a string refuses (``{label:d}``); duplicate templates.
     """
     modality = modality_of(flag)
     names = _strings("names", names) if names is not None else class_names(flag)
@@ -165,6 +165,11 @@ def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
             raise ValueError(f"template {t!r} has field(s) {sorted(fields - {'label', 'modality'})}; "
                              f"only {{label}} and {{modality}} are filled in")
     phrase = MODALITY_TEXTS[modality][0]
+    for t in templates:  # a format spec or conversion that a string refuses ('{label:d}', '{label!z}')
+        try:
+            t.format(label=names[0], modality=phrase)
+        except ValueError as err:
+            raise ValueError(f"template {t!r} cannot be filled in with a class name: {err}") from None
     return [[t.format(label=n, modality=phrase) for t in templates] for n in names]
 
 
