@@ -212,6 +212,8 @@ def test_real_snapshot_download_against_a_silent_hub_is_bounded(monkeypatch, hub
 
     threading.Thread(target=accept, daemon=True).start()
     monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)  # a user's HF_HUB_OFFLINE=1 would skip the hub
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv(HUB_TIMEOUT_ENV, "0.5")
     start = time.monotonic()
     try:
