@@ -66,9 +66,10 @@ def _eval(args: argparse.Namespace) -> None:
             FileExistsError: a non-empty ``--output`` holding no earlier evaluation of the same mode
             (one that does is replaced whole: :func:`medfm.evaluation.suites.run_suite`,
             :func:`medfm.evaluation.evaluate.evaluate_checkpoint`), or, with ``--data``, a checkpoint.
-            Options this run would ignore, ``--protocol zeroshot`` without ``--data`` and one checkpoint,
-            and with ``--data`` a missing local checkpoint, are refused before this runs
-            (:func:`medfm.cli_checks.check_paths`).
+            Malformed ``--probe-c`` and ``--label-fraction`` values, options this run would ignore,
+            ``--protocol zeroshot`` without ``--data`` and one checkpoint, ``--data`` without one checkpoint or
+            with another protocol than as-is, and with ``--data`` a missing local checkpoint, are refused before
+            this runs (:func:`medfm.cli_checks.check_paths`).
     """
     args.split = args.split or "test"
     if args.threads is not None:
@@ -84,11 +85,9 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"{args.data} {args.split} zero-shot: ACC {_num(m['acc'])}  AUC {_num(m['auc'])}  (chance ACC "
               f"{ch['acc_uniform']:.4f}, majority class {ch['acc_majority']:.4f}, AUC {ch['auc']:.1f})")
         return
-    if args.data is not None:
+    if args.data is not None:  # one checkpoint, as-is: check_paths refuses the rest (cli_checks.DATA_USAGE)
         from medfm.evaluation.evaluate import evaluate_checkpoint
 
-        if len(args.checkpoint) != 1 or args.protocol not in (None, "as-is"):
-            raise ValueError("--data evaluates exactly one classifier checkpoint as it is (use --suite for more)")
         res = evaluate_checkpoint(args.checkpoint[0], args.data, split=args.split, size=args.size,
                                   data_root=args.data_root, output=args.output, batch_size=args.batch_size or 256)
         m = res["metrics"]

@@ -72,31 +72,47 @@ def _suite_protocol(args: argparse.Namespace, suite: Optional[Dict[str, Any]]) -
 
 #: ``medfm eval --protocol zeroshot`` with ``--suite``, or with another number of checkpoints than one
 ZEROSHOT_USAGE = "--protocol zeroshot scores exactly one image-text checkpoint on --data <MedMNIST flag>"
+#: ``medfm eval --data`` with another number of checkpoints than one, or with a suite protocol other than as-is
+DATA_USAGE = "--data evaluates exactly one classifier checkpoint as it is (use --suite for more)"
 
 
 def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]] = None) -> None:
-    """Refuse a malformed ``--probe-c`` first (:func:`medfm.suite_protocols.parse_probe_c`: it was called
-    ignored by a protocol, or named after 5 s of imports), then ``--protocol zeroshot`` other than with
-    ``--data`` and one checkpoint (:data:`ZEROSHOT_USAGE`; it was refused after the zero-shot code's
-    imports, 2 s), then options that this ``eval`` run would ignore (they used to be dropped silently):
-    ``--split`` with ``--suite``, ``--probe-c`` with ``--data``, ``--workers`` with a suite that
-    corrupts nothing (:func:`_suite_corrupts`), ``--label-fraction`` or ``--probe-c`` that the
-    run's protocol does not use (:func:`medfm.suite_protocols.check_protocol_overrides`, the check of
-    :func:`medfm.evaluation.suite_spec.suite_overrides`, 5-8 s sooner), ...
+    """Refuse, before the imports and in this order (the first mistake found is named):
+
+    1. a malformed value: ``--probe-c`` (:func:`medfm.suite_protocols.parse_probe_c`), ``--label-fraction``
+       (:func:`medfm.suite_protocols.parse_label_fractions`); each was called ignored by a run whose protocol
+       does not use it, or named after 5 s of imports (an unknown ``--data`` set, a malformed value too, is
+       named before this runs: :func:`check_paths`);
+    2. a usage rule: ``--protocol zeroshot`` other than with ``--data`` and one checkpoint
+       (:data:`ZEROSHOT_USAGE`), ``--data`` with other than one checkpoint or with a suite protocol other than
+       ``as-is`` (:data:`DATA_USAGE`); each was refused after 2 s of imports;
+    3. options that this ``eval`` run would ignore (they used to be dropped silently): the ``--suite``
+       options with ``--data``, ``--split`` and ``--size`` with ``--suite``, ``--workers`` and ``--cache-dir``
+       with a suite that corrupts nothing (:func:`_suite_corrupts`), ``--label-fraction`` or ``--probe-c``
+       that the run's protocol does not use (:func:`medfm.suite_protocols.check_protocol_overrides`, the
+       check of :func:`medfm.evaluation.suite_spec.suite_overrides`, 5-8 s sooner).
 
     Args:
         suite: the ``--suite`` file's YAML mapping (None with ``--data``).
 
     Raises:
-        ValueError: one line naming the malformed ``--probe-c`` (``"--probe-c must be a positive number or
-            'val', got 'abc'"``), the zero-shot mistake, or the refused options and why.
+        ValueError: one line naming the malformed value (``"--probe-c must be a positive number or 'val', got
+            'abc'"``, ``"--label-fraction: label fraction 'abc' in 'abc' is not a number; give a comma list such
+            as 0.01,0.1,1"``), the usage mistake, or the refused options and why.
     """
-    from medfm.suite_protocols import parse_probe_c
+    from medfm.suite_protocols import parse_label_fractions, parse_probe_c
 
     if args.probe_c is not None:
         parse_probe_c(args.probe_c, "--probe-c")
+    if args.label_fraction is not None:
+        try:
+            parse_label_fractions(args.label_fraction, "label fractions")
+        except ValueError as err:
+            raise ValueError(f"--label-fraction: {err}") from None
     if args.protocol == "zeroshot" and (args.data is None or len(args.checkpoint) != 1):
         raise ValueError(ZEROSHOT_USAGE)
+    if args.data is not None and (len(args.checkpoint) != 1 or args.protocol not in (None, "as-is", "zeroshot")):
+        raise ValueError(DATA_USAGE)
     if args.data is not None:
         _refuse_options(args, _SUITE_ONLY, "--suite option(s); --data scores one checkpoint on one split")
     if args.suite is not None:
@@ -317,8 +333,9 @@ def check_paths(args: argparse.Namespace) -> None:
 
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
-            ``--output`` is an existing file; a malformed ``eval --probe-c``, ``--protocol zeroshot``
-            without ``--data`` and one checkpoint, ``eval`` options that run would ignore (of the other
+            ``--output`` is an existing file; a malformed ``eval --probe-c`` or ``--label-fraction``,
+            ``--protocol zeroshot`` without ``--data`` and one checkpoint, ``--data`` without one checkpoint
+            or with another protocol than as-is, ``eval`` options that run would ignore (of the other
             mode, MedMNIST-C options for a suite without corruptions, protocol options its protocol
             does not use: :func:`_check_eval_options`);
             a checkpoint argument that names no checkpoint folder,
@@ -351,9 +368,9 @@ def check_paths(args: argparse.Namespace) -> None:
     output = getattr(args, "output", None)
     if args.command in OUTPUT_COMMANDS and output is not None and Path(output).is_file():
         raise ValueError(f"--output {output} is a file; the run writes a folder there: choose another path")
-    if args.command == "eval":
-        _check_eval_options(args, loaded.get("suite"))
+    if args.command == "eval":  # an unknown data set first: a malformed value, as those _check_eval_options names first
         _check_medmnist_flag(args.data, "--data")
+        _check_eval_options(args, loaded.get("suite"))
     if args.command == "finetune":
         _check_medmnist_flag(args.dataset, "--dataset")
     if args.command == "merge":
@@ -366,4 +383,4 @@ def check_paths(args: argparse.Namespace) -> None:
                           "results.json")
 
 
-__all__ = ["OUTPUT_COMMANDS", "CHECKPOINT_ARGS", "ZEROSHOT_USAGE", "check_paths"]
+__all__ = ["OUTPUT_COMMANDS", "CHECKPOINT_ARGS", "ZEROSHOT_USAGE", "DATA_USAGE", "check_paths"]

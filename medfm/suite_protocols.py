@@ -2,8 +2,9 @@
 when a suite is loaded (:mod:`medfm.evaluation.suite_spec`) and by the ``medfm`` command's checks made
 before torch is imported (:mod:`medfm.cli_checks`). Pure Python: importing it imports neither torch nor
 the ``medfm.evaluation`` package (whose import does), so ``medfm eval --suite s.yaml --probe-c 0.1`` with
-an ``as-is`` suite is refused at once instead of after 5-8 s of imports; the rule of a probe C
-(:func:`parse_probe_c`) is here for the same reason (``--probe-c abc`` is named malformed at once).
+an ``as-is`` suite is refused at once instead of after 5-8 s of imports; the rules of a probe C
+(:func:`parse_probe_c`) and of label fractions (:func:`parse_label_fractions`) are here for the same reason
+(``--probe-c abc`` and ``--label-fraction abc`` are named malformed at once).
 
 The protocols themselves (``as-is``, ``linear``, ``knn``, ``finetune``) are :data:`PROTOCOLS`, defined here
 once and re-exported as :data:`medfm.evaluation.protocols.PROTOCOLS`.
@@ -88,13 +89,58 @@ def parse_probe_c(value: Any, where: str = "linear_c") -> Union[float, str]:
     return float(number)
 
 
+#: the example a label-fraction message gives
+_FRACTIONS_EXAMPLE = "give a comma list such as 0.01,0.1,1"
+
+
+def parse_label_fractions(value: Any, where: str = "protocol.label_fractions") -> Tuple[float, ...]:
+    """Label fractions, each in (0, 1]: a comma list (``"0.01,0.1,1"``, ``medfm eval --label-fraction``; blanks
+    and empty items dropped) or a sequence of numbers (a suite file's ``protocol.label_fractions``). The one
+    rule of :class:`medfm.evaluation.suite_spec.ProtocolSpec` and :func:`~medfm.evaluation.suite_spec.suite_overrides`;
+    torch-free, so that ``medfm eval --label-fraction abc`` is named malformed before the imports, and before
+    whether its protocol uses label fractions (:mod:`medfm.cli_checks`).
+
+    Args:
+        value: the comma list, or the sequence.
+        where: what the range message names (``"protocol.label_fractions must be in (0, 1], got [1.5]"``).
+
+    Returns:
+        the fractions: a comma list's as floats, a sequence's items as given (``(0.01, 1)``).
+
+    Raises:
+        ValueError: a comma-list item that is no number (``"label fraction 'abc' in '0.1,abc' is not a number;
+            give a comma list such as 0.01,0.1,1"``), a comma list without an item (``","``), or a fraction
+            outside (0, 1] (``True``, NaN and an empty sequence too).
+        TypeError: ``value`` is neither a string nor iterable.
+    """
+    if isinstance(value, str):
+        items = []
+        for item in (t.strip() for t in value.split(",")):
+            if not item:
+                continue
+            try:
+                items.append(float(item))
+            except ValueError:
+                raise ValueError(f"label fraction {item!r} in {value!r} is not a number; "
+                                 f"{_FRACTIONS_EXAMPLE}") from None
+        if not items:  # "... must be in (0, 1], got []" named no fraction to fix
+            raise ValueError(f"no label fraction in {value!r}; {_FRACTIONS_EXAMPLE}")
+        fractions: Tuple[Any, ...] = tuple(items)
+    else:
+        fractions = tuple(value)
+    if not fractions or not all(number_fits(f, gt=0, le=1) for f in fractions):
+        raise ValueError(f"{where} must be in (0, 1], got {list(fractions)}")
+    return fractions
+
+
 def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = None, probe_c: Optional[Any] = None) -> None:
     """Refuse ``medfm eval --suite`` overrides that the run's ``protocol`` would ignore (they were dropped
     without a word, exit 0): ``--label-fraction`` for a protocol that fits on no labels (``as-is``),
     ``--probe-c`` for another than ``linear`` (:data:`PROTOCOL_OPTIONS`). Only whether each was given
     (not None) counts; its value is checked where it is applied
-    (:func:`medfm.evaluation.suite_spec.suite_overrides`), and a malformed ``--probe-c`` before this check
-    by the command line (:func:`parse_probe_c`: a malformed value is named as such, not as ignored).
+    (:func:`medfm.evaluation.suite_spec.suite_overrides`), and a malformed ``--probe-c`` or ``--label-fraction``
+    before this check by the command line (:func:`parse_probe_c`, :func:`parse_label_fractions`: a malformed
+    value is named as such, not as ignored).
 
     Args:
         protocol: the run's protocol: ``--protocol`` when given, else the suite file's.
@@ -115,4 +161,4 @@ def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = Non
 
 
 __all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "PROTOCOL_OPTIONS", "check_protocol_options", "parse_probe_c",
-           "check_protocol_overrides"]
+           "parse_label_fractions", "check_protocol_overrides"]

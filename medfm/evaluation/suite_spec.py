@@ -26,6 +26,7 @@ from medfm.suite_protocols import (  # the table the command line's early checks
     PROTOCOL_OPTIONS,
     check_protocol_options,
     check_protocol_overrides,
+    parse_label_fractions,  # the rule of label fractions, a suite file's list or --label-fraction's comma list
     parse_probe_c,  # a probe C's rule (re-exported: suite readers import it from here)
 )
 
@@ -160,6 +161,9 @@ class ProtocolSpec:
     Which protocol uses which option is :data:`PROTOCOL_OPTIONS` (a suite file setting one its
     protocol ignores is refused when read, :func:`load_suite`).
 
+    ``label_fractions``: each in (0, 1], a sequence (or a comma list: the rule of
+    :func:`medfm.suite_protocols.parse_label_fractions`, which ``medfm eval --label-fraction`` is checked by too).
+
     ``linear_c``: the probe's inverse L2 strength, a positive number, or ``"val"`` to choose
     it per label fraction by accuracy on each dataset's ``val_split``
     (:func:`medfm.evaluation.protocols.select_probe_c`, CLIP's protocol).
@@ -184,8 +188,7 @@ class ProtocolSpec:
     def __post_init__(self) -> None:
         check_protocol(self.name)
         self.linear_c = parse_probe_c(self.linear_c)
-        if not self.label_fractions or not all(number_fits(f, gt=0, le=1) for f in self.label_fractions):
-            raise ValueError(f"protocol.label_fractions must be in (0, 1], got {list(self.label_fractions)}")
+        self.label_fractions = parse_label_fractions(self.label_fractions)
         check_number("protocol.knn_k", self.knn_k, ge=1, integer=True)
         check_number("protocol.knn_temperature", self.knn_temperature, gt=0)
         check_number("protocol.seed", self.seed, ge=0, integer=True)
@@ -311,26 +314,6 @@ def load_suite(path: Union[str, Path]) -> Suite:
     return suite
 
 
-def _parse_fractions(text: Any) -> Tuple[float, ...]:
-    """``"0.01,0.1,1"`` -> ``(0.01, 0.1, 1.0)``; range checks are :class:`ProtocolSpec`'s.
-
-    Raises:
-        ValueError: an item that is not a number (named, with the whole list), or no item at all.
-    """
-    out = []
-    for item in (t.strip() for t in str(text).split(",")):
-        if not item:
-            continue
-        try:
-            out.append(float(item))
-        except ValueError:
-            raise ValueError(f"label fraction {item!r} in {str(text)!r} is not a number; give a comma list "
-                             "such as 0.01,0.1,1") from None
-    if not out:  # "protocol.label_fractions must be in (0, 1], got []" named no fraction to fix
-        raise ValueError(f"no label fraction in {str(text)!r}; give a comma list such as 0.01,0.1,1")
-    return tuple(out)
-
-
 def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fractions: Optional[str] = None,
                     workers: Optional[int] = None, batch_size: Optional[int] = None,
                     probe_c: Optional[str] = None, max_samples: Optional[int] = None) -> Suite:
@@ -338,7 +321,7 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
 
     Args:
         protocol: ``as-is``, ``linear``, ``knn`` or ``finetune``.
-        label_fractions: comma list, e.g. ``"0.01,0.1,1"``.
+        label_fractions: comma list, e.g. ``"0.01,0.1,1"`` (:func:`medfm.suite_protocols.parse_label_fractions`).
         workers: corruption worker processes; batch_size: inference batch size.
         probe_c: the linear probe's C, a number or ``"val"``.
         max_samples: every dataset's ``max_samples`` (:class:`DatasetSpec`).
@@ -356,7 +339,7 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
         if protocol is not None:
             pr = replace(pr, name=protocol)
         if label_fractions is not None:
-            pr = replace(pr, label_fractions=_parse_fractions(label_fractions))
+            pr = replace(pr, label_fractions=parse_label_fractions(label_fractions))
         if probe_c is not None:
             pr = replace(pr, linear_c=probe_c)
         suite.protocol = pr
