@@ -12,8 +12,11 @@ A text model's local folder (the ``hf`` text encoder's ``model_name_or_path``) i
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional, Union
+
+from medfm.arg_checks import shown
 
 #: prefix of a Hugging Face hub id (``hf-hub:org/name``), as in timm and open_clip
 HUB_PREFIX = "hf-hub:"
@@ -194,15 +197,27 @@ def local_text_model_problem(ident: Union[str, Path, None]) -> Optional[str]:
     cache or fetched by :func:`medfm.text.model_files.resolve_text_model`, which names a missing one). The
     one rule of that function and of the ``medfm`` command's check of a recipe before its imports.
 
+    An existing local path wins over a hub id of the same spelling, a file as a folder does: ``org/name``
+    that is a folder here is that folder, one that is a file here is refused as a file.
+
     Args:
-        ident: the folder or hub id as the user gave it (surrounding blanks dropped, ``~`` expanded).
+        ident: the folder or hub id as the user gave it, a ``str`` or ``os.PathLike`` (surrounding blanks
+            dropped, ``~`` expanded).
 
     Returns:
+        ``"model_name_or_path must be a local model directory or a hub id (a string or a path), got 3"``
+        for anything else but None (an int was looked up as the hub id ``'3'``);
         ``"no text model given: pass model_name_or_path (a local directory or a hub id)"`` for an empty one;
         ``"'<path>' is not a transformers model directory: config.json is missing"`` for a folder without it;
+        ``"'<path>' is a file, not a transformers model directory (the folder that holds config.json)"`` for
+        an existing file, relative or absolute (a relative one was looked up as a hub id), ending ``": pass
+        '<its folder>'"`` when that folder holds ``config.json``;
         ``"no text model directory at '<path>'"`` for a missing path that is no hub id (absolute, starting
         with ``.`` or ``~``, or with more than one ``/``); else None.
     """
+    if ident is not None and not isinstance(ident, (str, os.PathLike)):
+        return (f"model_name_or_path must be a local model directory or a hub id (a string or a path), got "
+                f"{shown(ident)}")
     text = str(ident or "").strip()
     if not text:
         return "no text model given: pass model_name_or_path (a local directory or a hub id)"
@@ -211,6 +226,11 @@ def local_text_model_problem(ident: Union[str, Path, None]) -> Optional[str]:
         if not (path / CONFIG_NAME).is_file():
             return f"{str(path)!r} is not a transformers model directory: {CONFIG_NAME} is missing"
         return None
+    if path.is_file():
+        folder = path.parent
+        hint = f": pass {str(folder)!r}" if (folder / CONFIG_NAME).is_file() else ""
+        return (f"{str(path)!r} is a file, not a transformers model directory (the folder that holds "
+                f"{CONFIG_NAME}){hint}")
     if path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1:
         return f"no text model directory at {str(path)!r}"
     return None

@@ -50,8 +50,8 @@ from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import (check_arg, check_flag, check_float_tensors, check_image_batch, check_sizes,
-                                     check_views)
+from medfm.objectives.inputs import (check_arg, check_encoder, check_flag, check_float_tensors, check_image_batch,
+                                     check_sizes, check_views)
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: Any,
     Raises:
         ValueError: not float tensors (:func:`~medfm.objectives.inputs.check_float_tensors`), mismatched
             shapes, B < 2, a logit scale that is not one finite positive number (``inf`` gave a NaN loss),
-            or bad ``text_ids``.
+            or bad ``text_ids`` (:func:`check_text_ids`).
     """
     check_float_tensors("clip_loss", image_emb=image_emb, text_emb=text_emb)
     if image_emb.ndim != 2 or image_emb.shape != text_emb.shape:
@@ -89,9 +89,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: Any,
         scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=image_emb.device)
     if scale is None or scale.numel() != 1 or not bool(torch.isfinite(scale).all() & (scale > 0).all()):
         raise ValueError(f"clip_loss: logit_scale must be one finite positive number, got {shown(logit_scale)}")
-    ids = None if text_ids is None else torch.as_tensor(text_ids, device=image_emb.device)
-    if ids is not None and ids.shape != (b,):
-        raise ValueError(f"text_ids must have shape ({b},), got {tuple(ids.shape)}")
+    ids = None if text_ids is None else check_text_ids(text_ids, b, image_emb.device)
     # fp32 even under bf16 autocast: at logit scale 100 a bf16 matmul moves logits by up to 0.25
     with torch.autocast(device_type=image_emb.device.type, enabled=False):
         img = F.normalize(image_emb.float(), dim=1)
@@ -105,6 +103,29 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: Any,
         i2t = -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         t2i = -(target * F.log_softmax(logits.t(), dim=1)).sum(dim=1).mean()
         return 0.5 * (i2t + t2i)
+
+
+def check_text_ids(text_ids: Any, b: int, device: Any = None) -> torch.Tensor:
+    """``text_ids`` of :func:`clip_loss` as a ``(b,)`` integer tensor on ``device``.
+
+    Raises:
+        ValueError: one line starting ``clip_loss: text_ids``: the texts themselves (a list of strings
+            failed with torch's ``too many dimensions 'str'``; they are turned into ids by :func:`text_ids_of`),
+            anything torch cannot make a tensor of, float/bool/complex values (float ids were compared
+            for exact equality; a NaN id gave a NaN loss), or a shape other than ``(b,)``.
+    """
+    how = "integer ids, equal for identical texts (medfm.objectives.clip.text_ids_of(texts) makes them)"
+    if isinstance(text_ids, str) or (isinstance(text_ids, (list, tuple)) and any(isinstance(t, str) for t in text_ids)):
+        raise ValueError(f"clip_loss: text_ids must be ({b},) {how}, got strings")
+    try:
+        ids = torch.as_tensor(text_ids, device=device)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"clip_loss: text_ids must be ({b},) {how}, got {type(text_ids).__name__}") from None
+    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+        raise ValueError(f"clip_loss: text_ids must be ({b},) {how}, got a {ids.dtype} tensor")
+    if ids.shape != (b,):
+        raise ValueError(f"clip_loss: text_ids must have shape ({b},), got {tuple(ids.shape)}")
+    return ids
 
 
 def text_ids_of(texts: Sequence[str]) -> torch.Tensor:
@@ -147,7 +168,8 @@ class CLIP(nn.Module):
             (:func:`medfm.text.encoders.check_text_encoder_spec`: an unknown name, argument or option).
         ValueError: a text encoder spec that is not a mapping or not frozen; an argument
             out of its range or of the wrong type (one line naming it, its range and the value, e.g.
-            ``clip: ssl_weight must be a finite number >= 0, got inf``); unknown ``views`` keys.
+            ``clip: ssl_weight must be a finite number >= 0, got inf``); unknown ``views`` keys; an
+            ``encoder`` that is not a medfm Encoder (:func:`~medfm.objectives.inputs.check_encoder`).
     """
 
     def __init__(self, encoder: Encoder, text_encoder: Optional[Dict[str, Any]] = None, text_dim: Optional[int] = None,
@@ -178,6 +200,7 @@ class CLIP(nn.Module):
         ssl_temperature = check_arg("clip", "ssl_temperature", ssl_temperature, gt=0)
         default_views = ViewConfig() if ssl_weight > 0 else ViewConfig.light()
         view_cfg = check_views("clip", "views", views, default=default_views)
+        check_encoder("clip", encoder)
         self.encoder = encoder
         self.text_spec = spec
         self.text_dim = int(text_dim) if text_dim is not None else text_encoder_dim(spec)
@@ -221,8 +244,8 @@ class CLIP(nn.Module):
 
             model = create_text_encoder(self.text_spec)
             if model.output_dim != self.text_dim:
-                raise ValueError(f"text encoder {self.text_spec} gives {model.output_dim}-d embeddings but this model's "
-                                 f"text projection expects {self.text_dim}")
+                raise ValueError(f"clip: text encoder {self.text_spec} gives {model.output_dim}-d embeddings but this "
+                                 f"model's text projection expects {self.text_dim}")
             object.__setattr__(self, "_text_model", model)
             if self.text_cache:
                 object.__setattr__(self, "_embedding_cache", EmbeddingCache(model.cache_key))
@@ -303,7 +326,7 @@ class CLIP(nn.Module):
         texts = check_texts(texts)  # before counting them: a bare string was counted by its characters
         images = check_image_batch(batch, self.encoder, "clip", 1, gen=gen)
         if len(texts) != images.shape[0]:
-            raise ValueError(f"batch has {images.shape[0]} images but {len(texts)} texts")
+            raise ValueError(f"clip: batch has {images.shape[0]} images but {len(texts)} texts")
         if images.shape[0] < 2:
             raise ValueError(f"clip needs a batch of at least 2 image-text pairs, got {images.shape[0]}")
         scale = self.scale()

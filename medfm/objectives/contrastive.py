@@ -15,7 +15,8 @@ from medfm.config import to_dict
 from medfm.data.views import RandomViews
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import check_arg, check_float_tensors, check_image_batch, check_sizes, check_views
+from medfm.objectives.inputs import (check_arg, check_encoder, check_float_tensors, check_image_batch, check_sizes,
+                                     check_views)
 from medfm.registry import OBJECTIVES
 
 
@@ -66,7 +67,7 @@ class SimCLR(nn.Module):
     Raises:
         ValueError: an argument out of its range or of the wrong type (one line naming it, its
             range and the value, e.g. ``simclr: temperature must be > 0, got -1.0``); unknown
-            ``views`` keys.
+            ``views`` keys; an ``encoder`` that is not a medfm Encoder (:func:`~medfm.objectives.inputs.check_encoder`).
     """
 
     def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
@@ -76,6 +77,7 @@ class SimCLR(nn.Module):
                                                         proj_layers=proj_layers)
         self.temperature = check_arg("simclr", "temperature", temperature, gt=0)
         view_cfg = check_views("simclr", "views", views)
+        check_encoder("simclr", encoder)
         self.encoder = encoder
         self.head = ProjectionHead(encoder.num_features, hidden_dim, proj_dim, proj_layers)
         self.views = RandomViews(view_cfg)

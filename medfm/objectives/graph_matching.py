@@ -77,8 +77,8 @@ from medfm.encoders.base import Encoder
 from medfm.encoders.layers.deterministic import adaptive_avg_pool
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import (check_arg, check_choice, check_flag, check_float_tensors, check_image_batch,
-                                     check_sizes, check_views)
+from medfm.objectives.inputs import (check_arg, check_choice, check_encoder, check_flag, check_float_tensors,
+                                     check_image_batch, check_sizes, check_views)
 from medfm.objectives.solvers import FactorizedQAP, RRWMConfig, best_with_identity, hungarian, rrwm
 from medfm.registry import OBJECTIVES
 
@@ -302,7 +302,8 @@ class GraphMatching(nn.Module):
     Raises:
         ValueError: an argument out of its range or of the wrong type (one line naming it, its
             range and the value, e.g. ``graph_matching: k must be an integer in [1, 63]
-            (graph_size - 1), got 64``), unknown option strings, unknown ``solver`` or ``views`` keys.
+            (graph_size - 1), got 64``), unknown option strings, unknown ``solver`` or ``views`` keys;
+            an ``encoder`` that is not a medfm Encoder (:func:`~medfm.objectives.inputs.check_encoder`).
     """
 
     def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
@@ -335,6 +336,7 @@ class GraphMatching(nn.Module):
         temperature = check_arg(name, "temperature", temperature, gt=0)
         solver_cfg = _solver_config(solver)
         view_cfg = check_views(name, "views", views)
+        check_encoder(name, encoder)
         self.encoder = encoder
         self.head = ProjectionHead(encoder.num_features, hidden_dim, proj_dim, proj_layers)
         self.message_passing = MessagePassing(proj_dim)

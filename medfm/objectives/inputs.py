@@ -17,7 +17,10 @@ the valid range and the value, e.g. ``simclr: temperature must be > 0, got -1.0`
 
 An objective checks all its arguments before it first touches ``encoder``, so
 :func:`check_objective_args` can run those same checks before there is an encoder or any data
-(``medfm pretrain`` used to refuse ``temperature: -1`` only after the data set had loaded).
+(``medfm pretrain`` used to refuse ``temperature: -1`` only after the data set had loaded). The
+encoder itself is then checked by :func:`check_encoder`, the first thing each constructor does with it
+(an encoder name given as a string failed with ``AttributeError: 'str' object has no attribute
+'num_features'``; a timm model was built and failed at the first step inside the projection head).
 
 The loss and solver functions (``nt_xent_loss``, ``clip_loss``, ``sinkhorn_knopp``, ...) take their tensors
 through :func:`check_float_tensors` and their numbers through :func:`check_arg`.
@@ -33,7 +36,7 @@ from torch import nn
 
 from medfm.arg_checks import check_bool, check_number, shown
 from medfm.data.views import ViewConfig
-from medfm.encoders.base import EncoderInputError
+from medfm.encoders.base import Encoder, EncoderInputError
 
 
 def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch: int = 1,
@@ -78,6 +81,49 @@ def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch:
     if b < min_batch:
         raise ValueError(f"{objective} needs a batch of at least {min_batch} {noun}{why}, got {b}")
     return images
+
+
+def check_encoder(objective: str, encoder: Any) -> None:
+    """Refuse an ``encoder`` that is not a medfm :class:`~medfm.encoders.base.Encoder`.
+
+    Accepted: an ``Encoder`` (what :func:`medfm.create_encoder` returns, and what stays in place inside a model
+    that :func:`medfm.adapters.lora.apply_lora` wrapped), a ``peft`` model wrapping one directly
+    (``peft.get_peft_model(encoder, config)``: its ``get_base_model()`` is the ``Encoder``), and the stand-in
+    of :func:`check_objective_args`. Each objective calls this after its argument checks and
+    before it first reads an attribute of ``encoder`` (its ``num_features``, ``img_size``, ...). Without it
+    an encoder name failed with ``AttributeError: 'str' object has no attribute 'num_features'``, and a timm
+    model (whose ``forward`` returns class logits, not the pooled ``(B, num_features)`` embedding of the
+    encoder contract) was built and failed at the first step with a matrix-shape error.
+
+    Args:
+        objective: the objective's name, first word of the message.
+        encoder: what the constructor was given.
+
+    Raises:
+        ValueError: one line, e.g. ``simclr: encoder must be a medfm Encoder (medfm.encoders.base.Encoder), got
+            str 'resnet18'; build one with medfm.create_encoder('resnet18', in_chans=..., img_size=...)``.
+    """
+    if isinstance(encoder, (Encoder, _EncoderPlaceholder)):
+        return
+    base = getattr(encoder, "get_base_model", None) if isinstance(encoder, nn.Module) else None
+    if callable(base) and isinstance(base(), Encoder):  # a peft (LoRA) wrapper of a medfm encoder
+        return
+    kind = type(encoder)
+    got = f"str {encoder!r}" if isinstance(encoder, str) else (
+        kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}")
+    if isinstance(encoder, str):
+        from medfm.registry import ENCODERS, close_match_hint
+
+        names = ENCODERS.names()
+        how = (f"build one with medfm.create_encoder({encoder!r}, in_chans=..., img_size=...)" if encoder in names
+               else f"build one with medfm.create_encoder(name, in_chans=..., img_size=...), a name from "
+                    f"medfm.list_encoders(){close_match_hint(encoder, names, n=3, fallback=None)}")
+    else:
+        timm_model = kind.__module__.startswith("timm.")
+        why = "; a timm model returns class logits, not an encoder's pooled features" if timm_model else ""
+        how = (f"build one with medfm.create_encoder(name, in_chans=..., img_size=...) (medfm.list_encoders() "
+               f"names them{why})")
+    raise ValueError(f"{objective}: encoder must be a medfm Encoder (medfm.encoders.base.Encoder), got {got}; {how}")
 
 
 def check_float_tensors(fn: str, **tensors: Any) -> None:

@@ -28,8 +28,8 @@ from medfm.config import to_dict
 from medfm.data.views import RandomViews
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import (check_arg, check_flag, check_float_tensors, check_image_batch, check_sizes,
-                                     check_views)
+from medfm.objectives.inputs import (check_arg, check_encoder, check_flag, check_float_tensors, check_image_batch,
+                                     check_sizes, check_views)
 from medfm.registry import OBJECTIVES
 
 
@@ -87,7 +87,7 @@ class MoCo(nn.Module):
     Raises:
         ValueError: an argument out of its range or of the wrong type (one line naming it, its
             range and the value, e.g. ``moco: momentum must be in [0, 1), got 1.0``); unknown
-            ``views`` keys.
+            ``views`` keys; an ``encoder`` that is not a medfm Encoder (:func:`~medfm.objectives.inputs.check_encoder`).
     """
 
     def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
@@ -102,6 +102,7 @@ class MoCo(nn.Module):
         key_bn_splits = check_arg("moco", "key_bn_splits", key_bn_splits, ge=1, integer=True)
         symmetric = check_flag("moco", "symmetric", symmetric)
         view_cfg = check_views("moco", "views", views)
+        check_encoder("moco", encoder)
         self.encoder = encoder
         self.head = ProjectionHead(encoder.num_features, hidden_dim, proj_dim, proj_layers)
         self.momentum_encoder = copy.deepcopy(encoder)

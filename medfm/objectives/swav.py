@@ -40,8 +40,8 @@ from medfm.config import to_dict
 from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
-from medfm.objectives.inputs import (check_arg, check_float_tensors, check_image_batch, check_sizes, check_view_size,
-                                     check_views)
+from medfm.objectives.inputs import (check_arg, check_encoder, check_float_tensors, check_image_batch, check_sizes,
+                                     check_view_size, check_views)
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,8 @@ class SwAV(nn.Module):
     Raises:
         ValueError: an argument out of its range or of the wrong type (one line naming it, its
             range and the value, e.g. ``swav: epsilon must be > 0, got -0.05``); unknown view keys; a
-            ``local_size`` below the encoder's ``min_input_size`` (:func:`medfm.objectives.inputs.check_view_size`).
+            ``local_size`` below the encoder's ``min_input_size`` (:func:`medfm.objectives.inputs.check_view_size`);
+            an ``encoder`` that is not a medfm Encoder (:func:`~medfm.objectives.inputs.check_encoder`).
     """
 
     def __init__(self, encoder: Encoder, proj_dim: int = 128, hidden_dim: int = 512, proj_layers: int = 2,
@@ -168,6 +169,7 @@ class SwAV(nn.Module):
         if n_prototypes < proj_dim:
             log.warning("swav: %d prototypes < proj_dim %d: the codes can collapse to uniform (loss = ln K); "
                         "use n_prototypes >= proj_dim", n_prototypes, proj_dim)
+        check_encoder("swav", encoder)
         if getattr(encoder, "fixed_size", False):
             local_size = encoder.img_size
         elif local_size is None:  # no smaller than the encoder takes (a ConvNeXt patch-4 stem: 32 px)

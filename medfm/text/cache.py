@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from medfm.io import atomic_path, atomic_write_text
+from medfm.text.encoders import TextEncoderError, check_texts
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
@@ -61,7 +62,8 @@ class EmbeddingCache:
         folder: ``<cache>/text_embeddings/<sha256(model_key)[:16]>``.
 
     ``get_many(texts) -> {text: (D,) float32 tensor}`` for the texts present;
-    ``put_many(texts, (N, D) embeddings)`` writes one new shard with the absent ones.
+    ``put_many(texts, (N, D) embeddings)`` writes one new shard with the absent ones. Both take ``texts``
+    as :meth:`medfm.text.encoders.HFTextEncoder.encode` does (:func:`~medfm.text.encoders.check_texts`).
 
     Raises:
         ValueError: ``model_key`` not a non-empty string (an int failed with an ``AttributeError``).
@@ -103,7 +105,12 @@ class EmbeddingCache:
         return len(self._entries)
 
     def get_many(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
-        """Cached embeddings of ``texts``: ``{text: (D,) float32}`` for those present."""
+        """Cached embeddings of ``texts``: ``{text: (D,) float32}`` for those present.
+
+        Raises:
+            TextEncoderError: ``texts`` is not a non-empty list/tuple of strings (:func:`_cache_texts`).
+        """
+        texts = _cache_texts("get_many", texts)
         self._refresh()
         out = {}
         for t in texts:
@@ -116,10 +123,12 @@ class EmbeddingCache:
         """Store ``embeddings`` ``(N, D)`` of ``texts`` (N strings); returns the new shard or None.
 
         Raises:
+            TextEncoderError: ``texts`` is not a non-empty list/tuple of strings (:func:`_cache_texts`).
             ValueError: ``len(texts) != N``, a non-2D or non-finite ``embeddings``.
             NotADirectoryError: the cache folder cannot be made because a file is in the way (e.g. ``cache_dir``
                 is a file), naming that file (was the errno message naming the folder below it).
         """
+        texts = _cache_texts("put_many", texts)
         emb = embeddings.detach().float().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings, np.float32)
         if emb.ndim != 2 or emb.shape[0] != len(texts):
             raise ValueError(f"put_many needs (N, D) embeddings for N={len(texts)} texts, got {emb.shape}")
@@ -146,6 +155,21 @@ class EmbeddingCache:
         self._entries.update(new)
         self._dim = int(emb_arr.shape[1])
         return shard
+
+
+def _cache_texts(method: str, texts: Sequence[str]) -> List[str]:
+    """``texts`` as a list of strings, checked as :meth:`HFTextEncoder.encode` checks them
+    (:func:`~medfm.text.encoders.check_texts`), the message naming the cache method. A bare string was
+    split into its characters (one entry per character) and other items were keyed by ``str(x)``.
+
+    Raises:
+        TextEncoderError: ``EmbeddingCache.put_many: texts must be a list of strings, got str`` (an empty
+            list, non-string items: the same words as ``check_texts``).
+    """
+    try:
+        return check_texts(texts)
+    except TextEncoderError as err:
+        raise TextEncoderError(f"EmbeddingCache.{method}: {err}") from None
 
 
 def _make_folder(folder: Path) -> None:

@@ -70,8 +70,8 @@ def resolve_text_model(model_name_or_path: str) -> Path:
     no progress for ``$MEDFM_HUB_TIMEOUT`` (default :data:`HUB_STALL_TIMEOUT_S`) seconds is given up.
 
     Raises:
-        TextEncoderError: no name, no such directory or one without ``config.json``
-            (:func:`medfm.checkpoint_ids.local_text_model_problem`), or the id is neither cached nor
+        TextEncoderError: no name, not a string or path, no such directory, a file, or a directory without
+            ``config.json`` (:func:`medfm.checkpoint_ids.local_text_model_problem`), or the id is neither cached nor
             downloadable: offline, hub unreachable, timed out, stalled, not found (the message says which and names the
             ``hf download`` command to run elsewhere); a bad ``MEDFM_HUB_TIMEOUT``.
     """

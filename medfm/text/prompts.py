@@ -12,6 +12,7 @@ Two uses:
 """
 from __future__ import annotations
 
+import re
 import string
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -139,8 +140,10 @@ def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
 
     Raises:
         KeyError: unknown flag; ValueError: ``names`` not one distinct non-empty string per class of
-        ``flag``; a template without ``{label}``, with a field other than ``{label}``/``{modality}``,
-        malformed braces or a format spec a string refuses (``{label:d}``); duplicate templates.
+        ``flag``; a template reading an attribute or index of a placeholder (``{label.upper}``, ``{label[0]}``:
+        was called "without a '{label}' placeholder"), without ``{label}``, with a field other than
+        ``{label}``/``{modality}``, malformed braces or a format spec a string refuses (``{label:d}``);
+        duplicate templates.
     """
     modality = modality_of(flag)
     names = _strings("names", names) if names is not None else class_names(flag)
@@ -159,6 +162,11 @@ def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
             fields = {f for _, f, _, _ in string.Formatter().parse(t) if f is not None}
         except ValueError as err:
             raise ValueError(f"template {t!r} has malformed braces ({err})") from None
+        accessed = sorted(f for f in fields if f != _field_base(f) and _field_base(f) in ("label", "modality"))
+        if accessed:  # '{label.upper}', '{label[0]}': format() reads an attribute/item of the string
+            raise ValueError(f"template {t!r} reads an attribute or index of a placeholder ({{{accessed[0]}}}); "
+                             f"{{label}} and {{modality}} are filled in as plain strings: write "
+                             f"{{{_field_base(accessed[0])}}}")
         if "label" not in fields:
             raise ValueError(f"every template needs a '{{label}}' placeholder, got {t!r}")
         if fields - {"label", "modality"}:
@@ -171,6 +179,11 @@ def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
         except ValueError as err:
             raise ValueError(f"template {t!r} cannot be filled in with a class name: {err}") from None
     return [[t.format(label=n, modality=phrase) for t in templates] for n in names]
+
+
+def _field_base(field: str) -> str:
+    """The placeholder name of a format field: ``"label"`` for ``"label.upper"`` or ``"label[0]"``."""
+    return re.split(r"[.\[]", field, maxsplit=1)[0]
 
 
 def _strings(what: str, values: Sequence[str]) -> List[str]:
