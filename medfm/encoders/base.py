@@ -351,6 +351,12 @@ class Encoder(nn.Module):
         """
         return self._features(self.normalize(x, check))
 
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        """Pooled embedding ``(B, num_features)`` of :meth:`forward_features`' output (timm's
+        ``forward_head(x, pre_logits=True)``): ``forward(x) == forward_head(forward_features(x))``, for
+        objectives that need both without running the encoder twice (graph matching's node features)."""
+        return self._pool(feats)
+
     def forward(self, x: torch.Tensor, check: bool = True) -> torch.Tensor:
         """Pooled embedding ``(B, num_features)`` of images ``(B, C, H, W)`` in [0, 1]. ``check``: see :meth:`normalize`.
 

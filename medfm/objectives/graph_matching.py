@@ -363,11 +363,11 @@ class GraphMatching(nn.Module):
     def embed(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Projector outputs ``(B, proj_dim)`` and normalised local cells ``(B, P, local_dim)``.
 
-        Runs the encoder once: ``forward_features`` then the contract's pooling ``_pool``
+        Runs the encoder once: ``forward_features`` then the contract's pooling ``forward_head``
         (what ``encoder(x)`` computes), so local and global features share one pass.
         """
         feats = self.encoder.forward_features(images)
-        z = self.head(self.encoder._pool(feats))
+        z = self.head(self.encoder.forward_head(feats))
         cells = F.normalize(self.local_proj(_tokens(feats, self.local_grid)).float(), dim=-1)
         return z, cells
 

@@ -37,6 +37,9 @@ def test_shapes_and_backward(name, in_chans, img_size):
     grads = [p.grad for p in enc.parameters() if p.requires_grad]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
     assert enc.config == {"name": name, "in_chans": in_chans, "img_size": img_size}
+    enc.eval()
+    with torch.no_grad():  # the public pooling graph matching uses: forward == forward_head(forward_features)
+        assert torch.equal(enc.forward_head(enc.forward_features(x)), enc(x))
 
 
 @pytest.mark.parametrize("name", TEST_ENCODERS)
