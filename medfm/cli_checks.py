@@ -100,7 +100,7 @@ def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]
             'abc'"``, ``"--label-fraction: label fraction 'abc' in 'abc' is not a number; give a comma list such
             as 0.01,0.1,1"``), the usage mistake, or the refused options and why.
     """
-    from medfm.suite_protocols import parse_label_fractions, parse_probe_c
+    from medfm.suite_protocols import check_protocol_overrides, parse_label_fractions, parse_probe_c
 
     if args.probe_c is not None:
         parse_probe_c(args.probe_c, "--probe-c")
@@ -111,9 +111,9 @@ def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]
             raise ValueError(f"--label-fraction: {err}") from None
     if args.protocol == "zeroshot" and (args.data is None or len(args.checkpoint) != 1):
         raise ValueError(ZEROSHOT_USAGE)
-    if args.data is not None and (len(args.checkpoint) != 1 or args.protocol not in (None, "as-is", "zeroshot")):
-        raise ValueError(DATA_USAGE)
     if args.data is not None:
+        if len(args.checkpoint) != 1 or args.protocol not in (None, "as-is", "zeroshot"):
+            raise ValueError(DATA_USAGE)
         _refuse_options(args, _SUITE_ONLY, "--suite option(s); --data scores one checkpoint on one split")
     if args.suite is not None:
         _refuse_options(args, _DATA_ONLY, "--data option(s); a suite sets split and size per dataset in its YAML")
@@ -123,8 +123,6 @@ def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]
                             "data set (no corruptions: section, or corruptions: false on every dataset)")
         protocol = _suite_protocol(args, suite)
         if protocol is not None:
-            from medfm.suite_protocols import check_protocol_overrides
-
             check_protocol_overrides(protocol, label_fractions=args.label_fraction, probe_c=args.probe_c)
 
 

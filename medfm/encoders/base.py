@@ -363,7 +363,7 @@ class Encoder(nn.Module):
         Raises:
             EncoderInputError: see :meth:`check_input`.
         """
-        return self._pool(self._features(self.normalize(x, check)))
+        return self.forward_head(self._features(self.normalize(x, check)))
 
     def forward_intermediates(self, x: torch.Tensor, check: bool = True) -> List[torch.Tensor]:
         """Multi-scale maps ``[(B, C_i, H_i, W_i), ...]``, finest first, for dense heads, of images in [0, 1].

@@ -36,7 +36,7 @@ import torch
 
 from medfm.arg_checks import check_number
 from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, presence
-from medfm.evaluation.metrics import binary_auc, thresholded_predictions
+from medfm.evaluation.metrics import binary_auc, thresholded_predictions, weighted_auc
 from medfm.io import PathLike, atomic_write_json, atomic_write_text, to_jsonable
 
 TABULAR = "clinical"
@@ -143,7 +143,15 @@ def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequen
 
     Patients are resampled with replacement ``n_boot`` times; resamples with one class are
     dropped. Returns ``(nan, nan)`` when none is defined.
+
+    Raises:
+        ValueError: the input errors of :func:`medfm.evaluation.metrics.binary_auc` (checked once,
+            not per resample).
     """
+    t = np.asarray(labels, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    if np.isnan(binary_auc(t, s)):  # one class: so is every resample
+        return float("nan"), float("nan")
     groups = np.asarray(groups)
     uniq = np.unique(groups)
     members = [np.flatnonzero(groups == g) for g in uniq]
@@ -151,9 +159,9 @@ def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequen
     vals = []
     for _ in range(int(n_boot)):
         idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
-        a = binary_auc(labels[idx], scores[idx])
+        a = weighted_auc(t[idx], s[idx], np.ones((1, len(idx))))[0]
         if not np.isnan(a):
-            vals.append(a)
+            vals.append(float(a))
     if not vals:
         return float("nan"), float("nan")
     lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])

@@ -241,7 +241,7 @@ def binary_auc(y_true: Any, y_score: Any) -> float:
         y_score: (N,) float scores, higher = more positive (``+-inf`` rank as such).
 
     Returns:
-        AUC in [0, 1]; NaN when ``y_true`` holds only one class.
+        AUC in [0, 1]; NaN when ``y_true`` holds only one class (or no sample: N = 0).
 
     Raises:
         ValueError: shapes differ or are not 1-D, NaN scores, targets other than 0/1 (NaN
@@ -256,6 +256,8 @@ def binary_auc(y_true: Any, y_score: Any) -> float:
         raise ValueError(f"y_score contains {n_nan} NaN value(s)")
     if not np.isin(t, (0.0, 1.0)).all():
         raise ValueError(f"y_true must hold 0/1 targets, found {t[~np.isin(t, (0.0, 1.0))][0].item()!r}")
+    if not len(t):  # no class at all (weighted_auc's reduceat raised IndexError)
+        return float("nan")
     return float(weighted_auc(t, s, np.ones((1, len(t))))[0])
 
 

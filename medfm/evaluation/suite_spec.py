@@ -339,7 +339,7 @@ def suite_overrides(suite: Suite, protocol: Optional[str] = None, label_fraction
         if protocol is not None:
             pr = replace(pr, name=protocol)
         if label_fractions is not None:
-            pr = replace(pr, label_fractions=parse_label_fractions(label_fractions))
+            pr = replace(pr, label_fractions=label_fractions)  # parsed by ProtocolSpec (parse_label_fractions)
         if probe_c is not None:
             pr = replace(pr, linear_c=probe_c)
         suite.protocol = pr

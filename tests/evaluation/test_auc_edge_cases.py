@@ -47,3 +47,13 @@ def test_float32_softmax_rows_keep_the_saturated_ranking():
     s = torch.tensor([[0.0, 20.0], [0.0, 30.0], [0.0, 18.0], [0.0, 25.0]]).softmax(-1).numpy()
     assert ranking_scores(s) is not None
     assert classification_metrics(np.array([1, 1, 0, 0]), s, "binary-class")["auc"] == pytest.approx(0.75)
+
+
+def test_binary_auc_of_no_sample_is_nan_like_one_class():
+    """N = 0 holds no class, so no AUC: NaN, as for one class (it raised IndexError inside
+    weighted_auc); the fusion bootstrap of no sample gives (nan, nan)."""
+    from medfm.evaluation.fusion import patient_bootstrap_auc
+
+    assert np.isnan(binary_auc([], []))
+    assert np.isnan(binary_auc([1, 1], [0.2, 0.9]))
+    assert all(np.isnan(v) for v in patient_bootstrap_auc(np.zeros(0), np.zeros(0), [], n_boot=10))

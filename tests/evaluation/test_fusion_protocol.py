@@ -67,6 +67,20 @@ def test_patient_bootstrap_perfect_scores():
     assert lo == hi == 0.0
 
 
+def test_patient_bootstrap_checks_its_input_once_not_per_resample(monkeypatch):
+    # binary_auc's input check (shapes, NaN, 0/1) ran on every one of n_boot resamples of checked data
+    import medfm.evaluation.fusion as fusion
+
+    calls = []
+    checked = fusion.binary_auc
+    monkeypatch.setattr(fusion, "binary_auc", lambda t, s: calls.append(1) or checked(t, s))
+    y = np.array([0, 1, 0, 1, 0, 1])
+    assert patient_bootstrap_auc(y, y.astype(float), ["a", "a", "b", "b", "c", "c"], n_boot=50) == (1.0, 1.0)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="y_score contains 1 NaN"):
+        patient_bootstrap_auc(y, np.array([0.1, np.nan, 0.2, 0.9, 0.3, 0.8]), list("aabbcc"), n_boot=5)
+
+
 def _batch(n=24, side=28, f=3):
     g = torch.Generator().manual_seed(0)
     samples = []
