@@ -52,7 +52,7 @@ def _with(ckpt, **changes):
     ({"encoder": {}}, "does not describe a model.*missing 1 required positional argument: 'encoder'"),
     ({"args": None}, "'args' must be an object"),
     ({"args": "DROP"}, "does not describe a model.*missing 1 required positional argument: 'num_classes'"),
-    ({"args": {"num_classes": "two", "task": "binary-class"}}, "does not describe a model.*TypeError"),
+    ({"args": {"num_classes": "two", "task": "binary-class"}}, "does not describe a model.*num_classes must be an integer"),
     ({"name": "clasification"}, "does not describe a model.*did you mean 'classification'"),
     ({"encoder": {"name": "resnet_test", "in_chans": 1, "img_size": 28, "depthh": 2}},
      "does not describe a model.*unexpected keyword argument 'depthh'"),

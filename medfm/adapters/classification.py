@@ -13,9 +13,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfm.encoders.base import Encoder
+from medfm.arg_checks import check_bool, check_number
+from medfm.encoders.base import Encoder, require_encoder
 from medfm.evaluation.metrics import MULTI_LABEL, check_task
 from medfm.registry import ADAPTERS
+
+
+def check_label_names(label_names: Any, num_classes: int, what: str = "classes") -> List[str]:
+    """``label_names`` as a list of K strings (``"0"`` .. ``"K-1"`` for None).
+
+    Args:
+        label_names: K names (a list, tuple or other iterable, not a string), or None.
+        num_classes: K.
+        what: what the names name, for the message (``"classes"``).
+
+    Raises:
+        ValueError: a single string (``"abc"`` was taken as the names ``a``, ``b``, ``c``) or another
+            non-sequence, or not ``num_classes`` names.
+    """
+    if label_names is None:
+        return [str(i) for i in range(num_classes)]
+    if isinstance(label_names, (str, bytes, dict)) or not hasattr(label_names, "__iter__"):
+        raise ValueError(f"label_names must be a list of {num_classes} names, one per class, got "
+                         f"{type(label_names).__name__} {label_names!r}")
+    names = [str(n) for n in label_names]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} label names given for {num_classes} {what}")
+    return names
 
 @ADAPTERS.register("classification")
 class ImageClassifier(nn.Module):
@@ -41,8 +65,10 @@ class ImageClassifier(nn.Module):
         ``forward``: images ``(B, C, H, W)`` float in [0, 1] -> logits ``(B, K)``.
 
     Raises:
-        ValueError: unknown task, ``num_classes`` < 1 (< 2 for softmax tasks), or a
-            ``label_names`` list whose length is not ``num_classes``.
+        ValueError: unknown task, ``num_classes`` not an integer >= 1 (>= 2 for softmax tasks), a
+            ``label_names`` that is not a list of ``num_classes`` names (:func:`check_label_names`),
+            ``dropout`` not in [0, 1), ``head_norm`` not true/false, an ``encoder`` that is not a medfm
+            Encoder (:func:`medfm.encoders.base.require_encoder`).
     """
 
     def __init__(self, encoder: Encoder, num_classes: int, task: str = "multi-class",
@@ -50,11 +76,13 @@ class ImageClassifier(nn.Module):
                  head_norm: bool = False) -> None:
         super().__init__()
         check_task(task)
-        if num_classes < 1 or (task != MULTI_LABEL and num_classes < 2):
-            raise ValueError(f"num_classes={num_classes} is too small for task {task!r}")
-        names: List[str] = [str(n) for n in label_names] if label_names is not None else [str(i) for i in range(num_classes)]
-        if len(names) != num_classes:
-            raise ValueError(f"{len(names)} label names given for {num_classes} classes")
+        softmax = task != MULTI_LABEL
+        num_classes = check_number("num_classes", num_classes, ge=2 if softmax else 1, integer=True,
+                                   hint=f" for task {task!r}")
+        names = check_label_names(label_names, num_classes)
+        dropout = check_number("dropout", dropout, ge=0, lt=1)
+        head_norm = check_bool("head_norm", head_norm)
+        require_encoder("ImageClassifier", encoder)
         self.encoder = encoder
         self.task = task
         self.label_names = names

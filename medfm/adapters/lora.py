@@ -78,16 +78,26 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
     heads use names no backbone uses (``task_head``, not timm's ``head``).
 
     Raises:
-        ValueError: ``model`` has no medfm ``encoder`` attribute, or the regex matches no
-            Linear/Conv2d/Conv3d layer of the encoder.
+        ValueError: ``settings`` not a :class:`LoraSettings`; ``model`` has no medfm ``encoder`` attribute or
+            already has LoRA layers (a model :func:`apply_lora` wrapped, or its ``base_model.model``); or the
+            regex matches no Linear/Conv2d/Conv3d layer of the encoder (with the close layer names, or how
+            the pattern must be written when it matches only the last part of a name).
     """
     import re
 
+    if not isinstance(settings, LoraSettings):
+        raise ValueError(f"LoRA settings must be a LoraSettings (e.g. LoraSettings(rank=8, alpha=16.0)), got "
+                         f"{type(settings).__name__}")
     encoder = getattr(model, "encoder", None) if isinstance(model, nn.Module) else None
     if encoder is None or not hasattr(encoder, "lora_target_modules"):
         raise ValueError(f"LoRA wraps a medfm model with an 'encoder' (e.g. ImageClassifier, SegmentationModel, "
                          f"VQAModel), got {type(model).__name__}; to adapt a bare encoder, wrap it in a task adapter first")
     from peft import LoraConfig
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
+        raise ValueError(f"this {type(model).__name__} already has LoRA layers (apply_lora was run on it before); "
+                         "train the model apply_lora returned, or merge it first (merge_lora) to add another adapter")
 
     pattern = settings.target_modules or encoder.lora_target_modules
     full = rf"encoder\.(?:{pattern})"
@@ -97,10 +107,12 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
     from medfm.adapters.domain_layers import domain_copy_names
 
     alias = domain_copy_names(model)
-    hits = [n for n, m in model.named_modules() if re.fullmatch(full, alias.get(n, n))
-            and (isinstance(m, nn.Linear) or (isinstance(m, (nn.Conv2d, nn.Conv3d)) and m.groups == 1))]
+    adaptable = [(n, alias.get(n, n)) for n, m in model.named_modules()
+                 if isinstance(m, nn.Linear) or (isinstance(m, (nn.Conv2d, nn.Conv3d)) and m.groups == 1)]
+    hits = [n for n, name in adaptable if re.fullmatch(full, name)]
     if not hits:
-        raise ValueError(f"LoRA target pattern {pattern!r} matches no Linear/Conv2d/Conv3d layer of encoder {encoder.config.get('name')!r}")
+        raise ValueError(f"LoRA target pattern {pattern!r} matches no Linear/Conv2d/Conv3d layer of encoder "
+                         f"{encoder.config.get('name')!r}{_target_hint(pattern, adaptable)}")
     to_save: List[str] = list(head_modules)
     if settings.train_norm:
         to_save += [f"encoder.{n}" for n in encoder.norm_module_names()]
@@ -108,6 +120,31 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
     # timm avg-down shortcut), which peft would reject
     return LoraConfig(r=int(settings.rank), lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=hits, modules_to_save=to_save, bias="none")
+
+
+def _target_hint(pattern: str, adaptable: Sequence) -> str:
+    """The hint after a LoRA target pattern that matched nothing: how to write it when it matches only the
+    last part of layer names (``qkv`` for ``model.blocks.0.attn.qkv``), else the close last parts (``"; did you
+    mean 'qkv'?"``), else nothing (``adaptable``: ``(module name, name matched)`` pairs of the adaptable layers)."""
+    import re
+
+    from medfm.registry import close_match_hint
+
+    names = [name[len("encoder."):] for _, name in adaptable if name.startswith("encoder.")]
+    leaves = list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in names))
+    for name in names:
+        if re.fullmatch(pattern, name.rsplit(".", 1)[-1]):
+            return (f"; the pattern must match the whole layer name inside the encoder, e.g. "
+                    f"'.*\\.{pattern}' for {name!r}")
+    return close_match_hint(pattern, leaves, n=3, fallback=None)
+
+
+def _check_peft_model(model: Any, fn: str) -> None:
+    """Refuse a ``model`` that is no peft (LoRA) model, before ``fn`` reads peft's attributes."""
+    if not (hasattr(model, "peft_config") and callable(getattr(model, "merge_and_unload", None))):
+        raise ValueError(f"{fn} takes the LoRA model that apply_lora or load_adapter returns (a peft.PeftModel), "
+                         f"got {type(model).__name__} without LoRA; wrap it with apply_lora(model, LoraSettings(...)) "
+                         f"first (a plain model is saved with medfm.save_pretrained)")
 
 
 def apply_lora(model: nn.Module, settings: Optional[LoraSettings] = None, head_modules: Sequence[str] = ("task_head",)):
@@ -131,8 +168,10 @@ def save_adapter(peft_model: nn.Module, path: Union[str, Path], base_checkpoint:
     """Save an adapter-only checkpoint recording ``base_checkpoint`` (atomic directory write).
 
     Raises:
+        ValueError: ``peft_model`` is no LoRA (peft) model.
         CheckpointError: see :func:`write_adapter` (``path`` is then left as it was).
     """
+    _check_peft_model(peft_model, "save_adapter")
     path = Path(path)
     with atomic_dir(path) as tmp:
         write_adapter(peft_model, tmp, base_checkpoint, extra_config, card)
@@ -148,6 +187,7 @@ def write_adapter(peft_model: nn.Module, directory: Union[str, Path], base_check
     ``"adapter": "lora"``, plus the metadata ``extra_config``.
 
     Raises:
+        ValueError: ``peft_model`` is no LoRA (peft) model.
         CheckpointError (a ``ValueError``): the model is not a medfm module, or ``extra_config`` sets a
             key this function writes: the base model's config keys (``kind``, ``name``, ``args``,
             ``encoder``, ...) or ``base_checkpoint``/``adapter`` (give the base as ``base_checkpoint``).
@@ -156,6 +196,7 @@ def write_adapter(peft_model: nn.Module, directory: Union[str, Path], base_check
     from medfm.cards import build_card
     from medfm.hub import CARD_NAME, CONFIG_NAME, checkpoint_reference, model_config, with_extra_config
 
+    _check_peft_model(peft_model, "save_adapter")
     base = peft_model.base_model.model
     own = {**model_config(base), "base_checkpoint": checkpoint_reference(base_checkpoint), "adapter": "lora"}
     cfg = with_extra_config(own, extra_config)  # before anything is written
@@ -266,8 +307,13 @@ def merge_lora(peft_model: nn.Module) -> nn.Module:
 
     Shape: the returned model maps the same inputs to the same outputs as ``peft_model``
     (to float rounding, ~1e-7 relative).
+
+    Raises:
+        ValueError: ``peft_model`` is no LoRA (peft) model (a model without LoRA has nothing to merge).
     """
     import functools
+
+    _check_peft_model(peft_model, "merge_lora")
 
     from peft.tuners.lora.layer import Conv3d as LoraConv3d
 

@@ -26,13 +26,15 @@ head_modules=SEG_HEAD_MODULES)``) or fully.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from medfm.adapters.classification import check_label_names
 from medfm.arg_checks import check_bool, check_number, number_fits, shown
 from medfm.data.segmentation import NORMALIZATIONS
+from medfm.encoders.base import require_encoder
 from medfm.encoders.layers.deterministic import cross_entropy_map, linear_resize
 from medfm.registry import ADAPTERS, close_match_hint
 
@@ -253,11 +255,13 @@ def check_decoder_options(decoder: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     "out_channels must be divisible by groups" and ``"16"`` with a string-formatting error.
 
     Raises:
-        ValueError: an option that is not one of :data:`DECODER_OPTIONS` (with close matches);
+        ValueError: ``decoder`` not a mapping; an option that is not one of :data:`DECODER_OPTIONS` (with close matches);
             ``stem_channels`` not an integer >= 1; ``decoder_channels`` not a list of integers >= 1
             (its length is checked against the encoder's maps by :class:`UNetDecoder`);
             ``input_skip`` not true/false; an unknown ``norm``.
     """
+    if decoder is not None and not isinstance(decoder, Mapping):
+        raise ValueError(f"decoder must be a mapping of decoder options {list(DECODER_OPTIONS)}, got {shown(decoder)}")
     options = dict(decoder or {})
     for key in options:
         if key not in DECODER_OPTIONS:
@@ -321,16 +325,17 @@ class SegmentationModel(nn.Module):
         logits ``(B, K, H, W)`` (``(B, K, D, H, W)``) at the input's size.
 
     Raises:
-        ValueError: ``num_classes`` < 2, wrong number of label names, bad decoder options.
+        ValueError: ``num_classes`` not an integer >= 2, ``label_names`` not a list of ``num_classes`` names
+            (:func:`medfm.adapters.classification.check_label_names`), bad decoder options or inference settings
+            (:func:`default_inference`), an ``encoder`` that is not a medfm Encoder.
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, label_names: Optional[Sequence[str]] = None,
                  decoder: Optional[Dict[str, Any]] = None, inference: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         num_classes = check_number("num_classes", num_classes, ge=2, integer=True, hint=" (background + targets)")
-        names = [str(n) for n in label_names] if label_names is not None else [str(i) for i in range(num_classes)]
-        if len(names) != num_classes:
-            raise ValueError(f"{len(names)} label names given for {num_classes} classes")
+        names = check_label_names(label_names, num_classes)
+        require_encoder("SegmentationModel", encoder)
         self.encoder = encoder
         self.spatial_dims = spatial_dims_of(encoder)
         self.num_classes = num_classes
@@ -430,9 +435,13 @@ def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None
     """Inference settings with defaults filled in (see :class:`SegmentationModel`).
 
     Raises:
-        ValueError: unknown keys or bad values.
+        ValueError: ``given`` not a mapping, unknown keys or bad values (one line naming the setting: ``roi_size``
+            sides integers >= 1, ``scale`` in (0, 4], ``context_slices`` an integer >= 0, ``slice_axis`` 0, 1 or 2;
+            ``2.5``, ``"64"`` and ``True`` are refused, not truncated).
     """
     dims = spatial_dims_of(encoder)
+    if given is not None and not isinstance(given, Mapping):
+        raise ValueError(f"inference must be a mapping of inference settings, got {shown(given)}")
     out: Dict[str, Any] = {"roi_size": [encoder.img_size] * dims, "scale": 1.0, "intensity": "unit",
                            "context_slices": 0, "slice_axis": 0, "normalize": "none", "overlap": DEFAULT_OVERLAP}
     given = dict(given or {})
@@ -441,7 +450,10 @@ def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None
         raise ValueError(f"unknown inference option(s) {sorted(unknown)} "
                          f"(known: {sorted(set(out) | set(BRAIN_PERCENTILE_OPTIONS))})")
     out.update(given)
-    out["roi_size"] = [int(s) for s in (out["roi_size"] if isinstance(out["roi_size"], (list, tuple)) else [out["roi_size"]] * dims)]
+    roi = out["roi_size"] if isinstance(out["roi_size"], (list, tuple)) else [out["roi_size"]] * dims
+    if not all(number_fits(side, ge=1, integer=True) for side in roi):
+        raise ValueError(f"inference.roi_size must be an integer side >= 1 or a list of them, got {shown(out['roi_size'])}")
+    out["roi_size"] = [int(side) for side in roi]
     if len(out["roi_size"]) != dims:
         raise ValueError(f"inference.roi_size needs {dims} values, got {out['roi_size']}")
     if out["intensity"] not in INTENSITIES:
@@ -453,11 +465,11 @@ def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None
                          f"intensity 'brain_percentile', not {out['intensity']!r}")
     if out["normalize"] not in NORMALIZATIONS:
         raise ValueError(f"inference.normalize must be one of {list(NORMALIZATIONS)}, got {out['normalize']!r}")
-    if not 0 < float(out["scale"]) <= 4:
-        raise ValueError(f"inference.scale must be in (0, 4], got {out['scale']}")
+    out["scale"] = check_number("inference.scale", out["scale"], gt=0, le=4)
     out["overlap"] = check_overlap(out["overlap"], "inference.overlap")
-    out["scale"] = float(out["scale"])
-    out["context_slices"] = int(out["context_slices"])
+    out["context_slices"] = check_number("inference.context_slices", out["context_slices"], ge=0, integer=True)
+    out["slice_axis"] = check_number("inference.slice_axis", out["slice_axis"], ge=0, le=2, integer=True,
+                                     hint=" (a volume axis)")
     if out["context_slices"] and out["normalize"] != "none":
         raise ValueError("inference.normalize is not supported for 2.5D models (context_slices > 0)")
     if out["context_slices"] and encoder.in_chans != 2 * out["context_slices"] + 1:
@@ -470,13 +482,18 @@ def check_target(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -
     """Return integer labels ``(B, 1, *S)`` for ``logits`` ``(B, K, *S)``.
 
     Raises:
-        ValueError: mismatched shapes or labels outside [0, K).
+        ValueError: mismatched shapes, labels that are not whole numbers (soft masks, NaN) or outside [0, K).
     """
+    if not isinstance(target, torch.Tensor):
+        target = torch.as_tensor(target)
     if target.ndim == logits.ndim - 1:
         target = target.unsqueeze(1)
     if target.shape[0] != logits.shape[0] or target.shape[1] != 1 or target.shape[2:] != logits.shape[2:]:
         raise ValueError(f"target of shape {tuple(target.shape)} does not fit logits {tuple(logits.shape)} "
                          "(expected (B, *S) or (B, 1, *S) integer labels)")
+    if target.is_floating_point() and bool((target != target.round()).any()):  # also NaN
+        raise ValueError(f"target must hold whole-number class labels in [0, {num_classes}), got other values "
+                         f"(e.g. {float(target[target != target.round()][0]):g}); soft or probability masks are no labels")
     target = target.long()
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
         raise ValueError(f"labels must be in [0, {num_classes}), got range [{int(target.min())}, {int(target.max())}]")

@@ -39,7 +39,7 @@ known targets without loading the text encoder; free-text queries need one with
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,8 @@ from torch import nn
 from medfm.adapters.domain_layers import convert_domain_norms, convert_input_conv, set_domains
 from medfm.adapters.segmentation import (accept_standardised_inputs, check_decoder_options, conv_layers,
                                          default_inference, make_norm, spatial_dims_of, unet_decoder_for)
-from medfm.arg_checks import check_bool, check_number, number_fits, shown
+from medfm.arg_checks import check_bool, check_number, is_integer, number_fits, shown
+from medfm.encoders.base import require_encoder
 from medfm.registry import ADAPTERS, UnknownNameError, close_match_hint
 
 PROMPT_TEMPLATE = "A {modality} image of {target}"
@@ -166,8 +167,11 @@ class TextConditionedSegmenter(nn.Module):
         and more than one modality.
 
     Raises:
-        ValueError: no targets, duplicate names, bad head options (:func:`check_head_options`) or decoder
-            options (:func:`medfm.adapters.segmentation.unet_decoder_for`).
+        ValueError: no targets, a target that is not a mapping of exactly ``name``, ``modality``, ``target``
+            (strings), duplicate names, ``text_dim`` not an integer >= 1, a ``template`` whose placeholders
+            are not ``{modality}`` / ``{target}``, ``domain_norm`` / ``domain_stem`` not true/false, bad head
+            options (:func:`check_head_options`) or decoder options
+            (:func:`medfm.adapters.segmentation.unet_decoder_for`), an ``encoder`` that is not a medfm Encoder.
     """
 
     def __init__(self, encoder: nn.Module, targets: Sequence[Dict[str, str]], text_dim: int,
@@ -176,16 +180,31 @@ class TextConditionedSegmenter(nn.Module):
                  inference: Optional[Dict[str, Any]] = None, domain_norm: bool = False,
                  target_inference: Optional[Dict[str, Dict[str, Any]]] = None, domain_stem: bool = False) -> None:
         super().__init__()
+        if isinstance(targets, (str, bytes, Mapping)) or not hasattr(targets, "__iter__"):
+            raise ValueError(f"targets must be a list of {{'name', 'modality', 'target'}} mappings, got {shown(targets)}")
+        for t in targets:
+            if not isinstance(t, Mapping):
+                raise ValueError(f"each target must be a mapping with the keys name, modality, target, got {shown(t)}")
+            if set(t) != {"name", "modality", "target"}:
+                raise ValueError(f"each target needs exactly the keys name, modality, target; got {sorted(t)}")
+            if not all(isinstance(v, str) and v for v in t.values()):
+                raise ValueError(f"a target's name, modality and target must be non-empty strings, got {dict(t)}")
         targets = [dict(t) for t in targets]
         if not targets:
             raise ValueError("a text-conditioned segmenter needs at least one target")
-        for t in targets:
-            if set(t) != {"name", "modality", "target"}:
-                raise ValueError(f"each target needs exactly the keys name, modality, target; got {sorted(t)}")
         names = [t["name"] for t in targets]
         if len(set(names)) != len(names):
             raise ValueError(f"target names must be unique, got {names}")
         head_args = check_head_options(head)
+        text_dim = check_number("text_dim", text_dim, ge=1, integer=True, hint=" (the text embedding size)")
+        domain_norm = check_bool("domain_norm", domain_norm)
+        domain_stem = check_bool("domain_stem", domain_stem)
+        try:
+            target_prompt(targets[0]["modality"], targets[0]["target"], template)
+        except (KeyError, IndexError, ValueError, AttributeError) as err:
+            raise ValueError(f"template must be a string with the placeholders {{modality}} and {{target}}, got "
+                             f"{template!r} ({type(err).__name__}: {err})") from None
+        require_encoder("TextConditionedSegmenter", encoder)
         self.encoder = encoder
         self.spatial_dims = spatial_dims_of(encoder)
         self.targets = targets
@@ -277,10 +296,16 @@ class TextConditionedSegmenter(nn.Module):
             names: known target names being segmented (to infer the modality).
 
         Raises:
-            ValueError: unknown modality, or no way to tell the modality.
+            ValueError: unknown modality, no way to tell the modality, or a ``domain`` that is no modality name,
+                integer index or integer tensor (``0.5`` or ``True`` was taken as index 0 or 1, a list of
+                names failed inside torch).
         """
         if not self.domain_norm:
             return None
+        if domain is not None and not (isinstance(domain, str) or is_integer(domain) or (
+                isinstance(domain, torch.Tensor) and not domain.is_floating_point() and domain.dtype != torch.bool)):
+            raise ValueError(f"domain must be a modality name {self.modalities}, its index, or (B,) integer indices "
+                             f"(a torch.Tensor), got {shown(domain)}")
         if domain is None:
             mods = {self.targets[i]["modality"] for i in self.target_index(names)} if names else set(self.modalities)
             if len(mods) != 1:
@@ -310,8 +335,15 @@ class TextConditionedSegmenter(nn.Module):
             ``(B, T, *S)`` logits, one independent (sigmoid) mask per target.
 
         Raises:
-            ValueError: text of the wrong shape; unknown modality, or ``domain`` needed but not given.
+            ValueError: ``text`` not a float tensor (a prompt string or list of them: use :meth:`segment` or
+                :meth:`refer`), of the wrong shape or batch size, with no target (T=0) or NaN/inf values; unknown
+                modality, or ``domain`` needed but not given.
+            EncoderInputError: bad images (see :meth:`medfm.encoders.base.Encoder.check_input`).
         """
+        if text is not None:
+            self._check_text(text)
+        if not isinstance(images, torch.Tensor):
+            self.encoder.check_input(images)  # its one-line message for a non-tensor
         set_domains(self, self.domain_index(domain, images.shape[0], None if text is not None else self.target_names))
         maps = self.encoder.forward_intermediates(images)
         feats = self.precls(self.decoder(maps, images))
@@ -322,23 +354,50 @@ class TextConditionedSegmenter(nn.Module):
         if text.ndim != 3 or text.shape[0] != images.shape[0] or text.shape[-1] != self.text_dim:
             raise ValueError(f"text embeddings must be (T, {self.text_dim}) or (B, T, {self.text_dim}), got {tuple(text.shape)}")
         t = text.shape[1]
+        if t == 0:
+            raise ValueError("text holds no target (T=0); pass at least one text embedding")
         cond = self.text_proj(text.to(g.dtype))
         if self.image_conditioning:
             cond = torch.cat([self.image_proj(g).unsqueeze(1).expand(-1, t, -1), cond], dim=-1)
         return self.dynamic_head(feats, cond)
+
+    def _check_text(self, text: Any) -> None:
+        """Refuse ``forward``'s ``text`` when it is no float tensor or holds NaN/inf (its shape is checked there)."""
+        if not isinstance(text, torch.Tensor) or not text.is_floating_point():
+            got = (f"a {text.dtype} tensor" if isinstance(text, torch.Tensor) else
+                   shown(text) if isinstance(text, (str, list, tuple)) else type(text).__name__)
+            words = isinstance(text, str) or (isinstance(text, (list, tuple)) and text and isinstance(text[0], str))
+            how = ("; for known targets by name use segment(images, names), for free text refer(images, query, "
+                   "text_encoder)") if words else ""
+            raise ValueError(f"text must be float text embeddings (T, {self.text_dim}) or (B, T, {self.text_dim}), "
+                             f"or None for all known targets; got {got}{how}")
+        if not bool(torch.isfinite(text).all()):
+            raise ValueError("text embeddings contain NaN or inf values")
 
     def segment(self, images: torch.Tensor, targets: Optional[Sequence[str]] = None,
                 domain: Union[None, str, int, torch.Tensor] = None) -> torch.Tensor:
         """Logits ``(B, T, *S)`` for known targets by name (default: all known targets).
 
         With ``domain_norm`` the images' modality defaults to the targets' (when they share one).
+
+        Raises:
+            UnknownNameError: an unknown target name (:meth:`target_index`).
         """
-        names = list(targets) if targets is not None else self.target_names
+        names = ([targets] if isinstance(targets, str) else list(targets)) if targets is not None else self.target_names
         idx = self.target_index(names)
         return self(images, self.prompt_embeddings[idx], domain=self.domain_index(domain, images.shape[0], names))
 
     def match_target(self, query_embedding: torch.Tensor) -> Tuple[str, float]:
-        """The known target whose prompt embedding is closest (cosine) to a query ``(D,)``."""
+        """The known target whose prompt embedding is closest (cosine) to a query ``(D,)``.
+
+        Raises:
+            ValueError: ``query_embedding`` not a float tensor of ``text_dim`` values.
+        """
+        if (not isinstance(query_embedding, torch.Tensor) or not query_embedding.is_floating_point()
+                or query_embedding.numel() != self.text_dim):
+            got = (f"a {query_embedding.dtype} tensor of shape {tuple(query_embedding.shape)}"
+                   if isinstance(query_embedding, torch.Tensor) else type(query_embedding).__name__)
+            raise ValueError(f"a query embedding must be a float tensor of {self.text_dim} values (text_dim), got {got}")
         sims = F.cosine_similarity(self.prompt_embeddings, query_embedding.reshape(1, -1).to(self.prompt_embeddings), dim=-1)
         i = int(sims.argmax())
         return self.target_names[i], float(sims[i])
@@ -403,11 +462,21 @@ class TextConditionedSegmenter(nn.Module):
             weights: ``T`` positive finite floats, or None.
 
         Raises:
-            ValueError: mismatched shapes, no known pair at all, or weights of the wrong
-                length / not positive and finite.
+            ValueError: ``masks`` / ``known`` not tensors of the shapes above, mask values outside [0, 1]
+                (or NaN), no known pair at all, or weights of the wrong length / not positive and finite.
         """
+        for what, value in (("masks", masks), ("known", known)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise ValueError(f"{what} must be a torch.Tensor, got {type(value).__name__}")
         if masks.shape != logits.shape:
             raise ValueError(f"masks {tuple(masks.shape)} must match logits {tuple(logits.shape)}")
+        if known is not None and known.shape != logits.shape[:2]:
+            raise ValueError(f"known must be (B, T) = {tuple(logits.shape[:2])} (one flag per sample and target), "
+                             f"got {tuple(known.shape)}")
+        lo, hi = masks.float().aminmax()
+        if not (bool(lo >= 0) and bool(hi <= 1)):  # also NaN
+            raise ValueError(f"masks must hold values in [0, 1] (0/1 per-target masks), got values in "
+                             f"[{float(lo):g}, {float(hi):g}]")
         known = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device) if known is None else known.bool()
         if not known.any():
             raise ValueError("no (sample, target) pair has a known label")
@@ -459,11 +528,17 @@ class PromptedSegmenter(nn.Module):
             the model's ``target_inference`` of the (matched) target, else its ``inference``.
         domain: the images' modality (``domain_norm`` models); default: the target's
             modality (for a query embedding: the modality of the closest known target).
+
+    Raises:
+        ValueError: ``target`` neither a name nor a float tensor of ``text_dim`` values; bad ``inference``/``domain``.
+        UnknownNameError: an unknown target name.
     """
 
     def __init__(self, model: nn.Module, target: Union[str, torch.Tensor],
                  inference: Optional[Dict[str, Any]] = None, domain: Union[None, str, int] = None) -> None:
         super().__init__()
+        if not isinstance(target, (str, torch.Tensor)):
+            raise ValueError(f"target must be a known target name or a query embedding tensor (D,), got {shown(target)}")
         core = model.base_model.model if hasattr(model, "base_model") and hasattr(model.base_model, "model") else model
         self.model = model
         self.encoder = core.encoder

@@ -25,14 +25,15 @@ referenced by its spec (``text_encoder`` arg) and never saved in the checkpoint.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from medfm.adapters.classification import check_class_labels
-from medfm.arg_checks import check_heads, check_number
+from medfm.arg_checks import check_bool, check_heads, check_number, shown
+from medfm.encoders.base import require_encoder
 from medfm.registry import ADAPTERS, close_match_hint
 
 FUSIONS = ("cross_attention", "bilinear", "coattention")
@@ -263,7 +264,9 @@ class VQAModel(nn.Module):
     Raises:
         ValueError: empty/duplicate answers, ``text_dim`` not an integer >= 1, an unknown fusion or a bad
             ``dim``/``heads``/``layers``/``dropout`` (:func:`check_vqa_head`: ``dim`` divisible by ``heads``
-            for the attention fusions only), a volume (3D) encoder.
+            for the attention fusions only), a volume (3D) encoder or one that is not a medfm Encoder;
+            ``answers`` / ``closed_answers`` / ``open_answers`` given as one string (``"yes"`` was read as the
+            answers ``y``, ``e``, ``s``); ``type_mask`` not true/false.
     """
 
     def __init__(self, encoder: nn.Module, answers: Sequence[str], text_dim: int,
@@ -271,12 +274,17 @@ class VQAModel(nn.Module):
                  text_encoder: Optional[Dict[str, Any]] = None, fusion: str = "cross_attention", dim: int = 256,
                  heads: int = 4, layers: int = 2, dropout: float = 0.1, type_mask: bool = False) -> None:
         super().__init__()
+        for what, value in (("answers", answers), ("closed_answers", closed_answers), ("open_answers", open_answers)):
+            if isinstance(value, (str, bytes)) or (value is not None and not hasattr(value, "__iter__")):
+                raise ValueError(f"{what} must be a list of answer strings, got {shown(value)}")
         answers = [str(a) for a in answers]
         if not answers or len(set(answers)) != len(answers):
             raise ValueError("VQA answers must be a non-empty list without duplicates")
         dim, heads, layers, dropout = check_vqa_head(fusion, dim, heads, layers, dropout)
         text_dim = check_number("text_dim", text_dim, ge=1, integer=True)
         check_vqa_encoder(encoder)
+        require_encoder("VQAModel", encoder)
+        type_mask = check_bool("type_mask", type_mask)
         self.encoder = encoder
         self.answers = answers
         closed = [a for a in answers if a in set(closed_answers)]
@@ -402,8 +410,14 @@ class VQAModel(nn.Module):
         Shape: ``answers (B,)`` int64, ``is_closed (B,)`` bool.
 
         Raises:
-            ValueError: ``answers`` / ``is_closed`` not ``(B,)``, or answer ids outside ``[0, A)`` and not -1.
+            ValueError: ``out`` not the dict :meth:`forward` returns, ``answers`` / ``is_closed`` not ``(B,)``,
+                answer ids outside ``[0, A)`` and not -1, ``is_closed`` values other than 0/1 (True/False), or
+                ``type_weight`` not a finite number >= 0.
         """
+        if not isinstance(out, Mapping) or not {"logits", "type_logit"} <= set(out):
+            got = sorted(map(str, out)) if isinstance(out, Mapping) else type(out).__name__
+            raise ValueError(f"out must be the dict this model's forward returns, with 'logits' and 'type_logit', got {got}")
+        type_weight = check_number("type_weight", type_weight, ge=0)
         logits = out["logits"].float()
         answers = check_class_labels(answers, logits.shape[0], len(self.answers), ignore_index=-1,
                                      what="answer ids").to(logits.device)
@@ -411,6 +425,8 @@ class VQAModel(nn.Module):
         if is_closed.reshape(-1).shape[0] != logits.shape[0]:
             raise ValueError(f"is_closed has shape {tuple(is_closed.shape)} for {logits.shape[0]} questions; expected (B,)")
         is_closed = is_closed.reshape(-1).to(logits.device)
+        if is_closed.dtype != torch.bool and bool(((is_closed != 0) & (is_closed != 1)).any()):  # also NaN
+            raise ValueError(f"is_closed must be (B,) bool (or 0/1), got values {sorted(set(is_closed.tolist()))[:5]}")
         known = answers >= 0
         ce = F.cross_entropy(logits[known], answers[known]) if bool(known.any()) else logits.sum() * 0.0
         bce = F.binary_cross_entropy_with_logits(out["type_logit"].float(), is_closed.float())
@@ -421,11 +437,14 @@ class VQAModel(nn.Module):
         """Top-k ``(answer, probability)`` per question for images ``(B, C, H, W)`` in [0, 1].
 
         Raises:
-            ValueError: ``questions`` a single string, a different number of images and questions,
+            ValueError: ``questions`` a single string or not a list of strings, a different number of images and questions,
                 or ``top_k`` not an integer >= 1.
         """
         if isinstance(questions, str):
             raise ValueError("questions must be a list of strings, one per image, got a single string")
+        questions = list(questions) if hasattr(questions, "__iter__") else questions
+        if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
+            raise ValueError(f"questions must be a list of strings, one per image, got {shown(questions)}")
         if images.shape[0] != len(questions):
             raise ValueError(f"{images.shape[0]} images for {len(questions)} questions")
         top_k = check_number("top_k", top_k, ge=1, integer=True)

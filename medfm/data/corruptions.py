@@ -53,7 +53,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from medfm.data.errors import MedFMDataError, UnknownDatasetError
+from medfm.arg_checks import check_number, is_integer, number_fits, shown
+from medfm.data.errors import EmptySplitError, MedFMDataError, UnknownDatasetError
 from medfm.data.root import PathLike
 from medfm.registry import close_match_hint
 
@@ -146,6 +147,7 @@ def check_corruption(flag: str, name: str) -> str:
 
 def describe_method(resolution: Union[int, str] = DEFAULT_RESOLUTION, seed: int = 0) -> str:
     """One sentence saying how corrupted sets were made (printed in every report)."""
+    resolution = check_resolution(resolution)
     ver = medmnistc_version()
     if resolution == "native":
         how = "applied at each dataset's stored resolution"
@@ -189,6 +191,20 @@ def numpy2_compat() -> Iterator[None]:
 
 
 # -- applying one corruption ---------------------------------------------------------------------
+def check_severity(severity: Any) -> int:
+    """``severity`` as an int if it is one of :data:`SEVERITIES` (1..5).
+
+    Raises:
+        ValueError: ``severity must be an integer in 1..5 (medmnistc's levels), got 2.0``: a float
+            (``2.0`` reached medmnistc and failed there with a TypeError on a list index), a bool or
+            a string, or a level outside 1..5.
+    """
+    if not is_integer(severity) or int(severity) not in SEVERITIES:
+        raise ValueError(f"severity must be an integer in {SEVERITIES[0]}..{SEVERITIES[-1]} (medmnistc's levels), "
+                         f"got {shown(severity)}")
+    return int(severity)
+
+
 def _image_seed(seed: int, flag: str, corruption: str, severity: int, index: int) -> int:
     words = [int(seed) & 0xFFFFFFFF, zlib.crc32(flag.encode()), zlib.crc32(corruption.encode()), int(severity), int(index)]
     return int(np.random.SeedSequence(words).generate_state(1)[0])
@@ -218,12 +234,23 @@ def _check_indices(indices: Any, n: int) -> np.ndarray:
     return arr
 
 
-def _work_side(resolution: Union[int, str], side: int) -> int:
+def check_resolution(resolution: Any) -> Union[int, str]:
+    """``resolution`` if it is ``"native"`` or an integer side in px >= 8.
+
+    Raises:
+        ValueError: ``resolution must be 'native' or a side in px >= 8, got 'nativ'`` (a typo or None
+            failed in ``int()``; ``32.0`` is refused like ``32.5``).
+    """
     if resolution == "native":
-        return side
-    if int(resolution) != resolution or int(resolution) < 8:
+        return resolution
+    if not number_fits(resolution, ge=8, integer=True):
         raise ValueError(f"resolution must be 'native' or a side in px >= 8, got {resolution!r}")
     return int(resolution)
+
+
+def _work_side(resolution: Union[int, str], side: int) -> int:
+    resolution = check_resolution(resolution)
+    return side if resolution == "native" else resolution
 
 
 def corrupt_images(
@@ -264,8 +291,10 @@ def corrupt_images(
     from PIL import Image
 
     check_corruption(flag, corruption)
-    if severity not in SEVERITIES:
-        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+    severity = check_severity(severity)
+    # a float seed was truncated (1.5 gave seed 1's images), "1" parsed, None a TypeError
+    seed = check_number("seed", seed, integer=True)
+    start_index = check_number("start_index", start_index, ge=0, integer=True)
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
         raise ValueError(f"images must be uint8 (N, H, W) or (N, H, W, 3), got {images.dtype} {images.shape}")
@@ -466,12 +495,17 @@ def corrupted_sets(
 
     images = np.ascontiguousarray(images)
     size = int(size or images.shape[1])
-    for corruption, severity in jobs:
+    if isinstance(jobs, (str, bytes)) or not all(isinstance(j, (list, tuple)) and len(j) == 2 for j in jobs):
+        # one pair or a bare name failed with "not enough values to unpack"
+        raise ValueError(f"jobs must be a list of (corruption, severity) pairs, e.g. [('pixelate', 3)], got {jobs!r}")
+    jobs = [(corruption, check_severity(severity)) for corruption, severity in jobs]
+    for corruption, _ in jobs:
         check_corruption(flag, corruption)
-        if severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+    seed = check_number("seed", seed, integer=True)
     _work_side(resolution, size)
     n = len(images)
+    if not n:  # a KeyError of the first job came out of the chunk bookkeeping
+        raise EmptySplitError("corrupted_sets: no image to corrupt (an empty test set or subset)")
     index = np.arange(n) if indices is None else _check_indices(indices, n)
     out: Dict[Tuple[str, int], np.ndarray] = {}
     todo: List[Tuple[str, int]] = []
@@ -522,6 +556,7 @@ def corrupted_sets(
 
 __all__ = [
     "SEVERITIES", "DEFAULT_RESOLUTION", "UnknownCorruptionError", "CorruptionBackendError", "medmnistc_version",
-    "corruption_datasets", "all_corruption_names", "list_corruptions", "check_corruption", "describe_method",
+    "corruption_datasets", "all_corruption_names", "list_corruptions", "check_corruption", "check_severity",
+    "check_resolution", "describe_method",
     "numpy2_compat", "indices_digest", "corrupt_images", "resample_roundtrip", "cache_path", "read_cached", "write_cached", "corrupted_sets",
 ]

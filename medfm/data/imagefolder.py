@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from medfm.arg_checks import check_number, number_fits, shown
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
 from medfm.data.images import image_mode, read_image
 from medfm.data.root import PathLike, resolve_data_root
@@ -52,8 +53,10 @@ def stratified_split(labels: np.ndarray, split: str, fractions: Tuple[float, flo
 
     Raises:
         UnknownSplitError: ``split`` not in ``FOLDER_SPLITS``.
-        ValueError: fractions that are negative or do not sum to 1, an unknown rule, or
+        ValueError: fractions that are not 3 finite non-negative numbers summing to 1, a seed that
+            is not an integer >= 0 (``None`` drew a new partition on each call), an unknown rule, or
             ``rule="sorted"`` without one key per label.
+        DataShapeError: no labels.
     """
     if rule not in SPLIT_RULES:
         raise ValueError(f"unknown split rule {rule!r}; expected one of {', '.join(SPLIT_RULES)}")
@@ -61,9 +64,14 @@ def stratified_split(labels: np.ndarray, split: str, fractions: Tuple[float, flo
         raise ValueError("the 'sorted' split rule needs one key (file name) per label")
     if split not in FOLDER_SPLITS:
         raise UnknownSplitError(f"unknown split {split!r} for an image folder; expected one of {', '.join(FOLDER_SPLITS)}")
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+    if (not isinstance(fractions, (list, tuple)) or len(fractions) != 3
+            or not all(number_fits(f, ge=0) for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6):
+        raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1, got {shown(fractions)}")
+    # seed=None drew a different partition on each call (train and test could overlap across two calls)
+    seed = check_number("split seed", seed, ge=0, integer=True)
     labels = np.asarray(labels).reshape(-1)
+    if not len(labels):
+        raise DataShapeError("cannot split an empty set (no labels)")
     if split == "all":
         return np.arange(len(labels), dtype=np.int64)
     rng = np.random.default_rng(seed)
@@ -176,6 +184,8 @@ class ImageFolderDataset(UInt8ImageSet):
             listed twice), or mixed sizes with ``size=None``.
         CorruptFileError: an image PIL cannot decode, or a labels.csv that is not UTF-8 CSV.
         UnknownSplitError: bad ``split``.
+        ValueError: ``size`` not an integer >= 1, ``in_chans`` not 1 or 3, bad ``fractions`` or
+            ``split_seed`` (:func:`stratified_split`).
     """
 
     task = "multi-class"
@@ -188,6 +198,8 @@ class ImageFolderDataset(UInt8ImageSet):
         from PIL import Image
 
         path = _resolve(root, data_root)
+        if size is not None:
+            size = check_number("size", size, ge=1, integer=True, hint=" (pixels)")
         if in_chans not in (None, 1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
         files, names = scan_image_folder(path)

@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from medfm.arg_checks import check_bool, check_number, shown
 from medfm.data.errors import (
     ChecksumError,
     CorruptFileError,
@@ -185,7 +186,10 @@ class MedMNISTDataset(UInt8ImageSet):
         labels (integer ``(N, L)`` as stored).
 
     Raises:
-        UnknownDatasetError, UnknownSplitError, UnsupportedSizeError: bad flag/split/size.
+        UnknownDatasetError, UnknownSplitError, UnsupportedSizeError: bad flag/split/size
+            (a size is an integer: ``28.0`` is refused).
+        ValueError: ``download``, ``verify`` or ``as_rgb`` not a bool (``download must be true or
+            false, got 'no' (str)``).
         DataFileMissingError: file absent and ``download=False`` (names the path).
         DownloadError, ChecksumError, CorruptFileError, DataShapeError: see their docs.
     """
@@ -201,6 +205,9 @@ class MedMNISTDataset(UInt8ImageSet):
         as_rgb: bool = False,
     ) -> None:
         info = dataset_info(flag)
+        # a switch given as "no" would be taken as True (download="no" used to reach the network)
+        download, verify, as_rgb = (check_bool(n, v) for n, v in
+                                    (("download", download), ("verify", verify), ("as_rgb", as_rgb)))
         if split not in SPLITS:
             raise UnknownSplitError(f"unknown split {split!r} for MedMNIST {flag!r}; expected one of {', '.join(SPLITS)}")
         url = npz_url(flag, size)  # also checks the size
@@ -263,11 +270,13 @@ def label_fraction_indices(
         Sorted int64 numpy array of indices into ``[0, N)``.
 
     Raises:
-        ValueError: ``fraction`` outside (0, 1], an empty set, or multi-label labels that
-            are not 0/1.
+        ValueError: ``fraction`` not a number in (0, 1] (NaN, ``True``, ``"0.1"`` refused), ``seed``
+            not an integer >= 0 (``None`` would draw a different subset on each call), an empty set,
+            ``n_or_labels`` neither an int nor integer-valued ``(N,)`` / ``(N, L)`` labels, or
+            multi-label labels that are not 0/1.
     """
-    if not 0.0 < float(fraction) <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    fraction = check_number("fraction", fraction, gt=0, le=1)
+    seed = check_number("seed", seed, ge=0, integer=True)
     groups: Optional[np.ndarray] = None
     if isinstance(n_or_labels, (int, np.integer)) and not isinstance(n_or_labels, bool):
         n = int(n_or_labels)
@@ -275,10 +284,17 @@ def label_fraction_indices(
         arr = np.asarray(n_or_labels)
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
-        n = int(arr.shape[0]) if arr.ndim else 0
+        # a float count (10.0), a 0-d tensor, a string or (N, L, K) labels were taken as an empty set or
+        # drawn from without strata; 0.5-valued class labels were strata of their own ((N, L) labels: 0/1 below)
+        if arr.ndim not in (1, 2) or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)
+                                          or (np.issubdtype(arr.dtype, np.floating) and
+                                              (arr.ndim == 2 or np.array_equal(arr, np.round(arr))))):
+            raise ValueError("label_fraction_indices takes a count N (an int) or integer labels (N,) / (N, L), "
+                             f"got {shown(n_or_labels) if arr.ndim == 0 else f'{arr.dtype} {tuple(arr.shape)}'}")
+        n = int(arr.shape[0])
         if arr.ndim == 1:
             groups = arr
-        elif arr.ndim == 2 and n:
+        elif n:
             groups = _rarest_label_groups(arr)
     if n <= 0:
         raise ValueError(f"cannot draw a fraction of an empty set (n={n})")

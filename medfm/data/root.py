@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
+from medfm.data.errors import DataFileMissingError
+
 ENV_VAR = "MEDFM_DATA"
 DEFAULT_DATA_ROOT = "~/.cache/medfm"
 
@@ -29,14 +31,26 @@ def resolve_data_root(data_root: Optional[PathLike] = None) -> Path:
 
     Returns:
         Absolute :class:`~pathlib.Path`; the folder need not exist.
+
+    Raises:
+        ValueError: ``data_root`` neither a str nor a path (``5`` became ``<cwd>/5``).
+        DataFileMissingError: the root is an existing file, not a folder (each data set then said
+            "not found at <file>/<name>/...", hiding the cause); the message says where it came from.
     """
+    if data_root is not None and not isinstance(data_root, (str, os.PathLike)):
+        raise ValueError(f"data_root must be a folder path (str or pathlib.Path), got {data_root!r} "
+                         f"({type(data_root).__name__})")
     if data_root is not None and str(data_root) != "":
-        chosen = str(data_root)
+        chosen, source = str(data_root), "--data-root / data_root"
     elif os.environ.get(ENV_VAR):
-        chosen = os.environ[ENV_VAR]
+        chosen, source = os.environ[ENV_VAR], f"${ENV_VAR}"
     else:
-        chosen = DEFAULT_DATA_ROOT
-    return Path(os.path.abspath(os.path.expanduser(chosen)))
+        chosen, source = DEFAULT_DATA_ROOT, "the default"
+    path = Path(os.path.abspath(os.path.expanduser(chosen)))
+    if path.exists() and not path.is_dir():
+        raise DataFileMissingError(f"data root {path} (from {source}) is a file, not a folder; point --data-root or "
+                                   f"${ENV_VAR} at the folder holding the data sets (medmnist/, vqa_rad/, ...)")
+    return path
 
 
 def dataset_dir(name: str, data_root: Optional[PathLike] = None) -> Path:

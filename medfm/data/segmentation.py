@@ -24,6 +24,7 @@ reusable; :class:`SegmentationArrays` holds a training set in memory with the fa
 """
 from __future__ import annotations
 
+import operator
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -31,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from medfm.arg_checks import check_number, number_fits, shown
 from medfm.data.errors import DataFileMissingError, DataShapeError, UnknownSplitError
 from medfm.data.images import corrupt_file_error, missing_file, read_image
 from medfm.data.root import PathLike, dataset_dir
@@ -130,7 +132,13 @@ def percentile_unit(volume: np.ndarray, low: float = 0.5, high: float = 99.5,
     With ``mask`` (bool, the volume's shape) the percentiles are taken over the masked voxels
     only (e.g. the brain, ignoring background); the whole volume is rescaled. All zeros when
     the percentiles are equal or the mask is empty.
+
+    Raises:
+        ValueError: ``low`` / ``high`` not numbers with ``0 <= low < high <= 100`` (``low > high`` gave
+            an all-zero volume).
     """
+    if not (number_fits(low, ge=0) and number_fits(high, le=100) and low < high):
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got low={shown(low)}, high={shown(high)}")
     v = np.asarray(volume, dtype=np.float32)
     values = v if mask is None else v[mask]
     if not values.size:
@@ -263,9 +271,14 @@ def load_lgg_patient(patient: str, data_root: Optional[PathLike] = None) -> Dict
 
 # -- in-memory training arrays ----------------------------------------------------------------
 def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
-    """Resize a ``(H, W)`` / ``(H, W, C)`` uint8 image by ``scale`` (PIL bilinear, antialiased)."""
+    """Resize a ``(H, W)`` / ``(H, W, C)`` uint8 image by ``scale`` (PIL bilinear, antialiased).
+
+    Raises:
+        ValueError: ``scale`` not a finite number > 0 (0 failed in PIL with ``Cannot handle this data type``).
+    """
     from PIL import Image
 
+    scale = check_number("scale", scale, gt=0)
     if scale == 1:
         return image
     h, w = image.shape[:2]
@@ -296,16 +309,23 @@ class SegmentationArrays:
     (zero-padded at the end) and ``valid`` the unpadded size of each item.
 
     Raises:
-        DataShapeError: mismatched image/mask shapes or ranks.
+        DataShapeError: mismatched image/mask shapes or ranks, or a mask that is not integer labels
+            in 0..255 (they are held as uint8: a label 300 became 44 and -1 became 255).
+        ValueError: ``repeats`` not an integer >= 1 (0 made an empty set, 1.5 was truncated).
     """
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], repeats: int = 1) -> None:
-        if len(images) != len(masks) or not images:
+        if len(images) != len(masks) or not len(images):
             raise DataShapeError(f"need as many masks as images (got {len(images)} and {len(masks)}), at least one")
+        repeats = check_number("repeats", repeats, ge=1, integer=True)
         dims = images[0].ndim - 1
         for i, (im, m) in enumerate(zip(images, masks)):
             if im.ndim != dims + 1 or m.shape != im.shape[1:]:
                 raise DataShapeError(f"item {i}: image {im.shape} and mask {m.shape} do not fit (C, *S) / (*S)")
+            m = np.asarray(m)
+            if not (np.issubdtype(m.dtype, np.integer) or m.dtype == np.bool_) or (m.size and (m.min() < 0 or m.max() > 255)):
+                raise DataShapeError(f"item {i}: mask must hold integer labels in 0..255, got {m.dtype} values "
+                                     f"{m.min() if m.size else ''}..{m.max() if m.size else ''}")
         shape = tuple(max(im.shape[1 + d] for im in images) for d in range(dims))
         scale = 255.0 if images[0].dtype == np.uint8 else 1.0
         self.images = torch.zeros((len(images), images[0].shape[0], *shape), dtype=torch.float32)
@@ -332,7 +352,14 @@ class SegmentationArrays:
         return {"image": self.images[idx], "mask": self.masks[idx].long(), "valid": self.valid[idx]}
 
     def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
-        b = self.get_batch(torch.tensor([i]))
+        """Sample ``i`` of ``len(self)`` (``get_batch`` of one index, without the batch axis).
+
+        Raises:
+            IndexError: ``i`` outside ``[-len, len)`` (it wrapped around, so ``list(arrays)`` never ended).
+        """
+        if not -len(self) <= operator.index(i) < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        b = self.get_batch(torch.tensor([i % len(self)]))
         return {k: v[0] for k, v in b.items()}
 
     def standardize_channels(self) -> None:
@@ -360,8 +387,10 @@ def channel_zscore(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     std per item and channel; a constant channel becomes 0.
 
     Raises:
-        ValueError: fewer than 3 dimensions.
+        ValueError: not a torch tensor, or fewer than 3 dimensions.
     """
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"channel_zscore expects a (B, C, *S) torch.Tensor, got {type(images).__name__}")
     if images.ndim < 3:
         raise ValueError(f"channel_zscore expects (B, C, *S) images, got shape {tuple(images.shape)}")
     x = images.float()
@@ -376,7 +405,11 @@ def slice_stack(volume: np.ndarray, context: int, axis: int = 0) -> np.ndarray:
 
     Shape: ``(X, Y, Z)`` -> ``(n_slices, 2 * context + 1, *other two axes)``; edges repeat
     the first/last slice.
+
+    Raises:
+        ValueError: ``context`` not an integer >= 0 (-1 gave zero-width stacks, 1.5 an IndexError).
     """
+    context = check_number("context", context, ge=0, integer=True)
     v = np.moveaxis(np.asarray(volume), axis, 0)
     n = v.shape[0]
     idx = np.clip(np.arange(n)[:, None] + np.arange(-context, context + 1)[None, :], 0, n - 1)

@@ -72,7 +72,15 @@ class UInt8ImageSet(Dataset):
         return x.contiguous().to(torch.float32).div_(255.0)
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        """Sample ``index``: ``{"image": (C, H, W) or (C, D, H, W) float32 in [0, 1], "label": ...}``."""
+        """Sample ``index``: ``{"image": (C, H, W) or (C, D, H, W) float32 in [0, 1], "label": ...}``.
+
+        Raises:
+            TypeError: ``index`` not an integer (``"1"`` failed in torch with ``new(): invalid data type 'str'``,
+                ``1.0`` with a many-word torch message).
+            IndexError: ``index`` out of range (torch's message).
+        """
+        if not hasattr(type(index), "__index__"):
+            raise TypeError(f"sample index must be an integer, got {index!r} ({type(index).__name__})")
         return {"image": self._to_float(self._images_t[index].unsqueeze(0))[0], "label": self._labels_t[index]}
 
     def get_batch(self, indices: Union[torch.Tensor, Sequence[int], np.ndarray]) -> Dict[str, torch.Tensor]:

@@ -81,6 +81,26 @@ def _check_range(name: str, pair: Any, rule: str, le: Optional[float] = None) ->
         raise ValueError(f"views.{name} must {rule}, got {shown(pair)}")
 
 
+def check_generator(gen: Any, who: str, why: str = "") -> None:
+    """Refuse a ``gen`` that is neither None (torch's global generator) nor a CPU ``torch.Generator``:
+    the views draw from it with ``torch.rand(..., generator=gen)`` on the CPU.
+
+    Args:
+        gen: the generator given.
+        who: first words of the message (``"views"``, ``"simclr"``).
+        why: a parenthesis after ``torch.Generator`` (``"it draws the random views"``).
+
+    Raises:
+        ValueError: ``views: gen must be a CPU torch.Generator or None, got 0; e.g.
+            torch.Generator().manual_seed(0)`` (a seed given instead failed with torch's many-line
+            ``rand() received an invalid combination of arguments``).
+    """
+    if gen is not None and not (isinstance(gen, torch.Generator) and gen.device.type == "cpu"):
+        got = f"a {gen.device.type} torch.Generator" if isinstance(gen, torch.Generator) else shown(gen)
+        raise ValueError(f"{who}: gen must be a CPU torch.Generator{f' ({why})' if why else ''} or None, got {got}; "
+                         "e.g. torch.Generator().manual_seed(0)")
+
+
 def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
     return torch.rand(n, generator=gen) * (hi - lo) + lo
 
@@ -95,17 +115,24 @@ class RandomViews:
             picks ``S`` checks that (:func:`medfm.objectives.inputs.check_view_size`).
 
     Raises:
-        ValueError: ``out_size`` not an integer >= 1 (``0`` was taken as the input side); in a call,
-            input not a 4-D float tensor.
+        ValueError: ``cfg`` not a :class:`ViewConfig` (a dict or a name); ``out_size`` not an integer >= 1
+            (``0`` was taken as the input side); in a call, input not a non-empty 4-D float tensor, or
+            ``gen`` neither None (torch's global generator) nor a CPU ``torch.Generator`` (a seed given
+            instead failed with torch's many-line ``rand() received an invalid combination``).
     """
 
     def __init__(self, cfg: Optional[ViewConfig] = None, out_size: Optional[int] = None) -> None:
+        if cfg is not None and not isinstance(cfg, ViewConfig):
+            raise ValueError(f"views cfg must be a ViewConfig (e.g. ViewConfig(**settings)), got {shown(cfg)}")
         self.cfg = cfg or ViewConfig()
         self.out_size = None if out_size is None else check_number("views out_size", out_size, ge=1, integer=True)
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        if images.ndim != 4 or not images.is_floating_point():
-            raise ValueError(f"views expect a float (B, C, H, W) batch, got {tuple(images.shape)} {images.dtype}")
+        if not isinstance(images, torch.Tensor):
+            raise ValueError(f"views expect a float torch.Tensor (B, C, H, W) batch, got {type(images).__name__}")
+        if images.ndim != 4 or not images.is_floating_point() or not images.numel():
+            raise ValueError(f"views expect a non-empty float (B, C, H, W) batch, got {tuple(images.shape)} {images.dtype}")
+        check_generator(gen, "views")
         cfg = self.cfg
         b, c, h, w = images.shape
         size = self.out_size or h

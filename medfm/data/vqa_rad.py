@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medfm.arg_checks import check_number
 from medfm.data.corpus import pad_square, resize_batch, to_gray
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
 from medfm.data.images import read_image as read_any_image
@@ -238,14 +239,16 @@ class VQARadDataset(Dataset):
 
     Raises:
         UnknownSplitError, DataFileMissingError, CorruptFileError, DataShapeError; ValueError
-        for ``in_chans`` not 1 or 3.
+        for ``in_chans`` not 1 or 3 or ``size`` not an integer >= 1.
     """
 
     def __init__(self, split: str, size: int = 28, in_chans: int = 1, data_root: Optional[PathLike] = None,
                  vocab: Optional[AnswerVocab] = None, progress: bool = False) -> None:
         if in_chans not in (1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")
-        self.split, self.size, self.in_chans = split, int(size), int(in_chans)
+        # int(28.5) was 28 silently; size 0 failed in the resize with a torch RuntimeError
+        self.split, self.in_chans = split, int(in_chans)
+        self.size = check_number("size", size, ge=1, integer=True, hint=" (pixels)")
         self.folder = vqa_rad_dir(data_root)
         self.records = load_records(split, data_root)
         self.vocab = vocab if vocab is not None else AnswerVocab.from_records(self.records)

@@ -407,6 +407,49 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
 
+def require_encoder(owner: str, encoder: Any) -> None:
+    """Refuse an ``encoder`` that is not a medfm :class:`~medfm.encoders.base.Encoder`.
+
+    Accepted: an ``Encoder`` (what :func:`medfm.create_encoder` returns, and what stays in place inside a model
+    that :func:`medfm.adapters.lora.apply_lora` wrapped), a ``peft`` model wrapping one directly
+    (``peft.get_peft_model(encoder, config)``: its ``get_base_model()`` is the ``Encoder``).
+    Objectives (:func:`medfm.objectives.inputs.check_encoder`) and task adapters call this before they
+    first read an attribute of ``encoder`` (its ``num_features``, ``img_size``, ...). Without it
+    an encoder name failed with ``AttributeError: 'str' object has no attribute 'num_features'``, and a timm
+    model (whose ``forward`` returns class logits, not the pooled ``(B, num_features)`` embedding of the
+    encoder contract) was built and failed at the first step with a matrix-shape error.
+
+    Args:
+        owner: the objective or adapter, first word of the message.
+        encoder: what the constructor was given.
+
+    Raises:
+        ValueError: one line, e.g. ``simclr: encoder must be a medfm Encoder (medfm.encoders.base.Encoder), got
+            str 'resnet18'; build one with medfm.create_encoder('resnet18', in_chans=..., img_size=...)``.
+    """
+    if isinstance(encoder, Encoder):
+        return
+    base = getattr(encoder, "get_base_model", None) if isinstance(encoder, nn.Module) else None
+    if callable(base) and isinstance(base(), Encoder):  # a peft (LoRA) wrapper of a medfm encoder
+        return
+    kind = type(encoder)
+    got = f"str {encoder!r}" if isinstance(encoder, str) else (
+        kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}")
+    if isinstance(encoder, str):
+        from medfm.registry import ENCODERS, close_match_hint
+
+        names = ENCODERS.names()
+        how = (f"build one with medfm.create_encoder({encoder!r}, in_chans=..., img_size=...)" if encoder in names
+               else f"build one with medfm.create_encoder(name, in_chans=..., img_size=...), a name from "
+                    f"medfm.list_encoders(){close_match_hint(encoder, names, n=3, fallback=None)}")
+    else:
+        timm_model = kind.__module__.startswith("timm.")
+        why = "; a timm model returns class logits, not an encoder's pooled features" if timm_model else ""
+        how = (f"build one with medfm.create_encoder(name, in_chans=..., img_size=...) (medfm.list_encoders() "
+               f"names them{why})")
+    raise ValueError(f"{owner}: encoder must be a medfm Encoder (medfm.encoders.base.Encoder), got {got}; {how}")
+
+
 def tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
     """Reshape square token grids ``(B, N, D)`` to maps ``(B, D, sqrt(N), sqrt(N))``.
 

@@ -34,9 +34,9 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from medfm.arg_checks import check_bool, check_number, shown
-from medfm.data.views import ViewConfig
-from medfm.encoders.base import Encoder, EncoderInputError
+from medfm.arg_checks import check_bool, check_number
+from medfm.data.views import ViewConfig, check_generator
+from medfm.encoders.base import EncoderInputError, require_encoder
 
 
 def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch: int = 1,
@@ -63,10 +63,7 @@ def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch:
             None nor a CPU ``torch.Generator``.
         EncoderInputError: not a tensor, wrong rank or channel count, not float, B=0, NaN/inf.
     """
-    if gen is not None and not (isinstance(gen, torch.Generator) and gen.device.type == "cpu"):
-        got = f"a {gen.device.type} torch.Generator" if isinstance(gen, torch.Generator) else shown(gen)
-        raise ValueError(f"{objective}: gen must be a CPU torch.Generator (it draws the random views) or None, got "
-                         f"{got}; e.g. torch.Generator().manual_seed(0)")
+    check_generator(gen, objective, "it draws the random views")
     if not isinstance(batch, Mapping) or "image" not in batch:
         got = sorted(map(str, batch)) if isinstance(batch, Mapping) else type(batch).__name__
         raise ValueError(f"{objective} needs a batch dict with 'image' (a (B, C, H, W) float tensor in [0, 1]), "
@@ -84,16 +81,10 @@ def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch:
 
 
 def check_encoder(objective: str, encoder: Any) -> None:
-    """Refuse an ``encoder`` that is not a medfm :class:`~medfm.encoders.base.Encoder`.
-
-    Accepted: an ``Encoder`` (what :func:`medfm.create_encoder` returns, and what stays in place inside a model
-    that :func:`medfm.adapters.lora.apply_lora` wrapped), a ``peft`` model wrapping one directly
-    (``peft.get_peft_model(encoder, config)``: its ``get_base_model()`` is the ``Encoder``), and the stand-in
-    of :func:`check_objective_args`. Each objective calls this after its argument checks and
-    before it first reads an attribute of ``encoder`` (its ``num_features``, ``img_size``, ...). Without it
-    an encoder name failed with ``AttributeError: 'str' object has no attribute 'num_features'``, and a timm
-    model (whose ``forward`` returns class logits, not the pooled ``(B, num_features)`` embedding of the
-    encoder contract) was built and failed at the first step with a matrix-shape error.
+    """Refuse an ``encoder`` that is not a medfm :class:`~medfm.encoders.base.Encoder`
+    (:func:`medfm.encoders.base.require_encoder`); the stand-in of :func:`check_objective_args` passes too.
+    Each objective calls this after its argument checks and before it first reads an attribute of
+    ``encoder`` (its ``num_features``, ``img_size``, ...).
 
     Args:
         objective: the objective's name, first word of the message.
@@ -103,27 +94,8 @@ def check_encoder(objective: str, encoder: Any) -> None:
         ValueError: one line, e.g. ``simclr: encoder must be a medfm Encoder (medfm.encoders.base.Encoder), got
             str 'resnet18'; build one with medfm.create_encoder('resnet18', in_chans=..., img_size=...)``.
     """
-    if isinstance(encoder, (Encoder, _EncoderPlaceholder)):
-        return
-    base = getattr(encoder, "get_base_model", None) if isinstance(encoder, nn.Module) else None
-    if callable(base) and isinstance(base(), Encoder):  # a peft (LoRA) wrapper of a medfm encoder
-        return
-    kind = type(encoder)
-    got = f"str {encoder!r}" if isinstance(encoder, str) else (
-        kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}")
-    if isinstance(encoder, str):
-        from medfm.registry import ENCODERS, close_match_hint
-
-        names = ENCODERS.names()
-        how = (f"build one with medfm.create_encoder({encoder!r}, in_chans=..., img_size=...)" if encoder in names
-               else f"build one with medfm.create_encoder(name, in_chans=..., img_size=...), a name from "
-                    f"medfm.list_encoders(){close_match_hint(encoder, names, n=3, fallback=None)}")
-    else:
-        timm_model = kind.__module__.startswith("timm.")
-        why = "; a timm model returns class logits, not an encoder's pooled features" if timm_model else ""
-        how = (f"build one with medfm.create_encoder(name, in_chans=..., img_size=...) (medfm.list_encoders() "
-               f"names them{why})")
-    raise ValueError(f"{objective}: encoder must be a medfm Encoder (medfm.encoders.base.Encoder), got {got}; {how}")
+    if not isinstance(encoder, _EncoderPlaceholder):
+        require_encoder(objective, encoder)
 
 
 def check_float_tensors(fn: str, **tensors: Any) -> None:

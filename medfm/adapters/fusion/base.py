@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfm.adapters.classification import check_class_labels
+from medfm.adapters.classification import check_class_labels, check_label_names
 from medfm.adapters.fusion.tabular import TabularEncoder
 from medfm.arg_checks import check_number, shown
 from medfm.data.multimodal import PRESENT_KEY, close_modality, presence as _presence
+from medfm.data.views import check_generator as check_views_generator
 from medfm.encoders.base import EncoderInputError, check_value_range
 from medfm.encoders.layers.deterministic import adaptive_avg_pool
 from medfm.registry import close_match_hint
@@ -143,8 +144,9 @@ class FusionModel(nn.Module):
         label_names: K names (default "0", "1", ...).
 
     Raises:
-        ValueError: empty or duplicated modalities, ``num_classes`` not an integer >= 2
-            (:func:`medfm.arg_checks.check_number`), bad label names.
+        ValueError: ``modalities`` one string (``"flair"`` was read as the modalities ``f``, ``l``, ...), empty
+            or duplicated modalities, ``num_classes`` not an integer >= 2 (:func:`medfm.arg_checks.check_number`),
+            bad label names (:func:`medfm.adapters.classification.check_label_names`).
     """
 
     #: True when every image must be exactly ``img_size`` a side: the fusers' position embeddings and
@@ -155,13 +157,13 @@ class FusionModel(nn.Module):
     def __init__(self, modalities: Sequence[str], num_classes: int = 2,
                  label_names: Optional[Sequence[str]] = None) -> None:
         super().__init__()
+        if isinstance(modalities, (str, bytes)) or not hasattr(modalities, "__iter__"):
+            raise ValueError(f"modalities must be a list of modality names, got {shown(modalities)}")
         mods = [str(m) for m in modalities]
         if not mods or len(set(mods)) != len(mods):
             raise ValueError(f"modalities must be a non-empty list of distinct names, got {mods}")
         num_classes = check_number("num_classes", num_classes, ge=2, integer=True)
-        names = [str(n) for n in label_names] if label_names is not None else [str(i) for i in range(num_classes)]
-        if len(names) != num_classes:
-            raise ValueError(f"{len(names)} label names for {num_classes} classes")
+        names = check_label_names(label_names, num_classes)
         self.modalities: List[str] = mods
         self.num_classes = int(num_classes)
         self.label_names = names
@@ -234,6 +236,8 @@ class FusionModel(nn.Module):
                              f"got {type(batch).__name__}")
         sizes: Dict[str, int] = {}
         masks = batch.get(PRESENT_KEY, {}) or {}
+        if not isinstance(masks, Mapping):
+            raise ValueError(f"batch[{PRESENT_KEY!r}] must be a dict {{modality: (B,) bool}}, got {type(masks).__name__}")
         for m in self.modalities:
             for what, value in ((m, batch.get(m)), (f"{PRESENT_KEY}[{m!r}]", masks.get(m))):
                 if value is None:
@@ -242,8 +246,9 @@ class FusionModel(nn.Module):
                     raise ValueError(f"batch value {what} must be a torch.Tensor, got {type(value).__name__}")
                 if value.ndim == 0:
                     raise ValueError(f"batch value {what} must have a batch axis, got a scalar")
-                if what != m and value.ndim != 1:
-                    raise ValueError(f"presence mask {what} must be (B,) bool, got shape {tuple(value.shape)}")
+                if what != m and (value.ndim != 1 or value.is_floating_point() or value.is_complex()):
+                    raise ValueError(f"presence mask {what} must be (B,) bool, got a {value.dtype} tensor of shape "
+                                     f"{tuple(value.shape)}")
                 sizes[what] = int(value.shape[0])
         if len(set(sizes.values())) > 1:
             raise ValueError(f"batch entries disagree on the batch size B: {sizes}")
@@ -310,10 +315,24 @@ class FusionModel(nn.Module):
         """Cross-entropy of ``out["logits"]`` ``(B, K)`` against ``(B,)`` int labels.
 
         Raises:
-            ValueError: not B labels, or labels outside ``[0, K)``.
+            ValueError: ``out`` not the dict ``forward`` returns, not B labels, or labels outside ``[0, K)``.
         """
+        if not isinstance(out, Mapping) or "logits" not in out:
+            got = sorted(map(str, out)) if isinstance(out, Mapping) else type(out).__name__
+            raise ValueError(f"out must be the dict this fuser's forward returns, with 'logits', got {got}")
         logits = out["logits"].float()
         return F.cross_entropy(logits, check_class_labels(labels, logits.shape[0], self.num_classes).to(logits.device))
+
+
+def check_generator(gen: Any) -> None:
+    """Refuse a fuser's ``gen`` that is neither None nor a CPU ``torch.Generator`` (it draws the modality dropout
+    or channel sampling in training): :func:`medfm.data.views.check_generator`'s rule.
+
+    Raises:
+        ValueError: ``fusion: gen must be a CPU torch.Generator ... or None, got 0 (int); e.g.
+            torch.Generator().manual_seed(0)`` (a seed failed inside ``torch.rand`` with torch's many-line error).
+    """
+    check_views_generator(gen, "fusion", "it draws the random modality dropout / channel sampling")
 
 
 def sample_modality_dropout(present: Dict[str, torch.Tensor], p: float,
@@ -327,7 +346,11 @@ def sample_modality_dropout(present: Dict[str, torch.Tensor], p: float,
         present: ``{modality: (B,) bool}`` (CPU).
         p: drop probability in [0, 1).
         gen: CPU random generator (None: torch's global RNG).
+
+    Raises:
+        ValueError: ``gen`` neither None nor a CPU ``torch.Generator`` (:func:`check_generator`).
     """
+    check_generator(gen)
     mods = list(present)
     pres = torch.stack([present[m] for m in mods], 1)  # (B, M)
     if p <= 0:

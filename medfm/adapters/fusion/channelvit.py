@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import TABULAR, FusionModel
+from medfm.adapters.fusion.base import TABULAR, FusionModel, check_generator
 from medfm.adapters.fusion.tabular import TabularEncoder
 from medfm.arg_checks import check_bool, check_heads, check_number
 from medfm.registry import FUSERS
@@ -30,7 +30,11 @@ def hierarchical_channel_sampling(present: torch.Tensor, gen: Optional[torch.Gen
 
     Returns:
         ``(B, C)`` bool: the kept channels (a subset of ``present``, never empty).
+
+    Raises:
+        ValueError: ``gen`` neither None nor a CPU ``torch.Generator`` (:func:`~medfm.adapters.fusion.base.check_generator`).
     """
+    check_generator(gen)
     c = present.sum(1)
     k = (torch.rand(c.shape, generator=gen) * c).floor().long() + 1
     score = torch.rand(present.shape, generator=gen).masked_fill(~present, 2.0)
