@@ -474,7 +474,7 @@ class TextConditionedSegmenter(nn.Module):
             raise ValueError(f"known must be (B, T) = {tuple(logits.shape[:2])} (one flag per sample and target), "
                              f"got {tuple(known.shape)}")
         lo, hi = masks.float().aminmax()
-        if not (bool(lo >= 0) and bool(hi <= 1)):  # also NaN
+        if not bool((lo >= 0) & (hi <= 1)):  # also NaN; one device sync
             raise ValueError(f"masks must hold values in [0, 1] (0/1 per-target masks), got values in "
                              f"[{float(lo):g}, {float(hi):g}]")
         known = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device) if known is None else known.bool()
