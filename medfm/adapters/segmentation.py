@@ -495,8 +495,10 @@ def check_target(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -
         raise ValueError(f"target must hold whole-number class labels in [0, {num_classes}), got other values "
                          f"(e.g. {float(target[target != target.round()][0]):g}); soft or probability masks are no labels")
     target = target.long()
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes}), got range [{int(target.min())}, {int(target.max())}]")
+    if target.numel():
+        lo, hi = target.aminmax()
+        if bool((lo < 0) | (hi >= num_classes)):  # one device sync per step (was two: min, then max)
+            raise ValueError(f"labels must be in [0, {num_classes}), got range [{int(lo)}, {int(hi)}]")
     return target
 
 

@@ -478,7 +478,8 @@ class TextConditionedSegmenter(nn.Module):
             raise ValueError(f"masks must hold values in [0, 1] (0/1 per-target masks), got values in "
                              f"[{float(lo):g}, {float(hi):g}]")
         known = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device) if known is None else known.bool()
-        if not known.any():
+        has_known = known.any(0).tolist()  # (T,) flags in one read-back (was one per target, plus one)
+        if not any(has_known):
             raise ValueError("no (sample, target) pair has a known label")
         w = check_target_weights(weights, logits.shape[1]).to(logits.device)
         z, y = logits.float(), masks.float()
@@ -488,8 +489,8 @@ class TextConditionedSegmenter(nn.Module):
         p = torch.sigmoid(z)
         dices, wd = [], []
         for t in range(z.shape[1]):
-            sel = known[:, t]
-            if sel.any():
+            if has_known[t]:
+                sel = known[:, t]
                 pt, yt = p[sel, t], y[sel, t]
                 dices.append(1 - (2 * (pt * yt).sum() + 1e-5) / (pt.sum() + yt.sum() + 1e-5))
                 wd.append(w[t])

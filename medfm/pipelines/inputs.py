@@ -282,9 +282,9 @@ def refuse_single_slice(shape: Sequence[int], takes: str, needs_2d: str = NEEDS_
 #: how many times longer than a 3- or 4-long end axis both other spatial axes must be for an array
 #: to be taken for an RGB(A) image, not a volume (:func:`rgb_like_axis`)
 RGB_SIDE_RATIO = 4
-#: how an RGB(A)-like array's message (:func:`refuse_rgb_like`) says to pass a volume by default
 #: how the messages show saving an array as a NIfTI volume
 NIFTI_SAVE = "nib.save(nib.Nifti1Image(array, affine), 'volume.nii.gz')"
+#: how an RGB(A)-like array's message (:func:`refuse_rgb_like`) says to pass a volume by default
 NIFTI_VOLUME = f"pass a volume as a NIfTI file (NIfTI files are always volumes), {NIFTI_SAVE}"
 
 

@@ -180,3 +180,11 @@ def test_dice_ce_loss_equals_monais_dice_ce_loss():
         ref = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True,
                          smooth_nr=1e-5, smooth_dr=1e-5)(logits, target[:, None])
         torch.testing.assert_close(dice_ce_loss(logits, target, shape[1]), ref, rtol=0, atol=1e-6)
+
+
+def test_check_target_reads_the_label_range_back_once(readbacks):
+    """The per-step label check of dice_ce_loss costs one device sync (it read the minimum, then the maximum)."""
+    from medfm.adapters.segmentation import check_target
+
+    target = check_target(torch.zeros(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8)), 3)
+    assert target.shape == (2, 1, 8, 8) and len(readbacks) == 1, readbacks

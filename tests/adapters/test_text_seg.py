@@ -479,3 +479,15 @@ def test_a_query_embedding_follows_the_model_to_its_device_and_dtype():
     view = PromptedSegmenter(model, query)
     assert view.text.dtype == torch.float64 and view.text.shape == (1, model.text_dim)
     assert torch.equal(view.text[0], query.double())
+
+
+def test_loss_reads_back_twice_whatever_the_number_of_targets(readbacks):
+    """The per-step loss reads the mask range and which targets have a known pair, once each (the known
+    flags were read once for the batch, then once per target)."""
+    model = _model()
+    logits, masks = torch.zeros(2, 2, 8, 8), torch.zeros(2, 2, 8, 8)
+    masks[:, 0, :4] = 1
+    readbacks.clear()  # building the model read some back
+    loss = model.loss(logits, masks, torch.tensor([[True, False], [True, True]]))
+    assert len(readbacks) == 2, readbacks
+    assert torch.isfinite(loss)

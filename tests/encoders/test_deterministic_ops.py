@@ -70,3 +70,55 @@ def test_bad_shapes_are_named():
         linear_resize(torch.rand(1, 2, 4, 4), (8,))
     with pytest.raises(ValueError, match="target shape"):
         cross_entropy_map(torch.rand(1, 3, 4, 4), torch.zeros(1, 1, 4, 4, dtype=torch.long))
+
+
+def test_the_one_hot_form_equals_pytorchs_cross_entropy_and_its_gradient():
+    logits = torch.randn(2, 3, 4, 5, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 5, 3))
+    (ga,) = torch.autograd.grad(a := det._one_hot_cross_entropy(logits, target), logits)
+    (gb,) = torch.autograd.grad(b := F.cross_entropy(logits, target), logits)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ga, gb, rtol=0, atol=1e-12)
+
+
+def test_cross_entropy_map_makes_no_one_hot_copy_off_a_gpu_even_under_deterministic_kernels(monkeypatch):
+    def no_one_hot(*args, **kwargs):
+        raise AssertionError("one-hot path taken")
+
+    monkeypatch.setattr(det.F, "one_hot", no_one_hot)
+    logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert torch.equal(cross_entropy_map(logits, target), F.cross_entropy(logits, target))
+    finally:
+        torch.use_deterministic_algorithms(prev)
+    assert torch.equal(cross_entropy_map(logits, target), F.cross_entropy(logits, target))
+
+
+def test_cross_entropy_map_takes_the_one_hot_form_under_deterministic_kernels_off_the_cpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr(det, "_one_hot_cross_entropy", lambda logits, target: calls.append(logits.device.type))
+    logits, target = torch.empty(2, 3, 4, 4, device="meta"), torch.empty(2, 4, 4, dtype=torch.long, device="meta")
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        cross_entropy_map(logits, target)  # "meta" stands in for a GPU
+    finally:
+        torch.use_deterministic_algorithms(prev)
+    assert calls == ["meta"]
+
+
+def test_each_resampling_matrix_is_built_once_per_shape_device_and_dtype():
+    built = []
+
+    def matrix(n_in, n_out, device=None, dtype=torch.float32):
+        built.append((n_in, n_out))
+        return linear_resize_matrix(n_in, n_out, device=device, dtype=dtype)
+
+    x = torch.rand(1, 2, 4, 6)
+    first = det._separable(x, (8, 3), matrix)
+    assert torch.equal(det._separable(x, (8, 3), matrix), first)
+    assert built == [(4, 8), (6, 3)]
+    det._separable(x.double(), (8, 3), matrix)
+    assert built == [(4, 8), (6, 3), (4, 8), (6, 3)]

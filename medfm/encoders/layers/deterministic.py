@@ -9,14 +9,17 @@ per spatial axis (:func:`linear_resize_matrix`, :func:`adaptive_pool_matrix`), s
 :func:`linear_resize` and :func:`adaptive_avg_pool` apply them as matrix products, whose
 gradients are matrix products too, when deterministic kernels are asked for and the input is on
 a GPU and needs a gradient; otherwise they call PyTorch's own op. The values agree to float
-rounding (tested against PyTorch on a CPU). :func:`cross_entropy_map` is the mean per-pixel
-cross-entropy written as ``log_softmax`` times a one-hot target (elementwise and a sum, exact on
-every device), used everywhere.
+rounding (tested against PyTorch on a CPU); each matrix is built once per shape, device and dtype
+(:func:`_matrix_on`). :func:`cross_entropy_map` is ``F.cross_entropy`` unless deterministic kernels
+are on and the logits are on a GPU, then the mean per-pixel cross-entropy written as ``log_softmax``
+times a one-hot target (elementwise and a sum, exact on every device; 2-3 times the time of
+``F.cross_entropy`` on a CPU, and a one-hot copy of the target in memory).
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,12 +56,19 @@ def adaptive_pool_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32
     return m.to(device=device, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def _matrix_on(matrix: Callable, n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``matrix(n_in, n_out)`` on ``device``, built once: a fresh one every forward would be built on the
+    CPU and copied to the GPU, a copy that waits for the GPU's queued work. Read only (shared)."""
+    return matrix(n_in, n_out, device=device, dtype=dtype)
+
+
 def _separable(x: torch.Tensor, size: Sequence[int], matrix) -> torch.Tensor:
     """Apply ``matrix(n_in, n_out)`` along each spatial axis of ``(B, C, *S)``."""
     for axis, n_out in enumerate(size, start=2):
         n_in = x.shape[axis]
         if n_in != n_out:
-            m = matrix(n_in, int(n_out), device=x.device, dtype=x.dtype)
+            m = _matrix_on(matrix, n_in, int(n_out), x.device, x.dtype)
             x = torch.movedim(torch.movedim(x, axis, -1) @ m.t(), -1, axis)
     return x
 
@@ -105,8 +115,9 @@ def adaptive_avg_pool(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 def cross_entropy_map(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over every pixel/voxel: ``-mean(log_softmax(logits)[target])``.
 
-    Equals ``F.cross_entropy(logits, target)`` (mean reduction, no weights), computed as
-    ``log_softmax`` times a one-hot target so that it is deterministic on a GPU too.
+    ``F.cross_entropy(logits, target)`` (mean reduction, no weights), except under deterministic
+    kernels on a GPU (where its ``nll_loss2d`` has none): then the same value computed as
+    ``log_softmax`` times a one-hot target.
 
     Shape: logits ``(B, K, *S)`` float, target ``(B, *S)`` integer class indices in ``[0, K)`` -> scalar.
 
@@ -116,6 +127,13 @@ def cross_entropy_map(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     if target.shape != logits.shape[:1] + logits.shape[2:]:
         raise ValueError(f"cross_entropy_map: target shape {tuple(target.shape)} does not match logits "
                          f"{tuple(logits.shape)} without their class axis")
+    if not (torch.are_deterministic_algorithms_enabled() and logits.device.type != "cpu"):
+        return F.cross_entropy(logits, target.long())
+    return _one_hot_cross_entropy(logits, target)
+
+
+def _one_hot_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`cross_entropy_map`'s deterministic form: ``log_softmax`` times a one-hot target, meaned."""
     onehot = torch.movedim(F.one_hot(target.long(), logits.shape[1]), -1, 1).to(logits.dtype)
     return -(F.log_softmax(logits, dim=1) * onehot).sum(1).mean()
 
