@@ -21,9 +21,10 @@ def pipeline(task: str, model: Any, **kwargs: Any):
     """Build the pipeline for ``task`` around ``model`` (checkpoint dir, ``hf-hub:`` id or module).
 
     Raises:
-        ValueError: unknown task (with close matches).
+        ValueError: unknown task (with close matches; a task that is not a string too, which was a
+            ``TypeError: unhashable type`` for a list).
     """
-    if task not in PIPELINE_TASKS:
+    if not isinstance(task, str) or task not in PIPELINE_TASKS:
         raise ValueError(f"unknown pipeline task {task!r}"
                          f"{close_match_hint(task, list(PIPELINE_TASKS), cutoff=0.6, fallback='known')}")
     module, cls = PIPELINE_TASKS[task]

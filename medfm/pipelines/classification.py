@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from medfm.pipelines.inputs import (IMAGES_2D, NEEDS_2D_CLASSIFIER, NIFTI_SUFFIXES, PipelineInputError,
                                     check_not_nifti, check_top_k, check_unit_floats, each_input,
                                     existing_image_file, is_nifti, nifti_shape_note, not_a_volume_note,
-                                    pil_to_array, refuse_rgb_like, refuse_single_slice, tensor_hint,
-                                    uint8_image_array)
+                                    pil_to_array, read_image_file, refuse_rgb_like, refuse_single_slice,
+                                    tensor_hint, uint8_image_array)
 
 
 #: files :func:`volume_to_tensor` reads (NIfTI via nibabel, numpy arrays)
@@ -40,38 +40,36 @@ def image_to_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     """One image -> ``(in_chans, img_size, img_size)`` float32 in [0, 1].
 
     Accepts an image file path (``str`` or ``os.PathLike``: PNG, JPEG, TIFF, ... read with
-    :func:`medfm.data.images.read_image`, as the segmentation and VQA pipelines read theirs), a
+    :func:`medfm.pipelines.inputs.read_image_file`, as the segmentation and VQA pipelines read theirs), a
     PIL image in any mode (``L``, ``RGB``, ``RGBA``, ``P``, ``1``, ``I;16``, ``I``, ``F``, ...; 16-bit
     and float modes min-max scaled, see :func:`medfm.pipelines.inputs.pil_to_array`; files and PIL
-    images are turned upright by their EXIF Orientation, :func:`medfm.data.images.load_upright`) or a
-    numpy array ``(H, W)`` / ``(H, W, C)`` (C = 1 or 3, channels last), uint8 as stored in MedMNIST npz
-    files or float in [0, 1], rounded to uint8 so that ``u / 255.0`` gives exactly what uint8 ``u``
-    gives (:func:`medfm.pipelines.inputs.uint8_image_array`: other dtypes, channels-first arrays and
-    ``(N, H, W)`` stacks are refused; a batch is a list). Grayscale is repeated to 3 channels for RGB models; RGB is
-    converted to luminance (PIL "L") for 1-channel models. Other sizes (larger or smaller) are
+    images are turned upright by their EXIF Orientation, :func:`medfm.data.images.load_upright`; TIFFs
+    Pillow would misread, multi-page or 16-bit colour ones, are refused,
+    :func:`medfm.pipelines.inputs.check_tiff`) or a numpy array ``(H, W)`` / ``(H, W, C)`` (C = 1 or 3,
+    channels last), uint8 as stored in MedMNIST npz files or float in [0, 1], rounded to uint8 so that
+    ``u / 255.0`` gives exactly what uint8 ``u`` gives (:func:`medfm.pipelines.inputs.uint8_image_array`:
+    other dtypes, channels-first arrays and ``(N, H, W)`` stacks are refused; a batch is a list).
+    Grayscale is repeated to 3 channels for RGB models; RGB is converted to luminance (PIL "L") for
+    1-channel models. Other sizes (larger or smaller) are
     resized bilinearly (antialiased) to ``img_size`` x ``img_size``, without keeping the aspect ratio.
 
     Raises:
         PipelineInputError: unsupported type (a torch tensor: with how to pass it as an array),
             dtype or shape; NaN/inf or out-of-range floats; an empty image; a missing or unreadable
             image file (a folder, a DICOM or numpy file, a PIL image whose file was closed: each
-            named); a NIfTI file (a 2D slice: with how to pass it as an array; a volume: a 3D classifier
-            takes it, :func:`medfm.pipelines.inputs.check_not_nifti`); a ``(D, H, W)`` or 4D array
+            named); a multi-page or 16-bit colour TIFF, or one Pillow loaded scrambled
+            (:func:`medfm.pipelines.inputs.check_tiff`); a NIfTI file (a 2D slice: with how to pass it
+            as an array; a volume: a 3D classifier takes it, :func:`medfm.pipelines.inputs.check_not_nifti`);
+            a ``(D, H, W)`` or 4D array
             (those need a 3D classifier).
     """
     from PIL import Image
 
     if isinstance(image, (str, os.PathLike)):
-        from medfm.data.errors import MedFMDataError
-        from medfm.data.images import read_image
-
         path = existing_image_file(image)
         check_not_nifti(path, f"this 2D classifier takes {IMAGES_2D}", _NEEDS_3D)
-        try:  # 16-bit / float files are min-max scaled, never clipped at 255
-            image = read_image(path, mode="L" if in_chans == 1 else "RGB", what="image")
-        except MedFMDataError as err:
-            raise PipelineInputError(str(err)) from None
-    if isinstance(image, Image.Image):
+        arr = read_image_file(path, in_chans)  # 16-bit / float files are min-max scaled, never clipped at 255
+    elif isinstance(image, Image.Image):
         arr = pil_to_array(image, in_chans)
     elif isinstance(image, np.ndarray):
         arr = image
@@ -169,6 +167,9 @@ def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
     An array (or ``.npy`` file) that looks like an RGB(A) image, ``(H, W, 3)``, ``(3, H, W)``, ``(H, W, 4)``,
     ``(4, H, W)`` with both other axes at least 4 times as long (:func:`medfm.pipelines.inputs.rgb_like_axis`),
     is refused, not resized to a cube as a volume 3-4 slices thin; a NIfTI file of that shape is a volume.
+    Smaller ones, such as ``(8, 8, 3)`` or ``(11, 40, 3)`` (another axis shorter than 12, or 16 beside a 4),
+    are taken as volumes of 3-4 slices: no image medfm meets is that small (MedMNIST's, the smallest, are
+    28 x 28), while tiny test volumes are; an RGB image goes to a 2D classifier.
 
     A single-channel volume is repeated to ``in_chans`` channels (as MedMNIST's ``as_rgb``
     does); otherwise ``C`` must equal ``in_chans``. Volumes of another size (also non-cubic
@@ -226,8 +227,8 @@ class ImageClassificationPipeline:
 
     Args:
         model: checkpoint dir / ``hf-hub:`` id, or a loaded classifier module.
-        batch_size: images per forward pass (keep it equal to ``medfm eval``'s to reproduce
-            its scores bit for bit).
+        batch_size: images per forward pass, an integer >= 1 (keep it equal to ``medfm eval``'s to
+            reproduce its scores bit for bit).
         top_k: labels returned per image by default: an integer >= 1, or None (the default)
             for all classes; ``__call__``'s ``top_k`` overrides it for one call (as in the
             VQA pipeline, ``medfm.pipeline("image-classification", model=..., top_k=1)``).
@@ -242,6 +243,7 @@ class ImageClassificationPipeline:
     a MedMNIST 3D split equal ``medfm eval``'s at the same ``batch_size``.
 
     Raises:
+        ValueError: ``batch_size`` not an integer >= 1 (``"8"``, ``2.5``, ``True`` and None included).
         PipelineInputError: ``model`` is not a classifier; bad images or ``top_k``; a volume given
             to a 2D classifier or a 2D image to a 3D one (in a list, the message names the input:
             "image at index 3 of 5: ...", :func:`medfm.pipelines.inputs.each_input`).
@@ -252,17 +254,17 @@ class ImageClassificationPipeline:
         from medfm.evaluation.predict import classifier_core
         from medfm.hub import from_pretrained
 
-        self.top_k = check_top_k(top_k, none_means="all classes")
+        from medfm.arg_checks import check_number
 
+        self.top_k = check_top_k(top_k, none_means="all classes")
+        # checked before the checkpoint loads; "8", 2.7 and True were taken as 8, 2 and 1, None failed in int()
+        self.batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
         self.model = from_pretrained(model) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else model
         self.core = classifier_core(self.model)
         if not all(hasattr(self.core, a) for a in ("scores", "label_names", "encoder")):
             raise PipelineInputError(f"{type(self.core).__name__} is not an image classifier (medfm adapter "
                                      "'classification'); fine-tune one with `medfm finetune`")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model.eval()
-        self.batch_size = int(batch_size)
 
     @torch.no_grad()
     def __call__(self, images: Union[Any, Sequence[Any]], top_k: Optional[int] = None

@@ -3,8 +3,9 @@
 Holds :class:`PipelineInputError` and the checks and hints every pipeline applies to its raw
 inputs: files (:func:`existing_image_file`, the NIfTI notes :func:`is_nifti`,
 :func:`check_not_nifti`, :func:`nifti_shape_note`, :func:`not_a_volume_note`), 2D image arrays
-(:func:`uint8_image_array`: dtype, shape and [0, 1] float checks with their hints), PIL images
-(:func:`pil_to_array`), volumes (:func:`refuse_single_slice`, :func:`refuse_rgb_like`,
+(:func:`uint8_image_array`: dtype, shape and [0, 1] float checks with their hints), image files and
+PIL images (:func:`read_image_file`, :func:`pil_to_array`; TIFFs Pillow would misread,
+:func:`check_tiff`), volumes (:func:`refuse_single_slice`, :func:`refuse_rgb_like`,
 :func:`axes_longer_than_1`, :func:`clip_unit_range`), ``top_k`` (:func:`check_top_k`) and batches (:func:`each_input`).
 Each check raises one error class with a one-line message; a pipeline with its own error class
 passes it as ``error``.
@@ -39,8 +40,11 @@ def existing_image_file(image: Union[str, os.PathLike], missing: str = "image fi
     ``missing`` wording and error class).
 
     Raises:
-        error: "<missing>: <path>" (with "(a folder)" for a directory).
+        error: "<missing>: <path>" (with "(a folder)" for a directory; an empty path ``""``, which
+            ``Path`` reads as the current folder, is called empty).
     """
+    if not os.fspath(image):
+        raise error(f"{missing}: the path is empty ('')")
     path = Path(image)
     if not path.is_file():
         raise error(f"{missing}: {path}" + (" (a folder)" if path.is_dir() else ""))
@@ -229,23 +233,146 @@ def each_input(items: Sequence[Any], convert: Callable[[Any], Any], batch: bool,
     return out
 
 
-def pil_to_array(image: Any, in_chans: int) -> np.ndarray:
-    """A PIL image -> uint8 ``(H, W)`` (``in_chans`` 1) or ``(H, W, 3)`` array.
+#: the TIFF BitsPerSample tag (TIFF 6.0 tag 258): bits of each channel, e.g. (16, 16, 16)
+BITS_PER_SAMPLE_TAG = 258
+
+
+def _tiff_name(im: Any) -> str:
+    """How :func:`check_tiff`'s messages name a PIL image: its file's name when it has one."""
+    return f"the PIL image of {Path(im.filename).name}" if getattr(im, "filename", None) else "the PIL image"
+
+
+def _loaded_scrambled(im: Any) -> Optional[int]:
+    """The EXIF Orientation (5-8) of a TIFF that Pillow has already loaded with its rows scrambled, else None.
+
+    Pillow (13.0) memory-maps an uncompressed TIFF opened by file name in modes ``L``, ``P``, ``I;16``,
+    ``RGBA``, ``CMYK``, ... with the shown (swapped) width and height of an Orientation 5-8, then
+    transposes: the loaded image keeps the stored size and its rows are scrambled
+    (:func:`medfm.data.images.load_upright` avoids this for images not yet loaded). Once loaded, the
+    tag is gone; the file's header still has it, and an image loaded right has the size the header
+    shows (the swapped one), so only a mis-loaded non-square image is named (a square one is loaded right).
+    Only a loaded (no tile left), memory-mapped TIFF with a file name pays the header read.
+    """
+    from PIL import Image
+
+    from medfm.data.images import ORIENTATION_TAG
+
+    if im.tile or getattr(im, "map", None) is None or not getattr(im, "filename", None):
+        return None
+    try:
+        with Image.open(im.filename) as header:
+            orientation, shown = int(header.getexif().get(ORIENTATION_TAG, 1)), header.size
+    except Exception:  # the file is gone or changed: nothing to compare with
+        return None
+    return orientation if orientation in range(5, 9) and im.size != shown else None
+
+
+def check_tiff(im: Any, name: str = "", error: type = PipelineInputError) -> None:
+    """Refuse a PIL TIFF image that Pillow would turn into something other than the picture, one line each:
+
+    - several pages (frames): a stack or a volume, of which Pillow gives page 0 (or the page seeked
+      to) without a word. To pass one page: ``im.seek(i)`` then ``im.copy()``, a plain image;
+    - more than 8 bits per channel in a colour mode (16-bit RGB / RGBA / CMYK: Pillow keeps the high
+      byte, so 12-bit data comes out nearly black, and 16-bit grayscale is min-max scaled instead,
+      :func:`medfm.data.images.scale_to_uint8`);
+    - already loaded by Pillow with its rows scrambled (an uncompressed, non-square TIFF with EXIF
+      Orientation 5-8 loaded before medfm saw it, :func:`_loaded_scrambled`).
+
+    Other images (non-TIFF ones: one attribute read) pass, as do 16-bit / 32-bit / float grayscale TIFFs
+    (``I;16``, ``I``, ``F``: min-max scaled) and a TIFF not yet loaded with any Orientation
+    (:func:`medfm.data.images.load_upright` reads it upright). Used by :func:`read_image_file` (files)
+    and :func:`pil_to_array` (PIL images): every 2D pipeline.
+
+    Args:
+        im: a PIL image (opened, loaded or not).
+        name: how the message names it (a file name); default "the PIL image [of <file>]".
+        error: the pipeline's error class (a ``ValueError`` subclass).
+
+    Raises:
+        error: "scan.tif is a TIFF of 3 pages (a stack or a volume?); ...", "... is an RGB TIFF with
+            16 bits per channel, which Pillow reads as 8 bits ...", "... was loaded by Pillow before
+            medfm saw it, with its rows scrambled ...".
+    """
+    from medfm.data.images import WIDE_MODES
+
+    if getattr(im, "format", None) != "TIFF":
+        return
+    name = name or _tiff_name(im)
+    if getattr(im, "is_animated", False):
+        try:
+            pages = f"{int(im.n_frames)} pages"
+        except Exception:  # a closed file
+            pages = "several pages"
+        raise error(f"{name} is a TIFF of {pages} (a stack or a volume?); this model takes one 2D image: pass one "
+                    "page as a PIL image, im = Image.open(path); im.seek(i); im.copy()")
+    bits = tuple(getattr(im, "tag_v2", {}).get(BITS_PER_SAMPLE_TAG, ()) or ())
+    if im.mode not in WIDE_MODES and bits and max(bits) > 8:
+        raise error(f"{name} is an {im.mode} TIFF with {max(bits)} bits per channel, which Pillow reads as 8 bits by "
+                    "keeping the high byte (12-bit data comes out nearly black); save it as 8-bit RGB or 16-bit "
+                    "grayscale, or pass its pixels as a float array (H, W, 3) scaled to [0, 1]")
+    orientation = _loaded_scrambled(im)
+    if orientation is not None:
+        raise error(f"{name} is an uncompressed TIFF with EXIF Orientation {orientation} that Pillow loaded before "
+                    "medfm saw it, with its rows scrambled (a Pillow bug); pass the file path, or the image before it "
+                    "is loaded (Image.open(path) without im.load() or np.asarray(im))")
+
+
+def _pil_mode(in_chans: Optional[int]) -> Optional[str]:
+    """The mode :func:`medfm.data.images.pil_to_uint8` converts to for a model of ``in_chans`` channels."""
+    return None if in_chans is None else "L" if in_chans == 1 else "RGB"
+
+
+def pil_to_array(image: Any, in_chans: Optional[int]) -> np.ndarray:
+    """A PIL image -> uint8 ``(H, W)`` (``in_chans`` 1) or ``(H, W, 3)`` array (``in_chans`` None: ``L``
+    stays ``(H, W)``, ``RGB`` and every other mode become ``(H, W, 3)``, as
+    :func:`medfm.data.images.read_image` with ``mode=None``).
 
     Pixels deeper than 8 bits (modes ``I;16``, ``I``, ``F``: 16-bit PNG/TIFF scans) are
     min-max scaled to 0-255 first, as :func:`medfm.data.images.read_image` does for files;
-    PIL's own ``convert("L")`` would clip them at 255.
+    PIL's own ``convert("L")`` would clip them at 255. TIFFs Pillow would misread (several
+    pages, 16-bit colour, loaded with scrambled rows) are refused (:func:`check_tiff`).
 
     Raises:
-        PipelineInputError: non-finite pixels in a float image.
+        PipelineInputError: non-finite pixels in a float image, a closed file, a TIFF refused by :func:`check_tiff`.
     """
     from medfm.data.errors import MedFMDataError
     from medfm.data.images import pil_to_uint8
 
+    check_tiff(image)
     try:
-        return pil_to_uint8(image, "L" if in_chans == 1 else "RGB")
+        return pil_to_uint8(image, _pil_mode(in_chans))
     except MedFMDataError as err:
         raise PipelineInputError(str(err)) from None
+
+
+def read_image_file(path: Path, in_chans: Optional[int], error: type = PipelineInputError) -> np.ndarray:
+    """An existing 2D image file -> uint8 ``(H, W)`` / ``(H, W, 3)`` array, as :func:`pil_to_array`
+    converts a PIL image (``in_chans``: 1, 3, or None for the file's own ``L`` / RGB): opened once,
+    checked by :func:`check_tiff` (a multi-page or 16-bit colour TIFF is refused, not read as its page 0
+    or its high bytes), turned upright and min-max scaled when deeper than 8 bits
+    (:func:`medfm.data.images.pil_to_uint8`, the conversion of :func:`medfm.data.images.read_image`).
+    The image file reader of every 2D pipeline.
+
+    Raises:
+        error: a file PIL cannot identify (a NIfTI, DICOM or numpy file named as such,
+            :func:`medfm.data.images.image_decode_error`), a truncated or damaged one, non-finite
+            float pixels, a TIFF refused by :func:`check_tiff`; one line naming the file.
+    """
+    from PIL import Image
+
+    from medfm.data.errors import MedFMDataError
+    from medfm.data.images import image_decode_error, pil_to_uint8
+
+    try:
+        im = Image.open(path)
+    except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
+        raise error(str(image_decode_error(path, "image", err))) from None
+    with im:
+        check_tiff(im, path.name, error)
+        try:  # 16-bit / float files are min-max scaled, never clipped at 255
+            return pil_to_uint8(im, _pil_mode(in_chans), path, "image")
+        except MedFMDataError as err:
+            raise error(str(err)) from None
 
 
 def axes_longer_than_1(shape: Sequence[int]) -> int:

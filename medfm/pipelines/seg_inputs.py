@@ -18,8 +18,9 @@ import numpy as np
 
 from medfm.pipelines.inputs import (IMAGES_2D, NIFTI_VOLUME, PipelineInputError, axes_longer_than_1,
                                     check_not_nifti, clip_unit_range, existing_image_file, is_nifti,
-                                    nifti_shape_note, not_a_volume_note, pil_to_array, refuse_rgb_like,
-                                    refuse_single_slice, rgb_like_axis, tensor_hint, uint8_image_array)
+                                    nifti_shape_note, not_a_volume_note, pil_to_array, read_image_file,
+                                    refuse_rgb_like, refuse_single_slice, rgb_like_axis, tensor_hint,
+                                    uint8_image_array)
 
 
 class SegmentationInputError(ValueError):
@@ -105,12 +106,20 @@ def _load_nifti(path: Path) -> Tuple[np.ndarray, Any]:
     """``(float32 voxels, nibabel image)`` of an existing NIfTI file.
 
     Raises:
-        SegmentationInputError: unreadable file.
+        SegmentationInputError: unreadable file; voxels that are not real numbers (a complex NIfTI,
+            whose imaginary part the float32 cast dropped with only a ``ComplexWarning``; RGB
+            records), as the 3D classifier refuses them.
     """
     import nibabel as nib
 
     try:
         img = nib.load(str(path))
+        dtype = img.get_data_dtype()
+    except Exception as err:
+        raise SegmentationInputError(f"cannot read NIfTI {path}: {type(err).__name__}: {err}") from None
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise SegmentationInputError(f"NIfTI {path.name} holds {dtype} voxels, not real numbers")
+    try:
         return np.asarray(img.dataobj, dtype=np.float32), img
     except Exception as err:
         raise SegmentationInputError(f"cannot read NIfTI {path}: {type(err).__name__}: {err}") from None
@@ -285,8 +294,9 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
     """Load one pipeline input into ``{"array": ..., "affine": (4, 4) or None, "header": ...}``.
 
     2D inputs: an image file path (``str`` / ``os.PathLike``; PNG, JPEG, TIFF, ... via
-    :func:`medfm.data.images.read_image`, turned upright by its EXIF Orientation), a PIL image in
-    any mode, or an ``(H, W)`` / ``(H, W, 1|3)`` uint8 or float array (channels last). They become
+    :func:`medfm.pipelines.inputs.read_image_file`, turned upright by its EXIF Orientation), a PIL image in
+    any mode (multi-page and 16-bit colour TIFFs refused, :func:`medfm.pipelines.inputs.check_tiff`), or an
+    ``(H, W)`` / ``(H, W, 1|3)`` uint8 or float array (channels last). They become
     ``(C, H, W)`` float32 in [0, 1] (uint8 / 255; float arrays, which must be finite and in [0, 1]
     (float rounding within 1e-3 outside is clipped), rounded to the nearest 8-bit level first, as
     the classification and VQA pipelines do (:func:`medfm.pipelines.inputs.uint8_image_array`:
@@ -332,14 +342,8 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
         if volumetric:  # read as an image, an RGB file would pass for a 3-slice volume
             raise SegmentationInputError(f"{takes}; {path.name} is not a NIfTI file (.nii / .nii.gz): "
                                          f"{not_a_volume_note(path, _NEEDS_2D)}")
-        from medfm.data.errors import MedFMDataError
-        from medfm.data.images import read_image
-
-        try:  # 16-bit / float files are min-max scaled, never clipped at 255
-            item = read_image(path, mode="L" if in_chans == 1 else "RGB", what="image")
-        except MedFMDataError as err:
-            raise SegmentationInputError(str(err)) from None
-    if isinstance(item, Image.Image):
+        item = read_image_file(path, in_chans, SegmentationInputError)  # 16-bit / float files min-max scaled
+    elif isinstance(item, Image.Image):
         if volumetric:
             raise SegmentationInputError(f"{takes}; got a 2D PIL image of size {item.size} ({_NEEDS_2D})")
         try:

@@ -51,6 +51,14 @@ def _window(model: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], overlap
                                     overlap=overlap, mode="gaussian", padding_mode="constant", cval=0.0)
 
 
+def _real_valued(arr: Union[np.ndarray, torch.Tensor]) -> bool:
+    """Whether an array or tensor holds real numbers (ints or floats; not bools, complex numbers,
+    strings or objects): what :func:`predict_probs` takes."""
+    if isinstance(arr, torch.Tensor):
+        return arr.dtype != torch.bool and not arr.is_complex()
+    return np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)
+
+
 #: how :func:`predict_probs` says to pass a volume it refuses as RGB(A)-like
 PIPELINE_NIFTI = ("segment a volume with medfm.pipeline('image-segmentation') from a NIfTI file (always a volume), "
                   f"{NIFTI_SAVE}")
@@ -68,8 +76,8 @@ def predict_probs(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor]
             shaped like an RGB(A) image (``(X, Y, 3)``, ``(3, X, Y)``, ``(X, Y, 4)``, ``(4, X, Y)`` with both
             other axes at least 4 times as long, :func:`medfm.pipelines.inputs.rgb_like_axis`) is refused,
             as the pipeline refuses such arrays (:func:`medfm.pipelines.seg_inputs.check_not_rgb_like`).
-        overlap: sliding-window overlap fraction.
-        sw_batch_size: windows per forward pass.
+        overlap: sliding-window overlap fraction in [0, 1).
+        sw_batch_size: windows per forward pass, an integer >= 1.
         check_rgb: refuse RGB(A)-like volumes (above); False only where the input is known to be a
             volume (the pipeline: a NIfTI file, or an array it has checked itself).
 
@@ -77,12 +85,25 @@ def predict_probs(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor]
         ``(K, *S)`` float32 probabilities, ``S`` the input's spatial shape.
 
     Raises:
-        SegmentationInputError: wrong rank or channel count for this model, an empty input
-            (a zero-length axis), a volume shaped like an RGB(A) image (see above).
+        SegmentationInputError: an input that is not a real-valued array or tensor (strings, objects,
+            bools, complex numbers; was a torch ``TypeError``), wrong rank or channel count for this
+            model, an empty input (a zero-length axis), a volume shaped like an RGB(A) image (see above).
+        ValueError: ``overlap`` not a number in [0, 1) or ``sw_batch_size`` not an integer >= 1 (were
+            MONAI's ``range() arg 3 must not be zero`` / a ``TypeError``; ``True`` was taken as 1).
+        TypeError: ``model`` is not a segmentation model.
     """
+    from medfm.adapters.segmentation import check_overlap
+    from medfm.arg_checks import check_number
+
     core = seg_core(model)
     inf = core.inference
-    x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image, dtype=torch.float32)
+    overlap = check_overlap(overlap)
+    sw_batch_size = check_number("sw_batch_size", sw_batch_size, ge=1, integer=True)
+    arr = image if isinstance(image, torch.Tensor) else np.asarray(image)
+    if not _real_valued(arr):
+        raise SegmentationInputError(f"predict_probs takes a real-valued array or tensor (float in [0, 1]), got "
+                                     f"{type(image).__name__} of dtype {arr.dtype}")
+    x = torch.as_tensor(arr, dtype=torch.float32)
     check_not_empty(x.shape, "the input")
     dev = next(core.parameters()).device
     k = inf["context_slices"]
@@ -162,7 +183,9 @@ class ImageSegmentationPipeline:
     other axes at least 4 times as long (:func:`medfm.pipelines.inputs.rgb_like_axis`). An image, or 3-4
     slices? It is refused with how to pass either (:func:`medfm.pipelines.seg_inputs.check_not_rgb_like`):
     a volume as a NIfTI file, or (3D models, 2.5D models slicing along axis 1) with its slices on the
-    middle axis; an image to a 2D model. NIfTI files are volumes whatever their shape.
+    middle axis; an image to a 2D model. NIfTI files are volumes whatever their shape, and so are smaller
+    arrays such as ``(8, 8, 3)`` or ``(11, 40, 3)`` (another axis shorter than 12, or 16 beside a 4): no
+    image medfm meets is that small (MedMNIST's, the smallest, are 28 x 28), while tiny test volumes are.
 
     Multi-channel 3D models (``in_chans`` C > 1, e.g. BraTS [FLAIR, T1c]) take per case a list
     of C per-channel 3D NIfTI paths in the model's channel order (same shape and affine; the
@@ -199,7 +222,8 @@ class ImageSegmentationPipeline:
             "unit" model; a wrong channel count; a "brain_percentile" model
             called without ``brain_mask`` (or a brain mask given to another model); ``target`` /
             ``query`` missing for a text-conditioned model, or given to a plain one (so is
-            ``text_encoder``, which it used to ignore).
+            ``text_encoder``, which it used to ignore); an ``output_path`` that is not a ``.nii`` /
+            ``.nii.gz`` path (checked before segmenting, :func:`nifti_output_path`).
         UnknownNameError: an unknown target name (with the close matches; a ``KeyError``).
     """
 
@@ -321,6 +345,8 @@ class ImageSegmentationPipeline:
                  target: Optional[str] = None, query: Optional[str] = None):
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
+        if output_path is not None:
+            nifti_output_path(output_path)
         model, about = self._view(target, query)
         out = [{**r, **about} for r in each_input(items, lambda it: self._one(it, model), batch=not single,
                                                   noun="volume" if self.volumetric else "image",
@@ -332,15 +358,41 @@ class ImageSegmentationPipeline:
         return out[0] if single else out
 
 
+def nifti_output_path(path: Any) -> Path:
+    """``path`` as the ``Path`` of a NIfTI file to write (checked before any work is done).
+
+    Raises:
+        SegmentationInputError: not a ``str`` / ``os.PathLike`` (was pathlib's ``TypeError``, after the
+            segmentation had run), or a name not ending in ``.nii`` / ``.nii.gz``.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise SegmentationInputError(f"output_path must be a file path ending in .nii or .nii.gz, got "
+                                     f"{type(path).__name__}")
+    path = Path(path)
+    if not is_nifti(path):
+        raise SegmentationInputError(f"NIfTI output paths end in .nii or .nii.gz, got {path.name}")
+    return path
+
+
 def save_nifti(image: Any, path: Union[str, os.PathLike]) -> Path:
-    """Write a ``nibabel`` image to ``path`` (``.nii`` or ``.nii.gz``) atomically."""
+    """Write a ``nibabel`` image to ``path`` (``.nii`` or ``.nii.gz``) atomically.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        SegmentationInputError: ``image`` is not a nibabel image (e.g. a mask array: wrap it,
+            ``nib.Nifti1Image(mask, affine)``), ``path`` is not a path or does not end in ``.nii`` /
+            ``.nii.gz`` (were an ``AttributeError`` / ``TypeError`` from nibabel or pathlib).
+    """
     import nibabel as nib
 
     from medfm.io import atomic_path
 
-    path = Path(path)
-    if not is_nifti(path):
-        raise SegmentationInputError(f"NIfTI output paths end in .nii or .nii.gz, got {path.name}")
+    if not isinstance(image, nib.spatialimages.SpatialImage):
+        raise SegmentationInputError(f"save_nifti writes a nibabel image, e.g. nib.Nifti1Image(mask, affine), got "
+                                     f"{type(image).__name__}")
+    path = nifti_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         # nibabel picks compression from the suffix: keep it on the temporary name
@@ -350,5 +402,5 @@ def save_nifti(image: Any, path: Union[str, os.PathLike]) -> Path:
     return path
 
 
-__all__ = ["predict_probs", "predict_labels", "ImageSegmentationPipeline", "save_nifti", "SegmentationInputError",
-           "seg_core"]
+__all__ = ["predict_probs", "predict_labels", "ImageSegmentationPipeline", "save_nifti", "nifti_output_path",
+           "SegmentationInputError", "seg_core"]

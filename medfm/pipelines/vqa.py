@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from medfm.pipelines.inputs import (IMAGES_2D, PipelineInputError, check_not_nifti, check_top_k,
-                                    each_input, existing_image_file, tensor_hint, uint8_image_array)
+                                    each_input, existing_image_file, pil_to_array, read_image_file, tensor_hint,
+                                    uint8_image_array)
 
 
 def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
@@ -27,10 +28,17 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
 
     The conversion of :class:`medfm.data.vqa_rad.VQARadDataset`: any PIL mode to 8-bit
     (16-bit / 32-bit / float pixels min-max scaled, :func:`medfm.data.images.pil_to_uint8`; files
-    and PIL images turned upright by their EXIF Orientation), RGB to ITU-R 601 luma, zero-pad to
+    and PIL images turned upright by their EXIF Orientation; multi-page and 16-bit colour TIFFs
+    refused, :func:`medfm.pipelines.inputs.check_tiff`), RGB to ITU-R 601 luma, zero-pad to
     square, antialiased bilinear resize (rounded to 8 bits, as the data set stores it), gray
     repeated to ``in_chans``. A file and the same image as a PIL image give the same tensor, as do
     a uint8 array ``u`` and the float array ``u / 255.0``.
+
+    The luma is PIL's ``convert("L")`` (8-bit fixed point, ``(19595 R + 38470 G + 7471 B + 2^15) >> 16``),
+    as the classification and segmentation pipelines make RGB gray for 1-channel models; the data set's
+    float luma (:func:`medfm.data.corpus.to_gray`, ``rint(0.299 R + 0.587 G + 0.114 B)``) gives the same
+    on all 315 VQA-RAD images (302 gray stored as RGB, 13 in colour), but 1 level apart on about one
+    pixel in 4096 of random colour images (it used to be the pipeline's conversion too).
 
     Args:
         image: file path (``str`` / ``os.PathLike``), PIL image (any mode: ``L``, ``RGB``, ``P``,
@@ -51,25 +59,19 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
     """
     from PIL import Image
 
-    from medfm.data.corpus import pad_square, resize_batch, to_gray
-    from medfm.data.errors import MedFMDataError
-    from medfm.data.images import pil_to_uint8, read_image
+    from medfm.data.corpus import pad_square, resize_batch
 
-    try:
-        if isinstance(image, (str, os.PathLike)):
-            path = existing_image_file(image)
-            check_not_nifti(path, f"this VQA model takes {IMAGES_2D}", "a VQA model answers about one 2D image: pass "
-                            "a slice of the volume as an array")
-            arr = to_gray(read_image(path, what="image"))
-        elif isinstance(image, Image.Image):  # the file reader's conversion, without a round trip through a file
-            arr = to_gray(pil_to_uint8(image, None, "<PIL image>", "image"))
-        elif isinstance(image, np.ndarray):
-            arr = to_gray(uint8_image_array(image))
-        else:
-            raise PipelineInputError(f"expected an image path, a PIL image or a numpy array (uint8, or float in "
-                                     f"[0, 1]), got {type(image).__name__}{tensor_hint(image)}")
-    except MedFMDataError as err:
-        raise PipelineInputError(str(err)) from None
+    if isinstance(image, (str, os.PathLike)):
+        path = existing_image_file(image)
+        check_not_nifti(path, f"this VQA model takes {IMAGES_2D}", "a VQA model answers about one 2D image: pass "
+                        "a slice of the volume as an array")
+        image = read_image_file(path, None)  # L stays, other modes RGB, as the data set reads its files
+    elif isinstance(image, Image.Image):  # the file reader's conversion, without a round trip through a file
+        image = pil_to_array(image, None)
+    elif not isinstance(image, np.ndarray):
+        raise PipelineInputError(f"expected an image path, a PIL image or a numpy array (uint8, or float in "
+                                 f"[0, 1]), got {type(image).__name__}{tensor_hint(image)}")
+    arr = uint8_image_array(image, gray=True)  # RGB -> PIL's "L"
     if min(arr.shape) == 0:
         raise PipelineInputError(f"empty image of shape {arr.shape}")
     x = torch.from_numpy(resize_batch(pad_square(arr)[None], img_size)).float().div_(255.0)
@@ -77,12 +79,16 @@ def vqa_image_tensor(image: Any, in_chans: int, img_size: int) -> torch.Tensor:
 
 
 def _single_image(image: Any, n_questions: int) -> bool:
-    """Whether ``image`` is one image (path, PIL image, ``(H, W)`` / ``(H, W, 3)`` array) rather than
-    images to go with ``n_questions`` questions (a list, or an ``(N, H, W)`` array stack with N = n_questions)."""
+    """Whether ``image`` is one image (path, PIL image, ``(H, W)`` / ``(H, W, 1|3)`` array) rather than
+    images to go with ``n_questions`` questions (a list, or an ``(N, H, W)`` array stack with N = n_questions).
+
+    A 3D array with 1 or 3 on its last axis is one channels-last image (the 2D form of every pipeline,
+    :func:`medfm.pipelines.inputs.uint8_image_array`), also when its height equals ``n_questions``: it was
+    split into its rows, ``H`` images of shape ``(W, 3)`` answered without a word."""
     from PIL import Image
 
     if isinstance(image, np.ndarray):
-        return image.ndim <= 2 or (image.ndim == 3 and image.shape[0] != n_questions)
+        return image.ndim <= 2 or (image.ndim == 3 and (image.shape[-1] in (1, 3) or image.shape[0] != n_questions))
     return isinstance(image, (str, bytes, os.PathLike, Image.Image))
 
 
@@ -115,7 +121,8 @@ class VisualQuestionAnsweringPipeline:
 
         Raises:
             PipelineInputError: a question that is not a non-empty string; a list of questions for a
-            single image or one question for a list of images; mismatched numbers of images and
+            single image (an ``(H, W, 1|3)`` array is one image, whatever ``H``) or one question for a list
+            of images; questions or images given as a set (unordered); mismatched numbers of images and
             questions or empty lists; a bad image (see :func:`vqa_image_tensor`; in a list, named by
             its index, "image at index 3 of 5: ...",
             :func:`medfm.pipelines.inputs.each_input`); ``top_k`` that is not an integer >= 1.
@@ -125,6 +132,11 @@ class VisualQuestionAnsweringPipeline:
         if not single and (isinstance(question, (bytes, bytearray, dict)) or not hasattr(question, "__iter__")):
             raise PipelineInputError(f"question must be a string, or a list of strings for a list of images, got "
                                      f"{type(question).__name__}")
+        unordered = next((w for w, v in (("questions", question), ("images", image))
+                          if isinstance(v, (set, frozenset))), None)
+        if unordered:  # list() of a set pairs its items with the other list's in an arbitrary order
+            raise PipelineInputError(f"{unordered} given as a set, which has no order; questions and images are paired "
+                                     "by position: pass lists")
         questions = [question] if single else list(question)
         if single and isinstance(image, (list, tuple)):
             raise PipelineInputError(f"one question for a list of {len(image)} images; pass a list of questions, "
