@@ -270,8 +270,10 @@ def corrupt_images(
         flag: MedMNIST flag whose severity parameters to use.
         corruption: a name from :func:`list_corruptions` ``(flag)``.
         severity: 1..5.
-        seed: base seed; image ``i`` is seeded from ``(seed, flag, corruption, severity,
-            start_index + i)``, or ``indices[i]`` when given.
+        seed: base seed, any integer; image ``i`` is seeded from ``(seed, flag, corruption, severity,
+            start_index + i)``, or ``indices[i]`` when given. The seed is folded to 32 bits (``seed mod
+            2**32``: ``-1`` gives the images of ``4294967295``), as an evaluation suite's
+            ``corruptions.seed`` documents.
         resolution: side in px to corrupt at (then resized back), or ``"native"``.
         start_index: index of ``images[0]`` in the full set (for chunked generation).
         indices: ``(N,)`` index of each image in the full set (images of a subset), instead of
@@ -398,7 +400,12 @@ def cache_path(cache_dir: Optional[PathLike], flag: str, size: int, corruption: 
     given by ``indices``, ``..._<seed>_i<indices_digest(indices)>.npz``.
 
     ``cache_dir`` None means ``~/.cache/medfm``.
+
+    Raises:
+        ValueError: ``severity`` not an integer in 1..5 (:func:`check_severity`; ``9`` named a file
+            ``..._s9_...`` that no set could fill, ``2.0`` one ``..._s2.0_...``).
     """
+    severity = check_severity(severity)
     root = Path(os.path.expanduser(str(cache_dir or DEFAULT_CACHE_DIR)))
     subset = "" if indices is None else f"_i{indices_digest(indices)}"
     return root / "medmnistc" / f"{flag}_{size}_{corruption}_s{severity}_{seed}{subset}.npz"
@@ -475,7 +482,7 @@ def corrupted_sets(
         seed, resolution: see :func:`corrupt_images`.
         cache_dir: cache root (default ``~/.cache/medfm``); files in ``<cache_dir>/medmnistc``.
         source_md5: md5 of the clean data file, recorded and checked on reuse.
-        workers: worker processes; 0 or 1 generates in this process.
+        workers: worker processes, an integer >= 0; 0 or 1 generates in this process.
         progress: show a tqdm bar over all images to generate.
         use_cache: read and write the cache.
         indices: ``(N,)`` index of each image in the full split when ``images`` are a subset of it
@@ -489,10 +496,13 @@ def corrupted_sets(
 
     Raises:
         UnknownCorruptionError, ValueError, RuntimeError: see :func:`corrupt_images`; ValueError
-            also for ``indices`` of another length than ``images``, negative or repeated.
+            also for ``indices`` of another length than ``images``, negative or repeated, and for
+            ``workers`` not an integer >= 0 (``-1``, joblib's "all cores", ran in this process;
+            ``1.5`` and ``"2"`` failed with a TypeError once a set had to be generated).
     """
     from tqdm.auto import tqdm
 
+    workers = check_number("workers", workers, ge=0, integer=True, hint=" (0 or 1: in this process)")
     images = np.ascontiguousarray(images)
     size = int(size or images.shape[1])
     if isinstance(jobs, (str, bytes)) or not all(isinstance(j, (list, tuple)) and len(j) == 2 for j in jobs):

@@ -135,6 +135,9 @@ def _resolve(root: PathLike, data_root: Optional[PathLike]) -> Path:
     path = Path(root).expanduser()
     if not path.is_absolute():
         path = resolve_data_root(data_root) / path
+    if path.is_file():  # was "image folder not found at <file>", which exists
+        raise DataFileMissingError(f"image folder root must be a folder (class sub-folders or a labels.csv), got "
+                                   f"the file {path}; pass the folder that holds the images, e.g. {path.parent}")
     if not path.is_dir():
         raise DataFileMissingError(f"image folder not found at {path}")
     return path
@@ -179,7 +182,7 @@ class ImageFolderDataset(UInt8ImageSet):
         and file bytes of this split).
 
     Raises:
-        DataFileMissingError: folder or listed files missing.
+        DataFileMissingError: folder or listed files missing, or ``root`` a file rather than a folder.
         DataShapeError: no images, a bad labels.csv (missing columns, empty cells, a file
             listed twice), or mixed sizes with ``size=None``.
         CorruptFileError: an image PIL cannot decode, or a labels.csv that is not UTF-8 CSV.

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from medfm.arg_checks import is_integer
+from medfm.arg_checks import is_integer, shown
 from medfm.data.errors import ChecksumError, UnknownDatasetError, UnsupportedSizeError
 from medfm.data.root import PathLike, dataset_dir
 from medfm.io import file_md5 as io_file_md5
@@ -116,7 +116,10 @@ def available_sizes(flag: str) -> Tuple[int, ...]:
 def _size_suffix(flag: str, size: int) -> str:
     sizes = available_sizes(flag)
     if not is_integer(size) or size not in sizes:  # 28.0 is refused, not taken as 28
-        raise UnsupportedSizeError(f"MedMNIST {flag!r} is not released at size {size!r}; available: {list(sizes)}")
+        # True was shown as "size True", as if a bool could be a side (a download=True slipped into size's place)
+        kind = "" if is_integer(size) else " (a size is an integer side in px)"
+        raise UnsupportedSizeError(f"MedMNIST {flag!r} is not released at size {shown(size)}; available: "
+                                   f"{list(sizes)}{kind}")
     return "" if size == 28 else f"_{size}"
 
 

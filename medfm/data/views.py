@@ -32,13 +32,14 @@ class ViewConfig:
         hflip_p / vflip_p: flip probabilities.
         rotate_deg: maximum absolute rotation in degrees.
         blur_p: probability of Gaussian blur; ``blur_sigma`` its sigma range in pixels.
-        brightness / contrast: maximum relative intensity shift / scale change.
+        brightness / contrast: maximum intensity shift / relative scale change, each in [0, 1).
         noise_std: standard deviation of additive Gaussian noise (intensity units in [0, 1]).
 
     Raises:
         ValueError: a value of the wrong kind or out of range (:func:`medfm.arg_checks.check_number`;
             ``True`` is not a probability of 1, NaN/inf are refused), e.g. ``views.contrast must be
-            in [0, 1) (...), got 1.5`` or ``views.scale must satisfy 0 < low <= high <= 1, got (0, 1)``.
+            in [0, 1) (...), got 1.5``, ``views.brightness must be < 1 (...), got 1.5`` or
+            ``views.scale must satisfy 0 < low <= high <= 1, got (0, 1)``.
     """
 
     scale: Tuple[float, float] = (0.35, 1.0)
@@ -59,6 +60,9 @@ class ViewConfig:
             check_number(f"views.{name}", getattr(self, name), ge=0, le=1, hint=" (a probability)")
         for name in ("rotate_deg", "noise_std", "brightness"):
             check_number(f"views.{name}", getattr(self, name), ge=0)
+        # the shift is drawn from [-brightness, brightness] on [0, 1] intensities (1.5 was accepted)
+        check_number("views.brightness", self.brightness, lt=1,
+                     hint=" (a shift of +/- brightness on [0, 1] intensities; 1 or more can blank the image)")
         # the gain is drawn from [1 - contrast, 1 + contrast]
         check_number("views.contrast", self.contrast, ge=0, lt=1,
                      hint=" (a gain of 1 +/- contrast; 1 or more can invert or blank the image)")
@@ -106,19 +110,25 @@ def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor
 
 
 class RandomViews:
-    """Random views of a batch ``(B, C, H, W)`` float in [0, 1] -> ``(B, C, S, S)`` in [0, 1].
+    """Random views of a batch ``(B, C, H, H)`` float in [0, 1] -> ``(B, C, S, S)`` in [0, 1].
+
+    The input is square: the crop box, its aspect ratio and the flips are drawn in the image's
+    normalised coordinates, so a ``16 x 32`` image was squeezed to ``16 x 16`` (its width halved)
+    without a word.
 
     Args:
         cfg: the augmentation parameters.
-        out_size: output side ``S`` in pixels, an integer >= 1 (default: the input side). An encoder
-            may need more (:attr:`medfm.encoders.base.Encoder.min_input_size`); the objective that
-            picks ``S`` checks that (:func:`medfm.objectives.inputs.check_view_size`).
+        out_size: output side ``S`` in pixels, an integer >= 1 (default: the input side ``H``). A
+            1 px view is a single bilinear sample (the blur leaves it as it is). An encoder may need
+            more (:attr:`medfm.encoders.base.Encoder.min_input_size`); the objective that picks ``S``
+            checks that (:func:`medfm.objectives.inputs.check_view_size`).
 
     Raises:
         ValueError: ``cfg`` not a :class:`ViewConfig` (a dict or a name); ``out_size`` not an integer >= 1
-            (``0`` was taken as the input side); in a call, input not a non-empty 4-D float tensor, or
-            ``gen`` neither None (torch's global generator) nor a CPU ``torch.Generator`` (a seed given
-            instead failed with torch's many-line ``rand() received an invalid combination``).
+            (``0`` was taken as the input side); in a call, input not a non-empty 4-D float tensor, an
+            image that is not square (``views expect square images ..., got 16 x 32``), or ``gen`` neither
+            None (torch's global generator) nor a CPU ``torch.Generator`` (a seed given instead failed
+            with torch's many-line ``rand() received an invalid combination``).
     """
 
     def __init__(self, cfg: Optional[ViewConfig] = None, out_size: Optional[int] = None) -> None:
@@ -132,9 +142,13 @@ class RandomViews:
             raise ValueError(f"views expect a float torch.Tensor (B, C, H, W) batch, got {type(images).__name__}")
         if images.ndim != 4 or not images.is_floating_point() or not images.numel():
             raise ValueError(f"views expect a non-empty float (B, C, H, W) batch, got {tuple(images.shape)} {images.dtype}")
+        b, c, h, w = images.shape
+        if h != w:
+            raise ValueError(f"views expect square images (the crops are drawn in normalised coordinates and come "
+                             f"out S x S), got {h} x {w}; resize them to a square first "
+                             "(e.g. ImageFolderDataset(size=...))")
         check_generator(gen, "views")
         cfg = self.cfg
-        b, c, h, w = images.shape
         size = self.out_size or h
         # random resized crop + flips + rotation as one affine map in normalised coords
         area = _uniform(gen, b, *cfg.scale)
@@ -176,8 +190,11 @@ class RandomViews:
         sigma = _uniform(gen, b, *cfg.blur_sigma)
         # 2 sigma each side, but below the image side: reflect padding needs pad < side, and a
         # kernel wider than the image would only repeat reflected pixels (a large blur_sigma on
-        # SwAV's 12 px local crops used to raise torch's padding error)
-        radius = max(1, min(int(math.ceil(2 * cfg.blur_sigma[1])), min(h, w) - 1))
+        # SwAV's 12 px local crops used to raise torch's padding error); a 1 px view has nothing to
+        # blur (out_size=1 raised that padding error); the draws above keep the generator's stream
+        radius = min(int(math.ceil(2 * cfg.blur_sigma[1])), min(h, w) - 1)
+        if radius < 1:
+            return x
         coords = torch.arange(-radius, radius + 1, dtype=x.dtype)
         k1 = torch.exp(-(coords[None] ** 2) / (2 * sigma[:, None].to(x.dtype) ** 2))
         k1 = k1 / k1.sum(dim=1, keepdim=True)

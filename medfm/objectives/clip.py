@@ -68,6 +68,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: Any,
         image_emb, text_emb: (B, D), B >= 2; logit_scale: scalar (the multiplier, not its
         log); text_ids: optional (B,) integers, equal for pairs with identical text. Returns
         a float32 scalar, computed in float32 also under ``torch.autocast``.
+        NaN/inf embeddings give a NaN loss (not looked for: see :mod:`medfm.objectives.inputs`).
 
     With ``text_ids`` each row's target is uniform over the columns of the same id (UniCL,
     Yang et al. 2022); without, row ``i``'s target is column ``i``.

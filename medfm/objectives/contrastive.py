@@ -30,6 +30,7 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
     Shape:
         z1, z2: (B, D), B >= 2, any float dtype. Returns a float32 scalar, computed in float32
         also under ``torch.autocast``.
+        NaN/inf values in ``z1``/``z2`` give a NaN loss (not looked for: see :mod:`medfm.objectives.inputs`).
 
     Raises:
         ValueError: not float tensors (:func:`~medfm.objectives.inputs.check_float_tensors`), mismatched

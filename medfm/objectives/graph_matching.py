@@ -98,6 +98,7 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std
     Shape:
         z1, z2: ``(B, D)``, ``B >= 2``. Returns a float32 scalar, computed in float32 also
         under ``torch.autocast``.
+        NaN/inf values in ``z1``/``z2`` give a NaN loss (not looked for: see :mod:`medfm.objectives.inputs`).
 
     Raises:
         ValueError: not float tensors (:func:`~medfm.objectives.inputs.check_float_tensors`), mismatched
@@ -220,7 +221,8 @@ def matching_loss(qap: FactorizedQAP, differentiation: str = "blackbox", blackbo
 
     Raises:
         ValueError: unknown ``differentiation``, non-square instances, ``blackbox_lambda`` not a
-            finite number > 0 (black-box only).
+            finite number > 0 (black-box only); NaN/inf affinities (e.g. from NaN embeddings) stop in
+            :func:`~medfm.objectives.solvers.hungarian` (``hungarian: scores contain NaN or inf``).
     """
     g, n, m = qap.node.shape
     if n != m:
@@ -386,11 +388,12 @@ class GraphMatching(nn.Module):
         e1 = F.normalize(self.edge_proj(u1.unsqueeze(2) - gather_neighbors(u1, nbr1)), dim=-1)
         e2 = F.normalize(self.edge_proj(u2.unsqueeze(2) - gather_neighbors(u2, nbr2)), dim=-1)
         w_e = self.edge_weight if self.edge_weight is not None else 1.0 / k
+        # knn_graph's topk indices lie in [0, n): no read-back per step to check them
         if self.edge_affinity == "relation":
-            return FactorizedQAP.from_edge_features(node, nbr1, e1, nbr2, e2, w_e, rectify=True)
+            return FactorizedQAP.from_edge_features(node, nbr1, e1, nbr2, e2, w_e, rectify=True, check_indices=False)
         one1, one2 = torch.ones_like(e1[..., :1]), torch.ones_like(e2[..., :1])
         f1, f2 = torch.cat([one1, e1], dim=-1) / 2 ** 0.5, torch.cat([one2, e2], dim=-1) / 2 ** 0.5
-        return FactorizedQAP.from_edge_features(node, nbr1, f1, nbr2, f2, w_e)
+        return FactorizedQAP.from_edge_features(node, nbr1, f1, nbr2, f2, w_e, check_indices=False)
 
     def forward(self, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
         """Objective step: contrastive term on ``z`` + graph-matching loss between the two views' graphs.

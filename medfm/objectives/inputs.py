@@ -24,6 +24,15 @@ encoder itself is then checked by :func:`check_encoder`, the first thing each co
 
 The loss and solver functions (``nt_xent_loss``, ``clip_loss``, ``sinkhorn_knopp``, ...) take their tensors
 through :func:`check_float_tensors` and their numbers through :func:`check_arg`.
+
+NaN/inf *values* in the embeddings are not looked for by the loss functions (``nt_xent_loss``,
+``moco_infonce_loss``, ``swav_loss``, ``clip_loss``, ``vicreg_loss``): finding one means reading a flag
+back from the device on every call, a sync per training step. They cannot pass unseen: the images are
+checked finite before the views (:func:`check_image_batch`), a NaN embedding makes the loss NaN, and the
+training loop reads the loss back once per step anyway and stops there
+(:func:`medfm.training.loop.check_finite_loss`: ``loss became nan at epoch 1, step 3; lower train.lr or
+check the data``). Graph matching's :func:`~medfm.objectives.solvers.hungarian` copies its scores to the
+CPU and refuses non-finite ones.
 """
 from __future__ import annotations
 

@@ -42,6 +42,7 @@ def moco_infonce_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tem
     Shape:
         q, k: ``(B, D)``; queue: ``(K, D)``. Returns a float32 scalar, computed in float32 also
         under ``torch.autocast``.
+        NaN/inf values in ``q``/``k``/``queue`` give a NaN loss (not looked for: see :mod:`medfm.objectives.inputs`).
 
     Raises:
         ValueError: not float tensors (:func:`~medfm.objectives.inputs.check_float_tensors`), mismatched

@@ -27,12 +27,12 @@ Everything here is batched over ``G`` independent graph pairs and runs in float3
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Optional
 
 import torch
 
-from medfm.objectives.inputs import check_arg
+from medfm.objectives.inputs import check_arg, check_float_tensors
 
 
 @dataclass
@@ -85,10 +85,16 @@ class FactorizedQAP:
         nbr2: out-neighbours of graph 2, ``(G, m, k2)`` long in ``[0, m)``.
         pair: edge-pair affinities ``c_e``, ``(G, n, k1, m, k2)``, >= 0 for :func:`rrwm`.
         edge_weight: ``w_e``, scale of the second-order term.
+        check_indices: check that the neighbour indices lie in range (default True). It reads one
+            flag back from the device (as torch's ``sparse_coo_tensor(check_invariants=True)``);
+            :meth:`with_node`, :meth:`detach` and the graph-matching objective (``knn_graph``'s
+            indices, one instance per training step) pass False.
 
     Raises:
-        ValueError: inconsistent shapes, or neighbour lists that are not integer tensors (float ones failed
-            inside ``torch.gather``).
+        ValueError: inconsistent shapes, neighbour lists that are not integer tensors (float ones failed
+            inside ``torch.gather``), or (``check_indices``) an index outside ``[0, n)`` / ``[0, m)``: one
+            past the end failed in ``gather`` with a bare ``index 25 is out of bounds``, or, when its flat
+            index ``nbr1 * m + nbr2`` stayed below ``n m``, silently paired the wrong nodes.
     """
 
     node: torch.Tensor
@@ -96,8 +102,9 @@ class FactorizedQAP:
     nbr2: torch.Tensor
     pair: torch.Tensor
     edge_weight: float = 1.0
+    check_indices: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, check_indices: bool) -> None:
         if self.node.ndim != 3:
             raise ValueError(f"FactorizedQAP.node must be (G, n, m), got {tuple(self.node.shape)}")
         g, n, m = self.node.shape
@@ -109,12 +116,23 @@ class FactorizedQAP:
         want = (g, n, self.nbr1.shape[2], m, self.nbr2.shape[2])
         if tuple(self.pair.shape) != want:
             raise ValueError(f"FactorizedQAP.pair must be {want}, got {tuple(self.pair.shape)}")
+        if check_indices:
+            self._check_indices(n, m)
         # flat index of x[nbr1[i, s], nbr2[a, t]] in x.view(G, n * m)
         self._flat = (self.nbr1[:, :, :, None, None] * m + self.nbr2[:, None, None, :, :]).reshape(g, -1)
 
+    def _check_indices(self, n: int, m: int) -> None:
+        """Refuse neighbour indices outside ``[0, n)`` / ``[0, m)`` (one read-back)."""
+        if bool(((self.nbr1 < 0) | (self.nbr1 >= n)).any() | ((self.nbr2 < 0) | (self.nbr2 >= m)).any()):
+            got = ", ".join(f"{name} in [{int(t.min())}, {int(t.max())}]" for name, t in
+                            (("nbr1", self.nbr1), ("nbr2", self.nbr2)) if t.numel())
+            raise ValueError(f"FactorizedQAP neighbour indices must be node indices, nbr1 in [0, {n - 1}] and nbr2 in "
+                             f"[0, {m - 1}] (n={n}, m={m}), got {got}")
+
     @classmethod
     def from_edge_features(cls, node: torch.Tensor, nbr1: torch.Tensor, feat1: torch.Tensor, nbr2: torch.Tensor,
-                           feat2: torch.Tensor, edge_weight: float = 1.0, rectify: bool = False) -> "FactorizedQAP":
+                           feat2: torch.Tensor, edge_weight: float = 1.0, rectify: bool = False,
+                           check_indices: bool = True) -> "FactorizedQAP":
         """Instance whose edge-pair affinity is the bilinear form ``<feat1[i, s], feat2[a, t]>``
         (``max(0, <feat1[i, s], feat2[a, t]>)`` with ``rectify``, keeping ``K`` non-negative
         for :func:`rrwm` when the features can have negative inner products).
@@ -123,22 +141,23 @@ class FactorizedQAP:
             feat1: ``(G, n, k1, C)``; feat2: ``(G, m, k2, C)``; others as the attributes.
 
         Raises:
-            ValueError: shapes that do not fit.
+            ValueError: shapes that do not fit; indices out of range (as the constructor).
         """
         if feat1.ndim != 4 or feat2.ndim != 4 or feat1.shape[:3] != nbr1.shape or feat2.shape[:3] != nbr2.shape \
                 or feat1.shape[-1] != feat2.shape[-1]:
             raise ValueError(f"edge features {tuple(feat1.shape)} / {tuple(feat2.shape)} do not fit neighbour lists "
                              f"{tuple(nbr1.shape)} / {tuple(nbr2.shape)}")
         pair = torch.einsum("gisc,gatc->gisat", feat1, feat2)
-        return cls(node, nbr1, nbr2, pair.clamp_min(0) if rectify else pair, edge_weight)
+        return cls(node, nbr1, nbr2, pair.clamp_min(0) if rectify else pair, edge_weight, check_indices)
 
     def with_node(self, node: torch.Tensor) -> "FactorizedQAP":
         """The same instance with other vertex affinities ``(G, n, m)``."""
-        return FactorizedQAP(node, self.nbr1, self.nbr2, self.pair, self.edge_weight)
+        return FactorizedQAP(node, self.nbr1, self.nbr2, self.pair, self.edge_weight, check_indices=False)
 
     def detach(self) -> "FactorizedQAP":
         """The same instance cut from the autograd graph."""
-        return FactorizedQAP(self.node.detach(), self.nbr1, self.nbr2, self.pair.detach(), self.edge_weight)
+        return FactorizedQAP(self.node.detach(), self.nbr1, self.nbr2, self.pair.detach(), self.edge_weight,
+                             check_indices=False)
 
     def edge_product(self, x: torch.Tensor) -> torch.Tensor:
         """Second-order part of ``K x``: ``out[i, a] = w_e sum_{s, t} pair[i, s, a, t] x[nbr1[i, s], nbr2[a, t]]``.
@@ -210,20 +229,27 @@ def rrwm(qap: FactorizedQAP, cfg: Optional[RRWMConfig] = None, x0: Optional[torc
     Args:
         qap: the instances; vertex and edge affinities must be non-negative.
         cfg: solver parameters (default :class:`RRWMConfig`).
-        x0: starting assignment ``(G, n, m)`` (default uniform).
+        x0: starting assignment, a float ``(G, n, m)`` tensor with non-negative entries (default uniform).
 
     Returns:
         Soft assignment ``(G, n, m)``, non-negative, unit L1 mass per instance; discretise
         with :func:`hungarian`.
 
     Raises:
-        ValueError: ``cfg`` not an :class:`RRWMConfig` (a dict failed with an ``AttributeError``).
+        ValueError: ``cfg`` not an :class:`RRWMConfig` (a dict failed with an ``AttributeError``), or ``x0``
+            not a float ``(G, n, m)`` tensor (a ``(2, n, m)`` one for ``G = 1`` was broadcast into two
+            solutions, an ``(n, m)`` one failed inside ``gather``, a NumPy array with a ``TypeError``).
     """
     if cfg is not None and not isinstance(cfg, RRWMConfig):
         raise ValueError(f"rrwm: cfg must be an RRWMConfig (e.g. RRWMConfig(**{{...}})) or None, got "
                          f"{type(cfg).__name__}")
     cfg = cfg or RRWMConfig()
     g, n, m = qap.node.shape
+    if x0 is not None:
+        check_float_tensors("rrwm", x0=x0)
+        if tuple(x0.shape) != (g, n, m):
+            raise ValueError(f"rrwm: x0 must be a (G, n, m) = {(g, n, m)} starting assignment, got shape "
+                             f"{tuple(x0.shape)}")
     dmax = qap.row_sums().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
     x = x0 if x0 is not None else qap.node.new_full((g, n, m), 1.0 / (n * m))
     for _ in range(cfg.iterations):

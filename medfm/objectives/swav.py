@@ -45,6 +45,8 @@ from medfm.objectives.inputs import (check_arg, check_encoder, check_float_tenso
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
+#: why swav_loss and the SwAV objective need B >= 2 images
+_ONE_IMAGE = " (Sinkhorn-Knopp spreads the codes over the batch; one image gets uniform codes)"
 
 @torch.no_grad()
 def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
@@ -91,10 +93,13 @@ def swav_loss(scores: Sequence[torch.Tensor], assign_views: Sequence[int] = (0, 
 
     Shape:
         scores: list of ``V >= 2`` tensors ``(B, K)`` (one per view, same images in the same
-        order). Returns a scalar.
+        order), ``B >= 2``. Returns a scalar. NaN/inf scores give a NaN loss (not looked for: see
+        :mod:`medfm.objectives.inputs`).
 
     Raises:
-        ValueError: fewer than 2 views, views that are not float tensors, mismatched shapes, bad view
+        ValueError: fewer than 2 views, views that are not float tensors, mismatched shapes, ``B < 2`` (one
+            image's codes are uniform whatever its scores: the loss was a finite number with nothing to
+            learn from), bad view
             indices (integers in ``[0, V)``), a temperature that is not a finite number > 0, or bad
             ``epsilon``/``iterations`` (:func:`sinkhorn_knopp`).
     """
@@ -102,6 +107,8 @@ def swav_loss(scores: Sequence[torch.Tensor], assign_views: Sequence[int] = (0, 
     check_float_tensors("swav_loss", **{f"scores[{i}]": s for i, s in enumerate(scores)})
     if len(scores) < 2 or any(s.shape != scores[0].shape or s.ndim != 2 for s in scores):
         raise ValueError(f"swav_loss needs >= 2 score tensors of equal (B, K) shape, got {[tuple(s.shape) for s in scores]}")
+    if scores[0].shape[0] < 2:
+        raise ValueError(f"swav_loss needs a batch of at least 2 images{_ONE_IMAGE}, got {scores[0].shape[0]}")
     if not assign_views or any(not (is_integer(v) and 0 <= v < len(scores)) for v in assign_views):
         raise ValueError(f"assign_views {list(assign_views)} must index the {len(scores)} views")
     total = scores[0].new_zeros((), dtype=torch.float32)
@@ -218,8 +225,7 @@ class SwAV(nn.Module):
             EncoderInputError: an image batch that is not a finite float ``(B, C, H, W)`` with the
                 encoder's channel count.
         """
-        images = check_image_batch(batch, self.encoder, "swav", 2, why=" (Sinkhorn-Knopp spreads the codes over "
-                                   "the batch; one image gets uniform codes)", gen=gen)
+        images = check_image_batch(batch, self.encoder, "swav", 2, why=_ONE_IMAGE, gen=gen)
         b = images.shape[0]
         globals_ = torch.cat([self.global_views(images, gen), self.global_views(images, gen)])
         per_view: List[torch.Tensor] = list(self.scores(globals_).split(b))
