@@ -21,10 +21,21 @@ class ArraySet(UInt8ImageSet):
         like: the dataset whose task, classes, channel handling (``n_channels`` 3 with grey images
             repeats them), ``size``, ``md5`` and ``flag`` to copy, and whose labels to use.
         labels: ``(N, L)`` integer labels as stored, when not ``like.labels`` (a subset of ``like``).
+
+    Raises:
+        TypeError: ``images`` not a uint8 numpy array (float images were divided by 255 once more,
+            to a near-black batch, without a word).
+        ValueError: a label count other than N (the extra images failed only when fetched).
     """
 
     def __init__(self, images: np.ndarray, like: Any, labels: Optional[np.ndarray] = None) -> None:
-        self.images, self.labels = images, (like.labels if labels is None else labels)
+        labels = like.labels if labels is None else labels
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+            raise TypeError(f"ArraySet images must be a uint8 numpy array (N, H, W[, 3]) or (N, D, H, W), got "
+                            f"{type(images).__name__} {getattr(images, 'dtype', '')}".rstrip())
+        if len(labels) != len(images):
+            raise ValueError(f"ArraySet got {len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
         self.task, self.num_classes, self.label_names = like.task, like.num_classes, like.label_names
         self.n_channels, self.is_3d = like.n_channels, getattr(like, "is_3d", False)
         self.size, self.md5, self.flag = (getattr(like, k, None) for k in ("size", "md5", "flag"))

@@ -114,6 +114,35 @@ def cam_target(model: CamModel) -> Tuple[List[nn.Module], Optional[Callable[[tor
     return [model.tap], tokens_to_grid
 
 
+def check_methods(methods: Sequence[str]) -> List[str]:
+    """``methods`` as a list of names from :data:`CAM_METHODS`.
+
+    Raises:
+        ValueError: a string rather than a list (``"gradcam"`` was read as 7 unknown methods), an
+            empty list, or an unknown name (with close matches).
+    """
+    from medfm.registry import close_match_hint
+
+    if isinstance(methods, str):
+        raise ValueError(f"methods must be a list of CAM method names, got the string {methods!r} "
+                         f"(write [{methods!r}])")
+    methods = list(methods)
+    if not methods:
+        raise ValueError(f"methods is empty; valid: {', '.join(CAM_METHODS)}")
+    for m in methods:
+        if m not in CAM_METHODS:
+            raise ValueError(f"unknown CAM method {m!r}{close_match_hint(str(m), CAM_METHODS, cutoff=0.5, fallback=None)} "
+                             f"(valid: {', '.join(CAM_METHODS)})")
+    return methods
+
+
+def classifier_core_of(model: CamModel) -> nn.Module:
+    """The medfm classifier (or bare encoder) a :class:`CamModel` explains."""
+    from medfm.evaluation.predict import classifier_core
+
+    return classifier_core(model.model)
+
+
 def compute_cams(classifier: nn.Module, images: torch.Tensor, targets: Optional[Sequence[int]] = None,
                  methods: Sequence[str] = CAM_METHODS) -> Dict[str, np.ndarray]:
     """CAMs of ``images`` for each method.
@@ -128,18 +157,33 @@ def compute_cams(classifier: nn.Module, images: torch.Tensor, targets: Optional[
         ``{method: (B, H, W) float32 in [0, 1]}`` (``(B, D, H, W)`` for volumes).
 
     Raises:
-        ValueError: unknown method, or Grad-CAM asked of a model without a head.
+        ValueError: unknown method (with close matches; a string such as ``"gradcam"`` is refused, it
+            was read letter by letter), no method, Grad-CAM asked of a model without a head, or
+            ``targets`` not one integer class index in ``[0, K)`` per image (a short list left the
+            other images without a CAM, an index >= K failed inside pytorch-grad-cam, -1 meant the
+            last class).
+        TypeError: ``images`` not a torch tensor.
     """
     from pytorch_grad_cam import EigenCAM, GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    bad = [m for m in methods if m not in CAM_METHODS]
-    if bad:
-        raise ValueError(f"unknown CAM method(s) {bad}; valid: {', '.join(CAM_METHODS)}")
+    from medfm.arg_checks import number_fits
+
+    methods = check_methods(methods)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch tensor (B, C, H, W), got {type(images).__name__}")
     model = CamModel(classifier).eval()
     if "gradcam" in methods and not model.has_head:
         raise ValueError("Grad-CAM needs a classifier head; use methods=('eigencam',) for a bare encoder")
     layers, reshape = cam_target(model)
+    if isinstance(targets, (torch.Tensor, np.ndarray)):
+        targets = targets.tolist()
+    if targets is not None:
+        k = getattr(classifier_core_of(model), "num_classes", None)
+        if (isinstance(targets, str) or len(targets) != images.shape[0]
+                or not all(number_fits(t, ge=0, lt=k if k else None, integer=True) for t in targets)):
+            raise ValueError(f"targets must hold one class index in [0, {k if k else 'K'}) per image "
+                             f"({images.shape[0]} images), got {targets!r}")
     tgt = [ClassifierOutputTarget(int(t)) for t in targets] if targets is not None else None
     out = {}
     for name in methods:
@@ -198,12 +242,19 @@ def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int
 
     Returns:
         ``{"path", "indices", "methods", "predicted"}``.
+
+    Raises:
+        ValueError: an empty dataset, ``per_class`` not an integer >= 1, the ``methods`` errors of
+            :func:`compute_cams` (checked before any model runs).
     """
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     from medfm.evaluation.plots import new_figure, save_figure
     from medfm.training.loop import get_batch
 
+    methods = check_methods(methods)
+    if len(dataset) == 0:
+        raise ValueError("the dataset holds no images: nothing to explain")
     idx = sample_per_class(dataset.labels, per_class, seed)
     batch = get_batch(dataset, torch.as_tensor(idx))
     images = batch["image"]
@@ -248,4 +299,4 @@ def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int
 
 
 __all__ = ["CAM_METHODS", "tokens_to_grid", "CamModel", "cam_target", "compute_cams", "sample_per_class", "cam_caption",
-           "cam_grid"]
+           "cam_grid", "check_methods", "classifier_core_of"]

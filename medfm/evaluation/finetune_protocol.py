@@ -59,11 +59,17 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
             ``encoder``, which the checkpoint and the run fix.
 
     Raises:
-        ConfigError / ValueError: unknown or bad settings.
+        ConfigError / ValueError: unknown or bad settings (``settings`` not a mapping included: a
+            string such as ``"full"`` failed in ``dict()``).
     """
+    from collections.abc import Mapping
+
     from medfm.config import from_dict
     from medfm.training.recipes import FinetuneRecipe
 
+    if settings is not None and not isinstance(settings, Mapping):
+        raise ValueError(f"protocol.finetune must be a mapping of FinetuneRecipe sections (e.g. {{'mode': 'full'}}), "
+                         f"got {settings!r}")
     settings = dict(settings or {"mode": "full"})
     settings.setdefault("mode", "full")
     known = [f.name for f in fields(FinetuneRecipe) if f.name not in ("data", "encoder")]  # set per checkpoint/run

@@ -36,8 +36,10 @@ import torch
 
 from medfm.arg_checks import check_number
 from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, presence
-from medfm.evaluation.metrics import binary_auc, thresholded_predictions, weighted_auc
+from medfm.evaluation.metrics import (binary_auc, one_vs_rest, prepare_scores, thresholded_predictions,
+                                     weighted_auc)
 from medfm.io import PathLike, atomic_write_json, atomic_write_text, to_jsonable
+from medfm.registry import close_match_hint
 
 TABULAR = "clinical"
 
@@ -69,6 +71,26 @@ def slice_batch(batch: Mapping[str, Any], idx: torch.Tensor) -> Dict[str, Any]:
     return out
 
 
+def check_presence(present: Mapping[str, torch.Tensor]) -> int:
+    """Check presence masks ``{modality: (N,) bool}`` (at least one, one N) and return N.
+
+    Raises:
+        ValueError: no mask, a mask that is not a 1-D bool tensor (a float mask failed in torch with
+            '"bitwise_and_cpu" not implemented'), or masks of different lengths.
+    """
+    if not isinstance(present, Mapping) or not present:
+        raise ValueError(f"present must map each modality to a (N,) bool mask, got {present!r}"[:200])
+    sizes = set()
+    for m, p in present.items():
+        if not isinstance(p, torch.Tensor) or p.dtype != torch.bool or p.ndim != 1:
+            raise ValueError(f"the presence mask of {m!r} must be a (N,) bool tensor, got "
+                             f"{getattr(p, 'dtype', type(p).__name__)} of shape {tuple(getattr(p, 'shape', ()))}")
+        sizes.add(p.shape[0])
+    if len(sizes) > 1:
+        raise ValueError(f"presence masks of different lengths {sorted(sizes)}")
+    return sizes.pop()
+
+
 def mcar_drop(present: Mapping[str, torch.Tensor], rate: float, gen: torch.Generator) -> Dict[str, torch.Tensor]:
     """MCAR removal masks ``{m: (N,) bool}``: each present modality removed with probability ``rate``.
 
@@ -76,9 +98,11 @@ def mcar_drop(present: Mapping[str, torch.Tensor], rate: float, gen: torch.Gener
     present ones) stays.
 
     Raises:
-        ValueError: ``rate`` not a number in [0, 1).
+        ValueError: ``rate`` not a number in [0, 1); masks that are not ``(N,)`` bool of one N
+            (:func:`check_presence`).
     """
     rate = check_number("MCAR rate", rate, ge=0, lt=1)
+    check_presence(present)
     mods = list(present)
     pres = torch.stack([present[m] for m in mods], 1)
     keep = pres & (torch.rand(pres.shape, generator=gen) >= rate)
@@ -98,11 +122,16 @@ def mnar_drop(labels: torch.Tensor, present: Mapping[str, torch.Tensor], modalit
     modalities outside ``modalities`` are never removed.
 
     Raises:
-        ValueError: a probability that is not a number in [0, 1] (``True`` used to be taken as 1).
+        ValueError: a probability that is not a number in [0, 1] (``True`` used to be taken as 1);
+            masks that are not ``(N,)`` bool of one N, or a label count other than N (a torch size
+            error before).
     """
     p_high = check_number("MNAR p_high", p_high, ge=0, le=1)
     p_low = check_number("MNAR p_low", p_low, ge=0, le=1)
-    y = labels.reshape(-1).long()
+    n = check_presence(present)
+    y = torch.as_tensor(labels).reshape(-1).long()
+    if len(y) != n:
+        raise ValueError(f"mnar_drop got {len(y)} labels for presence masks of {n} samples")
     high = (y == 0) if flip else (y == 1)
     p = torch.where(high, torch.tensor(float(p_high)), torch.tensor(float(p_low)))
     drop = {m: present[m] & (torch.rand(y.shape, generator=gen) < p) if m in modalities else torch.zeros_like(present[m])
@@ -119,12 +148,17 @@ def mnar_drop(labels: torch.Tensor, present: Mapping[str, torch.Tensor], modalit
 
 
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 64) -> np.ndarray:
-    """Positive-class probabilities ``(N,)`` of ``model`` on a (large) batch, in chunks.
+def predict_prob_rows(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 64) -> np.ndarray:
+    """Class probability rows ``(N, K)`` float32 (``model.scores``, softmax) of ``model`` on a (large)
+    batch, in chunks: what :func:`score_row` ranks (``(0, 2)`` for an empty batch).
 
     The batch may live on the CPU while the model is on a GPU (as after training): each chunk's
     tensors are moved to the model's device.
+
+    Raises:
+        ValueError: ``batch_size_`` not an integer >= 1.
     """
+    batch_size_ = check_number("batch_size_", batch_size_, ge=1, integer=True)
     model.eval()
     device = next(model.parameters()).device
     n = batch_size(batch)
@@ -133,8 +167,28 @@ def predict_probs(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_:
         part = slice_batch(batch, torch.arange(start, min(n, start + batch_size_)))
         part = {k: (v.to(device) if isinstance(v, torch.Tensor) else
                     {m: t.to(device) for m, t in v.items()} if k == PRESENT_KEY else v) for k, v in part.items()}
-        out.append(model.scores(model(part)["logits"])[:, 1].cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+        out.append(model.scores(model(part)["logits"]).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
+
+
+def predict_probs(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 64) -> np.ndarray:
+    """Positive-class probabilities ``(N,)``: column 1 of :func:`predict_prob_rows`.
+
+    For an AUC pass the rows to :func:`score_row` instead: a confident model's float32 probabilities
+    saturate at 1.0 and tie in a ranking of this column alone.
+
+    Raises:
+        ValueError: ``batch_size_`` not an integer >= 1.
+    """
+    return predict_prob_rows(model, batch, batch_size_)[:, 1]
+
+
+def _check_groups(groups: Sequence[Any], n: int, what: str) -> None:
+    """``groups`` holds one patient id per sample (``n``): a shorter list left samples out of every
+    bootstrap resample (and a longer one counted patients without a sample)."""
+    if isinstance(groups, str) or len(groups) != n:
+        got = f"a string {groups!r}" if isinstance(groups, str) else f"{len(groups)}"
+        raise ValueError(f"{what} needs one patient id per sample: {n} samples but {got} patient ids")
 
 
 def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequence[str], n_boot: int = 500,
@@ -142,22 +196,32 @@ def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequen
     """Cluster (patient-level) percentile bootstrap interval of the AUC.
 
     Patients are resampled with replacement ``n_boot`` times; resamples with one class are
-    dropped. Returns ``(nan, nan)`` when none is defined.
+    dropped. Returns ``(nan, nan)`` when none is defined (``n_boot`` 0 included).
+
+    Args:
+        labels: ``(N,)`` 0/1 targets; scores: ``(N,)`` ranking scores (probabilities, or the
+            :func:`medfm.evaluation.metrics.ranking_scores` keys :func:`score_row` passes);
+            groups: ``N`` patient ids.
 
     Raises:
         ValueError: the input errors of :func:`medfm.evaluation.metrics.binary_auc` (checked once,
-            not per resample).
+            not per resample); ``groups`` not of length N; ``n_boot`` not an integer >= 0;
+            ``alpha`` not a number in (0, 1).
     """
+    n_boot = check_number("n_boot", n_boot, ge=0, integer=True)
+    alpha = check_number("alpha", alpha, gt=0, lt=1)
     t = np.asarray(labels, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
-    if np.isnan(binary_auc(t, s)):  # one class: so is every resample
+    auc = binary_auc(t, s)
+    _check_groups(groups, len(t), "the patient bootstrap")
+    if np.isnan(auc):  # one class: so is every resample
         return float("nan"), float("nan")
     groups = np.asarray(groups)
     uniq = np.unique(groups)
     members = [np.flatnonzero(groups == g) for g in uniq]
     rng = np.random.default_rng(seed)
     vals = []
-    for _ in range(int(n_boot)):
+    for _ in range(n_boot):
         idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
         a = weighted_auc(t[idx], s[idx], np.ones((1, len(idx))))[0]
         if not np.isnan(a):
@@ -169,19 +233,37 @@ def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequen
 
 
 def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_boot: int, seed: int) -> Dict[str, Any]:
-    """AUC, ACC, patient-bootstrap AUC interval and counts of positive-class probabilities ``probs`` (N,)
-    for 0/1 ``labels`` (N,).
+    """AUC, ACC, patient-bootstrap AUC interval and counts of class probabilities ``probs`` for 0/1
+    ``labels`` (N,).
 
-    ACC predicts positive when ``probs > 0.5``, the rule of
-    :func:`medfm.evaluation.metrics.classification_metrics` and MedMNIST's ``getACC``
+    ``probs``: the probability rows ``(N, 2)`` (:func:`predict_prob_rows`), or the positive-class
+    probabilities ``(N,)``. AUC ranks as :func:`medfm.evaluation.metrics.classification_metrics`
+    does (:func:`~medfm.evaluation.metrics.prepare_scores` and ``one_vs_rest``): rows summing to 1
+    are ranked by :func:`~medfm.evaluation.metrics.ranking_scores`, so probabilities saturated at 1.0
+    in float32 are told apart by their complements instead of tying (eight such slices scored AUC
+    0.5 where their logits ranked them perfectly); the bootstrap interval ranks the same keys.
+    ACC predicts positive when the positive-class probability is ``> 0.5``, the rule of
+    ``classification_metrics`` and MedMNIST's ``getACC``
     (:func:`medfm.evaluation.metrics.thresholded_predictions`); a probability of exactly 0.5 is negative.
+    No sample: AUC, ACC and interval NaN.
+
+    Raises:
+        ValueError: the input errors of ``classification_metrics`` for task ``binary-class`` (lengths,
+            NaN, probabilities outside [0, 1], labels other than 0/1, more than 2 columns);
+            ``patients`` not of length N; ``n_boot`` not an integer >= 0.
     """
-    labels = np.asarray(labels).astype(int)
-    probs = np.asarray(probs, dtype=np.float64)
-    auc = binary_auc(labels, probs) if len(labels) else float("nan")
-    acc = float(np.mean(thresholded_predictions(probs, "binary-class", 0.5) == labels)) if len(labels) else float("nan")
-    lo, hi = patient_bootstrap_auc(labels, probs, patients, n_boot, seed) if n_boot and len(labels) else (float("nan"),) * 2
-    return {"auc": auc, "acc": acc, "auc_ci95": [lo, hi], "n": int(len(labels)), "n_patients": int(len(set(patients)))}
+    n_boot = check_number("n_boot", n_boot, ge=0, integer=True)
+    n = len(labels)
+    if not n and not len(probs):
+        _check_groups(patients, 0, "score_row")
+        return {"auc": float("nan"), "acc": float("nan"), "auc_ci95": [float("nan")] * 2, "n": 0, "n_patients": 0}
+    y, s, rows = prepare_scores(labels, probs, "binary-class", full=True)
+    _check_groups(patients, n, "score_row")
+    t, keys = one_vs_rest(y, s, "binary-class", rows)
+    auc = binary_auc(t[:, 0], keys[:, 0])
+    acc = float(np.mean(thresholded_predictions(s, "binary-class", 0.5) == y))
+    lo, hi = patient_bootstrap_auc(t[:, 0], keys[:, 0], patients, n_boot, seed) if n_boot else (float("nan"),) * 2
+    return {"auc": auc, "acc": acc, "auc_ci95": [lo, hi], "n": int(n), "n_patients": int(len(set(patients)))}
 
 
 def usable(model: torch.nn.Module, present: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -195,7 +277,7 @@ def usable(model: torch.nn.Module, present: Mapping[str, torch.Tensor]) -> torch
 def _evaluate(model, batch, mask, n_boot, seed, bs):
     idx = mask.nonzero().flatten()
     part = slice_batch(batch, idx)
-    probs = predict_probs(model, part, bs)
+    probs = predict_prob_rows(model, part, bs)
     return score_row(part["label"].numpy(), probs, part["patient"], n_boot, seed)
 
 
@@ -218,6 +300,58 @@ def subset_views(test_batch: Mapping[str, Any], modalities: Sequence[str], model
                 yield subset, rows, shown, label, model
 
 
+def batch_modalities(batch: Mapping[str, Any]) -> List[str]:
+    """The modalities a batch in the :mod:`medfm.data.multimodal` layout knows of: those with a presence
+    mask (one absent from every sample keeps its mask) and any other tensor key but ``label``/``mask``."""
+    return list(dict.fromkeys([*batch.get(PRESENT_KEY, {}),
+                               *(k for k, v in batch.items() if isinstance(v, torch.Tensor) and k not in ("label", "mask"))]))
+
+
+def check_modality_names(names: Any, batch: Mapping[str, Any], what: str) -> List[str]:
+    """``names`` as a list after checking that each is a modality of ``batch`` (:func:`batch_modalities`).
+
+    Raises:
+        ValueError: ``names`` is a string (it would be read letter by letter) or holds a name the
+            batch does not have (with close matches and the batch's modalities).
+    """
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise ValueError(f"{what} must be a list of modality names, got {names!r}")
+    known = batch_modalities(batch)
+    for m in names:
+        if m not in known:
+            hint = close_match_hint(str(m), known, cutoff=0.5, fallback=None)
+            raise ValueError(f"{what}: the test batch holds no modality {m!r}{hint} (it holds: {', '.join(known)})")
+    return list(names)
+
+
+def check_protocol_args(test_batch: Mapping[str, Any], modalities: Sequence[str], mcar_rates: Sequence[float],
+                        mnar_modalities: Sequence[str], p_high: float, p_low: float, n_boot: int,
+                        batch_size_: int) -> Tuple[List[str], List[float], List[str], int]:
+    """Check :func:`run_fusion_protocol`'s settings before any model runs.
+
+    Returns:
+        ``(modalities, mcar_rates, mnar_modalities, n_boot)`` as lists / int.
+
+    Raises:
+        ValueError: as :func:`run_fusion_protocol` says.
+    """
+    missing = [k for k in ("label", "patient") if k not in test_batch]
+    if missing:
+        raise ValueError(f"the test batch has no {' or '.join(map(repr, missing))} key (labels (N,) and patient ids "
+                         "are needed for the AUC and the patient bootstrap)")
+    modalities = check_modality_names(modalities, test_batch, "modalities")
+    if not modalities:
+        raise ValueError("modalities is empty: name the modalities whose subsets to tabulate")
+    mnar_modalities = check_modality_names(mnar_modalities, test_batch, "mnar_modalities")
+    if isinstance(mcar_rates, (str, bytes)) or not hasattr(mcar_rates, "__iter__"):
+        raise ValueError(f"mcar_rates must be a list of rates in [0, 1), got {mcar_rates!r}")
+    rates = [check_number("MCAR rate", r, ge=0, lt=1) for r in mcar_rates]
+    check_number("MNAR p_high", p_high, ge=0, le=1)
+    check_number("MNAR p_low", p_low, ge=0, le=1)
+    check_number("batch_size_", batch_size_, ge=1, integer=True)
+    return modalities, rates, mnar_modalities, check_number("n_boot", n_boot, ge=0, integer=True)
+
+
 def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mapping[str, Any], modalities: Sequence[str],
                         mnar_models: Optional[Mapping[str, torch.nn.Module]] = None, mcar_rates: Sequence[float] = (0.25, 0.5),
                         mnar_modalities: Sequence[str] = ("pre", "flair", "post"), p_high: float = 0.8, p_low: float = 0.1,
@@ -238,7 +372,16 @@ def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mappi
     Returns:
         ``{"subsets": [...], "natural": [...], "mcar": [...], "mnar": [...], "checks": {...}}``
         rows of :func:`score_row` plus ``model``/``subset``/``rate``/``test`` keys.
+
+    Raises:
+        ValueError: checked before any model runs (:func:`check_protocol_args`): a modality of
+            ``modalities`` or ``mnar_modalities`` that ``test_batch`` does not hold (with close
+            matches; a typo used to count as "absent for every sample"), a test batch without
+            ``label`` / ``patient``, an MCAR rate not in [0, 1), ``p_high``/``p_low`` not in [0, 1],
+            ``n_boot`` not an integer >= 0, ``batch_size_`` not an integer >= 1.
     """
+    modalities, mcar_rates, mnar_modalities, n_boot = check_protocol_args(
+        test_batch, modalities, mcar_rates, mnar_modalities, p_high, p_low, n_boot, batch_size_)
     natural = {m: presence(test_batch, m) for m in modalities}
     labels = test_batch["label"]
     res: Dict[str, Any] = {"subsets": [], "natural": [], "mcar": [], "mnar": []}
@@ -393,17 +536,44 @@ def plot_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
 
 def write_fusion_report(res: Mapping[str, Any], output: PathLike,
                         extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
-    """Write ``results.json`` (``res`` + ``extra``), ``report.md`` and ``subsets.png`` atomically into ``output``."""
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {**dict(extra or {}), **dict(res)}
-    paths = {"results": atomic_write_json(out / "results.json", payload),
-             "report": atomic_write_text(out / "report.md", render_markdown(res))}
-    if res["subsets"]:
-        paths["plot"] = plot_subsets(res, out / "subsets.png")
+    """Write ``results.json`` (``res`` + ``extra``), ``report.md`` and ``subsets.png`` atomically into ``output``.
+
+    Everything is computed before the first file is written, and ``results.json`` is written last,
+    so its presence marks a complete report (as :func:`medfm.evaluation.report.write_classification_report`).
+
+    Raises:
+        FileExistsError / NotADirectoryError: ``output`` or one of its parents is a file
+            (:func:`medfm.evaluation.report.make_output_dir`).
+        TypeError: ``extra`` not a mapping, or a value that cannot be written as JSON.
+    """
+    return write_protocol_report(res, output, extra, render_markdown, plot_subsets if res["subsets"] else None)
+
+
+def write_protocol_report(res: Mapping[str, Any], output: PathLike, extra: Optional[Mapping[str, Any]],
+                          render: Any, plot: Any) -> Dict[str, Path]:
+    """The writer shared by :func:`write_fusion_report` and
+    :func:`medfm.evaluation.fusion_seg.write_seg_fusion_report`: ``render(res)`` -> ``report.md`` text,
+    ``plot(res, path)`` (or None) -> ``subsets.png``; ``results.json`` (``extra`` + ``res``) last.
+
+    Raises:
+        as :func:`write_fusion_report`.
+    """
+    from medfm.evaluation.report import make_output_dir
+
+    if extra is not None and not isinstance(extra, Mapping):
+        raise TypeError(f"extra must be a mapping of JSON-ready values, got {type(extra).__name__}")
+    payload = to_jsonable({**dict(extra or {}), **dict(res)})  # fails (TypeError) before anything is written
+    text = render(res)
+    out = make_output_dir(output)
+    paths = {}
+    if plot is not None:
+        paths["plot"] = plot(res, out / "subsets.png")
+    paths["report"] = atomic_write_text(out / "report.md", text)
+    paths["results"] = atomic_write_json(out / "results.json", payload)
     return paths
 
 
 __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict_probs", "patient_bootstrap_auc",
            "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
-           "slice_batch", "subset_views", "subset_table", "usable", "subset_checks"]
+           "slice_batch", "subset_views", "subset_table", "usable", "subset_checks", "predict_prob_rows",
+           "batch_modalities", "check_modality_names", "check_presence", "check_protocol_args", "write_protocol_report"]

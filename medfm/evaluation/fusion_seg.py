@@ -25,14 +25,21 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from medfm.arg_checks import check_number
 from medfm.data.multimodal import batch_size, presence
-from medfm.evaluation.fusion import slice_batch, subset_checks, subset_name, subset_table, subset_views, usable
-from medfm.io import PathLike, atomic_write_json, atomic_write_text
+from medfm.evaluation.fusion import (check_protocol_args, slice_batch, subset_checks, subset_name, subset_table,
+                                    subset_views, usable, write_protocol_report)
+from medfm.io import PathLike
 
 
 @torch.no_grad()
 def predict_masks(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 32) -> np.ndarray:
-    """Label maps ``(N, S, S)`` uint8 (argmax over classes) of ``model`` on a batch, in chunks."""
+    """Label maps ``(N, S, S)`` uint8 (argmax over classes) of ``model`` on a batch, in chunks.
+
+    Raises:
+        ValueError: ``batch_size_`` not an integer >= 1.
+    """
+    batch_size_ = check_number("batch_size_", batch_size_, ge=1, integer=True)
     model.eval()
     n = batch_size(batch)
     out = [model(slice_batch(batch, torch.arange(s, min(n, s + batch_size_))))["logits"].argmax(1).to(torch.uint8).cpu().numpy()
@@ -45,9 +52,19 @@ def patient_dice(pred: np.ndarray, ref: np.ndarray, patients: Sequence[str], lab
 
     Args:
         pred, ref: ``(N, S, S)`` integer label maps; patients: ``N`` ids.
+        label_names: K >= 2 class names, index 0 background.
+
+    Raises:
+        ValueError: ``patients`` not of length N (a shorter list failed in numpy's boolean indexing),
+            fewer than 2 label names; the errors of :func:`medfm.evaluation.segmentation.case_metrics`.
     """
     from medfm.evaluation.segmentation import case_metrics
 
+    if isinstance(label_names, str) or len(label_names) < 2:
+        raise ValueError(f"label_names must list the background and at least one foreground class, got {label_names!r}")
+    if isinstance(patients, str) or len(patients) != len(pred):
+        raise ValueError(f"patient_dice needs one patient id per slice: {len(pred)} slices but "
+                         f"{'a string' if isinstance(patients, str) else len(patients)} patient ids")
     patients = np.asarray(patients)
     fg = str(label_names[1])
     return {str(p): case_metrics(pred[patients == p], ref[patients == p], label_names, distances=False)[fg]["dice"]
@@ -88,7 +105,15 @@ def run_seg_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: M
     Returns:
         ``{"subsets": [{"subset", "size", "model", "dice", "dice_ci95", "n", "n_patients",
         "per_patient"}], "natural": [...], "checks": {...}, "settings": {...}}``.
+
+    Raises:
+        ValueError: checked before any model runs (:func:`medfm.evaluation.fusion.check_protocol_args`):
+            a modality the test batch does not hold (with close matches), a batch without ``label``,
+            ``patient`` or ``mask``, ``n_boot`` not an integer >= 0, ``batch_size_`` not an integer >= 1.
     """
+    if "mask" not in test_batch:
+        raise ValueError("the test batch has no 'mask' key (the reference masks (N, S, S) Dice is measured against)")
+    modalities = check_protocol_args(test_batch, modalities, (), (), 0.0, 0.0, n_boot, batch_size_)[0]
     natural = {m: presence(test_batch, m) for m in modalities}
     res: Dict[str, Any] = {"subsets": [], "natural": []}
     for subset, rows, shown, label, model in subset_views(test_batch, modalities, models):
@@ -154,14 +179,14 @@ def plot_seg_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
 
 
 def write_seg_fusion_report(res: Mapping[str, Any], output: PathLike, extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
-    """Write ``results.json`` (``extra`` + ``res``), ``report.md`` and ``subsets.png`` atomically into ``output``."""
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"results": atomic_write_json(out / "results.json", {**dict(extra or {}), **dict(res)}),
-             "report": atomic_write_text(out / "report.md", render_seg_markdown(res))}
-    if res["subsets"]:
-        paths["plot"] = plot_seg_subsets(res, out / "subsets.png")
-    return paths
+    """Write ``results.json`` (``extra`` + ``res``), ``report.md`` and ``subsets.png`` atomically into ``output``,
+    ``results.json`` last (:func:`medfm.evaluation.fusion.write_protocol_report`).
+
+    Raises:
+        FileExistsError / NotADirectoryError: ``output`` or one of its parents is a file.
+        TypeError: ``extra`` not a mapping, or a value that cannot be written as JSON.
+    """
+    return write_protocol_report(res, output, extra, render_seg_markdown, plot_seg_subsets if res["subsets"] else None)
 
 
 __all__ = ["predict_masks", "patient_dice", "mean_dice_row", "run_seg_fusion_protocol", "seg_fusion_checks",

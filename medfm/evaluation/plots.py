@@ -44,7 +44,7 @@ def plot_confusion_matrix(cm: Any, label_names: Sequence[str], path: PathLike, n
 
     Args:
         cm: (K, K) counts, rows = true class, columns = predicted class.
-        label_names: K class names.
+        label_names: K class names (None: "0", "1", ...).
         path: output ``.png`` path (written atomically).
         normalize: colour by row-normalised recall (counts are printed in the cells).
 
@@ -52,12 +52,17 @@ def plot_confusion_matrix(cm: Any, label_names: Sequence[str], path: PathLike, n
         ``Path(path)``.
 
     Raises:
-        ValueError: ``cm`` not square or ``label_names`` of the wrong length.
+        ValueError: ``cm`` not square, not counts (negative, fractional, NaN: "cannot convert float NaN
+            to integer" before) or ``label_names`` of the wrong length.
     """
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"confusion matrix must be (K, K), got shape {cm.shape}")
-    if len(label_names) != cm.shape[0]:
+    if cm.dtype == object or not np.issubdtype(cm.dtype, np.number) or not np.all(np.isfinite(cm)) \
+            or (cm < 0).any() or not np.all(cm == np.round(cm)):
+        raise ValueError(f"confusion matrix must hold counts (integers >= 0), got {cm.tolist()}"[:300])
+    label_names = [str(i) for i in range(cm.shape[0])] if label_names is None else label_names
+    if isinstance(label_names, str) or len(label_names) != cm.shape[0]:
         raise ValueError(f"got {len(label_names)} label names for a {cm.shape[0]}-class confusion matrix")
     k = cm.shape[0]
     rows = cm.sum(axis=1, keepdims=True)
@@ -108,14 +113,19 @@ def plot_roc(y_true: Any, y_score: Any, task: str, label_names: Optional[Sequenc
         ``Path(path)``.
 
     Raises:
-        ValueError: the input errors of ``classification_metrics``.
+        ValueError: the input errors of ``classification_metrics`` (the wrong number of label names
+            included: curves used to be labelled by index without a word).
     """
     y, s, scores = prepare_scores(y_true, y_score, task, full=True)
     t_cols, s_cols = one_vs_rest(y, s, task, scores)
     n_cols = t_cols.shape[1]
+    want = 2 if task == "binary-class" else n_cols
     if label_names is None:
-        names = [str(i) for i in range(2 if task == "binary-class" else n_cols)]
+        names = [str(i) for i in range(want)]
     else:
+        if isinstance(label_names, str) or len(label_names) != want:
+            raise ValueError(f"got {'a string' if isinstance(label_names, str) else len(label_names)} label_names for "
+                             f"{want} {'labels' if task == MULTI_LABEL else 'classes'}")
         names = [str(x) for x in label_names]
     if task == "binary-class":
         names = names[-1:]

@@ -23,19 +23,26 @@ def predict_scores(model: nn.Module, dataset: Any, batch_size: int = 256) -> np.
     Runs in eval mode and fp32 (no autocast), in fixed batches of ``batch_size`` in dataset
     order, so the same checkpoint gives bit-identical scores in any process.
 
+    The model's train/eval mode is restored afterwards, also when a batch fails.
+
     Raises:
-        ValueError: ``batch_size`` not an integer >= 1 (``0`` stopped in ``range()``, ``2.5`` in torch).
+        ValueError: ``batch_size`` not an integer >= 1 (``0`` stopped in ``range()``, ``2.5`` in torch);
+            an empty ``dataset`` (torch's "expected a non-empty list of Tensors" before).
     """
     batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("the dataset holds no images: nothing to score")
     was_training = model.training
     model.eval()
-    core = classifier_core(model)
-    device = next(model.parameters()).device
-    out = []
-    n = len(dataset)
-    for start in range(0, n, batch_size):
-        idx = torch.arange(start, min(n, start + batch_size))
-        images = get_batch(dataset, idx)["image"].to(device)
-        out.append(core.scores(model(images)).cpu())
-    model.train(was_training)
+    try:  # a bad batch must not leave a caller's training model in eval mode
+        core = classifier_core(model)
+        device = next(model.parameters()).device
+        out = []
+        for start in range(0, n, batch_size):
+            idx = torch.arange(start, min(n, start + batch_size))
+            images = get_batch(dataset, idx)["image"].to(device)
+            out.append(core.scores(model(images)).cpu())
+    finally:
+        model.train(was_training)
     return torch.cat(out).numpy().astype(np.float32)

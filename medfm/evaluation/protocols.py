@@ -125,8 +125,13 @@ class LinearProbe:
     task: str
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        """``(N, K)`` logits of ``(N, D)`` features."""
-        z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        """``(N, K)`` logits of ``(N, D)`` features.
+
+        Raises:
+            ValueError: features that are not ``(N, D)`` with the probe's ``D``, or hold NaN/inf
+                (:func:`check_features`).
+        """
+        z = (check_features(features, "features", width=len(self.mean)) - self.mean) / self.scale
         return z @ self.coef.T + self.intercept
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -163,6 +168,65 @@ class LinearProbe:
         return clf.eval()
 
 
+def check_features(features: Any, name: str, width: Optional[int] = None) -> np.ndarray:
+    """``features`` as a float64 ``(N, D)`` array after checking it.
+
+    Raises:
+        ValueError: not a 2-D numeric array (a 1-D vector failed in torch with "Dimension out of range"),
+            NaN/inf values (they gave NaN scores without a word, or a multi-line scikit-learn message),
+            or ``D`` other than ``width``.
+    """
+    from medfm.evaluation.metrics import to_numpy
+
+    try:
+        x = to_numpy(features, name).astype(np.float64)
+    except TypeError as err:
+        raise ValueError(str(err)) from None
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be (N, D) embeddings, got shape {x.shape}")
+    n_bad = int((~np.isfinite(x)).sum())
+    if n_bad:
+        raise ValueError(f"{name} contain {n_bad} NaN/inf value(s)")
+    if width is not None and x.shape[1] != width:
+        raise ValueError(f"{name} have {x.shape[1]} dims but {width} are expected")
+    return x
+
+
+def check_probe_labels(labels: Any, n: int, task: str, num_classes: int, what: str = "train labels") -> np.ndarray:
+    """Training labels of a probe or kNN classifier as int64: ``(N,)`` class indices in
+    ``[0, num_classes)`` (``(N, 1)`` accepted), or ``(N, num_classes)`` 0/1 for multi-label; ``what``
+    names them in messages.
+
+    Raises:
+        ValueError: an unknown ``task`` (with close matches), ``num_classes`` not an integer >= 2
+            (>= 1 for multi-label), a count other than ``n``, or labels of another shape, outside that
+            range or not integers (``0.5`` was truncated to class 0, a multi-label 2 counted twice).
+    """
+    from medfm.evaluation.metrics import check_task
+
+    check_task(task)
+    multi = task == MULTI_LABEL
+    num_classes = check_number("num_classes", num_classes, ge=1 if multi else 2, integer=True)
+    y = np.asarray(labels)
+    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+        raise ValueError(f"{what} must be numeric, got dtype {y.dtype}")
+    if y.ndim == 0 or len(y) != n:
+        raise ValueError(f"{n} train features but {y.size if y.ndim == 0 else len(y)} {what}")
+    if multi:
+        if y.shape != (n, num_classes) or not np.isin(y, (0, 1)).all():
+            raise ValueError(f"multi-label {what} must be (M, {num_classes}) 0/1, got shape {y.shape}"
+                             + (f" with values {np.unique(y)[:5].tolist()}" if y.size else ""))
+        return y.astype(np.int64)
+    y = y[:, None] if y.ndim == 1 else y
+    if y.ndim != 2 or y.shape[1] != 1:
+        raise ValueError(f"{what} must be (M,) class indices, got shape {np.shape(labels)} (one-hot? pass the argmax)")
+    y = y[:, 0]
+    if y.size and (not np.all(y == np.round(y)) or y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{what} must be integer class indices in [0, {num_classes}), got values in "
+                         f"[{y.min()}, {y.max()}]" + ("" if np.all(y == np.round(y)) else " with fractions"))
+    return y.astype(np.int64)
+
+
 def fit_linear_probe(features: np.ndarray, labels: np.ndarray, task: str, num_classes: int, C: float = 1.0,
                      max_iter: int = 1000) -> LinearProbe:
     """Fit a logistic-regression probe (scikit-learn, L-BFGS, L2 penalty ``1/C``); deterministic (L-BFGS
@@ -177,18 +241,23 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, task: str, num_cl
         C: inverse regularisation strength.
 
     Raises:
-        ValueError: fewer than 2 classes among ``labels`` (a probe cannot be fitted); ``C`` not a
-            finite number > 0.
+        ValueError: fewer than 2 classes among ``labels`` (a probe cannot be fitted, no label at all
+            included); ``C`` not a finite number > 0; ``max_iter`` not an integer >= 1; the input
+            errors of :func:`check_features` and :func:`check_probe_labels` (an unknown task, NaN
+            features, label count, shape or range; these used to reach scikit-learn or numpy).
     """
     from sklearn.linear_model import LogisticRegression
 
     C = check_number("C", C, gt=0)
-    x = np.asarray(features, dtype=np.float64)
+    max_iter = check_number("max_iter", max_iter, ge=1, integer=True)
+    x = check_features(features, "train features")
+    y = check_probe_labels(labels, len(x), task, num_classes)
+    if not len(x):
+        raise ValueError("the probe's training set is empty; cannot fit")
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-12] = 1.0
     z = (x - mean) / scale
-    y = np.asarray(labels)
     if task == MULTI_LABEL:
         coef, bias = [], []
         for j in range(y.shape[1]):
@@ -268,31 +337,27 @@ def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_featur
         (N, K) float32 scores, each row summing to 1 (not for multi-label).
 
     Raises:
-        ValueError: ``k`` not an integer >= 1, ``temperature`` not a finite number > 0, feature sizes
-            that differ, or train labels whose count, shape or class range does not fit
-            ``train_features``/``num_classes``.
+        ValueError: ``k`` not an integer >= 1, ``temperature`` not a finite number > 0, ``chunk`` not
+            an integer >= 1, features that are not ``(M, D)`` / ``(N, D)`` of one ``D`` or hold NaN/inf
+            (:func:`check_features`; NaN gave NaN scores), no train feature, or the label errors of
+            :func:`check_probe_labels` (an unknown task, count, shape, range, fractions).
     """
     k = check_number("k", k, ge=1, integer=True)
     temperature = check_number("temperature", temperature, gt=0)
-    tr = torch.nn.functional.normalize(torch.as_tensor(np.asarray(train_features), dtype=torch.float32), dim=1)
-    te = torch.nn.functional.normalize(torch.as_tensor(np.asarray(test_features), dtype=torch.float32), dim=1)
-    if tr.shape[1] != te.shape[1]:
-        raise ValueError(f"train features have {tr.shape[1]} dims but test features {te.shape[1]}")
-    y_np = np.asarray(train_labels)
-    if tr.shape[0] == 0:
+    chunk = check_number("chunk", chunk, ge=1, integer=True)
+    tr_np = check_features(train_features, "train features")
+    te_np = check_features(test_features, "test features")
+    if tr_np.shape[1] != te_np.shape[1]:
+        raise ValueError(f"train features have {tr_np.shape[1]} dims but test features {te_np.shape[1]}")
+    if tr_np.shape[0] == 0:
         raise ValueError("kNN needs at least one train feature, got none")
-    if len(y_np) != tr.shape[0]:
-        raise ValueError(f"{tr.shape[0]} train features but {len(y_np)} train labels")
+    y_np = check_probe_labels(train_labels, tr_np.shape[0], task, num_classes)
+    tr = torch.nn.functional.normalize(torch.as_tensor(tr_np, dtype=torch.float32), dim=1)
+    te = torch.nn.functional.normalize(torch.as_tensor(te_np, dtype=torch.float32), dim=1)
     if task == MULTI_LABEL:
-        if y_np.ndim != 2 or y_np.shape[1] != num_classes:
-            raise ValueError(f"multi-label train labels must be (M, {num_classes}), got shape {y_np.shape}")
         onehot = torch.as_tensor(y_np).float()
     else:
-        y_np = y_np.reshape(len(y_np), -1)
-        if y_np.shape[1] != 1 or y_np.min() < 0 or y_np.max() >= num_classes:
-            raise ValueError(f"train labels must be (M,) class indices in [0, {num_classes}), got shape "
-                             f"{np.asarray(train_labels).shape} with range [{y_np.min()}, {y_np.max()}]")
-        onehot = torch.nn.functional.one_hot(torch.as_tensor(y_np[:, 0]).long(), num_classes).float()
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(y_np).long(), int(num_classes)).float()
     k = min(k, tr.shape[0])
     out = [torch.zeros(0, onehot.shape[1])]  # N = 0 gives (0, K)
     for s in range(0, te.shape[0], chunk):
@@ -344,4 +409,5 @@ def _check_pair(train_ds: Any, test_ds: Any) -> None:
 
 
 __all__ = ["PROTOCOLS", "check_protocol", "extract_features", "subset_indices", "LinearProbe", "fit_linear_probe",
-           "knn_scores", "select_probe_c", "PROBE_C_GRID", "linear_probe", "knn_predict", "probe_labels"]
+           "knn_scores", "select_probe_c", "PROBE_C_GRID", "linear_probe", "knn_predict", "probe_labels", "check_features",
+           "check_probe_labels"]

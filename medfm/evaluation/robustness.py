@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from medfm.arg_checks import check_number, number_fits, shown
 from medfm.evaluation.metrics import (MULTI_LABEL, balanced_accuracy, prepare_scores, thresholded_predictions,
                                      to_numpy)
 from medfm.io import PathLike
@@ -56,9 +57,13 @@ def balanced_error(y_true: Any, y_score: Any, task: str, threshold: Union[float,
 
     Raises:
         ValueError: input errors as in :func:`classification_metrics`; wrong number of
-            per-label thresholds.
+            per-label thresholds; a threshold that is not a finite number (NaN made every
+            prediction negative without a word).
     """
     y, s = prepare_scores(y_true, y_score, task)
+    values = threshold if isinstance(threshold, (list, tuple, np.ndarray)) else [threshold]
+    if not all(number_fits(t) for t in np.asarray(values, dtype=object).reshape(-1)):
+        raise ValueError(f"threshold must be a finite number (or one per label), got {shown(threshold)}")
     thr = np.asarray(threshold, dtype=np.float64)
     if task == MULTI_LABEL:
         if thr.ndim > 1 or (thr.ndim == 1 and thr.shape[0] != y.shape[1]):
@@ -92,9 +97,13 @@ def corruption_errors(
         corruption -> list of S errors, severity 1 first.
 
     Raises:
-        ValueError: scores whose length is not ``n_severities * N``, plus the input errors
-            of :func:`balanced_error`.
+        ValueError: scores whose length is not ``n_severities * N``, ``n_severities`` not an
+            integer >= 1 (0 gave empty error lists), plus the input errors of :func:`balanced_error`.
+        TypeError: ``scores_by_corruption`` not a mapping.
     """
+    n_severities = check_number("n_severities", n_severities, ge=1, integer=True)
+    if not isinstance(scores_by_corruption, Mapping):
+        raise TypeError(f"scores_by_corruption must map corruption names to scores, got {type(scores_by_corruption).__name__}")
     n = len(to_numpy(y_true, "y_true"))
     out: Dict[str, List[float]] = {}
     for name, scores in scores_by_corruption.items():
@@ -158,13 +167,22 @@ def be_rbe(
 
     Raises:
         ValueError: neither/both of ``dataset``/``reference``; a corruption without a
-            reference error; a zero reference error or zero reference error gap; empty input.
+            reference error; a zero reference error or zero reference error gap; empty input;
+            a corruption's errors that are not a non-empty list of finite numbers, or a
+            ``clean_error`` that is not a finite number (NaN gave NaN BE/rBE, ``"0.1"`` was read
+            as one error, ``[]`` averaged to NaN).
     """
     if (dataset is None) == (reference is None):
         raise ValueError("pass exactly one of dataset= (medmnistc reference) or reference=")
-    ref = alexnet_reference(dataset) if reference is None else reference
+    clean_error = check_number("clean_error", clean_error)
     if not errors_by_corruption:
         raise ValueError("errors_by_corruption is empty")
+    for name, errors in errors_by_corruption.items():
+        if (not isinstance(errors, (list, tuple, np.ndarray)) or not len(errors)
+                or not all(number_fits(e) for e in np.asarray(errors, dtype=object).reshape(-1))):
+            raise ValueError(f"errors of {name!r} must be a non-empty list of finite numbers (one per severity), "
+                             f"got {shown(errors)}")
+    ref = alexnet_reference(dataset) if reference is None else reference
     ref_clean = float(ref["clean_score"])
     raw = ref["raw_scores"]
     be_c: Dict[str, float] = {}

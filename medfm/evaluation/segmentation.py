@@ -24,6 +24,7 @@ tests check them against MONAI's metrics on hand-made masks.
 """
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -220,27 +221,38 @@ def summarize_cases(per_case: Mapping[str, Mapping[str, Mapping[str, float]]]) -
     """Mean, std, median of each class metric over the cases where it is finite, plus the class mean.
 
     Non-finite values (NaN, inf) are left out of a metric's statistics, and ``n`` reports how many cases
-    each one rests on. With :func:`case_metrics`' conventions this means: a case whose HD95 is NaN
-    (exactly one of the two masks empty) is left out of that class's HD95 mean, std and median,
-    while a case with both masks empty counts as HD95 0.0 (and Dice 1.0); a surface Dice of NaN
-    (both empty) is left out. ``std`` is the population standard deviation (``numpy.std`` with
-    ``ddof=0``, i.e. divided by ``n``, not ``n - 1``).
+    each one rests on; ``left_out`` counts, per class and metric, the cases left out that way, so a
+    mean over fewer cases is visible next to it. With :func:`case_metrics`' conventions this means: a
+    case whose HD95 is NaN (exactly one of the two masks empty) is left out of that class's HD95 mean,
+    std and median (and counted in ``left_out``), while a case with both masks empty counts as HD95 0.0
+    (and Dice 1.0); a surface Dice of NaN (both empty) is left out. ``std`` is the population standard
+    deviation (``numpy.std`` with ``ddof=0``, i.e. divided by ``n``, not ``n - 1``).
 
     Args:
         per_case: ``{case_id: {class: {metric: value}}}`` as :func:`case_metrics` returns.
 
     Returns:
         ``{"n_cases": N, "per_class": {class: {metric: {"mean", "std", "median", "n"}}},
-        "mean": {metric: mean over classes of the class means}}``: ``n_cases`` counts every case,
-        ``n`` the finite values of that class metric (``mean``/``std``/``median`` are NaN when
-        ``n`` is 0); the class mean averages the finite class means (NaN when none is).
+        "mean": {metric: mean over classes of the class means}, "left_out": {class: {metric: count}}}``:
+        ``n_cases`` counts every case, ``n`` the finite values of that class metric (``mean``/``std``/
+        ``median`` are NaN when ``n`` is 0), ``left_out`` the non-finite ones (only classes and metrics
+        with at least one; ``{}`` when no case was left out); the class mean averages the finite class
+        means (NaN when none is).
+
+    Raises:
+        TypeError: ``per_case`` not nested as above, or a value that is not a real number.
     """
     classes: Dict[str, Dict[str, List[float]]] = {}
-    for res in per_case.values():
+    for case, res in per_case.items():
+        if not isinstance(res, Mapping) or not all(isinstance(m, Mapping) for m in res.values()):
+            raise TypeError(f"per_case[{case!r}] must be {{class: {{metric: value}}}} as case_metrics returns, got {res!r}")
         for cls, metrics in res.items():
             for m, v in metrics.items():
+                if isinstance(v, bool) or not isinstance(v, numbers.Real):  # NaN/inf pass: left out below
+                    raise TypeError(f"per_case[{case!r}][{cls!r}][{m!r}] must be a number, got {v!r}")
                 classes.setdefault(cls, {}).setdefault(m, []).append(float(v))
     per_class: Dict[str, Dict[str, Dict[str, float]]] = {}
+    left_out: Dict[str, Dict[str, int]] = {}
     for cls, metrics in classes.items():
         per_class[cls] = {}
         for m, vals in metrics.items():
@@ -249,12 +261,14 @@ def summarize_cases(per_case: Mapping[str, Mapping[str, Mapping[str, float]]]) -
             per_class[cls][m] = {"mean": float(ok.mean()) if ok.size else float("nan"),
                                  "std": float(ok.std()) if ok.size else float("nan"),
                                  "median": float(np.median(ok)) if ok.size else float("nan"), "n": int(ok.size)}
+            if ok.size < arr.size:
+                left_out.setdefault(cls, {})[m] = int(arr.size - ok.size)
     metric_names = sorted({m for c in per_class.values() for m in c})
     mean = {}
     for m in metric_names:
         vals = np.asarray([per_class[c][m]["mean"] for c in per_class if m in per_class[c]], dtype=np.float64)
         mean[m] = float(vals[np.isfinite(vals)].mean()) if np.isfinite(vals).any() else float("nan")
-    return {"n_cases": len(per_case), "per_class": per_class, "mean": mean}
+    return {"n_cases": len(per_case), "per_class": per_class, "mean": mean, "left_out": left_out}
 
 
 # -- overlays ---------------------------------------------------------------------------------

@@ -20,18 +20,33 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from medfm.arg_checks import check_number
 from medfm.data.vqa_rad import normalize_answer, normalize_answer_type
 from medfm.evaluation.metrics import bootstrap_mean_ci
 
-__all__ = ["exact_match", "bootstrap_mean_ci", "score_vqa", "majority_baseline", "accuracy_by_group"]
+__all__ = ["exact_match", "bootstrap_mean_ci", "score_vqa", "majority_baseline", "accuracy_by_group", "check_lists"]
+
+
+def check_lists(**lists: Any) -> None:
+    """Each keyword argument is a list (or other sequence) of answers, answer types or groups, not one string.
+
+    Raises:
+        ValueError: ``predictions must be a list (one entry per question), got the string 'yes'``.
+    """
+    for name, value in lists.items():
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+            got = f"the string {value!r}" if isinstance(value, (str, bytes)) else type(value).__name__
+            raise ValueError(f"{name} must be a list (one entry per question), got {got}")
 
 
 def exact_match(predictions: Sequence[Any], answers: Sequence[Any]) -> np.ndarray:
     """``(N,)`` bool: normalised prediction equals normalised answer (None/"" never matches).
 
     Raises:
-        ValueError: different lengths.
+        ValueError: different lengths; a single string instead of a list (``"yes"`` was scored as
+            three one-letter answers).
     """
+    check_lists(predictions=predictions, answers=answers)
     if len(predictions) != len(answers):
         raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
     out = []
@@ -62,8 +77,9 @@ def score_vqa(predictions: Sequence[Any], answers: Sequence[Any], answer_types: 
         ``{"overall"|"closed"|"open": {"acc", "correct", "n", "ci": {...}}, "correct": [bool]*N}``.
 
     Raises:
-        ValueError: length mismatch; DataShapeError: unknown answer type.
+        ValueError: length mismatch, a string instead of a list; DataShapeError: unknown answer type.
     """
+    check_lists(answer_types=answer_types)
     correct = exact_match(predictions, answers)
     if len(answer_types) != len(correct):
         raise ValueError(f"{len(answer_types)} answer types for {len(correct)} answers")
@@ -82,7 +98,16 @@ def majority_baseline(train_answers: Sequence[Any], train_types: Sequence[Any], 
 
     Returns:
         :func:`score_vqa` output plus ``"majority": {"CLOSED": answer, "OPEN": answer}``.
+
+    Raises:
+        ValueError: ``train_answers`` and ``train_types`` of different lengths (the extra answers were
+            dropped without a word), a string instead of a list; the errors of :func:`score_vqa`.
     """
+    check_lists(train_answers=train_answers, train_types=train_types, test_answers=test_answers, test_types=test_types)
+    if len(train_answers) != len(train_types):
+        raise ValueError(f"{len(train_answers)} train answers for {len(train_types)} train answer types")
+    if len(test_answers) != len(test_types):
+        raise ValueError(f"{len(test_answers)} test answers for {len(test_types)} test answer types")
     majority: Dict[str, str] = {}
     for kind in ("CLOSED", "OPEN"):
         counts = Counter(normalize_answer(a) for a, t in zip(train_answers, train_types)
@@ -99,7 +124,15 @@ def accuracy_by_group(correct: Sequence[bool], groups: Sequence[str], min_count:
 
     Returns:
         ``[{"group", "n", "acc"}]`` for groups with at least ``min_count`` questions.
+
+    Raises:
+        ValueError: ``correct`` and ``groups`` of different lengths (numpy's boolean-index error
+            before), a string instead of a list, ``min_count`` not an integer >= 1.
     """
+    check_lists(correct=correct, groups=groups)
+    min_count = check_number("min_count", min_count, ge=1, integer=True)
+    if len(correct) != len(groups):
+        raise ValueError(f"{len(correct)} correctness flags for {len(groups)} groups")
     c = np.asarray(correct, dtype=bool)
     g = np.asarray([str(x) for x in groups])
     rows = [{"group": k, "n": int((g == k).sum()), "acc": float(c[g == k].mean())} for k in sorted(set(g.tolist()))]

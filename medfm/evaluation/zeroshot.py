@@ -36,8 +36,10 @@ def load_image_text_model(model_or_ckpt: Union[str, Path, nn.Module]) -> nn.Modu
 
 
 def _check_prompts(prompts: Sequence[Sequence[str]]) -> list:
-    if isinstance(prompts, str) or not prompts or any(isinstance(p, str) or not p for p in prompts):
-        raise ValueError("prompts must be a list with one non-empty list of strings per class")
+    if (isinstance(prompts, str) or not prompts or any(isinstance(p, str) or not p for p in prompts)
+            or not all(isinstance(t, str) and t.strip() for p in prompts for t in p)):
+        raise ValueError("prompts must be a list with one non-empty list of strings per class (each string "
+                         f"non-empty), got {prompts!r}"[:300])
     if len(prompts) < 2:
         raise ValueError(f"zero-shot classification needs at least 2 classes, got {len(prompts)}")
     return [list(p) for p in prompts]
@@ -82,10 +84,13 @@ def zeroshot_classify(model_or_ckpt: Union[str, Path, nn.Module], dataset: Any, 
         batch_size: images per forward pass (eval mode, fp32, dataset order).
 
     Raises:
-        ValueError: not an image-text model, fewer than 2 classes, malformed prompts, ``batch_size``
-            not an integer >= 1.
+        ValueError: not an image-text model, fewer than 2 classes, malformed prompts (a prompt that is
+            not a non-empty string included), ``batch_size`` not an integer >= 1, an empty ``dataset``
+            (torch's "expected a non-empty list of Tensors" before).
     """
     batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
+    if len(dataset) == 0:
+        raise ValueError("the dataset holds no images: nothing to classify")
     model = load_image_text_model(model_or_ckpt)
     was_training = model.training
     model.eval()
@@ -107,8 +112,25 @@ def zeroshot_classify(model_or_ckpt: Union[str, Path, nn.Module], dataset: Any, 
 
 
 def chance_levels(labels: np.ndarray, num_classes: int) -> Dict[str, float]:
-    """Chance baselines: uniform guessing ACC ``1/K``, majority-class ACC, AUC 0.5, balanced ACC ``1/K``."""
-    y = np.asarray(labels).reshape(-1).astype(np.int64)
+    """Chance baselines: uniform guessing ACC ``1/K``, majority-class ACC, AUC 0.5, balanced ACC ``1/K``.
+
+    Args:
+        labels: ``(N,)`` or ``(N, 1)`` integer class indices in ``[0, num_classes)``, N >= 1.
+        num_classes: K >= 2.
+
+    Raises:
+        ValueError: ``num_classes`` not an integer >= 2, no label, or labels that are not integer class
+            indices below ``num_classes`` (a label 3 with K = 2 used to count as a class of its own,
+            0.5 as class 0).
+    """
+    from medfm.evaluation.protocols import check_probe_labels
+
+    num_classes = check_number("num_classes", num_classes, ge=2, integer=True)
+    flat = np.asarray(labels)
+    y = check_probe_labels(flat.reshape(-1) if flat.ndim == 2 and flat.shape[1] == 1 else flat, len(flat) if flat.ndim else 0,
+                           "multi-class", num_classes, what="labels")
+    if not len(y):
+        raise ValueError("chance_levels needs at least one label, got none")
     counts = np.bincount(y, minlength=num_classes)
     return {"acc_uniform": 1.0 / num_classes, "acc_majority": float(counts.max() / counts.sum()),
             "auc": 0.5, "balanced_acc": 1.0 / num_classes}
