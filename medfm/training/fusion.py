@@ -28,7 +28,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from medfm.arg_checks import check_number, number_fits
-from medfm.training.loop import TrainConfig
+from medfm.training.loop import TrainConfig, check_seed
+from medfm.training.recipes import check_field_types
 
 DATASETS = ("lgg_flair",)
 TRAIN_MISSING = ("natural", "mnar")
@@ -42,7 +43,8 @@ class FusionDataConfig:
     """Data section: ``dataset`` ("lgg_flair"), slice side ``img_size``, optional array ``cache_dir``.
 
     Raises:
-        ValueError: an unknown ``dataset``; ``img_size`` not an integer >= 16 (:func:`medfm.arg_checks.check_number`).
+        ValueError: an unknown ``dataset``; ``img_size`` not an integer >= 16 (:func:`medfm.arg_checks.check_number`);
+            ``cache_dir`` not a string or null.
     """
 
     dataset: str = "lgg_flair"
@@ -50,6 +52,7 @@ class FusionDataConfig:
     cache_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
+        check_field_types(self, "data.")
         if self.dataset not in DATASETS:
             raise ValueError(f"data.dataset must be one of {DATASETS}, got {self.dataset!r}")
         check_number("data.img_size", self.img_size, ge=16, integer=True, hint=" (a slice side in px)")
@@ -58,13 +61,19 @@ class FusionDataConfig:
 @dataclass
 class FusionModelConfig:
     """One model to train: a registered fuser, its arguments (over the recipe's shared ones) and
-    the training missingness ("natural" or "mnar")."""
+    the training missingness ("natural" or "mnar").
+
+    Raises:
+        ValueError: an unknown ``train_missing``; ``fuser`` not a string, ``args`` not a mapping
+            (:func:`medfm.training.recipes.check_field_types`; the fuser is looked up when the models are built).
+    """
 
     fuser: str = "3mat"
     args: Dict[str, Any] = field(default_factory=dict)
     train_missing: str = "natural"
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.train_missing not in TRAIN_MISSING:
             raise ValueError(f"train_missing must be one of {TRAIN_MISSING}, got {self.train_missing!r}")
 
@@ -75,9 +84,10 @@ class FusionProtocolConfig:
 
     Raises:
         ValueError: an MCAR rate that is not a finite number in [0, 1), ``p_high``/``p_low`` not finite
-            numbers in [0, 1], ``n_boot`` not an integer >= 1, ``seed`` not an integer >= 0 (the shared
-            rules of :mod:`medfm.arg_checks`; checked when the recipe is read: the protocol runs after
-            every model has trained).
+            numbers in [0, 1], ``n_boot`` not an integer >= 1, ``seed`` not an integer in [0, 2**32 - 1]
+            (:func:`medfm.training.loop.check_seed`), ``mcar_rates``/``mnar_modalities`` not lists (a string was
+            split into its letters; the shared rules of :mod:`medfm.arg_checks`; checked when the recipe is read:
+            the protocol runs after every model has trained).
     """
 
     mcar_rates: List[float] = field(default_factory=lambda: [0.25, 0.5])
@@ -88,12 +98,13 @@ class FusionProtocolConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_field_types(self, "protocol.")
         if not all(number_fits(r, ge=0, lt=1) for r in self.mcar_rates):
             raise ValueError(f"protocol.mcar_rates must be fractions in [0, 1), got {list(self.mcar_rates)}")
         for key in ("p_high", "p_low"):
             check_number(f"protocol.{key}", getattr(self, key), ge=0, le=1, hint=" (a probability)")
         check_number("protocol.n_boot", self.n_boot, ge=1, integer=True)
-        check_number("protocol.seed", self.seed, ge=0, integer=True)
+        check_seed("protocol.seed", self.seed)
 
 
 @dataclass
@@ -118,7 +129,9 @@ class FusionRecipe:
             segmentation, ``dim`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`),
             ``protocol.mnar_modalities`` outside ``modalities`` (classification), no ``models``, a model
             whose ``args.modalities`` are not among ``modalities``, a segmentation model with
-            ``train_missing: mnar``; ConfigError: a bad ``models.<label>`` section (its location).
+            ``train_missing: mnar``, a field of the wrong type (``modalities="flair"`` was split into letters; each
+            section is its dataclass or a mapping: :func:`medfm.training.recipes.check_field_types`);
+            ConfigError: a bad ``models.<label>`` section (its location).
     """
 
     task: str = "classification"
@@ -135,6 +148,7 @@ class FusionRecipe:
 
         from medfm.data.lgg_fusion import MODALITIES
 
+        check_field_types(self)
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.modalities is None:
@@ -294,12 +308,13 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     checkpoint under ``output/models/`` and ``resume`` is False (checked before anything is written);
     ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
     (:func:`medfm.training.resume.check_resume_recipe`), except for models added to ``models``: the
-    models train independently, so ``--resume`` reuses the finished ones and trains the new ones.
+    models train independently, so ``--resume`` reuses the finished ones and trains the new ones;
+    ValueError: fewer training slices than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`).
     """
     from medfm.config import dump_yaml
     from medfm.data.lgg_fusion import LGGFusionSet
     from medfm.io import atomic_write_text
-    from medfm.training.loop import refuse_existing_run
+    from medfm.training.loop import refuse_existing_run, steps_per_epoch
     from medfm.training.resume import check_resume_recipe
 
     output = Path(output)
@@ -310,6 +325,7 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     t0 = time.perf_counter()
     train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
     test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
+    steps_per_epoch(len(train), recipe.train.batch_size)  # fewer slices than a batch: before anything is written
     output.mkdir(parents=True, exist_ok=True)  # after the data: missing data writes nothing
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     return output, train, test, t0

@@ -29,12 +29,28 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_bool, check_number
 from medfm.io import atomic_dir, atomic_write_text, restore_interrupted_dir
 from medfm.training.determinism import deterministic_kernels
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 
 PRECISIONS = ("auto", "bf16", "fp32")
+#: the largest ``train.seed``: the loop seeds a generator with ``seed * 1_000_003 + step``, which must fit
+#: torch's 64-bit seeds (a larger seed failed at the first step, with an overflow, after the run folder was written)
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(name: str, value: Any) -> int:
+    """``value`` as a seed: an integer in ``[0, MAX_SEED]`` (``train.seed``, ``protocol.seed``).
+
+    Raises:
+        ValueError: ``train.seed must be an integer >= 0, got 1.5`` (:func:`medfm.arg_checks.check_number`),
+            ``train.seed must be <= 2**32 - 1, got 1152921504606846976``.
+    """
+    seed = check_number(name, value, ge=0, integer=True)
+    if seed > MAX_SEED:
+        raise ValueError(f"{name} must be <= 2**32 - 1, got {seed}")
+    return seed
 
 
 @dataclass
@@ -61,7 +77,7 @@ class TrainConfig:
     Raises:
         ValueError: an unknown precision, or a value out of range or of the wrong kind, e.g.
             ``train.epochs must be an integer >= 1, got 2.5`` or ``train.warmup_epochs must be a
-            finite number >= 0, got nan`` (``True`` is refused, not taken as 1).
+            finite number >= 0, got nan`` (``True`` is refused, not taken as 1); ``seed`` above :data:`MAX_SEED`.
     """
 
     epochs: int = 10
@@ -86,7 +102,7 @@ class TrainConfig:
         check_number("train.warmup_epochs", self.warmup_epochs, ge=0)
         check_number("train.weight_decay", self.weight_decay, ge=0)
         check_number("train.min_lr_ratio", self.min_lr_ratio, ge=0, le=1)
-        check_number("train.seed", self.seed, ge=0, integer=True)
+        check_seed("train.seed", self.seed)
         if self.grad_clip is not None:
             check_number("train.grad_clip", self.grad_clip, gt=0, hint=" (null: no clipping)")
         if self.num_threads is not None:
@@ -149,8 +165,40 @@ def get_batch(dataset: Any, indices: torch.Tensor) -> Dict[str, Any]:
     return default_collate([dataset[int(i)] for i in indices])
 
 
+def steps_per_epoch(n_samples: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of ``n_samples`` (``n_samples // batch_size``: the last incomplete batch
+    is dropped). Runners call it once their training set is known, before they write anything (a set smaller
+    than a batch was refused by :class:`Trainer`, after ``config.yaml`` had been written).
+
+    Raises:
+        ValueError: fewer samples than one batch (names both and ``train.batch_size``).
+    """
+    if n_samples < batch_size:
+        raise ValueError(f"the training set has {n_samples} samples, fewer than one batch of {batch_size} "
+                         "(train.batch_size)")
+    return n_samples // batch_size
+
+
+def check_output_folder(output: Path) -> None:
+    """Refuse a run folder ``output`` that is a file, or lies under one, before anything is read or written
+    (it failed with ``[Errno 17] File exists`` when the run created it, after the data were read).
+
+    Raises:
+        NotADirectoryError: ``output`` or one of its parents is an existing file (named): ``Not a directory: output
+            runs/x/out lies under runs/x, a file; choose another output``.
+    """
+    output = Path(output)
+    for path in (output, *output.parents):
+        if path.exists():
+            if not path.is_dir():
+                why = "is a file; a run writes a folder there" if path == output else f"lies under {path}, a file"
+                raise NotADirectoryError(f"Not a directory: output {output} {why}; choose another output")
+            return
+
+
 def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = ("checkpoint",)) -> None:
-    """Refuse to start a new run in ``output`` when it already holds a run's training state.
+    """Refuse to start a new run in ``output`` when it already holds a run's training state, and a run
+    folder that cannot be one (:func:`check_output_folder`).
 
     Runners call this before they write anything (``config.yaml``, a LoRA ``base/``), so a
     refused run leaves the existing run's files untouched (a refused LoRA run used to
@@ -158,12 +206,17 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
 
     Args:
         output: the run directory.
-        resume: True when the caller continues the run (nothing is refused).
+        resume: True when the caller continues the run (nothing is refused); a ``bool``
+            (``resume="no"`` used to resume).
         state_dirs: sub-directories of ``output`` that hold a resumable state (``trainer_state.json``).
 
     Raises:
         FileExistsError: one of ``state_dirs`` holds a state and ``resume`` is False.
+        NotADirectoryError: ``output`` is a file or under one.
+        ValueError: ``resume`` not true/false.
     """
+    check_bool("resume", resume)
+    check_output_folder(output)
     if resume:
         return
     for sub in state_dirs:
@@ -180,8 +233,17 @@ def check_finite_loss(loss: torch.Tensor, epoch: int, step: int) -> None:
 
     Raises:
         ValueError: non-finite ``loss`` (names the 1-based epoch and the step).
+        TypeError: ``loss`` is no one-element tensor (a float, a per-sample vector: was torch's
+            ``isfinite()`` argument error or "Boolean value of Tensor ... is ambiguous"; checked only when
+            the finiteness test fails, so a good step pays nothing).
     """
-    if not torch.isfinite(loss):
+    try:
+        finite = bool(torch.isfinite(loss))
+    except (TypeError, RuntimeError):
+        what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else repr(loss)[:60]
+        raise TypeError(f"the step's loss must be a scalar tensor, got {what} (step_fn returns "
+                        "{'loss': scalar tensor, ...})") from None
+    if not finite:
         raise ValueError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr or check the data")
 
 
@@ -227,14 +289,22 @@ class Trainer:
         epoch_end_fn: optional ``(model, epoch) -> dict`` of extra metrics (e.g. validation).
 
     Raises:
-        ValueError: dataset smaller than one batch; non-finite loss (names the step).
+        TypeError: ``cfg`` not a :class:`TrainConfig`; a step whose result has no scalar ``"loss"`` tensor.
+        ValueError: dataset smaller than one batch; a model without trainable parameters; non-finite loss
+            (names the step); a resumed state whose counters do not fit this run's steps per epoch (another
+            training set or batch size).
         FileExistsError: ``output`` already holds a checkpoint and ``resume`` is False.
+        NotADirectoryError: ``output`` is a file or under one.
         DeterminismError: ``cfg.deterministic`` and an op without a deterministic kernel on the device
             (:mod:`medfm.training.determinism`).
     """
 
     def __init__(self, model: nn.Module, step_fn: StepFn, dataset: Any, cfg: TrainConfig, output: Path,
                  save_fn: SaveFn, epoch_end_fn: Optional[Callable[[nn.Module, int], Dict[str, Any]]] = None) -> None:
+        if not isinstance(cfg, TrainConfig):
+            raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError("the model has no trainable parameters (every parameter has requires_grad=False)")
         self.cfg = cfg
         self.output = Path(output)
         self.step_fn = step_fn
@@ -247,10 +317,7 @@ class Trainer:
         self.bf16 = resolve_precision(cfg.precision, self.device) == "bf16"
         self.model = model.to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
-        n = len(dataset)
-        self.steps_per_epoch = n // cfg.batch_size
-        if self.steps_per_epoch < 1:
-            raise ValueError(f"the training set has {n} samples, fewer than one batch of {cfg.batch_size}")
+        self.steps_per_epoch = steps_per_epoch(len(dataset), cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
 
@@ -295,6 +362,7 @@ class Trainer:
         When the last epoch ends, ``<output>/training_curve.png`` is drawn from ``metrics.jsonl``
         (once; not when the fit raises)."""
         cfg = self.cfg
+        check_output_folder(self.output)  # before mkdir: a file there was an "[Errno 17] File exists"
         self.output.mkdir(parents=True, exist_ok=True)
         counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
         if resume:  # a kill inside the checkpoint's rename window leaves the previous one aside
@@ -302,6 +370,7 @@ class Trainer:
         refuse_existing_run(self.output, resume)
         if resume and (self.checkpoint_dir / STATE_JSON).is_file():
             counters = load_training_state(self.checkpoint_dir, self.model, self.optimizer)
+            self._check_counters(counters)
             self._trim_log(counters["global_step"])
         else:
             torch.manual_seed(cfg.seed)
@@ -310,6 +379,21 @@ class Trainer:
             self._train(counters)
         self._plot_curve()
         return self.model
+
+    def _check_counters(self, counters: Dict[str, Any]) -> None:
+        """Refuse a resumed state whose counters do not fit this run: another training set size or batch size
+        gives another number of steps per epoch, and the run silently skipped or repeated steps (a finished
+        run's state resumed on 32 samples instead of 16 trained nothing)."""
+        try:
+            epoch, step, done = (int(counters[k]) for k in ("epoch", "step_in_epoch", "global_step"))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"cannot resume from {self.checkpoint_dir}: training state corrupt "
+                             f"(counters {counters!r})") from None
+        if done != epoch * self.steps_per_epoch + step or step >= self.steps_per_epoch or epoch > self.cfg.epochs:
+            raise ValueError(f"cannot resume from {self.checkpoint_dir}: its state (epoch {epoch}, step {step}, global "
+                             f"step {done}) does not fit this run's {self.cfg.epochs} epochs of {self.steps_per_epoch} "
+                             f"steps ({len(self.dataset)} samples, batch {self.cfg.batch_size}); resume with the run's "
+                             "data and train settings, or choose another output")
 
     def _train(self, counters: Dict[str, Any]) -> None:
         """The epochs from ``counters`` (a fresh run's zeros or a checkpoint's) to the end."""
@@ -333,7 +417,7 @@ class Trainer:
                     group["lr"] = lr
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     out = self.step_fn(self.model, batch, gen)
-                loss = out["loss"]
+                loss = out.get("loss") if isinstance(out, dict) else None  # (no loss: check_finite_loss names it)
                 check_finite_loss(loss, epoch, step)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

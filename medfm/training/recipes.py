@@ -5,11 +5,13 @@ Each component has its own section (data, encoder, objective, lora, train), vali
 """
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, ClassVar, Dict, Optional, Union
 
 from medfm.adapters.lora import LoraSettings
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_bool, check_number, shown
 from medfm.data.errors import UnsupportedSizeError
 from medfm.data.medmnist_info import (
     CORPUS_DATASET,
@@ -23,6 +25,61 @@ from medfm.data.views import ViewConfig
 from medfm.training.loop import TrainConfig
 
 FINETUNE_MODES = ("linear", "full", "lora")
+#: how a type-check message names the items of a list field (:func:`check_field_types`)
+_ITEMS = {int: " of integers", float: " of numbers", str: " of strings"}
+
+
+def check_field_types(section: Any, prefix: str = "") -> None:
+    """Give recipe dataclass ``section`` made in Python the type rules :func:`medfm.config.from_dict`
+    applies to a recipe file, before its ``__post_init__`` uses its values (a recipe read from a file
+    passes unchanged: its values were checked against the same hints).
+
+    Per field, by its type hint (``None`` passes where the hint is ``Optional``):
+
+    - a dataclass section (``data: DataConfig``): an instance of it, or a mapping of its settings, built
+      with :func:`medfm.config.from_dict` (unknown keys with "did you mean") and put in its place;
+    - ``bool``: a ``bool`` (:func:`medfm.arg_checks.check_bool`: ``"no"`` or ``1`` is refused, not taken by
+      its truth value: ``verify_md5="no"`` verified, ``question_only="no"`` zeroed the image tokens);
+    - ``str``: a string; a mapping hint (``Dict``): a ``dict``; a list hint (``List``): a list or tuple
+      (a string was split into its letters: ``modalities="flair"``).
+
+    Numbers are left to the dataclass's own :func:`medfm.arg_checks.check_number` (it knows their bounds),
+    and so are the items of lists and mappings.
+
+    Args:
+        section: the dataclass instance (``self`` in its ``__post_init__``).
+        prefix: what its messages put before a field's name (``"data."``; ``""`` for a whole recipe).
+
+    Raises:
+        ValueError: one line naming the field, e.g. ``data.verify_md5 must be true or false, got 'no' (str)``,
+            ``encoder must be an EncoderConfig or a mapping of its settings, got 'resnet18' (str)``.
+        ConfigError: a bad mapping section (``FinetuneRecipe: data.dataset: unknown MedMNIST data set ...``).
+    """
+    from medfm.config import from_dict
+
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value, hint, name = getattr(section, f.name), hints.get(f.name, Any), prefix + f.name
+        options = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+        kinds = [a for a in options if a is not type(None)]
+        if (value is None and len(kinds) < len(options)) or len(kinds) != 1:
+            continue
+        kind, origin = kinds[0], typing.get_origin(kinds[0])
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            if isinstance(value, dict):
+                setattr(section, f.name, from_dict(kind, value, where=f"{type(section).__name__}.{f.name}"))
+            elif not isinstance(value, kind):
+                article = "an" if kind.__name__[0] in "AEIOU" else "a"
+                raise ValueError(f"{name} must be {article} {kind.__name__} or a mapping of its settings, got {shown(value)}")
+        elif kind is bool:
+            check_bool(name, value)
+        elif kind is str and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
+        elif (kind is dict or origin is dict) and not isinstance(value, dict):
+            raise ValueError(f"{name} must be a mapping, got {shown(value)}")
+        elif (kind in (list, tuple) or origin in (list, tuple)) and not isinstance(value, (list, tuple)):
+            items = typing.get_args(kind)
+            raise ValueError(f"{name} must be a list{_ITEMS.get(items[0], '') if items else ''}, got {shown(value)}")
 
 
 @dataclass
@@ -43,10 +100,14 @@ class DataConfig:
             (:func:`medfm.arg_checks.check_number`: ``True``, ``2.5``, NaN are refused), an unknown ``val_split``.
         UnknownDatasetError: ``dataset`` neither a MedMNIST flag nor ``corpus`` (with close matches, in the
             CLI's words for ``--data``: ``data.dataset: unknown MedMNIST data set or corpus 'pneumonimnist'; did you
-            mean 'pneumoniamnist' or 'dermamnist'?``);
-        UnsupportedSizeError: a MedMNIST flag at a ``size`` it is not released at (both named when
-            the recipe is read, not after the imports and the encoder's check build).
+            mean 'pneumoniamnist' or 'dermamnist'?``; :class:`FinetuneDataConfig`: without "or corpus");
+        UnsupportedSizeError: a MedMNIST flag at a ``size`` it is not released at, the corpus at a size it is not
+            built at (28/64; all named when the recipe is read, not after the imports and the encoder's check build).
+        ValueError: a field of the wrong type (:func:`check_field_types`: ``verify_md5="no"`` was taken as true).
     """
+
+    #: whether ``dataset`` may be the pretraining corpus (:class:`FinetuneDataConfig`: no)
+    takes_corpus: ClassVar[bool] = True
 
     dataset: str = "pneumoniamnist"
     size: int = 28
@@ -56,15 +117,38 @@ class DataConfig:
     val_split: Optional[str] = "val"
 
     def __post_init__(self) -> None:
-        check_dataset_name(self.dataset, "data.dataset", corpus=True)
+        if self.dataset == CORPUS_DATASET and not self.takes_corpus:
+            raise ValueError(f"data.dataset: {CORPUS_NOT_FOR_FINETUNING}")
+        check_dataset_name(self.dataset, "data.dataset", corpus=self.takes_corpus)
+        check_field_types(self, "data.")
         check_number("data.label_fraction", self.label_fraction, gt=0, le=1)
         check_number("data.size", self.size, ge=1, integer=True, hint=" (a side in px, e.g. 28)")
+        if self.dataset == CORPUS_DATASET:
+            from medfm.data.corpus import CORPUS_SIZES
+
+            if self.size not in CORPUS_SIZES:  # (was named when the corpus was built, after the check builds)
+                raise UnsupportedSizeError(f"data.size: the pretraining corpus is built at {list(CORPUS_SIZES)} px, "
+                                           f"not {self.size}")
         if self.dataset in MEDMNIST_FLAGS and self.size not in available_sizes(self.dataset):
             raise UnsupportedSizeError(f"data.size: MedMNIST {self.dataset!r} is not released at {self.size} px; "
                                        f"available: {list(available_sizes(self.dataset))}")
         if self.val_split is not None and self.val_split not in SPLITS:
             # checked here: the val split is first read after the first epoch, hours into a run
             raise ValueError(f"data.val_split must be one of {SPLITS} or null (no validation), got {self.val_split!r}")
+
+
+@dataclass
+class FinetuneDataConfig(DataConfig):
+    """The ``data`` section of a fine-tuning recipe: a :class:`DataConfig` whose ``dataset`` is a MedMNIST flag,
+    never the corpus. A misspelt name is an "unknown MedMNIST data set" whose close matches are MedMNIST flags
+    (a recipe read by :func:`medfm.config.from_dict` and the ``medfm finetune`` command say the same).
+
+    Raises:
+        ValueError: ``dataset: corpus`` (:data:`medfm.data.medmnist_info.CORPUS_NOT_FOR_FINETUNING`); and what
+            :class:`DataConfig` raises.
+    """
+
+    takes_corpus: ClassVar[bool] = False
 
 
 @dataclass
@@ -80,7 +164,8 @@ class EncoderConfig:
 
     Raises:
         ValueError: ``img_size`` not an integer >= 1 (0 used to mean "the data's size" silently;
-            :func:`medfm.arg_checks.check_number`).
+            :func:`medfm.arg_checks.check_number`); ``name``, ``pretrained`` or ``args`` of the wrong type
+            (:func:`check_field_types`; the name is looked up when a run checks its recipe).
     """
 
     name: str = "resnet18"
@@ -89,6 +174,7 @@ class EncoderConfig:
     args: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_field_types(self, "encoder.")
         if self.img_size is not None:
             check_number("encoder.img_size", self.img_size, ge=1, integer=True,
                          hint=" (a side in px), or left out for the data's size")
@@ -96,20 +182,36 @@ class EncoderConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """Objective section: a registered objective (``OBJECTIVES``) and its arguments."""
+    """Objective section: a registered objective (``OBJECTIVES``) and its arguments.
+
+    Raises:
+        ValueError: ``name`` not a string, ``args`` not a mapping (:func:`check_field_types`; the name is
+            looked up when a run checks its recipe).
+    """
 
     name: str = "simclr"
     args: Dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_field_types(self, "objective.")
+
 
 @dataclass
 class PretrainRecipe:
-    """``medfm pretrain`` recipe."""
+    """``medfm pretrain`` recipe. Each section is its dataclass, or a mapping of its settings (:func:`check_field_types`).
+
+    Raises:
+        ValueError: a section of the wrong type (``objective must be an ObjectiveConfig or a mapping ...``);
+            ConfigError: a bad mapping section.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
 
 
 @dataclass
@@ -123,13 +225,18 @@ class FinetuneRecipe:
         head_norm: parameter-free BatchNorm on the features before the head (MAE's linear
             probing; see :class:`medfm.adapters.classification.ImageClassifier`).
         augment: training-time views (None: no augmentation; default: light crops/flips).
+        data: :class:`FinetuneDataConfig` (a plain :class:`DataConfig` made in Python is taken as one).
+
+    Each section is its dataclass or a mapping of its settings (:func:`check_field_types`).
 
     Raises:
         ValueError: an unknown ``mode``, ``dropout`` not a finite number in [0, 1)
-            (:func:`medfm.arg_checks.check_number`), ``data.dataset: corpus`` (it has no class labels).
+            (:func:`medfm.arg_checks.check_number`), ``data.dataset: corpus`` (it has no class labels:
+            :data:`medfm.data.medmnist_info.CORPUS_NOT_FOR_FINETUNING`), a field of the wrong type
+            (``head_norm="no"`` was taken as true); ConfigError: a bad mapping section.
     """
 
-    data: DataConfig = field(default_factory=DataConfig)
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mode: str = "lora"
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -139,8 +246,9 @@ class FinetuneRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.data.dataset == CORPUS_DATASET:
-            raise ValueError(f"data.dataset: {CORPUS_NOT_FOR_FINETUNING}")
+        if type(self.data) is DataConfig:  # made in Python: checked again as a fine-tuning set (the corpus refused)
+            self.data = FinetuneDataConfig(**{f.name: getattr(self.data, f.name) for f in dataclasses.fields(DataConfig)})
+        check_field_types(self)
         if self.mode not in FINETUNE_MODES:
             raise ValueError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
         check_number("dropout", self.dropout, ge=0, lt=1)

@@ -29,7 +29,7 @@ from medfm.encoders import create_encoder
 from medfm.io import atomic_write_text
 from medfm.objectives.inputs import check_objective_args
 from medfm.registry import OBJECTIVES
-from medfm.training.loop import Trainer, refuse_existing_run
+from medfm.training.loop import Trainer, refuse_existing_run, steps_per_epoch
 from medfm.training.recipes import CORPUS_DATASET, EncoderConfig, FinetuneRecipe, PretrainRecipe
 from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
 
@@ -220,6 +220,9 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
         checked first too).
         CheckpointError: a missing local ``encoder.pretrained``, with its recipe location, before the data are
         read (:func:`check_init_checkpoint`).
+        ValueError: a training set smaller than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
+        named once the data are read, before anything is written; NotADirectoryError: ``output`` is a file
+        (:func:`medfm.training.loop.check_output_folder`, first).
     """
     from medfm.hub import write_checkpoint
 
@@ -236,6 +239,7 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
     else:
         ds = _load(recipe.data, "train", data_root)  # a 2D set: check_recipe_args refused 3D ones
         data_meta = data_metadata(ds)
+    steps_per_epoch(len(ds), recipe.train.batch_size)  # a set smaller than a batch, before anything is written
     torch.manual_seed(recipe.train.seed)
     encoder = create_encoder(recipe.encoder.name, in_chans=ds.n_channels, img_size=recipe.encoder.img_size or ds.size,
                              pretrained=recipe.encoder.pretrained, **recipe.encoder.args)

@@ -19,6 +19,7 @@ from medfm.data import brats
 from medfm.data import segmentation as segdata
 from medfm.data.segmentation import NORMALIZATIONS
 from medfm.registry import close_match_hint
+from medfm.training.recipes import check_field_types
 
 
 @dataclass
@@ -60,7 +61,8 @@ class SegDataConfig:
             or ``flip_axes`` that does not fit the data set's spatial dimensions, ``scale`` other
             than 1 for a volume data set, ``context_slices`` for a 2D data set or wider than its
             thinnest volume, a ``missing_sequence_fill`` that is not an input channel (with
-            ``missing_sequence_p > 0``), a ``flip_axes`` entry listed twice.
+            ``missing_sequence_p > 0``), a ``flip_axes`` entry listed twice, a field of the wrong type
+            (:func:`medfm.training.recipes.check_field_types`).
     """
 
     dataset: str = "chase_db1"
@@ -79,6 +81,7 @@ class SegDataConfig:
     max_test: Optional[int] = None
 
     def __post_init__(self) -> None:
+        check_field_types(self, "data.")  # (a list dataset was an unhashable-type TypeError, flip_axes=None another)
         if self.dataset not in TASKS:
             raise ValueError(f"unknown segmentation dataset {self.dataset!r}"
                              f"{close_match_hint(self.dataset, sorted(TASKS), cutoff=0.6, fallback='known')}")

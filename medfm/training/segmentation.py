@@ -25,7 +25,7 @@ import torch
 from medfm.adapters.lora import LoraSettings
 from medfm.arg_checks import check_number, number_fits, shown
 from medfm.training.loop import TrainConfig
-from medfm.training.recipes import EncoderConfig
+from medfm.training.recipes import EncoderConfig, check_field_types
 from medfm.training.seg_tasks import SegDataConfig, SegTask, build_task
 
 SEG_MODES = ("frozen", "lora", "full")
@@ -50,7 +50,8 @@ class SegEvalConfig:
     Raises:
         ValueError: a value out of range or of the wrong kind (overlap outside [0, 1),
             sw_batch_size not an integer >= 1, overlays not an integer >= 0, tolerance not a
-            finite number >= 0, roi_size sides not integers >= 1; ``True`` is not taken as 1).
+            finite number >= 0, roi_size sides not integers >= 1; ``True`` is not taken as 1), ``distances``
+            not true/false (:func:`medfm.training.recipes.check_field_types`).
     """
 
     overlap: float = 0.5
@@ -64,6 +65,7 @@ class SegEvalConfig:
         # checked when the recipe is read: these settings are first used after training
         from medfm.adapters.segmentation import check_overlap
 
+        check_field_types(self, "eval.")  # (distances="no" was taken as true)
         self.overlap = check_overlap(self.overlap, "eval.overlap")
         check_number("eval.sw_batch_size", self.sw_batch_size, ge=1, integer=True)
         check_number("eval.overlays", self.overlays, ge=0, integer=True, hint=" (0: none)")
@@ -97,7 +99,9 @@ class SegmentationRecipe:
         eval: :class:`SegEvalConfig`.
 
     Raises:
-        ValueError: an unknown ``mode``; ``eval.roi_size`` of the wrong length for the data.
+        ValueError: an unknown ``mode``; ``eval.roi_size`` of the wrong length for the data; a section of the
+            wrong type (each is its dataclass or a mapping of its settings: :func:`medfm.training.recipes.check_field_types`).
+        ConfigError: a bad mapping section.
     """
 
     data: SegDataConfig = field(default_factory=SegDataConfig)
@@ -109,6 +113,7 @@ class SegmentationRecipe:
     eval: SegEvalConfig = field(default_factory=SegEvalConfig)
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # (a data mapping was an AttributeError, encoder="resnet18" passed)
         if self.mode not in SEG_MODES:
             raise ValueError(f"mode must be one of {SEG_MODES}, got {self.mode!r}")
         self.eval.check_dims(self.data.spatial_dims, self.data.dataset)
@@ -365,13 +370,15 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
         with (:func:`medfm.training.resume.check_resume_init`); CheckpointError: a missing local ``init``
         (or ``encoder.pretrained``) directory; ConfigError: a bad ``encoder`` or ``decoder`` value, with its
         recipe location (:func:`check_segmenter_args`). These are checked before the data set is read.
+        ValueError: fewer training items than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
+        once the data are read, before anything is written.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.cards import write_card
     from medfm.config import dump_yaml, to_dict
     from medfm.io import atomic_write_json, atomic_write_text
-    from medfm.training.loop import Trainer
+    from medfm.training.loop import Trainer, steps_per_epoch
     from medfm.training.resume import record_init
     from medfm.training.runs import check_run_start
 
@@ -380,6 +387,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     task = build_task(recipe.data, data_root)
     check_segmenter_args(recipe, task)  # a bad encoder/decoder value, before the data set is read
     train_set = task.training_arrays()
+    steps_per_epoch(len(train_set), recipe.train.batch_size)  # fewer items than a batch: before anything is written
     torch.manual_seed(recipe.train.seed)
     model = build_segmenter(recipe, task, init)
     # after the data and the model: missing data or a bad encoder/decoder section writes nothing

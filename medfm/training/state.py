@@ -66,22 +66,33 @@ def load_training_state(directory: Path, model: torch.nn.Module, optimizer: torc
     """Restore what :func:`save_training_state` wrote; returns the counters.
 
     Raises:
-        ValueError: missing/corrupt files, or a state that does not fit the model.
+        ValueError: missing/corrupt files (also a ``trainer_state.json`` without its entries, which was a bare
+            ``KeyError: 'optimizer'``), or an optimizer state that does not fit the model's trainable parameters
+            (another mode, LoRA settings or frozen layers; was torch's "loaded state dict contains a parameter group
+            that doesn't match ...").
+        CheckpointError: model weights that do not fit the model (:func:`medfm.hub.load_exact`).
     """
     directory = Path(directory)
     try:
         tensors = load_file(str(directory / STATE_TENSORS))
         payload = json.loads((directory / STATE_JSON).read_text())
+        optimizer_state = _join_optimizer(tensors, payload["optimizer"])
+        counters, rng = payload["counters"], tensors["rng.torch"]
     except Exception as err:
-        raise ValueError(f"cannot resume from {directory}: training state missing or corrupt ({err})") from None
+        raise ValueError(f"cannot resume from {directory}: training state missing or corrupt "
+                         f"({type(err).__name__}: {err})") from None
     from medfm.hub import load_exact
 
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     load_exact(model, model_state, where=str(directory))
-    optimizer.load_state_dict(_join_optimizer(tensors, payload["optimizer"]))
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        optimizer.load_state_dict(optimizer_state)
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"cannot resume from {directory}: its optimizer state does not fit the model's trainable "
+                         f"parameters ({err}); resume with the run's settings (mode, LoRA, frozen layers)") from None
+    torch.set_rng_state(rng)
     _restore_cuda_rng_states(tensors)
-    return payload["counters"]
+    return counters
 
 
 def _cuda_rng_states() -> Dict[str, torch.Tensor]:

@@ -43,7 +43,7 @@ from medfm.adapters.lora import LoraSettings
 from medfm.adapters.text_seg import check_target_weights
 from medfm.arg_checks import number_fits, shown
 from medfm.training.loop import TrainConfig
-from medfm.training.recipes import EncoderConfig
+from medfm.training.recipes import EncoderConfig, check_field_types
 from medfm.training.seg_tasks import SegDataConfig, build_task
 from medfm.training.segmentation import SEG_MODES, SegEvalConfig, random_crop, random_flips, random_missing_sequences
 
@@ -63,7 +63,8 @@ class TextTaskConfig:
     Raises:
         ValueError: ``loss_weight`` not positive and finite; an empty ``name``, ``modality`` or
             ``target``, a ``name`` that is not a plain folder name; an empty or blank ``query`` (a blank
-            one was refused when embedded, after training; an empty one skipped the referring evaluation).
+            one was refused when embedded, after training; an empty one skipped the referring evaluation); a field of
+            the wrong type (:func:`medfm.training.recipes.check_field_types`).
     """
 
     data: SegDataConfig = field(default_factory=SegDataConfig)
@@ -74,6 +75,7 @@ class TextTaskConfig:
     loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not number_fits(self.loss_weight, gt=0):  # (also NaN, inf, True, "1")
             raise ValueError(f"loss_weight is {shown(self.loss_weight)}; loss weights must be positive and finite")
         for key, what in (("name", "the target's id"), ("modality", "a prompt part"), ("target", "a prompt part")):
@@ -114,7 +116,8 @@ class TextSegRecipe:
             are not 2D (2.5D slices count as 2D) or that differ in input channels (one encoder reads
             them all; this was found after the data sets were opened, without a location), an
             ``eval.roi_size`` that is not 2-D, an unknown ``mode`` or ``cross_task_targets``,
-            ``domain_stem`` without ``domain_norm``, bad loss weights.
+            ``domain_stem`` without ``domain_norm``, bad loss weights; a field of the wrong type (``tasks`` not a list,
+            ``alternate="no"``; each section is its dataclass or a mapping: :func:`medfm.training.recipes.check_field_types`).
     """
 
     tasks: List[TextTaskConfig] = field(default_factory=list)
@@ -132,6 +135,7 @@ class TextSegRecipe:
     eval: SegEvalConfig = field(default_factory=SegEvalConfig)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         self.tasks = [t if isinstance(t, TextTaskConfig) else _task_from_dict(t, i) for i, t in enumerate(self.tasks)]
         if not self.tasks:
             raise ValueError("a text-conditioned recipe needs at least one entry under tasks:")
@@ -313,13 +317,15 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         (``r.yaml.decoder: ...``, ...), from a check build at random initialisation
         (:func:`check_text_segmenter_args`), or a text model that cannot be loaded (``r.yaml.text_encoder: ...``,
         :func:`medfm.training.runs.build_recipe_text_encoder`). These are checked before anything is written or read.
+        ValueError: fewer training items than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
+        once the data are read, before anything is written.
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
     from medfm.config import dump_yaml, to_dict
     from medfm.encoders import create_encoder
     from medfm.io import atomic_write_json, atomic_write_text
-    from medfm.training.loop import Trainer
+    from medfm.training.loop import Trainer, steps_per_epoch
     from medfm.training.resume import record_init
     from medfm.training.runs import build_recipe_text_encoder, check_run_start
     from medfm.cards import write_card
@@ -332,10 +338,11 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     seg_args = text_segmenter_args(recipe)
     check_text_segmenter_args(recipe, in_chans)  # before anything is written or read
     text_encoder = build_recipe_text_encoder(recipe)  # loads the model: a missing one, before the data
+    train_set = MultiTaskArrays([t.training_arrays() for t in tasks], alternate=recipe.alternate)
+    steps_per_epoch(len(train_set), recipe.train.batch_size)  # fewer items than a batch: before anything is written
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     record_init(output, init, resume)
-    train_set = MultiTaskArrays([t.training_arrays() for t in tasks], alternate=recipe.alternate)
     torch.manual_seed(recipe.train.seed)
     encoder = create_encoder(recipe.encoder.name, in_chans=in_chans, img_size=recipe.encoder.img_size or patch[0],
                              pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)

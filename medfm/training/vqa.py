@@ -36,13 +36,13 @@ from tqdm.auto import tqdm
 
 
 from medfm.adapters.lora import LoraSettings
-from medfm.arg_checks import check_bool, check_number, is_integer, shown
+from medfm.arg_checks import check_number, is_integer, shown
 from medfm.config import (ConfigError, dump_yaml, from_dict, load_yaml, recipe_args_errors, recipe_location, to_dict,
                           with_overrides)
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
 from medfm.training.loop import TrainConfig, check_finite_loss, lr_at, param_groups, resolve_precision
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
-from medfm.training.recipes import EncoderConfig
+from medfm.training.recipes import EncoderConfig, check_field_types
 from medfm.training.resume import record_init
 
 VQA_MODES = ("frozen", "lora", "full")
@@ -60,7 +60,7 @@ class VQADataConfig:
 
     Raises:
         ValueError: ``size`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`), ``in_chans``
-            not the integer 1 or 3 (``True`` is refused, not taken as 1).
+            not the integer 1 or 3 (``True`` is refused, not taken as 1), ``data_root`` not a string or null.
     """
 
     size: int = 28
@@ -68,6 +68,7 @@ class VQADataConfig:
     data_root: Optional[str] = None
 
     def __post_init__(self) -> None:
+        check_field_types(self, "data.")
         check_number("data.size", self.size, ge=1, integer=True, hint=" (an image side in px, e.g. 28)")
         if not is_integer(self.in_chans) or self.in_chans not in (1, 3):
             raise ValueError(f"data.in_chans must be 1 (grayscale) or 3 (RGB), got {shown(self.in_chans)}")
@@ -101,7 +102,7 @@ class VQAHeadConfig:
 
         check_vqa_head(self.fusion, self.dim, self.heads, self.layers, self.dropout)
         check_number("type_weight", self.type_weight, ge=0, hint=" (0: no answer-type loss)")
-        check_bool("type_mask", self.type_mask)  # the recipe reader checks types; this covers Python use
+        check_field_types(self)  # (type_mask) the recipe reader checks types; this covers Python use
 
 
 @dataclass
@@ -119,7 +120,9 @@ class VQARecipe:
 
     Raises:
         ValueError: an unknown ``mode``, ``question_only`` without mode "frozen", ``top_k`` or
-            ``n_boot`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`).
+            ``n_boot`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`), a field of the wrong type
+            (``question_only="no"`` zeroed the image tokens; each section is its dataclass or a mapping of its
+            settings: :func:`medfm.training.recipes.check_field_types`); ConfigError: a bad mapping section.
     """
 
     data: VQADataConfig = field(default_factory=VQADataConfig)
@@ -135,6 +138,7 @@ class VQARecipe:
     question_only: bool = False
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.mode not in VQA_MODES:
             raise ValueError(f"mode must be one of {VQA_MODES}, got {self.mode!r}")
         if self.question_only and self.mode != "frozen":

@@ -45,7 +45,7 @@ def test_the_data_sets_a_recipe_takes():
     assert from_dict(PretrainRecipe, {"data": {"dataset": "corpus", "size": 64}}).data.dataset == "corpus"
     assert from_dict(FinetuneRecipe, {"data": {"dataset": "pathmnist", "size": 224}}).data.size == 224
     assert from_dict(FinetuneRecipe, {"data": {"dataset": "vesselmnist3d", "size": 64}}).data.size == 64
-    with pytest.raises(ConfigError, match=r"^protocol.finetune: data.dataset: unknown MedMNIST data set or corpus "
+    with pytest.raises(ConfigError, match=r"^protocol.finetune: data.dataset: unknown MedMNIST data set "
                                           r"'BreastMNST'; did you mean 'breastmnist'"):
         from_dict(FinetuneRecipe, {"data": {"dataset": "BreastMNST"}}, where="protocol.finetune")
 
