@@ -16,6 +16,7 @@ from typing import Any, Iterator, List, Optional
 
 from medfm.cli_checks import OUTPUT_COMMANDS as _OUTPUT_COMMANDS
 from medfm.cli_checks import check_paths as _check_paths
+from medfm.cli_checks import label_fraction_option as _label_fraction_option
 from medfm.cli_parser import build_parser
 
 
@@ -23,15 +24,16 @@ def _load_recipe(cls, path: Path, epochs: Optional[int], dataset: Optional[str] 
                  label_fraction: Optional[float] = None):
     """Load a pretrain/finetune recipe; its encoder/objective ``args`` are checked against the builders.
 
+    Args:
+        label_fraction: ``medfm finetune --label-fraction``, checked before (in (0, 1]:
+            :func:`medfm.cli_checks.label_fraction_option`).
+
     Raises:
-        ConfigError: unknown keys or arguments (with close matches), wrong types, bad values
-            (a bad ``--label-fraction`` is named as the flag).
+        ConfigError: unknown keys or arguments (with close matches), wrong types, bad values.
     """
-    from medfm.config import ConfigError, check_call_args, from_dict, load_yaml, with_overrides
+    from medfm.config import check_call_args, from_dict, load_yaml, with_overrides
     from medfm.registry import ENCODERS, OBJECTIVES
 
-    if label_fraction is not None and not 0 < label_fraction <= 1:  # named as the flag, not as the recipe's key
-        raise ConfigError(f"--label-fraction: label_fraction must be in (0, 1], got {label_fraction}")
     data = with_overrides(load_yaml(path), {"train": {"epochs": epochs},
                                             "data": {"dataset": dataset, "label_fraction": label_fraction}})
     recipe = from_dict(cls, data, where=path.name)
@@ -147,7 +149,8 @@ def _run(args: argparse.Namespace) -> int:
         from medfm.training.recipes import FinetuneRecipe
         from medfm.training.runs import run_finetune
 
-        recipe = _load_recipe(FinetuneRecipe, args.recipe, args.epochs, args.dataset, args.label_fraction)
+        fraction = None if args.label_fraction is None else _label_fraction_option(args.label_fraction, single=True)[0]
+        recipe = _load_recipe(FinetuneRecipe, args.recipe, args.epochs, args.dataset, fraction)
         out = run_finetune(recipe, args.output, init=args.init, data_root=args.data_root, resume=args.resume)
         print(f"fine-tuned checkpoint: {out}")
     elif args.command == "segment":

@@ -1,8 +1,29 @@
 """The ``medfm`` command's checks of its arguments, made before anything is loaded or written and
 before torch is imported (the imports take seconds): recipe and suite files, data set names, the
 output folder, the checkpoint paths (:func:`medfm.checkpoint_ids.checkpoint_folder_problem`), a
-recipe's starting checkpoints and local text model folder, and the ``eval`` options a run would
-ignore. :func:`check_paths` runs them all; :mod:`medfm.cli` calls it first.
+recipe's starting checkpoints and local text model folder, the ``eval`` options a run would
+ignore, ``bench --encoder``. :func:`check_paths` runs them all; :mod:`medfm.cli` calls it first.
+
+When several mistakes are typed, the first found is named, always in this order (a file is read
+before the options that override it, as the runs read it; the paths of checkpoints last, as the runs
+load them after reading their settings):
+
+1. the YAML files named: the recipe, then ``eval``'s suite, each one read (missing, a folder, not a
+   mapping), then what of it is checked here: a ``pretrain``/``finetune`` recipe's ``data.dataset``
+   (unless ``--dataset`` replaces it), a suite's ``protocol`` section
+   (:func:`medfm.suite_protocols.check_protocol_section`, which the suite reader runs first too);
+2. ``--data-root``, then ``--output``;
+3. the command's own options: ``eval``: ``--data``'s data set, malformed ``--probe-c`` then
+   ``--label-fraction``, the usage rules, the options the run would ignore (:func:`_check_eval_options`);
+   ``finetune``: ``--dataset``, then ``--label-fraction`` (:func:`label_fraction_option`); ``merge``: its
+   output folder; ``bench``: ``--encoder`` (:func:`_check_bench_encoder`);
+4. the checkpoint arguments (``--init`` and ``--base`` included), then a recipe's starting checkpoints,
+   then its local text model folder; ``card``: then ``--results``.
+
+The runs' own (later) checks may name another mistake first where these do not check everything a run
+does (e.g. a suite's ``metrics`` section, read by the suite reader after its ``protocol`` section; a suite's
+``finetune:`` protocol settings, whose check imports torch:
+:data:`medfm.suite_protocols.READER_CHECKED_OPTIONS`).
 """
 from __future__ import annotations
 
@@ -54,8 +75,9 @@ def _refuse_options(args: argparse.Namespace, options: Tuple[str, ...], why: str
 def _suite_protocol(args: argparse.Namespace, suite: Optional[Dict[str, Any]]) -> Optional[str]:
     """The protocol of a ``--suite`` run: ``--protocol`` when given, else the suite file's (its YAML mapping's)
     ``protocol.name``, :data:`~medfm.suite_protocols.DEFAULT_PROTOCOL` when it names none. None when that is
-    not a suite protocol (a malformed section, a misspelt name, ``zeroshot``): what is wrong is named later
-    (:func:`medfm.evaluation.suite_spec.load_suite`, :mod:`medfm.cli`), not taken for the protocol here."""
+    not a suite protocol (``--protocol zeroshot``, refused before this is asked; a malformed section or a
+    misspelt name, which :func:`check_paths` names first: :func:`medfm.suite_protocols.check_protocol_section`),
+    not taken for the protocol here."""
     from medfm.suite_protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
     section = (suite or {}).get("protocol")
@@ -96,19 +118,19 @@ def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]
         suite: the ``--suite`` file's YAML mapping (None with ``--data``).
 
     Raises:
-        ValueError: one line naming the malformed value (``"--probe-c must be a positive number or 'val', got
-            'abc'"``, ``"--label-fraction: label fraction 'abc' in 'abc' is not a number; give a comma list such
+        ValueError: one line naming the malformed value (``"--probe-c: probe C must be a positive number or 'val',
+            got 'abc'"``, ``"--label-fraction: label fraction 'abc' in 'abc' is not a number; give a comma list such
             as 0.01,0.1,1"``), the usage mistake, or the refused options and why.
     """
-    from medfm.suite_protocols import check_protocol_overrides, parse_label_fractions, parse_probe_c
+    from medfm.suite_protocols import check_protocol_overrides, parse_probe_c
 
     if args.probe_c is not None:
-        parse_probe_c(args.probe_c, "--probe-c")
-    if args.label_fraction is not None:
         try:
-            parse_label_fractions(args.label_fraction, "label fractions")
-        except ValueError as err:
-            raise ValueError(f"--label-fraction: {err}") from None
+            parse_probe_c(args.probe_c, "probe C")
+        except ValueError as err:  # "--flag: ...", as every message naming an option
+            raise ValueError(f"--probe-c: {err}") from None
+    if args.label_fraction is not None:
+        label_fraction_option(args.label_fraction)
     if args.protocol == "zeroshot" and (args.data is None or len(args.checkpoint) != 1):
         raise ValueError(ZEROSHOT_USAGE)
     if args.data is not None:
@@ -124,6 +146,63 @@ def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]
         protocol = _suite_protocol(args, suite)
         if protocol is not None:
             check_protocol_overrides(protocol, label_fractions=args.label_fraction, probe_c=args.probe_c)
+
+
+def label_fraction_option(text: str, single: bool = False) -> Tuple[float, ...]:
+    """``--label-fraction``'s value: ``medfm eval``'s comma list, ``medfm finetune``'s one fraction (``single``),
+    by the one rule of label fractions (:func:`medfm.suite_protocols.parse_label_fractions`, which reads a suite
+    file's too), so that the same mistake gets the same line from both commands.
+
+    Returns:
+        the fractions, each in (0, 1] (with ``single``: one).
+
+    Raises:
+        ValueError: ``"--label-fraction: label fractions must be in (0, 1], got [1.5]"``, ``"--label-fraction: label
+            fraction 'abc' in 'abc' is not a number; give a comma list such as 0.01,0.1,1"`` (``single``: ``give one
+            fraction such as 0.1``), with ``single`` ``"--label-fraction: '0.1,0.5' holds 2 label fractions; ..."``.
+    """
+    from medfm.suite_protocols import parse_label_fractions
+
+    try:
+        return parse_label_fractions(text, "label fractions", single=single)
+    except ValueError as err:
+        raise ValueError(f"--label-fraction: {err}") from None
+
+
+#: every registered encoder and its image dimensions (its ``dims`` tag, 2 when untagged), for ``medfm bench
+#: --encoder`` checked before torch is imported (the encoders register when their modules are imported, with
+#: torch: 4-6 s). A copy of :data:`medfm.registry.ENCODERS` that cannot drift unnoticed:
+#: tests/test_cli_early_followups.py compares it with the registry.
+ENCODER_DIMS = {"convnext_atto": 2, "convnext_test": 2, "groupmamba_test": 2, "groupmamba_tiny": 2, "kan_resnet18": 2,
+                "kan_resnet_test": 2, "medvit_kan_small": 2, "medvit_kan_test": 2, "medvit_kan_tiny": 2, "resnet18": 2,
+                "resnet3d_10": 3, "resnet3d_18": 3, "resnet3d_test": 3, "resnet50": 2, "resnet_test": 2,
+                "vit_small": 2, "vit_test": 2, "vit_tiny": 2, "vmamba_test": 2, "vmamba_tiny": 2}
+
+
+def _check_bench_encoder(name: str) -> None:
+    """``medfm bench --encoder`` that names no 2D encoder, named before torch is imported (it was, after 4-6 s):
+    an unregistered name in the registry's words and with its close matches (:meth:`medfm.registry.Registry.get`
+    of a registry holding :data:`ENCODER_DIMS`' names), a 3D encoder in
+    :func:`medfm.benchmark.require_2d_encoders`' words; the flag put first.
+
+    Raises:
+        UnknownNameError: ``"--encoder: unknown encoder 'resnet1'; did you mean 'resnet18' or 'resnet50' or
+            'resnet3d_18'? (known: 20; medfm.list_encoders() lists them)"``.
+        ValueError: ``"--encoder: 'resnet3d_18' is a 3D encoder; these benchmarks time 2D encoders on (B, C, H, W)
+            images"``.
+    """
+    from medfm.registry import ENCODERS, Registry, UnknownNameError
+
+    names = Registry(ENCODERS.kind, lister=ENCODERS.lister)  # no modules: nothing imported
+    for encoder, dims in ENCODER_DIMS.items():
+        names.register(encoder, dims=dims)(object)  # a name and its tags: nothing is built
+    try:
+        dims = names.tags(name)["dims"]
+    except UnknownNameError as err:
+        raise UnknownNameError(f"--encoder: {err}") from None
+    if dims != 2:
+        raise ValueError(f"--encoder: {name!r} is a {dims}D encoder; these benchmarks time 2D encoders on "
+                         "(B, C, H, W) images")
 
 
 #: subcommands whose ``--output`` is a run folder (created by the run)
@@ -331,7 +410,8 @@ def check_paths(args: argparse.Namespace) -> None:
 
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
-            ``--output`` is an existing file; a malformed ``eval --probe-c`` or ``--label-fraction``,
+            ``--output`` is an existing file; a malformed ``eval --probe-c`` or ``--label-fraction``
+            (``finetune``: not one fraction in (0, 1]: :func:`label_fraction_option`), a 3D ``bench --encoder``,
             ``--protocol zeroshot`` without ``--data`` and one checkpoint, ``--data`` without one checkpoint
             or with another protocol than as-is, ``eval`` options that run would ignore (of the other
             mode, MedMNIST-C options for a suite without corruptions, protocol options its protocol
@@ -340,16 +420,21 @@ def check_paths(args: argparse.Namespace) -> None:
             ``--init`` and ``--base`` included (:func:`_check_checkpoint_paths`); a ``card --results``
             that is missing or a folder (:func:`_check_input_file`).
         ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
-            (:func:`medfm.config.load_yaml`, naming it a recipe or a suite); a recipe's starting checkpoint
+            (:func:`medfm.config.load_yaml`, naming it a recipe or a suite); a suite's ``protocol`` section with
+            a mistake (:func:`medfm.suite_protocols.check_protocol_section`); a recipe's starting checkpoint
             (``encoder.pretrained``, ...) that names no full checkpoint folder, with its recipe location
             (:func:`_check_recipe_checkpoints`); a recipe's text model folder that is missing or holds no
             ``config.json`` (:func:`_check_recipe_text_model`).
         UnknownDatasetError: an unknown MedMNIST data set for ``eval --data`` or ``finetune --dataset``
             (and as a ConfigError, a pretrain/finetune recipe's ``data.dataset``, a finetune recipe's corpus:
             :func:`_check_recipe_dataset`).
+        UnknownNameError: an unregistered ``bench --encoder`` (:func:`_check_bench_encoder`).
         FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).
+
+    The first mistake found is named, in the order of this module's docstring.
     """
     from medfm.config import load_yaml
+    from medfm.suite_protocols import check_protocol_section
 
     loaded: Dict[str, Dict[str, Any]] = {}
     for yaml_file, kind in ((getattr(args, "recipe", None), "recipe"), (getattr(args, "suite", None), "suite")):
@@ -358,6 +443,8 @@ def check_paths(args: argparse.Namespace) -> None:
             data = loaded[kind] = load_yaml(yaml_file, kind)
             if args.command in ("pretrain", "finetune") and getattr(args, "dataset", None) is None:
                 _check_recipe_dataset(data, yaml_file, args.command)
+            if kind == "suite":  # as the suite reader reads it first (load_suite)
+                check_protocol_section(data.get("protocol"), Path(yaml_file).name)
     root = getattr(args, "data_root", None)
     if root and not Path(root).expanduser().is_dir():
         what = "is a file" if Path(root).expanduser().exists() else "does not exist"
@@ -371,8 +458,12 @@ def check_paths(args: argparse.Namespace) -> None:
         _check_eval_options(args, loaded.get("suite"))
     if args.command == "finetune":
         _check_medmnist_flag(args.dataset, "--dataset")
+        if args.label_fraction is not None:
+            label_fraction_option(args.label_fraction, single=True)
     if args.command == "merge":
         _check_new_output(args.output)
+    if args.command == "bench":
+        _check_bench_encoder(args.encoder)
     _check_checkpoint_paths(args)  # after the checks above, which name the other mistakes first
     _check_recipe_checkpoints(args, loaded.get("recipe"))
     _check_recipe_text_model(args, loaded.get("recipe"))  # after the encoder's checkpoint, as the runners
@@ -381,4 +472,5 @@ def check_paths(args: argparse.Namespace) -> None:
                           "results.json")
 
 
-__all__ = ["OUTPUT_COMMANDS", "CHECKPOINT_ARGS", "ZEROSHOT_USAGE", "DATA_USAGE", "check_paths"]
+__all__ = ["OUTPUT_COMMANDS", "CHECKPOINT_ARGS", "ZEROSHOT_USAGE", "DATA_USAGE", "ENCODER_DIMS", "label_fraction_option",
+           "check_paths"]

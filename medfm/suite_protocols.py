@@ -7,13 +7,20 @@ an ``as-is`` suite is refused at once instead of after 5-8 s of imports; the rul
 (``--probe-c abc`` and ``--label-fraction abc`` are named malformed at once).
 
 The protocols themselves (``as-is``, ``linear``, ``knn``, ``finetune``) are :data:`PROTOCOLS`, defined here
-once and re-exported as :data:`medfm.evaluation.protocols.PROTOCOLS`.
+once and re-exported as :data:`medfm.evaluation.protocols.PROTOCOLS`. A suite file's ``protocol`` section is
+read by :func:`check_protocol_section` into :class:`ProtocolOptions` (every rule of
+:class:`medfm.evaluation.suite_spec.ProtocolSpec`, its subclass, but the ``finetune`` settings, whose check
+imports torch): :func:`medfm.evaluation.suite_spec.load_suite` reads it so first, and ``medfm eval --suite``
+before its imports (a misspelt protocol or an option its protocol ignores was named after 2-4 s).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Union
 
-from medfm.arg_checks import number_fits, shown  # pure Python too
+from medfm.arg_checks import check_number, number_fits, shown  # pure Python too
+from medfm.config import ConfigError, from_dict  # pure Python too (yaml)
+from medfm.registry import close_match_hint
 
 #: the evaluation-suite protocols (:func:`medfm.evaluation.protocols.check_protocol`); ``medfm eval
 #: --protocol`` also takes ``zeroshot`` (:mod:`medfm.cli_parser`), which is no suite protocol
@@ -89,11 +96,13 @@ def parse_probe_c(value: Any, where: str = "linear_c") -> Union[float, str]:
     return float(number)
 
 
-#: the example a label-fraction message gives
+#: the example a label-fraction message gives: of a comma list, of one fraction (``single``: ``medfm finetune``)
 _FRACTIONS_EXAMPLE = "give a comma list such as 0.01,0.1,1"
+_ONE_FRACTION_EXAMPLE = "give one fraction such as 0.1"
 
 
-def parse_label_fractions(value: Any, where: str = "protocol.label_fractions") -> Tuple[float, ...]:
+def parse_label_fractions(value: Any, where: str = "protocol.label_fractions",
+                          single: bool = False) -> Tuple[float, ...]:
     """Label fractions, each in (0, 1]: a comma list (``"0.01,0.1,1"``, ``medfm eval --label-fraction``; blanks
     and empty items dropped) or a sequence of numbers (a suite file's ``protocol.label_fractions``). The one
     rule of :class:`medfm.evaluation.suite_spec.ProtocolSpec` and :func:`~medfm.evaluation.suite_spec.suite_overrides`;
@@ -103,17 +112,21 @@ def parse_label_fractions(value: Any, where: str = "protocol.label_fractions") -
     Args:
         value: the comma list, or the sequence.
         where: what the range message names (``"protocol.label_fractions must be in (0, 1], got [1.5]"``).
+        single: a comma list must hold one fraction (``medfm finetune --label-fraction``: one run trains on one
+            share of the labels); its messages give one fraction as the example.
 
     Returns:
         the fractions: a comma list's as floats, a sequence's items as given (``(0.01, 1)``).
 
     Raises:
         ValueError: a comma-list item that is no number (``"label fraction 'abc' in '0.1,abc' is not a number;
-            give a comma list such as 0.01,0.1,1"``), a comma list without an item (``","``), or a fraction
-            outside (0, 1] (``True``, NaN and an empty sequence too).
+            give a comma list such as 0.01,0.1,1"``), a comma list without an item (``","``), with ``single``
+            one with more than one (``"'0.1,0.5' holds 2 label fractions; give one fraction such as 0.1"``), or a
+            fraction outside (0, 1] (``True``, NaN and an empty sequence too).
         TypeError: ``value`` is neither a string nor iterable.
     """
     if isinstance(value, str):
+        example = _ONE_FRACTION_EXAMPLE if single else _FRACTIONS_EXAMPLE
         items = []
         for item in (t.strip() for t in value.split(",")):
             if not item:
@@ -121,10 +134,11 @@ def parse_label_fractions(value: Any, where: str = "protocol.label_fractions") -
             try:
                 items.append(float(item))
             except ValueError:
-                raise ValueError(f"label fraction {item!r} in {value!r} is not a number; "
-                                 f"{_FRACTIONS_EXAMPLE}") from None
+                raise ValueError(f"label fraction {item!r} in {value!r} is not a number; {example}") from None
         if not items:  # "... must be in (0, 1], got []" named no fraction to fix
-            raise ValueError(f"no label fraction in {value!r}; {_FRACTIONS_EXAMPLE}")
+            raise ValueError(f"no label fraction in {value!r}; {example}")
+        if single and len(items) > 1:
+            raise ValueError(f"{value!r} holds {len(items)} label fractions; {example}")
         fractions: Tuple[Any, ...] = tuple(items)
     else:
         fractions = tuple(value)
@@ -160,5 +174,91 @@ def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = Non
                          f"add --protocol {_one_of(users)}")
 
 
+def check_protocol_name(name: Any) -> str:
+    """``name`` if it is a suite protocol (:data:`PROTOCOLS`): the rule of
+    :func:`medfm.evaluation.protocols.check_protocol`, in its words, without torch.
+
+    Raises:
+        ValueError: ``"unknown protocol 'lineer'; did you mean 'linear'? (valid: as-is, linear, knn, finetune)"``.
+    """
+    if name in PROTOCOLS:
+        return name
+    hint = close_match_hint(name, PROTOCOLS, cutoff=0.4, fallback=None)
+    raise ValueError(f"unknown protocol {name!r}{hint} (valid: {', '.join(PROTOCOLS)})")
+
+
+@dataclass
+class ProtocolOptions:
+    """A suite file's ``protocol`` section as far as it is checked without torch: every field and rule of
+    :class:`medfm.evaluation.suite_spec.ProtocolSpec` (its subclass, which adds the check of the ``finetune``
+    settings), so that the command line's early check (:func:`check_protocol_section`) and the suite reader
+    cannot differ. The fields are documented there.
+
+    Raises:
+        ValueError: an unknown protocol (:func:`check_protocol_name`), a bad ``linear_c`` (:func:`parse_probe_c`),
+            a label fraction not in (0, 1] (:func:`parse_label_fractions`), ``knn_k`` not an integer >= 1,
+            ``knn_temperature`` not a finite number > 0, ``seed`` not an integer >= 0; in this order.
+    """
+
+    name: str = DEFAULT_PROTOCOL
+    label_fractions: Tuple[float, ...] = (1.0,)
+    knn_k: int = 11
+    knn_temperature: float = 0.07
+    linear_c: Union[float, str] = 1.0
+    finetune: Dict[str, Any] = field(default_factory=lambda: {"mode": "full"})
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_protocol_name(self.name)
+        self.linear_c = parse_probe_c(self.linear_c)
+        self.label_fractions = parse_label_fractions(self.label_fractions)
+        check_number("protocol.knn_k", self.knn_k, ge=1, integer=True)
+        check_number("protocol.knn_temperature", self.knn_temperature, gt=0)
+        check_number("protocol.seed", self.seed, ge=0, integer=True)
+
+
+#: the protocol options whose settings only the suite reader checks (their check imports torch:
+#: :class:`medfm.evaluation.suite_spec.ProtocolSpec`), and which it names ignored only after that check (a bad
+#: setting first, as any bad value); :func:`check_protocol_section` leaves them alone
+READER_CHECKED_OPTIONS = ("finetune",)
+
+
+@dataclass
+class _SuiteProtocol:
+    """A suite file with its ``protocol`` key alone, so that :func:`medfm.config.from_dict` checks the section
+    as it does a :class:`medfm.evaluation.suite_spec.Suite`'s (a list: ``"s.yaml.protocol: expected a mapping,
+    got ['linear'] (list)"``)."""
+
+    protocol: ProtocolOptions = field(default_factory=ProtocolOptions)
+
+
+def check_protocol_section(section: Any, where: str) -> ProtocolOptions:
+    """Read a suite file's ``protocol`` section (its YAML value; None or left out: the defaults) as
+    :func:`medfm.evaluation.suite_spec.load_suite` reads it first, without torch: the section's keys, types
+    and values (:class:`ProtocolOptions`), then the options its protocol does not use
+    (:func:`check_protocol_options`), but for :data:`READER_CHECKED_OPTIONS`. ``medfm eval --suite`` runs it
+    before its imports (:mod:`medfm.cli_checks`). The ``finetune`` settings are checked by the suite reader only
+    (their check imports torch), which then names a ``finetune:`` section that the protocol ignores.
+
+    Args:
+        where: the suite file's name, put first in a message (``"s.yaml.protocol: unknown key 'linear_cc'; did
+            you mean 'linear_c'?"``, ``"s.yaml: protocol.linear_c (the linear probe's C) would be ignored: ..."``).
+
+    Returns:
+        the section's options.
+
+    Raises:
+        ConfigError: the first mistake, in that order.
+    """
+    options = from_dict(_SuiteProtocol, {"protocol": section}, where=where).protocol
+    given = [key for key in section or {} if key not in READER_CHECKED_OPTIONS]  # a mapping: from_dict checked it
+    try:
+        check_protocol_options(given, options.name)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return options
+
+
 __all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "PROTOCOL_OPTIONS", "check_protocol_options", "parse_probe_c",
-           "parse_label_fractions", "check_protocol_overrides"]
+           "parse_label_fractions", "check_protocol_overrides", "check_protocol_name", "ProtocolOptions",
+           "READER_CHECKED_OPTIONS", "check_protocol_section"]

@@ -139,7 +139,7 @@ def test_label_fraction_flag_is_named_as_the_flag(tmp_path, capsys, empty_data):
     r = tmp_path / "r.yaml"
     r.write_text(FINETUNE)
     code, err = cli_error(capsys, ["finetune", r, "--label-fraction", "1.5", "--output", tmp_path / "out"])
-    assert code == 2 and "--label-fraction: label_fraction must be in (0, 1], got 1.5" in err and "r.yaml" not in err
+    assert code == 2 and "--label-fraction: label fractions must be in (0, 1], got [1.5]" in err and "r.yaml" not in err
 
 
 # ---------------------------------------------------------------- segment / vqa / fuse recipes

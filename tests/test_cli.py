@@ -91,7 +91,7 @@ def test_recipe_and_data_errors_are_one_line(run_dir, capsys):
     assert main(["finetune", str(bad), "--output", str(run_dir / "z")]) == 2
     assert "mode must be one of" in capsys.readouterr().err
     assert main(["finetune", str(run_dir / "ft.yaml"), "--label-fraction", "0", "--output", str(run_dir / "w")]) == 2
-    assert "label_fraction must be in (0, 1]" in capsys.readouterr().err
+    assert "--label-fraction: label fractions must be in (0, 1], got [0.0]" in capsys.readouterr().err
 
 
 def test_finetune_label_fraction_flag_trains_on_that_subset(run_dir):

@@ -90,7 +90,7 @@ def test_early_eval_checks_name_malformed_values_then_usage_then_ignored_options
     cases = [(data + [ckpt, ckpt, "--label-fraction", "abc"],
               f"--label-fraction: {_NOT_A_NUMBER.format('abc', 'abc')}"),
              (data + ["--protocol", "zeroshot", "--probe-c", "abc"],
-              "--probe-c must be a positive number or 'val', got 'abc'"),
+              "--probe-c: probe C must be a positive number or 'val', got 'abc'"),
              (["eval", "--data", "pneumonimnist", ckpt, ckpt, "--output", out],
               "--data: unknown MedMNIST data set 'pneumonimnist'; did you mean 'pneumoniamnist' or 'dermamnist'?"),
              (data + ["--protocol", "knn", "--probe-c", "0.1", ckpt], DATA_USAGE),

@@ -19,7 +19,7 @@ from tests.conftest import REPO_ROOT
 from tests.test_cli_errors import errors_without_torch
 
 _FINETUNE = REPO_ROOT / "finetune" / "lora_resnet18_pneumoniamnist.yaml"
-_BAD_PROBE_C = "medfm: error: --probe-c must be a positive number or 'val', got {}"
+_BAD_PROBE_C = "medfm: error: --probe-c: probe C must be a positive number or 'val', got {}"
 
 
 def _recipe_with_dataset(folder, name, dataset):

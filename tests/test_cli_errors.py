@@ -286,10 +286,10 @@ def test_protocol_options_a_suite_run_ignores_are_named_without_loading_torch(tm
         assert str(err.value) == message
 
 
-def test_protocol_options_the_run_uses_pass_the_early_check(tmp_path, monkeypatch):
+def test_protocol_options_the_run_uses_pass_the_early_check(tmp_path, monkeypatch, capsys):
     """The early check refuses only what the run would ignore: ``--protocol linear`` over an as-is suite takes
-    ``--probe-c``; a suite whose protocol is misspelt (or not a mapping) is left to the suite reader, which
-    names that mistake."""
+    ``--probe-c``; a suite whose protocol is misspelt (or not a mapping) is refused before the run, in the
+    suite reader's words."""
     import medfm.cli as cli
 
     ran = []
@@ -299,10 +299,14 @@ def test_protocol_options_the_run_uses_pass_the_early_check(tmp_path, monkeypatc
     typo.write_text("name: t\ndatasets: [{flag: pneumoniamnist}]\nprotocol: {name: linaer}\n")
     knn.write_text("name: k\ndatasets: [{flag: pneumoniamnist}]\nprotocol: knn\n")
     for suite, flags in [(suites / "medmnist_2d.yaml", ["--protocol", "linear", "--probe-c", "0.1"]),
-                         (suites / "local.yaml", ["--label-fraction", "0.2"]), (typo, ["--probe-c", "0.3"]),
-                         (knn, ["--probe-c", "0.4"])]:
+                         (suites / "local.yaml", ["--label-fraction", "0.2"])]:
         assert main(["eval", "--suite", str(suite), *flags, "--output", out]) == 0
-    assert ran == ["0.1", "0.2", "0.3", "0.4"]
+    assert ran == ["0.1", "0.2"]
+    for suite, named in [(typo, "'linaer'"), (knn, "protocol")]:
+        assert main(["eval", "--suite", str(suite), "--probe-c", "0.3", "--output", out]) == 2
+        err = capsys.readouterr().err
+        assert named in err and suite.name in err, err
+    assert ran == ["0.1", "0.2"]
 
 
 def test_card_of_a_hub_id_and_merge_of_a_plain_folder_are_named(tmp_path, capsys, pneumonia_env):

@@ -19,14 +19,13 @@ from medfm.arg_checks import check_number, number_fits, shown
 from medfm.config import ConfigError, from_dict, load_yaml
 from medfm.data.errors import MedFMDataError
 from medfm.data.medmnist_info import SPLITS  # splits a dataset of a suite may name
-from medfm.evaluation.protocols import check_protocol
 from medfm.registry import close_match_hint
-from medfm.suite_protocols import (  # the table the command line's early checks read too
-    DEFAULT_PROTOCOL,
+from medfm.suite_protocols import (  # the table and rules the command line's early checks read too
     PROTOCOL_OPTIONS,
+    ProtocolOptions,  # ProtocolSpec's fields and rules but the finetune settings, without torch
     check_protocol_options,
     check_protocol_overrides,
-    parse_label_fractions,  # the rule of label fractions, a suite file's list or --label-fraction's comma list
+    check_protocol_section,  # a suite file's protocol section, read first (medfm eval --suite reads it early)
     parse_probe_c,  # a probe C's rule (re-exported: suite readers import it from here)
 )
 
@@ -155,11 +154,13 @@ class CorruptionSpec:
 
 
 @dataclass
-class ProtocolSpec:
+class ProtocolSpec(ProtocolOptions):
     """Protocol ``name`` (as-is | linear | knn | finetune), label fractions, kNN k/T, probe C.
 
-    Which protocol uses which option is :data:`PROTOCOL_OPTIONS` (a suite file setting one its
-    protocol ignores is refused when read, :func:`load_suite`).
+    The fields and their rules are :class:`medfm.suite_protocols.ProtocolOptions` (torch-free, so that
+    ``medfm eval --suite`` checks a suite file's section before its imports); this class adds the check of
+    the ``finetune`` settings. Which protocol uses which option is :data:`PROTOCOL_OPTIONS` (a suite file
+    setting one its protocol ignores is refused when read, :func:`load_suite`).
 
     ``label_fractions``: each in (0, 1], a sequence (or a comma list: the rule of
     :func:`medfm.suite_protocols.parse_label_fractions`, which ``medfm eval --label-fraction`` is checked by too).
@@ -174,24 +175,11 @@ class ProtocolSpec:
     Raises:
         ValueError: an unknown protocol, a label fraction not in (0, 1], ``knn_k`` not an integer
             >= 1, ``knn_temperature`` not a finite number > 0, a bad ``linear_c``, ``seed`` not an integer >= 0.
-        ConfigError: a bad ``finetune`` setting.
+        ConfigError: a bad ``finetune`` setting (after the others).
     """
 
-    name: str = DEFAULT_PROTOCOL
-    label_fractions: Tuple[float, ...] = (1.0,)
-    knn_k: int = 11
-    knn_temperature: float = 0.07
-    linear_c: Union[float, str] = 1.0
-    finetune: Dict[str, Any] = field(default_factory=lambda: {"mode": "full"})
-    seed: int = 0
-
     def __post_init__(self) -> None:
-        check_protocol(self.name)
-        self.linear_c = parse_probe_c(self.linear_c)
-        self.label_fractions = parse_label_fractions(self.label_fractions)
-        check_number("protocol.knn_k", self.knn_k, ge=1, integer=True)
-        check_number("protocol.knn_temperature", self.knn_temperature, gt=0)
-        check_number("protocol.seed", self.seed, ge=0, integer=True)
+        super().__post_init__()
         _check_finetune_settings(self.finetune)
 
 
@@ -297,6 +285,10 @@ class Suite:
 def load_suite(path: Union[str, Path]) -> Suite:
     """Read and validate a suite YAML.
 
+    The ``protocol`` section is read first (:func:`medfm.suite_protocols.check_protocol_section`, the check
+    ``medfm eval --suite`` makes before its imports, so both name the same mistake first), then the whole file
+    (the ``finetune`` settings too), then whether the protocol ignores the ``finetune`` settings.
+
     Raises:
         ConfigError: missing file, bad YAML, misspelt key (with "did you mean"), bad value,
             unknown MedMNIST flag or corruption name, a ``protocol`` option that the suite's
@@ -304,8 +296,10 @@ def load_suite(path: Union[str, Path]) -> Suite:
             may still switch to another protocol, which then uses its defaults for its options).
     """
     data = load_yaml(path, what="suite")
+    check_protocol_section(data.get("protocol"), Path(path).name)
     try:
         suite = from_dict(Suite, data, where=Path(path).name)
+        # READER_CHECKED_OPTIONS (finetune:) too, once their settings are checked: a bad one is named first
         check_protocol_options(data.get("protocol") or {}, suite.protocol.name)  # a mapping: from_dict checked it
     except (MedFMDataError, ValueError) as err:
         if isinstance(err, ConfigError):
