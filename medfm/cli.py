@@ -183,7 +183,8 @@ def _run(args: argparse.Namespace) -> int:
 
         print(f"model card: {update_card(args.checkpoint, args.results)}")
     elif args.command == "push":
-        from medfm.hub import push_selection, push_to_hub, resolve_checkpoint
+        from medfm.hub import resolve_checkpoint
+        from medfm.hub_push import push_selection, push_to_hub
 
         url = push_to_hub(args.checkpoint, args.repo_id, private=args.private, include=args.include)
         uploaded, left_out = push_selection(resolve_checkpoint(args.checkpoint), args.include)

@@ -1,4 +1,4 @@
-"""Checkpoints in Hugging Face layout: ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``.
+"""Checkpoints in Hugging Face layout: ``save_pretrained`` / ``from_pretrained`` (uploads: :mod:`medfm.hub_push`).
 
 A medfm checkpoint is a directory holding
 
@@ -16,23 +16,20 @@ convention). Nothing is ever unpickled.
 """
 from __future__ import annotations
 
-import glob
 import json
-import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Union
 
 import torch
 from torch import nn
 
 import medfm
-from medfm.checkpoint_ids import (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, CONFIG_NAME, HUB_PREFIX, TIMM_WEIGHTS,
+from medfm.checkpoint_ids import (ADAPTER_CONFIG_NAME, CONFIG_NAME, HUB_PREFIX, TIMM_WEIGHTS,
                                   WEIGHTS_NAME, checkpoint_folder_problem, checkpoint_path_problem, hub_download_command,
                                   is_hub_id, start_checkpoint_problem)
 from medfm.io import atomic_dir
 
-log = logging.getLogger(__name__)
 
 CARD_NAME = "README.md"
 
@@ -112,12 +109,21 @@ def _parse_hub_id(ident: str) -> "tuple[str, Optional[str]]":
     expected = "'hf-hub:org/name' or 'hf-hub:org/name@revision'"
     if sep and not revision:
         raise CheckpointError(f"bad hub id {ident!r}: expected {expected} (empty revision after '@')")
-    return _checked_repo_id(repo, f"hub id {ident!r}", expected), (revision or None)
+    return checked_repo_id(repo, f"hub id {ident!r}", expected), (revision or None)
 
 
-def _checked_repo_id(repo: str, shown: str, expected: str) -> str:
-    """``repo`` if the hub would accept it as a repo id, else a one-line :class:`CheckpointError`
-    ``bad <shown>: expected <expected> (<the hub's reason>)``."""
+def checked_repo_id(repo: str, shown: str, expected: str) -> str:
+    """``repo`` if the hub would accept it as a repo id (checked offline), else a one-line error.
+
+    Args:
+        repo: ``"org/name"``.
+        shown: how the message names the value (``"hub repo id 'a/b/c'"``).
+        expected: the accepted form, for the message (``"'org/name'"``).
+
+    Raises:
+        CheckpointError: ``bad <shown>: expected <expected> (<the hub's reason>)``, the reason from
+            ``huggingface_hub.utils.validate_repo_id`` (at most one ``/``, no spaces, ...).
+    """
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
@@ -513,100 +519,3 @@ def load_encoder_weights(encoder: nn.Module, path_or_id: Union[str, os.PathLike]
 
     enc_state = {name: enc_state[src] for name, src in domain_weight_sources(encoder, enc_state).items()}
     load_exact(encoder, enc_state, where=str(path))
-
-
-#: uploaded by default: the files a checkpoint needs to load (full model or LoRA adapter) and its card
-PUSH_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME,
-              "model_buffers.safetensors")
-#: never uploaded, even when an ``include`` pattern matches: hidden files and folders (temp files
-#: of an interrupted atomic write, editor files)
-PUSH_IGNORE = (".*", "**/.*")
-
-
-def push_selection(path: Union[str, Path], include: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
-    """Which files of a checkpoint folder :func:`push_to_hub` uploads, and which it leaves out.
-
-    By default only :data:`PUSH_FILES` are uploaded. Everything else a run writes into a
-    checkpoint folder stays local: evaluation folders (``eval-*``, ``zeroshot-*``, whose
-    ``predictions.npz`` holds every test case's label and prediction, which must not leave a
-    hospital by accident), the optimizer and RNG state of a resumable run, plots.
-
-    Args:
-        path: a checkpoint directory.
-        include: extra glob patterns, relative to ``path`` (``fnmatch`` style, as
-            ``huggingface_hub``'s ``allow_patterns``: ``"eval-*/results.json"``, ``"*.png"``).
-            Hidden files are never uploaded (:data:`PUSH_IGNORE`).
-
-    Returns:
-        ``(uploaded, left_out)``: sorted POSIX paths relative to ``path``.
-
-    Raises:
-        CheckpointError: an ``include`` pattern is empty, absolute or contains ``..``.
-    """
-    from fnmatch import fnmatch
-
-    for pattern in include:
-        if not isinstance(pattern, str) or not pattern.strip() or pattern.startswith("/") or ".." in pattern.split("/"):
-            raise CheckpointError(f"bad include pattern {pattern!r}: give a glob relative to the checkpoint "
-                                  "folder, e.g. 'eval-*/results.json'")
-    path = Path(path)
-    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-    uploaded, left_out = [], []
-    for name in files:
-        hidden = any(part.startswith(".") for part in name.split("/"))
-        wanted = name in PUSH_FILES or any(fnmatch(name, pat) for pat in include)
-        (uploaded if wanted and not hidden else left_out).append(name)
-    return uploaded, left_out
-
-
-def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = None, private: bool = False,
-                include: Sequence[str] = ()) -> str:
-    """Upload a checkpoint directory's model files to the Hugging Face hub; returns the repo URL.
-
-    Args:
-        path: a local checkpoint directory. Only :data:`PUSH_FILES` (config, weights, card,
-            LoRA adapter files) are uploaded, plus files matching ``include``; see
-            :func:`push_selection` for what stays local and why.
-        repo_id: ``"org/name"`` (a leading ``"hf-hub:"`` is accepted and removed).
-        token: hub token; default: the one ``hf auth login`` stored.
-        private: ``True``: a new repo is created private, an existing public one is made private
-            before anything is uploaded (logged as a warning; ``HfApi.create_repo`` alone would leave
-            it public). ``False``: a new repo gets the account's default visibility (public unless the
-            organization defaults to private); an existing one keeps its own (never made public).
-        include: extra glob patterns to upload (e.g. ``["eval-*/results.json"]``).
-
-    Raises:
-        CheckpointError: not a checkpoint directory, a bad repo id or include pattern, a LoRA
-            adapter whose base checkpoint is a local path (nobody could load it from the hub),
-            the hub cannot be reached, or ``private`` is asked for and the existing repo cannot
-            be made private (then nothing is uploaded). Nothing in ``path`` is modified.
-    """
-    path = resolve_checkpoint(path)
-    cfg = load_config(path)
-    repo_id = repo_id[len(HUB_PREFIX):] if is_hub_id(repo_id) else repo_id
-    repo_id = _checked_repo_id(repo_id, f"hub repo id {repo_id!r}", "'org/name'")
-    base = cfg.get("base_checkpoint")
-    if (path / ADAPTER_CONFIG_NAME).is_file() and base and not is_hub_id(base):
-        raise CheckpointError(f"{str(path)!r} is a LoRA adapter whose base checkpoint is the local path {str(base)!r}, "
-                              "which nobody can load from the hub: push a full checkpoint made with "
-                              "`medfm merge ADAPTER OUTPUT` instead")
-    uploaded, _ = push_selection(path, include)
-    doing = f"push to the hub repo {repo_id!r}"
-    try:
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        # None, not False: create_repo(private=False) would make a new repo public against an organization's default
-        url = api.create_repo(repo_id, private=True if private else None, exist_ok=True)
-        if private and api.repo_info(repo_id).private is not True:  # it existed, public: create_repo left it so
-            doing = f"make the existing public hub repo {repo_id!r} private, so nothing was uploaded"
-            api.update_repo_settings(repo_id, private=True)  # before any upload
-            log.warning("made the existing hub repo %r private", repo_id)
-            doing = f"push to the hub repo {repo_id!r}"
-        # exact names (escaped: huggingface_hub matches allow_patterns with fnmatch)
-        api.upload_folder(folder_path=str(path), repo_id=repo_id, allow_patterns=[glob.escape(f) for f in uploaded],
-                          ignore_patterns=list(PUSH_IGNORE))
-        return str(url)
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [""])[0]  # hub HTTP errors span several lines
-        raise CheckpointError(f"could not {doing} ({type(err).__name__}: {first})") from None

@@ -11,7 +11,8 @@ from medfm.adapters.classification import ImageClassifier
 from medfm.adapters.lora import load_adapter, merge_adapter
 from medfm.cards import update_card
 from medfm.checkpoint_ids import checkpoint_folder_problem, checkpoint_path_problem, subfolder_hint
-from medfm.hub import CheckpointError, from_pretrained, load_config, push_to_hub, resolve_checkpoint, save_pretrained
+from medfm.hub import CheckpointError, from_pretrained, load_config, resolve_checkpoint, save_pretrained
+from medfm.hub_push import push_to_hub
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from torch import nn
 
 import medfm
 from medfm.adapters.classification import ImageClassifier
-from medfm.hub import CheckpointError, from_pretrained, push_selection, push_to_hub, resolve_checkpoint, save_pretrained
+from medfm.hub import CheckpointError, from_pretrained, resolve_checkpoint, save_pretrained
+from medfm.hub_push import push_selection, push_to_hub
 from medfm.registry import ADAPTERS
 
 
