@@ -1,8 +1,12 @@
-"""The rules for one numeric argument (a size, a count, a ratio, a temperature), shared by every layer.
+"""The rules for one argument (a size, a count, a ratio, a temperature; a list of names; an index or mask
+tensor), shared by every layer.
 
 :func:`medfm.objectives.inputs.check_arg` (objectives) and :mod:`medfm.encoders.checks` (encoders)
 are thin wrappers over :func:`check_number`. This module imports nothing from medfm, nor torch or
 numpy, so any module can use it (encoders cannot import from objectives, which import encoders).
+Class labels and segmentation targets are no index tensors here: they come from data files (often
+stored as floats) and whole-number floats are accepted there
+(:func:`medfm.adapters.classification.check_class_labels`, :func:`medfm.adapters.segmentation.check_target`).
 
 The rules:
 
@@ -15,16 +19,30 @@ The rules:
   ``True (bool)``);
 - a switch is a ``bool`` (:func:`check_bool`): ``"no"`` or ``1`` is refused, not taken by its truth value;
 - an attention width and its head count (:func:`check_heads`, used by the fusers, the VQA fusion and
-  neighbourhood attention) are integers >= 1, the width divisible by the heads, and one message gives both.
+  neighbourhood attention) are integers >= 1, the width divisible by the heads, and one message gives both;
+- a list argument (class names, modalities, answers, questions, texts, templates) is a list, not one
+  string (:func:`check_string_list`, :func:`check_list`): ``"abc"`` is refused, not read as the names
+  ``a``, ``b``, ``c``; so are bytes, a mapping (its keys), a set (no order: the order of names gives class,
+  answer or modality indices, and a set of strings is ordered differently in every process) and anything
+  not iterable; the items are strings (integers too where ``integers``: names that YAML reads as numbers);
+- a tensor of indices (per-sample domains, modality indices) has an integer dtype, not bool, float or
+  complex (:func:`is_index_tensor`; no value read back);
+- a mask tensor (presence masks, attention masks, known-label flags) is bool, or integer holding only 0
+  and 1 (transformers' ``attention_mask``): a float (``0.5`` was taken as True) or an integer 2 is refused
+  (:func:`check_mask_tensor`; one value read back for an integer mask, none for a bool one).
 
 A message names no caller: ``temperature must be > 0, got -1.0``; the caller puts its own name
-first (``simclr: ``) through ``name``, or its own exception class through ``error``.
+first (``simclr: ``) through ``name``, or its own exception class through ``error``. The tensor rules
+read torch from ``sys.modules`` (a tensor given means torch is imported), so this module still imports
+nothing heavy.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional, Tuple, Type, Union
+import sys
+from collections.abc import Iterable, Mapping, Set
+from typing import Any, Callable, List, Optional, Tuple, Type, Union
 
 Number = Union[int, float]
 
@@ -169,4 +187,114 @@ def check_heads(dim: Any, heads: Any, *, dim_name: str = "dim", heads_name: str 
     return int(dim), int(heads)
 
 
-__all__ = ["check_bool", "check_heads", "check_number", "is_finite_number", "is_integer", "number_fits", "range_text", "shown"]
+def check_list(name: str, value: Any, *, what: str, sequence: bool = False, got: Callable[[Any], str] = shown,
+               error: Type[Exception] = ValueError) -> list:
+    """``value`` as a list, for an argument that is a list of items (names, texts, targets): one string is
+    refused, not iterated as its characters (``"abc"`` was read as the names ``a``, ``b``, ``c``), and so are
+    bytes, a mapping (its keys), a set (no order) and anything not iterable. The items are not checked
+    (:func:`check_string_list` checks strings).
+
+    Args:
+        name: the argument's name as the message shows it.
+        value: the value given.
+        what: what it must be, for the message (``"a list of modality names"``).
+        sequence: only a list or a tuple (texts paired one to one with a batch; a generator is refused).
+        got: how the message shows a refused value (default :func:`shown`; a type name for texts,
+            which may be long).
+        error: the exception class raised.
+
+    Raises:
+        error: ``modalities must be a list of modality names, got 'flair' (str)``.
+    """
+    if (isinstance(value, (str, bytes, bytearray, Mapping, Set)) or not isinstance(value, Iterable)
+            or (sequence and not isinstance(value, (list, tuple)))):
+        raise error(f"{name} must be {what}, got {got(value)}")
+    try:
+        return list(value)
+    except TypeError:  # a 0-d numpy array has __iter__ but cannot be iterated
+        raise error(f"{name} must be {what}, got {got(value)}") from None
+
+
+def check_string_list(name: str, value: Any, *, what: str = "a list of strings", integers: bool = False,
+                      sequence: bool = False, got: Callable[[Any], str] = shown,
+                      error: Type[Exception] = ValueError) -> List[str]:
+    """``value`` as a list of ``str``: the rule of :func:`check_list` (no single string, bytes, mapping,
+    set or non-iterable) and every item a string.
+
+    Args:
+        name / what / sequence / got / error: as in :func:`check_list`.
+        integers: integer items are accepted too and returned as strings (names that YAML reads as
+            numbers: ``label_names: [0, 1]``); other items (None, floats, lists) are refused, not turned
+            into ``"None"``.
+
+    Returns:
+        the items as a new list of ``str``.
+
+    Raises:
+        error: ``label_names must be a list of 2 names, one per class, got str 'ab'`` (the container),
+            ``questions must be a list of strings, one per image, got [1, 2]`` (an item; the whole list shown).
+    """
+    items = check_list(name, value, what=what, sequence=sequence, got=got, error=error)
+    if not all(isinstance(v, str) or (integers and is_integer(v)) for v in items):
+        raise error(f"{name} must be {what}, got {shown(items)}")
+    return [str(v) for v in items]
+
+
+def _tensor_shown(value: Any) -> str:
+    """A refused tensor argument as a message shows it: ``a torch.float32 tensor of shape (2,)``, or
+    :func:`shown` for a value that is no tensor."""
+    if _is_tensor(value):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return shown(value)
+
+
+def _is_tensor(value: Any) -> bool:
+    torch = sys.modules.get("torch")  # a tensor given means torch is imported; never imported here
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def is_index_tensor(value: Any) -> bool:
+    """True for a torch tensor of an integer dtype: indices (per-sample domains, modality indices). A bool
+    tensor (a mask: True/False would be taken as 1/0), a float one (``0.5`` truncated to 0) and a complex
+    one (its imaginary part dropped) are no indices. Reads no value back."""
+    return _is_tensor(value) and not (value.dtype.is_floating_point or value.dtype.is_complex
+                                      or value.dtype == sys.modules["torch"].bool)
+
+
+def check_mask_tensor(name: str, value: Any, *, what: str = "(B,) bool", ndim: Optional[int] = None,
+                      error: Type[Exception] = ValueError) -> Any:
+    """``value`` as a bool mask tensor: a bool tensor as it is; an integer one that holds only 0 and 1
+    (transformers' int64 ``attention_mask``) as ``value.bool()``.
+
+    A float mask is refused (``0.5`` was taken as True: a soft or probability mask is no mask), and so
+    is an integer other than 0 and 1 (``2`` was taken as True) and a complex one. A bool mask is taken
+    without reading a value back; an integer one reads back once (its 0/1 check).
+
+    Args:
+        name: the argument's name as the message shows it (``q_mask``, ``presence mask present['pre']``).
+        value: the value given.
+        what: what it must be, for the message (``"(B, L) bool"``).
+        ndim: the number of dimensions it must have (None: any).
+        error: the exception class raised.
+
+    Returns:
+        the mask as a bool tensor (the same tensor when it is bool already).
+
+    Raises:
+        error: ``present['pre'] must be (B,) bool, got a torch.float32 tensor of shape (2,)``;
+            ``q_mask must be (B, L) bool, got integer values [2] (an integer mask holds only 0 and 1)``.
+    """
+    if (not _is_tensor(value) or value.dtype.is_floating_point or value.dtype.is_complex
+            or (ndim is not None and value.ndim != ndim)):
+        raise error(f"{name} must be {what}, got {_tensor_shown(value)}")
+    if value.dtype == sys.modules["torch"].bool:
+        return value
+    bad = (value != 0) & (value != 1)
+    if bool(bad.any()):
+        raise error(f"{name} must be {what}, got integer values {sorted(set(value[bad].tolist()))[:5]} "
+                    "(an integer mask holds only 0 and 1)")
+    return value.bool()
+
+
+__all__ = ["check_bool", "check_heads", "check_list", "check_mask_tensor", "check_number", "check_string_list",
+           "is_finite_number", "is_index_tensor", "is_integer", "number_fits", "range_text", "shown"]

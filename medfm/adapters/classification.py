@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfm.arg_checks import check_bool, check_number
+from medfm.arg_checks import check_bool, check_number, check_string_list
 from medfm.encoders.base import Encoder, require_encoder
 from medfm.evaluation.metrics import MULTI_LABEL, check_task
 from medfm.registry import ADAPTERS
@@ -23,20 +23,20 @@ def check_label_names(label_names: Any, num_classes: int, what: str = "classes")
     """``label_names`` as a list of K strings (``"0"`` .. ``"K-1"`` for None).
 
     Args:
-        label_names: K names (a list, tuple or other iterable, not a string), or None.
+        label_names: K names (a list, tuple or other ordered iterable of strings or integers, not a
+            string), or None.
         num_classes: K.
         what: what the names name, for the message (``"classes"``).
 
     Raises:
-        ValueError: a single string (``"abc"`` was taken as the names ``a``, ``b``, ``c``) or another
-            non-sequence, or not ``num_classes`` names.
+        ValueError: a single string (``"abc"`` was taken as the names ``a``, ``b``, ``c``), a set (its order
+            differs between processes), another non-list or an item that is no string or integer
+            (:func:`medfm.arg_checks.check_string_list`), or not ``num_classes`` names.
     """
     if label_names is None:
         return [str(i) for i in range(num_classes)]
-    if isinstance(label_names, (str, bytes, dict)) or not hasattr(label_names, "__iter__"):
-        raise ValueError(f"label_names must be a list of {num_classes} names, one per class, got "
-                         f"{type(label_names).__name__} {label_names!r}")
-    names = [str(n) for n in label_names]
+    names = check_string_list("label_names", label_names, what=f"a list of {num_classes} names, one per class",
+                              integers=True, got=lambda v: f"{type(v).__name__} {v!r}")
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} label names given for {num_classes} {what}")
     return names

@@ -18,6 +18,8 @@ from typing import Dict, Iterable, Optional
 import torch
 from torch import nn
 
+from medfm.arg_checks import is_index_tensor
+
 
 class DomainRoute:
     """How a batch splits by per-sample domain, worked out once per forward.
@@ -30,12 +32,13 @@ class DomainRoute:
         domains: ``(B,)`` integer domain indices, ``B >= 1``.
 
     Raises:
-        ValueError: not a non-empty 1-D integer tensor.
+        ValueError: not a non-empty 1-D integer tensor (a bool, float or complex one:
+            :func:`medfm.arg_checks.is_index_tensor`).
     """
 
     def __init__(self, domains: torch.Tensor) -> None:
         d = torch.as_tensor(domains)
-        if d.dim() != 1 or d.numel() == 0 or d.is_floating_point() or d.is_complex():
+        if d.dim() != 1 or d.numel() == 0 or not is_index_tensor(d):  # bool: True/False were taken as 1/0
             raise ValueError(f"domains must be a non-empty (B,) integer tensor, got {d.dtype} of shape {tuple(d.shape)}")
         self.domains = d.long()
         ks = self.domains.unique().tolist()  # sorted

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -21,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_number, shown
 from medfm.io import atomic_dir
 
 #: the model's buffers that peft does not save (see :func:`unsaved_buffers`)
@@ -124,18 +125,21 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
 
 def _target_hint(pattern: str, adaptable: Sequence) -> str:
     """The hint after a LoRA target pattern that matched nothing: how to write it when it matches only the
-    last part of layer names (``qkv`` for ``model.blocks.0.attn.qkv``), else the close last parts (``"; did you
-    mean 'qkv'?"``), else nothing (``adaptable``: ``(module name, name matched)`` pairs of the adaptable layers)."""
+    last parts of layer names (``qkv`` or ``attn\\.qkv`` for ``model.blocks.0.attn.qkv``: ``'.*\\.qkv'``; an
+    alternation is grouped, ``'.*\\.(?:qkv|proj)'``, since ``'.*\\.qkv|proj'`` would still not match
+    ``model.patch_embed.proj``), else the close last parts (``"; did you mean 'qkv'?"``), else nothing
+    (``adaptable``: ``(module name, name matched)`` pairs of the adaptable layers)."""
     import re
 
     from medfm.registry import close_match_hint
 
     names = [name[len("encoder."):] for _, name in adaptable if name.startswith("encoder.")]
     leaves = list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in names))
+    whole = f".*\\.(?:{pattern})" if "|" in pattern else f".*\\.{pattern}"
     for name in names:
-        if re.fullmatch(pattern, name.rsplit(".", 1)[-1]):
-            return (f"; the pattern must match the whole layer name inside the encoder, e.g. "
-                    f"'.*\\.{pattern}' for {name!r}")
+        parts = name.split(".")
+        if any(re.fullmatch(pattern, ".".join(parts[-k:])) for k in range(1, len(parts))):
+            return f"; the pattern must match the whole layer name inside the encoder, e.g. '{whole}' for {name!r}"
     return close_match_hint(pattern, leaves, n=3, fallback=None)
 
 
@@ -169,7 +173,8 @@ def save_adapter(peft_model: nn.Module, path: Union[str, Path], base_checkpoint:
 
     Raises:
         ValueError: ``peft_model`` is no LoRA (peft) model.
-        CheckpointError: see :func:`write_adapter` (``path`` is then left as it was).
+        CheckpointError: see :func:`write_adapter` (a ``base_checkpoint`` that could not be loaded back, ...;
+            ``path`` is then left as it was).
     """
     _check_peft_model(peft_model, "save_adapter")
     path = Path(path)
@@ -188,15 +193,25 @@ def write_adapter(peft_model: nn.Module, directory: Union[str, Path], base_check
 
     Raises:
         ValueError: ``peft_model`` is no LoRA (peft) model.
-        CheckpointError (a ``ValueError``): the model is not a medfm module, or ``extra_config`` sets a
+        CheckpointError (a ``ValueError``): ``base_checkpoint`` is no ``hf-hub:`` id nor a local full
+            checkpoint folder (missing, None, a file, no ``config.json``, a LoRA adapter:
+            :func:`medfm.checkpoint_ids.checkpoint_folder_problem`; such an adapter was written and then
+            could not be loaded), the model is not a medfm module, or ``extra_config`` sets a
             key this function writes: the base model's config keys (``kind``, ``name``, ``args``,
             ``encoder``, ...) or ``base_checkpoint``/``adapter`` (give the base as ``base_checkpoint``).
             All such keys are named, and nothing is written.
     """
     from medfm.cards import build_card
-    from medfm.hub import CARD_NAME, CONFIG_NAME, checkpoint_reference, model_config, with_extra_config
+    from medfm.checkpoint_ids import checkpoint_folder_problem, is_hub_id
+    from medfm.hub import CARD_NAME, CONFIG_NAME, CheckpointError, checkpoint_reference, model_config, with_extra_config
 
     _check_peft_model(peft_model, "save_adapter")
+    if not isinstance(base_checkpoint, (str, os.PathLike)):  # None was recorded as the folder '<cwd>/None'
+        raise CheckpointError(f"base_checkpoint must be the folder (or hf-hub: id) of the full checkpoint the LoRA "
+                              f"model's encoder started from, got {shown(base_checkpoint)}")
+    problem = None if is_hub_id(base_checkpoint) else checkpoint_folder_problem(base_checkpoint, full=True)
+    if problem:  # the adapter would be written, then fail to load: load_adapter loads its base first
+        raise CheckpointError(f"base_checkpoint: {problem}; an adapter is loaded back from the base it records")
     base = peft_model.base_model.model
     own = {**model_config(base), "base_checkpoint": checkpoint_reference(base_checkpoint), "adapter": "lora"}
     cfg = with_extra_config(own, extra_config)  # before anything is written

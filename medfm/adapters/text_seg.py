@@ -48,7 +48,8 @@ from torch import nn
 from medfm.adapters.domain_layers import convert_domain_norms, convert_input_conv, set_domains
 from medfm.adapters.segmentation import (accept_standardised_inputs, check_decoder_options, conv_layers,
                                          default_inference, make_norm, spatial_dims_of, unet_decoder_for)
-from medfm.arg_checks import check_bool, check_number, is_integer, number_fits, shown
+from medfm.arg_checks import (check_bool, check_list, check_mask_tensor, check_number, is_index_tensor, is_integer,
+                               number_fits, shown)
 from medfm.encoders.base import require_encoder
 from medfm.registry import ADAPTERS, UnknownNameError, close_match_hint
 
@@ -180,8 +181,7 @@ class TextConditionedSegmenter(nn.Module):
                  inference: Optional[Dict[str, Any]] = None, domain_norm: bool = False,
                  target_inference: Optional[Dict[str, Dict[str, Any]]] = None, domain_stem: bool = False) -> None:
         super().__init__()
-        if isinstance(targets, (str, bytes, Mapping)) or not hasattr(targets, "__iter__"):
-            raise ValueError(f"targets must be a list of {{'name', 'modality', 'target'}} mappings, got {shown(targets)}")
+        targets = check_list("targets", targets, what="a list of {'name', 'modality', 'target'} mappings")
         for t in targets:
             if not isinstance(t, Mapping):
                 raise ValueError(f"each target must be a mapping with the keys name, modality, target, got {shown(t)}")
@@ -297,13 +297,12 @@ class TextConditionedSegmenter(nn.Module):
 
         Raises:
             ValueError: unknown modality, no way to tell the modality, or a ``domain`` that is no modality name,
-                integer index or integer tensor (``0.5`` or ``True`` was taken as index 0 or 1, a list of
-                names failed inside torch).
+                integer index or integer tensor (:func:`medfm.arg_checks.is_index_tensor`: ``0.5`` or ``True``
+                was taken as index 0 or 1, a complex tensor lost its imaginary part, a list of names failed inside torch).
         """
         if not self.domain_norm:
             return None
-        if domain is not None and not (isinstance(domain, str) or is_integer(domain) or (
-                isinstance(domain, torch.Tensor) and not domain.is_floating_point() and domain.dtype != torch.bool)):
+        if domain is not None and not (isinstance(domain, str) or is_integer(domain) or is_index_tensor(domain)):
             raise ValueError(f"domain must be a modality name {self.modalities}, its index, or (B,) integer indices "
                              f"(a torch.Tensor), got {shown(domain)}")
         if domain is None:
@@ -463,7 +462,7 @@ class TextConditionedSegmenter(nn.Module):
 
         Raises:
             ValueError: ``masks`` / ``known`` not tensors of the shapes above, mask values outside [0, 1]
-                (or NaN), no known pair at all, or weights of the wrong length / not positive and finite.
+                (or NaN), ``known`` not bool or 0/1 integers (:func:`medfm.arg_checks.check_mask_tensor`), no known pair at all, or weights of the wrong length / not positive and finite.
         """
         for what, value in (("masks", masks), ("known", known)):
             if value is not None and not isinstance(value, torch.Tensor):
@@ -477,7 +476,8 @@ class TextConditionedSegmenter(nn.Module):
         if not bool((lo >= 0) & (hi <= 1)):  # also NaN; one device sync
             raise ValueError(f"masks must hold values in [0, 1] (0/1 per-target masks), got values in "
                              f"[{float(lo):g}, {float(hi):g}]")
-        known = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device) if known is None else known.bool()
+        known = (torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device) if known is None
+                 else check_mask_tensor("known", known, what="(B, T) bool"))  # 0.5 or 2 was taken as known
         has_known = known.any(0).tolist()  # (T,) flags in one read-back (was one per target, plus one)
         if not any(has_known):
             raise ValueError("no (sample, target) pair has a known label")

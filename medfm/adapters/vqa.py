@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.adapters.classification import check_class_labels
-from medfm.arg_checks import check_bool, check_heads, check_number, shown
+from medfm.arg_checks import check_bool, check_heads, check_mask_tensor, check_number, check_string_list, shown
 from medfm.encoders.base import require_encoder
 from medfm.registry import ADAPTERS, close_match_hint
 
@@ -266,7 +266,8 @@ class VQAModel(nn.Module):
             ``dim``/``heads``/``layers``/``dropout`` (:func:`check_vqa_head`: ``dim`` divisible by ``heads``
             for the attention fusions only), a volume (3D) encoder or one that is not a medfm Encoder;
             ``answers`` / ``closed_answers`` / ``open_answers`` given as one string (``"yes"`` was read as the
-            answers ``y``, ``e``, ``s``); ``type_mask`` not true/false.
+            answers ``y``, ``e``, ``s``), ``answers`` as a set (no order) or items that are no strings or integers
+            (:func:`medfm.arg_checks.check_string_list`); ``type_mask`` not true/false.
     """
 
     def __init__(self, encoder: nn.Module, answers: Sequence[str], text_dim: int,
@@ -274,10 +275,11 @@ class VQAModel(nn.Module):
                  text_encoder: Optional[Dict[str, Any]] = None, fusion: str = "cross_attention", dim: int = 256,
                  heads: int = 4, layers: int = 2, dropout: float = 0.1, type_mask: bool = False) -> None:
         super().__init__()
-        for what, value in (("answers", answers), ("closed_answers", closed_answers), ("open_answers", open_answers)):
-            if isinstance(value, (str, bytes)) or (value is not None and not hasattr(value, "__iter__")):
-                raise ValueError(f"{what} must be a list of answer strings, got {shown(value)}")
-        answers = [str(a) for a in answers]
+        answers = check_string_list("answers", answers, what="a list of answer strings", integers=True)
+        # the closed / open answers are subsets (only membership counts): a set is fine there
+        closed_answers, open_answers = (v if v is None and what == "open_answers" else check_string_list(
+            what, list(v) if isinstance(v, (set, frozenset)) else v, what="a list of answer strings", integers=True)
+            for what, v in (("closed_answers", closed_answers), ("open_answers", open_answers)))
         if not answers or len(set(answers)) != len(answers):
             raise ValueError("VQA answers must be a non-empty list without duplicates")
         dim, heads, layers, dropout = check_vqa_head(fusion, dim, heads, layers, dropout)
@@ -368,7 +370,7 @@ class VQAModel(nn.Module):
             raise ValueError("got an empty batch (B=0); pass at least one image and question")
         if not bool(torch.isfinite(q_tokens).all()):
             raise ValueError("question tokens contain NaN or inf values")
-        q_mask = q_mask.bool()
+        q_mask = check_mask_tensor("q_mask", q_mask, what="(B, L) bool (True = real token)")  # 0.5 or 2 was True
         if q_mask.numel() and not bool(q_mask.any(dim=1).all()):
             empty = (~q_mask.any(dim=1)).nonzero().flatten().tolist()[:5]
             raise ValueError(f"question(s) {empty} have no real token in q_mask (all padding); every question "
@@ -396,7 +398,8 @@ class VQAModel(nn.Module):
             eval mode, answers of the other type are lowered by :data:`MASKED`).
 
         Raises:
-            ValueError: ``q_tokens`` not 3-D float of width ``text_dim``, ``q_mask`` not its ``(B, L)``,
+            ValueError: ``q_tokens`` not 3-D float of width ``text_dim``, ``q_mask`` not its ``(B, L)`` bool
+                (or 0/1 integers, as transformers' ``attention_mask``; :func:`medfm.arg_checks.check_mask_tensor`),
                 a ``q_mask`` row with no True (bilinear attention would turn it into NaN), NaN/inf
                 question tokens, or a different number of images and questions.
             EncoderInputError: bad images (see :meth:`medfm.encoders.base.Encoder.check_input`).
@@ -440,11 +443,8 @@ class VQAModel(nn.Module):
             ValueError: ``questions`` a single string or not a list of strings, a different number of images and questions,
                 or ``top_k`` not an integer >= 1.
         """
-        if isinstance(questions, str):
-            raise ValueError("questions must be a list of strings, one per image, got a single string")
-        questions = list(questions) if hasattr(questions, "__iter__") else questions
-        if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
-            raise ValueError(f"questions must be a list of strings, one per image, got {shown(questions)}")
+        questions = check_string_list("questions", questions, what="a list of strings, one per image",
+                                      got=lambda v: "a single string" if isinstance(v, str) else shown(v))
         if images.shape[0] != len(questions):
             raise ValueError(f"{images.shape[0]} images for {len(questions)} questions")
         top_k = check_number("top_k", top_k, ge=1, integer=True)

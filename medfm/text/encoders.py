@@ -31,7 +31,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 from torch import nn
 
-from medfm.arg_checks import check_bool, check_number, shown
+from medfm.arg_checks import check_bool, check_list, check_number, shown
+from medfm.checkpoint_ids import local_text_model_problem
 from medfm.registry import TEXT_ENCODERS, UnknownArgumentError, UnknownNameError, close_match_hint
 from medfm.text.model_files import (
     HUB_STALL_TIMEOUT_S,
@@ -181,7 +182,8 @@ def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None, frozen_only: 
             and the registry's UnknownArgumentError).
         TextEncoderError: not a mapping with a string ``name``; an argument its builder needs and was not
             given (``"hf"`` without ``model_name_or_path``); a ``model_name_or_path`` that is not a non-blank
-            string or path (a ``pathlib.Path`` is returned as its string); a bad option
+            string or path (a ``pathlib.Path`` is returned as its string), in the words of
+            :func:`medfm.checkpoint_ids.local_text_model_problem` (as :func:`resolve_text_model`); a bad option
             (:func:`check_text_options`); ``frozen: false`` with ``frozen_only``.
     """
     if spec is not None and not (isinstance(spec, Mapping) and isinstance(spec.get("name", ""), str)):
@@ -202,8 +204,8 @@ def check_text_encoder_spec(spec: Optional[Dict[str, Any]] = None, frozen_only: 
     if isinstance(args.get("model_name_or_path"), os.PathLike):  # a pathlib.Path: recorded as a string
         args["model_name_or_path"] = os.fspath(args["model_name_or_path"])
     path = args.get("model_name_or_path", DEFAULT_TEXT_ENCODER)
-    if not (isinstance(path, str) and path.strip()):
-        raise TextEncoderError(f"model_name_or_path must be a local model directory or a hub id, got {shown(path)}")
+    if not (isinstance(path, str) and path.strip()):  # in the words of resolve_text_model's check
+        raise TextEncoderError(local_text_model_problem(path))
     check_text_options(**{k: v for k, v in args.items() if k in ("pooler", "max_length", "frozen")})
     if frozen_only and args.get("frozen", True) is False:
         raise TextEncoderError("frozen: false is not supported here: the text encoder stays frozen (its embeddings "
@@ -416,19 +418,20 @@ class HFTextEncoder(nn.Module):
 
 
 def check_texts(texts: Any) -> List[str]:
-    """Validate a batch of texts: a non-empty list/tuple of ``str``.
+    """Validate a batch of texts: a non-empty list/tuple of ``str`` (the container rule of
+    :func:`medfm.arg_checks.check_list`, a text shown by its type only: texts may be long).
 
     Raises:
-        TextEncoderError: anything else (a bare string, an empty list, non-string items).
+        TextEncoderError: anything else (a bare string, a generator, an empty list, non-string items).
     """
-    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-        raise TextEncoderError(f"texts must be a list of strings, got {type(texts).__name__}")
+    texts = check_list("texts", texts, what="a list of strings", sequence=True, got=lambda v: type(v).__name__,
+                       error=TextEncoderError)
     if not texts:
         raise TextEncoderError("texts is empty")
     bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
     if bad:
         raise TextEncoderError(f"texts must all be strings; got {len(bad)} item(s) of type {bad[0]}")
-    return list(texts)
+    return texts
 
 
 @TEXT_ENCODERS.register("minilm", family="bert")

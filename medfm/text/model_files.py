@@ -63,7 +63,10 @@ def minilm_path() -> Path:
 
 
 def resolve_text_model(model_name_or_path: str) -> Path:
-    """Local directory holding a transformers model given by path or hub id.
+    """Local directory holding a transformers model given by path or hub id (an absolute path: a relative
+    folder is resolved against the current folder once, here, so that :attr:`HFTextEncoder.cache_key
+    <medfm.text.encoders.HFTextEncoder.cache_key>`, which fingerprints it lazily, never hashes another
+    folder after a ``chdir``).
 
     A hub id (``org/name``) is looked up in the local Hugging Face cache first; it is
     downloaded only when absent there and ``HF_HUB_OFFLINE`` is not set; a download that makes
@@ -80,8 +83,8 @@ def resolve_text_model(model_name_or_path: str) -> Path:
         raise TextEncoderError(problem)
     ident = str(model_name_or_path).strip()
     path = Path(ident).expanduser()
-    if path.is_dir():
-        return path
+    if path.is_dir():  # absolute: the embedding cache key fingerprints this folder later, whatever the cwd is then
+        return path.resolve()
     from huggingface_hub import snapshot_download
 
     try:

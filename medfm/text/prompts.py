@@ -16,6 +16,7 @@ import re
 import string
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from medfm.arg_checks import check_list
 from medfm.registry import close_match_hint
 
 #: modality tag -> descriptions (first one is the canonical phrase used in class prompts)
@@ -142,8 +143,9 @@ def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
         KeyError: unknown flag; ValueError: ``names`` not one distinct non-empty string per class of
         ``flag``; a template reading an attribute or index of a placeholder (``{label.upper}``, ``{label[0]}``:
         was called "without a '{label}' placeholder"), without ``{label}``, with a field other than
-        ``{label}``/``{modality}``, malformed braces or a format spec a string refuses (``{label:d}``);
-        duplicate templates.
+        ``{label}``/``{modality}``, a ``!r``/``!a`` conversion (``{label!r}`` put the class name in Python's
+        quotes: ``"a chest X-ray showing 'pneumonia'"``), malformed braces or a format spec a string refuses
+        (``{label:d}``); duplicate templates.
     """
     modality = modality_of(flag)
     names = _strings("names", names) if names is not None else class_names(flag)
@@ -159,14 +161,20 @@ def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
         raise ValueError(f"class names and templates must be distinct; {dup[0]!r} is repeated")
     for t in templates:
         try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(t) if f is not None}
+            parsed = [(f, c) for _, f, _, c in string.Formatter().parse(t) if f is not None]
         except ValueError as err:
             raise ValueError(f"template {t!r} has malformed braces ({err})") from None
+        fields = {f for f, _ in parsed}
         accessed = sorted(f for f in fields if f != _field_base(f) and _field_base(f) in ("label", "modality"))
         if accessed:  # '{label.upper}', '{label[0]}': format() reads an attribute/item of the string
             raise ValueError(f"template {t!r} reads an attribute or index of a placeholder ({{{accessed[0]}}}); "
                              f"{{label}} and {{modality}} are filled in as plain strings: write "
                              f"{{{_field_base(accessed[0])}}}")
+        quoted = sorted((f, c) for f, c in parsed if c in ("r", "a") and _field_base(f) in ("label", "modality"))
+        if quoted:  # '{label!r}': "a chest X-ray showing 'pneumonia'", the name in Python's quotes and escapes
+            raise ValueError(f"template {t!r} converts a placeholder ({{{quoted[0][0]}!{quoted[0][1]}}} puts the text "
+                             f"in Python quotes); {{label}} and {{modality}} are filled in as plain strings: write "
+                             f"{{{_field_base(quoted[0][0])}}}")
         if "label" not in fields:
             raise ValueError(f"every template needs a '{{label}}' placeholder, got {t!r}")
         if fields - {"label", "modality"}:
@@ -187,17 +195,17 @@ def _field_base(field: str) -> str:
 
 
 def _strings(what: str, values: Sequence[str]) -> List[str]:
-    """``values`` as a list of non-blank strings (a bare string is refused, not split into characters).
+    """``values`` as a list of non-blank strings: a list or tuple (the container rule of
+    :func:`medfm.arg_checks.check_list`: a bare string is refused, not split into characters).
 
     Raises:
-        ValueError: a bare string, a non-string or blank item.
+        ValueError: a bare string or another value that is no list or tuple, a non-string or blank item.
     """
-    if isinstance(values, str) or not isinstance(values, (list, tuple)):
-        raise ValueError(f"{what} must be a list of strings, got {type(values).__name__}")
+    values = check_list(what, values, what="a list of strings", sequence=True)
     bad = [v for v in values if not isinstance(v, str) or not v.strip()]
     if bad:
         raise ValueError(f"{what} must be non-empty strings, got {bad[0]!r}")
-    return list(values)
+    return values
 
 
 __all__ = [

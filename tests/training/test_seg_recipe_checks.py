@@ -136,7 +136,7 @@ def test_decoder_option_values(options, message):
     ({"name": "minilm", "max_length": 128.0}, "max_length must be an integer >= 2, got 128.0"),
     ({"name": "minilm", "frozen": "no"}, "frozen must be true or false, got 'no' (str)"),
     ({"name": "hf"}, "text encoder 'hf' needs model_name_or_path"),
-    ({"name": "hf", "model_name_or_path": " "}, "model_name_or_path must be a local model directory or a hub id, got ' '"),
+    ({"name": "hf", "model_name_or_path": " "}, "no text model given: pass model_name_or_path (a local directory or a hub id)"),
     ({"name": "minlm"}, "unknown text encoder 'minlm'; did you mean 'minilm'?"),
 ])
 def test_text_encoder_spec_is_checked_without_loading_a_model(monkeypatch, spec, message):

@@ -99,7 +99,8 @@ CASES = [
      "r.yaml.text_encoder: frozen: false is not supported here: the text encoder stays frozen (its embeddings are "
      "computed once and never trained); remove it"),
     ("vqa", VQA, {"text_encoder": {"name": "hf", "model_name_or_path": 5}},
-     "r.yaml.text_encoder: model_name_or_path must be a local model directory or a hub id, got 5"),
+     "r.yaml.text_encoder: model_name_or_path must be a local model directory or a hub id (a string or a path), "
+     "got 5"),
     # finetune: after the training and val splits were read, without a location
     ("finetune", FINETUNE_LORA, {"lora.target_modules": "bogus"},
      "r.yaml.lora: LoRA target pattern 'bogus' matches no Linear/Conv2d/Conv3d layer of encoder 'resnet18'"),

@@ -31,7 +31,7 @@ from torch import nn
 
 from medfm.adapters.classification import check_class_labels, check_label_names
 from medfm.adapters.fusion.tabular import TabularEncoder
-from medfm.arg_checks import check_number, shown
+from medfm.arg_checks import check_mask_tensor, check_number, check_string_list, shown
 from medfm.data.multimodal import PRESENT_KEY, close_modality, presence as _presence
 from medfm.data.views import check_generator as check_views_generator
 from medfm.encoders.base import EncoderInputError, check_value_range
@@ -144,7 +144,8 @@ class FusionModel(nn.Module):
         label_names: K names (default "0", "1", ...).
 
     Raises:
-        ValueError: ``modalities`` one string (``"flair"`` was read as the modalities ``f``, ``l``, ...), empty
+        ValueError: ``modalities`` one string (``"flair"`` was read as the modalities ``f``, ``l``, ...), a set
+            (no order) or names that are not strings (:func:`medfm.arg_checks.check_string_list`), empty
             or duplicated modalities, ``num_classes`` not an integer >= 2 (:func:`medfm.arg_checks.check_number`),
             bad label names (:func:`medfm.adapters.classification.check_label_names`).
     """
@@ -157,9 +158,7 @@ class FusionModel(nn.Module):
     def __init__(self, modalities: Sequence[str], num_classes: int = 2,
                  label_names: Optional[Sequence[str]] = None) -> None:
         super().__init__()
-        if isinstance(modalities, (str, bytes)) or not hasattr(modalities, "__iter__"):
-            raise ValueError(f"modalities must be a list of modality names, got {shown(modalities)}")
-        mods = [str(m) for m in modalities]
+        mods = check_string_list("modalities", modalities, what="a list of modality names")
         if not mods or len(set(mods)) != len(mods):
             raise ValueError(f"modalities must be a non-empty list of distinct names, got {mods}")
         num_classes = check_number("num_classes", num_classes, ge=2, integer=True)
@@ -187,7 +186,8 @@ class FusionModel(nn.Module):
 
         Raises:
             ValueError: not a dict; an empty batch (B=0); this model's modality values or
-                presence masks that are not tensors or disagree on B; a sample has none of this
+                presence masks that are not tensors or disagree on B; a presence mask that is not ``(B,)``
+                bool or 0/1 integers (:func:`medfm.arg_checks.check_mask_tensor`); a sample has none of this
                 model's modalities, or only a ``"clinical"`` row whose every value is NaN (names
                 the sample indices); a batch key that is not a modality of this model (module docstring).
         """
@@ -246,9 +246,8 @@ class FusionModel(nn.Module):
                     raise ValueError(f"batch value {what} must be a torch.Tensor, got {type(value).__name__}")
                 if value.ndim == 0:
                     raise ValueError(f"batch value {what} must have a batch axis, got a scalar")
-                if what != m and (value.ndim != 1 or value.is_floating_point() or value.is_complex()):
-                    raise ValueError(f"presence mask {what} must be (B,) bool, got a {value.dtype} tensor of shape "
-                                     f"{tuple(value.shape)}")
+                if what != m:  # a float 0.5 or an integer 2 was taken as present
+                    check_mask_tensor(f"presence mask {what}", value, ndim=1)
                 sizes[what] = int(value.shape[0])
         if len(set(sizes.values())) > 1:
             raise ValueError(f"batch entries disagree on the batch size B: {sizes}")

@@ -108,8 +108,10 @@ class ChannelViT(FusionModel):
             ``{"logits": (B, K), "embedding": (B, D), "used": {m: (B,) bool}}``; ``used`` is after HCS.
 
         Raises:
-            ValueError: a sample with none of the modalities; NaN/inf in a present image.
+            ValueError: a sample with none of the modalities; NaN/inf in a present image; ``gen`` neither
+                None nor a CPU ``torch.Generator`` (in any mode: :func:`~medfm.adapters.fusion.base.check_generator`).
         """
+        check_generator(gen)  # whatever the mode: a seed given in eval mode was ignored without a word
         pres = self.presence(batch)
         if self.training and self.hcs:
             kept = hierarchical_channel_sampling(torch.stack([pres[m] for m in self.modalities], 1), gen)

@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import TABULAR, FusionModel, build_modality_encoder
+from medfm.adapters.fusion.base import TABULAR, FusionModel, build_modality_encoder, check_generator
 from medfm.data.multimodal import batch_size, presence
 from medfm.arg_checks import check_number
 from medfm.registry import FUSERS
@@ -75,16 +75,18 @@ class LateFusionZeroFill(FusionModel):
 
         Args:
             batch: ``{modality: (B, 1, S, S) float in [0, 1] | (B, F) float}`` plus optional presence masks.
-            gen: unused (same signature as the other fusers).
+            gen: unused (same signature as the other fusers), but checked as theirs: None or a CPU
+                ``torch.Generator`` (:func:`~medfm.adapters.fusion.base.check_generator`).
 
         Returns:
             ``{"logits": (B, K), "embedding": (B, M * D), "used": {m: (B,) bool}}`` (presence, not dropout).
 
         Raises:
             ValueError: NaN/inf in a present image; a sample with none of the modalities; a batch
-                with no tensor (batch size unknown).
+                with no tensor (batch size unknown); ``gen`` neither None nor a CPU ``torch.Generator``.
             EncoderInputError: a present image that is not float ``(B, 1, img_size, img_size)`` in [0, 1].
         """
+        check_generator(gen)  # whatever the mode: a seed given in eval mode was ignored without a word
         used = self.presence(batch)  # a sample with no modality at all is refused, as by every fuser
         emb = torch.cat([self.encoders[m](self.zero_filled(batch, m)) for m in self.modalities], 1)
         return {"logits": self.head(self.dropout(emb)), "embedding": emb, "used": used}

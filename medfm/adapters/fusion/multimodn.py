@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfm.adapters.classification import check_class_labels
-from medfm.adapters.fusion.base import FusionModel, build_modality_encoder, sample_modality_dropout
+from medfm.adapters.fusion.base import FusionModel, build_modality_encoder, check_generator, sample_modality_dropout
 from medfm.arg_checks import check_number
 from medfm.registry import FUSERS
 
@@ -71,9 +71,11 @@ class SequentialFusion(FusionModel):
             "states": (T + 1, B, D), "used": {m: (B,) bool}}`` with ``T`` = number of modalities.
 
         Raises:
-            ValueError: a sample with none of the modalities; NaN/inf in a present image.
+            ValueError: a sample with none of the modalities; NaN/inf in a present image; ``gen`` neither
+                None nor a CPU ``torch.Generator`` (in any mode: :func:`~medfm.adapters.fusion.base.check_generator`).
             EncoderInputError: a present image that is not float ``(B, 1, img_size, img_size)`` in [0, 1].
         """
+        check_generator(gen)  # whatever the mode: a seed given in eval mode was ignored without a word
         pres = self.presence(batch)
         if self.training and self.modality_dropout > 0:
             pres = sample_modality_dropout(pres, self.modality_dropout, gen)

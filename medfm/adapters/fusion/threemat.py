@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import FusionModel, build_modality_encoder, sample_modality_dropout
+from medfm.adapters.fusion.base import FusionModel, build_modality_encoder, check_generator, sample_modality_dropout
 from medfm.arg_checks import check_heads, check_number
 from medfm.registry import FUSERS
 
@@ -101,9 +101,11 @@ class ModalityDropoutFusion(FusionModel):
             ``{"logits": (B, K), "embedding": (B, D), "used": {m: (B,) bool}}``; ``used`` is after dropout.
 
         Raises:
-            ValueError: a sample with none of the modalities; NaN/inf in a present image.
+            ValueError: a sample with none of the modalities; NaN/inf in a present image; ``gen`` neither
+                None nor a CPU ``torch.Generator`` (in any mode: :func:`~medfm.adapters.fusion.base.check_generator`).
             EncoderInputError: a present image that is not float ``(B, 1, img_size, img_size)`` in [0, 1].
         """
+        check_generator(gen)  # whatever the mode: a seed given in eval mode was ignored without a word
         pres = self.presence(batch)
         if self.training:
             pres = sample_modality_dropout(pres, self.modality_dropout, gen)
