@@ -72,33 +72,14 @@ def _refuse_options(args: argparse.Namespace, options: Tuple[str, ...], why: str
         raise ValueError(f"{', '.join(given)}: {why}")
 
 
-def _suite_protocol(args: argparse.Namespace, suite: Optional[Dict[str, Any]]) -> Optional[str]:
-    """The protocol of a ``--suite`` run: ``--protocol`` when given, else the suite file's (its YAML mapping's)
-    ``protocol.name``, :data:`~medfm.suite_protocols.DEFAULT_PROTOCOL` when it names none. None when that is
-    not a suite protocol (``--protocol zeroshot``, refused before this is asked; a malformed section or a
-    misspelt name, which :func:`check_paths` names first: :func:`medfm.suite_protocols.check_protocol_section`),
-    not taken for the protocol here."""
-    from medfm.suite_protocols import DEFAULT_PROTOCOL, PROTOCOLS
-
-    section = (suite or {}).get("protocol")
-    if args.protocol is not None:
-        name = args.protocol
-    elif section is None:  # no section (or an empty one): the default
-        name = DEFAULT_PROTOCOL
-    elif isinstance(section, dict):
-        name = section.get("name", DEFAULT_PROTOCOL)
-    else:
-        return None
-    return name if isinstance(name, str) and name in PROTOCOLS else None
-
-
 #: ``medfm eval --protocol zeroshot`` with ``--suite``, or with another number of checkpoints than one
 ZEROSHOT_USAGE = "--protocol zeroshot scores exactly one image-text checkpoint on --data <MedMNIST flag>"
 #: ``medfm eval --data`` with another number of checkpoints than one, or with a suite protocol other than as-is
 DATA_USAGE = "--data evaluates exactly one classifier checkpoint as it is (use --suite for more)"
 
 
-def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]] = None) -> None:
+def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]] = None,
+                        suite_protocol: Optional[str] = None) -> None:
     """Refuse, before the imports and in this order (the first mistake found is named):
 
     1. a malformed value: ``--probe-c`` (:func:`medfm.suite_protocols.parse_probe_c`), ``--label-fraction``
@@ -116,6 +97,8 @@ def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]
 
     Args:
         suite: the ``--suite`` file's YAML mapping (None with ``--data``).
+        suite_protocol: its ``protocol`` section's protocol, as read and checked by
+            :func:`medfm.suite_protocols.check_protocol_section` (:func:`check_paths`); ``--protocol`` replaces it.
 
     Raises:
         ValueError: one line naming the malformed value (``"--probe-c: probe C must be a positive number or 'val',
@@ -143,9 +126,8 @@ def _check_eval_options(args: argparse.Namespace, suite: Optional[Dict[str, Any]
             _refuse_options(args, _CORRUPTION_ONLY,
                             f"MedMNIST-C option(s) for building corrupted sets, and {args.suite.name} corrupts no "
                             "data set (no corruptions: section, or corruptions: false on every dataset)")
-        protocol = _suite_protocol(args, suite)
-        if protocol is not None:
-            check_protocol_overrides(protocol, label_fractions=args.label_fraction, probe_c=args.probe_c)
+        check_protocol_overrides(args.protocol or suite_protocol, label_fractions=args.label_fraction,
+                                 probe_c=args.probe_c)
 
 
 def label_fraction_option(text: str, single: bool = False) -> Tuple[float, ...]:
@@ -437,6 +419,7 @@ def check_paths(args: argparse.Namespace) -> None:
     from medfm.suite_protocols import check_protocol_section
 
     loaded: Dict[str, Dict[str, Any]] = {}
+    suite_protocol = None
     for yaml_file, kind in ((getattr(args, "recipe", None), "recipe"), (getattr(args, "suite", None), "suite")):
         if yaml_file is not None:
             # missing, a folder, not YAML: one line now rather than after the imports
@@ -444,7 +427,7 @@ def check_paths(args: argparse.Namespace) -> None:
             if args.command in ("pretrain", "finetune") and getattr(args, "dataset", None) is None:
                 _check_recipe_dataset(data, yaml_file, args.command)
             if kind == "suite":  # as the suite reader reads it first (load_suite)
-                check_protocol_section(data.get("protocol"), Path(yaml_file).name)
+                suite_protocol = check_protocol_section(data.get("protocol"), Path(yaml_file).name).name
     root = getattr(args, "data_root", None)
     if root and not Path(root).expanduser().is_dir():
         what = "is a file" if Path(root).expanduser().exists() else "does not exist"
@@ -455,7 +438,7 @@ def check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--output {output} is a file; the run writes a folder there: choose another path")
     if args.command == "eval":  # an unknown data set first: a malformed value, as those _check_eval_options names first
         _check_medmnist_flag(args.data, "--data")
-        _check_eval_options(args, loaded.get("suite"))
+        _check_eval_options(args, loaded.get("suite"), suite_protocol)
     if args.command == "finetune":
         _check_medmnist_flag(args.dataset, "--dataset")
         if args.label_fraction is not None:

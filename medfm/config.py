@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, Tuple, Type, TypeVar, Union
 
 import yaml
 
+from medfm.arg_checks import check_bool, shown
 from medfm.registry import UnknownNameError, close_match_hint, keyword_parameters
 
 T = TypeVar("T")
@@ -183,8 +184,8 @@ def _checked(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
 
     def wrong() -> ConfigError:
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        return ConfigError(f"{where}: expected {_describe(tp)}, got {shown} ({type(value).__name__})")
+        text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        return ConfigError(f"{where}: expected {_describe(tp)}, got {text} ({type(value).__name__})")
 
     if tp is Any:
         return value
@@ -229,6 +230,56 @@ def _checked(value: Any, tp: Any, where: str) -> Any:
             raise wrong()
         return value
     return value
+
+
+def check_field_types(section: Any, prefix: str = "") -> None:
+    """Give recipe dataclass ``section`` made in Python the type rules :func:`from_dict` applies to a recipe
+    file, before its ``__post_init__`` uses its values (a recipe read from a file passes unchanged: its values
+    were checked against the same hints by :func:`_checked`).
+
+    Per field, by its type hint (``None`` passes where the hint is ``Optional``):
+
+    - a dataclass section (``data: DataConfig``): an instance of it, or a mapping of its settings, built
+      with :func:`from_dict` (unknown keys with "did you mean") and put in its place;
+    - ``bool``: a ``bool`` (:func:`medfm.arg_checks.check_bool`: ``"no"`` or ``1`` is refused, not taken by
+      its truth value: ``verify_md5="no"`` verified, ``question_only="no"`` zeroed the image tokens);
+    - ``str``: a string; a mapping hint (``Dict``): a ``dict``; a list hint (``List``): a list or tuple
+      (a string was split into its letters: ``modalities="flair"``).
+
+    Numbers are left to the dataclass's own :func:`medfm.arg_checks.check_number` (it knows their bounds),
+    and so are the items of lists and mappings.
+
+    Args:
+        section: the dataclass instance (``self`` in its ``__post_init__``).
+        prefix: what its messages put before a field's name (``"data."``; ``""`` for a whole recipe).
+
+    Raises:
+        ValueError: one line naming the field, e.g. ``data.verify_md5 must be true or false, got 'no' (str)``,
+            ``encoder must be an EncoderConfig or a mapping of its settings, got 'resnet18' (str)``.
+        ConfigError: a bad mapping section (``FinetuneRecipe: data.dataset: unknown MedMNIST data set ...``).
+    """
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value, hint, name = getattr(section, f.name), hints.get(f.name, Any), prefix + f.name
+        options = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+        kinds = [a for a in options if a is not type(None)]
+        if (value is None and len(kinds) < len(options)) or len(kinds) != 1:
+            continue
+        kind, origin = kinds[0], typing.get_origin(kinds[0])
+        if _is_dataclass_type(kind):
+            if isinstance(value, dict):
+                setattr(section, f.name, from_dict(kind, value, where=f"{type(section).__name__}.{f.name}"))
+            elif not isinstance(value, kind):
+                article = "an" if kind.__name__[0] in "AEIOU" else "a"
+                raise ValueError(f"{name} must be {article} {kind.__name__} or a mapping of its settings, got {shown(value)}")
+        elif kind is bool:
+            check_bool(name, value)
+        elif kind is str and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
+        elif (kind is dict or origin is dict) and not isinstance(value, dict):
+            raise ValueError(f"{name} must be a mapping, got {shown(value)}")
+        elif (kind in (list, tuple) or origin in (list, tuple)) and not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be {_describe(kind)}, got {shown(value)}")
 
 
 class _RecipeLoader(yaml.SafeLoader):

@@ -276,10 +276,13 @@ class VQAModel(nn.Module):
                  heads: int = 4, layers: int = 2, dropout: float = 0.1, type_mask: bool = False) -> None:
         super().__init__()
         answers = check_string_list("answers", answers, what="a list of answer strings", integers=True)
-        # the closed / open answers are subsets (only membership counts): a set is fine there
-        closed_answers, open_answers = (v if v is None and what == "open_answers" else check_string_list(
-            what, list(v) if isinstance(v, (set, frozenset)) else v, what="a list of answer strings", integers=True)
-            for what, v in (("closed_answers", closed_answers), ("open_answers", open_answers)))
+
+        def subset(what: str, v: Any) -> set:  # closed / open answers: only membership counts, a set is fine there
+            return set(check_string_list(what, list(v) if isinstance(v, (set, frozenset)) else v,
+                                         what="a list of answer strings", integers=True))
+
+        closed_answers = subset("closed_answers", closed_answers)
+        open_answers = None if open_answers is None else subset("open_answers", open_answers)
         if not answers or len(set(answers)) != len(answers):
             raise ValueError("VQA answers must be a non-empty list without duplicates")
         dim, heads, layers, dropout = check_vqa_head(fusion, dim, heads, layers, dropout)
@@ -289,8 +292,8 @@ class VQAModel(nn.Module):
         type_mask = check_bool("type_mask", type_mask)
         self.encoder = encoder
         self.answers = answers
-        closed = [a for a in answers if a in set(closed_answers)]
-        opened = answers if open_answers is None else [a for a in answers if a in set(open_answers)]
+        closed = [a for a in answers if a in closed_answers]
+        opened = answers if open_answers is None else [a for a in answers if a in open_answers]
         self.type_mask = bool(type_mask)
         self.text_spec = dict(text_encoder or {"name": "minilm"})
         n_tokens, enc_dim = self._probe_tokens()

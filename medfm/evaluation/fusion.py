@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_list, check_number
 from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, presence
 from medfm.evaluation.metrics import (binary_auc, one_vs_rest, prepare_scores, thresholded_predictions,
                                      weighted_auc)
@@ -183,12 +183,18 @@ def predict_probs(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_:
     return predict_prob_rows(model, batch, batch_size_)[:, 1]
 
 
-def _check_groups(groups: Sequence[Any], n: int, what: str) -> None:
-    """``groups`` holds one patient id per sample (``n``): a shorter list left samples out of every
-    bootstrap resample (and a longer one counted patients without a sample)."""
+def check_patient_ids(groups: Sequence[Any], n: int, what: str, unit: str = "sample") -> None:
+    """Check that ``groups`` holds one patient id per sample (``n``; ``unit`` names a sample, ``"slice"`` for
+    :func:`medfm.evaluation.fusion_seg.patient_dice`): a shorter list left samples out of every bootstrap
+    resample (and a longer one counted patients without a sample).
+
+    Raises:
+        ValueError: ``"score_row needs one patient id per sample: 6 samples but 4 patient ids"`` (a string
+            too, which would be read letter by letter).
+    """
     if isinstance(groups, str) or len(groups) != n:
         got = f"a string {groups!r}" if isinstance(groups, str) else f"{len(groups)}"
-        raise ValueError(f"{what} needs one patient id per sample: {n} samples but {got} patient ids")
+        raise ValueError(f"{what} needs one patient id per {unit}: {n} {unit}s but {got} patient ids")
 
 
 def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequence[str], n_boot: int = 500,
@@ -213,7 +219,7 @@ def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequen
     t = np.asarray(labels, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
     auc = binary_auc(t, s)
-    _check_groups(groups, len(t), "the patient bootstrap")
+    check_patient_ids(groups, len(t), "the patient bootstrap")
     if np.isnan(auc):  # one class: so is every resample
         return float("nan"), float("nan")
     groups = np.asarray(groups)
@@ -255,10 +261,10 @@ def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_
     n_boot = check_number("n_boot", n_boot, ge=0, integer=True)
     n = len(labels)
     if not n and not len(probs):
-        _check_groups(patients, 0, "score_row")
+        check_patient_ids(patients, 0, "score_row")
         return {"auc": float("nan"), "acc": float("nan"), "auc_ci95": [float("nan")] * 2, "n": 0, "n_patients": 0}
     y, s, rows = prepare_scores(labels, probs, "binary-class", full=True)
-    _check_groups(patients, n, "score_row")
+    check_patient_ids(patients, n, "score_row")
     t, keys = one_vs_rest(y, s, "binary-class", rows)
     auc = binary_auc(t[:, 0], keys[:, 0])
     acc = float(np.mean(thresholded_predictions(s, "binary-class", 0.5) == y))
@@ -311,17 +317,17 @@ def check_modality_names(names: Any, batch: Mapping[str, Any], what: str) -> Lis
     """``names`` as a list after checking that each is a modality of ``batch`` (:func:`batch_modalities`).
 
     Raises:
-        ValueError: ``names`` is a string (it would be read letter by letter) or holds a name the
-            batch does not have (with close matches and the batch's modalities).
+        ValueError: ``names`` not a list or tuple (a string would be read letter by letter:
+            :func:`medfm.arg_checks.check_list`) or holding a name the batch does not have (with close
+            matches and the batch's modalities).
     """
-    if isinstance(names, str) or not isinstance(names, (list, tuple)):
-        raise ValueError(f"{what} must be a list of modality names, got {names!r}")
+    names = check_list(what, names, what="a list of modality names", sequence=True)
     known = batch_modalities(batch)
     for m in names:
         if m not in known:
             hint = close_match_hint(str(m), known, cutoff=0.5, fallback=None)
             raise ValueError(f"{what}: the test batch holds no modality {m!r}{hint} (it holds: {', '.join(known)})")
-    return list(names)
+    return names
 
 
 def check_protocol_args(test_batch: Mapping[str, Any], modalities: Sequence[str], mcar_rates: Sequence[float],
@@ -343,9 +349,8 @@ def check_protocol_args(test_batch: Mapping[str, Any], modalities: Sequence[str]
     if not modalities:
         raise ValueError("modalities is empty: name the modalities whose subsets to tabulate")
     mnar_modalities = check_modality_names(mnar_modalities, test_batch, "mnar_modalities")
-    if isinstance(mcar_rates, (str, bytes)) or not hasattr(mcar_rates, "__iter__"):
-        raise ValueError(f"mcar_rates must be a list of rates in [0, 1), got {mcar_rates!r}")
-    rates = [check_number("MCAR rate", r, ge=0, lt=1) for r in mcar_rates]
+    rates = [check_number("MCAR rate", r, ge=0, lt=1)
+             for r in check_list("mcar_rates", mcar_rates, what="a list of rates in [0, 1)")]
     check_number("MNAR p_high", p_high, ge=0, le=1)
     check_number("MNAR p_low", p_low, ge=0, le=1)
     check_number("batch_size_", batch_size_, ge=1, integer=True)
@@ -576,4 +581,5 @@ def write_protocol_report(res: Mapping[str, Any], output: PathLike, extra: Optio
 __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict_probs", "patient_bootstrap_auc",
            "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
            "slice_batch", "subset_views", "subset_table", "usable", "subset_checks", "predict_prob_rows",
-           "batch_modalities", "check_modality_names", "check_presence", "check_protocol_args", "write_protocol_report"]
+           "batch_modalities", "check_modality_names", "check_presence", "check_protocol_args", "write_protocol_report",
+           "check_patient_ids"]

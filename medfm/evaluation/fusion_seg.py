@@ -27,8 +27,8 @@ import torch
 
 from medfm.arg_checks import check_number
 from medfm.data.multimodal import batch_size, presence
-from medfm.evaluation.fusion import (check_protocol_args, slice_batch, subset_checks, subset_name, subset_table,
-                                    subset_views, usable, write_protocol_report)
+from medfm.evaluation.fusion import (check_patient_ids, check_protocol_args, slice_batch, subset_checks, subset_name,
+                                    subset_table, subset_views, usable, write_protocol_report)
 from medfm.io import PathLike
 
 
@@ -62,9 +62,7 @@ def patient_dice(pred: np.ndarray, ref: np.ndarray, patients: Sequence[str], lab
 
     if isinstance(label_names, str) or len(label_names) < 2:
         raise ValueError(f"label_names must list the background and at least one foreground class, got {label_names!r}")
-    if isinstance(patients, str) or len(patients) != len(pred):
-        raise ValueError(f"patient_dice needs one patient id per slice: {len(pred)} slices but "
-                         f"{'a string' if isinstance(patients, str) else len(patients)} patient ids")
+    check_patient_ids(patients, len(pred), "patient_dice", unit="slice")
     patients = np.asarray(patients)
     fg = str(label_names[1])
     return {str(p): case_metrics(pred[patients == p], ref[patients == p], label_names, distances=False)[fg]["dice"]

@@ -26,21 +26,9 @@ from scipy.special import expit
 from torch import nn
 
 from medfm.arg_checks import check_number, number_fits
-from medfm.evaluation.metrics import MULTI_LABEL, classification_metrics
-from medfm.registry import close_match_hint
+from medfm.evaluation.metrics import MULTI_LABEL, check_task, classification_metrics, to_numpy
 from medfm.suite_protocols import PROTOCOLS
-
-
-def check_protocol(name: str) -> str:
-    """Return ``name`` if it is a protocol in :data:`PROTOCOLS`.
-
-    Raises:
-        ValueError: unknown protocol, with close matches.
-    """
-    if name in PROTOCOLS:
-        return name
-    hint = close_match_hint(name, PROTOCOLS, cutoff=0.4, fallback=None)
-    raise ValueError(f"unknown protocol {name!r}{hint} (valid: {', '.join(PROTOCOLS)})")
+from medfm.suite_protocols import check_protocol_name as check_protocol  # the one rule, torch-free
 
 
 def probe_labels(dataset: Any) -> np.ndarray:
@@ -168,23 +156,22 @@ class LinearProbe:
         return clf.eval()
 
 
-def check_features(features: Any, name: str, width: Optional[int] = None) -> np.ndarray:
-    """``features`` as a float64 ``(N, D)`` array after checking it.
+def check_features(features: Any, name: str, width: Optional[int] = None, dtype: Any = np.float64) -> np.ndarray:
+    """``features`` as a ``(N, D)`` array of ``dtype`` after checking it; an array already of that dtype is
+    returned as it is, not copied (kNN takes float32, large feature sets are not widened to float64 and back).
 
     Raises:
         ValueError: not a 2-D numeric array (a 1-D vector failed in torch with "Dimension out of range"),
             NaN/inf values (they gave NaN scores without a word, or a multi-line scikit-learn message),
             or ``D`` other than ``width``.
     """
-    from medfm.evaluation.metrics import to_numpy
-
     try:
-        x = to_numpy(features, name).astype(np.float64)
+        x = to_numpy(features, name).astype(dtype, copy=False)
     except TypeError as err:
         raise ValueError(str(err)) from None
     if x.ndim != 2:
         raise ValueError(f"{name} must be (N, D) embeddings, got shape {x.shape}")
-    n_bad = int((~np.isfinite(x)).sum())
+    n_bad = x.size - np.count_nonzero(np.isfinite(x))
     if n_bad:
         raise ValueError(f"{name} contain {n_bad} NaN/inf value(s)")
     if width is not None and x.shape[1] != width:
@@ -202,8 +189,6 @@ def check_probe_labels(labels: Any, n: int, task: str, num_classes: int, what: s
             (>= 1 for multi-label), a count other than ``n``, or labels of another shape, outside that
             range or not integers (``0.5`` was truncated to class 0, a multi-label 2 counted twice).
     """
-    from medfm.evaluation.metrics import check_task
-
     check_task(task)
     multi = task == MULTI_LABEL
     num_classes = check_number("num_classes", num_classes, ge=1 if multi else 2, integer=True)
@@ -345,15 +330,15 @@ def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_featur
     k = check_number("k", k, ge=1, integer=True)
     temperature = check_number("temperature", temperature, gt=0)
     chunk = check_number("chunk", chunk, ge=1, integer=True)
-    tr_np = check_features(train_features, "train features")
-    te_np = check_features(test_features, "test features")
+    tr_np = check_features(train_features, "train features", dtype=np.float32)  # the dtype scored in
+    te_np = check_features(test_features, "test features", dtype=np.float32)
     if tr_np.shape[1] != te_np.shape[1]:
         raise ValueError(f"train features have {tr_np.shape[1]} dims but test features {te_np.shape[1]}")
     if tr_np.shape[0] == 0:
         raise ValueError("kNN needs at least one train feature, got none")
     y_np = check_probe_labels(train_labels, tr_np.shape[0], task, num_classes)
-    tr = torch.nn.functional.normalize(torch.as_tensor(tr_np, dtype=torch.float32), dim=1)
-    te = torch.nn.functional.normalize(torch.as_tensor(te_np, dtype=torch.float32), dim=1)
+    tr = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(tr_np)), dim=1)
+    te = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(te_np)), dim=1)
     if task == MULTI_LABEL:
         onehot = torch.as_tensor(y_np).float()
     else:

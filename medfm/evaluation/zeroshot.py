@@ -127,8 +127,7 @@ def chance_levels(labels: np.ndarray, num_classes: int) -> Dict[str, float]:
 
     num_classes = check_number("num_classes", num_classes, ge=2, integer=True)
     flat = np.asarray(labels)
-    y = check_probe_labels(flat.reshape(-1) if flat.ndim == 2 and flat.shape[1] == 1 else flat, len(flat) if flat.ndim else 0,
-                           "multi-class", num_classes, what="labels")
+    y = check_probe_labels(flat, len(flat) if flat.ndim else 0, "multi-class", num_classes, what="labels")  # (N, 1) too
     if not len(y):
         raise ValueError("chance_levels needs at least one label, got none")
     counts = np.bincount(y, minlength=num_classes)

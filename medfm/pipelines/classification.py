@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 # PipelineInputError is re-exported here: ``from medfm.pipelines.classification import PipelineInputError``
 from medfm.pipelines.inputs import (IMAGES_2D, NEEDS_2D_CLASSIFIER, NIFTI_SUFFIXES, PipelineInputError,
-                                    check_not_nifti, check_top_k, check_unit_floats, each_input,
+                                    check_not_nifti, check_real_nifti, check_top_k, check_unit_floats, each_input,
                                     existing_image_file, is_nifti, nifti_shape_note, not_a_volume_note,
                                     pil_to_array, read_image_file, refuse_rgb_like, refuse_single_slice,
                                     tensor_hint, uint8_image_array)
@@ -137,8 +137,7 @@ def _read_volume_file(path: Path, takes: str) -> np.ndarray:
         raise PipelineInputError(str(err)) from None
     if arr.ndim != 3 or 1 in arr.shape:
         raise PipelineInputError(f"{takes}; {path.name} is {nifti_shape_note(arr.shape, NEEDS_2D_CLASSIFIER)}")
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise PipelineInputError(f"NIfTI {path.name} holds {arr.dtype} voxels, not real numbers")
+    check_real_nifti(arr.dtype, path.name)
     vol = arr.astype(np.float64)
     if not np.isfinite(vol).all():
         raise PipelineInputError(f"NIfTI {path.name} has {int((~np.isfinite(vol)).sum())} NaN/inf voxel value(s)")

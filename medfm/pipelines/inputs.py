@@ -2,7 +2,8 @@
 
 Holds :class:`PipelineInputError` and the checks and hints every pipeline applies to its raw
 inputs: files (:func:`existing_image_file`, the NIfTI notes :func:`is_nifti`,
-:func:`check_not_nifti`, :func:`nifti_shape_note`, :func:`not_a_volume_note`), 2D image arrays
+:func:`check_not_nifti`, :func:`nifti_shape_note`, :func:`not_a_volume_note`, voxel dtypes
+:func:`is_real_dtype`, :func:`check_real_nifti`), 2D image arrays
 (:func:`uint8_image_array`: dtype, shape and [0, 1] float checks with their hints), image files and
 PIL images (:func:`read_image_file`, :func:`pil_to_array`; TIFFs Pillow would misread,
 :func:`check_tiff`), volumes (:func:`refuse_single_slice`, :func:`refuse_rgb_like`,
@@ -251,13 +252,13 @@ def _loaded_scrambled(im: Any) -> Optional[int]:
     (:func:`medfm.data.images.load_upright` avoids this for images not yet loaded). Once loaded, the
     tag is gone; the file's header still has it, and an image loaded right has the size the header
     shows (the swapped one), so only a mis-loaded non-square image is named (a square one is loaded right).
-    Only a loaded (no tile left), memory-mapped TIFF with a file name pays the header read.
+    Only a loaded (no tile left), memory-mapped, non-square TIFF with a file name pays the header read.
     """
     from PIL import Image
 
     from medfm.data.images import ORIENTATION_TAG
 
-    if im.tile or getattr(im, "map", None) is None or not getattr(im, "filename", None):
+    if im.tile or getattr(im, "map", None) is None or not getattr(im, "filename", None) or im.width == im.height:
         return None
     try:
         with Image.open(im.filename) as header:
@@ -492,6 +493,29 @@ def nifti_shape_note(shape: Sequence[int], needs_2d: str) -> str:
 def is_nifti(path: Path) -> bool:
     """True when ``path``'s name ends in one of :data:`NIFTI_SUFFIXES` (any case)."""
     return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_real_dtype(dtype: Any) -> bool:
+    """Whether a numpy dtype holds real numbers (integers or floats; not bools, complex numbers, strings,
+    objects or records): the voxels every volumetric pipeline takes (:func:`check_real_nifti`,
+    :func:`medfm.pipelines.segmentation.predict_probs`)."""
+    return np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.complexfloating)
+
+
+def check_real_nifti(dtype: Any, name: str, error: type = PipelineInputError) -> None:
+    """Refuse a NIfTI file whose voxels are not real numbers (:func:`is_real_dtype`): a complex one,
+    whose imaginary part a float cast drops with only a ``ComplexWarning``, or RGB records.
+
+    Args:
+        dtype: the voxels' numpy dtype (the header's, or the loaded array's).
+        name: the file's name, for the message.
+        error: the pipeline's error class (a ``ValueError`` subclass).
+
+    Raises:
+        error: "NIfTI <name> holds complex64 voxels, not real numbers".
+    """
+    if not is_real_dtype(dtype):
+        raise error(f"NIfTI {name} holds {dtype} voxels, not real numbers")
 
 
 def not_a_volume_note(path: Path, needs_2d: str) -> str:

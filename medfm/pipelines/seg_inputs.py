@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from medfm.pipelines.inputs import (IMAGES_2D, NIFTI_VOLUME, PipelineInputError, axes_longer_than_1,
-                                    check_not_nifti, clip_unit_range, existing_image_file, is_nifti,
+                                    check_not_nifti, check_real_nifti, clip_unit_range, existing_image_file, is_nifti,
                                     nifti_shape_note, not_a_volume_note, pil_to_array, read_image_file,
                                     refuse_rgb_like, refuse_single_slice, rgb_like_axis, tensor_hint,
                                     uint8_image_array)
@@ -117,8 +117,7 @@ def _load_nifti(path: Path) -> Tuple[np.ndarray, Any]:
         dtype = img.get_data_dtype()
     except Exception as err:
         raise SegmentationInputError(f"cannot read NIfTI {path}: {type(err).__name__}: {err}") from None
-    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
-        raise SegmentationInputError(f"NIfTI {path.name} holds {dtype} voxels, not real numbers")
+    check_real_nifti(dtype, path.name, SegmentationInputError)
     try:
         return np.asarray(img.dataobj, dtype=np.float32), img
     except Exception as err:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medfm.pipelines.inputs import NIFTI_SAVE, each_input, is_nifti
+from medfm.pipelines.inputs import NIFTI_SAVE, each_input, is_nifti, is_real_dtype
 from medfm.pipelines.seg_inputs import (TAKES_2D, SegmentationInputError, check_not_empty, check_not_rgb_like,
                                         check_not_single_slice, check_unit_volume, read_brain_mask, read_channels,
                                         read_input, split_item)
@@ -56,7 +56,7 @@ def _real_valued(arr: Union[np.ndarray, torch.Tensor]) -> bool:
     strings or objects): what :func:`predict_probs` takes."""
     if isinstance(arr, torch.Tensor):
         return arr.dtype != torch.bool and not arr.is_complex()
-    return np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)
+    return is_real_dtype(arr.dtype)
 
 
 #: how :func:`predict_probs` says to pass a volume it refuses as RGB(A)-like

@@ -28,8 +28,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from medfm.arg_checks import check_number, number_fits
+from medfm.config import check_field_types
 from medfm.training.loop import TrainConfig, check_seed
-from medfm.training.recipes import check_field_types
 
 DATASETS = ("lgg_flair",)
 TRAIN_MISSING = ("natural", "mnar")
@@ -65,7 +65,7 @@ class FusionModelConfig:
 
     Raises:
         ValueError: an unknown ``train_missing``; ``fuser`` not a string, ``args`` not a mapping
-            (:func:`medfm.training.recipes.check_field_types`; the fuser is looked up when the models are built).
+            (:func:`medfm.config.check_field_types`; the fuser is looked up when the models are built).
     """
 
     fuser: str = "3mat"
@@ -130,7 +130,7 @@ class FusionRecipe:
             ``protocol.mnar_modalities`` outside ``modalities`` (classification), no ``models``, a model
             whose ``args.modalities`` are not among ``modalities``, a segmentation model with
             ``train_missing: mnar``, a field of the wrong type (``modalities="flair"`` was split into letters; each
-            section is its dataclass or a mapping: :func:`medfm.training.recipes.check_field_types`);
+            section is its dataclass or a mapping: :func:`medfm.config.check_field_types`);
             ConfigError: a bad ``models.<label>`` section (its location).
     """
 

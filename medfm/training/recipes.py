@@ -6,12 +6,12 @@ Each component has its own section (data, encoder, objective, lora, train), vali
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Optional, Union
+from typing import Any, ClassVar, Dict, Optional
 
 from medfm.adapters.lora import LoraSettings
-from medfm.arg_checks import check_bool, check_number, shown
+from medfm.arg_checks import check_number
+from medfm.config import check_field_types
 from medfm.data.errors import UnsupportedSizeError
 from medfm.data.medmnist_info import (
     CORPUS_DATASET,
@@ -25,61 +25,6 @@ from medfm.data.views import ViewConfig
 from medfm.training.loop import TrainConfig
 
 FINETUNE_MODES = ("linear", "full", "lora")
-#: how a type-check message names the items of a list field (:func:`check_field_types`)
-_ITEMS = {int: " of integers", float: " of numbers", str: " of strings"}
-
-
-def check_field_types(section: Any, prefix: str = "") -> None:
-    """Give recipe dataclass ``section`` made in Python the type rules :func:`medfm.config.from_dict`
-    applies to a recipe file, before its ``__post_init__`` uses its values (a recipe read from a file
-    passes unchanged: its values were checked against the same hints).
-
-    Per field, by its type hint (``None`` passes where the hint is ``Optional``):
-
-    - a dataclass section (``data: DataConfig``): an instance of it, or a mapping of its settings, built
-      with :func:`medfm.config.from_dict` (unknown keys with "did you mean") and put in its place;
-    - ``bool``: a ``bool`` (:func:`medfm.arg_checks.check_bool`: ``"no"`` or ``1`` is refused, not taken by
-      its truth value: ``verify_md5="no"`` verified, ``question_only="no"`` zeroed the image tokens);
-    - ``str``: a string; a mapping hint (``Dict``): a ``dict``; a list hint (``List``): a list or tuple
-      (a string was split into its letters: ``modalities="flair"``).
-
-    Numbers are left to the dataclass's own :func:`medfm.arg_checks.check_number` (it knows their bounds),
-    and so are the items of lists and mappings.
-
-    Args:
-        section: the dataclass instance (``self`` in its ``__post_init__``).
-        prefix: what its messages put before a field's name (``"data."``; ``""`` for a whole recipe).
-
-    Raises:
-        ValueError: one line naming the field, e.g. ``data.verify_md5 must be true or false, got 'no' (str)``,
-            ``encoder must be an EncoderConfig or a mapping of its settings, got 'resnet18' (str)``.
-        ConfigError: a bad mapping section (``FinetuneRecipe: data.dataset: unknown MedMNIST data set ...``).
-    """
-    from medfm.config import from_dict
-
-    hints = typing.get_type_hints(type(section))
-    for f in dataclasses.fields(section):
-        value, hint, name = getattr(section, f.name), hints.get(f.name, Any), prefix + f.name
-        options = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
-        kinds = [a for a in options if a is not type(None)]
-        if (value is None and len(kinds) < len(options)) or len(kinds) != 1:
-            continue
-        kind, origin = kinds[0], typing.get_origin(kinds[0])
-        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
-            if isinstance(value, dict):
-                setattr(section, f.name, from_dict(kind, value, where=f"{type(section).__name__}.{f.name}"))
-            elif not isinstance(value, kind):
-                article = "an" if kind.__name__[0] in "AEIOU" else "a"
-                raise ValueError(f"{name} must be {article} {kind.__name__} or a mapping of its settings, got {shown(value)}")
-        elif kind is bool:
-            check_bool(name, value)
-        elif kind is str and not isinstance(value, str):
-            raise ValueError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
-        elif (kind is dict or origin is dict) and not isinstance(value, dict):
-            raise ValueError(f"{name} must be a mapping, got {shown(value)}")
-        elif (kind in (list, tuple) or origin in (list, tuple)) and not isinstance(value, (list, tuple)):
-            items = typing.get_args(kind)
-            raise ValueError(f"{name} must be a list{_ITEMS.get(items[0], '') if items else ''}, got {shown(value)}")
 
 
 @dataclass
@@ -103,7 +48,8 @@ class DataConfig:
             mean 'pneumoniamnist' or 'dermamnist'?``; :class:`FinetuneDataConfig`: without "or corpus");
         UnsupportedSizeError: a MedMNIST flag at a ``size`` it is not released at, the corpus at a size it is not
             built at (28/64; all named when the recipe is read, not after the imports and the encoder's check build).
-        ValueError: a field of the wrong type (:func:`check_field_types`: ``verify_md5="no"`` was taken as true).
+        ValueError: a field of the wrong type (:func:`medfm.config.check_field_types`: ``verify_md5="no"`` was
+            taken as true).
     """
 
     #: whether ``dataset`` may be the pretraining corpus (:class:`FinetuneDataConfig`: no)
@@ -165,7 +111,7 @@ class EncoderConfig:
     Raises:
         ValueError: ``img_size`` not an integer >= 1 (0 used to mean "the data's size" silently;
             :func:`medfm.arg_checks.check_number`); ``name``, ``pretrained`` or ``args`` of the wrong type
-            (:func:`check_field_types`; the name is looked up when a run checks its recipe).
+            (:func:`medfm.config.check_field_types`; the name is looked up when a run checks its recipe).
     """
 
     name: str = "resnet18"
@@ -185,7 +131,7 @@ class ObjectiveConfig:
     """Objective section: a registered objective (``OBJECTIVES``) and its arguments.
 
     Raises:
-        ValueError: ``name`` not a string, ``args`` not a mapping (:func:`check_field_types`; the name is
+        ValueError: ``name`` not a string, ``args`` not a mapping (:func:`medfm.config.check_field_types`; the name is
             looked up when a run checks its recipe).
     """
 
@@ -198,7 +144,8 @@ class ObjectiveConfig:
 
 @dataclass
 class PretrainRecipe:
-    """``medfm pretrain`` recipe. Each section is its dataclass, or a mapping of its settings (:func:`check_field_types`).
+    """``medfm pretrain`` recipe. Each section is its dataclass, or a mapping of its settings
+    (:func:`medfm.config.check_field_types`).
 
     Raises:
         ValueError: a section of the wrong type (``objective must be an ObjectiveConfig or a mapping ...``);
@@ -227,7 +174,7 @@ class FinetuneRecipe:
         augment: training-time views (None: no augmentation; default: light crops/flips).
         data: :class:`FinetuneDataConfig` (a plain :class:`DataConfig` made in Python is taken as one).
 
-    Each section is its dataclass or a mapping of its settings (:func:`check_field_types`).
+    Each section is its dataclass or a mapping of its settings (:func:`medfm.config.check_field_types`).
 
     Raises:
         ValueError: an unknown ``mode``, ``dropout`` not a finite number in [0, 1)

@@ -15,11 +15,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from medfm.arg_checks import check_number, number_fits, shown
+from medfm.config import check_field_types
 from medfm.data import brats
 from medfm.data import segmentation as segdata
 from medfm.data.segmentation import NORMALIZATIONS
 from medfm.registry import close_match_hint
-from medfm.training.recipes import check_field_types
 
 
 @dataclass
@@ -62,7 +62,7 @@ class SegDataConfig:
             than 1 for a volume data set, ``context_slices`` for a 2D data set or wider than its
             thinnest volume, a ``missing_sequence_fill`` that is not an input channel (with
             ``missing_sequence_p > 0``), a ``flip_axes`` entry listed twice, a field of the wrong type
-            (:func:`medfm.training.recipes.check_field_types`).
+            (:func:`medfm.config.check_field_types`).
     """
 
     dataset: str = "chase_db1"

@@ -24,8 +24,9 @@ import torch
 
 from medfm.adapters.lora import LoraSettings
 from medfm.arg_checks import check_number, number_fits, shown
+from medfm.config import check_field_types
 from medfm.training.loop import TrainConfig
-from medfm.training.recipes import EncoderConfig, check_field_types
+from medfm.training.recipes import EncoderConfig
 from medfm.training.seg_tasks import SegDataConfig, SegTask, build_task
 
 SEG_MODES = ("frozen", "lora", "full")
@@ -51,7 +52,7 @@ class SegEvalConfig:
         ValueError: a value out of range or of the wrong kind (overlap outside [0, 1),
             sw_batch_size not an integer >= 1, overlays not an integer >= 0, tolerance not a
             finite number >= 0, roi_size sides not integers >= 1; ``True`` is not taken as 1), ``distances``
-            not true/false (:func:`medfm.training.recipes.check_field_types`).
+            not true/false (:func:`medfm.config.check_field_types`).
     """
 
     overlap: float = 0.5
@@ -100,7 +101,7 @@ class SegmentationRecipe:
 
     Raises:
         ValueError: an unknown ``mode``; ``eval.roi_size`` of the wrong length for the data; a section of the
-            wrong type (each is its dataclass or a mapping of its settings: :func:`medfm.training.recipes.check_field_types`).
+            wrong type (each is its dataclass or a mapping of its settings: :func:`medfm.config.check_field_types`).
         ConfigError: a bad mapping section.
     """
 

@@ -42,8 +42,9 @@ import torch
 from medfm.adapters.lora import LoraSettings
 from medfm.adapters.text_seg import check_target_weights
 from medfm.arg_checks import number_fits, shown
+from medfm.config import check_field_types
 from medfm.training.loop import TrainConfig
-from medfm.training.recipes import EncoderConfig, check_field_types
+from medfm.training.recipes import EncoderConfig
 from medfm.training.seg_tasks import SegDataConfig, build_task
 from medfm.training.segmentation import SEG_MODES, SegEvalConfig, random_crop, random_flips, random_missing_sequences
 
@@ -64,7 +65,7 @@ class TextTaskConfig:
         ValueError: ``loss_weight`` not positive and finite; an empty ``name``, ``modality`` or
             ``target``, a ``name`` that is not a plain folder name; an empty or blank ``query`` (a blank
             one was refused when embedded, after training; an empty one skipped the referring evaluation); a field of
-            the wrong type (:func:`medfm.training.recipes.check_field_types`).
+            the wrong type (:func:`medfm.config.check_field_types`).
     """
 
     data: SegDataConfig = field(default_factory=SegDataConfig)
@@ -117,7 +118,7 @@ class TextSegRecipe:
             them all; this was found after the data sets were opened, without a location), an
             ``eval.roi_size`` that is not 2-D, an unknown ``mode`` or ``cross_task_targets``,
             ``domain_stem`` without ``domain_norm``, bad loss weights; a field of the wrong type (``tasks`` not a list,
-            ``alternate="no"``; each section is its dataclass or a mapping: :func:`medfm.training.recipes.check_field_types`).
+            ``alternate="no"``; each section is its dataclass or a mapping: :func:`medfm.config.check_field_types`).
     """
 
     tasks: List[TextTaskConfig] = field(default_factory=list)

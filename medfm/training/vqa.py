@@ -37,12 +37,12 @@ from tqdm.auto import tqdm
 
 from medfm.adapters.lora import LoraSettings
 from medfm.arg_checks import check_number, is_integer, shown
-from medfm.config import (ConfigError, dump_yaml, from_dict, load_yaml, recipe_args_errors, recipe_location, to_dict,
-                          with_overrides)
+from medfm.config import (ConfigError, check_field_types, dump_yaml, from_dict, load_yaml, recipe_args_errors,
+                          recipe_location, to_dict, with_overrides)
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
 from medfm.training.loop import TrainConfig, check_finite_loss, lr_at, param_groups, resolve_precision
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
-from medfm.training.recipes import EncoderConfig, check_field_types
+from medfm.training.recipes import EncoderConfig
 from medfm.training.resume import record_init
 
 VQA_MODES = ("frozen", "lora", "full")
@@ -122,7 +122,7 @@ class VQARecipe:
         ValueError: an unknown ``mode``, ``question_only`` without mode "frozen", ``top_k`` or
             ``n_boot`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`), a field of the wrong type
             (``question_only="no"`` zeroed the image tokens; each section is its dataclass or a mapping of its
-            settings: :func:`medfm.training.recipes.check_field_types`); ConfigError: a bad mapping section.
+            settings: :func:`medfm.config.check_field_types`); ConfigError: a bad mapping section.
     """
 
     data: VQADataConfig = field(default_factory=VQADataConfig)

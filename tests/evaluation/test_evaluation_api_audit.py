@@ -382,3 +382,39 @@ def test_finetune_recipe_settings_must_be_a_mapping():
     with pytest.raises(ValueError, match="must be a mapping"):  # dictionary update sequence element #0
         finetune_recipe(enc, "ckpt", "pneumoniamnist", 28, 0.1, settings="full")
 
+
+
+# -- review follow-ups: one rule each, no needless copies ---------------------------------------------------
+def test_check_features_returns_an_array_of_the_wanted_dtype_uncopied():
+    from medfm.evaluation.protocols import check_features, knn_scores
+
+    x64 = _F.astype(np.float64)
+    assert check_features(x64, "f") is x64  # was a float64 copy of every feature set
+    assert check_features(_F, "f", dtype=np.float32) is _F  # kNN: float32 was widened to float64 and back
+    assert check_features(_F, "f").dtype == np.float64
+    # a reversed (negative-stride) float32 view is scored as its copy is
+    assert np.array_equal(knn_scores(_F[::-1], _Y[::-1], _F[:3], 2), knn_scores(_F[::-1].copy(), _Y[::-1], _F[:3], 2))
+
+
+def test_check_protocol_is_the_torch_free_rule():
+    from medfm.evaluation.protocols import check_protocol
+    from medfm.suite_protocols import check_protocol_name
+
+    assert check_protocol is check_protocol_name  # was a copy of its body
+
+
+def test_patient_dice_and_score_row_share_one_patient_id_rule():
+    from medfm.evaluation.fusion_seg import patient_dice
+
+    ref = np.zeros((4, 8, 8), np.uint8)
+    with pytest.raises(ValueError, match="patient_dice needs one patient id per slice: 4 slices but a string 'abcd'"):
+        patient_dice(ref, ref, "abcd", ["bg", "fg"])  # was its own copy of the rule, without the value
+    with pytest.raises(ValueError, match="score_row needs one patient id per sample: 2 samples but a string 'ab'"):
+        FU.score_row(np.array([0, 1]), np.array([.1, .9]), "ab", n_boot=0, seed=0)
+
+
+def test_fusion_protocol_lists_follow_the_shared_list_rule():
+    batch = _margin_batch([-1.0, 1.0, -2.0, 2.0], [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"mcar_rates must be a list of rates in \[0, 1\), got \{0.25: 1\}"):
+        FU.run_fusion_protocol({"single_flair": _Margin()}, batch, ["flair"], mcar_rates={0.25: 1},  # its keys
+                               mnar_modalities=["flair"], n_boot=0)

@@ -32,8 +32,8 @@ from PIL import Image
 import medfm
 from medfm.adapters.segmentation import SegmentationModel
 from medfm.data.images import ORIENTATION_TAG
-from medfm.pipelines.classification import ImageClassificationPipeline, image_to_tensor
-from medfm.pipelines.inputs import PipelineInputError
+from medfm.pipelines.classification import ImageClassificationPipeline, image_to_tensor, volume_to_tensor
+from medfm.pipelines.inputs import PipelineInputError, check_tiff
 from medfm.pipelines.segmentation import (ImageSegmentationPipeline, SegmentationInputError, predict_probs,
                                           save_nifti)
 from medfm.pipelines.vqa import vqa_image_tensor
@@ -129,6 +129,8 @@ def test_a_complex_nifti_is_refused_not_cut_to_its_real_part(tmp_path):
     with pytest.raises(SegmentationInputError, match=r"^NIfTI complex\.nii\.gz holds complex64 voxels, not real "
                                                      r"numbers$"):
         pipe(str(path))  # was a ComplexWarning and a mask
+    with pytest.raises(PipelineInputError, match=r"^NIfTI complex\.nii\.gz holds complex64 voxels, not real numbers$"):
+        volume_to_tensor(str(path), 1, 16)  # a 3D classifier: the same rule and message
 
 
 # -- TIFFs Pillow misreads -----------------------------------------------------------------------------
@@ -224,6 +226,18 @@ def test_a_tiff_pillow_loaded_right_still_passes(tmp_path, pneumonia_pipeline, m
     loaded = Image.open(path)
     loaded.load()
     assert pneumonia_pipeline(loaded) == pneumonia_pipeline(str(path))
+
+
+def test_a_square_loaded_tiff_is_not_read_again(tmp_path, monkeypatch):
+    path = tmp_path / "square.tif"  # memory-mapped when loaded; square: never loaded scrambled
+    _rotated_tiff(path, GRAY[:30, :30], 6)
+    loaded = Image.open(path)
+    loaded.load()
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    check_tiff(loaded)
+    assert opened == []  # was one header read per image, which cannot change the answer for a square one
 
 
 # -- VQA pairing and gray ------------------------------------------------------------------------------
