@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -31,6 +31,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_dir",
     "restore_interrupted_dir",
+    "file_in_the_way",
+    "make_dir",
     "to_jsonable",
     "file_md5",
     "file_sha256",
@@ -107,10 +109,58 @@ def _make_temp_dir(parent: Path, prefix: str, attempts: int = 5) -> Path:
     raise AssertionError("unreachable")
 
 
+def file_in_the_way(path: PathLike) -> Optional[Path]:
+    """The file (anything but a folder) that stands at ``path`` or at one of its ancestors, where a folder
+    is needed; the topmost one when several do (the one to move away). None when there is none.
+
+    Reads the filesystem (one ``stat`` per path component); nothing is created.
+    """
+    target = Path(path)
+    return next((p for p in (*reversed(target.parents), target) if p.exists() and not p.is_dir()), None)
+
+
+def make_dir(path: PathLike, blocked: Callable[[Path], BaseException]) -> Path:
+    """Create the folder ``path`` with its missing parents (nothing when it exists) and return it as a ``Path``.
+
+    When a file stands at ``path`` or at one of its ancestors, the error is ``blocked(that_file)``
+    (:func:`file_in_the_way`), so each caller names the file in its own words, rather than ``mkdir``'s
+    ``[Errno 17] File exists`` / ``[Errno 20] Not a directory`` naming a folder below it. The file is
+    looked for only once ``mkdir`` has failed (a folder that exists costs one ``mkdir`` call).
+
+    Args:
+        path: the folder to create.
+        blocked: makes the exception raised from the file in the way, e.g.
+            ``lambda f: NotADirectoryError(f"cannot create the cache folder: {f} is a file")``.
+
+    Raises:
+        whatever ``blocked`` returns: a file is in the way.
+        OSError: ``mkdir``'s own error for anything else (no permission, a full disk).
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = file_in_the_way(folder)
+        if blocker is None:  # gone again meanwhile, or another cause: mkdir's own words
+            raise
+        raise blocked(blocker) from None
+    return folder
+
+
 def _parent_of(path: PathLike) -> Path:
+    """The folder ``path`` is written into, checked.
+
+    Raises:
+        NotADirectoryError: a file stands where that folder (or one above it) should be, named.
+        FileNotFoundError: that folder does not exist.
+        IsADirectoryError: ``path`` is a folder.
+    """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
+        blocker = file_in_the_way(parent)
+        if blocker is not None:  # was "parent directory ... does not exist", naming a folder below the file
+            raise NotADirectoryError(f"cannot write {str(target)!r}: {str(blocker)!r} is a file, not a folder")
         raise FileNotFoundError(f"cannot write {str(target)!r}: parent directory {str(parent)!r} does not exist")
     if target.is_dir():
         raise IsADirectoryError(f"cannot write file {str(target)!r}: a directory exists at that path")
@@ -131,6 +181,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
     Raises:
         FileNotFoundError: the parent directory does not exist.
+        NotADirectoryError: a file stands where the parent directory (or one above it) should be (named).
         IsADirectoryError: ``path`` is an existing directory.
         FileNotFoundError: the body did not create the temporary file.
     """
@@ -159,6 +210,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
 
     Raises:
         FileNotFoundError: the parent directory does not exist.
+        NotADirectoryError: a file is in the parent directory's way (:func:`atomic_path`).
         TypeError: ``data`` is not bytes-like.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -177,6 +229,7 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Pat
 
     Raises:
         FileNotFoundError: the parent directory does not exist.
+        NotADirectoryError: a file is in the parent directory's way (:func:`atomic_path`).
         TypeError: ``text`` is not a str.
     """
     if not isinstance(text, str):
@@ -226,6 +279,7 @@ def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:
     Raises:
         TypeError: ``obj`` holds a value with no JSON counterpart.
         FileNotFoundError: the parent directory does not exist.
+        NotADirectoryError: a file is in the parent directory's way (:func:`atomic_path`).
     """
     text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False, ensure_ascii=False)
     return atomic_write_text(path, text + "\n")

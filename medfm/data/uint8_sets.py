@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medfm.arg_checks import is_index_tensor
+
 
 def batch_indices(indices: Union[torch.Tensor, Sequence[int], np.ndarray]) -> torch.Tensor:
     """``(B,)`` indices of a ``get_batch`` call as a LongTensor.
@@ -28,7 +30,8 @@ def batch_indices(indices: Union[torch.Tensor, Sequence[int], np.ndarray]) -> to
             truncate or reinterpret silently).
     """
     idx = torch.as_tensor(indices)
-    if idx.ndim != 1 or (idx.numel() and (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool)):
+    # the index rule, except for an empty one: torch.as_tensor([]) is float32, and no batch is fine
+    if idx.ndim != 1 or (idx.numel() and not is_index_tensor(idx)):
         raise ValueError(f"get_batch expects 1-D integer indices (B,), got shape {tuple(idx.shape)} dtype {idx.dtype}")
     return idx.to(torch.long)
 

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from medfm.arg_checks import check_list, check_number
+from medfm.arg_checks import check_list, check_mask_tensor, check_number
 from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, presence
 from medfm.evaluation.metrics import (binary_auc, one_vs_rest, prepare_scores, thresholded_predictions,
                                      weighted_auc)
@@ -71,24 +71,26 @@ def slice_batch(batch: Mapping[str, Any], idx: torch.Tensor) -> Dict[str, Any]:
     return out
 
 
-def check_presence(present: Mapping[str, torch.Tensor]) -> int:
-    """Check presence masks ``{modality: (N,) bool}`` (at least one, one N) and return N.
+def check_presence(present: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Presence masks ``{modality: (N,)}`` (at least one, one N) as bool masks, checked by the fusion
+    models' rule (:func:`medfm.arg_checks.check_mask_tensor`): bool, or integers 0/1 (made bool).
+
+    Returns:
+        ``{modality: (N,) bool}`` in the order given (a bool mask is the same tensor).
 
     Raises:
-        ValueError: no mask, a mask that is not a 1-D bool tensor (a float mask failed in torch with
-            '"bitwise_and_cpu" not implemented'), or masks of different lengths.
+        ValueError: no mask, a mask that is not a 1-D bool or 0/1 integer tensor (a float mask failed in
+            torch with '"bitwise_and_cpu" not implemented', a 0/1 integer mask the models take was
+            refused), or masks of different lengths.
     """
     if not isinstance(present, Mapping) or not present:
         raise ValueError(f"present must map each modality to a (N,) bool mask, got {present!r}"[:200])
-    sizes = set()
-    for m, p in present.items():
-        if not isinstance(p, torch.Tensor) or p.dtype != torch.bool or p.ndim != 1:
-            raise ValueError(f"the presence mask of {m!r} must be a (N,) bool tensor, got "
-                             f"{getattr(p, 'dtype', type(p).__name__)} of shape {tuple(getattr(p, 'shape', ()))}")
-        sizes.add(p.shape[0])
+    masks = {m: check_mask_tensor(f"the presence mask of {m!r}", p, what="a (N,) bool tensor (or 0/1 integers)",
+                                  ndim=1) for m, p in present.items()}
+    sizes = {p.shape[0] for p in masks.values()}
     if len(sizes) > 1:
         raise ValueError(f"presence masks of different lengths {sorted(sizes)}")
-    return sizes.pop()
+    return masks
 
 
 def mcar_drop(present: Mapping[str, torch.Tensor], rate: float, gen: torch.Generator) -> Dict[str, torch.Tensor]:
@@ -98,11 +100,11 @@ def mcar_drop(present: Mapping[str, torch.Tensor], rate: float, gen: torch.Gener
     present ones) stays.
 
     Raises:
-        ValueError: ``rate`` not a number in [0, 1); masks that are not ``(N,)`` bool of one N
-            (:func:`check_presence`).
+        ValueError: ``rate`` not a number in [0, 1); masks that are not ``(N,)`` bool (or 0/1 integers)
+            of one N (:func:`check_presence`).
     """
     rate = check_number("MCAR rate", rate, ge=0, lt=1)
-    check_presence(present)
+    present = check_presence(present)
     mods = list(present)
     pres = torch.stack([present[m] for m in mods], 1)
     keep = pres & (torch.rand(pres.shape, generator=gen) >= rate)
@@ -123,12 +125,13 @@ def mnar_drop(labels: torch.Tensor, present: Mapping[str, torch.Tensor], modalit
 
     Raises:
         ValueError: a probability that is not a number in [0, 1] (``True`` used to be taken as 1);
-            masks that are not ``(N,)`` bool of one N, or a label count other than N (a torch size
-            error before).
+            masks that are not ``(N,)`` bool (or 0/1 integers) of one N (:func:`check_presence`), or a
+            label count other than N (a torch size error before).
     """
     p_high = check_number("MNAR p_high", p_high, ge=0, le=1)
     p_low = check_number("MNAR p_low", p_low, ge=0, le=1)
-    n = check_presence(present)
+    present = check_presence(present)
+    n = next(iter(present.values())).shape[0]
     y = torch.as_tensor(labels).reshape(-1).long()
     if len(y) != n:
         raise ValueError(f"mnar_drop got {len(y)} labels for presence masks of {n} samples")

@@ -325,9 +325,12 @@ def classification_metrics(
     Raises:
         ValueError: unknown task (with close matches), length mismatch, score shape not
             matching the task, NaN/inf or out-of-[0, 1] scores, non-integer or
-            out-of-range labels, wrong number of label names.
+            out-of-range labels, wrong number of label names, ``threshold`` not a finite number
+            in [0, 1] (``threshold must be a finite number in [0, 1], got nan``: NaN made every
+            prediction negative without a word).
         TypeError: non-numeric inputs.
     """
+    threshold = check_number("threshold", threshold, ge=0, le=1)
     y, s, scores = prepare_scores(y_true, y_score, task, full=True)
     pred = thresholded_predictions(s, task, threshold)
     warnings: List[str] = []
@@ -415,14 +418,15 @@ def bootstrap_ci(
 
     Raises:
         ValueError: unknown metric, ``n_boot`` not an integer >= 1, ``alpha`` not a number in (0, 1)
-            (``True`` is refused, not taken as 1), or any input error of
-            :func:`classification_metrics`.
+            (``True`` is refused, not taken as 1), ``threshold`` not a number in [0, 1] (as
+            :func:`classification_metrics`), or any input error of :func:`classification_metrics`.
     """
     if metric not in _BOOT_METRICS:
         raise ValueError(f"unknown bootstrap metric {metric!r}{close_match_hint(metric, _BOOT_METRICS, n=2, cutoff=0.4, fallback=None)} "
                          f"(valid: {', '.join(_BOOT_METRICS)})")
     n_boot = check_number("n_boot", n_boot, ge=1, integer=True)
     alpha = check_number("alpha", alpha, gt=0, lt=1)
+    threshold = check_number("threshold", threshold, ge=0, le=1)
     y, s, scores = prepare_scores(y_true, y_score, task, full=True)
     n = len(y)
     rng = np.random.default_rng(seed)

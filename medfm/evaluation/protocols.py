@@ -314,7 +314,8 @@ def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_featur
 
     Args:
         train_features: (M, D); train_labels: (M,) or (M, L) for multi-label.
-        test_features: (N, D).
+        test_features: (N, D). Writable float32 C-contiguous features are read in place; others are
+            copied once to float32 (a read-only memmap among them).
         num_classes: K.
         k: neighbours (clipped to M); temperature: T > 0.
 
@@ -337,8 +338,11 @@ def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_featur
     if tr_np.shape[0] == 0:
         raise ValueError("kNN needs at least one train feature, got none")
     y_np = check_probe_labels(train_labels, tr_np.shape[0], task, num_classes)
-    tr = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(tr_np)), dim=1)
-    te = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(te_np)), dim=1)
+    # np.require(..., "W"): a read-only array (a memmap opened "r") is copied, as torch.from_numpy warns
+    # "The given NumPy array is not writable" on it (torch has no read-only tensors, and numpy refuses
+    # a writable view of a read-only buffer); a writable C-contiguous one is used as it is, not copied
+    tr = torch.nn.functional.normalize(torch.from_numpy(np.require(tr_np, requirements=("C", "W"))), dim=1)
+    te = torch.nn.functional.normalize(torch.from_numpy(np.require(te_np, requirements=("C", "W"))), dim=1)
     if task == MULTI_LABEL:
         onehot = torch.as_tensor(y_np).float()
     else:

@@ -26,11 +26,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from medfm.arg_checks import check_number
 from medfm.evaluation.calibration import expected_calibration_error
 from medfm.evaluation.metrics import MULTI_LABEL, bootstrap_ci, check_task, classification_metrics
 from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
-from medfm.io import PathLike, atomic_write_json, atomic_write_text, file_sha256, to_jsonable
+from medfm.io import PathLike, atomic_write_json, atomic_write_text, file_sha256, make_dir, to_jsonable
 
 __all__ = ["SCHEMA_VERSION", "checkpoint_hash", "make_output_dir", "markdown_table", "versions",
            "write_classification_report"]
@@ -65,13 +64,13 @@ def make_output_dir(path: PathLike) -> Path:
         NotADirectoryError: a parent of ``path`` is a file (pathlib said only ``[Errno 20] Not a directory``).
     """
     out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output {out} is a file; choose another output folder")
-    blocker = next((p for p in reversed(out.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise NotADirectoryError(f"cannot create output folder {out}: {blocker} is a file")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+
+    def blocked(blocker: Path) -> OSError:
+        if blocker == out:
+            return FileExistsError(f"output {out} is a file; choose another output folder")
+        return NotADirectoryError(f"cannot create output folder {out}: {blocker} is a file")
+
+    return make_dir(out, blocked)
 
 
 def versions() -> Dict[str, Optional[str]]:
@@ -203,8 +202,8 @@ def write_classification_report(
         The results dict exactly as written to ``results.json`` (NaN written as None).
 
     Raises:
-        ValueError: the input errors of ``classification_metrics``; ``threshold`` not a finite number
-            (NaN made every prediction negative).
+        ValueError: the input errors of ``classification_metrics`` (``threshold`` not a number in [0, 1]
+            among them: NaN made every prediction negative).
         TypeError: ``meta`` not a mapping or holding a value that cannot be written as JSON;
             ``extra_warnings`` a string (it was listed letter by letter) rather than a list of them.
         FileExistsError / NotADirectoryError: ``out_dir`` or one of its parents is a file
@@ -215,7 +214,6 @@ def write_classification_report(
         raise TypeError(f"meta must be a mapping of provenance fields, got {type(meta).__name__}")
     if isinstance(extra_warnings, (str, bytes)):
         raise TypeError(f"extra_warnings must be a list of strings, got the string {extra_warnings!r}")
-    threshold = check_number("threshold", threshold)
     meta_json = to_jsonable(dict(meta))  # fail before writing anything
     metrics = classification_metrics(y_true, y_score, task, threshold=threshold, label_names=label_names)
     names = list(metrics["per_class_recall"])

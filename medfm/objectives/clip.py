@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfm.arg_checks import is_finite_number, shown
+from medfm.arg_checks import is_finite_number, is_index_tensor, shown
 from medfm.config import to_dict
 from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
@@ -122,7 +122,7 @@ def check_text_ids(text_ids: Any, b: int, device: Any = None) -> torch.Tensor:
         ids = torch.as_tensor(text_ids, device=device)
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"clip_loss: text_ids must be ({b},) {how}, got {type(text_ids).__name__}") from None
-    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+    if not is_index_tensor(ids):
         raise ValueError(f"clip_loss: text_ids must be ({b},) {how}, got a {ids.dtype} tensor")
     if ids.shape != (b,):
         raise ValueError(f"clip_loss: text_ids must have shape ({b},), got {tuple(ids.shape)}")

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from medfm.io import atomic_path, atomic_write_text
+from medfm.io import atomic_path, atomic_write_text, make_dir
 from medfm.text.encoders import TextEncoderError, check_texts
 
 log = logging.getLogger(__name__)
@@ -173,18 +173,16 @@ def _cache_texts(method: str, texts: Sequence[str]) -> List[str]:
 
 
 def _make_folder(folder: Path) -> None:
-    """``folder.mkdir(parents=True, exist_ok=True)``, with one clear error when a file is in the way.
+    """``folder.mkdir(parents=True, exist_ok=True)``, with one clear error when a file is in the way
+    (:func:`medfm.io.make_dir`).
 
     Raises:
         NotADirectoryError: ``folder`` or one of its parents is a file (both the ``FileExistsError`` and the
             ``NotADirectoryError`` that ``mkdir`` raises then, as one message naming the file).
     """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        blocker = next((p for p in (*reversed(folder.parents), folder) if p.exists() and not p.is_dir()), folder)
-        raise NotADirectoryError(f"cannot create the text-embedding cache folder {str(folder)!r}: {str(blocker)!r} "
-                                 f"is a file, not a folder; pass another cache_dir or remove that file") from None
+    make_dir(folder, lambda blocker: NotADirectoryError(
+        f"cannot create the text-embedding cache folder {str(folder)!r}: {str(blocker)!r} is a file, not a folder; "
+        "pass another cache_dir or remove that file"))
 
 
 def _check_shard(keys: np.ndarray, emb: np.ndarray, dim: Optional[int]) -> None:
