@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medfm.arg_checks import check_bool, check_number
-from medfm.io import atomic_dir, atomic_write_text, restore_interrupted_dir
+from medfm.io import atomic_dir, atomic_write_text, file_in_the_way, restore_interrupted_dir
 from medfm.training.determinism import deterministic_kernels
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 
@@ -188,12 +188,10 @@ def check_output_folder(output: Path) -> None:
             runs/x/out lies under runs/x, a file; choose another output``.
     """
     output = Path(output)
-    for path in (output, *output.parents):
-        if path.exists():
-            if not path.is_dir():
-                why = "is a file; a run writes a folder there" if path == output else f"lies under {path}, a file"
-                raise NotADirectoryError(f"Not a directory: output {output} {why}; choose another output")
-            return
+    blocker = file_in_the_way(output)
+    if blocker is not None:
+        why = "is a file; a run writes a folder there" if blocker == output else f"lies under {blocker}, a file"
+        raise NotADirectoryError(f"Not a directory: output {output} {why}; choose another output")
 
 
 def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = ("checkpoint",)) -> None:
