@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import medfm
 from medfm.adapters.classification import ImageClassifier
-from medfm.registry import ENCODERS
+from medfm.registry import require_2d_encoder
 from medfm.training.loop import Trainer, TrainConfig, resolve_precision, training_device
 
 WARMUP = 5  # untimed steps before the clock starts (both loops)
@@ -29,15 +29,13 @@ def require_2d_encoders(names: Sequence[str]) -> List[str]:
 
     Raises:
         UnknownNameError: an unregistered name (with close matches).
-        ValueError: no name at all, or a 3D encoder (``dims: 3`` tag).
+        ValueError: no name at all, or a 3D encoder (``dims: 3`` tag): :func:`medfm.registry.require_2d_encoder`.
     """
     names = list(names)
     if not names:
         raise ValueError("no encoder named")
     for name in names:
-        if ENCODERS.tags(name).get("dims", 2) != 2:
-            raise ValueError(f"{name!r} is a {ENCODERS.tags(name)['dims']}D encoder; these benchmarks time 2D "
-                             f"encoders on (B, C, H, W) images")
+        require_2d_encoder(name)
     return names
 
 

@@ -165,7 +165,8 @@ def _check_bench_encoder(name: str) -> None:
     """``medfm bench --encoder`` that names no 2D encoder, named before torch is imported (it was, after 4-6 s):
     an unregistered name in the registry's words and with its close matches (:meth:`medfm.registry.Registry.get`
     of a registry holding :data:`ENCODER_DIMS`' names), a 3D encoder in
-    :func:`medfm.benchmark.require_2d_encoders`' words; the flag put first.
+    :func:`medfm.benchmark.require_2d_encoders`' words: the rule of both, :func:`medfm.registry.require_2d_encoder`;
+    the flag put first.
 
     Raises:
         UnknownNameError: ``"--encoder: unknown encoder 'resnet1'; did you mean 'resnet18' or 'resnet50' or
@@ -173,18 +174,17 @@ def _check_bench_encoder(name: str) -> None:
         ValueError: ``"--encoder: 'resnet3d_18' is a 3D encoder; these benchmarks time 2D encoders on (B, C, H, W)
             images"``.
     """
-    from medfm.registry import ENCODERS, Registry, UnknownNameError
+    from medfm.registry import ENCODERS, Registry, UnknownNameError, require_2d_encoder
 
     names = Registry(ENCODERS.kind, lister=ENCODERS.lister)  # no modules: nothing imported
     for encoder, dims in ENCODER_DIMS.items():
         names.register(encoder, dims=dims)(object)  # a name and its tags: nothing is built
     try:
-        dims = names.tags(name)["dims"]
+        require_2d_encoder(name, names)
     except UnknownNameError as err:
         raise UnknownNameError(f"--encoder: {err}") from None
-    if dims != 2:
-        raise ValueError(f"--encoder: {name!r} is a {dims}D encoder; these benchmarks time 2D encoders on "
-                         "(B, C, H, W) images")
+    except ValueError as err:  # a 3D encoder
+        raise ValueError(f"--encoder: {err}") from None
 
 
 #: subcommands whose ``--output`` is a run folder (created by the run)
@@ -360,28 +360,26 @@ def _check_recipe_dataset(recipe: Dict[str, Any], path: str, command: str) -> No
     is imported (4 s sooner), with the recipe file's name put first as :func:`medfm.config.from_dict` does
     (``"r.yaml: data.dataset: unknown ..."``). A ``finetune`` recipe's misspelt name is called an unknown MedMNIST
     data set (the corpus is no name it takes), and the corpus itself is refused in
-    :class:`medfm.training.recipes.FinetuneRecipe`'s words (it was, after the imports). Anything else wrong with
-    the section (not a mapping, not a string) is left to :class:`medfm.training.recipes.DataConfig`.
+    :class:`medfm.training.recipes.FinetuneRecipe`'s words (it was, after the imports): the recipes' rule,
+    :func:`medfm.data.medmnist_info.check_recipe_dataset`. Anything else wrong with the section (not a mapping, not a
+    string) is left to :class:`medfm.training.recipes.DataConfig`.
 
     Args:
         command: ``pretrain`` or ``finetune``.
 
     Raises:
-        ConfigError: the unknown name, with close matches (:func:`medfm.data.medmnist_info.check_dataset_name`);
-            ``finetune``: the corpus (:data:`medfm.data.medmnist_info.CORPUS_NOT_FOR_FINETUNING`).
+        ConfigError: the unknown name, with close matches; ``finetune``: the corpus
+            (:data:`medfm.data.medmnist_info.CORPUS_NOT_FOR_FINETUNING`).
     """
     from medfm.config import ConfigError
-    from medfm.data.errors import UnknownDatasetError
-    from medfm.data.medmnist_info import CORPUS_DATASET, CORPUS_NOT_FOR_FINETUNING, check_dataset_name
+    from medfm.data.medmnist_info import check_recipe_dataset
 
     data = recipe.get("data")
     if not (isinstance(data, dict) and isinstance(data.get("dataset"), str)):
         return
-    if command == "finetune" and data["dataset"] == CORPUS_DATASET:
-        raise ConfigError(f"{Path(path).name}: data.dataset: {CORPUS_NOT_FOR_FINETUNING}")
     try:
-        check_dataset_name(data["dataset"], "data.dataset", corpus=command == "pretrain")
-    except UnknownDatasetError as err:
+        check_recipe_dataset(data["dataset"], "data.dataset", finetuning=command == "finetune")
+    except ValueError as err:  # UnknownDatasetError is one
         raise ConfigError(f"{Path(path).name}: {err}") from None
 
 
@@ -409,13 +407,15 @@ def check_paths(args: argparse.Namespace) -> None:
             ``config.json`` (:func:`_check_recipe_text_model`).
         UnknownDatasetError: an unknown MedMNIST data set for ``eval --data`` or ``finetune --dataset``
             (and as a ConfigError, a pretrain/finetune recipe's ``data.dataset``, a finetune recipe's corpus:
-            :func:`_check_recipe_dataset`).
+            :func:`_check_recipe_dataset`); ``finetune --dataset corpus`` is a ValueError in the recipe's words
+            (:data:`medfm.data.medmnist_info.CORPUS_NOT_FOR_FINETUNING`).
         UnknownNameError: an unregistered ``bench --encoder`` (:func:`_check_bench_encoder`).
         FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).
 
     The first mistake found is named, in the order of this module's docstring.
     """
     from medfm.config import load_yaml
+    from medfm.data.medmnist_info import check_recipe_dataset
     from medfm.suite_protocols import check_protocol_section
 
     loaded: Dict[str, Dict[str, Any]] = {}
@@ -440,7 +440,8 @@ def check_paths(args: argparse.Namespace) -> None:
         _check_medmnist_flag(args.data, "--data")
         _check_eval_options(args, loaded.get("suite"), suite_protocol)
     if args.command == "finetune":
-        _check_medmnist_flag(args.dataset, "--dataset")
+        if args.dataset is not None:  # the recipe's rule: the corpus named as such, not as an unknown set
+            check_recipe_dataset(args.dataset, "--dataset", finetuning=True)
         if args.label_fraction is not None:
             label_fraction_option(args.label_fraction, single=True)
     if args.command == "merge":

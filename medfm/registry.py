@@ -198,3 +198,22 @@ OBJECTIVES = Registry("objective", modules=["medfm.objectives"])
 ADAPTERS = Registry("adapter", modules=["medfm.adapters"])
 TEXT_ENCODERS = Registry("text encoder", modules=["medfm.text"])
 FUSERS = Registry("fuser", modules=["medfm.adapters"])
+
+
+#: what ``medfm bench`` and the benchmark scripts time: why :func:`require_2d_encoder` refuses a 3D encoder
+BENCH_TAKES = "these benchmarks time 2D encoders on (B, C, H, W) images"
+
+
+def require_2d_encoder(name: str, registry: Optional[Registry] = None) -> None:
+    """Refuse ``name`` unless it is a registered 2D encoder (its ``dims`` tag, 2 when untagged): the rule of
+    :func:`medfm.benchmark.require_2d_encoders` (the benchmarks feed ``(B, C, H, W)`` images), which ``medfm bench``
+    applies before torch is imported to a registry of names and tags only (:mod:`medfm.cli_checks`). Torch-free:
+    it looks at tags, and only ``registry``'s (default :data:`ENCODERS`, which imports the encoders).
+
+    Raises:
+        UnknownNameError: an unregistered name, with close matches (:meth:`Registry.tags`).
+        ValueError: ``"'resnet3d_18' is a 3D encoder; these benchmarks time 2D encoders on (B, C, H, W) images"``.
+    """
+    dims = (ENCODERS if registry is None else registry).tags(name).get("dims", 2)
+    if dims != 2:
+        raise ValueError(f"{name!r} is a {dims}D encoder; {BENCH_TAKES}")

@@ -175,8 +175,10 @@ def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = Non
 
 
 def check_protocol_name(name: Any) -> str:
-    """``name`` if it is a suite protocol (:data:`PROTOCOLS`): the rule of
-    :func:`medfm.evaluation.protocols.check_protocol`, in its words, without torch.
+    """``name`` if it is a suite protocol (:data:`PROTOCOLS`), else a one-line error with close matches; torch-free.
+    The one protocol-name rule: :class:`ProtocolOptions` (a suite file's ``protocol`` section, early in the command
+    line and in the suite reader) and the evaluation code, which imports it as
+    :func:`medfm.evaluation.protocols.check_protocol`.
 
     Raises:
         ValueError: ``"unknown protocol 'lineer'; did you mean 'linear'? (valid: as-is, linear, knn, finetune)"``.

@@ -151,19 +151,12 @@ def test_the_shipped_suites_and_finetune_settings_pass_the_early_check(tmp_path,
 
 
 def test_the_protocol_name_rule_is_the_evaluation_one():
-    """:func:`medfm.suite_protocols.check_protocol_name` (torch-free) says what
-    :func:`medfm.evaluation.protocols.check_protocol` says."""
+    """The evaluation code's :func:`medfm.evaluation.protocols.check_protocol` is the torch-free
+    :func:`medfm.suite_protocols.check_protocol_name` itself, not a second rule that could drift."""
     from medfm.evaluation.protocols import check_protocol
-    from medfm.suite_protocols import PROTOCOLS, check_protocol_name
+    from medfm.suite_protocols import check_protocol_name
 
-    for name in PROTOCOLS:
-        assert check_protocol_name(name) == check_protocol(name) == name
-    for name in ("lineer", "zeroshot", "KNN", "", 3):
-        with pytest.raises(ValueError) as torch_free:
-            check_protocol_name(name)
-        with pytest.raises(ValueError) as evaluation:
-            check_protocol(name)
-        assert str(torch_free.value) == str(evaluation.value)
+    assert check_protocol is check_protocol_name
 
 
 def test_a_malformed_probe_c_is_named_with_the_flag_and_a_colon(tmp_path, ckpt):
@@ -222,3 +215,55 @@ def test_a_suite_file_mistake_is_named_before_the_command_line_options(tmp_path,
              ["eval", "--suite", _SUITE, ckpt, "--probe-c", "abc", "--split", "val", "--output", out]]
     assert errors_without_torch(cases) == [f"medfm: error: {ignored}"] * 4 + [
         "medfm: error: --probe-c: probe C must be a positive number or 'val', got 'abc'"]
+
+
+def test_finetune_dataset_corpus_is_refused_in_the_recipe_words(tmp_path):
+    """``finetune --dataset corpus`` was "unknown MedMNIST data set 'corpus' (known: ...)" while a recipe saying
+    ``dataset: corpus`` got the reason (:data:`medfm.data.medmnist_info.CORPUS_NOT_FOR_FINETUNING`); one rule,
+    :func:`medfm.data.medmnist_info.check_recipe_dataset`, now says it for both, before torch and after."""
+    from medfm.cli import _load_recipe
+    from medfm.data.medmnist_info import CORPUS_NOT_FOR_FINETUNING
+    from medfm.training.recipes import FinetuneDataConfig, FinetuneRecipe
+
+    recipe = tmp_path / "corpus.yaml"
+    recipe.write_text("data:\n  dataset: corpus\n")
+    out = str(tmp_path / "o")
+    lines = errors_without_torch([["finetune", _FINETUNE, "--dataset", "corpus", "--output", out],
+                                  ["finetune", str(recipe), "--output", out]])
+    assert lines == [f"medfm: error: --dataset: {CORPUS_NOT_FOR_FINETUNING}",
+                     f"medfm: error: corpus.yaml: data.dataset: {CORPUS_NOT_FOR_FINETUNING}"]
+    with pytest.raises(ValueError) as late:  # the run's own check, had the early one been skipped
+        _load_recipe(FinetuneRecipe, REPO_ROOT / "finetune" / "lora_resnet18_pneumoniamnist.yaml", None, "corpus")
+    assert str(late.value).endswith(f"data.dataset: {CORPUS_NOT_FOR_FINETUNING}")
+    with pytest.raises(ValueError) as python:
+        FinetuneDataConfig(dataset="corpus")
+    assert str(python.value) == f"data.dataset: {CORPUS_NOT_FOR_FINETUNING}"
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_corpus_size_rule_is_one_for_recipes_and_the_library(tmp_path):
+    """A pretraining recipe's ``data.size`` and the corpus itself refuse a size in the same words
+    (:func:`medfm.data.corpus.check_corpus_size`), the recipe's with the key put first."""
+    from medfm.data.corpus import PretrainCorpus, build_corpus
+    from medfm.data.errors import UnsupportedSizeError
+    from medfm.training.recipes import DataConfig
+
+    said = []
+    for make in (lambda: DataConfig(dataset="corpus", size=32), lambda: PretrainCorpus(size=32, data_root=tmp_path),
+                 lambda: build_corpus(size=32, data_root=tmp_path)):
+        with pytest.raises(UnsupportedSizeError) as err:
+            make()
+        said.append(str(err.value))
+    assert said == ["data.size: the pretraining corpus is built at [28, 64] px, not 32"] + [
+        "the pretraining corpus is built at [28, 64] px, not 32"] * 2
+
+
+@pytest.mark.parametrize("size", [28.0, True, "28"])
+def test_a_corpus_size_that_is_no_integer_is_refused(tmp_path, size):
+    """``28.0 in (28, 64)`` is True in Python, so ``build_corpus(size=28.0)`` passed the size rule; a bool or a
+    string is no side in px either."""
+    from medfm.data.corpus import build_corpus
+    from medfm.data.errors import UnsupportedSizeError
+
+    with pytest.raises(UnsupportedSizeError, match=r"built at \[28, 64\] px, not "):
+        build_corpus(size=size, data_root=tmp_path)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -75,6 +76,25 @@ SOURCE_LICENSES: Dict[str, str] = {
     "hippocampus": "CC BY-SA 4.0",
     "brats2015": "CC BY-NC-SA 3.0 Switzerland (non-commercial use only, share-alike)",
 }
+
+
+def check_corpus_size(size: Any, where: str = "") -> None:
+    """Refuse a corpus image side the corpus is not built at (:data:`CORPUS_SIZES`): the rule of
+    :func:`build_corpus`, :class:`PretrainCorpus` and a pretraining recipe's ``data.size``
+    (:class:`medfm.training.recipes.DataConfig`, checked when the recipe is read).
+
+    Args:
+        size: the side in px as given.
+        where: what gave it, put first (``"data.size"``); none for the library's own arguments.
+
+    Raises:
+        UnsupportedSizeError: ``"[<where>: ]the pretraining corpus is built at [28, 64] px, not 32"``.
+    """
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size not in CORPUS_SIZES:  # not 28.0
+        prefix = f"{where}: " if where else ""
+        raise UnsupportedSizeError(f"{prefix}the pretraining corpus is built at {list(CORPUS_SIZES)} px, not {size!r}")
+
+
 # -- split rules shared with the downstream datasets (documented, deterministic) ----------
 MEDNIST_TEST_FRACTION = 0.2
 #: the segmentation issue's fixed splits (medfm.data.segmentation), so no held-out patient enters pretraining
@@ -376,8 +396,7 @@ def build_corpus(size: int = 28, data_root: Optional[PathLike] = None, sources: 
         UnsupportedSizeError: size not in (28, 64); DataFileMissingError: no source found;
         CorruptFileError / other medfm data errors from a source's files.
     """
-    if size not in CORPUS_SIZES:
-        raise UnsupportedSizeError(f"the pretraining corpus is built at {list(CORPUS_SIZES)} px, not {size!r}")
+    check_corpus_size(size)
     chosen = _check_sources(sources)
     root = resolve_data_root(data_root)
     from tqdm.auto import tqdm
@@ -492,8 +511,7 @@ class PretrainCorpus(Dataset):
 
     def __init__(self, size: int = 28, data_root: Optional[PathLike] = None, sources: Optional[Sequence[str]] = None,
                  cache_dir: Optional[PathLike] = None, rebuild: bool = False, progress: bool = True) -> None:
-        if size not in CORPUS_SIZES:
-            raise UnsupportedSizeError(f"the pretraining corpus is built at {list(CORPUS_SIZES)} px, not {size!r}")
+        check_corpus_size(size)
         self.size = size
         self.path = corpus_path(size, data_root, sources, cache_dir)
         loaded = None if rebuild else _load_cached(self.path)
@@ -559,7 +577,8 @@ class PretrainCorpus(Dataset):
 
 
 __all__ = [
-    "CORPUS_SIZES", "SOURCES", "PretrainCorpus", "build_corpus", "corpus_path", "first_fraction", "mednist_split",
+    "CORPUS_SIZES", "SOURCES", "PretrainCorpus", "build_corpus", "check_corpus_size", "corpus_path", "first_fraction",
+    "mednist_split",
     "mednist_train_files",
     "read_image",
     "lgg_patient", "to_gray", "pad_square", "resize_batch", "fit", "SourceMissing",

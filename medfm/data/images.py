@@ -3,13 +3,13 @@
 :func:`read_image` decodes a 2D image file with PIL (Clark et al., Pillow) into a uint8
 numpy array, turned upright by its EXIF Orientation tag (:func:`load_upright`), and turns
 every way a file can be bad (absent, a folder, not an image, truncated, a decompression bomb,
-non-finite float pixels) into one medfm data error with a one-line message naming the file,
-never a PIL stack trace.
+non-finite float pixels, a TIFF Pillow would misread: :func:`check_tiff`) into one medfm data error
+with a one-line message naming the file, never a PIL stack trace.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -22,6 +22,8 @@ WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 MODES = ("L", "RGB")
 #: the EXIF / TIFF Orientation tag (CIPA DC-008 "Exif 2.3" 4.6.4, TIFF 6.0 tag 274)
 ORIENTATION_TAG = 0x0112
+#: the TIFF BitsPerSample tag (TIFF 6.0 tag 258): bits of each channel, e.g. (16, 16, 16)
+BITS_PER_SAMPLE_TAG = 258
 
 
 def missing_file(path: PathLike, what: str) -> DataFileMissingError:
@@ -157,6 +159,109 @@ def load_upright(im: Any) -> Any:
     return exif_upright(im)
 
 
+class TiffAdvice(NamedTuple):
+    """The caller's words in :func:`check_tiff`'s refusals: what each one tells its user to do, and how it names
+    a file. A reader of a data set's files (:data:`FILE_TIFF_ADVICE`) and a model's pipeline
+    (:data:`medfm.pipelines.inputs.PIPELINE_TIFF_ADVICE`) give different advice for the same rule.
+
+    Attributes:
+        pages: put after ``"<name> is a TIFF of 3 pages (a stack or a volume?); "``.
+        deep_colour: put after ``"<name> is an RGB TIFF with 16 bits per channel, which Pillow reads as 8 bits by
+            keeping the high byte (12-bit data comes out nearly black); "``.
+        loaded: put after ``"<name> is an uncompressed TIFF with EXIF Orientation 6 that Pillow loaded before medfm
+            saw it, with its rows scrambled (a Pillow bug); "``.
+        bare_name: :func:`read_image` names a file by its name alone (``"scan.tif"``: a file the user passed),
+            else as ``"<what> <path>"`` (one file of a data set's folder).
+    """
+
+    pages: str
+    deep_colour: str
+    loaded: str
+    bare_name: bool = False
+
+
+#: what :func:`read_image`'s TIFF refusals say to do (the readers of data set and image folders)
+FILE_TIFF_ADVICE = TiffAdvice(
+    pages="medfm reads one 2D image per file: save each page as its own image file (a volume as NIfTI)",
+    deep_colour="save it as 8-bit RGB or 16-bit grayscale",
+    loaded="read the file afresh (Image.open(path) without im.load() or np.asarray(im))")
+
+
+def _tiff_name(im: Any) -> str:
+    """How :func:`check_tiff`'s messages name a PIL image: its file's name when it has one."""
+    return f"the PIL image of {Path(im.filename).name}" if getattr(im, "filename", None) else "the PIL image"
+
+
+def _loaded_scrambled(im: Any) -> Optional[int]:
+    """The EXIF Orientation (5-8) of a TIFF that Pillow has already loaded with its rows scrambled, else None.
+
+    Pillow (13.0) memory-maps an uncompressed TIFF opened by file name in modes ``L``, ``P``, ``I;16``,
+    ``RGBA``, ``CMYK``, ... with the shown (swapped) width and height of an Orientation 5-8, then
+    transposes: the loaded image keeps the stored size and its rows are scrambled
+    (:func:`load_upright` avoids this for images not yet loaded). Once loaded, the
+    tag is gone; the file's header still has it, and an image loaded right has the size the header
+    shows (the swapped one), so only a mis-loaded non-square image is named (a square one is loaded right).
+    Only a loaded (no tile left), memory-mapped, non-square TIFF with a file name pays the header read.
+    """
+    from PIL import Image
+
+    if im.tile or getattr(im, "map", None) is None or not getattr(im, "filename", None) or im.width == im.height:
+        return None
+    try:
+        with Image.open(im.filename) as header:
+            orientation, shown = int(header.getexif().get(ORIENTATION_TAG, 1)), header.size
+    except Exception:  # the file is gone or changed: nothing to compare with
+        return None
+    return orientation if orientation in range(5, 9) and im.size != shown else None
+
+
+def check_tiff(im: Any, advice: TiffAdvice = FILE_TIFF_ADVICE, name: str = "", error: type = CorruptFileError) -> None:
+    """Refuse a PIL TIFF image that Pillow would turn into something other than the picture, one line each:
+
+    - several pages (frames): a stack or a volume, of which Pillow gives page 0 (or the page seeked
+      to) without a word;
+    - more than 8 bits per channel in a colour mode (16-bit RGB / RGBA / CMYK: Pillow keeps the high
+      byte, so 12-bit data comes out nearly black, and 16-bit grayscale is min-max scaled instead,
+      :func:`scale_to_uint8`);
+    - already loaded by Pillow with its rows scrambled (an uncompressed, non-square TIFF with EXIF
+      Orientation 5-8 loaded before medfm saw it, :func:`_loaded_scrambled`).
+
+    Other images (non-TIFF ones: one attribute read) pass, as do 16-bit / 32-bit / float grayscale TIFFs
+    (``I;16``, ``I``, ``F``: min-max scaled) and a TIFF not yet loaded with any Orientation
+    (:func:`load_upright` reads it upright). Used by :func:`read_image` (every data set reader and
+    :class:`medfm.data.imagefolder.ImageFolderDataset`) and, in its own words, by every 2D pipeline
+    (:func:`medfm.pipelines.inputs.check_tiff`).
+
+    Args:
+        im: a PIL image (opened, loaded or not).
+        advice: the caller's advice after each refusal (:class:`TiffAdvice`).
+        name: how the message names the image (a file); default "the PIL image [of <file>]".
+        error: the error class raised (a ``ValueError`` subclass).
+
+    Raises:
+        error: "scan.tif is a TIFF of 3 pages (a stack or a volume?); <advice.pages>", "... is an RGB TIFF
+            with 16 bits per channel, which Pillow reads as 8 bits ...; <advice.deep_colour>", "... was loaded
+            by Pillow before medfm saw it, with its rows scrambled ...; <advice.loaded>".
+    """
+    if getattr(im, "format", None) != "TIFF":
+        return
+    name = name or _tiff_name(im)
+    if getattr(im, "is_animated", False):
+        try:
+            pages = f"{int(im.n_frames)} pages"
+        except Exception:  # a closed file
+            pages = "several pages"
+        raise error(f"{name} is a TIFF of {pages} (a stack or a volume?); {advice.pages}")
+    bits = tuple(getattr(im, "tag_v2", {}).get(BITS_PER_SAMPLE_TAG, ()) or ())
+    if im.mode not in WIDE_MODES and bits and max(bits) > 8:
+        raise error(f"{name} is an {im.mode} TIFF with {max(bits)} bits per channel, which Pillow reads as 8 bits by "
+                    f"keeping the high byte (12-bit data comes out nearly black); {advice.deep_colour}")
+    orientation = _loaded_scrambled(im)
+    if orientation is not None:
+        raise error(f"{name} is an uncompressed TIFF with EXIF Orientation {orientation} that Pillow loaded before "
+                    f"medfm saw it, with its rows scrambled (a Pillow bug); {advice.loaded}")
+
+
 def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL image>", what: str = "image") -> np.ndarray:
     """A PIL image -> uint8 array, the conversion of :func:`read_image` (see there for ``mode``).
 
@@ -206,7 +311,8 @@ def image_mode(path: PathLike, what: str = "image") -> str:
         raise image_decode_error(path, what, err) from None
 
 
-def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") -> np.ndarray:
+def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image",
+               tiff_advice: TiffAdvice = FILE_TIFF_ADVICE) -> np.ndarray:
     """Decode one 2D image file into a uint8 array.
 
     The image is turned upright by its EXIF Orientation tag, if any (:func:`load_upright`, as
@@ -222,6 +328,8 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
         path: the image file.
         mode: None, ``"L"`` or ``"RGB"`` (see above).
         what: what the file is, for messages (e.g. ``"CHASE_DB1 mask"``).
+        tiff_advice: the words of the TIFF refusals (:func:`check_tiff`); the default names the file
+            ``"<what> <path>"`` and says how to save it.
 
     Returns:
         ``(H, W)`` uint8 (grey) or ``(H, W, 3)`` uint8 (RGB), a fresh writable array, upright
@@ -231,7 +339,8 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
         DataFileMissingError: no such file (or a folder in its place).
         CorruptFileError: not an image, truncated or damaged, or non-finite float pixels
             (one line naming ``what`` and the path; a NIfTI, DICOM or numpy file is named as
-            such, :func:`non_image_hint`).
+            such, :func:`non_image_hint`); a TIFF Pillow would misread, a multi-page one (it read
+            page 0) or one with more than 8 bits per colour channel (it read the high bytes): :func:`check_tiff`.
         ValueError: ``mode`` not None, "L" or "RGB".
     """
     from PIL import Image
@@ -243,6 +352,8 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
         raise missing_file(path, what)
     try:
         with Image.open(path) as im:
+            if im.format == "TIFF":  # other files: this attribute read only (the name is built for TIFFs)
+                check_tiff(im, tiff_advice, path.name if tiff_advice.bare_name else f"{what} {path}")
             return _upright_to_uint8(load_upright(im), mode, path, what)  # load errors: image_decode_error
     except MedFMDataError:
         raise
@@ -250,6 +361,7 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image") 
         raise image_decode_error(path, what, err) from None
 
 
-__all__ = ["read_image", "pil_to_uint8", "exif_upright", "load_upright", "image_mode", "missing_file", "scale_to_uint8",
+__all__ = ["read_image", "check_tiff", "TiffAdvice", "FILE_TIFF_ADVICE", "BITS_PER_SAMPLE_TAG",
+           "pil_to_uint8", "exif_upright", "load_upright", "image_mode", "missing_file", "scale_to_uint8",
            "corrupt_file_error", "image_decode_error", "non_image_hint", "WIDE_MODES", "MODES", "ORIENTATION_TAG",
            "NON_IMAGE_SUFFIXES", "DICOM_HINT"]

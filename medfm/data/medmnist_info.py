@@ -67,7 +67,7 @@ MULTI_LABEL_TASK = "multi-label, binary-class"
 #: a pretraining recipe's ``data.dataset`` for the multi-source image-text corpus (:mod:`medfm.data.corpus`)
 CORPUS_DATASET = "corpus"
 #: why a fine-tuning recipe's ``data.dataset`` may not be :data:`CORPUS_DATASET` (put after the key's name):
-#: :class:`medfm.training.recipes.FinetuneRecipe`'s refusal, which the ``medfm`` command makes before its imports too
+#: the refusal of :func:`check_recipe_dataset` (a fine-tuning recipe, ``medfm finetune --dataset``)
 CORPUS_NOT_FOR_FINETUNING = (f"{CORPUS_DATASET!r} is the pretraining corpus (image-text pairs, no class labels); "
                              "fine-tuning takes a MedMNIST data set, e.g. pneumoniamnist")
 
@@ -95,6 +95,30 @@ def check_dataset_name(name: Any, where: str, corpus: bool = False) -> None:
     known = MEDMNIST_FLAGS + ((CORPUS_DATASET,) if corpus else ())
     kind = f"MedMNIST data set or {CORPUS_DATASET}" if corpus else "MedMNIST data set"
     raise UnknownDatasetError(f"{where}: {UnknownDatasetError.for_name(name, known, kind=kind)}")
+
+
+def check_recipe_dataset(name: Any, where: str, finetuning: bool) -> None:
+    """Refuse what a training run's data set may not be, without importing torch: for pretraining, a name that is
+    no MedMNIST flag nor :data:`CORPUS_DATASET`; for fine-tuning, the corpus (it has no class labels:
+    :data:`CORPUS_NOT_FOR_FINETUNING`), then a name that is no MedMNIST flag (:func:`check_dataset_name`). The
+    rule of a recipe's ``data.dataset`` (:class:`medfm.training.recipes.DataConfig`,
+    :class:`medfm.training.recipes.FinetuneDataConfig`) and of ``medfm finetune --dataset``, which the command line
+    applies before its imports.
+
+    Args:
+        name: the name as given.
+        where: what gave it, put first (``"data.dataset"``, ``"--dataset"``).
+        finetuning: the run fine-tunes a classifier (else it pretrains).
+
+    Raises:
+        ValueError: fine-tuning on the corpus: ``"<where>: 'corpus' is the pretraining corpus (image-text pairs, no
+            class labels); fine-tuning takes a MedMNIST data set, e.g. pneumoniamnist"``.
+        UnknownDatasetError: an unknown name, with close matches (:func:`check_dataset_name`; fine-tuning: "unknown
+            MedMNIST data set", pretraining: "unknown MedMNIST data set or corpus").
+    """
+    if finetuning and name == CORPUS_DATASET:
+        raise ValueError(f"{where}: {CORPUS_NOT_FOR_FINETUNING}")
+    check_dataset_name(name, where, corpus=not finetuning)
 
 
 def _info(flag: str) -> Dict[str, Any]:

@@ -20,6 +20,8 @@ from typing import Any, Callable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from medfm.data.images import TiffAdvice, read_image
+
 
 class PipelineInputError(ValueError):
     """A pipeline input (image, volume, array or file) of an unsupported type, shape, dtype or range."""
@@ -234,55 +236,21 @@ def each_input(items: Sequence[Any], convert: Callable[[Any], Any], batch: bool,
     return out
 
 
-#: the TIFF BitsPerSample tag (TIFF 6.0 tag 258): bits of each channel, e.g. (16, 16, 16)
-BITS_PER_SAMPLE_TAG = 258
-
-
-def _tiff_name(im: Any) -> str:
-    """How :func:`check_tiff`'s messages name a PIL image: its file's name when it has one."""
-    return f"the PIL image of {Path(im.filename).name}" if getattr(im, "filename", None) else "the PIL image"
-
-
-def _loaded_scrambled(im: Any) -> Optional[int]:
-    """The EXIF Orientation (5-8) of a TIFF that Pillow has already loaded with its rows scrambled, else None.
-
-    Pillow (13.0) memory-maps an uncompressed TIFF opened by file name in modes ``L``, ``P``, ``I;16``,
-    ``RGBA``, ``CMYK``, ... with the shown (swapped) width and height of an Orientation 5-8, then
-    transposes: the loaded image keeps the stored size and its rows are scrambled
-    (:func:`medfm.data.images.load_upright` avoids this for images not yet loaded). Once loaded, the
-    tag is gone; the file's header still has it, and an image loaded right has the size the header
-    shows (the swapped one), so only a mis-loaded non-square image is named (a square one is loaded right).
-    Only a loaded (no tile left), memory-mapped, non-square TIFF with a file name pays the header read.
-    """
-    from PIL import Image
-
-    from medfm.data.images import ORIENTATION_TAG
-
-    if im.tile or getattr(im, "map", None) is None or not getattr(im, "filename", None) or im.width == im.height:
-        return None
-    try:
-        with Image.open(im.filename) as header:
-            orientation, shown = int(header.getexif().get(ORIENTATION_TAG, 1)), header.size
-    except Exception:  # the file is gone or changed: nothing to compare with
-        return None
-    return orientation if orientation in range(5, 9) and im.size != shown else None
+#: what the 2D pipelines' TIFF refusals say to do (:func:`medfm.data.images.check_tiff`): a file is named by its name
+PIPELINE_TIFF_ADVICE = TiffAdvice(
+    pages="this model takes one 2D image: pass one page as a PIL image, im = Image.open(path); im.seek(i); im.copy()",
+    deep_colour="save it as 8-bit RGB or 16-bit grayscale, or pass its pixels as a float array (H, W, 3) scaled to "
+                "[0, 1]",
+    loaded="pass the file path, or the image before it is loaded (Image.open(path) without im.load() or "
+           "np.asarray(im))",
+    bare_name=True)
 
 
 def check_tiff(im: Any, name: str = "", error: type = PipelineInputError) -> None:
-    """Refuse a PIL TIFF image that Pillow would turn into something other than the picture, one line each:
-
-    - several pages (frames): a stack or a volume, of which Pillow gives page 0 (or the page seeked
-      to) without a word. To pass one page: ``im.seek(i)`` then ``im.copy()``, a plain image;
-    - more than 8 bits per channel in a colour mode (16-bit RGB / RGBA / CMYK: Pillow keeps the high
-      byte, so 12-bit data comes out nearly black, and 16-bit grayscale is min-max scaled instead,
-      :func:`medfm.data.images.scale_to_uint8`);
-    - already loaded by Pillow with its rows scrambled (an uncompressed, non-square TIFF with EXIF
-      Orientation 5-8 loaded before medfm saw it, :func:`_loaded_scrambled`).
-
-    Other images (non-TIFF ones: one attribute read) pass, as do 16-bit / 32-bit / float grayscale TIFFs
-    (``I;16``, ``I``, ``F``: min-max scaled) and a TIFF not yet loaded with any Orientation
-    (:func:`medfm.data.images.load_upright` reads it upright). Used by :func:`read_image_file` (files)
-    and :func:`pil_to_array` (PIL images): every 2D pipeline.
+    """Refuse a PIL TIFF image that Pillow would misread (several pages, more than 8 bits per colour channel,
+    loaded with its rows scrambled): :func:`medfm.data.images.check_tiff` in the pipelines' words
+    (:data:`PIPELINE_TIFF_ADVICE`). Non-TIFF images pass after one attribute read. Used by
+    :func:`pil_to_array` (PIL images) and, through :func:`medfm.data.images.read_image`, :func:`read_image_file`.
 
     Args:
         im: a PIL image (opened, loaded or not).
@@ -290,32 +258,13 @@ def check_tiff(im: Any, name: str = "", error: type = PipelineInputError) -> Non
         error: the pipeline's error class (a ``ValueError`` subclass).
 
     Raises:
-        error: "scan.tif is a TIFF of 3 pages (a stack or a volume?); ...", "... is an RGB TIFF with
-            16 bits per channel, which Pillow reads as 8 bits ...", "... was loaded by Pillow before
+        error: "scan.tif is a TIFF of 3 pages (a stack or a volume?); this model takes one 2D image: ...", "... is an
+            RGB TIFF with 16 bits per channel, which Pillow reads as 8 bits ...", "... that Pillow loaded before
             medfm saw it, with its rows scrambled ...".
     """
-    from medfm.data.images import WIDE_MODES
+    from medfm.data import images
 
-    if getattr(im, "format", None) != "TIFF":
-        return
-    name = name or _tiff_name(im)
-    if getattr(im, "is_animated", False):
-        try:
-            pages = f"{int(im.n_frames)} pages"
-        except Exception:  # a closed file
-            pages = "several pages"
-        raise error(f"{name} is a TIFF of {pages} (a stack or a volume?); this model takes one 2D image: pass one "
-                    "page as a PIL image, im = Image.open(path); im.seek(i); im.copy()")
-    bits = tuple(getattr(im, "tag_v2", {}).get(BITS_PER_SAMPLE_TAG, ()) or ())
-    if im.mode not in WIDE_MODES and bits and max(bits) > 8:
-        raise error(f"{name} is an {im.mode} TIFF with {max(bits)} bits per channel, which Pillow reads as 8 bits by "
-                    "keeping the high byte (12-bit data comes out nearly black); save it as 8-bit RGB or 16-bit "
-                    "grayscale, or pass its pixels as a float array (H, W, 3) scaled to [0, 1]")
-    orientation = _loaded_scrambled(im)
-    if orientation is not None:
-        raise error(f"{name} is an uncompressed TIFF with EXIF Orientation {orientation} that Pillow loaded before "
-                    "medfm saw it, with its rows scrambled (a Pillow bug); pass the file path, or the image before it "
-                    "is loaded (Image.open(path) without im.load() or np.asarray(im))")
+    images.check_tiff(im, PIPELINE_TIFF_ADVICE, name, error)
 
 
 def _pil_mode(in_chans: Optional[int]) -> Optional[str]:
@@ -348,32 +297,22 @@ def pil_to_array(image: Any, in_chans: Optional[int]) -> np.ndarray:
 
 def read_image_file(path: Path, in_chans: Optional[int], error: type = PipelineInputError) -> np.ndarray:
     """An existing 2D image file -> uint8 ``(H, W)`` / ``(H, W, 3)`` array, as :func:`pil_to_array`
-    converts a PIL image (``in_chans``: 1, 3, or None for the file's own ``L`` / RGB): opened once,
-    checked by :func:`check_tiff` (a multi-page or 16-bit colour TIFF is refused, not read as its page 0
-    or its high bytes), turned upright and min-max scaled when deeper than 8 bits
-    (:func:`medfm.data.images.pil_to_uint8`, the conversion of :func:`medfm.data.images.read_image`).
-    The image file reader of every 2D pipeline.
+    converts a PIL image (``in_chans``: 1, 3, or None for the file's own ``L`` / RGB):
+    :func:`medfm.data.images.read_image` (turned upright, min-max scaled when deeper than 8 bits, a multi-page or
+    16-bit colour TIFF refused in the pipelines' words, :data:`PIPELINE_TIFF_ADVICE`), its errors raised as
+    ``error``. The image file reader of every 2D pipeline.
 
     Raises:
         error: a file PIL cannot identify (a NIfTI, DICOM or numpy file named as such,
             :func:`medfm.data.images.image_decode_error`), a truncated or damaged one, non-finite
             float pixels, a TIFF refused by :func:`check_tiff`; one line naming the file.
     """
-    from PIL import Image
-
     from medfm.data.errors import MedFMDataError
-    from medfm.data.images import image_decode_error, pil_to_uint8
 
-    try:
-        im = Image.open(path)
-    except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
-        raise error(str(image_decode_error(path, "image", err))) from None
-    with im:
-        check_tiff(im, path.name, error)
-        try:  # 16-bit / float files are min-max scaled, never clipped at 255
-            return pil_to_uint8(im, _pil_mode(in_chans), path, "image")
-        except MedFMDataError as err:
-            raise error(str(err)) from None
+    try:  # 16-bit / float files are min-max scaled, never clipped at 255
+        return read_image(path, _pil_mode(in_chans), "image", PIPELINE_TIFF_ADVICE)
+    except MedFMDataError as err:
+        raise error(str(err)) from None
 
 
 def axes_longer_than_1(shape: Sequence[int]) -> int:

@@ -13,14 +13,7 @@ from medfm.adapters.lora import LoraSettings
 from medfm.arg_checks import check_number
 from medfm.config import check_field_types
 from medfm.data.errors import UnsupportedSizeError
-from medfm.data.medmnist_info import (
-    CORPUS_DATASET,
-    CORPUS_NOT_FOR_FINETUNING,
-    MEDMNIST_FLAGS,
-    SPLITS,
-    available_sizes,
-    check_dataset_name,
-)
+from medfm.data.medmnist_info import CORPUS_DATASET, MEDMNIST_FLAGS, SPLITS, available_sizes, check_recipe_dataset
 from medfm.data.views import ViewConfig
 from medfm.training.loop import TrainConfig
 
@@ -63,18 +56,14 @@ class DataConfig:
     val_split: Optional[str] = "val"
 
     def __post_init__(self) -> None:
-        if self.dataset == CORPUS_DATASET and not self.takes_corpus:
-            raise ValueError(f"data.dataset: {CORPUS_NOT_FOR_FINETUNING}")
-        check_dataset_name(self.dataset, "data.dataset", corpus=self.takes_corpus)
+        check_recipe_dataset(self.dataset, "data.dataset", finetuning=not self.takes_corpus)
         check_field_types(self, "data.")
         check_number("data.label_fraction", self.label_fraction, gt=0, le=1)
         check_number("data.size", self.size, ge=1, integer=True, hint=" (a side in px, e.g. 28)")
-        if self.dataset == CORPUS_DATASET:
-            from medfm.data.corpus import CORPUS_SIZES
+        if self.dataset == CORPUS_DATASET:  # (was named when the corpus was built, after the check builds)
+            from medfm.data.corpus import check_corpus_size
 
-            if self.size not in CORPUS_SIZES:  # (was named when the corpus was built, after the check builds)
-                raise UnsupportedSizeError(f"data.size: the pretraining corpus is built at {list(CORPUS_SIZES)} px, "
-                                           f"not {self.size}")
+            check_corpus_size(self.size, "data.size")
         if self.dataset in MEDMNIST_FLAGS and self.size not in available_sizes(self.dataset):
             raise UnsupportedSizeError(f"data.size: MedMNIST {self.dataset!r} is not released at {self.size} px; "
                                        f"available: {list(available_sizes(self.dataset))}")
@@ -90,8 +79,8 @@ class FinetuneDataConfig(DataConfig):
     (a recipe read by :func:`medfm.config.from_dict` and the ``medfm finetune`` command say the same).
 
     Raises:
-        ValueError: ``dataset: corpus`` (:data:`medfm.data.medmnist_info.CORPUS_NOT_FOR_FINETUNING`); and what
-            :class:`DataConfig` raises.
+        ValueError: ``dataset: corpus`` (:func:`medfm.data.medmnist_info.check_recipe_dataset`:
+            :data:`medfm.data.medmnist_info.CORPUS_NOT_FOR_FINETUNING`); and what :class:`DataConfig` raises.
     """
 
     takes_corpus: ClassVar[bool] = False
