@@ -310,3 +310,13 @@ def vqa_model(tmp_path_factory):
     return VQAModel(enc, answers, 32, closed_answers=["yes", "no"], open_answers=answers[2:],
                     text_encoder={"name": "hf", "model_name_or_path": str(bert), "max_length": 8},
                     fusion="cross_attention", dim=16, heads=2, layers=1, dropout=0.0).eval()
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    """A checkpoint folder as the command line's early checks see one (only the ``config.json`` marker is
+    looked at). Test modules that need a real checkpoint define their own ``ckpt``, which takes precedence."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return str(folder)

@@ -21,15 +21,6 @@ _SUITE = str(REPO_ROOT / "eval_suites" / "medmnist_2d.yaml")  # an as-is suite
 _NOT_A_NUMBER = "label fraction {!r} in {!r} is not a number; give a comma list such as 0.01,0.1,1"
 
 
-@pytest.fixture
-def ckpt(tmp_path):
-    """A checkpoint folder as the early checks see one (only the ``config.json`` marker is looked at)."""
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    return str(folder)
-
-
 def test_parse_label_fractions_reads_a_comma_list_or_a_sequence():
     assert parse_label_fractions(" 0.01, 0.1 ,1,") == (0.01, 0.1, 1.0)
     assert parse_label_fractions([0.01, 1]) == (0.01, 1)  # a suite file's list: its items as given

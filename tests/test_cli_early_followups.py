@@ -25,15 +25,6 @@ _SUITE = str(REPO_ROOT / "eval_suites" / "medmnist_2d.yaml")  # an as-is suite
 _FINETUNE = str(REPO_ROOT / "finetune" / "lora_resnet18_pneumoniamnist.yaml")
 
 
-@pytest.fixture
-def ckpt(tmp_path):
-    """A checkpoint folder as the early checks see one (only the ``config.json`` marker is looked at)."""
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    return str(folder)
-
-
 def _suite(folder, name, protocol):
     """A one-dataset suite file ``folder/name`` whose ``protocol`` section is the YAML text ``protocol``."""
     path = folder / name
