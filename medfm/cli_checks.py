@@ -456,5 +456,6 @@ def check_paths(args: argparse.Namespace) -> None:
                           "results.json")
 
 
-__all__ = ["OUTPUT_COMMANDS", "CHECKPOINT_ARGS", "ZEROSHOT_USAGE", "DATA_USAGE", "ENCODER_DIMS", "label_fraction_option",
+__all__ = ["OUTPUT_COMMANDS", "CHECKPOINT_ARGS", "ZEROSHOT_USAGE", "DATA_USAGE", "ENCODER_DIMS",
+           "label_fraction_option",
            "check_paths"]

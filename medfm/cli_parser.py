@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         "finetune/lora_resnet18_pneumoniamnist.yaml")
     sp.add_argument("--dataset", default=None, metavar="FLAG",
                     help="MedMNIST data set to train on, e.g. breastmnist (default: the recipe's data.dataset)")
-    sp.add_argument("--label-fraction", default=None, metavar="F",  # checked as eval's (cli_checks.label_fraction_option)
+    # checked as eval's (cli_checks.label_fraction_option)
+    sp.add_argument("--label-fraction", default=None, metavar="F",
                     help="train on a stratified, seeded fraction F in (0, 1] of the training labels, e.g. 0.1 "
                          "(default: the recipe's data.label_fraction, else 1: all)")
     recipe_command(

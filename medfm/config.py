@@ -271,7 +271,8 @@ def check_field_types(section: Any, prefix: str = "") -> None:
                 setattr(section, f.name, from_dict(kind, value, where=f"{type(section).__name__}.{f.name}"))
             elif not isinstance(value, kind):
                 article = "an" if kind.__name__[0] in "AEIOU" else "a"
-                raise ValueError(f"{name} must be {article} {kind.__name__} or a mapping of its settings, got {shown(value)}")
+                raise ValueError(f"{name} must be {article} {kind.__name__} or a mapping of its settings, "
+                                 f"got {shown(value)}")
         elif kind is bool:
             check_bool(name, value)
         elif kind is str and not isinstance(value, str):

@@ -298,7 +298,8 @@ class TextConditionedSegmenter(nn.Module):
         Raises:
             ValueError: unknown modality, no way to tell the modality, or a ``domain`` that is no modality name,
                 integer index or integer tensor (:func:`medfm.arg_checks.is_index_tensor`: ``0.5`` or ``True``
-                was taken as index 0 or 1, a complex tensor lost its imaginary part, a list of names failed inside torch).
+                was taken as index 0 or 1, a complex tensor lost its imaginary part, a list of names failed inside
+                torch).
         """
         if not self.domain_norm:
             return None
@@ -462,7 +463,8 @@ class TextConditionedSegmenter(nn.Module):
 
         Raises:
             ValueError: ``masks`` / ``known`` not tensors of the shapes above, mask values outside [0, 1]
-                (or NaN), ``known`` not bool or 0/1 integers (:func:`medfm.arg_checks.check_mask_tensor`), no known pair at all, or weights of the wrong length / not positive and finite.
+                (or NaN), ``known`` not bool or 0/1 integers (:func:`medfm.arg_checks.check_mask_tensor`), no known
+                pair at all, or weights of the wrong length / not positive and finite.
         """
         for what, value in (("masks", masks), ("known", known)):
             if value is not None and not isinstance(value, torch.Tensor):

@@ -131,7 +131,8 @@ def check_methods(methods: Sequence[str]) -> List[str]:
         raise ValueError(f"methods is empty; valid: {', '.join(CAM_METHODS)}")
     for m in methods:
         if m not in CAM_METHODS:
-            raise ValueError(f"unknown CAM method {m!r}{close_match_hint(str(m), CAM_METHODS, cutoff=0.5, fallback=None)} "
+            hint = close_match_hint(str(m), CAM_METHODS, cutoff=0.5, fallback=None)
+            raise ValueError(f"unknown CAM method {m!r}{hint} "
                              f"(valid: {', '.join(CAM_METHODS)})")
     return methods
 

@@ -313,7 +313,8 @@ def batch_modalities(batch: Mapping[str, Any]) -> List[str]:
     """The modalities a batch in the :mod:`medfm.data.multimodal` layout knows of: those with a presence
     mask (one absent from every sample keeps its mask) and any other tensor key but ``label``/``mask``."""
     return list(dict.fromkeys([*batch.get(PRESENT_KEY, {}),
-                               *(k for k, v in batch.items() if isinstance(v, torch.Tensor) and k not in ("label", "mask"))]))
+                               *(k for k, v in batch.items()
+                                 if isinstance(v, torch.Tensor) and k not in ("label", "mask"))]))
 
 
 def check_modality_names(names: Any, batch: Mapping[str, Any], what: str) -> List[str]:

@@ -398,5 +398,6 @@ def _check_pair(train_ds: Any, test_ds: Any) -> None:
 
 
 __all__ = ["PROTOCOLS", "check_protocol", "extract_features", "subset_indices", "LinearProbe", "fit_linear_probe",
-           "knn_scores", "select_probe_c", "PROBE_C_GRID", "linear_probe", "knn_predict", "probe_labels", "check_features",
+           "knn_scores", "select_probe_c", "PROBE_C_GRID", "linear_probe", "knn_predict", "probe_labels",
+           "check_features",
            "check_probe_labels"]

@@ -103,7 +103,8 @@ def corruption_errors(
     """
     n_severities = check_number("n_severities", n_severities, ge=1, integer=True)
     if not isinstance(scores_by_corruption, Mapping):
-        raise TypeError(f"scores_by_corruption must map corruption names to scores, got {type(scores_by_corruption).__name__}")
+        raise TypeError("scores_by_corruption must map corruption names to scores, "
+                        f"got {type(scores_by_corruption).__name__}")
     n = len(to_numpy(y_true, "y_true"))
     out: Dict[str, List[float]] = {}
     for name, scores in scores_by_corruption.items():

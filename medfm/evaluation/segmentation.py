@@ -245,7 +245,8 @@ def summarize_cases(per_case: Mapping[str, Mapping[str, Mapping[str, float]]]) -
     classes: Dict[str, Dict[str, List[float]]] = {}
     for case, res in per_case.items():
         if not isinstance(res, Mapping) or not all(isinstance(m, Mapping) for m in res.values()):
-            raise TypeError(f"per_case[{case!r}] must be {{class: {{metric: value}}}} as case_metrics returns, got {res!r}")
+            raise TypeError(f"per_case[{case!r}] must be {{class: {{metric: value}}}} as case_metrics returns, "
+                            f"got {res!r}")
         for cls, metrics in res.items():
             for m, v in metrics.items():
                 if isinstance(v, bool) or not isinstance(v, numbers.Real):  # NaN/inf pass: left out below

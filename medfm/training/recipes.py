@@ -183,7 +183,8 @@ class FinetuneRecipe:
 
     def __post_init__(self) -> None:
         if type(self.data) is DataConfig:  # made in Python: checked again as a fine-tuning set (the corpus refused)
-            self.data = FinetuneDataConfig(**{f.name: getattr(self.data, f.name) for f in dataclasses.fields(DataConfig)})
+            fields = dataclasses.fields(DataConfig)
+            self.data = FinetuneDataConfig(**{f.name: getattr(self.data, f.name) for f in fields})
         check_field_types(self)
         if self.mode not in FINETUNE_MODES:
             raise ValueError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")

@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import TABULAR, FusionModel, check_generator, image_encoder_spec, sample_modality_dropout
+from medfm.adapters.fusion.base import (TABULAR, FusionModel, check_generator, image_encoder_spec,
+                                        sample_modality_dropout)
 from medfm.adapters.segmentation import UNetDecoder, check_decoder_options, dice_ce_loss, probe_encoder
 from medfm.arg_checks import check_number
 from medfm.registry import FUSERS
