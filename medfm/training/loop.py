@@ -360,12 +360,12 @@ class Trainer:
         When the last epoch ends, ``<output>/training_curve.png`` is drawn from ``metrics.jsonl``
         (once; not when the fit raises)."""
         cfg = self.cfg
-        check_output_folder(self.output)  # before mkdir: a file there was an "[Errno 17] File exists"
+        # before mkdir (a file there was an "[Errno 17] File exists") and before a resume restores anything
+        refuse_existing_run(self.output, resume)
         self.output.mkdir(parents=True, exist_ok=True)
         counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
         if resume:  # a kill inside the checkpoint's rename window leaves the previous one aside
             restore_interrupted_dir(self.checkpoint_dir)
-        refuse_existing_run(self.output, resume)
         if resume and (self.checkpoint_dir / STATE_JSON).is_file():
             counters = load_training_state(self.checkpoint_dir, self.model, self.optimizer)
             self._check_counters(counters)

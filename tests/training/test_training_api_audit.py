@@ -154,6 +154,14 @@ def test_resume_must_be_a_bool(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_trainer_fit_refuses_a_non_bool_resume_before_creating_the_run_folder(tmp_path):
+    """Trainer.fit checks resume (and its output) once, first: resume="no" made the folder before it was refused."""
+    trainer = Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "run", save_state_dict)
+    with pytest.raises(ValueError, match=r"^resume must be true or false, got 'no' \(str\)$"):
+        trainer.fit(resume="no")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_training_set_smaller_than_a_batch_writes_nothing(tmp_path, write_medmnist):
     from medfm.training.runs import run_pretrain
 
