@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import numbers
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -50,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from medfm.arg_checks import is_integer
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, MedFMDataError, UnsupportedSizeError
 from medfm.data.images import read_image
 from medfm.data.root import PathLike, resolve_data_root
@@ -90,7 +90,7 @@ def check_corpus_size(size: Any, where: str = "") -> None:
     Raises:
         UnsupportedSizeError: ``"[<where>: ]the pretraining corpus is built at [28, 64] px, not 32"``.
     """
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size not in CORPUS_SIZES:  # not 28.0
+    if not is_integer(size) or size not in CORPUS_SIZES:  # not 28.0 nor True
         prefix = f"{where}: " if where else ""
         raise UnsupportedSizeError(f"{prefix}the pretraining corpus is built at {list(CORPUS_SIZES)} px, not {size!r}")
 

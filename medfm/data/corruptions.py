@@ -53,7 +53,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from medfm.arg_checks import check_number, is_integer, number_fits, shown
+from medfm.arg_checks import check_list, check_number, is_integer, number_fits, shown
 from medfm.data.errors import EmptySplitError, MedFMDataError, UnknownDatasetError
 from medfm.data.root import PathLike
 from medfm.registry import close_match_hint
@@ -477,7 +477,7 @@ def corrupted_sets(
     Args:
         images: uint8 ``(N, H, W)`` or ``(N, H, W, 3)`` clean test images.
         flag: MedMNIST flag (selects medmnistc's corruption table).
-        jobs: ``(corruption, severity)`` pairs.
+        jobs: a list (or any ordered iterable) of ``(corruption, severity)`` pairs.
         size: image side used in cache names (default ``H``).
         seed, resolution: see :func:`corrupt_images`.
         cache_dir: cache root (default ``~/.cache/medfm``); files in ``<cache_dir>/medmnistc``.
@@ -496,8 +496,9 @@ def corrupted_sets(
 
     Raises:
         UnknownCorruptionError, ValueError, RuntimeError: see :func:`corrupt_images`; ValueError
-            also for ``indices`` of another length than ``images``, negative or repeated, and for
-            ``workers`` not an integer >= 0 (``-1``, joblib's "all cores", ran in this process;
+            also for ``jobs`` that are not a list of pairs (:func:`medfm.arg_checks.check_list`: one pair, a
+            mapping, a set or a number is refused), ``indices`` of another length than ``images``, negative or
+            repeated, and for ``workers`` not an integer >= 0 (``-1``, joblib's "all cores", ran in this process;
             ``1.5`` and ``"2"`` failed with a TypeError once a set had to be generated).
     """
     from tqdm.auto import tqdm
@@ -505,9 +506,12 @@ def corrupted_sets(
     workers = check_number("workers", workers, ge=0, integer=True, hint=" (0 or 1: in this process)")
     images = np.ascontiguousarray(images)
     size = int(size or images.shape[1])
-    if isinstance(jobs, (str, bytes)) or not all(isinstance(j, (list, tuple)) and len(j) == 2 for j in jobs):
+    what = "a list of (corruption, severity) pairs, e.g. [('pixelate', 3)]"
+    # listed once: a generator was used up by the pairs check, and no job ran (an empty result, no word)
+    jobs = check_list("jobs", jobs, what=what, got=repr)
+    if not all(isinstance(j, (list, tuple)) and len(j) == 2 for j in jobs):
         # one pair or a bare name failed with "not enough values to unpack"
-        raise ValueError(f"jobs must be a list of (corruption, severity) pairs, e.g. [('pixelate', 3)], got {jobs!r}")
+        raise ValueError(f"jobs must be {what}, got {jobs!r}")
     jobs = [(corruption, check_severity(severity)) for corruption, severity in jobs]
     for corruption, _ in jobs:
         check_corruption(flag, corruption)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medfm.data import errors
-from medfm.data.corruptions import cache_path, corrupted_sets
+from medfm.data.corruptions import UnknownCorruptionError, cache_path, corrupted_sets
 from medfm.data.imagefolder import ImageFolderDataset, folder_classes
 from medfm.data.medmnist import MedMNISTDataset, npz_name
 from medfm.data.views import RandomViews, ViewConfig
@@ -65,6 +65,25 @@ def test_corrupted_sets_refuses_a_bad_worker_count(workers):
     _raises_one_line(ValueError, r"^workers must be an integer >= 0 \(0 or 1: in this process\), got ",
                      lambda: corrupted_sets(np.zeros((2, 28, 28), np.uint8), "pneumoniamnist", [("pixelate", 1)],
                                             workers=workers, use_cache=False, progress=False))
+
+
+@pytest.mark.parametrize("jobs, shown", [(3, "3"), ({("pixelate", 1): 0}, r"\{\('pixelate', 1\): 0\}")])
+def test_corrupted_sets_refuses_jobs_that_are_no_list(jobs, shown):
+    """was: a number failed with ``TypeError: 'int' object is not iterable``; a mapping was read as its keys.
+    The list rule of :func:`medfm.arg_checks.check_list`."""
+    _raises_one_line(ValueError, r"^jobs must be a list of \(corruption, severity\) pairs, e.g. \[\('pixelate', 3\)\], "
+                     rf"got {shown}$",
+                     lambda: corrupted_sets(np.zeros((2, 28, 28), np.uint8), "pneumoniamnist", jobs, workers=0,
+                                            use_cache=False, progress=False))
+
+
+def test_corrupted_sets_reads_a_generator_of_jobs_as_its_list():
+    """was: the pairs check used the generator up, so no job ran: an unknown corruption (or any job) gave an
+    empty result without a word."""
+    images = np.zeros((2, 28, 28), np.uint8)
+    for jobs in ([("no_such_corruption", 1)], (j for j in [("no_such_corruption", 1)])):
+        with pytest.raises(UnknownCorruptionError, match=r"^unknown corruption 'no_such_corruption'"):
+            corrupted_sets(images, "pneumoniamnist", jobs, workers=0, use_cache=False, progress=False)
 
 
 @pytest.mark.parametrize("severity, shown", [(9, "9"), (0, "0"), (2.0, r"2\.0"), (True, r"True \(bool\)")])
