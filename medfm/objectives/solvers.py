@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import InitVar, dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
 from medfm.objectives.inputs import check_arg, check_float_tensors
@@ -282,14 +283,14 @@ def hungarian(scores: torch.Tensor) -> torch.Tensor:
 
     if scores.ndim != 3:
         raise ValueError(f"hungarian: scores must be (G, n, m) (G instances), got shape {tuple(scores.shape)}")
-    if not torch.isfinite(scores).all():
+    arr = scores.detach().float().cpu().numpy()  # the one device read-back: checked and solved on the host
+    if not np.isfinite(arr).all():
         raise ValueError("hungarian: scores contain NaN or inf")
-    arr = scores.detach().float().cpu().numpy()
-    out = torch.zeros_like(scores)
+    out = np.zeros(arr.shape, dtype=np.float32)
     for gi in range(arr.shape[0]):
         rows, cols = linear_sum_assignment(arr[gi], maximize=True)
-        out[gi, torch.as_tensor(rows), torch.as_tensor(cols)] = 1
-    return out
+        out[gi, rows, cols] = 1
+    return torch.from_numpy(out).to(device=scores.device, dtype=scores.dtype)  # one copy back
 
 
 def best_with_identity(qap: FactorizedQAP, x: torch.Tensor) -> torch.Tensor:
