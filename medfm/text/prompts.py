@@ -164,17 +164,19 @@ def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
             parsed = [(f, c) for _, f, _, c in string.Formatter().parse(t) if f is not None]
         except ValueError as err:
             raise ValueError(f"template {t!r} has malformed braces ({err})") from None
+        for f, c in parsed:
+            base = _field_base(f)
+            if base not in ("label", "modality"):
+                continue
+            if f != base:  # '{label.upper}', '{label[0]}': format() reads an attribute/item of the string
+                problem = f"reads an attribute or index of a placeholder ({{{f}}})"
+            elif c in ("r", "a"):  # '{label!r}': "a chest X-ray showing 'pneumonia'", in Python's quotes
+                problem = f"converts a placeholder ({{{f}!{c}}} puts the text in Python quotes)"
+            else:
+                continue
+            raise ValueError(f"template {t!r} {problem}; {{label}} and {{modality}} are filled in as plain strings: "
+                             f"write {{{base}}}")
         fields = {f for f, _ in parsed}
-        accessed = sorted(f for f in fields if f != _field_base(f) and _field_base(f) in ("label", "modality"))
-        if accessed:  # '{label.upper}', '{label[0]}': format() reads an attribute/item of the string
-            raise ValueError(f"template {t!r} reads an attribute or index of a placeholder ({{{accessed[0]}}}); "
-                             f"{{label}} and {{modality}} are filled in as plain strings: write "
-                             f"{{{_field_base(accessed[0])}}}")
-        quoted = sorted((f, c) for f, c in parsed if c in ("r", "a") and _field_base(f) in ("label", "modality"))
-        if quoted:  # '{label!r}': "a chest X-ray showing 'pneumonia'", the name in Python's quotes and escapes
-            raise ValueError(f"template {t!r} converts a placeholder ({{{quoted[0][0]}!{quoted[0][1]}}} puts the text "
-                             f"in Python quotes); {{label}} and {{modality}} are filled in as plain strings: write "
-                             f"{{{_field_base(quoted[0][0])}}}")
         if "label" not in fields:
             raise ValueError(f"every template needs a '{{label}}' placeholder, got {t!r}")
         if fields - {"label", "modality"}:

@@ -34,15 +34,21 @@ def test_the_cache_still_takes_lists_and_tuples_of_strings(tmp_path):
     assert sorted(EmbeddingCache("m", tmp_path).get_many(["b", "a", "c"])) == ["a", "b"]
 
 
-@pytest.mark.parametrize("template, field, plain", [
-    ("{label.upper}", "label.upper", "label"),  # was: "every template needs a '{label}' placeholder"
-    ("a chest X-ray showing {label[0]}", "label[0]", "label"),  # same
-    ("{modality.title} with {label}", "modality.title", "modality"),  # was: "has field(s) ['modality.title']"
+_READS = "reads an attribute or index of a placeholder ({{{}}})"
+_QUOTES = "converts a placeholder ({{{}}} puts the text in Python quotes)"
+
+
+@pytest.mark.parametrize("template, problem, field, plain", [
+    ("{label.upper}", _READS, "label.upper", "label"),  # was: "every template needs a '{label}' placeholder"
+    ("a chest X-ray showing {label[0]}", _READS, "label[0]", "label"),  # same
+    ("{modality.title} with {label}", _READS, "modality.title", "modality"),  # was: "has field(s) ['modality.title']"
+    ("a chest X-ray showing {label!r}", _QUOTES, "label!r", "label"),  # was: "a chest X-ray showing 'pneumonia'"
+    ("{modality!a} with {label}", _QUOTES, "modality!a", "modality"),  # was: "'a chest X-ray' with pneumonia"
 ])
-def test_a_template_reading_an_attribute_or_index_of_a_placeholder_is_named_as_such(template, field, plain):
+def test_a_template_reading_or_quoting_a_placeholder_is_named_as_such(template, problem, field, plain):
     with pytest.raises(ValueError) as info:
         class_prompts("pneumoniamnist", templates=[template])
-    assert str(info.value) == (f"template {template!r} reads an attribute or index of a placeholder ({{{field}}}); "
+    assert str(info.value) == (f"template {template!r} {problem.format(field)}; "
                                f"{{label}} and {{modality}} are filled in as plain strings: write {{{plain}}}")
 
 

@@ -3,8 +3,6 @@ cannot change with the current folder), and a prompt template's ``!r``/``!a`` co
 test fails on the code before these changes (the comments say what happened then), unless it says guard."""
 from __future__ import annotations
 
-import pytest
-
 from medfm.text.encoders import HFTextEncoder
 from medfm.text.prompts import class_prompts
 from tests.conftest import save_tiny_bert
@@ -26,17 +24,6 @@ def test_a_relative_text_model_keeps_its_cache_key_after_a_chdir(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     assert enc.cache_key == key  # was: FileNotFoundError: 'model'
     assert key.split("|")[1] == HFTextEncoder(str(tmp_path / "a" / "model")).cache_key.split("|")[1]
-
-
-@pytest.mark.parametrize("template, field, plain", [
-    ("a chest X-ray showing {label!r}", "label!r", "label"),  # was: "a chest X-ray showing 'pneumonia'"
-    ("{modality!a} with {label}", "modality!a", "modality"),  # was: "'a chest X-ray' with pneumonia"
-])
-def test_a_template_that_quotes_a_placeholder_is_refused(template, field, plain):
-    with pytest.raises(ValueError) as info:
-        class_prompts("pneumoniamnist", templates=[template])
-    assert str(info.value) == (f"template {template!r} converts a placeholder ({{{field}}} puts the text in Python "
-                               f"quotes); {{label}} and {{modality}} are filled in as plain strings: write {{{plain}}}")
 
 
 def test_a_str_conversion_is_the_plain_text():
