@@ -22,6 +22,8 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from medfm.arg_checks import check_mask_tensor
+
 MISSING_FILL = float("nan")
 PRESENT_KEY = "present"
 
@@ -125,15 +127,35 @@ def presence(batch: Mapping[str, Any], modality: str) -> torch.Tensor:
     """``(B,)`` bool: which samples have ``modality``.
 
     A key absent from the batch means absent for all samples; a key without a presence
-    mask means present for all samples.
+    mask means present for all samples. A mask is taken by the fusers' rule
+    (:func:`medfm.arg_checks.check_mask_tensor`): bool, or integers 0/1 (made bool).
+
+    Raises:
+        ValueError: a presence mask of ``modality`` that is not a bool or 0/1 integer tensor, naming the
+            modality and the values (a float ``0.5`` or an integer ``2`` was taken as present):
+            ``the presence mask of 'pre' must be a (B,) bool tensor (or 0/1 integers), got a torch.float32
+            tensor of shape (4,) holding [0.5]``.
     """
     n = batch_size(batch)
     masks = batch.get(PRESENT_KEY, {})
     if modality not in batch:
         return torch.zeros(n, dtype=torch.bool)
     if modality in masks:
-        return masks[modality].to(torch.bool).reshape(n).cpu()
+        return _checked_mask(modality, masks[modality]).reshape(n).cpu()
     return torch.ones(n, dtype=torch.bool)
+
+
+def _checked_mask(modality: str, mask: Any) -> torch.Tensor:
+    """``mask`` as a bool tensor by :func:`medfm.arg_checks.check_mask_tensor`; a refused float mask's
+    message also names its values other than 0 and 1 (read back on the error path only)."""
+    try:
+        return check_mask_tensor(f"the presence mask of {modality!r}", mask, what="a (B,) bool tensor (or 0/1 integers)")
+    except ValueError as err:
+        if isinstance(mask, torch.Tensor) and mask.is_floating_point():
+            bad = mask[(mask != 0) & (mask != 1)].unique()
+            if bad.numel():
+                raise ValueError(f"{err} holding {bad[:5].tolist()}") from None
+        raise
 
 
 def drop_modalities(batch: Mapping[str, Any], drop: Mapping[str, torch.Tensor]) -> Dict[str, Any]:

@@ -309,12 +309,14 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
     (:func:`medfm.training.resume.check_resume_recipe`), except for models added to ``models``: the
     models train independently, so ``--resume`` reuses the finished ones and trains the new ones;
-    ValueError: fewer training slices than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`).
+    ValueError: fewer training slices than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`);
+    ConfigError: a single-modality model whose slices are fewer (:func:`check_training_sets`; both before
+    anything is written or any model trains).
     """
     from medfm.config import dump_yaml
     from medfm.data.lgg_fusion import LGGFusionSet
     from medfm.io import atomic_write_text
-    from medfm.training.loop import refuse_existing_run, steps_per_epoch
+    from medfm.training.loop import refuse_existing_run
     from medfm.training.resume import check_resume_recipe
 
     output = Path(output)
@@ -325,10 +327,57 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     t0 = time.perf_counter()
     train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
     test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
-    steps_per_epoch(len(train), recipe.train.batch_size)  # fewer slices than a batch: before anything is written
+    check_training_sets(recipe, train)  # fewer slices than a batch: before anything is written or trained
     output.mkdir(parents=True, exist_ok=True)  # after the data: missing data writes nothing
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     return output, train, test, t0
+
+
+def model_modalities(recipe: "FusionRecipe", spec: FusionModelConfig) -> List[str]:
+    """The modalities a model of the recipe takes: its ``args.modalities``, else the recipe's ``modalities``
+    (as :func:`build_fuser` and the segmentation runner's build give them to the fuser)."""
+    return list(spec.args.get("modalities") or recipe.modalities)
+
+
+def training_rows(modalities: Any, natural: Dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+    """The training samples of a model over ``modalities``: for a single-modality baseline the ``(n,)`` indices
+    of the samples that have its modality (``natural[m]``, ``(N,)`` bool presence; it learns only from those),
+    None (every sample) for a fuser of two or more."""
+    modalities = list(modalities)
+    return natural[modalities[0]].nonzero().flatten() if len(modalities) == 1 else None
+
+
+def check_training_sets(recipe: "FusionRecipe", train: Any) -> None:
+    """Every model's training set against ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
+    before the first model trains: the whole ``train`` set, and the samples of each single-modality model
+    (:func:`training_rows` of the set's natural presence; such a model was refused only when its turn came,
+    after the recipe's earlier models had trained).
+
+    Raises:
+        ValueError: fewer training samples than a batch (``the training set has 3 samples, fewer than one
+            batch of 4 (train.batch_size)``).
+        ConfigError: a single-modality model with fewer, named by its recipe location: ``r.yaml.models.single_post:
+            the training set has 294 samples, fewer than one batch of 300 (train.batch_size): a single-modality
+            model trains on the training samples that have 'post' only; ...``.
+    """
+    from medfm.config import ConfigError, mapping_location
+    from medfm.training.loop import steps_per_epoch
+
+    batch = recipe.train.batch_size
+    steps_per_epoch(len(train), batch)
+    natural = None
+    for label, spec in recipe.models.items():
+        mods = model_modalities(recipe, spec)
+        if len(mods) != 1:
+            continue
+        if natural is None:
+            natural = train.get_batch(torch.arange(len(train)))["present"]
+        try:
+            steps_per_epoch(len(training_rows(mods, natural)), batch)
+        except ValueError as err:
+            raise ConfigError(f"{mapping_location(recipe, f'models.{label}')}: {err}: a single-modality model trains on "
+                              f"the training samples that have {mods[0]!r} only; lower train.batch_size or drop the "
+                              "model") from None
 
 
 def fit_or_reuse(model: torch.nn.Module, step_fn: Any, data: Any, train_cfg: TrainConfig, run_dir: Path,
@@ -359,8 +408,9 @@ def fit_or_reuse(model: torch.nn.Module, step_fn: Any, data: Any, train_cfg: Tra
         print(f"[{log_tag}] {label}: reused from {final} ({when})", flush=True)
         return from_pretrained(final).eval(), {"train_seconds": seconds, "reused_from": str(final)}
     t0 = time.perf_counter()
-    if len(model.modalities) == 1:  # a single-modality baseline learns only from samples that have it
-        data = IndexedSubset(data, natural[model.modalities[0]].nonzero().flatten())
+    rows = training_rows(model.modalities, natural)  # a single-modality baseline: the samples that have it
+    if rows is not None:
+        data = IndexedSubset(data, rows)
     Trainer(model, step_fn, data, train_cfg, run_dir, lambda m, d: write_checkpoint(m, d)).fit(resume=resume)
     seconds = round(time.perf_counter() - t0, 1)
     extra = {"training": {"data": data_meta, **(training or {}), "train_seconds": seconds},
@@ -415,7 +465,9 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
 
     Raises:
         MedFMDataError: LGG data missing; FileExistsError: ``output`` holds a run and not ``resume``;
-        ConfigError: a bad fuser value, with its recipe location; UnknownNameError: an unregistered fuser.
+        ConfigError: a bad fuser value, with its recipe location; UnknownNameError: an unregistered fuser;
+        ValueError / ConfigError: a model's training set smaller than ``train.batch_size``, before any model
+        trains (:func:`check_training_sets`).
     """
     from medfm.data.lgg_fusion import CLINICAL_COLUMNS, EXCLUDED_COLUMNS
     from medfm.evaluation.fusion import mnar_drop, run_fusion_protocol, write_fusion_report
@@ -484,6 +536,7 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
-           "fusion_step", "build_fuser", "build_models", "check_image_encoder", "start_run",
+           "fusion_step", "build_fuser", "build_models", "check_image_encoder", "check_training_sets", "start_run",
+           "model_modalities", "training_rows",
            "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
            "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

@@ -1,7 +1,8 @@
 """Shared plumbing of the missing-modality fusers: modality encoders, presence, checks, loss.
 
 Every fuser is an ``nn.Module`` built by ``FUSERS.build(name, **args)`` whose
-``forward(batch: dict) -> dict`` accepts any subset of modality keys per sample (batch layout:
+``forward(batch: dict, gen=None) -> dict`` (:meth:`FusionModel.forward`: checks ``gen``, then runs the
+fuser's :meth:`~FusionModel.fuse_batch`) accepts any subset of modality keys per sample (batch layout:
 :mod:`medfm.data.multimodal`; a key absent from the batch or a False ``present`` entry means
 missing). Fusers compute on present rows only, so the values in absent rows (NaN in collated
 batches) never reach a parameter. ``out["logits"]`` is ``(B, K)``.
@@ -43,6 +44,8 @@ TABULAR = "clinical"
 BATCH_INFO_KEYS = ("label", "mask", "patient")
 #: the keys of an ``image_encoder`` spec (:func:`image_encoder_spec`)
 IMAGE_ENCODER_KEYS = ("name", "args")
+#: what the fusers draw from their ``gen`` (:func:`check_generator`'s message)
+GENERATOR_USE = "it draws the random modality dropout / channel sampling"
 
 
 def image_encoder_spec(encoder: Any) -> Tuple[str, Dict[str, Any]]:
@@ -154,6 +157,8 @@ class FusionModel(nn.Module):
     #: zero images need it, and a CNN encoder trained at ``img_size`` that is fed another size (e.g.
     #: native 256 px LGG slices to a 64 px model) runs but sees its structures at the wrong scale
     fixed_image_size: bool = True
+    #: what the fuser draws from ``forward``'s ``gen``: the parenthesis of :func:`check_generator`'s message
+    generator_use: str = GENERATOR_USE
 
     def __init__(self, modalities: Sequence[str], num_classes: int = 2,
                  label_names: Optional[Sequence[str]] = None) -> None:
@@ -177,6 +182,29 @@ class FusionModel(nn.Module):
         return {"modalities": self.modalities, "img_size": args.get("img_size"), "in_chans": 1,
                 "intensity_range": [0.0, 1.0], "clinical": "(F,) float, NaN = missing" if TABULAR in self.modalities else None,
                 "missing": "key absent or present[m] False (collated rows NaN)"}
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        """Check ``gen``, then fuse the batch (:meth:`fuse_batch`, each fuser's own; its docstring gives the
+        batch it takes and the dict it returns, e.g. ``{"logits": (B, K), "used": {m: (B,) bool}, ...}``).
+
+        ``gen`` is checked in every mode and by every fuser, whether it draws from it or not (a seed given
+        in eval mode, or to a fuser that draws nothing, was ignored without a word).
+
+        Raises:
+            ValueError: ``gen`` neither None nor a CPU ``torch.Generator`` (:func:`check_generator`, with
+                :attr:`generator_use`); what :meth:`fuse_batch` raises.
+        """
+        check_generator(gen, self.generator_use)
+        return self.fuse_batch(batch, gen)
+
+    def fuse_batch(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        """The fuser's computation on a batch (``gen`` already checked by :meth:`forward`); every fuser defines it.
+
+        Raises:
+            NotImplementedError: on the base class.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define fuse_batch(batch, gen)")
 
     # -- inputs -----------------------------------------------------------------------------
     def presence(self, batch: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
@@ -323,15 +351,19 @@ class FusionModel(nn.Module):
         return F.cross_entropy(logits, check_class_labels(labels, logits.shape[0], self.num_classes).to(logits.device))
 
 
-def check_generator(gen: Any) -> None:
+def check_generator(gen: Any, use: str = GENERATOR_USE) -> None:
     """Refuse a fuser's ``gen`` that is neither None nor a CPU ``torch.Generator`` (it draws the modality dropout
     or channel sampling in training): :func:`medfm.data.views.check_generator`'s rule.
 
+    Args:
+        gen: the generator given.
+        use: what is drawn from it, the message's parenthesis (:attr:`FusionModel.generator_use`).
+
     Raises:
-        ValueError: ``fusion: gen must be a CPU torch.Generator ... or None, got 0 (int); e.g.
+        ValueError: ``fusion: gen must be a CPU torch.Generator (it draws ...) or None, got 0; e.g.
             torch.Generator().manual_seed(0)`` (a seed failed inside ``torch.rand`` with torch's many-line error).
     """
-    check_views_generator(gen, "fusion", "it draws the random modality dropout / channel sampling")
+    check_views_generator(gen, "fusion", use)
 
 
 def sample_modality_dropout(present: Dict[str, torch.Tensor], p: float,

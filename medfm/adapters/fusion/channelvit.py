@@ -97,7 +97,7 @@ class ChannelViT(FusionModel):
                                       "heads": int(heads), "hcs": self.hcs, "num_classes": self.num_classes,
                                       "label_names": self.label_names})
 
-    def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
+    def fuse_batch(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
         """Fuse the present channels of a batch (layout: :mod:`medfm.data.multimodal`).
 
         Args:
@@ -108,10 +108,9 @@ class ChannelViT(FusionModel):
             ``{"logits": (B, K), "embedding": (B, D), "used": {m: (B,) bool}}``; ``used`` is after HCS.
 
         Raises:
-            ValueError: a sample with none of the modalities; NaN/inf in a present image; ``gen`` neither
-                None nor a CPU ``torch.Generator`` (in any mode: :func:`~medfm.adapters.fusion.base.check_generator`).
+            ValueError: a sample with none of the modalities; NaN/inf in a present image (``gen``: checked by
+                :meth:`~medfm.adapters.fusion.base.FusionModel.forward`, which runs this).
         """
-        check_generator(gen)  # whatever the mode: a seed given in eval mode was ignored without a word
         pres = self.presence(batch)
         if self.training and self.hcs:
             kept = hierarchical_channel_sampling(torch.stack([pres[m] for m in self.modalities], 1), gen)

@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import TABULAR, FusionModel, build_modality_encoder, check_generator
+from medfm.adapters.fusion.base import TABULAR, FusionModel, build_modality_encoder
 from medfm.data.multimodal import batch_size, presence
 from medfm.arg_checks import check_number
 from medfm.registry import FUSERS
@@ -36,6 +36,9 @@ class LateFusionZeroFill(FusionModel):
         ValueError: ``dropout`` not a finite number in [0, 1) (:func:`medfm.arg_checks.check_number`);
             NaN in a present image.
     """
+
+    #: it takes the fusers' ``gen`` (checked as theirs by :meth:`FusionModel.forward`) but draws nothing from it
+    generator_use = "late_fusion_zero_fill draws nothing from it, but checks it as every fuser does"
 
     def __init__(self, modalities: Sequence[str], image_encoder: Mapping[str, Any], img_size: int,
                  clinical_features: int = 0, dim: int = 64, dropout: float = 0.0, num_classes: int = 2,
@@ -70,23 +73,22 @@ class LateFusionZeroFill(FusionModel):
         idx, rows = self.select(batch, modality, pres)
         return torch.zeros((n, *rows.shape[1:]), device=device).index_copy(0, idx.to(device), rows.to(device))
 
-    def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
+    def fuse_batch(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
         """Encode every modality (absent rows zero-filled), concatenate, classify.
 
         Args:
             batch: ``{modality: (B, 1, S, S) float in [0, 1] | (B, F) float}`` plus optional presence masks.
-            gen: unused (same signature as the other fusers), but checked as theirs: None or a CPU
-                ``torch.Generator`` (:func:`~medfm.adapters.fusion.base.check_generator`).
+            gen: unused: no modality dropout or other draw (same signature as the other fusers; checked as
+                theirs by :meth:`~medfm.adapters.fusion.base.FusionModel.forward`, which runs this).
 
         Returns:
             ``{"logits": (B, K), "embedding": (B, M * D), "used": {m: (B,) bool}}`` (presence, not dropout).
 
         Raises:
             ValueError: NaN/inf in a present image; a sample with none of the modalities; a batch
-                with no tensor (batch size unknown); ``gen`` neither None nor a CPU ``torch.Generator``.
+                with no tensor (batch size unknown).
             EncoderInputError: a present image that is not float ``(B, 1, img_size, img_size)`` in [0, 1].
         """
-        check_generator(gen)  # whatever the mode: a seed given in eval mode was ignored without a word
         used = self.presence(batch)  # a sample with no modality at all is refused, as by every fuser
         emb = torch.cat([self.encoders[m](self.zero_filled(batch, m)) for m in self.modalities], 1)
         return {"logits": self.head(self.dropout(emb)), "embedding": emb, "used": used}

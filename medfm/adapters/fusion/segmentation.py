@@ -32,8 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import (TABULAR, FusionModel, check_generator, image_encoder_spec,
-                                        sample_modality_dropout)
+from medfm.adapters.fusion.base import TABULAR, FusionModel, image_encoder_spec, sample_modality_dropout
 from medfm.adapters.segmentation import UNetDecoder, check_decoder_options, dice_ce_loss, probe_encoder
 from medfm.arg_checks import check_number
 from medfm.registry import FUSERS
@@ -150,7 +149,7 @@ class FusedUNet(FusionModel):
     def _scatter(self, b: int, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return rows.new_zeros((b, *rows.shape[1:])).index_copy(0, idx, rows)
 
-    def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
+    def fuse_batch(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
         """Segment a batch from whichever modalities each sample has (fusion per ``self.fusion``).
 
         Args:
@@ -161,10 +160,9 @@ class FusedUNet(FusionModel):
             ``{"logits": (B, K, S, S), "used": {m: (B,) bool}}``; ``used`` is after modality dropout.
 
         Raises:
-            ValueError: a sample with none of the modalities; NaN/inf in a present image; ``gen`` neither
-                None nor a CPU ``torch.Generator`` (in any mode: :func:`~medfm.adapters.fusion.base.check_generator`).
+            ValueError: a sample with none of the modalities; NaN/inf in a present image (``gen``: checked by
+                :meth:`~medfm.adapters.fusion.base.FusionModel.forward`, which runs this).
         """
-        check_generator(gen)  # whatever the mode: a seed given in eval mode was ignored without a word
         pres = self.presence(batch)
         if self.training and self.modality_dropout > 0:
             pres = sample_modality_dropout(pres, self.modality_dropout, gen)

@@ -16,7 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import FusionModel, build_modality_encoder, check_generator, sample_modality_dropout
+from medfm.adapters.fusion.base import FusionModel, build_modality_encoder, sample_modality_dropout
 from medfm.arg_checks import check_heads, check_number
 from medfm.registry import FUSERS
 
@@ -90,7 +90,7 @@ class ModalityDropoutFusion(FusionModel):
                                 "layers": int(layers), "grid": int(grid), "modality_dropout": self.modality_dropout,
                                 "num_classes": self.num_classes, "label_names": self.label_names})
 
-    def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
+    def fuse_batch(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
         """Fuse the present modalities' tokens with the cross-attention cascade.
 
         Args:
@@ -101,11 +101,10 @@ class ModalityDropoutFusion(FusionModel):
             ``{"logits": (B, K), "embedding": (B, D), "used": {m: (B,) bool}}``; ``used`` is after dropout.
 
         Raises:
-            ValueError: a sample with none of the modalities; NaN/inf in a present image; ``gen`` neither
-                None nor a CPU ``torch.Generator`` (in any mode: :func:`~medfm.adapters.fusion.base.check_generator`).
+            ValueError: a sample with none of the modalities; NaN/inf in a present image (``gen``: checked by
+                :meth:`~medfm.adapters.fusion.base.FusionModel.forward`, which runs this).
             EncoderInputError: a present image that is not float ``(B, 1, img_size, img_size)`` in [0, 1].
         """
-        check_generator(gen)  # whatever the mode: a seed given in eval mode was ignored without a word
         pres = self.presence(batch)
         if self.training:
             pres = sample_modality_dropout(pres, self.modality_dropout, gen)
