@@ -30,7 +30,7 @@ class Calibration:
     Attributes:
         ece: expected calibration error in [0, 1].
         mce: maximum calibration error over non-empty bins in [0, 1].
-        bin_edges: (M + 1,) bin boundaries, 0 .. 1.
+        bin_edges: (M + 1,) bin boundaries ``m / M``, 0 .. 1, each the float nearest ``m / M``.
         bin_count: (M,) number of samples per bin.
         bin_confidence: (M,) mean confidence per bin (NaN for empty bins).
         bin_accuracy: (M,) accuracy per bin (NaN for empty bins).
@@ -102,7 +102,7 @@ def expected_calibration_error(
     conf = p.max(axis=1)
     correct = (np.argmax(p, axis=1) == y).astype(np.float64)
 
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    edges = np.arange(n_bins + 1) / n_bins  # each m / M rounded once (linspace was an ulp off for M = 7, 98, ...)
     # bin m holds conf in (edges[m], edges[m+1]]; conf == 0 goes to bin 0
     idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
     count = np.bincount(idx, minlength=n_bins)

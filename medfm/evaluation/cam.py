@@ -43,8 +43,11 @@ def tokens_to_grid(tokens: torch.Tensor, prefix: Optional[int] = None) -> torch.
             None: the smallest ``p`` in 0..8 with ``N - p`` a perfect square.
 
     Raises:
-        ValueError: the remaining tokens do not form a square grid.
+        ValueError: the remaining tokens do not form a square grid; ``prefix`` not an integer >= 0
+            (``2.5`` stopped with a bare ``TypeError``, ``-1`` in ``reshape``; ``True`` was taken as 1).
     """
+    if prefix is not None:
+        prefix = check_number("prefix", prefix, ge=0, integer=True)
     if tokens.ndim != 3:  # already a map (B, D, h, w) or (B, D, d, h, w)
         return tokens
     b, n, d = tokens.shape

@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from medfm.arg_checks import check_number
 from medfm.data.errors import EmptySplitError  # (a data error; imported from here too)
 from medfm.evaluation.predict import classifier_core, predict_scores
 
@@ -182,12 +183,15 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
         ValueError: a checkpoint whose classes do not match the dataset's (count, task or label
             names), or a 2D checkpoint on a 3D set (or the reverse); medfm data errors.
         EmptySplitError: the split holds no images (:func:`check_split_has_images`).
+        ValueError: ``batch_size`` not an integer >= 1, checked before anything is loaded (it was
+            checked by :func:`predict_scores`, after the checkpoint and the data had been loaded).
     """
     from medfm.data import MedMNISTDataset
     from medfm.evaluation.array_sets import ProgressSet, image_bar
     from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import from_pretrained, resolve_checkpoint
 
+    batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
     ckpt_dir = resolve_checkpoint(checkpoint)
     output = Path(output) if output else ckpt_dir / f"eval-{dataset}-{split}"
     earlier_data_report(output, ckpt_dir)

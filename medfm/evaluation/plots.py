@@ -11,11 +11,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from medfm.arg_checks import check_list
 from medfm.evaluation.calibration import Calibration
 from medfm.evaluation.metrics import MULTI_LABEL, one_vs_rest, prepare_scores, weighted_auc
 from medfm.io import PathLike, atomic_path
 
-__all__ = ["plot_confusion_matrix", "plot_roc", "plot_reliability", "plot_training_curve", "draw_series"]
+__all__ = ["plot_confusion_matrix", "plot_roc", "plot_reliability", "plot_training_curve", "draw_series",
+           "check_log_rows"]
 
 _DPI = 120
 
@@ -161,7 +163,13 @@ def plot_reliability(cal: Calibration, path: PathLike) -> Path:
 
     Returns:
         ``Path(path)``.
+
+    Raises:
+        TypeError: ``cal`` is no :class:`~medfm.evaluation.calibration.Calibration` (a dict such as its
+            ``to_dict()`` stopped with ``AttributeError: 'dict' object has no attribute 'bin_edges'``).
     """
+    if not isinstance(cal, Calibration):
+        raise TypeError(f"cal must be a Calibration (from expected_calibration_error), got {type(cal).__name__}")
     edges = cal.bin_edges
     width = np.diff(edges)
     centers = edges[:-1] + width / 2
@@ -184,6 +192,24 @@ def plot_reliability(cal: Calibration, path: PathLike) -> Path:
 
 #: ``metrics.jsonl`` keys that are bookkeeping, not curves (:class:`medfm.training.loop.Trainer` rows).
 NOT_CURVES = ("step", "epoch", "time", "img_per_s")
+
+
+def check_log_rows(rows: Any) -> List[Mapping[str, Any]]:
+    """``rows`` as a list of log records (mappings): a single record (a dict, read as its keys), a
+    string, a set, anything not iterable, or an item that is not a mapping is refused
+    (``AttributeError: 'str' object has no attribute 'get'`` before). Values are shown by type only
+    (a record or a log read as text may be long).
+
+    Raises:
+        TypeError: ``rows must be a list of log records (dicts, e.g. metrics.jsonl lines), got dict``;
+            an item: ``..., got str at index 0``.
+    """
+    what = "a list of log records (dicts, e.g. metrics.jsonl lines)"
+    rows = check_list("rows", rows, what=what, got=lambda v: type(v).__name__, error=TypeError)
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, Mapping)), None)
+    if bad is not None:
+        raise TypeError(f"rows must be {what}, got {type(rows[bad]).__name__} at index {bad}")
+    return rows
 
 
 def _series(rows: Sequence[Mapping[str, Any]], key: str, x: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -211,7 +237,11 @@ def draw_series(ax: Any, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
 
     Returns:
         the number of series drawn (those with at least one point).
+
+    Raises:
+        TypeError: ``rows`` not a list of mappings (:func:`check_log_rows`).
     """
+    rows = check_log_rows(rows)
     drawn = 0
     for key in keys:
         xs, ys = _series(rows, key, x)
@@ -261,9 +291,11 @@ def plot_training_curve(rows: Sequence[Mapping[str, Any]], path: PathLike, x: st
 
     Raises:
         ValueError: no row has a finite numeric value (other than bookkeeping keys) with an ``x``.
+        TypeError: ``rows`` not a list of mappings (:func:`check_log_rows`: one dict, a string, None).
     """
     from matplotlib.ticker import MaxNLocator
 
+    rows = check_log_rows(rows)
     keys: List[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys and k not in NOT_CURVES and k != x]

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+from medfm.arg_checks import check_string_list
 from medfm.evaluation.calibration import expected_calibration_error
 from medfm.evaluation.metrics import MULTI_LABEL, bootstrap_ci, check_task, classification_metrics
 from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
@@ -117,9 +118,15 @@ def markdown_table(
         The table, lines joined by ``\\n``, ending with a newline.
 
     Raises:
-        ValueError: no columns given.
+        ValueError: no columns given; ``columns`` one string (``"ab"`` was read as the columns ``a``
+            and ``b``), a set (no order) or a list holding anything but strings
+            (:func:`medfm.arg_checks.check_string_list`).
     """
-    headers = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
+    if isinstance(columns, Mapping):
+        headers = dict(columns)
+    else:
+        keys = check_string_list("columns", columns, what="a list of column keys or a {key: header} mapping")
+        headers = {c: c for c in keys}
     if not headers:
         raise ValueError("markdown_table needs at least one column")
     lines = ["| " + " | ".join(_cell(h, floatfmt) for h in headers.values()) + " |",
@@ -183,8 +190,10 @@ def write_classification_report(
 
     Figures: ``confusion_matrix.png`` and ``reliability.png`` (binary, multi-class,
     ordinal; skipped for multi-label where neither is defined) and ``roc.png`` (all tasks).
-    Every file is written atomically; ``results.json`` is written last, so its presence
-    marks a complete report.
+    Every file is written atomically; ``results.json`` is written last, and an earlier one in
+    ``out_dir`` is removed before the first figure is written, so its presence marks a complete
+    report whose files are all from the same call (a call that stops half way leaves no
+    ``results.json`` beside its figures; the earlier report's other files may remain).
 
     Args:
         out_dir: output directory (created if missing; other files in it are kept).
@@ -227,6 +236,9 @@ def write_classification_report(
     cal = None if task == MULTI_LABEL else expected_calibration_error(y_true, y_score, n_bins=n_bins, task=task)
 
     out = make_output_dir(out_dir)
+    # an earlier report's results.json goes before the first new file is written: it would otherwise
+    # mark a complete report beside this run's figures if this run stopped half way
+    (out / "results.json").unlink(missing_ok=True)
     files: List[str] = []
     if metrics["confusion_matrix"] is not None:
         plot_confusion_matrix(metrics["confusion_matrix"], names, out / "confusion_matrix.png")

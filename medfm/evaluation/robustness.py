@@ -23,6 +23,7 @@ __all__ = [
     "corruption_errors",
     "alexnet_reference",
     "be_rbe",
+    "check_errors",
     "corruption_family",
     "plot_error_vs_severity",
     "robustness_summary",
@@ -143,6 +144,35 @@ def alexnet_reference(dataset: str) -> Dict[str, Any]:
     return {"clean_score": float(ref["clean_score"]), "raw_scores": dict(ref["raw_scores"])}
 
 
+def check_errors(errors_by_corruption: Any, clean_error: Any) -> float:
+    """Check :func:`corruption_errors`-style errors and a clean error before they are averaged or drawn.
+
+    NaN is no "not measured" value here: :func:`balanced_error` of a non-empty split is always finite,
+    so a NaN error is a caller's mistake (it gave NaN BE/rBE, or a line with a silent gap in a plot).
+
+    Returns:
+        ``clean_error`` as a float.
+
+    Raises:
+        ValueError: ``clean_error`` not a finite number; ``errors_by_corruption`` empty; a
+            corruption's errors that are not a non-empty list of finite numbers (``[0.1, nan]``,
+            ``"0.1"``, ``[]``).
+        TypeError: ``errors_by_corruption`` not a mapping.
+    """
+    clean_error = check_number("clean_error", clean_error)
+    if not isinstance(errors_by_corruption, Mapping):
+        raise TypeError("errors_by_corruption must map corruption names to per-severity errors, "
+                        f"got {type(errors_by_corruption).__name__}")
+    if not errors_by_corruption:
+        raise ValueError("errors_by_corruption is empty")
+    for name, errors in errors_by_corruption.items():
+        if (not isinstance(errors, (list, tuple, np.ndarray)) or not len(errors)
+                or not all(number_fits(e) for e in np.asarray(errors, dtype=object).reshape(-1))):
+            raise ValueError(f"errors of {name!r} must be a non-empty list of finite numbers (one per severity), "
+                             f"got {shown(errors)}")
+    return float(clean_error)
+
+
 def be_rbe(
     errors_by_corruption: Mapping[str, Sequence[float]],
     clean_error: float,
@@ -171,18 +201,12 @@ def be_rbe(
             reference error; a zero reference error or zero reference error gap; empty input;
             a corruption's errors that are not a non-empty list of finite numbers, or a
             ``clean_error`` that is not a finite number (NaN gave NaN BE/rBE, ``"0.1"`` was read
-            as one error, ``[]`` averaged to NaN).
+            as one error, ``[]`` averaged to NaN): :func:`check_errors`.
+        TypeError: ``errors_by_corruption`` not a mapping.
     """
     if (dataset is None) == (reference is None):
         raise ValueError("pass exactly one of dataset= (medmnistc reference) or reference=")
-    clean_error = check_number("clean_error", clean_error)
-    if not errors_by_corruption:
-        raise ValueError("errors_by_corruption is empty")
-    for name, errors in errors_by_corruption.items():
-        if (not isinstance(errors, (list, tuple, np.ndarray)) or not len(errors)
-                or not all(number_fits(e) for e in np.asarray(errors, dtype=object).reshape(-1))):
-            raise ValueError(f"errors of {name!r} must be a non-empty list of finite numbers (one per severity), "
-                             f"got {shown(errors)}")
+    clean_error = check_errors(errors_by_corruption, clean_error)
     ref = alexnet_reference(dataset) if reference is None else reference
     ref_clean = float(ref["clean_score"])
     raw = ref["raw_scores"]
@@ -259,12 +283,15 @@ def plot_error_vs_severity(
         ``Path(path)``.
 
     Raises:
-        ValueError: empty input, or corruptions with different numbers of severities.
+        ValueError: empty input, corruptions with different numbers of severities, or an error
+            (or ``clean_error``) that is not a finite number (:func:`check_errors`: NaN was drawn
+            as a silent gap in the line, and no error is "not measured" in
+            :func:`robustness_summary`).
+        TypeError: ``errors_by_corruption`` not a mapping.
     """
     from medfm.evaluation.plots import new_figure, save_figure
 
-    if not errors_by_corruption:
-        raise ValueError("errors_by_corruption is empty")
+    clean_error = check_errors(errors_by_corruption, clean_error)
     lengths = {len(v) for v in errors_by_corruption.values()}
     if len(lengths) != 1:
         raise ValueError(f"every corruption needs the same number of severities, got lengths {sorted(lengths)}")
