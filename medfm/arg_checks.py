@@ -75,11 +75,21 @@ def shown(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+def _bound_text(bound: float) -> str:
+    """One bound as a message says it: an integral one exactly (``4294967295``, ``1`` for ``1.0``; ``:g``
+    said ``4.29497e+09`` for ``2**32 - 1``), any other by its shortest ``repr`` (``0.5``, ``1e-08``)."""
+    if is_integer(bound) or float(bound).is_integer():  # (an int first: one too large for a float)
+        return str(int(bound))
+    return repr(float(bound))
+
+
 def range_text(*, gt: Optional[float] = None, ge: Optional[float] = None, lt: Optional[float] = None,
                le: Optional[float] = None) -> str:
-    """The bounds as a message says them: ``"> 0"``, ``">= 1"``, ``"in [0, 1)"``, ``""`` for none."""
-    low = (f"({gt:g}" if gt is not None else f"[{ge:g}") if gt is not None or ge is not None else None
-    high = (f"{lt:g})" if lt is not None else f"{le:g}]") if lt is not None or le is not None else None
+    """The bounds as a message says them: ``"> 0"``, ``">= 1"``, ``"in [0, 1)"``, ``"<= 4294967295"``
+    (integers exactly), ``""`` for none."""
+    text = _bound_text
+    low = (f"({text(gt)}" if gt is not None else f"[{text(ge)}") if gt is not None or ge is not None else None
+    high = (f"{text(lt)})" if lt is not None else f"{text(le)}]") if lt is not None or le is not None else None
     if low and high:
         return f"in {low}, {high}"
     if low:

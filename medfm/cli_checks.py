@@ -10,7 +10,8 @@ load them after reading their settings):
 
 1. the YAML files named: the recipe, then ``eval``'s suite, each one read (missing, a folder, not a
    mapping), then what of it is checked here: a ``pretrain``/``finetune`` recipe's ``data.dataset``
-   (unless ``--dataset`` replaces it), a suite's ``protocol`` section
+   (unless ``--dataset`` replaces it), then its ``data.label_fraction`` (unless ``--label-fraction`` replaces
+   it; :func:`medfm.suite_protocols.check_label_fraction`), a suite's ``protocol`` section
    (:func:`medfm.suite_protocols.check_protocol_section`, which the suite reader runs first too);
 2. ``--data-root``, then ``--output``;
 3. the command's own options: ``eval``: ``--data``'s data set, malformed ``--probe-c`` then
@@ -383,6 +384,30 @@ def _check_recipe_dataset(recipe: Dict[str, Any], path: str, command: str) -> No
         raise ConfigError(f"{Path(path).name}: {err}") from None
 
 
+def _check_recipe_label_fraction(recipe: Dict[str, Any], path: str) -> None:
+    """A ``pretrain``/``finetune`` recipe's ``data.label_fraction`` out of (0, 1], refused before torch is imported
+    (it was named after 5 s of imports), by the rule and in the words of ``--label-fraction`` and of the recipe
+    reader (:func:`medfm.suite_protocols.check_label_fraction`), the recipe file's name put first as
+    :func:`medfm.config.from_dict` does (``"r.yaml: data.label_fraction must be in (0, 1], got 1.5"``). A value that
+    is no number (``'0.5'``, ``true``) is left to the recipe reader's type check (``"r.yaml.data.label_fraction:
+    expected a number, ..."``), which comes first there.
+
+    Raises:
+        ConfigError: the value out of (0, 1] (NaN too).
+    """
+    from medfm.config import ConfigError
+    from medfm.suite_protocols import check_label_fraction
+
+    data = recipe.get("data")
+    value = data.get("label_fraction") if isinstance(data, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    try:
+        check_label_fraction(value, "data.label_fraction")
+    except ValueError as err:
+        raise ConfigError(f"{Path(path).name}: {err}") from None
+
+
 def check_paths(args: argparse.Namespace) -> None:
     """Arguments checked before anything is loaded or written, and before torch is imported
     (the imports take seconds: a mistyped recipe, checkpoint, results file or data set is named
@@ -407,7 +432,8 @@ def check_paths(args: argparse.Namespace) -> None:
             ``config.json`` (:func:`_check_recipe_text_model`).
         UnknownDatasetError: an unknown MedMNIST data set for ``eval --data`` or ``finetune --dataset``
             (and as a ConfigError, a pretrain/finetune recipe's ``data.dataset``, a finetune recipe's corpus:
-            :func:`_check_recipe_dataset`); ``finetune --dataset corpus`` is a ValueError in the recipe's words
+            :func:`_check_recipe_dataset`; a ConfigError too: its ``data.label_fraction`` out of (0, 1],
+            :func:`_check_recipe_label_fraction`); ``finetune --dataset corpus`` is a ValueError in the recipe's words
             (:data:`medfm.data.medmnist_info.CORPUS_NOT_FOR_FINETUNING`).
         UnknownNameError: an unregistered ``bench --encoder`` (:func:`_check_bench_encoder`).
         FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).
@@ -426,6 +452,8 @@ def check_paths(args: argparse.Namespace) -> None:
             data = loaded[kind] = load_yaml(yaml_file, kind)
             if args.command in ("pretrain", "finetune") and getattr(args, "dataset", None) is None:
                 _check_recipe_dataset(data, yaml_file, args.command)
+            if args.command in ("pretrain", "finetune") and getattr(args, "label_fraction", None) is None:
+                _check_recipe_label_fraction(data, yaml_file)  # after data.dataset, as the recipe reader
             if kind == "suite":  # as the suite reader reads it first (load_suite)
                 suite_protocol = check_protocol_section(data.get("protocol"), Path(yaml_file).name).name
     root = getattr(args, "data_root", None)

@@ -3,8 +3,9 @@ when a suite is loaded (:mod:`medfm.evaluation.suite_spec`) and by the ``medfm``
 before torch is imported (:mod:`medfm.cli_checks`). Pure Python: importing it imports neither torch nor
 the ``medfm.evaluation`` package (whose import does), so ``medfm eval --suite s.yaml --probe-c 0.1`` with
 an ``as-is`` suite is refused at once instead of after 5-8 s of imports; the rules of a probe C
-(:func:`parse_probe_c`) and of label fractions (:func:`parse_label_fractions`) are here for the same reason
-(``--probe-c abc`` and ``--label-fraction abc`` are named malformed at once).
+(:func:`parse_probe_c`) and of label fractions (:func:`parse_label_fractions`, :func:`check_label_fraction`) are
+here for the same reason (``--probe-c abc`` and ``--label-fraction abc`` are named malformed at once, and so is a
+training recipe's ``data.label_fraction: 1.5``).
 
 The protocols themselves (``as-is``, ``linear``, ``knn``, ``finetune``) are :data:`PROTOCOLS`, defined here
 once and re-exported as :data:`medfm.evaluation.protocols.PROTOCOLS`. A suite file's ``protocol`` section is
@@ -143,8 +144,35 @@ def parse_label_fractions(value: Any, where: str = "protocol.label_fractions",
     else:
         fractions = tuple(value)
     if not fractions or not all(number_fits(f, gt=0, le=1) for f in fractions):
-        raise ValueError(f"{where} must be in (0, 1], got {list(fractions)}")
+        raise _fraction_range_error(where, list(fractions))
     return fractions
+
+
+def check_label_fraction(value: Any, where: str = "data.label_fraction") -> float:
+    """One label fraction given as a number (a training recipe's ``data.label_fraction``): in (0, 1], by the rule
+    and in the words of :func:`parse_label_fractions` (``medfm finetune --label-fraction``, ``medfm eval
+    --label-fraction``, a suite's ``protocol.label_fractions``). Torch-free: :class:`medfm.training.recipes.DataConfig`
+    applies it, and ``medfm pretrain``/``finetune`` to a recipe file's value before their imports
+    (:mod:`medfm.cli_checks`).
+
+    Args:
+        where: the key, first in the message.
+
+    Returns:
+        the fraction as a float.
+
+    Raises:
+        ValueError: ``"data.label_fraction must be in (0, 1], got 1.5"`` (NaN, ``True`` and a string too:
+            ``got True (bool)``, :func:`medfm.arg_checks.shown`).
+    """
+    if not number_fits(value, gt=0, le=1):
+        raise _fraction_range_error(where, shown(value))
+    return float(value)
+
+
+def _fraction_range_error(where: str, got: Any) -> ValueError:
+    """The one message of a label fraction out of (0, 1] (``got``: the value or list as shown)."""
+    return ValueError(f"{where} must be in (0, 1], got {got}")
 
 
 def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = None, probe_c: Optional[Any] = None) -> None:
@@ -199,7 +227,10 @@ class ProtocolOptions:
     Raises:
         ValueError: an unknown protocol (:func:`check_protocol_name`), a bad ``linear_c`` (:func:`parse_probe_c`),
             a label fraction not in (0, 1] (:func:`parse_label_fractions`), ``knn_k`` not an integer >= 1,
-            ``knn_temperature`` not a finite number > 0, ``seed`` not an integer >= 0; in this order.
+            ``knn_temperature`` not a finite number > 0, ``seed`` not an integer >= 0; in this order. Each message
+            names its key as ``protocol.<key>`` (``"protocol.name: unknown protocol 'lineer'; ..."``,
+            ``"protocol.linear_c must be a positive number or 'val', got 'abc'"``), so that a suite file's reader
+            puts the file first once: ``"s.yaml: protocol.linear_c ..."``.
     """
 
     name: str = DEFAULT_PROTOCOL
@@ -211,8 +242,13 @@ class ProtocolOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_protocol_name(self.name)
-        self.linear_c = parse_probe_c(self.linear_c)
+        # every message names its key as protocol.<key> (a suite file's location then comes once, first:
+        # "s.yaml: protocol.linear_c must be ...", as for protocol.knn_k; medfm.config.from_dict)
+        try:
+            check_protocol_name(self.name)
+        except ValueError as err:
+            raise ValueError(f"protocol.name: {err}") from None
+        self.linear_c = parse_probe_c(self.linear_c, "protocol.linear_c")
         self.label_fractions = parse_label_fractions(self.label_fractions)
         check_number("protocol.knn_k", self.knn_k, ge=1, integer=True)
         check_number("protocol.knn_temperature", self.knn_temperature, gt=0)
@@ -262,5 +298,5 @@ def check_protocol_section(section: Any, where: str) -> ProtocolOptions:
 
 
 __all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "PROTOCOL_OPTIONS", "check_protocol_options", "parse_probe_c",
-           "parse_label_fractions", "check_protocol_overrides", "check_protocol_name", "ProtocolOptions",
-           "READER_CHECKED_OPTIONS", "check_protocol_section"]
+           "parse_label_fractions", "check_label_fraction", "check_protocol_overrides", "check_protocol_name",
+           "ProtocolOptions", "READER_CHECKED_OPTIONS", "check_protocol_section"]

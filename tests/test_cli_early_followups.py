@@ -81,11 +81,11 @@ _PROTOCOL_MISTAKES = [
     ("{label_fractions: [0.1]}",  # no name: the default, as-is
      "s.yaml: protocol.label_fractions (the share of training labels fitted on) would be ignored: only the linear, "
      "knn and finetune protocols use it, this suite's is as-is; remove it or set protocol.name: linear, knn or finetune"),
-    ("{name: lineer}", "s.yaml.protocol: unknown protocol 'lineer'; did you mean 'linear'? (valid: as-is, linear, "
-                       "knn, finetune)"),
-    ("{name: zeroshot}", "s.yaml.protocol: unknown protocol 'zeroshot' (valid: as-is, linear, knn, finetune)"),
+    ("{name: lineer}", "s.yaml: protocol.name: unknown protocol 'lineer'; did you mean 'linear'? (valid: as-is, "
+                       "linear, knn, finetune)"),
+    ("{name: zeroshot}", "s.yaml: protocol.name: unknown protocol 'zeroshot' (valid: as-is, linear, knn, finetune)"),
     ("{name: linear, linear_cc: 0.1}", "s.yaml.protocol: unknown key 'linear_cc'; did you mean 'linear_c'?"),
-    ("{name: linear, linear_c: abc}", "s.yaml.protocol: linear_c must be a positive number or 'val', got 'abc'"),
+    ("{name: linear, linear_c: abc}", "s.yaml: protocol.linear_c must be a positive number or 'val', got 'abc'"),
     ("{name: linear, label_fractions: [1.5]}", "s.yaml: protocol.label_fractions must be in (0, 1], got [1.5]"),
     ("{name: knn, knn_k: 0}", "s.yaml: protocol.knn_k must be an integer >= 1, got 0"),
     ("{name: knn, knn_temperature: -1}", "s.yaml: protocol.knn_temperature must be > 0, got -1.0"),

@@ -23,7 +23,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -179,6 +179,43 @@ def steps_per_epoch(n_samples: int, batch_size: int) -> int:
     return n_samples // batch_size
 
 
+def check_resume_counters(state_dir: Path, counters: Dict[str, Any], steps: int, epochs: int, n_samples: int,
+                          batch_size: int, keys: Sequence[Optional[str]] = ("epoch", "step_in_epoch", "global_step"),
+                          ) -> Tuple[int, int, int]:
+    """Refuse a resumed training state whose counters do not fit this run: another training set size or batch
+    size gives another number of steps per epoch, and the run silently skipped or repeated steps (a finished
+    run's state resumed on 32 samples instead of 16 trained nothing and reported success). The check of
+    :class:`Trainer` and of the runners with their own loop (``medfm vqa``).
+
+    Args:
+        state_dir: the state's folder, for the message.
+        counters: what :func:`medfm.training.state.load_training_state` returned.
+        steps: this run's optimizer steps per epoch; epochs: its ``train.epochs``.
+        n_samples, batch_size: what ``steps`` comes from, for the message.
+        keys: the counters' names of the finished epochs, the steps done in the current epoch and the steps
+            done in all; ``None`` for the second: a state saved at epoch ends only, whose count is 0
+            (``medfm vqa``: ``("epoch", None, "step")``).
+
+    Returns:
+        ``(epoch, step in epoch, global step)`` as integers.
+
+    Raises:
+        ValueError: ``cannot resume from <state_dir>: training state corrupt (counters ...)`` (a counter missing
+            or no integer), ``cannot resume from <state_dir>: its state (epoch 2, step 0, global step 8) does not
+            fit this run's 2 epochs of 4 steps (16 samples, batch 4); ...``.
+    """
+    try:
+        epoch, step, done = (0 if key is None else int(counters[key]) for key in keys)
+    except (KeyError, TypeError, ValueError):
+        shown = {k: v for k, v in counters.items() if k in keys} if isinstance(counters, dict) else counters
+        raise ValueError(f"cannot resume from {state_dir}: training state corrupt (counters {shown!r})") from None
+    if done != epoch * steps + step or step >= steps or epoch > epochs:
+        raise ValueError(f"cannot resume from {state_dir}: its state (epoch {epoch}, step {step}, global step {done}) "
+                         f"does not fit this run's {epochs} epochs of {steps} steps ({n_samples} samples, batch "
+                         f"{batch_size}); resume with the run's data and train settings, or choose another output")
+    return epoch, step, done
+
+
 def check_output_folder(output: Path) -> None:
     """Refuse a run folder ``output`` that is a file, or lies under one, before anything is read or written
     (it failed with ``[Errno 17] File exists`` when the run created it, after the data were read).
@@ -309,13 +346,13 @@ class Trainer:
         self.dataset = dataset
         self.save_fn = save_fn
         self.epoch_end_fn = epoch_end_fn
+        self.steps_per_epoch = steps_per_epoch(len(dataset), cfg.batch_size)  # checked before any setting changes
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.device = training_device()
         self.bf16 = resolve_precision(cfg.precision, self.device) == "bf16"
         self.model = model.to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
-        self.steps_per_epoch = steps_per_epoch(len(dataset), cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
 
@@ -368,7 +405,8 @@ class Trainer:
             restore_interrupted_dir(self.checkpoint_dir)
         if resume and (self.checkpoint_dir / STATE_JSON).is_file():
             counters = load_training_state(self.checkpoint_dir, self.model, self.optimizer)
-            self._check_counters(counters)
+            check_resume_counters(self.checkpoint_dir, counters, self.steps_per_epoch, self.cfg.epochs,
+                                  len(self.dataset), self.cfg.batch_size)
             self._trim_log(counters["global_step"])
         else:
             torch.manual_seed(cfg.seed)
@@ -377,21 +415,6 @@ class Trainer:
             self._train(counters)
         self._plot_curve()
         return self.model
-
-    def _check_counters(self, counters: Dict[str, Any]) -> None:
-        """Refuse a resumed state whose counters do not fit this run: another training set size or batch size
-        gives another number of steps per epoch, and the run silently skipped or repeated steps (a finished
-        run's state resumed on 32 samples instead of 16 trained nothing)."""
-        try:
-            epoch, step, done = (int(counters[k]) for k in ("epoch", "step_in_epoch", "global_step"))
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"cannot resume from {self.checkpoint_dir}: training state corrupt "
-                             f"(counters {counters!r})") from None
-        if done != epoch * self.steps_per_epoch + step or step >= self.steps_per_epoch or epoch > self.cfg.epochs:
-            raise ValueError(f"cannot resume from {self.checkpoint_dir}: its state (epoch {epoch}, step {step}, global "
-                             f"step {done}) does not fit this run's {self.cfg.epochs} epochs of {self.steps_per_epoch} "
-                             f"steps ({len(self.dataset)} samples, batch {self.cfg.batch_size}); resume with the run's "
-                             "data and train settings, or choose another output")
 
     def _train(self, counters: Dict[str, Any]) -> None:
         """The epochs from ``counters`` (a fresh run's zeros or a checkpoint's) to the end."""

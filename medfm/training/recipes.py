@@ -15,6 +15,7 @@ from medfm.config import check_field_types
 from medfm.data.errors import UnsupportedSizeError
 from medfm.data.medmnist_info import CORPUS_DATASET, MEDMNIST_FLAGS, SPLITS, available_sizes, check_recipe_dataset
 from medfm.data.views import ViewConfig
+from medfm.suite_protocols import check_label_fraction
 from medfm.training.loop import TrainConfig
 
 FINETUNE_MODES = ("linear", "full", "lora")
@@ -34,11 +35,14 @@ class DataConfig:
         val_split: split evaluated at the end of each fine-tuning epoch (None: skip).
 
     Raises:
-        ValueError: ``label_fraction`` not a finite number in (0, 1], ``size`` not an integer >= 1
-            (:func:`medfm.arg_checks.check_number`: ``True``, ``2.5``, NaN are refused), an unknown ``val_split``.
+        ValueError: ``label_fraction`` not a number in (0, 1] (:func:`medfm.suite_protocols.check_label_fraction`,
+            the rule and words of ``--label-fraction``: ``data.label_fraction must be in (0, 1], got 1.5``; NaN and
+            ``True`` too), ``size`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`: ``True``, ``2.5``,
+            NaN are refused), an unknown ``val_split``.
         UnknownDatasetError: ``dataset`` neither a MedMNIST flag nor ``corpus`` (with close matches, in the
-            CLI's words for ``--data``: ``data.dataset: unknown MedMNIST data set or corpus 'pneumonimnist'; did you
-            mean 'pneumoniamnist' or 'dermamnist'?``; :class:`FinetuneDataConfig`: without "or corpus");
+            words of ``medfm pretrain``'s early check: ``data.dataset: unknown MedMNIST data set or corpus
+            'pneumonimnist'; did you mean 'pneumoniamnist' or 'dermamnist'?``; :class:`FinetuneDataConfig`, the
+            fine-tuning section, and ``medfm eval --data``: without "or corpus");
         UnsupportedSizeError: a MedMNIST flag at a ``size`` it is not released at, the corpus at a size it is not
             built at (28/64; all named when the recipe is read, not after the imports and the encoder's check build).
         ValueError: a field of the wrong type (:func:`medfm.config.check_field_types`: ``verify_md5="no"`` was
@@ -58,7 +62,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_recipe_dataset(self.dataset, "data.dataset", finetuning=not self.takes_corpus)
         check_field_types(self, "data.")
-        check_number("data.label_fraction", self.label_fraction, gt=0, le=1)
+        check_label_fraction(self.label_fraction, "data.label_fraction")  # --label-fraction's rule and words
         check_number("data.size", self.size, ge=1, integer=True, hint=" (a side in px, e.g. 28)")
         if self.dataset == CORPUS_DATASET:  # (was named when the corpus was built, after the check builds)
             from medfm.data.corpus import check_corpus_size

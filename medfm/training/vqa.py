@@ -40,7 +40,8 @@ from medfm.arg_checks import check_number, is_integer, shown
 from medfm.config import (ConfigError, check_field_types, dump_yaml, from_dict, load_yaml, recipe_args_errors,
                           recipe_location, to_dict, with_overrides)
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
-from medfm.training.loop import TrainConfig, check_finite_loss, lr_at, param_groups, resolve_precision
+from medfm.training.loop import (TrainConfig, check_finite_loss, check_resume_counters, lr_at, param_groups,
+                                 resolve_precision)
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
 from medfm.training.resume import record_init
@@ -204,14 +205,17 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     """Train + evaluate one VQA recipe; returns the ``results.json`` dict.
 
     ``resume``: continue from ``<output>/train_state`` (the last finished epoch); without a
-    saved state the run starts from scratch.
+    saved state the run starts from scratch. ``train.num_threads`` is applied after every check of the
+    recipe and the output folder (a refused run leaves torch's thread count as it was).
 
     Raises:
         ConfigError: a recipe that requires ``--init`` without one (``r.yaml: requires_init: ...``).
         ValueError: data/checkpoint errors
             of the loaders (MedFMDataError, CheckpointError) pass through; a missing local
             ``--init`` directory (CheckpointError) is reported before the data are read.
-        ValueError: a non-finite training loss (names the epoch and step).
+        ValueError: a non-finite training loss (names the epoch and step); a resumed state whose counters do not
+            fit this run's steps per epoch (another training set, e.g. another ``--data-root``:
+            :func:`medfm.training.loop.check_resume_counters`, the main loop's check).
         FileExistsError: ``output`` holds a training state and ``resume`` is False (a new run
             would silently replace the finished one); checked before anything is written.
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``, or with another ``init``
@@ -237,9 +241,6 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         where = recipe_location(recipe, "")
         raise ConfigError(f"{where + ': ' if where else ''}requires_init: this recipe starts from a pretrained "
                           "encoder: pass --init CKPT (a medfm checkpoint directory)")
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    bf16 = resolve_precision(cfg.precision, torch.device("cpu")) == "bf16"  # the runner is CPU-only
     output = Path(output)
     check_run_start(output, recipe, init, resume, ("train_state",))  # before the images are decoded
     size = recipe.encoder.img_size or recipe.data.size
@@ -254,6 +255,9 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         check = VQAModel(check, ["no", "yes"], text.output_dim, **head)
     check_lora_targets(check, recipe, VQA_HEAD_MODULES)  # a target pattern that matches no encoder layer
     del check  # (not kept for the run: an encoder's memory)
+    if cfg.num_threads:  # after every check: a refused run leaves the process's settings as they were
+        torch.set_num_threads(cfg.num_threads)
+    bf16 = resolve_precision(cfg.precision, torch.device("cpu")) == "bf16"  # the runner is CPU-only
     t0 = time.time()
     root = data_root or recipe.data.data_root
     train_ds = VQARadDataset("train", size, recipe.data.in_chans, root, progress=True)
@@ -302,7 +306,10 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     state_dir = output / "train_state"
     if resume and (state_dir / STATE_JSON).is_file():
         counters = load_training_state(state_dir, net, opt)
-        step, start, log = int(counters["step"]), int(counters["epoch"]), list(counters["log"])
+        # saved at epoch ends only: (epoch, no step within it, global step), as the main loop's check reads them
+        start, _, step = check_resume_counters(state_dir, counters, steps_per_epoch, cfg.epochs, len(train_ds),
+                                               cfg.batch_size, keys=("epoch", None, "step"))
+        log = list(counters["log"])
     bar = tqdm(range(start, cfg.epochs), desc=f"vqa {recipe.encoder.name} ({recipe.mode})", initial=start,
                total=cfg.epochs)
     for epoch in bar:

@@ -221,7 +221,7 @@ SITES = [
     ("DataConfig.size", lambda v: _data(size=v), True,
      "data.size must be an integer >= 1 (a side in px, e.g. 28), got True (bool)"),  # accepted
     ("DataConfig.label_fraction", lambda v: _data(label_fraction=v), True,
-     "data.label_fraction must be a finite number in (0, 1], got True (bool)"),  # accepted as 1
+     "data.label_fraction must be in (0, 1], got True (bool)"),  # accepted as 1
     ("EncoderConfig.img_size", lambda v: _encoder(img_size=v), 28.0,
      "encoder.img_size must be an integer >= 1 (a side in px), or left out for the data's size, got 28.0"),  # accepted
     ("FinetuneRecipe.dropout", lambda v: _finetune(dropout=v), False,
