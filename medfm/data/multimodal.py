@@ -134,28 +134,34 @@ def presence(batch: Mapping[str, Any], modality: str) -> torch.Tensor:
         ValueError: a presence mask of ``modality`` that is not a bool or 0/1 integer tensor, naming the
             modality and the values (a float ``0.5`` or an integer ``2`` was taken as present):
             ``the presence mask of 'pre' must be a (B,) bool tensor (or 0/1 integers), got a torch.float32
-            tensor of shape (4,) holding [0.5]``.
+            tensor of shape (4,) holding [0.5]``; or one whose length is not the batch size (torch's reshape
+            error before).
     """
     n = batch_size(batch)
     masks = batch.get(PRESENT_KEY, {})
     if modality not in batch:
         return torch.zeros(n, dtype=torch.bool)
     if modality in masks:
-        return _checked_mask(modality, masks[modality]).reshape(n).cpu()
+        return _checked_mask(f"the presence mask of {modality!r}", masks[modality], n)
     return torch.ones(n, dtype=torch.bool)
 
 
-def _checked_mask(modality: str, mask: Any) -> torch.Tensor:
-    """``mask`` as a bool tensor by :func:`medfm.arg_checks.check_mask_tensor`; a refused float mask's
-    message also names its values other than 0 and 1 (read back on the error path only)."""
+def _checked_mask(name: str, mask: Any, n: int) -> torch.Tensor:
+    """``mask`` as a ``(n,)`` bool CPU tensor by :func:`medfm.arg_checks.check_mask_tensor` (``name`` for the
+    message: ``the presence mask of 'pre'``) holding one value per sample; a refused float mask's message also
+    names its values other than 0 and 1 (read back on the error path only)."""
+    what = "a (B,) bool tensor (or 0/1 integers)"
     try:
-        return check_mask_tensor(f"the presence mask of {modality!r}", mask, what="a (B,) bool tensor (or 0/1 integers)")
+        checked = check_mask_tensor(name, mask, what=what)
     except ValueError as err:
         if isinstance(mask, torch.Tensor) and mask.is_floating_point():
             bad = mask[(mask != 0) & (mask != 1)].unique()
             if bad.numel():
                 raise ValueError(f"{err} holding {bad[:5].tolist()}") from None
         raise
+    if checked.numel() != n:  # a (1,) drop mask was broadcast over the whole batch
+        raise ValueError(f"{name} must be {what} with one value per sample ({n}), got shape {tuple(checked.shape)}")
+    return checked.reshape(n).cpu()
 
 
 def drop_modalities(batch: Mapping[str, Any], drop: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
@@ -166,14 +172,22 @@ def drop_modalities(batch: Mapping[str, Any], drop: Mapping[str, torch.Tensor]) 
 
     Args:
         batch: a collated batch.
-        drop: ``{modality: (B,) bool}``.
+        drop: ``{modality: (B,) bool}`` (or 0/1 integers), taken by :func:`presence`'s rule.
+
+    Raises:
+        ValueError: a drop mask that is not a bool or 0/1 integer tensor, naming the modality and the values
+            (a float ``0.5`` or an integer ``2`` was taken as a drop): ``the drop mask of 'pre' must be a (B,)
+            bool tensor (or 0/1 integers), got a torch.float32 tensor of shape (4,) holding [0.5]``, or one
+            whose length is not the batch's (a ``(1,)`` mask was broadcast over every sample); what
+            :func:`presence` raises.
     """
     out = dict(batch)
+    n = batch_size(batch)
     masks = {m: presence(batch, m) for m in batch.get(PRESENT_KEY, {})}
     for m, d in drop.items():
         if m not in batch:
             continue
-        d = torch.as_tensor(d, dtype=torch.bool).reshape(-1).cpu()
+        d = _checked_mask(f"the drop mask of {m!r}", d, n)
         keep = presence(batch, m) & ~d
         masks[m] = keep
         if not keep.any():

@@ -547,8 +547,10 @@ def write_fusion_report(res: Mapping[str, Any], output: PathLike,
                         extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
     """Write ``results.json`` (``res`` + ``extra``), ``report.md`` and ``subsets.png`` atomically into ``output``.
 
-    Everything is computed before the first file is written, and ``results.json`` is written last,
-    so its presence marks a complete report (as :func:`medfm.evaluation.report.write_classification_report`).
+    Everything is computed before the first file is written, an earlier report's ``results.json`` in ``output``
+    is removed before it, and ``results.json`` is written last, so its presence marks a complete report whose
+    files are all from the same call (:func:`medfm.evaluation.report.start_report_dir`, as
+    :func:`medfm.evaluation.report.write_classification_report`).
 
     Raises:
         FileExistsError / NotADirectoryError: ``output`` or one of its parents is a file
@@ -562,18 +564,20 @@ def write_protocol_report(res: Mapping[str, Any], output: PathLike, extra: Optio
                           render: Any, plot: Any) -> Dict[str, Path]:
     """The writer shared by :func:`write_fusion_report` and
     :func:`medfm.evaluation.fusion_seg.write_seg_fusion_report`: ``render(res)`` -> ``report.md`` text,
-    ``plot(res, path)`` (or None) -> ``subsets.png``; ``results.json`` (``extra`` + ``res``) last.
+    ``plot(res, path)`` (or None) -> ``subsets.png``; ``results.json`` (``extra`` + ``res``) last, an earlier
+    one removed before the first file is written (:func:`medfm.evaluation.report.start_report_dir`: it was kept
+    beside the new figures, marking a half-written report complete).
 
     Raises:
         as :func:`write_fusion_report`.
     """
-    from medfm.evaluation.report import make_output_dir
+    from medfm.evaluation.report import start_report_dir
 
     if extra is not None and not isinstance(extra, Mapping):
         raise TypeError(f"extra must be a mapping of JSON-ready values, got {type(extra).__name__}")
     payload = to_jsonable({**dict(extra or {}), **dict(res)})  # fails (TypeError) before anything is written
     text = render(res)
-    out = make_output_dir(output)
+    out = start_report_dir(output)
     paths = {}
     if plot is not None:
         paths["plot"] = plot(res, out / "subsets.png")

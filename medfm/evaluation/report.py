@@ -26,13 +26,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from medfm.arg_checks import check_string_list
+from medfm.arg_checks import check_list, check_string_list
 from medfm.evaluation.calibration import expected_calibration_error
 from medfm.evaluation.metrics import MULTI_LABEL, bootstrap_ci, check_task, classification_metrics
 from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
 from medfm.io import PathLike, atomic_write_json, atomic_write_text, file_sha256, make_dir, to_jsonable
 
-__all__ = ["SCHEMA_VERSION", "checkpoint_hash", "make_output_dir", "markdown_table", "versions",
+__all__ = ["SCHEMA_VERSION", "checkpoint_hash", "make_output_dir", "start_report_dir", "markdown_table", "versions",
            "write_classification_report"]
 
 SCHEMA_VERSION = 1
@@ -72,6 +72,21 @@ def make_output_dir(path: PathLike) -> Path:
         return NotADirectoryError(f"cannot create output folder {out}: {blocker} is a file")
 
     return make_dir(out, blocked)
+
+
+def start_report_dir(path: PathLike) -> Path:
+    """The report folder ``path`` (:func:`make_output_dir`) with an earlier report's ``results.json`` removed,
+    for a writer that writes ``results.json`` last: called before its first file is written, so a
+    ``results.json`` there marks a complete report whose files are all from the same call (an earlier one
+    left beside a half-written report's new figures marked it complete; the earlier report's other files
+    may remain).
+
+    Raises:
+        as :func:`make_output_dir`.
+    """
+    out = make_output_dir(path)
+    (out / "results.json").unlink(missing_ok=True)
+    return out
 
 
 def versions() -> Dict[str, Optional[str]]:
@@ -121,7 +136,16 @@ def markdown_table(
         ValueError: no columns given; ``columns`` one string (``"ab"`` was read as the columns ``a``
             and ``b``), a set (no order) or a list holding anything but strings
             (:func:`medfm.arg_checks.check_string_list`).
+        TypeError: ``rows`` not a list of mappings (:func:`medfm.arg_checks.check_list`'s rule; a string, one
+            dict or None stopped with ``string indices must be integers`` or ``... is not iterable``):
+            ``rows must be a list of row mappings ({column key: value}), got str``; an item:
+            ``..., got int at index 0``.
     """
+    what = "a list of row mappings ({column key: value})"
+    rows = check_list("rows", rows, what=what, got=lambda v: type(v).__name__, error=TypeError)
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, Mapping)), None)
+    if bad is not None:
+        raise TypeError(f"rows must be {what}, got {type(rows[bad]).__name__} at index {bad}")
     if isinstance(columns, Mapping):
         headers = dict(columns)
     else:
@@ -191,9 +215,9 @@ def write_classification_report(
     Figures: ``confusion_matrix.png`` and ``reliability.png`` (binary, multi-class,
     ordinal; skipped for multi-label where neither is defined) and ``roc.png`` (all tasks).
     Every file is written atomically; ``results.json`` is written last, and an earlier one in
-    ``out_dir`` is removed before the first figure is written, so its presence marks a complete
-    report whose files are all from the same call (a call that stops half way leaves no
-    ``results.json`` beside its figures; the earlier report's other files may remain).
+    ``out_dir`` is removed before the first figure is written (:func:`start_report_dir`), so its
+    presence marks a complete report whose files are all from the same call (a call that stops half
+    way leaves no ``results.json`` beside its figures; the earlier report's other files may remain).
 
     Args:
         out_dir: output directory (created if missing; other files in it are kept).
@@ -235,10 +259,7 @@ def write_classification_report(
                     "n_boot": n_boot, "seed": seed}
     cal = None if task == MULTI_LABEL else expected_calibration_error(y_true, y_score, n_bins=n_bins, task=task)
 
-    out = make_output_dir(out_dir)
-    # an earlier report's results.json goes before the first new file is written: it would otherwise
-    # mark a complete report beside this run's figures if this run stopped half way
-    (out / "results.json").unlink(missing_ok=True)
+    out = start_report_dir(out_dir)  # an earlier results.json goes before the first new file is written
     files: List[str] = []
     if metrics["confusion_matrix"] is not None:
         plot_confusion_matrix(metrics["confusion_matrix"], names, out / "confusion_matrix.png")

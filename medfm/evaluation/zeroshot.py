@@ -151,6 +151,8 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
         CheckpointError, ValueError (not a CLIP checkpoint, multi-label task), medfm data errors
             (:class:`~medfm.data.errors.EmptySplitError`: a split with no images);
         FileExistsError: ``output`` is a file, holds a checkpoint, or holds other files.
+        ValueError: ``batch_size`` not an integer >= 1 or malformed ``prompts``, checked before anything is
+            loaded (they were checked after the checkpoint and the data had been loaded).
     """
     from medfm.data import MedMNISTDataset
     from medfm.evaluation.evaluate import check_split_has_images, earlier_data_report, write_scored_split
@@ -158,6 +160,9 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
     from medfm.hub import resolve_checkpoint
     from medfm.text.prompts import class_names, class_prompts
 
+    batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
+    if prompts is not None:
+        prompts = _check_prompts(prompts)
     ckpt_dir = resolve_checkpoint(checkpoint)
     output = Path(output) if output else ckpt_dir / f"zeroshot-{dataset_flag}-{split}"
     earlier_data_report(output, ckpt_dir, protocol="zeroshot")
@@ -166,7 +171,8 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
     if ds.is_3d or ds.multi_label:
         raise ValueError(f"zero-shot evaluation supports single-label 2D sets; {dataset_flag} is "
                          f"{'3D' if ds.is_3d else 'multi-label'}")
-    prompts = _check_prompts(prompts) if prompts is not None else class_prompts(dataset_flag)
+    if prompts is None:
+        prompts = class_prompts(dataset_flag)
     if len(prompts) != ds.num_classes:
         raise ValueError(f"{len(prompts)} prompt lists given but {dataset_flag} has {ds.num_classes} classes")
     check_split_has_images(ds, dataset_flag, split)

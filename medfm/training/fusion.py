@@ -240,7 +240,7 @@ def build_fuser(recipe: FusionRecipe, spec: FusionModelConfig, clinical_features
     refuses an ``image_encoder`` in its own ``args``: it used to be dropped silently)."""
     from medfm.registry import FUSERS
 
-    args: Dict[str, Any] = {"modalities": list(recipe.modalities), "img_size": recipe.data.img_size,
+    args: Dict[str, Any] = {"modalities": model_modalities(recipe, spec), "img_size": recipe.data.img_size,
                             "clinical_features": clinical_features, "dim": recipe.dim, "label_names": label_names}
     if spec.fuser != "channelvit":
         args["image_encoder"] = dict(recipe.image_encoder)
@@ -300,10 +300,12 @@ def build_models(recipe: "FusionRecipe", build: Callable[[FusionModelConfig], to
 
 
 def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
-              resume: bool = False) -> Tuple[Path, Any, Any, float]:
+              resume: bool = False) -> Tuple[Path, Any, Any, Dict[str, torch.Tensor], float]:
     """Set threads, load the LGG train/test sets, then create ``output`` with the resolved recipe.
 
-    Returns ``(output, train, test, t0)`` with ``t0`` the ``time.perf_counter()`` at the start.
+    Returns ``(output, train, test, natural, t0)``: ``natural`` the training set's own presence
+    ``{modality: (N,) bool}`` (:func:`natural_presence`, read once here for :func:`check_training_sets` and
+    kept for the runners: the mnar masks, :func:`fit_or_reuse`), ``t0`` the ``time.perf_counter()`` at the start.
     Raises: MedFMDataError: LGG data missing; FileExistsError: a model of the recipe already has a
     checkpoint under ``output/models/`` and ``resume`` is False (checked before anything is written);
     ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
@@ -327,10 +329,17 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     t0 = time.perf_counter()
     train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
     test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
-    check_training_sets(recipe, train)  # fewer slices than a batch: before anything is written or trained
+    natural = natural_presence(train)
+    check_training_sets(recipe, train, natural)  # fewer slices than a batch: before anything is written or trained
     output.mkdir(parents=True, exist_ok=True)  # after the data: missing data writes nothing
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
-    return output, train, test, t0
+    return output, train, test, natural, t0
+
+
+def natural_presence(train: Any) -> Dict[str, torch.Tensor]:
+    """``{modality: (N,) bool}``: which of the ``N`` samples of ``train`` have each modality (the data's own
+    missingness), from one ``get_batch`` of the whole set."""
+    return train.get_batch(torch.arange(len(train)))["present"]
 
 
 def model_modalities(recipe: "FusionRecipe", spec: FusionModelConfig) -> List[str]:
@@ -347,11 +356,11 @@ def training_rows(modalities: Any, natural: Dict[str, torch.Tensor]) -> Optional
     return natural[modalities[0]].nonzero().flatten() if len(modalities) == 1 else None
 
 
-def check_training_sets(recipe: "FusionRecipe", train: Any) -> None:
+def check_training_sets(recipe: "FusionRecipe", train: Any, natural: Optional[Dict[str, torch.Tensor]] = None) -> None:
     """Every model's training set against ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
     before the first model trains: the whole ``train`` set, and the samples of each single-modality model
-    (:func:`training_rows` of the set's natural presence; such a model was refused only when its turn came,
-    after the recipe's earlier models had trained).
+    (:func:`training_rows` of the set's natural presence ``natural``, read with :func:`natural_presence` when
+    None; such a model was refused only when its turn came, after the recipe's earlier models had trained).
 
     Raises:
         ValueError: fewer training samples than a batch (``the training set has 3 samples, fewer than one
@@ -365,13 +374,12 @@ def check_training_sets(recipe: "FusionRecipe", train: Any) -> None:
 
     batch = recipe.train.batch_size
     steps_per_epoch(len(train), batch)
-    natural = None
     for label, spec in recipe.models.items():
         mods = model_modalities(recipe, spec)
         if len(mods) != 1:
             continue
         if natural is None:
-            natural = train.get_batch(torch.arange(len(train)))["present"]
+            natural = natural_presence(train)
         try:
             steps_per_epoch(len(training_rows(mods, natural)), batch)
         except ValueError as err:
@@ -478,9 +486,9 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
         return run_fusion_segmentation(recipe, output, data_root, resume)
     label_names = ["no_abnormality", "flair_abnormality"]
     built = build_models(recipe, lambda spec: build_fuser(recipe, spec, len(CLINICAL_COLUMNS), label_names))
-    output, train, test, t0 = start_run(recipe, output, data_root, resume)
+    output, train, test, natural, t0 = start_run(recipe, output, data_root, resume)
     pcfg = recipe.protocol
-    natural = {m: train.get_batch(torch.arange(len(train)))["present"][m] for m in recipe.modalities}
+    natural = {m: natural[m] for m in recipe.modalities}  # the recipe's: mnar_drop keeps one of them per sample
     mnar = mnar_drop(train.labels, natural, pcfg.mnar_modalities, pcfg.p_high, pcfg.p_low, False,
                      torch.Generator().manual_seed(pcfg.seed + 101))
     trained, trained_mnar, fits = {}, {}, {}
@@ -537,6 +545,6 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
            "fusion_step", "build_fuser", "build_models", "check_image_encoder", "check_training_sets", "start_run",
-           "model_modalities", "training_rows",
+           "model_modalities", "natural_presence", "training_rows",
            "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
            "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

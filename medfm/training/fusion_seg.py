@@ -42,12 +42,14 @@ def seg_fusion_step(model: torch.nn.Module, batch: Dict[str, Any], gen: torch.Ge
 
 
 def build_seg_fuser(recipe: Any, spec: Any) -> torch.nn.Module:
-    """The registered segmentation fuser of ``spec`` with the recipe's modalities, encoder and size."""
+    """The registered segmentation fuser of ``spec`` with the model's modalities
+    (:func:`medfm.training.fusion.model_modalities`), the recipe's encoder and size."""
     from medfm.registry import FUSERS
+    from medfm.training.fusion import model_modalities
 
     if FUSERS.tags(spec.fuser).get("task") != "segmentation":
         raise ValueError(f"fuser {spec.fuser!r} is not a segmentation fuser (known: {FUSERS.names(task='segmentation')})")
-    args: Dict[str, Any] = {"modalities": list(recipe.modalities), "image_encoder": dict(recipe.image_encoder),
+    args: Dict[str, Any] = {"modalities": model_modalities(recipe, spec), "image_encoder": dict(recipe.image_encoder),
                             "img_size": recipe.data.img_size, "label_names": LABEL_NAMES}
     args.update(spec.args)
     return FUSERS.build(spec.fuser, **args)
@@ -70,8 +72,7 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
                                        fusion_training_record, start_run, write_fusion_cards)
 
     built = build_models(recipe, lambda spec: build_seg_fuser(recipe, spec))  # checked before the data are read
-    output, train, test, t0 = start_run(recipe, output, data_root, resume)
-    natural = train.get_batch(torch.arange(len(train)))["present"]
+    output, train, test, natural, t0 = start_run(recipe, output, data_root, resume)  # natural: read once there
     trained, fits = {}, {}
     for label, spec in recipe.models.items():
         model, fits[label] = fit_or_reuse(built.pop(label), seg_fusion_step, train, recipe.train, output / "models" / label,

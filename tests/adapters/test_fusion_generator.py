@@ -14,6 +14,12 @@ from tests.conftest import FUSION_SIZE as S, tiny_fuser
 
 OLD = ("fusion: gen must be a CPU torch.Generator (it draws the random modality dropout / channel sampling) or None, "
        "got 0; e.g. torch.Generator().manual_seed(0)")
+# each drawing fuser names its own draw (the shared "modality dropout / channel sampling" was half true for each)
+DROPOUT = ("fusion: gen must be a CPU torch.Generator (it draws the random modality dropout in training when "
+           "modality_dropout > 0) or None, got 0; e.g. torch.Generator().manual_seed(0)")
+HCS = ("fusion: gen must be a CPU torch.Generator (it draws the hierarchical channel sampling in training when hcs "
+       "is on) or None, got 0; e.g. torch.Generator().manual_seed(0)")
+EXPECTED = {"3mat": DROPOUT, "multimodn": DROPOUT, "fused_unet": DROPOUT, "channelvit": HCS}
 
 
 def _images(model):
@@ -35,7 +41,7 @@ def test_the_drawing_fusers_keep_their_message(name, train):
     model = tiny_fuser(name).train(train)
     with pytest.raises(ValueError) as info:
         model(_images(model), 0)
-    assert str(info.value) == OLD
+    assert str(info.value) == EXPECTED[name]
 
 
 class _Constant(FusionModel):

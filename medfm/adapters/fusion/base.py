@@ -44,8 +44,11 @@ TABULAR = "clinical"
 BATCH_INFO_KEYS = ("label", "mask", "patient")
 #: the keys of an ``image_encoder`` spec (:func:`image_encoder_spec`)
 IMAGE_ENCODER_KEYS = ("name", "args")
-#: what the fusers draw from their ``gen`` (:func:`check_generator`'s message)
+#: what the fusers draw from their ``gen`` (:func:`check_generator`'s message; each fuser names its own draw,
+#: :attr:`FusionModel.generator_use`)
 GENERATOR_USE = "it draws the random modality dropout / channel sampling"
+#: the modality-dropout fusers' draw (3mat, multimodn, fused_unet; :func:`sample_modality_dropout`)
+MODALITY_DROPOUT_USE = "it draws the random modality dropout in training when modality_dropout > 0"
 
 
 def image_encoder_spec(encoder: Any) -> Tuple[str, Dict[str, Any]]:
@@ -381,7 +384,7 @@ def sample_modality_dropout(present: Dict[str, torch.Tensor], p: float,
     Raises:
         ValueError: ``gen`` neither None nor a CPU ``torch.Generator`` (:func:`check_generator`).
     """
-    check_generator(gen)
+    check_generator(gen, MODALITY_DROPOUT_USE)
     mods = list(present)
     pres = torch.stack([present[m] for m in mods], 1)  # (B, M)
     if p <= 0:

@@ -21,6 +21,10 @@ from medfm.arg_checks import check_bool, check_heads, check_number
 from medfm.registry import FUSERS
 
 
+#: ChannelViT's draw from its ``gen`` (``check_generator``'s message): channel sampling, no modality dropout
+CHANNEL_SAMPLING_USE = "it draws the hierarchical channel sampling in training when hcs is on"
+
+
 def hierarchical_channel_sampling(present: torch.Tensor, gen: Optional[torch.Generator] = None) -> torch.Tensor:
     """HCS (Bao et al. 2024): per sample draw ``k ~ U{1..c}``, then ``k`` of its ``c`` present channels.
 
@@ -34,7 +38,7 @@ def hierarchical_channel_sampling(present: torch.Tensor, gen: Optional[torch.Gen
     Raises:
         ValueError: ``gen`` neither None nor a CPU ``torch.Generator`` (:func:`~medfm.adapters.fusion.base.check_generator`).
     """
-    check_generator(gen)
+    check_generator(gen, CHANNEL_SAMPLING_USE)
     c = present.sum(1)
     k = (torch.rand(c.shape, generator=gen) * c).floor().long() + 1
     score = torch.rand(present.shape, generator=gen).masked_fill(~present, 2.0)
@@ -66,6 +70,7 @@ class ChannelViT(FusionModel):
     """
 
     fixed_image_size = True  # learned position embedding for (img_size / patch_size)^2 patches
+    generator_use = CHANNEL_SAMPLING_USE  # what gen is for (FusionModel.forward's check): no modality dropout
 
     def __init__(self, modalities: Sequence[str], img_size: int, patch_size: int = 8, clinical_features: int = 0,
                  dim: int = 64, depth: int = 2, heads: int = 4, hcs: bool = True, num_classes: int = 2,

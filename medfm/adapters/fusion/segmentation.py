@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import TABULAR, FusionModel, image_encoder_spec, sample_modality_dropout
+from medfm.adapters.fusion.base import (MODALITY_DROPOUT_USE, TABULAR, FusionModel, image_encoder_spec,
+                                        sample_modality_dropout)
 from medfm.adapters.segmentation import UNetDecoder, check_decoder_options, dice_ce_loss, probe_encoder
 from medfm.arg_checks import check_number
 from medfm.registry import FUSERS
@@ -102,6 +103,7 @@ class FusedUNet(FusionModel):
     """
 
     fixed_image_size = True  # absent modalities become img_size zero images stacked with the others
+    generator_use = MODALITY_DROPOUT_USE  # what gen is for (FusionModel.forward's check): no channel sampling
 
     def __init__(self, modalities: Sequence[str], image_encoder: Mapping[str, Any], img_size: int,
                  fusion: str = "hemis", modality_dropout: float = 0.3, decoder: Optional[Mapping[str, Any]] = None,

@@ -16,7 +16,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from medfm.adapters.fusion.base import FusionModel, build_modality_encoder, sample_modality_dropout
+from medfm.adapters.fusion.base import (MODALITY_DROPOUT_USE, FusionModel, build_modality_encoder,
+                                        sample_modality_dropout)
 from medfm.arg_checks import check_heads, check_number
 from medfm.registry import FUSERS
 
@@ -67,6 +68,8 @@ class ModalityDropoutFusion(FusionModel):
             divisible by ``heads``, ``layers`` and ``grid`` integers >= 1, ``modality_dropout`` a finite
             number in [0, 1)); a sample with no modality; NaN in a present image.
     """
+
+    generator_use = MODALITY_DROPOUT_USE  # what gen is for (FusionModel.forward's check): no channel sampling
 
     def __init__(self, modalities: Sequence[str], image_encoder: Mapping[str, Any], img_size: int,
                  clinical_features: int = 0, dim: int = 64, heads: int = 4, layers: int = 2, grid: int = 2,
