@@ -93,14 +93,15 @@ def _remove_empty_dirs(dirs: "list[Path]") -> None:
             return
 
 
-def _make_temp_dir(parent: Path, prefix: str, attempts: int = 5) -> Path:
-    """Create ``parent`` (with its ancestors) and a fresh temporary folder in it.
+def _make_temp_dir(parent: Path, prefix: str, blocked: Callable[[Path], BaseException], attempts: int = 5) -> Path:
+    """Create ``parent`` (with its ancestors; a file in its way: ``blocked(file)``, :func:`make_dir`) and a fresh
+    temporary folder in it.
 
     Another process's failed :func:`atomic_dir` may remove an empty ``parent`` it had created
     between our ``mkdir`` and ``mkdtemp``; both steps are then retried (``attempts`` times).
     """
     for attempt in range(attempts):
-        parent.mkdir(parents=True, exist_ok=True)
+        make_dir(parent, blocked)
         try:
             return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         except FileNotFoundError:
@@ -117,6 +118,12 @@ def file_in_the_way(path: PathLike) -> Optional[Path]:
     """
     target = Path(path)
     return next((p for p in (*reversed(target.parents), target) if p.exists() and not p.is_dir()), None)
+
+
+def _in_the_way(target: Path, blocker: Path) -> NotADirectoryError:
+    """The one error of this module's writers for a file standing where a folder is needed (:func:`file_in_the_way`):
+    ``cannot write '<target>': '<blocker>' is a file, not a folder`` (:func:`atomic_path`, :func:`atomic_dir`)."""
+    return NotADirectoryError(f"cannot write {str(target)!r}: {str(blocker)!r} is a file, not a folder")
 
 
 def make_dir(path: PathLike, blocked: Callable[[Path], BaseException]) -> Path:
@@ -160,7 +167,7 @@ def _parent_of(path: PathLike) -> Path:
     if not parent.is_dir():
         blocker = file_in_the_way(parent)
         if blocker is not None:  # was "parent directory ... does not exist", naming a folder below the file
-            raise NotADirectoryError(f"cannot write {str(target)!r}: {str(blocker)!r} is a file, not a folder")
+            raise _in_the_way(target, blocker)
         raise FileNotFoundError(f"cannot write {str(target)!r}: parent directory {str(parent)!r} does not exist")
     if target.is_dir():
         raise IsADirectoryError(f"cannot write file {str(target)!r}: a directory exists at that path")
@@ -312,15 +319,17 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
             missing folders above it, if the body raises).
 
     Raises:
-        NotADirectoryError: ``path`` exists and is a file.
+        NotADirectoryError: ``path`` or a folder above it is a file (the topmost such file named, as
+            :func:`atomic_path` names it; was ``mkdir``'s ``[Errno 17] File exists`` / ``[Errno 20] Not a
+            directory`` for a parent).
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"cannot replace {str(target)!r} with a directory: it is a file")
+        raise _in_the_way(target, target)
     parent = target.parent if str(target.parent) else Path(".")
     created = _missing_dirs(parent)  # removed again if nothing is written (a body that raises)
     try:
-        tmp = _make_temp_dir(parent, f".{target.name}.tmp-")
+        tmp = _make_temp_dir(parent, f".{target.name}.tmp-", lambda blocker: _in_the_way(target, blocker))
     except BaseException:
         _remove_empty_dirs(created)
         raise

@@ -149,6 +149,28 @@ def save_tiny_bert(path: Path, words, hidden: int = 32) -> Path:
     return path
 
 
+def write_deep_colour_tiff(path: Path, pixels: np.ndarray) -> Path:
+    """Write ``pixels`` ``(H, W, 3 or 4)`` as a baseline uncompressed little-endian TIFF with 16 bits per channel: RGB,
+    or RGBA (ExtraSamples 2, unassociated alpha). Pillow reads such files (as their high bytes) but cannot write them.
+    The one writer of the tests of :func:`medfm.data.images.check_tiff` (data readers and pipelines)."""
+    import struct
+
+    h, w, c = pixels.shape
+    data = pixels.astype("<u2").tobytes()
+    # width, length, no compression, RGB, samples per pixel, rows per strip (+ extra samples for RGBA)
+    short = [(256, w), (257, h), (259, 1), (262, 2), (277, c), (278, h)] + ([(338, 2)] if c == 4 else [])
+    n = len(short) + 3
+    bits_at = 8 + 2 + 12 * n + 4
+    data_at = bits_at + 2 * c
+    entries = [struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in short]
+    entries += [struct.pack("<HHII", 258, 3, c, bits_at), struct.pack("<HHII", 273, 4, 1, data_at),
+                struct.pack("<HHII", 279, 4, 1, len(data))]
+    entries.sort()
+    path.write_bytes(b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", n) + b"".join(entries)
+                     + struct.pack("<I", 0) + struct.pack(f"<{c}H", *[16] * c) + data)
+    return path
+
+
 @pytest.fixture
 def tmp_medfm_cache(monkeypatch, tmp_path):
     """Point medfm's on-disk caches ($XDG_CACHE_HOME/medfm) at a per-test folder."""

@@ -158,7 +158,7 @@ def test_atomic_dir_survives_a_concurrent_cleanup_of_the_shared_parent(tmp_path,
 def test_atomic_dir_refuses_file_target(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(NotADirectoryError, match="it is a file"):
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
         with atomic_dir(f):
             pass
     assert f.read_text() == "x"

@@ -52,6 +52,7 @@ from medfm.arg_checks import (check_bool, check_list, check_mask_tensor, check_n
                                number_fits, shown)
 from medfm.encoders.base import require_encoder
 from medfm.registry import ADAPTERS, UnknownNameError, close_match_hint
+from medfm.text.prompts import check_template
 
 PROMPT_TEMPLATE = "A {modality} image of {target}"
 #: modules LoRA keeps trainable and saves (``apply_lora(..., head_modules=TEXT_SEG_HEAD_MODULES)``)
@@ -151,7 +152,8 @@ class TextConditionedSegmenter(nn.Module):
             "image_conditioning": True}``; ``image_conditioning=False`` drops the global image
             feature from the controller input (the head then depends on the prompt only: one
             fixed head per target, an ablation of MulModSeg's image-text conditioning).
-        template: prompt template with ``{modality}`` and ``{target}``.
+        template: prompt template with ``{target}`` and optionally ``{modality}``, filled in as plain strings
+            (the class templates' rule, :func:`medfm.text.prompts.check_template`).
         inference: as :class:`medfm.adapters.segmentation.SegmentationModel`.
         domain_norm: one BatchNorm per modality (:class:`~medfm.adapters.domain_layers.DomainBatchNorm`); the domains are
             the distinct ``modality`` values of ``targets`` in order (:attr:`modalities`).
@@ -170,7 +172,9 @@ class TextConditionedSegmenter(nn.Module):
     Raises:
         ValueError: no targets, a target that is not a mapping of exactly ``name``, ``modality``, ``target``
             (strings), duplicate names, ``text_dim`` not an integer >= 1, a ``template`` whose placeholders
-            are not ``{modality}`` / ``{target}``, ``domain_norm`` / ``domain_stem`` not true/false, bad head
+            are not ``{modality}`` / ``{target}`` filled in as plain strings (no ``{target!r}``, ``{target.upper}``,
+            other field or format spec a string refuses: :func:`medfm.text.prompts.check_template`; the template
+            needs ``{target}``), ``domain_norm`` / ``domain_stem`` not true/false, bad head
             options (:func:`check_head_options`) or decoder options
             (:func:`medfm.adapters.segmentation.unet_decoder_for`), an ``encoder`` that is not a medfm Encoder.
     """
@@ -199,11 +203,13 @@ class TextConditionedSegmenter(nn.Module):
         text_dim = check_number("text_dim", text_dim, ge=1, integer=True, hint=" (the text embedding size)")
         domain_norm = check_bool("domain_norm", domain_norm)
         domain_stem = check_bool("domain_stem", domain_stem)
-        try:
-            target_prompt(targets[0]["modality"], targets[0]["target"], template)
-        except (KeyError, IndexError, ValueError, AttributeError) as err:
-            raise ValueError(f"template must be a string with the placeholders {{modality}} and {{target}}, got "
-                             f"{template!r} ({type(err).__name__}: {err})") from None
+        what = "template must be a string with the placeholders {modality} and {target}"
+        if not isinstance(template, str):
+            raise ValueError(f"{what}, got {shown(template)}")
+        try:  # the class templates' rule: '{target!r}' (Python's quotes) and '{target.upper}' were taken
+            check_template(template, ("modality", "target"), "target", "a target's text")
+        except ValueError as err:
+            raise ValueError(f"{what}; {err}") from None
         require_encoder("TextConditionedSegmenter", encoder)
         self.encoder = encoder
         self.spatial_dims = spatial_dims_of(encoder)

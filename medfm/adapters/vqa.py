@@ -413,12 +413,14 @@ class VQAModel(nn.Module):
              type_weight: float = 0.5) -> torch.Tensor:
         """Cross-entropy over answers (questions with answer id -1 skipped) + ``type_weight`` x BCE on the type.
 
-        Shape: ``answers (B,)`` int64, ``is_closed (B,)`` bool.
+        Shape: ``answers (B,)`` int64, ``is_closed (B,)`` bool (or 0/1 integers; a list or numpy array of
+        those is taken too).
 
         Raises:
             ValueError: ``out`` not the dict :meth:`forward` returns, ``answers`` / ``is_closed`` not ``(B,)``,
-                answer ids outside ``[0, A)`` and not -1, ``is_closed`` values other than 0/1 (True/False), or
-                ``type_weight`` not a finite number >= 0.
+                answer ids outside ``[0, A)`` and not -1, ``is_closed`` neither bool nor 0/1 integers (the rule of
+                every mask, :func:`medfm.arg_checks.check_mask_tensor`: a float one, 0.0/1.0 included, is refused:
+                0.5 was a soft target), or ``type_weight`` not a finite number >= 0.
         """
         if not isinstance(out, Mapping) or not {"logits", "type_logit"} <= set(out):
             got = sorted(map(str, out)) if isinstance(out, Mapping) else type(out).__name__
@@ -430,9 +432,8 @@ class VQAModel(nn.Module):
         is_closed = torch.as_tensor(is_closed)
         if is_closed.reshape(-1).shape[0] != logits.shape[0]:
             raise ValueError(f"is_closed has shape {tuple(is_closed.shape)} for {logits.shape[0]} questions; expected (B,)")
+        is_closed = check_mask_tensor("is_closed", is_closed, what="(B,) bool (or 0/1 integers)")  # floats: refused
         is_closed = is_closed.reshape(-1).to(logits.device)
-        if is_closed.dtype != torch.bool and bool(((is_closed != 0) & (is_closed != 1)).any()):  # also NaN
-            raise ValueError(f"is_closed must be (B,) bool (or 0/1), got values {sorted(set(is_closed.tolist()))[:5]}")
         known = answers >= 0
         ce = F.cross_entropy(logits[known], answers[known]) if bool(known.any()) else logits.sum() * 0.0
         bce = F.binary_cross_entropy_with_logits(out["type_logit"].float(), is_closed.float())

@@ -3,8 +3,8 @@
 :func:`read_image` decodes a 2D image file with PIL (Clark et al., Pillow) into a uint8
 numpy array, turned upright by its EXIF Orientation tag (:func:`load_upright`), and turns
 every way a file can be bad (absent, a folder, not an image, truncated, a decompression bomb,
-non-finite float pixels, a TIFF Pillow would misread: :func:`check_tiff`) into one medfm data error
-with a one-line message naming the file, never a PIL stack trace.
+non-finite float pixels, several frames or a TIFF Pillow would misread: :func:`check_tiff`) into one
+medfm data error with a one-line message naming the file, never a PIL stack trace.
 """
 from __future__ import annotations
 
@@ -165,7 +165,8 @@ class TiffAdvice(NamedTuple):
     (:data:`medfm.pipelines.inputs.PIPELINE_TIFF_ADVICE`) give different advice for the same rule.
 
     Attributes:
-        pages: put after ``"<name> is a TIFF of 3 pages (a stack or a volume?); "``.
+        frames: put after ``"<name> is a TIFF of 3 frames (a stack, a volume or an animation?); "`` (any format:
+            a multi-page TIFF, an animated PNG, GIF or WebP, ...).
         deep_colour: put after ``"<name> is an RGB TIFF with 16 bits per channel, which Pillow reads as 8 bits by
             keeping the high byte (12-bit data comes out nearly black); "``.
         loaded: put after ``"<name> is an uncompressed TIFF with EXIF Orientation 6 that Pillow loaded before medfm
@@ -174,7 +175,7 @@ class TiffAdvice(NamedTuple):
             else as ``"<what> <path>"`` (one file of a data set's folder).
     """
 
-    pages: str
+    frames: str
     deep_colour: str
     loaded: str
     bare_name: bool = False
@@ -182,7 +183,7 @@ class TiffAdvice(NamedTuple):
 
 #: what :func:`read_image`'s TIFF refusals say to do (the readers of data set and image folders)
 FILE_TIFF_ADVICE = TiffAdvice(
-    pages="medfm reads one 2D image per file: save each page as its own image file (a volume as NIfTI)",
+    frames="medfm reads one 2D image per file: save each frame as its own image file (a volume as NIfTI)",
     deep_colour="save it as 8-bit RGB or 16-bit grayscale",
     loaded="read the file afresh (Image.open(path) without im.load() or np.asarray(im))")
 
@@ -215,19 +216,56 @@ def _loaded_scrambled(im: Any) -> Optional[int]:
     return orientation if orientation in range(5, 9) and im.size != shown else None
 
 
-def check_tiff(im: Any, advice: TiffAdvice = FILE_TIFF_ADVICE, name: str = "", error: type = CorruptFileError) -> None:
-    """Refuse a PIL TIFF image that Pillow would turn into something other than the picture, one line each:
+#: formats whose extra frames are not more of the picture: Pillow's frame 0 is the whole picture (an MPO's primary
+#: image, beside a preview or the other eye of a stereo pair: many phone and camera JPEGs; a PSD's merged image,
+#: beside its layers), so :func:`check_tiff` reads them as one image
+WHOLE_FIRST_FRAME_FORMATS = ("MPO", "PSD")
 
-    - several pages (frames): a stack or a volume, of which Pillow gives page 0 (or the page seeked
-      to) without a word;
+
+def _frames(im: Any) -> Optional[str]:
+    """How many frames a PIL image opened from a multi-frame file holds, as a message says it ("3 frames"), else None.
+
+    Pillow's ``is_animated`` and ``n_frames`` (a multi-page TIFF, an animated PNG, GIF or WebP, a FLI, DCX, ...);
+    None for :data:`WHOLE_FIRST_FRAME_FORMATS`. A GIF looks for its second frame in its file: one closed after it
+    was loaded (``im.load()`` inside its ``with Image.open(...)`` block) is asked again by its file name, read
+    afresh; "several frames" when a multi-frame image's file can tell no more.
+    """
+    from PIL import Image
+
+    if getattr(im, "format", None) in WHOLE_FIRST_FRAME_FORMATS:
+        return None
+    try:
+        animated: Optional[bool] = bool(getattr(im, "is_animated", False))
+    except Exception:  # a GIF whose file was closed: cannot look for its second frame
+        animated = None
+    if animated is False:
+        return None
+    try:
+        return f"{int(im.n_frames)} frames"
+    except Exception:  # its file was closed: the file on disk tells
+        pass
+    try:
+        with Image.open(im.filename) as again:
+            return f"{int(again.n_frames)} frames" if getattr(again, "is_animated", False) else None
+    except Exception:  # no file name, or the file gone
+        return "several frames" if animated else None
+
+
+def check_tiff(im: Any, advice: TiffAdvice = FILE_TIFF_ADVICE, name: str = "", error: type = CorruptFileError) -> None:
+    """Refuse a PIL image that Pillow would turn into something other than the picture, one line each:
+
+    - several frames, in any format (a multi-page TIFF: a stack or a volume; an animated PNG (APNG), GIF or
+      WebP; ...: :func:`_frames`), of which Pillow gives frame 0 (or the frame seeked to) without a word; the
+      frames of :data:`WHOLE_FIRST_FRAME_FORMATS` (MPO, PSD) are not refused, their frame 0 is the picture;
     - more than 8 bits per channel in a colour mode (16-bit RGB / RGBA / CMYK: Pillow keeps the high
       byte, so 12-bit data comes out nearly black, and 16-bit grayscale is min-max scaled instead,
       :func:`scale_to_uint8`);
     - already loaded by Pillow with its rows scrambled (an uncompressed, non-square TIFF with EXIF
       Orientation 5-8 loaded before medfm saw it, :func:`_loaded_scrambled`).
 
-    Other images (non-TIFF ones: one attribute read) pass, as do 16-bit / 32-bit / float grayscale TIFFs
-    (``I;16``, ``I``, ``F``: min-max scaled) and a TIFF not yet loaded with any Orientation
+    Other images (single-frame non-TIFF ones: two attribute reads; a GIF: a look for its second frame) pass, as
+    do 16-bit / 32-bit / float grayscale TIFFs (``I;16``, ``I``, ``F``: min-max scaled) and a TIFF not yet
+    loaded with any Orientation
     (:func:`load_upright` reads it upright). Used by :func:`read_image` (every data set reader and
     :class:`medfm.data.imagefolder.ImageFolderDataset`) and, in its own words, by every 2D pipeline
     (:func:`medfm.pipelines.inputs.check_tiff`).
@@ -239,19 +277,19 @@ def check_tiff(im: Any, advice: TiffAdvice = FILE_TIFF_ADVICE, name: str = "", e
         error: the error class raised (a ``ValueError`` subclass).
 
     Raises:
-        error: "scan.tif is a TIFF of 3 pages (a stack or a volume?); <advice.pages>", "... is an RGB TIFF
+        error: "scan.tif is a TIFF of 3 frames (a stack, a volume or an animation?); <advice.frames>" (any format:
+            "... is a GIF of 12 frames ..."), "... is an RGB TIFF
             with 16 bits per channel, which Pillow reads as 8 bits ...; <advice.deep_colour>", "... was loaded
             by Pillow before medfm saw it, with its rows scrambled ...; <advice.loaded>".
     """
+    frames = _frames(im)
+    if frames is not None:
+        kind = f"a {im.format}" if getattr(im, "format", None) else "an image"
+        raise error(f"{name or _tiff_name(im)} is {kind} of {frames} (a stack, a volume or an animation?); "
+                    f"{advice.frames}")
     if getattr(im, "format", None) != "TIFF":
         return
     name = name or _tiff_name(im)
-    if getattr(im, "is_animated", False):
-        try:
-            pages = f"{int(im.n_frames)} pages"
-        except Exception:  # a closed file
-            pages = "several pages"
-        raise error(f"{name} is a TIFF of {pages} (a stack or a volume?); {advice.pages}")
     bits = tuple(getattr(im, "tag_v2", {}).get(BITS_PER_SAMPLE_TAG, ()) or ())
     if im.mode not in WIDE_MODES and bits and max(bits) > 8:
         raise error(f"{name} is an {im.mode} TIFF with {max(bits)} bits per channel, which Pillow reads as 8 bits by "
@@ -339,8 +377,9 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image",
         DataFileMissingError: no such file (or a folder in its place).
         CorruptFileError: not an image, truncated or damaged, or non-finite float pixels
             (one line naming ``what`` and the path; a NIfTI, DICOM or numpy file is named as
-            such, :func:`non_image_hint`); a TIFF Pillow would misread, a multi-page one (it read
-            page 0) or one with more than 8 bits per colour channel (it read the high bytes): :func:`check_tiff`.
+            such, :func:`non_image_hint`); a file of several frames (a multi-page TIFF, an animated PNG, GIF or
+            WebP: Pillow read frame 0) or a TIFF with more than 8 bits per colour channel (it read the high bytes):
+            :func:`check_tiff`.
         ValueError: ``mode`` not None, "L" or "RGB".
     """
     from PIL import Image
@@ -352,8 +391,7 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image",
         raise missing_file(path, what)
     try:
         with Image.open(path) as im:
-            if im.format == "TIFF":  # other files: this attribute read only (the name is built for TIFFs)
-                check_tiff(im, tiff_advice, path.name if tiff_advice.bare_name else f"{what} {path}")
+            check_tiff(im, tiff_advice, path.name if tiff_advice.bare_name else f"{what} {path}")
             return _upright_to_uint8(load_upright(im), mode, path, what)  # load errors: image_decode_error
     except MedFMDataError:
         raise
@@ -362,6 +400,7 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image",
 
 
 __all__ = ["read_image", "check_tiff", "TiffAdvice", "FILE_TIFF_ADVICE", "BITS_PER_SAMPLE_TAG",
-           "pil_to_uint8", "exif_upright", "load_upright", "image_mode", "missing_file", "scale_to_uint8",
+           "WHOLE_FIRST_FRAME_FORMATS", "pil_to_uint8", "exif_upright", "load_upright", "image_mode", "missing_file",
+           "scale_to_uint8",
            "corrupt_file_error", "image_decode_error", "non_image_hint", "WIDE_MODES", "MODES", "ORIENTATION_TAG",
            "NON_IMAGE_SUFFIXES", "DICOM_HINT"]

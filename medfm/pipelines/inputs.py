@@ -4,10 +4,11 @@ Holds :class:`PipelineInputError` and the checks and hints every pipeline applie
 inputs: files (:func:`existing_image_file`, the NIfTI notes :func:`is_nifti`,
 :func:`check_not_nifti`, :func:`nifti_shape_note`, :func:`not_a_volume_note`, voxel dtypes
 :func:`is_real_dtype`, :func:`check_real_nifti`), 2D image arrays
-(:func:`uint8_image_array`: dtype, shape and [0, 1] float checks with their hints), image files and
-PIL images (:func:`read_image_file`, :func:`pil_to_array`; TIFFs Pillow would misread,
-:func:`check_tiff`), volumes (:func:`refuse_single_slice`, :func:`refuse_rgb_like`,
-:func:`axes_longer_than_1`, :func:`clip_unit_range`), ``top_k`` (:func:`check_top_k`) and batches (:func:`each_input`).
+(:func:`uint8_image_array`: dtype, shape and [0, 1] float checks with their hints; masked arrays,
+:func:`refuse_masked`), image files and PIL images (:func:`read_image_file`, :func:`pil_to_array`; several
+frames or TIFFs Pillow would misread, :func:`check_tiff`), volumes (:func:`refuse_single_slice`,
+:func:`refuse_rgb_like`, :func:`axes_longer_than_1`, :func:`clip_unit_range`), ``top_k`` (:func:`check_top_k`) and
+batches (:func:`each_input`).
 Each check raises one error class with a one-line message; a pipeline with its own error class
 passes it as ``error``.
 """
@@ -150,6 +151,33 @@ def tensor_hint(obj: Any, channels_last: bool = True) -> str:
     return f" (a torch tensor: pass tensor.detach().cpu().numpy(){permute})"
 
 
+def refuse_masked(item: Any, noun: str = "image", error: type = PipelineInputError) -> None:
+    """Refuse a numpy masked array (``np.ma.MaskedArray``) given to a pipeline.
+
+    Every step after it (``np.asarray``, ``np.array``, ``torch.from_numpy``) drops the mask and uses
+    the values stored under it, and numpy's masked arithmetic writes into those entries values that are
+    neither the stored nor a fill value; which value a masked pixel or voxel should take is not guessed.
+    Refused whatever its mask (one with nothing masked too: :meth:`~numpy.ma.MaskedArray.filled` makes it a
+    plain array). Other inputs pass (one ``isinstance``). Used by :func:`each_input` (every input of every
+    pipeline), :func:`uint8_image_array` (the 2D array form) and
+    :func:`medfm.pipelines.seg_inputs.split_item` (a segmentation input's ``image`` and ``brain_mask``).
+
+    Args:
+        item: a pipeline input (any type).
+        noun: how the message names it ("image", "volume", "brain_mask").
+        error: the pipeline's error class (a ``ValueError`` subclass).
+
+    Raises:
+        error: "image is a numpy masked array: its masked entries would be used with the values stored under
+            the mask; pass array.filled(value), with the value they should take (e.g. 0), or array.data for
+            the stored values".
+    """
+    if isinstance(item, np.ma.MaskedArray):
+        raise error(f"{noun} is a numpy masked array: its masked entries would be used with the values stored under "
+                    "the mask; pass array.filled(value), with the value they should take (e.g. 0), or array.data "
+                    "for the stored values")
+
+
 def uint8_image_array(arr: np.ndarray, error: type = PipelineInputError, gray: bool = False) -> np.ndarray:
     """The 2D pipelines' array form of an image: ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` (channels
     last), uint8 (0-255, as MedMNIST stores them) or float in [0, 1] -> uint8 ``(H, W)`` or ``(H, W, 3)``
@@ -172,11 +200,13 @@ def uint8_image_array(arr: np.ndarray, error: type = PipelineInputError, gray: b
     of images is a batch), as are RGBA ``(H, W, 4)`` and gray + alpha ``(H, W, 2)`` arrays.
 
     Raises:
-        error: another dtype (int, bool, complex, ...: :func:`image_dtype_error`), another shape
+        error: a numpy masked array (:func:`refuse_masked`), another dtype (int, bool, complex, ...:
+            :func:`image_dtype_error`), another shape
             ("expected an (H, W) or (H, W, 1|3) image, got shape ...", with what it probably is:
             :func:`image_shape_hint`), NaN/inf floats or floats outside [0, 1] (0-255 floats: with
             the hint to divide by 255).
     """
+    refuse_masked(arr, "image", error)
     floating = np.issubdtype(arr.dtype, np.floating)
     if arr.dtype != np.uint8 and not floating:
         raise image_dtype_error(arr.dtype, error)
@@ -212,7 +242,8 @@ def check_top_k(top_k: Any, none_means: str = "") -> Optional[int]:
 def each_input(items: Sequence[Any], convert: Callable[[Any], Any], batch: bool, noun: str = "image",
                error: type = PipelineInputError) -> List[Any]:
     """``[convert(item) for item in items]``: the per-input step of every pipeline (classification,
-    segmentation, VQA), naming the bad input of a batch.
+    segmentation, VQA), naming the bad input of a batch; a numpy masked array is refused first
+    (:func:`refuse_masked`: every pipeline, 2D images and volumes alike).
 
     Args:
         items: the inputs (one, when ``batch`` is False).
@@ -223,11 +254,13 @@ def each_input(items: Sequence[Any], convert: Callable[[Any], Any], batch: bool,
         error: the pipeline's error class (a ``ValueError`` subclass taking one message).
 
     Raises:
-        error: from ``convert``, re-raised as the same class with the index prefix in a batch.
+        error: a masked array (:func:`refuse_masked`) or from ``convert``, re-raised as the same class with the
+            index prefix in a batch.
     """
     out = []
     for i, item in enumerate(items):
         try:
+            refuse_masked(item, noun, error)
             out.append(convert(item))
         except error as err:
             if not batch:
@@ -236,9 +269,11 @@ def each_input(items: Sequence[Any], convert: Callable[[Any], Any], batch: bool,
     return out
 
 
-#: what the 2D pipelines' TIFF refusals say to do (:func:`medfm.data.images.check_tiff`): a file is named by its name
+#: what the 2D pipelines' refusals of images Pillow would misread say to do (:func:`medfm.data.images.check_tiff`:
+#: several frames, TIFFs): a file is named by its name
 PIPELINE_TIFF_ADVICE = TiffAdvice(
-    pages="this model takes one 2D image: pass one page as a PIL image, im = Image.open(path); im.seek(i); im.copy()",
+    frames="this model takes one 2D image: pass one frame as a PIL image, im = Image.open(path); im.seek(i); "
+           "im.copy()",
     deep_colour="save it as 8-bit RGB or 16-bit grayscale, or pass its pixels as a float array (H, W, 3) scaled to "
                 "[0, 1]",
     loaded="pass the file path, or the image before it is loaded (Image.open(path) without im.load() or "
@@ -247,9 +282,9 @@ PIPELINE_TIFF_ADVICE = TiffAdvice(
 
 
 def check_tiff(im: Any, name: str = "", error: type = PipelineInputError) -> None:
-    """Refuse a PIL TIFF image that Pillow would misread (several pages, more than 8 bits per colour channel,
-    loaded with its rows scrambled): :func:`medfm.data.images.check_tiff` in the pipelines' words
-    (:data:`PIPELINE_TIFF_ADVICE`). Non-TIFF images pass after one attribute read. Used by
+    """Refuse a PIL image that Pillow would misread (several frames in any format: a multi-page TIFF, an animated
+    PNG, GIF or WebP; a TIFF with more than 8 bits per colour channel or loaded with its rows scrambled):
+    :func:`medfm.data.images.check_tiff` in the pipelines' words (:data:`PIPELINE_TIFF_ADVICE`). Used by
     :func:`pil_to_array` (PIL images) and, through :func:`medfm.data.images.read_image`, :func:`read_image_file`.
 
     Args:
@@ -258,7 +293,8 @@ def check_tiff(im: Any, name: str = "", error: type = PipelineInputError) -> Non
         error: the pipeline's error class (a ``ValueError`` subclass).
 
     Raises:
-        error: "scan.tif is a TIFF of 3 pages (a stack or a volume?); this model takes one 2D image: ...", "... is an
+        error: "scan.tif is a TIFF of 3 frames (a stack, a volume or an animation?); this model takes one 2D image:
+            ..." (any format: "anim.gif is a GIF of 12 frames ..."), "... is an
             RGB TIFF with 16 bits per channel, which Pillow reads as 8 bits ...", "... that Pillow loaded before
             medfm saw it, with its rows scrambled ...".
     """
@@ -279,11 +315,13 @@ def pil_to_array(image: Any, in_chans: Optional[int]) -> np.ndarray:
 
     Pixels deeper than 8 bits (modes ``I;16``, ``I``, ``F``: 16-bit PNG/TIFF scans) are
     min-max scaled to 0-255 first, as :func:`medfm.data.images.read_image` does for files;
-    PIL's own ``convert("L")`` would clip them at 255. TIFFs Pillow would misread (several
-    pages, 16-bit colour, loaded with scrambled rows) are refused (:func:`check_tiff`).
+    PIL's own ``convert("L")`` would clip them at 255. Images Pillow would misread (several
+    frames: a multi-page TIFF, an animated PNG or GIF; a 16-bit colour TIFF, one loaded with scrambled rows) are
+    refused (:func:`check_tiff`).
 
     Raises:
-        PipelineInputError: non-finite pixels in a float image, a closed file, a TIFF refused by :func:`check_tiff`.
+        PipelineInputError: non-finite pixels in a float image, a closed file, an image refused by
+            :func:`check_tiff`.
     """
     from medfm.data.errors import MedFMDataError
     from medfm.data.images import pil_to_uint8
@@ -298,14 +336,14 @@ def pil_to_array(image: Any, in_chans: Optional[int]) -> np.ndarray:
 def read_image_file(path: Path, in_chans: Optional[int], error: type = PipelineInputError) -> np.ndarray:
     """An existing 2D image file -> uint8 ``(H, W)`` / ``(H, W, 3)`` array, as :func:`pil_to_array`
     converts a PIL image (``in_chans``: 1, 3, or None for the file's own ``L`` / RGB):
-    :func:`medfm.data.images.read_image` (turned upright, min-max scaled when deeper than 8 bits, a multi-page or
-    16-bit colour TIFF refused in the pipelines' words, :data:`PIPELINE_TIFF_ADVICE`), its errors raised as
+    :func:`medfm.data.images.read_image` (turned upright, min-max scaled when deeper than 8 bits, a file of several
+    frames or a 16-bit colour TIFF refused in the pipelines' words, :data:`PIPELINE_TIFF_ADVICE`), its errors raised as
     ``error``. The image file reader of every 2D pipeline.
 
     Raises:
         error: a file PIL cannot identify (a NIfTI, DICOM or numpy file named as such,
             :func:`medfm.data.images.image_decode_error`), a truncated or damaged one, non-finite
-            float pixels, a TIFF refused by :func:`check_tiff`; one line naming the file.
+            float pixels, a file refused by :func:`check_tiff` (several frames, ...); one line naming the file.
     """
     from medfm.data.errors import MedFMDataError
 

@@ -19,7 +19,7 @@ import numpy as np
 from medfm.pipelines.inputs import (IMAGES_2D, NIFTI_VOLUME, PipelineInputError, axes_longer_than_1,
                                     check_not_nifti, check_real_nifti, clip_unit_range, existing_image_file, is_nifti,
                                     nifti_shape_note, not_a_volume_note, pil_to_array, read_image_file,
-                                    refuse_rgb_like, refuse_single_slice, rgb_like_axis, tensor_hint,
+                                    refuse_masked, refuse_rgb_like, refuse_single_slice, rgb_like_axis, tensor_hint,
                                     uint8_image_array)
 
 
@@ -294,7 +294,8 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
 
     2D inputs: an image file path (``str`` / ``os.PathLike``; PNG, JPEG, TIFF, ... via
     :func:`medfm.pipelines.inputs.read_image_file`, turned upright by its EXIF Orientation), a PIL image in
-    any mode (multi-page and 16-bit colour TIFFs refused, :func:`medfm.pipelines.inputs.check_tiff`), or an
+    any mode (several frames, e.g. a multi-page TIFF or an animated GIF, and 16-bit colour TIFFs refused,
+    :func:`medfm.pipelines.inputs.check_tiff`), or an
     ``(H, W)`` / ``(H, W, 1|3)`` uint8 or float array (channels last). They become
     ``(C, H, W)`` float32 in [0, 1] (uint8 / 255; float arrays, which must be finite and in [0, 1]
     (float rounding within 1e-3 outside is clipped), rounded to the nearest 8-bit level first, as
@@ -380,13 +381,17 @@ def split_item(item: Any) -> Tuple[Any, Any]:
     """``(image, brain mask or None)`` of one pipeline input (a dict with :data:`ITEM_KEYS`, or the image).
 
     Raises:
-        SegmentationInputError: a dict without ``"image"`` or with unknown keys.
+        SegmentationInputError: a dict without ``"image"`` or with unknown keys; a dict's image or brain mask
+            given as a numpy masked array (:func:`medfm.pipelines.inputs.refuse_masked`; the input itself is
+            checked by :func:`medfm.pipelines.inputs.each_input`).
     """
     if not isinstance(item, dict):
         return item, None
     unknown = set(item) - set(ITEM_KEYS)
     if unknown or "image" not in item:
         raise SegmentationInputError(f"a dict input has the keys 'image' (required) and 'brain_mask', got {sorted(item)}")
+    for key in ITEM_KEYS:
+        refuse_masked(item.get(key), key, SegmentationInputError)
     return item["image"], item.get("brain_mask")
 
 

@@ -145,7 +145,7 @@ def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
         was called "without a '{label}' placeholder"), without ``{label}``, with a field other than
         ``{label}``/``{modality}``, a ``!r``/``!a`` conversion (``{label!r}`` put the class name in Python's
         quotes: ``"a chest X-ray showing 'pneumonia'"``), malformed braces or a format spec a string refuses
-        (``{label:d}``); duplicate templates.
+        (``{label:d}``): :func:`check_template`; duplicate templates.
     """
     modality = modality_of(flag)
     names = _strings("names", names) if names is not None else class_names(flag)
@@ -160,35 +160,61 @@ def class_prompts(flag: str, names: Optional[Sequence[str]] = None,
     if dup:
         raise ValueError(f"class names and templates must be distinct; {dup[0]!r} is repeated")
     for t in templates:
-        try:
-            parsed = [(f, c) for _, f, _, c in string.Formatter().parse(t) if f is not None]
-        except ValueError as err:
-            raise ValueError(f"template {t!r} has malformed braces ({err})") from None
-        for f, c in parsed:
-            base = _field_base(f)
-            if base not in ("label", "modality"):
-                continue
-            if f != base:  # '{label.upper}', '{label[0]}': format() reads an attribute/item of the string
-                problem = f"reads an attribute or index of a placeholder ({{{f}}})"
-            elif c in ("r", "a"):  # '{label!r}': "a chest X-ray showing 'pneumonia'", in Python's quotes
-                problem = f"converts a placeholder ({{{f}!{c}}} puts the text in Python quotes)"
-            else:
-                continue
-            raise ValueError(f"template {t!r} {problem}; {{label}} and {{modality}} are filled in as plain strings: "
-                             f"write {{{base}}}")
-        fields = {f for f, _ in parsed}
-        if "label" not in fields:
-            raise ValueError(f"every template needs a '{{label}}' placeholder, got {t!r}")
-        if fields - {"label", "modality"}:
-            raise ValueError(f"template {t!r} has field(s) {sorted(fields - {'label', 'modality'})}; "
-                             f"only {{label}} and {{modality}} are filled in")
+        check_template(t)
     phrase = MODALITY_TEXTS[modality][0]
-    for t in templates:  # a format spec or conversion that a string refuses ('{label:d}', '{label!z}')
-        try:
-            t.format(label=names[0], modality=phrase)
-        except ValueError as err:
-            raise ValueError(f"template {t!r} cannot be filled in with a class name: {err}") from None
     return [[t.format(label=n, modality=phrase) for t in templates] for n in names]
+
+
+def check_template(template: str, fields: Sequence[str] = ("label", "modality"), required: str = "label",
+                   filler: str = "a class name") -> None:
+    """Refuse a ``str.format`` template whose placeholders would not be filled in as plain text.
+
+    The one rule of medfm's prompt templates: the zero-shot class templates (:func:`class_prompts`: ``{label}``,
+    ``{modality}``) and the target prompts of :class:`medfm.adapters.text_seg.TextConditionedSegmenter`
+    (``{modality}``, ``{target}``). Each placeholder is one of ``fields``, filled in with a string as it is: no
+    attribute or index (``{label.upper}`` put ``<built-in method upper ...>`` in the prompt, ``{label[0]}`` its first
+    letter), no ``!r`` / ``!a`` conversion (``{label!r}`` put the text in Python's quotes: ``"a chest X-ray showing
+    'pneumonia'"``), no format spec a string refuses (``{label:d}``, ``{label!z}``); ``required`` must be there.
+
+    Args:
+        template: the template (a string).
+        fields: the placeholders filled in, in the order the messages name them.
+        required: the placeholder every template needs.
+        filler: what ``required`` is filled in with, for the message ("a class name").
+
+    Raises:
+        ValueError: one line naming the template: malformed braces, a placeholder read as an attribute or index
+            or converted ("... {label} and {modality} are filled in as plain strings: write {label}"), no
+            ``{<required>}`` ("every template needs a '{label}' placeholder, got ..."), another field
+            ("... has field(s) ['x']; only {label} and {modality} are filled in"), a format spec a string
+            refuses ("... cannot be filled in with a class name: ...").
+    """
+    allowed = " and ".join(f"{{{f}}}" for f in fields)
+    try:
+        parsed = [(f, c) for _, f, _, c in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise ValueError(f"template {template!r} has malformed braces ({err})") from None
+    for f, c in parsed:
+        base = _field_base(f)
+        if base not in fields:
+            continue
+        if f != base:  # '{label.upper}', '{label[0]}': format() reads an attribute/item of the string
+            problem = f"reads an attribute or index of a placeholder ({{{f}}})"
+        elif c in ("r", "a"):  # '{label!r}': "a chest X-ray showing 'pneumonia'", in Python's quotes
+            problem = f"converts a placeholder ({{{f}!{c}}} puts the text in Python quotes)"
+        else:
+            continue
+        raise ValueError(f"template {template!r} {problem}; {allowed} are filled in as plain strings: write {{{base}}}")
+    found = {f for f, _ in parsed}
+    if required not in found:
+        raise ValueError(f"every template needs a '{{{required}}}' placeholder, got {template!r}")
+    if found - set(fields):
+        raise ValueError(f"template {template!r} has field(s) {sorted(found - set(fields))}; only {allowed} are filled "
+                         "in")
+    try:  # a format spec or conversion that a string refuses ('{label:d}', '{label!z}')
+        template.format(**{f: f for f in fields})
+    except ValueError as err:
+        raise ValueError(f"template {template!r} cannot be filled in with {filler}: {err}") from None
 
 
 def _field_base(field: str) -> str:
@@ -212,5 +238,5 @@ def _strings(what: str, values: Sequence[str]) -> List[str]:
 
 __all__ = [
     "MODALITY_TEXTS", "FLAG_MODALITY", "READABLE_LABELS", "CLASS_TEMPLATES", "DEFAULT_CLASS_TEMPLATES",
-    "modality_texts", "modality_of", "class_names", "class_prompts",
+    "modality_texts", "modality_of", "class_names", "class_prompts", "check_template",
 ]

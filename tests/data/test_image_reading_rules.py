@@ -8,8 +8,6 @@ tests/pipelines/test_pipeline_api_audit.py.
 """
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,6 +15,7 @@ from PIL import Image
 from medfm.data.errors import CorruptFileError
 from medfm.data.imagefolder import ImageFolderDataset
 from medfm.data.images import FILE_TIFF_ADVICE, check_tiff, read_image
+from tests.conftest import write_deep_colour_tiff
 
 RNG = np.random.default_rng(0)
 
@@ -28,36 +27,18 @@ def _pages_tiff(path, values=(10, 200, 90)):
     return path
 
 
-def _deep_colour_tiff(path, pixels):
-    """A baseline uncompressed little-endian TIFF of ``pixels`` (H, W, 3 or 4) with 16 bits per channel: RGB, or
-    RGBA (ExtraSamples 2, unassociated alpha). Pillow reads such files but cannot write them."""
-    h, w, c = pixels.shape
-    data = pixels.astype("<u2").tobytes()
-    short = [(256, w), (257, h), (259, 1), (262, 2), (277, c), (278, h)] + ([(338, 2)] if c == 4 else [])
-    n = len(short) + 3
-    bits_at = 8 + 2 + 12 * n + 4
-    data_at = bits_at + 2 * c
-    entries = [struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in short]
-    entries += [struct.pack("<HHII", 258, 3, c, bits_at), struct.pack("<HHII", 273, 4, 1, data_at),
-                struct.pack("<HHII", 279, 4, 1, len(data))]
-    entries.sort()
-    path.write_bytes(b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", n) + b"".join(entries)
-                     + struct.pack("<I", 0) + struct.pack(f"<{c}H", *[16] * c) + data)
-    return path
-
-
 def test_a_multi_page_tiff_is_refused_naming_the_file(tmp_path):
     path = _pages_tiff(tmp_path / "stack.tif")
     with pytest.raises(CorruptFileError) as err:
         read_image(path, what="MedNIST image")  # was page 0 (all 10), without a word
-    assert str(err.value) == (f"MedNIST image {path} is a TIFF of 3 pages (a stack or a volume?); medfm reads one 2D "
-                              "image per file: save each page as its own image file (a volume as NIfTI)")
+    assert str(err.value) == (f"MedNIST image {path} is a TIFF of 3 frames (a stack, a volume or an animation?); medfm "
+                              "reads one 2D image per file: save each frame as its own image file (a volume as NIfTI)")
 
 
 @pytest.mark.parametrize("channels, mode", [(3, "RGB"), (4, "RGBA")])
 def test_a_16_bit_colour_tiff_is_refused_not_read_as_its_high_bytes(tmp_path, channels, mode):
     twelve_bit = RNG.integers(0, 4096, (30, 40, channels)).astype(np.uint16)
-    path = _deep_colour_tiff(tmp_path / "deep.tif", twelve_bit)
+    path = write_deep_colour_tiff(tmp_path / "deep.tif", twelve_bit)
     with Image.open(path) as im:
         assert im.mode == mode and np.asarray(im)[..., :3].max() <= 15  # what Pillow gives: nearly black
     for read_as in (None, "L", "RGB"):
@@ -74,7 +55,8 @@ def test_an_image_folder_with_a_tiff_stack_is_refused_not_trained_on_its_first_p
         for i in range(3):
             Image.fromarray(RNG.integers(0, 256, (30, 40), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
     _pages_tiff(tmp_path / "b" / "stack.tif")
-    with pytest.raises(CorruptFileError, match=r"^image .*stack\.tif is a TIFF of 3 pages \(a stack or a volume\?\)"):
+    with pytest.raises(CorruptFileError, match=r"^image .*stack\.tif is a TIFF of 3 frames \(a stack, a volume or an "
+                                               r"animation\?\)"):
         ImageFolderDataset(tmp_path)
 
 
@@ -99,7 +81,7 @@ def test_a_tiff_page_the_user_took_out_passes(tmp_path):
 
 
 def test_the_rule_raises_the_callers_error_with_the_callers_advice(tmp_path):
-    advice = FILE_TIFF_ADVICE._replace(pages="do this")
+    advice = FILE_TIFF_ADVICE._replace(frames="do this")
     with Image.open(_pages_tiff(tmp_path / "stack.tif")) as im, pytest.raises(KeyError) as err:
         check_tiff(im, advice, "my.tif", KeyError)
-    assert err.value.args == ("my.tif is a TIFF of 3 pages (a stack or a volume?); do this",)
+    assert err.value.args == ("my.tif is a TIFF of 3 frames (a stack, a volume or an animation?); do this",)

@@ -21,8 +21,6 @@ Before:
 """
 from __future__ import annotations
 
-import struct
-
 import nibabel as nib
 import numpy as np
 import pytest
@@ -37,6 +35,7 @@ from medfm.pipelines.inputs import PipelineInputError, check_tiff
 from medfm.pipelines.segmentation import (ImageSegmentationPipeline, SegmentationInputError, predict_probs,
                                           save_nifti)
 from medfm.pipelines.vqa import vqa_image_tensor
+from tests.conftest import write_deep_colour_tiff
 
 RNG = np.random.default_rng(0)
 GRAY = RNG.integers(0, 256, (30, 40), dtype=np.uint8)
@@ -134,23 +133,6 @@ def test_a_complex_nifti_is_refused_not_cut_to_its_real_part(tmp_path):
 
 
 # -- TIFFs Pillow misreads -----------------------------------------------------------------------------
-def _rgb16_tiff(path, pixels):
-    """A baseline uncompressed little-endian RGB TIFF with 16 bits per channel (Pillow cannot write one)."""
-    h, w, _ = pixels.shape
-    data = pixels.astype("<u2").tobytes()
-    short = [(256, w), (257, h), (259, 1), (262, 2), (277, 3), (278, h)]  # width, length, no compression, RGB, ...
-    n = len(short) + 3
-    bits_at = 8 + 2 + 12 * n + 4
-    data_at = bits_at + 6
-    entries = [struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in short]
-    entries += [struct.pack("<HHII", 258, 3, 3, bits_at), struct.pack("<HHII", 273, 4, 1, data_at),
-                struct.pack("<HHII", 279, 4, 1, len(data))]
-    entries.sort()
-    path.write_bytes(b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", n) + b"".join(entries)
-                     + struct.pack("<I", 0) + struct.pack("<3H", 16, 16, 16) + data)
-    return path
-
-
 def _2d_pipelines(pneumonia_pipeline, seg2d):
     """Each 2D pipeline as a call on one image, with its error class."""
     return [(pneumonia_pipeline, PipelineInputError), (lambda im: vqa_image_tensor(im, 1, 28), PipelineInputError),
@@ -162,10 +144,10 @@ def test_a_multi_page_tiff_is_refused_not_read_as_its_first_page(tmp_path, pneum
     path = tmp_path / "stack.tif"
     pages[0].save(path, save_all=True, append_images=pages[1:])
     for call, error in _2d_pipelines(pneumonia_pipeline, seg2d):
-        with pytest.raises(error, match=r"^stack\.tif is a TIFF of 3 pages \(a stack or a volume\?\); this model "
-                                        r"takes one 2D image: pass one page as a PIL image, "):
+        with pytest.raises(error, match=r"^stack\.tif is a TIFF of 3 frames \(a stack, a volume or an animation\?\); "
+                                        r"this model takes one 2D image: pass one frame as a PIL image, "):
             call(str(path))  # was page 0, without a word
-        with Image.open(path) as im, pytest.raises(error, match=r"^the PIL image of stack\.tif is a TIFF of 3 pages"):
+        with Image.open(path) as im, pytest.raises(error, match=r"^the PIL image of stack\.tif is a TIFF of 3 frames"):
             call(im)
     with Image.open(path) as im:  # what the message says to do
         im.seek(1)
@@ -175,7 +157,7 @@ def test_a_multi_page_tiff_is_refused_not_read_as_its_first_page(tmp_path, pneum
 
 def test_a_16_bit_rgb_tiff_is_refused_not_read_as_its_high_bytes(tmp_path, pneumonia_pipeline, seg2d):
     twelve_bit = RNG.integers(0, 4096, (30, 40, 3)).astype(np.uint16)
-    path = _rgb16_tiff(tmp_path / "rgb16.tif", twelve_bit)
+    path = write_deep_colour_tiff(tmp_path / "rgb16.tif", twelve_bit)
     with Image.open(path) as im:
         assert im.mode == "RGB" and np.asarray(im).max() <= 15  # Pillow keeps the high byte: nearly black
     for call, error in _2d_pipelines(pneumonia_pipeline, seg2d):
