@@ -18,6 +18,13 @@ The rules:
   scalars too), a list or tuple by its ``repr``, anything else with its type (``'3' (str)``,
   ``True (bool)``);
 - a switch is a ``bool`` (:func:`check_bool`): ``"no"`` or ``1`` is refused, not taken by its truth value;
+- a label fraction (the share of training labels a run fits on) is a number in (0, 1], and one message says
+  so for a number out of range, NaN, ``True`` or a string alike (:func:`check_label_fraction`,
+  :func:`label_fraction_error`): the rule of a recipe's ``data.label_fraction``, of ``--label-fraction`` and a
+  suite's ``protocol.label_fractions`` (:mod:`medfm.suite_protocols`), of the probes' label subsets
+  (:func:`medfm.evaluation.protocols.subset_indices`), of the ``finetune`` protocol's epochs
+  (:func:`medfm.evaluation.finetune_protocol.auto_epochs`) and of the stratified draw
+  (:func:`medfm.data.medmnist.label_fraction_indices`), here because :mod:`medfm.data` may import nothing heavier;
 - an attention width and its head count (:func:`check_heads`, used by the fusers, the VQA fusion and
   neighbourhood attention) are integers >= 1, the width divisible by the heads, and one message gives both;
 - a list argument (class names, modalities, answers, questions, texts, templates) is a list, not one
@@ -152,6 +159,45 @@ def check_number(name: str, value: Any, *, gt: Optional[float] = None, ge: Optio
         must = " ".join(filter(None, (kind, bounds))) if integer else bounds
         raise error(f"{name} must be {must}{hint}, got {shown(out)}")
     return out
+
+
+def label_fraction_error(where: str, got: str) -> ValueError:
+    """The one message of a label fraction, or a list of them, not in (0, 1] (:func:`check_label_fraction`;
+    :func:`medfm.suite_protocols.parse_label_fractions` gives the whole list).
+
+    Args:
+        where: the argument or key, first in the message (``"label_fraction"``, ``"protocol.label_fractions"``).
+        got: the refused value as the message shows it (:func:`shown`, a list's ``repr``).
+
+    Returns:
+        ``ValueError("<where> must be in (0, 1], got <got>")``, to raise.
+    """
+    return ValueError(f"{where} must be in (0, 1], got {got}")
+
+
+def check_label_fraction(value: Any, where: str = "data.label_fraction") -> float:
+    """One label fraction: a number in (0, 1] (``True``, NaN, ``"0.5"`` refused, not taken as 1 or as a number),
+    in one wording whatever is wrong with it (:func:`label_fraction_error`). The rule of a training recipe's
+    ``data.label_fraction`` (:class:`medfm.training.recipes.DataConfig`, and ``medfm pretrain``/``finetune``
+    before their imports: :mod:`medfm.cli_checks`), of ``--label-fraction`` and a suite's
+    ``protocol.label_fractions`` (:func:`medfm.suite_protocols.parse_label_fractions`, which re-exports this
+    function), of :func:`medfm.evaluation.protocols.subset_indices`,
+    :func:`medfm.evaluation.finetune_protocol.auto_epochs` and :func:`medfm.data.medmnist.label_fraction_indices`.
+
+    Args:
+        value: the value given.
+        where: the argument or key, first in the message.
+
+    Returns:
+        the fraction as a float.
+
+    Raises:
+        ValueError: ``"data.label_fraction must be in (0, 1], got 1.5"``; ``got nan``, ``got True (bool)``,
+            ``got '0.5' (str)`` (:func:`shown`).
+    """
+    if not number_fits(value, gt=0, le=1):
+        raise label_fraction_error(where, shown(value))
+    return float(value)
 
 
 def check_bool(name: str, value: Any, *, note: str = "", error: Type[Exception] = ValueError) -> bool:
@@ -306,5 +352,6 @@ def check_mask_tensor(name: str, value: Any, *, what: str = "(B,) bool", ndim: O
     return value.bool()
 
 
-__all__ = ["check_bool", "check_heads", "check_list", "check_mask_tensor", "check_number", "check_string_list",
-           "is_finite_number", "is_index_tensor", "is_integer", "number_fits", "range_text", "shown"]
+__all__ = ["check_bool", "check_heads", "check_label_fraction", "check_list", "check_mask_tensor", "check_number",
+           "check_string_list", "is_finite_number", "is_index_tensor", "is_integer", "label_fraction_error",
+           "number_fits", "range_text", "shown"]

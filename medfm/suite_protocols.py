@@ -3,9 +3,10 @@ when a suite is loaded (:mod:`medfm.evaluation.suite_spec`) and by the ``medfm``
 before torch is imported (:mod:`medfm.cli_checks`). Pure Python: importing it imports neither torch nor
 the ``medfm.evaluation`` package (whose import does), so ``medfm eval --suite s.yaml --probe-c 0.1`` with
 an ``as-is`` suite is refused at once instead of after 5-8 s of imports; the rules of a probe C
-(:func:`parse_probe_c`) and of label fractions (:func:`parse_label_fractions`, :func:`check_label_fraction`) are
-here for the same reason (``--probe-c abc`` and ``--label-fraction abc`` are named malformed at once, and so is a
-training recipe's ``data.label_fraction: 1.5``).
+(:func:`parse_probe_c`) and of label fractions (:func:`parse_label_fractions`) are here for the same reason
+(``--probe-c abc`` and ``--label-fraction abc`` are named malformed at once, and so is a training recipe's
+``data.label_fraction: 1.5``: :func:`check_label_fraction`, the rule and words of one fraction, which lives in
+:mod:`medfm.arg_checks` for :mod:`medfm.data`'s use and is re-exported here).
 
 The protocols themselves (``as-is``, ``linear``, ``knn``, ``finetune``) are :data:`PROTOCOLS`, defined here
 once and re-exported as :data:`medfm.evaluation.protocols.PROTOCOLS`. A suite file's ``protocol`` section is
@@ -19,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Union
 
-from medfm.arg_checks import check_number, number_fits, shown  # pure Python too
+# pure Python too; check_label_fraction (one fraction: a recipe's data.label_fraction) is re-exported here
+from medfm.arg_checks import check_label_fraction, check_number, label_fraction_error, number_fits, shown
 from medfm.config import ConfigError, from_dict  # pure Python too (yaml)
 from medfm.registry import close_match_hint
 
@@ -144,35 +146,8 @@ def parse_label_fractions(value: Any, where: str = "protocol.label_fractions",
     else:
         fractions = tuple(value)
     if not fractions or not all(number_fits(f, gt=0, le=1) for f in fractions):
-        raise _fraction_range_error(where, list(fractions))
+        raise label_fraction_error(where, repr(list(fractions)))
     return fractions
-
-
-def check_label_fraction(value: Any, where: str = "data.label_fraction") -> float:
-    """One label fraction given as a number (a training recipe's ``data.label_fraction``): in (0, 1], by the rule
-    and in the words of :func:`parse_label_fractions` (``medfm finetune --label-fraction``, ``medfm eval
-    --label-fraction``, a suite's ``protocol.label_fractions``). Torch-free: :class:`medfm.training.recipes.DataConfig`
-    applies it, and ``medfm pretrain``/``finetune`` to a recipe file's value before their imports
-    (:mod:`medfm.cli_checks`).
-
-    Args:
-        where: the key, first in the message.
-
-    Returns:
-        the fraction as a float.
-
-    Raises:
-        ValueError: ``"data.label_fraction must be in (0, 1], got 1.5"`` (NaN, ``True`` and a string too:
-            ``got True (bool)``, :func:`medfm.arg_checks.shown`).
-    """
-    if not number_fits(value, gt=0, le=1):
-        raise _fraction_range_error(where, shown(value))
-    return float(value)
-
-
-def _fraction_range_error(where: str, got: Any) -> ValueError:
-    """The one message of a label fraction out of (0, 1] (``got``: the value or list as shown)."""
-    return ValueError(f"{where} must be in (0, 1], got {got}")
 
 
 def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = None, probe_c: Optional[Any] = None) -> None:

@@ -200,7 +200,8 @@ def test_failed_run_leaves_no_half_written_output_folder(tmp_path, capsys, pneum
     state is kept for --resume, and an existing folder is never removed."""
     from medfm.training import runs
 
-    def failing_fit(self, resume=False):
+    def failing_fit(self, resume=False, before_write=None):
+        before_write()  # the runner's config.yaml / init.json, as Trainer.fit writes them
         (self.output / "metrics.jsonl").write_text("")
         raise ValueError("temperature must be > 0, got -1.0")
 
@@ -210,7 +211,8 @@ def test_failed_run_leaves_no_half_written_output_folder(tmp_path, capsys, pneum
     assert code == 2 and "temperature must be > 0" in err
     assert not (tmp_path / "out").exists()
 
-    def fit_then_fail(self, resume=False):
+    def fit_then_fail(self, resume=False, before_write=None):
+        before_write()  # the runner's config.yaml / init.json, as Trainer.fit writes them
         (self.checkpoint_dir).mkdir(parents=True)
         (self.checkpoint_dir / "trainer_state.json").write_text("{}")
         raise ValueError("loss is NaN at epoch 2")
@@ -219,7 +221,8 @@ def test_failed_run_leaves_no_half_written_output_folder(tmp_path, capsys, pneum
     code, err = cli_error(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", tmp_path / "out"])
     assert code == 2 and (tmp_path / "out" / "config.yaml").is_file()  # resumable: kept
 
-    def diverge(self, resume=False):  # steps logged, no checkpoint yet: the curve is what a user debugs
+    def diverge(self, resume=False, before_write=None):  # steps logged, no checkpoint yet: the curve is what a user debugs
+        before_write()  # the runner's config.yaml / init.json, as Trainer.fit writes them
         (self.output / "metrics.jsonl").write_text('{"step": 10, "loss": NaN}\n')
         raise ValueError("loss became nan at epoch 1, step 10")
 

@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from medfm.arg_checks import check_bool, check_number, shown
+from medfm.arg_checks import check_bool, check_label_fraction, check_number, shown
 from medfm.data.errors import (
     ChecksumError,
     CorruptFileError,
@@ -270,12 +270,13 @@ def label_fraction_indices(
         Sorted int64 numpy array of indices into ``[0, N)``.
 
     Raises:
-        ValueError: ``fraction`` not a number in (0, 1] (NaN, ``True``, ``"0.1"`` refused), ``seed``
+        ValueError: ``fraction`` not a number in (0, 1] (NaN, ``True``, ``"0.1"`` refused:
+            ``fraction must be in (0, 1], got '0.1' (str)``, :func:`medfm.arg_checks.check_label_fraction`), ``seed``
             not an integer >= 0 (``None`` would draw a different subset on each call), an empty set,
             ``n_or_labels`` neither an int nor integer-valued ``(N,)`` / ``(N, L)`` labels, or
             multi-label labels that are not 0/1.
     """
-    fraction = check_number("fraction", fraction, gt=0, le=1)
+    fraction = check_label_fraction(fraction, "fraction")
     seed = check_number("seed", seed, ge=0, integer=True)
     groups: Optional[np.ndarray] = None
     if isinstance(n_or_labels, (int, np.integer)) and not isinstance(n_or_labels, bool):

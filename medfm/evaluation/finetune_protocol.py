@@ -31,7 +31,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_label_fraction
 
 AUTO_EPOCHS_CAP = 60
 
@@ -40,9 +40,10 @@ def auto_epochs(fraction: float) -> int:
     """Epochs for a label ``fraction`` in (0, 1]: ``min(60, ceil(2 / fraction))``.
 
     Raises:
-        ValueError: a fraction that is not a number in (0, 1] (``True`` is refused, not taken as 1).
+        ValueError: a fraction that is not a number in (0, 1] (``True`` is refused, not taken as 1):
+            ``label fraction must be in (0, 1], got True (bool)`` (:func:`medfm.arg_checks.check_label_fraction`).
     """
-    fraction = check_number("label fraction", fraction, gt=0, le=1)
+    fraction = check_label_fraction(fraction, "label fraction")
     return int(min(AUTO_EPOCHS_CAP, math.ceil(2.0 / fraction - 1e-9)))
 
 

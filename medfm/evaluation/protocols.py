@@ -25,7 +25,7 @@ import torch
 from scipy.special import expit
 from torch import nn
 
-from medfm.arg_checks import check_number, number_fits
+from medfm.arg_checks import check_label_fraction, check_number, number_fits
 from medfm.evaluation.metrics import MULTI_LABEL, check_task, classification_metrics, to_numpy
 from medfm.suite_protocols import PROTOCOLS
 from medfm.suite_protocols import check_protocol_name as check_protocol  # the one rule, torch-free
@@ -85,11 +85,12 @@ def subset_indices(labels: np.ndarray, label_fraction: float, seed: int) -> np.n
     """Stratified seeded indices of ``label_fraction`` of the training labels (all when 1).
 
     Raises:
-        ValueError: ``label_fraction`` not a number in (0, 1] (``1.5`` and ``True`` used to mean all labels).
+        ValueError: ``label_fraction`` not a number in (0, 1] (``1.5`` and ``True`` used to mean all labels):
+            ``label_fraction must be in (0, 1], got 1.5`` (:func:`medfm.arg_checks.check_label_fraction`).
     """
     from medfm.data.medmnist import label_fraction_indices
 
-    label_fraction = check_number("label_fraction", label_fraction, gt=0, le=1)
+    label_fraction = check_label_fraction(label_fraction, "label_fraction")
     if label_fraction >= 1.0:
         return np.arange(len(labels))
     return label_fraction_indices(labels, label_fraction, seed=seed)

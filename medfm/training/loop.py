@@ -181,7 +181,7 @@ def steps_per_epoch(n_samples: int, batch_size: int) -> int:
 
 def check_resume_counters(state_dir: Path, counters: Dict[str, Any], steps: int, epochs: int, n_samples: int,
                           batch_size: int, keys: Sequence[Optional[str]] = ("epoch", "step_in_epoch", "global_step"),
-                          ) -> Tuple[int, int, int]:
+                          lists: Sequence[str] = ()) -> Tuple[int, int, int]:
     """Refuse a resumed training state whose counters do not fit this run: another training set size or batch
     size gives another number of steps per epoch, and the run silently skipped or repeated steps (a finished
     run's state resumed on 32 samples instead of 16 trained nothing and reported success). The check of
@@ -195,20 +195,28 @@ def check_resume_counters(state_dir: Path, counters: Dict[str, Any], steps: int,
         keys: the counters' names of the finished epochs, the steps done in the current epoch and the steps
             done in all; ``None`` for the second: a state saved at epoch ends only, whose count is 0
             (``medfm vqa``: ``("epoch", None, "step")``).
+        lists: other entries of ``counters`` that must be lists (``medfm vqa``: ``("log",)``, its epoch records;
+            a state without one failed with a bare ``KeyError: 'log'``).
 
     Returns:
         ``(epoch, step in epoch, global step)`` as integers.
 
     Raises:
         ValueError: ``cannot resume from <state_dir>: training state corrupt (counters ...)`` (a counter missing
-            or no integer), ``cannot resume from <state_dir>: its state (epoch 2, step 0, global step 8) does not
-            fit this run's 2 epochs of 4 steps (16 samples, batch 4); ...``.
+            or no integer), ``cannot resume from <state_dir>: training state corrupt (its trainer_state.json
+            counters have no list 'log')`` (an entry of ``lists``), ``cannot resume from <state_dir>: its state
+            (epoch 2, step 0, global step 8) does not fit this run's 2 epochs of 4 steps (16 samples, batch 4);
+            ...``.
     """
     try:
         epoch, step, done = (0 if key is None else int(counters[key]) for key in keys)
     except (KeyError, TypeError, ValueError):
         shown = {k: v for k, v in counters.items() if k in keys} if isinstance(counters, dict) else counters
         raise ValueError(f"cannot resume from {state_dir}: training state corrupt (counters {shown!r})") from None
+    for key in lists:
+        if not isinstance(counters.get(key), list):
+            raise ValueError(f"cannot resume from {state_dir}: training state corrupt (its {STATE_JSON} counters "
+                             f"have no list {key!r})")
     if done != epoch * steps + step or step >= steps or epoch > epochs:
         raise ValueError(f"cannot resume from {state_dir}: its state (epoch {epoch}, step {step}, global step {done}) "
                          f"does not fit this run's {epochs} epochs of {steps} steps ({n_samples} samples, batch "
@@ -327,7 +335,7 @@ class Trainer:
         TypeError: ``cfg`` not a :class:`TrainConfig`; a step whose result has no scalar ``"loss"`` tensor.
         ValueError: dataset smaller than one batch; a model without trainable parameters; non-finite loss
             (names the step); a resumed state whose counters do not fit this run's steps per epoch (another
-            training set or batch size).
+            training set or batch size), before ``fit`` writes anything or calls its ``before_write``.
         FileExistsError: ``output`` already holds a checkpoint and ``resume`` is False.
         NotADirectoryError: ``output`` is a file or under one.
         DeterminismError: ``cfg.deterministic`` and an op without a deterministic kernel on the device
@@ -391,22 +399,33 @@ class Trainer:
         except Exception as e:  # noqa: BLE001 - a figure must not lose a finished run
             warnings.warn(f"training_curve.png not written for {self.output}: {type(e).__name__}: {e}", stacklevel=2)
 
-    def fit(self, resume: bool = False) -> nn.Module:
+    def fit(self, resume: bool = False, before_write: Optional[Callable[[], None]] = None) -> nn.Module:
         """Train to the end (or continue a killed run with ``resume=True``); returns the model.
+
+        ``before_write``: called once the run may start, before the fit writes anything (``metrics.jsonl``):
+        after a resumed state is loaded and its counters checked (:func:`check_resume_counters`), so that a
+        runner writing its ``config.yaml`` and ``init.json`` there leaves the run folder as it was when the
+        resume is refused (written before the fit, they were rewritten with the new ``--data-root`` first). Only
+        the repair of a kill inside the checkpoint's rename window comes before it
+        (:func:`medfm.io.restore_interrupted_dir`).
 
         When the last epoch ends, ``<output>/training_curve.png`` is drawn from ``metrics.jsonl``
         (once; not when the fit raises)."""
         cfg = self.cfg
         # before mkdir (a file there was an "[Errno 17] File exists") and before a resume restores anything
         refuse_existing_run(self.output, resume)
-        self.output.mkdir(parents=True, exist_ok=True)
         counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
         if resume:  # a kill inside the checkpoint's rename window leaves the previous one aside
             restore_interrupted_dir(self.checkpoint_dir)
-        if resume and (self.checkpoint_dir / STATE_JSON).is_file():
+        resumed = resume and (self.checkpoint_dir / STATE_JSON).is_file()
+        if resumed:  # read once, checked before anything is written
             counters = load_training_state(self.checkpoint_dir, self.model, self.optimizer)
             check_resume_counters(self.checkpoint_dir, counters, self.steps_per_epoch, self.cfg.epochs,
                                   len(self.dataset), self.cfg.batch_size)
+        if before_write is not None:
+            before_write()
+        self.output.mkdir(parents=True, exist_ok=True)
+        if resumed:
             self._trim_log(counters["global_step"])
         else:
             torch.manual_seed(cfg.seed)

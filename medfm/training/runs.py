@@ -210,7 +210,9 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
     An existing run in ``output`` (without ``resume``) or a resume with another recipe is refused
     first, then the encoder's and objective's arguments are checked (:func:`check_recipe_args`), all
     before the data are loaded (the corpus is built in seconds on its first use; the refusals used to
-    come after it); nothing is written to ``output`` before the encoder and objective are built.
+    come after it); nothing is written to ``output`` before the encoder and objective are built, nor before a
+    resumed state's counters are checked against the data (``config.yaml`` is written by the trainer's
+    ``before_write``: :meth:`medfm.training.loop.Trainer.fit`).
 
     Raises:
         ConfigError: a bad ``encoder`` or ``objective.args`` value or key, a 3D set or encoder, with its recipe
@@ -221,8 +223,9 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
         CheckpointError: a missing local ``encoder.pretrained``, with its recipe location, before the data are
         read (:func:`check_init_checkpoint`).
         ValueError: a training set smaller than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
-        named once the data are read, before anything is written; NotADirectoryError: ``output`` is a file
-        (:func:`medfm.training.loop.check_output_folder`, first).
+        named once the data are read, before anything is written; a resumed state whose counters do not fit
+        the data (:func:`medfm.training.loop.check_resume_counters`), before ``config.yaml`` is written;
+        NotADirectoryError: ``output`` is a file (:func:`medfm.training.loop.check_output_folder`, first).
     """
     from medfm.hub import write_checkpoint
 
@@ -244,7 +247,6 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
     encoder = create_encoder(recipe.encoder.name, in_chans=ds.n_channels, img_size=recipe.encoder.img_size or ds.size,
                              pretrained=recipe.encoder.pretrained, **recipe.encoder.args)
     objective = OBJECTIVES.build(recipe.objective.name, encoder=encoder, **recipe.objective.args)
-    _prepare_output(output, recipe)  # after the builds: a bad encoder/objective section writes nothing
     if callable(getattr(objective, "prepare_data", None)):  # e.g. clip embeds the corpus texts once
         objective.prepare_data(ds)
     extra = {"training": {"data": data_meta, "pretraining": {"objective": to_dict(recipe.objective),
@@ -256,7 +258,8 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
         write_checkpoint(model, directory, extra_config=extra)
 
     trainer = Trainer(objective, lambda m, b, g: m(b, g), ds, recipe.train, output, save)
-    trainer.fit(resume=resume)
+    # config.yaml after the builds and a resumed state's checks: a bad section or a refused resume writes nothing
+    trainer.fit(resume=resume, before_write=lambda: _prepare_output(output, recipe))
     return trainer.checkpoint_dir
 
 
@@ -398,6 +401,9 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
         checked first, with ``FileExistsError`` and a missing local ``init`` directory: :func:`check_run_start`).
         Only a changed ``train.batch_size`` is named after the training set is read, as the fit to a small
         set decides it.
+        ValueError: a resumed state whose counters do not fit the training set (another ``--data-root``:
+        :func:`medfm.training.loop.check_resume_counters`), checked before ``config.yaml`` and ``init.json``
+        are written (the trainer's ``before_write``: a refused resume leaves the run folder as it was).
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.evaluation.metrics import classification_metrics
@@ -417,8 +423,6 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None  # before writing too
     torch.manual_seed(recipe.train.seed)
     model = build_classifier(recipe, ds, init)
-    _prepare_output(output, recipe)
-    record_init(output, init, resume)
     base = init or recipe.encoder.pretrained
     from_checkpoint = base is not None
     base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
@@ -444,6 +448,11 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     augment = RandomViews(recipe.augment) if recipe.augment is not None else None
     trainer = Trainer(trained, _finetune_step(augment, recipe.mode == "linear"), train_ds, recipe.train, output, save,
                       epoch_end_fn=epoch_end)
-    trainer.fit(resume=resume)
+
+    def write_run_record() -> None:  # once a resumed state's counters fit the data: a refused resume writes nothing
+        _prepare_output(output, recipe)
+        record_init(output, init, resume)
+
+    trainer.fit(resume=resume, before_write=write_run_record)
     trained.eval()
     return save_final(trained, recipe.mode, base, meta, output)

@@ -214,8 +214,10 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
             of the loaders (MedFMDataError, CheckpointError) pass through; a missing local
             ``--init`` directory (CheckpointError) is reported before the data are read.
         ValueError: a non-finite training loss (names the epoch and step); a resumed state whose counters do not
-            fit this run's steps per epoch (another training set, e.g. another ``--data-root``:
-            :func:`medfm.training.loop.check_resume_counters`, the main loop's check).
+            fit this run's steps per epoch (another training set, e.g. another ``--data-root``), or that lack
+            the epoch log (``cannot resume from <output>/train_state: training state corrupt (...)``):
+            :func:`medfm.training.loop.check_resume_counters`, the main loop's check, made before
+            ``config.yaml`` and ``init.json`` are written (a refused resume leaves the run folder as it was).
         FileExistsError: ``output`` holds a training state and ``resume`` is False (a new run
             would silently replace the finished one); checked before anything is written.
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``, or with another ``init``
@@ -275,10 +277,6 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     model = VQAModel(encoder, vocab.answers, text.output_dim, closed_answers=vocab.closed, open_answers=vocab.open,
                      text_encoder=text.spec, **head)
     model.set_text_encoder(text)
-    # after the data, the text encoder and the model: a bad section or missing data writes nothing
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
-    record_init(output, init, resume)
     net: nn.Module = model
     feats = None
     if recipe.mode == "frozen":
@@ -308,8 +306,13 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         counters = load_training_state(state_dir, net, opt)
         # saved at epoch ends only: (epoch, no step within it, global step), as the main loop's check reads them
         start, _, step = check_resume_counters(state_dir, counters, steps_per_epoch, cfg.epochs, len(train_ds),
-                                               cfg.batch_size, keys=("epoch", None, "step"))
+                                               cfg.batch_size, keys=("epoch", None, "step"), lists=("log",))
         log = list(counters["log"])
+    # after the data, the model and the resumed state's checks: a bad section, missing data or a refused resume
+    # writes nothing (written before the state was read, they were rewritten by a resume then refused)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+    record_init(output, init, resume)
     bar = tqdm(range(start, cfg.epochs), desc=f"vqa {recipe.encoder.name} ({recipe.mode})", initial=start,
                total=cfg.epochs)
     for epoch in bar:

@@ -139,7 +139,7 @@ SITES = [
     ("suite_overrides.max_samples", lambda v: _override(max_samples=v), 2.5,
      "--max-samples: max_samples must be an integer >= 1 (a number of images; or left out: the whole split), "
      "got 2.5"),  # truncated to 2
-    ("auto_epochs", _auto_epochs, True, "label fraction must be a finite number in (0, 1], got True (bool)"),  # 2 epochs
+    ("auto_epochs", _auto_epochs, True, "label fraction must be in (0, 1], got True (bool)"),  # 2 epochs
     ("subset_indices", _subset_indices, 1.5, "label_fraction must be in (0, 1], got 1.5"),  # every label
     ("scored_subset_indices", _scored_subset, 2.5, "max_samples must be an integer >= 1, got 2.5"),  # TypeError
     ("knn_scores.k", lambda v: _knn(k=v), True, "k must be an integer >= 1, got True (bool)"),  # TypeError from topk
