@@ -32,6 +32,7 @@ __all__ = [
     "atomic_dir",
     "restore_interrupted_dir",
     "file_in_the_way",
+    "in_the_way_error",
     "make_dir",
     "to_jsonable",
     "file_md5",
@@ -120,24 +121,38 @@ def file_in_the_way(path: PathLike) -> Optional[Path]:
     return next((p for p in (*reversed(target.parents), target) if p.exists() and not p.is_dir()), None)
 
 
-def _in_the_way(target: Path, blocker: Path) -> NotADirectoryError:
-    """The one error of this module's writers for a file standing where a folder is needed (:func:`file_in_the_way`):
-    ``cannot write '<target>': '<blocker>' is a file, not a folder`` (:func:`atomic_path`, :func:`atomic_dir`)."""
-    return NotADirectoryError(f"cannot write {str(target)!r}: {str(blocker)!r} is a file, not a folder")
+def in_the_way_error(target: PathLike, blocker: PathLike, advice: str = "") -> NotADirectoryError:
+    """The one error for a file standing where a folder is needed (:func:`file_in_the_way`), for medfm's writers:
+    ``cannot write '<target>': '<blocker>' is a file, not a folder`` (``; <advice>`` appended when given).
+
+    Raised by :func:`atomic_path` and :func:`atomic_dir`, and passed to :func:`make_dir` as its ``blocked``
+    by the folders other modules make (a report folder, :func:`medfm.evaluation.report.make_output_dir`; the
+    text-embedding cache, :mod:`medfm.text.cache`).
+
+    Args:
+        target: the file or folder being written.
+        blocker: the file in the way (``target`` itself, or one of its ancestors).
+        advice: what to do instead, e.g. ``"choose another output folder"`` ("": none).
+
+    Returns:
+        the ``NotADirectoryError`` to raise.
+    """
+    return NotADirectoryError(f"cannot write {str(target)!r}: {str(blocker)!r} is a file, not a folder"
+                              + (f"; {advice}" if advice else ""))
 
 
 def make_dir(path: PathLike, blocked: Callable[[Path], BaseException]) -> Path:
     """Create the folder ``path`` with its missing parents (nothing when it exists) and return it as a ``Path``.
 
     When a file stands at ``path`` or at one of its ancestors, the error is ``blocked(that_file)``
-    (:func:`file_in_the_way`), so each caller names the file in its own words, rather than ``mkdir``'s
+    (:func:`file_in_the_way`; medfm's folders: :func:`in_the_way_error`, one wording), rather than ``mkdir``'s
     ``[Errno 17] File exists`` / ``[Errno 20] Not a directory`` naming a folder below it. The file is
     looked for only once ``mkdir`` has failed (a folder that exists costs one ``mkdir`` call).
 
     Args:
         path: the folder to create.
         blocked: makes the exception raised from the file in the way, e.g.
-            ``lambda f: NotADirectoryError(f"cannot create the cache folder: {f} is a file")``.
+            ``lambda f: in_the_way_error(path, f, "choose another output folder")``.
 
     Raises:
         whatever ``blocked`` returns: a file is in the way.
@@ -167,7 +182,7 @@ def _parent_of(path: PathLike) -> Path:
     if not parent.is_dir():
         blocker = file_in_the_way(parent)
         if blocker is not None:  # was "parent directory ... does not exist", naming a folder below the file
-            raise _in_the_way(target, blocker)
+            raise in_the_way_error(target, blocker)
         raise FileNotFoundError(f"cannot write {str(target)!r}: parent directory {str(parent)!r} does not exist")
     if target.is_dir():
         raise IsADirectoryError(f"cannot write file {str(target)!r}: a directory exists at that path")
@@ -325,11 +340,11 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
-        raise _in_the_way(target, target)
+        raise in_the_way_error(target, target)
     parent = target.parent if str(target.parent) else Path(".")
     created = _missing_dirs(parent)  # removed again if nothing is written (a body that raises)
     try:
-        tmp = _make_temp_dir(parent, f".{target.name}.tmp-", lambda blocker: _in_the_way(target, blocker))
+        tmp = _make_temp_dir(parent, f".{target.name}.tmp-", lambda blocker: in_the_way_error(target, blocker))
     except BaseException:
         _remove_empty_dirs(created)
         raise

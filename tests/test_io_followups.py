@@ -48,15 +48,17 @@ def test_an_atomic_write_under_a_file_names_that_file(tmp_path, write):
     assert (tmp_path / "f").read_text() == "keep"
 
 
-def test_report_folder_and_cache_folder_keep_their_words(tmp_path):
+def test_report_folder_and_cache_folder_use_the_writers_words(tmp_path):
     (tmp_path / "f").write_text("x")
-    with pytest.raises(FileExistsError, match="is a file; choose another output folder"):
+    with pytest.raises(NotADirectoryError, match=f"^cannot write {re.escape(repr(str(tmp_path / 'f')))}: "
+                                                 f"{re.escape(repr(str(tmp_path / 'f')))} is a file, not a folder; "
+                                                 "choose another output folder$"):
         make_output_dir(tmp_path / "f")
-    with pytest.raises(NotADirectoryError, match=f"cannot create output folder .*: {re.escape(str(tmp_path / 'f'))} "
-                                                 "is a file$"):
+    with pytest.raises(NotADirectoryError, match=f"^cannot write .*: {re.escape(repr(str(tmp_path / 'f')))} "
+                                                 "is a file, not a folder; choose another output folder$"):
         make_output_dir(tmp_path / "f" / "a" / "b")  # the topmost file, not a folder below it
     assert make_output_dir(tmp_path / "r" / "s").is_dir()
     cache = EmbeddingCache("m", tmp_path / "f" / "deeper")
-    with pytest.raises(NotADirectoryError, match=f"^cannot create the text-embedding cache folder .*: "
+    with pytest.raises(NotADirectoryError, match=f"^cannot write .*: "
                                                  f"{re.escape(repr(str(tmp_path / 'f')))} is a file, not a folder"):
         cache.put_many(["a"], torch.ones(1, 4))

@@ -1,7 +1,10 @@
 """Labelled image-folder datasets (``<root>/<class>/<image>``), e.g. MedNIST.
 
 Layout follows torchvision's ``ImageFolder``: one sub-folder per class, class indices in
-sorted folder-name order. When the folder holds a ``labels.csv`` with columns
+sorted folder-name order, the images its files with torchvision's extensions (:data:`IMAGE_EXTENSIONS`:
+JPEG, PNG, PPM/PGM, BMP, TIFF, WebP; not GIF); other entries of a class folder (a GIF, a DICOM file, a
+sub-folder, which torchvision would search) are skipped with one warning naming how many and one of them
+(hidden ones, ``.DS_Store``, without a word). When the folder holds a ``labels.csv`` with columns
 ``file,label`` (paths relative to the folder), it is the list of samples instead, and
 every listed file must exist (one non-empty file and label per row, no file twice). Images
 are decoded once (:func:`medfm.data.images.read_image`: 16-bit and float images min-max
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -29,7 +33,10 @@ from medfm.data.images import image_mode, read_image
 from medfm.data.root import PathLike, resolve_data_root
 from medfm.data.uint8_sets import UInt8ImageSet
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: the image files of a class folder: torchvision's ``IMG_EXTENSIONS`` (``torchvision.datasets.folder``), so a folder
+#: gives the samples torchvision's ``ImageFolder`` finds directly in its class folders (GIF is not one: list GIFs in
+#: a labels.csv; multi-frame images are refused either way, :func:`medfm.data.images.read_image`)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 FOLDER_SPLITS = ("all", "train", "val", "test")
 #: PIL modes read as grey (1 channel) when ``in_chans`` is not given
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -94,7 +101,13 @@ def stratified_split(labels: np.ndarray, split: str, fractions: Tuple[float, flo
 
 def scan_image_folder(root: Path) -> Tuple[List[str], List[str]]:
     """``(files, labels)`` of an image folder: paths relative to ``root`` and their class names,
-    from ``root/labels.csv`` (columns ``file``, ``label``) or else from class sub-folders (sorted).
+    from ``root/labels.csv`` (columns ``file``, ``label``) or else from class sub-folders (sorted; their files
+    with :data:`IMAGE_EXTENSIONS`).
+
+    Warns:
+        UserWarning: class folders hold other entries (not hidden ones), which are skipped: "image folder <root>:
+            skipped 2 entries of its class folders (e.g. b/y.gif): it reads the .jpg, ... files ...", once per call
+            (they were skipped without a word).
 
     Raises:
         DataShapeError: the CSV lacks the columns, has an empty cell or lists a file twice.
@@ -122,12 +135,19 @@ def scan_image_folder(root: Path) -> Tuple[List[str], List[str]]:
         if missing:
             raise DataFileMissingError(f"{len(missing)} file(s) listed in {csv_path} are missing, e.g. {root / missing[0]}")
         return [f for f, _ in rows], [lab for _, lab in rows]
-    files, labels = [], []
+    files, labels, skipped = [], [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         for f in sorted(sub.iterdir()):
             if f.suffix.lower() in IMAGE_EXTENSIONS:
                 files.append(f"{sub.name}/{f.name}")
                 labels.append(sub.name)
+            elif not f.name.startswith("."):
+                skipped.append(f"{sub.name}/{f.name}" + ("/" if f.is_dir() else ""))
+    if skipped:
+        warnings.warn(f"image folder {root}: skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of its "
+                      f"class folders (e.g. {skipped[0]}): it reads the {', '.join(IMAGE_EXTENSIONS)} files directly "
+                      "in each class folder (torchvision ImageFolder's extensions), not sub-folders; list other images "
+                      "in a labels.csv to read them", stacklevel=2)
     return files, labels
 
 

@@ -30,7 +30,8 @@ from medfm.arg_checks import check_list, check_string_list
 from medfm.evaluation.calibration import expected_calibration_error
 from medfm.evaluation.metrics import MULTI_LABEL, bootstrap_ci, check_task, classification_metrics
 from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
-from medfm.io import PathLike, atomic_write_json, atomic_write_text, file_sha256, make_dir, to_jsonable
+from medfm.io import (PathLike, atomic_write_json, atomic_write_text, file_sha256, in_the_way_error, make_dir,
+                      to_jsonable)
 
 __all__ = ["SCHEMA_VERSION", "checkpoint_hash", "make_output_dir", "start_report_dir", "markdown_table", "versions",
            "write_classification_report"]
@@ -61,17 +62,13 @@ def make_output_dir(path: PathLike) -> Path:
     """Create the report folder ``path`` (with its parents) and return it as a ``Path``.
 
     Raises:
-        FileExistsError: ``path`` is a file (``output results.txt is a file; choose another output folder``).
-        NotADirectoryError: a parent of ``path`` is a file (pathlib said only ``[Errno 20] Not a directory``).
+        NotADirectoryError: ``path`` or a folder above it is a file, the topmost such file named in the one wording of
+            :func:`medfm.io.in_the_way_error`: ``cannot write 'out': 'out' is a file, not a folder; choose another
+            output folder`` (was pathlib's ``[Errno 17]`` / ``[Errno 20]``, then words of its own and a
+            ``FileExistsError`` for ``path`` itself).
     """
     out = Path(path)
-
-    def blocked(blocker: Path) -> OSError:
-        if blocker == out:
-            return FileExistsError(f"output {out} is a file; choose another output folder")
-        return NotADirectoryError(f"cannot create output folder {out}: {blocker} is a file")
-
-    return make_dir(out, blocked)
+    return make_dir(out, lambda blocker: in_the_way_error(out, blocker, "choose another output folder"))
 
 
 def start_report_dir(path: PathLike) -> Path:
@@ -239,8 +236,7 @@ def write_classification_report(
             among them: NaN made every prediction negative).
         TypeError: ``meta`` not a mapping or holding a value that cannot be written as JSON;
             ``extra_warnings`` a string (it was listed letter by letter) rather than a list of them.
-        FileExistsError / NotADirectoryError: ``out_dir`` or one of its parents is a file
-            (:func:`make_output_dir`).
+        NotADirectoryError: ``out_dir`` or one of its parents is a file (:func:`make_output_dir`).
     """
     check_task(task)
     if not isinstance(meta, Mapping):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from medfm.pipelines.inputs import (IMAGES_2D, NEEDS_2D_CLASSIFIER, NIFTI_SUFFIXES, PipelineInputError,
                                     check_not_nifti, check_real_nifti, check_top_k, check_unit_floats, each_input,
                                     existing_image_file, is_nifti, nifti_shape_note, not_a_volume_note,
-                                    pil_to_array, read_image_file, refuse_rgb_like, refuse_single_slice,
+                                    pil_to_array, read_image_file, refuse_masked, refuse_rgb_like, refuse_single_slice,
                                     tensor_hint, uint8_image_array)
 
 
@@ -179,7 +179,8 @@ def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
 
     Raises:
         PipelineInputError: a 2D image (PIL, image file, 2D NIfTI, ``(H, W)`` array, a volume with a
-            length-1 spatial axis: a single slice), an array shaped like an RGB(A) image (see above),
+            length-1 spatial axis: a single slice), an array shaped like an RGB(A) image (see above), a numpy
+            masked array (:func:`medfm.pipelines.inputs.refuse_masked`; its mask was dropped),
             wrong rank (a 4D NIfTI, a 5D array), channel count, dtype, NaN/inf or out-of-range floats,
             an empty volume, a missing or corrupt file, another type (a torch tensor: with how to pass
             it as an array). Shape errors say what this model takes (:func:`volumes_taken`).
@@ -196,6 +197,7 @@ def volume_to_tensor(volume: Any, in_chans: int, img_size: int) -> torch.Tensor:
         raise PipelineInputError(f"expected a volume file path ({', '.join(VOLUME_SUFFIXES)}) or a numpy array "
                                  f"(D, H, W) / (C, D, H, W), got {type(volume).__name__}"
                                  f"{tensor_hint(volume, channels_last=False)}")
+    refuse_masked(volume, "volume")
     if volume.ndim == 2:
         raise PipelineInputError(f"{takes}; got a 2D array of shape {volume.shape} ({NEEDS_2D_CLASSIFIER})")
     if volume.ndim not in (3, 4):

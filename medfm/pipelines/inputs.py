@@ -159,8 +159,12 @@ def refuse_masked(item: Any, noun: str = "image", error: type = PipelineInputErr
     neither the stored nor a fill value; which value a masked pixel or voxel should take is not guessed.
     Refused whatever its mask (one with nothing masked too: :meth:`~numpy.ma.MaskedArray.filled` makes it a
     plain array). Other inputs pass (one ``isinstance``). Used by :func:`each_input` (every input of every
-    pipeline), :func:`uint8_image_array` (the 2D array form) and
-    :func:`medfm.pipelines.seg_inputs.split_item` (a segmentation input's ``image`` and ``brain_mask``).
+    pipeline), :func:`uint8_image_array` (the 2D array form),
+    :func:`medfm.pipelines.seg_inputs.split_item` (a segmentation input's ``image`` and ``brain_mask``) and the
+    functions also called directly: :func:`medfm.pipelines.classification.volume_to_tensor`,
+    :func:`medfm.pipelines.segmentation.predict_probs`, and :func:`medfm.pipelines.seg_inputs.read_input`
+    (volumes), :func:`~medfm.pipelines.seg_inputs.read_channels` and :func:`~medfm.pipelines.seg_inputs.read_brain_mask`
+    (a pipeline input meets it twice: in :func:`each_input` and in its reader).
 
     Args:
         item: a pipeline input (any type).

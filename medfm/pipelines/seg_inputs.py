@@ -207,7 +207,8 @@ def read_channels(item: Any, in_chans: int) -> Dict[str, Any]:
 
     Raises:
         SegmentationInputError: wrong channel count, a single 3D volume, 2D files or arrays (said),
-            channel files of different shapes or affines (beyond :data:`AFFINE_ATOL`), NaN/inf voxels, other types.
+            channel files of different shapes or affines (beyond :data:`AFFINE_ATOL`), NaN/inf voxels, a numpy
+            masked array (:func:`medfm.pipelines.inputs.refuse_masked`), other types.
     """
     order = f"{in_chans} channels per case, in the model's channel order"
     if isinstance(item, (list, tuple)):
@@ -239,6 +240,7 @@ def read_channels(item: Any, in_chans: int) -> Dict[str, Any]:
                                          f"shape {arr.shape}{_slice_hint(arr.shape)}")
         arr, where = np.moveaxis(arr, 3, 0), str(path)
     elif isinstance(item, np.ndarray):
+        refuse_masked(item, "volume", SegmentationInputError)
         if item.ndim != 4 or item.shape[0] != in_chans:
             spatial = item.shape[1:] if item.shape[:1] == (in_chans,) else item.shape
             raise SegmentationInputError(f"this model takes {order}: a ({in_chans}, X, Y, Z) array, got shape "
@@ -260,10 +262,12 @@ def read_brain_mask(item: Any, shape: Sequence[int], affine: Optional[np.ndarray
     ``(X, Y, Z)`` bool / numeric array.
 
     Raises:
-        SegmentationInputError: unreadable file, wrong shape or affine, NaN/inf, an empty mask.
+        SegmentationInputError: unreadable file, wrong shape or affine, NaN/inf, an empty mask, a numpy masked
+            array (:func:`medfm.pipelines.inputs.refuse_masked`; it came back as a masked array).
     """
     what = "the brain mask"
     if isinstance(item, np.ndarray):
+        refuse_masked(item, "brain_mask", SegmentationInputError)
         arr, mask_affine = item, None
         if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.number)):
             raise SegmentationInputError(f"{what} must be a bool or numeric array, got dtype {arr.dtype}")
@@ -324,7 +328,9 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
             folder), unreadable file (a DICOM or numpy file named as such; a PIL image whose file
             was closed), wrong dimensionality or dtype, a 2D float
             array with NaN/inf or values outside [0, 1], an empty image or volume (a zero-length
-            axis), a volume that is not numeric or has NaN/inf voxels.
+            axis), a volume that is not numeric or has NaN/inf voxels, a numpy masked array
+            (:func:`medfm.pipelines.inputs.refuse_masked`: a volume here, a 2D image by
+            :func:`medfm.pipelines.inputs.uint8_image_array`).
     """
     from PIL import Image
 
@@ -354,7 +360,8 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
         raise SegmentationInputError(f"expected a file path, PIL image or numpy array, got {type(item).__name__}"
                                      f"{tensor_hint(item, channels_last=not volumetric)}")
     arr = item
-    if volumetric:
+    if volumetric:  # a 2D image array: masked ones refused by uint8_image_array
+        refuse_masked(arr, "volume", SegmentationInputError)
         if arr.ndim != 3:
             hint = _slice_hint(arr.shape) or (" (a stack of volumes is a batch: pass a list, list(array))"
                                               if arr.ndim == 4 else "")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medfm.pipelines.inputs import NIFTI_SAVE, each_input, is_nifti, is_real_dtype
+from medfm.pipelines.inputs import NIFTI_SAVE, each_input, is_nifti, is_real_dtype, refuse_masked
 from medfm.pipelines.seg_inputs import (TAKES_2D, SegmentationInputError, check_not_empty, check_not_rgb_like,
                                         check_not_single_slice, check_unit_volume, read_brain_mask, read_channels,
                                         read_input, split_item)
@@ -86,8 +86,10 @@ def predict_probs(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor]
 
     Raises:
         SegmentationInputError: an input that is not a real-valued array or tensor (strings, objects,
-            bools, complex numbers; was a torch ``TypeError``), wrong rank or channel count for this
-            model, an empty input (a zero-length axis), a volume shaped like an RGB(A) image (see above).
+            bools, complex numbers; was a torch ``TypeError``), a numpy masked array
+            (:func:`medfm.pipelines.inputs.refuse_masked`: ``np.asarray`` dropped its mask), wrong rank or
+            channel count for this model, an empty input (a zero-length axis), a volume shaped like an RGB(A)
+            image (see above).
         ValueError: ``overlap`` not a number in [0, 1) or ``sw_batch_size`` not an integer >= 1 (were
             MONAI's ``range() arg 3 must not be zero`` / a ``TypeError``; ``True`` was taken as 1).
         TypeError: ``model`` is not a segmentation model.
@@ -99,6 +101,8 @@ def predict_probs(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor]
     inf = core.inference
     overlap = check_overlap(overlap)
     sw_batch_size = check_number("sw_batch_size", sw_batch_size, ge=1, integer=True)
+    k = inf["context_slices"]
+    refuse_masked(image, "volume" if core.spatial_dims == 3 or k else "image", SegmentationInputError)
     arr = image if isinstance(image, torch.Tensor) else np.asarray(image)
     if not _real_valued(arr):
         raise SegmentationInputError(f"predict_probs takes a real-valued array or tensor (float in [0, 1]), got "
@@ -106,7 +110,6 @@ def predict_probs(model: torch.nn.Module, image: Union[np.ndarray, torch.Tensor]
     x = torch.as_tensor(arr, dtype=torch.float32)
     check_not_empty(x.shape, "the input")
     dev = next(core.parameters()).device
-    k = inf["context_slices"]
     if k:
         if x.ndim != 3:
             raise SegmentationInputError(f"this 2.5D model segments (X, Y, Z) volumes, got shape {tuple(x.shape)}")
@@ -384,16 +387,19 @@ def save_nifti(image: Any, path: Union[str, os.PathLike]) -> Path:
         SegmentationInputError: ``image`` is not a nibabel image (e.g. a mask array: wrap it,
             ``nib.Nifti1Image(mask, affine)``), ``path`` is not a path or does not end in ``.nii`` /
             ``.nii.gz`` (were an ``AttributeError`` / ``TypeError`` from nibabel or pathlib).
+        NotADirectoryError: a folder above ``path`` is a file, named in the atomic writers' words
+            (:func:`medfm.io.in_the_way_error`; was mkdir's ``[Errno 17] File exists`` / ``[Errno 20] Not a
+            directory``, naming a folder below the file).
     """
     import nibabel as nib
 
-    from medfm.io import atomic_path
+    from medfm.io import atomic_path, in_the_way_error, make_dir
 
     if not isinstance(image, nib.spatialimages.SpatialImage):
         raise SegmentationInputError(f"save_nifti writes a nibabel image, e.g. nib.Nifti1Image(mask, affine), got "
                                      f"{type(image).__name__}")
     path = nifti_output_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent, lambda blocker: in_the_way_error(path, blocker))
     with atomic_path(path) as tmp:
         # nibabel picks compression from the suffix: keep it on the temporary name
         real_tmp = tmp.with_name(tmp.name + (".nii.gz" if path.name.lower().endswith(".gz") else ".nii"))

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from medfm.io import atomic_path, atomic_write_text, make_dir
+from medfm.io import atomic_path, atomic_write_text, in_the_way_error, make_dir
 from medfm.text.encoders import TextEncoderError, check_texts
 
 log = logging.getLogger(__name__)
@@ -178,11 +178,12 @@ def _make_folder(folder: Path) -> None:
 
     Raises:
         NotADirectoryError: ``folder`` or one of its parents is a file (both the ``FileExistsError`` and the
-            ``NotADirectoryError`` that ``mkdir`` raises then, as one message naming the file).
+            ``NotADirectoryError`` that ``mkdir`` raises then, as one message naming the file, in the wording of
+            medfm's writers, :func:`medfm.io.in_the_way_error`: ``cannot write '<folder>': '<file>' is a file, not
+            a folder; pass another cache_dir for the text-embedding cache, or remove that file``).
     """
-    make_dir(folder, lambda blocker: NotADirectoryError(
-        f"cannot create the text-embedding cache folder {str(folder)!r}: {str(blocker)!r} is a file, not a folder; "
-        "pass another cache_dir or remove that file"))
+    make_dir(folder, lambda blocker: in_the_way_error(folder, blocker, "pass another cache_dir for the text-embedding "
+                                                                        "cache, or remove that file"))
 
 
 def _check_shard(keys: np.ndarray, emb: np.ndarray, dim: Optional[int]) -> None:

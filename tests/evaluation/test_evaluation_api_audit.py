@@ -121,7 +121,7 @@ def test_fusion_report_writes_results_json_last_and_refuses_a_file_as_output(tmp
     assert not (tmp_path / "out" / "results.json").exists()  # was written first: a report without its figure
     monkeypatch.undo()
     (tmp_path / "file").write_text("x")
-    with pytest.raises(FileExistsError, match="is a file; choose another output folder"):  # was [Errno 17]
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder; choose another output folder"):  # [Errno 17]
         FU.write_fusion_report(res, tmp_path / "file")
     with pytest.raises(TypeError, match="extra must be a mapping"):
         FU.write_fusion_report(res, tmp_path / "out2", extra=["x"])
@@ -315,9 +315,9 @@ def test_classification_report_names_a_blocked_output_and_bad_arguments(tmp_path
     from medfm.evaluation.report import write_classification_report
 
     (tmp_path / "file").write_text("x")
-    with pytest.raises(FileExistsError, match="is a file; choose another output folder"):  # [Errno 17]
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder; choose another output folder"):  # [Errno 17]
         write_classification_report(tmp_path / "file", _YT, _SC, "binary-class", None, {}, n_boot=10)
-    with pytest.raises(NotADirectoryError, match="file is a file"):  # [Errno 20] Not a directory
+    with pytest.raises(NotADirectoryError, match="file' is a file, not a folder"):  # [Errno 20] Not a directory
         write_classification_report(tmp_path / "file" / "sub", _YT, _SC, "binary-class", None, {}, n_boot=10)
     with pytest.raises(TypeError, match="extra_warnings must be a list"):  # listed letter by letter
         write_classification_report(tmp_path / "r", _YT, _SC, "binary-class", None, {}, n_boot=10,
