@@ -1,12 +1,13 @@
 """Labelled image-folder datasets (``<root>/<class>/<image>``), e.g. MedNIST.
 
-Layout follows torchvision's ``ImageFolder``: one sub-folder per class, class indices in
+Layout follows torchvision's ``ImageFolder``: one sub-folder per class (hidden ones, ``.name``, are not
+classes; one holding no image is refused, :class:`EmptyClassFolderError`), class indices in
 sorted folder-name order, the images its files with torchvision's extensions (:data:`IMAGE_EXTENSIONS`:
-JPEG, PNG, PPM/PGM, BMP, TIFF, WebP; not GIF); other entries of a class folder (a GIF, a DICOM file, a
-sub-folder, which torchvision would search) are skipped with one warning naming how many and one of them
-(hidden ones, ``.DS_Store``, without a word). When the folder holds a ``labels.csv`` with columns
-``file,label`` (paths relative to the folder), it is the list of samples instead, and
-every listed file must exist (one non-empty file and label per row, no file twice). Images
+JPEG, PNG, PPM/PGM, BMP, TIFF, WebP; not GIF; a sub-folder named ``x.png`` is no image); other entries
+of a class folder (a GIF, a DICOM file, a sub-folder, which torchvision would search) are skipped with one
+warning naming how many and one of them (hidden ones, ``.DS_Store``, without a word). When the folder
+holds a ``labels.csv`` with columns ``file,label`` (paths relative to the folder), it is the list of samples
+instead, and every listed file must exist (one non-empty file and label per row, no file twice). Images
 are decoded once (:func:`medfm.data.images.read_image`: 16-bit and float images min-max
 scaled to 0-255, bad files raise one-line data errors) into a uint8 array, resized
 to ``size`` (PIL bilinear with antialiasing) when given, and served as float32 in [0, 1],
@@ -99,10 +100,26 @@ def stratified_split(labels: np.ndarray, split: str, fractions: Tuple[float, flo
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+class EmptyClassFolderError(DataFileMissingError):
+    """A class folder of an image folder that holds no image file (:func:`scan_image_folder`): torchvision's
+    ``ImageFolder`` refuses it too (``FileNotFoundError: Found no valid file for the classes ...``); a
+    :class:`~medfm.data.errors.DataFileMissingError` (so a ``FileNotFoundError``), but the folder is on disk."""
+
+
+def _is_image_entry(entry: Path) -> bool:
+    """Whether an entry of a class folder is one of its images: an :data:`IMAGE_EXTENSIONS` name that is not a
+    folder (torchvision's rule: ``os.walk`` lists it among the files; a link leading nowhere is one, failing when
+    read; a folder named ``x.png`` was taken for an image, its suffix checked alone)."""
+    return entry.suffix.lower() in IMAGE_EXTENSIONS and not entry.is_dir()
+
+
 def scan_image_folder(root: Path) -> Tuple[List[str], List[str]]:
     """``(files, labels)`` of an image folder: paths relative to ``root`` and their class names,
-    from ``root/labels.csv`` (columns ``file``, ``label``) or else from class sub-folders (sorted; their files
-    with :data:`IMAGE_EXTENSIONS`).
+    from ``root/labels.csv`` (columns ``file``, ``label``) or else from its class folders: its sub-folders, sorted,
+    but hidden ones (``.name``, e.g. ``.ipynb_checkpoints``), each holding at least one image, i.e. a file
+    with one of the :data:`IMAGE_EXTENSIONS` (a sub-folder named ``x.png`` is not one). The one rule of
+    :class:`ImageFolderDataset`'s samples and label names, :func:`folder_classes` and the pretraining corpus's
+    MedNIST listing (:func:`medfm.data.corpus.mednist_train_files`).
 
     Warns:
         UserWarning: class folders hold other entries (not hidden ones), which are skipped: "image folder <root>:
@@ -110,6 +127,9 @@ def scan_image_folder(root: Path) -> Tuple[List[str], List[str]]:
             (they were skipped without a word).
 
     Raises:
+        EmptyClassFolderError: a class folder holds no image (``image folder <root>: class folder 'b' holds no
+            image file ...``; it was dropped from the classes, shifting the indices of those after it, while
+            :func:`folder_classes` listed it).
         DataShapeError: the CSV lacks the columns, has an empty cell or lists a file twice.
         CorruptFileError: the CSV cannot be parsed. DataFileMissingError: a listed file is missing.
     """
@@ -135,14 +155,25 @@ def scan_image_folder(root: Path) -> Tuple[List[str], List[str]]:
         if missing:
             raise DataFileMissingError(f"{len(missing)} file(s) listed in {csv_path} are missing, e.g. {root / missing[0]}")
         return [f for f, _ in rows], [lab for _, lab in rows]
-    files, labels, skipped = [], [], []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+    files, labels, skipped, empty = [], [], [], []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        n_before, n_skipped = len(files), len(skipped)
         for f in sorted(sub.iterdir()):
-            if f.suffix.lower() in IMAGE_EXTENSIONS:
+            if _is_image_entry(f):
                 files.append(f"{sub.name}/{f.name}")
                 labels.append(sub.name)
             elif not f.name.startswith("."):
                 skipped.append(f"{sub.name}/{f.name}" + ("/" if f.is_dir() else ""))
+        if len(files) == n_before:
+            empty.append((sub.name, skipped[n_skipped] if len(skipped) > n_skipped else None))
+    if empty:
+        many = len(empty) > 1
+        held = next((f"; {c!r} holds {e}" for c, e in empty if e), "")
+        raise EmptyClassFolderError(
+            f"image folder {root}: class folder{'s' * many} {', '.join(repr(c) for c, _ in empty)} "
+            f"hold{'' if many else 's'} no image file ({', '.join(IMAGE_EXTENSIONS)}{held}); every sub-folder "
+            "but hidden ones is a class, as in torchvision's ImageFolder: put its images in it, remove it, or list "
+            "the samples in a labels.csv")
     if skipped:
         warnings.warn(f"image folder {root}: skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of its "
                       f"class folders (e.g. {skipped[0]}): it reads the {', '.join(IMAGE_EXTENSIONS)} files directly "
@@ -163,17 +194,23 @@ def _resolve(root: PathLike, data_root: Optional[PathLike]) -> Path:
     return path
 
 
+def _folder_samples(path: Path) -> Tuple[List[str], List[str]]:
+    """``(files, labels)`` of the image folder ``path`` (:func:`scan_image_folder`), at least one file."""
+    files, labels = scan_image_folder(path)
+    if not files:
+        raise DataShapeError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {path}")
+    return files, labels
+
+
 def folder_classes(root: PathLike, data_root: Optional[PathLike] = None) -> List[str]:
-    """Sorted class names of an image folder, without decoding images.
+    """Sorted class names of an image folder, without decoding images: :class:`ImageFolderDataset`'s
+    ``label_names``, by the one rule of :func:`scan_image_folder` (it listed every sub-folder, hidden ones and
+    ones holding no image too, so a class index could differ from the dataset's).
 
     Raises:
-        DataFileMissingError, DataShapeError: as :class:`ImageFolderDataset`.
+        DataFileMissingError, EmptyClassFolderError, DataShapeError, CorruptFileError: as :class:`ImageFolderDataset`.
     """
-    path = _resolve(root, data_root)
-    csv_path = path / "labels.csv"
-    if csv_path.is_file():
-        return sorted(set(scan_image_folder(path)[1]))
-    return sorted(p.name for p in path.iterdir() if p.is_dir())
+    return sorted(set(_folder_samples(_resolve(root, data_root))[1]))
 
 
 class ImageFolderDataset(UInt8ImageSet):
@@ -203,6 +240,8 @@ class ImageFolderDataset(UInt8ImageSet):
 
     Raises:
         DataFileMissingError: folder or listed files missing, or ``root`` a file rather than a folder.
+        EmptyClassFolderError: a class folder (a sub-folder, hidden ones aside) holds no image
+            (:func:`scan_image_folder`).
         DataShapeError: no images, a bad labels.csv (missing columns, empty cells, a file
             listed twice), or mixed sizes with ``size=None``.
         CorruptFileError: an image PIL cannot decode, or a labels.csv that is not UTF-8 CSV.
@@ -225,9 +264,7 @@ class ImageFolderDataset(UInt8ImageSet):
             size = check_number("size", size, ge=1, integer=True, hint=" (pixels)")
         if in_chans not in (None, 1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
-        files, names = scan_image_folder(path)
-        if not files:
-            raise DataShapeError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {path}")
+        files, names = _folder_samples(path)
         self.label_names = sorted(set(names))
         index = {c: i for i, c in enumerate(self.label_names)}
         all_labels = np.array([index[c] for c in names], dtype=np.int64)
@@ -263,4 +300,5 @@ class ImageFolderDataset(UInt8ImageSet):
                 f"classes={self.num_classes}, n_channels={self.n_channels}, root={str(self.root)!r})")
 
 
-__all__ = ["IMAGE_EXTENSIONS", "FOLDER_SPLITS", "SPLIT_RULES", "stratified_split", "folder_classes", "ImageFolderDataset"]
+__all__ = ["IMAGE_EXTENSIONS", "FOLDER_SPLITS", "SPLIT_RULES", "stratified_split", "scan_image_folder",
+           "folder_classes", "EmptyClassFolderError", "ImageFolderDataset"]

@@ -86,14 +86,19 @@ def earlier_report(out: Path, is_earlier: Callable[[Dict[str, Any]], bool], what
             interrupted suite's fine-tuning runs); such a folder gives False.
 
     Raises:
-        FileExistsError: ``out`` is a file, or a non-empty folder without such a report (another
-            command's output, the user's files), which is neither written into nor deleted.
+        NotADirectoryError: ``out`` or a folder above it is a file (:func:`medfm.evaluation.report.check_output_dir`:
+            the report folders' one rule and wording, ``cannot write 'out': 'out' is a file, not a folder; choose
+            another output folder``; was a ``FileExistsError`` in words of its own, and a file above ``out`` was found
+            only when the report was written, after the work).
+        FileExistsError: ``out`` is a non-empty folder without such a report (another command's output, the
+            user's files), which is neither written into nor deleted.
     """
+    from medfm.evaluation.report import check_output_dir
+
     out = Path(out)
+    check_output_dir(out)
     if not out.exists():
         return False
-    if not out.is_dir():
-        raise FileExistsError(f"output {out} is a file; choose another output folder")
     try:
         res = json.loads((out / "results.json").read_text())
         earlier = isinstance(res, dict) and bool(is_earlier(res))
@@ -123,9 +128,9 @@ def earlier_data_report(out: Path, checkpoint_dir: Path, protocol: Optional[str]
 
     Raises:
         FileExistsError: ``out`` is the checkpoint folder, holds it, or holds a checkpoint
-            (``config.json``), whatever else it holds; ``out`` is a file, or a non-empty folder
-            holding anything but an earlier ``--data`` evaluation (another evaluation's plots, a
-            suite's folders, the user's files).
+            (``config.json``), whatever else it holds; or a non-empty folder holding anything but an
+            earlier ``--data`` evaluation (another evaluation's plots, a suite's folders, the user's files).
+        NotADirectoryError: ``out`` or a folder above it is a file (:func:`earlier_report`).
     """
     out, ckpt = Path(out), Path(checkpoint_dir)
     command = "`medfm eval --data`" + (f" --protocol {protocol}" if protocol else "")
@@ -177,9 +182,9 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
 
     Raises:
         CheckpointError: unreadable checkpoint; ChannelMismatchError: in_chans vs data;
-        FileExistsError: ``output`` is a file, holds a checkpoint, or is a non-empty folder holding
-            anything but an earlier ``--data`` evaluation (:func:`earlier_data_report`); checked
-            before the model or data are loaded.
+        FileExistsError: ``output`` holds a checkpoint, or is a non-empty folder holding anything but an earlier
+            ``--data`` evaluation (:func:`earlier_data_report`); checked before the model or data are loaded.
+        NotADirectoryError: ``output`` is a file or lies under one (:func:`earlier_data_report`), checked then too.
         ValueError: a checkpoint whose classes do not match the dataset's (count, task or label
             names), or a 2D checkpoint on a 3D set (or the reverse); medfm data errors.
         EmptySplitError: the split holds no images (:func:`check_split_has_images`).

@@ -553,7 +553,7 @@ def write_fusion_report(res: Mapping[str, Any], output: PathLike,
     :func:`medfm.evaluation.report.write_classification_report`).
 
     Raises:
-        FileExistsError / NotADirectoryError: ``output`` or one of its parents is a file
+        NotADirectoryError: ``output`` or one of its parents is a file
             (:func:`medfm.evaluation.report.make_output_dir`).
         TypeError: ``extra`` not a mapping, or a value that cannot be written as JSON.
     """

@@ -30,11 +30,11 @@ from medfm.arg_checks import check_list, check_string_list
 from medfm.evaluation.calibration import expected_calibration_error
 from medfm.evaluation.metrics import MULTI_LABEL, bootstrap_ci, check_task, classification_metrics
 from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
-from medfm.io import (PathLike, atomic_write_json, atomic_write_text, file_sha256, in_the_way_error, make_dir,
-                      to_jsonable)
+from medfm.io import (PathLike, atomic_write_json, atomic_write_text, file_in_the_way, file_sha256, in_the_way_error,
+                      make_dir, to_jsonable)
 
-__all__ = ["SCHEMA_VERSION", "checkpoint_hash", "make_output_dir", "start_report_dir", "markdown_table", "versions",
-           "write_classification_report"]
+__all__ = ["SCHEMA_VERSION", "checkpoint_hash", "check_output_dir", "make_output_dir", "start_report_dir",
+           "markdown_table", "versions", "write_classification_report"]
 
 SCHEMA_VERSION = 1
 _WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
@@ -68,7 +68,25 @@ def make_output_dir(path: PathLike) -> Path:
             ``FileExistsError`` for ``path`` itself).
     """
     out = Path(path)
-    return make_dir(out, lambda blocker: in_the_way_error(out, blocker, "choose another output folder"))
+    return make_dir(out, lambda blocker: _output_in_the_way(out, blocker))
+
+
+def _output_in_the_way(out: Path, blocker: Path) -> NotADirectoryError:
+    """The error of a report folder ``out`` with the file ``blocker`` at or above it (:func:`make_output_dir`)."""
+    return in_the_way_error(out, blocker, "choose another output folder")
+
+
+def check_output_dir(path: PathLike) -> None:
+    """Refuse a report folder ``path`` that is a file or lies under one, creating nothing: :func:`make_output_dir`'s
+    rule and words, for a command that checks its output folder before any work is done
+    (:func:`medfm.evaluation.evaluate.earlier_report`).
+
+    Raises:
+        NotADirectoryError: as :func:`make_output_dir`.
+    """
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise _output_in_the_way(Path(path), blocker)
 
 
 def start_report_dir(path: PathLike) -> Path:

@@ -37,10 +37,12 @@ class DatasetSkipped(Exception):
 
 def dataset_classes(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, List[str], bool, Optional[int]]:
     """``(task, label_names, is_3d, n_channels or None)`` of a dataset without loading its images
-    (an image folder's channels are known once loaded: None).
+    (an image folder's channels are known once loaded: None; its classes are the loaded dataset's
+    ``label_names``, :func:`medfm.data.imagefolder.folder_classes`).
 
     Raises:
-        MedFMDataError: an image folder that is not there or holds no class folders.
+        MedFMDataError: an image folder that is not there, holds no image, or a class folder without
+            one (:class:`~medfm.data.imagefolder.EmptyClassFolderError`).
     """
     if spec.flag is not None:
         from medfm.data.medmnist import dataset_info
@@ -110,8 +112,11 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
     protocol = suite.protocol.name
     try:
         task, names, is_3d, n_ch = dataset_classes(spec, data_root)
-    except MedFMDataError as err:  # an image folder that is not there is missing data
-        raise DatasetSkipped(str(err), missing=isinstance(err, DataFileMissingError)) from None
+    except MedFMDataError as err:  # an image folder that is not there is missing data (an empty class folder is there)
+        from medfm.data.imagefolder import EmptyClassFolderError
+
+        missing = isinstance(err, DataFileMissingError) and not isinstance(err, EmptyClassFolderError)
+        raise DatasetSkipped(str(err), missing=missing) from None
     if spec.flag is not None:  # data on disk? (checked before any checkpoint is matched)
         from medfm.data.medmnist import available_sizes, medmnist_path
 
