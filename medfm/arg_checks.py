@@ -36,7 +36,8 @@ The rules:
   complex (:func:`is_index_tensor`; no value read back);
 - a mask tensor (presence masks, attention masks, known-label flags) is bool, or integer holding only 0
   and 1 (transformers' ``attention_mask``): a float (``0.5`` was taken as True) or an integer 2 is refused
-  (:func:`check_mask_tensor`; one value read back for an integer mask, none for a bool one).
+  (:func:`check_mask_tensor`; one value read back for an integer mask, none for a bool one; a refused float
+  mask's message names up to 5 of its values other than 0 and 1, read back on the error path only).
 
 A message names no caller: ``temperature must be > 0, got -1.0``; the caller puts its own name
 first (``simclr: ``) through ``name``, or its own exception class through ``error``. The tensor rules
@@ -317,6 +318,17 @@ def is_index_tensor(value: Any) -> bool:
                                       or value.dtype == sys.modules["torch"].bool)
 
 
+def _float_values_shown(value: Any) -> str:
+    """`` holding [0.5, 2.0]``: up to 5 values of a refused float mask other than 0 and 1 (sorted, read back here,
+    on the error path only); ``""`` for no float tensor or one of 0.0 and 1.0 only."""
+    if not (_is_tensor(value) and value.dtype.is_floating_point):
+        return ""
+    bad = value[(value != 0) & (value != 1)]
+    nan = bad.isnan()
+    shown_values = bad[~nan].unique().tolist() + ([math.nan] if bool(nan.any()) else [])  # (sorted, one NaN last)
+    return f" holding {shown_values[:5]}" if shown_values else ""
+
+
 def check_mask_tensor(name: str, value: Any, *, what: str = "(B,) bool", ndim: Optional[int] = None,
                       error: Type[Exception] = ValueError) -> Any:
     """``value`` as a bool mask tensor: a bool tensor as it is; an integer one that holds only 0 and 1
@@ -324,7 +336,8 @@ def check_mask_tensor(name: str, value: Any, *, what: str = "(B,) bool", ndim: O
 
     A float mask is refused (``0.5`` was taken as True: a soft or probability mask is no mask), and so
     is an integer other than 0 and 1 (``2`` was taken as True) and a complex one. A bool mask is taken
-    without reading a value back; an integer one reads back once (its 0/1 check).
+    without reading a value back; an integer one reads back once (its 0/1 check); a refused float one is read
+    back on the error path only, to name up to 5 of its values other than 0 and 1 (sorted; NaN included).
 
     Args:
         name: the argument's name as the message shows it (``q_mask``, ``presence mask present['pre']``).
@@ -337,12 +350,13 @@ def check_mask_tensor(name: str, value: Any, *, what: str = "(B,) bool", ndim: O
         the mask as a bool tensor (the same tensor when it is bool already).
 
     Raises:
-        error: ``present['pre'] must be (B,) bool, got a torch.float32 tensor of shape (2,)``;
+        error: ``present['pre'] must be (B,) bool, got a torch.float32 tensor of shape (2,) holding [0.5, 2.0]``
+            (``... of shape (2,)`` alone for a float mask of 0.0 and 1.0 only);
             ``q_mask must be (B, L) bool, got integer values [2] (an integer mask holds only 0 and 1)``.
     """
     if (not _is_tensor(value) or value.dtype.is_floating_point or value.dtype.is_complex
             or (ndim is not None and value.ndim != ndim)):
-        raise error(f"{name} must be {what}, got {_tensor_shown(value)}")
+        raise error(f"{name} must be {what}, got {_tensor_shown(value)}{_float_values_shown(value)}")
     if value.dtype == sys.modules["torch"].bool:
         return value
     bad = (value != 0) & (value != 1)

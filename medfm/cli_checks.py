@@ -11,7 +11,7 @@ load them after reading their settings):
 1. the YAML files named: the recipe, then ``eval``'s suite, each one read (missing, a folder, not a
    mapping), then what of it is checked here: a ``pretrain``/``finetune`` recipe's ``data.dataset``
    (unless ``--dataset`` replaces it), then its ``data.label_fraction`` (unless ``--label-fraction`` replaces
-   it; :func:`medfm.suite_protocols.check_label_fraction`), a suite's ``protocol`` section
+   it; :func:`medfm.arg_checks.check_label_fraction`), a suite's ``protocol`` section
    (:func:`medfm.suite_protocols.check_protocol_section`, which the suite reader runs first too);
 2. ``--data-root``, then ``--output``;
 3. the command's own options: ``eval``: ``--data``'s data set, malformed ``--probe-c`` then
@@ -387,7 +387,7 @@ def _check_recipe_dataset(recipe: Dict[str, Any], path: str, command: str) -> No
 def _check_recipe_label_fraction(recipe: Dict[str, Any], path: str) -> None:
     """A ``pretrain``/``finetune`` recipe's ``data.label_fraction`` out of (0, 1], refused before torch is imported
     (it was named after 5 s of imports), by the rule and in the words of ``--label-fraction`` and of the recipe
-    reader (:func:`medfm.suite_protocols.check_label_fraction`), the recipe file's name put first as
+    reader (:func:`medfm.arg_checks.check_label_fraction`), the recipe file's name put first as
     :func:`medfm.config.from_dict` does (``"r.yaml: data.label_fraction must be in (0, 1], got 1.5"``). A value that
     is no number (``'0.5'``, ``true``) is left to the recipe reader's type check (``"r.yaml.data.label_fraction:
     expected a number, ..."``), which comes first there.
@@ -396,7 +396,7 @@ def _check_recipe_label_fraction(recipe: Dict[str, Any], path: str) -> None:
         ConfigError: the value out of (0, 1] (NaN too).
     """
     from medfm.config import ConfigError
-    from medfm.suite_protocols import check_label_fraction
+    from medfm.arg_checks import check_label_fraction
 
     data = recipe.get("data")
     value = data.get("label_fraction") if isinstance(data, dict) else None

@@ -112,7 +112,8 @@ def test_fuse_reads_the_whole_training_set_once(lgg, tmp_path, monkeypatch, task
         return get_batch(self, indices)
 
     monkeypatch.setattr(LGGFusionSet, "get_batch", counting)
-    monkeypatch.setattr(loop.Trainer, "fit", lambda self, resume=False: None)  # the reads, not the training
+    monkeypatch.setattr(loop.Trainer, "fit",  # the reads, not the training (config.yaml: the fit's before_write)
+                        lambda self, resume=False, before_write=None: before_write and before_write())
     recipe = {"task": task, "data": {"img_size": 16}, "dim": 16, "models": MODELS[task], "protocol": {"n_boot": 2},
               "train": {"epochs": 1, "batch_size": 2, "warmup_epochs": 0, "num_threads": 1}}
     if task == "segmentation":

@@ -301,7 +301,12 @@ def build_models(recipe: "FusionRecipe", build: Callable[[FusionModelConfig], to
 
 def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
               resume: bool = False) -> Tuple[Path, Any, Any, Dict[str, torch.Tensor], float]:
-    """Set threads, load the LGG train/test sets, then create ``output`` with the resolved recipe.
+    """Check the run folder, load the LGG train/test sets and check every model's training set, then set threads.
+
+    Writes nothing: ``config.yaml`` (the resolved recipe) is written by :func:`recipe_writer`, which the runners
+    give each trained model's fit as its ``before_write`` (:func:`fit_or_reuse`): once that model's resumed state
+    fits the data, so that a refused resume (another ``--data-root``) leaves the run folder as it was.
+    ``train.num_threads`` is applied after every check (a refused run leaves torch's thread count as it was).
 
     Returns ``(output, train, test, natural, t0)``: ``natural`` the training set's own presence
     ``{modality: (N,) bool}`` (:func:`natural_presence`, read once here for :func:`check_training_sets` and
@@ -315,25 +320,31 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     ConfigError: a single-modality model whose slices are fewer (:func:`check_training_sets`; both before
     anything is written or any model trains).
     """
-    from medfm.config import dump_yaml
     from medfm.data.lgg_fusion import LGGFusionSet
-    from medfm.io import atomic_write_text
     from medfm.training.loop import refuse_existing_run
     from medfm.training.resume import check_resume_recipe
 
     output = Path(output)
     refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in recipe.models])
     check_resume_recipe(output, recipe, resume, may_add=("models",))  # a model may be added to a finished run
-    if recipe.train.num_threads:
-        torch.set_num_threads(recipe.train.num_threads)
     t0 = time.perf_counter()
     train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
     test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
     natural = natural_presence(train)
     check_training_sets(recipe, train, natural)  # fewer slices than a batch: before anything is written or trained
-    output.mkdir(parents=True, exist_ok=True)  # after the data: missing data writes nothing
-    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+    if recipe.train.num_threads:  # after every check: a refused run leaves the process's settings as they were
+        torch.set_num_threads(recipe.train.num_threads)
     return output, train, test, natural, t0
+
+
+def recipe_writer(recipe: "FusionRecipe", output: Path) -> Callable[[], None]:
+    """The ``before_write`` of a fusion run's fits (:func:`fit_or_reuse`): writes ``<output>/config.yaml``, the
+    resolved recipe (:func:`medfm.training.runs.write_run_record`; ``medfm fuse`` takes no ``--init``), once a
+    model's resumed state is checked and before its fit writes anything. Every trained model writes the same file
+    again; a resume that reuses every model leaves it as it was."""
+    from medfm.training.runs import write_run_record
+
+    return lambda: write_run_record(Path(output), recipe, takes_init=False)
 
 
 def natural_presence(train: Any) -> Dict[str, torch.Tensor]:
@@ -390,8 +401,13 @@ def check_training_sets(recipe: "FusionRecipe", train: Any, natural: Optional[Di
 
 def fit_or_reuse(model: torch.nn.Module, step_fn: Any, data: Any, train_cfg: TrainConfig, run_dir: Path,
                  resume: bool, natural: Dict[str, torch.Tensor], data_meta: Dict[str, Any],
-                 training: Optional[Dict[str, Any]] = None, log_tag: str = "fuse") -> Tuple[torch.nn.Module, Dict[str, Any]]:
+                 training: Optional[Dict[str, Any]] = None, log_tag: str = "fuse",
+                 before_write: Optional[Callable[[], None]] = None) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """Train one fuser into ``run_dir/model`` (resumable), or reuse it there when ``resume``.
+
+    ``before_write``: given to the fit (:meth:`medfm.training.loop.Trainer.fit`), called once a resumed state's
+    counters fit the data, before anything is written (the runners: :func:`recipe_writer`); not called for a
+    reused model.
 
     A single-modality model (``len(model.modalities) == 1``) learns only from the samples whose
     ``natural[m]`` (``(N,)`` bool presence) is set.
@@ -419,7 +435,8 @@ def fit_or_reuse(model: torch.nn.Module, step_fn: Any, data: Any, train_cfg: Tra
     rows = training_rows(model.modalities, natural)  # a single-modality baseline: the samples that have it
     if rows is not None:
         data = IndexedSubset(data, rows)
-    Trainer(model, step_fn, data, train_cfg, run_dir, lambda m, d: write_checkpoint(m, d)).fit(resume=resume)
+    Trainer(model, step_fn, data, train_cfg, run_dir, lambda m, d: write_checkpoint(m, d)).fit(
+        resume=resume, before_write=before_write)
     seconds = round(time.perf_counter() - t0, 1)
     extra = {"training": {"data": data_meta, **(training or {}), "train_seconds": seconds},
              "n_params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"}
@@ -498,7 +515,8 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
         data = MissingnessView(train, mnar) if spec.train_missing == "mnar" else train
         model, fits[label] = fit_or_reuse(model, fusion_step, data, recipe.train, output / "models" / label, resume,
                                           natural, fusion_data_record(train, test, data_root, spec.train_missing),
-                                          fusion_training_record(recipe, label, spec))
+                                          fusion_training_record(recipe, label, spec),
+                                          before_write=recipe_writer(recipe, output))  # config.yaml
         (trained_mnar if spec.train_missing == "mnar" else trained)[label] = model.eval()
     test_batch = test.get_batch(torch.arange(len(test)))
     res = run_fusion_protocol(trained, test_batch, recipe.modalities, trained_mnar, pcfg.mcar_rates, pcfg.mnar_modalities,
@@ -545,6 +563,7 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
            "fusion_step", "build_fuser", "build_models", "check_image_encoder", "check_training_sets", "start_run",
+           "recipe_writer",
            "model_modalities", "natural_presence", "training_rows",
            "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
            "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

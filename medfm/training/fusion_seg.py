@@ -69,7 +69,7 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     """
     from medfm.evaluation.fusion_seg import run_seg_fusion_protocol, write_seg_fusion_report
     from medfm.training.fusion import (build_models, fit_or_reuse, fit_timings, fusion_data_record,
-                                       fusion_training_record, start_run, write_fusion_cards)
+                                       fusion_training_record, recipe_writer, start_run, write_fusion_cards)
 
     built = build_models(recipe, lambda spec: build_seg_fuser(recipe, spec))  # checked before the data are read
     output, train, test, natural, t0 = start_run(recipe, output, data_root, resume)  # natural: read once there
@@ -77,7 +77,8 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     for label, spec in recipe.models.items():
         model, fits[label] = fit_or_reuse(built.pop(label), seg_fusion_step, train, recipe.train, output / "models" / label,
                                           resume, natural, fusion_data_record(train, test, data_root, "natural"),
-                                          fusion_training_record(recipe, label, spec), log_tag="fuse-seg")
+                                          fusion_training_record(recipe, label, spec), log_tag="fuse-seg",
+                                          before_write=recipe_writer(recipe, output))  # config.yaml
         trained[label] = model.eval()
     res = run_seg_fusion_protocol(trained, test.get_batch(torch.arange(len(test))), recipe.modalities, LABEL_NAMES,
                                   recipe.protocol.n_boot, recipe.protocol.seed)

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Optional
 
 from medfm.adapters.lora import LoraSettings
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_label_fraction, check_number
 from medfm.config import check_field_types
 from medfm.data.errors import UnsupportedSizeError
 from medfm.data.medmnist_info import CORPUS_DATASET, MEDMNIST_FLAGS, SPLITS, available_sizes, check_recipe_dataset
 from medfm.data.views import ViewConfig
-from medfm.suite_protocols import check_label_fraction
 from medfm.training.loop import TrainConfig
 
 FINETUNE_MODES = ("linear", "full", "lora")
@@ -35,7 +34,7 @@ class DataConfig:
         val_split: split evaluated at the end of each fine-tuning epoch (None: skip).
 
     Raises:
-        ValueError: ``label_fraction`` not a number in (0, 1] (:func:`medfm.suite_protocols.check_label_fraction`,
+        ValueError: ``label_fraction`` not a number in (0, 1] (:func:`medfm.arg_checks.check_label_fraction`,
             the rule and words of ``--label-fraction``: ``data.label_fraction must be in (0, 1], got 1.5``; NaN and
             ``True`` too), ``size`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`: ``True``, ``2.5``,
             NaN are refused), an unknown ``val_split``.

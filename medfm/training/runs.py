@@ -194,9 +194,30 @@ def _load(recipe_data, split: str, data_root: Optional[str]) -> MedMNISTDataset:
                            data_root=data_root or recipe_data.data_root, verify=recipe_data.verify_md5)
 
 
-def _prepare_output(output: Path, recipe: Any) -> None:
+def write_run_record(output: Path, recipe: Any, init: Optional[str] = None, resume: bool = False,
+                     takes_init: bool = True) -> None:
+    """Create ``output`` and write the run's record there: ``config.yaml`` (the resolved recipe) and, for a runner
+    that takes ``--init`` (``takes_init``), ``init.json`` (:func:`medfm.training.resume.record_init`; a resume keeps
+    the run's own). Every runner calls it through its trainer's ``before_write``
+    (:meth:`medfm.training.loop.Trainer.fit`: once a resumed state's counters are checked against the data, before
+    the fit writes anything), or ``medfm vqa`` at the same point of its own loop, so that a refused resume (another
+    ``--data-root``, another training set size) leaves the run folder as it was; written before the fit, the two
+    files were rewritten first.
+
+    Args:
+        output: the run folder.
+        recipe: the resolved recipe dataclass (:func:`medfm.config.dump_yaml`).
+        init: the run's ``--init`` as given (None: none); ``resume``: whether the run continues.
+        takes_init: False for the runners without ``--init`` (``pretrain``, ``fuse``): no ``init.json``.
+
+    Raises:
+        OSError: ``output`` cannot be created or written.
+    """
+    output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
+    if takes_init:
+        record_init(output, init, resume)
 
 
 def _n_params(module: torch.nn.Module) -> str:
@@ -259,7 +280,7 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
 
     trainer = Trainer(objective, lambda m, b, g: m(b, g), ds, recipe.train, output, save)
     # config.yaml after the builds and a resumed state's checks: a bad section or a refused resume writes nothing
-    trainer.fit(resume=resume, before_write=lambda: _prepare_output(output, recipe))
+    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, takes_init=False))
     return trainer.checkpoint_dir
 
 
@@ -448,11 +469,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     augment = RandomViews(recipe.augment) if recipe.augment is not None else None
     trainer = Trainer(trained, _finetune_step(augment, recipe.mode == "linear"), train_ds, recipe.train, output, save,
                       epoch_end_fn=epoch_end)
-
-    def write_run_record() -> None:  # once a resumed state's counters fit the data: a refused resume writes nothing
-        _prepare_output(output, recipe)
-        record_init(output, init, resume)
-
-    trainer.fit(resume=resume, before_write=write_run_record)
+    # once a resumed state's counters fit the data: a refused resume writes nothing
+    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume))
     trained.eval()
     return save_final(trained, recipe.mode, base, meta, output)

@@ -372,16 +372,17 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
         (or ``encoder.pretrained``) directory; ConfigError: a bad ``encoder`` or ``decoder`` value, with its
         recipe location (:func:`check_segmenter_args`). These are checked before the data set is read.
         ValueError: fewer training items than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
-        once the data are read, before anything is written.
+        once the data are read, before anything is written; a resumed state whose counters do not fit the data
+        (another ``--data-root``: :func:`medfm.training.loop.check_resume_counters`), before ``config.yaml`` and
+        ``init.json`` are written (the trainer's ``before_write``: :func:`medfm.training.runs.write_run_record`).
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.cards import write_card
-    from medfm.config import dump_yaml, to_dict
+    from medfm.config import to_dict
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.loop import Trainer, steps_per_epoch
-    from medfm.training.resume import record_init
-    from medfm.training.runs import check_run_start
+    from medfm.training.runs import check_run_start, write_run_record
 
     output = Path(output)
     check_run_start(output, recipe, init, resume)  # before anything is written or the data set is read
@@ -391,10 +392,6 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     steps_per_epoch(len(train_set), recipe.train.batch_size)  # fewer items than a batch: before anything is written
     torch.manual_seed(recipe.train.seed)
     model = build_segmenter(recipe, task, init)
-    # after the data and the model: missing data or a bad encoder/decoder section writes nothing
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
-    record_init(output, init, resume)
     base = init or recipe.encoder.pretrained
     base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
     meta = {"training": {"data": seg_data_record(task), "mode": recipe.mode, "init": base,
@@ -409,7 +406,9 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
                     recipe.data.missing_sequence_fill, recipe.data.foreground_p)
     trainer = Trainer(trained, step, train_set, recipe.train, output, save)
     t0 = time.perf_counter()
-    trainer.fit(resume=resume)
+    # config.yaml and init.json after the data, the model and a resumed state's checks: missing data, a bad
+    # encoder/decoder section or a refused resume (another --data-root) writes nothing
+    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume))
     train_s = time.perf_counter() - t0
     trained.eval()
     final = save_final(trained, recipe.mode, base, meta, output)

@@ -319,16 +319,17 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         (:func:`check_text_segmenter_args`), or a text model that cannot be loaded (``r.yaml.text_encoder: ...``,
         :func:`medfm.training.runs.build_recipe_text_encoder`). These are checked before anything is written or read.
         ValueError: fewer training items than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
-        once the data are read, before anything is written.
+        once the data are read, before anything is written; a resumed state whose counters do not fit the data
+        (another ``--data-root``: :func:`medfm.training.loop.check_resume_counters`), before ``config.yaml`` and
+        ``init.json`` are written (the trainer's ``before_write``: :func:`medfm.training.runs.write_run_record`).
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
-    from medfm.config import dump_yaml, to_dict
+    from medfm.config import to_dict
     from medfm.encoders import create_encoder
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.loop import Trainer, steps_per_epoch
-    from medfm.training.resume import record_init
-    from medfm.training.runs import build_recipe_text_encoder, check_run_start
+    from medfm.training.runs import build_recipe_text_encoder, check_run_start, write_run_record
     from medfm.cards import write_card
     from medfm.training.segmentation import evaluate_task, results_markdown, seg_data_record
 
@@ -341,9 +342,6 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     text_encoder = build_recipe_text_encoder(recipe)  # loads the model: a missing one, before the data
     train_set = MultiTaskArrays([t.training_arrays() for t in tasks], alternate=recipe.alternate)
     steps_per_epoch(len(train_set), recipe.train.batch_size)  # fewer items than a batch: before anything is written
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
-    record_init(output, init, resume)
     torch.manual_seed(recipe.train.seed)
     encoder = create_encoder(recipe.encoder.name, in_chans=in_chans, img_size=recipe.encoder.img_size or patch[0],
                              pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
@@ -363,7 +361,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
 
     trainer = Trainer(trained, text_seg_step(recipe), train_set, recipe.train, output, save)
     t0 = time.perf_counter()
-    trainer.fit(resume=resume)
+    # config.yaml and init.json once a resumed state's counters fit the data: a refused resume writes nothing
+    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume))
     train_s = time.perf_counter() - t0
     trained.eval()
     final = save_final(trained, recipe.mode, base, meta, output)

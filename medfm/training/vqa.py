@@ -37,14 +37,13 @@ from tqdm.auto import tqdm
 
 from medfm.adapters.lora import LoraSettings
 from medfm.arg_checks import check_number, is_integer, shown
-from medfm.config import (ConfigError, check_field_types, dump_yaml, from_dict, load_yaml, recipe_args_errors,
+from medfm.config import (ConfigError, check_field_types, from_dict, load_yaml, recipe_args_errors,
                           recipe_location, to_dict, with_overrides)
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
 from medfm.training.loop import (TrainConfig, check_finite_loss, check_resume_counters, lr_at, param_groups,
-                                 resolve_precision)
+                                 resolve_precision, steps_per_epoch)
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
-from medfm.training.resume import record_init
 
 VQA_MODES = ("frozen", "lora", "full")
 #: published VQA-RAD test accuracies (closed / open, %), for the report
@@ -206,7 +205,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
 
     ``resume``: continue from ``<output>/train_state`` (the last finished epoch); without a
     saved state the run starts from scratch. ``train.num_threads`` is applied after every check of the
-    recipe and the output folder (a refused run leaves torch's thread count as it was).
+    recipe, the output folder and the training set's size (a refused run leaves torch's thread count as it was;
+    a resumed state's counters are checked after it, as in :class:`medfm.training.loop.Trainer`).
 
     Raises:
         ConfigError: a recipe that requires ``--init`` without one (``r.yaml: requires_init: ...``).
@@ -217,7 +217,10 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
             fit this run's steps per epoch (another training set, e.g. another ``--data-root``), or that lack
             the epoch log (``cannot resume from <output>/train_state: training state corrupt (...)``):
             :func:`medfm.training.loop.check_resume_counters`, the main loop's check, made before
-            ``config.yaml`` and ``init.json`` are written (a refused resume leaves the run folder as it was).
+            ``config.yaml`` and ``init.json`` are written (a refused resume leaves the run folder as it was:
+            :func:`medfm.training.runs.write_run_record`); fewer training questions than ``train.batch_size``
+            (:func:`medfm.training.loop.steps_per_epoch`, the main loop's rule), once the training split is read,
+            before anything is written.
         FileExistsError: ``output`` holds a training state and ``resume`` is False (a new run
             would silently replace the finished one); checked before anything is written.
         ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``, or with another ``init``
@@ -235,7 +238,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     from medfm.data.vqa_rad import VQARadDataset, data_md5s
     from medfm.encoders import create_encoder
     from medfm.training.adaptation import check_lora_targets
-    from medfm.training.runs import build_recipe_text_encoder, check_encoder_args, check_encoder_dims, check_run_start
+    from medfm.training.runs import (build_recipe_text_encoder, check_encoder_args, check_encoder_dims, check_run_start,
+                                     write_run_record)
 
     cfg = recipe.train
     pretrained = init or recipe.encoder.pretrained
@@ -257,12 +261,15 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         check = VQAModel(check, ["no", "yes"], text.output_dim, **head)
     check_lora_targets(check, recipe, VQA_HEAD_MODULES)  # a target pattern that matches no encoder layer
     del check  # (not kept for the run: an encoder's memory)
-    if cfg.num_threads:  # after every check: a refused run leaves the process's settings as they were
-        torch.set_num_threads(cfg.num_threads)
     bf16 = resolve_precision(cfg.precision, torch.device("cpu")) == "bf16"  # the runner is CPU-only
     t0 = time.time()
     root = data_root or recipe.data.data_root
     train_ds = VQARadDataset("train", size, recipe.data.in_chans, root, progress=True)
+    # the main loop's rule: fewer questions than a batch is refused (one short step per epoch was taken), before
+    # anything is written
+    per_epoch = steps_per_epoch(len(train_ds), cfg.batch_size)
+    if cfg.num_threads:  # after every check (the data's too): a refused run leaves the process's settings as they were
+        torch.set_num_threads(cfg.num_threads)
     test_ds = VQARadDataset("test", size, recipe.data.in_chans, root, vocab=train_ds.vocab)
 
     questions = train_ds.questions + test_ds.questions
@@ -297,29 +304,26 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
             encoder.eval()
 
     opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr)
-    steps_per_epoch = max(1, len(train_ds) // cfg.batch_size)
-    total, warmup = steps_per_epoch * cfg.epochs, int(round(cfg.warmup_epochs * steps_per_epoch))
+    total, warmup = per_epoch * cfg.epochs, int(round(cfg.warmup_epochs * per_epoch))
     log: List[Dict[str, Any]] = []
     step, start = 0, 0
     state_dir = output / "train_state"
     if resume and (state_dir / STATE_JSON).is_file():
         counters = load_training_state(state_dir, net, opt)
         # saved at epoch ends only: (epoch, no step within it, global step), as the main loop's check reads them
-        start, _, step = check_resume_counters(state_dir, counters, steps_per_epoch, cfg.epochs, len(train_ds),
+        start, _, step = check_resume_counters(state_dir, counters, per_epoch, cfg.epochs, len(train_ds),
                                                cfg.batch_size, keys=("epoch", None, "step"), lists=("log",))
         log = list(counters["log"])
     # after the data, the model and the resumed state's checks: a bad section, missing data or a refused resume
     # writes nothing (written before the state was read, they were rewritten by a resume then refused)
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "config.yaml", dump_yaml(recipe))
-    record_init(output, init, resume)
+    write_run_record(output, recipe, init, resume)
     bar = tqdm(range(start, cfg.epochs), desc=f"vqa {recipe.encoder.name} ({recipe.mode})", initial=start,
                total=cfg.epochs)
     for epoch in bar:
         set_train()
         order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
         losses = []
-        for s in range(steps_per_epoch):
+        for s in range(per_epoch):
             idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, warmup, cfg)

@@ -136,8 +136,23 @@ def test_mask_rule_and_its_read_backs(readbacks):
         check_mask_tensor("m", [True])
 
 
+@pytest.mark.parametrize("mask, holding", [
+    (torch.tensor([0.5, 2.0, 0.5, 1.0]), " holding [0.5, 2.0]"),
+    (torch.tensor([1.0, 0.0]), ""),  # 0.0 and 1.0 only: refused, no value to name
+    (torch.tensor([float("nan"), 0.25, float("nan")]), " holding [0.25, nan]"),  # one NaN, last
+    (torch.arange(8.0) + 2, " holding [2.0, 3.0, 4.0, 5.0, 6.0]"),  # 5 at most
+    (torch.tensor([[0.5]], dtype=torch.float16), " holding [0.5]"),
+])
+def test_a_refused_float_mask_names_up_to_5_of_its_values(mask, holding):
+    """Only the presence and drop masks of :mod:`medfm.data.multimodal` named them (a wrapper of their own); every
+    site of the rule does now (VQA's ``is_closed`` and ``q_mask``, the fusers' presence masks, ...)."""
+    with pytest.raises(ValueError) as info:
+        check_mask_tensor("m", mask)
+    assert str(info.value) == f"m must be (B,) bool, got a {mask.dtype} tensor of shape {tuple(mask.shape)}{holding}"
+
+
 @pytest.mark.parametrize("q_mask, match", [
-    (torch.full((2, 5), 0.5), r"got a torch\.float32 tensor of shape \(2, 5\)$"),  # was: 0.5 taken as a real token
+    (torch.full((2, 5), 0.5), r"got a torch\.float32 tensor of shape \(2, 5\) holding \[0\.5\]$"),  # was: 0.5 taken as a real token
     (torch.full((2, 5), 2), r"got integer values \[2\]"),  # was: 2 taken as a real token
 ])
 def test_vqa_q_mask_must_be_bool_or_0_1(q_mask, match):
@@ -153,7 +168,7 @@ def test_vqa_q_mask_of_0_1_integers_is_a_bool_mask():
 
 
 @pytest.mark.parametrize("known, match", [
-    (torch.tensor([[0.5, 0.0], [1.0, 0.5]]), r"got a torch\.float32 tensor of shape \(2, 2\)$"),  # was: 0.5 known
+    (torch.tensor([[0.5, 0.0], [1.0, 0.5]]), r"got a torch\.float32 tensor of shape \(2, 2\) holding \[0\.5\]$"),  # was: 0.5 known
     (torch.tensor([[2, 0], [1, 0]]), r"got integer values \[2\]"),  # was: 2 known
 ])
 def test_text_seg_known_flags_must_be_bool_or_0_1(known, match):

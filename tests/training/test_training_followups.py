@@ -6,7 +6,7 @@
   success), which the main loop refuses: both now use :func:`medfm.training.loop.check_resume_counters`;
 - a bound of :func:`medfm.arg_checks.range_text` was shown with ``:g`` (``4.29497e+09`` for ``2**32 - 1``);
 - a recipe's ``data.label_fraction`` was named after 5 s of imports and in other words than ``--label-fraction``
-  (NaN: "must be a finite number in (0, 1]"): one rule, :func:`medfm.suite_protocols.check_label_fraction`;
+  (NaN: "must be a finite number in (0, 1]"): one rule, :func:`medfm.arg_checks.check_label_fraction`;
 - the suite reader put a protocol mistake's location two ways (``s.yaml.protocol: linear_c ...``, ``s.yaml:
   protocol.label_fractions ...``): now always ``s.yaml: protocol.<key> ...``.
 """
