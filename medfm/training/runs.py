@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 
@@ -195,7 +195,7 @@ def _load(recipe_data, split: str, data_root: Optional[str]) -> MedMNISTDataset:
 
 
 def write_run_record(output: Path, recipe: Any, init: Optional[str] = None, resume: bool = False,
-                     takes_init: bool = True) -> None:
+                     takes_init: bool = True, write_base: Optional[Callable[[], None]] = None) -> None:
     """Create ``output`` and write the run's record there: ``config.yaml`` (the resolved recipe) and, for a runner
     that takes ``--init`` (``takes_init``), ``init.json`` (:func:`medfm.training.resume.record_init`; a resume keeps
     the run's own). Every runner calls it through its trainer's ``before_write``
@@ -209,15 +209,21 @@ def write_run_record(output: Path, recipe: Any, init: Optional[str] = None, resu
         recipe: the resolved recipe dataclass (:func:`medfm.config.dump_yaml`).
         init: the run's ``--init`` as given (None: none); ``resume``: whether the run continues.
         takes_init: False for the runners without ``--init`` (``pretrain``, ``fuse``): no ``init.json``.
+        write_base: called after the two files: a LoRA run's ``<output>/base``, its model's starting weights
+            (:func:`medfm.training.adaptation.start_weights_writer`; written here, a run refused by the fit's
+            checks leaves none behind). None: nothing more.
 
     Raises:
-        OSError: ``output`` cannot be created or written.
+        OSError: ``output`` cannot be created or written; CheckpointError: ``<output>/base`` is a file or a
+        folder that is not a checkpoint (``write_base``).
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "config.yaml", dump_yaml(recipe))
     if takes_init:
         record_init(output, init, resume)
+    if write_base is not None:
+        write_base()
 
 
 def _n_params(module: torch.nn.Module) -> str:
@@ -424,9 +430,10 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
         set decides it.
         ValueError: a resumed state whose counters do not fit the training set (another ``--data-root``:
         :func:`medfm.training.loop.check_resume_counters`), checked before ``config.yaml`` and ``init.json``
-        are written (the trainer's ``before_write``: a refused resume leaves the run folder as it was).
+        are written (the trainer's ``before_write``: a refused resume leaves the run folder as it was), and
+        before a LoRA run's ``<output>/base`` (:func:`medfm.training.adaptation.lora_base`).
     """
-    from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
+    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final, start_weights_writer
     from medfm.evaluation.metrics import classification_metrics
     from medfm.evaluation.predict import predict_scores
     from medfm.hub import load_config
@@ -444,17 +451,19 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None  # before writing too
     torch.manual_seed(recipe.train.seed)
     model = build_classifier(recipe, ds, init)
-    base = init or recipe.encoder.pretrained
-    from_checkpoint = base is not None
-    base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
-    pretraining = load_config(base).get("training", {}).get("pretraining") if base and not is_hub_id(base) else None
+    given = init or recipe.encoder.pretrained
+    kept = lora_base(model, recipe.mode, given, output, resume=resume)
+    base, write_base = kept.checkpoint, start_weights_writer(model, kept, resume)  # before LoRA wraps the model
+    # a LoRA run's own base/ (written by the fit) records no pretraining
+    pretraining = (load_config(base).get("training", {}).get("pretraining")
+                   if base and base == given and not is_hub_id(base) else None)
     meta = {"training": {"data": {**data_metadata(ds), "n_train": len(train_ds), "label_fraction": recipe.data.label_fraction},
                          "pretraining": pretraining,
                          "finetuning": {"mode": recipe.mode, "init": base, "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None,
                                         "train": to_dict(recipe.train)}},
             "family": model.encoder.family, "n_params": _n_params(model),
             "summary": f"`{recipe.encoder.name}` classifier for {ds.flag} ({ds.task}), fine-tuned ({recipe.mode}) from "
-                       f"{'a medfm checkpoint' if from_checkpoint else 'random initialisation'}."}
+                       f"{'a medfm checkpoint' if given is not None else 'random initialisation'}."}
     trained = adapt(model, recipe.mode, recipe.lora, head_modules=model.head_modules)
     save = checkpoint_writer(recipe.mode, base, meta)
 
@@ -469,7 +478,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     augment = RandomViews(recipe.augment) if recipe.augment is not None else None
     trainer = Trainer(trained, _finetune_step(augment, recipe.mode == "linear"), train_ds, recipe.train, output, save,
                       epoch_end_fn=epoch_end)
-    # once a resumed state's counters fit the data: a refused resume writes nothing
-    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume))
+    # once a resumed state's counters fit the data: a refused resume writes nothing (a LoRA base/ included)
+    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume, write_base=write_base))
     trained.eval()
     return save_final(trained, recipe.mode, base, meta, output)

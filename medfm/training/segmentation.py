@@ -374,9 +374,10 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
         ValueError: fewer training items than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
         once the data are read, before anything is written; a resumed state whose counters do not fit the data
         (another ``--data-root``: :func:`medfm.training.loop.check_resume_counters`), before ``config.yaml`` and
-        ``init.json`` are written (the trainer's ``before_write``: :func:`medfm.training.runs.write_run_record`).
+        ``init.json`` are written (the trainer's ``before_write``: :func:`medfm.training.runs.write_run_record`),
+        and before a LoRA run's ``<output>/base`` (:func:`medfm.training.adaptation.lora_base`).
     """
-    from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
+    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final, start_weights_writer
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.cards import write_card
     from medfm.config import to_dict
@@ -392,8 +393,8 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     steps_per_epoch(len(train_set), recipe.train.batch_size)  # fewer items than a batch: before anything is written
     torch.manual_seed(recipe.train.seed)
     model = build_segmenter(recipe, task, init)
-    base = init or recipe.encoder.pretrained
-    base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
+    kept = lora_base(model, recipe.mode, init or recipe.encoder.pretrained, output, resume=resume)
+    base, write_base = kept.checkpoint, start_weights_writer(model, kept, resume)  # before LoRA wraps the model
     meta = {"training": {"data": seg_data_record(task), "mode": recipe.mode, "init": base,
                          "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None, "train": to_dict(recipe.train)},
             "family": model.encoder.family, "task": "image-segmentation",
@@ -407,8 +408,8 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     trainer = Trainer(trained, step, train_set, recipe.train, output, save)
     t0 = time.perf_counter()
     # config.yaml and init.json after the data, the model and a resumed state's checks: missing data, a bad
-    # encoder/decoder section or a refused resume (another --data-root) writes nothing
-    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume))
+    # encoder/decoder section or a refused resume (another --data-root) writes nothing (a LoRA base/ included)
+    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume, write_base=write_base))
     train_s = time.perf_counter() - t0
     trained.eval()
     final = save_final(trained, recipe.mode, base, meta, output)

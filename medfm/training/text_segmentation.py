@@ -321,9 +321,10 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         ValueError: fewer training items than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
         once the data are read, before anything is written; a resumed state whose counters do not fit the data
         (another ``--data-root``: :func:`medfm.training.loop.check_resume_counters`), before ``config.yaml`` and
-        ``init.json`` are written (the trainer's ``before_write``: :func:`medfm.training.runs.write_run_record`).
+        ``init.json`` are written (the trainer's ``before_write``: :func:`medfm.training.runs.write_run_record`),
+        and before a LoRA run's ``<output>/base`` (:func:`medfm.training.adaptation.lora_base`).
     """
-    from medfm.training.adaptation import adapt, checkpoint_writer, keep_lora_base, save_final
+    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final, start_weights_writer
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
     from medfm.config import to_dict
     from medfm.encoders import create_encoder
@@ -347,8 +348,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
                              pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
     task_inference = seg_args["target_inference"]
     model = build_text_segmenter(encoder, text_encoder=text_encoder, text_encoder_spec=recipe.text_encoder, **seg_args)
-    base = init or recipe.encoder.pretrained
-    base = keep_lora_base(model, recipe.mode, base, output, resume=resume)
+    kept = lora_base(model, recipe.mode, init or recipe.encoder.pretrained, output, resume=resume)
+    base, write_base = kept.checkpoint, start_weights_writer(model, kept, resume)  # before LoRA wraps the model
     meta = {"training": {"tasks": {t.name: seg_data_record(task) for t, task in zip(recipe.tasks, tasks)},
                          "mode": recipe.mode, "init": base, "train": to_dict(recipe.train),
                          "loss_weights": {t.name: t.loss_weight for t in recipe.tasks}},
@@ -361,8 +362,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
 
     trainer = Trainer(trained, text_seg_step(recipe), train_set, recipe.train, output, save)
     t0 = time.perf_counter()
-    # config.yaml and init.json once a resumed state's counters fit the data: a refused resume writes nothing
-    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume))
+    # config.yaml, init.json (a LoRA base/) once a resumed state's counters fit the data: a refused resume writes nothing
+    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume, write_base=write_base))
     train_s = time.perf_counter() - t0
     trained.eval()
     final = save_final(trained, recipe.mode, base, meta, output)
