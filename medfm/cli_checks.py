@@ -43,6 +43,26 @@ def _check_new_output(path: Path) -> None:
         raise FileExistsError(f"{path} already exists and is not empty; choose another output or delete it first")
 
 
+def _check_output_folder(output: str) -> None:
+    """Refuse an ``--output`` that is a file or lies under one, in medfm's one wording
+    (:func:`medfm.io.in_the_way_error`, as the runs' own check, :func:`medfm.training.loop.check_output_folder`),
+    with the flag in front as the other options' errors: ``--output: cannot write 'f/run': 'f' is a file, not a
+    folder; a run writes its files in a folder there: choose another output`` (the advice is the runs'
+    :data:`medfm.training.loop.RUN_FOLDER_ADVICE`, not imported: that module imports torch).
+
+    Raises:
+        NotADirectoryError: ``output`` or one of its parents is a file (the topmost named). (Was a ValueError in
+            words of its own for ``output`` itself, and a file above it was named only by the run, after torch's
+            imports.)
+    """
+    from medfm.io import file_in_the_way, in_the_way_error
+
+    blocker = file_in_the_way(output)
+    if blocker is not None:
+        err = in_the_way_error(output, blocker, "a run writes its files in a folder there: choose another output")
+        raise NotADirectoryError(f"--output: {err}")
+
+
 def _suite_corrupts(suite: Optional[Dict[str, Any]]) -> bool:
     """Whether a suite file (its YAML mapping) corrupts any data set: it has a ``corruptions:``
     section (an empty one is no section: :class:`medfm.evaluation.suite_spec.Suite`) and a dataset
@@ -414,9 +434,9 @@ def check_paths(args: argparse.Namespace) -> None:
     before them).
 
     Raises:
-        ValueError: ``--data-root`` is not a directory (the CLI never downloads into it), or
-            ``--output`` is an existing file; a malformed ``eval --probe-c`` or ``--label-fraction``
-            (``finetune``: not one fraction in (0, 1]: :func:`label_fraction_option`), a 3D ``bench --encoder``,
+        ValueError: ``--data-root`` is not a directory (the CLI never downloads into it); a malformed
+            ``eval --probe-c`` or ``--label-fraction`` (``finetune``: not one fraction in (0, 1]:
+            :func:`label_fraction_option`), a 3D ``bench --encoder``,
             ``--protocol zeroshot`` without ``--data`` and one checkpoint, ``--data`` without one checkpoint
             or with another protocol than as-is, ``eval`` options that run would ignore (of the other
             mode, MedMNIST-C options for a suite without corruptions, protocol options its protocol
@@ -436,6 +456,7 @@ def check_paths(args: argparse.Namespace) -> None:
             :func:`_check_recipe_label_fraction`); ``finetune --dataset corpus`` is a ValueError in the recipe's words
             (:data:`medfm.data.medmnist_info.CORPUS_NOT_FOR_FINETUNING`).
         UnknownNameError: an unregistered ``bench --encoder`` (:func:`_check_bench_encoder`).
+        NotADirectoryError: ``--output`` is a file or lies under one (:func:`_check_output_folder`).
         FileExistsError: ``merge`` into a non-empty folder (:func:`_check_new_output`).
 
     The first mistake found is named, in the order of this module's docstring.
@@ -462,8 +483,8 @@ def check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--data-root {root} {what}; it is the folder that holds the data set folders "
                          "(medmnist/, chase_db1/, ...)")
     output = getattr(args, "output", None)
-    if args.command in OUTPUT_COMMANDS and output is not None and Path(output).is_file():
-        raise ValueError(f"--output {output} is a file; the run writes a folder there: choose another path")
+    if args.command in OUTPUT_COMMANDS and output is not None:
+        _check_output_folder(output)
     if args.command == "eval":  # an unknown data set first: a malformed value, as those _check_eval_options names first
         _check_medmnist_flag(args.data, "--data")
         _check_eval_options(args, loaded.get("suite"), suite_protocol)

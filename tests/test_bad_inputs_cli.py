@@ -245,7 +245,8 @@ def test_output_that_is_a_file_and_missing_data_root(tmp_path, capsys, pneumonia
     blocker = tmp_path / "taken"
     blocker.write_text("keep")
     code, err = cli_error(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", blocker])
-    assert code == 2 and f"--output {blocker} is a file" in err and blocker.read_text() == "keep"
+    assert code == 2 and f"--output: cannot write {str(blocker)!r}: {str(blocker)!r} is a file" in err
+    assert blocker.read_text() == "keep"
     (tmp_path / "s.yaml").write_text(SUITE)
     code, err = cli_error(capsys, ["eval", tmp_path / "ckpt", "--suite", tmp_path / "s.yaml", "--data-root",
                               tmp_path / "nowhere", "--output", tmp_path / "ev"])

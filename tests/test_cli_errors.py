@@ -86,7 +86,7 @@ def test_unwritable_output_and_bad_numbers_do_not_trace(tmp_path, capsys, pneumo
     blocker = tmp_path / "file"
     blocker.write_text("")
     code, err = cli_error(capsys, ["pretrain", str(tmp_path / "pt.yaml"), "--output", str(blocker / "out")])
-    assert code == 2 and err.startswith("medfm: error: ") and "Not a directory" in err
+    assert code == 2 and err.startswith("medfm: error: ") and "is a file, not a folder" in err
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--encoder", "resnet_test", "--steps", "0"])
     assert exc.value.code == 2 and "--steps: must be >= 1, got 0" in capsys.readouterr().err

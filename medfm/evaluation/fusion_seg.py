@@ -182,7 +182,8 @@ def write_seg_fusion_report(res: Mapping[str, Any], output: PathLike, extra: Opt
     (:func:`medfm.evaluation.fusion.write_protocol_report`).
 
     Raises:
-        FileExistsError / NotADirectoryError: ``output`` or one of its parents is a file.
+        NotADirectoryError: ``output`` or one of its parents is a file
+            (:func:`medfm.evaluation.report.make_output_dir`).
         TypeError: ``extra`` not a mapping, or a value that cannot be written as JSON.
     """
     return write_protocol_report(res, output, extra, render_seg_markdown, plot_seg_subsets if res["subsets"] else None)

@@ -364,8 +364,10 @@ def earlier_suite_report(out: Path) -> bool:
     is :func:`medfm.evaluation.evaluate.earlier_report`'s, shared with ``medfm eval --data``.
 
     Raises:
-        FileExistsError: ``out`` is a file, or a folder holding anything else (another command's
-            output, a ``--data`` evaluation, the user's files), which a suite will not mix with nor delete.
+        NotADirectoryError: ``out`` or a folder above it is a file (the report folders' one wording:
+            :func:`medfm.evaluation.report.check_output_dir`).
+        FileExistsError: ``out`` is a folder holding anything else (another command's output, a ``--data``
+            evaluation, the user's files), which a suite will not mix with nor delete.
     """
     from medfm.evaluation.evaluate import earlier_report
 
@@ -405,8 +407,9 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
             channels. CheckpointError: unreadable checkpoint.
         ConfigError: ``linear_c: val`` for a dataset scoring its val split with no other
             ``val_split``, or ``finetune`` with a ``train_split`` other than train (:func:`_check_protocol_splits`).
-        FileExistsError: ``output`` is a file, or a non-empty folder that holds no earlier suite
-            evaluation (:func:`earlier_suite_report`); checked before anything is loaded or written.
+        NotADirectoryError: ``output`` or a folder above it is a file; FileExistsError: ``output`` is a non-empty
+            folder that holds no earlier suite evaluation (both :func:`earlier_suite_report`, checked before
+            anything is loaded or written).
         DataFileMissingError: no dataset of the suite is on disk under the data root (one line
             naming the root and how to get the data; nothing is written and an ``output`` folder
             this call created is removed). A suite with some datasets on disk runs, listing the

@@ -150,7 +150,9 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
     Raises:
         CheckpointError, ValueError (not a CLIP checkpoint, multi-label task), medfm data errors
             (:class:`~medfm.data.errors.EmptySplitError`: a split with no images);
-        FileExistsError: ``output`` is a file, holds a checkpoint, or holds other files.
+        NotADirectoryError: ``output`` or a folder above it is a file; FileExistsError: ``output`` holds a
+            checkpoint or other files (both :func:`medfm.evaluation.evaluate.earlier_data_report`, before the
+            checkpoint is loaded).
         ValueError: ``batch_size`` not an integer >= 1 or malformed ``prompts``, checked before anything is
             loaded (they were checked after the checkpoint and the data had been loaded).
     """

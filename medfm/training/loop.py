@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medfm.arg_checks import check_bool, check_number
-from medfm.io import atomic_dir, atomic_write_text, file_in_the_way, restore_interrupted_dir
+from medfm.io import atomic_dir, atomic_write_text, file_in_the_way, in_the_way_error, restore_interrupted_dir
 from medfm.training.determinism import deterministic_kernels
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 
@@ -38,6 +38,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 #: the largest ``train.seed``: the loop seeds a generator with ``seed * 1_000_003 + step``, which must fit
 #: torch's 64-bit seeds (a larger seed failed at the first step, with an overflow, after the run folder was written)
 MAX_SEED = 2**32 - 1
+#: the advice of :func:`check_output_folder`'s error (a run folder that is a file or lies under one)
+RUN_FOLDER_ADVICE = "a run writes its files in a folder there: choose another output"
 
 
 def check_seed(name: str, value: Any) -> int:
@@ -68,7 +70,7 @@ class TrainConfig:
         checkpoint_every: also checkpoint every N optimizer steps (0: epoch ends only).
         log_every: write a ``metrics.jsonl`` line every N steps.
         grad_clip: max gradient norm (None: no clipping).
-        num_threads: torch CPU threads (None: torch's default).
+        num_threads: torch CPU threads, set when training starts (:func:`set_train_threads`; None: torch's default).
         deterministic: deterministic kernels for the run (:mod:`medfm.training.determinism`): what a
             GPU run needs for a resume to match an uninterrupted run bit for bit (PyTorch warns that
             deterministic kernels can be slower; the one case measured, a ResNet-18 on an H200, was
@@ -229,14 +231,15 @@ def check_output_folder(output: Path) -> None:
     (it failed with ``[Errno 17] File exists`` when the run created it, after the data were read).
 
     Raises:
-        NotADirectoryError: ``output`` or one of its parents is an existing file (named): ``Not a directory: output
-            runs/x/out lies under runs/x, a file; choose another output``.
+        NotADirectoryError: ``output`` or one of its parents is an existing file (the topmost named), in medfm's one
+            wording (:func:`medfm.io.in_the_way_error`): ``cannot write 'runs/x/out': 'runs/x' is a file, not a
+            folder; a run writes its files in a folder there: choose another output`` (was ``Not a directory:
+            output ... is a file; ...`` / ``... lies under ..., a file; ...``, words of its own).
     """
     output = Path(output)
     blocker = file_in_the_way(output)
     if blocker is not None:
-        why = "is a file; a run writes a folder there" if blocker == output else f"lies under {blocker}, a file"
-        raise NotADirectoryError(f"Not a directory: output {output} {why}; choose another output")
+        raise in_the_way_error(output, blocker, RUN_FOLDER_ADVICE)
 
 
 def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = ("checkpoint",)) -> None:
@@ -266,6 +269,16 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
         if (Path(output) / sub / STATE_JSON).is_file():
             raise FileExistsError(f"{output} already holds a checkpoint ({sub}/); pass --resume to continue it "
                                   "or choose another --output")
+
+
+def set_train_threads(cfg: TrainConfig) -> None:
+    """Apply ``cfg.num_threads`` (torch's CPU threads, for the process; None: torch's setting is left alone) when a
+    run starts training: after every check, a resumed state's included, so that a refused run leaves the process's
+    settings as they were (set when :class:`Trainer` was built, or before ``medfm vqa`` checked its resumed state,
+    they were changed by a refused resume). The one place of :meth:`Trainer.fit` and ``medfm vqa``'s loop
+    (:func:`medfm.training.vqa.run_vqa`)."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
 
 
 def check_finite_loss(loss: torch.Tensor, epoch: int, step: int) -> None:
@@ -354,9 +367,7 @@ class Trainer:
         self.dataset = dataset
         self.save_fn = save_fn
         self.epoch_end_fn = epoch_end_fn
-        self.steps_per_epoch = steps_per_epoch(len(dataset), cfg.batch_size)  # checked before any setting changes
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
+        self.steps_per_epoch = steps_per_epoch(len(dataset), cfg.batch_size)
         self.device = training_device()
         self.bf16 = resolve_precision(cfg.precision, self.device) == "bf16"
         self.model = model.to(self.device)
@@ -430,6 +441,7 @@ class Trainer:
         else:
             torch.manual_seed(cfg.seed)
             (self.output / "metrics.jsonl").write_text("")
+        set_train_threads(cfg)  # every check passed: a refused run (e.g. a resume) left the thread count alone
         with deterministic_kernels(cfg.deterministic):
             self._train(counters)
         self._plot_curve()

@@ -41,7 +41,7 @@ from medfm.config import (ConfigError, check_field_types, from_dict, load_yaml, 
                           recipe_location, to_dict, with_overrides)
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
 from medfm.training.loop import (TrainConfig, check_finite_loss, check_resume_counters, lr_at, param_groups,
-                                 resolve_precision, steps_per_epoch)
+                                 resolve_precision, set_train_threads, steps_per_epoch)
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
 
@@ -204,9 +204,12 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     """Train + evaluate one VQA recipe; returns the ``results.json`` dict.
 
     ``resume``: continue from ``<output>/train_state`` (the last finished epoch); without a
-    saved state the run starts from scratch. ``train.num_threads`` is applied after every check of the
-    recipe, the output folder and the training set's size (a refused run leaves torch's thread count as it was;
-    a resumed state's counters are checked after it, as in :class:`medfm.training.loop.Trainer`).
+    saved state the run starts from scratch. ``train.num_threads`` is applied when the epochs start, after every
+    check (the recipe, the output folder, the training set's size and a resumed state's counters:
+    :func:`medfm.training.loop.set_train_threads`, as :class:`medfm.training.loop.Trainer` does), so a refused run
+    leaves torch's thread count as it was (a refused resume changed it); the questions' text encoding and the frozen
+    mode's image features run before it, at the process's thread count, as the other runners' data preparation
+    before their :class:`~medfm.training.loop.Trainer`'s fit.
 
     Raises:
         ConfigError: a recipe that requires ``--init`` without one (``r.yaml: requires_init: ...``).
@@ -268,8 +271,6 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     # the main loop's rule: fewer questions than a batch is refused (one short step per epoch was taken), before
     # anything is written
     per_epoch = steps_per_epoch(len(train_ds), cfg.batch_size)
-    if cfg.num_threads:  # after every check (the data's too): a refused run leaves the process's settings as they were
-        torch.set_num_threads(cfg.num_threads)
     test_ds = VQARadDataset("test", size, recipe.data.in_chans, root, vocab=train_ds.vocab)
 
     questions = train_ds.questions + test_ds.questions
@@ -317,6 +318,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     # after the data, the model and the resumed state's checks: a bad section, missing data or a refused resume
     # writes nothing (written before the state was read, they were rewritten by a resume then refused)
     write_run_record(output, recipe, init, resume)
+    set_train_threads(cfg)  # after every check, the resumed state's too: a refused run leaves the thread count alone
     bar = tqdm(range(start, cfg.epochs), desc=f"vqa {recipe.encoder.name} ({recipe.mode})", initial=start,
                total=cfg.epochs)
     for epoch in bar:

@@ -20,7 +20,7 @@ import yaml
 
 from medfm.config import from_dict
 from tests.training.test_resume_order_followups import _files
-from tests.training.test_training_followups import _vqa_data, thread_calls  # noqa: F401 (a fixture)
+from tests.training.test_training_followups import _vqa_data
 
 TRAIN = {"epochs": 1, "batch_size": 2, "precision": "fp32", "seed": 5, "log_every": 1}
 SEG_EVAL = {"overlays": 0, "distances": False}
@@ -114,7 +114,7 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path, name):
     assert (out / "init.json").is_file() == records_init
 
 
-def test_fuse_sets_the_thread_count_after_its_training_set_checks(tmp_path, thread_calls):  # noqa: F811
+def test_fuse_sets_the_thread_count_after_its_training_set_checks(tmp_path, thread_calls):
     from medfm.config import ConfigError
     from medfm.training.fusion import run_fusion
     from tests.training.test_fusion_early_checks import _recipe
@@ -128,7 +128,7 @@ def test_fuse_sets_the_thread_count_after_its_training_set_checks(tmp_path, thre
 
 
 def test_a_vqa_training_set_smaller_than_a_batch_is_refused_before_anything_is_written(
-        tmp_path, thread_calls):  # noqa: F811
+        tmp_path, thread_calls):
     """16 questions, batch 32: one step of 16 per epoch was trained (max(1, 16 // 32))."""
     from medfm.training.vqa import VQARecipe, run_vqa
     from tests.adapters.test_vqa import WORDS

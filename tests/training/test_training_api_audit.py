@@ -133,10 +133,12 @@ def test_an_output_that_is_a_file_is_refused_before_the_data_are_read(tmp_path, 
 
     monkeypatch.setenv("MEDFM_DATA", str(tmp_path / "no-data"))  # reading the data would fail otherwise
     (tmp_path / "file").write_text("x")
-    for output, message in ((tmp_path / "file", f"Not a directory: output {tmp_path / 'file'} is a file; a run writes "
-                                                 "a folder there; choose another output"),
-                            (tmp_path / "file" / "run", f"Not a directory: output {tmp_path / 'file' / 'run'} lies under "
-                                                        f"{tmp_path / 'file'}, a file; choose another output")):
+    file = repr(str(tmp_path / "file"))
+    for output, message in ((tmp_path / "file", f"cannot write {file}: {file} is a file, not a folder; a run writes "
+                                                 "its files in a folder there: choose another output"),
+                            (tmp_path / "file" / "run", f"cannot write {str(tmp_path / 'file' / 'run')!r}: {file} is a "
+                                                        "file, not a folder; a run writes its files in a folder there: "
+                                                        "choose another output")):
         for run in (lambda: run_finetune(_finetune_recipe(), output),
                     lambda: run_pretrain(PretrainRecipe(encoder=EncoderConfig(name="resnet_test")), output),
                     lambda: Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), output, save_state_dict).fit()):

@@ -26,14 +26,6 @@ from tests.conftest import REPO_ROOT, TinyPairs, cli_error, save_state_dict, sav
 from tests.test_cli_errors import errors_without_torch
 
 
-@pytest.fixture
-def thread_calls(monkeypatch):
-    """The thread counts set through ``torch.set_num_threads`` (recorded, not applied)."""
-    calls = []
-    monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    return calls
-
-
 # -- vqa: the thread count after the checks, the main loop's resume-counter check ---------------------------------
 def test_a_refused_vqa_run_leaves_the_thread_count_alone(tmp_path, thread_calls):
     recipe = from_dict(VQARecipe, {"encoder": {"name": "resnet3d_test"}, "train": {"num_threads": 1}}, where="r.yaml")
@@ -60,15 +52,21 @@ def _vqa_data(root, copies):
     return str(root)
 
 
-def test_a_vqa_resume_whose_counters_do_not_fit_its_training_set_is_refused(tmp_path, monkeypatch):
-    """It trained nothing (the saved counters said the run had ended) and reported the old run's scores."""
-    from medfm.adapters.vqa import VQAModel
+def _vqa_recipe(tmp_path, **train):
+    """A tiny VQA recipe (a tiny BERT saved under ``tmp_path``): 2 epochs of batch 4; ``train`` adds settings."""
     from tests.adapters.test_vqa import WORDS
 
     spec = {"name": "hf", "model_name_or_path": str(save_tiny_bert(tmp_path / "bert", WORDS)), "max_length": 16}
-    recipe = from_dict(VQARecipe, {"encoder": {"name": "resnet_test"}, "text_encoder": spec, "n_boot": 5,
-                                   "head": {"dim": 16, "heads": 2, "layers": 1},
-                                   "train": {"epochs": 2, "batch_size": 4, "precision": "fp32"}})
+    return from_dict(VQARecipe, {"encoder": {"name": "resnet_test"}, "text_encoder": spec, "n_boot": 5,
+                                 "head": {"dim": 16, "heads": 2, "layers": 1},
+                                 "train": {"epochs": 2, "batch_size": 4, "precision": "fp32", **train}})
+
+
+def test_a_vqa_resume_whose_counters_do_not_fit_its_training_set_is_refused(tmp_path, monkeypatch):
+    """It trained nothing (the saved counters said the run had ended) and reported the old run's scores."""
+    from medfm.adapters.vqa import VQAModel
+
+    recipe = _vqa_recipe(tmp_path)
     run_vqa(recipe, tmp_path / "run", data_root=_vqa_data(tmp_path / "d16", 1))  # 2 epochs of 4 steps
     state = tmp_path / "run" / "train_state"
     assert json.loads((state / "trainer_state.json").read_text())["counters"]["step"] == 8
@@ -79,6 +77,39 @@ def test_a_vqa_resume_whose_counters_do_not_fit_its_training_set_is_refused(tmp_
                                          r"8\) does not fit this run's 2 epochs of 8 steps \(32 samples, batch 4\)"):
         run_vqa(recipe, tmp_path / "run", data_root=_vqa_data(tmp_path / "d32", 2), resume=True)
     assert steps == []
+
+
+# -- the thread count set when training starts: after a resumed state's checks ------------------------------------
+def test_a_refused_vqa_resume_leaves_the_thread_count_alone(tmp_path, thread_calls):
+    """``medfm vqa`` set ``train.num_threads`` before it read its resumed state: a resume refused by the counter check
+    (another --data-root) changed the process's thread count."""
+    recipe = _vqa_recipe(tmp_path, num_threads=3)
+    run_vqa(recipe, tmp_path / "run", data_root=_vqa_data(tmp_path / "d16", 1))
+    assert thread_calls == [3]  # once, when the run trained
+    thread_calls.clear()
+    with pytest.raises(ValueError, match=r"^cannot resume from .*train_state: its state \(epoch 2, step 0, global step "
+                                         r"8\) does not fit this run's 2 epochs of 8 steps"):
+        run_vqa(recipe, tmp_path / "run", data_root=_vqa_data(tmp_path / "d32", 2), resume=True)
+    assert thread_calls == []
+
+
+def test_a_refused_trainer_run_leaves_the_thread_count_alone(tmp_path, thread_calls):
+    """:class:`Trainer` set ``train.num_threads`` when built: a resume its counter check refused (another training
+    set) and a new run refused for the checkpoint already there changed the process's thread count."""
+    def trainer(n):
+        step = lambda m, b, g: {"loss": torch.nn.functional.cross_entropy(m(b["x"]), b["y"])}  # noqa: E731
+        return Trainer(torch.nn.Linear(4, 2), step, TinyPairs(n), tiny_train_config(num_threads=3), tmp_path / "run",
+                       save_state_dict)
+
+    trainer(8).fit()
+    assert thread_calls == [3]  # once, when the run trained
+    thread_calls.clear()
+    with pytest.raises(ValueError, match=r"^cannot resume from .*checkpoint: its state \(epoch 2, step 0, global step "
+                                         r"4\) does not fit this run's 2 epochs of 4 steps"):
+        trainer(16).fit(resume=True)
+    with pytest.raises(FileExistsError, match=r"already holds a checkpoint \(checkpoint/\); pass --resume"):
+        trainer(8).fit()
+    assert thread_calls == []
 
 
 # -- arg_checks: integer bounds exactly ----------------------------------------------------------------------------
