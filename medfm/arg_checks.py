@@ -31,7 +31,8 @@ The rules:
   string (:func:`check_string_list`, :func:`check_list`): ``"abc"`` is refused, not read as the names
   ``a``, ``b``, ``c``; so are bytes, a mapping (its keys), a set (no order: the order of names gives class,
   answer or modality indices, and a set of strings is ordered differently in every process) and anything
-  not iterable; the items are strings (integers too where ``integers``: names that YAML reads as numbers);
+  not iterable; the items are strings (integers too where ``integers``: names that YAML reads as numbers),
+  or mappings (:func:`check_mapping_list`: log records, table rows; a refused one named by its type and index);
 - a tensor of indices (per-sample domains, modality indices) has an integer dtype, not bool, float or
   complex (:func:`is_index_tensor`; no value read back);
 - a mask tensor (presence masks, attention masks, known-label flags) is bool, or integer holding only 0
@@ -297,6 +298,28 @@ def check_string_list(name: str, value: Any, *, what: str = "a list of strings",
     return [str(v) for v in items]
 
 
+def check_mapping_list(name: str, value: Any, *, what: str, error: Type[Exception] = TypeError) -> list:
+    """``value`` as a list of mappings (log records, table rows): the rule of :func:`check_list` (one record, a
+    string, a set or anything not iterable is refused) and every item a mapping. Values are shown by type only
+    (a record, or a log read as text, may be long).
+
+    Args:
+        name / what / error: as in :func:`check_list`.
+
+    Returns:
+        the items as a new list.
+
+    Raises:
+        error: ``rows must be a list of log records (...), got dict`` (the container),
+            ``..., got str at index 0`` (the first item that is no mapping).
+    """
+    items = check_list(name, value, what=what, got=lambda v: type(v).__name__, error=error)
+    bad = next((i for i, item in enumerate(items) if not isinstance(item, Mapping)), None)
+    if bad is not None:
+        raise error(f"{name} must be {what}, got {type(items[bad]).__name__} at index {bad}")
+    return items
+
+
 def _tensor_shown(value: Any) -> str:
     """A refused tensor argument as a message shows it: ``a torch.float32 tensor of shape (2,)``, or
     :func:`shown` for a value that is no tensor."""
@@ -366,6 +389,6 @@ def check_mask_tensor(name: str, value: Any, *, what: str = "(B,) bool", ndim: O
     return value.bool()
 
 
-__all__ = ["check_bool", "check_heads", "check_label_fraction", "check_list", "check_mask_tensor", "check_number",
-           "check_string_list", "is_finite_number", "is_index_tensor", "is_integer", "label_fraction_error",
+__all__ = ["check_bool", "check_heads", "check_label_fraction", "check_list", "check_mapping_list", "check_mask_tensor",
+           "check_number", "check_string_list", "is_finite_number", "is_index_tensor", "is_integer", "label_fraction_error",
            "number_fits", "range_text", "shown"]

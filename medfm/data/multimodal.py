@@ -181,7 +181,7 @@ def drop_modalities(batch: Mapping[str, Any], drop: Mapping[str, torch.Tensor]) 
         if m not in batch:
             continue
         d = _checked_mask(f"the drop mask of {m!r}", d, n)
-        keep = presence(batch, m) & ~d
+        keep = (masks[m] if m in masks else presence(batch, m)) & ~d  # each mask checked and read once
         masks[m] = keep
         if not keep.any():
             del out[m]

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from medfm.arg_checks import check_list
+from medfm.arg_checks import check_mapping_list
 from medfm.evaluation.calibration import Calibration
 from medfm.evaluation.metrics import MULTI_LABEL, one_vs_rest, prepare_scores, weighted_auc
 from medfm.io import PathLike, atomic_path
@@ -197,19 +197,13 @@ NOT_CURVES = ("step", "epoch", "time", "img_per_s")
 def check_log_rows(rows: Any) -> List[Mapping[str, Any]]:
     """``rows`` as a list of log records (mappings): a single record (a dict, read as its keys), a
     string, a set, anything not iterable, or an item that is not a mapping is refused
-    (``AttributeError: 'str' object has no attribute 'get'`` before). Values are shown by type only
-    (a record or a log read as text may be long).
+    (``AttributeError: 'str' object has no attribute 'get'`` before; :func:`medfm.arg_checks.check_mapping_list`).
 
     Raises:
         TypeError: ``rows must be a list of log records (dicts, e.g. metrics.jsonl lines), got dict``;
             an item: ``..., got str at index 0``.
     """
-    what = "a list of log records (dicts, e.g. metrics.jsonl lines)"
-    rows = check_list("rows", rows, what=what, got=lambda v: type(v).__name__, error=TypeError)
-    bad = next((i for i, r in enumerate(rows) if not isinstance(r, Mapping)), None)
-    if bad is not None:
-        raise TypeError(f"rows must be {what}, got {type(rows[bad]).__name__} at index {bad}")
-    return rows
+    return check_mapping_list("rows", rows, what="a list of log records (dicts, e.g. metrics.jsonl lines)")
 
 
 def _series(rows: Sequence[Mapping[str, Any]], key: str, x: str) -> Tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from medfm.arg_checks import check_list, check_string_list
+from medfm.arg_checks import check_mapping_list, check_string_list
 from medfm.evaluation.calibration import expected_calibration_error
 from medfm.evaluation.metrics import MULTI_LABEL, bootstrap_ci, check_task, classification_metrics
 from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
@@ -151,16 +151,12 @@ def markdown_table(
         ValueError: no columns given; ``columns`` one string (``"ab"`` was read as the columns ``a``
             and ``b``), a set (no order) or a list holding anything but strings
             (:func:`medfm.arg_checks.check_string_list`).
-        TypeError: ``rows`` not a list of mappings (:func:`medfm.arg_checks.check_list`'s rule; a string, one
+        TypeError: ``rows`` not a list of mappings (:func:`medfm.arg_checks.check_mapping_list`; a string, one
             dict or None stopped with ``string indices must be integers`` or ``... is not iterable``):
             ``rows must be a list of row mappings ({column key: value}), got str``; an item:
             ``..., got int at index 0``.
     """
-    what = "a list of row mappings ({column key: value})"
-    rows = check_list("rows", rows, what=what, got=lambda v: type(v).__name__, error=TypeError)
-    bad = next((i for i, r in enumerate(rows) if not isinstance(r, Mapping)), None)
-    if bad is not None:
-        raise TypeError(f"rows must be {what}, got {type(rows[bad]).__name__} at index {bad}")
+    rows = check_mapping_list("rows", rows, what="a list of row mappings ({column key: value})")
     if isinstance(columns, Mapping):
         headers = dict(columns)
     else:

@@ -7,62 +7,13 @@ the three runners freeze, wrap and checkpoint models the same way; :func:`check_
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 #: modes that train only the head/decoder on a frozen encoder ("linear" for classifiers)
 FROZEN_MODES = ("linear", "frozen")
-
-
-class LoraBase(NamedTuple):
-    """Where a LoRA run's adapter finds its base (:func:`lora_base`).
-
-    Attributes:
-        checkpoint: the base checkpoint the run records (the trainer's ``save_fn``, the checkpoint's metadata):
-            the given base, the run's own ``<output>/base``, or None (not LoRA and no base).
-        write_to: ``<output>/base`` when the run saves its model's starting weights there
-            (:func:`start_weights_writer`); None when nothing is to be written.
-    """
-
-    checkpoint: Optional[str]
-    write_to: Optional[Path]
-
-
-def lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path, resume: bool = False) -> LoraBase:
-    """The base checkpoint an adapter will record, decided before anything is written (this writes nothing).
-
-    An adapter is reloaded by building the model from its config and loading the base's
-    encoder weights into it, so the base must fit the model's encoder: exactly, or as the
-    plain layers of its per-modality copies (``domain_norm`` / ``domain_stem`` turn
-    ``bn1.weight`` into ``bn1.norms.0.weight``, ...; every copy starts from the plain layer,
-    :func:`medfm.adapters.domain_layers.domain_weight_sources`). The model's own starting
-    weights are to be saved to ``<output>/base`` (and recorded instead) when there is no base
-    (LoRA over random weights) or the base does not fit: the runners write it in their trainer's
-    ``before_write`` (:func:`start_weights_writer`), so that a run refused by the fit's checks leaves
-    no ``base/``. A resumed run (``resume``) keeps the ``<output>/base`` it was trained from.
-
-    Args:
-        model: the task model before LoRA wraps it, with its ``encoder``.
-        mode: the recipe's ``mode``; only ``"lora"`` keeps a base (others: ``base`` as given).
-        base: the run's starting checkpoint (``--init`` or ``encoder.pretrained``; None: random weights).
-        output: the run folder; ``resume``: whether the run continues.
-
-    Raises:
-        CheckpointError: ``base`` is missing or corrupt (its weight names are read).
-    """
-    if mode != "lora":
-        return LoraBase(base, None)
-    from medfm.adapters.domain_layers import domain_weight_sources
-    from medfm.hub import CONFIG_NAME, encoder_weight_names
-
-    if base is not None and set(domain_weight_sources(model.encoder, encoder_weight_names(base))) == set(model.encoder.state_dict()):
-        return LoraBase(base, None)
-    own = Path(output) / "base"
-    if resume and (own / CONFIG_NAME).is_file():
-        return LoraBase(str(own), None)
-    return LoraBase(str(own), own)
 
 
 class _StartWeights:
@@ -80,47 +31,77 @@ class _StartWeights:
         return self._state
 
 
-def start_weights_writer(model: nn.Module, kept: LoraBase, resume: bool = False) -> Callable[[], None]:
-    """What writes ``kept.write_to`` (:func:`lora_base`) with ``model``'s weights as they are now, called later:
-    the runners capture them before LoRA wraps the model and call the writer in their trainer's ``before_write``,
-    after ``config.yaml`` (:meth:`medfm.training.loop.Trainer.fit`: nothing is written when the fit refuses the run).
+def _write_nothing() -> None:
+    """The writer of a run that keeps no ``<output>/base`` of its own (:func:`lora_base`)."""
 
-    The weights are held by reference (no copy: nothing changes them before a fresh fit's first step; the trainer's
-    move to a GPU leaves these CPU tensors as they were), or copied when ``resume``: the resumed state is loaded
-    into the model's tensors in place before ``before_write``. Written once, the writer lets them go.
+
+def lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path,
+              resume: bool = False) -> Tuple[Optional[str], Callable[[], None]]:
+    """The base checkpoint an adapter will record, decided before anything is written (this writes nothing), and
+    what writes it when it is the run's own ``<output>/base``.
+
+    An adapter is reloaded by building the model from its config and loading the base's
+    encoder weights into it, so the base must fit the model's encoder: exactly, or as the
+    plain layers of its per-modality copies (``domain_norm`` / ``domain_stem`` turn
+    ``bn1.weight`` into ``bn1.norms.0.weight``, ...; every copy starts from the plain layer,
+    :func:`medfm.adapters.domain_layers.domain_weight_sources`). The model's own starting
+    weights are to be saved to ``<output>/base`` (and recorded instead) when there is no base
+    (LoRA over random weights) or the base does not fit: the runners call the returned writer in their trainer's
+    ``before_write``, after ``config.yaml`` (:meth:`medfm.training.loop.Trainer.fit`), so that a run refused by
+    the fit's checks leaves no ``base/``. A resumed run (``resume``) keeps the ``<output>/base`` it was trained from.
+
+    The weights are captured now, before LoRA wraps the model, and held by reference (no copy: nothing changes
+    them before a fresh fit's first step; the trainer's move to a GPU leaves these CPU tensors as they were), or
+    copied when ``resume``: the resumed state is loaded into the model's tensors in place before ``before_write``.
+    Written once, the writer lets them go.
+
+    Args:
+        model: the task model before LoRA wraps it, with its ``encoder``.
+        mode: the recipe's ``mode``; only ``"lora"`` keeps a base (others: ``base`` as given).
+        base: the run's starting checkpoint (``--init`` or ``encoder.pretrained``; None: random weights).
+        output: the run folder; ``resume``: whether the run continues.
 
     Returns:
-        A function of no arguments that saves ``<output>/base`` (:func:`medfm.hub.save_pretrained`), or does
-        nothing when ``kept.write_to`` is None.
+        ``(checkpoint, write)``: the base checkpoint the run records (the trainer's ``save_fn``, the checkpoint's
+        metadata: the given base, the run's own ``<output>/base``, or None when not LoRA and no base), and a
+        function of no arguments that saves ``<output>/base`` (:func:`medfm.hub.save_pretrained`) with the
+        model's starting weights, or does nothing when the run writes no base.
 
-    Raises (the writer):
-        CheckpointError: ``<output>/base`` is a file or a folder that is not a checkpoint; OSError.
+    Raises:
+        CheckpointError: ``base`` is missing or corrupt (its weight names are read); the writer: ``<output>/base``
+        is a file or a folder that is not a checkpoint (OSError too).
     """
-    if kept.write_to is None:
-        return lambda: None
-    from medfm.hub import save_pretrained
+    if mode != "lora":
+        return base, _write_nothing
+    from medfm.adapters.domain_layers import domain_weight_sources
+    from medfm.hub import CONFIG_NAME, encoder_weight_names, save_pretrained
 
+    if base is not None and set(domain_weight_sources(model.encoder, encoder_weight_names(base))) == set(model.encoder.state_dict()):
+        return base, _write_nothing
+    own = Path(output) / "base"
+    if resume and (own / CONFIG_NAME).is_file():
+        return str(own), _write_nothing
     state = {k: v.detach().clone() if resume else v.detach() for k, v in model.state_dict().items()}
     start = [_StartWeights(model, state)]
 
     def write() -> None:
         if start:
-            save_pretrained(start.pop(), kept.write_to)
+            save_pretrained(start.pop(), own)
 
-    return write
+    return str(own), write
 
 
 def keep_lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path, resume: bool = False) -> Optional[str]:
     """:func:`lora_base` with its ``<output>/base`` written at once (the model's current weights), for a model
     trained outside the runners; returns the base checkpoint to record. The runners write ``base/`` in their
-    trainer's ``before_write`` instead (:func:`start_weights_writer`).
+    trainer's ``before_write`` instead (the writer :func:`lora_base` returns).
 
     Raises:
         CheckpointError: ``base`` is missing or corrupt; ``<output>/base`` is a file or not a checkpoint folder.
     """
-    kept = lora_base(model, mode, base, output, resume)
-    start_weights_writer(model, kept)()
-    return kept.checkpoint
+    checkpoint, write = lora_base(model, mode, base, output, resume)
+    write()
+    return checkpoint
 
 
 def adapt(model: nn.Module, mode: str, lora: Any, head_modules: Sequence[str]) -> nn.Module:

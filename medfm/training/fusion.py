@@ -306,7 +306,8 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     Writes nothing: ``config.yaml`` (the resolved recipe) is written by :func:`recipe_writer`, which the runners
     give each trained model's fit as its ``before_write`` (:func:`fit_or_reuse`): once that model's resumed state
     fits the data, so that a refused resume (another ``--data-root``) leaves the run folder as it was.
-    ``train.num_threads`` is applied after every check (a refused run leaves torch's thread count as it was).
+    ``train.num_threads`` is applied after every check (:func:`medfm.training.loop.set_train_threads`: a refused
+    run leaves torch's thread count as it was).
 
     Returns ``(output, train, test, natural, t0)``: ``natural`` the training set's own presence
     ``{modality: (N,) bool}`` (:func:`natural_presence`, read once here for :func:`check_training_sets` and
@@ -321,7 +322,7 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     anything is written or any model trains).
     """
     from medfm.data.lgg_fusion import LGGFusionSet
-    from medfm.training.loop import refuse_existing_run
+    from medfm.training.loop import refuse_existing_run, set_train_threads
     from medfm.training.resume import check_resume_recipe
 
     output = Path(output)
@@ -332,8 +333,7 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
     natural = natural_presence(train)
     check_training_sets(recipe, train, natural)  # fewer slices than a batch: before anything is written or trained
-    if recipe.train.num_threads:  # after every check: a refused run leaves the process's settings as they were
-        torch.set_num_threads(recipe.train.num_threads)
+    set_train_threads(recipe.train)  # after every check: a refused run leaves the process's settings as they were
     return output, train, test, natural, t0
 
 

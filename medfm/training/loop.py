@@ -275,8 +275,8 @@ def set_train_threads(cfg: TrainConfig) -> None:
     """Apply ``cfg.num_threads`` (torch's CPU threads, for the process; None: torch's setting is left alone) when a
     run starts training: after every check, a resumed state's included, so that a refused run leaves the process's
     settings as they were (set when :class:`Trainer` was built, or before ``medfm vqa`` checked its resumed state,
-    they were changed by a refused resume). The one place of :meth:`Trainer.fit` and ``medfm vqa``'s loop
-    (:func:`medfm.training.vqa.run_vqa`)."""
+    they were changed by a refused resume). The one place of :meth:`Trainer.fit`, ``medfm vqa``'s loop
+    (:func:`medfm.training.vqa.run_vqa`) and ``medfm fuse``'s start (:func:`medfm.training.fusion.start_run`)."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
 

@@ -210,7 +210,7 @@ def write_run_record(output: Path, recipe: Any, init: Optional[str] = None, resu
         init: the run's ``--init`` as given (None: none); ``resume``: whether the run continues.
         takes_init: False for the runners without ``--init`` (``pretrain``, ``fuse``): no ``init.json``.
         write_base: called after the two files: a LoRA run's ``<output>/base``, its model's starting weights
-            (:func:`medfm.training.adaptation.start_weights_writer`; written here, a run refused by the fit's
+            (the writer of :func:`medfm.training.adaptation.lora_base`; written here, a run refused by the fit's
             checks leaves none behind). None: nothing more.
 
     Raises:
@@ -433,7 +433,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
         are written (the trainer's ``before_write``: a refused resume leaves the run folder as it was), and
         before a LoRA run's ``<output>/base`` (:func:`medfm.training.adaptation.lora_base`).
     """
-    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final, start_weights_writer
+    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final
     from medfm.evaluation.metrics import classification_metrics
     from medfm.evaluation.predict import predict_scores
     from medfm.hub import load_config
@@ -452,8 +452,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     torch.manual_seed(recipe.train.seed)
     model = build_classifier(recipe, ds, init)
     given = init or recipe.encoder.pretrained
-    kept = lora_base(model, recipe.mode, given, output, resume=resume)
-    base, write_base = kept.checkpoint, start_weights_writer(model, kept, resume)  # before LoRA wraps the model
+    base, write_base = lora_base(model, recipe.mode, given, output, resume)  # before LoRA wraps the model
     # a LoRA run's own base/ (written by the fit) records no pretraining
     pretraining = (load_config(base).get("training", {}).get("pretraining")
                    if base and base == given and not is_hub_id(base) else None)

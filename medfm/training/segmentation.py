@@ -377,7 +377,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
         ``init.json`` are written (the trainer's ``before_write``: :func:`medfm.training.runs.write_run_record`),
         and before a LoRA run's ``<output>/base`` (:func:`medfm.training.adaptation.lora_base`).
     """
-    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final, start_weights_writer
+    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.cards import write_card
     from medfm.config import to_dict
@@ -393,8 +393,8 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     steps_per_epoch(len(train_set), recipe.train.batch_size)  # fewer items than a batch: before anything is written
     torch.manual_seed(recipe.train.seed)
     model = build_segmenter(recipe, task, init)
-    kept = lora_base(model, recipe.mode, init or recipe.encoder.pretrained, output, resume=resume)
-    base, write_base = kept.checkpoint, start_weights_writer(model, kept, resume)  # before LoRA wraps the model
+    # before LoRA wraps the model
+    base, write_base = lora_base(model, recipe.mode, init or recipe.encoder.pretrained, output, resume)
     meta = {"training": {"data": seg_data_record(task), "mode": recipe.mode, "init": base,
                          "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None, "train": to_dict(recipe.train)},
             "family": model.encoder.family, "task": "image-segmentation",

@@ -324,7 +324,7 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         ``init.json`` are written (the trainer's ``before_write``: :func:`medfm.training.runs.write_run_record`),
         and before a LoRA run's ``<output>/base`` (:func:`medfm.training.adaptation.lora_base`).
     """
-    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final, start_weights_writer
+    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
     from medfm.config import to_dict
     from medfm.encoders import create_encoder
@@ -348,8 +348,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
                              pretrained=init or recipe.encoder.pretrained, **recipe.encoder.args)
     task_inference = seg_args["target_inference"]
     model = build_text_segmenter(encoder, text_encoder=text_encoder, text_encoder_spec=recipe.text_encoder, **seg_args)
-    kept = lora_base(model, recipe.mode, init or recipe.encoder.pretrained, output, resume=resume)
-    base, write_base = kept.checkpoint, start_weights_writer(model, kept, resume)  # before LoRA wraps the model
+    # before LoRA wraps the model
+    base, write_base = lora_base(model, recipe.mode, init or recipe.encoder.pretrained, output, resume)
     meta = {"training": {"tasks": {t.name: seg_data_record(task) for t, task in zip(recipe.tasks, tasks)},
                          "mode": recipe.mode, "init": base, "train": to_dict(recipe.train),
                          "loss_weights": {t.name: t.loss_weight for t in recipe.tasks}},

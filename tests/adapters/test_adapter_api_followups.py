@@ -186,6 +186,20 @@ def test_fuser_presence_mask_of_2_is_refused_and_0_1_integers_are_bools():
     assert torch.equal(ints["logits"], bools["logits"]) and ints["used"]["pre"].tolist() == [False, True]
 
 
+def test_fuser_presence_reads_an_integer_mask_back_once(readbacks):
+    """The fuser's batch check and :func:`medfm.data.multimodal.presence` both checked each mask: an integer mask
+    was read back twice per forward (one device sync per modality more than the check needs)."""
+    model, x = tiny_fuser("3mat"), torch.rand(2, 1, FUSION_SIZE, FUSION_SIZE)
+    counts = []
+    for dtype in (torch.bool, torch.int64):
+        masks = {"pre": torch.tensor([0, 1], dtype=dtype), "flair": torch.tensor([1, 1], dtype=dtype)}
+        readbacks.clear()
+        used = model.presence({"pre": x, "flair": x, "present": masks})
+        counts.append(len(readbacks))
+        assert used["pre"].tolist() == [False, True] and used["flair"].tolist() == [True, True]
+    assert counts[1] - counts[0] == 2  # one read-back per integer mask (was 4: each mask checked twice)
+
+
 # -- fusers' generator --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", list(FUSERS))

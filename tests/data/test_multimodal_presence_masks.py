@@ -12,6 +12,7 @@ from torch import nn
 
 from medfm.data.multimodal import drop_modalities, presence
 from medfm.evaluation.fusion import run_fusion_protocol
+from tests.adapters.conftest import readbacks  # noqa: F401 (fixture)
 
 X = torch.rand(4, 1, 8, 8)
 BAD = [
@@ -63,3 +64,14 @@ def test_bool_and_0_1_integer_masks_are_taken_as_before(mask):
     assert presence(_batch(mask), "flair").dtype == torch.bool
     assert presence({"flair": X}, "pre").tolist() == [False] * 4  # absent key: absent everywhere
     assert presence({"pre": X}, "pre").tolist() == [True] * 4  # no mask: present everywhere
+
+
+def test_drop_modalities_reads_each_presence_mask_once(readbacks):
+    """was: a dropped modality's mask was read by ``presence`` twice (its 0/1 check ran again on every drop)."""
+    batch = {"pre": X, "flair": X, "present": {m: torch.tensor([1, 1, 0, 1]) for m in ("pre", "flair")}}
+    readbacks.clear()
+    out = drop_modalities(batch, {"pre": torch.tensor([True, False, False, False])})
+    # one per integer mask (its 0/1 check) and one for the dropped modality's keep.any(); was 4
+    assert len(readbacks) == 3
+    assert out["present"]["pre"].tolist() == [False, True, False, True]
+    assert out["present"]["flair"].tolist() == [True, True, False, True]

@@ -117,3 +117,13 @@ def test_ece_bin_edges_are_m_over_m_and_a_confidence_on_an_edge_falls_below_it()
     assert cal.ece == pytest.approx(float(np.mean(1 - c)))
     assert expected_calibration_error(np.array([0, 1]), np.array([0.3, 0.8])).bin_edges.tolist() == \
         np.linspace(0.0, 1.0, 16).tolist()  # the default 15 bins: the same edges as before
+
+
+def test_check_mapping_list_is_the_one_rule_of_record_lists():
+    from medfm.arg_checks import check_mapping_list
+
+    # the rule markdown_table's rows and the training curves' log rows share (it was written out in each)
+    assert check_mapping_list("rows", ({"a": i} for i in range(2)), what="records") == [{"a": 0}, {"a": 1}]
+    for bad, got in (({"a": 1}, "dict"), ("ab", "str"), ([{}, 3], "int at index 1")):
+        with pytest.raises(ValueError, match=f"^rows must be records, got {got}$"):
+            check_mapping_list("rows", bad, what="records", error=ValueError)

@@ -5,8 +5,8 @@
 ``--data-root``, with ``base/`` deleted; any refusal of a fresh run) left ``base/`` behind, and a fresh run wrote it
 before ``config.yaml``. The base is decided before the fit (:func:`medfm.training.adaptation.lora_base`, it feeds
 the checkpoint's metadata and the trainer's ``save_fn``) and written in the trainer's ``before_write``, after
-``config.yaml`` (:func:`medfm.training.adaptation.start_weights_writer`), from the weights taken before LoRA wraps
-the model. A finished run still reloads bit-exactly.
+``config.yaml`` (by the writer ``lora_base`` returns), from the weights taken before LoRA wraps the model. A
+finished run still reloads bit-exactly.
 """
 from __future__ import annotations
 

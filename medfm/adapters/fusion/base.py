@@ -222,8 +222,8 @@ class FusionModel(nn.Module):
                 model's modalities, or only a ``"clinical"`` row whose every value is NaN (names
                 the sample indices); a batch key that is not a modality of this model (module docstring).
         """
-        self._check_batch(batch)
-        pres = {m: _presence(batch, m) for m in self.modalities}
+        checked = {**batch, PRESENT_KEY: self._check_batch(batch)}  # bool masks: _presence reads nothing back again
+        pres = {m: _presence(checked, m) for m in self.modalities}
         informative = dict(pres)
         if TABULAR in pres and pres[TABULAR].any() and batch[TABULAR].numel():
             # a clinical row with every value missing carries no information, as an absent modality
@@ -259,9 +259,13 @@ class FusionModel(nn.Module):
                              f"rename or remove them (other keys allowed: {[PRESENT_KEY, *BATCH_INFO_KEYS]} and "
                              f"modalities listed in batch[{PRESENT_KEY!r}])")
 
-    def _check_batch(self, batch: Mapping[str, Any]) -> None:
+    def _check_batch(self, batch: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
         """Batch layout checks (:mod:`medfm.data.multimodal`): B > 0 and one B for every value of
-        this model's modalities and its presence masks (else rows silently pair up wrongly)."""
+        this model's modalities and its presence masks (else rows silently pair up wrongly).
+
+        Returns:
+            the batch's presence masks, those of this model's modalities as bool (:func:`check_mask_tensor`).
+        """
         if not isinstance(batch, Mapping):
             raise ValueError(f"a fuser takes a batch dict {{modality: tensor, 'present': {{modality: (B,) bool}}}}, "
                              f"got {type(batch).__name__}")
@@ -269,6 +273,7 @@ class FusionModel(nn.Module):
         masks = batch.get(PRESENT_KEY, {}) or {}
         if not isinstance(masks, Mapping):
             raise ValueError(f"batch[{PRESENT_KEY!r}] must be a dict {{modality: (B,) bool}}, got {type(masks).__name__}")
+        checked = dict(masks)
         for m in self.modalities:
             for what, value in ((m, batch.get(m)), (f"{PRESENT_KEY}[{m!r}]", masks.get(m))):
                 if value is None:
@@ -278,12 +283,13 @@ class FusionModel(nn.Module):
                 if value.ndim == 0:
                     raise ValueError(f"batch value {what} must have a batch axis, got a scalar")
                 if what != m:  # a float 0.5 or an integer 2 was taken as present
-                    check_mask_tensor(f"presence mask {what}", value, ndim=1)
+                    checked[m] = check_mask_tensor(f"presence mask {what}", value, ndim=1)
                 sizes[what] = int(value.shape[0])
         if len(set(sizes.values())) > 1:
             raise ValueError(f"batch entries disagree on the batch size B: {sizes}")
         if sizes and next(iter(sizes.values())) == 0:
             raise ValueError("got an empty batch (B=0); pass at least one sample")
+        return checked
 
     def check_image(self, modality: str, x: torch.Tensor) -> None:
         """Check an image modality's tensor: float ``(n, 1, S, S)`` (``S = img_size`` when
