@@ -390,5 +390,5 @@ def check_mask_tensor(name: str, value: Any, *, what: str = "(B,) bool", ndim: O
 
 
 __all__ = ["check_bool", "check_heads", "check_label_fraction", "check_list", "check_mapping_list", "check_mask_tensor",
-           "check_number", "check_string_list", "is_finite_number", "is_index_tensor", "is_integer", "label_fraction_error",
-           "number_fits", "range_text", "shown"]
+           "check_number", "check_string_list", "is_finite_number", "is_index_tensor", "is_integer",
+           "label_fraction_error", "number_fits", "range_text", "shown"]

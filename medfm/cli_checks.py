@@ -43,24 +43,25 @@ def _check_new_output(path: Path) -> None:
         raise FileExistsError(f"{path} already exists and is not empty; choose another output or delete it first")
 
 
-def _check_output_folder(output: str) -> None:
-    """Refuse an ``--output`` that is a file or lies under one, in medfm's one wording
-    (:func:`medfm.io.in_the_way_error`, as the runs' own check, :func:`medfm.training.loop.check_output_folder`),
+def _check_output_folder(command: str, output: str) -> None:
+    """Refuse an ``--output`` that is a file or lies under one, by the library's own check
+    (:func:`medfm.io.refuse_file_in_the_way`, torch-free) with the advice of the command's folder: a training
+    run's (:data:`medfm.io.RUN_FOLDER_ADVICE`, as :func:`medfm.training.loop.check_output_folder`) or, for ``eval``,
+    a report folder's (:data:`medfm.io.REPORT_FOLDER_ADVICE`, as :func:`medfm.evaluation.report.check_output_dir`);
     with the flag in front as the other options' errors: ``--output: cannot write 'f/run': 'f' is a file, not a
-    folder; a run writes its files in a folder there: choose another output`` (the advice is the runs'
-    :data:`medfm.training.loop.RUN_FOLDER_ADVICE`, not imported: that module imports torch).
+    folder; a run writes its files in a folder there: choose another output``.
 
     Raises:
         NotADirectoryError: ``output`` or one of its parents is a file (the topmost named). (Was a ValueError in
             words of its own for ``output`` itself, and a file above it was named only by the run, after torch's
-            imports.)
+            imports; ``eval`` was given the training runs' advice.)
     """
-    from medfm.io import file_in_the_way, in_the_way_error
+    from medfm.io import REPORT_FOLDER_ADVICE, RUN_FOLDER_ADVICE, refuse_file_in_the_way
 
-    blocker = file_in_the_way(output)
-    if blocker is not None:
-        err = in_the_way_error(output, blocker, "a run writes its files in a folder there: choose another output")
-        raise NotADirectoryError(f"--output: {err}")
+    try:
+        refuse_file_in_the_way(output, REPORT_FOLDER_ADVICE if command == "eval" else RUN_FOLDER_ADVICE)
+    except NotADirectoryError as err:
+        raise NotADirectoryError(f"--output: {err}") from None
 
 
 def _suite_corrupts(suite: Optional[Dict[str, Any]]) -> bool:
@@ -208,7 +209,7 @@ def _check_bench_encoder(name: str) -> None:
         raise ValueError(f"--encoder: {err}") from None
 
 
-#: subcommands whose ``--output`` is a run folder (created by the run)
+#: subcommands whose ``--output`` is a folder the command creates: a training run's, or ``eval``'s report folder
 OUTPUT_COMMANDS = ("pretrain", "finetune", "segment", "vqa", "fuse", "eval")
 #: subcommand -> its arguments naming a checkpoint (or LoRA adapter) folder, positionals by name and
 #: options by flag, each with what it must be: "any" a checkpoint or LoRA adapter, local or ``hf-hub:``;
@@ -484,7 +485,7 @@ def check_paths(args: argparse.Namespace) -> None:
                          "(medmnist/, chase_db1/, ...)")
     output = getattr(args, "output", None)
     if args.command in OUTPUT_COMMANDS and output is not None:
-        _check_output_folder(output)
+        _check_output_folder(args.command, output)
     if args.command == "eval":  # an unknown data set first: a malformed value, as those _check_eval_options names first
         _check_medmnist_flag(args.data, "--data")
         _check_eval_options(args, loaded.get("suite"), suite_protocol)

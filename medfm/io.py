@@ -33,6 +33,9 @@ __all__ = [
     "restore_interrupted_dir",
     "file_in_the_way",
     "in_the_way_error",
+    "refuse_file_in_the_way",
+    "RUN_FOLDER_ADVICE",
+    "REPORT_FOLDER_ADVICE",
     "make_dir",
     "to_jsonable",
     "file_md5",
@@ -41,6 +44,12 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20  # 1 MiB read chunks for hashing
+#: the advice of :func:`in_the_way_error` for a training run's folder (:func:`medfm.training.loop.check_output_folder`,
+#: and ``medfm``'s early check of a training command's ``--output``, which may not import torch)
+RUN_FOLDER_ADVICE = "a run writes its files in a folder there: choose another output"
+#: the advice of :func:`in_the_way_error` for a report folder (:func:`medfm.evaluation.report.make_output_dir`,
+#: and ``medfm eval --output``'s early check)
+REPORT_FOLDER_ADVICE = "choose another output folder"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -141,6 +150,27 @@ def in_the_way_error(target: PathLike, blocker: PathLike, advice: str = "") -> N
                               + (f"; {advice}" if advice else ""))
 
 
+def refuse_file_in_the_way(path: PathLike, advice: str = "") -> None:
+    """Refuse a folder ``path`` that is a file or lies under one, before anything is written; creates nothing.
+
+    The one check of medfm's commands and writers that look at their output folder before the work
+    (:func:`medfm.training.loop.check_output_folder`, :func:`medfm.evaluation.report.check_output_dir`, ``medfm``'s
+    ``--output``); :func:`make_dir` names the same file when it creates the folder.
+
+    Args:
+        path: the folder to be written; named as given (``str(path)``).
+        advice: what to do instead (:data:`RUN_FOLDER_ADVICE`, :data:`REPORT_FOLDER_ADVICE`; "": none).
+
+    Raises:
+        NotADirectoryError: ``path`` or one of its ancestors is a file (the topmost named, :func:`file_in_the_way`),
+            in the one wording of :func:`in_the_way_error`: ``cannot write 'f/run': 'f' is a file, not a folder;
+            <advice>``.
+    """
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise in_the_way_error(path, blocker, advice)
+
+
 def make_dir(path: PathLike, blocked: Callable[[Path], BaseException]) -> Path:
     """Create the folder ``path`` with its missing parents (nothing when it exists) and return it as a ``Path``.
 
@@ -152,7 +182,7 @@ def make_dir(path: PathLike, blocked: Callable[[Path], BaseException]) -> Path:
     Args:
         path: the folder to create.
         blocked: makes the exception raised from the file in the way, e.g.
-            ``lambda f: in_the_way_error(path, f, "choose another output folder")``.
+            ``lambda f: in_the_way_error(path, f, REPORT_FOLDER_ADVICE)``.
 
     Raises:
         whatever ``blocked`` returns: a file is in the way.

@@ -171,6 +171,42 @@ def write_deep_colour_tiff(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
+def write_class_folders(root: Path, classes, n: int, rng: np.random.Generator, size=(30, 40)) -> Path:
+    """An image folder under ``root``: one sub-folder per class name, each of ``n`` random grey PNGs ``0.png``, ...
+    of ``size`` (H, W), drawn from ``rng``. Returns ``root``."""
+    from PIL import Image
+
+    for cls in classes:
+        (root / cls).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+#: the advice :func:`medfm.pipelines.inputs.refuse_masked` gives for a numpy masked array (every site says it)
+MASKED_HINT = ("a numpy masked array: its masked entries would be used with the values stored under the mask; pass "
+               "array.filled(value), with the value they should take (e.g. 0), or array.data for the stored values")
+
+#: the Tensor methods that read a value back to Python (on a GPU each one waits for the device: a sync)
+READBACKS = ("__bool__", "__int__", "__float__", "item", "tolist")
+
+
+@pytest.fixture
+def readbacks(monkeypatch):
+    """A list that grows by one name each time a tensor value is read back to Python (``bool(t)``, ``int(t)``,
+    ``t.item()``, ...): a CPU test of how many device syncs a per-step function forces."""
+    seen = []
+    for name in READBACKS:
+        real = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _real=real, _name=name, **kwargs):
+            seen.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    return seen
+
+
 @pytest.fixture
 def tmp_medfm_cache(monkeypatch, tmp_path):
     """Point medfm's on-disk caches ($XDG_CACHE_HOME/medfm) at a per-test folder."""

@@ -221,7 +221,8 @@ def test_failed_run_leaves_no_half_written_output_folder(tmp_path, capsys, pneum
     code, err = cli_error(capsys, ["pretrain", tmp_path / "pt.yaml", "--output", tmp_path / "out"])
     assert code == 2 and (tmp_path / "out" / "config.yaml").is_file()  # resumable: kept
 
-    def diverge(self, resume=False, before_write=None):  # steps logged, no checkpoint yet: the curve is what a user debugs
+    # steps logged, no checkpoint yet: the curve is what a user debugs
+    def diverge(self, resume=False, before_write=None):
         before_write()  # the runner's config.yaml / init.json, as Trainer.fit writes them
         (self.output / "metrics.jsonl").write_text('{"step": 10, "loss": NaN}\n')
         raise ValueError("loss became nan at epoch 1, step 10")

@@ -5,7 +5,8 @@
 * ``drop_modalities`` took a drop mask of 0.5 or 2 as a drop, and broadcast a ``(1,)`` mask over the batch.
 * ``sample_modality_dropout`` / ``hierarchical_channel_sampling`` refused a bad ``gen`` naming both draws.
 * ``medfm fuse`` read the whole training set with ``get_batch`` for its presence several times per run
-  (classification: once per modality plus once for the training-set check).
+  (classification: once per modality plus once for the training-set check); then once, building a batch of the
+  whole set's float images for its masks alone.
 * ``markdown_table("ab", ["a"])`` stopped with ``TypeError: string indices must be integers``.
 * ``zeroshot_eval`` checked ``batch_size`` and ``prompts`` only after the checkpoint and the data were loaded.
 """
@@ -119,7 +120,9 @@ def test_fuse_reads_the_whole_training_set_once(lgg, tmp_path, monkeypatch, task
     if task == "segmentation":
         recipe["modalities"] = ["pre", "flair", "post"]
     run_fusion(from_dict(FusionRecipe, recipe), tmp_path / "out", str(lgg))
-    assert whole == [8, 4]  # the training set was read 5 times (classification) or twice (segmentation)
+    # the test set only: the training set's presence is read from its masks (LGGFusionSet.presence), not from a
+    # batch of its images (was [8, 4]: read once so; earlier 5 times (classification) or twice (segmentation))
+    assert whole == [4]
 
 
 # -- 5: markdown_table checks its rows ------------------------------------------------------------------------

@@ -71,7 +71,8 @@ def test_a_class_folder_without_an_image_is_refused_by_name(tmp_path, reader):
     with pytest.raises(EmptyClassFolderError) as err:
         reader(root)
     assert str(err.value) == _empty_message(root, ["b"], "; 'b' holds b/notes.txt")
-    assert isinstance(err.value, DataFileMissingError) and isinstance(err.value, FileNotFoundError)  # as torchvision
+    assert isinstance(err.value, DataShapeError) and isinstance(err.value, FileNotFoundError)  # as torchvision
+    assert not isinstance(err.value, DataFileMissingError)  # the folder is there: not the missing-data error
     (root / "d").mkdir()  # nothing at all in it
     (root / "b" / "notes.txt").unlink()
     with pytest.raises(EmptyClassFolderError) as err:

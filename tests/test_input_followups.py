@@ -35,6 +35,7 @@ from medfm.pipelines.segmentation import ImageSegmentationPipeline, Segmentation
 from medfm.pipelines.seg_inputs import split_item
 from medfm.pipelines.vqa import vqa_image_tensor
 from medfm.text.prompts import check_template
+from tests.conftest import MASKED_HINT, write_class_folders
 
 RNG = np.random.default_rng(0)
 VALUES = (10, 200, 90)
@@ -62,10 +63,7 @@ def test_an_image_of_several_frames_is_refused_by_the_data_readers(tmp_path, nam
 
 
 def test_an_image_folder_with_an_animated_png_is_refused(tmp_path):
-    for cls in ("a", "b"):
-        (tmp_path / cls).mkdir()
-        for i in range(2):
-            Image.fromarray(RNG.integers(0, 256, (30, 40), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    write_class_folders(tmp_path, ("a", "b"), 2, RNG)
     _animated(tmp_path / "b" / "anim.png", "PNG")  # an APNG (the folder reads .png, .jpg, .bmp, .tif files)
     with pytest.raises(CorruptFileError, match=rf"^image .*anim\.png is a PNG of 3 frames {re.escape(WHY)}; "):
         ImageFolderDataset(tmp_path)  # was trained on frame 0
@@ -83,7 +81,8 @@ def test_an_image_of_several_frames_is_refused_by_every_2d_pipeline(tmp_path, se
     path = _animated(tmp_path / name, fmt)
     calls = [(lambda im: image_to_tensor(im, 1, 28), PipelineInputError),
              (lambda im: vqa_image_tensor(im, 1, 28), PipelineInputError), (seg2d, SegmentationInputError)]
-    advice = "this model takes one 2D image: pass one frame as a PIL image, im = Image.open(path); im.seek(i); im.copy()"
+    advice = ("this model takes one 2D image: pass one frame as a PIL image, "
+              "im = Image.open(path); im.seek(i); im.copy()")
     for call, error in calls:
         with pytest.raises(error) as err:
             call(str(path))  # was frame 0, without a word
@@ -114,7 +113,8 @@ def test_an_animated_gif_loaded_inside_its_with_block_is_still_refused(tmp_path)
 
 
 def test_an_mpo_is_read_as_its_primary_image(tmp_path):
-    """A JPEG with a preview (or a stereo pair's other eye) is an MPO to Pillow, 2 frames: its frame 0 is the picture."""
+    """A JPEG with a preview (or a stereo pair's other eye) is an MPO to Pillow, 2 frames: its frame 0 is the
+    picture."""
     first, preview = (Image.fromarray(np.full((30, 40, 3), v, np.uint8)) for v in (50, 200))
     path = tmp_path / "photo.jpg"
     first.save(path, format="MPO", save_all=True, append_images=[preview])
@@ -124,10 +124,6 @@ def test_an_mpo_is_read_as_its_primary_image(tmp_path):
 
 
 # -- masked arrays ------------------------------------------------------------------------------------------
-MASKED_HINT = ("a numpy masked array: its masked entries would be used with the values stored under the mask; pass "
-               "array.filled(value), with the value they should take (e.g. 0), or array.data for the stored values")
-
-
 def _masked(shape=(30, 40), dtype=np.float64):
     data = np.full(shape, 0.5 if dtype != np.uint8 else 128, dtype)
     return np.ma.masked_array(data, mask=np.zeros(shape, bool))
@@ -224,7 +220,8 @@ def test_atomic_dir_names_the_file_in_its_way_as_the_atomic_writers_do(tmp_path)
             with atomic_dir(target):
                 pass
         assert str(err.value) == f"cannot write {str(target)!r}: {str(blocker)!r} is a file, not a folder"
+    json_path = blocker / "sub" / "x.json"
     with pytest.raises(NotADirectoryError) as err:
-        atomic_write_text(blocker / "sub" / "x.json", "{}")
-    assert str(err.value) == f"cannot write {str(blocker / 'sub' / 'x.json')!r}: {str(blocker)!r} is a file, not a folder"
+        atomic_write_text(json_path, "{}")
+    assert str(err.value) == f"cannot write {str(json_path)!r}: {str(blocker)!r} is a file, not a folder"
     assert blocker.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["f"]

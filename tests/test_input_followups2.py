@@ -33,9 +33,7 @@ from medfm.pipelines.classification import PipelineInputError, volume_to_tensor
 from medfm.pipelines.seg_inputs import read_brain_mask, read_channels, read_input
 from medfm.pipelines.segmentation import SegmentationInputError, predict_labels, predict_probs, save_nifti
 from medfm.text.cache import EmbeddingCache
-
-MASKED_HINT = ("a numpy masked array: its masked entries would be used with the values stored under the mask; pass "
-               "array.filled(value), with the value they should take (e.g. 0), or array.data for the stored values")
+from tests.conftest import MASKED_HINT
 
 
 def _masked(shape, value=0.5, dtype=np.float32):

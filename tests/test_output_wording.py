@@ -30,3 +30,22 @@ def test_an_output_in_the_way_is_named_by_the_command_before_torch_in_the_runs_w
     assert lines[1] == (f"medfm: error: --output: cannot write {str(outputs[1])!r}: {str(tmp_path / 'file')!r} is a "
                         "file, not a folder; a run writes its files in a folder there: choose another output")
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_an_eval_output_in_the_way_is_named_in_the_report_folders_words(tmp_path):
+    """``medfm eval --output`` is a report folder: the command gave it the training runs' advice ("a run writes its
+    files in a folder there: choose another output") while the evaluation's own check says "choose another output
+    folder" (:func:`medfm.evaluation.report.check_output_dir`)."""
+    from medfm.evaluation.report import check_output_dir
+
+    (tmp_path / "file").write_text("x")
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ndatasets: [{flag: pneumoniamnist}]\n")
+    out = tmp_path / "file" / "eval"
+    lines = errors_without_torch([["eval", str(tmp_path / "ckpt"), "--data", "pneumoniamnist", "--output", str(out)],
+                                  ["eval", "--suite", str(suite), str(tmp_path / "ckpt"), "--output", str(out)]])
+    with pytest.raises(NotADirectoryError) as err:
+        check_output_dir(out)
+    assert lines == [f"medfm: error: --output: {err.value}"] * 2
+    assert lines[0] == (f"medfm: error: --output: cannot write {str(out)!r}: {str(tmp_path / 'file')!r} is a file, "
+                        "not a folder; choose another output folder")

@@ -235,7 +235,7 @@ def mednist_train_files(folder: Path) -> Tuple[Dict[str, List[str]], int]:
     Raises:
         DataFileMissingError, DataShapeError, CorruptFileError: a bad ``labels.csv``.
         EmptyClassFolderError: a class folder holding no image (:func:`medfm.data.imagefolder.scan_image_folder`: a
-            broken MedNIST copy is named, not skipped; a :class:`~medfm.data.errors.DataFileMissingError`, which
+            broken MedNIST copy is named, not skipped; a :class:`~medfm.data.errors.DataShapeError`, which
             :func:`build_corpus` raises rather than skipping the source).
     """
     from medfm.data.imagefolder import scan_image_folder

@@ -101,10 +101,14 @@ def stratified_split(labels: np.ndarray, split: str, fractions: Tuple[float, flo
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-class EmptyClassFolderError(DataFileMissingError):
-    """A class folder of an image folder that holds no image file (:func:`scan_image_folder`): torchvision's
-    ``ImageFolder`` refuses it too (``FileNotFoundError: Found no valid file for the classes ...``); a
-    :class:`~medfm.data.errors.DataFileMissingError` (so a ``FileNotFoundError``), but the folder is on disk."""
+class EmptyClassFolderError(DataShapeError, FileNotFoundError):
+    """A class folder of an image folder that holds no image file (:func:`scan_image_folder`): the folder is on disk
+    but not laid out as the reader needs, a :class:`~medfm.data.errors.DataShapeError` (as an image folder holding
+    no image at all), not missing data (a suite counts it as a skipped data set that is there,
+    :class:`medfm.evaluation.suite_data.DatasetSkipped`). A ``FileNotFoundError`` too, as torchvision's ``ImageFolder``
+    raises (``FileNotFoundError: Found no valid file for the classes ...``). (Was a
+    :class:`~medfm.data.errors.DataFileMissingError`, the suite's missing-data error, which the suite had to
+    except by name.)"""
 
 
 def _is_image_entry(entry: os.DirEntry) -> bool:

@@ -233,20 +233,28 @@ class LGGFusionSet:
         out["patient"] = self.patients[int(self.owner[i])]
         return out
 
+    def presence(self, indices: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """``{modality: (B,) bool}``: which samples of ``indices`` (``(B,)`` integer; None: all ``N``) have each
+        modality (:data:`MODALITIES`; the clinical table: every sample), the data's own missingness: the
+        ``present`` masks of :meth:`get_batch`, read from :attr:`available` without building the images."""
+        idx = slice(None) if indices is None else torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        have = self.available[idx]
+        return {**{m: have[:, j].clone() for j, m in enumerate(IMAGE_MODALITIES)},
+                "clinical": torch.ones(len(have), dtype=torch.bool)}
+
     def get_batch(self, indices: torch.Tensor) -> Dict[str, Any]:
         """Batch of ``indices`` in the :mod:`medfm.data.multimodal` layout (same result as
-        :func:`collate_modalities` of the samples, built without per-sample dicts)."""
+        :func:`collate_modalities` of the samples, built without per-sample dicts; its ``present`` masks:
+        :meth:`presence`)."""
         idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-        batch: Dict[str, Any] = {PRESENT_KEY: {}}
+        batch: Dict[str, Any] = {PRESENT_KEY: self.presence(idx)}
         for j, m in enumerate(IMAGE_MODALITIES):
-            have = self.available[idx, j].clone()
-            batch[PRESENT_KEY][m] = have
+            have = batch[PRESENT_KEY][m]
             if have.any():
                 x = self.images[idx, j:j + 1].float() / 255.0
                 x[~have] = MISSING_FILL
                 batch[m] = x
         batch["clinical"] = self.clinical[idx].clone()
-        batch[PRESENT_KEY]["clinical"] = torch.ones(len(idx), dtype=torch.bool)
         batch["label"] = self.labels[idx].clone()
         batch["mask"] = self.masks[idx].clone()
         batch["patient"] = [self.patients[int(k)] for k in self.owner[idx]]

@@ -30,8 +30,8 @@ from medfm.arg_checks import check_mapping_list, check_string_list
 from medfm.evaluation.calibration import expected_calibration_error
 from medfm.evaluation.metrics import MULTI_LABEL, bootstrap_ci, check_task, classification_metrics
 from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
-from medfm.io import (PathLike, atomic_write_json, atomic_write_text, file_in_the_way, file_sha256, in_the_way_error,
-                      make_dir, to_jsonable)
+from medfm.io import (REPORT_FOLDER_ADVICE, PathLike, atomic_write_json, atomic_write_text, file_sha256,
+                      in_the_way_error, make_dir, refuse_file_in_the_way, to_jsonable)
 
 __all__ = ["SCHEMA_VERSION", "checkpoint_hash", "check_output_dir", "make_output_dir", "start_report_dir",
            "markdown_table", "versions", "write_classification_report"]
@@ -68,12 +68,7 @@ def make_output_dir(path: PathLike) -> Path:
             ``FileExistsError`` for ``path`` itself).
     """
     out = Path(path)
-    return make_dir(out, lambda blocker: _output_in_the_way(out, blocker))
-
-
-def _output_in_the_way(out: Path, blocker: Path) -> NotADirectoryError:
-    """The error of a report folder ``out`` with the file ``blocker`` at or above it (:func:`make_output_dir`)."""
-    return in_the_way_error(out, blocker, "choose another output folder")
+    return make_dir(out, lambda blocker: in_the_way_error(out, blocker, REPORT_FOLDER_ADVICE))
 
 
 def check_output_dir(path: PathLike) -> None:
@@ -82,11 +77,10 @@ def check_output_dir(path: PathLike) -> None:
     (:func:`medfm.evaluation.evaluate.earlier_report`).
 
     Raises:
-        NotADirectoryError: as :func:`make_output_dir`.
+        NotADirectoryError: as :func:`make_output_dir` (:func:`medfm.io.refuse_file_in_the_way` with
+            :data:`medfm.io.REPORT_FOLDER_ADVICE`).
     """
-    blocker = file_in_the_way(path)
-    if blocker is not None:
-        raise _output_in_the_way(Path(path), blocker)
+    refuse_file_in_the_way(Path(path), REPORT_FOLDER_ADVICE)
 
 
 def start_report_dir(path: PathLike) -> Path:

@@ -41,8 +41,8 @@ def dataset_classes(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, L
     ``label_names``, :func:`medfm.data.imagefolder.folder_classes`).
 
     Raises:
-        MedFMDataError: an image folder that is not there, holds no image, or a class folder without
-            one (:class:`~medfm.data.imagefolder.EmptyClassFolderError`).
+        MedFMDataError: an image folder that is not there (a DataFileMissingError), holds no image, or a class
+            folder without one (:class:`~medfm.data.imagefolder.EmptyClassFolderError`, a DataShapeError).
     """
     if spec.flag is not None:
         from medfm.data.medmnist import dataset_info
@@ -112,11 +112,8 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
     protocol = suite.protocol.name
     try:
         task, names, is_3d, n_ch = dataset_classes(spec, data_root)
-    except MedFMDataError as err:  # an image folder that is not there is missing data (an empty class folder is there)
-        from medfm.data.imagefolder import EmptyClassFolderError
-
-        missing = isinstance(err, DataFileMissingError) and not isinstance(err, EmptyClassFolderError)
-        raise DatasetSkipped(str(err), missing=missing) from None
+    except MedFMDataError as err:  # an image folder that is not there is missing data (one badly laid out is there)
+        raise DatasetSkipped(str(err), missing=isinstance(err, DataFileMissingError)) from None
     if spec.flag is not None:  # data on disk? (checked before any checkpoint is matched)
         from medfm.data.medmnist import available_sizes, medmnist_path
 

@@ -91,7 +91,8 @@ def lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path,
     return str(own), write
 
 
-def keep_lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path, resume: bool = False) -> Optional[str]:
+def keep_lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path,
+                   resume: bool = False) -> Optional[str]:
     """:func:`lora_base` with its ``<output>/base`` written at once (the model's current weights), for a model
     trained outside the runners; returns the base checkpoint to record. The runners write ``base/`` in their
     trainer's ``before_write`` instead (the writer :func:`lora_base` returns).

@@ -237,15 +237,15 @@ def fusion_step(model: torch.nn.Module, batch: Dict[str, Any], gen: torch.Genera
 def build_fuser(recipe: FusionRecipe, spec: FusionModelConfig, clinical_features: int, label_names: List[str]):
     """The registered fuser of ``spec`` with the recipe's shared arguments filled in (the shared
     ``image_encoder`` for every fuser but ChannelViT, which embeds the image channels itself and so
-    refuses an ``image_encoder`` in its own ``args``: it used to be dropped silently)."""
+    refuses an ``image_encoder`` in its own ``args``: it used to be dropped silently), under the model's own
+    ``args``; its ``modalities``: :func:`model_modalities`."""
     from medfm.registry import FUSERS
 
-    args: Dict[str, Any] = {"modalities": model_modalities(recipe, spec), "img_size": recipe.data.img_size,
-                            "clinical_features": clinical_features, "dim": recipe.dim, "label_names": label_names}
+    shared: Dict[str, Any] = {"img_size": recipe.data.img_size, "clinical_features": clinical_features,
+                              "dim": recipe.dim, "label_names": label_names}
     if spec.fuser != "channelvit":
-        args["image_encoder"] = dict(recipe.image_encoder)
-    args.update(spec.args)
-    return FUSERS.build(spec.fuser, **args)
+        shared["image_encoder"] = dict(recipe.image_encoder)
+    return FUSERS.build(spec.fuser, **{**shared, **spec.args, "modalities": model_modalities(recipe, spec)})
 
 
 def check_image_encoder(recipe: "FusionRecipe") -> None:
@@ -310,8 +310,9 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     run leaves torch's thread count as it was).
 
     Returns ``(output, train, test, natural, t0)``: ``natural`` the training set's own presence
-    ``{modality: (N,) bool}`` (:func:`natural_presence`, read once here for :func:`check_training_sets` and
-    kept for the runners: the mnar masks, :func:`fit_or_reuse`), ``t0`` the ``time.perf_counter()`` at the start.
+    ``{modality: (N,) bool}`` (:meth:`medfm.data.lgg_fusion.LGGFusionSet.presence`, read once here for
+    :func:`check_training_sets` and kept for the runners: the mnar masks, :func:`fit_or_reuse`), ``t0`` the
+    ``time.perf_counter()`` at the start.
     Raises: MedFMDataError: LGG data missing; FileExistsError: a model of the recipe already has a
     checkpoint under ``output/models/`` and ``resume`` is False (checked before anything is written);
     ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
@@ -331,7 +332,7 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     t0 = time.perf_counter()
     train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
     test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
-    natural = natural_presence(train)
+    natural = train.presence()  # the masks only: no batch of the whole set's images
     check_training_sets(recipe, train, natural)  # fewer slices than a batch: before anything is written or trained
     set_train_threads(recipe.train)  # after every check: a refused run leaves the process's settings as they were
     return output, train, test, natural, t0
@@ -347,15 +348,10 @@ def recipe_writer(recipe: "FusionRecipe", output: Path) -> Callable[[], None]:
     return lambda: write_run_record(Path(output), recipe, takes_init=False)
 
 
-def natural_presence(train: Any) -> Dict[str, torch.Tensor]:
-    """``{modality: (N,) bool}``: which of the ``N`` samples of ``train`` have each modality (the data's own
-    missingness), from one ``get_batch`` of the whole set."""
-    return train.get_batch(torch.arange(len(train)))["present"]
-
-
 def model_modalities(recipe: "FusionRecipe", spec: FusionModelConfig) -> List[str]:
-    """The modalities a model of the recipe takes: its ``args.modalities``, else the recipe's ``modalities``
-    (as :func:`build_fuser` and the segmentation runner's build give them to the fuser)."""
+    """The modalities a model of the recipe takes: its ``args.modalities``, else the recipe's ``modalities``;
+    the one source of the ``modalities`` that :func:`build_fuser` and the segmentation runner's build
+    (:func:`medfm.training.fusion_seg.build_seg_fuser`) give the fuser."""
     return list(spec.args.get("modalities") or recipe.modalities)
 
 
@@ -367,11 +363,12 @@ def training_rows(modalities: Any, natural: Dict[str, torch.Tensor]) -> Optional
     return natural[modalities[0]].nonzero().flatten() if len(modalities) == 1 else None
 
 
-def check_training_sets(recipe: "FusionRecipe", train: Any, natural: Optional[Dict[str, torch.Tensor]] = None) -> None:
+def check_training_sets(recipe: "FusionRecipe", train: Any, natural: Dict[str, torch.Tensor]) -> None:
     """Every model's training set against ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
     before the first model trains: the whole ``train`` set, and the samples of each single-modality model
-    (:func:`training_rows` of the set's natural presence ``natural``, read with :func:`natural_presence` when
-    None; such a model was refused only when its turn came, after the recipe's earlier models had trained).
+    (:func:`training_rows` of the set's natural presence ``natural``, ``{modality: (N,) bool}``,
+    :meth:`medfm.data.lgg_fusion.LGGFusionSet.presence`; such a model was refused only when its turn came, after
+    the recipe's earlier models had trained).
 
     Raises:
         ValueError: fewer training samples than a batch (``the training set has 3 samples, fewer than one
@@ -389,14 +386,12 @@ def check_training_sets(recipe: "FusionRecipe", train: Any, natural: Optional[Di
         mods = model_modalities(recipe, spec)
         if len(mods) != 1:
             continue
-        if natural is None:
-            natural = natural_presence(train)
         try:
             steps_per_epoch(len(training_rows(mods, natural)), batch)
         except ValueError as err:
-            raise ConfigError(f"{mapping_location(recipe, f'models.{label}')}: {err}: a single-modality model trains on "
-                              f"the training samples that have {mods[0]!r} only; lower train.batch_size or drop the "
-                              "model") from None
+            raise ConfigError(f"{mapping_location(recipe, f'models.{label}')}: {err}: a single-modality model "
+                              f"trains on the training samples that have {mods[0]!r} only; lower train.batch_size "
+                              "or drop the model") from None
 
 
 def fit_or_reuse(model: torch.nn.Module, step_fn: Any, data: Any, train_cfg: TrainConfig, run_dir: Path,
@@ -564,6 +559,6 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
            "fusion_step", "build_fuser", "build_models", "check_image_encoder", "check_training_sets", "start_run",
            "recipe_writer",
-           "model_modalities", "natural_presence", "training_rows",
+           "model_modalities", "training_rows",
            "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
            "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

@@ -42,17 +42,16 @@ def seg_fusion_step(model: torch.nn.Module, batch: Dict[str, Any], gen: torch.Ge
 
 
 def build_seg_fuser(recipe: Any, spec: Any) -> torch.nn.Module:
-    """The registered segmentation fuser of ``spec`` with the model's modalities
-    (:func:`medfm.training.fusion.model_modalities`), the recipe's encoder and size."""
+    """The registered segmentation fuser of ``spec``: the recipe's encoder and size under the model's own ``args``,
+    and the model's modalities (:func:`medfm.training.fusion.model_modalities`)."""
     from medfm.registry import FUSERS
     from medfm.training.fusion import model_modalities
 
     if FUSERS.tags(spec.fuser).get("task") != "segmentation":
         raise ValueError(f"fuser {spec.fuser!r} is not a segmentation fuser (known: {FUSERS.names(task='segmentation')})")
-    args: Dict[str, Any] = {"modalities": model_modalities(recipe, spec), "image_encoder": dict(recipe.image_encoder),
-                            "img_size": recipe.data.img_size, "label_names": LABEL_NAMES}
-    args.update(spec.args)
-    return FUSERS.build(spec.fuser, **args)
+    shared: Dict[str, Any] = {"image_encoder": dict(recipe.image_encoder), "img_size": recipe.data.img_size,
+                              "label_names": LABEL_NAMES}
+    return FUSERS.build(spec.fuser, **{**shared, **spec.args, "modalities": model_modalities(recipe, spec)})
 
 
 def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:

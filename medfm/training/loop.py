@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medfm.arg_checks import check_bool, check_number
-from medfm.io import atomic_dir, atomic_write_text, file_in_the_way, in_the_way_error, restore_interrupted_dir
+from medfm.io import RUN_FOLDER_ADVICE, atomic_dir, atomic_write_text, refuse_file_in_the_way, restore_interrupted_dir
 from medfm.training.determinism import deterministic_kernels
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 
@@ -38,8 +38,6 @@ PRECISIONS = ("auto", "bf16", "fp32")
 #: the largest ``train.seed``: the loop seeds a generator with ``seed * 1_000_003 + step``, which must fit
 #: torch's 64-bit seeds (a larger seed failed at the first step, with an overflow, after the run folder was written)
 MAX_SEED = 2**32 - 1
-#: the advice of :func:`check_output_folder`'s error (a run folder that is a file or lies under one)
-RUN_FOLDER_ADVICE = "a run writes its files in a folder there: choose another output"
 
 
 def check_seed(name: str, value: Any) -> int:
@@ -232,14 +230,12 @@ def check_output_folder(output: Path) -> None:
 
     Raises:
         NotADirectoryError: ``output`` or one of its parents is an existing file (the topmost named), in medfm's one
-            wording (:func:`medfm.io.in_the_way_error`): ``cannot write 'runs/x/out': 'runs/x' is a file, not a
-            folder; a run writes its files in a folder there: choose another output`` (was ``Not a directory:
-            output ... is a file; ...`` / ``... lies under ..., a file; ...``, words of its own).
+            wording (:func:`medfm.io.refuse_file_in_the_way` with :data:`medfm.io.RUN_FOLDER_ADVICE`): ``cannot
+            write 'runs/x/out': 'runs/x' is a file, not a folder; a run writes its files in a folder there: choose
+            another output`` (was ``Not a directory: output ... is a file; ...`` / ``... lies under ..., a file;
+            ...``, words of its own).
     """
-    output = Path(output)
-    blocker = file_in_the_way(output)
-    if blocker is not None:
-        raise in_the_way_error(output, blocker, RUN_FOLDER_ADVICE)
+    refuse_file_in_the_way(Path(output), RUN_FOLDER_ADVICE)
 
 
 def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = ("checkpoint",)) -> None:

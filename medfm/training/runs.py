@@ -478,6 +478,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     trainer = Trainer(trained, _finetune_step(augment, recipe.mode == "linear"), train_ds, recipe.train, output, save,
                       epoch_end_fn=epoch_end)
     # once a resumed state's counters fit the data: a refused resume writes nothing (a LoRA base/ included)
-    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume, write_base=write_base))
+    trainer.fit(resume=resume,
+                before_write=lambda: write_run_record(output, recipe, init, resume, write_base=write_base))
     trained.eval()
     return save_final(trained, recipe.mode, base, meta, output)

@@ -409,7 +409,8 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     t0 = time.perf_counter()
     # config.yaml and init.json after the data, the model and a resumed state's checks: missing data, a bad
     # encoder/decoder section or a refused resume (another --data-root) writes nothing (a LoRA base/ included)
-    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume, write_base=write_base))
+    trainer.fit(resume=resume,
+                before_write=lambda: write_run_record(output, recipe, init, resume, write_base=write_base))
     train_s = time.perf_counter() - t0
     trained.eval()
     final = save_final(trained, recipe.mode, base, meta, output)

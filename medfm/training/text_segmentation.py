@@ -362,8 +362,10 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
 
     trainer = Trainer(trained, text_seg_step(recipe), train_set, recipe.train, output, save)
     t0 = time.perf_counter()
-    # config.yaml, init.json (a LoRA base/) once a resumed state's counters fit the data: a refused resume writes nothing
-    trainer.fit(resume=resume, before_write=lambda: write_run_record(output, recipe, init, resume, write_base=write_base))
+    # config.yaml, init.json (a LoRA base/) once a resumed state's counters fit the data: a refused resume writes
+    # nothing
+    trainer.fit(resume=resume,
+                before_write=lambda: write_run_record(output, recipe, init, resume, write_base=write_base))
     train_s = time.perf_counter() - t0
     trained.eval()
     final = save_final(trained, recipe.mode, base, meta, output)

@@ -214,7 +214,8 @@ def test_vqa_loss_and_answer_check_their_inputs():
         model.loss({"logits": out["logits"]}, answers, closed)
     with pytest.raises(ValueError, match=r"^out must be the dict .*got Tensor$"):  # IndexError
         model.loss(out["logits"], answers, closed)
-    with pytest.raises(ValueError, match=r"^is_closed must be \(B,\) bool \(or 0/1 integers\), got a torch\.float32 tensor of shape \(2,\) holding \[0\.5, 2\.0\]$"):
+    with pytest.raises(ValueError, match=r"^is_closed must be \(B,\) bool \(or 0/1 integers\), got a torch\.float32 "
+                                         r"tensor of shape \(2,\) holding \[0\.5, 2\.0\]$"):
         model.loss(out, answers, torch.tensor([0.5, 2.0]))  # was a loss against targets 0.5 and 2
     with pytest.raises(ValueError, match=r"^type_weight must be >= 0, got -1\.0$"):
         model.loss(out, answers, closed, type_weight=-1)

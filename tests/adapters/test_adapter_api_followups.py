@@ -152,7 +152,8 @@ def test_a_refused_float_mask_names_up_to_5_of_its_values(mask, holding):
 
 
 @pytest.mark.parametrize("q_mask, match", [
-    (torch.full((2, 5), 0.5), r"got a torch\.float32 tensor of shape \(2, 5\) holding \[0\.5\]$"),  # was: 0.5 taken as a real token
+    # was: 0.5 taken as a real token
+    (torch.full((2, 5), 0.5), r"got a torch\.float32 tensor of shape \(2, 5\) holding \[0\.5\]$"),
     (torch.full((2, 5), 2), r"got integer values \[2\]"),  # was: 2 taken as a real token
 ])
 def test_vqa_q_mask_must_be_bool_or_0_1(q_mask, match):
@@ -168,7 +169,8 @@ def test_vqa_q_mask_of_0_1_integers_is_a_bool_mask():
 
 
 @pytest.mark.parametrize("known, match", [
-    (torch.tensor([[0.5, 0.0], [1.0, 0.5]]), r"got a torch\.float32 tensor of shape \(2, 2\) holding \[0\.5\]$"),  # was: 0.5 known
+    (torch.tensor([[0.5, 0.0], [1.0, 0.5]]),  # was: 0.5 known
+     r"got a torch\.float32 tensor of shape \(2, 2\) holding \[0\.5\]$"),
     (torch.tensor([[2, 0], [1, 0]]), r"got integer values \[2\]"),  # was: 2 known
 ])
 def test_text_seg_known_flags_must_be_bool_or_0_1(known, match):

@@ -15,7 +15,7 @@ from PIL import Image
 from medfm.data.errors import CorruptFileError
 from medfm.data.imagefolder import ImageFolderDataset
 from medfm.data.images import FILE_TIFF_ADVICE, check_tiff, read_image
-from tests.conftest import write_deep_colour_tiff
+from tests.conftest import write_class_folders, write_deep_colour_tiff
 
 RNG = np.random.default_rng(0)
 
@@ -50,10 +50,7 @@ def test_a_16_bit_colour_tiff_is_refused_not_read_as_its_high_bytes(tmp_path, ch
 
 
 def test_an_image_folder_with_a_tiff_stack_is_refused_not_trained_on_its_first_page(tmp_path):
-    for cls in ("a", "b"):
-        (tmp_path / cls).mkdir()
-        for i in range(3):
-            Image.fromarray(RNG.integers(0, 256, (30, 40), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    write_class_folders(tmp_path, ("a", "b"), 3, RNG)
     _pages_tiff(tmp_path / "b" / "stack.tif")
     with pytest.raises(CorruptFileError, match=r"^image .*stack\.tif is a TIFF of 3 frames \(a stack, a volume or an "
                                                r"animation\?\)"):

@@ -92,6 +92,22 @@ def test_dataset_absent_keys_and_batches(tmp_path):
     assert torch.equal(again.images, ds.images) and len(list((tmp_path / "cache").glob("*.npz"))) == 1
 
 
+def test_presence_is_the_batches_masks_without_their_images(tmp_path, monkeypatch):
+    """``medfm fuse`` built a batch of the whole training set's float images to read its presence masks."""
+    root = write_fake_lgg(tmp_path)
+    ds = LGGFusionSet(img_size=8, data_root=root, patients=[c for c, _, _ in CASES])
+    idx = torch.tensor([6, 0, 3, 3])
+    whole, part = ds.get_batch(torch.arange(len(ds)))["present"], ds.get_batch(idx)["present"]
+    monkeypatch.setattr(LGGFusionSet, "get_batch", lambda self, indices: pytest.fail("presence built a batch"))
+    for got, want in ((ds.presence(), whole), (ds.presence(idx), part)):
+        assert list(got) == ["pre", "flair", "post", "clinical"] == list(want)
+        assert all(torch.equal(got[m], want[m]) and got[m].dtype == torch.bool for m in got)
+    assert ds.presence(idx)["pre"].tolist() == [True, True, False, False]
+    mine = ds.presence()
+    mine["pre"][0] = False  # a copy: the set's masks are not changed through it
+    assert ds.available[0, 0]
+
+
 def test_clinical_table_excludes_outcome(tmp_path):
     root = write_fake_lgg(tmp_path)
     table = load_clinical(root)

@@ -12,7 +12,6 @@ from torch import nn
 
 from medfm.data.multimodal import drop_modalities, presence
 from medfm.evaluation.fusion import run_fusion_protocol
-from tests.adapters.conftest import readbacks  # noqa: F401 (fixture)
 
 X = torch.rand(4, 1, 8, 8)
 BAD = [

@@ -10,48 +10,36 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medfm.config import ConfigError, from_dict
+from medfm.config import ConfigError
 from medfm.training import loop
-from medfm.training.fusion import FusionRecipe, check_training_sets, run_fusion, training_rows
+from medfm.training.fusion import check_training_sets, run_fusion, training_rows
 from tests.data.test_lgg_fusion import write_fake_lgg
+from tests.training.runs_helpers import fusion_recipe
 
 # write_fake_lgg(slices=4): 2 training patients, 8 slices; 'pre' is in the 4 slices of the first one
-MODELS = {
-    "classification": {"late": {"fuser": "late_fusion_zero_fill"},
-                       "single_pre": {"fuser": "late_fusion_zero_fill", "args": {"modalities": ["pre"]}}},
-    "segmentation": {"unet": {"fuser": "fused_unet"}, "single_pre": {"fuser": "fused_unet", "args": {"modalities": ["pre"]}}},
-}
-
-
-def _recipe(task, batch_size):
-    recipe = {"task": task, "data": {"img_size": 16}, "dim": 16, "models": MODELS[task], "protocol": {"n_boot": 2},
-              "train": {"epochs": 1, "batch_size": batch_size, "warmup_epochs": 0, "num_threads": 1}}
-    if task == "segmentation":
-        recipe["modalities"] = ["pre", "flair", "post"]
-    return from_dict(FusionRecipe, recipe)
-
-
 @pytest.fixture(scope="module")
 def lgg(tmp_path_factory):
     return write_fake_lgg(tmp_path_factory.mktemp("data"), slices=4)
 
 
 @pytest.mark.parametrize("task", ["classification", "segmentation"])
-def test_a_single_modality_set_smaller_than_a_batch_is_refused_before_any_model_trains(lgg, tmp_path, monkeypatch, task):
+def test_a_single_modality_set_smaller_than_a_batch_is_refused_before_any_model_trains(lgg, tmp_path, monkeypatch,
+                                                                                       task):
     def no_training(self, resume=False):
         pytest.fail("a model trained before the recipe's training sets were checked")
 
     monkeypatch.setattr(loop.Trainer, "fit", no_training)  # was: 'late' / 'unet' trained first
     with pytest.raises(ConfigError, match=r"^FusionRecipe\.models\.single_pre: the training set has 4 samples, fewer "
-                                          r"than one batch of 5 \(train\.batch_size\): a single-modality model trains on "
-                                          r"the training samples that have 'pre' only; lower train\.batch_size") as info:
-        run_fusion(_recipe(task, 5), tmp_path / "out", str(lgg))
+                                          r"than one batch of 5 \(train\.batch_size\): a single-modality model "
+                                          r"trains on the training samples that have 'pre' only; "
+                                          r"lower train\.batch_size") as info:
+        run_fusion(fusion_recipe(task, 5), tmp_path / "out", str(lgg))
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()  # nothing written either
 
 
 class _Set:
-    """A training set of ``n`` samples whose presence is ``present`` (the part of LGGFusionSet the check reads)."""
+    """A training set whose presence is ``present`` (the part of LGGFusionSet that start_run and the check read)."""
 
     def __init__(self, present):
         self.present = present
@@ -59,16 +47,17 @@ class _Set:
     def __len__(self):
         return len(next(iter(self.present.values())))
 
-    def get_batch(self, indices):
-        return {"present": {m: p[indices] for m, p in self.present.items()}}
+    def presence(self):
+        return dict(self.present)
 
 
 def test_the_check_takes_what_fits_and_keeps_the_whole_set_rule():
     pre = torch.tensor([True] * 4 + [False] * 4)
-    full = {"pre": pre, "flair": torch.ones(8, dtype=torch.bool), "post": ~pre, "clinical": torch.ones(8, dtype=torch.bool)}
-    check_training_sets(_recipe("classification", 4), _Set(full))  # 4 'pre' slices: one batch of 4
+    full = {"pre": pre, "flair": torch.ones(8, dtype=torch.bool), "post": ~pre,
+            "clinical": torch.ones(8, dtype=torch.bool)}
+    check_training_sets(fusion_recipe("classification", 4), _Set(full), full)  # 4 'pre' slices: one batch of 4
     with pytest.raises(ValueError, match=r"^the training set has 8 samples, fewer than one batch of 9 "):
-        check_training_sets(_recipe("classification", 9), _Set(full))  # the whole set first, unchanged
+        check_training_sets(fusion_recipe("classification", 9), _Set(full), full)  # the whole set first, unchanged
     # the rows a model trains on, as fit_or_reuse takes them
     assert training_rows(["pre"], full).tolist() == [0, 1, 2, 3]
     assert training_rows(["post"], full).tolist() == [4, 5, 6, 7]

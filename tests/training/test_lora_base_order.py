@@ -19,8 +19,8 @@ import torch
 import medfm.hub
 from medfm.config import from_dict
 from medfm.training.loop import Trainer
-from tests.training.test_resume_order_followups import _files, _medmnist
-from tests.training.test_runner_write_order import SEG_EVAL, _hippocampus, _lgg_slices
+from tests.training.runs_helpers import (SEG_EVAL, finetune_recipe, folder_snapshot, hippocampus_writer,
+                                         lgg_slices_writer, write_pneumoniamnist)
 
 TRAIN = {"epochs": 1, "batch_size": 2, "precision": "fp32", "seed": 5, "log_every": 1}
 LORA = {"rank": 2, "train_norm": False}  # frozen BatchNorms: their statistics move in the model's own tensors
@@ -28,9 +28,8 @@ LORA = {"rank": 2, "train_norm": False}  # frozen BatchNorms: their statistics m
 
 def _finetune(output, root, resume=False):
     from medfm.training.runs import run_finetune
-    from tests.training.test_runner_audit import _finetune as recipe
 
-    return run_finetune(recipe(root, lora=LORA), output, resume=resume)
+    return run_finetune(finetune_recipe(root, lora=LORA), output, resume=resume)
 
 
 def _segment(output, root, resume=False):
@@ -56,14 +55,14 @@ def _text_segment(output, root, resume=False):
 
 
 def _pneumonia(n):
-    return lambda root: _medmnist(root, n)
+    return lambda root: write_pneumoniamnist(root, n)
 
 
 # name: (runner, the run's data, the same data with more training items)
 RUNNERS = {
     "finetune": (_finetune, _pneumonia(16), _pneumonia(32)),
-    "segment": (_segment, _hippocampus(10), _hippocampus(16)),
-    "text_segment": (_text_segment, _lgg_slices((1, 2, 10)), _lgg_slices((1, 2, 3, 4, 10))),
+    "segment": (_segment, hippocampus_writer(10), hippocampus_writer(16)),
+    "text_segment": (_text_segment, lgg_slices_writer((1, 2, 10)), lgg_slices_writer((1, 2, 3, 4, 10))),
 }
 
 
@@ -130,10 +129,10 @@ def test_a_refused_resume_with_base_deleted_leaves_the_run_folder_as_it_was(tmp_
     run(out, _data(tmp_path, name))
     first = medfm.hub.load_state_dict(out / "base")
     shutil.rmtree(out / "base")
-    before = _files(out)
+    before = folder_snapshot(out)
     with pytest.raises(ValueError, match=r"^cannot resume from .*checkpoint: its state .* does not fit this run's"):
         run(out, _data(tmp_path, name, more=True), resume=True)
-    assert _files(out) == before  # was: base/ written again
+    assert folder_snapshot(out) == before  # was: base/ written again
     adapter = run(out, tmp_path / "d", resume=True)
     again = medfm.hub.load_state_dict(out / "base")
     assert again.keys() == first.keys() and all(torch.equal(again[k], first[k]) for k in first)

@@ -20,15 +20,12 @@ import torch
 
 from medfm.config import ConfigError, dump_yaml, from_dict
 from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays
+from tests.training.runs_helpers import folder_snapshot
 
 FINETUNE = {"data": {"dataset": "pneumoniamnist", "verify_md5": False, "val_split": None},
             "encoder": {"name": "resnet_test"}, "mode": "lora", "lora": {"rank": 2}, "augment": None,
             "train": {"epochs": 2, "batch_size": 8, "precision": "fp32", "log_every": 1, "checkpoint_every": 1,
                       "deterministic": True}}
-
-
-def _snapshot(folder: Path):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _init_checkpoint(path: Path, seed: int) -> Path:
@@ -77,25 +74,25 @@ def test_resume_with_another_or_no_init_is_refused_and_writes_nothing(setup, mon
     tmp, a, b = setup
     run = _killed_run(tmp, monkeypatch, "other", a)
     assert json.loads((run / "init.json").read_text()) == {"init": str(a), "identity": str(a.resolve())}
-    before = _snapshot(run)
+    before = folder_snapshot(run)
     with pytest.raises(ConfigError) as err:
         _finetune(tmp, run, b, resume=True)
     assert str(err.value) == (f"cannot resume {run}: it was started with --init {a.resolve()}, this resume has "
                               f"--init {b.resolve()}; resume with --init {a.resolve()}, or choose a new --output "
                               "for the new starting point")
-    assert _snapshot(run) == before
+    assert folder_snapshot(run) == before
     with pytest.raises(ConfigError, match=re.escape(f"started with --init {a.resolve()}, this resume has no --init;")):
         _finetune(tmp, run, None, resume=True)
-    assert _snapshot(run) == before  # no <output>/base of random weights either
+    assert folder_snapshot(run) == before  # no <output>/base of random weights either
 
 
 def test_resume_without_init_refuses_one_now(setup, monkeypatch):
     tmp, a, _ = setup
     run = _killed_run(tmp, monkeypatch, "none", None)
-    before = _snapshot(run)
+    before = folder_snapshot(run)
     with pytest.raises(ConfigError, match=re.escape(f"started with no --init, this resume has --init {a.resolve()};")):
         _finetune(tmp, run, a, resume=True)
-    assert _snapshot(run) == before
+    assert folder_snapshot(run) == before
     _finetune(tmp, run, None, resume=True)  # as started: finishes
 
 
@@ -125,14 +122,14 @@ def test_cli_exits_2_with_one_line(setup, monkeypatch, capsys):
     run = _killed_run(tmp, monkeypatch, "cli", a)
     recipe = tmp / "ft.yaml"
     recipe.write_text(dump_yaml(FINETUNE))
-    before = _snapshot(run)
+    before = folder_snapshot(run)
     capsys.readouterr()  # the killed run's progress bars
     assert main(["finetune", str(recipe), "--output", str(run), "--resume", "--init", str(b),
                  "--data-root", str(tmp / "data")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"medfm: error: cannot resume {run}: it was started with")
     assert str(a.resolve()) in err and str(b.resolve()) in err
-    assert _snapshot(run) == before
+    assert folder_snapshot(run) == before
 
 
 def test_a_run_without_a_record_resumes_with_a_warning(tmp_path, caplog):
@@ -201,10 +198,10 @@ def test_other_runners_refuse_another_init_before_reading_data(tmp_path, runner,
     record_init(run, str(tmp_path / "A"), resume=False)
     (tmp_path / "A").mkdir()  # the init exists: the VQA runner refuses a missing local --init before the data too
     (tmp_path / "A" / "config.json").write_text("{}")
-    before = _snapshot(run)
+    before = folder_snapshot(run)
     for other, shown in [(str(tmp_path / "B"), f"--init {tmp_path.resolve() / 'B'}"), (None, "no --init")]:
         with pytest.raises(ConfigError, match=re.escape(f"this resume has {shown};")):
             runner(tmp_path, recipe, other, True)
-        assert _snapshot(run) == before
+        assert folder_snapshot(run) == before
     with pytest.raises(MedFMDataError):  # the same init passes the check; the (missing) data is read next
         runner(tmp_path, recipe, str(tmp_path / "." / "A"), True)

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -26,7 +25,8 @@ from medfm.data.medmnist import label_fraction_indices
 from medfm.evaluation.finetune_protocol import auto_epochs
 from medfm.evaluation.protocols import subset_indices
 from medfm.training.loop import Trainer
-from tests.conftest import TinyPairs, fake_medmnist_arrays, save_state_dict, save_tiny_bert, tiny_train_config
+from tests.conftest import TinyPairs, save_state_dict, save_tiny_bert, tiny_train_config
+from tests.training.runs_helpers import finetune_recipe, folder_snapshot, write_pneumoniamnist, write_vqa_data
 
 
 # -- one label-fraction rule, one wording -------------------------------------------------------------------------
@@ -57,12 +57,6 @@ def test_the_rule_lives_in_arg_checks_and_suite_protocols_re_exports_it():
 
 
 # -- vqa: a state without its log; a refused resume writes nothing -------------------------------------------------
-def _files(folder):
-    """Every file under ``folder`` with its md5: what a refused run must leave as it was."""
-    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def _vqa_recipe(bert, data_root):
     from medfm.training.vqa import VQARecipe
 
@@ -77,11 +71,10 @@ def vqa_run(tmp_path_factory):
     """A finished tiny VQA run on 16 training questions (2 epochs of 4 steps): (folder, bert, data roots)."""
     from medfm.training.vqa import run_vqa
     from tests.adapters.test_vqa import WORDS
-    from tests.training.test_training_followups import _vqa_data
 
     tmp = tmp_path_factory.mktemp("vqa")
     bert = save_tiny_bert(tmp / "bert", WORDS)
-    roots = {n: _vqa_data(tmp / f"d{16 * n}", n) for n in (1, 2)}
+    roots = {n: write_vqa_data(tmp / f"d{16 * n}", n) for n in (1, 2)}
     run_vqa(_vqa_recipe(bert, roots[1]), tmp / "run")
     return tmp / "run", bert, roots
 
@@ -95,11 +88,11 @@ def test_a_vqa_state_without_its_log_is_named_corrupt(vqa_run, tmp_path):
     payload = json.loads(state.read_text())
     del payload["counters"]["log"]
     state.write_text(json.dumps(payload))
-    before = _files(tmp_path / "run")
+    before = folder_snapshot(tmp_path / "run")
     with pytest.raises(ValueError, match=r"^cannot resume from .*train_state: training state corrupt \(its "
                                          r"trainer_state\.json counters have no list 'log'\)$"):  # was KeyError: 'log'
         run_vqa(_vqa_recipe(bert, roots[1]), tmp_path / "run", resume=True)
-    assert _files(tmp_path / "run") == before
+    assert folder_snapshot(tmp_path / "run") == before
 
 
 def test_a_refused_vqa_resume_leaves_the_run_folder_as_it_was(vqa_run, tmp_path):
@@ -109,11 +102,11 @@ def test_a_refused_vqa_resume_leaves_the_run_folder_as_it_was(vqa_run, tmp_path)
     run, bert, roots = vqa_run
     shutil.copytree(run, tmp_path / "run")
     (tmp_path / "run" / "init.json").unlink()  # (a run of an older medfm: a resume writes one)
-    before = _files(tmp_path / "run")
+    before = folder_snapshot(tmp_path / "run")
     with pytest.raises(ValueError, match=r"^cannot resume from .*train_state: its state \(epoch 2, step 0, global step "
                                          r"8\) does not fit this run's 2 epochs of 8 steps \(32 samples, batch 4\)"):
         run_vqa(_vqa_recipe(bert, roots[2]), tmp_path / "run", resume=True)
-    assert _files(tmp_path / "run") == before
+    assert folder_snapshot(tmp_path / "run") == before
     run_vqa(_vqa_recipe(bert, roots[1]), tmp_path / "run", resume=True)  # the run's own data: resumed, recorded
     assert json.loads((tmp_path / "run" / "init.json").read_text()) == {"init": None, "identity": None}
 
@@ -140,13 +133,6 @@ def test_trainer_calls_before_write_after_the_resume_check_and_before_its_own_wr
     assert calls[1] == ["checkpoint", "metrics.jsonl", "training_curve.png"]
 
 
-def _medmnist(root, n):
-    (root / "medmnist").mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(root / "medmnist" / "pneumoniamnist.npz",
-                        **fake_medmnist_arrays("pneumoniamnist", counts=(n, 8, 8)))
-    return str(root)
-
-
 def _pretrain(output, root, resume=False):
     from medfm.training.recipes import PretrainRecipe
     from medfm.training.runs import run_pretrain
@@ -158,18 +144,17 @@ def _pretrain(output, root, resume=False):
 
 def _finetune(output, root, resume=False):
     from medfm.training.runs import run_finetune
-    from tests.training.test_runner_audit import _finetune as recipe
 
-    run_finetune(recipe(root), output, resume=resume)
+    run_finetune(finetune_recipe(root), output, resume=resume)
 
 
 @pytest.mark.parametrize("runner", [_pretrain, _finetune], ids=["pretrain", "finetune"])
 def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path, runner):
     """config.yaml got the new data_root (and finetune's init.json was written) before the Trainer refused."""
-    runner(tmp_path / "run", _medmnist(tmp_path / "d16", 16))
+    runner(tmp_path / "run", write_pneumoniamnist(tmp_path / "d16", 16))
     (tmp_path / "run" / "init.json").unlink(missing_ok=True)
-    before = _files(tmp_path / "run")
+    before = folder_snapshot(tmp_path / "run")
     with pytest.raises(ValueError, match=r"^cannot resume from .*checkpoint: its state \(epoch 1, step 0, global step "
                                          r"2\) does not fit this run's 1 epochs of 4 steps \(32 samples, batch 8\)"):
-        runner(tmp_path / "run", _medmnist(tmp_path / "d32", 32), resume=True)
-    assert _files(tmp_path / "run") == before
+        runner(tmp_path / "run", write_pneumoniamnist(tmp_path / "d32", 32), resume=True)
+    assert folder_snapshot(tmp_path / "run") == before

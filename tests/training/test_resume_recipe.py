@@ -14,6 +14,7 @@ import torch
 
 from medfm.config import ConfigError, dump_yaml, from_dict
 from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays
+from tests.training.runs_helpers import folder_snapshot
 
 PRETRAIN = {"data": {"dataset": "pneumoniamnist", "verify_md5": False}, "encoder": {"name": "resnet_test"},
             "objective": {"name": "simclr", "args": {"hidden_dim": 16, "proj_dim": 8}},
@@ -26,10 +27,6 @@ def _merge(base, change):
     for key, value in change.items():
         out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) and value else value
     return out
-
-
-def _snapshot(folder: Path):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _write_data(root: Path) -> Path:
@@ -67,18 +64,18 @@ def pretrained(tmp_path_factory):
 ])
 def test_pretrain_resume_with_other_settings_is_refused_and_writes_nothing(pretrained, change, shown):
     root, run = pretrained
-    before = _snapshot(run)
+    before = folder_snapshot(run)
     with pytest.raises(ConfigError, match=re.escape(shown)) as err:
         _pretrain(root, run, change, resume=True)
     assert "started with other settings" in str(err.value) and "--output" in str(err.value)
-    assert _snapshot(run) == before  # config.yaml (and everything else) byte for byte as it was
+    assert folder_snapshot(run) == before  # config.yaml (and everything else) byte for byte as it was
 
 
 def test_cli_lists_at_most_six_differences_and_exits_2(pretrained, tmp_path, capsys):
     from medfm.cli import main
 
     root, run = pretrained
-    before = _snapshot(run)
+    before = folder_snapshot(run)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(dump_yaml(_merge(PRETRAIN, {"encoder": {"img_size": 32},
                                                   "objective": {"args": {"hidden_dim": 32, "proj_dim": 4}},
@@ -89,7 +86,7 @@ def test_cli_lists_at_most_six_differences_and_exits_2(pretrained, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"medfm: error: cannot resume {run}: the run was started with other settings (")
     assert len(err.splitlines()) == 1 and err.count(" -> ") == 6 and "; and 2 more)" in err
-    assert _snapshot(run) == before
+    assert folder_snapshot(run) == before
 
 
 def test_operational_changes_resume_bit_identically(tmp_path, monkeypatch):
@@ -133,13 +130,13 @@ def test_finetune_resume_with_other_settings_is_refused_and_writes_nothing(tmp_p
     run = tmp_path / "run"
     _finetune(root, run)  # 4 of 16 labels: one batch of 4 (config.yaml records batch_size 4)
     _finetune(root, run, {"train": {"batch_size": 16}}, resume=True)  # resolves to the same batch of 4
-    before = _snapshot(run)
+    before = folder_snapshot(run)
     for change, shown in [({"lora": {"rank": 4}}, "lora.rank: 2 -> 4"), ({"mode": "full"}, "mode: 'lora' -> 'full'"),
                           ({"dropout": 0.2}, "dropout: 0.0 -> 0.2"),
                           ({"data": {"label_fraction": 0.5}}, "data.label_fraction: 0.25 -> 0.5")]:
         with pytest.raises(ConfigError, match=re.escape(shown)):
             _finetune(root, run, change, resume=True)
-        assert _snapshot(run) == before
+        assert folder_snapshot(run) == before
 
 
 # -- segment / text segment / vqa / fuse: refused before their data are read ---------------------
@@ -198,10 +195,10 @@ def test_other_runners_refuse_a_changed_recipe_before_reading_data(tmp_path, run
     (run / state).mkdir(parents=True)
     (run / state / "trainer_state.json").write_text("{}")
     (run / "config.yaml").write_text(dump_yaml(from_dict(recipe_cls, recipe)))  # as the runner wrote it
-    before = _snapshot(run)
+    before = folder_snapshot(run)
     with pytest.raises(ConfigError, match=re.escape(shown)):
         runner(tmp_path, _merge(recipe, _merge(change, {"train": {"lr": 2e-3}})), True)
-    assert _snapshot(run) == before
+    assert folder_snapshot(run) == before
     with pytest.raises(ConfigError, match=re.escape("train.lr: 0.001 -> 0.002")):
         runner(tmp_path, _merge(recipe, {"train": {"lr": 2e-3}}), True)
     with pytest.raises(MedFMDataError):  # operational changes pass the check; the (missing) data is read next

@@ -19,6 +19,7 @@ from medfm.config import ConfigError, dump_yaml, from_dict, load_yaml
 from medfm.training.recipes import FinetuneRecipe, PretrainRecipe
 from medfm.training.resume import check_resume_recipe, record_init
 from tests.conftest import cli_error
+from tests.training.runs_helpers import folder_snapshot
 
 PRETRAIN = {"data": {"dataset": "pneumoniamnist", "verify_md5": False}, "encoder": {"name": "resnet_test"},
             "objective": {"name": "simclr", "args": {"hidden_dim": 16, "proj_dim": 8}},
@@ -43,10 +44,6 @@ def _run_folder(tmp_path, cls, data):
     return run
 
 
-def _snapshot(folder):
-    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture
 def no_data_read(monkeypatch):
     """Fail the test if a runner reads its data set (a MedMNIST split or the corpus)."""
@@ -61,26 +58,26 @@ def no_data_read(monkeypatch):
 def test_pretrain_refuses_an_existing_run_without_reading_data(tmp_path, no_data_read, dataset):
     data = _with(PRETRAIN, "data", dataset=dataset)
     run = _run_folder(tmp_path, PretrainRecipe, data)
-    before = _snapshot(run)
+    before = folder_snapshot(run)
     with pytest.raises(FileExistsError, match=re.escape(f"{run} already holds a checkpoint (checkpoint/); pass --resume")):
         runs.run_pretrain(from_dict(PretrainRecipe, data), run, data_root=str(tmp_path))
-    assert _snapshot(run) == before
+    assert folder_snapshot(run) == before
 
 
 @pytest.mark.parametrize("dataset", ["pneumoniamnist", "corpus"])
 def test_pretrain_refuses_a_resume_with_another_recipe_without_reading_data(tmp_path, no_data_read, dataset):
     data = _with(PRETRAIN, "data", dataset=dataset)
     run = _run_folder(tmp_path, PretrainRecipe, data)
-    before = _snapshot(run)
+    before = folder_snapshot(run)
     with pytest.raises(ConfigError, match=re.escape("other settings (train.epochs: 1 -> 2)")):
         runs.run_pretrain(from_dict(PretrainRecipe, _with(data, "train", epochs=2)), run, data_root=str(tmp_path),
                           resume=True)
-    assert _snapshot(run) == before
+    assert folder_snapshot(run) == before
 
 
 def test_finetune_refuses_an_existing_run_or_another_recipe_without_reading_data(tmp_path, no_data_read):
     run = _run_folder(tmp_path, FinetuneRecipe, FINETUNE)
-    before = _snapshot(run)
+    before = folder_snapshot(run)
     with pytest.raises(FileExistsError, match="already holds a checkpoint"):
         runs.run_finetune(from_dict(FinetuneRecipe, FINETUNE), run, data_root=str(tmp_path))
     for change, shown in [({"train": {**FINETUNE["train"], "lr": 2e-3}}, "train.lr: 0.001 -> 0.002"),
@@ -90,7 +87,7 @@ def test_finetune_refuses_an_existing_run_or_another_recipe_without_reading_data
         with pytest.raises(ConfigError, match=re.escape(shown)):
             runs.run_finetune(from_dict(FinetuneRecipe, {**FINETUNE, **change}), run, data_root=str(tmp_path),
                               resume=True)
-    assert _snapshot(run) == before
+    assert folder_snapshot(run) == before
 
 
 def test_finetune_compares_the_batch_size_once_the_data_have_fitted_it(tmp_path, monkeypatch):

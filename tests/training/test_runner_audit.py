@@ -12,6 +12,7 @@ from torch import nn
 
 from medfm.config import from_dict
 from medfm.training.loop import Trainer
+from tests.training.runs_helpers import finetune_recipe
 from tests.conftest import (TinyPairs, Killed, kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays,
                             save_state_dict, tiny_train_config)
 
@@ -125,27 +126,16 @@ def _medmnist(root: Path, counts=(16, 8, 8)) -> Path:
     return root
 
 
-def _finetune(root, seed=0, epochs=1, **kw):
-    from medfm.training.recipes import FinetuneRecipe
-
-    data = {"dataset": "pneumoniamnist", "verify_md5": False, "data_root": str(root), "val_split": None}
-    data.update(kw.pop("data", {}))
-    return from_dict(FinetuneRecipe, {"data": data, "encoder": {"name": "resnet_test"}, "mode": "lora",
-                                      "lora": {"rank": 2}, **kw,
-                                      "train": {"epochs": epochs, "batch_size": 8, "precision": "fp32", "seed": seed,
-                                                "log_every": 1, **kw.pop("train", {})}})
-
-
 def test_refused_lora_run_leaves_the_existing_adapter_and_config_untouched(tmp_path):
     from medfm.hub import from_pretrained
     from medfm.training.runs import run_finetune
 
     root = _medmnist(tmp_path / "data")
-    out = run_finetune(_finetune(root), tmp_path / "run")
+    out = run_finetune(finetune_recipe(root), tmp_path / "run")
     x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     before, config = from_pretrained(out).eval()(x), (tmp_path / "run" / "config.yaml").read_text()
     with pytest.raises(FileExistsError, match="--resume"):
-        run_finetune(_finetune(root, seed=1, epochs=3), tmp_path / "run")  # LoRA over a different random base
+        run_finetune(finetune_recipe(root, seed=1, epochs=3), tmp_path / "run")  # LoRA over a different random base
     assert torch.equal(from_pretrained(out).eval()(x), before)  # base/ was overwritten before the refusal
     assert (tmp_path / "run" / "config.yaml").read_text() == config
 
@@ -224,7 +214,7 @@ def test_lora_finetune_with_label_fraction_resumes_bit_identically(tmp_path, mon
     from medfm.training.runs import run_finetune
 
     root = _medmnist(tmp_path / "data", counts=(48, 8, 8))
-    recipe = _finetune(root, seed=3, epochs=2, dropout=0.3, data={"label_fraction": 0.5, "val_split": "val"},
+    recipe = finetune_recipe(root, seed=3, epochs=2, dropout=0.3, data={"label_fraction": 0.5, "val_split": "val"},
                        train={"checkpoint_every": 2, "deterministic": True})
     full = run_finetune(recipe, tmp_path / "full")
     restore = kill_after_first_mid_epoch_checkpoint(monkeypatch)

@@ -19,11 +19,10 @@ import pytest
 import yaml
 
 from medfm.config import from_dict
-from tests.training.test_resume_order_followups import _files
-from tests.training.test_training_followups import _vqa_data
+from tests.training.runs_helpers import (SEG_EVAL, folder_snapshot, fusion_recipe, hippocampus_writer,
+                                         lgg_slices_writer, write_vqa_data)
 
 TRAIN = {"epochs": 1, "batch_size": 2, "precision": "fp32", "seed": 5, "log_every": 1}
-SEG_EVAL = {"overlays": 0, "distances": False}
 SEG_DEC = {"decoder_channels": [8, 8, 8, 8], "stem_channels": 8}
 
 
@@ -60,23 +59,6 @@ def _fuse(task):
     return run
 
 
-def _hippocampus(n):
-    from tests.data.test_segmentation_data import write_hippocampus
-
-    return lambda root: write_hippocampus(root, n=n)
-
-
-def _lgg_slices(slices):
-    from tests.conftest import save_tiny_bert
-    from tests.data.test_segmentation_data import write_lgg
-
-    def write(root):
-        write_lgg(root, slices=slices)
-        if not (root.parent / "bert").exists():
-            save_tiny_bert(root.parent / "bert", "a brain mri image of abnormality".split())
-    return write
-
-
 def _fake_lgg(slices):
     from tests.data.test_lgg_fusion import write_fake_lgg
 
@@ -85,8 +67,8 @@ def _fake_lgg(slices):
 
 # name: (runner, the data of the run, the same data with more training items, whether it records init.json)
 RUNNERS = {
-    "segment": (_segment, _hippocampus(10), _hippocampus(16), True),  # 8 / 13 training volumes
-    "text_segment": (_text_segment, _lgg_slices((1, 2, 10)), _lgg_slices((1, 2, 3, 4, 10)), True),
+    "segment": (_segment, hippocampus_writer(10), hippocampus_writer(16), True),  # 8 / 13 training volumes
+    "text_segment": (_text_segment, lgg_slices_writer((1, 2, 10)), lgg_slices_writer((1, 2, 3, 4, 10)), True),
     "fuse_classification": (_fuse("classification"), _fake_lgg(4), _fake_lgg(8), False),
     "fuse_segmentation": (_fuse("segmentation"), _fake_lgg(4), _fake_lgg(8), False),
 }
@@ -104,11 +86,11 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path, name):
     for final in out.glob("models/*/model"):  # fuse: killed after the model's last checkpoint
         shutil.rmtree(final)
     (out / "init.json").unlink(missing_ok=True)  # (a run of an older medfm: a resume writes one)
-    before = _files(out)
+    before = folder_snapshot(out)
     with pytest.raises(ValueError, match=r"^cannot resume from .*checkpoint: its state \(epoch 1, step 0, global step "
                                          r"\d+\) does not fit this run's 1 epochs of \d+ steps"):
         run(out, tmp_path / "more", True, {**TRAIN, "log_every": 2})
-    assert _files(out) == before
+    assert folder_snapshot(out) == before
     run(out, tmp_path / "d", True, {**TRAIN, "log_every": 2})  # the run's own data: resumed, recorded
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["log_every"] == 2
     assert (out / "init.json").is_file() == records_init
@@ -117,13 +99,12 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path, name):
 def test_fuse_sets_the_thread_count_after_its_training_set_checks(tmp_path, thread_calls):
     from medfm.config import ConfigError
     from medfm.training.fusion import run_fusion
-    from tests.training.test_fusion_early_checks import _recipe
 
     _fake_lgg(4)(tmp_path / "d")  # 8 training slices, 4 of them with 'pre'
     with pytest.raises(ValueError, match=r"^the training set has 8 samples, fewer than one batch of 64"):
         _fuse("classification")(tmp_path / "run", tmp_path / "d", False, {**TRAIN, "batch_size": 64, "num_threads": 3})
     with pytest.raises(ConfigError, match=r"models\.single_pre: the training set has 4 samples, fewer than one batch"):
-        run_fusion(_recipe("classification", 5), tmp_path / "run", str(tmp_path / "d"))  # (train.num_threads: 1)
+        run_fusion(fusion_recipe("classification", 5), tmp_path / "run", str(tmp_path / "d"))  # (train.num_threads: 1)
     assert thread_calls == [] and not (tmp_path / "run").exists()  # was [3, 1]
 
 
@@ -140,5 +121,5 @@ def test_a_vqa_training_set_smaller_than_a_batch_is_refused_before_anything_is_w
                                    "train": {"epochs": 1, "batch_size": 32, "precision": "fp32", "num_threads": 3}})
     with pytest.raises(ValueError, match=r"^the training set has 16 samples, fewer than one batch of 32 "
                                          r"\(train\.batch_size\)$"):
-        run_vqa(recipe, tmp_path / "run", data_root=_vqa_data(tmp_path / "d16", 1))
+        run_vqa(recipe, tmp_path / "run", data_root=write_vqa_data(tmp_path / "d16", 1))
     assert thread_calls == [] and not (tmp_path / "run").exists()

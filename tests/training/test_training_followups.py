@@ -24,6 +24,7 @@ from medfm.training.loop import Trainer
 from medfm.training.vqa import VQARecipe, run_vqa
 from tests.conftest import REPO_ROOT, TinyPairs, cli_error, save_state_dict, save_tiny_bert, tiny_train_config
 from tests.test_cli_errors import errors_without_torch
+from tests.training.runs_helpers import write_vqa_data
 
 
 # -- vqa: the thread count after the checks, the main loop's resume-counter check ---------------------------------
@@ -41,17 +42,6 @@ def test_a_trainer_refusing_a_set_smaller_than_a_batch_leaves_the_thread_count_a
     assert thread_calls == []
 
 
-def _vqa_data(root, copies):
-    """The tiny VQA-RAD of tests/adapters/test_vqa.py with its 16 training questions ``copies`` times."""
-    from tests.adapters.test_vqa import write_tiny_vqa_rad
-
-    write_tiny_vqa_rad(root)
-    train = root / "vqa_rad" / "trainset.json"
-    records = json.loads(train.read_text())
-    train.write_text(json.dumps([dict(r, qid=r["qid"] + 1000 * i) for i in range(copies) for r in records]))
-    return str(root)
-
-
 def _vqa_recipe(tmp_path, **train):
     """A tiny VQA recipe (a tiny BERT saved under ``tmp_path``): 2 epochs of batch 4; ``train`` adds settings."""
     from tests.adapters.test_vqa import WORDS
@@ -67,7 +57,7 @@ def test_a_vqa_resume_whose_counters_do_not_fit_its_training_set_is_refused(tmp_
     from medfm.adapters.vqa import VQAModel
 
     recipe = _vqa_recipe(tmp_path)
-    run_vqa(recipe, tmp_path / "run", data_root=_vqa_data(tmp_path / "d16", 1))  # 2 epochs of 4 steps
+    run_vqa(recipe, tmp_path / "run", data_root=write_vqa_data(tmp_path / "d16", 1))  # 2 epochs of 4 steps
     state = tmp_path / "run" / "train_state"
     assert json.loads((state / "trainer_state.json").read_text())["counters"]["step"] == 8
     steps = []
@@ -75,7 +65,7 @@ def test_a_vqa_resume_whose_counters_do_not_fit_its_training_set_is_refused(tmp_
     monkeypatch.setattr(VQAModel, "loss", lambda *a, **k: steps.append(1) or real(*a, **k))
     with pytest.raises(ValueError, match=r"^cannot resume from .*train_state: its state \(epoch 2, step 0, global step "
                                          r"8\) does not fit this run's 2 epochs of 8 steps \(32 samples, batch 4\)"):
-        run_vqa(recipe, tmp_path / "run", data_root=_vqa_data(tmp_path / "d32", 2), resume=True)
+        run_vqa(recipe, tmp_path / "run", data_root=write_vqa_data(tmp_path / "d32", 2), resume=True)
     assert steps == []
 
 
@@ -84,12 +74,12 @@ def test_a_refused_vqa_resume_leaves_the_thread_count_alone(tmp_path, thread_cal
     """``medfm vqa`` set ``train.num_threads`` before it read its resumed state: a resume refused by the counter check
     (another --data-root) changed the process's thread count."""
     recipe = _vqa_recipe(tmp_path, num_threads=3)
-    run_vqa(recipe, tmp_path / "run", data_root=_vqa_data(tmp_path / "d16", 1))
+    run_vqa(recipe, tmp_path / "run", data_root=write_vqa_data(tmp_path / "d16", 1))
     assert thread_calls == [3]  # once, when the run trained
     thread_calls.clear()
     with pytest.raises(ValueError, match=r"^cannot resume from .*train_state: its state \(epoch 2, step 0, global step "
                                          r"8\) does not fit this run's 2 epochs of 8 steps"):
-        run_vqa(recipe, tmp_path / "run", data_root=_vqa_data(tmp_path / "d32", 2), resume=True)
+        run_vqa(recipe, tmp_path / "run", data_root=write_vqa_data(tmp_path / "d32", 2), resume=True)
     assert thread_calls == []
 
 
