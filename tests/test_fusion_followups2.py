@@ -83,13 +83,6 @@ def test_the_samplers_name_their_own_draw():
 
 
 # -- 4: the training set's presence is read once per run ------------------------------------------------------
-MODELS = {
-    "classification": {"late": {"fuser": "late_fusion_zero_fill"},
-                       "single_pre": {"fuser": "late_fusion_zero_fill", "args": {"modalities": ["pre"]}}},
-    "segmentation": {"unet": {"fuser": "fused_unet"}, "single_pre": {"fuser": "fused_unet", "args": {"modalities": ["pre"]}}},
-}
-
-
 @pytest.fixture(scope="module")
 def lgg(tmp_path_factory):
     from tests.data.test_lgg_fusion import write_fake_lgg
@@ -99,10 +92,10 @@ def lgg(tmp_path_factory):
 
 @pytest.mark.parametrize("task", ["classification", "segmentation"])
 def test_fuse_reads_the_whole_training_set_once(lgg, tmp_path, monkeypatch, task):
-    from medfm.config import from_dict
     from medfm.data.lgg_fusion import LGGFusionSet
     from medfm.training import loop
-    from medfm.training.fusion import FusionRecipe, run_fusion
+    from medfm.training.fusion import run_fusion
+    from tests.training.runs_helpers import fusion_recipe
 
     whole = []
     get_batch = LGGFusionSet.get_batch
@@ -115,18 +108,15 @@ def test_fuse_reads_the_whole_training_set_once(lgg, tmp_path, monkeypatch, task
     monkeypatch.setattr(LGGFusionSet, "get_batch", counting)
     monkeypatch.setattr(loop.Trainer, "fit",  # the reads, not the training (config.yaml: the fit's before_write)
                         lambda self, resume=False, before_write=None: before_write and before_write())
-    recipe = {"task": task, "data": {"img_size": 16}, "dim": 16, "models": MODELS[task], "protocol": {"n_boot": 2},
-              "train": {"epochs": 1, "batch_size": 2, "warmup_epochs": 0, "num_threads": 1}}
-    if task == "segmentation":
-        recipe["modalities"] = ["pre", "flair", "post"]
-    run_fusion(from_dict(FusionRecipe, recipe), tmp_path / "out", str(lgg))
+    run_fusion(fusion_recipe(task, batch_size=2), tmp_path / "out", str(lgg))
     # the test set only: the training set's presence is read from its masks (LGGFusionSet.presence), not from a
     # batch of its images (was [8, 4]: read once so; earlier 5 times (classification) or twice (segmentation))
     assert whole == [4]
 
 
 # -- 5: markdown_table checks its rows ------------------------------------------------------------------------
-@pytest.mark.parametrize("rows, got", [("ab", "str"), ({"a": 1}, "dict"), (None, "NoneType"), ([{"a": 1}, 1], "int at index 1")])
+@pytest.mark.parametrize("rows, got", [("ab", "str"), ({"a": 1}, "dict"), (None, "NoneType"),
+                                       ([{"a": 1}, 1], "int at index 1")])
 def test_markdown_table_refuses_rows_that_are_not_a_list_of_mappings(rows, got):
     with pytest.raises(TypeError, match=rf"^rows must be a list of row mappings \({{column key: value}}\), got {got}$"):
         markdown_table(rows, ["a"])  # was: string indices must be integers / 'NoneType' object is not iterable
