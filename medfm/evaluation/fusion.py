@@ -225,6 +225,13 @@ def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequen
     check_patient_ids(groups, len(t), "the patient bootstrap")
     if np.isnan(auc):  # one class: so is every resample
         return float("nan"), float("nan")
+    return _bootstrap_interval(t, s, groups, n_boot, seed, alpha)
+
+
+def _bootstrap_interval(t: np.ndarray, s: np.ndarray, groups: Sequence[str], n_boot: int, seed: int,
+                        alpha: float) -> Tuple[float, float]:
+    """The resampling of :func:`patient_bootstrap_auc` on inputs it (or :func:`score_row`) has checked:
+    ``t`` (N,) float64 0/1 targets of both classes, ``s`` (N,) float64 scores, N patient ids."""
     groups = np.asarray(groups)
     uniq = np.unique(groups)
     members = [np.flatnonzero(groups == g) for g in uniq]
@@ -268,10 +275,11 @@ def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_
         return {"auc": float("nan"), "acc": float("nan"), "auc_ci95": [float("nan")] * 2, "n": 0, "n_patients": 0}
     y, s, rows = prepare_scores(labels, probs, "binary-class", full=True)
     check_patient_ids(patients, n, "score_row")
-    t, keys = one_vs_rest(y, s, "binary-class", rows)
-    auc = binary_auc(t[:, 0], keys[:, 0])
+    t, keys = (a[:, 0] for a in one_vs_rest(y, s, "binary-class", rows))  # checked once, by prepare_scores
+    auc = float(weighted_auc(t, keys, np.ones((1, n)))[0])
     acc = float(np.mean(thresholded_predictions(s, "binary-class", 0.5) == y))
-    lo, hi = patient_bootstrap_auc(t[:, 0], keys[:, 0], patients, n_boot, seed) if n_boot else (float("nan"),) * 2
+    lo, hi = (_bootstrap_interval(t, keys, patients, n_boot, seed, 0.05) if n_boot and not np.isnan(auc)
+              else (float("nan"),) * 2)
     return {"auc": auc, "acc": acc, "auc_ci95": [lo, hi], "n": int(n), "n_patients": int(len(set(patients)))}
 
 
