@@ -183,6 +183,27 @@ def write_class_folders(root: Path, classes, n: int, rng: np.random.Generator, s
     return root
 
 
+def write_grey_image(path: Path, value: int = 0, fmt: str | None = None) -> Path:
+    """An 8 x 8 grey image of one ``value`` at ``path`` (its folder made), in ``fmt`` (default: from the suffix)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8), value, np.uint8)).save(path, format=fmt)
+    return path
+
+
+def load_image_folder(root: Path):
+    """``(ImageFolderDataset(root), [messages of the UserWarnings it gave])``."""
+    import warnings
+
+    from medfm.data.imagefolder import ImageFolderDataset
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = ImageFolderDataset(root)
+    return ds, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
 #: the advice :func:`medfm.pipelines.inputs.refuse_masked` gives for a numpy masked array (every site says it)
 MASKED_HINT = ("a numpy masked array: its masked entries would be used with the values stored under the mask; pass "
                "array.filled(value), with the value they should take (e.g. 0), or array.data for the stored values")

@@ -63,11 +63,9 @@ def test_a_finetune_dataset_option_replaces_the_recipe_corpus(tmp_path, monkeypa
     assert ran == ["breastmnist"]
 
 
-def test_a_malformed_probe_c_is_named_malformed_first(tmp_path):
+def test_a_malformed_probe_c_is_named_malformed_first(tmp_path, ckpt):
     """Whatever the protocol (knn, the as-is suite's, linear) and with ``--data``: the value's mistake first."""
-    suites, ckpt, out = REPO_ROOT / "eval_suites", tmp_path / "ckpt", str(tmp_path / "e")
-    ckpt.mkdir()
-    (ckpt / "config.json").write_text("{}")  # only the marker is looked at
+    suites, out = REPO_ROOT / "eval_suites", str(tmp_path / "e")
     suite = ["eval", "--suite", str(suites / "medmnist_2d.yaml"), str(ckpt), "--output", out]
     cases = [(suite + ["--protocol", "knn", "--probe-c", "abc"], "'abc'"),
              (suite + ["--probe-c", "abc"], "'abc'"),  # an as-is suite
@@ -79,11 +77,8 @@ def test_a_malformed_probe_c_is_named_malformed_first(tmp_path):
     assert not (tmp_path / "e").exists()
 
 
-def test_zeroshot_without_data_and_one_checkpoint_is_refused_without_loading_torch(tmp_path):
+def test_zeroshot_without_data_and_one_checkpoint_is_refused_without_loading_torch(tmp_path, ckpt):
     """With ``--suite`` (any number of checkpoints), and with ``--data`` but none or two checkpoints."""
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    (ckpt / "config.json").write_text("{}")
     suite, out = str(REPO_ROOT / "eval_suites" / "medmnist_2d.yaml"), str(tmp_path / "e")
     cases = [["eval", "--suite", suite, "--protocol", "zeroshot", str(ckpt), "--output", out],
              ["eval", "--suite", suite, "--protocol", "zeroshot", "--output", out],
@@ -93,12 +88,9 @@ def test_zeroshot_without_data_and_one_checkpoint_is_refused_without_loading_tor
     assert not (tmp_path / "e").exists()
 
 
-def test_zeroshot_on_data_with_one_checkpoint_passes_the_early_check(tmp_path, monkeypatch):
+def test_zeroshot_on_data_with_one_checkpoint_passes_the_early_check(ckpt, monkeypatch):
     import medfm.cli as cli
 
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    (ckpt / "config.json").write_text("{}")
     ran = []
     monkeypatch.setattr(cli, "_run", lambda args: ran.append((args.protocol, args.checkpoint)) or 0)
     assert cli.main(["eval", str(ckpt), "--data", "pneumoniamnist", "--protocol", "zeroshot"]) == 0

@@ -12,12 +12,9 @@ Was:
 """
 import os
 import re
-import warnings
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from medfm.data.errors import DataFileMissingError, DataShapeError
 from medfm.data.imagefolder import (IMAGE_EXTENSIONS, EmptyClassFolderError, ImageFolderDataset, folder_classes,
@@ -26,18 +23,7 @@ from medfm.evaluation.evaluate import earlier_data_report, earlier_report
 from medfm.evaluation.report import check_output_dir, make_output_dir
 from medfm.evaluation.suite_data import DatasetSkipped, prepare_dataset
 from medfm.evaluation.suite_spec import DatasetSpec
-
-
-def _png(path, value=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((8, 8), value, np.uint8)).save(path)
-
-
-def _load(root):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = ImageFolderDataset(root)
-    return ds, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+from tests.conftest import load_image_folder, write_grey_image
 
 
 def _empty_message(root, names, held=""):
@@ -50,11 +36,11 @@ def _empty_message(root, names, held=""):
 
 def test_hidden_folders_are_not_classes_for_the_dataset_or_folder_classes(tmp_path):
     root = tmp_path / "f"
-    _png(root / "a" / "0.png", 10)
-    _png(root / "c" / "0.png", 20)
-    _png(root / ".ipynb_checkpoints" / "0.png", 30)  # was a class of both, index 0
+    write_grey_image(root / "a" / "0.png", 10)
+    write_grey_image(root / "c" / "0.png", 20)
+    write_grey_image(root / ".ipynb_checkpoints" / "0.png", 30)  # was a class of both, index 0
     (root / ".git").mkdir()  # was a class of folder_classes only
-    ds, caught = _load(root)
+    ds, caught = load_image_folder(root)
     assert ds.label_names == ["a", "c"] == folder_classes(root) and caught == []
     assert ds.files == ["a/0.png", "c/0.png"] and ds.labels[:, 0].tolist() == [0, 1]
 
@@ -63,8 +49,8 @@ def test_hidden_folders_are_not_classes_for_the_dataset_or_folder_classes(tmp_pa
 def test_a_class_folder_without_an_image_is_refused_by_name(tmp_path, reader):
     """was: folder_classes gave ['a', 'b', 'c'], the dataset ['a', 'c'] (c's index 2 in one, 1 in the other)."""
     root = tmp_path / "f"
-    _png(root / "a" / "0.png")
-    _png(root / "c" / "0.png")
+    write_grey_image(root / "a" / "0.png")
+    write_grey_image(root / "c" / "0.png")
     (root / "b").mkdir()
     (root / "b" / "notes.txt").write_text("x")
     (root / "b" / ".DS_Store").write_bytes(b"\0")
@@ -84,10 +70,10 @@ def test_a_class_folder_without_an_image_is_refused_by_name(tmp_path, reader):
 def test_a_folder_named_like_an_image_is_not_an_image(tmp_path):
     """was: ``DataFileMissingError: image not found at .../a/x.png`` (the folder taken for an image)."""
     root = tmp_path / "f"
-    _png(root / "a" / "0.png", 10)
-    _png(root / "a" / "x.png" / "inner.png", 20)
-    _png(root / "b" / "0.png", 30)
-    ds, caught = _load(root)
+    write_grey_image(root / "a" / "0.png", 10)
+    write_grey_image(root / "a" / "x.png" / "inner.png", 20)
+    write_grey_image(root / "b" / "0.png", 30)
+    ds, caught = load_image_folder(root)
     assert ds.files == ["a/0.png", "b/0.png"] and ds.label_names == ["a", "b"] == folder_classes(root)
     assert len(caught) == 1 and re.search(r": skipped 1 entry of its class folders \(e\.g\. a/x\.png/\): ", caught[0])
     (root / "c" / "y.JPG").mkdir(parents=True)  # its only "image" is a folder: c holds none
@@ -101,10 +87,10 @@ def test_a_folder_named_like_an_image_is_not_an_image(tmp_path):
 def test_folder_classes_is_the_datasets_label_names(tmp_path):
     """Skipped entries and a labels.csv (as before), and a folder holding no image: folder_classes gave []."""
     root = tmp_path / "f"
-    _png(root / "b" / "0.png")
-    _png(root / "a" / "0.png")
+    write_grey_image(root / "b" / "0.png")
+    write_grey_image(root / "a" / "0.png")
     (root / "b" / "skip.gif").write_bytes(b"GIF89a")
-    ds, _ = _load(root)
+    ds, _ = load_image_folder(root)
     assert ds.label_names == folder_classes(root) == ["a", "b"]
     (root / "labels.csv").write_text("file,label\na/0.png,z\nb/0.png,y\n")
     assert ImageFolderDataset(root).label_names == folder_classes(root) == ["y", "z"]
@@ -121,7 +107,7 @@ def test_the_folder_scan_stats_no_image_file_and_follows_links(tmp_path, monkeyp
     about 5x the scan's time); links are followed as ``os.walk`` follows them (torchvision's listing)."""
     root = tmp_path / "f"
     for i in range(3):
-        _png(root / "a" / f"{i}.png")
+        write_grey_image(root / "a" / f"{i}.png")
     (root / "a" / "dir.png").symlink_to(root / "a" / "sub", target_is_directory=True)
     (root / "a" / "sub").mkdir()
     (root / "a" / "dead.png").symlink_to(root / "a" / "gone.png")  # a link leading nowhere is a file, as in os.walk
@@ -136,7 +122,7 @@ def test_the_folder_scan_stats_no_image_file_and_follows_links(tmp_path, monkeyp
 def test_a_suite_skips_a_folder_with_an_empty_class_as_there_but_unreadable(tmp_path):
     """The folder is on disk: not counted as missing data (the suite's "no data found" error)."""
     root = tmp_path / "f"
-    _png(root / "a" / "0.png")
+    write_grey_image(root / "a" / "0.png")
     (root / "b").mkdir()
     suite = SimpleNamespace(protocol=SimpleNamespace(name="linear"))  # only its protocol's name is read first
     with pytest.raises(DatasetSkipped) as err:

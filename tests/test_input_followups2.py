@@ -16,24 +16,22 @@
 from __future__ import annotations
 
 import re
-import warnings
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import medfm
 from medfm.adapters.segmentation import SegmentationModel
-from medfm.data.imagefolder import IMAGE_EXTENSIONS, ImageFolderDataset
+from medfm.data.imagefolder import IMAGE_EXTENSIONS
 from medfm.evaluation.report import make_output_dir
 from medfm.io import atomic_dir, atomic_write_text, in_the_way_error
 from medfm.pipelines.classification import PipelineInputError, volume_to_tensor
 from medfm.pipelines.seg_inputs import read_brain_mask, read_channels, read_input
 from medfm.pipelines.segmentation import SegmentationInputError, predict_labels, predict_probs, save_nifti
 from medfm.text.cache import EmbeddingCache
-from tests.conftest import MASKED_HINT
+from tests.conftest import MASKED_HINT, load_image_folder, write_grey_image
 
 
 def _masked(shape, value=0.5, dtype=np.float32):
@@ -97,17 +95,6 @@ def test_the_segmentation_readers_refuse_a_masked_array():
 
 
 # -- image folders -------------------------------------------------------------------------------------------
-def _grey(path, value, fmt=None):
-    Image.fromarray(np.full((8, 8), value, np.uint8)).save(path, format=fmt)
-
-
-def _scan(root):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = ImageFolderDataset(root)
-    return ds, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-
-
 def test_image_folder_reads_torchvisions_extensions():
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -118,27 +105,27 @@ def test_an_image_folder_reads_webp_and_names_what_it_skips(tmp_path):
     root = tmp_path / "f"
     for c, value in (("a", 10), ("b", 200)):
         (root / c).mkdir(parents=True)
-        _grey(root / c / "0.png", value)
-    _grey(root / "a" / "1.webp", 30, "WEBP")  # was skipped without a word
-    _grey(root / "a" / "2.PGM", 40, "PPM")
+        write_grey_image(root / c / "0.png", value)
+    write_grey_image(root / "a" / "1.webp", 30, "WEBP")  # was skipped without a word
+    write_grey_image(root / "a" / "2.PGM", 40, "PPM")
     (root / "a" / ".DS_Store").write_bytes(b"\0")  # hidden: skipped silently, as before
-    ds, caught = _scan(root)
+    ds, caught = load_image_folder(root)
     assert ds.files == ["a/0.png", "a/1.webp", "a/2.PGM", "b/0.png"] and caught == []
     assert ds.images[1].tolist() == np.full((8, 8), 30).tolist()  # lossless WebP of one value
-    _grey(root / "b" / "1.gif", 50, "GIF")  # was skipped without a word (not torchvision's either)
+    write_grey_image(root / "b" / "1.gif", 50, "GIF")  # was skipped without a word (not torchvision's either)
     (root / "b" / "notes.txt").write_text("x")
     (root / "b" / "more").mkdir()  # torchvision would search it
-    ds, caught = _scan(root)
+    ds, caught = load_image_folder(root)
     assert ds.files == ["a/0.png", "a/1.webp", "a/2.PGM", "b/0.png"]
     assert caught == [f"image folder {root}: skipped 3 entries of its class folders (e.g. b/1.gif): it reads the "
                       f"{', '.join(IMAGE_EXTENSIONS)} files directly in each class folder (torchvision ImageFolder's "
                       "extensions), not sub-folders; list other images in a labels.csv to read them"]
     (root / "b" / "notes.txt").unlink()
     (root / "b" / "1.gif").unlink()
-    assert re.search(r": skipped 1 entry of its class folders \(e\.g\. b/more/\): ", _scan(root)[1][0])
+    assert re.search(r": skipped 1 entry of its class folders \(e\.g\. b/more/\): ", load_image_folder(root)[1][0])
     (root / "labels.csv").write_text("file,label\nb/0.png,b\na/1.webp,a\n")
-    _grey(root / "b" / "1.gif", 50, "GIF")
-    assert _scan(root)[1] == []  # a labels.csv lists the samples: nothing is skipped
+    write_grey_image(root / "b" / "1.gif", 50, "GIF")
+    assert load_image_folder(root)[1] == []  # a labels.csv lists the samples: nothing is skipped
 
 
 # -- a file in the way of a folder: one wording ------------------------------------------------------------------

@@ -76,6 +76,49 @@ def fusion_recipe(task: str, batch_size: int):
     return from_dict(FusionRecipe, recipe)
 
 
+def vqa_recipe(folder: Path, data_root=None, **train):
+    """A tiny ``medfm vqa`` recipe of resnet_test (a 16-d head of one layer, 5 bootstrap resamples) whose text encoder
+    is a tiny BERT knowing the words of tests/adapters/test_vqa.py, saved at ``<folder>/bert`` on first use: 2 epochs
+    of batch 4 in fp32; ``train`` adds to or replaces those settings; ``data_root`` (None: none) is its
+    ``data.data_root``."""
+    from medfm.training.vqa import VQARecipe
+    from tests.adapters.test_vqa import WORDS
+
+    bert = Path(folder) / "bert"
+    if not bert.exists():
+        save_tiny_bert(bert, WORDS)
+    recipe = {"encoder": {"name": "resnet_test"}, "n_boot": 5, "head": {"dim": 16, "heads": 2, "layers": 1},
+              "text_encoder": {"name": "hf", "model_name_or_path": str(bert), "max_length": 16},
+              "train": {"epochs": 2, "batch_size": 4, "precision": "fp32", **train}}
+    if data_root is not None:
+        recipe["data"] = {"data_root": data_root}
+    return from_dict(VQARecipe, recipe)
+
+
+def segment_recipe(train: Dict, **kw):
+    """A ``medfm segment`` recipe of resnet3d_test on 8-voxel MSD hippocampus patches (one repeat, one test volume,
+    :data:`SEG_EVAL`) with the ``train`` section; other recipe keys in ``kw`` (``mode``, ``lora``)."""
+    from medfm.training.segmentation import SegmentationRecipe
+
+    recipe = {"data": {"dataset": "msd_hippocampus", "patch": [8, 8, 8], "repeats": 1, "max_test": 1},
+              "encoder": {"name": "resnet3d_test"}, "decoder": {"stem_channels": 8}, "train": train, "eval": SEG_EVAL}
+    return from_dict(SegmentationRecipe, {**recipe, **kw})
+
+
+def text_segment_recipe(root: Path, train: Dict, **kw):
+    """A text-conditioned ``medfm segment`` recipe of resnet_test on 32-px LGG FLAIR patches (the "lesion" task, one
+    test case, :data:`SEG_EVAL`) whose text encoder is the tiny BERT :func:`lgg_slices_writer` saves next to the data
+    root ``root``, with the ``train`` section; other recipe keys in ``kw`` (``mode``, ``lora``)."""
+    from medfm.training.text_segmentation import TextSegRecipe
+
+    recipe = {"tasks": [{"name": "lesion", "modality": "brain MRI", "target": "abnormality",
+                         "data": {"dataset": "lgg_flair", "patch": [32, 32], "max_test": 1}}],
+              "text_encoder": {"name": "hf", "model_name_or_path": str(Path(root).parent / "bert"), "max_length": 16},
+              "encoder": {"name": "resnet_test"}, "decoder": {"stem_channels": 8},
+              "head": {"embed_dim": 16, "controller_hidden": 16}, "train": train, "eval": SEG_EVAL}
+    return from_dict(TextSegRecipe, {**recipe, **kw})
+
+
 def hippocampus_writer(n: int) -> Callable[[Path], None]:
     """A writer of a data root holding a generated MSD hippocampus of ``n`` volumes."""
     from tests.data.test_segmentation_data import write_hippocampus

@@ -17,10 +17,9 @@ import pytest
 import torch
 
 import medfm.hub
-from medfm.config import from_dict
 from medfm.training.loop import Trainer
-from tests.training.runs_helpers import (SEG_EVAL, finetune_recipe, folder_snapshot, hippocampus_writer,
-                                         lgg_slices_writer, write_pneumoniamnist)
+from tests.training.runs_helpers import (finetune_recipe, folder_snapshot, hippocampus_writer, lgg_slices_writer,
+                                         segment_recipe, text_segment_recipe, write_pneumoniamnist)
 
 TRAIN = {"epochs": 1, "batch_size": 2, "precision": "fp32", "seed": 5, "log_every": 1}
 LORA = {"rank": 2, "train_norm": False}  # frozen BatchNorms: their statistics move in the model's own tensors
@@ -33,25 +32,17 @@ def _finetune(output, root, resume=False):
 
 
 def _segment(output, root, resume=False):
-    from medfm.training.segmentation import SegmentationRecipe, run_segmentation
+    from medfm.training.segmentation import run_segmentation
 
-    recipe = {"data": {"dataset": "msd_hippocampus", "patch": [8, 8, 8], "repeats": 1, "max_test": 1},
-              "encoder": {"name": "resnet3d_test"}, "decoder": {"stem_channels": 8}, "mode": "lora", "lora": LORA,
-              "train": TRAIN, "eval": SEG_EVAL}
-    return run_segmentation(from_dict(SegmentationRecipe, recipe), output, data_root=str(root),
-                            resume=resume)["checkpoint"]
+    recipe = segment_recipe(TRAIN, mode="lora", lora=LORA)
+    return run_segmentation(recipe, output, data_root=str(root), resume=resume)["checkpoint"]
 
 
 def _text_segment(output, root, resume=False):
-    from medfm.training.text_segmentation import TextSegRecipe, run_text_segmentation
+    from medfm.training.text_segmentation import run_text_segmentation
 
-    recipe = {"tasks": [{"name": "lesion", "modality": "brain MRI", "target": "abnormality",
-                         "data": {"dataset": "lgg_flair", "patch": [32, 32], "max_test": 1}}],
-              "text_encoder": {"name": "hf", "model_name_or_path": str(root.parent / "bert"), "max_length": 16},
-              "encoder": {"name": "resnet_test"}, "decoder": {"stem_channels": 8}, "mode": "lora", "lora": LORA,
-              "head": {"embed_dim": 16, "controller_hidden": 16}, "train": TRAIN, "eval": SEG_EVAL}
-    return run_text_segmentation(from_dict(TextSegRecipe, recipe), output, data_root=str(root),
-                                 resume=resume)["checkpoint"]
+    recipe = text_segment_recipe(root, TRAIN, mode="lora", lora=LORA)
+    return run_text_segmentation(recipe, output, data_root=str(root), resume=resume)["checkpoint"]
 
 
 def _pneumonia(n):

@@ -25,8 +25,9 @@ from medfm.data.medmnist import label_fraction_indices
 from medfm.evaluation.finetune_protocol import auto_epochs
 from medfm.evaluation.protocols import subset_indices
 from medfm.training.loop import Trainer
-from tests.conftest import TinyPairs, save_state_dict, save_tiny_bert, tiny_train_config
-from tests.training.runs_helpers import finetune_recipe, folder_snapshot, write_pneumoniamnist, write_vqa_data
+from tests.conftest import TinyPairs, save_state_dict, tiny_train_config
+from tests.training.runs_helpers import (finetune_recipe, folder_snapshot, vqa_recipe, write_pneumoniamnist,
+                                         write_vqa_data)
 
 
 # -- one label-fraction rule, one wording -------------------------------------------------------------------------
@@ -57,32 +58,22 @@ def test_the_rule_lives_in_arg_checks_and_suite_protocols_re_exports_it():
 
 
 # -- vqa: a state without its log; a refused resume writes nothing -------------------------------------------------
-def _vqa_recipe(bert, data_root):
-    from medfm.training.vqa import VQARecipe
-
-    spec = {"name": "hf", "model_name_or_path": str(bert), "max_length": 16}
-    return from_dict(VQARecipe, {"encoder": {"name": "resnet_test"}, "text_encoder": spec, "n_boot": 5,
-                                 "head": {"dim": 16, "heads": 2, "layers": 1}, "data": {"data_root": data_root},
-                                 "train": {"epochs": 2, "batch_size": 4, "precision": "fp32"}})
-
-
 @pytest.fixture(scope="module")
 def vqa_run(tmp_path_factory):
-    """A finished tiny VQA run on 16 training questions (2 epochs of 4 steps): (folder, bert, data roots)."""
+    """A finished tiny VQA run on 16 training questions (2 epochs of 4 steps): (folder, the folder of its tiny BERT,
+    data roots)."""
     from medfm.training.vqa import run_vqa
-    from tests.adapters.test_vqa import WORDS
 
     tmp = tmp_path_factory.mktemp("vqa")
-    bert = save_tiny_bert(tmp / "bert", WORDS)
     roots = {n: write_vqa_data(tmp / f"d{16 * n}", n) for n in (1, 2)}
-    run_vqa(_vqa_recipe(bert, roots[1]), tmp / "run")
-    return tmp / "run", bert, roots
+    run_vqa(vqa_recipe(tmp, roots[1]), tmp / "run")
+    return tmp / "run", tmp, roots
 
 
 def test_a_vqa_state_without_its_log_is_named_corrupt(vqa_run, tmp_path):
     from medfm.training.vqa import run_vqa
 
-    run, bert, roots = vqa_run
+    run, folder, roots = vqa_run
     shutil.copytree(run, tmp_path / "run")
     state = tmp_path / "run" / "train_state" / "trainer_state.json"
     payload = json.loads(state.read_text())
@@ -91,7 +82,7 @@ def test_a_vqa_state_without_its_log_is_named_corrupt(vqa_run, tmp_path):
     before = folder_snapshot(tmp_path / "run")
     with pytest.raises(ValueError, match=r"^cannot resume from .*train_state: training state corrupt \(its "
                                          r"trainer_state\.json counters have no list 'log'\)$"):  # was KeyError: 'log'
-        run_vqa(_vqa_recipe(bert, roots[1]), tmp_path / "run", resume=True)
+        run_vqa(vqa_recipe(folder, roots[1]), tmp_path / "run", resume=True)
     assert folder_snapshot(tmp_path / "run") == before
 
 
@@ -99,15 +90,15 @@ def test_a_refused_vqa_resume_leaves_the_run_folder_as_it_was(vqa_run, tmp_path)
     """config.yaml got the new data_root and init.json was written before the counters were read."""
     from medfm.training.vqa import run_vqa
 
-    run, bert, roots = vqa_run
+    run, folder, roots = vqa_run
     shutil.copytree(run, tmp_path / "run")
     (tmp_path / "run" / "init.json").unlink()  # (a run of an older medfm: a resume writes one)
     before = folder_snapshot(tmp_path / "run")
     with pytest.raises(ValueError, match=r"^cannot resume from .*train_state: its state \(epoch 2, step 0, global step "
                                          r"8\) does not fit this run's 2 epochs of 8 steps \(32 samples, batch 4\)"):
-        run_vqa(_vqa_recipe(bert, roots[2]), tmp_path / "run", resume=True)
+        run_vqa(vqa_recipe(folder, roots[2]), tmp_path / "run", resume=True)
     assert folder_snapshot(tmp_path / "run") == before
-    run_vqa(_vqa_recipe(bert, roots[1]), tmp_path / "run", resume=True)  # the run's own data: resumed, recorded
+    run_vqa(vqa_recipe(folder, roots[1]), tmp_path / "run", resume=True)  # the run's own data: resumed, recorded
     assert json.loads((tmp_path / "run" / "init.json").read_text()) == {"init": None, "identity": None}
 
 

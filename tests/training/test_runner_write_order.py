@@ -19,30 +19,23 @@ import pytest
 import yaml
 
 from medfm.config import from_dict
-from tests.training.runs_helpers import (SEG_EVAL, folder_snapshot, fusion_recipe, hippocampus_writer,
-                                         lgg_slices_writer, write_vqa_data)
+from tests.training.runs_helpers import (folder_snapshot, fusion_recipe, hippocampus_writer, lgg_slices_writer,
+                                         segment_recipe, text_segment_recipe, vqa_recipe, write_vqa_data)
 
 TRAIN = {"epochs": 1, "batch_size": 2, "precision": "fp32", "seed": 5, "log_every": 1}
 SEG_DEC = {"decoder_channels": [8, 8, 8, 8], "stem_channels": 8}
 
 
 def _segment(output, root, resume, train):
-    from medfm.training.segmentation import SegmentationRecipe, run_segmentation
+    from medfm.training.segmentation import run_segmentation
 
-    recipe = {"data": {"dataset": "msd_hippocampus", "patch": [8, 8, 8], "repeats": 1, "max_test": 1},
-              "encoder": {"name": "resnet3d_test"}, "decoder": {"stem_channels": 8}, "train": train, "eval": SEG_EVAL}
-    run_segmentation(from_dict(SegmentationRecipe, recipe), output, data_root=str(root), resume=resume)
+    run_segmentation(segment_recipe(train), output, data_root=str(root), resume=resume)
 
 
 def _text_segment(output, root, resume, train):
-    from medfm.training.text_segmentation import TextSegRecipe, run_text_segmentation
+    from medfm.training.text_segmentation import run_text_segmentation
 
-    recipe = {"tasks": [{"name": "lesion", "modality": "brain MRI", "target": "abnormality",
-                         "data": {"dataset": "lgg_flair", "patch": [32, 32], "max_test": 1}}],
-              "text_encoder": {"name": "hf", "model_name_or_path": str(root.parent / "bert"), "max_length": 16},
-              "encoder": {"name": "resnet_test"}, "decoder": {"stem_channels": 8},
-              "head": {"embed_dim": 16, "controller_hidden": 16}, "train": train, "eval": SEG_EVAL}
-    run_text_segmentation(from_dict(TextSegRecipe, recipe), output, data_root=str(root), resume=resume)
+    run_text_segmentation(text_segment_recipe(root, train), output, data_root=str(root), resume=resume)
 
 
 def _fuse(task):
@@ -111,14 +104,9 @@ def test_fuse_sets_the_thread_count_after_its_training_set_checks(tmp_path, thre
 def test_a_vqa_training_set_smaller_than_a_batch_is_refused_before_anything_is_written(
         tmp_path, thread_calls):
     """16 questions, batch 32: one step of 16 per epoch was trained (max(1, 16 // 32))."""
-    from medfm.training.vqa import VQARecipe, run_vqa
-    from tests.adapters.test_vqa import WORDS
-    from tests.conftest import save_tiny_bert
+    from medfm.training.vqa import run_vqa
 
-    spec = {"name": "hf", "model_name_or_path": str(save_tiny_bert(tmp_path / "bert", WORDS)), "max_length": 16}
-    recipe = from_dict(VQARecipe, {"encoder": {"name": "resnet_test"}, "text_encoder": spec, "n_boot": 5,
-                                   "head": {"dim": 16, "heads": 2, "layers": 1},
-                                   "train": {"epochs": 1, "batch_size": 32, "precision": "fp32", "num_threads": 3}})
+    recipe = vqa_recipe(tmp_path, epochs=1, batch_size=32, num_threads=3)
     with pytest.raises(ValueError, match=r"^the training set has 16 samples, fewer than one batch of 32 "
                                          r"\(train\.batch_size\)$"):
         run_vqa(recipe, tmp_path / "run", data_root=write_vqa_data(tmp_path / "d16", 1))

@@ -22,9 +22,9 @@ from medfm.arg_checks import check_number, range_text
 from medfm.config import ConfigError, from_dict
 from medfm.training.loop import Trainer
 from medfm.training.vqa import VQARecipe, run_vqa
-from tests.conftest import REPO_ROOT, TinyPairs, cli_error, save_state_dict, save_tiny_bert, tiny_train_config
+from tests.conftest import REPO_ROOT, TinyPairs, cli_error, save_state_dict, tiny_train_config
 from tests.test_cli_errors import errors_without_torch
-from tests.training.runs_helpers import write_vqa_data
+from tests.training.runs_helpers import vqa_recipe, write_vqa_data
 
 
 # -- vqa: the thread count after the checks, the main loop's resume-counter check ---------------------------------
@@ -42,21 +42,11 @@ def test_a_trainer_refusing_a_set_smaller_than_a_batch_leaves_the_thread_count_a
     assert thread_calls == []
 
 
-def _vqa_recipe(tmp_path, **train):
-    """A tiny VQA recipe (a tiny BERT saved under ``tmp_path``): 2 epochs of batch 4; ``train`` adds settings."""
-    from tests.adapters.test_vqa import WORDS
-
-    spec = {"name": "hf", "model_name_or_path": str(save_tiny_bert(tmp_path / "bert", WORDS)), "max_length": 16}
-    return from_dict(VQARecipe, {"encoder": {"name": "resnet_test"}, "text_encoder": spec, "n_boot": 5,
-                                 "head": {"dim": 16, "heads": 2, "layers": 1},
-                                 "train": {"epochs": 2, "batch_size": 4, "precision": "fp32", **train}})
-
-
 def test_a_vqa_resume_whose_counters_do_not_fit_its_training_set_is_refused(tmp_path, monkeypatch):
     """It trained nothing (the saved counters said the run had ended) and reported the old run's scores."""
     from medfm.adapters.vqa import VQAModel
 
-    recipe = _vqa_recipe(tmp_path)
+    recipe = vqa_recipe(tmp_path)
     run_vqa(recipe, tmp_path / "run", data_root=write_vqa_data(tmp_path / "d16", 1))  # 2 epochs of 4 steps
     state = tmp_path / "run" / "train_state"
     assert json.loads((state / "trainer_state.json").read_text())["counters"]["step"] == 8
@@ -73,7 +63,7 @@ def test_a_vqa_resume_whose_counters_do_not_fit_its_training_set_is_refused(tmp_
 def test_a_refused_vqa_resume_leaves_the_thread_count_alone(tmp_path, thread_calls):
     """``medfm vqa`` set ``train.num_threads`` before it read its resumed state: a resume refused by the counter check
     (another --data-root) changed the process's thread count."""
-    recipe = _vqa_recipe(tmp_path, num_threads=3)
+    recipe = vqa_recipe(tmp_path, num_threads=3)
     run_vqa(recipe, tmp_path / "run", data_root=write_vqa_data(tmp_path / "d16", 1))
     assert thread_calls == [3]  # once, when the run trained
     thread_calls.clear()
