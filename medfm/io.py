@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -103,15 +103,15 @@ def _remove_empty_dirs(dirs: "list[Path]") -> None:
             return
 
 
-def _make_temp_dir(parent: Path, prefix: str, blocked: Callable[[Path], BaseException], attempts: int = 5) -> Path:
-    """Create ``parent`` (with its ancestors; a file in its way: ``blocked(file)``, :func:`make_dir`) and a fresh
-    temporary folder in it.
+def _make_temp_dir(parent: Path, prefix: str, target: Path, attempts: int = 5) -> Path:
+    """Create ``parent`` (with its ancestors; a file in its way: :func:`in_the_way_error` naming ``target``,
+    :func:`make_dir`) and a fresh temporary folder in it.
 
     Another process's failed :func:`atomic_dir` may remove an empty ``parent`` it had created
     between our ``mkdir`` and ``mkdtemp``; both steps are then retried (``attempts`` times).
     """
     for attempt in range(attempts):
-        make_dir(parent, blocked)
+        make_dir(parent, target=target)
         try:
             return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         except FileNotFoundError:
@@ -134,9 +134,9 @@ def in_the_way_error(target: PathLike, blocker: PathLike, advice: str = "") -> N
     """The one error for a file standing where a folder is needed (:func:`file_in_the_way`), for medfm's writers:
     ``cannot write '<target>': '<blocker>' is a file, not a folder`` (``; <advice>`` appended when given).
 
-    Raised by :func:`atomic_path` and :func:`atomic_dir`, and passed to :func:`make_dir` as its ``blocked``
-    by the folders other modules make (a report folder, :func:`medfm.evaluation.report.make_output_dir`; the
-    text-embedding cache, :mod:`medfm.text.cache`).
+    Raised by :func:`atomic_path`, :func:`atomic_dir` and :func:`make_dir` (which also makes the folders of other
+    modules: a report folder, :func:`medfm.evaluation.report.make_output_dir`; the text-embedding cache,
+    :mod:`medfm.text.cache`).
 
     Args:
         target: the file or folder being written.
@@ -171,21 +171,23 @@ def refuse_file_in_the_way(path: PathLike, advice: str = "") -> None:
         raise in_the_way_error(path, blocker, advice)
 
 
-def make_dir(path: PathLike, blocked: Callable[[Path], BaseException]) -> Path:
+def make_dir(path: PathLike, *, target: Optional[PathLike] = None, advice: str = "") -> Path:
     """Create the folder ``path`` with its missing parents (nothing when it exists) and return it as a ``Path``.
 
-    When a file stands at ``path`` or at one of its ancestors, the error is ``blocked(that_file)``
-    (:func:`file_in_the_way`; medfm's folders: :func:`in_the_way_error`, one wording), rather than ``mkdir``'s
-    ``[Errno 17] File exists`` / ``[Errno 20] Not a directory`` naming a folder below it. The file is
-    looked for only once ``mkdir`` has failed (a folder that exists costs one ``mkdir`` call).
+    When a file stands at ``path`` or at one of its ancestors (:func:`file_in_the_way`), the error names it in
+    the one wording of medfm's writers, :func:`in_the_way_error`: ``cannot write '<target>': '<file>' is a file,
+    not a folder; <advice>``, rather than ``mkdir``'s ``[Errno 17] File exists`` / ``[Errno 20] Not a directory``
+    naming a folder below it. The file is looked for only once ``mkdir`` has failed (a folder that exists costs
+    one ``mkdir`` call).
 
     Args:
         path: the folder to create.
-        blocked: makes the exception raised from the file in the way, e.g.
-            ``lambda f: in_the_way_error(path, f, REPORT_FOLDER_ADVICE)``.
+        target: what is being written, named in the error (default ``path``; e.g. the file to be written
+            into ``path``).
+        advice: what to do instead (:data:`REPORT_FOLDER_ADVICE`; "": none).
 
     Raises:
-        whatever ``blocked`` returns: a file is in the way.
+        NotADirectoryError: a file is in the way (:func:`in_the_way_error`).
         OSError: ``mkdir``'s own error for anything else (no permission, a full disk).
     """
     folder = Path(path)
@@ -195,7 +197,7 @@ def make_dir(path: PathLike, blocked: Callable[[Path], BaseException]) -> Path:
         blocker = file_in_the_way(folder)
         if blocker is None:  # gone again meanwhile, or another cause: mkdir's own words
             raise
-        raise blocked(blocker) from None
+        raise in_the_way_error(folder if target is None else target, blocker, advice) from None
     return folder
 
 
@@ -374,7 +376,7 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     parent = target.parent if str(target.parent) else Path(".")
     created = _missing_dirs(parent)  # removed again if nothing is written (a body that raises)
     try:
-        tmp = _make_temp_dir(parent, f".{target.name}.tmp-", lambda blocker: in_the_way_error(target, blocker))
+        tmp = _make_temp_dir(parent, f".{target.name}.tmp-", target)
     except BaseException:
         _remove_empty_dirs(created)
         raise

@@ -10,10 +10,6 @@ from medfm.io import atomic_write_bytes, atomic_write_json, atomic_write_text, f
 from medfm.text.cache import EmbeddingCache
 
 
-def _refuse(blocker):
-    return NotADirectoryError(f"blocked by {blocker}")
-
-
 def test_file_in_the_way_names_the_topmost_file(tmp_path):
     (tmp_path / "f").write_text("x")
     assert file_in_the_way(tmp_path / "a" / "b") is None  # missing folders are no file
@@ -23,13 +19,15 @@ def test_file_in_the_way_names_the_topmost_file(tmp_path):
 
 
 def test_make_dir_creates_the_folder_and_names_the_file_in_its_way(tmp_path):
-    out = make_dir(tmp_path / "a" / "b", _refuse)
+    out = make_dir(tmp_path / "a" / "b", advice="move it")
     assert out == tmp_path / "a" / "b" and out.is_dir()
-    assert make_dir(str(out), _refuse) == out  # an existing folder is fine, a str path too
+    assert make_dir(str(out), advice="move it") == out  # an existing folder is fine, a str path too
     (tmp_path / "f").write_text("keep")
     for path in (tmp_path / "f", tmp_path / "f" / "sub" / "deeper"):
-        with pytest.raises(NotADirectoryError, match=f"^blocked by {re.escape(str(tmp_path / 'f'))}$"):
-            make_dir(path, _refuse)
+        blocker = re.escape(str(tmp_path / "f"))
+        want = f"^cannot write '{re.escape(str(path))}': '{blocker}' is a file, not a folder; move it$"
+        with pytest.raises(NotADirectoryError, match=want):
+            make_dir(path, advice="move it")
     assert (tmp_path / "f").read_text() == "keep"
 
 

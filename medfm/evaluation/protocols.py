@@ -125,7 +125,10 @@ class LinearProbe:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """``(N, K)`` probabilities: softmax (binary: ``[1 - p, p]``), sigmoid for multi-label."""
-        z = self.logits(features)
+        return self._probabilities(self.logits(features))
+
+    def _probabilities(self, z: np.ndarray) -> np.ndarray:
+        """:meth:`predict` from the ``(N, K)`` logits ``z``."""
         if self.task == MULTI_LABEL:
             return expit(z).astype(np.float32)
         if z.shape[1] == 1:
@@ -232,10 +235,15 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, task: str, num_cl
             errors of :func:`check_features` and :func:`check_probe_labels` (an unknown task, NaN
             features, label count, shape or range; these used to reach scikit-learn or numpy).
     """
-    from sklearn.linear_model import LogisticRegression
-
     C = check_number("C", C, gt=0)
     max_iter = check_number("max_iter", max_iter, ge=1, integer=True)
+    return _fit_standardised(*_probe_training_set(features, labels, task, num_classes), task, num_classes, C, max_iter)
+
+
+def _probe_training_set(features: Any, labels: Any, task: str,
+                        num_classes: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(z, y, mean, scale)``: checked, standardised ``(N, D)`` training features, their int64 labels and
+    the ``(D,)`` standardisation; the input checks of :func:`fit_linear_probe`, made once per training set."""
     x = check_features(features, "train features")
     y = check_probe_labels(labels, len(x), task, num_classes)
     if not len(x):
@@ -243,12 +251,19 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, task: str, num_cl
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-12] = 1.0
-    z = (x - mean) / scale
+    return (x - mean) / scale, y, mean, scale
+
+
+def _fit_standardised(z: np.ndarray, y: np.ndarray, mean: np.ndarray, scale: np.ndarray, task: str,
+                      num_classes: int, C: float, max_iter: int) -> LinearProbe:
+    """:func:`fit_linear_probe` on :func:`_probe_training_set`'s output (checked arguments)."""
+    from sklearn.linear_model import LogisticRegression
+
     if task == MULTI_LABEL:
         coef, bias = [], []
         for j in range(y.shape[1]):
             if len(np.unique(y[:, j])) < 2:  # constant label: logit pinned to the observed value
-                coef.append(np.zeros(x.shape[1]))
+                coef.append(np.zeros(z.shape[1]))
                 bias.append(20.0 if y[0, j] else -20.0)
                 continue
             m = LogisticRegression(C=C, max_iter=max_iter).fit(z, y[:, j])
@@ -262,7 +277,7 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, task: str, num_cl
     m = LogisticRegression(C=C, max_iter=max_iter).fit(z, y)
     if num_classes == 2 and len(present) == 2:
         return LinearProbe(mean, scale, m.coef_, m.intercept_, task)
-    coef = np.zeros((num_classes, x.shape[1]))
+    coef = np.zeros((num_classes, z.shape[1]))
     bias = np.full(num_classes, -1e4)
     coef[m.classes_] = m.coef_ if len(present) > 2 else np.stack([-m.coef_[0] / 2, m.coef_[0] / 2])
     bias[m.classes_] = m.intercept_ if len(present) > 2 else np.array([-m.intercept_[0] / 2, m.intercept_[0] / 2])
@@ -279,8 +294,9 @@ def select_probe_c(train_features: np.ndarray, train_labels: np.ndarray, val_fea
 
     Radford et al. 2021 (CLIP, appendix A.3) sweep the L2 strength of an L-BFGS logistic
     regression on a validation split; here over ``grid`` (default 13 values, 1e-4 .. 1e2,
-    log-spaced), each fitted with :func:`fit_linear_probe` on ``train_*`` and scored on
-    ``val_*``. Ties go to the smallest ``C`` (the strongest regularisation).
+    log-spaced), each fitted as :func:`fit_linear_probe` on ``train_*`` and scored on
+    ``val_*``. Ties go to the smallest ``C`` (the strongest regularisation). Both feature sets are
+    checked and standardised once for the whole grid (they were checked again for every C).
 
     Args:
         train_features, val_features: ``(N, D)`` / ``(M, D)`` embeddings.
@@ -291,17 +307,23 @@ def select_probe_c(train_features: np.ndarray, train_labels: np.ndarray, val_fea
         ``(best_C, {C: validation ACC})``.
 
     Raises:
-        ValueError: an empty grid, a C that is not a finite number > 0, or features of mismatched width.
+        ValueError: an empty grid, a C that is not a finite number > 0, or features of mismatched width; the
+            input errors of :func:`fit_linear_probe` (NaN features, labels, ``max_iter``), before the first fit.
     """
     if not len(grid) or not all(number_fits(c, gt=0) for c in grid):
         raise ValueError(f"the C grid must hold positive finite numbers, got {list(grid)}")
     grid = sorted(float(c) for c in grid)
     if np.shape(train_features)[1:] != np.shape(val_features)[1:]:
         raise ValueError(f"train features {np.shape(train_features)} and val features {np.shape(val_features)} differ in width")
+    max_iter = check_number("max_iter", max_iter, ge=1, integer=True)
+    train = _probe_training_set(train_features, train_labels, task, num_classes)  # checked once, not once per C
+    z_val = (check_features(val_features, "features", width=train[0].shape[1]) - train[2]) / train[3]
+    val_labels = np.asarray(val_labels)
     accs: Dict[float, float] = {}
     for c in grid:
-        probe = fit_linear_probe(train_features, train_labels, task, num_classes, C=c, max_iter=max_iter)
-        accs[c] = float(classification_metrics(np.asarray(val_labels), probe.predict(val_features), task)["acc"])
+        probe = _fit_standardised(*train, task, num_classes, c, max_iter)
+        scores = probe._probabilities(z_val @ probe.coef.T + probe.intercept)  # probe.predict(val_features)
+        accs[c] = float(classification_metrics(val_labels, scores, task)["acc"])
     best = max(grid, key=lambda c: (accs[c], -c))
     return best, accs
 

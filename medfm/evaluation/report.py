@@ -30,14 +30,16 @@ from medfm.arg_checks import check_mapping_list, check_string_list
 from medfm.evaluation.calibration import expected_calibration_error
 from medfm.evaluation.metrics import MULTI_LABEL, bootstrap_ci, check_task, classification_metrics
 from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
-from medfm.io import (REPORT_FOLDER_ADVICE, PathLike, atomic_write_json, atomic_write_text, file_sha256,
-                      in_the_way_error, make_dir, refuse_file_in_the_way, to_jsonable)
+from medfm.io import (REPORT_FOLDER_ADVICE, PathLike, atomic_write_json, atomic_write_text, file_sha256, make_dir,
+                      refuse_file_in_the_way, to_jsonable)
 
 __all__ = ["SCHEMA_VERSION", "checkpoint_hash", "check_output_dir", "make_output_dir", "start_report_dir",
            "markdown_table", "versions", "write_classification_report"]
 
 SCHEMA_VERSION = 1
 _WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
+#: every file :func:`write_classification_report` may write (which of them depends on the task)
+_REPORT_FILES = ("confusion_matrix.png", "roc.png", "reliability.png", "report.md", "results.json")
 
 
 def checkpoint_hash(checkpoint_dir: PathLike) -> str:
@@ -67,8 +69,7 @@ def make_output_dir(path: PathLike) -> Path:
             output folder`` (was pathlib's ``[Errno 17]`` / ``[Errno 20]``, then words of its own and a
             ``FileExistsError`` for ``path`` itself).
     """
-    out = Path(path)
-    return make_dir(out, lambda blocker: in_the_way_error(out, blocker, REPORT_FOLDER_ADVICE))
+    return make_dir(path, advice=REPORT_FOLDER_ADVICE)
 
 
 def check_output_dir(path: PathLike) -> None:
@@ -83,18 +84,48 @@ def check_output_dir(path: PathLike) -> None:
     refuse_file_in_the_way(Path(path), REPORT_FOLDER_ADVICE)
 
 
-def start_report_dir(path: PathLike) -> Path:
-    """The report folder ``path`` (:func:`make_output_dir`) with an earlier report's ``results.json`` removed,
-    for a writer that writes ``results.json`` last: called before its first file is written, so a
-    ``results.json`` there marks a complete report whose files are all from the same call (an earlier one
-    left beside a half-written report's new figures marked it complete; the earlier report's other files
-    may remain).
+def start_report_dir(path: PathLike, own: Sequence[str] = ()) -> Path:
+    """The report folder ``path`` (:func:`make_output_dir`) cleared of an earlier report's own files, for a writer
+    that writes ``results.json`` last: called before its first file is written, so that a ``results.json`` there
+    marks a complete report whose files are all from the same call, and a rewritten folder holds only the new
+    report's files (a binary report rewritten as a multi-label one kept the old ``confusion_matrix.png`` and
+    ``reliability.png`` beside the new figures).
+
+    An earlier report's own files are: ``results.json``; the files its ``results.json`` lists in ``"files"`` when it
+    is a medfm report (a JSON object with a ``"kind"`` and a ``"files"`` list; each a relative path inside
+    ``path``: a name with ``..`` or an absolute one is ignored); and ``own``, every name the caller's report may
+    write (it writes them there in some call anyway; this clears a report that stopped before its
+    ``results.json``). Anything else (the user's notes, another tool's files) and folders are kept.
+    ``results.json`` goes first, so a call that stops half way leaves no complete-looking report.
+
+    Args:
+        path: the report folder, created with its parents when missing.
+        own: file names (relative to ``path``) the caller's report may write, e.g. ``("roc.png", "report.md")``.
 
     Raises:
         as :func:`make_output_dir`.
+        ValueError: ``own`` not a list of strings (one string was read letter by letter).
     """
+    own = check_string_list("own", own, what="a list of file names")
     out = make_output_dir(path)
-    (out / "results.json").unlink(missing_ok=True)
+    earlier = out / "results.json"
+    listed: List[str] = []
+    try:
+        res = json.loads(earlier.read_text())
+    except (OSError, ValueError):  # none there, or not JSON: only results.json itself goes
+        res = None
+    if isinstance(res, dict) and isinstance(res.get("kind"), str) and isinstance(res.get("files"), list):
+        listed = [f for f in res["files"] if isinstance(f, str)]
+    earlier.unlink(missing_ok=True)
+    root = out.resolve()
+    for name in dict.fromkeys([*listed, *own]):
+        rel = Path(name)
+        if not name or rel.is_absolute() or ".." in rel.parts:
+            continue
+        target = out / rel
+        inside = root == target.parent.resolve() or root in target.parent.resolve().parents  # no linked folder out
+        if inside and (target.is_symlink() or target.is_file()):
+            target.unlink(missing_ok=True)
     return out
 
 
@@ -219,13 +250,15 @@ def write_classification_report(
 
     Figures: ``confusion_matrix.png`` and ``reliability.png`` (binary, multi-class,
     ordinal; skipped for multi-label where neither is defined) and ``roc.png`` (all tasks).
-    Every file is written atomically; ``results.json`` is written last, and an earlier one in
-    ``out_dir`` is removed before the first figure is written (:func:`start_report_dir`), so its
-    presence marks a complete report whose files are all from the same call (a call that stops half
-    way leaves no ``results.json`` beside its figures; the earlier report's other files may remain).
+    Every file is written atomically; ``results.json`` is written last, and an earlier report in
+    ``out_dir`` is removed before the first figure is written (:func:`start_report_dir`: its ``results.json``,
+    the files it lists and any of the names above), so the folder holds only this call's report and
+    ``results.json`` marks it complete (a call that stops half way leaves no ``results.json`` beside its
+    figures; a binary report rewritten as a multi-label one used to keep ``confusion_matrix.png`` and
+    ``reliability.png``).
 
     Args:
-        out_dir: output directory (created if missing; other files in it are kept).
+        out_dir: output directory (created if missing; files that are no report's own are kept).
         y_true, y_score, task, threshold: as in
             :func:`medfm.evaluation.metrics.classification_metrics`.
         label_names: class (or label) names, None for "0", "1", ...
@@ -263,7 +296,7 @@ def write_classification_report(
                     "n_boot": n_boot, "seed": seed}
     cal = None if task == MULTI_LABEL else expected_calibration_error(y_true, y_score, n_bins=n_bins, task=task)
 
-    out = start_report_dir(out_dir)  # an earlier results.json goes before the first new file is written
+    out = start_report_dir(out_dir, _REPORT_FILES)  # an earlier report's files go before the first new one
     files: List[str] = []
     if metrics["confusion_matrix"] is not None:
         plot_confusion_matrix(metrics["confusion_matrix"], names, out / "confusion_matrix.png")

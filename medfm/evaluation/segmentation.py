@@ -302,13 +302,18 @@ def overlay_image(image: np.ndarray, pred: np.ndarray, ref: np.ndarray) -> np.nd
 
 
 def save_overlay(path: Union[str, Path], image: np.ndarray, pred: np.ndarray, ref: np.ndarray) -> Path:
-    """Write :func:`overlay_image` as a PNG (atomically). For volumes pass one slice."""
+    """Write :func:`overlay_image` as a PNG (atomically), creating its folder. For volumes pass one slice.
+
+    Raises:
+        NotADirectoryError: a folder above ``path`` is a file, named in the words of medfm's writers
+            (:func:`medfm.io.make_dir`; was mkdir's ``[Errno 17] File exists`` naming a folder below the file).
+    """
     from PIL import Image
 
-    from medfm.io import atomic_path
+    from medfm.io import atomic_path, make_dir
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent, target=path)
     with atomic_path(path) as tmp:
         Image.fromarray(overlay_image(image, pred, ref)).save(tmp, format="PNG")
     return path

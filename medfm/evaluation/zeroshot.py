@@ -153,30 +153,35 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
         NotADirectoryError: ``output`` or a folder above it is a file; FileExistsError: ``output`` holds a
             checkpoint or other files (both :func:`medfm.evaluation.evaluate.earlier_data_report`, before the
             checkpoint is loaded).
-        ValueError: ``batch_size`` not an integer >= 1 or malformed ``prompts``, checked before anything is
-            loaded (they were checked after the checkpoint and the data had been loaded).
+        ValueError: ``batch_size`` not an integer >= 1, malformed ``prompts``, a 3D or multi-label
+            ``dataset_flag``, a prompt count other than its class count; UnknownDatasetError: an unknown flag;
+            UnsupportedSizeError: a ``size`` the flag is not released at. All checked from the flag's metadata
+            before the checkpoint is resolved (a hub download) and the data loaded (the flag's checks and the
+            default prompts' count came after both; the default ``size``, the encoder's, is known only then).
     """
     from medfm.data import MedMNISTDataset
+    from medfm.data.medmnist_info import MULTI_LABEL_TASK, dataset_info, npz_url
     from medfm.evaluation.evaluate import check_split_has_images, earlier_data_report, write_scored_split
     from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import resolve_checkpoint
     from medfm.text.prompts import class_names, class_prompts
 
+    # everything the flag decides, before the checkpoint (a hub download) and the data are loaded
     batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
-    if prompts is not None:
-        prompts = _check_prompts(prompts)
+    info = dataset_info(dataset_flag)
+    if info["is_3d"] or info["task"] == MULTI_LABEL_TASK:
+        raise ValueError(f"zero-shot evaluation supports single-label 2D sets; {dataset_flag} is "
+                         f"{'3D' if info['is_3d'] else 'multi-label'}")
+    prompts = class_prompts(dataset_flag) if prompts is None else _check_prompts(prompts)
+    if len(prompts) != info["num_classes"]:
+        raise ValueError(f"{len(prompts)} prompt lists given but {dataset_flag} has {info['num_classes']} classes")
+    if size is not None:
+        npz_url(dataset_flag, size)  # a size the flag is not released at (the default is the encoder's)
     ckpt_dir = resolve_checkpoint(checkpoint)
     output = Path(output) if output else ckpt_dir / f"zeroshot-{dataset_flag}-{split}"
     earlier_data_report(output, ckpt_dir, protocol="zeroshot")
     model = load_image_text_model(ckpt_dir)
     ds = MedMNISTDataset(dataset_flag, split=split, size=size or model.encoder.img_size, data_root=data_root)
-    if ds.is_3d or ds.multi_label:
-        raise ValueError(f"zero-shot evaluation supports single-label 2D sets; {dataset_flag} is "
-                         f"{'3D' if ds.is_3d else 'multi-label'}")
-    if prompts is None:
-        prompts = class_prompts(dataset_flag)
-    if len(prompts) != ds.num_classes:
-        raise ValueError(f"{len(prompts)} prompt lists given but {dataset_flag} has {ds.num_classes} classes")
     check_split_has_images(ds, dataset_flag, split)
     scores = zeroshot_classify(model, ds, prompts, batch_size=batch_size)
     meta = {"protocol": "zeroshot", "checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir),

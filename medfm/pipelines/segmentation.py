@@ -393,13 +393,13 @@ def save_nifti(image: Any, path: Union[str, os.PathLike]) -> Path:
     """
     import nibabel as nib
 
-    from medfm.io import atomic_path, in_the_way_error, make_dir
+    from medfm.io import atomic_path, make_dir
 
     if not isinstance(image, nib.spatialimages.SpatialImage):
         raise SegmentationInputError(f"save_nifti writes a nibabel image, e.g. nib.Nifti1Image(mask, affine), got "
                                      f"{type(image).__name__}")
     path = nifti_output_path(path)
-    make_dir(path.parent, lambda blocker: in_the_way_error(path, blocker))
+    make_dir(path.parent, target=path)
     with atomic_path(path) as tmp:
         # nibabel picks compression from the suffix: keep it on the temporary name
         real_tmp = tmp.with_name(tmp.name + (".nii.gz" if path.name.lower().endswith(".gz") else ".nii"))

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from medfm.io import atomic_path, atomic_write_text, in_the_way_error, make_dir
+from medfm.io import atomic_path, atomic_write_text, make_dir
 from medfm.text.encoders import TextEncoderError, check_texts
 
 log = logging.getLogger(__name__)
@@ -182,8 +182,7 @@ def _make_folder(folder: Path) -> None:
             medfm's writers, :func:`medfm.io.in_the_way_error`: ``cannot write '<folder>': '<file>' is a file, not
             a folder; pass another cache_dir for the text-embedding cache, or remove that file``).
     """
-    make_dir(folder, lambda blocker: in_the_way_error(folder, blocker, "pass another cache_dir for the text-embedding "
-                                                                        "cache, or remove that file"))
+    make_dir(folder, advice="pass another cache_dir for the text-embedding cache, or remove that file")
 
 
 def _check_shard(keys: np.ndarray, emb: np.ndarray, dim: Optional[int]) -> None:
