@@ -243,24 +243,6 @@ def _verify_data(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _discard_failed_output(output: Optional[Path]) -> None:
-    """Remove ``output``, a folder this command created, after the run failed before it trained
-    a single logged step: no half-written run folder is left (e.g. only ``config.yaml`` and an
-    empty ``metrics.jsonl``). A folder with a training state (for ``--resume``) or a non-empty
-    ``metrics.jsonl`` (the curve of a run that diverged is what a user debugs) is kept."""
-    import shutil
-
-    if output is None or not output.is_dir():  # before importing torch (via the state module)
-        return
-    from medfm.training.state import STATE_JSON
-
-    if any(output.rglob(STATE_JSON)):
-        return
-    if any(log.stat().st_size > 0 for log in output.rglob("metrics.jsonl")):
-        return
-    shutil.rmtree(output, ignore_errors=True)
-
-
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, ``kill``, a batch scheduler ending a job) raised in the ``medfm`` process,
     so that it unwinds as Ctrl-C does: temporary folders of atomic writes removed
@@ -300,7 +282,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``medfm`` console script; returns the exit code.
 
     Errors medfm anticipates print one line ``medfm: error: ...`` and return 2; a run folder
-    (``--output``) that this command created is then removed unless it holds a training state.
+    (``--output``) that this command created is then removed unless it holds a training state or a logged step
+    (:func:`medfm.training.run_folder.discard_failed_run`, the runners' rule).
     Ctrl-C prints ``medfm: interrupted`` (with a ``--resume`` hint when a training state was
     saved) and returns 130, the shell's code for SIGINT, with the same clean-up; SIGTERM
     (:class:`Terminated`) prints ``medfm: terminated`` and returns 143 (128 + 15), after the same clean-up.
@@ -315,6 +298,7 @@ def _main(argv: Optional[List[str]]) -> int:
     from medfm.config import ConfigError  # light imports: a bad path is answered before torch loads
     from medfm.data.errors import MedFMDataError
     from medfm.registry import UnknownNameError
+    from medfm.training.run_folder import discard_failed_run  # torch-free: torch loads only when a folder is left
 
     output = getattr(args, "output", None) if args.command in _OUTPUT_COMMANDS else None
     new_output = Path(output) if output is not None and not Path(output).exists() else None
@@ -323,11 +307,11 @@ def _main(argv: Optional[List[str]]) -> int:
         return _run(args)
     except (ConfigError, MedFMDataError, UnknownNameError, OSError, ValueError) as err:
         # CheckpointError is a ValueError; OSError: unwritable/missing paths, a full disk, an output that exists
-        _discard_failed_output(new_output)
+        discard_failed_run(new_output)  # the runners' rule (medfm.training.run_folder)
         print(f"medfm: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: one line, not a traceback from wherever torch was
-        _discard_failed_output(new_output)
+        discard_failed_run(new_output)
         from medfm.training.state import STATE_JSON
 
         kept = output is not None and Path(output).is_dir() and any(Path(output).rglob(STATE_JSON))

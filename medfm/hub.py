@@ -371,6 +371,21 @@ def _config_json(cfg: Dict[str, Any]) -> str:
                               "its args/encoder arguments must be JSON values (numbers, strings, lists, dicts)") from None
 
 
+def refuse_non_checkpoint_dir(path: Union[str, Path],
+                              advice: str = "saving would replace its contents: choose another path or delete it first"
+                              ) -> None:
+    """Refuse ``path`` as the place of a checkpoint to be written when writing it would destroy something else: a
+    file, or a non-empty folder without ``config.json``. A missing or empty folder, or an earlier checkpoint
+    (replaced), passes. Reads the filesystem only.
+
+    Raises:
+        CheckpointError: ``'<path>' exists and is not a checkpoint directory; <advice>``.
+    """
+    path = Path(path)
+    if path.is_file() or (path.is_dir() and not (path / CONFIG_NAME).is_file() and any(path.iterdir())):
+        raise CheckpointError(f"{str(path)!r} exists and is not a checkpoint directory; {advice}")
+
+
 def save_pretrained(model: nn.Module, path: Union[str, Path], card: Optional[str] = None,
                     extra_config: Optional[Dict[str, Any]] = None) -> Path:
     """Save ``model`` as a checkpoint directory (written to a temp dir, then renamed).
@@ -392,9 +407,7 @@ def save_pretrained(model: nn.Module, path: Union[str, Path], card: Optional[str
         a checkpoint (saving would delete its contents).
     """
     path = Path(path)
-    if path.is_file() or (path.is_dir() and not (path / CONFIG_NAME).is_file() and any(path.iterdir())):
-        raise CheckpointError(f"{str(path)!r} exists and is not a checkpoint directory; saving would replace "
-                              "its contents: choose another path or delete it first")
+    refuse_non_checkpoint_dir(path)
     with atomic_dir(path) as tmp:
         write_checkpoint(model, tmp, card, extra_config)
     return path

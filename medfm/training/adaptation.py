@@ -68,19 +68,22 @@ def lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path,
         model's starting weights, or does nothing when the run writes no base.
 
     Raises:
-        CheckpointError: ``base`` is missing or corrupt (its weight names are read); the writer: ``<output>/base``
-        is a file or a folder that is not a checkpoint (OSError too).
+        CheckpointError: ``base`` is missing or corrupt (its weight names are read); ``<output>/base``, the run's
+        own base to be, is a file or a non-empty folder that is not a checkpoint
+        (:func:`medfm.hub.refuse_non_checkpoint_dir`, here: before the run writes anything); the writer: OSError.
     """
     if mode != "lora":
         return base, _write_nothing
     from medfm.adapters.domain_layers import domain_weight_sources
-    from medfm.hub import CONFIG_NAME, encoder_weight_names, save_pretrained
+    from medfm.hub import CONFIG_NAME, encoder_weight_names, refuse_non_checkpoint_dir, save_pretrained
 
     if base is not None and set(domain_weight_sources(model.encoder, encoder_weight_names(base))) == set(model.encoder.state_dict()):
         return base, _write_nothing
     own = Path(output) / "base"
     if resume and (own / CONFIG_NAME).is_file():
         return str(own), _write_nothing
+    # before the run writes anything (was: after its config.yaml and init.json)
+    refuse_non_checkpoint_dir(own, "a LoRA run keeps its starting weights there: choose another output or move it away")
     state = {k: v.detach().clone() if resume else v.detach() for k, v in model.state_dict().items()}
     start = [_StartWeights(model, state)]
 
@@ -98,7 +101,7 @@ def keep_lora_base(model: nn.Module, mode: str, base: Optional[str], output: Pat
     trainer's ``before_write`` instead (the writer :func:`lora_base` returns).
 
     Raises:
-        CheckpointError: ``base`` is missing or corrupt; ``<output>/base`` is a file or not a checkpoint folder.
+        CheckpointError: ``base`` is missing or corrupt; ``<output>/base`` is a file or not a checkpoint directory.
     """
     checkpoint, write = lora_base(model, mode, base, output, resume)
     write()

@@ -30,6 +30,7 @@ import torch
 from medfm.arg_checks import check_number, number_fits
 from medfm.config import check_field_types
 from medfm.training.loop import TrainConfig, check_seed
+from medfm.training.run_folder import discards_failed_output
 
 DATASETS = ("lgg_flair",)
 TRAIN_MISSING = ("natural", "mnar")
@@ -478,6 +479,7 @@ def write_fusion_cards(output: Path, labels: List[str], results: Dict[str, Any])
         write_card(Path(output) / "models" / label / "model", results)
 
 
+@discards_failed_output  # a failed run leaves no folder it created with nothing trained
 def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Train every model of ``recipe`` and run the protocol; returns the results dict.
 

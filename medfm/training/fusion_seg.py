@@ -20,6 +20,8 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from medfm.training.run_folder import discards_failed_output
+
 LABEL_NAMES = ["background", "flair_abnormality"]
 
 
@@ -54,6 +56,7 @@ def build_seg_fuser(recipe: Any, spec: Any) -> torch.nn.Module:
     return FUSERS.build(spec.fuser, **{**shared, **spec.args, "modalities": model_modalities(recipe, spec)})
 
 
+@discards_failed_output  # a failed run leaves no folder it created with nothing trained
 def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Train every model of a ``task: segmentation`` recipe and run the Dice protocol.
 

@@ -3,7 +3,9 @@
 Both write into one output directory: ``config.yaml`` (the resolved recipe),
 ``metrics.jsonl``, ``training_curve.png`` (drawn from it when the run ends), ``checkpoint/``
 (latest, atomic, resumable) and, for fine-tuning, the
-final ``adapter/`` (LoRA, adapter-only) or ``model/`` (linear/full) checkpoint.
+final ``adapter/`` (LoRA, adapter-only) or ``model/`` (linear/full) checkpoint. A call that fails (Ctrl-C
+included) removes the output directory it created unless it holds a training state or a logged step, as every
+runner does (:func:`medfm.training.run_folder.discards_failed_output`).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from medfm.registry import OBJECTIVES
 from medfm.training.loop import Trainer, refuse_existing_run, steps_per_epoch
 from medfm.training.recipes import CORPUS_DATASET, EncoderConfig, FinetuneRecipe, PretrainRecipe
 from medfm.training.resume import check_resume_init, check_resume_recipe, record_init
+from medfm.training.run_folder import discards_failed_output
 
 
 class IndexedSubset:
@@ -230,6 +233,7 @@ def _n_params(module: torch.nn.Module) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}M"
 
 
+@discards_failed_output  # a failed run leaves no folder it created with nothing trained
 def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] = None, resume: bool = False) -> Path:
     """Self-supervised pretraining of ``recipe.encoder`` with ``recipe.objective``.
 
@@ -408,6 +412,7 @@ def finetune_label_indices(recipe: FinetuneRecipe, labels: Any) -> Any:
     return subset_indices(labels, recipe.data.label_fraction, recipe.train.seed)
 
 
+@discards_failed_output  # a failed run leaves no folder it created with nothing trained
 def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = None, data_root: Optional[str] = None,
                  resume: bool = False) -> Path:
     """Fine-tune a classifier (linear probe, full, or LoRA) on a MedMNIST flag.

@@ -27,6 +27,7 @@ from medfm.arg_checks import check_number, number_fits, shown
 from medfm.config import check_field_types
 from medfm.training.loop import TrainConfig
 from medfm.training.recipes import EncoderConfig
+from medfm.training.run_folder import discards_failed_output
 from medfm.training.seg_tasks import SegDataConfig, SegTask, build_task
 
 SEG_MODES = ("frozen", "lora", "full")
@@ -360,6 +361,7 @@ def results_markdown(results: Dict[str, Any]) -> str:
     return head + markdown_table(rows, cols) + "\n"
 
 
+@discards_failed_output  # a failed run leaves no folder it created with nothing trained
 def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[str] = None,
                      data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Train and evaluate a segmentation recipe; returns the results dict (also ``results.json``).

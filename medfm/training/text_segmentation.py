@@ -45,6 +45,7 @@ from medfm.arg_checks import number_fits, shown
 from medfm.config import check_field_types
 from medfm.training.loop import TrainConfig
 from medfm.training.recipes import EncoderConfig
+from medfm.training.run_folder import discards_failed_output
 from medfm.training.seg_tasks import SegDataConfig, build_task
 from medfm.training.segmentation import SEG_MODES, SegEvalConfig, random_crop, random_flips, random_missing_sequences
 
@@ -302,6 +303,7 @@ def check_text_segmenter_args(recipe: TextSegRecipe, in_chans: int) -> None:
     check_lora_targets(model, recipe, TEXT_SEG_HEAD_MODULES)
 
 
+@discards_failed_output  # a failed run leaves no folder it created with nothing trained
 def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[str] = None,
                           data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
     """Train one text-conditioned model on all tasks, then evaluate each task (prompt and query).

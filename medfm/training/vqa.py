@@ -44,6 +44,7 @@ from medfm.training.loop import (TrainConfig, check_finite_loss, check_resume_co
                                  resolve_precision, set_train_threads, steps_per_epoch)
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
+from medfm.training.run_folder import discards_failed_output
 
 VQA_MODES = ("frozen", "lora", "full")
 #: published VQA-RAD test accuracies (closed / open, %), for the report
@@ -199,6 +200,7 @@ def _accuracy(logits: torch.Tensor, split: _Tokens) -> Dict[str, float]:
             "open": float(hit[~split.closed].float().mean())}
 
 
+@discards_failed_output  # a failed run leaves no folder it created with nothing trained
 def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_root: Optional[str] = None,
             resume: bool = False) -> Dict[str, Any]:
     """Train + evaluate one VQA recipe; returns the ``results.json`` dict.
