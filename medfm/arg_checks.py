@@ -363,7 +363,7 @@ def check_mask_tensor(name: str, value: Any, *, what: str = "(B,) bool", ndim: O
     back on the error path only, to name up to 5 of its values other than 0 and 1 (sorted; NaN included).
 
     Args:
-        name: the argument's name as the message shows it (``q_mask``, ``presence mask present['pre']``).
+        name: the argument's name as the message shows it (``q_mask``, ``the presence mask of 'pre'``).
         value: the value given.
         what: what it must be, for the message (``"(B, L) bool"``).
         ndim: the number of dimensions it must have (None: any).
@@ -373,7 +373,7 @@ def check_mask_tensor(name: str, value: Any, *, what: str = "(B,) bool", ndim: O
         the mask as a bool tensor (the same tensor when it is bool already).
 
     Raises:
-        error: ``present['pre'] must be (B,) bool, got a torch.float32 tensor of shape (2,) holding [0.5, 2.0]``
+        error: ``q_mask must be (B, L) bool, got a torch.float32 tensor of shape (2,) holding [0.5, 2.0]``
             (``... of shape (2,)`` alone for a float mask of 0.0 and 1.0 only);
             ``q_mask must be (B, L) bool, got integer values [2] (an integer mask holds only 0 and 1)``.
     """

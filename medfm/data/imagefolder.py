@@ -8,7 +8,8 @@ of a class folder (a GIF, a DICOM file, a sub-folder, which torchvision would se
 warning naming how many and one of them (hidden ones, ``.DS_Store``, without a word). When the folder
 holds a ``labels.csv`` with columns ``file,label`` (paths relative to the folder), it is the list of samples
 instead, and every listed file must exist (one non-empty file and label per row, no file twice). Images
-are decoded once (:func:`medfm.data.images.read_image`: 16-bit and float images min-max
+are read once (the bytes for the md5, the pixels decoded from them) and decoded once
+(:func:`medfm.data.images.read_image`: 16-bit and float images min-max
 scaled to 0-255, bad files raise one-line data errors) into a uint8 array, resized
 to ``size`` (PIL bilinear with antialiasing) when given, and served as float32 in [0, 1],
 like :class:`medfm.data.medmnist.MedMNISTDataset`.
@@ -31,7 +32,7 @@ import numpy as np
 
 from medfm.arg_checks import check_number, number_fits, shown
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
-from medfm.data.images import image_mode, read_image
+from medfm.data.images import image_mode, missing_file, read_image
 from medfm.data.root import PathLike, resolve_data_root
 from medfm.data.uint8_sets import UInt8ImageSet
 
@@ -285,15 +286,19 @@ class ImageFolderDataset(UInt8ImageSet):
         md5 = hashlib.md5()
         arrays = []
         mode = None
-        for rel in self.files:
+        for rel in self.files:  # each file read once: its bytes hashed, its pixels decoded from them
+            file = path / rel
+            if not file.is_file():
+                raise missing_file(file, "image")
+            data = file.read_bytes()
             if mode is None:  # the first image decides grey vs RGB unless in_chans says
-                grey = image_mode(path / rel) in GREY_MODES
+                grey = image_mode(file, data=data) in GREY_MODES
                 mode = "L" if in_chans == 1 or (in_chans is None and grey) else "RGB"
-            arr = read_image(path / rel, mode)
+            arr = read_image(file, mode, data=data)
             if size is not None and arr.shape[:2] != (size, size):
                 arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR, reducing_gap=None), dtype=np.uint8)
             arrays.append(arr)
-            md5.update(rel.encode() + b"\0" + (path / rel).read_bytes())
+            md5.update(rel.encode() + b"\0" + data)
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1:
             raise DataShapeError(f"images in {path} have different sizes {sorted(shapes)[:3]}; pass size= to resize them")

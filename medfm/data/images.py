@@ -8,6 +8,7 @@ medfm data error with a one-line message naming the file, never a PIL stack trac
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
@@ -331,26 +332,39 @@ def _upright_to_uint8(im: Any, mode: Optional[str], path: PathLike, what: str) -
     return np.array(im if im.mode == target else im.convert(target), dtype=np.uint8)
 
 
-def image_mode(path: PathLike, what: str = "image") -> str:
+def _open_image(path: Path, data: Optional[bytes]) -> Any:
+    """``Image.open`` of the file ``path``, or of its bytes ``data`` already read (Pillow's "cannot identify" then
+    names ``path``, not the in-memory buffer)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if data is None:
+        return Image.open(path)
+    try:
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}") from None
+
+
+def image_mode(path: PathLike, what: str = "image", data: Optional[bytes] = None) -> str:
     """The PIL mode of an image file (``"L"``, ``"RGB"``, ``"1"``, ``"I;16"``, ...), header only.
+
+    ``data``: the file's bytes, already read (parsed instead of reading ``path`` again; ``path`` names it).
 
     Raises:
         DataFileMissingError: no such file. CorruptFileError: not an image PIL can identify.
     """
-    from PIL import Image
-
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise missing_file(path, what)
     try:
-        with Image.open(path) as im:
+        with _open_image(path, data) as im:
             return str(im.mode)
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...) for bad files
         raise image_decode_error(path, what, err) from None
 
 
 def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image",
-               tiff_advice: TiffAdvice = FILE_TIFF_ADVICE) -> np.ndarray:
+               tiff_advice: TiffAdvice = FILE_TIFF_ADVICE, data: Optional[bytes] = None) -> np.ndarray:
     """Decode one 2D image file into a uint8 array.
 
     The image is turned upright by its EXIF Orientation tag, if any (:func:`load_upright`, as
@@ -368,6 +382,8 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image",
         what: what the file is, for messages (e.g. ``"CHASE_DB1 mask"``).
         tiff_advice: the words of the TIFF refusals (:func:`check_tiff`); the default names the file
             ``"<what> <path>"`` and says how to save it.
+        data: the file's bytes, already read (e.g. for a checksum): decoded instead of reading ``path`` again
+            (``path`` names the file in messages). Never memory-mapped, so a TIFF needs no fresh reading.
 
     Returns:
         ``(H, W)`` uint8 (grey) or ``(H, W, 3)`` uint8 (RGB), a fresh writable array, upright
@@ -382,15 +398,13 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image",
             :func:`check_tiff`.
         ValueError: ``mode`` not None, "L" or "RGB".
     """
-    from PIL import Image
-
     if mode is not None and mode not in MODES:
         raise ValueError(f"read_image mode must be None, 'L' or 'RGB', got {mode!r}")
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise missing_file(path, what)
     try:
-        with Image.open(path) as im:
+        with _open_image(path, data) as im:
             check_tiff(im, tiff_advice, path.name if tiff_advice.bare_name else f"{what} {path}")
             return _upright_to_uint8(load_upright(im), mode, path, what)  # load errors: image_decode_error
     except MedFMDataError:

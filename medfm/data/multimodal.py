@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from medfm.arg_checks import check_mask_tensor
+from medfm.registry import close_match_hint
 
 MISSING_FILL = float("nan")
 PRESENT_KEY = "present"
@@ -38,16 +39,59 @@ def _dtype_of(value: Any) -> np.dtype:
     return np.asarray(value).dtype
 
 
+#: the similarity ratio (:func:`difflib.get_close_matches`) at which a name counts as a mistyped modality name
+MODALITY_CUTOFF = 0.6
+#: what a presence (or drop) mask must be (:func:`check_presence_mask`'s message)
+MASK_RULE = "a (B,) bool tensor (or 0/1 integers)"
+
+
 def close_modality(key: str, modalities: Sequence[str]) -> Optional[str]:
     """The modality name that ``key`` looks like a mistyping of, or None.
 
-    The one near-miss rule of the missing-modality code (:func:`collate_modalities` and the
-    fusers' unknown-key check, :meth:`medfm.adapters.fusion.base.FusionModel.presence`):
-    ``difflib.get_close_matches(key, modalities, n=1)`` (similarity ratio >= 0.6), e.g.
-    ``"flari"`` -> ``"flair"``, ``"clinicl"`` -> ``"clinical"``; ``"t1"`` is not close to ``"t2"``.
+    The one near-miss rule of the missing-modality code (:func:`collate_modalities`, the
+    fusers' unknown-key check, :meth:`medfm.adapters.fusion.base.FusionModel.presence`, and the
+    "did you mean" of :func:`modality_hint`): ``difflib.get_close_matches(key, modalities, n=1)``
+    with similarity ratio >= :data:`MODALITY_CUTOFF` (0.6), e.g. ``"flari"`` -> ``"flair"``,
+    ``"clinicl"`` -> ``"clinical"``; ``"t1"`` is not close to ``"t2"`` (ratio 0.5).
     """
-    close = difflib.get_close_matches(str(key), [str(m) for m in modalities], n=1)
+    close = difflib.get_close_matches(str(key), [str(m) for m in modalities], n=1, cutoff=MODALITY_CUTOFF)
     return close[0] if close else None
+
+
+def modality_hint(key: str, modalities: Sequence[str]) -> str:
+    """``"; did you mean 'flair'?"`` when ``key`` is a near miss of a modality (:func:`close_modality`'s rule), else
+    ``""``: the hint of an unknown-modality error (:func:`medfm.registry.close_match_hint`'s wording)."""
+    return close_match_hint(key, modalities, cutoff=MODALITY_CUTOFF, fallback=None)
+
+
+def check_presence_mask(modality: str, mask: Any, n: Optional[int] = None, *, ndim: Optional[int] = None,
+                        kind: str = "presence") -> torch.Tensor:
+    """The one 0/1 rule of a modality's presence (or drop) mask, wherever it is read (:func:`presence`,
+    :func:`drop_modalities`, the fusers' batch check, the evaluation protocol's
+    :func:`medfm.evaluation.fusion.check_presence`): :func:`medfm.arg_checks.check_mask_tensor` with one wording.
+
+    Args:
+        modality: the modality the mask is of (named in the message).
+        mask: the mask given: a bool tensor, or integers 0/1 (made bool).
+        n: the batch size it must have one value for (None: not checked).
+        ndim: the number of dimensions it must have (None: any, e.g. a ``(B, 1)`` mask read as ``(B,)``).
+        kind: ``"presence"`` or ``"drop"``, for the message.
+
+    Returns:
+        the mask as a bool tensor (the same tensor when it is bool already), its shape and device as given.
+
+    Raises:
+        ValueError: one line, e.g. ``the presence mask of 'pre' must be a (B,) bool tensor (or 0/1 integers),
+            got a torch.float32 tensor of shape (4,) holding [0.5]`` (a float 0.5 or an integer 2 was taken as
+            present), ``... got integer values [2] (an integer mask holds only 0 and 1)``, ``... with one value
+            per sample (4), got shape (1,)`` (a ``(1,)`` mask was broadcast over the whole batch).
+    """
+    name = f"the {kind} mask of {modality!r}"
+    checked = check_mask_tensor(name, mask, what=MASK_RULE, ndim=ndim)
+    if n is not None and checked.numel() != n:
+        raise ValueError(f"{name} must be {MASK_RULE} with one value per sample ({n}), "
+                         f"got shape {tuple(checked.shape)}")
+    return checked
 
 
 def collate_modalities(samples: Sequence[Mapping[str, Any]], modalities: Sequence[str]) -> Dict[str, Any]:
@@ -127,34 +171,23 @@ def presence(batch: Mapping[str, Any], modality: str) -> torch.Tensor:
     """``(B,)`` bool: which samples have ``modality``.
 
     A key absent from the batch means absent for all samples; a key without a presence
-    mask means present for all samples. A mask is taken by the fusers' rule
-    (:func:`medfm.arg_checks.check_mask_tensor`): bool, or integers 0/1 (made bool).
+    mask means present for all samples. A mask is taken by the one rule of :func:`check_presence_mask`
+    (the fusers' too): bool, or integers 0/1 (made bool).
 
     Raises:
         ValueError: a presence mask of ``modality`` that is not a bool or 0/1 integer tensor, naming the
             modality and the values (a float ``0.5`` or an integer ``2`` was taken as present):
             ``the presence mask of 'pre' must be a (B,) bool tensor (or 0/1 integers), got a torch.float32
             tensor of shape (4,) holding [0.5]``; or one whose length is not the batch size (torch's reshape
-            error before).
+            error before): :func:`check_presence_mask`.
     """
     n = batch_size(batch)
     masks = batch.get(PRESENT_KEY, {})
     if modality not in batch:
         return torch.zeros(n, dtype=torch.bool)
     if modality in masks:
-        return _checked_mask(f"the presence mask of {modality!r}", masks[modality], n)
+        return check_presence_mask(modality, masks[modality], n).reshape(n).cpu()
     return torch.ones(n, dtype=torch.bool)
-
-
-def _checked_mask(name: str, mask: Any, n: int) -> torch.Tensor:
-    """``mask`` as a ``(n,)`` bool CPU tensor by :func:`medfm.arg_checks.check_mask_tensor` (``name`` for the
-    message: ``the presence mask of 'pre'``; a refused float mask's values other than 0 and 1 are named there),
-    holding one value per sample."""
-    what = "a (B,) bool tensor (or 0/1 integers)"
-    checked = check_mask_tensor(name, mask, what=what)
-    if checked.numel() != n:  # a (1,) drop mask was broadcast over the whole batch
-        raise ValueError(f"{name} must be {what} with one value per sample ({n}), got shape {tuple(checked.shape)}")
-    return checked.reshape(n).cpu()
 
 
 def drop_modalities(batch: Mapping[str, Any], drop: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
@@ -180,7 +213,7 @@ def drop_modalities(batch: Mapping[str, Any], drop: Mapping[str, torch.Tensor]) 
     for m, d in drop.items():
         if m not in batch:
             continue
-        d = _checked_mask(f"the drop mask of {m!r}", d, n)
+        d = check_presence_mask(m, d, n, kind="drop").reshape(n).cpu()
         keep = (masks[m] if m in masks else presence(batch, m)) & ~d  # each mask checked and read once
         masks[m] = keep
         if not keep.any():
@@ -200,5 +233,6 @@ def keep_modalities(batch: Mapping[str, Any], keep: Iterable[str], modalities: S
     return drop_modalities(batch, {m: torch.full((n,), m not in keep, dtype=torch.bool) for m in modalities})
 
 
-__all__ = ["collate_modalities", "close_modality", "presence", "drop_modalities", "keep_modalities", "batch_size",
-           "MISSING_FILL", "PRESENT_KEY"]
+__all__ = ["collate_modalities", "close_modality", "modality_hint", "check_presence_mask", "presence",
+           "drop_modalities", "keep_modalities", "batch_size", "MISSING_FILL", "PRESENT_KEY", "MODALITY_CUTOFF",
+           "MASK_RULE"]

@@ -34,12 +34,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from medfm.arg_checks import check_list, check_mask_tensor, check_number
+from medfm.arg_checks import check_number
 from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, presence
+# the protocols' argument checks, importable from here as before
+from medfm.evaluation.fusion_args import (batch_modalities, check_missingness_args, check_modality_names,
+                                            check_presence, check_protocol_args)
 from medfm.evaluation.metrics import (binary_auc, one_vs_rest, prepare_scores, thresholded_predictions,
                                      weighted_auc)
 from medfm.io import PathLike, atomic_write_json, atomic_write_text, to_jsonable
-from medfm.registry import close_match_hint
 
 TABULAR = "clinical"
 
@@ -69,28 +71,6 @@ def slice_batch(batch: Mapping[str, Any], idx: torch.Tensor) -> Dict[str, Any]:
         else:
             out[k] = v
     return out
-
-
-def check_presence(present: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Presence masks ``{modality: (N,)}`` (at least one, one N) as bool masks, checked by the fusion
-    models' rule (:func:`medfm.arg_checks.check_mask_tensor`): bool, or integers 0/1 (made bool).
-
-    Returns:
-        ``{modality: (N,) bool}`` in the order given (a bool mask is the same tensor).
-
-    Raises:
-        ValueError: no mask, a mask that is not a 1-D bool or 0/1 integer tensor (a float mask failed in
-            torch with '"bitwise_and_cpu" not implemented', a 0/1 integer mask the models take was
-            refused), or masks of different lengths.
-    """
-    if not isinstance(present, Mapping) or not present:
-        raise ValueError(f"present must map each modality to a (N,) bool mask, got {present!r}"[:200])
-    masks = {m: check_mask_tensor(f"the presence mask of {m!r}", p, what="a (N,) bool tensor (or 0/1 integers)",
-                                  ndim=1) for m, p in present.items()}
-    sizes = {p.shape[0] for p in masks.values()}
-    if len(sizes) > 1:
-        raise ValueError(f"presence masks of different lengths {sorted(sizes)}")
-    return masks
 
 
 def mcar_drop(present: Mapping[str, torch.Tensor], rate: float, gen: torch.Generator) -> Dict[str, torch.Tensor]:
@@ -317,58 +297,6 @@ def subset_views(test_batch: Mapping[str, Any], modalities: Sequence[str], model
                 yield subset, rows, shown, label, model
 
 
-def batch_modalities(batch: Mapping[str, Any]) -> List[str]:
-    """The modalities a batch in the :mod:`medfm.data.multimodal` layout knows of: those with a presence
-    mask (one absent from every sample keeps its mask) and any other tensor key but ``label``/``mask``."""
-    return list(dict.fromkeys([*batch.get(PRESENT_KEY, {}),
-                               *(k for k, v in batch.items()
-                                 if isinstance(v, torch.Tensor) and k not in ("label", "mask"))]))
-
-
-def check_modality_names(names: Any, batch: Mapping[str, Any], what: str) -> List[str]:
-    """``names`` as a list after checking that each is a modality of ``batch`` (:func:`batch_modalities`).
-
-    Raises:
-        ValueError: ``names`` not a list or tuple (a string would be read letter by letter:
-            :func:`medfm.arg_checks.check_list`) or holding a name the batch does not have (with close
-            matches and the batch's modalities).
-    """
-    names = check_list(what, names, what="a list of modality names", sequence=True)
-    known = batch_modalities(batch)
-    for m in names:
-        if m not in known:
-            hint = close_match_hint(str(m), known, cutoff=0.5, fallback=None)
-            raise ValueError(f"{what}: the test batch holds no modality {m!r}{hint} (it holds: {', '.join(known)})")
-    return names
-
-
-def check_protocol_args(test_batch: Mapping[str, Any], modalities: Sequence[str], mcar_rates: Sequence[float],
-                        mnar_modalities: Sequence[str], p_high: float, p_low: float, n_boot: int,
-                        batch_size_: int) -> Tuple[List[str], List[float], List[str], int]:
-    """Check :func:`run_fusion_protocol`'s settings before any model runs.
-
-    Returns:
-        ``(modalities, mcar_rates, mnar_modalities, n_boot)`` as lists / int.
-
-    Raises:
-        ValueError: as :func:`run_fusion_protocol` says.
-    """
-    missing = [k for k in ("label", "patient") if k not in test_batch]
-    if missing:
-        raise ValueError(f"the test batch has no {' or '.join(map(repr, missing))} key (labels (N,) and patient ids "
-                         "are needed for the AUC and the patient bootstrap)")
-    modalities = check_modality_names(modalities, test_batch, "modalities")
-    if not modalities:
-        raise ValueError("modalities is empty: name the modalities whose subsets to tabulate")
-    mnar_modalities = check_modality_names(mnar_modalities, test_batch, "mnar_modalities")
-    rates = [check_number("MCAR rate", r, ge=0, lt=1)
-             for r in check_list("mcar_rates", mcar_rates, what="a list of rates in [0, 1)")]
-    check_number("MNAR p_high", p_high, ge=0, le=1)
-    check_number("MNAR p_low", p_low, ge=0, le=1)
-    check_number("batch_size_", batch_size_, ge=1, integer=True)
-    return modalities, rates, mnar_modalities, check_number("n_boot", n_boot, ge=0, integer=True)
-
-
 def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mapping[str, Any], modalities: Sequence[str],
                         mnar_models: Optional[Mapping[str, torch.nn.Module]] = None, mcar_rates: Sequence[float] = (0.25, 0.5),
                         mnar_modalities: Sequence[str] = ("pre", "flair", "post"), p_high: float = 0.8, p_low: float = 0.1,
@@ -391,14 +319,15 @@ def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mappi
         rows of :func:`score_row` plus ``model``/``subset``/``rate``/``test`` keys.
 
     Raises:
-        ValueError: checked before any model runs (:func:`check_protocol_args`): a modality of
+        ValueError: checked before any model runs (:func:`medfm.evaluation.fusion_args.check_protocol_args`,
+            :func:`~medfm.evaluation.fusion_args.check_missingness_args`): a modality of
             ``modalities`` or ``mnar_modalities`` that ``test_batch`` does not hold (with close
             matches; a typo used to count as "absent for every sample"), a test batch without
             ``label`` / ``patient``, an MCAR rate not in [0, 1), ``p_high``/``p_low`` not in [0, 1],
             ``n_boot`` not an integer >= 0, ``batch_size_`` not an integer >= 1.
     """
-    modalities, mcar_rates, mnar_modalities, n_boot = check_protocol_args(
-        test_batch, modalities, mcar_rates, mnar_modalities, p_high, p_low, n_boot, batch_size_)
+    modalities, n_boot = check_protocol_args(test_batch, modalities, n_boot, batch_size_)
+    mcar_rates, mnar_modalities = check_missingness_args(test_batch, mcar_rates, mnar_modalities, p_high, p_low)
     natural = {m: presence(test_batch, m) for m in modalities}
     labels = test_batch["label"]
     res: Dict[str, Any] = {"subsets": [], "natural": [], "mcar": [], "mnar": []}

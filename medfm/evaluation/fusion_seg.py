@@ -27,8 +27,9 @@ import torch
 
 from medfm.arg_checks import check_number
 from medfm.data.multimodal import batch_size, presence
-from medfm.evaluation.fusion import (check_patient_ids, check_protocol_args, slice_batch, subset_checks, subset_name,
-                                    subset_table, subset_views, usable, write_protocol_report)
+from medfm.evaluation.fusion import (check_patient_ids, slice_batch, subset_checks, subset_name, subset_table,
+                                    subset_views, usable, write_protocol_report)
+from medfm.evaluation.fusion_args import check_protocol_args
 from medfm.io import PathLike
 
 
@@ -105,13 +106,13 @@ def run_seg_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: M
         "per_patient"}], "natural": [...], "checks": {...}, "settings": {...}}``.
 
     Raises:
-        ValueError: checked before any model runs (:func:`medfm.evaluation.fusion.check_protocol_args`):
+        ValueError: checked before any model runs (:func:`medfm.evaluation.fusion_args.check_protocol_args`):
             a modality the test batch does not hold (with close matches), a batch without ``label``,
             ``patient`` or ``mask``, ``n_boot`` not an integer >= 0, ``batch_size_`` not an integer >= 1.
     """
     if "mask" not in test_batch:
         raise ValueError("the test batch has no 'mask' key (the reference masks (N, S, S) Dice is measured against)")
-    modalities = check_protocol_args(test_batch, modalities, (), (), 0.0, 0.0, n_boot, batch_size_)[0]
+    modalities, n_boot = check_protocol_args(test_batch, modalities, n_boot, batch_size_)  # no MCAR / MNAR here
     natural = {m: presence(test_batch, m) for m in modalities}
     res: Dict[str, Any] = {"subsets": [], "natural": []}
     for subset, rows, shown, label, model in subset_views(test_batch, modalities, models):

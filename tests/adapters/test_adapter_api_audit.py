@@ -249,7 +249,9 @@ def test_fuser_presence_layout_and_loss_output_are_checked():
     x = torch.rand(2, 1, S, S)
     with pytest.raises(ValueError, match=r"^batch\['present'\] must be a dict"):  # AttributeError
         model({"pre": x, "present": [True, True]})
-    with pytest.raises(ValueError, match=r"presence mask present\['pre'\] must be \(B,\) bool, got a torch\.float32"):
+    # one wording for every reader of a presence mask (medfm.data.multimodal.check_presence_mask)
+    with pytest.raises(ValueError, match=r"^the presence mask of 'pre' must be a \(B,\) bool tensor "
+                                         r"\(or 0/1 integers\), got a torch\.float32"):
         model({"pre": x, "present": {"pre": torch.tensor([1.0, 0.5])}})  # 0.5 was taken as present
     with pytest.raises(ValueError, match=r"^out must be the dict this fuser's forward returns.*got Tensor$"):
         model.loss(torch.randn(2, 2), torch.tensor([0, 1]))  # IndexError

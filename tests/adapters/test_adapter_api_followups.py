@@ -181,7 +181,9 @@ def test_text_seg_known_flags_must_be_bool_or_0_1(known, match):
 
 def test_fuser_presence_mask_of_2_is_refused_and_0_1_integers_are_bools():
     model, x = tiny_fuser("3mat"), torch.rand(2, 1, FUSION_SIZE, FUSION_SIZE)
-    with pytest.raises(ValueError, match=r"^presence mask present\['pre'\] must be \(B,\) bool, got integer values \[2\]"):
+    # one wording for every reader of a presence mask (medfm.data.multimodal.check_presence_mask)
+    with pytest.raises(ValueError, match=r"^the presence mask of 'pre' must be a \(B,\) bool tensor "
+                                         r"\(or 0/1 integers\), got integer values \[2\]"):
         model({"pre": x, "flair": x, "present": {"pre": torch.tensor([2, 1])}})  # was: 2 taken as present
     ints = model({"pre": x, "flair": x, "present": {"pre": torch.tensor([0, 1])}})
     bools = model({"pre": x, "flair": x, "present": {"pre": torch.tensor([False, True])}})

@@ -12,8 +12,9 @@ import torch
 from medfm.adapters.fusion import FusionModel
 from tests.conftest import FUSION_SIZE as S, tiny_fuser
 
-OLD = ("fusion: gen must be a CPU torch.Generator (it draws the random modality dropout / channel sampling) or None, "
-       "got 0; e.g. torch.Generator().manual_seed(0)")
+# a fuser that names no draw of its own is no longer told it draws "the random modality dropout / channel sampling"
+DEFAULT = ("fusion: gen must be a CPU torch.Generator (for the fuser's random draws in training, if it makes any) or "
+           "None, got 0; e.g. torch.Generator().manual_seed(0)")
 # each drawing fuser names its own draw (the shared "modality dropout / channel sampling" was half true for each)
 DROPOUT = ("fusion: gen must be a CPU torch.Generator (it draws the random modality dropout in training when "
            "modality_dropout > 0) or None, got 0; e.g. torch.Generator().manual_seed(0)")
@@ -57,6 +58,6 @@ def test_a_fuser_defining_only_fuse_batch_gets_the_generator_check():
     batch = {"pre": torch.rand(2, 1, S, S)}
     with pytest.raises(ValueError) as info:  # was: nn.Module's 'missing the required "forward" function'
         model(batch, 0)
-    assert str(info.value) == OLD
+    assert str(info.value) == DEFAULT
     assert model(batch, torch.Generator().manual_seed(0))["logits"].shape == (2, 2)
     assert model(batch)["used"]["pre"].tolist() == [True, True]

@@ -77,5 +77,6 @@ def test_fusion_drops_take_0_1_integer_presence_masks_as_the_models_do():
     (torch.ones(3, 1, dtype=torch.bool), "got a torch.bool tensor of shape \\(3, 1\\)"),
 ])
 def test_fusion_drops_refuse_masks_the_models_refuse(mask, match):
-    with pytest.raises(ValueError, match=f"^the presence mask of 'a' must be a \\(N,\\) bool tensor .*{match}"):
+    # one wording for every reader of a presence mask (medfm.data.multimodal.check_presence_mask): (B,), was (N,)
+    with pytest.raises(ValueError, match=f"^the presence mask of 'a' must be a \\(B,\\) bool tensor .*{match}"):
         mcar_drop({"a": mask}, 0.5, torch.Generator())

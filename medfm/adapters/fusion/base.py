@@ -32,8 +32,8 @@ from torch import nn
 
 from medfm.adapters.classification import check_class_labels, check_label_names
 from medfm.adapters.fusion.tabular import TabularEncoder
-from medfm.arg_checks import check_mask_tensor, check_number, check_string_list, shown
-from medfm.data.multimodal import PRESENT_KEY, close_modality, presence as _presence
+from medfm.arg_checks import check_number, check_string_list, shown
+from medfm.data.multimodal import PRESENT_KEY, check_presence_mask, close_modality, presence as _presence
 from medfm.data.views import check_generator as check_views_generator
 from medfm.encoders.base import EncoderInputError, check_value_range
 from medfm.encoders.layers.deterministic import adaptive_avg_pool
@@ -44,9 +44,10 @@ TABULAR = "clinical"
 BATCH_INFO_KEYS = ("label", "mask", "patient")
 #: the keys of an ``image_encoder`` spec (:func:`image_encoder_spec`)
 IMAGE_ENCODER_KEYS = ("name", "args")
-#: what the fusers draw from their ``gen`` (:func:`check_generator`'s message; each fuser names its own draw,
-#: :attr:`FusionModel.generator_use`)
-GENERATOR_USE = "it draws the random modality dropout / channel sampling"
+#: the default of :attr:`FusionModel.generator_use` (:func:`check_generator`'s message): every registered fuser names
+#: its own draw; a fuser that names none is not said to draw what it may not (it was "the random modality dropout /
+#: channel sampling", neither of which a user's own fuser need draw)
+GENERATOR_USE = "for the fuser's random draws in training, if it makes any"
 #: the modality-dropout fusers' draw (3mat, multimodn, fused_unet; :func:`sample_modality_dropout`)
 MODALITY_DROPOUT_USE = "it draws the random modality dropout in training when modality_dropout > 0"
 
@@ -218,7 +219,8 @@ class FusionModel(nn.Module):
         Raises:
             ValueError: not a dict; an empty batch (B=0); this model's modality values or
                 presence masks that are not tensors or disagree on B; a presence mask that is not ``(B,)``
-                bool or 0/1 integers (:func:`medfm.arg_checks.check_mask_tensor`); a sample has none of this
+                bool or 0/1 integers (:func:`medfm.data.multimodal.check_presence_mask`: ``the presence mask of 'pre'
+                must be a (B,) bool tensor (or 0/1 integers), got ...``); a sample has none of this
                 model's modalities, or only a ``"clinical"`` row whose every value is NaN (names
                 the sample indices); a batch key that is not a modality of this model (module docstring).
         """
@@ -264,7 +266,8 @@ class FusionModel(nn.Module):
         this model's modalities and its presence masks (else rows silently pair up wrongly).
 
         Returns:
-            the batch's presence masks, those of this model's modalities as bool (:func:`check_mask_tensor`).
+            the batch's presence masks, those of this model's modalities as bool
+            (:func:`medfm.data.multimodal.check_presence_mask`, the one rule and wording of a presence mask).
         """
         if not isinstance(batch, Mapping):
             raise ValueError(f"a fuser takes a batch dict {{modality: tensor, 'present': {{modality: (B,) bool}}}}, "
@@ -283,7 +286,7 @@ class FusionModel(nn.Module):
                 if value.ndim == 0:
                     raise ValueError(f"batch value {what} must have a batch axis, got a scalar")
                 if what != m:  # a float 0.5 or an integer 2 was taken as present
-                    checked[m] = check_mask_tensor(f"presence mask {what}", value, ndim=1)
+                    checked[m] = check_presence_mask(m, value, ndim=1)
                 sizes[what] = int(value.shape[0])
         if len(set(sizes.values())) > 1:
             raise ValueError(f"batch entries disagree on the batch size B: {sizes}")
