@@ -60,7 +60,8 @@ def range_error(lo: float, hi: float, low: float = 0.0, high: float = 1.0) -> st
     Negative values: the images were normalised already (mean/std); values well above 1: a
     0-255 (or 16-bit) scale; values just above 1: rescaling or clamping was missed.
     """
-    got = f"expected images in [{low:g}, {high:g}] (the encoder normalises them itself with its pixel_mean/pixel_std), " \
+    got = f"expected images in [{low:g}, {high:g}] " \
+          "(the encoder normalises them itself with its pixel_mean/pixel_std), " \
           f"got values in [{lo:.4g}, {hi:.4g}]"
     if lo < low:
         why = ("they look already normalised (mean/std, e.g. ImageNet statistics or z-scores); pass the "
@@ -268,7 +269,7 @@ class Encoder(nn.Module):
         sep = ": " if hint else ""
         return EncoderInputError(f"{self.display_name} takes {self.input_spec()}; got {got}{sep}{hint}")
 
-    def check_input(self, x: torch.Tensor, check_size: bool = True) -> None:
+    def check_input(self, x: torch.Tensor, check_size: bool = True, check_values: bool = True) -> None:
         """Validate ``x``: a non-empty float ``(B, in_chans, H, W)`` (3D: ``(B, in_chans, D, H, W)``)
         tensor with finite values in [0, 1].
 
@@ -284,6 +285,9 @@ class Encoder(nn.Module):
             check_size: also check the spatial size (``img_size`` for fixed-size encoders,
                 at least :attr:`min_input_size` per side); objectives turn it off for raw batches that
                 their random views resize before the encoder sees them.
+            check_values: also run the value check (the one ``aminmax``, a device sync); objectives turn it
+                off for random views of a batch they checked already, whose values the views keep finite and
+                clamp to [0, 1] (:func:`medfm.objectives.inputs.encode_views`): only the O(1) checks run.
 
         Raises:
             EncoderInputError: one line starting with the encoder's name (:attr:`display_name`): what it
@@ -318,7 +322,7 @@ class Encoder(nn.Module):
             unit = "pixels" if dims == 2 else "voxels"
             raise self.input_error(f"{'x'.join(map(str, spatial))} inputs",
                                    f"resize them to at least {self.min_input_size} {unit} per side")
-        if x.numel() == 0:  # a zero-sized side (only with check_size=False): nothing to check
+        if not check_values or x.numel() == 0:  # a zero-sized side (only with check_size=False): nothing to check
             return
         try:
             check_value_range(x, self.input_range)
@@ -330,7 +334,9 @@ class Encoder(nn.Module):
         return ``(x - mean) / std``. Every ``forward``/``forward_features``/``forward_intermediates``
         goes through it, so the check runs once per forward. ``check=False``: the caller has run the
         same checks on ``x`` already (a fuser's :meth:`~medfm.adapters.fusion.base.FusionModel.select`,
-        which names the modality), so they are not repeated (one ``aminmax`` and device sync fewer).
+        which names the modality), or the ones that can fail on it (an objective's random views of a checked
+        batch: :func:`medfm.objectives.inputs.encode_views`), so they are not repeated (one ``aminmax`` and
+        device sync fewer).
 
         Float inputs of another dtype than the encoder's (float64 from NumPy, float16) are
         cast to it (the dtype of ``pixel_mean``, which follows ``encoder.to(dtype)``), so they
@@ -358,7 +364,8 @@ class Encoder(nn.Module):
         return self._pool(feats)
 
     def forward(self, x: torch.Tensor, check: bool = True) -> torch.Tensor:
-        """Pooled embedding ``(B, num_features)`` of images ``(B, C, H, W)`` in [0, 1]. ``check``: see :meth:`normalize`.
+        """Pooled embedding ``(B, num_features)`` of images ``(B, C, H, W)`` in [0, 1].
+        ``check``: see :meth:`normalize`.
 
         Raises:
             EncoderInputError: see :meth:`check_input`.

@@ -51,7 +51,7 @@ from medfm.encoders.base import Encoder
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
 from medfm.objectives.inputs import (check_arg, check_encoder, check_flag, check_float_tensors, check_image_batch,
-                                     check_sizes, check_views)
+                                     check_sizes, check_views, encode_views)
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -85,12 +85,30 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: Any,
     b = image_emb.shape[0]
     if b < 2:
         raise ValueError(f"clip_loss needs a batch of at least 2 image-text pairs, got {b}")
+    scale = check_logit_scale(logit_scale, image_emb.device)
+    ids = None if text_ids is None else check_text_ids(text_ids, b, image_emb.device)
+    return _symmetric_infonce(image_emb, text_emb, scale, ids)
+
+
+def check_logit_scale(logit_scale: Any, device: Any = None) -> torch.Tensor:
+    """``logit_scale`` of :func:`clip_loss` as a float32 tensor on ``device`` (a tensor given keeps its autograd
+    graph), once it is known to be one finite positive number: one read-back (a device sync) for a tensor.
+
+    Raises:
+        ValueError: ``clip_loss: logit_scale must be one finite positive number, got ...`` (``inf`` gave a NaN loss).
+    """
     scale = None
     if isinstance(logit_scale, torch.Tensor) or is_finite_number(logit_scale):  # not a string, None, inf, ...
-        scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=image_emb.device)
+        scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=device)
     if scale is None or scale.numel() != 1 or not bool(torch.isfinite(scale).all() & (scale > 0).all()):
         raise ValueError(f"clip_loss: logit_scale must be one finite positive number, got {shown(logit_scale)}")
-    ids = None if text_ids is None else check_text_ids(text_ids, b, image_emb.device)
+    return scale
+
+
+def _symmetric_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor,
+                       ids: Optional[torch.Tensor]) -> torch.Tensor:
+    """The loss of :func:`clip_loss` on arguments it has checked (``scale`` by :func:`check_logit_scale`)."""
+    b = image_emb.shape[0]
     # fp32 even under bf16 autocast: at logit scale 100 a bf16 matmul moves logits by up to 0.25
     with torch.autocast(device_type=image_emb.device.type, enabled=False):
         img = F.normalize(image_emb.float(), dim=1)
@@ -291,9 +309,12 @@ class CLIP(nn.Module):
         in place (CLIP, Radford et al. 2021, Sec. 2.5; open_clip's ``logit_scale.clamp_(0, log(100))``)."""
         self.logit_scale.clamp_(max=self.max_log_scale)
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C, H, W)`` in [0, 1] -> L2-normalised embeddings ``(B, embed_dim)``."""
-        return F.normalize(self.image_proj(self.encoder(images)).float(), dim=-1)
+    def encode_image(self, images: torch.Tensor, checked: bool = False) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` in [0, 1] -> L2-normalised embeddings ``(B, embed_dim)``. ``checked``: ``images``
+        are a batch :func:`~medfm.objectives.inputs.check_image_batch` checked (or its views), so the encoder's
+        value check is left out (:func:`~medfm.objectives.inputs.encode_views`)."""
+        feats = encode_views(self.encoder, images) if checked else self.encoder(images)
+        return F.normalize(self.image_proj(feats).float(), dim=-1)
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """``N`` strings -> L2-normalised embeddings ``(N, embed_dim)`` on the projection's device."""
@@ -336,11 +357,14 @@ class CLIP(nn.Module):
         if self.ssl_weight == 0:
             if self.views is not None:
                 images = self.views(images, gen)
-            loss = clip_loss(self.encode_image(images), txt, scale, ids)
+            loss = clip_loss(self.encode_image(images, checked=True), txt, scale, ids)
             return {"loss": loss, "logit_scale": scale.detach()}
-        feats = self.encoder(torch.cat([self.views(images, gen), self.views(images, gen)]))
+        feats = encode_views(self.encoder, torch.cat([self.views(images, gen), self.views(images, gen)]))
         img1, img2 = F.normalize(self.image_proj(feats).float(), dim=-1).chunk(2)
-        clip = 0.5 * (clip_loss(img1, txt, scale, ids) + clip_loss(img2, txt, scale, ids))
+        # clip_loss's checks, once for both views (its scale check is a read-back, a device sync)
+        checked = check_logit_scale(scale, img1.device)
+        ids = None if ids is None else check_text_ids(ids, img1.shape[0], img1.device)
+        clip = 0.5 * (_symmetric_infonce(img1, txt, checked, ids) + _symmetric_infonce(img2, txt, checked, ids))
         z1, z2 = self.ssl_head(feats).chunk(2)
         ssl = nt_xent_loss(z1, z2, self.ssl_temperature)
         return {"loss": clip + self.ssl_weight * ssl, "clip_loss": clip.detach(), "ssl_loss": ssl.detach(),

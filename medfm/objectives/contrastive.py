@@ -16,7 +16,7 @@ from medfm.data.views import RandomViews
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
 from medfm.objectives.inputs import (check_arg, check_encoder, check_float_tensors, check_image_batch, check_sizes,
-                                     check_views)
+                                     check_views, encode_views)
 from medfm.registry import OBJECTIVES
 
 
@@ -38,7 +38,8 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
     """
     check_float_tensors("nt_xent_loss", z1=z1, z2=z2)
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"nt_xent_loss expects two (B, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(f"nt_xent_loss expects two (B, D) tensors of equal shape, got {tuple(z1.shape)} and "
+                         f"{tuple(z2.shape)}")
     if z1.shape[0] < 2:
         raise ValueError(f"nt_xent_loss needs a batch of at least 2 images, got {z1.shape[0]}")
     temperature = check_arg("nt_xent_loss", "temperature", temperature, gt=0)
@@ -104,6 +105,6 @@ class SimCLR(nn.Module):
         images = check_image_batch(batch, self.encoder, "simclr", 2, gen=gen,
                                    why=" (NT-Xent contrasts each image with the others)")
         v1, v2 = self.views(images, gen), self.views(images, gen)
-        z = self.head(self.encoder(torch.cat([v1, v2])))
+        z = self.head(encode_views(self.encoder, torch.cat([v1, v2])))
         z1, z2 = z.chunk(2)
         return {"loss": nt_xent_loss(z1, z2, self.temperature)}

@@ -78,7 +78,7 @@ from medfm.encoders.layers.deterministic import adaptive_avg_pool
 from medfm.objectives.contrastive import nt_xent_loss
 from medfm.objectives.heads import ProjectionHead
 from medfm.objectives.inputs import (check_arg, check_choice, check_encoder, check_flag, check_float_tensors,
-                                     check_image_batch, check_sizes, check_views)
+                                     check_image_batch, check_sizes, check_views, encode_views)
 from medfm.objectives.solvers import FactorizedQAP, RRWMConfig, best_with_identity, hungarian, rrwm
 from medfm.registry import OBJECTIVES
 
@@ -202,7 +202,8 @@ def _tokens(feats: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def matching_loss(qap: FactorizedQAP, differentiation: str = "blackbox", blackbox_lambda: float = 0.5,
-                  cfg: Optional[RRWMConfig] = None, identity_candidate: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+                  cfg: Optional[RRWMConfig] = None,
+                  identity_candidate: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """Graph-matching loss toward the identity matching, and the solver's accuracy.
 
     Args:
@@ -351,7 +352,8 @@ class GraphMatching(nn.Module):
         self.differentiation, self.blackbox_lambda = differentiation, float(blackbox_lambda)
         self.solver_cfg = solver_cfg
         self.contrastive = contrastive
-        self.contrastive_weight, self.gm_weight, self.temperature = float(contrastive_weight), float(gm_weight), float(temperature)
+        self.contrastive_weight, self.gm_weight = float(contrastive_weight), float(gm_weight)
+        self.temperature = float(temperature)
         self.views = RandomViews(view_cfg)
         self.medfm_spec = {"kind": "objective", "name": "graph_matching", "args": {
             "proj_dim": proj_dim, "hidden_dim": hidden_dim, "proj_layers": proj_layers, "graph_size": self.graph_size,
@@ -362,13 +364,15 @@ class GraphMatching(nn.Module):
             "contrastive_weight": self.contrastive_weight, "gm_weight": self.gm_weight,
             "temperature": self.temperature, "views": to_dict(view_cfg)}}
 
-    def embed(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, images: torch.Tensor, checked: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """Projector outputs ``(B, proj_dim)`` and normalised local cells ``(B, P, local_dim)``.
 
         Runs the encoder once: ``forward_features`` then the contract's pooling ``forward_head``
-        (what ``encoder(x)`` computes), so local and global features share one pass.
+        (what ``encoder(x)`` computes), so local and global features share one pass. ``checked``:
+        ``images`` are views of a batch :func:`~medfm.objectives.inputs.check_image_batch` checked, so the
+        encoder's value check is left out (:func:`~medfm.objectives.inputs.encode_views`).
         """
-        feats = self.encoder.forward_features(images)
+        feats = encode_views(self.encoder, images, features=True) if checked else self.encoder.forward_features(images)
         z = self.head(self.encoder.forward_head(feats))
         cells = F.normalize(self.local_proj(_tokens(feats, self.local_grid)).float(), dim=-1)
         return z, cells
@@ -415,7 +419,7 @@ class GraphMatching(nn.Module):
                                    why=" (each graph needs a node and 2 neighbours)", gen=gen)
         b = images.shape[0]
         v1, v2 = self.views(images, gen), self.views(images, gen)
-        z, cells = self.embed(torch.cat([v1, v2]))
+        z, cells = self.embed(torch.cat([v1, v2]), checked=True)
         with torch.autocast(device_type=images.device.type, enabled=False):
             z = z.float()
             z1, z2 = z[:b], z[b:]

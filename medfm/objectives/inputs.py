@@ -5,7 +5,10 @@ The objectives draw random views of ``batch["image"]`` before the encoder sees t
 encoder's own check (:meth:`medfm.encoders.base.Encoder.check_input`) runs on the views:
 a NaN pixel that a random crop leaves out passed unnoticed, an empty batch failed inside
 ``F.affine_grid`` and a missing ``"image"`` key was a bare ``KeyError``. The raw batch is
-checked here first, with the encoder's check (without the size part: the views resize).
+checked here first, with the encoder's check (without the size part: the views resize). The views
+then go through :func:`encode_views`: the encoder's shape and size checks, not its value check (a
+second ``aminmax`` and device sync per encoder call, which the views, finite and clamped to [0, 1],
+cannot fail).
 
 Constructor arguments (:func:`check_arg`, :func:`check_sizes`, :func:`check_choice`,
 :func:`check_flag`, :func:`check_views`, :func:`check_view_size`): a recipe's ``temperature: -1``
@@ -87,6 +90,28 @@ def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch:
     if b < min_batch:
         raise ValueError(f"{objective} needs a batch of at least {min_batch} {noun}{why}, got {b}")
     return images
+
+
+def encode_views(encoder: nn.Module, views: torch.Tensor, features: bool = False) -> torch.Tensor:
+    """``encoder(views)`` (``features``: ``encoder.forward_features(views)``) for views of a batch that
+    :func:`check_image_batch` has checked, without the encoder's value check.
+
+    :class:`~medfm.data.views.RandomViews` resamples, blurs, shifts and adds noise to finite values and
+    clamps its output to [0, 1], so the encoder's value check (one ``torch.aminmax``, a device sync per call)
+    cannot fail on them and is left out (``check=False``); its O(1) checks still run
+    (:meth:`~medfm.encoders.base.Encoder.check_input` with ``check_values=False``), so a view size the
+    encoder does not take (a fixed-size ViT, a side below ``min_input_size``) gets its one-line error as before.
+    Also for the checked batch itself (CLIP without augmentation): its values were checked by
+    :func:`check_image_batch`, its size was not.
+
+    Shape:
+        views: ``(N, C, S, S)``; returns ``(N, num_features)``, or ``forward_features``' output.
+
+    Raises:
+        EncoderInputError: views the encoder does not take (size, channels, ...), its one-line message.
+    """
+    encoder.check_input(views, check_values=False)
+    return encoder.forward_features(views, check=False) if features else encoder(views, check=False)
 
 
 def check_encoder(objective: str, encoder: Any) -> None:

@@ -29,7 +29,7 @@ from medfm.data.views import RandomViews
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
 from medfm.objectives.inputs import (check_arg, check_encoder, check_flag, check_float_tensors, check_image_batch,
-                                     check_sizes, check_views)
+                                     check_sizes, check_views, encode_views)
 from medfm.registry import OBJECTIVES
 
 
@@ -122,12 +122,15 @@ class MoCo(nn.Module):
             "symmetric": self.symmetric, "key_bn_splits": self.key_bn_splits, "views": to_dict(view_cfg)}}
 
     @torch.no_grad()
-    def keys(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Normalised keys ``(B, proj_dim)`` float32 from the momentum encoder, with shuffling BN."""
+    def keys(self, images: torch.Tensor, gen: torch.Generator, checked: bool = False) -> torch.Tensor:
+        """Normalised keys ``(B, proj_dim)`` float32 from the momentum encoder, with shuffling BN.
+        ``checked``: ``images`` are views of a batch :func:`~medfm.objectives.inputs.check_image_batch` checked,
+        so the encoder's value check is left out (:func:`~medfm.objectives.inputs.encode_views`)."""
         b = images.shape[0]
         splits = max(1, min(self.key_bn_splits, b // 2))
         perm = torch.randperm(b, generator=gen).to(images.device)
-        chunks = [self.momentum_head(self.momentum_encoder(c)) for c in images[perm].chunk(splits)]
+        enc = self.momentum_encoder
+        chunks = [self.momentum_head(encode_views(enc, c) if checked else enc(c)) for c in images[perm].chunk(splits)]
         shuffled = torch.cat(chunks)
         k = torch.empty_like(shuffled)
         k[perm] = shuffled
@@ -151,9 +154,9 @@ class MoCo(nn.Module):
         """
         images = check_image_batch(batch, self.encoder, "moco", gen=gen)
         b = images.shape[0]
-        v1, v2 = self.views(images, gen), self.views(images, gen)
-        q1, q2 = self.head(self.encoder(torch.cat([v1, v2]))).chunk(2)
-        k1, k2 = self.keys(torch.cat([v1, v2]), gen).split(b)
+        views = torch.cat([self.views(images, gen), self.views(images, gen)])
+        q1, q2 = self.head(encode_views(self.encoder, views)).chunk(2)
+        k1, k2 = self.keys(views, gen, checked=True).split(b)
         queue = self.queue.clone()
         with torch.autocast(device_type=images.device.type, enabled=False):  # logits / T in fp32
             loss = moco_infonce_loss(q1.float(), k2, queue, self.temperature)

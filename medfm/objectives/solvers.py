@@ -110,7 +110,8 @@ class FactorizedQAP:
             raise ValueError(f"FactorizedQAP.node must be (G, n, m), got {tuple(self.node.shape)}")
         g, n, m = self.node.shape
         if self.nbr1.ndim != 3 or self.nbr1.shape[:2] != (g, n) or self.nbr2.ndim != 3 or self.nbr2.shape[:2] != (g, m):
-            raise ValueError(f"neighbour lists {tuple(self.nbr1.shape)} / {tuple(self.nbr2.shape)} do not fit node {(g, n, m)}")
+            raise ValueError(f"neighbour lists {tuple(self.nbr1.shape)} / {tuple(self.nbr2.shape)} do not fit "
+                             f"node {(g, n, m)}")
         if self.nbr1.dtype not in (torch.int32, torch.int64) or self.nbr2.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"FactorizedQAP neighbour lists must be int64 (or int32) indices, got "
                              f"{self.nbr1.dtype} / {self.nbr2.dtype}")

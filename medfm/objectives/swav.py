@@ -41,7 +41,7 @@ from medfm.data.views import RandomViews, ViewConfig
 from medfm.encoders.base import Encoder
 from medfm.objectives.heads import ProjectionHead
 from medfm.objectives.inputs import (check_arg, check_encoder, check_float_tensors, check_image_batch, check_sizes,
-                                     check_view_size, check_views)
+                                     check_view_size, check_views, encode_views)
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ def swav_loss(scores: Sequence[torch.Tensor], assign_views: Sequence[int] = (0, 
     temperature = check_arg("swav_loss", "temperature", temperature, gt=0)
     check_float_tensors("swav_loss", **{f"scores[{i}]": s for i, s in enumerate(scores)})
     if len(scores) < 2 or any(s.shape != scores[0].shape or s.ndim != 2 for s in scores):
-        raise ValueError(f"swav_loss needs >= 2 score tensors of equal (B, K) shape, got {[tuple(s.shape) for s in scores]}")
+        raise ValueError(f"swav_loss needs >= 2 score tensors of equal (B, K) shape, "
+                         f"got {[tuple(s.shape) for s in scores]}")
     if scores[0].shape[0] < 2:
         raise ValueError(f"swav_loss needs a batch of at least 2 images{_ONE_IMAGE}, got {scores[0].shape[0]}")
     if not assign_views or any(not (is_integer(v) and 0 <= v < len(scores)) for v in assign_views):
@@ -189,7 +190,8 @@ class SwAV(nn.Module):
         with torch.no_grad():
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
-        self.temperature, self.epsilon, self.sinkhorn_iterations = float(temperature), float(epsilon), int(sinkhorn_iterations)
+        self.temperature, self.epsilon = float(temperature), float(epsilon)
+        self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.n_local_views, self.local_size = int(n_local_views), int(local_size)
         self.freeze_prototypes_steps = int(freeze_prototypes_steps)
         self.global_views = RandomViews(g_cfg)
@@ -201,11 +203,14 @@ class SwAV(nn.Module):
             "freeze_prototypes_steps": self.freeze_prototypes_steps,
             "global_views": to_dict(g_cfg), "local_views": to_dict(l_cfg)}}
 
-    def scores(self, views: torch.Tensor) -> torch.Tensor:
-        """Prototype scores ``(N, K)`` float32 of images ``(N, C, S, S)``: normalised projections x prototypes."""
-        z = self.head(self.encoder(views))
+    def scores(self, views: torch.Tensor, checked: bool = False) -> torch.Tensor:
+        """Prototype scores ``(N, K)`` float32 of images ``(N, C, S, S)``: normalised projections x prototypes.
+        ``checked``: ``views`` are views of a batch :func:`~medfm.objectives.inputs.check_image_batch` checked,
+        so the encoder's value check is left out (:func:`~medfm.objectives.inputs.encode_views`)."""
+        z = self.head(encode_views(self.encoder, views) if checked else self.encoder(views))
         weight = self.prototypes.weight
-        if self.training and int(self.steps_done) < self.freeze_prototypes_steps:
+        # the step counter is read back only when prototypes freeze at all (it is never < 0)
+        if self.training and self.freeze_prototypes_steps > 0 and int(self.steps_done) < self.freeze_prototypes_steps:
             weight = weight.detach()
         with torch.autocast(device_type=views.device.type, enabled=False):  # scores / epsilon needs fp32
             return F.normalize(z.float(), dim=1) @ weight.float().t()
@@ -228,10 +233,10 @@ class SwAV(nn.Module):
         images = check_image_batch(batch, self.encoder, "swav", 2, why=_ONE_IMAGE, gen=gen)
         b = images.shape[0]
         globals_ = torch.cat([self.global_views(images, gen), self.global_views(images, gen)])
-        per_view: List[torch.Tensor] = list(self.scores(globals_).split(b))
+        per_view: List[torch.Tensor] = list(self.scores(globals_, checked=True).split(b))
         if self.n_local_views:
             locals_ = torch.cat([self.local_views(images, gen) for _ in range(self.n_local_views)])
-            per_view += list(self.scores(locals_).split(b))
+            per_view += list(self.scores(locals_, checked=True).split(b))
         with torch.autocast(device_type=images.device.type, enabled=False):
             loss = swav_loss(per_view, (0, 1), self.temperature, self.epsilon, self.sinkhorn_iterations)
         return {"loss": loss}
