@@ -5,7 +5,7 @@ classes; one holding no image is refused, :class:`EmptyClassFolderError`), class
 sorted folder-name order, the images its files with torchvision's extensions (:data:`IMAGE_EXTENSIONS`:
 JPEG, PNG, PPM/PGM, BMP, TIFF, WebP; not GIF; a sub-folder named ``x.png`` is no image); other entries
 of a class folder (a GIF, a DICOM file, a sub-folder, which torchvision would search) are skipped with one
-warning naming how many and one of them (hidden ones, ``.DS_Store``, without a word). When the folder
+warning naming how many and one of them (hidden ones, ``.DS_Store`` or macOS's ``._x.png``, without a word). When the folder
 holds a ``labels.csv`` with columns ``file,label`` (paths relative to the folder), it is the list of samples
 instead, and every listed file must exist (one non-empty file and label per row, no file twice). Images
 are read once (the bytes for the md5, the pixels decoded from them) and decoded once
@@ -116,8 +116,11 @@ def _is_image_entry(entry: os.DirEntry) -> bool:
     """Whether an entry of a class folder is one of its images: an :data:`IMAGE_EXTENSIONS` name that is not a
     folder (torchvision's rule: ``os.walk`` lists it among the files; a link leading nowhere is one, failing when
     read; a folder named ``x.png`` was taken for an image, its suffix checked alone). ``os.scandir``'s entry knows
-    whether it is a folder without a ``stat`` per image (a link: followed, as ``os.walk`` does)."""
-    return os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and not entry.is_dir()
+    whether it is a folder without a ``stat`` per image (a link: followed, as ``os.walk`` does). A macOS AppleDouble
+    file (``._x.png``: the metadata macOS writes beside ``x.png`` on a non-Apple disk, no image) is none and is
+    passed over without a word, as hidden entries are (torchvision reads it and fails to decode it)."""
+    name = entry.name
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith("._") and not entry.is_dir()
 
 
 def scan_image_folder(root: Path) -> Tuple[List[str], List[str]]:

@@ -117,3 +117,11 @@ def test_a_multi_frame_file_is_refused_as_read_image_refuses_it(tmp_path):
     with pytest.raises(CorruptFileError) as got:
         read_image(path, "L", data=path.read_bytes())
     assert str(got.value) == str(want.value) and "2 frames" in str(got.value)
+
+
+def test_macos_appledouble_files_are_no_images_and_pass_without_a_warning(tmp_path, recwarn):
+    # old: a/._0.png was listed as an image and failed to decode ("cannot read image ...")
+    root = write_class_folders(tmp_path, ["a", "b"], 2, np.random.default_rng(0), size=(4, 4))
+    (root / "a" / "._0.png").write_bytes(b"\x00\x05\x16\x07" + b"\0" * 60)  # the AppleDouble magic number
+    ds = ImageFolderDataset(root)
+    assert "a/._0.png" not in ds.files and len(ds.files) == 4 and not recwarn.list
