@@ -305,8 +305,8 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     """Check the run folder, load the LGG train/test sets and check every model's training set, then set threads.
 
     Writes nothing: ``config.yaml`` (the resolved recipe) is written by :func:`recipe_writer`, which the runners
-    give each trained model's fit as its ``before_write`` (:func:`fit_or_reuse`): once that model's resumed state
-    fits the data, so that a refused resume (another ``--data-root``) leaves the run folder as it was.
+    give every trained model's fit as its ``before_write`` (:func:`fit_or_reuse`): once the first trained model's
+    resumed state fits the data, so that a refused resume (another ``--data-root``) leaves the run folder as it was.
     ``train.num_threads`` is applied after every check (:func:`medfm.training.loop.set_train_threads`: a refused
     run leaves torch's thread count as it was).
 
@@ -314,11 +314,13 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     ``{modality: (N,) bool}`` (:meth:`medfm.data.lgg_fusion.LGGFusionSet.presence`, read once here for
     :func:`check_training_sets` and kept for the runners: the mnar masks, :func:`fit_or_reuse`), ``t0`` the
     ``time.perf_counter()`` at the start.
-    Raises: MedFMDataError: LGG data missing; FileExistsError: a model of the recipe already has a
-    checkpoint under ``output/models/`` and ``resume`` is False (checked before anything is written);
+    Raises: MedFMDataError: LGG data missing; FileExistsError: ``resume`` is False and ``output/models/`` holds
+    a checkpoint, of a model of the recipe or of any other (a new run beside another run's models mixed the two
+    in one folder; checked before anything is written);
     ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
-    (:func:`medfm.training.resume.check_resume_recipe`), except for models added to ``models``: the
-    models train independently, so ``--resume`` reuses the finished ones and trains the new ones;
+    (:func:`medfm.training.resume.check_resume_recipe`; a model dropped from ``models`` included), except for
+    models added to ``models``: the models train independently, so ``--resume`` reuses the finished ones and
+    trains the new ones (an added model whose folder holds a model already: :func:`refuse_unrecorded_models`);
     ValueError: fewer training slices than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`);
     ConfigError: a single-modality model whose slices are fewer (:func:`check_training_sets`; both before
     anything is written or any model trains).
@@ -328,8 +330,10 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     from medfm.training.resume import check_resume_recipe
 
     output = Path(output)
-    refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in recipe.models])
-    check_resume_recipe(output, recipe, resume, may_add=("models",))  # a model may be added to a finished run
+    labels = {*recipe.models, *(p.parent.name for p in output.glob("models/*/checkpoint"))}  # another run's too
+    refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in sorted(labels)])
+    added = check_resume_recipe(output, recipe, resume, may_add=("models",))  # a model may be added to a finished run
+    refuse_unrecorded_models(output, [key.split(".", 1)[1] for key in added])
     t0 = time.perf_counter()
     train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
     test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
@@ -339,14 +343,42 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     return output, train, test, natural, t0
 
 
+def refuse_unrecorded_models(output: Path, labels: List[str]) -> None:
+    """Refuse a resume whose added models (``labels``: in the recipe, not in the run's ``config.yaml``,
+    :func:`medfm.training.resume.check_resume_recipe`) have a final ``model/`` or a training record
+    (:func:`medfm.training.run_folder.holds_training_record`) in ``output/models/<label>/`` already: another run's
+    (one started beside them by an older medfm), they were reused as this recipe's and mixed into its results.
+
+    Raises:
+        ConfigError: ``cannot resume runs/f: models/late/ holds a model that the run's config.yaml does not list
+            (...); move that folder away, or choose a new --output``.
+    """
+    from medfm.config import ConfigError
+    from medfm.training.run_folder import holds_training_record
+
+    for label in labels:
+        folder = Path(output) / "models" / label
+        if (folder / "model").is_dir() or holds_training_record(folder):
+            raise ConfigError(f"cannot resume {output}: models/{label}/ holds a model that the run's config.yaml does "
+                              "not list (left by another run: its settings are unknown, and --resume would reuse it "
+                              "as this recipe's); move that folder away, or choose a new --output")
+
+
 def recipe_writer(recipe: "FusionRecipe", output: Path) -> Callable[[], None]:
-    """The ``before_write`` of a fusion run's fits (:func:`fit_or_reuse`): writes ``<output>/config.yaml``, the
-    resolved recipe (:func:`medfm.training.runs.write_run_record`; ``medfm fuse`` takes no ``--init``), once a
-    model's resumed state is checked and before its fit writes anything. Every trained model writes the same file
-    again; a resume that reuses every model leaves it as it was."""
+    """The ``before_write`` of a fusion run's fits (:func:`fit_or_reuse`), one per run given to every fit: writes
+    ``<output>/config.yaml``, the resolved recipe (:func:`medfm.training.runs.write_run_record`; ``medfm fuse``
+    takes no ``--init``), at its first call: once the first trained model's resumed state is checked, before its
+    fit writes anything; later calls do nothing (each fit used to rewrite it). A resume reusing every model leaves
+    it as it was."""
     from medfm.training.runs import write_run_record
 
-    return lambda: write_run_record(Path(output), recipe, takes_init=False)
+    written: List[bool] = []
+
+    def write() -> None:
+        if not written:
+            write_run_record(Path(output), recipe, takes_init=False)
+            written.append(True)
+    return write
 
 
 def model_modalities(recipe: "FusionRecipe", spec: FusionModelConfig) -> List[str]:
@@ -506,6 +538,7 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
     mnar = mnar_drop(train.labels, natural, pcfg.mnar_modalities, pcfg.p_high, pcfg.p_low, False,
                      torch.Generator().manual_seed(pcfg.seed + 101))
     trained, trained_mnar, fits = {}, {}, {}
+    write_config = recipe_writer(recipe, output)  # config.yaml, once: before the first trained model's fit writes
     for label, spec in recipe.models.items():
         model = built.pop(label)
         model.set_tabular_statistics(train.clinical)
@@ -513,7 +546,7 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
         model, fits[label] = fit_or_reuse(model, fusion_step, data, recipe.train, output / "models" / label, resume,
                                           natural, fusion_data_record(train, test, data_root, spec.train_missing),
                                           fusion_training_record(recipe, label, spec),
-                                          before_write=recipe_writer(recipe, output))  # config.yaml
+                                          before_write=write_config)
         (trained_mnar if spec.train_missing == "mnar" else trained)[label] = model.eval()
     test_batch = test.get_batch(torch.arange(len(test)))
     res = run_fusion_protocol(trained, test_batch, recipe.modalities, trained_mnar, pcfg.mcar_rates, pcfg.mnar_modalities,
@@ -560,7 +593,7 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
            "fusion_step", "build_fuser", "build_models", "check_image_encoder", "check_training_sets", "start_run",
-           "recipe_writer",
+           "recipe_writer", "refuse_unrecorded_models",
            "model_modalities", "training_rows",
            "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
            "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

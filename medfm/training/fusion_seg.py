@@ -76,11 +76,12 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     built = build_models(recipe, lambda spec: build_seg_fuser(recipe, spec))  # checked before the data are read
     output, train, test, natural, t0 = start_run(recipe, output, data_root, resume)  # natural: read once there
     trained, fits = {}, {}
+    write_config = recipe_writer(recipe, output)  # config.yaml, once: before the first trained model's fit writes
     for label, spec in recipe.models.items():
         model, fits[label] = fit_or_reuse(built.pop(label), seg_fusion_step, train, recipe.train, output / "models" / label,
                                           resume, natural, fusion_data_record(train, test, data_root, "natural"),
                                           fusion_training_record(recipe, label, spec), log_tag="fuse-seg",
-                                          before_write=recipe_writer(recipe, output))  # config.yaml
+                                          before_write=write_config)
         trained[label] = model.eval()
     res = run_seg_fusion_protocol(trained, test.get_batch(torch.arange(len(test))), recipe.modalities, LABEL_NAMES,
                                   recipe.protocol.n_boot, recipe.protocol.seed)

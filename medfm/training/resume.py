@@ -59,7 +59,7 @@ _ABSENT = object()
 
 
 def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequence[str] = (),
-                        deferred: Sequence[str] = ()) -> None:
+                        deferred: Sequence[str] = ()) -> List[str]:
     """Refuse to resume the run in ``output`` with a recipe other than the one it was started with.
 
     Compares ``recipe`` (the resolved recipe dataclass the runner is about to write to
@@ -89,23 +89,29 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequen
         deferred: dotted keys not compared in this call (:data:`OPERATIONAL_KEYS` syntax), e.g.
             ``("train.batch_size",)`` before the data are read.
 
+    Returns:
+        The entries of ``may_add`` that the saved recipe lacks, as dotted keys (``["models.late"]``; the caller
+        may check what the run folder holds for them); ``[]`` when nothing was compared.
+
     Raises:
         ConfigError: the recipes differ in a key that changes the training result; the message
-            lists them as ``train.lr: 0.002 -> 0.001`` (saved -> new, at most :data:`MAX_SHOWN`).
+            lists them as ``train.lr: 0.002 -> 0.001`` (saved -> new, at most :data:`MAX_SHOWN`). An entry of a
+            ``may_add`` mapping that the new recipe drops is such a difference (``models.late.fuser: '3mat' ->
+            (not set)``): a resume cannot leave a model of the run out.
     """
     path = Path(output) / "config.yaml"
     if not resume or not Path(output).is_dir():
-        return
+        return []
     if not path.exists():
         if any(Path(output).rglob(STATE_JSON)):
             log.warning("%s has no config.yaml to compare the recipe with (a run from an older medfm?); "
                         "resuming with the recipe as given", output)
-        return
+        return []
     try:
         saved = load_yaml(path)
     except ConfigError as err:
         log.warning("cannot compare the recipe with the run's saved one (%s); resuming with the recipe as given", err)
-        return
+        return []
     new = parse_recipe_yaml(dump_yaml(recipe))
     added = [f"{m}.{k}" for m in may_add if isinstance(new.get(m), dict)
              for k in new[m] if k not in (saved.get(m) or {})]
@@ -116,6 +122,7 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequen
         raise ConfigError(f"cannot resume {output}: the run was started with other settings ({shown}); "
                           "choose a new --output for the new settings, or resume with the run's recipe "
                           f"(saved in {path})")
+    return added
 
 
 def setting_differences(saved: Any, new: Any, recipe: Any = None, skip: Sequence[str] = ()) -> List[str]:
