@@ -480,6 +480,10 @@ def plot_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
     return save_figure(fig, path)
 
 
+#: the files :func:`write_protocol_report` may write besides ``results.json`` (``subsets.png`` only with subsets)
+PROTOCOL_REPORT_FILES = ("report.md", "subsets.png")
+
+
 def write_fusion_report(res: Mapping[str, Any], output: PathLike,
                         extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
     """Write ``results.json`` (``res`` + ``extra``), ``report.md`` and ``subsets.png`` atomically into ``output``.
@@ -503,7 +507,8 @@ def write_protocol_report(res: Mapping[str, Any], output: PathLike, extra: Optio
     :func:`medfm.evaluation.fusion_seg.write_seg_fusion_report`: ``render(res)`` -> ``report.md`` text,
     ``plot(res, path)`` (or None) -> ``subsets.png``; ``results.json`` (``extra`` + ``res``) last, an earlier
     one removed before the first file is written (:func:`medfm.evaluation.report.start_report_dir`: it was kept
-    beside the new figures, marking a half-written report complete).
+    beside the new figures, marking a half-written report complete), and with it an earlier ``report.md`` and
+    ``subsets.png`` (:data:`PROTOCOL_REPORT_FILES`: a report without subsets kept the old figure).
 
     Raises:
         as :func:`write_fusion_report`.
@@ -514,7 +519,7 @@ def write_protocol_report(res: Mapping[str, Any], output: PathLike, extra: Optio
         raise TypeError(f"extra must be a mapping of JSON-ready values, got {type(extra).__name__}")
     payload = to_jsonable({**dict(extra or {}), **dict(res)})  # fails (TypeError) before anything is written
     text = render(res)
-    out = start_report_dir(output)
+    out = start_report_dir(output, PROTOCOL_REPORT_FILES)
     paths = {}
     if plot is not None:
         paths["plot"] = plot(res, out / "subsets.png")
@@ -527,4 +532,4 @@ __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict
            "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
            "slice_batch", "subset_views", "subset_table", "usable", "subset_checks", "predict_prob_rows",
            "batch_modalities", "check_modality_names", "check_presence", "check_protocol_args", "write_protocol_report",
-           "check_patient_ids"]
+           "check_patient_ids", "PROTOCOL_REPORT_FILES"]

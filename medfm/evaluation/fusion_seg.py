@@ -179,8 +179,8 @@ def plot_seg_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
 
 def write_seg_fusion_report(res: Mapping[str, Any], output: PathLike, extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
     """Write ``results.json`` (``extra`` + ``res``), ``report.md`` and ``subsets.png`` atomically into ``output``,
-    ``results.json`` last, an earlier one removed before the first file is written
-    (:func:`medfm.evaluation.fusion.write_protocol_report`).
+    ``results.json`` last, an earlier one (and its ``report.md`` and ``subsets.png``) removed before the first file
+    is written (:func:`medfm.evaluation.fusion.write_protocol_report`).
 
     Raises:
         NotADirectoryError: ``output`` or one of its parents is a file

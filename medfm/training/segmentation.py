@@ -9,15 +9,20 @@ original resolution and writes into the output directory:
 * ``config.yaml`` (resolved recipe), ``metrics.jsonl``, ``training_curve.png``, ``checkpoint/`` (resumable);
 * ``model/`` (frozen/full) or ``adapter/`` (LoRA, adapter-only) final checkpoint;
 * ``results.json`` (split rule and ids, per-case and summary Dice / HD95 / surface Dice,
-  for CHASE_DB1 also the second observer's scores) and ``results.md``;
+  for CHASE_DB1 also the second observer's scores; ``"kind": "segmentation"`` and the report's ``"files"``) and
+  ``results.md``;
 * ``overlays/<case>.png`` (prediction vs reference: yellow TP, red FP, green FN).
+
+An earlier report's files (``results.json`` first, its ``"files"``, ``results.md`` and every test case's overlay:
+:func:`seg_report_files`) are removed when the run starts writing, with ``config.yaml``
+(:func:`medfm.evaluation.report.start_report_dir`): a resume with fewer ``eval.overlays`` kept the old PNGs.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -321,6 +326,20 @@ def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, out
     return res
 
 
+def seg_report_files(tasks: Mapping[str, SegTask], count: Optional[int] = None) -> List[str]:
+    """The files of a segmentation run's report besides ``results.json``, relative to the run folder: ``results.md``
+    and, for each ``folder -> task`` of ``tasks`` (``""``: :func:`run_segmentation`; ``"tasks/<name>/"``: a
+    text-conditioned run), ``<folder>overlays/<case>.png`` of the task's first ``count`` test cases (None: every
+    test case, the names a run may write, cleared when it starts; ``eval.overlays``: those :func:`evaluate_task`
+    writes, the ``"files"`` of its ``results.json``).
+
+    Raises:
+        medfm data errors of :meth:`SegTask.test_cases` (a missing data set).
+    """
+    return ["results.md", *(f"{folder}overlays/{cid}.png" for folder, task in tasks.items()
+                            for cid in task.test_cases()[:count])]
+
+
 def seg_data_record(task: SegTask) -> Dict[str, Any]:
     """What a segmentation checkpoint records about its data (for its model card).
 
@@ -383,6 +402,7 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
     from medfm.cards import write_card
     from medfm.config import to_dict
+    from medfm.evaluation.report import start_report_dir
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.loop import Trainer, steps_per_epoch
     from medfm.training.runs import check_run_start, write_run_record
@@ -409,19 +429,26 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
                     recipe.data.missing_sequence_fill, recipe.data.foreground_p)
     trainer = Trainer(trained, step, train_set, recipe.train, output, save)
     t0 = time.perf_counter()
-    # config.yaml and init.json after the data, the model and a resumed state's checks: missing data, a bad
-    # encoder/decoder section or a refused resume (another --data-root) writes nothing (a LoRA base/ included)
-    trainer.fit(resume=resume,
-                before_write=lambda: write_run_record(output, recipe, init, resume, write_base=write_base))
+
+    def start_run() -> None:
+        # config.yaml and init.json after the data, the model and a resumed state's checks: missing data, a bad
+        # encoder/decoder section or a refused resume (another --data-root) writes nothing (a LoRA base/ included);
+        # then an earlier report's files (a resume with fewer overlays kept the old PNGs)
+        write_run_record(output, recipe, init, resume, write_base=write_base)
+        start_report_dir(output, seg_report_files({"": task}))
+
+    trainer.fit(resume=resume, before_write=start_run)
     train_s = time.perf_counter() - t0
     trained.eval()
     final = save_final(trained, recipe.mode, base, meta, output)
     results = evaluate_task(trained, task, recipe.eval, output)
-    results.update({"task": task.metadata(), "checkpoint": str(final), "mode": recipe.mode,
+    results.update({"kind": "segmentation", "task": task.metadata(), "checkpoint": str(final), "mode": recipe.mode,
                     "encoder": recipe.encoder.name, "train_seconds": round(train_s, 1),
-                    "n_train_items": train_set.n_items, "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad)})
-    atomic_write_json(output / "results.json", results)
+                    "n_train_items": train_set.n_items,
+                    "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad),
+                    "files": [*seg_report_files({"": task}, recipe.eval.overlays), "results.json"]})
     atomic_write_text(output / "results.md", results_markdown(results))
+    atomic_write_json(output / "results.json", results)  # last: a complete report (start_report_dir)
     write_card(final, results)  # the final checkpoint's card with these test metrics
     return results
 
@@ -455,6 +482,7 @@ def segment_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, 
             + (f"region Dice {regions}; " if regions else "") + f"results: {output / 'results.json'}")
 
 
-__all__ = ["seg_data_record", "segment_from_recipe", "SegmentationRecipe", "SegEvalConfig", "SegDataConfig", "run_segmentation", "evaluate_task",
+__all__ = ["seg_data_record", "seg_report_files", "segment_from_recipe", "SegmentationRecipe", "SegEvalConfig",
+           "SegDataConfig", "run_segmentation", "evaluate_task",
            "build_segmenter", "check_segmenter_args", "random_crop", "random_flips", "random_missing_sequences",
            "seg_step", "SEG_MODES"]

@@ -28,7 +28,8 @@ as is (LSMS-style), reporting which known target the query matched (whose modali
 selects the norms).
 
 Outputs as :mod:`medfm.training.segmentation`, with per-task results under
-``results.json["tasks"][name]`` and overlays in ``tasks/<name>/overlays/``.
+``results.json["tasks"][name]`` and overlays in ``tasks/<name>/overlays/`` (``"kind": "text_segmentation"``; an
+earlier report's files, each task's overlays included, removed when the run starts writing).
 """
 from __future__ import annotations
 
@@ -334,7 +335,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     from medfm.training.loop import Trainer, steps_per_epoch
     from medfm.training.runs import build_recipe_text_encoder, check_run_start, write_run_record
     from medfm.cards import write_card
-    from medfm.training.segmentation import evaluate_task, results_markdown, seg_data_record
+    from medfm.evaluation.report import start_report_dir
+    from medfm.training.segmentation import evaluate_task, results_markdown, seg_data_record, seg_report_files
 
     output = Path(output)
     check_run_start(output, recipe, init, resume)  # before anything is written or read
@@ -364,15 +366,22 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
 
     trainer = Trainer(trained, text_seg_step(recipe), train_set, recipe.train, output, save)
     t0 = time.perf_counter()
-    # config.yaml, init.json (a LoRA base/) once a resumed state's counters fit the data: a refused resume writes
-    # nothing
-    trainer.fit(resume=resume,
-                before_write=lambda: write_run_record(output, recipe, init, resume, write_base=write_base))
+    folders = {f"tasks/{t.name}/": task for t, task in zip(recipe.tasks, tasks)}  # (their overlays/)
+
+    def start_run() -> None:
+        # config.yaml, init.json (a LoRA base/) once a resumed state's counters fit the data: a refused resume writes
+        # nothing; then an earlier report's files (a resume with fewer overlays kept the old PNGs)
+        write_run_record(output, recipe, init, resume, write_base=write_base)
+        start_report_dir(output, seg_report_files(folders))
+
+    trainer.fit(resume=resume, before_write=start_run)
     train_s = time.perf_counter() - t0
     trained.eval()
     final = save_final(trained, recipe.mode, base, meta, output)
-    results: Dict[str, Any] = {"tasks": {}, "checkpoint": str(final), "mode": recipe.mode, "encoder": recipe.encoder.name,
-                               "train_seconds": round(train_s, 1), "prompts": model.prompts}
+    results: Dict[str, Any] = {"kind": "text_segmentation", "tasks": {}, "checkpoint": str(final), "mode": recipe.mode,
+                               "encoder": recipe.encoder.name, "train_seconds": round(train_s, 1),
+                               "prompts": model.prompts,
+                               "files": [*seg_report_files(folders, recipe.eval.overlays), "results.json"]}
     md = []
     for cfg, task in zip(recipe.tasks, tasks):
         view = PromptedSegmenter(trained, cfg.name, inference=task_inference[cfg.name])
@@ -386,8 +395,8 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
                                 "dice": qres["summary"]["mean"]["dice"]}
         results["tasks"][cfg.name] = res
         md.append(results_markdown(res))
-    atomic_write_json(output / "results.json", results)
     atomic_write_text(output / "results.md", "\n".join(md))
+    atomic_write_json(output / "results.json", results)  # last: a complete report (start_report_dir)
     write_card(final, results)  # the final checkpoint's card with each task's test metrics
     return results
 

@@ -19,7 +19,10 @@ accuracy is logged for the curve only):
    same result as an uninterrupted run;
 5. write ``checkpoint/`` (``medfm.hub`` layout; the text encoder is referenced, not saved),
    ``predictions.jsonl`` (top-k ranked answers per test question), ``metrics.jsonl``,
-   ``results.json``, ``report.md``, ``accuracy_by_question_type.png``, ``training_curve.png``.
+   ``results.json``, ``report.md``, ``accuracy_by_question_type.png``, ``training_curve.png``
+   (:data:`VQA_REPORT_FILES`); an earlier report's files go when the run starts writing (with ``config.yaml``:
+   :func:`medfm.evaluation.report.start_report_dir`), so a resumed finished run whose evaluation fails leaves no
+   ``results.json`` beside its new checkpoint.
 """
 from __future__ import annotations
 
@@ -47,6 +50,10 @@ from medfm.training.recipes import EncoderConfig
 from medfm.training.run_folder import discards_failed_output
 
 VQA_MODES = ("frozen", "lora", "full")
+#: the files a VQA run's report writes besides ``checkpoint/`` and ``results.json`` (its ``"files"``, cleared of an
+#: earlier report when the run starts writing)
+VQA_REPORT_FILES = ("predictions.jsonl", "metrics.jsonl", "accuracy_by_question_type.png", "training_curve.png",
+                    "report.md")
 #: published VQA-RAD test accuracies (closed / open, %), for the report
 PUBLISHED = [
     {"model": "PubMedCLIP (Eslami et al. 2023)", "closed": 80.0, "open": 60.1},
@@ -211,7 +218,10 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     :func:`medfm.training.loop.set_train_threads`, as :class:`medfm.training.loop.Trainer` does), so a refused run
     leaves torch's thread count as it was (a refused resume changed it); the questions' text encoding and the frozen
     mode's image features run before it, at the process's thread count, as the other runners' data preparation
-    before their :class:`~medfm.training.loop.Trainer`'s fit.
+    before their :class:`~medfm.training.loop.Trainer`'s fit. An earlier report's files in ``output``
+    (``results.json`` first, then :data:`VQA_REPORT_FILES`) are removed right after ``config.yaml`` is written
+    (:func:`medfm.evaluation.report.start_report_dir`): a resumed finished run whose evaluation then failed kept
+    the old ``results.json`` beside the new checkpoint.
 
     Raises:
         ConfigError: a recipe that requires ``--init`` without one (``r.yaml: requires_init: ...``).
@@ -242,6 +252,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     from medfm.adapters.vqa import VQA_HEAD_MODULES, VQAModel
     from medfm.data.vqa_rad import VQARadDataset, data_md5s
     from medfm.encoders import create_encoder
+    from medfm.evaluation.report import start_report_dir
     from medfm.training.adaptation import check_lora_targets
     from medfm.training.runs import (build_recipe_text_encoder, check_encoder_args, check_encoder_dims, check_run_start,
                                      write_run_record)
@@ -320,6 +331,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     # after the data, the model and the resumed state's checks: a bad section, missing data or a refused resume
     # writes nothing (written before the state was read, they were rewritten by a resume then refused)
     write_run_record(output, recipe, init, resume)
+    # an earlier report (a resumed finished run) goes now: its results.json must not outlive a failed evaluation
+    start_report_dir(output, VQA_REPORT_FILES)
     set_train_threads(cfg)  # after every check, the resumed state's too: a refused run leaves the thread count alone
     bar = tqdm(range(start, cfg.epochs), desc=f"vqa {recipe.encoder.name} ({recipe.mode})", initial=start,
                total=cfg.epochs)
@@ -423,8 +436,7 @@ def _finish(model: nn.Module, recipe: VQARecipe, output: Path, train: Any, test:
         "metrics": {k: scores[k] for k in ("overall", "closed", "open")},
         "majority_baseline": {k: base[k] for k in ("overall", "closed", "open", "majority")},
         "by_question_type": by_type, "reload_check": reload, "published": PUBLISHED,
-        "files": ["checkpoint", "predictions.jsonl", "metrics.jsonl", "accuracy_by_question_type.png",
-                  "training_curve.png", "report.md", "results.json"],
+        "files": ["checkpoint", *VQA_REPORT_FILES, "results.json"],
     }
     res = to_jsonable(res)
     atomic_write_text(output / "report.md", render_report(res))
@@ -475,5 +487,5 @@ def render_report(res: Dict[str, Any]) -> str:
     return "".join(parts)
 
 
-__all__ = ["VQARecipe", "VQADataConfig", "VQAHeadConfig", "VQA_MODES", "PUBLISHED", "load_vqa_recipe", "run_vqa",
-           "predict_logits", "render_report"]
+__all__ = ["VQARecipe", "VQADataConfig", "VQAHeadConfig", "VQA_MODES", "VQA_REPORT_FILES", "PUBLISHED", "load_vqa_recipe",
+           "run_vqa", "predict_logits", "render_report"]
