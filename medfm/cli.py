@@ -183,11 +183,10 @@ def _run(args: argparse.Namespace) -> int:
 
         print(f"model card: {update_card(args.checkpoint, args.results)}")
     elif args.command == "push":
-        from medfm.hub import resolve_checkpoint
-        from medfm.hub_push import push_selection, push_to_hub
+        from medfm.hub_push import push_checkpoint
 
-        url = push_to_hub(args.checkpoint, args.repo_id, private=args.private, include=args.include)
-        uploaded, left_out = push_selection(resolve_checkpoint(args.checkpoint), args.include)
+        url, uploaded, left_out = push_checkpoint(args.checkpoint, args.repo_id, private=args.private,
+                                                  include=args.include)
         print(f"uploaded {len(uploaded)} files: {', '.join(uploaded)}")
         if left_out:
             print(f"kept local {len(left_out)} files (add --include GLOB to upload them): "

@@ -410,8 +410,8 @@ def _check_recipe_label_fraction(recipe: Dict[str, Any], path: str) -> None:
     (it was named after 5 s of imports), by the rule and in the words of ``--label-fraction`` and of the recipe
     reader (:func:`medfm.arg_checks.check_label_fraction`), the recipe file's name put first as
     :func:`medfm.config.from_dict` does (``"r.yaml: data.label_fraction must be in (0, 1], got 1.5"``). A value that
-    is no number (``'0.5'``, ``true``) is left to the recipe reader's type check (``"r.yaml.data.label_fraction:
-    expected a number, ..."``), which comes first there.
+    is no number (``'0.5'``, ``true``) is left to the recipe reader's type check (``"r.yaml.data.label_fraction
+    must be a number, ..."``), which comes first there.
 
     Raises:
         ConfigError: the value out of (0, 1] (NaN too).

@@ -35,9 +35,9 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
     ``Optional``/``Union``, lists/tuples of those, mappings, nested dataclasses).
 
     Raises:
-        ConfigError: unknown keys (with close matches), a missing required key, a value of the
-            wrong type (e.g. ``train.epochs: expected an integer, got 'ten' (str)``), a section
-            that is not a mapping, or a value rejected by the dataclass's ``__post_init__`` (its
+        ConfigError: unknown keys (with close matches), a missing required key, a value of the wrong
+            type (:func:`check_value_type`: ``r.yaml.train.epochs must be an integer, got 'ten' (str)``), a
+            section that is not a mapping, or a value rejected by the dataclass's ``__post_init__`` (its
             location once: ``r.yaml: data.scale must be in (0, 4], got 9``, see :func:`_located`).
 
     The returned dataclass records ``where`` for :func:`recipe_location`, and so do its dataclass
@@ -47,14 +47,15 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise _type_error(data, cls, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs: Dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(f"{where}: unknown key {key!r}{close_match_hint(key, list(fields), fallback='valid keys')}")
-        kwargs[key] = _checked(value, hints.get(key, Any), f"{where}.{key}")
+            hint = close_match_hint(key, list(fields), fallback="valid keys")
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+        kwargs[key] = check_value_type(value, hints.get(key, Any), f"{where}.{key}")
     missing = [name for name, f in fields.items() if f.init and name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:  # the dataclass would say "__init__() missing 1 required positional argument"
@@ -158,129 +159,148 @@ _PLURAL_NAMES = {int: "integers", float: "numbers", bool: "booleans", str: "stri
 
 
 def _describe(tp: Any) -> str:
-    """Readable name of a type hint for error messages ("an integer", "a list of numbers")."""
+    """Readable name of a type hint for error messages ("an integer", "a list of numbers",
+    "an EncoderConfig or a mapping of its settings")."""
     if tp in _TYPE_NAMES:
         return _TYPE_NAMES[tp]
-    if _is_dataclass_type(tp) or typing.get_origin(tp) is dict or tp is dict:
+    if _is_dataclass_type(tp):
+        return f"{'an' if tp.__name__[0] in 'AEIOU' else 'a'} {tp.__name__} or a mapping of its settings"
+    if typing.get_origin(tp) is dict or tp is dict:
         return "a mapping"
     if typing.get_origin(tp) in (list, tuple):
         inner = {a for a in typing.get_args(tp) if a is not Ellipsis}
         plural = _PLURAL_NAMES.get(next(iter(inner))) if len(inner) == 1 else None
         return "a list" + (f" of {plural}" if plural else "")
+    if tp in (list, tuple):
+        return "a list"
     if typing.get_origin(tp) is Union:
         return " or ".join(_describe(a) if a is not type(None) else "null" for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
 
-def _checked(value: Any, tp: Any, where: str) -> Any:
-    """``value`` checked against the type hint ``tp`` (nested dataclasses built, lists made tuples).
+def _type_error(value: Any, tp: Any, name: str, kind: str = "") -> ConfigError:
+    """The one message of a recipe value of the wrong type: ``data.verify_md5 must be true or false, got 'no'
+    (str)`` (the words of :func:`medfm.arg_checks.check_bool`; the value as :func:`medfm.arg_checks.shown` shows
+    it, cut to 60 characters)."""
+    text = shown(value)
+    if len(text) > 60:
+        text = text[:57] + "..." + ("" if isinstance(value, (list, tuple)) else f" ({type(value).__name__})")
+    return ConfigError(f"{name} must be {kind or _describe(tp)}, got {text}")
 
-    Ints are accepted where floats are expected; ``bool`` is never taken for a number. Hints
-    this checker does not know (``Any``, classes) accept any value.
+
+def check_value_type(value: Any, tp: Any, name: str, *, from_file: bool = True, where: str = "") -> Any:
+    """``value`` checked against the type hint ``tp``: the one type rule of a recipe value, read from a recipe
+    file (:func:`from_dict`, :func:`check_call_args`) or given in Python (:func:`check_field_types`), in one
+    wording (:func:`_type_error`).
+
+    Ints are accepted where floats are expected; ``bool`` is never taken for a number, nor ``"no"`` or ``1``
+    for a ``bool``. A dataclass section is an instance of it or a mapping of its settings, built by
+    :func:`from_dict` (unknown keys with "did you mean"); lists are made tuples where the hint is a tuple.
+    Hints this checker does not know (``Any``, classes) accept any value.
+
+    Args:
+        value: the value given.
+        tp: the field's or parameter's type hint.
+        name: its location, first in a message (``"r.yaml.data.verify_md5"``, ``"data.verify_md5"``).
+        from_file: read from a recipe file: an empty YAML section (``decoder:``, null) means its defaults (no
+            entries for a mapping), and the items of lists are checked too (``r.yaml.modalities[0] must be a
+            string, got 1``). ``False`` (a value given in Python): ``None`` is no section (``lora=None`` was
+            taken as the defaults), and list items are left to the dataclass's own checks (they know the rule).
+        where: the location a dataclass section built from a mapping records (:func:`from_dict`; default ``name``).
+
+    Returns:
+        the value (a dataclass section built from its mapping; a list made a tuple for a tuple hint).
 
     Raises:
-        ConfigError: ``value`` does not fit ``tp`` (names ``where``, the expected and the given value).
+        ConfigError: ``value`` does not fit ``tp``: ``r.yaml.train.epochs must be an integer, got 'ten' (str)``,
+            ``encoder must be an EncoderConfig or a mapping of its settings, got 'resnet18' (str)``,
+            ``r.yaml.patch must be a list of 2 values, got [8, 8, 8]``; or a bad mapping section (:func:`from_dict`).
     """
     origin = typing.get_origin(tp)
-
-    def wrong() -> ConfigError:
-        text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        return ConfigError(f"{where}: expected {_describe(tp)}, got {text} ({type(value).__name__})")
-
     if tp is Any:
         return value
     if origin is Union:
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(tp)):
             return None
-        for option in (a for a in options if a is not type(None)):
+        for option in options:
             try:
-                return _checked(value, option, where)
+                return check_value_type(value, option, name, from_file=from_file, where=where)
             except ConfigError as err:
                 last = err
-        raise last if len([a for a in options if a is not type(None)]) == 1 else wrong()
+        raise last if len(options) == 1 else _type_error(value, tp, name)
     if _is_dataclass_type(tp):
         if isinstance(value, tp):
             return value
-        if value is None or isinstance(value, dict):  # an empty YAML section means all defaults
-            return from_dict(tp, value, where)
-        raise wrong()
+        if isinstance(value, dict) or (value is None and from_file):  # an empty YAML section means all defaults
+            return from_dict(tp, value, where or name)
+        raise _type_error(value, tp, name)
+    if tp is bool:
+        return check_bool(name, value, error=ConfigError)
     if tp in _SCALARS:
-        if not isinstance(value, _SCALARS[tp]) or (isinstance(value, bool) and tp is not bool):
-            raise wrong()
+        if not isinstance(value, _SCALARS[tp]) or isinstance(value, bool):
+            raise _type_error(value, tp, name)
         return value
     if origin in (list, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise wrong()
+            raise _type_error(value, tp, name)
+        if not from_file:
+            return value
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:  # Tuple[X, Y]: fixed length
             if len(value) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            items = [_checked(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+                raise _type_error(value, tp, name, kind=f"a list of {len(args)} values")
+            items = [check_value_type(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
         else:
             elem = args[0] if args else Any
             # elements that are dataclasses are built by the parent's __post_init__ (it knows their context)
-            items = [v if _is_dataclass_type(elem) and isinstance(v, dict) else _checked(v, elem, f"{where}[{i}]")
-                     for i, v in enumerate(value)]
+            items = [v if _is_dataclass_type(elem) and isinstance(v, dict)
+                     else check_value_type(v, elem, f"{name}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple or tp is tuple else items
     if origin is dict or tp is dict:
-        if value is None:  # an empty YAML section (``decoder:``) means no entries, as for dataclass sections
+        if value is None and from_file:  # an empty YAML section (``decoder:``) means no entries
             return {}
         if not isinstance(value, dict):
-            raise wrong()
+            raise _type_error(value, tp, name)
         return value
     return value
 
 
 def check_field_types(section: Any, prefix: str = "") -> None:
-    """Give recipe dataclass ``section`` made in Python the type rules :func:`from_dict` applies to a recipe
+    """Give recipe dataclass ``section`` made in Python the type rule :func:`from_dict` applies to a recipe
     file, before its ``__post_init__`` uses its values (a recipe read from a file passes unchanged: its values
-    were checked against the same hints by :func:`_checked`).
+    were checked against the same hints): :func:`check_value_type` with ``from_file=False``, field by field,
+    in its words (``data.verify_md5 must be true or false, got 'no' (str)`` here, ``r.yaml.data.verify_md5
+    must be ...`` in a file).
 
-    Per field, by its type hint (``None`` passes where the hint is ``Optional``):
-
-    - a dataclass section (``data: DataConfig``): an instance of it, or a mapping of its settings, built
-      with :func:`from_dict` (unknown keys with "did you mean") and put in its place;
-    - ``bool``: a ``bool`` (:func:`medfm.arg_checks.check_bool`: ``"no"`` or ``1`` is refused, not taken by
-      its truth value: ``verify_md5="no"`` verified, ``question_only="no"`` zeroed the image tokens);
-    - ``str``: a string; a mapping hint (``Dict``): a ``dict``; a list hint (``List``): a list or tuple
-      (a string was split into its letters: ``modalities="flair"``).
-
-    Numbers are left to the dataclass's own :func:`medfm.arg_checks.check_number` (it knows their bounds),
-    and so are the items of lists and mappings.
+    ``None`` passes where the hint is ``Optional``; a dataclass section given as a mapping is built with
+    :func:`from_dict` and put in its place (its location ``"<Class>.<field>"``: ``FinetuneRecipe.augment:
+    unknown key 'crop'``); a ``bool`` is a ``bool`` (``verify_md5="no"`` verified, ``question_only="no"``
+    zeroed the image tokens); a list is a list or tuple (a string was split into its letters:
+    ``modalities="flair"``). Numbers (and hints of several types) are left to the dataclass's own
+    :func:`medfm.arg_checks.check_number` (it knows their bounds: ``data.size must be an integer >= 1 ...``),
+    and so are the items of lists.
 
     Args:
         section: the dataclass instance (``self`` in its ``__post_init__``).
         prefix: what its messages put before a field's name (``"data."``; ``""`` for a whole recipe).
 
     Raises:
-        ValueError: one line naming the field, e.g. ``data.verify_md5 must be true or false, got 'no' (str)``,
-            ``encoder must be an EncoderConfig or a mapping of its settings, got 'resnet18' (str)``.
-        ConfigError: a bad mapping section (``FinetuneRecipe: data.dataset: unknown MedMNIST data set ...``).
+        ConfigError: (a ``ValueError``) one line naming the field, e.g. ``data.verify_md5 must be true or false,
+            got 'no' (str)``, ``encoder must be an EncoderConfig or a mapping of its settings, got 'resnet18'
+            (str)``; or a bad mapping section (``FinetuneRecipe: data.dataset: unknown MedMNIST data set ...``).
     """
     hints = typing.get_type_hints(type(section))
     for f in dataclasses.fields(section):
-        value, hint, name = getattr(section, f.name), hints.get(f.name, Any), prefix + f.name
+        value, hint = getattr(section, f.name), hints.get(f.name, Any)
         options = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
         kinds = [a for a in options if a is not type(None)]
-        if (value is None and len(kinds) < len(options)) or len(kinds) != 1:
+        if len(kinds) != 1 or kinds[0] in (int, float):
             continue
-        kind, origin = kinds[0], typing.get_origin(kinds[0])
-        if _is_dataclass_type(kind):
-            if isinstance(value, dict):
-                setattr(section, f.name, from_dict(kind, value, where=f"{type(section).__name__}.{f.name}"))
-            elif not isinstance(value, kind):
-                article = "an" if kind.__name__[0] in "AEIOU" else "a"
-                raise ValueError(f"{name} must be {article} {kind.__name__} or a mapping of its settings, "
-                                 f"got {shown(value)}")
-        elif kind is bool:
-            check_bool(name, value)
-        elif kind is str and not isinstance(value, str):
-            raise ValueError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
-        elif (kind is dict or origin is dict) and not isinstance(value, dict):
-            raise ValueError(f"{name} must be a mapping, got {shown(value)}")
-        elif (kind in (list, tuple) or origin in (list, tuple)) and not isinstance(value, (list, tuple)):
-            raise ValueError(f"{name} must be {_describe(kind)}, got {shown(value)}")
+        checked = check_value_type(value, hint, prefix + f.name, from_file=False,
+                                   where=f"{type(section).__name__}.{f.name}")
+        if checked is not value:
+            setattr(section, f.name, checked)
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -347,7 +367,8 @@ def with_overrides(data: Dict[str, Any], overrides: Dict[str, Dict[str, Any]]) -
 
     ``None`` values are skipped (the option was not given). A section that is missing or empty
     (``train:``) becomes a mapping of the overrides; a section that is not a mapping is left as
-    it is, for :func:`from_dict` to report (``r.yaml.train: expected a mapping, got [1]``).
+    it is, for :func:`from_dict` to report (``r.yaml.train must be a TrainConfig or a mapping of its settings,
+    got [1]``).
 
     Args:
         data: the mapping read by :func:`load_yaml` (not modified).
@@ -397,7 +418,7 @@ def check_call_args(fn: Any, args: Dict[str, Any], where: str, provided: Tuple[s
                 continue
             raise ConfigError(f"{where}: unknown argument {key!r}{close_match_hint(key, names)}")
         if value is not None and key in hints:
-            _checked(value, hints[key], f"{where}.{key}")
+            check_value_type(value, hints[key], f"{where}.{key}")
 
 
 def to_dict(obj: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import logging
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from medfm.checkpoint_ids import (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, CONFIG_NAME, HUB_PREFIX, WEIGHTS_NAME,
                                   is_hub_id)
@@ -62,9 +62,27 @@ def push_selection(path: Union[str, Path], include: Sequence[str] = ()) -> Tuple
     return uploaded, left_out
 
 
+class PushResult(NamedTuple):
+    """What :func:`push_checkpoint` did: the repo URL and the selection it uploaded (:func:`push_selection`,
+    made once, before the upload: a file written into the folder meanwhile is in neither list)."""
+
+    url: str
+    uploaded: List[str]
+    left_out: List[str]
+
+
 def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = None, private: bool = False,
                 include: Sequence[str] = ()) -> str:
     """Upload a checkpoint directory's model files to the Hugging Face hub; returns the repo URL.
+
+    :func:`push_checkpoint` (same arguments and errors), its URL only.
+    """
+    return push_checkpoint(path, repo_id, token=token, private=private, include=include).url
+
+
+def push_checkpoint(path: Union[str, Path], repo_id: str, token: Optional[str] = None, private: bool = False,
+                    include: Sequence[str] = ()) -> PushResult:
+    """Upload a checkpoint directory's model files to the Hugging Face hub (``medfm push``).
 
     Args:
         path: a local checkpoint directory. Only :data:`PUSH_FILES` (config, weights, card,
@@ -77,6 +95,10 @@ def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = Non
             it public). ``False``: a new repo gets the account's default visibility (public unless the
             organization defaults to private); an existing one keeps its own (never made public).
         include: extra glob patterns to upload (e.g. ``["eval-*/results.json"]``).
+
+    Returns:
+        :class:`PushResult`: the repo URL and the files uploaded and left out, as selected for the upload
+        (the command prints these lists; selecting again afterwards could name a file written meanwhile).
 
     Raises:
         CheckpointError: not a checkpoint directory, a bad repo id or include pattern, a LoRA
@@ -93,7 +115,7 @@ def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = Non
         raise CheckpointError(f"{str(path)!r} is a LoRA adapter whose base checkpoint is the local path {str(base)!r}, "
                               "which nobody can load from the hub: push a full checkpoint made with "
                               "`medfm merge ADAPTER OUTPUT` instead")
-    uploaded, _ = push_selection(path, include)
+    uploaded, left_out = push_selection(path, include)
     doing = f"push to the hub repo {repo_id!r}"
     try:
         from huggingface_hub import HfApi
@@ -109,7 +131,7 @@ def push_to_hub(path: Union[str, Path], repo_id: str, token: Optional[str] = Non
         # exact names (escaped: huggingface_hub matches allow_patterns with fnmatch)
         api.upload_folder(folder_path=str(path), repo_id=repo_id, allow_patterns=[glob.escape(f) for f in uploaded],
                           ignore_patterns=list(PUSH_IGNORE))
-        return str(url)
+        return PushResult(str(url), uploaded, left_out)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0]  # hub HTTP errors span several lines
         raise CheckpointError(f"could not {doing} ({type(err).__name__}: {first})") from None

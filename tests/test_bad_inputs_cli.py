@@ -97,7 +97,7 @@ def test_epochs_override_with_a_train_section_that_is_not_a_mapping(tmp_path, ca
     r = tmp_path / "r.yaml"
     r.write_text(_edit(recipe, "train: {", "train: [1]\nx: {"))
     code, err = cli_error(capsys, [command, r, "--epochs", "1", "--output", tmp_path / "out"])
-    assert code == 2 and "r.yaml.train: expected a mapping, got [1] (list)" in err
+    assert code == 2 and "r.yaml.train must be a TrainConfig or a mapping of its settings, got [1]" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -341,7 +341,7 @@ def test_an_empty_mapping_section_means_no_entries():
 
     assert from_dict(R, {"decoder": None}).decoder == {}
     assert from_dict(R, {"decoder": {"stem_channels": 32}}).decoder == {"stem_channels": 32}
-    with pytest.raises(ConfigError, match=r"decoder: expected a mapping, got \[1\]"):
+    with pytest.raises(ConfigError, match=r"decoder must be a mapping, got \[1\]"):
         from_dict(R, {"decoder": [1]})
     from medfm.training.segmentation import SegmentationRecipe
 

@@ -90,8 +90,9 @@ _PROTOCOL_MISTAKES = [
     ("{name: knn, knn_k: 0}", "s.yaml: protocol.knn_k must be an integer >= 1, got 0"),
     ("{name: knn, knn_temperature: -1}", "s.yaml: protocol.knn_temperature must be > 0, got -1.0"),
     ("{name: linear, seed: -1}", "s.yaml: protocol.seed must be an integer >= 0, got -1"),
-    ("{name: linear, seed: 1.5}", "s.yaml.protocol.seed: expected an integer, got 1.5 (float)"),
-    ("[linear]", "s.yaml.protocol: expected a mapping, got ['linear'] (list)"),  # the Suite reader's words
+    ("{name: linear, seed: 1.5}", "s.yaml.protocol.seed must be an integer, got 1.5"),
+    ("[linear]", "s.yaml.protocol must be a ProtocolOptions or a mapping of its settings, got ['linear']"),
+    # (the last: the Suite reader's words)
 ]
 
 

@@ -165,7 +165,7 @@ def test_a_message_naming_its_section_is_not_prefixed_twice():
     assert str(err.value) == "r.yaml: data.scale must be in (0, 4], got 9"
     with pytest.raises(ConfigError) as err:  # a message that does not name the section keeps the location
         from_dict(SegDataConfig, {"dataset": "chase_db1", "scale": "x"}, where="r.yaml.data")
-    assert str(err.value).startswith("r.yaml.data.scale: expected a number")
+    assert str(err.value).startswith("r.yaml.data.scale must be a number")
 
 
 def test_swav_local_crops_too_small_for_the_encoder_are_named_before_the_data(tmp_path, monkeypatch, capsys):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_list, check_number, shown
 from medfm.io import PathLike
 
 CAM_METHODS = ("gradcam", "eigencam")
@@ -121,15 +121,14 @@ def check_methods(methods: Sequence[str]) -> List[str]:
     """``methods`` as a list of names from :data:`CAM_METHODS`.
 
     Raises:
-        ValueError: a string rather than a list (``"gradcam"`` was read as 7 unknown methods), an
-            empty list, or an unknown name (with close matches).
+        ValueError: not a list (:func:`medfm.arg_checks.check_list`: a string, ``"gradcam"``, was read as 7 unknown
+            methods: ``methods must be a list of CAM method names, got 'gradcam' (str); write ['gradcam']``;
+            a set, a mapping), an empty list, or an unknown name (with close matches).
     """
     from medfm.registry import close_match_hint
 
-    if isinstance(methods, str):
-        raise ValueError(f"methods must be a list of CAM method names, got the string {methods!r} "
-                         f"(write [{methods!r}])")
-    methods = list(methods)
+    methods = check_list("methods", methods, what="a list of CAM method names",
+                         got=lambda v: f"{shown(v)}; write [{v!r}]" if isinstance(v, str) else shown(v))
     if not methods:
         raise ValueError(f"methods is empty; valid: {', '.join(CAM_METHODS)}")
     for m in methods:

@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_number, check_string_list
 from medfm.data.medmnist_info import MULTI_LABEL_TASK as MULTI_LABEL  # the task string of MedMNIST's INFO
 from medfm.registry import close_match_hint
 
@@ -295,7 +295,9 @@ def balanced_accuracy(y: np.ndarray, pred: np.ndarray, k: int) -> float:
 def _names(label_names: Optional[Sequence[str]], n: int, what: str) -> List[str]:
     if label_names is None:
         return [str(i) for i in range(n)]
-    names = [str(x) for x in label_names]
+    one = {"classes": "class", "labels": "label"}.get(what, what)
+    names = check_string_list("label_names", label_names, what=f"a list of {n} names, one per {one}",
+                              integers=True)  # (a string "ab" was read as the names "a", "b")
     if len(names) != n:
         raise ValueError(f"got {len(names)} label_names for {n} {what}")
     return names
@@ -331,7 +333,8 @@ def classification_metrics(
     Raises:
         ValueError: unknown task (with close matches), length mismatch, score shape not
             matching the task, NaN/inf or out-of-[0, 1] scores, non-integer or
-            out-of-range labels, wrong number of label names, ``threshold`` not a finite number
+            out-of-range labels, wrong number of label names or ``label_names`` not a list of names
+            (:func:`medfm.arg_checks.check_string_list`, integers accepted), ``threshold`` not a finite number
             in [0, 1] (``threshold must be a finite number in [0, 1], got nan``: NaN made every
             prediction negative without a word).
         TypeError: non-numeric inputs.

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from medfm.arg_checks import check_number, number_fits
+from medfm.arg_checks import check_number, check_string_list, number_fits
 
 #: a numpy array or a torch tensor (moved to CPU and converted)
 ArrayLike = Any
@@ -193,7 +193,9 @@ def case_metrics(pred_labels: ArrayLike, ref_labels: ArrayLike, label_names: Seq
 
     Raises:
         ValueError: label maps of different shapes (see :func:`dice_score`), an empty region, a
-            ``tolerance`` that is not a finite number >= 0 (with ``distances``).
+            ``tolerance`` that is not a finite number >= 0 (with ``distances``), ``label_names`` (without
+            ``regions``) not a list of names (:func:`medfm.arg_checks.check_string_list`; integers accepted:
+            ``"bv"`` was read as the classes ``b`` and ``v``).
     """
     pred = np.asarray(pred_labels)
     ref = np.asarray(ref_labels)
@@ -205,7 +207,8 @@ def case_metrics(pred_labels: ArrayLike, ref_labels: ArrayLike, label_names: Seq
             raise ValueError(f"every region needs at least one label, got {dict(regions)}")
         sets = [(str(name), list(labels)) for name, labels in regions.items()]
     else:
-        sets = [(str(name), [k]) for k, name in enumerate(label_names) if k != 0]
+        names = check_string_list("label_names", label_names, what="a list of class names", integers=True)
+        sets = [(name, [k]) for k, name in enumerate(names) if k != 0]
     out: Dict[str, Dict[str, float]] = {}
     for name, labels in sets:
         a, b = np.isin(pred, labels), np.isin(ref, labels)

@@ -20,23 +20,26 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_list, check_number
 from medfm.data.vqa_rad import normalize_answer, normalize_answer_type
 from medfm.evaluation.metrics import bootstrap_mean_ci
 
 __all__ = ["exact_match", "bootstrap_mean_ci", "score_vqa", "majority_baseline", "accuracy_by_group", "check_lists"]
 
 
-def check_lists(**lists: Any) -> None:
-    """Each keyword argument is a list (or other sequence) of answers, answer types or groups, not one string.
+def check_lists(**lists: Any) -> List[list]:
+    """Each keyword argument as a list of answers, answer types or groups (one entry per question), in the
+    rule and words of :func:`medfm.arg_checks.check_list`: one string is refused (``"yes"`` was scored as three
+    one-letter answers), and so are bytes, a mapping (its keys were scored), a set (no order: it was paired
+    with the answers in an arbitrary order) and anything not iterable.
+
+    Returns:
+        the values as new lists, in the order given (a numpy array or a generator is read once here).
 
     Raises:
-        ValueError: ``predictions must be a list (one entry per question), got the string 'yes'``.
+        ValueError: ``predictions must be a list (one entry per question), got 'yes' (str)``.
     """
-    for name, value in lists.items():
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-            got = f"the string {value!r}" if isinstance(value, (str, bytes)) else type(value).__name__
-            raise ValueError(f"{name} must be a list (one entry per question), got {got}")
+    return [check_list(name, value, what="a list (one entry per question)") for name, value in lists.items()]
 
 
 def exact_match(predictions: Sequence[Any], answers: Sequence[Any]) -> np.ndarray:
@@ -46,7 +49,7 @@ def exact_match(predictions: Sequence[Any], answers: Sequence[Any]) -> np.ndarra
         ValueError: different lengths; a single string instead of a list (``"yes"`` was scored as
             three one-letter answers).
     """
-    check_lists(predictions=predictions, answers=answers)
+    predictions, answers = check_lists(predictions=predictions, answers=answers)
     if len(predictions) != len(answers):
         raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
     out = []
@@ -79,7 +82,7 @@ def score_vqa(predictions: Sequence[Any], answers: Sequence[Any], answer_types: 
     Raises:
         ValueError: length mismatch, a string instead of a list; DataShapeError: unknown answer type.
     """
-    check_lists(answer_types=answer_types)
+    (answer_types,) = check_lists(answer_types=answer_types)
     correct = exact_match(predictions, answers)
     if len(answer_types) != len(correct):
         raise ValueError(f"{len(answer_types)} answer types for {len(correct)} answers")
@@ -103,7 +106,8 @@ def majority_baseline(train_answers: Sequence[Any], train_types: Sequence[Any], 
         ValueError: ``train_answers`` and ``train_types`` of different lengths (the extra answers were
             dropped without a word), a string instead of a list; the errors of :func:`score_vqa`.
     """
-    check_lists(train_answers=train_answers, train_types=train_types, test_answers=test_answers, test_types=test_types)
+    train_answers, train_types, test_answers, test_types = check_lists(
+        train_answers=train_answers, train_types=train_types, test_answers=test_answers, test_types=test_types)
     if len(train_answers) != len(train_types):
         raise ValueError(f"{len(train_answers)} train answers for {len(train_types)} train answer types")
     if len(test_answers) != len(test_types):
@@ -129,7 +133,7 @@ def accuracy_by_group(correct: Sequence[bool], groups: Sequence[str], min_count:
         ValueError: ``correct`` and ``groups`` of different lengths (numpy's boolean-index error
             before), a string instead of a list, ``min_count`` not an integer >= 1.
     """
-    check_lists(correct=correct, groups=groups)
+    correct, groups = check_lists(correct=correct, groups=groups)
     min_count = check_number("min_count", min_count, ge=1, integer=True)
     if len(correct) != len(groups):
         raise ValueError(f"{len(correct)} correctness flags for {len(groups)} groups")

@@ -264,7 +264,8 @@ def test_predict_scores_names_an_empty_set_and_restores_training_mode():
 
 # -- CAMs ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(methods="gradcam"), ValueError, "got the string 'gradcam'"),  # 7 one-letter "unknown methods"
+    # a string was read as 7 one-letter "unknown methods"
+    (dict(methods="gradcam"), ValueError, r"got 'gradcam' \(str\); write \['gradcam'\]"),
     (dict(methods=("gradcma",)), ValueError, "did you mean 'gradcam'"),
     (dict(targets=[0]), ValueError, "one class index"),  # the second image got no CAM, silently
     (dict(targets=[0, 7]), ValueError, "one class index"),  # IndexError inside pytorch-grad-cam
@@ -345,7 +346,7 @@ def test_plots_check_names_and_counts(tmp_path):
 
 # -- VQA ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("call, match", [
-    (lambda V: V.exact_match("yes", "yes"), "got the string 'yes'"),  # three one-letter answers, all right
+    (lambda V: V.exact_match("yes", "yes"), r"got 'yes' \(str\)$"),  # three one-letter answers, all right
     (lambda V: V.score_vqa(["yes"], ["yes"], "CLOSED", n_boot=10), "answer_types must be a list"),
     (lambda V: V.majority_baseline(["yes", "no", "no"], ["CLOSED"], ["no"], ["CLOSED"], n_boot=10),
      "3 train answers for 1 train answer types"),  # extra answers dropped by zip

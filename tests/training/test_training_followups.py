@@ -147,4 +147,4 @@ def test_the_recipe_reader_and_the_option_share_the_label_fraction_rule(tmp_path
     # a value that is no number passes the early check: the recipe reader's type check names it, as before
     path = _recipe(tmp_path, "finetune/lora_resnet18_pneumoniamnist.yaml", "'0.5'")
     code, err = cli_error(capsys, ["finetune", path, "--output", tmp_path / "o"])
-    assert code == 2 and "medfm: error: r.yaml.data.label_fraction: expected a number, got '0.5' (str)" in err
+    assert code == 2 and "medfm: error: r.yaml.data.label_fraction must be a number, got '0.5' (str)" in err
