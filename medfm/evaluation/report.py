@@ -123,7 +123,7 @@ def start_report_dir(path: PathLike, own: Sequence[str] = ()) -> Path:
         if not name or rel.is_absolute() or ".." in rel.parts:
             continue
         target = out / rel
-        inside = root == target.parent.resolve() or root in target.parent.resolve().parents  # no linked folder out
+        inside = target.parent.resolve().is_relative_to(root)  # no linked folder out
         if inside and (target.is_symlink() or target.is_file()):
             target.unlink(missing_ok=True)
     return out

@@ -141,7 +141,7 @@ class EmbeddingCache:
         new = {k: row for k, row in zip(keys, emb) if k not in self._entries}
         if not new:
             return None
-        _make_folder(self.folder)
+        make_dir(self.folder, advice="pass another cache_dir for the text-embedding cache, or remove that file")
         meta = self.folder / "model_key.txt"
         if not meta.is_file():
             atomic_write_text(meta, self.model_key + "\n")
@@ -170,19 +170,6 @@ def _cache_texts(method: str, texts: Sequence[str]) -> List[str]:
         return check_texts(texts)
     except TextEncoderError as err:
         raise TextEncoderError(f"EmbeddingCache.{method}: {err}") from None
-
-
-def _make_folder(folder: Path) -> None:
-    """``folder.mkdir(parents=True, exist_ok=True)``, with one clear error when a file is in the way
-    (:func:`medfm.io.make_dir`).
-
-    Raises:
-        NotADirectoryError: ``folder`` or one of its parents is a file (both the ``FileExistsError`` and the
-            ``NotADirectoryError`` that ``mkdir`` raises then, as one message naming the file, in the wording of
-            medfm's writers, :func:`medfm.io.in_the_way_error`: ``cannot write '<folder>': '<file>' is a file, not
-            a folder; pass another cache_dir for the text-embedding cache, or remove that file``).
-    """
-    make_dir(folder, advice="pass another cache_dir for the text-embedding cache, or remove that file")
 
 
 def _check_shard(keys: np.ndarray, emb: np.ndarray, dim: Optional[int]) -> None:
