@@ -8,7 +8,8 @@ every runner and the command share one rule (:mod:`medfm.training.run_folder`): 
 is removed unless it holds a training state or a non-empty ``metrics.jsonl``; a folder that existed is kept.
 
 Also: a LoRA run whose ``<output>/base`` is a file or a foreign folder was refused only after ``config.yaml`` and
-``init.json`` were written there (:func:`medfm.training.adaptation.check_base_folder` now comes first).
+``init.json`` were written there (:func:`medfm.hub.refuse_non_checkpoint_dir`, in
+:func:`medfm.training.adaptation.lora_base`, now comes first).
 """
 from __future__ import annotations
 
