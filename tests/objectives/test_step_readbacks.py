@@ -193,3 +193,22 @@ def test_views_of_a_size_a_fixed_size_encoder_does_not_take_get_its_error(name, 
                              r"got 20x20 inputs \(it was built for 16x16\): resize the inputs or create the encoder "
                              r"with img_size=20$"):
         model(batch(side=20), torch.Generator().manual_seed(0))
+
+
+#: the objectives' public encoder helpers, called as a user would (CLIP.encode_image: zero-shot evaluation)
+HELPERS = {
+    "clip": lambda model, images: model.encode_image(images),
+    "moco": lambda model, images: model.keys(images, torch.Generator().manual_seed(0)),
+    "swav": lambda model, images: model.scores(images),
+    "graph_matching": lambda model, images: model.embed(images),
+}
+
+
+@pytest.mark.parametrize("bad", ["nan", "0-255", "normalised"])
+@pytest.mark.parametrize("name", list(HELPERS))
+def test_public_helpers_still_check_the_values_of_their_images(name, bad, text_spec):
+    """Only the objectives' own steps pass ``checked=True``; called directly, the helpers check values as before."""
+    model = build(name, text_spec)
+    make, message = BAD[bad]
+    with pytest.raises(EncoderInputError, match=message):
+        HELPERS[name](model, make()["image"])
