@@ -167,12 +167,10 @@ def _describe(tp: Any) -> str:
         return f"{'an' if tp.__name__[0] in 'AEIOU' else 'a'} {tp.__name__} or a mapping of its settings"
     if typing.get_origin(tp) is dict or tp is dict:
         return "a mapping"
-    if typing.get_origin(tp) in (list, tuple):
+    if typing.get_origin(tp) in (list, tuple) or tp in (list, tuple):
         inner = {a for a in typing.get_args(tp) if a is not Ellipsis}
         plural = _PLURAL_NAMES.get(next(iter(inner))) if len(inner) == 1 else None
         return "a list" + (f" of {plural}" if plural else "")
-    if tp in (list, tuple):
-        return "a list"
     if typing.get_origin(tp) is Union:
         return " or ".join(_describe(a) if a is not type(None) else "null" for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
