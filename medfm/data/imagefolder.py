@@ -5,9 +5,9 @@ classes; one holding no image is refused, :class:`EmptyClassFolderError`), class
 sorted folder-name order, the images its files with torchvision's extensions (:data:`IMAGE_EXTENSIONS`:
 JPEG, PNG, PPM/PGM, BMP, TIFF, WebP; not GIF; a sub-folder named ``x.png`` is no image); other entries
 of a class folder (a GIF, a DICOM file, a sub-folder, which torchvision would search) are skipped with one
-warning naming how many and one of them (hidden ones, ``.DS_Store`` or macOS's ``._x.png``, without a word). When the folder
-holds a ``labels.csv`` with columns ``file,label`` (paths relative to the folder), it is the list of samples
-instead, and every listed file must exist (one non-empty file and label per row, no file twice). Images
+warning naming how many and one of them (hidden ones, ``.DS_Store`` or macOS's ``._x.png``, without a word).
+When the folder holds a ``labels.csv`` with columns ``file,label`` (paths relative to the folder), it is the list
+of samples instead, and every listed file must exist (one non-empty file and label per row, no file twice). Images
 are read once (the bytes for the md5, the pixels decoded from them) and decoded once
 (:func:`medfm.data.images.read_image`: 16-bit and float images min-max
 scaled to 0-255, bad files raise one-line data errors) into a uint8 array, resized

@@ -487,5 +487,5 @@ def render_report(res: Dict[str, Any]) -> str:
     return "".join(parts)
 
 
-__all__ = ["VQARecipe", "VQADataConfig", "VQAHeadConfig", "VQA_MODES", "VQA_REPORT_FILES", "PUBLISHED", "load_vqa_recipe",
-           "run_vqa", "predict_logits", "render_report"]
+__all__ = ["VQARecipe", "VQADataConfig", "VQAHeadConfig", "VQA_MODES", "VQA_REPORT_FILES", "PUBLISHED",
+           "load_vqa_recipe", "run_vqa", "predict_logits", "render_report"]
