@@ -158,12 +158,15 @@ _SCALARS = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
 _PLURAL_NAMES = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
 
 
-def _describe(tp: Any) -> str:
-    """Readable name of a type hint for error messages ("an integer", "a list of numbers",
-    "an EncoderConfig or a mapping of its settings")."""
+def _describe(tp: Any, from_file: bool = False) -> str:
+    """Readable name of a type hint for error messages ("an integer", "a list of numbers"). A dataclass section
+    is "a mapping of its settings" in a recipe file (its Python class name means nothing in YAML), "an
+    EncoderConfig or a mapping of its settings" for a value given in Python."""
     if tp in _TYPE_NAMES:
         return _TYPE_NAMES[tp]
     if _is_dataclass_type(tp):
+        if from_file:
+            return "a mapping of its settings"
         return f"{'an' if tp.__name__[0] in 'AEIOU' else 'a'} {tp.__name__} or a mapping of its settings"
     if typing.get_origin(tp) is dict or tp is dict:
         return "a mapping"
@@ -172,18 +175,18 @@ def _describe(tp: Any) -> str:
         plural = _PLURAL_NAMES.get(next(iter(inner))) if len(inner) == 1 else None
         return "a list" + (f" of {plural}" if plural else "")
     if typing.get_origin(tp) is Union:
-        return " or ".join(_describe(a) if a is not type(None) else "null" for a in typing.get_args(tp))
+        return " or ".join(_describe(a, from_file) if a is not type(None) else "null" for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
 
-def _type_error(value: Any, tp: Any, name: str, kind: str = "") -> ConfigError:
+def _type_error(value: Any, tp: Any, name: str, kind: str = "", from_file: bool = False) -> ConfigError:
     """The one message of a recipe value of the wrong type: ``data.verify_md5 must be true or false, got 'no'
     (str)`` (the words of :func:`medfm.arg_checks.check_bool`; the value as :func:`medfm.arg_checks.shown` shows
-    it, cut to 60 characters)."""
+    it, cut to 60 characters); the type as :func:`_describe` says it (``from_file``: a value read from a file)."""
     text = shown(value)
     if len(text) > 60:
         text = text[:57] + "..." + ("" if isinstance(value, (list, tuple)) else f" ({type(value).__name__})")
-    return ConfigError(f"{name} must be {kind or _describe(tp)}, got {text}")
+    return ConfigError(f"{name} must be {kind or _describe(tp, from_file)}, got {text}")
 
 
 def check_value_type(value: Any, tp: Any, name: str, *, from_file: bool = True, where: str = "") -> Any:
@@ -211,7 +214,8 @@ def check_value_type(value: Any, tp: Any, name: str, *, from_file: bool = True, 
 
     Raises:
         ConfigError: ``value`` does not fit ``tp``: ``r.yaml.train.epochs must be an integer, got 'ten' (str)``,
-            ``encoder must be an EncoderConfig or a mapping of its settings, got 'resnet18' (str)``,
+            ``r.yaml.encoder must be a mapping of its settings, got 'resnet18' (str)`` (in a file; given in
+            Python: ``encoder must be an EncoderConfig or a mapping of its settings, ...``),
             ``r.yaml.patch must be a list of 2 values, got [8, 8, 8]``; or a bad mapping section (:func:`from_dict`).
     """
     origin = typing.get_origin(tp)
@@ -226,13 +230,13 @@ def check_value_type(value: Any, tp: Any, name: str, *, from_file: bool = True, 
                 return check_value_type(value, option, name, from_file=from_file, where=where)
             except ConfigError as err:
                 last = err
-        raise last if len(options) == 1 else _type_error(value, tp, name)
+        raise last if len(options) == 1 else _type_error(value, tp, name, from_file=from_file)
     if _is_dataclass_type(tp):
         if isinstance(value, tp):
             return value
         if isinstance(value, dict) or (value is None and from_file):  # an empty YAML section means all defaults
             return from_dict(tp, value, where or name)
-        raise _type_error(value, tp, name)
+        raise _type_error(value, tp, name, from_file=from_file)
     if tp is bool:
         return check_bool(name, value, error=ConfigError)
     if tp in _SCALARS:
@@ -365,8 +369,7 @@ def with_overrides(data: Dict[str, Any], overrides: Dict[str, Dict[str, Any]]) -
 
     ``None`` values are skipped (the option was not given). A section that is missing or empty
     (``train:``) becomes a mapping of the overrides; a section that is not a mapping is left as
-    it is, for :func:`from_dict` to report (``r.yaml.train must be a TrainConfig or a mapping of its settings,
-    got [1]``).
+    it is, for :func:`from_dict` to report (``r.yaml.train must be a mapping of its settings, got [1]``).
 
     Args:
         data: the mapping read by :func:`load_yaml` (not modified).

@@ -239,8 +239,8 @@ READER_CHECKED_OPTIONS = ("finetune",)
 @dataclass
 class _SuiteProtocol:
     """A suite file with its ``protocol`` key alone, so that :func:`medfm.config.from_dict` checks the section
-    as it does a :class:`medfm.evaluation.suite_spec.Suite`'s (a list: ``"s.yaml.protocol must be a ProtocolOptions
-    or a mapping of its settings, got ['linear']"``)."""
+    as it does a :class:`medfm.evaluation.suite_spec.Suite`'s (a list: ``"s.yaml.protocol must be a mapping of its
+    settings, got ['linear']"``)."""
 
     protocol: ProtocolOptions = field(default_factory=ProtocolOptions)
 

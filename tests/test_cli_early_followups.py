@@ -91,7 +91,7 @@ _PROTOCOL_MISTAKES = [
     ("{name: knn, knn_temperature: -1}", "s.yaml: protocol.knn_temperature must be > 0, got -1.0"),
     ("{name: linear, seed: -1}", "s.yaml: protocol.seed must be an integer >= 0, got -1"),
     ("{name: linear, seed: 1.5}", "s.yaml.protocol.seed must be an integer, got 1.5"),
-    ("[linear]", "s.yaml.protocol must be a ProtocolOptions or a mapping of its settings, got ['linear']"),
+    ("[linear]", "s.yaml.protocol must be a mapping of its settings, got ['linear']"),
     # (the last: the Suite reader's words)
 ]
 

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_list, check_number
 from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, presence
 # the protocols' argument checks, importable from here as before
 from medfm.evaluation.fusion_args import (batch_modalities, check_missingness_args, check_modality_names,
@@ -166,18 +166,24 @@ def predict_probs(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_:
     return predict_prob_rows(model, batch, batch_size_)[:, 1]
 
 
-def check_patient_ids(groups: Sequence[Any], n: int, what: str, unit: str = "sample") -> None:
-    """Check that ``groups`` holds one patient id per sample (``n``; ``unit`` names a sample, ``"slice"`` for
-    :func:`medfm.evaluation.fusion_seg.patient_dice`): a shorter list left samples out of every bootstrap
-    resample (and a longer one counted patients without a sample).
+def check_patient_ids(groups: Sequence[Any], n: int, what: str, unit: str = "sample") -> List[Any]:
+    """``groups`` as a list after checking that it holds one patient id per sample (``n``; ``unit`` names a
+    sample, ``"slice"`` for :func:`medfm.evaluation.fusion_seg.patient_dice`): a shorter list left samples out of
+    every bootstrap resample (and a longer one counted patients without a sample).
+
+    Returns:
+        the ids as a new list (a numpy array's or a generator's items).
 
     Raises:
-        ValueError: ``"score_row needs one patient id per sample: 6 samples but 4 patient ids"`` (a string
-            too, which would be read letter by letter).
+        ValueError: not a list of ids by the one list rule (:func:`medfm.arg_checks.check_list`: a string was read
+            letter by letter, a set or a mapping of ``n`` ids passed in no order): ``"score_row: patient ids must be
+            a list, one per sample, got 'ab' (str)"``; the wrong length: ``"score_row needs one patient id per
+            sample: 6 samples but 4 patient ids"``.
     """
-    if isinstance(groups, str) or len(groups) != n:
-        got = f"a string {groups!r}" if isinstance(groups, str) else f"{len(groups)}"
-        raise ValueError(f"{what} needs one patient id per {unit}: {n} {unit}s but {got} patient ids")
+    ids = check_list(f"{what}: patient ids", groups, what=f"a list, one per {unit}")
+    if len(ids) != n:
+        raise ValueError(f"{what} needs one patient id per {unit}: {n} {unit}s but {len(ids)} patient ids")
+    return ids
 
 
 def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequence[str], n_boot: int = 500,
@@ -202,7 +208,7 @@ def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequen
     t = np.asarray(labels, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
     auc = binary_auc(t, s)
-    check_patient_ids(groups, len(t), "the patient bootstrap")
+    groups = check_patient_ids(groups, len(t), "the patient bootstrap")
     if np.isnan(auc):  # one class: so is every resample
         return float("nan"), float("nan")
     return _bootstrap_interval(t, s, groups, n_boot, seed, alpha)
@@ -254,7 +260,7 @@ def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_
         check_patient_ids(patients, 0, "score_row")
         return {"auc": float("nan"), "acc": float("nan"), "auc_ci95": [float("nan")] * 2, "n": 0, "n_patients": 0}
     y, s, rows = prepare_scores(labels, probs, "binary-class", full=True)
-    check_patient_ids(patients, n, "score_row")
+    patients = check_patient_ids(patients, n, "score_row")
     t, keys = (a[:, 0] for a in one_vs_rest(y, s, "binary-class", rows))  # checked once, by prepare_scores
     auc = float(weighted_auc(t, keys, np.ones((1, n)))[0])
     acc = float(np.mean(thresholded_predictions(s, "binary-class", 0.5) == y))

@@ -1,11 +1,11 @@
 """Argument checks of the missing-modality evaluation protocols, run before any model does.
 
-:func:`check_protocol_args` checks what every protocol takes (the test batch's ``label`` / ``patient`` keys, the
-modalities to tabulate, ``n_boot``, ``batch_size_``): the classification protocol
-(:func:`medfm.evaluation.fusion.run_fusion_protocol`) and the segmentation one
-(:func:`medfm.evaluation.fusion_seg.run_seg_fusion_protocol`). :func:`check_missingness_args` checks the MCAR / MNAR
-settings, which only the classification protocol has (the segmentation protocol passed dummy ones to have the
-rest checked). Modality names follow the one near-miss rule of :mod:`medfm.data.multimodal`
+:func:`check_protocol_args` checks what every protocol takes (the test batch keys it needs: ``label`` / ``patient``
+for classification, ``mask`` / ``patient`` for segmentation; the modalities to tabulate, ``n_boot``,
+``batch_size_``): the classification protocol (:func:`medfm.evaluation.fusion.run_fusion_protocol`) and the
+segmentation one (:func:`medfm.evaluation.fusion_seg.run_seg_fusion_protocol`). :func:`check_missingness_args`
+checks the MCAR / MNAR settings, which only the classification protocol has (the segmentation protocol passed dummy
+ones to have the rest checked). Modality names follow the one near-miss rule of :mod:`medfm.data.multimodal`
 (:func:`~medfm.data.multimodal.modality_hint`) and presence masks its one 0/1 rule
 (:func:`~medfm.data.multimodal.check_presence_mask`).
 """
@@ -67,22 +67,33 @@ def check_modality_names(names: Any, batch: Mapping[str, Any], what: str) -> Lis
     return names
 
 
+#: the test batch keys the classification protocol needs, each with what it is needed for
+CLASSIFICATION_KEYS = {"label": "labels (N,) for the AUC", "patient": "patient ids for the patient bootstrap"}
+#: the test batch keys the segmentation protocol needs (no ``label``: Dice is measured against the masks)
+SEGMENTATION_KEYS = {"mask": "the reference masks (N, S, S) Dice is measured against",
+                     "patient": "patient ids: Dice is per patient"}
+
+
 def check_protocol_args(test_batch: Mapping[str, Any], modalities: Sequence[str], n_boot: int,
-                        batch_size_: int) -> Tuple[List[str], int]:
+                        batch_size_: int, needs: Mapping[str, str] = CLASSIFICATION_KEYS) -> Tuple[List[str], int]:
     """Check what every fusion protocol takes, before any model runs.
+
+    Args:
+        needs: ``{key: what it is needed for}``, the keys the test batch must hold: :data:`CLASSIFICATION_KEYS`
+            (``label``, ``patient``; the default) or :data:`SEGMENTATION_KEYS` (``mask``, ``patient``).
 
     Returns:
         ``(modalities, n_boot)`` as a list / int.
 
     Raises:
-        ValueError: a test batch without ``label`` / ``patient``; ``modalities`` not a list, empty or naming a
-            modality the test batch does not hold (:func:`check_modality_names`); ``n_boot`` not an integer >= 0,
-            ``batch_size_`` not an integer >= 1.
+        ValueError: a test batch without a key of ``needs`` (``the test batch has no 'label' key (labels (N,) for
+            the AUC)``); ``modalities`` not a list, empty or naming a modality the test batch does not hold
+            (:func:`check_modality_names`); ``n_boot`` not an integer >= 0, ``batch_size_`` not an integer >= 1.
     """
-    missing = [k for k in ("label", "patient") if k not in test_batch]
+    missing = [k for k in needs if k not in test_batch]
     if missing:
-        raise ValueError(f"the test batch has no {' or '.join(map(repr, missing))} key (labels (N,) and patient ids "
-                         "are needed for the AUC and the patient bootstrap)")
+        raise ValueError(f"the test batch has no {' or '.join(map(repr, missing))} key "
+                         f"({'; '.join(needs[k] for k in missing)})")
     modalities = check_modality_names(modalities, test_batch, "modalities")
     if not modalities:
         raise ValueError("modalities is empty: name the modalities whose subsets to tabulate")
@@ -110,5 +121,5 @@ def check_missingness_args(test_batch: Mapping[str, Any], mcar_rates: Sequence[f
     return rates, mnar_modalities
 
 
-__all__ = ["check_presence", "batch_modalities", "check_modality_names", "check_protocol_args",
-           "check_missingness_args"]
+__all__ = ["CLASSIFICATION_KEYS", "SEGMENTATION_KEYS", "check_presence", "batch_modalities", "check_modality_names",
+           "check_protocol_args", "check_missingness_args"]

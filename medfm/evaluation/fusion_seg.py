@@ -20,16 +20,16 @@ atomically.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
-from medfm.arg_checks import check_number
+from medfm.arg_checks import check_number, check_string_list
 from medfm.data.multimodal import batch_size, presence
 from medfm.evaluation.fusion import (check_patient_ids, slice_batch, subset_checks, subset_name, subset_table,
                                     subset_views, usable, write_protocol_report)
-from medfm.evaluation.fusion_args import check_protocol_args
+from medfm.evaluation.fusion_args import SEGMENTATION_KEYS, check_protocol_args
 from medfm.io import PathLike
 
 
@@ -48,6 +48,22 @@ def predict_masks(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_:
     return np.concatenate(out) if out else np.zeros((0,), np.uint8)
 
 
+def check_seg_label_names(label_names: Any) -> List[str]:
+    """``label_names`` as a list of names after checking that they name the background (index 0) and at least one
+    foreground class, by the one rule of a list of names (:func:`medfm.arg_checks.check_string_list`; integers
+    accepted, as :func:`medfm.evaluation.segmentation.case_metrics` accepts them).
+
+    Raises:
+        ValueError: ``label_names must be a list of class names, the background and at least one foreground class,
+            got ['bg']`` (a string, a set, a mapping or a name that is no string or integer alike).
+    """
+    what = "a list of class names, the background and at least one foreground class"
+    names = check_string_list("label_names", label_names, what=what, integers=True)
+    if len(names) < 2:
+        raise ValueError(f"label_names must be {what}, got {names!r}")
+    return names
+
+
 def patient_dice(pred: np.ndarray, ref: np.ndarray, patients: Sequence[str], label_names: Sequence[str]) -> Dict[str, float]:
     """``{patient: Dice}`` of the first foreground class, slices stacked per patient (input order).
 
@@ -56,16 +72,15 @@ def patient_dice(pred: np.ndarray, ref: np.ndarray, patients: Sequence[str], lab
         label_names: K >= 2 class names, index 0 background.
 
     Raises:
-        ValueError: ``patients`` not of length N (a shorter list failed in numpy's boolean indexing),
-            fewer than 2 label names; the errors of :func:`medfm.evaluation.segmentation.case_metrics`.
+        ValueError: ``patients`` not a list of N ids (:func:`medfm.evaluation.fusion.check_patient_ids`; a shorter
+            list failed in numpy's boolean indexing), ``label_names`` not a list of 2 or more names
+            (:func:`check_seg_label_names`); the errors of :func:`medfm.evaluation.segmentation.case_metrics`.
     """
     from medfm.evaluation.segmentation import case_metrics
 
-    if isinstance(label_names, str) or len(label_names) < 2:
-        raise ValueError(f"label_names must list the background and at least one foreground class, got {label_names!r}")
-    check_patient_ids(patients, len(pred), "patient_dice", unit="slice")
-    patients = np.asarray(patients)
-    fg = str(label_names[1])
+    label_names = check_seg_label_names(label_names)
+    patients = np.asarray(check_patient_ids(patients, len(pred), "patient_dice", unit="slice"))
+    fg = label_names[1]
     return {str(p): case_metrics(pred[patients == p], ref[patients == p], label_names, distances=False)[fg]["dice"]
             for p in dict.fromkeys(patients.tolist())}
 
@@ -106,13 +121,14 @@ def run_seg_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: M
         "per_patient"}], "natural": [...], "checks": {...}, "settings": {...}}``.
 
     Raises:
-        ValueError: checked before any model runs (:func:`medfm.evaluation.fusion_args.check_protocol_args`):
-            a modality the test batch does not hold (with close matches), a batch without ``label``,
-            ``patient`` or ``mask``, ``n_boot`` not an integer >= 0, ``batch_size_`` not an integer >= 1.
+        ValueError: checked before any model runs (:func:`medfm.evaluation.fusion_args.check_protocol_args`,
+            :func:`check_seg_label_names`): a modality the test batch does not hold (with close matches), a batch
+            without ``mask`` or ``patient`` (no ``label`` is needed), ``label_names`` not a list of 2 or more names,
+            ``n_boot`` not an integer >= 0, ``batch_size_`` not an integer >= 1.
     """
-    if "mask" not in test_batch:
-        raise ValueError("the test batch has no 'mask' key (the reference masks (N, S, S) Dice is measured against)")
-    modalities, n_boot = check_protocol_args(test_batch, modalities, n_boot, batch_size_)  # no MCAR / MNAR here
+    modalities, n_boot = check_protocol_args(test_batch, modalities, n_boot, batch_size_,  # no MCAR / MNAR here
+                                             needs=SEGMENTATION_KEYS)
+    label_names = check_seg_label_names(label_names)
     natural = {m: presence(test_batch, m) for m in modalities}
     res: Dict[str, Any] = {"subsets": [], "natural": []}
     for subset, rows, shown, label, model in subset_views(test_batch, modalities, models):
@@ -190,5 +206,5 @@ def write_seg_fusion_report(res: Mapping[str, Any], output: PathLike, extra: Opt
     return write_protocol_report(res, output, extra, render_seg_markdown, plot_seg_subsets if res["subsets"] else None)
 
 
-__all__ = ["predict_masks", "patient_dice", "mean_dice_row", "run_seg_fusion_protocol", "seg_fusion_checks",
-           "render_seg_markdown", "plot_seg_subsets", "write_seg_fusion_report"]
+__all__ = ["predict_masks", "check_seg_label_names", "patient_dice", "mean_dice_row", "run_seg_fusion_protocol",
+           "seg_fusion_checks", "render_seg_markdown", "plot_seg_subsets", "write_seg_fusion_report"]

@@ -408,9 +408,9 @@ def test_patient_dice_and_score_row_share_one_patient_id_rule():
     from medfm.evaluation.fusion_seg import patient_dice
 
     ref = np.zeros((4, 8, 8), np.uint8)
-    with pytest.raises(ValueError, match="patient_dice needs one patient id per slice: 4 slices but a string 'abcd'"):
+    with pytest.raises(ValueError, match=r"patient_dice: patient ids must be a list, one per slice, got 'abcd'"):
         patient_dice(ref, ref, "abcd", ["bg", "fg"])  # was its own copy of the rule, without the value
-    with pytest.raises(ValueError, match="score_row needs one patient id per sample: 2 samples but a string 'ab'"):
+    with pytest.raises(ValueError, match=r"score_row: patient ids must be a list, one per sample, got 'ab' \(str\)"):
         FU.score_row(np.array([0, 1]), np.array([.1, .9]), "ab", n_boot=0, seed=0)
 
 

@@ -41,12 +41,12 @@ def write_vqa_data(root: Path, copies: int) -> str:
     return str(root)
 
 
-def write_pneumoniamnist(root: Path, n_train: int) -> str:
-    """A generated ``<root>/medmnist/pneumoniamnist.npz`` of ``n_train`` training, 8 validation and 8 test images
-    (28 px); returns ``str(root)``, a data root (recipes here use ``verify_md5: False``)."""
+def write_pneumoniamnist(root: Path, n_train: int, n_eval: int = 8) -> str:
+    """A generated ``<root>/medmnist/pneumoniamnist.npz`` of ``n_train`` training, ``n_eval`` validation and
+    ``n_eval`` test images (28 px); returns ``str(root)``, a data root (recipes here use ``verify_md5: False``)."""
     (root / "medmnist").mkdir(parents=True, exist_ok=True)
     np.savez_compressed(root / "medmnist" / "pneumoniamnist.npz",
-                        **fake_medmnist_arrays("pneumoniamnist", counts=(n_train, 8, 8)))
+                        **fake_medmnist_arrays("pneumoniamnist", counts=(n_train, n_eval, n_eval)))
     return str(root)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import fake_medmnist_arrays
+from tests.training.runs_helpers import write_pneumoniamnist
 
 RECIPE = textwrap.dedent("""
     data: {dataset: pneumoniamnist, size: 28, verify_md5: false}
@@ -28,11 +28,8 @@ def _run(args, env, **kw):
 
 @pytest.fixture
 def setup(tmp_path):
-    import numpy as np
-
     root = tmp_path / "data"
-    (root / "medmnist").mkdir(parents=True)
-    np.savez_compressed(root / "medmnist" / "pneumoniamnist.npz", **fake_medmnist_arrays("pneumoniamnist", counts=(320, 8, 8)))
+    write_pneumoniamnist(root, 320)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE)
     env = {**os.environ, "MEDFM_DATA": str(root), "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}

@@ -14,13 +14,12 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from medfm.config import ConfigError, dump_yaml, from_dict
-from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays
-from tests.training.runs_helpers import folder_snapshot
+from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint
+from tests.training.runs_helpers import folder_snapshot, write_pneumoniamnist
 
 FINETUNE = {"data": {"dataset": "pneumoniamnist", "verify_md5": False, "val_split": None},
             "encoder": {"name": "resnet_test"}, "mode": "lora", "lora": {"rank": 2}, "augment": None,
@@ -45,9 +44,7 @@ def _init_checkpoint(path: Path, seed: int) -> Path:
 def setup(tmp_path_factory):
     """Data, two init checkpoints (A, B) and an uninterrupted 2-epoch LoRA run from A."""
     tmp = tmp_path_factory.mktemp("init")
-    (tmp / "data" / "medmnist").mkdir(parents=True)
-    np.savez_compressed(tmp / "data" / "medmnist" / "pneumoniamnist.npz",
-                        **fake_medmnist_arrays("pneumoniamnist", counts=(16, 4, 4)))
+    write_pneumoniamnist(tmp / "data", 16, n_eval=4)
     a, b = _init_checkpoint(tmp / "A", 0), _init_checkpoint(tmp / "B", 1)
     _finetune(tmp, tmp / "full", a)
     return tmp, a, b

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -62,10 +61,9 @@ def _lgg(root: Path) -> None:
 
 
 def _medmnist(root: Path) -> None:
-    from tests.conftest import fake_medmnist_arrays
+    from tests.training.runs_helpers import write_pneumoniamnist
 
-    (root / "medmnist").mkdir(parents=True)
-    np.savez_compressed(root / "medmnist" / "pneumoniamnist.npz", **fake_medmnist_arrays("pneumoniamnist", counts=(8, 4, 4)))
+    write_pneumoniamnist(root, 8, n_eval=4)
 
 
 # -- the runners ----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from torch import nn
 
 from medfm.config import from_dict
 from medfm.training.loop import Trainer
-from tests.training.runs_helpers import finetune_recipe
+from tests.training.runs_helpers import finetune_recipe, write_pneumoniamnist
 from tests.conftest import (TinyPairs, Killed, kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays,
                             save_state_dict, tiny_train_config)
 
@@ -120,17 +120,11 @@ def test_grad_clip_under_lora_sees_trainable_gradients_only(tmp_path, monkeypatc
 
 
 # -- runners: refused runs write nothing ----------------------------------------------------------
-def _medmnist(root: Path, counts=(16, 8, 8)) -> Path:
-    (root / "medmnist").mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(root / "medmnist" / "pneumoniamnist.npz", **fake_medmnist_arrays("pneumoniamnist", counts=counts))
-    return root
-
-
 def test_refused_lora_run_leaves_the_existing_adapter_and_config_untouched(tmp_path):
     from medfm.hub import from_pretrained
     from medfm.training.runs import run_finetune
 
-    root = _medmnist(tmp_path / "data")
+    root = write_pneumoniamnist(tmp_path / "data", 16)
     out = run_finetune(finetune_recipe(root), tmp_path / "run")
     x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     before, config = from_pretrained(out).eval()(x), (tmp_path / "run" / "config.yaml").read_text()
@@ -177,7 +171,7 @@ def _pretrain_run(tmp, resume=False):
     from medfm.training.recipes import PretrainRecipe
     from medfm.training.runs import run_pretrain
 
-    _medmnist(tmp / "data")
+    write_pneumoniamnist(tmp / "data", 16)
     recipe = from_dict(PretrainRecipe, {"data": {"verify_md5": False}, "encoder": {"name": "resnet_test"},
                                         "train": {"batch_size": 8}})
     run_pretrain(recipe, tmp / "run", data_root=str(tmp / "data"), resume=resume)
@@ -198,7 +192,7 @@ def test_bad_encoder_args_in_pretraining_leave_no_output(tmp_path):
     from medfm.training.recipes import PretrainRecipe
     from medfm.training.runs import run_pretrain
 
-    root = _medmnist(tmp_path / "data")
+    root = write_pneumoniamnist(tmp_path / "data", 16)
     recipe = from_dict(PretrainRecipe, {"data": {"verify_md5": False}, "encoder": {"name": "resnet_test", "args": {"depthh": 3}}})
     with pytest.raises(Exception):
         run_pretrain(recipe, tmp_path / "run", data_root=str(root))
@@ -213,7 +207,7 @@ def test_lora_finetune_with_label_fraction_resumes_bit_identically(tmp_path, mon
     from medfm.hub import load_config
     from medfm.training.runs import run_finetune
 
-    root = _medmnist(tmp_path / "data", counts=(48, 8, 8))
+    root = write_pneumoniamnist(tmp_path / "data", 48)
     recipe = finetune_recipe(root, seed=3, epochs=2, dropout=0.3, data={"label_fraction": 0.5, "val_split": "val"},
                        train={"checkpoint_every": 2, "deterministic": True})
     full = run_finetune(recipe, tmp_path / "full")
