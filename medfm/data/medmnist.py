@@ -52,6 +52,7 @@ from medfm.data.medmnist_info import (
 )
 from medfm.data.root import PathLike
 from medfm.data.uint8_sets import UInt8ImageSet
+from medfm.registry import close_match_hint
 
 DOWNLOAD_TIMEOUT_S = 15.0
 
@@ -157,6 +158,30 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, path: Path, split: str
         )
 
 
+def check_medmnist_split(flag: str, split: Any) -> str:
+    """Refuse a split name MedMNIST does not have (``SPLITS``: train, val, test); the one check of
+    :class:`MedMNISTDataset`, also called by the entry points before they resolve a checkpoint
+    (:func:`medfm.evaluation.evaluate.evaluate_checkpoint`, :func:`medfm.evaluation.zeroshot.zeroshot_eval`:
+    a typo used to be found only once the model was loaded).
+
+    Args:
+        flag: the MedMNIST flag, named in the message (not checked here: :func:`dataset_info` does).
+        split: the split name to check.
+
+    Returns:
+        ``split``, unchanged.
+
+    Raises:
+        UnknownSplitError: one line with a close match, e.g. ``unknown split 'tset' for MedMNIST
+            'pneumoniamnist'; did you mean 'test'?``, else the valid names
+            (``... (expected one of: train, val, test)``; :func:`medfm.registry.close_match_hint`).
+    """
+    if not isinstance(split, str) or split not in SPLITS:
+        raise UnknownSplitError(f"unknown split {split!r} for MedMNIST {flag!r}"
+                                f"{close_match_hint(str(split), SPLITS, fallback='expected one of')}")
+    return split
+
+
 class MedMNISTDataset(UInt8ImageSet):
     """One split of a MedMNIST v2 set, held in memory as uint8.
 
@@ -208,8 +233,7 @@ class MedMNISTDataset(UInt8ImageSet):
         # a switch given as "no" would be taken as True (download="no" used to reach the network)
         download, verify, as_rgb = (check_bool(n, v) for n, v in
                                     (("download", download), ("verify", verify), ("as_rgb", as_rgb)))
-        if split not in SPLITS:
-            raise UnknownSplitError(f"unknown split {split!r} for MedMNIST {flag!r}; expected one of {', '.join(SPLITS)}")
+        check_medmnist_split(flag, split)
         url = npz_url(flag, size)  # also checks the size
         self.flag, self.split, self.size = flag, split, size
         self.task: str = info["task"]
@@ -328,4 +352,5 @@ __all__ = [  # the metadata names are medfm.data.medmnist_info's, re-exported
     "INFO", "MEDMNIST_FLAGS", "MEDMNIST_2D_FLAGS", "MEDMNIST_3D_FLAGS", "SPLITS", "MULTI_LABEL_TASK",
     "available_sizes", "dataset_info", "npz_name", "npz_url", "expected_md5", "npz_md5s", "medmnist_path",
     "file_md5", "verify_md5", "DOWNLOAD_TIMEOUT_S", "download_medmnist", "MedMNISTDataset", "label_fraction_indices",
+    "check_medmnist_split",
 ]

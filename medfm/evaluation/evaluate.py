@@ -190,13 +190,22 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
         EmptySplitError: the split holds no images (:func:`check_split_has_images`).
         ValueError: ``batch_size`` not an integer >= 1, checked before anything is loaded (it was
             checked by :func:`predict_scores`, after the checkpoint and the data had been loaded).
+        UnknownDatasetError, UnknownSplitError, UnsupportedSizeError: an unknown flag, a split MedMNIST does not
+            have (``'tset'``: "did you mean 'test'?", :func:`medfm.data.medmnist.check_medmnist_split`) or a
+            ``size`` the flag is not released at, all checked before the checkpoint is resolved (they were found
+            by :class:`~medfm.data.MedMNISTDataset`, once the model was loaded).
     """
     from medfm.data import MedMNISTDataset
+    from medfm.data.medmnist import check_medmnist_split, dataset_info, npz_url
     from medfm.evaluation.array_sets import ProgressSet, image_bar
     from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import from_pretrained, resolve_checkpoint
 
     batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
+    dataset_info(dataset)  # the flag, split and size: before the checkpoint is resolved (a hub download) and loaded
+    check_medmnist_split(dataset, split)
+    if size is not None:
+        npz_url(dataset, size)  # a size the flag is not released at (the default is the encoder's)
     ckpt_dir = resolve_checkpoint(checkpoint)
     output = Path(output) if output else ckpt_dir / f"eval-{dataset}-{split}"
     earlier_data_report(output, ckpt_dir)

@@ -155,12 +155,14 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
             checkpoint is loaded).
         ValueError: ``batch_size`` not an integer >= 1, malformed ``prompts``, a 3D or multi-label
             ``dataset_flag``, a prompt count other than its class count; UnknownDatasetError: an unknown flag;
-            UnsupportedSizeError: a ``size`` the flag is not released at. All checked from the flag's metadata
-            before the checkpoint is resolved (a hub download) and the data loaded (the flag's checks and the
-            default prompts' count came after both; the default ``size``, the encoder's, is known only then).
+            UnknownSplitError: a split MedMNIST does not have (:func:`medfm.data.medmnist.check_medmnist_split`; it
+            was found once the model was loaded); UnsupportedSizeError: a ``size`` the flag is not released at. All
+            checked from the flag's metadata before the checkpoint is resolved (a hub download) and the data loaded
+            (the flag's checks and the default prompts' count came after both; the default ``size``, the encoder's,
+            is known only then).
     """
     from medfm.data import MedMNISTDataset
-    from medfm.data.medmnist_info import MULTI_LABEL_TASK, dataset_info, npz_url
+    from medfm.data.medmnist import MULTI_LABEL_TASK, check_medmnist_split, dataset_info, npz_url
     from medfm.evaluation.evaluate import check_split_has_images, earlier_data_report, write_scored_split
     from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import resolve_checkpoint
@@ -169,6 +171,7 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
     # everything the flag decides, before the checkpoint (a hub download) and the data are loaded
     batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
     info = dataset_info(dataset_flag)
+    check_medmnist_split(dataset_flag, split)
     if info["is_3d"] or info["task"] == MULTI_LABEL_TASK:
         raise ValueError(f"zero-shot evaluation supports single-label 2D sets; {dataset_flag} is "
                          f"{'3D' if info['is_3d'] else 'multi-label'}")

@@ -146,7 +146,6 @@ class FusionRecipe:
 
     def __post_init__(self) -> None:
         from medfm.config import from_dict
-
         from medfm.data.lgg_fusion import MODALITIES
 
         check_field_types(self)
@@ -316,7 +315,7 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     ``time.perf_counter()`` at the start.
     Raises: MedFMDataError: LGG data missing; FileExistsError: ``resume`` is False and ``output/models/`` holds
     a checkpoint, of a model of the recipe or of any other (a new run beside another run's models mixed the two
-    in one folder; checked before anything is written);
+    in one folder; its error says to move the folder away, not to pass --resume; checked before anything is written);
     ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
     (:func:`medfm.training.resume.check_resume_recipe`; a model dropped from ``models`` included), except for
     models added to ``models``: the models train independently, so ``--resume`` reuses the finished ones and
@@ -330,8 +329,11 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     from medfm.training.resume import check_resume_recipe
 
     output = Path(output)
-    labels = {*recipe.models, *(p.parent.name for p in output.glob("models/*/checkpoint"))}  # another run's too
-    refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in sorted(labels)])
+    others = sorted({p.parent.name for p in output.glob("models/*/checkpoint")} - set(recipe.models))
+    refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in others],
+                        advice=f"another run's model, not this recipe's (--resume would not continue it): "
+                        f"choose another --output or move {output} away")
+    refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in sorted(recipe.models)])
     added = check_resume_recipe(output, recipe, resume, may_add=("models",))  # a model may be added to a finished run
     refuse_unrecorded_models(output, [key.split(".", 1)[1] for key in added])
     t0 = time.perf_counter()
@@ -369,7 +371,10 @@ def recipe_writer(recipe: "FusionRecipe", output: Path) -> Callable[[], None]:
     ``<output>/config.yaml``, the resolved recipe (:func:`medfm.training.runs.write_run_record`; ``medfm fuse``
     takes no ``--init``), at its first call: once the first trained model's resumed state is checked, before its
     fit writes anything; later calls do nothing (each fit used to rewrite it). A resume reusing every model leaves
-    it as it was."""
+    it as it was. An earlier report goes with it (:func:`medfm.evaluation.report.start_report_dir`, as ``medfm
+    vqa``'s): a resumed finished run's ``results.json`` must not outlive a failed fit or evaluation."""
+    from medfm.evaluation.fusion import PROTOCOL_REPORT_FILES
+    from medfm.evaluation.report import start_report_dir
     from medfm.training.runs import write_run_record
 
     written: List[bool] = []
@@ -377,6 +382,7 @@ def recipe_writer(recipe: "FusionRecipe", output: Path) -> Callable[[], None]:
     def write() -> None:
         if not written:
             write_run_record(Path(output), recipe, takes_init=False)
+            start_report_dir(output, PROTOCOL_REPORT_FILES)
             written.append(True)
     return write
 
@@ -524,7 +530,8 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
         trains (:func:`check_training_sets`).
     """
     from medfm.data.lgg_fusion import CLINICAL_COLUMNS, EXCLUDED_COLUMNS
-    from medfm.evaluation.fusion import mnar_drop, run_fusion_protocol, write_fusion_report
+    from medfm.evaluation.fusion import PROTOCOL_REPORT_FILES, mnar_drop, run_fusion_protocol, write_fusion_report
+    from medfm.evaluation.report import start_report_dir
 
     if recipe.task == "segmentation":
         from medfm.training.fusion_seg import run_fusion_segmentation
@@ -548,6 +555,7 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
                                           fusion_training_record(recipe, label, spec),
                                           before_write=write_config)
         (trained_mnar if spec.train_missing == "mnar" else trained)[label] = model.eval()
+    start_report_dir(output, PROTOCOL_REPORT_FILES)  # every model reused: the earlier report goes before the protocol
     test_batch = test.get_batch(torch.arange(len(test)))
     res = run_fusion_protocol(trained, test_batch, recipe.modalities, trained_mnar, pcfg.mcar_rates, pcfg.mnar_modalities,
                               pcfg.p_high, pcfg.p_low, pcfg.n_boot, pcfg.seed)
@@ -593,7 +601,5 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
            "fusion_step", "build_fuser", "build_models", "check_image_encoder", "check_training_sets", "start_run",
-           "recipe_writer", "refuse_unrecorded_models",
-           "model_modalities", "training_rows",
-           "fit_or_reuse", "fit_timings", "run_fusion", "fuse_from_recipe",
-           "fusion_data_record", "fusion_training_record", "write_fusion_cards"]
+           "recipe_writer", "refuse_unrecorded_models", "model_modalities", "training_rows", "fit_or_reuse", "fit_timings",
+           "run_fusion", "fuse_from_recipe", "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

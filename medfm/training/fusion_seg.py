@@ -69,7 +69,9 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
         (:func:`medfm.training.fusion.build_models`);
         UnknownNameError: an unregistered fuser; MedFMDataError: LGG missing.
     """
+    from medfm.evaluation.fusion import PROTOCOL_REPORT_FILES
     from medfm.evaluation.fusion_seg import run_seg_fusion_protocol, write_seg_fusion_report
+    from medfm.evaluation.report import start_report_dir
     from medfm.training.fusion import (build_models, fit_or_reuse, fit_timings, fusion_data_record,
                                        fusion_training_record, recipe_writer, start_run, write_fusion_cards)
 
@@ -83,6 +85,7 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
                                           fusion_training_record(recipe, label, spec), log_tag="fuse-seg",
                                           before_write=write_config)
         trained[label] = model.eval()
+    start_report_dir(output, PROTOCOL_REPORT_FILES)  # every model reused: the earlier report goes before the protocol
     res = run_seg_fusion_protocol(trained, test.get_batch(torch.arange(len(test))), recipe.modalities, LABEL_NAMES,
                                   recipe.protocol.n_boot, recipe.protocol.seed)
     extra = {"task": f"FLAIR-abnormality segmentation, TCGA-LGG, {recipe.data.img_size} px slices; Dice per patient",

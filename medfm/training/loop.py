@@ -18,9 +18,9 @@ directly. It is single-device.)
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -33,6 +33,8 @@ from medfm.arg_checks import check_bool, check_number
 from medfm.io import RUN_FOLDER_ADVICE, atomic_dir, atomic_write_text, refuse_file_in_the_way, restore_interrupted_dir
 from medfm.training.determinism import deterministic_kernels
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp32")
 #: the largest ``train.seed``: the loop seeds a generator with ``seed * 1_000_003 + step``, which must fit
@@ -238,7 +240,8 @@ def check_output_folder(output: Path) -> None:
     refuse_file_in_the_way(Path(output), RUN_FOLDER_ADVICE)
 
 
-def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = ("checkpoint",)) -> None:
+def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = ("checkpoint",),
+                        advice: Optional[str] = None) -> None:
     """Refuse to start a new run in ``output`` when it already holds a run's training state, and a run
     folder that cannot be one (:func:`check_output_folder`).
 
@@ -251,9 +254,14 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
         resume: True when the caller continues the run (nothing is refused); a ``bool``
             (``resume="no"`` used to resume).
         state_dirs: sub-directories of ``output`` that hold a resumable state (``trainer_state.json``).
+        advice: what the error tells the user to do (default: ``pass --resume to continue it or choose another
+            --output``); a caller whose ``state_dirs`` a resume would not continue says so (``medfm fuse``: another
+            run's models, :func:`medfm.training.fusion.start_run`).
 
     Raises:
-        FileExistsError: one of ``state_dirs`` holds a state and ``resume`` is False.
+        FileExistsError: one of ``state_dirs`` holds a state and ``resume`` is False
+            (``runs/x already holds a checkpoint (checkpoint/); pass --resume to continue it or choose another
+            --output``).
         NotADirectoryError: ``output`` is a file or under one.
         ValueError: ``resume`` not true/false.
     """
@@ -263,8 +271,8 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
         return
     for sub in state_dirs:
         if (Path(output) / sub / STATE_JSON).is_file():
-            raise FileExistsError(f"{output} already holds a checkpoint ({sub}/); pass --resume to continue it "
-                                  "or choose another --output")
+            raise FileExistsError(f"{output} already holds a checkpoint ({sub}/); "
+                                  f"{advice or 'pass --resume to continue it or choose another --output'}")
 
 
 def set_train_threads(cfg: TrainConfig) -> None:
@@ -390,21 +398,22 @@ class Trainer:
         """Drop log lines after the checkpoint's ``global_step`` (atomic rewrite). A last line that does
         not parse is the record a kill cut off mid-write (always after the checkpoint): dropped too
         (:func:`read_metrics_log`)."""
-        log = self.output / "metrics.jsonl"
-        if log.is_file():
-            keep = [r for r in read_metrics_log(log) if r.get("step", 0) <= global_step]
-            atomic_write_text(log, "".join(json.dumps(r) + "\n" for r in keep))
+        path = self.output / "metrics.jsonl"
+        if path.is_file():
+            keep = [r for r in read_metrics_log(path) if r.get("step", 0) <= global_step]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def _plot_curve(self) -> None:
         """``<output>/training_curve.png`` from ``metrics.jsonl`` (:func:`medfm.evaluation.plots.plot_training_curve`),
-        drawn once when a fit ends. A figure that cannot be drawn warns instead of failing the
-        finished run (its checkpoint is already saved)."""
+        drawn once when a fit ends. A figure that cannot be drawn is logged (a warning of this module's logger, as
+        medfm's other "not done, going on" notes) instead of failing the finished run (its checkpoint is already
+        saved): a ``warnings.warn`` became an error under ``python -W error`` and failed that run after all."""
         from medfm.evaluation.plots import plot_training_curve
 
         try:
             plot_training_curve(read_metrics_log(self.output / "metrics.jsonl"), self.output / "training_curve.png")
         except Exception as e:  # noqa: BLE001 - a figure must not lose a finished run
-            warnings.warn(f"training_curve.png not written for {self.output}: {type(e).__name__}: {e}", stacklevel=2)
+            log.warning("training_curve.png not written for %s: %s: %s", self.output, type(e).__name__, e)
 
     def fit(self, resume: bool = False, before_write: Optional[Callable[[], None]] = None) -> nn.Module:
         """Train to the end (or continue a killed run with ``resume=True``); returns the model.
