@@ -9,7 +9,7 @@ import numpy as np
 
 from medfm.arg_checks import check_number
 from medfm.data.errors import EmptySplitError  # (a data error; imported from here too)
-from medfm.evaluation.predict import classifier_core, predict_scores
+from medfm.evaluation.predict import classifier_core, predict_outputs
 
 #: MedMNIST v2 (Yang et al., Scientific Data 2023), Table: ResNet-18 (28) test ACC/AUC.
 MEDMNIST_V2_RESNET18_28 = {
@@ -146,7 +146,7 @@ def earlier_data_report(out: Path, checkpoint_dir: Path, protocol: Optional[str]
 
 
 def write_scored_split(output: Path, ds: Any, scores: np.ndarray, meta: Dict[str, Any],
-                       extra_warnings: Sequence[str] = ()) -> Dict[str, Any]:
+                       extra_warnings: Sequence[str] = (), logits: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Write one scored split's ``predictions.npz`` (``scores`` (N, K) float32, ``labels``) and its
     classification report into ``output``, whole: beside it, then renamed into place
     (:func:`medfm.io.atomic_dir`), replacing an earlier evaluation there (check it first with
@@ -160,9 +160,9 @@ def write_scored_split(output: Path, ds: Any, scores: np.ndarray, meta: Dict[str
 
     with atomic_dir(output) as stage:  # renamed to output once complete
         with open(stage / "predictions.npz", "wb") as fh:
-            np.savez(fh, scores=scores, labels=ds.labels)
+            np.savez(fh, scores=scores, labels=ds.labels, **({} if logits is None else {"logits": logits}))
         res = write_classification_report(stage, ds.labels, scores, ds.task, ds.label_names, meta,
-                                          extra_warnings=list(extra_warnings))
+                                          extra_warnings=list(extra_warnings), logits=logits)
     return res
 
 
@@ -228,11 +228,11 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
     _check_label_names(core.label_names, ds.label_names, checkpoint, dataset)
     check_split_has_images(ds, dataset, split)
     with image_bar(len(ds), f"{dataset} {split}") as bar:
-        scores = predict_scores(model, ProgressSet(ds, bar), batch_size=batch_size)
+        scores, logits = predict_outputs(model, ProgressSet(ds, bar), batch_size=batch_size)
     meta = {"checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir) if (ckpt_dir / "model.safetensors").is_file() else None,
             "dataset": dataset, "split": split, "size": ds.size, "data_md5": ds.md5, "n_samples": len(ds),
             "batch_size": batch_size, "references": {"MedMNIST v2 ResNet-18 (28)": MEDMNIST_V2_RESNET18_28.get(dataset)}}
-    return write_scored_split(output, ds, scores, meta, size_warnings(ds.size, enc, ds.is_3d))
+    return write_scored_split(output, ds, scores, meta, size_warnings(ds.size, enc, ds.is_3d), logits=logits)
 
 
 def size_warnings(size: int, encoder: Any, is_3d: bool) -> List[str]:

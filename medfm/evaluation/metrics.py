@@ -35,6 +35,17 @@ ranking is the probabilities' own, so the AUC equals MedMNIST's ``getAUC`` unles
 probabilities above 0.9999 are involved. Multi-label sigmoid scores, a single positive-class
 column and rows that are not distributions to that precision (e.g. probabilities rounded to
 4 decimals, whose complements carry no information) are ranked as given.
+
+Logits: a probability that float32 rounds to exactly 1.0 or 0.0 keeps nothing to rank by: a
+multi-label (or single-column) sigmoid saturates above logit ~17.3, a softmax complement underflows
+to 0 above a margin of ~104 and ``p_k`` itself below ~-104. Callers that hold the scores before the
+saturating transform (:func:`medfm.evaluation.predict.predict_outputs`) pass them as ``logits``;
+AUC then ranks every column by its log-odds ``log(p_k / (1 - p_k))`` computed from them in float64
+(:func:`logit_ranking`: the logit itself for sigmoid columns, ``z_k - logsumexp_{j != k} z_j`` for
+softmax rows). The Mann-Whitney AUC depends only on the order of the scores, and the log-odds is a
+strictly increasing function of the exact probability, so this is the AUC of the exact
+probabilities, without ties made by float rounding; ACC, recall and the confusion matrix still use
+the probabilities.
 """
 from __future__ import annotations
 
@@ -53,6 +64,8 @@ __all__ = [
     "classification_metrics",
     "binary_auc",
     "ranking_scores",
+    "log_odds",
+    "logit_ranking",
     "prepare_scores",
     "one_vs_rest",
     "weighted_auc",
@@ -203,17 +216,89 @@ def ranking_scores(probs: np.ndarray) -> Optional[np.ndarray]:
     return np.where(saturated, tail, p)
 
 
+#: largest ``|sigmoid/softmax(logits) - y_score|`` :func:`logit_ranking` accepts (float32 scores are
+#: off by ~1e-7; probabilities rounded to 4 decimals by 5e-5); more: the logits are another model's
+LOGIT_PROB_ATOL = 1e-4
+
+
+def log_odds(logits: Any, task: str) -> np.ndarray:
+    """Log-odds ``log(p_k / (1 - p_k))`` ``(N, K)`` float64 of each score column, from ``logits``
+    ``(N, K)`` (or ``(N,)``) computed stably, without forming ``p``.
+
+    Multi-label and single-column (sigmoid) logits are their own log-odds; softmax rows (K >= 2,
+    other tasks) give ``z_k - logsumexp_{j != k} z_j`` (for K = 2: the margin ``z_1 - z_0``). Equal
+    logits give equal log-odds, so ties in the model's output stay ties.
+
+    Raises:
+        ValueError: an unknown task, ``logits`` not (N,) or (N, K), or NaN/inf logits.
+        TypeError: non-numeric ``logits``.
+    """
+    check_task(task)
+    z = to_numpy(logits, "logits").astype(np.float64)
+    if z.ndim not in (1, 2):
+        raise ValueError(f"logits must be (N,) or (N, K), got shape {z.shape}")
+    n_bad = int((~np.isfinite(z)).sum())
+    if n_bad:
+        raise ValueError(f"logits contain {n_bad} NaN/inf value(s)")
+    if task == MULTI_LABEL or z.ndim == 1 or z.shape[1] == 1:
+        return z
+    return np.stack([z[:, k] - np.logaddexp.reduce(np.delete(z, k, axis=1), axis=1)
+                     for k in range(z.shape[1])], axis=1)
+
+
+def logit_ranking(logits: Any, scores: np.ndarray, task: str) -> np.ndarray:
+    """AUC ranking keys ``(N, K)`` float64 from the ``logits`` the probabilities ``scores`` were made from:
+    :func:`log_odds`, checked against ``scores``.
+
+    ``scores``: the validated score rows (:func:`prepare_scores` with ``full``; shape of ``y_score``).
+
+    Raises:
+        ValueError: ``logits`` not of the shape of ``y_score``, NaN/inf logits, or logits whose
+            sigmoid (multi-label, one column) / softmax (rows) differs from ``y_score`` by more than
+            :data:`LOGIT_PROB_ATOL` (another model's, or rows in another order).
+    """
+    z = to_numpy(logits, "logits")
+    if z.shape != scores.shape:
+        raise ValueError(f"logits must have the shape of y_score {scores.shape}, got {z.shape}")
+    lo = log_odds(z, task)
+    z64 = z.astype(np.float64)
+    sigmoid = task == MULTI_LABEL or z.ndim == 1 or z.shape[1] == 1
+    if sigmoid:
+        with np.errstate(over="ignore"):  # exp(+large) = inf: p = 0
+            p = 1.0 / (1.0 + np.exp(-z64))
+    else:
+        e = np.exp(z64 - z64.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+    gap = float(np.abs(p - scores).max())
+    if gap > LOGIT_PROB_ATOL:
+        raise ValueError(f"logits do not match y_score: their {'sigmoid' if sigmoid else 'softmax'} differs from "
+                         f"y_score by up to {gap:.3g} (> {LOGIT_PROB_ATOL:g}); pass the logits these probabilities "
+                         "were made from")
+    return lo
+
+
 def one_vs_rest(y: np.ndarray, s: np.ndarray, task: str,
-                 scores: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+                 scores: Optional[np.ndarray] = None, logits: Any = None) -> Tuple[np.ndarray, np.ndarray]:
     """Binary targets and ranking scores per AUC column: ``(T, S)`` both (N, C).
 
-    With ``scores`` (the full probability rows, :func:`prepare_scores` with ``full``), binary and
-    multi-class columns are ranked by :func:`ranking_scores`, which stay distinct where
-    float32 probabilities saturate at 1.0; otherwise by the probabilities ``s``.
+    With ``logits`` (the scores before the sigmoid/softmax, shape of ``y_score``; needs ``scores``),
+    every column is ranked by its log-odds (:func:`logit_ranking`), which float rounding does not
+    tie. Otherwise, with ``scores`` (the full probability rows, :func:`prepare_scores` with ``full``),
+    binary and multi-class columns are ranked by :func:`ranking_scores`, which stay distinct where
+    float32 probabilities saturate at 1.0; else by the probabilities ``s``.
+
+    Raises:
+        ValueError: ``logits`` without ``scores``, or the errors of :func:`logit_ranking`.
     """
+    if logits is not None:
+        if scores is None:
+            raise ValueError("one_vs_rest ranks logits against their probabilities: pass scores too")
+        lo = logit_ranking(logits, scores, task)
+        lo = lo[:, None] if lo.ndim == 1 else lo
+    else:  # (multi-label sigmoid scores are no distributions)
+        lo = None if scores is None or task == MULTI_LABEL else ranking_scores(scores)
     if task == MULTI_LABEL:
-        return y.astype(np.float64), s
-    lo = None if scores is None else ranking_scores(scores)
+        return y.astype(np.float64), (s if lo is None else lo)
     if task == "binary-class":
         return y[:, None].astype(np.float64), (s[:, None] if lo is None else lo[:, -1:])
     return (y[:, None] == np.arange(s.shape[1])[None, :]).astype(np.float64), (s if lo is None else lo)
@@ -309,6 +394,7 @@ def classification_metrics(
     task: str,
     threshold: float = 0.5,
     label_names: Optional[Sequence[str]] = None,
+    logits: Any = None,
 ) -> Dict[str, Any]:
     """MedMNIST ACC/AUC plus balanced accuracy, per-class recall/AUC and confusion matrix.
 
@@ -320,6 +406,9 @@ def classification_metrics(
         task: a MedMNIST task string, see :data:`TASKS`.
         threshold: decision threshold on the positive probability (binary, multi-label).
         label_names: K class names (2 for binary) or L label names; default "0", "1", ...
+        logits: optional, the model's scores before the sigmoid/softmax that made ``y_score`` (shape
+            of ``y_score``): AUC then ranks their log-odds (:func:`logit_ranking`; see the module doc),
+            which float32 saturation at 0/1 does not tie. Everything else uses ``y_score``.
 
     Returns:
         dict with ``task``, ``n_samples``, ``threshold``, ``acc``, ``auc`` (MedMNIST
@@ -336,14 +425,14 @@ def classification_metrics(
             out-of-range labels, wrong number of label names or ``label_names`` not a list of names
             (:func:`medfm.arg_checks.check_string_list`, integers accepted), ``threshold`` not a finite number
             in [0, 1] (``threshold must be a finite number in [0, 1], got nan``: NaN made every
-            prediction negative without a word).
+            prediction negative without a word); ``logits`` not matching ``y_score`` (:func:`logit_ranking`).
         TypeError: non-numeric inputs.
     """
     threshold = check_number("threshold", threshold, ge=0, le=1)
     y, s, scores = prepare_scores(y_true, y_score, task, full=True)
     pred = thresholded_predictions(s, task, threshold)
     warnings: List[str] = []
-    t_cols, s_cols = one_vs_rest(y, s, task, scores)
+    t_cols, s_cols = one_vs_rest(y, s, task, scores, logits)
     col_auc = np.array([weighted_auc(t_cols[:, c], s_cols[:, c], np.ones((1, len(y))))[0]
                         for c in range(t_cols.shape[1])])
 
@@ -406,6 +495,7 @@ def bootstrap_ci(
     alpha: float = 0.05,
     seed: int = 0,
     threshold: float = 0.5,
+    logits: Any = None,
 ) -> Tuple[float, float]:
     """Percentile bootstrap confidence interval of ACC or AUC (Efron & Tibshirani 1993).
 
@@ -415,7 +505,8 @@ def bootstrap_ci(
     AUC is undefined (no positive or no negative in every column) are dropped.
 
     Args:
-        y_true, y_score, task, threshold: as in :func:`classification_metrics`.
+        y_true, y_score, task, threshold, logits: as in :func:`classification_metrics` (``logits``
+            serve the AUC only).
         metric: ``"acc"`` or ``"auc"``.
         n_boot: number of resamples (>= 1).
         alpha: 1 - confidence level, in (0, 1); 0.05 gives a 95% interval.
@@ -445,7 +536,7 @@ def bootstrap_ci(
         if correct.ndim == 2:  # multi-label: mean over labels per sample
             correct = correct.mean(axis=1)
     else:
-        t_cols, s_cols = one_vs_rest(y, s, task, scores)
+        t_cols, s_cols = one_vs_rest(y, s, task, scores, logits)
     stats = []
     for start in range(0, n_boot, chunk):
         w = _bootstrap_weights(rng, min(chunk, n_boot - start), n)

@@ -97,17 +97,18 @@ def _roc_points(t: np.ndarray, s: np.ndarray):
     return np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]]
 
 
-def plot_roc(y_true: Any, y_score: Any, task: str, label_names: Optional[Sequence[str]], path: PathLike) -> Path:
+def plot_roc(y_true: Any, y_score: Any, task: str, label_names: Optional[Sequence[str]], path: PathLike,
+             logits: Any = None) -> Path:
     """ROC curves: one for binary, one-vs-rest per class (multi-class/ordinal) or per label.
 
     Columns whose ROC is undefined (one class only in ``y_true``) are skipped and noted
     in the legend title. Curves and legend AUCs rank the scores as
     :func:`~medfm.evaluation.metrics.classification_metrics` does (its ``one_vs_rest`` on the full
-    score rows, so saturated float32 probabilities are ordered by their complements), so each
-    legend AUC equals that class's ``per_class_auc``.
+    score rows, so saturated float32 probabilities are ordered by their complements, or by the
+    log-odds of ``logits`` when given), so each legend AUC equals that class's ``per_class_auc``.
 
     Args:
-        y_true, y_score, task: as in :func:`medfm.evaluation.metrics.classification_metrics`.
+        y_true, y_score, task, logits: as in :func:`medfm.evaluation.metrics.classification_metrics`.
         label_names: class/label names (None: "0", "1", ...).
         path: output ``.png`` path (written atomically).
 
@@ -119,7 +120,7 @@ def plot_roc(y_true: Any, y_score: Any, task: str, label_names: Optional[Sequenc
             included: curves used to be labelled by index without a word).
     """
     y, s, scores = prepare_scores(y_true, y_score, task, full=True)
-    t_cols, s_cols = one_vs_rest(y, s, task, scores)
+    t_cols, s_cols = one_vs_rest(y, s, task, scores, logits)
     n_cols = t_cols.shape[1]
     want = 2 if task == "binary-class" else n_cols
     if label_names is None:

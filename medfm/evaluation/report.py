@@ -245,6 +245,7 @@ def write_classification_report(
     seed: int = 0,
     n_bins: int = 15,
     extra_warnings: Sequence[str] = (),
+    logits: Any = None,
 ) -> Dict[str, Any]:
     """Compute metrics and write ``results.json``, ``report.md`` and PNG figures into ``out_dir``.
 
@@ -268,6 +269,9 @@ def write_classification_report(
         n_bins: ECE bins.
         extra_warnings: the caller's warnings (e.g. a probe fitted on very few labels), listed
             after the metrics' own in ``warnings`` and the report.
+        logits: optional, the logits ``y_score`` was made from (:func:`medfm.evaluation.predict.predict_outputs`):
+            the AUC, its interval and the ROC curves rank their log-odds, which float32 saturation does not
+            tie (:func:`medfm.evaluation.metrics.classification_metrics`); ACC, ECE and the rest use ``y_score``.
 
     Returns:
         The results dict exactly as written to ``results.json`` (NaN written as None).
@@ -285,13 +289,14 @@ def write_classification_report(
     if isinstance(extra_warnings, (str, bytes)):
         raise TypeError(f"extra_warnings must be a list of strings, got the string {extra_warnings!r}")
     meta_json = to_jsonable(dict(meta))  # fail before writing anything
-    metrics = classification_metrics(y_true, y_score, task, threshold=threshold, label_names=label_names)
+    metrics = classification_metrics(y_true, y_score, task, threshold=threshold, label_names=label_names,
+                                     logits=logits)
     names = list(metrics["per_class_recall"])
     level = 1.0 - alpha
     ci = {}
     for name in ("acc", "auc"):
         low, high = bootstrap_ci(y_true, y_score, task, metric=name, n_boot=n_boot, alpha=alpha, seed=seed,
-                                 threshold=threshold)
+                                 threshold=threshold, logits=logits)
         ci[name] = {"low": low, "high": high, "level": level, "method": "percentile bootstrap",
                     "n_boot": n_boot, "seed": seed}
     cal = None if task == MULTI_LABEL else expected_calibration_error(y_true, y_score, n_bins=n_bins, task=task)
@@ -301,7 +306,7 @@ def write_classification_report(
     if metrics["confusion_matrix"] is not None:
         plot_confusion_matrix(metrics["confusion_matrix"], names, out / "confusion_matrix.png")
         files.append("confusion_matrix.png")
-    plot_roc(y_true, y_score, task, names, out / "roc.png")
+    plot_roc(y_true, y_score, task, names, out / "roc.png", logits=logits)
     files.append("roc.png")
     if cal is not None:
         plot_reliability(cal, out / "reliability.png")
