@@ -147,10 +147,12 @@ def earlier_data_report(out: Path, checkpoint_dir: Path, protocol: Optional[str]
 
 def write_scored_split(output: Path, ds: Any, scores: np.ndarray, meta: Dict[str, Any],
                        extra_warnings: Sequence[str] = (), logits: Optional[np.ndarray] = None) -> Dict[str, Any]:
-    """Write one scored split's ``predictions.npz`` (``scores`` (N, K) float32, ``labels``) and its
-    classification report into ``output``, whole: beside it, then renamed into place
+    """Write one scored split's ``predictions.npz`` (``scores`` (N, K) float32, ``labels``, and ``logits`` (N, K)
+    float32 when given) and its classification report into ``output``, whole: beside it, then renamed into place
     (:func:`medfm.io.atomic_dir`), replacing an earlier evaluation there (check it first with
-    :func:`earlier_data_report`); a failure leaves ``output`` as it was.
+    :func:`earlier_data_report`); a failure leaves ``output`` as it was. ``logits``: the model's outputs before
+    the sigmoid/softmax that made ``scores``; the AUC then ranks their log-odds
+    (:func:`medfm.evaluation.metrics.logit_ranking`: no ties from float32 saturation).
 
     Returns:
         :func:`medfm.evaluation.report.write_classification_report`'s results.

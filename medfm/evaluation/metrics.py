@@ -261,14 +261,9 @@ def logit_ranking(logits: Any, scores: np.ndarray, task: str) -> np.ndarray:
     if z.shape != scores.shape:
         raise ValueError(f"logits must have the shape of y_score {scores.shape}, got {z.shape}")
     lo = log_odds(z, task)
-    z64 = z.astype(np.float64)
     sigmoid = task == MULTI_LABEL or z.ndim == 1 or z.shape[1] == 1
-    if sigmoid:
-        with np.errstate(over="ignore"):  # exp(+large) = inf: p = 0
-            p = 1.0 / (1.0 + np.exp(-z64))
-    else:
-        e = np.exp(z64 - z64.max(axis=1, keepdims=True))
-        p = e / e.sum(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):  # exp(+large) = inf: p = 0
+        p = 1.0 / (1.0 + np.exp(-lo))  # sigmoid of the log-odds: the sigmoid, or the softmax of the rows
     gap = float(np.abs(p - scores).max())
     if gap > LOGIT_PROB_ATOL:
         raise ValueError(f"logits do not match y_score: their {'sigmoid' if sigmoid else 'softmax'} differs from "
