@@ -8,10 +8,10 @@ present" (cross-entropy; MultiModN: mean over its per-step predictions), with ra
 horizontal flips applied to all image modalities of a sample together. ``train_missing``:
 
 * ``natural``: the data's own missingness (FLAIR-copy sequences absent);
-Single-modality baselines (one modality) train only on the samples that have it.
-
 * ``mnar``: additionally, image modalities removed with probability ``protocol.p_high`` for
   positive and ``protocol.p_low`` for negative slices (drawn once, seeded), after MultiModN.
+
+Single-modality baselines (one modality) train only on the samples that have it.
 
 Then :func:`medfm.evaluation.fusion.run_fusion_protocol` runs on the test patients. Output:
 ``config.yaml``, ``models/<label>/`` (``metrics.jsonl``, ``training_curve.png``, ``checkpoint/``, final ``model/`` in
@@ -601,5 +601,6 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
 __all__ = ["FusionRecipe", "FusionDataConfig", "FusionModelConfig", "FusionProtocolConfig", "MissingnessView",
            "fusion_step", "build_fuser", "build_models", "check_image_encoder", "check_training_sets", "start_run",
-           "recipe_writer", "refuse_unrecorded_models", "model_modalities", "training_rows", "fit_or_reuse", "fit_timings",
+           "recipe_writer", "refuse_unrecorded_models", "model_modalities", "training_rows", "fit_or_reuse",
+           "fit_timings",
            "run_fusion", "fuse_from_recipe", "fusion_data_record", "fusion_training_record", "write_fusion_cards"]

@@ -160,7 +160,8 @@ def test_medfm_eval_saves_the_logits_and_ranks_a_saturated_softmax_by_them(tmp_p
     root = write_medmnist("pneumoniamnist", arrays=fake_medmnist_arrays("pneumoniamnist", counts=(4, 2, 16)))
     info = dataset_info("pneumoniamnist")
     torch.manual_seed(0)
-    model = ImageClassifier(create_encoder("resnet_test", in_chans=1, img_size=28), 2, info["task"], info["label_names"])
+    encoder = create_encoder("resnet_test", in_chans=1, img_size=28)
+    model = ImageClassifier(encoder, 2, info["task"], info["label_names"])
     with torch.no_grad():
         model.task_head.bias[1] = 300.0  # margins far beyond float32's softmax range
     ckpt, out = save_pretrained(model, tmp_path / "ckpt"), tmp_path / "eval"
