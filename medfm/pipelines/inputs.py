@@ -21,7 +21,9 @@ from typing import Any, Callable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from medfm.data.images import TiffAdvice, read_image
+from medfm.data import images as data_images
+from medfm.data.errors import MedFMDataError
+from medfm.data.images import TiffAdvice, pil_to_uint8, read_image
 
 
 class PipelineInputError(ValueError):
@@ -302,9 +304,7 @@ def check_tiff(im: Any, name: str = "", error: type = PipelineInputError) -> Non
             RGB TIFF with 16 bits per channel, which Pillow reads as 8 bits ...", "... that Pillow loaded before
             medfm saw it, with its rows scrambled ...".
     """
-    from medfm.data import images
-
-    images.check_tiff(im, PIPELINE_TIFF_ADVICE, name, error)
+    data_images.check_tiff(im, PIPELINE_TIFF_ADVICE, name, error)
 
 
 def _pil_mode(in_chans: Optional[int]) -> Optional[str]:
@@ -312,7 +312,7 @@ def _pil_mode(in_chans: Optional[int]) -> Optional[str]:
     return None if in_chans is None else "L" if in_chans == 1 else "RGB"
 
 
-def pil_to_array(image: Any, in_chans: Optional[int]) -> np.ndarray:
+def pil_to_array(image: Any, in_chans: Optional[int], error: type = PipelineInputError) -> np.ndarray:
     """A PIL image -> uint8 ``(H, W)`` (``in_chans`` 1) or ``(H, W, 3)`` array (``in_chans`` None: ``L``
     stays ``(H, W)``, ``RGB`` and every other mode become ``(H, W, 3)``, as
     :func:`medfm.data.images.read_image` with ``mode=None``).
@@ -324,17 +324,14 @@ def pil_to_array(image: Any, in_chans: Optional[int]) -> np.ndarray:
     refused (:func:`check_tiff`).
 
     Raises:
-        PipelineInputError: non-finite pixels in a float image, a closed file, an image refused by
-            :func:`check_tiff`.
+        error: (the pipeline's error class, :class:`PipelineInputError` by default) non-finite pixels in a
+            float image, a closed file, an image refused by :func:`check_tiff`.
     """
-    from medfm.data.errors import MedFMDataError
-    from medfm.data.images import pil_to_uint8
-
-    check_tiff(image)
+    check_tiff(image, error=error)
     try:
         return pil_to_uint8(image, _pil_mode(in_chans))
     except MedFMDataError as err:
-        raise PipelineInputError(str(err)) from None
+        raise error(str(err)) from None
 
 
 def read_image_file(path: Path, in_chans: Optional[int], error: type = PipelineInputError) -> np.ndarray:
@@ -349,8 +346,6 @@ def read_image_file(path: Path, in_chans: Optional[int], error: type = PipelineI
             :func:`medfm.data.images.image_decode_error`), a truncated or damaged one, non-finite
             float pixels, a file refused by :func:`check_tiff` (several frames, ...); one line naming the file.
     """
-    from medfm.data.errors import MedFMDataError
-
     try:  # 16-bit / float files are min-max scaled, never clipped at 255
         return read_image(path, _pil_mode(in_chans), "image", PIPELINE_TIFF_ADVICE)
     except MedFMDataError as err:

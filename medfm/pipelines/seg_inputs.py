@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from medfm.pipelines.inputs import (IMAGES_2D, NIFTI_VOLUME, PipelineInputError, axes_longer_than_1,
+from medfm.pipelines.inputs import (IMAGES_2D, NIFTI_VOLUME, axes_longer_than_1,
                                     check_not_nifti, check_real_nifti, clip_unit_range, existing_image_file, is_nifti,
                                     nifti_shape_note, not_a_volume_note, pil_to_array, read_image_file,
                                     refuse_masked, refuse_rgb_like, refuse_single_slice, rgb_like_axis, tensor_hint,
@@ -352,10 +352,7 @@ def read_input(item: Any, in_chans: int, volumetric: bool, takes: Optional[str] 
     elif isinstance(item, Image.Image):
         if volumetric:
             raise SegmentationInputError(f"{takes}; got a 2D PIL image of size {item.size} ({_NEEDS_2D})")
-        try:
-            item = pil_to_array(item, in_chans)
-        except PipelineInputError as err:
-            raise SegmentationInputError(str(err)) from None
+        item = pil_to_array(item, in_chans, SegmentationInputError)
     if not isinstance(item, np.ndarray):
         raise SegmentationInputError(f"expected a file path, PIL image or numpy array, got {type(item).__name__}"
                                      f"{tensor_hint(item, channels_last=not volumetric)}")

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from medfm.arg_checks import check_list
 from medfm.pipelines.inputs import (IMAGES_2D, PipelineInputError, check_not_nifti, check_top_k,
                                     each_input, existing_image_file, pil_to_array, read_image_file, tensor_hint,
                                     uint8_image_array)
@@ -129,15 +130,14 @@ class VisualQuestionAnsweringPipeline:
         """
         top_k = self.top_k if top_k is None else check_top_k(top_k)
         single = isinstance(question, str)
-        if not single and (isinstance(question, (bytes, bytearray, dict)) or not hasattr(question, "__iter__")):
-            raise PipelineInputError(f"question must be a string, or a list of strings for a list of images, got "
-                                     f"{type(question).__name__}")
         unordered = next((w for w, v in (("questions", question), ("images", image))
                           if isinstance(v, (set, frozenset))), None)
         if unordered:  # list() of a set pairs its items with the other list's in an arbitrary order
             raise PipelineInputError(f"{unordered} given as a set, which has no order; questions and images are paired "
                                      "by position: pass lists")
-        questions = [question] if single else list(question)
+        questions = [question] if single else check_list(
+            "question", question, what="a string, or a list of strings for a list of images",
+            got=lambda v: type(v).__name__, error=PipelineInputError)
         if single and isinstance(image, (list, tuple)):
             raise PipelineInputError(f"one question for a list of {len(image)} images; pass a list of questions, "
                                      "one per image")

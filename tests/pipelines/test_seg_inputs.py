@@ -232,3 +232,14 @@ def test_empty_images_and_volumes_are_refused(model_args, image, named):
 def test_predict_probs_refuses_an_empty_input():
     with pytest.raises(SegmentationInputError, match=r"the input is empty: shape \(1, 0, 30\)"):
         predict_probs(_model("resnet_test", in_chans=1, classes=2), np.zeros((1, 0, 30), np.float32))
+
+
+def test_pil_to_array_raises_the_pipeline_error_class_it_is_given(tmp_path):
+    """pil_to_array takes the pipeline's error class, as read_image_file does (read_input no longer catches
+    PipelineInputError to raise it again as a SegmentationInputError)."""
+    from medfm.pipelines.inputs import pil_to_array
+
+    frames = [Image.fromarray(np.full((30, 40), v, np.uint8)) for v in (0, 100, 200)]
+    frames[0].save(tmp_path / "stack.tif", save_all=True, append_images=frames[1:])
+    with Image.open(tmp_path / "stack.tif") as im, pytest.raises(SegmentationInputError, match=r"3 frames"):
+        pil_to_array(im, 1, SegmentationInputError)

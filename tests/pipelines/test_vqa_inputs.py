@@ -40,6 +40,7 @@ def png(tmp_path_factory):
     ("PNG", 5, "question must be a string, or a list of strings for a list of images, got int"),
     ("PNG", None, "question must be a string, or a list of strings for a list of images, got NoneType"),
     ("PNG", b"is there", "question must be a string, or a list of strings for a list of images, got bytes"),
+    ("PNG", np.array("is there"), "question must be a string, or a list of strings for a list of images, got ndarray"),
     ("PNG", "  ", "question must be a non-empty string, got '  '"),
     ("PNG", [Q, Q], "a list of 2 questions for a single image; pass a list of images, one per question"),
     ("ARRAY", [Q, Q], "a list of 2 questions for a single image; pass a list of images, one per question"),
