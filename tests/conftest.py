@@ -361,17 +361,25 @@ def kill_after_first_mid_epoch_checkpoint(monkeypatch, run_name=None):
     return lambda: monkeypatch.setattr(Trainer, "_save", real)
 
 
-@pytest.fixture(scope="module")
-def pneumonia_pipeline():
-    """An ``image-classification`` pipeline over a random-init ``resnet_test`` (1 channel, 28 px,
-    classes normal / pneumonia): for the pipelines' input handling, not their predictions."""
+def pneumonia_classifier(seed: int = 0):
+    """A random-init pneumoniamnist classifier seeded with ``seed``: ``resnet_test`` (1 channel, 28 px), binary-class,
+    labels normal / pneumonia (as ``dataset_info("pneumoniamnist")``). The tests' checkpoint: save it with
+    ``medfm.hub.save_pretrained``."""
     import medfm
     from medfm.adapters.classification import ImageClassifier
+
+    torch.manual_seed(seed)
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
+    return ImageClassifier(enc, 2, "binary-class", ["normal", "pneumonia"])
+
+
+@pytest.fixture(scope="module")
+def pneumonia_pipeline():
+    """An ``image-classification`` pipeline over :func:`pneumonia_classifier`: for the pipelines' input handling,
+    not their predictions."""
     from medfm.pipelines.classification import ImageClassificationPipeline
 
-    torch.manual_seed(0)
-    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
-    return ImageClassificationPipeline(ImageClassifier(enc, 2, "binary-class", ["normal", "pneumonia"]))
+    return ImageClassificationPipeline(pneumonia_classifier())
 
 
 @pytest.fixture(scope="module")
@@ -389,6 +397,15 @@ def vqa_model(tmp_path_factory):
     return VQAModel(enc, answers, 32, closed_answers=["yes", "no"], open_answers=answers[2:],
                     text_encoder={"name": "hf", "model_name_or_path": str(bert), "max_length": 8},
                     fusion="cross_attention", dim=16, heads=2, layers=1, dropout=0.0).eval()
+
+
+@pytest.fixture(scope="module")
+def lgg(tmp_path_factory) -> Path:
+    """A generated TCGA-LGG data root (``tests.data.test_lgg_fusion.write_fake_lgg``, 4 slices per patient: 2 training
+    patients, 8 slices; 'pre' is in the 4 slices of the first one), one per test module: the ``medfm fuse`` tests'."""
+    from tests.data.test_lgg_fusion import write_fake_lgg
+
+    return write_fake_lgg(tmp_path_factory.mktemp("data"), slices=4)
 
 
 @pytest.fixture

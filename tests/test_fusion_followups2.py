@@ -83,13 +83,6 @@ def test_the_samplers_name_their_own_draw():
 
 
 # -- 4: the training set's presence is read once per run ------------------------------------------------------
-@pytest.fixture(scope="module")
-def lgg(tmp_path_factory):
-    from tests.data.test_lgg_fusion import write_fake_lgg
-
-    return write_fake_lgg(tmp_path_factory.mktemp("data"), slices=4)
-
-
 @pytest.mark.parametrize("task", ["classification", "segmentation"])
 def test_fuse_reads_the_whole_training_set_once(lgg, tmp_path, monkeypatch, task):
     from medfm.data.lgg_fusion import LGGFusionSet

@@ -59,19 +59,14 @@ def test_push_prints_the_selection_it_uploaded(tmp_path, monkeypatch, capsys):
     """The command selected the files again after the upload, to print them: a file written meanwhile was
     listed as uploaded although it was not."""
     import huggingface_hub
-    import torch
 
-    import medfm
-    from medfm.adapters.classification import ImageClassifier
     from medfm.cli import main
     from medfm.hub import save_pretrained
     from medfm.hub_push import push_checkpoint
+    from tests.conftest import pneumonia_classifier
 
     monkeypatch.setattr(huggingface_hub, "HfApi", _Api)
-    torch.manual_seed(0)
-    model = ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2,
-                            task="binary-class")
-    ckpt = save_pretrained(model, tmp_path / "ckpt")
+    ckpt = save_pretrained(pneumonia_classifier(), tmp_path / "ckpt")
     main(["push", str(ckpt), "me/model", "--include", "eval-*/results.json"])
     out = capsys.readouterr().out
     assert _Api.uploaded == ["README.md", "config.json", "model.safetensors"]

@@ -153,15 +153,11 @@ def test_medfm_eval_saves_the_logits_and_ranks_a_saturated_softmax_by_them(tmp_p
     """``medfm eval --data``: a head whose softmax saturates (p1 = 1.0, p0 = 0.0 for every image) was
     scored AUC 0.5 from the tied probabilities; the AUC is now the margins' and the logits are saved."""
     from medfm.cli import main
-    from medfm.data import dataset_info
     from medfm.hub import save_pretrained
-    from tests.conftest import fake_medmnist_arrays
+    from tests.conftest import fake_medmnist_arrays, pneumonia_classifier
 
     root = write_medmnist("pneumoniamnist", arrays=fake_medmnist_arrays("pneumoniamnist", counts=(4, 2, 16)))
-    info = dataset_info("pneumoniamnist")
-    torch.manual_seed(0)
-    encoder = create_encoder("resnet_test", in_chans=1, img_size=28)
-    model = ImageClassifier(encoder, 2, info["task"], info["label_names"])
+    model = pneumonia_classifier()
     with torch.no_grad():
         model.task_head.bias[1] = 300.0  # margins far beyond float32's softmax range
     ckpt, out = save_pretrained(model, tmp_path / "ckpt"), tmp_path / "eval"

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from medfm.config import ConfigError
-from tests.conftest import assert_refuses, cli_error, fake_medmnist_arrays
+from tests.conftest import assert_refuses, cli_error, fake_medmnist_arrays, pneumonia_classifier
 
 NAN, INF = float("nan"), float("inf")
 
@@ -214,15 +214,9 @@ def _drop(arrays, split, keep):
 
 
 def _grey_checkpoint(path):
-    from medfm.adapters.classification import ImageClassifier
-    from medfm.data import dataset_info
-    from medfm.encoders import create_encoder
     from medfm.hub import save_pretrained
 
-    info = dataset_info("pneumoniamnist")
-    torch.manual_seed(0)
-    enc = create_encoder("resnet_test", in_chans=1, img_size=28)
-    return str(save_pretrained(ImageClassifier(enc, 2, info["task"], info["label_names"]), path))
+    return str(save_pretrained(pneumonia_classifier(), path))
 
 
 def test_empty_and_one_class_splits_skip_their_dataset_with_the_reason(tmp_path, write_medmnist):

@@ -63,6 +63,18 @@ def finetune_recipe(root, seed=0, epochs=1, **kw):
                                                 "log_every": 1, **kw.pop("train", {})}})
 
 
+def pretrain_recipe(root, **train):
+    """A SimCLR pretraining recipe (16-d hidden layer, 8-d projection) of resnet_test on the pneumoniamnist under
+    ``root``: one epoch of batch 8 in fp32, a log row every step; ``train`` adds to or replaces those settings."""
+    from medfm.training.recipes import PretrainRecipe
+
+    data = {"dataset": "pneumoniamnist", "verify_md5": False, "data_root": str(root)}
+    return from_dict(PretrainRecipe, {"data": data, "encoder": {"name": "resnet_test"},
+                                      "objective": {"name": "simclr", "args": {"hidden_dim": 16, "proj_dim": 8}},
+                                      "train": {"epochs": 1, "batch_size": 8, "precision": "fp32", "log_every": 1,
+                                                **train}})
+
+
 def fusion_recipe(task: str, batch_size: int):
     """A ``medfm fuse`` recipe of :data:`FUSION_MODELS` for ``task`` ("classification" or "segmentation"): 16 px,
     dim 16, one epoch of ``batch_size``, one thread."""

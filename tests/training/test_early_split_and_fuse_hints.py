@@ -25,7 +25,6 @@ from torch import nn
 
 from medfm.data.errors import UnknownDatasetError, UnknownSplitError, UnsupportedSizeError
 from tests.conftest import TinyPairs, save_state_dict, tiny_train_config
-from tests.data.test_lgg_fusion import write_fake_lgg
 from tests.training.runs_helpers import folder_snapshot, fusion_recipe
 
 TSET = "unknown split 'tset' for MedMNIST 'pneumoniamnist'; did you mean 'test'?"
@@ -118,11 +117,6 @@ def test_a_new_fuse_run_over_its_own_model_keeps_the_resume_hint(tmp_path):
 
 
 # -- 3. a resumed finished fuse run whose evaluation fails keeps no report -----------------------------
-@pytest.fixture(scope="module")
-def lgg(tmp_path_factory):
-    return write_fake_lgg(tmp_path_factory.mktemp("data"), slices=4)
-
-
 @pytest.fixture(scope="module")
 def finished(lgg, tmp_path_factory):
     """A finished run of each fuse task (:func:`fusion_recipe`); tests copy it."""

@@ -17,13 +17,7 @@ import pytest
 import yaml
 
 from medfm.config import ConfigError, dump_yaml
-from tests.data.test_lgg_fusion import write_fake_lgg
 from tests.training.runs_helpers import folder_snapshot, fusion_recipe
-
-
-@pytest.fixture(scope="module")
-def lgg(tmp_path_factory):
-    return write_fake_lgg(tmp_path_factory.mktemp("data"), slices=4)
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,9 @@ import torch
 from medfm.config import ConfigError
 from medfm.training import loop
 from medfm.training.fusion import check_training_sets, run_fusion, training_rows
-from tests.data.test_lgg_fusion import write_fake_lgg
 from tests.training.runs_helpers import fusion_recipe
 
-# write_fake_lgg(slices=4): 2 training patients, 8 slices; 'pre' is in the 4 slices of the first one
-@pytest.fixture(scope="module")
-def lgg(tmp_path_factory):
-    return write_fake_lgg(tmp_path_factory.mktemp("data"), slices=4)
+# lgg (tests/conftest.py): 2 training patients, 8 slices; 'pre' is in the 4 slices of the first one
 
 
 @pytest.mark.parametrize("task", ["classification", "segmentation"])

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from medfm.config import ConfigError, dump_yaml, from_dict
-from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint
+from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint, pneumonia_classifier
 from tests.training.runs_helpers import folder_snapshot, write_pneumoniamnist
 
 FINETUNE = {"data": {"dataset": "pneumoniamnist", "verify_md5": False, "val_split": None},
@@ -28,16 +28,10 @@ FINETUNE = {"data": {"dataset": "pneumoniamnist", "verify_md5": False, "val_spli
 
 
 def _init_checkpoint(path: Path, seed: int) -> Path:
-    """A pneumoniamnist classifier checkpoint (resnet_test, 1 channel, 28 px) with seeded weights."""
-    from medfm.adapters.classification import ImageClassifier
-    from medfm.data import dataset_info
-    from medfm.encoders import create_encoder
+    """A pneumoniamnist classifier checkpoint (:func:`pneumonia_classifier`) with seeded weights."""
     from medfm.hub import save_pretrained
 
-    info = dataset_info("pneumoniamnist")
-    torch.manual_seed(seed)
-    enc = create_encoder("resnet_test", in_chans=1, img_size=28)
-    return save_pretrained(ImageClassifier(enc, info["num_classes"], info["task"], info["label_names"]), path)
+    return save_pretrained(pneumonia_classifier(seed), path)
 
 
 @pytest.fixture(scope="module")

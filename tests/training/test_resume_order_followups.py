@@ -20,14 +20,13 @@ import torch
 
 import medfm.arg_checks
 import medfm.suite_protocols
-from medfm.config import from_dict
 from medfm.data.medmnist import label_fraction_indices
 from medfm.evaluation.finetune_protocol import auto_epochs
 from medfm.evaluation.protocols import subset_indices
 from medfm.training.loop import Trainer
 from tests.conftest import TinyPairs, save_state_dict, tiny_train_config
-from tests.training.runs_helpers import (finetune_recipe, folder_snapshot, vqa_recipe, write_pneumoniamnist,
-                                         write_vqa_data)
+from tests.training.runs_helpers import (finetune_recipe, folder_snapshot, pretrain_recipe, vqa_recipe,
+                                         write_pneumoniamnist, write_vqa_data)
 
 
 # -- one label-fraction rule, one wording -------------------------------------------------------------------------
@@ -125,12 +124,9 @@ def test_trainer_calls_before_write_after_the_resume_check_and_before_its_own_wr
 
 
 def _pretrain(output, root, resume=False):
-    from medfm.training.recipes import PretrainRecipe
     from medfm.training.runs import run_pretrain
 
-    recipe = from_dict(PretrainRecipe, {"data": {"verify_md5": False, "data_root": root},
-                                        "encoder": {"name": "resnet_test"}, "train": {"epochs": 1, "batch_size": 8}})
-    run_pretrain(recipe, output, resume=resume)
+    run_pretrain(pretrain_recipe(root), output, resume=resume)
 
 
 def _finetune(output, root, resume=False):

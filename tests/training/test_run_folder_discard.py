@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from medfm.config import from_dict
 from tests.training.runs_helpers import (finetune_recipe, folder_snapshot, fusion_recipe, hippocampus_writer,
-                                         lgg_slices_writer, segment_recipe, text_segment_recipe, vqa_recipe,
-                                         write_pneumoniamnist, write_vqa_data)
+                                         lgg_slices_writer, pretrain_recipe, segment_recipe, text_segment_recipe,
+                                         vqa_recipe, write_pneumoniamnist, write_vqa_data)
 
 TRAIN = {"epochs": 1, "batch_size": 2, "precision": "fp32", "seed": 5, "log_every": 1}
 
@@ -91,14 +90,9 @@ def test_the_rule_is_torch_free_until_a_folder_is_left():
 
 # -- the runners, started from Python --------------------------------------------------------------------------
 def _pretrain(tmp):
-    from medfm.training.recipes import PretrainRecipe
     from medfm.training.runs import run_pretrain
 
-    root = write_pneumoniamnist(tmp / "d", 16)
-    recipe = from_dict(PretrainRecipe, {"data": {"verify_md5": False, "data_root": root},
-                                        "encoder": {"name": "resnet_test"},
-                                        "objective": {"name": "simclr", "args": {"hidden_dim": 16, "proj_dim": 8}},
-                                        "train": {**TRAIN, "batch_size": 8}})
+    recipe = pretrain_recipe(write_pneumoniamnist(tmp / "d", 16), seed=TRAIN["seed"])
     return lambda out: run_pretrain(recipe, out)
 
 
