@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -145,6 +145,32 @@ def earlier_data_report(out: Path, checkpoint_dir: Path, protocol: Optional[str]
     return earlier_report(out, lambda res: _is_data_report(res, protocol), f"{command} report", command)
 
 
+def check_scoring_request(dataset: str, split: str, size: Optional[int],
+                          batch_size: int) -> Tuple[int, Dict[str, Any]]:
+    """Check what a scoring command's MedMNIST flag decides, before the checkpoint is resolved (a hub download)
+    and loaded: ``batch_size``, the flag, the split and, when given, the ``size`` (the default is the encoder's,
+    known only then); the early checks of :func:`evaluate_checkpoint` and
+    :func:`medfm.evaluation.zeroshot.zeroshot_eval`.
+
+    Returns:
+        ``(batch_size, info)``: ``batch_size`` as an ``int``, the flag's
+        :func:`medfm.data.medmnist_info.dataset_info`.
+
+    Raises:
+        ValueError: ``batch_size`` not an integer >= 1. UnknownDatasetError, UnknownSplitError,
+            UnsupportedSizeError: an unknown flag, a split MedMNIST does not have
+            (:func:`medfm.data.medmnist.check_medmnist_split`) or a ``size`` the flag is not released at.
+    """
+    from medfm.data.medmnist import check_medmnist_split, dataset_info, npz_url
+
+    batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
+    info = dataset_info(dataset)
+    check_medmnist_split(dataset, split)
+    if size is not None:
+        npz_url(dataset, size)
+    return batch_size, info
+
+
 def write_scored_split(output: Path, ds: Any, scores: np.ndarray, meta: Dict[str, Any],
                        extra_warnings: Sequence[str] = (), logits: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Write one scored split's ``predictions.npz`` (``scores`` (N, K) float32, ``labels``, and ``logits`` (N, K)
@@ -198,16 +224,11 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
             by :class:`~medfm.data.MedMNISTDataset`, once the model was loaded).
     """
     from medfm.data import MedMNISTDataset
-    from medfm.data.medmnist import check_medmnist_split, dataset_info, npz_url
     from medfm.evaluation.array_sets import ProgressSet, image_bar
     from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import from_pretrained, resolve_checkpoint
 
-    batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
-    dataset_info(dataset)  # the flag, split and size: before the checkpoint is resolved (a hub download) and loaded
-    check_medmnist_split(dataset, split)
-    if size is not None:
-        npz_url(dataset, size)  # a size the flag is not released at (the default is the encoder's)
+    batch_size, _ = check_scoring_request(dataset, split, size, batch_size)  # before the checkpoint is loaded
     ckpt_dir = resolve_checkpoint(checkpoint)
     output = Path(output) if output else ckpt_dir / f"eval-{dataset}-{split}"
     earlier_data_report(output, ckpt_dir)

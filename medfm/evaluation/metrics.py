@@ -71,6 +71,7 @@ __all__ = [
     "weighted_auc",
     "thresholded_predictions",
     "balanced_accuracy",
+    "label_name_list",
     "to_numpy",
     "bootstrap_ci",
     "bootstrap_mean_ci",
@@ -372,7 +373,20 @@ def balanced_accuracy(y: np.ndarray, pred: np.ndarray, k: int) -> float:
     return float(np.mean(r[~np.isnan(r)]))
 
 
-def _names(label_names: Optional[Sequence[str]], n: int, what: str) -> List[str]:
+def label_name_list(label_names: Optional[Sequence[str]], n: int, what: str = "classes") -> List[str]:
+    """``label_names`` as a list of ``n`` strings (``"0"`` .. ``"n-1"`` for None): the one rule of the
+    metrics' and the figures' class / label names (:func:`classification_metrics`,
+    :func:`medfm.evaluation.plots.plot_roc`, :func:`~medfm.evaluation.plots.plot_confusion_matrix`).
+
+    Args:
+        label_names: the names (strings or integers), or None.
+        n: how many there must be.
+        what: what they name, ``"classes"`` or ``"labels"``, for the message.
+
+    Raises:
+        ValueError: not a list of names (:func:`medfm.arg_checks.check_string_list`, integers accepted: a
+            string ``"ab"`` was read as the names ``a``, ``b``), or ``got 2 label_names for 3 classes``.
+    """
     if label_names is None:
         return [str(i) for i in range(n)]
     one = {"classes": "class", "labels": "label"}.get(what, what)
@@ -432,7 +446,7 @@ def classification_metrics(
                         for c in range(t_cols.shape[1])])
 
     if task == MULTI_LABEL:
-        names = _names(label_names, y.shape[1], "labels")
+        names = label_name_list(label_names, y.shape[1], "labels")
         acc = float(np.mean((pred == y).mean(axis=0)))
         cms = [_confusion(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]
         bal = float(np.mean([balanced_accuracy(y[:, j], pred[:, j], 2) for j in range(y.shape[1])]))
@@ -442,7 +456,7 @@ def classification_metrics(
         cm_out = None
     else:
         k = 2 if task == "binary-class" else s.shape[1]
-        names = _names(label_names, k, "classes")
+        names = label_name_list(label_names, k, "classes")
         acc = float(np.mean(pred == y))
         cm = _confusion(y, pred, k)
         recall = _recalls(cm)

@@ -13,7 +13,7 @@ import numpy as np
 
 from medfm.arg_checks import check_mapping_list
 from medfm.evaluation.calibration import Calibration
-from medfm.evaluation.metrics import MULTI_LABEL, one_vs_rest, prepare_scores, weighted_auc
+from medfm.evaluation.metrics import MULTI_LABEL, label_name_list, one_vs_rest, prepare_scores, weighted_auc
 from medfm.io import PathLike, atomic_path
 
 __all__ = ["plot_confusion_matrix", "plot_roc", "plot_reliability", "plot_training_curve", "draw_series",
@@ -55,7 +55,8 @@ def plot_confusion_matrix(cm: Any, label_names: Sequence[str], path: PathLike, n
 
     Raises:
         ValueError: ``cm`` not square, not counts (negative, fractional, NaN: "cannot convert float NaN
-            to integer" before) or ``label_names`` of the wrong length.
+            to integer" before) or ``label_names`` not a list of K names
+            (:func:`medfm.evaluation.metrics.label_name_list`).
     """
     cm = np.asarray(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
@@ -63,9 +64,7 @@ def plot_confusion_matrix(cm: Any, label_names: Sequence[str], path: PathLike, n
     if cm.dtype == object or not np.issubdtype(cm.dtype, np.number) or not np.all(np.isfinite(cm)) \
             or (cm < 0).any() or not np.all(cm == np.round(cm)):
         raise ValueError(f"confusion matrix must hold counts (integers >= 0), got {cm.tolist()}"[:300])
-    label_names = [str(i) for i in range(cm.shape[0])] if label_names is None else label_names
-    if isinstance(label_names, str) or len(label_names) != cm.shape[0]:
-        raise ValueError(f"got {len(label_names)} label names for a {cm.shape[0]}-class confusion matrix")
+    label_names = label_name_list(label_names, cm.shape[0])
     k = cm.shape[0]
     rows = cm.sum(axis=1, keepdims=True)
     shown = cm / np.maximum(rows, 1) if normalize else cm
@@ -117,19 +116,14 @@ def plot_roc(y_true: Any, y_score: Any, task: str, label_names: Optional[Sequenc
 
     Raises:
         ValueError: the input errors of ``classification_metrics`` (the wrong number of label names
-            included: curves used to be labelled by index without a word).
+            included: curves used to be labelled by index without a word;
+            :func:`medfm.evaluation.metrics.label_name_list`).
     """
     y, s, scores = prepare_scores(y_true, y_score, task, full=True)
     t_cols, s_cols = one_vs_rest(y, s, task, scores, logits)
     n_cols = t_cols.shape[1]
-    want = 2 if task == "binary-class" else n_cols
-    if label_names is None:
-        names = [str(i) for i in range(want)]
-    else:
-        if isinstance(label_names, str) or len(label_names) != want:
-            raise ValueError(f"got {'a string' if isinstance(label_names, str) else len(label_names)} label_names for "
-                             f"{want} {'labels' if task == MULTI_LABEL else 'classes'}")
-        names = [str(x) for x in label_names]
+    names = label_name_list(label_names, 2 if task == "binary-class" else n_cols,
+                            "labels" if task == MULTI_LABEL else "classes")
     if task == "binary-class":
         names = names[-1:]
     fig = new_figure((5.5, 5.0))

@@ -162,24 +162,21 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
             is known only then).
     """
     from medfm.data import MedMNISTDataset
-    from medfm.data.medmnist import MULTI_LABEL_TASK, check_medmnist_split, dataset_info, npz_url
-    from medfm.evaluation.evaluate import check_split_has_images, earlier_data_report, write_scored_split
+    from medfm.data.medmnist import MULTI_LABEL_TASK
+    from medfm.evaluation.evaluate import (check_scoring_request, check_split_has_images, earlier_data_report,
+                                           write_scored_split)
     from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import resolve_checkpoint
     from medfm.text.prompts import class_names, class_prompts
 
     # everything the flag decides, before the checkpoint (a hub download) and the data are loaded
-    batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
-    info = dataset_info(dataset_flag)
-    check_medmnist_split(dataset_flag, split)
+    batch_size, info = check_scoring_request(dataset_flag, split, size, batch_size)  # batch_size, flag, split, size
     if info["is_3d"] or info["task"] == MULTI_LABEL_TASK:
         raise ValueError(f"zero-shot evaluation supports single-label 2D sets; {dataset_flag} is "
                          f"{'3D' if info['is_3d'] else 'multi-label'}")
     prompts = class_prompts(dataset_flag) if prompts is None else _check_prompts(prompts)
     if len(prompts) != info["num_classes"]:
         raise ValueError(f"{len(prompts)} prompt lists given but {dataset_flag} has {info['num_classes']} classes")
-    if size is not None:
-        npz_url(dataset_flag, size)  # a size the flag is not released at (the default is the encoder's)
     ckpt_dir = resolve_checkpoint(checkpoint)
     output = Path(output) if output else ckpt_dir / f"zeroshot-{dataset_flag}-{split}"
     earlier_data_report(output, ckpt_dir, protocol="zeroshot")
