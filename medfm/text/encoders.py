@@ -39,6 +39,7 @@ from medfm.text.model_files import (
     HUB_TIMEOUT_ENV,
     TextEncoderError,
     minilm_path,
+    model_file_stats,
     model_fingerprint,
     resolve_text_model,
 )
@@ -283,6 +284,7 @@ class HFTextEncoder(nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         self.path = resolve_text_model(model_name_or_path)
+        self._file_stats = model_file_stats(self.path)  # what is loaded below; cache_key checks it is still there
         try:
             with _quiet_transformers():
                 self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
@@ -323,7 +325,21 @@ class HFTextEncoder(nn.Module):
 
     @property
     def cache_key(self) -> str:
-        """Identity of this encoder's outputs: model bytes + pooler + max_length."""
+        """Identity of this encoder's outputs: model bytes + pooler + max_length.
+
+        The bytes are hashed when first asked for, so this checks first that the model's files are still
+        those it loaded (name, size and mtime, :func:`medfm.text.model_files.model_file_stats`).
+
+        Raises:
+            TextEncoderError: the model's files were replaced, added or removed since this encoder loaded
+                them: the hash would key these embeddings by another model's bytes.
+        """
+        now = model_file_stats(self.path)
+        if now != self._file_stats:
+            changed = sorted({n for n, *_ in set(now) ^ set(self._file_stats)})
+            raise TextEncoderError(f"the text model's files at {str(self.path)!r} changed since this encoder loaded "
+                                   f"them ({', '.join(changed)}); load the text encoder again before caching "
+                                   "its embeddings")
         return f"{self.model_id}|{model_fingerprint(self.path)}|{self.pooler}|{self.max_length}"
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
@@ -510,6 +526,7 @@ __all__ = [
     "POOLERS", "DEFAULT_TEXT_ENCODER", "TextEncoderError", "UnknownTextEncoderError", "TextEncoderArgumentError",
     "HFTextEncoder",
     "create_text_encoder", "check_text_encoder_spec", "check_text_options", "text_encoder_builder",
-    "text_encoder_dim", "minilm_path", "resolve_text_model", "model_fingerprint", "pool_hidden_states", "check_texts",
+    "text_encoder_dim", "minilm_path", "resolve_text_model", "model_fingerprint", "model_file_stats", "pool_hidden_states",
+    "check_texts",
     "is_decoder_only", "HUB_STALL_TIMEOUT_S", "HUB_TIMEOUT_ENV",
 ]

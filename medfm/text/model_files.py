@@ -200,26 +200,42 @@ def _download_bounded(ident: str, stall_timeout: float, how: str) -> Path:
     return Path(box["path"])
 
 
+def model_file_stats(path: Path) -> Tuple[Tuple[str, int, int], ...]:
+    """``(name, size in bytes, mtime in ns)`` of each file :func:`model_fingerprint` hashes in the model
+    directory ``path`` (weights, config and tokenizer files), sorted by name.
+
+    Cheap (no file is read): a text encoder records it when it loads, so that its embedding cache key
+    can tell whether the files were replaced since (:attr:`medfm.text.encoders.HFTextEncoder.cache_key`).
+
+    Raises:
+        OSError: ``path`` is not a readable directory.
+    """
+    files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES)
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
 def model_fingerprint(path: Path) -> str:
     """sha256 (hex) over the bytes of a model directory's weight, config and tokenizer files.
 
-    Memoised per process on (name, size, mtime) of those files; the embedding cache keys on
-    it, so a different model placed at the same path never reuses stale embeddings.
+    Memoised per process on :func:`model_file_stats` (name, size, mtime of those files); the embedding
+    cache keys on it, so a different model placed at the same path never reuses stale embeddings.
+
+    Raises:
+        OSError: ``path`` is not a readable directory, or a file vanished while it was hashed.
     """
-    files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES)
-    stats = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    stats = model_file_stats(path)
     key = (str(path), stats)
     if key not in _FINGERPRINTS:
         from medfm.io import file_sha256
 
         h = hashlib.sha256()
-        for p in files:
-            h.update(p.name.encode() + b"\0" + file_sha256(p).encode() + b"\0")
+        for name, _, _ in stats:
+            h.update(name.encode() + b"\0" + file_sha256(Path(path) / name).encode() + b"\0")
         _FINGERPRINTS[key] = h.hexdigest()
     return _FINGERPRINTS[key]
 
 
 __all__ = [
     "TextEncoderError", "HUB_STALL_TIMEOUT_S", "HUB_TIMEOUT_ENV", "minilm_path", "resolve_text_model",
-    "model_fingerprint",
+    "model_fingerprint", "model_file_stats",
 ]
