@@ -526,7 +526,7 @@ __all__ = [
     "POOLERS", "DEFAULT_TEXT_ENCODER", "TextEncoderError", "UnknownTextEncoderError", "TextEncoderArgumentError",
     "HFTextEncoder",
     "create_text_encoder", "check_text_encoder_spec", "check_text_options", "text_encoder_builder",
-    "text_encoder_dim", "minilm_path", "resolve_text_model", "model_fingerprint", "model_file_stats", "pool_hidden_states",
-    "check_texts",
+    "text_encoder_dim", "minilm_path", "resolve_text_model", "model_fingerprint", "model_file_stats",
+    "pool_hidden_states", "check_texts",
     "is_decoder_only", "HUB_STALL_TIMEOUT_S", "HUB_TIMEOUT_ENV",
 ]
