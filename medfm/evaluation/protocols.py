@@ -1,6 +1,6 @@
 """Evaluation protocols: a classifier as it is, a linear probe, and a kNN classifier on frozen features.
 
-* **as-is**: the checkpoint's own head (:func:`medfm.evaluation.predict.predict_scores`).
+* **as-is**: the checkpoint's own head (:func:`medfm.evaluation.predict.predict_outputs`).
 * **linear probe**: multinomial logistic regression (L-BFGS, scikit-learn) on standardised
   frozen embeddings, the protocol of SimCLR (Chen et al. 2020) and DINO; one-vs-rest
   logistic regressions for multi-label tasks. The fitted probe can be turned into a torch
@@ -8,12 +8,16 @@
 * **kNN**: weighted k-nearest-neighbour vote on L2-normalised embeddings (cosine
   similarity), each neighbour voting ``exp(sim / T)`` for its class, as in InstDisc
   (Wu et al. 2018, Sec. 3.4) and DINO's ``eval_knn`` (Caron et al. 2021); k = 11,
-  T = 0.07 by default. Scores are the normalised votes.
+  T = 0.07 by default. Scores are the normalised votes. The kNN has no logits (its votes are no
+  sigmoid/softmax of any): a share of 1.0 from every neighbour voting for the class is a tie of the
+  classifier itself, and the AUC ranks the shares (single-label rows with a tiny complement are
+  ordered by it: :func:`medfm.evaluation.metrics.ranking_scores`).
 
 Features are extracted once per dataset (:func:`extract_features`) and shared by every
 label fraction and protocol. 3D volumes ``(B, C, D, H, W)`` are embedded 2.5D: the mean
 of the 2D encoder's embeddings of the D slices. Every scorer returns ``(N, K)`` float
-probabilities in the layout of :func:`medfm.evaluation.metrics.classification_metrics`.
+probabilities in the layout of :func:`medfm.evaluation.metrics.classification_metrics`; the
+probe also its logits (:meth:`LinearProbe.outputs`), which the AUC ranks.
 """
 from __future__ import annotations
 
@@ -126,6 +130,22 @@ class LinearProbe:
     def predict(self, features: np.ndarray) -> np.ndarray:
         """``(N, K)`` probabilities: softmax (binary: ``[1 - p, p]``), sigmoid for multi-label."""
         return self._probabilities(self.logits(features))
+
+    def outputs(self, features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``(scores, logits)`` of ``(N, D)`` features, as :func:`medfm.evaluation.predict.predict_outputs`:
+        :meth:`predict`'s ``(N, K)`` float32 scores (bit-identical) and the ``(N, K)`` float64 logits they are the
+        softmax / sigmoid of (binary: ``[0, z]``, the two columns :meth:`to_classifier` computes), for the AUC's
+        ranking (``logits=`` of :func:`medfm.evaluation.report.write_classification_report`): a confident probe's
+        probabilities saturate at exactly 1.0 / 0.0 (``expit`` of a logit above ~37 in float64) and tie.
+
+        Raises:
+            ValueError: as :meth:`logits`.
+        """
+        z = self.logits(features)
+        scores = self._probabilities(z)
+        if self.task != MULTI_LABEL and z.shape[1] == 1:
+            z = np.concatenate([np.zeros_like(z), z], axis=1)
+        return scores, z
 
     def _probabilities(self, z: np.ndarray) -> np.ndarray:
         """:meth:`predict` from the ``(N, K)`` logits ``z``."""

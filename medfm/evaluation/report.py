@@ -8,6 +8,7 @@
       "versions": {"medfm", "torch", "numpy", "python"},
       "meta": {...caller's provenance: checkpoint path/hash, dataset flag, split, data md5...},
       "task": str, "label_names": [str], "n_samples": int,
+      "auc_ranking": "logits" | "probabilities",
       "metrics": {acc, auc, balanced_acc, ece, per_class_recall, per_class_auc, support,
                   confusion_matrix, threshold},
       "ci": {"acc"|"auc": {"low", "high", "level", "method", "n_boot", "seed"}},
@@ -15,7 +16,10 @@
       "warnings": [str], "files": [str]
     }
 
-Non-finite numbers (an undefined AUC) are written as ``null`` (strict JSON).
+Non-finite numbers (an undefined AUC) are written as ``null`` (strict JSON). ``auc_ranking`` says what the
+AUC, its interval and the ROC curves ranked (:data:`AUC_RANKINGS`): the model's ``"logits"`` (their log-odds,
+which float32 saturation does not tie) or, when the caller had none (a kNN's vote shares), the
+``"probabilities"`` (:func:`medfm.evaluation.metrics.one_vs_rest`).
 """
 from __future__ import annotations
 
@@ -33,10 +37,12 @@ from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot
 from medfm.io import (REPORT_FOLDER_ADVICE, PathLike, atomic_write_json, atomic_write_text, file_sha256, make_dir,
                       refuse_file_in_the_way, to_jsonable)
 
-__all__ = ["SCHEMA_VERSION", "checkpoint_hash", "check_output_dir", "make_output_dir", "start_report_dir",
-           "markdown_table", "versions", "write_classification_report"]
+__all__ = ["SCHEMA_VERSION", "AUC_RANKINGS", "checkpoint_hash", "check_output_dir", "make_output_dir",
+           "start_report_dir", "markdown_table", "versions", "write_classification_report"]
 
 SCHEMA_VERSION = 1
+#: ``results.json``'s ``auc_ranking``: what the AUC ranked, by whether the writer was given the logits
+AUC_RANKINGS = {True: "logits", False: "probabilities"}
 _WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
 #: every file :func:`write_classification_report` may write (which of them depends on the task)
 _REPORT_FILES = ("confusion_matrix.png", "roc.png", "reliability.png", "report.md", "results.json")
@@ -206,7 +212,8 @@ def _render_markdown(res: Mapping[str, Any]) -> str:
     m = res["metrics"]
     level = int(round(100 * (1 - res["_alpha"])))
     parts = ["# Classification report\n\n"]
-    fields = {**res["meta"], "task": res["task"], "n_samples": res["n_samples"], "created": res["created"],
+    fields = {**res["meta"], "task": res["task"], "n_samples": res["n_samples"], "auc_ranking": res["auc_ranking"],
+              "created": res["created"],
               "medfm / torch": f"{res['versions']['medfm']} / {res['versions']['torch']}"}  # one row per field
     meta_rows = [{"field": k, "value": v} for k, v in fields.items()]
     parts.append(markdown_table(meta_rows, ["field", "value"]))
@@ -272,6 +279,7 @@ def write_classification_report(
         logits: optional, the logits ``y_score`` was made from (:func:`medfm.evaluation.predict.predict_outputs`):
             the AUC, its interval and the ROC curves rank their log-odds, which float32 saturation does not
             tie (:func:`medfm.evaluation.metrics.classification_metrics`); ACC, ECE and the rest use ``y_score``.
+            ``results.json`` records which in ``auc_ranking`` (``"logits"``, or ``"probabilities"`` without them).
 
     Returns:
         The results dict exactly as written to ``results.json`` (NaN written as None).
@@ -324,6 +332,7 @@ def write_classification_report(
         "task": metrics.pop("task"),
         "label_names": names,
         "n_samples": metrics.pop("n_samples"),
+        "auc_ranking": AUC_RANKINGS[logits is not None],
         "metrics": metrics,
         "ci": ci,
         "calibration": cal.to_dict() if cal is not None else None,

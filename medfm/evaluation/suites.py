@@ -49,19 +49,24 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
              ds: Any, val: Any = None, finetune: Optional[Dict[str, Any]] = None, train_split: str = "train",
              bar: Optional[Any] = None) -> Tuple[Any, List[Tuple[str, Optional[float], Any, Any, Dict[str, Any]]]]:
     """``(embed, heads)``: ``embed(dataset) -> array``; each head
-    ``(run, fraction, fn(array) -> scores, cam_model, extra results)``; the extra results of a
+    ``(run, fraction, fn(array) -> (scores, logits), cam_model, extra results)``; the extra results of a
     protocol that fits on labels hold ``train_labels`` (:func:`_train_label_counts`).
+
+    ``scores`` ``(N, K)`` are the probabilities; ``logits`` ``(N, K)`` the values they are the softmax / sigmoid
+    of (:func:`medfm.evaluation.predict.predict_outputs`, :meth:`~medfm.evaluation.protocols.LinearProbe.outputs`),
+    which the AUC ranks as ``medfm eval --data`` does (saturated float32 probabilities tie), or None for kNN,
+    which has none (:mod:`medfm.evaluation.protocols`).
 
     ``finetune`` (protocol ``finetune``): ``{"checkpoint", "sha", "flag", "size", "workdir", "data_root"}``.
     ``bar(images, what)``: the progress bar (:func:`image_bar`) for the feature passes over the train
     and val splits; None: none.
     """
     from medfm.evaluation import protocols as P
-    from medfm.evaluation.predict import predict_scores
+    from medfm.evaluation.predict import predict_outputs
 
     bs = spec.batch_size
     if protocol == "as-is":
-        return (lambda d: predict_scores(model, d, batch_size=bs)), [("as-is", None, lambda s: s, model, {})]
+        return (lambda d: predict_outputs(model, d, batch_size=bs)), [("as-is", None, lambda s: s, model, {})]
     if protocol == "finetune":
         from medfm.data.medmnist import medmnist_path
         from medfm.evaluation.finetune_protocol import finetune_classifier, finetune_recipe
@@ -79,7 +84,7 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
             recipe = finetune_recipe(encoder, finetune["checkpoint"], finetune["flag"], finetune["size"], frac,
                                      spec.protocol.finetune, spec.protocol.seed)
             kept = all_train[finetune_label_indices(recipe, all_train)]  # the draw run_finetune made
-            heads.append((run, frac, lambda d, clf=clf: predict_scores(clf, d, batch_size=bs), clf,
+            heads.append((run, frac, lambda d, clf=clf: predict_outputs(clf, d, batch_size=bs), clf,
                           {"finetune_checkpoint": str(Path(finetune["workdir"]) / run / "train"),
                            "train_labels": _train_label_counts(kept, ds.task, ds.label_names, "train", "fine-tuned")}))
         return (lambda d: d), heads
@@ -106,13 +111,13 @@ def _scoring(protocol: str, model: Any, core: Any, encoder: Any, train: Any, spe
                 c, accs = P.select_probe_c(ftr[keep], ytr[keep], fval, yval, ds.task, ds.num_classes)
                 extra = {"probe_c": c, "probe_c_val_acc": {f"{k:g}": round(v, 4) for k, v in accs.items()}}
             probe = P.fit_linear_probe(ftr[keep], ytr[keep], ds.task, ds.num_classes, C=c)
-            heads.append((run, frac, probe.predict, probe.to_classifier(encoder, ds.label_names),
+            heads.append((run, frac, probe.outputs, probe.to_classifier(encoder, ds.label_names),
                           {**extra, "train_labels": counts}))
         else:
             fk, yk = ftr[keep], ytr[keep]
-            heads.append((run, frac, lambda f, fk=fk, yk=yk: P.knn_scores(
-                fk, yk, f, ds.num_classes, k=pr.knn_k, temperature=pr.knn_temperature, task=ds.task), encoder,
-                {"train_labels": counts}))
+            heads.append((run, frac, lambda f, fk=fk, yk=yk: (P.knn_scores(
+                fk, yk, f, ds.num_classes, k=pr.knn_k, temperature=pr.knn_temperature, task=ds.task), None),
+                encoder, {"train_labels": counts}))
     return (lambda d: P.extract_features(encoder, d, bs)), heads
 
 
@@ -264,21 +269,23 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
         entry["corruptions"] = {"method": describe_method(cs.resolution, cs.seed), "resolution": cs.resolution,
                                 "severities": list(cs.severities), "run": run, "skipped": skipped, "cache": stats,
                                 "images_scored": len(jobs) * len(ds)}
-    scored = []  # per head: clean scores, {corruption: (S, N, K) scores}, control scores
+    scored = []  # per head: clean (scores, logits), {corruption: (S, N, K) scores}, control scores
     for run_name, _, head, _, _ in heads:
         # finetune (no forward stage): the heads run the fine-tuned model on image sets, counted here
         with bar(len(ds) * (1 + len(corrupted) + bool(corrupted)), f"{run_name} inference", on=not forward) as b:
             score = head if forward else (lambda data, head=head, b=b: head(ProgressSet(data, b)))
             by_c: Dict[str, List[np.ndarray]] = {}
             for (c, s), emb in corrupted.items():
-                by_c.setdefault(c, []).append(score(emb))
-            scored.append((score(clean), {c: np.stack(v) for c, v in by_c.items()}, score(control) if corrupted else None))
+                by_c.setdefault(c, []).append(score(emb)[0])
+            scored.append((score(clean), {c: np.stack(v) for c, v in by_c.items()},
+                           score(control)[0] if corrupted else None))
     if score_stage:
         clock.lap(score_stage)
     meta = {**dataset_meta(spec, ds, bool(corrupted), subset), "checkpoint": prep["checkpoint"],
             "checkpoint_sha256": prep["sha"], "protocol": suite.protocol.name}
     m = suite.metrics
-    for (run_name, frac, head, cam_model, extra), (scores, by_corruption, control_scores) in zip(heads, scored):
+    for (run_name, frac, _, cam_model, extra), (clean_outputs, by_corruption, control_scores) in zip(heads, scored):
+        scores, logits = clean_outputs  # logits None: the AUC ranks the probabilities (kNN)
         rdir = out / spec.name if len(heads) == 1 else out / spec.name / run_name
         train_labels = extra.get("train_labels")
         fit_warnings = list(train_labels.pop("warnings", [])) if train_labels else []
@@ -286,9 +293,10 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
                     **({"probe_c": extra["probe_c"]} if "probe_c" in extra else {})}
         res = write_classification_report(rdir, ds.labels, scores, ds.task, ds.label_names, run_meta,
                                           threshold=m.threshold, n_boot=m.n_boot, n_bins=m.ece_bins,
-                                          extra_warnings=fit_warnings)
+                                          extra_warnings=fit_warnings, logits=logits)
         run_entry = {"run": run_name, "label_fraction": frac, "dir": str(rdir.relative_to(out)),
                      "metrics": {k: res["metrics"][k] for k in ("acc", "auc", "balanced_acc", "ece")},
+                     "auc_ranking": res["auc_ranking"],
                      "ci": res["ci"], "per_class_recall": res["metrics"]["per_class_recall"], **extra,
                      **({"warnings": fit_warnings} if fit_warnings else {})}
         if corrupted:

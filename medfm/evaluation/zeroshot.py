@@ -4,11 +4,13 @@ Each class is described by prompts (:func:`medfm.text.prompts.class_prompts`); i
 embedding is the L2-normalised mean of its prompts' normalised text embeddings (CLIP prompt
 ensembling, Radford et al. 2021, Sec. 3.1.4). An image's class scores are the softmax of
 ``logit_scale * cos(image, class)``. No label of the evaluated set is used before scoring.
+The AUC ranks those logits (:func:`zeroshot_outputs`; saved in ``predictions.npz``), as ``medfm eval --data``
+ranks a classifier's.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -68,13 +70,14 @@ def _to_encoder_channels(images: torch.Tensor, in_chans: int) -> torch.Tensor:
     raise ValueError(f"encoder expects {in_chans} channel(s), images have {images.shape[1]}")
 
 
-@torch.no_grad()
 def zeroshot_classify(model_or_ckpt: Union[str, Path, nn.Module], dataset: Any, prompts: Sequence[Sequence[str]],
                       batch_size: int = 256) -> np.ndarray:
     """Zero-shot class scores ``(N, K)`` float32 (softmax over classes) for every sample of ``dataset``.
 
     Image and class embeddings are L2-normalised here, so the logits are ``logit_scale`` times a
     cosine similarity even for a model whose ``encode_image``/``encode_text`` do not normalise.
+    For an AUC keep the logits too (:func:`zeroshot_outputs`, same pass and scores): a softmax over
+    margins above ~104 saturates at exactly 1.0 / 0.0 in float32 and ties where the logits do not.
 
     Args:
         model_or_ckpt: a CLIP module or checkpoint directory / ``hf-hub:`` id.
@@ -88,6 +91,19 @@ def zeroshot_classify(model_or_ckpt: Union[str, Path, nn.Module], dataset: Any, 
             not a non-empty string included), ``batch_size`` not an integer >= 1, an empty ``dataset``
             (torch's "expected a non-empty list of Tensors" before).
     """
+    return zeroshot_outputs(model_or_ckpt, dataset, prompts, batch_size)[0]
+
+
+@torch.no_grad()
+def zeroshot_outputs(model_or_ckpt: Union[str, Path, nn.Module], dataset: Any, prompts: Sequence[Sequence[str]],
+                     batch_size: int = 256) -> Tuple[np.ndarray, np.ndarray]:
+    """``(scores, logits)``, both ``(N, K)`` float32: :func:`zeroshot_classify`'s scores (bit-identical) and the
+    logits ``logit_scale * cos(image, class)`` they are the softmax of, in one pass (as
+    :func:`medfm.evaluation.predict.predict_outputs` for a classifier; the AUC ranks the logits).
+
+    Raises:
+        ValueError: as :func:`zeroshot_classify`.
+    """
     batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
     if len(dataset) == 0:
         raise ValueError("the dataset holds no images: nothing to classify")
@@ -99,16 +115,18 @@ def zeroshot_classify(model_or_ckpt: Union[str, Path, nn.Module], dataset: Any, 
         device = next(model.parameters()).device
         in_chans = model.encoder.in_chans
         scale = float(model.scale())
-        out = []
+        scores, logits = [], []
         n = len(dataset)
         for start in range(0, n, batch_size):
             images = get_batch(dataset, torch.arange(start, min(n, start + batch_size)))["image"].to(device)
             emb = torch.nn.functional.normalize(model.encode_image(_to_encoder_channels(images, in_chans)).float(),
                                                 dim=-1)
-            out.append(torch.softmax(scale * emb @ classes.to(emb).t(), dim=-1).cpu())
+            z = scale * emb @ classes.to(emb).t()
+            scores.append(torch.softmax(z, dim=-1).cpu())
+            logits.append(z.cpu())
     finally:
         model.train(was_training)
-    return torch.cat(out).numpy().astype(np.float32)
+    return torch.cat(scores).numpy().astype(np.float32), torch.cat(logits).numpy().astype(np.float32)
 
 
 def chance_levels(labels: np.ndarray, num_classes: int) -> Dict[str, float]:
@@ -183,12 +201,13 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
     model = load_image_text_model(ckpt_dir)
     ds = MedMNISTDataset(dataset_flag, split=split, size=size or model.encoder.img_size, data_root=data_root)
     check_split_has_images(ds, dataset_flag, split)
-    scores = zeroshot_classify(model, ds, prompts, batch_size=batch_size)
+    scores, logits = zeroshot_outputs(model, ds, prompts, batch_size=batch_size)
     meta = {"protocol": "zeroshot", "checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir),
             "dataset": dataset_flag, "split": split, "size": ds.size, "data_md5": ds.md5, "n_samples": len(ds),
             "text_encoder": model.text_spec, "class_names": class_names(dataset_flag), "prompts": prompts,
             "logit_scale": float(model.scale().detach()), "chance": chance_levels(ds.labels, ds.num_classes)}
-    return write_scored_split(output, ds, scores, meta)
+    return write_scored_split(output, ds, scores, meta, logits=logits)
 
 
-__all__ = ["zeroshot_classify", "zeroshot_eval", "class_embeddings", "chance_levels", "load_image_text_model"]
+__all__ = ["zeroshot_classify", "zeroshot_outputs", "zeroshot_eval", "class_embeddings", "chance_levels",
+           "load_image_text_model"]

@@ -420,6 +420,10 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     A training set smaller than ``train.batch_size`` (a small ``data.label_fraction``) trains
     with one batch of all its images; the checkpoint records the batch size used.
 
+    With a ``data.val_split``, each epoch logs ``<split>_acc`` and ``<split>_auc`` on it (``metrics.jsonl``); the AUC
+    ranks the model's logits (:func:`medfm.evaluation.predict.predict_outputs`), as ``medfm eval`` does, so a
+    confident model's saturated float32 probabilities do not tie.
+
     Returns the final checkpoint: ``<output>/adapter`` for LoRA, else ``<output>/model``.
 
     Raises:
@@ -440,7 +444,7 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     """
     from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final
     from medfm.evaluation.metrics import classification_metrics
-    from medfm.evaluation.predict import predict_scores
+    from medfm.evaluation.predict import predict_outputs
     from medfm.hub import load_config
 
     output = Path(output)
@@ -474,8 +478,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     def epoch_end(m, epoch):
         if val is None:
             return {}
-        scores = predict_scores(m, val)
-        res = classification_metrics(val.labels, scores, ds.task)
+        scores, logits = predict_outputs(m, val)  # the AUC ranks the logits, as medfm eval and the suites do
+        res = classification_metrics(val.labels, scores, ds.task, logits=logits)
         m.train()
         return {f"{recipe.data.val_split}_acc": res["acc"], f"{recipe.data.val_split}_auc": res["auc"]}
 
