@@ -121,7 +121,8 @@ def test_epochs_override_fills_an_empty_train_section(tmp_path):
 @pytest.mark.parametrize("command, recipe, old, new, message", [
     ("pretrain", PRETRAIN, "{name: resnet_test}", "{name: resnet_test, img_size: 0}", "encoder.img_size must be an integer >= 1 (a side in px)"),
     ("finetune", FINETUNE, "mode: lora", "mode: lora\ndropout: 1.5", "r.yaml: dropout must be in [0, 1), got 1.5"),
-    ("finetune", FINETUNE, "size: 28}", "size: 28, val_split: vall}", "data.val_split must be one of"),
+    ("finetune", FINETUNE, "size: 28}", "size: 28, val_split: vall}",
+     "data.val_split: unknown split 'vall' for MedMNIST 'pneumoniamnist'; did you mean 'val'?"),
 ])
 def test_pretrain_finetune_values_checked_when_the_recipe_is_read(tmp_path, capsys, empty_data, command, recipe,
                                                                    old, new, message):
@@ -258,7 +259,8 @@ def test_output_that_is_a_file_and_missing_data_root(tmp_path, capsys, pneumonia
 # ---------------------------------------------------------------- eval
 
 @pytest.mark.parametrize("old, new, message", [
-    ("split: test}", "split: vall}", "datasets[0]: split must be one of train, val, test, got 'vall'"),  # skipped, exit 0
+    ("split: test}", "split: vall}",  # skipped, exit 0
+     "datasets[0]: split: unknown split 'vall' for MedMNIST 'pneumoniamnist'; did you mean 'val'?"),
     ("split: test}", "split: test, size: 27}", "size 27 is not a released size of pneumoniamnist; it exists at 28, 64"),
     ("knn_k: 3", "knn_k: 0", "protocol.knn_k must be an integer >= 1, got 0"),
     ("cam: {enabled: false}", "batch_size: 0", "batch_size must be an integer >= 1, got 0"),  # "range() arg 3 must not be zero"

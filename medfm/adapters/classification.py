@@ -7,39 +7,24 @@ uses per-label sigmoid + binary cross-entropy.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfm.arg_checks import check_bool, check_number, check_string_list
+from medfm.arg_checks import check_bool, check_number
 from medfm.encoders.base import Encoder, require_encoder
-from medfm.evaluation.metrics import MULTI_LABEL, check_task
+from medfm.evaluation.metrics import MULTI_LABEL, check_task, label_name_list
 from medfm.registry import ADAPTERS
 
 
-def check_label_names(label_names: Any, num_classes: int, what: str = "classes") -> List[str]:
-    """``label_names`` as a list of K strings (``"0"`` .. ``"K-1"`` for None).
+#: ``label_names`` as a list of K strings (``"0"`` .. ``"K-1"`` for None): the one label-name rule of the metrics
+#: and figures (:func:`medfm.evaluation.metrics.label_name_list`, its messages), under the name the adapters
+#: import (classification, fusion and segmentation heads); its own words ("1 label names given for 2 classes")
+#: were a fourth variant.
+check_label_names = label_name_list
 
-    Args:
-        label_names: K names (a list, tuple or other ordered iterable of strings or integers, not a
-            string), or None.
-        num_classes: K.
-        what: what the names name, for the message (``"classes"``).
-
-    Raises:
-        ValueError: a single string (``"abc"`` was taken as the names ``a``, ``b``, ``c``), a set (its order
-            differs between processes), another non-list or an item that is no string or integer
-            (:func:`medfm.arg_checks.check_string_list`), or not ``num_classes`` names.
-    """
-    if label_names is None:
-        return [str(i) for i in range(num_classes)]
-    names = check_string_list("label_names", label_names, what=f"a list of {num_classes} names, one per class",
-                              integers=True, got=lambda v: f"{type(v).__name__} {v!r}")
-    if len(names) != num_classes:
-        raise ValueError(f"{len(names)} label names given for {num_classes} {what}")
-    return names
 
 @ADAPTERS.register("classification")
 class ImageClassifier(nn.Module):

@@ -31,7 +31,6 @@ from medfm.data.errors import (
     DataShapeError,
     DownloadError,
     MedFMDataError,
-    UnknownSplitError,
 )
 from medfm.data.medmnist_info import (
     INFO,
@@ -41,6 +40,8 @@ from medfm.data.medmnist_info import (
     MULTI_LABEL_TASK,
     SPLITS,
     available_sizes,
+    check_medmnist_split,
+    check_split,
     dataset_info,
     expected_md5,
     file_md5,
@@ -52,7 +53,6 @@ from medfm.data.medmnist_info import (
 )
 from medfm.data.root import PathLike
 from medfm.data.uint8_sets import UInt8ImageSet
-from medfm.registry import close_match_hint
 
 DOWNLOAD_TIMEOUT_S = 15.0
 
@@ -156,30 +156,6 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, path: Path, split: str
         raise DataShapeError(
             f"{path}: {split}_labels values span [{labels.min()}, {labels.max()}], expected [0, {upper - 1}] for {info['flag']!r}"
         )
-
-
-def check_medmnist_split(flag: str, split: Any) -> str:
-    """Refuse a split name MedMNIST does not have (``SPLITS``: train, val, test); the one check of
-    :class:`MedMNISTDataset`, also called by the entry points before they resolve a checkpoint
-    (:func:`medfm.evaluation.evaluate.evaluate_checkpoint`, :func:`medfm.evaluation.zeroshot.zeroshot_eval`:
-    a typo used to be found only once the model was loaded).
-
-    Args:
-        flag: the MedMNIST flag, named in the message (not checked here: :func:`dataset_info` does).
-        split: the split name to check.
-
-    Returns:
-        ``split``, unchanged.
-
-    Raises:
-        UnknownSplitError: one line with a close match, e.g. ``unknown split 'tset' for MedMNIST
-            'pneumoniamnist'; did you mean 'test'?``, else the valid names
-            (``... (expected one of: train, val, test)``; :func:`medfm.registry.close_match_hint`).
-    """
-    if not isinstance(split, str) or split not in SPLITS:
-        raise UnknownSplitError(f"unknown split {split!r} for MedMNIST {flag!r}"
-                                f"{close_match_hint(str(split), SPLITS, fallback='expected one of')}")
-    return split
 
 
 class MedMNISTDataset(UInt8ImageSet):
@@ -352,5 +328,5 @@ __all__ = [  # the metadata names are medfm.data.medmnist_info's, re-exported
     "INFO", "MEDMNIST_FLAGS", "MEDMNIST_2D_FLAGS", "MEDMNIST_3D_FLAGS", "SPLITS", "MULTI_LABEL_TASK",
     "available_sizes", "dataset_info", "npz_name", "npz_url", "expected_md5", "npz_md5s", "medmnist_path",
     "file_md5", "verify_md5", "DOWNLOAD_TIMEOUT_S", "download_medmnist", "MedMNISTDataset", "label_fraction_indices",
-    "check_medmnist_split",
+    "check_split", "check_medmnist_split",
 ]

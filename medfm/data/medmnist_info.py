@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from medfm.arg_checks import is_integer, shown
-from medfm.data.errors import ChecksumError, UnknownDatasetError, UnsupportedSizeError
+from medfm.data.errors import ChecksumError, UnknownDatasetError, UnknownSplitError, UnsupportedSizeError
 from medfm.data.root import PathLike, dataset_dir
 from medfm.io import file_md5 as io_file_md5
+from medfm.registry import close_match_hint
 
 #: name the package's ``info.py`` runs under when read on its own (never put in ``sys.modules``)
 _PRIVATE_NAME = "medfm.data.medmnist_info._package_info"
@@ -119,6 +120,52 @@ def check_recipe_dataset(name: Any, where: str, finetuning: bool) -> None:
     if finetuning and name == CORPUS_DATASET:
         raise ValueError(f"{where}: {CORPUS_NOT_FOR_FINETUNING}")
     check_dataset_name(name, where, corpus=not finetuning)
+
+
+def check_split(split: Any, of: str, where: str = "") -> str:
+    """Refuse a split name that is not one of :data:`SPLITS` (train, val, test), without importing torch: the one
+    split rule of a MedMNIST set (:func:`check_medmnist_split`) and of the data sets a recipe or an evaluation suite
+    names (``data.val_split`` of :class:`medfm.training.recipes.DataConfig`; ``split`` / ``train_split`` /
+    ``val_split`` of :class:`medfm.evaluation.suite_spec.DatasetSpec`, whose image folders are split the same way).
+
+    Args:
+        split: the split name as given.
+        of: the data set, as the message names it (``"MedMNIST 'pneumoniamnist'"``, ``"image folder 'mednist'"``).
+        where: what gave it, put first (``"data.val_split"``); empty: nothing put first.
+
+    Returns:
+        ``split``, unchanged.
+
+    Raises:
+        UnknownSplitError: one line with a close match (:func:`medfm.registry.close_match_hint`), e.g.
+            ``data.val_split: unknown split 'tset' for MedMNIST 'pneumoniamnist'; did you mean 'test'?``, else the
+            valid names (``... (expected one of: train, val, test)``); a split that is no string (None) too.
+    """
+    if not isinstance(split, str) or split not in SPLITS:
+        raise UnknownSplitError(f"{where + ': ' if where else ''}unknown split {split!r} for {of}"
+                                f"{close_match_hint(str(split), SPLITS, fallback='expected one of')}")
+    return split
+
+
+def check_medmnist_split(flag: str, split: Any, where: str = "") -> str:
+    """Refuse a split name MedMNIST does not have (:func:`check_split`): the check of
+    :class:`medfm.data.medmnist.MedMNISTDataset`, also called by the entry points before they resolve a checkpoint
+    (:func:`medfm.evaluation.evaluate.check_scoring_request` for ``evaluate_checkpoint`` and ``zeroshot_eval``: a
+    typo used to be found only once the model was loaded).
+
+    Args:
+        flag: the MedMNIST flag, named in the message (not checked here: :func:`dataset_info` does).
+        split: the split name to check.
+        where: what gave it, put first (``"data.val_split"``); empty: nothing put first.
+
+    Returns:
+        ``split``, unchanged.
+
+    Raises:
+        UnknownSplitError: ``unknown split 'tset' for MedMNIST 'pneumoniamnist'; did you mean 'test'?``, else the
+            valid names (``... (expected one of: train, val, test)``).
+    """
+    return check_split(split, f"MedMNIST {flag!r}", where)
 
 
 def _info(flag: str) -> Dict[str, Any]:
@@ -251,5 +298,5 @@ def verify_md5(path: PathLike, expected: str) -> None:
 __all__ = [
     "INFO", "MEDMNIST_FLAGS", "MEDMNIST_2D_FLAGS", "MEDMNIST_3D_FLAGS", "SPLITS", "MULTI_LABEL_TASK",
     "available_sizes", "dataset_info", "npz_name", "npz_url", "expected_md5", "npz_md5s", "medmnist_path",
-    "file_md5", "verify_md5",
+    "file_md5", "verify_md5", "check_split", "check_medmnist_split",
 ]

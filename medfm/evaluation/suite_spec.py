@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from medfm.arg_checks import check_number, number_fits, shown
 from medfm.config import ConfigError, from_dict, load_yaml
 from medfm.data.errors import MedFMDataError
-from medfm.data.medmnist_info import SPLITS  # splits a dataset of a suite may name
+from medfm.data.medmnist_info import SPLITS, check_medmnist_split, check_split  # a suite dataset's splits, their rule
 from medfm.registry import close_match_hint
 from medfm.suite_protocols import (  # the table and rules the command line's early checks read too
     PROTOCOL_OPTIONS,
@@ -62,7 +62,10 @@ class DatasetSpec:
             full). The splits probes are fitted and tuned on are never reduced.
 
     Raises:
-        ValueError: not exactly one of flag/folder, an unknown split or split rule, ``size`` not an
+        UnknownSplitError: a ``split``, ``train_split`` or ``val_split`` not in :data:`SPLITS`
+            (:func:`medfm.data.medmnist_info.check_medmnist_split`: ``split: unknown split 'tset' for MedMNIST
+            'pneumoniamnist'; did you mean 'test'?``).
+        ValueError: not exactly one of flag/folder, an unknown split rule, ``size`` not an
         integer >= 1, or ``train_split`` / a given ``val_split`` equal to ``split`` (the probe would be fitted or
         tuned on the scored split); ``max_samples`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`:
         ``True`` and ``2.5`` are refused), or below a MedMNIST set's number of classes (a stratified subset keeps
@@ -108,8 +111,10 @@ class DatasetSpec:
         if self.val_split is None:
             self.val_split = None if self.split == "val" else "val"
         for role in ("split", "train_split") + (("val_split",) if self.val_split is not None else ()):
-            if getattr(self, role) not in SPLITS:  # else the dataset is skipped at run time, exit 0
-                raise ValueError(f"{role} must be one of {', '.join(SPLITS)}, got {getattr(self, role)!r}")
+            if self.flag is not None:  # else the dataset is skipped at run time, exit 0
+                check_medmnist_split(self.flag, getattr(self, role), role)
+            else:  # an image folder is split into the same three
+                check_split(getattr(self, role), f"image folder {self.folder!r}", role)
         for role in ("train_split", "val_split"):
             if getattr(self, role) == self.split:  # (a val_split left out is None when split is val)
                 raise ValueError(f"{role} and split are both {self.split!r}: the probe would be fitted or tuned on "

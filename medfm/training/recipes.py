@@ -13,7 +13,8 @@ from medfm.adapters.lora import LoraSettings
 from medfm.arg_checks import check_label_fraction, check_number
 from medfm.config import check_field_types
 from medfm.data.errors import UnsupportedSizeError
-from medfm.data.medmnist_info import CORPUS_DATASET, MEDMNIST_FLAGS, SPLITS, available_sizes, check_recipe_dataset
+from medfm.data.medmnist_info import (CORPUS_DATASET, MEDMNIST_FLAGS, available_sizes, check_medmnist_split,
+                                       check_recipe_dataset, check_split)
 from medfm.data.views import ViewConfig
 from medfm.training.loop import TrainConfig
 
@@ -33,23 +34,33 @@ class DataConfig:
         label_fraction: fraction of training labels used (fine-tuning; stratified, seeded).
         val_split: split evaluated at the end of each fine-tuning epoch (None: skip).
 
+    A plain :class:`DataConfig` made in Python is the section of either recipe: the recipe that takes it checks
+    ``dataset`` as a name of its kind (:class:`PretrainRecipe`: a MedMNIST flag or the corpus;
+    :class:`FinetuneRecipe`: a MedMNIST flag), so a misspelt name is refused in that recipe's words
+    (``FinetuneRecipe(data=DataConfig(dataset="typo"))`` said "unknown MedMNIST data set or corpus", a name it
+    refuses). A :class:`FinetuneDataConfig` (a fine-tuning recipe file's section) checks it itself.
+
     Raises:
         ValueError: ``label_fraction`` not a number in (0, 1] (:func:`medfm.arg_checks.check_label_fraction`,
             the rule and words of ``--label-fraction``: ``data.label_fraction must be in (0, 1], got 1.5``; NaN and
             ``True`` too), ``size`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`: ``True``, ``2.5``,
-            NaN are refused), an unknown ``val_split``.
-        UnknownDatasetError: ``dataset`` neither a MedMNIST flag nor ``corpus`` (with close matches, in the
-            words of ``medfm pretrain``'s early check: ``data.dataset: unknown MedMNIST data set or corpus
-            'pneumonimnist'; did you mean 'pneumoniamnist' or 'dermamnist'?``; :class:`FinetuneDataConfig`, the
-            fine-tuning section, and ``medfm eval --data``: without "or corpus");
+            NaN are refused).
+        UnknownSplitError: an unknown ``val_split`` (:func:`medfm.data.medmnist_info.check_medmnist_split`:
+            ``data.val_split: unknown split 'tset' for MedMNIST 'pneumoniamnist'; did you mean 'test'?``).
+        UnknownDatasetError: (raised by the recipe for a plain DataConfig, see above) ``dataset`` neither a
+            MedMNIST flag nor ``corpus`` (with close matches, in the words of ``medfm pretrain``'s early check:
+            ``data.dataset: unknown MedMNIST data set or corpus 'pneumonimnist'; did you mean 'pneumoniamnist' or
+            'dermamnist'?``; :class:`FinetuneDataConfig`, the fine-tuning section, and ``medfm eval --data``:
+            without "or corpus");
         UnsupportedSizeError: a MedMNIST flag at a ``size`` it is not released at, the corpus at a size it is not
             built at (28/64; all named when the recipe is read, not after the imports and the encoder's check build).
         ValueError: a field of the wrong type (:func:`medfm.config.check_field_types`: ``verify_md5="no"`` was
             taken as true).
     """
 
-    #: whether ``dataset`` may be the pretraining corpus (:class:`FinetuneDataConfig`: no)
-    takes_corpus: ClassVar[bool] = True
+    #: whether ``dataset`` may be the pretraining corpus (:class:`FinetuneDataConfig`: no); None: not known yet
+    #: (a plain DataConfig: the recipe that takes it checks ``dataset``)
+    takes_corpus: ClassVar[Optional[bool]] = None
 
     dataset: str = "pneumoniamnist"
     size: int = 28
@@ -59,7 +70,8 @@ class DataConfig:
     val_split: Optional[str] = "val"
 
     def __post_init__(self) -> None:
-        check_recipe_dataset(self.dataset, "data.dataset", finetuning=not self.takes_corpus)
+        if self.takes_corpus is not None:  # else the recipe that takes this section checks the name
+            check_recipe_dataset(self.dataset, "data.dataset", finetuning=not self.takes_corpus)
         check_field_types(self, "data.")
         check_label_fraction(self.label_fraction, "data.label_fraction")  # --label-fraction's rule and words
         check_number("data.size", self.size, ge=1, integer=True, hint=" (a side in px, e.g. 28)")
@@ -70,9 +82,11 @@ class DataConfig:
         if self.dataset in MEDMNIST_FLAGS and self.size not in available_sizes(self.dataset):
             raise UnsupportedSizeError(f"data.size: MedMNIST {self.dataset!r} is not released at {self.size} px; "
                                        f"available: {list(available_sizes(self.dataset))}")
-        if self.val_split is not None and self.val_split not in SPLITS:
-            # checked here: the val split is first read after the first epoch, hours into a run
-            raise ValueError(f"data.val_split must be one of {SPLITS} or null (no validation), got {self.val_split!r}")
+        if self.val_split is not None:  # checked here: the val split is first read after the first epoch
+            if self.dataset in MEDMNIST_FLAGS:
+                check_medmnist_split(self.dataset, self.val_split, "data.val_split")
+            else:  # the corpus, or a name the recipe refuses
+                check_split(self.val_split, repr(self.dataset), "data.val_split")
 
 
 @dataclass
@@ -142,6 +156,9 @@ class PretrainRecipe:
     Raises:
         ValueError: a section of the wrong type (``objective must be an ObjectiveConfig or a mapping ...``);
             ConfigError: a bad mapping section.
+        UnknownDatasetError: ``data.dataset`` neither a MedMNIST flag nor the corpus
+            (:func:`medfm.data.medmnist_info.check_recipe_dataset`: ``data.dataset: unknown MedMNIST data set or
+            corpus 'corpsu'; did you mean 'corpus'?``).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -151,6 +168,7 @@ class PretrainRecipe:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        check_recipe_dataset(self.data.dataset, "data.dataset", finetuning=False)  # a pretraining data set
 
 
 @dataclass

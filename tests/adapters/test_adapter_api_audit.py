@@ -77,7 +77,7 @@ def test_merge_or_save_of_a_model_without_lora_is_named(call, tmp_path):
     ({"num_classes": 3, "dropout": -1}, r"dropout must be in \[0, 1\), got -1\.0"),  # was accepted (no dropout)
     ({"num_classes": 3, "dropout": float("nan")}, r"dropout must be a finite number in \[0, 1\), got nan"),
     ({"num_classes": 3, "head_norm": "no"}, r"head_norm must be true or false, got 'no' \(str\)"),  # was truthy
-    ({"num_classes": 3, "label_names": "abc"}, r"label_names must be a list of 3 names.*got str 'abc'"),  # a, b, c
+    ({"num_classes": 3, "label_names": "abc"}, r"label_names must be a list of 3 names.*got 'abc' \(str\)"),  # a, b, c
 ])
 def test_classifier_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

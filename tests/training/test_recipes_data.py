@@ -51,9 +51,11 @@ def test_the_data_sets_a_recipe_takes():
 
 
 def test_a_data_section_made_in_python_raises_the_data_errors():
+    """A plain DataConfig's name is checked by the recipe that takes it, in that recipe's words (a pretraining
+    recipe's name the corpus too; tests/test_split_label_rules_h35.py)."""
     with pytest.raises(UnknownDatasetError, match=r"^data.dataset: unknown MedMNIST data set or corpus 'pnuemoniamnist'; "
                                                   r"did you mean"):
-        DataConfig(dataset="pnuemoniamnist")
+        PretrainRecipe(data=DataConfig(dataset="pnuemoniamnist"))
     with pytest.raises(UnsupportedSizeError, match=r"^data.size: MedMNIST 'pneumoniamnist' is not released at 32 px"):
         DataConfig(size=32)
     with pytest.raises(ValueError, match="'corpus' is the pretraining corpus"):
@@ -68,5 +70,5 @@ def test_the_cli_and_a_recipe_name_an_unknown_data_set_in_the_same_words(tmp_pat
     hint = "'pneumonimnist'; did you mean 'pneumoniamnist' or 'dermamnist'?"
     assert (code, err) == (2, f"medfm: error: --data: unknown MedMNIST data set {hint}")
     with pytest.raises(UnknownDatasetError) as info:
-        DataConfig(dataset="pneumonimnist")
+        PretrainRecipe(data=DataConfig(dataset="pneumonimnist"))
     assert str(info.value) == f"data.dataset: unknown MedMNIST data set or corpus {hint}"
