@@ -230,7 +230,13 @@ def draw_series(ax: Any, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
     Raises:
         TypeError: ``rows`` not a list of mappings (:func:`check_log_rows`).
     """
-    rows = check_log_rows(rows)
+    return _draw_series(ax, check_log_rows(rows), keys, x, ylabel, smooth)
+
+
+def _draw_series(ax: Any, rows: List[Mapping[str, Any]], keys: Sequence[str], x: str, ylabel: Optional[str],
+                 smooth: bool) -> int:
+    """:func:`draw_series` on ``rows`` already checked (:func:`check_log_rows`): :func:`plot_training_curve`
+    checks them once for all its panels."""
     drawn = 0
     for key in keys:
         xs, ys = _series(rows, key, x)
@@ -309,7 +315,7 @@ def plot_training_curve(rows: Sequence[Mapping[str, Any]], path: PathLike, x: st
     for i, (panel_keys, ylabel) in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1, sharex=first)  # one step range: an epoch-end dot sits at its step
         first = first or ax
-        draw_series(ax, rows, panel_keys, x=x, ylabel=ylabel, smooth=panel_keys is losses)
+        _draw_series(ax, rows, panel_keys, x, ylabel, smooth=panel_keys is losses)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if panel_keys == ["lr"]:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))

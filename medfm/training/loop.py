@@ -181,9 +181,16 @@ def steps_per_epoch(n_samples: int, batch_size: int) -> int:
     return n_samples // batch_size
 
 
+def corrupt_state_error(state_dir: Path, detail: str) -> ValueError:
+    """The error of a resumed training state that cannot be this run's: ``cannot resume from <state_dir>: training
+    state corrupt (<detail>)`` (:func:`check_resume_counters`; ``medfm vqa``'s epoch log:
+    :func:`medfm.training.vqa.check_state_log`). Returned, for the caller to raise."""
+    return ValueError(f"cannot resume from {state_dir}: training state corrupt ({detail})")
+
+
 def check_resume_counters(state_dir: Path, counters: Dict[str, Any], steps: int, epochs: int, n_samples: int,
-                          batch_size: int, keys: Sequence[Optional[str]] = ("epoch", "step_in_epoch", "global_step"),
-                          lists: Sequence[str] = ()) -> Tuple[int, int, int]:
+                          batch_size: int, keys: Sequence[Optional[str]] = ("epoch", "step_in_epoch", "global_step")
+                          ) -> Tuple[int, int, int]:
     """Refuse a resumed training state whose counters do not fit this run: another training set size or batch
     size gives another number of steps per epoch, and the run silently skipped or repeated steps (a finished
     run's state resumed on 32 samples instead of 16 trained nothing and reported success). The check of
@@ -196,29 +203,21 @@ def check_resume_counters(state_dir: Path, counters: Dict[str, Any], steps: int,
         n_samples, batch_size: what ``steps`` comes from, for the message.
         keys: the counters' names of the finished epochs, the steps done in the current epoch and the steps
             done in all; ``None`` for the second: a state saved at epoch ends only, whose count is 0
-            (``medfm vqa``: ``("epoch", None, "step")``).
-        lists: other entries of ``counters`` that must be lists (``medfm vqa``: ``("log",)``, its epoch records;
-            a state without one failed with a bare ``KeyError: 'log'``).
+            (``medfm vqa``: ``("epoch", None, "step")``; its epoch log is its own check).
 
     Returns:
         ``(epoch, step in epoch, global step)`` as integers.
 
     Raises:
         ValueError: ``cannot resume from <state_dir>: training state corrupt (counters ...)`` (a counter missing
-            or no integer), ``cannot resume from <state_dir>: training state corrupt (its trainer_state.json
-            counters have no list 'log')`` (an entry of ``lists``), ``cannot resume from <state_dir>: its state
-            (epoch 2, step 0, global step 8) does not fit this run's 2 epochs of 4 steps (16 samples, batch 4);
-            ...``.
+            or no integer), ``cannot resume from <state_dir>: its state (epoch 2, step 0, global step 8) does not
+            fit this run's 2 epochs of 4 steps (16 samples, batch 4); ...``.
     """
     try:
         epoch, step, done = (0 if key is None else int(counters[key]) for key in keys)
     except (KeyError, TypeError, ValueError):
         shown = {k: v for k, v in counters.items() if k in keys} if isinstance(counters, dict) else counters
-        raise ValueError(f"cannot resume from {state_dir}: training state corrupt (counters {shown!r})") from None
-    for key in lists:
-        if not isinstance(counters.get(key), list):
-            raise ValueError(f"cannot resume from {state_dir}: training state corrupt (its {STATE_JSON} counters "
-                             f"have no list {key!r})")
+        raise corrupt_state_error(state_dir, f"counters {shown!r}") from None
     if done != epoch * steps + step or step >= steps or epoch > epochs:
         raise ValueError(f"cannot resume from {state_dir}: its state (epoch {epoch}, step {step}, global step {done}) "
                          f"does not fit this run's {epochs} epochs of {steps} steps ({n_samples} samples, batch "
@@ -431,7 +430,9 @@ class Trainer:
         # before mkdir (a file there was an "[Errno 17] File exists") and before a resume restores anything
         refuse_existing_run(self.output, resume)
         counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
-        if resume:  # a kill inside the checkpoint's rename window leaves the previous one aside
+        if resume:  # a kill inside the checkpoint's rename window leaves the previous one aside: put back before
+            # the checks, which read it (else the state looks missing and the run starts over, metrics.jsonl emptied);
+            # so a refused resume leaves the folder repaired (medfm.io has no read-only lookup of the version aside)
             restore_interrupted_dir(self.checkpoint_dir)
         resumed = resume and (self.checkpoint_dir / STATE_JSON).is_file()
         if resumed:  # read once, checked before anything is written

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ import torch
 from medfm.adapters.lora import LoraSettings
 from medfm.arg_checks import check_number, number_fits, shown
 from medfm.config import check_field_types
-from medfm.training.loop import TrainConfig
+from medfm.training.loop import TrainConfig, Trainer
 from medfm.training.recipes import EncoderConfig
 from medfm.training.run_folder import discards_failed_output
 from medfm.training.seg_tasks import SegDataConfig, SegTask, build_task
@@ -314,7 +314,7 @@ def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, out
             regions[cid] = case_metrics(pred, case.reference, task.label_names, case.spacing, cfg.tolerance,
                                         cfg.distances, regions=task.regions)
         if output is not None and n < cfg.overlays:
-            save_overlay(output / "overlays" / f"{cid}.png", *task.overlay(case, pred))
+            save_overlay(output / overlay_name(cid), *task.overlay(case, pred))
     res: Dict[str, Any] = {"per_case": per_case, "summary": summarize_cases(per_case),
                            "seconds": round(time.perf_counter() - t0, 1)}
     if human:
@@ -326,17 +326,23 @@ def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, out
     return res
 
 
+def overlay_name(case_id: str) -> str:
+    """The file of test case ``case_id``'s overlay relative to the folder of its task's report:
+    ``overlays/<case_id>.png``; the one name :func:`evaluate_task` writes and :func:`seg_report_files` lists."""
+    return f"overlays/{case_id}.png"
+
+
 def seg_report_files(tasks: Mapping[str, SegTask], count: Optional[int] = None) -> List[str]:
     """The files of a segmentation run's report besides ``results.json``, relative to the run folder: ``results.md``
     and, for each ``folder -> task`` of ``tasks`` (``""``: :func:`run_segmentation`; ``"tasks/<name>/"``: a
-    text-conditioned run), ``<folder>overlays/<case>.png`` of the task's first ``count`` test cases (None: every
-    test case, the names a run may write, cleared when it starts; ``eval.overlays``: those :func:`evaluate_task`
-    writes, the ``"files"`` of its ``results.json``).
+    text-conditioned run), ``<folder>overlays/<case>.png`` (:func:`overlay_name`) of the task's first ``count`` test
+    cases (None: every test case, the names a run may write, cleared when it starts; ``eval.overlays``: those
+    :func:`evaluate_task` writes, the ``"files"`` of its ``results.json``).
 
     Raises:
         medfm data errors of :meth:`SegTask.test_cases` (a missing data set).
     """
-    return ["results.md", *(f"{folder}overlays/{cid}.png" for folder, task in tasks.items()
+    return ["results.md", *(folder + overlay_name(cid) for folder, task in tasks.items()
                             for cid in task.test_cases()[:count])]
 
 
@@ -380,6 +386,65 @@ def results_markdown(results: Dict[str, Any]) -> str:
     return head + markdown_table(rows, cols) + "\n"
 
 
+def fit_and_report(trainer: Trainer, recipe: Any, output: Path, init: Optional[str], resume: bool,
+                   base: Optional[str], write_base: Optional[Callable[[], None]], meta: Dict[str, Any],
+                   folders: Mapping[str, SegTask], evaluate: Callable[[Path, float], Tuple[Dict[str, Any], str]]
+                   ) -> Dict[str, Any]:
+    """The end of a segmentation run, once its checks passed and its model is built (:func:`run_segmentation` and
+    :func:`medfm.training.text_segmentation.run_text_segmentation`; their recipes differ, their report does not).
+
+    1. ``trainer.fit(resume)``; in its ``before_write`` (a resumed state's counters checked: a refused resume writes
+       nothing) the run's record (``config.yaml``, ``init.json``, then ``write_base``, a LoRA run's ``base/``:
+       :func:`medfm.training.runs.write_run_record`), then an earlier report's files are removed
+       (:func:`medfm.evaluation.report.start_report_dir` with :func:`seg_report_files` of ``folders``: a resume
+       with fewer ``eval.overlays`` kept the old PNGs);
+    2. the final checkpoint, ``<output>/model`` or ``<output>/adapter`` with ``meta``
+       (:func:`medfm.training.adaptation.save_final` from ``base``);
+    3. ``evaluate(final checkpoint, training seconds)`` -> ``(results, results.md text)``: the runner's scoring;
+    4. the report: ``results["files"]`` (:func:`seg_report_files` of ``folders`` with ``eval.overlays``, and
+       ``results.json``), ``results.md``, ``results.json`` last (a complete report), each atomically, then the
+       final checkpoint's model card with these test metrics (:func:`medfm.cards.write_card`).
+
+    Args:
+        trainer: the run's :class:`medfm.training.loop.Trainer` (its ``model``: the trained, maybe LoRA-wrapped,
+            segmenter); recipe: the run's recipe (``mode``, ``eval.overlays``; written as ``config.yaml``).
+        output: the run folder; init, resume: the run's ``--init`` and ``--resume``.
+        base, write_base: what :func:`medfm.training.adaptation.lora_base` returned.
+        meta: the final checkpoint's extra config (:func:`medfm.training.adaptation.checkpoint_writer`'s).
+        folders: ``folder -> task`` of the report's overlays, as :func:`seg_report_files` takes them.
+
+    Returns:
+        ``results`` with its ``"files"`` (also ``<output>/results.json``).
+
+    Raises:
+        ValueError: a resumed state whose counters do not fit the run's data (another ``--data-root``:
+            :func:`medfm.training.loop.check_resume_counters`), before ``config.yaml``, ``init.json`` and a LoRA
+            ``base/`` are written (:meth:`medfm.training.loop.Trainer.fit`'s ``before_write``); and what else the fit
+            or ``evaluate`` raises; OSError from the writes.
+    """
+    from medfm.cards import write_card
+    from medfm.evaluation.report import start_report_dir
+    from medfm.io import atomic_write_json, atomic_write_text
+    from medfm.training.adaptation import save_final
+    from medfm.training.runs import write_run_record
+
+    def start_run() -> None:
+        write_run_record(output, recipe, init, resume, write_base=write_base)
+        start_report_dir(output, seg_report_files(folders))
+
+    t0 = time.perf_counter()
+    trainer.fit(resume=resume, before_write=start_run)
+    train_s = time.perf_counter() - t0
+    trainer.model.eval()
+    final = save_final(trainer.model, recipe.mode, base, meta, output)
+    results, markdown = evaluate(final, train_s)
+    results["files"] = [*seg_report_files(folders, recipe.eval.overlays), "results.json"]
+    atomic_write_text(output / "results.md", markdown)
+    atomic_write_json(output / "results.json", results)  # last: a complete report (start_report_dir)
+    write_card(final, results)  # the final checkpoint's card with these test metrics
+    return results
+
+
 @discards_failed_output  # a failed run leaves no folder it created with nothing trained
 def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[str] = None,
                      data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
@@ -394,18 +459,14 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
         recipe location (:func:`check_segmenter_args`). These are checked before the data set is read.
         ValueError: fewer training items than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
         once the data are read, before anything is written; a resumed state whose counters do not fit the data
-        (another ``--data-root``: :func:`medfm.training.loop.check_resume_counters`), before ``config.yaml`` and
-        ``init.json`` are written (the trainer's ``before_write``: :func:`medfm.training.runs.write_run_record`),
-        and before a LoRA run's ``<output>/base`` (:func:`medfm.training.adaptation.lora_base`).
+        (another ``--data-root``), before the run's record and a LoRA run's ``base/`` are written
+        (:func:`fit_and_report`).
     """
-    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final
+    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base
     from medfm.adapters.segmentation import SEG_HEAD_MODULES
-    from medfm.cards import write_card
     from medfm.config import to_dict
-    from medfm.evaluation.report import start_report_dir
-    from medfm.io import atomic_write_json, atomic_write_text
-    from medfm.training.loop import Trainer, steps_per_epoch
-    from medfm.training.runs import check_run_start, write_run_record
+    from medfm.training.loop import steps_per_epoch
+    from medfm.training.runs import check_run_start
 
     output = Path(output)
     check_run_start(output, recipe, init, resume)  # before anything is written or the data set is read
@@ -428,29 +489,18 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     step = seg_step(recipe.data.patch, recipe.data.flip_axes, recipe.mode == "frozen", recipe.data.missing_sequence_p,
                     recipe.data.missing_sequence_fill, recipe.data.foreground_p)
     trainer = Trainer(trained, step, train_set, recipe.train, output, save)
-    t0 = time.perf_counter()
 
-    def start_run() -> None:
-        # config.yaml and init.json after the data, the model and a resumed state's checks: missing data, a bad
-        # encoder/decoder section or a refused resume (another --data-root) writes nothing (a LoRA base/ included);
-        # then an earlier report's files (a resume with fewer overlays kept the old PNGs)
-        write_run_record(output, recipe, init, resume, write_base=write_base)
-        start_report_dir(output, seg_report_files({"": task}))
+    def evaluate(final: Path, train_s: float):
+        results = evaluate_task(trained, task, recipe.eval, output)
+        results.update({"kind": "segmentation", "task": task.metadata(), "checkpoint": str(final),
+                        "mode": recipe.mode, "encoder": recipe.encoder.name, "train_seconds": round(train_s, 1),
+                        "n_train_items": train_set.n_items,
+                        "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad)})
+        return results, results_markdown(results)
 
-    trainer.fit(resume=resume, before_write=start_run)
-    train_s = time.perf_counter() - t0
-    trained.eval()
-    final = save_final(trained, recipe.mode, base, meta, output)
-    results = evaluate_task(trained, task, recipe.eval, output)
-    results.update({"kind": "segmentation", "task": task.metadata(), "checkpoint": str(final), "mode": recipe.mode,
-                    "encoder": recipe.encoder.name, "train_seconds": round(train_s, 1),
-                    "n_train_items": train_set.n_items,
-                    "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad),
-                    "files": [*seg_report_files({"": task}, recipe.eval.overlays), "results.json"]})
-    atomic_write_text(output / "results.md", results_markdown(results))
-    atomic_write_json(output / "results.json", results)  # last: a complete report (start_report_dir)
-    write_card(final, results)  # the final checkpoint's card with these test metrics
-    return results
+    # config.yaml and init.json after the data, the model and a resumed state's checks: missing data, a bad
+    # encoder/decoder section or a refused resume (another --data-root) writes nothing (a LoRA base/ included)
+    return fit_and_report(trainer, recipe, output, init, resume, base, write_base, meta, {"": task}, evaluate)
 
 
 def segment_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, init: Optional[str] = None,
@@ -482,7 +532,7 @@ def segment_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, 
             + (f"region Dice {regions}; " if regions else "") + f"results: {output / 'results.json'}")
 
 
-__all__ = ["seg_data_record", "seg_report_files", "segment_from_recipe", "SegmentationRecipe", "SegEvalConfig",
-           "SegDataConfig", "run_segmentation", "evaluate_task",
+__all__ = ["seg_data_record", "seg_report_files", "overlay_name", "fit_and_report", "segment_from_recipe",
+           "SegmentationRecipe", "SegEvalConfig", "SegDataConfig", "run_segmentation", "evaluate_task",
            "build_segmenter", "check_segmenter_args", "random_crop", "random_flips", "random_missing_sequences",
            "seg_step", "SEG_MODES"]

@@ -33,7 +33,6 @@ earlier report's files, each task's overlays included, removed when the run star
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -323,20 +322,16 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
         :func:`medfm.training.runs.build_recipe_text_encoder`). These are checked before anything is written or read.
         ValueError: fewer training items than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
         once the data are read, before anything is written; a resumed state whose counters do not fit the data
-        (another ``--data-root``: :func:`medfm.training.loop.check_resume_counters`), before ``config.yaml`` and
-        ``init.json`` are written (the trainer's ``before_write``: :func:`medfm.training.runs.write_run_record`),
-        and before a LoRA run's ``<output>/base`` (:func:`medfm.training.adaptation.lora_base`).
+        (another ``--data-root``), before the run's record and a LoRA run's ``base/`` are written
+        (:func:`medfm.training.segmentation.fit_and_report`).
     """
-    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base, save_final
+    from medfm.training.adaptation import adapt, checkpoint_writer, lora_base
     from medfm.adapters.text_seg import TEXT_SEG_HEAD_MODULES, PromptedSegmenter, build_text_segmenter
     from medfm.config import to_dict
     from medfm.encoders import create_encoder
-    from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.loop import Trainer, steps_per_epoch
-    from medfm.training.runs import build_recipe_text_encoder, check_run_start, write_run_record
-    from medfm.cards import write_card
-    from medfm.evaluation.report import start_report_dir
-    from medfm.training.segmentation import evaluate_task, results_markdown, seg_data_record, seg_report_files
+    from medfm.training.runs import build_recipe_text_encoder, check_run_start
+    from medfm.training.segmentation import evaluate_task, fit_and_report, results_markdown, seg_data_record
 
     output = Path(output)
     check_run_start(output, recipe, init, resume)  # before anything is written or read
@@ -365,40 +360,30 @@ def run_text_segmentation(recipe: TextSegRecipe, output: Path, init: Optional[st
     save = checkpoint_writer(recipe.mode, base, meta)
 
     trainer = Trainer(trained, text_seg_step(recipe), train_set, recipe.train, output, save)
-    t0 = time.perf_counter()
-    folders = {f"tasks/{t.name}/": task for t, task in zip(recipe.tasks, tasks)}  # (their overlays/)
+    folders = {f"tasks/{t.name}/": task for t, task in zip(recipe.tasks, tasks)}  # each task's report folder
 
-    def start_run() -> None:
-        # config.yaml, init.json (a LoRA base/) once a resumed state's counters fit the data: a refused resume writes
-        # nothing; then an earlier report's files (a resume with fewer overlays kept the old PNGs)
-        write_run_record(output, recipe, init, resume, write_base=write_base)
-        start_report_dir(output, seg_report_files(folders))
+    def evaluate(final: Path, train_s: float):
+        results: Dict[str, Any] = {"kind": "text_segmentation", "tasks": {}, "checkpoint": str(final),
+                                   "mode": recipe.mode, "encoder": recipe.encoder.name,
+                                   "train_seconds": round(train_s, 1), "prompts": model.prompts}
+        md = []
+        for cfg, (folder, task) in zip(recipe.tasks, folders.items()):
+            view = PromptedSegmenter(trained, cfg.name, inference=task_inference[cfg.name])
+            res = evaluate_task(view, task, recipe.eval, output / folder)
+            res["task"] = task.metadata()
+            if cfg.query:
+                q, matched, sim = model.embed_query(cfg.query, text_encoder)
+                qres = evaluate_task(PromptedSegmenter(trained, q, inference=task_inference[cfg.name]), task,
+                                     SegEvalConfig(**{**to_dict(recipe.eval), "overlays": 0, "distances": False}))
+                res["referring"] = {"query": cfg.query, "matched_target": matched, "cosine": sim,
+                                    "dice": qres["summary"]["mean"]["dice"]}
+            results["tasks"][cfg.name] = res
+            md.append(results_markdown(res))
+        return results, "\n".join(md)
 
-    trainer.fit(resume=resume, before_write=start_run)
-    train_s = time.perf_counter() - t0
-    trained.eval()
-    final = save_final(trained, recipe.mode, base, meta, output)
-    results: Dict[str, Any] = {"kind": "text_segmentation", "tasks": {}, "checkpoint": str(final), "mode": recipe.mode,
-                               "encoder": recipe.encoder.name, "train_seconds": round(train_s, 1),
-                               "prompts": model.prompts,
-                               "files": [*seg_report_files(folders, recipe.eval.overlays), "results.json"]}
-    md = []
-    for cfg, task in zip(recipe.tasks, tasks):
-        view = PromptedSegmenter(trained, cfg.name, inference=task_inference[cfg.name])
-        res = evaluate_task(view, task, recipe.eval, output / "tasks" / cfg.name)
-        res["task"] = task.metadata()
-        if cfg.query:
-            q, matched, sim = model.embed_query(cfg.query, text_encoder)
-            qres = evaluate_task(PromptedSegmenter(trained, q, inference=task_inference[cfg.name]), task,
-                                 SegEvalConfig(**{**to_dict(recipe.eval), "overlays": 0, "distances": False}))
-            res["referring"] = {"query": cfg.query, "matched_target": matched, "cosine": sim,
-                                "dice": qres["summary"]["mean"]["dice"]}
-        results["tasks"][cfg.name] = res
-        md.append(results_markdown(res))
-    atomic_write_text(output / "results.md", "\n".join(md))
-    atomic_write_json(output / "results.json", results)  # last: a complete report (start_report_dir)
-    write_card(final, results)  # the final checkpoint's card with each task's test metrics
-    return results
+    # config.yaml, init.json (a LoRA base/) once a resumed state's counters fit the data: a refused resume writes
+    # nothing
+    return fit_and_report(trainer, recipe, output, init, resume, base, write_base, meta, folders, evaluate)
 
 
 __all__ = ["TextSegRecipe", "TextTaskConfig", "MultiTaskArrays", "run_text_segmentation", "check_text_segmenter_args",

@@ -43,8 +43,8 @@ from medfm.arg_checks import check_number, is_integer, shown
 from medfm.config import (ConfigError, check_field_types, from_dict, load_yaml, recipe_args_errors,
                           recipe_location, to_dict, with_overrides)
 from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
-from medfm.training.loop import (TrainConfig, check_finite_loss, check_resume_counters, lr_at, param_groups,
-                                 resolve_precision, set_train_threads, steps_per_epoch)
+from medfm.training.loop import (TrainConfig, check_finite_loss, check_resume_counters, corrupt_state_error, lr_at,
+                                 param_groups, resolve_precision, set_train_threads, steps_per_epoch)
 from medfm.training.state import STATE_JSON, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
 from medfm.training.run_folder import discards_failed_output
@@ -201,6 +201,26 @@ def predict_logits(model: nn.Module, split: _Tokens, feats: Optional[torch.Tenso
     return out
 
 
+def check_state_log(state_dir: Path, counters: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The epoch log of a resumed ``medfm vqa`` training state (``counters["log"]``: one record per finished epoch,
+    :func:`run_vqa` saves it with the counters), as a new list; checked with the counters
+    (:func:`medfm.training.loop.check_resume_counters`), before anything is written.
+
+    Args:
+        state_dir: the state's folder (``<output>/train_state``), for the message.
+        counters: what :func:`medfm.training.state.load_training_state` returned (a mapping).
+
+    Raises:
+        ValueError: ``cannot resume from <state_dir>: training state corrupt (its trainer_state.json counters have
+            no list 'log')`` (:func:`medfm.training.loop.corrupt_state_error`; a state without one failed with a bare
+            ``KeyError: 'log'``).
+    """
+    log = counters.get("log")
+    if not isinstance(log, list):
+        raise corrupt_state_error(state_dir, f"its {STATE_JSON} counters have no list 'log'")
+    return list(log)
+
+
 def _accuracy(logits: torch.Tensor, split: _Tokens) -> Dict[str, float]:
     hit = logits.argmax(dim=-1) == split.ds.answer_ids
     return {"acc": float(hit.float().mean()), "closed": float(hit[split.closed].float().mean()),
@@ -231,8 +251,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         ValueError: a non-finite training loss (names the epoch and step); a resumed state whose counters do not
             fit this run's steps per epoch (another training set, e.g. another ``--data-root``), or that lack
             the epoch log (``cannot resume from <output>/train_state: training state corrupt (...)``):
-            :func:`medfm.training.loop.check_resume_counters`, the main loop's check, made before
-            ``config.yaml`` and ``init.json`` are written (a refused resume leaves the run folder as it was:
+            :func:`medfm.training.loop.check_resume_counters`, the main loop's check, and :func:`check_state_log`,
+            made before ``config.yaml`` and ``init.json`` are written (a refused resume leaves the run folder as it was:
             :func:`medfm.training.runs.write_run_record`); fewer training questions than ``train.batch_size``
             (:func:`medfm.training.loop.steps_per_epoch`, the main loop's rule), once the training split is read,
             before anything is written.
@@ -326,8 +346,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
         counters = load_training_state(state_dir, net, opt)
         # saved at epoch ends only: (epoch, no step within it, global step), as the main loop's check reads them
         start, _, step = check_resume_counters(state_dir, counters, per_epoch, cfg.epochs, len(train_ds),
-                                               cfg.batch_size, keys=("epoch", None, "step"), lists=("log",))
-        log = list(counters["log"])
+                                               cfg.batch_size, keys=("epoch", None, "step"))
+        log = check_state_log(state_dir, counters)
     # after the data, the model and the resumed state's checks: a bad section, missing data or a refused resume
     # writes nothing (written before the state was read, they were rewritten by a resume then refused)
     write_run_record(output, recipe, init, resume)
@@ -488,4 +508,4 @@ def render_report(res: Dict[str, Any]) -> str:
 
 
 __all__ = ["VQARecipe", "VQADataConfig", "VQAHeadConfig", "VQA_MODES", "VQA_REPORT_FILES", "PUBLISHED",
-           "load_vqa_recipe", "run_vqa", "predict_logits", "render_report"]
+           "load_vqa_recipe", "run_vqa", "check_state_log", "predict_logits", "render_report"]
