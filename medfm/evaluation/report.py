@@ -288,14 +288,14 @@ def write_classification_report(
         ValueError: the input errors of ``classification_metrics`` (``threshold`` not a number in [0, 1]
             among them: NaN made every prediction negative).
         TypeError: ``meta`` not a mapping or holding a value that cannot be written as JSON;
-            ``extra_warnings`` a string (it was listed letter by letter) rather than a list of them.
+            ``extra_warnings`` not a list of strings (:func:`medfm.arg_checks.check_string_list`: a string was listed
+            letter by letter, None failed once the metrics were computed).
         NotADirectoryError: ``out_dir`` or one of its parents is a file (:func:`make_output_dir`).
     """
     check_task(task)
     if not isinstance(meta, Mapping):
         raise TypeError(f"meta must be a mapping of provenance fields, got {type(meta).__name__}")
-    if isinstance(extra_warnings, (str, bytes)):
-        raise TypeError(f"extra_warnings must be a list of strings, got the string {extra_warnings!r}")
+    extra_warnings = check_string_list("extra_warnings", extra_warnings, error=TypeError)
     meta_json = to_jsonable(dict(meta))  # fail before writing anything
     metrics = classification_metrics(y_true, y_score, task, threshold=threshold, label_names=label_names,
                                      logits=logits)
@@ -321,7 +321,7 @@ def write_classification_report(
         files.append("reliability.png")
     files += ["report.md", "results.json"]
 
-    warnings = list(metrics.pop("warnings")) + [str(w) for w in extra_warnings]
+    warnings = list(metrics.pop("warnings")) + extra_warnings
     metrics["ece"] = cal.ece if cal is not None else None
     res: Dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
