@@ -280,12 +280,15 @@ def _sigterm_unwinds() -> Iterator[None]:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``medfm`` console script; returns the exit code.
 
-    Errors medfm anticipates print one line ``medfm: error: ...`` and return 2; a run folder
-    (``--output``) that this command created is then removed unless it holds a training state or a logged step
-    (:func:`medfm.training.run_folder.discard_failed_run`, the runners' rule).
+    Errors medfm anticipates print one line ``medfm: error: ...`` and return 2.
     Ctrl-C prints ``medfm: interrupted`` (with a ``--resume`` hint when a training state was
-    saved) and returns 130, the shell's code for SIGINT, with the same clean-up; SIGTERM
-    (:class:`Terminated`) prints ``medfm: terminated`` and returns 143 (128 + 15), after the same clean-up.
+    saved) and returns 130, the shell's code for SIGINT; SIGTERM (:class:`Terminated`) prints
+    ``medfm: terminated`` and returns 143 (128 + 15).
+
+    A failed command leaves no ``--output`` folder it created without a training state or a logged step
+    (:func:`medfm.training.run_folder.discard_on_failure`, the runners' rule): for ``pretrain``, ``finetune``,
+    ``segment``, ``vqa`` and ``fuse`` after any failure (an unexpected error's traceback included, as the runners
+    do); for ``eval``, whose report folder is written whole, after the errors above and an interrupt only.
     """
     with _sigterm_unwinds():
         return _main(argv)
@@ -297,20 +300,22 @@ def _main(argv: Optional[List[str]]) -> int:
     from medfm.config import ConfigError  # light imports: a bad path is answered before torch loads
     from medfm.data.errors import MedFMDataError
     from medfm.registry import UnknownNameError
-    from medfm.training.run_folder import discard_failed_run  # torch-free: torch loads only when a folder is left
+    from medfm.training.run_folder import discard_on_failure  # torch-free: torch loads only when a folder is left
 
+    # CheckpointError is a ValueError; OSError: unwritable/missing paths, a full disk, an output that exists
+    answered = (ConfigError, MedFMDataError, UnknownNameError, OSError, ValueError)
     output = getattr(args, "output", None) if args.command in _OUTPUT_COMMANDS else None
-    new_output = Path(output) if output is not None and not Path(output).exists() else None
+    # a training run's folder: the runners' rule, whatever the failure; eval's report folder, written whole:
+    # discarded only after the errors answered here and an interrupt (as before)
+    discard_after = (*answered, KeyboardInterrupt) if args.command == "eval" else BaseException
     try:
-        _check_paths(args)
-        return _run(args)
-    except (ConfigError, MedFMDataError, UnknownNameError, OSError, ValueError) as err:
-        # CheckpointError is a ValueError; OSError: unwritable/missing paths, a full disk, an output that exists
-        discard_failed_run(new_output)  # the runners' rule (medfm.training.run_folder)
+        with discard_on_failure(output, discard_after):
+            _check_paths(args)
+            return _run(args)
+    except answered as err:
         print(f"medfm: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: one line, not a traceback from wherever torch was
-        discard_failed_run(new_output)
         from medfm.training.state import STATE_JSON
 
         kept = output is not None and Path(output).is_dir() and any(Path(output).rglob(STATE_JSON))

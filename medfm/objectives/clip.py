@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +78,19 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: Any,
             shapes, B < 2, a logit scale that is not one finite positive number (``inf`` gave a NaN loss),
             or bad ``text_ids`` (:func:`check_text_ids`).
     """
+    scale, ids = _check_clip_loss_args(image_emb, text_emb, logit_scale, text_ids)
+    return _symmetric_infonce(image_emb, text_emb, scale, ids)
+
+
+def _check_clip_loss_args(image_emb: Any, text_emb: Any, logit_scale: Any,
+                          text_ids: Any = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The checks of :func:`clip_loss` (arguments as there); returns the logit scale (:func:`check_logit_scale`:
+    one read-back, a device sync) and the text ids (:func:`check_text_ids`; None stays None), on ``image_emb``'s
+    device. SLIP (:meth:`CLIP.forward`) checks once for its two views' losses, each the same embedding shape.
+
+    Raises:
+        ValueError: as :func:`clip_loss`.
+    """
     check_float_tensors("clip_loss", image_emb=image_emb, text_emb=text_emb)
     if image_emb.ndim != 2 or image_emb.shape != text_emb.shape:
         raise ValueError(f"clip_loss expects two (B, D) tensors of equal shape, got {tuple(image_emb.shape)} "
@@ -86,8 +99,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: Any,
     if b < 2:
         raise ValueError(f"clip_loss needs a batch of at least 2 image-text pairs, got {b}")
     scale = check_logit_scale(logit_scale, image_emb.device)
-    ids = None if text_ids is None else check_text_ids(text_ids, b, image_emb.device)
-    return _symmetric_infonce(image_emb, text_emb, scale, ids)
+    return scale, None if text_ids is None else check_text_ids(text_ids, b, image_emb.device)
 
 
 def check_logit_scale(logit_scale: Any, device: Any = None) -> torch.Tensor:
@@ -361,9 +373,7 @@ class CLIP(nn.Module):
             return {"loss": loss, "logit_scale": scale.detach()}
         feats = encode_views(self.encoder, torch.cat([self.views(images, gen), self.views(images, gen)]))
         img1, img2 = F.normalize(self.image_proj(feats).float(), dim=-1).chunk(2)
-        # clip_loss's checks, once for both views (its scale check is a read-back, a device sync)
-        checked = check_logit_scale(scale, img1.device)
-        ids = None if ids is None else check_text_ids(ids, img1.shape[0], img1.device)
+        checked, ids = _check_clip_loss_args(img1, txt, scale, ids)  # once for both views: one read-back
         clip = 0.5 * (_symmetric_infonce(img1, txt, checked, ids) + _symmetric_infonce(img2, txt, checked, ids))
         z1, z2 = self.ssl_head(feats).chunk(2)
         ssl = nt_xent_loss(z1, z2, self.ssl_temperature)

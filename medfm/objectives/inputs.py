@@ -48,7 +48,7 @@ from torch import nn
 
 from medfm.arg_checks import check_bool, check_number
 from medfm.data.views import ViewConfig, check_generator
-from medfm.encoders.base import EncoderInputError, require_encoder
+from medfm.encoders.base import require_encoder
 
 
 def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch: int = 1,
@@ -58,8 +58,9 @@ def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch:
     Args:
         batch: the objective's batch, a mapping with ``"image"``: float ``(B, C, H, W)`` in [0, 1]
             (``(B, C, D, H, W)`` for volume encoders).
-        encoder: the objective's medfm encoder (its ``check_input`` checks rank, channels,
-            dtype, B > 0 and finite values; the spatial size is left to the views and the encoder).
+        encoder: the objective's medfm encoder, accepted by :func:`check_encoder` when the objective was built (an
+            ``Encoder``, or a peft wrapper of one, which passes ``check_input`` on): its ``check_input`` checks rank,
+            channels, dtype, B > 0 and finite values; the spatial size is left to the views and the encoder.
         objective: the objective's name, for messages.
         min_batch: the smallest batch the objective can use.
         noun / why: how the message names the samples and why ``min_batch`` is needed.
@@ -81,11 +82,7 @@ def check_image_batch(batch: Any, encoder: nn.Module, objective: str, min_batch:
         raise ValueError(f"{objective} needs a batch dict with 'image' (a (B, C, H, W) float tensor in [0, 1]), "
                          f"got {got}")
     images = batch["image"]
-    check = getattr(encoder, "check_input", None)
-    if check is not None:
-        check(images, check_size=False)
-    elif not isinstance(images, torch.Tensor):
-        raise EncoderInputError(f"{objective}: batch['image'] must be a torch.Tensor, got {type(images).__name__}")
+    encoder.check_input(images, check_size=False)
     b = int(images.shape[0])
     if b < min_batch:
         raise ValueError(f"{objective} needs a batch of at least {min_batch} {noun}{why}, got {b}")

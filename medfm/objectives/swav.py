@@ -45,7 +45,7 @@ from medfm.objectives.inputs import (check_arg, check_encoder, check_float_tenso
 from medfm.registry import OBJECTIVES
 
 log = logging.getLogger(__name__)
-#: why swav_loss and the SwAV objective need B >= 2 images
+#: why sinkhorn_knopp (so swav_loss) and the SwAV objective need B >= 2 images
 _ONE_IMAGE = " (Sinkhorn-Knopp spreads the codes over the batch; one image gets uniform codes)"
 
 @torch.no_grad()
@@ -61,17 +61,21 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
     ``epsilon <= 0.01`` and a prototype far from every sample turned all codes into NaN.
 
     Shape:
-        scores: ``(B, K)`` prototype scores (cosine similarities); returns ``(B, K)`` float32.
+        scores: ``(B, K)`` prototype scores (cosine similarities), ``B >= 2``; returns ``(B, K)`` float32.
 
     Raises:
-        ValueError: ``scores`` not a non-empty float ``(B, K)`` tensor, ``epsilon`` not a finite number > 0
-            (``inf`` gave uniform codes), ``iterations`` not an integer >= 1 (``2.5`` failed in ``range``).
+        ValueError: ``scores`` not a float ``(B, K)`` tensor with ``K >= 1``; ``B < 2`` (the sample sums are set to
+            ``1/B``, so one sample's codes are ``1/K`` whatever its scores: they were returned, and ``swav_loss``
+            had to refuse them itself); ``epsilon`` not a finite number > 0 (``inf`` gave uniform codes),
+            ``iterations`` not an integer >= 1 (``2.5`` failed in ``range``).
     """
     epsilon = check_arg("sinkhorn_knopp", "epsilon", epsilon, gt=0)
     iterations = check_arg("sinkhorn_knopp", "iterations", iterations, ge=1, integer=True)
     check_float_tensors("sinkhorn_knopp", scores=scores)
     if scores.ndim != 2 or 0 in scores.shape:
         raise ValueError(f"sinkhorn_knopp needs (B, K) scores with B, K >= 1, got shape {tuple(scores.shape)}")
+    if scores.shape[0] < 2:
+        raise ValueError(f"sinkhorn_knopp needs a batch of at least 2 images{_ONE_IMAGE}, got {scores.shape[0]}")
     log_q = (scores.float() / epsilon).t()  # (K, B)
     k, b = log_q.shape
     log_k, log_b = math.log(k), math.log(b)
@@ -97,19 +101,16 @@ def swav_loss(scores: Sequence[torch.Tensor], assign_views: Sequence[int] = (0, 
         :mod:`medfm.objectives.inputs`).
 
     Raises:
-        ValueError: fewer than 2 views, views that are not float tensors, mismatched shapes, ``B < 2`` (one
-            image's codes are uniform whatever its scores: the loss was a finite number with nothing to
-            learn from), bad view
-            indices (integers in ``[0, V)``), a temperature that is not a finite number > 0, or bad
-            ``epsilon``/``iterations`` (:func:`sinkhorn_knopp`).
+        ValueError: fewer than 2 views, views that are not float tensors, mismatched shapes, bad view
+            indices (integers in ``[0, V)``), a temperature that is not a finite number > 0; from
+            :func:`sinkhorn_knopp` (its message): ``B < 2`` (one image's codes are uniform whatever its scores:
+            the loss was a finite number with nothing to learn from), bad ``epsilon``/``iterations``.
     """
     temperature = check_arg("swav_loss", "temperature", temperature, gt=0)
     check_float_tensors("swav_loss", **{f"scores[{i}]": s for i, s in enumerate(scores)})
     if len(scores) < 2 or any(s.shape != scores[0].shape or s.ndim != 2 for s in scores):
         raise ValueError(f"swav_loss needs >= 2 score tensors of equal (B, K) shape, "
                          f"got {[tuple(s.shape) for s in scores]}")
-    if scores[0].shape[0] < 2:
-        raise ValueError(f"swav_loss needs a batch of at least 2 images{_ONE_IMAGE}, got {scores[0].shape[0]}")
     if not assign_views or any(not (is_integer(v) and 0 <= v < len(scores)) for v in assign_views):
         raise ValueError(f"assign_views {list(assign_views)} must index the {len(scores)} views")
     total = scores[0].new_zeros((), dtype=torch.float32)
@@ -204,14 +205,24 @@ class SwAV(nn.Module):
             "global_views": to_dict(g_cfg), "local_views": to_dict(l_cfg)}}
 
     def scores(self, views: torch.Tensor, checked: bool = False) -> torch.Tensor:
-        """Prototype scores ``(N, K)`` float32 of images ``(N, C, S, S)``: normalised projections x prototypes.
+        """Prototype scores ``(N, K)`` float32 of images ``(N, C, S, S)``: normalised projections x prototypes
+        (the prototypes without gradient while they are frozen, the first ``freeze_prototypes_steps`` training steps).
         ``checked``: ``views`` are views of a batch :func:`~medfm.objectives.inputs.check_image_batch` checked,
         so the encoder's value check is left out (:func:`~medfm.objectives.inputs.encode_views`)."""
-        z = self.head(encode_views(self.encoder, views) if checked else self.encoder(views))
+        return self._scores(views, self._prototype_weight(), checked)
+
+    def _prototype_weight(self) -> torch.Tensor:
+        """The prototypes ``(K, proj_dim)``, detached (no gradient) while they are frozen: in training, for the first
+        ``freeze_prototypes_steps`` steps. The step counter is read back (a device sync) only when prototypes
+        freeze at all (it is never < 0); :meth:`forward` asks once per step for all its views."""
         weight = self.prototypes.weight
-        # the step counter is read back only when prototypes freeze at all (it is never < 0)
         if self.training and self.freeze_prototypes_steps > 0 and int(self.steps_done) < self.freeze_prototypes_steps:
-            weight = weight.detach()
+            return weight.detach()
+        return weight
+
+    def _scores(self, views: torch.Tensor, weight: torch.Tensor, checked: bool) -> torch.Tensor:
+        """:meth:`scores` against the given prototypes ``weight`` (:meth:`_prototype_weight`)."""
+        z = self.head(encode_views(self.encoder, views) if checked else self.encoder(views))
         with torch.autocast(device_type=views.device.type, enabled=False):  # scores / epsilon needs fp32
             return F.normalize(z.float(), dim=1) @ weight.float().t()
 
@@ -233,10 +244,11 @@ class SwAV(nn.Module):
         images = check_image_batch(batch, self.encoder, "swav", 2, why=_ONE_IMAGE, gen=gen)
         b = images.shape[0]
         globals_ = torch.cat([self.global_views(images, gen), self.global_views(images, gen)])
-        per_view: List[torch.Tensor] = list(self.scores(globals_, checked=True).split(b))
+        weight = self._prototype_weight()  # once per step: it may read the step counter back
+        per_view: List[torch.Tensor] = list(self._scores(globals_, weight, checked=True).split(b))
         if self.n_local_views:
             locals_ = torch.cat([self.local_views(images, gen) for _ in range(self.n_local_views)])
-            per_view += list(self.scores(locals_, checked=True).split(b))
+            per_view += list(self._scores(locals_, weight, checked=True).split(b))
         with torch.autocast(device_type=images.device.type, enabled=False):
             loss = swav_loss(per_view, (0, 1), self.temperature, self.epsilon, self.sinkhorn_iterations)
         return {"loss": loss}

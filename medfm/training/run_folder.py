@@ -18,7 +18,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, TypeVar, Union
+from typing import Any, Callable, Iterator, Optional, Tuple, TypeVar, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,11 +50,18 @@ def discard_failed_run(output: Optional[PathLike]) -> bool:
 
 
 @contextmanager
-def discard_on_failure(output: Optional[PathLike]) -> Iterator[None]:
-    """Run the block; if it raises anything (KeyboardInterrupt and SIGTERM's :class:`medfm.cli.Terminated`
-    included), remove ``output`` when it did not exist before the block and holds no training record
-    (:func:`discard_failed_run`), then re-raise the same exception. A folder that existed before is never removed;
-    None: nothing to watch.
+def discard_on_failure(output: Optional[PathLike],
+                       errors: Union[type, Tuple[type, ...]] = BaseException) -> Iterator[None]:
+    """Run the block; if it raises (by default anything, KeyboardInterrupt and SIGTERM's
+    :class:`medfm.cli.Terminated` included; else one of ``errors``), remove ``output`` when it did not exist before
+    the block and holds no training record (:func:`discard_failed_run`), then re-raise the same exception. A folder
+    that existed before is never removed; None: nothing to watch.
+
+    Args:
+        output: the run folder to watch, or None.
+        errors: the exception class(es) after which it is removed (default: any); others pass it by and leave the
+            folder (``medfm eval``'s report folder, written whole, is removed only after the errors the command
+            answers in one line and an interrupt: :func:`medfm.cli.main`).
 
     Example::
 
@@ -64,7 +71,7 @@ def discard_on_failure(output: Optional[PathLike]) -> Iterator[None]:
     created_here = output is not None and not os.path.lexists(output)
     try:
         yield
-    except BaseException:
+    except errors:
         if created_here:
             discard_failed_run(output)
         raise

@@ -36,7 +36,7 @@ def test_swav_loss_refuses_a_batch_of_one_image():
     """was: a finite loss (8.3) against uniform codes: Sinkhorn-Knopp gives one image the same code whatever
     its scores, so there was nothing to learn from (the SwAV objective already refused B = 1)."""
     one = [torch.randn(1, 6), torch.randn(1, 6)]
-    _raises_one_line(r"^swav_loss needs a batch of at least 2 images \(Sinkhorn-Knopp spreads the codes over the "
+    _raises_one_line(r"^sinkhorn_knopp needs a batch of at least 2 images \(Sinkhorn-Knopp spreads the codes over the "
                      r"batch; one image gets uniform codes\), got 1$", lambda: swav_loss(one))
     assert torch.isfinite(swav_loss([torch.randn(2, 6), torch.randn(2, 6)]))
 

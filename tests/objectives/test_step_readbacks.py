@@ -4,7 +4,8 @@ Each objective checked its image batch (:func:`medfm.objectives.inputs.check_ima
 read back), then the encoder checked the random views again (one ``aminmax`` per encoder call: 2 per step for
 simclr, graph matching and CLIP, 3 for SwAV with local crops, 4 for MoCo with its key encoder); the views of a
 checked batch are finite and clamped to [0, 1], so those checks could not fail. SwAV read its step counter back
-twice per step also when no prototype ever freezes, and SLIP checked CLIP's logit scale twice per step.
+twice per step also when no prototype ever freezes (now: only while prototypes can freeze, once per step), and
+SLIP checked CLIP's logit scale twice per step.
 Now: one ``aminmax`` per step, the losses and gradients bit-identical, and the same one-line errors.
 """
 import copy
@@ -107,7 +108,7 @@ def test_swav_reads_its_step_counter_back_only_while_prototypes_can_freeze(text_
     step(frozen, 0)
     readbacks.clear()
     step(frozen)
-    assert readbacks.count("__int__") == 2  # once per scores() call: global and local crops
+    assert readbacks.count("__int__") == 1  # once per step (it was once per resolution of crops: 2)
     assert frozen.prototypes.weight.grad is None  # still frozen at step 0
 
 
