@@ -2,7 +2,7 @@
 
 For a set of trained fusers / baselines and a test set (batches in the
 :mod:`medfm.data.multimodal` layout), :func:`run_fusion_protocol` measures slice-level AUC and
-ACC (positive class = 1) under:
+ACC (positive class = 1; the AUC ranks each fuser's logits, :func:`score_row`) under:
 
 * **subsets**: for each of the ``2^M - 1`` non-empty modality subsets ``S``, the samples that
   truly have every modality of ``S`` are shown ``S`` only (all other modalities absent). All
@@ -39,8 +39,8 @@ from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, pres
 # the protocols' argument checks, importable from here as before
 from medfm.evaluation.fusion_args import (batch_modalities, check_missingness_args, check_modality_names,
                                             check_presence, check_protocol_args)
-from medfm.evaluation.metrics import (binary_auc, one_vs_rest, prepare_scores, thresholded_predictions,
-                                     weighted_auc)
+from medfm.evaluation.metrics import (BOOT_CHUNK_ELEMS, binary_auc, one_vs_rest, prepare_scores,
+                                     thresholded_predictions, weighted_auc)
 from medfm.io import PathLike, atomic_write_json, atomic_write_text, to_jsonable
 
 TABULAR = "clinical"
@@ -131,9 +131,11 @@ def mnar_drop(labels: torch.Tensor, present: Mapping[str, torch.Tensor], modalit
 
 
 @torch.no_grad()
-def predict_prob_rows(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 64) -> np.ndarray:
-    """Class probability rows ``(N, K)`` float32 (``model.scores``, softmax) of ``model`` on a (large)
-    batch, in chunks: what :func:`score_row` ranks (``(0, 2)`` for an empty batch).
+def predict_rows(model: torch.nn.Module, batch: Mapping[str, Any],
+                 batch_size_: int = 64) -> Tuple[np.ndarray, np.ndarray]:
+    """Class probability rows and the logits they were made from, both ``(N, K)`` float32, of ``model`` on a
+    (large) batch, in chunks: ``model.scores`` (softmax) of ``model(part)["logits"]``, and those logits (what
+    :func:`score_row` ranks the AUC by). ``(0, 2)`` each for an empty batch.
 
     The batch may live on the CPU while the model is on a GPU (as after training): each chunk's
     tensors are moved to the model's device.
@@ -145,20 +147,34 @@ def predict_prob_rows(model: torch.nn.Module, batch: Mapping[str, Any], batch_si
     model.eval()
     device = next(model.parameters()).device
     n = batch_size(batch)
-    out = []
+    probs, logits = [], []
     for start in range(0, n, batch_size_):
         part = slice_batch(batch, torch.arange(start, min(n, start + batch_size_)))
         part = {k: (v.to(device) if isinstance(v, torch.Tensor) else
                     {m: t.to(device) for m, t in v.items()} if k == PRESENT_KEY else v) for k, v in part.items()}
-        out.append(model.scores(model(part)["logits"]).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
+        z = model(part)["logits"]
+        probs.append(model.scores(z).float().cpu().numpy())
+        logits.append(z.float().cpu().numpy())
+    if not probs:
+        return np.zeros((0, 2), dtype=np.float32), np.zeros((0, 2), dtype=np.float32)
+    return np.concatenate(probs), np.concatenate(logits)
+
+
+def predict_prob_rows(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 64) -> np.ndarray:
+    """Class probability rows ``(N, K)`` float32 (``model.scores``, softmax) of ``model`` on a (large) batch:
+    the first array of :func:`predict_rows` (``(0, 2)`` for an empty batch).
+
+    Raises:
+        ValueError: ``batch_size_`` not an integer >= 1.
+    """
+    return predict_rows(model, batch, batch_size_)[0]
 
 
 def predict_probs(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 64) -> np.ndarray:
     """Positive-class probabilities ``(N,)``: column 1 of :func:`predict_prob_rows`.
 
-    For an AUC pass the rows to :func:`score_row` instead: a confident model's float32 probabilities
-    saturate at 1.0 and tie in a ranking of this column alone.
+    For an AUC pass the rows (and logits, :func:`predict_rows`) to :func:`score_row` instead: a confident
+    model's float32 probabilities saturate at 1.0 and tie in a ranking of this column alone.
 
     Raises:
         ValueError: ``batch_size_`` not an integer >= 1.
@@ -217,31 +233,45 @@ def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequen
 def _bootstrap_interval(t: np.ndarray, s: np.ndarray, groups: Sequence[str], n_boot: int, seed: int,
                         alpha: float) -> Tuple[float, float]:
     """The resampling of :func:`patient_bootstrap_auc` on inputs it (or :func:`score_row`) has checked:
-    ``t`` (N,) float64 0/1 targets of both classes, ``s`` (N,) float64 scores, N patient ids."""
-    groups = np.asarray(groups)
-    uniq = np.unique(groups)
-    members = [np.flatnonzero(groups == g) for g in uniq]
+    ``t`` (N,) float64 0/1 targets of both classes, ``s`` (N,) float64 scores, N patient ids.
+
+    Resample ``b`` draws U patients (of the U distinct ids, sorted) with replacement, one
+    ``rng.integers(0, U, U)`` call per resample, in order; its AUC is :func:`weighted_auc` of all N samples,
+    each weighted by how often its patient was drawn, a chunk of resamples per call (the scores sorted once per
+    chunk, not once per resample). That is the AUC of the resample's samples put end to end: both add the same
+    integer counts and half-integer products, exactly, so the interval is bit-identical to the per-resample
+    loop's (one ``(n_boot, U)`` draw would give other numbers).
+    """
+    _, patient = np.unique(np.asarray(groups), return_inverse=True)  # (N,) index of each sample's patient
+    n_pat = int(patient.max()) + 1
     rng = np.random.default_rng(seed)
+    chunk = max(1, BOOT_CHUNK_ELEMS // len(t))
     vals = []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
-        a = weighted_auc(t[idx], s[idx], np.ones((1, len(idx))))[0]
-        if not np.isnan(a):
-            vals.append(float(a))
-    if not vals:
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        draws = np.stack([rng.integers(0, n_pat, n_pat) for _ in range(b)])  # (b, U) patient indices
+        counts = np.bincount((draws + n_pat * np.arange(b)[:, None]).ravel(), minlength=b * n_pat).reshape(b, n_pat)
+        vals.append(weighted_auc(t, s, counts[:, patient].astype(np.float64)))
+    aucs = np.concatenate(vals) if vals else np.zeros(0)
+    aucs = aucs[~np.isnan(aucs)]  # resamples with one class
+    if not aucs.size:
         return float("nan"), float("nan")
-    lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    lo, hi = np.percentile(aucs, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(lo), float(hi)
 
 
-def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_boot: int, seed: int) -> Dict[str, Any]:
+def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_boot: int, seed: int,
+              logits: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """AUC, ACC, patient-bootstrap AUC interval and counts of class probabilities ``probs`` for 0/1
     ``labels`` (N,).
 
-    ``probs``: the probability rows ``(N, 2)`` (:func:`predict_prob_rows`), or the positive-class
-    probabilities ``(N,)``. AUC ranks as :func:`medfm.evaluation.metrics.classification_metrics`
-    does (:func:`~medfm.evaluation.metrics.prepare_scores` and ``one_vs_rest``): rows summing to 1
-    are ranked by :func:`~medfm.evaluation.metrics.ranking_scores`, so probabilities saturated at 1.0
+    ``probs``: the probability rows ``(N, 2)`` (:func:`predict_rows`), or the positive-class
+    probabilities ``(N,)``; ``logits``: optionally the logits they were made from (shape of ``probs``;
+    :func:`predict_rows` gives both, the protocol passes them). AUC ranks as
+    :func:`medfm.evaluation.metrics.classification_metrics` does (:func:`~medfm.evaluation.metrics.prepare_scores`
+    and ``one_vs_rest``): with ``logits`` by their log-odds (:func:`~medfm.evaluation.metrics.logit_ranking`,
+    which float32 rounding does not tie), else rows summing to 1 by
+    :func:`~medfm.evaluation.metrics.ranking_scores`, so probabilities saturated at 1.0
     in float32 are told apart by their complements instead of tying (eight such slices scored AUC
     0.5 where their logits ranked them perfectly); the bootstrap interval ranks the same keys.
     ACC predicts positive when the positive-class probability is ``> 0.5``, the rule of
@@ -251,7 +281,8 @@ def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_
 
     Raises:
         ValueError: the input errors of ``classification_metrics`` for task ``binary-class`` (lengths,
-            NaN, probabilities outside [0, 1], labels other than 0/1, more than 2 columns);
+            NaN, probabilities outside [0, 1], labels other than 0/1, more than 2 columns; ``logits`` not of the
+            shape of ``probs``, NaN/inf, or not the ones ``probs`` were made from: ``logit_ranking``);
             ``patients`` not of length N; ``n_boot`` not an integer >= 0.
     """
     n_boot = check_number("n_boot", n_boot, ge=0, integer=True)
@@ -261,7 +292,7 @@ def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_
         return {"auc": float("nan"), "acc": float("nan"), "auc_ci95": [float("nan")] * 2, "n": 0, "n_patients": 0}
     y, s, rows = prepare_scores(labels, probs, "binary-class", full=True)
     patients = check_patient_ids(patients, n, "score_row")
-    t, keys = (a[:, 0] for a in one_vs_rest(y, s, "binary-class", rows))  # checked once, by prepare_scores
+    t, keys = (a[:, 0] for a in one_vs_rest(y, s, "binary-class", rows, logits))  # checked once, by prepare_scores
     auc = float(weighted_auc(t, keys, np.ones((1, n)))[0])
     acc = float(np.mean(thresholded_predictions(s, "binary-class", 0.5) == y))
     lo, hi = (_bootstrap_interval(t, keys, patients, n_boot, seed, 0.05) if n_boot and not np.isnan(auc)
@@ -280,8 +311,8 @@ def usable(model: torch.nn.Module, present: Mapping[str, torch.Tensor]) -> torch
 def _evaluate(model, batch, mask, n_boot, seed, bs):
     idx = mask.nonzero().flatten()
     part = slice_batch(batch, idx)
-    probs = predict_prob_rows(model, part, bs)
-    return score_row(part["label"].numpy(), probs, part["patient"], n_boot, seed)
+    probs, logits = predict_rows(model, part, bs)
+    return score_row(part["label"].numpy(), probs, part["patient"], n_boot, seed, logits)
 
 
 def subset_views(test_batch: Mapping[str, Any], modalities: Sequence[str], models: Mapping[str, torch.nn.Module]):
@@ -537,5 +568,5 @@ def write_protocol_report(res: Mapping[str, Any], output: PathLike, extra: Optio
 __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict_probs", "patient_bootstrap_auc",
            "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
            "slice_batch", "subset_views", "subset_table", "usable", "subset_checks", "predict_prob_rows",
-           "batch_modalities", "check_modality_names", "check_presence", "check_protocol_args", "write_protocol_report",
-           "check_patient_ids", "PROTOCOL_REPORT_FILES"]
+           "predict_rows", "batch_modalities", "check_modality_names", "check_presence", "check_protocol_args",
+           "write_protocol_report", "check_patient_ids", "PROTOCOL_REPORT_FILES"]

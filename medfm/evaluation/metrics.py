@@ -79,11 +79,14 @@ __all__ = [
     "corruption_errors",
     "alexnet_reference",
     "be_rbe",
+    "BOOT_CHUNK_ELEMS",
 ]
 
 TASKS = ("binary-class", "multi-class", MULTI_LABEL, "ordinal-regression")
 _BOOT_METRICS = ("acc", "auc")
-_BOOT_CHUNK_ELEMS = 4_000_000  # resamples x samples per chunk (~32 MB of float64)
+#: resamples x samples per chunk of a bootstrap (~32 MB of float64): :func:`bootstrap_ci` and the fusion protocol's
+#: patient bootstrap (:func:`medfm.evaluation.fusion.patient_bootstrap_auc`)
+BOOT_CHUNK_ELEMS = 4_000_000
 
 
 def check_task(task: str) -> str:
@@ -539,7 +542,7 @@ def bootstrap_ci(
     y, s, scores = prepare_scores(y_true, y_score, task, full=True)
     n = len(y)
     rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOT_CHUNK_ELEMS // n)
+    chunk = max(1, BOOT_CHUNK_ELEMS // n)
     if metric == "acc":
         correct = (thresholded_predictions(s, task, threshold) == y).astype(np.float64)
         if correct.ndim == 2:  # multi-label: mean over labels per sample

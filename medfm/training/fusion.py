@@ -29,6 +29,8 @@ import torch
 
 from medfm.arg_checks import check_number, number_fits
 from medfm.config import check_field_types
+# the run folder's checks and config.yaml writer, importable from here as before
+from medfm.training.fusion_run import recipe_writer, refuse_unrecorded_models, start_run
 from medfm.training.loop import TrainConfig, check_seed
 from medfm.training.run_folder import discards_failed_output
 
@@ -121,7 +123,7 @@ class FusionRecipe:
             (the clinical table has no pixels to segment).
         image_encoder: ``{"name": encoder, "args": {...}}`` shared by all image modalities.
         dim: fusion width D (models may override in their args).
-        models: ``{label: FusionModelConfig-like dict}``.
+        models: ``{label: FusionModelConfig}``, each given as one or as a mapping of its settings.
         train: :class:`TrainConfig`.
         protocol: :class:`FusionProtocolConfig`.
 
@@ -132,7 +134,8 @@ class FusionRecipe:
             whose ``args.modalities`` are not among ``modalities``, a segmentation model with
             ``train_missing: mnar``, a field of the wrong type (``modalities="flair"`` was split into letters; each
             section is its dataclass or a mapping: :func:`medfm.config.check_field_types`);
-            ConfigError: a bad ``models.<label>`` section (its location).
+            ConfigError: a ``models.<label>`` entry that is not a mapping of its settings (``r.yaml: models.a must
+            be a mapping of its settings, got 5``, :func:`medfm.config.check_value_type`) or holds a bad one.
     """
 
     task: str = "classification"
@@ -140,12 +143,12 @@ class FusionRecipe:
     modalities: Optional[List[str]] = None
     image_encoder: Dict[str, Any] = field(default_factory=lambda: {"name": "resnet_test"})
     dim: int = 64
-    models: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    models: Dict[str, FusionModelConfig] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     protocol: FusionProtocolConfig = field(default_factory=FusionProtocolConfig)
 
     def __post_init__(self) -> None:
-        from medfm.config import from_dict
+        from medfm.config import check_value_type
         from medfm.data.lgg_fusion import MODALITIES
 
         check_field_types(self)
@@ -166,8 +169,9 @@ class FusionRecipe:
                 raise ValueError(f"protocol.mnar_modalities {extra} are not among the recipe's modalities {self.modalities}")
         if not self.models:
             raise ValueError("the recipe names no models (models: {label: {fuser: ..., args: ...}})")
-        self.models = {k: v if isinstance(v, FusionModelConfig) else from_dict(FusionModelConfig, v, where=f"models.{k}")
-                       for k, v in self.models.items()}
+        # each entry by the one rule of a recipe section (a mapping of its settings; it read "a FusionModelConfig
+        # or ..." in a recipe file): a FusionModelConfig passes, a mapping (or an empty entry: the defaults) is built
+        self.models = {k: check_value_type(v, FusionModelConfig, f"models.{k}") for k, v in self.models.items()}
         for label, spec in self.models.items():
             self._check_model(label, spec)
 
@@ -299,94 +303,6 @@ def build_models(recipe: "FusionRecipe", build: Callable[[FusionModelConfig], to
     return built
 
 
-def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
-              resume: bool = False) -> Tuple[Path, Any, Any, Dict[str, torch.Tensor], float]:
-    """Check the run folder, load the LGG train/test sets and check every model's training set, then set threads.
-
-    Writes nothing: ``config.yaml`` (the resolved recipe) is written by :func:`recipe_writer`, which the runners
-    give every trained model's fit as its ``before_write`` (:func:`fit_or_reuse`): once the first trained model's
-    resumed state fits the data, so that a refused resume (another ``--data-root``) leaves the run folder as it was.
-    ``train.num_threads`` is applied after every check (:func:`medfm.training.loop.set_train_threads`: a refused
-    run leaves torch's thread count as it was).
-
-    Returns ``(output, train, test, natural, t0)``: ``natural`` the training set's own presence
-    ``{modality: (N,) bool}`` (:meth:`medfm.data.lgg_fusion.LGGFusionSet.presence`, read once here for
-    :func:`check_training_sets` and kept for the runners: the mnar masks, :func:`fit_or_reuse`), ``t0`` the
-    ``time.perf_counter()`` at the start.
-    Raises: MedFMDataError: LGG data missing; FileExistsError: ``resume`` is False and ``output/models/`` holds
-    a checkpoint, of a model of the recipe or of any other (a new run beside another run's models mixed the two
-    in one folder; its error says to move the folder away, not to pass --resume; checked before anything is written);
-    ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
-    (:func:`medfm.training.resume.check_resume_recipe`; a model dropped from ``models`` included), except for
-    models added to ``models``: the models train independently, so ``--resume`` reuses the finished ones and
-    trains the new ones (an added model whose folder holds a model already: :func:`refuse_unrecorded_models`);
-    ValueError: fewer training slices than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`);
-    ConfigError: a single-modality model whose slices are fewer (:func:`check_training_sets`; both before
-    anything is written or any model trains).
-    """
-    from medfm.data.lgg_fusion import LGGFusionSet
-    from medfm.training.loop import refuse_existing_run, set_train_threads
-    from medfm.training.resume import check_resume_recipe
-
-    output = Path(output)
-    others = sorted({p.parent.name for p in output.glob("models/*/checkpoint")} - set(recipe.models))
-    refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in others],
-                        advice=f"another run's model, not this recipe's (--resume would not continue it): "
-                        f"choose another --output or move {output} away")
-    refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in sorted(recipe.models)])
-    added = check_resume_recipe(output, recipe, resume, may_add=("models",))  # a model may be added to a finished run
-    refuse_unrecorded_models(output, [key.split(".", 1)[1] for key in added])
-    t0 = time.perf_counter()
-    train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
-    test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
-    natural = train.presence()  # the masks only: no batch of the whole set's images
-    check_training_sets(recipe, train, natural)  # fewer slices than a batch: before anything is written or trained
-    set_train_threads(recipe.train)  # after every check: a refused run leaves the process's settings as they were
-    return output, train, test, natural, t0
-
-
-def refuse_unrecorded_models(output: Path, labels: List[str]) -> None:
-    """Refuse a resume whose added models (``labels``: in the recipe, not in the run's ``config.yaml``,
-    :func:`medfm.training.resume.check_resume_recipe`) have a final ``model/`` or a training record
-    (:func:`medfm.training.run_folder.holds_training_record`) in ``output/models/<label>/`` already: another run's
-    (one started beside them by an older medfm), they were reused as this recipe's and mixed into its results.
-
-    Raises:
-        ConfigError: ``cannot resume runs/f: models/late/ holds a model that the run's config.yaml does not list
-            (...); move that folder away, or choose a new --output``.
-    """
-    from medfm.config import ConfigError
-    from medfm.training.run_folder import holds_training_record
-
-    for label in labels:
-        folder = Path(output) / "models" / label
-        if (folder / "model").is_dir() or holds_training_record(folder):
-            raise ConfigError(f"cannot resume {output}: models/{label}/ holds a model that the run's config.yaml does "
-                              "not list (left by another run: its settings are unknown, and --resume would reuse it "
-                              "as this recipe's); move that folder away, or choose a new --output")
-
-
-def recipe_writer(recipe: "FusionRecipe", output: Path) -> Callable[[], None]:
-    """The ``before_write`` of a fusion run's fits (:func:`fit_or_reuse`), one per run given to every fit: writes
-    ``<output>/config.yaml``, the resolved recipe (:func:`medfm.training.runs.write_run_record`; ``medfm fuse``
-    takes no ``--init``), at its first call: once the first trained model's resumed state is checked, before its
-    fit writes anything; later calls do nothing (each fit used to rewrite it). A resume reusing every model leaves
-    it as it was. An earlier report goes with it (:func:`medfm.evaluation.report.start_report_dir`, as ``medfm
-    vqa``'s): a resumed finished run's ``results.json`` must not outlive a failed fit or evaluation."""
-    from medfm.evaluation.fusion import PROTOCOL_REPORT_FILES
-    from medfm.evaluation.report import start_report_dir
-    from medfm.training.runs import write_run_record
-
-    written: List[bool] = []
-
-    def write() -> None:
-        if not written:
-            write_run_record(Path(output), recipe, takes_init=False)
-            start_report_dir(output, PROTOCOL_REPORT_FILES)
-            written.append(True)
-    return write
-
-
 def model_modalities(recipe: "FusionRecipe", spec: FusionModelConfig) -> List[str]:
     """The modalities a model of the recipe takes: its ``args.modalities``, else the recipe's ``modalities``;
     the one source of the ``modalities`` that :func:`build_fuser` and the segmentation runner's build
@@ -440,8 +356,8 @@ def fit_or_reuse(model: torch.nn.Module, step_fn: Any, data: Any, train_cfg: Tra
     """Train one fuser into ``run_dir/model`` (resumable), or reuse it there when ``resume``.
 
     ``before_write``: given to the fit (:meth:`medfm.training.loop.Trainer.fit`), called once a resumed state's
-    counters fit the data, before anything is written (the runners: :func:`recipe_writer`); not called for a
-    reused model.
+    counters fit the data, before anything is written (the runners:
+    :func:`medfm.training.fusion_run.recipe_writer`); not called for a reused model.
 
     A single-modality model (``len(model.modalities) == 1``) learns only from the samples whose
     ``natural[m]`` (``(N,)`` bool presence) is set.
@@ -525,7 +441,9 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
 
     Raises:
         MedFMDataError: LGG data missing; FileExistsError: ``output`` holds a run and not ``resume``;
-        ConfigError: a bad fuser value, with its recipe location; UnknownNameError: an unregistered fuser;
+        ConfigError: a resume with other settings or without a model of the run
+        (:func:`medfm.training.fusion_run.start_run`); a bad fuser value, with its recipe location;
+        UnknownNameError: an unregistered fuser;
         ValueError / ConfigError: a model's training set smaller than ``train.batch_size``, before any model
         trains (:func:`check_training_sets`).
     """

@@ -96,8 +96,9 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequen
     Raises:
         ConfigError: the recipes differ in a key that changes the training result; the message
             lists them as ``train.lr: 0.002 -> 0.001`` (saved -> new, at most :data:`MAX_SHOWN`). An entry of a
-            ``may_add`` mapping that the new recipe drops is such a difference (``models.late.fuser: '3mat' ->
-            (not set)``): a resume cannot leave a model of the run out.
+            ``may_add`` mapping that the new recipe drops is named first, as such (``the recipe leaves out models
+            'late' of the run (its models: 'late', 'single_pre'; a resume cannot drop one)``; it was listed setting by
+            setting as ``models.late.fuser: '3mat' -> (not set)``): a resume cannot leave a model of the run out.
     """
     path = Path(output) / "config.yaml"
     if not resume or not Path(output).is_dir():
@@ -113,6 +114,14 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequen
         log.warning("cannot compare the recipe with the run's saved one (%s); resuming with the recipe as given", err)
         return []
     new = parse_recipe_yaml(dump_yaml(recipe))
+    for m in may_add:  # an entry may be added, not left out: its results would vanish from the run's
+        kept = new.get(m) if isinstance(new.get(m), dict) else {}
+        dropped = [k for k in saved.get(m) or {} if k not in kept] if isinstance(saved.get(m), dict) else []
+        if dropped:
+            names, them = ", ".join(repr(str(k)) for k in dropped), ("them" if len(dropped) > 1 else "it")
+            raise ConfigError(f"cannot resume {output}: the recipe leaves out {m} {names} of the run (its {m}: "
+                              f"{', '.join(repr(str(k)) for k in saved[m])}; a resume cannot drop one); put {them} "
+                              f"back, or choose a new --output for the new set of {m} (the run's recipe: {path})")
     added = [f"{m}.{k}" for m in may_add if isinstance(new.get(m), dict)
              for k in new[m] if k not in (saved.get(m) or {})]
     diffs = [d for d in setting_differences(saved, new, recipe, skip=OPERATIONAL_KEYS + tuple(deferred))

@@ -84,18 +84,18 @@ def test_patient_bootstrap_checks_its_input_once_not_per_resample(monkeypatch):
 def test_score_row_computes_the_full_auc_and_checks_patients_once(monkeypatch):
     # score_row computed the full-sample AUC (with binary_auc's input check) and checked the patient ids
     # a second time inside patient_bootstrap_auc, on arrays prepare_scores had already checked
+    # (the resamples' AUCs: tests/evaluation/test_fusion_bootstrap_h35.py)
     import medfm.evaluation.fusion as fusion
     import medfm.evaluation.metrics as metrics
 
-    aucs, ids = [], []
-    auc, check_ids = metrics.weighted_auc, fusion.check_patient_ids
-    for module in (fusion, metrics):
-        monkeypatch.setattr(module, "weighted_auc", lambda t, s, w: aucs.append(1) or auc(t, s, w))
+    checked, ids = [], []
+    binary_auc, check_ids = fusion.binary_auc, fusion.check_patient_ids
+    monkeypatch.setattr(fusion, "binary_auc", lambda t, s: checked.append(1) or binary_auc(t, s))
     monkeypatch.setattr(fusion, "check_patient_ids", lambda *a, **k: ids.append(1) or check_ids(*a, **k))
     rng = np.random.default_rng(0)
     y, p = rng.integers(0, 2, 40), rng.random(40)
     row = fusion.score_row(y, np.stack([1 - p, p], 1), [f"p{i // 4}" for i in range(40)], n_boot=20, seed=0)
-    assert len(aucs) == 1 + 20 and len(ids) == 1  # the full AUC once, then one per resample
+    assert not checked and len(ids) == 1  # the full AUC without binary_auc's input check; the ids once
     assert row["auc"] == metrics.binary_auc(y, p)
     assert row["auc_ci95"] == list(patient_bootstrap_auc(y, p, [f"p{i // 4}" for i in range(40)], n_boot=20))
 

@@ -1,13 +1,15 @@
 """``medfm fuse``: a run folder's models are the ones its ``config.yaml`` lists, and ``config.yaml`` is written once.
 
-- A resume whose recipe drops a model is refused (:func:`medfm.training.resume.check_resume_recipe`: the dropped
-  model is a difference), leaving the folder as it was.
+- A resume whose recipe drops a model is refused (:func:`medfm.training.resume.check_resume_recipe`: "the recipe
+  leaves out models 'x' of the run"; it listed its settings as ``-> (not set)``),
+  leaving the folder as it was.
 - A new run (no ``--resume``) beside another run's models (``models/<other>/checkpoint``) was accepted: it rewrote
   ``config.yaml`` without them and left their folders next to its own; now refused before anything is written.
 - A resume adding a model whose folder another run left (not in ``config.yaml``) reused that model as if the recipe
-  had trained it, and mixed it into the results; now refused (:func:`medfm.training.fusion.refuse_unrecorded_models`).
+  had trained it, and mixed it into the results; now refused
+  (:func:`medfm.training.fusion_run.refuse_unrecorded_models`).
 - ``config.yaml`` was rewritten by every trained model's fit; now once per run
-  (:func:`medfm.training.fusion.recipe_writer`), still only after the first fit's resume checks.
+  (:func:`medfm.training.fusion_run.recipe_writer`), still only after the first fit's resume checks.
 """
 from __future__ import annotations
 
@@ -49,8 +51,8 @@ def test_a_resume_that_drops_a_model_is_refused_and_leaves_the_folder_as_it_was(
 
     out = _copy(finished, tmp_path)
     before = folder_snapshot(out)
-    with pytest.raises(ConfigError, match=r"^cannot resume .*models\.single_pre\.fuser: 'late_fusion_zero_fill' -> "
-                                          r"\(not set\)"):
+    with pytest.raises(ConfigError, match=r"^cannot resume .*: the recipe leaves out models 'single_pre' of the run "
+                                          r"\(its models: 'late', 'single_pre'; a resume cannot drop one\)"):
         run_fusion(_recipe(late="late"), out, str(lgg), resume=True)
     assert folder_snapshot(out) == before
 
