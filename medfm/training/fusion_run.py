@@ -46,9 +46,9 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
             in one folder; its error says to move the folder away, not to pass --resume; checked before anything is
             written). (A ``refuse_existing_run`` call per kind: each has its own advice.)
         ConfigError: ``resume`` with a recipe that drops a model of the run (named as such) or differs from the
-            run's ``config.yaml`` otherwise (:func:`medfm.training.resume.check_resume_recipe`), except for models added to ``models``: the models
-            train independently, so ``--resume`` reuses the finished ones and trains the new ones (an added model
-            whose folder holds a model already: :func:`refuse_unrecorded_models`).
+            run's ``config.yaml`` otherwise (:func:`medfm.training.resume.check_resume_recipe`), except for models
+            added to ``models``: the models train independently, so ``--resume`` reuses the finished ones and trains
+            the new ones (an added model whose folder holds a model already: :func:`refuse_unrecorded_models`).
         MedFMDataError: LGG data missing.
         ValueError: fewer training slices than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`);
             ConfigError: a single-modality model whose slices are fewer
