@@ -21,14 +21,12 @@ Uncertainty: the LGG test split has 7 patients, so every AUC gets a **patient-le
 bootstrap 95% interval (patients resampled with replacement; Field & Welsh 2007 cluster
 bootstrap), and the table says how many patients/slices it rests on.
 
-:func:`write_fusion_report` writes ``results.json``, ``report.md`` and ``subsets.png``
-atomically (:mod:`medfm.io`).
+:func:`medfm.evaluation.fusion_report.write_fusion_report` writes ``results.json``, ``report.md`` and
+``subsets.png`` atomically (:mod:`medfm.io`); it and the other report names are importable from here too.
 """
 from __future__ import annotations
 
 import itertools
-import json
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,9 +37,11 @@ from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, pres
 # the protocols' argument checks, importable from here as before
 from medfm.evaluation.fusion_args import (batch_modalities, check_missingness_args, check_modality_names,
                                             check_presence, check_protocol_args)
+# the protocols' report writers, importable from here as before
+from medfm.evaluation.fusion_report import (PROTOCOL_REPORT_FILES, plot_subsets, render_markdown, subset_table,
+                                            write_fusion_report, write_protocol_report)
 from medfm.evaluation.metrics import (BOOT_CHUNK_ELEMS, binary_auc, one_vs_rest, prepare_scores,
                                      thresholded_predictions, weighted_auc)
-from medfm.io import PathLike, atomic_write_json, atomic_write_text, to_jsonable
 
 TABULAR = "clinical"
 
@@ -448,121 +448,6 @@ def fusion_checks(res: Mapping[str, Any], modalities: Sequence[str], tolerance: 
                                                                  "mnar_flipped": mn[(model, trained, "mnar_flipped")],
                                                                  "drop": auc - mn[(model, trained, "mnar_flipped")]}
     return out
-
-
-def subset_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Tuple[List[str], List[Dict[str, Any]]]:
-    """Pivot per-(subset, model) result rows into ``(models, table)``: one table row per subset
-    with ``n`` ("slices (patients pat.)") and one ``metric`` column per model, in first-seen order."""
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    table: Dict[str, Dict[str, Any]] = {}
-    for r in rows:
-        row = table.setdefault(r["subset"], {"subset": r["subset"]})
-        row[r["model"]] = r[metric]
-        row["n"] = f"{r['n']} ({r['n_patients']} pat.)"
-    return models, list(table.values())
-
-
-def _fmt_ci(r: Mapping[str, Any]) -> str:
-    lo, hi = r["auc_ci95"]
-    return "n/a" if np.isnan(lo) else f"{lo:.3f}-{hi:.3f}"
-
-
-def render_markdown(res: Mapping[str, Any]) -> str:
-    """``report.md`` text: subset table (AUC per model), natural, MCAR, MNAR and the checks."""
-    from medfm.evaluation.report import markdown_table
-
-    models, table = subset_table(res["subsets"], "auc")
-    lines = ["# Missing-modality fusion: TCGA-LGG slice-level abnormality", "",
-             "AUC (positive = FLAIR abnormality present). The test split has few patients: read the "
-             "patient-bootstrap 95% intervals in results.json / below before comparing close numbers.", "",
-             "## Every modality subset at test time (samples that have every modality of the subset)", "",
-             markdown_table(table, ["subset", "n", *models], floatfmt=".3f"), "",
-             "## Natural missingness (every modality a sample really has)", "",
-             markdown_table([{**r, "ci": _fmt_ci(r)} for r in res["natural"]],
-                            {"model": "model", "auc": "AUC", "ci": "AUC 95% CI (patients)", "acc": "ACC", "n": "n"}, ".3f"), "",
-             "## MCAR", "",
-             markdown_table([{**r, "ci": _fmt_ci(r)} for r in res["mcar"]],
-                            {"rate": "rate", "model": "model", "auc": "AUC", "ci": "AUC 95% CI", "acc": "ACC", "n": "n"}, ".3f"), "",
-             "## MNAR (missingness tied to the label in training; flipped at test)", "",
-             markdown_table([{**r, "ci": _fmt_ci(r)} for r in res["mnar"]],
-                            {"model": "model", "trained": "trained", "test": "test", "auc": "AUC", "ci": "AUC 95% CI",
-                             "acc": "ACC", "n": "n"}, ".3f"), "",
-             "## Checks", "", "```", json.dumps(to_jsonable(res["checks"]), indent=1), "```", ""]
-    return "\n".join(lines)
-
-
-def plot_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
-    """PNG: AUC per modality subset (x) for every model (one marker series each)."""
-    from medfm.evaluation.plots import new_figure, save_figure
-
-    subsets = list(dict.fromkeys(r["subset"] for r in res["subsets"]))
-    models = list(dict.fromkeys(r["model"] for r in res["subsets"]))
-    fig = new_figure((10.0, 4.8))
-    ax = fig.add_subplot(1, 1, 1)
-    markers = "os^Dvx+*<>ph"
-    width = 0.7 / max(1, len(models))
-    for k, m in enumerate(models):  # markers only (subsets are categories), models side by side
-        pts = [(subsets.index(r["subset"]) + (k - (len(models) - 1) / 2) * width, r["auc"])
-               for r in res["subsets"] if r["model"] == m]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker=markers[k % len(markers)], linestyle="none", label=m, alpha=0.85)
-    ax.set_xticks(range(len(subsets)))
-    ax.set_xticklabels(subsets, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("test AUC")
-    ax.set_title("AUC per modality subset at test time")
-    ax.grid(alpha=0.3, axis="y")
-    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
-    ax.legend(fontsize=7, ncol=2)
-    return save_figure(fig, path)
-
-
-#: the files :func:`write_protocol_report` may write besides ``results.json`` (``subsets.png`` only with subsets)
-PROTOCOL_REPORT_FILES = ("report.md", "subsets.png")
-
-
-def write_fusion_report(res: Mapping[str, Any], output: PathLike,
-                        extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
-    """Write ``results.json`` (``res`` + ``extra``), ``report.md`` and ``subsets.png`` atomically into ``output``.
-
-    Everything is computed before the first file is written, an earlier report's ``results.json`` in ``output``
-    is removed before it, and ``results.json`` is written last, so its presence marks a complete report whose
-    files are all from the same call (:func:`medfm.evaluation.report.start_report_dir`, as
-    :func:`medfm.evaluation.report.write_classification_report`).
-
-    Raises:
-        NotADirectoryError: ``output`` or one of its parents is a file
-            (:func:`medfm.evaluation.report.make_output_dir`).
-        TypeError: ``extra`` not a mapping, or a value that cannot be written as JSON.
-    """
-    return write_protocol_report(res, output, extra, render_markdown, plot_subsets if res["subsets"] else None)
-
-
-def write_protocol_report(res: Mapping[str, Any], output: PathLike, extra: Optional[Mapping[str, Any]],
-                          render: Any, plot: Any) -> Dict[str, Path]:
-    """The writer shared by :func:`write_fusion_report` and
-    :func:`medfm.evaluation.fusion_seg.write_seg_fusion_report`: ``render(res)`` -> ``report.md`` text,
-    ``plot(res, path)`` (or None) -> ``subsets.png``; ``results.json`` (``extra`` + ``res``) last, an earlier
-    one removed before the first file is written (:func:`medfm.evaluation.report.start_report_dir`: it was kept
-    beside the new figures, marking a half-written report complete), and with it an earlier ``report.md`` and
-    ``subsets.png`` (:data:`PROTOCOL_REPORT_FILES`: a report without subsets kept the old figure).
-
-    Raises:
-        as :func:`write_fusion_report`.
-    """
-    from medfm.evaluation.report import start_report_dir
-
-    if extra is not None and not isinstance(extra, Mapping):
-        raise TypeError(f"extra must be a mapping of JSON-ready values, got {type(extra).__name__}")
-    payload = to_jsonable({**dict(extra or {}), **dict(res)})  # fails (TypeError) before anything is written
-    text = render(res)
-    out = start_report_dir(output, PROTOCOL_REPORT_FILES)
-    paths = {}
-    if plot is not None:
-        paths["plot"] = plot(res, out / "subsets.png")
-    paths["report"] = atomic_write_text(out / "report.md", text)
-    paths["results"] = atomic_write_json(out / "results.json", payload)
-    return paths
 
 
 __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict_probs", "patient_bootstrap_auc",

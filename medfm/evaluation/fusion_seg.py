@@ -27,9 +27,9 @@ import torch
 
 from medfm.arg_checks import check_number, check_string_list
 from medfm.data.multimodal import batch_size, presence
-from medfm.evaluation.fusion import (check_patient_ids, slice_batch, subset_checks, subset_name, subset_table,
-                                    subset_views, usable, write_protocol_report)
+from medfm.evaluation.fusion import check_patient_ids, slice_batch, subset_checks, subset_name, subset_views, usable
 from medfm.evaluation.fusion_args import SEGMENTATION_KEYS, check_protocol_args
+from medfm.evaluation.fusion_report import subset_table, write_protocol_report
 from medfm.io import PathLike
 
 
@@ -196,7 +196,7 @@ def plot_seg_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
 def write_seg_fusion_report(res: Mapping[str, Any], output: PathLike, extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
     """Write ``results.json`` (``extra`` + ``res``), ``report.md`` and ``subsets.png`` atomically into ``output``,
     ``results.json`` last, an earlier one (and its ``report.md`` and ``subsets.png``) removed before the first file
-    is written (:func:`medfm.evaluation.fusion.write_protocol_report`).
+    is written (:func:`medfm.evaluation.fusion_report.write_protocol_report`).
 
     Raises:
         NotADirectoryError: ``output`` or one of its parents is a file

@@ -448,7 +448,8 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
         trains (:func:`check_training_sets`).
     """
     from medfm.data.lgg_fusion import CLINICAL_COLUMNS, EXCLUDED_COLUMNS
-    from medfm.evaluation.fusion import PROTOCOL_REPORT_FILES, mnar_drop, run_fusion_protocol, write_fusion_report
+    from medfm.evaluation.fusion import mnar_drop, run_fusion_protocol
+    from medfm.evaluation.fusion_report import PROTOCOL_REPORT_FILES, write_fusion_report
     from medfm.evaluation.report import start_report_dir
 
     if recipe.task == "segmentation":

@@ -108,7 +108,7 @@ def recipe_writer(recipe: "FusionRecipe", output: Path) -> Callable[[], None]:
     Returns:
         the callable (no arguments); it raises what ``write_run_record`` raises (OSError: ``output`` not writable).
     """
-    from medfm.evaluation.fusion import PROTOCOL_REPORT_FILES
+    from medfm.evaluation.fusion_report import PROTOCOL_REPORT_FILES
     from medfm.evaluation.report import start_report_dir
     from medfm.training.runs import write_run_record
 

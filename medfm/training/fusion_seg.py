@@ -69,11 +69,12 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
         (:func:`medfm.training.fusion.build_models`);
         UnknownNameError: an unregistered fuser; MedFMDataError: LGG missing.
     """
-    from medfm.evaluation.fusion import PROTOCOL_REPORT_FILES
+    from medfm.evaluation.fusion_report import PROTOCOL_REPORT_FILES
     from medfm.evaluation.fusion_seg import run_seg_fusion_protocol, write_seg_fusion_report
     from medfm.evaluation.report import start_report_dir
     from medfm.training.fusion import (build_models, fit_or_reuse, fit_timings, fusion_data_record,
-                                       fusion_training_record, recipe_writer, start_run, write_fusion_cards)
+                                       fusion_training_record, write_fusion_cards)
+    from medfm.training.fusion_run import recipe_writer, start_run
 
     built = build_models(recipe, lambda spec: build_seg_fuser(recipe, spec))  # checked before the data are read
     output, train, test, natural, t0 = start_run(recipe, output, data_root, resume)  # natural: read once there

@@ -255,7 +255,7 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
         state_dirs: sub-directories of ``output`` that hold a resumable state (``trainer_state.json``).
         advice: what the error tells the user to do (default: ``pass --resume to continue it or choose another
             --output``); a caller whose ``state_dirs`` a resume would not continue says so (``medfm fuse``: another
-            run's models, :func:`medfm.training.fusion.start_run`).
+            run's models, :func:`medfm.training.fusion_run.start_run`).
 
     Raises:
         FileExistsError: one of ``state_dirs`` holds a state and ``resume`` is False
@@ -279,7 +279,7 @@ def set_train_threads(cfg: TrainConfig) -> None:
     run starts training: after every check, a resumed state's included, so that a refused run leaves the process's
     settings as they were (set when :class:`Trainer` was built, or before ``medfm vqa`` checked its resumed state,
     they were changed by a refused resume). The one place of :meth:`Trainer.fit`, ``medfm vqa``'s loop
-    (:func:`medfm.training.vqa.run_vqa`) and ``medfm fuse``'s start (:func:`medfm.training.fusion.start_run`)."""
+    (:func:`medfm.training.vqa.run_vqa`) and ``medfm fuse``'s start (:func:`medfm.training.fusion_run.start_run`)."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
 

@@ -115,7 +115,7 @@ def test_fusion_report_writes_results_json_last_and_refuses_a_file_as_output(tmp
     def broken(*args, **kwargs):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(FU, "plot_subsets", broken)
+    monkeypatch.setattr("medfm.evaluation.fusion_report.plot_subsets", broken)  # its home (FU re-exports it)
     with pytest.raises(RuntimeError, match="plot failed"):
         FU.write_fusion_report(res, tmp_path / "out")
     assert not (tmp_path / "out" / "results.json").exists()  # was written first: a report without its figure
