@@ -13,6 +13,10 @@
 * :mod:`~medfm.evaluation.calibration`: top-label ECE with reliability-diagram bins.
 * :mod:`~medfm.evaluation.report`: ``results.json`` + ``report.md`` + PNG figures.
 * :mod:`~medfm.evaluation.plots`: the figures (matplotlib imported lazily).
+* :mod:`~medfm.evaluation.zeroshot`: CLIP-style zero-shot classification from class prompts.
+* :mod:`~medfm.evaluation.fusion`: the missing-modality protocol (modality subsets, MCAR / MNAR drops,
+  patient-bootstrap AUC); its argument checks in :mod:`~medfm.evaluation.fusion_args`, its report in
+  :mod:`~medfm.evaluation.fusion_report`, the segmentation variant in :mod:`~medfm.evaluation.fusion_seg`.
 """
 from medfm.evaluation.calibration import Calibration, expected_calibration_error
 from medfm.evaluation.metrics import TASKS, binary_auc, bootstrap_ci, check_task, classification_metrics
