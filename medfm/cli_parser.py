@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = command(
         "card", "rewrite a checkpoint's model card with evaluation results",
-        ["Takes the results.json of medfm eval (with --suite: a data set's <output>/<dataset>/results.json), or "
+        ["Takes the results.json of medfm eval (with --suite: a data set's <output>/<dataset>/results.json, or "
+         "<output>/<dataset>/<protocol>-f<fraction>/results.json when it was scored in several runs), or "
          "of the segment, vqa or fuse run that trained the checkpoint; results that record another checkpoint's "
          "weights (SHA-256) are refused.",
          "Writes <checkpoint>/README.md (replaced whole)."],
