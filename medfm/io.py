@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_dir",
+    "interrupted_version",
     "restore_interrupted_dir",
     "file_in_the_way",
     "in_the_way_error",
@@ -352,8 +353,8 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
 
     A crash in the short window between the two renames leaves the complete new
     directory at ``.<name>.tmp-<id>`` and the previous one at ``.<name>.old-<id>``
-    beside ``path``, never a partial directory at ``path``; :func:`restore_interrupted_dir`
-    (called by the trainer on ``--resume``) puts the previous one back.
+    beside ``path``, never a partial directory at ``path``; :func:`interrupted_version` finds the previous
+    one, :func:`restore_interrupted_dir` (called by the trainer on ``--resume``) puts it back.
 
     Saves into siblings under one new parent may run in parallel: when another's failed save
     removes the still-empty parent just after this one created it, creating it is retried.
@@ -408,45 +409,63 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def interrupted_version(path: PathLike) -> Optional[Path]:
+    """The previous version of the directory ``path`` that a kill inside :func:`atomic_dir`'s rename window left
+    aside, found without changing anything (a resume reads and checks its state there before it repairs the
+    folder with :func:`restore_interrupted_dir`, so that a refused resume leaves it as it was).
+
+    Killed between its two renames, :func:`atomic_dir` leaves no directory at ``path``; the previous version waits,
+    complete, at ``.<name>.old-<id>`` beside it (deleted only once the new one is in place). A new version left at
+    ``.<name>.tmp-<id>`` is never one: a kill while the body was still writing leaves the same name behind.
+
+    Returns:
+        that ``.<name>.old-<id>`` directory when ``path`` is missing and exactly one waits; None when ``path`` exists
+        (its ``.old-`` siblings are then leftovers of kills while deleting a replaced version), when none waits or
+        when the folder above ``path`` does not exist.
+
+    Raises:
+        FileExistsError: ``path`` is missing and several ``.old-`` candidates wait beside it (ambiguous; the
+            message lists them).
+    """
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.exists() or not parent.is_dir():
+        return None
+    olds = sorted(p for p in parent.glob(f".{target.name}.old-*") if p.is_dir())
+    if len(olds) > 1:
+        raise FileExistsError(f"{str(target)!r} is missing and several earlier versions wait beside it "
+                              f"({', '.join(o.name for o in olds)}); rename the right one to {target.name!r}")
+    return olds[0] if olds else None
+
+
 def restore_interrupted_dir(path: PathLike) -> Optional[Path]:
     """Undo a crash inside :func:`atomic_dir`, if there was one, and clear what it left behind.
 
-    Killed between its two renames, :func:`atomic_dir` leaves no directory at ``path``; the
-    previous version waits, complete, at ``.<name>.old-<id>`` (it is only deleted once the
-    new one is in place). When ``path`` is missing and exactly one such directory exists, it
-    is renamed back. A new version left at ``.<name>.tmp-<id>`` is not used: a crash while
-    the body was still writing leaves the same name behind, so it may be partial.
-
-    Once ``path`` is in place, the leftovers of earlier kills beside it are deleted: every
-    ``.<name>.tmp-<id>`` (a kill while writing a checkpoint) and every ``.<name>.old-<id>``
-    (a kill while deleting the replaced version), each the size of a whole checkpoint. Call
-    it only from the process that owns ``path`` (the trainer on ``--resume``): a concurrent
-    :func:`atomic_dir` on the same path would lose its temporary directory.
+    The previous version a kill inside the rename window left aside (:func:`interrupted_version`) is renamed
+    back to ``path``. Once ``path`` is in place, the leftovers of earlier kills beside it are deleted: every
+    ``.<name>.tmp-<id>`` (a kill while writing a checkpoint; maybe partial, never restored) and every
+    ``.<name>.old-<id>`` (a kill while deleting the replaced version), each the size of a whole checkpoint. Call
+    it only from the process that owns ``path`` (the trainer on ``--resume``, once the resumed state's checks
+    passed): a concurrent :func:`atomic_dir` on the same path would lose its temporary directory.
 
     Returns:
         ``path`` when a previous version was restored, else None (nothing to restore).
 
     Raises:
         FileExistsError: ``path`` is missing and several ``.old-`` candidates wait beside it
-            (ambiguous; the message lists them and nothing is deleted).
+            (ambiguous; the message lists them and nothing is deleted; :func:`interrupted_version`).
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        return None
-    olds = sorted(p for p in parent.glob(f".{target.name}.old-*") if p.is_dir())
-    restored = None
-    if not target.exists() and olds:
-        if len(olds) > 1:
-            raise FileExistsError(f"{str(target)!r} is missing and several earlier versions wait beside it "
-                                  f"({', '.join(o.name for o in olds)}); rename the right one to {target.name!r}")
-        os.replace(olds[0], target)
+    aside = interrupted_version(target)
+    if aside is not None:
+        os.replace(aside, target)
         _fsync_dir(parent)
-        restored, olds = target, []
     if target.exists():
-        for stale in olds + sorted(p for p in parent.glob(f".{target.name}.tmp-*") if p.is_dir()):
-            shutil.rmtree(stale, ignore_errors=True)
-    return restored
+        for pattern in (f".{target.name}.old-*", f".{target.name}.tmp-*"):
+            for stale in sorted(p for p in parent.glob(pattern) if p.is_dir()):
+                shutil.rmtree(stale, ignore_errors=True)
+    return target if aside is not None else None
 
 
 def file_hash(path: PathLike, algorithm: str = "sha256") -> str:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from medfm.arg_checks import check_bool, check_number
 from medfm.io import RUN_FOLDER_ADVICE, atomic_dir, atomic_write_text, refuse_file_in_the_way, restore_interrupted_dir
 from medfm.training.determinism import deterministic_kernels
-from medfm.training.state import STATE_JSON, load_training_state, save_training_state
+from medfm.training.state import find_training_state, load_training_state, save_training_state
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,9 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
     Raises:
         FileExistsError: one of ``state_dirs`` holds a state and ``resume`` is False
             (``runs/x already holds a checkpoint (checkpoint/); pass --resume to continue it or choose another
-            --output``).
+            --output``), also one a kill inside its rename window left aside
+            (:func:`medfm.training.state.find_training_state`; a new run used to start over it, ``metrics.jsonl``
+            emptied), or several such versions wait beside a missing one (ambiguous).
         NotADirectoryError: ``output`` is a file or under one.
         ValueError: ``resume`` not true/false.
     """
@@ -268,8 +270,8 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
     check_output_folder(output)
     if resume:
         return
-    for sub in state_dirs:
-        if (Path(output) / sub / STATE_JSON).is_file():
+    for sub in state_dirs:  # a state set aside by a kill inside the checkpoint's rename window too
+        if find_training_state(Path(output) / sub) is not None:
             raise FileExistsError(f"{output} already holds a checkpoint ({sub}/); "
                                   f"{advice or 'pass --resume to continue it or choose another --output'}")
 
@@ -420,9 +422,11 @@ class Trainer:
         ``before_write``: called once the run may start, before the fit writes anything (``metrics.jsonl``):
         after a resumed state is loaded and its counters checked (:func:`check_resume_counters`), so that a
         runner writing its ``config.yaml`` and ``init.json`` there leaves the run folder as it was when the
-        resume is refused (written before the fit, they were rewritten with the new ``--data-root`` first). Only
-        the repair of a kill inside the checkpoint's rename window comes before it
-        (:func:`medfm.io.restore_interrupted_dir`).
+        resume is refused (written before the fit, they were rewritten with the new ``--data-root`` first). The
+        resumed state is read where it is found (:func:`medfm.training.state.find_training_state`: ``checkpoint/``,
+        or the previous version a kill inside its rename window left aside), and the folder repaired
+        (:func:`medfm.io.restore_interrupted_dir`) only once the checks passed, just before ``before_write``: a
+        refused resume leaves the run folder exactly as it was (repaired first, it had renamed and deleted folders).
 
         When the last epoch ends, ``<output>/training_curve.png`` is drawn from ``metrics.jsonl``
         (once; not when the fit raises)."""
@@ -430,15 +434,16 @@ class Trainer:
         # before mkdir (a file there was an "[Errno 17] File exists") and before a resume restores anything
         refuse_existing_run(self.output, resume)
         counters = {"epoch": 0, "step_in_epoch": 0, "global_step": 0}
-        if resume:  # a kill inside the checkpoint's rename window leaves the previous one aside: put back before
-            # the checks, which read it (else the state looks missing and the run starts over, metrics.jsonl emptied);
-            # so a refused resume leaves the folder repaired (medfm.io has no read-only lookup of the version aside)
-            restore_interrupted_dir(self.checkpoint_dir)
-        resumed = resume and (self.checkpoint_dir / STATE_JSON).is_file()
+        # checkpoint/, or the version a kill inside its rename window left aside (read there: missed, the run
+        # started over with metrics.jsonl emptied)
+        source = find_training_state(self.checkpoint_dir) if resume else None
+        resumed = source is not None
         if resumed:  # read once, checked before anything is written
-            counters = load_training_state(self.checkpoint_dir, self.model, self.optimizer)
-            check_resume_counters(self.checkpoint_dir, counters, self.steps_per_epoch, self.cfg.epochs,
+            counters = load_training_state(source, self.model, self.optimizer)
+            check_resume_counters(source, counters, self.steps_per_epoch, self.cfg.epochs,
                                   len(self.dataset), self.cfg.batch_size)
+        if resume:  # the checks passed: put the version aside back, delete the leftovers of kills (the first write)
+            restore_interrupted_dir(self.checkpoint_dir)
         if before_write is not None:
             before_write()
         self.output.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from medfm.io import interrupted_version
 
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -60,6 +62,24 @@ def save_training_state(directory: Path, model: torch.nn.Module, optimizer: torc
     save_file(tensors, str(Path(directory) / STATE_TENSORS))
     payload = {"counters": counters, "optimizer": opt_plain}
     (Path(directory) / STATE_JSON).write_text(json.dumps(payload, indent=1))
+
+
+def find_training_state(directory: Path) -> Optional[Path]:
+    """The folder a resume reads its training state from, found without changing anything: ``directory`` when it
+    holds one (:data:`STATE_JSON`), else the previous version a kill inside the checkpoint's rename window left
+    aside (``.<name>.old-<id>``, :func:`medfm.io.interrupted_version`) when that one holds it. The resume loads
+    and checks the state there, and only then repairs the folder (:func:`medfm.io.restore_interrupted_dir`), so
+    that a refused resume leaves it as it was (repaired first, a refused resume had renamed and deleted folders).
+
+    Returns:
+        that folder, or None when neither holds a training state (nothing to resume: the run starts over).
+
+    Raises:
+        FileExistsError: ``directory`` is missing and several earlier versions wait beside it (ambiguous).
+    """
+    directory = Path(directory)
+    source = interrupted_version(directory) or directory
+    return source if (source / STATE_JSON).is_file() else None
 
 
 def load_training_state(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
