@@ -42,10 +42,10 @@ from medfm.adapters.lora import LoraSettings
 from medfm.arg_checks import check_number, is_integer, shown
 from medfm.config import (ConfigError, check_field_types, from_dict, load_yaml, recipe_args_errors,
                           recipe_location, to_dict, with_overrides)
-from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, to_jsonable
+from medfm.io import atomic_dir, atomic_write_json, atomic_write_text, restore_interrupted_dir, to_jsonable
 from medfm.training.loop import (TrainConfig, check_finite_loss, check_resume_counters, corrupt_state_error, lr_at,
                                  param_groups, resolve_precision, set_train_threads, steps_per_epoch)
-from medfm.training.state import STATE_JSON, load_training_state, save_training_state
+from medfm.training.state import STATE_JSON, find_training_state, load_training_state, save_training_state
 from medfm.training.recipes import EncoderConfig
 from medfm.training.run_folder import discards_failed_output
 
@@ -342,12 +342,16 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     log: List[Dict[str, Any]] = []
     step, start = 0, 0
     state_dir = output / "train_state"
-    if resume and (state_dir / STATE_JSON).is_file():
-        counters = load_training_state(state_dir, net, opt)
+    # train_state/, or the version a kill inside its rename window left aside (as the main loop's Trainer.fit)
+    source = find_training_state(state_dir) if resume else None
+    if source is not None:
+        counters = load_training_state(source, net, opt)
         # saved at epoch ends only: (epoch, no step within it, global step), as the main loop's check reads them
-        start, _, step = check_resume_counters(state_dir, counters, per_epoch, cfg.epochs, len(train_ds),
+        start, _, step = check_resume_counters(source, counters, per_epoch, cfg.epochs, len(train_ds),
                                                cfg.batch_size, keys=("epoch", None, "step"))
-        log = check_state_log(state_dir, counters)
+        log = check_state_log(source, counters)
+    if resume:  # the checks passed: put a version set aside back, delete the leftovers of kills (the first write)
+        restore_interrupted_dir(state_dir)
     # after the data, the model and the resumed state's checks: a bad section, missing data or a refused resume
     # writes nothing (written before the state was read, they were rewritten by a resume then refused)
     write_run_record(output, recipe, init, resume)

@@ -253,7 +253,10 @@ def test_runner_trains_under_the_recipes_precision(text_spec, tmp_path, monkeypa
     assert res["reload_check"]["same_top1"]
 
 
-def test_resume_after_a_kill_matches_the_uninterrupted_run(text_spec, tmp_path, monkeypatch):
+@pytest.mark.parametrize("in_rename_window", [False, True])
+def test_resume_after_a_kill_matches_the_uninterrupted_run(text_spec, tmp_path, monkeypatch, in_rename_window):
+    """in_rename_window: killed while the state was renamed (train_state/ set aside as .train_state.old-*, a
+    half-written .train_state.tmp-* beside it); the resume started over from epoch 0 and left both for good."""
     import medfm.training.vqa as V
     from medfm.cli import main
 
@@ -280,7 +283,11 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(text_spec, tmp_path, 
     monkeypatch.setattr(V, "predict_logits", real)
     state = json.loads((tmp_path / "killed" / "train_state" / "trainer_state.json").read_text())
     assert state["counters"]["epoch"] == 2
+    if in_rename_window:
+        (tmp_path / "killed" / "train_state").rename(tmp_path / "killed" / ".train_state.old-abc")
+        (tmp_path / "killed" / ".train_state.tmp-def").mkdir()
     assert main(["vqa", str(recipe), "--output", str(tmp_path / "killed"), "--resume"] + args) == 0
+    assert not list((tmp_path / "killed").glob(".train_state.*"))
     a = from_pretrained(tmp_path / "full" / "checkpoint").state_dict()
     b = from_pretrained(tmp_path / "killed" / "checkpoint").state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
