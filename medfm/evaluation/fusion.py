@@ -40,8 +40,8 @@ from medfm.evaluation.fusion_args import (batch_modalities, check_missingness_ar
 # the protocols' report writers, importable from here as before
 from medfm.evaluation.fusion_report import (PROTOCOL_REPORT_FILES, plot_subsets, render_markdown, subset_table,
                                             write_fusion_report, write_protocol_report)
-from medfm.evaluation.metrics import (BOOT_CHUNK_ELEMS, binary_auc, one_vs_rest, prepare_scores,
-                                     thresholded_predictions, weighted_auc)
+from medfm.evaluation.metrics import (BOOT_CHUNK_ELEMS, _bootstrap_weights, binary_auc, one_vs_rest,
+                                     prepare_scores, thresholded_predictions, weighted_auc)
 
 TABULAR = "clinical"
 
@@ -210,8 +210,8 @@ def patient_bootstrap_auc(labels: np.ndarray, scores: np.ndarray, groups: Sequen
     dropped. Returns ``(nan, nan)`` when none is defined (``n_boot`` 0 included).
 
     Args:
-        labels: ``(N,)`` 0/1 targets; scores: ``(N,)`` ranking scores (probabilities, or the
-            :func:`medfm.evaluation.metrics.ranking_scores` keys :func:`score_row` passes);
+        labels: ``(N,)`` 0/1 targets; scores: ``(N,)`` ranking scores (probabilities, or keys such as the
+            log-odds or :func:`medfm.evaluation.metrics.ranking_scores` keys :func:`score_row` resamples);
             groups: ``N`` patient ids.
 
     Raises:
@@ -235,12 +235,13 @@ def _bootstrap_interval(t: np.ndarray, s: np.ndarray, groups: Sequence[str], n_b
     """The resampling of :func:`patient_bootstrap_auc` on inputs it (or :func:`score_row`) has checked:
     ``t`` (N,) float64 0/1 targets of both classes, ``s`` (N,) float64 scores, N patient ids.
 
-    Resample ``b`` draws U patients (of the U distinct ids, sorted) with replacement, one
-    ``rng.integers(0, U, U)`` call per resample, in order; its AUC is :func:`weighted_auc` of all N samples,
-    each weighted by how often its patient was drawn, a chunk of resamples per call (the scores sorted once per
-    chunk, not once per resample). That is the AUC of the resample's samples put end to end: both add the same
-    integer counts and half-integer products, exactly, so the interval is bit-identical to the per-resample
-    loop's (one ``(n_boot, U)`` draw would give other numbers).
+    Resample ``b`` draws U patients (of the U distinct ids, sorted) with replacement: the draw counts of
+    :func:`medfm.evaluation.metrics.bootstrap_ci`'s resamples (``_bootstrap_weights``) for U items, one
+    ``(chunk, U)`` draw per chunk (the same numbers as one ``rng.integers(0, U, U)`` call per resample, in
+    order); its AUC is :func:`weighted_auc` of all N samples, each weighted by how often its patient was drawn,
+    a chunk of resamples per call (the scores sorted once per chunk, not once per resample). That is the AUC of
+    the resample's samples put end to end: both add the same integer counts and half-integer products, exactly,
+    so the interval is bit-identical to the per-resample loop's.
     """
     _, patient = np.unique(np.asarray(groups), return_inverse=True)  # (N,) index of each sample's patient
     n_pat = int(patient.max()) + 1
@@ -248,10 +249,8 @@ def _bootstrap_interval(t: np.ndarray, s: np.ndarray, groups: Sequence[str], n_b
     chunk = max(1, BOOT_CHUNK_ELEMS // len(t))
     vals = []
     for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        draws = np.stack([rng.integers(0, n_pat, n_pat) for _ in range(b)])  # (b, U) patient indices
-        counts = np.bincount((draws + n_pat * np.arange(b)[:, None]).ravel(), minlength=b * n_pat).reshape(b, n_pat)
-        vals.append(weighted_auc(t, s, counts[:, patient].astype(np.float64)))
+        counts = _bootstrap_weights(rng, min(chunk, n_boot - start), n_pat)  # (b, U) draws per patient
+        vals.append(weighted_auc(t, s, counts[:, patient]))
     aucs = np.concatenate(vals) if vals else np.zeros(0)
     aucs = aucs[~np.isnan(aucs)]  # resamples with one class
     if not aucs.size:

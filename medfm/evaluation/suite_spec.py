@@ -111,7 +111,8 @@ class DatasetSpec:
         if self.val_split is None:
             self.val_split = None if self.split == "val" else "val"
         for role in ("split", "train_split") + (("val_split",) if self.val_split is not None else ()):
-            if self.flag is not None:  # else the dataset is skipped at run time, exit 0
+            # unchecked, a misspelt split skipped the dataset at run time, exit 0
+            if self.flag is not None:
                 check_medmnist_split(self.flag, getattr(self, role), role)
             else:  # an image folder is split into the same three
                 check_split(getattr(self, role), f"image folder {self.folder!r}", role)
