@@ -182,6 +182,11 @@ def write_scored_split(output: Path, ds: Any, scores: np.ndarray, meta: Dict[str
 
     Returns:
         :func:`medfm.evaluation.report.write_classification_report`'s results.
+
+    Raises:
+        TypeError: ``extra_warnings`` not a list of strings (a string was listed letter by letter), and the
+            other errors of :func:`medfm.evaluation.report.write_classification_report`; ``output`` is then left
+            as it was.
     """
     from medfm.evaluation.report import write_classification_report
     from medfm.io import atomic_dir
@@ -190,7 +195,7 @@ def write_scored_split(output: Path, ds: Any, scores: np.ndarray, meta: Dict[str
         with open(stage / "predictions.npz", "wb") as fh:
             np.savez(fh, scores=scores, labels=ds.labels, **({} if logits is None else {"logits": logits}))
         res = write_classification_report(stage, ds.labels, scores, ds.task, ds.label_names, meta,
-                                          extra_warnings=list(extra_warnings), logits=logits)
+                                          extra_warnings=extra_warnings, logits=logits)
     return res
 
 

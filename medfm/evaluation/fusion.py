@@ -40,7 +40,7 @@ from medfm.evaluation.fusion_args import (batch_modalities, check_missingness_ar
 # the protocols' report writers, importable from here as before
 from medfm.evaluation.fusion_report import (PROTOCOL_REPORT_FILES, plot_subsets, render_markdown, subset_table,
                                             write_fusion_report, write_protocol_report)
-from medfm.evaluation.metrics import (BOOT_CHUNK_ELEMS, _bootstrap_weights, binary_auc, one_vs_rest,
+from medfm.evaluation.metrics import (BOOT_CHUNK_ELEMS, bootstrap_weights, binary_auc, one_vs_rest,
                                      prepare_scores, thresholded_predictions, weighted_auc)
 
 TABULAR = "clinical"
@@ -236,7 +236,7 @@ def _bootstrap_interval(t: np.ndarray, s: np.ndarray, groups: Sequence[str], n_b
     ``t`` (N,) float64 0/1 targets of both classes, ``s`` (N,) float64 scores, N patient ids.
 
     Resample ``b`` draws U patients (of the U distinct ids, sorted) with replacement: the draw counts of
-    :func:`medfm.evaluation.metrics.bootstrap_ci`'s resamples (``_bootstrap_weights``) for U items, one
+    :func:`medfm.evaluation.metrics.bootstrap_ci`'s resamples (``bootstrap_weights``) for U items, one
     ``(chunk, U)`` draw per chunk (the same numbers as one ``rng.integers(0, U, U)`` call per resample, in
     order); its AUC is :func:`weighted_auc` of all N samples, each weighted by how often its patient was drawn,
     a chunk of resamples per call (the scores sorted once per chunk, not once per resample). That is the AUC of
@@ -249,7 +249,7 @@ def _bootstrap_interval(t: np.ndarray, s: np.ndarray, groups: Sequence[str], n_b
     chunk = max(1, BOOT_CHUNK_ELEMS // len(t))
     vals = []
     for start in range(0, n_boot, chunk):
-        counts = _bootstrap_weights(rng, min(chunk, n_boot - start), n_pat)  # (b, U) draws per patient
+        counts = bootstrap_weights(rng, min(chunk, n_boot - start), n_pat)  # (b, U) draws per patient
         vals.append(weighted_auc(t, s, counts[:, patient]))
     aucs = np.concatenate(vals) if vals else np.zeros(0)
     aucs = aucs[~np.isnan(aucs)]  # resamples with one class

@@ -80,6 +80,7 @@ __all__ = [
     "alexnet_reference",
     "be_rbe",
     "BOOT_CHUNK_ELEMS",
+    "bootstrap_weights",
 ]
 
 TASKS = ("binary-class", "multi-class", MULTI_LABEL, "ordinal-regression")
@@ -491,8 +492,11 @@ def classification_metrics(
     }
 
 
-def _bootstrap_weights(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
-    """(b, n) float64 multiplicities of n samples drawn with replacement, per resample."""
+def bootstrap_weights(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
+    """``(b, n)`` float64 multiplicities of ``n`` items drawn with replacement, one row per resample (Efron's
+    nonparametric bootstrap): one ``rng.integers(0, n, (b, n))`` draw, counted per row. Weighting each item by
+    its count gives the resample's statistic without building it (:func:`bootstrap_ci` over samples,
+    :func:`medfm.evaluation.fusion.patient_bootstrap_auc` over patients)."""
     idx = rng.integers(0, n, size=(b, n))
     flat = (idx + n * np.arange(b)[:, None]).ravel()
     return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
@@ -551,7 +555,7 @@ def bootstrap_ci(
         t_cols, s_cols = one_vs_rest(y, s, task, scores, logits)
     stats = []
     for start in range(0, n_boot, chunk):
-        w = _bootstrap_weights(rng, min(chunk, n_boot - start), n)
+        w = bootstrap_weights(rng, min(chunk, n_boot - start), n)
         if metric == "acc":
             stats.append(w @ correct / n)
         else:

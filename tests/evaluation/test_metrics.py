@@ -14,7 +14,7 @@ from medfm.evaluation import (
     corruption_errors,
     expected_calibration_error,
 )
-from medfm.evaluation.metrics import _bootstrap_weights
+from medfm.evaluation.metrics import bootstrap_weights
 
 ML = "multi-label, binary-class"
 
@@ -178,7 +178,7 @@ def test_vectorised_bootstrap_equals_loop_over_resamples(task):
     n_boot, seed = 40, 11
     idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
     # same draws as the vectorised code (one chunk)
-    w = _bootstrap_weights(np.random.default_rng(seed), n_boot, len(y))
+    w = bootstrap_weights(np.random.default_rng(seed), n_boot, len(y))
     assert np.array_equal(w, np.stack([np.bincount(r, minlength=len(y)) for r in idx]))
     for metric, ref in (("acc", getACC), ("auc", getAUC)):
         vals = [ref(y[r], s[r], task) for r in idx]

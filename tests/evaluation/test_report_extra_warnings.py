@@ -20,3 +20,15 @@ def test_extra_warnings_are_listed_after_the_metrics_warnings(tmp_path):
     res = write_classification_report(tmp_path / "r", Y, S, "binary-class", None, {}, n_boot=10,
                                       extra_warnings=("first", "second"))
     assert res["warnings"][-2:] == ["first", "second"]
+
+
+def test_a_scored_split_refuses_a_string_of_warnings_and_leaves_no_output(tmp_path):
+    """write_scored_split turned a string into a list of its letters before the report's check saw it."""
+    from types import SimpleNamespace
+
+    from medfm.evaluation.evaluate import write_scored_split
+
+    ds = SimpleNamespace(labels=Y, task="binary-class", label_names=["a", "b"])
+    with pytest.raises(TypeError, match="extra_warnings must be a list of strings"):
+        write_scored_split(tmp_path / "out", ds, S, {}, extra_warnings="size differs")
+    assert not (tmp_path / "out").exists()
