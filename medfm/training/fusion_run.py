@@ -44,7 +44,8 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
         FileExistsError: ``resume`` is False and ``output/models/`` holds a checkpoint, of a model of the recipe
             (``pass --resume to continue it``) or of any other (a new run beside another run's models mixed the two
             in one folder; its error says to move the folder away, not to pass --resume; checked before anything is
-            written). (A ``refuse_existing_run`` call per kind: each has its own advice.)
+            written); also one a kill inside its rename window left aside
+            (:func:`medfm.training.loop.refuse_existing_run`, a call per kind: each has its own advice).
         ConfigError: ``resume`` with a recipe that drops a model of the run (named as such) or differs from the
             run's ``config.yaml`` otherwise (:func:`medfm.training.resume.check_resume_recipe`), except for models
             added to ``models``: the models train independently, so ``--resume`` reuses the finished ones and trains
@@ -60,7 +61,8 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     from medfm.training.resume import check_resume_recipe
 
     output = Path(output)
-    others = sorted({p.parent.name for p in output.glob("models/*/checkpoint")} - set(recipe.models))
+    # every other model's folder: its state is found in checkpoint/ or where a kill in its rename window left it
+    others = sorted(p.name for p in output.glob("models/*") if p.is_dir() and p.name not in recipe.models)
     refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in others],
                         advice=f"another run's model, not this recipe's (--resume would not continue it): "
                         f"choose another --output or move {output} away")

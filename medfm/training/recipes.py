@@ -46,7 +46,8 @@ class DataConfig:
             ``True`` too), ``size`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`: ``True``, ``2.5``,
             NaN are refused).
         UnknownSplitError: an unknown ``val_split`` (:func:`medfm.data.medmnist_info.check_medmnist_split`:
-            ``data.val_split: unknown split 'tset' for MedMNIST 'pneumoniamnist'; did you mean 'test'?``).
+            ``data.val_split: unknown split 'tset' for MedMNIST 'pneumoniamnist'; did you mean 'test'?``; the
+            corpus's too; for another name, the recipe's refusal of the name comes first).
         UnknownDatasetError: (raised by the recipe for a plain DataConfig, see above) ``dataset`` neither a
             MedMNIST flag nor ``corpus`` (with close matches, in the words of ``medfm pretrain``'s early check:
             ``data.dataset: unknown MedMNIST data set or corpus 'pneumonimnist'; did you mean 'pneumoniamnist' or
@@ -85,7 +86,7 @@ class DataConfig:
         if self.val_split is not None:  # checked here: the val split is first read after the first epoch
             if self.dataset in MEDMNIST_FLAGS:
                 check_medmnist_split(self.dataset, self.val_split, "data.val_split")
-            else:  # the corpus, or a name the recipe refuses
+            elif self.dataset == CORPUS_DATASET:  # another name: the recipe refuses it first, named as the data set
                 check_split(self.val_split, repr(self.dataset), "data.val_split")
 
 
