@@ -207,7 +207,8 @@ def check_state_log(state_dir: Path, counters: Dict[str, Any]) -> List[Dict[str,
     (:func:`medfm.training.loop.check_resume_counters`), before anything is written.
 
     Args:
-        state_dir: the state's folder (``<output>/train_state``), for the message.
+        state_dir: the folder the state was read from (``<output>/train_state``, or the version a kill inside its
+            rename window left aside), for the message.
         counters: what :func:`medfm.training.state.load_training_state` returned (a mapping).
 
     Raises:
