@@ -64,7 +64,7 @@ class ImageClassifier(nn.Module):
         softmax = task != MULTI_LABEL
         num_classes = check_number("num_classes", num_classes, ge=2 if softmax else 1, integer=True,
                                    hint=f" for task {task!r}")
-        names = check_label_names(label_names, num_classes)
+        names = check_label_names(label_names, num_classes, "classes" if softmax else "labels")  # the metrics' words
         dropout = check_number("dropout", dropout, ge=0, lt=1)
         head_norm = check_bool("head_norm", head_norm)
         require_encoder("ImageClassifier", encoder)

@@ -211,7 +211,8 @@ def model_file_stats(path: Path) -> Tuple[Tuple[str, int, int], ...]:
         OSError: ``path`` is not a readable directory.
     """
     files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES)
-    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    stats = [p.stat() for p in files]  # one stat per file: its size and mtime of one moment
+    return tuple((p.name, st.st_size, st.st_mtime_ns) for p, st in zip(files, stats))
 
 
 def model_fingerprint(path: Path) -> str:
