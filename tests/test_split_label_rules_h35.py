@@ -4,8 +4,8 @@
   split checks ("data.val_split must be one of ('train', 'val', 'test') ...", "split must be one of train, val,
   test, got 'tset'"), without the "did you mean" of :func:`medfm.data.medmnist.check_medmnist_split`; all now go
   through :func:`medfm.data.medmnist_info.check_split` (torch-free), each naming its key first.
-- :func:`medfm.adapters.classification.check_label_names` said "1 label names given for 2 classes" and
-  "got str 'ab'" where the metrics and figures (:func:`medfm.evaluation.metrics.label_name_list`) said
+- the adapters' ``check_label_names`` (gone: they call :func:`medfm.evaluation.metrics.label_name_list`) said
+  "1 label names given for 2 classes" and "got str 'ab'" where the metrics and figures (:func:`medfm.evaluation.metrics.label_name_list`) said
   "got 1 label_names for 2 classes" and "got 'ab' (str)"; it is that rule now.
 - ``FinetuneRecipe(data=DataConfig(dataset="typo"))`` was refused by the plain DataConfig as an "unknown MedMNIST
   data set or corpus", a name a fine-tuning recipe refuses; the recipe that takes a plain DataConfig now checks
@@ -78,19 +78,27 @@ def test_a_plain_data_section_is_checked_in_the_words_of_its_recipe():
 
 @pytest.mark.parametrize("names", [["a"], "ab", {"a", "b"}, [None, "b"], ["a", "b", "c"]])  # [None, "b"]: a guard
 def test_the_adapters_label_names_are_the_metrics_rule(names):
-    from medfm.adapters.classification import check_label_names
+    """A classifier's, a fuser's and a segmenter's bad label names get the metrics' message, word for word."""
+    import medfm
+    from medfm.adapters.classification import ImageClassifier
+    from medfm.adapters.segmentation import SegmentationModel
     from medfm.evaluation.metrics import label_name_list
 
-    with pytest.raises(ValueError) as adapter:
-        check_label_names(names, 2)
     with pytest.raises(ValueError) as metrics:
         label_name_list(names, 2)
-    assert str(adapter.value) == str(metrics.value)
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=16)
+    for build in (lambda: ImageClassifier(enc, num_classes=2, label_names=names),
+                  lambda: SegmentationModel(enc, num_classes=2, label_names=names)):
+        with pytest.raises(ValueError) as adapter:
+            build()
+        assert str(metrics.value) in str(adapter.value)
 
 
 def test_the_adapters_label_names_count_message():
-    from medfm.adapters.classification import check_label_names
+    import medfm
+    from medfm.adapters.classification import ImageClassifier
 
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=16)
     with pytest.raises(ValueError, match=r"^got 1 label_names for 2 classes$"):
-        check_label_names(["a"], 2)
-    assert check_label_names(None, 2) == ["0", "1"] and check_label_names((0, "b"), 2) == ["0", "b"]
+        ImageClassifier(enc, num_classes=2, label_names=["a"])
+    assert ImageClassifier(enc, num_classes=2, label_names=(0, "b")).label_names == ["0", "b"]

@@ -19,13 +19,6 @@ from medfm.evaluation.metrics import MULTI_LABEL, check_task, label_name_list
 from medfm.registry import ADAPTERS
 
 
-#: ``label_names`` as a list of K strings (``"0"`` .. ``"K-1"`` for None): the one label-name rule of the metrics
-#: and figures (:func:`medfm.evaluation.metrics.label_name_list`, its messages), under the name the adapters
-#: import (classification, fusion and segmentation heads); its own words ("1 label names given for 2 classes")
-#: were a fourth variant.
-check_label_names = label_name_list
-
-
 @ADAPTERS.register("classification")
 class ImageClassifier(nn.Module):
     """Encoder + (optional feature BatchNorm) + dropout + linear head.
@@ -51,7 +44,7 @@ class ImageClassifier(nn.Module):
 
     Raises:
         ValueError: unknown task, ``num_classes`` not an integer >= 1 (>= 2 for softmax tasks), a
-            ``label_names`` that is not a list of ``num_classes`` names (:func:`check_label_names`),
+            ``label_names`` that is not a list of ``num_classes`` names (:func:`medfm.evaluation.metrics.label_name_list`),
             ``dropout`` not in [0, 1), ``head_norm`` not true/false, an ``encoder`` that is not a medfm
             Encoder (:func:`medfm.encoders.base.require_encoder`).
     """
@@ -64,7 +57,7 @@ class ImageClassifier(nn.Module):
         softmax = task != MULTI_LABEL
         num_classes = check_number("num_classes", num_classes, ge=2 if softmax else 1, integer=True,
                                    hint=f" for task {task!r}")
-        names = check_label_names(label_names, num_classes, "classes" if softmax else "labels")  # the metrics' words
+        names = label_name_list(label_names, num_classes, "classes" if softmax else "labels")  # the metrics' words
         dropout = check_number("dropout", dropout, ge=0, lt=1)
         head_norm = check_bool("head_norm", head_norm)
         require_encoder("ImageClassifier", encoder)

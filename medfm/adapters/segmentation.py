@@ -31,11 +31,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from medfm.adapters.classification import check_label_names
 from medfm.arg_checks import check_bool, check_number, number_fits, shown
 from medfm.data.segmentation import NORMALIZATIONS
 from medfm.encoders.base import require_encoder
 from medfm.encoders.layers.deterministic import cross_entropy_map, linear_resize
+from medfm.evaluation.metrics import label_name_list
 from medfm.registry import ADAPTERS, close_match_hint
 
 NORMS = ("batch", "instance")
@@ -326,7 +326,7 @@ class SegmentationModel(nn.Module):
 
     Raises:
         ValueError: ``num_classes`` not an integer >= 2, ``label_names`` not a list of ``num_classes`` names
-            (:func:`medfm.adapters.classification.check_label_names`), bad decoder options or inference settings
+            (:func:`medfm.evaluation.metrics.label_name_list`), bad decoder options or inference settings
             (:func:`default_inference`), an ``encoder`` that is not a medfm Encoder.
     """
 
@@ -334,7 +334,7 @@ class SegmentationModel(nn.Module):
                  decoder: Optional[Dict[str, Any]] = None, inference: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         num_classes = check_number("num_classes", num_classes, ge=2, integer=True, hint=" (background + targets)")
-        names = check_label_names(label_names, num_classes)
+        names = label_name_list(label_names, num_classes)
         require_encoder("SegmentationModel", encoder)
         self.encoder = encoder
         self.spatial_dims = spatial_dims_of(encoder)

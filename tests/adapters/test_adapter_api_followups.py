@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import medfm
-from medfm.adapters.classification import ImageClassifier, check_label_names
+from medfm.adapters.classification import ImageClassifier
+from medfm.evaluation.metrics import label_name_list
 from medfm.adapters.domain_layers import DomainRoute
 from medfm.adapters.lora import LoraSettings, apply_lora, save_adapter
 from medfm.adapters.text_seg import TextConditionedSegmenter
@@ -66,13 +67,13 @@ def test_the_list_rule_items_sequences_and_message_forms():
 ])
 def test_label_names_must_be_an_ordered_list_of_names(names, got):
     with pytest.raises(ValueError, match=r"^label_names must be a list of 2 names, one per class, " + got):
-        check_label_names(names, 2)
+        label_name_list(names, 2)
 
 
 def test_label_names_given_as_integers_are_still_names():
     """Guard (passes on the old code too): YAML reads ``label_names: [0, 1]`` as integers."""
-    assert check_label_names([0, 1], 2) == ["0", "1"]
-    assert check_label_names(("a", "b"), 2) == ["a", "b"]
+    assert label_name_list([0, 1], 2) == ["0", "1"]
+    assert label_name_list(("a", "b"), 2) == ["a", "b"]
 
 
 @pytest.mark.parametrize("modalities, got", [

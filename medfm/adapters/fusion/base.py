@@ -30,13 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfm.adapters.classification import check_class_labels, check_label_names
+from medfm.adapters.classification import check_class_labels
 from medfm.adapters.fusion.tabular import TabularEncoder
 from medfm.arg_checks import check_number, check_string_list, shown
 from medfm.data.multimodal import PRESENT_KEY, check_presence_mask, close_modality, presence as _presence
 from medfm.data.views import check_generator as check_views_generator
 from medfm.encoders.base import EncoderInputError, check_value_range
 from medfm.encoders.layers.deterministic import adaptive_avg_pool
+from medfm.evaluation.metrics import label_name_list
 from medfm.registry import close_match_hint
 
 TABULAR = "clinical"
@@ -154,7 +155,7 @@ class FusionModel(nn.Module):
         ValueError: ``modalities`` one string (``"flair"`` was read as the modalities ``f``, ``l``, ...), a set
             (no order) or names that are not strings (:func:`medfm.arg_checks.check_string_list`), empty
             or duplicated modalities, ``num_classes`` not an integer >= 2 (:func:`medfm.arg_checks.check_number`),
-            bad label names (:func:`medfm.adapters.classification.check_label_names`).
+            bad label names (:func:`medfm.evaluation.metrics.label_name_list`).
     """
 
     #: True when every image must be exactly ``img_size`` a side: the fusers' position embeddings and
@@ -171,7 +172,7 @@ class FusionModel(nn.Module):
         if not mods or len(set(mods)) != len(mods):
             raise ValueError(f"modalities must be a non-empty list of distinct names, got {mods}")
         num_classes = check_number("num_classes", num_classes, ge=2, integer=True)
-        names = check_label_names(label_names, num_classes)
+        names = label_name_list(label_names, num_classes)
         self.modalities: List[str] = mods
         self.num_classes = int(num_classes)
         self.label_names = names
