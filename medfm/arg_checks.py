@@ -289,7 +289,7 @@ def check_string_list(name: str, value: Any, *, what: str = "a list of strings",
         the items as a new list of ``str``.
 
     Raises:
-        error: ``label_names must be a list of 2 names, one per class, got str 'ab'`` (the container),
+        error: ``label_names must be a list of 2 names, one per class, got 'ab' (str)`` (the container),
             ``questions must be a list of strings, one per image, got [1, 2]`` (an item; the whole list shown).
     """
     items = check_list(name, value, what=what, sequence=sequence, got=got, error=error)
