@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -183,6 +184,23 @@ def save_adapter(peft_model: nn.Module, path: Union[str, Path], base_checkpoint:
     return path
 
 
+@contextmanager
+def _sorted_sets(peft_config: Any) -> Iterator[None]:
+    """Within the block, every set-valued field of ``peft_config`` (a peft ``LoraConfig``: ``target_modules``) is
+    a sorted list, put back after. peft writes a set field of ``adapter_config.json`` as ``list(value)``, whose
+    order follows the process's string hashes: the same run with another ``PYTHONHASHSEED`` wrote the same
+    adapter weights under a differently ordered ``target_modules`` (a file that differed byte for byte)."""
+    sets = {f.name: getattr(peft_config, f.name) for f in fields(peft_config)
+            if isinstance(getattr(peft_config, f.name), (set, frozenset))}
+    for name, value in sets.items():
+        setattr(peft_config, name, sorted(value, key=str))
+    try:
+        yield
+    finally:
+        for name, value in sets.items():
+            setattr(peft_config, name, value)
+
+
 def write_adapter(peft_model: nn.Module, directory: Union[str, Path], base_checkpoint: str,
                   extra_config: Optional[Dict[str, Any]] = None, card: Optional[str] = None) -> None:
     """Write the adapter files into an existing directory (see :func:`save_adapter`).
@@ -217,7 +235,8 @@ def write_adapter(peft_model: nn.Module, directory: Union[str, Path], base_check
     cfg = with_extra_config(own, extra_config)  # before anything is written
     directory = Path(directory)
     peft_model.peft_config["default"].base_model_name_or_path = cfg["base_checkpoint"]
-    peft_model.save_pretrained(str(directory))
+    with _sorted_sets(peft_model.peft_config["default"]):
+        peft_model.save_pretrained(str(directory))
     extra = unsaved_buffers(base)
     if extra:
         from safetensors.torch import save_file
