@@ -5,8 +5,8 @@
   test, got 'tset'"), without the "did you mean" of :func:`medfm.data.medmnist.check_medmnist_split`; all now go
   through :func:`medfm.data.medmnist_info.check_split` (torch-free), each naming its key first.
 - the adapters' ``check_label_names`` (gone: they call :func:`medfm.evaluation.metrics.label_name_list`) said
-  "1 label names given for 2 classes" and "got str 'ab'" where the metrics and figures (:func:`medfm.evaluation.metrics.label_name_list`) said
-  "got 1 label_names for 2 classes" and "got 'ab' (str)"; it is that rule now.
+  "1 label names given for 2 classes" and "got str 'ab'" where the metrics and figures said "got 1 label_names for
+  2 classes" and "got 'ab' (str)"; it is that rule now.
 - ``FinetuneRecipe(data=DataConfig(dataset="typo"))`` was refused by the plain DataConfig as an "unknown MedMNIST
   data set or corpus", a name a fine-tuning recipe refuses; the recipe that takes a plain DataConfig now checks
   its name, in its own words.
