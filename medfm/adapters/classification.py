@@ -45,8 +45,8 @@ class ImageClassifier(nn.Module):
     Raises:
         ValueError: unknown task, ``num_classes`` not an integer >= 1 (>= 2 for softmax tasks), a
             ``label_names`` that is not a list of ``num_classes`` names
-            (:func:`medfm.evaluation.metrics.label_name_list`), ``dropout`` not in [0, 1), ``head_norm`` not true/false, an ``encoder`` that is not a medfm
-            Encoder (:func:`medfm.encoders.base.require_encoder`).
+            (:func:`medfm.evaluation.metrics.label_name_list`), ``dropout`` not in [0, 1), ``head_norm`` not
+            true/false, an ``encoder`` that is not a medfm Encoder (:func:`medfm.encoders.base.require_encoder`).
     """
 
     def __init__(self, encoder: Encoder, num_classes: int, task: str = "multi-class",
