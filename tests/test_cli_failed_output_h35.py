@@ -85,3 +85,18 @@ def test_eval_failing_unexpectedly_keeps_its_output_as_before(tmp_path, monkeypa
     with pytest.raises(KeyError):
         main(["eval", "ckpt", "--data", "pneumoniamnist", "--output", str(out)])
     assert (out / "config.yaml").is_file()
+
+
+def test_eval_interrupted_after_its_report_was_written_keeps_the_report(tmp_path, monkeypatch, capsys, no_path_checks):
+    """was: Ctrl-C (or an answered error) while ``medfm eval`` printed its summary removed the report folder it had
+    just written whole (no training record in it)."""
+    out = tmp_path / "e"
+
+    def run(args):
+        out.mkdir()
+        (out / "results.json").write_text("{}")  # the report, written last
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run", run)
+    assert main(["eval", "ckpt", "--data", "pneumoniamnist", "--output", str(out)]) == 130
+    assert (out / "results.json").is_file()

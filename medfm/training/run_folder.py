@@ -4,8 +4,9 @@ One rule for the ``medfm`` command (:func:`medfm.cli.main`) and every runner sta
 (``run_pretrain``, ``run_finetune``, ``run_segmentation``, ``run_text_segmentation``, ``run_vqa``, ``run_fusion``,
 ``run_fusion_segmentation``): a run that fails before it logged a single step leaves no half-written folder (only
 ``config.yaml``, ``init.json``, an empty ``metrics.jsonl``, a LoRA ``base/``), which the next identical call would
-find in its way. A folder that existed before the run, or that holds a training state (for a resume) or a
-non-empty ``metrics.jsonl`` (the curve of a run that diverged is what a user debugs), is kept.
+find in its way. A folder that existed before the run, or that holds a training state (for a resume), a
+non-empty ``metrics.jsonl`` (the curve of a run that diverged is what a user debugs) or a finished report
+(``results.json``), is kept.
 
 Torch-free: :mod:`medfm.training.state` (torch) is imported only when a failed run left a folder to look into, so
 ``medfm --help`` and the command's early errors answer before torch loads.
@@ -40,10 +41,14 @@ def holds_training_record(output: PathLike) -> bool:
 
 def discard_failed_run(output: Optional[PathLike]) -> bool:
     """Remove ``output``, a run folder the failed run created, unless it holds a training record
-    (:func:`holds_training_record`); returns whether it was removed. The caller decides that the run created it
-    (:func:`discard_on_failure` does). Nothing happens for None or a path that is no folder; a folder that cannot
-    be removed entirely is left as it is then (no error hides the run's own)."""
+    (:func:`holds_training_record`) or a finished report (``results.json``, written last: ``medfm eval``
+    interrupted while it printed its summary removed the report it had just written whole); returns whether it was
+    removed. The caller decides that the run created it (:func:`discard_on_failure` does). Nothing happens for None
+    or a path that is no folder; a folder that cannot be removed entirely is left as it is then (no error hides the
+    run's own)."""
     if output is None or not Path(output).is_dir() or holds_training_record(output):
+        return False
+    if (Path(output) / "results.json").is_file():
         return False
     shutil.rmtree(output, ignore_errors=True)
     return not Path(output).exists()
