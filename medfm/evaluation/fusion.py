@@ -38,8 +38,8 @@ from medfm.data.multimodal import PRESENT_KEY, batch_size, drop_modalities, pres
 from medfm.evaluation.fusion_args import (batch_modalities, check_missingness_args, check_modality_names,
                                             check_presence, check_protocol_args)
 # the protocols' report writers, importable from here as before
-from medfm.evaluation.fusion_report import (PROTOCOL_REPORT_FILES, plot_subsets, render_markdown, subset_table,
-                                            write_fusion_report, write_protocol_report)
+from medfm.evaluation.fusion_report import (PROTOCOL_REPORT_FILES, format_ci, plot_subset_metric, plot_subsets,
+                                            render_markdown, subset_table, write_fusion_report, write_protocol_report)
 from medfm.evaluation.metrics import (BOOT_CHUNK_ELEMS, bootstrap_weights, binary_auc, one_vs_rest,
                                      prepare_scores, thresholded_predictions, weighted_auc)
 
@@ -171,7 +171,7 @@ def predict_prob_rows(model: torch.nn.Module, batch: Mapping[str, Any], batch_si
 
 
 def predict_probs(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 64) -> np.ndarray:
-    """Positive-class probabilities ``(N,)``: column 1 of :func:`predict_prob_rows`.
+    """Positive-class probabilities ``(N,)``: column 1 of the probability rows of :func:`predict_rows`.
 
     For an AUC pass the rows (and logits, :func:`predict_rows`) to :func:`score_row` instead: a confident
     model's float32 probabilities saturate at 1.0 and tie in a ranking of this column alone.
@@ -179,7 +179,7 @@ def predict_probs(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_:
     Raises:
         ValueError: ``batch_size_`` not an integer >= 1.
     """
-    return predict_prob_rows(model, batch, batch_size_)[:, 1]
+    return predict_rows(model, batch, batch_size_)[0][:, 1]
 
 
 def check_patient_ids(groups: Sequence[Any], n: int, what: str, unit: str = "sample") -> List[Any]:
@@ -453,4 +453,4 @@ __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict
            "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
            "slice_batch", "subset_views", "subset_table", "usable", "subset_checks", "predict_prob_rows",
            "predict_rows", "batch_modalities", "check_modality_names", "check_presence", "check_protocol_args",
-           "write_protocol_report", "check_patient_ids", "PROTOCOL_REPORT_FILES"]
+           "write_protocol_report", "check_patient_ids", "PROTOCOL_REPORT_FILES", "format_ci", "plot_subset_metric"]

@@ -4,9 +4,9 @@
 (:func:`medfm.evaluation.fusion.run_fusion_protocol`: AUC per modality subset, natural, MCAR and MNAR tables);
 :func:`write_protocol_report` is the writer it shares with the segmentation protocol's
 (:func:`medfm.evaluation.fusion_seg.write_seg_fusion_report`), :func:`subset_table` the per-subset pivot both tables
-use. Files are written atomically (:mod:`medfm.io`), ``results.json`` last. matplotlib is imported only when a
-figure is drawn (:mod:`medfm.evaluation.plots`). Every name here is importable from :mod:`medfm.evaluation.fusion`
-too, as before.
+use, :func:`format_ci` their one interval format and :func:`plot_subset_metric` their one subsets figure. Files
+are written atomically (:mod:`medfm.io`), ``results.json`` last. matplotlib is imported only when a figure is drawn
+(:mod:`medfm.evaluation.plots`). Every name here is importable from :mod:`medfm.evaluation.fusion` too, as before.
 """
 from __future__ import annotations
 
@@ -31,9 +31,22 @@ def subset_table(rows: Sequence[Mapping[str, Any]], metric: str) -> Tuple[List[s
     return models, list(table.values())
 
 
-def _fmt_ci(r: Mapping[str, Any]) -> str:
-    lo, hi = r["auc_ci95"]
-    return "n/a" if np.isnan(lo) else f"{lo:.3f}-{hi:.3f}"
+def format_ci(ci: Sequence[Optional[float]]) -> str:
+    """A 95% interval ``[lo, hi]`` (a result row's ``auc_ci95`` / ``dice_ci95``) as report text: ``0.612-0.931``
+    (3 decimals), or ``n/a`` when either end is NaN or None (no bootstrap: ``n_boot=0``, or too few patients or
+    one class). The one interval format of both protocols' ``report.md``; the segmentation report printed
+    ``nan-nan``.
+
+    Raises:
+        ValueError: ``ci`` not a pair ``[lo, hi]``.
+    """
+    try:
+        lo, hi = ci
+    except (TypeError, ValueError):
+        raise ValueError(f"a 95% interval must be a pair [lo, hi], got {ci!r}") from None
+    if any(v is None or np.isnan(v) for v in (lo, hi)):
+        return "n/a"
+    return f"{lo:.3f}-{hi:.3f}"
 
 
 def render_markdown(res: Mapping[str, Any]) -> str:
@@ -47,45 +60,65 @@ def render_markdown(res: Mapping[str, Any]) -> str:
              "## Every modality subset at test time (samples that have every modality of the subset)", "",
              markdown_table(table, ["subset", "n", *models], floatfmt=".3f"), "",
              "## Natural missingness (every modality a sample really has)", "",
-             markdown_table([{**r, "ci": _fmt_ci(r)} for r in res["natural"]],
+             markdown_table([{**r, "ci": format_ci(r["auc_ci95"])} for r in res["natural"]],
                             {"model": "model", "auc": "AUC", "ci": "AUC 95% CI (patients)", "acc": "ACC", "n": "n"},
                             ".3f"), "",
              "## MCAR", "",
-             markdown_table([{**r, "ci": _fmt_ci(r)} for r in res["mcar"]],
+             markdown_table([{**r, "ci": format_ci(r["auc_ci95"])} for r in res["mcar"]],
                             {"rate": "rate", "model": "model", "auc": "AUC", "ci": "AUC 95% CI", "acc": "ACC",
                              "n": "n"}, ".3f"), "",
              "## MNAR (missingness tied to the label in training; flipped at test)", "",
-             markdown_table([{**r, "ci": _fmt_ci(r)} for r in res["mnar"]],
+             markdown_table([{**r, "ci": format_ci(r["auc_ci95"])} for r in res["mnar"]],
                             {"model": "model", "trained": "trained", "test": "test", "auc": "AUC", "ci": "AUC 95% CI",
                              "acc": "ACC", "n": "n"}, ".3f"), "",
              "## Checks", "", "```", json.dumps(to_jsonable(res["checks"]), indent=1), "```", ""]
     return "\n".join(lines)
 
 
-def plot_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
-    """PNG: AUC per modality subset (x) for every model (one marker series each)."""
+def plot_subset_metric(res: Mapping[str, Any], path: PathLike, metric: str, ylabel: str, title: str,
+                       reference: Optional[float] = None) -> Path:
+    """PNG of a protocol's ``res["subsets"]`` rows: ``row[metric]`` (y) per modality subset (x, a category, in
+    first-seen order) for every model (one marker series each, models side by side within a subset), with a dotted
+    horizontal line at ``reference`` (e.g. 0.5, chance AUC; None: none). The one subsets figure of both protocols
+    (:func:`plot_subsets`, :func:`medfm.evaluation.fusion_seg.plot_seg_subsets`); NaN values are left out.
+    Written atomically (:func:`medfm.evaluation.plots.save_figure`); matplotlib is imported here, lazily.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ValueError: a row without ``metric`` (a misspelt key was a bare KeyError mid-figure).
+    """
     from medfm.evaluation.plots import new_figure, save_figure
 
-    subsets = list(dict.fromkeys(r["subset"] for r in res["subsets"]))
-    models = list(dict.fromkeys(r["model"] for r in res["subsets"]))
+    rows = res["subsets"]
+    bad = next((r for r in rows if metric not in r), None)
+    if bad is not None:
+        raise ValueError(f"a subsets row has no {metric!r} value to plot (its keys: {sorted(bad)})")
+    subsets = list(dict.fromkeys(r["subset"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
     fig = new_figure((10.0, 4.8))
     ax = fig.add_subplot(1, 1, 1)
     markers = "os^Dvx+*<>ph"
     width = 0.7 / max(1, len(models))
-    for k, m in enumerate(models):  # markers only (subsets are categories), models side by side
-        pts = [(subsets.index(r["subset"]) + (k - (len(models) - 1) / 2) * width, r["auc"])
-               for r in res["subsets"] if r["model"] == m]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker=markers[k % len(markers)], linestyle="none", label=m, alpha=0.85)
+    for k, m in enumerate(models):  # every model has a row (models are read from the rows)
+        xs, ys = zip(*[(subsets.index(r["subset"]) + (k - (len(models) - 1) / 2) * width, r[metric])
+                       for r in rows if r["model"] == m])
+        ax.plot(xs, ys, marker=markers[k % len(markers)], linestyle="none", label=m, alpha=0.85)
     ax.set_xticks(range(len(subsets)))
     ax.set_xticklabels(subsets, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("test AUC")
-    ax.set_title("AUC per modality subset at test time")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
-    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    if reference is not None:
+        ax.axhline(reference, color="grey", linewidth=0.8, linestyle=":")
     ax.legend(fontsize=7, ncol=2)
     return save_figure(fig, path)
+
+
+def plot_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
+    """PNG: AUC per modality subset (x) for every model, chance (0.5) dotted (:func:`plot_subset_metric`)."""
+    return plot_subset_metric(res, path, "auc", "test AUC", "AUC per modality subset at test time", reference=0.5)
 
 
 #: the files :func:`write_protocol_report` may write besides ``results.json`` (``subsets.png`` only with subsets)
@@ -136,5 +169,5 @@ def write_protocol_report(res: Mapping[str, Any], output: PathLike, extra: Optio
     return paths
 
 
-__all__ = ["subset_table", "render_markdown", "plot_subsets", "write_fusion_report", "write_protocol_report",
-           "PROTOCOL_REPORT_FILES"]
+__all__ = ["subset_table", "format_ci", "render_markdown", "plot_subset_metric", "plot_subsets", "write_fusion_report",
+           "write_protocol_report", "PROTOCOL_REPORT_FILES"]

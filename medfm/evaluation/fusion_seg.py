@@ -29,7 +29,7 @@ from medfm.arg_checks import check_number, check_string_list
 from medfm.data.multimodal import batch_size, presence
 from medfm.evaluation.fusion import check_patient_ids, slice_batch, subset_checks, subset_name, subset_views, usable
 from medfm.evaluation.fusion_args import SEGMENTATION_KEYS, check_protocol_args
-from medfm.evaluation.fusion_report import subset_table, write_protocol_report
+from medfm.evaluation.fusion_report import format_ci, plot_subset_metric, subset_table, write_protocol_report
 from medfm.io import PathLike
 
 
@@ -157,7 +157,7 @@ def render_seg_markdown(res: Mapping[str, Any]) -> str:
     from medfm.io import to_jsonable
 
     models, table = subset_table(res["subsets"], "dice")
-    natural = [{**r, "ci": f"{r['dice_ci95'][0]:.3f}-{r['dice_ci95'][1]:.3f}"} for r in res["natural"]]
+    natural = [{**r, "ci": format_ci(r["dice_ci95"])} for r in res["natural"]]  # n/a for NaN (was nan-nan)
     return "\n".join([
         "# Missing-modality segmentation: TCGA-LGG FLAIR abnormality", "",
         "Dice per patient (the patient's test slices stacked as a volume), mean over patients. "
@@ -171,26 +171,9 @@ def render_seg_markdown(res: Mapping[str, Any]) -> str:
 
 
 def plot_seg_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
-    """PNG: mean per-patient Dice per modality subset (x) for every model (one marker series each)."""
-    from medfm.evaluation.plots import new_figure, save_figure
-
-    subsets = list(dict.fromkeys(r["subset"] for r in res["subsets"]))
-    models = list(dict.fromkeys(r["model"] for r in res["subsets"]))
-    fig = new_figure((8.0, 4.5))
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.7 / max(1, len(models))
-    for k, m in enumerate(models):
-        pts = [(subsets.index(r["subset"]) + (k - (len(models) - 1) / 2) * width, r["dice"])
-               for r in res["subsets"] if r["model"] == m]
-        xs, ys = zip(*pts)
-        ax.plot(xs, ys, marker="os^Dvx+*"[k % 8], linestyle="none", label=m, alpha=0.85)
-    ax.set_xticks(range(len(subsets)))
-    ax.set_xticklabels(subsets, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("mean per-patient Dice")
-    ax.set_title("Dice per image-modality subset at test time")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    """PNG: mean per-patient Dice per modality subset (x) for every model, no reference line
+    (:func:`medfm.evaluation.fusion_report.plot_subset_metric`, the classification protocol's figure too)."""
+    return plot_subset_metric(res, path, "dice", "mean per-patient Dice", "Dice per image-modality subset at test time")
 
 
 def write_seg_fusion_report(res: Mapping[str, Any], output: PathLike, extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-REPORT_NAMES = ("subset_table", "render_markdown", "plot_subsets", "write_fusion_report", "write_protocol_report",
-                "PROTOCOL_REPORT_FILES")
+REPORT_NAMES = ("subset_table", "format_ci", "render_markdown", "plot_subset_metric", "plot_subsets",
+                "write_fusion_report", "write_protocol_report", "PROTOCOL_REPORT_FILES")
 
 
 def test_report_names_are_reexported_as_the_same_objects():
