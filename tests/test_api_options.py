@@ -42,6 +42,9 @@ def test_seg_fusion_summary_needs_no_modalities(tmp_path):
            "natural": [{"model": "unet", "dice": 0.5, "dice_ci95": [0.4, 0.6]}]}
     text = seg_summary(res, tmp_path)
     assert "Dice 0.500 (2 patients, 9 slices)" in text and str(tmp_path / "report.md") in text
+    assert "(95% CI 0.400-0.600)" in text
+    res["natural"][0]["dice_ci95"] = [float("nan"), float("nan")]  # no bootstrap (was printed nan-nan)
+    assert "(95% CI n/a)" in seg_summary(res, tmp_path)
 
 
 # -- extra_config never overwrites the architecture ----------------------------------------------

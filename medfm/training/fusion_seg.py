@@ -100,10 +100,13 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
 
 
 def seg_summary(res: Dict[str, Any], output: Path) -> str:
-    """Lines printed by ``medfm fuse``: Dice per subset and model, then where the reports are."""
+    """Lines printed by ``medfm fuse``: Dice per subset and model, then where the reports are (intervals as the
+    report writes them: :func:`medfm.evaluation.fusion_report.format_ci`, ``n/a`` without a bootstrap)."""
+    from medfm.evaluation.fusion_report import format_ci
+
     lines = [f"{r['subset']:>16} {r['model']:>16}: Dice {r['dice']:.3f} ({r['n_patients']} patients, {r['n']} slices)"
              for r in res["subsets"]]
-    lines += [f"{'natural':>16} {r['model']:>16}: Dice {r['dice']:.3f} (95% CI {r['dice_ci95'][0]:.3f}-{r['dice_ci95'][1]:.3f})"
+    lines += [f"{'natural':>16} {r['model']:>16}: Dice {r['dice']:.3f} (95% CI {format_ci(r['dice_ci95'])})"
               for r in res["natural"]]
     lines.append(f"results: {Path(output) / 'results.json'}; report: {Path(output) / 'report.md'}")
     return "\n".join(lines)
