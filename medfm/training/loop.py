@@ -261,7 +261,8 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
         FileExistsError: one of ``state_dirs`` holds a state and ``resume`` is False
             (``runs/x already holds a checkpoint (checkpoint/); pass --resume to continue it or choose another
             --output``), also one a kill inside its rename window left aside
-            (:func:`medfm.training.state.find_training_state`; a new run used to start over it, ``metrics.jsonl``
+            (:func:`medfm.training.state.find_training_state`; named: ``(checkpoint/, set aside as
+            .checkpoint.old-… by a kill while it was saved)``; a new run used to start over it, ``metrics.jsonl``
             emptied), or several such versions wait beside a missing one (ambiguous).
         NotADirectoryError: ``output`` is a file or under one.
         ValueError: ``resume`` not true/false.
@@ -271,8 +272,10 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
     if resume:
         return
     for sub in state_dirs:  # a state set aside by a kill inside the checkpoint's rename window too
-        if find_training_state(Path(output) / sub) is not None:
-            raise FileExistsError(f"{output} already holds a checkpoint ({sub}/); "
+        found = find_training_state(Path(output) / sub)
+        if found is not None:
+            aside = "" if found == Path(output) / sub else f", set aside as {found.name} by a kill while it was saved"
+            raise FileExistsError(f"{output} already holds a checkpoint ({sub}/{aside}); "
                                   f"{advice or 'pass --resume to continue it or choose another --output'}")
 
 

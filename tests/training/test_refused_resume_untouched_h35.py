@@ -108,8 +108,8 @@ def test_a_new_run_is_refused_over_a_state_set_aside(tmp_path, monkeypatch):
     over it (metrics.jsonl emptied), the state aside left behind for good."""
     run = _killed_run(tmp_path, monkeypatch)
     before = folder_snapshot(run)
-    with pytest.raises(FileExistsError, match=re.escape(f"{run} already holds a checkpoint (checkpoint/); pass "
-                                                        "--resume")):
+    with pytest.raises(FileExistsError, match=re.escape(f"{run} already holds a checkpoint (checkpoint/, set aside as "
+                                                        f"{ASIDE} by a kill while it was saved); pass --resume")):
         Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), run, save_state_dict).fit()
     assert folder_snapshot(run) == before
 

@@ -32,7 +32,8 @@ def test_a_new_fuse_run_is_refused_beside_another_runs_model_set_aside_by_a_kill
     out = tmp_path / "run"
     _model_folder(out, "other", {".checkpoint.old-0123456789ab/trainer_state.json": json.dumps({"counters": {}})})
     before = folder_snapshot(out)
-    with pytest.raises(FileExistsError, match=r"already holds a checkpoint \(models/other/checkpoint/\); another "
+    with pytest.raises(FileExistsError, match=r"already holds a checkpoint \(models/other/checkpoint/, set aside as "
+                                              r"\.checkpoint\.old-0123456789ab by a kill while it was saved\); another "
                                               r"run's model, not this recipe's"):
         start_run(fusion_recipe("classification", 4), out, str(tmp_path / "no-data"))
     assert folder_snapshot(out) == before
