@@ -48,7 +48,7 @@ def discard_failed_run(output: Optional[PathLike]) -> bool:
     run's own)."""
     if output is None or not Path(output).is_dir() or holds_training_record(output):
         return False
-    if (Path(output) / "results.json").is_file():
+    if (Path(output) / "results.json").is_file():  # a finished report: kept, as a training record is
         return False
     shutil.rmtree(output, ignore_errors=True)
     return not Path(output).exists()
@@ -59,7 +59,8 @@ def discard_on_failure(output: Optional[PathLike],
                        errors: Union[type, Tuple[type, ...]] = BaseException) -> Iterator[None]:
     """Run the block; if it raises (by default anything, KeyboardInterrupt and SIGTERM's
     :class:`medfm.cli.Terminated` included; else one of ``errors``), remove ``output`` when it did not exist before
-    the block and holds no training record (:func:`discard_failed_run`), then re-raise the same exception. A folder
+    the block and holds no training record or finished report (:func:`discard_failed_run`), then re-raise the same
+    exception. A folder
     that existed before is never removed; None: nothing to watch.
 
     Args:
