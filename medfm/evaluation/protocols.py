@@ -136,7 +136,8 @@ class LinearProbe:
         :meth:`predict`'s ``(N, K)`` float32 scores (bit-identical) and the ``(N, K)`` float64 logits they are the
         softmax / sigmoid of (binary: ``[0, z]``, the two columns :meth:`to_classifier` computes), for the AUC's
         ranking (``logits=`` of :func:`medfm.evaluation.report.write_classification_report`): a confident probe's
-        probabilities saturate at exactly 1.0 / 0.0 (``expit`` of a logit above ~37 in float64) and tie.
+        probabilities saturate at exactly 1.0 / 0.0 and tie (a multi-label float32 sigmoid above a logit of ~17.3; a
+        binary row's complement ``1 - p`` once ``expit`` is 1.0 in float64, above ~37).
 
         Raises:
             ValueError: as :meth:`logits`.
