@@ -281,14 +281,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``medfm`` console script; returns the exit code.
 
     Errors medfm anticipates print one line ``medfm: error: ...`` and return 2.
-    Ctrl-C prints ``medfm: interrupted`` (with a ``--resume`` hint when a training state was
-    saved) and returns 130, the shell's code for SIGINT; SIGTERM (:class:`Terminated`) prints
-    ``medfm: terminated`` and returns 143 (128 + 15).
+    Ctrl-C prints ``medfm: interrupted`` (when a training state was saved, with a hint: ``continue with the same
+    command and --resume (<output>)``; for ``eval``, which takes no ``--resume`` and continues a suite's fine-tuning
+    runs by itself, ``continue with the same command (<output>)``) and returns 130, the shell's code for SIGINT;
+    SIGTERM (:class:`Terminated`) prints ``medfm: terminated`` and returns 143 (128 + 15).
 
-    A failed command leaves no ``--output`` folder it created without a training state or a logged step
-    (:func:`medfm.training.run_folder.discard_on_failure`, the runners' rule): for ``pretrain``, ``finetune``,
-    ``segment``, ``vqa`` and ``fuse`` after any failure (an unexpected error's traceback included, as the runners
-    do); for ``eval``, whose report folder is written whole, after the errors above and an interrupt only.
+    A failed command leaves no ``--output`` folder it created without a training state, a logged step or a
+    finished report (:func:`medfm.training.run_folder.discard_on_failure`, the runners' rule): for ``pretrain``,
+    ``finetune``, ``segment``, ``vqa`` and ``fuse`` after any failure (an unexpected error's traceback included, as
+    the runners do); for ``eval``, whose report folder is written whole, after the errors above and an interrupt
+    only.
     """
     with _sigterm_unwinds():
         return _main(argv)
@@ -320,8 +322,9 @@ def _main(argv: Optional[List[str]]) -> int:
 
         kept = output is not None and Path(output).is_dir() and any(Path(output).rglob(STATE_JSON))
         what, code = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
-        print(f"medfm: {what}" + (f"; continue with the same command and --resume ({output})" if kept else ""),
-              file=sys.stderr)
+        # --resume only for a command that takes it: eval (a suite's fine-tuning runs) continues them by itself
+        again = "the same command" + (" and --resume" if hasattr(args, "resume") else "")
+        print(f"medfm: {what}" + (f"; continue with {again} ({output})" if kept else ""), file=sys.stderr)
         return code
 
 

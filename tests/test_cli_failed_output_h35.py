@@ -13,6 +13,7 @@ import pytest
 
 import medfm.cli as cli
 from medfm.cli import main
+from medfm.cli_parser import build_parser
 
 TRAINING = ["pretrain", "finetune", "segment", "vqa", "fuse"]
 
@@ -100,3 +101,35 @@ def test_eval_interrupted_after_its_report_was_written_keeps_the_report(tmp_path
     monkeypatch.setattr(cli, "_run", run)
     assert main(["eval", "ckpt", "--data", "pneumoniamnist", "--output", str(out)]) == 130
     assert (out / "results.json").is_file()
+
+
+# -- the hint printed when a command is interrupted after a training state was saved: ``medfm eval`` (a suite's
+# fine-tuning runs save states under its --output) was told to pass the --resume it refuses; it continues them by
+# itself
+
+
+def _interrupted_after_a_state(out):
+    """A ``_run`` that saves a training state under ``out`` (a suite's fine-tuning run), then is interrupted."""
+    def run(args):
+        state = out / "pneumoniamnist" / "finetune-f1" / "train" / "checkpoint"
+        state.mkdir(parents=True)
+        (state / "trainer_state.json").write_text("{}")
+        raise KeyboardInterrupt
+    return run
+
+
+def test_an_interrupted_eval_is_not_told_to_pass_the_resume_it_refuses(tmp_path, monkeypatch, capsys, no_path_checks):
+    out = tmp_path / "suite"
+    monkeypatch.setattr(cli, "_run", _interrupted_after_a_state(out))
+    assert main(["eval", "ckpt", "--suite", "s.yaml", "--output", str(out)]) == 130
+    assert capsys.readouterr().err == f"medfm: interrupted; continue with the same command ({out})\n"
+    with pytest.raises(SystemExit):  # what the old hint said to run
+        build_parser().parse_args(["eval", "ckpt", "--suite", "s.yaml", "--output", str(out), "--resume"])
+
+
+def test_an_interrupted_training_command_is_still_told_to_pass_resume(tmp_path, monkeypatch, capsys, no_path_checks):
+    """Guard (passes on the old code too): a command that takes ``--resume`` keeps its hint."""
+    out = tmp_path / "run"
+    monkeypatch.setattr(cli, "_run", _interrupted_after_a_state(out))
+    assert main(["finetune", str(tmp_path / "r.yaml"), "--output", str(out)]) == 130
+    assert capsys.readouterr().err == f"medfm: interrupted; continue with the same command and --resume ({out})\n"
