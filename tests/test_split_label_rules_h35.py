@@ -78,7 +78,7 @@ def test_a_plain_data_section_is_checked_in_the_words_of_its_recipe():
 
 @pytest.mark.parametrize("names", [["a"], "ab", {"a", "b"}, [None, "b"], ["a", "b", "c"]])  # [None, "b"]: a guard
 def test_the_adapters_label_names_are_the_metrics_rule(names):
-    """A classifier's, a fuser's and a segmenter's bad label names get the metrics' message, word for word."""
+    """A classifier's and a segmenter's bad label names get the metrics' message, word for word."""
     import medfm
     from medfm.adapters.classification import ImageClassifier
     from medfm.adapters.segmentation import SegmentationModel

@@ -32,7 +32,7 @@ import numpy as np
 
 from medfm.arg_checks import check_number, number_fits, shown
 from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
-from medfm.data.images import image_mode, missing_file, read_image
+from medfm.data.images import image_decode_error, image_mode, missing_file, read_image
 from medfm.data.root import PathLike, resolve_data_root
 from medfm.data.uint8_sets import UInt8ImageSet
 
@@ -256,7 +256,8 @@ class ImageFolderDataset(UInt8ImageSet):
             (:func:`scan_image_folder`).
         DataShapeError: no images, a bad labels.csv (missing columns, empty cells, a file
             listed twice), or mixed sizes with ``size=None``.
-        CorruptFileError: an image PIL cannot decode, or a labels.csv that is not UTF-8 CSV.
+        CorruptFileError: an image PIL cannot decode or that cannot be read (no permission, an I/O error), or a
+            labels.csv that is not UTF-8 CSV.
         UnknownSplitError: bad ``split``.
         ValueError: ``size`` not an integer >= 1, ``in_chans`` not 1 or 3, bad ``fractions`` or
             ``split_seed`` (:func:`stratified_split`).
@@ -293,7 +294,10 @@ class ImageFolderDataset(UInt8ImageSet):
             file = path / rel
             if not file.is_file():
                 raise missing_file(file, "image")
-            data = file.read_bytes()
+            try:
+                data = file.read_bytes()
+            except OSError as err:  # no permission, an I/O error: read_image's one-line data error (a suite skips it)
+                raise image_decode_error(file, "image", err) from None
             if mode is None:  # the first image decides grey vs RGB unless in_chans says
                 grey = image_mode(file, data=data) in GREY_MODES
                 mode = "L" if in_chans == 1 or (in_chans is None and grey) else "RGB"

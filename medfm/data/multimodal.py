@@ -68,7 +68,7 @@ def check_presence_mask(modality: str, mask: Any, n: Optional[int] = None, *, nd
                         kind: str = "presence") -> torch.Tensor:
     """The one 0/1 rule of a modality's presence (or drop) mask, wherever it is read (:func:`presence`,
     :func:`drop_modalities`, the fusers' batch check, the evaluation protocol's
-    :func:`medfm.evaluation.fusion.check_presence`): :func:`medfm.arg_checks.check_mask_tensor` with one wording.
+    :func:`medfm.evaluation.fusion_args.check_presence`): :func:`medfm.arg_checks.check_mask_tensor` with one wording.
 
     Args:
         modality: the modality the mask is of (named in the message).

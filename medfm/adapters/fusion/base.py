@@ -365,8 +365,8 @@ class FusionModel(nn.Module):
 
 
 def check_generator(gen: Any, use: str = GENERATOR_USE) -> None:
-    """Refuse a fuser's ``gen`` that is neither None nor a CPU ``torch.Generator`` (it draws the modality dropout
-    or channel sampling in training): :func:`medfm.data.views.check_generator`'s rule.
+    """Refuse a fuser's ``gen`` that is neither None nor a CPU ``torch.Generator`` (what it draws, if anything:
+    ``use``): :func:`medfm.data.views.check_generator`'s rule.
 
     Args:
         gen: the generator given.
