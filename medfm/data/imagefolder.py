@@ -9,8 +9,8 @@ warning naming how many and one of them (hidden ones, ``.DS_Store`` or macOS's `
 When the folder holds a ``labels.csv`` with columns ``file,label`` (paths relative to the folder), it is the list
 of samples instead, and every listed file must exist (one non-empty file and label per row, no file twice). Images
 are read once (the bytes for the md5, the pixels decoded from them) and decoded once
-(:func:`medfm.data.images.read_image`: 16-bit and float images min-max
-scaled to 0-255, bad files raise one-line data errors) into a uint8 array, resized
+(:func:`medfm.data.images.read_image`: 16-bit grey and float images min-max
+scaled to 0-255, 16-bit colour PNGs and TIFFs refused, bad files raise one-line data errors) into a uint8 array, resized
 to ``size`` (PIL bilinear with antialiasing) when given, and served as float32 in [0, 1],
 like :class:`medfm.data.medmnist.MedMNISTDataset`.
 
@@ -256,8 +256,9 @@ class ImageFolderDataset(UInt8ImageSet):
             (:func:`scan_image_folder`).
         DataShapeError: no images, a bad labels.csv (missing columns, empty cells, a file
             listed twice), or mixed sizes with ``size=None``.
-        CorruptFileError: an image PIL cannot decode or that cannot be read (no permission, an I/O error), or a
-            labels.csv that is not UTF-8 CSV.
+        CorruptFileError: an image PIL cannot decode or that cannot be read (no permission, an I/O error), one
+            Pillow would misread (several frames, 16 bits per colour channel: :func:`medfm.data.images.check_tiff`),
+            or a labels.csv that is not UTF-8 CSV.
         UnknownSplitError: bad ``split``.
         ValueError: ``size`` not an integer >= 1, ``in_chans`` not 1 or 3, bad ``fractions`` or
             ``split_seed`` (:func:`stratified_split`).

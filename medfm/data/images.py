@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -252,15 +252,32 @@ def _frames(im: Any) -> Optional[str]:
         return "several frames" if animated else None
 
 
+def _deep_colour(im: Any) -> Optional[Tuple[str, int]]:
+    """``(colour kind, bits)`` of a TIFF or PNG with more than 8 bits per channel that Pillow decodes to 8 bits
+    (``("RGB", 16)``), else None. A TIFF tells by its BitsPerSample tag (:data:`BITS_PER_SAMPLE_TAG`); a PNG not
+    loaded yet by its tile's raw mode (Pillow decodes a 16-bit RGB, RGBA or grey + alpha PNG from ``"RGB;16B"``,
+    ``"RGBA;16B"``, ``"LA;16B"`` into 8-bit ``RGB`` / ``RGBA``; a 16-bit grey PNG is ``I;16``, one of
+    :data:`WIDE_MODES`, and min-max scaled). A PNG already loaded has no tile left and is not named."""
+    fmt = getattr(im, "format", None)
+    if im.mode in WIDE_MODES or fmt not in ("TIFF", "PNG"):
+        return None
+    if fmt == "TIFF":
+        bits = tuple(getattr(im, "tag_v2", {}).get(BITS_PER_SAMPLE_TAG, ()) or ())
+        return (im.mode, max(bits)) if bits and max(bits) > 8 else None
+    raw = str(im.tile[0][3]) if im.tile and len(im.tile[0]) > 3 else ""
+    return (raw.split(";")[0], 16) if raw.endswith(";16B") else None
+
+
 def check_tiff(im: Any, advice: TiffAdvice = FILE_TIFF_ADVICE, name: str = "", error: type = CorruptFileError) -> None:
     """Refuse a PIL image that Pillow would turn into something other than the picture, one line each:
 
     - several frames, in any format (a multi-page TIFF: a stack or a volume; an animated PNG (APNG), GIF or
       WebP; ...: :func:`_frames`), of which Pillow gives frame 0 (or the frame seeked to) without a word; the
       frames of :data:`WHOLE_FIRST_FRAME_FORMATS` (MPO, PSD) are not refused, their frame 0 is the picture;
-    - more than 8 bits per channel in a colour mode (16-bit RGB / RGBA / CMYK: Pillow keeps the high
-      byte, so 12-bit data comes out nearly black, and 16-bit grayscale is min-max scaled instead,
-      :func:`scale_to_uint8`);
+    - more than 8 bits per channel in a colour mode, in a TIFF (16-bit RGB / RGBA / CMYK) or a PNG not loaded yet
+      (16-bit RGB / RGBA / grey + alpha: :func:`_deep_colour`): Pillow keeps the high byte, so 12-bit data comes
+      out nearly black (16-bit grayscale is min-max scaled instead, :func:`scale_to_uint8`; no library medfm
+      depends on decodes a 16-bit colour PNG at full precision);
     - already loaded by Pillow with its rows scrambled (an uncompressed, non-square TIFF with EXIF
       Orientation 5-8 loaded before medfm saw it, :func:`_loaded_scrambled`).
 
@@ -280,7 +297,8 @@ def check_tiff(im: Any, advice: TiffAdvice = FILE_TIFF_ADVICE, name: str = "", e
     Raises:
         error: "scan.tif is a TIFF of 3 frames (a stack, a volume or an animation?); <advice.frames>" (any format:
             "... is a GIF of 12 frames ..."), "... is an RGB TIFF
-            with 16 bits per channel, which Pillow reads as 8 bits ...; <advice.deep_colour>", "... was loaded
+            with 16 bits per channel, which Pillow reads as 8 bits ...; <advice.deep_colour>" (or "an RGB PNG",
+            "an LA PNG"), "... was loaded
             by Pillow before medfm saw it, with its rows scrambled ...; <advice.loaded>".
     """
     frames = _frames(im)
@@ -288,13 +306,14 @@ def check_tiff(im: Any, advice: TiffAdvice = FILE_TIFF_ADVICE, name: str = "", e
         kind = f"a {im.format}" if getattr(im, "format", None) else "an image"
         raise error(f"{name or _tiff_name(im)} is {kind} of {frames} (a stack, a volume or an animation?); "
                     f"{advice.frames}")
+    deep = _deep_colour(im)
+    if deep is not None:
+        raise error(f"{name or _tiff_name(im)} is an {deep[0]} {im.format} with {deep[1]} bits per channel, which "
+                    f"Pillow reads as 8 bits by keeping the high byte (12-bit data comes out nearly black); "
+                    f"{advice.deep_colour}")
     if getattr(im, "format", None) != "TIFF":
         return
     name = name or _tiff_name(im)
-    bits = tuple(getattr(im, "tag_v2", {}).get(BITS_PER_SAMPLE_TAG, ()) or ())
-    if im.mode not in WIDE_MODES and bits and max(bits) > 8:
-        raise error(f"{name} is an {im.mode} TIFF with {max(bits)} bits per channel, which Pillow reads as 8 bits by "
-                    f"keeping the high byte (12-bit data comes out nearly black); {advice.deep_colour}")
     orientation = _loaded_scrambled(im)
     if orientation is not None:
         raise error(f"{name} is an uncompressed TIFF with EXIF Orientation {orientation} that Pillow loaded before "
@@ -394,8 +413,8 @@ def read_image(path: PathLike, mode: Optional[str] = None, what: str = "image",
         CorruptFileError: not an image, truncated or damaged, or non-finite float pixels
             (one line naming ``what`` and the path; a NIfTI, DICOM or numpy file is named as
             such, :func:`non_image_hint`); a file of several frames (a multi-page TIFF, an animated PNG, GIF or
-            WebP: Pillow read frame 0) or a TIFF with more than 8 bits per colour channel (it read the high bytes):
-            :func:`check_tiff`.
+            WebP: Pillow read frame 0) or a TIFF or PNG with more than 8 bits per colour channel (16-bit RGB, RGBA
+            or grey + alpha: it read the high bytes, 12-bit data nearly black): :func:`check_tiff`.
         ValueError: ``mode`` not None, "L" or "RGB".
     """
     if mode is not None and mode not in MODES:

@@ -28,7 +28,7 @@ class ViewConfig:
 
     Attributes:
         scale: range of the crop area as a fraction of the image area.
-        ratio: range of the crop aspect ratio (log-uniform).
+        ratio: range of the crop aspect ratio, width / height in pixels (log-uniform).
         hflip_p / vflip_p: flip probabilities.
         rotate_deg: maximum absolute rotation in degrees.
         blur_p: probability of Gaussian blur; ``blur_sigma`` its sigma range in pixels.
@@ -110,25 +110,30 @@ def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor
 
 
 class RandomViews:
-    """Random views of a batch ``(B, C, H, H)`` float in [0, 1] -> ``(B, C, S, S)`` in [0, 1].
+    """Random views of a batch ``(B, C, H, W)`` float in [0, 1] -> ``(B, C, S, S)`` in [0, 1].
 
-    The input is square: the crop box, its aspect ratio and the flips are drawn in the image's
-    normalised coordinates, so a ``16 x 32`` image was squeezed to ``16 x 16`` (its width halved)
-    without a word.
+    The crop rule is torchvision's ``RandomResizedCrop`` (Szegedy et al. 2015, "Going deeper with
+    convolutions"), drawn relative to each image, for any ``H x W``: an area fraction ``s`` from
+    ``cfg.scale`` and an aspect ratio ``r`` (crop width / height, log-uniform in ``cfg.ratio``) give a
+    crop of ``sqrt(s * H * W * r)`` x ``sqrt(s * H * W / r)`` px (width x height), each side cut to the
+    image's side when larger (so such a crop is less elongated than drawn, where torchvision redraws up to
+    10 times), placed uniformly inside the image, flipped, rotated about its centre by up to
+    ``cfg.rotate_deg`` in pixel space (corners outside the image are reflected) and resampled to
+    ``S x S`` (bilinear). A square image (``H = W``) gives exactly the views, and takes exactly the
+    random draws, it gave when only squares were accepted (a ``16 x 32`` image was refused).
 
     Args:
         cfg: the augmentation parameters.
-        out_size: output side ``S`` in pixels, an integer >= 1 (default: the input side ``H``). A
-            1 px view is a single bilinear sample (the blur leaves it as it is). An encoder may need
-            more (:attr:`medfm.encoders.base.Encoder.min_input_size`); the objective that picks ``S``
-            checks that (:func:`medfm.objectives.inputs.check_view_size`).
+        out_size: output side ``S`` in pixels, an integer >= 1 (default: the shorter input side,
+            ``min(H, W)``). A 1 px view is a single bilinear sample (the blur leaves it as it is).
+            An encoder may need more (:attr:`medfm.encoders.base.Encoder.min_input_size`); the objective
+            that picks ``S`` checks that (:func:`medfm.objectives.inputs.check_view_size`).
 
     Raises:
         ValueError: ``cfg`` not a :class:`ViewConfig` (a dict or a name); ``out_size`` not an integer >= 1
-            (``0`` was taken as the input side); in a call, input not a non-empty 4-D float tensor, an
-            image that is not square (``views expect square images ..., got 16 x 32``), or ``gen`` neither
-            None (torch's global generator) nor a CPU ``torch.Generator`` (a seed given instead failed
-            with torch's many-line ``rand() received an invalid combination``).
+            (``0`` was taken as the input side); in a call, input not a non-empty 4-D float tensor, or
+            ``gen`` neither None (torch's global generator) nor a CPU ``torch.Generator`` (a seed given
+            instead failed with torch's many-line ``rand() received an invalid combination``).
     """
 
     def __init__(self, cfg: Optional[ViewConfig] = None, out_size: Optional[int] = None) -> None:
@@ -143,29 +148,28 @@ class RandomViews:
         if images.ndim != 4 or not images.is_floating_point() or not images.numel():
             raise ValueError(f"views expect a non-empty float (B, C, H, W) batch, got {tuple(images.shape)} {images.dtype}")
         b, c, h, w = images.shape
-        if h != w:
-            raise ValueError(f"views expect square images (the crops are drawn in normalised coordinates and come "
-                             f"out S x S), got {h} x {w}; resize them to a square first "
-                             "(e.g. ImageFolderDataset(size=...))")
         check_generator(gen, "views")
         cfg = self.cfg
-        size = self.out_size or h
-        # random resized crop + flips + rotation as one affine map in normalised coords
+        size = self.out_size or min(h, w)
+        # random resized crop + flips + rotation as one affine map in normalised coords (x: width, y: height,
+        # each in [-1, 1]); the crop's width and height as fractions of the image's: sqrt(s * r * H / W) and
+        # sqrt(s / r * W / H); for a square the factors are exactly 1.0, leaving each value as it was
         area = _uniform(gen, b, *cfg.scale)
         log_r = _uniform(gen, b, math.log(cfg.ratio[0]), math.log(cfg.ratio[1]))
         ratio = torch.exp(log_r)
-        cw = torch.sqrt(area * ratio).clamp(max=1.0)
-        ch = torch.sqrt(area / ratio).clamp(max=1.0)
+        cw = torch.sqrt(area * ratio * (h / w)).clamp(max=1.0)
+        ch = torch.sqrt(area / ratio * (w / h)).clamp(max=1.0)
         cx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - cw)
         cy = (torch.rand(b, generator=gen) * 2 - 1) * (1 - ch)
         fx = torch.where(torch.rand(b, generator=gen) < cfg.hflip_p, -1.0, 1.0)
         fy = torch.where(torch.rand(b, generator=gen) < cfg.vflip_p, -1.0, 1.0)
         ang = _uniform(gen, b, -cfg.rotate_deg, cfg.rotate_deg) * math.pi / 180
         cos, sin = torch.cos(ang), torch.sin(ang)
+        # a rotation in pixels, written in normalised coords: the off-diagonal terms carry H / W and W / H
         theta = torch.stack(
             [
-                torch.stack([cw * fx * cos, -ch * fy * sin, cx], dim=1),
-                torch.stack([cw * fx * sin, ch * fy * cos, cy], dim=1),
+                torch.stack([cw * fx * cos, -ch * fy * sin * (h / w), cx], dim=1),
+                torch.stack([cw * fx * sin * (w / h), ch * fy * cos, cy], dim=1),
             ],
             dim=1,
         ).to(device=images.device, dtype=images.dtype)

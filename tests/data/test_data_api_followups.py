@@ -1,8 +1,8 @@
 """Follow-ups of the data Python-API audit (tests/data/test_data_api_audit.py): the views' brightness has an
-upper bound, the views refuse non-square batches and draw 1 px views, ``corrupted_sets`` checks ``workers``,
-``cache_path`` checks the severity, an image folder given as a file and a MedMNIST size given as a bool get
-messages that say what is wrong (the comment on each case says what the old code did). Generated arrays and
-files only: no real data, and no medmnistc needed.
+upper bound, the views draw 1 px views (non-square batches, once refused here: tests/data/test_views_non_square.py),
+``corrupted_sets`` checks ``workers``, ``cache_path`` checks the severity, an image folder given as a file and a
+MedMNIST size given as a bool get messages that say what is wrong (the comment on each case says what the old code
+did). Generated arrays and files only: no real data, and no medmnistc needed.
 """
 import numpy as np
 import pytest
@@ -40,13 +40,6 @@ def test_a_brightness_below_1_still_builds_and_nan_keeps_its_message():
     assert ViewConfig(brightness=0.99).brightness == 0.99
     _raises_one_line(ValueError, r"^views\.brightness must be a finite number >= 0, got nan$",
                      lambda: ViewConfig(brightness=float("nan")))
-
-
-@pytest.mark.parametrize("shape", [(2, 1, 16, 32), (2, 3, 32, 16)])
-def test_a_non_square_batch_is_refused(shape):
-    """was: a 16 x 32 image squeezed into a 16 x 16 view (its width halved), without a word."""
-    _raises_one_line(ValueError, rf"^views expect square images .* got {shape[2]} x {shape[3]}; resize them to a "
-                                 r"square first", lambda: RandomViews()(torch.rand(shape), _gen()))
 
 
 @pytest.mark.parametrize("out_size, side", [(1, 16), (None, 1)])
