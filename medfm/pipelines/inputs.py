@@ -289,7 +289,8 @@ PIPELINE_TIFF_ADVICE = TiffAdvice(
 
 def check_tiff(im: Any, name: str = "", error: type = PipelineInputError) -> None:
     """Refuse a PIL image that Pillow would misread (several frames in any format: a multi-page TIFF, an animated
-    PNG, GIF or WebP; a TIFF with more than 8 bits per colour channel or loaded with its rows scrambled):
+    PNG, GIF or WebP; a TIFF, or a PNG not loaded yet, with more than 8 bits per colour channel; a TIFF loaded with
+    its rows scrambled):
     :func:`medfm.data.images.check_tiff` in the pipelines' words (:data:`PIPELINE_TIFF_ADVICE`). Used by
     :func:`pil_to_array` (PIL images) and, through :func:`medfm.data.images.read_image`, :func:`read_image_file`.
 
@@ -301,7 +302,8 @@ def check_tiff(im: Any, name: str = "", error: type = PipelineInputError) -> Non
     Raises:
         error: "scan.tif is a TIFF of 3 frames (a stack, a volume or an animation?); this model takes one 2D image:
             ..." (any format: "anim.gif is a GIF of 12 frames ..."), "... is an
-            RGB TIFF with 16 bits per channel, which Pillow reads as 8 bits ...", "... that Pillow loaded before
+            RGB TIFF with 16 bits per channel, which Pillow reads as 8 bits ..." (or "an RGB PNG"), "... that Pillow
+            loaded before
             medfm saw it, with its rows scrambled ...".
     """
     data_images.check_tiff(im, PIPELINE_TIFF_ADVICE, name, error)
