@@ -47,6 +47,8 @@ from medfm.registry import OBJECTIVES
 log = logging.getLogger(__name__)
 #: why sinkhorn_knopp (so swav_loss) and the SwAV objective need B >= 2 images
 _ONE_IMAGE = " (Sinkhorn-Knopp spreads the codes over the batch; one image gets uniform codes)"
+#: why sinkhorn_knopp (so swav_loss) needs K >= 2 prototypes (the SwAV objective refuses n_prototypes < 2 itself)
+_ONE_PROTOTYPE = " (each image's codes sum to 1; one prototype's codes are 1 whatever the scores)"
 
 @torch.no_grad()
 def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
@@ -61,13 +63,14 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
     ``epsilon <= 0.01`` and a prototype far from every sample turned all codes into NaN.
 
     Shape:
-        scores: ``(B, K)`` prototype scores (cosine similarities), ``B >= 2``; returns ``(B, K)`` float32.
+        scores: ``(B, K)`` prototype scores (cosine similarities), ``B >= 2``, ``K >= 2``; returns ``(B, K)`` float32.
 
     Raises:
-        ValueError: ``scores`` not a float ``(B, K)`` tensor with ``K >= 1``; ``B < 2`` (the sample sums are set to
+        ValueError: ``scores`` not a float 2-D tensor with ``B, K >= 1``; ``B < 2`` (the sample sums are set to
             ``1/B``, so one sample's codes are ``1/K`` whatever its scores: they were returned, and ``swav_loss``
-            had to refuse them itself); ``epsilon`` not a finite number > 0 (``inf`` gave uniform codes),
-            ``iterations`` not an integer >= 1 (``2.5`` failed in ``range``).
+            had to refuse them itself); ``K < 2`` (each row of codes sums to 1, so one prototype's codes were all
+            ones and ``swav_loss`` 0: nothing to predict); ``epsilon`` not a finite number > 0 (``inf`` gave uniform
+            codes), ``iterations`` not an integer >= 1 (``2.5`` failed in ``range``).
     """
     epsilon = check_arg("sinkhorn_knopp", "epsilon", epsilon, gt=0)
     iterations = check_arg("sinkhorn_knopp", "iterations", iterations, ge=1, integer=True)
@@ -76,6 +79,8 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int 
         raise ValueError(f"sinkhorn_knopp needs (B, K) scores with B, K >= 1, got shape {tuple(scores.shape)}")
     if scores.shape[0] < 2:
         raise ValueError(f"sinkhorn_knopp needs a batch of at least 2 images{_ONE_IMAGE}, got {scores.shape[0]}")
+    if scores.shape[1] < 2:
+        raise ValueError(f"sinkhorn_knopp needs at least 2 prototypes{_ONE_PROTOTYPE}, got {scores.shape[1]}")
     log_q = (scores.float() / epsilon).t()  # (K, B)
     k, b = log_q.shape
     log_k, log_b = math.log(k), math.log(b)
@@ -104,7 +109,8 @@ def swav_loss(scores: Sequence[torch.Tensor], assign_views: Sequence[int] = (0, 
         ValueError: fewer than 2 views, views that are not float tensors, mismatched shapes, bad view
             indices (integers in ``[0, V)``), a temperature that is not a finite number > 0; from
             :func:`sinkhorn_knopp` (its message): ``B < 2`` (one image's codes are uniform whatever its scores:
-            the loss was a finite number with nothing to learn from), bad ``epsilon``/``iterations``.
+            the loss was a finite number with nothing to learn from), ``K < 2`` (the loss was 0), bad
+            ``epsilon``/``iterations``.
     """
     temperature = check_arg("swav_loss", "temperature", temperature, gt=0)
     check_float_tensors("swav_loss", **{f"scores[{i}]": s for i, s in enumerate(scores)})
@@ -204,12 +210,16 @@ class SwAV(nn.Module):
             "freeze_prototypes_steps": self.freeze_prototypes_steps,
             "global_views": to_dict(g_cfg), "local_views": to_dict(l_cfg)}}
 
-    def scores(self, views: torch.Tensor, checked: bool = False) -> torch.Tensor:
-        """Prototype scores ``(N, K)`` float32 of images ``(N, C, S, S)``: normalised projections x prototypes
-        (the prototypes without gradient while they are frozen, the first ``freeze_prototypes_steps`` training steps).
-        ``checked``: ``views`` are views of a batch :func:`~medfm.objectives.inputs.check_image_batch` checked,
-        so the encoder's value check is left out (:func:`~medfm.objectives.inputs.encode_views`)."""
-        return self._scores(views, self._prototype_weight(), checked)
+    def scores(self, views: torch.Tensor) -> torch.Tensor:
+        """Prototype scores ``(N, K)`` float32 of images ``(N, C, S, S)`` in [0, 1]: normalised projections x
+        prototypes (the prototypes without gradient while they are frozen, the first ``freeze_prototypes_steps``
+        training steps).
+
+        Raises:
+            EncoderInputError: images the encoder does not take (its check, values included: :meth:`forward`'s
+                views of a checked batch skip only the value check).
+        """
+        return self._scores(views, self._prototype_weight(), checked=False)
 
     def _prototype_weight(self) -> torch.Tensor:
         """The prototypes ``(K, proj_dim)``, detached (no gradient) while they are frozen: in training, for the first
@@ -221,7 +231,9 @@ class SwAV(nn.Module):
         return weight
 
     def _scores(self, views: torch.Tensor, weight: torch.Tensor, checked: bool) -> torch.Tensor:
-        """:meth:`scores` against the given prototypes ``weight`` (:meth:`_prototype_weight`)."""
+        """:meth:`scores` against the given prototypes ``weight`` (:meth:`_prototype_weight`). ``checked``: ``views``
+        are views of a batch :func:`~medfm.objectives.inputs.check_image_batch` checked (:meth:`forward`), so the
+        encoder's value check is left out (:func:`~medfm.objectives.inputs.encode_views`)."""
         z = self.head(encode_views(self.encoder, views) if checked else self.encoder(views))
         with torch.autocast(device_type=views.device.type, enabled=False):  # scores / epsilon needs fp32
             return F.normalize(z.float(), dim=1) @ weight.float().t()

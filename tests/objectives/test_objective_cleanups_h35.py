@@ -52,12 +52,13 @@ def test_sinkhorn_knopp_of_two_samples_by_hand():
 
 
 def _old_path_loss(model: SwAV, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """SwAV's step as it was: each resolution's scores through the public ``scores`` (its own counter read)."""
+    """SwAV's step as it was: each resolution's scores through the public ``scores`` (its own counter read; its
+    encoder value check only raises, so the values are the step's)."""
     b = images.shape[0]
     globals_ = torch.cat([model.global_views(images, gen), model.global_views(images, gen)])
-    per_view = list(model.scores(globals_, checked=True).split(b))
+    per_view = list(model.scores(globals_).split(b))
     locals_ = torch.cat([model.local_views(images, gen) for _ in range(model.n_local_views)])
-    per_view += list(model.scores(locals_, checked=True).split(b))
+    per_view += list(model.scores(locals_).split(b))
     return swav_loss(per_view, (0, 1), model.temperature, model.epsilon, model.sinkhorn_iterations)
 
 
