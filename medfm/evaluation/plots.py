@@ -230,16 +230,16 @@ def draw_series(ax: Any, rows: Sequence[Mapping[str, Any]], keys: Sequence[str],
     Raises:
         TypeError: ``rows`` not a list of mappings (:func:`check_log_rows`).
     """
-    return _draw_series(ax, check_log_rows(rows), keys, x, ylabel, smooth)
+    rows = check_log_rows(rows)
+    return _draw_series(ax, {key: _series(rows, key, x) for key in keys}, x, ylabel, smooth)
 
 
-def _draw_series(ax: Any, rows: List[Mapping[str, Any]], keys: Sequence[str], x: str, ylabel: Optional[str],
+def _draw_series(ax: Any, series: Mapping[str, Tuple[np.ndarray, np.ndarray]], x: str, ylabel: Optional[str],
                  smooth: bool) -> int:
-    """:func:`draw_series` on ``rows`` already checked (:func:`check_log_rows`): :func:`plot_training_curve`
-    checks them once for all its panels."""
+    """:func:`draw_series` of series already read (``{key: (xs, ys)}`` of :func:`_series`, drawn in that order):
+    :func:`plot_training_curve` reads each once, for its panel choice and its drawing."""
     drawn = 0
-    for key in keys:
-        xs, ys = _series(rows, key, x)
+    for key, (xs, ys) in series.items():
         if not len(xs):
             continue
         drawn += 1
@@ -315,7 +315,7 @@ def plot_training_curve(rows: Sequence[Mapping[str, Any]], path: PathLike, x: st
     for i, (panel_keys, ylabel) in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1, sharex=first)  # one step range: an epoch-end dot sits at its step
         first = first or ax
-        _draw_series(ax, rows, panel_keys, x, ylabel, smooth=panel_keys is losses)
+        _draw_series(ax, {k: series[k] for k in panel_keys}, x, ylabel, smooth=panel_keys is losses)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if panel_keys == ["lr"]:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))

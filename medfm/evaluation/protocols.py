@@ -10,8 +10,8 @@
   (Wu et al. 2018, Sec. 3.4) and DINO's ``eval_knn`` (Caron et al. 2021); k = 11,
   T = 0.07 by default. Scores are the normalised votes. The kNN has no logits (its votes are no
   sigmoid/softmax of any): a share of 1.0 from every neighbour voting for the class is a tie of the
-  classifier itself, and the AUC ranks the shares (single-label rows with a tiny complement are
-  ordered by it: :func:`medfm.evaluation.metrics.ranking_scores`).
+  classifier itself, and the AUC ranks the shares (multi-label ones kept in float64, :func:`knn_scores`;
+  single-label rows with a tiny complement are ordered by it: :func:`medfm.evaluation.metrics.ranking_scores`).
 
 Features are extracted once per dataset (:func:`extract_features`) and shared by every
 label fraction and protocol. 3D volumes ``(B, C, D, H, W)`` are embedded 2.5D: the mean
@@ -117,19 +117,31 @@ class LinearProbe:
     intercept: np.ndarray
     task: str
 
-    def logits(self, features: np.ndarray) -> np.ndarray:
+    def logits(self, features: np.ndarray, standardised: bool = False) -> np.ndarray:
         """``(N, K)`` logits of ``(N, D)`` features.
 
+        Args:
+            features: ``(N, D)`` embeddings.
+            standardised: ``features`` are already this probe's ``(x - mean) / scale``, a float64 ``(N, D)`` array
+                taken as it is, unchecked (:func:`select_probe_c` checks and standardises a validation set once
+                for its whole grid of probes, which share the training set's standardisation).
+
         Raises:
-            ValueError: features that are not ``(N, D)`` with the probe's ``D``, or hold NaN/inf
-                (:func:`check_features`).
+            ValueError: (``standardised`` False) features that are not ``(N, D)`` with the probe's ``D``, or hold
+                NaN/inf (:func:`check_features`).
         """
-        z = (check_features(features, "features", width=len(self.mean)) - self.mean) / self.scale
+        z = features if standardised else (check_features(features, "features", width=len(self.mean))
+                                           - self.mean) / self.scale
         return z @ self.coef.T + self.intercept
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """``(N, K)`` probabilities: softmax (binary: ``[1 - p, p]``), sigmoid for multi-label."""
-        return self._probabilities(self.logits(features))
+    def predict(self, features: np.ndarray, standardised: bool = False) -> np.ndarray:
+        """``(N, K)`` float32 probabilities of ``(N, D)`` features: softmax (binary: ``[1 - p, p]``), sigmoid for
+        multi-label; ``standardised`` as :meth:`logits`.
+
+        Raises:
+            ValueError: as :meth:`logits`.
+        """
+        return self._probabilities(self.logits(features, standardised))
 
     def outputs(self, features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """``(scores, logits)`` of ``(N, D)`` features, as :func:`medfm.evaluation.predict.predict_outputs`:
@@ -343,8 +355,7 @@ def select_probe_c(train_features: np.ndarray, train_labels: np.ndarray, val_fea
     accs: Dict[float, float] = {}
     for c in grid:
         probe = _fit_standardised(*train, task, num_classes, c, max_iter)
-        scores = probe._probabilities(z_val @ probe.coef.T + probe.intercept)  # probe.predict(val_features)
-        accs[c] = float(classification_metrics(val_labels, scores, task)["acc"])
+        accs[c] = float(classification_metrics(val_labels, probe.predict(z_val, standardised=True), task)["acc"])
     best = max(grid, key=lambda c: (accs[c], -c))
     return best, accs
 
@@ -364,7 +375,14 @@ def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_featur
         k: neighbours (clipped to M); temperature: T > 0.
 
     Returns:
-        (N, K) float32 scores, each row summing to 1 (not for multi-label).
+        (N, K) float64 scores, each row summing to 1 (not for multi-label). The kNN has no logits, so the AUC
+        ranks these shares. Multi-label shares are computed in float64 (the similarities that choose the
+        neighbours stay float32): a float32 share of ``1 - 1e-12`` (one far neighbour without the label,
+        ``exp(-2 / T)`` at T = 0.07) rounds to 1.0 and ties with a real 1.0 (every neighbour voting);
+        float64 resolves a neighbour's weight down to ~1e-16 of the vote (similarity gaps up to ~36 T).
+        Single-label votes are the float32 ones, widened exactly (results unchanged): a saturated share keeps
+        its small complement in the other columns, by which the AUC ranks it
+        (:func:`medfm.evaluation.metrics.ranking_scores`).
 
     Raises:
         ValueError: ``k`` not an integer >= 1, ``temperature`` not a finite number > 0, ``chunk`` not
@@ -387,17 +405,20 @@ def knn_scores(train_features: np.ndarray, train_labels: np.ndarray, test_featur
     # a writable view of a read-only buffer); a writable C-contiguous one is used as it is, not copied
     tr = torch.nn.functional.normalize(torch.from_numpy(np.require(tr_np, requirements=("C", "W"))), dim=1)
     te = torch.nn.functional.normalize(torch.from_numpy(np.require(te_np, requirements=("C", "W"))), dim=1)
+    # multi-label votes in float64: a label's share is all the AUC ranks it by; single-label ones in float32, as
+    # always (bit-identical results): a saturated share keeps its complement in the other columns (ranking_scores)
+    dtype = torch.float64 if task == MULTI_LABEL else torch.float32
     if task == MULTI_LABEL:
-        onehot = torch.as_tensor(y_np).float()
+        onehot = torch.as_tensor(y_np).to(dtype)
     else:
-        onehot = torch.nn.functional.one_hot(torch.as_tensor(y_np).long(), int(num_classes)).float()
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(y_np).long(), int(num_classes)).to(dtype)
     k = min(k, tr.shape[0])
-    out = [torch.zeros(0, onehot.shape[1])]  # N = 0 gives (0, K)
+    out = [torch.zeros(0, onehot.shape[1], dtype=dtype)]  # N = 0 gives (0, K)
     for s in range(0, te.shape[0], chunk):
-        sim, idx = (te[s:s + chunk] @ tr.T).topk(k, dim=1)
-        w = (sim / temperature).softmax(dim=1)  # exp(sim/T) normalised over the k neighbours
+        sim, idx = (te[s:s + chunk] @ tr.T).topk(k, dim=1)  # float32 similarities choose the neighbours
+        w = (sim.to(dtype) / temperature).softmax(dim=1)  # exp(sim/T) normalised over the k neighbours
         out.append(torch.einsum("nk,nkc->nc", w, onehot[idx]))
-    return torch.cat(out).clamp_(0.0, 1.0).numpy().astype(np.float32)  # float32 sums may exceed 1 by an ulp
+    return torch.cat(out).clamp_(0.0, 1.0).numpy().astype(np.float64)  # sums may exceed 1 by an ulp
 
 
 def _probe_features(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fraction: float, seed: int,
@@ -426,7 +447,8 @@ def linear_probe(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fraction
 
 def knn_predict(encoder: nn.Module, train_ds: Any, test_ds: Any, label_fraction: float = 1.0, seed: int = 0,
                 k: int = 11, temperature: float = 0.07, batch_size: int = 256) -> np.ndarray:
-    """Scores ``(N_test, K)`` of the weighted cosine kNN classifier on frozen ``encoder`` features.
+    """Scores ``(N_test, K)`` float64 of the weighted cosine kNN classifier on frozen ``encoder`` features
+    (:func:`knn_scores`).
 
     Raises:
         ValueError: train and test sets with different tasks or classes.

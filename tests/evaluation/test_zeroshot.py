@@ -21,9 +21,9 @@ def text_spec(tmp_path_factory):
     return {"name": "hf", "model_name_or_path": str(save_tiny_bert(tmp_path_factory.mktemp("bert"), WORDS))}
 
 
-def _clip(text_spec, augment=True):
+def _clip(text_spec, augment=True, img_size=28):
     torch.manual_seed(0)
-    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=img_size)
     return OBJECTIVES.build("clip", encoder=enc, text_encoder=text_spec, embed_dim=16, proj_hidden_dim=32,
                             image_proj_layers=1, augment=augment)
 
@@ -140,3 +140,49 @@ def test_cli_eval_protocol_zeroshot(text_spec, write_medmnist, tmp_path, capsys)
     assert f"ACC {written['metrics']['acc']:.4f}" in printed and "chance ACC 0.5000" in printed
     assert main(["eval", str(ckpt), "--suite", "eval_suites/local.yaml", "--protocol", "zeroshot"]) == 2
     assert "--protocol zeroshot scores exactly one" in capsys.readouterr().err
+
+
+# -- the default size (the image encoder's img_size) is checked from config.json, before the model is loaded ------
+class Loaded(Exception):
+    pass
+
+
+@pytest.fixture
+def clip32(text_spec, tmp_path, monkeypatch):
+    """A CLIP checkpoint whose image encoder takes 32 px images (MedMNIST is released at 28/64/128/224), and a
+    ``from_pretrained`` that raises :class:`Loaded` instead of loading it."""
+    import medfm.hub
+
+    ckpt = medfm.save_pretrained(_clip(text_spec, augment=False, img_size=32).eval(), tmp_path / "clip32")
+
+    def no_load(*args, **kwargs):
+        raise Loaded
+
+    monkeypatch.setattr(medfm.hub, "from_pretrained", no_load)
+    return ckpt
+
+
+def test_an_unreleased_default_size_is_refused_before_the_model_is_loaded(tmp_path, clip32):
+    from medfm.data.errors import UnsupportedSizeError
+
+    with pytest.raises(UnsupportedSizeError, match=r"^MedMNIST 'pneumoniamnist' is not released at size 32; .*"
+                       r"\(the default size is the checkpoint's image encoder img_size, 32; choose another"):
+        zeroshot_eval(str(clip32), "pneumoniamnist", output=tmp_path / "zs")  # old: Loaded, then the data error
+    assert not (tmp_path / "zs").exists()
+
+
+def test_a_given_size_is_not_replaced_by_the_recorded_one(tmp_path, clip32):
+    with pytest.raises(Loaded):  # size 28 given: the checkpoint's 32 is not checked, the model is loaded next
+        zeroshot_eval(str(clip32), "pneumoniamnist", output=tmp_path / "zs", size=28)
+
+
+def test_the_default_is_the_recorded_img_size_and_none_without_one(tmp_path, clip32):
+    from medfm.evaluation import zeroshot
+
+    assert json.loads((clip32 / "config.json").read_text())["preprocessing"]["img_size"] == 32  # the encoder's
+    cfg = {"kind": "objective", "name": "clip", "encoder": {"name": "resnet_test"}}
+    for name, extra, want in (("released", {"preprocessing": {"img_size": 64}}, 64), ("bare", {}, None),
+                              ("odd", {"preprocessing": [28]}, None)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({**cfg, **extra}))
+        assert zeroshot._default_size(tmp_path / name, "pneumoniamnist") == want  # None: the loaded encoder's
