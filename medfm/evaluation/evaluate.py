@@ -171,6 +171,33 @@ def check_scoring_request(dataset: str, split: str, size: Optional[int],
     return batch_size, info
 
 
+def default_checkpoint_size(ckpt_dir: Path, dataset_flag: str) -> Optional[int]:
+    """The image encoder's ``img_size`` that a checkpoint's ``config.json`` records (``preprocessing``, written by
+    :func:`medfm.hub.preprocessing_of`), checked to be a size MedMNIST releases ``dataset_flag`` at, without
+    loading the model: the default ``size`` of :func:`evaluate_checkpoint` and
+    :func:`medfm.evaluation.zeroshot.zeroshot_eval`; None when the config records none (the loaded encoder's ``img_size`` is used then).
+
+    Raises:
+        CheckpointError: no readable ``config.json`` (:func:`medfm.hub.load_config`).
+        UnsupportedSizeError: a size the flag is not released at, named as the default (``--size`` / ``size``
+            chooses another).
+    """
+    from medfm.data.errors import UnsupportedSizeError
+    from medfm.data.medmnist import npz_url
+    from medfm.hub import load_config
+
+    pre = load_config(ckpt_dir).get("preprocessing")
+    size = pre.get("img_size") if isinstance(pre, dict) else None
+    if not isinstance(size, int) or isinstance(size, bool):
+        return None
+    try:
+        npz_url(dataset_flag, size)
+    except UnsupportedSizeError as err:
+        raise UnsupportedSizeError(f"{err} (the default size is the checkpoint's image encoder img_size, {size}; "
+                                   "choose another with --size, size=)") from None
+    return size
+
+
 def write_scored_split(output: Path, ds: Any, scores: np.ndarray, meta: Dict[str, Any],
                        extra_warnings: Sequence[str] = (), logits: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Write one scored split's ``predictions.npz`` (``scores`` (N, K) float32, ``labels``, and ``logits`` (N, K)
@@ -226,7 +253,9 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
         UnknownDatasetError, UnknownSplitError, UnsupportedSizeError: an unknown flag, a split MedMNIST does not
             have (``'tset'``: "did you mean 'test'?", :func:`medfm.data.medmnist.check_medmnist_split`) or a
             ``size`` the flag is not released at, all checked before the checkpoint is resolved (they were found
-            by :class:`~medfm.data.MedMNISTDataset`, once the model was loaded).
+            by :class:`~medfm.data.MedMNISTDataset`, once the model was loaded); the default ``size``, the encoder's
+            ``img_size`` as ``config.json`` records it (:func:`default_checkpoint_size`), once the checkpoint is
+            resolved, before the model is loaded (it was checked once the model was loaded).
     """
     from medfm.data import MedMNISTDataset
     from medfm.evaluation.array_sets import ProgressSet, image_bar
@@ -237,6 +266,7 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
     ckpt_dir = resolve_checkpoint(checkpoint)
     output = Path(output) if output else ckpt_dir / f"eval-{dataset}-{split}"
     earlier_data_report(output, ckpt_dir)
+    size = default_checkpoint_size(ckpt_dir, dataset) if size is None else size  # the default, before the model loads
     model = from_pretrained(ckpt_dir)
     core = classifier_core(model)
     if getattr(core, "medfm_spec", {}).get("name") != "classification":

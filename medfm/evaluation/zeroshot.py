@@ -153,32 +153,6 @@ def chance_levels(labels: np.ndarray, num_classes: int) -> Dict[str, float]:
             "auc": 0.5, "balanced_acc": 1.0 / num_classes}
 
 
-def _default_size(ckpt_dir: Path, dataset_flag: str) -> Optional[int]:
-    """The image encoder's ``img_size`` that a checkpoint's ``config.json`` records (``preprocessing``, written by
-    :func:`medfm.hub.preprocessing_of`), checked to be a size MedMNIST releases ``dataset_flag`` at, without
-    loading the model; None when the config records none (the loaded encoder's ``img_size`` is used then).
-
-    Raises:
-        CheckpointError: no readable ``config.json`` (:func:`medfm.hub.load_config`).
-        UnsupportedSizeError: a size the flag is not released at, named as the default (``--size`` / ``size``
-            chooses another).
-    """
-    from medfm.data.errors import UnsupportedSizeError
-    from medfm.data.medmnist import npz_url
-    from medfm.hub import load_config
-
-    pre = load_config(ckpt_dir).get("preprocessing")
-    size = pre.get("img_size") if isinstance(pre, dict) else None
-    if not isinstance(size, int) or isinstance(size, bool):
-        return None
-    try:
-        npz_url(dataset_flag, size)
-    except UnsupportedSizeError as err:
-        raise UnsupportedSizeError(f"{err} (the default size is the checkpoint's image encoder img_size, {size}; "
-                                   "choose another with --size, size=)") from None
-    return size
-
-
 def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_root: Optional[str] = None,
                   output: Optional[Path] = None, prompts: Optional[Sequence[Sequence[str]]] = None,
                   batch_size: int = 256, size: Optional[int] = None) -> Dict[str, Any]:
@@ -203,13 +177,14 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
             was found once the model was loaded); UnsupportedSizeError: a ``size`` the flag is not released at. All
             checked from the flag's metadata before the checkpoint is resolved (a hub download) and the data loaded
             (the flag's checks and the default prompts' count came after both). The default ``size``, the encoder's,
-            is checked once the checkpoint is resolved, from its ``config.json`` (:func:`_default_size`), before the
+            is checked once the checkpoint is resolved, from its ``config.json``
+            (:func:`medfm.evaluation.evaluate.default_checkpoint_size`), before the
             model is loaded and anything written (it was checked only once the model was loaded).
     """
     from medfm.data import MedMNISTDataset
     from medfm.data.medmnist import MULTI_LABEL_TASK
-    from medfm.evaluation.evaluate import (check_scoring_request, check_split_has_images, earlier_data_report,
-                                           write_scored_split)
+    from medfm.evaluation.evaluate import (check_scoring_request, check_split_has_images, default_checkpoint_size,
+                                           earlier_data_report, write_scored_split)
     from medfm.evaluation.report import checkpoint_hash
     from medfm.hub import resolve_checkpoint
     from medfm.text.prompts import class_names, class_prompts
@@ -225,7 +200,7 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
     ckpt_dir = resolve_checkpoint(checkpoint)
     output = Path(output) if output else ckpt_dir / f"zeroshot-{dataset_flag}-{split}"
     earlier_data_report(output, ckpt_dir, protocol="zeroshot")
-    size = _default_size(ckpt_dir, dataset_flag) if size is None else size  # the default, before the model loads
+    size = default_checkpoint_size(ckpt_dir, dataset_flag) if size is None else size  # the default, before the model loads
     model = load_image_text_model(ckpt_dir)
     ds = MedMNISTDataset(dataset_flag, split=split, size=size or model.encoder.img_size, data_root=data_root)
     check_split_has_images(ds, dataset_flag, split)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import medfm
+from medfm.evaluation.evaluate import default_checkpoint_size
 from medfm.evaluation.zeroshot import chance_levels, class_embeddings, zeroshot_classify, zeroshot_eval
 from medfm.registry import OBJECTIVES
 from tests.conftest import ImageItems, save_tiny_bert
@@ -177,12 +178,32 @@ def test_a_given_size_is_not_replaced_by_the_recorded_one(tmp_path, clip32):
 
 
 def test_the_default_is_the_recorded_img_size_and_none_without_one(tmp_path, clip32):
-    from medfm.evaluation import zeroshot
-
     assert json.loads((clip32 / "config.json").read_text())["preprocessing"]["img_size"] == 32  # the encoder's
     cfg = {"kind": "objective", "name": "clip", "encoder": {"name": "resnet_test"}}
     for name, extra, want in (("released", {"preprocessing": {"img_size": 64}}, 64), ("bare", {}, None),
                               ("odd", {"preprocessing": [28]}, None)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps({**cfg, **extra}))
-        assert zeroshot._default_size(tmp_path / name, "pneumoniamnist") == want  # None: the loaded encoder's
+        assert default_checkpoint_size(tmp_path / name, "pneumoniamnist") == want  # None: the loaded encoder's
+
+
+def test_eval_data_refuses_an_unreleased_default_size_before_the_model_is_loaded(tmp_path, monkeypatch):
+    """``medfm eval --data`` takes its default size from the same record (it was checked once the model loaded)."""
+    import medfm.hub
+    from medfm.adapters.classification import ImageClassifier
+    from medfm.data.errors import UnsupportedSizeError
+    from medfm.evaluation.evaluate import evaluate_checkpoint
+
+    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=32)
+    ckpt = medfm.save_pretrained(ImageClassifier(enc, 2, "binary-class", ["normal", "pneumonia"]), tmp_path / "c32")
+
+    def no_load(*args, **kwargs):
+        raise Loaded
+
+    monkeypatch.setattr(medfm.hub, "from_pretrained", no_load)
+    with pytest.raises(UnsupportedSizeError, match=r"not released at size 32; .*\(the default size is the "
+                       r"checkpoint's image encoder img_size, 32"):
+        evaluate_checkpoint(str(ckpt), "pneumoniamnist", output=tmp_path / "ev")  # old: Loaded
+    assert not (tmp_path / "ev").exists()
+    with pytest.raises(Loaded):  # a size given is not replaced by the recorded one
+        evaluate_checkpoint(str(ckpt), "pneumoniamnist", output=tmp_path / "ev", size=28)
