@@ -292,9 +292,22 @@ def _subset_size(subset: Dict[str, Any], split: Any, short: bool = False) -> str
     return f"{n} of {'' if short else 'the '}{of} {images}"
 
 
+#: the values of ``results.json``'s ``auc_ranking`` (:data:`medfm.evaluation.report.AUC_RANKINGS`): what the AUC
+#: ranked, the logits (which float32 saturation does not tie) or, without them (kNN), the probabilities
+_AUC_RANKINGS = ("logits", "probabilities")
+
+
+def _auc_ranked(results: Dict[str, Any]) -> str:
+    """``" (ranks the logits)"``, ``" (ranks the probabilities)"``: what the AUC ranked, by the results'
+    ``auc_ranking``; ``""`` when it is not recorded (results of an older medfm) or not one of these."""
+    ranking = results.get("auc_ranking")
+    return f" (ranks the {ranking})" if ranking in _AUC_RANKINGS else ""
+
+
 def evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, Any]] = None) -> str:
     """The card's evaluation section for ``results`` (a run's or ``medfm eval``'s ``results.json``):
-    a metrics table with bootstrap CIs, MedMNIST-C rows, published figures, the corruption method
+    a metrics table with bootstrap CIs (the AUC's row saying what it ranked, ``auc_ranking``: logits or
+    probabilities), MedMNIST-C rows, published figures, the corruption method
     and the run's and the robustness warnings (``warnings``, ``robustness.warnings``); the run's own text for segmentation, VQA
     and fusion checkpoints (:func:`_run_metrics`); a how-to line without results."""
     if not results:
@@ -323,7 +336,7 @@ def evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, A
                   + ".")
     lines = [head + _protocol_text(meta) + "." + caveat, "", "| metric | value | 95% CI (bootstrap) |", "|---|---|---|"]
     bins = dict_section(results, "calibration").get("n_bins")
-    labels = {"acc": "ACC", "auc": "AUC", "balanced_acc": "balanced ACC",
+    labels = {"acc": "ACC", "auc": "AUC" + _auc_ranked(results), "balanced_acc": "balanced ACC",
               "ece": f"ECE ({bins if is_metric_number(bins) else 15} bins)"}
     for key, label in labels.items():
         # an undefined AUC (one class among the scored labels: null in results.json) says so; it used

@@ -2,7 +2,8 @@
 before torch is imported (the imports take seconds): recipe and suite files, data set names, the
 output folder, the checkpoint paths (:func:`medfm.checkpoint_ids.checkpoint_folder_problem`), a
 recipe's starting checkpoints and local text model folder, the ``eval`` options a run would
-ignore, ``bench --encoder``. :func:`check_paths` runs them all; :mod:`medfm.cli` calls it first.
+ignore, ``bench --encoder``; then, with torch, a suite file's ``finetune:`` settings. :func:`check_paths` runs
+them all; :mod:`medfm.cli` calls it first.
 
 When several mistakes are typed, the first found is named, always in this order (a file is read
 before the options that override it, as the runs read it; the paths of checkpoints last, as the runs
@@ -19,12 +20,15 @@ load them after reading their settings):
    ``finetune``: ``--dataset``, then ``--label-fraction`` (:func:`label_fraction_option`); ``merge``: its
    output folder; ``bench``: ``--encoder`` (:func:`_check_bench_encoder`);
 4. the checkpoint arguments (``--init`` and ``--base`` included), then a recipe's starting checkpoints,
-   then its local text model folder; ``card``: then ``--results``.
+   then its local text model folder; ``card``: then ``--results``;
+5. ``eval``: the suite file's ``finetune:`` protocol settings, then whether its protocol uses them
+   (:func:`medfm.suite_protocols.check_protocol_section` with ``settings``: the suite reader's rule and words,
+   :func:`medfm.suite_protocols.check_finetune_settings`). Last, because their check imports torch (the
+   fine-tuning recipe's classes do): every mistake above is named without it, a suite file without a
+   ``finetune:`` section is never checked with it. (They were left to the suite reader, after the run's imports.)
 
 The runs' own (later) checks may name another mistake first where these do not check everything a run
-does (e.g. a suite's ``metrics`` section, read by the suite reader after its ``protocol`` section; a suite's
-``finetune:`` protocol settings, whose check imports torch:
-:data:`medfm.suite_protocols.READER_CHECKED_OPTIONS`).
+does (e.g. a suite's ``metrics`` section, read by the suite reader after its ``protocol`` section).
 """
 from __future__ import annotations
 
@@ -432,7 +436,7 @@ def _check_recipe_label_fraction(recipe: Dict[str, Any], path: str) -> None:
 def check_paths(args: argparse.Namespace) -> None:
     """Arguments checked before anything is loaded or written, and before torch is imported
     (the imports take seconds: a mistyped recipe, checkpoint, results file or data set is named
-    before them).
+    before them); last, a suite's ``finetune:`` settings, whose check imports torch.
 
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it); a malformed
@@ -447,7 +451,9 @@ def check_paths(args: argparse.Namespace) -> None:
             that is missing or a folder (:func:`_check_input_file`).
         ConfigError: a recipe (or ``--suite``) file that is missing, a folder or not a YAML mapping
             (:func:`medfm.config.load_yaml`, naming it a recipe or a suite); a suite's ``protocol`` section with
-            a mistake (:func:`medfm.suite_protocols.check_protocol_section`); a recipe's starting checkpoint
+            a mistake, a bad ``finetune:`` setting included, that last
+            (:func:`medfm.suite_protocols.check_protocol_section`, the suite reader's rule); a recipe's starting
+            checkpoint
             (``encoder.pretrained``, ...) that names no full checkpoint folder, with its recipe location
             (:func:`_check_recipe_checkpoints`); a recipe's text model folder that is missing or holds no
             ``config.json`` (:func:`_check_recipe_text_model`).
@@ -504,6 +510,8 @@ def check_paths(args: argparse.Namespace) -> None:
     if args.command == "card":  # after the checkpoint it is for
         _check_input_file(args.results, "--results", "the results.json that medfm eval (or the training run) wrote",
                           "results.json")
+    if "suite" in loaded:  # its finetune: settings, last: their check imports torch (the others named without it)
+        check_protocol_section(loaded["suite"].get("protocol"), Path(args.suite).name, settings=True)
 
 
 __all__ = ["OUTPUT_COMMANDS", "CHECKPOINT_ARGS", "ZEROSHOT_USAGE", "DATA_USAGE", "ENCODER_DIMS",

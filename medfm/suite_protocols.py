@@ -10,10 +10,12 @@ an ``as-is`` suite is refused at once instead of after 5-8 s of imports; the rul
 
 The protocols themselves (``as-is``, ``linear``, ``knn``, ``finetune``) are :data:`PROTOCOLS`, defined here
 once and re-exported as :data:`medfm.evaluation.protocols.PROTOCOLS`. A suite file's ``protocol`` section is
-read by :func:`check_protocol_section` into :class:`ProtocolOptions` (every rule of
-:class:`medfm.evaluation.suite_spec.ProtocolSpec`, its subclass, but the ``finetune`` settings, whose check
-imports torch): :func:`medfm.evaluation.suite_spec.load_suite` reads it so first, and ``medfm eval --suite``
-before its imports (a misspelt protocol or an option its protocol ignores was named after 2-4 s).
+read by :func:`check_protocol_section` into :class:`ProtocolOptions` (every rule of :class:`ProtocolSpec`, its
+subclass, but the ``finetune`` settings, whose check imports torch), then its ``finetune`` settings by
+:class:`ProtocolSpec`'s rule (:func:`check_finetune_settings`): :func:`medfm.evaluation.suite_spec.load_suite`
+reads it so first, and ``medfm eval --suite`` before the run's imports (a misspelt protocol or an option its
+protocol ignores was named after 2-4 s of imports; the ``finetune`` settings are checked last, with torch:
+:mod:`medfm.cli_checks`).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from medfm.registry import close_match_hint
 #: --protocol`` also takes ``zeroshot`` (:mod:`medfm.cli_parser`), which is no suite protocol
 PROTOCOLS = ("as-is", "linear", "knn", "finetune")
 
-#: a suite's protocol when its file names none (:class:`medfm.evaluation.suite_spec.ProtocolSpec`)
+#: a suite's protocol when its file names none (:class:`ProtocolSpec`)
 DEFAULT_PROTOCOL = "as-is"
 
 #: each protocol option of a suite file: (the protocols that use it, what it sets); a suite file setting
@@ -108,7 +110,7 @@ def parse_label_fractions(value: Any, where: str = "protocol.label_fractions",
                           single: bool = False) -> Tuple[float, ...]:
     """Label fractions, each in (0, 1]: a comma list (``"0.01,0.1,1"``, ``medfm eval --label-fraction``; blanks
     and empty items dropped) or a sequence of numbers (a suite file's ``protocol.label_fractions``). The one
-    rule of :class:`medfm.evaluation.suite_spec.ProtocolSpec` and :func:`~medfm.evaluation.suite_spec.suite_overrides`;
+    rule of :class:`ProtocolSpec` and :func:`~medfm.evaluation.suite_spec.suite_overrides`;
     torch-free, so that ``medfm eval --label-fraction abc`` is named malformed before the imports, and before
     whether its protocol uses label fractions (:mod:`medfm.cli_checks`).
 
@@ -195,7 +197,7 @@ def check_protocol_name(name: Any) -> str:
 @dataclass
 class ProtocolOptions:
     """A suite file's ``protocol`` section as far as it is checked without torch: every field and rule of
-    :class:`medfm.evaluation.suite_spec.ProtocolSpec` (its subclass, which adds the check of the ``finetune``
+    :class:`ProtocolSpec` (its subclass, which adds the check of the ``finetune``
     settings), so that the command line's early check (:func:`check_protocol_section`) and the suite reader
     cannot differ. The fields are documented there.
 
@@ -230,10 +232,67 @@ class ProtocolOptions:
         check_number("protocol.seed", self.seed, ge=0, integer=True)
 
 
-#: the protocol options whose settings only the suite reader checks (their check imports torch:
-#: :class:`medfm.evaluation.suite_spec.ProtocolSpec`), and which it names ignored only after that check (a bad
-#: setting first, as any bad value); :func:`check_protocol_section` leaves them alone
+#: the protocol options whose settings' check imports torch (:func:`check_finetune_settings`):
+#: :func:`check_protocol_section` checks them, and names them ignored by the protocol, only when asked to
+#: (``settings``), after the other options (a bad setting before an ignored section, as any bad value)
 READER_CHECKED_OPTIONS = ("finetune",)
+
+
+def check_finetune_settings(settings: Dict[str, Any]) -> None:
+    """Check a suite's ``protocol.finetune`` as a partial :class:`medfm.training.recipes.FinetuneRecipe` (the
+    fine-tuning runs' own reader; ``train.epochs`` may be left out: chosen per label fraction). The one rule of
+    :class:`ProtocolSpec`, which the suite reader and ``medfm eval --suite``'s early check
+    (:func:`check_protocol_section` with ``settings``) both apply. Imports torch (the recipe classes do).
+
+    Raises:
+        ConfigError: an unknown or per-run key (``data``, ``encoder``), a wrong type or a bad value, named
+            ``protocol.finetune...`` (``"protocol.finetune: mode must be one of ('linear', 'full', 'lora'), got
+            'most'"``; the runs would otherwise fail one by one).
+    """
+    from dataclasses import fields
+
+    from medfm.training.recipes import FinetuneRecipe
+
+    known = [f.name for f in fields(FinetuneRecipe) if f.name not in ("data", "encoder")]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigError(f"protocol.finetune: unknown key(s) {unknown} (known: {', '.join(known)}; data and encoder "
+                          "are set by each run)")
+    train = settings.get("train")
+    if isinstance(train, dict):  # epochs may be left out (chosen per label fraction)
+        train = {"epochs": 1, **train}
+    from_dict(FinetuneRecipe, {**settings, "train": train}, where="protocol.finetune")
+
+
+@dataclass
+class ProtocolSpec(ProtocolOptions):
+    """Protocol ``name`` (as-is | linear | knn | finetune), label fractions, kNN k/T, probe C: a suite's
+    ``protocol`` section (:class:`medfm.evaluation.suite_spec.Suite`; that module re-exports the class).
+
+    The fields and their rules are :class:`ProtocolOptions` (torch-free); this class adds the check of the
+    ``finetune`` settings (:func:`check_finetune_settings`, which imports torch). Which protocol uses which option
+    is :data:`PROTOCOL_OPTIONS` (a suite file setting one its protocol ignores is refused when read,
+    :func:`check_protocol_section`).
+
+    ``label_fractions``: each in (0, 1], a sequence (or a comma list: the rule of :func:`parse_label_fractions`,
+    which ``medfm eval --label-fraction`` is checked by too).
+
+    ``linear_c``: the probe's inverse L2 strength, a positive number, or ``"val"`` to choose
+    it per label fraction by accuracy on each dataset's ``val_split``
+    (:func:`medfm.evaluation.protocols.select_probe_c`, CLIP's protocol).
+    ``finetune``: settings of the ``finetune`` protocol (a partial fine-tuning recipe:
+    ``mode``, ``lora``, ``augment``, ``dropout``, ``train``;
+    :mod:`medfm.evaluation.finetune_protocol`).
+
+    Raises:
+        ValueError: an unknown protocol, a label fraction not in (0, 1], ``knn_k`` not an integer
+            >= 1, ``knn_temperature`` not a finite number > 0, a bad ``linear_c``, ``seed`` not an integer >= 0.
+        ConfigError: a bad ``finetune`` setting (after the others).
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_finetune_settings(self.finetune)
 
 
 @dataclass
@@ -245,33 +304,53 @@ class _SuiteProtocol:
     protocol: ProtocolOptions = field(default_factory=ProtocolOptions)
 
 
-def check_protocol_section(section: Any, where: str) -> ProtocolOptions:
+@dataclass
+class _SuiteProtocolSpec:
+    """:class:`_SuiteProtocol` read as the suite reader reads it (:class:`ProtocolSpec`: the ``finetune`` settings
+    too)."""
+
+    protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
+
+
+def check_protocol_section(section: Any, where: str, settings: bool = False) -> ProtocolOptions:
     """Read a suite file's ``protocol`` section (its YAML value; None or left out: the defaults) as
-    :func:`medfm.evaluation.suite_spec.load_suite` reads it first, without torch: the section's keys, types
-    and values (:class:`ProtocolOptions`), then the options its protocol does not use
-    (:func:`check_protocol_options`), but for :data:`READER_CHECKED_OPTIONS`. ``medfm eval --suite`` runs it
-    before its imports (:mod:`medfm.cli_checks`). The ``finetune`` settings are checked by the suite reader only
-    (their check imports torch), which then names a ``finetune:`` section that the protocol ignores.
+    :func:`medfm.evaluation.suite_spec.load_suite` reads it, first: the section's keys, types and values
+    (:class:`ProtocolOptions`, torch-free), then the options its protocol does not use
+    (:func:`check_protocol_options`), but for :data:`READER_CHECKED_OPTIONS`; then, with ``settings`` and when the
+    section sets one of those, its settings (:class:`ProtocolSpec`: :func:`check_finetune_settings`, which imports
+    torch) and whether the protocol uses it. ``medfm eval --suite`` runs it before torch is imported, and with
+    ``settings`` after its other checks (:mod:`medfm.cli_checks`), so a bad ``finetune:`` setting is named as the
+    suite reader names it, before the run's imports; a section without a ``finetune:`` key never imports torch.
 
     Args:
         where: the suite file's name, put first in a message (``"s.yaml.protocol: unknown key 'linear_cc'; did
-            you mean 'linear_c'?"``, ``"s.yaml: protocol.linear_c (the linear probe's C) would be ignored: ..."``).
+            you mean 'linear_c'?"``, ``"s.yaml: protocol.linear_c (the linear probe's C) would be ignored: ..."``,
+            ``"s.yaml: protocol.finetune: mode must be one of ('linear', 'full', 'lora'), got 'most'"``).
+        settings: check the :data:`READER_CHECKED_OPTIONS` too.
 
     Returns:
-        the section's options.
+        the section's options (with ``settings`` and a ``finetune:`` section: a :class:`ProtocolSpec`).
 
     Raises:
         ConfigError: the first mistake, in that order.
     """
     options = from_dict(_SuiteProtocol, {"protocol": section}, where=where).protocol
-    given = [key for key in section or {} if key not in READER_CHECKED_OPTIONS]  # a mapping: from_dict checked it
+    given = list(section or {})  # a mapping: from_dict checked it
+    late = [key for key in given if key in READER_CHECKED_OPTIONS]
     try:
-        check_protocol_options(given, options.name)
+        check_protocol_options([key for key in given if key not in late], options.name)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
+    if settings and late:
+        options = from_dict(_SuiteProtocolSpec, {"protocol": section}, where=where).protocol
+        try:
+            check_protocol_options(late, options.name)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
     return options
 
 
 __all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "PROTOCOL_OPTIONS", "check_protocol_options", "parse_probe_c",
            "parse_label_fractions", "check_label_fraction", "check_protocol_overrides", "check_protocol_name",
-           "ProtocolOptions", "READER_CHECKED_OPTIONS", "check_protocol_section"]
+           "ProtocolOptions", "READER_CHECKED_OPTIONS", "check_finetune_settings", "ProtocolSpec",
+           "check_protocol_section"]

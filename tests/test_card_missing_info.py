@@ -72,7 +72,7 @@ def test_an_undefined_auc_is_said_to_be_undefined_never_printed_as_nan(tmp_path,
     capsys.readouterr()
     card = ModelCard((tmp_path / "c" / "README.md").read_text())
     ev = _evaluation(card.text)
-    assert "| AUC | n/a (undefined: the scored labels hold one class only) |  |" in ev
+    assert "| AUC (ranks the logits) | n/a (undefined: the scored labels hold one class only) |  |" in ev
     assert "AUC undefined for 'pneumonia'" in ev  # the warning that names the class
     assert {r.metric_name for r in card.data.eval_results} == {"ACC", "balanced ACC"}
     nan = ModelCard(build_card(BARE, {"meta": {"dataset": "x", "split": "test"}, "metrics": {"acc": 0.5, "auc": float("nan")}}))

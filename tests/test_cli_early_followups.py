@@ -119,25 +119,30 @@ def test_a_suite_protocol_section_mistake_is_named_without_loading_torch(tmp_pat
     assert not (tmp_path / "e").exists()
 
 
-def test_the_shipped_suites_and_finetune_settings_pass_the_early_check(tmp_path, ckpt, monkeypatch):
-    """The early check reads no ``finetune`` settings (their check imports torch): the suite reader names a bad one,
-    and then a ``finetune:`` section the protocol ignores (a bad setting first, as any bad value:
-    tests/evaluation/test_suite_spec_checks.py)."""
+def test_the_shipped_suites_pass_the_early_check_and_it_names_a_finetune_setting_mistake(tmp_path, ckpt, monkeypatch,
+                                                                                          capsys):
+    """The early check reads a suite's ``finetune`` settings by the suite reader's rule and in its words: a bad one,
+    then a ``finetune:`` section the protocol ignores (a bad setting first, as any bad value:
+    tests/evaluation/test_suite_spec_checks.py). It read none: both were named by the run's reader, after the
+    imports (tests/test_suite_finetune_early_check.py)."""
     import medfm.cli as cli
     from medfm.evaluation.suite_spec import load_suite
 
     ran = []
     monkeypatch.setattr(cli, "_run", lambda args: ran.append(args.suite.name) or 0)
     suites = sorted((REPO_ROOT / "eval_suites").glob("*.yaml"))
+    for path in suites:
+        assert cli.main(["eval", "--suite", str(path), ckpt, "--output", str(tmp_path / "e")]) == 0, path
+    assert ran == [p.name for p in suites]
+    capsys.readouterr()
     bad_setting = _suite(tmp_path, "f.yaml", "{name: finetune, finetune: {mode: most}}")
     ignored = _suite(tmp_path, "k.yaml", "{name: knn, finetune: {mode: lora}}")
-    for path in suites + [bad_setting, ignored]:
-        assert cli.main(["eval", "--suite", str(path), ckpt, "--output", str(tmp_path / "e")]) == 0, path
-    assert ran == [p.name for p in suites] + ["f.yaml", "k.yaml"]
-    with pytest.raises(ConfigError, match="protocol.finetune"):
-        load_suite(bad_setting)
-    with pytest.raises(ConfigError) as err:
-        load_suite(ignored)
+    for path in (bad_setting, ignored):
+        with pytest.raises(ConfigError) as err:
+            load_suite(path)
+        assert cli.main(["eval", "--suite", str(path), ckpt, "--output", str(tmp_path / "e")]) == 2
+        assert capsys.readouterr().err == f"medfm: error: {err.value}\n"
+    assert ran == [p.name for p in suites]  # refused before the run
     assert str(err.value) == ("k.yaml: protocol.finetune (the fine-tuning settings) would be ignored: only the finetune "
                               "protocol uses it, this suite's is knn; remove it or set protocol.name: finetune")
 

@@ -1,10 +1,11 @@
 """What one dataset of an evaluation suite is scored on (:func:`medfm.evaluation.suites.run_suite`).
 
-:func:`prepare_dataset` reads a dataset's classes, checks its data are on disk, picks its checkpoint
-(:mod:`medfm.evaluation.suite_checkpoints`) and loads the splits the protocol needs; a dataset that
-cannot be evaluated raises :class:`DatasetSkipped` with the reason the report shows (data not on
+:func:`prepare_dataset` reads a dataset's classes, checks its data are on disk (:func:`classes_on_disk`),
+picks its checkpoint (:mod:`medfm.evaluation.suite_checkpoints`) and loads the splits the protocol needs; a
+dataset that cannot be evaluated raises :class:`DatasetSkipped` with the reason the report shows (data not on
 disk, no matching checkpoint, 3D data for a 2D classifier, an empty split, a linear probe's train
-split holding one class). :func:`scored_subset` reduces the scored split to a dataset's
+split holding one class). :func:`check_max_samples` refuses a ``max_samples`` below the classes of a dataset on
+disk, before the run; :func:`scored_subset` reduces the scored split to a dataset's
 ``max_samples``; :func:`dataset_meta` is the provenance each run's ``results.json`` records;
 :func:`no_data_error` is the one-line error for a suite none of whose datasets is on disk.
 """
@@ -52,6 +53,60 @@ def dataset_classes(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, L
     from medfm.data.imagefolder import folder_classes
 
     return "multi-class", folder_classes(spec.folder, data_root), False, None
+
+
+def classes_on_disk(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, List[str], bool, Optional[int]]:
+    """:func:`dataset_classes` of a dataset whose data are on disk: the suite's rule for skipping a dataset as
+    missing (a MedMNIST set without its file at ``size``, or at any released size when ``size`` is not given; an
+    image folder that is not there), which :func:`prepare_dataset` and :func:`check_max_samples` both apply.
+
+    Raises:
+        DatasetSkipped: the data are not on disk (``missing``), or an image folder holds no image or a class
+            folder without one (not ``missing``: the data are there, badly laid out).
+    """
+    try:
+        classes = dataset_classes(spec, data_root)
+    except MedFMDataError as err:  # an image folder that is not there is missing data (one badly laid out is there)
+        raise DatasetSkipped(str(err), missing=isinstance(err, DataFileMissingError)) from None
+    if spec.flag is not None:
+        from medfm.data.medmnist import available_sizes, medmnist_path
+
+        sizes = [spec.size] if spec.size else available_sizes(spec.flag)
+        paths = [medmnist_path(spec.flag, s, data_root) for s in sizes]
+        if not any(p.is_file() for p in paths):
+            more = " ..." if len(paths) > 2 else ""
+            raise DatasetSkipped(f"not on disk: no {' or '.join(p.name for p in paths[:2])}{more} in {paths[0].parent}",
+                                 missing=True)
+    return classes
+
+
+def check_max_samples(suite: Suite, data_root: Optional[str]) -> None:
+    """Refuse a dataset's ``max_samples`` (or ``--max-samples``) below its number of classes, for the single-label
+    datasets that will be scored: those on disk (:func:`classes_on_disk`). A stratified subset keeps one image
+    of each class at least (:func:`~medfm.evaluation.subsets.scored_subset_indices`); a dataset that is not there
+    is skipped by the run whatever its classes (``medmnist_c.yaml --max-samples 10`` was refused for
+    OrganAMNIST's 11 classes with OrganAMNIST not on disk). :func:`medfm.evaluation.suites.run_suite` runs it
+    before any checkpoint is loaded or anything is written.
+
+    Raises:
+        ConfigError: ``"s.yaml: datasets[9] (organamnist): max_samples 10 is below organamnist's 11 classes: the
+            stratified subset keeps at least one image of each class; raise max_samples (--max-samples)"``.
+    """
+    from medfm.config import ConfigError, recipe_location
+
+    where = recipe_location(suite, "")  # "s.yaml" for a suite read from a file, as its other errors
+    for i, spec in enumerate(suite.datasets):
+        if spec.max_samples is None:
+            continue
+        try:
+            task, names, _, _ = classes_on_disk(spec, data_root)
+        except DatasetSkipped:  # skipped by the run, with its reason: nothing of it is scored
+            continue
+        if spec.max_samples < len(names) and not task.startswith("multi-label"):
+            at = f"{where}: datasets[{i}]" if where else f"datasets[{i}]"
+            raise ConfigError(f"{at} ({spec.name}): max_samples {spec.max_samples} is below {spec.name}'s "
+                              f"{len(names)} classes: the stratified subset keeps at least one image of each class; "
+                              "raise max_samples (--max-samples)")
 
 
 def load_split(spec: DatasetSpec, split: str, size: Optional[int], data_root: Optional[str], as_rgb: bool) -> Any:
@@ -110,18 +165,7 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
     from medfm.evaluation.evaluate import ChannelMismatchError, check_split_has_images
 
     protocol = suite.protocol.name
-    try:
-        task, names, is_3d, n_ch = dataset_classes(spec, data_root)
-    except MedFMDataError as err:  # an image folder that is not there is missing data (one badly laid out is there)
-        raise DatasetSkipped(str(err), missing=isinstance(err, DataFileMissingError)) from None
-    if spec.flag is not None:  # data on disk? (checked before any checkpoint is matched)
-        from medfm.data.medmnist import available_sizes, medmnist_path
-
-        paths = [medmnist_path(spec.flag, s, data_root) for s in ([spec.size] if spec.size else available_sizes(spec.flag))]
-        if not any(p.is_file() for p in paths):
-            more = " ..." if len(paths) > 2 else ""
-            raise DatasetSkipped(f"not on disk: no {' or '.join(p.name for p in paths[:2])}{more} in {paths[0].parent}",
-                                 missing=True)
+    task, names, is_3d, n_ch = classes_on_disk(spec, data_root)  # before any checkpoint is matched
     ckpt, why = pick_checkpoint(spec, checkpoints, models, protocol, task, names, is_3d)
     if ckpt is None:
         raise DatasetSkipped(why)
@@ -233,5 +277,5 @@ def no_data_error(suite: Suite, data_root: Optional[str]) -> MedFMDataError:
         "that holds it")
 
 
-__all__ = ["DatasetSkipped", "dataset_classes", "load_split", "default_size", "prepare_dataset", "scored_subset",
-           "dataset_meta", "no_data_error"]
+__all__ = ["DatasetSkipped", "dataset_classes", "classes_on_disk", "check_max_samples", "load_split", "default_size",
+           "prepare_dataset", "scored_subset", "dataset_meta", "no_data_error"]

@@ -18,13 +18,19 @@ import numpy as np
 MEDVIT_SMALL_C = {"pneumoniamnist": {"clean_error": 0.040, "be": 0.384, "rbe": 0.246}}
 
 
+#: what a run's AUC ranked (``auc_ranking`` of its results, :data:`medfm.evaluation.report.AUC_RANKINGS`)
+_AUC_RANKED = {"logits": "the model's log-odds (float32 saturation does not tie them)",
+               "probabilities": "the predicted probabilities, a kNN's vote shares (it has no logits; equal shares tie)"}
+
+
 def _fmt(x: Any, nd: int = 4) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{nd}f}"
 
 
 def render_suite_markdown(res: Dict[str, Any]) -> str:
     """``report.md`` of a suite results dict: summary, skipped datasets, then per dataset the
-    clean metrics, the comparison with published figures and the corruption table."""
+    clean metrics, the comparison with published figures and the corruption table. Each run's
+    ``auc_ranking`` (what its AUC ranked: the logits, or a kNN's probabilities) is shown next to its AUC."""
     from medfm.evaluation.report import markdown_table
     from medfm.evaluation.robustness import alexnet_reference, robustness_markdown
 
@@ -58,12 +64,17 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
             rob = r.get("robustness") or {}
             rows.append({"dataset": d["name"], "run": r["run"], "n": _n_scored(d), "acc": r["metrics"]["acc"],
                          "acc_ci": _ci(r["ci"].get("acc")), "auc": r["metrics"]["auc"], "auc_ci": _ci(r["ci"].get("auc")),
-                         "bal": r["metrics"]["balanced_acc"], "ece": r["metrics"]["ece"],
+                         "ranks": r.get("auc_ranking", ""), "bal": r["metrics"]["balanced_acc"],
+                         "ece": r["metrics"]["ece"],
                          "err": rob.get("clean_error"), "be": rob.get("be"), "rbe": rob.get("rbe")})
+    ranked = [k for k in _AUC_RANKED if any(row["ranks"] == k for row in rows)]
+    if ranked:  # what the AUCs ranked: a kNN run's (vote shares) and a probe's (logits) are compared here
+        lines.append("- AUC ranks (`auc_ranking`): " + "; ".join(f"`{k}`, {_AUC_RANKED[k]}" for k in ranked))
     lines.append("\n## Summary\n")
     lines.append(markdown_table(rows, {"dataset": "dataset", "run": "protocol", "n": "n", "acc": "ACC",
                                        "acc_ci": "ACC 95% CI", "auc": "AUC", "auc_ci": "AUC 95% CI",
-                                       "bal": "balanced ACC", "ece": f"ECE ({_ece_bins(suite)} bins)", "err": "clean error",
+                                       "ranks": "AUC ranks", "bal": "balanced ACC",
+                                       "ece": f"ECE ({_ece_bins(suite)} bins)", "err": "clean error",
                                        "be": "BE", "rbe": "rBE"}) if rows else "No dataset was evaluated.\n")
     skipped = [d for d in res["datasets"] if d["status"] == "skipped"]
     if skipped:
@@ -155,9 +166,10 @@ def _references(d: Dict[str, Any], run: Dict[str, Any], alexnet_reference: Any) 
     if d.get("subset"):
         return []
     rob = run.get("robustness")
+    ranked = f"; AUC ranks the {run['auc_ranking']}" if run.get("auc_ranking") in _AUC_RANKED else ""
     rows = [{"model": "this checkpoint", "err": (rob or {}).get("clean_error"), "be": (rob or {}).get("be"),
              "rbe": (rob or {}).get("rbe"), "acc": run["metrics"]["acc"], "auc": run["metrics"]["auc"],
-             "note": f"{d['size']} px" + ("; corruptions: see method above" if rob else "")}]
+             "note": f"{d['size']} px{ranked}" + ("; corruptions: see method above" if rob else "")}]
     from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28
 
     flag = d.get("flag")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 from medfm.arg_checks import check_number, number_fits, shown
 from medfm.config import ConfigError, from_dict, load_yaml
@@ -22,7 +22,7 @@ from medfm.data.medmnist_info import SPLITS, check_medmnist_split, check_split  
 from medfm.registry import close_match_hint
 from medfm.suite_protocols import (  # the table and rules the command line's early checks read too
     PROTOCOL_OPTIONS,
-    ProtocolOptions,  # ProtocolSpec's fields and rules but the finetune settings, without torch
+    ProtocolSpec,  # a suite's protocol section (re-exported: suite readers import it from here)
     check_protocol_options,
     check_protocol_overrides,
     check_protocol_section,  # a suite file's protocol section, read first (medfm eval --suite reads it early)
@@ -59,7 +59,10 @@ class DatasetSpec:
             (:func:`~medfm.evaluation.subsets.scored_subset_indices`), the same images clean,
             corrupted and for the CAMs; None (default): the whole split. Reports state the subset and
             leave out published full-test-set figures (a MedMNIST-C run over the 12 sets takes hours in
-            full). The splits probes are fitted and tuned on are never reduced.
+            full). The splits probes are fitted and tuned on are never reduced. A value below the number of
+            classes of a single-label set is refused when the suite runs, for the sets on disk only
+            (:func:`medfm.evaluation.suite_data.check_max_samples`: a set that is not there is skipped, whatever
+            its classes).
 
     Raises:
         UnknownSplitError: a ``split``, ``train_split`` or ``val_split`` not in :data:`SPLITS`
@@ -68,8 +71,7 @@ class DatasetSpec:
         ValueError: not exactly one of flag/folder, an unknown split rule, ``size`` not an
         integer >= 1, or ``train_split`` / a given ``val_split`` equal to ``split`` (the probe would be fitted or
         tuned on the scored split); ``max_samples`` not an integer >= 1 (:func:`medfm.arg_checks.check_number`:
-        ``True`` and ``2.5`` are refused), or below a MedMNIST set's number of classes (a stratified subset keeps
-        one image of each class at least).
+        ``True`` and ``2.5`` are refused).
         UnknownDatasetError: unknown MedMNIST flag.
     """
 
@@ -96,14 +98,10 @@ class DatasetSpec:
         if self.flag is not None:
             from medfm.data.medmnist import available_sizes, dataset_info
 
-            info = dataset_info(self.flag)  # unknown flag -> UnknownDatasetError with close matches
+            dataset_info(self.flag)  # unknown flag -> UnknownDatasetError with close matches
             if self.size is not None and self.size not in available_sizes(self.flag):
                 raise ValueError(f"size {self.size} is not a released size of {self.flag}; it exists at "
                                  f"{', '.join(map(str, available_sizes(self.flag)))} px")
-            k = len(info["label_names"])
-            if self.max_samples is not None and self.max_samples < k and not info["task"].startswith("multi-label"):
-                raise ValueError(f"max_samples {self.max_samples} is below {self.flag}'s {k} classes: the stratified "
-                                 "subset keeps at least one image of each class")
         from medfm.data.imagefolder import SPLIT_RULES
 
         if self.split_rule not in SPLIT_RULES:
@@ -157,58 +155,6 @@ class CorruptionSpec:
                     raise UnknownCorruptionError(f"corruptions.names: unknown corruption {n!r}"
                                                  f"{close_match_hint(n, known, fallback='known')}")
             self.names = names
-
-
-@dataclass
-class ProtocolSpec(ProtocolOptions):
-    """Protocol ``name`` (as-is | linear | knn | finetune), label fractions, kNN k/T, probe C.
-
-    The fields and their rules are :class:`medfm.suite_protocols.ProtocolOptions` (torch-free, so that
-    ``medfm eval --suite`` checks a suite file's section before its imports); this class adds the check of
-    the ``finetune`` settings. Which protocol uses which option is :data:`PROTOCOL_OPTIONS` (a suite file
-    setting one its protocol ignores is refused when read, :func:`load_suite`).
-
-    ``label_fractions``: each in (0, 1], a sequence (or a comma list: the rule of
-    :func:`medfm.suite_protocols.parse_label_fractions`, which ``medfm eval --label-fraction`` is checked by too).
-
-    ``linear_c``: the probe's inverse L2 strength, a positive number, or ``"val"`` to choose
-    it per label fraction by accuracy on each dataset's ``val_split``
-    (:func:`medfm.evaluation.protocols.select_probe_c`, CLIP's protocol).
-    ``finetune``: settings of the ``finetune`` protocol (a partial fine-tuning recipe:
-    ``mode``, ``lora``, ``augment``, ``dropout``, ``train``;
-    :mod:`medfm.evaluation.finetune_protocol`).
-
-    Raises:
-        ValueError: an unknown protocol, a label fraction not in (0, 1], ``knn_k`` not an integer
-            >= 1, ``knn_temperature`` not a finite number > 0, a bad ``linear_c``, ``seed`` not an integer >= 0.
-        ConfigError: a bad ``finetune`` setting (after the others).
-    """
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_finetune_settings(self.finetune)
-
-
-def _check_finetune_settings(settings: Dict[str, Any]) -> None:
-    """Check ``protocol.finetune`` when the suite is read, as a partial :class:`FinetuneRecipe`.
-
-    Raises:
-        ConfigError: an unknown or per-run key (``data``, ``encoder``), a wrong type or a bad
-            value, named ``protocol.finetune...`` (the runs would otherwise fail one by one).
-    """
-    from dataclasses import fields
-
-    from medfm.training.recipes import FinetuneRecipe
-
-    known = [f.name for f in fields(FinetuneRecipe) if f.name not in ("data", "encoder")]
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        raise ConfigError(f"protocol.finetune: unknown key(s) {unknown} (known: {', '.join(known)}; data and encoder "
-                          "are set by each run)")
-    train = settings.get("train")
-    if isinstance(train, dict):  # epochs may be left out (chosen per label fraction)
-        train = {"epochs": 1, **train}
-    from_dict(FinetuneRecipe, {**settings, "train": train}, where="protocol.finetune")
 
 
 @dataclass
@@ -291,9 +237,9 @@ class Suite:
 def load_suite(path: Union[str, Path]) -> Suite:
     """Read and validate a suite YAML.
 
-    The ``protocol`` section is read first (:func:`medfm.suite_protocols.check_protocol_section`, the check
-    ``medfm eval --suite`` makes before its imports, so both name the same mistake first), then the whole file
-    (the ``finetune`` settings too), then whether the protocol ignores the ``finetune`` settings.
+    The ``protocol`` section is read first, its ``finetune`` settings included
+    (:func:`medfm.suite_protocols.check_protocol_section`, the check ``medfm eval --suite`` makes before the run's
+    imports, so both name the same mistake), then the whole file.
 
     Raises:
         ConfigError: missing file, bad YAML, misspelt key (with "did you mean"), bad value,
@@ -302,11 +248,9 @@ def load_suite(path: Union[str, Path]) -> Suite:
             may still switch to another protocol, which then uses its defaults for its options).
     """
     data = load_yaml(path, what="suite")
-    check_protocol_section(data.get("protocol"), Path(path).name)
+    check_protocol_section(data.get("protocol"), Path(path).name, settings=True)  # medfm eval --suite's early check
     try:
         suite = from_dict(Suite, data, where=Path(path).name)
-        # READER_CHECKED_OPTIONS (finetune:) too, once their settings are checked: a bad one is named first
-        check_protocol_options(data.get("protocol") or {}, suite.protocol.name)  # a mapping: from_dict checked it
     except (MedFMDataError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise

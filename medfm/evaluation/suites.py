@@ -40,7 +40,8 @@ from medfm.evaluation.metrics import MULTI_LABEL
 from medfm.evaluation.protocols import PROTOCOLS
 from medfm.evaluation.subsets import SUBSET_SEED, scored_subset_indices
 from medfm.evaluation.suite_checkpoints import CheckpointCache
-from medfm.evaluation.suite_data import DatasetSkipped, dataset_meta, no_data_error, prepare_dataset, scored_subset
+from medfm.evaluation.suite_data import (DatasetSkipped, check_max_samples, dataset_meta, no_data_error,
+                                         prepare_dataset, scored_subset)
 from medfm.evaluation.suite_spec import (SUITE_SCHEMA_VERSION, CamSpec, CorruptionSpec, DatasetSpec, MetricsSpec,
                                          ProtocolSpec, Suite, load_suite, suite_overrides)
 
@@ -414,7 +415,10 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
         ChannelMismatchError: an ``as-is`` checkpoint matches a dataset's classes but not its
             channels. CheckpointError: unreadable checkpoint.
         ConfigError: ``linear_c: val`` for a dataset scoring its val split with no other
-            ``val_split``, or ``finetune`` with a ``train_split`` other than train (:func:`_check_protocol_splits`).
+            ``val_split``, or ``finetune`` with a ``train_split`` other than train (:func:`_check_protocol_splits`);
+            a ``max_samples`` below the classes of a dataset on disk
+            (:func:`medfm.evaluation.suite_data.check_max_samples`; one not on disk is skipped). Both before
+            anything is loaded or written.
         NotADirectoryError: ``output`` or a folder above it is a file; FileExistsError: ``output`` is a non-empty
             folder that holds no earlier suite evaluation (both :func:`earlier_suite_report`, checked before
             anything is loaded or written).
@@ -433,6 +437,7 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
     from medfm.io import atomic_dir, atomic_write_json, atomic_write_text
 
     _check_protocol_splits(suite)
+    check_max_samples(suite, data_root)  # the datasets on disk (those the run scores)
     out = Path(output)
     earlier_suite_report(out)
     created = not out.exists()

@@ -124,8 +124,9 @@ def test_max_samples_scores_one_stratified_subset_clean_and_corrupted(tmp_path, 
     assert np.array_equal(idx, scored_subset_indices(labels, 12)) and set(scored_subset_indices(labels, 6)) <= set(idx)
     path = _suite(tmp_path, datasets=[{"flag": "pneumoniamnist", "max_samples": 30}], protocol={"name": "as-is"},
                   corruptions={"names": ["pixelate"], "severities": [1], "workers": 0})
-    with pytest.raises(ConfigError, match="max_samples 1 is below pneumoniamnist's 2 classes"):
-        load_suite(_suite(tmp_path, "one", datasets=[{"flag": "pneumoniamnist", "max_samples": 1}]))
+    one = load_suite(_suite(tmp_path, "one", datasets=[{"flag": "pneumoniamnist", "max_samples": 1}]))
+    with pytest.raises(ConfigError, match="max_samples 1 is below pneumoniamnist's 2 classes"):  # a set on disk
+        run_suite(one, [str(tmp_path / "c")], tmp_path / "one", data_root=str(root), progress=False)
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert main(["eval", "--suite", str(path), _ckpt(tmp_path / "c"), "--max-samples", "12", "--data-root", str(root),
                  "--output", str(out), "--cache-dir", str(cache)]) == 0  # the command line wins over the YAML
