@@ -216,7 +216,9 @@ def check_value_type(value: Any, tp: Any, name: str, *, from_file: bool = True, 
         ConfigError: ``value`` does not fit ``tp``: ``r.yaml.train.epochs must be an integer, got 'ten' (str)``,
             ``r.yaml.encoder must be a mapping of its settings, got 'resnet18' (str)`` (in a file; given in
             Python: ``encoder must be an EncoderConfig or a mapping of its settings, ...``),
-            ``r.yaml.patch must be a list of 2 values, got [8, 8, 8]``; or a bad mapping section (:func:`from_dict`).
+            ``r.yaml.patch must be a list of 2 values, got [8, 8, 8]``; or a bad mapping section (:func:`from_dict`),
+            also an entry of a mapping of sections read from a file (``r.yaml.models.a must be a mapping of its
+            settings, got 5``; given in Python, the dataclass owning it checks its entries: ``FusionRecipe``).
     """
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -264,6 +266,9 @@ def check_value_type(value: Any, tp: Any, name: str, *, from_file: bool = True, 
             return {}
         if not isinstance(value, dict):
             raise _type_error(value, tp, name)
+        sections = typing.get_args(tp)[1:]  # a mapping of dataclass sections (FusionRecipe.models): each built here
+        if from_file and sections and _is_dataclass_type(sections[0]):  # in a file's words; in Python: the owner's
+            return {k: check_value_type(v, sections[0], f"{name}.{k}") for k, v in value.items()}
         return value
     return value
 

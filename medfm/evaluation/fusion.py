@@ -282,7 +282,8 @@ def score_row(labels: np.ndarray, probs: np.ndarray, patients: Sequence[str], n_
         ValueError: the input errors of ``classification_metrics`` for task ``binary-class`` (lengths,
             NaN, probabilities outside [0, 1], labels other than 0/1, more than 2 columns; ``logits`` not of the
             shape of ``probs``, NaN/inf, or not the ones ``probs`` were made from: ``logit_ranking``);
-            ``patients`` not of length N; ``n_boot`` not an integer >= 0.
+            ``patients`` not a list of ids (a string, set, mapping or number; with no sample too) or not of
+            length N (:func:`check_patient_ids`); ``n_boot`` not an integer >= 0.
     """
     n_boot = check_number("n_boot", n_boot, ge=0, integer=True)
     n = len(labels)
@@ -307,6 +308,15 @@ def usable(model: torch.nn.Module, present: Mapping[str, torch.Tensor]) -> torch
     return torch.stack([present[m] for m in mods]).any(0)
 
 
+def shown_presence(natural: Mapping[str, torch.Tensor], drop: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``{m: (B,) bool}``: which samples still show each modality of ``natural`` (a batch's own presence,
+    :func:`medfm.data.multimodal.presence`) once ``drop`` (``{m: (B,) bool}``, of :func:`mcar_drop`,
+    :func:`mnar_drop` or a subset; a modality it leaves out is kept) is applied: the masks
+    :func:`medfm.data.multimodal.drop_modalities` gives the batch it builds, taken from the masks at hand (the
+    protocol read them back from that batch, every mask checked again, once per model)."""
+    return {m: natural[m] & ~drop[m] if m in drop else natural[m] for m in natural}
+
+
 def _evaluate(model, batch, mask, n_boot, seed, bs):
     idx = mask.nonzero().flatten()
     part = slice_batch(batch, idx)
@@ -326,8 +336,8 @@ def subset_views(test_batch: Mapping[str, Any], modalities: Sequence[str], model
         rows = torch.stack([natural[m] for m in subset]).all(0)
         if not rows.any():
             continue
-        shown = drop_modalities(test_batch, {m: torch.ones_like(natural[m]) for m in modalities if m not in subset})
-        shown_present = {m: natural[m] & torch.tensor(m in subset) for m in modalities}
+        drop = {m: torch.ones_like(natural[m]) for m in modalities if m not in subset}
+        shown, shown_present = drop_modalities(test_batch, drop), shown_presence(natural, drop)
         for label, model in models.items():
             if usable(model, shown_present)[rows].all():
                 yield subset, rows, shown, label, model
@@ -376,19 +386,18 @@ def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mappi
     fused = {k: v for k, v in models.items() if len(v.modalities) > 1}
     for rate in mcar_rates:
         drop = mcar_drop(natural, rate, torch.Generator().manual_seed(seed + int(rate * 1000)))
-        batch = drop_modalities(test_batch, drop)
-        shown = {m: presence(batch, m) for m in modalities}
+        batch, shown = drop_modalities(test_batch, drop), shown_presence(natural, drop)
         for label, model in fused.items():  # a model without any of a sample's remaining modalities skips it
             res["mcar"].append({"rate": float(rate), "model": label,
                                 **_evaluate(model, batch, usable(model, shown), n_boot, seed, batch_size_)})
-    tests = {"natural": test_batch}
+    tests = {"natural": (test_batch, natural)}  # each test set with its presence masks
     for flip in (False, True):
         drop = mnar_drop(labels, natural, mnar_modalities, p_high, p_low, flip, torch.Generator().manual_seed(seed + 17 + flip))
-        tests["mnar_flipped" if flip else "mnar"] = drop_modalities(test_batch, drop)
+        tests["mnar_flipped" if flip else "mnar"] = drop_modalities(test_batch, drop), shown_presence(natural, drop)
     for group, pool in (("natural", fused), ("mnar", dict(mnar_models or {}))):
         for label, model in pool.items():
-            for test, batch in tests.items():
-                ok = usable(model, {m: presence(batch, m) for m in modalities})
+            for test, (batch, shown) in tests.items():
+                ok = usable(model, shown)
                 res["mnar"].append({"model": label, "trained": group, "test": test,
                                     **_evaluate(model, batch, ok, n_boot, seed, batch_size_)})
     res["checks"] = fusion_checks(res, modalities)
@@ -453,4 +462,5 @@ __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict
            "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
            "slice_batch", "subset_views", "subset_table", "usable", "subset_checks", "predict_prob_rows",
            "predict_rows", "batch_modalities", "check_modality_names", "check_presence", "check_protocol_args",
-           "write_protocol_report", "check_patient_ids", "PROTOCOL_REPORT_FILES", "format_ci", "plot_subset_metric"]
+           "write_protocol_report", "check_patient_ids", "PROTOCOL_REPORT_FILES", "format_ci", "plot_subset_metric",
+           "shown_presence"]

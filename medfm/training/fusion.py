@@ -134,8 +134,10 @@ class FusionRecipe:
             whose ``args.modalities`` are not among ``modalities``, a segmentation model with
             ``train_missing: mnar``, a field of the wrong type (``modalities="flair"`` was split into letters; each
             section is its dataclass or a mapping: :func:`medfm.config.check_field_types`);
-            ConfigError: a ``models.<label>`` entry that is not a mapping of its settings (``r.yaml: models.a must
-            be a mapping of its settings, got 5``, :func:`medfm.config.check_value_type`) or holds a bad one.
+            ConfigError: a ``models.<label>`` entry that is not a mapping of its settings (in a recipe file:
+            ``r.yaml.models.a must be a mapping of its settings, got 5``, :func:`medfm.config.check_value_type`; given
+            in Python, which takes a :class:`FusionModelConfig` too: ``models.a must be a FusionModelConfig or a
+            mapping of its settings, got 5``, and None, no entry, as ``lora=None``) or holds a bad one.
     """
 
     task: str = "classification"
@@ -169,9 +171,10 @@ class FusionRecipe:
                 raise ValueError(f"protocol.mnar_modalities {extra} are not among the recipe's modalities {self.modalities}")
         if not self.models:
             raise ValueError("the recipe names no models (models: {label: {fuser: ..., args: ...}})")
-        # each entry by the one rule of a recipe section (a mapping of its settings; it read "a FusionModelConfig
-        # or ..." in a recipe file): a FusionModelConfig passes, a mapping (or an empty entry: the defaults) is built
-        self.models = {k: check_value_type(v, FusionModelConfig, f"models.{k}") for k, v in self.models.items()}
+        # each entry by the one rule of a recipe section given in Python (a recipe file's entries were built by
+        # from_dict, in its words): a FusionModelConfig passes, a mapping is built
+        self.models = {k: check_value_type(v, FusionModelConfig, f"models.{k}", from_file=False)
+                       for k, v in self.models.items()}
         for label, spec in self.models.items():
             self._check_model(label, spec)
 
@@ -441,8 +444,9 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
 
     Raises:
         MedFMDataError: LGG data missing; FileExistsError: ``output`` holds a run and not ``resume``;
-        ConfigError: a resume with other settings or without a model of the run
-        (:func:`medfm.training.fusion_run.start_run`); a bad fuser value, with its recipe location;
+        ConfigError: a resume with other settings or without a model of the run, of models without a readable
+        ``config.yaml`` or beside a model folder it does not list (:func:`medfm.training.fusion_run.start_run`); a bad
+        fuser value, with its recipe location;
         UnknownNameError: an unregistered fuser;
         ValueError / ConfigError: a model's training set smaller than ``train.batch_size``, before any model
         trains (:func:`check_training_sets`).

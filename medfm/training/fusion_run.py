@@ -2,15 +2,16 @@
 
 A fusion run folder holds ``config.yaml`` (the resolved recipe) and one ``models/<label>/`` per model of the
 recipe. :func:`start_run` checks that folder before anything is written or any data are read (another run's
-models, a resume with other settings or fewer models, a model folder the run's ``config.yaml`` does not list), then
-reads the LGG sets; :func:`recipe_writer` writes ``config.yaml`` once, when the first trained model's fit is about
-to write. The trainers and the protocol are in :mod:`medfm.training.fusion`, which re-exports these names.
+models, a resume with other settings or fewer models, a model folder the run's ``config.yaml`` does not list, a resume
+of models without a readable ``config.yaml`` to check the recipe against), then reads the LGG sets;
+:func:`recipe_writer` writes ``config.yaml`` once, when the first trained model's fit is about to write. The
+trainers and the protocol are in :mod:`medfm.training.fusion`, which re-exports these names.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     import torch
@@ -45,11 +46,14 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
             (``pass --resume to continue it``) or of any other (a new run beside another run's models mixed the two
             in one folder; its error says to move the folder away, not to pass --resume; checked before anything is
             written); also one a kill inside its rename window left aside
-            (:func:`medfm.training.loop.refuse_existing_run`, a call per kind: each has its own advice).
-        ConfigError: ``resume`` with a recipe that drops a model of the run (named as such) or differs from the
+            (:func:`medfm.training.loop.refuse_existing_run`, one call: each kind with its own advice).
+        ConfigError: ``resume`` of a folder whose ``models/`` hold models but whose ``config.yaml`` is missing or
+            unreadable (:func:`refuse_unchecked_resume`: the recipe cannot be checked; it resumed as the recipe said);
+            ``resume`` with a recipe that drops a model of the run (named as such) or differs from the
             run's ``config.yaml`` otherwise (:func:`medfm.training.resume.check_resume_recipe`), except for models
             added to ``models``: the models train independently, so ``--resume`` reuses the finished ones and trains
-            the new ones (an added model whose folder holds a model already: :func:`refuse_unrecorded_models`).
+            the new ones; a model folder the run's ``config.yaml`` does not list that holds a model, of an added model
+            or of none of the recipe (:func:`refuse_unrecorded_models`: another run's; the latter was ignored).
         MedFMDataError: LGG data missing.
         ValueError: fewer training slices than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`);
             ConfigError: a single-modality model whose slices are fewer
@@ -63,12 +67,15 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     output = Path(output)
     # every other model's folder: its state is found in checkpoint/ or where a kill in its rename window left it
     others = sorted(p.name for p in output.glob("models/*") if p.is_dir() and p.name not in recipe.models)
-    refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in others],
-                        advice=f"another run's model, not this recipe's (--resume would not continue it): "
-                        f"choose another --output or move {output} away")
-    refuse_existing_run(output, resume, [f"models/{label}/checkpoint" for label in sorted(recipe.models)])
+    foreign = (f"another run's model, not this recipe's (--resume would not continue it): choose another --output "
+               f"or move {output} away")
+    state_dirs = {f"models/{label}/checkpoint": foreign for label in others}  # first: its advice is not --resume
+    state_dirs.update(dict.fromkeys(f"models/{label}/checkpoint" for label in sorted(recipe.models)))
+    refuse_existing_run(output, resume, state_dirs)
+    refuse_unchecked_resume(output, resume)
     added = check_resume_recipe(output, recipe, resume, may_add=("models",))  # a model may be added to a finished run
-    refuse_unrecorded_models(output, [key.split(".", 1)[1] for key in added])
+    if resume:  # a folder config.yaml does not list: an added model's, or (left by an older medfm) none of the recipe's
+        refuse_unrecorded_models(output, [key.split(".", 1)[1] for key in added], others)
     t0 = time.perf_counter()
     train = LGGFusionSet("train", recipe.data.img_size, data_root, recipe.data.cache_dir)
     test = LGGFusionSet("test", recipe.data.img_size, data_root, recipe.data.cache_dir)
@@ -78,25 +85,70 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     return output, train, test, natural, t0
 
 
-def refuse_unrecorded_models(output: Path, labels: List[str]) -> None:
-    """Refuse a resume whose added models (``labels``: in the recipe, not in the run's ``config.yaml``,
-    :func:`medfm.training.resume.check_resume_recipe`) have a final ``model/`` or a training record
-    (:func:`medfm.training.run_folder.holds_training_record`) in ``output/models/<label>/`` already: another run's
-    (one started beside them by an older medfm), they were reused as this recipe's and mixed into its results.
+def holds_model(folder: Path) -> bool:
+    """Whether a fusion run's model folder ``folder`` (``<output>/models/<label>``) holds a model: a final
+    ``model/`` or a training record (:func:`medfm.training.run_folder.holds_training_record`: a checkpoint, one a
+    kill set aside, a non-empty ``metrics.jsonl``). False for a missing or empty folder."""
+    from medfm.training.run_folder import holds_training_record
+
+    return (Path(folder) / "model").is_dir() or holds_training_record(folder)
+
+
+def refuse_unchecked_resume(output: Path, resume: bool) -> None:
+    """Refuse to resume a run whose ``models/`` hold models (:func:`holds_model`) while its ``config.yaml`` is
+    missing or cannot be read (a run from an older medfm, a damaged file): the recipe cannot be checked against the
+    settings they were trained with, nor a model folder against the run's list
+    (:func:`medfm.training.resume.check_resume_recipe` only warns then: the run resumed as the recipe said, reusing
+    whatever the folders held). Nothing happens without ``resume`` or when no model folder holds a model.
+
+    Raises:
+        ConfigError: ``cannot resume runs/f: it has no config.yaml (or: its config.yaml cannot be read: ...), so the
+            recipe cannot be checked against the settings of the models in models/late/, models/single_pre/ (...);
+            write the recipe the run was started with to runs/f/config.yaml, or choose a new --output``.
+    """
+    from medfm.config import ConfigError, load_yaml
+
+    if not resume:
+        return
+    held = [f"models/{p.name}/" for p in sorted(Path(output).glob("models/*")) if p.is_dir() and holds_model(p)]
+    if not held:
+        return
+    path = Path(output) / "config.yaml"
+    why = "it has no config.yaml"
+    if path.is_file():
+        try:
+            load_yaml(path)  # a mapping, or a ConfigError naming the file and what is wrong
+            return
+        except ConfigError as err:
+            why = f"its config.yaml cannot be read ({err})"
+    raise ConfigError(f"cannot resume {output}: {why}, so the recipe cannot be checked against the settings of the "
+                      f"models in {', '.join(held)} (a run from an older medfm, or a damaged file: --resume would "
+                      f"reuse them as this recipe's); write the recipe the run was started with to {path}, or choose "
+                      "a new --output")
+
+
+def refuse_unrecorded_models(output: Path, labels: List[str], others: Sequence[str] = ()) -> None:
+    """Refuse a resume whose model folders not listed in the run's ``config.yaml`` hold a model (:func:`holds_model`):
+    another run's (one started beside them by an older medfm). For the added models (``labels``: in the recipe, not in
+    ``config.yaml``, :func:`medfm.training.resume.check_resume_recipe`) they were reused as this recipe's and mixed
+    into its results; the folders of no model of the recipe (``others``, left when ``config.yaml`` does not list them
+    either: check_resume_recipe refuses a dropped model) were ignored, left beside the resumed run's models.
 
     Raises:
         ConfigError: ``cannot resume runs/f: models/late/ holds a model that the run's config.yaml does not list
-            (...); move that folder away, or choose a new --output``.
+            (...); move that folder away, or choose a new --output``; for one of ``others``: ``... does not list,
+            nor does the recipe (...)``.
     """
     from medfm.config import ConfigError
-    from medfm.training.run_folder import holds_training_record
 
-    for label in labels:
-        folder = Path(output) / "models" / label
-        if (folder / "model").is_dir() or holds_training_record(folder):
+    for label in [*labels, *others]:
+        if holds_model(Path(output) / "models" / label):
+            why = ("--resume would reuse it as this recipe's" if label in labels else
+                   "--resume would leave it beside this recipe's models, as if the run had trained it")
+            nor = "" if label in labels else ", nor does the recipe"
             raise ConfigError(f"cannot resume {output}: models/{label}/ holds a model that the run's config.yaml does "
-                              "not list (left by another run: its settings are unknown, and --resume would reuse it "
-                              "as this recipe's); move that folder away, or choose a new --output")
+                              f"not list{nor} (left by another run: its settings are unknown, and {why}); move that "
+                              "folder away, or choose a new --output")
 
 
 def recipe_writer(recipe: "FusionRecipe", output: Path) -> Callable[[], None]:
@@ -124,4 +176,4 @@ def recipe_writer(recipe: "FusionRecipe", output: Path) -> Callable[[], None]:
     return write
 
 
-__all__ = ["start_run", "refuse_unrecorded_models", "recipe_writer"]
+__all__ = ["start_run", "holds_model", "refuse_unchecked_resume", "refuse_unrecorded_models", "recipe_writer"]

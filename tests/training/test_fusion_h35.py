@@ -45,7 +45,7 @@ def test_a_models_entry_that_is_no_mapping_is_named_in_the_recipe_files_words(tm
     path.write_text(f"models:\n  a: {entry}\n")
     with pytest.raises(ConfigError) as info:
         fuse_from_recipe(path, tmp_path / "out")
-    assert str(info.value).startswith("r.yaml: models.a must be a mapping of its settings, got ")
+    assert str(info.value).startswith("r.yaml.models.a must be a mapping of its settings, got ")
     assert not (tmp_path / "out").exists()
 
 
