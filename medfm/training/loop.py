@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,8 @@ class TrainConfig:
         checkpoint_every: also checkpoint every N optimizer steps (0: epoch ends only).
         log_every: write a ``metrics.jsonl`` line every N steps.
         grad_clip: max gradient norm (None: no clipping).
-        num_threads: torch CPU threads, set when training starts (:func:`set_train_threads`; None: torch's default).
+        num_threads: torch CPU threads, set when training starts (:func:`set_train_threads`; None: torch's default,
+            the machine's core count); the count trained with is recorded in ``metrics.jsonl`` (``host``).
         deterministic: deterministic kernels for the run (:mod:`medfm.training.determinism`): what a
             GPU run needs for a resume to match an uninterrupted run bit for bit (PyTorch warns that
             deterministic kernels can be slower; the one case measured, a ResNet-18 on an H200, was
@@ -239,7 +241,8 @@ def check_output_folder(output: Path) -> None:
     refuse_file_in_the_way(Path(output), RUN_FOLDER_ADVICE)
 
 
-def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = ("checkpoint",),
+def refuse_existing_run(output: Path, resume: bool,
+                        state_dirs: "Sequence[str] | Dict[str, Optional[str]]" = ("checkpoint",),
                         advice: Optional[str] = None) -> None:
     """Refuse to start a new run in ``output`` when it already holds a run's training state, and a run
     folder that cannot be one (:func:`check_output_folder`).
@@ -252,10 +255,12 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
         output: the run directory.
         resume: True when the caller continues the run (nothing is refused); a ``bool``
             (``resume="no"`` used to resume).
-        state_dirs: sub-directories of ``output`` that hold a resumable state (``trainer_state.json``).
+        state_dirs: sub-directories of ``output`` that hold a resumable state (``trainer_state.json``), looked at
+            in their order; a dict gives each its own advice (None: ``advice``), so that one call checks sub-folders
+            that need different advice (``medfm fuse``: another run's models, which a resume would not continue, then
+            the recipe's, :func:`medfm.training.fusion_run.start_run`; it took a call per advice).
         advice: what the error tells the user to do (default: ``pass --resume to continue it or choose another
-            --output``); a caller whose ``state_dirs`` a resume would not continue says so (``medfm fuse``: another
-            run's models, :func:`medfm.training.fusion_run.start_run`).
+            --output``).
 
     Raises:
         FileExistsError: one of ``state_dirs`` holds a state and ``resume`` is False
@@ -271,22 +276,41 @@ def refuse_existing_run(output: Path, resume: bool, state_dirs: Sequence[str] = 
     check_output_folder(output)
     if resume:
         return
-    for sub in state_dirs:  # a state set aside by a kill inside the checkpoint's rename window too
+    advices = state_dirs if isinstance(state_dirs, dict) else dict.fromkeys(state_dirs)
+    for sub, own in advices.items():  # a state set aside by a kill inside the checkpoint's rename window too
         found = find_training_state(Path(output) / sub)
         if found is not None:
             aside = "" if found == Path(output) / sub else f", set aside as {found.name} by a kill while it was saved"
             raise FileExistsError(f"{output} already holds a checkpoint ({sub}/{aside}); "
-                                  f"{advice or 'pass --resume to continue it or choose another --output'}")
+                                  f"{own or advice or 'pass --resume to continue it or choose another --output'}")
 
 
-def set_train_threads(cfg: TrainConfig) -> None:
+def host_threads() -> Dict[str, Any]:
+    """``{"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}``: the machine's CPU count and the torch
+    CPU threads this process computes with now (the names of ``host`` in ``medfm eval --suite``'s ``results.json``).
+    A training run's record of them is the ``"host"`` entry of every training row of its ``metrics.jsonl``
+    (:func:`set_train_threads`)."""
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+
+
+def set_train_threads(cfg: TrainConfig) -> Dict[str, Any]:
     """Apply ``cfg.num_threads`` (torch's CPU threads, for the process; None: torch's setting is left alone) when a
     run starts training: after every check, a resumed state's included, so that a refused run leaves the process's
     settings as they were (set when :class:`Trainer` was built, or before ``medfm vqa`` checked its resumed state,
     they were changed by a refused resume). The one place of :meth:`Trainer.fit`, ``medfm vqa``'s loop
-    (:func:`medfm.training.vqa.run_vqa`) and ``medfm fuse``'s start (:func:`medfm.training.fusion_run.start_run`)."""
+    (:func:`medfm.training.vqa.run_vqa`) and ``medfm fuse``'s start (:func:`medfm.training.fusion_run.start_run`).
+
+    Returns:
+        what the run trains with, :func:`host_threads` once the setting is applied: the runs' loops write it as
+        ``"host"`` into every training row of ``metrics.jsonl`` (a :class:`Trainer` row per logged step, a ``medfm
+        vqa`` row per epoch), so that the thread count behind a run's weights can be read afterwards (a recipe
+        without ``num_threads`` trains with torch's default, the machine's core count, and another count gives
+        other weights for the same seed); a run resumed with another count (allowed: ``train.num_threads`` is one
+        of :data:`medfm.training.resume.OPERATIONAL_KEYS`) shows both, row by row.
+    """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    return host_threads()
 
 
 def check_finite_loss(loss: torch.Tensor, epoch: int, step: int) -> None:
@@ -382,6 +406,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        self._host: Optional[Dict[str, Any]] = None  # set_train_threads' record, when a fit starts training
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -455,14 +480,16 @@ class Trainer:
         else:
             torch.manual_seed(cfg.seed)
             (self.output / "metrics.jsonl").write_text("")
-        set_train_threads(cfg)  # every check passed: a refused run (e.g. a resume) left the thread count alone
+        # every check passed: a refused run (e.g. a resume) left the thread count alone; each step row records it
+        self._host = set_train_threads(cfg)
         with deterministic_kernels(cfg.deterministic):
             self._train(counters)
         self._plot_curve()
         return self.model
 
     def _train(self, counters: Dict[str, Any]) -> None:
-        """The epochs from ``counters`` (a fresh run's zeros or a checkpoint's) to the end."""
+        """The epochs from ``counters`` (a fresh run's zeros or a checkpoint's) to the end; every step row of
+        ``metrics.jsonl`` gets ``"host"``: what :func:`set_train_threads` returned when the fit started."""
         cfg = self.cfg
         device = self.device
         n = len(self.dataset)
@@ -500,6 +527,7 @@ class Trainer:
                            **{k: float(v.detach()) for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim == 0}}
                     rec["img_per_s"] = round(seen / max(1e-9, time.perf_counter() - t0), 1)
                     rec["time"] = time.perf_counter()
+                    rec["host"] = self._host
                     self._log(rec)
                     bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 at_end = step == self.steps_per_epoch - 1

@@ -237,7 +237,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     saved state the run starts from scratch. ``train.num_threads`` is applied when the epochs start, after every
     check (the recipe, the output folder, the training set's size and a resumed state's counters:
     :func:`medfm.training.loop.set_train_threads`, as :class:`medfm.training.loop.Trainer` does), so a refused run
-    leaves torch's thread count as it was (a refused resume changed it); the questions' text encoding and the frozen
+    leaves torch's thread count as it was (a refused resume changed it), and recorded as ``host`` in each epoch's
+    ``metrics.jsonl`` row (:func:`~medfm.training.loop.set_train_threads`); the questions' text encoding and the frozen
     mode's image features run before it, at the process's thread count, as the other runners' data preparation
     before their :class:`~medfm.training.loop.Trainer`'s fit. An earlier report's files in ``output``
     (``results.json`` first, then :data:`VQA_REPORT_FILES`) are removed right after ``config.yaml`` is written
@@ -358,7 +359,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
     write_run_record(output, recipe, init, resume)
     # an earlier report (a resumed finished run) goes now: its results.json must not outlive a failed evaluation
     start_report_dir(output, VQA_REPORT_FILES)
-    set_train_threads(cfg)  # after every check, the resumed state's too: a refused run leaves the thread count alone
+    host = set_train_threads(cfg)  # after every check, the resumed state's too: a refused run leaves it alone
     bar = tqdm(range(start, cfg.epochs), desc=f"vqa {recipe.encoder.name} ({recipe.mode})", initial=start,
                total=cfg.epochs)
     for epoch in bar:
@@ -382,7 +383,7 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
             step += 1
         test_acc = _accuracy(predict_logits(model, test, feats), test)
         rec = {"epoch": epoch + 1, "step": step, "loss": sum(losses) / len(losses), "lr": lr_at(step - 1, total, warmup, cfg),
-               "test_acc_curve_only": test_acc}
+               "test_acc_curve_only": test_acc, "host": host}  # host: the thread count the epoch trained with
         log.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.3f}", test_closed=f"{test_acc['closed']:.3f}")
         with atomic_dir(state_dir) as tmp:
