@@ -105,6 +105,25 @@ def test_family_finetune_continues_a_pair_cut_off_after_training_started(tmp_pat
     assert json.loads((state.parents[1] / "timing.json").read_text())["resumed"] is True
 
 
+def test_family_finetune_threads_train_from_a_recipe_copy_with_that_count(tmp_path, monkeypatch):
+    """Every family recipe pins ``train.num_threads: 1``, which overrides ``OMP_NUM_THREADS``: ``--threads N``
+    only set the environment, so the runs trained with 1 thread whatever N was."""
+    import yaml
+
+    mod = benchmark_script("family_finetune")
+    calls = []
+    monkeypatch.setattr(mod, "_medfm", _fake_medfm(calls))
+    mod.run_pair("resnet18", "breastmnist", tmp_path / "a", {}, threads=3)
+    mod.run_pair("resnet18", "breastmnist", tmp_path / "b", {})
+    copy = tmp_path / "a" / "breastmnist" / "resnet18" / "recipe.yaml"
+    assert calls[0][1] == str(copy) and calls[1][-2:] == ["--threads", "3"]
+    want = yaml.safe_load(mod._recipe("resnet18").read_text())
+    assert want["train"]["num_threads"] == 1
+    want["train"]["num_threads"] = 3
+    assert yaml.safe_load(copy.read_text()) == want  # the recipe, only the thread count changed
+    assert calls[2][1] == str(mod._recipe("resnet18")) and "--threads" not in calls[3]
+
+
 def test_family_finetune_table_columns_and_files(tmp_path, monkeypatch, capsys):
     mod = benchmark_script("family_finetune")
     monkeypatch.setattr(mod, "_medfm", _fake_medfm([]))
