@@ -3,8 +3,8 @@
 :func:`read_image` decodes a 2D image file with PIL (Clark et al., Pillow) into a uint8
 numpy array, turned upright by its EXIF Orientation tag (:func:`load_upright`), and turns
 every way a file can be bad (absent, a folder, not an image, truncated, a decompression bomb,
-non-finite float pixels, several frames or a TIFF Pillow would misread: :func:`check_tiff`) into one
-medfm data error with a one-line message naming the file, never a PIL stack trace.
+non-finite float pixels, several frames, or a TIFF or 16-bit colour PNG Pillow would misread: :func:`check_tiff`)
+into one medfm data error with a one-line message naming the file, never a PIL stack trace.
 """
 from __future__ import annotations
 

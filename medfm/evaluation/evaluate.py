@@ -171,11 +171,13 @@ def check_scoring_request(dataset: str, split: str, size: Optional[int],
     return batch_size, info
 
 
-def default_checkpoint_size(ckpt_dir: Path, dataset_flag: str) -> Optional[int]:
+def default_checkpoint_size(ckpt_dir: Path, dataset_flag: str, model_name: str) -> Optional[int]:
     """The image encoder's ``img_size`` that a checkpoint's ``config.json`` records (``preprocessing``, written by
     :func:`medfm.hub.preprocessing_of`), checked to be a size MedMNIST releases ``dataset_flag`` at, without
-    loading the model: the default ``size`` of :func:`evaluate_checkpoint` and
-    :func:`medfm.evaluation.zeroshot.zeroshot_eval`; None when the config records none (the loaded encoder's ``img_size`` is used then).
+    loading the model: the default ``size`` of :func:`evaluate_checkpoint` (``model_name="classification"``) and
+    :func:`medfm.evaluation.zeroshot.zeroshot_eval` (``"clip"``). None when the config records no size, or names
+    a model other than ``model_name`` (the caller loads it and says what it is: a 32 px SimCLR checkpoint is "not a
+    classification checkpoint", not a size to change); the loaded encoder's ``img_size`` is used then.
 
     Raises:
         CheckpointError: no readable ``config.json`` (:func:`medfm.hub.load_config`).
@@ -186,7 +188,8 @@ def default_checkpoint_size(ckpt_dir: Path, dataset_flag: str) -> Optional[int]:
     from medfm.data.medmnist import npz_url
     from medfm.hub import load_config
 
-    pre = load_config(ckpt_dir).get("preprocessing")
+    cfg = load_config(ckpt_dir)
+    pre = cfg.get("preprocessing") if cfg.get("name") == model_name else None
     size = pre.get("img_size") if isinstance(pre, dict) else None
     if not isinstance(size, int) or isinstance(size, bool):
         return None
@@ -266,7 +269,7 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
     ckpt_dir = resolve_checkpoint(checkpoint)
     output = Path(output) if output else ckpt_dir / f"eval-{dataset}-{split}"
     earlier_data_report(output, ckpt_dir)
-    size = default_checkpoint_size(ckpt_dir, dataset) if size is None else size  # the default, before the model loads
+    size = default_checkpoint_size(ckpt_dir, dataset, "classification") if size is None else size  # before loading
     model = from_pretrained(ckpt_dir)
     core = classifier_core(model)
     if getattr(core, "medfm_spec", {}).get("name") != "classification":

@@ -200,7 +200,7 @@ def zeroshot_eval(checkpoint: str, dataset_flag: str, split: str = "test", data_
     ckpt_dir = resolve_checkpoint(checkpoint)
     output = Path(output) if output else ckpt_dir / f"zeroshot-{dataset_flag}-{split}"
     earlier_data_report(output, ckpt_dir, protocol="zeroshot")
-    size = default_checkpoint_size(ckpt_dir, dataset_flag) if size is None else size  # the default, before the model loads
+    size = default_checkpoint_size(ckpt_dir, dataset_flag, "clip") if size is None else size  # before loading
     model = load_image_text_model(ckpt_dir)
     ds = MedMNISTDataset(dataset_flag, split=split, size=size or model.encoder.img_size, data_root=data_root)
     check_split_has_images(ds, dataset_flag, split)

@@ -6,7 +6,7 @@ inputs: files (:func:`existing_image_file`, the NIfTI notes :func:`is_nifti`,
 :func:`is_real_dtype`, :func:`check_real_nifti`), 2D image arrays
 (:func:`uint8_image_array`: dtype, shape and [0, 1] float checks with their hints; masked arrays,
 :func:`refuse_masked`), image files and PIL images (:func:`read_image_file`, :func:`pil_to_array`; several
-frames or TIFFs Pillow would misread, :func:`check_tiff`), volumes (:func:`refuse_single_slice`,
+frames, TIFFs or 16-bit colour PNGs Pillow would misread, :func:`check_tiff`), volumes (:func:`refuse_single_slice`,
 :func:`refuse_rgb_like`, :func:`axes_longer_than_1`, :func:`clip_unit_range`), ``top_k`` (:func:`check_top_k`) and
 batches (:func:`each_input`).
 Each check raises one error class with a one-line message; a pipeline with its own error class
@@ -276,7 +276,7 @@ def each_input(items: Sequence[Any], convert: Callable[[Any], Any], batch: bool,
 
 
 #: what the 2D pipelines' refusals of images Pillow would misread say to do (:func:`medfm.data.images.check_tiff`:
-#: several frames, TIFFs): a file is named by its name
+#: several frames, TIFFs, 16-bit colour PNGs): a file is named by its name
 PIPELINE_TIFF_ADVICE = TiffAdvice(
     frames="this model takes one 2D image: pass one frame as a PIL image, im = Image.open(path); im.seek(i); "
            "im.copy()",

@@ -184,7 +184,7 @@ def test_the_default_is_the_recorded_img_size_and_none_without_one(tmp_path, cli
                               ("odd", {"preprocessing": [28]}, None)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps({**cfg, **extra}))
-        assert default_checkpoint_size(tmp_path / name, "pneumoniamnist") == want  # None: the loaded encoder's
+        assert default_checkpoint_size(tmp_path / name, "pneumoniamnist", "clip") == want  # None: the loaded one
 
 
 def test_eval_data_refuses_an_unreleased_default_size_before_the_model_is_loaded(tmp_path, monkeypatch):
