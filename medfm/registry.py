@@ -47,31 +47,37 @@ def keyword_parameters(fn: Callable[..., Any]) -> Tuple[List[str], bool]:
     return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def close_match_hint(key: Any, valid: Sequence[str], *, n: int = 1, cutoff: float = 0.5,
-                     fallback: Optional[str] = "valid") -> str:
-    """The hint after an "unknown name" error: ``"; did you mean 'x'?"`` (up to ``n`` close matches of
-    ``key`` among ``valid``, joined by " or "), else ``" (<fallback>: a, b)"`` listing ``valid``, or ``""``
-    when ``fallback`` is None.
-
-    The matches ignore case: first the names equal to ``key`` but for case (``'TEST'``: ``'test'``), then those of
-    :func:`difflib.get_close_matches` with ``cutoff``, best first, on the names as written or, when that finds none,
-    on case-folded names (``'RESNT18'``: ``'resnet18'``). A key and names in one case get what ``get_close_matches``
-    alone gives. Only the hint ignores case: the lookups that call it do not.
-
-    The one rule behind every "did you mean" in medfm (registries, recipe keys, data sets, corruptions,
-    protocols, fusers, ...), e.g. ``f"unknown corruption {name!r}{close_match_hint(name, names)}"``.
-    """
-    valid, key = [str(v) for v in valid], str(key)
+def close_matches(key: Any, valid: Sequence[str], *, n: int = 1, cutoff: float = 0.5) -> List[str]:
+    """Up to ``n`` names of ``valid`` that ``key`` looks like a mistyping of, best first, ignoring case: first the
+    names equal to ``key`` but for case (``'TEST'``: ``'test'``), then those of :func:`difflib.get_close_matches`
+    with ``cutoff`` on the names as written or, when that finds none, on case-folded names (``'RESNT18'``:
+    ``'resnet18'``). Each name once (``valid`` may repeat one). A key and names in one case get what
+    ``get_close_matches`` alone gives. The rule of :func:`close_match_hint` and
+    :func:`medfm.data.multimodal.close_modality`."""
+    valid, key = list(dict.fromkeys(str(v) for v in valid)), str(key)
     close = difflib.get_close_matches(key, valid, n=n, cutoff=cutoff)
     if not close:
         folded: Dict[str, str] = {}
         for v in valid:  # a folded name stands for its first spelling in valid
             folded.setdefault(v.casefold(), v)
         close = [folded[f] for f in difflib.get_close_matches(key.casefold(), list(folded), n=n, cutoff=cutoff)]
-    close = [v for v in valid if v.casefold() == key.casefold()] + close
+    return list(dict.fromkeys([v for v in valid if v.casefold() == key.casefold()] + close))[:n]
+
+
+def close_match_hint(key: Any, valid: Sequence[str], *, n: int = 1, cutoff: float = 0.5,
+                     fallback: Optional[str] = "valid") -> str:
+    """The hint after an "unknown name" error: ``"; did you mean 'x'?"`` (up to ``n`` close matches of
+    ``key`` among ``valid`` by :func:`close_matches`, which ignores case, joined by " or "), else
+    ``" (<fallback>: a, b)"`` listing ``valid``, or ``""`` when ``fallback`` is None. Only the hint ignores
+    case: the lookups that call it do not.
+
+    The one rule behind every "did you mean" in medfm (registries, recipe keys, data sets, corruptions,
+    protocols, fusers, ...), e.g. ``f"unknown corruption {name!r}{close_match_hint(name, names)}"``.
+    """
+    close = close_matches(key, valid, n=n, cutoff=cutoff)
     if close:
-        return f"; did you mean {' or '.join(map(repr, list(dict.fromkeys(close))[:n]))}?"
-    return f" ({fallback}: {', '.join(valid) or 'none'})" if fallback is not None else ""
+        return f"; did you mean {' or '.join(map(repr, close))}?"
+    return f" ({fallback}: {', '.join(str(v) for v in valid) or 'none'})" if fallback is not None else ""
 
 
 class Registry:

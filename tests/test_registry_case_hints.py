@@ -81,3 +81,27 @@ def test_medmnist_data_set_in_mixed_case_gets_the_flag_first():
     with pytest.raises(UnknownDatasetError, match=r"^--data: unknown MedMNIST data set 'PneumoniaMNIST'; "
                                                   r"did you mean 'pneumoniamnist' or "):
         check_dataset_name("PneumoniaMNIST", "--data")
+
+
+def test_a_name_listed_twice_is_shown_once_and_n_distinct_names_are_shown():
+    """The hint took ``n`` matches and then removed repeats, so ``n=3`` over a list with a repeat showed two names."""
+    from medfm.registry import close_match_hint, close_matches
+
+    valid = ["finetune", "linear", "train", "finetune"]
+    assert close_matches("fintune", valid, n=3, cutoff=0.1) == ["finetune", "linear", "train"]
+    assert close_match_hint("fintune", valid, n=3, cutoff=0.1) == "; did you mean 'finetune' or 'linear' or 'train'?"
+
+
+def test_a_modality_key_in_another_case_counts_as_a_mistyped_modality():
+    """``close_modality`` kept difflib's case-sensitive rule after the hints ignored case: a batch carrying
+    ``'FLAIR'`` for modality ``'flair'`` collated with FLAIR absent everywhere, and a fuser let the key pass."""
+    import torch
+
+    from medfm.data.multimodal import close_modality, collate_modalities, modality_hint
+
+    assert close_modality("FLAIR", ["flair", "pre"]) == "flair"
+    assert modality_hint("FLAIR", ["flair", "pre"]) == "; did you mean 'flair'?"  # one rule for both
+    assert close_modality("t1", ["t2"]) is None  # not close, in any case
+    samples = [{"FLAIR": torch.zeros(1, 4, 4), "label": i} for i in range(2)]
+    with pytest.raises(ValueError, match=r"^modality 'flair' is in no sample, but the samples carry 'FLAIR'"):
+        collate_modalities(samples, ["flair", "pre"])

@@ -16,14 +16,13 @@ test-time missingness patterns of the evaluation protocol (MCAR, MNAR, fixed sub
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
 from medfm.arg_checks import check_mask_tensor
-from medfm.registry import close_match_hint
+from medfm.registry import close_match_hint, close_matches
 
 MISSING_FILL = float("nan")
 PRESENT_KEY = "present"
@@ -39,7 +38,7 @@ def _dtype_of(value: Any) -> np.dtype:
     return np.asarray(value).dtype
 
 
-#: the similarity ratio (:func:`difflib.get_close_matches`) at which a name counts as a mistyped modality name
+#: the similarity ratio (:func:`medfm.registry.close_matches`) at which a name counts as a mistyped modality name
 MODALITY_CUTOFF = 0.6
 #: what a presence (or drop) mask must be (:func:`check_presence_mask`'s message)
 MASK_RULE = "a (B,) bool tensor (or 0/1 integers)"
@@ -50,11 +49,11 @@ def close_modality(key: str, modalities: Sequence[str]) -> Optional[str]:
 
     The one near-miss rule of the missing-modality code (:func:`collate_modalities`, the
     fusers' unknown-key check, :meth:`medfm.adapters.fusion.base.FusionModel.presence`, and the
-    "did you mean" of :func:`modality_hint`): ``difflib.get_close_matches(key, modalities, n=1)``
-    with similarity ratio >= :data:`MODALITY_CUTOFF` (0.6), e.g. ``"flari"`` -> ``"flair"``,
+    "did you mean" of :func:`modality_hint`): :func:`medfm.registry.close_matches` with similarity ratio >=
+    :data:`MODALITY_CUTOFF` (0.6), which ignores case, e.g. ``"flari"`` -> ``"flair"``, ``"FLAIR"`` -> ``"flair"``,
     ``"clinicl"`` -> ``"clinical"``; ``"t1"`` is not close to ``"t2"`` (ratio 0.5).
     """
-    close = difflib.get_close_matches(str(key), [str(m) for m in modalities], n=1, cutoff=MODALITY_CUTOFF)
+    close = close_matches(key, modalities, cutoff=MODALITY_CUTOFF)
     return close[0] if close else None
 
 
