@@ -292,16 +292,15 @@ def _subset_size(subset: Dict[str, Any], split: Any, short: bool = False) -> str
     return f"{n} of {'' if short else 'the '}{of} {images}"
 
 
-#: the values of ``results.json``'s ``auc_ranking`` (:data:`medfm.evaluation.report.AUC_RANKINGS`): what the AUC
-#: ranked, the logits (which float32 saturation does not tie) or, without them (kNN), the probabilities
-_AUC_RANKINGS = ("logits", "probabilities")
-
-
 def _auc_ranked(results: Dict[str, Any]) -> str:
     """``" (ranks the logits)"``, ``" (ranks the probabilities)"``: what the AUC ranked, by the results'
-    ``auc_ranking``; ``""`` when it is not recorded (results of an older medfm) or not one of these."""
+    ``auc_ranking`` (one of :data:`medfm.evaluation.report.AUC_RANKINGS`: the logits, which float32 saturation
+    does not tie, or, without them (kNN), the probabilities); ``""`` when it is not recorded (results of an older
+    medfm) or not one of these."""
+    from medfm.evaluation.report import AUC_RANKINGS
+
     ranking = results.get("auc_ranking")
-    return f" (ranks the {ranking})" if ranking in _AUC_RANKINGS else ""
+    return f" (ranks the {ranking})" if ranking in AUC_RANKINGS.values() else ""
 
 
 def evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, Any]] = None) -> str:

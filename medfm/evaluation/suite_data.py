@@ -86,7 +86,9 @@ def check_max_samples(suite: Suite, data_root: Optional[str]) -> None:
     of each class at least (:func:`~medfm.evaluation.subsets.scored_subset_indices`); a dataset that is not there
     is skipped by the run whatever its classes (``medmnist_c.yaml --max-samples 10`` was refused for
     OrganAMNIST's 11 classes with OrganAMNIST not on disk). :func:`medfm.evaluation.suites.run_suite` runs it
-    before any checkpoint is loaded or anything is written.
+    before any checkpoint is loaded or anything is written, so a set on disk that the run then skips for its
+    checkpoint (no ``as-is`` checkpoint with its classes, a 2D classifier for 3D data: known only once the
+    checkpoints are loaded) is checked too.
 
     Raises:
         ConfigError: ``"s.yaml: datasets[9] (organamnist): max_samples 10 is below organamnist's 11 classes: the
