@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 
 from medfm.config import ConfigError, recipe_location, to_dict
 from medfm.evaluation.array_sets import ArraySet, ProgressSet, image_bar
@@ -434,6 +433,7 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
 
     from medfm.evaluation.report import versions
     from medfm.evaluation.suite_report import render_suite_markdown
+    from medfm.training.loop import host_threads
     from medfm.io import atomic_dir, atomic_write_json, atomic_write_text
 
     _check_protocol_splits(suite)
@@ -456,7 +456,7 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
             res = {"schema_version": SUITE_SCHEMA_VERSION, "kind": SUITE_KIND,
                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
                    "suite": to_dict(suite), "checkpoints": list(checkpoints),
-                   "host": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_avg_start": load_avg},
+                   "host": {**host_threads(), "load_avg_start": load_avg},
                    "datasets": entries, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - c0}
             used = {e["checkpoint"] for e in entries if e["status"] == "ok"}
             unused = [c for c in dict.fromkeys(checkpoints) if c not in used]
