@@ -39,14 +39,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 FAMILY_RECIPES = REPO / "finetune" / "families"
 sys.path.insert(0, str(REPO))
 
 from medfm.cli_parser import positive_int  # noqa: E402
-from medfm.config import load_yaml  # noqa: E402
+from medfm.config import dump_yaml, load_yaml, with_overrides  # noqa: E402
 from medfm.evaluation.evaluate import MEDMNIST_V2_RESNET18_28  # noqa: E402
 from medfm.io import atomic_write_json, atomic_write_text  # noqa: E402
 from medfm.registry import close_match_hint  # noqa: E402
@@ -77,9 +75,8 @@ def _pair_recipe(encoder: str, run: Path, threads: Optional[int]) -> Path:
     is ``threads``, written (atomically) to ``run/recipe.yaml``."""
     if threads is None:
         return _recipe(encoder)
-    recipe = load_yaml(_recipe(encoder))
-    recipe.setdefault("train", {})["num_threads"] = threads
-    atomic_write_text(run / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
+    recipe = with_overrides(load_yaml(_recipe(encoder)), {"train": {"num_threads": threads}})
+    atomic_write_text(run / "recipe.yaml", dump_yaml(recipe))
     return run / "recipe.yaml"
 
 
