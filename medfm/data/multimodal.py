@@ -93,13 +93,6 @@ def check_presence_mask(modality: str, mask: Any, n: Optional[int] = None, *, nd
     return checked
 
 
-def _row_mask(modality: str, mask: Any, n: int, kind: str = "presence") -> torch.Tensor:
-    """``(n,)`` bool on the CPU: a batch's mask of ``modality`` by :func:`check_presence_mask`'s rule (a ``(n, 1)``
-    mask read as ``(n,)``, one on the GPU brought to the CPU), as :func:`presence` and :func:`drop_modalities` read
-    one (each did the reshape and the move itself)."""
-    return check_presence_mask(modality, mask, n, kind=kind).reshape(n).cpu()
-
-
 def collate_modalities(samples: Sequence[Mapping[str, Any]], modalities: Sequence[str]) -> Dict[str, Any]:
     """Stack samples whose modality keys may be absent into one batch (see module docstring).
 
@@ -192,7 +185,7 @@ def presence(batch: Mapping[str, Any], modality: str) -> torch.Tensor:
     if modality not in batch:
         return torch.zeros(n, dtype=torch.bool)
     if modality in masks:
-        return _row_mask(modality, masks[modality], n)
+        return check_presence_mask(modality, masks[modality], n).reshape(n).cpu()
     return torch.ones(n, dtype=torch.bool)
 
 
@@ -219,7 +212,7 @@ def drop_modalities(batch: Mapping[str, Any], drop: Mapping[str, torch.Tensor]) 
     for m, d in drop.items():
         if m not in batch:
             continue
-        d = _row_mask(m, d, n, kind="drop")
+        d = check_presence_mask(m, d, n, kind="drop").reshape(n).cpu()
         keep = (masks[m] if m in masks else presence(batch, m)) & ~d  # each mask checked and read once
         masks[m] = keep
         if not keep.any():
