@@ -341,6 +341,30 @@ def tiny_train_config(**kw):
                           "checkpoint_every": 3, **kw})
 
 
+def tiny_net():
+    """The tiny Trainer tests' model on :class:`TinyPairs`: a seeded ``4 -> 8 -> 2`` MLP with dropout (so a resume
+    must restore the random state too)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.3), nn.ReLU(), nn.Linear(8, 2))
+
+
+def noisy_step(model, batch, gen):
+    """A Trainer ``step_fn`` for :func:`tiny_net`: cross-entropy on the inputs plus noise drawn from ``gen``."""
+    x = batch["x"] + 0.1 * torch.randn(batch["x"].shape, generator=gen).to(batch["x"].device)
+    return {"loss": torch.nn.functional.cross_entropy(model(x), batch["y"])}
+
+
+def logged_rows(path: Path) -> List[dict]:
+    """The rows of a ``metrics.jsonl`` without their wall-clock keys (``time``, ``img_per_s``): what two runs that
+    should match must log alike."""
+    import json
+
+    return [{k: v for k, v in json.loads(ln).items() if k not in ("time", "img_per_s")}
+            for ln in path.read_text().splitlines()]
+
+
 class Killed(Exception):
     """Stands in for SIGKILL right after a mid-epoch checkpoint (disk state as after a real kill)."""
 

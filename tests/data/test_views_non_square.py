@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from medfm.data.imagefolder import ImageFolderDataset
 from medfm.data.views import RandomViews, ViewConfig
+from tests.conftest import write_class_folders
 
 PLAIN = dict(hflip_p=0.0, rotate_deg=0.0, blur_p=0.0, brightness=0.0, contrast=0.0, noise_std=0.0)
 
@@ -65,11 +65,7 @@ def test_a_rotated_crop_of_a_non_square_image_is_a_rotation_in_pixels():
 def test_an_image_folder_of_non_square_images_gets_views(tmp_path):
     """The user path: an image folder of 48 x 64 PNGs (size=None keeps them) -> get_batch -> views, S x S with
     S = 48 by default (was: ValueError "views expect square images ... got 48 x 64")."""
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / cls).mkdir()
-        for i in range(2):
-            Image.fromarray(rng.integers(0, 256, (48, 64), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    write_class_folders(tmp_path, ("a", "b"), 2, np.random.default_rng(0), size=(48, 64))
     batch = ImageFolderDataset(tmp_path).get_batch([0, 1, 2, 3])["image"]
     assert batch.shape == (4, 1, 48, 64)
     a, b = RandomViews()(batch, _gen(1)), RandomViews()(batch, _gen(1))

@@ -10,18 +10,14 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
-import medfm
-from medfm.adapters.classification import ImageClassifier
 from medfm.cards import build_card
-from medfm.data import dataset_info
 from medfm.data.medmnist_info import INFO
 from medfm.evaluation.suite_report import render_suite_markdown
 from medfm.evaluation.suites import load_suite, run_suite
 from medfm.hub import load_config, save_pretrained
-from tests.conftest import fake_medmnist_arrays
+from tests.conftest import fake_medmnist_arrays, pneumonia_classifier
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +28,7 @@ def runs(tmp_path_factory):
     (tmp / "medmnist").mkdir()
     path = tmp / "medmnist" / "pneumoniamnist.npz"
     np.savez_compressed(path, **fake_medmnist_arrays("pneumoniamnist", counts=(16, 4, 20)))
-    info = dataset_info("pneumoniamnist")
-    torch.manual_seed(0)
-    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
-    ckpt = str(save_pretrained(ImageClassifier(enc, 2, info["task"], info["label_names"]), tmp / "c"))
+    ckpt = str(save_pretrained(pneumonia_classifier(), tmp / "c"))
     out = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(INFO["pneumoniamnist"], "MD5", hashlib.md5(path.read_bytes()).hexdigest())

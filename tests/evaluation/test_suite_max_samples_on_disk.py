@@ -9,18 +9,14 @@ not on disk and would have been skipped.
 import json
 
 import pytest
-import torch
 import yaml
 
-import medfm
-from medfm.adapters.classification import ImageClassifier
 from medfm.cli import main
 from medfm.config import ConfigError
-from medfm.data import dataset_info
 from medfm.data.errors import DataFileMissingError
 from medfm.evaluation.suites import load_suite, run_suite
 from medfm.hub import save_pretrained
-from tests.conftest import fake_medmnist_arrays, write_grey_image
+from tests.conftest import fake_medmnist_arrays, pneumonia_classifier, write_grey_image
 
 
 @pytest.fixture
@@ -37,10 +33,7 @@ def _suite(tmp_path, datasets, name="s"):
 
 
 def _ckpt(path):
-    info = dataset_info("pneumoniamnist")
-    torch.manual_seed(0)
-    enc = medfm.create_encoder("resnet_test", in_chans=1, img_size=28)
-    return str(save_pretrained(ImageClassifier(enc, info["num_classes"], info["task"], info["label_names"]), path))
+    return str(save_pretrained(pneumonia_classifier(), path))
 
 
 def test_max_samples_below_the_classes_of_a_set_not_on_disk_runs_and_skips_it(tmp_path, root, capsys):

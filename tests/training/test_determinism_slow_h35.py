@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import logged_rows
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -49,8 +51,4 @@ def test_a_lora_finetune_writes_the_same_files_under_other_string_hashes(tmp_pat
         cfg = [json.loads((run / name / "adapter_config.json").read_text()) for run in (one, two)]
         assert cfg[0]["target_modules"] == cfg[1]["target_modules"] == sorted(cfg[0]["target_modules"])
 
-    def logged(run):
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in r.items() if k not in ("time", "img_per_s")} for r in rows]
-
-    assert logged(one) == logged(two)
+    assert logged_rows(one / "metrics.jsonl") == logged_rows(two / "metrics.jsonl")

@@ -10,34 +10,18 @@ folder repaired once the checks passed.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from medfm.training.loop import Trainer
-from tests.conftest import Killed, TinyPairs, kill_after_first_mid_epoch_checkpoint, save_state_dict, tiny_train_config
+from tests.conftest import (Killed, TinyPairs, kill_after_first_mid_epoch_checkpoint, logged_rows, noisy_step,
+                            save_state_dict, tiny_net, tiny_train_config)
 from tests.training.runs_helpers import folder_snapshot, pretrain_recipe, write_pneumoniamnist
 
 ASIDE = ".checkpoint.old-0123456789ab"
-
-
-def _tiny():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.3), nn.ReLU(), nn.Linear(8, 2))
-
-
-def _step(model, batch, gen):
-    x = batch["x"] + 0.1 * torch.randn(batch["x"].shape, generator=gen)
-    return {"loss": nn.functional.cross_entropy(model(x), batch["y"])}
-
-
-def _log(path: Path):
-    return [{k: v for k, v in json.loads(ln).items() if k not in ("time", "img_per_s")}
-            for ln in path.read_text().splitlines()]
 
 
 def _in_the_rename_window(run: Path) -> None:
@@ -51,7 +35,7 @@ def _killed_run(tmp_path, monkeypatch) -> Path:
     """A tiny run killed after its step-3 checkpoint, inside the rename window of the next save."""
     restore = kill_after_first_mid_epoch_checkpoint(monkeypatch)
     with pytest.raises(Killed):
-        Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "killed", save_state_dict).fit()
+        Trainer(tiny_net(), noisy_step, TinyPairs(), tiny_train_config(), tmp_path / "killed", save_state_dict).fit()
     restore()
     run = tmp_path / "killed"
     _in_the_rename_window(run)
@@ -62,21 +46,21 @@ def test_a_refused_resume_leaves_the_folder_as_it_was_and_the_accepted_one_repai
                                                                                                    monkeypatch):
     """8 samples instead of 16: the step-3 state does not fit 2 steps per epoch. Was: refused with checkpoint/ back
     in place and the .tmp- folder deleted. The resume on the run's data then repairs and ends bit-identically."""
-    full = Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "full", save_state_dict).fit()
+    full = Trainer(tiny_net(), noisy_step, TinyPairs(), tiny_train_config(), tmp_path / "full", save_state_dict).fit()
     run = _killed_run(tmp_path, monkeypatch)
     before = folder_snapshot(run)
     with pytest.raises(ValueError) as err:
-        Trainer(_tiny(), _step, TinyPairs(8), tiny_train_config(), run, save_state_dict).fit(resume=True)
+        Trainer(tiny_net(), noisy_step, TinyPairs(8), tiny_train_config(), run, save_state_dict).fit(resume=True)
     assert folder_snapshot(run) == before
     assert str(err.value).startswith(f"cannot resume from {run / ASIDE}: its state (epoch 0, step 3, global step 3) "
                                      "does not fit this run's 2 epochs of 2 steps")  # names the folder it read
     assert sorted(p.name for p in run.iterdir()) == [ASIDE, ".checkpoint.tmp-partial", "metrics.jsonl"]
     steps = []
-    resumed = Trainer(_tiny(), lambda m, b, g: steps.append(1) or _step(m, b, g), TinyPairs(), tiny_train_config(),
-                      run, save_state_dict).fit(resume=True)
+    resumed = Trainer(tiny_net(), lambda m, b, g: steps.append(1) or noisy_step(m, b, g), TinyPairs(),
+                      tiny_train_config(), run, save_state_dict).fit(resume=True)
     assert len(steps) == 8 - 3  # from the step-3 state aside, not from scratch
     assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
-    assert _log(run / "metrics.jsonl") == _log(tmp_path / "full" / "metrics.jsonl")
+    assert logged_rows(run / "metrics.jsonl") == logged_rows(tmp_path / "full" / "metrics.jsonl")
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "metrics.jsonl", "training_curve.png"]
 
 
@@ -86,7 +70,7 @@ def test_a_corrupt_state_aside_is_refused_and_left_as_it_was(tmp_path, monkeypat
     (run / ASIDE / "trainer_state.json").write_text("{not json")
     before = folder_snapshot(run)
     with pytest.raises(ValueError) as err:
-        Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), run, save_state_dict).fit(resume=True)
+        Trainer(tiny_net(), noisy_step, TinyPairs(), tiny_train_config(), run, save_state_dict).fit(resume=True)
     assert folder_snapshot(run) == before
     assert str(err.value).startswith(f"cannot resume from {run / ASIDE}: training state missing or corrupt")
 
@@ -99,7 +83,7 @@ def test_several_versions_aside_refuse_the_resume_and_stay(tmp_path, monkeypatch
     before = folder_snapshot(run)
     with pytest.raises(FileExistsError, match=r"is missing and several earlier versions wait beside it \("
                                               + re.escape(f"{ASIDE}, .checkpoint.old-second); rename the right one")):
-        Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), run, save_state_dict).fit(resume=True)
+        Trainer(tiny_net(), noisy_step, TinyPairs(), tiny_train_config(), run, save_state_dict).fit(resume=True)
     assert folder_snapshot(run) == before
 
 
@@ -110,7 +94,7 @@ def test_a_new_run_is_refused_over_a_state_set_aside(tmp_path, monkeypatch):
     before = folder_snapshot(run)
     with pytest.raises(FileExistsError, match=re.escape(f"{run} already holds a checkpoint (checkpoint/, set aside as "
                                                         f"{ASIDE} by a kill while it was saved); pass --resume")):
-        Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), run, save_state_dict).fit()
+        Trainer(tiny_net(), noisy_step, TinyPairs(), tiny_train_config(), run, save_state_dict).fit()
     assert folder_snapshot(run) == before
 
 

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from medfm.config import from_dict
-from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint
+from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint, logged_rows
 
 TRAIN = {"epochs": 2, "batch_size": 2, "lr": 3e-3, "warmup_epochs": 0.5, "precision": "fp32", "seed": 5,
          "log_every": 1, "checkpoint_every": 3, "deterministic": True}  # bit for bit on a GPU too
@@ -150,11 +150,6 @@ RUNNERS = {
 }
 
 
-def _log(path: Path):
-    return [{k: v for k, v in json.loads(ln).items() if k not in ("time", "img_per_s")}
-            for ln in path.read_text().splitlines()]
-
-
 @pytest.mark.parametrize("name", list(RUNNERS))
 def test_runner_killed_after_a_mid_epoch_checkpoint_resumes_bit_identically(tmp_path, monkeypatch, name):
     write, run, runs, finals, victim = RUNNERS[name]
@@ -174,7 +169,8 @@ def test_runner_killed_after_a_mid_epoch_checkpoint_resumes_bit_identically(tmp_
         differ = [k for k in a if not torch.equal(a[k], b[k])]
         assert not differ, f"{sub}: {len(differ)} of {len(a)} tensors differ after the resume, e.g. {differ[:3]}"
     for sub in runs:
-        assert _log(tmp_path / "killed" / sub / "metrics.jsonl") == _log(tmp_path / "full" / sub / "metrics.jsonl"), sub
+        assert (logged_rows(tmp_path / "killed" / sub / "metrics.jsonl")
+                == logged_rows(tmp_path / "full" / sub / "metrics.jsonl")), sub
 
 
 # -- the CUDA generators (dropout on a GPU) -------------------------------------------------------

@@ -8,65 +8,49 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from medfm.config import from_dict
 from medfm.training.loop import Trainer
 from tests.training.runs_helpers import finetune_recipe, write_pneumoniamnist
 from tests.conftest import (TinyPairs, Killed, kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays,
-                            save_state_dict, tiny_train_config)
-
-
-def _log(path: Path):
-    return [{k: v for k, v in json.loads(ln).items() if k not in ("time", "img_per_s")}
-            for ln in path.read_text().splitlines()]
+                            logged_rows, noisy_step, save_state_dict, tiny_net, tiny_train_config)
 
 
 # -- the loop on a tiny model ---------------------------------------------------------------------
-def _tiny():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.3), nn.ReLU(), nn.Linear(8, 2))
-
-
-def _step(model, batch, gen):
-    x = batch["x"] + 0.1 * torch.randn(batch["x"].shape, generator=gen).to(batch["x"].device)
-    return {"loss": nn.functional.cross_entropy(model(x), batch["y"])}
-
-
 def test_resume_survives_a_log_line_cut_off_by_the_kill(tmp_path, monkeypatch):
-    full = Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "full", save_state_dict).fit()
+    full = Trainer(tiny_net(), noisy_step, TinyPairs(), tiny_train_config(), tmp_path / "full", save_state_dict).fit()
     restore = kill_after_first_mid_epoch_checkpoint(monkeypatch)
     with pytest.raises(Killed):
-        Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "killed", save_state_dict).fit()
+        Trainer(tiny_net(), noisy_step, TinyPairs(), tiny_train_config(), tmp_path / "killed", save_state_dict).fit()
     restore()
     with open(tmp_path / "killed" / "metrics.jsonl", "a") as fh:
         fh.write('{"step": 4, "epoch": 1, "lo')  # SIGKILL in the middle of the next append
-    resumed = Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "killed",
+    resumed = Trainer(tiny_net(), noisy_step, TinyPairs(), tiny_train_config(), tmp_path / "killed",
                       save_state_dict).fit(resume=True)
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
-    assert _log(tmp_path / "killed" / "metrics.jsonl") == _log(tmp_path / "full" / "metrics.jsonl")
+    assert logged_rows(tmp_path / "killed" / "metrics.jsonl") == logged_rows(tmp_path / "full" / "metrics.jsonl")
 
 
 def test_resume_after_a_kill_inside_the_checkpoint_rename_window(tmp_path, monkeypatch):
     """Disk state of a kill between atomic_dir's renames: no checkpoint/, the previous one at
     .checkpoint.old-<id>, the next one (maybe partial) at .checkpoint.tmp-<id>."""
-    full = Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "full", save_state_dict).fit()
+    full = Trainer(tiny_net(), noisy_step, TinyPairs(), tiny_train_config(), tmp_path / "full", save_state_dict).fit()
     restore = kill_after_first_mid_epoch_checkpoint(monkeypatch)
     with pytest.raises(Killed):
-        Trainer(_tiny(), _step, TinyPairs(), tiny_train_config(), tmp_path / "killed", save_state_dict).fit()
+        Trainer(tiny_net(), noisy_step, TinyPairs(), tiny_train_config(), tmp_path / "killed", save_state_dict).fit()
     restore()
     run = tmp_path / "killed"
     (run / "checkpoint").rename(run / ".checkpoint.old-0123456789ab")
     (run / ".checkpoint.tmp-partial").mkdir()
     (run / ".checkpoint.tmp-partial" / "model.safetensors").write_bytes(b"\x00" * 8)
     steps = []
-    resumed = Trainer(_tiny(), lambda m, b, g: steps.append(1) or _step(m, b, g), TinyPairs(), tiny_train_config(), run,
-                      save_state_dict).fit(resume=True)
+    resumed = Trainer(tiny_net(), lambda m, b, g: steps.append(1) or noisy_step(m, b, g), TinyPairs(),
+                      tiny_train_config(), run, save_state_dict).fit(resume=True)
     assert len(steps) == 8 - 3  # continued after the restored step-3 checkpoint, not from scratch
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
-    assert _log(run / "metrics.jsonl") == _log(tmp_path / "full" / "metrics.jsonl")
+    assert logged_rows(run / "metrics.jsonl") == logged_rows(tmp_path / "full" / "metrics.jsonl")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -74,14 +58,15 @@ def test_precision_autocasts_and_nan_loss_is_a_clear_error(tmp_path, precision):
     seen = []
 
     def step(model, batch, gen):
-        out = _step(model, batch, gen)
+        out = noisy_step(model, batch, gen)
         seen.append(model(batch["x"]).dtype)
         if len(seen) == 3:
             out["loss"] = out["loss"] * float("nan")
         return out
 
     with pytest.raises(ValueError, match=r"loss became nan at epoch 1, step 2; lower train.lr"):
-        Trainer(_tiny(), step, TinyPairs(), tiny_train_config(precision=precision), tmp_path / "r", save_state_dict).fit()
+        Trainer(tiny_net(), step, TinyPairs(), tiny_train_config(precision=precision), tmp_path / "r",
+                save_state_dict).fit()
     assert seen == [torch.bfloat16 if precision == "bf16" else torch.float32] * 3
     assert not (tmp_path / "r" / "checkpoint").exists()  # nothing saved from the diverged steps
 
@@ -222,8 +207,8 @@ def test_lora_finetune_with_label_fraction_resumes_bit_identically(tmp_path, mon
         a = load_file(str(Path(sub) / name))
         b = load_file(str(Path(resumed).parent / Path(sub).name / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert _log(tmp_path / "killed" / "metrics.jsonl") == _log(tmp_path / "full" / "metrics.jsonl")
-    assert any("val_acc" in r for r in _log(tmp_path / "full" / "metrics.jsonl"))
+    assert logged_rows(tmp_path / "killed" / "metrics.jsonl") == logged_rows(tmp_path / "full" / "metrics.jsonl")
+    assert any("val_acc" in r for r in logged_rows(tmp_path / "full" / "metrics.jsonl"))
     # the subset: stratified, at least one per class, the same every run, from the train split only
     labels = fake_medmnist_arrays("pneumoniamnist", counts=(48, 8, 8))["train_labels"][:, 0]
     idx = label_fraction_indices(labels, 0.5, seed=3)
