@@ -160,16 +160,6 @@ def predict_rows(model: torch.nn.Module, batch: Mapping[str, Any],
     return np.concatenate(probs), np.concatenate(logits)
 
 
-def predict_prob_rows(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 64) -> np.ndarray:
-    """Class probability rows ``(N, K)`` float32 (``model.scores``, softmax) of ``model`` on a (large) batch:
-    the first array of :func:`predict_rows` (``(0, 2)`` for an empty batch).
-
-    Raises:
-        ValueError: ``batch_size_`` not an integer >= 1.
-    """
-    return predict_rows(model, batch, batch_size_)[0]
-
-
 def predict_probs(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_: int = 64) -> np.ndarray:
     """Positive-class probabilities ``(N,)``: column 1 of the probability rows of :func:`predict_rows`.
 
@@ -460,7 +450,7 @@ def fusion_checks(res: Mapping[str, Any], modalities: Sequence[str], tolerance: 
 
 __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict_probs", "patient_bootstrap_auc",
            "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
-           "slice_batch", "subset_views", "subset_table", "usable", "subset_checks", "predict_prob_rows",
-           "predict_rows", "batch_modalities", "check_modality_names", "check_presence", "check_protocol_args",
+           "slice_batch", "subset_views", "subset_table", "usable", "subset_checks", "predict_rows",
+           "batch_modalities", "check_modality_names", "check_presence", "check_protocol_args",
            "write_protocol_report", "check_patient_ids", "PROTOCOL_REPORT_FILES", "format_ci", "plot_subset_metric",
            "shown_presence"]

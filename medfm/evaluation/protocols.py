@@ -117,31 +117,27 @@ class LinearProbe:
     intercept: np.ndarray
     task: str
 
-    def logits(self, features: np.ndarray, standardised: bool = False) -> np.ndarray:
+    def logits(self, features: np.ndarray) -> np.ndarray:
         """``(N, K)`` logits of ``(N, D)`` features.
 
         Args:
             features: ``(N, D)`` embeddings.
-            standardised: ``features`` are already this probe's ``(x - mean) / scale``, a float64 ``(N, D)`` array
-                taken as it is, unchecked (:func:`select_probe_c` checks and standardises a validation set once
-                for its whole grid of probes, which share the training set's standardisation).
 
         Raises:
-            ValueError: (``standardised`` False) features that are not ``(N, D)`` with the probe's ``D``, or hold
-                NaN/inf (:func:`check_features`).
+            ValueError: features that are not ``(N, D)`` with the probe's ``D``, or hold NaN/inf
+                (:func:`check_features`).
         """
-        z = features if standardised else (check_features(features, "features", width=len(self.mean))
-                                           - self.mean) / self.scale
-        return z @ self.coef.T + self.intercept
+        return self._standardised_logits((check_features(features, "features", width=len(self.mean))
+                                          - self.mean) / self.scale)
 
-    def predict(self, features: np.ndarray, standardised: bool = False) -> np.ndarray:
+    def predict(self, features: np.ndarray) -> np.ndarray:
         """``(N, K)`` float32 probabilities of ``(N, D)`` features: softmax (binary: ``[1 - p, p]``), sigmoid for
-        multi-label; ``standardised`` as :meth:`logits`.
+        multi-label.
 
         Raises:
             ValueError: as :meth:`logits`.
         """
-        return self._probabilities(self.logits(features, standardised))
+        return self._probabilities(self.logits(features))
 
     def outputs(self, features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """``(scores, logits)`` of ``(N, D)`` features, as :func:`medfm.evaluation.predict.predict_outputs`:
@@ -159,6 +155,12 @@ class LinearProbe:
         if self.task != MULTI_LABEL and z.shape[1] == 1:
             z = np.concatenate([np.zeros_like(z), z], axis=1)
         return scores, z
+
+    def _standardised_logits(self, z: np.ndarray) -> np.ndarray:
+        """:meth:`logits` of features already standardised by this probe (``z = (x - mean) / scale``, a float64
+        ``(N, D)`` array), taken as they are, unchecked: :func:`select_probe_c` checks and standardises a validation
+        set once for its whole grid of probes, which share the training set's standardisation."""
+        return z @ self.coef.T + self.intercept
 
     def _probabilities(self, z: np.ndarray) -> np.ndarray:
         """:meth:`predict` from the ``(N, K)`` logits ``z``."""
@@ -355,7 +357,8 @@ def select_probe_c(train_features: np.ndarray, train_labels: np.ndarray, val_fea
     accs: Dict[float, float] = {}
     for c in grid:
         probe = _fit_standardised(*train, task, num_classes, c, max_iter)
-        accs[c] = float(classification_metrics(val_labels, probe.predict(z_val, standardised=True), task)["acc"])
+        probs = probe._probabilities(probe._standardised_logits(z_val))  # predict's steps, checked once above
+        accs[c] = float(classification_metrics(val_labels, probs, task)["acc"])
     best = max(grid, key=lambda c: (accs[c], -c))
     return best, accs
 

@@ -14,13 +14,17 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from medfm.evaluation.report import AUC_RANKINGS
+
 #: Published PneumoniaMNIST-C figures of MedViT-small (corruptions applied at 224 px), as quoted in issue 5.
 MEDVIT_SMALL_C = {"pneumoniamnist": {"clean_error": 0.040, "be": 0.384, "rbe": 0.246}}
 
 
-#: what a run's AUC ranked (``auc_ranking`` of its results, :data:`medfm.evaluation.report.AUC_RANKINGS`)
-_AUC_RANKED = {"logits": "the model's log-odds (float32 saturation does not tie them)",
-               "probabilities": "the predicted probabilities, a kNN's vote shares (it has no logits; equal shares tie)"}
+#: what a run's AUC ranked (``auc_ranking`` of its results, named by :data:`medfm.evaluation.report.AUC_RANKINGS`,
+#: keyed by whether the run had logits) -> how the report describes it
+_AUC_RANKED = {AUC_RANKINGS[True]: "the model's log-odds (float32 saturation does not tie them)",
+               AUC_RANKINGS[False]: "the predicted probabilities, a kNN's vote shares (it has no logits; "
+                                    "equal shares tie)"}
 
 
 def _fmt(x: Any, nd: int = 4) -> str:

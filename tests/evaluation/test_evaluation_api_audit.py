@@ -44,7 +44,7 @@ def test_fusion_auc_breaks_float32_saturation_ties_like_classification_metrics()
     # every p1 is exactly 1.0 in float32; the logits rank the positives above the negatives
     margins, labels = [18.0, 19.0, 20.0, 21.0, 22.0, 23.0, 24.0, 25.0], [0, 0, 0, 0, 1, 1, 1, 1]
     batch = _margin_batch(margins, labels)
-    rows = FU.predict_prob_rows(_Margin(), batch)
+    rows, _ = FU.predict_rows(_Margin(), batch)
     assert rows.shape == (8, 2) and (rows[:, 1] == 1.0).all()
     want = classification_metrics(np.array(labels), rows, "binary-class")
     assert want["auc"] == 1.0

@@ -105,4 +105,3 @@ def test_predict_probs_is_column_one_of_predict_rows():
     probs, _ = FU.predict_rows(_Margin(), batch)
     got = FU.predict_probs(_Margin(), batch, batch_size_=2)
     assert got.dtype == np.float32 and np.array_equal(got, probs[:, 1])
-    assert np.array_equal(FU.predict_prob_rows(_Margin(), batch), probs)
