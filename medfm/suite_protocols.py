@@ -238,6 +238,72 @@ class ProtocolOptions:
 READER_CHECKED_OPTIONS = ("finetune",)
 
 
+#: the :class:`medfm.training.recipes.FinetuneRecipe` sections that each fine-tuning run of a suite sets itself
+#: (the dataset's ``data``, the checkpoint's ``encoder``): a suite's ``protocol.finetune`` may not set them
+PER_RUN_SECTIONS = ("data", "encoder")
+
+
+def _section_keys(recipe: type) -> Dict[str, Tuple[str, ...]]:
+    """The dataclass sections of dataclass ``recipe`` (a field whose type is a dataclass, or ``Optional`` of one):
+    field name -> the section's field names."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(recipe)
+    found: Dict[str, Tuple[str, ...]] = {}
+    for f in dataclasses.fields(recipe):
+        for tp in (hints[f.name], *typing.get_args(hints[f.name])):
+            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+                found[f.name] = tuple(g.name for g in dataclasses.fields(tp))
+                break
+    return found
+
+
+def check_finetune_keys(settings: Any) -> None:
+    """The one unknown-key rule of a suite's ``protocol.finetune`` (its keys are those of a
+    :class:`medfm.training.recipes.FinetuneRecipe` but :data:`PER_RUN_SECTIONS`): the suite reader's and the
+    early check's (:func:`check_finetune_settings`) and the fine-tuning runs' own
+    (:func:`medfm.evaluation.finetune_protocol.finetune_recipe`). Imports torch (the recipe classes do).
+
+    The first unknown key (in ``settings``' order) is named with the hint that helps: a setting of a recipe
+    section is told where it belongs (a close match would mislead: ``lr`` looks like ``lora``), a per-run key
+    that each run sets it, anything else gets the close match of the valid keys (:func:`close_match_hint`, the
+    words of :func:`medfm.config.from_dict`).
+
+    Args:
+        settings: the ``protocol.finetune`` mapping (only its keys are read).
+
+    Raises:
+        ConfigError: ``"protocol.finetune: unknown key 'lr'; it is a train setting: write finetune: {train: {lr:
+            ...}}"``, ``"protocol.finetune: unknown key 'data'; data and encoder are set by each run (valid keys:
+            mode, lora, dropout, head_norm, augment, train)"``, ``"protocol.finetune: unknown key 'mdoe'; did you
+            mean 'mode'?"``.
+    """
+    from dataclasses import fields
+
+    from medfm.training.recipes import FinetuneRecipe
+
+    sections = _section_keys(FinetuneRecipe)
+    valid = [f.name for f in fields(FinetuneRecipe) if f.name not in PER_RUN_SECTIONS]
+    for key in settings:
+        if key in valid:
+            continue
+        owners = [name for name, keys in sections.items() if key in keys]
+        settable = [name for name in owners if name in valid]
+        per_run = f"{' and '.join(PER_RUN_SECTIONS)} are set by each run (valid keys: {', '.join(valid)})"
+        named = settable or owners
+        section = f"{'an' if named and named[0][0] in 'aeiou' else 'a'} {' or '.join(named)} setting"
+        if settable:
+            hint = f"; it is {section}: write " + " or ".join(f"finetune: {{{s}: {{{key}: ...}}}}" for s in settable)
+        elif owners:
+            hint = f"; it is {section}, and {per_run}"
+        elif key in PER_RUN_SECTIONS:
+            hint = f"; {per_run}"
+        else:
+            hint = close_match_hint(key, valid, fallback="valid keys")
+        raise ConfigError(f"protocol.finetune: unknown key {key!r}{hint}")
+
+
 def check_finetune_settings(settings: Dict[str, Any]) -> None:
     """Check a suite's ``protocol.finetune`` as a partial :class:`medfm.training.recipes.FinetuneRecipe` (the
     fine-tuning runs' own reader; ``train.epochs`` may be left out: chosen per label fraction). The one rule of
@@ -245,19 +311,13 @@ def check_finetune_settings(settings: Dict[str, Any]) -> None:
     (:func:`check_protocol_section` with ``settings``) both apply. Imports torch (the recipe classes do).
 
     Raises:
-        ConfigError: an unknown or per-run key (``data``, ``encoder``), a wrong type or a bad value, named
-            ``protocol.finetune...`` (``"protocol.finetune: mode must be one of ('linear', 'full', 'lora'), got
-            'most'"``; the runs would otherwise fail one by one).
+        ConfigError: an unknown or per-run key (``data``, ``encoder``: :func:`check_finetune_keys`), a wrong type
+            or a bad value, named ``protocol.finetune...`` (``"protocol.finetune: mode must be one of ('linear',
+            'full', 'lora'), got 'most'"``; the runs would otherwise fail one by one).
     """
-    from dataclasses import fields
-
     from medfm.training.recipes import FinetuneRecipe
 
-    known = [f.name for f in fields(FinetuneRecipe) if f.name not in ("data", "encoder")]
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        raise ConfigError(f"protocol.finetune: unknown key(s) {unknown} (known: {', '.join(known)}; data and encoder "
-                          "are set by each run)")
+    check_finetune_keys(settings)
     train = settings.get("train")
     if isinstance(train, dict):  # epochs may be left out (chosen per label fraction)
         train = {"epochs": 1, **train}
@@ -352,5 +412,6 @@ def check_protocol_section(section: Any, where: str, settings: bool = False) -> 
 
 __all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "PROTOCOL_OPTIONS", "check_protocol_options", "parse_probe_c",
            "parse_label_fractions", "check_label_fraction", "check_protocol_overrides", "check_protocol_name",
-           "ProtocolOptions", "READER_CHECKED_OPTIONS", "check_finetune_settings", "ProtocolSpec",
+           "ProtocolOptions", "READER_CHECKED_OPTIONS", "PER_RUN_SECTIONS", "check_finetune_keys",
+           "check_finetune_settings", "ProtocolSpec",
            "check_protocol_section"]

@@ -268,7 +268,7 @@ def test_output_that_is_a_file_and_missing_data_root(tmp_path, capsys, pneumonia
     ("n_boot: 10", "n_boot: 0", "metrics.n_boot must be an integer >= 1, got 0"),
     ("{enabled: false}", "{enabled: true, methods: [gradcamm]}", "cam.methods must be names from"),  # exit 0
     ("cam: {enabled: false}", "corruptions: {workers: -1}", "corruptions.workers must be an integer >= 0 (0 or 1: in this process), got -1"),
-    ("knn_k: 3", "knn_k: 3, finetune: {mode: full, lr: 1}", "protocol.finetune: unknown key(s) ['lr']"),
+    ("knn_k: 3", "knn_k: 3, finetune: {mode: full, lr: 1}", "protocol.finetune: unknown key 'lr'"),
     ("name: s\n", "", "missing required key(s) 'name'"),  # "Suite.__init__() missing 1 required positional argument"
 ])
 def test_suite_values_checked_when_the_suite_is_read(tmp_path, capsys, pneumonia_env, old, new, message):

@@ -25,7 +25,6 @@ refuses otherwise (it used to score the old model under the new checkpoint's nam
 from __future__ import annotations
 
 import math
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -60,12 +59,16 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
             ``encoder``, which the checkpoint and the run fix.
 
     Raises:
-        ConfigError / ValueError: unknown or bad settings (``settings`` not a mapping included: a
-            string such as ``"full"`` failed in ``dict()``).
+        ValueError: ``settings`` not a mapping (a string such as ``"full"`` failed in ``dict()``), an encoder
+            without a recorded architecture.
+        ConfigError: an unknown key (:func:`medfm.suite_protocols.check_finetune_keys`, the rule and words of the
+            suite reader: ``"protocol.finetune: unknown key 'lr'; it is a train setting: write finetune: {train:
+            {lr: ...}}"``), a bad setting.
     """
     from collections.abc import Mapping
 
     from medfm.config import from_dict
+    from medfm.suite_protocols import check_finetune_keys
     from medfm.training.recipes import FinetuneRecipe
 
     if settings is not None and not isinstance(settings, Mapping):
@@ -73,10 +76,7 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
                          f"got {settings!r}")
     settings = dict(settings or {"mode": "full"})
     settings.setdefault("mode", "full")
-    known = [f.name for f in fields(FinetuneRecipe) if f.name not in ("data", "encoder")]  # set per checkpoint/run
-    unknown = set(settings) - set(known)
-    if unknown:
-        raise ValueError(f"protocol.finetune: unknown key(s) {sorted(unknown)} (known: {', '.join(known)})")
+    check_finetune_keys(settings)  # the suite reader's rule: data and encoder are set here, per checkpoint/run
     cfg = dict(getattr(encoder, "config", {}) or {})
     if "name" not in cfg:
         raise ValueError(f"the checkpoint's encoder {type(encoder).__name__} does not record its architecture")
