@@ -28,6 +28,37 @@ def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+def section_owners(cls: type, key: str) -> Tuple[str, ...]:
+    """The sections of dataclass ``cls`` (fields whose type is a dataclass, or ``Optional`` of one), in field
+    order, whose dataclass has a field ``key``: ``section_owners(FinetuneRecipe, "lr") == ("train",)``."""
+    hints = typing.get_type_hints(cls)
+    owners = []
+    for f in dataclasses.fields(cls):
+        section = next((tp for tp in (hints.get(f.name), *typing.get_args(hints.get(f.name)))
+                        if _is_dataclass_type(tp)), None)
+        if section is not None and key in {g.name for g in dataclasses.fields(section)}:
+            owners.append(f.name)
+    return tuple(owners)
+
+
+def unknown_key_hint(cls: type, key: Any, valid: typing.Sequence[str]) -> str:
+    """The hint after ``unknown key 'lr'`` in dataclass ``cls`` whose accepted keys are ``valid``: a setting of one
+    of its sections among ``valid`` is told where it belongs (``"; it is a train setting: write train: {lr: ...}"``;
+    a close match would mislead: ``lr`` looks like ``lora``), anything else gets the close match
+    (:func:`medfm.registry.close_match_hint`, ``"; did you mean 'mode'?"``, else ``" (valid keys: ...)"``).
+    The one rule of :func:`from_dict` and of a suite's ``protocol.finetune``
+    (:func:`medfm.suite_protocols.check_finetune_keys`)."""
+    settable = [s for s in section_owners(cls, key) if s in valid] if isinstance(key, str) else []
+    if not settable:
+        return close_match_hint(key, valid, fallback="valid keys")
+    return f"; it is {a_setting_of(settable)}: write " + " or ".join(f"{s}: {{{key}: ...}}" for s in settable)
+
+
+def a_setting_of(sections: typing.Sequence[str]) -> str:
+    """``"a train setting"``, ``"an augment or lora setting"``: the words for a key of the named sections."""
+    return f"{'an' if sections[0][0] in 'aeiou' else 'a'} {' or '.join(sections)} setting"
+
+
 def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, recursing into nested dataclass fields.
 
@@ -53,8 +84,7 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
     kwargs: Dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
-            hint = close_match_hint(key, list(fields), fallback="valid keys")
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+            raise ConfigError(f"{where}: unknown key {key!r}{unknown_key_hint(cls, key, list(fields))}")
         kwargs[key] = check_value_type(value, hints.get(key, Any), f"{where}.{key}")
     missing = [name for name, f in fields.items() if f.init and name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

@@ -243,22 +243,6 @@ READER_CHECKED_OPTIONS = ("finetune",)
 PER_RUN_SECTIONS = ("data", "encoder")
 
 
-def _section_keys(recipe: type) -> Dict[str, Tuple[str, ...]]:
-    """The dataclass sections of dataclass ``recipe`` (a field whose type is a dataclass, or ``Optional`` of one):
-    field name -> the section's field names."""
-    import dataclasses
-    import typing
-
-    hints = typing.get_type_hints(recipe)
-    found: Dict[str, Tuple[str, ...]] = {}
-    for f in dataclasses.fields(recipe):
-        for tp in (hints[f.name], *typing.get_args(hints[f.name])):
-            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-                found[f.name] = tuple(g.name for g in dataclasses.fields(tp))
-                break
-    return found
-
-
 def check_finetune_keys(settings: Any) -> None:
     """The one unknown-key rule of a suite's ``protocol.finetune`` (its keys are those of a
     :class:`medfm.training.recipes.FinetuneRecipe` but :data:`PER_RUN_SECTIONS`): the suite reader's and the
@@ -267,40 +251,35 @@ def check_finetune_keys(settings: Any) -> None:
 
     The first unknown key (in ``settings``' order) is named with the hint that helps: a setting of a recipe
     section is told where it belongs (a close match would mislead: ``lr`` looks like ``lora``), a per-run key
-    that each run sets it, anything else gets the close match of the valid keys (:func:`close_match_hint`, the
-    words of :func:`medfm.config.from_dict`).
+    that each run sets it, anything else gets the close match of the valid keys (the rule and words of
+    :func:`medfm.config.from_dict`, :func:`medfm.config.unknown_key_hint`).
 
     Args:
         settings: the ``protocol.finetune`` mapping (only its keys are read).
 
     Raises:
-        ConfigError: ``"protocol.finetune: unknown key 'lr'; it is a train setting: write finetune: {train: {lr:
-            ...}}"``, ``"protocol.finetune: unknown key 'data'; data and encoder are set by each run (valid keys:
-            mode, lora, dropout, head_norm, augment, train)"``, ``"protocol.finetune: unknown key 'mdoe'; did you
+        ConfigError: ``"protocol.finetune: unknown key 'lr'; it is a train setting: write train: {lr: ...}"``,
+            ``"protocol.finetune: unknown key 'data'; data and encoder are set by each run (valid keys: mode, lora,
+            dropout, head_norm, augment, train)"``, ``"protocol.finetune: unknown key 'mdoe'; did you
             mean 'mode'?"``.
     """
     from dataclasses import fields
 
+    from medfm.config import a_setting_of, section_owners, unknown_key_hint
     from medfm.training.recipes import FinetuneRecipe
 
-    sections = _section_keys(FinetuneRecipe)
     valid = [f.name for f in fields(FinetuneRecipe) if f.name not in PER_RUN_SECTIONS]
+    per_run = f"{' and '.join(PER_RUN_SECTIONS)} are set by each run (valid keys: {', '.join(valid)})"
     for key in settings:
         if key in valid:
             continue
-        owners = [name for name, keys in sections.items() if key in keys]
-        settable = [name for name in owners if name in valid]
-        per_run = f"{' and '.join(PER_RUN_SECTIONS)} are set by each run (valid keys: {', '.join(valid)})"
-        named = settable or owners
-        section = f"{'an' if named and named[0][0] in 'aeiou' else 'a'} {' or '.join(named)} setting"
-        if settable:
-            hint = f"; it is {section}: write " + " or ".join(f"finetune: {{{s}: {{{key}: ...}}}}" for s in settable)
-        elif owners:
-            hint = f"; it is {section}, and {per_run}"
-        elif key in PER_RUN_SECTIONS:
+        owners = section_owners(FinetuneRecipe, key)
+        if key in PER_RUN_SECTIONS:
             hint = f"; {per_run}"
+        elif owners and not set(owners) & set(valid):  # only a per-run section has it
+            hint = f"; it is {a_setting_of(owners)}, and {per_run}"
         else:
-            hint = close_match_hint(key, valid, fallback="valid keys")
+            hint = unknown_key_hint(FinetuneRecipe, key, valid)
         raise ConfigError(f"protocol.finetune: unknown key {key!r}{hint}")
 
 

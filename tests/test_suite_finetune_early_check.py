@@ -28,7 +28,7 @@ def test_a_bad_finetune_setting_is_named_by_the_early_check_in_the_readers_words
     cases = [("{name: finetune, finetune: {mode: most}}",
               "s.yaml: protocol.finetune: mode must be one of ('linear', 'full', 'lora'), got 'most'"),
              ("{name: finetune, finetune: {lr: 0.1}}",
-              "s.yaml: protocol.finetune: unknown key 'lr'; it is a train setting: write finetune: {train: {lr: ...}}"),
+              "s.yaml: protocol.finetune: unknown key 'lr'; it is a train setting: write train: {lr: ...}"),
              ("{name: finetune, finetune: {train: {epochs: 0}}}",
               "s.yaml: protocol.finetune: train.epochs must be an integer >= 1, got 0"),
              ("{name: knn, finetune: {mode: lora}}",

@@ -34,15 +34,15 @@ def _error(call, settings):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"lr": 0.1}, "protocol.finetune: unknown key 'lr'; it is a train setting: write finetune: {train: {lr: ...}}"),
+    ({"lr": 0.1}, "protocol.finetune: unknown key 'lr'; it is a train setting: write train: {lr: ...}"),
     ({"mode": "full", "epochs": 3},
-     "protocol.finetune: unknown key 'epochs'; it is a train setting: write finetune: {train: {epochs: ...}}"),
+     "protocol.finetune: unknown key 'epochs'; it is a train setting: write train: {epochs: ...}"),
     ({"batch_size": 8},
-     "protocol.finetune: unknown key 'batch_size'; it is a train setting: write finetune: {train: {batch_size: ...}}"),
+     "protocol.finetune: unknown key 'batch_size'; it is a train setting: write train: {batch_size: ...}"),
     ({"mode": "lora", "rank": 4},
-     "protocol.finetune: unknown key 'rank'; it is a lora setting: write finetune: {lora: {rank: ...}}"),
+     "protocol.finetune: unknown key 'rank'; it is a lora setting: write lora: {rank: ...}"),
     ({"hflip_p": 0.5},
-     "protocol.finetune: unknown key 'hflip_p'; it is an augment setting: write finetune: {augment: {hflip_p: ...}}"),
+     "protocol.finetune: unknown key 'hflip_p'; it is an augment setting: write augment: {hflip_p: ...}"),
 ])
 @pytest.mark.parametrize("path", ["suite reader", "fine-tuning run"])
 def test_a_section_setting_is_told_where_it_belongs(encoder, path, settings, message):
@@ -89,7 +89,7 @@ def test_the_suite_file_is_named_first_once():
     with pytest.raises(ConfigError) as info:
         check_protocol_section({"name": "finetune", "finetune": {"epochs": 5}}, "s.yaml", settings=True)
     assert str(info.value) == ("s.yaml: protocol.finetune: unknown key 'epochs'; it is a train setting: write "
-                               "finetune: {train: {epochs: ...}}")
+                               "train: {epochs: ...}")
 
 
 def test_valid_settings_still_pass_on_both_paths(encoder):
@@ -100,3 +100,16 @@ def test_valid_settings_still_pass_on_both_paths(encoder):
     assert paths["suite reader"](settings) is None
     recipe = paths["fine-tuning run"](settings)
     assert recipe.mode == "linear" and recipe.train.lr == 0.01 and recipe.train.epochs == 20 and recipe.augment is None
+
+
+def test_a_recipe_file_is_told_where_a_section_key_belongs():
+    """from_dict, the one reader of recipe files, gives the same section hint (it said "did you mean 'lora'?")."""
+    from medfm.config import from_dict
+    from medfm.training.recipes import FinetuneRecipe
+
+    with pytest.raises(ConfigError) as info:
+        from_dict(FinetuneRecipe, {"data": {"dataset": "pneumoniamnist"}, "lr": 0.1}, where="r.yaml")
+    assert str(info.value) == "r.yaml: unknown key 'lr'; it is a train setting: write train: {lr: ...}"
+    with pytest.raises(ConfigError) as info:  # not a section's key: the close match, as before
+        from_dict(FinetuneRecipe, {"data": {"dataset": "pneumoniamnist"}, "mdoe": "full"}, where="r.yaml")
+    assert str(info.value) == "r.yaml: unknown key 'mdoe'; did you mean 'mode'?"
