@@ -245,10 +245,14 @@ class ImageFolderDataset(UInt8ImageSet):
         name: dataset name in reports (default: the folder name).
 
     Attributes:
-        name, root, split, size, task (``"multi-class"``), label_names (sorted class
+        name, root, split, task (``"multi-class"``), label_names (sorted class
         names), num_classes, n_channels, is_3d (False), images (uint8 ``(N, H, W)`` or
         ``(N, H, W, 3)``), labels (int64 ``(N, 1)``), files, md5 (digest of the listing
         and file bytes of this split).
+        size: the images' side in px, an int, when they are square (always with ``size`` given), as
+            MedMNIST's ``size``; ``(H, W)`` for non-square images kept as they are (``size=None``; the
+            height alone was reported). Records and reports that print "<size> px" (suites) load folders
+            at a given size, so they get the int.
 
     Raises:
         DataFileMissingError: folder or listed files missing, or ``root`` a file rather than a folder.
@@ -311,7 +315,8 @@ class ImageFolderDataset(UInt8ImageSet):
         if len(shapes) != 1:
             raise DataShapeError(f"images in {path} have different sizes {sorted(shapes)[:3]}; pass size= to resize them")
         self.images = np.stack(arrays)
-        self.size = int(self.images.shape[1])
+        height, width = (int(n) for n in self.images.shape[1:3])
+        self.size = height if height == width else (height, width)  # was the height alone
         self.n_channels = 1 if mode == "L" else 3
         self.md5 = md5.hexdigest()
         self._hold(self.images, self.labels, False, channel_last=self.images.ndim == 4, repeat_rgb=False)

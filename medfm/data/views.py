@@ -109,18 +109,74 @@ def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor
     return torch.rand(n, generator=gen) * (hi - lo) + lo
 
 
+#: crop draws per image before the central fallback, torchvision's ``RandomResizedCrop.get_params``
+CROP_ATTEMPTS = 10
+
+
+def _crop_fits(area: torch.Tensor, log_r: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Whether each drawn crop fits an ``h x w`` image, torchvision's test in pixels:
+    ``0 < round(sqrt(s * H * W * r)) <= W`` and ``0 < round(sqrt(s * H * W / r)) <= H`` (float64, round half
+    to even as Python's ``round``; ``r`` the float32 ``exp`` of the drawn log ratio, as torchvision's).
+
+    Args:
+        area, log_r: ``(n,)`` float32 area fractions and log aspect ratios (width / height).
+        h, w: the image's height and width in pixels.
+
+    Returns:
+        ``(n,)`` bool.
+    """
+    target = area.double() * (h * w)
+    ratio = torch.exp(log_r).double()
+    cw, ch = torch.round(torch.sqrt(target * ratio)), torch.round(torch.sqrt(target / ratio))
+    return (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+
+
+def _redraw_misfits(area: torch.Tensor, log_r: torch.Tensor, h: int, w: int, cfg: ViewConfig,
+                    gen: Optional[torch.Generator]) -> torch.Tensor:
+    """torchvision's ``RandomResizedCrop.get_params`` rule for a batch of ``h x w`` images: a crop that does not
+    fit (:func:`_crop_fits`) is redrawn, area then log ratio as the first draw, up to :data:`CROP_ATTEMPTS`
+    draws in all; each round draws for the images still unfit only, in batch order (one image: torchvision's
+    draws, in its order). ``area`` and ``log_r`` are updated in place.
+
+    Returns:
+        ``(n,)`` bool: the images none of whose draws fit, which take the central crop (:func:`_fallback_crop`).
+    """
+    unfit = ~_crop_fits(area, log_r, h, w)
+    for _ in range(CROP_ATTEMPTS - 1):
+        redo = unfit.nonzero().flatten()
+        if not len(redo):
+            break
+        area[redo] = _uniform(gen, len(redo), *cfg.scale)
+        log_r[redo] = _uniform(gen, len(redo), math.log(cfg.ratio[0]), math.log(cfg.ratio[1]))
+        unfit[redo] = ~_crop_fits(area[redo], log_r[redo], h, w)
+    return unfit
+
+
+def _fallback_crop(h: int, w: int, ratio: Tuple[float, float]) -> Tuple[float, float]:
+    """torchvision's fallback crop of an ``h x w`` image as ``(width, height)`` fractions of the image's: the
+    whole image when its aspect ``W / H`` is within ``ratio``, else the full side and the other one giving the
+    nearest bound of ``ratio`` (in pixels, not rounded to whole pixels)."""
+    if w / h < ratio[0]:
+        return 1.0, w / ratio[0] / h
+    if w / h > ratio[1]:
+        return h * ratio[1] / w, 1.0
+    return 1.0, 1.0
+
+
 class RandomViews:
     """Random views of a batch ``(B, C, H, W)`` float in [0, 1] -> ``(B, C, S, S)`` in [0, 1].
 
     The crop rule is torchvision's ``RandomResizedCrop`` (Szegedy et al. 2015, "Going deeper with
     convolutions"), drawn relative to each image, for any ``H x W``: an area fraction ``s`` from
     ``cfg.scale`` and an aspect ratio ``r`` (crop width / height, log-uniform in ``cfg.ratio``) give a
-    crop of ``sqrt(s * H * W * r)`` x ``sqrt(s * H * W / r)`` px (width x height), each side cut to the
-    image's side when larger (so such a crop is less elongated than drawn, where torchvision redraws up to
-    10 times), placed uniformly inside the image, flipped, rotated about its centre by up to
-    ``cfg.rotate_deg`` in pixel space (corners outside the image are reflected) and resampled to
-    ``S x S`` (bilinear). A square image (``H = W``) gives exactly the views, and takes exactly the
-    random draws, it gave when only squares were accepted (a ``16 x 32`` image was refused).
+    crop of ``sqrt(s * H * W * r)`` x ``sqrt(s * H * W / r)`` px (width x height), placed uniformly inside
+    the image, flipped, rotated about its centre by up to ``cfg.rotate_deg`` in pixel space (corners outside
+    the image are reflected) and resampled to ``S x S`` (bilinear). A non-square image follows torchvision's
+    ``get_params``: a crop whose rounded sides do not fit is redrawn, up to 10 draws, after which the image
+    takes torchvision's central crop with its aspect clamped to ``cfg.ratio`` (one image on the global
+    generator draws exactly torchvision's numbers and gets its crop size, unrounded). A square image
+    (``H = W``) keeps the rule, views and random draws it had when only squares were accepted: a side longer
+    than the image's is cut to it (the crop less elongated than drawn; torchvision would redraw).
 
     Args:
         cfg: the augmentation parameters.
@@ -156,11 +212,17 @@ class RandomViews:
         # sqrt(s / r * W / H); for a square the factors are exactly 1.0, leaving each value as it was
         area = _uniform(gen, b, *cfg.scale)
         log_r = _uniform(gen, b, math.log(cfg.ratio[0]), math.log(cfg.ratio[1]))
+        central = None if h == w else _redraw_misfits(area, log_r, h, w, cfg, gen)
         ratio = torch.exp(log_r)
-        cw = torch.sqrt(area * ratio * (h / w)).clamp(max=1.0)
+        cw = torch.sqrt(area * ratio * (h / w)).clamp(max=1.0)  # square: the cut; else at most half a px over
         ch = torch.sqrt(area / ratio * (w / h)).clamp(max=1.0)
+        if central is not None and central.any():  # torchvision's fallback: the central crop, its ratio clamped
+            fw, fh = _fallback_crop(h, w, cfg.ratio)
+            cw, ch = torch.where(central, fw, cw), torch.where(central, fh, ch)
         cx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - cw)
         cy = (torch.rand(b, generator=gen) * 2 - 1) * (1 - ch)
+        if central is not None:  # drawn all the same, so the later draws do not depend on the fallback
+            cx, cy = cx.masked_fill(central, 0.0), cy.masked_fill(central, 0.0)
         fx = torch.where(torch.rand(b, generator=gen) < cfg.hflip_p, -1.0, 1.0)
         fy = torch.where(torch.rand(b, generator=gen) < cfg.vflip_p, -1.0, 1.0)
         ang = _uniform(gen, b, -cfg.rotate_deg, cfg.rotate_deg) * math.pi / 180

@@ -166,7 +166,9 @@ def refuse_masked(item: Any, noun: str = "image", error: type = PipelineInputErr
     functions also called directly: :func:`medfm.pipelines.classification.volume_to_tensor`,
     :func:`medfm.pipelines.segmentation.predict_probs`, and :func:`medfm.pipelines.seg_inputs.read_input`
     (volumes), :func:`~medfm.pipelines.seg_inputs.read_channels` and :func:`~medfm.pipelines.seg_inputs.read_brain_mask`
-    (a pipeline input meets it twice: in :func:`each_input` and in its reader).
+    (a pipeline input meets it twice: in :func:`each_input` and in its reader; each call is an error path of its
+    own, kept: :func:`each_input`'s names a masked array before a reader's shape or emptiness checks, a reader's
+    refuses it in a direct call; the second costs one ``isinstance``).
 
     Args:
         item: a pipeline input (any type).
