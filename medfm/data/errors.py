@@ -21,12 +21,13 @@ class UnknownDatasetError(MedFMDataError, ValueError):
 
     @classmethod
     def for_name(cls, name: object, known: Iterable[str], kind: str = "dataset") -> "UnknownDatasetError":
-        """Build the error for ``name`` with up to three close matches from ``known``.
+        """Build the error for ``name`` with up to three close matches from ``known``
+        (:func:`medfm.registry.close_match_hint`, which ignores case: ``'PneumoniaMNIST'`` gets
+        ``'pneumoniamnist'`` first), else the ``known`` names listed.
 
         Example message: ``unknown MedMNIST flag 'pneumonimnist'; did you mean 'pneumoniamnist'?``
         """
-        known = list(known)
-        return cls(f"unknown {kind} {name!r}{close_match_hint(str(name).lower(), known, n=3, cutoff=0.6, fallback='known')}")
+        return cls(f"unknown {kind} {name!r}{close_match_hint(name, list(known), n=3, cutoff=0.6, fallback='known')}")
 
 
 class UnknownSplitError(MedFMDataError, ValueError):

@@ -4,13 +4,16 @@
 picks its checkpoint (:mod:`medfm.evaluation.suite_checkpoints`) and loads the splits the protocol needs; a
 dataset that cannot be evaluated raises :class:`DatasetSkipped` with the reason the report shows (data not on
 disk, no matching checkpoint, 3D data for a 2D classifier, an empty split, a linear probe's train
-split holding one class). :func:`check_max_samples` refuses a ``max_samples`` below the classes of a dataset on
-disk, before the run; :func:`scored_subset` reduces the scored split to a dataset's
+split holding one class). :func:`check_max_samples` refuses, before the run, a ``max_samples`` that
+:func:`scored_subset` would refuse for a dataset on disk (below the classes, or a multi-label set's label groups,
+of its scored split); :func:`scored_subset` reduces the scored split to a dataset's
 ``max_samples``; :func:`dataset_meta` is the provenance each run's ``results.json`` records;
 :func:`no_data_error` is the one-line error for a suite none of whose datasets is on disk.
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -55,6 +58,14 @@ def dataset_classes(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, L
     return "multi-class", folder_classes(spec.folder, data_root), False, None
 
 
+def _medmnist_files(spec: DatasetSpec, data_root: Optional[str]) -> List[Path]:
+    """The files a MedMNIST dataset may be read from: ``<flag>[_<size>].npz`` at its ``size``, else at every
+    released size (the sizes hold the same images, in the same order, with the same labels)."""
+    from medfm.data.medmnist import available_sizes, medmnist_path
+
+    return [medmnist_path(spec.flag, s, data_root) for s in ([spec.size] if spec.size else available_sizes(spec.flag))]
+
+
 def classes_on_disk(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, List[str], bool, Optional[int]]:
     """:func:`dataset_classes` of a dataset whose data are on disk: the suite's rule for skipping a dataset as
     missing (a MedMNIST set without its file at ``size``, or at any released size when ``size`` is not given; an
@@ -69,10 +80,7 @@ def classes_on_disk(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, L
     except MedFMDataError as err:  # an image folder that is not there is missing data (one badly laid out is there)
         raise DatasetSkipped(str(err), missing=isinstance(err, DataFileMissingError)) from None
     if spec.flag is not None:
-        from medfm.data.medmnist import available_sizes, medmnist_path
-
-        sizes = [spec.size] if spec.size else available_sizes(spec.flag)
-        paths = [medmnist_path(spec.flag, s, data_root) for s in sizes]
+        paths = _medmnist_files(spec, data_root)
         if not any(p.is_file() for p in paths):
             more = " ..." if len(paths) > 2 else ""
             raise DatasetSkipped(f"not on disk: no {' or '.join(p.name for p in paths[:2])}{more} in {paths[0].parent}",
@@ -80,35 +88,85 @@ def classes_on_disk(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, L
     return classes
 
 
+def _scored_labels(spec: DatasetSpec, data_root: Optional[str]) -> Optional[np.ndarray]:
+    """The labels of the split a dataset on disk is scored on (``spec.split``), read without its images:
+    a MedMNIST file's ``<split>_labels`` (``(N, 1)`` classes or ``(N, L)`` 0/1 labels; the first file of
+    :func:`_medmnist_files` on disk), or an image folder's ``(N,)`` class indices of the split
+    :class:`~medfm.data.imagefolder.ImageFolderDataset` draws (:func:`~medfm.data.imagefolder.folder_split`, its
+    listing, with the spec's ``split_rule``, as :func:`load_split` loads it).
+
+    Returns:
+        The labels, or None when they cannot be read (an unreadable file or folder, the run skips with its reason).
+    """
+    if spec.flag is not None:
+        path = next((p for p in _medmnist_files(spec, data_root) if p.is_file()), None)
+        if path is None:
+            return None
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array under an .npz name
+                return None
+            with loaded as npz:
+                return np.asarray(npz[f"{spec.split}_labels"])
+        except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, zlib.error):
+            return None
+    from medfm.data.imagefolder import folder_split
+
+    try:
+        return folder_split(spec.folder, spec.split, data_root, split_rule=spec.split_rule)[3]
+    except MedFMDataError:
+        return None
+
+
 def check_max_samples(suite: Suite, data_root: Optional[str]) -> None:
-    """Refuse a dataset's ``max_samples`` (or ``--max-samples``) below its number of classes, for the single-label
-    datasets that will be scored: those on disk (:func:`classes_on_disk`). A stratified subset keeps one image
-    of each class at least (:func:`~medfm.evaluation.subsets.scored_subset_indices`); a dataset that is not there
-    is skipped by the run whatever its classes (``medmnist_c.yaml --max-samples 10`` was refused for
-    OrganAMNIST's 11 classes with OrganAMNIST not on disk). :func:`medfm.evaluation.suites.run_suite` runs it
-    before any checkpoint is loaded or anything is written, so a set on disk that the run then skips for its
-    checkpoint (no ``as-is`` checkpoint with its classes, a 2D classifier for 3D data: known only once the
-    checkpoints are loaded) is checked too.
+    """Refuse a dataset's ``max_samples`` (or ``--max-samples``) that the run would refuse when it reaches the
+    dataset (:func:`scored_subset`), for the datasets that will be scored: those on disk (:func:`classes_on_disk`).
+
+    The rule is :func:`~medfm.evaluation.subsets.scored_subset_indices`'s, on the labels of the scored split
+    (:func:`_scored_labels`): a stratified subset keeps one image of each class present in the split at least
+    (multi-label sets: of each label group, the images sharing their rarest positive label, and those with none),
+    so a ``max_samples`` below their number is refused (the smallest draw, ``label_fraction_indices`` at fraction
+    ``1 / N``, keeps exactly one image per group). Multi-label sets (ChestMNIST) used to go unchecked and stop the
+    run when it reached them; image folders were checked against their class folders, not the classes of the
+    scored split, refusing a ``max_samples`` the run takes when a small class has no image in that split. A
+    dataset that is not there, unreadable or with an empty split is skipped by the run whatever its classes
+    (``medmnist_c.yaml --max-samples 10`` was refused for OrganAMNIST's 11 classes with OrganAMNIST not on disk).
+    :func:`medfm.evaluation.suites.run_suite` runs it before any checkpoint is loaded or anything is written, so
+    a set on disk that the run then skips for its checkpoint (no ``as-is`` checkpoint with its classes, a 2D
+    classifier for 3D data: known only once the checkpoints are loaded) is checked too.
 
     Raises:
-        ConfigError: ``"s.yaml: datasets[9] (organamnist): max_samples 10 is below organamnist's 11 classes: the
-            stratified subset keeps at least one image of each class; raise max_samples (--max-samples)"``.
+        ConfigError: ``"s.yaml: datasets[9] (organamnist): max_samples 10 is below organamnist's 11 classes in its
+            test split: the stratified subset keeps at least one image of each class; raise max_samples
+            (--max-samples)"``; multi-label: ``"... below chestmnist's 15 label groups in its test split (an image's
+            group is its rarest positive label, or none): ... of each group; ..."``.
     """
     from medfm.config import ConfigError, recipe_location
+    from medfm.data.medmnist import label_fraction_indices
 
     where = recipe_location(suite, "")  # "s.yaml" for a suite read from a file, as its other errors
     for i, spec in enumerate(suite.datasets):
         if spec.max_samples is None:
             continue
         try:
-            task, names, _, _ = classes_on_disk(spec, data_root)
+            task, _, _, _ = classes_on_disk(spec, data_root)
         except DatasetSkipped:  # skipped by the run, with its reason: nothing of it is scored
             continue
-        if spec.max_samples < len(names) and not task.startswith("multi-label"):
+        labels = _scored_labels(spec, data_root)
+        if labels is None or not len(labels):  # unreadable or an empty split: skipped by the run, with its reason
+            continue
+        try:
+            groups = len(label_fraction_indices(labels, 1 / len(labels)))
+        except ValueError:  # labels the loader refuses (not 0/1, out of shape): skipped by the run
+            continue
+        if spec.max_samples < groups:
             at = f"{where}: datasets[{i}]" if where else f"datasets[{i}]"
-            raise ConfigError(f"{at} ({spec.name}): max_samples {spec.max_samples} is below {spec.name}'s "
-                              f"{len(names)} classes: the stratified subset keeps at least one image of each class; "
-                              "raise max_samples (--max-samples)")
+            multi = task.startswith("multi-label")
+            what = "label groups" if multi else "classes"
+            why = " (an image's group is its rarest positive label, or none)" if multi else ""
+            raise ConfigError(f"{at} ({spec.name}): max_samples {spec.max_samples} is below {spec.name}'s {groups} "
+                              f"{what} in its {spec.split} split{why}: the stratified subset keeps at least one image "
+                              f"of each {'group' if multi else 'class'}; raise max_samples (--max-samples)")
 
 
 def load_split(spec: DatasetSpec, split: str, size: Optional[int], data_root: Optional[str], as_rgb: bool) -> Any:

@@ -63,8 +63,8 @@ def test_max_samples_below_the_classes_of_a_set_on_disk_is_refused_before_anythi
     with pytest.raises(ConfigError) as err:
         run_suite(suite, [str(tmp_path / "no-checkpoint")], out, data_root=str(root), progress=False)
     assert str(err.value) == ("s.yaml: datasets[1] (pneumoniamnist): max_samples 1 is below pneumoniamnist's 2 "
-                              "classes: the stratified subset keeps at least one image of each class; raise "
-                              "max_samples (--max-samples)")
+                              "classes in its test split: the stratified subset keeps at least one image of each "
+                              "class; raise max_samples (--max-samples)")
     assert not out.exists()
 
 
@@ -76,15 +76,15 @@ def test_the_command_line_refuses_it_before_the_checkpoint_is_loaded(tmp_path, r
     assert main(["eval", "--suite", str(path), str(missing), "--max-samples", "1", "--data-root", str(root),
                  "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == ("medfm: error: s.yaml: datasets[0] (pneumoniamnist): max_samples 1 is below "
-                                       "pneumoniamnist's 2 classes: the stratified subset keeps at least one image of "
-                                       "each class; raise max_samples (--max-samples)\n")
+                                       "pneumoniamnist's 2 classes in its test split: the stratified subset keeps at "
+                                       "least one image of each class; raise max_samples (--max-samples)\n")
     assert not (tmp_path / "out").exists()
 
 
 def test_an_image_folders_classes_count_too_and_a_missing_folder_is_skipped(tmp_path, root):
     folder = tmp_path / "folder"
     for cls in ("a", "b", "c"):
-        for i in range(2):
+        for i in range(5):  # the test split (sorted rule): one image of each class (with 2, none: the run skips it)
             write_grey_image(folder / cls / f"{i}.png")
     suite = load_suite(_suite(tmp_path, [{"folder": str(folder), "max_samples": 2},
                                          {"folder": str(tmp_path / "nowhere"), "max_samples": 1}]))
