@@ -225,6 +225,27 @@ def folder_classes(root: PathLike, data_root: Optional[PathLike] = None) -> List
     return sorted(set(_folder_samples(_resolve(root, data_root))[1]))
 
 
+def folder_split(root: PathLike, split: str = "all", data_root: Optional[PathLike] = None,
+                 fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2), split_seed: int = 0,
+                 split_rule: str = "random") -> Tuple[Path, List[str], List[str], np.ndarray]:
+    """An image folder's ``split`` without decoding images: ``(path, files, label_names, labels)``, the folder, the
+    split's files (relative to it), the sorted class names and the split's int64 ``(N,)`` class indices. The one
+    listing of :class:`ImageFolderDataset` (which takes its arguments, same meaning) and of checks that need a
+    split's labels before loading it (:func:`medfm.evaluation.suite_data.check_max_samples`).
+
+    Raises:
+        DataFileMissingError, EmptyClassFolderError, DataShapeError, CorruptFileError: as :class:`ImageFolderDataset`.
+        ValueError: an unknown ``split`` or ``split_rule`` (:func:`stratified_split`).
+    """
+    path = _resolve(root, data_root)
+    files, names = _folder_samples(path)
+    label_names = sorted(set(names))
+    index = {c: i for i, c in enumerate(label_names)}
+    all_labels = np.array([index[c] for c in names], dtype=np.int64)
+    keep = stratified_split(all_labels, split, fractions, split_seed, rule=split_rule, keys=files)
+    return path, [files[i] for i in keep], label_names, all_labels[keep]
+
+
 class ImageFolderDataset(UInt8ImageSet):
     """A labelled image folder held in memory as uint8 (single-label, multi-class task).
 
@@ -277,20 +298,15 @@ class ImageFolderDataset(UInt8ImageSet):
                  data_root: Optional[PathLike] = None, name: Optional[str] = None, split_rule: str = "random") -> None:
         from PIL import Image
 
-        path = _resolve(root, data_root)
         if size is not None:
             size = check_number("size", size, ge=1, integer=True, hint=" (pixels)")
         if in_chans not in (None, 1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
-        files, names = _folder_samples(path)
-        self.label_names = sorted(set(names))
-        index = {c: i for i, c in enumerate(self.label_names)}
-        all_labels = np.array([index[c] for c in names], dtype=np.int64)
-        keep = stratified_split(all_labels, split, fractions, split_seed, rule=split_rule, keys=files)
+        path, self.files, self.label_names, labels = folder_split(root, split, data_root, fractions, split_seed,
+                                                                  split_rule)
         self.name = name or path.name
         self.root, self.split, self.size = path, split, size
-        self.files = [files[i] for i in keep]
-        self.labels = all_labels[keep][:, None]
+        self.labels = labels[:, None]
         self.num_classes = len(self.label_names)
         md5 = hashlib.md5()
         arrays = []
@@ -327,4 +343,4 @@ class ImageFolderDataset(UInt8ImageSet):
 
 
 __all__ = ["IMAGE_EXTENSIONS", "FOLDER_SPLITS", "SPLIT_RULES", "stratified_split", "scan_image_folder",
-           "folder_classes", "EmptyClassFolderError", "ImageFolderDataset"]
+           "folder_split", "folder_classes", "EmptyClassFolderError", "ImageFolderDataset"]

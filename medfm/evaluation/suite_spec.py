@@ -60,9 +60,9 @@ class DatasetSpec:
             corrupted and for the CAMs; None (default): the whole split. Reports state the subset and
             leave out published full-test-set figures (a MedMNIST-C run over the 12 sets takes hours in
             full). The splits probes are fitted and tuned on are never reduced. A value below the number of
-            classes of a single-label set is refused when the suite runs, for the sets on disk only
-            (:func:`medfm.evaluation.suite_data.check_max_samples`: a set that is not there is skipped, whatever
-            its classes).
+            classes in the scored split (a multi-label set's label groups) is refused when the suite runs, for
+            the sets on disk only (:func:`medfm.evaluation.suite_data.check_max_samples`: a set that is not
+            there is skipped, whatever its classes).
 
     Raises:
         UnknownSplitError: a ``split``, ``train_split`` or ``val_split`` not in :data:`SPLITS`

@@ -415,7 +415,7 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
             channels. CheckpointError: unreadable checkpoint.
         ConfigError: ``linear_c: val`` for a dataset scoring its val split with no other
             ``val_split``, or ``finetune`` with a ``train_split`` other than train (:func:`_check_protocol_splits`);
-            a ``max_samples`` below the classes of a dataset on disk
+            a ``max_samples`` below the classes (label groups) of a dataset's scored split on disk
             (:func:`medfm.evaluation.suite_data.check_max_samples`; one not on disk is skipped). Both before
             anything is loaded or written.
         NotADirectoryError: ``output`` or a folder above it is a file; FileExistsError: ``output`` is a non-empty
