@@ -453,8 +453,7 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
     """
     from medfm.data.lgg_fusion import CLINICAL_COLUMNS, EXCLUDED_COLUMNS
     from medfm.evaluation.fusion import mnar_drop, run_fusion_protocol
-    from medfm.evaluation.fusion_report import PROTOCOL_REPORT_FILES, write_fusion_report
-    from medfm.evaluation.report import start_report_dir
+    from medfm.evaluation.fusion_report import write_fusion_report
 
     if recipe.task == "segmentation":
         from medfm.training.fusion_seg import run_fusion_segmentation
@@ -478,7 +477,7 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
                                           fusion_training_record(recipe, label, spec),
                                           before_write=write_config)
         (trained_mnar if spec.train_missing == "mnar" else trained)[label] = model.eval()
-    start_report_dir(output, PROTOCOL_REPORT_FILES)  # every model reused: the earlier report goes before the protocol
+    write_config.clear_report()  # every model reused: the earlier report goes before the protocol (else gone already)
     test_batch = test.get_batch(torch.arange(len(test)))
     res = run_fusion_protocol(trained, test_batch, recipe.modalities, trained_mnar, pcfg.mcar_rates, pcfg.mnar_modalities,
                               pcfg.p_high, pcfg.p_low, pcfg.n_boot, pcfg.seed)

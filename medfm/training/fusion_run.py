@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     import torch
@@ -151,29 +151,60 @@ def refuse_unrecorded_models(output: Path, labels: List[str], others: Sequence[s
                               "folder away, or choose a new --output")
 
 
-def recipe_writer(recipe: "FusionRecipe", output: Path) -> Callable[[], None]:
+class RecipeWriter:
+    """A fusion run's once-only writes (:func:`recipe_writer`): ``config.yaml`` with the earlier report's removal
+    (calling it: every trained model's ``before_write``), and the earlier report's removal alone
+    (:meth:`clear_report`: the runners' call before the protocol, for a resume reusing every model).
+
+    Attributes:
+        recipe: the resolved :class:`medfm.training.fusion.FusionRecipe` (or segmentation recipe).
+        output: the run folder.
+        written: whether ``config.yaml`` was written by this run; report_cleared: whether the earlier report went.
+    """
+
+    def __init__(self, recipe: "FusionRecipe", output: Path) -> None:
+        self.recipe, self.output = recipe, Path(output)
+        self.written = self.report_cleared = False
+
+    def __call__(self) -> None:
+        """Write ``<output>/config.yaml`` (:func:`medfm.training.runs.write_run_record`; ``medfm fuse`` takes no
+        ``--init``) and remove the earlier report (:meth:`clear_report`), at the first call; later calls do nothing.
+        Raises what ``write_run_record`` raises (OSError: ``output`` not writable)."""
+        from medfm.training.runs import write_run_record
+
+        if not self.written:
+            write_run_record(self.output, self.recipe, takes_init=False)
+            self.written = True
+            self.clear_report()
+
+    def clear_report(self) -> None:
+        """Remove an earlier report's files from ``output`` (:func:`medfm.evaluation.report.start_report_dir` with
+        :data:`medfm.evaluation.fusion_report.PROTOCOL_REPORT_FILES`), once per run: a later call (the runners',
+        before the protocol, after a model trained) does nothing. Raises as ``start_report_dir``."""
+        from medfm.evaluation.fusion_report import PROTOCOL_REPORT_FILES
+        from medfm.evaluation.report import start_report_dir
+
+        if not self.report_cleared:
+            start_report_dir(self.output, PROTOCOL_REPORT_FILES)
+            self.report_cleared = True
+
+
+def recipe_writer(recipe: "FusionRecipe", output: Path) -> RecipeWriter:
     """The ``before_write`` of a fusion run's fits (:func:`medfm.training.fusion.fit_or_reuse`), one per run given
     to every fit: writes ``<output>/config.yaml``, the resolved recipe (:func:`medfm.training.runs.write_run_record`;
     ``medfm fuse`` takes no ``--init``), at its first call: once the first trained model's resumed state is checked,
     before its fit writes anything; later calls do nothing (each fit used to rewrite it). A resume reusing every
     model leaves it as it was. An earlier report goes with it (:func:`medfm.evaluation.report.start_report_dir`, as
-    ``medfm vqa``'s): a resumed finished run's ``results.json`` must not outlive a failed fit or evaluation.
+    ``medfm vqa``'s): a resumed finished run's ``results.json`` must not outlive a failed fit or evaluation. The
+    runners call its :meth:`RecipeWriter.clear_report` before the protocol: the earlier report goes there when every
+    model was reused, and is not cleared a second time when one trained.
 
     Returns:
-        the callable (no arguments); it raises what ``write_run_record`` raises (OSError: ``output`` not writable).
+        the :class:`RecipeWriter` (called with no arguments); it raises what ``write_run_record`` raises (OSError:
+        ``output`` not writable).
     """
-    from medfm.evaluation.fusion_report import PROTOCOL_REPORT_FILES
-    from medfm.evaluation.report import start_report_dir
-    from medfm.training.runs import write_run_record
-
-    written: List[bool] = []
-
-    def write() -> None:
-        if not written:
-            write_run_record(Path(output), recipe, takes_init=False)
-            start_report_dir(output, PROTOCOL_REPORT_FILES)
-            written.append(True)
-    return write
+    return RecipeWriter(recipe, output)
 
 
-__all__ = ["start_run", "holds_model", "refuse_unchecked_resume", "refuse_unrecorded_models", "recipe_writer"]
+__all__ = ["start_run", "holds_model", "refuse_unchecked_resume", "refuse_unrecorded_models", "recipe_writer",
+           "RecipeWriter"]
