@@ -15,6 +15,9 @@ from medfm.suite_protocols import PROTOCOLS as SUITE_PROTOCOLS
 #: ``medfm eval --protocol`` choices: the suite protocols (:data:`medfm.suite_protocols.PROTOCOLS`), and
 #: zeroshot (image-text checkpoints with --data)
 EVAL_PROTOCOLS = SUITE_PROTOCOLS + ("zeroshot",)
+#: what a training row of a run's ``metrics.jsonl`` records (the help of the training commands;
+#: :func:`medfm.training.loop.set_train_threads`)
+LOGGED_STEP = "a row per logged step: loss, lr, images/s and host, the CPU count and torch threads the run trained with"
 
 
 def _describe(*paragraphs: str) -> str:
@@ -102,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain", "self-supervised pretraining of an image encoder from a recipe",
         ["The recipe names the data, the encoder, the objective (SimCLR, MoCo, SwAV, graph matching, CLIP, ...) "
          "and the training settings; pretrain/README.md lists the shipped recipes.",
-         "Writes into --output: config.yaml (the resolved recipe), metrics.jsonl (the loss per logged step), "
+         f"Writes into --output: config.yaml (the resolved recipe), metrics.jsonl ({LOGGED_STEP}), "
          "training_curve.png, and checkpoint/: the pretrained encoder as a medfm checkpoint (for finetune --init, "
          "vqa --init or eval --suite) with the training state that --resume continues from."],
         "medfm pretrain pretrain/simclr_resnet18_pneumoniamnist.yaml --output runs/pt",
@@ -112,9 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         ["Trains an encoder and a new classification head on a MedMNIST data set; the recipe's mode says what "
          "is trained (linear: the head only; full: everything; lora: LoRA adapters and the head). "
          "finetune/README.md lists the shipped recipes.",
-         "Writes into --output: config.yaml, metrics.jsonl, training_curve.png, checkpoint/ (the training "
-         "state for --resume) and the final model: model/ (a medfm checkpoint), or for LoRA adapter/ "
-         "(fold it into its base with medfm merge)."],
+         f"Writes into --output: config.yaml, metrics.jsonl ({LOGGED_STEP}; with a validation split, its accuracy "
+         "and AUC per epoch), training_curve.png, checkpoint/ (the training state for --resume) and the final "
+         "model: model/ (a medfm checkpoint), or for LoRA adapter/ (fold it into its base with medfm merge)."],
         "medfm finetune finetune/lora_resnet18_pneumoniamnist.yaml --init runs/pt/checkpoint --output runs/ft",
         "finetune/lora_resnet18_pneumoniamnist.yaml")
     sp.add_argument("--dataset", default=None, metavar="FLAG",
@@ -127,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         "segment", "train and evaluate a segmentation model from a recipe",
         ["A U-Net on a 2D, 2.5D or 3D data set (CHASE_DB1, TCGA-LGG, MSD Hippocampus, BraTS), or, with a "
          "tasks: list, one text-conditioned segmenter for several data sets (finetune/seg_*.yaml).",
-         "Writes into --output: config.yaml, the training log and state, the final model (model/, or adapter/ "
-         "for LoRA), results.json and results.md (Dice, HD95, surface Dice on the test split) and overlays/*.png "
+         f"Writes into --output: config.yaml, the training log (metrics.jsonl, {LOGGED_STEP}) and state, the "
+         "final model (model/, or adapter/ for LoRA), results.json and results.md (Dice, HD95, surface Dice on "
+         "the test split) and overlays/*.png "
          "(text-conditioned: per task, tasks/<task>/overlays/*.png)."],
         "medfm segment finetune/seg_unet_chase_db1.yaml --output runs/chase",
         "finetune/seg_unet_chase_db1.yaml")
@@ -136,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
         "vqa", "train and evaluate a VQA model on VQA-RAD from a recipe",
         ["A frozen image encoder (random, or --init from a SimCLR or CLIP checkpoint) and the frozen MiniLM "
          "question encoder, with an answer classifier on top (finetune/vqa_*.yaml).",
-         "Writes into --output: config.yaml, metrics.jsonl, checkpoint/, predictions.jsonl, "
-         "training_curve.png, accuracy_by_question_type.png, results.json and report.md (closed, open and "
+         "Writes into --output: config.yaml, metrics.jsonl (a row per epoch: mean loss, lr, the test accuracy "
+         "drawn in the training curve and host, the CPU count and torch threads the run trained with), "
+         "checkpoint/, predictions.jsonl, training_curve.png, accuracy_by_question_type.png, results.json and "
+         "report.md (closed, open and "
          "overall test accuracy with 95% confidence intervals)."],
         "medfm vqa finetune/vqa_resnet18_clip.yaml --init runs/clip/checkpoint --output runs/vqa",
         "finetune/vqa_resnet18_clip.yaml",
@@ -146,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fuse", "train and evaluate missing-modality fusion models on TCGA-LGG from a recipe",
         ["Every model of the recipe (fusers and single-modality baselines) is trained and scored on the test "
          "patients by subset of present modalities, with the MCAR/MNAR protocol (finetune/fusion_lgg_*.yaml).",
-         "Writes into --output: config.yaml, models/<name>/ (one run folder and checkpoint per model), "
+         "Writes into --output: config.yaml, models/<name>/ (one run folder per model: metrics.jsonl, "
+         f"{LOGGED_STEP}; checkpoint/ and model/), "
          "results.json and report.md."],
         "medfm fuse finetune/fusion_lgg_missing.yaml --output runs/fusion",
         "finetune/fusion_lgg_missing.yaml",

@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medfm.arg_checks import check_bool, check_number
+from medfm.checkpoint_ids import ADAPTER_WEIGHTS_NAME, WEIGHTS_NAME
 from medfm.io import RUN_FOLDER_ADVICE, atomic_dir, atomic_write_text, refuse_file_in_the_way, restore_interrupted_dir
 from medfm.training.determinism import deterministic_kernels
 from medfm.training.state import find_training_state, load_training_state, save_training_state
@@ -253,8 +254,8 @@ def refuse_existing_run(output: Path, resume: bool,
 
     Args:
         output: the run directory.
-        resume: True when the caller continues the run (nothing is refused); a ``bool``
-            (``resume="no"`` used to resume).
+        resume: True when the caller continues the run (only finished weights without a state are refused);
+            a ``bool`` (``resume="no"`` used to resume).
         state_dirs: sub-directories of ``output`` that hold a resumable state (``trainer_state.json``), looked at
             in their order; a dict gives each its own advice (None: ``advice``), so that one call checks sub-folders
             that need different advice (``medfm fuse``: another run's models, which a resume would not continue, then
@@ -269,20 +270,62 @@ def refuse_existing_run(output: Path, resume: bool,
             (:func:`medfm.training.state.find_training_state`; named: ``(checkpoint/, set aside as
             .checkpoint.old-… by a kill while it was saved)``; a new run used to start over it, ``metrics.jsonl``
             emptied), or several such versions wait beside a missing one (ambiguous).
+        FileExistsError: no state is found but a folder beside one of ``state_dirs`` holds a finished run's
+            weights (:func:`finished_weights`: its ``checkpoint/`` deleted by hand, a new run overwrote the run's
+            weights and results and emptied its ``metrics.jsonl``): ``runs/x already holds a finished run's weights
+            (model/model.safetensors) with no training state to resume; a new run would overwrite them and the
+            run's results: choose another --output or delete runs/x/model``, with ``resume`` too (nothing to
+            continue: the run started over them). A run killed before its first checkpoint has none (a partial
+            ``metrics.jsonl``, ``config.yaml``, a LoRA ``base/``): not refused.
         NotADirectoryError: ``output`` is a file or under one.
         ValueError: ``resume`` not true/false.
     """
     check_bool("resume", resume)
     check_output_folder(output)
-    if resume:
-        return
     advices = state_dirs if isinstance(state_dirs, dict) else dict.fromkeys(state_dirs)
+    stateless = []
     for sub, own in advices.items():  # a state set aside by a kill inside the checkpoint's rename window too
         found = find_training_state(Path(output) / sub)
-        if found is not None:
+        if found is None:
+            stateless.append(sub)
+        elif not resume:
             aside = "" if found == Path(output) / sub else f", set aside as {found.name} by a kill while it was saved"
             raise FileExistsError(f"{output} already holds a checkpoint ({sub}/{aside}); "
                                   f"{own or advice or 'pass --resume to continue it or choose another --output'}")
+    weights = finished_weights(output, stateless)  # --resume too: with no state, it starts over them
+    if weights is not None:
+        raise FileExistsError(f"{output} already holds a finished run's weights ({weights.relative_to(output)}) with "
+                              "no training state to resume; a new run would overwrite them and the run's results: "
+                              f"choose another --output or delete {weights.parent}")
+
+
+#: where a run leaves its finished weights, relative to the folder its training state is saved in (``output``, a
+#: fusion model's ``models/<label>``): ``model/`` (:func:`medfm.training.adaptation.save_final`, a fusion model's),
+#: ``adapter/`` (LoRA) and ``checkpoint/`` (``medfm pretrain``'s and ``medfm vqa``'s final weights). Not ``base/``:
+#: a LoRA run writes its starting weights there before its first step.
+FINAL_WEIGHTS = tuple(f"{folder}/{name}" for folder in ("model", "adapter", "checkpoint")
+                      for name in (WEIGHTS_NAME, ADAPTER_WEIGHTS_NAME))
+
+
+def finished_weights(output: Path, state_dirs: Sequence[str] = ("checkpoint",)) -> Optional[Path]:
+    """The first finished run's weights file (:data:`FINAL_WEIGHTS`) in a folder that holds one of ``state_dirs``
+    of ``output`` (``checkpoint``: ``output`` itself; ``models/late/checkpoint``: ``output/models/late``), or None.
+
+    A run writes these files once its training has ended, so they mark a finished run also when its ``checkpoint/``
+    was deleted (:func:`refuse_existing_run`); a run killed before its first checkpoint has none.
+
+    Args:
+        output: the run directory; state_dirs: sub-directories of ``output`` that hold a resumable state.
+
+    Returns:
+        the file's path under ``output``, e.g. ``runs/x/model/model.safetensors``; None when there is none.
+    """
+    folders = dict.fromkeys(Path(output) / Path(sub).parent for sub in state_dirs)  # in order, once each
+    for folder in folders:
+        for rel in FINAL_WEIGHTS:
+            if (folder / rel).is_file():
+                return folder / rel
+    return None
 
 
 def host_threads() -> Dict[str, Any]:
@@ -381,7 +424,8 @@ class Trainer:
         ValueError: dataset smaller than one batch; a model without trainable parameters; non-finite loss
             (names the step); a resumed state whose counters do not fit this run's steps per epoch (another
             training set or batch size), before ``fit`` writes anything or calls its ``before_write``.
-        FileExistsError: ``output`` already holds a checkpoint and ``resume`` is False.
+        FileExistsError: ``output`` already holds a checkpoint, or a finished run's weights without one, and
+            ``resume`` is False (:func:`refuse_existing_run`).
         NotADirectoryError: ``output`` is a file or under one.
         DeterminismError: ``cfg.deterministic`` and an op without a deterministic kernel on the device
             (:mod:`medfm.training.determinism`).
