@@ -35,8 +35,8 @@ def test_the_public_probe_api_has_no_unchecked_flag(method):
 
 @pytest.mark.parametrize("method", ["logits", "predict"])
 def test_nan_features_are_refused_by_name(method):
-    """Old: ``standardised=True`` returned NaN probabilities; the one public path refuses them (as it did without
-    the flag)."""
+    """Guard (passes on the old code too: it calls without the flag): the one public path refuses NaN features by
+    name; the removed ``standardised=True`` flag returned NaN probabilities for them."""
     probe, _ = _probe()
     with pytest.raises(ValueError, match="features"):
         getattr(probe, method)(np.full((2, 4), np.nan))
