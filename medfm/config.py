@@ -30,12 +30,14 @@ def _is_dataclass_type(tp: Any) -> bool:
 
 def section_owners(cls: type, key: str) -> Tuple[str, ...]:
     """The sections of dataclass ``cls`` (fields whose type is a dataclass, or ``Optional`` of one), in field
-    order, whose dataclass has a field ``key``: ``section_owners(FinetuneRecipe, "lr") == ("train",)``."""
+    order, whose dataclass has a field ``key``: ``section_owners(FinetuneRecipe, "lr") == ("train",)``. A mapping
+    or list of sections (``FusionRecipe.models``, ``TextSegRecipe.tasks``) is not one: its key goes in an entry."""
     hints = typing.get_type_hints(cls)
     owners = []
     for f in dataclasses.fields(cls):
-        section = next((tp for tp in (hints.get(f.name), *typing.get_args(hints.get(f.name)))
-                        if _is_dataclass_type(tp)), None)
+        hint = hints.get(f.name)
+        options = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+        section = next((tp for tp in options if _is_dataclass_type(tp)), None)
         if section is not None and key in {g.name for g in dataclasses.fields(section)}:
             owners.append(f.name)
     return tuple(owners)

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 # pure Python too; check_label_fraction (one fraction: a recipe's data.label_fraction) is re-exported here
 from medfm.arg_checks import check_label_fraction, check_number, label_fraction_error, number_fits, shown
-from medfm.config import ConfigError, from_dict  # pure Python too (yaml)
+from medfm.config import ConfigError, check_value_type, from_dict  # pure Python too (yaml)
 from medfm.registry import close_match_hint
 
 #: the evaluation-suite protocols (:func:`medfm.evaluation.protocols.check_protocol`); ``medfm eval
@@ -204,7 +204,8 @@ class ProtocolOptions:
     Raises:
         ValueError: an unknown protocol (:func:`check_protocol_name`), a bad ``linear_c`` (:func:`parse_probe_c`),
             a label fraction not in (0, 1] (:func:`parse_label_fractions`), ``knn_k`` not an integer >= 1,
-            ``knn_temperature`` not a finite number > 0, ``seed`` not an integer >= 0; in this order. Each message
+            ``knn_temperature`` not a finite number > 0, ``seed`` not an integer >= 0, ``finetune`` not a mapping
+            (a ConfigError: ``"protocol.finetune must be a mapping, got 'full' (str)"``); in this order. Each message
             names its key as ``protocol.<key>`` (``"protocol.name: unknown protocol 'lineer'; ..."``,
             ``"protocol.linear_c must be a positive number or 'val', got 'abc'"``), so that a suite file's reader
             puts the file first once: ``"s.yaml: protocol.linear_c ..."``.
@@ -230,6 +231,8 @@ class ProtocolOptions:
         check_number("protocol.knn_k", self.knn_k, ge=1, integer=True)
         check_number("protocol.knn_temperature", self.knn_temperature, gt=0)
         check_number("protocol.seed", self.seed, ge=0, integer=True)
+        # given in Python (from_dict checks a file's): "full" was read as the unknown keys 'f', 'u', 'l'
+        self.finetune = check_value_type(self.finetune, Dict[str, Any], "protocol.finetune", from_file=False)
 
 
 #: the protocol options whose settings' check imports torch (:func:`check_finetune_settings`):

@@ -235,7 +235,8 @@ def folder_split(root: PathLike, split: str = "all", data_root: Optional[PathLik
 
     Raises:
         DataFileMissingError, EmptyClassFolderError, DataShapeError, CorruptFileError: as :class:`ImageFolderDataset`.
-        ValueError: an unknown ``split`` or ``split_rule`` (:func:`stratified_split`).
+        UnknownSplitError: an unknown ``split``. ValueError: an unknown ``split_rule``, bad ``fractions`` or
+            ``split_seed`` (:func:`stratified_split`).
     """
     path = _resolve(root, data_root)
     files, names = _folder_samples(path)
