@@ -72,8 +72,8 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     state_dirs = {f"models/{label}/checkpoint": foreign for label in others}  # first: its advice is not --resume
     state_dirs.update(dict.fromkeys(f"models/{label}/checkpoint" for label in sorted(recipe.models)))
     refuse_existing_run(output, resume, state_dirs)
-    refuse_unchecked_resume(output, resume)
-    added = check_resume_recipe(output, recipe, resume, may_add=("models",))  # a model may be added to a finished run
+    saved = refuse_unchecked_resume(output, resume)  # config.yaml, read once: None when not read there
+    added = check_resume_recipe(output, recipe, resume, may_add=("models",), saved=saved)  # a model may be added
     if resume:  # a folder config.yaml does not list: an added model's, or (left by an older medfm) none of the recipe's
         refuse_unrecorded_models(output, [key.split(".", 1)[1] for key in added], others)
     t0 = time.perf_counter()
@@ -94,12 +94,17 @@ def holds_model(folder: Path) -> bool:
     return (Path(folder) / "model").is_dir() or holds_training_record(folder)
 
 
-def refuse_unchecked_resume(output: Path, resume: bool) -> None:
+def refuse_unchecked_resume(output: Path, resume: bool) -> Optional[Dict[str, Any]]:
     """Refuse to resume a run whose ``models/`` hold models (:func:`holds_model`) while its ``config.yaml`` is
     missing or cannot be read (a run from an older medfm, a damaged file): the recipe cannot be checked against the
     settings they were trained with, nor a model folder against the run's list
     (:func:`medfm.training.resume.check_resume_recipe` only warns then: the run resumed as the recipe said, reusing
     whatever the folders held). Nothing happens without ``resume`` or when no model folder holds a model.
+
+    Returns:
+        the run's ``config.yaml`` as read here (:func:`medfm.config.load_yaml`), for
+        :func:`medfm.training.resume.check_resume_recipe`'s ``saved`` (read once per resume); None when it was not
+        read (no ``resume``, or no model folder holds a model).
 
     Raises:
         ConfigError: ``cannot resume runs/f: it has no config.yaml (or: its config.yaml cannot be read: ...), so the
@@ -109,16 +114,15 @@ def refuse_unchecked_resume(output: Path, resume: bool) -> None:
     from medfm.config import ConfigError, load_yaml
 
     if not resume:
-        return
+        return None
     held = [f"models/{p.name}/" for p in sorted(Path(output).glob("models/*")) if p.is_dir() and holds_model(p)]
     if not held:
-        return
+        return None
     path = Path(output) / "config.yaml"
     why = "it has no config.yaml"
     if path.is_file():
         try:
-            load_yaml(path)  # a mapping, or a ConfigError naming the file and what is wrong
-            return
+            return load_yaml(path)  # a mapping, or a ConfigError naming the file and what is wrong
         except ConfigError as err:
             why = f"its config.yaml cannot be read ({err})"
     raise ConfigError(f"cannot resume {output}: {why}, so the recipe cannot be checked against the settings of the "

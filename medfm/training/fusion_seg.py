@@ -69,9 +69,7 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
         (:func:`medfm.training.fusion.build_models`);
         UnknownNameError: an unregistered fuser; MedFMDataError: LGG missing.
     """
-    from medfm.evaluation.fusion_report import PROTOCOL_REPORT_FILES
     from medfm.evaluation.fusion_seg import run_seg_fusion_protocol, write_seg_fusion_report
-    from medfm.evaluation.report import start_report_dir
     from medfm.training.fusion import (build_models, fit_or_reuse, fit_timings, fusion_data_record,
                                        fusion_training_record, write_fusion_cards)
     from medfm.training.fusion_run import recipe_writer, start_run
@@ -86,7 +84,7 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
                                           fusion_training_record(recipe, label, spec), log_tag="fuse-seg",
                                           before_write=write_config)
         trained[label] = model.eval()
-    start_report_dir(output, PROTOCOL_REPORT_FILES)  # every model reused: the earlier report goes before the protocol
+    write_config.clear_report()  # every model reused: the earlier report goes before the protocol (else gone already)
     res = run_seg_fusion_protocol(trained, test.get_batch(torch.arange(len(test))), recipe.modalities, LABEL_NAMES,
                                   recipe.protocol.n_boot, recipe.protocol.seed)
     extra = {"task": f"FLAIR-abnormality segmentation, TCGA-LGG, {recipe.data.img_size} px slices; Dice per patient",

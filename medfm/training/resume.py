@@ -59,7 +59,7 @@ _ABSENT = object()
 
 
 def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequence[str] = (),
-                        deferred: Sequence[str] = ()) -> List[str]:
+                        deferred: Sequence[str] = (), saved: Optional[Dict[str, Any]] = None) -> List[str]:
     """Refuse to resume the run in ``output`` with a recipe other than the one it was started with.
 
     Compares ``recipe`` (the resolved recipe dataclass the runner is about to write to
@@ -88,6 +88,9 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequen
         may_add: top-level mapping keys whose new entries are not differences (e.g. ``("models",)``).
         deferred: dotted keys not compared in this call (:data:`OPERATIONAL_KEYS` syntax), e.g.
             ``("train.batch_size",)`` before the data are read.
+        saved: the run's ``config.yaml`` as the caller already read it (:func:`medfm.config.load_yaml`), so that
+            it is read once (``medfm fuse``: :func:`medfm.training.fusion_run.refuse_unchecked_resume`); None:
+            read here.
 
     Returns:
         The entries of ``may_add`` that the saved recipe lacks, as dotted keys (``["models.late"]``; the caller
@@ -103,13 +106,13 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequen
     path = Path(output) / "config.yaml"
     if not resume or not Path(output).is_dir():
         return []
-    if not path.exists():
+    if saved is None and not path.exists():
         if any(Path(output).rglob(STATE_JSON)):
             log.warning("%s has no config.yaml to compare the recipe with (a run from an older medfm?); "
                         "resuming with the recipe as given", output)
         return []
     try:
-        saved = load_yaml(path)
+        saved = load_yaml(path) if saved is None else saved
     except ConfigError as err:
         log.warning("cannot compare the recipe with the run's saved one (%s); resuming with the recipe as given", err)
         return []

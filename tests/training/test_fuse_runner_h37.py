@@ -1,5 +1,9 @@
 """``medfm fuse``'s runner does its run-folder work once.
 
+- A ``--resume`` read the run's ``config.yaml`` twice: to check it can be read
+  (:func:`medfm.training.fusion_run.refuse_unchecked_resume`) and to compare the recipe with it
+  (:func:`medfm.training.resume.check_resume_recipe`); now once, the first read passed along (``saved``), with the
+  same refusals.
 - :func:`medfm.training.fusion.run_fusion` removed an earlier report twice when a model trained: in the
   ``config.yaml`` writer (:func:`medfm.training.fusion_run.recipe_writer`, the first trained model's
   ``before_write``) and again before the protocol; now once (:meth:`medfm.training.fusion_run.RecipeWriter.clear_report`
@@ -45,6 +49,48 @@ def calls(monkeypatch):
     monkeypatch.setattr(report, "start_report_dir", counted_clear)
     monkeypatch.setattr(fusion_report, "write_fusion_report", counted_write)
     return log
+
+
+@pytest.fixture
+def config_reads(monkeypatch):
+    """The paths of the ``config.yaml`` files read (``Path.read_text``, what :func:`medfm.config.load_yaml` reads
+    with), in order."""
+    from pathlib import Path
+
+    log = []
+    read = Path.read_text
+
+    def counted(self, *args, **kwargs):
+        if self.name == "config.yaml":
+            log.append(self)
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    return log
+
+
+@pytest.mark.parametrize("retrain", [(), ("late",)])
+def test_a_resume_reads_config_yaml_once(finished, lgg, tmp_path, config_reads, retrain):
+    """(Twice before: refuse_unchecked_resume, then check_resume_recipe.)"""
+    from medfm.training.fusion import run_fusion
+
+    out = _copy(finished, tmp_path)
+    for label in retrain:
+        shutil.rmtree(out / "models" / label)
+    run_fusion(fusion_recipe("classification", 4), out, str(lgg), resume=True)
+    assert config_reads == [out / "config.yaml"]
+
+
+def test_a_refused_resume_reads_config_yaml_once(finished, lgg, tmp_path, config_reads):
+    """A recipe with other settings is still refused by the comparison with the one read."""
+    from medfm.training.fusion import run_fusion
+
+    out = _copy(finished, tmp_path)
+    recipe = fusion_recipe("classification", 4)
+    recipe.train.lr = recipe.train.lr * 2
+    with pytest.raises(ConfigError, match=r"the run was started with other settings \(train\.lr: "):
+        run_fusion(recipe, out, str(lgg), resume=True)
+    assert config_reads == [out / "config.yaml"]
 
 
 def _runner_clears(log):
