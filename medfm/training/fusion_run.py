@@ -46,7 +46,9 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
             (``pass --resume to continue it``) or of any other (a new run beside another run's models mixed the two
             in one folder; its error says to move the folder away, not to pass --resume; checked before anything is
             written); also one a kill inside its rename window left aside
-            (:func:`medfm.training.loop.refuse_existing_run`, one call: each kind with its own advice).
+            (:func:`medfm.training.loop.refuse_existing_run`, one call: each kind with its own advice); a model
+            folder holding finished weights without a training state (:func:`medfm.training.loop.finished_weights`),
+            with ``resume`` too unless its ``model/`` is there to be reused.
         ConfigError: ``resume`` of a folder whose ``models/`` hold models but whose ``config.yaml`` is missing or
             unreadable (:func:`refuse_unchecked_resume`: the recipe cannot be checked; it resumed as the recipe said);
             ``resume`` with a recipe that drops a model of the run (named as such) or differs from the
@@ -71,6 +73,10 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
                f"or move {output} away")
     state_dirs = {f"models/{label}/checkpoint": foreign for label in others}  # first: its advice is not --resume
     state_dirs.update(dict.fromkeys(f"models/{label}/checkpoint" for label in sorted(recipe.models)))
+    if resume:  # only finished weights are refused then: not a model/ a resume reuses (fit_or_reuse), nor another
+        # run's model (refused below with its own words)
+        state_dirs = [f"models/{label}/checkpoint" for label in sorted(recipe.models)
+                      if not (output / "models" / label / "model").is_dir()]
     refuse_existing_run(output, resume, state_dirs)
     saved = refuse_unchecked_resume(output, resume)  # config.yaml, read once: None when not read there
     added = check_resume_recipe(output, recipe, resume, may_add=("models",), saved=saved)  # a model may be added

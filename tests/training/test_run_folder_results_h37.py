@@ -126,3 +126,25 @@ def test_a_resume_over_finished_weights_without_a_state_is_refused_too(tmp_path)
         _finetune(tmp_path / "data", run, resume=True, mode="full", seed=1)
     assert str(err.value) == _message(run, "model/model.safetensors", "model")
     assert folder_snapshot(run) == before
+
+
+def test_a_fuse_resume_reuses_a_model_whose_checkpoint_was_deleted(tmp_path):
+    """``medfm fuse --resume`` reuses a model's ``model/`` (:func:`medfm.training.fusion.fit_or_reuse`) and needs no
+    state there: its ``checkpoint/`` deleted by hand, the resume was refused as if it would start over the weights
+    (r3). Another run's model folder is still refused on resume, in refuse_unrecorded_models's words."""
+    from medfm.config import ConfigError
+    from medfm.data.errors import MedFMDataError
+    from medfm.training.fusion_run import start_run
+    from medfm.training.runs import write_run_record
+
+    recipe = fusion_recipe("classification", 4)
+    fuse = tmp_path / "fuse"
+    write_run_record(fuse, recipe, takes_init=False)
+    (fuse / "models" / "late" / "model").mkdir(parents=True)
+    (fuse / "models" / "late" / "model" / "model.safetensors").write_bytes(b"w")
+    with pytest.raises(MedFMDataError):  # every check passed: it goes on to read the (missing) data
+        start_run(recipe, fuse, str(tmp_path / "no-data"), resume=True)
+    (fuse / "models" / "other" / "model").mkdir(parents=True)
+    (fuse / "models" / "other" / "model" / "model.safetensors").write_bytes(b"w")
+    with pytest.raises(ConfigError, match="models/other/ holds a model that the run's config.yaml does not list"):
+        start_run(recipe, fuse, str(tmp_path / "no-data"), resume=True)
