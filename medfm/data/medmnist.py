@@ -106,22 +106,30 @@ def download_medmnist(
     return dest
 
 
-def _load_split(path: Path, split: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Read ``<split>_images`` and ``<split>_labels`` (never unpickling)."""
+def read_split_arrays(path: Path, split: str,
+                      arrays: Tuple[str, ...] = ("images", "labels")) -> Tuple[np.ndarray, ...]:
+    """Read ``<split>_<name>`` of a MedMNIST npz for each name of ``arrays``, never unpickling: by default the
+    uint8 ``(N, H, W[, 3])`` / ``(N, D, H, W)`` images and the int ``(N, L)`` labels (:class:`MedMNISTDataset`);
+    ``("labels",)`` reads no image (:func:`medfm.evaluation.suite_data.check_max_samples`). Unchecked arrays.
+
+    Raises:
+        CorruptFileError: not an npz archive, truncated or corrupt, a member that is not a .npy array.
+        DataShapeError: an array missing (not an official MedMNIST npz).
+    """
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array under an .npz name
             raise CorruptFileError(f"{path} is a single .npy array, not an npz archive; delete it and download it again")
         with loaded as npz:
-            keys = [f"{split}_images", f"{split}_labels"]
+            keys = [f"{split}_{name}" for name in arrays]
             missing = [k for k in keys if k not in npz.files]
             if missing:
                 raise DataShapeError(f"{path} lacks array(s) {missing} (has {sorted(npz.files)}); not an official MedMNIST npz")
-            arrays = npz[keys[0]], npz[keys[1]]
-        for key, arr in zip(keys, arrays):
+            read = tuple(npz[k] for k in keys)
+        for key, arr in zip(keys, read):
             if not isinstance(arr, np.ndarray):  # a zip member without the .npy header comes back as bytes
                 raise CorruptFileError(f"{path}: member {key} is not a .npy array; delete the file and download it again")
-        return arrays
+        return read
     except MedFMDataError:
         raise
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, zlib.error) as e:
@@ -229,7 +237,7 @@ class MedMNISTDataset(UInt8ImageSet):
             download_medmnist(flag, size, data_root)
         if verify:
             verify_md5(self.path, self.md5)
-        images, labels = _load_split(self.path, split)
+        images, labels = read_split_arrays(self.path, split)
         _check_arrays(images, labels, self.path, split, info, size)
         self.images, self.labels = images, labels
         self.multi_label = self.task == MULTI_LABEL_TASK
@@ -328,5 +336,5 @@ __all__ = [  # the metadata names are medfm.data.medmnist_info's, re-exported
     "INFO", "MEDMNIST_FLAGS", "MEDMNIST_2D_FLAGS", "MEDMNIST_3D_FLAGS", "SPLITS", "MULTI_LABEL_TASK",
     "available_sizes", "dataset_info", "npz_name", "npz_url", "expected_md5", "npz_md5s", "medmnist_path",
     "file_md5", "verify_md5", "DOWNLOAD_TIMEOUT_S", "download_medmnist", "MedMNISTDataset", "label_fraction_indices",
-    "check_split", "check_medmnist_split",
+    "check_split", "check_medmnist_split", "read_split_arrays",
 ]

@@ -12,8 +12,6 @@ of its scored split); :func:`scored_subset` reduces the scored split to a datase
 """
 from __future__ import annotations
 
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -102,13 +100,11 @@ def _scored_labels(spec: DatasetSpec, data_root: Optional[str]) -> Optional[np.n
         path = next((p for p in _medmnist_files(spec, data_root) if p.is_file()), None)
         if path is None:
             return None
-        try:
-            loaded = np.load(path, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array under an .npz name
-                return None
-            with loaded as npz:
-                return np.asarray(npz[f"{spec.split}_labels"])
-        except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, zlib.error):
+        from medfm.data.medmnist import read_split_arrays
+
+        try:  # the dataset's own reader, labels only
+            return read_split_arrays(path, spec.split, ("labels",))[0]
+        except MedFMDataError:
             return None
     from medfm.data.imagefolder import folder_split
 
