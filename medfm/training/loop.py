@@ -424,8 +424,8 @@ class Trainer:
         ValueError: dataset smaller than one batch; a model without trainable parameters; non-finite loss
             (names the step); a resumed state whose counters do not fit this run's steps per epoch (another
             training set or batch size), before ``fit`` writes anything or calls its ``before_write``.
-        FileExistsError: ``output`` already holds a checkpoint, or a finished run's weights without one, and
-            ``resume`` is False (:func:`refuse_existing_run`).
+        FileExistsError: ``output`` already holds a checkpoint and ``resume`` is False, or a finished run's weights
+            without a training state, ``resume`` or not (:func:`refuse_existing_run`).
         NotADirectoryError: ``output`` is a file or under one.
         DeterminismError: ``cfg.deterministic`` and an op without a deterministic kernel on the device
             (:mod:`medfm.training.determinism`).
