@@ -62,8 +62,8 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
         ValueError: ``settings`` not a mapping (a string such as ``"full"`` failed in ``dict()``), an encoder
             without a recorded architecture.
         ConfigError: an unknown key (:func:`medfm.suite_protocols.check_finetune_keys`, the rule and words of the
-            suite reader: ``"protocol.finetune: unknown key 'lr'; it is a train setting: write finetune: {train:
-            {lr: ...}}"``), a bad setting.
+            suite reader: ``"protocol.finetune: unknown key 'lr'; it is a train setting: write train:
+            {lr: ...}"``), a bad setting.
     """
     from collections.abc import Mapping
 
