@@ -67,7 +67,8 @@ def _medmnist_files(spec: DatasetSpec, data_root: Optional[str]) -> List[Path]:
 def classes_on_disk(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, List[str], bool, Optional[int]]:
     """:func:`dataset_classes` of a dataset whose data are on disk: the suite's rule for skipping a dataset as
     missing (a MedMNIST set without its file at ``size``, or at any released size when ``size`` is not given; an
-    image folder that is not there), which :func:`prepare_dataset` and :func:`check_max_samples` both apply.
+    image folder that is not there), which :func:`prepare_dataset` and :func:`check_max_samples` both apply (the
+    check lists an image folder once, for its scored split, whose listing fails as this one: :func:`_scored_labels`).
 
     Raises:
         DatasetSkipped: the data are not on disk (``missing``), or an image folder holds no image or a class
@@ -86,30 +87,37 @@ def classes_on_disk(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, L
     return classes
 
 
-def _scored_labels(spec: DatasetSpec, data_root: Optional[str]) -> Optional[np.ndarray]:
-    """The labels of the split a dataset on disk is scored on (``spec.split``), read without its images:
+def _scored_labels(spec: DatasetSpec, data_root: Optional[str]) -> Optional[Tuple[str, np.ndarray]]:
+    """``(task, labels)`` of the split a dataset on disk is scored on (``spec.split``), read without its images:
     a MedMNIST file's ``<split>_labels`` (``(N, 1)`` classes or ``(N, L)`` 0/1 labels; the first file of
-    :func:`_medmnist_files` on disk), or an image folder's ``(N,)`` class indices of the split
-    :class:`~medfm.data.imagefolder.ImageFolderDataset` draws (:func:`~medfm.data.imagefolder.folder_split`, its
-    listing, with the spec's ``split_rule``, as :func:`load_split` loads it).
+    :func:`_medmnist_files` on disk, the set on disk by :func:`classes_on_disk`), or an image folder's ``(N,)``
+    class indices of the split :class:`~medfm.data.imagefolder.ImageFolderDataset` draws
+    (:func:`~medfm.data.imagefolder.folder_split`, with the spec's ``split_rule``, as :func:`load_split` loads it).
+    The folder is listed once: a listing that fails is the folder :func:`classes_on_disk` skips (it was listed
+    for its classes first, then for its split, a skipped-entries warning printed twice).
 
     Returns:
-        The labels, or None when they cannot be read (an unreadable file or folder, the run skips with its reason).
+        The task and labels, or None when the run skips the dataset with its reason: not on disk, unreadable (a
+        file or folder), or an image folder laid out as the reader refuses.
     """
     if spec.flag is not None:
+        try:
+            task = classes_on_disk(spec, data_root)[0]
+        except DatasetSkipped:
+            return None
         path = next((p for p in _medmnist_files(spec, data_root) if p.is_file()), None)
-        if path is None:
+        if path is None:  # gone since classes_on_disk found it
             return None
         from medfm.data.medmnist import read_split_arrays
 
         try:  # the dataset's own reader, labels only
-            return read_split_arrays(path, spec.split, ("labels",))[0]
+            return task, read_split_arrays(path, spec.split, ("labels",))[0]
         except MedFMDataError:
             return None
-    from medfm.data.imagefolder import folder_split
+    from medfm.data.imagefolder import ImageFolderDataset, folder_split
 
     try:
-        return folder_split(spec.folder, spec.split, data_root, split_rule=spec.split_rule)[3]
+        return ImageFolderDataset.task, folder_split(spec.folder, spec.split, data_root, split_rule=spec.split_rule)[3]
     except MedFMDataError:
         return None
 
@@ -144,13 +152,10 @@ def check_max_samples(suite: Suite, data_root: Optional[str]) -> None:
     for i, spec in enumerate(suite.datasets):
         if spec.max_samples is None:
             continue
-        try:
-            task, _, _, _ = classes_on_disk(spec, data_root)
-        except DatasetSkipped:  # skipped by the run, with its reason: nothing of it is scored
+        scored = _scored_labels(spec, data_root)
+        if scored is None or not len(scored[1]):  # not on disk, unreadable or an empty split: skipped by the run
             continue
-        labels = _scored_labels(spec, data_root)
-        if labels is None or not len(labels):  # unreadable or an empty split: skipped by the run, with its reason
-            continue
+        task, labels = scored
         try:
             groups = len(label_fraction_indices(labels, 1 / len(labels)))
         except ValueError:  # labels the loader refuses (not 0/1, out of shape): skipped by the run
