@@ -140,10 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         "vqa", "train and evaluate a VQA model on VQA-RAD from a recipe",
         ["A frozen image encoder (random, or --init from a SimCLR or CLIP checkpoint) and the frozen MiniLM "
          "question encoder, with an answer classifier on top (finetune/vqa_*.yaml).",
-         "Writes into --output: config.yaml, metrics.jsonl (a row per epoch: mean loss, lr, the test accuracy "
+         "Writes into --output: config.yaml (the resolved recipe), init.json (the --init the run started from), "
+         "metrics.jsonl (a row per epoch: mean loss, lr, the test accuracy "
          "drawn in the training curve and host, the CPU count and torch threads the run trained with), "
-         "checkpoint/, predictions.jsonl, training_curve.png, accuracy_by_question_type.png, results.json and "
-         "report.md (closed, open and "
+         "train_state/ (the training state of the last finished epoch, which --resume continues from), "
+         "checkpoint/ (the trained model as a medfm checkpoint, with its model card), predictions.jsonl, "
+         "training_curve.png, accuracy_by_question_type.png, results.json and report.md (closed, open and "
          "overall test accuracy with 95% confidence intervals)."],
         "medfm vqa finetune/vqa_resnet18_clip.yaml --init runs/clip/checkpoint --output runs/vqa",
         "finetune/vqa_resnet18_clip.yaml",

@@ -47,8 +47,11 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
             in one folder; its error says to move the folder away, not to pass --resume; checked before anything is
             written); also one a kill inside its rename window left aside
             (:func:`medfm.training.loop.refuse_existing_run`, one call: each kind with its own advice); a model
-            folder holding finished weights without a training state (:func:`medfm.training.loop.finished_weights`),
-            with ``resume`` too unless its ``model/`` is there to be reused.
+            folder holding finished weights without a training state (:func:`medfm.training.loop.finished_weights`):
+            a model of the recipe with ``resume`` too unless its ``model/`` is there to be reused; another run's
+            (``resume`` False) with the advice of its checkpoint (``runs/f already holds a finished run's weights
+            (models/other/model/model.safetensors); another run's model, not this recipe's (...): choose another
+            --output or move runs/f away``; it said a new run would overwrite them).
         ConfigError: ``resume`` of a folder whose ``models/`` hold models but whose ``config.yaml`` is missing or
             unreadable (:func:`refuse_unchecked_resume`: the recipe cannot be checked; it resumed as the recipe said);
             ``resume`` with a recipe that drops a model of the run (named as such) or differs from the
@@ -63,8 +66,9 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     """
     from medfm.data.lgg_fusion import LGGFusionSet
     from medfm.training.fusion import check_training_sets
-    from medfm.training.loop import refuse_existing_run, set_train_threads
+    from medfm.training.loop import finished_weights, refuse_existing_run, set_train_threads
     from medfm.training.resume import check_resume_recipe
+    from medfm.training.state import find_training_state
 
     output = Path(output)
     # every other model's folder: its state is found in checkpoint/ or where a kill in its rename window left it
@@ -72,6 +76,12 @@ def start_run(recipe: "FusionRecipe", output: Path, data_root: Optional[str],
     foreign = (f"another run's model, not this recipe's (--resume would not continue it): choose another --output "
                f"or move {output} away")
     state_dirs = {f"models/{label}/checkpoint": foreign for label in others}  # first: its advice is not --resume
+    if not resume:  # another run's finished weights without a state: the new run would not overwrite them (as
+        # refuse_existing_run says of its own) but mix two runs in one folder; --resume: refuse_unrecorded_models
+        weights = finished_weights(output, [sub for sub in state_dirs if find_training_state(output / sub) is None])
+        if weights is not None:
+            raise FileExistsError(f"{output} already holds a finished run's weights ({weights.relative_to(output)}); "
+                                  f"{foreign}")
     state_dirs.update(dict.fromkeys(f"models/{label}/checkpoint" for label in sorted(recipe.models)))
     if resume:  # only finished weights are refused then: not a model/ a resume reuses (fit_or_reuse), nor another
         # run's model (refused below with its own words)
