@@ -30,6 +30,20 @@ def fake_medmnist_arrays(flag: str, size: int = 28, counts=(6, 3, 4), seed: int 
     return arrays
 
 
+def write_medmnist_npz(root: Path, flag: str, size: int = 28, arrays=None, raw: bytes | None = None) -> Path:
+    """Write ``<root>/medmnist/<flag>[_<size>].npz`` (the official file name and layout; the folder is made) from
+    ``arrays`` (default: :func:`fake_medmnist_arrays` of ``flag`` and ``size``), or ``raw`` bytes instead of an npz.
+    Returns the file's path. No checksum is recorded: pass ``verify_md5: False``, or use :func:`write_medmnist`."""
+    folder = root / "medmnist"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        np.savez_compressed(path, **(arrays if arrays is not None else fake_medmnist_arrays(flag, size)))
+    return path
+
+
 @pytest.fixture
 def write_medmnist(tmp_path: Path, monkeypatch) -> Callable[..., Path]:
     """Write ``<tmp>/medmnist/<flag>[_<size>].npz`` and point INFO's md5 at it.
@@ -39,13 +53,7 @@ def write_medmnist(tmp_path: Path, monkeypatch) -> Callable[..., Path]:
     """
 
     def write(flag: str, size: int = 28, arrays=None, raw: bytes | None = None) -> Path:
-        folder = tmp_path / "medmnist"
-        folder.mkdir(exist_ok=True)
-        path = folder / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
-        if raw is not None:
-            path.write_bytes(raw)
-        else:
-            np.savez_compressed(path, **(arrays if arrays is not None else fake_medmnist_arrays(flag, size)))
+        path = write_medmnist_npz(tmp_path, flag, size, arrays, raw)
         key = "MD5" if size == 28 else f"MD5_{size}"
         monkeypatch.setitem(INFO[flag], key, hashlib.md5(path.read_bytes()).hexdigest())
         return tmp_path
@@ -425,9 +433,9 @@ def vqa_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lgg(tmp_path_factory) -> Path:
-    """A generated TCGA-LGG data root (``tests.data.test_lgg_fusion.write_fake_lgg``, 4 slices per patient: 2 training
+    """A generated TCGA-LGG data root (``tests.helpers.lgg_fusion.write_fake_lgg``, 4 slices per patient: 2 training
     patients, 8 slices; 'pre' is in the 4 slices of the first one), one per test module: the ``medfm fuse`` tests'."""
-    from tests.data.test_lgg_fusion import write_fake_lgg
+    from tests.helpers.lgg_fusion import write_fake_lgg
 
     return write_fake_lgg(tmp_path_factory.mktemp("data"), slices=4)
 

@@ -255,7 +255,7 @@ def test_card_cli_takes_run_results_and_refuses_another_kind(tmp_path):
 def test_segmentation_run_writes_its_test_metrics_into_the_final_card(tmp_path):
     from medfm.config import from_dict
     from medfm.training.segmentation import SegmentationRecipe, run_segmentation
-    from tests.data.test_segmentation_data import write_chase
+    from tests.helpers.segmentation_data import write_chase
 
     write_chase(tmp_path / "data")
     recipe = from_dict(SegmentationRecipe, {
@@ -286,7 +286,7 @@ def test_segmentation_run_writes_its_test_metrics_into_the_final_card(tmp_path):
 def test_fusion_run_writes_each_models_test_metrics_into_its_card(tmp_path):
     from medfm.config import from_dict
     from medfm.training.fusion import FusionRecipe, run_fusion
-    from tests.data.test_lgg_fusion import write_fake_lgg
+    from tests.helpers.lgg_fusion import write_fake_lgg
 
     root = write_fake_lgg(tmp_path / "data", slices=2)
     recipe = from_dict(FusionRecipe, {

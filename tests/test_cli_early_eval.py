@@ -15,7 +15,7 @@ from medfm.cli_checks import DATA_USAGE, ZEROSHOT_USAGE
 from medfm.config import ConfigError
 from medfm.suite_protocols import parse_label_fractions
 from tests.conftest import REPO_ROOT
-from tests.test_cli_errors import errors_without_torch
+from tests.helpers.cli import errors_without_torch
 
 _SUITE = str(REPO_ROOT / "eval_suites" / "medmnist_2d.yaml")  # an as-is suite
 _NOT_A_NUMBER = "label fraction {!r} in {!r} is not a number; give a comma list such as 0.01,0.1,1"

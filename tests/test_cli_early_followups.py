@@ -19,7 +19,7 @@ import pytest
 from medfm.cli_checks import ENCODER_DIMS
 from medfm.config import ConfigError
 from tests.conftest import REPO_ROOT
-from tests.test_cli_errors import errors_without_torch
+from tests.helpers.cli import errors_without_torch
 
 _SUITE = str(REPO_ROOT / "eval_suites" / "medmnist_2d.yaml")  # an as-is suite
 _FINETUNE = str(REPO_ROOT / "finetune" / "lora_resnet18_pneumoniamnist.yaml")

@@ -16,7 +16,7 @@ import pytest
 from medfm.cli_checks import ZEROSHOT_USAGE
 from medfm.config import ConfigError, from_dict, load_yaml
 from tests.conftest import REPO_ROOT
-from tests.test_cli_errors import errors_without_torch
+from tests.helpers.cli import errors_without_torch
 
 _FINETUNE = REPO_ROOT / "finetune" / "lora_resnet18_pneumoniamnist.yaml"
 _BAD_PROBE_C = "medfm: error: --probe-c: probe C must be a positive number or 'val', got {}"

@@ -9,6 +9,7 @@ import pytest
 
 from medfm.cli import main
 from tests.conftest import REPO_ROOT, cli_error
+from tests.helpers.cli import errors_without_torch
 from medfm.config import ConfigError, check_call_args, from_dict, load_yaml
 from medfm.training.recipes import FinetuneRecipe, PretrainRecipe
 
@@ -118,21 +119,6 @@ def test_help_and_usage_errors_answer_without_loading_torch():
     import medfm
 
     assert medfm.create_encoder("resnet_test", in_chans=1, img_size=28).num_features > 0  # lazy attribute still works
-
-
-def errors_without_torch(cases):
-    """Run ``main(argv)`` for each of ``cases`` in a fresh interpreter; check that each exits 2 and
-    torch was never imported, and return the stderr lines."""
-    import subprocess
-    import sys
-
-    script = ("import sys\nfrom medfm.cli import main\n"
-              f"for argv in {cases!r}:\n"
-              "    print('exit', main(argv))\n"
-              "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert out.stdout.splitlines() == ["exit 2"] * len(cases) + ["torch not loaded"], out.stdout + out.stderr
-    return out.stderr.splitlines()
 
 
 def test_mistyped_recipe_and_suite_paths_are_named_without_loading_torch(tmp_path):

@@ -14,7 +14,7 @@ from medfm.checkpoint_ids import local_text_model_problem
 from medfm.config import ConfigError, from_dict, load_yaml
 from medfm.text.model_files import TextEncoderError, resolve_text_model
 from tests.conftest import REPO_ROOT
-from tests.test_cli_errors import errors_without_torch
+from tests.helpers.cli import errors_without_torch
 
 #: recipe file -> (command, recipe location of the text encoder as the runner names it)
 WHERE = {"seg.yaml": ("segment", "text_encoder"), "vqa.yaml": ("vqa", "text_encoder"),

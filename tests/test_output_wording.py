@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_cli_errors import errors_without_torch
+from tests.helpers.cli import errors_without_torch
 
 
 def test_an_output_in_the_way_is_named_by_the_command_before_torch_in_the_runs_words(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import medfm.suite_protocols as suite_protocols
 from medfm.cli import main
 from medfm.config import ConfigError
-from tests.test_cli_errors import errors_without_torch
+from tests.helpers.cli import errors_without_torch
 
 
 def _suite(folder, protocol, name="s.yaml"):

@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 from typing import Callable, Dict
 
-import numpy as np
-
 from medfm.config import from_dict
-from tests.conftest import fake_medmnist_arrays, save_tiny_bert
+from tests.conftest import fake_medmnist_arrays, save_tiny_bert, write_medmnist_npz
 
 #: a segmentation run's evaluation, cut to what a test needs (no overlays, no surface distances)
 SEG_EVAL = {"overlays": 0, "distances": False}
@@ -44,9 +42,8 @@ def write_vqa_data(root: Path, copies: int) -> str:
 def write_pneumoniamnist(root: Path, n_train: int, n_eval: int = 8) -> str:
     """A generated ``<root>/medmnist/pneumoniamnist.npz`` of ``n_train`` training, ``n_eval`` validation and
     ``n_eval`` test images (28 px); returns ``str(root)``, a data root (recipes here use ``verify_md5: False``)."""
-    (root / "medmnist").mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(root / "medmnist" / "pneumoniamnist.npz",
-                        **fake_medmnist_arrays("pneumoniamnist", counts=(n_train, n_eval, n_eval)))
+    counts = (n_train, n_eval, n_eval)
+    write_medmnist_npz(root, "pneumoniamnist", arrays=fake_medmnist_arrays("pneumoniamnist", counts=counts))
     return str(root)
 
 
@@ -133,7 +130,7 @@ def text_segment_recipe(root: Path, train: Dict, **kw):
 
 def hippocampus_writer(n: int) -> Callable[[Path], None]:
     """A writer of a data root holding a generated MSD hippocampus of ``n`` volumes."""
-    from tests.data.test_segmentation_data import write_hippocampus
+    from tests.helpers.segmentation_data import write_hippocampus
 
     return lambda root: write_hippocampus(root, n=n)
 
@@ -141,7 +138,7 @@ def hippocampus_writer(n: int) -> Callable[[Path], None]:
 def lgg_slices_writer(slices) -> Callable[[Path], None]:
     """A writer of a data root holding a generated LGG FLAIR set of ``slices`` (and, next to the root, a tiny BERT
     ``<root>/../bert`` knowing the words of the prompt "a brain mri image of abnormality")."""
-    from tests.data.test_segmentation_data import write_lgg
+    from tests.helpers.segmentation_data import write_lgg
 
     def write(root):
         write_lgg(root, slices=slices)

@@ -1,7 +1,7 @@
 """``medfm fuse`` with ``task: segmentation`` end to end on a tiny generated TCGA-LGG root, the
 shared image/mask flip of :func:`seg_fusion_step`, and :func:`seg_fusion_checks` on a hand-computed case.
 
-The fake LGG root is :func:`tests.data.test_lgg_fusion.write_fake_lgg` (3 patients; the test
+The fake LGG root is :func:`tests.helpers.lgg_fusion.write_fake_lgg` (3 patients; the test
 patient, by the fixed i % 3 == 2 split, has pre + FLAIR; one train patient has FLAIR only).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from medfm.evaluation.fusion_seg import seg_fusion_checks
 from medfm.training.fusion_seg import seg_fusion_step
 from tests.conftest import cli_error
-from tests.data.test_lgg_fusion import CASES, write_fake_lgg
+from tests.helpers.lgg_fusion import CASES, write_fake_lgg
 
 MODELS = ("fused_unet", "late_zero_fill", "single_flair")
 DEC = "decoder: {decoder_channels: [8, 8, 8, 8], stem_channels: 8}"

@@ -8,12 +8,11 @@ import logging
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from medfm.config import ConfigError, dump_yaml, from_dict
-from tests.conftest import Killed, kill_after_first_mid_epoch_checkpoint, fake_medmnist_arrays
+from tests.conftest import Killed, fake_medmnist_arrays, kill_after_first_mid_epoch_checkpoint, write_medmnist_npz
 from tests.training.runs_helpers import folder_snapshot
 
 PRETRAIN = {"data": {"dataset": "pneumoniamnist", "verify_md5": False}, "encoder": {"name": "resnet_test"},
@@ -30,9 +29,8 @@ def _merge(base, change):
 
 
 def _write_data(root: Path) -> Path:
-    (root / "medmnist").mkdir(parents=True, exist_ok=True)
     for flag in ("pneumoniamnist", "breastmnist"):
-        np.savez_compressed(root / "medmnist" / f"{flag}.npz", **fake_medmnist_arrays(flag, counts=(16, 8, 8)))
+        write_medmnist_npz(root, flag, arrays=fake_medmnist_arrays(flag, counts=(16, 8, 8)))
     return root
 
 

@@ -34,20 +34,20 @@ SEG_EVAL = {"overlays": 0, "distances": False, "overlap": 0.25}
 
 # -- tiny data in the real formats --------------------------------------------------------------
 def _chase(root: Path) -> None:
-    from tests.data.test_segmentation_data import write_chase
+    from tests.helpers.segmentation_data import write_chase
 
     write_chase(root)  # 2 training images of 36 x 40 px
 
 
 def _hippocampus(root: Path) -> None:
-    from tests.data.test_segmentation_data import write_hippocampus
+    from tests.helpers.segmentation_data import write_hippocampus
 
     write_hippocampus(root, n=10)  # 8 training volumes of (10..12, 12, 9) voxels
 
 
 def _text_seg_data(root: Path) -> None:
     from tests.conftest import save_tiny_bert
-    from tests.data.test_segmentation_data import write_chase, write_lgg
+    from tests.helpers.segmentation_data import write_chase, write_lgg
 
     write_chase(root)
     write_lgg(root)  # 2 training patients of 3 slices, 16 x 16 px (padded to the 32 px patch)
@@ -55,7 +55,7 @@ def _text_seg_data(root: Path) -> None:
 
 
 def _lgg(root: Path) -> None:
-    from tests.data.test_lgg_fusion import write_fake_lgg
+    from tests.helpers.lgg_fusion import write_fake_lgg
 
     write_fake_lgg(root, slices=4)  # 2 training patients, 8 slices; one lacks pre and post, one post
 

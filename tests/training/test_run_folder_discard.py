@@ -127,7 +127,7 @@ def _vqa(tmp):
 def _fuse(task):
     def make(tmp):
         from medfm.training.fusion import run_fusion
-        from tests.data.test_lgg_fusion import write_fake_lgg
+        from tests.helpers.lgg_fusion import write_fake_lgg
 
         write_fake_lgg(tmp / "d", slices=4)
         return lambda out: run_fusion(fusion_recipe(task, 2), out, str(tmp / "d"))

@@ -53,7 +53,7 @@ def _fuse(task):
 
 
 def _fake_lgg(slices):
-    from tests.data.test_lgg_fusion import write_fake_lgg
+    from tests.helpers.lgg_fusion import write_fake_lgg
 
     return lambda root: write_fake_lgg(root, slices=slices)
 

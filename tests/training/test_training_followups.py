@@ -23,7 +23,7 @@ from medfm.config import ConfigError, from_dict
 from medfm.training.loop import Trainer
 from medfm.training.vqa import VQARecipe, run_vqa
 from tests.conftest import REPO_ROOT, TinyPairs, cli_error, save_state_dict, tiny_train_config
-from tests.test_cli_errors import errors_without_torch
+from tests.helpers.cli import errors_without_torch
 from tests.training.runs_helpers import vqa_recipe, write_vqa_data
 
 

@@ -1,0 +1,17 @@
+"""Command-line test helpers shared by several test modules."""
+from __future__ import annotations
+
+
+def errors_without_torch(cases):
+    """Run ``main(argv)`` for each of ``cases`` in a fresh interpreter; check that each exits 2 and
+    torch was never imported, and return the stderr lines."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom medfm.cli import main\n"
+              f"for argv in {cases!r}:\n"
+              "    print('exit', main(argv))\n"
+              "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.splitlines() == ["exit 2"] * len(cases) + ["torch not loaded"], out.stdout + out.stderr
+    return out.stderr.splitlines()
