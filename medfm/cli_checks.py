@@ -2,7 +2,7 @@
 before torch is imported (the imports take seconds): recipe and suite files, data set names, the
 output folder, the checkpoint paths (:func:`medfm.checkpoint_ids.checkpoint_folder_problem`), a
 recipe's starting checkpoints and local text model folder, the ``eval`` options a run would
-ignore, ``bench --encoder``; then, with torch, a suite file's ``finetune:`` settings. :func:`check_paths` runs
+ignore, ``bench --encoder``; then a suite file's ``finetune:`` settings. :func:`check_paths` runs
 them all; :mod:`medfm.cli` calls it first.
 
 When several mistakes are typed, the first found is named, always in this order (a file is read
@@ -23,9 +23,9 @@ load them after reading their settings):
    then its local text model folder; ``card``: then ``--results``;
 5. ``eval``: the suite file's ``finetune:`` protocol settings, then whether its protocol uses them
    (:func:`medfm.suite_protocols.check_protocol_section` with ``settings``: the suite reader's rule and words,
-   :func:`medfm.suite_protocols.check_finetune_settings`). Last, because their check imports torch (the
-   fine-tuning recipe's classes do): every mistake above is named without it, a suite file without a
-   ``finetune:`` section is never checked with it. (They were left to the suite reader, after the run's imports.)
+   :func:`medfm.suite_protocols.check_finetune_settings`, torch-free too). Last, where they were while their
+   check imported torch (the fine-tuning recipe's section classes did, 3-6 s): the order of the mistakes named
+   is kept. (They were left to the suite reader, after the run's imports.)
 
 The runs' own (later) checks may name another mistake first where these do not check everything a run
 does (e.g. a suite's ``metrics`` section, read by the suite reader after its ``protocol`` section).
@@ -436,7 +436,7 @@ def _check_recipe_label_fraction(recipe: Dict[str, Any], path: str) -> None:
 def check_paths(args: argparse.Namespace) -> None:
     """Arguments checked before anything is loaded or written, and before torch is imported
     (the imports take seconds: a mistyped recipe, checkpoint, results file or data set is named
-    before them); last, a suite's ``finetune:`` settings, whose check imports torch.
+    before them); last, a suite's ``finetune:`` settings (torch-free too).
 
     Raises:
         ValueError: ``--data-root`` is not a directory (the CLI never downloads into it); a malformed
@@ -510,7 +510,7 @@ def check_paths(args: argparse.Namespace) -> None:
     if args.command == "card":  # after the checkpoint it is for
         _check_input_file(args.results, "--results", "the results.json that medfm eval (or the training run) wrote",
                           "results.json")
-    if "suite" in loaded:  # its finetune: settings, last: their check imports torch (the others named without it)
+    if "suite" in loaded:  # its finetune: settings, last (where they were while their check imported torch)
         check_protocol_section(loaded["suite"].get("protocol"), Path(args.suite).name, settings=True)
 
 

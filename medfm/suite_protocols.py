@@ -11,10 +11,10 @@ an ``as-is`` suite is refused at once instead of after 5-8 s of imports; the rul
 The protocols themselves (``as-is``, ``linear``, ``knn``, ``finetune``) are :data:`PROTOCOLS`, defined here
 once and re-exported as :data:`medfm.evaluation.protocols.PROTOCOLS`. A suite file's ``protocol`` section is
 read by :func:`check_protocol_section` into :class:`ProtocolOptions` (every rule of :class:`ProtocolSpec`, its
-subclass, but the ``finetune`` settings, whose check imports torch), then its ``finetune`` settings by
+subclass, but the ``finetune`` settings, a partial fine-tuning recipe), then its ``finetune`` settings by
 :class:`ProtocolSpec`'s rule (:func:`check_finetune_settings`): :func:`medfm.evaluation.suite_spec.load_suite`
 reads it so first, and ``medfm eval --suite`` before the run's imports (a misspelt protocol or an option its
-protocol ignores was named after 2-4 s of imports; the ``finetune`` settings are checked last, with torch:
+protocol ignores was named after 2-4 s of imports; the ``finetune`` settings are checked last, torch-free too:
 :mod:`medfm.cli_checks`).
 """
 from __future__ import annotations
@@ -235,7 +235,7 @@ class ProtocolOptions:
         self.finetune = check_value_type(self.finetune, Dict[str, Any], "protocol.finetune", from_file=False)
 
 
-#: the protocol options whose settings' check imports torch (:func:`check_finetune_settings`):
+#: the protocol options whose settings are a recipe's, checked as one (:func:`check_finetune_settings`):
 #: :func:`check_protocol_section` checks them, and names them ignored by the protocol, only when asked to
 #: (``settings``), after the other options (a bad setting before an ignored section, as any bad value)
 READER_CHECKED_OPTIONS = ("finetune",)
@@ -250,7 +250,9 @@ def check_finetune_keys(settings: Any) -> None:
     """The one unknown-key rule of a suite's ``protocol.finetune`` (its keys are those of a
     :class:`medfm.training.recipes.FinetuneRecipe` but :data:`PER_RUN_SECTIONS`): the suite reader's and the
     early check's (:func:`check_finetune_settings`) and the fine-tuning runs' own
-    (:func:`medfm.evaluation.finetune_protocol.finetune_recipe`). Imports torch (the recipe classes do).
+    (:func:`medfm.evaluation.finetune_protocol.finetune_recipe`). Torch-free: the recipe's section classes live in
+    torch-free modules (:mod:`medfm.training.train_config`, :mod:`medfm.data.view_config`, :mod:`medfm.lora_settings`;
+    it imported torch, timm and torchvision, 3-6 s).
 
     The first unknown key (in ``settings``' order) is named with the hint that helps: a setting of a recipe
     section is told where it belongs (a close match would mislead: ``lr`` looks like ``lora``), a per-run key
@@ -290,7 +292,7 @@ def check_finetune_settings(settings: Dict[str, Any]) -> None:
     """Check a suite's ``protocol.finetune`` as a partial :class:`medfm.training.recipes.FinetuneRecipe` (the
     fine-tuning runs' own reader; ``train.epochs`` may be left out: chosen per label fraction). The one rule of
     :class:`ProtocolSpec`, which the suite reader and ``medfm eval --suite``'s early check
-    (:func:`check_protocol_section` with ``settings``) both apply. Imports torch (the recipe classes do).
+    (:func:`check_protocol_section` with ``settings``) both apply. Torch-free, as :func:`check_finetune_keys`.
 
     Raises:
         ConfigError: an unknown or per-run key (``data``, ``encoder``: :func:`check_finetune_keys`), a wrong type
@@ -312,7 +314,7 @@ class ProtocolSpec(ProtocolOptions):
     ``protocol`` section (:class:`medfm.evaluation.suite_spec.Suite`; that module re-exports the class).
 
     The fields and their rules are :class:`ProtocolOptions` (torch-free); this class adds the check of the
-    ``finetune`` settings (:func:`check_finetune_settings`, which imports torch). Which protocol uses which option
+    ``finetune`` settings (:func:`check_finetune_settings`, torch-free too). Which protocol uses which option
     is :data:`PROTOCOL_OPTIONS` (a suite file setting one its protocol ignores is refused when read,
     :func:`check_protocol_section`).
 
@@ -359,10 +361,10 @@ def check_protocol_section(section: Any, where: str, settings: bool = False) -> 
     :func:`medfm.evaluation.suite_spec.load_suite` reads it, first: the section's keys, types and values
     (:class:`ProtocolOptions`, torch-free), then the options its protocol does not use
     (:func:`check_protocol_options`), but for :data:`READER_CHECKED_OPTIONS`; then, with ``settings`` and when the
-    section sets one of those, its settings (:class:`ProtocolSpec`: :func:`check_finetune_settings`, which imports
-    torch) and whether the protocol uses it. ``medfm eval --suite`` runs it before torch is imported, and with
+    section sets one of those, its settings (:class:`ProtocolSpec`: :func:`check_finetune_settings`) and whether
+    the protocol uses it. Torch-free: ``medfm eval --suite`` runs it before torch is imported, and with
     ``settings`` after its other checks (:mod:`medfm.cli_checks`), so a bad ``finetune:`` setting is named as the
-    suite reader names it, before the run's imports; a section without a ``finetune:`` key never imports torch.
+    suite reader names it, before the run's imports.
 
     Args:
         where: the suite file's name, put first in a message (``"s.yaml.protocol: unknown key 'linear_cc'; did

@@ -2,6 +2,10 @@
 
 Each component has its own section (data, encoder, objective, lora, train), validated in
 ``__post_init__``; :func:`medfm.config.from_dict` rejects unknown keys with "did you mean".
+
+Torch-free: the sections the training code also uses are in torch-free modules (:mod:`medfm.training.train_config`,
+:mod:`medfm.data.view_config`, :mod:`medfm.lora_settings`), so a recipe, and a suite's ``protocol.finetune``
+(:func:`medfm.suite_protocols.check_finetune_settings`), are checked before torch is imported.
 """
 from __future__ import annotations
 
@@ -9,14 +13,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Optional
 
-from medfm.adapters.lora import LoraSettings
 from medfm.arg_checks import check_label_fraction, check_number
 from medfm.config import check_field_types
 from medfm.data.errors import UnsupportedSizeError
 from medfm.data.medmnist_info import (CORPUS_DATASET, MEDMNIST_FLAGS, available_sizes, check_medmnist_split,
                                        check_recipe_dataset, check_split)
-from medfm.data.views import ViewConfig
-from medfm.training.loop import TrainConfig
+from medfm.data.view_config import ViewConfig
+from medfm.lora_settings import LoraSettings
+from medfm.training.train_config import TrainConfig
 
 FINETUNE_MODES = ("linear", "full", "lora")
 
