@@ -1,7 +1,8 @@
 """``medfm eval --suite``'s early check reads a suite file's ``protocol.finetune`` settings by the suite reader's rule
 (:func:`medfm.suite_protocols.check_finetune_settings`, the one rule of :class:`~medfm.suite_protocols.ProtocolSpec`),
 so a bad one is named in the reader's words before the run's imports; last of the early checks
-(:mod:`medfm.cli_checks`), because the check imports torch.
+(:mod:`medfm.cli_checks`; it imported torch until the section dataclasses moved to torch-free modules, and the
+order was kept).
 
 Was: the early check left the ``finetune:`` section alone; a bad setting was named by the suite reader, after the
 run's imports.
@@ -43,8 +44,8 @@ def test_a_bad_finetune_setting_is_named_by_the_early_check_in_the_readers_words
 
 
 def test_the_other_mistakes_of_a_finetune_suite_are_still_named_without_torch(tmp_path, ckpt):
-    """The settings are checked last (their check imports torch): an option's mistake comes first, at once
-    (a guard: the early check named these without torch before)."""
+    """The settings are checked last: an option's mistake comes first, at once (a guard: the early check named
+    these without torch before)."""
     (tmp_path / "file").write_text("")
     good, bad = (_suite(tmp_path, p, n) for p, n in (("{name: finetune, finetune: {mode: linear}}", "g.yaml"),
                                                      ("{name: finetune, finetune: {mode: most}}", "b.yaml")))
