@@ -266,7 +266,9 @@ def check_finetune_keys(settings: Any) -> None:
         ConfigError: ``"protocol.finetune: unknown key 'lr'; it is a train setting: write train: {lr: ...}"``,
             ``"protocol.finetune: unknown key 'data'; data and encoder are set by each run (valid keys: mode, lora,
             dropout, head_norm, augment, train)"``, ``"protocol.finetune: unknown key 'mdoe'; did you
-            mean 'mode'?"``.
+            mean 'mode'?"``; an option of the protocol itself is told so (it was told "it is a train setting"):
+            ``"protocol.finetune: unknown key 'seed'; it is a protocol option (the seed of the label draw and the
+            fit): write protocol: {seed: ...}; train: {seed: ...} sets the fit's alone"``.
     """
     from dataclasses import fields
 
@@ -283,6 +285,10 @@ def check_finetune_keys(settings: Any) -> None:
             hint = f"; {per_run}"
         elif owners and not set(owners) & set(valid):  # only a per-run section has it
             hint = f"; it is {a_setting_of(owners)}, and {per_run}"
+        elif key != "finetune" and "finetune" in PROTOCOL_OPTIONS.get(key, ((),))[0]:  # seed, label_fractions
+            settable = [s for s in owners if s in valid]  # train.seed: the fit's alone (was the only hint)
+            alone = "".join(f"; {s}: {{{key}: ...}} sets the fit's alone" for s in settable)
+            hint = f"; it is a protocol option ({PROTOCOL_OPTIONS[key][1]}): write protocol: {{{key}: ...}}{alone}"
         else:
             hint = unknown_key_hint(FinetuneRecipe, key, valid)
         raise ConfigError(f"protocol.finetune: unknown key {key!r}{hint}")
