@@ -196,10 +196,10 @@ def check_protocol_name(name: Any) -> str:
 
 @dataclass
 class ProtocolOptions:
-    """A suite file's ``protocol`` section as far as it is checked without torch: every field and rule of
-    :class:`ProtocolSpec` (its subclass, which adds the check of the ``finetune``
-    settings), so that the command line's early check (:func:`check_protocol_section`) and the suite reader
-    cannot differ. The fields are documented there.
+    """A suite file's ``protocol`` section but for its ``finetune`` settings' check: every field and rule of
+    :class:`ProtocolSpec` (its subclass, which adds the check of the ``finetune`` settings, torch-free too), so
+    that the command line's early check (:func:`check_protocol_section`) and the suite reader cannot differ.
+    The fields are documented there.
 
     Raises:
         ValueError: an unknown protocol (:func:`check_protocol_name`), a bad ``linear_c`` (:func:`parse_probe_c`),

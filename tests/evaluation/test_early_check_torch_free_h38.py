@@ -87,3 +87,24 @@ def test_the_old_import_paths_give_the_same_classes():
     assert lora.LoraSettings is LoraSettings and views.ViewConfig is view_config.ViewConfig
     for name in ("TrainConfig", "check_seed", "MAX_SEED", "PRECISIONS"):
         assert getattr(loop, name) is getattr(train_config, name), name
+
+
+def test_loop_all_lists_every_public_name_it_defines_or_re_exports():
+    """A guard (passed when added): ``medfm.training.loop.__all__`` (added with the re-exports) names every public
+    function, class and constant the module defines (its logger ``log`` aside) and the four re-exported names, so
+    that ``from medfm.training.loop import *`` loses none of them."""
+    import ast
+    import inspect
+
+    from medfm.training import loop
+
+    defined = set()
+    for node in ast.parse(inspect.getsource(loop)).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined.update(t.id for t in targets if isinstance(t, ast.Name))
+    public = {name for name in defined if not name.startswith("_")} - {"log"}
+    public |= {"TrainConfig", "check_seed", "MAX_SEED", "PRECISIONS"}
+    assert sorted(public - set(loop.__all__)) == [] and all(hasattr(loop, name) for name in loop.__all__)
