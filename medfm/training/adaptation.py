@@ -130,7 +130,7 @@ def check_lora_targets(model: nn.Module, recipe: Any, head_modules: Sequence[str
             (:func:`medfm.training.segmentation.check_segmenter_args`,
             :func:`medfm.training.text_segmentation.check_text_segmenter_args`,
             :func:`medfm.training.runs.check_recipe_args`, :func:`medfm.training.vqa.run_vqa`).
-        recipe: a recipe with ``mode`` and ``lora`` (:class:`medfm.adapters.lora.LoraSettings`); other
+        recipe: a recipe with ``mode`` and ``lora`` (:class:`medfm.lora_settings.LoraSettings`); other
             modes are not checked.
         head_modules: the adapter's modules LoRA keeps trainable (e.g. ``SEG_HEAD_MODULES``).
 

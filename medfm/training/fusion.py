@@ -88,7 +88,7 @@ class FusionProtocolConfig:
     Raises:
         ValueError: an MCAR rate that is not a finite number in [0, 1), ``p_high``/``p_low`` not finite
             numbers in [0, 1], ``n_boot`` not an integer >= 1, ``seed`` not an integer in [0, 2**32 - 1]
-            (:func:`medfm.training.loop.check_seed`), ``mcar_rates``/``mnar_modalities`` not lists (a string was
+            (:func:`medfm.training.train_config.check_seed`), ``mcar_rates``/``mnar_modalities`` not lists (a string was
             split into its letters; the shared rules of :mod:`medfm.arg_checks`; checked when the recipe is read:
             the protocol runs after every model has trained).
     """
