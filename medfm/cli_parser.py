@@ -18,6 +18,11 @@ EVAL_PROTOCOLS = SUITE_PROTOCOLS + ("zeroshot",)
 #: what a training row of a run's ``metrics.jsonl`` records (the help of the training commands;
 #: :func:`medfm.training.loop.set_train_threads`)
 LOGGED_STEP = "a row per logged step: loss, lr, images/s and host, the CPU count and torch threads the run trained with"
+#: a run's ``init.json`` in the help of the commands that take --init (:func:`medfm.training.resume.record_init`)
+INIT_RECORD = "init.json (the --init the run started from, if any; a --resume must give the same)"
+#: a LoRA run's own ``base/`` in the help of finetune and segment (:func:`medfm.training.adaptation.lora_base`)
+LORA_BASE = ("base/ (when the run starts from random weights or from a checkpoint that does not fit the encoder: its "
+             "starting weights, the base the adapter records)")
 
 
 def _describe(*paragraphs: str) -> str:
@@ -115,9 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
         ["Trains an encoder and a new classification head on a MedMNIST data set; the recipe's mode says what "
          "is trained (linear: the head only; full: everything; lora: LoRA adapters and the head). "
          "finetune/README.md lists the shipped recipes.",
-         f"Writes into --output: config.yaml, metrics.jsonl ({LOGGED_STEP}; with a validation split, its accuracy "
-         "and AUC per epoch), training_curve.png, checkpoint/ (the training state for --resume) and the final "
-         "model: model/ (a medfm checkpoint), or for LoRA adapter/ (fold it into its base with medfm merge)."],
+         f"Writes into --output: config.yaml (the resolved recipe), {INIT_RECORD}, metrics.jsonl ({LOGGED_STEP}; "
+         "with a validation split, its accuracy and AUC per epoch), training_curve.png, checkpoint/ (the training "
+         "state for --resume) and the final model: model/ (a medfm checkpoint), or for LoRA adapter/ (fold it into "
+         f"its base with medfm merge) and {LORA_BASE}."],
         "medfm finetune finetune/lora_resnet18_pneumoniamnist.yaml --init runs/pt/checkpoint --output runs/ft",
         "finetune/lora_resnet18_pneumoniamnist.yaml")
     sp.add_argument("--dataset", default=None, metavar="FLAG",
@@ -130,19 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
         "segment", "train and evaluate a segmentation model from a recipe",
         ["A U-Net on a 2D, 2.5D or 3D data set (CHASE_DB1, TCGA-LGG, MSD Hippocampus, BraTS), or, with a "
          "tasks: list, one text-conditioned segmenter for several data sets (finetune/seg_*.yaml).",
-         f"Writes into --output: config.yaml, the training log (metrics.jsonl, {LOGGED_STEP}) and state, the "
-         "final model (model/, or adapter/ for LoRA), results.json and results.md (Dice, HD95, surface Dice on "
-         "the test split) and overlays/*.png "
-         "(text-conditioned: per task, tasks/<task>/overlays/*.png)."],
+         f"Writes into --output: config.yaml (the resolved recipe), {INIT_RECORD}, metrics.jsonl ({LOGGED_STEP}), "
+         "training_curve.png, checkpoint/ (the training state for --resume), the final model: model/ (a medfm "
+         f"checkpoint), or for LoRA adapter/ and {LORA_BASE}; results.json and results.md (Dice, HD95, surface "
+         "Dice on the test split) and overlays/*.png (the first eval.overlays test cases; text-conditioned: per "
+         "task, tasks/<task>/overlays/*.png)."],
         "medfm segment finetune/seg_unet_chase_db1.yaml --output runs/chase",
         "finetune/seg_unet_chase_db1.yaml")
     recipe_command(
         "vqa", "train and evaluate a VQA model on VQA-RAD from a recipe",
-        ["A frozen image encoder (random, or --init from a SimCLR or CLIP checkpoint) and the frozen MiniLM "
-         "question encoder, with an answer classifier on top (finetune/vqa_*.yaml).",
-         "Writes into --output: config.yaml (the resolved recipe), init.json (the --init the run started from), "
-         "metrics.jsonl (a row per epoch: mean loss, lr, the test accuracy "
-         "drawn in the training curve and host, the CPU count and torch threads the run trained with), "
+        ["An image encoder (random, or --init from a SimCLR or CLIP checkpoint; frozen, or trained with LoRA or "
+         "in full as the recipe's mode says) and a frozen text encoder for the question (the recipe's "
+         "text_encoder, MiniLM by default), with an answer classifier on top (finetune/vqa_*.yaml).",
+         f"Writes into --output: config.yaml (the resolved recipe), {INIT_RECORD}, metrics.jsonl (a row per "
+         "epoch: mean loss, lr, the test accuracy drawn in the training curve and host, the CPU count and torch "
+         "threads the run trained with), "
          "train_state/ (the training state of the last finished epoch, which --resume continues from), "
          "checkpoint/ (the trained model as a medfm checkpoint, with its model card), predictions.jsonl, "
          "training_curve.png, accuracy_by_question_type.png, results.json and report.md (closed, open and "
@@ -154,9 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
         "fuse", "train and evaluate missing-modality fusion models on TCGA-LGG from a recipe",
         ["Every model of the recipe (fusers and single-modality baselines) is trained and scored on the test "
          "patients by subset of present modalities, with the MCAR/MNAR protocol (finetune/fusion_lgg_*.yaml).",
-         "Writes into --output: config.yaml, models/<name>/ (one run folder per model: metrics.jsonl, "
-         f"{LOGGED_STEP}; checkpoint/ and model/), "
-         "results.json and report.md."],
+         "Writes into --output: config.yaml (the resolved recipe), models/<name>/, one run folder per model "
+         f"(metrics.jsonl, {LOGGED_STEP}; training_curve.png; checkpoint/, the training state for --resume; model/, "
+         "the trained model as a medfm checkpoint), results.json, report.md and subsets.png (every model's test "
+         "AUC, or Dice for segmentation, per subset of present modalities)."],
         "medfm fuse finetune/fusion_lgg_missing.yaml --output runs/fusion",
         "finetune/fusion_lgg_missing.yaml",
         init=False, resume="continue: train the unfinished models, reuse the finished ones")

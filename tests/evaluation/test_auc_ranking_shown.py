@@ -8,7 +8,6 @@ vote shares) next to a linear probe's (logits) without a word, and so did a card
 import hashlib
 import json
 
-import numpy as np
 import pytest
 import yaml
 
@@ -17,7 +16,7 @@ from medfm.data.medmnist_info import INFO
 from medfm.evaluation.suite_report import render_suite_markdown
 from medfm.evaluation.suites import load_suite, run_suite
 from medfm.hub import load_config, save_pretrained
-from tests.conftest import fake_medmnist_arrays, pneumonia_classifier
+from tests.conftest import fake_medmnist_arrays, pneumonia_classifier, write_medmnist_npz
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +24,7 @@ def runs(tmp_path_factory):
     """``({protocol: (suite results, suite output folder)}, checkpoint)`` for a linear and a kNN run on a fake
     PneumoniaMNIST (INFO's md5 pointed at it while they run, as the ``write_medmnist`` fixture does)."""
     tmp = tmp_path_factory.mktemp("auc_ranking")
-    (tmp / "medmnist").mkdir()
-    path = tmp / "medmnist" / "pneumoniamnist.npz"
-    np.savez_compressed(path, **fake_medmnist_arrays("pneumoniamnist", counts=(16, 4, 20)))
+    path = write_medmnist_npz(tmp, "pneumoniamnist", arrays=fake_medmnist_arrays("pneumoniamnist", counts=(16, 4, 20)))
     ckpt = str(save_pretrained(pneumonia_classifier(), tmp / "c"))
     out = {}
     with pytest.MonkeyPatch.context() as mp:
