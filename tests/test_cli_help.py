@@ -1,27 +1,19 @@
 """``medfm --help`` and ``medfm <command> --help`` as a user reads them, and what the command line
 answers fast: choices with "did you mean", ``verify-data`` without torch.
 """
-import argparse
 import subprocess
 import sys
 
 import pytest
 
 from medfm.cli import main
-from medfm.cli_parser import build_parser
-
-
-def _commands():
-    """``{name: parser}`` of every ``medfm`` subcommand (argparse keeps them in its subparsers action)."""
-    parser = build_parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return action.choices
+from tests.helpers.cli import subcommand_parsers
 
 
 def test_every_command_has_a_description_an_example_and_help_for_every_argument():
     """``medfm <command> --help`` used to show only the usage and bare option names (``--output OUTPUT``,
     ``--steps STEPS``): no word on what the command does or writes, nor an example."""
-    commands = _commands()
+    commands = subcommand_parsers()
     assert {"pretrain", "finetune", "eval", "merge", "card", "push", "verify-data", "bench"} <= set(commands)
     for name, sp in commands.items():
         text = sp.format_help()  # a bare '%' in a help string would raise here
@@ -36,7 +28,7 @@ def test_top_level_help_lists_every_command_with_a_one_line_summary(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0
-    for name in _commands():
+    for name in subcommand_parsers():
         assert f"\n    {name} " in out or f"\n    {name}\n" in out, name
     assert "examples:" in out and "medfm pretrain " in out
 

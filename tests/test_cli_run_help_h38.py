@@ -16,8 +16,8 @@ from typing import List
 
 import pytest
 
+from tests.helpers.cli import subcommand_parsers
 from tests.helpers.lgg_fusion import write_fake_lgg
-from tests.test_cli_help import _commands
 from tests.training.runs_helpers import (finetune_recipe, fusion_recipe, hippocampus_writer, lgg_slices_writer,
                                          pretrain_recipe, segment_recipe, text_segment_recipe, write_pneumoniamnist)
 
@@ -29,7 +29,7 @@ ONE_OVERLAY = {"overlays": 1, "distances": False}
 def _help(command: str) -> str:
     """``medfm <command> --help``'s text, its lines joined by single spaces (the description is filled to 78
     columns)."""
-    return " ".join(_commands()[command].format_help().split())
+    return " ".join(subcommand_parsers()[command].format_help().split())
 
 
 def _writes(command: str) -> str:

@@ -15,3 +15,13 @@ def errors_without_torch(cases):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.stdout.splitlines() == ["exit 2"] * len(cases) + ["torch not loaded"], out.stdout + out.stderr
     return out.stderr.splitlines()
+
+
+def subcommand_parsers():
+    """``{name: parser}`` of every ``medfm`` subcommand (argparse keeps them in its subparsers action)."""
+    import argparse
+
+    from medfm.cli_parser import build_parser
+
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
