@@ -26,12 +26,12 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from medfm.arg_checks import check_number, number_fits, shown
-from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, UnknownSplitError
+from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, MedFMDataError, UnknownSplitError
 from medfm.data.images import image_decode_error, image_mode, missing_file, read_image
 from medfm.data.root import PathLike, resolve_data_root
 from medfm.data.uint8_sets import UInt8ImageSet
@@ -206,12 +206,40 @@ def _resolve(root: PathLike, data_root: Optional[PathLike]) -> Path:
     return path
 
 
-def _folder_samples(path: Path) -> Tuple[List[str], List[str]]:
-    """``(files, labels)`` of the image folder ``path`` (:func:`scan_image_folder`), at least one file."""
+class FolderListing(NamedTuple):
+    """An image folder's samples, listed once (:func:`list_image_folder`), which :func:`folder_split` and
+    :class:`ImageFolderDataset` take instead of listing the folder again (a suite lists it once for its classes and
+    the splits it loads: :func:`medfm.evaluation.suite_data.prepare_dataset`).
+
+    Attributes:
+        path: the folder. files: its images, paths relative to it (at least one). labels: their class names.
+    """
+
+    path: Path
+    files: List[str]
+    labels: List[str]
+
+    @property
+    def label_names(self) -> List[str]:
+        """The sorted class names: :class:`ImageFolderDataset`'s ``label_names``."""
+        return sorted(set(self.labels))
+
+
+def list_image_folder(root: PathLike, data_root: Optional[PathLike] = None) -> FolderListing:
+    """The :class:`FolderListing` of an image folder (``root`` as :class:`ImageFolderDataset` takes it), without
+    decoding images: :func:`scan_image_folder`'s samples, at least one.
+
+    Warns:
+        UserWarning: skipped entries of the class folders (:func:`scan_image_folder`), once per listing.
+
+    Raises:
+        DataFileMissingError, EmptyClassFolderError, DataShapeError, CorruptFileError: as :class:`ImageFolderDataset`.
+    """
+    path = _resolve(root, data_root)
     files, labels = scan_image_folder(path)
     if not files:
         raise DataShapeError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {path}")
-    return files, labels
+    return FolderListing(path, files, labels)
 
 
 def folder_classes(root: PathLike, data_root: Optional[PathLike] = None) -> List[str]:
@@ -222,29 +250,66 @@ def folder_classes(root: PathLike, data_root: Optional[PathLike] = None) -> List
     Raises:
         DataFileMissingError, EmptyClassFolderError, DataShapeError, CorruptFileError: as :class:`ImageFolderDataset`.
     """
-    return sorted(set(_folder_samples(_resolve(root, data_root))[1]))
+    return list_image_folder(root, data_root).label_names
+
+
+def _listing_split(listing: FolderListing, split: str, fractions: Tuple[float, float, float], split_seed: int,
+                   split_rule: str) -> Tuple[List[str], List[str], np.ndarray]:
+    """``(files, label_names, labels)`` of ``split`` of a listed folder (:func:`folder_split`)."""
+    label_names = listing.label_names
+    index = {c: i for i, c in enumerate(label_names)}
+    all_labels = np.array([index[c] for c in listing.labels], dtype=np.int64)
+    keep = stratified_split(all_labels, split, fractions, split_seed, rule=split_rule, keys=listing.files)
+    return [listing.files[i] for i in keep], label_names, all_labels[keep]
 
 
 def folder_split(root: PathLike, split: str = "all", data_root: Optional[PathLike] = None,
                  fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2), split_seed: int = 0,
-                 split_rule: str = "random") -> Tuple[Path, List[str], List[str], np.ndarray]:
+                 split_rule: str = "random", listing: Optional[FolderListing] = None
+                 ) -> Tuple[Path, List[str], List[str], np.ndarray]:
     """An image folder's ``split`` without decoding images: ``(path, files, label_names, labels)``, the folder, the
     split's files (relative to it), the sorted class names and the split's int64 ``(N,)`` class indices. The one
     listing of :class:`ImageFolderDataset` (which takes its arguments, same meaning) and of checks that need a
     split's labels before loading it (:func:`medfm.evaluation.suite_data.check_max_samples`).
 
+    ``listing``: the folder's :func:`list_image_folder`, already made (it is not listed again), else None.
+
     Raises:
         DataFileMissingError, EmptyClassFolderError, DataShapeError, CorruptFileError: as :class:`ImageFolderDataset`.
         UnknownSplitError: an unknown ``split``. ValueError: an unknown ``split_rule``, bad ``fractions`` or
-            ``split_seed`` (:func:`stratified_split`).
+            ``split_seed`` (:func:`stratified_split`), or a ``listing`` of another folder than ``root``.
     """
-    path = _resolve(root, data_root)
-    files, names = _folder_samples(path)
-    label_names = sorted(set(names))
-    index = {c: i for i, c in enumerate(label_names)}
-    all_labels = np.array([index[c] for c in names], dtype=np.int64)
-    keep = stratified_split(all_labels, split, fractions, split_seed, rule=split_rule, keys=files)
-    return path, [files[i] for i in keep], label_names, all_labels[keep]
+    if listing is None:
+        listing = list_image_folder(root, data_root)
+    elif listing.path != _resolve(root, data_root):
+        raise ValueError(f"the listing given is of the image folder {listing.path}, not of {root}")
+    return (listing.path, *_listing_split(listing, split, fractions, split_seed, split_rule))
+
+
+def _loads_grey(file: Path, data: Optional[bytes] = None) -> bool:
+    """Whether :class:`ImageFolderDataset` (``in_chans`` None) loads a split whose first image is ``file`` as grey:
+    its PIL mode (header only; ``data``: its bytes, already read) is one of :data:`GREY_MODES`.
+
+    Raises:
+        DataFileMissingError, CorruptFileError: as :func:`medfm.data.images.image_mode`.
+    """
+    return image_mode(file, data=data) in GREY_MODES
+
+
+def split_loads_grey(listing: FolderListing, split: str = "all",
+                     fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2), split_seed: int = 0,
+                     split_rule: str = "random") -> Optional[bool]:
+    """Whether :class:`ImageFolderDataset` (``in_chans`` None, the other arguments as :func:`folder_split`'s) loads
+    ``split`` of a listed folder as grey, from its first image's header, without decoding it: a caller that wants
+    grey data as RGB loads it once with ``in_chans=3`` (a suite loaded a grey folder for an RGB encoder twice, grey
+    then RGB). None when the dataset would raise before deciding: no image in the split, its first image missing or
+    unreadable, or a split it refuses.
+    """
+    try:
+        files = _listing_split(listing, split, fractions, split_seed, split_rule)[0]
+        return _loads_grey(listing.path / files[0]) if files else None
+    except (MedFMDataError, ValueError):
+        return None
 
 
 class ImageFolderDataset(UInt8ImageSet):
@@ -265,6 +330,7 @@ class ImageFolderDataset(UInt8ImageSet):
             corpus's held-out MedNIST images).
         data_root: see :func:`medfm.data.root.resolve_data_root`.
         name: dataset name in reports (default: the folder name).
+        listing: the folder's :func:`list_image_folder`, already made (not listed again), else None.
 
     Attributes:
         name, root, split, task (``"multi-class"``), label_names (sorted class
@@ -296,7 +362,8 @@ class ImageFolderDataset(UInt8ImageSet):
 
     def __init__(self, root: PathLike, split: str = "all", size: Optional[int] = None, in_chans: Optional[int] = None,
                  fractions: Tuple[float, float, float] = (0.7, 0.1, 0.2), split_seed: int = 0,
-                 data_root: Optional[PathLike] = None, name: Optional[str] = None, split_rule: str = "random") -> None:
+                 data_root: Optional[PathLike] = None, name: Optional[str] = None, split_rule: str = "random",
+                 listing: Optional[FolderListing] = None) -> None:
         from PIL import Image
 
         if size is not None:
@@ -304,7 +371,7 @@ class ImageFolderDataset(UInt8ImageSet):
         if in_chans not in (None, 1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
         path, self.files, self.label_names, labels = folder_split(root, split, data_root, fractions, split_seed,
-                                                                  split_rule)
+                                                                  split_rule, listing)
         self.name = name or path.name
         self.root, self.split, self.size = path, split, size
         self.labels = labels[:, None]
@@ -321,8 +388,7 @@ class ImageFolderDataset(UInt8ImageSet):
             except OSError as err:  # no permission, an I/O error: read_image's one-line data error (a suite skips it)
                 raise image_decode_error(file, "image", err) from None
             if mode is None:  # the first image decides grey vs RGB unless in_chans says
-                grey = image_mode(file, data=data) in GREY_MODES
-                mode = "L" if in_chans == 1 or (in_chans is None and grey) else "RGB"
+                mode = "L" if in_chans == 1 or (in_chans is None and _loads_grey(file, data)) else "RGB"
             arr = read_image(file, mode, data=data)
             if size is not None and arr.shape[:2] != (size, size):
                 arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR, reducing_gap=None), dtype=np.uint8)
@@ -344,4 +410,5 @@ class ImageFolderDataset(UInt8ImageSet):
 
 
 __all__ = ["IMAGE_EXTENSIONS", "FOLDER_SPLITS", "SPLIT_RULES", "stratified_split", "scan_image_folder",
-           "folder_split", "folder_classes", "EmptyClassFolderError", "ImageFolderDataset"]
+           "FolderListing", "list_image_folder", "folder_split", "split_loads_grey", "folder_classes",
+           "EmptyClassFolderError", "ImageFolderDataset"]

@@ -13,7 +13,7 @@ of its scored split); :func:`scored_subset` reduces the scored split to a datase
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from medfm.evaluation.subsets import SUBSET_SEED, scored_subset_indices
 from medfm.evaluation.suite_checkpoints import CheckpointCache, pick_checkpoint
 from medfm.evaluation.suite_report import MEDVIT_SMALL_C
 from medfm.evaluation.suite_spec import DatasetSpec, Suite
+
+if TYPE_CHECKING:  # the readers are imported where used
+    from medfm.data.imagefolder import FolderListing
 
 
 class DatasetSkipped(Exception):
@@ -37,10 +40,12 @@ class DatasetSkipped(Exception):
         self.missing = missing
 
 
-def dataset_classes(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, List[str], bool, Optional[int]]:
+def dataset_classes(spec: DatasetSpec, data_root: Optional[str],
+                    listing: Optional[FolderListing] = None) -> Tuple[str, List[str], bool, Optional[int]]:
     """``(task, label_names, is_3d, n_channels or None)`` of a dataset without loading its images
     (an image folder's channels are known once loaded: None; its classes are the loaded dataset's
-    ``label_names``, :func:`medfm.data.imagefolder.folder_classes`).
+    ``label_names``, :func:`medfm.data.imagefolder.folder_classes`, from ``listing``, the folder's
+    :func:`~medfm.data.imagefolder.list_image_folder` when already made, else listed here).
 
     Raises:
         MedFMDataError: an image folder that is not there (a DataFileMissingError), holds no image, or a class
@@ -51,9 +56,11 @@ def dataset_classes(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, L
 
         info = dataset_info(spec.flag)
         return info["task"], list(info["label_names"]), info["is_3d"], info["n_channels"]
-    from medfm.data.imagefolder import folder_classes
+    from medfm.data.imagefolder import list_image_folder
 
-    return "multi-class", folder_classes(spec.folder, data_root), False, None
+    if listing is None:
+        listing = list_image_folder(spec.folder, data_root)
+    return "multi-class", listing.label_names, False, None
 
 
 def _medmnist_files(spec: DatasetSpec, data_root: Optional[str]) -> List[Path]:
@@ -74,8 +81,25 @@ def classes_on_disk(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, L
         DatasetSkipped: the data are not on disk (``missing``), or an image folder holds no image or a class
             folder without one (not ``missing``: the data are there, badly laid out).
     """
+    return _on_disk(spec, data_root)[0]
+
+
+def _on_disk(spec: DatasetSpec,
+             data_root: Optional[str]) -> Tuple[Tuple[str, List[str], bool, Optional[int]], Optional[FolderListing]]:
+    """``(classes, listing)``: :func:`classes_on_disk`'s classes and an image folder's
+    :func:`~medfm.data.imagefolder.list_image_folder` (None for a MedMNIST set), which :func:`prepare_dataset` passes
+    to the splits it loads: the folder is listed once (it was listed for its classes, then for each split).
+
+    Raises:
+        DatasetSkipped: as :func:`classes_on_disk`.
+    """
+    listing = None
     try:
-        classes = dataset_classes(spec, data_root)
+        if spec.flag is None:
+            from medfm.data.imagefolder import list_image_folder
+
+            listing = list_image_folder(spec.folder, data_root)
+        classes = dataset_classes(spec, data_root, listing)
     except MedFMDataError as err:  # an image folder that is not there is missing data (one badly laid out is there)
         raise DatasetSkipped(str(err), missing=isinstance(err, DataFileMissingError)) from None
     if spec.flag is not None:
@@ -84,7 +108,7 @@ def classes_on_disk(spec: DatasetSpec, data_root: Optional[str]) -> Tuple[str, L
             more = " ..." if len(paths) > 2 else ""
             raise DatasetSkipped(f"not on disk: no {' or '.join(p.name for p in paths[:2])}{more} in {paths[0].parent}",
                                  missing=True)
-    return classes
+    return classes, listing
 
 
 def _scored_labels(spec: DatasetSpec, data_root: Optional[str]) -> Optional[Tuple[str, np.ndarray]]:
@@ -170,9 +194,11 @@ def check_max_samples(suite: Suite, data_root: Optional[str]) -> None:
                               f"of each {'group' if multi else 'class'}; raise max_samples (--max-samples)")
 
 
-def load_split(spec: DatasetSpec, split: str, size: Optional[int], data_root: Optional[str], as_rgb: bool) -> Any:
+def load_split(spec: DatasetSpec, split: str, size: Optional[int], data_root: Optional[str], as_rgb: bool,
+               listing: Optional[FolderListing] = None) -> Any:
     """One split of a dataset: a :class:`~medfm.data.medmnist.MedMNISTDataset` (``size`` None: 28)
-    or an :class:`~medfm.data.imagefolder.ImageFolderDataset`; ``as_rgb`` repeats grey channels.
+    or an :class:`~medfm.data.imagefolder.ImageFolderDataset`; ``as_rgb`` repeats grey channels. ``listing``: an
+    image folder's :func:`~medfm.data.imagefolder.list_image_folder`, already made (not listed again), else None.
 
     Raises:
         MedFMDataError: the file or folder is missing or unreadable.
@@ -184,7 +210,7 @@ def load_split(spec: DatasetSpec, split: str, size: Optional[int], data_root: Op
     from medfm.data.imagefolder import ImageFolderDataset
 
     return ImageFolderDataset(spec.folder, split=split, size=size, in_chans=3 if as_rgb else None,
-                              data_root=data_root, name=spec.name, split_rule=spec.split_rule)
+                              data_root=data_root, name=spec.name, split_rule=spec.split_rule, listing=listing)
 
 
 def default_size(spec: DatasetSpec, encoder: Any) -> Optional[int]:
@@ -223,10 +249,11 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
         ChannelMismatchError: an ``as-is`` checkpoint matching the classes but not the channels.
         CheckpointError: an unreadable checkpoint.
     """
+    from medfm.data.imagefolder import split_loads_grey
     from medfm.evaluation.evaluate import ChannelMismatchError, check_split_has_images
 
     protocol = suite.protocol.name
-    task, names, is_3d, n_ch = classes_on_disk(spec, data_root)  # before any checkpoint is matched
+    (task, names, is_3d, n_ch), listing = _on_disk(spec, data_root)  # before any checkpoint is matched
     ckpt, why = pick_checkpoint(spec, checkpoints, models, protocol, task, names, is_3d)
     if ckpt is None:
         raise DatasetSkipped(why)
@@ -256,23 +283,37 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
             raise DatasetSkipped(f"RGB data but the encoder takes {encoder.in_chans} channel(s)")
         return True  # grey data, RGB encoder: repeat channels (as_rgb)
 
+    def grey_as_rgb() -> bool:
+        """What ``channels_ok(1)`` returns, without its refusals (raised once the split is loaded, as before)."""
+        try:
+            return channels_ok(1)
+        except (DatasetSkipped, ChannelMismatchError):
+            return False
+
     as_rgb = channels_ok(n_ch) if n_ch is not None else False
     size = default_size(spec, encoder)
     if getattr(encoder, "fixed_size", False) and size != encoder.img_size:
         raise DatasetSkipped(f"the encoder takes only {encoder.img_size} px inputs; the data is {size} px")
     try:
-        ds = load_split(spec, spec.split, size, data_root, as_rgb)
-        if n_ch is None and channels_ok(ds.n_channels):  # image folder: channels known once loaded
+        # a grey image folder for an RGB encoder, known from its first image's header: loaded as RGB once (it was
+        # loaded grey, then again as RGB); else its channels are known once loaded
+        rgb_now = (listing is not None and grey_as_rgb()
+                   and split_loads_grey(listing, spec.split, split_rule=spec.split_rule) is True)
+        ds = load_split(spec, spec.split, size, data_root, as_rgb or rgb_now, listing)
+        if rgb_now:
             as_rgb = True
-            ds = load_split(spec, spec.split, size, data_root, True)
+        elif n_ch is None and channels_ok(ds.n_channels):  # image folder: channels known once loaded
+            as_rgb = True
+            ds = load_split(spec, spec.split, size, data_root, True, listing)
         check_split_has_images(ds, spec.name, spec.split, "score")
-        train = load_split(spec, spec.train_split, size, data_root, as_rgb) if protocol in ("linear", "knn") else None
+        train = (load_split(spec, spec.train_split, size, data_root, as_rgb, listing)
+                 if protocol in ("linear", "knn") else None)
         if train is not None:
             fit = "fit the probe on" if protocol == "linear" else "draw kNN neighbours from"
             check_split_has_images(train, spec.name, spec.train_split, fit)
             if protocol == "linear":
                 _check_probe_classes(train, task, names, spec.name, spec.train_split)
-        val = (load_split(spec, spec.val_split, size, data_root, as_rgb)
+        val = (load_split(spec, spec.val_split, size, data_root, as_rgb, listing)
                if protocol == "linear" and suite.protocol.linear_c == "val" else None)
         if val is not None:
             check_split_has_images(val, spec.name, spec.val_split, "choose the probe's C on")
