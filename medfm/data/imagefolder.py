@@ -31,7 +31,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from medfm.arg_checks import check_number, number_fits, shown
-from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, MedFMDataError, UnknownSplitError
+from medfm.data.errors import (CorruptFileError, DataFileMissingError, DataShapeError, EmptySplitError, MedFMDataError,
+                               UnknownSplitError)
 from medfm.data.images import image_decode_error, image_mode, missing_file, read_image
 from medfm.data.root import PathLike, resolve_data_root
 from medfm.data.uint8_sets import UInt8ImageSet
@@ -352,6 +353,7 @@ class ImageFolderDataset(UInt8ImageSet):
             Pillow would misread (several frames, 16 bits per colour channel: :func:`medfm.data.images.check_tiff`),
             or a labels.csv that is not UTF-8 CSV.
         UnknownSplitError: bad ``split``.
+        EmptySplitError: ``split`` holds no image (``fractions`` give it none of any class).
         ValueError: ``size`` not an integer >= 1, ``in_chans`` not 1 or 3, bad ``fractions`` or
             ``split_seed`` (:func:`stratified_split`).
     """
@@ -372,6 +374,9 @@ class ImageFolderDataset(UInt8ImageSet):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
         path, self.files, self.label_names, labels = folder_split(root, split, data_root, fractions, split_seed,
                                                                   split_rule, listing)
+        if not self.files:  # was "images in <folder> have different sizes []; pass size= to resize them"
+            raise EmptySplitError(f"the {split} split of image folder {path} holds no images: the split fractions "
+                                  f"{shown(tuple(fractions))} give it no image of any class")
         self.name = name or path.name
         self.root, self.split, self.size = path, split, size
         self.labels = labels[:, None]

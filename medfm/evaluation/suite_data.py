@@ -195,10 +195,12 @@ def check_max_samples(suite: Suite, data_root: Optional[str]) -> None:
 
 
 def load_split(spec: DatasetSpec, split: str, size: Optional[int], data_root: Optional[str], as_rgb: bool,
-               listing: Optional[FolderListing] = None) -> Any:
+               listing: Optional[FolderListing] = None, in_chans: Optional[int] = None) -> Any:
     """One split of a dataset: a :class:`~medfm.data.medmnist.MedMNISTDataset` (``size`` None: 28)
     or an :class:`~medfm.data.imagefolder.ImageFolderDataset`; ``as_rgb`` repeats grey channels. ``listing``: an
     image folder's :func:`~medfm.data.imagefolder.list_image_folder`, already made (not listed again), else None.
+    ``in_chans``: an image folder's channels, 1 or 3, whatever its split's first image (the scored split's, for the
+    splits a probe is fitted on); None: 3 with ``as_rgb``, else its first image's.
 
     Raises:
         MedFMDataError: the file or folder is missing or unreadable.
@@ -209,7 +211,7 @@ def load_split(spec: DatasetSpec, split: str, size: Optional[int], data_root: Op
         return MedMNISTDataset(spec.flag, split=split, size=size or 28, data_root=data_root, as_rgb=as_rgb)
     from medfm.data.imagefolder import ImageFolderDataset
 
-    return ImageFolderDataset(spec.folder, split=split, size=size, in_chans=3 if as_rgb else None,
+    return ImageFolderDataset(spec.folder, split=split, size=size, in_chans=in_chans or (3 if as_rgb else None),
                               data_root=data_root, name=spec.name, split_rule=spec.split_rule, listing=listing)
 
 
@@ -284,7 +286,7 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
         return True  # grey data, RGB encoder: repeat channels (as_rgb)
 
     def grey_as_rgb() -> bool:
-        """What ``channels_ok(1)`` returns, without its refusals (raised once the split is loaded, as before)."""
+        """What ``channels_ok(1)`` returns, without its refusals (an image folder's, raised once loaded)."""
         try:
             return channels_ok(1)
         except (DatasetSkipped, ChannelMismatchError):
@@ -294,26 +296,25 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
     size = default_size(spec, encoder)
     if getattr(encoder, "fixed_size", False) and size != encoder.img_size:
         raise DatasetSkipped(f"the encoder takes only {encoder.img_size} px inputs; the data is {size} px")
+    if listing is not None:  # an image folder for an RGB encoder: loaded as RGB at once when grey, by the header of
+        # its scored split's first image, the dataset's rule (it was loaded grey, then again as RGB)
+        as_rgb = grey_as_rgb() and split_loads_grey(listing, spec.split, split_rule=spec.split_rule) is True
     try:
-        # a grey image folder for an RGB encoder, known from its first image's header: loaded as RGB once (it was
-        # loaded grey, then again as RGB); else its channels are known once loaded
-        rgb_now = (listing is not None and grey_as_rgb()
-                   and split_loads_grey(listing, spec.split, split_rule=spec.split_rule) is True)
-        ds = load_split(spec, spec.split, size, data_root, as_rgb or rgb_now, listing)
-        if rgb_now:
-            as_rgb = True
-        elif n_ch is None and channels_ok(ds.n_channels):  # image folder: channels known once loaded
-            as_rgb = True
-            ds = load_split(spec, spec.split, size, data_root, True, listing)
+        ds = load_split(spec, spec.split, size, data_root, as_rgb, listing)
+        if listing is not None and not as_rgb:  # an image folder's refusals, once its split is loaded, as before
+            channels_ok(ds.n_channels)  # (False here: grey data for an RGB encoder was loaded as RGB above)
         check_split_has_images(ds, spec.name, spec.split, "score")
-        train = (load_split(spec, spec.train_split, size, data_root, as_rgb, listing)
+        # an image folder's fitting splits take the scored split's channels (each split's first image decided: a
+        # probe for RGB test images was fitted on grey train images when the train split's first image was grey)
+        fit_chans = ds.n_channels if listing is not None else None
+        train = (load_split(spec, spec.train_split, size, data_root, as_rgb, listing, fit_chans)
                  if protocol in ("linear", "knn") else None)
         if train is not None:
             fit = "fit the probe on" if protocol == "linear" else "draw kNN neighbours from"
             check_split_has_images(train, spec.name, spec.train_split, fit)
             if protocol == "linear":
                 _check_probe_classes(train, task, names, spec.name, spec.train_split)
-        val = (load_split(spec, spec.val_split, size, data_root, as_rgb, listing)
+        val = (load_split(spec, spec.val_split, size, data_root, as_rgb, listing, fit_chans)
                if protocol == "linear" and suite.protocol.linear_c == "val" else None)
         if val is not None:
             check_split_has_images(val, spec.name, spec.val_split, "choose the probe's C on")

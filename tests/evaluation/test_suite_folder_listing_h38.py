@@ -88,9 +88,10 @@ def _old_channels(root, protocol, in_chans):
                          ids=["grey", "grey first, one RGB", "RGB first in the scored split", "RGB first"])
 @pytest.mark.parametrize("protocol,in_chans,linear_c", SUITES)
 def test_the_loaded_splits_are_those_of_the_old_loading(tmp_path, monkeypatch, colours, protocol, in_chans, linear_c):
-    """Guard: the images, labels, files and md5 of each split (or the error) are the old code's, grey and RGB images
-    mixed (a grey folder's RGB image is converted to grey when loaded grey, so the RGB load is not a grey load's
-    channels repeated)."""
+    """Guard: the images, labels, files and md5 of the scored split (or the error) are the old code's, grey and RGB
+    images mixed (a grey folder's RGB image is converted to grey when loaded grey, so the RGB load is not a grey
+    load's channels repeated); the fitting splits are loaded with the scored split's channels (the old code loaded
+    them by their own first image: test_the_fitting_splits_take_the_scored_splits_channels)."""
     root = _folder(tmp_path / "f", colours)
     out, _ = _prepare(root, protocol, in_chans, linear_c, monkeypatch)
     old = _old_channels(root, protocol, in_chans)
@@ -101,10 +102,20 @@ def test_the_loaded_splits_are_those_of_the_old_loading(tmp_path, monkeypatch, c
     for key, split in (("ds", "test"), ("train", "train"), ("val", "val")):
         if out[key] is None:
             continue
-        was = ImageFolderDataset(str(root), split=split, size=8, in_chans=old, name=root.name, split_rule=rule)
+        chans = old if key == "ds" else out["ds"].n_channels
+        was = ImageFolderDataset(str(root), split=split, size=8, in_chans=chans, name=root.name, split_rule=rule)
         assert np.array_equal(out[key].images, was.images) and out[key].images.dtype == was.images.dtype
         assert (out[key].files, out[key].md5, out[key].n_channels) == (was.files, was.md5, was.n_channels)
         assert np.array_equal(out[key].labels, was.labels) and out[key].label_names == was.label_names
+
+
+@pytest.mark.parametrize("colours,in_chans", [(("a/8.png",), 3), (("a/0.png", "a/8.png"), 3), (("a/0.png",), 1)],
+                         ids=["RGB test, grey train and val", "RGB test and train, grey val", "grey test, RGB train"])
+def test_the_fitting_splits_take_the_scored_splits_channels(tmp_path, monkeypatch, colours, in_chans):
+    """Was: each split's channels were its first image's: a linear probe for an RGB encoder was fitted on grey
+    train images (1 channel) and scored on RGB test images; a grey encoder's probe got RGB train images."""
+    out, _ = _prepare(_folder(tmp_path / "f", colours), "linear", in_chans, "val", monkeypatch)
+    assert [out[key].n_channels for key in ("ds", "train", "val")] == [in_chans] * 3
 
 
 def test_a_corrupt_grey_folder_for_an_rgb_encoder_is_still_skipped_for_its_file(tmp_path, monkeypatch):
@@ -122,3 +133,16 @@ def test_a_listing_of_another_folder_is_refused(tmp_path):
     _folder(tmp_path / "g")
     with pytest.raises(ValueError, match=r"^the listing given is of the image folder .*/f, not of .*/g$"):
         imagefolder.folder_split(tmp_path / "g", listing=listing)
+
+
+def test_an_empty_split_is_skipped_for_being_empty(tmp_path, monkeypatch):
+    """Was skipped with "images in <folder> have different sizes []; pass size= to resize them" (a split that the
+    fractions give no image: one image per class, all in train)."""
+    root = tmp_path / "f"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / cls / "0.png")
+    out, _ = _prepare(root, "knn", 1, None, monkeypatch)
+    assert isinstance(out, DatasetSkipped) and str(out) == (f"the test split of image folder {root} holds no images: "
+                                                            "the split fractions (0.7, 0.1, 0.2) give it no image of "
+                                                            "any class")
