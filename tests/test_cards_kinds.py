@@ -93,7 +93,7 @@ def test_unit_intensity_cards_say_who_scales_volumes(encoder, kw, expected):
 
 def _text_seg_cfg():
     from medfm.adapters.text_seg import build_text_segmenter
-    from tests.adapters.test_text_seg import BagOfWordsEncoder
+    from tests.helpers.bag_of_words import BagOfWordsEncoder
 
     torch.manual_seed(0)
     enc = medfm.create_encoder("resnet_test", in_chans=3, img_size=28)

@@ -1,6 +1,4 @@
 """Text-conditioned dynamic heads (MulModSeg) and referring segmentation, with a stand-in text encoder."""
-import re
-
 import pytest
 import torch
 
@@ -8,31 +6,13 @@ import medfm
 from medfm.adapters.text_seg import (DynamicHead, PromptedSegmenter, TextConditionedSegmenter, build_text_segmenter,
                                      target_prompt)
 from medfm.hub import from_pretrained, save_pretrained
+from tests.helpers.bag_of_words import BagOfWordsEncoder
 
 
 
 
 TARGETS = [{"name": "vessel", "modality": "retinal fundus photograph", "target": "retinal blood vessels"},
            {"name": "lesion", "modality": "brain FLAIR MRI", "target": "lower-grade glioma abnormality"}]
-
-
-class BagOfWordsEncoder:
-    """Deterministic text encoder: the mean of fixed random word vectors (``encode(list[str]) -> (N, D)``)."""
-
-    spec = {"name": "bag-of-words-test"}
-
-    def __init__(self, dim: int = 16) -> None:
-        self.dim = dim
-        self.vocab = {}
-
-    def _word(self, w):
-        if w not in self.vocab:
-            g = torch.Generator().manual_seed(sum(ord(c) * 31 ** i for i, c in enumerate(w)) % (2 ** 31))
-            self.vocab[w] = torch.randn(self.dim, generator=g)
-        return self.vocab[w]
-
-    def encode(self, texts):
-        return torch.stack([torch.stack([self._word(w) for w in re.findall(r"[a-z]+", t.lower())]).mean(0) for t in texts])
 
 
 def _model(seed=0):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,8 @@ from tests.conftest import fit_losses
 from medfm.registry import ADAPTERS
 from medfm.text.encoders import create_text_encoder
 from tests.conftest import save_tiny_bert
+from tests.helpers.vqa_rad import WORDS, write_tiny_vqa_rad
 
-WORDS = ["is", "there", "a", "mass", "fracture", "what", "plane", "which", "side", "lung", "?", "the", "left"]
 ANSWERS = ["yes", "no", "axial", "left", "right"]
 QUESTIONS = ["is there a mass ?", "what plane ?", "which side is the fracture ?"]
 
@@ -167,23 +166,6 @@ def test_a_question_mask_without_real_tokens_is_refused(text_spec, fusion):
     m[1] = False
     with pytest.raises(ValueError, match=r"question\(s\) \[1\] have no real token"):
         model(torch.rand(2, 1, 28, 28), q, m)
-
-
-def write_tiny_vqa_rad(root: Path) -> None:
-    """<root>/vqa_rad: 4 RGB PNGs, 16 train / 2 test QA pairs (closed and open) for the VQA runner."""
-    folder = root / "vqa_rad" / "images"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 256, (32 + 8 * i, 32, 3), dtype=np.uint8)).save(folder / f"i{i}.png")
-    qa = [("is there a mass ?", "yes", "CLOSED"), ("what plane ?", "axial", "OPEN"), ("which side ?", "left", "OPEN "),
-          ("is there a fracture ?", "no", "CLOSED")]
-    rec = lambda k, img, q, a, t: {"qid": k, "image_name": f"i{img}.png", "image_organ": "HEAD", "answer": a,  # noqa: E731
-                                   "answer_type": t, "question_type": "PRES", "question": q, "phrase_type": "freeform"}
-    train = [rec(k, k % 4, *qa[k % 4]) for k in range(16)]
-    test = [rec(100, 0, "is there a mass ?", "Yes", "CLOSED"), rec(101, 1, "what plane ?", "coronal", "OPEN")]
-    (root / "vqa_rad" / "trainset.json").write_text(json.dumps(train))
-    (root / "vqa_rad" / "testset.json").write_text(json.dumps(test))
 
 
 def test_cli_runner_end_to_end(text_spec, tmp_path):

@@ -8,53 +8,29 @@ import numpy as np
 import pytest
 import torch
 
-from medfm.data.multimodal import PRESENT_KEY
 from medfm.evaluation import fusion as FU
 from medfm.evaluation.metrics import classification_metrics
+from tests.helpers.margin_model import MarginModel, margin_batch
 
 MULTI_LABEL = "multi-label, binary-class"
 
 
 # -- fusion: AUC ranks full probability rows, as classification_metrics does --------------------------
-class _Margin(torch.nn.Module):
-    """A one-modality model whose logits are ``[0, margin]``: margins above ~17 give p1 = 1.0 in float32."""
-
-    modalities = ("flair",)
-
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.ones(1))
-
-    def forward(self, batch):
-        m = batch["margin"] * self.w
-        return {"logits": torch.stack([torch.zeros_like(m), m], 1)}
-
-    def scores(self, logits):
-        return logits.float().softmax(-1)
-
-
-def _margin_batch(margins, labels):
-    n = len(margins)
-    return {"flair": torch.rand(n, 1, 4, 4), "margin": torch.tensor(margins, dtype=torch.float32),
-            "label": torch.tensor(labels), "patient": [f"p{i // 2}" for i in range(n)],
-            PRESENT_KEY: {"flair": torch.ones(n, dtype=torch.bool)}}
-
-
 def test_fusion_auc_breaks_float32_saturation_ties_like_classification_metrics():
     # every p1 is exactly 1.0 in float32; the logits rank the positives above the negatives
     margins, labels = [18.0, 19.0, 20.0, 21.0, 22.0, 23.0, 24.0, 25.0], [0, 0, 0, 0, 1, 1, 1, 1]
-    batch = _margin_batch(margins, labels)
-    rows, _ = FU.predict_rows(_Margin(), batch)
+    batch = margin_batch(margins, labels)
+    rows, _ = FU.predict_rows(MarginModel(), batch)
     assert rows.shape == (8, 2) and (rows[:, 1] == 1.0).all()
     want = classification_metrics(np.array(labels), rows, "binary-class")
     assert want["auc"] == 1.0
-    res = FU.run_fusion_protocol({"single_flair": _Margin()}, batch, ["flair"], mcar_rates=(),
+    res = FU.run_fusion_protocol({"single_flair": MarginModel()}, batch, ["flair"], mcar_rates=(),
                                  mnar_modalities=["flair"], n_boot=20)
     natural = res["natural"][0]
     assert natural["auc"] == want["auc"]  # was 0.5: p1 alone ties every slice
     assert natural["auc_ci95"] == [1.0, 1.0]  # the bootstrap ranks the same keys (was [0.5, 0.5])
     assert natural["acc"] == want["acc"] == 0.5  # ACC still thresholds p1 > 0.5
-    assert FU.predict_probs(_Margin(), batch).shape == (8,)  # the (N,) column is still there
+    assert FU.predict_probs(MarginModel(), batch).shape == (8,)  # the (N,) column is still there
 
 
 def test_score_row_acc_keeps_the_strict_threshold_and_ranks_rows():
@@ -93,23 +69,23 @@ def test_fusion_helpers_refuse_inconsistent_input(call, match):
     (dict(batch_size_=0), "batch_size_ must be an integer >= 1"),  # was: range() arg 3 must not be zero
 ])
 def test_fusion_protocol_checks_its_settings_before_any_model_runs(kwargs, match):
-    batch = _margin_batch([-1.0, 1.0, -2.0, 2.0], [0, 1, 0, 1])
+    batch = margin_batch([-1.0, 1.0, -2.0, 2.0], [0, 1, 0, 1])
     args = dict(modalities=["flair"], mcar_rates=(), mnar_modalities=["flair"], n_boot=0)
     with pytest.raises(ValueError, match=match):
-        FU.run_fusion_protocol({"single_flair": _Margin()}, batch, **{**args, **kwargs})
+        FU.run_fusion_protocol({"single_flair": MarginModel()}, batch, **{**args, **kwargs})
 
 
 def test_fusion_protocol_names_a_missing_label_key():
-    batch = _margin_batch([-1.0, 1.0], [0, 1])
+    batch = margin_batch([-1.0, 1.0], [0, 1])
     del batch["label"]
     with pytest.raises(ValueError, match="no 'label' key"):  # was KeyError: 'label'
-        FU.run_fusion_protocol({"single_flair": _Margin()}, batch, ["flair"], mcar_rates=(),
+        FU.run_fusion_protocol({"single_flair": MarginModel()}, batch, ["flair"], mcar_rates=(),
                                mnar_modalities=["flair"], n_boot=0)
 
 
 def test_fusion_report_writes_results_json_last_and_refuses_a_file_as_output(tmp_path, monkeypatch):
-    batch = _margin_batch([-1.0, 1.0, -2.0, 2.0], [0, 1, 0, 1])
-    res = FU.run_fusion_protocol({"single_flair": _Margin()}, batch, ["flair"], mcar_rates=(),
+    batch = margin_batch([-1.0, 1.0, -2.0, 2.0], [0, 1, 0, 1])
+    res = FU.run_fusion_protocol({"single_flair": MarginModel()}, batch, ["flair"], mcar_rates=(),
                                  mnar_modalities=["flair"], n_boot=0)
 
     def broken(*args, **kwargs):
@@ -415,7 +391,7 @@ def test_patient_dice_and_score_row_share_one_patient_id_rule():
 
 
 def test_fusion_protocol_lists_follow_the_shared_list_rule():
-    batch = _margin_batch([-1.0, 1.0, -2.0, 2.0], [0, 1, 0, 1])
+    batch = margin_batch([-1.0, 1.0, -2.0, 2.0], [0, 1, 0, 1])
     with pytest.raises(ValueError, match=r"mcar_rates must be a list of rates in \[0, 1\), got \{0.25: 1\}"):
-        FU.run_fusion_protocol({"single_flair": _Margin()}, batch, ["flair"], mcar_rates={0.25: 1},  # its keys
+        FU.run_fusion_protocol({"single_flair": MarginModel()}, batch, ["flair"], mcar_rates={0.25: 1},  # its keys
                                mnar_modalities=["flair"], n_boot=0)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import medfm.evaluation.fusion as FU
-from tests.evaluation.test_evaluation_api_audit import _Margin, _margin_batch  # logits [0, margin]
+from tests.helpers.margin_model import MarginModel, margin_batch  # logits [0, margin]
 
 
 def _reference_interval(y, s, groups, n_boot, seed, alpha=0.05):
@@ -80,11 +80,11 @@ def test_patient_bootstrap_of_no_resample_or_one_class():
 
 
 def test_predict_rows_gives_the_probabilities_and_the_logits_they_came_from():
-    batch = _margin_batch([0.5, -1.0, 2.0], [0, 1, 1])
-    probs, logits = FU.predict_rows(_Margin(), batch, batch_size_=2)
+    batch = margin_batch([0.5, -1.0, 2.0], [0, 1, 1])
+    probs, logits = FU.predict_rows(MarginModel(), batch, batch_size_=2)
     assert logits.dtype == np.float32 and logits.tolist() == [[0.0, 0.5], [0.0, -1.0], [0.0, 2.0]]
     assert np.array_equal(probs, torch.tensor(logits).softmax(-1).numpy())
-    empty = FU.predict_rows(_Margin(), FU.slice_batch(batch, torch.zeros(0, dtype=torch.long)))
+    empty = FU.predict_rows(MarginModel(), FU.slice_batch(batch, torch.zeros(0, dtype=torch.long)))
     assert [a.shape for a in empty] == [(0, 2), (0, 2)]
 
 
@@ -92,10 +92,10 @@ def test_the_protocol_ranks_by_logits_where_float32_probabilities_tie():
     """Margins 5 and 5 + 2e-6 (p1 ~ 0.9933, not saturated) round to one float32 probability: the AUC of the
     probabilities was 0.5 (a tie); the logits rank the positive above the negative."""
     margins, labels = [5.0, 5.000002, 5.0, 5.000002], [0, 1, 0, 1]
-    batch = _margin_batch(margins, labels)
-    probs, _ = FU.predict_rows(_Margin(), batch)
+    batch = margin_batch(margins, labels)
+    probs, _ = FU.predict_rows(MarginModel(), batch)
     assert probs[0, 1] == probs[1, 1] and np.float32(margins[0]) != np.float32(margins[1])
-    res = FU.run_fusion_protocol({"single_flair": _Margin()}, batch, ["flair"], mcar_rates=(),
+    res = FU.run_fusion_protocol({"single_flair": MarginModel()}, batch, ["flair"], mcar_rates=(),
                                  mnar_modalities=["flair"], n_boot=10)
     assert res["natural"][0]["auc"] == 1.0  # was 0.5
     assert FU.score_row(np.array(labels), probs, batch["patient"], 0, 0)["auc"] == 0.5  # probabilities alone

@@ -16,7 +16,7 @@ import pytest
 import medfm.evaluation.fusion as FU
 import medfm.evaluation.fusion_report as FR
 import medfm.evaluation.fusion_seg as FS
-from tests.evaluation.test_evaluation_api_audit import _Margin, _margin_batch  # logits [0, margin]
+from tests.helpers.margin_model import MarginModel, margin_batch  # logits [0, margin]
 
 NAN = float("nan")
 
@@ -101,7 +101,7 @@ def test_seg_report_prints_an_undefined_interval_as_na_like_the_classification_r
 
 def test_predict_probs_is_column_one_of_predict_rows():
     """Guard: the positive-class column of the probability rows, bit for bit, in chunks too."""
-    batch = _margin_batch([0.5, -1.0, 2.0, 7.0, -3.0], [0, 1, 1, 0, 1])
-    probs, _ = FU.predict_rows(_Margin(), batch)
-    got = FU.predict_probs(_Margin(), batch, batch_size_=2)
+    batch = margin_batch([0.5, -1.0, 2.0, 7.0, -3.0], [0, 1, 1, 0, 1])
+    probs, _ = FU.predict_rows(MarginModel(), batch)
+    got = FU.predict_probs(MarginModel(), batch, batch_size_=2)
     assert got.dtype == np.float32 and np.array_equal(got, probs[:, 1])

@@ -13,16 +13,7 @@ from medfm.objectives.graph_matching import knn_graph
 from medfm.objectives.solvers import FactorizedQAP, hungarian, rrwm, sinkhorn_log
 from medfm.objectives.swav import swav_loss
 from medfm.registry import OBJECTIVES
-
-#: small builds of every objective; CLIP with ``text_dim`` given never loads its (missing) text model
-SMALL = {
-    "simclr": dict(proj_dim=8, hidden_dim=16),
-    "moco": dict(proj_dim=8, hidden_dim=16, queue_size=16),
-    "swav": dict(proj_dim=8, hidden_dim=16, n_prototypes=8, n_local_views=1),
-    "graph_matching": dict(proj_dim=8, hidden_dim=16, graph_size=4, k=2, local_dim=4, edge_dim=3),
-    "clip": dict(text_encoder={"name": "hf", "model_name_or_path": "never-loaded"}, text_dim=32, embed_dim=8,
-                 proj_hidden_dim=16, text_cache=False),
-}
+from tests.helpers.small_objectives import SMALL
 
 Z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
 QUEUE = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))

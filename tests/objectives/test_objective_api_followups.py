@@ -11,7 +11,7 @@ import medfm
 from medfm.objectives import MoCo, clip_loss
 from medfm.objectives.inputs import check_objective_args
 from medfm.registry import OBJECTIVES
-from tests.objectives.test_objective_api_audit import SMALL
+from tests.helpers.small_objectives import SMALL
 
 ENCODER_MESSAGE = r"^{name}: encoder must be a medfm Encoder \(medfm\.encoders\.base\.Encoder\), got "
 #: one argument out of its range per objective: refused before the encoder is looked at

@@ -71,7 +71,7 @@ def test_the_neighbour_range_is_checked_once_per_built_instance(monkeypatch):
 def test_the_graph_matching_objective_does_not_check_knn_indices_per_step(monkeypatch):
     import medfm
     from medfm.registry import OBJECTIVES
-    from tests.objectives.test_objective_api_audit import SMALL
+    from tests.helpers.small_objectives import SMALL
 
     def refuse(self, n, m):
         raise AssertionError("a per-step read-back of knn_graph's indices")

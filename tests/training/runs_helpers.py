@@ -28,9 +28,9 @@ def folder_snapshot(folder: Path) -> Dict[str, bytes]:
 
 
 def write_vqa_data(root: Path, copies: int) -> str:
-    """The tiny VQA-RAD of tests/adapters/test_vqa.py under ``root`` with its 16 training questions ``copies`` times
+    """The tiny VQA-RAD of tests/helpers/vqa_rad.py under ``root`` with its 16 training questions ``copies`` times
     (new question ids); returns ``str(root)``, a data root."""
-    from tests.adapters.test_vqa import write_tiny_vqa_rad
+    from tests.helpers.vqa_rad import write_tiny_vqa_rad
 
     write_tiny_vqa_rad(root)
     train = root / "vqa_rad" / "trainset.json"
@@ -87,11 +87,11 @@ def fusion_recipe(task: str, batch_size: int):
 
 def vqa_recipe(folder: Path, data_root=None, **train):
     """A tiny ``medfm vqa`` recipe of resnet_test (a 16-d head of one layer, 5 bootstrap resamples) whose text encoder
-    is a tiny BERT knowing the words of tests/adapters/test_vqa.py, saved at ``<folder>/bert`` on first use: 2 epochs
+    is a tiny BERT knowing the words of tests/helpers/vqa_rad.py, saved at ``<folder>/bert`` on first use: 2 epochs
     of batch 4 in fp32; ``train`` adds to or replaces those settings; ``data_root`` (None: none) is its
     ``data.data_root``."""
     from medfm.training.vqa import VQARecipe
-    from tests.adapters.test_vqa import WORDS
+    from tests.helpers.vqa_rad import WORDS
 
     bert = Path(folder) / "bert"
     if not bert.exists():

@@ -19,23 +19,13 @@ import pytest
 import yaml
 
 from medfm.config import ConfigError, dump_yaml
+from tests.helpers import finished_fusion_run
+from tests.helpers.finished_fusion_run import copy_run
 from tests.training.runs_helpers import folder_snapshot, fusion_recipe
 
 
-@pytest.fixture(scope="module")
-def finished(lgg, tmp_path_factory):
-    """A finished classification run of ``late`` and ``single_pre`` (:func:`fusion_recipe`); tests copy it."""
-    from medfm.training.fusion import run_fusion
-
-    out = tmp_path_factory.mktemp("finished") / "run"
-    run_fusion(fusion_recipe("classification", 4), out, str(lgg))
-    return out
-
-
-def _copy(finished, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(finished, out)
-    return out
+#: a finished classification run of ``late`` and ``single_pre``, one per module (tests copy it: ``copy_run``)
+finished = finished_fusion_run.finished
 
 
 def _recipe(**models):
@@ -49,7 +39,7 @@ def _recipe(**models):
 def test_a_resume_that_drops_a_model_is_refused_and_leaves_the_folder_as_it_was(finished, lgg, tmp_path):
     from medfm.training.fusion import run_fusion
 
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     before = folder_snapshot(out)
     with pytest.raises(ConfigError, match=r"^cannot resume .*: the recipe leaves out models 'single_pre' of the run "
                                           r"\(its models: 'late', 'single_pre'; a resume cannot drop one\)"):
@@ -61,7 +51,7 @@ def test_a_new_run_beside_another_runs_models_is_refused_before_writing(finished
     """(It was accepted: config.yaml then listed 'other' only, next to models/late and models/single_pre.)"""
     from medfm.training.fusion import run_fusion
 
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     before = folder_snapshot(out)
     with pytest.raises(FileExistsError, match=r"already holds a checkpoint \(models/late/checkpoint/\); "):
         run_fusion(_recipe(other="late"), out, str(lgg))
@@ -73,7 +63,7 @@ def test_a_resume_adding_a_model_another_run_left_is_refused_and_a_new_one_train
     models/single_pre/ holds another run's model. A resume adding 'single_pre' reused it as this recipe's."""
     from medfm.training.fusion import run_fusion
 
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     (out / "config.yaml").write_text(dump_yaml(_recipe(late="late")))
     before = folder_snapshot(out)
     with pytest.raises(ConfigError, match=r"^cannot resume .*: models/single_pre/ holds a model that the run's "

@@ -19,12 +19,12 @@ import shutil
 import pytest
 
 from medfm.config import ConfigError
-from tests.training import test_fuse_resume_models as resume_models
+from tests.helpers import finished_fusion_run
+from tests.helpers.finished_fusion_run import copy_run
 from tests.training.runs_helpers import folder_snapshot, fusion_recipe
 
-#: a finished classification run of ``late`` and ``single_pre``, one per module (tests copy it: ``_copy``)
-finished = resume_models.finished
-_copy = resume_models._copy
+#: a finished classification run of ``late`` and ``single_pre``, one per module (tests copy it: ``copy_run``)
+finished = finished_fusion_run.finished
 REPORT = ("results.json", "report.md", "subsets.png")
 
 
@@ -74,7 +74,7 @@ def test_a_resume_reads_config_yaml_once(finished, lgg, tmp_path, config_reads, 
     """(Twice before: refuse_unchecked_resume, then check_resume_recipe.)"""
     from medfm.training.fusion import run_fusion
 
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     for label in retrain:
         shutil.rmtree(out / "models" / label)
     run_fusion(fusion_recipe("classification", 4), out, str(lgg), resume=True)
@@ -85,7 +85,7 @@ def test_a_refused_resume_reads_config_yaml_once(finished, lgg, tmp_path, config
     """A recipe with other settings is still refused by the comparison with the one read."""
     from medfm.training.fusion import run_fusion
 
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     recipe = fusion_recipe("classification", 4)
     recipe.train.lr = recipe.train.lr * 2
     with pytest.raises(ConfigError, match=r"the run was started with other settings \(train\.lr: "):
@@ -103,7 +103,7 @@ def test_a_resume_that_trains_clears_the_earlier_report_once(finished, lgg, tmp_
     """(Twice before: in the config.yaml writer and again before the protocol.)"""
     from medfm.training.fusion import run_fusion
 
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     for label in retrain:
         shutil.rmtree(out / "models" / label)
     res = run_fusion(fusion_recipe("classification", 4), out, str(lgg), resume=True)
@@ -126,7 +126,7 @@ def test_a_resume_reusing_every_model_clears_once_and_keeps_config_yaml(finished
     """Guard: nothing trains, so the writer never runs; the earlier report still goes before the protocol."""
     from medfm.training.fusion import run_fusion
 
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     config = (out / "config.yaml").read_bytes()
     res = run_fusion(fusion_recipe("classification", 4), out, str(lgg), resume=True)
     assert sorted(res["reused_models"]) == ["late", "single_pre"]
@@ -141,7 +141,7 @@ def test_a_failed_protocol_leaves_no_earlier_report(finished, lgg, tmp_path, mon
     import medfm.evaluation.fusion as protocol
     from medfm.training.fusion import run_fusion
 
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     for label in retrain:
         shutil.rmtree(out / "models" / label)
 
@@ -159,7 +159,7 @@ def test_a_refused_resume_leaves_the_folder_as_it_was(finished, lgg, tmp_path, c
     """Guard: a resume with other settings is refused before any report is removed."""
     from medfm.training.fusion import run_fusion
 
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     shutil.rmtree(out / "models" / "late" / "model")  # a model to train: the writer would run
     before = folder_snapshot(out)
     recipe = fusion_recipe("classification", 4)

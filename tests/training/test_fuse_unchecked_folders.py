@@ -18,13 +18,13 @@ import shutil
 import pytest
 
 from medfm.config import ConfigError, dump_yaml
-from tests.training import test_fuse_resume_models as resume_models
+from tests.helpers import finished_fusion_run
+from tests.helpers.finished_fusion_run import copy_run
 from tests.training.runs_helpers import folder_snapshot, fusion_recipe
 
 MODELS = "models/late/, models/single_pre/"
-#: a finished classification run of ``late`` and ``single_pre``, one per module (tests copy it: ``_copy``)
-finished = resume_models.finished
-_copy = resume_models._copy
+#: a finished classification run of ``late`` and ``single_pre``, one per module (tests copy it: ``copy_run``)
+finished = finished_fusion_run.finished
 
 
 def _swapped():
@@ -40,7 +40,7 @@ def test_a_resume_of_models_without_a_readable_config_yaml_is_refused(finished, 
     """(It resumed as the recipe said: a recipe that swapped the models' settings reused both models as its own.)"""
     from medfm.training.fusion import run_fusion
 
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     config = out / "config.yaml"
     if damage == "missing":
         config.unlink()
@@ -83,7 +83,7 @@ def test_a_resume_beside_a_model_folder_config_yaml_does_not_list_is_refused(fin
     """(The recipe matched config.yaml, so the resume went on and left models/stale/ beside the run's models.)"""
     from medfm.training.fusion import run_fusion
 
-    out = _copy(finished, tmp_path)
+    out = copy_run(finished, tmp_path)
     shutil.copytree(out / "models" / "single_pre", out / "models" / "stale")
     before = folder_snapshot(out)
     with pytest.raises(ConfigError) as info:

@@ -223,7 +223,7 @@ def test_lora_finetune_with_label_fraction_resumes_bit_identically(tmp_path, mon
 def test_vqa_nan_loss_is_a_clear_error(tmp_path, monkeypatch):
     from medfm.adapters.vqa import VQAModel
     from medfm.training.vqa import VQARecipe, run_vqa
-    from tests.adapters.test_vqa import WORDS, write_tiny_vqa_rad
+    from tests.helpers.vqa_rad import WORDS, write_tiny_vqa_rad
     from tests.conftest import save_tiny_bert
 
     write_tiny_vqa_rad(tmp_path / "data")

@@ -113,7 +113,7 @@ def test_a_vqa_run_records_the_thread_count_of_each_epoch(tmp_path, fake_threads
 def test_the_other_runners_record_it_in_each_run_folder(tmp_path, name):
     """``medfm segment`` (plain and text-conditioned) and ``medfm fuse`` (one run folder per model) train through
     the same loop: each step row of each ``metrics.jsonl`` names the count (the tests' one thread)."""
-    from tests.training.test_resume_runners import RUNNERS
+    from tests.helpers.runner_cases import RUNNERS
 
     write, run, runs, _, _ = RUNNERS[name]
     write(tmp_path / "data")
