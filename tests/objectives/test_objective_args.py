@@ -19,17 +19,9 @@ import medfm
 from medfm.objectives.heads import ProjectionHead
 from medfm.objectives.solvers import RRWMConfig
 from medfm.registry import OBJECTIVES
+from tests.helpers.small_objectives import SMALL
 
 NAN, INF = float("nan"), float("inf")
-#: CLIP with text_dim given never reads the (missing) text model at build time
-CLIP_TEXT = {"text_encoder": {"name": "hf", "model_name_or_path": "never-loaded"}, "text_dim": 32}
-SMALL = {
-    "simclr": dict(proj_dim=8, hidden_dim=16),
-    "moco": dict(proj_dim=8, hidden_dim=16, queue_size=16),
-    "swav": dict(proj_dim=8, hidden_dim=16, n_prototypes=8, n_local_views=1),
-    "graph_matching": dict(proj_dim=8, hidden_dim=16, graph_size=4, k=2, local_dim=4, edge_dim=3),
-    "clip": dict(CLIP_TEXT, embed_dim=8, proj_hidden_dim=16, text_cache=False),
-}
 
 
 def _build(name, **kw):
