@@ -138,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
          "tasks: list, one text-conditioned segmenter for several data sets (finetune/seg_*.yaml).",
          f"Writes into --output: config.yaml (the resolved recipe), {INIT_RECORD}, metrics.jsonl ({LOGGED_STEP}), "
          "training_curve.png, checkpoint/ (the training state for --resume), the final model: model/ (a medfm "
-         f"checkpoint), or for LoRA adapter/ and {LORA_BASE}; results.json and results.md (Dice, HD95, surface "
-         "Dice on the test split) and overlays/*.png (the first eval.overlays test cases; text-conditioned: per "
-         "task, tasks/<task>/overlays/*.png)."],
+         f"checkpoint), or for LoRA adapter/ and {LORA_BASE}; results.json and results.md (the test Dice, and "
+         "HD95 and surface Dice unless the recipe sets eval.distances: false; text-conditioned: per task, with "
+         "the Dice of a task's query in results.json) and overlays/*.png (the first eval.overlays test cases; "
+         "text-conditioned: tasks/<task>/overlays/*.png instead)."],
         "medfm segment finetune/seg_unet_chase_db1.yaml --output runs/chase",
         "finetune/seg_unet_chase_db1.yaml")
     recipe_command(
@@ -161,11 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_command(
         "fuse", "train and evaluate missing-modality fusion models on TCGA-LGG from a recipe",
         ["Every model of the recipe (fusers and single-modality baselines) is trained and scored on the test "
-         "patients by subset of present modalities, with the MCAR/MNAR protocol (finetune/fusion_lgg_*.yaml).",
+         "patients by subset of present modalities, with their natural missingness and, unless the recipe is "
+         "for segmentation (task: segmentation), with the MCAR/MNAR protocol (finetune/fusion_lgg_*.yaml).",
          "Writes into --output: config.yaml (the resolved recipe), models/<name>/, one run folder per model "
          f"(metrics.jsonl, {LOGGED_STEP}; training_curve.png; checkpoint/, the training state for --resume; model/, "
          "the trained model as a medfm checkpoint), results.json, report.md and subsets.png (every model's test "
-         "AUC, or Dice for segmentation, per subset of present modalities)."],
+         "AUC, or for segmentation its Dice per patient, per subset of present modalities)."],
         "medfm fuse finetune/fusion_lgg_missing.yaml --output runs/fusion",
         "finetune/fusion_lgg_missing.yaml",
         init=False, resume="continue: train the unfinished models, reuse the finished ones")
