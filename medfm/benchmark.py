@@ -55,7 +55,8 @@ class _TensorBatches:
 
 def _model(encoder: str, img_size: int, seed: int = 0) -> ImageClassifier:
     torch.manual_seed(seed)
-    return ImageClassifier(medfm.create_encoder(encoder, in_chans=1, img_size=img_size), num_classes=2, task="binary-class")
+    return ImageClassifier(medfm.create_encoder(encoder, in_chans=1, img_size=img_size), num_classes=2,
+                           task="binary-class")
 
 
 def _sync(device: torch.device) -> None:
@@ -63,7 +64,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_loop_throughput(encoder: str, img_size: int, batch_size: int, steps: int, bf16: bool, warmup: int = WARMUP) -> float:
+def bare_loop_throughput(encoder: str, img_size: int, batch_size: int, steps: int, bf16: bool,
+                         warmup: int = WARMUP) -> float:
     """Images/s of a plain ``for`` loop: autocast forward, cross-entropy, backward, AdamW step, on
     the Trainer's device (:func:`~medfm.training.loop.training_device`; it used to run on the CPU
     even where the Trainer ran on CUDA; on CUDA the clock reads follow a ``torch.cuda.synchronize``)."""
@@ -86,7 +88,8 @@ def bare_loop_throughput(encoder: str, img_size: int, batch_size: int, steps: in
     return steps * batch_size / (time.perf_counter() - t0)
 
 
-def medfm_loop_throughput(encoder: str, img_size: int, batch_size: int, steps: int, bf16: bool, warmup: int = WARMUP) -> float:
+def medfm_loop_throughput(encoder: str, img_size: int, batch_size: int, steps: int, bf16: bool,
+                          warmup: int = WARMUP) -> float:
     """Images/s of :class:`Trainer` on the same model and batch (read from its ``metrics.jsonl``).
 
     The clock is read at the logged steps: the run logs every ``gcd(warmup, steps)`` steps (5 at
@@ -138,6 +141,6 @@ def compare_throughput(encoder: str = "resnet18", img_size: int = 28, batch_size
            "ratio": round(ours / bare, 3)}
     print("| encoder | px | batch | precision | threads | bare torch img/s | medfm img/s | ratio |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {encoder} | {img_size} | {batch_size} | {res['precision']} | {res['threads']} | {res['bare_img_per_s']} | "
-          f"{res['medfm_img_per_s']} | {res['ratio']} |")
+    print(f"| {encoder} | {img_size} | {batch_size} | {res['precision']} | {res['threads']} | {res['bare_img_per_s']} "
+          f"| {res['medfm_img_per_s']} | {res['ratio']} |")
     return res

@@ -26,7 +26,8 @@ PIPELINE_TAGS = {"classification": "image-classification", "segmentation": "imag
 #: folder under the data root holding PROVENANCE.md and SHA256SUMS; the licence as PROVENANCE.md states it)
 DATASETS: Dict[str, Dict[str, str]] = {
     "chase_db1": {"name": "CHASE_DB1", "source_key": "chase_db1",
-                  "source": "CHASE_DB1 retinal vessel reference set (Fraz et al., IEEE TBME 2012; Kingston University)"},
+                  "source": "CHASE_DB1 retinal vessel reference set (Fraz et al., IEEE TBME 2012; "
+                            "Kingston University)"},
     "msd_hippocampus": {"name": "MSD Task04 Hippocampus", "source_key": "hippocampus",
                         "source": "Medical Segmentation Decathlon Task04 Hippocampus (cropped MRI volumes; "
                                   "Antonelli et al., Nat. Commun. 2022)"},
@@ -65,7 +66,8 @@ def other_license(records: Any) -> Dict[str, str]:
     return {"license_name": known[0], "license_link": known[1]} if known else {}
 
 #: what a training/test count counts, when the checkpoint does not say
-_DEFAULT_UNITS = {"vqa": "question-answer pairs", "fusion_classification": "patients", "fusion_segmentation": "patients"}
+_DEFAULT_UNITS = {"vqa": "question-answer pairs", "fusion_classification": "patients",
+                  "fusion_segmentation": "patients"}
 
 _NOT_A_DEVICE = ("**Not a medical device**: it has not been validated clinically and must not be used\n"
                  "for diagnosis or treatment decisions.")
@@ -189,7 +191,8 @@ def card_kind(cfg: Dict[str, Any]) -> str:
     if kind == "objective":
         return "objective"
     if kind == "fuser":
-        seg = _fused_segmenter(str(name)) or "fusion" in dict_section(cfg, "args") and "decoder" in dict_section(cfg, "args")
+        seg = (_fused_segmenter(str(name))
+               or "fusion" in dict_section(cfg, "args") and "decoder" in dict_section(cfg, "args"))
         return "fusion_segmentation" if seg else "fusion_classification"
     if name in ("classification", "segmentation", "text_segmentation", "vqa"):
         return str(name)
@@ -323,7 +326,8 @@ def _image_input(pre: Dict[str, Any]) -> str:
         norm = f", normalised with mean {pre['mean']} / std {pre['std']}" if pre.get("mean") and pre.get("std") else ""
         if pre.get("spatial_dims") == 3:
             side = pre["img_size"]
-            return f"{pre['in_chans']}-channel {side}x{side}x{side} volumes (B, C, D, H, W), intensities in [0, 1]{norm}"
+            return (f"{pre['in_chans']}-channel {side}x{side}x{side} volumes (B, C, D, H, W), "
+                    f"intensities in [0, 1]{norm}")
         return f"{pre['in_chans']}-channel {pre['img_size']}x{pre['img_size']} images, intensities in [0, 1]{norm}"
     return NOT_RECORDED
 
@@ -348,15 +352,18 @@ def describe_kind(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
     out: Dict[str, str] = {"how_to": ""}
     if kind in ("classification", "other"):
         if kind == "classification" and args.get("num_classes"):
-            outputs = f"{args['num_classes']} {args.get('task') or ''} scores over {shown_value(args.get('label_names'))}"
+            outputs = (f"{args['num_classes']} {args.get('task') or ''} scores over "
+                       f"{shown_value(args.get('label_names'))}")
         else:
             outputs = f"{cfg['kind']} outputs" if cfg.get("kind") else NOT_RECORDED
         out.update(
             summary="A medfm model.", model_input=_image_input(pre), outputs=outputs,
-            intended_use=("Research on medical image representation learning and benchmarking (MedMNIST-style low-resolution\n"
-                          "images). " + _NOT_A_DEVICE),
-            limitations=("Trained and evaluated on one public benchmark at low resolution; performance on other scanners, "
-                         "sites, populations or resolutions is unknown. Scores are not calibrated probabilities of disease."),
+            intended_use=("Research on medical image representation learning and benchmarking (MedMNIST-style "
+                          "low-resolution\nimages). " + _NOT_A_DEVICE),
+            limitations=("Trained and evaluated on one public benchmark at low resolution; performance on other "
+                         "scanners, "
+                         "sites, populations or resolutions is unknown. Scores are not calibrated probabilities of "
+                         "disease."),
             how_to=(f'import medfm\nclf = medfm.pipeline("image-classification", model="{model_id}")\n'
                     'clf("image.png")  # an image path, PIL image or uint8 array (H, W) / (H, W, C)'))
         if pre.get("spatial_dims") == 3:  # the classification pipeline reads volumes for 3D encoders
@@ -377,15 +384,18 @@ def describe_kind(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
             model_input=_image_input(pre),
             outputs=("encoder features (the objective's projection head and loss are for pretraining only); "
                      "fine-tune or probe the encoder for a task"),
-            intended_use=(("Research on medical image representation learning and benchmarking (MedMNIST-style low-resolution\n"
-                           "images). " if medmnist else "Research on medical image representation learning. ") + _NOT_A_DEVICE),
+            intended_use=(("Research on medical image representation learning and benchmarking (MedMNIST-style "
+                           "low-resolution\n"
+                           "images). " if medmnist
+                           else "Research on medical image representation learning. ") + _NOT_A_DEVICE),
             limitations=(f"{trained_on} without labels. The features predict nothing by themselves; their quality for "
                          "a task is only known after fine-tuning or a probe on that task."),
             how_to=("import medfm\n"
-                    f'encoder = medfm.create_encoder("{shown_value(enc.get("name"))}", in_chans={shown_value(pre.get("in_chans"))}, '
+                    f'encoder = medfm.create_encoder("{shown_value(enc.get("name"))}", '
+                    f'in_chans={shown_value(pre.get("in_chans"))}, '
                     f'img_size={shown_value(size)}, pretrained="{model_id}")\n'
-                    f"features = encoder(images)  # (B, {shown_value(pre.get('in_chans'))}, {shown_value(size)}, {shown_value(size)}) "
-                    "normalised as above -> (B, encoder.num_features)\n"
+                    f"features = encoder(images)  # (B, {shown_value(pre.get('in_chans'))}, {shown_value(size)}, "
+                    f"{shown_value(size)}) normalised as above -> (B, encoder.num_features)\n"
                     f"# or: medfm finetune <recipe> --init {model_id}"))
         return out
     if kind == "segmentation":
@@ -404,7 +414,8 @@ def describe_kind(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
         brain = inference.get("intensity") == "brain_percentile"  # e.g. BraTS: the pipeline needs the brain mask
         if brain:
             pct = inference.get("percentiles") if isinstance(inference.get("percentiles"), list) else [None, None]
-            intensity = (f"each channel scaled per case to [0, 1] by its {shown_value(pct[0])} / {shown_value(pct[-1])} percentiles "
+            intensity = (f"each channel scaled per case to [0, 1] by its {shown_value(pct[0])} / "
+                         f"{shown_value(pct[-1])} percentiles "
                          "inside the brain mask, clipped, then cropped to the mask's bounding box + "
                          f"{shown_value(inference.get('crop_margin'))} voxels")
         prep = next((str(d["input_preprocessing"]) for d in records if d.get("input_preprocessing")), None)
@@ -422,12 +433,13 @@ def describe_kind(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
             source = "per-channel NIfTI files, a 4D NIfTI or an array" if multi else "NIfTI or array"
             model_input = f"3D volumes `({shown_value(chans)}, D, H, W)` ({source}), {intensity}{window} voxels"
             outputs = f"per-voxel class logits `(B, {shown_value(args.get('num_classes'))}, D, H, W)` over {labels}"
-            call = ('out = seg("volume.nii.gz", output_path="mask.nii.gz")  # label volume, written with the input\'s affine\n'
-                    'out["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
+            call = ('out = seg("volume.nii.gz", output_path="mask.nii.gz")  # label volume, written with the input\'s '
+                    'affine\nout["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
             if multi:  # one case = the channel files in the model's channel order
                 files = ", ".join(f'"channel{i + 1}.nii.gz"' for i in range(int(chans)))
                 mask_arg = ', "brain_mask": "brainmask.nii.gz"' if brain else ""
-                call = (f'out = seg({{"image": [{files}]{mask_arg}}}, output_path="mask.nii.gz")  # channels in the model\'s '
+                call = (f'out = seg({{"image": [{files}]{mask_arg}}}, output_path="mask.nii.gz")  # channels in the '
+                        'model\'s '
                         "order, as in Model input; written with the first file's affine\n"
                         'out["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
                 if not brain and (prep or inference.get("intensity") != "percentile"):  # the caller scales
@@ -436,17 +448,20 @@ def describe_kind(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
         elif spatial == "2.5d":
             k = inference.get("context_slices")
             model_input = (f"3D volumes `(D, H, W)` (NIfTI or array), {intensity}; segmented slice by slice along axis "
-                           f"{shown_value(inference.get('slice_axis'))}, each slice with its {k} neighbouring slices on each side "
-                           f"as {2 * k + 1} input channels (2.5D){window} pixels")
-            outputs = f"per-pixel class logits `(B, {shown_value(args.get('num_classes'))}, H, W)` per slice over {labels}"
+                           f"{shown_value(inference.get('slice_axis'))}, each slice with its {k} neighbouring slices "
+                           f"on each side as {2 * k + 1} input channels (2.5D){window} pixels")
+            outputs = (f"per-pixel class logits `(B, {shown_value(args.get('num_classes'))}, H, W)` per slice "
+                       f"over {labels}")
             call = ('out = seg("volume.nii.gz", output_path="mask.nii.gz")\n'
                     'out["mask"]  # (D, H, W) uint8 label map, out["label_names"]')
         else:
             scale = inference.get("scale")
             model_input = (f"{shown_value(chans)}-channel 2D images of any size (PIL, path or array), {intensity}"
-                           + (f"; resized by {scale}" if is_metric_number(scale) and scale != 1 else "") + f"{window} pixels")
+                           + (f"; resized by {scale}" if is_metric_number(scale) and scale != 1 else "")
+                           + f"{window} pixels")
             outputs = f"per-pixel class logits `(B, {shown_value(args.get('num_classes'))}, H, W)` over {labels}"
-            call = 'out = seg("image.png")\nout["mask"]  # (H, W) uint8 label map in the input\'s geometry, out["label_names"]'
+            call = ('out = seg("image.png")\nout["mask"]  # (H, W) uint8 label map in the input\'s geometry, '
+                    'out["label_names"]')
         out.update(
             summary=f"{'3D' if spatial == '3d' else '2.5D' if spatial == '2.5d' else '2D'} U-Net segmenter on "
                     f"`{shown_value(enc.get('name'))}` for {on}.",
@@ -463,8 +478,8 @@ def describe_kind(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
         out.update(
             summary=f"Text-conditioned (MulModSeg) segmenter on `{shown_value(enc.get('name'))}` for {on}.",
             model_input=(f"{shown_value(enc.get('in_chans') or pre.get('in_chans'))}-channel 2D images of any size, "
-                         f"intensities in [0, 1], plus the target to segment: a known target ({names_t or NOT_RECORDED}) "
-                         "or a free-text query (embedded by the frozen text encoder "
+                         "intensities in [0, 1], plus the target to segment: a known target "
+                         f"({names_t or NOT_RECORDED}) or a free-text query (embedded by the frozen text encoder "
                          f"`{shown_value(dict_section(args, 'text_encoder').get('name'))}`)"),
             outputs="per-pixel background / target logits `(B, 2, H, W)` for the prompted target",
             intended_use=general_use,
@@ -501,21 +516,23 @@ def describe_kind(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
     model_input = (f"per sample any non-empty subset of the modalities {shown_value(mods)}: "
                    + (f"images `(1, {size}, {size})` float in [0, 1]" if images else "")
                    + (", " if images and has_clinical else "")
-                   + (f"`clinical` a `({shown_value(args.get('clinical_features'))},)` float vector (NaN = missing value)"
+                   + (f"`clinical` a `({shown_value(args.get('clinical_features'))},)` float vector (NaN = missing "
+                      "value)"
                       if has_clinical else "")
                    + "; absent modalities are left out of the sample and marked by the batch's presence masks "
                      "(`batch['present'][m]`)")
     sample = ", ".join(f'"{m}": torch.rand(1, {size}, {size})' for m in images[:2])
     if has_clinical:
-        sample += (", " if sample else "") + f'"clinical": torch.full(({args.get("clinical_features", "F")},), float("nan"))'
+        sample += (", " if sample
+                   else "") + f'"clinical": torch.full(({args.get("clinical_features", "F")},), float("nan"))'
     fuser = cfg.get("name")
     seg = kind == "fusion_segmentation"
     out.update(
         summary=(f"Missing-modality {'segmentation' if seg else 'classification'} fuser `{fuser}` for {on}."),
         model_input=model_input,
         outputs=(f"per-pixel class logits `(B, {shown_value(args.get('num_classes'))}, {size}, {size})` over {labels}"
-                 if seg else f"{shown_value(args.get('num_classes'))} class scores (logits) `(B, {shown_value(args.get('num_classes'))})` "
-                             f"over {labels}"),
+                 if seg else f"{shown_value(args.get('num_classes'))} class scores (logits) `(B, "
+                             f"{shown_value(args.get('num_classes'))})` over {labels}"),
         intended_use=("Research on learning from incomplete multi-modal data (missing MR sequences / clinical values). "
                       + _NOT_A_DEVICE),
         limitations=(f"{trained_on}: a small cohort, so estimates are uncertain (see the confidence intervals); "

@@ -152,8 +152,10 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
         if not rows:
             return [], "The results file holds no Dice/HD95 values."
         n = summary.get("n_cases")
-        text = [f"Measured on the **test** cases of {f'**{dname}**' if dname else 'a data set not recorded in the results'}"
-                + (f" ({n} cases" + (f"; split: {task['split_rule']}" if task.get("split_rule") else "") + ")" if is_metric_number(n) else "")
+        text = ["Measured on the **test** cases of "
+                f"{f'**{dname}**' if dname else 'a data set not recorded in the results'}"
+                + (f" ({n} cases" + (f"; split: {task['split_rule']}" if task.get("split_rule") else "") + ")"
+                   if is_metric_number(n) else "")
                 + " by the training run (sliding-window inference at the original resolution). HD95 in mm "
                   "(NIfTI spacing) or pixels.", "", "| class | metric | mean | std |", "|---|---|---|---|"]
         for cls, label, mean, std in rows:
@@ -165,7 +167,8 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
         for cls, label, mean, std in _seg_summary_rows(dict_section(regions, "summary")):
             if cls != "mean over classes":  # regions overlap: their mean is not a summary figure
                 labels = definition.get(cls)
-                name = f"region {cls}" + (f" (labels {', '.join(map(str, labels))})" if isinstance(labels, list) else "")
+                name = f"region {cls}" + (f" (labels {', '.join(map(str, labels))})"
+                                          if isinstance(labels, list) else "")
                 text.append(_seg_row(name, label, mean, std))
         human = dict_section(dict_section(results, "human_reference"), "summary")
         if dict_section(human, "mean"):
@@ -188,7 +191,8 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
             cells = [metric_text(mean, k) or "" for k, _ in _SEG_METRICS]
             n = dict_section(res, "summary").get("n_cases")
             ref_txt = metric_text(ref, "dice") or ""
-            text.append(f"| {name} | {shown_value(dname)} | {n if is_metric_number(n) else NOT_RECORDED} | " + " | ".join(cells)
+            text.append(f"| {name} | {shown_value(dname)} | {n if is_metric_number(n) else NOT_RECORDED} | "
+                        + " | ".join(cells)
                         + f" | {ref_txt} |")
             for key, label in _SEG_METRICS:
                 if dtype and is_metric_number(mean.get(key)):
@@ -215,7 +219,8 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
             if acc is None:
                 continue
             ci = dict_section(m, "ci")
-            ci_txt = f"[{ci['low']:.3f}, {ci['high']:.3f}]" if is_metric_number(ci.get("low")) and is_metric_number(ci.get("high")) else ""
+            ci_txt = (f"[{ci['low']:.3f}, {ci['high']:.3f}]"
+                      if is_metric_number(ci.get("low")) and is_metric_number(ci.get("high")) else "")
             b = dict_section(base, key).get("acc")
             b_txt = f"{b:.4f}" if is_metric_number(b) else ""
             text.append(f"| {key} | {acc} | {ci_txt} | {m.get('n', '')} | {b_txt} |")
@@ -232,7 +237,8 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
     dname = data_display_name(data)
     dtype = data.get("dataset_id") or ("lgg_flair" if dname and "TCGA-LGG" in dname else data.get("dataset"))
     split = dict_section(results, "split")
-    where = (f"the **{len(split['test'])} test patients**" if isinstance(split.get("test"), list) else "the test patients")
+    where = (f"the **{len(split['test'])} test patients**" if isinstance(split.get("test"), list)
+             else "the test patients")
     head = (f"Measured on {where} of {f'**{dname}**' if dname else 'a data set not recorded'} with their natural "
             f"missingness (each slice with the modalities it really has; {row.get('n', NOT_RECORDED)} slices"
             f"{', ' + str(row['n_patients']) + ' patients' if is_metric_number(row.get('n_patients')) else ''}) by the "
@@ -243,7 +249,8 @@ def _run_metrics(cfg: Dict[str, Any], results: Dict[str, Any]) -> Tuple[List[Tup
         value = metric_text(row, key)
         if value is not None:
             ci = row.get(ci_key) if ci_key else None
-            ci_txt = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 and all(map(is_metric_number, ci)) else ""
+            ci_txt = (f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+                      if isinstance(ci, list) and len(ci) == 2 and all(map(is_metric_number, ci)) else "")
             text.append(f"| {label} | {value} | {ci_txt} |")
             if dtype and is_metric_number(row[key]):
                 mtype = {"auc": "roc_auc", "acc": "accuracy", "dice": "dice"}[key]
@@ -268,7 +275,8 @@ def _protocol_text(meta: Dict[str, Any]) -> str:
         return ""
     frac = meta.get("label_fraction")
     n = dict_section(meta, "train_labels").get("n")
-    labels = (f", fitted on {frac:.0%} of the training labels" if is_metric_number(frac) else "") + (f" ({n})" if is_metric_number(n) else "")
+    labels = (f", fitted on {frac:.0%} of the training labels" if is_metric_number(frac)
+              else "") + (f" ({n})" if is_metric_number(n) else "")
     return f" `--protocol {meta['protocol']}`: {how}{labels}"
 
 
@@ -307,12 +315,13 @@ def evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, A
     """The card's evaluation section for ``results`` (a run's or ``medfm eval``'s ``results.json``):
     a metrics table with bootstrap CIs (the AUC's row saying what it ranked, ``auc_ranking``: logits or
     probabilities), MedMNIST-C rows, published figures, the corruption method
-    and the run's and the robustness warnings (``warnings``, ``robustness.warnings``); the run's own text for segmentation, VQA
-    and fusion checkpoints (:func:`_run_metrics`); a how-to line without results."""
+    and the run's and the robustness warnings (``warnings``, ``robustness.warnings``); the run's own text for
+    segmentation, VQA and fusion checkpoints (:func:`_run_metrics`); a how-to line without results."""
     if not results:
         how = ("run `medfm eval` and then `medfm card <checkpoint> --results results.json`"
                if card_kind(cfg or {}) in ("classification", "objective", "other")
-               else "`medfm card <checkpoint> --results <run>/results.json` adds the test results of the run that trained it")
+               else "`medfm card <checkpoint> --results <run>/results.json` adds the test results of the run that "
+                    "trained it")
         return f"Not evaluated yet: {how}."
     if cfg is not None and card_kind(cfg) not in ("classification", "objective", "other"):
         return _run_metrics(cfg, results)[1]
@@ -323,15 +332,18 @@ def evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, A
     rob = dict_section(results, "robustness")
     subset = _subset(meta)
     if subset is None:
-        head = f"Measured on the {split} of {dataset}" + (f" ({n} images)" if is_metric_number(n) else "") + " with `medfm eval`"
+        head = f"Measured on the {split} of {dataset}" + (f" ({n} images)" if is_metric_number(n)
+                                                          else "") + " with `medfm eval`"
         caveat = ""
     else:  # a suite's max_samples: not the full test set's numbers, and the card says so
         drawn = ", ".join(f"{k} {subset[k]}" for k in ("max_samples", "seed") if is_metric_number(subset.get(k)))
         images = _subset_size(subset, f"**{meta['split']}**" if meta.get("split") else None)
-        head = (f"Measured on {images} of {dataset}, a seeded class-stratified subset" + (f" ({drawn})" if drawn else "")
+        head = (f"Measured on {images} of {dataset}, a seeded class-stratified subset"
+                + (f" ({drawn})" if drawn else "")
                 + ", with `medfm eval`")
         caveat = (" All figures below are estimates on this subset, not full-test-set numbers"
-                  + ("; BE/rBE still divide by medmnistc's full-test-set AlexNet errors" if is_metric_number(rob.get("be")) else "")
+                  + ("; BE/rBE still divide by medmnistc's full-test-set AlexNet errors"
+                     if is_metric_number(rob.get("be")) else "")
                   + ".")
     lines = [head + _protocol_text(meta) + "." + caveat, "", "| metric | value | 95% CI (bootstrap) |", "|---|---|---|"]
     bins = dict_section(results, "calibration").get("n_bins")
@@ -352,13 +364,15 @@ def evaluation_text(results: Optional[Dict[str, Any]], cfg: Optional[Dict[str, A
     for key, label in (("clean_error", "MedMNIST-C clean error"), ("be", "MedMNIST-C BE"), ("rbe", "MedMNIST-C rBE")):
         if is_metric_number(rob.get(key)):
             lines.append(f"| {label} | {rob[key]:.4f} | |")
-    refs = {k: {m: v for m, v in ref.items() if is_metric_number(v)} for k, ref in dict_section(meta, "references").items()
+    refs = {k: {m: v for m, v in ref.items() if is_metric_number(v)}
+            for k, ref in dict_section(meta, "references").items()
             if isinstance(ref, dict)}
     refs = {k: v for k, v in refs.items() if v}
     if refs:
         lines += ["", "Published figures for comparison:", "", "| model | figures |", "|---|---|"]
     for name, ref in refs.items():
-        lines.append(f"| {name} | " + ", ".join(f"{_METRIC_NAMES.get(k, k.upper())} {v:.3f}" for k, v in ref.items()) + " |")
+        lines.append(f"| {name} | " + ", ".join(f"{_METRIC_NAMES.get(k, k.upper())} {v:.3f}"
+                                                for k, v in ref.items()) + " |")
     if rob.get("method"):
         lines += ["", f"Corruptions: {rob['method']}"]
     for title, source in (("Warnings", results), ("MedMNIST-C warnings", rob)):

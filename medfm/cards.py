@@ -28,7 +28,8 @@ from medfm.card_metrics import (check_results_fit, evaluation_text, model_index_
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
 
 
-def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, model_id: str = "path/to/checkpoint") -> str:
+def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None,
+               model_id: str = "path/to/checkpoint") -> str:
     """Markdown text of the model card for a checkpoint ``config.json`` dict.
 
     Args:
@@ -47,7 +48,8 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, mo
     license_ids = {d.get("license_id") for d in records if d.get("license_id")}
     license_ = license_ids.pop() if len(license_ids) == 1 else "other"
     datasets = [d for d in (hub_dataset_id(r) for r in records) if d] or None
-    model_name = cfg.get("model_name") or "-".join(["medfm"] + [str(v) for v in (enc.get("name"), cfg.get("name")) if v])
+    model_name = cfg.get("model_name") or "-".join(["medfm"]
+                                                   + [str(v) for v in (enc.get("name"), cfg.get("name")) if v])
     card_data = ModelCardData(
         library_name="medfm",
         license=license_,
@@ -65,11 +67,13 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None, mo
         template_path=str(TEMPLATE),
         model_name=card_data.model_name,
         summary=cfg.get("summary") or about["summary"],
-        encoder_name=shown_value(enc.get("name") or dict_section(dict_section(cfg, "args"), "image_encoder").get("name")),
+        encoder_name=shown_value(enc.get("name") or dict_section(dict_section(cfg, "args"),
+                                                                 "image_encoder").get("name")),
         family=shown_value(cfg.get("family")),
         n_params=f"{cfg['n_params']} parameters" if cfg.get("n_params") else "parameter count not recorded",
         adapter=f"{cfg['kind']}/{cfg['name']}" if cfg.get("kind") and cfg.get("name") else NOT_RECORDED,
-        adapter_note=" (LoRA adapter)" if cfg.get("adapter") == "lora" else (" (LoRA merged)" if cfg.get("merged_from") else ""),
+        adapter_note=" (LoRA adapter)" if cfg.get("adapter") == "lora"
+                                   else (" (LoRA merged)" if cfg.get("merged_from") else ""),
         model_input=about["model_input"],
         outputs=about["outputs"],
         medfm_version=shown_value(cfg.get("medfm_version")),
@@ -95,7 +99,8 @@ def _suite_run_hint(path: Path, suite: Dict[str, Any]) -> str:
         for candidate in [folder / "results.json"] + [folder / r / "results.json" for r in runs]:
             if candidate.is_file():
                 return repr(str(candidate))
-    return f"one of {str(path.parent / '<dataset>' / 'results.json')!r} or {str(path.parent / '<dataset>' / '<run>' / 'results.json')!r}"
+    return (f"one of {str(path.parent / '<dataset>' / 'results.json')!r} or "
+            f"{str(path.parent / '<dataset>' / '<run>' / 'results.json')!r}")
 
 
 def write_card(checkpoint: Union[str, Path], results: Optional[Dict[str, Any]] = None) -> Path:

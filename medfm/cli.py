@@ -93,7 +93,8 @@ def _eval(args: argparse.Namespace) -> None:
         res = evaluate_checkpoint(args.checkpoint[0], args.data, split=args.split, size=args.size,
                                   data_root=args.data_root, output=args.output, batch_size=args.batch_size or 256)
         m = res["metrics"]
-        print(f"{args.data} {args.split}: ACC {_num(m['acc'])}  AUC {_num(m['auc'])}  balanced ACC {_num(m['balanced_acc'])}")
+        print(f"{args.data} {args.split}: ACC {_num(m['acc'])}  AUC {_num(m['auc'])}  balanced ACC "
+              f"{_num(m['balanced_acc'])}")
         for w in res.get("warnings", []):  # also in results.json and report.md
             print(f"warning: {w}")
         return
@@ -258,7 +259,8 @@ def _sigterm_unwinds() -> Iterator[None]:
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
         yield
         return
     pid = os.getpid()

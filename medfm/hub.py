@@ -26,8 +26,8 @@ from torch import nn
 
 import medfm
 from medfm.checkpoint_ids import (ADAPTER_CONFIG_NAME, CONFIG_NAME, HUB_PREFIX, TIMM_WEIGHTS,
-                                  WEIGHTS_NAME, checkpoint_folder_problem, checkpoint_path_problem, hub_download_command,
-                                  is_hub_id, start_checkpoint_problem)
+                                  WEIGHTS_NAME, checkpoint_folder_problem, checkpoint_path_problem,
+                                  hub_download_command, is_hub_id, start_checkpoint_problem)
 from medfm.io import atomic_dir
 
 
@@ -368,7 +368,8 @@ def _config_json(cfg: Dict[str, Any]) -> str:
         return json.dumps(to_jsonable(cfg), indent=2, sort_keys=False)
     except TypeError as err:
         raise CheckpointError(f"cannot save the config of a {cfg.get('kind')} {cfg.get('name')!r} as JSON: {err}; "
-                              "its args/encoder arguments must be JSON values (numbers, strings, lists, dicts)") from None
+                              "its args/encoder arguments must be JSON values (numbers, strings, lists, "
+                              "dicts)") from None
 
 
 def refuse_non_checkpoint_dir(path: Union[str, Path],
@@ -475,7 +476,8 @@ def check_fits(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor], whe
     """
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
     lossy = [f"{k}: {state[k].dtype} into {own[k].dtype}" for k in own
              if k in state and not _loads_exactly(state[k].dtype, own[k].dtype)]
     if lossy:

@@ -152,7 +152,8 @@ def parse_label_fractions(value: Any, where: str = "protocol.label_fractions",
     return fractions
 
 
-def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = None, probe_c: Optional[Any] = None) -> None:
+def check_protocol_overrides(protocol: str, label_fractions: Optional[Any] = None,
+                             probe_c: Optional[Any] = None) -> None:
     """Refuse ``medfm eval --suite`` overrides that the run's ``protocol`` would ignore (they were dropped
     without a word, exit 0): ``--label-fraction`` for a protocol that fits on no labels (``as-is``),
     ``--probe-c`` for another than ``linear`` (:data:`PROTOCOL_OPTIONS`). Only whether each was given

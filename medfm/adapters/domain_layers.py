@@ -39,7 +39,8 @@ class DomainRoute:
     def __init__(self, domains: torch.Tensor) -> None:
         d = torch.as_tensor(domains)
         if d.dim() != 1 or d.numel() == 0 or not is_index_tensor(d):  # bool: True/False were taken as 1/0
-            raise ValueError(f"domains must be a non-empty (B,) integer tensor, got {d.dtype} of shape {tuple(d.shape)}")
+            raise ValueError(f"domains must be a non-empty (B,) integer tensor, got {d.dtype} of shape "
+                             f"{tuple(d.shape)}")
         self.domains = d.long()
         ks = self.domains.unique().tolist()  # sorted
         self.low, self.high = ks[0], ks[-1]
@@ -84,9 +85,11 @@ class _DomainRouted(nn.Module):
         copies = getattr(self, self.copies_attr)
         r = self.route
         if r is None:
-            raise RuntimeError(f"{type(self).__name__} has no domains set; call set_domains(model, domains) before forward")
+            raise RuntimeError(f"{type(self).__name__} has no domains set; call set_domains(model, domains) before "
+                               "forward")
         if r.domains.shape[0] != x.shape[0] or r.low < 0 or r.high >= len(copies):
-            raise ValueError(f"domains must be (B,)={x.shape[0]} values in [0, {len(copies)}), got {r.domains.tolist()}")
+            raise ValueError(f"domains must be (B,)={x.shape[0]} values in [0, {len(copies)}), got "
+                             f"{r.domains.tolist()}")
         if r.single is not None:
             return copies[r.single](x)
         parts = [(sel, copies[k](x[sel])) for k, sel in r.groups]

@@ -51,7 +51,8 @@ def lora_config(model: nn.Module, settings: LoraSettings, head_modules: Sequence
     encoder = getattr(model, "encoder", None) if isinstance(model, nn.Module) else None
     if encoder is None or not hasattr(encoder, "lora_target_modules"):
         raise ValueError(f"LoRA wraps a medfm model with an 'encoder' (e.g. ImageClassifier, SegmentationModel, "
-                         f"VQAModel), got {type(model).__name__}; to adapt a bare encoder, wrap it in a task adapter first")
+                         f"VQAModel), got {type(model).__name__}; to adapt a bare encoder, wrap it in a task adapter "
+                         "first")
     from peft import LoraConfig
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -220,7 +221,8 @@ def unsaved_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
     params = {n for n, _ in model.named_parameters()}
     # peft's own layers: LoRA-wrapped layers (frozen base + saved LoRA matrices) and the
     # modules_to_save wrappers (the trained copy saved, the original left as in the base)
-    peft_layers = tuple(f"{n}." for n, m in model.named_modules() if n and isinstance(m, (BaseTunerLayer, ModulesToSaveWrapper)))
+    peft_layers = tuple(f"{n}." for n, m in model.named_modules()
+                        if n and isinstance(m, (BaseTunerLayer, ModulesToSaveWrapper)))
     return {k: v for k, v in model.state_dict().items() if k not in params and not k.startswith(peft_layers)}
 
 
@@ -268,7 +270,8 @@ def load_adapter(path: Union[str, Path], base_checkpoint: Optional[str] = None):
 
         file = path / BUFFERS_NAME
         extra = load_state_dict(path, BUFFERS_NAME) if file.is_file() else {}
-        check_fits(own, extra, where=str(file) if file.is_file() else f"{file} (absent: written before medfm saved these buffers)")
+        check_fits(own, extra, where=str(file) if file.is_file()
+                   else f"{file} (absent: written before medfm saved these buffers)")
         inner.load_state_dict(extra, strict=False)
     peft_model.medfm_checkpoint = str(path)
     return peft_model
@@ -292,8 +295,8 @@ def _conv3d_delta_weight(layer: nn.Module, adapter: str) -> torch.Tensor:
 def merge_lora(peft_model: nn.Module) -> nn.Module:
     """``peft_model.merge_and_unload()``: the plain model with every LoRA update folded into its base weights.
 
-    peft (0.21.2, the installed version, and earlier) computes the update of a ``Conv3d`` whose kernel starts with ``(1, 1)`` (the
-    1x1x1 shortcut convolutions of :mod:`medfm.encoders.cnn3d`) with its Conv2d-1x1 shortcut,
+    peft (0.21.2, the installed version, and earlier) computes the update of a ``Conv3d`` whose kernel starts with
+    ``(1, 1)`` (the 1x1x1 shortcut convolutions of :mod:`medfm.encoders.cnn3d`) with its Conv2d-1x1 shortcut,
     which fails with a shape error (huggingface/peft#3768, fixed upstream in #3777); those
     layers get :func:`_conv3d_delta_weight` instead, the computation of the fix.
 

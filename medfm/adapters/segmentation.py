@@ -81,7 +81,8 @@ class ConvBlock(nn.Sequential):
         conv = conv_layers(spatial_dims)[0]
         super().__init__(
             conv(in_ch, out_ch, 3, padding=1, bias=False), make_norm(spatial_dims, norm, out_ch), nn.ReLU(inplace=True),
-            conv(out_ch, out_ch, 3, padding=1, bias=False), make_norm(spatial_dims, norm, out_ch), nn.ReLU(inplace=True),
+            conv(out_ch, out_ch, 3, padding=1, bias=False), make_norm(spatial_dims, norm, out_ch),
+                         nn.ReLU(inplace=True),
         )
 
 
@@ -191,12 +192,14 @@ class UNetDecoder(nn.Module):
         self.encoder_channels = [int(c) for c in channels]
         self.pyramid = FeaturePyramid(channels, sizes, img_size, spatial_dims, norm)
         enc = self.pyramid.out_channels
-        dec = list(decoder_channels) if decoder_channels is not None else [min(256, 16 * 2 ** j) for j in range(len(enc))]
+        dec = list(decoder_channels) if decoder_channels is not None else [min(256, 16 * 2 ** j)
+                                                                           for j in range(len(enc))]
         if len(dec) != len(enc):
             raise ValueError(f"decoder_channels needs {len(enc)} values (one per pyramid level), got {len(dec)}")
         self.bottleneck = ConvBlock(enc[-1], dec[-1], spatial_dims, norm)
         # stage j (fine -> coarse index) fuses upsampled dec[j + 1] with encoder level j
-        self.stages = nn.ModuleList(ConvBlock(dec[j + 1] + enc[j], dec[j], spatial_dims, norm) for j in range(len(enc) - 1))
+        self.stages = nn.ModuleList(ConvBlock(dec[j + 1] + enc[j], dec[j], spatial_dims, norm)
+                                    for j in range(len(enc) - 1))
         self.input_skip = input_skip
         if input_skip:
             self.stem = ConvBlock(input_channels, stem_channels, spatial_dims, norm)
@@ -255,8 +258,8 @@ def check_decoder_options(decoder: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     "out_channels must be divisible by groups" and ``"16"`` with a string-formatting error.
 
     Raises:
-        ValueError: ``decoder`` not a mapping; an option that is not one of :data:`DECODER_OPTIONS` (with close matches);
-            ``stem_channels`` not an integer >= 1; ``decoder_channels`` not a list of integers >= 1
+        ValueError: ``decoder`` not a mapping; an option that is not one of :data:`DECODER_OPTIONS` (with close
+            matches); ``stem_channels`` not an integer >= 1; ``decoder_channels`` not a list of integers >= 1
             (its length is checked against the encoder's maps by :class:`UNetDecoder`);
             ``input_skip`` not true/false; an unknown ``norm``.
     """
@@ -265,7 +268,8 @@ def check_decoder_options(decoder: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     options = dict(decoder or {})
     for key in options:
         if key not in DECODER_OPTIONS:
-            raise ValueError(f"unknown decoder option {key!r}{close_match_hint(key, DECODER_OPTIONS, fallback='known')}")
+            raise ValueError("unknown decoder option "
+                             f"{key!r}{close_match_hint(key, DECODER_OPTIONS, fallback='known')}")
     if "stem_channels" in options:
         options["stem_channels"] = check_number("stem_channels", options["stem_channels"], ge=1, integer=True)
     channels = options.get("decoder_channels")
@@ -306,8 +310,8 @@ class SegmentationModel(nn.Module):
         inference: how to run this model on whole images, used by the pipeline and
             evaluation (JSON values): ``roi_size`` (sliding-window patch, default
             ``img_size`` per axis), ``scale`` (resize factor applied to inputs before
-            inference, default 1), ``intensity`` ("unit": 2D images uint8/255 or already in [0, 1], volumes already in [0, 1];
-            "percentile": clip to the 0.5/99.5 percentiles and rescale, for MR/CT;
+            inference, default 1), ``intensity`` ("unit": 2D images uint8/255 or already in [0, 1], volumes already in
+            [0, 1]; "percentile": clip to the 0.5/99.5 percentiles and rescale, for MR/CT;
             "brain_percentile" (3D only): each channel clipped to its ``percentiles`` inside a
             brain mask and rescaled, the volume cropped to the mask's bounding box +
             ``crop_margin`` voxels, the BraTS recipe of :mod:`medfm.data.brats`; the pipeline
@@ -452,7 +456,8 @@ def default_inference(encoder: nn.Module, given: Optional[Dict[str, Any]] = None
     out.update(given)
     roi = out["roi_size"] if isinstance(out["roi_size"], (list, tuple)) else [out["roi_size"]] * dims
     if not all(number_fits(side, ge=1, integer=True) for side in roi):
-        raise ValueError(f"inference.roi_size must be an integer side >= 1 or a list of them, got {shown(out['roi_size'])}")
+        raise ValueError("inference.roi_size must be an integer side >= 1 or a list of them, got "
+                         f"{shown(out['roi_size'])}")
     out["roi_size"] = [int(side) for side in roi]
     if len(out["roi_size"]) != dims:
         raise ValueError(f"inference.roi_size needs {dims} values, got {out['roi_size']}")
@@ -493,7 +498,8 @@ def check_target(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -
                          "(expected (B, *S) or (B, 1, *S) integer labels)")
     if target.is_floating_point() and bool((target != target.round()).any()):  # also NaN
         raise ValueError(f"target must hold whole-number class labels in [0, {num_classes}), got other values "
-                         f"(e.g. {float(target[target != target.round()][0]):g}); soft or probability masks are no labels")
+                         f"(e.g. {float(target[target != target.round()][0]):g}); soft or probability masks are no "
+                         "labels")
     target = target.long()
     if target.numel():
         lo, hi = target.aminmax()
@@ -519,11 +525,12 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -
     from monai.losses import DiceLoss
 
     target = check_target(logits, target, num_classes)
-    dice = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    dice = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True, smooth_nr=1e-5,
+                    smooth_dr=1e-5)
     logits = logits.float()
     return dice(logits, target) + cross_entropy_map(logits, target[:, 0])
 
 
 __all__ = ["SegmentationModel", "UNetDecoder", "FeaturePyramid", "ConvBlock", "SEG_HEAD_MODULES",
-           "probe_encoder", "dice_ce_loss", "check_target", "default_inference", "accept_standardised_inputs", "spatial_dims_of",
-           "DECODER_OPTIONS", "check_decoder_options", "unet_decoder_for"]
+           "probe_encoder", "dice_ce_loss", "check_target", "default_inference", "accept_standardised_inputs",
+           "spatial_dims_of", "DECODER_OPTIONS", "check_decoder_options", "unet_decoder_for"]

@@ -23,8 +23,8 @@ query is phrased unlike the training prompts.
 
 Modality-specific normalisation (``domain_norm=True``): images of different modalities
 (RGB fundus photographs, MR slices) have very different activation statistics, and one set
-of BatchNorm statistics shared by both fits neither modality's images well. As in domain-specific batch normalisation (DSBN, Chang et
-al., "Domain-Specific Batch Normalization for Unsupervised Domain Adaptation", CVPR 2019)
+of BatchNorm statistics shared by both fits neither modality's images well. As in domain-specific batch normalisation
+(DSBN, Chang et al., "Domain-Specific Batch Normalization for Unsupervised Domain Adaptation", CVPR 2019)
 every BatchNorm of the encoder, decoder and head is replaced by one BatchNorm per
 *modality* (:class:`~medfm.adapters.domain_layers.DomainBatchNorm`); convolution weights, the text conditioning and
 the dynamic heads stay shared. The modality of each image is known (it is part of every
@@ -73,7 +73,8 @@ def check_head_options(head: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """
     for key in head or {}:
         if key not in HEAD_DEFAULTS:
-            raise ValueError(f"unknown head option {key!r}{close_match_hint(key, list(HEAD_DEFAULTS), fallback='known')}")
+            raise ValueError("unknown head option "
+                             f"{key!r}{close_match_hint(key, list(HEAD_DEFAULTS), fallback='known')}")
     options = {**HEAD_DEFAULTS, **(head or {})}
     for key in ("channels", "layers", "controller_hidden", "embed_dim"):
         options[key] = check_number(key, options[key], ge=1, integer=True)
@@ -155,8 +156,8 @@ class TextConditionedSegmenter(nn.Module):
         template: prompt template with ``{target}`` and optionally ``{modality}``, filled in as plain strings
             (the class templates' rule, :func:`medfm.text.prompts.check_template`).
         inference: as :class:`medfm.adapters.segmentation.SegmentationModel`.
-        domain_norm: one BatchNorm per modality (:class:`~medfm.adapters.domain_layers.DomainBatchNorm`); the domains are
-            the distinct ``modality`` values of ``targets`` in order (:attr:`modalities`).
+        domain_norm: one BatchNorm per modality (:class:`~medfm.adapters.domain_layers.DomainBatchNorm`); the domains
+            are the distinct ``modality`` values of ``targets`` in order (:attr:`modalities`).
         domain_stem: also one copy per modality of the layers that read the image (the
             encoder's first convolution and the decoder's full-resolution input convolution,
             :class:`~medfm.adapters.domain_layers.DomainConv`); needs ``domain_norm``.
@@ -221,7 +222,8 @@ class TextConditionedSegmenter(nn.Module):
         self.decoder = unet_decoder_for(encoder, dec_args)
         channels = self.decoder.encoder_channels
         conv = conv_layers(self.spatial_dims)[0]
-        self.precls = nn.Sequential(make_norm(self.spatial_dims, dec_args.get("norm", "batch"), self.decoder.out_channels),
+        self.precls = nn.Sequential(make_norm(self.spatial_dims, dec_args.get("norm", "batch"),
+                                              self.decoder.out_channels),
                                     nn.ReLU(inplace=True), conv(self.decoder.out_channels, head_args["channels"], 1))
         e = head_args["embed_dim"]
         self.image_conditioning = head_args["image_conditioning"]
@@ -252,7 +254,8 @@ class TextConditionedSegmenter(nn.Module):
         self.label_names = ["background", "target"]
         self.medfm_spec: Dict[str, Any] = {
             "kind": "adapter", "name": "text_segmentation",
-            "args": {"targets": targets, "text_dim": self.text_dim, "text_encoder": dict(text_encoder or {"name": "minilm"}),
+            "args": {"targets": targets, "text_dim": self.text_dim,
+                     "text_encoder": dict(text_encoder or {"name": "minilm"}),
                      "decoder": dec_args, "head": head_args, "template": template, "inference": self.inference,
                      "domain_norm": self.domain_norm, "target_inference": self.target_inference,
                      "domain_stem": self.domain_stem},
@@ -286,14 +289,16 @@ class TextConditionedSegmenter(nn.Module):
         out = []
         for n in names:
             if n not in self.target_names:
-                raise UnknownNameError(f"unknown target {n!r}{close_match_hint(n, self.target_names, cutoff=0.6, fallback='known')}")
+                raise UnknownNameError("unknown target "
+                                       f"{n!r}{close_match_hint(n, self.target_names, cutoff=0.6, fallback='known')}")
             out.append(self.target_names.index(n))
         return out
 
     # -- forward ----------------------------------------------------------------------------------
     def domain_index(self, domain: Union[None, str, int, torch.Tensor], batch: int,
                      names: Optional[Sequence[str]] = None) -> Optional[torch.Tensor]:
-        """Per-sample modality indices ``(B,)`` for :class:`~medfm.adapters.domain_layers.DomainBatchNorm` (None without ``domain_norm``).
+        """Per-sample modality indices ``(B,)`` for :class:`~medfm.adapters.domain_layers.DomainBatchNorm` (None without
+        ``domain_norm``).
 
         Args:
             domain: a modality name, an index, ``(B,)`` indices, or None: the modality of the
@@ -358,7 +363,8 @@ class TextConditionedSegmenter(nn.Module):
         if text.ndim == 2:
             text = text.unsqueeze(0).expand(images.shape[0], -1, -1)
         if text.ndim != 3 or text.shape[0] != images.shape[0] or text.shape[-1] != self.text_dim:
-            raise ValueError(f"text embeddings must be (T, {self.text_dim}) or (B, T, {self.text_dim}), got {tuple(text.shape)}")
+            raise ValueError(f"text embeddings must be (T, {self.text_dim}) or (B, T, {self.text_dim}), got "
+                             f"{tuple(text.shape)}")
         t = text.shape[1]
         if t == 0:
             raise ValueError("text holds no target (T=0); pass at least one text embedding")
@@ -403,8 +409,10 @@ class TextConditionedSegmenter(nn.Module):
                 or query_embedding.numel() != self.text_dim):
             got = (f"a {query_embedding.dtype} tensor of shape {tuple(query_embedding.shape)}"
                    if isinstance(query_embedding, torch.Tensor) else type(query_embedding).__name__)
-            raise ValueError(f"a query embedding must be a float tensor of {self.text_dim} values (text_dim), got {got}")
-        sims = F.cosine_similarity(self.prompt_embeddings, query_embedding.reshape(1, -1).to(self.prompt_embeddings), dim=-1)
+            raise ValueError(f"a query embedding must be a float tensor of {self.text_dim} values (text_dim), got "
+                             f"{got}")
+        sims = F.cosine_similarity(self.prompt_embeddings,
+                                   query_embedding.reshape(1, -1).to(self.prompt_embeddings), dim=-1)
         i = int(sims.argmax())
         return self.target_names[i], float(sims[i])
 
@@ -547,7 +555,8 @@ class PromptedSegmenter(nn.Module):
                  inference: Optional[Dict[str, Any]] = None, domain: Union[None, str, int] = None) -> None:
         super().__init__()
         if not isinstance(target, (str, torch.Tensor)):
-            raise ValueError(f"target must be a known target name or a query embedding tensor (D,), got {shown(target)}")
+            raise ValueError("target must be a known target name or a query embedding tensor (D,), got "
+                             f"{shown(target)}")
         core = model.base_model.model if hasattr(model, "base_model") and hasattr(model.base_model, "model") else model
         self.model = model
         self.encoder = core.encoder

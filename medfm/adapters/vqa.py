@@ -64,7 +64,8 @@ def check_vqa_encoder(encoder: nn.Module) -> None:
         ValueError: ``encoder.spatial_dims`` is not 2 (names the encoder).
     """
     if int(getattr(encoder, "spatial_dims", 2)) != 2:
-        raise ValueError(f"VQA takes 2D images; encoder {getattr(encoder, 'config', {}).get('name', type(encoder).__name__)!r} "
+        raise ValueError("VQA takes 2D images; encoder "
+                         f"{getattr(encoder, 'config', {}).get('name', type(encoder).__name__)!r} "
                          f"is a volume encoder (spatial_dims={encoder.spatial_dims})")
 
 
@@ -300,7 +301,8 @@ class VQAModel(nn.Module):
         self.image_proj = TokenProjector(enc_dim, dim, n_tokens)
         self.question_proj = TokenProjector(int(text_dim), dim)
         self.fusion = build_fusion(fusion, dim, heads, layers, dropout)
-        self.task_head = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, len(answers)))
+        self.task_head = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout),
+                                       nn.Linear(2 * dim, len(answers)))
         self.type_head = nn.Linear(dim, 1)
         self.register_buffer("closed_mask", torch.tensor([a in set(closed) for a in answers]), persistent=False)
         self.register_buffer("open_mask", torch.tensor([a in set(opened) for a in answers]), persistent=False)
@@ -346,7 +348,8 @@ class VQAModel(nn.Module):
         return hidden.to(device), mask.to(device)
 
     # -- forward ------------------------------------------------------------------------------
-    def forward_tokens(self, image_feats: torch.Tensor, q_tokens: torch.Tensor, q_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward_tokens(self, image_feats: torch.Tensor, q_tokens: torch.Tensor,
+                       q_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Head on precomputed encoder tokens ``(B, N, D_enc)`` (see :meth:`image_features`).
 
         Raises:
@@ -365,10 +368,11 @@ class VQAModel(nn.Module):
         if not q_tokens.is_floating_point():
             raise ValueError(f"question tokens must be float hidden states, got dtype {q_tokens.dtype}")
         if image_feats.ndim != 3 or image_feats.shape[2] != self.image_proj.norm.normalized_shape[0]:
-            raise ValueError(f"image features must be (B, N, {self.image_proj.norm.normalized_shape[0]}) encoder tokens "
-                             f"(see image_features), got shape {tuple(image_feats.shape)}")
+            raise ValueError(f"image features must be (B, N, {self.image_proj.norm.normalized_shape[0]}) encoder "
+                             f"tokens (see image_features), got shape {tuple(image_feats.shape)}")
         if image_feats.shape[0] != q_tokens.shape[0]:
-            raise ValueError(f"{image_feats.shape[0]} images for {q_tokens.shape[0]} questions; pass one question per image")
+            raise ValueError(f"{image_feats.shape[0]} images for {q_tokens.shape[0]} questions; pass one question per "
+                             "image")
         if q_tokens.shape[0] == 0:
             raise ValueError("got an empty batch (B=0); pass at least one image and question")
         if not bool(torch.isfinite(q_tokens).all()):
@@ -424,14 +428,16 @@ class VQAModel(nn.Module):
         """
         if not isinstance(out, Mapping) or not {"logits", "type_logit"} <= set(out):
             got = sorted(map(str, out)) if isinstance(out, Mapping) else type(out).__name__
-            raise ValueError(f"out must be the dict this model's forward returns, with 'logits' and 'type_logit', got {got}")
+            raise ValueError("out must be the dict this model's forward returns, with 'logits' and 'type_logit', got "
+                             f"{got}")
         type_weight = check_number("type_weight", type_weight, ge=0)
         logits = out["logits"].float()
         answers = check_class_labels(answers, logits.shape[0], len(self.answers), ignore_index=-1,
                                      what="answer ids").to(logits.device)
         is_closed = torch.as_tensor(is_closed)
         if is_closed.reshape(-1).shape[0] != logits.shape[0]:
-            raise ValueError(f"is_closed has shape {tuple(is_closed.shape)} for {logits.shape[0]} questions; expected (B,)")
+            raise ValueError(f"is_closed has shape {tuple(is_closed.shape)} for {logits.shape[0]} questions; expected "
+                             "(B,)")
         is_closed = check_mask_tensor("is_closed", is_closed, what="(B,) bool (or 0/1 integers)")  # floats: refused
         is_closed = is_closed.reshape(-1).to(logits.device)
         known = answers >= 0
@@ -444,8 +450,8 @@ class VQAModel(nn.Module):
         """Top-k ``(answer, probability)`` per question for images ``(B, C, H, W)`` in [0, 1].
 
         Raises:
-            ValueError: ``questions`` a single string or not a list of strings, a different number of images and questions,
-                or ``top_k`` not an integer >= 1.
+            ValueError: ``questions`` a single string or not a list of strings, a different number of images and
+                questions, or ``top_k`` not an integer >= 1.
         """
         questions = check_string_list("questions", questions, what="a list of strings, one per image",
                                       got=lambda v: "a single string" if isinstance(v, str) else shown(v))

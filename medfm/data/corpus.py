@@ -50,7 +50,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from medfm.arg_checks import is_integer
-from medfm.data.errors import CorruptFileError, DataFileMissingError, DataShapeError, MedFMDataError, UnsupportedSizeError
+from medfm.data.errors import (CorruptFileError, DataFileMissingError, DataShapeError, MedFMDataError,
+                               UnsupportedSizeError)
 from medfm.data.images import read_image
 from medfm.data.root import PathLike, resolve_data_root
 from medfm.data.segmentation import check_voxels, hippocampus_cases, lgg_patients, load_nifti
@@ -209,7 +210,8 @@ def _src_medmnist(root: Path, size: int, sink: _Sink, progress: Callable, three_
     _folder(root, "medmnist3d" if three_d else "medmnist")
     files = _medmnist_files(root, size, three_d)
     if not files:
-        raise SourceMissing(f"{'medmnist3d' if three_d else 'medmnist'}: no MedMNIST {'3D' if three_d else '2D'} npz in {root / 'medmnist'}")
+        raise SourceMissing(f"{'medmnist3d' if three_d else 'medmnist'}: no MedMNIST {'3D' if three_d else '2D'} npz "
+                            f"in {root / 'medmnist'}")
     used = {}
     for flag, file_size in progress(files, desc="medmnist 3D" if three_d else "medmnist 2D"):
         ds = MedMNISTDataset(flag, "train", size=file_size, data_root=root)
@@ -255,7 +257,8 @@ def _src_mednist(root: Path, size: int, sink: _Sink, progress: Callable) -> Dict
     per_class, held_out = mednist_train_files(folder)
     for cls, modality in progress(list(MEDNIST_MODALITY.items()), desc="mednist"):
         if per_class[cls]:
-            sink.add(np.stack([fit(read_image(folder / f, what="MedNIST image"), size) for f in per_class[cls]]), modality)
+            sink.add(np.stack([fit(read_image(folder / f, what="MedNIST image"), size) for f in per_class[cls]]),
+                     modality)
     if not sink.images:
         raise SourceMissing(f"mednist: no images of the classes {sorted(MEDNIST_MODALITY)} in {folder}")
     return {"held_out_test_files": held_out, "rule": "last 20% of sorted file names per class held out"}
@@ -576,7 +579,8 @@ class PretrainCorpus(Dataset):
         }
 
     def __repr__(self) -> str:
-        return f"PretrainCorpus(size={self.size}, n={len(self)}, texts={len(self.unique_texts)}, sources={self.counts()})"
+        return (f"PretrainCorpus(size={self.size}, n={len(self)}, texts={len(self.unique_texts)}, "
+                f"sources={self.counts()})")
 
 
 __all__ = [

@@ -81,7 +81,8 @@ def _registry() -> Tuple[Dict[str, Dict[str, Any]], Dict[str, bool]]:
     except ImportError as err:
         hint = ("install ImageMagick's library: apt-get install libmagickwand-dev (the Makefile's set-up does it)"
                 if "MagickWand" in str(err) or "wand" in str(err).lower() else "pip install 'medfm[eval]'")
-        raise CorruptionBackendError(f"MedMNIST-C corruptions are unavailable ({str(err).splitlines()[0]}); {hint}") from None
+        raise CorruptionBackendError(f"MedMNIST-C corruptions are unavailable ({str(err).splitlines()[0]}); "
+                                     f"{hint}") from None
     return CORRUPTIONS_DS, DATASET_RGB
 
 
@@ -126,7 +127,8 @@ def list_corruptions(flag: str) -> List[str]:
         if flag in MEDMNIST_FLAGS:
             raise UnknownDatasetError(f"medmnistc defines no corruptions for {flag!r}; it covers the 12 2D sets: "
                                       f"{', '.join(sorted(table))}")
-        raise UnknownDatasetError.for_name(flag, sorted(table), kind="MedMNIST-C dataset (medmnistc covers the 12 2D sets)")
+        raise UnknownDatasetError.for_name(flag, sorted(table),
+                                           kind="MedMNIST-C dataset (medmnistc covers the 12 2D sets)")
     return list(table[flag])
 
 
@@ -206,7 +208,8 @@ def check_severity(severity: Any) -> int:
 
 
 def _image_seed(seed: int, flag: str, corruption: str, severity: int, index: int) -> int:
-    words = [int(seed) & 0xFFFFFFFF, zlib.crc32(flag.encode()), zlib.crc32(corruption.encode()), int(severity), int(index)]
+    words = [int(seed) & 0xFFFFFFFF, zlib.crc32(flag.encode()), zlib.crc32(corruption.encode()), int(severity),
+             int(index)]
     return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
@@ -526,7 +529,8 @@ def corrupted_sets(
     metas = {job: _provenance(flag, size, job[0], job[1], seed, resolution, source_md5, n, indices=indices)
              for job in jobs}
     for job in jobs:
-        cached = read_cached(cache_path(cache_dir, flag, size, job[0], job[1], seed, indices), metas[job]) if use_cache else None
+        cached = read_cached(cache_path(cache_dir, flag, size, job[0], job[1], seed, indices),
+                             metas[job]) if use_cache else None
         if cached is not None:
             out[job] = cached
         else:
@@ -572,5 +576,6 @@ __all__ = [
     "SEVERITIES", "DEFAULT_RESOLUTION", "UnknownCorruptionError", "CorruptionBackendError", "medmnistc_version",
     "corruption_datasets", "all_corruption_names", "list_corruptions", "check_corruption", "check_severity",
     "check_resolution", "describe_method",
-    "numpy2_compat", "indices_digest", "corrupt_images", "resample_roundtrip", "cache_path", "read_cached", "write_cached", "corrupted_sets",
+    "numpy2_compat", "indices_digest", "corrupt_images", "resample_roundtrip", "cache_path", "read_cached",
+           "write_cached", "corrupted_sets",
 ]

@@ -320,7 +320,8 @@ def check_tiff(im: Any, advice: TiffAdvice = FILE_TIFF_ADVICE, name: str = "", e
                     f"medfm saw it, with its rows scrambled (a Pillow bug); {advice.loaded}")
 
 
-def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL image>", what: str = "image") -> np.ndarray:
+def pil_to_uint8(im: Any, mode: Optional[str] = None, path: PathLike = "<PIL image>",
+                 what: str = "image") -> np.ndarray:
     """A PIL image -> uint8 array, the conversion of :func:`read_image` (see there for ``mode``).
 
     A lazily opened image is loaded first; one whose file was already closed (used after its

@@ -97,14 +97,16 @@ def load_clinical(data_root: Optional[PathLike] = None) -> Dict[str, np.ndarray]
     for line, row in enumerate(rows, start=2):  # line 1 is the header
         short = [c for c in ("Patient", *CLINICAL_COLUMNS) if row.get(c) is None]
         if short or not row["Patient"].strip():
-            raise DataShapeError(f"{path} line {line}: " + (f"too few cells (no {short[0]!r})" if short else "empty Patient id"))
+            raise DataShapeError(f"{path} line {line}: " + (f"too few cells (no {short[0]!r})" if short
+                                                            else "empty Patient id"))
         values = []
         for c in CLINICAL_COLUMNS:
             cell = row[c].strip()
             try:
                 values.append(float(cell) if cell else np.nan)
             except ValueError:
-                raise DataShapeError(f"{path} line {line}: column {c!r} is {cell!r}, expected a number or empty") from None
+                raise DataShapeError(f"{path} line {line}: column {c!r} is {cell!r}, expected a number or "
+                                     "empty") from None
         table[row["Patient"].strip()] = np.array(values, dtype=np.float32)
     return table
 
@@ -115,7 +117,8 @@ def _read_patients(patients: Sequence[str], img_size: int, data_root: Optional[P
         patient = load_lgg_patient(case, data_root)
         full = patient["image"]
         if full.shape[1] != full.shape[2]:
-            raise DataShapeError(f"LGG slices of {case!r} are {full.shape[1]}x{full.shape[2]} px; expected square slices")
+            raise DataShapeError(f"LGG slices of {case!r} are {full.shape[1]}x{full.shape[2]} px; expected square "
+                                 "slices")
         copies = flair_copies(full)
         avail = [not copies.get(m, False) for m in IMAGE_MODALITIES]
         scale = img_size / full.shape[1]
@@ -265,7 +268,8 @@ class LGGFusionSet:
         return collate_modalities(samples, MODALITIES)
 
 
-def missing_sequences(data_root: Optional[PathLike] = None, patients: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
+def missing_sequences(data_root: Optional[PathLike] = None,
+                      patients: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
     """``{case folder: [missing sequences]}`` for every LGG patient (FLAIR-copy detection at 256 px)."""
     out = {}
     for case in (patients if patients is not None else lgg_patients(None, data_root)):

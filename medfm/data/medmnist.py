@@ -98,7 +98,8 @@ def download_medmnist(
                     f"download it by hand and put it in {dest.parent}"
                 ) from None
         if h.hexdigest() != md5:
-            raise ChecksumError(f"md5 mismatch for {dest.name} downloaded from {url}: got {h.hexdigest()}, expected {md5}")
+            raise ChecksumError(f"md5 mismatch for {dest.name} downloaded from {url}: got {h.hexdigest()}, expected "
+                                f"{md5}")
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -119,27 +120,32 @@ def read_split_arrays(path: Path, split: str,
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array under an .npz name
-            raise CorruptFileError(f"{path} is a single .npy array, not an npz archive; delete it and download it again")
+            raise CorruptFileError(f"{path} is a single .npy array, not an npz archive; delete it and download it "
+                                   "again")
         with loaded as npz:
             keys = [f"{split}_{name}" for name in arrays]
             missing = [k for k in keys if k not in npz.files]
             if missing:
-                raise DataShapeError(f"{path} lacks array(s) {missing} (has {sorted(npz.files)}); not an official MedMNIST npz")
+                raise DataShapeError(f"{path} lacks array(s) {missing} (has {sorted(npz.files)}); not an official "
+                                     "MedMNIST npz")
             read = tuple(npz[k] for k in keys)
         for key, arr in zip(keys, read):
             if not isinstance(arr, np.ndarray):  # a zip member without the .npy header comes back as bytes
-                raise CorruptFileError(f"{path}: member {key} is not a .npy array; delete the file and download it again")
+                raise CorruptFileError(f"{path}: member {key} is not a .npy array; delete the file and download it "
+                                       "again")
         return read
     except MedFMDataError:
         raise
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, zlib.error) as e:
         detail = str(e).splitlines()[0] if str(e) else ""
         raise CorruptFileError(
-            f"cannot read {path}: truncated or corrupt npz ({type(e).__name__}: {detail}); delete it and download it again"
+            f"cannot read {path}: truncated or corrupt npz ({type(e).__name__}: {detail}); delete it and download it "
+            "again"
         ) from None
 
 
-def _check_arrays(images: np.ndarray, labels: np.ndarray, path: Path, split: str, info: Dict[str, Any], size: int) -> None:
+def _check_arrays(images: np.ndarray, labels: np.ndarray, path: Path, split: str, info: Dict[str, Any],
+                  size: int) -> None:
     """Raise DataShapeError unless the arrays match the official layout for this flag/size."""
     if info["is_3d"]:
         per_item: Tuple[int, ...] = (size, size, size)
@@ -148,7 +154,8 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, path: Path, split: str
     if images.dtype != np.uint8 or images.ndim != 1 + len(per_item) or images.shape[1:] != per_item:
         expected = "(N, " + ", ".join(map(str, per_item)) + ") uint8"
         raise DataShapeError(
-            f"{path}: {split}_images is {tuple(images.shape)} {images.dtype}, expected {expected} for {info['flag']!r} at size {size}"
+            f"{path}: {split}_images is {tuple(images.shape)} {images.dtype}, expected {expected} for {info['flag']!r} "
+            f"at size {size}"
         )
     multi = info["task"] == MULTI_LABEL_TASK
     n_cols = info["num_classes"] if multi else 1
@@ -162,7 +169,8 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, path: Path, split: str
     upper = 2 if multi else info["num_classes"]
     if labels.size and (labels.min() < 0 or labels.max() >= upper):
         raise DataShapeError(
-            f"{path}: {split}_labels values span [{labels.min()}, {labels.max()}], expected [0, {upper - 1}] for {info['flag']!r}"
+            f"{path}: {split}_labels values span [{labels.min()}, {labels.max()}], expected [0, {upper - 1}] for "
+            f"{info['flag']!r}"
         )
 
 

@@ -136,7 +136,8 @@ def collate_modalities(samples: Sequence[Mapping[str, Any]], modalities: Sequenc
             continue
         shape = have[0].shape
         if any(r.shape != shape for r in have):
-            raise ValueError(f"modality {m!r} has different shapes across samples: {sorted({tuple(r.shape) for r in have})}")
+            raise ValueError(f"modality {m!r} has different shapes across samples: "
+                             f"{sorted({tuple(r.shape) for r in have})}")
         out = torch.full((b, *shape), MISSING_FILL, dtype=torch.float32)
         for i, r in enumerate(rows):
             if r is not None:

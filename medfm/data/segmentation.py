@@ -48,7 +48,8 @@ SPLITS = ("train", "test")
 SPLIT_RULES = {
     "chase_db1": "children 01-10 (both eyes) train, 11-14 test; truth = first observer",
     "msd_hippocampus": "sorted case ids; position i % 5 == 4 -> test (52), else train (208)",
-    "lgg_flair": "sorted patient ids; position i % 3 == 2 -> test (7), else train (16); all slices of a patient together",
+    "lgg_flair": "sorted patient ids; position i % 3 == 2 -> test (7), else train (16); all slices of a patient "
+                 "together",
 }
 
 
@@ -253,7 +254,8 @@ def stack_slices(patient: str, pairs: Sequence[Tuple[np.ndarray, np.ndarray]],
     first = pairs[0][0].shape
     for (image, _), path in zip(pairs, paths):
         if image.shape != first:
-            raise DataShapeError(f"LGG slice {path} is {image.shape[:2]}, the first slice of {patient!r} is {first[:2]}")
+            raise DataShapeError(f"LGG slice {path} is {image.shape[:2]}, the first slice of {patient!r} is "
+                                 f"{first[:2]}")
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
@@ -323,7 +325,8 @@ class SegmentationArrays:
             if im.ndim != dims + 1 or m.shape != im.shape[1:]:
                 raise DataShapeError(f"item {i}: image {im.shape} and mask {m.shape} do not fit (C, *S) / (*S)")
             m = np.asarray(m)
-            if not (np.issubdtype(m.dtype, np.integer) or m.dtype == np.bool_) or (m.size and (m.min() < 0 or m.max() > 255)):
+            if not (np.issubdtype(m.dtype, np.integer)
+                    or m.dtype == np.bool_) or (m.size and (m.min() < 0 or m.max() > 255)):
                 raise DataShapeError(f"item {i}: mask must hold integer labels in 0..255, got {m.dtype} values "
                                      f"{m.min() if m.size else ''}..{m.max() if m.size else ''}")
         shape = tuple(max(im.shape[1 + d] for im in images) for d in range(dims))
@@ -419,4 +422,5 @@ def slice_stack(volume: np.ndarray, context: int, axis: int = 0) -> np.ndarray:
 __all__ = ["chase_ids", "load_chase", "hippocampus_cases", "load_hippocampus", "load_nifti", "percentile_unit",
            "lgg_patients", "lgg_slices", "load_lgg_slice", "load_lgg_patient", "stack_slices", "check_voxels",
            "SegmentationArrays", "slice_stack",
-           "resize_image", "resize_mask", "channel_zscore", "NORMALIZATIONS", "SPLIT_RULES", "CHASE_LABELS", "HIPPOCAMPUS_LABELS", "LGG_LABELS"]
+           "resize_image", "resize_mask", "channel_zscore", "NORMALIZATIONS", "SPLIT_RULES", "CHASE_LABELS",
+           "HIPPOCAMPUS_LABELS", "LGG_LABELS"]

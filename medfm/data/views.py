@@ -139,7 +139,8 @@ class RandomViews:
         if not isinstance(images, torch.Tensor):
             raise ValueError(f"views expect a float torch.Tensor (B, C, H, W) batch, got {type(images).__name__}")
         if images.ndim != 4 or not images.is_floating_point() or not images.numel():
-            raise ValueError(f"views expect a non-empty float (B, C, H, W) batch, got {tuple(images.shape)} {images.dtype}")
+            raise ValueError(f"views expect a non-empty float (B, C, H, W) batch, got {tuple(images.shape)} "
+                             f"{images.dtype}")
         b, c, h, w = images.shape
         check_generator(gen, "views")
         cfg = self.cfg

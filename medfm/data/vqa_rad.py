@@ -159,7 +159,8 @@ class AnswerVocab:
     ``index(answer) -> int`` gives the class id, ``-1`` for an answer outside the vocabulary.
     """
 
-    def __init__(self, answers: Sequence[str], closed: Iterable[str] = (), opened: Optional[Iterable[str]] = None) -> None:
+    def __init__(self, answers: Sequence[str], closed: Iterable[str] = (),
+                 opened: Optional[Iterable[str]] = None) -> None:
         self.answers = [str(a) for a in answers]
         if len(set(self.answers)) != len(self.answers) or not self.answers:
             raise ValueError("an answer vocabulary needs at least one answer and no duplicates")
@@ -192,7 +193,8 @@ def read_image(path: Path) -> np.ndarray:
     return to_gray(read_any_image(path, what="VQA-RAD image"))
 
 
-def decode_images(folder: Path, names: Sequence[str], size: int, progress: bool = False) -> Tuple[np.ndarray, Dict[str, int]]:
+def decode_images(folder: Path, names: Sequence[str], size: int,
+                  progress: bool = False) -> Tuple[np.ndarray, Dict[str, int]]:
     """Decode ``names`` from ``folder`` once: ``((N, size, size) uint8, {name: row})``.
 
     Each image: grayscale, zero-pad to square, antialiased bilinear resize. Results are
@@ -281,7 +283,8 @@ class VQARadDataset(Dataset):
         """
         idx = batch_indices(indices)
         rows = self.image_index[idx]
-        return {"image": self.image_tensor(rows), "image_index": rows, "question": [self.questions[i] for i in idx.tolist()],
+        return {"image": self.image_tensor(rows), "image_index": rows,
+                "question": [self.questions[i] for i in idx.tolist()],
                 "answer": self.answer_ids[idx], "answer_text": [self.answers[i] for i in idx.tolist()],
                 "answer_type": [self.answer_types[i] for i in idx.tolist()], "index": idx}
 

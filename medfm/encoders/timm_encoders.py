@@ -185,7 +185,8 @@ def _timm_create(arch: str, pretrained: bool, **kwargs: Any) -> nn.Module:
         source = timm_weights_source(arch)
         if source:
             kwargs["pretrained_cfg_overlay"] = source
-    shown = {k: v for k, v in kwargs.items() if k not in ("in_chans", "img_size", "patch_size", "pretrained_cfg_overlay")}
+    shown = {k: v for k, v in kwargs.items() if k not in ("in_chans", "img_size", "patch_size",
+                                                          "pretrained_cfg_overlay")}
     try:
         with warnings.catch_warnings():  # zero-width layers are refused below, in one line
             warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
@@ -258,7 +259,8 @@ class TimmConvNeXt(TimmEncoder):
 
     Input ``(B, in_chans, H, W)`` in [0, 1], ``H, W >= min_input_size`` (8 with the 3x3 stride-1
     small-image stem, 16 with the 2x2 stride-2 one, 32 with timm's patch-4 stem: the product of the
-    stem's and the 3 stride-2 downsamplings' strides, as these convolutions have no padding); ``forward_features`` gives ``(B, D, h, w)``.
+    stem's and the 3 stride-2 downsamplings' strides, as these convolutions have no padding); ``forward_features`` gives
+    ``(B, D, h, w)``.
 
     Raises:
         EncoderArgumentError (a ``ValueError``): a ``patch_size`` (timm's stem patch) that is not an
@@ -288,7 +290,8 @@ class TimmConvNeXt(TimmEncoder):
         if stride is not None and not uses_timm_stem(kwargs):
             width = stem.out_channels
             kernel = 3 if stride == 1 else 2
-            self.model.stem[0] = nn.Conv2d(in_chans, width, kernel, stride=stride, padding=kernel // 2 if stride == 1 else 0)
+            self.model.stem[0] = nn.Conv2d(in_chans, width, kernel, stride=stride,
+                                           padding=kernel // 2 if stride == 1 else 0)
         downsampling = [m for part in (self.model.stem, *(s.downsample for s in self.model.stages))
                         for m in part.modules() if isinstance(m, nn.Conv2d)]
         self.min_input_size = max(8, min_side_after_convs(downsampling))
@@ -355,9 +358,14 @@ def _vit(arch: str):
 
 ENCODERS.register("resnet18", family="cnn", timm_arch="resnet18", timm_weights=True)(_resnet("resnet18"))
 ENCODERS.register("resnet50", family="cnn", timm_arch="resnet50", timm_weights=True)(_resnet("resnet50"))
-ENCODERS.register("resnet_test", family="cnn", test=True, timm_arch="test_resnet", timm_weights=True)(_resnet("test_resnet"))
-ENCODERS.register("convnext_atto", family="cnn", timm_arch="convnext_atto", timm_weights=True)(_convnext("convnext_atto"))
-ENCODERS.register("convnext_test", family="cnn", test=True, timm_arch="test_convnext", timm_weights=True)(_convnext("test_convnext"))
-ENCODERS.register("vit_tiny", family="vit", timm_arch="vit_tiny_patch16_224", timm_weights=True)(_vit("vit_tiny_patch16_224"))
-ENCODERS.register("vit_small", family="vit", timm_arch="vit_small_patch16_224", timm_weights=True)(_vit("vit_small_patch16_224"))
+ENCODERS.register("resnet_test", family="cnn", test=True, timm_arch="test_resnet",
+                  timm_weights=True)(_resnet("test_resnet"))
+ENCODERS.register("convnext_atto", family="cnn", timm_arch="convnext_atto",
+                  timm_weights=True)(_convnext("convnext_atto"))
+ENCODERS.register("convnext_test", family="cnn", test=True, timm_arch="test_convnext",
+                  timm_weights=True)(_convnext("test_convnext"))
+ENCODERS.register("vit_tiny", family="vit", timm_arch="vit_tiny_patch16_224",
+                  timm_weights=True)(_vit("vit_tiny_patch16_224"))
+ENCODERS.register("vit_small", family="vit", timm_arch="vit_small_patch16_224",
+                  timm_weights=True)(_vit("vit_small_patch16_224"))
 ENCODERS.register("vit_test", family="vit", test=True, timm_arch="test_vit", timm_weights=True)(_vit("test_vit"))

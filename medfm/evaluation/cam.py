@@ -55,7 +55,8 @@ def tokens_to_grid(tokens: torch.Tensor, prefix: Optional[int] = None) -> torch.
         side = math.isqrt(n - p) if n - p > 0 else 0
         if side > 0 and side * side == n - p:
             return tokens[:, p:].reshape(b, side, side, d).permute(0, 3, 1, 2)
-    raise ValueError(f"cannot fold {n} tokens into a square grid (prefix tokens: {prefix if prefix is not None else '0-8'})")
+    raise ValueError(f"cannot fold {n} tokens into a square grid (prefix tokens: "
+                     f"{prefix if prefix is not None else '0-8'})")
 
 
 class CamModel(nn.Module):
@@ -113,7 +114,8 @@ def cam_target(model: CamModel) -> Tuple[List[nn.Module], Optional[Callable[[tor
         return list(enc.cam_target_layers()), tokens_to_grid
     inner = getattr(enc, "model", None)
     if getattr(enc, "family", "") == "vit" and inner is not None and hasattr(inner, "blocks"):
-        return [inner.blocks[-1].norm1], functools.partial(tokens_to_grid, prefix=getattr(inner, "num_prefix_tokens", 1))
+        return [inner.blocks[-1].norm1], functools.partial(tokens_to_grid,
+                                                           prefix=getattr(inner, "num_prefix_tokens", 1))
     return [model.tap], tokens_to_grid
 
 
@@ -289,7 +291,8 @@ def cam_grid(classifier: nn.Module, dataset: Any, path: PathLike, per_class: int
     for j in range(cols):
         for r in range(rows):
             ax = fig.add_subplot(rows, cols, r * cols + j + 1)
-            shown = rgb[j] if r == 0 else show_cam_on_image(np.clip(rgb[j], 0, 1), cams[methods[r - 1]][j], use_rgb=True)
+            shown = (rgb[j] if r == 0
+                     else show_cam_on_image(np.clip(rgb[j], 0, 1), cams[methods[r - 1]][j], use_rgb=True))
             ax.imshow(shown, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

@@ -137,7 +137,8 @@ def earlier_data_report(out: Path, checkpoint_dir: Path, protocol: Optional[str]
     if out.exists():
         here, there = out.resolve(), ckpt.resolve()
         held = ("is the checkpoint evaluated" if here == there else "holds the checkpoint evaluated"
-                if here in there.parents else "holds a checkpoint (config.json)" if (out / "config.json").is_file() else "")
+                if here in there.parents else "holds a checkpoint (config.json)" if (out / "config.json").is_file()
+                else "")
         if held:
             raise FileExistsError(f"output {out} {held}; {command} replaces its output folder as a whole: "
                                   f"choose another output folder (default: <checkpoint>/"
@@ -290,9 +291,11 @@ def evaluate_checkpoint(checkpoint: str, dataset: str, split: str = "test", size
     check_split_has_images(ds, dataset, split)
     with image_bar(len(ds), f"{dataset} {split}") as bar:
         scores, logits = predict_outputs(model, ProgressSet(ds, bar), batch_size=batch_size)
-    meta = {"checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir) if (ckpt_dir / "model.safetensors").is_file() else None,
+    meta = {"checkpoint": str(ckpt_dir), "checkpoint_sha256": checkpoint_hash(ckpt_dir)
+            if (ckpt_dir / "model.safetensors").is_file() else None,
             "dataset": dataset, "split": split, "size": ds.size, "data_md5": ds.md5, "n_samples": len(ds),
-            "batch_size": batch_size, "references": {"MedMNIST v2 ResNet-18 (28)": MEDMNIST_V2_RESNET18_28.get(dataset)}}
+            "batch_size": batch_size,
+            "references": {"MedMNIST v2 ResNet-18 (28)": MEDMNIST_V2_RESNET18_28.get(dataset)}}
     return write_scored_split(output, ds, scores, meta, size_warnings(ds.size, enc, ds.is_3d), logits=logits)
 
 

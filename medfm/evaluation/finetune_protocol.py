@@ -8,12 +8,13 @@ image-text model) gets a fresh linear head and is trained with
 training labels (:func:`medfm.training.runs.finetune_label_indices`, which the suite's reported
 ``train_labels`` counts use too), then the trained
 classifier is scored like an ``as-is`` checkpoint. Runs train on MedMNIST's train split: a suite
-dataset with another ``train_split`` is refused (:func:`medfm.evaluation.suites.run_suite`). This is the "fine-tuning" column of the
-label-efficiency tables in SimCLR (Chen et al. 2020, section 6) and LVM-Med.
+dataset with another ``train_split`` is refused (:func:`medfm.evaluation.suites.run_suite`). This is the "fine-tuning"
+column of the label-efficiency tables in SimCLR (Chen et al. 2020, section 6) and LVM-Med.
 
 Settings (``protocol.finetune`` in the suite, a partial :class:`medfm.training.recipes.FinetuneRecipe`):
 ``mode`` (``full`` by default; ``lora``, ``linear``), ``lora``, ``augment``, ``dropout``,
-``head_norm`` (MAE's parameter-free feature BatchNorm; use it with ``linear``) and ``train`` (AdamW, cosine schedule). ``run_finetune`` caps the batch at the number of training
+``head_norm`` (MAE's parameter-free feature BatchNorm; use it with ``linear``) and ``train`` (AdamW, cosine schedule).
+``run_finetune`` caps the batch at the number of training
 labels (1 % of PneumoniaMNIST is 47 images, fewer than one batch of 64). Without ``train.epochs`` the epochs are
 ``min(60, ceil(2 / fraction))``: 2 epochs of all labels, 20 of 10 %, 60 of 1 %, so small
 fractions still get enough optimizer steps (the schedule of medfm's supervised-only
@@ -85,7 +86,8 @@ def finetune_recipe(encoder: torch.nn.Module, checkpoint: str, flag: str, size: 
     data = {"dataset": flag, "size": size, "label_fraction": float(fraction), "val_split": None}
     enc = {"name": cfg["name"], "pretrained": str(checkpoint),
            "args": {k: v for k, v in cfg.items() if k not in ("name", "in_chans", "img_size")}}
-    return from_dict(FinetuneRecipe, {**settings, "data": data, "encoder": enc, "train": train}, where="protocol.finetune")
+    return from_dict(FinetuneRecipe, {**settings, "data": data, "encoder": enc, "train": train},
+                     where="protocol.finetune")
 
 
 #: file in each fine-tuning run folder naming the checkpoint (by weights hash) and settings it was started from

@@ -117,7 +117,8 @@ def mnar_drop(labels: torch.Tensor, present: Mapping[str, torch.Tensor], modalit
         raise ValueError(f"mnar_drop got {len(y)} labels for presence masks of {n} samples")
     high = (y == 0) if flip else (y == 1)
     p = torch.where(high, torch.tensor(float(p_high)), torch.tensor(float(p_low)))
-    drop = {m: present[m] & (torch.rand(y.shape, generator=gen) < p) if m in modalities else torch.zeros_like(present[m])
+    drop = {m: present[m] & (torch.rand(y.shape, generator=gen) < p) if m in modalities
+            else torch.zeros_like(present[m])
             for m in present}
     mods = list(present)
     pres = torch.stack([present[m] for m in mods], 1)
@@ -334,9 +335,10 @@ def subset_views(test_batch: Mapping[str, Any], modalities: Sequence[str], model
 
 
 def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mapping[str, Any], modalities: Sequence[str],
-                        mnar_models: Optional[Mapping[str, torch.nn.Module]] = None, mcar_rates: Sequence[float] = (0.25, 0.5),
-                        mnar_modalities: Sequence[str] = ("pre", "flair", "post"), p_high: float = 0.8, p_low: float = 0.1,
-                        n_boot: int = 500, seed: int = 0, batch_size_: int = 64) -> Dict[str, Any]:
+                        mnar_models: Optional[Mapping[str, torch.nn.Module]] = None,
+                        mcar_rates: Sequence[float] = (0.25, 0.5),
+                        mnar_modalities: Sequence[str] = ("pre", "flair", "post"), p_high: float = 0.8,
+                        p_low: float = 0.1, n_boot: int = 500, seed: int = 0, batch_size_: int = 64) -> Dict[str, Any]:
     """Run the whole protocol (module docstring).
 
     Args:
@@ -382,7 +384,8 @@ def run_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mappi
                                 **_evaluate(model, batch, usable(model, shown), n_boot, seed, batch_size_)})
     tests = {"natural": (test_batch, natural)}  # each test set with its presence masks
     for flip in (False, True):
-        drop = mnar_drop(labels, natural, mnar_modalities, p_high, p_low, flip, torch.Generator().manual_seed(seed + 17 + flip))
+        drop = mnar_drop(labels, natural, mnar_modalities, p_high, p_low, flip,
+                         torch.Generator().manual_seed(seed + 17 + flip))
         tests["mnar_flipped" if flip else "mnar"] = drop_modalities(test_batch, drop), shown_presence(natural, drop)
     for group, pool in (("natural", fused), ("mnar", dict(mnar_models or {}))):
         for label, model in pool.items():
@@ -423,12 +426,14 @@ def subset_checks(rows: Sequence[Mapping[str, Any]], modalities: Sequence[str], 
         if singles and (full, f) in by:
             best = max(singles, key=singles.get)
             out["all_vs_best_single"][f] = {"fused": by[(full, f)], "best_single": best,
-                                            f"best_single_{metric}": singles[best], "diff": by[(full, f)] - singles[best]}
+                                            f"best_single_{metric}": singles[best],
+                                            "diff": by[(full, f)] - singles[best]}
         if lates:
             diffs = {s: v - by[(s, lates[0])] for (s, m), v in by.items() if m == f and (s, lates[0]) in by}
             out["vs_late"][f] = {"late": lates[0], "diff": diffs, "min_diff": min(diffs.values()) if diffs else None,
                                  "tolerance": tolerance,
-                                 "worse_by_more_than_tolerance": sorted(s for s, d in diffs.items() if round(d, 12) < -tolerance)}
+                                 "worse_by_more_than_tolerance": sorted(s for s, d in diffs.items()
+                                                                        if round(d, 12) < -tolerance)}
     return out
 
 
@@ -442,14 +447,16 @@ def fusion_checks(res: Mapping[str, Any], modalities: Sequence[str], tolerance: 
     mn = {(r["model"], r["trained"], r["test"]): r["auc"] for r in res.get("mnar", [])}
     for (model, trained, test), auc in mn.items():
         if test == "natural" and (model, trained, "mnar_flipped") in mn:
-            out["mnar_drop"][f"{model} ({trained}-trained)"] = {"natural": auc, "mnar": mn.get((model, trained, "mnar")),
+            out["mnar_drop"][f"{model} ({trained}-trained)"] = {"natural": auc,
+                                                                "mnar": mn.get((model, trained, "mnar")),
                                                                  "mnar_flipped": mn[(model, trained, "mnar_flipped")],
                                                                  "drop": auc - mn[(model, trained, "mnar_flipped")]}
     return out
 
 
 __all__ = ["modality_subsets", "subset_name", "mcar_drop", "mnar_drop", "predict_probs", "patient_bootstrap_auc",
-           "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets", "write_fusion_report",
+           "score_row", "run_fusion_protocol", "fusion_checks", "render_markdown", "plot_subsets",
+           "write_fusion_report",
            "slice_batch", "subset_views", "subset_table", "usable", "subset_checks", "predict_rows",
            "batch_modalities", "check_modality_names", "check_presence", "check_protocol_args",
            "write_protocol_report", "check_patient_ids", "PROTOCOL_REPORT_FILES", "format_ci", "plot_subset_metric",

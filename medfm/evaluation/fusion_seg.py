@@ -43,7 +43,8 @@ def predict_masks(model: torch.nn.Module, batch: Mapping[str, Any], batch_size_:
     batch_size_ = check_number("batch_size_", batch_size_, ge=1, integer=True)
     model.eval()
     n = batch_size(batch)
-    out = [model(slice_batch(batch, torch.arange(s, min(n, s + batch_size_))))["logits"].argmax(1).to(torch.uint8).cpu().numpy()
+    out = [model(slice_batch(batch, torch.arange(s, min(n, s + batch_size_))))["logits"]
+           .argmax(1).to(torch.uint8).cpu().numpy()
            for s in range(0, n, batch_size_)]
     return np.concatenate(out) if out else np.zeros((0,), np.uint8)
 
@@ -64,7 +65,8 @@ def check_seg_label_names(label_names: Any) -> List[str]:
     return names
 
 
-def patient_dice(pred: np.ndarray, ref: np.ndarray, patients: Sequence[str], label_names: Sequence[str]) -> Dict[str, float]:
+def patient_dice(pred: np.ndarray, ref: np.ndarray, patients: Sequence[str],
+                 label_names: Sequence[str]) -> Dict[str, float]:
     """``{patient: Dice}`` of the first foreground class, slices stacked per patient (input order).
 
     Args:
@@ -104,9 +106,9 @@ def _evaluate(model, batch, rows, label_names, n_boot, seed, bs) -> Dict[str, An
     return mean_dice_row(dice, len(pred), n_boot, seed)
 
 
-def run_seg_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mapping[str, Any], modalities: Sequence[str],
-                            label_names: Sequence[str] = ("background", "abnormality"), n_boot: int = 500, seed: int = 0,
-                            batch_size_: int = 32) -> Dict[str, Any]:
+def run_seg_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: Mapping[str, Any],
+                            modalities: Sequence[str], label_names: Sequence[str] = ("background", "abnormality"),
+                            n_boot: int = 500, seed: int = 0, batch_size_: int = 32) -> Dict[str, Any]:
     """Per-patient Dice of every model on every modality subset and on the natural test set.
 
     Args:
@@ -138,7 +140,8 @@ def run_seg_fusion_protocol(models: Mapping[str, torch.nn.Module], test_batch: M
         res["natural"].append({"model": label, **_evaluate(model, test_batch, usable(model, natural), label_names,
                                                            n_boot, seed, batch_size_)})
     res["checks"] = seg_fusion_checks(res, modalities)
-    res["settings"] = {"metric": "Dice per patient (slices stacked), mean over patients", "n_boot": n_boot, "seed": seed}
+    res["settings"] = {"metric": "Dice per patient (slices stacked), mean over patients", "n_boot": n_boot,
+                       "seed": seed}
     return res
 
 
@@ -176,7 +179,8 @@ def plot_seg_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
     return plot_subset_metric(res, path, "dice", "mean per-patient Dice", "Dice per image-modality subset at test time")
 
 
-def write_seg_fusion_report(res: Mapping[str, Any], output: PathLike, extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
+def write_seg_fusion_report(res: Mapping[str, Any], output: PathLike,
+                            extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
     """Write ``results.json`` (``extra`` + ``res``), ``report.md`` and ``subsets.png`` atomically into ``output``,
     ``results.json`` last, an earlier one (and its ``report.md`` and ``subsets.png``) removed before the first file
     is written (:func:`medfm.evaluation.fusion_report.write_protocol_report`).

@@ -98,7 +98,8 @@ def check_task(task: str) -> str:
     """
     if task in TASKS:
         return task
-    raise ValueError(f"unknown task {task!r}{close_match_hint(task, TASKS, n=2, cutoff=0.4, fallback=None)} (valid: {', '.join(TASKS)})")
+    raise ValueError(f"unknown task {task!r}{close_match_hint(task, TASKS, n=2, cutoff=0.4, fallback=None)} (valid: "
+                     f"{', '.join(TASKS)})")
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
@@ -538,7 +539,8 @@ def bootstrap_ci(
             :func:`classification_metrics`), or any input error of :func:`classification_metrics`.
     """
     if metric not in _BOOT_METRICS:
-        raise ValueError(f"unknown bootstrap metric {metric!r}{close_match_hint(metric, _BOOT_METRICS, n=2, cutoff=0.4, fallback=None)} "
+        raise ValueError("unknown bootstrap metric "
+                         f"{metric!r}{close_match_hint(metric, _BOOT_METRICS, n=2, cutoff=0.4, fallback=None)} "
                          f"(valid: {', '.join(_BOOT_METRICS)})")
     n_boot = check_number("n_boot", n_boot, ge=1, integer=True)
     alpha = check_number("alpha", alpha, gt=0, lt=1)
@@ -572,7 +574,8 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> Tuple[float, float]:
+def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05,
+                      seed: int = 0) -> Tuple[float, float]:
     """Percentile bootstrap ``(low, high)`` of the mean of ``values`` ``(N,)``; ``(nan, nan)`` if N = 0.
 
     Raises:

@@ -299,7 +299,8 @@ def plot_training_curve(rows: Sequence[Mapping[str, Any]], path: PathLike, x: st
     if not series:
         raise ValueError(f"no numeric series against {x!r} to plot in {len(rows)} log rows")
     losses = [k for k in series if "loss" in k]
-    bounded = [k for k in series if k not in losses and k != "lr" and 0.0 <= series[k][1].min() and series[k][1].max() <= 1.0]
+    bounded = [k for k in series if k not in losses and k != "lr" and 0.0 <= series[k][1].min()
+               and series[k][1].max() <= 1.0]
     panels: List[Tuple[List[str], str]] = []  # (keys, y label: the key itself when the panel has one)
     if losses:
         panels.append((losses, losses[0] if len(losses) == 1 else "loss"))

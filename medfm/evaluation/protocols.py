@@ -349,7 +349,8 @@ def select_probe_c(train_features: np.ndarray, train_labels: np.ndarray, val_fea
         raise ValueError(f"the C grid must hold positive finite numbers, got {list(grid)}")
     grid = sorted(float(c) for c in grid)
     if np.shape(train_features)[1:] != np.shape(val_features)[1:]:
-        raise ValueError(f"train features {np.shape(train_features)} and val features {np.shape(val_features)} differ in width")
+        raise ValueError(f"train features {np.shape(train_features)} and val features {np.shape(val_features)} differ "
+                         "in width")
     max_iter = check_number("max_iter", max_iter, ge=1, integer=True)
     train = _probe_training_set(train_features, train_labels, task, num_classes)  # checked once, not once per C
     z_val = (check_features(val_features, "features", width=train[0].shape[1]) - train[2]) / train[3]

@@ -139,7 +139,8 @@ def alexnet_reference(dataset: str) -> Dict[str, Any]:
                           f"(pip install 'medfm[eval]'): {err}") from None
     if dataset not in BASELINES:
         raise ValueError(f"medmnistc has no AlexNet reference for {dataset!r}"
-                         f"{close_match_hint(dataset, sorted(BASELINES), n=2, cutoff=0.4, fallback=None)} (known: {', '.join(sorted(BASELINES))})")
+                         f"{close_match_hint(dataset, sorted(BASELINES), n=2, cutoff=0.4, fallback=None)} (known: "
+                         f"{', '.join(sorted(BASELINES))})")
     ref = BASELINES[dataset]
     return {"clean_score": float(ref["clean_score"]), "raw_scores": dict(ref["raw_scores"])}
 
@@ -216,7 +217,8 @@ def be_rbe(
     for name, errors in errors_by_corruption.items():
         if name not in raw:
             raise ValueError(f"no AlexNet reference error for corruption {name!r}"
-                             f"{close_match_hint(name, sorted(raw), n=2, cutoff=0.4, fallback=None)} (known: {', '.join(sorted(raw))})")
+                             f"{close_match_hint(name, sorted(raw), n=2, cutoff=0.4, fallback=None)} (known: "
+                             f"{', '.join(sorted(raw))})")
         ref_err = float(raw[name])
         if ref_err == 0.0 or ref_err == ref_clean:
             raise ValueError(f"reference error for {name!r} is {ref_err} (clean {ref_clean}); BE/rBE undefined")

@@ -39,12 +39,15 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
     from medfm.evaluation.robustness import alexnet_reference, robustness_markdown
 
     suite = res["suite"]
-    lines = [f"# Evaluation suite `{suite['name']}`\n"] + ([suite["description"].strip() + "\n"] if suite.get("description") else []) + [
+    lines = [f"# Evaluation suite `{suite['name']}`\n"] + ([suite["description"].strip() + "\n"]
+                                                           if suite.get("description") else []) + [
              f"- checkpoints: {', '.join(f'`{c}`' for c in res['checkpoints']) or 'per dataset'}",
              f"- protocol: {suite['protocol']['name']}"
-             + (f", label fractions {suite['protocol']['label_fractions']}" if suite["protocol"]["name"] != "as-is" else ""),
+             + (f", label fractions {suite['protocol']['label_fractions']}" if suite["protocol"]["name"] != "as-is"
+                else ""),
              f"- medfm {res['versions']['medfm']}, torch {res['versions']['torch']}; created {res['created']}",
-             f"- wall time: **{res['wall_s']:.1f} s** on {res['host']['cpus']} CPU(s), {res['host']['torch_threads']} torch "
+             f"- wall time: **{res['wall_s']:.1f} s** on {res['host']['cpus']} CPU(s), {res['host']['torch_threads']} "
+             "torch "
              f"thread(s); CPU time {res['cpu_s']:.1f} s (this process and its workers); load average at the start "
              f"{res['host']['load_avg_start']}"]
     methods = {d["corruptions"]["method"] for d in res["datasets"] if isinstance(d.get("corruptions"), dict)
@@ -67,7 +70,8 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
         for r in d["runs"]:
             rob = r.get("robustness") or {}
             rows.append({"dataset": d["name"], "run": r["run"], "n": _n_scored(d), "acc": r["metrics"]["acc"],
-                         "acc_ci": _ci(r["ci"].get("acc")), "auc": r["metrics"]["auc"], "auc_ci": _ci(r["ci"].get("auc")),
+                         "acc_ci": _ci(r["ci"].get("acc")), "auc": r["metrics"]["auc"],
+                         "auc_ci": _ci(r["ci"].get("auc")),
                          "ranks": r.get("auc_ranking", ""), "bal": r["metrics"]["balanced_acc"],
                          "ece": r["metrics"]["ece"],
                          "err": rob.get("clean_error"), "be": rob.get("be"), "rbe": rob.get("rbe")})
@@ -83,7 +87,8 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
     skipped = [d for d in res["datasets"] if d["status"] == "skipped"]
     if skipped:
         lines.append("\n## Skipped\n")
-        lines.append(markdown_table([{"d": d["name"], "r": d["reason"]} for d in skipped], {"d": "dataset", "r": "reason"}))
+        lines.append(markdown_table([{"d": d["name"], "r": d["reason"]} for d in skipped],
+                                    {"d": "dataset", "r": "reason"}))
     for d in ok:
         lines.append(f"\n## {d['name']}\n")
         lines.append(f"Checkpoint `{d['checkpoint']}` (sha256 `{(d['checkpoint_sha256'] or 'n/a')[:16]}`), split "
@@ -92,7 +97,8 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
                                  for k, v in d["timing"].items()) + ".\n")
         sub = d.get("subset")
         if sub:
-            lines.append(f"**Subset:** {sub['n']} of the {sub['of']} {d['split']} images (max_samples {sub['max_samples']}, "
+            lines.append(f"**Subset:** {sub['n']} of the {sub['of']} {d['split']} images (max_samples "
+                         f"{sub['max_samples']}, "
                          f"class-stratified, seed {sub['seed']}; the same images clean and corrupted). All numbers "
                          "below are estimates on this subset; published full-test-set figures are not listed (BE/rBE "
                          "still divide by medmnistc's full-test-set AlexNet errors).\n")
@@ -116,15 +122,17 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
             rob = r.get("robustness")
             refs = _references(d, r, alexnet_reference)
             if refs:
-                lines.append("\n" + markdown_table(refs, {"model": "model", "err": "clean error", "be": "BE", "rbe": "rBE",
-                                                          "acc": "ACC", "auc": "AUC", "note": "note"}, floatfmt=".3f"))
+                lines.append("\n" + markdown_table(refs, {"model": "model", "err": "clean error", "be": "BE",
+                                                          "rbe": "rBE", "acc": "ACC", "auc": "AUC", "note": "note"},
+                                                   floatfmt=".3f"))
             if rob:
                 lines.append("\n" + robustness_markdown(rob))
             figs = ["error_vs_severity.png"] if rob else []
             if "files" in r:  # the figures this run wrote (multi-label sets have no reliability/confusion plots)
                 figs += [f for f in ("reliability.png", "confusion_matrix.png", "cam_grid.png") if f in r["files"]]
             else:  # results.json of an older medfm
-                figs += ["reliability.png", "confusion_matrix.png"] + (["cam_grid.png"] if "path" in r.get("cam", {}) else [])
+                figs += (["reliability.png", "confusion_matrix.png"]
+                         + (["cam_grid.png"] if "path" in r.get("cam", {}) else []))
             lines.append("\n" + "".join(f"![{Path(f).stem}]({r['dir']}/{f})\n" for f in figs))
             if "error" in r.get("cam", {}):
                 lines.append(f"CAM grid failed: {r['cam']['error']}\n")

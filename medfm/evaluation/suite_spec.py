@@ -142,7 +142,8 @@ class CorruptionSpec:
         if not self.severities or not all(number_fits(s, ge=1, le=5, integer=True) for s in self.severities):
             raise ValueError(f"corruptions.severities must be integers in 1..5, got {list(self.severities)}")
         if not (self.resolution == "native" or number_fits(self.resolution, ge=8, integer=True)):
-            raise ValueError(f"corruptions.resolution must be 'native' or a side in px >= 8, got {shown(self.resolution)}")
+            raise ValueError("corruptions.resolution must be 'native' or a side in px >= 8, got "
+                             f"{shown(self.resolution)}")
         check_number("corruptions.workers", self.workers, ge=0, integer=True, hint=" (0 or 1: in this process)")
         check_number("corruptions.seed", self.seed, integer=True)
         if self.names != "all":

@@ -144,7 +144,8 @@ class _Stopwatch:
         self._last = now
 
     def summary(self) -> Dict[str, Dict[str, float]]:
-        return {**self.stages, "total": {"wall_s": self._last[0] - self._start[0], "cpu_s": self._last[1] - self._start[1]}}
+        return {**self.stages, "total": {"wall_s": self._last[0] - self._start[0],
+                                         "cpu_s": self._last[1] - self._start[1]}}
 
 
 #: a class (or, multi-label, a label's positives) with fewer training labels than this is named in a warning
@@ -169,7 +170,8 @@ def _train_label_counts(labels: np.ndarray, task: str, names: Sequence[str], spl
     warnings = []
     if few:
         kind = "positive(s)" if task == MULTI_LABEL else "label(s)"
-        warnings.append(f"{what} on {len(y)} {split} labels: " + ", ".join(f"{k!r} has {v} {kind}" for k, v in few.items())
+        warnings.append(f"{what} on {len(y)} {split} labels: " + ", ".join(f"{k!r} has {v} {kind}"
+                                                                           for k, v in few.items())
                         + f" (fewer than {FEW_LABELS}): scores at this label fraction rest on very few examples")
     return {"split": split, "n": int(len(y)), "per_class": per, "warnings": warnings}
 
@@ -302,7 +304,8 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
         if corrupted:
             run_entry["robustness"] = robustness_summary(
                 ds.labels, scores, by_corruption, control_scores, ds.task, spec.flag,
-                list(cs.severities), rdir / "error_vs_severity.png", threshold=m.threshold, title=f"{spec.name} ({run_name})")
+                list(cs.severities), rdir / "error_vs_severity.png", threshold=m.threshold,
+                                                         title=f"{spec.name} ({run_name})")
             res["robustness"] = {**run_entry["robustness"], "method": entry["corruptions"]["method"]}
             res["files"] = res["files"] + ["error_vs_severity.png"]
             atomic_write_text(rdir / "report.md", (rdir / "report.md").read_text() + "\n## MedMNIST-C\n\n"
@@ -312,7 +315,8 @@ def _evaluate_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str
             run_entry["cam"] = _cam(cam_model, ds, rdir, suite.cam, has_head=suite.protocol.name != "knn")
             if "path" in run_entry["cam"]:  # listed in results.json and shown in report.md (it was only listed)
                 res["files"] = res["files"] + ["cam_grid.png"]
-                atomic_write_text(rdir / "report.md", (rdir / "report.md").read_text() + "\n## Class activation maps\n\n"
+                atomic_write_text(rdir / "report.md",
+                                  (rdir / "report.md").read_text() + "\n## Class activation maps\n\n"
                                   + f"{', '.join(run_entry['cam']['methods'])}\n\n![cam_grid](cam_grid.png)\n")
         run_entry["files"] = [f for f in res["files"] if f.endswith(".png")]
         res["corruptions"] = entry.get("corruptions")

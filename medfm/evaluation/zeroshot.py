@@ -33,7 +33,8 @@ def load_image_text_model(model_or_ckpt: Union[str, Path, nn.Module]) -> nn.Modu
         model = from_pretrained(model_or_ckpt)
     if not all(callable(getattr(model, a, None)) for a in ("encode_image", "encode_text", "scale")):
         name = getattr(model, "medfm_spec", {}).get("name", type(model).__name__)
-        raise ValueError(f"zero-shot classification needs an image-text checkpoint (e.g. objective 'clip'), got {name!r}")
+        raise ValueError("zero-shot classification needs an image-text checkpoint (e.g. objective 'clip'), got "
+                         f"{name!r}")
     return model
 
 

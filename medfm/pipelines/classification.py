@@ -260,7 +260,8 @@ class ImageClassificationPipeline:
         self.top_k = check_top_k(top_k, none_means="all classes")
         # checked before the checkpoint loads; "8", 2.7 and True were taken as 8, 2 and 1, None failed in int()
         self.batch_size = check_number("batch_size", batch_size, ge=1, integer=True)
-        self.model = from_pretrained(model) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else model
+        self.model = from_pretrained(model) if isinstance(model,
+                                                          (str, bytes)) or hasattr(model, "__fspath__") else model
         self.core = classifier_core(self.model)
         if not all(hasattr(self.core, a) for a in ("scores", "label_names", "encoder")):
             raise PipelineInputError(f"{type(self.core).__name__} is not an image classifier (medfm adapter "

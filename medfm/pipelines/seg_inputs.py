@@ -224,8 +224,8 @@ def read_channels(item: Any, in_chans: int) -> Dict[str, Any]:
                 raise SegmentationInputError(f"channel files differ in shape: {paths[0].name} {loaded[0][0].shape}, "
                                              f"{p.name} {arr.shape}")
             if not np.allclose(img.affine, loaded[0][1].affine, rtol=0, atol=AFFINE_ATOL):
-                raise SegmentationInputError(f"channel files differ in affine (voxel-to-world geometry): {paths[0].name} "
-                                             f"and {p.name}; resample them onto one grid first")
+                raise SegmentationInputError("channel files differ in affine (voxel-to-world geometry): "
+                                             f"{paths[0].name} and {p.name}; resample them onto one grid first")
         arr, img, where = np.stack([a for a, _ in loaded]), loaded[0][1], "the channel files"
     elif isinstance(item, (str, os.PathLike)):
         path = _existing_nifti(item, "a multi-channel volume")
@@ -277,7 +277,8 @@ def read_brain_mask(item: Any, shape: Sequence[int], affine: Optional[np.ndarray
         mask_affine, what = np.asarray(img.affine), f"brain mask {path}"
     if tuple(arr.shape) != tuple(shape):
         raise SegmentationInputError(f"{what} has shape {tuple(arr.shape)}, the image {tuple(shape)}")
-    if mask_affine is not None and affine is not None and not np.allclose(mask_affine, affine, rtol=0, atol=AFFINE_ATOL):
+    if (mask_affine is not None and affine is not None
+            and not np.allclose(mask_affine, affine, rtol=0, atol=AFFINE_ATOL)):
         raise SegmentationInputError(f"{what} and the image differ in affine (voxel-to-world geometry)")
     if arr.dtype != bool and not np.isfinite(arr).all():
         raise SegmentationInputError(f"{what} has NaN/inf values")
@@ -393,7 +394,8 @@ def split_item(item: Any) -> Tuple[Any, Any]:
         return item, None
     unknown = set(item) - set(ITEM_KEYS)
     if unknown or "image" not in item:
-        raise SegmentationInputError(f"a dict input has the keys 'image' (required) and 'brain_mask', got {sorted(item)}")
+        raise SegmentationInputError("a dict input has the keys 'image' (required) and 'brain_mask', got "
+                                     f"{sorted(item)}")
     for key in ITEM_KEYS:
         refuse_masked(item.get(key), key, SegmentationInputError)
     return item["image"], item.get("brain_mask")

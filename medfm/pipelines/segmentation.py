@@ -42,12 +42,14 @@ def seg_core(model: torch.nn.Module) -> torch.nn.Module:
     return core
 
 
-def _window(model: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], overlap: float, sw_batch_size: int) -> torch.Tensor:
+def _window(model: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], overlap: float,
+            sw_batch_size: int) -> torch.Tensor:
     from monai.inferers import sliding_window_inference
 
     if list(x.shape[2:]) == list(roi):
         return model(x).float()
-    return sliding_window_inference(x, roi_size=list(roi), sw_batch_size=sw_batch_size, predictor=lambda t: model(t).float(),
+    return sliding_window_inference(x, roi_size=list(roi), sw_batch_size=sw_batch_size,
+                                    predictor=lambda t: model(t).float(),
                                     overlap=overlap, mode="gaussian", padding_mode="constant", cval=0.0)
 
 
@@ -308,8 +310,8 @@ class ImageSegmentationPipeline:
                     "this model scales each channel by percentiles inside the brain and crops to it "
                     "(inference.intensity 'brain_percentile'): pass the case's brain mask, "
                     "pipe({'image': ..., 'brain_mask': 'brainmask.nii.gz'})")
-            raise SegmentationInputError(f"brain_mask is only used by models with inference.intensity 'brain_percentile'; "
-                                         f"this one records {inf['intensity']!r}")
+            raise SegmentationInputError("brain_mask is only used by models with inference.intensity "
+                                         f"'brain_percentile'; this one records {inf['intensity']!r}")
         channels = core.encoder.in_chans if core.spatial_dims == 3 else 1  # channels of one input volume
         data = (read_channels(image, channels) if channels > 1 else
                 read_input(image, core.encoder.in_chans, self.volumetric, self.takes))

@@ -108,7 +108,8 @@ class VisualQuestionAnsweringPipeline:
         from medfm.hub import from_pretrained
 
         top_k = check_top_k(top_k)
-        self.model = from_pretrained(model) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else model
+        self.model = from_pretrained(model) if isinstance(model,
+                                                          (str, bytes)) or hasattr(model, "__fspath__") else model
         if not hasattr(self.model, "answer"):
             raise PipelineInputError(f"{type(self.model).__name__} is not a VQA model (medfm adapter 'vqa')")
         self.model.eval()

@@ -74,7 +74,8 @@ class EmbeddingCache:
             raise ValueError(f"EmbeddingCache needs a non-empty string model_key (encoder.cache_key), got "
                              f"{model_key!r}")
         self.model_key = model_key
-        self.folder = medfm_cache_dir(cache_dir) / "text_embeddings" / hashlib.sha256(model_key.encode()).hexdigest()[:16]
+        self.folder = (medfm_cache_dir(cache_dir) / "text_embeddings"
+                       / hashlib.sha256(model_key.encode()).hexdigest()[:16])
         self._entries: Dict[str, np.ndarray] = {}
         self._loaded: set = set()
         self._dim: Optional[int] = None  # embedding size D of the entries read or written so far
@@ -129,7 +130,8 @@ class EmbeddingCache:
                 is a file), naming that file (was the errno message naming the folder below it).
         """
         texts = _cache_texts("put_many", texts)
-        emb = embeddings.detach().float().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings, np.float32)
+        emb = (embeddings.detach().float().cpu().numpy() if isinstance(embeddings, torch.Tensor)
+               else np.asarray(embeddings, np.float32))
         if emb.ndim != 2 or emb.shape[0] != len(texts):
             raise ValueError(f"put_many needs (N, D) embeddings for N={len(texts)} texts, got {emb.shape}")
         if not np.isfinite(emb).all():

@@ -358,7 +358,8 @@ class HFTextEncoder(nn.Module):
         """Tokenise (right-padded, truncated to ``max_length``) and run the model in fp32:
         ``(B, L, output_dim)`` float32 last hidden states and the ``(B, L)`` attention mask, on the model's device."""
         device = next(self.model.parameters()).device
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
         enc = {k: v.to(device) for k, v in enc.items()}
         with torch.autocast(device_type=device.type, enabled=False):
             return self.model(**enc).last_hidden_state.float(), enc["attention_mask"]
@@ -386,7 +387,8 @@ class HFTextEncoder(nn.Module):
                 raise TextEncoderError(f"cache must be an EmbeddingCache (EmbeddingCache(encoder.cache_key)), got "
                                        f"{type(cache).__name__}")
             if not self.frozen:
-                raise TextEncoderError("the embedding cache needs a frozen text encoder (a trainable one changes its outputs)")
+                raise TextEncoderError("the embedding cache needs a frozen text encoder (a trainable one changes its "
+                                       "outputs)")
             if getattr(cache, "model_key", None) != self.cache_key:
                 raise TextEncoderError("this embedding cache belongs to another text encoder (model, pooler or "
                                        "max_length differ); build it with EmbeddingCache(encoder.cache_key)")

@@ -77,7 +77,8 @@ def lora_base(model: nn.Module, mode: str, base: Optional[str], output: Path,
     from medfm.adapters.domain_layers import domain_weight_sources
     from medfm.hub import CONFIG_NAME, encoder_weight_names, refuse_non_checkpoint_dir, save_pretrained
 
-    if base is not None and set(domain_weight_sources(model.encoder, encoder_weight_names(base))) == set(model.encoder.state_dict()):
+    if base is not None and set(domain_weight_sources(model.encoder,
+                                                      encoder_weight_names(base))) == set(model.encoder.state_dict()):
         return base, _write_nothing
     own = Path(output) / "base"
     if resume and (own / CONFIG_NAME).is_file():

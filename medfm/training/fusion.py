@@ -163,12 +163,14 @@ class FusionRecipe:
             raise ValueError(f"modalities must be distinct names from {list(MODALITIES)}, got {self.modalities}"
                              + (f" (unknown: {unknown})" if unknown else ""))
         if self.task == "segmentation" and "clinical" in self.modalities:
-            raise ValueError(f"modalities: segmentation takes image modalities only; drop 'clinical' from {self.modalities}")
+            raise ValueError("modalities: segmentation takes image modalities only; drop 'clinical' from "
+                             f"{self.modalities}")
         check_number("dim", self.dim, ge=1, integer=True, hint=" (the fusion width)")
         if self.task == "classification":
             extra = [m for m in self.protocol.mnar_modalities if m not in self.modalities]
             if extra:
-                raise ValueError(f"protocol.mnar_modalities {extra} are not among the recipe's modalities {self.modalities}")
+                raise ValueError(f"protocol.mnar_modalities {extra} are not among the recipe's modalities "
+                                 f"{self.modalities}")
         if not self.models:
             raise ValueError("the recipe names no models (models: {label: {fuser: ..., args: ...}})")
         # each entry by the one rule of a recipe section given in Python (a recipe file's entries were built by
@@ -233,7 +235,8 @@ def flip_images(batch: Dict[str, Any], modalities: Any, gen: torch.Generator) ->
 
 
 def fusion_step(model: torch.nn.Module, batch: Dict[str, Any], gen: torch.Generator) -> Dict[str, torch.Tensor]:
-    """One training step: a shared random horizontal flip per sample (:func:`flip_images`), forward, the model's loss."""
+    """One training step: a shared random horizontal flip per sample (:func:`flip_images`), forward, the model's
+    loss."""
     batch, _ = flip_images(batch, getattr(model, "modalities", []), gen)
     out = model(batch, gen)
     loss = model.loss(out, batch["label"])
@@ -279,7 +282,8 @@ def check_image_encoder(recipe: "FusionRecipe") -> None:
         ImageModalityEncoder(recipe.image_encoder, recipe.data.img_size, recipe.dim)
 
 
-def build_models(recipe: "FusionRecipe", build: Callable[[FusionModelConfig], torch.nn.Module]) -> Dict[str, torch.nn.Module]:
+def build_models(recipe: "FusionRecipe", build: Callable[[FusionModelConfig],
+                                                         torch.nn.Module]) -> Dict[str, torch.nn.Module]:
     """``{label: build(spec)}`` for every model of the recipe, each built after ``torch.manual_seed(train.seed)``.
 
     Called before the data are read, so that a bad fuser value fails in seconds, named with its
@@ -424,8 +428,8 @@ def fusion_training_record(recipe: "FusionRecipe", label: str, spec: "FusionMode
     row of the run's results.json by ``run_label``)."""
     from medfm.config import to_dict
 
-    return {"run_label": label, "fuser": spec.fuser, "fuser_args": dict(spec.args), "modalities": list(recipe.modalities),
-            "task": recipe.task, "train": to_dict(recipe.train)}
+    return {"run_label": label, "fuser": spec.fuser, "fuser_args": dict(spec.args),
+            "modalities": list(recipe.modalities), "task": recipe.task, "train": to_dict(recipe.train)}
 
 
 def write_fusion_cards(output: Path, labels: List[str], results: Dict[str, Any]) -> None:
@@ -437,7 +441,8 @@ def write_fusion_cards(output: Path, labels: List[str], results: Dict[str, Any])
 
 
 @discards_failed_output  # a failed run leaves no folder it created with nothing trained
-def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
+def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = None,
+               resume: bool = False) -> Dict[str, Any]:
     """Train every model of ``recipe`` and run the protocol; returns the results dict.
 
     Every model is built first (:func:`build_models`), so a bad fuser value fails before the data are read.
@@ -479,11 +484,11 @@ def run_fusion(recipe: FusionRecipe, output: Path, data_root: Optional[str] = No
         (trained_mnar if spec.train_missing == "mnar" else trained)[label] = model.eval()
     write_config.clear_report()  # every model reused: the earlier report goes before the protocol (else gone already)
     test_batch = test.get_batch(torch.arange(len(test)))
-    res = run_fusion_protocol(trained, test_batch, recipe.modalities, trained_mnar, pcfg.mcar_rates, pcfg.mnar_modalities,
-                              pcfg.p_high, pcfg.p_low, pcfg.n_boot, pcfg.seed)
+    res = run_fusion_protocol(trained, test_batch, recipe.modalities, trained_mnar, pcfg.mcar_rates,
+                              pcfg.mnar_modalities, pcfg.p_high, pcfg.p_low, pcfg.n_boot, pcfg.seed)
     extra = {"task": "slice-level FLAIR abnormality present (mask non-empty), TCGA-LGG",
-             "split": {"rule": "sorted patient folders; i % 3 == 2 -> test", "train": train.patients, "test": test.patients,
-                       "n_train_slices": len(train), "n_test_slices": len(test)},
+             "split": {"rule": "sorted patient folders; i % 3 == 2 -> test", "train": train.patients,
+                       "test": test.patients, "n_train_slices": len(train), "n_test_slices": len(test)},
              "missing_sequences": {**train.missing, **test.missing},
              "clinical_columns": list(CLINICAL_COLUMNS), "excluded_columns": EXCLUDED_COLUMNS,
              **fit_timings(fits), "wall_s": round(time.perf_counter() - t0, 1)}
@@ -513,7 +518,8 @@ def fuse_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, dat
 
         return seg_summary(res, Path(output))
     full = "+".join(recipe.modalities)
-    lines = [f"{r['model']}: AUC {r['auc']:.3f} ACC {r['acc']:.3f} (test patients with all modalities present, n={r['n']})"
+    lines = [f"{r['model']}: AUC {r['auc']:.3f} ACC {r['acc']:.3f} (test patients with all modalities present, "
+             f"n={r['n']})"
              for r in res["subsets"] if r["subset"] == full]
     lines += [f"MNAR {k}: AUC natural {v['natural']:.3f} -> flipped {v['mnar_flipped']:.3f} (drop {v['drop']:+.3f})"
               for k, v in res["checks"]["mnar_drop"].items()]

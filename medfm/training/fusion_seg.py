@@ -50,14 +50,16 @@ def build_seg_fuser(recipe: Any, spec: Any) -> torch.nn.Module:
     from medfm.training.fusion import model_modalities
 
     if FUSERS.tags(spec.fuser).get("task") != "segmentation":
-        raise ValueError(f"fuser {spec.fuser!r} is not a segmentation fuser (known: {FUSERS.names(task='segmentation')})")
+        raise ValueError(f"fuser {spec.fuser!r} is not a segmentation fuser (known: "
+                         f"{FUSERS.names(task='segmentation')})")
     shared: Dict[str, Any] = {"image_encoder": dict(recipe.image_encoder), "img_size": recipe.data.img_size,
                               "label_names": LABEL_NAMES}
     return FUSERS.build(spec.fuser, **{**shared, **spec.args, "modalities": model_modalities(recipe, spec)})
 
 
 @discards_failed_output  # a failed run leaves no folder it created with nothing trained
-def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] = None, resume: bool = False) -> Dict[str, Any]:
+def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] = None,
+                            resume: bool = False) -> Dict[str, Any]:
     """Train every model of a ``task: segmentation`` recipe and run the Dice protocol.
 
     Every model is built first, so a non-segmentation or unknown fuser, or bad fuser arguments,
@@ -79,7 +81,8 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     trained, fits = {}, {}
     write_config = recipe_writer(recipe, output)  # config.yaml, once: before the first trained model's fit writes
     for label, spec in recipe.models.items():
-        model, fits[label] = fit_or_reuse(built.pop(label), seg_fusion_step, train, recipe.train, output / "models" / label,
+        model, fits[label] = fit_or_reuse(built.pop(label), seg_fusion_step, train, recipe.train,
+                                          output / "models" / label,
                                           resume, natural, fusion_data_record(train, test, data_root, "natural"),
                                           fusion_training_record(recipe, label, spec), log_tag="fuse-seg",
                                           before_write=write_config)
@@ -88,8 +91,8 @@ def run_fusion_segmentation(recipe: Any, output: Path, data_root: Optional[str] 
     res = run_seg_fusion_protocol(trained, test.get_batch(torch.arange(len(test))), recipe.modalities, LABEL_NAMES,
                                   recipe.protocol.n_boot, recipe.protocol.seed)
     extra = {"task": f"FLAIR-abnormality segmentation, TCGA-LGG, {recipe.data.img_size} px slices; Dice per patient",
-             "split": {"rule": "sorted patient folders; i % 3 == 2 -> test", "train": train.patients, "test": test.patients,
-                       "n_train_slices": len(train), "n_test_slices": len(test)},
+             "split": {"rule": "sorted patient folders; i % 3 == 2 -> test", "train": train.patients,
+                       "test": test.patients, "n_train_slices": len(train), "n_test_slices": len(test)},
              "missing_sequences": {**train.missing, **test.missing}, **fit_timings(fits),
              "wall_s": round(time.perf_counter() - t0, 1)}
     write_seg_fusion_report(res, output, extra)

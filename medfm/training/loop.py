@@ -296,7 +296,8 @@ def check_finite_loss(loss: torch.Tensor, epoch: int, step: int) -> None:
         raise TypeError(f"the step's loss must be a scalar tensor, got {what} (step_fn returns "
                         "{'loss': scalar tensor, ...})") from None
     if not finite:
-        raise ValueError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr or check the data")
+        raise ValueError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr or check the "
+                         "data")
 
 
 def read_metrics_log(path: Path) -> List[Dict[str, Any]]:
@@ -336,7 +337,8 @@ class Trainer:
         step_fn: ``(model, batch, gen) -> {"loss": scalar, ...}``; ``gen`` seeds augmentations.
         dataset: a map-style dataset of dict samples, ideally with ``get_batch(indices)``.
         cfg: :class:`TrainConfig`.
-        output: run directory (``metrics.jsonl``, ``checkpoint/``, ``training_curve.png`` drawn once at the end of a fit).
+        output: run directory (``metrics.jsonl``, ``checkpoint/``, ``training_curve.png`` drawn once at the end of a
+        fit).
         save_fn: writes the user-facing checkpoint files of ``model`` into a directory.
         epoch_end_fn: optional ``(model, epoch) -> dict`` of extra metrics (e.g. validation).
 
@@ -468,7 +470,8 @@ class Trainer:
             for step in bar:
                 gstep = epoch * self.steps_per_epoch + step
                 idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-                batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in get_batch(self.dataset, idx).items()}
+                batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                         for k, v in get_batch(self.dataset, idx).items()}
                 gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + gstep)
                 lr = lr_at(gstep, self.total_steps, self.warmup_steps, cfg)
                 for group in self.optimizer.param_groups:
@@ -489,7 +492,8 @@ class Trainer:
                 done = gstep + 1
                 if done % cfg.log_every == 0 or step == self.steps_per_epoch - 1:
                     rec = {"step": done, "epoch": epoch + 1, "lr": lr,
-                           **{k: float(v.detach()) for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim == 0}}
+                           **{k: float(v.detach()) for k, v in out.items()
+                              if isinstance(v, torch.Tensor) and v.ndim == 0}}
                     rec["img_per_s"] = round(seen / max(1e-9, time.perf_counter() - t0), 1)
                     rec["time"] = time.perf_counter()
                     rec["host"] = self._host

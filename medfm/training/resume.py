@@ -130,7 +130,8 @@ def check_resume_recipe(output: Path, recipe: Any, resume: bool, may_add: Sequen
     diffs = [d for d in setting_differences(saved, new, recipe, skip=OPERATIONAL_KEYS + tuple(deferred))
              if not any(d.startswith(f"{a}.") or d.startswith(f"{a}:") for a in added)]
     if diffs:
-        shown = "; ".join(diffs[:MAX_SHOWN]) + (f"; and {len(diffs) - MAX_SHOWN} more" if len(diffs) > MAX_SHOWN else "")
+        shown = "; ".join(diffs[:MAX_SHOWN]) + (f"; and {len(diffs) - MAX_SHOWN} more"
+                                                if len(diffs) > MAX_SHOWN else "")
         raise ConfigError(f"cannot resume {output}: the run was started with other settings ({shown}); "
                           "choose a new --output for the new settings, or resume with the run's recipe "
                           f"(saved in {path})")

@@ -124,7 +124,8 @@ def check_encoder_args(encoder: EncoderConfig, in_chans: int, img_size: Optional
 
     Raises:
         ConfigError: a bad ``encoder.args`` value, named with the section's recipe location
-            (:func:`medfm.config.recipe_args_errors`), e.g. ``r.yaml.encoder: resnet18: drop_path_rate must be in [0, 1), got 5.0``.
+            (:func:`medfm.config.recipe_args_errors`), e.g.
+            ``r.yaml.encoder: resnet18: drop_path_rate must be in [0, 1), got 5.0``.
         UnknownNameError: an unknown encoder.
     """
     with recipe_args_errors(recipe_location(encoder, "encoder")):
@@ -247,10 +248,11 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
 
     Raises:
         ConfigError: a bad ``encoder`` or ``objective.args`` value or key, a 3D set or encoder, with its recipe
-        location (before any data are read); medfm data errors, UnknownNameError (encoder/objective), ConfigError; FileExistsError:
-        ``output`` holds a checkpoint and ``resume`` is False (checked first: before anything is read or written);
-        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`,
-        checked first too).
+        location (before any data are read); medfm data errors, UnknownNameError (encoder/objective), ConfigError;
+        FileExistsError: ``output`` holds a checkpoint and ``resume`` is False (checked first: before anything is
+        read or written);
+        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
+        (:func:`medfm.training.resume.check_resume_recipe`, checked first too).
         CheckpointError: a missing local ``encoder.pretrained``, with its recipe location, before the data are
         read (:func:`check_init_checkpoint`).
         ValueError: a training set smaller than ``train.batch_size`` (:func:`medfm.training.loop.steps_per_epoch`),
@@ -283,7 +285,8 @@ def run_pretrain(recipe: PretrainRecipe, output: Path, data_root: Optional[str] 
     extra = {"training": {"data": data_meta, "pretraining": {"objective": to_dict(recipe.objective),
                                                                    "train": to_dict(recipe.train)}},
              "family": encoder.family, "n_params": _n_params(encoder),
-             "summary": f"`{recipe.encoder.name}` encoder pretrained with `{recipe.objective.name}` on {ds.flag} (labels unused)."}
+             "summary": f"`{recipe.encoder.name}` encoder pretrained with `{recipe.objective.name}` on {ds.flag} "
+                        "(labels unused)."}
 
     def save(model, directory):
         write_checkpoint(model, directory, extra_config=extra)
@@ -379,13 +382,14 @@ def _check_pretrain_dims(recipe: PretrainRecipe, info: Optional[Dict[str, Any]])
     :mod:`medfm.data.corpus`, which also holds 2D slices of the 3D sets).
 
     Raises:
-        ConfigError: a 3D set (``r.yaml.data: ...``) or a 3D encoder (``r.yaml.encoder: ...``, :func:`check_encoder_dims`).
+        ConfigError: a 3D set (``r.yaml.data: ...``) or a 3D encoder (``r.yaml.encoder: ...``,
+        :func:`check_encoder_dims`).
         UnknownNameError: unknown encoder.
     """
     name = CORPUS_DATASET if info is None else info["flag"]
     if info is not None and info["is_3d"]:
-        raise ConfigError(f"{recipe_location(recipe.data, 'data')}: {name} is a 3D set and pretraining takes 2D images; "
-                          "use a 2D set or `dataset: corpus` (it holds 2D slices of the 3D sets)")
+        raise ConfigError(f"{recipe_location(recipe.data, 'data')}: {name} is a 3D set and pretraining takes 2D "
+                          "images; use a 2D set or `dataset: corpus` (it holds 2D slices of the 3D sets)")
     check_encoder_dims(recipe.encoder.name, 2, name, recipe_location(recipe.encoder, "encoder"))
 
 
@@ -432,7 +436,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
         errors, UnknownNameError, CheckpointError (``init``, or ``encoder.pretrained`` named with its recipe
         location: :func:`check_init_checkpoint`); FileExistsError:
         ``output`` holds a checkpoint and ``resume`` is False (checked before anything is written);
-        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml`` (:func:`medfm.training.resume.check_resume_recipe`),
+        ConfigError: ``resume`` with a recipe other than the run's ``config.yaml``
+        (:func:`medfm.training.resume.check_resume_recipe`),
         or with another ``init`` than the run was started with (:func:`medfm.training.resume.check_resume_init`;
         checked first, with ``FileExistsError`` and a missing local ``init`` directory: :func:`check_run_start`).
         Only a changed ``train.batch_size`` is named after the training set is read, as the fit to a small
@@ -456,7 +461,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     train_ds: Any = ds if len(keep) == len(ds) else IndexedSubset(ds, keep)
     if len(train_ds) < recipe.train.batch_size:  # e.g. 1 % of PneumoniaMNIST: 47 labels, one batch of all of them
         recipe = replace(recipe, train=replace(recipe.train, batch_size=len(train_ds)))
-    check_resume_recipe(output, recipe, resume)  # the batch size too, after its fit (needs the data), as config.yaml records it
+    check_resume_recipe(output, recipe,
+                        resume)  # the batch size too, after its fit (needs the data), as config.yaml records it
     val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None  # before writing too
     torch.manual_seed(recipe.train.seed)
     model = build_classifier(recipe, ds, init)
@@ -465,10 +471,11 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     # a LoRA run's own base/ (written by the fit) records no pretraining
     pretraining = (load_config(base).get("training", {}).get("pretraining")
                    if base and base == given and not is_hub_id(base) else None)
-    meta = {"training": {"data": {**data_metadata(ds), "n_train": len(train_ds), "label_fraction": recipe.data.label_fraction},
+    meta = {"training": {"data": {**data_metadata(ds), "n_train": len(train_ds),
+                                  "label_fraction": recipe.data.label_fraction},
                          "pretraining": pretraining,
-                         "finetuning": {"mode": recipe.mode, "init": base, "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None,
-                                        "train": to_dict(recipe.train)}},
+                         "finetuning": {"mode": recipe.mode, "init": base, "lora": to_dict(recipe.lora)
+                                        if recipe.mode == "lora" else None, "train": to_dict(recipe.train)}},
             "family": model.encoder.family, "n_params": _n_params(model),
             "summary": f"`{recipe.encoder.name}` classifier for {ds.flag} ({ds.task}), fine-tuned ({recipe.mode}) from "
                        f"{'a medfm checkpoint' if given is not None else 'random initialisation'}."}

@@ -131,7 +131,8 @@ class SegDataConfig:
                    if self.context_slices else f"{self.dataset} training crops are {dims}-D"
                    + (" volumes (data.context_slices > 0 trains 2.5D on 2-D slice crops)"
                       if self.dataset == "msd_hippocampus" else ""))
-            raise ValueError(f"data.patch has {len(self.patch)} values, but {why}; give {dims} values, got {self.patch}")
+            raise ValueError(f"data.patch has {len(self.patch)} values, but {why}; give {dims} values, got "
+                             f"{self.patch}")
         if not all(number_fits(a, ge=0, lt=dims, integer=True) for a in self.flip_axes):
             raise ValueError(f"data.flip_axes must be spatial axes 0..{dims - 1} of the {dims}-D crops, "
                              f"got {shown(self.flip_axes)}")
@@ -580,4 +581,5 @@ def build_task(cfg: SegDataConfig, data_root: Optional[str] = None) -> SegTask:
     return TASKS[cfg.dataset](cfg, data_root)
 
 
-__all__ = ["SegDataConfig", "Case", "SegTask", "ChaseTask", "LGGTask", "HippocampusTask", "BratsTask", "TASKS", "build_task"]
+__all__ = ["SegDataConfig", "Case", "SegTask", "ChaseTask", "LGGTask", "HippocampusTask", "BratsTask", "TASKS",
+           "build_task"]

@@ -254,11 +254,13 @@ def build_segmenter(recipe: SegmentationRecipe, task: SegTask, init: Optional[st
                           f"{recipe.data.context_slices} needs a {task.spatial_dims}D encoder; {recipe.encoder.name!r} "
                           f"is {getattr(encoder, 'spatial_dims', 2)}D")
     inference = {"scale": recipe.data.scale, "intensity": task.intensity, "context_slices": recipe.data.context_slices,
-                 "slice_axis": recipe.data.slice_axis, "normalize": recipe.data.normalize, "overlap": recipe.eval.overlap}
+                 "slice_axis": recipe.data.slice_axis, "normalize": recipe.data.normalize,
+                 "overlap": recipe.eval.overlap}
     roi = recipe.eval.roi_size or patch
     if roi:
         inference["roi_size"] = list(roi)
-    return SegmentationModel(encoder, len(task.label_names), task.label_names, decoder=recipe.decoder, inference=inference)
+    return SegmentationModel(encoder, len(task.label_names), task.label_names, decoder=recipe.decoder,
+                             inference=inference)
 
 
 def check_segmenter_args(recipe: SegmentationRecipe, task: SegTask) -> None:
@@ -284,7 +286,8 @@ def check_segmenter_args(recipe: SegmentationRecipe, task: SegTask) -> None:
     check_lora_targets(model, recipe, SEG_HEAD_MODULES)
 
 
-def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig, output: Optional[Path] = None) -> Dict[str, Any]:
+def evaluate_task(model: torch.nn.Module, task: SegTask, cfg: SegEvalConfig,
+                  output: Optional[Path] = None) -> Dict[str, Any]:
     """Per-case and summary metrics of ``model`` on the task's test split (+ overlays), with a
     tqdm bar (stderr) over the test cases.
 
@@ -374,14 +377,16 @@ def results_markdown(results: Dict[str, Any]) -> str:
     from medfm.evaluation.report import markdown_table
 
     rows = []
-    for label, summ in (("model", results["summary"]), ("second observer", results.get("human_reference", {}).get("summary")),
+    for label, summ in (("model", results["summary"]),
+                        ("second observer", results.get("human_reference", {}).get("summary")),
                         ("model, region", results.get("regions", {}).get("summary"))):
         if not summ:
             continue
         for cls, metrics in summ["per_class"].items():
             rows.append({"scored": label, "class": cls, **{m: metrics[m]["mean"] for m in metrics}})
     head = (f"# {results['task']['dataset']} test results\n\nSplit: {results['task']['split_rule']}. "
-            f"{results['summary']['n_cases']} test cases; mean Dice over classes {results['summary']['mean']['dice']:.4f}.\n\n")
+            f"{results['summary']['n_cases']} test cases; mean Dice over classes "
+            f"{results['summary']['mean']['dice']:.4f}.\n\n")
     cols = {"scored": "scored", "class": "class", "dice": "Dice", "hd95": "HD95", "surface_dice": "surface Dice"}
     return head + markdown_table(rows, cols) + "\n"
 
@@ -479,7 +484,8 @@ def run_segmentation(recipe: SegmentationRecipe, output: Path, init: Optional[st
     # before LoRA wraps the model
     base, write_base = lora_base(model, recipe.mode, init or recipe.encoder.pretrained, output, resume)
     meta = {"training": {"data": seg_data_record(task), "mode": recipe.mode, "init": base,
-                         "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None, "train": to_dict(recipe.train)},
+                         "lora": to_dict(recipe.lora) if recipe.mode == "lora" else None,
+                         "train": to_dict(recipe.train)},
             "family": model.encoder.family, "task": "image-segmentation",
             "n_params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M",
             "summary": f"`{recipe.encoder.name}` U-Net segmenter for {task.name} ({recipe.mode})."}
@@ -527,7 +533,8 @@ def segment_from_recipe(path: Path, output: Path, epochs: Optional[int] = None, 
         return f"text-conditioned test {'; '.join(parts)}; results: {output / 'results.json'}"
     res = run_segmentation(from_dict(SegmentationRecipe, data, where=path.name), output, init, data_root, resume)
     dice = {c: round(m["dice"]["mean"], 4) for c, m in res["summary"]["per_class"].items()}
-    regions = {c: round(m["dice"]["mean"], 4) for c, m in res.get("regions", {}).get("summary", {}).get("per_class", {}).items()}
+    regions = {c: round(m["dice"]["mean"], 4) for c, m in res.get("regions",
+                                                                  {}).get("summary", {}).get("per_class", {}).items()}
     return (f"{res['task']['dataset']} test Dice {dice} (mean {res['summary']['mean']['dice']:.4f}); "
             + (f"region Dice {regions}; " if regions else "") + f"results: {output / 'results.json'}")
 

@@ -165,7 +165,8 @@ class TextSegRecipe:
 
 
 def _task_from_dict(data: Dict[str, Any], index: int) -> TextTaskConfig:
-    """Entry ``index`` of ``tasks:``; its errors name it as :func:`medfm.config.from_dict` names list items (``tasks[1]``)."""
+    """Entry ``index`` of ``tasks:``; its errors name it as :func:`medfm.config.from_dict` names list items
+    (``tasks[1]``)."""
     from medfm.config import from_dict
 
     return from_dict(TextTaskConfig, data, where=f"tasks[{index}]")

@@ -181,7 +181,8 @@ def _image_feats(model: nn.Module, images: torch.Tensor, batch: int = 64) -> tor
     return torch.cat([model.image_features(images[i:i + batch]) for i in range(0, len(images), batch)])
 
 
-def _logits(model: nn.Module, split: _Tokens, idx: torch.Tensor, feats: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+def _logits(model: nn.Module, split: _Tokens, idx: torch.Tensor,
+            feats: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
     rows = split.ds.image_index[idx]
     image_feats = feats[rows] if feats is not None else model.image_features(split.ds.image_tensor(rows))
     mask = split.m[idx]
@@ -382,7 +383,8 @@ def run_vqa(recipe: VQARecipe, output: Path, init: Optional[str] = None, data_ro
             losses.append(loss.item())
             step += 1
         test_acc = _accuracy(predict_logits(model, test, feats), test)
-        rec = {"epoch": epoch + 1, "step": step, "loss": sum(losses) / len(losses), "lr": lr_at(step - 1, total, warmup, cfg),
+        rec = {"epoch": epoch + 1, "step": step, "loss": sum(losses) / len(losses),
+               "lr": lr_at(step - 1, total, warmup, cfg),
                "test_acc_curve_only": test_acc, "host": host}  # host: the thread count the epoch trained with
         log.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.3f}", test_closed=f"{test_acc['closed']:.3f}")
@@ -418,7 +420,8 @@ def _finish(model: nn.Module, recipe: VQARecipe, output: Path, train: Any, test:
     by_type = accuracy_by_group(scores["correct"], [r.question_type for r in ds.records])
     lines = [json.dumps({"qid": r.qid, "image": r.image_name, "question": r.question, "answer": r.answer,
                          "answer_type": r.answer_type, "question_type": r.question_type, "in_vocab": bool(a >= 0),
-                         "correct": c, "top_k": [[model.answers[int(j)], round(float(p), 6)] for p, j in zip(pv, iv)]}) + "\n"
+                         "correct": c, "top_k": [[model.answers[int(j)], round(float(p), 6)]
+                                                 for p, j in zip(pv, iv)]}) + "\n"
              for r, a, c, pv, iv in zip(ds.records, ds.answer_ids.tolist(), scores["correct"], val, idx)]
     atomic_write_text(output / "predictions.jsonl", "".join(lines))
 
@@ -453,8 +456,8 @@ def _finish(model: nn.Module, recipe: VQARecipe, output: Path, train: Any, test:
         "meta": {"checkpoint": str(ckpt), "checkpoint_sha256": checkpoint_hash(ckpt), "init": init,
                  "init_sha256": checkpoint_hash(init) if init and Path(init).is_dir() else None,
                  "encoder": recipe.encoder.name, "img_size": model.encoder.img_size, "mode": recipe.mode,
-                 "fusion": recipe.head.fusion, "type_mask": recipe.head.type_mask, "question_only": recipe.question_only,
-                 "dataset": "vqa_rad",
+                 "fusion": recipe.head.fusion, "type_mask": recipe.head.type_mask,
+                 "question_only": recipe.question_only, "dataset": "vqa_rad",
                  "split": "MEVF testset.json", "data_md5": md5s, "epochs": recipe.train.epochs,
                  "train_wall_s": round(train_s, 1)},
         "n_questions": len(ds), "vocab_size": len(model.answers),
@@ -492,10 +495,12 @@ def render_report(res: Dict[str, Any]) -> str:
 
     def row(name: str, m: Dict[str, Any]) -> Dict[str, Any]:
         return {"model": name, **{k: 100 * m[k]["acc"] for k in ("closed", "open", "overall")},
-                **{f"{k}_ci": f"[{100 * m[k]['ci']['low']:.1f}, {100 * m[k]['ci']['high']:.1f}]" for k in ("closed", "open", "overall")}}
+                **{f"{k}_ci": f"[{100 * m[k]['ci']['low']:.1f}, {100 * m[k]['ci']['high']:.1f}]"
+                   for k in ("closed", "open", "overall")}}
 
     meta = res["meta"]
-    what = "question only (image tokens zeroed)" if meta.get("question_only") else f"init {meta['init'] or 'random'}, {meta['mode']}"
+    what = ("question only (image tokens zeroed)" if meta.get("question_only")
+            else f"init {meta['init'] or 'random'}, {meta['mode']}")
     rows = [row(f"this run: {meta['encoder']} {meta['img_size']}px, {what}", res["metrics"]),
             row(f"majority answer per type ({res['majority_baseline']['majority']['CLOSED']!r} / "
                 f"{res['majority_baseline']['majority']['OPEN']!r})", res["majority_baseline"])]

@@ -19,4 +19,5 @@ from medfm.adapters.fusion.tabular import TabularEncoder
 from medfm.adapters.fusion.threemat import ModalityDropoutFusion
 
 __all__ = ["FusionModel", "ImageModalityEncoder", "TabularEncoder", "ModalityDropoutFusion", "SequentialFusion",
-           "ChannelViT", "LateFusionZeroFill", "FusedUNet", "masked_moments", "sample_modality_dropout", "hierarchical_channel_sampling"]
+           "ChannelViT", "LateFusionZeroFill", "FusedUNet", "masked_moments", "sample_modality_dropout",
+           "hierarchical_channel_sampling"]

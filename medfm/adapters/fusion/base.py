@@ -185,8 +185,8 @@ class FusionModel(nn.Module):
         """What the inputs must look like (recorded in checkpoint ``config.json``)."""
         args = self.medfm_spec["args"]
         return {"modalities": self.modalities, "img_size": args.get("img_size"), "in_chans": 1,
-                "intensity_range": [0.0, 1.0], "clinical": "(F,) float, NaN = missing" if TABULAR in self.modalities else None,
-                "missing": "key absent or present[m] False (collated rows NaN)"}
+                "intensity_range": [0.0, 1.0], "clinical": "(F,) float, NaN = missing" if TABULAR in self.modalities
+                else None, "missing": "key absent or present[m] False (collated rows NaN)"}
 
     # -- forward ----------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, Any], gen: Optional[torch.Generator] = None) -> Dict[str, Any]:
@@ -276,7 +276,8 @@ class FusionModel(nn.Module):
         sizes: Dict[str, int] = {}
         masks = batch.get(PRESENT_KEY, {}) or {}
         if not isinstance(masks, Mapping):
-            raise ValueError(f"batch[{PRESENT_KEY!r}] must be a dict {{modality: (B,) bool}}, got {type(masks).__name__}")
+            raise ValueError(f"batch[{PRESENT_KEY!r}] must be a dict {{modality: (B,) bool}}, got "
+                             f"{type(masks).__name__}")
         checked = dict(masks)
         for m in self.modalities:
             for what, value in ((m, batch.get(m)), (f"{PRESENT_KEY}[{m!r}]", masks.get(m))):
@@ -312,7 +313,8 @@ class FusionModel(nn.Module):
             raise EncoderInputError(f"modality {modality!r}: this model was built for {size}x{size} images, got "
                                     f"{x.shape[2]}x{x.shape[3]}; resize the inputs")
 
-    def select(self, batch: Mapping[str, Any], modality: str, present: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def select(self, batch: Mapping[str, Any], modality: str,
+               present: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Rows of ``batch[modality]`` where ``present``: ``(idx (n,), values (n, ...))``.
 
         The image rows' value check is the encoders' own, :func:`medfm.encoders.base.check_value_range`

@@ -36,7 +36,8 @@ def hierarchical_channel_sampling(present: torch.Tensor, gen: Optional[torch.Gen
         ``(B, C)`` bool: the kept channels (a subset of ``present``, never empty).
 
     Raises:
-        ValueError: ``gen`` neither None nor a CPU ``torch.Generator`` (:func:`~medfm.adapters.fusion.base.check_generator`).
+        ValueError: ``gen`` neither None nor a CPU ``torch.Generator``
+        (:func:`~medfm.adapters.fusion.base.check_generator`).
     """
     check_generator(gen, CHANNEL_SAMPLING_USE)
     c = present.sum(1)
@@ -97,7 +98,8 @@ class ChannelViT(FusionModel):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
         self.hcs = bool(hcs)
-        self._set_spec("channelvit", {"modalities": self.modalities, "img_size": int(img_size), "patch_size": int(patch_size),
+        self._set_spec("channelvit", {"modalities": self.modalities, "img_size": int(img_size),
+                                      "patch_size": int(patch_size),
                                       "clinical_features": int(clinical_features), "dim": int(dim), "depth": int(depth),
                                       "heads": int(heads), "hcs": self.hcs, "num_classes": self.num_classes,
                                       "label_names": self.label_names})

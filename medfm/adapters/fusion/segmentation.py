@@ -112,7 +112,8 @@ class FusedUNet(FusionModel):
         from medfm.encoders import create_encoder
 
         if TABULAR in self.modalities:
-            raise ValueError(f"fused_unet segments images; drop the tabular modality {TABULAR!r} from {self.modalities}")
+            raise ValueError(f"fused_unet segments images; drop the tabular modality {TABULAR!r} from "
+                             f"{self.modalities}")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         modality_dropout = check_number("modality_dropout", modality_dropout, ge=0, lt=1)
@@ -184,7 +185,8 @@ class FusedUNet(FusionModel):
                 levels.append(None)
             else:  # skip: the encoder sees the present rows only
                 idx, rows = inputs[m]
-                levels.append([self._scatter(b, idx, f) for f in self.encoders[m].forward_intermediates(rows, check=False)])
+                levels.append([self._scatter(b, idx, f)
+                               for f in self.encoders[m].forward_intermediates(rows, check=False)])
         if self.fusion == "zero_fill":
             maps = [torch.cat([lv[j] for lv in levels], 1) for j in range(len(levels[0]))]
             image = torch.cat(images, 1)

@@ -73,13 +73,15 @@ class ModalityDropoutFusion(FusionModel):
 
     def __init__(self, modalities: Sequence[str], image_encoder: Mapping[str, Any], img_size: int,
                  clinical_features: int = 0, dim: int = 64, heads: int = 4, layers: int = 2, grid: int = 2,
-                 modality_dropout: float = 0.3, num_classes: int = 2, label_names: Optional[Sequence[str]] = None) -> None:
+                 modality_dropout: float = 0.3, num_classes: int = 2,
+                 label_names: Optional[Sequence[str]] = None) -> None:
         super().__init__(modalities, num_classes, label_names)
         modality_dropout = check_number("modality_dropout", modality_dropout, ge=0, lt=1)
         dim, heads = check_heads(dim, heads)  # torch's MultiheadAttention: a bare AssertionError
         layers = check_number("layers", layers, ge=1, integer=True, hint=" (cross-attention blocks)")
         grid = check_number("grid", grid, ge=1, integer=True, hint=" (grid x grid tokens per image)")
-        self.encoders = nn.ModuleDict({m: build_modality_encoder(m, image_encoder, img_size, dim, clinical_features, grid=grid)
+        self.encoders = nn.ModuleDict({m: build_modality_encoder(m, image_encoder, img_size, dim,
+                                                                 clinical_features, grid=grid)
                                        for m in self.modalities})
         self.modality_embed = nn.Parameter(torch.randn(len(self.modalities), dim) * 0.02)
         self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
@@ -88,7 +90,8 @@ class ModalityDropoutFusion(FusionModel):
         self.head = nn.Linear(dim, num_classes)
         self.modality_dropout = float(modality_dropout)
         self.img_size = int(img_size)  # the image side every modality must have (check_image)
-        self._set_spec("3mat", {"modalities": self.modalities, "image_encoder": dict(image_encoder), "img_size": int(img_size),
+        self._set_spec("3mat", {"modalities": self.modalities, "image_encoder": dict(image_encoder),
+                                "img_size": int(img_size),
                                 "clinical_features": int(clinical_features), "dim": int(dim), "heads": int(heads),
                                 "layers": int(layers), "grid": int(grid), "modality_dropout": self.modality_dropout,
                                 "num_classes": self.num_classes, "label_names": self.label_names})
