@@ -43,7 +43,8 @@ class DatasetSkipped(Exception):
 def dataset_classes(spec: DatasetSpec, data_root: Optional[str],
                     listing: Optional[FolderListing] = None) -> Tuple[str, List[str], bool, Optional[int]]:
     """``(task, label_names, is_3d, n_channels or None)`` of a dataset without loading its images
-    (an image folder's channels are known once loaded: None; its classes are the loaded dataset's
+    (an image folder's channels are a split's, its first image's: None here, :func:`prepare_dataset` reads them
+    from that image's header, :func:`~medfm.data.imagefolder.split_loads_grey`; its classes are the loaded dataset's
     ``label_names``, :func:`medfm.data.imagefolder.folder_classes`, from ``listing``, the folder's
     :func:`~medfm.data.imagefolder.list_image_folder` when already made, else listed here).
 
@@ -248,7 +249,8 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
 
     Raises:
         DatasetSkipped: with the reason (see the module docstring).
-        ChannelMismatchError: an ``as-is`` checkpoint matching the classes but not the channels.
+        ChannelMismatchError: an ``as-is`` checkpoint matching the classes but not the channels (an image
+            folder's: those of its scored split's first image, read from its header before any image is decoded).
         CheckpointError: an unreadable checkpoint.
     """
     from medfm.data.imagefolder import split_loads_grey
@@ -285,24 +287,17 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
             raise DatasetSkipped(f"RGB data but the encoder takes {encoder.in_chans} channel(s)")
         return True  # grey data, RGB encoder: repeat channels (as_rgb)
 
-    def grey_as_rgb() -> bool:
-        """What ``channels_ok(1)`` returns, without its refusals (an image folder's, raised once loaded)."""
-        try:
-            return channels_ok(1)
-        except (DatasetSkipped, ChannelMismatchError):
-            return False
-
     as_rgb = channels_ok(n_ch) if n_ch is not None else False
     size = default_size(spec, encoder)
     if getattr(encoder, "fixed_size", False) and size != encoder.img_size:
         raise DatasetSkipped(f"the encoder takes only {encoder.img_size} px inputs; the data is {size} px")
-    if listing is not None:  # an image folder for an RGB encoder: loaded as RGB at once when grey, by the header of
-        # its scored split's first image, the dataset's rule (it was loaded grey, then again as RGB)
-        as_rgb = grey_as_rgb() and split_loads_grey(listing, spec.split, split_rule=spec.split_rule) is True
+    grey = None if listing is None else split_loads_grey(listing, spec.split, split_rule=spec.split_rule)
+    if grey is not None:  # an image folder's channels, those of its scored split's first image by its header (the
+        # dataset's rule), checked before any image is decoded (refused once the split was loaded); grey data for an
+        # RGB encoder is loaded as RGB at once. None: the load below raises (no image, the first one unreadable)
+        as_rgb = channels_ok(1 if grey else 3)
     try:
         ds = load_split(spec, spec.split, size, data_root, as_rgb, listing)
-        if listing is not None and not as_rgb:  # an image folder's refusals, once its split is loaded, as before
-            channels_ok(ds.n_channels)  # (False here: grey data for an RGB encoder was loaded as RGB above)
         check_split_has_images(ds, spec.name, spec.split, "score")
         # an image folder's fitting splits take the scored split's channels (each split's first image decided: a
         # probe for RGB test images was fitted on grey train images when the train split's first image was grey)
