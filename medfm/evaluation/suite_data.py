@@ -3,8 +3,8 @@
 :func:`prepare_dataset` reads a dataset's classes, checks its data are on disk (:func:`classes_on_disk`),
 picks its checkpoint (:mod:`medfm.evaluation.suite_checkpoints`) and loads the splits the protocol needs; a
 dataset that cannot be evaluated raises :class:`DatasetSkipped` with the reason the report shows (data not on
-disk, no matching checkpoint, 3D data for a 2D classifier, an empty split, a linear probe's train
-split holding one class). :func:`check_max_samples` refuses, before the run, a ``max_samples`` that
+disk, no matching checkpoint, 3D data for a 2D classifier, channels the encoder cannot take, an empty split, a
+linear probe's train split holding one class). :func:`check_max_samples` refuses, before the run, a ``max_samples`` that
 :func:`scored_subset` would refuse for a dataset on disk (below the classes, or a multi-label set's label groups,
 of its scored split); :func:`scored_subset` reduces the scored split to a dataset's
 ``max_samples``; :func:`dataset_meta` is the provenance each run's ``results.json`` records;
@@ -285,6 +285,10 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
                                        f"{spec.name} has {n} channel(s)")
         if n == 3:
             raise DatasetSkipped(f"RGB data but the encoder takes {encoder.in_chans} channel(s)")
+        if encoder.in_chans != 3:  # grey data is repeated for an RGB encoder only (it was loaded as RGB, then the
+            # run stopped at feature extraction with the encoder's channel error)
+            raise DatasetSkipped(f"grey data but the encoder takes {encoder.in_chans} channel(s) (grey images are "
+                                 "repeated to 3 channels for an RGB encoder only)")
         return True  # grey data, RGB encoder: repeat channels (as_rgb)
 
     as_rgb = channels_ok(n_ch) if n_ch is not None else False

@@ -26,6 +26,11 @@ REFUSED += [("rgb", "as-is", n, ChannelMismatchError, f"checkpoint ckpt expects 
              "channel(s)") for n in (1, 4)]
 REFUSED += [("rgb", protocol, n, DatasetSkipped, f"RGB data but the encoder takes {n} channel(s)")
             for protocol in ("linear", "knn") for n in (1, 4)]
+#: new, not a rewording: grey data for an encoder of neither 1 nor 3 channels was loaded as RGB and the whole run
+#: stopped at feature extraction with the encoder's channel error (the dataset was not skipped)
+GREY_NOT_RGB = [("grey", protocol, n, DatasetSkipped, f"grey data but the encoder takes {n} channel(s) (grey images "
+                 "are repeated to 3 channels for an RGB encoder only)") for protocol, n in (("linear", 4), ("knn", 2))]
+REFUSED += GREY_NOT_RGB
 IDS = [f"{colour}-{protocol}-{n}ch" for colour, protocol, n, _, _ in REFUSED]
 
 
@@ -72,13 +77,14 @@ def test_a_folder_of_other_channels_is_refused_before_any_image_is_decoded(tmp_p
 
 @pytest.mark.parametrize("colour,protocol,in_chans,error,words", REFUSED, ids=IDS)
 def test_the_refusal_is_worded_as_before(tmp_path, monkeypatch, colour, protocol, in_chans, error, words):
-    """Guard: the refusal's type and words are those the suite gave once the folder was loaded."""
+    """Guard (but for GREY_NOT_RGB, new): the refusal's type and words are those the suite gave once the folder was
+    loaded."""
     out = _run(_images(tmp_path / colour, colour), protocol, in_chans, monkeypatch)
     assert type(out) is error and str(out) == words.format(colour)
 
 
 #: (folder colour, protocol, the encoder's channels, the channels the old code loaded the splits with)
-ACCEPTED = [("grey", "as-is", 1, 1), ("grey", "linear", 1, 1), ("grey", "knn", 3, 3), ("grey", "linear", 4, 3),
+ACCEPTED = [("grey", "as-is", 1, 1), ("grey", "linear", 1, 1), ("grey", "knn", 3, 3), ("grey", "linear", 3, 3),
             ("rgb", "as-is", 3, 3), ("rgb", "linear", 3, 3)]
 
 
@@ -108,3 +114,20 @@ def test_a_folder_whose_first_image_is_unreadable_is_skipped_as_before(tmp_path,
     (root / first).write_bytes(b"not a png")
     out = _run(root, "as-is", 4, monkeypatch)
     assert type(out) is DatasetSkipped and first in str(out)
+
+
+@pytest.mark.parametrize("protocol,in_chans", [("linear", 4), ("knn", 2)])
+def test_a_grey_medmnist_set_for_an_encoder_of_neither_1_nor_3_channels_is_skipped(tmp_path, monkeypatch, protocol,
+                                                                                  in_chans):
+    """The same rule for a MedMNIST set (its channels from its metadata): skipped before it is loaded, where it was
+    loaded as RGB and the run stopped at feature extraction."""
+    from tests.conftest import write_medmnist_npz
+
+    write_medmnist_npz(tmp_path, "pneumoniamnist")
+    monkeypatch.setattr(suite_data, "pick_checkpoint", lambda *a, **k: ("ckpt", None))
+    monkeypatch.setattr(suite_data, "load_split", lambda *a, **k: pytest.fail("the set was loaded"))
+    encoder = SimpleNamespace(in_chans=in_chans, img_size=28, spatial_dims=2, fixed_size=False)
+    models = SimpleNamespace(get=lambda ckpt: (None, SimpleNamespace(encoder=encoder), None))
+    suite = Suite(name="s", datasets=[DatasetSpec(flag="pneumoniamnist")], protocol=ProtocolSpec(name=protocol))
+    with pytest.raises(DatasetSkipped, match=rf"^grey data but the encoder takes {in_chans} channel\(s\)"):
+        prepare_dataset(suite.datasets[0], suite, ["ckpt"], models, str(tmp_path))
