@@ -493,10 +493,11 @@ def describe_kind(cfg: Dict[str, Any], model_id: str) -> Dict[str, str]:
     if kind == "vqa":
         answers = args.get("answers")
         n_ans = len(answers) if isinstance(answers, list) else None
+        text = dict_section(args, "text_encoder")
         out.update(
             summary=f"Visual question answering on `{shown_value(enc.get('name'))}` for {on}.",
             model_input=(_image_input(pre) + " and an English question (embedded by the frozen text encoder "
-                         f"`{shown_value(dict_section(args, 'text_encoder').get('name') or dict_section(args, 'text_encoder').get('model_name_or_path'))}`)"),
+                         f"`{shown_value(text.get('name') or text.get('model_name_or_path'))}`)"),
             outputs=(f"answer logits over {shown_value(n_ans)} answers (the closed vocabulary of the training split); "
                      "the pipeline returns the top-k answers with probabilities"),
             intended_use=general_use,

@@ -74,7 +74,8 @@ def stratified_split(labels: np.ndarray, split: str, fractions: Tuple[float, flo
     if rule == "sorted" and (keys is None or len(keys) != len(labels)):
         raise ValueError("the 'sorted' split rule needs one key (file name) per label")
     if split not in FOLDER_SPLITS:
-        raise UnknownSplitError(f"unknown split {split!r} for an image folder; expected one of {', '.join(FOLDER_SPLITS)}")
+        raise UnknownSplitError(f"unknown split {split!r} for an image folder; expected one of "
+                                f"{', '.join(FOLDER_SPLITS)}")
     if (not isinstance(fractions, (list, tuple)) or len(fractions) != 3
             or not all(number_fits(f, ge=0) for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6):
         raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1, got {shown(fractions)}")
@@ -157,14 +158,16 @@ def scan_image_folder(root: Path) -> Tuple[List[str], List[str]]:
         seen: Dict[str, int] = {}
         for line, (f, lab) in enumerate(rows, start=2):  # line 1 is the header
             if f is None or lab is None or not f.strip() or not lab.strip():
-                raise DataShapeError(f"{csv_path} line {line}: needs a non-empty 'file' and 'label', got {f!r}, {lab!r}")
+                raise DataShapeError(f"{csv_path} line {line}: needs a non-empty 'file' and 'label', got {f!r}, "
+                                     f"{lab!r}")
             if f in seen:
                 raise DataShapeError(f"{csv_path} line {line}: {f!r} is listed twice (also line {seen[f]}); "
                                      "a file must have one label and be in one split")
             seen[f] = line
         missing = [f for f, _ in rows if not (root / f).is_file()]
         if missing:
-            raise DataFileMissingError(f"{len(missing)} file(s) listed in {csv_path} are missing, e.g. {root / missing[0]}")
+            raise DataFileMissingError(f"{len(missing)} file(s) listed in {csv_path} are missing, e.g. "
+                                       f"{root / missing[0]}")
         return [f for f, _ in rows], [lab for _, lab in rows]
     files, labels, skipped, empty = [], [], [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -396,12 +399,14 @@ class ImageFolderDataset(UInt8ImageSet):
                 mode = "L" if in_chans == 1 or (in_chans is None and _loads_grey(file, data)) else "RGB"
             arr = read_image(file, mode, data=data)
             if size is not None and arr.shape[:2] != (size, size):
-                arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR, reducing_gap=None), dtype=np.uint8)
+                arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR, reducing_gap=None),
+                                 dtype=np.uint8)
             arrays.append(arr)
             md5.update(rel.encode() + b"\0" + data)
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1:
-            raise DataShapeError(f"images in {path} have different sizes {sorted(shapes)[:3]}; pass size= to resize them")
+            raise DataShapeError(f"images in {path} have different sizes {sorted(shapes)[:3]}; pass size= to resize "
+                                 "them")
         self.images = np.stack(arrays)
         height, width = (int(n) for n in self.images.shape[1:3])
         self.size = height if height == width else (height, width)  # was the height alone

@@ -60,10 +60,9 @@ def create_encoder(
     kwargs = dict(overrides)
     if timm_pretrained:
         if not ENCODERS.tags(name).get("timm_weights"):
-            raise ValueError(f"encoder {name!r} has no timm pretrained weights (those that do: "
-                             f"{', '.join(n for n in ENCODERS.names(timm_weights=True) if not ENCODERS.tags(n).get('test'))}); "
-                             "use pretrained=None "
-                             "or a medfm checkpoint")
+            have = ", ".join(n for n in ENCODERS.names(timm_weights=True) if not ENCODERS.tags(n).get("test"))
+            raise ValueError(f"encoder {name!r} has no timm pretrained weights (those that do: {have}); "
+                             "use pretrained=None or a medfm checkpoint")
         kwargs["timm_pretrained"] = True
     try:
         encoder = ENCODERS.build(name, in_chans=in_chans, img_size=img_size, **kwargs)
