@@ -297,8 +297,9 @@ def prepare_dataset(spec: DatasetSpec, suite: Suite, checkpoints: Sequence[str],
         raise DatasetSkipped(f"the encoder takes only {encoder.img_size} px inputs; the data is {size} px")
     grey = None if listing is None else split_loads_grey(listing, spec.split, split_rule=spec.split_rule)
     if grey is not None:  # an image folder's channels, those of its scored split's first image by its header (the
-        # dataset's rule), checked before any image is decoded (refused once the split was loaded); grey data for an
-        # RGB encoder is loaded as RGB at once. None: the load below raises (no image, the first one unreadable)
+        # dataset's rule), checked before any image is decoded (they were refused once the split was loaded); grey
+        # data for an RGB encoder is loaded as RGB at once. None: the load below raises (no image, the first one
+        # unreadable)
         as_rgb = channels_ok(1 if grey else 3)
     try:
         ds = load_split(spec, spec.split, size, data_root, as_rgb, listing)
