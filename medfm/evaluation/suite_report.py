@@ -39,17 +39,16 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
     from medfm.evaluation.robustness import alexnet_reference, robustness_markdown
 
     suite = res["suite"]
-    lines = [f"# Evaluation suite `{suite['name']}`\n"] + ([suite["description"].strip() + "\n"]
-                                                           if suite.get("description") else []) + [
+    description = [suite["description"].strip() + "\n"] if suite.get("description") else []
+    lines = [f"# Evaluation suite `{suite['name']}`\n"] + description + [
              f"- checkpoints: {', '.join(f'`{c}`' for c in res['checkpoints']) or 'per dataset'}",
              f"- protocol: {suite['protocol']['name']}"
              + (f", label fractions {suite['protocol']['label_fractions']}" if suite["protocol"]["name"] != "as-is"
                 else ""),
              f"- medfm {res['versions']['medfm']}, torch {res['versions']['torch']}; created {res['created']}",
-             f"- wall time: **{res['wall_s']:.1f} s** on {res['host']['cpus']} CPU(s), {res['host']['torch_threads']} "
-             "torch "
-             f"thread(s); CPU time {res['cpu_s']:.1f} s (this process and its workers); load average at the start "
-             f"{res['host']['load_avg_start']}"]
+             f"- wall time: **{res['wall_s']:.1f} s** on {res['host']['cpus']} CPU(s), "
+             f"{res['host']['torch_threads']} torch thread(s); CPU time {res['cpu_s']:.1f} s (this process and its "
+             f"workers); load average at the start {res['host']['load_avg_start']}"]
     methods = {d["corruptions"]["method"] for d in res["datasets"] if isinstance(d.get("corruptions"), dict)
                and "method" in d["corruptions"]}
     for m in sorted(methods):
@@ -98,10 +97,9 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
         sub = d.get("subset")
         if sub:
             lines.append(f"**Subset:** {sub['n']} of the {sub['of']} {d['split']} images (max_samples "
-                         f"{sub['max_samples']}, "
-                         f"class-stratified, seed {sub['seed']}; the same images clean and corrupted). All numbers "
-                         "below are estimates on this subset; published full-test-set figures are not listed (BE/rBE "
-                         "still divide by medmnistc's full-test-set AlexNet errors).\n")
+                         f"{sub['max_samples']}, class-stratified, seed {sub['seed']}; the same images clean and "
+                         "corrupted). All numbers below are estimates on this subset; published full-test-set "
+                         "figures are not listed (BE/rBE still divide by medmnistc's full-test-set AlexNet errors).\n")
         cor = d.get("corruptions")
         if isinstance(cor, dict) and "skipped" in cor and isinstance(cor["skipped"], str):
             lines.append(f"Corruptions: {cor['skipped']}.\n")

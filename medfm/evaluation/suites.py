@@ -12,12 +12,12 @@ fits is used. Checkpoints no dataset used are listed in ``results.json`` (``unus
 and the report. Runs that fit on labels record how many per class (``train_labels``) and warn when
 a class has fewer than :data:`FEW_LABELS`.
 Datasets that cannot be evaluated (file not on disk, no matching checkpoint, 3D data for a 2D
-classifier, an empty split; :func:`medfm.evaluation.suite_data.prepare_dataset`, which loads each
-dataset) are reported as skipped with the reason (those whose data are not on
-disk also with ``"missing_data": true``); configuration errors (misspelt key, unknown flag or
-corruption, a matching checkpoint whose in_chans differs from the data) stop the run with one
-clear line. A suite none of whose datasets is on disk stops too (:func:`run_suite`): a run that
-evaluated nothing used to exit 0 with an empty summary.
+classifier, channels the encoder cannot take under a probe, an empty split;
+:func:`medfm.evaluation.suite_data.prepare_dataset`, which loads each dataset) are reported as
+skipped with the reason (those whose data are not on disk also with ``"missing_data": true``);
+configuration errors (misspelt key, unknown flag or corruption, a matching checkpoint whose in_chans
+differs from the data) stop the run with one clear line. A suite none of whose datasets is on disk
+stops too (:func:`run_suite`): a run that evaluated nothing used to exit 0 with an empty summary.
 
 The output folder receives the evaluation whole (written beside it, then renamed): an earlier
 suite evaluation there is replaced, any other non-empty folder refused (:func:`earlier_suite_report`).

@@ -461,8 +461,8 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     train_ds: Any = ds if len(keep) == len(ds) else IndexedSubset(ds, keep)
     if len(train_ds) < recipe.train.batch_size:  # e.g. 1 % of PneumoniaMNIST: 47 labels, one batch of all of them
         recipe = replace(recipe, train=replace(recipe.train, batch_size=len(train_ds)))
-    check_resume_recipe(output, recipe,
-                        resume)  # the batch size too, after its fit (needs the data), as config.yaml records it
+    # the batch size too, after its fit (needs the data), as config.yaml records it
+    check_resume_recipe(output, recipe, resume)
     val = _load(recipe.data, recipe.data.val_split, data_root) if recipe.data.val_split else None  # before writing too
     torch.manual_seed(recipe.train.seed)
     model = build_classifier(recipe, ds, init)
@@ -471,11 +471,12 @@ def run_finetune(recipe: FinetuneRecipe, output: Path, init: Optional[str] = Non
     # a LoRA run's own base/ (written by the fit) records no pretraining
     pretraining = (load_config(base).get("training", {}).get("pretraining")
                    if base and base == given and not is_hub_id(base) else None)
+    lora = to_dict(recipe.lora) if recipe.mode == "lora" else None
     meta = {"training": {"data": {**data_metadata(ds), "n_train": len(train_ds),
                                   "label_fraction": recipe.data.label_fraction},
                          "pretraining": pretraining,
-                         "finetuning": {"mode": recipe.mode, "init": base, "lora": to_dict(recipe.lora)
-                                        if recipe.mode == "lora" else None, "train": to_dict(recipe.train)}},
+                         "finetuning": {"mode": recipe.mode, "init": base, "lora": lora,
+                                        "train": to_dict(recipe.train)}},
             "family": model.encoder.family, "n_params": _n_params(model),
             "summary": f"`{recipe.encoder.name}` classifier for {ds.flag} ({ds.task}), fine-tuned ({recipe.mode}) from "
                        f"{'a medfm checkpoint' if given is not None else 'random initialisation'}."}
