@@ -14,10 +14,9 @@ column of the label-efficiency tables in SimCLR (Chen et al. 2020, section 6) an
 Settings (``protocol.finetune`` in the suite, a partial :class:`medfm.training.recipes.FinetuneRecipe`):
 ``mode`` (``full`` by default; ``lora``, ``linear``), ``lora``, ``augment``, ``dropout``,
 ``head_norm`` (MAE's parameter-free feature BatchNorm; use it with ``linear``) and ``train`` (AdamW, cosine schedule).
-``run_finetune`` caps the batch at the number of training
-labels (1 % of PneumoniaMNIST is 47 images, fewer than one batch of 64). Without ``train.epochs`` the epochs are
-``min(60, ceil(2 / fraction))``: 2 epochs of all labels, 20 of 10 %, 60 of 1 %, so small
-fractions still get enough optimizer steps (the schedule of medfm's supervised-only
+``run_finetune`` caps the batch at the number of training labels (1 % of PneumoniaMNIST is 47 images, fewer than
+one batch of 64). Without ``train.epochs`` the epochs are ``min(60, ceil(2 / fraction))``: 2 epochs of all labels,
+20 of 10 %, 60 of 1 %, so small fractions still get enough optimizer steps (the schedule of medfm's supervised-only
 baselines in ``docs/ssl_results.md``). The trained model of each fraction is kept under
 ``<output>/<dataset>/finetune-f<fraction>/train``; a rerun into the same ``--output`` reuses it
 only when ``eval_source.json`` there names the same checkpoint weights (sha256) and settings, and
