@@ -27,10 +27,9 @@ Usage::
 Each recipe sets ``train.num_threads: 1`` (another count gives other weights for the same seed). The documented
 table was not measured with one count for every row: its BreastMNIST resnet18 row needs ``--threads 2``, its
 PneumoniaMNIST vit_tiny row is one test image off on one thread and six on two, PneumoniaMNIST resnet18 is the same on
-both, medvit_kan_tiny's rows are nearest one thread but not exact, and the other six rows were not re-run
-(``docs/encoder_families.md``). ``--threads N`` trains from a copy of the
-recipe with ``num_threads: N``, written into the pair's run folder (``recipe.yaml``), and runs the evaluation with N
-threads.
+both, medvit_kan_tiny's rows are nearest one thread but not exact, and the other seven rows reproduce exactly on
+one thread (``docs/encoder_families.md``). ``--threads N`` trains from a copy of the recipe with ``num_threads: N``,
+written into the pair's run folder (``recipe.yaml``), and runs the evaluation with N threads.
 """
 from __future__ import annotations
 
