@@ -112,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
          "and the training settings; pretrain/README.md lists the shipped recipes.",
          f"Writes into --output: config.yaml (the resolved recipe), metrics.jsonl ({LOGGED_STEP}), "
          "training_curve.png, and checkpoint/: the pretrained encoder as a medfm checkpoint (for finetune --init, "
-         "vqa --init or eval --suite) with the training state that --resume continues from."],
+         "vqa --init or eval --suite) with the training state that --resume continues from.",
+         "Outside --output, in $XDG_CACHE_HOME/medfm (default ~/.cache/medfm), it keeps what later runs reuse: the "
+         "pretraining corpus (data.dataset: corpus), preprocessed once per image size, in its corpus folder, and the "
+         "clip objective's text embeddings in its text_embeddings folder; both are rebuilt when deleted."],
         "medfm pretrain pretrain/simclr_resnet18_pneumoniamnist.yaml --output runs/pt",
         "pretrain/simclr_resnet18_pneumoniamnist.yaml", init=False)
     sp = recipe_command(

@@ -72,3 +72,19 @@ def test_verify_data_with_nothing_to_check_says_so_on_stderr(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert captured.err.startswith(f"medfm: error: no data set folder with a SHA256SUMS, nor medmnist/, under {tmp_path}")
+
+
+def test_pretrain_help_names_the_cache_folders_its_runs_write_outside_output(tmp_path, monkeypatch):
+    """The corpus and the text-embedding cache live outside --output, under $XDG_CACHE_HOME/medfm: the help says
+    where and names the folders the code uses."""
+    from medfm.data.corpus import corpus_path
+    from medfm.text.cache import EmbeddingCache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cache = tmp_path / "xdg" / "medfm"
+    used = {corpus_path(28, data_root=tmp_path / "data").parent, EmbeddingCache("key").folder.parent}
+    assert {folder.parent for folder in used} == {cache}
+    text = " ".join(subcommand_parsers()["pretrain"].format_help().split())
+    assert "Outside --output, in $XDG_CACHE_HOME/medfm (default ~/.cache/medfm)" in text
+    for folder in used:
+        assert f"in its {folder.name} folder" in text
