@@ -140,3 +140,38 @@ def test_fuse_help_says_a_segmentation_recipe_has_no_mcar_mnar_protocol(run_fold
     assert cls_res["natural"] and cls_res["mcar"] and "mnar" in cls_res
     assert "MCAR" not in (seg / "report.md").read_text() and "## MCAR" in (cls / "report.md").read_text()
     assert _entries(seg) == _entries(cls)
+
+
+def test_segment_help_names_the_human_reference_and_the_brats_regions_that_results_json_holds():
+    """A case with a second observer adds ``human_reference`` (CHASE_DB1), a task with regions adds ``regions``
+    (BraTS); the help names both, the regions by the names of :data:`medfm.data.brats.BRATS_REGIONS`."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from medfm.data.brats import BRATS_REGIONS
+    from medfm.training.segmentation import SegEvalConfig, evaluate_task
+
+    text = _help("segment")
+    assert "CHASE_DB1: also the second observer scored against the first, a human reference;" in text
+    regions = ", ".join(name.replace("_", " ") for name in BRATS_REGIONS).replace(", enhancing", " and enhancing")
+    assert f"BraTS: also the {regions} regions;" in text
+
+    ref = np.zeros((8, 8), np.uint8)
+    ref[2:6, 2:6] = 1
+    observer = np.zeros_like(ref)
+    observer[2:6, 2:5] = 1
+    case = SimpleNamespace(reference=ref, spacing=None, extra={"second_observer": observer})
+    task = SimpleNamespace(name="t", label_names=["background", "lesion"], regions={"any": (1,)},
+                           test_cases=lambda: ["c0"], load_case=lambda cid: case,
+                           predict=lambda model, case, overlap, sw: ref.copy())
+    res = evaluate_task(_module(), task, SegEvalConfig(overlays=0, distances=False))
+    assert res["human_reference"]["summary"]["mean"]["dice"] == pytest.approx(2 * 12 / (16 + 12))
+    assert res["regions"]["definition"] == {"any": [1]} and res["regions"]["summary"]["mean"]["dice"] == 1.0
+
+
+def _module():
+    """A module for :func:`evaluate_task` to put in eval mode (the stub task predicts without it)."""
+    import torch
+
+    return torch.nn.Identity()
