@@ -5,7 +5,7 @@
     {
       "schema_version": 1, "kind": "classification",
       "created": ISO-8601 UTC timestamp,
-      "versions": {"medfm", "torch", "numpy", "python"},
+      "versions": {"medfm", "numpy", "python", "torch", "scikit-learn", "scipy", "transformers"},
       "meta": {...caller's provenance: checkpoint path/hash, dataset flag, split, data md5...},
       "task": str, "label_names": [str], "n_samples": int,
       "auc_ranking": "logits" | "probabilities",
@@ -38,7 +38,8 @@ from medfm.io import (REPORT_FOLDER_ADVICE, PathLike, atomic_write_json, atomic_
                       refuse_file_in_the_way, to_jsonable)
 
 __all__ = ["SCHEMA_VERSION", "AUC_RANKINGS", "checkpoint_hash", "check_output_dir", "make_output_dir",
-           "start_report_dir", "markdown_table", "versions", "write_classification_report"]
+           "start_report_dir", "markdown_table", "NUMERIC_DISTRIBUTIONS", "versions",
+           "versions_text", "write_classification_report"]
 
 SCHEMA_VERSION = 1
 #: ``results.json``'s ``auc_ranking``: what the AUC ranked, by whether the writer was given the logits
@@ -135,20 +136,36 @@ def start_report_dir(path: PathLike, own: Sequence[str] = ()) -> Path:
     return out
 
 
+#: installed distributions whose numerics a result depends on, besides torch: the linear probe's solver
+#: (scikit-learn, scipy) and the text encoders (transformers); read from their metadata, never imported
+NUMERIC_DISTRIBUTIONS = ("torch", "scikit-learn", "scipy", "transformers")
+
+
 def versions() -> Dict[str, Optional[str]]:
-    """Versions of medfm, torch, numpy and Python, for provenance (torch is not imported)."""
+    """Versions of medfm, numpy, Python and :data:`NUMERIC_DISTRIBUTIONS`, for provenance: the same checkpoint's
+    linear-probe score moved by one test image between two installs (docs/ssl_results.md), so a result records
+    what computed it. A distribution that is not installed is ``None``; none of them is imported."""
     from importlib import metadata
 
     import numpy as np
 
     import medfm
 
-    try:
-        torch_version: Optional[str] = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = None
-    return {"medfm": medfm.__version__, "torch": torch_version, "numpy": np.__version__,
-            "python": platform.python_version()}
+    found: Dict[str, Optional[str]] = {}
+    for name in NUMERIC_DISTRIBUTIONS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return {"medfm": medfm.__version__, "numpy": np.__version__, "python": platform.python_version(), **found}
+
+
+def versions_text(found: Mapping[str, Optional[str]]) -> str:
+    """``found`` (a result's ``"versions"``, :func:`versions`) as report text: ``"medfm 0.1.0, torch 2.14.1,
+    scikit-learn 1.9.1, ..."`` in :func:`versions`' order, leaving out Python, numpy and what was not installed
+    or not recorded (an older result)."""
+    names = ("medfm",) + NUMERIC_DISTRIBUTIONS
+    return ", ".join(f"{name} {found[name]}" for name in names if found.get(name))
 
 
 def _cell(value: Any, floatfmt: str) -> str:
@@ -214,7 +231,7 @@ def _render_markdown(res: Mapping[str, Any]) -> str:
     parts = ["# Classification report\n\n"]
     fields = {**res["meta"], "task": res["task"], "n_samples": res["n_samples"], "auc_ranking": res["auc_ranking"],
               "created": res["created"],
-              "medfm / torch": f"{res['versions']['medfm']} / {res['versions']['torch']}"}  # one row per field
+              "versions": versions_text(res["versions"])}  # one row per field
     meta_rows = [{"field": k, "value": v} for k, v in fields.items()]
     parts.append(markdown_table(meta_rows, ["field", "value"]))
     parts.append("\n## Metrics\n\n")
