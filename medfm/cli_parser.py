@@ -144,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
          f"checkpoint), or for LoRA adapter/ and {LORA_BASE}; results.json and results.md (the test Dice, and "
          "HD95 and surface Dice unless the recipe sets eval.distances: false; CHASE_DB1: also the second observer "
          "scored against the first, a human reference; BraTS: also the whole tumour, tumour core and enhancing "
-         "tumour regions; text-conditioned: per task, with the Dice of a task's query in results.json) and overlays/*.png (the first eval.overlays test cases; "
-         "text-conditioned: tasks/<task>/overlays/*.png instead)."],
+         "tumour regions; text-conditioned: per task, with the Dice of a task's query in results.json) and "
+         "overlays/*.png (the first eval.overlays test cases; text-conditioned: tasks/<task>/overlays/*.png "
+         "instead)."],
         "medfm segment finetune/seg_unet_chase_db1.yaml --output runs/chase",
         "finetune/seg_unet_chase_db1.yaml")
     recipe_command(
