@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from medfm.cli import main
-from tests.helpers.cli import subcommand_parsers
+from tests.helpers.cli import help_text, subcommand_parsers
 
 
 def test_every_command_has_a_description_an_example_and_help_for_every_argument():
@@ -84,7 +84,7 @@ def test_pretrain_help_names_the_cache_folders_its_runs_write_outside_output(tmp
     cache = tmp_path / "xdg" / "medfm"
     used = {corpus_path(28, data_root=tmp_path / "data").parent, EmbeddingCache("key").folder.parent}
     assert {folder.parent for folder in used} == {cache}
-    text = " ".join(subcommand_parsers()["pretrain"].format_help().split())
+    text = help_text("pretrain")
     assert "Outside --output, in $XDG_CACHE_HOME/medfm (default ~/.cache/medfm)" in text
     for folder in used:
         assert f"in its {folder.name} folder" in text

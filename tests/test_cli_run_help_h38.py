@@ -18,7 +18,7 @@ from typing import Dict, List, Set, Tuple
 
 import pytest
 
-from tests.helpers.cli import subcommand_parsers
+from tests.helpers.cli import help_text
 from tests.helpers.lgg_fusion import write_fake_lgg
 from tests.training.runs_helpers import (finetune_recipe, fusion_recipe, hippocampus_writer, lgg_slices_writer,
                                          pretrain_recipe, segment_recipe, text_segment_recipe, vqa_recipe,
@@ -37,7 +37,7 @@ NAME_END = re.compile(r"(/|\.(yaml|json|jsonl|png|md))$")
 def _help(command: str) -> str:
     """``medfm <command> --help``'s text, its lines joined by single spaces (the description is filled to 78
     columns)."""
-    return " ".join(subcommand_parsers()[command].format_help().split())
+    return help_text(command)
 
 
 def _writes(command: str) -> Tuple[str, str]:

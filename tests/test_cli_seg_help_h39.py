@@ -14,7 +14,7 @@ from typing import Callable, Dict, List
 
 import pytest
 
-from tests.helpers.cli import subcommand_parsers
+from tests.helpers.cli import help_text
 from tests.helpers.lgg_fusion import write_fake_lgg
 from tests.training.runs_helpers import (fusion_recipe, hippocampus_writer, lgg_slices_writer, segment_recipe,
                                          text_segment_recipe)
@@ -22,11 +22,6 @@ from tests.training.runs_helpers import (fusion_recipe, hippocampus_writer, lgg_
 TRAIN = {"epochs": 1, "batch_size": 2, "precision": "fp32", "seed": 5, "log_every": 1}
 #: the referring query of the text-conditioned run (words the tiny BERT of :func:`lgg_slices_writer` knows)
 QUERY = "a brain mri of abnormality"
-
-
-def _help(command: str) -> str:
-    """``medfm <command> --help``'s text, its lines joined by single spaces."""
-    return " ".join(subcommand_parsers()[command].format_help().split())
 
 
 def _segment(distances: bool) -> Callable[[Path, Path], None]:
@@ -103,7 +98,8 @@ def test_segment_help_says_hd95_and_surface_dice_only_with_eval_distances(run_fo
     """HD95 and surface Dice are scored by default and left out with ``eval.distances: false``; Dice always."""
     from medfm.training.segmentation import SegEvalConfig
 
-    assert "(the test Dice, and HD95 and surface Dice unless the recipe sets eval.distances: false;" in _help("segment")
+    assert ("(the test Dice, and HD95 and surface Dice unless the recipe sets eval.distances: false;"
+            in help_text("segment"))
     assert SegEvalConfig().distances is True
     assert set(_results(run_folder("segment_distances"))["summary"]["mean"]) == {"dice", "hd95", "surface_dice"}
     assert set(_results(run_folder("segment_dice_only"))["summary"]["mean"]) == {"dice"}
@@ -112,7 +108,7 @@ def test_segment_help_says_hd95_and_surface_dice_only_with_eval_distances(run_fo
 def test_segment_help_says_a_text_conditioned_run_reports_per_task(run_folder):
     """A text-conditioned run: results per task (results.md a table each), its query's Dice in results.json, its
     overlays in ``tasks/<task>/overlays/`` and no ``overlays/`` of the run's own."""
-    text = _help("segment")
+    text = help_text("segment")
     assert "text-conditioned: per task, with the Dice of a task's query in results.json)" in text
     assert "text-conditioned: tasks/<task>/overlays/*.png instead)" in text
     run = run_folder("text_segment")
@@ -128,7 +124,7 @@ def test_fuse_help_says_a_segmentation_recipe_has_no_mcar_mnar_protocol(run_fold
     """A segmentation fuse run scores Dice per patient by subset and with natural missingness (no MCAR/MNAR rows,
     which a classification run has), and writes the files and model folders of a classification run (those
     tests/test_cli_run_help_h38.py checks against the help)."""
-    text = _help("fuse")
+    text = help_text("fuse")
     assert "by subset of present modalities, with the MCAR/MNAR protocol (" not in text  # the old, every recipe
     assert ("by subset of present modalities, with their natural missingness and, unless the recipe is for "
             "segmentation (task: segmentation), with the MCAR/MNAR protocol") in text
@@ -148,11 +144,12 @@ def test_segment_help_names_the_human_reference_and_the_brats_regions_that_resul
     from types import SimpleNamespace
 
     import numpy as np
+    import torch
 
     from medfm.data.brats import BRATS_REGIONS
     from medfm.training.segmentation import SegEvalConfig, evaluate_task
 
-    text = _help("segment")
+    text = help_text("segment")
     assert "CHASE_DB1: also the second observer scored against the first, a human reference;" in text
     regions = ", ".join(name.replace("_", " ") for name in BRATS_REGIONS).replace(", enhancing", " and enhancing")
     assert f"BraTS: also the {regions} regions;" in text
@@ -165,13 +162,6 @@ def test_segment_help_names_the_human_reference_and_the_brats_regions_that_resul
     task = SimpleNamespace(name="t", label_names=["background", "lesion"], regions={"any": (1,)},
                            test_cases=lambda: ["c0"], load_case=lambda cid: case,
                            predict=lambda model, case, overlap, sw: ref.copy())
-    res = evaluate_task(_module(), task, SegEvalConfig(overlays=0, distances=False))
+    res = evaluate_task(torch.nn.Identity(), task, SegEvalConfig(overlays=0, distances=False))
     assert res["human_reference"]["summary"]["mean"]["dice"] == pytest.approx(2 * 12 / (16 + 12))
     assert res["regions"]["definition"] == {"any": [1]} and res["regions"]["summary"]["mean"]["dice"] == 1.0
-
-
-def _module():
-    """A module for :func:`evaluate_task` to put in eval mode (the stub task predicts without it)."""
-    import torch
-
-    return torch.nn.Identity()

@@ -25,3 +25,9 @@ def subcommand_parsers():
 
     action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return action.choices
+
+
+def help_text(command: str) -> str:
+    """``medfm <command> --help``'s text, its lines joined by single spaces (argparse fills the description to the
+    terminal's width, so a phrase can be asserted whatever the line breaks)."""
+    return " ".join(subcommand_parsers()[command].format_help().split())
