@@ -6,8 +6,6 @@ Was: the scored split was loaded (every image decoded; 1,800 images of the MedNI
 same error: an ``as-is`` checkpoint of other channels (ChannelMismatchError), or RGB data for an encoder that does not
 take 3 channels under ``linear``/``knn`` (DatasetSkipped).
 """
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,8 +14,9 @@ import medfm.data.imagefolder as imagefolder
 import medfm.evaluation.suite_data as suite_data
 from medfm.data.imagefolder import ImageFolderDataset, folder_split
 from medfm.evaluation.evaluate import ChannelMismatchError
-from medfm.evaluation.suite_data import DatasetSkipped, prepare_dataset
-from medfm.evaluation.suite_spec import DatasetSpec, ProtocolSpec, Suite
+from medfm.evaluation.suite_data import DatasetSkipped
+from medfm.evaluation.suite_spec import DatasetSpec
+from tests.helpers.stand_in_checkpoint import prepare_with_stand_in
 
 #: (folder colour, protocol, the encoder's channels, the refusal's type and words; "{}": the folder's name)
 REFUSED = [("grey", "as-is", n, ChannelMismatchError, f"checkpoint ckpt expects {n}-channel images but {{}} has 1 "
@@ -57,12 +56,8 @@ def decoded(monkeypatch):
 def _run(root, protocol, in_chans, monkeypatch):
     """:func:`prepare_dataset` of ``root`` in a one-dataset suite, scored by a stand-in checkpoint ``ckpt`` whose 2D
     encoder takes ``in_chans`` channels at 8 px; returns its result, or the error it raised."""
-    monkeypatch.setattr(suite_data, "pick_checkpoint", lambda *a, **k: ("ckpt", None))
-    encoder = SimpleNamespace(in_chans=in_chans, img_size=8, spatial_dims=2, fixed_size=False)
-    models = SimpleNamespace(get=lambda ckpt: (None, SimpleNamespace(encoder=encoder), None))
-    suite = Suite(name="s", datasets=[DatasetSpec(folder=str(root))], protocol=ProtocolSpec(name=protocol))
     try:
-        return prepare_dataset(suite.datasets[0], suite, ["ckpt"], models, None)
+        return prepare_with_stand_in(monkeypatch, DatasetSpec(folder=str(root)), protocol, in_chans, 8)
     except (DatasetSkipped, ChannelMismatchError) as err:
         return err
 
@@ -124,10 +119,7 @@ def test_a_grey_medmnist_set_for_an_encoder_of_neither_1_nor_3_channels_is_skipp
     from tests.conftest import write_medmnist_npz
 
     write_medmnist_npz(tmp_path, "pneumoniamnist")
-    monkeypatch.setattr(suite_data, "pick_checkpoint", lambda *a, **k: ("ckpt", None))
     monkeypatch.setattr(suite_data, "load_split", lambda *a, **k: pytest.fail("the set was loaded"))
-    encoder = SimpleNamespace(in_chans=in_chans, img_size=28, spatial_dims=2, fixed_size=False)
-    models = SimpleNamespace(get=lambda ckpt: (None, SimpleNamespace(encoder=encoder), None))
-    suite = Suite(name="s", datasets=[DatasetSpec(flag="pneumoniamnist")], protocol=ProtocolSpec(name=protocol))
     with pytest.raises(DatasetSkipped, match=rf"^grey data but the encoder takes {in_chans} channel\(s\)"):
-        prepare_dataset(suite.datasets[0], suite, ["ckpt"], models, str(tmp_path))
+        prepare_with_stand_in(monkeypatch, DatasetSpec(flag="pneumoniamnist"), protocol, in_chans, 28,
+                              data_root=str(tmp_path))

@@ -6,13 +6,11 @@ Guards of commit f40453b (review R1): the refusals fail on its parent (a 3D set,
 was loaded as 3-channel volumes, which the encoder refuses at feature extraction, stopping the whole run), the
 accepted cases pass on it and on f40453b alike.
 """
-from types import SimpleNamespace
-
 import pytest
 
-import medfm.evaluation.suite_data as suite_data
-from medfm.evaluation.suite_data import DatasetSkipped, prepare_dataset
-from medfm.evaluation.suite_spec import DatasetSpec, ProtocolSpec, Suite
+from medfm.evaluation.suite_data import DatasetSkipped
+from medfm.evaluation.suite_spec import DatasetSpec
+from tests.helpers.stand_in_checkpoint import prepare_with_stand_in
 
 #: (flag, protocol, the encoder's channels, its spatial dims, the channels the scored split is loaded with)
 ACCEPTED = [("pneumoniamnist", "linear", 1, 2, 1), ("pneumoniamnist", "knn", 3, 2, 3),
@@ -26,11 +24,8 @@ def _prepare(write_medmnist, monkeypatch, flag, protocol, in_chans, dims):
     """:func:`prepare_dataset` of MedMNIST ``flag`` (a generated file) in a one-dataset suite, scored by a stand-in
     checkpoint whose ``dims``-D encoder takes ``in_chans`` channels at 28 px."""
     root = write_medmnist(flag)
-    monkeypatch.setattr(suite_data, "pick_checkpoint", lambda *a, **k: ("ckpt", None))
-    encoder = SimpleNamespace(in_chans=in_chans, img_size=28, spatial_dims=dims, fixed_size=False)
-    models = SimpleNamespace(get=lambda ckpt: (None, SimpleNamespace(encoder=encoder), None))
-    suite = Suite(name="s", datasets=[DatasetSpec(flag=flag)], protocol=ProtocolSpec(name=protocol))
-    return prepare_dataset(suite.datasets[0], suite, ["ckpt"], models, str(root))
+    return prepare_with_stand_in(monkeypatch, DatasetSpec(flag=flag), protocol, in_chans, 28, dims,
+                                 data_root=str(root))
 
 
 @pytest.mark.parametrize("flag,protocol,in_chans,dims,chans", ACCEPTED,

@@ -7,18 +7,17 @@ image of the scored split a second time; the train and val splits of the linear 
 each printing the folder's "skipped entries" warning again.
 """
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import medfm.data.imagefolder as imagefolder
-import medfm.evaluation.suite_data as suite_data
 from medfm.data.imagefolder import ImageFolderDataset
 from medfm.evaluation.evaluate import ChannelMismatchError
-from medfm.evaluation.suite_data import DatasetSkipped, prepare_dataset
-from medfm.evaluation.suite_spec import DatasetSpec, ProtocolSpec, Suite
+from medfm.evaluation.suite_data import DatasetSkipped
+from medfm.evaluation.suite_spec import DatasetSpec
+from tests.helpers.stand_in_checkpoint import prepare_with_stand_in
 
 #: the suites run here: (protocol, the encoder's channels, linear_c)
 SUITES = [("as-is", 1, None), ("as-is", 3, None), ("linear", 3, "val"), ("linear", 1, None), ("knn", 3, None)]
@@ -40,15 +39,11 @@ def _folder(root, colours=()):
 def _prepare(root, protocol, in_chans, linear_c=None, monkeypatch=None):
     """:func:`prepare_dataset` of a one-dataset suite over ``root`` with a stand-in checkpoint whose encoder takes
     ``in_chans`` channels at 8 px (the images are resized); returns ``(result or error, warning messages)``."""
-    monkeypatch.setattr(suite_data, "pick_checkpoint", lambda *a, **k: ("ckpt", None))
-    encoder = SimpleNamespace(in_chans=in_chans, img_size=8, spatial_dims=2, fixed_size=False)
-    models = SimpleNamespace(get=lambda ckpt: (None, SimpleNamespace(encoder=encoder), None))
     options = {"linear_c": linear_c} if linear_c else {}
-    suite = Suite(name="t", datasets=[DatasetSpec(folder=str(root))], protocol=ProtocolSpec(name=protocol, **options))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            out = prepare_dataset(suite.datasets[0], suite, ["ckpt"], models, None)
+            out = prepare_with_stand_in(monkeypatch, DatasetSpec(folder=str(root)), protocol, in_chans, 8, **options)
         except (DatasetSkipped, ChannelMismatchError) as err:
             out = err
     return out, [str(w.message) for w in caught]
