@@ -76,7 +76,7 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None,
                                    else (" (LoRA merged)" if cfg.get("merged_from") else ""),
         model_input=about["model_input"],
         outputs=about["outputs"],
-        medfm_version=shown_value(cfg.get("medfm_version")),
+        versions=versions_shown(cfg),
         training_data=training_data_text(cfg),
         training_procedure=training_procedure_text(cfg),
         evaluation=evaluation_text(results, cfg),
@@ -86,6 +86,19 @@ def build_card(cfg: Dict[str, Any], results: Optional[Dict[str, Any]] = None,
         model_id=model_id,
     )
     return str(card)
+
+
+def versions_shown(cfg: Dict[str, Any]) -> str:
+    """The card's "versions" cell: what wrote the checkpoint (its ``config.json``'s ``versions``,
+    :func:`medfm.versions.versions_text`: ``"medfm 0.1.0, torch 2.14.1, scikit-learn 1.9.1, ..."``); an older
+    checkpoint with ``medfm_version`` alone shows ``"medfm 0.1.0"``, one with neither "not recorded"."""
+    from medfm.versions import versions_text
+
+    found = cfg.get("versions")
+    text = versions_text(found) if isinstance(found, dict) else ""
+    if not text and cfg.get("medfm_version"):
+        text = f"medfm {cfg['medfm_version']}"
+    return text or NOT_RECORDED
 
 
 def _suite_run_hint(path: Path, suite: Dict[str, Any]) -> str:

@@ -4,7 +4,8 @@ A medfm checkpoint is a directory holding
 
 * ``config.json``: ``kind`` ("adapter" or "objective") and ``name`` of the registered module,
   its ``args``, the ``encoder`` arguments for :func:`medfm.create_encoder`, ``preprocessing``
-  (in_chans, img_size, mean/std, intensity range), ``medfm_version`` and free metadata
+  (in_chans, img_size, mean/std, intensity range), ``medfm_version``, ``versions`` (medfm, torch and the
+  other installed versions that wrote it, :func:`medfm.versions.versions`) and free metadata
   (training data, license, label names);
 * ``model.safetensors``: the state dict (encoder weights under ``encoder.``);
 * ``README.md``: the model card.
@@ -29,6 +30,7 @@ from medfm.checkpoint_ids import (ADAPTER_CONFIG_NAME, CONFIG_NAME, HUB_PREFIX, 
                                   WEIGHTS_NAME, checkpoint_folder_problem, checkpoint_path_problem,
                                   hub_download_command, is_hub_id, start_checkpoint_problem)
 from medfm.io import atomic_dir
+from medfm.versions import versions
 
 
 CARD_NAME = "README.md"
@@ -298,13 +300,13 @@ def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Di
     Raises:
         CheckpointError: ``model`` is not a medfm adapter/objective module, or ``extra`` sets a key the
             module's own config writes (``kind``, ``name``, ``args``, ``encoder``, ``preprocessing``,
-            ``medfm_version``): the checkpoint would no longer rebuild the module.
+            ``medfm_version``, ``versions``): the checkpoint would no longer rebuild the module.
     """
     spec = getattr(model, "medfm_spec", None)
     encoder = getattr(model, "encoder", None)
     if spec is not None and spec.get("kind") == "fuser" and encoder is None:  # one encoder per modality, in args
-        cfg = {"medfm_version": medfm.__version__, "kind": "fuser", "name": spec["name"], "args": spec.get("args", {}),
-               "encoder": {}, "preprocessing": dict(getattr(model, "preprocessing", {}))}
+        cfg = {"medfm_version": medfm.__version__, "versions": versions(), "kind": "fuser", "name": spec["name"],
+               "args": spec.get("args", {}), "encoder": {}, "preprocessing": dict(getattr(model, "preprocessing", {}))}
         return with_extra_config(cfg, extra)
     if spec is None or encoder is None or not getattr(encoder, "config", None):
         raise CheckpointError(
@@ -312,6 +314,7 @@ def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Di
         )
     cfg = {
         "medfm_version": medfm.__version__,
+        "versions": versions(),  # what trained it: the same recipe trained other weights on another install
         "kind": spec["kind"],
         "name": spec["name"],
         "args": spec.get("args", {}),

@@ -127,7 +127,8 @@ PROTOCOL_REPORT_FILES = ("report.md", "subsets.png")
 
 def write_fusion_report(res: Mapping[str, Any], output: PathLike,
                         extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
-    """Write ``results.json`` (``res`` + ``extra``), ``report.md`` and ``subsets.png`` atomically into ``output``.
+    """Write ``results.json`` (``res`` + ``extra`` + the installed ``"versions"``, :func:`medfm.versions.versions`),
+    ``report.md`` and ``subsets.png`` atomically into ``output``.
 
     Everything is computed before the first file is written, an earlier report's ``results.json`` in ``output``
     is removed before it, and ``results.json`` is written last, so its presence marks a complete report whose
@@ -155,10 +156,11 @@ def write_protocol_report(res: Mapping[str, Any], output: PathLike, extra: Optio
         as :func:`write_fusion_report`.
     """
     from medfm.evaluation.report import start_report_dir
+    from medfm.versions import versions
 
     if extra is not None and not isinstance(extra, Mapping):
         raise TypeError(f"extra must be a mapping of JSON-ready values, got {type(extra).__name__}")
-    payload = to_jsonable({**dict(extra or {}), **dict(res)})  # fails (TypeError) before anything is written
+    payload = to_jsonable({"versions": versions(), **dict(extra or {}), **dict(res)})  # TypeError: before any write
     text = render(res)
     out = start_report_dir(output, PROTOCOL_REPORT_FILES)
     paths = {}

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -36,6 +35,7 @@ from medfm.evaluation.metrics import MULTI_LABEL, bootstrap_ci, check_task, clas
 from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
 from medfm.io import (REPORT_FOLDER_ADVICE, PathLike, atomic_write_json, atomic_write_text, file_sha256, make_dir,
                       refuse_file_in_the_way, to_jsonable)
+from medfm.versions import NUMERIC_DISTRIBUTIONS, versions, versions_text  # re-exported: results record them
 
 __all__ = ["SCHEMA_VERSION", "AUC_RANKINGS", "checkpoint_hash", "check_output_dir", "make_output_dir",
            "start_report_dir", "markdown_table", "NUMERIC_DISTRIBUTIONS", "versions",
@@ -134,38 +134,6 @@ def start_report_dir(path: PathLike, own: Sequence[str] = ()) -> Path:
         if inside and (target.is_symlink() or target.is_file()):
             target.unlink(missing_ok=True)
     return out
-
-
-#: installed distributions whose numerics a result depends on, besides torch: the linear probe's solver
-#: (scikit-learn, scipy) and the text encoders (transformers); read from their metadata, never imported
-NUMERIC_DISTRIBUTIONS = ("torch", "scikit-learn", "scipy", "transformers")
-
-
-def versions() -> Dict[str, Optional[str]]:
-    """Versions of medfm, numpy, Python and :data:`NUMERIC_DISTRIBUTIONS`, for provenance: the same checkpoint's
-    linear-probe score moved by one test image between two installs (docs/ssl_results.md), so a result records
-    what computed it. A distribution that is not installed is ``None``; none of them is imported."""
-    from importlib import metadata
-
-    import numpy as np
-
-    import medfm
-
-    found: Dict[str, Optional[str]] = {}
-    for name in NUMERIC_DISTRIBUTIONS:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return {"medfm": medfm.__version__, "numpy": np.__version__, "python": platform.python_version(), **found}
-
-
-def versions_text(found: Mapping[str, Optional[str]]) -> str:
-    """``found`` (a result's ``"versions"``, :func:`versions`) as report text: ``"medfm 0.1.0, torch 2.14.1,
-    scikit-learn 1.9.1, ..."`` in :func:`versions`' order, leaving out Python, numpy and what was not installed
-    or not recorded (an older result)."""
-    names = ("medfm",) + NUMERIC_DISTRIBUTIONS
-    return ", ".join(f"{name} {found[name]}" for name in names if found.get(name))
 
 
 def _cell(value: Any, floatfmt: str) -> str:

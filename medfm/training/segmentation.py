@@ -9,7 +9,8 @@ original resolution and writes into the output directory:
 * ``config.yaml`` (resolved recipe), ``metrics.jsonl``, ``training_curve.png``, ``checkpoint/`` (resumable);
 * ``model/`` (frozen/full) or ``adapter/`` (LoRA, adapter-only) final checkpoint;
 * ``results.json`` (split rule and ids, per-case and summary Dice / HD95 / surface Dice,
-  for CHASE_DB1 also the second observer's scores; ``"kind": "segmentation"`` and the report's ``"files"``) and
+  for CHASE_DB1 also the second observer's scores; ``"kind": "segmentation"``, the report's ``"files"`` and the
+  installed ``"versions"``, :func:`medfm.versions.versions`) and
   ``results.md``;
 * ``overlays/<case>.png`` (prediction vs reference: yellow TP, red FP, green FN).
 
@@ -432,6 +433,7 @@ def fit_and_report(trainer: Trainer, recipe: Any, output: Path, init: Optional[s
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.adaptation import save_final
     from medfm.training.runs import write_run_record
+    from medfm.versions import versions
 
     def start_run() -> None:
         write_run_record(output, recipe, init, resume, write_base=write_base)
@@ -443,6 +445,7 @@ def fit_and_report(trainer: Trainer, recipe: Any, output: Path, init: Optional[s
     trainer.model.eval()
     final = save_final(trainer.model, recipe.mode, base, meta, output)
     results, markdown = evaluate(final, train_s)
+    results["versions"] = versions()  # as every results.json: what trained and scored it
     results["files"] = [*seg_report_files(folders, recipe.eval.overlays), "results.json"]
     atomic_write_text(output / "results.md", markdown)
     atomic_write_json(output / "results.json", results)  # last: a complete report (start_report_dir)

@@ -7,7 +7,7 @@ from importlib import metadata
 
 import numpy as np
 
-from medfm.evaluation import report
+import medfm.versions as medfm_versions
 from medfm.evaluation.report import NUMERIC_DISTRIBUTIONS, versions, versions_text, write_classification_report
 
 
@@ -17,7 +17,7 @@ def test_versions_gives_each_numeric_distribution_as_installed_and_none_for_a_mi
     for name in NUMERIC_DISTRIBUTIONS:
         assert found[name] == metadata.version(name)
     assert found["numpy"] == np.__version__ and found["medfm"]
-    monkeypatch.setattr(report, "NUMERIC_DISTRIBUTIONS", ("scipy", "no-such-distribution-medfm"))
+    monkeypatch.setattr(medfm_versions, "NUMERIC_DISTRIBUTIONS", ("scipy", "no-such-distribution-medfm"))
     assert versions()["no-such-distribution-medfm"] is None and versions()["scipy"] == metadata.version("scipy")
 
 

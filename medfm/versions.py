@@ -1,0 +1,48 @@
+"""The installed versions a result or a checkpoint records, for provenance.
+
+The same checkpoint's linear-probe score moved by one test image between two installs, and the same CLIP
+pretraining recipe trained other weights on another install (docs/ssl_results.md, "Re-run at f0b71d1"), so every
+``results.json`` and every checkpoint's ``config.json`` says what computed it. Torch-free: the distributions are
+read from their metadata (:mod:`importlib.metadata`), never imported.
+"""
+from __future__ import annotations
+
+import platform
+from typing import Dict, Mapping, Optional
+
+__all__ = ["NUMERIC_DISTRIBUTIONS", "versions", "versions_text"]
+
+#: installed distributions whose numerics a result depends on, besides torch: the linear probe's solver
+#: (scikit-learn, scipy) and the text encoders (transformers); read from their metadata, never imported
+NUMERIC_DISTRIBUTIONS = ("torch", "scikit-learn", "scipy", "transformers")
+
+
+def versions() -> Dict[str, Optional[str]]:
+    """Versions of medfm, numpy, Python and :data:`NUMERIC_DISTRIBUTIONS`, as installed.
+
+    Returns:
+        ``{"medfm": str, "numpy": str, "python": str, "torch": str | None, "scikit-learn": ..., "scipy": ...,
+        "transformers": ...}``; a distribution that is not installed is ``None``. None of them is imported
+        (numpy is, by medfm itself). About 6 ms per call.
+    """
+    from importlib import metadata
+
+    import numpy as np
+
+    import medfm
+
+    found: Dict[str, Optional[str]] = {}
+    for name in NUMERIC_DISTRIBUTIONS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return {"medfm": medfm.__version__, "numpy": np.__version__, "python": platform.python_version(), **found}
+
+
+def versions_text(found: Mapping[str, Optional[str]]) -> str:
+    """``found`` (a result's or a checkpoint's ``"versions"``, :func:`versions`) as report text: ``"medfm 0.1.0,
+    torch 2.14.1, scikit-learn 1.9.1, ..."`` in :func:`versions`' order, leaving out Python, numpy and what was not
+    installed or not recorded (an older result)."""
+    names = ("medfm",) + NUMERIC_DISTRIBUTIONS
+    return ", ".join(f"{name} {found[name]}" for name in names if found.get(name))

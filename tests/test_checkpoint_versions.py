@@ -1,0 +1,82 @@
+"""A checkpoint records what wrote it: every ``config.json`` carries ``versions`` (medfm, numpy, Python, torch,
+scikit-learn, scipy, transformers as installed, :func:`medfm.versions.versions`), the model card shows them, and
+the training runners' ``results.json`` (segmentation, text-conditioned segmentation, fusion) record them as the
+evaluation reports do. Why: the same CLIP pretraining recipe trained other weights on another install
+(docs/ssl_results.md), and the training run did not say what was installed."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import medfm
+from medfm.adapters.classification import ImageClassifier
+from medfm.adapters.lora import LoraSettings, apply_lora, merge_adapter, save_adapter
+from medfm.cards import build_card
+from medfm.hub import CheckpointError, from_pretrained, model_config, save_pretrained
+from medfm.versions import versions, versions_text
+from tests.helpers.runner_cases import RUNNERS
+
+
+def _clf():
+    torch.manual_seed(0)
+    return ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2,
+                           task="binary-class", label_names=["normal", "pneumonia"])
+
+
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def test_a_saved_checkpoint_records_the_installed_versions_and_still_loads(tmp_path):
+    model = _clf()
+    cfg = _config(save_pretrained(model, tmp_path / "m"))
+    assert cfg["versions"] == versions() and cfg["versions"]["torch"] and cfg["versions"]["transformers"]
+    assert list(cfg)[:2] == ["medfm_version", "versions"] and cfg["medfm_version"] == medfm.__version__
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(from_pretrained(tmp_path / "m").eval()(x), model.eval()(x))
+
+
+def test_extra_config_cannot_set_versions():
+    with pytest.raises(CheckpointError, match=r"^extra_config cannot set 'versions': the model's own config.json"):
+        model_config(_clf(), {"versions": {"torch": "0"}})
+
+
+def test_an_adapter_and_its_merged_checkpoint_each_record_the_versions(tmp_path):
+    base = save_pretrained(_clf(), tmp_path / "base")
+    peft_model = apply_lora(from_pretrained(base), LoraSettings(rank=2, alpha=4))
+    adapter = save_adapter(peft_model, tmp_path / "adapter", str(base))
+    assert _config(adapter)["versions"] == versions()
+    merged = merge_adapter(adapter, tmp_path / "merged")  # the adapter's versions are not kept as metadata
+    assert _config(merged)["versions"] == versions()
+
+
+def test_the_card_shows_the_versions_and_an_older_checkpoint_s_medfm_version(tmp_path):
+    ckpt = save_pretrained(_clf(), tmp_path / "m")
+    cfg = _config(ckpt)
+    assert f"| versions | {versions_text(versions())} |" in build_card(cfg)
+    assert f"scikit-learn {versions()['scikit-learn']}" in build_card(cfg)
+    older = {k: v for k, v in cfg.items() if k != "versions"}  # written before versions were recorded
+    assert f"| versions | medfm {medfm.__version__} |" in build_card(older)
+    assert "| versions | not recorded |" in build_card({k: v for k, v in older.items() if k != "medfm_version"})
+
+
+def _checkpoint_configs(output: Path):
+    return sorted(p.parent for p in output.rglob("config.json") if (p.parent / "model.safetensors").is_file()
+                  or (p.parent / "adapter_model.safetensors").is_file())
+
+
+@pytest.mark.parametrize("name", ["segment_2d_chase", "segment_text", "fuse_classification", "fuse_segmentation",
+                                  "finetune_full_augment"])
+def test_a_training_run_records_the_versions_in_every_checkpoint_and_in_its_results(tmp_path, name):
+    write_data, run, _, finals, _ = RUNNERS[name]
+    write_data(tmp_path / "data")
+    run(tmp_path / "out", tmp_path / "data", False)
+    found = _checkpoint_configs(tmp_path / "out")
+    assert {str(tmp_path / "out" / Path(f).parent) for f in finals} <= {str(p) for p in found}
+    for folder in found:
+        assert _config(folder)["versions"] == versions(), folder
+    results = tmp_path / "out" / "results.json"
+    if name.startswith(("segment", "fuse")):
+        assert json.loads(results.read_text())["versions"] == versions()
