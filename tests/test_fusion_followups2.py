@@ -21,6 +21,7 @@ from medfm.adapters.fusion import hierarchical_channel_sampling, sample_modality
 from medfm.data.multimodal import drop_modalities
 from medfm.evaluation.fusion import write_protocol_report
 from medfm.evaluation.report import markdown_table, start_report_dir
+from medfm.versions import versions
 
 
 # -- 1: the protocol report removes an earlier results.json before its first file -----------------------------
@@ -36,7 +37,7 @@ def test_protocol_report_removes_an_earlier_results_json_before_writing(tmp_path
         write_protocol_report({"subsets": []}, out, None, lambda res: "text", broken)
     assert not (out / "results.json").exists()  # was kept: the old report marked the half-written one complete
     paths = write_protocol_report({"subsets": []}, out, {"note": "new"}, lambda res: "text", None)
-    assert json.loads(paths["results"].read_text()) == {"note": "new", "subsets": []}
+    assert json.loads(paths["results"].read_text()) == {"versions": versions(), "note": "new", "subsets": []}
 
 
 def test_start_report_dir_creates_the_folder_and_removes_only_results_json(tmp_path):
