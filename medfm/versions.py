@@ -8,9 +8,9 @@ read from their metadata (:mod:`importlib.metadata`), never imported.
 from __future__ import annotations
 
 import platform
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
-__all__ = ["NUMERIC_DISTRIBUTIONS", "versions", "versions_text"]
+__all__ = ["NUMERIC_DISTRIBUTIONS", "versions", "versions_text", "version_changes"]
 
 #: installed distributions whose numerics a result depends on, besides torch: the linear probe's solver
 #: (scikit-learn, scipy) and the text encoders (transformers); read from their metadata, never imported
@@ -46,3 +46,19 @@ def versions_text(found: Mapping[str, Optional[str]]) -> str:
     installed or not recorded (an older result)."""
     names = ("medfm",) + NUMERIC_DISTRIBUTIONS
     return ", ".join(f"{name} {found[name]}" for name in names if found.get(name))
+
+
+def version_changes(recorded: Any) -> Dict[str, Tuple[str, Optional[str]]]:
+    """What is installed now that differs from ``recorded`` (a checkpoint's or a result's ``"versions"``).
+
+    Returns:
+        ``{name: (recorded version, installed version or None)}`` for each name :func:`versions` gives that
+        ``recorded`` holds with another value, in :func:`versions`' order; ``{}`` when ``recorded`` is not a mapping
+        (a checkpoint written before versions were recorded: nothing to compare) or nothing changed. A name
+        ``recorded`` lacks or holds as ``None`` is not compared.
+    """
+    if not isinstance(recorded, Mapping):
+        return {}
+    now = versions()
+    return {name: (str(recorded[name]), now[name]) for name in now
+            if recorded.get(name) is not None and str(recorded[name]) != now[name]}

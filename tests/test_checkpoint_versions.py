@@ -80,3 +80,47 @@ def test_a_training_run_records_the_versions_in_every_checkpoint_and_in_its_resu
     results = tmp_path / "out" / "results.json"
     if name.startswith(("segment", "fuse")):
         assert json.loads(results.read_text())["versions"] == versions()
+
+
+def _edit_versions(folder: Path, **changes) -> None:
+    cfg = _config(folder)
+    cfg["versions"] = {**cfg["versions"], **changes} if changes else None
+    if cfg["versions"] is None:
+        del cfg["versions"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def test_a_resume_under_other_versions_names_them_and_goes_on(tmp_path, caplog):
+    write_data, run, *_ = RUNNERS["finetune_full_augment"]
+    write_data(tmp_path / "data")
+    run(tmp_path / "out", tmp_path / "data", False)
+    state = tmp_path / "out" / "checkpoint"
+    with caplog.at_level("WARNING", logger="medfm.training.loop"):
+        run(tmp_path / "out", tmp_path / "data", True)  # the same install: nothing said
+    assert "resuming from" not in caplog.text
+    _edit_versions(state, torch="2.0.0", scipy="1.0.0")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medfm.training.loop"):
+        run(tmp_path / "out", tmp_path / "data", True)
+    now = versions()
+    assert (f"resuming from {state}, saved with torch 2.0.0, scipy 1.0.0; installed now: torch {now['torch']}, "
+            f"scipy {now['scipy']}. The resumed run may not match an uninterrupted run bit for bit") in caplog.text
+    assert (tmp_path / "out" / "model" / "model.safetensors").is_file()  # the run went on
+
+
+def test_a_resume_of_a_state_saved_before_versions_were_recorded_says_nothing(tmp_path, caplog):
+    write_data, run, *_ = RUNNERS["finetune_full_augment"]
+    write_data(tmp_path / "data")
+    run(tmp_path / "out", tmp_path / "data", False)
+    _edit_versions(tmp_path / "out" / "checkpoint")  # no "versions" key, as an older medfm wrote
+    with caplog.at_level("WARNING", logger="medfm.training.loop"):
+        run(tmp_path / "out", tmp_path / "data", True)
+    assert "resuming from" not in caplog.text
+
+
+def test_version_changes_compares_what_both_record():
+    from medfm.versions import version_changes
+
+    now = versions()
+    assert version_changes(now) == {} and version_changes(None) == {} and version_changes("2.14.1") == {}
+    assert version_changes({**now, "torch": "1.0", "scipy": None, "other": "9"}) == {"torch": ("1.0", now["torch"])}

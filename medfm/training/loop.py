@@ -329,6 +329,26 @@ StepFn = Callable[[nn.Module, Dict[str, Any], torch.Generator], Dict[str, torch.
 SaveFn = Callable[[nn.Module, Path], None]
 
 
+def note_other_versions(source: Path) -> None:
+    """Log a warning (this module's logger) when the training state in ``source`` was saved under other versions
+    than are installed now: its ``config.json``'s ``versions`` (:func:`medfm.hub.model_config`) against
+    :func:`medfm.versions.versions`. The resumed run goes on, but it may not match an uninterrupted run bit for
+    bit (the same CLIP recipe trained other weights on another install: docs/ssl_results.md). Nothing is said for
+    a state without a readable ``config.json`` or one saved before versions were recorded."""
+    from medfm.versions import version_changes
+
+    try:
+        recorded = json.loads((Path(source) / "config.json").read_text()).get("versions")
+    except (OSError, ValueError, AttributeError):
+        return
+    changed = version_changes(recorded)
+    if changed:
+        then = ", ".join(f"{name} {old}" for name, (old, _) in changed.items())
+        now = ", ".join(f"{name} {new or 'not installed'}" for name, (_, new) in changed.items())
+        log.warning("resuming from %s, saved with %s; installed now: %s. The resumed run may not match an "
+                    "uninterrupted run bit for bit", source, then, now)
+
+
 class Trainer:
     """Runs ``step_fn`` over a dataset with AdamW + cosine, checkpoints and resume.
 
@@ -422,6 +442,8 @@ class Trainer:
         or the previous version a kill inside its rename window left aside), and the folder repaired
         (:func:`medfm.io.restore_interrupted_dir`) only once the checks passed, just before ``before_write``: a
         refused resume leaves the run folder exactly as it was (repaired first, it had renamed and deleted folders).
+        A state saved under other versions than are installed now is resumed with a warning naming them
+        (:func:`note_other_versions`).
 
         When the last epoch ends, ``<output>/training_curve.png`` is drawn from ``metrics.jsonl``
         (once; not when the fit raises)."""
@@ -437,6 +459,7 @@ class Trainer:
             counters = load_training_state(source, self.model, self.optimizer)
             check_resume_counters(source, counters, self.steps_per_epoch, self.cfg.epochs,
                                   len(self.dataset), self.cfg.batch_size)
+            note_other_versions(source)
         if resume:  # the checks passed: put the version aside back, delete the leftovers of kills (the first write)
             restore_interrupted_dir(self.checkpoint_dir)
         if before_write is not None:
@@ -515,4 +538,4 @@ __all__ = ["Trainer", "TrainConfig", "StepFn", "SaveFn", "PRECISIONS", "MAX_SEED
            "cpu_supports_bf16", "training_device", "resolve_precision", "lr_at", "param_groups", "get_batch",
            "steps_per_epoch", "corrupt_state_error", "check_resume_counters", "check_output_folder",
            "refuse_existing_run", "finished_weights", "host_threads", "set_train_threads", "check_finite_loss",
-           "read_metrics_log"]
+           "read_metrics_log", "note_other_versions"]
