@@ -304,17 +304,18 @@ def model_config(model: nn.Module, extra: Optional[Dict[str, Any]] = None) -> Di
     """
     spec = getattr(model, "medfm_spec", None)
     encoder = getattr(model, "encoder", None)
+    # what wrote it, for every kind: the same recipe trained other weights on another install
+    written_by = {"medfm_version": medfm.__version__, "versions": versions()}
     if spec is not None and spec.get("kind") == "fuser" and encoder is None:  # one encoder per modality, in args
-        cfg = {"medfm_version": medfm.__version__, "versions": versions(), "kind": "fuser", "name": spec["name"],
-               "args": spec.get("args", {}), "encoder": {}, "preprocessing": dict(getattr(model, "preprocessing", {}))}
+        cfg = {**written_by, "kind": "fuser", "name": spec["name"], "args": spec.get("args", {}), "encoder": {},
+               "preprocessing": dict(getattr(model, "preprocessing", {}))}
         return with_extra_config(cfg, extra)
     if spec is None or encoder is None or not getattr(encoder, "config", None):
         raise CheckpointError(
             f"{type(model).__name__} is not a medfm module (needs .medfm_spec and an .encoder built by create_encoder)"
         )
     cfg = {
-        "medfm_version": medfm.__version__,
-        "versions": versions(),  # what trained it: the same recipe trained other weights on another install
+        **written_by,
         "kind": spec["kind"],
         "name": spec["name"],
         "args": spec.get("args", {}),

@@ -10,18 +10,14 @@ import pytest
 import torch
 
 import medfm
-from medfm.adapters.classification import ImageClassifier
 from medfm.adapters.lora import LoraSettings, apply_lora, merge_adapter, save_adapter
 from medfm.cards import build_card
 from medfm.hub import CheckpointError, from_pretrained, model_config, save_pretrained
 from medfm.versions import versions, versions_text
+from tests.helpers.classifiers import tiny_classifier as _clf
 from tests.helpers.runner_cases import RUNNERS
 
 
-def _clf():
-    torch.manual_seed(0)
-    return ImageClassifier(medfm.create_encoder("resnet_test", in_chans=1, img_size=28), num_classes=2,
-                           task="binary-class", label_names=["normal", "pneumonia"])
 
 
 def _config(folder: Path) -> dict:
@@ -84,8 +80,9 @@ def test_a_training_run_records_the_versions_in_every_checkpoint_and_in_its_resu
 
 def _edit_versions(folder: Path, **changes) -> None:
     cfg = _config(folder)
-    cfg["versions"] = {**cfg["versions"], **changes} if changes else None
-    if cfg["versions"] is None:
+    if changes:
+        cfg["versions"].update(changes)
+    else:  # as an older medfm wrote it
         del cfg["versions"]
     (folder / "config.json").write_text(json.dumps(cfg))
 

@@ -34,16 +34,10 @@ MODEL_FOLDER = "models/<name>/"
 NAME_END = re.compile(r"(/|\.(yaml|json|jsonl|png|md))$")
 
 
-def _help(command: str) -> str:
-    """``medfm <command> --help``'s text, its lines joined by single spaces (the description is filled to 78
-    columns)."""
-    return help_text(command)
-
-
 def _writes(command: str) -> Tuple[str, str]:
     """The "Writes into --output" paragraph of ``medfm <command> --help`` as ``(run folder, model folder)``: the list
     without the parentheses that follow :data:`MODEL_FOLDER`, and those parentheses ("" when it has none)."""
-    listed = _help(command).split("Writes into --output: ", 1)[1].split(" positional arguments:", 1)[0]
+    listed = help_text(command).split("Writes into --output: ", 1)[1].split(" positional arguments:", 1)[0]
     if MODEL_FOLDER not in listed:
         return listed, ""
     before, after = listed.split(MODEL_FOLDER, 1)
@@ -168,7 +162,7 @@ def test_the_help_names_every_file_and_folder_a_run_writes(written, case):
     assert covered <= set(written(case))
     assert _unlisted(written(case), command) == []
     # --resume's help names the folder it reads (<output>/checkpoint, vqa's <output>/train_state): one a run writes
-    state = re.search(r"<output>/(\w+)", _help(command))
+    state = re.search(r"<output>/(\w+)", help_text(command))
     assert state is None or state.group(1) + "/" in written(case)
 
 
@@ -186,7 +180,7 @@ def test_the_names_of_a_list_are_told_apart(monkeypatch):
     ``tasks/<task>/overlays/``), a model folder's entry outside its parentheses, and a name no run writes."""
     text = ("Writes into --output: config.yaml, models/<name>/ (metrics.jsonl; model/, a checkpoint), "
             "tasks/<task>/overlays/*.png and training_curve.png. positional arguments: ...")
-    monkeypatch.setattr(f"{__name__}._help", lambda command: text)
+    monkeypatch.setattr(f"{__name__}.help_text", lambda command: text)
     assert _unlisted(["config.yaml", "models/", "model/", "overlays/", "tasks/"], "x") == ["model/", "overlays/"]
     assert _unlisted([MODEL_FOLDER + "model/", MODEL_FOLDER + "training_curve.png"], "x") == [
         MODEL_FOLDER + "training_curve.png"]
@@ -198,7 +192,7 @@ def test_the_vqa_help_says_the_question_encoder_is_the_recipes_and_the_image_enc
     from medfm.training.vqa import VQA_MODES, VQARecipe
 
     assert VQARecipe().text_encoder == {"name": "minilm"} and VQA_MODES == ("frozen", "lora", "full")
-    text = _help("vqa")
+    text = help_text("vqa")
     assert "MiniLM question encoder" not in text
     assert "a frozen text encoder for the question (the recipe's text_encoder, MiniLM by default)" in text
     assert "An image encoder (random, or --init from a SimCLR or CLIP checkpoint; frozen, or trained with LoRA or " \

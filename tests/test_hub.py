@@ -4,15 +4,11 @@ import pytest
 import torch
 
 import medfm
-from medfm.adapters.classification import ImageClassifier
 from medfm.adapters.lora import LoraSettings, apply_lora, load_adapter, merge_adapter, save_adapter
 from medfm.hub import CheckpointError, from_pretrained, load_encoder_weights, resolve_checkpoint, save_pretrained
+from tests.helpers.classifiers import tiny_classifier as _clf
 
 
-def _clf(seed=0, name="resnet_test"):
-    torch.manual_seed(seed)
-    return ImageClassifier(medfm.create_encoder(name, in_chans=1, img_size=28), num_classes=2,
-                           task="binary-class", label_names=["normal", "pneumonia"])
 
 
 def test_layout_and_bit_exact_round_trip(tmp_path):
