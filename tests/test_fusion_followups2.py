@@ -34,10 +34,12 @@ def test_protocol_report_removes_an_earlier_results_json_before_writing(tmp_path
         raise RuntimeError("plot failed")
 
     with pytest.raises(RuntimeError, match="plot failed"):
-        write_protocol_report({"subsets": []}, out, None, lambda res: "text", broken)
+        write_protocol_report({"subsets": []}, out, None, lambda res: "text", broken, kind="fusion")
     assert not (out / "results.json").exists()  # was kept: the old report marked the half-written one complete
-    paths = write_protocol_report({"subsets": []}, out, {"note": "new"}, lambda res: "text", None)
-    assert json.loads(paths["results"].read_text()) == {"versions": versions(), "note": "new", "subsets": []}
+    paths = write_protocol_report({"subsets": []}, out, {"note": "new"}, lambda res: "text", None, kind="fusion")
+    written = json.loads(paths["results"].read_text())
+    assert written.pop("created").endswith("+00:00")
+    assert written == {"schema_version": 1, "kind": "fusion", "versions": versions(), "note": "new", "subsets": []}
 
 
 def test_start_report_dir_creates_the_folder_and_removes_only_results_json(tmp_path):

@@ -127,8 +127,8 @@ PROTOCOL_REPORT_FILES = ("report.md", "subsets.png")
 
 def write_fusion_report(res: Mapping[str, Any], output: PathLike,
                         extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
-    """Write ``results.json`` (``res`` + ``extra`` + the installed ``"versions"``, :func:`medfm.versions.versions`),
-    ``report.md`` and ``subsets.png`` atomically into ``output``.
+    """Write ``results.json`` (the header of every result, :func:`medfm.versions.result_header` with ``"kind":
+    "fusion"``, then ``extra`` and ``res``), ``report.md`` and ``subsets.png`` atomically into ``output``.
 
     Everything is computed before the first file is written, an earlier report's ``results.json`` in ``output``
     is removed before it, and ``results.json`` is written last, so its presence marks a complete report whose
@@ -139,15 +139,18 @@ def write_fusion_report(res: Mapping[str, Any], output: PathLike,
         NotADirectoryError: ``output`` or one of its parents is a file
             (:func:`medfm.evaluation.report.make_output_dir`).
         TypeError: ``extra`` not a mapping, or a value that cannot be written as JSON.
+        ValueError: ``extra`` or ``res`` holds a key of the header (:data:`medfm.versions.RESULT_HEADER_KEYS`).
     """
-    return write_protocol_report(res, output, extra, render_markdown, plot_subsets if res["subsets"] else None)
+    return write_protocol_report(res, output, extra, render_markdown, plot_subsets if res["subsets"] else None,
+                                 kind="fusion")
 
 
 def write_protocol_report(res: Mapping[str, Any], output: PathLike, extra: Optional[Mapping[str, Any]],
-                          render: Any, plot: Any) -> Dict[str, Path]:
+                          render: Any, plot: Any, kind: str) -> Dict[str, Path]:
     """The writer shared by :func:`write_fusion_report` and
-    :func:`medfm.evaluation.fusion_seg.write_seg_fusion_report`: ``render(res)`` -> ``report.md`` text,
-    ``plot(res, path)`` (or None) -> ``subsets.png``; ``results.json`` (``extra`` + ``res``) last, an earlier
+    :func:`medfm.evaluation.fusion_seg.write_seg_fusion_report`: ``render(res)`` -> ``report.md`` text, followed by
+    the header's line (:func:`medfm.versions.provenance_text`), ``plot(res, path)`` (or None) -> ``subsets.png``;
+    ``results.json`` (:func:`medfm.versions.result_header` of ``kind``, then ``extra`` and ``res``) last, an earlier
     one removed before the first file is written (:func:`medfm.evaluation.report.start_report_dir`: it was kept
     beside the new figures, marking a half-written report complete), and with it an earlier ``report.md`` and
     ``subsets.png`` (:data:`PROTOCOL_REPORT_FILES`: a report without subsets kept the old figure).
@@ -156,12 +159,15 @@ def write_protocol_report(res: Mapping[str, Any], output: PathLike, extra: Optio
         as :func:`write_fusion_report`.
     """
     from medfm.evaluation.report import start_report_dir
-    from medfm.versions import versions
+    from medfm.versions import RESULT_HEADER_KEYS, provenance_text, result_header
 
     if extra is not None and not isinstance(extra, Mapping):
         raise TypeError(f"extra must be a mapping of JSON-ready values, got {type(extra).__name__}")
-    payload = to_jsonable({"versions": versions(), **dict(extra or {}), **dict(res)})  # TypeError: before any write
-    text = render(res)
+    taken = [k for k in RESULT_HEADER_KEYS if k in (extra or {}) or k in res]
+    if taken:
+        raise ValueError(f"a fusion report's extra or results may not set {taken}: the report's header writes them")
+    payload = to_jsonable({**result_header(kind), **dict(extra or {}), **dict(res)})  # TypeError: before any write
+    text = f"{render(res)}\n\n{provenance_text(payload)}\n"
     out = start_report_dir(output, PROTOCOL_REPORT_FILES)
     paths = {}
     if plot is not None:

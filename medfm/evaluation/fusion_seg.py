@@ -181,7 +181,8 @@ def plot_seg_subsets(res: Mapping[str, Any], path: PathLike) -> Path:
 
 def write_seg_fusion_report(res: Mapping[str, Any], output: PathLike,
                             extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Path]:
-    """Write ``results.json`` (``extra`` + ``res``), ``report.md`` and ``subsets.png`` atomically into ``output``,
+    """Write ``results.json`` (the header of every result, :func:`medfm.versions.result_header` with ``"kind":
+    "fusion_segmentation"``, then ``extra`` and ``res``), ``report.md`` and ``subsets.png`` atomically into ``output``,
     ``results.json`` last, an earlier one (and its ``report.md`` and ``subsets.png``) removed before the first file
     is written (:func:`medfm.evaluation.fusion_report.write_protocol_report`).
 
@@ -189,8 +190,10 @@ def write_seg_fusion_report(res: Mapping[str, Any], output: PathLike,
         NotADirectoryError: ``output`` or one of its parents is a file
             (:func:`medfm.evaluation.report.make_output_dir`).
         TypeError: ``extra`` not a mapping, or a value that cannot be written as JSON.
+        ValueError: ``extra`` or ``res`` holds a key of the header (:data:`medfm.versions.RESULT_HEADER_KEYS`).
     """
-    return write_protocol_report(res, output, extra, render_seg_markdown, plot_seg_subsets if res["subsets"] else None)
+    return write_protocol_report(res, output, extra, render_seg_markdown, plot_seg_subsets if res["subsets"] else None,
+                                 kind="fusion_segmentation")
 
 
 __all__ = ["predict_masks", "check_seg_label_names", "patient_dice", "mean_dice_row", "run_seg_fusion_protocol",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -35,11 +34,12 @@ from medfm.evaluation.metrics import MULTI_LABEL, bootstrap_ci, check_task, clas
 from medfm.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
 from medfm.io import (REPORT_FOLDER_ADVICE, PathLike, atomic_write_json, atomic_write_text, file_sha256, make_dir,
                       refuse_file_in_the_way, to_jsonable)
-from medfm.versions import NUMERIC_DISTRIBUTIONS, versions, versions_text  # re-exported: results record them
+# re-exported: results record them
+from medfm.versions import NUMERIC_DISTRIBUTIONS, provenance_text, result_header, versions, versions_text
 
 __all__ = ["SCHEMA_VERSION", "AUC_RANKINGS", "checkpoint_hash", "check_output_dir", "make_output_dir",
            "start_report_dir", "markdown_table", "NUMERIC_DISTRIBUTIONS", "versions",
-           "versions_text", "write_classification_report"]
+           "versions_text", "result_header", "provenance_text", "write_classification_report"]
 
 SCHEMA_VERSION = 1
 #: ``results.json``'s ``auc_ranking``: what the AUC ranked, by whether the writer was given the logits
@@ -309,10 +309,7 @@ def write_classification_report(
     warnings = list(metrics.pop("warnings")) + extra_warnings
     metrics["ece"] = cal.ece if cal is not None else None
     res: Dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "classification",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(),
+        **result_header("classification", SCHEMA_VERSION),
         "meta": meta_json,
         "task": metrics.pop("task"),
         "label_names": names,

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from medfm.evaluation.report import AUC_RANKINGS, versions_text
+from medfm.evaluation.report import AUC_RANKINGS, provenance_text
 
 #: Published PneumoniaMNIST-C figures of MedViT-small (corruptions applied at 224 px), as quoted in issue 5.
 MEDVIT_SMALL_C = {"pneumoniamnist": {"clean_error": 0.040, "be": 0.384, "rbe": 0.246}}
@@ -45,7 +45,7 @@ def render_suite_markdown(res: Dict[str, Any]) -> str:
              f"- protocol: {suite['protocol']['name']}"
              + (f", label fractions {suite['protocol']['label_fractions']}" if suite["protocol"]["name"] != "as-is"
                 else ""),
-             f"- {versions_text(res['versions'])}; created {res['created']}",
+             f"- {provenance_text(res)}",
              f"- wall time: **{res['wall_s']:.1f} s** on {res['host']['cpus']} CPU(s), "
              f"{res['host']['torch_threads']} torch thread(s); CPU time {res['cpu_s']:.1f} s (this process and its "
              f"workers); load average at the start {res['host']['load_avg_start']}"]

@@ -433,9 +433,8 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
             checkpoint matching its classes, 3D data for a 2D classifier): one line with each
             dataset's reason; nothing is written. (A run that evaluated nothing used to exit 0.)
     """
-    from datetime import datetime, timezone
 
-    from medfm.evaluation.report import versions
+    from medfm.versions import result_header
     from medfm.evaluation.suite_report import render_suite_markdown
     from medfm.training.loop import host_threads
     from medfm.io import atomic_dir, atomic_write_json, atomic_write_text
@@ -457,9 +456,7 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
             if entries and not any(e["status"] == "ok" for e in entries):
                 raise ValueError(f"suite {suite.name!r} evaluated no data set: " + "; ".join(
                     f"{e['name']}: {e['reason']}" for e in entries))
-            res = {"schema_version": SUITE_SCHEMA_VERSION, "kind": SUITE_KIND,
-                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
-                   "suite": to_dict(suite), "checkpoints": list(checkpoints),
+            res = {**result_header(SUITE_KIND, SUITE_SCHEMA_VERSION), "suite": to_dict(suite), "checkpoints": list(checkpoints),
                    "host": {**host_threads(), "load_avg_start": load_avg},
                    "datasets": entries, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - c0}
             used = {e["checkpoint"] for e in entries if e["status"] == "ok"}

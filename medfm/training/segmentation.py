@@ -9,9 +9,10 @@ original resolution and writes into the output directory:
 * ``config.yaml`` (resolved recipe), ``metrics.jsonl``, ``training_curve.png``, ``checkpoint/`` (resumable);
 * ``model/`` (frozen/full) or ``adapter/`` (LoRA, adapter-only) final checkpoint;
 * ``results.json`` (split rule and ids, per-case and summary Dice / HD95 / surface Dice,
-  for CHASE_DB1 also the second observer's scores; ``"kind": "segmentation"``, the report's ``"files"`` and the
-  installed ``"versions"``, :func:`medfm.versions.versions`) and
-  ``results.md``;
+  for CHASE_DB1 also the second observer's scores, the report's ``"files"``; first the header of every medfm
+  result, :func:`medfm.versions.result_header`: ``"schema_version"``, ``"kind": "segmentation"``, ``"created"`` and
+  the installed ``"versions"``) and ``results.md`` (which shows the header's line,
+  :func:`medfm.versions.provenance_text`);
 * ``overlays/<case>.png`` (prediction vs reference: yellow TP, red FP, green FN).
 
 An earlier report's files (``results.json`` first, its ``"files"``, ``results.md`` and every test case's overlay:
@@ -407,9 +408,11 @@ def fit_and_report(trainer: Trainer, recipe: Any, output: Path, init: Optional[s
     2. the final checkpoint, ``<output>/model`` or ``<output>/adapter`` with ``meta``
        (:func:`medfm.training.adaptation.save_final` from ``base``);
     3. ``evaluate(final checkpoint, training seconds)`` -> ``(results, results.md text)``: the runner's scoring;
-    4. the report: ``results["files"]`` (:func:`seg_report_files` of ``folders`` with ``eval.overlays``, and
-       ``results.json``), ``results.md``, ``results.json`` last (a complete report), each atomically, then the
-       final checkpoint's model card with these test metrics (:func:`medfm.cards.write_card`).
+    4. the report: ``results`` under the header of every result (:func:`medfm.versions.result_header` of its
+       ``"kind"``), ``results["files"]`` (:func:`seg_report_files` of ``folders`` with ``eval.overlays``, and
+       ``results.json``), ``results.md`` with the header's line after its text, ``results.json`` last (a complete
+       report), each atomically, then the final checkpoint's model card with these test metrics
+       (:func:`medfm.cards.write_card`).
 
     Args:
         trainer: the run's :class:`medfm.training.loop.Trainer` (its ``model``: the trained, maybe LoRA-wrapped,
@@ -433,7 +436,7 @@ def fit_and_report(trainer: Trainer, recipe: Any, output: Path, init: Optional[s
     from medfm.io import atomic_write_json, atomic_write_text
     from medfm.training.adaptation import save_final
     from medfm.training.runs import write_run_record
-    from medfm.versions import versions
+    from medfm.versions import provenance_text, result_header
 
     def start_run() -> None:
         write_run_record(output, recipe, init, resume, write_base=write_base)
@@ -445,9 +448,9 @@ def fit_and_report(trainer: Trainer, recipe: Any, output: Path, init: Optional[s
     trainer.model.eval()
     final = save_final(trainer.model, recipe.mode, base, meta, output)
     results, markdown = evaluate(final, train_s)
-    results["versions"] = versions()  # as every results.json: what trained and scored it
+    results = {**result_header(results.pop("kind")), **results}  # as every results.json: what trained and scored it
     results["files"] = [*seg_report_files(folders, recipe.eval.overlays), "results.json"]
-    atomic_write_text(output / "results.md", markdown)
+    atomic_write_text(output / "results.md", f"{markdown}\n{provenance_text(results)}\n")
     atomic_write_json(output / "results.json", results)  # last: a complete report (start_report_dir)
     write_card(final, results)  # the final checkpoint's card with these test metrics
     return results

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -405,7 +404,8 @@ def _finish(model: nn.Module, recipe: VQARecipe, output: Path, train: Any, test:
             log: List[Dict[str, Any]], init: Optional[str], root: Optional[str], train_s: float,
             md5s: Dict[str, str]) -> Dict[str, Any]:
     """Score the test split, save checkpoint + predictions + report, check the reload."""
-    from medfm.evaluation.report import checkpoint_hash, versions
+    from medfm.evaluation.report import checkpoint_hash
+    from medfm.versions import result_header
     from medfm.evaluation.vqa import accuracy_by_group, majority_baseline, plot_group_accuracy, score_vqa
     from medfm.hub import from_pretrained, save_pretrained
 
@@ -451,8 +451,7 @@ def _finish(model: nn.Module, recipe: VQARecipe, output: Path, train: Any, test:
                         f"VQA-RAD test, {recipe.encoder.name} ({recipe.mode}), exact match")
     _plot_curve(log, output / "training_curve.png")
     res: Dict[str, Any] = {
-        "schema_version": 1, "kind": "vqa", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(),
+        **result_header("vqa"),
         "meta": {"checkpoint": str(ckpt), "checkpoint_sha256": checkpoint_hash(ckpt), "init": init,
                  "init_sha256": checkpoint_hash(init) if init and Path(init).is_dir() else None,
                  "encoder": recipe.encoder.name, "img_size": model.encoder.img_size, "mode": recipe.mode,
@@ -490,8 +489,10 @@ def _plot_curve(log: List[Dict[str, Any]], path: Path) -> None:
 
 
 def render_report(res: Dict[str, Any]) -> str:
-    """``report.md`` of a VQA run (results + baseline + published figures + per question type)."""
+    """``report.md`` of a VQA run (results + baseline + published figures + per question type, then the line of
+    the results' header, :func:`medfm.versions.provenance_text`)."""
     from medfm.evaluation.report import markdown_table
+    from medfm.versions import provenance_text
 
     def row(name: str, m: Dict[str, Any]) -> Dict[str, Any]:
         return {"model": name, **{k: 100 * m[k]["acc"] for k in ("closed", "open", "overall")},
@@ -514,7 +515,8 @@ def render_report(res: Dict[str, Any]) -> str:
              "and count as wrong.\n\n", markdown_table(rows, cols, floatfmt=".1f"),
              "\n## By question type\n\n", markdown_table(res["by_question_type"], ["group", "n", "acc"]),
              f"\nReload check (saved checkpoint re-scored): {res['reload_check']}\n\n",
-             "![accuracy by question type](accuracy_by_question_type.png)\n![training curve](training_curve.png)\n"]
+             "![accuracy by question type](accuracy_by_question_type.png)\n![training curve](training_curve.png)\n",
+             f"\n{provenance_text(res)}\n"]
     return "".join(parts)
 
 

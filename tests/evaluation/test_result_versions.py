@@ -54,5 +54,5 @@ def test_the_suite_report_names_the_versions_of_its_results():
     res = {"suite": {"name": "s", "protocol": {"name": "as-is"}}, "checkpoints": ["c"], "versions": found,
            "created": "now", "wall_s": 1.0, "cpu_s": 1.0,
            "host": {"cpus": 1, "torch_threads": 1, "load_avg_start": None}, "datasets": []}
-    assert ("- medfm 0.1.0, torch 2.14.1, scikit-learn 1.9.1, scipy 1.17.1, transformers 5.23.0; created now"
+    assert ("- created now with medfm 0.1.0, torch 2.14.1, scikit-learn 1.9.1, scipy 1.17.1, transformers 5.23.0"
             in render_suite_markdown(res).splitlines())
