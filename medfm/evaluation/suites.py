@@ -456,7 +456,8 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
             if entries and not any(e["status"] == "ok" for e in entries):
                 raise ValueError(f"suite {suite.name!r} evaluated no data set: " + "; ".join(
                     f"{e['name']}: {e['reason']}" for e in entries))
-            res = {**result_header(SUITE_KIND, SUITE_SCHEMA_VERSION), "suite": to_dict(suite), "checkpoints": list(checkpoints),
+            res = {**result_header(SUITE_KIND, SUITE_SCHEMA_VERSION),
+                   "suite": to_dict(suite), "checkpoints": list(checkpoints),
                    "host": {**host_threads(), "load_avg_start": load_avg},
                    "datasets": entries, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu_seconds() - c0}
             used = {e["checkpoint"] for e in entries if e["status"] == "ok"}

@@ -78,6 +78,7 @@ def test_fit_and_report_writes_the_record_then_the_report_with_results_json_last
     import medfm.cards
     import medfm.training.adaptation as adaptation
     from medfm.training.segmentation import fit_and_report
+    from medfm.versions import provenance_text
 
     recipe, task, case = hippocampus
     out = tmp_path / "run"
@@ -103,7 +104,7 @@ def test_fit_and_report_writes_the_record_then_the_report_with_results_json_last
     files = ["results.md", f"overlays/{case}.png", "results.json"]
     assert res["files"] == files and events[3] == ("card", out / "model", res)
     assert json.loads((out / "results.json").read_text()) == res
-    assert (out / "results.md").read_text() == "# table\n"
+    assert (out / "results.md").read_text() == f"# table\n\n{provenance_text(res)}\n"  # the header's line last
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(
         ["config.yaml", "init.json", "notes.md", "overlays/other_case.png", "results.json", "results.md"])
 
