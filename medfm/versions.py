@@ -27,7 +27,7 @@ def versions() -> Dict[str, Optional[str]]:
     Returns:
         ``{"medfm": str, "numpy": str, "python": str, "torch": str | None, "scikit-learn": ..., "scipy": ...,
         "transformers": ...}``; a distribution that is not installed is ``None``. None of them is imported
-        (numpy is, by medfm itself). About 6 ms per call.
+        (numpy is, by medfm itself). About 4.4 ms per call once medfm is imported (mean of 20 calls).
     """
     from importlib import metadata
 

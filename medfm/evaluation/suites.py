@@ -433,11 +433,10 @@ def run_suite(suite: Suite, checkpoints: Sequence[str], output: Union[str, Path]
             checkpoint matching its classes, 3D data for a 2D classifier): one line with each
             dataset's reason; nothing is written. (A run that evaluated nothing used to exit 0.)
     """
-
-    from medfm.versions import result_header
     from medfm.evaluation.suite_report import render_suite_markdown
-    from medfm.training.loop import host_threads
     from medfm.io import atomic_dir, atomic_write_json, atomic_write_text
+    from medfm.training.loop import host_threads
+    from medfm.versions import result_header
 
     _check_protocol_splits(suite)
     check_max_samples(suite, data_root)  # the datasets on disk (those the run scores)

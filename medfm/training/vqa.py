@@ -405,9 +405,9 @@ def _finish(model: nn.Module, recipe: VQARecipe, output: Path, train: Any, test:
             md5s: Dict[str, str]) -> Dict[str, Any]:
     """Score the test split, save checkpoint + predictions + report, check the reload."""
     from medfm.evaluation.report import checkpoint_hash
-    from medfm.versions import result_header
     from medfm.evaluation.vqa import accuracy_by_group, majority_baseline, plot_group_accuracy, score_vqa
     from medfm.hub import from_pretrained, save_pretrained
+    from medfm.versions import result_header
 
     ds = test.ds
     logits = predict_logits(model, test, feats)
